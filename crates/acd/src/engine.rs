@@ -1,0 +1,1968 @@
+//! The engine: state, indexes and the event handlers.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
+
+use crate::config::{
+    AcdConfig, AgentConfig, Fallback, MAX_PRIORITY, QueueConfig, Strategy, invalid,
+};
+use crate::error::{AcdError, Result};
+use crate::stats::{AgentCounts, AgentSnapshot, QueueSnapshot, Snapshot};
+use crate::{AgentId, CallId, Millis, QueueId};
+
+/// Why an agent is not ready.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NotReadyReason {
+    /// The engine made the agent not-ready because an offer rang out unanswered.
+    MissedOffer,
+    /// A reason code chosen by the agent or supervisor (break, training, …).
+    Code(u16),
+}
+
+/// An agent's state as seen from outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AgentState {
+    /// Not logged in.
+    LoggedOut,
+    /// Logged in and waiting for a call.
+    Available,
+    /// A call is being offered (ringing) or a callback is being placed for the agent.
+    Reserved(CallId),
+    /// Talking.
+    OnCall(CallId),
+    /// After-call work.
+    WrapUp,
+    /// Logged in but not taking calls.
+    NotReady(NotReadyReason),
+}
+
+impl AgentState {
+    fn slot(&self) -> usize {
+        match self {
+            AgentState::LoggedOut => 0,
+            AgentState::Available => 1,
+            AgentState::Reserved(_) => 2,
+            AgentState::OnCall(_) => 3,
+            AgentState::WrapUp => 4,
+            AgentState::NotReady(_) => 5,
+        }
+    }
+    fn logged_in(&self) -> bool {
+        !matches!(self, AgentState::LoggedOut)
+    }
+    fn working(&self) -> bool {
+        !matches!(self, AgentState::LoggedOut | AgentState::NotReady(_))
+    }
+}
+
+/// Why a call was sent to its fallback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FallbackReason {
+    /// The queue was at `max_len` when the call arrived.
+    QueueFull,
+    /// No logged-in agent could ever serve the call (join/leave-when-empty).
+    Empty,
+    /// The call waited `max_wait_secs`.
+    MaxWait,
+    /// Every callback attempt failed.
+    CallbackFailed,
+}
+
+/// What the engine asks its owner to do. Drain with [`Engine::poll_decision`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Ring `agent` with `call` (screen pop, device call). `via` is the queue whose agent
+    /// pool it came from (the call's own queue or an overflow queue).
+    Offer {
+        /// The call.
+        call: CallId,
+        /// The agent.
+        agent: AgentId,
+        /// The queue whose agents the agent was taken from.
+        via: QueueId,
+    },
+    /// Stop ringing `agent` (another agent answered, the ring timed out, the caller left).
+    CancelOffer {
+        /// The call.
+        call: CallId,
+        /// The agent.
+        agent: AgentId,
+    },
+    /// A queued callback reached the head: `agent` is reserved; place the outbound call.
+    PlaceCallback {
+        /// The callback request.
+        call: CallId,
+        /// The reserved agent.
+        agent: AgentId,
+        /// The number to call.
+        number: String,
+    },
+    /// Tell the caller their position and expected wait.
+    Announce {
+        /// The call.
+        call: CallId,
+        /// 1 = next.
+        position: u32,
+        /// Expected wait in seconds.
+        ewt_secs: u64,
+    },
+    /// A bullseye step was applied (informational: for the queue log).
+    Overflow {
+        /// The call.
+        call: CallId,
+        /// Index of the step in the queue's `overflow` list.
+        step: u32,
+    },
+    /// The call leaves the ACD for its queue's fallback target.
+    Fallback {
+        /// The call.
+        call: CallId,
+        /// The queue it leaves.
+        queue: QueueId,
+        /// Where to send it.
+        target: Fallback,
+        /// Why.
+        reason: FallbackReason,
+    },
+    /// The engine changed an agent's state on its own (wrap-up timer ended, not-ready after
+    /// a missed offer): tell the desktop.
+    AgentStateChanged {
+        /// The agent.
+        agent: AgentId,
+        /// The new state.
+        state: AgentState,
+    },
+}
+
+/// A call entering a queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewCall {
+    /// Owner's id for the call.
+    pub id: CallId,
+    /// The queue.
+    pub queue: QueueId,
+    /// Static priority (higher = sooner), e.g. from the customer tier or the dialed number;
+    /// clamped to ±1000.
+    pub priority: i32,
+    /// Extra skills this call requires beyond its queue's, e.g. `("lang-de", 5)`.
+    pub skills: Vec<(String, u8)>,
+    /// Account manager or last agent, tried alone for the queue's `preferred_agent_secs`.
+    pub preferred_agent: Option<AgentId>,
+    /// Caller identity (E.164) for resuming an abandoned call's place.
+    pub caller: Option<String>,
+}
+
+impl NewCall {
+    /// A plain call: priority 0, no extra skills, no preference.
+    pub fn new(id: CallId, queue: QueueId) -> Self {
+        NewCall {
+            id,
+            queue,
+            priority: 0,
+            skills: Vec::new(),
+            preferred_agent: None,
+            caller: None,
+        }
+    }
+}
+
+/// Position and expected wait, for announcements and for diverting before queueing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WaitEstimate {
+    /// 1 = next in line.
+    pub position: u32,
+    /// Expected wait in seconds.
+    pub ewt_secs: u64,
+}
+
+// ---------------------------------------------------------------------------------------
+// Internals
+
+/// A fast hasher for integer ids (the default SipHash costs more than the whole decision).
+#[derive(Default)]
+struct IdHasher(u64);
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        self.0 ^= self.0 >> 29;
+    }
+}
+type IdMap<K, V> = HashMap<K, V, BuildHasherDefault<IdHasher>>;
+
+/// Waiting-call order: ascending `(ord, seq)` is best first. `ord` = entry time minus the
+/// priority expressed in milliseconds of aging, so it never changes while the call waits.
+type CKey = (i64, u64);
+
+/// Available-agent order inside one queue: ascending is best first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct AKey {
+    penalty: u32,
+    k1: i64,
+    k2: u64,
+    agent: u32,
+}
+
+const NO_SKILL: u16 = u16::MAX;
+const ALL_SITES: u64 = u64::MAX;
+const MAX_SITES: usize = 64;
+/// Without aging a priority point is worth ~139 years of waiting, i.e. strict priority.
+const NO_AGING_STEP_MS: i64 = 1 << 42;
+const AHT_ALPHA: f64 = 0.02;
+
+struct Step {
+    after_ms: u64,
+    min: Option<u8>,
+    add_queues: Vec<u32>,
+    add_sites: u64,
+}
+
+#[derive(Default, Clone)]
+pub(crate) struct QStats {
+    pub offered: u64,
+    pub answered: u64,
+    pub answered_in_sl: u64,
+    pub wait_answered_ms: u64,
+    pub abandoned: u64,
+    pub short_abandoned: u64,
+    pub wait_abandoned_ms: u64,
+    pub timed_out: u64,
+    pub refused: u64,
+    pub callback_failed: u64,
+    pub handled: u64,
+    pub handle_ms: u64,
+}
+
+struct Queue {
+    name: String,
+    strategy: Strategy,
+    skills: Vec<(u16, u8)>,
+    max_len: Option<u32>,
+    join_empty: bool,
+    leave_empty: bool,
+    ring_ms: u64,
+    nr_on_no_answer: bool,
+    wrap_ms: u64,
+    sl_ms: u64,
+    announce_ms: u64,
+    max_wait_ms: Option<u64>,
+    fallback: Fallback,
+    weight: i64,
+    sites: u64,
+    steps: Vec<Step>,
+    pref_ms: u64,
+    cb_retry_ms: u64,
+    cb_attempts: u32,
+    /// Lowest proficiency any step relaxes to: decides who could *ever* serve the queue.
+    loosest: Option<u8>,
+    available: BTreeSet<AKey>,
+    waiting: BTreeMap<CKey, CallId>,
+    own_waiting: u32,
+    /// Logged-in members who could ever serve the queue.
+    capable: u32,
+    /// Logged-in, not not-ready members (the EWT's server count).
+    working: u32,
+    reach: Vec<u32>,
+    rev_reach: Vec<u32>,
+    rr_last: u32,
+    aht_ms: f64,
+    members: Vec<u32>,
+    st: QStats,
+}
+
+struct Member {
+    queue: u32,
+    penalty: u32,
+    score: i64,
+    capable: bool,
+    key: Option<AKey>,
+}
+
+struct Agent {
+    name: String,
+    site: u8,
+    skills: Vec<(u16, u8)>,
+    members: Vec<Member>,
+    state: AgentState,
+    state_since: Millis,
+    acc_since: Millis,
+    time_in: [u64; 6],
+    idle_since: Millis,
+    handled: u64,
+    talk_ms: u64,
+    wrap_ms: u64,
+    missed: u64,
+    preferred: Vec<CallId>,
+    pending_nr: Option<NotReadyReason>,
+    pending_logout: bool,
+    wrap_start: Millis,
+    wrap_until: Option<Millis>,
+    last_talk_ms: u64,
+    last_queue: u32,
+}
+
+impl Agent {
+    fn prof(&self, skill: u16) -> u8 {
+        match self.skills.binary_search_by_key(&skill, |s| s.0) {
+            Ok(i) => self.skills[i].1,
+            Err(_) => 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum CState {
+    Waiting,
+    Held,
+    Delayed,
+    Offered(Vec<u32>),
+    Dialing(u32),
+    Connected(u32),
+}
+
+struct Call {
+    home: u32,
+    key: CKey,
+    arrived: Millis,
+    extra: Vec<(u16, u8)>,
+    relax: Option<u8>,
+    targets: Vec<u32>,
+    sites: u64,
+    step: usize,
+    state: CState,
+    declined: Vec<u32>,
+    preferred: Option<u32>,
+    caller: Option<String>,
+    callback: Option<(String, u32)>,
+    t_step: Option<Millis>,
+    t_max: Option<Millis>,
+    t_ann: Option<Millis>,
+    t_ring: Option<Millis>,
+    t_hold: Option<Millis>,
+    t_retry: Option<Millis>,
+    answered_at: Millis,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer {
+    Ring(u64),
+    Step(u64),
+    MaxWait(u64),
+    Announce(u64),
+    Hold(u64),
+    Retry(u64),
+    Wrap(u32),
+}
+
+struct Resume {
+    queue: u32,
+    key: CKey,
+    until: Millis,
+}
+
+type Timers = BTreeSet<(Millis, Timer)>;
+
+fn arm(timers: &mut Timers, slot: &mut Option<Millis>, at: Millis, t: Timer) {
+    if let Some(old) = slot.take() {
+        timers.remove(&(old, t));
+    }
+    timers.insert((at, t));
+    *slot = Some(at);
+}
+
+fn disarm(timers: &mut Timers, slot: &mut Option<Millis>, t: Timer) {
+    if let Some(old) = slot.take() {
+        timers.remove(&(old, t));
+    }
+}
+
+fn eligible(a: &Agent, aid: u32, c: &Call, q: &Queue) -> bool {
+    if c.sites & (1u64 << a.site) == 0 || c.declined.contains(&aid) {
+        return false;
+    }
+    q.skills.iter().chain(c.extra.iter()).all(|&(s, m)| {
+        let need = c.relax.map_or(m, |r| m.min(r));
+        a.prof(s) >= need
+    })
+}
+
+/// The ACD engine. See the crate docs for the model; every `&mut self` method is an event.
+pub struct Engine {
+    queues: Vec<Queue>,
+    agents: Vec<Agent>,
+    calls: IdMap<CallId, Call>,
+    timers: Timers,
+    decisions: VecDeque<Decision>,
+    seq: u64,
+    step_ms: i64,
+    short_ms: u64,
+    resume_ms: u64,
+    skill_ids: HashMap<String, u16>,
+    site_ids: HashMap<String, u8>,
+    agent_ids: HashMap<String, u32>,
+    queue_ids: HashMap<String, u32>,
+    resume: HashMap<String, Resume>,
+    resume_order: VecDeque<(Millis, String)>,
+    rng: u64,
+    stats_since: Millis,
+    scratch: Vec<(u32, u32)>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("queues", &self.queues.len())
+            .field("agents", &self.agents.len())
+            .field("calls", &self.calls.len())
+            .finish()
+    }
+}
+
+impl Engine {
+    /// Builds an engine from a validated config; every agent starts logged out.
+    pub fn new(cfg: &AcdConfig, now: Millis) -> Result<Self> {
+        cfg.validate()?;
+        let mut e = Engine {
+            queues: Vec::with_capacity(cfg.queues.len()),
+            agents: Vec::new(),
+            calls: IdMap::default(),
+            timers: BTreeSet::new(),
+            decisions: VecDeque::new(),
+            seq: 0,
+            step_ms: if cfg.aging_secs == 0 {
+                NO_AGING_STEP_MS
+            } else {
+                i64::from(cfg.aging_secs) * 1000
+            },
+            short_ms: u64::from(cfg.short_abandon_secs) * 1000,
+            resume_ms: u64::from(cfg.resume_window_secs) * 1000,
+            skill_ids: HashMap::new(),
+            site_ids: HashMap::new(),
+            agent_ids: HashMap::new(),
+            queue_ids: HashMap::new(),
+            resume: HashMap::new(),
+            resume_order: VecDeque::new(),
+            rng: cfg.seed ^ 0x5DEE_CE66_D1CE_4E5B,
+            stats_since: now,
+            scratch: Vec::new(),
+        };
+        for (i, q) in cfg.queues.iter().enumerate() {
+            e.queue_ids.insert(q.name.clone(), i as u32);
+        }
+        for q in &cfg.queues {
+            let compiled = e.compile_queue(q)?;
+            e.queues.push(compiled);
+        }
+        for i in 0..e.queues.len() {
+            let reach = e.queues[i].reach.clone();
+            for r in reach {
+                e.queues[r as usize].rev_reach.push(i as u32);
+            }
+        }
+        for a in &cfg.agents {
+            e.add_agent(a, now)?;
+        }
+        Ok(e)
+    }
+
+    fn skill(&mut self, name: &str) -> Result<u16> {
+        if let Some(&s) = self.skill_ids.get(name) {
+            return Ok(s);
+        }
+        let id = self.skill_ids.len();
+        if id >= usize::from(NO_SKILL) {
+            return Err(invalid("skills", "too many distinct skills"));
+        }
+        self.skill_ids.insert(name.to_string(), id as u16);
+        Ok(id as u16)
+    }
+
+    fn site(&mut self, name: &str) -> Result<u8> {
+        if let Some(&s) = self.site_ids.get(name) {
+            return Ok(s);
+        }
+        let id = self.site_ids.len();
+        if id >= MAX_SITES {
+            return Err(invalid("sites", "more than 64 distinct sites"));
+        }
+        self.site_ids.insert(name.to_string(), id as u8);
+        Ok(id as u8)
+    }
+
+    fn sites(&mut self, names: &[String]) -> Result<u64> {
+        let mut m = 0u64;
+        for n in names {
+            m |= 1u64 << self.site(n)?;
+        }
+        Ok(m)
+    }
+
+    fn compile_queue(&mut self, q: &QueueConfig) -> Result<Queue> {
+        let mut skills = Vec::new();
+        for s in &q.skills {
+            skills.push((self.skill(&s.skill)?, s.min));
+        }
+        let mut steps = Vec::new();
+        let mut reach = vec![self.queue_ids[&q.name]];
+        let mut loosest: Option<u8> = None;
+        for st in &q.overflow {
+            let mut add = Vec::new();
+            for n in &st.add_queues {
+                let id = *self
+                    .queue_ids
+                    .get(n)
+                    .ok_or_else(|| AcdError::UnknownQueue(n.clone()))?;
+                add.push(id);
+                if !reach.contains(&id) {
+                    reach.push(id);
+                }
+            }
+            if let Some(m) = st.min_proficiency {
+                loosest = Some(loosest.map_or(m, |l| l.min(m)));
+            }
+            steps.push(Step {
+                after_ms: u64::from(st.after_secs) * 1000,
+                min: st.min_proficiency,
+                add_queues: add,
+                add_sites: if st.any_site {
+                    ALL_SITES
+                } else {
+                    self.sites(&st.add_sites)?
+                },
+            });
+        }
+        Ok(Queue {
+            name: q.name.clone(),
+            strategy: q.strategy,
+            skills,
+            max_len: q.max_len,
+            join_empty: q.join_when_empty,
+            leave_empty: q.leave_when_empty,
+            ring_ms: u64::from(q.ring_timeout_secs) * 1000,
+            nr_on_no_answer: q.not_ready_on_no_answer,
+            wrap_ms: u64::from(q.wrapup_secs) * 1000,
+            sl_ms: u64::from(q.sl_secs) * 1000,
+            announce_ms: u64::from(q.announce_secs) * 1000,
+            max_wait_ms: q.max_wait_secs.map(|s| u64::from(s) * 1000),
+            fallback: q.fallback.clone(),
+            weight: i64::from(q.weight),
+            sites: if q.sites.is_empty() {
+                ALL_SITES
+            } else {
+                self.sites(&q.sites)?
+            },
+            steps,
+            pref_ms: u64::from(q.preferred_agent_secs) * 1000,
+            cb_retry_ms: u64::from(q.callback_retry_secs) * 1000,
+            cb_attempts: q.callback_attempts,
+            loosest,
+            available: BTreeSet::new(),
+            waiting: BTreeMap::new(),
+            own_waiting: 0,
+            capable: 0,
+            working: 0,
+            reach,
+            rev_reach: Vec::new(),
+            rr_last: u32::MAX,
+            aht_ms: f64::from(q.expected_aht_secs) * 1000.0,
+            members: Vec::new(),
+            st: QStats::default(),
+        })
+    }
+
+    /// Adds an agent (logged out). Errors on a duplicate id or an unknown queue.
+    pub fn add_agent(&mut self, cfg: &AgentConfig, now: Millis) -> Result<AgentId> {
+        if self.agent_ids.contains_key(&cfg.id) {
+            return Err(invalid(
+                &format!("agent {:?}", cfg.id),
+                "duplicate agent id",
+            ));
+        }
+        let names: BTreeMap<&str, usize> = self
+            .queues
+            .iter()
+            .enumerate()
+            .map(|(i, q)| (q.name.as_str(), i))
+            .collect();
+        cfg.validate(&names)?;
+        let idx =
+            u32::try_from(self.agents.len()).map_err(|_| invalid("agents", "too many agents"))?;
+        let site = self.site(&cfg.site)?;
+        let mut skills = Vec::new();
+        for (s, p) in &cfg.skills {
+            skills.push((self.skill(s)?, *p));
+        }
+        skills.sort_unstable();
+        let mut a = Agent {
+            name: cfg.id.clone(),
+            site,
+            skills,
+            members: Vec::new(),
+            state: AgentState::LoggedOut,
+            state_since: now,
+            acc_since: now,
+            time_in: [0; 6],
+            idle_since: now,
+            handled: 0,
+            talk_ms: 0,
+            wrap_ms: 0,
+            missed: 0,
+            preferred: Vec::new(),
+            pending_nr: None,
+            pending_logout: false,
+            wrap_start: now,
+            wrap_until: None,
+            last_talk_ms: 0,
+            last_queue: 0,
+        };
+        for (qn, pen) in &cfg.queues {
+            let qi = self.queue_ids[qn.as_str()];
+            let q = &mut self.queues[qi as usize];
+            let capable = q
+                .skills
+                .iter()
+                .all(|&(s, m)| a.prof(s) >= q.loosest.map_or(m, |l| m.min(l)));
+            let score = q.skills.iter().map(|&(s, _)| i64::from(a.prof(s))).sum();
+            q.members.push(idx);
+            a.members.push(Member {
+                queue: qi,
+                penalty: *pen,
+                score,
+                capable,
+                key: None,
+            });
+        }
+        self.agent_ids.insert(cfg.id.clone(), idx);
+        self.agents.push(a);
+        Ok(AgentId(idx))
+    }
+
+    // ---- lookups ------------------------------------------------------------------------
+
+    /// The id of a queue by name.
+    pub fn queue_id(&self, name: &str) -> Option<QueueId> {
+        self.queue_ids.get(name).map(|&i| QueueId(i))
+    }
+    /// The id of an agent by login name.
+    pub fn agent_id(&self, name: &str) -> Option<AgentId> {
+        self.agent_ids.get(name).map(|&i| AgentId(i))
+    }
+    /// Number of queues.
+    pub fn queue_count(&self) -> usize {
+        self.queues.len()
+    }
+    /// Number of agents (all states).
+    pub fn agent_count(&self) -> usize {
+        self.agents.len()
+    }
+    /// Calls the engine tracks (waiting, ringing, connected, callback requests).
+    pub fn call_count(&self) -> usize {
+        self.calls.len()
+    }
+    /// Calls waiting in a queue (its own calls, not overflowed-in ones).
+    pub fn waiting_in(&self, q: QueueId) -> usize {
+        self.queues
+            .get(q.0 as usize)
+            .map_or(0, |q| q.own_waiting as usize)
+    }
+    /// An agent's current state.
+    pub fn agent_state(&self, a: AgentId) -> Result<AgentState> {
+        Ok(self.agent(a)?.state)
+    }
+
+    /// The next decision to carry out, if any.
+    pub fn poll_decision(&mut self) -> Option<Decision> {
+        self.decisions.pop_front()
+    }
+
+    /// When the engine must next be called with [`Engine::handle_timeout`].
+    pub fn poll_timeout(&self) -> Option<Millis> {
+        self.timers.first().map(|t| t.0)
+    }
+
+    fn agent(&self, a: AgentId) -> Result<&Agent> {
+        self.agents
+            .get(a.0 as usize)
+            .ok_or(AcdError::NoSuchAgent(a))
+    }
+
+    fn next_rand(&mut self) -> u64 {
+        // splitmix64: tiny, seeded, good enough to shuffle agents.
+        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.rng;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    // ---- agent bookkeeping ----------------------------------------------------------------
+
+    fn set_state(&mut self, now: Millis, a: u32, new: AgentState) {
+        let ag = &mut self.agents[a as usize];
+        let old = ag.state;
+        ag.time_in[old.slot()] += now.since(ag.acc_since);
+        ag.acc_since = now;
+        ag.state_since = now;
+        ag.state = new;
+        let (li_d, w_d) = (
+            i32::from(new.logged_in()) - i32::from(old.logged_in()),
+            i32::from(new.working()) - i32::from(old.working()),
+        );
+        if li_d != 0 || w_d != 0 {
+            for m in &ag.members {
+                let q = &mut self.queues[m.queue as usize];
+                if m.capable {
+                    q.capable = q.capable.saturating_add_signed(li_d);
+                }
+                q.working = q.working.saturating_add_signed(w_d);
+            }
+        }
+    }
+
+    fn remove_available(&mut self, a: u32) {
+        let ag = &mut self.agents[a as usize];
+        for m in &mut ag.members {
+            if let Some(k) = m.key.take() {
+                self.queues[m.queue as usize].available.remove(&k);
+            }
+        }
+    }
+
+    fn insert_available(&mut self, a: u32) {
+        let n = self.agents[a as usize].members.len();
+        for i in 0..n {
+            let (qi, capable) = {
+                let m = &self.agents[a as usize].members[i];
+                (m.queue as usize, m.capable)
+            };
+            if !capable {
+                continue;
+            }
+            let r = if self.queues[qi].strategy == Strategy::Random {
+                self.next_rand() as i64
+            } else {
+                0
+            };
+            let ag = &self.agents[a as usize];
+            let m = &ag.members[i];
+            let idle = ag.idle_since.0 as i64;
+            let (k1, k2) = match self.queues[qi].strategy {
+                Strategy::LongestIdle => (idle, 0),
+                Strategy::MostSkilled => (-m.score, idle as u64),
+                Strategy::RoundRobin | Strategy::Linear | Strategy::RingAll => (0, 0),
+                Strategy::FewestCalls => (ag.handled as i64, idle as u64),
+                Strategy::LeastTalkTime => (ag.talk_ms as i64, idle as u64),
+                Strategy::Random => (r, 0),
+            };
+            let key = AKey {
+                penalty: m.penalty,
+                k1,
+                k2,
+                agent: a,
+            };
+            self.queues[qi].available.insert(key);
+            self.agents[a as usize].members[i].key = Some(key);
+        }
+    }
+
+    /// The agent is free: give them the best call they can take, or index them as available.
+    fn make_available(&mut self, now: Millis, a: u32) {
+        self.set_state(now, a, AgentState::Available);
+        if let Some((cid, via)) = self.find_call_for(a) {
+            self.offer(now, cid, &[(a, via)]);
+        } else {
+            self.insert_available(a);
+        }
+    }
+
+    /// Agent-driven choice: the best (lowest key) call among the heads of the agent's queues,
+    /// after any call held for this agent as its preferred agent.
+    fn find_call_for(&self, a: u32) -> Option<(CallId, u32)> {
+        let ag = &self.agents[a as usize];
+        let mut best: Option<(CKey, CallId, u32)> = None;
+        for &cid in &ag.preferred {
+            if let Some(c) = self.calls.get(&cid)
+                && c.state == CState::Held
+                && eligible(ag, a, c, &self.queues[c.home as usize])
+                && best.is_none_or(|b| c.key < b.0)
+            {
+                best = Some((c.key, cid, c.home));
+            }
+        }
+        if best.is_some() {
+            return best.map(|b| (b.1, b.2));
+        }
+        for m in &ag.members {
+            if !m.capable {
+                continue;
+            }
+            let q = &self.queues[m.queue as usize];
+            for (&k, &cid) in &q.waiting {
+                if best.is_some_and(|b| k >= b.0) {
+                    break;
+                }
+                if let Some(c) = self.calls.get(&cid)
+                    && eligible(ag, a, c, q)
+                {
+                    best = Some((k, cid, m.queue));
+                    break;
+                }
+            }
+        }
+        best.map(|b| (b.1, b.2))
+    }
+
+    /// Call-driven choice: the first eligible agent of the call's target queues in order
+    /// (own queue first), by each queue's strategy; for ring-all, every eligible agent.
+    fn find_agents_for(&self, cid: CallId, out: &mut Vec<(u32, u32)>) {
+        out.clear();
+        let Some(c) = self.calls.get(&cid) else {
+            return;
+        };
+        let ring_all =
+            self.queues[c.home as usize].strategy == Strategy::RingAll && c.callback.is_none();
+        for &t in &c.targets {
+            let q = &self.queues[t as usize];
+            if ring_all {
+                for k in &q.available {
+                    if eligible(&self.agents[k.agent as usize], k.agent, c, q)
+                        && !out.iter().any(|x| x.0 == k.agent)
+                    {
+                        out.push((k.agent, t));
+                    }
+                }
+            } else if let Some(a) = self.pick_in_queue(q, c) {
+                out.push((a, t));
+                return;
+            }
+        }
+    }
+
+    fn pick_in_queue(&self, q: &Queue, c: &Call) -> Option<u32> {
+        let ok = |k: &&AKey| eligible(&self.agents[k.agent as usize], k.agent, c, q);
+        if q.strategy != Strategy::RoundRobin {
+            return q.available.iter().find(ok).map(|k| k.agent);
+        }
+        // Round robin with memory: within the best penalty tier that has an eligible
+        // agent, the first one after the last agent served, wrapping around.
+        let mut tier = q.available.first()?.penalty;
+        loop {
+            let k = |agent| AKey {
+                penalty: tier,
+                k1: 0,
+                k2: 0,
+                agent,
+            };
+            let after = q.rr_last.saturating_add(1);
+            let found = q
+                .available
+                .range(k(after)..=k(u32::MAX))
+                .find(ok)
+                .or_else(|| q.available.range(k(0)..k(after)).find(ok));
+            if let Some(f) = found {
+                return Some(f.agent);
+            }
+            let next = AKey {
+                penalty: tier.checked_add(1)?,
+                k1: i64::MIN,
+                k2: 0,
+                agent: 0,
+            };
+            tier = q.available.range(next..).next()?.penalty;
+        }
+    }
+
+    // ---- call bookkeeping -----------------------------------------------------------------
+
+    fn insert_waiting(&mut self, cid: CallId) {
+        if let Some(c) = self.calls.get_mut(&cid) {
+            c.state = CState::Waiting;
+            for &t in &c.targets {
+                self.queues[t as usize].waiting.insert(c.key, cid);
+            }
+            self.queues[c.home as usize].own_waiting += 1;
+        }
+    }
+
+    fn remove_waiting(queues: &mut [Queue], c: &Call) {
+        if c.state == CState::Waiting {
+            for &t in &c.targets {
+                queues[t as usize].waiting.remove(&c.key);
+            }
+            let h = &mut queues[c.home as usize];
+            h.own_waiting = h.own_waiting.saturating_sub(1);
+        }
+    }
+
+    /// Tries to connect a waiting call to agents right now.
+    fn dispatch_call(&mut self, now: Millis, cid: CallId) {
+        let mut picks = std::mem::take(&mut self.scratch);
+        self.find_agents_for(cid, &mut picks);
+        if !picks.is_empty() {
+            self.offer(now, cid, &picks);
+        }
+        self.scratch = picks;
+    }
+
+    fn offer(&mut self, now: Millis, cid: CallId, picks: &[(u32, u32)]) {
+        let Some(c) = self.calls.get_mut(&cid) else {
+            return;
+        };
+        Self::remove_waiting(&mut self.queues, c);
+        if c.state == CState::Held {
+            disarm(&mut self.timers, &mut c.t_hold, Timer::Hold(cid.0));
+            if let Some(p) = c.preferred {
+                self.agents[p as usize].preferred.retain(|&x| x != cid);
+            }
+        }
+        let home = c.home as usize;
+        if let Some((number, _)) = &c.callback {
+            let (a, _) = picks[0];
+            c.state = CState::Dialing(a);
+            self.decisions.push_back(Decision::PlaceCallback {
+                call: cid,
+                agent: AgentId(a),
+                number: number.clone(),
+            });
+        } else {
+            c.state = CState::Offered(picks.iter().map(|p| p.0).collect());
+            let ring = self.queues[home].ring_ms;
+            if ring > 0 {
+                arm(
+                    &mut self.timers,
+                    &mut c.t_ring,
+                    now.plus(ring),
+                    Timer::Ring(cid.0),
+                );
+            }
+            for &(a, via) in picks {
+                self.decisions.push_back(Decision::Offer {
+                    call: cid,
+                    agent: AgentId(a),
+                    via: QueueId(via),
+                });
+            }
+        }
+        for &(a, via) in picks {
+            self.remove_available(a);
+            self.set_state(now, a, AgentState::Reserved(cid));
+            let q = &mut self.queues[via as usize];
+            if q.strategy == Strategy::RoundRobin {
+                q.rr_last = a;
+            }
+        }
+    }
+
+    /// A call whose offer failed goes back to its original place (its key is unchanged).
+    fn requeue(&mut self, now: Millis, cid: CallId) {
+        let Some(c) = self.calls.get_mut(&cid) else {
+            return;
+        };
+        disarm(&mut self.timers, &mut c.t_ring, Timer::Ring(cid.0));
+        let max = self.queues[c.home as usize].max_wait_ms;
+        if c.callback.is_none() && max.is_some_and(|m| now.since(c.arrived) >= m) {
+            c.state = CState::Delayed;
+            self.fallback(now, cid, FallbackReason::MaxWait);
+            return;
+        }
+        self.insert_waiting(cid);
+        self.dispatch_call(now, cid);
+    }
+
+    /// Removes a call from every index and timer; agents it held are released afterwards.
+    fn detach(&mut self, now: Millis, cid: CallId) -> Option<Call> {
+        let mut c = self.calls.remove(&cid)?;
+        Self::remove_waiting(&mut self.queues, &c);
+        for (slot, t) in [
+            (&mut c.t_step, Timer::Step(cid.0)),
+            (&mut c.t_max, Timer::MaxWait(cid.0)),
+            (&mut c.t_ann, Timer::Announce(cid.0)),
+            (&mut c.t_ring, Timer::Ring(cid.0)),
+            (&mut c.t_hold, Timer::Hold(cid.0)),
+            (&mut c.t_retry, Timer::Retry(cid.0)),
+        ] {
+            disarm(&mut self.timers, slot, t);
+        }
+        if let Some(p) = c.preferred {
+            self.agents[p as usize].preferred.retain(|&x| x != cid);
+        }
+        match &c.state {
+            CState::Offered(list) => {
+                for &a in list {
+                    self.decisions.push_back(Decision::CancelOffer {
+                        call: cid,
+                        agent: AgentId(a),
+                    });
+                    self.make_available(now, a);
+                }
+            }
+            CState::Dialing(a) => {
+                self.decisions.push_back(Decision::CancelOffer {
+                    call: cid,
+                    agent: AgentId(*a),
+                });
+                self.make_available(now, *a);
+            }
+            _ => {}
+        }
+        Some(c)
+    }
+
+    fn fallback(&mut self, now: Millis, cid: CallId, reason: FallbackReason) {
+        if let Some(c) = self.detach(now, cid) {
+            let q = &mut self.queues[c.home as usize];
+            match reason {
+                FallbackReason::MaxWait => q.st.timed_out += 1,
+                FallbackReason::CallbackFailed => q.st.callback_failed += 1,
+                FallbackReason::QueueFull | FallbackReason::Empty => q.st.refused += 1,
+            }
+            self.decisions.push_back(Decision::Fallback {
+                call: cid,
+                queue: QueueId(c.home),
+                target: q.fallback.clone(),
+                reason,
+            });
+        }
+    }
+
+    fn servable(&self, q: u32) -> bool {
+        self.queues[q as usize]
+            .reach
+            .iter()
+            .any(|&r| self.queues[r as usize].capable > 0)
+    }
+
+    // ---- events: calls --------------------------------------------------------------------
+
+    /// A call enters a queue. It is offered at once if an agent can take it; otherwise it
+    /// waits (and gets a first announcement), or goes to the fallback if refused.
+    pub fn call_arrived(&mut self, now: Millis, call: NewCall) -> Result<()> {
+        self.expire_resume(now);
+        let cid = call.id;
+        if self.calls.contains_key(&cid) {
+            return Err(AcdError::DuplicateCall(cid));
+        }
+        let home = call.queue.0;
+        if home as usize >= self.queues.len() {
+            return Err(AcdError::UnknownQueue(format!("#{home}")));
+        }
+        if let Some(p) = call.preferred_agent {
+            self.agent(p)?;
+        }
+        let mut extra = Vec::with_capacity(call.skills.len());
+        for (s, m) in &call.skills {
+            if !(1..=10).contains(m) {
+                return Err(invalid("call skill", "proficiency outside 1..=10"));
+            }
+            extra.push((self.skill_ids.get(s).copied().unwrap_or(NO_SKILL), *m));
+        }
+        self.seq += 1;
+        let q = &self.queues[home as usize];
+        let prio = i64::from(call.priority.clamp(-MAX_PRIORITY, MAX_PRIORITY)) + q.weight;
+        let mut key = ((now.0 as i64).saturating_sub(prio * self.step_ms), self.seq);
+        if let Some(caller) = &call.caller
+            && let Some(r) = self.resume.get(caller)
+            && r.queue == home
+            && r.until > now
+        {
+            key = r.key;
+            self.resume.remove(caller);
+        }
+        self.queues[home as usize].st.offered += 1;
+        let q = &self.queues[home as usize];
+        if (!q.join_empty || q.leave_empty) && !self.servable(home) {
+            self.refuse(cid, home, FallbackReason::Empty);
+            return Ok(());
+        }
+        if q.max_len.is_some_and(|m| q.own_waiting >= m) {
+            self.refuse(cid, home, FallbackReason::QueueFull);
+            return Ok(());
+        }
+        let mut c = Call {
+            home,
+            key,
+            arrived: now,
+            extra,
+            relax: None,
+            targets: vec![home],
+            sites: q.sites,
+            step: 0,
+            state: CState::Delayed,
+            declined: Vec::new(),
+            preferred: None,
+            caller: call.caller,
+            callback: None,
+            t_step: None,
+            t_max: None,
+            t_ann: None,
+            t_ring: None,
+            t_hold: None,
+            t_retry: None,
+            answered_at: now,
+        };
+        if let Some(st) = q.steps.first() {
+            arm(
+                &mut self.timers,
+                &mut c.t_step,
+                now.plus(st.after_ms),
+                Timer::Step(cid.0),
+            );
+        }
+        if let Some(m) = q.max_wait_ms {
+            arm(
+                &mut self.timers,
+                &mut c.t_max,
+                now.plus(m),
+                Timer::MaxWait(cid.0),
+            );
+        }
+        if q.announce_ms > 0 {
+            arm(
+                &mut self.timers,
+                &mut c.t_ann,
+                now.plus(q.announce_ms),
+                Timer::Announce(cid.0),
+            );
+        }
+        let pref_ms = q.pref_ms;
+        let announce = q.announce_ms > 0;
+        // Preferred agent: held for that agent alone while they are logged in and able.
+        if let Some(p) = call.preferred_agent
+            && pref_ms > 0
+        {
+            let ag = &self.agents[p.0 as usize];
+            if ag.state.logged_in() && eligible(ag, p.0, &c, &self.queues[home as usize]) {
+                c.preferred = Some(p.0);
+                c.state = CState::Held;
+                arm(
+                    &mut self.timers,
+                    &mut c.t_hold,
+                    now.plus(pref_ms),
+                    Timer::Hold(cid.0),
+                );
+                let avail = ag.state == AgentState::Available;
+                self.calls.insert(cid, c);
+                self.agents[p.0 as usize].preferred.push(cid);
+                if avail {
+                    self.offer(now, cid, &[(p.0, home)]);
+                }
+                return Ok(());
+            }
+        }
+        self.calls.insert(cid, c);
+        self.insert_waiting(cid);
+        self.dispatch_call(now, cid);
+        if announce
+            && self
+                .calls
+                .get(&cid)
+                .is_some_and(|c| c.state == CState::Waiting)
+        {
+            self.announce(cid);
+        }
+        Ok(())
+    }
+
+    fn refuse(&mut self, cid: CallId, home: u32, reason: FallbackReason) {
+        let q = &mut self.queues[home as usize];
+        q.st.refused += 1;
+        self.decisions.push_back(Decision::Fallback {
+            call: cid,
+            queue: QueueId(home),
+            target: q.fallback.clone(),
+            reason,
+        });
+    }
+
+    fn announce(&mut self, cid: CallId) {
+        if let Some(c) = self.calls.get(&cid) {
+            let q = &self.queues[c.home as usize];
+            let position = q.waiting.range(..c.key).count() as u32 + 1;
+            let ewt_secs = self.ewt_ms(c.home, position) / 1000;
+            self.decisions.push_back(Decision::Announce {
+                call: cid,
+                position,
+                ewt_secs,
+            });
+        }
+    }
+
+    fn ewt_ms(&self, q: u32, position: u32) -> u64 {
+        let q = &self.queues[q as usize];
+        (f64::from(position) * q.aht_ms / f64::from(q.working.max(1))) as u64
+    }
+
+    /// Position and expected wait a new call of `priority` would get in `queue` now: the
+    /// basis for "EWT > 5 min → offer a callback" before the call is queued.
+    pub fn estimate_wait(
+        &self,
+        now: Millis,
+        queue: QueueId,
+        priority: i32,
+    ) -> Result<WaitEstimate> {
+        let q = self
+            .queues
+            .get(queue.0 as usize)
+            .ok_or_else(|| AcdError::UnknownQueue(format!("#{}", queue.0)))?;
+        let prio = i64::from(priority.clamp(-MAX_PRIORITY, MAX_PRIORITY)) + q.weight;
+        let key = ((now.0 as i64).saturating_sub(prio * self.step_ms), u64::MAX);
+        let ahead = q.waiting.range(..key).count() as u32;
+        if ahead == 0 && !q.available.is_empty() {
+            return Ok(WaitEstimate {
+                position: 1,
+                ewt_secs: 0,
+            });
+        }
+        Ok(WaitEstimate {
+            position: ahead + 1,
+            ewt_secs: self.ewt_ms(queue.0, ahead + 1) / 1000,
+        })
+    }
+
+    /// The caller hung up before being connected (while waiting, held or ringing).
+    pub fn call_abandoned(&mut self, now: Millis, cid: CallId) -> Result<()> {
+        let c = self.calls.get(&cid).ok_or(AcdError::NoSuchCall(cid))?;
+        if matches!(c.state, CState::Connected(_) | CState::Dialing(_)) {
+            return Err(AcdError::InvalidState {
+                what: "call_abandoned",
+                why: "the call is connected or its callback is being placed".into(),
+            });
+        }
+        let Some(c) = self.detach(now, cid) else {
+            return Ok(());
+        };
+        let waited = now.since(c.arrived);
+        let q = &mut self.queues[c.home as usize];
+        q.st.abandoned += 1;
+        q.st.wait_abandoned_ms += waited;
+        if waited < self.short_ms {
+            q.st.short_abandoned += 1;
+        }
+        if self.resume_ms > 0
+            && c.callback.is_none()
+            && let Some(caller) = c.caller
+        {
+            let until = now.plus(self.resume_ms);
+            self.resume_order.push_back((until, caller.clone()));
+            self.resume.insert(
+                caller,
+                Resume {
+                    queue: c.home,
+                    key: c.key,
+                    until,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    fn expire_resume(&mut self, now: Millis) {
+        while let Some((until, _)) = self.resume_order.front() {
+            if *until > now {
+                break;
+            }
+            if let Some((until, caller)) = self.resume_order.pop_front()
+                && self.resume.get(&caller).is_some_and(|r| r.until == until)
+            {
+                self.resume.remove(&caller);
+            }
+        }
+    }
+
+    /// The caller leaves a callback request instead of waiting: the request keeps the call's
+    /// place and priority; when it reaches an agent the engine emits `PlaceCallback`.
+    pub fn request_callback(&mut self, _now: Millis, cid: CallId, number: String) -> Result<()> {
+        let c = self.calls.get_mut(&cid).ok_or(AcdError::NoSuchCall(cid))?;
+        if !matches!(c.state, CState::Waiting | CState::Held | CState::Delayed)
+            || c.callback.is_some()
+        {
+            return Err(AcdError::InvalidState {
+                what: "request_callback",
+                why: "the call is not waiting".into(),
+            });
+        }
+        c.callback = Some((number, 0));
+        disarm(&mut self.timers, &mut c.t_max, Timer::MaxWait(cid.0));
+        disarm(&mut self.timers, &mut c.t_ann, Timer::Announce(cid.0));
+        Ok(())
+    }
+
+    /// Outcome of a `PlaceCallback`: the customer answered (the agent is now on the call), or
+    /// not (retried after the queue's delay, up to its attempts, then the fallback).
+    pub fn callback_result(&mut self, now: Millis, cid: CallId, connected: bool) -> Result<()> {
+        let c = self.calls.get_mut(&cid).ok_or(AcdError::NoSuchCall(cid))?;
+        let CState::Dialing(a) = c.state else {
+            return Err(AcdError::InvalidState {
+                what: "callback_result",
+                why: "no callback is being placed".into(),
+            });
+        };
+        if connected {
+            return self.connect(now, cid, a);
+        }
+        let q = &self.queues[c.home as usize];
+        let (retry, max) = (q.cb_retry_ms, q.cb_attempts);
+        let attempts = c.callback.as_ref().map_or(0, |cb| cb.1) + 1;
+        if let Some(cb) = &mut c.callback {
+            cb.1 = attempts;
+        }
+        c.state = CState::Delayed;
+        if attempts >= max {
+            self.fallback(now, cid, FallbackReason::CallbackFailed);
+        } else {
+            arm(
+                &mut self.timers,
+                &mut c.t_retry,
+                now.plus(retry),
+                Timer::Retry(cid.0),
+            );
+        }
+        self.make_available(now, a);
+        Ok(())
+    }
+
+    /// The agent answered the offer: the call is connected, other ring-all offers cancelled.
+    pub fn offer_answered(&mut self, now: Millis, cid: CallId, agent: AgentId) -> Result<()> {
+        let c = self.calls.get(&cid).ok_or(AcdError::NoSuchCall(cid))?;
+        match &c.state {
+            CState::Offered(list) if list.contains(&agent.0) => self.connect(now, cid, agent.0),
+            _ => Err(AcdError::InvalidState {
+                what: "offer_answered",
+                why: format!("call {cid:?} is not offered to {agent:?}"),
+            }),
+        }
+    }
+
+    fn connect(&mut self, now: Millis, cid: CallId, a: u32) -> Result<()> {
+        let Some(c) = self.calls.get_mut(&cid) else {
+            return Err(AcdError::NoSuchCall(cid));
+        };
+        let others: Vec<u32> = match &c.state {
+            CState::Offered(list) => list.iter().copied().filter(|&x| x != a).collect(),
+            _ => Vec::new(),
+        };
+        for (slot, t) in [
+            (&mut c.t_step, Timer::Step(cid.0)),
+            (&mut c.t_max, Timer::MaxWait(cid.0)),
+            (&mut c.t_ann, Timer::Announce(cid.0)),
+            (&mut c.t_ring, Timer::Ring(cid.0)),
+            (&mut c.t_hold, Timer::Hold(cid.0)),
+            (&mut c.t_retry, Timer::Retry(cid.0)),
+        ] {
+            disarm(&mut self.timers, slot, t);
+        }
+        c.state = CState::Connected(a);
+        c.answered_at = now;
+        let wait = now.since(c.arrived);
+        let q = &mut self.queues[c.home as usize];
+        q.st.answered += 1;
+        q.st.wait_answered_ms += wait;
+        if wait <= q.sl_ms {
+            q.st.answered_in_sl += 1;
+        }
+        self.set_state(now, a, AgentState::OnCall(cid));
+        for o in others {
+            self.decisions.push_back(Decision::CancelOffer {
+                call: cid,
+                agent: AgentId(o),
+            });
+            self.make_available(now, o);
+        }
+        Ok(())
+    }
+
+    /// The agent declined the offer (or their device failed): the call returns to its
+    /// place, and is not offered to this agent again.
+    pub fn offer_rejected(&mut self, now: Millis, cid: CallId, agent: AgentId) -> Result<()> {
+        let c = self.calls.get_mut(&cid).ok_or(AcdError::NoSuchCall(cid))?;
+        let CState::Offered(list) = &mut c.state else {
+            return Err(AcdError::InvalidState {
+                what: "offer_rejected",
+                why: format!("call {cid:?} is not being offered"),
+            });
+        };
+        let Some(pos) = list.iter().position(|&x| x == agent.0) else {
+            return Err(AcdError::InvalidState {
+                what: "offer_rejected",
+                why: format!("call {cid:?} is not offered to {agent:?}"),
+            });
+        };
+        list.swap_remove(pos);
+        let empty = list.is_empty();
+        c.declined.push(agent.0);
+        if empty {
+            self.requeue(now, cid);
+        }
+        self.make_available(now, agent.0);
+        Ok(())
+    }
+
+    /// The connected call ended: the agent goes to wrap-up (or straight to available).
+    pub fn call_ended(&mut self, now: Millis, cid: CallId) -> Result<()> {
+        let c = self.calls.get(&cid).ok_or(AcdError::NoSuchCall(cid))?;
+        let CState::Connected(a) = c.state else {
+            return Err(AcdError::InvalidState {
+                what: "call_ended",
+                why: "the call is not connected (use call_abandoned)".into(),
+            });
+        };
+        let Some(c) = self.detach(now, cid) else {
+            return Ok(());
+        };
+        let talk = now.since(c.answered_at);
+        let wrap = self.queues[c.home as usize].wrap_ms;
+        let ag = &mut self.agents[a as usize];
+        ag.talk_ms += talk;
+        ag.handled += 1;
+        ag.last_talk_ms = talk;
+        ag.last_queue = c.home;
+        ag.wrap_start = now;
+        if wrap > 0 {
+            self.set_state(now, a, AgentState::WrapUp);
+            let ag = &mut self.agents[a as usize];
+            arm(
+                &mut self.timers,
+                &mut ag.wrap_until,
+                now.plus(wrap),
+                Timer::Wrap(a),
+            );
+        } else {
+            self.finish_wrap(now, a);
+        }
+        Ok(())
+    }
+
+    fn finish_wrap(&mut self, now: Millis, a: u32) {
+        let ag = &mut self.agents[a as usize];
+        disarm(&mut self.timers, &mut ag.wrap_until, Timer::Wrap(a));
+        let wrap = now.since(ag.wrap_start);
+        ag.wrap_ms += wrap;
+        let handle = ag.last_talk_ms + wrap;
+        let q = &mut self.queues[ag.last_queue as usize];
+        q.st.handled += 1;
+        q.st.handle_ms += handle;
+        q.aht_ms += AHT_ALPHA * (handle as f64 - q.aht_ms);
+        if ag.pending_logout {
+            ag.pending_logout = false;
+            self.logout_now(now, a);
+        } else if let Some(r) = ag.pending_nr.take() {
+            self.set_state(now, a, AgentState::NotReady(r));
+        } else {
+            ag.idle_since = now;
+            self.make_available(now, a);
+        }
+    }
+
+    // ---- events: agents -------------------------------------------------------------------
+
+    /// The agent logs in, ready or not-ready (reason code 0).
+    pub fn agent_login(&mut self, now: Millis, agent: AgentId, ready: bool) -> Result<()> {
+        let ag = self.agent(agent)?;
+        if ag.state.logged_in() {
+            return Err(AcdError::InvalidState {
+                what: "agent_login",
+                why: "already logged in".into(),
+            });
+        }
+        let a = agent.0;
+        self.agents[a as usize].idle_since = now;
+        if ready {
+            self.make_available(now, a);
+        } else {
+            self.set_state(now, a, AgentState::NotReady(NotReadyReason::Code(0)));
+        }
+        Ok(())
+    }
+
+    /// The agent logs out. On a call, the logout happens when the call and wrap-up end.
+    pub fn agent_logout(&mut self, now: Millis, agent: AgentId) -> Result<()> {
+        let a = agent.0;
+        match self.agent(agent)?.state {
+            AgentState::LoggedOut => Err(AcdError::InvalidState {
+                what: "agent_logout",
+                why: "not logged in".into(),
+            }),
+            AgentState::OnCall(_) => {
+                self.agents[a as usize].pending_logout = true;
+                Ok(())
+            }
+            AgentState::WrapUp => {
+                self.agents[a as usize].pending_logout = true;
+                self.finish_wrap(now, a);
+                Ok(())
+            }
+            AgentState::Reserved(cid) => {
+                self.withdraw(now, cid, a);
+                self.logout_now(now, a);
+                Ok(())
+            }
+            AgentState::Available | AgentState::NotReady(_) => {
+                self.logout_now(now, a);
+                Ok(())
+            }
+        }
+    }
+
+    fn logout_now(&mut self, now: Millis, a: u32) {
+        self.remove_available(a);
+        self.set_state(now, a, AgentState::LoggedOut);
+        let ag = &mut self.agents[a as usize];
+        ag.pending_nr = None;
+        ag.pending_logout = false;
+        // Calls held for this agent go to the queue at large.
+        let held = std::mem::take(&mut ag.preferred);
+        for cid in held {
+            if let Some(c) = self.calls.get_mut(&cid)
+                && c.state == CState::Held
+            {
+                disarm(&mut self.timers, &mut c.t_hold, Timer::Hold(cid.0));
+                c.preferred = None;
+                self.insert_waiting(cid);
+                self.dispatch_call(now, cid);
+            }
+        }
+        // leave-when-empty: queues that can no longer reach any capable agent.
+        let mut affected: Vec<u32> = Vec::new();
+        for m in &self.agents[a as usize].members {
+            for &r in &self.queues[m.queue as usize].rev_reach {
+                if !affected.contains(&r) {
+                    affected.push(r);
+                }
+            }
+        }
+        for q in affected {
+            if self.queues[q as usize].leave_empty && !self.servable(q) {
+                let mut stranded: Vec<(CKey, CallId)> = self
+                    .calls
+                    .iter()
+                    .filter(|(_, c)| {
+                        c.home == q
+                            && matches!(c.state, CState::Waiting | CState::Held | CState::Delayed)
+                    })
+                    .map(|(id, c)| (c.key, *id))
+                    .collect();
+                stranded.sort_unstable();
+                for (_, cid) in stranded {
+                    self.fallback(now, cid, FallbackReason::Empty);
+                }
+            }
+        }
+    }
+
+    /// Takes agent `a` out of call `cid`'s offer (logout or not-ready while ringing).
+    fn withdraw(&mut self, now: Millis, cid: CallId, a: u32) {
+        let Some(c) = self.calls.get_mut(&cid) else {
+            return;
+        };
+        self.decisions.push_back(Decision::CancelOffer {
+            call: cid,
+            agent: AgentId(a),
+        });
+        match &mut c.state {
+            CState::Offered(list) => {
+                list.retain(|&x| x != a);
+                if list.is_empty() {
+                    self.requeue(now, cid);
+                }
+            }
+            CState::Dialing(_) => self.requeue(now, cid),
+            _ => {}
+        }
+    }
+
+    /// The agent becomes ready (from not-ready, or ends wrap-up early).
+    pub fn agent_ready(&mut self, now: Millis, agent: AgentId) -> Result<()> {
+        let a = agent.0;
+        match self.agent(agent)?.state {
+            AgentState::LoggedOut => Err(AcdError::InvalidState {
+                what: "agent_ready",
+                why: "not logged in".into(),
+            }),
+            AgentState::NotReady(_) => {
+                self.make_available(now, a);
+                Ok(())
+            }
+            AgentState::WrapUp => {
+                self.agents[a as usize].pending_nr = None;
+                self.finish_wrap(now, a);
+                Ok(())
+            }
+            AgentState::OnCall(_) => {
+                self.agents[a as usize].pending_nr = None;
+                Ok(())
+            }
+            AgentState::Available | AgentState::Reserved(_) => Ok(()),
+        }
+    }
+
+    /// The agent goes not-ready with a reason code (after the current call, if on one).
+    pub fn agent_not_ready(&mut self, now: Millis, agent: AgentId, code: u16) -> Result<()> {
+        let a = agent.0;
+        let reason = NotReadyReason::Code(code);
+        match self.agent(agent)?.state {
+            AgentState::LoggedOut => Err(AcdError::InvalidState {
+                what: "agent_not_ready",
+                why: "not logged in".into(),
+            }),
+            AgentState::OnCall(_) | AgentState::WrapUp => {
+                self.agents[a as usize].pending_nr = Some(reason);
+                Ok(())
+            }
+            AgentState::Reserved(cid) => {
+                self.withdraw(now, cid, a);
+                self.set_state(now, a, AgentState::NotReady(reason));
+                Ok(())
+            }
+            AgentState::Available | AgentState::NotReady(_) => {
+                self.remove_available(a);
+                self.set_state(now, a, AgentState::NotReady(reason));
+                Ok(())
+            }
+        }
+    }
+
+    /// The agent finished after-call work early.
+    pub fn wrapup_done(&mut self, now: Millis, agent: AgentId) -> Result<()> {
+        if self.agent(agent)?.state != AgentState::WrapUp {
+            return Err(AcdError::InvalidState {
+                what: "wrapup_done",
+                why: "not in wrap-up".into(),
+            });
+        }
+        self.finish_wrap(now, agent.0);
+        Ok(())
+    }
+
+    /// The agent needs more after-call time: the wrap-up deadline moves by `secs`.
+    pub fn extend_wrapup(&mut self, _now: Millis, agent: AgentId, secs: u32) -> Result<()> {
+        let a = agent.0;
+        if self.agent(agent)?.state != AgentState::WrapUp {
+            return Err(AcdError::InvalidState {
+                what: "extend_wrapup",
+                why: "not in wrap-up".into(),
+            });
+        }
+        let ag = &mut self.agents[a as usize];
+        if let Some(until) = ag.wrap_until {
+            let at = until.plus(u64::from(secs) * 1000);
+            arm(&mut self.timers, &mut ag.wrap_until, at, Timer::Wrap(a));
+        }
+        Ok(())
+    }
+
+    // ---- time -----------------------------------------------------------------------------
+
+    /// Runs every timer due at or before `now` (ring timeouts, overflow steps, max wait,
+    /// announcements, preferred-agent holds, callback retries, wrap-up ends).
+    pub fn handle_timeout(&mut self, now: Millis) {
+        self.expire_resume(now);
+        while let Some(&(at, t)) = self.timers.first() {
+            if at > now {
+                break;
+            }
+            self.timers.pop_first();
+            self.fire(at, t);
+        }
+    }
+
+    fn fire(&mut self, now: Millis, t: Timer) {
+        match t {
+            Timer::Wrap(a) => {
+                let ag = &mut self.agents[a as usize];
+                ag.wrap_until = None;
+                if ag.state == AgentState::WrapUp {
+                    self.finish_wrap(now, a);
+                    let state = self.agents[a as usize].state;
+                    self.decisions.push_back(Decision::AgentStateChanged {
+                        agent: AgentId(a),
+                        state,
+                    });
+                }
+            }
+            Timer::Ring(id) => {
+                let cid = CallId(id);
+                let Some(c) = self.calls.get_mut(&cid) else {
+                    return;
+                };
+                c.t_ring = None;
+                let CState::Offered(list) = &c.state else {
+                    return;
+                };
+                let list = list.clone();
+                c.declined.extend_from_slice(&list);
+                let nr = self.queues[c.home as usize].nr_on_no_answer;
+                c.state = CState::Delayed;
+                for &a in &list {
+                    self.decisions.push_back(Decision::CancelOffer {
+                        call: cid,
+                        agent: AgentId(a),
+                    });
+                    self.agents[a as usize].missed += 1;
+                    if nr {
+                        let state = AgentState::NotReady(NotReadyReason::MissedOffer);
+                        self.set_state(now, a, state);
+                        self.decisions.push_back(Decision::AgentStateChanged {
+                            agent: AgentId(a),
+                            state,
+                        });
+                    }
+                }
+                self.requeue(now, cid);
+                if !nr {
+                    for a in list {
+                        self.make_available(now, a);
+                    }
+                }
+            }
+            Timer::Step(id) => {
+                let cid = CallId(id);
+                let Some(c) = self.calls.get_mut(&cid) else {
+                    return;
+                };
+                c.t_step = None;
+                let q = &self.queues[c.home as usize];
+                let Some(st) = q.steps.get(c.step) else {
+                    return;
+                };
+                if let Some(m) = st.min {
+                    c.relax = Some(c.relax.map_or(m, |r| r.min(m)));
+                }
+                c.sites |= st.add_sites;
+                let mut added = Vec::new();
+                for &nq in &st.add_queues {
+                    if !c.targets.contains(&nq) {
+                        c.targets.push(nq);
+                        added.push(nq);
+                    }
+                }
+                let step = c.step as u32;
+                c.step += 1;
+                if let Some(next) = q.steps.get(c.step) {
+                    let at = c.arrived.plus(next.after_ms).max(now);
+                    arm(&mut self.timers, &mut c.t_step, at, Timer::Step(id));
+                }
+                let waiting = c.state == CState::Waiting;
+                if waiting {
+                    for nq in added {
+                        self.queues[nq as usize].waiting.insert(c.key, cid);
+                    }
+                }
+                self.decisions
+                    .push_back(Decision::Overflow { call: cid, step });
+                if waiting {
+                    self.dispatch_call(now, cid);
+                }
+            }
+            Timer::MaxWait(id) => {
+                let cid = CallId(id);
+                let Some(c) = self.calls.get_mut(&cid) else {
+                    return;
+                };
+                c.t_max = None;
+                if matches!(c.state, CState::Waiting | CState::Held | CState::Delayed)
+                    && c.callback.is_none()
+                {
+                    self.fallback(now, cid, FallbackReason::MaxWait);
+                }
+            }
+            Timer::Announce(id) => {
+                let cid = CallId(id);
+                let Some(c) = self.calls.get_mut(&cid) else {
+                    return;
+                };
+                c.t_ann = None;
+                let every = self.queues[c.home as usize].announce_ms;
+                let waiting = c.state == CState::Waiting;
+                arm(
+                    &mut self.timers,
+                    &mut c.t_ann,
+                    now.plus(every),
+                    Timer::Announce(id),
+                );
+                if waiting {
+                    self.announce(cid);
+                }
+            }
+            Timer::Hold(id) => {
+                let cid = CallId(id);
+                let Some(c) = self.calls.get_mut(&cid) else {
+                    return;
+                };
+                c.t_hold = None;
+                if c.state != CState::Held {
+                    return;
+                }
+                if let Some(p) = c.preferred.take() {
+                    self.agents[p as usize].preferred.retain(|&x| x != cid);
+                }
+                self.insert_waiting(cid);
+                self.dispatch_call(now, cid);
+            }
+            Timer::Retry(id) => {
+                let cid = CallId(id);
+                let Some(c) = self.calls.get_mut(&cid) else {
+                    return;
+                };
+                c.t_retry = None;
+                if c.state == CState::Delayed {
+                    self.insert_waiting(cid);
+                    self.dispatch_call(now, cid);
+                }
+            }
+        }
+    }
+
+    // ---- statistics ------------------------------------------------------------------------
+
+    /// Zeroes the counters (start of a reporting interval); states and queues are kept.
+    pub fn reset_stats(&mut self, now: Millis) {
+        self.stats_since = now;
+        for q in &mut self.queues {
+            q.st = QStats::default();
+        }
+        for a in &mut self.agents {
+            a.time_in = [0; 6];
+            a.acc_since = now;
+            a.handled = 0;
+            a.talk_ms = 0;
+            a.wrap_ms = 0;
+            a.missed = 0;
+        }
+    }
+
+    fn agent_times(a: &Agent, now: Millis) -> [u64; 6] {
+        let mut t = a.time_in;
+        t[a.state.slot()] += now.since(a.acc_since);
+        t
+    }
+
+    /// Statistics of one queue (cheap: scans the queue's waiting calls and members only).
+    pub fn queue_snapshot(&self, now: Millis, queue: QueueId) -> Result<QueueSnapshot> {
+        let q = self
+            .queues
+            .get(queue.0 as usize)
+            .ok_or_else(|| AcdError::UnknownQueue(format!("#{}", queue.0)))?;
+        let mut longest = 0;
+        for cid in q.waiting.values() {
+            if let Some(c) = self.calls.get(cid)
+                && c.home == queue.0
+            {
+                longest = longest.max(now.since(c.arrived));
+            }
+        }
+        let mut counts = AgentCounts::default();
+        let (mut busy, mut staffed) = (0u64, 0u64);
+        for &a in &q.members {
+            let ag = &self.agents[a as usize];
+            counts.add(ag.state);
+            let t = Self::agent_times(ag, now);
+            busy += t[2] + t[3] + t[4];
+            staffed += t[1] + t[2] + t[3] + t[4];
+        }
+        Ok(QueueSnapshot::build(
+            &q.name,
+            &q.st,
+            q.own_waiting,
+            longest,
+            q.sl_ms,
+            counts,
+            busy,
+            staffed,
+        ))
+    }
+
+    /// Statistics of one agent.
+    pub fn agent_snapshot(&self, now: Millis, agent: AgentId) -> Result<AgentSnapshot> {
+        let a = self.agent(agent)?;
+        let t = Self::agent_times(a, now);
+        let busy = t[2] + t[3] + t[4];
+        let staffed = busy + t[1];
+        Ok(AgentSnapshot {
+            id: a.name.clone(),
+            state: a.state,
+            state_secs: now.since(a.state_since) as f64 / 1000.0,
+            calls_handled: a.handled,
+            talk_secs: a.talk_ms as f64 / 1000.0,
+            wrapup_secs: a.wrap_ms as f64 / 1000.0,
+            missed_offers: a.missed,
+            logged_in_secs: (staffed + t[5]) as f64 / 1000.0,
+            not_ready_secs: t[5] as f64 / 1000.0,
+            occupancy: (staffed > 0).then(|| busy as f64 / staffed as f64),
+        })
+    }
+
+    /// Everything, for publishing to wallboards.
+    pub fn snapshot(&self, now: Millis) -> Snapshot {
+        let queues = (0..self.queues.len())
+            .filter_map(|i| self.queue_snapshot(now, QueueId(i as u32)).ok())
+            .collect();
+        let agents: Vec<AgentSnapshot> = (0..self.agents.len())
+            .filter_map(|i| self.agent_snapshot(now, AgentId(i as u32)).ok())
+            .collect();
+        Snapshot {
+            since: self.stats_since,
+            at: now,
+            queues,
+            agents,
+        }
+    }
+
+    /// Checks the engine's internal indexes against its state (for tests): every available
+    /// agent indexed, no waiting call an available agent could take, offers consistent.
+    pub fn check_invariants(&self) -> std::result::Result<(), String> {
+        for (i, a) in self.agents.iter().enumerate() {
+            let indexed = a.members.iter().any(|m| m.key.is_some());
+            if indexed && a.state != AgentState::Available {
+                return Err(format!("agent {i} indexed while {:?}", a.state));
+            }
+            if let AgentState::Reserved(c) | AgentState::OnCall(c) = a.state {
+                let Some(call) = self.calls.get(&c) else {
+                    return Err(format!("agent {i} holds unknown call {c:?}"));
+                };
+                let ok = match &call.state {
+                    CState::Offered(l) => l.contains(&(i as u32)),
+                    CState::Dialing(x) | CState::Connected(x) => *x == i as u32,
+                    _ => false,
+                };
+                if !ok {
+                    return Err(format!(
+                        "agent {i} {:?} but call is {:?}",
+                        a.state, call.state
+                    ));
+                }
+            }
+            if a.state == AgentState::Available
+                && let Some((cid, _)) = self.find_call_for(i as u32)
+                && self
+                    .calls
+                    .get(&cid)
+                    .is_some_and(|c| c.state == CState::Waiting)
+            {
+                return Err(format!("agent {i} available while {cid:?} waits for it"));
+            }
+        }
+        for (cid, c) in &self.calls {
+            let n = c
+                .targets
+                .iter()
+                .filter(|&&t| self.queues[t as usize].waiting.get(&c.key) == Some(cid))
+                .count();
+            let expected = if c.state == CState::Waiting {
+                c.targets.len()
+            } else {
+                0
+            };
+            if n != expected {
+                return Err(format!("call {cid:?} {:?} indexing mismatch", c.state));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,92 @@
+//! # hotline-acd — the routing brain of Hotline
+//!
+//! A sans-IO automatic call distributor. [`Engine`] owns queues (skill groups), agents and
+//! waiting calls. It is fed events with the current time (`call_arrived`, `offer_answered`,
+//! `handle_timeout`, …) and emits [`Decision`]s (`Offer`, `Announce`, `Fallback`, …) that the
+//! owning task carries out; [`Engine::poll_timeout`] says when it must be woken next. It has
+//! no clock, no IO, no threads: time is the injected [`Millis`], so everything is
+//! deterministic and testable at simulation speed.
+//!
+//! ## Routing in one paragraph
+//! A call waits in its queue ordered by *effective priority* = static priority + queue
+//! weight + seconds waited / `aging_secs`, FIFO within equal effective priority. Because
+//! aging is linear and shared by all calls, that order never changes while calls wait, so
+//! every queue keeps a B-tree of waiting calls and a B-tree of available agents ordered by
+//! the queue's [`Strategy`] key: a decision touches a handful of tree nodes, not every agent.
+//! An agent who serves several queues compares the heads of all of them and takes the best
+//! effective priority (fairness across queues). Bullseye [`OverflowStep`]s widen the set of
+//! agents over time (lower proficiency, more queues, more sites); after `max_wait_secs` the
+//! call goes to its [`Fallback`].
+//!
+//! ## Statistics definitions
+//! Counted per queue from the last [`Engine::reset_stats`] (the binary resets per interval):
+//! * **Offered**: calls that entered the queue (including those refused at entry).
+//! * **Short abandon**: caller hung up within `short_abandon_secs` of entering; such calls
+//!   are excluded from service level and abandonment rate (common practice: they are
+//!   misdials or callers who heard the greeting and left, not failures of service).
+//! * **Service level** = answered within `sl_secs` / (answered + abandoned − short abandons
+//!   + timed out to the fallback). Abandoned calls count against SL whether they hung up
+//!   before or after the threshold (the stricter of the usual variants). Without abandons
+//!   it is P(wait ≤ T), the quantity Erlang C predicts.
+//! * **ASA** (average speed of answer) = total wait of answered calls / answered; wait runs
+//!   from entry to the agent answering, so it includes ring time.
+//! * **Abandonment rate** = (abandoned − short abandons) / (offered − short abandons).
+//! * **AHT** (average handle time) = (talk + wrap-up) / calls handled, counted when
+//!   wrap-up ends.
+//! * **Occupancy** = time reserved, on call or in wrap-up / time logged in and not in
+//!   not-ready: the share of staffed time spent handling calls. For a queue it is
+//!   taken over the agents who are members of it.
+//! * **Longest wait**: the longest current wait among calls waiting in the queue.
+//!
+//! ## Expected wait time
+//! EWT for position *k* = k × AHT / working agents, where AHT is a moving average of the
+//! queue's measured handle times and working agents are members logged in and not in
+//! not-ready. With all agents busy, calls leave at rate c/AHT, so for exponential service
+//! this is exactly the expected wait of the k-th call (see the simulator test).
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod config;
+mod engine;
+pub mod erlang;
+mod error;
+pub mod sim;
+pub mod stats;
+
+pub use config::{AcdConfig, AgentConfig, Fallback, OverflowStep, QueueConfig, SkillReq, Strategy};
+pub use engine::{
+    AgentState, Decision, Engine, FallbackReason, NewCall, NotReadyReason, WaitEstimate,
+};
+pub use error::{AcdError, Result};
+
+/// Milliseconds since an epoch chosen by the owner (e.g. UNIX time, or process start).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Millis(pub u64);
+
+impl Millis {
+    /// From seconds.
+    pub const fn from_secs(s: u64) -> Self {
+        Millis(s.saturating_mul(1000))
+    }
+    /// `self + ms`, saturating.
+    pub const fn plus(self, ms: u64) -> Self {
+        Millis(self.0.saturating_add(ms))
+    }
+    /// `self - earlier`, or 0 if `earlier` is later.
+    pub const fn since(self, earlier: Millis) -> u64 {
+        self.0.saturating_sub(earlier.0)
+    }
+}
+
+/// A call, identified by the owner (the switch's call id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct CallId(pub u64);
+
+/// An agent: a dense index assigned by the engine (config order, then `add_agent` order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct AgentId(pub u32);
+
+/// A queue: its index in the configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct QueueId(pub u32);
