@@ -821,7 +821,7 @@ impl Engine {
 
     /// Call-driven choice: the first eligible agent of the call's target queues in order
     /// (own queue first), by each queue's strategy; for ring-all, every eligible agent.
-    fn find_agents_for(&self, cid: CallId, out: &mut Vec<(u32, u32)>) {
+    fn find_agents_for(&self, cid: CallId, r: i64, out: &mut Vec<(u32, u32)>) {
         out.clear();
         let Some(c) = self.calls.get(&cid) else {
             return;
@@ -838,34 +838,37 @@ impl Engine {
                         out.push((k.agent, t));
                     }
                 }
-            } else if let Some(a) = self.pick_in_queue(q, c) {
+            } else if let Some(a) = self.pick_in_queue(q, c, r) {
                 out.push((a, t));
                 return;
             }
         }
     }
 
-    fn pick_in_queue(&self, q: &Queue, c: &Call) -> Option<u32> {
+    fn pick_in_queue(&self, q: &Queue, c: &Call, r: i64) -> Option<u32> {
         let ok = |k: &&AKey| eligible(&self.agents[k.agent as usize], k.agent, c, q);
-        if q.strategy != Strategy::RoundRobin {
-            return q.available.iter().find(ok).map(|k| k.agent);
-        }
-        // Round robin with memory: within the best penalty tier that has an eligible
-        // agent, the first one after the last agent served, wrapping around.
+        // Round robin starts after the last agent served; random starts at a random point
+        // of the (randomly keyed) agents. Both wrap around within the best penalty tier
+        // that has an eligible agent.
+        let start = match q.strategy {
+            Strategy::RoundRobin => (0, q.rr_last.saturating_add(1)),
+            Strategy::Random => (r, 0),
+            _ => return q.available.iter().find(ok).map(|k| k.agent),
+        };
         let mut tier = q.available.first()?.penalty;
         loop {
-            let k = |agent| AKey {
+            let k = |k1, agent| AKey {
                 penalty: tier,
-                k1: 0,
+                k1,
                 k2: 0,
                 agent,
             };
-            let after = q.rr_last.saturating_add(1);
+            let from = k(start.0, start.1);
             let found = q
                 .available
-                .range(k(after)..=k(u32::MAX))
+                .range(from..=k(i64::MAX, u32::MAX))
                 .find(ok)
-                .or_else(|| q.available.range(k(0)..k(after)).find(ok));
+                .or_else(|| q.available.range(k(i64::MIN, 0)..from).find(ok));
             if let Some(f) = found {
                 return Some(f.agent);
             }
@@ -904,7 +907,8 @@ impl Engine {
     /// Tries to connect a waiting call to agents right now.
     fn dispatch_call(&mut self, now: Millis, cid: CallId) {
         let mut picks = std::mem::take(&mut self.scratch);
-        self.find_agents_for(cid, &mut picks);
+        let r = self.next_rand() as i64;
+        self.find_agents_for(cid, r, &mut picks);
         if !picks.is_empty() {
             self.offer(now, cid, &picks);
         }
