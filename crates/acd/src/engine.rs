@@ -971,7 +971,7 @@ impl Engine {
         };
         disarm(&mut self.timers, &mut c.t_ring, Timer::Ring(cid.0));
         let max = self.queues[c.home as usize].max_wait_ms;
-        if c.callback.is_none() && max.is_some_and(|m| now.since(c.arrived) >= m) {
+        if max.is_some_and(|m| now.since(c.arrived) >= m) {
             c.state = CState::Delayed;
             self.fallback(now, cid, FallbackReason::MaxWait);
             return;
@@ -1292,8 +1292,9 @@ impl Engine {
                 why: "the call is not waiting".into(),
             });
         }
+        // The request keeps the call's max wait: one that no agent takes in time must
+        // still end at the fallback rather than wait forever.
         c.callback = Some((number, 0));
-        disarm(&mut self.timers, &mut c.t_max, Timer::MaxWait(cid.0));
         disarm(&mut self.timers, &mut c.t_ann, Timer::Announce(cid.0));
         Ok(())
     }
@@ -1770,9 +1771,7 @@ impl Engine {
                     return;
                 };
                 c.t_max = None;
-                if matches!(c.state, CState::Waiting | CState::Held | CState::Delayed)
-                    && c.callback.is_none()
-                {
+                if matches!(c.state, CState::Waiting | CState::Held | CState::Delayed) {
                     self.fallback(now, cid, FallbackReason::MaxWait);
                 }
             }
@@ -1816,8 +1815,7 @@ impl Engine {
                 };
                 c.t_retry = None;
                 if c.state == CState::Delayed {
-                    self.insert_waiting(cid);
-                    self.dispatch_call(now, cid);
+                    self.requeue(now, cid);
                 }
             }
         }
