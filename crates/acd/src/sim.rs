@@ -829,3 +829,43 @@ pub fn staffing(q: &StaffingQuery) -> Result<StaffingAnswer> {
         report: Some(hi_report),
     })
 }
+
+/// A "what-if" change to a simulation file's traffic, as given on a command line.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TrafficOverride {
+    /// Only the stream(s) into this queue; `None` = every stream.
+    pub queue: Option<String>,
+    /// New arrivals per hour.
+    pub calls_per_hour: Option<f64>,
+    /// New mean talk time, seconds.
+    pub aht_secs: Option<f64>,
+    /// New mean patience, seconds (`Some(0.0)` = callers never abandon).
+    pub patience_secs: Option<f64>,
+}
+
+impl SimConfig {
+    /// Applies a what-if override; errors if it names a queue without traffic.
+    pub fn with_override(mut self, o: &TrafficOverride) -> Result<Self> {
+        let mut hit = false;
+        for t in &mut self.traffic {
+            if o.queue.as_ref().is_some_and(|q| *q != t.queue) {
+                continue;
+            }
+            hit = true;
+            if let Some(x) = o.calls_per_hour {
+                t.calls_per_hour = x;
+            }
+            if let Some(x) = o.aht_secs {
+                t.aht_secs = x;
+            }
+            if let Some(x) = o.patience_secs {
+                t.patience_secs = (x > 0.0).then_some(x);
+            }
+        }
+        if !hit {
+            return Err(AcdError::UnknownQueue(o.queue.clone().unwrap_or_default()));
+        }
+        self.validate()?;
+        Ok(self)
+    }
+}
