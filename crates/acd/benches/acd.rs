@@ -46,7 +46,7 @@ impl Center {
         let q = (self.rand() % u64::from(QUEUES)) as u32;
         let mut c = NewCall::new(CallId(self.next_call), QueueId(q));
         c.priority = (self.rand() % 3) as i32;
-        if self.rand() % 10 == 0 {
+        if self.rand().is_multiple_of(10) {
             c.skills = vec![("lang-de".into(), 3)];
         }
         c
@@ -98,14 +98,14 @@ impl Center {
         for a in 0..AGENTS {
             let (q1, q2) = (a % QUEUES, (a * 7 + 3) % QUEUES);
             let mut ac = AgentConfig::new(&format!("a{a}"), &[]);
-            ac.site = if a % 3 == 0 {
+            ac.site = if a.is_multiple_of(3) {
                 "home".into()
             } else {
                 "office".into()
             };
             ac.skills =
                 BTreeMap::from([(format!("s{q1}"), 5 + (a % 5) as u8), (format!("s{q2}"), 4)]);
-            if a % 3 == 0 {
+            if a.is_multiple_of(3) {
                 ac.skills.insert("lang-de".into(), 6);
             }
             ac.queues = BTreeMap::from([(format!("q{q1}"), 0), (format!("q{q2}"), 1)]);

@@ -24,10 +24,11 @@
 //! * **Short abandon**: caller hung up within `short_abandon_secs` of entering; such calls
 //!   are excluded from service level and abandonment rate (common practice: they are
 //!   misdials or callers who heard the greeting and left, not failures of service).
-//! * **Service level** = answered within `sl_secs` / (answered + abandoned − short abandons
-//!   + timed out to the fallback). Abandoned calls count against SL whether they hung up
-//!   before or after the threshold (the stricter of the usual variants). Without abandons
-//!   it is P(wait ≤ T), the quantity Erlang C predicts.
+//! * **Service level** = answered within `sl_secs` / (answered + abandoned − short
+//!   abandons + timed out to the fallback). Abandoned calls count against SL whether they
+//!   hung up before or after the threshold (the stricter of the usual variants); calls
+//!   refused at entry (queue full/empty) are not counted. Without abandons it is
+//!   P(wait ≤ T), the quantity Erlang C predicts.
 //! * **ASA** (average speed of answer) = total wait of answered calls / answered; wait runs
 //!   from entry to the agent answering, so it includes ring time.
 //! * **Abandonment rate** = (abandoned − short abandons) / (offered − short abandons).

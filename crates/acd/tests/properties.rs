@@ -236,8 +236,10 @@ impl Model {
                 if let Some(id) = self.pick(i, |c| matches!(c.st, St::Waiting | St::Offered(_))) {
                     let r = self.e.call_abandoned(t, CallId(id));
                     // A callback request being dialled cannot be abandoned; anything else can.
-                    if r.is_ok() {
-                        self.calls.get_mut(&id).map(|c| c.st = St::Abandoned);
+                    if r.is_ok()
+                        && let Some(c) = self.calls.get_mut(&id)
+                    {
+                        c.st = St::Abandoned;
                     }
                 }
             }
@@ -263,7 +265,9 @@ impl Model {
                     };
                     let a = *s.iter().next().expect("offered to someone");
                     prop_assert!(self.e.offer_answered(t, CallId(id), AgentId(a)).is_ok());
-                    self.calls.get_mut(&id).map(|c| c.st = St::Connected(a));
+                    if let Some(c) = self.calls.get_mut(&id) {
+                        c.st = St::Connected(a);
+                    }
                     self.holding.insert(a, id);
                 }
             }
@@ -289,19 +293,21 @@ impl Model {
                         unreachable!()
                     };
                     prop_assert!(self.e.call_ended(t, CallId(id)).is_ok());
-                    self.calls.get_mut(&id).map(|c| c.st = St::Answered);
+                    if let Some(c) = self.calls.get_mut(&id) {
+                        c.st = St::Answered;
+                    }
                     self.holding.remove(&a);
                 }
             }
             Op::Callback(i) => {
-                if let Some(id) = self.pick(i, |c| c.st == St::Waiting) {
-                    if self
+                if let Some(id) = self.pick(i, |c| c.st == St::Waiting)
+                    && self
                         .e
                         .request_callback(t, CallId(id), "+1555".into())
                         .is_ok()
-                    {
-                        self.calls.get_mut(&id).map(|c| c.special = true);
-                    }
+                    && let Some(c) = self.calls.get_mut(&id)
+                {
+                    c.special = true;
                 }
             }
             Op::CallbackResult(i, ok) => {
