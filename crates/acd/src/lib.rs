@@ -7,6 +7,35 @@
 //! no clock, no IO, no threads: time is the injected [`Millis`], so everything is
 //! deterministic and testable at simulation speed.
 //!
+//! ## Driving the engine
+//! ```
+//! use hotline_acd::{AcdConfig, CallId, Decision, Engine, Millis, NewCall};
+//!
+//! let cfg = AcdConfig::from_toml(r#"
+//!     [[queue]]
+//!     name = "sales"
+//!     [[agent]]
+//!     id = "anna"
+//!     queues = { sales = 0 }
+//! "#)?;
+//! let mut acd = Engine::new(&cfg, Millis(0))?;
+//! let anna = acd.agent_id("anna").expect("configured");
+//! let sales = acd.queue_id("sales").expect("configured");
+//! acd.agent_login(Millis(1_000), anna, true)?;
+//! acd.call_arrived(Millis(2_000), NewCall::new(CallId(7), sales))?;
+//! // The owning task carries out every decision…
+//! assert_eq!(
+//!     acd.poll_decision(),
+//!     Some(Decision::Offer { call: CallId(7), agent: anna, via: sales })
+//! );
+//! // …and sleeps until the next deadline (here: the offer's ring timeout), then calls
+//! // `handle_timeout`, unless an event comes first.
+//! assert_eq!(acd.poll_timeout(), Some(Millis(17_000)));
+//! acd.offer_answered(Millis(5_000), CallId(7), anna)?;
+//! acd.call_ended(Millis(65_000), CallId(7))?;
+//! # Ok::<(), hotline_acd::AcdError>(())
+//! ```
+//!
 //! ## Routing in one paragraph
 //! A call waits in its queue ordered by *effective priority* = static priority + queue
 //! weight + seconds waited / `aging_secs`, FIFO within equal effective priority. Because

@@ -184,8 +184,9 @@ impl SimConfig {
             if !self.acd.queues.iter().any(|q| q.name == t.queue) {
                 return Err(AcdError::UnknownQueue(t.queue.clone()));
             }
-            if !(t.calls_per_hour >= 0.0 && t.calls_per_hour.is_finite()) {
-                return Err(invalid(&w, "calls_per_hour must be >= 0"));
+            // Bounded so that a typo cannot make a run take hours or exhaust memory.
+            if !(0.0..=1_000_000.0).contains(&t.calls_per_hour) {
+                return Err(invalid(&w, "calls_per_hour must be within 0..=1000000"));
             }
             if !(t.aht_secs > 0.0 && t.aht_secs.is_finite()) {
                 return Err(invalid(&w, "aht_secs must be > 0"));
@@ -497,7 +498,7 @@ impl Run<'_> {
         let rate = self.streams[s as usize].rate_per_ms;
         if rate > 0.0 {
             let dt = exp_sample(&mut self.rng, 1.0 / rate);
-            self.push(now + dt.round() as u64, Ev::Arrival(s));
+            self.push(now.saturating_add(dt.round() as u64), Ev::Arrival(s));
         }
     }
 
@@ -637,7 +638,7 @@ impl Run<'_> {
         }
         if let Some(p) = patience {
             let dt = exp_sample(&mut self.rng, p);
-            self.push(now + dt.round() as u64, Ev::Abandon(id));
+            self.push(now.saturating_add(dt.round() as u64), Ev::Abandon(id));
         }
         let mut nc = NewCall::new(CallId(id), queue);
         nc.priority = priority;
@@ -652,7 +653,7 @@ impl Run<'_> {
         let st = &self.streams[stream as usize];
         let sl = self.sl_ms[st.queue.0 as usize];
         let talk = exp_sample(&mut self.rng, st.aht_ms).round() as u64;
-        self.push(now + talk, Ev::End(c));
+        self.push(now.saturating_add(talk), Ev::End(c));
         if measured {
             self.for_each_result(stream, class, |r| {
                 r.answered += 1;
@@ -678,7 +679,10 @@ impl Run<'_> {
                         self.engine.offer_answered(Millis(now), call, agent)?;
                         self.answered(now, call.0);
                     } else {
-                        self.push(now + self.answer_delay_ms, Ev::Answer(call.0, agent.0));
+                        self.push(
+                            now.saturating_add(self.answer_delay_ms),
+                            Ev::Answer(call.0, agent.0),
+                        );
                     }
                 }
                 Decision::Announce { call, ewt_secs, .. } => {

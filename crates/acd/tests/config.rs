@@ -95,3 +95,45 @@ fn example_simulation_config_parses() {
         "shows priorities"
     );
 }
+
+#[test]
+fn engine_can_move_into_its_own_task() {
+    fn assert_send<T: Send + 'static>() {}
+    assert_send::<hotline_acd::Engine>();
+    assert_send::<hotline_acd::Decision>();
+}
+
+#[test]
+fn simulation_parameters_are_checked() {
+    let base = "[acd]\n[[acd.queue]]\nname = \"q\"\n";
+    for (extra, needle) in [
+        ("[sim]\nhours = 0\n", "sim.hours"),
+        ("[sim]\nhours = 2\nwarmup_hours = 3\n", "warmup"),
+        (
+            "[[traffic]]\nqueue = \"q\"\ncalls_per_hour = 1e12\naht_secs = 100\n",
+            "calls_per_hour",
+        ),
+        (
+            "[[traffic]]\nqueue = \"q\"\ncalls_per_hour = 10\naht_secs = 0\n",
+            "aht_secs",
+        ),
+        (
+            "[[traffic]]\nqueue = \"zz\"\ncalls_per_hour = 10\naht_secs = 10\n",
+            "zz",
+        ),
+        (
+            "[[traffic]]\nqueue = \"q\"\ncalls_per_hour = 10\naht_secs = 10\nbogus = 1\n",
+            "bogus",
+        ),
+    ] {
+        let text = if extra.starts_with("[sim]") {
+            format!("{extra}{base}")
+        } else {
+            format!("{base}{extra}")
+        };
+        match SimConfig::from_toml(&text) {
+            Err(e) => assert!(e.to_string().contains(needle), "{e} lacks {needle}"),
+            Ok(_) => panic!("accepted {extra}"),
+        }
+    }
+}
