@@ -147,7 +147,8 @@ pub enum Fallback {
     /// Play a goodbye prompt and hang up.
     #[default]
     Hangup,
-    /// Send the call to another queue (as a new queue visit).
+    /// Send the call to another queue. The engine forgets the call; the owner submits it
+    /// again with `call_arrived` into that queue (a new queue visit, with its own stats).
     Queue(String),
     /// Transfer to a number.
     Number(String),

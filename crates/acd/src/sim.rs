@@ -28,6 +28,7 @@ use crate::config::{AcdConfig, AgentConfig, QueueConfig, invalid};
 use crate::engine::{AgentState, Decision, Engine, NewCall};
 use crate::erlang;
 use crate::error::{AcdError, Result};
+use crate::stats::QueueSnapshot;
 use crate::{AgentId, CallId, Millis, QueueId};
 
 /// A simulation file: run parameters, the ACD config, agent groups and traffic.
@@ -323,6 +324,9 @@ pub struct SimReport {
     pub events: u64,
     /// Simulated hours measured (after warm-up).
     pub measured_hours: f64,
+    /// The engine's own statistics per queue, counted from the end of the warm-up to the
+    /// end of the run (a cross-check of the crate's statistics definitions).
+    pub engine: Vec<QueueSnapshot>,
 }
 
 impl SimReport {
@@ -578,11 +582,11 @@ impl Run<'_> {
             self.drain(now)?;
         }
         let now = Millis(end.max(warm));
+        let mut engine = Vec::with_capacity(self.queues.len());
         for (i, r) in self.queues.iter_mut().enumerate() {
-            r.occupancy = self
-                .engine
-                .queue_snapshot(now, QueueId(i as u32))?
-                .occupancy;
+            let snap = self.engine.queue_snapshot(now, QueueId(i as u32))?;
+            r.occupancy = snap.occupancy;
+            engine.push(snap);
         }
         for s in &self.streams {
             let occ = self.queues[s.queue.0 as usize].occupancy;
@@ -596,6 +600,7 @@ impl Run<'_> {
             agents: n_agents,
             events: self.events,
             measured_hours: (end - warm) as f64 / 3_600_000.0,
+            engine,
         })
     }
 

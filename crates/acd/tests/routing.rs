@@ -850,3 +850,33 @@ fn bad_events_are_errors_not_panics() {
         Err(AcdError::InvalidConfig { .. })
     ));
 }
+
+#[test]
+fn lower_penalty_tier_first_even_if_others_idle_longer() {
+    let mut h = H::new(
+        "[[queue]]\nname = \"q\"\n[[agent]]\nid = \"backup\"\nqueues = { q = 1 }\n[[agent]]\nid = \"main\"\nqueues = { q = 0 }\n",
+    );
+    h.login(0, "backup");
+    h.login(50, "main");
+    let d = h.call(60, 1, "q", 0);
+    assert_eq!(h.offer1(&d), (1, "main".into()));
+    let d = h.call(61, 2, "q", 0);
+    assert_eq!(
+        h.offer1(&d),
+        (2, "backup".into()),
+        "the higher tier serves when the lower is busy"
+    );
+}
+
+#[test]
+fn snapshot_reports_waiting_and_longest_wait() {
+    let mut h = one_agent_busy("");
+    h.call(10, 1, "q", 0);
+    h.call(40, 2, "q", 0);
+    let snap = h.e.snapshot(s(100));
+    let q = &snap.queues[0];
+    assert_eq!((q.waiting, q.longest_wait_secs), (2, 90.0));
+    assert_eq!(q.agents.on_call, 1);
+    assert_eq!(snap.agents[0].state, AgentState::OnCall(CallId(100)));
+    assert_eq!(snap.agents[0].state_secs, 100.0);
+}

@@ -182,3 +182,45 @@ fn same_seed_same_report_other_seed_differs() {
         .expect("normal class");
     assert!(vip.asa_secs() < normal.asa_secs());
 }
+
+#[test]
+fn engine_statistics_agree_with_the_simulators_own_bookkeeping() {
+    // Abandonment and a short-abandon threshold exercise every term of the definitions.
+    let mut q = QueueConfig::new("q");
+    q.sl_secs = 30;
+    let mut cfg = SimConfig::single_queue(
+        12,
+        q,
+        Traffic {
+            queue: "q".into(),
+            calls_per_hour: 0.97 * 12.0 * 20.0,
+            aht_secs: 180.0,
+            patience_secs: Some(90.0),
+            classes: Vec::new(),
+        },
+        params(300.0, 21),
+    );
+    cfg.acd.short_abandon_secs = 5;
+    let r = simulate(&cfg).expect("runs");
+    let (own, eng) = (&r.queues[0], &r.engine[0]);
+    println!(
+        "SL {:.4}/{:?} ASA {:.2}/{:?} abandon {:.4}/{:?}",
+        own.service_level(),
+        eng.service_level,
+        own.asa_secs(),
+        eng.asa_secs,
+        own.abandon_rate(),
+        eng.abandon_rate
+    );
+    assert!(own.short_abandoned > 100, "short abandons occur");
+    // Only calls straddling the warm-up boundary are counted differently.
+    let close = |a: f64, b: Option<f64>, tol: f64| b.is_some_and(|b| (a - b).abs() <= tol);
+    assert!(close(own.service_level(), eng.service_level, 0.005));
+    assert!(close(own.asa_secs(), eng.asa_secs, 0.5));
+    assert!(close(own.abandon_rate(), eng.abandon_rate, 0.005));
+    assert!(
+        eng.aht_secs.is_some_and(|a| (a - 180.0).abs() < 5.0),
+        "{:?}",
+        eng.aht_secs
+    );
+}
