@@ -32,7 +32,7 @@ fn config(strategy: &str) -> String {
     format!(
         r#"
 aging_secs = 60
-resume_window_secs = 0
+resume_window_secs = 60
 [[queue]]
 name = "q0"
 strategy = "{strategy}"
@@ -124,6 +124,7 @@ enum Op {
         prio: i32,
         de: bool,
         pref: Option<u32>,
+        caller: Option<u8>,
     },
     Abandon(usize),
     Login(u32, bool),
@@ -141,8 +142,14 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        4 => (0u32..3, 0i32..3, any::<bool>(), proptest::option::weighted(0.2, 0u32..6))
-            .prop_map(|(queue, prio, de, pref)| Op::Arrive { queue, prio, de, pref }),
+        4 => (
+            0u32..3,
+            0i32..3,
+            any::<bool>(),
+            proptest::option::weighted(0.2, 0u32..6),
+            proptest::option::weighted(0.5, 0u8..3),
+        )
+            .prop_map(|(queue, prio, de, pref, caller)| Op::Arrive { queue, prio, de, pref, caller }),
         1 => any::<usize>().prop_map(Op::Abandon),
         2 => (0u32..6, any::<bool>()).prop_map(|(a, r)| Op::Login(a, r)),
         1 => (0u32..6).prop_map(Op::Logout),
@@ -175,6 +182,7 @@ struct MCall {
     prio: i32,
     de: bool,
     arrived: u64,
+    caller: Option<u8>,
     st: St,
     declined: bool,
     special: bool,
@@ -187,6 +195,7 @@ struct Model {
     ring_all: bool,
     calls: BTreeMap<u64, MCall>,
     holding: BTreeMap<u32, u64>,
+    abandoned: Vec<(u8, u64)>,
     next_id: u64,
 }
 
@@ -209,6 +218,7 @@ impl Model {
                 prio,
                 de,
                 pref,
+                caller,
             } => {
                 self.next_id += 1;
                 let id = self.next_id;
@@ -218,6 +228,13 @@ impl Model {
                     c.skills = vec![("de".into(), 4)];
                 }
                 c.preferred_agent = pref.map(AgentId);
+                c.caller = caller.map(|n| format!("+1555000{n}"));
+                // A caller back within the window may resume an old place: exempt from FIFO.
+                let resumed = caller.is_some_and(|n| {
+                    self.abandoned
+                        .iter()
+                        .any(|&(who, at)| who == n && self.now < at + 60_000)
+                });
                 self.calls.insert(
                     id,
                     MCall {
@@ -225,9 +242,10 @@ impl Model {
                         prio,
                         de,
                         arrived: self.now,
+                        caller,
                         st: St::Waiting,
                         declined: false,
-                        special: pref.is_some(),
+                        special: pref.is_some() || resumed,
                     },
                 );
                 prop_assert!(self.e.call_arrived(t, c).is_ok());
@@ -240,6 +258,9 @@ impl Model {
                         && let Some(c) = self.calls.get_mut(&id)
                     {
                         c.st = St::Abandoned;
+                        if let Some(n) = c.caller {
+                            self.abandoned.push((n, self.now));
+                        }
                     }
                 }
             }
@@ -545,6 +566,7 @@ fn run(strategy: &str, ops: &[Op]) -> Result<(), TestCaseError> {
         ring_all: strategy == "ring-all",
         calls: BTreeMap::new(),
         holding: BTreeMap::new(),
+        abandoned: Vec::new(),
         next_id: 0,
     };
     for op in ops {
