@@ -310,10 +310,15 @@ struct Agent {
 
 impl Agent {
     fn prof(&self, skill: u16) -> u8 {
-        match self.skills.binary_search_by_key(&skill, |s| s.0) {
-            Ok(i) => self.skills[i].1,
-            Err(_) => 0,
-        }
+        prof(&self.skills, skill)
+    }
+}
+
+/// Proficiency in a sorted skill list; 0 = lacks the skill.
+fn prof(skills: &[(u16, u8)], skill: u16) -> u8 {
+    match skills.binary_search_by_key(&skill, |s| s.0) {
+        Ok(i) => skills[i].1,
+        Err(_) => 0,
     }
 }
 
@@ -622,16 +627,31 @@ impl Engine {
             last_talk_ms: 0,
             last_queue: 0,
         };
+        a.members = self.members_for(&a.skills, cfg, idx);
+        self.agent_ids.insert(cfg.id.clone(), idx);
+        self.agents.push(a);
+        Ok(AgentId(idx))
+    }
+
+    /// Builds an agent's memberships and registers it in each queue's member list.
+    fn members_for(&mut self, skills: &[(u16, u8)], cfg: &AgentConfig, idx: u32) -> Vec<Member> {
+        let mut members = Vec::new();
         for (qn, pen) in &cfg.queues {
-            let qi = self.queue_ids[qn.as_str()];
+            let Some(&qi) = self.queue_ids.get(qn.as_str()) else {
+                continue; // validated by the caller
+            };
             let q = &mut self.queues[qi as usize];
             let capable = q
                 .skills
                 .iter()
-                .all(|&(s, m)| a.prof(s) >= q.loosest.map_or(m, |l| m.min(l)));
-            let score = q.skills.iter().map(|&(s, _)| i64::from(a.prof(s))).sum();
+                .all(|&(s, m)| prof(skills, s) >= q.loosest.map_or(m, |l| m.min(l)));
+            let score = q
+                .skills
+                .iter()
+                .map(|&(s, _)| i64::from(prof(skills, s)))
+                .sum();
             q.members.push(idx);
-            a.members.push(Member {
+            members.push(Member {
                 queue: qi,
                 penalty: *pen,
                 score,
@@ -639,9 +659,58 @@ impl Engine {
                 key: None,
             });
         }
-        self.agent_ids.insert(cfg.id.clone(), idx);
-        self.agents.push(a);
-        Ok(AgentId(idx))
+        members
+    }
+
+    /// Changes an agent's site, skills and queue memberships while the center runs
+    /// (supervisor re-skilling). Routing uses the new profile at once; a call in progress
+    /// is not disturbed. Queues left without any capable agent apply leave-when-empty.
+    pub fn update_agent(&mut self, now: Millis, cfg: &AgentConfig) -> Result<AgentId> {
+        let a = *self
+            .agent_ids
+            .get(&cfg.id)
+            .ok_or_else(|| AcdError::UnknownAgent(cfg.id.clone()))?;
+        let names: BTreeMap<&str, usize> = self
+            .queues
+            .iter()
+            .enumerate()
+            .map(|(i, q)| (q.name.as_str(), i))
+            .collect();
+        cfg.validate(&names)?;
+        // Intern everything first so that an error leaves the agent untouched.
+        let site = self.site(&cfg.site)?;
+        let mut skills = Vec::new();
+        for (s, p) in &cfg.skills {
+            skills.push((self.skill(s)?, *p));
+        }
+        skills.sort_unstable();
+        let state = self.agents[a as usize].state;
+        let (li, w) = (i32::from(state.logged_in()), i32::from(state.working()));
+        if state == AgentState::Available {
+            self.remove_available(a);
+        }
+        self.count(a, -li, -w);
+        let old: Vec<u32> = self.agents[a as usize]
+            .members
+            .iter()
+            .map(|m| m.queue)
+            .collect();
+        for &q in &old {
+            self.queues[q as usize].members.retain(|&x| x != a);
+        }
+        let ag = &mut self.agents[a as usize];
+        ag.site = site;
+        ag.members.clear();
+        let members = self.members_for(&skills, cfg, a);
+        let ag = &mut self.agents[a as usize];
+        ag.skills = skills;
+        ag.members = members;
+        self.count(a, li, w);
+        if state == AgentState::Available {
+            self.make_available(now, a);
+        }
+        self.strand_check(now, &old);
+        Ok(AgentId(a))
     }
 
     // ---- lookups ------------------------------------------------------------------------
@@ -715,14 +784,20 @@ impl Engine {
             i32::from(new.logged_in()) - i32::from(old.logged_in()),
             i32::from(new.working()) - i32::from(old.working()),
         );
-        if li_d != 0 || w_d != 0 {
-            for m in &ag.members {
-                let q = &mut self.queues[m.queue as usize];
-                if m.capable {
-                    q.capable = q.capable.saturating_add_signed(li_d);
-                }
-                q.working = q.working.saturating_add_signed(w_d);
+        self.count(a, li_d, w_d);
+    }
+
+    /// Adds `li_d` / `w_d` to the logged-in-capable / working counts of `a`'s queues.
+    fn count(&mut self, a: u32, li_d: i32, w_d: i32) {
+        if li_d == 0 && w_d == 0 {
+            return;
+        }
+        for m in &self.agents[a as usize].members {
+            let q = &mut self.queues[m.queue as usize];
+            if m.capable {
+                q.capable = q.capable.saturating_add_signed(li_d);
             }
+            q.working = q.working.saturating_add_signed(w_d);
         }
     }
 
@@ -1533,10 +1608,20 @@ impl Engine {
                 self.dispatch_call(now, cid);
             }
         }
-        // leave-when-empty: queues that can no longer reach any capable agent.
+        let queues: Vec<u32> = self.agents[a as usize]
+            .members
+            .iter()
+            .map(|m| m.queue)
+            .collect();
+        self.strand_check(now, &queues);
+    }
+
+    /// leave-when-empty: calls of queues that can no longer reach any capable agent (via
+    /// `lost`, the queues that just lost one) go to their fallback.
+    fn strand_check(&mut self, now: Millis, lost: &[u32]) {
         let mut affected: Vec<u32> = Vec::new();
-        for m in &self.agents[a as usize].members {
-            for &r in &self.queues[m.queue as usize].rev_reach {
+        for &l in lost {
+            for &r in &self.queues[l as usize].rev_reach {
                 if !affected.contains(&r) {
                     affected.push(r);
                 }

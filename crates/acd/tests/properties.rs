@@ -117,6 +117,23 @@ fn world() -> World {
     }
 }
 
+/// An agent's profile: the configured one, or the alternative used by `Op::Reskill`.
+fn profile(a: u32, alt: bool) -> (BTreeMap<&'static str, u8>, bool, Vec<u32>) {
+    let w = world();
+    let (mut skills, home, members) = (
+        w.skills[a as usize].clone(),
+        w.home[a as usize],
+        w.members[a as usize].clone(),
+    );
+    if !alt {
+        return (skills, home, members);
+    }
+    for p in skills.values_mut() {
+        *p = (*p).saturating_sub(3).max(1);
+    }
+    (skills, !home, vec![0, 1, 2])
+}
+
 #[derive(Debug, Clone)]
 enum Op {
     Arrive {
@@ -138,6 +155,7 @@ enum Op {
     Callback(usize),
     CallbackResult(usize, bool),
     Advance(u64),
+    Reskill(u32, bool),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -162,6 +180,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<usize>().prop_map(Op::Callback),
         1 => (any::<usize>(), any::<bool>()).prop_map(|(i, b)| Op::CallbackResult(i, b)),
         3 => (0u64..40).prop_map(Op::Advance),
+        1 => (0u32..6, any::<bool>()).prop_map(|(a, alt)| Op::Reskill(a, alt)),
     ]
 }
 
@@ -346,6 +365,18 @@ impl Model {
                         c.st = St::Waiting;
                     }
                 }
+            }
+            Op::Reskill(a, alt) => {
+                // alt: every proficiency 3 lower, the other site, and member of all queues.
+                let (skills, home, members) = profile(a, alt);
+                let mut cfg = hotline_acd::AgentConfig::new(&format!("a{a}"), &[]);
+                cfg.site = if home { "home".into() } else { "office".into() };
+                cfg.skills = skills.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+                cfg.queues = members.iter().map(|q| (format!("q{q}"), 0)).collect();
+                prop_assert!(self.e.update_agent(t, &cfg).is_ok());
+                self.w.skills[a as usize] = skills;
+                self.w.home[a as usize] = home;
+                self.w.members[a as usize] = members;
             }
             Op::Advance(secs) => {
                 let target = self.now + secs * 1000;

@@ -880,3 +880,51 @@ fn snapshot_reports_waiting_and_longest_wait() {
     assert_eq!(snap.agents[0].state, AgentState::OnCall(CallId(100)));
     assert_eq!(snap.agents[0].state_secs, 100.0);
 }
+
+#[test]
+fn reskilling_an_agent_takes_effect_at_once() {
+    let mut h = H::new(
+        "[[queue]]\nname = \"q\"\nskills = [{ skill = \"fr\", min = 5 }]\nleave_when_empty = true\n\
+         [[queue]]\nname = \"other\"\n[[agent]]\nid = \"a\"\nskills = { fr = 3 }\nqueues = { q = 0, other = 0 }\n\
+         [[agent]]\nid = \"b\"\nskills = { fr = 9 }\nqueues = { q = 0 }\n",
+    );
+    h.login(0, "a");
+    h.login(0, "b");
+    h.e.agent_not_ready(s(0), h.a("b"), 1).expect("nr");
+    assert!(
+        {
+            let d = h.call(1, 1, "q", 0);
+            h.offers(&d)
+        }
+        .is_empty(),
+        "a lacks fr 5"
+    );
+    let mut cfg = hotline_acd::AgentConfig::new("a", &["q", "other"]);
+    cfg.skills.insert("fr".into(), 6);
+    h.e.update_agent(s(2), &cfg).expect("update");
+    let d = h.drain();
+    assert_eq!(h.offer1(&d), (1, "a".into()));
+    // Taking b out of q leaves q with a only; taking a out too empties it.
+    h.answer(3, 1, "a");
+    h.call(4, 2, "q", 0);
+    h.e.update_agent(s(5), &hotline_acd::AgentConfig::new("b", &[]))
+        .expect("update");
+    assert!(h.drain().is_empty(), "a can still serve q");
+    h.e.update_agent(s(6), &hotline_acd::AgentConfig::new("a", &["other"]))
+        .expect("update");
+    let d = h.drain();
+    assert_eq!(fallback_reason(&d, 2), Some(FallbackReason::Empty));
+    assert_eq!(
+        h.e.agent_state(h.a("a")).expect("a"),
+        AgentState::OnCall(CallId(1)),
+        "call undisturbed"
+    );
+    assert!(matches!(
+        h.e.update_agent(s(7), &hotline_acd::AgentConfig::new("zed", &[])),
+        Err(AcdError::UnknownAgent(_))
+    ));
+    assert!(matches!(
+        h.e.update_agent(s(7), &hotline_acd::AgentConfig::new("a", &["ghost"])),
+        Err(AcdError::InvalidConfig { .. })
+    ));
+}
