@@ -465,12 +465,7 @@ impl Engine {
             let compiled = e.compile_queue(q)?;
             e.queues.push(compiled);
         }
-        for i in 0..e.queues.len() {
-            let reach = e.queues[i].reach.clone();
-            for r in reach {
-                e.queues[r as usize].rev_reach.push(i as u32);
-            }
-        }
+        e.link_reach();
         for a in &cfg.agents {
             e.add_agent(a, now)?;
         }
@@ -507,6 +502,111 @@ impl Engine {
             m |= 1u64 << self.site(n)?;
         }
         Ok(m)
+    }
+
+    /// Rebuilds every queue's reverse overflow reach (which queues can draw on it).
+    fn link_reach(&mut self) {
+        for q in &mut self.queues {
+            q.rev_reach.clear();
+        }
+        for i in 0..self.queues.len() {
+            let reach = self.queues[i].reach.clone();
+            for r in reach {
+                self.queues[r as usize].rev_reach.push(i as u32);
+            }
+        }
+    }
+
+    /// Replaces the settings of an existing queue (matched by name) while calls flow: an
+    /// admin's routing edit. Waiting calls keep their place and their bullseye progress
+    /// (later steps come from the new list); timers already running (ring, wrap-up, max
+    /// wait) keep their deadlines; the new settings apply to every later decision. Agents
+    /// are re-indexed for the new strategy and skills, and waiting calls are offered at
+    /// once if the change lets someone take them.
+    pub fn update_queue(&mut self, now: Millis, cfg: &QueueConfig) -> Result<QueueId> {
+        let qi = *self
+            .queue_ids
+            .get(&cfg.name)
+            .ok_or_else(|| AcdError::UnknownQueue(cfg.name.clone()))?;
+        // Validate as part of the whole configuration (names, fallback cycles).
+        let mut whole: Vec<QueueConfig> = self
+            .queues
+            .iter()
+            .map(|q| {
+                let mut c = QueueConfig::new(&q.name);
+                c.fallback = q.fallback.clone();
+                c
+            })
+            .collect();
+        whole[qi as usize] = cfg.clone();
+        AcdConfig {
+            aging_secs: 0,
+            short_abandon_secs: 0,
+            resume_window_secs: 0,
+            seed: 0,
+            queues: whole,
+            agents: Vec::new(),
+        }
+        .validate()?;
+        let mut new = self.compile_queue(cfg)?;
+        let members = self.queues[qi as usize].members.clone();
+        // Take the members out of the counts and indexes under the old settings.
+        for &a in &members {
+            let st = self.agents[a as usize].state;
+            if st == AgentState::Available {
+                self.remove_available(a);
+            }
+            self.count(a, -i32::from(st.logged_in()), -i32::from(st.working()));
+        }
+        let old = &mut self.queues[qi as usize];
+        new.waiting = std::mem::take(&mut old.waiting);
+        new.own_waiting = old.own_waiting;
+        new.rr_last = old.rr_last;
+        new.aht_ms = old.aht_ms;
+        new.members = std::mem::take(&mut old.members);
+        new.st = std::mem::take(&mut old.st);
+        *old = new;
+        self.link_reach();
+        for &a in &members {
+            let skills = self.agents[a as usize].skills.clone();
+            let q = &self.queues[qi as usize];
+            let capable = q
+                .skills
+                .iter()
+                .all(|&(s, m)| prof(&skills, s) >= q.loosest.map_or(m, |l| m.min(l)));
+            let score = q
+                .skills
+                .iter()
+                .map(|&(s, _)| i64::from(prof(&skills, s)))
+                .sum();
+            let st = self.agents[a as usize].state;
+            if let Some(m) = self.agents[a as usize]
+                .members
+                .iter_mut()
+                .find(|m| m.queue == qi)
+            {
+                m.capable = capable;
+                m.score = score;
+            }
+            self.count(a, i32::from(st.logged_in()), i32::from(st.working()));
+        }
+        for &a in &members {
+            if self.agents[a as usize].state == AgentState::Available {
+                self.make_available(now, a);
+            }
+        }
+        let waiting: Vec<CallId> = self.queues[qi as usize].waiting.values().copied().collect();
+        for cid in waiting {
+            if self
+                .calls
+                .get(&cid)
+                .is_some_and(|c| c.state == CState::Waiting)
+            {
+                self.dispatch_call(now, cid);
+            }
+        }
+        self.strand_check(now, &[qi]);
+        Ok(QueueId(qi))
     }
 
     fn compile_queue(&mut self, q: &QueueConfig) -> Result<Queue> {

@@ -92,6 +92,7 @@ struct World {
     skills: Vec<BTreeMap<&'static str, u8>>,
     home: Vec<bool>,
     members: Vec<Vec<u32>>,
+    q0_min: u8,
 }
 
 fn world() -> World {
@@ -114,6 +115,7 @@ fn world() -> World {
             vec![2],
             vec![0, 1, 2],
         ],
+        q0_min: 5,
     }
 }
 
@@ -156,6 +158,7 @@ enum Op {
     CallbackResult(usize, bool),
     Advance(u64),
     Reskill(u32, bool),
+    EditQ0(bool),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -181,6 +184,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (any::<usize>(), any::<bool>()).prop_map(|(i, b)| Op::CallbackResult(i, b)),
         3 => (0u64..40).prop_map(Op::Advance),
         1 => (0u32..6, any::<bool>()).prop_map(|(a, alt)| Op::Reskill(a, alt)),
+        1 => any::<bool>().prop_map(Op::EditQ0),
     ]
 }
 
@@ -212,6 +216,7 @@ struct Model {
     w: World,
     now: u64,
     ring_all: bool,
+    strategy: String,
     calls: BTreeMap<u64, MCall>,
     holding: BTreeMap<u32, u64>,
     abandoned: Vec<(u8, u64)>,
@@ -378,6 +383,21 @@ impl Model {
                 self.w.home[a as usize] = home;
                 self.w.members[a as usize] = members;
             }
+            Op::EditQ0(alt) => {
+                // An admin edit of q0: minimum `en` 5 → 3 and a different strategy.
+                let strategy = if alt {
+                    "longest-idle"
+                } else {
+                    self.strategy.as_str()
+                };
+                let cfg = AcdConfig::from_toml(&config(strategy)).expect("valid");
+                let mut q0 = cfg.queues[0].clone();
+                if alt {
+                    q0.skills[0].min = 3;
+                }
+                prop_assert!(self.e.update_queue(t, &q0).is_ok());
+                self.w.q0_min = q0.skills[0].min;
+            }
             Op::Advance(secs) => {
                 let target = self.now + secs * 1000;
                 // Step through every deadline so timers fire at their exact times.
@@ -438,7 +458,7 @@ impl Model {
                 c.queue
             );
             match via {
-                0 => prop_assert!(has("en", 5), "agent {a} lacks en for call {id}"),
+                0 => prop_assert!(has("en", self.w.q0_min), "agent {a} lacks en for call {id}"),
                 1 => prop_assert!(has("billing", 6), "agent {a} lacks billing for call {id}"),
                 _ => {}
             }
@@ -595,6 +615,7 @@ fn run(strategy: &str, ops: &[Op]) -> Result<(), TestCaseError> {
         w: world(),
         now: 0,
         ring_all: strategy == "ring-all",
+        strategy: strategy.to_string(),
         calls: BTreeMap::new(),
         holding: BTreeMap::new(),
         abandoned: Vec::new(),

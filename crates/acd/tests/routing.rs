@@ -928,3 +928,53 @@ fn reskilling_an_agent_takes_effect_at_once() {
         Err(AcdError::InvalidConfig { .. })
     ));
 }
+
+#[test]
+fn editing_a_queue_while_calls_wait() {
+    let mut h = H::new(
+        "[[queue]]\nname = \"q\"\nskills = [{ skill = \"fr\", min = 5 }]\n\
+         [[agent]]\nid = \"a\"\nskills = { fr = 3 }\nqueues = { q = 0 }\n\
+         [[agent]]\nid = \"b\"\nskills = { fr = 4 }\nqueues = { q = 0 }\n",
+    );
+    h.login(0, "a");
+    h.login(1, "b");
+    h.call(2, 1, "q", 0);
+    h.call(3, 2, "q", 0);
+    assert_eq!(h.e.waiting_in(h.e.queue_id("q").expect("q")), 2);
+    let mut q = hotline_acd::QueueConfig::new("q");
+    q.skills = vec![hotline_acd::SkillReq {
+        skill: "fr".into(),
+        min: 4,
+    }];
+    q.strategy = hotline_acd::Strategy::MostSkilled;
+    h.e.update_queue(s(4), &q).expect("update");
+    let d = h.drain();
+    // Only b qualifies now, and takes the first call in line.
+    assert_eq!(h.offers(&d), [(1, "b".to_string())]);
+    q.skills[0].min = 3;
+    h.e.update_queue(s(5), &q).expect("update");
+    let d = h.drain();
+    assert_eq!(h.offers(&d), [(2, "a".to_string())]);
+    // Validation as on load: unknown overflow queue, self-fallback, unknown queue name.
+    q.overflow = vec![hotline_acd::OverflowStep {
+        after_secs: 5,
+        min_proficiency: None,
+        add_queues: vec!["nope".into()],
+        add_sites: Vec::new(),
+        any_site: false,
+    }];
+    assert!(matches!(
+        h.e.update_queue(s(6), &q),
+        Err(AcdError::InvalidConfig { .. })
+    ));
+    q.overflow.clear();
+    q.fallback = Fallback::Queue("q".into());
+    assert!(matches!(
+        h.e.update_queue(s(6), &q),
+        Err(AcdError::InvalidConfig { .. })
+    ));
+    assert!(matches!(
+        h.e.update_queue(s(6), &hotline_acd::QueueConfig::new("new")),
+        Err(AcdError::UnknownQueue(_))
+    ));
+}
