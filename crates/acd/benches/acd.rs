@@ -67,7 +67,10 @@ impl Center {
         n
     }
 
-    fn build() -> Center {
+    /// `blocked_heads`: first queue that many calls needing a skill no agent has; they sit
+    /// at the head of their queues and every agent-driven pick must skip them (the
+    /// engine's worst case: it scans past calls the agent cannot take).
+    fn build(blocked_heads: u64) -> Center {
         let strategies = [
             Strategy::LongestIdle,
             Strategy::MostSkilled,
@@ -147,6 +150,13 @@ impl Center {
                 }
             }
         }
+        for _ in 0..blocked_heads {
+            c.now += 1;
+            let mut call = c.new_call();
+            call.skills = vec![("lang-xx".into(), 1)];
+            c.e.call_arrived(Millis(c.now), call).expect("arrive");
+            assert_eq!(c.answer_all(), 0, "nobody can take it");
+        }
         let mut queued = 0;
         while queued < WAITING {
             c.now += 1;
@@ -178,12 +188,8 @@ impl Center {
     }
 }
 
-fn decision_latency(c: &mut Criterion) {
-    let mut center = Center::build();
-    let waiting: usize = (0..QUEUES).map(|q| center.e.waiting_in(QueueId(q))).sum();
-    assert!(waiting >= WAITING as usize - 50, "{waiting} waiting");
-
-    // Plain loop: time only the decision "agent free → pick and offer".
+/// Times only the decision "agent free → pick and offer" in a plain loop.
+fn plain_loop(center: &mut Center, label: &str) {
     let mut samples = Vec::with_capacity(200_000);
     for _ in 0..200_000 {
         center.now += 7;
@@ -225,16 +231,25 @@ fn decision_latency(c: &mut Criterion) {
     samples.sort_unstable();
     let waiting: usize = (0..QUEUES).map(|q| center.e.waiting_in(QueueId(q))).sum();
     println!(
-        "acd_decision agents={AGENTS} queues={QUEUES} waiting={waiting} samples={} median_ns={} p90_ns={} p99_ns={}",
+        "acd_decision scenario={label} agents={AGENTS} queues={QUEUES} waiting={waiting} samples={} median_ns={} p90_ns={} p99_ns={}",
         samples.len(),
         samples[samples.len() / 2],
         samples[samples.len() * 9 / 10],
         samples[samples.len() * 99 / 100]
     );
+}
 
+fn decision_latency(c: &mut Criterion) {
+    let mut center = Center::build(0);
+    let waiting: usize = (0..QUEUES).map(|q| center.e.waiting_in(QueueId(q))).sum();
+    assert!(waiting >= WAITING as usize - 50, "{waiting} waiting");
+    plain_loop(&mut center, "normal");
     c.bench_function("decision/hangup_offer_answer_arrive", |b| {
         b.iter(|| black_box(&mut center).step())
     });
+    drop(center);
+    let mut hostile = Center::build(WAITING);
+    plain_loop(&mut hostile, "5000_unservable_calls_at_the_heads");
 }
 
 fn day_config() -> SimConfig {

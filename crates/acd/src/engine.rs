@@ -216,6 +216,7 @@ const MAX_SITES: usize = 64;
 /// Without aging a priority point is worth ~139 years of waiting, i.e. strict priority.
 const NO_AGING_STEP_MS: i64 = 1 << 42;
 const AHT_ALPHA: f64 = 0.02;
+const MAX_SIGS: usize = 1024;
 
 struct Step {
     after_ms: u64,
@@ -264,6 +265,10 @@ struct Queue {
     loosest: Option<u8>,
     available: BTreeSet<AKey>,
     waiting: BTreeMap<CKey, CallId>,
+    /// The same calls split by the set of extra skills they need, so that an agent skips
+    /// whole groups it can never serve (e.g. a language it does not speak) instead of
+    /// stepping over each such call at the head of the queue.
+    buckets: Vec<(u32, BTreeMap<CKey, CallId>)>,
     own_waiting: u32,
     /// Logged-in members who could ever serve the queue.
     capable: u32,
@@ -308,6 +313,28 @@ struct Agent {
     last_queue: u32,
 }
 
+impl Queue {
+    fn wait_insert(&mut self, key: CKey, cid: CallId, sig: u32) {
+        self.waiting.insert(key, cid);
+        match self.buckets.iter_mut().find(|b| b.0 == sig) {
+            Some(b) => {
+                b.1.insert(key, cid);
+            }
+            None => {
+                self.buckets.push((sig, BTreeMap::from([(key, cid)])));
+            }
+        }
+    }
+
+    fn wait_remove(&mut self, key: &CKey, sig: u32) {
+        self.waiting.remove(key);
+        // Empty buckets are kept: the common ones empty and refill all the time.
+        if let Some(b) = self.buckets.iter_mut().find(|b| b.0 == sig) {
+            b.1.remove(key);
+        }
+    }
+}
+
 impl Agent {
     fn prof(&self, skill: u16) -> u8 {
         prof(&self.skills, skill)
@@ -337,6 +364,8 @@ struct Call {
     key: CKey,
     arrived: Millis,
     extra: Vec<(u16, u8)>,
+    /// Interned set of the extra skills' ids (the queue bucket the call waits in).
+    sig: u32,
     relax: Option<u8>,
     targets: Vec<u32>,
     sites: u64,
@@ -416,6 +445,8 @@ pub struct Engine {
     resume: HashMap<String, Resume>,
     resume_order: VecDeque<(Millis, String)>,
     rng: u64,
+    sig_ids: HashMap<Vec<u16>, u32>,
+    sig_skills: Vec<Vec<u16>>,
     stats_since: Millis,
     scratch: Vec<(u32, u32)>,
 }
@@ -455,6 +486,8 @@ impl Engine {
             resume: HashMap::new(),
             resume_order: VecDeque::new(),
             rng: cfg.seed ^ 0x5DEE_CE66_D1CE_4E5B,
+            sig_ids: HashMap::new(),
+            sig_skills: Vec::new(),
             stats_since: now,
             scratch: Vec::new(),
         };
@@ -470,6 +503,25 @@ impl Engine {
             e.add_agent(a, now)?;
         }
         Ok(e)
+    }
+
+    /// Interns the set of a call's extra skills. Past `MAX_SIGS` distinct sets (only a
+    /// hostile event stream gets there) calls share one catch-all bucket that no agent
+    /// skips, which is correct, only slower.
+    fn intern_sig(&mut self, extra: &[(u16, u8)]) -> u32 {
+        let mut key: Vec<u16> = extra.iter().map(|e| e.0).collect();
+        key.sort_unstable();
+        key.dedup();
+        if let Some(&id) = self.sig_ids.get(&key) {
+            return id;
+        }
+        if self.sig_skills.len() >= MAX_SIGS {
+            return u32::MAX;
+        }
+        let id = self.sig_skills.len() as u32;
+        self.sig_skills.push(key.clone());
+        self.sig_ids.insert(key, id);
+        id
     }
 
     fn skill(&mut self, name: &str) -> Result<u16> {
@@ -560,6 +612,7 @@ impl Engine {
         }
         let old = &mut self.queues[qi as usize];
         new.waiting = std::mem::take(&mut old.waiting);
+        new.buckets = std::mem::take(&mut old.buckets);
         new.own_waiting = old.own_waiting;
         new.rr_last = old.rr_last;
         new.aht_ms = old.aht_ms;
@@ -670,6 +723,7 @@ impl Engine {
             loosest,
             available: BTreeSet::new(),
             waiting: BTreeMap::new(),
+            buckets: Vec::new(),
             own_waiting: 0,
             capable: 0,
             working: 0,
@@ -979,15 +1033,24 @@ impl Engine {
                 continue;
             }
             let q = &self.queues[m.queue as usize];
-            for (&k, &cid) in &q.waiting {
-                if best.is_some_and(|b| k >= b.0) {
-                    break;
+            for (sig, calls) in &q.buckets {
+                let hopeless = self
+                    .sig_skills
+                    .get(*sig as usize)
+                    .is_some_and(|sk| sk.iter().any(|&s| ag.prof(s) == 0));
+                if hopeless {
+                    continue;
                 }
-                if let Some(c) = self.calls.get(&cid)
-                    && eligible(ag, a, c, q)
-                {
-                    best = Some((k, cid, m.queue));
-                    break;
+                for (&k, &cid) in calls {
+                    if best.is_some_and(|b| k >= b.0) {
+                        break;
+                    }
+                    if let Some(c) = self.calls.get(&cid)
+                        && eligible(ag, a, c, q)
+                    {
+                        best = Some((k, cid, m.queue));
+                        break;
+                    }
                 }
             }
         }
@@ -1063,7 +1126,7 @@ impl Engine {
         if let Some(c) = self.calls.get_mut(&cid) {
             c.state = CState::Waiting;
             for &t in &c.targets {
-                self.queues[t as usize].waiting.insert(c.key, cid);
+                self.queues[t as usize].wait_insert(c.key, cid, c.sig);
             }
             self.queues[c.home as usize].own_waiting += 1;
         }
@@ -1072,7 +1135,7 @@ impl Engine {
     fn remove_waiting(queues: &mut [Queue], c: &Call) {
         if c.state == CState::Waiting {
             for &t in &c.targets {
-                queues[t as usize].waiting.remove(&c.key);
+                queues[t as usize].wait_remove(&c.key, c.sig);
             }
             let h = &mut queues[c.home as usize];
             h.own_waiting = h.own_waiting.saturating_sub(1);
@@ -1242,6 +1305,7 @@ impl Engine {
             }
             extra.push((self.skill_ids.get(s).copied().unwrap_or(NO_SKILL), *m));
         }
+        let sig = self.intern_sig(&extra);
         self.seq += 1;
         let q = &self.queues[home as usize];
         let prio = i64::from(call.priority.clamp(-MAX_PRIORITY, MAX_PRIORITY)) + q.weight;
@@ -1269,6 +1333,7 @@ impl Engine {
             key,
             arrived: now,
             extra,
+            sig,
             relax: None,
             targets: vec![home],
             sites: q.sites,
@@ -1941,7 +2006,7 @@ impl Engine {
                 let waiting = c.state == CState::Waiting;
                 if waiting {
                     for nq in added {
-                        self.queues[nq as usize].waiting.insert(c.key, cid);
+                        self.queues[nq as usize].wait_insert(c.key, cid, c.sig);
                     }
                 }
                 self.decisions
@@ -2133,6 +2198,18 @@ impl Engine {
                     .is_some_and(|c| c.state == CState::Waiting)
             {
                 return Err(format!("agent {i} available while {cid:?} waits for it"));
+            }
+        }
+        for (i, q) in self.queues.iter().enumerate() {
+            let in_buckets: usize = q.buckets.iter().map(|b| b.1.len()).sum();
+            let mirrored = q
+                .buckets
+                .iter()
+                .all(|(_, m)| m.iter().all(|(k, id)| q.waiting.get(k) == Some(id)));
+            if in_buckets != q.waiting.len() || !mirrored {
+                return Err(format!(
+                    "queue {i}: buckets do not mirror the waiting calls"
+                ));
             }
         }
         for (cid, c) in &self.calls {
