@@ -1915,7 +1915,9 @@ impl Engine {
     // ---- time -----------------------------------------------------------------------------
 
     /// Runs every timer due at or before `now` (ring timeouts, overflow steps, max wait,
-    /// announcements, preferred-agent holds, callback retries, wrap-up ends).
+    /// announcements, preferred-agent holds, callback retries, wrap-up ends). What they do
+    /// is stamped `now`, not the deadline, so time never runs backwards for the statistics
+    /// when the owner wakes late.
     pub fn handle_timeout(&mut self, now: Millis) {
         self.expire_resume(now);
         while let Some(&(at, t)) = self.timers.first() {
@@ -1923,7 +1925,7 @@ impl Engine {
                 break;
             }
             self.timers.pop_first();
-            self.fire(at, t);
+            self.fire(now, t);
         }
     }
 
