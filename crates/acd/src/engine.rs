@@ -1320,7 +1320,9 @@ impl Engine {
         }
         self.queues[home as usize].st.offered += 1;
         let q = &self.queues[home as usize];
-        if (!q.join_empty || q.leave_empty) && !self.servable(home) {
+        // A skill no queue or agent mentions (an unknown language) cannot be served either.
+        let hopeless = extra.iter().any(|e| e.0 == NO_SKILL);
+        if (!q.join_empty || q.leave_empty) && (hopeless || !self.servable(home)) {
             self.refuse(cid, home, FallbackReason::Empty);
             return Ok(());
         }

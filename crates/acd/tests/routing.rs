@@ -978,3 +978,19 @@ fn editing_a_queue_while_calls_wait() {
         Err(AcdError::UnknownQueue(_))
     ));
 }
+
+#[test]
+fn a_call_needing_a_skill_nobody_has_leaves_at_once_when_leave_when_empty() {
+    let mut h = H::new(&format!(
+        "[[queue]]\nname = \"q\"\nleave_when_empty = true\n{}",
+        agents("q", &["a"])
+    ));
+    h.login(0, "a");
+    h.e.agent_not_ready(s(0), h.a("a"), 1).expect("nr");
+    let mut c = NewCall::new(CallId(1), h.e.queue_id("q").expect("q"));
+    c.skills = vec![("klingon".into(), 1)];
+    h.e.call_arrived(s(1), c).expect("arrive");
+    assert_eq!(fallback_reason(&h.drain(), 1), Some(FallbackReason::Empty));
+    // A plain call waits for the (not-ready but logged-in) agent.
+    assert_eq!(fallback_reason(&h.call(2, 2, "q", 0), 2), None);
+}
