@@ -556,38 +556,37 @@ impl Model {
 
     /// Everyone logs in and works; time runs until the engine is empty.
     fn drain(&mut self) -> Result<(), TestCaseError> {
-        for round in 0..400 {
+        for _ in 0..400 {
             for a in 0..6 {
                 let _ = self.e.agent_login(Millis(self.now), AgentId(a), true);
                 let _ = self.e.agent_ready(Millis(self.now), AgentId(a));
                 let _ = self.e.wrapup_done(Millis(self.now), AgentId(a));
             }
             self.check_decisions()?;
-            let open: Vec<(u64, St)> = self
+            let open: Vec<u64> = self
                 .calls
                 .iter()
                 .filter(|(_, c)| matches!(c.st, St::Offered(_) | St::Dialing(_) | St::Connected(_)))
-                .map(|(id, c)| (*id, c.st.clone()))
+                .map(|(id, _)| *id)
                 .collect();
-            for (id, st) in open {
-                let op = match st {
-                    St::Offered(_) => Op::Answer(0),
-                    St::Dialing(_) => Op::CallbackResult(0, true),
-                    _ => Op::End(0),
-                };
-                // Target this call: pick() indexes calls in the matching state.
-                let idx = self
+            for id in open {
+                // Re-read the state: earlier steps of this loop may have changed it.
+                let st = self.calls[&id].st.clone();
+                let same = |c: &MCall| std::mem::discriminant(&c.st) == std::mem::discriminant(&st);
+                // pick() indexes the calls in a given state; find this call's index.
+                let Some(idx) = self
                     .calls
                     .iter()
-                    .filter(|(_, c)| {
-                        std::mem::discriminant(&c.st) == std::mem::discriminant(&self.calls[&id].st)
-                    })
+                    .filter(|(_, c)| same(c))
                     .position(|(i, _)| *i == id)
-                    .expect("present");
-                let op = match op {
-                    Op::Answer(_) => Op::Answer(idx),
-                    Op::CallbackResult(_, b) => Op::CallbackResult(idx, b),
-                    _ => Op::End(idx),
+                else {
+                    continue;
+                };
+                let op = match st {
+                    St::Offered(_) => Op::Answer(idx),
+                    St::Dialing(_) => Op::CallbackResult(idx, true),
+                    St::Connected(_) => Op::End(idx),
+                    _ => continue,
                 };
                 self.apply(&op)?;
             }
@@ -600,7 +599,6 @@ impl Model {
                 prop_assert!(unfinished.is_empty(), "engine empty but {unfinished:?}");
                 return Ok(());
             }
-            let _ = round;
             self.apply(&Op::Advance(10))?;
         }
         prop_assert!(false, "calls never finished: {} left", self.e.call_count());
