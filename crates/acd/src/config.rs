@@ -74,7 +74,9 @@ impl AcdConfig {
             let mut seen = vec![false; self.queues.len()];
             let mut cur = q;
             while let Fallback::Queue(next) = &cur.fallback {
-                let i = names[next.as_str()];
+                let Some(&i) = names.get(next.as_str()) else {
+                    return Err(AcdError::UnknownQueue(next.clone()));
+                };
                 if seen[i] {
                     return Err(invalid(
                         &format!("queue {:?} fallback", q.name),

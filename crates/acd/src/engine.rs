@@ -668,7 +668,11 @@ impl Engine {
             skills.push((self.skill(&s.skill)?, s.min));
         }
         let mut steps = Vec::new();
-        let mut reach = vec![self.queue_ids[&q.name]];
+        let me = *self
+            .queue_ids
+            .get(&q.name)
+            .ok_or_else(|| AcdError::UnknownQueue(q.name.clone()))?;
+        let mut reach = vec![me];
         let mut loosest: Option<u8> = None;
         for st in &q.overflow {
             let mut add = Vec::new();
