@@ -211,6 +211,8 @@ impl SimConfig {
                 ));
             }
         }
+        // The groups expand to agents: their queues, skills and ids must hold up too.
+        self.expanded_acd().validate()?;
         Ok(())
     }
 

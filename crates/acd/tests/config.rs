@@ -137,3 +137,23 @@ fn simulation_parameters_are_checked() {
         }
     }
 }
+
+proptest::proptest! {
+    /// Arbitrary text, and valid configs with one byte changed, never panic the parsers.
+    #[test]
+    fn config_parsers_never_panic(text in ".{0,200}", pos in 0usize..2000, byte in 0u8..128) {
+        let _ = AcdConfig::from_toml(&text);
+        let _ = SimConfig::from_toml(&text);
+        let example = include_str!("../../../config/simulate.toml");
+        let mut bytes = example.as_bytes().to_vec();
+        let i = pos % bytes.len();
+        bytes[i] = byte;
+        // Whatever parses and validates must also build an engine.
+        if let Ok(mutated) = String::from_utf8(bytes)
+            && let Ok(cfg) = SimConfig::from_toml(&mutated)
+        {
+            let built = hotline_acd::Engine::new(&cfg.expanded_acd(), hotline_acd::Millis(0));
+            proptest::prop_assert!(built.is_ok(), "{built:?}");
+        }
+    }
+}

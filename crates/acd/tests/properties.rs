@@ -28,7 +28,14 @@ const STRATEGIES: &[&str] = &[
     "ring-all",
 ];
 
-fn config(strategy: &str) -> String {
+/// `v` varies timing settings the checked properties must not depend on: bit 0 → no ring
+/// timeout, bit 1 → no wrap-up, bit 2 → q2 makes no-answer agents not-ready, bit 3 → q0
+/// announces every 20 s.
+fn config(strategy: &str, v: u8) -> String {
+    let ring = if v & 1 != 0 { 0 } else { 10 };
+    let wrap = if v & 2 != 0 { 0 } else { 5 };
+    let nr = v & 4 != 0;
+    let announce = if v & 8 != 0 { 20 } else { 0 };
     format!(
         r#"
 aging_secs = 60
@@ -37,8 +44,9 @@ resume_window_secs = 60
 name = "q0"
 strategy = "{strategy}"
 skills = [{{ skill = "en", min = 5 }}]
-ring_timeout_secs = 10
-wrapup_secs = 5
+ring_timeout_secs = {ring}
+wrapup_secs = {wrap}
+announce_secs = {announce}
 max_wait_secs = 120
 overflow = [{{ after_secs = 20, min_proficiency = 2 }}, {{ after_secs = 40, add_queues = ["q2"] }}]
 [[queue]]
@@ -57,7 +65,7 @@ callback_retry_secs = 10
 name = "q2"
 strategy = "{strategy}"
 max_wait_secs = 200
-not_ready_on_no_answer = false
+not_ready_on_no_answer = {nr}
 [[agent]]
 id = "a0"
 skills = {{ en = 9, billing = 7, de = 5 }}
@@ -217,6 +225,7 @@ struct Model {
     now: u64,
     ring_all: bool,
     strategy: String,
+    variant: u8,
     calls: BTreeMap<u64, MCall>,
     holding: BTreeMap<u32, u64>,
     abandoned: Vec<(u8, u64)>,
@@ -390,7 +399,7 @@ impl Model {
                 } else {
                     self.strategy.as_str()
                 };
-                let cfg = AcdConfig::from_toml(&config(strategy)).expect("valid");
+                let cfg = AcdConfig::from_toml(&config(strategy, self.variant)).expect("valid");
                 let mut q0 = cfg.queues[0].clone();
                 if alt {
                     q0.skills[0].min = 3;
@@ -606,14 +615,15 @@ impl Model {
     }
 }
 
-fn run(strategy: &str, ops: &[Op]) -> Result<(), TestCaseError> {
-    let cfg = AcdConfig::from_toml(&config(strategy)).expect("valid");
+fn run(strategy: &str, variant: u8, ops: &[Op]) -> Result<(), TestCaseError> {
+    let cfg = AcdConfig::from_toml(&config(strategy, variant)).expect("valid");
     let mut m = Model {
         e: Engine::new(&cfg, Millis(0)).expect("engine"),
         w: world(),
         now: 0,
         ring_all: strategy == "ring-all",
         strategy: strategy.to_string(),
+        variant,
         calls: BTreeMap::new(),
         holding: BTreeMap::new(),
         abandoned: Vec::new(),
@@ -639,8 +649,9 @@ proptest! {
     #[test]
     fn random_event_sequences_keep_the_invariants(
         s in 0usize..STRATEGIES.len(),
+        variant in 0u8..16,
         ops in proptest::collection::vec(op(), 1..80),
     ) {
-        run(STRATEGIES[s], &ops)?;
+        run(STRATEGIES[s], variant, &ops)?;
     }
 }
