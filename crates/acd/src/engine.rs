@@ -1580,6 +1580,8 @@ impl Engine {
     }
 
     /// The agent answered the offer: the call is connected, other ring-all offers cancelled.
+    /// Answers race with ring timeouts and hang-ups: if the offer was withdrawn meanwhile
+    /// this returns `InvalidState` and changes nothing; the owner then drops the agent leg.
     pub fn offer_answered(&mut self, now: Millis, cid: CallId, agent: AgentId) -> Result<()> {
         let c = self.calls.get(&cid).ok_or(AcdError::NoSuchCall(cid))?;
         match &c.state {
