@@ -26,6 +26,10 @@ pub struct AcdConfig {
     /// resumes their old place. `0` disables it.
     #[serde(default)]
     pub resume_window_secs: u32,
+    /// Priority points per customer tier (e.g. `{ vip = 10, gold = 5 }`), added to a call's
+    /// own priority: the tier from the CRM sets the place in line, as data.
+    #[serde(default)]
+    pub tier_priority: BTreeMap<String, i32>,
     /// Seed for the `random` strategy, so runs are reproducible.
     #[serde(default)]
     pub seed: u64,
@@ -68,6 +72,14 @@ impl AcdConfig {
         }
         for q in &self.queues {
             q.validate(&names)?;
+        }
+        for (tier, p) in &self.tier_priority {
+            if p.abs() > MAX_PRIORITY {
+                return Err(invalid(
+                    &format!("tier_priority {tier:?}"),
+                    "must be within -1000..=1000",
+                ));
+            }
         }
         // A fallback chain of queues must end somewhere, or an empty center would loop.
         for q in &self.queues {

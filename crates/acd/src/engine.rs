@@ -144,6 +144,8 @@ pub struct NewCall {
     /// Static priority (higher = sooner), e.g. from the customer tier or the dialed number;
     /// clamped to ±1000.
     pub priority: i32,
+    /// Customer tier (e.g. `"vip"`); adds the config's `tier_priority` for it.
+    pub tier: Option<String>,
     /// Extra skills this call requires beyond its queue's, e.g. `("lang-de", 5)`.
     pub skills: Vec<(String, u8)>,
     /// Account manager or last agent, tried alone for the queue's `preferred_agent_secs`.
@@ -159,6 +161,7 @@ impl NewCall {
             id,
             queue,
             priority: 0,
+            tier: None,
             skills: Vec::new(),
             preferred_agent: None,
             caller: None,
@@ -445,6 +448,7 @@ pub struct Engine {
     resume: HashMap<String, Resume>,
     resume_order: VecDeque<(Millis, String)>,
     rng: u64,
+    tiers: HashMap<String, i64>,
     sig_ids: HashMap<Vec<u16>, u32>,
     sig_skills: Vec<Vec<u16>>,
     stats_since: Millis,
@@ -488,6 +492,11 @@ impl Engine {
             rng: cfg.seed ^ 0x5DEE_CE66_D1CE_4E5B,
             sig_ids: HashMap::new(),
             sig_skills: Vec::new(),
+            tiers: cfg
+                .tier_priority
+                .iter()
+                .map(|(k, v)| (k.clone(), i64::from(*v)))
+                .collect(),
             stats_since: now,
             scratch: Vec::new(),
         };
@@ -595,6 +604,7 @@ impl Engine {
             aging_secs: 0,
             short_abandon_secs: 0,
             resume_window_secs: 0,
+            tier_priority: Default::default(),
             seed: 0,
             queues: whole,
             agents: Vec::new(),
@@ -1312,7 +1322,13 @@ impl Engine {
         let sig = self.intern_sig(&extra);
         self.seq += 1;
         let q = &self.queues[home as usize];
-        let prio = i64::from(call.priority.clamp(-MAX_PRIORITY, MAX_PRIORITY)) + q.weight;
+        let tier = call
+            .tier
+            .as_ref()
+            .and_then(|t| self.tiers.get(t))
+            .copied()
+            .unwrap_or(0);
+        let prio = i64::from(call.priority.clamp(-MAX_PRIORITY, MAX_PRIORITY)) + tier + q.weight;
         let mut key = ((now.0 as i64).saturating_sub(prio * self.step_ms), self.seq);
         if let Some(caller) = &call.caller
             && let Some(r) = self.resume.get(caller)

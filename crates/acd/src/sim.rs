@@ -152,6 +152,7 @@ impl SimConfig {
                 aging_secs: 60,
                 short_abandon_secs: 0,
                 resume_window_secs: 0,
+                tier_priority: Default::default(),
                 seed: 0,
                 queues: vec![queue],
                 agents: Vec::new(),

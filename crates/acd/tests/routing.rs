@@ -994,3 +994,30 @@ fn a_call_needing_a_skill_nobody_has_leaves_at_once_when_leave_when_empty() {
     // A plain call waits for the (not-ready but logged-in) agent.
     assert_eq!(fallback_reason(&h.call(2, 2, "q", 0), 2), None);
 }
+
+#[test]
+fn customer_tier_sets_the_priority() {
+    let mut h = one_agent_busy("tier_priority = { vip = 10, gold = 5 }");
+    let q = h.e.queue_id("q").expect("q");
+    for (id, tier) in [
+        (1, None),
+        (2, Some("gold")),
+        (3, Some("vip")),
+        (4, Some("unknown")),
+    ] {
+        let mut c = NewCall::new(CallId(id), q);
+        c.tier = tier.map(String::from);
+        h.e.call_arrived(s(id), c).expect("arrive");
+    }
+    let mut order = Vec::new();
+    let mut prev = 100;
+    for t in 10..14 {
+        let d = h.end(t, prev);
+        let (next, _) = h.offer1(&d);
+        h.answer(t, next, "a");
+        order.push(next);
+        prev = next;
+    }
+    assert_eq!(order, [3, 2, 1, 4]);
+    assert!(AcdConfig::from_toml("tier_priority = { vip = 5000 }").is_err());
+}
