@@ -581,7 +581,8 @@ impl Engine {
     /// Replaces the settings of an existing queue (matched by name) while calls flow: an
     /// admin's routing edit. Waiting calls keep their place and their bullseye progress
     /// (later steps come from the new list); timers already running (ring, wrap-up, max
-    /// wait) keep their deadlines; the new settings apply to every later decision. Agents
+    /// wait) keep their deadlines, and waiting calls keep the weight they entered with; the
+    /// new settings apply to every later decision and arrival. Agents
     /// are re-indexed for the new strategy and skills, and waiting calls are offered at
     /// once if the change lets someone take them.
     pub fn update_queue(&mut self, now: Millis, cfg: &QueueConfig) -> Result<QueueId> {
