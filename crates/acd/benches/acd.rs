@@ -285,6 +285,7 @@ fn day_config() -> SimConfig {
             aht_secs: aht,
             patience_secs: Some(180.0),
             classes: Vec::new(),
+            skills: Vec::new(),
         });
     }
     SimConfig {

@@ -24,7 +24,7 @@ use rand_chacha::ChaCha8Rng;
 use rand_chacha::rand_core::{Rng, SeedableRng};
 use serde::Deserialize;
 
-use crate::config::{AcdConfig, AgentConfig, QueueConfig, invalid};
+use crate::config::{AcdConfig, AgentConfig, QueueConfig, SkillReq, invalid};
 use crate::engine::{AgentState, Decision, Engine, NewCall};
 use crate::erlang;
 use crate::error::{AcdError, Result};
@@ -123,6 +123,9 @@ pub struct Traffic {
     /// Priority classes; empty = everyone priority 0.
     #[serde(default, rename = "class")]
     pub classes: Vec<PriorityClass>,
+    /// Extra skills every call of this stream needs (e.g. a language).
+    #[serde(default)]
+    pub skills: Vec<SkillReq>,
 }
 
 /// A share of a stream's calls with a given static priority (e.g. VIP customers).
@@ -192,6 +195,9 @@ impl SimConfig {
             }
             if !(t.aht_secs > 0.0 && t.aht_secs.is_finite()) {
                 return Err(invalid(&w, "aht_secs must be > 0"));
+            }
+            if t.skills.iter().any(|r| !(1..=10).contains(&r.min)) {
+                return Err(invalid(&w, "skill proficiency outside 1..=10"));
             }
             if t.patience_secs.is_some_and(|p| !(p > 0.0 && p.is_finite())) {
                 return Err(invalid(&w, "patience_secs must be > 0"));
@@ -400,6 +406,7 @@ struct Stream {
     patience_ms: Option<f64>,
     classes: Vec<(i32, f64)>,
     class_base: usize,
+    skills: Vec<(String, u8)>,
 }
 
 struct Run<'a> {
@@ -463,6 +470,7 @@ pub fn simulate(cfg: &SimConfig) -> Result<SimReport> {
             patience_ms: t.patience_secs.map(|p| p * 1000.0),
             classes: cls,
             class_base,
+            skills: t.skills.iter().map(|r| (r.skill.clone(), r.min)).collect(),
         });
     }
     let run = Run {
@@ -633,6 +641,7 @@ impl Run<'_> {
             }
         }
         let (queue, patience) = (st.queue, st.patience_ms);
+        let skills = st.skills.clone();
         self.calls.push(SimCall {
             stream: s,
             class,
@@ -650,6 +659,7 @@ impl Run<'_> {
         }
         let mut nc = NewCall::new(CallId(id), queue);
         nc.priority = priority;
+        nc.skills = skills;
         self.engine.call_arrived(Millis(now), nc)
     }
 
@@ -785,6 +795,7 @@ fn trial(q: &StaffingQuery, agents: u32) -> Result<SimReport> {
         aht_secs: q.aht_secs,
         patience_secs: q.patience_secs,
         classes: Vec::new(),
+        skills: Vec::new(),
     };
     simulate(&SimConfig::single_queue(
         agents,

@@ -18,6 +18,7 @@ fn run(c: u32, occupancy: f64, patience: Option<f64>, hours: f64, seed: u64) -> 
         aht_secs: AHT,
         patience_secs: patience,
         classes: Vec::new(),
+        skills: Vec::new(),
     };
     let sim = SimParams {
         hours,

@@ -22,6 +22,7 @@ fn traffic(calls_per_hour: f64, aht: f64, classes: Vec<PriorityClass>) -> Traffi
         aht_secs: aht,
         patience_secs: None,
         classes,
+        skills: Vec::new(),
     }
 }
 
@@ -197,6 +198,7 @@ fn engine_statistics_agree_with_the_simulators_own_bookkeeping() {
             aht_secs: 180.0,
             patience_secs: Some(90.0),
             classes: Vec::new(),
+            skills: Vec::new(),
         },
         params(300.0, 21),
     );
@@ -222,5 +224,56 @@ fn engine_statistics_agree_with_the_simulators_own_bookkeeping() {
         eng.aht_secs.is_some_and(|a| (a - 180.0).abs() < 5.0),
         "{:?}",
         eng.aht_secs
+    );
+}
+
+#[test]
+fn language_streams_are_served_only_by_speakers() {
+    // 5 German speakers serve the German stream; 10 others cannot help with it.
+    let text = r#"
+[sim]
+hours = 200
+warmup_hours = 1
+[acd]
+[[acd.queue]]
+name = "q"
+[[agents]]
+prefix = "de"
+count = 5
+skills = { lang-de = 7 }
+queues = { q = 0 }
+[[agents]]
+prefix = "en"
+count = 10
+queues = { q = 0 }
+[[traffic]]
+queue = "q"
+calls_per_hour = 60
+aht_secs = 180
+skills = [{ skill = "lang-de", min = 5 }]
+"#;
+    let cfg = SimConfig::from_toml(text).expect("valid");
+    let r = simulate(&cfg).expect("runs");
+    // German load is 3 erlangs on 5 speakers (60% occupancy), not on 15 agents:
+    // the Erlang C wait for c = 5 applies.
+    let f = erlang_c_metrics(5, 60.0 / 3600.0, 180.0, 20.0);
+    let q = &r.queues[0];
+    println!(
+        "P(wait) {:.3} vs Erlang C {:.3} over {} calls",
+        q.p_wait(),
+        f.p_wait,
+        q.offered
+    );
+    assert!(q.offered > 10_000);
+    assert!(
+        (q.p_wait() - f.p_wait).abs() < 0.04,
+        "{} vs {}",
+        q.p_wait(),
+        f.p_wait
+    );
+    let all15 = erlang_c_metrics(15, 60.0 / 3600.0, 180.0, 20.0);
+    assert!(
+        q.p_wait() > 10.0 * all15.p_wait,
+        "the 10 others must not take German calls"
     );
 }
