@@ -11,3 +11,6 @@ pub mod ports;
 pub mod sdp;
 
 pub use error::{MediaError, Result};
+pub mod dtmf;
+pub mod leg;
+pub mod rtcp;
