@@ -13,4 +13,7 @@ pub mod sdp;
 pub use error::{MediaError, Result};
 pub mod dtmf;
 pub mod leg;
+pub mod player;
+pub mod prompts;
 pub mod rtcp;
+pub mod wav;
