@@ -35,6 +35,8 @@ pub struct LegConfig {
     pub remote_rtcp: Option<SocketAddr>,
     /// Our direction on this leg (hold = we only send, or inactive).
     pub direction: Direction,
+    /// Packetisation time for audio we generate, in ms.
+    pub ptime: u32,
 }
 
 impl From<&Negotiated> for LegConfig {
@@ -46,6 +48,7 @@ impl From<&Negotiated> for LegConfig {
             remote_rtp: n.remote_rtp,
             remote_rtcp: n.remote_rtcp,
             direction: n.local_direction,
+            ptime: n.ptime,
         }
     }
 }
@@ -753,6 +756,7 @@ mod tests {
             remote_rtp: Some(remote.parse().unwrap()),
             remote_rtcp: None,
             direction: Direction::SendRecv,
+            ptime: 20,
         }
     }
 

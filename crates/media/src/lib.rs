@@ -15,5 +15,7 @@ pub mod dtmf;
 pub mod leg;
 pub mod player;
 pub mod prompts;
+pub mod recorder;
 pub mod rtcp;
+pub mod session;
 pub mod wav;
