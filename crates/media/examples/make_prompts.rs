@@ -2,7 +2,9 @@
 //! `cargo run -p hotline-media --example make_prompts -- config/prompts`.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let dir = std::env::args().nth(1).unwrap_or_else(|| "prompts".to_string());
+    let dir = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "prompts".to_string());
     for p in hotline_media::prompts::write_demo_prompts(std::path::Path::new(&dir))? {
         println!("{}", p.display());
     }

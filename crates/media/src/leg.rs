@@ -1089,6 +1089,18 @@ mod tests {
         assert_eq!(a.poll_event(), Some(LegEvent::RtpResumed));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn random_datagrams_never_panic(data in proptest::collection::vec(proptest::num::u8::ANY, 0..1600)) {
+            let mut p = pair();
+            let mut out = [0u8; MAX_PACKET];
+            let src = addr("10.0.0.1:4000");
+            let _ = relay_packet(&mut p.a, &mut p.b, &p.tr, src, &data, p.t0, &mut out);
+            let _ = p.a.accept_rtcp(src, &data, p.t0);
+            p.a.handle_timeout(p.t0 + Duration::from_secs(60));
+        }
+    }
+
     #[test]
     fn rtcp_reports_are_generated_on_schedule() {
         let mut p = pair();

@@ -41,6 +41,9 @@ pub struct RecFrame {
 const GAP_TOLERANCE: u64 = 480;
 /// A silent side is filled so it trails the other by at most this (bounds memory).
 const MAX_SKEW: u64 = 4000;
+/// Audio arriving this far ahead of wall-clock time (a peer sending faster than real
+/// time) is dropped, so a flood cannot grow the queues without bound.
+const MAX_LEAD: u64 = 8000;
 
 /// Sans-IO alignment of two channels into interleaved stereo samples.
 #[derive(Debug)]
@@ -72,16 +75,26 @@ impl Aligner {
         }
     }
 
-    /// Adds decoded samples for `channel` that arrived at `at`.
-    pub fn push(&mut self, channel: Channel, at: Instant, samples: impl Iterator<Item = i16>) {
+    /// Adds decoded samples for `channel` that arrived at `at`. Returns false (and
+    /// drops them) if that channel is already more than a second ahead of real time.
+    pub fn push(
+        &mut self,
+        channel: Channel,
+        at: Instant,
+        samples: impl Iterator<Item = i16>,
+    ) -> bool {
         let c = channel as usize;
         let pos = (at.saturating_duration_since(self.start).as_micros() * 8 / 1000) as u64;
+        if self.total(c) > pos + MAX_LEAD {
+            return false;
+        }
         if pos > self.total(c) + GAP_TOLERANCE {
             self.fill(c, pos);
         }
         self.queues[c].extend(samples);
         let other = 1 - c;
         self.fill(other, pos.saturating_sub(MAX_SKEW));
+        true
     }
 
     /// Takes the interleaved stereo samples ready on both channels.
@@ -189,6 +202,7 @@ pub fn start_recording(
     let (tx, mut rx) = mpsc::channel::<RecFrame>(capacity.max(1));
     let dropped = Arc::new(AtomicU64::new(0));
     let path = path.to_path_buf();
+    let dropped_w = Arc::clone(&dropped);
     let join = tokio::task::spawn_blocking(move || {
         let mut al = Aligner::new(start);
         let mut frames = 0u64;
@@ -200,7 +214,9 @@ pub fn start_recording(
         };
         while let Some(f) = rx.blocking_recv() {
             let data = &f.data[..f.len as usize];
-            al.push(f.channel, f.at, data.iter().map(|&b| f.law.decode(b)));
+            if !al.push(f.channel, f.at, data.iter().map(|&b| f.law.decode(b))) {
+                dropped_w.fetch_add(1, Ordering::Relaxed);
+            }
             al.drain(&mut write)?;
         }
         al.finish(&mut write)?;
@@ -272,6 +288,18 @@ mod tests {
             collect(&mut al, false);
         }
         assert!(al.queues[0].len() as u64 <= MAX_SKEW + 160);
+    }
+
+    #[test]
+    fn a_flooding_side_is_capped_ahead_of_real_time() {
+        let t0 = Instant::now();
+        let mut al = Aligner::new(t0);
+        let accepted = (0..1000)
+            .filter(|_| al.push(Channel::Agent, t0, std::iter::repeat_n(1, 160)))
+            .count();
+        // Up to MAX_LEAD samples (plus the frame that crosses it) are accepted.
+        assert_eq!(accepted as u64, MAX_LEAD / 160 + 1);
+        assert!(al.queues[1].len() as u64 <= MAX_LEAD + 160);
     }
 
     #[tokio::test]

@@ -643,6 +643,12 @@ impl LocalMedia {
         }
     }
 
+    /// Call before building a changed re-offer (hold, resume, new port): RFC 3264 §8
+    /// requires the `o=` version to grow by one.
+    pub fn bump_version(&mut self) {
+        self.session_version = self.session_version.wrapping_add(1);
+    }
+
     fn origin(&self) -> Origin {
         Origin {
             username: "hotline".to_string(),
@@ -1120,6 +1126,20 @@ m=video 5000 RTP/AVP 96\nm=audio 6000 RTP/AVP 0\nc=IN IP6 2001:db8::2\na=rtcp:70
             SessionDescription::parse(&big).unwrap_err().sip_status(),
             400
         );
+    }
+
+    #[test]
+    fn hold_reoffer_bumps_version_and_says_sendonly() {
+        let mut l = local();
+        let first = build_offer(&l, Direction::SendRecv);
+        l.bump_version();
+        let hold = build_offer(&l, Direction::SendOnly);
+        assert_eq!(hold.origin.session_id, first.origin.session_id);
+        assert_eq!(
+            hold.origin.session_version,
+            first.origin.session_version + 1
+        );
+        assert!(hold.to_string().contains("a=sendonly\r\n"));
     }
 
     #[test]

@@ -257,6 +257,15 @@ mod tests {
         assert_eq!(w.samples, vec![200, -100]);
     }
 
+    proptest::proptest! {
+        #[test]
+        fn random_bytes_after_a_riff_header_never_panic(tail in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
+            let mut b = b"RIFF\0\0\0\0WAVE".to_vec();
+            b.extend(tail);
+            let _ = parse_wav(&b);
+        }
+    }
+
     #[test]
     fn bad_files_are_errors_not_panics() {
         assert!(parse_wav(b"").is_err());
