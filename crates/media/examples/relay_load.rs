@@ -27,6 +27,12 @@ const WARMUP: Duration = Duration::from_secs(3);
 
 /// utime + stime of a process in clock ticks (USER_HZ = 100 on Linux).
 fn cpu_ticks(pid: &str) -> u64 {
+    let (u, s) = cpu_split(pid);
+    u + s
+}
+
+/// (utime, stime) in clock ticks.
+fn cpu_split(pid: &str) -> (u64, u64) {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the ")" of the command name: state is field 3, utime 14, stime 15.
     let rest = s.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
@@ -36,7 +42,7 @@ fn cpu_ticks(pid: &str) -> u64 {
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or(0)
     };
-    get(14) + get(15)
+    (get(14), get(15))
 }
 
 fn rss_kb() -> u64 {
@@ -124,6 +130,7 @@ async fn relay(calls: usize, secs: u64) {
     let gen_pid = child.id().to_string();
     tokio::time::sleep(WARMUP).await;
     let (c0, g0, t0) = (cpu_ticks("self"), cpu_ticks(&gen_pid), Instant::now());
+    let split0 = cpu_split("self");
     let s0: Vec<_> = futures_stats(&sessions).await;
     tokio::time::sleep(Duration::from_secs(secs)).await;
     let (c1, g1, el) = (
@@ -131,6 +138,7 @@ async fn relay(calls: usize, secs: u64) {
         cpu_ticks(&gen_pid),
         t0.elapsed().as_secs_f64(),
     );
+    let split1 = cpu_split("self");
     let s1: Vec<_> = futures_stats(&sessions).await;
     let rss1 = rss_kb();
     let out = child.stdout.take().expect("stdout");
@@ -140,10 +148,13 @@ async fn relay(calls: usize, secs: u64) {
     let relayed: u64 = s1.iter().zip(&s0).map(|(a, b)| a - b).sum();
     let cpu_pct = (c1 - c0) as f64 / el; // ticks/s = % of one core
     let gen_pct = (g1 - g0) as f64 / el;
+    let (u, s) = (split1.0 - split0.0, split1.1 - split0.1);
     println!(
-        "relay_load calls={calls} secs={el:.1} relayed_pps={:.0} relay_cpu_pct={cpu_pct:.2} cpu_pct_per_call={:.4} \
+        "relay_load calls={calls} secs={el:.1} relayed_pps={:.0} relay_cpu_pct={cpu_pct:.2} (user {:.2} sys {:.2}) cpu_pct_per_call={:.4} \
          rss_delta_kb={} mem_kb_per_call={:.1} generator_cpu_pct={gen_pct:.2} generator: {}",
         relayed as f64 / el,
+        u as f64 / el,
+        s as f64 / el,
         cpu_pct / calls as f64,
         rss1.saturating_sub(rss0),
         rss1.saturating_sub(rss0) as f64 / calls as f64,
@@ -185,8 +196,11 @@ fn generator(calls: usize, secs: u64) {
                 let cnt = Arc::clone(&received);
                 tokio::spawn(async move {
                     let mut buf = [0u8; 1500];
-                    while r.recv_from(&mut buf).await.is_ok() {
-                        cnt.fetch_add(1, Ordering::Relaxed);
+                    while let Ok((n, _)) = r.recv_from(&mut buf).await {
+                        // Count RTP only: our RTCP lands on the other phone's port.
+                        if n >= 12 && buf[1] & 0x7F == 0 {
+                            cnt.fetch_add(1, Ordering::Relaxed);
+                        }
                     }
                 });
                 socks.push((s, SocketAddr::from((LO, hp))));

@@ -355,6 +355,9 @@ pub struct LegState {
     rtcp_from: Option<SocketAddr>,
     last_rx: Option<Instant>,
     watch_since: Instant,
+    /// When to next look for a dead leg. Deliberately not moved by every packet, so
+    /// the session's timer is not re-armed per packet.
+    dead_check_at: Instant,
     dead_reported: bool,
     inbound: Inbound,
     out: OutboundStream,
@@ -379,6 +382,7 @@ impl LegState {
             rtcp_from: None,
             last_rx: None,
             watch_since: now,
+            dead_check_at: now + timing.no_rtp_timeout,
             dead_reported: false,
             inbound: Inbound::default(),
             out,
@@ -406,6 +410,7 @@ impl LegState {
         }
         self.cfg = cfg;
         self.watch_since = now;
+        self.dead_check_at = now + self.timing.no_rtp_timeout;
         self.last_rx = None;
         self.dead_reported = false;
     }
@@ -527,6 +532,7 @@ impl LegState {
         self.last_rx = Some(now);
         if self.dead_reported {
             self.dead_reported = false;
+            self.dead_check_at = now + self.timing.no_rtp_timeout;
             self.events.push_back(LegEvent::RtpResumed);
         }
         let arrival = (now.saturating_duration_since(self.epoch).as_micros() * 8 / 1000) as i64;
@@ -603,7 +609,7 @@ impl LegState {
     pub fn poll_timeout(&self) -> Instant {
         let mut t = self.next_rtcp;
         if !self.dead_reported && self.cfg.direction.receives() {
-            t = t.min(self.last_rx.unwrap_or(self.watch_since) + self.timing.no_rtp_timeout);
+            t = t.min(self.dead_check_at);
         }
         if let Some(d) = self.dtmf.poll_timeout() {
             t = t.min(d);
@@ -613,12 +619,14 @@ impl LegState {
 
     /// Runs timers: dead-leg detection and DTMF end timeout.
     pub fn handle_timeout(&mut self, now: Instant) {
-        if !self.dead_reported
-            && self.cfg.direction.receives()
-            && now >= self.last_rx.unwrap_or(self.watch_since) + self.timing.no_rtp_timeout
-        {
-            self.dead_reported = true;
-            self.events.push_back(LegEvent::NoRtp);
+        if !self.dead_reported && self.cfg.direction.receives() && now >= self.dead_check_at {
+            let due = self.last_rx.unwrap_or(self.watch_since) + self.timing.no_rtp_timeout;
+            if now >= due {
+                self.dead_reported = true;
+                self.events.push_back(LegEvent::NoRtp);
+            } else {
+                self.dead_check_at = due;
+            }
         }
         if let Some(d) = self.dtmf.handle_timeout(now) {
             self.events.push_back(LegEvent::Dtmf(d));
@@ -1065,6 +1073,7 @@ mod tests {
         let t0 = Instant::now();
         let timing = LegTiming {
             no_rtp_timeout: Duration::from_secs(3),
+            rtcp_interval: Duration::from_secs(3600),
             ..Default::default()
         };
         let mut a = LegState::new(cfg(Codec::Pcmu, "10.0.0.1:4000"), timing, t0);
@@ -1087,6 +1096,22 @@ mod tests {
             Some(LegEvent::Latched(addr("10.0.0.1:4000")))
         );
         assert_eq!(a.poll_event(), Some(LegEvent::RtpResumed));
+        // Packets do not move the timer; a check before the due time re-arms it.
+        let resumed = first + Duration::from_secs(11);
+        let check = a.poll_timeout();
+        assert_eq!(check, resumed + Duration::from_secs(3));
+        a.accept_rtp(
+            addr("10.0.0.1:4000"),
+            &pkt(0, 1, 2, 160, &[0; 160]),
+            resumed + Duration::from_secs(2),
+        )
+        .unwrap();
+        assert_eq!(a.poll_timeout(), check);
+        a.handle_timeout(check);
+        assert_eq!(a.poll_event(), None);
+        assert_eq!(a.poll_timeout(), resumed + Duration::from_secs(5));
+        a.handle_timeout(resumed + Duration::from_secs(5));
+        assert_eq!(a.poll_event(), Some(LegEvent::NoRtp));
     }
 
     proptest::proptest! {

@@ -4,11 +4,12 @@
 //! other leg (bridged). Switching feeds keeps each leg's RTP stream continuous, since
 //! the [`LegState`] (and its outbound SSRC/sequence/timestamp) lives for the whole call.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::task::Poll;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -204,6 +205,7 @@ pub fn spawn_session(a: MediaLeg, events: mpsc::Sender<MediaEvent>) -> SessionHa
         events_dropped: 0,
         buf_in: vec![0; MAX_PACKET].into_boxed_slice(),
         buf_out: vec![0; MAX_PACKET].into_boxed_slice(),
+        far_future: Instant::now() + Duration::from_secs(86_400 * 365),
     };
     let join = tokio::spawn(task.run(rx));
     SessionHandle { cmd, join }
@@ -221,25 +223,12 @@ struct Task {
     events_dropped: u64,
     buf_in: Box<[u8]>,
     buf_out: Box<[u8]>,
+    far_future: Instant,
 }
 
-enum Wake {
-    Cmd(Option<Command>),
-    Rtp(Side),
-    Rtcp(Side),
-    Timer,
-}
-
-async fn readable(s: Option<&UdpSocket>) {
-    match s {
-        Some(s) => {
-            if s.readable().await.is_err() {
-                std::future::pending::<()>().await
-            }
-        }
-        None => std::future::pending().await,
-    }
-}
+const RTP_A: u8 = 1;
+const RTCP_A: u8 = 4;
+const TIMER: u8 = 16;
 
 /// Packets handled per readiness wake-up before yielding to other branches.
 const BATCH: usize = 64;
@@ -261,25 +250,57 @@ impl Task {
                 deadline = d;
                 sleep.as_mut().reset(d.into());
             }
-            let wake = {
-                let a = self.legs[0].as_ref().map(|l| &l.ports);
-                let b = self.legs[1].as_ref().map(|l| &l.ports);
-                tokio::select! {
-                    biased;
-                    c = rx.recv() => Wake::Cmd(c),
-                    _ = readable(a.map(|p| &p.rtp)) => Wake::Rtp(Side::A),
-                    _ = readable(b.map(|p| &p.rtp)) => Wake::Rtp(Side::B),
-                    _ = &mut sleep => Wake::Timer,
-                    _ = readable(a.map(|p| &p.rtcp)) => Wake::Rtcp(Side::A),
-                    _ = readable(b.map(|p| &p.rtcp)) => Wake::Rtcp(Side::B),
-                }
+            // One hand-written poll over everything instead of `select!`: it collects
+            // every ready source in one pass and uses the sockets' single waker slots
+            // (`poll_recv_ready`), which is cheaper per packet than readiness futures.
+            let (cmd, ready) = {
+                let legs = &self.legs;
+                let sleep = &mut sleep;
+                std::future::poll_fn(|cx| {
+                    let mut ready = 0u8;
+                    if let Poll::Ready(c) = rx.poll_recv(cx) {
+                        return Poll::Ready((Some(c), 0));
+                    }
+                    for (i, leg) in legs.iter().enumerate() {
+                        if let Some(l) = leg {
+                            if let Poll::Ready(Ok(())) = l.ports.rtp.poll_recv_ready(cx) {
+                                ready |= RTP_A << i;
+                            }
+                            if let Poll::Ready(Ok(())) = l.ports.rtcp.poll_recv_ready(cx) {
+                                ready |= RTCP_A << i;
+                            }
+                        }
+                    }
+                    if sleep.as_mut().poll(cx).is_ready() {
+                        ready |= TIMER;
+                    }
+                    if ready == 0 {
+                        Poll::Pending
+                    } else {
+                        Poll::Ready((None, ready))
+                    }
+                })
+                .await
             };
-            match wake {
-                Wake::Cmd(None) => break,
-                Wake::Cmd(Some(c)) => self.command(c),
-                Wake::Rtp(side) => self.drain_rtp(side),
-                Wake::Rtcp(side) => self.drain_rtcp(side),
-                Wake::Timer => self.on_timer(Instant::now()),
+            match cmd {
+                Some(None) => break,
+                Some(Some(c)) => self.command(c),
+                None => {}
+            }
+            if ready & RTP_A != 0 {
+                self.drain_rtp(Side::A);
+            }
+            if ready & (RTP_A << 1) != 0 {
+                self.drain_rtp(Side::B);
+            }
+            if ready & RTCP_A != 0 {
+                self.drain_rtcp(Side::A);
+            }
+            if ready & (RTCP_A << 1) != 0 {
+                self.drain_rtcp(Side::B);
+            }
+            if ready & TIMER != 0 {
+                self.on_timer(Instant::now());
             }
             self.flush_events();
         }
@@ -292,7 +313,7 @@ impl Task {
     }
 
     fn next_deadline(&self) -> Instant {
-        let mut t = Instant::now() + Duration::from_secs(3600);
+        let mut t = self.far_future;
         for i in 0..2 {
             if let Some(l) = &self.legs[i] {
                 t = t.min(l.state.poll_timeout());
