@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use hotline_media::leg::{LegConfig, LegTiming};
-use hotline_media::ports::PortAllocator;
+use hotline_media::ports::{BoundPorts, PortAllocator};
 use hotline_media::sdp::{Codec, Direction};
 use hotline_media::session::{MediaLeg, spawn_session};
 use rtp_rs::{RtpPacketBuilder, Seq};
@@ -76,11 +76,23 @@ fn main() {
     }
     let calls: usize = args.get(1).and_then(|v| v.parse().ok()).unwrap_or(200);
     let secs: u64 = args.get(2).and_then(|v| v.parse().ok()).unwrap_or(15);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    // RELAY_WORKERS=0 runs the relay on a current-thread runtime (one core, no work
+    // stealing); otherwise a multi-thread runtime with that many workers (default 2).
+    let workers: usize = std::env::var("RELAY_WORKERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
+    let rt = if workers == 0 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()
+    }
+    .expect("runtime");
     rt.block_on(relay(calls, secs));
 }
 
@@ -91,20 +103,24 @@ async fn relay(calls: usize, secs: u64) {
     tokio::spawn(async move { while ev_rx.recv().await.is_some() {} });
     let mut sessions = Vec::with_capacity(calls);
     let mut mapping = String::new();
+    // RELAY_MODE=bare: the reference floor on the same machine — a plain tokio task per
+    // call copying datagrams between two sockets with no parsing, latching or stats.
+    let bare = std::env::var("RELAY_MODE").is_ok_and(|m| m == "bare");
+    let bare_count = Arc::new(AtomicU64::new(0));
+    let mut bare_tasks = Vec::new();
     for i in 0..calls {
         let pa = SocketAddr::from((LO, PHONE_BASE + 2 * i as u16));
         let pb = SocketAddr::from((LO, PHONE_BASE + 2 * i as u16 + 1));
-        let a = MediaLeg::new(
-            alloc.bind(LO.into()).await.expect("bind"),
-            cfg(pa),
-            LegTiming::default(),
-        );
-        let b = MediaLeg::new(
-            alloc.bind(LO.into()).await.expect("bind"),
-            cfg(pb),
-            LegTiming::default(),
-        );
-        mapping.push_str(&format!("{} {}\n", a.ports().rtp(), b.ports().rtp()));
+        let ports_a = alloc.bind(LO.into()).await.expect("bind");
+        let ports_b = alloc.bind(LO.into()).await.expect("bind");
+        mapping.push_str(&format!("{} {}\n", ports_a.pair.rtp(), ports_b.pair.rtp()));
+        if bare {
+            let c = Arc::clone(&bare_count);
+            bare_tasks.push(tokio::spawn(bare_relay(ports_a, ports_b, pa, pb, c)));
+            continue;
+        }
+        let a = MediaLeg::new(ports_a, cfg(pa), LegTiming::default());
+        let b = MediaLeg::new(ports_b, cfg(pb), LegTiming::default());
         let s = spawn_session(a, ev_tx.clone());
         s.attach(b).await.expect("attach");
         s.bridge().await.expect("bridge");
@@ -132,6 +148,7 @@ async fn relay(calls: usize, secs: u64) {
     let (c0, g0, t0) = (cpu_ticks("self"), cpu_ticks(&gen_pid), Instant::now());
     let split0 = cpu_split("self");
     let s0: Vec<_> = futures_stats(&sessions).await;
+    let b0 = bare_count.load(Ordering::Relaxed);
     tokio::time::sleep(Duration::from_secs(secs)).await;
     let (c1, g1, el) = (
         cpu_ticks("self"),
@@ -140,18 +157,20 @@ async fn relay(calls: usize, secs: u64) {
     );
     let split1 = cpu_split("self");
     let s1: Vec<_> = futures_stats(&sessions).await;
+    let b1 = bare_count.load(Ordering::Relaxed);
     let rss1 = rss_kb();
     let out = child.stdout.take().expect("stdout");
     let mut line = String::new();
     let _ = BufReader::new(out).read_line(&mut line);
     let _ = child.wait();
-    let relayed: u64 = s1.iter().zip(&s0).map(|(a, b)| a - b).sum();
+    let relayed: u64 = s1.iter().zip(&s0).map(|(a, b)| a - b).sum::<u64>() + (b1 - b0);
     let cpu_pct = (c1 - c0) as f64 / el; // ticks/s = % of one core
     let gen_pct = (g1 - g0) as f64 / el;
     let (u, s) = (split1.0 - split0.0, split1.1 - split0.1);
     println!(
-        "relay_load calls={calls} secs={el:.1} relayed_pps={:.0} relay_cpu_pct={cpu_pct:.2} (user {:.2} sys {:.2}) cpu_pct_per_call={:.4} \
+        "relay_load mode={} calls={calls} secs={el:.1} relayed_pps={:.0} relay_cpu_pct={cpu_pct:.2} (user {:.2} sys {:.2}) cpu_pct_per_call={:.4} \
          rss_delta_kb={} mem_kb_per_call={:.1} generator_cpu_pct={gen_pct:.2} generator: {}",
+        if bare { "bare" } else { "hotline" },
         relayed as f64 / el,
         u as f64 / el,
         s as f64 / el,
@@ -161,6 +180,34 @@ async fn relay(calls: usize, secs: u64) {
         line.trim()
     );
     drop(sessions);
+    for t in bare_tasks {
+        t.abort();
+    }
+}
+
+/// The reference floor: bind the same ports the sessions would have (the mapping sent to
+/// the generator is the same), copy datagrams both ways, count them.
+async fn bare_relay(
+    a: BoundPorts,
+    b: BoundPorts,
+    pa: SocketAddr,
+    pb: SocketAddr,
+    count: Arc<AtomicU64>,
+) {
+    let mut buf_a = [0u8; 1500];
+    let mut buf_b = [0u8; 1500];
+    loop {
+        tokio::select! {
+            r = a.rtp.recv_from(&mut buf_a) => if let Ok((n, _)) = r {
+                let _ = b.rtp.try_send_to(&buf_a[..n], pb);
+                count.fetch_add(1, Ordering::Relaxed);
+            },
+            r = b.rtp.recv_from(&mut buf_b) => if let Ok((n, _)) = r {
+                let _ = a.rtp.try_send_to(&buf_b[..n], pa);
+                count.fetch_add(1, Ordering::Relaxed);
+            },
+        }
+    }
 }
 
 /// Packets relayed per call so far (tx on both legs).
