@@ -45,8 +45,9 @@ impl Prompt {
 
 /// Most samples in one frame (60 ms).
 pub const MAX_FRAME_SAMPLES: usize = 480;
-/// If the caller falls this far behind schedule, skip ahead instead of bursting.
-const MAX_LAG: Duration = Duration::from_millis(200);
+/// If the caller falls this far behind schedule (a late timer, or frames held back
+/// while DTMF was sent), skip ahead instead of sending a burst of frames.
+const MAX_LAG: Duration = Duration::from_millis(60);
 
 /// Plays a playlist of prompts, optionally looping, as encoded G.711 frames.
 #[derive(Debug, Clone)]
