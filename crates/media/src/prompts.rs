@@ -62,14 +62,23 @@ pub fn beep() -> Vec<i16> {
     out
 }
 
+/// One cycle of North American ringback (440 + 480 Hz, 2 s on, 4 s off), for early
+/// media while an agent's phone rings; loop it with a [`crate::player::Player`].
+pub fn ringback() -> Vec<i16> {
+    let mut out = tone(&[440.0, 480.0], 2000, 0.3);
+    out.extend(silence(4000));
+    out
+}
+
 /// Writes the demo prompts into `dir`: `moh.wav` (16-bit PCM), `welcome.wav`
-/// (µ-law) and `beep.wav` (A-law). Returns the paths written.
+/// (µ-law), `beep.wav` (A-law) and `ringback.wav` (µ-law). Returns the paths written.
 pub fn write_demo_prompts(dir: &Path) -> Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir)?;
     let files = [
         ("moh.wav", WavEncoding::Pcm16, hold_music()),
         ("welcome.wav", WavEncoding::Ulaw, welcome()),
         ("beep.wav", WavEncoding::Alaw, beep()),
+        ("ringback.wav", WavEncoding::Ulaw, ringback()),
     ];
     let mut paths = Vec::new();
     for (name, enc, samples) in files {
@@ -89,7 +98,16 @@ mod tests {
     fn demo_prompts_are_written_and_load_back() {
         let dir = std::env::temp_dir().join(format!("hotline-prompts-{}", std::process::id()));
         let paths = write_demo_prompts(&dir).unwrap();
-        assert_eq!(paths.len(), 3);
+        assert_eq!(paths.len(), 4);
+        let rb = Prompt::load(&paths[3]).unwrap();
+        assert_eq!(rb.duration(), std::time::Duration::from_secs(6));
+        // Tone for the first two seconds, then silence.
+        assert!(
+            rb.samples()[..16_000]
+                .iter()
+                .any(|s| s.unsigned_abs() > 5000)
+        );
+        assert!(rb.samples()[16_000..].iter().all(|&s| s == 0));
         let moh = Prompt::load(&paths[0]).unwrap();
         assert_eq!(moh.duration(), std::time::Duration::from_secs(8));
         assert_eq!(moh.samples(), hold_music().as_slice());
