@@ -419,3 +419,72 @@ async fn records_both_directions_into_a_stereo_wav() {
     assert_eq!(right.iter().filter(|&&s| s < 0).count(), 8000);
     assert!(left.iter().all(|&s| s >= 0) && right.iter().all(|&s| s <= 0));
 }
+
+#[tokio::test]
+async fn hold_stops_relaying_to_the_holding_agent_and_caller_hears_music() {
+    let c = setup(41500, LegTiming::default(), Codec::Pcmu).await;
+    c.session.bridge().await.unwrap();
+    // Both phones talk once so Hotline latches on both.
+    c.caller
+        .send_to(&rtp(0, 1, 1, 0, &[0x11; 160]), c.hotline_a)
+        .await
+        .unwrap();
+    assert_eq!(recv_rtp(&c.agent).await.first_byte, 0x11);
+    c.agent
+        .send_to(&rtp(0, 2, 1, 0, &[0x22; 160]), c.hotline_b)
+        .await
+        .unwrap();
+    assert_eq!(recv_rtp(&c.caller).await.first_byte, 0x22);
+    // The agent's re-INVITE says sendonly: we answer recvonly, so we must not send to it.
+    let mut held = cfg(Codec::Pcmu, c.agent.local_addr().unwrap());
+    held.direction = Direction::RecvOnly;
+    c.session.reconfigure(Side::B, held).await.unwrap();
+    let music = Prompt::from_samples(vec![-3000; 8000]);
+    let music_byte = Law::Ulaw.encode(-3000);
+    c.session
+        .play(Side::A, Player::new(vec![music], true, Instant::now()))
+        .await
+        .unwrap();
+    for i in 2..12u16 {
+        c.caller
+            .send_to(&rtp(0, 1, i, i as u32 * 160, &[0x11; 160]), c.hotline_a)
+            .await
+            .unwrap();
+    }
+    // The caller hears music, not the agent.
+    for _ in 0..5 {
+        assert_eq!(recv_rtp(&c.caller).await.first_byte, music_byte);
+    }
+    // Every caller packet was received but none went to the agent.
+    let s = c.session.stats().await.unwrap();
+    assert_eq!(s.a.rx_packets, 11);
+    assert_eq!(s.b.unwrap().tx_packets, 1);
+    let mut buf = [0u8; 64];
+    assert!(c.agent.try_recv_from(&mut buf).is_err());
+    // Resume: sendrecv again and bridged; the agent hears the caller again.
+    c.session
+        .reconfigure(Side::B, cfg(Codec::Pcmu, c.agent.local_addr().unwrap()))
+        .await
+        .unwrap();
+    c.session.bridge().await.unwrap();
+    c.caller
+        .send_to(&rtp(0, 1, 20, 20 * 160, &[0x33; 160]), c.hotline_a)
+        .await
+        .unwrap();
+    assert_eq!(recv_rtp(&c.agent).await.first_byte, 0x33);
+}
+
+#[tokio::test]
+async fn dropping_the_handle_releases_every_port() {
+    let mut c = setup(41600, LegTiming::default(), Codec::Pcmu).await;
+    let leg = c.session.detach().await.unwrap().expect("leg B");
+    assert_eq!(c.alloc.in_use(), 2);
+    drop(leg);
+    assert_eq!(c.alloc.in_use(), 1);
+    drop(c.session);
+    // The task owns the event sender: the channel closing means the task has ended
+    // (and on this single-threaded runtime its output, the legs, is dropped with it).
+    let closed = timeout(GUARD, async { while c.events.recv().await.is_some() {} }).await;
+    assert!(closed.is_ok());
+    assert_eq!(c.alloc.in_use(), 0);
+}
