@@ -331,8 +331,10 @@ impl Task {
     }
 
     fn emit(&mut self, e: MediaEvent) {
+        tracing::debug!(event = ?e, "media event");
         if self.events.try_send(e).is_err() {
             self.events_dropped += 1;
+            tracing::warn!(event = ?e, "media event channel full or closed; event dropped");
         }
     }
 
