@@ -474,8 +474,10 @@ impl LegState {
                 let silent = self
                     .last_rx
                     .is_none_or(|t| now.saturating_duration_since(t) >= self.timing.relatch_after);
-                // Same SSRC from a new address is a NAT rebinding of the same phone.
-                if ssrc == old_ssrc || silent {
+                // Same SSRC from a new address is a NAT rebinding of the same phone;
+                // the address the peer's SDP announced always wins, so a stranger who
+                // latched first (racing the real phone) is replaced when it speaks.
+                if ssrc == old_ssrc || silent || Some(src) == self.cfg.remote_rtp {
                     self.latched = Some((src, ssrc));
                     if self.rtcp_from.is_some_and(|r| r.ip() != src.ip()) {
                         self.rtcp_from = None;
@@ -870,6 +872,48 @@ mod tests {
         )
         .unwrap();
         assert_eq!(p.a.rtp_target(), Some(evil));
+    }
+
+    #[test]
+    fn the_sdp_address_takes_over_from_a_stranger_who_latched_first() {
+        let mut p = pair();
+        let mut out = [0u8; MAX_PACKET];
+        let stranger = addr("198.51.100.66:9999");
+        let real = addr("10.0.0.1:4000");
+        relay_packet(
+            &mut p.a,
+            &mut p.b,
+            &p.tr,
+            stranger,
+            &pkt(0, 9, 1, 0, &[0; 160]),
+            p.t0,
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(p.a.rtp_target(), Some(stranger));
+        relay_packet(
+            &mut p.a,
+            &mut p.b,
+            &p.tr,
+            real,
+            &pkt(0, 1, 1, 0, &[0; 160]),
+            p.t0,
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(p.a.rtp_target(), Some(real));
+        // And the stranger cannot take it back while the phone talks.
+        let e = relay_packet(
+            &mut p.a,
+            &mut p.b,
+            &p.tr,
+            stranger,
+            &pkt(0, 9, 2, 160, &[0; 160]),
+            p.t0,
+            &mut out,
+        )
+        .map(|_| ());
+        assert_eq!(e.unwrap_err(), Reject::Hijack);
     }
 
     #[test]

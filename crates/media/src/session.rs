@@ -522,15 +522,20 @@ impl Task {
                         let _ = leg.ports.rtp.try_send_to(&self.buf_out[..n], dest);
                     }
                 }
-                if g.is_done() {
-                    self.dtmf[i] = None;
-                }
-                continue;
+            }
+            // While a key is being sent, the player keeps its pace but its frames are
+            // not sent (the event replaces the audio), so its deadline never lags.
+            let sending_dtmf = self.dtmf[i].as_ref().is_some_and(|g| !g.is_done());
+            if !sending_dtmf {
+                self.dtmf[i] = None;
             }
             let mut done = false;
             if let Feed::Player(p) = &mut self.feeds[i] {
                 let advance = p.frame_samples() as u32;
                 while let Some(frame) = p.poll(now) {
+                    if sending_dtmf {
+                        continue;
+                    }
                     if let Some((n, dest)) = leg.state.build_local(
                         Kind::Audio,
                         frame,

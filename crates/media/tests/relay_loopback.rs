@@ -488,3 +488,48 @@ async fn dropping_the_handle_releases_every_port() {
     assert!(closed.is_ok());
     assert_eq!(c.alloc.in_use(), 0);
 }
+
+#[tokio::test]
+async fn dtmf_sent_over_music_keeps_the_stream_continuous() {
+    let c = setup(41700, LegTiming::default(), Codec::Pcmu).await;
+    let music = Prompt::from_samples(vec![2500; 8000]);
+    c.session
+        .play(Side::A, Player::new(vec![music], true, Instant::now()))
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        assert_eq!(recv_rtp(&c.caller_sdp).await.pt, 0);
+    }
+    c.session
+        .send_dtmf(Side::A, '1', Duration::from_millis(60))
+        .await
+        .unwrap();
+    let mut seen = Vec::new();
+    // Collect until music has come back after the event.
+    loop {
+        let h = recv_rtp(&c.caller_sdp).await;
+        let back_to_music = h.pt == 0 && seen.iter().any(|p: &Hdr| p.pt == 101);
+        seen.push(h);
+        if back_to_music {
+            break;
+        }
+    }
+    for w in seen.windows(2) {
+        assert_eq!(w[1].seq, w[0].seq.wrapping_add(1), "continuous sequence");
+    }
+    let events: Vec<&Hdr> = seen.iter().filter(|h| h.pt == 101).collect();
+    assert!(
+        events.iter().all(|h| h.ts == events[0].ts),
+        "one timestamp per event"
+    );
+    assert!(events[0].mark, "marker on the event's first packet");
+    assert_eq!(
+        events.iter().filter(|h| h.first_byte == 1).count(),
+        events.len()
+    );
+    let after = seen.last().unwrap();
+    assert!(
+        after.ts.wrapping_sub(events[0].ts) >= 480,
+        "music resumes after the event's duration"
+    );
+}
