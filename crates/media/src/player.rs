@@ -124,6 +124,12 @@ impl Player {
         }
     }
 
+    /// Restarts pacing at `now` after the player was paused (e.g. music interrupted by
+    /// an announcement); playback continues where it stopped.
+    pub fn resume(&mut self, now: Instant) {
+        self.next_at = now;
+    }
+
     /// The frame due at `now`, if any. The last frame of a prompt is padded with
     /// silence so every frame has the same length.
     pub fn poll(&mut self, now: Instant) -> Option<&[u8]> {
@@ -212,6 +218,19 @@ mod tests {
         assert!(p.poll(late).is_some());
         assert!(p.poll(late).is_none(), "one frame per ptime even when late");
         assert_eq!(p.next_deadline(), Some(late + Duration::from_millis(30)));
+    }
+
+    #[test]
+    fn resume_continues_where_it_stopped() {
+        let t0 = Instant::now();
+        let samples: Vec<i16> = (0..800).map(|i| i as i16 * 8).collect();
+        let mut p = Player::new(vec![Prompt::from_samples(samples)], false, t0);
+        p.poll(t0).unwrap();
+        let later = t0 + Duration::from_secs(30);
+        p.resume(later);
+        assert_eq!(p.next_deadline(), Some(later));
+        let f = p.poll(later).unwrap();
+        assert_eq!(f[0], Law::Ulaw.encode(160 * 8));
     }
 
     #[test]

@@ -99,6 +99,7 @@ enum Command {
     Attach(Box<MediaLeg>),
     Detach(oneshot::Sender<Option<MediaLeg>>),
     Play(Side, Box<Player>),
+    Announce(Side, Box<Player>),
     Silence(Side),
     Bridge,
     SendDtmf(Side, char, Duration, oneshot::Sender<Result<()>>),
@@ -145,6 +146,14 @@ impl SessionHandle {
     /// Plays to one side (prompt, announcement, music on hold), replacing its feed.
     pub async fn play(&self, side: Side, player: Player) -> Result<()> {
         self.send(Command::Play(side, Box::new(player))).await
+    }
+
+    /// Interrupts what plays to one side (typically music on hold) with `announcement`,
+    /// then resumes it where it stopped. [`MediaEvent::PlaybackDone`] reports the end
+    /// of the announcement. Without a current player this is the same as `play`.
+    pub async fn announce(&self, side: Side, announcement: Player) -> Result<()> {
+        self.send(Command::Announce(side, Box::new(announcement)))
+            .await
     }
 
     /// Sends silence (nothing) to one side.
@@ -197,6 +206,7 @@ pub fn spawn_session(a: MediaLeg, events: mpsc::Sender<MediaEvent>) -> SessionHa
     let task = Task {
         legs: [Some(a), None],
         feeds: [Feed::Silence, Feed::Silence],
+        paused: [None, None],
         dtmf: [None, None],
         tr: [None, None],
         recorder: None,
@@ -214,6 +224,8 @@ pub fn spawn_session(a: MediaLeg, events: mpsc::Sender<MediaEvent>) -> SessionHa
 struct Task {
     legs: [Option<MediaLeg>; 2],
     feeds: [Feed; 2],
+    /// A player interrupted by an announcement, resumed when it ends.
+    paused: [Option<Box<Player>>; 2],
     dtmf: [Option<DtmfGenerator>; 2],
     /// Translation for packets going *to* each side.
     tr: [Option<Translation>; 2],
@@ -378,10 +390,31 @@ impl Task {
                     let cfg = l.state.config();
                     player.set_format(cfg.codec.law(), cfg.ptime);
                 }
+                self.paused[side as usize] = None;
                 self.feeds[side as usize] = Feed::Player(player);
             }
-            Command::Silence(side) => self.feeds[side as usize] = Feed::Silence,
-            Command::Bridge => self.feeds = [Feed::Peer, Feed::Peer],
+            Command::Announce(side, mut player) => {
+                let i = side as usize;
+                if let Some(l) = &self.legs[i] {
+                    let cfg = l.state.config();
+                    player.set_format(cfg.codec.law(), cfg.ptime);
+                }
+                match std::mem::replace(&mut self.feeds[i], Feed::Player(player)) {
+                    // Announcing over an announcement keeps the original music paused.
+                    Feed::Player(current) if self.paused[i].is_none() => {
+                        self.paused[i] = Some(current)
+                    }
+                    _ => {}
+                }
+            }
+            Command::Silence(side) => {
+                self.paused[side as usize] = None;
+                self.feeds[side as usize] = Feed::Silence;
+            }
+            Command::Bridge => {
+                self.paused = [None, None];
+                self.feeds = [Feed::Peer, Feed::Peer];
+            }
             Command::SendDtmf(side, digit, duration, tx) => {
                 let r = match &self.legs[side as usize] {
                     Some(l) if l.state.config().telephone_event.is_some() => {
@@ -399,6 +432,9 @@ impl Task {
                     l.state.reconfigure(cfg, Instant::now());
                 }
                 if let Feed::Player(p) = &mut self.feeds[side as usize] {
+                    p.set_format(cfg.codec.law(), cfg.ptime);
+                }
+                if let Some(p) = self.paused[side as usize].as_mut() {
                     p.set_format(cfg.codec.law(), cfg.ptime);
                 }
                 self.update_translations();
@@ -550,7 +586,13 @@ impl Task {
                 done = p.is_finished();
             }
             if done {
-                self.feeds[i] = Feed::Silence;
+                self.feeds[i] = match self.paused[i].take() {
+                    Some(mut p) => {
+                        p.resume(now);
+                        Feed::Player(p)
+                    }
+                    None => Feed::Silence,
+                };
                 self.emit(MediaEvent::PlaybackDone(side));
             }
         }

@@ -533,3 +533,41 @@ async fn dtmf_sent_over_music_keeps_the_stream_continuous() {
         "music resumes after the event's duration"
     );
 }
+
+#[tokio::test]
+async fn announcement_interrupts_music_which_then_resumes() {
+    let mut c = setup(41800, LegTiming::default(), Codec::Pcmu).await;
+    let music = Prompt::from_samples(vec![1000; 80_000]);
+    let music_byte = Law::Ulaw.encode(1000);
+    let speech_byte = Law::Ulaw.encode(-7000);
+    c.session
+        .play(Side::A, Player::new(vec![music], true, Instant::now()))
+        .await
+        .unwrap();
+    assert_eq!(recv_rtp(&c.caller_sdp).await.first_byte, music_byte);
+    let announcement = Prompt::from_samples(vec![-7000; 480]); // three frames
+    c.session
+        .announce(
+            Side::A,
+            Player::new(vec![announcement], false, Instant::now()),
+        )
+        .await
+        .unwrap();
+    let done = next_event(&mut c.events, |e| matches!(e, MediaEvent::PlaybackDone(_))).await;
+    assert_eq!(done, MediaEvent::PlaybackDone(Side::A));
+    // Sequence at the caller: music..., exactly three announcement frames, music again.
+    let mut kinds = Vec::new();
+    loop {
+        let b = recv_rtp(&c.caller_sdp).await.first_byte;
+        assert!(
+            b == music_byte || b == speech_byte,
+            "unexpected byte {b:#x}"
+        );
+        let k = b == speech_byte;
+        if !k && kinds.contains(&true) {
+            break;
+        }
+        kinds.push(k);
+    }
+    assert_eq!(kinds.iter().filter(|&&k| k).count(), 3);
+}
