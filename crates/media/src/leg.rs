@@ -149,7 +149,7 @@ struct Inbound {
     ssrc: Option<u32>,
     base_seq: u32,
     max_seq: u16,
-    cycles: u32,
+    cycles: u64,
     received: u64,
     lost_before: u64,
     expected_prior: u64,
@@ -160,7 +160,7 @@ struct Inbound {
 
 impl Inbound {
     fn extended_max(&self) -> u64 {
-        self.cycles as u64 + self.max_seq as u64
+        self.cycles + self.max_seq as u64
     }
     fn expected(&self) -> u64 {
         (self.extended_max() + 1).saturating_sub(self.base_seq as u64)
@@ -182,7 +182,8 @@ impl Inbound {
             let delta = seq.wrapping_sub(self.max_seq);
             if delta != 0 && delta < 0x8000 {
                 if seq < self.max_seq {
-                    self.cycles += 1 << 16;
+                    // u64: a hostile peer can force a wrap every few packets.
+                    self.cycles = self.cycles.saturating_add(1 << 16);
                 }
                 self.max_seq = seq;
             }

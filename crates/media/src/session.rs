@@ -119,7 +119,7 @@ enum Feed {
 #[derive(Debug)]
 pub struct SessionHandle {
     cmd: mpsc::Sender<Command>,
-    join: JoinHandle<(MediaLeg, Option<MediaLeg>)>,
+    join: JoinHandle<Option<(MediaLeg, Option<MediaLeg>)>>,
 }
 
 fn gone() -> MediaError {
@@ -195,7 +195,7 @@ impl SessionHandle {
     /// Stops the task and returns the legs (drop them to release their ports).
     pub async fn stop(self) -> Result<(MediaLeg, Option<MediaLeg>)> {
         drop(self.cmd);
-        self.join.await.map_err(|_| gone())
+        self.join.await.ok().flatten().ok_or_else(gone)
     }
 }
 
@@ -252,7 +252,10 @@ fn unix_now() -> Duration {
 }
 
 impl Task {
-    async fn run(mut self, mut rx: mpsc::Receiver<Command>) -> (MediaLeg, Option<MediaLeg>) {
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Command>,
+    ) -> Option<(MediaLeg, Option<MediaLeg>)> {
         let mut deadline = self.next_deadline();
         let sleep = tokio::time::sleep_until(deadline.into());
         tokio::pin!(sleep);
@@ -316,12 +319,9 @@ impl Task {
             }
             self.flush_events();
         }
+        // Leg A is never removed, so this is always `Some`.
         let [a, b] = self.legs;
-        // Leg A is always present: it is only ever replaced, never removed.
-        match a {
-            Some(a) => (a, b),
-            None => unreachable!("leg A is never removed"),
-        }
+        a.map(|a| (a, b))
     }
 
     fn next_deadline(&self) -> Instant {
