@@ -17,6 +17,8 @@ use crate::sdp::{Codec, Direction, Negotiated};
 
 /// Payload type of comfort noise (RFC 3389), passed through untouched.
 pub const PT_COMFORT_NOISE: u8 = 13;
+/// Events kept for a driver that has not drained them yet.
+const MAX_QUEUED_EVENTS: usize = 256;
 /// Largest datagram handled; bigger ones are dropped (G.711 at 60 ms is 492 bytes).
 pub const MAX_PACKET: usize = 1500;
 
@@ -449,6 +451,14 @@ impl LegState {
             })
     }
 
+    /// Queues an event; a driver that never drains cannot make this grow without bound
+    /// (a peer can cause an event per packet, e.g. by hopping addresses).
+    fn push_event(&mut self, e: LegEvent) {
+        if self.events.len() < MAX_QUEUED_EVENTS {
+            self.events.push_back(e);
+        }
+    }
+
     /// Next queued event.
     pub fn poll_event(&mut self) -> Option<LegEvent> {
         self.events.pop_front()
@@ -468,7 +478,7 @@ impl LegState {
         match self.latched {
             None => {
                 self.latched = Some((src, ssrc));
-                self.events.push_back(LegEvent::Latched(src));
+                self.push_event(LegEvent::Latched(src));
             }
             Some((addr, _)) if addr == src => {}
             Some((addr, old_ssrc)) => {
@@ -483,7 +493,7 @@ impl LegState {
                     if self.rtcp_from.is_some_and(|r| r.ip() != src.ip()) {
                         self.rtcp_from = None;
                     }
-                    self.events.push_back(LegEvent::Relatched {
+                    self.push_event(LegEvent::Relatched {
                         from: addr,
                         to: src,
                     });
@@ -536,7 +546,7 @@ impl LegState {
         if self.dead_reported {
             self.dead_reported = false;
             self.dead_check_at = now + self.timing.no_rtp_timeout;
-            self.events.push_back(LegEvent::RtpResumed);
+            self.push_event(LegEvent::RtpResumed);
         }
         let arrival = (now.saturating_duration_since(self.epoch).as_micros() * 8 / 1000) as i64;
         self.inbound.update(
@@ -550,7 +560,7 @@ impl LegState {
         if kind == Kind::Event
             && let Ok(Some(d)) = self.dtmf.handle(r.timestamp(), r.payload(), now)
         {
-            self.events.push_back(LegEvent::Dtmf(d));
+            self.push_event(LegEvent::Dtmf(d));
         }
         Ok((r, kind))
     }
@@ -567,7 +577,7 @@ impl LegState {
             self.last_sr = Some((mid, now));
         }
         if r.bye {
-            self.events.push_back(LegEvent::RtcpBye);
+            self.push_event(LegEvent::RtcpBye);
         }
         Ok(())
     }
@@ -626,13 +636,13 @@ impl LegState {
             let due = self.last_rx.unwrap_or(self.watch_since) + self.timing.no_rtp_timeout;
             if now >= due {
                 self.dead_reported = true;
-                self.events.push_back(LegEvent::NoRtp);
+                self.push_event(LegEvent::NoRtp);
             } else {
                 self.dead_check_at = due;
             }
         }
         if let Some(d) = self.dtmf.handle_timeout(now) {
-            self.events.push_back(LegEvent::Dtmf(d));
+            self.push_event(LegEvent::Dtmf(d));
         }
     }
 
