@@ -1182,6 +1182,46 @@ mod tests {
     }
 
     #[test]
+    fn receiver_report_block_describes_the_peer_stream() {
+        let mut p = pair();
+        let mut out = [0u8; MAX_PACKET];
+        let src = addr("10.0.0.1:4000");
+        // 10 expected (seq 100..=109), 8 received.
+        for seq in (100u16..110).filter(|s| *s != 103 && *s != 107) {
+            p.a.accept_rtp(src, &pkt(0, 0xABCD, seq, seq as u32 * 160, &[0; 160]), p.t0)
+                .unwrap();
+        }
+        let due = p.t0 + LegTiming::default().rtcp_interval;
+        let (n, dest) =
+            p.a.poll_rtcp(due, Duration::from_secs(1), &mut out)
+                .unwrap();
+        assert_eq!(
+            dest,
+            addr("10.0.0.1:4001"),
+            "RTCP to the latched host, port + 1"
+        );
+        assert_eq!(out[1], rtcp::PT_RR, "nothing sent yet: receiver report");
+        assert_eq!(out[0] & 0x1F, 1, "one report block");
+        let block = &out[8..32];
+        assert_eq!(
+            u32::from_be_bytes([block[0], block[1], block[2], block[3]]),
+            0xABCD
+        );
+        assert_eq!(block[4], (2 * 256 / 10) as u8, "fraction lost 2/10");
+        assert_eq!(
+            u32::from_be_bytes([0, block[5], block[6], block[7]]),
+            2,
+            "cumulative lost"
+        );
+        assert_eq!(
+            u32::from_be_bytes([block[8], block[9], block[10], block[11]]),
+            109,
+            "highest seq"
+        );
+        assert!(rtcp::parse(&out[..n]).is_ok());
+    }
+
+    #[test]
     fn rtcp_reports_are_generated_on_schedule() {
         let mut p = pair();
         let mut out = [0u8; MAX_PACKET];
