@@ -1,0 +1,71 @@
+//! The crate's one error type.
+
+use std::io;
+
+/// Everything that can go wrong in the media engine.
+///
+/// SDP errors are split so the SIP layer can pick the status code without looking at
+/// text: [`MediaError::SdpMalformed`] → 400, [`MediaError::SdpNotAcceptable`] → 488.
+#[derive(Debug, thiserror::Error)]
+pub enum MediaError {
+    /// The SDP body could not be parsed (syntax, missing mandatory lines, limits).
+    #[error("malformed SDP at line {line}: {reason}")]
+    SdpMalformed {
+        /// 1-based line number (0 when the problem is not tied to a line).
+        line: usize,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// The SDP parsed but offers nothing we can use (no audio, no common codec, ...).
+    #[error("SDP not acceptable: {0}")]
+    SdpNotAcceptable(&'static str),
+    /// The RTP port range has no free pair left.
+    #[error("no free RTP port pair in range {first}-{last}")]
+    PortsExhausted {
+        /// First port of the range.
+        first: u16,
+        /// Last port of the range.
+        last: u16,
+    },
+    /// The configured port range cannot hold a single even/odd pair.
+    #[error("invalid RTP port range {first}-{last}")]
+    InvalidPortRange {
+        /// First port of the range.
+        first: u16,
+        /// Last port of the range.
+        last: u16,
+    },
+    /// A WAV file is malformed or in a format we do not play.
+    #[error("WAV: {0}")]
+    Wav(&'static str),
+    /// Writing a WAV file failed.
+    #[error("WAV write: {0}")]
+    WavWrite(#[from] hound::Error),
+    /// A DTMF payload or SIP INFO body is malformed.
+    #[error("DTMF: {0}")]
+    Dtmf(&'static str),
+    /// An RTCP packet is malformed.
+    #[error("RTCP: {0}")]
+    Rtcp(&'static str),
+    /// A socket or file operation failed.
+    #[error("I/O: {0}")]
+    Io(#[from] io::Error),
+    /// A background task went away (e.g. the recorder writer).
+    #[error("task stopped: {0}")]
+    TaskGone(&'static str),
+}
+
+impl MediaError {
+    /// The SIP status a UAS should answer an INVITE with when SDP handling failed
+    /// (400 for malformed, 488 for not acceptable, 500 otherwise).
+    pub fn sip_status(&self) -> u16 {
+        match self {
+            MediaError::SdpMalformed { .. } => 400,
+            MediaError::SdpNotAcceptable(_) => 488,
+            _ => 500,
+        }
+    }
+}
+
+/// Result alias for the crate.
+pub type Result<T> = std::result::Result<T, MediaError>;

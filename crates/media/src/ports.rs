@@ -1,0 +1,212 @@
+//! RTP/RTCP port allocation from a configured range: even port for RTP, the next odd
+//! one for RTCP (RFC 3550 §11). Pairs go back to the pool when the [`PortPair`] drops,
+//! so a call that ends any way at all cannot leak ports.
+
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+
+use tokio::net::UdpSocket;
+
+use crate::error::{MediaError, Result};
+
+#[derive(Debug)]
+struct Pool {
+    free: VecDeque<u16>,
+    in_use: usize,
+}
+
+/// Hands out even/odd port pairs from `first..=last`. Cheap to clone (shared pool).
+#[derive(Debug, Clone)]
+pub struct PortAllocator {
+    pool: Arc<Mutex<Pool>>,
+    first: u16,
+    last: u16,
+}
+
+impl PortAllocator {
+    /// A pool over `first..=last`; an odd `first` is rounded up. Fails if no pair fits.
+    pub fn new(first: u16, last: u16) -> Result<Self> {
+        let start = first
+            .checked_add(first % 2)
+            .ok_or(MediaError::InvalidPortRange { first, last })?;
+        if start == 0 || last <= start {
+            return Err(MediaError::InvalidPortRange { first, last });
+        }
+        let mut free = VecDeque::new();
+        let mut p = start;
+        while p < last {
+            free.push_back(p);
+            match p.checked_add(2) {
+                Some(n) => p = n,
+                None => break,
+            }
+        }
+        Ok(PortAllocator {
+            pool: Arc::new(Mutex::new(Pool { free, in_use: 0 })),
+            first,
+            last,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pool> {
+        // A panic while holding this lock cannot leave the pool inconsistent (every
+        // critical section is a single push/pop), so poisoning is safe to ignore.
+        self.pool.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes the least recently used free pair.
+    pub fn allocate(&self) -> Result<PortPair> {
+        let mut pool = self.lock();
+        let rtp = pool.free.pop_front().ok_or(MediaError::PortsExhausted {
+            first: self.first,
+            last: self.last,
+        })?;
+        pool.in_use += 1;
+        Ok(PortPair {
+            rtp,
+            pool: Arc::clone(&self.pool),
+        })
+    }
+
+    /// Pairs currently handed out (for metrics and leak tests).
+    pub fn in_use(&self) -> usize {
+        self.lock().in_use
+    }
+
+    /// Pairs currently free.
+    pub fn available(&self) -> usize {
+        self.lock().free.len()
+    }
+
+    /// Allocates a pair and binds UDP sockets on `ip`; pairs whose ports are taken by
+    /// another process are skipped (and returned to the pool).
+    pub async fn bind(&self, ip: IpAddr) -> Result<BoundPorts> {
+        let attempts = self.available().max(1);
+        let mut last_err = None;
+        for _ in 0..attempts {
+            let pair = self.allocate()?;
+            let rtp = match UdpSocket::bind(SocketAddr::new(ip, pair.rtp())).await {
+                Ok(s) => s,
+                Err(e) => {
+                    last_err = Some(e);
+                    continue;
+                }
+            };
+            match UdpSocket::bind(SocketAddr::new(ip, pair.rtcp())).await {
+                Ok(rtcp) => return Ok(BoundPorts { rtp, rtcp, pair }),
+                Err(e) => last_err = Some(e),
+            }
+        }
+        Err(match last_err {
+            Some(e) => MediaError::Io(e),
+            None => MediaError::PortsExhausted {
+                first: self.first,
+                last: self.last,
+            },
+        })
+    }
+}
+
+/// An allocated pair; returns itself to the pool on drop.
+#[derive(Debug)]
+pub struct PortPair {
+    rtp: u16,
+    pool: Arc<Mutex<Pool>>,
+}
+
+impl PortPair {
+    /// The even RTP port.
+    pub fn rtp(&self) -> u16 {
+        self.rtp
+    }
+    /// The odd RTCP port.
+    pub fn rtcp(&self) -> u16 {
+        self.rtp + 1
+    }
+}
+
+impl Drop for PortPair {
+    fn drop(&mut self) {
+        let mut pool = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        pool.in_use -= 1;
+        // To the back: a just-freed port is reused last, so late packets of an old
+        // call are unlikely to reach a new one.
+        pool.free.push_back(self.rtp);
+    }
+}
+
+/// Sockets bound on an allocated pair; the ports are released when this drops.
+#[derive(Debug)]
+pub struct BoundPorts {
+    /// RTP socket (even port).
+    pub rtp: UdpSocket,
+    /// RTCP socket (odd port).
+    pub rtcp: UdpSocket,
+    /// Declared last so the sockets close before the ports go back to the pool.
+    pub pair: PortPair,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    #[test]
+    fn hands_out_even_odd_pairs_and_exhausts() {
+        let a = PortAllocator::new(30001, 30008).unwrap();
+        // 30002, 30004, 30006 fit (30008 would need 30009).
+        assert_eq!(a.available(), 3);
+        let p: Vec<_> = (0..3).map(|_| a.allocate().unwrap()).collect();
+        for pair in &p {
+            assert_eq!(pair.rtp() % 2, 0);
+            assert_eq!(pair.rtcp(), pair.rtp() + 1);
+            assert!(pair.rtp() >= 30001 && pair.rtcp() <= 30008);
+        }
+        assert!(matches!(
+            a.allocate(),
+            Err(MediaError::PortsExhausted { .. })
+        ));
+        assert_eq!(a.in_use(), 3);
+    }
+
+    #[test]
+    fn dropped_pairs_return_and_nothing_leaks() {
+        let a = PortAllocator::new(31000, 31099).unwrap();
+        let total = a.available();
+        for _ in 0..10 {
+            let held: Vec<_> = (0..total).map(|_| a.allocate().unwrap()).collect();
+            assert_eq!(a.available(), 0);
+            drop(held);
+            assert_eq!(a.available(), total);
+            assert_eq!(a.in_use(), 0);
+        }
+        // Freed ports go to the back of the queue.
+        let first = a.allocate().unwrap().rtp();
+        let second = a.allocate().unwrap();
+        assert_ne!(first, second.rtp());
+    }
+
+    #[test]
+    fn invalid_ranges_are_rejected() {
+        assert!(PortAllocator::new(100, 100).is_err());
+        assert!(PortAllocator::new(101, 102).is_err());
+        assert!(PortAllocator::new(0, 10).is_err());
+        assert!(PortAllocator::new(65535, 65535).is_err());
+        assert!(PortAllocator::new(65534, 65535).is_ok());
+    }
+
+    #[tokio::test]
+    async fn bind_skips_taken_ports_and_releases_on_drop() {
+        let a = PortAllocator::new(32100, 32109).unwrap();
+        let squatter = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 32100)).unwrap();
+        let b = a.bind(Ipv4Addr::LOCALHOST.into()).await.unwrap();
+        assert_ne!(b.pair.rtp(), 32100);
+        assert_eq!(b.rtp.local_addr().unwrap().port(), b.pair.rtp());
+        assert_eq!(b.rtcp.local_addr().unwrap().port(), b.pair.rtp() + 1);
+        assert_eq!(a.in_use(), 1);
+        drop(b);
+        assert_eq!(a.in_use(), 0);
+        drop(squatter);
+    }
+}

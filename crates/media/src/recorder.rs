@@ -1,0 +1,356 @@
+//! Call recording: both directions into one stereo 16-bit WAV (caller left, agent
+//! right), aligned by arrival time with silence filling gaps. The relay only does a
+//! non-blocking `try_send` of a fixed-size frame into a bounded channel; a blocking
+//! writer thread decodes, aligns and writes. A full channel drops and counts.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::error::{MediaError, Result};
+use crate::g711::Law;
+
+/// Which side of the recording a frame belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    /// Left: the caller.
+    Caller = 0,
+    /// Right: the agent.
+    Agent = 1,
+}
+
+/// Largest payload carried per frame (60 ms of G.711); longer payloads are split.
+pub const MAX_FRAME_BYTES: usize = 480;
+
+/// One chunk of received audio, sent by value so the hot path never allocates.
+#[derive(Debug, Clone, Copy)]
+pub struct RecFrame {
+    channel: Channel,
+    at: Instant,
+    law: Law,
+    len: u16,
+    data: [u8; MAX_FRAME_BYTES],
+}
+
+/// Gaps shorter than this are treated as jitter and not filled.
+const GAP_TOLERANCE: u64 = 480;
+/// A silent side is filled so it trails the other by at most this (bounds memory).
+const MAX_SKEW: u64 = 4000;
+/// Audio arriving this far ahead of wall-clock time (a peer sending faster than real
+/// time) is dropped, so a flood cannot grow the queues without bound.
+const MAX_LEAD: u64 = 8000;
+
+/// Sans-IO alignment of two channels into interleaved stereo samples.
+#[derive(Debug)]
+pub struct Aligner {
+    start: Instant,
+    written: [u64; 2],
+    queues: [VecDeque<i16>; 2],
+}
+
+impl Aligner {
+    /// An aligner whose time zero is `start`.
+    pub fn new(start: Instant) -> Self {
+        Aligner {
+            start,
+            written: [0; 2],
+            queues: [VecDeque::new(), VecDeque::new()],
+        }
+    }
+
+    /// Samples queued or written for a channel so far.
+    fn total(&self, c: usize) -> u64 {
+        self.written[c] + self.queues[c].len() as u64
+    }
+
+    fn fill(&mut self, c: usize, upto: u64) {
+        let have = self.total(c);
+        if upto > have {
+            self.queues[c].extend(std::iter::repeat_n(0i16, (upto - have) as usize));
+        }
+    }
+
+    /// Adds decoded samples for `channel` that arrived at `at`. Returns false (and
+    /// drops them) if that channel is already more than a second ahead of real time.
+    pub fn push(
+        &mut self,
+        channel: Channel,
+        at: Instant,
+        samples: impl Iterator<Item = i16>,
+    ) -> bool {
+        let c = channel as usize;
+        let pos = (at.saturating_duration_since(self.start).as_micros() * 8 / 1000) as u64;
+        if self.total(c) > pos + MAX_LEAD {
+            return false;
+        }
+        if pos > self.total(c) + GAP_TOLERANCE {
+            self.fill(c, pos);
+        }
+        self.queues[c].extend(samples);
+        let other = 1 - c;
+        self.fill(other, pos.saturating_sub(MAX_SKEW));
+        true
+    }
+
+    /// Takes the interleaved stereo samples ready on both channels.
+    pub fn drain(&mut self, mut out: impl FnMut(i16, i16) -> Result<()>) -> Result<()> {
+        while let (Some(&l), Some(&r)) = (self.queues[0].front(), self.queues[1].front()) {
+            out(l, r)?;
+            self.queues[0].pop_front();
+            self.queues[1].pop_front();
+            self.written[0] += 1;
+            self.written[1] += 1;
+        }
+        Ok(())
+    }
+
+    /// Pads the shorter channel and drains everything.
+    pub fn finish(&mut self, out: impl FnMut(i16, i16) -> Result<()>) -> Result<()> {
+        let n = self.total(0).max(self.total(1));
+        self.fill(0, n);
+        self.fill(1, n);
+        self.drain(out)
+    }
+}
+
+/// The hot-path side of a recording: cheap to clone, never blocks.
+#[derive(Debug, Clone)]
+pub struct RecorderTap {
+    tx: mpsc::Sender<RecFrame>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl RecorderTap {
+    /// Queues received G.711 audio for `channel`. Drops (and counts) when the writer
+    /// is behind instead of blocking the relay.
+    pub fn push(&self, channel: Channel, law: Law, payload: &[u8], at: Instant) {
+        for chunk in payload.chunks(MAX_FRAME_BYTES) {
+            let mut f = RecFrame {
+                channel,
+                at,
+                law,
+                len: chunk.len() as u16,
+                data: [0; MAX_FRAME_BYTES],
+            };
+            f.data[..chunk.len()].copy_from_slice(chunk);
+            if self.tx.try_send(f).is_err() {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Frames dropped so far because the channel was full or closed.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+/// A finished recording, for the CDR.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recording {
+    /// The WAV file.
+    pub path: PathBuf,
+    /// Its length.
+    pub duration: Duration,
+    /// Frames dropped because the writer fell behind.
+    pub dropped_frames: u64,
+}
+
+/// The writer side; [`RecordingJob::finish`] returns when the file is complete.
+#[derive(Debug)]
+pub struct RecordingJob {
+    join: JoinHandle<Result<(PathBuf, u64)>>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl RecordingJob {
+    /// Waits for the writer to finalise the WAV header. The writer stops once every
+    /// [`RecorderTap`] clone has been dropped, so drop (or stop the relay holding)
+    /// the taps first.
+    pub async fn finish(self) -> Result<Recording> {
+        let (path, frames) = self
+            .join
+            .await
+            .map_err(|_| MediaError::TaskGone("recording writer"))??;
+        Ok(Recording {
+            path,
+            duration: Duration::from_micros(frames * 125),
+            dropped_frames: self.dropped.load(Ordering::Relaxed),
+        })
+    }
+}
+
+/// Starts recording into `path` (created or truncated). `capacity` is the channel
+/// depth in frames (a 20 ms frame per direction: 100 ≈ 1 s of slack).
+pub fn start_recording(
+    path: &Path,
+    capacity: usize,
+    start: Instant,
+) -> Result<(RecorderTap, RecordingJob)> {
+    let spec = hound::WavSpec {
+        channels: 2,
+        sample_rate: 8000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut writer = hound::WavWriter::create(path, spec)?;
+    let (tx, mut rx) = mpsc::channel::<RecFrame>(capacity.max(1));
+    let dropped = Arc::new(AtomicU64::new(0));
+    let path = path.to_path_buf();
+    let dropped_w = Arc::clone(&dropped);
+    let join = tokio::task::spawn_blocking(move || {
+        let mut al = Aligner::new(start);
+        let mut frames = 0u64;
+        let mut write = |l: i16, r: i16| -> Result<()> {
+            writer.write_sample(l)?;
+            writer.write_sample(r)?;
+            frames += 1;
+            Ok(())
+        };
+        while let Some(f) = rx.blocking_recv() {
+            let data = &f.data[..f.len as usize];
+            if !al.push(f.channel, f.at, data.iter().map(|&b| f.law.decode(b))) {
+                dropped_w.fetch_add(1, Ordering::Relaxed);
+            }
+            al.drain(&mut write)?;
+        }
+        al.finish(&mut write)?;
+        writer.finalize()?;
+        Ok((path, frames))
+    });
+    Ok((
+        RecorderTap {
+            tx,
+            dropped: Arc::clone(&dropped),
+        },
+        RecordingJob { join, dropped },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn collect(al: &mut Aligner, finish: bool) -> Vec<(i16, i16)> {
+        let mut v = Vec::new();
+        let f = |l, r| {
+            v.push((l, r));
+            Ok(())
+        };
+        if finish {
+            al.finish(f).unwrap()
+        } else {
+            al.drain(f).unwrap()
+        }
+        v
+    }
+
+    #[test]
+    fn aligner_interleaves_and_fills_gaps_with_silence() {
+        let t0 = Instant::now();
+        let mut al = Aligner::new(t0);
+        let ms = Duration::from_millis;
+        al.push(Channel::Caller, t0, std::iter::repeat_n(100, 160));
+        al.push(Channel::Agent, t0, std::iter::repeat_n(-100, 160));
+        assert_eq!(collect(&mut al, false), vec![(100, -100); 160]);
+        // Caller goes silent for 200 ms (lost packets / hold); the agent keeps talking.
+        al.push(Channel::Caller, t0 + ms(220), std::iter::repeat_n(7, 160));
+        for i in 1..13u64 {
+            al.push(
+                Channel::Agent,
+                t0 + ms(20 * i),
+                std::iter::repeat_n(-5, 160),
+            );
+        }
+        let out = collect(&mut al, true);
+        // Caller: gap of 1600 samples of silence starts at 160, then 160 samples of 7.
+        let left: Vec<i16> = out.iter().map(|p| p.0).collect();
+        assert!(left[..1600].iter().all(|&s| s == 0));
+        assert!(left[1600..1760].iter().all(|&s| s == 7));
+        assert_eq!(out.len(), 12 * 160, "padded to the longer channel");
+    }
+
+    #[test]
+    fn a_silent_side_does_not_grow_memory_without_bound() {
+        let t0 = Instant::now();
+        let mut al = Aligner::new(t0);
+        for i in 0..500u64 {
+            al.push(
+                Channel::Caller,
+                t0 + Duration::from_millis(20 * i),
+                std::iter::repeat_n(1, 160),
+            );
+            collect(&mut al, false);
+        }
+        assert!(al.queues[0].len() as u64 <= MAX_SKEW + 160);
+    }
+
+    #[test]
+    fn a_flooding_side_is_capped_ahead_of_real_time() {
+        let t0 = Instant::now();
+        let mut al = Aligner::new(t0);
+        let accepted = (0..1000)
+            .filter(|_| al.push(Channel::Agent, t0, std::iter::repeat_n(1, 160)))
+            .count();
+        // Up to MAX_LEAD samples (plus the frame that crosses it) are accepted.
+        assert_eq!(accepted as u64, MAX_LEAD / 160 + 1);
+        assert!(al.queues[1].len() as u64 <= MAX_LEAD + 160);
+    }
+
+    #[tokio::test]
+    async fn records_stereo_wav_with_the_right_duration() {
+        let dir = std::env::temp_dir().join(format!("hotline-rec-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("call.wav");
+        let t0 = Instant::now();
+        let (tap, job) = start_recording(&path, 1000, t0).unwrap();
+        for i in 0..50u64 {
+            let at = t0 + Duration::from_millis(20 * i);
+            tap.push(
+                Channel::Caller,
+                Law::Ulaw,
+                &[Law::Ulaw.encode(1000); 160],
+                at,
+            );
+            tap.push(
+                Channel::Agent,
+                Law::Alaw,
+                &[Law::Alaw.encode(-2000); 160],
+                at,
+            );
+        }
+        assert_eq!(tap.dropped(), 0);
+        drop(tap);
+        let rec = job.finish().await.unwrap();
+        assert_eq!(rec.path, path);
+        assert_eq!(rec.duration, Duration::from_secs(1));
+        let mut r = hound::WavReader::open(&path).unwrap();
+        assert_eq!(r.spec().channels, 2);
+        assert_eq!(r.spec().sample_rate, 8000);
+        assert_eq!(r.duration(), 8000);
+        let s: Vec<i16> = r.samples::<i16>().map(|s| s.unwrap()).collect();
+        assert_eq!(s[0], Law::Ulaw.decode(Law::Ulaw.encode(1000)));
+        assert_eq!(s[1], Law::Alaw.decode(Law::Alaw.encode(-2000)));
+    }
+
+    #[tokio::test]
+    async fn full_channel_drops_and_counts() {
+        let path =
+            std::env::temp_dir().join(format!("hotline-rec-full-{}.wav", std::process::id()));
+        let t0 = Instant::now();
+        let (tap, job) = start_recording(&path, 1, t0).unwrap();
+        // The writer thread may take one frame out meanwhile; at most a few get through.
+        for _ in 0..1000 {
+            tap.push(Channel::Caller, Law::Ulaw, &[0xFF; 160], t0);
+        }
+        assert!(tap.dropped() > 900, "dropped {}", tap.dropped());
+        drop(tap);
+        let rec = job.finish().await.unwrap();
+        assert!(rec.dropped_frames > 900);
+    }
+}
