@@ -1,0 +1,1 @@
+//! Support for the SIPp integration tests (see `tests/`).
