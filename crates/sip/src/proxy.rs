@@ -352,12 +352,13 @@ impl Core {
         let ruri = req.uri.to_string();
         let ruri_is_us = self.uri_is_us(&ruri);
         let has_route = req.headers.iter().any(|h| matches!(h, Header::Route(_)));
+        // We are the registrar for every domain we serve: REGISTER is never proxied.
+        if req.method == Method::Register {
+            self.handle_register(flow, &req, key, now);
+            return;
+        }
         if !has_route && ruri_is_us && !to_tag {
             match req.method {
-                Method::Register => {
-                    self.handle_register(flow, &req, key, now);
-                    return;
-                }
                 Method::Options if req.uri.user().is_none() => {
                     let st = self.local_server_tx(flow, &req, key);
                     self.reply(st, &req, 200, "OK", &[ALLOW, "Accept: application/sdp"], now);
