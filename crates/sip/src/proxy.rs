@@ -446,7 +446,7 @@ impl Core {
         out.extend_from_slice(&e.head);
         out.extend_from_slice(b"To: ");
         out.extend_from_slice(e.to.as_bytes());
-        if msg::tag(&e.to).is_none() {
+        if code > 100 && msg::tag(&e.to).is_none() {
             out.extend_from_slice(format!(";tag={}", e.to_tag).as_bytes());
         }
         out.extend_from_slice(b"\r\nServer: Hotline\r\nContent-Length: 0\r\n\r\n");
@@ -618,22 +618,19 @@ impl Core {
         let is_tel = ruri.len() > 4 && ruri[..4].eq_ignore_ascii_case("tel:");
         if is_tel || self.uri_is_us(&ruri) {
             if !is_tel && let Some(user) = req.uri.user() {
-                if self.auth.has_user(user) {
-                    let bindings = self.location.lookup(user, now);
-                    return match bindings.first() {
-                        Some(b) => Route::Forward {
-                            dest: b.flow,
+                let binding = self.location.lookup(user, now).first().copied();
+                match binding {
+                    Some(b) => {
+                        return Route::Forward {
+                            dest: self.binding_flow(b),
                             ruri: Some(b.uri.clone()),
-                        },
-                        None => Route::Respond(480, "Temporarily Unavailable"),
-                    };
-                }
-                // Registered through a trusted network without a configured user.
-                if let Some(b) = self.location.lookup(user, now).first() {
-                    return Route::Forward {
-                        dest: b.flow,
-                        ruri: Some(b.uri.clone()),
-                    };
+                        };
+                    }
+                    None if self.auth.has_user(user) => {
+                        return Route::Respond(480, "Temporarily Unavailable");
+                    }
+                    // Not a user of ours: the trunk, or 404 below.
+                    None => {}
                 }
             }
             return match self.cfg.static_route.and_then(|t| self.flow_to(t)) {
@@ -649,6 +646,33 @@ impl Core {
                 None => Route::Respond(404, "Not Found"),
             },
         }
+    }
+
+    /// Where to send requests for a binding. The flow the REGISTER came on when the
+    /// contact is not reachable as written (NAT: its IP differs from the source, RFC 3581
+    /// style), so home agents behind NAT and TCP clients that do not listen keep working;
+    /// the contact address when it is on the registering host itself.
+    fn binding_flow(&self, b: &crate::registrar::Binding) -> Flow {
+        if let Some(f) = self.resolve(&b.uri)
+            && f.remote.ip() == b.flow.remote.ip()
+        {
+            let transport = if msg::param(&b.uri, "transport").is_some() {
+                f.transport
+            } else {
+                b.flow.transport
+            };
+            if f.remote == b.flow.remote && transport == b.flow.transport {
+                return b.flow;
+            }
+            if let Some(local) = self.local_for(transport, f.remote) {
+                return Flow {
+                    transport,
+                    local,
+                    remote: f.remote,
+                };
+            }
+        }
+        b.flow
     }
 
     /// IP-literal SIP URIs only (no DNS in the core).
@@ -705,6 +729,9 @@ impl Core {
             self.reply(st, &req, 482, "Loop Detected", &[], now);
             return;
         }
+        // The server transaction is made from the request as received (its Via routes
+        // our responses).
+        let sid = (!is_ack).then(|| self.new_server(flow, &req, key.unwrap_or_default(), invite));
         if let Some(r) = ruri
             && let Ok(u) = msg::rsip::Uri::try_from(r.as_str())
         {
@@ -736,13 +763,12 @@ impl Core {
         let data = Bytes::from(msg::request_bytes(&req));
         Counters::inc(&self.counters.forwarded);
         self.send(dest, data.clone());
-        if is_ack {
-            return;
-        }
-        let sid = self.new_server(flow, &req, key.unwrap_or_default(), invite);
+        let Some(sid) = sid else {
+            return; // ACK: no transaction
+        };
         if invite {
             // 100 Trying at once: the proxy takes over retransmissions (§16.2).
-            self.reply(sid, &req, 100, "Trying", &[], now);
+            self.reply_late(sid, 100, "Trying", now);
         }
         if let Some(e) = self.servers.get_mut(&sid) {
             e.client = Some(cid);

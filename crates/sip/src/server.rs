@@ -483,3 +483,55 @@ mod tests {
         assert!(matches!(frame(&mut bad, &limits), Err(Error::Malformed(_))));
     }
 }
+
+#[cfg(test)]
+mod live_tests {
+    use super::*;
+    use crate::proxy::CoreConfig;
+
+    fn cfg() -> ServerConfig {
+        ServerConfig {
+            udp: vec!["127.0.0.1:0".parse().unwrap()],
+            tcp: vec!["127.0.0.1:0".parse().unwrap()],
+            core: CoreConfig::default(),
+            tcp_queue: 16,
+        }
+    }
+
+    fn options(port: u16, transport: &str) -> String {
+        format!(
+            "OPTIONS sip:127.0.0.1:{port} SIP/2.0\r\nVia: SIP/2.0/{transport} 127.0.0.1:9;branch=z9hG4bK-live-{transport};rport\r\nFrom: <sip:t@127.0.0.1>;tag=1\r\nTo: <sip:127.0.0.1>\r\nCall-ID: live\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        )
+    }
+
+    #[tokio::test]
+    async fn answers_options_over_udp_and_tcp() {
+        let server = Server::start(cfg()).await.unwrap();
+        let u = server.udp_addrs()[0];
+        let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        sock.send_to(options(u.port(), "UDP").as_bytes(), u).await.unwrap();
+        let mut buf = [0u8; 4096];
+        let (n, _) = tokio::time::timeout(std::time::Duration::from_secs(5), sock.recv_from(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(buf[..n].starts_with(b"SIP/2.0 200 OK\r\n"));
+
+        let t = server.tcp_addrs()[0];
+        let mut stream = TcpStream::connect(t).await.unwrap();
+        stream.write_all(options(t.port(), "TCP").as_bytes()).await.unwrap();
+        let mut got = BytesMut::new();
+        let resp = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            loop {
+                stream.read_buf(&mut got).await.unwrap();
+                if let Some(m) = frame(&mut got, &Limits::default()).unwrap() {
+                    return m;
+                }
+            }
+        })
+        .await
+        .unwrap();
+        assert!(resp.starts_with(b"SIP/2.0 200 OK\r\n"));
+        server.shutdown().await;
+    }
+}
