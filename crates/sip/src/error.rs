@@ -7,6 +7,9 @@ pub enum Error {
     Malformed(String),
     #[error("message too large ({0} bytes)")]
     TooLarge(usize),
+    /// A syntactically valid method the message API cannot represent (answered 501).
+    #[error("Not Implemented: method {0}")]
+    UnsupportedMethod(String),
     #[error("too many headers")]
     TooManyHeaders,
     #[error("invalid configuration: {0}")]

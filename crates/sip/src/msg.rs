@@ -115,6 +115,16 @@ pub fn parse(data: &[u8], limits: &Limits, datagram: bool) -> Result<SipMessage,
         None if datagram => available,
         None => 0,
     };
+    // rsip's Method has no "other" variant: an unknown but well-formed method would fail
+    // the whole parse. Detect it so the core can answer 501 instead of 400.
+    if !start.starts_with("SIP/")
+        && let Some(m) = start.split(' ').next()
+        && !m.is_empty()
+        && m.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b))
+        && m.parse::<Method>().is_err()
+    {
+        return Err(Error::UnsupportedMethod(m.chars().take(32).collect()));
+    }
     let names = ["Via", "From", "To", "Call-ID", "CSeq"];
     if let Some(i) = has.iter().position(|h| !h) {
         return Err(Error::Malformed(format!("Missing {} header", names[i])));

@@ -230,6 +230,7 @@ impl Core {
                 Counters::inc(&self.counters.malformed);
                 let (code, reason) = match &e {
                     Error::TooLarge(_) => (513, "Message Too Large".to_string()),
+                    Error::UnsupportedMethod(_) => (501, "Not Implemented".to_string()),
                     _ if unsupported_scheme(data) => (416, "Unsupported URI Scheme".to_string()),
                     _ => (400, e.to_string()),
                 };
@@ -350,6 +351,14 @@ impl Core {
         }
         let to_tag = msg::to_value(&req.headers).and_then(msg::tag).is_some();
         let ruri = req.uri.to_string();
+        if !["sip:", "sips:", "tel:"]
+            .iter()
+            .any(|s| ruri.len() > s.len() && ruri[..s.len()].eq_ignore_ascii_case(s))
+        {
+            let st = self.local_server_tx(flow, &req, key);
+            self.reply(st, &req, 416, "Unsupported URI Scheme", &[], now);
+            return;
+        }
         let ruri_is_us = self.uri_is_us(&ruri);
         let has_route = req.headers.iter().any(|h| matches!(h, Header::Route(_)));
         // We are the registrar for every domain we serve: REGISTER is never proxied.

@@ -398,3 +398,79 @@ fn rfc2543_request_without_magic_cookie_matches_retransmission() {
     assert_eq!(a[0].data, b[0].data);
     assert_eq!(Counters::get(&h.core.counters().retransmissions_absorbed), 1);
 }
+
+/// Malformed input through the core: each gets its 4xx/5xx when a response can be formed,
+/// is dropped and counted otherwise; the core keeps serving afterwards.
+#[test]
+fn malformed_requests_get_their_error_or_are_dropped_and_counted() {
+    let mut h = Harness::new(trusted_cfg());
+    let ok_head = "Via: SIP/2.0/UDP 127.0.0.1:7000;branch=z9hG4bK-{b}\r\nFrom: <sip:a@127.0.0.1>;tag=1\r\nTo: <sip:b@127.0.0.1>\r\nCall-ID: {b}\r\n";
+    let cases: Vec<(String, Option<u16>)> = vec![
+        // wrong Content-Length
+        (format!("INVITE sip:b@127.0.0.1 SIP/2.0\r\n{ok_head}CSeq: 1 INVITE\r\nContent-Length: 500\r\n\r\nv=0"), Some(400)),
+        // duplicate Call-ID
+        (format!("OPTIONS sip:b@127.0.0.1 SIP/2.0\r\n{ok_head}Call-ID: dup\r\nCSeq: 1 OPTIONS\r\n\r\n"), Some(400)),
+        // unknown URI scheme (RFC 4475 §3.3.6 unksm)
+        (format!("OPTIONS nobody:b@127.0.0.1 SIP/2.0\r\n{ok_head}CSeq: 1 OPTIONS\r\n\r\n"), Some(416)),
+        // unknown method
+        (format!("FROBNICATE sip:b@127.0.0.1 SIP/2.0\r\n{ok_head}CSeq: 1 FROBNICATE\r\n\r\n"), Some(501)),
+        // CSeq method mismatch
+        (format!("OPTIONS sip:b@127.0.0.1 SIP/2.0\r\n{ok_head}CSeq: 1 INVITE\r\n\r\n"), Some(400)),
+        // huge header: 513
+        (format!("OPTIONS sip:b@127.0.0.1 SIP/2.0\r\n{ok_head}CSeq: 1 OPTIONS\r\nSubject: {}\r\n\r\n", "y".repeat(66_000)), Some(513)),
+        // missing Call-ID: no response can be formed
+        (format!("OPTIONS sip:b@127.0.0.1 SIP/2.0\r\n{}CSeq: 1 OPTIONS\r\n\r\n", ok_head.replace("Call-ID: {b}\r\n", "")), None),
+        // no Via: nowhere to answer
+        ("OPTIONS sip:b@127.0.0.1 SIP/2.0\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:b@x>\r\nCall-ID: nv\r\nCSeq: 1 OPTIONS\r\n\r\n".to_string(), None),
+        // garbage
+        ("\u{1}\u{2}garbage without structure".to_string(), None),
+        // a malformed response is never answered
+        ("SIP/2.0 200 OK\r\nVia: broken\r\n\r\n".to_string(), None),
+    ];
+    let mut dropped = 0;
+    for (i, (m, want)) in cases.iter().enumerate() {
+        let m = m.replace("{b}", &format!("case{i}"));
+        let out = h.input("127.0.0.1:7000", &m);
+        match want {
+            Some(code) => {
+                assert_eq!(out.len(), 1, "case {i}: {m:.80}");
+                assert_eq!(status(&out[0]), *code, "case {i}: {}", text(&out[0]));
+                assert!(text(&out[0]).contains(&format!("Call-ID: case{i}")), "case {i}");
+            }
+            None => {
+                assert!(out.is_empty(), "case {i}: {:?}", out.first().map(text));
+                dropped += 1;
+            }
+        }
+    }
+    let c = h.core.counters();
+    // Everything but the unknown-scheme request (well-formed, answered 416 by routing) is
+    // malformed; the malformed response (last case) is counted and dropped too.
+    assert_eq!(Counters::get(&c.malformed), cases.len() as u64 - 1);
+    assert_eq!(Counters::get(&c.dropped), dropped);
+    let out = h.input(
+        "127.0.0.1:7000",
+        "OPTIONS sip:127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:7000;branch=z9hG4bK-after\r\nFrom: <sip:x@127.0.0.1>;tag=1\r\nTo: <sip:127.0.0.1>\r\nCall-ID: after\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+    );
+    assert_eq!(status(&out[0]), 200);
+}
+
+/// Any bytes at all: no panic, and whatever is sent back is a response.
+#[test]
+fn arbitrary_bytes_never_panic() {
+    use proptest::prelude::*;
+    let mut runner = proptest::test_runner::TestRunner::new(proptest::test_runner::Config {
+        cases: 2000,
+        ..Default::default()
+    });
+    runner
+        .run(&proptest::collection::vec(any::<u8>(), 0..600), |bytes| {
+            let mut h = Harness::new(trusted_cfg());
+            h.core.handle_input(udp(h.us, "127.0.0.1:7000"), &bytes, h.now);
+            while let Some(t) = h.core.poll_transmit() {
+                prop_assert!(t.data.starts_with(b"SIP/2.0 "));
+            }
+            Ok(())
+        })
+        .unwrap();
+}
