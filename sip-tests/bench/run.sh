@@ -41,7 +41,8 @@ trap - EXIT
 
 # Server CPU per operation = (server CPU % of one core) / (operations per second).
 per_op() {
-	grep -E '^(reg|cps|ring) ' "$1" | sed -E 's/kamailio_cpu=/server_cpu=/' |
+	sed -n '/= summary/,$p' "$1" | grep -E '^(reg|cps|ring) ' |
+		sed -E 's/= +/=/g; s/kamailio_cpu=/server_cpu=/' |
 		awk -v who="$2" '{
 			for (i = 1; i <= NF; i++) {
 				split($i, kv, "=");
@@ -58,6 +59,6 @@ echo
 echo "================ CPU per operation (server) ================"
 per_op "$OUT/kamailio.txt" kamailio | tee "$OUT/per_op.txt"
 per_op "$OUT/hotline.txt" hotline | tee -a "$OUT/per_op.txt"
-awk '{ split($NF, x, " "); } { for (i=1;i<=NF;i++) if ($i ~ /^cpu_per_op=/) { v=$i; sub("cpu_per_op=", "", v); val[$1" "$2]=v } }
+awk '{ for (i=1;i<=NF;i++) if ($i ~ /^cpu_per_op=/) { v=$i; sub("cpu_per_op=", "", v); val[$1" "$2]=v } }
 	END { for (s in val) { split(s, p, " "); if (p[1] == "hotline" && ("kamailio " p[2]) in val && val["kamailio " p[2]] > 0)
 		printf "ratio hotline/kamailio %-5s = %.2f\n", p[2], val[s] / val["kamailio " p[2]] } }' "$OUT/per_op.txt"

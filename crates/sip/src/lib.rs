@@ -9,6 +9,7 @@ pub mod auth;
 pub mod dialog;
 mod error;
 pub mod flow;
+pub mod fuzzing;
 pub mod msg;
 pub mod proxy;
 pub mod registrar;
