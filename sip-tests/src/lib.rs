@@ -11,7 +11,11 @@ use hotline::{Config, Hotline};
 use tokio::process::{Child, Command};
 
 /// Users every test server knows (name, password).
-pub const USERS: &[(&str, &str)] = &[("alice", "alice-pw"), ("bob", "bob-pw"), ("carol", "carol-pw")];
+pub const USERS: &[(&str, &str)] = &[
+    ("alice", "alice-pw"),
+    ("bob", "bob-pw"),
+    ("carol", "carol-pw"),
+];
 
 /// Address the raw-socket tests send from: trusted by the test server, unlike SIPp's
 /// 127.0.0.1, so raw requests skip authentication.
@@ -46,7 +50,9 @@ pub fn free_port() -> u16 {
 
 /// Scenario file path.
 pub fn scenario(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scenarios")
+        .join(name)
 }
 
 fn out_dir() -> PathBuf {

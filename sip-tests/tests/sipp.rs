@@ -64,7 +64,9 @@ async fn call(proto: Proto, uac: &str, uas: &str) -> anyhow::Result<()> {
         .spawn(None)?;
     wait_bound(bob_port, proto).await?;
     let caller = SippBuilder::new("alice-uac", uac, proto, free_port())
-        .args(["-s", "bob", "-au", "alice", "-ap", "alice-pw", "-key", "caller", "alice"])
+        .args([
+            "-s", "bob", "-au", "alice", "-ap", "alice-pw", "-key", "caller", "alice",
+        ])
         .spawn(Some(server))?;
     caller.expect_success().await?;
     callee.expect_success().await?;

@@ -88,7 +88,9 @@ pub struct Net(pub Cidr);
 impl TryFrom<String> for Net {
     type Error = String;
     fn try_from(s: String) -> Result<Self, String> {
-        s.parse().map(Net).map_err(|e: hotline_sip::Error| e.to_string())
+        s.parse()
+            .map(Net)
+            .map_err(|e: hotline_sip::Error| e.to_string())
     }
 }
 
@@ -105,7 +107,10 @@ impl TryFrom<String> for Route {
         let (hp, params) = rest.split_once(';').unwrap_or((rest, ""));
         let addr: SocketAddr = hp
             .parse()
-            .or_else(|_| hp.parse::<std::net::IpAddr>().map(|ip| SocketAddr::new(ip, 5060)))
+            .or_else(|_| {
+                hp.parse::<std::net::IpAddr>()
+                    .map(|ip| SocketAddr::new(ip, 5060))
+            })
             .map_err(|_| bad())?;
         let transport = match params.to_ascii_lowercase().as_str() {
             "" | "transport=udp" => Transport::Udp,
@@ -227,7 +232,12 @@ impl Config {
     fn validate(&self, path: &Path, text: &str) -> Result<(), ConfigError> {
         let sip_at = text.find("[sip]").unwrap_or(0);
         if self.sip.udp.is_empty() && self.sip.tcp.is_empty() {
-            return Err(locate(path, text, sip_at, "[sip] needs at least one udp or tcp listen address".into()));
+            return Err(locate(
+                path,
+                text,
+                sip_at,
+                "[sip] needs at least one udp or tcp listen address".into(),
+            ));
         }
         let min = *self.sip.min_expires.get_ref();
         if min > self.sip.max_expires || self.sip.default_expires < min {
@@ -242,19 +252,39 @@ impl Config {
             ));
         }
         if self.sip.t1_ms == 0 || self.sip.t2_ms < self.sip.t1_ms {
-            return Err(locate(path, text, sip_at, "timers need 0 < t1_ms <= t2_ms".into()));
+            return Err(locate(
+                path,
+                text,
+                sip_at,
+                "timers need 0 < t1_ms <= t2_ms".into(),
+            ));
         }
         if self.sip.digest_algorithms.is_empty() {
-            return Err(locate(path, text, sip_at, "digest_algorithms must not be empty".into()));
+            return Err(locate(
+                path,
+                text,
+                sip_at,
+                "digest_algorithms must not be empty".into(),
+            ));
         }
         let mut seen = HashMap::new();
         for u in &self.users {
             let name = u.name.get_ref();
             if name.is_empty() || name.contains(['@', ':', ' ', ';']) {
-                return Err(locate(path, text, u.name.span().start, format!("invalid user name {name:?}")));
+                return Err(locate(
+                    path,
+                    text,
+                    u.name.span().start,
+                    format!("invalid user name {name:?}"),
+                ));
             }
             if seen.insert(name.clone(), ()).is_some() {
-                return Err(locate(path, text, u.name.span().start, format!("duplicate user {name:?}")));
+                return Err(locate(
+                    path,
+                    text,
+                    u.name.span().start,
+                    format!("duplicate user {name:?}"),
+                ));
             }
         }
         Ok(())
@@ -341,14 +371,17 @@ mod tests {
 
     #[test]
     fn bad_values_report_their_position() {
-        let e = parse("[sip]\nudp = [\"127.0.0.1:5060\"]\ntrusted = [\"10.0.0.0/99\"]\n").unwrap_err();
+        let e =
+            parse("[sip]\nudp = [\"127.0.0.1:5060\"]\ntrusted = [\"10.0.0.0/99\"]\n").unwrap_err();
         assert_eq!(e.line, 3, "{e}");
         assert!(e.message.contains("invalid network"), "{e}");
         let e = parse("[sip]\nudp = [\"nonsense\"]\n").unwrap_err();
         assert_eq!(e.line, 2, "{e}");
-        let e = parse("[sip]\nudp = [\"127.0.0.1:5060\"]\nstatic_route = \"http://x\"\n").unwrap_err();
+        let e =
+            parse("[sip]\nudp = [\"127.0.0.1:5060\"]\nstatic_route = \"http://x\"\n").unwrap_err();
         assert_eq!(e.line, 3, "{e}");
-        let e = parse("[sip]\nudp = [\"127.0.0.1:5060\"]\ndigest_algorithms = [\"SHA-1\"]\n").unwrap_err();
+        let e = parse("[sip]\nudp = [\"127.0.0.1:5060\"]\ndigest_algorithms = [\"SHA-1\"]\n")
+            .unwrap_err();
         assert!(e.message.contains("unknown digest algorithm"), "{e}");
     }
 

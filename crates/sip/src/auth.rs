@@ -182,7 +182,8 @@ impl NonceStore {
         h.update(self.counter.to_be_bytes());
         let nonce = hex::encode(&h.finalize()[..16]);
         let expires = now + self.ttl;
-        self.live.insert(nonce.clone(), NonceState { expires, max_nc: 0 });
+        self.live
+            .insert(nonce.clone(), NonceState { expires, max_nc: 0 });
         self.order.push_back((expires, nonce.clone()));
         nonce
     }
@@ -291,7 +292,14 @@ impl Authenticator {
             None => 1, // RFC 2069 style: the nonce is good once
         };
         let expected = digest_response(
-            alg, c.username, &self.realm, password, method, c.uri, c.nonce, qop,
+            alg,
+            c.username,
+            &self.realm,
+            password,
+            method,
+            c.uri,
+            c.nonce,
+            qop,
         );
         if !expected.eq_ignore_ascii_case(c.response) {
             // A wrong answer to a nonce we never issued (or that expired) gets a fresh
@@ -434,7 +442,10 @@ mod tests {
         let t0 = Instant::now();
         let n = nonce_of(&a.challenge(false, false, t0)[0]);
         let v1 = creds(Algorithm::Md5, &n, "00000001", "secret");
-        assert!(matches!(a.verify("REGISTER", Some(&v1), t0), Verdict::Ok(_)));
+        assert!(matches!(
+            a.verify("REGISTER", Some(&v1), t0),
+            Verdict::Ok(_)
+        ));
         assert_eq!(
             a.verify("REGISTER", Some(&v1), t0),
             Verdict::Challenge { stale: false }
@@ -457,7 +468,12 @@ mod tests {
             Verdict::Challenge { stale: true }
         );
         // A nonce we never issued.
-        let forged = creds(Algorithm::Md5, "0123456789abcdef0123456789abcdef", "00000001", "secret");
+        let forged = creds(
+            Algorithm::Md5,
+            "0123456789abcdef0123456789abcdef",
+            "00000001",
+            "secret",
+        );
         assert_eq!(
             a.verify("REGISTER", Some(&forged), t0),
             Verdict::Challenge { stale: true }

@@ -67,7 +67,9 @@ impl Dialog {
         Ok(Dialog {
             id: DialogId {
                 call_id: call_id.to_string(),
-                local_tag: msg::tag(from).ok_or_else(|| missing("From tag"))?.to_string(),
+                local_tag: msg::tag(from)
+                    .ok_or_else(|| missing("From tag"))?
+                    .to_string(),
                 remote_tag: msg::tag(to).ok_or_else(|| missing("To tag"))?.to_string(),
             },
             local: from.to_string(),
@@ -90,7 +92,9 @@ impl Dialog {
             id: DialogId {
                 call_id: call_id.to_string(),
                 local_tag: local_tag.to_string(),
-                remote_tag: msg::tag(from).ok_or_else(|| missing("From tag"))?.to_string(),
+                remote_tag: msg::tag(from)
+                    .ok_or_else(|| missing("From tag"))?
+                    .to_string(),
             },
             local: format!("{to};tag={local_tag}"),
             remote: from.to_string(),
@@ -135,7 +139,13 @@ impl Dialog {
     /// Builds the next in-dialog request (§12.2.1.1). `via` is the full Via value
     /// (`SIP/2.0/UDP host:port;branch=...`). ACK reuses `ack_seq` (the INVITE's CSeq);
     /// other methods take the next local CSeq.
-    pub fn request(&mut self, method: &str, via: &str, ack_seq: Option<u32>, body: Option<(&str, &[u8])>) -> Vec<u8> {
+    pub fn request(
+        &mut self,
+        method: &str,
+        via: &str,
+        ack_seq: Option<u32>,
+        body: Option<(&str, &[u8])>,
+    ) -> Vec<u8> {
         let seq = match (method, ack_seq) {
             ("ACK", Some(s)) => s,
             _ => {
@@ -166,7 +176,10 @@ impl Dialog {
         }
         let mut bytes = match body {
             Some((ctype, b)) => {
-                out.push_str(&format!("Content-Type: {ctype}\r\nContent-Length: {}\r\n\r\n", b.len()));
+                out.push_str(&format!(
+                    "Content-Type: {ctype}\r\nContent-Length: {}\r\n\r\n",
+                    b.len()
+                ));
                 let mut v = out.into_bytes();
                 v.extend_from_slice(b);
                 v
@@ -208,14 +221,37 @@ mod tests {
         let mut d = Dialog::from_uac(&request(INVITE), &response(OK)).unwrap();
         assert_eq!(d.id.local_tag, "at");
         assert_eq!(d.id.remote_tag, "bt");
-        assert_eq!(d.route_set, vec!["<sip:p1.example;lr>", "<sip:p2.example;lr>"]);
-        let ack = String::from_utf8(d.request("ACK", "SIP/2.0/UDP a.example;branch=z9hG4bK-2", Some(10), None)).unwrap();
-        assert!(ack.starts_with("ACK sip:bob@10.0.0.2:5064;transport=udp SIP/2.0\r\n"), "{ack}");
+        assert_eq!(
+            d.route_set,
+            vec!["<sip:p1.example;lr>", "<sip:p2.example;lr>"]
+        );
+        let ack = String::from_utf8(d.request(
+            "ACK",
+            "SIP/2.0/UDP a.example;branch=z9hG4bK-2",
+            Some(10),
+            None,
+        ))
+        .unwrap();
+        assert!(
+            ack.starts_with("ACK sip:bob@10.0.0.2:5064;transport=udp SIP/2.0\r\n"),
+            "{ack}"
+        );
         assert!(ack.contains("CSeq: 10 ACK\r\n"));
-        let bye = String::from_utf8(d.request("BYE", "SIP/2.0/UDP a.example;branch=z9hG4bK-3", None, None)).unwrap();
+        let bye = String::from_utf8(d.request(
+            "BYE",
+            "SIP/2.0/UDP a.example;branch=z9hG4bK-3",
+            None,
+            None,
+        ))
+        .unwrap();
         assert!(bye.contains("CSeq: 11 BYE\r\n"), "{bye}");
-        assert!(bye.contains("Route: <sip:p1.example;lr>\r\nRoute: <sip:p2.example;lr>\r\n"), "{bye}");
-        assert!(bye.contains("From: \"Alice\" <sip:alice@a.example>;tag=at\r\nTo: <sip:bob@b.example>;tag=bt\r\n"));
+        assert!(
+            bye.contains("Route: <sip:p1.example;lr>\r\nRoute: <sip:p2.example;lr>\r\n"),
+            "{bye}"
+        );
+        assert!(bye.contains(
+            "From: \"Alice\" <sip:alice@a.example>;tag=at\r\nTo: <sip:bob@b.example>;tag=bt\r\n"
+        ));
         // The built request parses.
         let parsed = request(&bye);
         assert_eq!(msg::cseq(&parsed.headers), Some((11, "BYE")));
@@ -225,24 +261,43 @@ mod tests {
     fn uas_dialog_keeps_route_order_and_rejects_old_cseq() {
         let inv = request(INVITE);
         let mut d = Dialog::from_uas(&inv, "bt").unwrap();
-        assert_eq!(d.route_set, vec!["<sip:p2.example;lr>", "<sip:p1.example;lr>"]);
+        assert_eq!(
+            d.route_set,
+            vec!["<sip:p2.example;lr>", "<sip:p1.example;lr>"]
+        );
         assert_eq!(d.remote_target, "sip:alice@10.0.0.1:5062");
-        let bye = request("BYE sip:bob@10.0.0.2 SIP/2.0\r\nVia: SIP/2.0/UDP a.example;branch=z9hG4bK-9\r\nFrom: <sip:alice@a.example>;tag=at\r\nTo: <sip:bob@b.example>;tag=bt\r\nCall-ID: d1\r\nCSeq: 11 BYE\r\nContent-Length: 0\r\n\r\n");
+        let bye = request(
+            "BYE sip:bob@10.0.0.2 SIP/2.0\r\nVia: SIP/2.0/UDP a.example;branch=z9hG4bK-9\r\nFrom: <sip:alice@a.example>;tag=at\r\nTo: <sip:bob@b.example>;tag=bt\r\nCall-ID: d1\r\nCSeq: 11 BYE\r\nContent-Length: 0\r\n\r\n",
+        );
         assert!(d.matches(&bye));
         assert!(d.handle_request(&bye).is_ok());
         assert!(d.handle_request(&bye).is_err(), "same CSeq again");
-        let other = request(&String::from_utf8_lossy(&d.request("BYE", "SIP/2.0/UDP b;branch=z9hG4bK-x", None, None)));
+        let other = request(&String::from_utf8_lossy(&d.request(
+            "BYE",
+            "SIP/2.0/UDP b;branch=z9hG4bK-x",
+            None,
+            None,
+        )));
         assert!(!d.matches(&other), "our own request is not from the peer");
-        assert_eq!(msg::to_value(&other.headers), Some("\"Alice\" <sip:alice@a.example>;tag=at"));
+        assert_eq!(
+            msg::to_value(&other.headers),
+            Some("\"Alice\" <sip:alice@a.example>;tag=at")
+        );
     }
 
     #[test]
     fn strict_route_puts_first_route_in_request_uri() {
         let ok = OK.replace("<sip:p1.example;lr>", "<sip:p1.example>");
         let mut d = Dialog::from_uac(&request(INVITE), &response(&ok)).unwrap();
-        let bye = String::from_utf8(d.request("BYE", "SIP/2.0/UDP a;branch=z9hG4bK-4", None, None)).unwrap();
+        let bye = String::from_utf8(d.request("BYE", "SIP/2.0/UDP a;branch=z9hG4bK-4", None, None))
+            .unwrap();
         assert!(bye.starts_with("BYE sip:p1.example SIP/2.0\r\n"), "{bye}");
-        assert!(bye.contains("Route: <sip:p2.example;lr>\r\nRoute: <sip:bob@10.0.0.2:5064;transport=udp>\r\n"), "{bye}");
+        assert!(
+            bye.contains(
+                "Route: <sip:p2.example;lr>\r\nRoute: <sip:bob@10.0.0.2:5064;transport=udp>\r\n"
+            ),
+            "{bye}"
+        );
     }
 
     #[test]

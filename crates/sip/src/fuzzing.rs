@@ -47,3 +47,38 @@ pub fn message_path(data: &[u8]) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    const SEEDS: &[&[u8]] = &[
+        b"INVITE sip:bob@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:7000;branch=z9hG4bK-1;rport\r\nFrom: <sip:a@h>;tag=1\r\nTo: <sip:bob@h>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 3\r\n\r\nv=0",
+        b"REGISTER sip:127.0.0.1 SIP/2.0\r\nv: SIP/2.0/TCP [::1]:5060;branch=z9hG4bK-r\r\nf: <sip:alice@h>;tag=1\r\nt: <sip:alice@h>\r\ni: r1\r\nCSeq: 1 REGISTER\r\nm: <sip:alice@[::1]:5060>;expires=60;q=0.5\r\nl: 0\r\n\r\n",
+        b"SIP/2.0 180 Ringing\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-hl2.1f, SIP/2.0/UDP x;branch=z9hG4bK-2\r\nFrom: <sip:a@h>;tag=1\r\nTo: <sip:b@h>;tag=2\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n",
+    ];
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+        /// Random bytes through the whole message path.
+        #[test]
+        fn fuzzing_random_bytes(data in proptest::collection::vec(any::<u8>(), 0..800)) {
+            super::message_path(&data);
+        }
+
+        /// Valid messages with random byte edits: reaches far deeper than pure noise.
+        #[test]
+        fn fuzzing_mutated_messages(
+            seed in 0..SEEDS.len(),
+            edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..8),
+        ) {
+            let mut m = SEEDS[seed].to_vec();
+            for (i, b) in edits {
+                let at = i.index(m.len());
+                m[at] = b;
+            }
+            super::message_path(&m);
+        }
+    }
+}

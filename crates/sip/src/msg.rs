@@ -57,7 +57,8 @@ pub fn parse(data: &[u8], limits: &Limits, datagram: bool) -> Result<SipMessage,
     if data.len() > limits.max_message_size {
         return Err(Error::TooLarge(data.len()));
     }
-    let head_end = memchr::memmem::find(data, b"\r\n\r\n").ok_or_else(|| bad("Missing CRLF CRLF"))?;
+    let head_end =
+        memchr::memmem::find(data, b"\r\n\r\n").ok_or_else(|| bad("Missing CRLF CRLF"))?;
     let head = std::str::from_utf8(&data[..head_end]).map_err(|_| bad("Header not UTF-8"))?;
     let body_start = head_end + 4;
     let mut lines = head.split("\r\n");
@@ -85,7 +86,9 @@ pub fn parse(data: &[u8], limits: &Limits, datagram: bool) -> Result<SipMessage,
             return Err(bad("Malformed header name"));
         }
         for (i, (long, short)) in SINGLE.iter().enumerate() {
-            if name.eq_ignore_ascii_case(long) || (!short.is_empty() && name.eq_ignore_ascii_case(short)) {
+            if name.eq_ignore_ascii_case(long)
+                || (!short.is_empty() && name.eq_ignore_ascii_case(short))
+            {
                 seen[i] = seen[i].saturating_add(1);
                 if seen[i] > 1 {
                     return Err(Error::Malformed(format!("Duplicate {long} header")));
@@ -99,11 +102,19 @@ pub fn parse(data: &[u8], limits: &Limits, datagram: bool) -> Result<SipMessage,
                 }
             }
         }
-        for (i, (long, short)) in [("via", "v"), ("from", "f"), ("to", "t"), ("call-id", "i"), ("cseq", "")]
-            .iter()
-            .enumerate()
+        for (i, (long, short)) in [
+            ("via", "v"),
+            ("from", "f"),
+            ("to", "t"),
+            ("call-id", "i"),
+            ("cseq", ""),
+        ]
+        .iter()
+        .enumerate()
         {
-            if name.eq_ignore_ascii_case(long) || (!short.is_empty() && name.eq_ignore_ascii_case(short)) {
+            if name.eq_ignore_ascii_case(long)
+                || (!short.is_empty() && name.eq_ignore_ascii_case(short))
+            {
                 has[i] = true;
             }
         }
@@ -120,7 +131,8 @@ pub fn parse(data: &[u8], limits: &Limits, datagram: bool) -> Result<SipMessage,
     if !start.starts_with("SIP/")
         && let Some(m) = start.split(' ').next()
         && !m.is_empty()
-        && m.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b))
+        && m.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.!%*_+`'~".contains(&b))
         && m.parse::<Method>().is_err()
     {
         return Err(Error::UnsupportedMethod(m.chars().take(32).collect()));
@@ -141,7 +153,9 @@ pub fn parse(data: &[u8], limits: &Limits, datagram: bool) -> Result<SipMessage,
                 return Err(bad("CSeq method mismatch"));
             }
             if let Some(mf) = find(&req.headers, |h| matches!(h, Header::MaxForwards(_))) {
-                mf.trim().parse::<u8>().map_err(|_| bad("Invalid Max-Forwards"))?;
+                mf.trim()
+                    .parse::<u8>()
+                    .map_err(|_| bad("Invalid Max-Forwards"))?;
             }
             let via = top_via(&req.headers).ok_or_else(|| bad("Invalid Via"))?;
             rsip::typed::Via::parse(via).map_err(|_| bad("Invalid Via"))?;
@@ -157,14 +171,11 @@ pub fn parse(data: &[u8], limits: &Limits, datagram: bool) -> Result<SipMessage,
 }
 
 fn one_line(s: &str) -> String {
-    s.chars()
-        .filter(|c| !c.is_control())
-        .take(80)
-        .collect()
+    s.chars().filter(|c| !c.is_control()).take(80).collect()
 }
 
 /// The raw value of a header, found by predicate.
-pub fn find<'a>(headers: &'a Headers, pred: impl Fn(&Header) -> bool) -> Option<&'a str> {
+pub fn find(headers: &Headers, pred: impl Fn(&Header) -> bool) -> Option<&str> {
     headers.iter().find(|h| pred(h)).map(header_value)
 }
 
@@ -298,7 +309,9 @@ pub fn hostport_port(hp: &str) -> Option<u16> {
         Some(i) => &hp[i + 1..],
         None => hp,
     };
-    after_host.rsplit_once(':').and_then(|(_, p)| p.trim().parse().ok())
+    after_host
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.trim().parse().ok())
 }
 
 /// Host part of a `host[:port]` with brackets removed.

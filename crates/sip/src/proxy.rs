@@ -220,7 +220,10 @@ impl Core {
     /// One complete message (a UDP datagram or a framed TCP message) from `flow`.
     pub fn handle_input(&mut self, flow: Flow, data: &[u8], now: Instant) {
         Counters::inc(&self.counters.received);
-        if data.iter().all(|b| matches!(b, b'\r' | b'\n' | b' ' | b'\t' | 0)) {
+        if data
+            .iter()
+            .all(|b| matches!(b, b'\r' | b'\n' | b' ' | b'\t' | 0))
+        {
             return; // keepalive (RFC 5626 CRLF) or padding
         }
         match msg::parse(data, &self.cfg.limits, flow.transport == Transport::Udp) {
@@ -255,7 +258,12 @@ impl Core {
 
     /// Is `host[:port]` (from a URI) this server?
     fn is_us(&self, host: &str, port: Option<u16>) -> bool {
-        if self.cfg.domains.iter().any(|d| d.eq_ignore_ascii_case(host)) {
+        if self
+            .cfg
+            .domains
+            .iter()
+            .any(|d| d.eq_ignore_ascii_case(host))
+        {
             return true;
         }
         let Ok(ip) = host.parse::<IpAddr>() else {
@@ -370,7 +378,14 @@ impl Core {
             match req.method {
                 Method::Options if req.uri.user().is_none() => {
                     let st = self.local_server_tx(flow, &req, key);
-                    self.reply(st, &req, 200, "OK", &[ALLOW, "Accept: application/sdp"], now);
+                    self.reply(
+                        st,
+                        &req,
+                        200,
+                        "OK",
+                        &[ALLOW, "Accept: application/sdp"],
+                        now,
+                    );
                     return;
                 }
                 _ if req.uri.user().is_none() => {
@@ -432,7 +447,15 @@ impl Core {
     }
 
     /// Sends a response we generate on server transaction `id`.
-    fn reply(&mut self, id: u64, req: &Request, code: u16, reason: &str, extra: &[&str], now: Instant) {
+    fn reply(
+        &mut self,
+        id: u64,
+        req: &Request,
+        code: u16,
+        reason: &str,
+        extra: &[&str],
+        now: Instant,
+    ) {
         let Some(e) = self.servers.get_mut(&id) else {
             return;
         };
@@ -588,12 +611,15 @@ impl Core {
     }
 
     /// Decides where a request goes and forwards it (or answers it).
-    fn route_and_forward(&mut self, flow: Flow, mut req: Request, key: Option<String>, now: Instant) {
+    fn route_and_forward(
+        &mut self,
+        flow: Flow,
+        mut req: Request,
+        key: Option<String>,
+        now: Instant,
+    ) {
         // Loose routing: remove the Route entries that name us (two after double RR).
-        loop {
-            let Some(first) = msg::find(&req.headers, |h| matches!(h, Header::Route(_))) else {
-                break;
-            };
+        while let Some(first) = msg::find(&req.headers, |h| matches!(h, Header::Route(_))) {
             let (top, _) = msg::split_first(first);
             if !self.uri_is_us(msg::addr_uri(top)) {
                 break;
@@ -729,7 +755,8 @@ impl Core {
             return;
         }
         if !mf_found {
-            req.headers.push(Header::MaxForwards(msg::rsip::MaxForwards::new("69")));
+            req.headers
+                .push(Header::MaxForwards(msg::rsip::MaxForwards::new("69")));
         }
         // Loop detection (§16.3 step 4): our own Via with the same request hash.
         let hash = loop_hash(&req);
@@ -785,7 +812,13 @@ impl Core {
         self.clients.insert(
             cid,
             ClientEntry {
-                tx: ClientTx::new(invite, data, dest.transport.reliable(), self.cfg.timers, now),
+                tx: ClientTx::new(
+                    invite,
+                    data,
+                    dest.transport.reliable(),
+                    self.cfg.timers,
+                    now,
+                ),
                 flow: dest,
                 server: Some(sid),
                 cancel: None,
@@ -846,7 +879,8 @@ impl Core {
             Counters::inc(&self.counters.dropped);
             return;
         };
-        let is_cancel = msg::cseq(&resp.headers).is_some_and(|(_, m)| m.eq_ignore_ascii_case("CANCEL"));
+        let is_cancel =
+            msg::cseq(&resp.headers).is_some_and(|(_, m)| m.eq_ignore_ascii_case("CANCEL"));
         let limits = self.cfg.limits;
         let Some(c) = self.clients.get_mut(&cid) else {
             Counters::inc(&self.counters.retransmissions_absorbed);
@@ -923,10 +957,13 @@ impl Core {
         let Some(e) = self.clients.get_mut(&id) else {
             return;
         };
-        let t = [e.tx.poll_timeout(), e.cancel.as_ref().and_then(|c| c.poll_timeout())]
-            .into_iter()
-            .flatten()
-            .min();
+        let t = [
+            e.tx.poll_timeout(),
+            e.cancel.as_ref().and_then(|c| c.poll_timeout()),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         if t != e.armed {
             e.armed = t;
             if let Some(t) = t {
@@ -965,7 +1002,10 @@ impl Core {
         let mut done = false;
         while let Some(ev) = e.tx.poll(now) {
             match ev {
-                ServerEvent::Retransmit(b) => self.out.push_back(Transmit { flow: e.flow, data: b }),
+                ServerEvent::Retransmit(b) => self.out.push_back(Transmit {
+                    flow: e.flow,
+                    data: b,
+                }),
                 ServerEvent::TimedOut | ServerEvent::Terminated => done = true,
             }
         }
@@ -990,7 +1030,10 @@ impl Core {
         let mut done = false;
         while let Some(ev) = c.tx.poll(now) {
             match ev {
-                ClientEvent::Retransmit(b) => self.out.push_back(Transmit { flow: c.flow, data: b }),
+                ClientEvent::Retransmit(b) => self.out.push_back(Transmit {
+                    flow: c.flow,
+                    data: b,
+                }),
                 ClientEvent::TimedOut => timed_out = true,
                 ClientEvent::Terminated => done = true,
             }
@@ -998,7 +1041,10 @@ impl Core {
         if let Some(cancel) = c.cancel.as_mut() {
             while let Some(ev) = cancel.poll(now) {
                 if let ClientEvent::Retransmit(b) = ev {
-                    self.out.push_back(Transmit { flow: c.flow, data: b });
+                    self.out.push_back(Transmit {
+                        flow: c.flow,
+                        data: b,
+                    });
                 }
             }
         }
@@ -1010,7 +1056,10 @@ impl Core {
         }
         if timed_out
             && let Some(sid) = server
-            && self.servers.get(&sid).is_some_and(|e| e.tx.last_status() < 200)
+            && self
+                .servers
+                .get(&sid)
+                .is_some_and(|e| e.tx.last_status() < 200)
         {
             self.reply_late(sid, 408, "Request Timeout", now);
         }
@@ -1032,8 +1081,12 @@ fn unsupported_scheme(data: &[u8]) -> bool {
     }
     match uri.split_once(':') {
         Some((scheme, _)) => {
-            !["sip", "sips", "tel"].iter().any(|s| s.eq_ignore_ascii_case(scheme))
-                && scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+            !["sip", "sips", "tel"]
+                .iter()
+                .any(|s| s.eq_ignore_ascii_case(scheme))
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
         }
         None => false,
     }
@@ -1056,7 +1109,9 @@ fn server_key(req: &Request) -> Option<String> {
             } else {
                 msg::to_value(&req.headers).and_then(msg::tag).unwrap_or("")
             };
-            let from_tag = msg::from_value(&req.headers).and_then(msg::tag).unwrap_or("");
+            let from_tag = msg::from_value(&req.headers)
+                .and_then(msg::tag)
+                .unwrap_or("");
             let call_id = msg::call_id(&req.headers)?;
             let (n, _) = msg::cseq(&req.headers)?;
             Some(format!(
@@ -1105,7 +1160,9 @@ fn response_head(req: &Request) -> (Vec<u8>, String) {
 fn loop_hash(req: &Request) -> u64 {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     req.uri.to_string().hash(&mut h);
-    msg::from_value(&req.headers).and_then(msg::tag).hash(&mut h);
+    msg::from_value(&req.headers)
+        .and_then(msg::tag)
+        .hash(&mut h);
     msg::to_value(&req.headers).and_then(msg::tag).hash(&mut h);
     msg::call_id(&req.headers).hash(&mut h);
     msg::cseq(&req.headers).map(|c| c.0).hash(&mut h);
@@ -1121,7 +1178,9 @@ fn loop_hash(req: &Request) -> u64 {
 fn pop_first_value(headers: &mut msg::Headers, pred: impl Fn(&Header) -> bool) {
     let mut all: Vec<Header> = std::mem::take(headers).into_iter().collect();
     if let Some(i) = all.iter().position(&pred) {
-        let rest = msg::split_first(msg::header_value(&all[i])).1.map(str::to_string);
+        let rest = msg::split_first(msg::header_value(&all[i]))
+            .1
+            .map(str::to_string);
         match (rest, &mut all[i]) {
             (Some(rest), Header::Route(r)) => r.0 = rest,
             _ => {
@@ -1165,7 +1224,9 @@ fn q_text(q: u16) -> String {
 
 /// Reads the registrar's view of a REGISTER.
 fn register_request(req: &Request) -> Result<RegisterRequest, &'static str> {
-    let call_id = msg::call_id(&req.headers).ok_or("Missing Call-ID")?.to_string();
+    let call_id = msg::call_id(&req.headers)
+        .ok_or("Missing Call-ID")?
+        .to_string();
     let (cseq, _) = msg::cseq(&req.headers).ok_or("Invalid CSeq")?;
     let expires_header = match msg::find(&req.headers, |h| matches!(h, Header::Expires(_))) {
         Some(v) => Some(v.trim().parse::<u32>().map_err(|_| "Invalid Expires")?),

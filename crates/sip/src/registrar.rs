@@ -171,7 +171,9 @@ impl Location {
                         .or(req.expires_header)
                         .unwrap_or(cfg.default_expires)
                         .min(cfg.max_expires);
-                    let pos = current.iter().position(|b| b.uri.eq_ignore_ascii_case(&c.uri));
+                    let pos = current
+                        .iter()
+                        .position(|b| b.uri.eq_ignore_ascii_case(&c.uri));
                     match (pos, e) {
                         (Some(i), 0) => {
                             current.remove(i);
@@ -212,7 +214,7 @@ impl Location {
             .get(aor)
             .map(|bs| bs.iter().filter(|b| b.expires_at > now).collect())
             .unwrap_or_default();
-        v.sort_by(|a, b| b.q.cmp(&a.q));
+        v.sort_by_key(|b| std::cmp::Reverse(b.q));
         v
     }
 
@@ -251,7 +253,11 @@ mod tests {
         }
     }
 
-    fn reg(cseq: u32, contacts: &[(&str, Option<u32>, Option<u16>)], exp: Option<u32>) -> RegisterRequest {
+    fn reg(
+        cseq: u32,
+        contacts: &[(&str, Option<u32>, Option<u16>)],
+        exp: Option<u32>,
+    ) -> RegisterRequest {
         RegisterRequest {
             call_id: "c1".into(),
             cseq,
@@ -274,19 +280,34 @@ mod tests {
         let mut l = Location::new(RegistrarConfig::default());
         let t0 = Instant::now();
         let b = l
-            .register("alice", &reg(1, &[("sip:a@1.2.3.4", None, None)], Some(600)), flow(), t0)
+            .register(
+                "alice",
+                &reg(1, &[("sip:a@1.2.3.4", None, None)], Some(600)),
+                flow(),
+                t0,
+            )
             .unwrap();
         assert_eq!(b.len(), 1);
         assert_eq!(b[0].expires_at, t0 + Duration::from_secs(600));
         // Refresh with a later CSeq extends the binding.
         let t1 = t0 + Duration::from_secs(100);
         let b = l
-            .register("alice", &reg(2, &[("sip:a@1.2.3.4", None, None)], Some(600)), flow(), t1)
+            .register(
+                "alice",
+                &reg(2, &[("sip:a@1.2.3.4", None, None)], Some(600)),
+                flow(),
+                t1,
+            )
             .unwrap();
         assert_eq!(b[0].expires_at, t1 + Duration::from_secs(600));
         // Expires 0 removes.
         let b = l
-            .register("alice", &reg(3, &[("sip:a@1.2.3.4", Some(0), None)], None), flow(), t1)
+            .register(
+                "alice",
+                &reg(3, &[("sip:a@1.2.3.4", Some(0), None)], None),
+                flow(),
+                t1,
+            )
             .unwrap();
         assert!(b.is_empty());
         assert!(l.lookup("alice", t1).is_empty());
@@ -297,7 +318,12 @@ mod tests {
         let mut l = Location::new(RegistrarConfig::default());
         let t0 = Instant::now();
         assert_eq!(
-            l.register("a", &reg(1, &[("sip:x@h", Some(10), None)], None), flow(), t0),
+            l.register(
+                "a",
+                &reg(1, &[("sip:x@h", Some(10), None)], None),
+                flow(),
+                t0
+            ),
             Err(RegisterError::IntervalTooBrief(60))
         );
         assert!(l.is_empty());
@@ -311,7 +337,10 @@ mod tests {
             "a",
             &reg(
                 1,
-                &[("sip:low@h", None, Some(100)), ("sip:high@h", Some(99999), Some(900))],
+                &[
+                    ("sip:low@h", None, Some(100)),
+                    ("sip:high@h", Some(99999), Some(900)),
+                ],
                 Some(120),
             ),
             flow(),
@@ -329,8 +358,13 @@ mod tests {
     fn wildcard_removes_all_only_with_expires_zero() {
         let mut l = Location::new(RegistrarConfig::default());
         let t0 = Instant::now();
-        l.register("a", &reg(1, &[("sip:1@h", None, None), ("sip:2@h", None, None)], None), flow(), t0)
-            .unwrap();
+        l.register(
+            "a",
+            &reg(1, &[("sip:1@h", None, None), ("sip:2@h", None, None)], None),
+            flow(),
+            t0,
+        )
+        .unwrap();
         let mut star = RegisterRequest {
             call_id: "c2".into(),
             cseq: 1,
@@ -350,7 +384,8 @@ mod tests {
     fn stale_cseq_for_same_call_id_is_rejected() {
         let mut l = Location::new(RegistrarConfig::default());
         let t0 = Instant::now();
-        l.register("a", &reg(5, &[("sip:1@h", None, None)], None), flow(), t0).unwrap();
+        l.register("a", &reg(5, &[("sip:1@h", None, None)], None), flow(), t0)
+            .unwrap();
         assert_eq!(
             l.register("a", &reg(5, &[("sip:1@h", None, None)], None), flow(), t0),
             Err(RegisterError::OutOfOrder)
@@ -361,7 +396,13 @@ mod tests {
     fn bindings_expire_and_purge_removes_them() {
         let mut l = Location::new(RegistrarConfig::default());
         let t0 = Instant::now();
-        l.register("a", &reg(1, &[("sip:1@h", Some(60), None)], None), flow(), t0).unwrap();
+        l.register(
+            "a",
+            &reg(1, &[("sip:1@h", Some(60), None)], None),
+            flow(),
+            t0,
+        )
+        .unwrap();
         let later = t0 + Duration::from_secs(61);
         assert!(l.lookup("a", later).is_empty());
         assert_eq!(l.purge(later), 1);
@@ -376,7 +417,12 @@ mod tests {
         });
         let t0 = Instant::now();
         assert_eq!(
-            l.register("a", &reg(1, &[("sip:1@h", None, None), ("sip:2@h", None, None)], None), flow(), t0),
+            l.register(
+                "a",
+                &reg(1, &[("sip:1@h", None, None), ("sip:2@h", None, None)], None),
+                flow(),
+                t0
+            ),
             Err(RegisterError::TooManyContacts)
         );
     }

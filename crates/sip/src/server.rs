@@ -18,10 +18,10 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use crate::Error;
 use crate::flow::{Flow, Transmit, Transport};
 use crate::msg::{self, Limits};
 use crate::proxy::{Core, CoreConfig, Counters};
-use crate::Error;
 
 /// Listen addresses and the core's configuration.
 #[derive(Debug, Clone)]
@@ -65,8 +65,8 @@ fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
 fn bind_udp(addr: SocketAddr) -> Result<UdpSocket, Error> {
     use socket2::{Domain, Protocol, Socket, Type};
     let err = || io_err(format!("udp {addr}"));
-    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))
-        .map_err(err())?;
+    let s =
+        Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP)).map_err(err())?;
     if addr.is_ipv6() {
         s.set_only_v6(true).map_err(err())?;
     }
@@ -81,8 +81,8 @@ fn bind_udp(addr: SocketAddr) -> Result<UdpSocket, Error> {
 fn bind_tcp(addr: SocketAddr) -> Result<TcpListener, Error> {
     use socket2::{Domain, Protocol, Socket, Type};
     let err = || io_err(format!("tcp {addr}"));
-    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))
-        .map_err(err())?;
+    let s =
+        Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(err())?;
     if addr.is_ipv6() {
         s.set_only_v6(true).map_err(err())?;
     }
@@ -206,7 +206,10 @@ async fn accept_loop(l: TcpListener, inbound: mpsc::Sender<Inbound>, limits: Lim
 /// Cuts one message off the front of a TCP stream buffer (RFC 3261 §18.3).
 /// `Ok(None)`: need more bytes. Errors mean the stream cannot be resynchronised.
 pub fn frame(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Bytes>, Error> {
-    let skip = buf.iter().take_while(|b| matches!(b, b'\r' | b'\n')).count();
+    let skip = buf
+        .iter()
+        .take_while(|b| matches!(b, b'\r' | b'\n'))
+        .count();
     let _ = buf.split_to(skip); // keepalive CRLFs between messages
     let Some(head_end) = memchr::memmem::find(buf, b"\r\n\r\n") else {
         if buf.len() > limits.max_message_size {
@@ -282,7 +285,11 @@ async fn run_conn(
             },
         }
     }
-    let _ = inbound.send(Inbound::Closed { remote: flow.remote }).await;
+    let _ = inbound
+        .send(Inbound::Closed {
+            remote: flow.remote,
+        })
+        .await;
 }
 
 async fn connect_out(
@@ -427,7 +434,9 @@ impl CoreTask {
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                         let _ = sock.send_to(&t.data, t.flow.remote).await;
                     }
-                    Err(e) => tracing::debug!(remote = %t.flow.remote, error = %e, "udp send failed"),
+                    Err(e) => {
+                        tracing::debug!(remote = %t.flow.remote, error = %e, "udp send failed")
+                    }
                 }
             }
             Transport::Tcp => {
@@ -442,7 +451,12 @@ impl CoreTask {
                 let (tx, rx) = mpsc::channel(self.queue);
                 let _ = tx.try_send(t.data);
                 self.conns.insert(remote, tx);
-                tokio::spawn(connect_out(remote, self.inbound_tx.clone(), rx, self.limits));
+                tokio::spawn(connect_out(
+                    remote,
+                    self.inbound_tx.clone(),
+                    rx,
+                    self.limits,
+                ));
             }
         }
     }
@@ -475,10 +489,14 @@ mod tests {
             max_message_size: 100,
             max_headers: 10,
         };
-        let mut huge = BytesMut::from(&b"OPTIONS sip:x SIP/2.0\r\nContent-Length: 1000\r\n\r\n"[..]);
+        let mut huge =
+            BytesMut::from(&b"OPTIONS sip:x SIP/2.0\r\nContent-Length: 1000\r\n\r\n"[..]);
         assert!(matches!(frame(&mut huge, &limits), Err(Error::TooLarge(_))));
         let mut endless = BytesMut::from(&vec![b'a'; 101][..]);
-        assert!(matches!(frame(&mut endless, &limits), Err(Error::TooLarge(_))));
+        assert!(matches!(
+            frame(&mut endless, &limits),
+            Err(Error::TooLarge(_))
+        ));
         let mut bad = BytesMut::from(&b"OPTIONS sip:x SIP/2.0\r\nContent-Length: -1\r\n\r\n"[..]);
         assert!(matches!(frame(&mut bad, &limits), Err(Error::Malformed(_))));
     }
@@ -509,17 +527,23 @@ mod live_tests {
         let server = Server::start(cfg()).await.unwrap();
         let u = server.udp_addrs()[0];
         let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        sock.send_to(options(u.port(), "UDP").as_bytes(), u).await.unwrap();
-        let mut buf = [0u8; 4096];
-        let (n, _) = tokio::time::timeout(std::time::Duration::from_secs(5), sock.recv_from(&mut buf))
+        sock.send_to(options(u.port(), "UDP").as_bytes(), u)
             .await
-            .unwrap()
             .unwrap();
+        let mut buf = [0u8; 4096];
+        let (n, _) =
+            tokio::time::timeout(std::time::Duration::from_secs(5), sock.recv_from(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
         assert!(buf[..n].starts_with(b"SIP/2.0 200 OK\r\n"));
 
         let t = server.tcp_addrs()[0];
         let mut stream = TcpStream::connect(t).await.unwrap();
-        stream.write_all(options(t.port(), "TCP").as_bytes()).await.unwrap();
+        stream
+            .write_all(options(t.port(), "TCP").as_bytes())
+            .await
+            .unwrap();
         let mut got = BytesMut::new();
         let resp = tokio::time::timeout(std::time::Duration::from_secs(5), async {
             loop {

@@ -484,7 +484,9 @@ mod tests {
         }
         assert_eq!(
             sends,
-            vec![500, 1500, 3500, 7500, 11500, 15500, 19500, 23500, 27500, 31500]
+            vec![
+                500, 1500, 3500, 7500, 11500, 15500, 19500, 23500, 27500, 31500
+            ]
         );
         assert_eq!(timed_out, Some(ms(32_000)));
     }
@@ -599,7 +601,9 @@ mod tests {
         }
         assert_eq!(
             sends,
-            vec![500, 1500, 3500, 7500, 11500, 15500, 19500, 23500, 27500, 31500]
+            vec![
+                500, 1500, 3500, 7500, 11500, 15500, 19500, 23500, 27500, 31500
+            ]
         );
         assert_eq!(timed_out, Some(ms(32_000)));
     }
@@ -609,10 +613,7 @@ mod tests {
         let t0 = Instant::now();
         let mut tx = ServerTx::new(true, false, TimerConfig::default());
         tx.send_response(100, Bytes::from_static(b"100"), t0);
-        assert_eq!(
-            tx.handle_retransmission(),
-            Some(Bytes::from_static(b"100"))
-        );
+        assert_eq!(tx.handle_retransmission(), Some(Bytes::from_static(b"100")));
         tx.send_response(480, Bytes::from_static(b"480"), t0);
         assert!(!tx.send_response(500, Bytes::from_static(b"500"), t0));
         assert!(tx.handle_ack(t0 + ms(100)));
@@ -631,10 +632,7 @@ mod tests {
         // No response yet: a retransmission is absorbed silently.
         assert_eq!(tx.handle_retransmission(), None);
         tx.send_response(200, Bytes::from_static(b"200"), t0);
-        assert_eq!(
-            tx.handle_retransmission(),
-            Some(Bytes::from_static(b"200"))
-        );
+        assert_eq!(tx.handle_retransmission(), Some(Bytes::from_static(b"200")));
         assert_eq!(tx.poll_timeout(), Some(t0 + ms(32_000)));
         let mut tcp = ServerTx::new(false, true, TimerConfig::default());
         tcp.send_response(200, Bytes::from_static(b"200"), t0);

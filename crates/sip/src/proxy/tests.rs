@@ -80,7 +80,14 @@ fn nonce(resp: &str) -> String {
     resp[i..].split('"').next().unwrap().to_string()
 }
 
-fn authorization(user: &str, pw: &str, nonce: &str, nc: &str, header: &str, method: &str) -> String {
+fn authorization(
+    user: &str,
+    pw: &str,
+    nonce: &str,
+    nc: &str,
+    header: &str,
+    method: &str,
+) -> String {
     let r = digest_response(
         Algorithm::Md5,
         user,
@@ -114,7 +121,10 @@ fn register_challenge_then_200_with_binding() {
     assert_eq!(out.len(), 1);
     let t = text(&out[0]);
     assert!(t.starts_with("SIP/2.0 401 Unauthorized\r\n"), "{t}");
-    assert!(t.contains("WWW-Authenticate: Digest realm=\"hotline\""), "{t}");
+    assert!(
+        t.contains("WWW-Authenticate: Digest realm=\"hotline\""),
+        "{t}"
+    );
     // rport filled in and received added (RFC 3581).
     assert!(t.contains(";received=127.0.0.1;rport=7000"), "{t}");
     assert_eq!(out[0].flow.remote, "127.0.0.1:7000".parse().unwrap());
@@ -123,7 +133,10 @@ fn register_challenge_then_200_with_binding() {
     let out = h.input("127.0.0.1:7000", &register("alice", 7000, 2, &auth));
     let t = text(&out[0]);
     assert!(t.starts_with("SIP/2.0 200 OK\r\n"), "{t}");
-    assert!(t.contains("Contact: <sip:alice@127.0.0.1:7000>;expires=3600"), "{t}");
+    assert!(
+        t.contains("Contact: <sip:alice@127.0.0.1:7000>;expires=3600"),
+        "{t}"
+    );
     assert_eq!(h.core.location().lookup("alice", h.now).len(), 1);
 }
 
@@ -132,7 +145,14 @@ fn register_wrong_password_is_403_and_nothing_bound() {
     let mut h = Harness::new(cfg());
     let out = h.input("127.0.0.1:7000", &register("alice", 7000, 1, ""));
     let n = nonce(&text(&out[0]));
-    let auth = authorization("alice", "wrong", &n, "00000001", "Authorization", "REGISTER");
+    let auth = authorization(
+        "alice",
+        "wrong",
+        &n,
+        "00000001",
+        "Authorization",
+        "REGISTER",
+    );
     let out = h.input("127.0.0.1:7000", &register("alice", 7000, 2, &auth));
     assert_eq!(status(&out[0]), 403);
     assert!(h.core.location().lookup("alice", h.now).is_empty());
@@ -155,7 +175,10 @@ fn retransmitted_register_gets_the_same_response_without_reprocessing() {
     let first = h.input("127.0.0.1:7000", &register("alice", 7000, 1, ""));
     let again = h.input("127.0.0.1:7000", &register("alice", 7000, 1, ""));
     assert_eq!(first[0].data, again[0].data, "same nonce, same to-tag");
-    assert_eq!(Counters::get(&h.core.counters().retransmissions_absorbed), 1);
+    assert_eq!(
+        Counters::get(&h.core.counters().retransmissions_absorbed),
+        1
+    );
 }
 
 #[test]
@@ -163,11 +186,17 @@ fn trusted_source_registers_without_challenge_and_423_for_brief_expiry() {
     let mut c = cfg();
     c.trusted = vec!["127.0.0.0/8".parse().unwrap()];
     let mut h = Harness::new(c);
-    let out = h.input("127.0.0.1:7000", &register("carol", 7000, 1, "Expires: 10\r\n"));
+    let out = h.input(
+        "127.0.0.1:7000",
+        &register("carol", 7000, 1, "Expires: 10\r\n"),
+    );
     let t = text(&out[0]);
     assert!(t.starts_with("SIP/2.0 423 Interval Too Brief"), "{t}");
     assert!(t.contains("Min-Expires: 60"), "{t}");
-    let out = h.input("127.0.0.1:7000", &register("carol", 7000, 2, "Expires: 120\r\n"));
+    let out = h.input(
+        "127.0.0.1:7000",
+        &register("carol", 7000, 2, "Expires: 120\r\n"),
+    );
     assert!(text(&out[0]).contains(";expires=120"), "{}", text(&out[0]));
 }
 
@@ -180,7 +209,10 @@ fn options_to_us_is_200_with_allow_and_accept() {
     );
     let t = text(&out[0]);
     assert!(t.starts_with("SIP/2.0 200 OK"), "{t}");
-    assert!(t.contains("Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER"), "{t}");
+    assert!(
+        t.contains("Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER"),
+        "{t}"
+    );
     assert!(t.contains("Accept: application/sdp"), "{t}");
     assert!(t.contains("To: <sip:127.0.0.1>;tag="), "{t}");
 }
@@ -237,12 +269,28 @@ fn proxied_call_between_registered_users() {
     let out = h.input("127.0.0.1:7000", &invite("bob", 7000, "z9hG4bK-c1", ""));
     assert_eq!(out.len(), 2);
     let fwd = text(&out[0]);
-    assert!(fwd.starts_with("INVITE sip:bob@127.0.0.1:8000 SIP/2.0\r\n"), "{fwd}");
-    assert!(fwd.contains("Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-hl"), "{fwd}");
-    assert!(fwd.contains("Record-Route: <sip:127.0.0.1:5060;lr>"), "{fwd}");
+    assert!(
+        fwd.starts_with("INVITE sip:bob@127.0.0.1:8000 SIP/2.0\r\n"),
+        "{fwd}"
+    );
+    assert!(
+        fwd.contains("Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-hl"),
+        "{fwd}"
+    );
+    assert!(
+        fwd.contains("Record-Route: <sip:127.0.0.1:5060;lr>"),
+        "{fwd}"
+    );
     assert!(fwd.contains("Max-Forwards: 69"), "{fwd}");
     assert!(fwd.ends_with("\r\n\r\nv=0\n"), "body kept: {fwd}");
-    let branch = fwd.split("branch=").nth(1).unwrap().split([';', '\r']).next().unwrap().to_string();
+    let branch = fwd
+        .split("branch=")
+        .nth(1)
+        .unwrap()
+        .split([';', '\r'])
+        .next()
+        .unwrap()
+        .to_string();
     let resp = |code: &str, tag: &str| {
         format!(
             "SIP/2.0 {code}\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch={branch};rport=5060\r\nVia: SIP/2.0/UDP 127.0.0.1:7000;branch=z9hG4bK-c1;received=127.0.0.1\r\nRecord-Route: <sip:127.0.0.1:5060;lr>\r\nFrom: <sip:alice@127.0.0.1>;tag=a1\r\nTo: <sip:bob@127.0.0.1>{tag}\r\nCall-ID: call-z9hG4bK-c1\r\nCSeq: 1 INVITE\r\nContact: <sip:bob@127.0.0.1:8000>\r\nContent-Length: 0\r\n\r\n"
@@ -253,7 +301,10 @@ fn proxied_call_between_registered_users() {
     assert_eq!(out[0].flow.remote, "127.0.0.1:7000".parse().unwrap());
     let t = text(&out[0]);
     assert!(!t.contains("z9hG4bK-hl"), "our Via removed: {t}");
-    assert!(t.contains("Via: SIP/2.0/UDP 127.0.0.1:7000;branch=z9hG4bK-c1"), "{t}");
+    assert!(
+        t.contains("Via: SIP/2.0/UDP 127.0.0.1:7000;branch=z9hG4bK-c1"),
+        "{t}"
+    );
     let out = h.input("127.0.0.1:8000", &resp("200 OK", ";tag=b1"));
     assert_eq!(status(&out[0]), 200);
     // 2xx retransmission from the UAS is forwarded too.
@@ -273,7 +324,14 @@ fn proxied_call_between_registered_users() {
     let out = h.input("127.0.0.1:7000", &in_dialog("BYE", "z9hG4bK-bye", 2));
     assert_eq!(out.len(), 1);
     let bye = text(&out[0]);
-    let bbranch = bye.split("branch=").nth(1).unwrap().split([';', '\r']).next().unwrap().to_string();
+    let bbranch = bye
+        .split("branch=")
+        .nth(1)
+        .unwrap()
+        .split([';', '\r'])
+        .next()
+        .unwrap()
+        .to_string();
     let ok = format!(
         "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch={bbranch}\r\nVia: SIP/2.0/UDP 127.0.0.1:7000;branch=z9hG4bK-bye\r\nFrom: <sip:alice@127.0.0.1>;tag=a1\r\nTo: <sip:bob@127.0.0.1>;tag=b1\r\nCall-ID: call-z9hG4bK-c1\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n"
     );
@@ -343,7 +401,14 @@ fn cancel_while_ringing_is_propagated_and_487_relayed() {
     do_register_trusted(&mut h, "bob", 8000);
     let out = h.input("127.0.0.1:7000", &invite("bob", 7000, "z9hG4bK-x1", ""));
     let fwd = text(&out[0]);
-    let branch = fwd.split("branch=").nth(1).unwrap().split([';', '\r']).next().unwrap().to_string();
+    let branch = fwd
+        .split("branch=")
+        .nth(1)
+        .unwrap()
+        .split([';', '\r'])
+        .next()
+        .unwrap()
+        .to_string();
     let cancel = "CANCEL sip:bob@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:7000;branch=z9hG4bK-x1\r\nFrom: <sip:alice@127.0.0.1>;tag=a1\r\nTo: <sip:bob@127.0.0.1>\r\nCall-ID: call-z9hG4bK-x1\r\nCSeq: 1 CANCEL\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n";
     // Before any provisional from downstream, the CANCEL is held (§9.1).
     let out = h.input("127.0.0.1:7000", cancel);
@@ -355,16 +420,25 @@ fn cancel_while_ringing_is_propagated_and_487_relayed() {
     );
     let out = h.input("127.0.0.1:8000", &ringing);
     // The CANCEL goes downstream with the INVITE's branch, and the 180 upstream.
-    let c = out.iter().find(|t| text(t).starts_with("CANCEL ")).expect("CANCEL sent");
+    let c = out
+        .iter()
+        .find(|t| text(t).starts_with("CANCEL "))
+        .expect("CANCEL sent");
     assert!(text(c).contains(&format!("branch={branch}")));
     assert_eq!(c.flow.remote, "127.0.0.1:8000".parse().unwrap());
     assert!(out.iter().any(|t| text(t).starts_with("SIP/2.0 180")));
     let terminated = ringing.replace("180 Ringing", "487 Request Terminated");
     let out = h.input("127.0.0.1:8000", &terminated);
-    let ack = out.iter().find(|t| text(t).starts_with("ACK ")).expect("ACK for 487");
+    let ack = out
+        .iter()
+        .find(|t| text(t).starts_with("ACK "))
+        .expect("ACK for 487");
     assert!(text(ack).contains("CSeq: 1 ACK"));
     assert!(text(ack).contains("To: <sip:bob@127.0.0.1>;tag=b1"));
-    assert!(out.iter().any(|t| t.flow.remote.port() == 7000 && status(t) == 487));
+    assert!(
+        out.iter()
+            .any(|t| t.flow.remote.port() == 7000 && status(t) == 487)
+    );
 }
 
 #[test]
@@ -382,9 +456,15 @@ fn downstream_silence_times_out_with_408_after_retransmissions() {
     let out = h.input("127.0.0.1:7000", &invite("bob", 7000, "z9hG4bK-t1", ""));
     assert_eq!(out.len(), 2);
     let later = h.advance(Duration::from_secs(33));
-    let retrans = later.iter().filter(|t| text(t).starts_with("INVITE")).count();
+    let retrans = later
+        .iter()
+        .filter(|t| text(t).starts_with("INVITE"))
+        .count();
     assert_eq!(retrans, 6, "Timer A: 0.5, 1.5, 3.5, 7.5, 15.5, 31.5 s");
-    let resp: Vec<_> = later.iter().filter(|t| t.flow.remote.port() == 7000).collect();
+    let resp: Vec<_> = later
+        .iter()
+        .filter(|t| t.flow.remote.port() == 7000)
+        .collect();
     assert_eq!(status(resp[0]), 408);
 }
 
@@ -396,7 +476,10 @@ fn rfc2543_request_without_magic_cookie_matches_retransmission() {
     let b = h.input("127.0.0.1:7000", msg);
     assert_eq!(status(&a[0]), 200);
     assert_eq!(a[0].data, b[0].data);
-    assert_eq!(Counters::get(&h.core.counters().retransmissions_absorbed), 1);
+    assert_eq!(
+        Counters::get(&h.core.counters().retransmissions_absorbed),
+        1
+    );
 }
 
 /// Malformed input through the core: each gets its 4xx/5xx when a response can be formed,
@@ -435,7 +518,10 @@ fn malformed_requests_get_their_error_or_are_dropped_and_counted() {
             Some(code) => {
                 assert_eq!(out.len(), 1, "case {i}: {m:.80}");
                 assert_eq!(status(&out[0]), *code, "case {i}: {}", text(&out[0]));
-                assert!(text(&out[0]).contains(&format!("Call-ID: case{i}")), "case {i}");
+                assert!(
+                    text(&out[0]).contains(&format!("Call-ID: case{i}")),
+                    "case {i}"
+                );
             }
             None => {
                 assert!(out.is_empty(), "case {i}: {:?}", out.first().map(text));
@@ -466,7 +552,8 @@ fn arbitrary_bytes_never_panic() {
     runner
         .run(&proptest::collection::vec(any::<u8>(), 0..600), |bytes| {
             let mut h = Harness::new(trusted_cfg());
-            h.core.handle_input(udp(h.us, "127.0.0.1:7000"), &bytes, h.now);
+            h.core
+                .handle_input(udp(h.us, "127.0.0.1:7000"), &bytes, h.now);
             while let Some(t) = h.core.poll_transmit() {
                 prop_assert!(t.data.starts_with(b"SIP/2.0 "));
             }
