@@ -63,6 +63,12 @@ pub struct SipConfig {
     pub max_message_size: usize,
     #[serde(default = "default_max_headers")]
     pub max_headers: usize,
+    /// Admission control: live transactions above which new requests get 503.
+    #[serde(default = "default_max_transactions")]
+    pub max_transactions: usize,
+    /// Maximum simultaneous TCP connections.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
     /// RFC 3261 timers in milliseconds.
     #[serde(default = "default_t1")]
     pub t1_ms: u64,
@@ -164,6 +170,12 @@ fn default_max_message_size() -> usize {
 }
 fn default_max_headers() -> usize {
     100
+}
+fn default_max_transactions() -> usize {
+    100_000
+}
+fn default_max_connections() -> usize {
+    10_000
 }
 fn default_t1() -> u64 {
     500
@@ -322,6 +334,7 @@ impl Config {
                 max_headers: s.max_headers,
             },
             authenticate_requests: s.authenticate_requests,
+            max_transactions: s.max_transactions,
         }
     }
 }

@@ -61,6 +61,9 @@ pub struct CoreConfig {
     pub limits: Limits,
     /// Challenge out-of-dialog requests (INVITE, MESSAGE, …) from untrusted sources (407).
     pub authenticate_requests: bool,
+    /// Admission control: above this many live server transactions new requests get a
+    /// stateless 503 before any state is created.
+    pub max_transactions: usize,
 }
 
 impl Default for CoreConfig {
@@ -78,6 +81,7 @@ impl Default for CoreConfig {
             timers: TimerConfig::default(),
             limits: Limits::default(),
             authenticate_requests: true,
+            max_transactions: 100_000,
         }
     }
 }
@@ -92,6 +96,8 @@ pub struct Counters {
     pub retransmissions_absorbed: AtomicU64,
     pub forwarded: AtomicU64,
     pub registered: AtomicU64,
+    /// Requests refused with 503 by admission control.
+    pub overloaded: AtomicU64,
 }
 
 impl Counters {
@@ -353,16 +359,23 @@ impl Core {
             }
             return;
         }
+        if self.servers.len() >= self.cfg.max_transactions {
+            Counters::inc(&self.counters.overloaded);
+            self.respond(flow, &req, 503, "Service Unavailable", &["Retry-After: 5"]);
+            return;
+        }
         if req.method == Method::Cancel {
             self.handle_cancel(flow, &req, &key, now);
             return;
         }
         let to_tag = msg::to_value(&req.headers).and_then(msg::tag).is_some();
         let ruri = req.uri.to_string();
-        if !["sip:", "sips:", "tel:"]
-            .iter()
-            .any(|s| ruri.len() > s.len() && ruri[..s.len()].eq_ignore_ascii_case(s))
-        {
+        if !["sip:", "sips:", "tel:"].iter().any(|s| {
+            ruri.len() > s.len()
+                && ruri
+                    .get(..s.len())
+                    .is_some_and(|p| p.eq_ignore_ascii_case(s))
+        }) {
             let st = self.local_server_tx(flow, &req, key);
             self.reply(st, &req, 416, "Unsupported URI Scheme", &[], now);
             return;
@@ -650,7 +663,9 @@ impl Core {
             };
         }
         let ruri = req.uri.to_string();
-        let is_tel = ruri.len() > 4 && ruri[..4].eq_ignore_ascii_case("tel:");
+        let is_tel = ruri
+            .get(..4)
+            .is_some_and(|p| p.eq_ignore_ascii_case("tel:"));
         if is_tel || self.uri_is_us(&ruri) {
             if !is_tel && let Some(user) = req.uri.user() {
                 let binding = self.location.lookup(user, now).first().copied();

@@ -31,6 +31,8 @@ pub struct ServerConfig {
     pub core: CoreConfig,
     /// Per-connection outbound queue; a peer that does not read is dropped when it fills.
     pub tcp_queue: usize,
+    /// Inbound TCP connections beyond this are closed at once.
+    pub max_connections: usize,
 }
 
 /// A running server. Dropping it does not stop it; call [`Server::shutdown`].
@@ -121,9 +123,19 @@ impl Server {
         let counters = core.counters();
         let (in_tx, in_rx) = mpsc::channel::<Inbound>(4096);
         let queue = cfg.tcp_queue.max(1);
+        let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let accept_tasks = listeners
             .into_iter()
-            .map(|l| tokio::spawn(accept_loop(l, in_tx.clone(), limits, queue)))
+            .map(|l| {
+                tokio::spawn(accept_loop(
+                    l,
+                    in_tx.clone(),
+                    limits,
+                    queue,
+                    open.clone(),
+                    cfg.max_connections,
+                ))
+            })
             .collect();
         let (stop_tx, stop_rx) = oneshot::channel();
         let task = tokio::spawn(
@@ -175,10 +187,24 @@ impl Server {
     }
 }
 
-async fn accept_loop(l: TcpListener, inbound: mpsc::Sender<Inbound>, limits: Limits, queue: usize) {
+async fn accept_loop(
+    l: TcpListener,
+    inbound: mpsc::Sender<Inbound>,
+    limits: Limits,
+    queue: usize,
+    open: Arc<std::sync::atomic::AtomicUsize>,
+    max: usize,
+) {
+    use std::sync::atomic::Ordering;
     loop {
         match l.accept().await {
             Ok((stream, remote)) => {
+                if open.load(Ordering::Relaxed) >= max {
+                    tracing::warn!(%remote, "too many TCP connections; closing");
+                    drop(stream);
+                    continue;
+                }
+                open.fetch_add(1, Ordering::Relaxed);
                 let _ = stream.set_nodelay(true);
                 let local = match stream.local_addr() {
                     Ok(a) => a,
@@ -193,7 +219,12 @@ async fn accept_loop(l: TcpListener, inbound: mpsc::Sender<Inbound>, limits: Lim
                     local,
                     remote,
                 };
-                tokio::spawn(run_conn(stream, flow, inbound.clone(), rx, limits));
+                let open = open.clone();
+                let inbound = inbound.clone();
+                tokio::spawn(async move {
+                    run_conn(stream, flow, inbound, rx, limits).await;
+                    open.fetch_sub(1, Ordering::Relaxed);
+                });
             }
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");
@@ -513,6 +544,7 @@ mod live_tests {
             tcp: vec!["127.0.0.1:0".parse().unwrap()],
             core: CoreConfig::default(),
             tcp_queue: 16,
+            max_connections: 8,
         }
     }
 

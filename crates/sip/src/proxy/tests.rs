@@ -561,3 +561,26 @@ fn arbitrary_bytes_never_panic() {
         })
         .unwrap();
 }
+
+#[test]
+fn admission_control_refuses_with_503_before_creating_state() {
+    let mut c = trusted_cfg();
+    c.max_transactions = 2;
+    let mut h = Harness::new(c);
+    for i in 0..2 {
+        let out = h.input(
+            "127.0.0.1:7000",
+            &invite("nobody", 7000, &format!("z9hG4bK-a{i}"), ""),
+        );
+        assert_eq!(status(&out[0]), 404);
+    }
+    let out = h.input("127.0.0.1:7000", &invite("nobody", 7000, "z9hG4bK-a2", ""));
+    let t = text(&out[0]);
+    assert!(t.starts_with("SIP/2.0 503"), "{t}");
+    assert!(t.contains("Retry-After: 5"), "{t}");
+    assert_eq!(h.core.transactions().0, 2);
+    // Once the transactions end (ACK never came: Timer H), requests are served again.
+    h.advance(Duration::from_secs(40));
+    let out = h.input("127.0.0.1:7000", &invite("nobody", 7000, "z9hG4bK-a3", ""));
+    assert_eq!(status(&out[0]), 404);
+}
