@@ -591,3 +591,58 @@ mod live_tests {
         server.shutdown().await;
     }
 }
+
+#[cfg(test)]
+mod ipv6_tests {
+    use super::*;
+    use crate::proxy::CoreConfig;
+
+    /// IPv6 listen address: REGISTER and OPTIONS over [::1] (skipped if the host has no
+    /// IPv6 loopback).
+    #[tokio::test]
+    async fn serves_over_ipv6_loopback() {
+        let Ok(sock) = UdpSocket::bind("[::1]:0").await else {
+            eprintln!("no IPv6 loopback here; skipping");
+            return;
+        };
+        let server = Server::start(ServerConfig {
+            udp: vec!["[::1]:0".parse().unwrap(), "127.0.0.1:0".parse().unwrap()],
+            tcp: vec![],
+            core: CoreConfig {
+                trusted: vec!["::1".parse().unwrap()],
+                ..CoreConfig::default()
+            },
+            tcp_queue: 16,
+            max_connections: 8,
+        })
+        .await
+        .unwrap();
+        let addr = server.udp_addrs()[0];
+        assert!(addr.is_ipv6());
+        let me = sock.local_addr().unwrap();
+        let reg = format!(
+            "REGISTER sip:[::1]:{} SIP/2.0\r\nVia: SIP/2.0/UDP [::1]:{};branch=z9hG4bK-v6;rport\r\nFrom: <sip:six@[::1]>;tag=1\r\nTo: <sip:six@[::1]>\r\nCall-ID: v6\r\nCSeq: 1 REGISTER\r\nContact: <sip:six@[::1]:{}>\r\nContent-Length: 0\r\n\r\n",
+            addr.port(),
+            me.port(),
+            me.port()
+        );
+        sock.send_to(reg.as_bytes(), addr).await.unwrap();
+        let mut buf = [0u8; 4096];
+        let (n, from) =
+            tokio::time::timeout(std::time::Duration::from_secs(5), sock.recv_from(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
+        assert_eq!(from, addr);
+        let text = String::from_utf8_lossy(&buf[..n]);
+        assert!(text.starts_with("SIP/2.0 200 OK\r\n"), "{text}");
+        assert!(
+            text.contains(&format!(
+                "Contact: <sip:six@[::1]:{}>;expires=3600",
+                me.port()
+            )),
+            "{text}"
+        );
+        server.shutdown().await;
+    }
+}
