@@ -63,7 +63,8 @@ pub struct SipConfig {
     pub max_message_size: usize,
     #[serde(default = "default_max_headers")]
     pub max_headers: usize,
-    /// Admission control: live transactions above which new requests get 503.
+    /// Admission control: live transactions above which new requests get 503. A UDP
+    /// transaction lives 64*T1 (32 s) after its final response, at well under 1 KB.
     #[serde(default = "default_max_transactions")]
     pub max_transactions: usize,
     /// Maximum simultaneous TCP connections.
@@ -172,7 +173,7 @@ fn default_max_headers() -> usize {
     100
 }
 fn default_max_transactions() -> usize {
-    100_000
+    500_000
 }
 fn default_max_connections() -> usize {
     10_000

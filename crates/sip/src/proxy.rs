@@ -81,7 +81,7 @@ impl Default for CoreConfig {
             timers: TimerConfig::default(),
             limits: Limits::default(),
             authenticate_requests: true,
-            max_transactions: 100_000,
+            max_transactions: 500_000,
         }
     }
 }
@@ -125,9 +125,17 @@ struct ServerEntry {
     /// Via/From/Call-ID/CSeq lines of the request, for responses we make up later.
     head: Vec<u8>,
     to: String,
-    to_tag: String,
     client: Option<u64>,
     armed: Option<Instant>,
+}
+
+impl ServerEntry {
+    /// After a final response the request head is never needed again; a UDP transaction
+    /// lives on for 32 s (Timer J), so free it now.
+    fn release_head(&mut self) {
+        self.head = Vec::new();
+        self.to = String::new();
+    }
 }
 
 struct ClientEntry {
@@ -441,7 +449,6 @@ impl Core {
     fn new_server(&mut self, flow: Flow, req: &Request, key: String, invite: bool) -> u64 {
         let id = self.id();
         let (head, to) = response_head(req);
-        let to_tag = self.new_tag();
         self.server_index.insert(key.clone(), id);
         self.servers.insert(
             id,
@@ -451,7 +458,6 @@ impl Core {
                 flow: response_flow(flow, req),
                 head,
                 to,
-                to_tag,
                 client: None,
                 armed: None,
             },
@@ -472,10 +478,22 @@ impl Core {
         let Some(e) = self.servers.get_mut(&id) else {
             return;
         };
-        let tag = (code > 100).then_some(e.to_tag.as_str());
-        let data = Bytes::from(msg::build_response(req, code, reason, tag, extra));
-        if e.tx.send_response(code, data.clone(), now) {
-            let f = e.flow;
+        // Our To tag is derived from the transaction id: stable across retransmissions
+        // without storing it.
+        let tag = (code > 100).then(|| format!("hl{id:x}"));
+        let data = Bytes::from(msg::build_response(
+            req,
+            code,
+            reason,
+            tag.as_deref(),
+            extra,
+        ));
+        let sent = e.tx.send_response(code, data.clone(), now);
+        if code >= 200 {
+            e.release_head();
+        }
+        let f = e.flow;
+        if sent {
             self.send(f, data);
         }
         self.rearm_server(id);
@@ -492,12 +510,16 @@ impl Core {
         out.extend_from_slice(b"To: ");
         out.extend_from_slice(e.to.as_bytes());
         if code > 100 && msg::tag(&e.to).is_none() {
-            out.extend_from_slice(format!(";tag={}", e.to_tag).as_bytes());
+            out.extend_from_slice(format!(";tag=hl{id:x}").as_bytes());
         }
         out.extend_from_slice(b"\r\nServer: Hotline\r\nContent-Length: 0\r\n\r\n");
         let data = Bytes::from(out);
-        if e.tx.send_response(code, data.clone(), now) {
-            let f = e.flow;
+        let sent = e.tx.send_response(code, data.clone(), now);
+        if code >= 200 {
+            e.release_head();
+        }
+        let f = e.flow;
+        if sent {
             self.send(f, data);
         }
         self.rearm_server(id);
@@ -947,6 +969,9 @@ impl Core {
         };
         let f = e.flow;
         if e.tx.send_response(status, data.clone(), now) {
+            if status >= 200 {
+                e.release_head();
+            }
             self.send(f, data);
             self.rearm_server(sid);
         } else if (200..300).contains(&status) && e.tx.is_invite() {
