@@ -715,4 +715,93 @@ mod tests {
         assert_eq!(delivered, Some(ms(3500)));
         assert_eq!(client.state(), ClientState::Completed);
     }
+
+    /// INVITE with a non-2xx final over a lossy link: the first INVITE, the first 486 and
+    /// the first ACK are lost. Timer A retransmits the INVITE, the server answers it from
+    /// its transaction, Timer G retransmits the 486, the client re-sends the same ACK, and
+    /// the server ends in Confirmed then Terminated (Timer I).
+    #[test]
+    fn lossy_link_harness_invite_non_2xx_with_ack_loss() {
+        #[derive(Debug, Clone, PartialEq)]
+        enum Pkt {
+            Invite,
+            Final,
+            Ack,
+        }
+        let t0 = Instant::now();
+        let timers = TimerConfig::default();
+        let mut client = ClientTx::new(true, Bytes::from_static(b"INVITE"), false, timers, t0);
+        let mut server: Option<ServerTx> = None;
+        let mut lost = vec![Pkt::Invite, Pkt::Final, Pkt::Ack];
+        let mut wire: Vec<Pkt> = vec![Pkt::Invite];
+        let mut now = t0;
+        let mut delivered_finals = 0;
+        let mut acks_received = 0;
+        for _ in 0..100 {
+            while let Some(p) = wire.pop() {
+                if let Some(i) = lost.iter().position(|l| *l == p) {
+                    lost.remove(i); // each kind is lost once
+                    continue;
+                }
+                match p {
+                    Pkt::Invite => match server.as_mut() {
+                        None => {
+                            let mut s = ServerTx::new(true, false, timers);
+                            s.send_response(486, Bytes::from_static(b"486"), now);
+                            wire.push(Pkt::Final);
+                            server = Some(s);
+                        }
+                        Some(s) => {
+                            if s.handle_retransmission().is_some() {
+                                wire.push(Pkt::Final);
+                            }
+                        }
+                    },
+                    Pkt::Final => match client.handle_response(486, now) {
+                        ClientAction::DeliverAndAck => {
+                            delivered_finals += 1;
+                            client.set_ack(Bytes::from_static(b"ACK"));
+                            wire.push(Pkt::Ack);
+                        }
+                        ClientAction::ResendAck(_) => wire.push(Pkt::Ack),
+                        _ => {}
+                    },
+                    Pkt::Ack => {
+                        if let Some(s) = server.as_mut()
+                            && s.handle_ack(now)
+                        {
+                            acks_received += 1;
+                        }
+                    }
+                }
+            }
+            let next = [
+                client.poll_timeout(),
+                server.as_ref().and_then(|s| s.poll_timeout()),
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            let Some(next) = next else { break };
+            now = next;
+            while let Some(ev) = client.poll(now) {
+                if let ClientEvent::Retransmit(_) = ev {
+                    wire.push(Pkt::Invite);
+                }
+            }
+            if let Some(s) = server.as_mut() {
+                while let Some(ev) = s.poll(now) {
+                    if let ServerEvent::Retransmit(_) = ev {
+                        wire.push(Pkt::Final);
+                    }
+                }
+            }
+        }
+        assert_eq!(delivered_finals, 1, "the TU sees the final once");
+        assert!(acks_received >= 1);
+        assert_eq!(client.state(), ClientState::Terminated);
+        assert_eq!(server.unwrap().state(), ServerState::Terminated);
+        // Client finished with Timer D (32 s after its final at 1.0 s).
+        assert!(now - t0 >= Duration::from_secs(32));
+    }
 }
