@@ -329,6 +329,7 @@ impl Config {
                 t1: Duration::from_millis(s.t1_ms),
                 t2: Duration::from_millis(s.t2_ms),
                 t4: Duration::from_millis(s.t4_ms),
+                ..TimerConfig::default()
             },
             limits: Limits {
                 max_message_size: s.max_message_size,

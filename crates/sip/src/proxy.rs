@@ -1066,6 +1066,7 @@ impl Core {
             return;
         }
         c.armed = None;
+        let ringing = c.tx.is_invite() && c.tx.state() == ClientState::Proceeding;
         let mut timed_out = false;
         let mut done = false;
         while let Some(ev) = c.tx.poll(now) {
@@ -1089,6 +1090,16 @@ impl Core {
             }
         }
         let server = c.server;
+        let flow = c.flow;
+        if timed_out && ringing {
+            // Timer C: give up on the ringing branch (§16.6 step 11) with a CANCEL.
+            if let Some(cancel) = build_cancel(c.tx.request(), &self.cfg.limits) {
+                self.out.push_back(Transmit {
+                    flow,
+                    data: cancel.into(),
+                });
+            }
+        }
         if timed_out || done {
             self.clients.remove(&id);
         } else {

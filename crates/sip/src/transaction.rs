@@ -18,6 +18,9 @@ pub struct TimerConfig {
     pub t2: Duration,
     /// Maximum duration a message remains in the network.
     pub t4: Duration,
+    /// Proxy INVITE timer C (§16.6 step 11): how long a ringing INVITE may wait for a
+    /// final response; restarted by every provisional. Must exceed 3 minutes.
+    pub timer_c: Duration,
 }
 
 impl Default for TimerConfig {
@@ -26,6 +29,7 @@ impl Default for TimerConfig {
             t1: Duration::from_millis(500),
             t2: Duration::from_secs(4),
             t4: Duration::from_secs(5),
+            timer_c: Duration::from_secs(181),
         }
     }
 }
@@ -135,7 +139,9 @@ impl ClientTx {
                 if provisional {
                     self.state = ClientState::Proceeding;
                     self.retransmit = None; // A stops on any provisional (§17.1.1.2)
-                    self.timeout = None; // B only runs in Calling
+                    // B only runs in Calling; from here the proxy's Timer C guards the
+                    // wait, restarted by each provisional.
+                    self.timeout = Some(now + self.timers.timer_c);
                     ClientAction::Deliver
                 } else if status < 300 {
                     // 2xx: RFC 6026 Accepted, so 2xx retransmissions still reach the TU.
@@ -537,8 +543,8 @@ mod tests {
             t0,
         );
         assert_eq!(tx.handle_response(180, t0), ClientAction::Deliver);
-        // Provisional stops Timer A and Timer B.
-        assert_eq!(tx.poll_timeout(), None);
+        // Provisional stops Timer A and Timer B; Timer C takes over.
+        assert_eq!(tx.poll_timeout(), Some(t0 + Duration::from_secs(181)));
         assert_eq!(tx.handle_response(404, t0), ClientAction::DeliverAndAck);
         tx.set_ack(Bytes::from_static(b"ACK"));
         assert_eq!(
@@ -645,6 +651,7 @@ mod tests {
             t1: ms(100),
             t2: ms(400),
             t4: ms(1000),
+            ..TimerConfig::default()
         };
         let t0 = Instant::now();
         let mut tx = ClientTx::new(false, Bytes::from_static(b"X"), false, timers, t0);

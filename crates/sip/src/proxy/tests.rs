@@ -584,3 +584,38 @@ fn admission_control_refuses_with_503_before_creating_state() {
     let out = h.input("127.0.0.1:7000", &invite("nobody", 7000, "z9hG4bK-a3", ""));
     assert_eq!(status(&out[0]), 404);
 }
+
+#[test]
+fn ringing_forever_hits_timer_c_cancel_downstream_and_408_upstream() {
+    let mut h = Harness::new(trusted_cfg());
+    do_register_trusted(&mut h, "bob", 8000);
+    let out = h.input("127.0.0.1:7000", &invite("bob", 7000, "z9hG4bK-tc", ""));
+    let fwd = text(&out[0]);
+    let branch = fwd
+        .split("branch=")
+        .nth(1)
+        .unwrap()
+        .split([';', '\r'])
+        .next()
+        .unwrap()
+        .to_string();
+    let ringing = format!(
+        "SIP/2.0 180 Ringing\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch={branch}\r\nVia: SIP/2.0/UDP 127.0.0.1:7000;branch=z9hG4bK-tc\r\nFrom: <sip:alice@127.0.0.1>;tag=a1\r\nTo: <sip:bob@127.0.0.1>;tag=b1\r\nCall-ID: call-z9hG4bK-tc\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+    );
+    h.input("127.0.0.1:8000", &ringing);
+    assert!(
+        h.advance(Duration::from_secs(180)).is_empty(),
+        "still ringing at 3 min"
+    );
+    let out = h.advance(Duration::from_secs(2));
+    let cancel = out
+        .iter()
+        .find(|t| text(t).starts_with("CANCEL "))
+        .expect("CANCEL on Timer C");
+    assert_eq!(cancel.flow.remote.port(), 8000);
+    let up = out
+        .iter()
+        .find(|t| t.flow.remote.port() == 7000)
+        .expect("408 upstream");
+    assert_eq!(status(up), 408);
+}
