@@ -154,9 +154,10 @@ pub struct Core {
     locals: Vec<(Transport, SocketAddr)>,
     auth: Authenticator,
     location: Location,
-    servers: HashMap<u64, ServerEntry>,
+    /// Boxed so that the map's buckets stay small (cheap to pre-size and to rehash).
+    servers: HashMap<u64, Box<ServerEntry>>,
     server_index: HashMap<String, u64>,
-    clients: HashMap<u64, ClientEntry>,
+    clients: HashMap<u64, Box<ClientEntry>>,
     next_id: u64,
     timers: BinaryHeap<Reverse<(Instant, TimerRef)>>,
     out: VecDeque<Transmit>,
@@ -178,14 +179,17 @@ impl Core {
             NonceStore::new(cfg.secret, cfg.nonce_ttl, 100_000),
         );
         let location = Location::new(cfg.registrar);
+        let cap = cfg.max_transactions.min(1 << 18);
         let mut core = Self {
             cfg,
             locals,
             auth,
             location,
-            servers: HashMap::new(),
-            server_index: HashMap::new(),
-            clients: HashMap::new(),
+            // Pre-sized: growing a map of 100k transactions rehashes everything at once,
+            // a stall long enough (seen in the benchmark) for UDP peers to retransmit.
+            servers: HashMap::with_capacity(cap),
+            server_index: HashMap::with_capacity(cap),
+            clients: HashMap::with_capacity(cap),
             next_id: 1,
             timers: BinaryHeap::new(),
             out: VecDeque::new(),
@@ -452,7 +456,7 @@ impl Core {
         self.server_index.insert(key.clone(), id);
         self.servers.insert(
             id,
-            ServerEntry {
+            Box::new(ServerEntry {
                 tx: ServerTx::new(invite, flow.transport.reliable(), self.cfg.timers),
                 key,
                 flow: response_flow(flow, req),
@@ -460,7 +464,7 @@ impl Core {
                 to,
                 client: None,
                 armed: None,
-            },
+            }),
         );
         id
     }
@@ -848,7 +852,7 @@ impl Core {
         }
         self.clients.insert(
             cid,
-            ClientEntry {
+            Box::new(ClientEntry {
                 tx: ClientTx::new(
                     invite,
                     data,
@@ -861,7 +865,7 @@ impl Core {
                 cancel: None,
                 cancel_pending: false,
                 armed: None,
-            },
+            }),
         );
         self.rearm_client(cid);
     }
