@@ -619,3 +619,47 @@ fn ringing_forever_hits_timer_c_cancel_downstream_and_408_upstream() {
         .expect("408 upstream");
     assert_eq!(status(up), 408);
 }
+
+/// Caller on UDP, callee registered over TCP: the INVITE leaves on TCP with our Via for
+/// TCP and two Record-Routes (RFC 5658), the TCP one on top, facing the callee.
+#[test]
+fn transport_change_double_record_routes() {
+    let us_tcp: SocketAddr = "127.0.0.1:5060".parse().unwrap();
+    let now = Instant::now();
+    let mut core = Core::new(
+        trusted_cfg(),
+        vec![
+            (Transport::Udp, "127.0.0.1:5060".parse().unwrap()),
+            (Transport::Tcp, us_tcp),
+        ],
+        now,
+    );
+    let tcp_flow = Flow {
+        transport: Transport::Tcp,
+        local: us_tcp,
+        remote: "127.0.0.1:40001".parse().unwrap(),
+    };
+    let reg = register("bob", 40001, 1, "").replace("SIP/2.0/UDP", "SIP/2.0/TCP");
+    core.handle_input(tcp_flow, reg.as_bytes(), now);
+    let out = core.poll_transmit().unwrap();
+    assert_eq!(out.flow, tcp_flow, "response on the same connection");
+    core.handle_input(
+        udp("127.0.0.1:5060".parse().unwrap(), "127.0.0.1:7000"),
+        invite("bob", 7000, "z9hG4bK-dr", "").as_bytes(),
+        now,
+    );
+    let fwd = core.poll_transmit().unwrap();
+    assert_eq!(
+        fwd.flow, tcp_flow,
+        "request to the contact reuses the registration's connection"
+    );
+    let t = text(&fwd);
+    assert!(
+        t.contains("Via: SIP/2.0/TCP 127.0.0.1:5060;branch=z9hG4bK-hl"),
+        "{t}"
+    );
+    assert!(
+        t.contains("Record-Route: <sip:127.0.0.1:5060;transport=tcp;lr>\r\nRecord-Route: <sip:127.0.0.1:5060;lr>\r\n"),
+        "{t}"
+    );
+}
