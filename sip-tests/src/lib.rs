@@ -194,16 +194,29 @@ impl Sipp {
     }
 }
 
+/// Whether something has bound `port` (UDP) or listens on it (TCP), read from
+/// /proc/net without touching the port (a probe bind could make SIPp's own bind fail).
+fn is_bound(port: u16, proto: Proto) -> bool {
+    let (files, listen_only): (&[&str], bool) = match proto {
+        Proto::Udp => (&["/proc/net/udp", "/proc/net/udp6"], false),
+        Proto::Tcp => (&["/proc/net/tcp", "/proc/net/tcp6"], true),
+    };
+    let want = format!(":{port:04X}");
+    files.iter().any(|f| {
+        std::fs::read_to_string(f).is_ok_and(|t| {
+            t.lines().skip(1).any(|l| {
+                let cols: Vec<&str> = l.split_whitespace().collect();
+                cols.len() > 3 && cols[1].ends_with(&want) && (!listen_only || cols[3] == "0A")
+            })
+        })
+    })
+}
+
 /// Waits until SIPp has bound `port` (UDP for `Proto::Udp`, a TCP listener otherwise):
 /// the moment a UAS is ready for calls. Bounded to 10 s.
 pub async fn wait_bound(port: u16, proto: Proto) -> anyhow::Result<()> {
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
     for _ in 0..1000 {
-        let busy = match proto {
-            Proto::Udp => UdpSocket::bind(addr).is_err(),
-            Proto::Tcp => TcpListener::bind(addr).is_err(),
-        };
-        if busy {
+        if is_bound(port, proto) {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
