@@ -426,6 +426,23 @@ impl Core {
             let cred = msg::find(&req.headers, |h| matches!(h, Header::ProxyAuthorization(_)));
             let method = req.method.to_string();
             match self.auth.verify(&method, cred, now) {
+                // Credentials only count for the identity they belong to: no calling as
+                // someone else with your own password.
+                Verdict::Ok(user)
+                    if msg::from_value(&req.headers).and_then(|f| uri_user(msg::addr_uri(f)))
+                        != Some(user.as_str()) =>
+                {
+                    let st = self.local_server_tx(flow, &req, key);
+                    self.reply(
+                        st,
+                        &req,
+                        403,
+                        "Forbidden: From is not the authenticated user",
+                        &[],
+                        now,
+                    );
+                    return;
+                }
                 Verdict::Ok(_) => {}
                 Verdict::Challenge { stale } => {
                     let lines = self.auth.challenge(true, stale, now);

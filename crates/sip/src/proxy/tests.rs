@@ -663,3 +663,56 @@ fn transport_change_double_record_routes() {
         "{t}"
     );
 }
+
+/// Authenticated as alice, claiming to be bob in From: refused.
+#[test]
+fn invite_credentials_must_match_from_user() {
+    let mut h = Harness::new(cfg());
+    do_register(&mut h, "bob", "pw-b", 8000);
+    let spoof = |extra: &str, branch: &str| {
+        invite("bob", 7000, branch, extra).replace("From: <sip:alice@", "From: <sip:bob@")
+    };
+    let out = h.input("127.0.0.1:7000", &spoof("", "z9hG4bK-sp1"));
+    let n = nonce(&text(&out[0]));
+    let r = digest_response(
+        Algorithm::Md5,
+        "alice",
+        "hotline",
+        "pw-a",
+        "INVITE",
+        "sip:bob@127.0.0.1:5060",
+        &n,
+        Some(("00000001", "cn")),
+    );
+    let auth = format!(
+        "Proxy-Authorization: Digest username=\"alice\", realm=\"hotline\", nonce=\"{n}\", uri=\"sip:bob@127.0.0.1:5060\", response=\"{r}\", algorithm=MD5, qop=auth, nc=00000001, cnonce=\"cn\"\r\n"
+    );
+    let out = h.input("127.0.0.1:7000", &spoof(&auth, "z9hG4bK-sp2"));
+    assert_eq!(out.len(), 1, "nothing forwarded");
+    assert_eq!(status(&out[0]), 403);
+}
+
+/// Several contacts: the call goes to the one with the highest q-value.
+#[test]
+fn call_goes_to_highest_q_contact() {
+    let mut h = Harness::new(trusted_cfg());
+    let reg = register("bob", 8000, 1, "")
+        .replace(
+            "Contact: <sip:bob@127.0.0.1:8000>",
+            "Contact: <sip:bob@127.0.0.1:8001>;q=0.2, <sip:bob@127.0.0.1:8002>;q=0.9\r\nContact: <sip:bob@127.0.0.1:8003>;q=0.5",
+        );
+    let out = h.input("127.0.0.1:8000", &reg);
+    let t = text(&out[0]);
+    assert_eq!(t.matches("Contact: ").count(), 3, "{t}");
+    assert!(
+        t.contains("<sip:bob@127.0.0.1:8002>;expires=3600;q=0.9"),
+        "{t}"
+    );
+    let out = h.input("127.0.0.1:7000", &invite("bob", 7000, "z9hG4bK-q1", ""));
+    assert!(
+        text(&out[0]).starts_with("INVITE sip:bob@127.0.0.1:8002 SIP/2.0"),
+        "{}",
+        text(&out[0])
+    );
+    assert_eq!(out[0].flow.remote, "127.0.0.1:8002".parse().unwrap());
+}
