@@ -1,0 +1,413 @@
+//! Hotline's configuration file (TOML), validated on load. Errors name the file, line and
+//! column, so an admin can find the mistake.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use hotline_sip::auth::Algorithm;
+use hotline_sip::msg::Limits;
+use hotline_sip::registrar::RegistrarConfig;
+use hotline_sip::transaction::TimerConfig;
+use hotline_sip::{Cidr, CoreConfig, Target, Transport};
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub sip: SipConfig,
+    #[serde(default)]
+    pub users: Vec<User>,
+}
+
+/// `[sip]`: listen addresses, domain, security and protocol limits.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SipConfig {
+    /// UDP listen addresses, e.g. `["0.0.0.0:5060", "[::]:5060"]`.
+    #[serde(default)]
+    pub udp: Vec<SocketAddr>,
+    /// TCP listen addresses.
+    #[serde(default)]
+    pub tcp: Vec<SocketAddr>,
+    /// Host names that address this server.
+    #[serde(default)]
+    pub domains: Vec<String>,
+    #[serde(default = "default_realm")]
+    pub realm: String,
+    /// Networks whose requests skip digest authentication (trunks, the benchmark).
+    #[serde(default)]
+    pub trusted: Vec<Net>,
+    /// Where requests for unknown users go (a trunk), e.g. `"sip:10.0.0.1:5060"`.
+    pub static_route: Option<Route>,
+    /// Challenge INVITEs and other out-of-dialog requests from untrusted sources (407).
+    #[serde(default = "yes")]
+    pub authenticate_requests: bool,
+    /// Digest algorithms offered, most preferred first.
+    #[serde(default = "default_algorithms")]
+    pub digest_algorithms: Vec<Alg>,
+    #[serde(default = "default_nonce_ttl")]
+    pub nonce_ttl_secs: u64,
+    #[serde(default = "default_min_expires")]
+    pub min_expires: Spanned<u32>,
+    #[serde(default = "default_max_expires")]
+    pub max_expires: u32,
+    #[serde(default = "default_expires")]
+    pub default_expires: u32,
+    #[serde(default = "default_max_contacts")]
+    pub max_contacts: usize,
+    #[serde(default = "default_max_message_size")]
+    pub max_message_size: usize,
+    #[serde(default = "default_max_headers")]
+    pub max_headers: usize,
+    /// Admission control: live transactions above which new requests get 503. A UDP
+    /// transaction lives 64*T1 (32 s) after its final response, at well under 1 KB.
+    #[serde(default = "default_max_transactions")]
+    pub max_transactions: usize,
+    /// Maximum simultaneous TCP connections.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// RFC 3261 timers in milliseconds.
+    #[serde(default = "default_t1")]
+    pub t1_ms: u64,
+    #[serde(default = "default_t2")]
+    pub t2_ms: u64,
+    #[serde(default = "default_t4")]
+    pub t4_ms: u64,
+}
+
+/// A SIP account.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct User {
+    pub name: Spanned<String>,
+    pub password: String,
+}
+
+/// A trusted network (`"127.0.0.0/8"`).
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(try_from = "String")]
+pub struct Net(pub Cidr);
+
+impl TryFrom<String> for Net {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+            .map(Net)
+            .map_err(|e: hotline_sip::Error| e.to_string())
+    }
+}
+
+/// A static route target: `sip:IP[:port][;transport=tcp]`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(try_from = "String")]
+pub struct Route(pub Target);
+
+impl TryFrom<String> for Route {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let bad = || format!("invalid static_route {s:?} (expected sip:IP[:port][;transport=tcp])");
+        let rest = s.strip_prefix("sip:").ok_or_else(bad)?;
+        let (hp, params) = rest.split_once(';').unwrap_or((rest, ""));
+        let addr: SocketAddr = hp
+            .parse()
+            .or_else(|_| {
+                hp.parse::<std::net::IpAddr>()
+                    .map(|ip| SocketAddr::new(ip, 5060))
+            })
+            .map_err(|_| bad())?;
+        let transport = match params.to_ascii_lowercase().as_str() {
+            "" | "transport=udp" => Transport::Udp,
+            "transport=tcp" => Transport::Tcp,
+            _ => return Err(bad()),
+        };
+        Ok(Route(Target { transport, addr }))
+    }
+}
+
+/// A digest algorithm name.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(try_from = "String")]
+pub struct Alg(pub Algorithm);
+
+impl TryFrom<String> for Alg {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        Algorithm::from_name(&s)
+            .map(Alg)
+            .ok_or_else(|| format!("unknown digest algorithm {s:?} (MD5 or SHA-256)"))
+    }
+}
+
+fn default_realm() -> String {
+    "hotline".into()
+}
+fn yes() -> bool {
+    true
+}
+fn default_algorithms() -> Vec<Alg> {
+    vec![Alg(Algorithm::Sha256), Alg(Algorithm::Md5)]
+}
+fn default_nonce_ttl() -> u64 {
+    300
+}
+fn default_min_expires() -> Spanned<u32> {
+    Spanned::new(0..0, 60)
+}
+fn default_max_expires() -> u32 {
+    7200
+}
+fn default_expires() -> u32 {
+    3600
+}
+fn default_max_contacts() -> usize {
+    10
+}
+fn default_max_message_size() -> usize {
+    65_535
+}
+fn default_max_headers() -> usize {
+    100
+}
+fn default_max_transactions() -> usize {
+    500_000
+}
+fn default_max_connections() -> usize {
+    10_000
+}
+fn default_t1() -> u64 {
+    500
+}
+fn default_t2() -> u64 {
+    4000
+}
+fn default_t4() -> u64 {
+    5000
+}
+
+/// A configuration error located in its file.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file.display(),
+            self.line,
+            self.column,
+            self.message
+        )
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+fn locate(file: &Path, text: &str, offset: usize, message: String) -> ConfigError {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let column = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
+    ConfigError {
+        file: file.to_path_buf(),
+        line,
+        column,
+        message,
+    }
+}
+
+impl Config {
+    /// Reads, parses and validates a configuration file.
+    pub fn load(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        Ok(Self::parse(path, &text)?)
+    }
+
+    /// Parses and validates configuration text; `path` is only used in errors.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| {
+            let offset = e.span().map(|s| s.start).unwrap_or(0);
+            locate(path, text, offset, e.message().to_string())
+        })?;
+        cfg.validate(path, text)?;
+        Ok(cfg)
+    }
+
+    fn validate(&self, path: &Path, text: &str) -> Result<(), ConfigError> {
+        let sip_at = text.find("[sip]").unwrap_or(0);
+        if self.sip.udp.is_empty() && self.sip.tcp.is_empty() {
+            return Err(locate(
+                path,
+                text,
+                sip_at,
+                "[sip] needs at least one udp or tcp listen address".into(),
+            ));
+        }
+        let min = *self.sip.min_expires.get_ref();
+        if min > self.sip.max_expires || self.sip.default_expires < min {
+            return Err(locate(
+                path,
+                text,
+                self.sip.min_expires.span().start.max(sip_at),
+                format!(
+                    "min_expires ({min}) must not exceed max_expires ({}) or default_expires ({})",
+                    self.sip.max_expires, self.sip.default_expires
+                ),
+            ));
+        }
+        if self.sip.t1_ms == 0 || self.sip.t2_ms < self.sip.t1_ms {
+            return Err(locate(
+                path,
+                text,
+                sip_at,
+                "timers need 0 < t1_ms <= t2_ms".into(),
+            ));
+        }
+        if self.sip.digest_algorithms.is_empty() {
+            return Err(locate(
+                path,
+                text,
+                sip_at,
+                "digest_algorithms must not be empty".into(),
+            ));
+        }
+        let mut seen = HashMap::new();
+        for u in &self.users {
+            let name = u.name.get_ref();
+            if name.is_empty() || name.contains(['@', ':', ' ', ';']) {
+                return Err(locate(
+                    path,
+                    text,
+                    u.name.span().start,
+                    format!("invalid user name {name:?}"),
+                ));
+            }
+            if seen.insert(name.clone(), ()).is_some() {
+                return Err(locate(
+                    path,
+                    text,
+                    u.name.span().start,
+                    format!("duplicate user {name:?}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The SIP core's configuration; `secret` seeds nonces.
+    pub fn core_config(&self, secret: [u8; 32]) -> CoreConfig {
+        let s = &self.sip;
+        CoreConfig {
+            domains: s.domains.clone(),
+            realm: s.realm.clone(),
+            users: self
+                .users
+                .iter()
+                .map(|u| (u.name.get_ref().clone(), u.password.clone()))
+                .collect(),
+            algorithms: s.digest_algorithms.iter().map(|a| a.0).collect(),
+            nonce_ttl: Duration::from_secs(s.nonce_ttl_secs),
+            secret,
+            trusted: s.trusted.iter().map(|n| n.0).collect(),
+            static_route: s.static_route.map(|r| r.0),
+            registrar: RegistrarConfig {
+                min_expires: *s.min_expires.get_ref(),
+                max_expires: s.max_expires,
+                default_expires: s.default_expires,
+                max_contacts: s.max_contacts,
+            },
+            timers: TimerConfig {
+                t1: Duration::from_millis(s.t1_ms),
+                t2: Duration::from_millis(s.t2_ms),
+                t4: Duration::from_millis(s.t4_ms),
+                ..TimerConfig::default()
+            },
+            limits: Limits {
+                max_message_size: s.max_message_size,
+                max_headers: s.max_headers,
+            },
+            authenticate_requests: s.authenticate_requests,
+            max_transactions: s.max_transactions,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("test.toml"), text)
+    }
+
+    /// Every file in `config/` must parse (ACD-owned files are parsed by their crate).
+    #[test]
+    fn every_sip_config_file_parses() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().to_string();
+            if path.extension().is_some_and(|e| e == "toml") && name != "simulate.toml" {
+                Config::load(&path).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+                n += 1;
+            }
+        }
+        assert!(n >= 2, "expected hotline.toml and bench.toml");
+    }
+
+    #[test]
+    fn bench_config_is_trusted_loopback_with_static_route() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");
+        let cfg = Config::load(&dir.join("bench.toml")).unwrap();
+        let core = cfg.core_config([0; 32]);
+        assert!(core.trusted[0].contains("127.0.0.1".parse().unwrap()));
+        let route = core.static_route.unwrap();
+        assert_eq!(route.addr, "127.0.0.1:5080".parse().unwrap());
+        assert_eq!(cfg.sip.udp, vec!["127.0.0.1:5070".parse().unwrap()]);
+    }
+
+    #[test]
+    fn unknown_field_reports_line_and_column() {
+        let e = parse("[sip]\nudp = [\"127.0.0.1:5060\"]\nbogus = 1\n").unwrap_err();
+        assert_eq!((e.line, e.column), (3, 1), "{e}");
+        assert!(e.message.contains("bogus"), "{e}");
+        assert!(e.to_string().starts_with("test.toml:3:1:"));
+    }
+
+    #[test]
+    fn bad_values_report_their_position() {
+        let e =
+            parse("[sip]\nudp = [\"127.0.0.1:5060\"]\ntrusted = [\"10.0.0.0/99\"]\n").unwrap_err();
+        assert_eq!(e.line, 3, "{e}");
+        assert!(e.message.contains("invalid network"), "{e}");
+        let e = parse("[sip]\nudp = [\"nonsense\"]\n").unwrap_err();
+        assert_eq!(e.line, 2, "{e}");
+        let e =
+            parse("[sip]\nudp = [\"127.0.0.1:5060\"]\nstatic_route = \"http://x\"\n").unwrap_err();
+        assert_eq!(e.line, 3, "{e}");
+        let e = parse("[sip]\nudp = [\"127.0.0.1:5060\"]\ndigest_algorithms = [\"SHA-1\"]\n")
+            .unwrap_err();
+        assert!(e.message.contains("unknown digest algorithm"), "{e}");
+    }
+
+    #[test]
+    fn validation_errors_are_located() {
+        let e = parse("[sip]\nudp = [\"127.0.0.1:5060\"]\nmin_expires = 9000\n").unwrap_err();
+        assert_eq!(e.line, 3, "{e}");
+        let e = parse("[sip]\nudp = [\"127.0.0.1:5060\"]\n[[users]]\nname = \"a\"\npassword = \"x\"\n[[users]]\nname = \"a\"\npassword = \"y\"\n").unwrap_err();
+        assert_eq!(e.line, 7, "{e}");
+        assert!(e.message.contains("duplicate"));
+        let e = parse("[sip]\nrealm = \"x\"\n").unwrap_err();
+        assert_eq!(e.line, 1, "{e}");
+    }
+}

@@ -1,0 +1,718 @@
+//! Core tests: the proxy/registrar driven with raw messages and a fake clock.
+
+use super::*;
+use crate::auth::digest_response;
+
+pub(crate) struct Harness {
+    pub core: Core,
+    pub now: Instant,
+    pub us: SocketAddr,
+}
+
+pub(crate) fn udp(local: SocketAddr, remote: &str) -> Flow {
+    Flow {
+        transport: Transport::Udp,
+        local,
+        remote: remote.parse().unwrap(),
+    }
+}
+
+impl Harness {
+    pub fn new(cfg: CoreConfig) -> Self {
+        let us: SocketAddr = "127.0.0.1:5060".parse().unwrap();
+        let now = Instant::now();
+        Self {
+            core: Core::new(cfg, vec![(Transport::Udp, us)], now),
+            now,
+            us,
+        }
+    }
+
+    pub fn input(&mut self, from: &str, msg: &str) -> Vec<Transmit> {
+        let flow = udp(self.us, from);
+        self.core.handle_input(flow, msg.as_bytes(), self.now);
+        std::iter::from_fn(|| self.core.poll_transmit()).collect()
+    }
+
+    pub fn advance(&mut self, d: Duration) -> Vec<Transmit> {
+        let until = self.now + d;
+        let mut out = vec![];
+        while let Some(t) = self.core.poll_timeout() {
+            if t > until {
+                break;
+            }
+            self.now = t;
+            self.core.handle_timeout(t);
+            out.extend(std::iter::from_fn(|| self.core.poll_transmit()));
+        }
+        self.now = until;
+        out
+    }
+}
+
+pub(crate) fn text(t: &Transmit) -> String {
+    String::from_utf8_lossy(&t.data).into_owned()
+}
+
+pub(crate) fn status(t: &Transmit) -> u16 {
+    text(t)[8..11].parse().unwrap()
+}
+
+fn cfg() -> CoreConfig {
+    CoreConfig {
+        users: HashMap::from([
+            ("alice".to_string(), "pw-a".to_string()),
+            ("bob".to_string(), "pw-b".to_string()),
+        ]),
+        algorithms: vec![Algorithm::Md5],
+        ..CoreConfig::default()
+    }
+}
+
+fn register(user: &str, port: u16, cseq: u32, extra: &str) -> String {
+    format!(
+        "REGISTER sip:127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK-r{user}{cseq};rport\r\nFrom: <sip:{user}@127.0.0.1>;tag=f{user}\r\nTo: <sip:{user}@127.0.0.1>\r\nCall-ID: reg-{user}\r\nCSeq: {cseq} REGISTER\r\nContact: <sip:{user}@127.0.0.1:{port}>\r\nMax-Forwards: 70\r\n{extra}Content-Length: 0\r\n\r\n"
+    )
+}
+
+fn nonce(resp: &str) -> String {
+    let i = resp.find("nonce=\"").unwrap() + 7;
+    resp[i..].split('"').next().unwrap().to_string()
+}
+
+fn authorization(
+    user: &str,
+    pw: &str,
+    nonce: &str,
+    nc: &str,
+    header: &str,
+    method: &str,
+) -> String {
+    let r = digest_response(
+        Algorithm::Md5,
+        user,
+        "hotline",
+        pw,
+        method,
+        "sip:127.0.0.1:5060",
+        nonce,
+        Some((nc, "cn")),
+    );
+    format!(
+        "{header}: Digest username=\"{user}\", realm=\"hotline\", nonce=\"{nonce}\", uri=\"sip:127.0.0.1:5060\", response=\"{r}\", algorithm=MD5, qop=auth, nc={nc}, cnonce=\"cn\"\r\n"
+    )
+}
+
+/// Registers `user` from `port` through the digest exchange.
+fn do_register(h: &mut Harness, user: &str, pw: &str, port: u16) {
+    let from = format!("127.0.0.1:{port}");
+    let out = h.input(&from, &register(user, port, 1, ""));
+    assert_eq!(status(&out[0]), 401, "{}", text(&out[0]));
+    let n = nonce(&text(&out[0]));
+    let auth = authorization(user, pw, &n, "00000001", "Authorization", "REGISTER");
+    let out = h.input(&from, &register(user, port, 2, &auth));
+    assert_eq!(status(&out[0]), 200, "{}", text(&out[0]));
+}
+
+#[test]
+fn register_challenge_then_200_with_binding() {
+    let mut h = Harness::new(cfg());
+    let out = h.input("127.0.0.1:7000", &register("alice", 7000, 1, ""));
+    assert_eq!(out.len(), 1);
+    let t = text(&out[0]);
+    assert!(t.starts_with("SIP/2.0 401 Unauthorized\r\n"), "{t}");
+    assert!(
+        t.contains("WWW-Authenticate: Digest realm=\"hotline\""),
+        "{t}"
+    );
+    // rport filled in and received added (RFC 3581).
+    assert!(t.contains(";received=127.0.0.1;rport=7000"), "{t}");
+    assert_eq!(out[0].flow.remote, "127.0.0.1:7000".parse().unwrap());
+    let n = nonce(&t);
+    let auth = authorization("alice", "pw-a", &n, "00000001", "Authorization", "REGISTER");
+    let out = h.input("127.0.0.1:7000", &register("alice", 7000, 2, &auth));
+    let t = text(&out[0]);
+    assert!(t.starts_with("SIP/2.0 200 OK\r\n"), "{t}");
+    assert!(
+        t.contains("Contact: <sip:alice@127.0.0.1:7000>;expires=3600"),
+        "{t}"
+    );
+    assert_eq!(h.core.location().lookup("alice", h.now).len(), 1);
+}
+
+#[test]
+fn register_wrong_password_is_403_and_nothing_bound() {
+    let mut h = Harness::new(cfg());
+    let out = h.input("127.0.0.1:7000", &register("alice", 7000, 1, ""));
+    let n = nonce(&text(&out[0]));
+    let auth = authorization(
+        "alice",
+        "wrong",
+        &n,
+        "00000001",
+        "Authorization",
+        "REGISTER",
+    );
+    let out = h.input("127.0.0.1:7000", &register("alice", 7000, 2, &auth));
+    assert_eq!(status(&out[0]), 403);
+    assert!(h.core.location().lookup("alice", h.now).is_empty());
+}
+
+#[test]
+fn register_for_someone_else_is_403() {
+    let mut h = Harness::new(cfg());
+    let out = h.input("127.0.0.1:7000", &register("bob", 7000, 1, ""));
+    let n = nonce(&text(&out[0]));
+    // alice's valid credentials, bob's AoR.
+    let auth = authorization("alice", "pw-a", &n, "00000001", "Authorization", "REGISTER");
+    let out = h.input("127.0.0.1:7000", &register("bob", 7000, 2, &auth));
+    assert_eq!(status(&out[0]), 403);
+}
+
+#[test]
+fn retransmitted_register_gets_the_same_response_without_reprocessing() {
+    let mut h = Harness::new(cfg());
+    let first = h.input("127.0.0.1:7000", &register("alice", 7000, 1, ""));
+    let again = h.input("127.0.0.1:7000", &register("alice", 7000, 1, ""));
+    assert_eq!(first[0].data, again[0].data, "same nonce, same to-tag");
+    assert_eq!(
+        Counters::get(&h.core.counters().retransmissions_absorbed),
+        1
+    );
+}
+
+#[test]
+fn trusted_source_registers_without_challenge_and_423_for_brief_expiry() {
+    let mut c = cfg();
+    c.trusted = vec!["127.0.0.0/8".parse().unwrap()];
+    let mut h = Harness::new(c);
+    let out = h.input(
+        "127.0.0.1:7000",
+        &register("carol", 7000, 1, "Expires: 10\r\n"),
+    );
+    let t = text(&out[0]);
+    assert!(t.starts_with("SIP/2.0 423 Interval Too Brief"), "{t}");
+    assert!(t.contains("Min-Expires: 60"), "{t}");
+    let out = h.input(
+        "127.0.0.1:7000",
+        &register("carol", 7000, 2, "Expires: 120\r\n"),
+    );
+    assert!(text(&out[0]).contains(";expires=120"), "{}", text(&out[0]));
+}
+
+#[test]
+fn options_to_us_is_200_with_allow_and_accept() {
+    let mut h = Harness::new(cfg());
+    let out = h.input(
+        "127.0.0.1:7000",
+        "OPTIONS sip:127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:7000;branch=z9hG4bK-o1\r\nFrom: <sip:x@127.0.0.1>;tag=1\r\nTo: <sip:127.0.0.1>\r\nCall-ID: o1\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+    );
+    let t = text(&out[0]);
+    assert!(t.starts_with("SIP/2.0 200 OK"), "{t}");
+    assert!(
+        t.contains("Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER"),
+        "{t}"
+    );
+    assert!(t.contains("Accept: application/sdp"), "{t}");
+    assert!(t.contains("To: <sip:127.0.0.1>;tag="), "{t}");
+}
+
+fn invite(to_user: &str, from_port: u16, branch: &str, extra: &str) -> String {
+    format!(
+        "INVITE sip:{to_user}@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{from_port};branch={branch}\r\nFrom: <sip:alice@127.0.0.1>;tag=a1\r\nTo: <sip:{to_user}@127.0.0.1>\r\nCall-ID: call-{branch}\r\nCSeq: 1 INVITE\r\nContact: <sip:alice@127.0.0.1:{from_port}>\r\nMax-Forwards: 70\r\n{extra}Content-Type: application/sdp\r\nContent-Length: 4\r\n\r\nv=0\n"
+    )
+}
+
+fn trusted_cfg() -> CoreConfig {
+    let mut c = cfg();
+    c.trusted = vec!["127.0.0.0/8".parse().unwrap()];
+    c
+}
+
+#[test]
+fn invite_from_untrusted_is_challenged_407_then_forwarded() {
+    let mut h = Harness::new(cfg());
+    do_register(&mut h, "bob", "pw-b", 8000);
+    let out = h.input("127.0.0.1:7000", &invite("bob", 7000, "z9hG4bK-i1", ""));
+    let t = text(&out[0]);
+    assert!(t.starts_with("SIP/2.0 407"), "{t}");
+    assert!(t.contains("Proxy-Authenticate: Digest"), "{t}");
+    // ACK for the 407 is absorbed by the server transaction.
+    let ack = "ACK sip:bob@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:7000;branch=z9hG4bK-i1\r\nFrom: <sip:alice@127.0.0.1>;tag=a1\r\nTo: <sip:bob@127.0.0.1>;tag=x\r\nCall-ID: call-z9hG4bK-i1\r\nCSeq: 1 ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n";
+    assert!(h.input("127.0.0.1:7000", ack).is_empty());
+    let n = nonce(&t);
+    let r = digest_response(
+        Algorithm::Md5,
+        "alice",
+        "hotline",
+        "pw-a",
+        "INVITE",
+        "sip:bob@127.0.0.1:5060",
+        &n,
+        Some(("00000001", "cn")),
+    );
+    let auth = format!(
+        "Proxy-Authorization: Digest username=\"alice\", realm=\"hotline\", nonce=\"{n}\", uri=\"sip:bob@127.0.0.1:5060\", response=\"{r}\", algorithm=MD5, qop=auth, nc=00000001, cnonce=\"cn\"\r\n"
+    );
+    let out = h.input("127.0.0.1:7000", &invite("bob", 7000, "z9hG4bK-i2", &auth));
+    assert_eq!(out.len(), 2, "forwarded INVITE + 100 Trying");
+    assert_eq!(out[0].flow.remote, "127.0.0.1:8000".parse().unwrap());
+    assert!(text(&out[0]).starts_with("INVITE sip:bob@127.0.0.1:8000 SIP/2.0"));
+    assert_eq!(status(&out[1]), 100);
+}
+
+/// Drives a whole proxied call: INVITE/100/180/200/ACK/BYE/200, checking headers on the way.
+#[test]
+fn proxied_call_between_registered_users() {
+    let mut h = Harness::new(trusted_cfg());
+    do_register_trusted(&mut h, "bob", 8000);
+    let out = h.input("127.0.0.1:7000", &invite("bob", 7000, "z9hG4bK-c1", ""));
+    assert_eq!(out.len(), 2);
+    let fwd = text(&out[0]);
+    assert!(
+        fwd.starts_with("INVITE sip:bob@127.0.0.1:8000 SIP/2.0\r\n"),
+        "{fwd}"
+    );
+    assert!(
+        fwd.contains("Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-hl"),
+        "{fwd}"
+    );
+    assert!(
+        fwd.contains("Record-Route: <sip:127.0.0.1:5060;lr>"),
+        "{fwd}"
+    );
+    assert!(fwd.contains("Max-Forwards: 69"), "{fwd}");
+    assert!(fwd.ends_with("\r\n\r\nv=0\n"), "body kept: {fwd}");
+    let branch = fwd
+        .split("branch=")
+        .nth(1)
+        .unwrap()
+        .split([';', '\r'])
+        .next()
+        .unwrap()
+        .to_string();
+    let resp = |code: &str, tag: &str| {
+        format!(
+            "SIP/2.0 {code}\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch={branch};rport=5060\r\nVia: SIP/2.0/UDP 127.0.0.1:7000;branch=z9hG4bK-c1;received=127.0.0.1\r\nRecord-Route: <sip:127.0.0.1:5060;lr>\r\nFrom: <sip:alice@127.0.0.1>;tag=a1\r\nTo: <sip:bob@127.0.0.1>{tag}\r\nCall-ID: call-z9hG4bK-c1\r\nCSeq: 1 INVITE\r\nContact: <sip:bob@127.0.0.1:8000>\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    let out = h.input("127.0.0.1:8000", &resp("180 Ringing", ";tag=b1"));
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].flow.remote, "127.0.0.1:7000".parse().unwrap());
+    let t = text(&out[0]);
+    assert!(!t.contains("z9hG4bK-hl"), "our Via removed: {t}");
+    assert!(
+        t.contains("Via: SIP/2.0/UDP 127.0.0.1:7000;branch=z9hG4bK-c1"),
+        "{t}"
+    );
+    let out = h.input("127.0.0.1:8000", &resp("200 OK", ";tag=b1"));
+    assert_eq!(status(&out[0]), 200);
+    // 2xx retransmission from the UAS is forwarded too.
+    let out = h.input("127.0.0.1:8000", &resp("200 OK", ";tag=b1"));
+    assert_eq!(out.len(), 1);
+    assert_eq!(status(&out[0]), 200);
+    // ACK and BYE with our Route.
+    let in_dialog = |method: &str, branch: &str, cseq: u32| {
+        format!(
+            "{method} sip:bob@127.0.0.1:8000 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:7000;branch={branch}\r\nRoute: <sip:127.0.0.1:5060;lr>\r\nFrom: <sip:alice@127.0.0.1>;tag=a1\r\nTo: <sip:bob@127.0.0.1>;tag=b1\r\nCall-ID: call-z9hG4bK-c1\r\nCSeq: {cseq} {method}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    let out = h.input("127.0.0.1:7000", &in_dialog("ACK", "z9hG4bK-ack", 1));
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].flow.remote, "127.0.0.1:8000".parse().unwrap());
+    assert!(!text(&out[0]).contains("Route:"), "{}", text(&out[0]));
+    let out = h.input("127.0.0.1:7000", &in_dialog("BYE", "z9hG4bK-bye", 2));
+    assert_eq!(out.len(), 1);
+    let bye = text(&out[0]);
+    let bbranch = bye
+        .split("branch=")
+        .nth(1)
+        .unwrap()
+        .split([';', '\r'])
+        .next()
+        .unwrap()
+        .to_string();
+    let ok = format!(
+        "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch={bbranch}\r\nVia: SIP/2.0/UDP 127.0.0.1:7000;branch=z9hG4bK-bye\r\nFrom: <sip:alice@127.0.0.1>;tag=a1\r\nTo: <sip:bob@127.0.0.1>;tag=b1\r\nCall-ID: call-z9hG4bK-c1\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n"
+    );
+    let out = h.input("127.0.0.1:8000", &ok);
+    assert_eq!(status(&out[0]), 200);
+    assert_eq!(out[0].flow.remote, "127.0.0.1:7000".parse().unwrap());
+    // Everything is cleaned up once the timers have run.
+    h.advance(Duration::from_secs(40));
+    assert_eq!(h.core.transactions(), (0, 0));
+}
+
+fn do_register_trusted(h: &mut Harness, user: &str, port: u16) {
+    let out = h.input(&format!("127.0.0.1:{port}"), &register(user, port, 1, ""));
+    assert_eq!(status(&out[0]), 200, "{}", text(&out[0]));
+}
+
+#[test]
+fn unknown_user_404_and_unregistered_user_480() {
+    let mut h = Harness::new(trusted_cfg());
+    let out = h.input("127.0.0.1:7000", &invite("nobody", 7000, "z9hG4bK-u1", ""));
+    assert_eq!(status(&out[0]), 404);
+    let out = h.input("127.0.0.1:7000", &invite("bob", 7000, "z9hG4bK-u2", ""));
+    assert_eq!(status(&out[0]), 480);
+}
+
+#[test]
+fn unknown_user_goes_to_static_route() {
+    let mut c = trusted_cfg();
+    c.static_route = Some(Target {
+        transport: Transport::Udp,
+        addr: "127.0.0.1:5080".parse().unwrap(),
+    });
+    let mut h = Harness::new(c);
+    let out = h.input("127.0.0.1:7000", &invite("5551234", 7000, "z9hG4bK-s1", ""));
+    assert_eq!(out[0].flow.remote, "127.0.0.1:5080".parse().unwrap());
+    assert!(text(&out[0]).starts_with("INVITE sip:5551234@127.0.0.1:5060 SIP/2.0"));
+}
+
+#[test]
+fn max_forwards_zero_is_483() {
+    let mut h = Harness::new(trusted_cfg());
+    do_register_trusted(&mut h, "bob", 8000);
+    let msg = invite("bob", 7000, "z9hG4bK-m1", "").replace("Max-Forwards: 70", "Max-Forwards: 0");
+    let out = h.input("127.0.0.1:7000", &msg);
+    assert_eq!(out.len(), 1);
+    assert_eq!(status(&out[0]), 483);
+}
+
+#[test]
+fn request_coming_back_unchanged_is_482_loop_detected() {
+    let mut c = trusted_cfg();
+    c.static_route = Some(Target {
+        transport: Transport::Udp,
+        addr: "127.0.0.1:5060".parse().unwrap(), // routes to ourselves
+    });
+    let mut h = Harness::new(c);
+    let out = h.input("127.0.0.1:7000", &invite("x", 7000, "z9hG4bK-l1", ""));
+    let fwd = text(&out[0]);
+    let back = h.input("127.0.0.1:5060", &fwd);
+    let last = back.last().unwrap();
+    assert_eq!(status(last), 482, "{}", text(last));
+}
+
+#[test]
+fn cancel_while_ringing_is_propagated_and_487_relayed() {
+    let mut h = Harness::new(trusted_cfg());
+    do_register_trusted(&mut h, "bob", 8000);
+    let out = h.input("127.0.0.1:7000", &invite("bob", 7000, "z9hG4bK-x1", ""));
+    let fwd = text(&out[0]);
+    let branch = fwd
+        .split("branch=")
+        .nth(1)
+        .unwrap()
+        .split([';', '\r'])
+        .next()
+        .unwrap()
+        .to_string();
+    let cancel = "CANCEL sip:bob@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:7000;branch=z9hG4bK-x1\r\nFrom: <sip:alice@127.0.0.1>;tag=a1\r\nTo: <sip:bob@127.0.0.1>\r\nCall-ID: call-z9hG4bK-x1\r\nCSeq: 1 CANCEL\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n";
+    // Before any provisional from downstream, the CANCEL is held (§9.1).
+    let out = h.input("127.0.0.1:7000", cancel);
+    assert_eq!(out.len(), 1);
+    assert_eq!(status(&out[0]), 200);
+    assert!(text(&out[0]).contains("CSeq: 1 CANCEL"));
+    let ringing = format!(
+        "SIP/2.0 180 Ringing\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch={branch}\r\nVia: SIP/2.0/UDP 127.0.0.1:7000;branch=z9hG4bK-x1\r\nFrom: <sip:alice@127.0.0.1>;tag=a1\r\nTo: <sip:bob@127.0.0.1>;tag=b1\r\nCall-ID: call-z9hG4bK-x1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+    );
+    let out = h.input("127.0.0.1:8000", &ringing);
+    // The CANCEL goes downstream with the INVITE's branch, and the 180 upstream.
+    let c = out
+        .iter()
+        .find(|t| text(t).starts_with("CANCEL "))
+        .expect("CANCEL sent");
+    assert!(text(c).contains(&format!("branch={branch}")));
+    assert_eq!(c.flow.remote, "127.0.0.1:8000".parse().unwrap());
+    assert!(out.iter().any(|t| text(t).starts_with("SIP/2.0 180")));
+    let terminated = ringing.replace("180 Ringing", "487 Request Terminated");
+    let out = h.input("127.0.0.1:8000", &terminated);
+    let ack = out
+        .iter()
+        .find(|t| text(t).starts_with("ACK "))
+        .expect("ACK for 487");
+    assert!(text(ack).contains("CSeq: 1 ACK"));
+    assert!(text(ack).contains("To: <sip:bob@127.0.0.1>;tag=b1"));
+    assert!(
+        out.iter()
+            .any(|t| t.flow.remote.port() == 7000 && status(t) == 487)
+    );
+}
+
+#[test]
+fn cancel_for_unknown_transaction_is_481() {
+    let mut h = Harness::new(trusted_cfg());
+    let cancel = "CANCEL sip:bob@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:7000;branch=z9hG4bK-none\r\nFrom: <sip:alice@127.0.0.1>;tag=a1\r\nTo: <sip:bob@127.0.0.1>\r\nCall-ID: nope\r\nCSeq: 1 CANCEL\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n";
+    let out = h.input("127.0.0.1:7000", cancel);
+    assert_eq!(status(&out[0]), 481);
+}
+
+#[test]
+fn downstream_silence_times_out_with_408_after_retransmissions() {
+    let mut h = Harness::new(trusted_cfg());
+    do_register_trusted(&mut h, "bob", 8000);
+    let out = h.input("127.0.0.1:7000", &invite("bob", 7000, "z9hG4bK-t1", ""));
+    assert_eq!(out.len(), 2);
+    let later = h.advance(Duration::from_secs(33));
+    let retrans = later
+        .iter()
+        .filter(|t| text(t).starts_with("INVITE"))
+        .count();
+    assert_eq!(retrans, 6, "Timer A: 0.5, 1.5, 3.5, 7.5, 15.5, 31.5 s");
+    let resp: Vec<_> = later
+        .iter()
+        .filter(|t| t.flow.remote.port() == 7000)
+        .collect();
+    assert_eq!(status(resp[0]), 408);
+}
+
+#[test]
+fn rfc2543_request_without_magic_cookie_matches_retransmission() {
+    let mut h = Harness::new(trusted_cfg());
+    let msg = "OPTIONS sip:127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:7000\r\nFrom: <sip:x@127.0.0.1>;tag=1\r\nTo: <sip:127.0.0.1>\r\nCall-ID: old\r\nCSeq: 7 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+    let a = h.input("127.0.0.1:7000", msg);
+    let b = h.input("127.0.0.1:7000", msg);
+    assert_eq!(status(&a[0]), 200);
+    assert_eq!(a[0].data, b[0].data);
+    assert_eq!(
+        Counters::get(&h.core.counters().retransmissions_absorbed),
+        1
+    );
+}
+
+/// Malformed input through the core: each gets its 4xx/5xx when a response can be formed,
+/// is dropped and counted otherwise; the core keeps serving afterwards.
+#[test]
+fn malformed_requests_get_their_error_or_are_dropped_and_counted() {
+    let mut h = Harness::new(trusted_cfg());
+    let ok_head = "Via: SIP/2.0/UDP 127.0.0.1:7000;branch=z9hG4bK-{b}\r\nFrom: <sip:a@127.0.0.1>;tag=1\r\nTo: <sip:b@127.0.0.1>\r\nCall-ID: {b}\r\n";
+    let cases: Vec<(String, Option<u16>)> = vec![
+        // wrong Content-Length
+        (format!("INVITE sip:b@127.0.0.1 SIP/2.0\r\n{ok_head}CSeq: 1 INVITE\r\nContent-Length: 500\r\n\r\nv=0"), Some(400)),
+        // duplicate Call-ID
+        (format!("OPTIONS sip:b@127.0.0.1 SIP/2.0\r\n{ok_head}Call-ID: dup\r\nCSeq: 1 OPTIONS\r\n\r\n"), Some(400)),
+        // unknown URI scheme (RFC 4475 §3.3.6 unksm)
+        (format!("OPTIONS nobody:b@127.0.0.1 SIP/2.0\r\n{ok_head}CSeq: 1 OPTIONS\r\n\r\n"), Some(416)),
+        // unknown method
+        (format!("FROBNICATE sip:b@127.0.0.1 SIP/2.0\r\n{ok_head}CSeq: 1 FROBNICATE\r\n\r\n"), Some(501)),
+        // CSeq method mismatch
+        (format!("OPTIONS sip:b@127.0.0.1 SIP/2.0\r\n{ok_head}CSeq: 1 INVITE\r\n\r\n"), Some(400)),
+        // huge header: 513
+        (format!("OPTIONS sip:b@127.0.0.1 SIP/2.0\r\n{ok_head}CSeq: 1 OPTIONS\r\nSubject: {}\r\n\r\n", "y".repeat(66_000)), Some(513)),
+        // missing Call-ID: no response can be formed
+        (format!("OPTIONS sip:b@127.0.0.1 SIP/2.0\r\n{}CSeq: 1 OPTIONS\r\n\r\n", ok_head.replace("Call-ID: {b}\r\n", "")), None),
+        // no Via: nowhere to answer
+        ("OPTIONS sip:b@127.0.0.1 SIP/2.0\r\nFrom: <sip:a@x>;tag=1\r\nTo: <sip:b@x>\r\nCall-ID: nv\r\nCSeq: 1 OPTIONS\r\n\r\n".to_string(), None),
+        // garbage
+        ("\u{1}\u{2}garbage without structure".to_string(), None),
+        // a malformed response is never answered
+        ("SIP/2.0 200 OK\r\nVia: broken\r\n\r\n".to_string(), None),
+    ];
+    let mut dropped = 0;
+    for (i, (m, want)) in cases.iter().enumerate() {
+        let m = m.replace("{b}", &format!("case{i}"));
+        let out = h.input("127.0.0.1:7000", &m);
+        match want {
+            Some(code) => {
+                assert_eq!(out.len(), 1, "case {i}: {m:.80}");
+                assert_eq!(status(&out[0]), *code, "case {i}: {}", text(&out[0]));
+                assert!(
+                    text(&out[0]).contains(&format!("Call-ID: case{i}")),
+                    "case {i}"
+                );
+            }
+            None => {
+                assert!(out.is_empty(), "case {i}: {:?}", out.first().map(text));
+                dropped += 1;
+            }
+        }
+    }
+    let c = h.core.counters();
+    // Everything but the unknown-scheme request (well-formed, answered 416 by routing) is
+    // malformed; the malformed response (last case) is counted and dropped too.
+    assert_eq!(Counters::get(&c.malformed), cases.len() as u64 - 1);
+    assert_eq!(Counters::get(&c.dropped), dropped);
+    let out = h.input(
+        "127.0.0.1:7000",
+        "OPTIONS sip:127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:7000;branch=z9hG4bK-after\r\nFrom: <sip:x@127.0.0.1>;tag=1\r\nTo: <sip:127.0.0.1>\r\nCall-ID: after\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+    );
+    assert_eq!(status(&out[0]), 200);
+}
+
+/// Any bytes at all: no panic, and whatever is sent back is a response.
+#[test]
+fn arbitrary_bytes_never_panic() {
+    use proptest::prelude::*;
+    let mut runner = proptest::test_runner::TestRunner::new(proptest::test_runner::Config {
+        cases: 2000,
+        ..Default::default()
+    });
+    runner
+        .run(&proptest::collection::vec(any::<u8>(), 0..600), |bytes| {
+            let mut h = Harness::new(trusted_cfg());
+            h.core
+                .handle_input(udp(h.us, "127.0.0.1:7000"), &bytes, h.now);
+            while let Some(t) = h.core.poll_transmit() {
+                prop_assert!(t.data.starts_with(b"SIP/2.0 "));
+            }
+            Ok(())
+        })
+        .unwrap();
+}
+
+#[test]
+fn admission_control_refuses_with_503_before_creating_state() {
+    let mut c = trusted_cfg();
+    c.max_transactions = 2;
+    let mut h = Harness::new(c);
+    for i in 0..2 {
+        let out = h.input(
+            "127.0.0.1:7000",
+            &invite("nobody", 7000, &format!("z9hG4bK-a{i}"), ""),
+        );
+        assert_eq!(status(&out[0]), 404);
+    }
+    let out = h.input("127.0.0.1:7000", &invite("nobody", 7000, "z9hG4bK-a2", ""));
+    let t = text(&out[0]);
+    assert!(t.starts_with("SIP/2.0 503"), "{t}");
+    assert!(t.contains("Retry-After: 5"), "{t}");
+    assert_eq!(h.core.transactions().0, 2);
+    // Once the transactions end (ACK never came: Timer H), requests are served again.
+    h.advance(Duration::from_secs(40));
+    let out = h.input("127.0.0.1:7000", &invite("nobody", 7000, "z9hG4bK-a3", ""));
+    assert_eq!(status(&out[0]), 404);
+}
+
+#[test]
+fn ringing_forever_hits_timer_c_cancel_downstream_and_408_upstream() {
+    let mut h = Harness::new(trusted_cfg());
+    do_register_trusted(&mut h, "bob", 8000);
+    let out = h.input("127.0.0.1:7000", &invite("bob", 7000, "z9hG4bK-tc", ""));
+    let fwd = text(&out[0]);
+    let branch = fwd
+        .split("branch=")
+        .nth(1)
+        .unwrap()
+        .split([';', '\r'])
+        .next()
+        .unwrap()
+        .to_string();
+    let ringing = format!(
+        "SIP/2.0 180 Ringing\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch={branch}\r\nVia: SIP/2.0/UDP 127.0.0.1:7000;branch=z9hG4bK-tc\r\nFrom: <sip:alice@127.0.0.1>;tag=a1\r\nTo: <sip:bob@127.0.0.1>;tag=b1\r\nCall-ID: call-z9hG4bK-tc\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+    );
+    h.input("127.0.0.1:8000", &ringing);
+    assert!(
+        h.advance(Duration::from_secs(180)).is_empty(),
+        "still ringing at 3 min"
+    );
+    let out = h.advance(Duration::from_secs(2));
+    let cancel = out
+        .iter()
+        .find(|t| text(t).starts_with("CANCEL "))
+        .expect("CANCEL on Timer C");
+    assert_eq!(cancel.flow.remote.port(), 8000);
+    let up = out
+        .iter()
+        .find(|t| t.flow.remote.port() == 7000)
+        .expect("408 upstream");
+    assert_eq!(status(up), 408);
+}
+
+/// Caller on UDP, callee registered over TCP: the INVITE leaves on TCP with our Via for
+/// TCP and two Record-Routes (RFC 5658), the TCP one on top, facing the callee.
+#[test]
+fn transport_change_double_record_routes() {
+    let us_tcp: SocketAddr = "127.0.0.1:5060".parse().unwrap();
+    let now = Instant::now();
+    let mut core = Core::new(
+        trusted_cfg(),
+        vec![
+            (Transport::Udp, "127.0.0.1:5060".parse().unwrap()),
+            (Transport::Tcp, us_tcp),
+        ],
+        now,
+    );
+    let tcp_flow = Flow {
+        transport: Transport::Tcp,
+        local: us_tcp,
+        remote: "127.0.0.1:40001".parse().unwrap(),
+    };
+    let reg = register("bob", 40001, 1, "").replace("SIP/2.0/UDP", "SIP/2.0/TCP");
+    core.handle_input(tcp_flow, reg.as_bytes(), now);
+    let out = core.poll_transmit().unwrap();
+    assert_eq!(out.flow, tcp_flow, "response on the same connection");
+    core.handle_input(
+        udp("127.0.0.1:5060".parse().unwrap(), "127.0.0.1:7000"),
+        invite("bob", 7000, "z9hG4bK-dr", "").as_bytes(),
+        now,
+    );
+    let fwd = core.poll_transmit().unwrap();
+    assert_eq!(
+        fwd.flow, tcp_flow,
+        "request to the contact reuses the registration's connection"
+    );
+    let t = text(&fwd);
+    assert!(
+        t.contains("Via: SIP/2.0/TCP 127.0.0.1:5060;branch=z9hG4bK-hl"),
+        "{t}"
+    );
+    assert!(
+        t.contains("Record-Route: <sip:127.0.0.1:5060;transport=tcp;lr>\r\nRecord-Route: <sip:127.0.0.1:5060;lr>\r\n"),
+        "{t}"
+    );
+}
+
+/// Authenticated as alice, claiming to be bob in From: refused.
+#[test]
+fn invite_credentials_must_match_from_user() {
+    let mut h = Harness::new(cfg());
+    do_register(&mut h, "bob", "pw-b", 8000);
+    let spoof = |extra: &str, branch: &str| {
+        invite("bob", 7000, branch, extra).replace("From: <sip:alice@", "From: <sip:bob@")
+    };
+    let out = h.input("127.0.0.1:7000", &spoof("", "z9hG4bK-sp1"));
+    let n = nonce(&text(&out[0]));
+    let r = digest_response(
+        Algorithm::Md5,
+        "alice",
+        "hotline",
+        "pw-a",
+        "INVITE",
+        "sip:bob@127.0.0.1:5060",
+        &n,
+        Some(("00000001", "cn")),
+    );
+    let auth = format!(
+        "Proxy-Authorization: Digest username=\"alice\", realm=\"hotline\", nonce=\"{n}\", uri=\"sip:bob@127.0.0.1:5060\", response=\"{r}\", algorithm=MD5, qop=auth, nc=00000001, cnonce=\"cn\"\r\n"
+    );
+    let out = h.input("127.0.0.1:7000", &spoof(&auth, "z9hG4bK-sp2"));
+    assert_eq!(out.len(), 1, "nothing forwarded");
+    assert_eq!(status(&out[0]), 403);
+}
+
+/// Several contacts: the call goes to the one with the highest q-value.
+#[test]
+fn call_goes_to_highest_q_contact() {
+    let mut h = Harness::new(trusted_cfg());
+    let reg = register("bob", 8000, 1, "")
+        .replace(
+            "Contact: <sip:bob@127.0.0.1:8000>",
+            "Contact: <sip:bob@127.0.0.1:8001>;q=0.2, <sip:bob@127.0.0.1:8002>;q=0.9\r\nContact: <sip:bob@127.0.0.1:8003>;q=0.5",
+        );
+    let out = h.input("127.0.0.1:8000", &reg);
+    let t = text(&out[0]);
+    assert_eq!(t.matches("Contact: ").count(), 3, "{t}");
+    assert!(
+        t.contains("<sip:bob@127.0.0.1:8002>;expires=3600;q=0.9"),
+        "{t}"
+    );
+    let out = h.input("127.0.0.1:7000", &invite("bob", 7000, "z9hG4bK-q1", ""));
+    assert!(
+        text(&out[0]).starts_with("INVITE sip:bob@127.0.0.1:8002 SIP/2.0"),
+        "{}",
+        text(&out[0])
+    );
+    assert_eq!(out[0].flow.remote, "127.0.0.1:8002".parse().unwrap());
+}

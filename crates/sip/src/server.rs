@@ -1,0 +1,648 @@
+//! The tokio layer: UDP and TCP transports around the sans-IO [`Core`].
+//!
+//! One task owns the core and the UDP sockets and polls them directly (no task or channel
+//! hop per datagram); each TCP connection has a small task that frames messages by
+//! Content-Length and hands them to the core task through a bounded channel.
+
+use std::collections::HashMap;
+use std::future::poll_fn;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::Poll;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+use crate::Error;
+use crate::flow::{Flow, Transmit, Transport};
+use crate::msg::{self, Limits};
+use crate::proxy::{Core, CoreConfig, Counters};
+
+/// Listen addresses and the core's configuration.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub udp: Vec<SocketAddr>,
+    pub tcp: Vec<SocketAddr>,
+    pub core: CoreConfig,
+    /// Per-connection outbound queue; a peer that does not read is dropped when it fills.
+    pub tcp_queue: usize,
+    /// Inbound TCP connections beyond this are closed at once.
+    pub max_connections: usize,
+}
+
+/// A running server. Dropping it does not stop it; call [`Server::shutdown`].
+pub struct Server {
+    udp_addrs: Vec<SocketAddr>,
+    tcp_addrs: Vec<SocketAddr>,
+    counters: Arc<Counters>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+    accept_tasks: Vec<JoinHandle<()>>,
+}
+
+enum Inbound {
+    Opened {
+        remote: SocketAddr,
+        tx: mpsc::Sender<Bytes>,
+    },
+    Frame {
+        flow: Flow,
+        data: Bytes,
+    },
+    Closed {
+        remote: SocketAddr,
+    },
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> Error {
+    let what = what.into();
+    move |source| Error::Io { what, source }
+}
+
+fn bind_udp(addr: SocketAddr) -> Result<UdpSocket, Error> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let err = || io_err(format!("udp {addr}"));
+    let s =
+        Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP)).map_err(err())?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true).map_err(err())?;
+    }
+    // Large buffers absorb bursts (SIPp at thousands of messages per second).
+    let _ = s.set_recv_buffer_size(4 << 20);
+    let _ = s.set_send_buffer_size(4 << 20);
+    s.set_nonblocking(true).map_err(err())?;
+    s.bind(&addr.into()).map_err(err())?;
+    UdpSocket::from_std(s.into()).map_err(err())
+}
+
+fn bind_tcp(addr: SocketAddr) -> Result<TcpListener, Error> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let err = || io_err(format!("tcp {addr}"));
+    let s =
+        Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(err())?;
+    if addr.is_ipv6() {
+        s.set_only_v6(true).map_err(err())?;
+    }
+    s.set_reuse_address(true).map_err(err())?;
+    s.set_nonblocking(true).map_err(err())?;
+    s.bind(&addr.into()).map_err(err())?;
+    s.listen(1024).map_err(err())?;
+    TcpListener::from_std(s.into()).map_err(err())
+}
+
+impl Server {
+    /// Binds every listen address and starts serving. Port 0 binds an ephemeral port;
+    /// see [`Server::udp_addrs`] / [`Server::tcp_addrs`] for what was bound.
+    pub async fn start(cfg: ServerConfig) -> Result<Server, Error> {
+        let mut udp = Vec::new();
+        let mut udp_addrs = Vec::new();
+        for a in &cfg.udp {
+            let s = bind_udp(*a)?;
+            udp_addrs.push(s.local_addr().map_err(io_err("udp local_addr"))?);
+            udp.push(s);
+        }
+        let mut listeners = Vec::new();
+        let mut tcp_addrs = Vec::new();
+        for a in &cfg.tcp {
+            let l = bind_tcp(*a)?;
+            tcp_addrs.push(l.local_addr().map_err(io_err("tcp local_addr"))?);
+            listeners.push(l);
+        }
+        let locals: Vec<(Transport, SocketAddr)> = udp_addrs
+            .iter()
+            .map(|a| (Transport::Udp, *a))
+            .chain(tcp_addrs.iter().map(|a| (Transport::Tcp, *a)))
+            .collect();
+        let limits = cfg.core.limits;
+        let core = Core::new(cfg.core.clone(), locals, Instant::now());
+        let counters = core.counters();
+        let (in_tx, in_rx) = mpsc::channel::<Inbound>(4096);
+        let queue = cfg.tcp_queue.max(1);
+        let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let accept_tasks = listeners
+            .into_iter()
+            .map(|l| {
+                tokio::spawn(accept_loop(
+                    l,
+                    in_tx.clone(),
+                    limits,
+                    queue,
+                    open.clone(),
+                    cfg.max_connections,
+                ))
+            })
+            .collect();
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let task = tokio::spawn(
+            CoreTask {
+                core,
+                udp,
+                udp_addrs: udp_addrs.clone(),
+                inbound: in_rx,
+                inbound_tx: in_tx,
+                conns: HashMap::new(),
+                limits,
+                queue,
+            }
+            .run(stop_rx),
+        );
+        tracing::info!(?udp_addrs, ?tcp_addrs, "SIP server listening");
+        Ok(Server {
+            udp_addrs,
+            tcp_addrs,
+            counters,
+            stop: Some(stop_tx),
+            task,
+            accept_tasks,
+        })
+    }
+
+    pub fn udp_addrs(&self) -> &[SocketAddr] {
+        &self.udp_addrs
+    }
+
+    pub fn tcp_addrs(&self) -> &[SocketAddr] {
+        &self.tcp_addrs
+    }
+
+    pub fn counters(&self) -> &Counters {
+        &self.counters
+    }
+
+    /// Stops accepting and processing, and waits for the core task to end.
+    pub async fn shutdown(mut self) {
+        for t in &self.accept_tasks {
+            t.abort();
+        }
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        let _ = (&mut self.task).await;
+        tracing::info!("SIP server stopped");
+    }
+}
+
+async fn accept_loop(
+    l: TcpListener,
+    inbound: mpsc::Sender<Inbound>,
+    limits: Limits,
+    queue: usize,
+    open: Arc<std::sync::atomic::AtomicUsize>,
+    max: usize,
+) {
+    use std::sync::atomic::Ordering;
+    loop {
+        match l.accept().await {
+            Ok((stream, remote)) => {
+                if open.load(Ordering::Relaxed) >= max {
+                    tracing::warn!(%remote, "too many TCP connections; closing");
+                    drop(stream);
+                    continue;
+                }
+                open.fetch_add(1, Ordering::Relaxed);
+                let _ = stream.set_nodelay(true);
+                let local = match stream.local_addr() {
+                    Ok(a) => a,
+                    Err(_) => continue,
+                };
+                let (tx, rx) = mpsc::channel(queue);
+                if inbound.send(Inbound::Opened { remote, tx }).await.is_err() {
+                    return;
+                }
+                let flow = Flow {
+                    transport: Transport::Tcp,
+                    local,
+                    remote,
+                };
+                let open = open.clone();
+                let inbound = inbound.clone();
+                tokio::spawn(async move {
+                    run_conn(stream, flow, inbound, rx, limits).await;
+                    open.fetch_sub(1, Ordering::Relaxed);
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::task::yield_now().await;
+            }
+        }
+    }
+}
+
+/// Cuts one message off the front of a TCP stream buffer (RFC 3261 §18.3).
+/// `Ok(None)`: need more bytes. Errors mean the stream cannot be resynchronised.
+pub fn frame(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Bytes>, Error> {
+    let skip = buf
+        .iter()
+        .take_while(|b| matches!(b, b'\r' | b'\n'))
+        .count();
+    let _ = buf.split_to(skip); // keepalive CRLFs between messages
+    let Some(head_end) = memchr::memmem::find(buf, b"\r\n\r\n") else {
+        if buf.len() > limits.max_message_size {
+            return Err(Error::TooLarge(buf.len()));
+        }
+        return Ok(None);
+    };
+    let head = std::str::from_utf8(&buf[..head_end])
+        .map_err(|_| Error::Malformed("Header not UTF-8".into()))?;
+    let mut cl = 0usize;
+    for line in head.split("\r\n").skip(1) {
+        if let Some((name, value)) = line.split_once(':') {
+            let name = name.trim();
+            if name.eq_ignore_ascii_case("content-length") || name.eq_ignore_ascii_case("l") {
+                cl = value
+                    .trim()
+                    .parse()
+                    .map_err(|_| Error::Malformed("Invalid Content-Length".into()))?;
+            }
+        }
+    }
+    let total = head_end + 4 + cl;
+    if total > limits.max_message_size {
+        return Err(Error::TooLarge(total));
+    }
+    if buf.len() < total {
+        return Ok(None);
+    }
+    Ok(Some(buf.split_to(total).freeze()))
+}
+
+async fn run_conn(
+    stream: TcpStream,
+    flow: Flow,
+    inbound: mpsc::Sender<Inbound>,
+    mut outbound: mpsc::Receiver<Bytes>,
+    limits: Limits,
+) {
+    let (mut rd, mut wr) = stream.into_split();
+    let mut buf = BytesMut::with_capacity(8192);
+    'conn: loop {
+        tokio::select! {
+            r = rd.read_buf(&mut buf) => {
+                match r {
+                    Ok(0) | Err(_) => break 'conn,
+                    Ok(_) => loop {
+                        match frame(&mut buf, &limits) {
+                            Ok(Some(data)) => {
+                                if inbound.send(Inbound::Frame { flow, data }).await.is_err() {
+                                    break 'conn;
+                                }
+                            }
+                            Ok(None) => break,
+                            Err(e) => {
+                                let code = if matches!(e, Error::TooLarge(_)) { 513 } else { 400 };
+                                if let Some(resp) = msg::raw_error_response(&buf, code, &e.to_string()) {
+                                    let _ = wr.write_all(&resp).await;
+                                }
+                                tracing::debug!(remote = %flow.remote, error = %e, "closing TCP connection");
+                                break 'conn;
+                            }
+                        }
+                    },
+                }
+            }
+            m = outbound.recv() => match m {
+                Some(data) => {
+                    if wr.write_all(&data).await.is_err() {
+                        break 'conn;
+                    }
+                }
+                None => break 'conn,
+            },
+        }
+    }
+    let _ = inbound
+        .send(Inbound::Closed {
+            remote: flow.remote,
+        })
+        .await;
+}
+
+async fn connect_out(
+    remote: SocketAddr,
+    inbound: mpsc::Sender<Inbound>,
+    rx: mpsc::Receiver<Bytes>,
+    limits: Limits,
+) {
+    match TcpStream::connect(remote).await {
+        Ok(stream) => {
+            let _ = stream.set_nodelay(true);
+            let Ok(local) = stream.local_addr() else {
+                let _ = inbound.send(Inbound::Closed { remote }).await;
+                return;
+            };
+            let flow = Flow {
+                transport: Transport::Tcp,
+                local,
+                remote,
+            };
+            run_conn(stream, flow, inbound, rx, limits).await;
+        }
+        Err(e) => {
+            tracing::debug!(%remote, error = %e, "TCP connect failed");
+            let _ = inbound.send(Inbound::Closed { remote }).await;
+        }
+    }
+}
+
+struct CoreTask {
+    core: Core,
+    udp: Vec<UdpSocket>,
+    udp_addrs: Vec<SocketAddr>,
+    inbound: mpsc::Receiver<Inbound>,
+    inbound_tx: mpsc::Sender<Inbound>,
+    conns: HashMap<SocketAddr, mpsc::Sender<Bytes>>,
+    limits: Limits,
+    queue: usize,
+}
+
+enum Event {
+    Udp(usize, usize, SocketAddr),
+    Inbound(Inbound),
+    Timer,
+    Stop,
+}
+
+impl CoreTask {
+    async fn run(mut self, mut stop: oneshot::Receiver<()>) {
+        let mut buf = vec![0u8; 65_536];
+        let sleep = tokio::time::sleep(std::time::Duration::from_secs(3600));
+        tokio::pin!(sleep);
+        let mut armed: Option<Instant> = None;
+        loop {
+            self.flush().await;
+            let next = self.core.poll_timeout();
+            if next != armed {
+                if let Some(t) = next {
+                    sleep.as_mut().reset(tokio::time::Instant::from_std(t));
+                }
+                armed = next;
+            }
+            let udp = &self.udp;
+            let inbound = &mut self.inbound;
+            let ev = poll_fn(|cx| {
+                if Pin::new(&mut stop).poll(cx).is_ready() {
+                    return Poll::Ready(Event::Stop);
+                }
+                for (i, s) in udp.iter().enumerate() {
+                    let mut rb = tokio::io::ReadBuf::new(&mut buf);
+                    match s.poll_recv_from(cx, &mut rb) {
+                        Poll::Ready(Ok(from)) => {
+                            return Poll::Ready(Event::Udp(i, rb.filled().len(), from));
+                        }
+                        Poll::Ready(Err(e)) => {
+                            // ICMP errors surface here on Linux; they do not stop the socket.
+                            tracing::trace!(error = %e, "udp recv error");
+                            cx.waker().wake_by_ref();
+                        }
+                        Poll::Pending => {}
+                    }
+                }
+                if let Poll::Ready(Some(m)) = inbound.poll_recv(cx) {
+                    return Poll::Ready(Event::Inbound(m));
+                }
+                if armed.is_some() && sleep.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Event::Timer);
+                }
+                Poll::Pending
+            })
+            .await;
+            match ev {
+                Event::Stop => break,
+                Event::Udp(i, len, from) => {
+                    let flow = Flow {
+                        transport: Transport::Udp,
+                        local: self.udp_addrs[i],
+                        remote: from,
+                    };
+                    self.core.handle_input(flow, &buf[..len], Instant::now());
+                }
+                Event::Inbound(Inbound::Opened { remote, tx }) => {
+                    self.conns.insert(remote, tx);
+                }
+                Event::Inbound(Inbound::Closed { remote }) => {
+                    self.conns.remove(&remote);
+                }
+                Event::Inbound(Inbound::Frame { flow, data }) => {
+                    self.core.handle_input(flow, &data, Instant::now());
+                }
+                Event::Timer => {
+                    armed = None;
+                    self.core.handle_timeout(Instant::now());
+                }
+            }
+        }
+    }
+
+    async fn flush(&mut self) {
+        while let Some(t) = self.core.poll_transmit() {
+            self.transmit(t).await;
+        }
+    }
+
+    async fn transmit(&mut self, t: Transmit) {
+        match t.flow.transport {
+            Transport::Udp => {
+                let idx = self
+                    .udp_addrs
+                    .iter()
+                    .position(|a| *a == t.flow.local)
+                    .or_else(|| {
+                        self.udp_addrs
+                            .iter()
+                            .position(|a| a.is_ipv4() == t.flow.remote.is_ipv4())
+                    });
+                let Some(sock) = idx.and_then(|i| self.udp.get(i)) else {
+                    return;
+                };
+                match sock.try_send_to(&t.data, t.flow.remote) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        let _ = sock.send_to(&t.data, t.flow.remote).await;
+                    }
+                    Err(e) => {
+                        tracing::debug!(remote = %t.flow.remote, error = %e, "udp send failed")
+                    }
+                }
+            }
+            Transport::Tcp => {
+                let remote = t.flow.remote;
+                if let Some(tx) = self.conns.get(&remote) {
+                    if tx.try_send(t.data).is_err() {
+                        // Full or closed: the peer is not reading; give up on the flow.
+                        self.conns.remove(&remote);
+                    }
+                    return;
+                }
+                let (tx, rx) = mpsc::channel(self.queue);
+                let _ = tx.try_send(t.data);
+                self.conns.insert(remote, tx);
+                tokio::spawn(connect_out(
+                    remote,
+                    self.inbound_tx.clone(),
+                    rx,
+                    self.limits,
+                ));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tcp_framing_by_content_length() {
+        let limits = Limits::default();
+        let mut b = BytesMut::from(
+            &b"\r\n\r\nOPTIONS sip:x SIP/2.0\r\nContent-Length: 3\r\n\r\nabcINVITE sip:y SIP/2.0\r\nl: 2\r\n\r\nx"[..],
+        );
+        let first = frame(&mut b, &limits).unwrap().unwrap();
+        assert!(first.starts_with(b"OPTIONS"));
+        assert!(first.ends_with(b"abc"));
+        // Second message is incomplete (1 of 2 body bytes).
+        assert_eq!(frame(&mut b, &limits).unwrap(), None);
+        b.extend_from_slice(b"y");
+        let second = frame(&mut b, &limits).unwrap().unwrap();
+        assert!(second.ends_with(b"\r\n\r\nxy"));
+        assert!(b.is_empty());
+    }
+
+    #[test]
+    fn tcp_framing_enforces_limits() {
+        let limits = Limits {
+            max_message_size: 100,
+            max_headers: 10,
+        };
+        let mut huge =
+            BytesMut::from(&b"OPTIONS sip:x SIP/2.0\r\nContent-Length: 1000\r\n\r\n"[..]);
+        assert!(matches!(frame(&mut huge, &limits), Err(Error::TooLarge(_))));
+        let mut endless = BytesMut::from(&vec![b'a'; 101][..]);
+        assert!(matches!(
+            frame(&mut endless, &limits),
+            Err(Error::TooLarge(_))
+        ));
+        let mut bad = BytesMut::from(&b"OPTIONS sip:x SIP/2.0\r\nContent-Length: -1\r\n\r\n"[..]);
+        assert!(matches!(frame(&mut bad, &limits), Err(Error::Malformed(_))));
+    }
+}
+
+#[cfg(test)]
+mod live_tests {
+    use super::*;
+    use crate::proxy::CoreConfig;
+
+    fn cfg() -> ServerConfig {
+        ServerConfig {
+            udp: vec!["127.0.0.1:0".parse().unwrap()],
+            tcp: vec!["127.0.0.1:0".parse().unwrap()],
+            core: CoreConfig::default(),
+            tcp_queue: 16,
+            max_connections: 8,
+        }
+    }
+
+    fn options(port: u16, transport: &str) -> String {
+        format!(
+            "OPTIONS sip:127.0.0.1:{port} SIP/2.0\r\nVia: SIP/2.0/{transport} 127.0.0.1:9;branch=z9hG4bK-live-{transport};rport\r\nFrom: <sip:t@127.0.0.1>;tag=1\r\nTo: <sip:127.0.0.1>\r\nCall-ID: live\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        )
+    }
+
+    #[tokio::test]
+    async fn answers_options_over_udp_and_tcp() {
+        let server = Server::start(cfg()).await.unwrap();
+        let u = server.udp_addrs()[0];
+        let sock = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        sock.send_to(options(u.port(), "UDP").as_bytes(), u)
+            .await
+            .unwrap();
+        let mut buf = [0u8; 4096];
+        let (n, _) =
+            tokio::time::timeout(std::time::Duration::from_secs(5), sock.recv_from(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
+        assert!(buf[..n].starts_with(b"SIP/2.0 200 OK\r\n"));
+
+        let t = server.tcp_addrs()[0];
+        let mut stream = TcpStream::connect(t).await.unwrap();
+        stream
+            .write_all(options(t.port(), "TCP").as_bytes())
+            .await
+            .unwrap();
+        let mut got = BytesMut::new();
+        let resp = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            loop {
+                stream.read_buf(&mut got).await.unwrap();
+                if let Some(m) = frame(&mut got, &Limits::default()).unwrap() {
+                    return m;
+                }
+            }
+        })
+        .await
+        .unwrap();
+        assert!(resp.starts_with(b"SIP/2.0 200 OK\r\n"));
+        server.shutdown().await;
+    }
+}
+
+#[cfg(test)]
+mod ipv6_tests {
+    use super::*;
+    use crate::proxy::CoreConfig;
+
+    /// IPv6 listen address: REGISTER and OPTIONS over [::1] (skipped if the host has no
+    /// IPv6 loopback).
+    #[tokio::test]
+    async fn serves_over_ipv6_loopback() {
+        let Ok(sock) = UdpSocket::bind("[::1]:0").await else {
+            eprintln!("no IPv6 loopback here; skipping");
+            return;
+        };
+        let server = Server::start(ServerConfig {
+            udp: vec!["[::1]:0".parse().unwrap(), "127.0.0.1:0".parse().unwrap()],
+            tcp: vec![],
+            core: CoreConfig {
+                trusted: vec!["::1".parse().unwrap()],
+                ..CoreConfig::default()
+            },
+            tcp_queue: 16,
+            max_connections: 8,
+        })
+        .await
+        .unwrap();
+        let addr = server.udp_addrs()[0];
+        assert!(addr.is_ipv6());
+        let me = sock.local_addr().unwrap();
+        let reg = format!(
+            "REGISTER sip:[::1]:{} SIP/2.0\r\nVia: SIP/2.0/UDP [::1]:{};branch=z9hG4bK-v6;rport\r\nFrom: <sip:six@[::1]>;tag=1\r\nTo: <sip:six@[::1]>\r\nCall-ID: v6\r\nCSeq: 1 REGISTER\r\nContact: <sip:six@[::1]:{}>\r\nContent-Length: 0\r\n\r\n",
+            addr.port(),
+            me.port(),
+            me.port()
+        );
+        sock.send_to(reg.as_bytes(), addr).await.unwrap();
+        let mut buf = [0u8; 4096];
+        let (n, from) =
+            tokio::time::timeout(std::time::Duration::from_secs(5), sock.recv_from(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
+        assert_eq!(from, addr);
+        let text = String::from_utf8_lossy(&buf[..n]);
+        assert!(text.starts_with("SIP/2.0 200 OK\r\n"), "{text}");
+        assert!(
+            text.contains(&format!(
+                "Contact: <sip:six@[::1]:{}>;expires=3600",
+                me.port()
+            )),
+            "{text}"
+        );
+        server.shutdown().await;
+    }
+}

@@ -1,0 +1,225 @@
+//! Support for the integration tests in `tests/`: start Hotline in-process on ephemeral
+//! loopback ports and run SIPp scenarios against it, bounded in time.
+
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use hotline::{Config, Hotline};
+use tokio::process::{Child, Command};
+
+/// Users every test server knows (name, password).
+pub const USERS: &[(&str, &str)] = &[
+    ("alice", "alice-pw"),
+    ("bob", "bob-pw"),
+    ("carol", "carol-pw"),
+];
+
+/// Address the raw-socket tests send from: trusted by the test server, unlike SIPp's
+/// 127.0.0.1, so raw requests skip authentication.
+pub const TRUSTED_IP: &str = "127.0.0.2";
+
+/// Starts Hotline on ephemeral UDP and TCP ports on 127.0.0.1.
+pub async fn start_hotline() -> anyhow::Result<Hotline> {
+    let mut toml = String::from(
+        "[sip]\nudp = [\"127.0.0.1:0\"]\ntcp = [\"127.0.0.1:0\"]\ntrusted = [\"127.0.0.2/32\"]\n\
+         digest_algorithms = [\"MD5\"]\nt1_ms = 100\nt2_ms = 400\n",
+    );
+    for (u, p) in USERS {
+        toml.push_str(&format!("[[users]]\nname = \"{u}\"\npassword = \"{p}\"\n"));
+    }
+    let cfg = Config::parse(Path::new("<sip-tests>"), &toml)?;
+    hotline::start(&cfg).await
+}
+
+/// A port free for both UDP and TCP on 127.0.0.1 right now.
+pub fn free_port() -> u16 {
+    for _ in 0..100 {
+        let Ok(t) = TcpListener::bind("127.0.0.1:0") else {
+            continue;
+        };
+        let Ok(addr) = t.local_addr() else { continue };
+        if UdpSocket::bind(addr).is_ok() {
+            return addr.port();
+        }
+    }
+    panic!("no free port pair on 127.0.0.1");
+}
+
+/// Scenario file path.
+pub fn scenario(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scenarios")
+        .join(name)
+}
+
+fn out_dir() -> PathBuf {
+    let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("out");
+    let _ = std::fs::create_dir_all(&d);
+    d
+}
+
+/// Transport for SIPp and which Hotline port to aim at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    Udp,
+    Tcp,
+}
+
+impl Proto {
+    fn sipp_flag(self) -> &'static str {
+        match self {
+            Proto::Udp => "u1",
+            Proto::Tcp => "t1",
+        }
+    }
+
+    /// Hotline's listen address for this transport.
+    pub fn server_addr(self, h: &Hotline) -> SocketAddr {
+        match self {
+            Proto::Udp => h.sip.udp_addrs()[0],
+            Proto::Tcp => h.sip.tcp_addrs()[0],
+        }
+    }
+}
+
+/// One SIPp process.
+pub struct Sipp {
+    child: Child,
+    name: String,
+    err_file: PathBuf,
+}
+
+/// Builds SIPp command lines with unique ports and files.
+pub struct SippBuilder {
+    args: Vec<String>,
+    name: String,
+    port: u16,
+}
+
+impl SippBuilder {
+    /// `scenario` from `scenarios/`, local SIP port `port`.
+    pub fn new(name: &str, scenario_file: &str, proto: Proto, port: u16) -> Self {
+        let args = vec![
+            "-sf".into(),
+            scenario(scenario_file).display().to_string(),
+            "-t".into(),
+            proto.sipp_flag().into(),
+            "-i".into(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            port.to_string(),
+            "-cp".into(),
+            free_port().to_string(),
+            "-mp".into(),
+            free_port().to_string(),
+            "-m".into(),
+            "1".into(),
+            "-timeout".into(),
+            "20s".into(),
+            "-timeout_error".into(),
+            "-nostdin".into(),
+            "-trace_err".into(),
+        ];
+        Self {
+            args,
+            name: format!("{name}-{}-{port}", std::process::id()),
+            port,
+        }
+    }
+
+    pub fn arg(mut self, a: impl Into<String>) -> Self {
+        self.args.push(a.into());
+        self
+    }
+
+    pub fn args<I: IntoIterator<Item = S>, S: Into<String>>(mut self, it: I) -> Self {
+        self.args.extend(it.into_iter().map(Into::into));
+        self
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Starts SIPp (as a UAC when `remote` is given, as a UAS otherwise).
+    pub fn spawn(mut self, remote: Option<SocketAddr>) -> anyhow::Result<Sipp> {
+        let err_file = out_dir().join(format!("{}.errors.log", self.name));
+        let _ = std::fs::remove_file(&err_file);
+        self.args.push("-error_file".into());
+        self.args.push(err_file.display().to_string());
+        if let Some(r) = remote {
+            self.args.push(r.to_string());
+        }
+        let child = Command::new("sipp")
+            .args(&self.args)
+            .current_dir(out_dir())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .context("spawning sipp (is it installed? sip-tests/run-tests.sh installs it)")?;
+        Ok(Sipp {
+            child,
+            name: self.name,
+            err_file,
+        })
+    }
+}
+
+impl Sipp {
+    /// Waits for SIPp to exit (bounded) and returns its status.
+    pub async fn wait(mut self) -> anyhow::Result<ExitStatus> {
+        match tokio::time::timeout(Duration::from_secs(40), self.child.wait()).await {
+            Ok(s) => Ok(s?),
+            Err(_) => {
+                let _ = self.child.kill().await;
+                bail!("sipp {} did not finish in 40 s", self.name)
+            }
+        }
+    }
+
+    /// Waits and fails with SIPp's error log unless it exited 0 (all calls successful).
+    pub async fn expect_success(self) -> anyhow::Result<()> {
+        let name = self.name.clone();
+        let err_file = self.err_file.clone();
+        let status = self.wait().await?;
+        if !status.success() {
+            let log = std::fs::read_to_string(&err_file).unwrap_or_default();
+            bail!("sipp {name} failed with {status}:\n{log}");
+        }
+        Ok(())
+    }
+}
+
+/// Whether something has bound `port` (UDP) or listens on it (TCP), read from
+/// /proc/net without touching the port (a probe bind could make SIPp's own bind fail).
+fn is_bound(port: u16, proto: Proto) -> bool {
+    let (files, listen_only): (&[&str], bool) = match proto {
+        Proto::Udp => (&["/proc/net/udp", "/proc/net/udp6"], false),
+        Proto::Tcp => (&["/proc/net/tcp", "/proc/net/tcp6"], true),
+    };
+    let want = format!(":{port:04X}");
+    files.iter().any(|f| {
+        std::fs::read_to_string(f).is_ok_and(|t| {
+            t.lines().skip(1).any(|l| {
+                let cols: Vec<&str> = l.split_whitespace().collect();
+                cols.len() > 3 && cols[1].ends_with(&want) && (!listen_only || cols[3] == "0A")
+            })
+        })
+    })
+}
+
+/// Waits until SIPp has bound `port` (UDP for `Proto::Udp`, a TCP listener otherwise):
+/// the moment a UAS is ready for calls. Bounded to 10 s.
+pub async fn wait_bound(port: u16, proto: Proto) -> anyhow::Result<()> {
+    for _ in 0..1000 {
+        if is_bound(port, proto) {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    bail!("nothing bound 127.0.0.1:{port} within 10 s")
+}
