@@ -6,6 +6,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use hotline::Config;
 
+mod simulate;
+
 #[derive(Parser)]
 #[command(name = "hotline", version, about = "Hotline call-center softswitch")]
 struct Cli {
@@ -21,6 +23,8 @@ enum Command {
         #[arg(long, default_value = "config/hotline.toml")]
         config: PathBuf,
     },
+    /// Simulate a center (what-if) or find the staff for a service level, with the ACD engine.
+    Simulate(simulate::SimulateArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -42,6 +46,7 @@ fn main() -> anyhow::Result<()> {
                 .context("building the tokio runtime")?;
             rt.block_on(serve(cfg))
         }
+        Command::Simulate(args) => simulate::run(&args),
     }
 }
 

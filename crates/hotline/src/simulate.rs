@@ -1,24 +1,23 @@
-//! The ACD simulator for people: what-if runs of a center, and staffing.
+//! `hotline simulate`: the ACD simulator for people — what-if runs of a center, and staffing.
 //!
 //! ```text
 //! # expected SL/ASA/abandonment/occupancy of the example center
-//! cargo run --release -p hotline-acd --example simulate -- --config config/simulate.toml
+//! hotline simulate --config config/simulate.toml
 //! # what if sales gets 400 calls/hour?
-//! cargo run --release -p hotline-acd --example simulate -- --config config/simulate.toml \
+//! hotline simulate --config config/simulate.toml \
 //!     --queue sales --calls-per-hour 400
 //! # how many agents for 80/20 at 300 calls/hour with AHT 240 s?
-//! cargo run --release -p hotline-acd --example simulate -- --staffing \
+//! hotline simulate --staffing \
 //!     --calls-per-hour 300 --aht 240 --sl-secs 20 --target 80
 //! ```
 
 use anyhow::{Context, bail};
-use clap::Parser;
 use hotline_acd::QueueConfig;
 use hotline_acd::sim::{SimConfig, SimParams, StaffingQuery, TrafficOverride, simulate, staffing};
 
-#[derive(Parser, Debug)]
-#[command(about = "Simulate an ACD configuration, or find the staff for a service level")]
-struct Args {
+/// Arguments of `hotline simulate`.
+#[derive(clap::Args, Debug)]
+pub struct SimulateArgs {
     /// Simulation file (TOML: [sim], [acd], [[agents]], [[traffic]]).
     #[arg(long)]
     config: Option<String>,
@@ -54,8 +53,8 @@ struct Args {
     max_agents: u32,
 }
 
-fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+/// Runs a simulation or a staffing search and prints the report.
+pub fn run(args: &SimulateArgs) -> anyhow::Result<()> {
     let file = match &args.config {
         Some(path) => {
             let text = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
