@@ -207,10 +207,12 @@ pub struct QueueConfig {
     /// Most calls that may wait; further arrivals go to the fallback. `None` = unlimited.
     #[serde(default)]
     pub max_len: Option<u32>,
-    /// Accept calls when no logged-in agent could ever serve them.
+    /// Accept calls when no logged-in agent could ever serve them (with the call's own
+    /// skills, counting every agent the bullseye steps could add).
     #[serde(default = "d_true")]
     pub join_when_empty: bool,
-    /// Send waiting calls to the fallback as soon as no logged-in agent could ever serve them.
+    /// Send calls to the fallback as soon as no logged-in agent could ever serve them: at
+    /// arrival, and when a logout or re-skilling leaves waiting calls without anyone.
     #[serde(default)]
     pub leave_when_empty: bool,
     /// Seconds an offer rings before it is withdrawn. `0` = rings until answered/rejected.

@@ -220,6 +220,10 @@ const MAX_SITES: usize = 64;
 const NO_AGING_STEP_MS: i64 = 1 << 42;
 const AHT_ALPHA: f64 = 0.02;
 const MAX_SIGS: usize = 1024;
+/// Most requirement classes tracked for leave/join-when-empty (see [`Class`]).
+const MAX_CLASSES: usize = 1 << 16;
+/// The class of a call past `MAX_CLASSES`: only the coarse per-queue check applies to it.
+const NO_CLASS: u32 = u32::MAX;
 
 struct Step {
     after_ms: u64,
@@ -266,6 +270,11 @@ struct Queue {
     cb_attempts: u32,
     /// Lowest proficiency any step relaxes to: decides who could *ever* serve the queue.
     loosest: Option<u8>,
+    /// Sites the queue's calls may ever reach (own sites plus every step's).
+    ever_sites: u64,
+    /// Requirement classes whose home queue can reach this queue's agents: the counts an
+    /// agent of this queue updates when logging in or out.
+    classes: Vec<u32>,
     available: BTreeSet<AKey>,
     waiting: BTreeMap<CKey, CallId>,
     /// The same calls split by the set of extra skills they need, so that an agent skips
@@ -283,6 +292,33 @@ struct Queue {
     aht_ms: f64,
     members: Vec<u32>,
     st: QStats,
+}
+
+/// One kind of call for join/leave-when-empty: a home queue plus the extra skills the call
+/// needs. `able` counts the logged-in (agent, queue) memberships that could serve such a
+/// call at its loosest bullseye step, so servability is O(1) per call and an agent's login
+/// or logout touches only the classes of its own queues, never every waiting call.
+struct Class {
+    home: u32,
+    extra: Vec<(u16, u8)>,
+    able: u32,
+    /// Calls of this class not yet connected, in queue order (they are stranded together).
+    calls: BTreeSet<(CKey, CallId)>,
+}
+
+/// Whether agent `ag`, through its membership of queue `t` (which must be capable), could
+/// serve a call of class `cl` once every bullseye step of its home queue has applied.
+fn can_ever_serve(queues: &[Queue], ag: &Agent, t: u32, cl: &Class) -> bool {
+    let h = &queues[cl.home as usize];
+    if h.ever_sites & (1u64 << ag.site) == 0 {
+        return false;
+    }
+    let relax = |m: u8| h.loosest.map_or(m, |l| m.min(l));
+    queues[t as usize]
+        .skills
+        .iter()
+        .chain(cl.extra.iter())
+        .all(|&(s, m)| ag.prof(s) >= relax(m))
 }
 
 struct Member {
@@ -369,6 +405,8 @@ struct Call {
     extra: Vec<(u16, u8)>,
     /// Interned set of the extra skills' ids (the queue bucket the call waits in).
     sig: u32,
+    /// Requirement class (join/leave-when-empty), or `NO_CLASS`.
+    class: u32,
     relax: Option<u8>,
     targets: Vec<u32>,
     sites: u64,
@@ -451,6 +489,10 @@ pub struct Engine {
     tiers: HashMap<String, i64>,
     sig_ids: HashMap<Vec<u16>, u32>,
     sig_skills: Vec<Vec<u16>>,
+    classes: Vec<Class>,
+    class_ids: HashMap<(u32, Vec<(u16, u8)>), u32>,
+    /// Classes whose `able` count dropped to zero: their calls may be stranded.
+    strand_pending: Vec<u32>,
     stats_since: Millis,
     scratch: Vec<(u32, u32)>,
 }
@@ -492,6 +534,9 @@ impl Engine {
             rng: cfg.seed ^ 0x5DEE_CE66_D1CE_4E5B,
             sig_ids: HashMap::new(),
             sig_skills: Vec::new(),
+            classes: Vec::new(),
+            class_ids: HashMap::new(),
+            strand_pending: Vec::new(),
             tiers: cfg
                 .tier_priority
                 .iter()
@@ -669,7 +714,9 @@ impl Engine {
                 self.dispatch_call(now, cid);
             }
         }
-        self.strand_check(now, &[qi]);
+        // The queue's skills, steps and reach feed every class that can reach it.
+        self.rebuild_classes();
+        self.flush_strands(now);
         Ok(QueueId(qi))
     }
 
@@ -685,6 +732,12 @@ impl Engine {
             .ok_or_else(|| AcdError::UnknownQueue(q.name.clone()))?;
         let mut reach = vec![me];
         let mut loosest: Option<u8> = None;
+        let own_sites = if q.sites.is_empty() {
+            ALL_SITES
+        } else {
+            self.sites(&q.sites)?
+        };
+        let mut ever_sites = own_sites;
         for st in &q.overflow {
             let mut add = Vec::new();
             for n in &st.add_queues {
@@ -700,15 +753,17 @@ impl Engine {
             if let Some(m) = st.min_proficiency {
                 loosest = Some(loosest.map_or(m, |l| l.min(m)));
             }
+            let add_sites = if st.any_site {
+                ALL_SITES
+            } else {
+                self.sites(&st.add_sites)?
+            };
+            ever_sites |= add_sites;
             steps.push(Step {
                 after_ms: u64::from(st.after_secs) * 1000,
                 min: st.min_proficiency,
                 add_queues: add,
-                add_sites: if st.any_site {
-                    ALL_SITES
-                } else {
-                    self.sites(&st.add_sites)?
-                },
+                add_sites,
             });
         }
         Ok(Queue {
@@ -726,16 +781,14 @@ impl Engine {
             max_wait_ms: q.max_wait_secs.map(|s| u64::from(s) * 1000),
             fallback: q.fallback.clone(),
             weight: i64::from(q.weight),
-            sites: if q.sites.is_empty() {
-                ALL_SITES
-            } else {
-                self.sites(&q.sites)?
-            },
+            sites: own_sites,
             steps,
             pref_ms: u64::from(q.preferred_agent_secs) * 1000,
             cb_retry_ms: u64::from(q.callback_retry_secs) * 1000,
             cb_attempts: q.callback_attempts,
             loosest,
+            ever_sites,
+            classes: Vec::new(),
             available: BTreeSet::new(),
             waiting: BTreeMap::new(),
             buckets: Vec::new(),
@@ -833,7 +886,8 @@ impl Engine {
 
     /// Changes an agent's site, skills and queue memberships while the center runs
     /// (supervisor re-skilling). Routing uses the new profile at once; a call in progress
-    /// is not disturbed. Queues left without any capable agent apply leave-when-empty.
+    /// is not disturbed. Waiting calls nobody logged in can serve any more apply
+    /// leave-when-empty.
     pub fn update_agent(&mut self, now: Millis, cfg: &AgentConfig) -> Result<AgentId> {
         let a = *self
             .agent_ids
@@ -878,7 +932,7 @@ impl Engine {
         if state == AgentState::Available {
             self.make_available(now, a);
         }
-        self.strand_check(now, &old);
+        self.flush_strands(now);
         Ok(AgentId(a))
     }
 
@@ -967,6 +1021,93 @@ impl Engine {
                 q.capable = q.capable.saturating_add_signed(li_d);
             }
             q.working = q.working.saturating_add_signed(w_d);
+        }
+        if li_d == 0 {
+            return;
+        }
+        let ag = &self.agents[a as usize];
+        for m in ag.members.iter().filter(|m| m.capable) {
+            for &ci in &self.queues[m.queue as usize].classes {
+                if can_ever_serve(&self.queues, ag, m.queue, &self.classes[ci as usize]) {
+                    let cl = &mut self.classes[ci as usize];
+                    cl.able = cl.able.saturating_add_signed(li_d);
+                    if cl.able == 0 {
+                        self.strand_pending.push(ci);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Logged-in memberships that could serve a call of class `cl` (a scan: used when a
+    /// class is created and after a queue edit, never per routing event).
+    fn count_able(&self, cl: &Class) -> u32 {
+        let mut n = 0u32;
+        for &t in &self.queues[cl.home as usize].reach {
+            for &a in &self.queues[t as usize].members {
+                let ag = &self.agents[a as usize];
+                let capable = ag.members.iter().any(|m| m.queue == t && m.capable);
+                if capable && ag.state.logged_in() && can_ever_serve(&self.queues, ag, t, cl) {
+                    n = n.saturating_add(1);
+                }
+            }
+        }
+        n
+    }
+
+    /// The class of a call of queue `home` needing `extra`; created (one scan of the agents
+    /// its queue can reach) the first time such a call arrives, then kept.
+    fn class_for(&mut self, home: u32, extra: &[(u16, u8)]) -> u32 {
+        let mut key = extra.to_vec();
+        key.sort_unstable();
+        key.dedup();
+        let key = (home, key);
+        if let Some(&id) = self.class_ids.get(&key) {
+            return id;
+        }
+        if self.classes.len() >= MAX_CLASSES {
+            return NO_CLASS;
+        }
+        let id = self.classes.len() as u32;
+        let mut cl = Class {
+            home,
+            extra: key.1.clone(),
+            able: 0,
+            calls: BTreeSet::new(),
+        };
+        cl.able = self.count_able(&cl);
+        for t in self.queues[home as usize].reach.clone() {
+            self.queues[t as usize].classes.push(id);
+        }
+        self.classes.push(cl);
+        self.class_ids.insert(key, id);
+        id
+    }
+
+    /// Recomputes every class's index and count after a queue edit; classes left with
+    /// nobody are checked for stranded calls.
+    fn rebuild_classes(&mut self) {
+        for q in &mut self.queues {
+            q.classes.clear();
+        }
+        for ci in 0..self.classes.len() {
+            let able = self.count_able(&self.classes[ci]);
+            let home = self.classes[ci].home;
+            self.classes[ci].able = able;
+            for t in self.queues[home as usize].reach.clone() {
+                self.queues[t as usize].classes.push(ci as u32);
+            }
+            if able == 0 {
+                self.strand_pending.push(ci as u32);
+            }
+        }
+    }
+
+    /// Whether anyone logged in could ever serve a call of `class` in queue `home`.
+    fn class_servable(&self, class: u32, home: u32) -> bool {
+        match self.classes.get(class as usize) {
+            Some(cl) => cl.able > 0,
+            None => self.servable(home),
         }
     }
 
@@ -1229,14 +1370,37 @@ impl Engine {
             self.fallback(now, cid, FallbackReason::MaxWait);
             return;
         }
+        c.state = CState::Delayed;
+        if self.strand_if_unservable(now, cid) {
+            return;
+        }
         self.insert_waiting(cid);
         self.dispatch_call(now, cid);
+    }
+
+    /// leave-when-empty for one call coming back from an offer or callback attempt: its
+    /// class may have lost its last agent while it rang (nothing was stranded then).
+    fn strand_if_unservable(&mut self, now: Millis, cid: CallId) -> bool {
+        let Some(c) = self.calls.get(&cid) else {
+            return false;
+        };
+        if self.queues[c.home as usize].leave_empty
+            && self
+                .classes
+                .get(c.class as usize)
+                .is_some_and(|cl| cl.able == 0)
+        {
+            self.fallback(now, cid, FallbackReason::Empty);
+            return true;
+        }
+        false
     }
 
     /// Removes a call from every index and timer; agents it held are released afterwards.
     fn detach(&mut self, now: Millis, cid: CallId) -> Option<Call> {
         let mut c = self.calls.remove(&cid)?;
         Self::remove_waiting(&mut self.queues, &c);
+        Self::declass(&mut self.classes, cid, &c);
         for (slot, t) in [
             (&mut c.t_step, Timer::Step(cid.0)),
             (&mut c.t_max, Timer::MaxWait(cid.0)),
@@ -1340,10 +1504,13 @@ impl Engine {
             self.resume.remove(caller);
         }
         self.queues[home as usize].st.offered += 1;
-        let q = &self.queues[home as usize];
+        // Refused when nobody logged in could ever serve this call: its queue's skills and
+        // its own (a language), counting every agent its bullseye steps could still add.
         // A skill no queue or agent mentions (an unknown language) cannot be served either.
         let hopeless = extra.iter().any(|e| e.0 == NO_SKILL);
-        if (!q.join_empty || q.leave_empty) && (hopeless || !self.servable(home)) {
+        let class = self.class_for(home, &extra);
+        let q = &self.queues[home as usize];
+        if (!q.join_empty || q.leave_empty) && (hopeless || !self.class_servable(class, home)) {
             self.refuse(cid, home, FallbackReason::Empty);
             return Ok(());
         }
@@ -1357,6 +1524,7 @@ impl Engine {
             arrived: now,
             extra,
             sig,
+            class,
             relax: None,
             targets: vec![home],
             sites: q.sites,
@@ -1415,6 +1583,7 @@ impl Engine {
                     Timer::Hold(cid.0),
                 );
                 let avail = ag.state == AgentState::Available;
+                self.enclass(cid, &c);
                 self.calls.insert(cid, c);
                 self.agents[p.0 as usize].preferred.push(cid);
                 if avail {
@@ -1423,6 +1592,7 @@ impl Engine {
                 return Ok(());
             }
         }
+        self.enclass(cid, &c);
         self.calls.insert(cid, c);
         self.insert_waiting(cid);
         self.dispatch_call(now, cid);
@@ -1435,6 +1605,18 @@ impl Engine {
             self.announce(cid);
         }
         Ok(())
+    }
+
+    fn enclass(&mut self, cid: CallId, c: &Call) {
+        if let Some(cl) = self.classes.get_mut(c.class as usize) {
+            cl.calls.insert((c.key, cid));
+        }
+    }
+
+    fn declass(classes: &mut [Class], cid: CallId, c: &Call) {
+        if let Some(cl) = classes.get_mut(c.class as usize) {
+            cl.calls.remove(&(c.key, cid));
+        }
     }
 
     fn refuse(&mut self, cid: CallId, home: u32, reason: FallbackReason) {
@@ -1584,7 +1766,9 @@ impl Engine {
         c.state = CState::Delayed;
         if attempts >= max {
             self.fallback(now, cid, FallbackReason::CallbackFailed);
-        } else {
+        } else if !self.strand_if_unservable(now, cid)
+            && let Some(c) = self.calls.get_mut(&cid)
+        {
             arm(
                 &mut self.timers,
                 &mut c.t_retry,
@@ -1630,6 +1814,7 @@ impl Engine {
         }
         c.state = CState::Connected(a);
         c.answered_at = now;
+        Self::declass(&mut self.classes, cid, c);
         let wait = now.since(c.arrived);
         let q = &mut self.queues[c.home as usize];
         q.st.answered += 1;
@@ -1798,40 +1983,31 @@ impl Engine {
                 self.dispatch_call(now, cid);
             }
         }
-        let queues: Vec<u32> = self.agents[a as usize]
-            .members
-            .iter()
-            .map(|m| m.queue)
-            .collect();
-        self.strand_check(now, &queues);
+        self.flush_strands(now);
     }
 
-    /// leave-when-empty: calls of queues that can no longer reach any capable agent (via
-    /// `lost`, the queues that just lost one) go to their fallback.
-    fn strand_check(&mut self, now: Millis, lost: &[u32]) {
-        let mut affected: Vec<u32> = Vec::new();
-        for &l in lost {
-            for &r in &self.queues[l as usize].rev_reach {
-                if !affected.contains(&r) {
-                    affected.push(r);
-                }
+    /// leave-when-empty: the calls of every class whose `able` count fell to zero (and is
+    /// still zero once the event is complete) go to their fallback, in queue order.
+    fn flush_strands(&mut self, now: Millis) {
+        while let Some(ci) = self.strand_pending.pop() {
+            let Some(cl) = self.classes.get(ci as usize) else {
+                continue;
+            };
+            if cl.able > 0 || !self.queues[cl.home as usize].leave_empty {
+                continue;
             }
-        }
-        for q in affected {
-            if self.queues[q as usize].leave_empty && !self.servable(q) {
-                let mut stranded: Vec<(CKey, CallId)> = self
-                    .calls
-                    .iter()
-                    .filter(|(_, c)| {
-                        c.home == q
-                            && matches!(c.state, CState::Waiting | CState::Held | CState::Delayed)
+            let stranded: Vec<CallId> = cl
+                .calls
+                .iter()
+                .map(|x| x.1)
+                .filter(|cid| {
+                    self.calls.get(cid).is_some_and(|c| {
+                        matches!(c.state, CState::Waiting | CState::Held | CState::Delayed)
                     })
-                    .map(|(id, c)| (c.key, *id))
-                    .collect();
-                stranded.sort_unstable();
-                for (_, cid) in stranded {
-                    self.fallback(now, cid, FallbackReason::Empty);
-                }
+                })
+                .collect();
+            for cid in stranded {
+                self.fallback(now, cid, FallbackReason::Empty);
             }
         }
     }
@@ -2237,6 +2413,21 @@ impl Engine {
                 return Err(format!(
                     "queue {i}: buckets do not mirror the waiting calls"
                 ));
+            }
+        }
+        for (i, cl) in self.classes.iter().enumerate() {
+            let able = self.count_able(cl);
+            if able != cl.able {
+                return Err(format!("class {i}: able {} but {able} counted", cl.able));
+            }
+            let leave = self.queues[cl.home as usize].leave_empty;
+            for (_, cid) in &cl.calls {
+                let stranded = self.calls.get(cid).is_some_and(|c| {
+                    matches!(c.state, CState::Waiting | CState::Held | CState::Delayed)
+                });
+                if leave && able == 0 && stranded {
+                    return Err(format!("{cid:?} waits but nobody could ever serve it"));
+                }
             }
         }
         for (cid, c) in &self.calls {

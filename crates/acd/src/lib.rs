@@ -47,6 +47,19 @@
 //! agents over time (lower proficiency, more queues, more sites); after `max_wait_secs` the
 //! call goes to its [`Fallback`].
 //!
+//! ## When nobody can serve a call
+//! With `leave_when_empty` (or `join_when_empty = false`), a call that no logged-in agent
+//! could *ever* serve goes to its fallback at once: at arrival, and as soon as a logout or a
+//! re-skilling leaves it without anyone. "Could ever serve" is judged against the call's
+//! full requirements (its queue's skills and its own, e.g. a language) at the loosest
+//! proficiency its bullseye steps reach, over the agents of every queue and site those steps
+//! could add; not-ready and busy agents count (they may come back). Calls are grouped into
+//! classes (home queue + extra skills) that each keep a count of the logged-in agents able
+//! to serve them, so an agent's login or logout updates only the classes of its queues and
+//! servability is a lookup, not a scan. Past 65,536 classes (only a hostile event stream
+//! gets there) new classes are not tracked: such calls are checked per queue on arrival
+//! only.
+//!
 //! ## Statistics definitions
 //! Counted per queue from the last [`Engine::reset_stats`] (the binary resets per interval):
 //! * **Offered**: calls that entered the queue (including those refused at entry).

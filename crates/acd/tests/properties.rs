@@ -7,6 +7,8 @@
 //!   proficiency, is a member of the queue it was taken from, and works at an allowed site;
 //! * FIFO: a call is never offered while an older call of the same queue, priority and
 //!   requirements waits (unless that one was declined or is a callback/preferred call);
+//! * leave-when-empty: no call of q1 waits while no logged-in agent could ever serve it
+//!   (logouts and re-skilling strand such calls at once);
 //! * at the end, after everyone logs in and time runs on, every call ended answered,
 //!   abandoned or at its fallback.
 
@@ -423,11 +425,37 @@ impl Model {
             }
         }
         self.check_decisions()?;
+        self.check_not_stranded()?;
         prop_assert!(
             self.e.check_invariants().is_ok(),
             "{:?}",
             self.e.check_invariants()
         );
+        Ok(())
+    }
+
+    /// leave-when-empty (q1): no q1 call still waits when no logged-in member of q1 has
+    /// `billing` 6 (and `de` 4 if the call needs it) — q1 has no relaxing step and its
+    /// bullseye adds the home site, so any site counts.
+    fn check_not_stranded(&self) -> Result<(), TestCaseError> {
+        for (id, c) in &self.calls {
+            if c.queue != 1 || c.st != St::Waiting {
+                continue;
+            }
+            let servable = (0..6u32).any(|a| {
+                let sk = &self.w.skills[a as usize];
+                let has = |s: &str, m: u8| sk.get(s).copied().unwrap_or(0) >= m;
+                self.e.agent_state(AgentId(a)).ok() != Some(AgentState::LoggedOut)
+                    && self.w.members[a as usize].contains(&1)
+                    && has("billing", 6)
+                    && (!c.de || has("de", 4))
+            });
+            prop_assert!(
+                servable,
+                "q1 call {id} (de: {}) waits with nobody able",
+                c.de
+            );
+        }
         Ok(())
     }
 

@@ -1021,3 +1021,147 @@ fn customer_tier_sets_the_priority() {
     assert_eq!(order, [3, 2, 1, 4]);
     assert!(AcdConfig::from_toml("tier_priority = { vip = 5000 }").is_err());
 }
+
+/// q (leave/join-when-empty as given) overflows to `over` after 30 s; `en` speaks English only, `de`
+/// German; `far` speaks German but works at home, which q never reaches; `ov` is in `over`.
+fn language_center(leave: bool, join: bool) -> H {
+    H::new(&format!(
+        "[[queue]]\nname = \"q\"\nleave_when_empty = {leave}\njoin_when_empty = {join}\n\
+         sites = [\"office\"]\n\
+         overflow = [{{ after_secs = 30, add_queues = [\"over\"] }}]\n\
+         [[queue]]\nname = \"over\"\n\
+         [[agent]]\nid = \"en\"\nskills = {{ en = 9 }}\nqueues = {{ q = 0 }}\n\
+         [[agent]]\nid = \"de\"\nskills = {{ de = 9 }}\nqueues = {{ q = 0 }}\n\
+         [[agent]]\nid = \"far\"\nsite = \"home\"\nskills = {{ de = 9 }}\nqueues = {{ q = 0 }}\n\
+         [[agent]]\nid = \"ov\"\nskills = {{ de = 3 }}\nqueues = {{ over = 0 }}\n"
+    ))
+}
+
+fn lang_call(h: &mut H, t: u64, id: u64, lang: &str, min: u8) -> Vec<Decision> {
+    let mut c = NewCall::new(CallId(id), h.e.queue_id("q").expect("q"));
+    c.skills = vec![(lang.into(), min)];
+    h.e.call_arrived(s(t), c).expect("arrive");
+    h.drain()
+}
+
+#[test]
+fn a_call_needing_a_language_no_logged_in_agent_speaks_is_refused_at_once() {
+    let mut h = language_center(true, true);
+    h.login(0, "en");
+    h.login(0, "far");
+    // Only the home agent speaks German, and q never reaches the home site.
+    assert_eq!(
+        fallback_reason(&lang_call(&mut h, 1, 1, "de", 5), 1),
+        Some(FallbackReason::Empty)
+    );
+    // An English call is fine.
+    assert_eq!(fallback_reason(&lang_call(&mut h, 1, 2, "en", 5), 2), None);
+    // The overflow queue's agent speaks German at 3: enough for a call needing 3, which
+    // waits for the overflow step instead of leaving; not enough for one needing 5.
+    h.login(2, "ov");
+    assert_eq!(fallback_reason(&lang_call(&mut h, 3, 3, "de", 3), 3), None);
+    assert_eq!(
+        fallback_reason(&lang_call(&mut h, 3, 4, "de", 5), 4),
+        Some(FallbackReason::Empty)
+    );
+    let d = h.tick(33);
+    assert_eq!(h.offers(&d), [(3, "ov".to_string())]);
+    // join_when_empty = false refuses in the same way.
+    let mut h = language_center(false, false);
+    h.login(0, "en");
+    assert_eq!(
+        fallback_reason(&lang_call(&mut h, 1, 1, "de", 1), 1),
+        Some(FallbackReason::Empty)
+    );
+    h.login(1, "de");
+    assert_eq!(fallback_reason(&lang_call(&mut h, 2, 2, "de", 1), 2), None);
+}
+
+#[test]
+fn logout_of_the_last_speaker_strands_the_calls_needing_the_language() {
+    let mut h = language_center(true, true);
+    h.login(0, "en");
+    h.login(0, "de");
+    // Both busy; a German call, an English call and another German call wait.
+    h.call(1, 100, "q", 0);
+    h.answer(1, 100, "en");
+    h.call(1, 101, "q", 0);
+    h.answer(1, 101, "de");
+    lang_call(&mut h, 2, 1, "de", 5);
+    lang_call(&mut h, 3, 2, "en", 5);
+    lang_call(&mut h, 4, 3, "de", 5);
+    h.e.agent_logout(s(5), h.a("de")).expect("logout");
+    assert!(h.drain().is_empty(), "logout pending while on a call");
+    let d = h.end(6, 101);
+    // Both German calls leave at once, in queue order; the English call keeps waiting.
+    let gone: Vec<u64> = d
+        .iter()
+        .filter_map(|d| match d {
+            Decision::Fallback {
+                call,
+                reason: FallbackReason::Empty,
+                ..
+            } => Some(call.0),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(gone, [1, 3]);
+    assert_eq!(fallback_reason(&d, 2), None);
+    assert_eq!(h.e.waiting_in(h.e.queue_id("q").expect("q")), 1);
+    // The remaining agent takes the English call.
+    let d = h.end(7, 100);
+    assert_eq!(h.offer1(&d), (2, "en".into()));
+}
+
+#[test]
+fn an_overflow_agent_keeps_a_call_servable_until_they_log_out() {
+    let mut h = language_center(true, true);
+    h.login(0, "en");
+    h.login(0, "ov");
+    h.e.agent_not_ready(s(0), h.a("ov"), 1).expect("nr");
+    h.drain();
+    // Nobody in q speaks German, but `ov` in the overflow queue does (at 3).
+    assert_eq!(fallback_reason(&lang_call(&mut h, 1, 1, "de", 2), 1), None);
+    h.e.agent_logout(s(2), h.a("ov")).expect("logout");
+    assert_eq!(fallback_reason(&h.drain(), 1), Some(FallbackReason::Empty));
+    assert_eq!(h.e.call_count(), 0);
+}
+
+#[test]
+fn reskilling_away_the_last_speaker_strands_the_calls_needing_the_language() {
+    let mut h = language_center(true, true);
+    h.login(0, "en");
+    h.login(0, "de");
+    h.e.agent_not_ready(s(0), h.a("de"), 1).expect("nr");
+    h.e.agent_not_ready(s(0), h.a("en"), 1).expect("nr");
+    h.drain();
+    lang_call(&mut h, 1, 1, "de", 5);
+    lang_call(&mut h, 1, 2, "en", 5);
+    // Still speaks German, at 6: the call stays.
+    let mut cfg = hotline_acd::AgentConfig::new("de", &["q"]);
+    cfg.skills.insert("de".into(), 6);
+    h.e.update_agent(s(2), &cfg).expect("update");
+    assert!(h.drain().is_empty());
+    // Down to 4, below the call's 5: nobody could ever take it.
+    cfg.skills.insert("de".into(), 4);
+    h.e.update_agent(s(3), &cfg).expect("update");
+    let d = h.drain();
+    assert_eq!(fallback_reason(&d, 1), Some(FallbackReason::Empty));
+    assert_eq!(fallback_reason(&d, 2), None);
+}
+
+#[test]
+fn a_ringing_call_whose_last_able_agent_was_reskilled_leaves_when_the_offer_fails() {
+    let mut h = language_center(true, true);
+    h.login(0, "de");
+    let d = lang_call(&mut h, 1, 1, "de", 5);
+    assert_eq!(h.offer1(&d), (1, "de".into()));
+    let mut cfg = hotline_acd::AgentConfig::new("de", &["q"]);
+    cfg.skills.insert("de".into(), 2);
+    h.e.update_agent(s(2), &cfg).expect("update");
+    assert!(h.drain().is_empty(), "the ringing call is left alone");
+    h.e.offer_rejected(s(3), CallId(1), h.a("de"))
+        .expect("reject");
+    assert_eq!(fallback_reason(&h.drain(), 1), Some(FallbackReason::Empty));
+    assert_eq!(h.e.call_count(), 0);
+}
