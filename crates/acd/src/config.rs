@@ -132,7 +132,9 @@ pub enum Strategy {
     FewestCalls,
     /// Least accumulated talk time, then longest idle.
     LeastTalkTime,
-    /// Offer to every eligible available agent at once; the first to answer wins.
+    /// Offer to every eligible available agent at once (up to the queue's `ring_all_limit`);
+    /// agents who become free while it rings join the ring; the first to answer wins and
+    /// the others' offers are cancelled.
     RingAll,
     /// A uniformly random eligible agent (seeded, reproducible).
     Random,
@@ -218,6 +220,11 @@ pub struct QueueConfig {
     /// Seconds an offer rings before it is withdrawn. `0` = rings until answered/rejected.
     #[serde(default = "d_ring")]
     pub ring_timeout_secs: u32,
+    /// Ring-all: most agents rung at once for one call (`0` = no limit). A bounded ring
+    /// keeps a large group from all being tied up by one call; agents who become free
+    /// while it rings join it up to this many.
+    #[serde(default = "d_ring_all_limit")]
+    pub ring_all_limit: u32,
     /// Whether an agent who lets an offer time out is made not-ready.
     #[serde(default = "d_true")]
     pub not_ready_on_no_answer: bool,
@@ -269,6 +276,9 @@ fn d_true() -> bool {
 fn d_ring() -> u32 {
     15
 }
+fn d_ring_all_limit() -> u32 {
+    20
+}
 fn d_sl() -> u32 {
     20
 }
@@ -296,6 +306,7 @@ impl QueueConfig {
             join_when_empty: true,
             leave_when_empty: false,
             ring_timeout_secs: d_ring(),
+            ring_all_limit: d_ring_all_limit(),
             not_ready_on_no_answer: true,
             wrapup_secs: 0,
             sl_secs: d_sl(),

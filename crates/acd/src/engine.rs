@@ -256,6 +256,8 @@ struct Queue {
     join_empty: bool,
     leave_empty: bool,
     ring_ms: u64,
+    /// Ring-all: most agents rung at once (`usize::MAX` = no limit).
+    ring_cap: usize,
     nr_on_no_answer: bool,
     wrap_ms: u64,
     sl_ms: u64,
@@ -277,6 +279,9 @@ struct Queue {
     classes: Vec<u32>,
     available: BTreeSet<AKey>,
     waiting: BTreeMap<CKey, CallId>,
+    /// Ring-all calls of (or overflowed to) this queue that are ringing: an agent who
+    /// becomes free joins the best of them that is below its cap rather than sit idle.
+    ringing: BTreeMap<CKey, CallId>,
     /// The same calls split by the set of extra skills they need, so that an agent skips
     /// whole groups it can never serve (e.g. a language it does not speak) instead of
     /// stepping over each such call at the head of the queue.
@@ -423,6 +428,15 @@ struct Call {
     t_hold: Option<Millis>,
     t_retry: Option<Millis>,
     answered_at: Millis,
+    /// When the current offer started ringing.
+    ring_start: Millis,
+    /// The current offer is a ring-all offer (decided when it starts, so a queue edit
+    /// changes the next offer, not this one).
+    ring_all: bool,
+    /// Ring-all agents who joined the ring after it started: a ring timeout cancels their
+    /// offer without counting it as missed (they have not rung a full timeout), and they
+    /// are offered the call again at once.
+    late: Vec<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -668,6 +682,7 @@ impl Engine {
         }
         let old = &mut self.queues[qi as usize];
         new.waiting = std::mem::take(&mut old.waiting);
+        new.ringing = std::mem::take(&mut old.ringing);
         new.buckets = std::mem::take(&mut old.buckets);
         new.own_waiting = old.own_waiting;
         new.rr_last = old.rr_last;
@@ -774,6 +789,10 @@ impl Engine {
             join_empty: q.join_when_empty,
             leave_empty: q.leave_when_empty,
             ring_ms: u64::from(q.ring_timeout_secs) * 1000,
+            ring_cap: match q.ring_all_limit {
+                0 => usize::MAX,
+                n => n as usize,
+            },
             nr_on_no_answer: q.not_ready_on_no_answer,
             wrap_ms: u64::from(q.wrapup_secs) * 1000,
             sl_ms: u64::from(q.sl_secs) * 1000,
@@ -791,6 +810,7 @@ impl Engine {
             classes: Vec::new(),
             available: BTreeSet::new(),
             waiting: BTreeMap::new(),
+            ringing: BTreeMap::new(),
             buckets: Vec::new(),
             own_waiting: 0,
             capable: 0,
@@ -1162,8 +1182,112 @@ impl Engine {
         self.set_state(now, a, AgentState::Available);
         if let Some((cid, via)) = self.find_call_for(a) {
             self.offer(now, cid, &[(a, via)]);
+        } else if let Some((cid, via)) = self.find_ring_for(a) {
+            self.join_ring(now, cid, a, via);
         } else {
             self.insert_available(a);
+        }
+    }
+
+    /// The best ring-all call, ringing below its cap, that agent `a` could join. Waiting
+    /// calls come first (see `make_available`): they have nobody, a ringing call has someone.
+    fn find_ring_for(&self, a: u32) -> Option<(CallId, u32)> {
+        let ag = &self.agents[a as usize];
+        let mut best: Option<(CKey, CallId, u32)> = None;
+        for m in ag.members.iter().filter(|m| m.capable) {
+            let q = &self.queues[m.queue as usize];
+            for (&k, &cid) in &q.ringing {
+                if best.is_some_and(|b| k >= b.0) {
+                    break;
+                }
+                if let Some(c) = self.calls.get(&cid)
+                    && let CState::Offered(list) = &c.state
+                    && list.len() < self.queues[c.home as usize].ring_cap
+                    && eligible(ag, a, c, q)
+                {
+                    best = Some((k, cid, m.queue));
+                    break;
+                }
+            }
+        }
+        best.map(|b| (b.1, b.2))
+    }
+
+    /// A ringing ring-all call was widened by a bullseye step, or dropped below its cap (an
+    /// agent declined or left): free agents it now reaches join the ring, up to its cap.
+    fn widen_ring(&mut self, now: Millis, cid: CallId) {
+        let Some(c) = self.calls.get(&cid) else {
+            return;
+        };
+        let home = &self.queues[c.home as usize];
+        let CState::Offered(list) = &c.state else {
+            return;
+        };
+        if !c.ring_all {
+            return;
+        }
+        let room = home.ring_cap.saturating_sub(list.len());
+        let mut picks: Vec<(u32, u32)> = Vec::new();
+        'targets: for &t in &c.targets {
+            let q = &self.queues[t as usize];
+            for k in &q.available {
+                if picks.len() >= room {
+                    break 'targets;
+                }
+                if eligible(&self.agents[k.agent as usize], k.agent, c, q)
+                    && !picks.iter().any(|x| x.0 == k.agent)
+                {
+                    picks.push((k.agent, t));
+                }
+            }
+        }
+        for (a, via) in picks {
+            self.join_ring(now, cid, a, via);
+        }
+    }
+
+    /// Agent `a` starts ringing with ring-all call `cid` that already rings others.
+    fn join_ring(&mut self, now: Millis, cid: CallId, a: u32, via: u32) {
+        let Some(c) = self.calls.get_mut(&cid) else {
+            return;
+        };
+        let CState::Offered(list) = &mut c.state else {
+            return;
+        };
+        list.push(a);
+        if now > c.ring_start {
+            c.late.push(a);
+        }
+        self.decisions.push_back(Decision::Offer {
+            call: cid,
+            agent: AgentId(a),
+            via: QueueId(via),
+        });
+        self.remove_available(a);
+        self.set_state(now, a, AgentState::Reserved(cid));
+        self.reindex_ring(cid);
+    }
+
+    /// Puts a ring-all call in its target queues' `ringing` index while it rings, and takes
+    /// it out otherwise.
+    fn reindex_ring(&mut self, cid: CallId) {
+        let Some(c) = self.calls.get(&cid) else {
+            return;
+        };
+        Self::unring(&mut self.queues, cid, c);
+        if c.ring_all && matches!(c.state, CState::Offered(_)) {
+            for &t in &c.targets {
+                self.queues[t as usize].ringing.insert(c.key, cid);
+            }
+        }
+    }
+
+    fn unring(queues: &mut [Queue], cid: CallId, c: &Call) {
+        for &t in &c.targets {
+            let q = &mut queues[t as usize];
+            if q.ringing.get(&c.key) == Some(&cid) {
+                q.ringing.remove(&c.key);
+            }
         }
     }
 
@@ -1220,12 +1344,16 @@ impl Engine {
         let Some(c) = self.calls.get(&cid) else {
             return;
         };
-        let ring_all =
-            self.queues[c.home as usize].strategy == Strategy::RingAll && c.callback.is_none();
+        let home = &self.queues[c.home as usize];
+        let ring_all = home.strategy == Strategy::RingAll && c.callback.is_none();
+        let cap = home.ring_cap;
         for &t in &c.targets {
             let q = &self.queues[t as usize];
             if ring_all {
                 for k in &q.available {
+                    if out.len() >= cap {
+                        return;
+                    }
                     if eligible(&self.agents[k.agent as usize], k.agent, c, q)
                         && !out.iter().any(|x| x.0 == k.agent)
                     {
@@ -1314,7 +1442,9 @@ impl Engine {
             return;
         };
         Self::remove_waiting(&mut self.queues, c);
-        if c.state == CState::Held {
+        // An offer to the preferred agent is theirs alone, even in a ring-all queue.
+        let exclusive = c.state == CState::Held;
+        if exclusive {
             disarm(&mut self.timers, &mut c.t_hold, Timer::Hold(cid.0));
             if let Some(p) = c.preferred {
                 self.agents[p as usize].preferred.retain(|&x| x != cid);
@@ -1331,6 +1461,9 @@ impl Engine {
             });
         } else {
             c.state = CState::Offered(picks.iter().map(|p| p.0).collect());
+            c.ring_start = now;
+            c.ring_all = !exclusive && self.queues[home].strategy == Strategy::RingAll;
+            c.late.clear();
             let ring = self.queues[home].ring_ms;
             if ring > 0 {
                 arm(
@@ -1356,6 +1489,7 @@ impl Engine {
                 q.rr_last = a;
             }
         }
+        self.reindex_ring(cid);
     }
 
     /// A call whose offer failed goes back to its original place (its key is unchanged).
@@ -1375,6 +1509,7 @@ impl Engine {
             return;
         }
         self.insert_waiting(cid);
+        self.reindex_ring(cid);
         self.dispatch_call(now, cid);
     }
 
@@ -1400,6 +1535,7 @@ impl Engine {
     fn detach(&mut self, now: Millis, cid: CallId) -> Option<Call> {
         let mut c = self.calls.remove(&cid)?;
         Self::remove_waiting(&mut self.queues, &c);
+        Self::unring(&mut self.queues, cid, &c);
         Self::declass(&mut self.classes, cid, &c);
         for (slot, t) in [
             (&mut c.t_step, Timer::Step(cid.0)),
@@ -1541,6 +1677,9 @@ impl Engine {
             t_hold: None,
             t_retry: None,
             answered_at: now,
+            ring_start: now,
+            ring_all: false,
+            late: Vec::new(),
         };
         if let Some(st) = q.steps.first() {
             arm(
@@ -1815,6 +1954,7 @@ impl Engine {
         c.state = CState::Connected(a);
         c.answered_at = now;
         Self::declass(&mut self.classes, cid, c);
+        Self::unring(&mut self.queues, cid, c);
         let wait = now.since(c.arrived);
         let q = &mut self.queues[c.home as usize];
         q.st.answered += 1;
@@ -1854,6 +1994,9 @@ impl Engine {
         c.declined.push(agent.0);
         if empty {
             self.requeue(now, cid);
+        } else {
+            self.reindex_ring(cid);
+            self.widen_ring(now, cid);
         }
         self.make_available(now, agent.0);
         Ok(())
@@ -2026,6 +2169,9 @@ impl Engine {
                 list.retain(|&x| x != a);
                 if list.is_empty() {
                     self.requeue(now, cid);
+                } else {
+                    self.reindex_ring(cid);
+                    self.widen_ring(now, cid);
                 }
             }
             CState::Dialing(_) => self.requeue(now, cid),
@@ -2153,10 +2299,18 @@ impl Engine {
                 let CState::Offered(list) = &c.state else {
                     return;
                 };
-                let list = list.clone();
+                let (late, list): (Vec<u32>, Vec<u32>) =
+                    list.iter().partition(|a| c.late.contains(a));
+                c.late.clear();
                 c.declined.extend_from_slice(&list);
                 let nr = self.queues[c.home as usize].nr_on_no_answer;
                 c.state = CState::Delayed;
+                for &a in &late {
+                    self.decisions.push_back(Decision::CancelOffer {
+                        call: cid,
+                        agent: AgentId(a),
+                    });
+                }
                 for &a in &list {
                     self.decisions.push_back(Decision::CancelOffer {
                         call: cid,
@@ -2174,9 +2328,13 @@ impl Engine {
                 }
                 self.requeue(now, cid);
                 if !nr {
-                    for a in list {
+                    for &a in &list {
                         self.make_available(now, a);
                     }
+                }
+                // Late joiners are free again and take the call (or another) at once.
+                for a in late {
+                    self.make_available(now, a);
                 }
             }
             Timer::Step(id) => {
@@ -2214,6 +2372,14 @@ impl Engine {
                 }
                 self.decisions
                     .push_back(Decision::Overflow { call: cid, step });
+                // A ringing ring-all call now also rings the new queues' free agents.
+                self.reindex_ring(cid);
+                if matches!(
+                    self.calls.get(&cid).map(|c| &c.state),
+                    Some(CState::Offered(_))
+                ) {
+                    self.widen_ring(now, cid);
+                }
                 if waiting {
                     self.dispatch_call(now, cid);
                 }
@@ -2402,6 +2568,11 @@ impl Engine {
             {
                 return Err(format!("agent {i} available while {cid:?} waits for it"));
             }
+            if a.state == AgentState::Available
+                && let Some((cid, _)) = self.find_ring_for(i as u32)
+            {
+                return Err(format!("agent {i} available while ring-all {cid:?} rings"));
+            }
         }
         for (i, q) in self.queues.iter().enumerate() {
             let in_buckets: usize = q.buckets.iter().map(|b| b.1.len()).sum();
@@ -2443,6 +2614,15 @@ impl Engine {
             };
             if n != expected {
                 return Err(format!("call {cid:?} {:?} indexing mismatch", c.state));
+            }
+            let rings = c.ring_all && matches!(c.state, CState::Offered(_));
+            let indexed = c
+                .targets
+                .iter()
+                .filter(|&&t| self.queues[t as usize].ringing.get(&c.key) == Some(cid))
+                .count();
+            if indexed != if rings { c.targets.len() } else { 0 } {
+                return Err(format!("call {cid:?} {:?} ring index mismatch", c.state));
             }
         }
         Ok(())

@@ -47,6 +47,14 @@
 //! agents over time (lower proficiency, more queues, more sites); after `max_wait_secs` the
 //! call goes to its [`Fallback`].
 //!
+//! **Ring-all** rings up to `ring_all_limit` (default 20, `0` = no limit) eligible agents at
+//! once. An agent who becomes free takes a waiting call first (it has nobody); otherwise it
+//! joins the best ring-all call still ringing below its limit, as do free agents when a
+//! ringing agent declines or a bullseye step widens the call. The first answer wins and the
+//! others get `CancelOffer`. The ring timeout runs from the start of the ring: agents who
+//! rang all of it count as no-answer (not-ready if configured); late joiners are only
+//! cancelled and offered the call afresh, with a new timeout.
+//!
 //! ## When nobody can serve a call
 //! With `leave_when_empty` (or `join_when_empty = false`), a call that no logged-in agent
 //! could *ever* serve goes to its fallback at once: at arrival, and as soon as a logout or a

@@ -1165,3 +1165,103 @@ fn a_ringing_call_whose_last_able_agent_was_reskilled_leaves_when_the_offer_fail
     assert_eq!(fallback_reason(&h.drain(), 1), Some(FallbackReason::Empty));
     assert_eq!(h.e.call_count(), 0);
 }
+
+fn ring_all(limit: &str, names: &[&str]) -> H {
+    H::new(&format!(
+        "[[queue]]\nname = \"q\"\nstrategy = \"ring-all\"\n{limit}\n{}",
+        agents("q", names)
+    ))
+}
+
+fn cancelled(h: &H, ds: &[Decision]) -> Vec<String> {
+    ds.iter()
+        .filter_map(|d| match d {
+            Decision::CancelOffer { agent, .. } => Some(h.name(*agent)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn ring_all_agents_who_become_free_join_the_ring() {
+    let mut h = ring_all("", &["a", "b", "c"]);
+    h.login(0, "a");
+    let d = h.call(1, 1, "q", 0);
+    assert_eq!(h.offer1(&d), (1, "a".into()));
+    // b logs in while it rings, c comes out of not-ready: both join.
+    let d = h.login(2, "b");
+    assert_eq!(h.offer1(&d), (1, "b".into()));
+    let c = h.a("c");
+    h.e.agent_login(s(3), c, false).expect("login");
+    h.drain();
+    h.e.agent_ready(s(4), c).expect("ready");
+    let d = h.drain();
+    assert_eq!(h.offer1(&d), (1, "c".into()));
+    // c answers: a and b stop ringing and are free again.
+    let d = h.answer(5, 1, "c");
+    let mut gone = cancelled(&h, &d);
+    gone.sort();
+    assert_eq!(gone, ["a", "b"]);
+    for n in ["a", "b"] {
+        assert_eq!(h.e.agent_state(h.a(n)).expect(n), AgentState::Available);
+    }
+}
+
+#[test]
+fn ring_all_limit_caps_the_ring_and_a_free_slot_is_refilled() {
+    let mut h = ring_all("ring_all_limit = 2", &["a", "b", "c"]);
+    for n in ["a", "b", "c"] {
+        h.login(0, n);
+    }
+    let d = h.call(1, 1, "q", 0);
+    let mut who: Vec<String> = h.offers(&d).into_iter().map(|o| o.1).collect();
+    who.sort();
+    assert_eq!(who, ["a", "b"], "config order, two at most");
+    assert_eq!(h.e.agent_state(h.a("c")).expect("c"), AgentState::Available);
+    // a declines: its slot goes to c, who was waiting idle.
+    h.e.offer_rejected(s(2), CallId(1), h.a("a"))
+        .expect("reject");
+    let d = h.drain();
+    assert_eq!(h.offer1(&d), (1, "c".into()));
+    // And a, free again, does not rejoin the call it declined.
+    assert_eq!(h.e.agent_state(h.a("a")).expect("a"), AgentState::Available);
+}
+
+#[test]
+fn ring_all_limit_defaults_to_twenty_and_zero_means_everyone() {
+    let names: Vec<String> = (0..25).map(|i| format!("a{i}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    for (limit, rung) in [("", 20), ("ring_all_limit = 0", 25)] {
+        let mut h = ring_all(limit, &refs);
+        for n in &refs {
+            h.login(0, n);
+        }
+        let d = h.call(1, 1, "q", 0);
+        assert_eq!(h.offers(&d).len(), rung, "{limit:?}");
+    }
+}
+
+#[test]
+fn a_late_joiner_is_not_blamed_for_the_ring_timeout() {
+    let mut h = ring_all("ring_timeout_secs = 15", &["a", "b"]);
+    h.login(0, "a");
+    h.call(1, 1, "q", 0);
+    let d = h.login(10, "b");
+    assert_eq!(h.offer1(&d), (1, "b".into()));
+    // a rang the full 15 s and goes not-ready; b rang 6 s: the call rings on at b alone.
+    let d = h.tick(16);
+    let mut gone = cancelled(&h, &d);
+    gone.sort();
+    assert_eq!(gone, ["a", "b"]);
+    assert_eq!(h.offer1(&d), (1, "b".into()));
+    assert_eq!(
+        h.e.agent_state(h.a("a")).expect("a"),
+        AgentState::NotReady(NotReadyReason::MissedOffer)
+    );
+    assert_eq!(
+        h.e.agent_state(h.a("b")).expect("b"),
+        AgentState::Reserved(CallId(1))
+    );
+    // The new ring has its own full timeout.
+    assert_eq!(h.e.poll_timeout(), Some(s(31)));
+}
