@@ -219,6 +219,8 @@ const MAX_SITES: usize = 64;
 /// Without aging a priority point is worth ~139 years of waiting, i.e. strict priority.
 const NO_AGING_STEP_MS: i64 = 1 << 42;
 const AHT_ALPHA: f64 = 0.02;
+/// Service gaps averaged for the EWT: a running mean up to this many, then a moving one.
+const GAP_WINDOW: u32 = 50;
 const MAX_SIGS: usize = 1024;
 /// Most requirement classes tracked for leave/join-when-empty (see [`Class`]).
 const MAX_CLASSES: usize = 1 << 16;
@@ -295,6 +297,14 @@ struct Queue {
     rev_reach: Vec<u32>,
     rr_last: u32,
     aht_ms: f64,
+    /// Time this queue's own calls have waited (some call waiting) since its last service.
+    busy_ms: u64,
+    busy_mark: Millis,
+    /// Mean time between services while calls wait, times the working members then: the
+    /// measured time one member takes per call of *this* queue. Shared agents who also
+    /// serve other queues make it longer than the AHT, which the EWT needs to know.
+    gap_ms: f64,
+    gap_n: u32,
     members: Vec<u32>,
     st: QStats,
 }
@@ -358,6 +368,42 @@ struct Agent {
 }
 
 impl Queue {
+    /// Adds the time calls have waited since the last change to the busy clock.
+    fn tick_busy(&mut self, now: Millis) {
+        if self.own_waiting > 0 {
+            self.busy_ms += now.since(self.busy_mark);
+        }
+        self.busy_mark = now;
+    }
+
+    /// A waiting call of this queue was taken by an agent: one service gap measured. A
+    /// call taken the instant it arrived measures nothing (no gap, no wait).
+    fn served(&mut self) {
+        if self.busy_ms == 0 {
+            return;
+        }
+        if self.gap_n == 0 {
+            // The AHT-based estimate counts as the first sample, so that one gap does not
+            // swing the EWT.
+            self.gap_ms = self.aht_ms;
+            self.gap_n = 1;
+        }
+        let sample = self.busy_ms as f64 * f64::from(self.working.max(1));
+        self.gap_n = (self.gap_n + 1).min(GAP_WINDOW);
+        self.gap_ms += (sample - self.gap_ms) / f64::from(self.gap_n);
+        self.busy_ms = 0;
+    }
+
+    /// Expected wait of the call at `position`, ms.
+    fn ewt_ms(&self, position: u32) -> u64 {
+        let per_member = if self.gap_n == 0 {
+            self.aht_ms
+        } else {
+            self.gap_ms
+        };
+        (f64::from(position) * per_member / f64::from(self.working.max(1))) as u64
+    }
+
     fn wait_insert(&mut self, key: CKey, cid: CallId, sig: u32) {
         self.waiting.insert(key, cid);
         match self.buckets.iter_mut().find(|b| b.0 == sig) {
@@ -687,6 +733,10 @@ impl Engine {
         new.own_waiting = old.own_waiting;
         new.rr_last = old.rr_last;
         new.aht_ms = old.aht_ms;
+        new.busy_ms = old.busy_ms;
+        new.busy_mark = old.busy_mark;
+        new.gap_ms = old.gap_ms;
+        new.gap_n = old.gap_n;
         new.members = std::mem::take(&mut old.members);
         new.st = std::mem::take(&mut old.st);
         *old = new;
@@ -819,6 +869,10 @@ impl Engine {
             rev_reach: Vec::new(),
             rr_last: u32::MAX,
             aht_ms: f64::from(q.expected_aht_secs) * 1000.0,
+            busy_ms: 0,
+            busy_mark: Millis(0),
+            gap_ms: 0.0,
+            gap_n: 0,
             members: Vec::new(),
             st: QStats::default(),
         })
@@ -1406,22 +1460,25 @@ impl Engine {
 
     // ---- call bookkeeping -----------------------------------------------------------------
 
-    fn insert_waiting(&mut self, cid: CallId) {
+    fn insert_waiting(&mut self, now: Millis, cid: CallId) {
         if let Some(c) = self.calls.get_mut(&cid) {
             c.state = CState::Waiting;
             for &t in &c.targets {
                 self.queues[t as usize].wait_insert(c.key, cid, c.sig);
             }
-            self.queues[c.home as usize].own_waiting += 1;
+            let h = &mut self.queues[c.home as usize];
+            h.tick_busy(now);
+            h.own_waiting += 1;
         }
     }
 
-    fn remove_waiting(queues: &mut [Queue], c: &Call) {
+    fn remove_waiting(queues: &mut [Queue], c: &Call, now: Millis) {
         if c.state == CState::Waiting {
             for &t in &c.targets {
                 queues[t as usize].wait_remove(&c.key, c.sig);
             }
             let h = &mut queues[c.home as usize];
+            h.tick_busy(now);
             h.own_waiting = h.own_waiting.saturating_sub(1);
         }
     }
@@ -1441,7 +1498,10 @@ impl Engine {
         let Some(c) = self.calls.get_mut(&cid) else {
             return;
         };
-        Self::remove_waiting(&mut self.queues, c);
+        if c.state == CState::Waiting {
+            Self::remove_waiting(&mut self.queues, c, now);
+            self.queues[c.home as usize].served();
+        }
         // An offer to the preferred agent is theirs alone, even in a ring-all queue.
         let exclusive = c.state == CState::Held;
         if exclusive {
@@ -1508,7 +1568,7 @@ impl Engine {
         if self.strand_if_unservable(now, cid) {
             return;
         }
-        self.insert_waiting(cid);
+        self.insert_waiting(now, cid);
         self.reindex_ring(cid);
         self.dispatch_call(now, cid);
     }
@@ -1534,7 +1594,7 @@ impl Engine {
     /// Removes a call from every index and timer; agents it held are released afterwards.
     fn detach(&mut self, now: Millis, cid: CallId) -> Option<Call> {
         let mut c = self.calls.remove(&cid)?;
-        Self::remove_waiting(&mut self.queues, &c);
+        Self::remove_waiting(&mut self.queues, &c, now);
         Self::unring(&mut self.queues, cid, &c);
         Self::declass(&mut self.classes, cid, &c);
         for (slot, t) in [
@@ -1733,7 +1793,7 @@ impl Engine {
         }
         self.enclass(cid, &c);
         self.calls.insert(cid, c);
-        self.insert_waiting(cid);
+        self.insert_waiting(now, cid);
         self.dispatch_call(now, cid);
         if announce
             && self
@@ -1783,8 +1843,7 @@ impl Engine {
     }
 
     fn ewt_ms(&self, q: u32, position: u32) -> u64 {
-        let q = &self.queues[q as usize];
-        (f64::from(position) * q.aht_ms / f64::from(q.working.max(1))) as u64
+        self.queues[q as usize].ewt_ms(position)
     }
 
     /// Position and expected wait a new call of `priority` would get in `queue` now: the
@@ -2122,7 +2181,7 @@ impl Engine {
             {
                 disarm(&mut self.timers, &mut c.t_hold, Timer::Hold(cid.0));
                 c.preferred = None;
-                self.insert_waiting(cid);
+                self.insert_waiting(now, cid);
                 self.dispatch_call(now, cid);
             }
         }
@@ -2424,7 +2483,7 @@ impl Engine {
                 if let Some(p) = c.preferred.take() {
                     self.agents[p as usize].preferred.retain(|&x| x != cid);
                 }
-                self.insert_waiting(cid);
+                self.insert_waiting(now, cid);
                 self.dispatch_call(now, cid);
             }
             Timer::Retry(id) => {
