@@ -23,7 +23,8 @@ pub struct AcdConfig {
     #[serde(default = "d_short_abandon")]
     pub short_abandon_secs: u32,
     /// A caller who abandoned and calls the same queue again within this many seconds
-    /// resumes their old place. `0` disables it.
+    /// resumes their old place (a call refused at entry leaves the place for the next
+    /// try). `0` disables it.
     #[serde(default)]
     pub resume_window_secs: u32,
     /// Priority points per customer tier (e.g. `{ vip = 10, gold = 5 }`), added to a call's

@@ -1691,14 +1691,17 @@ impl Engine {
             .unwrap_or(0);
         let prio = i64::from(call.priority.clamp(-MAX_PRIORITY, MAX_PRIORITY)) + tier + q.weight;
         let mut key = ((now.0 as i64).saturating_sub(prio * self.step_ms), self.seq);
-        if let Some(caller) = &call.caller
-            && let Some(r) = self.resume.get(caller)
-            && r.queue == home
-            && r.until > now
-        {
+        // A saved place is used up only once the call is accepted: a caller refused now
+        // (queue full or empty) keeps it for the next try within the window.
+        let resumed = call.caller.as_ref().filter(|caller| {
+            self.resume
+                .get(*caller)
+                .is_some_and(|r| r.queue == home && r.until > now)
+        });
+        if let Some(r) = resumed.and_then(|caller| self.resume.get(caller)) {
             key = r.key;
-            self.resume.remove(caller);
         }
+        let resumed = resumed.cloned();
         self.queues[home as usize].st.offered += 1;
         // Refused when nobody logged in could ever serve this call: its queue's skills and
         // its own (a language), counting every agent its bullseye steps could still add.
@@ -1713,6 +1716,9 @@ impl Engine {
         if q.max_len.is_some_and(|m| q.own_waiting >= m) {
             self.refuse(cid, home, FallbackReason::QueueFull);
             return Ok(());
+        }
+        if let Some(caller) = &resumed {
+            self.resume.remove(caller);
         }
         let mut c = Call {
             home,

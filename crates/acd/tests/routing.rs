@@ -1265,3 +1265,29 @@ fn a_late_joiner_is_not_blamed_for_the_ring_timeout() {
     // The new ring has its own full timeout.
     assert_eq!(h.e.poll_timeout(), Some(s(31)));
 }
+
+#[test]
+fn a_refused_call_back_keeps_the_saved_place_for_the_next_try() {
+    let mut h = H::new(&format!(
+        "resume_window_secs = 300\n[[queue]]\nname = \"q\"\nmax_len = 2\n{}",
+        agents("q", &["a"])
+    ));
+    h.login(0, "a");
+    h.call(0, 100, "q", 0);
+    h.answer(0, 100, "a");
+    caller_call(&mut h, 1, 1, "+49301");
+    caller_call(&mut h, 2, 2, "+49302");
+    h.e.call_abandoned(s(10), CallId(1)).expect("abandon");
+    h.call(11, 4, "q", 0);
+    // The queue is full: the caller is refused, but their place is not used up.
+    let d = caller_call(&mut h, 20, 3, "+49301");
+    assert_eq!(fallback_reason(&d, 3), Some(FallbackReason::QueueFull));
+    h.e.call_abandoned(s(30), CallId(4)).expect("abandon");
+    caller_call(&mut h, 40, 5, "+49301");
+    let d = h.end(50, 100);
+    assert_eq!(
+        h.offer1(&d).0,
+        5,
+        "back at the place of call 1, ahead of call 2"
+    );
+}
