@@ -23,7 +23,8 @@ pub struct AcdConfig {
     #[serde(default = "d_short_abandon")]
     pub short_abandon_secs: u32,
     /// A caller who abandoned and calls the same queue again within this many seconds
-    /// resumes their old place. `0` disables it.
+    /// resumes their old place (a call refused at entry leaves the place for the next
+    /// try). `0` disables it.
     #[serde(default)]
     pub resume_window_secs: u32,
     /// Priority points per customer tier (e.g. `{ vip = 10, gold = 5 }`), added to a call's
@@ -132,7 +133,9 @@ pub enum Strategy {
     FewestCalls,
     /// Least accumulated talk time, then longest idle.
     LeastTalkTime,
-    /// Offer to every eligible available agent at once; the first to answer wins.
+    /// Offer to every eligible available agent at once (up to the queue's `ring_all_limit`);
+    /// agents who become free while it rings join the ring; the first to answer wins and
+    /// the others' offers are cancelled.
     RingAll,
     /// A uniformly random eligible agent (seeded, reproducible).
     Random,
@@ -207,15 +210,22 @@ pub struct QueueConfig {
     /// Most calls that may wait; further arrivals go to the fallback. `None` = unlimited.
     #[serde(default)]
     pub max_len: Option<u32>,
-    /// Accept calls when no logged-in agent could ever serve them.
+    /// Accept calls when no logged-in agent could ever serve them (with the call's own
+    /// skills, counting every agent the bullseye steps could add).
     #[serde(default = "d_true")]
     pub join_when_empty: bool,
-    /// Send waiting calls to the fallback as soon as no logged-in agent could ever serve them.
+    /// Send calls to the fallback as soon as no logged-in agent could ever serve them: at
+    /// arrival, and when a logout or re-skilling leaves waiting calls without anyone.
     #[serde(default)]
     pub leave_when_empty: bool,
     /// Seconds an offer rings before it is withdrawn. `0` = rings until answered/rejected.
     #[serde(default = "d_ring")]
     pub ring_timeout_secs: u32,
+    /// Ring-all: most agents rung at once for one call (`0` = no limit). A bounded ring
+    /// keeps a large group from all being tied up by one call; agents who become free
+    /// while it rings join it up to this many.
+    #[serde(default = "d_ring_all_limit")]
+    pub ring_all_limit: u32,
     /// Whether an agent who lets an offer time out is made not-ready.
     #[serde(default = "d_true")]
     pub not_ready_on_no_answer: bool,
@@ -267,6 +277,9 @@ fn d_true() -> bool {
 fn d_ring() -> u32 {
     15
 }
+fn d_ring_all_limit() -> u32 {
+    20
+}
 fn d_sl() -> u32 {
     20
 }
@@ -294,6 +307,7 @@ impl QueueConfig {
             join_when_empty: true,
             leave_when_empty: false,
             ring_timeout_secs: d_ring(),
+            ring_all_limit: d_ring_all_limit(),
             not_ready_on_no_answer: true,
             wrapup_secs: 0,
             sl_secs: d_sl(),

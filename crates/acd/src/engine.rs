@@ -219,7 +219,13 @@ const MAX_SITES: usize = 64;
 /// Without aging a priority point is worth ~139 years of waiting, i.e. strict priority.
 const NO_AGING_STEP_MS: i64 = 1 << 42;
 const AHT_ALPHA: f64 = 0.02;
+/// Service gaps averaged for the EWT: a running mean up to this many, then a moving one.
+const GAP_WINDOW: u32 = 50;
 const MAX_SIGS: usize = 1024;
+/// Most requirement classes tracked for leave/join-when-empty (see [`Class`]).
+const MAX_CLASSES: usize = 1 << 16;
+/// The class of a call past `MAX_CLASSES`: only the coarse per-queue check applies to it.
+const NO_CLASS: u32 = u32::MAX;
 
 struct Step {
     after_ms: u64,
@@ -252,6 +258,8 @@ struct Queue {
     join_empty: bool,
     leave_empty: bool,
     ring_ms: u64,
+    /// Ring-all: most agents rung at once (`usize::MAX` = no limit).
+    ring_cap: usize,
     nr_on_no_answer: bool,
     wrap_ms: u64,
     sl_ms: u64,
@@ -266,8 +274,16 @@ struct Queue {
     cb_attempts: u32,
     /// Lowest proficiency any step relaxes to: decides who could *ever* serve the queue.
     loosest: Option<u8>,
+    /// Sites the queue's calls may ever reach (own sites plus every step's).
+    ever_sites: u64,
+    /// Requirement classes whose home queue can reach this queue's agents: the counts an
+    /// agent of this queue updates when logging in or out.
+    classes: Vec<u32>,
     available: BTreeSet<AKey>,
     waiting: BTreeMap<CKey, CallId>,
+    /// Ring-all calls of (or overflowed to) this queue that are ringing: an agent who
+    /// becomes free joins the best of them that is below its cap rather than sit idle.
+    ringing: BTreeMap<CKey, CallId>,
     /// The same calls split by the set of extra skills they need, so that an agent skips
     /// whole groups it can never serve (e.g. a language it does not speak) instead of
     /// stepping over each such call at the head of the queue.
@@ -281,8 +297,43 @@ struct Queue {
     rev_reach: Vec<u32>,
     rr_last: u32,
     aht_ms: f64,
+    /// Time this queue's own calls have waited (some call waiting) since its last service.
+    busy_ms: u64,
+    busy_mark: Millis,
+    /// Mean time between services while calls wait, times the working members then: the
+    /// measured time one member takes per call of *this* queue. Shared agents who also
+    /// serve other queues make it longer than the AHT, which the EWT needs to know.
+    gap_ms: f64,
+    gap_n: u32,
     members: Vec<u32>,
     st: QStats,
+}
+
+/// One kind of call for join/leave-when-empty: a home queue plus the extra skills the call
+/// needs. `able` counts the logged-in (agent, queue) memberships that could serve such a
+/// call at its loosest bullseye step, so servability is O(1) per call and an agent's login
+/// or logout touches only the classes of its own queues, never every waiting call.
+struct Class {
+    home: u32,
+    extra: Vec<(u16, u8)>,
+    able: u32,
+    /// Calls of this class not yet connected, in queue order (they are stranded together).
+    calls: BTreeSet<(CKey, CallId)>,
+}
+
+/// Whether agent `ag`, through its membership of queue `t` (which must be capable), could
+/// serve a call of class `cl` once every bullseye step of its home queue has applied.
+fn can_ever_serve(queues: &[Queue], ag: &Agent, t: u32, cl: &Class) -> bool {
+    let h = &queues[cl.home as usize];
+    if h.ever_sites & (1u64 << ag.site) == 0 {
+        return false;
+    }
+    let relax = |m: u8| h.loosest.map_or(m, |l| m.min(l));
+    queues[t as usize]
+        .skills
+        .iter()
+        .chain(cl.extra.iter())
+        .all(|&(s, m)| ag.prof(s) >= relax(m))
 }
 
 struct Member {
@@ -317,6 +368,42 @@ struct Agent {
 }
 
 impl Queue {
+    /// Adds the time calls have waited since the last change to the busy clock.
+    fn tick_busy(&mut self, now: Millis) {
+        if self.own_waiting > 0 {
+            self.busy_ms += now.since(self.busy_mark);
+        }
+        self.busy_mark = now;
+    }
+
+    /// A waiting call of this queue was taken by an agent: one service gap measured. A
+    /// call taken the instant it arrived measures nothing (no gap, no wait).
+    fn served(&mut self) {
+        if self.busy_ms == 0 {
+            return;
+        }
+        if self.gap_n == 0 {
+            // The AHT-based estimate counts as the first sample, so that one gap does not
+            // swing the EWT.
+            self.gap_ms = self.aht_ms;
+            self.gap_n = 1;
+        }
+        let sample = self.busy_ms as f64 * f64::from(self.working.max(1));
+        self.gap_n = (self.gap_n + 1).min(GAP_WINDOW);
+        self.gap_ms += (sample - self.gap_ms) / f64::from(self.gap_n);
+        self.busy_ms = 0;
+    }
+
+    /// Expected wait of the call at `position`, ms.
+    fn ewt_ms(&self, position: u32) -> u64 {
+        let per_member = if self.gap_n == 0 {
+            self.aht_ms
+        } else {
+            self.gap_ms
+        };
+        (f64::from(position) * per_member / f64::from(self.working.max(1))) as u64
+    }
+
     fn wait_insert(&mut self, key: CKey, cid: CallId, sig: u32) {
         self.waiting.insert(key, cid);
         match self.buckets.iter_mut().find(|b| b.0 == sig) {
@@ -369,6 +456,8 @@ struct Call {
     extra: Vec<(u16, u8)>,
     /// Interned set of the extra skills' ids (the queue bucket the call waits in).
     sig: u32,
+    /// Requirement class (join/leave-when-empty), or `NO_CLASS`.
+    class: u32,
     relax: Option<u8>,
     targets: Vec<u32>,
     sites: u64,
@@ -385,6 +474,15 @@ struct Call {
     t_hold: Option<Millis>,
     t_retry: Option<Millis>,
     answered_at: Millis,
+    /// When the current offer started ringing.
+    ring_start: Millis,
+    /// The current offer is a ring-all offer (decided when it starts, so a queue edit
+    /// changes the next offer, not this one).
+    ring_all: bool,
+    /// Ring-all agents who joined the ring after it started: a ring timeout cancels their
+    /// offer without counting it as missed (they have not rung a full timeout), and they
+    /// are offered the call again at once.
+    late: Vec<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -451,6 +549,10 @@ pub struct Engine {
     tiers: HashMap<String, i64>,
     sig_ids: HashMap<Vec<u16>, u32>,
     sig_skills: Vec<Vec<u16>>,
+    classes: Vec<Class>,
+    class_ids: HashMap<(u32, Vec<(u16, u8)>), u32>,
+    /// Classes whose `able` count dropped to zero: their calls may be stranded.
+    strand_pending: Vec<u32>,
     stats_since: Millis,
     scratch: Vec<(u32, u32)>,
 }
@@ -492,6 +594,9 @@ impl Engine {
             rng: cfg.seed ^ 0x5DEE_CE66_D1CE_4E5B,
             sig_ids: HashMap::new(),
             sig_skills: Vec::new(),
+            classes: Vec::new(),
+            class_ids: HashMap::new(),
+            strand_pending: Vec::new(),
             tiers: cfg
                 .tier_priority
                 .iter()
@@ -623,10 +728,15 @@ impl Engine {
         }
         let old = &mut self.queues[qi as usize];
         new.waiting = std::mem::take(&mut old.waiting);
+        new.ringing = std::mem::take(&mut old.ringing);
         new.buckets = std::mem::take(&mut old.buckets);
         new.own_waiting = old.own_waiting;
         new.rr_last = old.rr_last;
         new.aht_ms = old.aht_ms;
+        new.busy_ms = old.busy_ms;
+        new.busy_mark = old.busy_mark;
+        new.gap_ms = old.gap_ms;
+        new.gap_n = old.gap_n;
         new.members = std::mem::take(&mut old.members);
         new.st = std::mem::take(&mut old.st);
         *old = new;
@@ -669,7 +779,9 @@ impl Engine {
                 self.dispatch_call(now, cid);
             }
         }
-        self.strand_check(now, &[qi]);
+        // The queue's skills, steps and reach feed every class that can reach it.
+        self.rebuild_classes();
+        self.flush_strands(now);
         Ok(QueueId(qi))
     }
 
@@ -685,6 +797,12 @@ impl Engine {
             .ok_or_else(|| AcdError::UnknownQueue(q.name.clone()))?;
         let mut reach = vec![me];
         let mut loosest: Option<u8> = None;
+        let own_sites = if q.sites.is_empty() {
+            ALL_SITES
+        } else {
+            self.sites(&q.sites)?
+        };
+        let mut ever_sites = own_sites;
         for st in &q.overflow {
             let mut add = Vec::new();
             for n in &st.add_queues {
@@ -700,15 +818,17 @@ impl Engine {
             if let Some(m) = st.min_proficiency {
                 loosest = Some(loosest.map_or(m, |l| l.min(m)));
             }
+            let add_sites = if st.any_site {
+                ALL_SITES
+            } else {
+                self.sites(&st.add_sites)?
+            };
+            ever_sites |= add_sites;
             steps.push(Step {
                 after_ms: u64::from(st.after_secs) * 1000,
                 min: st.min_proficiency,
                 add_queues: add,
-                add_sites: if st.any_site {
-                    ALL_SITES
-                } else {
-                    self.sites(&st.add_sites)?
-                },
+                add_sites,
             });
         }
         Ok(Queue {
@@ -719,6 +839,10 @@ impl Engine {
             join_empty: q.join_when_empty,
             leave_empty: q.leave_when_empty,
             ring_ms: u64::from(q.ring_timeout_secs) * 1000,
+            ring_cap: match q.ring_all_limit {
+                0 => usize::MAX,
+                n => n as usize,
+            },
             nr_on_no_answer: q.not_ready_on_no_answer,
             wrap_ms: u64::from(q.wrapup_secs) * 1000,
             sl_ms: u64::from(q.sl_secs) * 1000,
@@ -726,18 +850,17 @@ impl Engine {
             max_wait_ms: q.max_wait_secs.map(|s| u64::from(s) * 1000),
             fallback: q.fallback.clone(),
             weight: i64::from(q.weight),
-            sites: if q.sites.is_empty() {
-                ALL_SITES
-            } else {
-                self.sites(&q.sites)?
-            },
+            sites: own_sites,
             steps,
             pref_ms: u64::from(q.preferred_agent_secs) * 1000,
             cb_retry_ms: u64::from(q.callback_retry_secs) * 1000,
             cb_attempts: q.callback_attempts,
             loosest,
+            ever_sites,
+            classes: Vec::new(),
             available: BTreeSet::new(),
             waiting: BTreeMap::new(),
+            ringing: BTreeMap::new(),
             buckets: Vec::new(),
             own_waiting: 0,
             capable: 0,
@@ -746,6 +869,10 @@ impl Engine {
             rev_reach: Vec::new(),
             rr_last: u32::MAX,
             aht_ms: f64::from(q.expected_aht_secs) * 1000.0,
+            busy_ms: 0,
+            busy_mark: Millis(0),
+            gap_ms: 0.0,
+            gap_n: 0,
             members: Vec::new(),
             st: QStats::default(),
         })
@@ -833,7 +960,8 @@ impl Engine {
 
     /// Changes an agent's site, skills and queue memberships while the center runs
     /// (supervisor re-skilling). Routing uses the new profile at once; a call in progress
-    /// is not disturbed. Queues left without any capable agent apply leave-when-empty.
+    /// is not disturbed. Waiting calls nobody logged in can serve any more apply
+    /// leave-when-empty.
     pub fn update_agent(&mut self, now: Millis, cfg: &AgentConfig) -> Result<AgentId> {
         let a = *self
             .agent_ids
@@ -878,7 +1006,7 @@ impl Engine {
         if state == AgentState::Available {
             self.make_available(now, a);
         }
-        self.strand_check(now, &old);
+        self.flush_strands(now);
         Ok(AgentId(a))
     }
 
@@ -968,6 +1096,93 @@ impl Engine {
             }
             q.working = q.working.saturating_add_signed(w_d);
         }
+        if li_d == 0 {
+            return;
+        }
+        let ag = &self.agents[a as usize];
+        for m in ag.members.iter().filter(|m| m.capable) {
+            for &ci in &self.queues[m.queue as usize].classes {
+                if can_ever_serve(&self.queues, ag, m.queue, &self.classes[ci as usize]) {
+                    let cl = &mut self.classes[ci as usize];
+                    cl.able = cl.able.saturating_add_signed(li_d);
+                    if cl.able == 0 {
+                        self.strand_pending.push(ci);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Logged-in memberships that could serve a call of class `cl` (a scan: used when a
+    /// class is created and after a queue edit, never per routing event).
+    fn count_able(&self, cl: &Class) -> u32 {
+        let mut n = 0u32;
+        for &t in &self.queues[cl.home as usize].reach {
+            for &a in &self.queues[t as usize].members {
+                let ag = &self.agents[a as usize];
+                let capable = ag.members.iter().any(|m| m.queue == t && m.capable);
+                if capable && ag.state.logged_in() && can_ever_serve(&self.queues, ag, t, cl) {
+                    n = n.saturating_add(1);
+                }
+            }
+        }
+        n
+    }
+
+    /// The class of a call of queue `home` needing `extra`; created (one scan of the agents
+    /// its queue can reach) the first time such a call arrives, then kept.
+    fn class_for(&mut self, home: u32, extra: &[(u16, u8)]) -> u32 {
+        let mut key = extra.to_vec();
+        key.sort_unstable();
+        key.dedup();
+        let key = (home, key);
+        if let Some(&id) = self.class_ids.get(&key) {
+            return id;
+        }
+        if self.classes.len() >= MAX_CLASSES {
+            return NO_CLASS;
+        }
+        let id = self.classes.len() as u32;
+        let mut cl = Class {
+            home,
+            extra: key.1.clone(),
+            able: 0,
+            calls: BTreeSet::new(),
+        };
+        cl.able = self.count_able(&cl);
+        for t in self.queues[home as usize].reach.clone() {
+            self.queues[t as usize].classes.push(id);
+        }
+        self.classes.push(cl);
+        self.class_ids.insert(key, id);
+        id
+    }
+
+    /// Recomputes every class's index and count after a queue edit; classes left with
+    /// nobody are checked for stranded calls.
+    fn rebuild_classes(&mut self) {
+        for q in &mut self.queues {
+            q.classes.clear();
+        }
+        for ci in 0..self.classes.len() {
+            let able = self.count_able(&self.classes[ci]);
+            let home = self.classes[ci].home;
+            self.classes[ci].able = able;
+            for t in self.queues[home as usize].reach.clone() {
+                self.queues[t as usize].classes.push(ci as u32);
+            }
+            if able == 0 {
+                self.strand_pending.push(ci as u32);
+            }
+        }
+    }
+
+    /// Whether anyone logged in could ever serve a call of `class` in queue `home`.
+    fn class_servable(&self, class: u32, home: u32) -> bool {
+        match self.classes.get(class as usize) {
+            Some(cl) => cl.able > 0,
+            None => self.servable(home),
+        }
     }
 
     fn remove_available(&mut self, a: u32) {
@@ -1021,8 +1236,112 @@ impl Engine {
         self.set_state(now, a, AgentState::Available);
         if let Some((cid, via)) = self.find_call_for(a) {
             self.offer(now, cid, &[(a, via)]);
+        } else if let Some((cid, via)) = self.find_ring_for(a) {
+            self.join_ring(now, cid, a, via);
         } else {
             self.insert_available(a);
+        }
+    }
+
+    /// The best ring-all call, ringing below its cap, that agent `a` could join. Waiting
+    /// calls come first (see `make_available`): they have nobody, a ringing call has someone.
+    fn find_ring_for(&self, a: u32) -> Option<(CallId, u32)> {
+        let ag = &self.agents[a as usize];
+        let mut best: Option<(CKey, CallId, u32)> = None;
+        for m in ag.members.iter().filter(|m| m.capable) {
+            let q = &self.queues[m.queue as usize];
+            for (&k, &cid) in &q.ringing {
+                if best.is_some_and(|b| k >= b.0) {
+                    break;
+                }
+                if let Some(c) = self.calls.get(&cid)
+                    && let CState::Offered(list) = &c.state
+                    && list.len() < self.queues[c.home as usize].ring_cap
+                    && eligible(ag, a, c, q)
+                {
+                    best = Some((k, cid, m.queue));
+                    break;
+                }
+            }
+        }
+        best.map(|b| (b.1, b.2))
+    }
+
+    /// A ringing ring-all call was widened by a bullseye step, or dropped below its cap (an
+    /// agent declined or left): free agents it now reaches join the ring, up to its cap.
+    fn widen_ring(&mut self, now: Millis, cid: CallId) {
+        let Some(c) = self.calls.get(&cid) else {
+            return;
+        };
+        let home = &self.queues[c.home as usize];
+        let CState::Offered(list) = &c.state else {
+            return;
+        };
+        if !c.ring_all {
+            return;
+        }
+        let room = home.ring_cap.saturating_sub(list.len());
+        let mut picks: Vec<(u32, u32)> = Vec::new();
+        'targets: for &t in &c.targets {
+            let q = &self.queues[t as usize];
+            for k in &q.available {
+                if picks.len() >= room {
+                    break 'targets;
+                }
+                if eligible(&self.agents[k.agent as usize], k.agent, c, q)
+                    && !picks.iter().any(|x| x.0 == k.agent)
+                {
+                    picks.push((k.agent, t));
+                }
+            }
+        }
+        for (a, via) in picks {
+            self.join_ring(now, cid, a, via);
+        }
+    }
+
+    /// Agent `a` starts ringing with ring-all call `cid` that already rings others.
+    fn join_ring(&mut self, now: Millis, cid: CallId, a: u32, via: u32) {
+        let Some(c) = self.calls.get_mut(&cid) else {
+            return;
+        };
+        let CState::Offered(list) = &mut c.state else {
+            return;
+        };
+        list.push(a);
+        if now > c.ring_start {
+            c.late.push(a);
+        }
+        self.decisions.push_back(Decision::Offer {
+            call: cid,
+            agent: AgentId(a),
+            via: QueueId(via),
+        });
+        self.remove_available(a);
+        self.set_state(now, a, AgentState::Reserved(cid));
+        self.reindex_ring(cid);
+    }
+
+    /// Puts a ring-all call in its target queues' `ringing` index while it rings, and takes
+    /// it out otherwise.
+    fn reindex_ring(&mut self, cid: CallId) {
+        let Some(c) = self.calls.get(&cid) else {
+            return;
+        };
+        Self::unring(&mut self.queues, cid, c);
+        if c.ring_all && matches!(c.state, CState::Offered(_)) {
+            for &t in &c.targets {
+                self.queues[t as usize].ringing.insert(c.key, cid);
+            }
+        }
+    }
+
+    fn unring(queues: &mut [Queue], cid: CallId, c: &Call) {
+        for &t in &c.targets {
+            let q = &mut queues[t as usize];
+            if q.ringing.get(&c.key) == Some(&cid) {
+                q.ringing.remove(&c.key);
+            }
         }
     }
 
@@ -1079,12 +1398,16 @@ impl Engine {
         let Some(c) = self.calls.get(&cid) else {
             return;
         };
-        let ring_all =
-            self.queues[c.home as usize].strategy == Strategy::RingAll && c.callback.is_none();
+        let home = &self.queues[c.home as usize];
+        let ring_all = home.strategy == Strategy::RingAll && c.callback.is_none();
+        let cap = home.ring_cap;
         for &t in &c.targets {
             let q = &self.queues[t as usize];
             if ring_all {
                 for k in &q.available {
+                    if out.len() >= cap {
+                        return;
+                    }
                     if eligible(&self.agents[k.agent as usize], k.agent, c, q)
                         && !out.iter().any(|x| x.0 == k.agent)
                     {
@@ -1137,22 +1460,25 @@ impl Engine {
 
     // ---- call bookkeeping -----------------------------------------------------------------
 
-    fn insert_waiting(&mut self, cid: CallId) {
+    fn insert_waiting(&mut self, now: Millis, cid: CallId) {
         if let Some(c) = self.calls.get_mut(&cid) {
             c.state = CState::Waiting;
             for &t in &c.targets {
                 self.queues[t as usize].wait_insert(c.key, cid, c.sig);
             }
-            self.queues[c.home as usize].own_waiting += 1;
+            let h = &mut self.queues[c.home as usize];
+            h.tick_busy(now);
+            h.own_waiting += 1;
         }
     }
 
-    fn remove_waiting(queues: &mut [Queue], c: &Call) {
+    fn remove_waiting(queues: &mut [Queue], c: &Call, now: Millis) {
         if c.state == CState::Waiting {
             for &t in &c.targets {
                 queues[t as usize].wait_remove(&c.key, c.sig);
             }
             let h = &mut queues[c.home as usize];
+            h.tick_busy(now);
             h.own_waiting = h.own_waiting.saturating_sub(1);
         }
     }
@@ -1172,8 +1498,13 @@ impl Engine {
         let Some(c) = self.calls.get_mut(&cid) else {
             return;
         };
-        Self::remove_waiting(&mut self.queues, c);
-        if c.state == CState::Held {
+        if c.state == CState::Waiting {
+            Self::remove_waiting(&mut self.queues, c, now);
+            self.queues[c.home as usize].served();
+        }
+        // An offer to the preferred agent is theirs alone, even in a ring-all queue.
+        let exclusive = c.state == CState::Held;
+        if exclusive {
             disarm(&mut self.timers, &mut c.t_hold, Timer::Hold(cid.0));
             if let Some(p) = c.preferred {
                 self.agents[p as usize].preferred.retain(|&x| x != cid);
@@ -1190,6 +1521,9 @@ impl Engine {
             });
         } else {
             c.state = CState::Offered(picks.iter().map(|p| p.0).collect());
+            c.ring_start = now;
+            c.ring_all = !exclusive && self.queues[home].strategy == Strategy::RingAll;
+            c.late.clear();
             let ring = self.queues[home].ring_ms;
             if ring > 0 {
                 arm(
@@ -1215,6 +1549,7 @@ impl Engine {
                 q.rr_last = a;
             }
         }
+        self.reindex_ring(cid);
     }
 
     /// A call whose offer failed goes back to its original place (its key is unchanged).
@@ -1229,14 +1564,39 @@ impl Engine {
             self.fallback(now, cid, FallbackReason::MaxWait);
             return;
         }
-        self.insert_waiting(cid);
+        c.state = CState::Delayed;
+        if self.strand_if_unservable(now, cid) {
+            return;
+        }
+        self.insert_waiting(now, cid);
+        self.reindex_ring(cid);
         self.dispatch_call(now, cid);
+    }
+
+    /// leave-when-empty for one call coming back from an offer or callback attempt: its
+    /// class may have lost its last agent while it rang (nothing was stranded then).
+    fn strand_if_unservable(&mut self, now: Millis, cid: CallId) -> bool {
+        let Some(c) = self.calls.get(&cid) else {
+            return false;
+        };
+        if self.queues[c.home as usize].leave_empty
+            && self
+                .classes
+                .get(c.class as usize)
+                .is_some_and(|cl| cl.able == 0)
+        {
+            self.fallback(now, cid, FallbackReason::Empty);
+            return true;
+        }
+        false
     }
 
     /// Removes a call from every index and timer; agents it held are released afterwards.
     fn detach(&mut self, now: Millis, cid: CallId) -> Option<Call> {
         let mut c = self.calls.remove(&cid)?;
-        Self::remove_waiting(&mut self.queues, &c);
+        Self::remove_waiting(&mut self.queues, &c, now);
+        Self::unring(&mut self.queues, cid, &c);
+        Self::declass(&mut self.classes, cid, &c);
         for (slot, t) in [
             (&mut c.t_step, Timer::Step(cid.0)),
             (&mut c.t_max, Timer::MaxWait(cid.0)),
@@ -1331,19 +1691,25 @@ impl Engine {
             .unwrap_or(0);
         let prio = i64::from(call.priority.clamp(-MAX_PRIORITY, MAX_PRIORITY)) + tier + q.weight;
         let mut key = ((now.0 as i64).saturating_sub(prio * self.step_ms), self.seq);
-        if let Some(caller) = &call.caller
-            && let Some(r) = self.resume.get(caller)
-            && r.queue == home
-            && r.until > now
-        {
+        // A saved place is used up only once the call is accepted: a caller refused now
+        // (queue full or empty) keeps it for the next try within the window.
+        let resumed = call.caller.as_ref().filter(|caller| {
+            self.resume
+                .get(*caller)
+                .is_some_and(|r| r.queue == home && r.until > now)
+        });
+        if let Some(r) = resumed.and_then(|caller| self.resume.get(caller)) {
             key = r.key;
-            self.resume.remove(caller);
         }
+        let resumed = resumed.cloned();
         self.queues[home as usize].st.offered += 1;
-        let q = &self.queues[home as usize];
+        // Refused when nobody logged in could ever serve this call: its queue's skills and
+        // its own (a language), counting every agent its bullseye steps could still add.
         // A skill no queue or agent mentions (an unknown language) cannot be served either.
         let hopeless = extra.iter().any(|e| e.0 == NO_SKILL);
-        if (!q.join_empty || q.leave_empty) && (hopeless || !self.servable(home)) {
+        let class = self.class_for(home, &extra);
+        let q = &self.queues[home as usize];
+        if (!q.join_empty || q.leave_empty) && (hopeless || !self.class_servable(class, home)) {
             self.refuse(cid, home, FallbackReason::Empty);
             return Ok(());
         }
@@ -1351,12 +1717,16 @@ impl Engine {
             self.refuse(cid, home, FallbackReason::QueueFull);
             return Ok(());
         }
+        if let Some(caller) = &resumed {
+            self.resume.remove(caller);
+        }
         let mut c = Call {
             home,
             key,
             arrived: now,
             extra,
             sig,
+            class,
             relax: None,
             targets: vec![home],
             sites: q.sites,
@@ -1373,6 +1743,9 @@ impl Engine {
             t_hold: None,
             t_retry: None,
             answered_at: now,
+            ring_start: now,
+            ring_all: false,
+            late: Vec::new(),
         };
         if let Some(st) = q.steps.first() {
             arm(
@@ -1415,6 +1788,7 @@ impl Engine {
                     Timer::Hold(cid.0),
                 );
                 let avail = ag.state == AgentState::Available;
+                self.enclass(cid, &c);
                 self.calls.insert(cid, c);
                 self.agents[p.0 as usize].preferred.push(cid);
                 if avail {
@@ -1423,8 +1797,9 @@ impl Engine {
                 return Ok(());
             }
         }
+        self.enclass(cid, &c);
         self.calls.insert(cid, c);
-        self.insert_waiting(cid);
+        self.insert_waiting(now, cid);
         self.dispatch_call(now, cid);
         if announce
             && self
@@ -1435,6 +1810,18 @@ impl Engine {
             self.announce(cid);
         }
         Ok(())
+    }
+
+    fn enclass(&mut self, cid: CallId, c: &Call) {
+        if let Some(cl) = self.classes.get_mut(c.class as usize) {
+            cl.calls.insert((c.key, cid));
+        }
+    }
+
+    fn declass(classes: &mut [Class], cid: CallId, c: &Call) {
+        if let Some(cl) = classes.get_mut(c.class as usize) {
+            cl.calls.remove(&(c.key, cid));
+        }
     }
 
     fn refuse(&mut self, cid: CallId, home: u32, reason: FallbackReason) {
@@ -1462,8 +1849,7 @@ impl Engine {
     }
 
     fn ewt_ms(&self, q: u32, position: u32) -> u64 {
-        let q = &self.queues[q as usize];
-        (f64::from(position) * q.aht_ms / f64::from(q.working.max(1))) as u64
+        self.queues[q as usize].ewt_ms(position)
     }
 
     /// Position and expected wait a new call of `priority` would get in `queue` now: the
@@ -1584,7 +1970,9 @@ impl Engine {
         c.state = CState::Delayed;
         if attempts >= max {
             self.fallback(now, cid, FallbackReason::CallbackFailed);
-        } else {
+        } else if !self.strand_if_unservable(now, cid)
+            && let Some(c) = self.calls.get_mut(&cid)
+        {
             arm(
                 &mut self.timers,
                 &mut c.t_retry,
@@ -1630,6 +2018,8 @@ impl Engine {
         }
         c.state = CState::Connected(a);
         c.answered_at = now;
+        Self::declass(&mut self.classes, cid, c);
+        Self::unring(&mut self.queues, cid, c);
         let wait = now.since(c.arrived);
         let q = &mut self.queues[c.home as usize];
         q.st.answered += 1;
@@ -1669,6 +2059,9 @@ impl Engine {
         c.declined.push(agent.0);
         if empty {
             self.requeue(now, cid);
+        } else {
+            self.reindex_ring(cid);
+            self.widen_ring(now, cid);
         }
         self.make_available(now, agent.0);
         Ok(())
@@ -1794,44 +2187,35 @@ impl Engine {
             {
                 disarm(&mut self.timers, &mut c.t_hold, Timer::Hold(cid.0));
                 c.preferred = None;
-                self.insert_waiting(cid);
+                self.insert_waiting(now, cid);
                 self.dispatch_call(now, cid);
             }
         }
-        let queues: Vec<u32> = self.agents[a as usize]
-            .members
-            .iter()
-            .map(|m| m.queue)
-            .collect();
-        self.strand_check(now, &queues);
+        self.flush_strands(now);
     }
 
-    /// leave-when-empty: calls of queues that can no longer reach any capable agent (via
-    /// `lost`, the queues that just lost one) go to their fallback.
-    fn strand_check(&mut self, now: Millis, lost: &[u32]) {
-        let mut affected: Vec<u32> = Vec::new();
-        for &l in lost {
-            for &r in &self.queues[l as usize].rev_reach {
-                if !affected.contains(&r) {
-                    affected.push(r);
-                }
+    /// leave-when-empty: the calls of every class whose `able` count fell to zero (and is
+    /// still zero once the event is complete) go to their fallback, in queue order.
+    fn flush_strands(&mut self, now: Millis) {
+        while let Some(ci) = self.strand_pending.pop() {
+            let Some(cl) = self.classes.get(ci as usize) else {
+                continue;
+            };
+            if cl.able > 0 || !self.queues[cl.home as usize].leave_empty {
+                continue;
             }
-        }
-        for q in affected {
-            if self.queues[q as usize].leave_empty && !self.servable(q) {
-                let mut stranded: Vec<(CKey, CallId)> = self
-                    .calls
-                    .iter()
-                    .filter(|(_, c)| {
-                        c.home == q
-                            && matches!(c.state, CState::Waiting | CState::Held | CState::Delayed)
+            let stranded: Vec<CallId> = cl
+                .calls
+                .iter()
+                .map(|x| x.1)
+                .filter(|cid| {
+                    self.calls.get(cid).is_some_and(|c| {
+                        matches!(c.state, CState::Waiting | CState::Held | CState::Delayed)
                     })
-                    .map(|(id, c)| (c.key, *id))
-                    .collect();
-                stranded.sort_unstable();
-                for (_, cid) in stranded {
-                    self.fallback(now, cid, FallbackReason::Empty);
-                }
+                })
+                .collect();
+            for cid in stranded {
+                self.fallback(now, cid, FallbackReason::Empty);
             }
         }
     }
@@ -1850,6 +2234,9 @@ impl Engine {
                 list.retain(|&x| x != a);
                 if list.is_empty() {
                     self.requeue(now, cid);
+                } else {
+                    self.reindex_ring(cid);
+                    self.widen_ring(now, cid);
                 }
             }
             CState::Dialing(_) => self.requeue(now, cid),
@@ -1977,10 +2364,18 @@ impl Engine {
                 let CState::Offered(list) = &c.state else {
                     return;
                 };
-                let list = list.clone();
+                let (late, list): (Vec<u32>, Vec<u32>) =
+                    list.iter().partition(|a| c.late.contains(a));
+                c.late.clear();
                 c.declined.extend_from_slice(&list);
                 let nr = self.queues[c.home as usize].nr_on_no_answer;
                 c.state = CState::Delayed;
+                for &a in &late {
+                    self.decisions.push_back(Decision::CancelOffer {
+                        call: cid,
+                        agent: AgentId(a),
+                    });
+                }
                 for &a in &list {
                     self.decisions.push_back(Decision::CancelOffer {
                         call: cid,
@@ -1998,9 +2393,13 @@ impl Engine {
                 }
                 self.requeue(now, cid);
                 if !nr {
-                    for a in list {
+                    for &a in &list {
                         self.make_available(now, a);
                     }
+                }
+                // Late joiners are free again and take the call (or another) at once.
+                for a in late {
+                    self.make_available(now, a);
                 }
             }
             Timer::Step(id) => {
@@ -2038,6 +2437,14 @@ impl Engine {
                 }
                 self.decisions
                     .push_back(Decision::Overflow { call: cid, step });
+                // A ringing ring-all call now also rings the new queues' free agents.
+                self.reindex_ring(cid);
+                if matches!(
+                    self.calls.get(&cid).map(|c| &c.state),
+                    Some(CState::Offered(_))
+                ) {
+                    self.widen_ring(now, cid);
+                }
                 if waiting {
                     self.dispatch_call(now, cid);
                 }
@@ -2082,7 +2489,7 @@ impl Engine {
                 if let Some(p) = c.preferred.take() {
                     self.agents[p as usize].preferred.retain(|&x| x != cid);
                 }
-                self.insert_waiting(cid);
+                self.insert_waiting(now, cid);
                 self.dispatch_call(now, cid);
             }
             Timer::Retry(id) => {
@@ -2226,6 +2633,11 @@ impl Engine {
             {
                 return Err(format!("agent {i} available while {cid:?} waits for it"));
             }
+            if a.state == AgentState::Available
+                && let Some((cid, _)) = self.find_ring_for(i as u32)
+            {
+                return Err(format!("agent {i} available while ring-all {cid:?} rings"));
+            }
         }
         for (i, q) in self.queues.iter().enumerate() {
             let in_buckets: usize = q.buckets.iter().map(|b| b.1.len()).sum();
@@ -2237,6 +2649,21 @@ impl Engine {
                 return Err(format!(
                     "queue {i}: buckets do not mirror the waiting calls"
                 ));
+            }
+        }
+        for (i, cl) in self.classes.iter().enumerate() {
+            let able = self.count_able(cl);
+            if able != cl.able {
+                return Err(format!("class {i}: able {} but {able} counted", cl.able));
+            }
+            let leave = self.queues[cl.home as usize].leave_empty;
+            for (_, cid) in &cl.calls {
+                let stranded = self.calls.get(cid).is_some_and(|c| {
+                    matches!(c.state, CState::Waiting | CState::Held | CState::Delayed)
+                });
+                if leave && able == 0 && stranded {
+                    return Err(format!("{cid:?} waits but nobody could ever serve it"));
+                }
             }
         }
         for (cid, c) in &self.calls {
@@ -2252,6 +2679,15 @@ impl Engine {
             };
             if n != expected {
                 return Err(format!("call {cid:?} {:?} indexing mismatch", c.state));
+            }
+            let rings = c.ring_all && matches!(c.state, CState::Offered(_));
+            let indexed = c
+                .targets
+                .iter()
+                .filter(|&&t| self.queues[t as usize].ringing.get(&c.key) == Some(cid))
+                .count();
+            if indexed != if rings { c.targets.len() } else { 0 } {
+                return Err(format!("call {cid:?} {:?} ring index mismatch", c.state));
             }
         }
         Ok(())

@@ -47,6 +47,27 @@
 //! agents over time (lower proficiency, more queues, more sites); after `max_wait_secs` the
 //! call goes to its [`Fallback`].
 //!
+//! **Ring-all** rings up to `ring_all_limit` (default 20, `0` = no limit) eligible agents at
+//! once. An agent who becomes free takes a waiting call first (it has nobody); otherwise it
+//! joins the best ring-all call still ringing below its limit, as do free agents when a
+//! ringing agent declines or a bullseye step widens the call. The first answer wins and the
+//! others get `CancelOffer`. The ring timeout runs from the start of the ring: agents who
+//! rang all of it count as no-answer (not-ready if configured); late joiners are only
+//! cancelled and offered the call afresh, with a new timeout.
+//!
+//! ## When nobody can serve a call
+//! With `leave_when_empty` (or `join_when_empty = false`), a call that no logged-in agent
+//! could *ever* serve goes to its fallback at once: at arrival, and as soon as a logout or a
+//! re-skilling leaves it without anyone. "Could ever serve" is judged against the call's
+//! full requirements (its queue's skills and its own, e.g. a language) at the loosest
+//! proficiency its bullseye steps reach, over the agents of every queue and site those steps
+//! could add; not-ready and busy agents count (they may come back). Calls are grouped into
+//! classes (home queue + extra skills) that each keep a count of the logged-in agents able
+//! to serve them, so an agent's login or logout updates only the classes of its queues and
+//! servability is a lookup, not a scan. Past 65,536 classes (only a hostile event stream
+//! gets there) new classes are not tracked: such calls are checked per queue on arrival
+//! only.
+//!
 //! ## Statistics definitions
 //! Counted per queue from the last [`Engine::reset_stats`] (the binary resets per interval):
 //! * **Offered**: calls that entered the queue (including those refused at entry).
@@ -69,10 +90,19 @@
 //! * **Longest wait**: the longest current wait among calls waiting in the queue.
 //!
 //! ## Expected wait time
-//! EWT for position *k* = k × AHT / working agents, where AHT is a moving average of the
-//! queue's measured handle times and working agents are members logged in and not in
-//! not-ready. With all agents busy, calls leave at rate c/AHT, so for exponential service
-//! this is exactly the expected wait of the k-th call (see the simulator test).
+//! EWT for position *k* = k × G / working members, where *G* is the queue's measured time
+//! per call per working member: the mean time between two of its calls being taken by an
+//! agent while its calls wait, times the members then working (logged in, not not-ready).
+//! It is a running mean of the first 50 such gaps (seeded with the AHT, a moving average
+//! of measured handle times), then a moving average. With dedicated agents all busy, calls
+//! leave at rate c/AHT, so G = AHT and this is exactly the expected wait of the k-th call
+//! for exponential service. Agents shared with other queues give this queue only part of
+//! their time; counting them as whole servers would make the EWT optimistic, while G
+//! measures the share they actually give (see the simulator tests: a single queue, and two
+//! queues sharing agents, each within ±10% of the mean actual wait). Dividing by the
+//! working members now lets the estimate follow staffing changes at once. Calls that
+//! abandon ahead of a caller are not predicted, so the EWT errs long for patient callers.
+//! The position is counted in the waiting-call tree, O(position) per announcement.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

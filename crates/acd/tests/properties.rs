@@ -2,11 +2,14 @@
 //! The test keeps its own model of offers and calls, built only from the decisions the
 //! engine emits and the events it accepted, and checks after every event:
 //! * an agent is never offered a call while it holds another offer or call;
-//! * a call is never offered to two agents at once (outside ring-all);
+//! * a call is never offered to two agents at once (outside ring-all), and a ring-all
+//!   call of q2 to at most its `ring_all_limit` of 2;
 //! * an offered agent has every skill the call requires, at the call's current minimum
 //!   proficiency, is a member of the queue it was taken from, and works at an allowed site;
 //! * FIFO: a call is never offered while an older call of the same queue, priority and
 //!   requirements waits (unless that one was declined or is a callback/preferred call);
+//! * leave-when-empty: no call of q1 waits while no logged-in agent could ever serve it
+//!   (logouts and re-skilling strand such calls at once);
 //! * at the end, after everyone logs in and time runs on, every call ended answered,
 //!   abandoned or at its fallback.
 
@@ -64,6 +67,7 @@ callback_retry_secs = 10
 [[queue]]
 name = "q2"
 strategy = "{strategy}"
+ring_all_limit = 2
 max_wait_secs = 200
 not_ready_on_no_answer = {nr}
 [[agent]]
@@ -423,6 +427,7 @@ impl Model {
             }
         }
         self.check_decisions()?;
+        self.check_not_stranded()?;
         prop_assert!(
             self.e.check_invariants().is_ok(),
             "{:?}",
@@ -431,13 +436,32 @@ impl Model {
         Ok(())
     }
 
-    fn check_offer(
-        &self,
-        id: u64,
-        a: u32,
-        via: Option<u32>,
-        batch: &[u64],
-    ) -> Result<(), TestCaseError> {
+    /// leave-when-empty (q1): no q1 call still waits when no logged-in member of q1 has
+    /// `billing` 6 (and `de` 4 if the call needs it) — q1 has no relaxing step and its
+    /// bullseye adds the home site, so any site counts.
+    fn check_not_stranded(&self) -> Result<(), TestCaseError> {
+        for (id, c) in &self.calls {
+            if c.queue != 1 || c.st != St::Waiting {
+                continue;
+            }
+            let servable = (0..6u32).any(|a| {
+                let sk = &self.w.skills[a as usize];
+                let has = |s: &str, m: u8| sk.get(s).copied().unwrap_or(0) >= m;
+                self.e.agent_state(AgentId(a)).ok() != Some(AgentState::LoggedOut)
+                    && self.w.members[a as usize].contains(&1)
+                    && has("billing", 6)
+                    && (!c.de || has("de", 4))
+            });
+            prop_assert!(
+                servable,
+                "q1 call {id} (de: {}) waits with nobody able",
+                c.de
+            );
+        }
+        Ok(())
+    }
+
+    fn check_offer(&self, id: u64, a: u32, via: Option<u32>) -> Result<(), TestCaseError> {
         if let Some(&other) = self.holding.get(&a) {
             prop_assert!(
                 false,
@@ -447,7 +471,14 @@ impl Model {
         let c = self.calls.get(&id).expect("offered call is known");
         match &c.st {
             St::Waiting => {}
-            St::Offered(s) if self.ring_all && batch.contains(&id) && !s.is_empty() => {}
+            // Ring-all: more agents join a ringing call (at once or as they become free),
+            // up to q2's `ring_all_limit` of 2 (the other queues allow 20, more than exist).
+            St::Offered(s) if self.ring_all && !s.is_empty() => {
+                prop_assert!(
+                    c.queue != 2 || s.len() < 2,
+                    "q2 call {id} rings {s:?} and is offered to {a} too"
+                );
+            }
             st => prop_assert!(false, "call {id} offered to {a} while {st:?}"),
         }
         let waited = self.now - c.arrived;
@@ -500,12 +531,10 @@ impl Model {
     }
 
     fn check_decisions(&mut self) -> Result<(), TestCaseError> {
-        let mut batch: Vec<u64> = Vec::new();
         while let Some(d) = self.e.poll_decision() {
             match d {
                 Decision::Offer { call, agent, via } => {
-                    self.check_offer(call.0, agent.0, Some(via.0), &batch)?;
-                    batch.push(call.0);
+                    self.check_offer(call.0, agent.0, Some(via.0))?;
                     let c = self.calls.get_mut(&call.0).expect("call");
                     match &mut c.st {
                         St::Offered(s) => {
@@ -516,7 +545,7 @@ impl Model {
                     self.holding.insert(agent.0, call.0);
                 }
                 Decision::PlaceCallback { call, agent, .. } => {
-                    self.check_offer(call.0, agent.0, None, &batch)?;
+                    self.check_offer(call.0, agent.0, None)?;
                     self.calls.get_mut(&call.0).expect("call").st = St::Dialing(agent.0);
                     self.holding.insert(agent.0, call.0);
                 }

@@ -1021,3 +1021,273 @@ fn customer_tier_sets_the_priority() {
     assert_eq!(order, [3, 2, 1, 4]);
     assert!(AcdConfig::from_toml("tier_priority = { vip = 5000 }").is_err());
 }
+
+/// q (leave/join-when-empty as given) overflows to `over` after 30 s; `en` speaks English only, `de`
+/// German; `far` speaks German but works at home, which q never reaches; `ov` is in `over`.
+fn language_center(leave: bool, join: bool) -> H {
+    H::new(&format!(
+        "[[queue]]\nname = \"q\"\nleave_when_empty = {leave}\njoin_when_empty = {join}\n\
+         sites = [\"office\"]\n\
+         overflow = [{{ after_secs = 30, add_queues = [\"over\"] }}]\n\
+         [[queue]]\nname = \"over\"\n\
+         [[agent]]\nid = \"en\"\nskills = {{ en = 9 }}\nqueues = {{ q = 0 }}\n\
+         [[agent]]\nid = \"de\"\nskills = {{ de = 9 }}\nqueues = {{ q = 0 }}\n\
+         [[agent]]\nid = \"far\"\nsite = \"home\"\nskills = {{ de = 9 }}\nqueues = {{ q = 0 }}\n\
+         [[agent]]\nid = \"ov\"\nskills = {{ de = 3 }}\nqueues = {{ over = 0 }}\n"
+    ))
+}
+
+fn lang_call(h: &mut H, t: u64, id: u64, lang: &str, min: u8) -> Vec<Decision> {
+    let mut c = NewCall::new(CallId(id), h.e.queue_id("q").expect("q"));
+    c.skills = vec![(lang.into(), min)];
+    h.e.call_arrived(s(t), c).expect("arrive");
+    h.drain()
+}
+
+#[test]
+fn a_call_needing_a_language_no_logged_in_agent_speaks_is_refused_at_once() {
+    let mut h = language_center(true, true);
+    h.login(0, "en");
+    h.login(0, "far");
+    // Only the home agent speaks German, and q never reaches the home site.
+    assert_eq!(
+        fallback_reason(&lang_call(&mut h, 1, 1, "de", 5), 1),
+        Some(FallbackReason::Empty)
+    );
+    // An English call is fine.
+    assert_eq!(fallback_reason(&lang_call(&mut h, 1, 2, "en", 5), 2), None);
+    // The overflow queue's agent speaks German at 3: enough for a call needing 3, which
+    // waits for the overflow step instead of leaving; not enough for one needing 5.
+    h.login(2, "ov");
+    assert_eq!(fallback_reason(&lang_call(&mut h, 3, 3, "de", 3), 3), None);
+    assert_eq!(
+        fallback_reason(&lang_call(&mut h, 3, 4, "de", 5), 4),
+        Some(FallbackReason::Empty)
+    );
+    let d = h.tick(33);
+    assert_eq!(h.offers(&d), [(3, "ov".to_string())]);
+    // join_when_empty = false refuses in the same way.
+    let mut h = language_center(false, false);
+    h.login(0, "en");
+    assert_eq!(
+        fallback_reason(&lang_call(&mut h, 1, 1, "de", 1), 1),
+        Some(FallbackReason::Empty)
+    );
+    h.login(1, "de");
+    assert_eq!(fallback_reason(&lang_call(&mut h, 2, 2, "de", 1), 2), None);
+}
+
+#[test]
+fn logout_of_the_last_speaker_strands_the_calls_needing_the_language() {
+    let mut h = language_center(true, true);
+    h.login(0, "en");
+    h.login(0, "de");
+    // Both busy; a German call, an English call and another German call wait.
+    h.call(1, 100, "q", 0);
+    h.answer(1, 100, "en");
+    h.call(1, 101, "q", 0);
+    h.answer(1, 101, "de");
+    lang_call(&mut h, 2, 1, "de", 5);
+    lang_call(&mut h, 3, 2, "en", 5);
+    lang_call(&mut h, 4, 3, "de", 5);
+    h.e.agent_logout(s(5), h.a("de")).expect("logout");
+    assert!(h.drain().is_empty(), "logout pending while on a call");
+    let d = h.end(6, 101);
+    // Both German calls leave at once, in queue order; the English call keeps waiting.
+    let gone: Vec<u64> = d
+        .iter()
+        .filter_map(|d| match d {
+            Decision::Fallback {
+                call,
+                reason: FallbackReason::Empty,
+                ..
+            } => Some(call.0),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(gone, [1, 3]);
+    assert_eq!(fallback_reason(&d, 2), None);
+    assert_eq!(h.e.waiting_in(h.e.queue_id("q").expect("q")), 1);
+    // The remaining agent takes the English call.
+    let d = h.end(7, 100);
+    assert_eq!(h.offer1(&d), (2, "en".into()));
+}
+
+#[test]
+fn an_overflow_agent_keeps_a_call_servable_until_they_log_out() {
+    let mut h = language_center(true, true);
+    h.login(0, "en");
+    h.login(0, "ov");
+    h.e.agent_not_ready(s(0), h.a("ov"), 1).expect("nr");
+    h.drain();
+    // Nobody in q speaks German, but `ov` in the overflow queue does (at 3).
+    assert_eq!(fallback_reason(&lang_call(&mut h, 1, 1, "de", 2), 1), None);
+    h.e.agent_logout(s(2), h.a("ov")).expect("logout");
+    assert_eq!(fallback_reason(&h.drain(), 1), Some(FallbackReason::Empty));
+    assert_eq!(h.e.call_count(), 0);
+}
+
+#[test]
+fn reskilling_away_the_last_speaker_strands_the_calls_needing_the_language() {
+    let mut h = language_center(true, true);
+    h.login(0, "en");
+    h.login(0, "de");
+    h.e.agent_not_ready(s(0), h.a("de"), 1).expect("nr");
+    h.e.agent_not_ready(s(0), h.a("en"), 1).expect("nr");
+    h.drain();
+    lang_call(&mut h, 1, 1, "de", 5);
+    lang_call(&mut h, 1, 2, "en", 5);
+    // Still speaks German, at 6: the call stays.
+    let mut cfg = hotline_acd::AgentConfig::new("de", &["q"]);
+    cfg.skills.insert("de".into(), 6);
+    h.e.update_agent(s(2), &cfg).expect("update");
+    assert!(h.drain().is_empty());
+    // Down to 4, below the call's 5: nobody could ever take it.
+    cfg.skills.insert("de".into(), 4);
+    h.e.update_agent(s(3), &cfg).expect("update");
+    let d = h.drain();
+    assert_eq!(fallback_reason(&d, 1), Some(FallbackReason::Empty));
+    assert_eq!(fallback_reason(&d, 2), None);
+}
+
+#[test]
+fn a_ringing_call_whose_last_able_agent_was_reskilled_leaves_when_the_offer_fails() {
+    let mut h = language_center(true, true);
+    h.login(0, "de");
+    let d = lang_call(&mut h, 1, 1, "de", 5);
+    assert_eq!(h.offer1(&d), (1, "de".into()));
+    let mut cfg = hotline_acd::AgentConfig::new("de", &["q"]);
+    cfg.skills.insert("de".into(), 2);
+    h.e.update_agent(s(2), &cfg).expect("update");
+    assert!(h.drain().is_empty(), "the ringing call is left alone");
+    h.e.offer_rejected(s(3), CallId(1), h.a("de"))
+        .expect("reject");
+    assert_eq!(fallback_reason(&h.drain(), 1), Some(FallbackReason::Empty));
+    assert_eq!(h.e.call_count(), 0);
+}
+
+fn ring_all(limit: &str, names: &[&str]) -> H {
+    H::new(&format!(
+        "[[queue]]\nname = \"q\"\nstrategy = \"ring-all\"\n{limit}\n{}",
+        agents("q", names)
+    ))
+}
+
+fn cancelled(h: &H, ds: &[Decision]) -> Vec<String> {
+    ds.iter()
+        .filter_map(|d| match d {
+            Decision::CancelOffer { agent, .. } => Some(h.name(*agent)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn ring_all_agents_who_become_free_join_the_ring() {
+    let mut h = ring_all("", &["a", "b", "c"]);
+    h.login(0, "a");
+    let d = h.call(1, 1, "q", 0);
+    assert_eq!(h.offer1(&d), (1, "a".into()));
+    // b logs in while it rings, c comes out of not-ready: both join.
+    let d = h.login(2, "b");
+    assert_eq!(h.offer1(&d), (1, "b".into()));
+    let c = h.a("c");
+    h.e.agent_login(s(3), c, false).expect("login");
+    h.drain();
+    h.e.agent_ready(s(4), c).expect("ready");
+    let d = h.drain();
+    assert_eq!(h.offer1(&d), (1, "c".into()));
+    // c answers: a and b stop ringing and are free again.
+    let d = h.answer(5, 1, "c");
+    let mut gone = cancelled(&h, &d);
+    gone.sort();
+    assert_eq!(gone, ["a", "b"]);
+    for n in ["a", "b"] {
+        assert_eq!(h.e.agent_state(h.a(n)).expect(n), AgentState::Available);
+    }
+}
+
+#[test]
+fn ring_all_limit_caps_the_ring_and_a_free_slot_is_refilled() {
+    let mut h = ring_all("ring_all_limit = 2", &["a", "b", "c"]);
+    for n in ["a", "b", "c"] {
+        h.login(0, n);
+    }
+    let d = h.call(1, 1, "q", 0);
+    let mut who: Vec<String> = h.offers(&d).into_iter().map(|o| o.1).collect();
+    who.sort();
+    assert_eq!(who, ["a", "b"], "config order, two at most");
+    assert_eq!(h.e.agent_state(h.a("c")).expect("c"), AgentState::Available);
+    // a declines: its slot goes to c, who was waiting idle.
+    h.e.offer_rejected(s(2), CallId(1), h.a("a"))
+        .expect("reject");
+    let d = h.drain();
+    assert_eq!(h.offer1(&d), (1, "c".into()));
+    // And a, free again, does not rejoin the call it declined.
+    assert_eq!(h.e.agent_state(h.a("a")).expect("a"), AgentState::Available);
+}
+
+#[test]
+fn ring_all_limit_defaults_to_twenty_and_zero_means_everyone() {
+    let names: Vec<String> = (0..25).map(|i| format!("a{i}")).collect();
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    for (limit, rung) in [("", 20), ("ring_all_limit = 0", 25)] {
+        let mut h = ring_all(limit, &refs);
+        for n in &refs {
+            h.login(0, n);
+        }
+        let d = h.call(1, 1, "q", 0);
+        assert_eq!(h.offers(&d).len(), rung, "{limit:?}");
+    }
+}
+
+#[test]
+fn a_late_joiner_is_not_blamed_for_the_ring_timeout() {
+    let mut h = ring_all("ring_timeout_secs = 15", &["a", "b"]);
+    h.login(0, "a");
+    h.call(1, 1, "q", 0);
+    let d = h.login(10, "b");
+    assert_eq!(h.offer1(&d), (1, "b".into()));
+    // a rang the full 15 s and goes not-ready; b rang 6 s: the call rings on at b alone.
+    let d = h.tick(16);
+    let mut gone = cancelled(&h, &d);
+    gone.sort();
+    assert_eq!(gone, ["a", "b"]);
+    assert_eq!(h.offer1(&d), (1, "b".into()));
+    assert_eq!(
+        h.e.agent_state(h.a("a")).expect("a"),
+        AgentState::NotReady(NotReadyReason::MissedOffer)
+    );
+    assert_eq!(
+        h.e.agent_state(h.a("b")).expect("b"),
+        AgentState::Reserved(CallId(1))
+    );
+    // The new ring has its own full timeout.
+    assert_eq!(h.e.poll_timeout(), Some(s(31)));
+}
+
+#[test]
+fn a_refused_call_back_keeps_the_saved_place_for_the_next_try() {
+    let mut h = H::new(&format!(
+        "resume_window_secs = 300\n[[queue]]\nname = \"q\"\nmax_len = 2\n{}",
+        agents("q", &["a"])
+    ));
+    h.login(0, "a");
+    h.call(0, 100, "q", 0);
+    h.answer(0, 100, "a");
+    caller_call(&mut h, 1, 1, "+49301");
+    caller_call(&mut h, 2, 2, "+49302");
+    h.e.call_abandoned(s(10), CallId(1)).expect("abandon");
+    h.call(11, 4, "q", 0);
+    // The queue is full: the caller is refused, but their place is not used up.
+    let d = caller_call(&mut h, 20, 3, "+49301");
+    assert_eq!(fallback_reason(&d, 3), Some(FallbackReason::QueueFull));
+    h.e.call_abandoned(s(30), CallId(4)).expect("abandon");
+    caller_call(&mut h, 40, 5, "+49301");
+    let d = h.end(50, 100);
+    assert_eq!(
+        h.offer1(&d).0,
+        5,
+        "back at the place of call 1, ahead of call 2"
+    );
+}
