@@ -1,0 +1,95 @@
+//! Caller number normalisation to E.164.
+//!
+//! The same person dials in as `+49 30 1234567`, `030 1234567`, `0049301234567` or
+//! `tel:+49-30-1234567`; the store only ever keeps and looks up the E.164 form, so every
+//! variant finds the same customer.
+
+use crate::error::{Error, Result};
+use phonenumber::country;
+use std::str::FromStr;
+
+/// What a caller-id string turned out to be, before any database lookup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallerNumber {
+    /// A valid number, in E.164 (`+4930123456`).
+    E164(String),
+    /// The caller withheld the number (CLIR / `anonymous` / empty).
+    Withheld,
+    /// Something that is not a phone number (a SIP user name, garbage). Never looked up.
+    Unusable(String),
+}
+
+/// Longest input we even try to parse: nothing longer is a phone number, and the parser
+/// should not see attacker-sized strings.
+const MAX_INPUT: usize = 64;
+
+/// Normalises numbers for one default region (the region of the call center's trunks).
+#[derive(Debug, Clone)]
+pub struct Normalizer {
+    region: country::Id,
+}
+
+impl Normalizer {
+    /// `region` is an ISO 3166 alpha-2 code such as `DE` or `US`.
+    pub fn new(region: &str) -> Result<Self> {
+        let upper = region.trim().to_ascii_uppercase();
+        let region =
+            country::Id::from_str(&upper).map_err(|_| Error::BadRegion(region.to_string()))?;
+        Ok(Normalizer { region })
+    }
+
+    /// Classifies a caller id taken from From / P-Asserted-Identity (user part or tel URI).
+    pub fn classify(&self, raw: &str) -> CallerNumber {
+        let trimmed = raw.trim();
+        let lowered = trimmed.to_ascii_lowercase();
+        let bare = lowered
+            .strip_prefix("tel:")
+            .or_else(|| lowered.strip_prefix("sip:"))
+            .unwrap_or(&lowered);
+        let bare = bare.split(['@', ';']).next().unwrap_or("");
+        if bare.is_empty()
+            || matches!(
+                bare,
+                "anonymous" | "withheld" | "restricted" | "private" | "unavailable" | "unknown"
+            )
+        {
+            return CallerNumber::Withheld;
+        }
+        match self.normalize(bare) {
+            Ok(e164) => CallerNumber::E164(e164),
+            Err(_) => CallerNumber::Unusable(trimmed.chars().take(MAX_INPUT).collect()),
+        }
+    }
+
+    /// Normalises a number to E.164 or says why not. Accepts the usual punctuation.
+    pub fn normalize(&self, raw: &str) -> Result<String> {
+        let bad = || Error::BadNumber(raw.chars().take(MAX_INPUT).collect());
+        let s = raw.trim();
+        if s.is_empty()
+            || s.len() > MAX_INPUT
+            || !s
+                .chars()
+                .all(|c| c.is_ascii_digit() || " +-().\u{a0}/".contains(c))
+            || s.chars().filter(|c| c.is_ascii_digit()).count() < 3
+        {
+            return Err(bad());
+        }
+        // `00` is the international prefix in most of the world; the parser only knows `+`.
+        let s: String = match s.strip_prefix("00") {
+            Some(rest) => format!("+{rest}"),
+            None => s.to_string(),
+        };
+        let region = self.region;
+        // The parser is third-party code fed with caller-controlled bytes: a panic in it
+        // must cost one lookup, not the call task.
+        let parsed = std::panic::catch_unwind(move || {
+            phonenumber::parse(Some(region), &s)
+                .ok()
+                .filter(|n| n.is_valid())
+                .map(|n| n.format().mode(phonenumber::Mode::E164).to_string())
+        })
+        .ok()
+        .flatten();
+        parsed.ok_or_else(bad)
+    }
+}
