@@ -5,6 +5,7 @@
 //! number, then the 360° view), [`Store::record_interaction`] at call end and
 //! [`Store::wrap_up`] when the agent picks a disposition.
 
+mod bulk;
 mod error;
 pub mod generate;
 pub mod greeting;

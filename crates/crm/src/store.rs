@@ -1085,6 +1085,22 @@ impl Store {
         Ok(row.map(ticket_from))
     }
 
+    /// All tickets of a customer, newest first (bounded by `limit` ≤ 100).
+    pub async fn tickets_of(&self, customer_id: CustomerId, limit: i64) -> Result<Vec<Ticket>> {
+        let rows: Vec<TicketRow> = on_pool!(self, |p| {
+            sqlx::query_as(concat!(
+                "SELECT ",
+                ticket_cols!(),
+                " FROM tickets WHERE customer_id = $1 ORDER BY created_at DESC, id DESC LIMIT $2"
+            ))
+            .bind(customer_id)
+            .bind(clamp_limit(limit))
+            .fetch_all(p)
+            .await?
+        });
+        Ok(rows.into_iter().map(ticket_from).collect())
+    }
+
     /// A ticket's history, oldest first.
     pub async fn ticket_history(&self, id: TicketId) -> Result<Vec<TicketEvent>> {
         let rows: Vec<(i64, String, String)> = on_pool!(self, |p| {
