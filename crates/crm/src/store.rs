@@ -1008,46 +1008,35 @@ impl Store {
     }
 
     /// Applies changes and records one history line per changed field (and the note).
+    /// Read and write happen in one locked transaction, so concurrent updates by two agents
+    /// each see the other's result and the history stays a true sequence.
     pub async fn update_ticket(&self, id: TicketId, u: &TicketUpdate, actor: &str) -> Result<()> {
-        let current = self
-            .ticket(id)
-            .await?
-            .ok_or(Error::NotFound(Entity::Ticket(id)))?;
-        let mut changes = Vec::new();
-        let mut next = current.clone();
-        if let Some(s) = u.status.filter(|s| *s != current.status) {
-            changes.push(format!("status: {} → {}", current.status, s));
-            next.status = s;
-        }
-        if let Some(pr) = u.priority.filter(|pr| *pr != current.priority) {
-            changes.push(format!("priority: {} → {}", current.priority, pr));
-            next.priority = pr;
-        }
-        if let Some(a) = u.assignee.as_ref().filter(|a| **a != current.assignee) {
-            changes.push(format!(
-                "assignee: {} → {}",
-                current.assignee.as_deref().unwrap_or("-"),
-                a.as_deref().unwrap_or("-")
-            ));
-            next.assignee = a.clone();
-        }
-        if let Some(d) = u.due_at.filter(|d| *d != current.due_at) {
-            changes.push(format!(
-                "due: {} → {}",
-                current.due_at.map_or("-".into(), |v| v.to_string()),
-                d.map_or("-".into(), |v| v.to_string())
-            ));
-            next.due_at = d;
-        }
-        if let Some(n) = u.note.as_deref().map(str::trim).filter(|n| !n.is_empty()) {
-            changes.push(format!("note: {n}"));
-        }
-        if changes.is_empty() {
-            return Ok(());
-        }
+        let (begin, select) = match self.backend() {
+            Backend::Sqlite => (
+                "BEGIN IMMEDIATE",
+                concat!("SELECT ", ticket_cols!(), " FROM tickets WHERE id = $1"),
+            ),
+            Backend::Postgres => (
+                "BEGIN",
+                concat!(
+                    "SELECT ",
+                    ticket_cols!(),
+                    " FROM tickets WHERE id = $1 FOR UPDATE"
+                ),
+            ),
+        };
         let now = now_ms();
         on_pool!(self, |p| {
-            let mut tx = p.begin().await?;
+            let mut tx = p.begin_with(begin).await?;
+            let row: Option<TicketRow> = sqlx::query_as(select)
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let current = ticket_from(row.ok_or(Error::NotFound(Entity::Ticket(id)))?);
+            let (next, changes) = ticket_changes(&current, u);
+            if changes.is_empty() {
+                return Ok(());
+            }
             sqlx::query("UPDATE tickets SET status = $2, priority = $3, assignee = $4, due_at = $5, updated_at = $6 WHERE id = $1")
                 .bind(id)
                 .bind(next.status.as_str())
@@ -1135,6 +1124,40 @@ impl Store {
             Ok((a, b, c, d))
         })
     }
+}
+
+/// The ticket after `u`, and one human-readable line per actual change.
+fn ticket_changes(current: &Ticket, u: &TicketUpdate) -> (Ticket, Vec<String>) {
+    let mut changes = Vec::new();
+    let mut next = current.clone();
+    if let Some(s) = u.status.filter(|s| *s != current.status) {
+        changes.push(format!("status: {} → {}", current.status, s));
+        next.status = s;
+    }
+    if let Some(pr) = u.priority.filter(|pr| *pr != current.priority) {
+        changes.push(format!("priority: {} → {}", current.priority, pr));
+        next.priority = pr;
+    }
+    if let Some(a) = u.assignee.as_ref().filter(|a| **a != current.assignee) {
+        changes.push(format!(
+            "assignee: {} → {}",
+            current.assignee.as_deref().unwrap_or("-"),
+            a.as_deref().unwrap_or("-")
+        ));
+        next.assignee = a.clone();
+    }
+    if let Some(d) = u.due_at.filter(|d| *d != current.due_at) {
+        changes.push(format!(
+            "due: {} → {}",
+            current.due_at.map_or("-".into(), |v| v.to_string()),
+            d.map_or("-".into(), |v| v.to_string())
+        ));
+        next.due_at = d;
+    }
+    if let Some(n) = u.note.as_deref().map(str::trim).filter(|n| !n.is_empty()) {
+        changes.push(format!("note: {n}"));
+    }
+    (next, changes)
 }
 
 /// Placeholder values for greeting scripts.

@@ -554,6 +554,66 @@ async fn tickets_keep_history(store: Store) {
     ));
 }
 
+async fn concurrent_ticket_updates_form_one_history(store: Store) {
+    let id = store
+        .create_customer(&person("Ms", "Uta", "Kern", Tier::Public), &[])
+        .await
+        .unwrap();
+    let t = store
+        .create_ticket(
+            &NewTicket {
+                customer_id: id,
+                subject: "Fault".into(),
+                priority: TicketPriority::Normal,
+                assignee: None,
+                due_at: None,
+                reference: None,
+            },
+            "a0",
+        )
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..8)
+        .map(|k| {
+            let s = store.clone();
+            let status = if k % 2 == 0 {
+                TicketStatus::InProgress
+            } else {
+                TicketStatus::Waiting
+            };
+            tokio::spawn(async move {
+                s.update_ticket(
+                    t,
+                    &TicketUpdate {
+                        status: Some(status),
+                        ..Default::default()
+                    },
+                    &format!("a{k}"),
+                )
+                .await
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    // Each transition starts where the previous one ended: no update saw a stale status.
+    let mut status = "open".to_string();
+    for e in store.ticket_history(t).await.unwrap().iter().skip(1) {
+        let rest = e
+            .change
+            .strip_prefix("status: ")
+            .expect("only status changes");
+        let (from, to) = rest.split_once(" → ").expect("from → to");
+        assert_eq!(from, status, "history {:?}", e);
+        status = to.to_string();
+    }
+    assert_eq!(
+        store.ticket(t).await.unwrap().unwrap().status.as_str(),
+        status
+    );
+}
+
 async fn update_and_search_customers(store: Store) {
     let a = store
         .create_customer(
@@ -641,5 +701,6 @@ on_both_backends!(
     greeting_degrades_for_provisional_callers,
     interaction_then_disposition_lands_in_trail,
     tickets_keep_history,
+    concurrent_ticket_updates_form_one_history,
     update_and_search_customers,
 );
