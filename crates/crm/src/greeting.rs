@@ -167,4 +167,21 @@ mod tests {
         assert_eq!(render("]]{", &v), "]{");
         assert_eq!(render("", &v), "");
     }
+
+    /// Arbitrary templates and values render without panicking, and never grow without bound.
+    #[test]
+    fn arbitrary_templates_never_panic() {
+        let alphabet: Vec<char> = "{}[]ab_ \u{1}é💥".chars().collect();
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let v = vals(&[("a", "{b}"), ("b", "[x]"), ("ab", "")]);
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = (x % 20) as usize;
+            let t: String = (0..len).map(|k| alphabet[((x >> (k * 3 % 60)) as usize) % alphabet.len()]).collect();
+            let out = render(&t, &v);
+            assert!(out.len() <= t.len() + 3 * MAX_VALUE * 4, "{t:?} -> {out:?}");
+        }
+    }
 }

@@ -93,3 +93,39 @@ impl Normalizer {
         parsed.ok_or_else(bad)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formatting_variants_normalise_to_one_number() {
+        let n = Normalizer::new("de").unwrap();
+        for v in ["+49 30 1234567", "030 1234567", "0049301234567", "(030) 123-4567", "030/1234567"] {
+            assert_eq!(n.normalize(v).unwrap(), "+49301234567", "{v:?}");
+        }
+        assert_eq!(n.classify("tel:+1-212-555-0100;phone-context=x"), CallerNumber::E164("+12125550100".into()));
+        assert!(Normalizer::new("XX").is_err());
+    }
+
+    /// Arbitrary bytes from the wire must classify, never panic. Deterministic xorshift input.
+    #[test]
+    fn arbitrary_input_never_panics() {
+        let n = Normalizer::new("DE").unwrap();
+        let alphabet: Vec<char> = "0123456789+-() ./;@:telsipanoymu\u{a0}\u{0}é💥#*".chars().collect();
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = (x % 24) as usize;
+            let s: String = (0..len)
+                .map(|k| alphabet[((x >> (k % 50)) as usize + k * 7) % alphabet.len()])
+                .collect();
+            match n.classify(&s) {
+                CallerNumber::E164(e) => assert!(e.starts_with('+') && e[1..].chars().all(|c| c.is_ascii_digit())),
+                CallerNumber::Withheld | CallerNumber::Unusable(_) => {}
+            }
+        }
+    }
+}
