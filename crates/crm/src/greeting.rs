@@ -179,7 +179,9 @@ mod tests {
             x ^= x >> 7;
             x ^= x << 17;
             let len = (x % 20) as usize;
-            let t: String = (0..len).map(|k| alphabet[((x >> (k * 3 % 60)) as usize) % alphabet.len()]).collect();
+            let t: String = (0..len)
+                .map(|k| alphabet[((x >> (k * 3 % 60)) as usize) % alphabet.len()])
+                .collect();
             let out = render(&t, &v);
             assert!(out.len() <= t.len() + 3 * MAX_VALUE * 4, "{t:?} -> {out:?}");
         }

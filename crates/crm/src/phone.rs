@@ -27,6 +27,10 @@ const MAX_INPUT: usize = 64;
 #[derive(Debug, Clone)]
 pub struct Normalizer {
     region: country::Id,
+    /// `49` for DE: turns a national-format search fragment into an E.164 prefix.
+    country_code: u16,
+    /// `0` for DE.
+    national_prefix: Option<String>,
 }
 
 impl Normalizer {
@@ -35,7 +39,43 @@ impl Normalizer {
         let upper = region.trim().to_ascii_uppercase();
         let region =
             country::Id::from_str(&upper).map_err(|_| Error::BadRegion(region.to_string()))?;
-        Ok(Normalizer { region })
+        let meta = phonenumber::metadata::DATABASE.by_id(upper.as_str());
+        Ok(Normalizer {
+            region,
+            country_code: meta.map_or(0, |m| m.country_code()),
+            national_prefix: meta.and_then(|m| m.national_prefix().map(str::to_string)),
+        })
+    }
+
+    /// The E.164 prefix an incomplete number typed into a search box stands for:
+    /// `+49 30 55` and `0049 30 55` as written, `030 55` through the region's national
+    /// prefix. Only digits count; `None` if there are none.
+    pub fn e164_prefix(&self, fragment: &str) -> Option<String> {
+        let t = fragment.trim();
+        let digits: String = t
+            .chars()
+            .filter(char::is_ascii_digit)
+            .take(MAX_INPUT)
+            .collect();
+        if digits.is_empty() {
+            return None;
+        }
+        if t.starts_with('+') {
+            return Some(format!("+{digits}"));
+        }
+        if let Some(rest) = digits.strip_prefix("00") {
+            return Some(format!("+{rest}"));
+        }
+        match self
+            .national_prefix
+            .as_deref()
+            .filter(|p| !p.is_empty() && self.country_code != 0)
+        {
+            Some(np) if digits.starts_with(np) => {
+                Some(format!("+{}{}", self.country_code, &digits[np.len()..]))
+            }
+            _ => Some(format!("+{digits}")),
+        }
     }
 
     /// Classifies a caller id taken from From / P-Asserted-Identity (user part or tel URI).
@@ -101,18 +141,33 @@ mod tests {
     #[test]
     fn formatting_variants_normalise_to_one_number() {
         let n = Normalizer::new("de").unwrap();
-        for v in ["+49 30 1234567", "030 1234567", "0049301234567", "(030) 123-4567", "030/1234567"] {
+        for v in [
+            "+49 30 1234567",
+            "030 1234567",
+            "0049301234567",
+            "(030) 123-4567",
+            "030/1234567",
+        ] {
             assert_eq!(n.normalize(v).unwrap(), "+49301234567", "{v:?}");
         }
-        assert_eq!(n.classify("tel:+1-212-555-0100;phone-context=x"), CallerNumber::E164("+12125550100".into()));
+        assert_eq!(
+            n.classify("tel:+1-212-555-0100;phone-context=x"),
+            CallerNumber::E164("+12125550100".into())
+        );
         assert!(Normalizer::new("XX").is_err());
+        assert_eq!(n.e164_prefix("030 55").as_deref(), Some("+493055"));
+        assert_eq!(n.e164_prefix("+44 20").as_deref(), Some("+4420"));
+        assert_eq!(n.e164_prefix("0044 20").as_deref(), Some("+4420"));
+        assert_eq!(n.e164_prefix("abc"), None);
     }
 
     /// Arbitrary bytes from the wire must classify, never panic. Deterministic xorshift input.
     #[test]
     fn arbitrary_input_never_panics() {
         let n = Normalizer::new("DE").unwrap();
-        let alphabet: Vec<char> = "0123456789+-() ./;@:telsipanoymu\u{a0}\u{0}é💥#*".chars().collect();
+        let alphabet: Vec<char> = "0123456789+-() ./;@:telsipanoymu\u{a0}\u{0}é💥#*"
+            .chars()
+            .collect();
         let mut x = 0x9e37_79b9_7f4a_7c15u64;
         for _ in 0..20_000 {
             x ^= x << 13;
@@ -123,7 +178,9 @@ mod tests {
                 .map(|k| alphabet[((x >> (k % 50)) as usize + k * 7) % alphabet.len()])
                 .collect();
             match n.classify(&s) {
-                CallerNumber::E164(e) => assert!(e.starts_with('+') && e[1..].chars().all(|c| c.is_ascii_digit())),
+                CallerNumber::E164(e) => {
+                    assert!(e.starts_with('+') && e[1..].chars().all(|c| c.is_ascii_digit()))
+                }
                 CallerNumber::Withheld | CallerNumber::Unusable(_) => {}
             }
         }

@@ -538,7 +538,8 @@ impl Store {
         Ok(fold_customers(rows))
     }
 
-    /// Searches by number (input starting with `+` or a digit: E.164 prefix) or by name
+    /// Searches by number (input starting with `+` or a digit: a full number in any format, or a
+    /// fragment as an E.164 prefix, national fragments through the default region) or by name
     /// (prefix of "surname first name", case-insensitive). At most `limit` (≤ 100) hits.
     pub async fn search_customers(&self, query: &str, limit: i64) -> Result<Vec<CustomerSummary>> {
         let q = query.trim();
@@ -549,13 +550,13 @@ impl Store {
         let rows: Vec<CustomerRow> = if q.starts_with('+')
             || q.starts_with(|c: char| c.is_ascii_digit())
         {
-            // A complete national number is normalised; a fragment is taken as E.164 digits.
+            // A complete number is normalised; a fragment becomes an E.164 prefix.
             let prefix = match self.normalizer.normalize(q) {
                 Ok(full) => full,
-                Err(_) => format!(
-                    "+{}",
-                    q.chars().filter(char::is_ascii_digit).collect::<String>()
-                ),
+                Err(_) => match self.normalizer.e164_prefix(q) {
+                    Some(p) => p,
+                    None => return Ok(Vec::new()),
+                },
             };
             let end = prefix_end(&prefix);
             on_pool!(self, |p| {
