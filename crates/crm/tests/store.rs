@@ -704,3 +704,39 @@ on_both_backends!(
     concurrent_ticket_updates_form_one_history,
     update_and_search_customers,
 );
+
+/// `Store::open` picks the backend from the location and refuses what it cannot serve.
+#[tokio::test]
+async fn open_dispatches_on_location() {
+    let dir = std::env::temp_dir().join(format!("hotline_crm_open_{}", std::process::id()));
+    let path = dir.join("nested").join("crm.sqlite");
+    let config = StoreConfig {
+        durability: Durability::Full,
+        ..StoreConfig::default()
+    };
+    let s = Store::open(path.to_str().unwrap(), &config).await.unwrap();
+    assert_eq!(s.backend(), Backend::Sqlite);
+    s.close().await;
+    assert!(path.exists(), "parent directories are created");
+    let s = Store::open(&format!("sqlite:{}", path.display()), &config)
+        .await
+        .unwrap();
+    assert_eq!(s.backend(), Backend::Sqlite);
+    s.close().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    // postgres:// URLs: every PostgreSQL test opens its store through `Store::open`.
+    for bad in ["", "http://example.invalid/db", "mysql://localhost/x"] {
+        assert!(
+            matches!(Store::open(bad, &config).await, Err(Error::BadLocation(_))),
+            "{bad:?}"
+        );
+    }
+    let bad_region = StoreConfig {
+        default_region: "ZZ".into(),
+        ..StoreConfig::default()
+    };
+    assert!(matches!(
+        Store::open(path.to_str().unwrap(), &bad_region).await,
+        Err(Error::BadRegion(_))
+    ));
+}

@@ -69,9 +69,10 @@ where
         max_connections: 4,
         ..StoreConfig::default()
     };
-    let opened = Store::open_postgres(&url, &config).await;
+    let opened = Store::open(&url, &config).await;
     let result = match opened {
         Ok(store) => {
+            assert_eq!(store.backend(), hotline_crm::Backend::Postgres);
             let r = AssertUnwindSafe(body(store.clone())).catch_unwind().await;
             store.close().await;
             r
