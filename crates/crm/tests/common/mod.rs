@@ -56,7 +56,12 @@ where
     Fut: Future<Output = ()>,
 {
     let url = pg_url();
-    let admin = sqlx::PgPool::connect(&url).await.unwrap_or_else(|e| {
+    let admin = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(std::time::Duration::from_secs(5))
+        .connect(&url)
+        .await
+        .unwrap_or_else(|e| {
         panic!("PostgreSQL not reachable at {url}: {e}\nstart it with crates/crm/scripts/ensure-postgres.sh")
     });
     let schema = unique("crm_test");
