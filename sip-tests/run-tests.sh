@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Hotline's full test suite. Works on a fresh Debian machine: installs the real peers the
-# tests talk to (SIPp) when they are missing, then runs every test in the workspace.
+# tests talk to (SIPp, espeak-ng and sox, PostgreSQL) when they are missing, then runs every test in the workspace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,5 +14,8 @@ if [ ${#need[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}"
 fi
+
+# The CRM store's suite runs against PostgreSQL as well as SQLite: start (or install) one.
+bash crates/crm/scripts/ensure-postgres.sh
 
 cargo test --workspace --locked

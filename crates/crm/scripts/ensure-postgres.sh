@@ -10,6 +10,13 @@ set -euo pipefail
 
 log() { echo "ensure-postgres: $*" >&2; }
 
+url=${HOTLINE_TEST_PG_URL:-postgres://postgres@127.0.0.1:5432/test}
+# A server that already answers as the tests expect is left exactly as it is.
+if command -v psql >/dev/null 2>&1 && psql "$url" -qtAc 'SELECT 1' >/dev/null 2>&1; then
+    log "ready: $url"
+    exit 0
+fi
+
 if ! ls -d /etc/postgresql/*/main >/dev/null 2>&1; then
     log "no PostgreSQL cluster found; installing the postgresql package"
     export DEBIAN_FRONTEND=noninteractive
