@@ -23,6 +23,11 @@ pub const TRUSTED_IP: &str = "127.0.0.2";
 
 /// Starts Hotline on ephemeral UDP and TCP ports on 127.0.0.1.
 pub async fn start_hotline() -> anyhow::Result<Hotline> {
+    start_hotline_with("").await
+}
+
+/// Like [`start_hotline`], with more configuration appended (e.g. `[[numbers]]`).
+pub async fn start_hotline_with(extra: &str) -> anyhow::Result<Hotline> {
     let mut toml = String::from(
         "[sip]\nudp = [\"127.0.0.1:0\"]\ntcp = [\"127.0.0.1:0\"]\ntrusted = [\"127.0.0.2/32\"]\n\
          digest_algorithms = [\"MD5\"]\nt1_ms = 100\nt2_ms = 400\n",
@@ -30,6 +35,7 @@ pub async fn start_hotline() -> anyhow::Result<Hotline> {
     for (u, p) in USERS {
         toml.push_str(&format!("[[users]]\nname = \"{u}\"\npassword = \"{p}\"\n"));
     }
+    toml.push_str(extra);
     let cfg = Config::parse(Path::new("<sip-tests>"), &toml)?;
     hotline::start(&cfg).await
 }

@@ -1,0 +1,238 @@
+//! Hotline's call control: a B2BUA with one tokio task per call.
+//!
+//! The dispatcher task takes the SIP core's application events ([`hotline_sip::AppEvent`])
+//! and routes them by Call-ID to the call tasks; each call task owns its media session
+//! (`hotline_media`) and talks to the SIP core through the [`AppHandle`].
+//!
+//! Phase 1: an INVITE to a number routed to a queue is answered with Hotline's SDP
+//! (media anchored here) and the caller hears music on hold until they hang up.
+
+mod call;
+mod error;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use hotline_media::{LegTiming, PortAllocator, Prompt};
+use hotline_sip::msg::{self, Method};
+use hotline_sip::server::AppHandle;
+use hotline_sip::{AppEvent, ServerTxId};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+pub use call::{CallEnd, EndReason};
+pub use error::SwitchError;
+
+/// Where a dialled number goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// A queue (by name): answered, music on hold.
+    Queue(String),
+}
+
+/// Call control configuration.
+#[derive(Debug, Clone)]
+pub struct SwitchConfig {
+    /// Dialled number (Request-URI user) → route.
+    pub routes: HashMap<String, Route>,
+    /// Address RTP sockets bind to and SDP advertises.
+    pub media_ip: IpAddr,
+    /// Music on hold, looped while a caller waits.
+    pub music: Prompt,
+    pub leg_timing: LegTiming,
+}
+
+/// Counters readable from other tasks.
+#[derive(Debug, Default)]
+pub struct SwitchStats {
+    active: AtomicUsize,
+    total: AtomicUsize,
+}
+
+impl SwitchStats {
+    /// Calls whose task is running.
+    pub fn active_calls(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    /// Calls accepted since start.
+    pub fn total_calls(&self) -> usize {
+        self.total.load(Ordering::Relaxed)
+    }
+}
+
+/// A running switch.
+pub struct Switch {
+    sip: AppHandle,
+    stats: Arc<SwitchStats>,
+    ports: Arc<PortAllocator>,
+    ended: Option<mpsc::Receiver<CallEnd>>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl Switch {
+    /// Starts the dispatcher on the SIP core's application channel.
+    pub fn start(
+        cfg: SwitchConfig,
+        sip: AppHandle,
+        events: mpsc::Receiver<AppEvent>,
+        ports: Arc<PortAllocator>,
+    ) -> Switch {
+        let stats = Arc::new(SwitchStats::default());
+        let (ended_tx, ended_rx) = mpsc::channel(1024);
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let (done_tx, done_rx) = mpsc::channel(256);
+        let d = Dispatcher {
+            cfg: Arc::new(cfg),
+            sip: sip.clone(),
+            ports: ports.clone(),
+            stats: stats.clone(),
+            calls: HashMap::new(),
+            invites: HashMap::new(),
+            done_tx,
+            ended: ended_tx,
+        };
+        let task = tokio::spawn(d.run(events, done_rx, stop_rx));
+        Switch {
+            sip,
+            stats,
+            ports,
+            ended: Some(ended_rx),
+            stop: Some(stop_tx),
+            task,
+        }
+    }
+
+    pub fn stats(&self) -> Arc<SwitchStats> {
+        self.stats.clone()
+    }
+
+    /// The RTP port allocator (its `in_use` count says whether calls leaked ports).
+    pub fn ports(&self) -> Arc<PortAllocator> {
+        self.ports.clone()
+    }
+
+    /// SIP dialogs the core still delivers to us (0 when no call is left over).
+    pub async fn sip_dialogs(&self) -> Result<usize, SwitchError> {
+        Ok(self.sip.dialogs().await?)
+    }
+
+    /// Reports of ended calls (a bounded channel: reports beyond its capacity are
+    /// dropped, never blocking call teardown). Can be taken once.
+    pub fn take_ended(&mut self) -> Option<mpsc::Receiver<CallEnd>> {
+        self.ended.take()
+    }
+
+    /// Stops the dispatcher; running calls are dropped (their media released).
+    pub async fn shutdown(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}
+
+/// What the dispatcher tells a call task.
+#[derive(Debug)]
+pub(crate) enum CallInput {
+    Sip(AppEvent),
+}
+
+struct Dispatcher {
+    cfg: Arc<SwitchConfig>,
+    sip: AppHandle,
+    ports: Arc<PortAllocator>,
+    stats: Arc<SwitchStats>,
+    /// Call-ID → the call task's input.
+    calls: HashMap<String, mpsc::Sender<CallInput>>,
+    /// Initial INVITE transaction → Call-ID (CANCEL is reported by transaction).
+    invites: HashMap<ServerTxId, String>,
+    done_tx: mpsc::Sender<(String, CallEnd)>,
+    ended: mpsc::Sender<CallEnd>,
+}
+
+impl Dispatcher {
+    async fn run(
+        mut self,
+        mut events: mpsc::Receiver<AppEvent>,
+        mut done: mpsc::Receiver<(String, CallEnd)>,
+        mut stop: oneshot::Receiver<()>,
+    ) {
+        loop {
+            tokio::select! {
+                _ = &mut stop => break,
+                ev = events.recv() => match ev {
+                    Some(ev) => self.event(ev).await,
+                    None => break,
+                },
+                Some((call_id, end)) = done.recv() => {
+                    self.calls.remove(&call_id);
+                    self.invites.retain(|_, c| *c != call_id);
+                    let _ = self.sip.forget_dialog(&call_id).await;
+                    let _ = self.ended.try_send(end);
+                }
+            }
+        }
+    }
+
+    async fn event(&mut self, ev: AppEvent) {
+        let call_id = match &ev {
+            AppEvent::Request { request, .. } | AppEvent::Ack { request, .. } => {
+                msg::call_id(&request.headers).map(str::to_string)
+            }
+            AppEvent::Cancelled { tx } => self.invites.get(tx).cloned(),
+            AppEvent::AckTimeout { call_id, .. } => Some(call_id.clone()),
+            AppEvent::Response { .. } | AppEvent::Timeout { .. } => None,
+        };
+        let Some(call_id) = call_id else {
+            return;
+        };
+        if let Some(call) = self.calls.get(&call_id) {
+            // A full call inbox means the call task is stuck; the SIP layer retransmits.
+            if call.try_send(CallInput::Sip(ev)).is_err() {
+                tracing::warn!(%call_id, "call task not keeping up; SIP event dropped");
+            }
+            return;
+        }
+        match ev {
+            AppEvent::Request { tx, request, flow }
+                if request.method == Method::Invite
+                    && msg::to_value(&request.headers).and_then(msg::tag).is_none() =>
+            {
+                let (inbox_tx, inbox) = mpsc::channel(32);
+                self.calls.insert(call_id.clone(), inbox_tx);
+                self.invites.insert(tx, call_id.clone());
+                self.stats.active.fetch_add(1, Ordering::Relaxed);
+                self.stats.total.fetch_add(1, Ordering::Relaxed);
+                let call = call::Call {
+                    cfg: self.cfg.clone(),
+                    sip: self.sip.clone(),
+                    ports: self.ports.clone(),
+                    call_id: call_id.clone(),
+                    inbox,
+                };
+                let stats = self.stats.clone();
+                let done = self.done_tx.clone();
+                tokio::spawn(async move {
+                    let end = call.run(tx, *request, flow).await;
+                    stats.active.fetch_sub(1, Ordering::Relaxed);
+                    let _ = done.send((call_id, end)).await;
+                });
+            }
+            AppEvent::Request { tx, request, .. } => {
+                // In-dialog request of a call that already ended (or never existed).
+                let resp = if request.method == Method::Ack {
+                    return;
+                } else {
+                    hotline_sip::AppResponse::new(481, "Call/Transaction Does Not Exist")
+                };
+                let _ = self.sip.respond(tx, resp).await;
+                let _ = self.sip.forget_dialog(&call_id).await;
+            }
+            _ => {}
+        }
+    }
+}

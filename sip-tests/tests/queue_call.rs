@@ -1,0 +1,88 @@
+//! A SIPp caller dialling a queue number that Hotline answers itself (the B2BUA): 200 with
+//! Hotline's SDP, music on hold from Hotline's RTP port, BYE; afterwards no call task, no
+//! SIP dialog and no RTP port is left behind.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use hotline_sip_tests::{Proto, SippBuilder, free_port, start_hotline_with};
+use hotline_switch::{CallEnd, EndReason};
+
+const QUEUE: &str = "[media]\nrtp_ip = \"127.0.0.1\"\nrtp_ports = [31000, 31999]\n\
+                     [[numbers]]\nnumber = \"4000\"\nqueue = \"support\"\n";
+
+async fn next_end(rx: &mut tokio::sync::mpsc::Receiver<CallEnd>) -> anyhow::Result<CallEnd> {
+    tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .context("no call ended within 10 s")?
+        .context("switch stopped")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caller_hears_music_in_queue_then_hangs_up_udp() -> anyhow::Result<()> {
+    let mut h = start_hotline_with(QUEUE).await?;
+    let server = Proto::Udp.server_addr(&h);
+    let switch = h
+        .switch
+        .as_mut()
+        .context("numbers configured: switch runs")?;
+    let mut ended = switch.take_ended().context("ended reports")?;
+    SippBuilder::new(
+        "queue-caller",
+        "uac_queue_call.xml",
+        Proto::Udp,
+        free_port(),
+    )
+    .args([
+        "-s", "4000", "-au", "alice", "-ap", "alice-pw", "-key", "caller", "alice",
+    ])
+    .spawn(Some(server))?
+    .expect_success()
+    .await?;
+    let end = next_end(&mut ended).await?;
+    assert_eq!(end.reason, EndReason::CallerHangup, "{end:?}");
+    assert_eq!(end.status, 200);
+    let media = end.media.context("answered call has media counters")?;
+    // 2 s of music at 20 ms per packet is 100 packets; allow for a loaded machine.
+    assert!(
+        media.a.tx_packets >= 50,
+        "music packets sent to the caller: {}",
+        media.a.tx_packets
+    );
+    let switch = h.switch.as_ref().context("switch")?;
+    assert_eq!(switch.stats().total_calls(), 1);
+    assert_eq!(switch.stats().active_calls(), 0);
+    assert_eq!(switch.ports().in_use(), 0, "RTP ports leaked");
+    assert_eq!(switch.sip_dialogs().await?, 0, "SIP dialogs left behind");
+    h.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unacceptable_offer_is_488_and_leaves_nothing_udp() -> anyhow::Result<()> {
+    let mut h = start_hotline_with(QUEUE).await?;
+    let server = Proto::Udp.server_addr(&h);
+    let switch = h.switch.as_mut().context("switch")?;
+    let mut ended = switch.take_ended().context("ended reports")?;
+    SippBuilder::new(
+        "queue-bad-sdp",
+        "uac_queue_bad_sdp.xml",
+        Proto::Udp,
+        free_port(),
+    )
+    .args([
+        "-s", "4000", "-au", "alice", "-ap", "alice-pw", "-key", "caller", "alice",
+    ])
+    .spawn(Some(server))?
+    .expect_success()
+    .await?;
+    let end = next_end(&mut ended).await?;
+    assert_eq!((end.status, end.reason), (488, EndReason::Rejected));
+    assert!(end.media.is_none());
+    let switch = h.switch.as_ref().context("switch")?;
+    assert_eq!(switch.stats().active_calls(), 0);
+    assert_eq!(switch.ports().in_use(), 0, "RTP ports leaked");
+    assert_eq!(switch.sip_dialogs().await?, 0);
+    h.shutdown().await;
+    Ok(())
+}
