@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use hotline_sip_tests::{Proto, SippBuilder, free_port, start_hotline_with};
+use hotline_sip_tests::{Proto, SippBuilder, free_port, start_hotline_with, wait_bound};
 use hotline_switch::{CallEnd, EndReason};
 
 const QUEUE: &str = "[media]\nrtp_ip = \"127.0.0.1\"\nrtp_ports = [31000, 31999]\n\
@@ -83,6 +83,50 @@ async fn unacceptable_offer_is_488_and_leaves_nothing_udp() -> anyhow::Result<()
     assert_eq!(switch.stats().active_calls(), 0);
     assert_eq!(switch.ports().in_use(), 0, "RTP ports leaked");
     assert_eq!(switch.sip_dialogs().await?, 0);
+    h.shutdown().await;
+    Ok(())
+}
+
+/// Number → extension: the caller is answered (music), Hotline INVITEs bob's registered
+/// contact (a SIPp UAS) with its own SDP, bob answers and the legs are bridged; the
+/// caller's BYE is answered and passed on to bob as Hotline's BYE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_to_extension_is_bridged_and_released_on_both_legs_udp() -> anyhow::Result<()> {
+    let mut h = start_hotline_with(
+        "[media]\nrtp_ip = \"127.0.0.1\"\nrtp_ports = [32000, 32999]\n\
+         [[numbers]]\nnumber = \"4001\"\nextension = \"bob\"\n",
+    )
+    .await?;
+    let server = Proto::Udp.server_addr(&h);
+    let switch = h.switch.as_mut().context("switch")?;
+    let mut ended = switch.take_ended().context("ended reports")?;
+    let bob_port = free_port();
+    SippBuilder::new("agent-register", "register_once.xml", Proto::Udp, bob_port)
+        .args(["-s", "bob", "-au", "bob", "-ap", "bob-pw"])
+        .spawn(Some(server))?
+        .expect_success()
+        .await?;
+    let agent = SippBuilder::new("agent-uas", "uas_call.xml", Proto::Udp, bob_port)
+        .args(["-s", "bob"])
+        .spawn(None)?;
+    wait_bound(bob_port, Proto::Udp).await?;
+    SippBuilder::new("ext-caller", "uac_queue_call.xml", Proto::Udp, free_port())
+        .args([
+            "-s", "4001", "-au", "alice", "-ap", "alice-pw", "-key", "caller", "alice",
+        ])
+        .spawn(Some(server))?
+        .expect_success()
+        .await?;
+    agent.expect_success().await?;
+    let end = next_end(&mut ended).await?;
+    assert_eq!(end.reason, EndReason::CallerHangup, "{end:?}");
+    assert!(end.bridged, "agent leg bridged: {end:?}");
+    let media = end.media.context("media counters")?;
+    assert!(media.b.is_some(), "agent leg attached: {media:?}");
+    let switch = h.switch.as_ref().context("switch")?;
+    assert_eq!(switch.stats().active_calls(), 0);
+    assert_eq!(switch.ports().in_use(), 0, "RTP ports leaked");
+    assert_eq!(switch.sip_dialogs().await?, 0, "SIP dialogs left behind");
     h.shutdown().await;
     Ok(())
 }

@@ -67,8 +67,10 @@ fn default_rtp_ports() -> Spanned<[u16; 2]> {
 pub struct Number {
     /// The Request-URI user, e.g. `"4000"`.
     pub number: Spanned<String>,
-    /// The queue callers of this number wait in.
-    pub queue: String,
+    /// The queue callers of this number wait in (music on hold).
+    pub queue: Option<String>,
+    /// Or: the user (agent/extension) Hotline calls for this number, bridging the legs.
+    pub extension: Option<String>,
 }
 
 /// `[sip]`: listen addresses, domain, security and protocol limits.
@@ -344,6 +346,12 @@ impl Config {
             let name = n.number.get_ref();
             let bad = if name.is_empty() || name.contains(['@', ':', ' ', ';']) {
                 Some(format!("invalid number {name:?}"))
+            } else if n.queue.is_some() == n.extension.is_some() {
+                Some(format!(
+                    "number {name:?} needs exactly one of queue or extension"
+                ))
+            } else if let Some(ext) = n.extension.as_ref().filter(|e| !users.contains(e)) {
+                Some(format!("number {name:?}: extension {ext:?} is not a user"))
             } else if !numbers.insert(name) {
                 Some(format!("duplicate number {name:?}"))
             } else if users.contains(name) {
@@ -490,6 +498,11 @@ mod tests {
         assert!(e.message.contains("duplicate number"), "{e}");
         let e = parse("[sip]\nudp = [\"127.0.0.1:5060\"]\n[[users]]\nname = \"4000\"\npassword = \"x\"\n[[numbers]]\nnumber = \"4000\"\nqueue = \"a\"\n").unwrap_err();
         assert!(e.message.contains("also a user"), "{e}");
+        let e = parse("[sip]\nudp = [\"127.0.0.1:5060\"]\n[[numbers]]\nnumber = \"4001\"\nextension = \"bob\"\n").unwrap_err();
+        assert!(e.message.contains("not a user"), "{e}");
+        let e = parse("[sip]\nudp = [\"127.0.0.1:5060\"]\n[[numbers]]\nnumber = \"4001\"\n")
+            .unwrap_err();
+        assert!(e.message.contains("exactly one"), "{e}");
         let e = parse("[sip]\nudp = [\"127.0.0.1:5060\"]\n[media]\nrtp_ports = [30001, 30001]\n")
             .unwrap_err();
         assert_eq!(e.line, 4, "{e}");

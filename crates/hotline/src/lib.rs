@@ -70,7 +70,15 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Hotline> {
     let routes: HashMap<String, Route> = cfg
         .numbers
         .iter()
-        .map(|n| (n.number.get_ref().clone(), Route::Queue(n.queue.clone())))
+        .map(|n| {
+            let route = match (&n.queue, &n.extension) {
+                (_, Some(user)) => Route::Extension(user.clone()),
+                (Some(q), None) => Route::Queue(q.clone()),
+                // Validation requires exactly one.
+                (None, None) => Route::Queue(String::new()),
+            };
+            (n.number.get_ref().clone(), route)
+        })
         .collect();
     let (sip, app, events) = Server::start_with_app(sip_server_config(cfg)?, 1024)
         .await

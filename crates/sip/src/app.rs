@@ -28,8 +28,11 @@ pub enum AppEvent {
     Request {
         tx: ServerTxId,
         request: Box<Request>,
-        /// Where it came from (our local address is `flow.local`, e.g. for Contact).
+        /// Where it came from; responses and our requests in the dialog go back on it.
         flow: Flow,
+        /// Our `host:port` as the peer should see it (for Contact): `flow.local`, or the
+        /// first configured domain when we listen on an unspecified address.
+        local: String,
     },
     /// The ACK of a 2xx the application sent (end to end, no transaction).
     Ack { request: Box<Request>, flow: Flow },
@@ -44,7 +47,7 @@ pub enum AppEvent {
         response: Box<Response>,
     },
     /// A request the application sent got no final response in time (Timer B/F/C).
-    Timeout { tx: ClientTxId },
+    Timeout { tx: ClientTxId, call_id: String },
 }
 
 /// A response the application sends on a server transaction. The core copies Via, From,

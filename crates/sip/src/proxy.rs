@@ -535,10 +535,12 @@ impl Core {
             // At once, so the caller stops retransmitting while the application decides.
             self.reply_late(sid, 100, "Trying", now);
         }
+        let local = self.advertised(flow.local);
         self.app_events.push_back(AppEvent::Request {
             tx: ServerTxId(sid),
             request: Box::new(req),
             flow,
+            local,
         });
     }
 
@@ -1412,8 +1414,15 @@ impl Core {
         let server = c.server;
         let flow = c.flow;
         if timed_out && c.app {
-            self.app_events
-                .push_back(AppEvent::Timeout { tx: ClientTxId(id) });
+            // Rare path: read the Call-ID back from the request rather than store it.
+            let call_id = match msg::parse(c.tx.request(), &self.cfg.limits, false) {
+                Ok(SipMessage::Request(r)) => msg::call_id(&r.headers).unwrap_or("").to_string(),
+                _ => String::new(),
+            };
+            self.app_events.push_back(AppEvent::Timeout {
+                tx: ClientTxId(id),
+                call_id,
+            });
         }
         if timed_out && ringing {
             // Timer C: give up on the ringing branch (§16.6 step 11) with a CANCEL.

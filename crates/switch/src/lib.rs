@@ -30,6 +30,9 @@ pub use error::SwitchError;
 pub enum Route {
     /// A queue (by name): answered, music on hold.
     Queue(String),
+    /// An agent/extension (SIP user): answered with music while Hotline calls the
+    /// user's registered contact with its own SDP; on answer the legs are bridged.
+    Extension(String),
 }
 
 /// Call control configuration.
@@ -85,7 +88,10 @@ impl Switch {
         let (ended_tx, ended_rx) = mpsc::channel(1024);
         let (stop_tx, stop_rx) = oneshot::channel();
         let (done_tx, done_rx) = mpsc::channel(256);
+        let (control_tx, control_rx) = mpsc::channel(256);
         let d = Dispatcher {
+            control_tx,
+            aliases: HashMap::new(),
             cfg: Arc::new(cfg),
             sip: sip.clone(),
             ports: ports.clone(),
@@ -95,7 +101,7 @@ impl Switch {
             done_tx,
             ended: ended_tx,
         };
-        let task = tokio::spawn(d.run(events, done_rx, stop_rx));
+        let task = tokio::spawn(d.run(events, done_rx, control_rx, stop_rx));
         Switch {
             sip,
             stats,
@@ -141,6 +147,18 @@ pub(crate) enum CallInput {
     Sip(AppEvent),
 }
 
+/// What a call task asks of the dispatcher.
+#[derive(Debug)]
+pub(crate) enum Control {
+    /// Route events of another dialog (an agent leg's Call-ID) to `call_id`'s task; the
+    /// reply comes once the route exists, so no response can overtake it.
+    Alias {
+        call_id: String,
+        alias: String,
+        done: oneshot::Sender<()>,
+    },
+}
+
 struct Dispatcher {
     cfg: Arc<SwitchConfig>,
     sip: AppHandle,
@@ -152,6 +170,9 @@ struct Dispatcher {
     invites: HashMap<ServerTxId, String>,
     done_tx: mpsc::Sender<(String, CallEnd)>,
     ended: mpsc::Sender<CallEnd>,
+    control_tx: mpsc::Sender<Control>,
+    /// Call-ID → other dialogs of the same call.
+    aliases: HashMap<String, Vec<String>>,
 }
 
 impl Dispatcher {
@@ -159,11 +180,20 @@ impl Dispatcher {
         mut self,
         mut events: mpsc::Receiver<AppEvent>,
         mut done: mpsc::Receiver<(String, CallEnd)>,
+        mut control: mpsc::Receiver<Control>,
         mut stop: oneshot::Receiver<()>,
     ) {
         loop {
             tokio::select! {
+                biased;
                 _ = &mut stop => break,
+                Some(Control::Alias { call_id, alias, done }) = control.recv() => {
+                    if let Some(tx) = self.calls.get(&call_id).cloned() {
+                        self.calls.insert(alias.clone(), tx);
+                        self.aliases.entry(call_id).or_default().push(alias);
+                    }
+                    let _ = done.send(());
+                }
                 ev = events.recv() => match ev {
                     Some(ev) => self.event(ev).await,
                     None => break,
@@ -172,6 +202,10 @@ impl Dispatcher {
                     self.calls.remove(&call_id);
                     self.invites.retain(|_, c| *c != call_id);
                     let _ = self.sip.forget_dialog(&call_id).await;
+                    for alias in self.aliases.remove(&call_id).unwrap_or_default() {
+                        self.calls.remove(&alias);
+                        let _ = self.sip.forget_dialog(&alias).await;
+                    }
                     let _ = self.ended.try_send(end);
                 }
             }
@@ -185,7 +219,10 @@ impl Dispatcher {
             }
             AppEvent::Cancelled { tx } => self.invites.get(tx).cloned(),
             AppEvent::AckTimeout { call_id, .. } => Some(call_id.clone()),
-            AppEvent::Response { .. } | AppEvent::Timeout { .. } => None,
+            AppEvent::Response { response, .. } => {
+                msg::call_id(&response.headers).map(str::to_string)
+            }
+            AppEvent::Timeout { call_id, .. } => Some(call_id.clone()),
         };
         let Some(call_id) = call_id else {
             return;
@@ -198,9 +235,13 @@ impl Dispatcher {
             return;
         }
         match ev {
-            AppEvent::Request { tx, request, flow }
-                if request.method == Method::Invite
-                    && msg::to_value(&request.headers).and_then(msg::tag).is_none() =>
+            AppEvent::Request {
+                tx,
+                request,
+                flow,
+                local,
+            } if request.method == Method::Invite
+                && msg::to_value(&request.headers).and_then(msg::tag).is_none() =>
             {
                 let (inbox_tx, inbox) = mpsc::channel(32);
                 self.calls.insert(call_id.clone(), inbox_tx);
@@ -213,11 +254,12 @@ impl Dispatcher {
                     ports: self.ports.clone(),
                     call_id: call_id.clone(),
                     inbox,
+                    control: self.control_tx.clone(),
                 };
                 let stats = self.stats.clone();
                 let done = self.done_tx.clone();
                 tokio::spawn(async move {
-                    let end = call.run(tx, *request, flow).await;
+                    let end = call.run(tx, *request, flow, local).await;
                     stats.active.fetch_sub(1, Ordering::Relaxed);
                     let _ = done.send((call_id, end)).await;
                 });

@@ -752,6 +752,7 @@ fn invite_to_number_is_delivered_answered_and_acked() {
     assert_eq!(status(&out[0]), 100);
     let evs = app_events(&mut h);
     assert_eq!(evs.len(), 1);
+    assert!(matches!(&evs[0], AppEvent::Request { local, .. } if local == "127.0.0.1:5060"));
     let (tx, m) = request_tx(&evs[0]);
     assert_eq!(m, Method::Invite);
     assert_eq!(h.core.app_dialogs(), 1);
@@ -921,5 +922,8 @@ fn application_requests_get_responses_and_timeouts() {
     let req = app_request(req);
     let tx2 = h.core.send_request(req, dest, h.now);
     h.advance(Duration::from_secs(33));
-    assert!(matches!(&app_events(&mut h)[..], [AppEvent::Timeout { tx }] if *tx == tx2));
+    assert!(matches!(
+        &app_events(&mut h)[..],
+        [AppEvent::Timeout { tx, call_id }] if *tx == tx2 && call_id == "probe-1"
+    ));
 }
