@@ -61,7 +61,8 @@ pub fn scenario(name: &str) -> PathBuf {
         .join(name)
 }
 
-fn out_dir() -> PathBuf {
+/// SIPp's working directory (logs, and files scenarios read such as `caller.wav`).
+pub fn out_dir() -> PathBuf {
     let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("out");
     let _ = std::fs::create_dir_all(&d);
     d

@@ -88,8 +88,9 @@ async fn unacceptable_offer_is_488_and_leaves_nothing_udp() -> anyhow::Result<()
 }
 
 /// Number → extension: the caller is answered (music), Hotline INVITEs bob's registered
-/// contact (a SIPp UAS) with its own SDP, bob answers and the legs are bridged; the
-/// caller's BYE is answered and passed on to bob as Hotline's BYE.
+/// contact (a SIPp UAS echoing RTP) with its own SDP, bob answers and the legs are bridged:
+/// the caller's RTP goes to bob and bob's echo comes back through Hotline. The caller's BYE
+/// is answered and passed on to bob as Hotline's BYE.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn call_to_extension_is_bridged_and_released_on_both_legs_udp() -> anyhow::Result<()> {
     let mut h = start_hotline_with(
@@ -107,22 +108,49 @@ async fn call_to_extension_is_bridged_and_released_on_both_legs_udp() -> anyhow:
         .expect_success()
         .await?;
     let agent = SippBuilder::new("agent-uas", "uas_call.xml", Proto::Udp, bob_port)
-        .args(["-s", "bob"])
+        .args(["-s", "bob", "-rtp_echo"])
         .spawn(None)?;
     wait_bound(bob_port, Proto::Udp).await?;
-    SippBuilder::new("ext-caller", "uac_queue_call.xml", Proto::Udp, free_port())
-        .args([
-            "-s", "4001", "-au", "alice", "-ap", "alice-pw", "-key", "caller", "alice",
-        ])
-        .spawn(Some(server))?
-        .expect_success()
-        .await?;
+    // 4 s of PCMU for SIPp's rtp_stream (it loops it for as long as the call lasts).
+    let tone: Vec<i16> = (0..32_000)
+        .map(|i| ((i as f64 * 0.1).sin() * 8000.0) as i16)
+        .collect();
+    hotline_media::wav::write_wav(
+        &hotline_sip_tests::out_dir().join("caller.wav"),
+        hotline_media::wav::WavEncoding::Ulaw,
+        &tone,
+    )?;
+    SippBuilder::new(
+        "ext-caller",
+        "uac_call_with_audio.xml",
+        Proto::Udp,
+        free_port(),
+    )
+    .args([
+        "-s", "4001", "-au", "alice", "-ap", "alice-pw", "-key", "caller", "alice",
+    ])
+    .spawn(Some(server))?
+    .expect_success()
+    .await?;
     agent.expect_success().await?;
     let end = next_end(&mut ended).await?;
     assert_eq!(end.reason, EndReason::CallerHangup, "{end:?}");
     assert!(end.bridged, "agent leg bridged: {end:?}");
     let media = end.media.context("media counters")?;
-    assert!(media.b.is_some(), "agent leg attached: {media:?}");
+    let b = media.b.context("agent leg attached")?;
+    // 2 s of caller audio at 20 ms: ~100 packets; allow for a loaded machine.
+    assert!(
+        media.a.rx_packets >= 40,
+        "caller RTP into Hotline: {media:?}"
+    );
+    assert!(
+        b.tx_packets >= 40,
+        "caller RTP relayed to the agent: {media:?}"
+    );
+    assert!(
+        b.rx_packets >= 20,
+        "agent's echo back into Hotline: {media:?}"
+    );
     let switch = h.switch.as_ref().context("switch")?;
     assert_eq!(switch.stats().active_calls(), 0);
     assert_eq!(switch.ports().in_use(), 0, "RTP ports leaked");
