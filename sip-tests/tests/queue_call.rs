@@ -93,11 +93,32 @@ async fn unacceptable_offer_is_488_and_leaves_nothing_udp() -> anyhow::Result<()
 /// is answered and passed on to bob as Hotline's BYE.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn call_to_extension_is_bridged_and_released_on_both_legs_udp() -> anyhow::Result<()> {
-    let mut h = start_hotline_with(
+    bridged_call(
         "[media]\nrtp_ip = \"127.0.0.1\"\nrtp_ports = [32000, 32999]\n\
          [[numbers]]\nnumber = \"4001\"\nextension = \"bob\"\n",
+        "4001",
     )
-    .await?;
+    .await
+}
+
+/// Number → queue with the ACD: the caller enters the queue, the ACD offers the call to
+/// bob (logged in, ready), Hotline INVITEs bob's registered contact and bridges on answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_call_is_offered_to_the_agent_and_bridged_udp() -> anyhow::Result<()> {
+    bridged_call(
+        "[media]\nrtp_ip = \"127.0.0.1\"\nrtp_ports = [33000, 33999]\n\
+         [[numbers]]\nnumber = \"4002\"\nqueue = \"support\"\n\
+         [acd]\n[[acd.queue]]\nname = \"support\"\n\
+         [[acd.agent]]\nid = \"bob\"\nqueues = { support = 0 }\n",
+        "4002",
+    )
+    .await
+}
+
+/// bob (a registered SIPp UAS echoing RTP) takes a call to `number`; the caller streams
+/// audio for 2 s and hangs up.
+async fn bridged_call(config: &str, number: &str) -> anyhow::Result<()> {
+    let mut h = start_hotline_with(config).await?;
     let server = Proto::Udp.server_addr(&h);
     let switch = h.switch.as_mut().context("switch")?;
     let mut ended = switch.take_ended().context("ended reports")?;
@@ -127,7 +148,7 @@ async fn call_to_extension_is_bridged_and_released_on_both_legs_udp() -> anyhow:
         free_port(),
     )
     .args([
-        "-s", "4001", "-au", "alice", "-ap", "alice-pw", "-key", "caller", "alice",
+        "-s", number, "-au", "alice", "-ap", "alice-pw", "-key", "caller", "alice",
     ])
     .spawn(Some(server))?
     .expect_success()

@@ -27,6 +27,8 @@ pub struct Config {
     /// Numbers Hotline answers itself (the B2BUA) instead of proxying.
     #[serde(default)]
     pub numbers: Vec<Number>,
+    /// Queues and agents (`[[acd.queue]]`, `[[acd.agent]]`, agent ids are SIP users).
+    pub acd: Option<hotline_acd::AcdConfig>,
 }
 
 /// `[media]`: where call media is anchored.
@@ -359,9 +361,21 @@ impl Config {
             } else {
                 None
             };
+            let bad = bad.or_else(|| {
+                let acd = self.acd.as_ref()?;
+                let q = n.queue.as_ref()?;
+                (!acd.queues.iter().any(|x| &x.name == q))
+                    .then(|| format!("number {name:?}: queue {q:?} is not in [acd]"))
+            });
             if let Some(message) = bad {
                 return Err(locate(path, text, n.number.span().start, message));
             }
+        }
+        if let Some(acd) = &self.acd
+            && let Err(e) = hotline_acd::Engine::new(acd, hotline_acd::Millis(0))
+        {
+            let at = text.find("[acd").unwrap_or(0);
+            return Err(locate(path, text, at, format!("[acd]: {e}")));
         }
         let mut seen = HashMap::new();
         for u in &self.users {
@@ -503,6 +517,10 @@ mod tests {
         let e = parse("[sip]\nudp = [\"127.0.0.1:5060\"]\n[[numbers]]\nnumber = \"4001\"\n")
             .unwrap_err();
         assert!(e.message.contains("exactly one"), "{e}");
+        let e = parse("[sip]\nudp = [\"127.0.0.1:5060\"]\n[[numbers]]\nnumber = \"4002\"\nqueue = \"sales\"\n[acd]\n[[acd.queue]]\nname = \"support\"\n").unwrap_err();
+        assert!(e.message.contains("not in [acd]"), "{e}");
+        let e = parse("[sip]\nudp = [\"127.0.0.1:5060\"]\n[acd]\n[[acd.agent]]\nid = \"bob\"\nqueues = { nowhere = 0 }\n").unwrap_err();
+        assert_eq!(e.line, 3, "{e}");
         let e = parse("[sip]\nudp = [\"127.0.0.1:5060\"]\n[media]\nrtp_ports = [30001, 30001]\n")
             .unwrap_err();
         assert_eq!(e.line, 4, "{e}");

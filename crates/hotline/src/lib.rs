@@ -89,11 +89,13 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Hotline> {
             media_ip: cfg.media.rtp_ip,
             music,
             leg_timing: LegTiming::default(),
+            acd: cfg.acd.clone(),
         },
         app,
         events,
         ports,
-    );
+    )
+    .context("starting call control")?;
     Ok(Hotline {
         sip,
         switch: Some(switch),

@@ -18,6 +18,9 @@ use hotline_sip::server::AppHandle;
 use hotline_sip::{AppEvent, AppResponse, ClientTxId, Flow, ServerTxId};
 use tokio::sync::{mpsc, oneshot};
 
+use hotline_acd::{AgentId, CallId};
+
+use crate::acd::{AcdInput, AcdOutput};
 use crate::{CallInput, Control, Route, SwitchConfig};
 
 /// How a call ended: for tests, CDRs (later) and logs.
@@ -57,6 +60,8 @@ pub(crate) struct Call {
     pub call_id: String,
     pub inbox: mpsc::Receiver<CallInput>,
     pub control: mpsc::Sender<Control>,
+    pub acd: Option<mpsc::Sender<AcdInput>>,
+    pub acd_id: CallId,
 }
 
 /// A fresh token for tags and Call-IDs.
@@ -114,6 +119,10 @@ struct AgentLeg {
     offer: SessionDescription,
     ports: Option<BoundPorts>,
     answered: bool,
+    /// Refused, timed out or unusable: the offer is over.
+    failed: bool,
+    /// The ACD's agent this leg offers the call to (none for an extension).
+    offer_of: Option<AgentId>,
 }
 
 impl Call {
@@ -209,8 +218,36 @@ impl Call {
             None => None,
         };
         let mut bridged = false;
+        let (acd_tx, mut acd_rx) = mpsc::channel(16);
+        let mut queued = false;
+        if let (Route::Queue(queue), Some(acd)) = (&route, &self.acd) {
+            queued = acd
+                .send(AcdInput::Arrived {
+                    call: self.acd_id,
+                    queue: queue.clone(),
+                    inbox: acd_tx,
+                })
+                .await
+                .is_ok();
+        } else {
+            drop(acd_tx);
+        }
         let reason = loop {
+            // An offer that failed goes back to the ACD (requeue rules).
+            if let Some(a) = agent.as_ref().filter(|a| a.failed) {
+                if let Some(who) = a.offer_of {
+                    self.to_acd(AcdInput::Rejected {
+                        call: self.acd_id,
+                        agent: who,
+                    })
+                    .await;
+                }
+                agent = None;
+            }
             tokio::select! {
+                Some(out) = acd_rx.recv() => {
+                    self.acd_output(out, &mut agent, &number, &local_host).await;
+                }
                 input = self.inbox.recv() => match input {
                     None => break EndReason::Shutdown,
                     Some(CallInput::Sip(ev)) => {
@@ -229,6 +266,18 @@ impl Call {
                 Some(ev) = media_rx.recv() => self.media_event(ev),
             }
         };
+        if queued {
+            let call = self.acd_id;
+            let answered = agent
+                .as_ref()
+                .is_some_and(|a| a.answered && a.offer_of.is_some());
+            let msg = if answered {
+                AcdInput::Ended { call }
+            } else {
+                AcdInput::Abandoned { call }
+            };
+            self.to_acd(msg).await;
+        }
         // Release the other side.
         match (reason, agent.as_mut()) {
             (EndReason::AgentHangup, _) => self.bye_caller(&mut caller).await,
@@ -296,6 +345,8 @@ impl Call {
             offer,
             ports: Some(ports),
             answered: false,
+            failed: false,
+            offer_of: None,
         })
     }
 
@@ -317,11 +368,13 @@ impl Call {
                     // rules take over in the next phase).
                     tracing::info!(call_id = %self.call_id, status, "agent did not answer");
                     a.ports = None;
+                    a.failed = !a.answered;
                 }
                 None
             }
             AppEvent::Timeout { .. } => {
                 a.ports = None;
+                a.failed = !a.answered;
                 None
             }
             AppEvent::Request { tx, request, .. } => {
@@ -376,10 +429,73 @@ impl Call {
             tracing::warn!(call_id = %self.call_id, "agent's answer unusable; leg not bridged");
             return;
         };
+        if let Some(agent) = a.offer_of {
+            self.to_acd(AcdInput::Answered {
+                call: self.acd_id,
+                agent,
+            })
+            .await;
+        }
         let leg = MediaLeg::new(ports, LegConfig::from(&n), self.cfg.leg_timing);
         if media.attach(leg).await.is_ok() && media.bridge().await.is_ok() {
             *bridged = true;
             tracing::info!(call_id = %self.call_id, "agent answered; legs bridged");
+        }
+    }
+
+    async fn to_acd(&self, m: AcdInput) {
+        if let Some(acd) = &self.acd {
+            let _ = acd.send(m).await;
+        }
+    }
+
+    /// Carries out an ACD decision for this call.
+    async fn acd_output(
+        &self,
+        out: AcdOutput,
+        agent: &mut Option<AgentLeg>,
+        number: &str,
+        host: &str,
+    ) {
+        match out {
+            AcdOutput::Offer { agent: who, user } => {
+                let leg = if agent.is_some() {
+                    None // one offer at a time (ring-all comes later)
+                } else {
+                    match self.sip.contact_for(&user).await {
+                        Ok(Some((uri, flow))) => {
+                            self.call_agent(number, host, &user, &uri, flow).await
+                        }
+                        _ => None,
+                    }
+                };
+                match leg {
+                    Some(mut leg) => {
+                        leg.offer_of = Some(who);
+                        *agent = Some(leg);
+                    }
+                    None => {
+                        tracing::info!(call_id = %self.call_id, agent = %user, "agent unreachable");
+                        self.to_acd(AcdInput::Rejected {
+                            call: self.acd_id,
+                            agent: who,
+                        })
+                        .await;
+                    }
+                }
+            }
+            AcdOutput::CancelOffer { agent: who } => {
+                if let Some(a) = agent.as_ref()
+                    && a.offer_of == Some(who)
+                    && !a.answered
+                {
+                    let _ = self.sip.cancel(a.tx).await;
+                    *agent = None;
+                }
+            }
+            AcdOutput::Fallback | AcdOutput::Refused => {
+                tracing::info!(call_id = %self.call_id, ?out, "ACD gave up; caller stays on music");
+            }
         }
     }
 

@@ -7,6 +7,8 @@ pub enum SwitchError {
     Sip(#[from] hotline_sip::Error),
     #[error("media: {0}")]
     Media(#[from] hotline_media::MediaError),
+    #[error("ACD: {0}")]
+    Acd(String),
     #[error("invalid switch configuration: {0}")]
     Config(String),
 }

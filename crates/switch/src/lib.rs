@@ -7,6 +7,7 @@
 //! Phase 1: an INVITE to a number routed to a queue is answered with Hotline's SDP
 //! (media anchored here) and the caller hears music on hold until they hang up.
 
+mod acd;
 mod call;
 mod error;
 
@@ -15,6 +16,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use hotline_acd::{AcdConfig, CallId};
 use hotline_media::{LegTiming, PortAllocator, Prompt};
 use hotline_sip::msg::{self, Method};
 use hotline_sip::server::AppHandle;
@@ -28,7 +30,8 @@ pub use error::SwitchError;
 /// Where a dialled number goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
-    /// A queue (by name): answered, music on hold.
+    /// A queue (by name): answered, music on hold; with an ACD, the call enters its queue
+    /// and is offered to agents.
     Queue(String),
     /// An agent/extension (SIP user): answered with music while Hotline calls the
     /// user's registered contact with its own SDP; on answer the legs are bridged.
@@ -45,6 +48,8 @@ pub struct SwitchConfig {
     /// Music on hold, looped while a caller waits.
     pub music: Prompt,
     pub leg_timing: LegTiming,
+    /// Queues and agents; without it queue numbers only play music.
+    pub acd: Option<AcdConfig>,
 }
 
 /// Counters readable from other tasks.
@@ -77,13 +82,22 @@ pub struct Switch {
 }
 
 impl Switch {
-    /// Starts the dispatcher on the SIP core's application channel.
+    /// Starts the dispatcher (and the ACD task) on the SIP core's application channel.
     pub fn start(
         cfg: SwitchConfig,
         sip: AppHandle,
         events: mpsc::Receiver<AppEvent>,
         ports: Arc<PortAllocator>,
-    ) -> Switch {
+    ) -> Result<Switch, SwitchError> {
+        let acd = match &cfg.acd {
+            Some(a) => {
+                let task = acd::AcdTask::new(a)?;
+                let (tx, rx) = mpsc::channel(1024);
+                tokio::spawn(task.run(rx));
+                Some(tx)
+            }
+            None => None,
+        };
         let stats = Arc::new(SwitchStats::default());
         let (ended_tx, ended_rx) = mpsc::channel(1024);
         let (stop_tx, stop_rx) = oneshot::channel();
@@ -92,6 +106,8 @@ impl Switch {
         let d = Dispatcher {
             control_tx,
             aliases: HashMap::new(),
+            acd,
+            next_call: 0,
             cfg: Arc::new(cfg),
             sip: sip.clone(),
             ports: ports.clone(),
@@ -102,14 +118,14 @@ impl Switch {
             ended: ended_tx,
         };
         let task = tokio::spawn(d.run(events, done_rx, control_rx, stop_rx));
-        Switch {
+        Ok(Switch {
             sip,
             stats,
             ports,
             ended: Some(ended_rx),
             stop: Some(stop_tx),
             task,
-        }
+        })
     }
 
     pub fn stats(&self) -> Arc<SwitchStats> {
@@ -173,6 +189,9 @@ struct Dispatcher {
     control_tx: mpsc::Sender<Control>,
     /// Call-ID → other dialogs of the same call.
     aliases: HashMap<String, Vec<String>>,
+    /// The ACD task's input (dropped with the dispatcher, which ends the ACD task).
+    acd: Option<mpsc::Sender<acd::AcdInput>>,
+    next_call: u64,
 }
 
 impl Dispatcher {
@@ -255,7 +274,10 @@ impl Dispatcher {
                     call_id: call_id.clone(),
                     inbox,
                     control: self.control_tx.clone(),
+                    acd: self.acd.clone(),
+                    acd_id: CallId(self.next_call),
                 };
+                self.next_call += 1;
                 let stats = self.stats.clone();
                 let done = self.done_tx.clone();
                 tokio::spawn(async move {
