@@ -93,89 +93,156 @@ async fn unacceptable_offer_is_488_and_leaves_nothing_udp() -> anyhow::Result<()
 /// is answered and passed on to bob as Hotline's BYE.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn call_to_extension_is_bridged_and_released_on_both_legs_udp() -> anyhow::Result<()> {
-    bridged_call(
-        "[media]\nrtp_ip = \"127.0.0.1\"\nrtp_ports = [32000, 32999]\n\
-         [[numbers]]\nnumber = \"4001\"\nextension = \"bob\"\n",
-        "4001",
-    )
+    Bridged {
+        config: "[media]\nrtp_ip = \"127.0.0.1\"\nrtp_ports = [32000, 32999]\n\
+                 [[numbers]]\nnumber = \"4001\"\nextension = \"bob\"\n",
+        number: "4001",
+        caller: "uac_call_with_audio.xml",
+        agents: &[("bob", "uas_call.xml")],
+        reason: EndReason::CallerHangup,
+    }
+    .run()
     .await
 }
+
+const ACD: &str = "[media]\nrtp_ip = \"127.0.0.1\"\nrtp_ports = [33000, 33999]\n\
+                   [[numbers]]\nnumber = \"4002\"\nqueue = \"support\"\n\
+                   [acd]\n[[acd.queue]]\nname = \"support\"\n\
+                   [[acd.agent]]\nid = \"bob\"\nqueues = { support = 0 }\n\
+                   [[acd.agent]]\nid = \"carol\"\nqueues = { support = 1 }\n";
 
 /// Number → queue with the ACD: the caller enters the queue, the ACD offers the call to
-/// bob (logged in, ready), Hotline INVITEs bob's registered contact and bridges on answer.
+/// bob (first tier, logged in and ready), Hotline INVITEs bob's registered contact and
+/// bridges on answer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queued_call_is_offered_to_the_agent_and_bridged_udp() -> anyhow::Result<()> {
-    bridged_call(
-        "[media]\nrtp_ip = \"127.0.0.1\"\nrtp_ports = [33000, 33999]\n\
-         [[numbers]]\nnumber = \"4002\"\nqueue = \"support\"\n\
-         [acd]\n[[acd.queue]]\nname = \"support\"\n\
-         [[acd.agent]]\nid = \"bob\"\nqueues = { support = 0 }\n",
-        "4002",
-    )
+    Bridged {
+        config: ACD,
+        number: "4002",
+        caller: "uac_call_with_audio.xml",
+        agents: &[("bob", "uas_call.xml")],
+        reason: EndReason::CallerHangup,
+    }
+    .run()
     .await
 }
 
-/// bob (a registered SIPp UAS echoing RTP) takes a call to `number`; the caller streams
-/// audio for 2 s and hangs up.
-async fn bridged_call(config: &str, number: &str) -> anyhow::Result<()> {
-    let mut h = start_hotline_with(config).await?;
-    let server = Proto::Udp.server_addr(&h);
-    let switch = h.switch.as_mut().context("switch")?;
-    let mut ended = switch.take_ended().context("ended reports")?;
-    let bob_port = free_port();
-    SippBuilder::new("agent-register", "register_once.xml", Proto::Udp, bob_port)
-        .args(["-s", "bob", "-au", "bob", "-ap", "bob-pw"])
-        .spawn(Some(server))?
-        .expect_success()
-        .await?;
-    let agent = SippBuilder::new("agent-uas", "uas_call.xml", Proto::Udp, bob_port)
-        .args(["-s", "bob", "-rtp_echo"])
-        .spawn(None)?;
-    wait_bound(bob_port, Proto::Udp).await?;
-    // 4 s of PCMU for SIPp's rtp_stream (it loops it for as long as the call lasts).
-    let tone: Vec<i16> = (0..32_000)
-        .map(|i| ((i as f64 * 0.1).sin() * 8000.0) as i16)
-        .collect();
-    hotline_media::wav::write_wav(
-        &hotline_sip_tests::out_dir().join("caller.wav"),
-        hotline_media::wav::WavEncoding::Ulaw,
-        &tone,
-    )?;
-    SippBuilder::new(
-        "ext-caller",
-        "uac_call_with_audio.xml",
-        Proto::Udp,
-        free_port(),
-    )
-    .args([
-        "-s", number, "-au", "alice", "-ap", "alice-pw", "-key", "caller", "alice",
-    ])
-    .spawn(Some(server))?
-    .expect_success()
-    .await?;
-    agent.expect_success().await?;
-    let end = next_end(&mut ended).await?;
-    assert_eq!(end.reason, EndReason::CallerHangup, "{end:?}");
-    assert!(end.bridged, "agent leg bridged: {end:?}");
-    let media = end.media.context("media counters")?;
-    let b = media.b.context("agent leg attached")?;
-    // 2 s of caller audio at 20 ms: ~100 packets; allow for a loaded machine.
-    assert!(
-        media.a.rx_packets >= 40,
-        "caller RTP into Hotline: {media:?}"
-    );
-    assert!(
-        b.tx_packets >= 40,
-        "caller RTP relayed to the agent: {media:?}"
-    );
-    assert!(
-        b.rx_packets >= 20,
-        "agent's echo back into Hotline: {media:?}"
-    );
-    let switch = h.switch.as_ref().context("switch")?;
-    assert_eq!(switch.stats().active_calls(), 0);
-    assert_eq!(switch.ports().in_use(), 0, "RTP ports leaked");
-    assert_eq!(switch.sip_dialogs().await?, 0, "SIP dialogs left behind");
-    h.shutdown().await;
-    Ok(())
+/// bob declines (486): the ACD requeues the call and offers it to carol, who answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn declined_offer_goes_to_the_next_agent_udp() -> anyhow::Result<()> {
+    Bridged {
+        config: ACD,
+        number: "4002",
+        caller: "uac_call_with_audio.xml",
+        agents: &[("bob", "uas_reject.xml"), ("carol", "uas_call.xml")],
+        reason: EndReason::CallerHangup,
+    }
+    .run()
+    .await
+}
+
+/// The agent hangs up: Hotline answers the agent's BYE and sends its own BYE to the caller.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_hangup_releases_the_caller_udp() -> anyhow::Result<()> {
+    Bridged {
+        config: ACD,
+        number: "4002",
+        caller: "uac_call_hung_up_on.xml",
+        agents: &[("bob", "uas_answer_then_bye.xml")],
+        reason: EndReason::AgentHangup,
+    }
+    .run()
+    .await
+}
+
+/// A bridged call between a SIPp caller streaming audio and registered SIPp agents (UAS
+/// echoing RTP), with what must hold afterwards.
+struct Bridged {
+    config: &'static str,
+    number: &'static str,
+    caller: &'static str,
+    /// (user, UAS scenario), each registered from its own port.
+    agents: &'static [(&'static str, &'static str)],
+    reason: EndReason,
+}
+
+impl Bridged {
+    async fn run(self) -> anyhow::Result<()> {
+        let mut h = start_hotline_with(self.config).await?;
+        let server = Proto::Udp.server_addr(&h);
+        let switch = h.switch.as_mut().context("switch")?;
+        let mut ended = switch.take_ended().context("ended reports")?;
+        let mut uas = Vec::new();
+        for (user, scenario) in self.agents {
+            let port = free_port();
+            let pw = format!("{user}-pw");
+            SippBuilder::new(
+                &format!("{user}-register"),
+                "register_once.xml",
+                Proto::Udp,
+                port,
+            )
+            .args(["-s", user, "-au", user, "-ap", &pw])
+            .spawn(Some(server))?
+            .expect_success()
+            .await?;
+            uas.push(
+                SippBuilder::new(&format!("{user}-uas"), scenario, Proto::Udp, port)
+                    .args(["-s", user, "-rtp_echo"])
+                    .spawn(None)?,
+            );
+            wait_bound(port, Proto::Udp).await?;
+        }
+        // 4 s of PCMU for SIPp's rtp_stream (it loops it for as long as the call lasts).
+        let tone: Vec<i16> = (0..32_000)
+            .map(|i| ((i as f64 * 0.1).sin() * 8000.0) as i16)
+            .collect();
+        hotline_media::wav::write_wav(
+            &hotline_sip_tests::out_dir().join("caller.wav"),
+            hotline_media::wav::WavEncoding::Ulaw,
+            &tone,
+        )?;
+        SippBuilder::new("caller", self.caller, Proto::Udp, free_port())
+            .args([
+                "-s",
+                self.number,
+                "-au",
+                "alice",
+                "-ap",
+                "alice-pw",
+                "-key",
+                "caller",
+                "alice",
+            ])
+            .spawn(Some(server))?
+            .expect_success()
+            .await?;
+        for a in uas {
+            a.expect_success().await?;
+        }
+        let end = next_end(&mut ended).await?;
+        assert_eq!(end.reason, self.reason, "{end:?}");
+        assert!(end.bridged, "agent leg bridged: {end:?}");
+        let media = end.media.context("media counters")?;
+        let b = media.b.context("agent leg attached")?;
+        // 1.5-2 s of caller audio at 20 ms: 75-100 packets; allow for a loaded machine.
+        assert!(
+            media.a.rx_packets >= 30,
+            "caller RTP into Hotline: {media:?}"
+        );
+        assert!(
+            b.tx_packets >= 30,
+            "caller RTP relayed to the agent: {media:?}"
+        );
+        assert!(
+            b.rx_packets >= 15,
+            "agent's echo back into Hotline: {media:?}"
+        );
+        let switch = h.switch.as_ref().context("switch")?;
+        assert_eq!(switch.stats().active_calls(), 0);
+        assert_eq!(switch.ports().in_use(), 0, "RTP ports leaked");
+        assert_eq!(switch.sip_dialogs().await?, 0, "SIP dialogs left behind");
+        h.shutdown().await;
+        Ok(())
+    }
 }
