@@ -54,6 +54,21 @@ pub fn free_port() -> u16 {
     panic!("no free port pair on 127.0.0.1");
 }
 
+/// A base port for SIPp's media (`-mp`): SIPp binds it and the next three (RTCP, video
+/// RTP and RTCP), so all four must be free on 127.0.0.1.
+pub fn free_media_port() -> u16 {
+    for _ in 0..100 {
+        let base = free_port() & !1;
+        let held: Vec<UdpSocket> = (0..4)
+            .filter_map(|i| UdpSocket::bind(("127.0.0.1", base.checked_add(i)?)).ok())
+            .collect();
+        if held.len() == 4 {
+            return base;
+        }
+    }
+    panic!("no four free UDP ports in a row on 127.0.0.1");
+}
+
 /// Scenario file path.
 pub fn scenario(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -121,7 +136,7 @@ impl SippBuilder {
             "-cp".into(),
             free_port().to_string(),
             "-mp".into(),
-            free_port().to_string(),
+            free_media_port().to_string(),
             "-m".into(),
             "1".into(),
             "-timeout".into(),

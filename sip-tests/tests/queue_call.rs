@@ -8,7 +8,7 @@ use anyhow::Context;
 use hotline_sip_tests::{Proto, SippBuilder, free_port, start_hotline_with, wait_bound};
 use hotline_switch::{CallEnd, EndReason};
 
-const QUEUE: &str = "[media]\nrtp_ip = \"127.0.0.1\"\nrtp_ports = [31000, 31999]\n\
+const QUEUE: &str = "[media]\nrtp_ip = \"127.0.0.1\"\nrtp_ports = [21000, 21999]\n\
                      [[numbers]]\nnumber = \"4000\"\nqueue = \"support\"\n";
 
 async fn next_end(rx: &mut tokio::sync::mpsc::Receiver<CallEnd>) -> anyhow::Result<CallEnd> {
@@ -94,7 +94,7 @@ async fn unacceptable_offer_is_488_and_leaves_nothing_udp() -> anyhow::Result<()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn call_to_extension_is_bridged_and_released_on_both_legs_udp() -> anyhow::Result<()> {
     Bridged {
-        config: "[media]\nrtp_ip = \"127.0.0.1\"\nrtp_ports = [32000, 32999]\n\
+        config: "[media]\nrtp_ip = \"127.0.0.1\"\nrtp_ports = [22000, 22999]\n\
                  [[numbers]]\nnumber = \"4001\"\nextension = \"bob\"\n",
         number: "4001",
         caller: "uac_call_with_audio.xml",
@@ -105,7 +105,7 @@ async fn call_to_extension_is_bridged_and_released_on_both_legs_udp() -> anyhow:
     .await
 }
 
-const ACD: &str = "[media]\nrtp_ip = \"127.0.0.1\"\nrtp_ports = [33000, 33999]\n\
+const ACD: &str = "[media]\nrtp_ip = \"127.0.0.1\"\nrtp_ports = [23000, 23999]\n\
                    [[numbers]]\nnumber = \"4002\"\nqueue = \"support\"\n\
                    [acd]\n[[acd.queue]]\nname = \"support\"\n\
                    [[acd.agent]]\nid = \"bob\"\nqueues = { support = 0 }\n\
@@ -155,6 +155,25 @@ async fn agent_hangup_releases_the_caller_udp() -> anyhow::Result<()> {
     .await
 }
 
+/// Writes `caller.wav` (4 s of PCMU that SIPp's rtp_stream loops) into SIPp's working
+/// directory, once per process and atomically (a rename), since tests run in parallel and
+/// a SIPp may be reading it.
+fn caller_audio() -> anyhow::Result<()> {
+    static DONE: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    DONE.get_or_init(|| {
+        let dir = hotline_sip_tests::out_dir();
+        let tmp = dir.join(format!("caller.wav.{}.tmp", std::process::id()));
+        let tone: Vec<i16> = (0..32_000)
+            .map(|i| ((i as f64 * 0.1).sin() * 8000.0) as i16)
+            .collect();
+        hotline_media::wav::write_wav(&tmp, hotline_media::wav::WavEncoding::Ulaw, &tone)
+            .map_err(|e| e.to_string())?;
+        std::fs::rename(&tmp, dir.join("caller.wav")).map_err(|e| e.to_string())
+    })
+    .clone()
+    .map_err(anyhow::Error::msg)
+}
+
 /// A bridged call between a SIPp caller streaming audio and registered SIPp agents (UAS
 /// echoing RTP), with what must hold afterwards.
 struct Bridged {
@@ -193,15 +212,7 @@ impl Bridged {
             );
             wait_bound(port, Proto::Udp).await?;
         }
-        // 4 s of PCMU for SIPp's rtp_stream (it loops it for as long as the call lasts).
-        let tone: Vec<i16> = (0..32_000)
-            .map(|i| ((i as f64 * 0.1).sin() * 8000.0) as i16)
-            .collect();
-        hotline_media::wav::write_wav(
-            &hotline_sip_tests::out_dir().join("caller.wav"),
-            hotline_media::wav::WavEncoding::Ulaw,
-            &tone,
-        )?;
+        caller_audio()?;
         SippBuilder::new("caller", self.caller, Proto::Udp, free_port())
             .args([
                 "-s",
@@ -245,4 +256,53 @@ impl Bridged {
         h.shutdown().await;
         Ok(())
     }
+}
+
+/// The caller hangs up while the ACD's offer rings the agent: Hotline CANCELs the agent's
+/// INVITE (the agent sees CANCEL, answers 487 and gets its ACK), and nothing is left over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caller_hangup_while_agent_rings_cancels_the_agent_udp() -> anyhow::Result<()> {
+    let mut h = start_hotline_with(ACD).await?;
+    let server = Proto::Udp.server_addr(&h);
+    let switch = h.switch.as_mut().context("switch")?;
+    let mut ended = switch.take_ended().context("ended reports")?;
+    let port = free_port();
+    SippBuilder::new("bob-register", "register_once.xml", Proto::Udp, port)
+        .args(["-s", "bob", "-au", "bob", "-ap", "bob-pw"])
+        .spawn(Some(server))?
+        .expect_success()
+        .await?;
+    let agent = SippBuilder::new("bob-rings", "uas_cancel.xml", Proto::Udp, port)
+        .args(["-s", "bob"])
+        .spawn(None)?;
+    wait_bound(port, Proto::Udp).await?;
+    SippBuilder::new(
+        "impatient-caller",
+        "uac_queue_call.xml",
+        Proto::Udp,
+        free_port(),
+    )
+    .args([
+        "-s", "4002", "-au", "alice", "-ap", "alice-pw", "-key", "caller", "alice",
+    ])
+    .spawn(Some(server))?
+    .expect_success()
+    .await?;
+    agent.expect_success().await?;
+    let end = next_end(&mut ended).await?;
+    assert_eq!(end.reason, EndReason::CallerHangup, "{end:?}");
+    assert!(!end.bridged, "{end:?}");
+    let media = end.media.context("media counters")?;
+    assert!(media.b.is_none(), "no agent leg attached: {media:?}");
+    assert!(media.a.tx_packets >= 50, "music while waiting: {media:?}");
+    let switch = h.switch.as_ref().context("switch")?;
+    assert_eq!(switch.stats().active_calls(), 0);
+    assert_eq!(
+        switch.ports().in_use(),
+        0,
+        "RTP ports leaked (agent leg's pair too)"
+    );
+    assert_eq!(switch.sip_dialogs().await?, 0, "SIP dialogs left behind");
+    h.shutdown().await;
+    Ok(())
 }
