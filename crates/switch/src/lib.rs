@@ -287,11 +287,17 @@ impl Dispatcher {
                 });
             }
             AppEvent::Request { tx, request, .. } => {
-                // In-dialog request of a call that already ended (or never existed).
-                let resp = if request.method == Method::Ack {
-                    return;
-                } else {
-                    hotline_sip::AppResponse::new(481, "Call/Transaction Does Not Exist")
+                let in_dialog = msg::to_value(&request.headers).and_then(msg::tag).is_some();
+                let resp = match request.method {
+                    Method::Ack => return,
+                    // Out of dialog: a capabilities probe of the number, or a method a
+                    // number does not take.
+                    Method::Options if !in_dialog => hotline_sip::AppResponse::new(200, "OK")
+                        .header("Allow: INVITE, ACK, CANCEL, BYE, OPTIONS"),
+                    _ if !in_dialog => hotline_sip::AppResponse::new(405, "Method Not Allowed")
+                        .header("Allow: INVITE, ACK, CANCEL, BYE, OPTIONS"),
+                    // In-dialog request of a call that already ended (or never existed).
+                    _ => hotline_sip::AppResponse::new(481, "Call/Transaction Does Not Exist"),
                 };
                 let _ = self.sip.respond(tx, resp).await;
                 let _ = self.sip.forget_dialog(&call_id).await;
