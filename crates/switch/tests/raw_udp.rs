@@ -35,7 +35,7 @@ async fn start() -> (Server, Switch) {
         },
         app,
         events,
-        Arc::new(PortAllocator::new(24000, 24099).unwrap()),
+        Arc::new(PortAllocator::new(25000, 25099).unwrap()),
     )
     .unwrap();
     (server, switch)
