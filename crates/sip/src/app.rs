@@ -45,6 +45,8 @@ pub enum AppEvent {
     Response {
         tx: ClientTxId,
         response: Box<Response>,
+        /// The flow the request went on (where an ACK or BYE for a 2xx goes).
+        flow: Flow,
     },
     /// A request the application sent got no final response in time (Timer B/F/C).
     Timeout { tx: ClientTxId, call_id: String },

@@ -1279,6 +1279,7 @@ impl Core {
             self.app_events.push_back(AppEvent::Response {
                 tx: ClientTxId(cid),
                 response: Box::new(resp),
+                flow,
             });
             return;
         }

@@ -79,7 +79,7 @@ fn token() -> String {
 }
 
 /// Parses a request we wrote (the parser wants a Via; the core adds its own).
-fn own_request(text: &str) -> Option<Request> {
+pub(crate) fn own_request(text: &str) -> Option<Request> {
     let text = text.replacen(
         "\r\n",
         "\r\nVia: SIP/2.0/UDP 0.0.0.0;branch=z9hG4bK-tmp\r\n",
@@ -553,6 +553,13 @@ impl Call {
                     None
                 }
             },
+            // An agent leg we gave up on answered after all: hang it up.
+            AppEvent::Response { response, flow, .. }
+                if msg::call_id(&response.headers) != Some(self.call_id.as_str()) =>
+            {
+                crate::hang_up_unwanted_answer(&self.sip, &response, flow).await;
+                None
+            }
             // Responses to our BYE to the caller: nothing to do.
             AppEvent::Response { .. } | AppEvent::Timeout { .. } => None,
         }

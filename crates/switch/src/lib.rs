@@ -302,7 +302,73 @@ impl Dispatcher {
                 let _ = self.sip.respond(tx, resp).await;
                 let _ = self.sip.forget_dialog(&call_id).await;
             }
+            AppEvent::Response { response, flow, .. } => {
+                self.orphan_response(&call_id, &response, flow).await
+            }
+            AppEvent::Timeout { .. } => {
+                let _ = self.sip.forget_dialog(&call_id).await;
+            }
             _ => {}
         }
     }
+
+    /// A response for a call that is gone: a 2xx to INVITE is hung up; any other final
+    /// response lets the dialog go.
+    async fn orphan_response(
+        &mut self,
+        call_id: &str,
+        resp: &hotline_sip::msg::Response,
+        flow: hotline_sip::Flow,
+    ) {
+        if !hang_up_unwanted_answer(&self.sip, resp, flow).await
+            && u16::from(resp.status_code.clone()) >= 200
+        {
+            let _ = self.sip.forget_dialog(call_id).await;
+        }
+    }
+}
+
+/// An agent who answered an offer we no longer want (cancelled as they answered, or the
+/// caller left): ACK the 2xx and hang up, so the phone is not left in a call. Returns
+/// whether `resp` was such a 2xx.
+pub(crate) async fn hang_up_unwanted_answer(
+    sip: &AppHandle,
+    resp: &hotline_sip::msg::Response,
+    flow: hotline_sip::Flow,
+) -> bool {
+    let status = u16::from(resp.status_code.clone());
+    let cseq = msg::cseq(&resp.headers);
+    let is_invite = cseq.is_some_and(|(_, m)| m.eq_ignore_ascii_case("INVITE"));
+    if !(is_invite && (200..300).contains(&status)) {
+        return false;
+    }
+    let (Some(from), Some(to), Some((n, _)), Some(call_id)) = (
+        msg::from_value(&resp.headers),
+        msg::to_value(&resp.headers),
+        cseq,
+        msg::call_id(&resp.headers),
+    ) else {
+        return true;
+    };
+    let Some(target) = msg::find(&resp.headers, |h| {
+        matches!(h, hotline_sip::msg::Header::Contact(_))
+    })
+    .map(|c| msg::addr_uri(msg::split_first(c).0).to_string()) else {
+        return true;
+    };
+    tracing::info!(%call_id, "answer for an offer no longer wanted; hanging up");
+    let ack = format!(
+        "ACK {target} SIP/2.0\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: {n} ACK\r\nContent-Length: 0\r\n\r\n"
+    );
+    let bye = format!(
+        "BYE {target} SIP/2.0\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: {} BYE\r\nContent-Length: 0\r\n\r\n",
+        n.saturating_add(1)
+    );
+    if let Some(req) = call::own_request(&ack) {
+        let _ = sip.send_stateless(req, flow).await;
+    }
+    if let Some(req) = call::own_request(&bye) {
+        let _ = sip.send_request(req, flow).await;
+    }
+    true
 }

@@ -904,7 +904,11 @@ fn application_requests_get_responses_and_timeouts() {
     };
     assert!(h.input("127.0.0.1:8000", &reply("180 Ringing")).is_empty());
     match &app_events(&mut h)[..] {
-        [AppEvent::Response { tx: t, response }] => {
+        [
+            AppEvent::Response {
+                tx: t, response, ..
+            },
+        ] => {
             assert_eq!(*t, tx);
             assert_eq!(u16::from(response.status_code.clone()), 180);
         }
