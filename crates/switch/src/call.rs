@@ -258,7 +258,7 @@ impl Call {
                             {
                                 break r;
                             }
-                        } else if let Some(r) = self.caller_event(ev).await {
+                        } else if let Some(r) = self.caller_event(ev, &tag).await {
                             break r;
                         }
                     }
@@ -375,6 +375,11 @@ impl Call {
             AppEvent::Timeout { .. } => {
                 a.ports = None;
                 a.failed = !a.answered;
+                None
+            }
+            AppEvent::Request { tx, request, .. } if to_tag(&request) != msg::tag(&a.from) => {
+                let resp = AppResponse::new(481, "Call/Transaction Does Not Exist");
+                let _ = self.sip.respond(tx, resp).await;
                 None
             }
             AppEvent::Request { tx, request, .. } => {
@@ -522,11 +527,17 @@ impl Call {
     }
 
     /// Handles a SIP event of the caller's dialog; `Some` ends the call.
-    async fn caller_event(&mut self, ev: AppEvent) -> Option<EndReason> {
+    async fn caller_event(&mut self, ev: AppEvent, tag: &str) -> Option<EndReason> {
         match ev {
             AppEvent::Ack { .. } => None,
             AppEvent::Cancelled { .. } => Some(EndReason::Cancelled),
             AppEvent::AckTimeout { .. } => Some(EndReason::NoAck),
+            // Knowing the Call-ID is not enough to act in the dialog: our tag must match.
+            AppEvent::Request { tx, request, .. } if to_tag(&request) != Some(tag) => {
+                let resp = AppResponse::new(481, "Call/Transaction Does Not Exist");
+                let _ = self.sip.respond(tx, resp).await;
+                None
+            }
             AppEvent::Request { tx, request, .. } => match request.method {
                 Method::Bye => {
                     let _ = self.sip.respond(tx, AppResponse::new(200, "OK")).await;
@@ -568,6 +579,11 @@ impl Call {
     fn media_event(&self, ev: MediaEvent) {
         tracing::debug!(call_id = %self.call_id, ?ev, "media event");
     }
+}
+
+/// The To tag of a request (ours, in requests of our dialogs).
+fn to_tag(req: &Request) -> Option<&str> {
+    msg::to_value(&req.headers).and_then(msg::tag)
 }
 
 /// The Call-ID an event belongs to.

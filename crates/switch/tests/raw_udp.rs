@@ -164,6 +164,14 @@ async fn agent_answer_crossing_the_cancel_is_acked_and_hung_up() {
     );
     agent.send_to(ringing.as_bytes(), to).await.unwrap();
 
+    // A BYE with the right Call-ID but not our tag is refused, and changes nothing.
+    let forged = format!(
+        "BYE sip:4001@{to} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{cp};branch=z9hG4bK-forged\r\nFrom: <sip:c@127.0.0.1>;tag=c1\r\nTo: <sip:4001@127.0.0.1>;tag=guessed\r\nCall-ID: crossing\r\nCSeq: 2 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    );
+    caller.send_to(forged.as_bytes(), to).await.unwrap();
+    recv_until(&caller, "SIP/2.0 481").await;
+    assert_eq!(switch.stats().active_calls(), 1);
+
     // The caller hangs up: Hotline CANCELs the ringing agent.
     let bye = format!(
         "BYE sip:4001@{to} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{cp};branch=z9hG4bK-bye\r\nFrom: <sip:c@127.0.0.1>;tag=c1\r\nTo: {caller_to}\r\nCall-ID: crossing\r\nCSeq: 2 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
