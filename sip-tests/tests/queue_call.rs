@@ -20,25 +20,29 @@ async fn next_end(rx: &mut tokio::sync::mpsc::Receiver<CallEnd>) -> anyhow::Resu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn caller_hears_music_in_queue_then_hangs_up_udp() -> anyhow::Result<()> {
+    music_in_queue(Proto::Udp).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caller_hears_music_in_queue_then_hangs_up_tcp() -> anyhow::Result<()> {
+    music_in_queue(Proto::Tcp).await
+}
+
+async fn music_in_queue(proto: Proto) -> anyhow::Result<()> {
     let mut h = start_hotline_with(QUEUE).await?;
-    let server = Proto::Udp.server_addr(&h);
+    let server = proto.server_addr(&h);
     let switch = h
         .switch
         .as_mut()
         .context("numbers configured: switch runs")?;
     let mut ended = switch.take_ended().context("ended reports")?;
-    SippBuilder::new(
-        "queue-caller",
-        "uac_queue_call.xml",
-        Proto::Udp,
-        free_port(),
-    )
-    .args([
-        "-s", "4000", "-au", "alice", "-ap", "alice-pw", "-key", "caller", "alice",
-    ])
-    .spawn(Some(server))?
-    .expect_success()
-    .await?;
+    SippBuilder::new("queue-caller", "uac_queue_call.xml", proto, free_port())
+        .args([
+            "-s", "4000", "-au", "alice", "-ap", "alice-pw", "-key", "caller", "alice",
+        ])
+        .spawn(Some(server))?
+        .expect_success()
+        .await?;
     let end = next_end(&mut ended).await?;
     assert_eq!(end.reason, EndReason::CallerHangup, "{end:?}");
     assert_eq!(end.status, 200);

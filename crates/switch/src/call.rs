@@ -188,7 +188,7 @@ impl Call {
             return self.reject(tx, 500, "Media session failed").await;
         }
         let tag = format!("hl{}", token());
-        let contact = format!("<sip:{number}@{local_host}>");
+        let contact = format!("<sip:{number}@{local_host}{}>", transport_param(flow));
         let ok = AppResponse::new(200, "OK")
             .tag(&tag)
             .header(format!("Contact: {contact}"))
@@ -319,7 +319,8 @@ impl Call {
         let from = format!("<sip:{number}@{host}>;tag=hl{}", token());
         let to = format!("<sip:{user}@{host}>");
         let text = format!(
-            "INVITE {uri} SIP/2.0\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:{number}@{host}>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+            "INVITE {uri} SIP/2.0\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:{number}@{host}{}>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+            transport_param(flow),
             sdp.len()
         );
         let req = own_request(&text)?;
@@ -578,6 +579,14 @@ impl Call {
 
     fn media_event(&self, ev: MediaEvent) {
         tracing::debug!(call_id = %self.call_id, ?ev, "media event");
+    }
+}
+
+/// `;transport=tcp` for a Contact reached over TCP (UDP is the default).
+fn transport_param(flow: Flow) -> &'static str {
+    match flow.transport {
+        hotline_sip::Transport::Tcp => ";transport=tcp",
+        hotline_sip::Transport::Udp => "",
     }
 }
 
