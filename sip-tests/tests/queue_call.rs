@@ -337,3 +337,43 @@ async fn caller_hangup_while_agent_rings_cancels_the_agent_udp() -> anyhow::Resu
     h.shutdown().await;
     Ok(())
 }
+
+/// Nobody serves the queue and its `max_wait_secs` (1 s) passes: the ACD sends the call to
+/// its fallback (hang up), Hotline sends BYE to the caller after the music, and nothing is
+/// left over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_fallback_hangs_up_the_caller_udp() -> anyhow::Result<()> {
+    let mut h = start_hotline_with(
+        "[media]\nrtp_ip = \"127.0.0.1\"\nrtp_ports = [26000, 26999]\n\
+         [[numbers]]\nnumber = \"4004\"\nqueue = \"night\"\n\
+         [acd]\n[[acd.queue]]\nname = \"night\"\nmax_wait_secs = 1\n",
+    )
+    .await?;
+    let server = Proto::Udp.server_addr(&h);
+    let switch = h.switch.as_mut().context("switch")?;
+    let mut ended = switch.take_ended().context("ended reports")?;
+    caller_audio()?;
+    SippBuilder::new(
+        "waiting-caller",
+        "uac_call_hung_up_on.xml",
+        Proto::Udp,
+        free_port(),
+    )
+    .args([
+        "-s", "4004", "-au", "alice", "-ap", "alice-pw", "-key", "caller", "alice",
+    ])
+    .spawn(Some(server))?
+    .expect_success()
+    .await?;
+    let end = next_end(&mut ended).await?;
+    assert_eq!(end.reason, EndReason::Fallback, "{end:?}");
+    let media = end.media.context("media counters")?;
+    // About 1 s of music (50 packets) before the fallback.
+    assert!(media.a.tx_packets >= 25, "music while waiting: {media:?}");
+    let switch = h.switch.as_ref().context("switch")?;
+    assert_eq!(switch.stats().active_calls(), 0);
+    assert_eq!(switch.ports().in_use(), 0, "RTP ports leaked");
+    assert_eq!(switch.sip_dialogs().await?, 0, "SIP dialogs left behind");
+    h.shutdown().await;
+    Ok(())
+}

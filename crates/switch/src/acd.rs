@@ -44,8 +44,9 @@ pub(crate) enum AcdOutput {
     Offer { agent: AgentId, user: String },
     /// Stop ringing this agent.
     CancelOffer { agent: AgentId },
-    /// The ACD gave up on the call (fallback); phase 1 keeps the caller on music.
-    Fallback,
+    /// The call left the ACD for its queue's fallback; `hangup` when that target is a
+    /// hangup (other targets are not carried out yet: the caller stays on music).
+    Fallback { hangup: bool },
     /// The queue is unknown to the ACD.
     Refused,
 }
@@ -153,7 +154,12 @@ impl AcdTask {
                     (call, AcdOutput::Offer { agent, user })
                 }
                 Decision::CancelOffer { call, agent } => (call, AcdOutput::CancelOffer { agent }),
-                Decision::Fallback { call, .. } => (call, AcdOutput::Fallback),
+                Decision::Fallback { call, target, .. } => (
+                    call,
+                    AcdOutput::Fallback {
+                        hangup: matches!(target, hotline_acd::Fallback::Hangup),
+                    },
+                ),
                 other => {
                     tracing::debug!(?other, "ACD decision not acted on in phase 1");
                     continue;

@@ -49,6 +49,8 @@ pub enum EndReason {
     AgentHangup,
     /// Our 2xx was never acknowledged.
     NoAck,
+    /// The queue's fallback hung up (e.g. `max_wait_secs` passed): Hotline sent BYE.
+    Fallback,
     /// The switch went away.
     Shutdown,
 }
@@ -246,7 +248,9 @@ impl Call {
             }
             tokio::select! {
                 Some(out) = acd_rx.recv() => {
-                    self.acd_output(out, &mut agent, &number, &local_host).await;
+                    if let Some(r) = self.acd_output(out, &mut agent, &number, &local_host).await {
+                        break r;
+                    }
                 }
                 input = self.inbox.recv() => match input {
                     None => break EndReason::Shutdown,
@@ -266,7 +270,8 @@ impl Call {
                 Some(ev) = media_rx.recv() => self.media_event(ev),
             }
         };
-        if queued {
+        // After a fallback the ACD has already forgotten the call.
+        if queued && reason != EndReason::Fallback {
             let call = self.acd_id;
             let answered = agent
                 .as_ref()
@@ -280,7 +285,7 @@ impl Call {
         }
         // Release the other side.
         match (reason, agent.as_mut()) {
-            (EndReason::AgentHangup, _) => self.bye_caller(&mut caller).await,
+            (EndReason::AgentHangup | EndReason::Fallback, _) => self.bye_caller(&mut caller).await,
             (_, Some(a)) if a.answered => self.bye_agent(a).await,
             (_, Some(a)) => {
                 let _ = self.sip.cancel(a.tx).await;
@@ -455,14 +460,14 @@ impl Call {
         }
     }
 
-    /// Carries out an ACD decision for this call.
+    /// Carries out an ACD decision for this call; `Some` ends the call.
     async fn acd_output(
         &self,
         out: AcdOutput,
         agent: &mut Option<AgentLeg>,
         number: &str,
         host: &str,
-    ) {
+    ) -> Option<EndReason> {
         match out {
             AcdOutput::Offer { agent: who, user } => {
                 let leg = if agent.is_some() {
@@ -499,10 +504,12 @@ impl Call {
                     *agent = None;
                 }
             }
-            AcdOutput::Fallback | AcdOutput::Refused => {
+            AcdOutput::Fallback { hangup: true } => return Some(EndReason::Fallback),
+            AcdOutput::Fallback { hangup: false } | AcdOutput::Refused => {
                 tracing::info!(call_id = %self.call_id, ?out, "ACD gave up; caller stays on music");
             }
         }
+        None
     }
 
     async fn bye_agent(&self, a: &AgentLeg) {
