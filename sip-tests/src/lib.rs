@@ -23,6 +23,11 @@ pub const TRUSTED_IP: &str = "127.0.0.2";
 
 /// Starts Hotline on ephemeral UDP and TCP ports on 127.0.0.1.
 pub async fn start_hotline() -> anyhow::Result<Hotline> {
+    start_hotline_with("").await
+}
+
+/// Like [`start_hotline`], with more configuration appended (e.g. `[[numbers]]`).
+pub async fn start_hotline_with(extra: &str) -> anyhow::Result<Hotline> {
     let mut toml = String::from(
         "[sip]\nudp = [\"127.0.0.1:0\"]\ntcp = [\"127.0.0.1:0\"]\ntrusted = [\"127.0.0.2/32\"]\n\
          digest_algorithms = [\"MD5\"]\nt1_ms = 100\nt2_ms = 400\n",
@@ -30,6 +35,7 @@ pub async fn start_hotline() -> anyhow::Result<Hotline> {
     for (u, p) in USERS {
         toml.push_str(&format!("[[users]]\nname = \"{u}\"\npassword = \"{p}\"\n"));
     }
+    toml.push_str(extra);
     let cfg = Config::parse(Path::new("<sip-tests>"), &toml)?;
     hotline::start(&cfg).await
 }
@@ -48,6 +54,21 @@ pub fn free_port() -> u16 {
     panic!("no free port pair on 127.0.0.1");
 }
 
+/// A base port for SIPp's media (`-mp`): SIPp binds it and the next three (RTCP, video
+/// RTP and RTCP), so all four must be free on 127.0.0.1.
+pub fn free_media_port() -> u16 {
+    for _ in 0..100 {
+        let base = free_port() & !1;
+        let held: Vec<UdpSocket> = (0..4)
+            .filter_map(|i| UdpSocket::bind(("127.0.0.1", base.checked_add(i)?)).ok())
+            .collect();
+        if held.len() == 4 {
+            return base;
+        }
+    }
+    panic!("no four free UDP ports in a row on 127.0.0.1");
+}
+
 /// Scenario file path.
 pub fn scenario(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -55,7 +76,8 @@ pub fn scenario(name: &str) -> PathBuf {
         .join(name)
 }
 
-fn out_dir() -> PathBuf {
+/// SIPp's working directory (logs, and files scenarios read such as `caller.wav`).
+pub fn out_dir() -> PathBuf {
     let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("out");
     let _ = std::fs::create_dir_all(&d);
     d
@@ -114,7 +136,7 @@ impl SippBuilder {
             "-cp".into(),
             free_port().to_string(),
             "-mp".into(),
-            free_port().to_string(),
+            free_media_port().to_string(),
             "-m".into(),
             "1".into(),
             "-timeout".into(),

@@ -21,6 +21,58 @@ pub struct Config {
     pub sip: SipConfig,
     #[serde(default)]
     pub users: Vec<User>,
+    /// RTP for calls Hotline answers (the `[[numbers]]`).
+    #[serde(default)]
+    pub media: MediaConfig,
+    /// Numbers Hotline answers itself (the B2BUA) instead of proxying.
+    #[serde(default)]
+    pub numbers: Vec<Number>,
+    /// Queues and agents (`[[acd.queue]]`, `[[acd.agent]]`, agent ids are SIP users).
+    pub acd: Option<hotline_acd::AcdConfig>,
+}
+
+/// `[media]`: where call media is anchored.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MediaConfig {
+    /// Address RTP binds to and SDP advertises (must be reachable by phones).
+    #[serde(default = "default_rtp_ip")]
+    pub rtp_ip: std::net::IpAddr,
+    /// First and last port of the RTP/RTCP range (even/odd pairs inside it).
+    #[serde(default = "default_rtp_ports")]
+    pub rtp_ports: Spanned<[u16; 2]>,
+    /// Music on hold (8 kHz WAV); without it a generated tune plays.
+    pub music: Option<PathBuf>,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        MediaConfig {
+            rtp_ip: default_rtp_ip(),
+            rtp_ports: default_rtp_ports(),
+            music: None,
+        }
+    }
+}
+
+fn default_rtp_ip() -> std::net::IpAddr {
+    std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+}
+
+fn default_rtp_ports() -> Spanned<[u16; 2]> {
+    Spanned::new(0..0, [20000, 29999])
+}
+
+/// A dialled number and where it goes.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Number {
+    /// The Request-URI user, e.g. `"4000"`.
+    pub number: Spanned<String>,
+    /// The queue callers of this number wait in (music on hold).
+    pub queue: Option<String>,
+    /// Or: the user (agent/extension) Hotline calls for this number, bridging the legs.
+    pub extension: Option<String>,
 }
 
 /// `[sip]`: listen addresses, domain, security and protocol limits.
@@ -280,6 +332,51 @@ impl Config {
                 "digest_algorithms must not be empty".into(),
             ));
         }
+        let [first, last] = *self.media.rtp_ports.get_ref();
+        if first == 0 || last < first.saturating_add(1) {
+            return Err(locate(
+                path,
+                text,
+                self.media.rtp_ports.span().start,
+                format!("rtp_ports [{first}, {last}] must hold at least one even/odd pair"),
+            ));
+        }
+        let users: std::collections::HashSet<&String> =
+            self.users.iter().map(|u| u.name.get_ref()).collect();
+        let mut numbers = std::collections::HashSet::new();
+        for n in &self.numbers {
+            let name = n.number.get_ref();
+            let bad = if name.is_empty() || name.contains(['@', ':', ' ', ';']) {
+                Some(format!("invalid number {name:?}"))
+            } else if n.queue.is_some() == n.extension.is_some() {
+                Some(format!(
+                    "number {name:?} needs exactly one of queue or extension"
+                ))
+            } else if let Some(ext) = n.extension.as_ref().filter(|e| !users.contains(e)) {
+                Some(format!("number {name:?}: extension {ext:?} is not a user"))
+            } else if !numbers.insert(name) {
+                Some(format!("duplicate number {name:?}"))
+            } else if users.contains(name) {
+                Some(format!("number {name:?} is also a user"))
+            } else {
+                None
+            };
+            let bad = bad.or_else(|| {
+                let acd = self.acd.as_ref()?;
+                let q = n.queue.as_ref()?;
+                (!acd.queues.iter().any(|x| &x.name == q))
+                    .then(|| format!("number {name:?}: queue {q:?} is not in [acd]"))
+            });
+            if let Some(message) = bad {
+                return Err(locate(path, text, n.number.span().start, message));
+            }
+        }
+        if let Some(acd) = &self.acd
+            && let Err(e) = hotline_acd::Engine::new(acd, hotline_acd::Millis(0))
+        {
+            let at = text.find("[acd").unwrap_or(0);
+            return Err(locate(path, text, at, format!("[acd]: {e}")));
+        }
         let mut seen = HashMap::new();
         for u in &self.users {
             let name = u.name.get_ref();
@@ -337,6 +434,11 @@ impl Config {
             },
             authenticate_requests: s.authenticate_requests,
             max_transactions: s.max_transactions,
+            numbers: self
+                .numbers
+                .iter()
+                .map(|n| n.number.get_ref().clone())
+                .collect(),
         }
     }
 }
@@ -398,6 +500,32 @@ mod tests {
         let e = parse("[sip]\nudp = [\"127.0.0.1:5060\"]\ndigest_algorithms = [\"SHA-1\"]\n")
             .unwrap_err();
         assert!(e.message.contains("unknown digest algorithm"), "{e}");
+    }
+
+    #[test]
+    fn numbers_route_to_queues_and_are_validated() {
+        let cfg = parse("[sip]\nudp = [\"127.0.0.1:5060\"]\n[media]\nrtp_ports = [30000, 30099]\n[[numbers]]\nnumber = \"4000\"\nqueue = \"support\"\n").unwrap();
+        assert_eq!(*cfg.media.rtp_ports.get_ref(), [30000, 30099]);
+        assert!(cfg.core_config([0; 32]).numbers.contains("4000"));
+        let e = parse("[sip]\nudp = [\"127.0.0.1:5060\"]\n[[numbers]]\nnumber = \"4000\"\nqueue = \"a\"\n[[numbers]]\nnumber = \"4000\"\nqueue = \"b\"\n").unwrap_err();
+        assert_eq!(e.line, 7, "{e}");
+        assert!(e.message.contains("duplicate number"), "{e}");
+        let e = parse("[sip]\nudp = [\"127.0.0.1:5060\"]\n[[users]]\nname = \"4000\"\npassword = \"x\"\n[[numbers]]\nnumber = \"4000\"\nqueue = \"a\"\n").unwrap_err();
+        assert!(e.message.contains("also a user"), "{e}");
+        let e = parse("[sip]\nudp = [\"127.0.0.1:5060\"]\n[[numbers]]\nnumber = \"4001\"\nextension = \"bob\"\n").unwrap_err();
+        assert!(e.message.contains("not a user"), "{e}");
+        let e = parse("[sip]\nudp = [\"127.0.0.1:5060\"]\n[[numbers]]\nnumber = \"4001\"\n")
+            .unwrap_err();
+        assert!(e.message.contains("exactly one"), "{e}");
+        let e = parse("[sip]\nudp = [\"127.0.0.1:5060\"]\n[[numbers]]\nnumber = \"4002\"\nqueue = \"sales\"\n[acd]\n[[acd.queue]]\nname = \"support\"\n").unwrap_err();
+        assert!(e.message.contains("not in [acd]"), "{e}");
+        let e = parse("[sip]\nudp = [\"127.0.0.1:5060\"]\n[acd]\n[[acd.agent]]\nid = \"bob\"\nqueues = { nowhere = 0 }\n").unwrap_err();
+        assert_eq!(e.line, 3, "{e}");
+        let e = parse("[sip]\nudp = [\"127.0.0.1:5060\"]\n[media]\nrtp_ports = [30001, 30001]\n")
+            .unwrap_err();
+        assert_eq!(e.line, 4, "{e}");
+        let e = parse("[sip]\nudp = [\"127.0.0.1:5060\"]\n[media]\nport = 1\n").unwrap_err();
+        assert_eq!(e.line, 4, "{e}");
     }
 
     #[test]

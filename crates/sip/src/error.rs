@@ -12,6 +12,9 @@ pub enum Error {
     UnsupportedMethod(String),
     #[error("too many headers")]
     TooManyHeaders,
+    /// The application named a transaction that is gone or already answered.
+    #[error("no such transaction (gone or already answered)")]
+    UnknownTransaction,
     #[error("invalid configuration: {0}")]
     Config(String),
     #[error("i/o error on {what}: {source}")]

@@ -5,6 +5,7 @@
 //! tokio layer around it (UDP and TCP transports). Messages are the rsip API from
 //! `rsipstack::sip`, reached only through [`msg`].
 
+pub mod app;
 pub mod auth;
 pub mod dialog;
 mod error;
@@ -18,6 +19,7 @@ pub mod transaction;
 
 use std::net::IpAddr;
 
+pub use app::{AppEvent, AppResponse, ClientTxId, ServerTxId};
 pub use error::Error;
 pub use flow::{Flow, Transmit, Transport};
 pub use proxy::{Core, CoreConfig, Counters, Target};

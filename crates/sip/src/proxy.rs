@@ -7,7 +7,7 @@
 //! the clock, so one task can own it and tests can drive it with a fake clock.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use crate::app::{AppEvent, AppResponse, ClientTxId, ServerTxId};
 use crate::auth::{Algorithm, Authenticator, NonceStore, Verdict};
 use crate::flow::{Flow, Transmit, Transport};
 use crate::msg::{self, Header, Limits, Method, Request, Response, SipMessage};
@@ -64,6 +65,9 @@ pub struct CoreConfig {
     /// Admission control: above this many live server transactions new requests get a
     /// stateless 503 before any state is created.
     pub max_transactions: usize,
+    /// Request-URI users (dialled numbers) handed to the application instead of being
+    /// proxied (see [`crate::app`]). Empty: no application, a pure proxy.
+    pub numbers: HashSet<String>,
 }
 
 impl Default for CoreConfig {
@@ -82,6 +86,7 @@ impl Default for CoreConfig {
             limits: Limits::default(),
             authenticate_requests: true,
             max_transactions: 500_000,
+            numbers: HashSet::new(),
         }
     }
 }
@@ -114,6 +119,8 @@ impl Counters {
 enum TimerRef {
     Server(u64),
     Client(u64),
+    /// Retransmission of an application's 2xx to INVITE (server transaction id).
+    Answer(u64),
     Purge,
 }
 
@@ -127,6 +134,8 @@ struct ServerEntry {
     to: String,
     client: Option<u64>,
     armed: Option<Instant>,
+    /// Owned by the application: (Call-ID, CSeq number), for matching the 2xx's ACK.
+    app: Option<Box<(String, u32)>>,
 }
 
 impl ServerEntry {
@@ -145,6 +154,18 @@ struct ClientEntry {
     cancel: Option<ClientTx>,
     cancel_pending: bool,
     armed: Option<Instant>,
+    /// Started by the application: responses go up as events.
+    app: bool,
+}
+
+/// An application's 2xx to INVITE, retransmitted until its ACK (§13.3.1.4).
+struct Answer {
+    call_id: String,
+    cseq: u32,
+    data: Bytes,
+    flow: Flow,
+    interval: Duration,
+    give_up: Instant,
 }
 
 /// The sans-IO server core.
@@ -162,6 +183,10 @@ pub struct Core {
     timers: BinaryHeap<Reverse<(Instant, TimerRef)>>,
     out: VecDeque<Transmit>,
     counters: Arc<Counters>,
+    app_events: VecDeque<AppEvent>,
+    /// Call-IDs of dialogs the application owns: their in-dialog requests go up.
+    app_dialogs: HashSet<String>,
+    answers: HashMap<u64, Answer>,
 }
 
 /// Outcome of routing a request.
@@ -194,6 +219,9 @@ impl Core {
             timers: BinaryHeap::new(),
             out: VecDeque::new(),
             counters: Arc::new(Counters::default()),
+            app_events: VecDeque::new(),
+            app_dialogs: HashSet::new(),
+            answers: HashMap::new(),
         };
         core.timers
             .push(Reverse((now + Duration::from_secs(30), TimerRef::Purge)));
@@ -330,7 +358,14 @@ impl Core {
         })
     }
 
-    fn respond(&mut self, flow: Flow, req: &Request, code: u16, reason: &str, extra: &[&str]) {
+    fn respond_stateless(
+        &mut self,
+        flow: Flow,
+        req: &Request,
+        code: u16,
+        reason: &str,
+        extra: &[&str],
+    ) {
         let tag = (code > 100).then(|| self.new_tag());
         let resp = msg::build_response(req, code, reason, tag.as_deref(), extra);
         self.send(response_flow(flow, req), resp);
@@ -344,7 +379,7 @@ impl Core {
     fn handle_request(&mut self, flow: Flow, mut req: Request, now: Instant) {
         msg::stamp_received(&mut req, flow.remote);
         let Some(key) = server_key(&req) else {
-            self.respond(flow, &req, 400, "Invalid Via", &[]);
+            self.respond_stateless(flow, &req, 400, "Invalid Via", &[]);
             return;
         };
         if req.method == Method::Ack {
@@ -355,6 +390,19 @@ impl Core {
             {
                 Counters::inc(&self.counters.retransmissions_absorbed);
                 self.rearm_server(id);
+                return;
+            }
+            if let Some(call_id) = msg::call_id(&req.headers)
+                && self.app_dialogs.contains(call_id)
+            {
+                let cseq = msg::cseq(&req.headers).map(|c| c.0);
+                let call_id = call_id.to_string();
+                self.answers
+                    .retain(|_, a| !(a.call_id == call_id && Some(a.cseq) == cseq));
+                self.app_events.push_back(AppEvent::Ack {
+                    request: Box::new(req),
+                    flow,
+                });
                 return;
             }
             // ACK for a 2xx: end to end, forwarded without a transaction.
@@ -373,7 +421,7 @@ impl Core {
         }
         if self.servers.len() >= self.cfg.max_transactions {
             Counters::inc(&self.counters.overloaded);
-            self.respond(flow, &req, 503, "Service Unavailable", &["Retry-After: 5"]);
+            self.respond_stateless(flow, &req, 503, "Service Unavailable", &["Retry-After: 5"]);
             return;
         }
         if req.method == Method::Cancel {
@@ -381,6 +429,10 @@ impl Core {
             return;
         }
         let to_tag = msg::to_value(&req.headers).and_then(msg::tag).is_some();
+        if to_tag && msg::call_id(&req.headers).is_some_and(|c| self.app_dialogs.contains(c)) {
+            self.deliver(flow, req, key, now);
+            return;
+        }
         let ruri = req.uri.to_string();
         if !["sip:", "sips:", "tel:"].iter().any(|s| {
             ruri.len() > s.len()
@@ -458,7 +510,236 @@ impl Core {
                 }
             }
         }
+        if !to_tag
+            && !has_route
+            && ruri_is_us
+            && req.uri.user().is_some_and(|u| self.cfg.numbers.contains(u))
+        {
+            self.deliver(flow, req, key, now);
+            return;
+        }
         self.route_and_forward(flow, req, Some(key), now);
+    }
+
+    /// Hands a request to the application on a new server transaction.
+    fn deliver(&mut self, flow: Flow, req: Request, key: String, now: Instant) {
+        let invite = req.method == Method::Invite;
+        let sid = self.new_server(flow, &req, key, invite);
+        let call_id = msg::call_id(&req.headers).unwrap_or_default().to_string();
+        let cseq = msg::cseq(&req.headers).map(|c| c.0).unwrap_or(0);
+        if let Some(e) = self.servers.get_mut(&sid) {
+            e.app = Some(Box::new((call_id.clone(), cseq)));
+        }
+        if invite {
+            self.app_dialogs.insert(call_id);
+            // At once, so the caller stops retransmitting while the application decides.
+            self.reply_late(sid, 100, "Trying", now);
+        }
+        let local = self.advertised(flow.local);
+        self.app_events.push_back(AppEvent::Request {
+            tx: ServerTxId(sid),
+            request: Box::new(req),
+            flow,
+            local,
+        });
+    }
+
+    /// Next event for the application.
+    pub fn poll_app_event(&mut self) -> Option<AppEvent> {
+        self.app_events.pop_front()
+    }
+
+    /// Number of dialogs the application owns (calls not yet forgotten).
+    pub fn app_dialogs(&self) -> usize {
+        self.app_dialogs.len()
+    }
+
+    /// The application is done with a dialog: its requests are no longer delivered, and a
+    /// pending 2xx retransmission stops.
+    pub fn forget_dialog(&mut self, call_id: &str) {
+        self.app_dialogs.remove(call_id);
+        self.answers.retain(|_, a| a.call_id != call_id);
+    }
+
+    /// Answers application transaction `tx`.
+    pub fn respond(
+        &mut self,
+        tx: ServerTxId,
+        resp: AppResponse,
+        now: Instant,
+    ) -> Result<(), Error> {
+        let id = tx.0;
+        let t1 = self.cfg.timers.t1;
+        let t64 = self.cfg.timers.t1 * 64;
+        let Some(e) = self.servers.get_mut(&id) else {
+            return Err(Error::UnknownTransaction);
+        };
+        let Some(app) = e.app.as_deref().cloned() else {
+            return Err(Error::UnknownTransaction);
+        };
+        if e.tx.last_status() >= 200 {
+            return Err(Error::UnknownTransaction); // answered already (e.g. cancelled: 487)
+        }
+        let code = resp.status;
+        let mut out = Vec::with_capacity(e.head.len() + 300);
+        out.extend_from_slice(
+            format!(
+                "SIP/2.0 {code} {}\r\n",
+                resp.reason.replace(['\r', '\n'], " ")
+            )
+            .as_bytes(),
+        );
+        out.extend_from_slice(&e.head);
+        out.extend_from_slice(b"To: ");
+        out.extend_from_slice(e.to.as_bytes());
+        if code > 100 && msg::tag(&e.to).is_none() {
+            let tag = resp.to_tag.unwrap_or_else(|| format!("hl{id:x}"));
+            out.extend_from_slice(format!(";tag={tag}").as_bytes());
+        }
+        out.extend_from_slice(b"\r\n");
+        for h in &resp.headers {
+            out.extend_from_slice(h.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"Server: Hotline\r\n");
+        match &resp.body {
+            Some((ct, body)) => {
+                out.extend_from_slice(
+                    format!(
+                        "Content-Type: {ct}\r\nContent-Length: {}\r\n\r\n",
+                        body.len()
+                    )
+                    .as_bytes(),
+                );
+                out.extend_from_slice(body);
+            }
+            None => out.extend_from_slice(b"Content-Length: 0\r\n\r\n"),
+        }
+        let data = Bytes::from(out);
+        let invite = e.tx.is_invite();
+        let sent = e.tx.send_response(code, data.clone(), now);
+        if code >= 200 {
+            e.release_head();
+        }
+        let f = e.flow;
+        if sent {
+            self.send(f, data.clone());
+            if invite && (200..300).contains(&code) && !f.transport.reliable() {
+                self.answers.insert(
+                    id,
+                    Answer {
+                        call_id: app.0,
+                        cseq: app.1,
+                        data,
+                        flow: f,
+                        interval: t1,
+                        give_up: now + t64,
+                    },
+                );
+                self.timers.push(Reverse((now + t1, TimerRef::Answer(id))));
+            }
+        }
+        self.rearm_server(id);
+        Ok(())
+    }
+
+    /// The contact registered for `aor` (highest q first) and the flow to reach it.
+    pub fn contact_for(&self, aor: &str, now: Instant) -> Option<(String, Flow)> {
+        let b = self.location.lookup(aor, now).first().copied()?;
+        Some((b.uri.clone(), self.binding_flow(b)))
+    }
+
+    /// A flow from one of our addresses to `target`.
+    pub fn flow_for(&self, target: Target) -> Option<Flow> {
+        self.flow_to(target)
+    }
+
+    /// Sends a request as a UAC on `dest`: the core adds its Via (and Max-Forwards when
+    /// missing) and runs the client transaction; the dialog's Call-ID becomes the
+    /// application's. Responses come back as [`AppEvent::Response`].
+    pub fn send_request(&mut self, req: Request, dest: Flow, now: Instant) -> ClientTxId {
+        let cid = self.id();
+        let invite = req.method == Method::Invite;
+        if let Some(c) = msg::call_id(&req.headers) {
+            self.app_dialogs.insert(c.to_string());
+        }
+        let data = self.stamp_request(req, dest, cid);
+        self.send(dest, data.clone());
+        self.clients.insert(
+            cid,
+            Box::new(ClientEntry {
+                tx: ClientTx::new(
+                    invite,
+                    data,
+                    dest.transport.reliable(),
+                    self.cfg.timers,
+                    now,
+                ),
+                flow: dest,
+                server: None,
+                cancel: None,
+                cancel_pending: false,
+                armed: None,
+                app: true,
+            }),
+        );
+        self.rearm_client(cid);
+        ClientTxId(cid)
+    }
+
+    /// Sends a request without a transaction (the ACK of a 2xx).
+    pub fn send_stateless(&mut self, req: Request, dest: Flow) {
+        let id = self.id();
+        let data = self.stamp_request(req, dest, id);
+        self.send(dest, data);
+    }
+
+    /// CANCELs application INVITE `tx` (deferred until a provisional arrived, §9.1).
+    pub fn cancel(&mut self, tx: ClientTxId, now: Instant) {
+        if self.clients.get(&tx.0).is_some_and(|c| c.app) {
+            self.cancel_client(tx.0, now);
+        }
+    }
+
+    fn stamp_request(&self, mut req: Request, dest: Flow, id: u64) -> Bytes {
+        let via = format!(
+            "SIP/2.0/{} {};branch={BRANCH_PREFIX}{id:x}.0;rport",
+            dest.transport.via_token(),
+            self.advertised(dest.local)
+        );
+        let mut headers: Vec<Header> = Vec::with_capacity(req.headers.len() + 2);
+        headers.push(Header::Via(msg::rsip::Via::new(via)));
+        if !req
+            .headers
+            .iter()
+            .any(|h| matches!(h, Header::MaxForwards(_)))
+        {
+            headers.push(Header::MaxForwards(msg::rsip::MaxForwards::new("70")));
+        }
+        headers.extend(std::mem::take(&mut req.headers));
+        req.headers = headers.into();
+        Bytes::from(msg::request_bytes(&req))
+    }
+
+    fn answer_timer(&mut self, id: u64, now: Instant) {
+        let t2 = self.cfg.timers.t2;
+        let Some(a) = self.answers.get_mut(&id) else {
+            return;
+        };
+        if now >= a.give_up {
+            if let Some(a) = self.answers.remove(&id) {
+                self.app_events.push_back(AppEvent::AckTimeout {
+                    tx: ServerTxId(id),
+                    call_id: a.call_id,
+                });
+            }
+            return;
+        }
+        a.interval = (a.interval * 2).min(t2);
+        let next = (now + a.interval).min(a.give_up);
+        let (flow, data) = (a.flow, a.data.clone());
+        self.send(flow, data);
+        self.timers.push(Reverse((next, TimerRef::Answer(id))));
     }
 
     /// A server transaction for a request we answer ourselves.
@@ -481,6 +762,7 @@ impl Core {
                 to,
                 client: None,
                 armed: None,
+                app: None,
             }),
         );
         id
@@ -628,10 +910,18 @@ impl Core {
         if e.tx.last_status() >= 200 {
             return;
         }
+        let app = e.app.is_some();
         match e.client {
             Some(cid) => self.cancel_client(cid, now),
             // Nothing downstream: answer the INVITE ourselves.
-            None => self.reply_late(inv, 487, "Request Terminated", now),
+            None => {
+                self.reply_late(inv, 487, "Request Terminated", now);
+                if app {
+                    self.app_events.push_back(AppEvent::Cancelled {
+                        tx: ServerTxId(inv),
+                    });
+                }
+            }
         }
     }
 
@@ -882,6 +1172,7 @@ impl Core {
                 cancel: None,
                 cancel_pending: false,
                 armed: None,
+                app: false,
             }),
         );
         self.rearm_client(cid);
@@ -954,6 +1245,7 @@ impl Core {
         let action = c.tx.handle_response(status, now);
         let flow = c.flow;
         let server = c.server;
+        let app = c.app;
         let pending_cancel = c.cancel_pending && status < 200;
         match action {
             ClientAction::Absorb => {
@@ -981,6 +1273,15 @@ impl Core {
         self.rearm_client(cid);
         if status == 100 {
             return; // 100 is hop by hop (§16.7 step 5)
+        }
+        if app {
+            msg::pop_top_via(&mut resp.headers);
+            self.app_events.push_back(AppEvent::Response {
+                tx: ClientTxId(cid),
+                response: Box::new(resp),
+                flow,
+            });
+            return;
         }
         msg::pop_top_via(&mut resp.headers);
         let data = Bytes::from(msg::response_bytes(&resp));
@@ -1048,6 +1349,7 @@ impl Core {
                 }
                 TimerRef::Server(id) => self.server_timer(id, t, now),
                 TimerRef::Client(id) => self.client_timer(id, t, now),
+                TimerRef::Answer(id) => self.answer_timer(id, now),
             }
         }
     }
@@ -1112,6 +1414,17 @@ impl Core {
         }
         let server = c.server;
         let flow = c.flow;
+        if timed_out && c.app {
+            // Rare path: read the Call-ID back from the request rather than store it.
+            let call_id = match msg::parse(c.tx.request(), &self.cfg.limits, false) {
+                Ok(SipMessage::Request(r)) => msg::call_id(&r.headers).unwrap_or("").to_string(),
+                _ => String::new(),
+            };
+            self.app_events.push_back(AppEvent::Timeout {
+                tx: ClientTxId(id),
+                call_id,
+            });
+        }
         if timed_out && ringing {
             // Timer C: give up on the ringing branch (§16.6 step 11) with a CANCEL.
             if let Some(cancel) = build_cancel(c.tx.request(), &self.cfg.limits) {

@@ -19,9 +19,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::Error;
+use crate::app::{AppEvent, AppResponse, ClientTxId, ServerTxId};
 use crate::flow::{Flow, Transmit, Transport};
-use crate::msg::{self, Limits};
-use crate::proxy::{Core, CoreConfig, Counters};
+use crate::msg::{self, Limits, Request};
+use crate::proxy::{Core, CoreConfig, Counters, Target};
 
 /// Listen addresses and the core's configuration.
 #[derive(Debug, Clone)]
@@ -95,10 +96,119 @@ fn bind_tcp(addr: SocketAddr) -> Result<TcpListener, Error> {
     TcpListener::from_std(s.into()).map_err(err())
 }
 
+/// Commands from the application to the core task.
+enum AppCommand {
+    Respond(ServerTxId, Box<AppResponse>),
+    SendRequest(Box<Request>, Flow, oneshot::Sender<ClientTxId>),
+    SendStateless(Box<Request>, Flow),
+    Cancel(ClientTxId),
+    Forget(String),
+    Contact(String, oneshot::Sender<Option<(String, Flow)>>),
+    FlowFor(Target, oneshot::Sender<Option<Flow>>),
+    Dialogs(oneshot::Sender<usize>),
+}
+
+/// The application's side of the core (see [`crate::app`]): commands in; events come out
+/// of the receiver returned by [`Server::start_with_app`]. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AppHandle {
+    cmd: mpsc::Sender<AppCommand>,
+}
+
+impl std::fmt::Debug for AppCommand {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AppCommand")
+    }
+}
+
+fn core_gone() -> Error {
+    Error::Io {
+        what: "SIP core task".into(),
+        source: std::io::Error::new(std::io::ErrorKind::BrokenPipe, "stopped"),
+    }
+}
+
+impl AppHandle {
+    async fn send(&self, c: AppCommand) -> Result<(), Error> {
+        self.cmd.send(c).await.map_err(|_| core_gone())
+    }
+
+    async fn ask<T>(&self, c: AppCommand, rx: oneshot::Receiver<T>) -> Result<T, Error> {
+        self.send(c).await?;
+        rx.await.map_err(|_| core_gone())
+    }
+
+    /// Answers server transaction `tx` (a transaction already answered is ignored).
+    pub async fn respond(&self, tx: ServerTxId, resp: AppResponse) -> Result<(), Error> {
+        self.send(AppCommand::Respond(tx, Box::new(resp))).await
+    }
+
+    /// Sends `req` as a UAC on `dest`; see [`Core::send_request`].
+    pub async fn send_request(&self, req: Request, dest: Flow) -> Result<ClientTxId, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.ask(AppCommand::SendRequest(Box::new(req), dest, tx), rx)
+            .await
+    }
+
+    /// Sends `req` without a transaction (ACK of a 2xx).
+    pub async fn send_stateless(&self, req: Request, dest: Flow) -> Result<(), Error> {
+        self.send(AppCommand::SendStateless(Box::new(req), dest))
+            .await
+    }
+
+    /// CANCELs an INVITE sent with [`AppHandle::send_request`].
+    pub async fn cancel(&self, tx: ClientTxId) -> Result<(), Error> {
+        self.send(AppCommand::Cancel(tx)).await
+    }
+
+    /// The application is done with the dialog `call_id`.
+    pub async fn forget_dialog(&self, call_id: &str) -> Result<(), Error> {
+        self.send(AppCommand::Forget(call_id.to_string())).await
+    }
+
+    /// The registered contact of `aor` and the flow to reach it (location service).
+    pub async fn contact_for(&self, aor: &str) -> Result<Option<(String, Flow)>, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.ask(AppCommand::Contact(aor.to_string(), tx), rx).await
+    }
+
+    /// A flow from one of our addresses to `target`.
+    pub async fn flow_for(&self, target: Target) -> Result<Option<Flow>, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.ask(AppCommand::FlowFor(target, tx), rx).await
+    }
+
+    /// Dialogs the application still owns (0 once every call is forgotten).
+    pub async fn dialogs(&self) -> Result<usize, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.ask(AppCommand::Dialogs(tx), rx).await
+    }
+}
+
 impl Server {
     /// Binds every listen address and starts serving. Port 0 binds an ephemeral port;
     /// see [`Server::udp_addrs`] / [`Server::tcp_addrs`] for what was bound.
     pub async fn start(cfg: ServerConfig) -> Result<Server, Error> {
+        Self::start_inner(cfg, None).await
+    }
+
+    /// Like [`Server::start`], with an application owning the calls to
+    /// `cfg.core.numbers`: its events arrive on the returned receiver (bounded by
+    /// `capacity`; when it is full new requests are refused with 503).
+    pub async fn start_with_app(
+        cfg: ServerConfig,
+        capacity: usize,
+    ) -> Result<(Server, AppHandle, mpsc::Receiver<AppEvent>), Error> {
+        let (ev_tx, ev_rx) = mpsc::channel(capacity.max(1));
+        let (cmd_tx, cmd_rx) = mpsc::channel(capacity.max(1));
+        let server = Self::start_inner(cfg, Some((ev_tx, cmd_rx))).await?;
+        Ok((server, AppHandle { cmd: cmd_tx }, ev_rx))
+    }
+
+    async fn start_inner(
+        cfg: ServerConfig,
+        app: Option<(mpsc::Sender<AppEvent>, mpsc::Receiver<AppCommand>)>,
+    ) -> Result<Server, Error> {
         let mut udp = Vec::new();
         let mut udp_addrs = Vec::new();
         for a in &cfg.udp {
@@ -148,6 +258,7 @@ impl Server {
                 conns: HashMap::new(),
                 limits,
                 queue,
+                app,
             }
             .run(stop_rx),
         );
@@ -359,11 +470,13 @@ struct CoreTask {
     conns: HashMap<SocketAddr, mpsc::Sender<Bytes>>,
     limits: Limits,
     queue: usize,
+    app: Option<(mpsc::Sender<AppEvent>, mpsc::Receiver<AppCommand>)>,
 }
 
 enum Event {
     Udp(usize, usize, SocketAddr),
     Inbound(Inbound),
+    App(AppCommand),
     Timer,
     Stop,
 }
@@ -385,6 +498,7 @@ impl CoreTask {
             }
             let udp = &self.udp;
             let inbound = &mut self.inbound;
+            let mut commands = self.app.as_mut().map(|(_, rx)| rx);
             let ev = poll_fn(|cx| {
                 if Pin::new(&mut stop).poll(cx).is_ready() {
                     return Poll::Ready(Event::Stop);
@@ -405,6 +519,11 @@ impl CoreTask {
                 }
                 if let Poll::Ready(Some(m)) = inbound.poll_recv(cx) {
                     return Poll::Ready(Event::Inbound(m));
+                }
+                if let Some(rx) = commands.as_mut()
+                    && let Poll::Ready(Some(c)) = rx.poll_recv(cx)
+                {
+                    return Poll::Ready(Event::App(c));
                 }
                 if armed.is_some() && sleep.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Event::Timer);
@@ -434,6 +553,65 @@ impl CoreTask {
                 Event::Timer => {
                     armed = None;
                     self.core.handle_timeout(Instant::now());
+                }
+                Event::App(c) => self.command(c),
+            }
+            self.deliver_app_events();
+        }
+    }
+
+    fn command(&mut self, c: AppCommand) {
+        let now = Instant::now();
+        match c {
+            AppCommand::Respond(tx, resp) => {
+                if let Err(e) = self.core.respond(tx, *resp, now) {
+                    tracing::debug!(error = %e, "application response not sent");
+                }
+            }
+            AppCommand::SendRequest(req, dest, reply) => {
+                let _ = reply.send(self.core.send_request(*req, dest, now));
+            }
+            AppCommand::SendStateless(req, dest) => self.core.send_stateless(*req, dest),
+            AppCommand::Cancel(tx) => self.core.cancel(tx, now),
+            AppCommand::Forget(call_id) => self.core.forget_dialog(&call_id),
+            AppCommand::Contact(aor, reply) => {
+                let _ = reply.send(self.core.contact_for(&aor, now));
+            }
+            AppCommand::FlowFor(t, reply) => {
+                let _ = reply.send(self.core.flow_for(t));
+            }
+            AppCommand::Dialogs(reply) => {
+                let _ = reply.send(self.core.app_dialogs());
+            }
+        }
+    }
+
+    /// Hands the core's application events on. A full (or closed) channel refuses new
+    /// requests with 503 rather than letting them wait unanswered.
+    fn deliver_app_events(&mut self) {
+        let now = Instant::now();
+        while let Some(ev) = self.core.poll_app_event() {
+            let Some((tx, _)) = &self.app else {
+                // No application: refuse what was meant for one.
+                if let AppEvent::Request { tx, .. } = ev {
+                    let _ =
+                        self.core
+                            .respond(tx, AppResponse::new(503, "Service Unavailable"), now);
+                }
+                continue;
+            };
+            if let Err(e) = tx.try_send(ev) {
+                let ev = e.into_inner();
+                tracing::warn!(?ev, "application not keeping up; event dropped");
+                if let AppEvent::Request { tx, request, .. } = ev {
+                    if request.method == msg::Method::Invite
+                        && let Some(c) = msg::call_id(&request.headers)
+                    {
+                        self.core.forget_dialog(c);
+                    }
+                    let resp =
+                        AppResponse::new(503, "Service Unavailable").header("Retry-After: 5");
+                    let _ = self.core.respond(tx, resp, now);
                 }
             }
         }

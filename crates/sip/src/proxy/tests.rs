@@ -716,3 +716,218 @@ fn call_goes_to_highest_q_contact() {
     );
     assert_eq!(out[0].flow.remote, "127.0.0.1:8002".parse().unwrap());
 }
+
+// ---- the application interface (B2BUA) ----
+
+fn app_cfg() -> CoreConfig {
+    let mut c = trusted_cfg();
+    c.numbers = HashSet::from(["4000".to_string()]);
+    c
+}
+
+fn in_dialog(method: &str, branch: &str, cseq: u32) -> String {
+    format!(
+        "{method} sip:4000@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:7000;branch={branch}\r\nFrom: <sip:alice@127.0.0.1>;tag=a1\r\nTo: <sip:4000@127.0.0.1>;tag=hl-call\r\nCall-ID: call-z9hG4bK-n1\r\nCSeq: {cseq} {method}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
+fn app_events(h: &mut Harness) -> Vec<AppEvent> {
+    std::iter::from_fn(|| h.core.poll_app_event()).collect()
+}
+
+fn request_tx(ev: &AppEvent) -> (ServerTxId, Method) {
+    match ev {
+        AppEvent::Request { tx, request, .. } => (*tx, request.method),
+        other => panic!("expected a request, got {other:?}"),
+    }
+}
+
+/// INVITE to a number: 100 from the core, 200 from the application retransmitted until
+/// the ACK, then BYE delivered in-dialog; nothing is proxied.
+#[test]
+fn invite_to_number_is_delivered_answered_and_acked() {
+    let mut h = Harness::new(app_cfg());
+    let out = h.input("127.0.0.1:7000", &invite("4000", 7000, "z9hG4bK-n1", ""));
+    assert_eq!(out.len(), 1);
+    assert_eq!(status(&out[0]), 100);
+    let evs = app_events(&mut h);
+    assert_eq!(evs.len(), 1);
+    assert!(matches!(&evs[0], AppEvent::Request { local, .. } if local == "127.0.0.1:5060"));
+    let (tx, m) = request_tx(&evs[0]);
+    assert_eq!(m, Method::Invite);
+    assert_eq!(h.core.app_dialogs(), 1);
+    let resp = AppResponse::new(200, "OK")
+        .tag("hl-call")
+        .header("Contact: <sip:4000@127.0.0.1:5060>")
+        .body("application/sdp", "v=0\r\n");
+    h.core.respond(tx, resp, h.now).unwrap();
+    let out: Vec<_> = std::iter::from_fn(|| h.core.poll_transmit()).collect();
+    assert_eq!(out.len(), 1);
+    let t = text(&out[0]);
+    assert!(t.starts_with("SIP/2.0 200 OK\r\n"), "{t}");
+    assert!(
+        t.contains("To: <sip:4000@127.0.0.1>;tag=hl-call\r\n"),
+        "{t}"
+    );
+    assert!(
+        t.contains("Content-Type: application/sdp\r\nContent-Length: 5\r\n\r\nv=0\r\n"),
+        "{t}"
+    );
+    assert_eq!(out[0].flow.remote, "127.0.0.1:7000".parse().unwrap());
+    // No ACK yet: the 2xx goes again at T1, then 2*T1.
+    let again = h.advance(Duration::from_millis(500));
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].data, out[0].data);
+    assert_eq!(h.advance(Duration::from_millis(999)).len(), 0);
+    assert_eq!(h.advance(Duration::from_millis(1)).len(), 1);
+    // ACK stops the retransmissions and goes up.
+    assert!(
+        h.input("127.0.0.1:7000", &in_dialog("ACK", "z9hG4bK-a1", 1))
+            .is_empty()
+    );
+    assert!(matches!(app_events(&mut h)[..], [AppEvent::Ack { .. }]));
+    assert!(h.advance(Duration::from_secs(40)).is_empty());
+    // BYE in the dialog is the application's too.
+    assert!(
+        h.input("127.0.0.1:7000", &in_dialog("BYE", "z9hG4bK-b1", 2))
+            .is_empty()
+    );
+    let evs = app_events(&mut h);
+    let (bye, m) = request_tx(&evs[0]);
+    assert_eq!(m, Method::Bye);
+    h.core
+        .respond(bye, AppResponse::new(200, "OK"), h.now)
+        .unwrap();
+    let out: Vec<_> = std::iter::from_fn(|| h.core.poll_transmit()).collect();
+    assert!(text(&out[0]).starts_with("SIP/2.0 200 OK"));
+    // Answering twice is refused.
+    assert!(matches!(
+        h.core.respond(bye, AppResponse::new(200, "OK"), h.now),
+        Err(Error::UnknownTransaction)
+    ));
+    h.core.forget_dialog("call-z9hG4bK-n1");
+    assert_eq!(h.core.app_dialogs(), 0);
+    assert_eq!(Counters::get(&h.core.counters().forwarded), 0);
+    // After forgetting, a stray BYE is no longer the application's (no user: 404).
+    h.input("127.0.0.1:7000", &in_dialog("BYE", "z9hG4bK-b2", 3));
+    assert!(app_events(&mut h).is_empty());
+}
+
+#[test]
+fn cancel_before_answer_is_487_and_reported() {
+    let mut h = Harness::new(app_cfg());
+    h.input("127.0.0.1:7000", &invite("4000", 7000, "z9hG4bK-n1", ""));
+    let (tx, _) = request_tx(&app_events(&mut h)[0]);
+    let cancel = "CANCEL sip:4000@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:7000;branch=z9hG4bK-n1\r\nFrom: <sip:alice@127.0.0.1>;tag=a1\r\nTo: <sip:4000@127.0.0.1>\r\nCall-ID: call-z9hG4bK-n1\r\nCSeq: 1 CANCEL\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n";
+    let out = h.input("127.0.0.1:7000", cancel);
+    let codes: Vec<u16> = out.iter().map(status).collect();
+    assert_eq!(codes, vec![200, 487]);
+    assert!(matches!(app_events(&mut h)[..], [AppEvent::Cancelled { tx: t }] if t == tx));
+    assert!(
+        h.core
+            .respond(tx, AppResponse::new(200, "OK"), h.now)
+            .is_err()
+    );
+}
+
+#[test]
+fn unacknowledged_2xx_gives_up_after_64_t1() {
+    let mut h = Harness::new(app_cfg());
+    h.input("127.0.0.1:7000", &invite("4000", 7000, "z9hG4bK-n1", ""));
+    let (tx, _) = request_tx(&app_events(&mut h)[0]);
+    h.core
+        .respond(tx, AppResponse::new(200, "OK"), h.now)
+        .unwrap();
+    let _ = h.core.poll_transmit();
+    let resent = h.advance(Duration::from_secs(31));
+    assert!(resent.len() >= 8, "{}", resent.len());
+    assert!(app_events(&mut h).is_empty());
+    h.advance(Duration::from_secs(2));
+    assert!(matches!(
+        &app_events(&mut h)[..],
+        [AppEvent::AckTimeout { call_id, .. }] if call_id == "call-z9hG4bK-n1"
+    ));
+}
+
+#[test]
+fn numbers_do_not_change_proxying_of_users() {
+    let mut h = Harness::new(app_cfg());
+    do_register_trusted(&mut h, "bob", 8000);
+    let out = h.input("127.0.0.1:7000", &invite("bob", 7000, "z9hG4bK-c1", ""));
+    assert_eq!(out.len(), 2);
+    assert!(text(&out[0]).starts_with("INVITE sip:bob@127.0.0.1:8000"));
+    assert!(app_events(&mut h).is_empty());
+}
+
+/// A request as the application builds it (the parser wants a Via; the core adds its own).
+fn app_request(text: &str) -> Request {
+    let text = text.replacen(
+        "\r\n",
+        "\r\nVia: SIP/2.0/UDP 0.0.0.0;branch=z9hG4bKx\r\n",
+        1,
+    );
+    let Ok(SipMessage::Request(mut req)) = msg::parse(text.as_bytes(), &Limits::default(), false)
+    else {
+        panic!("test request must parse")
+    };
+    msg::pop_top_via(&mut req.headers);
+    req
+}
+
+/// The application as a UAC: its Via on the request, responses up as events, ACK of a
+/// non-2xx by the transaction, and a silent peer reported as a timeout.
+#[test]
+fn application_requests_get_responses_and_timeouts() {
+    let mut h = Harness::new(app_cfg());
+    do_register_trusted(&mut h, "bob", 8000);
+    let (uri, dest) = h.core.contact_for("bob", h.now).unwrap();
+    assert_eq!(uri, "sip:bob@127.0.0.1:8000");
+    let req = format!(
+        "INVITE {uri} SIP/2.0\r\nFrom: <sip:4000@127.0.0.1>;tag=hl1\r\nTo: <sip:bob@127.0.0.1>\r\nCall-ID: agent-leg-1\r\nCSeq: 1 INVITE\r\nContact: <sip:4000@127.0.0.1:5060>\r\nContent-Length: 0\r\n\r\n"
+    );
+    let req = app_request(&req);
+    let tx = h.core.send_request(req, dest, h.now);
+    let out: Vec<_> = std::iter::from_fn(|| h.core.poll_transmit()).collect();
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].flow.remote, "127.0.0.1:8000".parse().unwrap());
+    let sent = text(&out[0]);
+    let via = sent.lines().nth(1).unwrap().to_string();
+    assert!(
+        via.starts_with("Via: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-hl"),
+        "{sent}"
+    );
+    assert!(sent.contains("Max-Forwards: 70"), "{sent}");
+    let reply = |code: &str| {
+        format!(
+            "SIP/2.0 {code}\r\n{via}\r\nFrom: <sip:4000@127.0.0.1>;tag=hl1\r\nTo: <sip:bob@127.0.0.1>;tag=b1\r\nCall-ID: agent-leg-1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    assert!(h.input("127.0.0.1:8000", &reply("180 Ringing")).is_empty());
+    match &app_events(&mut h)[..] {
+        [
+            AppEvent::Response {
+                tx: t, response, ..
+            },
+        ] => {
+            assert_eq!(*t, tx);
+            assert_eq!(u16::from(response.status_code.clone()), 180);
+        }
+        other => panic!("{other:?}"),
+    }
+    let out = h.input("127.0.0.1:8000", &reply("486 Busy Here"));
+    assert_eq!(out.len(), 1);
+    assert!(text(&out[0]).starts_with("ACK sip:bob@127.0.0.1:8000"));
+    assert!(matches!(
+        &app_events(&mut h)[..],
+        [AppEvent::Response { .. }]
+    ));
+    // A second request nobody answers: Timer B.
+    let req = "OPTIONS sip:bob@127.0.0.1:8000 SIP/2.0\r\nFrom: <sip:4000@127.0.0.1>;tag=hl2\r\nTo: <sip:bob@127.0.0.1>\r\nCall-ID: probe-1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n";
+    let req = app_request(req);
+    let tx2 = h.core.send_request(req, dest, h.now);
+    h.advance(Duration::from_secs(33));
+    assert!(matches!(
+        &app_events(&mut h)[..],
+        [AppEvent::Timeout { tx, call_id }] if *tx == tx2 && call_id == "probe-1"
+    ));
+}

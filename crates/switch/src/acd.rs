@@ -1,0 +1,181 @@
+//! The ACD task: the only owner of the `hotline_acd::Engine`. Call tasks feed it through a
+//! bounded channel; its decisions go back to the call tasks they name.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use hotline_acd::{AcdConfig, AgentId, CallId, Decision, Engine, Millis, NewCall};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::SwitchError;
+
+/// What a call task tells the ACD.
+#[derive(Debug)]
+pub(crate) enum AcdInput {
+    /// A caller entered `queue`; decisions for the call go to `inbox`.
+    Arrived {
+        call: CallId,
+        queue: String,
+        inbox: mpsc::Sender<AcdOutput>,
+    },
+    Answered {
+        call: CallId,
+        agent: AgentId,
+    },
+    Rejected {
+        call: CallId,
+        agent: AgentId,
+    },
+    /// The caller hung up while waiting or ringing.
+    Abandoned {
+        call: CallId,
+    },
+    /// A bridged call ended.
+    Ended {
+        call: CallId,
+    },
+}
+
+/// What the ACD tells a call task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum AcdOutput {
+    /// Ring this agent (the agent's id is their SIP user name).
+    Offer { agent: AgentId, user: String },
+    /// Stop ringing this agent.
+    CancelOffer { agent: AgentId },
+    /// The call left the ACD for its queue's fallback; `hangup` when that target is a
+    /// hangup (other targets are not carried out yet: the caller stays on music).
+    Fallback { hangup: bool },
+    /// The queue is unknown to the ACD.
+    Refused,
+}
+
+pub(crate) struct AcdTask {
+    engine: Engine,
+    start: Instant,
+    calls: HashMap<CallId, mpsc::Sender<AcdOutput>>,
+    names: Vec<String>,
+}
+
+impl AcdTask {
+    /// The engine with every configured agent logged in and ready: a stand-in until agents
+    /// log in from their desktop (CTI).
+    pub(crate) fn new(cfg: &AcdConfig) -> Result<Self, SwitchError> {
+        let mut engine =
+            Engine::new(cfg, Millis(0)).map_err(|e| SwitchError::Acd(e.to_string()))?;
+        let mut names = Vec::new();
+        for a in &cfg.agents {
+            if let Some(id) = engine.agent_id(&a.id) {
+                engine
+                    .agent_login(Millis(0), id, true)
+                    .map_err(|e| SwitchError::Acd(e.to_string()))?;
+                let i = id.0 as usize;
+                if names.len() <= i {
+                    names.resize(i + 1, String::new());
+                }
+                names[i] = a.id.clone();
+            }
+        }
+        Ok(AcdTask {
+            engine,
+            start: Instant::now(),
+            calls: HashMap::new(),
+            names,
+        })
+    }
+
+    fn now(&self) -> Millis {
+        Millis(self.start.elapsed().as_millis() as u64)
+    }
+
+    pub(crate) async fn run(mut self, mut input: mpsc::Receiver<AcdInput>) {
+        loop {
+            self.decide();
+            let wake = self
+                .engine
+                .poll_timeout()
+                .map(|m| self.start + Duration::from_millis(m.0));
+            tokio::select! {
+                msg = input.recv() => match msg {
+                    Some(m) => self.input(m),
+                    None => break,
+                },
+                _ = async {
+                    match wake {
+                        Some(t) => tokio::time::sleep_until(t).await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    let now = self.now();
+                    self.engine.handle_timeout(now);
+                }
+            }
+        }
+    }
+
+    fn input(&mut self, m: AcdInput) {
+        let now = self.now();
+        let r = match m {
+            AcdInput::Arrived { call, queue, inbox } => {
+                let Some(q) = self.engine.queue_id(&queue) else {
+                    let _ = inbox.try_send(AcdOutput::Refused);
+                    return;
+                };
+                self.calls.insert(call, inbox);
+                self.engine.call_arrived(now, NewCall::new(call, q))
+            }
+            AcdInput::Answered { call, agent } => self.engine.offer_answered(now, call, agent),
+            AcdInput::Rejected { call, agent } => self.engine.offer_rejected(now, call, agent),
+            AcdInput::Abandoned { call } => {
+                self.calls.remove(&call);
+                self.engine.call_abandoned(now, call)
+            }
+            AcdInput::Ended { call } => {
+                self.calls.remove(&call);
+                self.engine.call_ended(now, call)
+            }
+        };
+        if let Err(e) = r {
+            // Races (an offer answered after the caller left) are expected, not fatal.
+            tracing::debug!(error = %e, "ACD refused an event");
+        }
+    }
+
+    fn decide(&mut self) {
+        while let Some(d) = self.engine.poll_decision() {
+            let (call, out) = match d {
+                Decision::Offer { call, agent, .. } => {
+                    let user = self
+                        .names
+                        .get(agent.0 as usize)
+                        .cloned()
+                        .unwrap_or_default();
+                    (call, AcdOutput::Offer { agent, user })
+                }
+                Decision::CancelOffer { call, agent } => (call, AcdOutput::CancelOffer { agent }),
+                Decision::Fallback { call, target, .. } => (
+                    call,
+                    AcdOutput::Fallback {
+                        hangup: matches!(target, hotline_acd::Fallback::Hangup),
+                    },
+                ),
+                other => {
+                    tracing::debug!(?other, "ACD decision not acted on in phase 1");
+                    continue;
+                }
+            };
+            let gone = match self.calls.get(&call) {
+                Some(tx) => tx.try_send(out.clone()).is_err(),
+                None => true,
+            };
+            if gone {
+                tracing::debug!(?call, ?out, "ACD decision for a call that is gone");
+                if let AcdOutput::Offer { agent, .. } = out {
+                    let now = self.now();
+                    let _ = self.engine.offer_rejected(now, call, agent);
+                }
+            }
+        }
+    }
+}

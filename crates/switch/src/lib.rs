@@ -1,0 +1,374 @@
+//! Hotline's call control: a B2BUA with one tokio task per call.
+//!
+//! The dispatcher task takes the SIP core's application events ([`hotline_sip::AppEvent`])
+//! and routes them by Call-ID to the call tasks; each call task owns its media session
+//! (`hotline_media`) and talks to the SIP core through the [`AppHandle`].
+//!
+//! Phase 1: an INVITE to a number routed to a queue is answered with Hotline's SDP
+//! (media anchored here) and the caller hears music on hold until they hang up.
+
+mod acd;
+mod call;
+mod error;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use hotline_acd::{AcdConfig, CallId};
+use hotline_media::{LegTiming, PortAllocator, Prompt};
+use hotline_sip::msg::{self, Method};
+use hotline_sip::server::AppHandle;
+use hotline_sip::{AppEvent, ServerTxId};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+pub use call::{CallEnd, EndReason};
+pub use error::SwitchError;
+
+/// Where a dialled number goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// A queue (by name): answered, music on hold; with an ACD, the call enters its queue
+    /// and is offered to agents.
+    Queue(String),
+    /// An agent/extension (SIP user): answered with music while Hotline calls the
+    /// user's registered contact with its own SDP; on answer the legs are bridged.
+    Extension(String),
+}
+
+/// Call control configuration.
+#[derive(Debug, Clone)]
+pub struct SwitchConfig {
+    /// Dialled number (Request-URI user) → route.
+    pub routes: HashMap<String, Route>,
+    /// Address RTP sockets bind to and SDP advertises.
+    pub media_ip: IpAddr,
+    /// Music on hold, looped while a caller waits.
+    pub music: Prompt,
+    pub leg_timing: LegTiming,
+    /// Queues and agents; without it queue numbers only play music.
+    pub acd: Option<AcdConfig>,
+}
+
+/// Counters readable from other tasks.
+#[derive(Debug, Default)]
+pub struct SwitchStats {
+    active: AtomicUsize,
+    total: AtomicUsize,
+}
+
+impl SwitchStats {
+    /// Calls whose task is running.
+    pub fn active_calls(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    /// Calls accepted since start.
+    pub fn total_calls(&self) -> usize {
+        self.total.load(Ordering::Relaxed)
+    }
+}
+
+/// A running switch.
+pub struct Switch {
+    sip: AppHandle,
+    stats: Arc<SwitchStats>,
+    ports: Arc<PortAllocator>,
+    ended: Option<mpsc::Receiver<CallEnd>>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl Switch {
+    /// Starts the dispatcher (and the ACD task) on the SIP core's application channel.
+    pub fn start(
+        cfg: SwitchConfig,
+        sip: AppHandle,
+        events: mpsc::Receiver<AppEvent>,
+        ports: Arc<PortAllocator>,
+    ) -> Result<Switch, SwitchError> {
+        let acd = match &cfg.acd {
+            Some(a) => {
+                let task = acd::AcdTask::new(a)?;
+                let (tx, rx) = mpsc::channel(1024);
+                tokio::spawn(task.run(rx));
+                Some(tx)
+            }
+            None => None,
+        };
+        let stats = Arc::new(SwitchStats::default());
+        let (ended_tx, ended_rx) = mpsc::channel(1024);
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let (done_tx, done_rx) = mpsc::channel(256);
+        let (control_tx, control_rx) = mpsc::channel(256);
+        let d = Dispatcher {
+            control_tx,
+            aliases: HashMap::new(),
+            acd,
+            next_call: 0,
+            cfg: Arc::new(cfg),
+            sip: sip.clone(),
+            ports: ports.clone(),
+            stats: stats.clone(),
+            calls: HashMap::new(),
+            invites: HashMap::new(),
+            done_tx,
+            ended: ended_tx,
+        };
+        let task = tokio::spawn(d.run(events, done_rx, control_rx, stop_rx));
+        Ok(Switch {
+            sip,
+            stats,
+            ports,
+            ended: Some(ended_rx),
+            stop: Some(stop_tx),
+            task,
+        })
+    }
+
+    pub fn stats(&self) -> Arc<SwitchStats> {
+        self.stats.clone()
+    }
+
+    /// The RTP port allocator (its `in_use` count says whether calls leaked ports).
+    pub fn ports(&self) -> Arc<PortAllocator> {
+        self.ports.clone()
+    }
+
+    /// SIP dialogs the core still delivers to us (0 when no call is left over).
+    pub async fn sip_dialogs(&self) -> Result<usize, SwitchError> {
+        Ok(self.sip.dialogs().await?)
+    }
+
+    /// Reports of ended calls (a bounded channel: reports beyond its capacity are
+    /// dropped, never blocking call teardown). Can be taken once.
+    pub fn take_ended(&mut self) -> Option<mpsc::Receiver<CallEnd>> {
+        self.ended.take()
+    }
+
+    /// Stops the dispatcher; running calls are dropped (their media released).
+    pub async fn shutdown(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}
+
+/// What the dispatcher tells a call task.
+#[derive(Debug)]
+pub(crate) enum CallInput {
+    Sip(AppEvent),
+}
+
+/// What a call task asks of the dispatcher.
+#[derive(Debug)]
+pub(crate) enum Control {
+    /// Route events of another dialog (an agent leg's Call-ID) to `call_id`'s task; the
+    /// reply comes once the route exists, so no response can overtake it.
+    Alias {
+        call_id: String,
+        alias: String,
+        done: oneshot::Sender<()>,
+    },
+}
+
+struct Dispatcher {
+    cfg: Arc<SwitchConfig>,
+    sip: AppHandle,
+    ports: Arc<PortAllocator>,
+    stats: Arc<SwitchStats>,
+    /// Call-ID → the call task's input.
+    calls: HashMap<String, mpsc::Sender<CallInput>>,
+    /// Initial INVITE transaction → Call-ID (CANCEL is reported by transaction).
+    invites: HashMap<ServerTxId, String>,
+    done_tx: mpsc::Sender<(String, CallEnd)>,
+    ended: mpsc::Sender<CallEnd>,
+    control_tx: mpsc::Sender<Control>,
+    /// Call-ID → other dialogs of the same call.
+    aliases: HashMap<String, Vec<String>>,
+    /// The ACD task's input (dropped with the dispatcher, which ends the ACD task).
+    acd: Option<mpsc::Sender<acd::AcdInput>>,
+    next_call: u64,
+}
+
+impl Dispatcher {
+    async fn run(
+        mut self,
+        mut events: mpsc::Receiver<AppEvent>,
+        mut done: mpsc::Receiver<(String, CallEnd)>,
+        mut control: mpsc::Receiver<Control>,
+        mut stop: oneshot::Receiver<()>,
+    ) {
+        loop {
+            tokio::select! {
+                biased;
+                _ = &mut stop => break,
+                Some(Control::Alias { call_id, alias, done }) = control.recv() => {
+                    if let Some(tx) = self.calls.get(&call_id).cloned() {
+                        self.calls.insert(alias.clone(), tx);
+                        self.aliases.entry(call_id).or_default().push(alias);
+                    }
+                    let _ = done.send(());
+                }
+                ev = events.recv() => match ev {
+                    Some(ev) => self.event(ev).await,
+                    None => break,
+                },
+                Some((call_id, end)) = done.recv() => {
+                    self.calls.remove(&call_id);
+                    self.invites.retain(|_, c| *c != call_id);
+                    let _ = self.sip.forget_dialog(&call_id).await;
+                    for alias in self.aliases.remove(&call_id).unwrap_or_default() {
+                        self.calls.remove(&alias);
+                        let _ = self.sip.forget_dialog(&alias).await;
+                    }
+                    let _ = self.ended.try_send(end);
+                }
+            }
+        }
+    }
+
+    async fn event(&mut self, ev: AppEvent) {
+        let call_id = match &ev {
+            AppEvent::Request { request, .. } | AppEvent::Ack { request, .. } => {
+                msg::call_id(&request.headers).map(str::to_string)
+            }
+            AppEvent::Cancelled { tx } => self.invites.get(tx).cloned(),
+            AppEvent::AckTimeout { call_id, .. } => Some(call_id.clone()),
+            AppEvent::Response { response, .. } => {
+                msg::call_id(&response.headers).map(str::to_string)
+            }
+            AppEvent::Timeout { call_id, .. } => Some(call_id.clone()),
+        };
+        let Some(call_id) = call_id else {
+            return;
+        };
+        if let Some(call) = self.calls.get(&call_id) {
+            // A full call inbox means the call task is stuck; the SIP layer retransmits.
+            if call.try_send(CallInput::Sip(ev)).is_err() {
+                tracing::warn!(%call_id, "call task not keeping up; SIP event dropped");
+            }
+            return;
+        }
+        match ev {
+            AppEvent::Request {
+                tx,
+                request,
+                flow,
+                local,
+            } if request.method == Method::Invite
+                && msg::to_value(&request.headers).and_then(msg::tag).is_none() =>
+            {
+                let (inbox_tx, inbox) = mpsc::channel(32);
+                self.calls.insert(call_id.clone(), inbox_tx);
+                self.invites.insert(tx, call_id.clone());
+                self.stats.active.fetch_add(1, Ordering::Relaxed);
+                self.stats.total.fetch_add(1, Ordering::Relaxed);
+                let call = call::Call {
+                    cfg: self.cfg.clone(),
+                    sip: self.sip.clone(),
+                    ports: self.ports.clone(),
+                    call_id: call_id.clone(),
+                    inbox,
+                    control: self.control_tx.clone(),
+                    acd: self.acd.clone(),
+                    acd_id: CallId(self.next_call),
+                };
+                self.next_call += 1;
+                let stats = self.stats.clone();
+                let done = self.done_tx.clone();
+                tokio::spawn(async move {
+                    let end = call.run(tx, *request, flow, local).await;
+                    stats.active.fetch_sub(1, Ordering::Relaxed);
+                    let _ = done.send((call_id, end)).await;
+                });
+            }
+            AppEvent::Request { tx, request, .. } => {
+                let in_dialog = msg::to_value(&request.headers).and_then(msg::tag).is_some();
+                let resp = match request.method {
+                    Method::Ack => return,
+                    // Out of dialog: a capabilities probe of the number, or a method a
+                    // number does not take.
+                    Method::Options if !in_dialog => hotline_sip::AppResponse::new(200, "OK")
+                        .header("Allow: INVITE, ACK, CANCEL, BYE, OPTIONS"),
+                    _ if !in_dialog => hotline_sip::AppResponse::new(405, "Method Not Allowed")
+                        .header("Allow: INVITE, ACK, CANCEL, BYE, OPTIONS"),
+                    // In-dialog request of a call that already ended (or never existed).
+                    _ => hotline_sip::AppResponse::new(481, "Call/Transaction Does Not Exist"),
+                };
+                let _ = self.sip.respond(tx, resp).await;
+                let _ = self.sip.forget_dialog(&call_id).await;
+            }
+            AppEvent::Response { response, flow, .. } => {
+                self.orphan_response(&call_id, &response, flow).await
+            }
+            AppEvent::Timeout { .. } => {
+                let _ = self.sip.forget_dialog(&call_id).await;
+            }
+            _ => {}
+        }
+    }
+
+    /// A response for a call that is gone: a 2xx to INVITE is hung up; any other final
+    /// response lets the dialog go.
+    async fn orphan_response(
+        &mut self,
+        call_id: &str,
+        resp: &hotline_sip::msg::Response,
+        flow: hotline_sip::Flow,
+    ) {
+        if !hang_up_unwanted_answer(&self.sip, resp, flow).await
+            && u16::from(resp.status_code.clone()) >= 200
+        {
+            let _ = self.sip.forget_dialog(call_id).await;
+        }
+    }
+}
+
+/// An agent who answered an offer we no longer want (cancelled as they answered, or the
+/// caller left): ACK the 2xx and hang up, so the phone is not left in a call. Returns
+/// whether `resp` was such a 2xx.
+pub(crate) async fn hang_up_unwanted_answer(
+    sip: &AppHandle,
+    resp: &hotline_sip::msg::Response,
+    flow: hotline_sip::Flow,
+) -> bool {
+    let status = u16::from(resp.status_code.clone());
+    let cseq = msg::cseq(&resp.headers);
+    let is_invite = cseq.is_some_and(|(_, m)| m.eq_ignore_ascii_case("INVITE"));
+    if !(is_invite && (200..300).contains(&status)) {
+        return false;
+    }
+    let (Some(from), Some(to), Some((n, _)), Some(call_id)) = (
+        msg::from_value(&resp.headers),
+        msg::to_value(&resp.headers),
+        cseq,
+        msg::call_id(&resp.headers),
+    ) else {
+        return true;
+    };
+    let Some(target) = msg::find(&resp.headers, |h| {
+        matches!(h, hotline_sip::msg::Header::Contact(_))
+    })
+    .map(|c| msg::addr_uri(msg::split_first(c).0).to_string()) else {
+        return true;
+    };
+    tracing::info!(%call_id, "answer for an offer no longer wanted; hanging up");
+    let ack = format!(
+        "ACK {target} SIP/2.0\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: {n} ACK\r\nContent-Length: 0\r\n\r\n"
+    );
+    let bye = format!(
+        "BYE {target} SIP/2.0\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: {} BYE\r\nContent-Length: 0\r\n\r\n",
+        n.saturating_add(1)
+    );
+    if let Some(req) = call::own_request(&ack) {
+        let _ = sip.send_stateless(req, flow).await;
+    }
+    if let Some(req) = call::own_request(&bye) {
+        let _ = sip.send_request(req, flow).await;
+    }
+    true
+}

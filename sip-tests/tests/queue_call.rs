@@ -1,0 +1,379 @@
+//! A SIPp caller dialling a queue number that Hotline answers itself (the B2BUA): 200 with
+//! Hotline's SDP, music on hold from Hotline's RTP port, BYE; afterwards no call task, no
+//! SIP dialog and no RTP port is left behind.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use hotline_sip_tests::{Proto, SippBuilder, free_port, start_hotline_with, wait_bound};
+use hotline_switch::{CallEnd, EndReason};
+
+const QUEUE: &str = "[media]\nrtp_ip = \"127.0.0.1\"\nrtp_ports = [21000, 21999]\n\
+                     [[numbers]]\nnumber = \"4000\"\nqueue = \"support\"\n";
+
+async fn next_end(rx: &mut tokio::sync::mpsc::Receiver<CallEnd>) -> anyhow::Result<CallEnd> {
+    tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .context("no call ended within 10 s")?
+        .context("switch stopped")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caller_hears_music_in_queue_then_hangs_up_udp() -> anyhow::Result<()> {
+    music_in_queue(Proto::Udp).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caller_hears_music_in_queue_then_hangs_up_tcp() -> anyhow::Result<()> {
+    music_in_queue(Proto::Tcp).await
+}
+
+async fn music_in_queue(proto: Proto) -> anyhow::Result<()> {
+    let mut h = start_hotline_with(QUEUE).await?;
+    let server = proto.server_addr(&h);
+    let switch = h
+        .switch
+        .as_mut()
+        .context("numbers configured: switch runs")?;
+    let mut ended = switch.take_ended().context("ended reports")?;
+    SippBuilder::new("queue-caller", "uac_queue_call.xml", proto, free_port())
+        .args([
+            "-s", "4000", "-au", "alice", "-ap", "alice-pw", "-key", "caller", "alice",
+        ])
+        .spawn(Some(server))?
+        .expect_success()
+        .await?;
+    let end = next_end(&mut ended).await?;
+    assert_eq!(end.reason, EndReason::CallerHangup, "{end:?}");
+    assert_eq!(end.status, 200);
+    let media = end.media.context("answered call has media counters")?;
+    // 2 s of music at 20 ms per packet is 100 packets; allow for a loaded machine.
+    assert!(
+        media.a.tx_packets >= 50,
+        "music packets sent to the caller: {}",
+        media.a.tx_packets
+    );
+    let switch = h.switch.as_ref().context("switch")?;
+    assert_eq!(switch.stats().total_calls(), 1);
+    assert_eq!(switch.stats().active_calls(), 0);
+    assert_eq!(switch.ports().in_use(), 0, "RTP ports leaked");
+    assert_eq!(switch.sip_dialogs().await?, 0, "SIP dialogs left behind");
+    h.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unacceptable_offer_is_488_and_leaves_nothing_udp() -> anyhow::Result<()> {
+    let mut h = start_hotline_with(QUEUE).await?;
+    let server = Proto::Udp.server_addr(&h);
+    let switch = h.switch.as_mut().context("switch")?;
+    let mut ended = switch.take_ended().context("ended reports")?;
+    SippBuilder::new(
+        "queue-bad-sdp",
+        "uac_queue_bad_sdp.xml",
+        Proto::Udp,
+        free_port(),
+    )
+    .args([
+        "-s", "4000", "-au", "alice", "-ap", "alice-pw", "-key", "caller", "alice",
+    ])
+    .spawn(Some(server))?
+    .expect_success()
+    .await?;
+    let end = next_end(&mut ended).await?;
+    assert_eq!((end.status, end.reason), (488, EndReason::Rejected));
+    assert!(end.media.is_none());
+    let switch = h.switch.as_ref().context("switch")?;
+    assert_eq!(switch.stats().active_calls(), 0);
+    assert_eq!(switch.ports().in_use(), 0, "RTP ports leaked");
+    assert_eq!(switch.sip_dialogs().await?, 0);
+    h.shutdown().await;
+    Ok(())
+}
+
+/// Number → extension: the caller is answered (music), Hotline INVITEs bob's registered
+/// contact (a SIPp UAS echoing RTP) with its own SDP, bob answers and the legs are bridged:
+/// the caller's RTP goes to bob and bob's echo comes back through Hotline. The caller's BYE
+/// is answered and passed on to bob as Hotline's BYE.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_to_extension_is_bridged_and_released_on_both_legs_udp() -> anyhow::Result<()> {
+    Bridged {
+        config: "[media]\nrtp_ip = \"127.0.0.1\"\nrtp_ports = [22000, 22999]\n\
+                 [[numbers]]\nnumber = \"4001\"\nextension = \"bob\"\n",
+        number: "4001",
+        caller: "uac_call_with_audio.xml",
+        agents: &[("bob", "uas_call.xml")],
+        reason: EndReason::CallerHangup,
+        relayed: 30,
+    }
+    .run()
+    .await
+}
+
+const ACD: &str = "[media]\nrtp_ip = \"127.0.0.1\"\nrtp_ports = [23000, 23999]\n\
+                   [[numbers]]\nnumber = \"4002\"\nqueue = \"support\"\n\
+                   [acd]\n[[acd.queue]]\nname = \"support\"\n\
+                   [[acd.agent]]\nid = \"bob\"\nqueues = { support = 0 }\n\
+                   [[acd.agent]]\nid = \"carol\"\nqueues = { support = 1 }\n";
+
+/// Number → queue with the ACD: the caller enters the queue, the ACD offers the call to
+/// bob (first tier, logged in and ready), Hotline INVITEs bob's registered contact and
+/// bridges on answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_call_is_offered_to_the_agent_and_bridged_udp() -> anyhow::Result<()> {
+    Bridged {
+        config: ACD,
+        number: "4002",
+        caller: "uac_call_with_audio.xml",
+        agents: &[("bob", "uas_call.xml")],
+        reason: EndReason::CallerHangup,
+        relayed: 30,
+    }
+    .run()
+    .await
+}
+
+/// bob declines (486): the ACD requeues the call and offers it to carol, who answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn declined_offer_goes_to_the_next_agent_udp() -> anyhow::Result<()> {
+    Bridged {
+        config: ACD,
+        number: "4002",
+        caller: "uac_call_with_audio.xml",
+        agents: &[("bob", "uas_reject.xml"), ("carol", "uas_call.xml")],
+        reason: EndReason::CallerHangup,
+        relayed: 30,
+    }
+    .run()
+    .await
+}
+
+/// bob lets the offer ring past the queue's ring timeout (1 s): the ACD withdraws it
+/// (Hotline CANCELs bob's INVITE, bob answers 487) and offers the call to carol, who answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unanswered_offer_times_out_and_goes_to_the_next_agent_udp() -> anyhow::Result<()> {
+    Bridged {
+        config: "[media]\nrtp_ip = \"127.0.0.1\"\nrtp_ports = [24000, 24999]\n\
+                 [[numbers]]\nnumber = \"4003\"\nqueue = \"sales\"\n\
+                 [acd]\n[[acd.queue]]\nname = \"sales\"\nring_timeout_secs = 1\n\
+                 [[acd.agent]]\nid = \"bob\"\nqueues = { sales = 0 }\n\
+                 [[acd.agent]]\nid = \"carol\"\nqueues = { sales = 1 }\n",
+        number: "4003",
+        caller: "uac_call_with_audio.xml",
+        agents: &[("bob", "uas_cancel.xml"), ("carol", "uas_call.xml")],
+        reason: EndReason::CallerHangup,
+        // Bridged after the 1 s ring timeout: about 1 s of the caller's 2 s of audio.
+        relayed: 15,
+    }
+    .run()
+    .await
+}
+
+/// The agent hangs up: Hotline answers the agent's BYE and sends its own BYE to the caller.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_hangup_releases_the_caller_udp() -> anyhow::Result<()> {
+    Bridged {
+        config: ACD,
+        number: "4002",
+        caller: "uac_call_hung_up_on.xml",
+        agents: &[("bob", "uas_answer_then_bye.xml")],
+        reason: EndReason::AgentHangup,
+        relayed: 30,
+    }
+    .run()
+    .await
+}
+
+/// Writes `caller.wav` (4 s of PCMU that SIPp's rtp_stream loops) into SIPp's working
+/// directory, once per process and atomically (a rename), since tests run in parallel and
+/// a SIPp may be reading it.
+fn caller_audio() -> anyhow::Result<()> {
+    static DONE: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    DONE.get_or_init(|| {
+        let dir = hotline_sip_tests::out_dir();
+        let tmp = dir.join(format!("caller.wav.{}.tmp", std::process::id()));
+        let tone: Vec<i16> = (0..32_000)
+            .map(|i| ((i as f64 * 0.1).sin() * 8000.0) as i16)
+            .collect();
+        hotline_media::wav::write_wav(&tmp, hotline_media::wav::WavEncoding::Ulaw, &tone)
+            .map_err(|e| e.to_string())?;
+        std::fs::rename(&tmp, dir.join("caller.wav")).map_err(|e| e.to_string())
+    })
+    .clone()
+    .map_err(anyhow::Error::msg)
+}
+
+/// A bridged call between a SIPp caller streaming audio and registered SIPp agents (UAS
+/// echoing RTP), with what must hold afterwards.
+struct Bridged {
+    config: &'static str,
+    number: &'static str,
+    caller: &'static str,
+    /// (user, UAS scenario), each registered from its own port.
+    agents: &'static [(&'static str, &'static str)],
+    reason: EndReason,
+    /// Fewest caller packets that must reach the agent (the bridge may start late).
+    relayed: u64,
+}
+
+impl Bridged {
+    async fn run(self) -> anyhow::Result<()> {
+        let mut h = start_hotline_with(self.config).await?;
+        let server = Proto::Udp.server_addr(&h);
+        let switch = h.switch.as_mut().context("switch")?;
+        let mut ended = switch.take_ended().context("ended reports")?;
+        let mut uas = Vec::new();
+        for (user, scenario) in self.agents {
+            let port = free_port();
+            let pw = format!("{user}-pw");
+            SippBuilder::new(
+                &format!("{user}-register"),
+                "register_once.xml",
+                Proto::Udp,
+                port,
+            )
+            .args(["-s", user, "-au", user, "-ap", &pw])
+            .spawn(Some(server))?
+            .expect_success()
+            .await?;
+            uas.push(
+                SippBuilder::new(&format!("{user}-uas"), scenario, Proto::Udp, port)
+                    .args(["-s", user, "-rtp_echo"])
+                    .spawn(None)?,
+            );
+            wait_bound(port, Proto::Udp).await?;
+        }
+        caller_audio()?;
+        SippBuilder::new("caller", self.caller, Proto::Udp, free_port())
+            .args([
+                "-s",
+                self.number,
+                "-au",
+                "alice",
+                "-ap",
+                "alice-pw",
+                "-key",
+                "caller",
+                "alice",
+            ])
+            .spawn(Some(server))?
+            .expect_success()
+            .await?;
+        for a in uas {
+            a.expect_success().await?;
+        }
+        let end = next_end(&mut ended).await?;
+        assert_eq!(end.reason, self.reason, "{end:?}");
+        assert!(end.bridged, "agent leg bridged: {end:?}");
+        let media = end.media.context("media counters")?;
+        let b = media.b.context("agent leg attached")?;
+        // 1.5-2 s of caller audio at 20 ms: 75-100 packets; allow for a loaded machine.
+        assert!(
+            media.a.rx_packets >= 30,
+            "caller RTP into Hotline: {media:?}"
+        );
+        assert!(
+            b.tx_packets >= self.relayed,
+            "caller RTP relayed to the agent: {media:?}"
+        );
+        assert!(
+            b.rx_packets >= self.relayed / 2,
+            "agent's echo back into Hotline: {media:?}"
+        );
+        let switch = h.switch.as_ref().context("switch")?;
+        assert_eq!(switch.stats().active_calls(), 0);
+        assert_eq!(switch.ports().in_use(), 0, "RTP ports leaked");
+        assert_eq!(switch.sip_dialogs().await?, 0, "SIP dialogs left behind");
+        h.shutdown().await;
+        Ok(())
+    }
+}
+
+/// The caller hangs up while the ACD's offer rings the agent: Hotline CANCELs the agent's
+/// INVITE (the agent sees CANCEL, answers 487 and gets its ACK), and nothing is left over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caller_hangup_while_agent_rings_cancels_the_agent_udp() -> anyhow::Result<()> {
+    let mut h = start_hotline_with(ACD).await?;
+    let server = Proto::Udp.server_addr(&h);
+    let switch = h.switch.as_mut().context("switch")?;
+    let mut ended = switch.take_ended().context("ended reports")?;
+    let port = free_port();
+    SippBuilder::new("bob-register", "register_once.xml", Proto::Udp, port)
+        .args(["-s", "bob", "-au", "bob", "-ap", "bob-pw"])
+        .spawn(Some(server))?
+        .expect_success()
+        .await?;
+    let agent = SippBuilder::new("bob-rings", "uas_cancel.xml", Proto::Udp, port)
+        .args(["-s", "bob"])
+        .spawn(None)?;
+    wait_bound(port, Proto::Udp).await?;
+    SippBuilder::new(
+        "impatient-caller",
+        "uac_queue_call.xml",
+        Proto::Udp,
+        free_port(),
+    )
+    .args([
+        "-s", "4002", "-au", "alice", "-ap", "alice-pw", "-key", "caller", "alice",
+    ])
+    .spawn(Some(server))?
+    .expect_success()
+    .await?;
+    agent.expect_success().await?;
+    let end = next_end(&mut ended).await?;
+    assert_eq!(end.reason, EndReason::CallerHangup, "{end:?}");
+    assert!(!end.bridged, "{end:?}");
+    let media = end.media.context("media counters")?;
+    assert!(media.b.is_none(), "no agent leg attached: {media:?}");
+    assert!(media.a.tx_packets >= 50, "music while waiting: {media:?}");
+    let switch = h.switch.as_ref().context("switch")?;
+    assert_eq!(switch.stats().active_calls(), 0);
+    assert_eq!(
+        switch.ports().in_use(),
+        0,
+        "RTP ports leaked (agent leg's pair too)"
+    );
+    assert_eq!(switch.sip_dialogs().await?, 0, "SIP dialogs left behind");
+    h.shutdown().await;
+    Ok(())
+}
+
+/// Nobody serves the queue and its `max_wait_secs` (1 s) passes: the ACD sends the call to
+/// its fallback (hang up), Hotline sends BYE to the caller after the music, and nothing is
+/// left over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_fallback_hangs_up_the_caller_udp() -> anyhow::Result<()> {
+    let mut h = start_hotline_with(
+        "[media]\nrtp_ip = \"127.0.0.1\"\nrtp_ports = [26000, 26999]\n\
+         [[numbers]]\nnumber = \"4004\"\nqueue = \"night\"\n\
+         [acd]\n[[acd.queue]]\nname = \"night\"\nmax_wait_secs = 1\n",
+    )
+    .await?;
+    let server = Proto::Udp.server_addr(&h);
+    let switch = h.switch.as_mut().context("switch")?;
+    let mut ended = switch.take_ended().context("ended reports")?;
+    caller_audio()?;
+    SippBuilder::new(
+        "waiting-caller",
+        "uac_call_hung_up_on.xml",
+        Proto::Udp,
+        free_port(),
+    )
+    .args([
+        "-s", "4004", "-au", "alice", "-ap", "alice-pw", "-key", "caller", "alice",
+    ])
+    .spawn(Some(server))?
+    .expect_success()
+    .await?;
+    let end = next_end(&mut ended).await?;
+    assert_eq!(end.reason, EndReason::Fallback, "{end:?}");
+    let media = end.media.context("media counters")?;
+    // About 1 s of music (50 packets) before the fallback.
+    assert!(media.a.tx_packets >= 25, "music while waiting: {media:?}");
+    let switch = h.switch.as_ref().context("switch")?;
+    assert_eq!(switch.stats().active_calls(), 0);
+    assert_eq!(switch.ports().in_use(), 0, "RTP ports leaked");
+    assert_eq!(switch.sip_dialogs().await?, 0, "SIP dialogs left behind");
+    h.shutdown().await;
+    Ok(())
+}
