@@ -184,7 +184,7 @@ struct Dispatcher {
     calls: HashMap<String, mpsc::Sender<CallInput>>,
     /// Initial INVITE transaction → Call-ID (CANCEL is reported by transaction).
     invites: HashMap<ServerTxId, String>,
-    done_tx: mpsc::Sender<(String, CallEnd)>,
+    done_tx: mpsc::Sender<(String, ServerTxId, CallEnd)>,
     ended: mpsc::Sender<CallEnd>,
     control_tx: mpsc::Sender<Control>,
     /// Call-ID → other dialogs of the same call.
@@ -198,7 +198,7 @@ impl Dispatcher {
     async fn run(
         mut self,
         mut events: mpsc::Receiver<AppEvent>,
-        mut done: mpsc::Receiver<(String, CallEnd)>,
+        mut done: mpsc::Receiver<(String, ServerTxId, CallEnd)>,
         mut control: mpsc::Receiver<Control>,
         mut stop: oneshot::Receiver<()>,
     ) {
@@ -217,9 +217,10 @@ impl Dispatcher {
                     Some(ev) => self.event(ev).await,
                     None => break,
                 },
-                Some((call_id, end)) = done.recv() => {
+                Some((call_id, invite, end)) = done.recv() => {
                     self.calls.remove(&call_id);
-                    self.invites.retain(|_, c| *c != call_id);
+                    // The task reports its INVITE transaction: no scan over every call.
+                    self.invites.remove(&invite);
                     let _ = self.sip.forget_dialog(&call_id).await;
                     for alias in self.aliases.remove(&call_id).unwrap_or_default() {
                         self.calls.remove(&alias);
@@ -283,7 +284,7 @@ impl Dispatcher {
                 tokio::spawn(async move {
                     let end = call.run(tx, *request, flow, local).await;
                     stats.active.fetch_sub(1, Ordering::Relaxed);
-                    let _ = done.send((call_id, end)).await;
+                    let _ = done.send((call_id, tx, end)).await;
                 });
             }
             AppEvent::Request { tx, request, .. } => {
