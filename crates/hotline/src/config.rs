@@ -853,6 +853,83 @@ mod tests {
         assert_eq!(e.line, 4, "{e}");
     }
 
+    const SIP: &str =
+        "[sip]\nudp = [\"127.0.0.1:5060\"]\n[[users]]\nname = \"bob\"\npassword = \"x\"\n";
+
+    #[test]
+    fn menus_hours_and_queue_options_parse() {
+        let cfg = parse(&format!(
+            "{SIP}[[numbers]]\nnumber = \"5000\"\nmenu = \"main\"\nhours = \"office\"\n\
+             closed = {{ say = \"Closed\" }}\n\
+             [[menus]]\nname = \"main\"\nsay = \"Press 1\"\n\
+             choices = {{ \"1\" = {{ queue = \"sales\" }}, \"2\" = {{ extension = \"bob\", hours = \"office\", closed = {{ hangup = true }} }}, \"9\" = {{ menu = \"main\" }} }}\n\
+             [[hours]]\nname = \"office\"\ntimezone = \"Europe/Berlin\"\n\
+             open = [{{ days = \"mon-fri\", from = \"08:00\", to = \"18:00\" }}]\nholidays = [\"2026-12-25\"]\n\
+             [[queues]]\nname = \"sales\"\nleave_key = \"*\"\nwhisper_say = \"Sales\"\n\
+             [acd]\n[[acd.queue]]\nname = \"sales\"\n"
+        ))
+        .unwrap();
+        assert_eq!(cfg.menus[0].choices.len(), 3);
+        assert_eq!(cfg.hours[0].open.len(), 1);
+        assert_eq!(cfg.numbers[0].target().menu.as_deref(), Some("main"));
+    }
+
+    /// Mistakes in the routing sections point at the line (and column) of the culprit.
+    #[test]
+    fn routing_errors_are_located() {
+        let at = |extra: &str| {
+            let text = format!("{SIP}{extra}");
+            let e = parse(&text).unwrap_err();
+            (e.line, e.column, e.message)
+        };
+        // Line 6 is the first line after SIP.
+        let (l, _, m) = at("[[numbers]]\nnumber = \"5000\"\nmenu = \"nowhere\"\n");
+        assert_eq!(l, 7);
+        assert!(m.contains("menu \"nowhere\" is not defined"), "{m}");
+        let (l, c, m) = at(
+            "[[menus]]\nname = \"m\"\nsay = \"x\"\nchoices = { \"1\" = { queue = \"q\", menu = \"m\" } }\n",
+        );
+        assert_eq!((l, c), (9, 19), "{m}");
+        assert!(m.contains("exactly one"), "{m}");
+        let (l, _, m) =
+            at("[[menus]]\nname = \"m\"\nsay = \"x\"\nchoices = { \"12\" = { hangup = true } }\n");
+        assert_eq!(l, 9);
+        assert!(m.contains("not a key"), "{m}");
+        let (l, _, m) = at("[[menus]]\nname = \"m\"\n");
+        assert_eq!(l, 7);
+        assert!(m.contains("prompt or say"), "{m}");
+        let (l, _, m) = at("[[hours]]\nname = \"h\"\ntimezone = \"Mars/Olympus\"\n");
+        assert_eq!(l, 8);
+        assert!(m.contains("unknown time zone"), "{m}");
+        let (l, c, m) = at(
+            "[[hours]]\nname = \"h\"\nopen = [\n  { days = \"mon-fri\", from = \"18:00\", to = \"08:00\" },\n]\n",
+        );
+        assert_eq!((l, c), (9, 3), "{m}");
+        assert!(m.contains("must be before"), "{m}");
+        let (l, _, m) = at(
+            "[[hours]]\nname = \"h\"\nopen = [{ days = \"funday\", from = \"08:00\", to = \"18:00\" }]\n",
+        );
+        assert_eq!(l, 8);
+        assert!(m.contains("unknown weekday"), "{m}");
+        let (l, _, m) = at("[[hours]]\nname = \"h\"\nholidays = [\"2026-02-30\"]\n");
+        assert_eq!(l, 8);
+        assert!(m.contains("invalid date"), "{m}");
+        let (l, _, m) =
+            at("[[numbers]]\nnumber = \"5000\"\nextension = \"bob\"\nhours = \"nope\"\n");
+        assert_eq!(l, 7);
+        assert!(m.contains("hours \"nope\" are not defined"), "{m}");
+        let (l, _, m) = at("[[queues]]\nname = \"ghost\"\n");
+        assert_eq!(l, 7);
+        assert!(m.contains("not in [acd]"), "{m}");
+        let (l, c, m) = at(
+            "[[queues]]\nname = \"q\"\nleave_key = \"star\"\n[acd]\n[[acd.queue]]\nname = \"q\"\n",
+        );
+        assert_eq!((l, c), (8, 13), "{m}");
+        let (l, _, m) = at("[[menus]]\nname = \"m\"\nsay = \"x\"\ntimeout = 3\n");
+        assert_eq!(l, 9);
+        assert!(m.contains("unknown field"), "{m}");
+    }
+
     #[test]
     fn validation_errors_are_located() {
         let e = parse("[sip]\nudp = [\"127.0.0.1:5060\"]\nmin_expires = 9000\n").unwrap_err();

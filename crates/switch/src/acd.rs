@@ -44,6 +44,11 @@ pub(crate) enum AcdInput {
         user: String,
         busy: bool,
     },
+    /// The state of the agent with this id (for status displays and tests).
+    State {
+        user: String,
+        reply: tokio::sync::oneshot::Sender<Option<AgentState>>,
+    },
 }
 
 /// The not-ready reason code that marks "busy on a non-queue call".
@@ -150,6 +155,14 @@ impl AcdTask {
             AcdInput::Ended { call } => {
                 self.calls.remove(&call);
                 self.engine.call_ended(now, call)
+            }
+            AcdInput::State { user, reply } => {
+                let state = self
+                    .engine
+                    .agent_id(&user)
+                    .and_then(|a| self.engine.agent_state(a).ok());
+                let _ = reply.send(state);
+                return;
             }
             AcdInput::Busy { user, busy } => {
                 let Some(agent) = self.engine.agent_id(&user) else {

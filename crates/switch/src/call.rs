@@ -45,6 +45,8 @@ pub struct CallEnd {
     pub agent: Option<String>,
     /// The recording of the bridged call.
     pub recording: Option<PathBuf>,
+    /// Position/wait announcements played to the caller.
+    pub announcements: u32,
 }
 
 /// Why a call ended.
@@ -190,6 +192,7 @@ pub(crate) struct Trace {
     pub offered_at: Option<i64>,
     pub answered_at: Option<i64>,
     pub recording: Option<PathBuf>,
+    pub announcements: u32,
 }
 
 /// The call's mutable state once answered.
@@ -231,6 +234,7 @@ impl Call {
             queue: None,
             agent: None,
             recording: None,
+            announcements: 0,
         }
     }
 
@@ -446,6 +450,7 @@ impl Call {
         end.queue = st.trace.queue;
         end.agent = st.trace.agent;
         end.recording = st.trace.recording;
+        end.announcements = st.trace.announcements;
         end
     }
 
@@ -975,7 +980,9 @@ impl Call {
                     let list =
                         announce::announcement(self.cfg.voice.as_deref(), position, ewt_secs);
                     let player = Player::new(list, false, Instant::now());
-                    let _ = st.media.announce(Side::A, player).await;
+                    if st.media.announce(Side::A, player).await.is_ok() {
+                        st.trace.announcements += 1;
+                    }
                     self.queue_log(st, "ANNOUNCE", None, format!("{position},{ewt_secs}"));
                 }
             }

@@ -152,6 +152,7 @@ impl SwitchStats {
 /// A running switch.
 pub struct Switch {
     sip: AppHandle,
+    acd: Option<mpsc::Sender<acd::AcdInput>>,
     stats: Arc<SwitchStats>,
     ports: Arc<PortAllocator>,
     ended: Option<mpsc::Receiver<CallEnd>>,
@@ -181,6 +182,7 @@ impl Switch {
         let (stop_tx, stop_rx) = oneshot::channel();
         let (done_tx, done_rx) = mpsc::channel(256);
         let (control_tx, control_rx) = mpsc::channel(256);
+        let d_acd = acd.clone();
         let d = Dispatcher {
             control_tx,
             aliases: HashMap::new(),
@@ -197,6 +199,7 @@ impl Switch {
         };
         let task = tokio::spawn(d.run(events, done_rx, control_rx, stop_rx));
         Ok(Switch {
+            acd: d_acd,
             sip,
             stats,
             ports,
@@ -214,6 +217,22 @@ impl Switch {
     pub fn ports(&self) -> Arc<PortAllocator> {
         self.ports.clone()
     }
+
+    /// The ACD state of the agent `user` (`None` without an ACD or for an unknown agent).
+    pub async fn agent_state(&self, user: &str) -> Option<hotline_acd::AgentState> {
+        let acd = self.acd.as_ref()?;
+        let (reply, rx) = oneshot::channel();
+        acd.send(acd::AcdInput::State {
+            user: user.to_string(),
+            reply,
+        })
+        .await
+        .ok()?;
+        rx.await.ok().flatten()
+    }
+
+    /// The not-ready reason code an agent gets while busy on a non-queue call.
+    pub const BUSY_CODE: u16 = acd::BUSY_CODE;
 
     /// SIP dialogs the core still delivers to us (0 when no call is left over).
     pub async fn sip_dialogs(&self) -> Result<usize, SwitchError> {
