@@ -792,6 +792,26 @@ mod tests {
         assert!(n >= 2, "expected hotline.toml and bench.toml");
     }
 
+    /// The demo: two queues, a menu choosing between them, office hours, three agents.
+    #[test]
+    fn demo_config_has_menu_queues_hours_and_agents() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");
+        let cfg = Config::load(&dir.join("hotline.toml")).unwrap();
+        let acd = cfg.acd.as_ref().unwrap();
+        let queues: Vec<&str> = acd.queues.iter().map(|q| q.name.as_str()).collect();
+        assert_eq!(queues, ["sales", "support"]);
+        assert_eq!(acd.agents.len(), 2);
+        assert_eq!(cfg.users.len(), 3);
+        let main = &cfg.menus[0];
+        let to = |k: &str| main.choices[k].get_ref().queue.clone();
+        assert_eq!(to("1").as_deref(), Some("sales"));
+        assert_eq!(to("2").as_deref(), Some("support"));
+        let menu_number = cfg.numbers.iter().find(|n| n.menu.is_some()).unwrap();
+        assert_eq!(menu_number.hours.as_deref(), Some("office"));
+        assert_eq!(cfg.hours[0].open.len(), 2);
+        assert!(acd.queues.iter().all(|q| q.announce_secs > 0));
+    }
+
     #[test]
     fn bench_config_is_trusted_loopback_with_static_route() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");

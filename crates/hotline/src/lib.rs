@@ -200,3 +200,31 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Hotline> {
         switch: Some(switch),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The demo configuration becomes a switch configuration: the menu's keys lead to
+    /// the queues, the menu number is gated by the office hours.
+    #[test]
+    fn demo_config_becomes_routes() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");
+        let mut cfg = Config::load(&dir.join("hotline.toml")).unwrap();
+        cfg.media.voice = false;
+        cfg.media.record = false;
+        let sw = switch_config(&cfg, Prompt::from_samples(vec![0; 8])).unwrap();
+        let Route::Hours { hours, open, .. } = &sw.routes["4000"] else {
+            panic!("{:?}", sw.routes["4000"]);
+        };
+        assert_eq!(hours, "office");
+        assert_eq!(**open, Route::Menu("main".into()));
+        let main = &sw.menus["main"];
+        assert_eq!(main.choices[&'1'], Route::Queue("sales".into()));
+        assert_eq!(main.choices[&'0'], Route::Extension("1003".into()));
+        assert_eq!(sw.queues["sales"].leave_key, Some('*'));
+        assert!(sw.queues["sales"].whisper.is_some());
+        assert!(sw.voice.is_none(), "voice off: tones");
+        assert!(sw.hours.contains_key("office"));
+    }
+}
