@@ -122,6 +122,16 @@ fn dtmf_pcap(digit: u8) -> anyhow::Result<()> {
 
 /// Registers `user` from a fresh port and starts its UAS scenario there (echoing RTP).
 async fn agent(h: &Hotline, user: &str, scenario: &str) -> anyhow::Result<Sipp> {
+    agent_with(h, user, scenario, &[]).await
+}
+
+/// Like [`agent`], with extra SIPp arguments (e.g. `-m 2` for two calls).
+async fn agent_with(
+    h: &Hotline,
+    user: &str,
+    scenario: &str,
+    extra: &[&str],
+) -> anyhow::Result<Sipp> {
     let server = Proto::Udp.server_addr(h);
     let port = free_port();
     let pw = format!("{user}-pw");
@@ -137,6 +147,7 @@ async fn agent(h: &Hotline, user: &str, scenario: &str) -> anyhow::Result<Sipp> 
     .await?;
     let uas = SippBuilder::new(&format!("{user}-uas"), scenario, Proto::Udp, port)
         .args(["-s", user, "-rtp_echo"])
+        .args(extra.iter().copied())
         .spawn(None)?;
     wait_bound(port, Proto::Udp).await?;
     Ok(uas)
@@ -444,4 +455,59 @@ async fn wait_state(h: &Hotline, user: &str, want: &AgentState) -> anyhow::Resul
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     anyhow::bail!("{user} never reached {want:?} (last {last:?})")
+}
+
+/// Callback: bob (the only agent) is busy on an extension call, so alice's queued call has
+/// a long expected wait and hears the callback offer; she presses `#` (INFO) and Hotline
+/// hangs up, keeping her place. When bob's call ends, Hotline calls bob first, then alice
+/// (her registered phone), and bridges them; alice hangs up after 1.5 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callback_keeps_the_place_and_calls_agent_then_customer() -> anyhow::Result<()> {
+    let (m, _) = media("callback", 17500)?;
+    let mut h = start_hotline_with(&format!(
+        "{m}[[numbers]]\nnumber = \"5006\"\nextension = \"bob\"\n\
+         [[numbers]]\nnumber = \"5007\"\nqueue = \"support\"\n\
+         [[queues]]\nname = \"support\"\ncallback_key = \"#\"\ncallback_min_ewt_secs = 60\n\
+         [acd]\n[[acd.queue]]\nname = \"support\"\n\
+         [[acd.agent]]\nid = \"bob\"\nqueues = {{ support = 0 }}\n"
+    ))
+    .await?;
+    let mut ended = switch(&mut h)?.take_ended().context("ended")?;
+    // bob takes two calls: the extension call, then the callback.
+    let bob = agent_with(&h, "bob", "uas_call.xml", &["-m", "2"]).await?;
+    let alice_phone = agent(&h, "alice", "uas_answer_then_bye.xml").await?;
+    caller_audio()?;
+    let first = caller(&h, "to-bob", "uac_call_with_audio.xml", "5006", &[])?;
+    let busy = AgentState::NotReady(NotReadyReason::Code(Switch::BUSY_CODE));
+    wait_state(&h, "bob", &busy).await?;
+    caller(
+        &h,
+        "wants-callback",
+        "uac_key_info_hung_up_on.xml",
+        "5007",
+        &["-key", "dtmf", "#"],
+    )?
+    .expect_success()
+    .await?;
+    first.expect_success().await?;
+    alice_phone.expect_success().await?;
+    bob.expect_success().await?;
+    let mut ends = [
+        next_end(&mut ended).await?,
+        next_end(&mut ended).await?,
+        next_end(&mut ended).await?,
+    ];
+    ends.sort_by_key(|e| e.route.clone());
+    assert_eq!(ends[0].route, "callback:support", "{:?}", ends[0]);
+    assert!(ends[0].bridged, "{:?}", ends[0]);
+    assert_eq!(ends[0].agent.as_deref(), Some("bob"));
+    assert_eq!(ends[0].reason, EndReason::CallerHangup, "alice hung up");
+    assert_eq!(ends[1].route, "extension:bob");
+    assert_eq!(ends[2].route, "queue:support");
+    assert_eq!(ends[2].reason, EndReason::Callback, "{:?}", ends[2]);
+    assert!(!ends[2].bridged);
+    wait_state(&h, "bob", &AgentState::Available).await?;
+    assert_clean(&h).await?;
+    h.shutdown().await;
+    Ok(())
 }

@@ -103,16 +103,37 @@ pub fn switch_config(cfg: &Config, music: Prompt) -> anyhow::Result<SwitchConfig
             (None, None) => None,
             (p, s) => Some(voice.prompt(p.as_deref(), s.as_deref())?),
         };
+        let callback_key = q
+            .callback_key
+            .as_ref()
+            .and_then(|k| k.get_ref().chars().next());
+        let callback_prompt = match callback_key {
+            Some(k) if voice.speaking() => {
+                let name = match k {
+                    '*' => "star".to_string(),
+                    '#' => "the hash key".to_string(),
+                    d => d.to_string(),
+                };
+                Some(voice.speak(&format!(
+                    "To keep your place and be called back, press {name}."
+                ))?)
+            }
+            _ => None,
+        };
         let options = hotline_switch::QueueOptions {
             leave_key: q
                 .leave_key
                 .as_ref()
                 .and_then(|k| k.get_ref().chars().next()),
             whisper,
+            callback_key,
+            callback_min_ewt_secs: q.callback_min_ewt_secs,
+            callback_prompt,
         };
         out.queues.insert(q.name.get_ref().clone(), options);
     }
     out.users = cfg.users.iter().map(|u| u.name.get_ref().clone()).collect();
+    out.trunk = cfg.sip.static_route.map(|r| r.0);
     if cfg.media.record {
         std::fs::create_dir_all(&cfg.media.recordings).with_context(|| {
             format!(

@@ -68,6 +68,8 @@ pub enum EndReason {
     Closed,
     /// The route ended in a hangup (a menu's default).
     Hangup,
+    /// The caller chose to be called back and Hotline hung up (their place is kept).
+    Callback,
     /// The route could not be carried out after answer (unknown menu, unreachable
     /// extension, an agent answer with unusable media).
     Failed,
@@ -184,6 +186,12 @@ enum Phase {
 /// What the CDR will say about the call, filled in as it goes.
 #[derive(Debug, Default)]
 pub(crate) struct Trace {
+    /// The caller's user (From), the number a callback goes to.
+    pub caller: String,
+    pub caller_name: Option<String>,
+    pub dialed: String,
+    pub sip_call_id: String,
+    pub direction: &'static str,
     pub route: Vec<String>,
     pub queue: Option<String>,
     pub agent: Option<String>,
@@ -213,6 +221,10 @@ struct State {
     recording: Option<RecordingJob>,
     /// The SIP user marked busy in the ACD for an extension call.
     busy_user: Option<String>,
+    /// The ACD's latest expected wait for this caller.
+    ewt: Option<u64>,
+    /// The callback offer was played (the key is honoured from then on).
+    callback_offered: bool,
     number: String,
     host: String,
     trace: Trace,
@@ -222,8 +234,19 @@ struct State {
 /// configuration whose routes loop stops here instead of spinning.
 const MAX_HOPS: usize = 16;
 
+impl State {
+    fn caller_number(&self) -> String {
+        self.trace.caller.clone()
+    }
+}
+
 impl Call {
-    fn end(&self, status: u16, reason: EndReason, media: Option<SessionStats>) -> CallEnd {
+    pub(crate) fn end(
+        &self,
+        status: u16,
+        reason: EndReason,
+        media: Option<SessionStats>,
+    ) -> CallEnd {
         CallEnd {
             call_id: self.call_id.clone(),
             status,
@@ -246,7 +269,7 @@ impl Call {
         end
     }
 
-    fn now_ms(&self) -> i64 {
+    pub(crate) fn now_ms(&self) -> i64 {
         self.cfg.clock.now_ms()
     }
 
@@ -257,11 +280,18 @@ impl Call {
         flow: Flow,
         local_host: String,
     ) -> CallEnd {
+        let number = invite.uri.user().unwrap_or_default().to_string();
+        let from = msg::from_value(&invite.headers).unwrap_or_default();
+        let (caller_user, caller_name) = from_identity(from);
         let mut trace = Trace {
             arrived_at: self.now_ms(),
+            caller: caller_user,
+            caller_name,
+            dialed: number.clone(),
+            sip_call_id: self.call_id.clone(),
+            direction: "inbound",
             ..Trace::default()
         };
-        let number = invite.uri.user().unwrap_or_default().to_string();
         let Some(route) = self.cfg.routes.get(&number).cloned() else {
             return self.reject(tx, 404, "Not Found", trace).await;
         };
@@ -333,6 +363,8 @@ impl Call {
             whispering: false,
             recording: None,
             busy_user: None,
+            ewt: None,
+            callback_offered: false,
             number,
             host: local_host,
             trace,
@@ -438,7 +470,12 @@ impl Call {
             }
         }
         drop(st.agent);
-        tracing::info!(call_id = %self.call_id, ?reason, bridged = st.bridged, "call ended");
+        let t = &st.trace;
+        tracing::info!(
+            call_id = %self.call_id, sip_call_id = %t.sip_call_id, direction = t.direction,
+            caller = %t.caller, caller_name = ?t.caller_name, dialed = %t.dialed,
+            route = %t.route.join(">"), ?reason, bridged = st.bridged, "call ended"
+        );
         let status = if reason == EndReason::Cancelled {
             487
         } else {
@@ -577,12 +614,20 @@ impl Call {
         let step = match &mut st.phase {
             Phase::Menu { menu, run } => run.key(&menu.clone(), d),
             Phase::Queue { name } => {
-                let leave = self.cfg.queues.get(name).and_then(|o| o.leave_key);
-                if leave.is_some_and(|k| k.eq_ignore_ascii_case(&d))
-                    && st.agent.as_ref().is_none_or(|a| !a.answered)
-                {
+                let opts = self.cfg.queues.get(name);
+                let waiting = st.agent.as_ref().is_none_or(|a| !a.answered);
+                let leave = opts.and_then(|o| o.leave_key);
+                if waiting && leave.is_some_and(|k| k.eq_ignore_ascii_case(&d)) {
                     let name = name.clone();
                     return self.leave_queue(&name, st).await;
+                }
+                let cb = opts.and_then(|o| o.callback_key);
+                if waiting
+                    && st.callback_offered
+                    && st.queued
+                    && cb.is_some_and(|k| k.eq_ignore_ascii_case(&d))
+                {
+                    return self.request_callback(st).await;
                 }
                 return incall::Outcome::Continue;
             }
@@ -608,6 +653,60 @@ impl Call {
             MenuStep::Go(route) => self.go(route, st).await,
         };
         r.map_or(incall::Outcome::Continue, incall::Outcome::End)
+    }
+
+    /// The caller pressed the callback key: the ACD keeps their place as a callback
+    /// request, Hotline says goodbye and hangs up.
+    async fn request_callback(&self, st: &mut State) -> incall::Outcome {
+        if st.caller_number().is_empty() {
+            return incall::Outcome::Continue;
+        }
+        if let Some(a) = st.agent.take() {
+            let _ = self.sip.cancel(a.tx).await;
+        }
+        let (done, taken) = oneshot::channel();
+        self.to_acd(AcdInput::RequestCallback {
+            call: self.acd_id,
+            number: st.caller_number(),
+            done,
+        })
+        .await;
+        if !taken.await.unwrap_or(false) {
+            return incall::Outcome::Continue;
+        }
+        st.queued = false;
+        self.queue_log(st, "CALLBACK", None, st.caller_number());
+        tracing::info!(call_id = %self.call_id, "caller chose a callback");
+        match self.cfg.voice.as_ref() {
+            Some(v) => {
+                st.phase = Phase::Message {
+                    then: EndReason::Callback,
+                };
+                let goodbye = v.goodbye.clone();
+                self.play(st, vec![goodbye])
+                    .await
+                    .map_or(incall::Outcome::Continue, incall::Outcome::End)
+            }
+            None => incall::Outcome::End(EndReason::Callback),
+        }
+    }
+
+    /// The callback offer, once, when the queue has one and the wait is long enough.
+    fn callback_offer(&self, st: &mut State) -> Option<Prompt> {
+        let Phase::Queue { name } = &st.phase else {
+            return None;
+        };
+        let o = self.cfg.queues.get(name)?;
+        o.callback_key?;
+        if st.callback_offered || st.ewt? < o.callback_min_ewt_secs {
+            return None;
+        }
+        st.callback_offered = true;
+        Some(
+            o.callback_prompt
+                .clone()
+                .unwrap_or_else(|| Prompt::from_samples(hotline_media::prompts::beep())),
+        )
     }
 
     /// The caller pressed the queue's leave key: out of the ACD, to the queue's fallback.
@@ -697,7 +796,7 @@ impl Call {
     }
 
     /// INVITEs the agent's contact with Hotline's SDP on a second port pair.
-    async fn call_agent(
+    pub(crate) async fn call_agent(
         &self,
         number: &str,
         host: &str,
@@ -815,34 +914,13 @@ impl Call {
         let Some(a) = st.agent.as_mut() else {
             return incall::Outcome::Continue;
         };
-        if let Some(to) = msg::to_value(&resp.headers) {
-            a.to = to.to_string();
-        }
-        if let Some(c) = msg::find(&resp.headers, |h| matches!(h, Header::Contact(_))) {
-            a.target = Some(msg::addr_uri(msg::split_first(c).0).to_string());
-        }
-        let target = a.target.clone().unwrap_or_default();
-        let ack = format!(
-            "ACK {target} SIP/2.0\r\nFrom: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
-            a.from, a.to, a.call_id
-        );
-        if let Some(req) = own_request(&ack) {
-            let _ = self.sip.send_stateless(req, a.flow).await;
-        }
-        if a.answered {
-            return incall::Outcome::Continue;
-        }
-        a.answered = true;
-        let negotiated = std::str::from_utf8(&resp.body)
-            .map_err(|_| MediaError::SdpMalformed {
-                line: 0,
-                reason: "SDP is not UTF-8",
-            })
-            .and_then(SessionDescription::parse)
-            .and_then(|answer| process_answer(&a.offer, &answer));
-        let (Ok(n), Some(ports)) = (negotiated, a.ports.take()) else {
-            tracing::warn!(call_id = %self.call_id, "agent's answer unusable; call failed");
-            return incall::Outcome::End(EndReason::Failed);
+        let leg = match self.ack_answer(a, resp).await {
+            None => return incall::Outcome::Continue,
+            Some(None) => {
+                tracing::warn!(call_id = %self.call_id, "agent's answer unusable; call failed");
+                return incall::Outcome::End(EndReason::Failed);
+            }
+            Some(Some(leg)) => leg,
         };
         let user = a.user.clone();
         if let Some(agent) = a.offer_of {
@@ -859,7 +937,6 @@ impl Call {
             .queued_at
             .map_or(0, |q| (self.now_ms() - q).max(0) / 1000);
         self.queue_log(st, "CONNECT", Some(&user), wait.to_string());
-        let leg = MediaLeg::new(ports, LegConfig::from(&n), self.cfg.leg_timing);
         if st.media.attach(leg).await.is_err() {
             return incall::Outcome::End(EndReason::Failed);
         }
@@ -880,6 +957,49 @@ impl Call {
             None => self.bridge(st).await,
         }
         incall::Outcome::Continue
+    }
+
+    /// ACKs a 2xx to one of our INVITEs (every retransmission); the first time, the
+    /// media leg it negotiated: `None` for a retransmission, `Some(None)` when the
+    /// answer's SDP is unusable.
+    pub(crate) async fn ack_answer(
+        &self,
+        a: &mut AgentLeg,
+        resp: &Response,
+    ) -> Option<Option<MediaLeg>> {
+        if let Some(to) = msg::to_value(&resp.headers) {
+            a.to = to.to_string();
+        }
+        if let Some(c) = msg::find(&resp.headers, |h| matches!(h, Header::Contact(_))) {
+            a.target = Some(msg::addr_uri(msg::split_first(c).0).to_string());
+        }
+        let target = a.target.clone().unwrap_or_default();
+        let ack = format!(
+            "ACK {target} SIP/2.0\r\nFrom: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
+            a.from, a.to, a.call_id
+        );
+        if let Some(req) = own_request(&ack) {
+            let _ = self.sip.send_stateless(req, a.flow).await;
+        }
+        if a.answered {
+            return None;
+        }
+        a.answered = true;
+        let negotiated = std::str::from_utf8(&resp.body)
+            .map_err(|_| MediaError::SdpMalformed {
+                line: 0,
+                reason: "SDP is not UTF-8",
+            })
+            .and_then(SessionDescription::parse)
+            .and_then(|answer| process_answer(&a.offer, &answer));
+        let (Ok(n), Some(ports)) = (negotiated, a.ports.take()) else {
+            return Some(None);
+        };
+        Some(Some(MediaLeg::new(
+            ports,
+            LegConfig::from(&n),
+            self.cfg.leg_timing,
+        )))
     }
 
     /// Bridges the legs and starts the recording.
@@ -919,7 +1039,7 @@ impl Call {
         }
     }
 
-    async fn to_acd(&self, m: AcdInput) {
+    pub(crate) async fn to_acd(&self, m: AcdInput) {
         if let Some(acd) = &self.acd {
             let _ = acd.send(m).await;
         }
@@ -975,10 +1095,19 @@ impl Call {
                     return incall::Outcome::End(r);
                 }
             }
+            AcdOutput::Estimate { ewt_secs } => {
+                st.ewt = Some(ewt_secs);
+                if let Some(offer) = self.callback_offer(st) {
+                    let player = Player::new(vec![offer], false, Instant::now());
+                    let _ = st.media.announce(Side::A, player).await;
+                }
+            }
             AcdOutput::Announce { position, ewt_secs } => {
+                st.ewt = Some(ewt_secs);
                 if matches!(st.phase, Phase::Queue { .. }) && !st.bridged && !st.whispering {
-                    let list =
+                    let mut list =
                         announce::announcement(self.cfg.voice.as_deref(), position, ewt_secs);
+                    list.extend(self.callback_offer(st));
                     let player = Player::new(list, false, Instant::now());
                     if st.media.announce(Side::A, player).await.is_ok() {
                         st.trace.announcements += 1;
@@ -1047,6 +1176,24 @@ impl Call {
     }
 }
 
+/// The user part and display name of a From/To value (`"Ann" <sip:ann@host>;tag=x`).
+pub(crate) fn from_identity(v: &str) -> (String, Option<String>) {
+    let (addr, _) = msg::split_first(v);
+    let name = addr
+        .split_once('<')
+        .map(|(n, _)| n.trim().trim_matches('"').trim().to_string())
+        .filter(|n| !n.is_empty());
+    let uri = msg::addr_uri(addr);
+    let user = uri
+        .split_once(':')
+        .map_or(uri, |(_, rest)| rest)
+        .split(['@', ';'])
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    (user, name)
+}
+
 /// Sleeps until `t`, or forever without one (a `select!` branch for optional timers).
 pub(crate) async fn sleep_until_opt(t: Option<tokio::time::Instant>) {
     match t {
@@ -1064,12 +1211,12 @@ fn transport_param(flow: Flow) -> &'static str {
 }
 
 /// The To tag of a request (ours, in requests of our dialogs).
-fn to_tag(req: &Request) -> Option<&str> {
+pub(crate) fn to_tag(req: &Request) -> Option<&str> {
     msg::to_value(&req.headers).and_then(msg::tag)
 }
 
 /// The Call-ID an event belongs to.
-fn event_call_id(ev: &AppEvent) -> Option<&str> {
+pub(crate) fn event_call_id(ev: &AppEvent) -> Option<&str> {
     match ev {
         AppEvent::Request { request, .. } | AppEvent::Ack { request, .. } => {
             msg::call_id(&request.headers)
