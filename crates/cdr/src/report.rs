@@ -1,0 +1,1 @@
+//! Reports over CDRs and the queue log (filled in below).
