@@ -276,6 +276,35 @@ impl CdrStore {
         }
     }
 
+    /// The commit durability in force, for the startup log and tests:
+    /// `synchronous=full journal_mode=wal` (SQLite) or `synchronous_commit=on` (PostgreSQL).
+    pub async fn durability(&self) -> Result<String> {
+        match &self.pool {
+            Pool::Sqlite(p) => {
+                let mut conn = p.acquire().await?;
+                let (sync,): (i64,) = sqlx::query_as("PRAGMA synchronous")
+                    .fetch_one(&mut *conn)
+                    .await?;
+                let (journal,): (String,) = sqlx::query_as("PRAGMA journal_mode")
+                    .fetch_one(&mut *conn)
+                    .await?;
+                let sync = match sync {
+                    0 => "off",
+                    1 => "normal",
+                    2 => "full",
+                    _ => "extra",
+                };
+                Ok(format!("synchronous={sync} journal_mode={journal}"))
+            }
+            Pool::Postgres(p) => {
+                let (v,): (String,) = sqlx::query_as("SHOW synchronous_commit")
+                    .fetch_one(p)
+                    .await?;
+                Ok(format!("synchronous_commit={v}"))
+            }
+        }
+    }
+
     /// Waits for connections to finish and closes the pool.
     pub async fn close(&self) {
         on_pool!(self, |p| p.close().await)
