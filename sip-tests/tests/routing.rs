@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use hotline::Hotline;
 use hotline_acd::{AgentState, NotReadyReason};
+use hotline_cdr::{CallRecord, CallResult, HangupSide, MemoryCdrs, QueueEventKind};
 use hotline_sip_tests::{
     Proto, Sipp, SippBuilder, free_port, out_dir, start_hotline_with, wait_bound,
 };
@@ -170,6 +171,30 @@ fn caller(
     b.spawn(Some(Proto::Udp.server_addr(h)))
 }
 
+/// The CDR row of `call_id` (written before the call's report, so it is there already).
+fn row(h: &Hotline, call_id: &str) -> anyhow::Result<CallRecord> {
+    let cdrs: &MemoryCdrs = h.cdrs.as_ref().context("CDRs kept in memory")?;
+    let rows: Vec<CallRecord> = cdrs
+        .calls()
+        .into_iter()
+        .filter(|r| r.call_id == call_id)
+        .collect();
+    assert_eq!(rows.len(), 1, "exactly one CDR for {call_id}: {rows:?}");
+    rows.into_iter().next().context("row")
+}
+
+/// The queue-log kinds of `call_id`, in order.
+fn queue_log(h: &Hotline, call_id: &str) -> Vec<QueueEventKind> {
+    h.cdrs
+        .as_ref()
+        .map(|c| c.events())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| e.call_id == call_id)
+        .map(|e| e.event)
+        .collect()
+}
+
 fn switch(h: &mut Hotline) -> anyhow::Result<&mut Switch> {
     h.switch.as_mut().context("numbers configured: switch runs")
 }
@@ -236,6 +261,43 @@ async fn ivr_choice_by_sip_info_reaches_the_queue_and_is_recorded() -> anyhow::R
     let b = end.media.and_then(|m| m.b).context("agent leg")?;
     assert!(b.tx_packets >= 30, "caller audio relayed to bob: {b:?}");
     assert_recording(&end, &rec)?;
+    let r = row(&h, &end.call_id)?;
+    assert_eq!(r.result, CallResult::Answered);
+    assert_eq!(
+        (r.direction.as_str(), r.caller.as_str(), r.dialed.as_str()),
+        ("inbound", "alice", "5000")
+    );
+    assert_eq!(r.route, "menu:main>queue:sales");
+    assert_eq!(
+        (r.queue.as_deref(), r.agent.as_deref()),
+        (Some("sales"), Some("bob"))
+    );
+    assert_eq!((r.sip_status, r.hangup_side), (200, HangupSide::Caller));
+    assert_eq!(
+        r.recording.as_deref(),
+        end.recording.as_ref().and_then(|p| p.to_str())
+    );
+    let (q, o, a) = (
+        r.queued_at.context("queued")?,
+        r.offered_at.context("offered")?,
+        r.answered_at.context("answered")?,
+    );
+    assert!(
+        r.arrived_at <= q && q <= o && o <= a && a <= r.ended_at,
+        "{r:?}"
+    );
+    assert_eq!(r.wait_ms, a - q);
+    // The caller streams 2 s after the key; the bridge follows the key within a second.
+    assert!((1000..=3000).contains(&r.talk_ms), "{r:?}");
+    assert_eq!(
+        queue_log(&h, &end.call_id),
+        [
+            QueueEventKind::EnterQueue,
+            QueueEventKind::Offer,
+            QueueEventKind::Connect,
+            QueueEventKind::CompleteCaller
+        ]
+    );
     assert_clean(&h).await?;
     h.shutdown().await;
     Ok(())
@@ -292,6 +354,24 @@ async fn closed_hours_play_the_closed_message_then_hang_up() -> anyhow::Result<(
     let media = end.media.context("media")?;
     // The spoken closed message is several seconds long (or a beep without espeak-ng).
     assert!(media.a.tx_packets >= 10, "closed message played: {media:?}");
+    let r = row(&h, &end.call_id)?;
+    assert_eq!(
+        (r.result.clone(), r.route.as_str()),
+        (CallResult::Closed, "closed")
+    );
+    assert_eq!(r.hangup_side, HangupSide::System);
+    // An unacceptable offer: rejected with 488 before anything else, still one row.
+    caller(&h, "bad-sdp", "uac_queue_bad_sdp.xml", "5002", &[])?
+        .expect_success()
+        .await?;
+    let end = next_end(&mut ended).await?;
+    let r = row(&h, &end.call_id)?;
+    assert_eq!(
+        (r.result.clone(), r.sip_status),
+        (CallResult::Rejected, 488),
+        "{r:?}"
+    );
+    assert_eq!((r.queued_at, r.answered_at), (None, None));
     caller(&h, "open", "uac_queue_call.xml", "5002", &[])?
         .expect_success()
         .await?;
@@ -321,6 +401,19 @@ async fn queue_announcements_are_played_while_waiting() -> anyhow::Result<()> {
     let end = next_end(&mut ended).await?;
     assert_eq!(end.reason, EndReason::CallerHangup, "{end:?}");
     assert!(end.announcements >= 1, "announcements: {end:?}");
+    let r = row(&h, &end.call_id)?;
+    assert_eq!(r.result, CallResult::Abandoned);
+    assert_eq!(
+        (r.hangup_side, r.queue.as_deref(), r.agent.as_deref()),
+        (HangupSide::Caller, Some("slow"), None)
+    );
+    assert_eq!(r.answered_at, None);
+    // Waited the caller's 2 s in the queue.
+    assert!(r.wait_ms >= 1500 && r.talk_ms == 0, "{r:?}");
+    assert_eq!(
+        queue_log(&h, &end.call_id),
+        [QueueEventKind::EnterQueue, QueueEventKind::Abandon]
+    );
     assert_clean(&h).await?;
     h.shutdown().await;
     Ok(())
@@ -359,6 +452,17 @@ async fn leave_key_takes_the_caller_to_the_queue_fallback() -> anyhow::Result<()
     assert_eq!(end.route, "queue:first>queue:second");
     assert_eq!(end.queue.as_deref(), Some("second"));
     assert_eq!(end.agent.as_deref(), Some("bob"));
+    let log = queue_log(&h, &end.call_id);
+    assert_eq!(
+        log[..3],
+        [
+            QueueEventKind::EnterQueue,
+            QueueEventKind::Fallback,
+            QueueEventKind::EnterQueue
+        ],
+        "{log:?}"
+    );
+    assert_eq!(row(&h, &end.call_id)?.result, CallResult::Answered);
     assert_clean(&h).await?;
     h.shutdown().await;
     Ok(())
@@ -506,6 +610,19 @@ async fn callback_keeps_the_place_and_calls_agent_then_customer() -> anyhow::Res
     assert_eq!(ends[2].route, "queue:support");
     assert_eq!(ends[2].reason, EndReason::Callback, "{:?}", ends[2]);
     assert!(!ends[2].bridged);
+    let request = row(&h, &ends[2].call_id)?;
+    assert_eq!(request.result, CallResult::Callback);
+    assert!(queue_log(&h, &ends[2].call_id).contains(&QueueEventKind::Callback));
+    let cb = row(&h, &ends[0].call_id)?;
+    assert_eq!(
+        (cb.result.clone(), cb.direction.as_str()),
+        (CallResult::Answered, "outbound")
+    );
+    assert_eq!(
+        (cb.caller.as_str(), cb.agent.as_deref()),
+        ("alice", Some("bob"))
+    );
+    assert_eq!(cb.route, "callback:support");
     wait_state(&h, "bob", &AgentState::Available).await?;
     assert_clean(&h).await?;
     h.shutdown().await;

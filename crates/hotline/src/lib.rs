@@ -23,6 +23,8 @@ pub struct Hotline {
     pub sip: Server,
     /// Call control, when the configuration has `[[numbers]]`.
     pub switch: Option<Switch>,
+    /// The call records and queue log, kept in memory until the CDR store is wired in.
+    pub cdrs: Option<hotline_cdr::MemoryCdrs>,
 }
 
 impl Hotline {
@@ -57,9 +59,13 @@ pub fn sip_server_config(cfg: &Config) -> anyhow::Result<ServerConfig> {
 
 /// Call control's configuration: routes, menus, hours, queue options, prompts. Prompts
 /// given as text are spoken with espeak-ng (cached under `[media] prompt_cache`).
-pub fn switch_config(cfg: &Config, music: Prompt) -> anyhow::Result<SwitchConfig> {
+pub fn switch_config(
+    cfg: &Config,
+    music: Prompt,
+    cdr: hotline_cdr::CdrSink,
+) -> anyhow::Result<SwitchConfig> {
     let voice = Voice::new(&cfg.media);
-    let mut out = SwitchConfig::new(HashMap::new(), cfg.media.rtp_ip, music);
+    let mut out = SwitchConfig::new(HashMap::new(), cfg.media.rtp_ip, music, cdr);
     out.leg_timing = LegTiming::default();
     out.acd = cfg.acd.clone();
     out.voice = voice.announcements()?.map(Arc::new);
@@ -202,7 +208,11 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Hotline> {
         let sip = Server::start(sip_server_config(cfg)?)
             .await
             .context("starting the SIP server")?;
-        return Ok(Hotline { sip, switch: None });
+        return Ok(Hotline {
+            sip,
+            switch: None,
+            cdrs: None,
+        });
     }
     let [first, last] = *cfg.media.rtp_ports.get_ref();
     let ports = Arc::new(PortAllocator::new(first, last).context("RTP port range")?);
@@ -211,7 +221,8 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Hotline> {
             .with_context(|| format!("loading music on hold {}", path.display()))?,
         None => Prompt::from_samples(hotline_media::prompts::hold_music()),
     };
-    let switch_cfg = switch_config(cfg, music)?;
+    let (cdr, cdrs) = hotline_cdr::CdrSink::memory();
+    let switch_cfg = switch_config(cfg, music, cdr)?;
     let (sip, app, events) = Server::start_with_app(sip_server_config(cfg)?, 1024)
         .await
         .context("starting the SIP server")?;
@@ -219,6 +230,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Hotline> {
     Ok(Hotline {
         sip,
         switch: Some(switch),
+        cdrs: Some(cdrs),
     })
 }
 
@@ -234,7 +246,8 @@ mod tests {
         let mut cfg = Config::load(&dir.join("hotline.toml")).unwrap();
         cfg.media.voice = false;
         cfg.media.record = false;
-        let sw = switch_config(&cfg, Prompt::from_samples(vec![0; 8])).unwrap();
+        let (cdr, _) = hotline_cdr::CdrSink::memory();
+        let sw = switch_config(&cfg, Prompt::from_samples(vec![0; 8]), cdr).unwrap();
         let Route::Hours { hours, open, .. } = &sw.routes["4000"] else {
             panic!("{:?}", sw.routes["4000"]);
         };

@@ -21,6 +21,7 @@ use hotline_sip::{AppEvent, AppResponse, ClientTxId, Flow, ServerTxId};
 use tokio::sync::{mpsc, oneshot};
 
 use hotline_acd::{AgentId, CallId, Fallback};
+use hotline_cdr::{CallRecord, CallResult, HangupSide, QueueEvent, QueueEventKind};
 
 use crate::acd::{AcdInput, AcdOutput};
 use crate::ivr::{Menu, MenuRun, MenuStep};
@@ -263,10 +264,63 @@ impl Call {
 
     async fn reject(&self, tx: ServerTxId, status: u16, reason: &str, trace: Trace) -> CallEnd {
         tracing::info!(call_id = %self.call_id, status, reason, "call rejected");
+        self.record(&trace, EndReason::Rejected, status).await;
         let _ = self.sip.respond(tx, AppResponse::new(status, reason)).await;
         let mut end = self.end(status, EndReason::Rejected, None);
         end.route = trace.route.join(">");
         end
+    }
+
+    /// Writes the call's CDR (before the dialog is released: the sink returns once the
+    /// row is committed, or after its bounded timeout with the row still buffered).
+    pub(crate) async fn record(&self, t: &Trace, reason: EndReason, status: u16) {
+        let ended_at = self.now_ms();
+        let result = match reason {
+            EndReason::Rejected => CallResult::Rejected,
+            _ if t.answered_at.is_some() => CallResult::Answered,
+            EndReason::Closed => CallResult::Closed,
+            EndReason::Fallback | EndReason::Hangup => CallResult::Fallback,
+            EndReason::Callback => CallResult::Callback,
+            EndReason::Failed => CallResult::Failed,
+            EndReason::Shutdown => CallResult::Interrupted,
+            EndReason::CallerHangup
+            | EndReason::Cancelled
+            | EndReason::NoAck
+            | EndReason::AgentHangup => CallResult::Abandoned,
+        };
+        let hangup_side = match reason {
+            EndReason::CallerHangup | EndReason::Cancelled => HangupSide::Caller,
+            EndReason::AgentHangup => HangupSide::Agent,
+            _ => HangupSide::System,
+        };
+        let waited_until = t.answered_at.unwrap_or(ended_at);
+        let r = CallRecord {
+            call_id: self.call_id.clone(),
+            sip_call_id: t.sip_call_id.clone(),
+            direction: t.direction.to_string(),
+            caller: t.caller.clone(),
+            caller_name: t.caller_name.clone(),
+            dialed: t.dialed.clone(),
+            route: t.route.join(">"),
+            queue: t.queue.clone(),
+            agent: t.agent.clone(),
+            arrived_at: t.arrived_at,
+            queued_at: t.queued_at,
+            offered_at: t.offered_at,
+            answered_at: t.answered_at,
+            ended_at,
+            wait_ms: t.queued_at.map_or(0, |q| (waited_until - q).max(0)),
+            talk_ms: t.answered_at.map_or(0, |a| (ended_at - a).max(0)),
+            hold_ms: 0,
+            result,
+            hangup_side,
+            sip_status: status,
+            recording: t.recording.as_ref().map(|p| p.display().to_string()),
+            transfers: 0,
+        };
+        if let Err(e) = self.cfg.cdr.record(r).await {
+            tracing::warn!(call_id = %self.call_id, error = %e, "CDR not yet durable");
+        }
     }
 
     pub(crate) fn now_ms(&self) -> i64 {
@@ -292,6 +346,13 @@ impl Call {
             direction: "inbound",
             ..Trace::default()
         };
+        self.cfg.cdr.started(
+            self.call_id.clone(),
+            self.call_id.clone(),
+            trace.caller.clone(),
+            number.clone(),
+            trace.arrived_at,
+        );
         let Some(route) = self.cfg.routes.get(&number).cloned() else {
             return self.reject(tx, 404, "Not Found", trace).await;
         };
@@ -469,18 +530,44 @@ impl Call {
                 Err(e) => tracing::warn!(call_id = %self.call_id, error = %e, "recording failed"),
             }
         }
-        drop(st.agent);
+        st.agent = None;
+        let status = if reason == EndReason::Cancelled {
+            487
+        } else {
+            200
+        };
+        if st.trace.queue.is_some() {
+            let kind = match (st.trace.answered_at.is_some(), reason) {
+                (true, EndReason::AgentHangup) => Some(QueueEventKind::CompleteAgent),
+                (true, _) => Some(QueueEventKind::CompleteCaller),
+                (false, EndReason::CallerHangup | EndReason::Cancelled | EndReason::NoAck) => {
+                    Some(QueueEventKind::Abandon)
+                }
+                _ => None,
+            };
+            if let Some(kind) = kind {
+                let talk = st
+                    .trace
+                    .answered_at
+                    .map(|a| (self.now_ms() - a).max(0) / 1000);
+                let wait = st.trace.queued_at.map_or(0, |q| {
+                    (st.trace.answered_at.unwrap_or_else(|| self.now_ms()) - q).max(0) / 1000
+                });
+                let data = match talk {
+                    Some(t) => format!("{wait},{t}"),
+                    None => wait.to_string(),
+                };
+                let agent = st.trace.agent.clone();
+                self.queue_log(&st.trace, kind, agent.as_deref(), data);
+            }
+        }
+        self.record(&st.trace, reason, status).await;
         let t = &st.trace;
         tracing::info!(
             call_id = %self.call_id, sip_call_id = %t.sip_call_id, direction = t.direction,
             caller = %t.caller, caller_name = ?t.caller_name, dialed = %t.dialed,
             route = %t.route.join(">"), ?reason, bridged = st.bridged, "call ended"
         );
-        let status = if reason == EndReason::Cancelled {
-            487
-        } else {
-            200
-        };
         let mut end = self.end(status, reason, stats);
         end.bridged = st.bridged;
         end.route = st.trace.route.join(">");
@@ -576,7 +663,7 @@ impl Call {
                 .await
                 .is_ok();
         }
-        self.queue_log(st, "ENTERQUEUE", None, String::new());
+        self.queue_log(&st.trace, QueueEventKind::EnterQueue, None, String::new());
         tracing::info!(call_id = %self.call_id, queue = %name, "caller queued");
         None
     }
@@ -675,7 +762,12 @@ impl Call {
             return incall::Outcome::Continue;
         }
         st.queued = false;
-        self.queue_log(st, "CALLBACK", None, st.caller_number());
+        self.queue_log(
+            &st.trace,
+            QueueEventKind::Callback,
+            None,
+            st.caller_number(),
+        );
         tracing::info!(call_id = %self.call_id, "caller chose a callback");
         match self.cfg.voice.as_ref() {
             Some(v) => {
@@ -725,7 +817,12 @@ impl Call {
             .and_then(|a| a.queues.iter().find(|q| q.name == queue))
             .map(|q| q.fallback.clone())
             .unwrap_or_default();
-        self.queue_log(st, "FALLBACK", None, "leave-key".into());
+        self.queue_log(
+            &st.trace,
+            QueueEventKind::Fallback,
+            None,
+            "leave-key".into(),
+        );
         self.fallback(target, st)
             .await
             .map_or(incall::Outcome::Continue, incall::Outcome::End)
@@ -791,8 +888,15 @@ impl Call {
     }
 
     /// A queue-log line for this call (to the CDR store's queue log).
-    fn queue_log(&self, st: &State, event: &'static str, agent: Option<&str>, data: String) {
-        tracing::debug!(call_id = %self.call_id, queue = ?st.trace.queue, event, ?agent, %data, "queue event");
+    fn queue_log(&self, t: &Trace, event: QueueEventKind, agent: Option<&str>, data: String) {
+        self.cfg.cdr.queue_event(QueueEvent {
+            at: self.now_ms(),
+            call_id: self.call_id.clone(),
+            queue: t.queue.clone().unwrap_or_else(|| "NONE".into()),
+            agent: agent.map(str::to_string),
+            event,
+            data,
+        });
     }
 
     /// INVITEs the agent's contact with Hotline's SDP on a second port pair.
@@ -867,7 +971,12 @@ impl Call {
                     a.failed = !a.answered;
                     if a.failed && a.offer_of.is_some() {
                         let user = a.user.clone();
-                        self.queue_log(st, "RINGNOANSWER", Some(&user), status.to_string());
+                        self.queue_log(
+                            &st.trace,
+                            QueueEventKind::RingNoAnswer,
+                            Some(&user),
+                            status.to_string(),
+                        );
                     }
                 }
                 incall::Outcome::Continue
@@ -936,7 +1045,12 @@ impl Call {
             .trace
             .queued_at
             .map_or(0, |q| (self.now_ms() - q).max(0) / 1000);
-        self.queue_log(st, "CONNECT", Some(&user), wait.to_string());
+        self.queue_log(
+            &st.trace,
+            QueueEventKind::Connect,
+            Some(&user),
+            wait.to_string(),
+        );
         if st.media.attach(leg).await.is_err() {
             return incall::Outcome::End(EndReason::Failed);
         }
@@ -1065,7 +1179,12 @@ impl Call {
                         leg.offer_of = Some(who);
                         st.agent = Some(leg);
                         st.trace.offered_at.get_or_insert(self.now_ms());
-                        self.queue_log(st, "OFFER", Some(&user), String::new());
+                        self.queue_log(
+                            &st.trace,
+                            QueueEventKind::Offer,
+                            Some(&user),
+                            String::new(),
+                        );
                     }
                     None => {
                         tracing::info!(call_id = %self.call_id, agent = %user, "agent unreachable");
@@ -1085,12 +1204,22 @@ impl Call {
                     let _ = self.sip.cancel(a.tx).await;
                     let user = a.user.clone();
                     st.agent = None;
-                    self.queue_log(st, "RINGNOANSWER", Some(&user), "cancelled".into());
+                    self.queue_log(
+                        &st.trace,
+                        QueueEventKind::RingNoAnswer,
+                        Some(&user),
+                        "cancelled".into(),
+                    );
                 }
             }
             AcdOutput::Fallback { target } => {
                 st.queued = false;
-                self.queue_log(st, "FALLBACK", None, format!("{target:?}"));
+                self.queue_log(
+                    &st.trace,
+                    QueueEventKind::Fallback,
+                    None,
+                    format!("{target:?}"),
+                );
                 if let Some(r) = self.fallback(target, st).await {
                     return incall::Outcome::End(r);
                 }
@@ -1112,7 +1241,7 @@ impl Call {
                     if st.media.announce(Side::A, player).await.is_ok() {
                         st.trace.announcements += 1;
                     }
-                    self.queue_log(st, "ANNOUNCE", None, format!("{position},{ewt_secs}"));
+                    tracing::debug!(call_id = %self.call_id, position, ewt_secs, "announcement");
                 }
             }
             AcdOutput::Refused => {

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 
 use crate::CallInput;
 use crate::acd::AcdInput;
-use crate::call::{AgentLeg, Call, CallEnd, EndReason, event_call_id, to_tag};
+use crate::call::{AgentLeg, Call, CallEnd, EndReason, Trace, event_call_id, to_tag};
 
 /// What the ACD asks for: call `user` (agent `agent`), then `number`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,8 +30,28 @@ pub(crate) struct CallbackJob {
 const RING: Duration = Duration::from_secs(30);
 
 impl Call {
-    /// Places the callback; the report's route is `callback:<queue>`.
+    /// Places the callback and writes its CDR (direction `outbound`, route
+    /// `callback:<queue>`).
     pub(crate) async fn run_callback(mut self, job: CallbackJob) -> CallEnd {
+        let mut t = Trace {
+            caller: job.number.clone(),
+            dialed: job.number.clone(),
+            sip_call_id: self.call_id.clone(),
+            direction: "outbound",
+            route: vec![format!("callback:{}", job.queue)],
+            queue: Some(job.queue.clone()),
+            arrived_at: self.now_ms(),
+            ..Trace::default()
+        };
+        t.queued_at = Some(t.arrived_at);
+        t.offered_at = Some(t.arrived_at);
+        let end = self.callback_legs(&job, &mut t).await;
+        t.agent = end.agent.clone();
+        self.record(&t, end.reason, end.status).await;
+        end
+    }
+
+    async fn callback_legs(&mut self, job: &CallbackJob, t: &mut Trace) -> CallEnd {
         tracing::info!(call_id = %self.call_id, agent = %job.user, number = %job.number, "placing a callback");
         let report = |this: &Call, reason: EndReason, agent: &Option<String>| {
             let mut e = this.end(200, reason, None);
@@ -51,7 +71,7 @@ impl Call {
         };
         let Some(mut agent) = agent_leg else {
             self.callback_result(job.call, false).await;
-            return report(&self, EndReason::Failed, &None);
+            return report(self, EndReason::Failed, &None);
         };
         agent.offer_of = Some(job.agent);
         let agent_media = match self.await_answer(&mut agent, None).await {
@@ -59,7 +79,7 @@ impl Call {
             Err(r) => {
                 let _ = self.sip.cancel(agent.tx).await;
                 self.callback_result(job.call, false).await;
-                return report(&self, r, &None);
+                return report(self, r, &None);
             }
         };
         let who = Some(job.user.clone());
@@ -94,7 +114,7 @@ impl Call {
             self.callback_result(job.call, false).await;
             self.bye_agent(&mut agent).await;
             drop(media.stop().await);
-            return report(&self, EndReason::Failed, &who);
+            return report(self, EndReason::Failed, &who);
         };
         let cust_media = match self.await_answer(&mut cust, Some(&mut agent)).await {
             Ok(m) => m,
@@ -107,11 +127,12 @@ impl Call {
                     self.bye_agent(&mut agent).await;
                 }
                 drop(media.stop().await);
-                return report(&self, r, &who);
+                return report(self, r, &who);
             }
         };
         // 4. Connected: the engine counts the callback as answered by the agent.
         self.callback_result(job.call, true).await;
+        t.answered_at = Some(self.now_ms());
         let bridged = media.attach(cust_media).await.is_ok() && media.bridge().await.is_ok();
         let reason = loop {
             tokio::select! {
@@ -140,7 +161,7 @@ impl Call {
         let stats = media.stats().await.ok();
         drop(media.stop().await);
         tracing::info!(call_id = %self.call_id, ?reason, "callback ended");
-        let mut end = report(&self, reason, &who);
+        let mut end = report(self, reason, &who);
         end.bridged = bridged;
         end.media = stats;
         end

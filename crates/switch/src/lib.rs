@@ -117,11 +117,19 @@ pub struct SwitchConfig {
     pub clock: Clock,
     /// Where callbacks to numbers that are not registered users go (the static route).
     pub trunk: Option<hotline_sip::Target>,
+    /// Call detail records and the queue log.
+    pub cdr: hotline_cdr::CdrSink,
 }
 
 impl SwitchConfig {
-    /// A configuration with only routes (no ACD, menus, hours, recording).
-    pub fn new(routes: HashMap<String, Route>, media_ip: IpAddr, music: Prompt) -> Self {
+    /// A configuration with only routes (no ACD, menus, hours, recording) writing its
+    /// CDRs to `cdr`.
+    pub fn new(
+        routes: HashMap<String, Route>,
+        media_ip: IpAddr,
+        music: Prompt,
+        cdr: hotline_cdr::CdrSink,
+    ) -> Self {
         SwitchConfig {
             routes,
             media_ip,
@@ -136,6 +144,7 @@ impl SwitchConfig {
             recordings: None,
             clock: Clock::system(),
             trunk: None,
+            cdr,
         }
     }
 }
