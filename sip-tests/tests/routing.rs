@@ -628,3 +628,70 @@ async fn callback_keeps_the_place_and_calls_agent_then_customer() -> anyhow::Res
     h.shutdown().await;
     Ok(())
 }
+
+/// `fallback = { number = "5008" }` where 5008 is a configured number routed to an
+/// extension: after `max_wait_secs` the caller is put through to bob's phone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_fallback_to_a_number_reaches_its_route() -> anyhow::Result<()> {
+    let (m, _) = media("fallback-number", 18000)?;
+    let mut h = start_hotline_with(&format!(
+        "{m}[[numbers]]\nnumber = \"5005\"\nqueue = \"night\"\n\
+         [[numbers]]\nnumber = \"5008\"\nextension = \"bob\"\n\
+         [acd]\n[[acd.queue]]\nname = \"night\"\nmax_wait_secs = 1\n\
+         fallback = {{ number = \"5008\" }}\n"
+    ))
+    .await?;
+    let mut ended = switch(&mut h)?.take_ended().context("ended")?;
+    let bob = agent(&h, "bob", "uas_call.xml").await?;
+    caller_audio()?;
+    caller(&h, "to-number", "uac_call_with_audio.xml", "5005", &[])?
+        .expect_success()
+        .await?;
+    bob.expect_success().await?;
+    let end = next_end(&mut ended).await?;
+    assert!(end.bridged, "{end:?}");
+    assert_eq!(end.route, "queue:night>extension:bob");
+    assert_eq!(end.agent.as_deref(), Some("bob"));
+    let r = row(&h, &end.call_id)?;
+    assert_eq!(r.result, CallResult::Answered);
+    assert!(queue_log(&h, &end.call_id).contains(&QueueEventKind::Fallback));
+    assert_clean(&h).await?;
+    h.shutdown().await;
+    Ok(())
+}
+
+/// A caller who presses nothing: after the (short) prompt and `timeout_secs` of silence,
+/// with no retries left, the menu's default route (the support queue) takes the call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ivr_silence_leads_to_the_menu_default() -> anyhow::Result<()> {
+    let (m, _) = media("ivr-default", 18500)?;
+    let prompt = out_dir().join(format!("menu-short-{}.wav", std::process::id()));
+    hotline_media::wav::write_wav(
+        &prompt,
+        hotline_media::wav::WavEncoding::Ulaw,
+        &[2000i16; 1600],
+    )?;
+    let mut h = start_hotline_with(&format!(
+        "{m}[[numbers]]\nnumber = \"5000\"\nmenu = \"quick\"\n\
+         [[menus]]\nname = \"quick\"\nprompt = \"{}\"\ntimeout_secs = 1\nretries = 0\n\
+         choices = {{ \"1\" = {{ queue = \"sales\" }} }}\ndefault = {{ queue = \"support\" }}\n\
+         [acd]\n[[acd.queue]]\nname = \"sales\"\n[[acd.queue]]\nname = \"support\"\n\
+         [[acd.agent]]\nid = \"carol\"\nqueues = {{ support = 0 }}\n",
+        prompt.display()
+    ))
+    .await?;
+    let mut ended = switch(&mut h)?.take_ended().context("ended")?;
+    let carol = agent(&h, "carol", "uas_call.xml").await?;
+    caller_audio()?;
+    caller(&h, "silent", "uac_call_with_audio.xml", "5000", &[])?
+        .expect_success()
+        .await?;
+    carol.expect_success().await?;
+    let end = next_end(&mut ended).await?;
+    assert!(end.bridged, "{end:?}");
+    assert_eq!(end.route, "menu:quick>queue:support");
+    assert_eq!(end.agent.as_deref(), Some("carol"));
+    assert_clean(&h).await?;
+    h.shutdown().await;
+    Ok(())
+}
