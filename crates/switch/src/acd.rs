@@ -304,6 +304,12 @@ impl AcdTask {
                 Some(tx) => tx.try_send(out.clone()).is_err(),
                 None => true,
             };
+            // The engine has forgotten a call that went to its fallback: so do we (a
+            // fallback to another queue arrives afresh).
+            if matches!(out, AcdOutput::Fallback { .. }) {
+                self.calls.remove(&call);
+                self.queue_of.remove(&call);
+            }
             if gone {
                 tracing::debug!(?call, ?out, "ACD decision for a call that is gone");
                 if let AcdOutput::Offer { agent, .. } = out {

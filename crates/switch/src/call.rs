@@ -202,6 +202,9 @@ pub(crate) struct Trace {
     pub answered_at: Option<i64>,
     pub recording: Option<PathBuf>,
     pub announcements: u32,
+    /// The call's outcome is settled (closed message, callback accepted, goodbye) even
+    /// if the caller hangs up before the message ends.
+    pub settled: Option<EndReason>,
 }
 
 /// The call's mutable state once answered.
@@ -275,24 +278,7 @@ impl Call {
     /// row is committed, or after its bounded timeout with the row still buffered).
     pub(crate) async fn record(&self, t: &Trace, reason: EndReason, status: u16) {
         let ended_at = self.now_ms();
-        let result = match reason {
-            EndReason::Rejected => CallResult::Rejected,
-            _ if t.answered_at.is_some() => CallResult::Answered,
-            EndReason::Closed => CallResult::Closed,
-            EndReason::Fallback | EndReason::Hangup => CallResult::Fallback,
-            EndReason::Callback => CallResult::Callback,
-            EndReason::Failed => CallResult::Failed,
-            EndReason::Shutdown => CallResult::Interrupted,
-            EndReason::CallerHangup
-            | EndReason::Cancelled
-            | EndReason::NoAck
-            | EndReason::AgentHangup => CallResult::Abandoned,
-        };
-        let hangup_side = match reason {
-            EndReason::CallerHangup | EndReason::Cancelled => HangupSide::Caller,
-            EndReason::AgentHangup => HangupSide::Agent,
-            _ => HangupSide::System,
-        };
+        let (result, hangup_side) = outcome(reason, t);
         let waited_until = t.answered_at.unwrap_or(ended_at);
         let r = CallRecord {
             call_id: self.call_id.clone(),
@@ -488,6 +474,7 @@ impl Call {
 
     /// Releases everything once the call's outcome is known; returns the report.
     async fn finish(&self, reason: EndReason, mut st: State) -> CallEnd {
+        let was_queued = st.queued;
         if st.queued {
             let call = self.acd_id;
             let answered = st
@@ -540,7 +527,9 @@ impl Call {
             let kind = match (st.trace.answered_at.is_some(), reason) {
                 (true, EndReason::AgentHangup) => Some(QueueEventKind::CompleteAgent),
                 (true, _) => Some(QueueEventKind::CompleteCaller),
-                (false, EndReason::CallerHangup | EndReason::Cancelled | EndReason::NoAck) => {
+                (false, EndReason::CallerHangup | EndReason::Cancelled | EndReason::NoAck)
+                    if was_queued =>
+                {
                     Some(QueueEventKind::Abandon)
                 }
                 _ => None,
@@ -618,6 +607,7 @@ impl Call {
                     st.phase = Phase::Message {
                         then: EndReason::Closed,
                     };
+                    st.trace.settled = Some(EndReason::Closed);
                     return self.play(st, vec![prompt]).await;
                 }
                 Route::Hangup => return Some(EndReason::Hangup),
@@ -774,6 +764,7 @@ impl Call {
                 st.phase = Phase::Message {
                     then: EndReason::Callback,
                 };
+                st.trace.settled = Some(EndReason::Callback);
                 let goodbye = v.goodbye.clone();
                 self.play(st, vec![goodbye])
                     .await
@@ -848,6 +839,7 @@ impl Call {
                         st.phase = Phase::Message {
                             then: EndReason::Fallback,
                         };
+                        st.trace.settled = Some(EndReason::Fallback);
                         self.play(st, vec![v.goodbye.clone()]).await
                     }
                     None => Some(EndReason::Fallback),
@@ -1305,6 +1297,34 @@ impl Call {
     }
 }
 
+/// The CDR's result and hangup side for a call that ended with `reason`. A settled outcome
+/// (closed message, callback accepted, goodbye) stands when the caller hangs up during it.
+pub(crate) fn outcome(reason: EndReason, t: &Trace) -> (CallResult, HangupSide) {
+    let hangup_side = match reason {
+        EndReason::CallerHangup | EndReason::Cancelled => HangupSide::Caller,
+        EndReason::AgentHangup => HangupSide::Agent,
+        _ => HangupSide::System,
+    };
+    let reason = match (reason, t.settled) {
+        (EndReason::CallerHangup, Some(s)) => s,
+        (r, _) => r,
+    };
+    let result = match reason {
+        EndReason::Rejected => CallResult::Rejected,
+        _ if t.answered_at.is_some() => CallResult::Answered,
+        EndReason::Closed => CallResult::Closed,
+        EndReason::Fallback | EndReason::Hangup => CallResult::Fallback,
+        EndReason::Callback => CallResult::Callback,
+        EndReason::Failed => CallResult::Failed,
+        EndReason::Shutdown => CallResult::Interrupted,
+        EndReason::CallerHangup
+        | EndReason::Cancelled
+        | EndReason::NoAck
+        | EndReason::AgentHangup => CallResult::Abandoned,
+    };
+    (result, hangup_side)
+}
+
 /// The user part and display name of a From/To value (`"Ann" <sip:ann@host>;tag=x`).
 pub(crate) fn from_identity(v: &str) -> (String, Option<String>) {
     let (addr, _) = msg::split_first(v);
@@ -1353,5 +1373,74 @@ pub(crate) fn event_call_id(ev: &AppEvent) -> Option<&str> {
         AppEvent::Response { response, .. } => msg::call_id(&response.headers),
         AppEvent::Timeout { call_id, .. } | AppEvent::AckTimeout { call_id, .. } => Some(call_id),
         AppEvent::Cancelled { .. } => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cdr_outcomes() {
+        let mut t = Trace::default();
+        let o = |r, t: &Trace| outcome(r, t);
+        assert_eq!(
+            o(EndReason::Rejected, &t),
+            (CallResult::Rejected, HangupSide::System)
+        );
+        assert_eq!(
+            o(EndReason::CallerHangup, &t),
+            (CallResult::Abandoned, HangupSide::Caller)
+        );
+        assert_eq!(
+            o(EndReason::Cancelled, &t),
+            (CallResult::Abandoned, HangupSide::Caller)
+        );
+        assert_eq!(
+            o(EndReason::Fallback, &t),
+            (CallResult::Fallback, HangupSide::System)
+        );
+        assert_eq!(
+            o(EndReason::Hangup, &t),
+            (CallResult::Fallback, HangupSide::System)
+        );
+        assert_eq!(
+            o(EndReason::Failed, &t),
+            (CallResult::Failed, HangupSide::System)
+        );
+        assert_eq!(
+            o(EndReason::Shutdown, &t),
+            (CallResult::Interrupted, HangupSide::System)
+        );
+        t.settled = Some(EndReason::Closed);
+        assert_eq!(
+            o(EndReason::CallerHangup, &t),
+            (CallResult::Closed, HangupSide::Caller)
+        );
+        t.settled = Some(EndReason::Callback);
+        assert_eq!(
+            o(EndReason::CallerHangup, &t),
+            (CallResult::Callback, HangupSide::Caller)
+        );
+        t.settled = None;
+        t.answered_at = Some(1);
+        assert_eq!(
+            o(EndReason::AgentHangup, &t),
+            (CallResult::Answered, HangupSide::Agent)
+        );
+        assert_eq!(
+            o(EndReason::CallerHangup, &t),
+            (CallResult::Answered, HangupSide::Caller)
+        );
+    }
+
+    #[test]
+    fn caller_identity_from_the_from_header() {
+        assert_eq!(
+            from_identity("\"Ann Lee\" <sip:+4930123@example.com;user=phone>;tag=1"),
+            ("+4930123".to_string(), Some("Ann Lee".to_string()))
+        );
+        assert_eq!(from_identity("sip:bob@h;tag=x"), ("bob".to_string(), None));
+        assert_eq!(from_identity("<sips:carol@h>"), ("carol".to_string(), None));
     }
 }
