@@ -12,7 +12,7 @@
 
 use hotline_media::dtmf::parse_info_body;
 use hotline_media::{LegEvent, MediaEvent, SessionHandle};
-use hotline_sip::msg::{self, Header, Method, Request, Response};
+use hotline_sip::msg::{Header, Method, Request, Response};
 use hotline_sip::{AppResponse, Flow, ServerTxId};
 
 use crate::call::{AgentLeg, Call, CallerDialog, EndReason};
@@ -104,7 +104,19 @@ pub(crate) async fn caller_request(
 /// (RFC 6086 legacy usage), a malformed DTMF body is 400.
 async fn info(ctx: Ctx<'_>, tx: ServerTxId, request: &Request) -> Outcome {
     let sip = &ctx.call.sip;
-    let ct = msg::find(&request.headers, |h| matches!(h, Header::ContentType(_))).unwrap_or("");
+    // `msg::find` has no raw value for Content-Type: take it from the header's text.
+    let ct = request
+        .headers
+        .iter()
+        .find(|h| matches!(h, Header::ContentType(_)))
+        .map(|h| {
+            let line = h.to_string();
+            line.split_once(':')
+                .map(|(_, v)| v.trim().to_string())
+                .unwrap_or_default()
+        })
+        .unwrap_or_default();
+    let ct = ct.as_str();
     let is_dtmf = ct
         .split(';')
         .next()
