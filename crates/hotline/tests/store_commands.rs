@@ -316,3 +316,25 @@ async fn start_settles_calls_left_in_progress() {
     store.close().await;
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// The Docker files agree: the image's config parses, its store is the compose file's
+/// PostgreSQL service, and the image carries that config where compose runs it from.
+#[test]
+fn docker_config_parses_and_points_at_the_db_service() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let cfg = hotline::Config::load(&root.join("docker/hotline.toml")).unwrap();
+    let url = cfg.store.url.get_ref();
+    assert!(
+        url.starts_with("postgres://") && url.contains("@db:55432/"),
+        "{url}"
+    );
+    assert!(!cfg.numbers.is_empty(), "the demo's numbers");
+    let compose = std::fs::read_to_string(root.join("docker/compose.yaml")).unwrap();
+    assert!(compose.contains("\"127.0.0.1:55432:5432\""), "{compose}");
+    assert!(compose.contains("\"db:127.0.0.1\""));
+    assert!(compose.contains("/etc/hotline/hotline.toml"));
+    let dockerfile = std::fs::read_to_string(root.join("docker/Dockerfile")).unwrap();
+    assert!(dockerfile.contains("COPY docker/hotline.toml /etc/hotline/hotline.toml"));
+    let [first, last] = *cfg.media.rtp_ports.get_ref();
+    assert!(dockerfile.contains(&format!("EXPOSE 5060/udp 5060/tcp {first}-{last}/udp")));
+}
