@@ -22,6 +22,7 @@
 #         MEDIA_STEPS ("250 500 1000 1500 2000") MEDIA_SECS (15) SETUP_RATE (200) WARM (3)
 #         UAS_COUNT (4): agent UAS processes (agents split among them; each -rtp_echo is one
 #           thread on one socket, so several keep the echo from being the bottleneck)
+#         RECORD (0): 1 = record every bridged call (Hotline's default), to measure its cost
 #         NICE (-10 as root, else 0) NO_BUILD=1 (use the existing release binary)
 #         MAX_SECS (watchdog for the whole script, default 900)
 # Output: one machine-readable line per figure, prefixed "callpath ", then a table
@@ -46,6 +47,7 @@ MEDIA_STEPS=${MEDIA_STEPS:-250 500 1000 1500 2000}
 MEDIA_SECS=${MEDIA_SECS:-15}
 SETUP_RATE=${SETUP_RATE:-200}
 WARM=${WARM:-3}
+RECORD=${RECORD:-0}
 MAX_SECS=${MAX_SECS:-900}
 if [ "$(id -u)" = 0 ]; then NICE=${NICE:--10}; else NICE=${NICE:-0}; fi
 HZ=$(getconf CLK_TCK)
@@ -143,6 +145,10 @@ PY
 {
 	printf '[sip]\nudp = ["%s:%d"]\ntrusted = ["127.0.0.0/8"]\nauthenticate_requests = false\n' $IP $SUT_PORT
 	printf '[media]\nrtp_ip = "%s"\nrtp_ports = [20000, 39999]\n' $IP
+	# Recording is on by default in Hotline; the relay figure is measured without it
+	# (RECORD=1 measures with it: one stereo WAV per call, 16 KB/s, under $OUT/recordings,
+	# deleted after each part).
+	if [ "$RECORD" = 1 ]; then printf 'record = true\nrecordings = "%s/recordings"\n' "$OUT"; else printf 'record = false\n'; fi
 	printf '[[numbers]]\nnumber = "4000"\nqueue = "bench"\n'
 	printf '[acd]\n[[acd.queue]]\nname = "bench"\n'
 	for i in $(seq "$AGENTS"); do printf '[[acd.agent]]\nid = "user%05d"\nqueues = { bench = 0 }\n' "$i"; done
@@ -201,6 +207,7 @@ start_hotline() {
 stop_hotline() {
 	echo "hotline peak RSS: $(awk '/VmHWM/{print $2, $3}' "/proc/$HPID/status")"
 	kill "$HPID"; wait "$HPID" 2>/dev/null; HPID=""
+	rm -rf "$OUT/recordings"
 }
 
 # ------------------------------------------------------------------ signalling
@@ -315,6 +322,7 @@ for s in "${SCEN[@]}"; do
 done
 echo
 echo "================ summary (CPU % = of one core; references: RustPBX, Kamailio) ================"
+[ "$RECORD" = 1 ] && echo "(recording every bridged call)"
 printf '%s\n' "${RESULTS[@]}" | tee "$OUT/summary.txt"
 printf '%s\n' "${RESULTS[@]}" | awk '
 	{ delete v; for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] } }
