@@ -19,7 +19,7 @@
 #
 # Usage:  sip-tests/bench/callpath.sh [cps] [media]        (default: both)
 # Env:    AGENTS (3000) CPS_RATE (1000) DUR (10) HOLD_MS (1000)
-#         MEDIA_STEPS ("250 500 1000 1500 2000") MEDIA_SECS (15) SETUP_RATE (200) WARM (3)
+#         MEDIA_STEPS ("250 500 750 1000"; add 1500 2000 to go on) MEDIA_SECS (15) SETUP_RATE (200) WARM (3)
 #         UAS_COUNT (4): agent UAS processes (agents split among them; each -rtp_echo is one
 #           thread on one socket, so several keep the echo from being the bottleneck)
 #         RECORD (0): 1 = record every bridged call (Hotline's default), to measure its cost
@@ -43,7 +43,7 @@ AGENTS=${AGENTS:-3000}
 CPS_RATE=${CPS_RATE:-1000}
 DUR=${DUR:-10}
 HOLD_MS=${HOLD_MS:-1000}
-MEDIA_STEPS=${MEDIA_STEPS:-250 500 1000 1500 2000}
+MEDIA_STEPS=${MEDIA_STEPS:-250 500 750 1000}
 MEDIA_SECS=${MEDIA_SECS:-15}
 SETUP_RATE=${SETUP_RATE:-200}
 WARM=${WARM:-3}
