@@ -10,10 +10,10 @@ use hotline_media::sdp::{
 };
 use hotline_media::session::SessionStats;
 use hotline_media::{
-    LegConfig, MediaError, MediaEvent, MediaLeg, Player, PortAllocator, SessionHandle, Side,
-    spawn_session,
+    LegConfig, LegEvent, MediaError, MediaEvent, MediaLeg, Player, PortAllocator, SessionHandle,
+    Side, spawn_session,
 };
-use hotline_sip::msg::{self, Header, Limits, Method, Request, Response, SipMessage};
+use hotline_sip::msg::{self, Header, Limits, Request, Response, SipMessage};
 use hotline_sip::server::AppHandle;
 use hotline_sip::{AppEvent, AppResponse, ClientTxId, Flow, ServerTxId};
 use tokio::sync::{mpsc, oneshot};
@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use hotline_acd::{AgentId, CallId};
 
 use crate::acd::{AcdInput, AcdOutput};
-use crate::{CallInput, Control, Route, SwitchConfig};
+use crate::{CallInput, Control, Route, SwitchConfig, incall};
 
 /// How a call ended: for tests, CDRs (later) and logs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,35 +96,55 @@ pub(crate) fn own_request(text: &str) -> Option<Request> {
     }
 }
 
-/// The caller's dialog, as a UAS: what we need to send BYE to the caller.
-struct CallerDialog {
-    flow: Flow,
+/// The caller's dialog, as a UAS: what we need to send requests to the caller.
+pub(crate) struct CallerDialog {
+    pub flow: Flow,
     /// The caller's Contact (remote target).
-    target: String,
+    pub target: String,
     /// Our To (with our tag) becomes From in our requests.
-    ours: String,
+    pub ours: String,
+    /// Our tag (in the To of the caller's in-dialog requests).
+    pub tag: String,
     /// The caller's From becomes To.
-    theirs: String,
-    cseq: u32,
+    pub theirs: String,
+    /// CSeq of our last request in this dialog.
+    pub cseq: u32,
+    /// The negotiated caller media (from the INVITE's offer and our answer).
+    #[allow(dead_code)] // for the in-call features (re-INVITE, transfer)
+    pub local_sdp: SessionDescription,
+    /// In-call state of this dialog (owned by `incall`).
+    #[allow(dead_code)] // for the in-call features
+    pub ext: incall::CallerExt,
 }
 
 /// The agent leg, as a UAC.
-struct AgentLeg {
-    call_id: String,
-    flow: Flow,
-    tx: ClientTxId,
-    from: String,
+pub(crate) struct AgentLeg {
+    pub call_id: String,
+    pub flow: Flow,
+    /// The INVITE transaction (for CANCEL).
+    pub tx: ClientTxId,
+    /// Our From (with our tag).
+    pub from: String,
     /// To of the request; with the agent's tag once answered.
-    to: String,
+    pub to: String,
     /// The agent's Contact from the 2xx.
-    target: Option<String>,
-    offer: SessionDescription,
-    ports: Option<BoundPorts>,
-    answered: bool,
+    pub target: Option<String>,
+    /// Our SDP offer to the agent.
+    pub offer: SessionDescription,
+    pub ports: Option<BoundPorts>,
+    pub answered: bool,
     /// Refused, timed out or unusable: the offer is over.
-    failed: bool,
+    pub failed: bool,
     /// The ACD's agent this leg offers the call to (none for an extension).
-    offer_of: Option<AgentId>,
+    pub offer_of: Option<AgentId>,
+    /// The agent's SIP user.
+    #[allow(dead_code)] // for the in-call features (re-INVITE, transfer)
+    pub user: String,
+    /// CSeq of our last request in this dialog (the INVITE is 1).
+    pub cseq: u32,
+    /// In-call state of this dialog (owned by `incall`).
+    #[allow(dead_code)] // for the in-call features
+    pub ext: incall::AgentExt,
 }
 
 impl Call {
@@ -206,10 +226,13 @@ impl Call {
                 .map(|c| msg::addr_uri(msg::split_first(c).0).to_string())
                 .unwrap_or_else(|| invite.uri.to_string()),
             ours: format!("{to};tag={tag}"),
+            tag: tag.clone(),
             theirs: msg::from_value(&invite.headers)
                 .unwrap_or_default()
                 .to_string(),
             cseq: 0,
+            local_sdp: answer,
+            ext: incall::CallerExt::default(),
         };
         tracing::info!(call_id = %self.call_id, ?route, "call answered; music on hold");
         let mut agent = match agent_contact {
@@ -234,6 +257,7 @@ impl Call {
         } else {
             drop(acd_tx);
         }
+        let mut in_call = incall::InCall::default();
         let reason = loop {
             // An offer that failed goes back to the ACD (requeue rules).
             if let Some(a) = agent.as_ref().filter(|a| a.failed) {
@@ -256,18 +280,41 @@ impl Call {
                     None => break EndReason::Shutdown,
                     Some(CallInput::Sip(ev)) => {
                         let is_agent = agent.as_ref().is_some_and(|a| event_call_id(&ev) == Some(a.call_id.as_str()));
-                        if is_agent {
-                            if let Some(a) = agent.as_mut()
-                                && let Some(r) = self.agent_event(a, ev, &media, &mut bridged).await
-                            {
-                                break r;
-                            }
-                        } else if let Some(r) = self.caller_event(ev, &tag).await {
-                            break r;
+                        let outcome = if is_agent {
+                            self.agent_event(ev, &mut caller, &mut agent, &media, &mut bridged).await
+                        } else {
+                            let ctx = incall::Ctx { call: &self, caller: &mut caller, agent: &mut agent, media: &media, bridged };
+                            self.caller_event(ev, ctx).await
+                        };
+                        match outcome {
+                            incall::Outcome::Continue => {}
+                            incall::Outcome::End(r) => break r,
+                            incall::Outcome::Digit(d) => self.digit(d),
                         }
                     }
                 },
-                Some(ev) = media_rx.recv() => self.media_event(ev),
+                Some(ev) = media_rx.recv() => {
+                    let outcome = match ev {
+                        MediaEvent::Leg(Side::A, LegEvent::Dtmf(d)) => incall::Outcome::Digit(d.digit),
+                        ev => {
+                            let ctx = incall::Ctx { call: &self, caller: &mut caller, agent: &mut agent, media: &media, bridged };
+                            incall::media_event(ctx, ev).await
+                        }
+                    };
+                    match outcome {
+                        incall::Outcome::Continue => {}
+                        incall::Outcome::End(r) => break r,
+                        incall::Outcome::Digit(d) => self.digit(d),
+                    }
+                }
+                _ = sleep_until_opt(in_call.deadline()) => {
+                    let ctx = incall::Ctx { call: &self, caller: &mut caller, agent: &mut agent, media: &media, bridged };
+                    match in_call.timeout(ctx).await {
+                        incall::Outcome::Continue => {}
+                        incall::Outcome::End(r) => break r,
+                        incall::Outcome::Digit(d) => self.digit(d),
+                    }
+                }
             }
         };
         // After a fallback the ACD has already forgotten the call.
@@ -353,52 +400,73 @@ impl Call {
             answered: false,
             failed: false,
             offer_of: None,
+            user: user.to_string(),
+            cseq: 1,
+            ext: incall::AgentExt::default(),
         })
     }
 
-    /// Handles an event of the agent's dialog; `Some` ends the call.
+    /// Handles an event of the agent's dialog: responses to our INVITE here, requests
+    /// and responses to other requests in `incall`.
     async fn agent_event(
         &self,
-        a: &mut AgentLeg,
         ev: AppEvent,
+        caller: &mut CallerDialog,
+        agent: &mut Option<AgentLeg>,
         media: &SessionHandle,
         bridged: &mut bool,
-    ) -> Option<EndReason> {
+    ) -> incall::Outcome {
+        let Some(a) = agent.as_mut() else {
+            return incall::Outcome::Continue;
+        };
+        let initial_invite = |r: &Response| {
+            msg::cseq(&r.headers).is_some_and(|(n, m)| n == 1 && m.eq_ignore_ascii_case("INVITE"))
+        };
         match ev {
-            AppEvent::Response { response, .. } => {
+            AppEvent::Response { response, .. } if initial_invite(&response) => {
                 let status = u16::from(response.status_code.clone());
                 if (200..300).contains(&status) {
                     self.agent_answered(a, &response, media, bridged).await;
                 } else if status >= 300 {
-                    // The agent refused: the caller keeps hearing music (the ACD's requeue
-                    // rules take over in the next phase).
                     tracing::info!(call_id = %self.call_id, status, "agent did not answer");
                     a.ports = None;
                     a.failed = !a.answered;
                 }
-                None
+                incall::Outcome::Continue
             }
-            AppEvent::Timeout { .. } => {
+            AppEvent::Timeout { .. } if !a.answered => {
                 a.ports = None;
-                a.failed = !a.answered;
-                None
+                a.failed = true;
+                incall::Outcome::Continue
             }
             AppEvent::Request { tx, request, .. } if to_tag(&request) != msg::tag(&a.from) => {
                 let resp = AppResponse::new(481, "Call/Transaction Does Not Exist");
                 let _ = self.sip.respond(tx, resp).await;
-                None
+                incall::Outcome::Continue
             }
-            AppEvent::Request { tx, request, .. } => {
-                let bye = request.method == Method::Bye;
-                let resp = if bye {
-                    AppResponse::new(200, "OK")
-                } else {
-                    AppResponse::new(488, "Not Acceptable Here")
+            AppEvent::Request {
+                tx, request, flow, ..
+            } => {
+                let ctx = incall::Ctx {
+                    call: self,
+                    caller,
+                    agent,
+                    media,
+                    bridged: *bridged,
                 };
-                let _ = self.sip.respond(tx, resp).await;
-                bye.then_some(EndReason::AgentHangup)
+                incall::agent_request(ctx, tx, *request, flow).await
             }
-            _ => None,
+            AppEvent::Response { response, .. } => {
+                let ctx = incall::Ctx {
+                    call: self,
+                    caller,
+                    agent,
+                    media,
+                    bridged: *bridged,
+                };
+                incall::agent_response(ctx, *response).await
+            }
+            _ => incall::Outcome::Continue,
         }
     }
 
@@ -452,6 +520,11 @@ impl Call {
             *bridged = true;
             tracing::info!(call_id = %self.call_id, "agent answered; legs bridged");
         }
+    }
+
+    /// A key the caller pressed (RFC 4733 or SIP INFO).
+    fn digit(&self, d: char) {
+        tracing::debug!(call_id = %self.call_id, digit = %d, "caller pressed a key");
     }
 
     async fn to_acd(&self, m: AcdInput) {
@@ -512,18 +585,19 @@ impl Call {
         None
     }
 
-    async fn bye_agent(&self, a: &AgentLeg) {
+    pub(crate) async fn bye_agent(&self, a: &mut AgentLeg) {
         let Some(target) = &a.target else { return };
+        a.cseq += 1;
         let text = format!(
-            "BYE {target} SIP/2.0\r\nFrom: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n",
-            a.from, a.to, a.call_id
+            "BYE {target} SIP/2.0\r\nFrom: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {} BYE\r\nContent-Length: 0\r\n\r\n",
+            a.from, a.to, a.call_id, a.cseq
         );
         if let Some(req) = own_request(&text) {
             let _ = self.sip.send_request(req, a.flow).await;
         }
     }
 
-    async fn bye_caller(&self, c: &mut CallerDialog) {
+    pub(crate) async fn bye_caller(&self, c: &mut CallerDialog) {
         c.cseq += 1;
         let text = format!(
             "BYE {} SIP/2.0\r\nFrom: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {} BYE\r\nContent-Length: 0\r\n\r\n",
@@ -534,58 +608,42 @@ impl Call {
         }
     }
 
-    /// Handles a SIP event of the caller's dialog; `Some` ends the call.
-    async fn caller_event(&mut self, ev: AppEvent, tag: &str) -> Option<EndReason> {
+    /// Handles a SIP event of the caller's dialog (requests go to `incall`).
+    async fn caller_event(&self, ev: AppEvent, ctx: incall::Ctx<'_>) -> incall::Outcome {
         match ev {
-            AppEvent::Ack { .. } => None,
-            AppEvent::Cancelled { .. } => Some(EndReason::Cancelled),
-            AppEvent::AckTimeout { .. } => Some(EndReason::NoAck),
+            AppEvent::Ack { .. } => incall::Outcome::Continue,
+            AppEvent::Cancelled { .. } => incall::Outcome::End(EndReason::Cancelled),
+            AppEvent::AckTimeout { .. } => incall::Outcome::End(EndReason::NoAck),
             // Knowing the Call-ID is not enough to act in the dialog: our tag must match.
-            AppEvent::Request { tx, request, .. } if to_tag(&request) != Some(tag) => {
+            AppEvent::Request { tx, request, .. }
+                if to_tag(&request) != Some(ctx.caller.tag.as_str()) =>
+            {
                 let resp = AppResponse::new(481, "Call/Transaction Does Not Exist");
                 let _ = self.sip.respond(tx, resp).await;
-                None
+                incall::Outcome::Continue
             }
-            AppEvent::Request { tx, request, .. } => match request.method {
-                Method::Bye => {
-                    let _ = self.sip.respond(tx, AppResponse::new(200, "OK")).await;
-                    Some(EndReason::CallerHangup)
-                }
-                // Phase 1 keeps the media as answered: re-offers are declined (the
-                // dialog stays up, RFC 3261 §14.2).
-                Method::Invite | Method::Update => {
-                    let _ = self
-                        .sip
-                        .respond(tx, AppResponse::new(488, "Not Acceptable Here"))
-                        .await;
-                    None
-                }
-                Method::Options | Method::Info => {
-                    let _ = self.sip.respond(tx, AppResponse::new(200, "OK")).await;
-                    None
-                }
-                _ => {
-                    let _ = self
-                        .sip
-                        .respond(tx, AppResponse::new(501, "Not Implemented"))
-                        .await;
-                    None
-                }
-            },
+            AppEvent::Request {
+                tx, request, flow, ..
+            } => incall::caller_request(ctx, tx, *request, flow).await,
             // An agent leg we gave up on answered after all: hang it up.
             AppEvent::Response { response, flow, .. }
                 if msg::call_id(&response.headers) != Some(self.call_id.as_str()) =>
             {
                 crate::hang_up_unwanted_answer(&self.sip, &response, flow).await;
-                None
+                incall::Outcome::Continue
             }
-            // Responses to our BYE to the caller: nothing to do.
-            AppEvent::Response { .. } | AppEvent::Timeout { .. } => None,
+            // Responses to our requests to the caller (BYE, in-call requests).
+            AppEvent::Response { response, .. } => incall::caller_response(ctx, *response).await,
+            AppEvent::Timeout { .. } => incall::Outcome::Continue,
         }
     }
+}
 
-    fn media_event(&self, ev: MediaEvent) {
-        tracing::debug!(call_id = %self.call_id, ?ev, "media event");
+/// Sleeps until `t`, or forever without one (a `select!` branch for optional timers).
+pub(crate) async fn sleep_until_opt(t: Option<tokio::time::Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -10,6 +10,7 @@
 mod acd;
 mod call;
 mod error;
+mod incall;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
