@@ -28,10 +28,16 @@ pub async fn start_hotline() -> anyhow::Result<Hotline> {
 
 /// Like [`start_hotline`], with more configuration appended (e.g. `[[numbers]]`).
 pub async fn start_hotline_with(extra: &str) -> anyhow::Result<Hotline> {
+    start_hotline_with_sip("", extra).await
+}
+
+/// Like [`start_hotline_with`], with more `[sip]` keys (e.g. `min_se_secs = 2\n`).
+pub async fn start_hotline_with_sip(sip: &str, extra: &str) -> anyhow::Result<Hotline> {
     let mut toml = String::from(
         "[sip]\nudp = [\"127.0.0.1:0\"]\ntcp = [\"127.0.0.1:0\"]\ntrusted = [\"127.0.0.2/32\"]\n\
          digest_algorithms = [\"MD5\"]\nt1_ms = 100\nt2_ms = 400\n",
     );
+    toml.push_str(sip);
     for (u, p) in USERS {
         toml.push_str(&format!("[[users]]\nname = \"{u}\"\npassword = \"{p}\"\n"));
     }

@@ -88,8 +88,19 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Hotline> {
             routes,
             media_ip: cfg.media.rtp_ip,
             music,
-            leg_timing: LegTiming::default(),
+            leg_timing: LegTiming {
+                // 0 = off: a year is as good as never for a call.
+                no_rtp_timeout: match cfg.media.no_rtp_timeout_secs {
+                    0 => std::time::Duration::from_secs(365 * 86_400),
+                    s => std::time::Duration::from_secs(s),
+                },
+                ..LegTiming::default()
+            },
             acd: cfg.acd.clone(),
+            session_timer: hotline_sip::session_timer::TimerPolicy {
+                session_expires: cfg.sip.session_expires_secs,
+                min_se: *cfg.sip.min_se_secs.get_ref(),
+            },
         },
         app,
         events,

@@ -942,6 +942,11 @@ impl LegSdp {
         &self.local
     }
 
+    /// What we last sent (a session refresh re-offers it unchanged).
+    pub fn last(&self) -> Option<&SessionDescription> {
+        self.last.as_ref()
+    }
+
     /// Answers a (re-)offer from the peer; `willing` as in [`answer_offer`].
     pub fn answer(
         &mut self,

@@ -34,6 +34,8 @@ pub struct CallEnd {
     pub bridged: bool,
     /// Media counters at the end (none when media never started).
     pub media: Option<SessionStats>,
+    /// Time on hold (either side), for the CDR.
+    pub hold_ms: u64,
 }
 
 /// Why a call ended.
@@ -53,6 +55,10 @@ pub enum EndReason {
     Fallback,
     /// The switch went away.
     Shutdown,
+    /// A session timer (RFC 4028) expired without refresh: Hotline sent BYE to both legs.
+    SessionExpired,
+    /// A leg sent no RTP for the configured time: Hotline sent BYE to both legs.
+    NoRtp,
 }
 
 pub(crate) struct Call {
@@ -154,6 +160,7 @@ impl Call {
             status,
             reason,
             bridged: false,
+            hold_ms: 0,
             media,
         }
     }
@@ -193,6 +200,17 @@ impl Call {
             },
             Route::Queue(_) => None,
         };
+        let contact = format!("<sip:{number}@{local_host}{}>", transport_param(flow));
+        // In-call hook: session timer negotiation (may refuse with 422 before answering).
+        let (caller_ext, timer_headers) =
+            match incall::answer_caller(&self.cfg.session_timer, &invite, &contact) {
+                Ok(x) => x,
+                Err(resp) => {
+                    let status = resp.status;
+                    let _ = self.sip.respond(tx, *resp).await;
+                    return self.end(status, EndReason::Rejected, None);
+                }
+            };
         let bound = match self.ports.bind(self.cfg.media_ip).await {
             Ok(b) => b,
             Err(e) => return self.reject(tx, 503, &e.to_string()).await,
@@ -210,11 +228,11 @@ impl Call {
             return self.reject(tx, 500, "Media session failed").await;
         }
         let tag = format!("hl{}", token());
-        let contact = format!("<sip:{number}@{local_host}{}>", transport_param(flow));
-        let ok = AppResponse::new(200, "OK")
+        let mut ok = AppResponse::new(200, "OK")
             .tag(&tag)
             .header(format!("Contact: {contact}"))
             .body("application/sdp", answer.to_string());
+        ok.headers.extend(timer_headers);
         if self.sip.respond(tx, ok).await.is_err() {
             drop(media.stop().await);
             return self.end(500, EndReason::Shutdown, None);
@@ -232,7 +250,7 @@ impl Call {
                 .to_string(),
             cseq: 0,
             local_sdp: answer,
-            ext: incall::CallerExt::default(),
+            ext: caller_ext,
         };
         tracing::info!(call_id = %self.call_id, ?route, "call answered; music on hold");
         let mut agent = match agent_contact {
@@ -290,6 +308,9 @@ impl Call {
                             incall::Outcome::Continue => {}
                             incall::Outcome::End(r) => break r,
                             incall::Outcome::Digit(d) => self.digit(d),
+                            incall::Outcome::Transfer(route) => {
+                                self.transfer(route, &mut agent, &media, &mut bridged, &mut acd_rx, &mut queued, &number, &local_host).await
+                            }
                         }
                     }
                 },
@@ -305,6 +326,9 @@ impl Call {
                         incall::Outcome::Continue => {}
                         incall::Outcome::End(r) => break r,
                         incall::Outcome::Digit(d) => self.digit(d),
+                            incall::Outcome::Transfer(route) => {
+                                self.transfer(route, &mut agent, &media, &mut bridged, &mut acd_rx, &mut queued, &number, &local_host).await
+                            }
                     }
                 }
                 _ = sleep_until_opt(in_call.deadline()) => {
@@ -313,6 +337,9 @@ impl Call {
                         incall::Outcome::Continue => {}
                         incall::Outcome::End(r) => break r,
                         incall::Outcome::Digit(d) => self.digit(d),
+                            incall::Outcome::Transfer(route) => {
+                                self.transfer(route, &mut agent, &media, &mut bridged, &mut acd_rx, &mut queued, &number, &local_host).await
+                            }
                     }
                 }
             }
@@ -351,7 +378,59 @@ impl Call {
         };
         let mut end = self.end(status, reason, stats);
         end.bridged = bridged;
+        end.hold_ms = caller.ext.hold_ms();
         end
+    }
+
+    /// In-call hook: the agent transferred the caller (blind REFER, already released by
+    /// `incall`): drop its leg (the caller hears music) and route the caller again, into
+    /// a queue (the ACD sees the old offer end and a new arrival) or to an extension.
+    #[allow(clippy::too_many_arguments)]
+    async fn transfer(
+        &self,
+        route: Route,
+        agent: &mut Option<AgentLeg>,
+        media: &SessionHandle,
+        bridged: &mut bool,
+        acd_rx: &mut mpsc::Receiver<AcdOutput>,
+        queued: &mut bool,
+        number: &str,
+        host: &str,
+    ) {
+        if *queued
+            && agent
+                .as_ref()
+                .is_some_and(|a| a.answered && a.offer_of.is_some())
+        {
+            self.to_acd(AcdInput::Ended { call: self.acd_id }).await;
+            *queued = false;
+        }
+        *agent = None;
+        *bridged = false;
+        drop(media.detach().await);
+        let music = Player::new(vec![self.cfg.music.clone()], true, Instant::now());
+        let _ = media.play(Side::A, music).await;
+        match route {
+            Route::Queue(queue) => {
+                if let Some(acd) = &self.acd {
+                    let (tx, rx) = mpsc::channel(16);
+                    *acd_rx = rx;
+                    *queued = acd
+                        .send(AcdInput::Arrived {
+                            call: self.acd_id,
+                            queue,
+                            inbox: tx,
+                        })
+                        .await
+                        .is_ok();
+                }
+            }
+            Route::Extension(user) => {
+                if let Ok(Some((uri, flow))) = self.sip.contact_for(&user).await {
+                    *agent = self.call_agent(number, host, &user, &uri, flow).await;
+                }
+            }
+        }
     }
 
     /// INVITEs the agent's contact with Hotline's SDP on a second port pair.

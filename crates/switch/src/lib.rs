@@ -51,6 +51,8 @@ pub struct SwitchConfig {
     pub leg_timing: LegTiming,
     /// Queues and agents; without it queue numbers only play music.
     pub acd: Option<AcdConfig>,
+    /// Session timers (RFC 4028) on callers' dialogs (`[sip] session_expires_secs`).
+    pub session_timer: hotline_sip::session_timer::TimerPolicy,
 }
 
 /// Counters readable from other tasks.

@@ -35,6 +35,7 @@ async fn start() -> (Server, Switch) {
             music: Prompt::from_samples(vec![0; 160]),
             leg_timing: LegTiming::default(),
             acd: None,
+            session_timer: Default::default(),
         },
         app,
         events,
