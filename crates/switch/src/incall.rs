@@ -185,7 +185,7 @@ impl InCall {
             .is_some_and(|t| now.saturating_duration_since(t.since) > NOTIFY_PATIENCE)
         {
             // The referrer does not answer our NOTIFYs: finish the transfer anyway.
-            return finish_transfer(ctx.call, a).await;
+            return finish_transfer(ctx.call, ctx.caller, a).await;
         }
         Outcome::Continue
     }
@@ -447,13 +447,12 @@ async fn set_hold(
     holds: bool,
 ) {
     let ext = &mut caller.ext;
-    let before = ext.on_hold();
     match side {
         Side::A => ext.caller_holds = holds,
         Side::B => ext.agent_holds = holds,
     }
     ext.hold_changed(Instant::now());
-    if !bridged || before == ext.on_hold() && !holds {
+    if !bridged {
         return;
     }
     let music = || Player::new(vec![call.cfg.music.clone()], true, Instant::now());
@@ -554,10 +553,13 @@ async fn notify(call: &Call, a: &mut AgentLeg, status: u16, reason: &str) -> u32
 
 /// The final NOTIFY was answered (or never will be): release the agent and hand the
 /// caller to the loop's routing.
-async fn finish_transfer(call: &Call, a: &mut AgentLeg) -> Outcome {
+async fn finish_transfer(call: &Call, caller: &mut CallerDialog, a: &mut AgentLeg) -> Outcome {
     let Some(t) = a.ext.transfer.take() else {
         return Outcome::Continue;
     };
+    // Phones usually hold before they transfer: that hold ends with the agent's leg.
+    caller.ext.agent_holds = false;
+    caller.ext.hold_changed(Instant::now());
     if !t.final_sent {
         notify(call, a, 200, "OK").await;
     }
@@ -628,7 +630,7 @@ pub(crate) async fn agent_response(ctx: Ctx<'_>, response: Response) -> Outcome 
         return Outcome::Continue;
     };
     if t.final_sent {
-        return finish_transfer(ctx.call, a).await;
+        return finish_transfer(ctx.call, ctx.caller, a).await;
     }
     // NOTIFYs go one at a time so the referrer sees them in order, even over UDP.
     let cseq = notify(ctx.call, a, 200, "OK").await;
@@ -768,5 +770,46 @@ fn transport_param(flow: Flow) -> &'static str {
     match flow.transport {
         hotline_sip::Transport::Tcp => ";transport=tcp",
         hotline_sip::Transport::Udp => "",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hold_time_counts_while_either_side_holds() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut ext = CallerExt::new("<sip:4000@127.0.0.1>", None);
+        ext.agent_holds = true;
+        ext.hold_changed(ms(0));
+        // The caller also holds; the agent resumes; the caller resumes: one stretch.
+        ext.caller_holds = true;
+        ext.hold_changed(ms(500));
+        ext.agent_holds = false;
+        ext.hold_changed(ms(1000));
+        ext.caller_holds = false;
+        ext.hold_changed(ms(1500));
+        assert_eq!(ext.hold_ms(), 1500);
+        // A second hold adds up.
+        ext.agent_holds = true;
+        ext.hold_changed(ms(3000));
+        ext.agent_holds = false;
+        ext.hold_changed(ms(3250));
+        assert_eq!(ext.hold_ms(), 1750);
+        assert!(!ext.on_hold());
+    }
+
+    #[test]
+    fn our_sdp_continues_the_first_one() {
+        let first = SessionDescription::parse(
+            "v=0\r\no=hotline 77 3 IN IP4 127.0.0.1\r\ns=Hotline\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 42000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n",
+        )
+        .unwrap();
+        let leg = leg_sdp(&first).unwrap();
+        assert_eq!(leg.local().rtp_port, 42000);
+        assert_eq!(leg.local().session_id, 77);
+        assert_eq!(leg.last(), Some(&first));
     }
 }
