@@ -163,8 +163,8 @@ impl InCall {
             .and_then(|t| t.handle_timeout(now));
         match action {
             Some(TimerAction::Expired) => {
+                // The loop's ending sends BYE to both legs.
                 tracing::info!(call_id = %ctx.call.call_id, "caller's session timer expired");
-                ctx.call.bye_caller(ctx.caller).await;
                 return Outcome::End(EndReason::SessionExpired);
             }
             Some(TimerAction::Refresh) => refresh_caller(ctx.call, ctx.caller).await,
@@ -176,7 +176,6 @@ impl InCall {
         if let Some(TimerAction::Expired) = a.ext.timer.as_mut().and_then(|t| t.handle_timeout(now))
         {
             tracing::info!(call_id = %ctx.call.call_id, "agent's session timer expired");
-            ctx.call.bye_caller(ctx.caller).await;
             return Outcome::End(EndReason::SessionExpired);
         }
         if a.ext
@@ -254,7 +253,19 @@ pub(crate) async fn caller_request(
 /// (RFC 6086 legacy usage), a malformed DTMF body is 400.
 async fn info(ctx: Ctx<'_>, tx: ServerTxId, request: &Request) -> Outcome {
     let sip = &ctx.call.sip;
-    let ct = msg::find(&request.headers, |h| matches!(h, Header::ContentType(_))).unwrap_or("");
+    // `msg::find` has no raw value for Content-Type: take it from the header's text.
+    let ct = request
+        .headers
+        .iter()
+        .find(|h| matches!(h, Header::ContentType(_)))
+        .map(|h| {
+            let line = h.to_string();
+            line.split_once(':')
+                .map(|(_, v)| v.trim().to_string())
+                .unwrap_or_default()
+        })
+        .unwrap_or_default();
+    let ct = ct.as_str();
     let is_dtmf = ct
         .split(';')
         .next()
@@ -650,8 +661,8 @@ pub(crate) async fn media_event(ctx: Ctx<'_>, ev: MediaEvent) -> Outcome {
                 tracing::debug!(call_id = %ctx.call.call_id, ?side, "no RTP while on hold");
                 return Outcome::Continue;
             }
+            // The loop's ending sends BYE to both legs.
             tracing::info!(call_id = %ctx.call.call_id, ?side, "no RTP from a leg; hanging up");
-            ctx.call.bye_caller(ctx.caller).await;
             Outcome::End(EndReason::NoRtp)
         }
         other => {
