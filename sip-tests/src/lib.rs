@@ -251,3 +251,22 @@ pub async fn wait_bound(port: u16, proto: Proto) -> anyhow::Result<()> {
     }
     bail!("nothing bound 127.0.0.1:{port} within 10 s")
 }
+
+/// Writes `caller.wav` (4 s of PCMU that SIPp's `rtp_stream` loops) into SIPp's working
+/// directory, once per test process and atomically (a rename), since tests run in
+/// parallel and a SIPp may be reading it.
+pub fn caller_audio() -> anyhow::Result<()> {
+    static DONE: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    DONE.get_or_init(|| {
+        let dir = out_dir();
+        let tmp = dir.join(format!("caller.wav.{}.tmp", std::process::id()));
+        let tone: Vec<i16> = (0..32_000)
+            .map(|i| ((i as f64 * 0.1).sin() * 8000.0) as i16)
+            .collect();
+        hotline_media::wav::write_wav(&tmp, hotline_media::wav::WavEncoding::Ulaw, &tone)
+            .map_err(|e| e.to_string())?;
+        std::fs::rename(&tmp, dir.join("caller.wav")).map_err(|e| e.to_string())
+    })
+    .clone()
+    .map_err(anyhow::Error::msg)
+}

@@ -21,24 +21,6 @@ async fn next_end(rx: &mut tokio::sync::mpsc::Receiver<CallEnd>) -> anyhow::Resu
         .context("switch stopped")
 }
 
-/// Writes `caller.wav` (4 s of PCMU that SIPp's rtp_stream loops) into SIPp's working
-/// directory once per process, atomically (tests run in parallel).
-fn caller_audio() -> anyhow::Result<()> {
-    static DONE: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
-    DONE.get_or_init(|| {
-        let dir = hotline_sip_tests::out_dir();
-        let tmp = dir.join(format!("caller.wav.{}.incall.tmp", std::process::id()));
-        let tone: Vec<i16> = (0..32_000)
-            .map(|i| ((i as f64 * 0.1).sin() * 8000.0) as i16)
-            .collect();
-        hotline_media::wav::write_wav(&tmp, hotline_media::wav::WavEncoding::Ulaw, &tone)
-            .map_err(|e| e.to_string())?;
-        std::fs::rename(&tmp, dir.join("caller.wav")).map_err(|e| e.to_string())
-    })
-    .clone()
-    .map_err(anyhow::Error::msg)
-}
-
 /// Registers `user` from a fresh port and starts its UAS scenario there (echoing RTP when
 /// `echo`).
 async fn agent(
@@ -78,7 +60,7 @@ fn caller(
     scenario: &str,
     extra: &[&str],
 ) -> anyhow::Result<Sipp> {
-    caller_audio()?;
+    hotline_sip_tests::caller_audio()?;
     SippBuilder::new("caller", scenario, Proto::Udp, free_port())
         .args([
             "-s", number, "-au", "alice", "-ap", "alice-pw", "-key", "caller", "alice",

@@ -37,9 +37,11 @@ use hotline_sip::{AppResponse, Flow, ServerTxId};
 use crate::Route;
 use crate::call::{AgentLeg, Call, CallerDialog, EndReason, own_request};
 
-/// How often the call's in-dialog timers are looked at. Session timers and transfer
-/// guards work in seconds, so one wake-up a second per call is plenty (and cheap).
-const TICK: Duration = Duration::from_secs(1);
+/// The in-dialog handlers cannot reach [`InCall`], so a timer they start or move is
+/// picked up at the next look: the first comes soon after answer, later ones at the
+/// earliest timer but at most this far apart (cheap: a wake-up every few seconds).
+const FIRST_LOOK: Duration = Duration::from_secs(1);
+const MAX_LOOK: Duration = Duration::from_secs(5);
 
 /// How long a transfer waits for the referrer's answers to our NOTIFYs before it goes on
 /// regardless.
@@ -140,7 +142,7 @@ pub(crate) struct InCall {
 impl Default for InCall {
     fn default() -> Self {
         InCall {
-            next: tokio::time::Instant::now() + TICK,
+            next: tokio::time::Instant::now() + FIRST_LOOK,
         }
     }
 }
@@ -153,41 +155,77 @@ impl InCall {
 
     /// The deadline passed: refresh or expire session timers, unstick transfers.
     pub(crate) async fn timeout(&mut self, ctx: Ctx<'_>) -> Outcome {
+        let Ctx {
+            call,
+            caller,
+            agent,
+            media,
+            bridged,
+        } = ctx;
+        let ctx = Ctx {
+            call,
+            caller: &mut *caller,
+            agent: &mut *agent,
+            media,
+            bridged,
+        };
+        let outcome = due(ctx, Instant::now()).await;
+        self.reschedule(caller, agent.as_ref());
+        outcome
+    }
+
+    /// Sets when to look next from the timers of `caller` and `agent`.
+    pub(crate) fn reschedule(&mut self, caller: &CallerDialog, agent: Option<&AgentLeg>) {
         let now = Instant::now();
-        self.next = tokio::time::Instant::now() + TICK;
-        let action = ctx
-            .caller
+        let mut next = now + MAX_LOOK;
+        let timers = caller
             .ext
             .timer
-            .as_mut()
-            .and_then(|t| t.handle_timeout(now));
-        match action {
-            Some(TimerAction::Expired) => {
-                // The loop's ending sends BYE to both legs.
-                tracing::info!(call_id = %ctx.call.call_id, "caller's session timer expired");
-                return Outcome::End(EndReason::SessionExpired);
-            }
-            Some(TimerAction::Refresh) => refresh_caller(ctx.call, ctx.caller).await,
-            None => {}
+            .iter()
+            .chain(agent.and_then(|a| a.ext.timer.as_ref()));
+        for t in timers {
+            next = next.min(t.poll_timeout());
         }
-        let Some(a) = ctx.agent.as_mut() else {
-            return Outcome::Continue;
-        };
-        if let Some(TimerAction::Expired) = a.ext.timer.as_mut().and_then(|t| t.handle_timeout(now))
-        {
-            tracing::info!(call_id = %ctx.call.call_id, "agent's session timer expired");
+        if let Some(t) = agent.and_then(|a| a.ext.transfer.as_ref()) {
+            next = next.min(t.since + NOTIFY_PATIENCE);
+        }
+        self.next = tokio::time::Instant::now() + next.saturating_duration_since(now);
+    }
+}
+
+/// Runs the timers that are due: session refresh or expiry, a stuck transfer.
+async fn due(ctx: Ctx<'_>, now: Instant) -> Outcome {
+    let action = ctx
+        .caller
+        .ext
+        .timer
+        .as_mut()
+        .and_then(|t| t.handle_timeout(now));
+    match action {
+        Some(TimerAction::Expired) => {
+            // The loop's ending sends BYE to both legs.
+            tracing::info!(call_id = %ctx.call.call_id, "caller's session timer expired");
             return Outcome::End(EndReason::SessionExpired);
         }
-        if a.ext
-            .transfer
-            .as_ref()
-            .is_some_and(|t| now.saturating_duration_since(t.since) > NOTIFY_PATIENCE)
-        {
-            // The referrer does not answer our NOTIFYs: finish the transfer anyway.
-            return finish_transfer(ctx.call, ctx.caller, a).await;
-        }
-        Outcome::Continue
+        Some(TimerAction::Refresh) => refresh_caller(ctx.call, ctx.caller).await,
+        None => {}
     }
+    let Some(a) = ctx.agent.as_mut() else {
+        return Outcome::Continue;
+    };
+    if let Some(TimerAction::Expired) = a.ext.timer.as_mut().and_then(|t| t.handle_timeout(now)) {
+        tracing::info!(call_id = %ctx.call.call_id, "agent's session timer expired");
+        return Outcome::End(EndReason::SessionExpired);
+    }
+    if a.ext
+        .transfer
+        .as_ref()
+        .is_some_and(|t| now.saturating_duration_since(t.since) >= NOTIFY_PATIENCE)
+    {
+        // The referrer does not answer our NOTIFYs: finish the transfer anyway.
+        return finish_transfer(ctx.call, ctx.caller, a).await;
+    }
+    Outcome::Continue
 }
 
 /// What the in-dialog handlers may look at and change.
