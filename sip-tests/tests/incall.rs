@@ -314,6 +314,50 @@ async fn session_timer_refreshed_by_hotline_keeps_the_call_udp() -> anyhow::Resu
     Ok(())
 }
 
+/// Hotline offers the agent's phone a session timer; the phone answers 4 s with itself
+/// as refresher and never refreshes: Hotline ends both legs (as UAC of that dialog).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_session_timer_expiry_ends_both_legs_udp() -> anyhow::Result<()> {
+    let mut h = start_hotline_with_sip(
+        MIN_SE,
+        &config(
+            [43400, 43599],
+            "[[numbers]]\nnumber = \"4108\"\nextension = \"bob\"\n",
+        ),
+    )
+    .await?;
+    let server = Proto::Udp.server_addr(&h);
+    let mut ended = h
+        .switch
+        .as_mut()
+        .context("switch")?
+        .take_ended()
+        .context("ended")?;
+    let bob = agent(
+        server,
+        "bob",
+        "uas_session_expires.xml",
+        true,
+        &["-key", "se", "4"],
+    )
+    .await?;
+    let start = Instant::now();
+    caller(server, "4108", "uac_call_hung_up_on.xml", &[])?
+        .expect_success()
+        .await?;
+    bob.expect_success().await?;
+    let end = next_end(&mut ended).await?;
+    assert_eq!(end.reason, EndReason::SessionExpired, "{end:?}");
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(10),
+        "expired after {took:?}"
+    );
+    nothing_left(&h).await?;
+    h.shutdown().await;
+    Ok(())
+}
+
 /// The agent's phone sends no RTP (no echo): after `no_rtp_timeout_secs` (2 s) Hotline
 /// hangs up both legs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

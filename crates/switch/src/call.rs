@@ -759,8 +759,10 @@ impl Call {
         let from = format!("<sip:{number}@{host}>;tag=hl{}", token());
         let to = format!("<sip:{user}@{host}>");
         let text = format!(
-            "INVITE {uri} SIP/2.0\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:{number}@{host}{}>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+            "INVITE {uri} SIP/2.0\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:{number}@{host}{}>\r\n{}Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
             transport_param(flow),
+            // In-call hook: offer the agent's phone a session timer.
+            incall::agent_invite_headers(&self.cfg.session_timer),
             sdp.len()
         );
         let req = own_request(&text)?;
@@ -879,6 +881,8 @@ impl Call {
             return incall::Outcome::Continue;
         }
         a.answered = true;
+        // In-call hook: the session timer the agent's 2xx agreed to, if any.
+        incall::agent_answered(a, resp);
         let negotiated = std::str::from_utf8(&resp.body)
             .map_err(|_| MediaError::SdpMalformed {
                 line: 0,

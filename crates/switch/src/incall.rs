@@ -130,6 +130,8 @@ struct Transfer {
 pub(crate) struct AgentExt {
     sdp: Option<LegSdp>,
     timer: Option<SessionTimer>,
+    /// Our own re-INVITE in flight (a session refresh): its CSeq and offer.
+    refresh: Option<(u32, SessionDescription)>,
     transfer: Option<Transfer>,
 }
 
@@ -213,9 +215,13 @@ async fn due(ctx: Ctx<'_>, now: Instant) -> Outcome {
     let Some(a) = ctx.agent.as_mut() else {
         return Outcome::Continue;
     };
-    if let Some(TimerAction::Expired) = a.ext.timer.as_mut().and_then(|t| t.handle_timeout(now)) {
-        tracing::info!(call_id = %ctx.call.call_id, "agent's session timer expired");
-        return Outcome::End(EndReason::SessionExpired);
+    match a.ext.timer.as_mut().and_then(|t| t.handle_timeout(now)) {
+        Some(TimerAction::Expired) => {
+            tracing::info!(call_id = %ctx.call.call_id, "agent's session timer expired");
+            return Outcome::End(EndReason::SessionExpired);
+        }
+        Some(TimerAction::Refresh) => refresh_agent(ctx.call, a).await,
+        None => {}
     }
     if a.ext
         .transfer
@@ -257,6 +263,26 @@ pub(crate) fn answer_caller(
         )),
         Err(e) => Err(Box::new(AppResponse::new(400, &e.to_string()))),
     }
+}
+
+/// Header lines (CRLF-terminated) for our INVITE to an agent: we offer a session timer
+/// (RFC 4028 §7.1) so a dead agent phone is noticed even when RTP checks are off.
+pub(crate) fn agent_invite_headers(policy: &TimerPolicy) -> String {
+    if policy.session_expires == 0 {
+        return String::new();
+    }
+    session_timer::uac_headers(policy.session_expires, policy.min_se, None)
+        .into_iter()
+        .map(|h| h + "\r\n")
+        .collect()
+}
+
+/// The agent answered our INVITE: the session timer its 2xx agreed to, if any (§7.2).
+pub(crate) fn agent_answered(a: &mut AgentLeg, resp: &Response) {
+    a.ext.timer = match session_timer::uac_negotiate(&resp.headers) {
+        Ok(Some(t)) => Some(SessionTimer::new(t, Instant::now())),
+        _ => None,
+    };
 }
 
 /// A request inside the caller's dialog (the To tag was checked to be ours).
@@ -669,12 +695,18 @@ pub(crate) async fn agent_response(ctx: Ctx<'_>, response: Response) -> Outcome 
     let Some((seq, method)) = msg::cseq(&response.headers) else {
         return Outcome::Continue;
     };
-    if status < 200 || !method.eq_ignore_ascii_case("NOTIFY") {
+    if status < 200 {
         return Outcome::Continue;
     }
     let Some(a) = ctx.agent.as_mut() else {
         return Outcome::Continue;
     };
+    if method.eq_ignore_ascii_case("INVITE") {
+        return agent_refreshed(ctx.call, ctx.media, a, &response, seq, status).await;
+    }
+    if !method.eq_ignore_ascii_case("NOTIFY") {
+        return Outcome::Continue;
+    }
     let Some(t) = a.ext.transfer.as_mut().filter(|t| t.notify == seq) else {
         return Outcome::Continue;
     };
@@ -687,6 +719,59 @@ pub(crate) async fn agent_response(ctx: Ctx<'_>, response: Response) -> Outcome 
         t.notify = cseq;
         t.final_sent = true;
     }
+    Outcome::Continue
+}
+
+/// A final response to our refresh re-INVITE `seq` of the agent's dialog.
+async fn agent_refreshed(
+    call: &Call,
+    media: &SessionHandle,
+    a: &mut AgentLeg,
+    response: &Response,
+    seq: u32,
+    status: u16,
+) -> Outcome {
+    let ok = (200..300).contains(&status);
+    let ack = |a: &AgentLeg| {
+        build(
+            a.target.as_deref().unwrap_or_default(),
+            &a.from,
+            &a.to,
+            &a.call_id,
+            seq,
+            "ACK",
+            &[],
+            None,
+        )
+    };
+    let Some((_, offer)) = a.ext.refresh.take_if(|(s, _)| *s == seq) else {
+        // A retransmitted 2xx of a refresh already handled: ACK again.
+        if ok && let Some(req) = ack(a) {
+            let _ = call.sip.send_stateless(req, a.flow).await;
+        }
+        return Outcome::Continue;
+    };
+    if !ok {
+        return if matches!(status, 408 | 481) {
+            Outcome::End(EndReason::SessionExpired)
+        } else {
+            Outcome::Continue
+        };
+    }
+    if let Some(req) = ack(a) {
+        let _ = call.sip.send_stateless(req, a.flow).await;
+    }
+    if let Ok(answer) = std::str::from_utf8(&response.body)
+        .map_err(|_| ())
+        .and_then(|b| SessionDescription::parse(b).map_err(|_| ()))
+        && let Ok(n) = process_answer(&offer, &answer)
+    {
+        let _ = media.reconfigure(Side::B, LegConfig::from(&n)).await;
+    }
+    a.ext.timer = match session_timer::uac_negotiate(&response.headers) {
+        Ok(Some(t)) => Some(SessionTimer::new(t, Instant::now())),
+        _ => None,
+    };
     Outcome::Continue
 }
 
@@ -739,6 +824,35 @@ async fn refresh_caller(call: &Call, caller: &mut CallerDialog) {
         caller.ext.refresh = Some((caller.cseq, offer));
         tracing::debug!(call_id = %call.call_id, "refreshing the caller's session");
         let _ = call.sip.send_request(req, caller.flow).await;
+    }
+}
+
+/// Our session refresh towards the agent: a re-INVITE repeating our offer.
+async fn refresh_agent(call: &Call, a: &mut AgentLeg) {
+    if a.ext.sdp.is_none() {
+        a.ext.sdp = leg_sdp(&a.offer);
+    }
+    let (Some(offer), Some(timer)) = (
+        a.ext.sdp.as_ref().and_then(|s| s.last().cloned()),
+        a.ext.timer,
+    ) else {
+        return;
+    };
+    let mut extra = session_timer::uac_headers(
+        timer.negotiated().interval,
+        call.cfg.session_timer.min_se,
+        Some(true),
+    );
+    extra.push(format!(
+        "Contact: <{}{}>",
+        msg::addr_uri(&a.from),
+        transport_param(a.flow)
+    ));
+    let body = offer.to_string();
+    if let Some(req) = agent_req(a, "INVITE", &extra, Some(("application/sdp", &body))) {
+        a.ext.refresh = Some((a.cseq, offer));
+        tracing::debug!(call_id = %call.call_id, "refreshing the agent's session");
+        let _ = call.sip.send_request(req, a.flow).await;
     }
 }
 
