@@ -79,6 +79,9 @@ pub enum EndReason {
     SessionExpired,
     /// A leg sent no RTP for `[media] no_rtp_timeout_secs`: Hotline sent BYE to both legs.
     NoRtp,
+    /// Attended transfer: this call's agent was handed to another call (whose agent
+    /// asked with REFER/Replaces); Hotline sent BYE to this call's caller (the referrer).
+    Transferred,
 }
 
 pub(crate) struct Call {
@@ -390,6 +393,7 @@ impl Call {
                                 self.caller_event(ev, ctx).await
                             }
                         }
+                        Some(CallInput::GiveAgent(ask)) => self.give_agent(ask, &mut st).await,
                     },
                     Some(ev) = media_rx.recv() => self.media_event(ev, &mut st).await,
                     _ = sleep_until_opt(st.deadline) => {
@@ -404,6 +408,7 @@ impl Call {
                 let outcome = match outcome {
                     incall::Outcome::Digit(d) => self.key(d, &mut st).await,
                     incall::Outcome::Transfer(route) => self.transfer(route, &mut st).await,
+                    incall::Outcome::Replace(r) => self.take_agent(r, &mut st).await,
                     o => o,
                 };
                 if let incall::Outcome::End(r) = outcome {
@@ -547,6 +552,113 @@ impl Call {
         self.go(route, st)
             .await
             .map_or(incall::Outcome::Continue, incall::Outcome::End)
+    }
+
+    /// In-call hook (attended transfer, the consultation call's side): hand our agent
+    /// leg to the call that asks, if its Replaces names our caller's dialog (the
+    /// referrer consulting the agent through us); then end, releasing our caller.
+    async fn give_agent(&self, ask: incall::GiveAgent, st: &mut State) -> incall::Outcome {
+        let ours = incall::names_caller(&ask.replaces, &self.call_id, &st.caller)
+            && st.agent.as_ref().is_some_and(|a| a.answered);
+        if !ours {
+            return incall::Outcome::Continue; // dropping `ask` answers no
+        }
+        let Ok(Some(leg)) = st.media.detach().await else {
+            return incall::Outcome::Continue;
+        };
+        let Some(agent) = st.agent.take() else {
+            return incall::Outcome::Continue;
+        };
+        // The agent's dialog routes to the taker before this call's end forgets it.
+        let (done, registered) = oneshot::channel();
+        let routed = self
+            .control
+            .send(Control::Alias {
+                call_id: ask.taker.clone(),
+                alias: agent.call_id.clone(),
+                done,
+            })
+            .await
+            .is_ok();
+        if !routed || registered.await.is_err() {
+            return incall::Outcome::End(EndReason::Failed);
+        }
+        if st.queued && agent.offer_of.is_some() {
+            self.to_acd(AcdInput::Ended { call: self.acd_id }).await;
+            st.queued = false;
+        }
+        // The taker marks the agent busy from now on.
+        st.busy_user = None;
+        st.bridged = false;
+        tracing::info!(call_id = %self.call_id, taker = %ask.taker, "agent handed over");
+        let _ = ask.reply.send(incall::Handover { agent, leg });
+        incall::Outcome::End(EndReason::Transferred)
+    }
+
+    /// In-call hook (attended transfer, the transferred call's side): take the agent of
+    /// the call `replaces` names, release our agent (the referrer) and bridge the caller
+    /// to the new agent. On failure the referrer is told and keeps the call.
+    async fn take_agent(
+        &self,
+        replaces: hotline_sip::refer::Replaces,
+        st: &mut State,
+    ) -> incall::Outcome {
+        let (reply, answer) = oneshot::channel();
+        let ask = incall::GiveAgent {
+            replaces: replaces.clone(),
+            taker: self.call_id.clone(),
+            reply,
+        };
+        let sent = self
+            .control
+            .send(Control::Replace {
+                call_id: replaces.call_id.clone(),
+                ask,
+            })
+            .await
+            .is_ok();
+        let handover = if sent {
+            tokio::time::timeout(std::time::Duration::from_secs(2), answer)
+                .await
+                .ok()
+                .and_then(Result::ok)
+        } else {
+            None
+        };
+        let Some(referrer) = st.agent.as_mut() else {
+            return incall::Outcome::Continue;
+        };
+        let Some(h) = handover else {
+            tracing::info!(call_id = %self.call_id, "attended transfer: no such consultation call");
+            incall::transfer_done(self, &mut st.caller, referrer, false).await;
+            return incall::Outcome::Continue;
+        };
+        incall::transfer_done(self, &mut st.caller, referrer, true).await;
+        let answered_offer = referrer.answered && referrer.offer_of.is_some();
+        if st.queued && answered_offer {
+            self.to_acd(AcdInput::Ended { call: self.acd_id }).await;
+            st.queued = false;
+        }
+        if let Some(user) = st.busy_user.take() {
+            self.to_acd(AcdInput::Busy { user, busy: false }).await;
+        }
+        drop(st.media.detach().await);
+        let user = h.agent.user.clone();
+        if st.media.attach(h.leg).await.is_err() {
+            return incall::Outcome::End(EndReason::Failed);
+        }
+        st.agent = Some(h.agent);
+        st.phase = Phase::Extension;
+        st.trace.agent = Some(user.clone());
+        self.to_acd(AcdInput::Busy {
+            user: user.clone(),
+            busy: true,
+        })
+        .await;
+        st.busy_user = Some(user);
+        self.bridge(st).await;
+        tracing::info!(call_id = %self.call_id, "attended transfer done");
+        incall::Outcome::Continue
     }
 
     /// Plays `prompts` once to the caller (replacing music).

@@ -20,6 +20,9 @@
 //! - **Blind transfer**: REFER from the agent (RFC 3515): 202, NOTIFY `100 Trying`, NOTIFY
 //!   `200 OK` (Hotline now owns the transfer), BYE to the agent; the loop then re-routes
 //!   the caller ([`Outcome::Transfer`]).
+//! - **Attended transfer**: REFER with Replaces naming another call's caller dialog (the
+//!   agent consulted a colleague through Hotline): 202, the loop takes that call's agent
+//!   leg ([`Outcome::Replace`], [`GiveAgent`]), NOTIFY `200 OK` and BYE to the referrer.
 //! - **Session timers** (RFC 4028) on the caller's dialog as UAS, and on either dialog when
 //!   the peer refreshes: expiry sends BYE to both legs.
 //! - **No RTP** on a leg for `[media] no_rtp_timeout_secs` (not while on hold): BYE to both.
@@ -28,9 +31,11 @@ use std::time::{Duration, Instant};
 
 use hotline_media::dtmf::parse_info_body;
 use hotline_media::sdp::{Direction, LegSdp, LocalMedia, SessionDescription, process_answer};
-use hotline_media::{LegConfig, LegEvent, MediaError, MediaEvent, Player, SessionHandle, Side};
+use hotline_media::{
+    LegConfig, LegEvent, MediaError, MediaEvent, MediaLeg, Player, SessionHandle, Side,
+};
 use hotline_sip::msg::{self, Header, Method, Request, Response};
-use hotline_sip::refer::{self, ReferTo};
+use hotline_sip::refer::{self, ReferTo, Replaces};
 use hotline_sip::session_timer::{self, SessionTimer, TimerAction, TimerPolicy, UasDecision};
 use hotline_sip::{AppResponse, Flow, ServerTxId};
 
@@ -61,6 +66,40 @@ pub(crate) enum Outcome {
     /// drops the agent leg and routes the caller to this target (the caller hears music
     /// meanwhile).
     Transfer(Route),
+    /// The agent transferred the caller to another call's agent (REFER with Replaces,
+    /// already answered 202): the loop asks that call for its agent leg, then calls
+    /// [`transfer_done`].
+    Replace(Replaces),
+}
+
+/// Attended transfer: what a call asks of the call whose caller dialog a Replaces named.
+pub(crate) struct GiveAgent {
+    pub replaces: Replaces,
+    /// The Call-ID of the asking call (where the agent's dialog goes).
+    pub taker: String,
+    pub reply: tokio::sync::oneshot::Sender<Handover>,
+}
+
+impl std::fmt::Debug for GiveAgent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GiveAgent")
+            .field("replaces", &self.replaces)
+            .field("taker", &self.taker)
+            .finish()
+    }
+}
+
+/// The agent leg of a call, handed to another call with its media leg (sockets, RTP
+/// state): the agent's phone sees no change at all.
+pub(crate) struct Handover {
+    pub agent: AgentLeg,
+    pub leg: MediaLeg,
+}
+
+/// Whether `replaces` names this call's caller dialog (either tag orientation).
+pub(crate) fn names_caller(replaces: &Replaces, call_id: &str, caller: &CallerDialog) -> bool {
+    let theirs = msg::tag(&caller.theirs).unwrap_or_default();
+    !replaces.early_only && replaces.names(call_id, &caller.tag, theirs)
 }
 
 /// In-dialog state of the caller's dialog.
@@ -544,8 +583,8 @@ async fn set_hold(
     tracing::info!(call_id = %call.call_id, ?side, holds, "hold changed");
 }
 
-/// REFER from the agent: a blind transfer of the caller to an extension, queue or number
-/// (RFC 3515). Attended transfer (Refer-To with Replaces) is declined with 501 for now.
+/// REFER from the agent (RFC 3515): a blind transfer of the caller to an extension, queue
+/// or number, or (Refer-To with Replaces) an attended one, carried out by the loop.
 async fn refer_from_agent(ctx: Ctx<'_>, tx: ServerTxId, req: &Request) -> Outcome {
     let sip = &ctx.call.sip;
     let Some(a) = ctx.agent.as_mut().filter(|a| a.answered) else {
@@ -567,14 +606,10 @@ async fn refer_from_agent(ctx: Ctx<'_>, tx: ServerTxId, req: &Request) -> Outcom
             return Outcome::Continue;
         }
     };
-    if target.replaces.is_some() {
-        let _ = sip
-            .respond(
-                tx,
-                AppResponse::new(501, "Not Implemented: attended transfer"),
-            )
-            .await;
-        return Outcome::Continue;
+    if let Some(r) = target.replaces {
+        tracing::info!(call_id = %ctx.call.call_id, replaces = %r, "attended transfer");
+        let _ = sip.respond(tx, AppResponse::new(202, "Accepted")).await;
+        return Outcome::Replace(r);
     }
     let Some(route) = transfer_route(ctx.call, &target).await else {
         let _ = sip
@@ -624,6 +659,24 @@ async fn notify(call: &Call, a: &mut AgentLeg, status: u16, reason: &str) -> u32
         let _ = call.sip.send_request(req, a.flow).await;
     }
     a.cseq
+}
+
+/// The end of an attended transfer: on success the referrer (still `agent`) hears
+/// `200 OK` and is released with BYE; on failure it hears why and keeps the call.
+pub(crate) async fn transfer_done(
+    call: &Call,
+    caller: &mut CallerDialog,
+    agent: &mut AgentLeg,
+    ok: bool,
+) {
+    if ok {
+        caller.ext.agent_holds = false;
+        caller.ext.hold_changed(Instant::now());
+        notify(call, agent, 200, "OK").await;
+        call.bye_agent(agent).await;
+    } else {
+        notify(call, agent, 481, "Call/Transaction Does Not Exist").await;
+    }
 }
 
 /// The final NOTIFY was answered (or never will be): release the agent and hand the
