@@ -59,7 +59,7 @@ async fn baresip_agent_auto_answers_and_is_bridged_udp() -> anyhow::Result<()> {
         .take_ended()
         .context("ended")?;
     let dir = out_dir().join(format!("baresip-{}", std::process::id()));
-    write_config(&dir, free_port(), 43900, server)?;
+    write_config(&dir, free_port(), 44000, server)?;
     // Its output (with SIP trace) stays next to SIPp's logs for a failing run.
     let log = std::fs::File::create(dir.join("baresip.log"))?;
     let mut baresip = Command::new("baresip")

@@ -268,6 +268,45 @@ async fn session_timer_expiry_ends_both_legs_udp() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A caller asking for less than `min_se_secs` (here 1 s < 2 s) gets 422 with Min-SE
+/// before anything is set up (RFC 4028 §6).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_interval_below_min_se_is_422_udp() -> anyhow::Result<()> {
+    let mut h = start_hotline_with_sip(
+        MIN_SE,
+        &config(
+            [43900, 43999],
+            "[[numbers]]\nnumber = \"4109\"\nqueue = \"support\"\n",
+        ),
+    )
+    .await?;
+    let server = Proto::Udp.server_addr(&h);
+    let mut ended = h
+        .switch
+        .as_mut()
+        .context("switch")?
+        .take_ended()
+        .context("ended")?;
+    caller(
+        server,
+        "4109",
+        "uac_session_too_small.xml",
+        &["-key", "se", "1"],
+    )?
+    .expect_success()
+    .await?;
+    let end = next_end(&mut ended).await?;
+    assert_eq!(
+        (end.status, end.reason),
+        (422, EndReason::Rejected),
+        "{end:?}"
+    );
+    assert!(end.media.is_none(), "no media for a refused call");
+    nothing_left(&h).await?;
+    h.shutdown().await;
+    Ok(())
+}
+
 /// The caller asks Hotline to refresh (refresher=uas, 4 s): Hotline re-INVITEs it at
 /// half the interval, the caller answers, and the call outlives the first interval
 /// until the caller hangs up.
