@@ -173,7 +173,11 @@ fn caller(
 
 /// The CDR row of `call_id` (written before the call's report, so it is there already).
 fn row(h: &Hotline, call_id: &str) -> anyhow::Result<CallRecord> {
-    let cdrs: &MemoryCdrs = h.cdrs.as_ref().context("CDRs kept in memory")?;
+    let cdrs: &MemoryCdrs = h
+        .cdr
+        .as_ref()
+        .and_then(|c| c.memory.as_ref())
+        .context("CDRs kept in memory")?;
     let rows: Vec<CallRecord> = cdrs
         .calls()
         .into_iter()
@@ -185,8 +189,9 @@ fn row(h: &Hotline, call_id: &str) -> anyhow::Result<CallRecord> {
 
 /// The queue-log kinds of `call_id`, in order.
 fn queue_log(h: &Hotline, call_id: &str) -> Vec<QueueEventKind> {
-    h.cdrs
+    h.cdr
         .as_ref()
+        .and_then(|c| c.memory.as_ref())
         .map(|c| c.events())
         .unwrap_or_default()
         .into_iter()

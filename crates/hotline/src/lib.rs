@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod prompts;
+pub mod store;
 
 use std::io::Read;
 
@@ -23,8 +24,8 @@ pub struct Hotline {
     pub sip: Server,
     /// Call control, when the configuration has `[[numbers]]`.
     pub switch: Option<Switch>,
-    /// The call records and queue log, kept in memory until the CDR store is wired in.
-    pub cdrs: Option<hotline_cdr::MemoryCdrs>,
+    /// The CDR writer (with `[[numbers]]`): call control records every call through it.
+    pub cdr: Option<store::Cdr>,
 }
 
 impl Hotline {
@@ -32,6 +33,10 @@ impl Hotline {
     pub async fn shutdown(self) {
         if let Some(s) = self.switch {
             s.shutdown().await;
+        }
+        // After the calls: their records are flushed before we exit.
+        if let Some(cdr) = self.cdr {
+            cdr.close().await;
         }
         self.sip.shutdown().await;
     }
@@ -66,7 +71,18 @@ pub fn switch_config(
 ) -> anyhow::Result<SwitchConfig> {
     let voice = Voice::new(&cfg.media);
     let mut out = SwitchConfig::new(HashMap::new(), cfg.media.rtp_ip, music, cdr);
-    out.leg_timing = LegTiming::default();
+    out.leg_timing = LegTiming {
+        // 0 = off: a year is as good as never for a call.
+        no_rtp_timeout: match cfg.media.no_rtp_timeout_secs {
+            0 => std::time::Duration::from_secs(365 * 86_400),
+            s => std::time::Duration::from_secs(s),
+        },
+        ..LegTiming::default()
+    };
+    out.session_timer = hotline_sip::session_timer::TimerPolicy {
+        session_expires: cfg.sip.session_expires_secs,
+        min_se: *cfg.sip.min_se_secs.get_ref(),
+    };
     out.acd = cfg.acd.clone();
     out.voice = voice.announcements()?.map(Arc::new);
     let closed = match &out.voice {
@@ -211,7 +227,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Hotline> {
         return Ok(Hotline {
             sip,
             switch: None,
-            cdrs: None,
+            cdr: None,
         });
     }
     let [first, last] = *cfg.media.rtp_ports.get_ref();
@@ -221,8 +237,8 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Hotline> {
             .with_context(|| format!("loading music on hold {}", path.display()))?,
         None => Prompt::from_samples(hotline_media::prompts::hold_music()),
     };
-    let (cdr, cdrs) = hotline_cdr::CdrSink::memory();
-    let switch_cfg = switch_config(cfg, music, cdr)?;
+    let cdr = store::Cdr::open(&cfg.store).await?;
+    let switch_cfg = switch_config(cfg, music, cdr.sink.clone())?;
     let (sip, app, events) = Server::start_with_app(sip_server_config(cfg)?, 1024)
         .await
         .context("starting the SIP server")?;
@@ -230,7 +246,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Hotline> {
     Ok(Hotline {
         sip,
         switch: Some(switch),
-        cdrs: Some(cdrs),
+        cdr: Some(cdr),
     })
 }
 

@@ -138,6 +138,8 @@ impl Call {
             tokio::select! {
                 input = self.inbox.recv() => match input {
                     None => break EndReason::Shutdown,
+                    // Not a transfer target: dropping the request answers no.
+                    Some(CallInput::GiveAgent(_)) => {}
                     Some(CallInput::Sip(ev)) => {
                         let on_agent = event_call_id(&ev) == Some(agent.call_id.as_str());
                         let leg = if on_agent { &mut agent } else { &mut cust };
@@ -195,6 +197,7 @@ impl Call {
             let ev = tokio::select! {
                 input = self.inbox.recv() => match input {
                     Some(CallInput::Sip(ev)) => ev,
+                    Some(CallInput::GiveAgent(_)) => continue,
                     None => return Err(EndReason::Shutdown),
                 },
                 _ = tokio::time::sleep_until(deadline) => return Err(EndReason::Failed),
