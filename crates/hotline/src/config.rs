@@ -38,6 +38,31 @@ pub struct Config {
     /// Call-path options of ACD queues (`[[queues]]`: leave key, whisper).
     #[serde(default)]
     pub queues: Vec<QueueOptionsConfig>,
+    /// `[store]`: the database of the CRM and the CDRs.
+    #[serde(default)]
+    pub store: StoreSettings,
+}
+
+/// `[store]`: one database for the CRM and the CDRs (their migrations share it).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSettings {
+    /// `sqlite://data/hotline.db` (a path, relative to the working directory),
+    /// `postgres://user@host/db`, or `memory` (CDRs kept in memory only: tests, demos).
+    #[serde(default = "default_store_url")]
+    pub url: Spanned<String>,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        StoreSettings {
+            url: default_store_url(),
+        }
+    }
+}
+
+fn default_store_url() -> Spanned<String> {
+    Spanned::new(0..0, "sqlite://data/hotline.db".into())
 }
 
 /// Where a number, a menu choice or a closed branch goes: exactly one of `queue`,
@@ -556,6 +581,18 @@ impl Config {
         {
             let at = text.find("[acd").unwrap_or(0);
             return Err(locate(path, text, at, format!("[acd]: {e}")));
+        }
+        let url = self.store.url.get_ref();
+        let known = ["sqlite:", "postgres://", "postgresql://"];
+        if url != "memory"
+            && (url.is_empty() || url.contains("://") && !known.iter().any(|k| url.starts_with(k)))
+        {
+            return Err(locate(
+                path,
+                text,
+                self.store.url.span().start,
+                format!("[store] url {url:?}: use sqlite://PATH, postgres://... or memory"),
+            ));
         }
         let mut seen = HashMap::new();
         for u in &self.users {
