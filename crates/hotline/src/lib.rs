@@ -67,7 +67,18 @@ pub fn sip_server_config(cfg: &Config) -> anyhow::Result<ServerConfig> {
 pub fn switch_config(cfg: &Config, music: Prompt) -> anyhow::Result<SwitchConfig> {
     let voice = Voice::new(&cfg.media);
     let mut out = SwitchConfig::new(HashMap::new(), cfg.media.rtp_ip, music);
-    out.leg_timing = LegTiming::default();
+    out.leg_timing = LegTiming {
+        // 0 = off: a year is as good as never for a call.
+        no_rtp_timeout: match cfg.media.no_rtp_timeout_secs {
+            0 => std::time::Duration::from_secs(365 * 86_400),
+            s => std::time::Duration::from_secs(s),
+        },
+        ..LegTiming::default()
+    };
+    out.session_timer = hotline_sip::session_timer::TimerPolicy {
+        session_expires: cfg.sip.session_expires_secs,
+        min_se: *cfg.sip.min_se_secs.get_ref(),
+    };
     out.acd = cfg.acd.clone();
     out.voice = voice.announcements()?.map(Arc::new);
     let closed = match &out.voice {
