@@ -38,6 +38,31 @@ pub struct Config {
     /// Call-path options of ACD queues (`[[queues]]`: leave key, whisper).
     #[serde(default)]
     pub queues: Vec<QueueOptionsConfig>,
+    /// `[store]`: the database of the CRM and the CDRs.
+    #[serde(default)]
+    pub store: StoreSettings,
+}
+
+/// `[store]`: one database for the CRM and the CDRs (their migrations share it).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSettings {
+    /// `sqlite://data/hotline.db` (a path, relative to the working directory),
+    /// `postgres://user@host/db`, or `memory` (CDRs kept in memory only: tests, demos).
+    #[serde(default = "default_store_url")]
+    pub url: Spanned<String>,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        StoreSettings {
+            url: default_store_url(),
+        }
+    }
+}
+
+fn default_store_url() -> Spanned<String> {
+    Spanned::new(0..0, "sqlite://data/hotline.db".into())
 }
 
 /// Where a number, a menu choice or a closed branch goes: exactly one of `queue`,
@@ -143,6 +168,10 @@ pub struct MediaConfig {
     pub rtp_ports: Spanned<[u16; 2]>,
     /// Music on hold (8 kHz WAV); without it a generated tune plays.
     pub music: Option<PathBuf>,
+    /// Hang up both legs of a call when a leg sends no RTP this long (not while on
+    /// hold); 0 = never.
+    #[serde(default = "default_no_rtp_timeout")]
+    pub no_rtp_timeout_secs: u64,
     /// Directory for call recordings (stereo WAV: caller left, agent right).
     #[serde(default = "default_recordings")]
     pub recordings: PathBuf,
@@ -163,12 +192,17 @@ impl Default for MediaConfig {
             rtp_ip: default_rtp_ip(),
             rtp_ports: default_rtp_ports(),
             music: None,
+            no_rtp_timeout_secs: default_no_rtp_timeout(),
             recordings: default_recordings(),
             record: true,
             prompt_cache: default_prompt_cache(),
             voice: true,
         }
     }
+}
+
+fn default_no_rtp_timeout() -> u64 {
+    30
 }
 
 fn default_recordings() -> PathBuf {
@@ -273,6 +307,21 @@ pub struct SipConfig {
     pub t2_ms: u64,
     #[serde(default = "default_t4")]
     pub t4_ms: u64,
+    /// Session timer (RFC 4028) Hotline asks of callers that propose none; 0 = only
+    /// honour the callers' own. Expiry without refresh hangs up both legs.
+    #[serde(default = "default_session_expires")]
+    pub session_expires_secs: u32,
+    /// Smallest session interval accepted (422 below it); the RFC's floor is 90.
+    #[serde(default = "default_min_se")]
+    pub min_se_secs: Spanned<u32>,
+}
+
+fn default_session_expires() -> u32 {
+    1800
+}
+
+fn default_min_se() -> Spanned<u32> {
+    Spanned::new(0..0, 90)
 }
 
 /// A SIP account.
@@ -468,6 +517,18 @@ impl Config {
                 "timers need 0 < t1_ms <= t2_ms".into(),
             ));
         }
+        let min_se = *self.sip.min_se_secs.get_ref();
+        let se = self.sip.session_expires_secs;
+        if min_se == 0 || (se != 0 && se < min_se) {
+            return Err(locate(
+                path,
+                text,
+                self.sip.min_se_secs.span().start.max(sip_at),
+                format!(
+                    "need 0 < min_se_secs ({min_se}) <= session_expires_secs ({se}), or session_expires_secs = 0"
+                ),
+            ));
+        }
         if self.sip.digest_algorithms.is_empty() {
             return Err(locate(
                 path,
@@ -520,6 +581,18 @@ impl Config {
         {
             let at = text.find("[acd").unwrap_or(0);
             return Err(locate(path, text, at, format!("[acd]: {e}")));
+        }
+        let url = self.store.url.get_ref();
+        let known = ["sqlite:", "postgres://", "postgresql://"];
+        if url != "memory"
+            && (url.is_empty() || url.contains("://") && !known.iter().any(|k| url.starts_with(k)))
+        {
+            return Err(locate(
+                path,
+                text,
+                self.store.url.span().start,
+                format!("[store] url {url:?}: use sqlite://PATH, postgres://... or memory"),
+            ));
         }
         let mut seen = HashMap::new();
         for u in &self.users {

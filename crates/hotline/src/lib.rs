@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod prompts;
+pub mod store;
 
 use std::io::Read;
 
@@ -23,6 +24,8 @@ pub struct Hotline {
     pub sip: Server,
     /// Call control, when the configuration has `[[numbers]]`.
     pub switch: Option<Switch>,
+    /// The CDR writer (with `[[numbers]]`): call control records every call through it.
+    pub cdr: Option<store::Cdr>,
 }
 
 impl Hotline {
@@ -30,6 +33,10 @@ impl Hotline {
     pub async fn shutdown(self) {
         if let Some(s) = self.switch {
             s.shutdown().await;
+        }
+        // After the calls: their records are flushed before we exit.
+        if let Some(cdr) = self.cdr {
+            cdr.close().await;
         }
         self.sip.shutdown().await;
     }
@@ -60,7 +67,18 @@ pub fn sip_server_config(cfg: &Config) -> anyhow::Result<ServerConfig> {
 pub fn switch_config(cfg: &Config, music: Prompt) -> anyhow::Result<SwitchConfig> {
     let voice = Voice::new(&cfg.media);
     let mut out = SwitchConfig::new(HashMap::new(), cfg.media.rtp_ip, music);
-    out.leg_timing = LegTiming::default();
+    out.leg_timing = LegTiming {
+        // 0 = off: a year is as good as never for a call.
+        no_rtp_timeout: match cfg.media.no_rtp_timeout_secs {
+            0 => std::time::Duration::from_secs(365 * 86_400),
+            s => std::time::Duration::from_secs(s),
+        },
+        ..LegTiming::default()
+    };
+    out.session_timer = hotline_sip::session_timer::TimerPolicy {
+        session_expires: cfg.sip.session_expires_secs,
+        min_se: *cfg.sip.min_se_secs.get_ref(),
+    };
     out.acd = cfg.acd.clone();
     out.voice = voice.announcements()?.map(Arc::new);
     let closed = match &out.voice {
@@ -181,7 +199,11 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Hotline> {
         let sip = Server::start(sip_server_config(cfg)?)
             .await
             .context("starting the SIP server")?;
-        return Ok(Hotline { sip, switch: None });
+        return Ok(Hotline {
+            sip,
+            switch: None,
+            cdr: None,
+        });
     }
     let [first, last] = *cfg.media.rtp_ports.get_ref();
     let ports = Arc::new(PortAllocator::new(first, last).context("RTP port range")?);
@@ -191,6 +213,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Hotline> {
         None => Prompt::from_samples(hotline_media::prompts::hold_music()),
     };
     let switch_cfg = switch_config(cfg, music)?;
+    let cdr = store::Cdr::open(&cfg.store).await?;
     let (sip, app, events) = Server::start_with_app(sip_server_config(cfg)?, 1024)
         .await
         .context("starting the SIP server")?;
@@ -198,6 +221,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Hotline> {
     Ok(Hotline {
         sip,
         switch: Some(switch),
+        cdr: Some(cdr),
     })
 }
 

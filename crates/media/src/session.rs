@@ -106,6 +106,7 @@ enum Command {
     Reconfigure(Side, LegConfig),
     Record(Option<RecorderTap>),
     Stats(oneshot::Sender<SessionStats>),
+    Hold(Side, Box<Player>),
 }
 
 enum Feed {
@@ -183,6 +184,14 @@ impl SessionHandle {
     /// Starts (Some) or stops (None) feeding received audio to a recorder.
     pub async fn record(&self, tap: Option<RecorderTap>) -> Result<()> {
         self.send(Command::Record(tap)).await
+    }
+
+    /// Hold (an agent's or caller's re-INVITE with `sendonly`/`inactive`): `listener`
+    /// hears `music` and nothing of the other side, and the other side hears silence,
+    /// in one step so no audio slips through between the two. [`SessionHandle::bridge`]
+    /// resumes the conversation.
+    pub async fn hold(&self, listener: Side, music: Player) -> Result<()> {
+        self.send(Command::Hold(listener, Box::new(music))).await
     }
 
     /// Current counters.
@@ -476,6 +485,10 @@ impl Task {
                     self.recording_dropped_before += old.dropped();
                 }
                 self.recorder = tap;
+            }
+            Command::Hold(listener, player) => {
+                self.command(Command::Play(listener, player));
+                self.command(Command::Silence(listener.other()));
             }
             Command::Stats(tx) => {
                 let _ = tx.send(SessionStats {

@@ -47,6 +47,8 @@ pub struct CallEnd {
     pub recording: Option<PathBuf>,
     /// Position/wait announcements played to the caller.
     pub announcements: u32,
+    /// Time on hold (either side holding), for the CDR.
+    pub hold_ms: u64,
 }
 
 /// Why a call ended.
@@ -73,6 +75,13 @@ pub enum EndReason {
     Failed,
     /// The switch went away.
     Shutdown,
+    /// A session timer (RFC 4028) expired without refresh: Hotline sent BYE to both legs.
+    SessionExpired,
+    /// A leg sent no RTP for `[media] no_rtp_timeout_secs`: Hotline sent BYE to both legs.
+    NoRtp,
+    /// Attended transfer: this call's agent was handed to another call (whose agent
+    /// asked with REFER/Replaces); Hotline sent BYE to this call's caller (the referrer).
+    Transferred,
 }
 
 pub(crate) struct Call {
@@ -235,6 +244,7 @@ impl Call {
             agent: None,
             recording: None,
             announcements: 0,
+            hold_ms: 0,
         }
     }
 
@@ -282,6 +292,19 @@ impl Call {
             trace.route.push(route.label());
             return self.reject(tx, 480, "Temporarily Unavailable", trace).await;
         }
+        let contact = format!("<sip:{number}@{local_host}{}>", transport_param(flow));
+        // In-call hook: the session timer (RFC 4028), or a 422 before anything is set up.
+        let (caller_ext, timer_headers) =
+            match incall::answer_caller(&self.cfg.session_timer, &invite, &contact) {
+                Ok(x) => x,
+                Err(resp) => {
+                    let status = resp.status;
+                    let reason = resp.reason.clone();
+                    let _ = self.sip.respond(tx, *resp).await;
+                    tracing::info!(call_id = %self.call_id, status, %reason, "call rejected");
+                    return self.end(status, EndReason::Rejected, None);
+                }
+            };
         let bound = match self.ports.bind(self.cfg.media_ip).await {
             Ok(b) => b,
             Err(e) => return self.reject(tx, 503, &e.to_string(), trace).await,
@@ -295,11 +318,11 @@ impl Call {
         let (media_tx, mut media_rx) = mpsc::channel(64);
         let media = spawn_session(leg, media_tx);
         let tag = format!("hl{}", token());
-        let contact = format!("<sip:{number}@{local_host}{}>", transport_param(flow));
-        let ok = AppResponse::new(200, "OK")
+        let mut ok = AppResponse::new(200, "OK")
             .tag(&tag)
             .header(format!("Contact: {contact}"))
             .body("application/sdp", answer.to_string());
+        ok.headers.extend(timer_headers);
         if self.sip.respond(tx, ok).await.is_err() {
             drop(media.stop().await);
             return self.end(500, EndReason::Shutdown, None);
@@ -317,7 +340,7 @@ impl Call {
                 .to_string(),
             cseq: 0,
             local_sdp: answer,
-            ext: incall::CallerExt::default(),
+            ext: caller_ext,
         };
         tracing::info!(call_id = %self.call_id, ?route, "call answered");
         let (acd_tx, mut acd_rx) = mpsc::channel(16);
@@ -370,6 +393,7 @@ impl Call {
                                 self.caller_event(ev, ctx).await
                             }
                         }
+                        Some(CallInput::GiveAgent(ask)) => self.give_agent(ask, &mut st).await,
                     },
                     Some(ev) = media_rx.recv() => self.media_event(ev, &mut st).await,
                     _ = sleep_until_opt(st.deadline) => {
@@ -383,6 +407,8 @@ impl Call {
                 };
                 let outcome = match outcome {
                     incall::Outcome::Digit(d) => self.key(d, &mut st).await,
+                    incall::Outcome::Transfer(route) => self.transfer(route, &mut st).await,
+                    incall::Outcome::Replace(r) => self.take_agent(r, &mut st).await,
                     o => o,
                 };
                 if let incall::Outcome::End(r) = outcome {
@@ -451,6 +477,7 @@ impl Call {
         end.agent = st.trace.agent;
         end.recording = st.trace.recording;
         end.announcements = st.trace.announcements;
+        end.hold_ms = st.caller.ext.hold_ms();
         end
     }
 
@@ -501,6 +528,137 @@ impl Call {
         }
         tracing::warn!(call_id = %self.call_id, "route loops; giving up");
         Some(EndReason::Failed)
+    }
+
+    /// In-call hook: the agent transferred the caller (blind REFER; `incall` has released
+    /// the agent). The agent's leg goes (the ACD sees its call end), the caller hears
+    /// music and follows `route` again; a recording runs on across the transfer.
+    async fn transfer(&self, route: Route, st: &mut State) -> incall::Outcome {
+        let answered_offer = st
+            .agent
+            .as_ref()
+            .is_some_and(|a| a.answered && a.offer_of.is_some());
+        if st.queued && answered_offer {
+            self.to_acd(AcdInput::Ended { call: self.acd_id }).await;
+            st.queued = false;
+        }
+        if let Some(user) = st.busy_user.take() {
+            self.to_acd(AcdInput::Busy { user, busy: false }).await;
+        }
+        st.agent = None;
+        st.bridged = false;
+        st.whispering = false;
+        drop(st.media.detach().await);
+        self.go(route, st)
+            .await
+            .map_or(incall::Outcome::Continue, incall::Outcome::End)
+    }
+
+    /// In-call hook (attended transfer, the consultation call's side): hand our agent
+    /// leg to the call that asks, if its Replaces names our caller's dialog (the
+    /// referrer consulting the agent through us); then end, releasing our caller.
+    async fn give_agent(&self, ask: incall::GiveAgent, st: &mut State) -> incall::Outcome {
+        let ours = incall::names_caller(&ask.replaces, &self.call_id, &st.caller)
+            && st.agent.as_ref().is_some_and(|a| a.answered);
+        if !ours {
+            return incall::Outcome::Continue; // dropping `ask` answers no
+        }
+        let Ok(Some(leg)) = st.media.detach().await else {
+            return incall::Outcome::Continue;
+        };
+        let Some(agent) = st.agent.take() else {
+            return incall::Outcome::Continue;
+        };
+        // The agent's dialog routes to the taker before this call's end forgets it.
+        let (done, registered) = oneshot::channel();
+        let routed = self
+            .control
+            .send(Control::Alias {
+                call_id: ask.taker.clone(),
+                alias: agent.call_id.clone(),
+                done,
+            })
+            .await
+            .is_ok();
+        if !routed || registered.await.is_err() {
+            return incall::Outcome::End(EndReason::Failed);
+        }
+        if st.queued && agent.offer_of.is_some() {
+            self.to_acd(AcdInput::Ended { call: self.acd_id }).await;
+            st.queued = false;
+        }
+        // The taker marks the agent busy from now on.
+        st.busy_user = None;
+        st.bridged = false;
+        tracing::info!(call_id = %self.call_id, taker = %ask.taker, "agent handed over");
+        let _ = ask.reply.send(incall::Handover { agent, leg });
+        incall::Outcome::End(EndReason::Transferred)
+    }
+
+    /// In-call hook (attended transfer, the transferred call's side): take the agent of
+    /// the call `replaces` names, release our agent (the referrer) and bridge the caller
+    /// to the new agent. On failure the referrer is told and keeps the call.
+    async fn take_agent(
+        &self,
+        replaces: hotline_sip::refer::Replaces,
+        st: &mut State,
+    ) -> incall::Outcome {
+        let (reply, answer) = oneshot::channel();
+        let ask = incall::GiveAgent {
+            replaces: replaces.clone(),
+            taker: self.call_id.clone(),
+            reply,
+        };
+        let sent = self
+            .control
+            .send(Control::Replace {
+                call_id: replaces.call_id.clone(),
+                ask,
+            })
+            .await
+            .is_ok();
+        let handover = if sent {
+            tokio::time::timeout(std::time::Duration::from_secs(2), answer)
+                .await
+                .ok()
+                .and_then(Result::ok)
+        } else {
+            None
+        };
+        let Some(referrer) = st.agent.as_mut() else {
+            return incall::Outcome::Continue;
+        };
+        let Some(h) = handover else {
+            tracing::info!(call_id = %self.call_id, "attended transfer: no such consultation call");
+            incall::transfer_done(self, &mut st.caller, referrer, false).await;
+            return incall::Outcome::Continue;
+        };
+        incall::transfer_done(self, &mut st.caller, referrer, true).await;
+        let answered_offer = referrer.answered && referrer.offer_of.is_some();
+        if st.queued && answered_offer {
+            self.to_acd(AcdInput::Ended { call: self.acd_id }).await;
+            st.queued = false;
+        }
+        if let Some(user) = st.busy_user.take() {
+            self.to_acd(AcdInput::Busy { user, busy: false }).await;
+        }
+        drop(st.media.detach().await);
+        let user = h.agent.user.clone();
+        if st.media.attach(h.leg).await.is_err() {
+            return incall::Outcome::End(EndReason::Failed);
+        }
+        st.agent = Some(h.agent);
+        st.phase = Phase::Extension;
+        st.trace.agent = Some(user.clone());
+        self.to_acd(AcdInput::Busy {
+            user: user.clone(),
+            busy: true,
+        })
+        .await;
+        st.busy_user = Some(user);
+        self.bridge(st).await;
+        tracing::info!(call_id = %self.call_id, "attended transfer done");
+        incall::Outcome::Continue
     }
 
     /// Plays `prompts` once to the caller (replacing music).
@@ -713,8 +871,10 @@ impl Call {
         let from = format!("<sip:{number}@{host}>;tag=hl{}", token());
         let to = format!("<sip:{user}@{host}>");
         let text = format!(
-            "INVITE {uri} SIP/2.0\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:{number}@{host}{}>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+            "INVITE {uri} SIP/2.0\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:{number}@{host}{}>\r\n{}Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
             transport_param(flow),
+            // In-call hook: offer the agent's phone a session timer.
+            incall::agent_invite_headers(&self.cfg.session_timer),
             sdp.len()
         );
         let req = own_request(&text)?;
@@ -833,6 +993,8 @@ impl Call {
             return incall::Outcome::Continue;
         }
         a.answered = true;
+        // In-call hook: the session timer the agent's 2xx agreed to, if any.
+        incall::agent_answered(a, resp);
         let negotiated = std::str::from_utf8(&resp.body)
             .map_err(|_| MediaError::SdpMalformed {
                 line: 0,
@@ -889,6 +1051,10 @@ impl Call {
         }
         st.bridged = true;
         tracing::info!(call_id = %self.call_id, "legs bridged");
+        // After a transfer the call's recording is already running: one file per call.
+        if st.recording.is_some() {
+            return;
+        }
         let Some(dir) = &self.cfg.recordings else {
             return;
         };

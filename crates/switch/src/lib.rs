@@ -94,6 +94,8 @@ pub struct SwitchConfig {
     pub leg_timing: LegTiming,
     /// Queues and agents; without it queue numbers only play music.
     pub acd: Option<AcdConfig>,
+    /// Session timers (RFC 4028) on callers' dialogs (`[sip] session_expires_secs`).
+    pub session_timer: hotline_sip::session_timer::TimerPolicy,
     /// IVR menus by name.
     pub menus: HashMap<String, Arc<Menu>>,
     /// Business-hours sets by name.
@@ -126,6 +128,7 @@ impl SwitchConfig {
             voice: None,
             recordings: None,
             clock: Clock::system(),
+            session_timer: Default::default(),
         }
     }
 }
@@ -258,6 +261,9 @@ impl Switch {
 #[derive(Debug)]
 pub(crate) enum CallInput {
     Sip(AppEvent),
+    /// Attended transfer: another call asks for this call's agent leg (the REFER's
+    /// Replaces named this call's caller dialog).
+    GiveAgent(incall::GiveAgent),
 }
 
 /// What a call task asks of the dispatcher.
@@ -269,6 +275,12 @@ pub(crate) enum Control {
         call_id: String,
         alias: String,
         done: oneshot::Sender<()>,
+    },
+    /// Attended transfer: pass `ask` to the call whose caller dialog has `call_id`
+    /// (dropped, which answers "no", when there is none).
+    Replace {
+        call_id: String,
+        ask: incall::GiveAgent,
     },
 }
 
@@ -303,25 +315,39 @@ impl Dispatcher {
             tokio::select! {
                 biased;
                 _ = &mut stop => break,
-                Some(Control::Alias { call_id, alias, done }) = control.recv() => {
-                    if let Some(tx) = self.calls.get(&call_id).cloned() {
-                        self.calls.insert(alias.clone(), tx);
-                        self.aliases.entry(call_id).or_default().push(alias);
+                Some(c) = control.recv() => match c {
+                    Control::Alias { call_id, alias, done } => {
+                        if let Some(tx) = self.calls.get(&call_id).cloned() {
+                            self.calls.insert(alias.clone(), tx);
+                            self.aliases.entry(call_id).or_default().push(alias);
+                        }
+                        let _ = done.send(());
                     }
-                    let _ = done.send(());
-                }
+                    Control::Replace { call_id, ask } => {
+                        if let Some(tx) = self.calls.get(&call_id) {
+                            let _ = tx.try_send(CallInput::GiveAgent(ask));
+                        }
+                    }
+                },
                 ev = events.recv() => match ev {
                     Some(ev) => self.event(ev).await,
                     None => break,
                 },
                 Some((call_id, invite, end)) = done.recv() => {
-                    self.calls.remove(&call_id);
+                    let own = self.calls.remove(&call_id);
                     // The task reports its INVITE transaction: no scan over every call.
                     self.invites.remove(&invite);
                     let _ = self.sip.forget_dialog(&call_id).await;
                     for alias in self.aliases.remove(&call_id).unwrap_or_default() {
-                        self.calls.remove(&alias);
-                        let _ = self.sip.forget_dialog(&alias).await;
+                        // A dialog handed to another call (attended transfer) stays with it.
+                        let moved = match (self.calls.get(&alias), &own) {
+                            (Some(t), Some(o)) => !t.same_channel(o),
+                            _ => false,
+                        };
+                        if !moved {
+                            self.calls.remove(&alias);
+                            let _ = self.sip.forget_dialog(&alias).await;
+                        }
                     }
                     let _ = self.ended.try_send(end);
                 }
