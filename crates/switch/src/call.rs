@@ -504,7 +504,8 @@ impl Call {
 
     /// Releases everything once the call's outcome is known; returns the report.
     async fn finish(&self, reason: EndReason, mut st: State) -> CallEnd {
-        let was_queued = st.queued;
+        // Still waiting in a queue (with or without the ACD): an abandon there.
+        let in_queue = matches!(st.phase, Phase::Queue { .. });
         if st.queued {
             let call = self.acd_id;
             let answered = st
@@ -558,7 +559,7 @@ impl Call {
                 (true, EndReason::AgentHangup) => Some(QueueEventKind::CompleteAgent),
                 (true, _) => Some(QueueEventKind::CompleteCaller),
                 (false, EndReason::CallerHangup | EndReason::Cancelled | EndReason::NoAck)
-                    if was_queued =>
+                    if in_queue =>
                 {
                     Some(QueueEventKind::Abandon)
                 }
