@@ -6,9 +6,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use hotline_sip_tests::{
-    Proto, Sipp, SippBuilder, free_port, start_hotline_with, start_hotline_with_sip, wait_bound,
-};
+use hotline_sip_tests::{Proto, Sipp, SippBuilder, free_port, start_hotline_with_sip, wait_bound};
 
 /// Session timers this short need a Min-SE below the RFC's 90 s.
 const MIN_SE: &str = "min_se_secs = 2\n";
@@ -77,11 +75,30 @@ async fn nothing_left(h: &hotline::Hotline) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn config(ports: [u16; 2], body: &str) -> String {
-    format!(
+/// Hotline with `sip` keys, an RTP range and `body` (numbers, …) appended to `[media]`;
+/// its address and the reports of ended calls.
+async fn hotline(
+    sip: &str,
+    ports: [u16; 2],
+    body: &str,
+) -> anyhow::Result<(
+    hotline::Hotline,
+    std::net::SocketAddr,
+    tokio::sync::mpsc::Receiver<CallEnd>,
+)> {
+    let config = format!(
         "[media]\nrtp_ip = \"127.0.0.1\"\nrtp_ports = [{}, {}]\n{body}",
         ports[0], ports[1]
-    )
+    );
+    let mut h = start_hotline_with_sip(sip, &config).await?;
+    let server = Proto::Udp.server_addr(&h);
+    let ended = h
+        .switch
+        .as_mut()
+        .context("switch")?
+        .take_ended()
+        .context("ended")?;
+    Ok((h, server, ended))
 }
 
 /// The agent puts the caller on hold (re-INVITE sendonly → Hotline answers recvonly) and
@@ -89,18 +106,12 @@ fn config(ports: [u16; 2], body: &str) -> String {
 /// held), the caller's audio is not relayed to the agent, and the hold time is counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_holds_and_resumes_caller_hears_music_udp() -> anyhow::Result<()> {
-    let mut h = start_hotline_with(&config(
+    let (h, server, mut ended) = hotline(
+        "",
         [42000, 42199],
         "[[numbers]]\nnumber = \"4101\"\nextension = \"bob\"\n",
-    ))
+    )
     .await?;
-    let server = Proto::Udp.server_addr(&h);
-    let mut ended = h
-        .switch
-        .as_mut()
-        .context("switch")?
-        .take_ended()
-        .context("ended")?;
     let bob = agent(server, "bob", "uas_hold_resume.xml", true, &[]).await?;
     // 5 s of caller audio; bob holds from about 1 s to 2.5 s after answering.
     caller(server, "4101", "uac_call_audio_long.xml", &["-d", "5000"])?
@@ -141,18 +152,12 @@ async fn agent_holds_and_resumes_caller_hears_music_udp() -> anyhow::Result<()> 
 /// connected) is bridged to her, and the caller's BYE releases carol.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blind_transfer_to_an_extension_udp() -> anyhow::Result<()> {
-    let mut h = start_hotline_with(&config(
+    let (h, server, mut ended) = hotline(
+        "",
         [42200, 42399],
         "[[numbers]]\nnumber = \"4102\"\nextension = \"bob\"\n",
-    ))
+    )
     .await?;
-    let server = Proto::Udp.server_addr(&h);
-    let mut ended = h
-        .switch
-        .as_mut()
-        .context("switch")?
-        .take_ended()
-        .context("ended")?;
     let bob = agent(
         server,
         "bob",
@@ -187,22 +192,16 @@ async fn blind_transfer_to_an_extension_udp() -> anyhow::Result<()> {
 /// re-enters the ACD there and is offered to carol, who answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blind_transfer_to_a_queue_udp() -> anyhow::Result<()> {
-    let mut h = start_hotline_with(&config(
+    let (h, server, mut ended) = hotline(
+        "",
         [42400, 42599],
         "[[numbers]]\nnumber = \"4103\"\nqueue = \"support\"\n\
          [[numbers]]\nnumber = \"4104\"\nqueue = \"sales\"\n\
          [acd]\n[[acd.queue]]\nname = \"support\"\n[[acd.queue]]\nname = \"sales\"\n\
          [[acd.agent]]\nid = \"bob\"\nqueues = { support = 0 }\n\
          [[acd.agent]]\nid = \"carol\"\nqueues = { sales = 0 }\n",
-    ))
+    )
     .await?;
-    let server = Proto::Udp.server_addr(&h);
-    let mut ended = h
-        .switch
-        .as_mut()
-        .context("switch")?
-        .take_ended()
-        .context("ended")?;
     let bob = agent(
         server,
         "bob",
@@ -230,21 +229,12 @@ async fn blind_transfer_to_a_queue_udp() -> anyhow::Result<()> {
 /// both legs before the interval is over (RFC 4028 §10: 4 s - min(32 s, 4/3 s)).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_timer_expiry_ends_both_legs_udp() -> anyhow::Result<()> {
-    let mut h = start_hotline_with_sip(
+    let (h, server, mut ended) = hotline(
         MIN_SE,
-        &config(
-            [42600, 42799],
-            "[[numbers]]\nnumber = \"4105\"\nextension = \"bob\"\n",
-        ),
+        [42600, 42799],
+        "[[numbers]]\nnumber = \"4105\"\nextension = \"bob\"\n",
     )
     .await?;
-    let server = Proto::Udp.server_addr(&h);
-    let mut ended = h
-        .switch
-        .as_mut()
-        .context("switch")?
-        .take_ended()
-        .context("ended")?;
     let bob = agent(server, "bob", "uas_call.xml", true, &[]).await?;
     let start = Instant::now();
     caller(
@@ -272,21 +262,12 @@ async fn session_timer_expiry_ends_both_legs_udp() -> anyhow::Result<()> {
 /// before anything is set up (RFC 4028 §6).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_interval_below_min_se_is_422_udp() -> anyhow::Result<()> {
-    let mut h = start_hotline_with_sip(
+    let (h, server, mut ended) = hotline(
         MIN_SE,
-        &config(
-            [43900, 43999],
-            "[[numbers]]\nnumber = \"4109\"\nqueue = \"support\"\n",
-        ),
+        [43900, 43999],
+        "[[numbers]]\nnumber = \"4109\"\nqueue = \"support\"\n",
     )
     .await?;
-    let server = Proto::Udp.server_addr(&h);
-    let mut ended = h
-        .switch
-        .as_mut()
-        .context("switch")?
-        .take_ended()
-        .context("ended")?;
     caller(
         server,
         "4109",
@@ -312,21 +293,12 @@ async fn session_interval_below_min_se_is_422_udp() -> anyhow::Result<()> {
 /// until the caller hangs up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_timer_refreshed_by_hotline_keeps_the_call_udp() -> anyhow::Result<()> {
-    let mut h = start_hotline_with_sip(
+    let (h, server, mut ended) = hotline(
         MIN_SE,
-        &config(
-            [42800, 42999],
-            "[[numbers]]\nnumber = \"4106\"\nextension = \"bob\"\n",
-        ),
+        [42800, 42999],
+        "[[numbers]]\nnumber = \"4106\"\nextension = \"bob\"\n",
     )
     .await?;
-    let server = Proto::Udp.server_addr(&h);
-    let mut ended = h
-        .switch
-        .as_mut()
-        .context("switch")?
-        .take_ended()
-        .context("ended")?;
     let bob = agent(server, "bob", "uas_call.xml", true, &[]).await?;
     let start = Instant::now();
     // The refresh comes 2 s after answer (half the interval); the caller then stays
@@ -357,21 +329,12 @@ async fn session_timer_refreshed_by_hotline_keeps_the_call_udp() -> anyhow::Resu
 /// as refresher and never refreshes: Hotline ends both legs (as UAC of that dialog).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_session_timer_expiry_ends_both_legs_udp() -> anyhow::Result<()> {
-    let mut h = start_hotline_with_sip(
+    let (h, server, mut ended) = hotline(
         MIN_SE,
-        &config(
-            [43400, 43599],
-            "[[numbers]]\nnumber = \"4108\"\nextension = \"bob\"\n",
-        ),
+        [43400, 43599],
+        "[[numbers]]\nnumber = \"4108\"\nextension = \"bob\"\n",
     )
     .await?;
-    let server = Proto::Udp.server_addr(&h);
-    let mut ended = h
-        .switch
-        .as_mut()
-        .context("switch")?
-        .take_ended()
-        .context("ended")?;
     let bob = agent(
         server,
         "bob",
@@ -401,18 +364,12 @@ async fn agent_session_timer_expiry_ends_both_legs_udp() -> anyhow::Result<()> {
 /// hangs up both legs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_rtp_from_the_agent_ends_both_legs_udp() -> anyhow::Result<()> {
-    let mut h = start_hotline_with(&config(
+    let (h, server, mut ended) = hotline(
+        "",
         [43000, 43199],
         "no_rtp_timeout_secs = 2\n[[numbers]]\nnumber = \"4107\"\nextension = \"bob\"\n",
-    ))
+    )
     .await?;
-    let server = Proto::Udp.server_addr(&h);
-    let mut ended = h
-        .switch
-        .as_mut()
-        .context("switch")?
-        .take_ended()
-        .context("ended")?;
     let bob = agent(server, "bob", "uas_call.xml", false, &[]).await?;
     caller(server, "4107", "uac_call_hung_up_on.xml", &[])?
         .expect_success()

@@ -318,10 +318,31 @@ pub(crate) fn agent_invite_headers(policy: &TimerPolicy) -> String {
 
 /// The agent answered our INVITE: the session timer its 2xx agreed to, if any (§7.2).
 pub(crate) fn agent_answered(a: &mut AgentLeg, resp: &Response) {
-    a.ext.timer = match session_timer::uac_negotiate(&resp.headers) {
-        Ok(Some(t)) => Some(SessionTimer::new(t, Instant::now())),
-        _ => None,
-    };
+    a.ext.timer = uac_timer(resp);
+}
+
+/// The timer a 2xx to our INVITE agreed to, starting now (none without Session-Expires).
+fn uac_timer(resp: &Response) -> Option<SessionTimer> {
+    let t = session_timer::uac_negotiate(&resp.headers).ok().flatten()?;
+    Some(SessionTimer::new(t, Instant::now()))
+}
+
+/// A 2xx to our refresh re-INVITE: its SDP answer goes to `side`'s leg; returns the
+/// timer it agreed to (none when the peer dropped it).
+async fn refresh_answered(
+    media: &SessionHandle,
+    side: Side,
+    offer: &SessionDescription,
+    response: &Response,
+) -> Option<SessionTimer> {
+    if let Ok(answer) = std::str::from_utf8(&response.body)
+        .map_err(|_| ())
+        .and_then(|b| SessionDescription::parse(b).map_err(|_| ()))
+        && let Ok(n) = process_answer(offer, &answer)
+    {
+        let _ = media.reconfigure(side, LegConfig::from(&n)).await;
+    }
+    uac_timer(response)
 }
 
 /// A request inside the caller's dialog (the To tag was checked to be ours).
@@ -721,23 +742,7 @@ pub(crate) async fn caller_response(ctx: Ctx<'_>, response: Response) -> Outcome
         return Outcome::Continue;
     }
     ack_caller(ctx.call, caller, sent).await;
-    if let Ok(answer) = std::str::from_utf8(&response.body)
-        .map_err(|_| ())
-        .and_then(|b| SessionDescription::parse(b).map_err(|_| ()))
-        && let Ok(n) = process_answer(&offer, &answer)
-    {
-        let _ = ctx.media.reconfigure(Side::A, LegConfig::from(&n)).await;
-    }
-    let timer = match session_timer::uac_negotiate(&response.headers) {
-        Ok(Some(t)) => Some(t),
-        // The caller dropped the timer from its answer: none from now on.
-        _ => None,
-    };
-    match (timer, caller.ext.timer.as_mut()) {
-        (Some(t), Some(st)) => st.refreshed(t, Instant::now()),
-        (Some(t), None) => caller.ext.timer = Some(SessionTimer::new(t, Instant::now())),
-        (None, _) => caller.ext.timer = None,
-    }
+    caller.ext.timer = refresh_answered(ctx.media, Side::A, &offer, &response).await;
     Outcome::Continue
 }
 
@@ -814,17 +819,7 @@ async fn agent_refreshed(
     if let Some(req) = ack(a) {
         let _ = call.sip.send_stateless(req, a.flow).await;
     }
-    if let Ok(answer) = std::str::from_utf8(&response.body)
-        .map_err(|_| ())
-        .and_then(|b| SessionDescription::parse(b).map_err(|_| ()))
-        && let Ok(n) = process_answer(&offer, &answer)
-    {
-        let _ = media.reconfigure(Side::B, LegConfig::from(&n)).await;
-    }
-    a.ext.timer = match session_timer::uac_negotiate(&response.headers) {
-        Ok(Some(t)) => Some(SessionTimer::new(t, Instant::now())),
-        _ => None,
-    };
+    a.ext.timer = refresh_answered(media, Side::B, &offer, response).await;
     Outcome::Continue
 }
 
