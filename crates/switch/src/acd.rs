@@ -13,6 +13,7 @@ use tokio::time::Instant;
 
 use crate::callback::CallbackJob;
 use crate::{Control, SwitchError};
+use hotline_cdr::{QueueEvent, QueueEventKind};
 
 /// What a call task tells the ACD.
 #[derive(Debug)]
@@ -95,6 +96,10 @@ pub(crate) struct AcdTask {
     queue_of: HashMap<CallId, String>,
     /// The dispatcher, which starts callback calls.
     control: mpsc::Sender<Control>,
+    /// The queue log gets the agents' login / ready / not-ready / logout changes.
+    cdr: hotline_cdr::CdrSink,
+    /// What the queue log last said of each agent: "out", "ready" or a not-ready reason.
+    logged: HashMap<AgentId, String>,
 }
 
 impl AcdTask {
@@ -103,6 +108,7 @@ impl AcdTask {
     pub(crate) fn new(
         cfg: &AcdConfig,
         control: mpsc::Sender<Control>,
+        cdr: hotline_cdr::CdrSink,
     ) -> Result<Self, SwitchError> {
         let mut engine =
             Engine::new(cfg, Millis(0)).map_err(|e| SwitchError::Acd(e.to_string()))?;
@@ -119,7 +125,7 @@ impl AcdTask {
                 names[i] = a.id.clone();
             }
         }
-        Ok(AcdTask {
+        let mut task = AcdTask {
             engine,
             start: Instant::now(),
             calls: HashMap::new(),
@@ -127,7 +133,58 @@ impl AcdTask {
             busy: HashSet::new(),
             queue_of: HashMap::new(),
             control,
-        })
+            cdr,
+            logged: HashMap::new(),
+        };
+        for a in &cfg.agents {
+            if let Some(id) = task.engine.agent_id(&a.id) {
+                task.log_agent_state(id, AgentState::Available);
+            }
+        }
+        Ok(task)
+    }
+
+    /// Writes an agent's state change to the queue log when its class changes (the reports
+    /// count ready time from it: available, ringing, talking and wrap-up are all "ready").
+    fn log_agent_state(&mut self, agent: AgentId, state: AgentState) {
+        let class = match state {
+            AgentState::LoggedOut => "out".to_string(),
+            AgentState::NotReady(NotReadyReason::MissedOffer) => "missed_offer".into(),
+            AgentState::NotReady(NotReadyReason::Code(BUSY_CODE)) => "busy".into(),
+            AgentState::NotReady(NotReadyReason::Code(c)) => format!("code:{c}"),
+            _ => "ready".into(),
+        };
+        let prev = self
+            .logged
+            .insert(agent, class.clone())
+            .unwrap_or_else(|| "out".into());
+        if prev == class {
+            return;
+        }
+        let name = self
+            .names
+            .get(agent.0 as usize)
+            .cloned()
+            .unwrap_or_default();
+        let at = hotline_cdr::now_millis();
+        let log = |event: QueueEventKind, data: &str| {
+            self.cdr.queue_event(QueueEvent {
+                at,
+                call_id: "NONE".into(),
+                queue: "NONE".into(),
+                agent: Some(name.clone()),
+                event,
+                data: data.into(),
+            })
+        };
+        if prev == "out" {
+            log(QueueEventKind::AgentLogin, "");
+        }
+        match class.as_str() {
+            "out" => log(QueueEventKind::AgentLogout, ""),
+            "ready" => log(QueueEventKind::AgentReady, ""),
+            reason => log(QueueEventKind::AgentNotReady, reason),
+        }
     }
 
     fn now(&self) -> Millis {
@@ -212,7 +269,7 @@ impl AcdTask {
                 let Some(agent) = self.engine.agent_id(&user) else {
                     return;
                 };
-                if busy {
+                let r = if busy {
                     self.busy.insert(agent);
                     self.hold_if_busy(now, agent)
                 } else {
@@ -223,7 +280,11 @@ impl AcdTask {
                         }
                         _ => Ok(()),
                     }
+                };
+                if let Ok(state) = self.engine.agent_state(agent) {
+                    self.log_agent_state(agent, state);
                 }
+                r
             }
         };
         if let Err(e) = r {
@@ -293,6 +354,9 @@ impl AcdTask {
                     {
                         let _ = self.engine.agent_ready(now, agent);
                     }
+                    if let Ok(state) = self.engine.agent_state(agent) {
+                        self.log_agent_state(agent, state);
+                    }
                     continue;
                 }
                 other => {
@@ -318,5 +382,47 @@ impl AcdTask {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Agents' state changes reach the queue log once per change of class: logged in and
+    /// ready at start, not-ready while busy on a non-queue call, ready again after it.
+    #[test]
+    fn agent_state_changes_go_to_the_queue_log() {
+        let cfg = AcdConfig::from_toml(
+            "[[queue]]\nname = \"support\"\n[[agent]]\nid = \"bob\"\nqueues = { support = 0 }\n",
+        )
+        .unwrap();
+        let (control, _rx) = mpsc::channel(1);
+        let (sink, log) = hotline_cdr::CdrSink::memory();
+        let mut task = AcdTask::new(&cfg, control, sink).unwrap();
+        task.decide();
+        for busy in [true, true, false] {
+            task.input(AcdInput::Busy {
+                user: "bob".into(),
+                busy,
+            });
+            task.decide();
+        }
+        let got: Vec<(QueueEventKind, String)> = log
+            .events()
+            .into_iter()
+            .inspect(|e| assert_eq!(e.agent.as_deref(), Some("bob")))
+            .map(|e| (e.event, e.data))
+            .collect();
+        use QueueEventKind::*;
+        assert_eq!(
+            got,
+            vec![
+                (AgentLogin, String::new()),
+                (AgentReady, String::new()),
+                (AgentNotReady, "busy".into()),
+                (AgentReady, String::new()),
+            ]
+        );
     }
 }

@@ -193,7 +193,7 @@ impl Switch {
         let (control_tx, control_rx) = mpsc::channel(256);
         let acd = match &cfg.acd {
             Some(a) => {
-                let task = acd::AcdTask::new(a, control_tx.clone())?;
+                let task = acd::AcdTask::new(a, control_tx.clone(), cfg.cdr.clone())?;
                 let (tx, rx) = mpsc::channel(1024);
                 tokio::spawn(task.run(rx));
                 Some(tx)
