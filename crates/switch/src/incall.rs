@@ -492,6 +492,18 @@ async fn reoffer(ctx: Ctx<'_>, tx: ServerTxId, req: &Request, side: Side) -> Out
             return Outcome::Continue;
         }
     };
+    // A target refresh (RFC 3261 §12.2): the phone may have moved its Contact.
+    if let Some(c) = msg::find(&req.headers, |h| matches!(h, Header::Contact(_))) {
+        let target = msg::addr_uri(msg::split_first(c).0).to_string();
+        match side {
+            Side::A => caller.target = target,
+            Side::B => {
+                if let Some(a) = agent.as_mut() {
+                    a.target = Some(target);
+                }
+            }
+        }
+    }
     let (contact, sdp_state) = match side {
         Side::A => {
             if caller.ext.sdp.is_none() {
