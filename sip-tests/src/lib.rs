@@ -42,6 +42,10 @@ pub async fn start_hotline_with_sip(sip: &str, extra: &str) -> anyhow::Result<Ho
         toml.push_str(&format!("[[users]]\nname = \"{u}\"\npassword = \"{p}\"\n"));
     }
     toml.push_str(extra);
+    // Tests read call records back from memory unless they name a store themselves.
+    if !extra.contains("[store]") {
+        toml.push_str("\n[store]\nurl = \"memory\"\n");
+    }
     let cfg = Config::parse(Path::new("<sip-tests>"), &toml)?;
     hotline::start(&cfg).await
 }

@@ -69,11 +69,7 @@ const CALL_COLS: &str = "call_id, sip_call_id, direction, caller, caller_name, d
      hangup_side, sip_status, recording, transfers";
 
 /// Every column but the key is replaced: the finished record wins over the in-progress row.
-const UPSERT_CALL: &str = "INSERT INTO calls (call_id, sip_call_id, direction, caller, caller_name, dialed, route, \
-     queue, agent, arrived_at, queued_at, offered_at, answered_at, ended_at, wait_ms, talk_ms, hold_ms, \
-     result, hangup_side, sip_status, recording, transfers) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22) \
-     ON CONFLICT (call_id) DO UPDATE SET sip_call_id = excluded.sip_call_id, direction = excluded.direction, \
+const UPSERT_TAIL: &str = " ON CONFLICT (call_id) DO UPDATE SET sip_call_id = excluded.sip_call_id, direction = excluded.direction, \
      caller = excluded.caller, caller_name = excluded.caller_name, dialed = excluded.dialed, \
      route = excluded.route, queue = excluded.queue, agent = excluded.agent, arrived_at = excluded.arrived_at, \
      queued_at = excluded.queued_at, offered_at = excluded.offered_at, answered_at = excluded.answered_at, \
@@ -81,9 +77,9 @@ const UPSERT_CALL: &str = "INSERT INTO calls (call_id, sip_call_id, direction, c
      hold_ms = excluded.hold_ms, result = excluded.result, hangup_side = excluded.hangup_side, \
      sip_status = excluded.sip_status, recording = excluded.recording, transfers = excluded.transfers";
 
-/// A finished record that arrived first is never turned back into an in-progress row.
-const INSERT_STARTED: &str = "INSERT INTO calls (call_id, sip_call_id, caller, dialed, arrived_at) \
-     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (call_id) DO NOTHING";
+/// Rows per multi-row statement: 22 parameters a call row stays far below either
+/// backend's parameter limit (SQLite 32,766, PostgreSQL 65,535).
+const CHUNK: usize = 500;
 
 const AGENT_EVENTS: &str = "('AGENT_LOGIN', 'AGENT_LOGOUT', 'AGENT_READY', 'AGENT_NOT_READY')";
 
@@ -339,59 +335,77 @@ impl CdrStore {
         self.write_batch(&[Msg::Started(c.clone())]).await
     }
 
-    /// One transaction for the whole batch: all of it is committed or none.
+    /// One transaction for the whole batch: all of it is committed or none. Three
+    /// multi-row statements (in-progress rows, finished records, queue events) whatever the
+    /// batch size, so a batch costs a few round trips, not one per row.
     pub(crate) async fn write_batch(&self, batch: &[Msg]) -> Result<()> {
-        if !batch.iter().any(|m| !matches!(m, Msg::Flush(_))) {
+        let mut started: Vec<&StartedCall> = Vec::new();
+        let mut records: Vec<&CallRecord> = Vec::new();
+        let mut events: Vec<&QueueEvent> = Vec::new();
+        for m in batch {
+            match m {
+                Msg::Started(c) => started.push(c),
+                Msg::Record(r, _) => records.push(r),
+                Msg::Event(e) => events.push(e),
+                Msg::Flush(_) => {}
+            }
+        }
+        if started.is_empty() && records.is_empty() && events.is_empty() {
             return Ok(());
         }
+        // One statement may not touch a row twice: the last record of a call wins.
+        let mut seen = std::collections::HashSet::new();
+        records.reverse();
+        records.retain(|r| seen.insert(r.call_id.as_str()));
+        records.reverse();
+        // In-progress rows first: a finished record in the same batch then completes them
+        // (and `DO NOTHING` keeps a late duplicate from reopening a finished call).
         on_pool!(self, |p| {
             let mut tx = p.begin().await?;
-            let mut events: Vec<&QueueEvent> = Vec::new();
-            for m in batch {
-                match m {
-                    Msg::Started(c) => {
-                        sqlx::query(INSERT_STARTED)
-                            .bind(&c.call_id)
-                            .bind(&c.sip_call_id)
-                            .bind(&c.caller)
-                            .bind(&c.dialed)
-                            .bind(c.arrived_at)
-                            .execute(&mut *tx)
-                            .await?;
-                    }
-                    Msg::Record(r, _) => {
-                        sqlx::query(UPSERT_CALL)
-                            .bind(&r.call_id)
-                            .bind(&r.sip_call_id)
-                            .bind(&r.direction)
-                            .bind(&r.caller)
-                            .bind(&r.caller_name)
-                            .bind(&r.dialed)
-                            .bind(&r.route)
-                            .bind(&r.queue)
-                            .bind(&r.agent)
-                            .bind(r.arrived_at)
-                            .bind(r.queued_at)
-                            .bind(r.offered_at)
-                            .bind(r.answered_at)
-                            .bind(r.ended_at)
-                            .bind(r.wait_ms)
-                            .bind(r.talk_ms)
-                            .bind(r.hold_ms)
-                            .bind(r.result.as_str())
-                            .bind(r.hangup_side.as_str())
-                            .bind(i64::from(r.sip_status))
-                            .bind(&r.recording)
-                            .bind(i64::from(r.transfers))
-                            .execute(&mut *tx)
-                            .await?;
-                    }
-                    Msg::Event(e) => events.push(e),
-                    Msg::Flush(_) => {}
-                }
+            for chunk in started.chunks(CHUNK) {
+                let mut qb = sqlx::QueryBuilder::new(
+                    "INSERT INTO calls (call_id, sip_call_id, caller, dialed, arrived_at) ",
+                );
+                qb.push_values(chunk, |mut b, c| {
+                    b.push_bind(&c.call_id)
+                        .push_bind(&c.sip_call_id)
+                        .push_bind(&c.caller)
+                        .push_bind(&c.dialed)
+                        .push_bind(c.arrived_at);
+                });
+                qb.push(" ON CONFLICT (call_id) DO NOTHING");
+                qb.build().execute(&mut *tx).await?;
             }
-            // Multi-row inserts: 6 parameters a row, far below either backend's limit.
-            for chunk in events.chunks(1000) {
+            for chunk in records.chunks(CHUNK) {
+                let mut qb = sqlx::QueryBuilder::new(format!("INSERT INTO calls ({CALL_COLS}) "));
+                qb.push_values(chunk, |mut b, r| {
+                    b.push_bind(&r.call_id)
+                        .push_bind(&r.sip_call_id)
+                        .push_bind(&r.direction)
+                        .push_bind(&r.caller)
+                        .push_bind(&r.caller_name)
+                        .push_bind(&r.dialed)
+                        .push_bind(&r.route)
+                        .push_bind(&r.queue)
+                        .push_bind(&r.agent)
+                        .push_bind(r.arrived_at)
+                        .push_bind(r.queued_at)
+                        .push_bind(r.offered_at)
+                        .push_bind(r.answered_at)
+                        .push_bind(r.ended_at)
+                        .push_bind(r.wait_ms)
+                        .push_bind(r.talk_ms)
+                        .push_bind(r.hold_ms)
+                        .push_bind(r.result.as_str())
+                        .push_bind(r.hangup_side.as_str())
+                        .push_bind(i64::from(r.sip_status))
+                        .push_bind(&r.recording)
+                        .push_bind(i64::from(r.transfers));
+                });
+                qb.push(UPSERT_TAIL);
+                qb.build().execute(&mut *tx).await?;
+            }
+            for chunk in events.chunks(CHUNK * 2) {
                 let mut qb = sqlx::QueryBuilder::new(
                     "INSERT INTO queue_log (at, call_id, queue, agent, event, data) ",
                 );

@@ -154,6 +154,15 @@ pub struct QueueOptionsConfig {
     pub whisper: Option<PathBuf>,
     /// … or text spoken with espeak-ng (e.g. the queue's name).
     pub whisper_say: Option<String>,
+    /// A key that keeps the caller's place as a callback request and hangs up.
+    pub callback_key: Option<Spanned<String>>,
+    /// The callback is offered when the expected wait is at least this long.
+    #[serde(default = "default_callback_ewt")]
+    pub callback_min_ewt_secs: u64,
+}
+
+fn default_callback_ewt() -> u64 {
+    120
 }
 
 /// `[media]`: where call media is anchored.
@@ -730,7 +739,11 @@ impl Config {
             if let Some(e) = err {
                 return Err(locate(path, text, at, e));
             }
-            if let Some(k) = &q.leave_key {
+            for (what, k) in [
+                ("leave_key", &q.leave_key),
+                ("callback_key", &q.callback_key),
+            ] {
+                let Some(k) = k else { continue };
                 let mut chars = k.get_ref().chars();
                 if !matches!((chars.next(), chars.next()), (Some(c), None) if c.is_ascii_digit() || c == '*' || c == '#')
                 {
@@ -739,11 +752,21 @@ impl Config {
                         text,
                         k.span().start,
                         format!(
-                            "queue {name:?}: leave_key {:?} is not a key (0-9, *, #)",
+                            "queue {name:?}: {what} {:?} is not a key (0-9, *, #)",
                             k.get_ref()
                         ),
                     ));
                 }
+            }
+            if let (Some(a), Some(b)) = (&q.leave_key, &q.callback_key)
+                && a.get_ref() == b.get_ref()
+            {
+                return Err(locate(
+                    path,
+                    text,
+                    b.span().start,
+                    format!("queue {name:?}: callback_key is the same key as leave_key"),
+                ));
             }
         }
         Ok(())

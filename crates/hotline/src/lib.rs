@@ -64,9 +64,13 @@ pub fn sip_server_config(cfg: &Config) -> anyhow::Result<ServerConfig> {
 
 /// Call control's configuration: routes, menus, hours, queue options, prompts. Prompts
 /// given as text are spoken with espeak-ng (cached under `[media] prompt_cache`).
-pub fn switch_config(cfg: &Config, music: Prompt) -> anyhow::Result<SwitchConfig> {
+pub fn switch_config(
+    cfg: &Config,
+    music: Prompt,
+    cdr: hotline_cdr::CdrSink,
+) -> anyhow::Result<SwitchConfig> {
     let voice = Voice::new(&cfg.media);
-    let mut out = SwitchConfig::new(HashMap::new(), cfg.media.rtp_ip, music);
+    let mut out = SwitchConfig::new(HashMap::new(), cfg.media.rtp_ip, music, cdr);
     out.leg_timing = LegTiming {
         // 0 = off: a year is as good as never for a call.
         no_rtp_timeout: match cfg.media.no_rtp_timeout_secs {
@@ -121,16 +125,37 @@ pub fn switch_config(cfg: &Config, music: Prompt) -> anyhow::Result<SwitchConfig
             (None, None) => None,
             (p, s) => Some(voice.prompt(p.as_deref(), s.as_deref())?),
         };
+        let callback_key = q
+            .callback_key
+            .as_ref()
+            .and_then(|k| k.get_ref().chars().next());
+        let callback_prompt = match callback_key {
+            Some(k) if voice.speaking() => {
+                let name = match k {
+                    '*' => "star".to_string(),
+                    '#' => "the hash key".to_string(),
+                    d => d.to_string(),
+                };
+                Some(voice.speak(&format!(
+                    "To keep your place and be called back, press {name}."
+                ))?)
+            }
+            _ => None,
+        };
         let options = hotline_switch::QueueOptions {
             leave_key: q
                 .leave_key
                 .as_ref()
                 .and_then(|k| k.get_ref().chars().next()),
             whisper,
+            callback_key,
+            callback_min_ewt_secs: q.callback_min_ewt_secs,
+            callback_prompt,
         };
         out.queues.insert(q.name.get_ref().clone(), options);
     }
     out.users = cfg.users.iter().map(|u| u.name.get_ref().clone()).collect();
+    out.trunk = cfg.sip.static_route.map(|r| r.0);
     if cfg.media.record {
         std::fs::create_dir_all(&cfg.media.recordings).with_context(|| {
             format!(
@@ -212,8 +237,8 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Hotline> {
             .with_context(|| format!("loading music on hold {}", path.display()))?,
         None => Prompt::from_samples(hotline_media::prompts::hold_music()),
     };
-    let switch_cfg = switch_config(cfg, music)?;
     let cdr = store::Cdr::open(&cfg.store).await?;
+    let switch_cfg = switch_config(cfg, music, cdr.sink.clone())?;
     let (sip, app, events) = Server::start_with_app(sip_server_config(cfg)?, 1024)
         .await
         .context("starting the SIP server")?;
@@ -237,7 +262,8 @@ mod tests {
         let mut cfg = Config::load(&dir.join("hotline.toml")).unwrap();
         cfg.media.voice = false;
         cfg.media.record = false;
-        let sw = switch_config(&cfg, Prompt::from_samples(vec![0; 8])).unwrap();
+        let (cdr, _) = hotline_cdr::CdrSink::memory();
+        let sw = switch_config(&cfg, Prompt::from_samples(vec![0; 8]), cdr).unwrap();
         let Route::Hours { hours, open, .. } = &sw.routes["4000"] else {
             panic!("{:?}", sw.routes["4000"]);
         };

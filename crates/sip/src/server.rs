@@ -503,6 +503,16 @@ impl CoreTask {
                 if Pin::new(&mut stop).poll(cx).is_ready() {
                     return Poll::Ready(Event::Stop);
                 }
+                // The application's commands first: they finish work already admitted
+                // (answers, BYEs, forgetting dialogs). Polled after UDP, they starved
+                // whenever datagrams kept arriving, the application's channels filled,
+                // and new requests got 503 while retransmissions grew the input: at
+                // 1,000 calls/s through the queue that collapse came within seconds.
+                if let Some(rx) = commands.as_mut()
+                    && let Poll::Ready(Some(c)) = rx.poll_recv(cx)
+                {
+                    return Poll::Ready(Event::App(c));
+                }
                 for (i, s) in udp.iter().enumerate() {
                     let mut rb = tokio::io::ReadBuf::new(&mut buf);
                     match s.poll_recv_from(cx, &mut rb) {
@@ -519,11 +529,6 @@ impl CoreTask {
                 }
                 if let Poll::Ready(Some(m)) = inbound.poll_recv(cx) {
                     return Poll::Ready(Event::Inbound(m));
-                }
-                if let Some(rx) = commands.as_mut()
-                    && let Poll::Ready(Some(c)) = rx.poll_recv(cx)
-                {
-                    return Poll::Ready(Event::App(c));
                 }
                 if armed.is_some() && sleep.as_mut().poll(cx).is_ready() {
                     return Poll::Ready(Event::Timer);

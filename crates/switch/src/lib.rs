@@ -12,6 +12,7 @@
 mod acd;
 pub mod announce;
 mod call;
+mod callback;
 mod error;
 pub mod hours;
 mod incall;
@@ -80,6 +81,12 @@ pub struct QueueOptions {
     pub leave_key: Option<char>,
     /// Played to the agent on answer, before the legs are bridged.
     pub whisper: Option<Prompt>,
+    /// Callers may keep their place and be called back by pressing this key, offered
+    /// when the expected wait is at least `callback_min_ewt_secs`.
+    pub callback_key: Option<char>,
+    pub callback_min_ewt_secs: u64,
+    /// The offer ("… press star"), played once when the wait is long enough.
+    pub callback_prompt: Option<Prompt>,
 }
 
 /// Call control configuration.
@@ -110,11 +117,21 @@ pub struct SwitchConfig {
     pub recordings: Option<PathBuf>,
     /// Wall clock for hours and CDR times.
     pub clock: Clock,
+    /// Where callbacks to numbers that are not registered users go (the static route).
+    pub trunk: Option<hotline_sip::Target>,
+    /// Call detail records and the queue log.
+    pub cdr: hotline_cdr::CdrSink,
 }
 
 impl SwitchConfig {
-    /// A configuration with only routes (no ACD, menus, hours, recording).
-    pub fn new(routes: HashMap<String, Route>, media_ip: IpAddr, music: Prompt) -> Self {
+    /// A configuration with only routes (no ACD, menus, hours, recording) writing its
+    /// CDRs to `cdr`.
+    pub fn new(
+        routes: HashMap<String, Route>,
+        media_ip: IpAddr,
+        music: Prompt,
+        cdr: hotline_cdr::CdrSink,
+    ) -> Self {
         SwitchConfig {
             routes,
             media_ip,
@@ -129,6 +146,8 @@ impl SwitchConfig {
             recordings: None,
             clock: Clock::system(),
             session_timer: Default::default(),
+            trunk: None,
+            cdr,
         }
     }
 }
@@ -171,9 +190,10 @@ impl Switch {
         events: mpsc::Receiver<AppEvent>,
         ports: Arc<PortAllocator>,
     ) -> Result<Switch, SwitchError> {
+        let (control_tx, control_rx) = mpsc::channel(256);
         let acd = match &cfg.acd {
             Some(a) => {
-                let task = acd::AcdTask::new(a)?;
+                let task = acd::AcdTask::new(a, control_tx.clone())?;
                 let (tx, rx) = mpsc::channel(1024);
                 tokio::spawn(task.run(rx));
                 Some(tx)
@@ -184,7 +204,6 @@ impl Switch {
         let (ended_tx, ended_rx) = mpsc::channel(1024);
         let (stop_tx, stop_rx) = oneshot::channel();
         let (done_tx, done_rx) = mpsc::channel(256);
-        let (control_tx, control_rx) = mpsc::channel(256);
         let d_acd = acd.clone();
         let d = Dispatcher {
             control_tx,
@@ -282,6 +301,8 @@ pub(crate) enum Control {
         call_id: String,
         ask: incall::GiveAgent,
     },
+    /// The ACD reserved an agent for a queued callback: place it.
+    PlaceCallback(callback::CallbackJob),
 }
 
 struct Dispatcher {
@@ -293,7 +314,7 @@ struct Dispatcher {
     calls: HashMap<String, mpsc::Sender<CallInput>>,
     /// Initial INVITE transaction → Call-ID (CANCEL is reported by transaction).
     invites: HashMap<ServerTxId, String>,
-    done_tx: mpsc::Sender<(String, ServerTxId, CallEnd)>,
+    done_tx: mpsc::Sender<(String, Option<ServerTxId>, CallEnd)>,
     ended: mpsc::Sender<CallEnd>,
     control_tx: mpsc::Sender<Control>,
     /// Call-ID → other dialogs of the same call.
@@ -307,7 +328,7 @@ impl Dispatcher {
     async fn run(
         mut self,
         mut events: mpsc::Receiver<AppEvent>,
-        mut done: mpsc::Receiver<(String, ServerTxId, CallEnd)>,
+        mut done: mpsc::Receiver<(String, Option<ServerTxId>, CallEnd)>,
         mut control: mpsc::Receiver<Control>,
         mut stop: oneshot::Receiver<()>,
     ) {
@@ -328,6 +349,7 @@ impl Dispatcher {
                             let _ = tx.try_send(CallInput::GiveAgent(ask));
                         }
                     }
+                    Control::PlaceCallback(job) => self.place_callback(job),
                 },
                 ev = events.recv() => match ev {
                     Some(ev) => self.event(ev).await,
@@ -336,7 +358,9 @@ impl Dispatcher {
                 Some((call_id, invite, end)) = done.recv() => {
                     let own = self.calls.remove(&call_id);
                     // The task reports its INVITE transaction: no scan over every call.
-                    self.invites.remove(&invite);
+                    if let Some(invite) = invite {
+                        self.invites.remove(&invite);
+                    }
                     let _ = self.sip.forget_dialog(&call_id).await;
                     for alias in self.aliases.remove(&call_id).unwrap_or_default() {
                         // A dialog handed to another call (attended transfer) stays with it.
@@ -407,7 +431,7 @@ impl Dispatcher {
                 tokio::spawn(async move {
                     let end = call.run(tx, *request, flow, local).await;
                     stats.active.fetch_sub(1, Ordering::Relaxed);
-                    let _ = done.send((call_id, tx, end)).await;
+                    let _ = done.send((call_id, Some(tx), end)).await;
                 });
             }
             AppEvent::Request { tx, request, .. } => {
@@ -434,6 +458,33 @@ impl Dispatcher {
             }
             _ => {}
         }
+    }
+
+    /// Starts the task of a callback the ACD wants placed (agent first, then customer).
+    fn place_callback(&mut self, job: callback::CallbackJob) {
+        let call_id = format!("callback-{}-{}@hotline", job.call.0, self.next_call);
+        self.next_call += 1;
+        let (inbox_tx, inbox) = mpsc::channel(32);
+        self.calls.insert(call_id.clone(), inbox_tx);
+        self.stats.active.fetch_add(1, Ordering::Relaxed);
+        self.stats.total.fetch_add(1, Ordering::Relaxed);
+        let call = call::Call {
+            cfg: self.cfg.clone(),
+            sip: self.sip.clone(),
+            ports: self.ports.clone(),
+            call_id: call_id.clone(),
+            inbox,
+            control: self.control_tx.clone(),
+            acd: self.acd.clone(),
+            acd_id: job.call,
+        };
+        let stats = self.stats.clone();
+        let done = self.done_tx.clone();
+        tokio::spawn(async move {
+            let end = call.run_callback(job).await;
+            stats.active.fetch_sub(1, Ordering::Relaxed);
+            let _ = done.send((call_id, None, end)).await;
+        });
     }
 
     /// A response for a call that is gone: a 2xx to INVITE is hung up; any other final
