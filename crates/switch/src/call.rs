@@ -216,6 +216,8 @@ pub(crate) struct Trace {
     pub settled: Option<EndReason>,
     /// Time the caller spent held by the agent (from the in-call state), for the CDR.
     pub hold_ms: i64,
+    /// Transfers carried out (from the in-call state), for the CDR.
+    pub transfers: u32,
 }
 
 /// The call's mutable state once answered.
@@ -316,7 +318,7 @@ impl Call {
             hangup_side,
             sip_status: status,
             recording: t.recording.as_ref().map(|p| p.display().to_string()),
-            transfers: 0,
+            transfers: t.transfers,
         };
         if let Err(e) = self.cfg.cdr.record(r).await {
             tracing::warn!(call_id = %self.call_id, error = %e, "CDR not yet durable");
@@ -582,6 +584,7 @@ impl Call {
             }
         }
         st.trace.hold_ms = i64::try_from(st.caller.ext.hold_ms()).unwrap_or(i64::MAX);
+        st.trace.transfers = st.caller.ext.transfers();
         self.record(&st.trace, reason, status).await;
         let t = &st.trace;
         tracing::info!(

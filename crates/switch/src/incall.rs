@@ -118,6 +118,8 @@ pub(crate) struct CallerExt {
     agent_holds: bool,
     hold_since: Option<Instant>,
     hold_total: Duration,
+    /// Transfers carried out (blind or attended), for the CDR.
+    transfers: u32,
 }
 
 impl CallerExt {
@@ -135,6 +137,11 @@ impl CallerExt {
     pub(crate) fn hold_ms(&self) -> u64 {
         let running = self.hold_since.map_or(Duration::ZERO, |t| t.elapsed());
         (self.hold_total + running).as_millis() as u64
+    }
+
+    /// Transfers carried out on this call (blind or attended).
+    pub(crate) fn transfers(&self) -> u32 {
+        self.transfers
     }
 
     fn on_hold(&self) -> bool {
@@ -492,6 +499,18 @@ async fn reoffer(ctx: Ctx<'_>, tx: ServerTxId, req: &Request, side: Side) -> Out
             return Outcome::Continue;
         }
     };
+    // A target refresh (RFC 3261 §12.2): the phone may have moved its Contact.
+    if let Some(c) = msg::find(&req.headers, |h| matches!(h, Header::Contact(_))) {
+        let target = msg::addr_uri(msg::split_first(c).0).to_string();
+        match side {
+            Side::A => caller.target = target,
+            Side::B => {
+                if let Some(a) = agent.as_mut() {
+                    a.target = Some(target);
+                }
+            }
+        }
+    }
     let (contact, sdp_state) = match side {
         Side::A => {
             if caller.ext.sdp.is_none() {
@@ -691,6 +710,7 @@ pub(crate) async fn transfer_done(
     ok: bool,
 ) {
     if ok {
+        caller.ext.transfers += 1;
         caller.ext.agent_holds = false;
         caller.ext.hold_changed(Instant::now());
         notify(call, agent, 200, "OK").await;
@@ -707,6 +727,7 @@ async fn finish_transfer(call: &Call, caller: &mut CallerDialog, a: &mut AgentLe
         return Outcome::Continue;
     };
     // Phones usually hold before they transfer: that hold ends with the agent's leg.
+    caller.ext.transfers += 1;
     caller.ext.agent_holds = false;
     caller.ext.hold_changed(Instant::now());
     if !t.final_sent {
