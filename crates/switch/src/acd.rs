@@ -1,14 +1,17 @@
 //! The ACD task: the only owner of the `hotline_acd::Engine`. Call tasks feed it through a
 //! bounded channel; its decisions go back to the call tasks they name.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use hotline_acd::{AcdConfig, AgentId, CallId, Decision, Engine, Millis, NewCall};
-use tokio::sync::mpsc;
+use hotline_acd::{
+    AcdConfig, AgentId, AgentState, CallId, Decision, Engine, Millis, NewCall, NotReadyReason,
+};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::SwitchError;
+use crate::events::{AgentCommand, AgentStateEvent, AgentStatus, QueueStat, SwitchEvent};
 
 /// What a call task tells the ACD.
 #[derive(Debug)]
@@ -18,6 +21,9 @@ pub(crate) enum AcdInput {
         call: CallId,
         queue: String,
         inbox: mpsc::Sender<AcdOutput>,
+        /// The caller's Call-ID (shown in agent states) and CRM tier (priority).
+        sip_call_id: String,
+        tier: Option<String>,
     },
     Answered {
         call: CallId,
@@ -35,7 +41,30 @@ pub(crate) enum AcdInput {
     Ended {
         call: CallId,
     },
+    /// A desk sets its agent's state.
+    Agent {
+        agent: String,
+        cmd: AgentCommand,
+        reply: oneshot::Sender<Result<AgentStateEvent, SwitchError>>,
+    },
+    /// Every agent's state and version.
+    Agents {
+        reply: oneshot::Sender<Vec<AgentStateEvent>>,
+    },
+    QueueStats {
+        reply: oneshot::Sender<Vec<QueueStat>>,
+    },
+    /// The agent's disposition is in: wrap-up ends.
+    WrapupDone {
+        agent: String,
+    },
 }
+
+/// Not-ready reasons are strings on the wire and codes in the engine; code 0 is the
+/// state a desk login starts in, the others are interned here (bounded).
+const LOGIN_REASON: &str = "login";
+const MAX_REASONS: usize = 64;
+const MAX_REASON_LEN: usize = 40;
 
 /// What the ACD tells a call task.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,20 +85,36 @@ pub(crate) struct AcdTask {
     start: Instant,
     calls: HashMap<CallId, mpsc::Sender<AcdOutput>>,
     names: Vec<String>,
+    bus: broadcast::Sender<SwitchEvent>,
+    /// Not-ready reason texts by code - 1.
+    reasons: Vec<String>,
+    /// ACD call → the caller's Call-ID, while the call is in the ACD.
+    sip_ids: HashMap<CallId, String>,
+    /// Per agent: the last published state and pending not-ready reason.
+    published: Vec<Option<AgentStateEvent>>,
+    pending: Vec<Option<String>>,
+    /// The one version counter for agent states.
+    version: u64,
 }
 
 impl AcdTask {
-    /// The engine with every configured agent logged in and ready: a stand-in until agents
-    /// log in from their desktop (CTI).
-    pub(crate) fn new(cfg: &AcdConfig) -> Result<Self, SwitchError> {
+    /// The engine with every configured agent logged in and ready, except those in
+    /// `desk_login` (agents who log in from their desktop, CTI).
+    pub(crate) fn new(
+        cfg: &AcdConfig,
+        desk_login: &HashSet<String>,
+        bus: broadcast::Sender<SwitchEvent>,
+    ) -> Result<Self, SwitchError> {
         let mut engine =
             Engine::new(cfg, Millis(0)).map_err(|e| SwitchError::Acd(e.to_string()))?;
         let mut names = Vec::new();
         for a in &cfg.agents {
             if let Some(id) = engine.agent_id(&a.id) {
-                engine
-                    .agent_login(Millis(0), id, true)
-                    .map_err(|e| SwitchError::Acd(e.to_string()))?;
+                if !desk_login.contains(&a.id) {
+                    engine
+                        .agent_login(Millis(0), id, true)
+                        .map_err(|e| SwitchError::Acd(e.to_string()))?;
+                }
                 let i = id.0 as usize;
                 if names.len() <= i {
                     names.resize(i + 1, String::new());
@@ -77,12 +122,21 @@ impl AcdTask {
                 names[i] = a.id.clone();
             }
         }
-        Ok(AcdTask {
+        let n = names.len();
+        let mut task = AcdTask {
             engine,
             start: Instant::now(),
             calls: HashMap::new(),
             names,
-        })
+            bus,
+            reasons: Vec::new(),
+            sip_ids: HashMap::new(),
+            published: vec![None; n],
+            pending: vec![None; n],
+            version: 0,
+        };
+        task.publish_changes();
+        Ok(task)
     }
 
     fn now(&self) -> Millis {
@@ -111,19 +165,30 @@ impl AcdTask {
                     self.engine.handle_timeout(now);
                 }
             }
+            self.decide();
+            self.publish_changes();
         }
     }
 
     fn input(&mut self, m: AcdInput) {
         let now = self.now();
         let r = match m {
-            AcdInput::Arrived { call, queue, inbox } => {
+            AcdInput::Arrived {
+                call,
+                queue,
+                inbox,
+                sip_call_id,
+                tier,
+            } => {
                 let Some(q) = self.engine.queue_id(&queue) else {
                     let _ = inbox.try_send(AcdOutput::Refused);
                     return;
                 };
                 self.calls.insert(call, inbox);
-                self.engine.call_arrived(now, NewCall::new(call, q))
+                self.sip_ids.insert(call, sip_call_id);
+                let mut new = NewCall::new(call, q);
+                new.tier = tier;
+                self.engine.call_arrived(now, new)
             }
             AcdInput::Answered { call, agent } => self.engine.offer_answered(now, call, agent),
             AcdInput::Rejected { call, agent } => self.engine.offer_rejected(now, call, agent),
@@ -135,11 +200,203 @@ impl AcdTask {
                 self.calls.remove(&call);
                 self.engine.call_ended(now, call)
             }
+            AcdInput::Agent { agent, cmd, reply } => {
+                let r = self.agent_command(now, &agent, cmd);
+                let _ = reply.send(r);
+                return;
+            }
+            AcdInput::Agents { reply } => {
+                self.decide();
+                self.publish_changes();
+                let _ = reply.send(self.published.iter().flatten().cloned().collect());
+                return;
+            }
+            AcdInput::QueueStats { reply } => {
+                let _ = reply.send(self.queue_stats(now));
+                return;
+            }
+            AcdInput::WrapupDone { agent } => match self.engine.agent_id(&agent) {
+                Some(id) if self.engine.agent_state(id).ok() == Some(AgentState::WrapUp) => {
+                    self.engine.wrapup_done(now, id)
+                }
+                _ => return,
+            },
         };
         if let Err(e) = r {
             // Races (an offer answered after the caller left) are expected, not fatal.
             tracing::debug!(error = %e, "ACD refused an event");
         }
+    }
+
+    /// Carries out a desk's state command and answers with the resulting state (published
+    /// first, so the reply and the event carry the same version).
+    fn agent_command(
+        &mut self,
+        now: Millis,
+        agent: &str,
+        cmd: AgentCommand,
+    ) -> Result<AgentStateEvent, SwitchError> {
+        let id = self
+            .engine
+            .agent_id(agent)
+            .ok_or_else(|| SwitchError::NotFound(format!("agent {agent}")))?;
+        let state = self
+            .engine
+            .agent_state(id)
+            .map_err(|e| SwitchError::Acd(e.to_string()))?;
+        let i = id.0 as usize;
+        let logged_out = state == AgentState::LoggedOut;
+        let r = match cmd {
+            AgentCommand::Ready if logged_out => self.engine.agent_login(now, id, true),
+            AgentCommand::Ready => {
+                self.pending[i] = None;
+                self.engine.agent_ready(now, id)
+            }
+            AgentCommand::NotReady { reason } | AgentCommand::NotReadyAfterCall { reason } => {
+                let code = self.reason_code(&reason)?;
+                if logged_out {
+                    self.engine
+                        .agent_login(now, id, false)
+                        .and_then(|_| self.engine.agent_not_ready(now, id, code))
+                } else {
+                    if matches!(state, AgentState::OnCall(_) | AgentState::WrapUp) {
+                        self.pending[i] = Some(reason);
+                    }
+                    self.engine.agent_not_ready(now, id, code)
+                }
+            }
+            AgentCommand::Logout if logged_out => Ok(()),
+            AgentCommand::Logout => self.engine.agent_logout(now, id),
+        };
+        r.map_err(|e| SwitchError::InvalidState(e.to_string()))?;
+        self.decide();
+        self.publish_changes();
+        self.published
+            .get(i)
+            .cloned()
+            .flatten()
+            .ok_or(SwitchError::Unavailable)
+    }
+
+    fn reason_code(&mut self, reason: &str) -> Result<u16, SwitchError> {
+        let reason = reason.trim();
+        if reason.is_empty() || reason.len() > MAX_REASON_LEN {
+            return Err(SwitchError::InvalidState(format!(
+                "a not-ready reason is 1 to {MAX_REASON_LEN} bytes"
+            )));
+        }
+        if reason == LOGIN_REASON {
+            return Ok(0);
+        }
+        if let Some(i) = self.reasons.iter().position(|r| r == reason) {
+            return Ok(i as u16 + 1);
+        }
+        if self.reasons.len() >= MAX_REASONS {
+            return Err(SwitchError::InvalidState(format!(
+                "more than {MAX_REASONS} distinct not-ready reasons"
+            )));
+        }
+        self.reasons.push(reason.to_string());
+        Ok(self.reasons.len() as u16)
+    }
+
+    fn status(&self, state: AgentState) -> AgentStatus {
+        let sip = |c: CallId| self.sip_ids.get(&c).cloned();
+        match state {
+            AgentState::LoggedOut => AgentStatus::LoggedOut,
+            AgentState::Available => AgentStatus::Ready,
+            AgentState::Reserved(c) => AgentStatus::Reserved { call_id: sip(c) },
+            AgentState::OnCall(c) => AgentStatus::OnCall { call_id: sip(c) },
+            AgentState::WrapUp => AgentStatus::WrapUp { call_id: None },
+            AgentState::NotReady(NotReadyReason::MissedOffer) => AgentStatus::NotReady {
+                reason: "missed_offer".into(),
+            },
+            AgentState::NotReady(NotReadyReason::Code(0)) => AgentStatus::NotReady {
+                reason: LOGIN_REASON.into(),
+            },
+            AgentState::NotReady(NotReadyReason::Code(c)) => AgentStatus::NotReady {
+                reason: self
+                    .reasons
+                    .get(usize::from(c) - 1)
+                    .cloned()
+                    .unwrap_or_else(|| format!("code {c}")),
+            },
+        }
+    }
+
+    /// Publishes every agent whose state changed since the last call, each with a new
+    /// version. The engine is the truth; this compares against what desks were told, so
+    /// no change (commanded or the engine's own) can go unpublished.
+    fn publish_changes(&mut self) {
+        for i in 0..self.names.len() {
+            let Ok(state) = self.engine.agent_state(AgentId(i as u32)) else {
+                continue;
+            };
+            let mut status = self.status(state);
+            let prev = self.published[i].as_ref();
+            if let AgentStatus::WrapUp { call_id } = &mut status {
+                // Wrap-up is for the call the agent was on.
+                *call_id = match prev.map(|p| &p.status) {
+                    Some(AgentStatus::OnCall { call_id } | AgentStatus::WrapUp { call_id }) => {
+                        call_id.clone()
+                    }
+                    _ => None,
+                };
+            }
+            if matches!(
+                status,
+                AgentStatus::NotReady { .. } | AgentStatus::LoggedOut | AgentStatus::Ready
+            ) {
+                self.pending[i] = None;
+            }
+            let pending = self.pending[i].clone();
+            if prev.is_some_and(|p| p.status == status && p.pending_not_ready == pending) {
+                continue;
+            }
+            let entering_wrap = matches!(status, AgentStatus::WrapUp { .. })
+                && !prev.is_some_and(|p| matches!(p.status, AgentStatus::WrapUp { .. }));
+            self.version += 1;
+            let ev = AgentStateEvent {
+                agent: self.names[i].clone(),
+                status,
+                pending_not_ready: pending,
+                version: self.version,
+            };
+            if entering_wrap && let AgentStatus::WrapUp { call_id } = &ev.status {
+                let _ = self.bus.send(SwitchEvent::WrapupStarted {
+                    call_id: call_id.clone(),
+                    agent: ev.agent.clone(),
+                });
+            }
+            let _ = self.bus.send(SwitchEvent::AgentState(ev.clone()));
+            self.published[i] = Some(ev);
+        }
+        // Call-IDs are only needed while some agent state can still name the call.
+        if self.sip_ids.len() > self.calls.len() {
+            let calls = &self.calls;
+            self.sip_ids.retain(|c, _| calls.contains_key(c));
+        }
+    }
+
+    fn queue_stats(&self, now: Millis) -> Vec<QueueStat> {
+        self.engine
+            .snapshot(now)
+            .queues
+            .into_iter()
+            .map(|q| QueueStat {
+                queue: q.name,
+                waiting: q.waiting,
+                longest_wait_secs: q.longest_wait_secs,
+                offered: q.offered,
+                answered: q.answered,
+                abandoned: q.abandoned,
+                service_level: q.service_level,
+                asa_secs: q.asa_secs,
+                agents_ready: q.agents.available,
+                agents_busy: q.agents.reserved + q.agents.on_call + q.agents.wrap_up,
+                agents_not_ready: q.agents.not_ready,
+            })
+            .collect()
     }
 
     fn decide(&mut self) {

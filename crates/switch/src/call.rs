@@ -53,6 +53,8 @@ pub enum EndReason {
     Fallback,
     /// The switch went away.
     Shutdown,
+    /// The agent's desk hung up (CTI): Hotline sent BYE to both sides.
+    DeskHangup,
 }
 
 pub(crate) struct Call {
@@ -64,6 +66,7 @@ pub(crate) struct Call {
     pub control: mpsc::Sender<Control>,
     pub acd: Option<mpsc::Sender<AcdInput>>,
     pub acd_id: CallId,
+    pub desk: crate::events::CallDesk,
 }
 
 /// A fresh token for tags and Call-IDs.
@@ -223,11 +226,14 @@ impl Call {
         let (acd_tx, mut acd_rx) = mpsc::channel(16);
         let mut queued = false;
         if let (Route::Queue(queue), Some(acd)) = (&route, &self.acd) {
+            let tier = self.desk.arrived(queue).await;
             queued = acd
                 .send(AcdInput::Arrived {
                     call: self.acd_id,
                     queue: queue.clone(),
                     inbox: acd_tx,
+                    sip_call_id: self.call_id.clone(),
+                    tier,
                 })
                 .await
                 .is_ok();
@@ -254,6 +260,13 @@ impl Call {
                 }
                 input = self.inbox.recv() => match input {
                     None => break EndReason::Shutdown,
+                    Some(CallInput::Command(cmd, reply)) => {
+                        if cmd == crate::CallCommand::Hangup {
+                            let _ = reply.send(Ok(()));
+                            break EndReason::DeskHangup;
+                        }
+                        let _ = reply.send(Err(crate::SwitchError::NotSupported(cmd.name())));
+                    }
                     Some(CallInput::Sip(ev)) => {
                         let is_agent = agent.as_ref().is_some_and(|a| event_call_id(&ev) == Some(a.call_id.as_str()));
                         if is_agent {
@@ -285,6 +298,14 @@ impl Call {
         }
         // Release the other side.
         match (reason, agent.as_mut()) {
+            (EndReason::DeskHangup, a) => {
+                match a {
+                    Some(a) if a.answered => self.bye_agent(a).await,
+                    Some(a) => drop(self.sip.cancel(a.tx).await),
+                    None => {}
+                }
+                self.bye_caller(&mut caller).await
+            }
             (EndReason::AgentHangup | EndReason::Fallback, _) => self.bye_caller(&mut caller).await,
             (_, Some(a)) if a.answered => self.bye_agent(a).await,
             (_, Some(a)) => {
@@ -296,6 +317,7 @@ impl Call {
         // Stopping returns the legs; dropping them closes the sockets and frees the ports.
         drop(media.stop().await);
         drop(agent);
+        self.desk.ended(reason).await;
         tracing::info!(call_id = %self.call_id, ?reason, bridged, "call ended");
         let status = if reason == EndReason::Cancelled {
             487
@@ -441,6 +463,7 @@ impl Call {
             return;
         };
         if let Some(agent) = a.offer_of {
+            self.desk.answered();
             self.to_acd(AcdInput::Answered {
                 call: self.acd_id,
                 agent,
@@ -473,6 +496,8 @@ impl Call {
                 let leg = if agent.is_some() {
                     None // one offer at a time (ring-all comes later)
                 } else {
+                    // The pop reaches the desk before the phone rings.
+                    self.desk.offered(&user).await;
                     match self.sip.contact_for(&user).await {
                         Ok(Some((uri, flow))) => {
                             self.call_agent(number, host, &user, &uri, flow).await

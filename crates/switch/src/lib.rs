@@ -10,6 +10,7 @@
 mod acd;
 mod call;
 mod error;
+pub mod events;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -26,6 +27,36 @@ use tokio::task::JoinHandle;
 
 pub use call::{CallEnd, EndReason};
 pub use error::SwitchError;
+pub use events::{
+    AgentCommand, AgentStateEvent, AgentStatus, CallCommand, Offered, QueueStat, SwitchEvent,
+    SwitchHandle,
+};
+
+/// What desks (CTI) need from call control: the CRM store for screen pops and the service
+/// trail, which agents log in from a desk, and how long an offer waits for its pop.
+#[derive(Clone)]
+pub struct DeskConfig {
+    pub store: Option<hotline_crm::Store>,
+    /// Agents who start logged out and log in from their desk; every other `[acd]` agent
+    /// is logged in and ready at start (phones-only centers, tests).
+    pub desk_login: std::collections::HashSet<String>,
+    /// How long an offer waits for the desk server to confirm the pop reached the agent
+    /// before the phone rings anyway.
+    pub offer_ack_timeout: std::time::Duration,
+    /// Bound on the caller lookup at arrival; past it the call is routed without a pop.
+    pub lookup_timeout: std::time::Duration,
+}
+
+impl Default for DeskConfig {
+    fn default() -> Self {
+        DeskConfig {
+            store: None,
+            desk_login: Default::default(),
+            offer_ack_timeout: std::time::Duration::from_millis(250),
+            lookup_timeout: std::time::Duration::from_millis(500),
+        }
+    }
+}
 
 /// Where a dialled number goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,6 +110,7 @@ pub struct Switch {
     ended: Option<mpsc::Receiver<CallEnd>>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
+    handle: SwitchHandle,
 }
 
 impl Switch {
@@ -89,9 +121,27 @@ impl Switch {
         events: mpsc::Receiver<AppEvent>,
         ports: Arc<PortAllocator>,
     ) -> Result<Switch, SwitchError> {
+        Switch::start_with_desk(cfg, DeskConfig::default(), sip, events, ports)
+    }
+
+    /// [`Switch::start`] with desks: screen pops from the CRM, events and commands.
+    pub fn start_with_desk(
+        cfg: SwitchConfig,
+        desk_cfg: DeskConfig,
+        sip: AppHandle,
+        events: mpsc::Receiver<AppEvent>,
+        ports: Arc<PortAllocator>,
+    ) -> Result<Switch, SwitchError> {
+        let (bus, _) = tokio::sync::broadcast::channel(events::BUS_CAPACITY);
+        let desk = events::Desk {
+            bus: bus.clone(),
+            store: desk_cfg.store.clone(),
+            ack_timeout: desk_cfg.offer_ack_timeout,
+            lookup_timeout: desk_cfg.lookup_timeout,
+        };
         let acd = match &cfg.acd {
             Some(a) => {
-                let task = acd::AcdTask::new(a)?;
+                let task = acd::AcdTask::new(a, &desk_cfg.desk_login, bus)?;
                 let (tx, rx) = mpsc::channel(1024);
                 tokio::spawn(task.run(rx));
                 Some(tx)
@@ -103,7 +153,13 @@ impl Switch {
         let (stop_tx, stop_rx) = oneshot::channel();
         let (done_tx, done_rx) = mpsc::channel(256);
         let (control_tx, control_rx) = mpsc::channel(256);
+        let handle = SwitchHandle {
+            desk: desk.clone(),
+            acd: acd.clone(),
+            control: control_tx.clone(),
+        };
         let d = Dispatcher {
+            desk,
             control_tx,
             aliases: HashMap::new(),
             acd,
@@ -125,7 +181,18 @@ impl Switch {
             ended: Some(ended_rx),
             stop: Some(stop_tx),
             task,
+            handle,
         })
+    }
+
+    /// Commands in, events out: the handle a CTI server holds.
+    pub fn handle(&self) -> SwitchHandle {
+        self.handle.clone()
+    }
+
+    /// Every event from now on (agent states, offers with their pop, call events).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<SwitchEvent> {
+        self.handle.subscribe()
     }
 
     pub fn stats(&self) -> Arc<SwitchStats> {
@@ -161,6 +228,8 @@ impl Switch {
 #[derive(Debug)]
 pub(crate) enum CallInput {
     Sip(AppEvent),
+    /// A desk's command (hang up).
+    Command(CallCommand, oneshot::Sender<Result<(), SwitchError>>),
 }
 
 /// What a call task asks of the dispatcher.
@@ -173,9 +242,16 @@ pub(crate) enum Control {
         alias: String,
         done: oneshot::Sender<()>,
     },
+    /// A desk's command for the call with this Call-ID.
+    Command {
+        call_id: String,
+        cmd: CallCommand,
+        reply: oneshot::Sender<Result<(), SwitchError>>,
+    },
 }
 
 struct Dispatcher {
+    desk: events::Desk,
     cfg: Arc<SwitchConfig>,
     sip: AppHandle,
     ports: Arc<PortAllocator>,
@@ -206,13 +282,25 @@ impl Dispatcher {
             tokio::select! {
                 biased;
                 _ = &mut stop => break,
-                Some(Control::Alias { call_id, alias, done }) = control.recv() => {
-                    if let Some(tx) = self.calls.get(&call_id).cloned() {
-                        self.calls.insert(alias.clone(), tx);
-                        self.aliases.entry(call_id).or_default().push(alias);
+                Some(c) = control.recv() => match c {
+                    Control::Alias { call_id, alias, done } => {
+                        if let Some(tx) = self.calls.get(&call_id).cloned() {
+                            self.calls.insert(alias.clone(), tx);
+                            self.aliases.entry(call_id).or_default().push(alias);
+                        }
+                        let _ = done.send(());
                     }
-                    let _ = done.send(());
-                }
+                    Control::Command { call_id, cmd, reply } => match self.calls.get(&call_id) {
+                        Some(call) => {
+                            if let Err(mpsc::error::TrySendError::Full(CallInput::Command(_, reply)) | mpsc::error::TrySendError::Closed(CallInput::Command(_, reply))) = call.try_send(CallInput::Command(cmd, reply)) {
+                                let _ = reply.send(Err(SwitchError::Unavailable));
+                            }
+                        }
+                        None => {
+                            let _ = reply.send(Err(SwitchError::NotFound(format!("call {call_id}"))));
+                        }
+                    },
+                },
                 ev = events.recv() => match ev {
                     Some(ev) => self.event(ev).await,
                     None => break,
@@ -277,6 +365,7 @@ impl Dispatcher {
                     control: self.control_tx.clone(),
                     acd: self.acd.clone(),
                     acd_id: CallId(self.next_call),
+                    desk: events::CallDesk::new(&self.desk, &call_id, &request),
                 };
                 self.next_call += 1;
                 let stats = self.stats.clone();

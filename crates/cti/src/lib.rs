@@ -1,0 +1,1 @@
+//! Hotline CTI (in progress).

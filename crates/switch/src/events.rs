@@ -1,0 +1,477 @@
+//! The switch's public face for desktops (CTI): events out on a broadcast bus, commands in
+//! through [`SwitchHandle`]. The switch never knows who listens (the design keeps `switch`
+//! independent of `cti`): it publishes, and only the screen-pop offer waits, briefly, for
+//! a listener to confirm that the pop reached the agent's desk before the phone rings.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hotline_crm::{Identification, InteractionId, NewInteraction, ScreenPop, Store};
+use serde::Serialize;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::SwitchError;
+use crate::acd::AcdInput;
+use crate::call::EndReason;
+
+/// Events kept for slow subscribers; one that falls further behind gets `Lagged` and
+/// resynchronises from [`SwitchHandle::agents`].
+pub const BUS_CAPACITY: usize = 8192;
+
+/// An agent's state as desks see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum AgentStatus {
+    LoggedOut,
+    Ready,
+    /// A call is offered (ringing).
+    Reserved {
+        call_id: Option<String>,
+    },
+    OnCall {
+        call_id: Option<String>,
+    },
+    WrapUp {
+        call_id: Option<String>,
+    },
+    NotReady {
+        reason: String,
+    },
+}
+
+/// One agent-state change. `version` comes from one counter owned by the ACD task, so it
+/// grows with every change of any agent: a desk keeps the highest it saw and ignores
+/// anything older (e.g. a stale event that overtook a resync).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AgentStateEvent {
+    pub agent: String,
+    #[serde(flatten)]
+    pub status: AgentStatus,
+    /// Not-ready reason that applies when the current call (and wrap-up) ends.
+    pub pending_not_ready: Option<String>,
+    pub version: u64,
+}
+
+/// What a desk asks of the ACD for its agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentCommand {
+    /// Take calls (logs in if logged out; ends wrap-up early).
+    Ready,
+    /// Stop taking calls now (a ringing offer goes back to the queue); on a call it applies
+    /// when the call ends.
+    NotReady {
+        reason: String,
+    },
+    /// Go not-ready when the current call and its wrap-up end.
+    NotReadyAfterCall {
+        reason: String,
+    },
+    Logout,
+}
+
+/// Commands to a live call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallCommand {
+    Hangup,
+    Hold,
+    Resume,
+    Transfer { to: String, attended: bool },
+    Conference { to: String },
+    Dtmf { digits: String },
+    PauseRecording,
+    ResumeRecording,
+}
+
+impl CallCommand {
+    pub fn name(&self) -> &'static str {
+        match self {
+            CallCommand::Hangup => "hangup",
+            CallCommand::Hold => "hold",
+            CallCommand::Resume => "resume",
+            CallCommand::Transfer { .. } => "transfer",
+            CallCommand::Conference { .. } => "conference",
+            CallCommand::Dtmf { .. } => "dtmf",
+            CallCommand::PauseRecording => "pause_recording",
+            CallCommand::ResumeRecording => "resume_recording",
+        }
+    }
+}
+
+/// A queue's live figures for wallboards and supervisors.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct QueueStat {
+    pub queue: String,
+    pub waiting: u32,
+    pub longest_wait_secs: f64,
+    pub offered: u64,
+    pub answered: u64,
+    pub abandoned: u64,
+    pub service_level: Option<f64>,
+    pub asa_secs: Option<f64>,
+    pub agents_ready: u32,
+    pub agents_busy: u32,
+    pub agents_not_ready: u32,
+}
+
+/// The screen pop offered with a call. `pop` is `None` when the CRM lookup failed or took
+/// too long (`pop_error` says why): the call is routed anyway.
+#[derive(Debug, Serialize)]
+pub struct Offered {
+    pub call_id: String,
+    pub queue: String,
+    pub agent: String,
+    /// The caller id as received (From / P-Asserted-Identity URI).
+    pub caller: String,
+    pub pop: Option<Arc<ScreenPop>>,
+    pub pop_error: Option<String>,
+    #[serde(skip)]
+    ack: Mutex<Option<oneshot::Sender<()>>>,
+}
+
+impl Offered {
+    /// Tells the switch the pop is on the agent's desk (or that the agent has none): the
+    /// agent's phone may ring now. Later calls do nothing.
+    pub fn ack(&self) {
+        if let Some(tx) = self.ack.lock().ok().and_then(|mut a| a.take()) {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Customer ids this pop shows (the one customer, or every candidate).
+    pub fn customer_ids(&self) -> Vec<i64> {
+        match self.pop.as_deref().map(|p| &p.identification) {
+            Some(Identification::Known { customer } | Identification::Provisional { customer }) => {
+                vec![customer.id]
+            }
+            Some(Identification::Candidates { customers }) => {
+                customers.iter().map(|c| c.id).collect()
+            }
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// Everything the switch publishes.
+#[derive(Debug, Clone)]
+pub enum SwitchEvent {
+    AgentState(AgentStateEvent),
+    CallOffered(Arc<Offered>),
+    CallAnswered {
+        call_id: String,
+        agent: String,
+        queue: Option<String>,
+    },
+    CallHeld {
+        call_id: String,
+        agent: String,
+    },
+    CallResumed {
+        call_id: String,
+        agent: String,
+    },
+    CallTransferred {
+        call_id: String,
+        agent: String,
+        to: String,
+    },
+    CallEnded {
+        call_id: String,
+        agent: Option<String>,
+        queue: Option<String>,
+        reason: String,
+        /// The service-trail entry written for the call (dispositions attach to it).
+        interaction_id: Option<InteractionId>,
+    },
+    WrapupStarted {
+        call_id: Option<String>,
+        agent: String,
+    },
+    QueueStats(Arc<Vec<QueueStat>>),
+}
+
+/// Shared by the switch's tasks: the bus, the store and the offer bound.
+#[derive(Clone)]
+pub(crate) struct Desk {
+    pub bus: broadcast::Sender<SwitchEvent>,
+    pub store: Option<Store>,
+    pub ack_timeout: Duration,
+    pub lookup_timeout: Duration,
+}
+
+/// Commands in, events out: what a CTI server holds. Cheap to clone.
+#[derive(Clone)]
+pub struct SwitchHandle {
+    pub(crate) desk: Desk,
+    pub(crate) acd: Option<mpsc::Sender<AcdInput>>,
+    pub(crate) control: mpsc::Sender<crate::Control>,
+}
+
+impl SwitchHandle {
+    /// A receiver of every event from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<SwitchEvent> {
+        self.desk.bus.subscribe()
+    }
+
+    /// The CRM store the switch identifies callers in.
+    pub fn store(&self) -> Option<&Store> {
+        self.desk.store.as_ref()
+    }
+
+    fn acd(&self) -> Result<&mpsc::Sender<AcdInput>, SwitchError> {
+        self.acd
+            .as_ref()
+            .ok_or(SwitchError::NotSupported("no [acd] configured"))
+    }
+
+    /// Sets an agent's state through the ACD task (the one owner) and returns the state
+    /// that resulted, with its version.
+    pub async fn agent_state(
+        &self,
+        agent: &str,
+        cmd: AgentCommand,
+    ) -> Result<AgentStateEvent, SwitchError> {
+        let (reply, rx) = oneshot::channel();
+        self.acd()?
+            .send(AcdInput::Agent {
+                agent: agent.to_string(),
+                cmd,
+                reply,
+            })
+            .await
+            .map_err(|_| SwitchError::Unavailable)?;
+        rx.await.map_err(|_| SwitchError::Unavailable)?
+    }
+
+    /// Every agent's current state and version (a reconnecting desk resynchronises here).
+    pub async fn agents(&self) -> Result<Vec<AgentStateEvent>, SwitchError> {
+        let (reply, rx) = oneshot::channel();
+        self.acd()?
+            .send(AcdInput::Agents { reply })
+            .await
+            .map_err(|_| SwitchError::Unavailable)?;
+        rx.await.map_err(|_| SwitchError::Unavailable)
+    }
+
+    /// Live queue figures.
+    pub async fn queue_stats(&self) -> Result<Vec<QueueStat>, SwitchError> {
+        let (reply, rx) = oneshot::channel();
+        self.acd()?
+            .send(AcdInput::QueueStats { reply })
+            .await
+            .map_err(|_| SwitchError::Unavailable)?;
+        rx.await.map_err(|_| SwitchError::Unavailable)
+    }
+
+    /// Carries out a command on a live call (by the caller's Call-ID).
+    pub async fn call_command(&self, call_id: &str, cmd: CallCommand) -> Result<(), SwitchError> {
+        if cmd != CallCommand::Hangup {
+            // Hold, transfer, conference, DTMF and recording control are call features
+            // that land separately; until then desks get a clear code.
+            return Err(SwitchError::NotSupported(cmd.name()));
+        }
+        let (reply, rx) = oneshot::channel();
+        self.control
+            .send(crate::Control::Command {
+                call_id: call_id.to_string(),
+                cmd,
+                reply,
+            })
+            .await
+            .map_err(|_| SwitchError::Unavailable)?;
+        rx.await.map_err(|_| SwitchError::Unavailable)?
+    }
+
+    /// Attaches the wrap-up disposition and notes to the call's service-trail entry and
+    /// ends the agent's wrap-up (the agent becomes available).
+    pub async fn disposition(
+        &self,
+        call_id: &str,
+        agent: &str,
+        code: &str,
+        notes: Option<&str>,
+    ) -> Result<InteractionId, SwitchError> {
+        let store = self
+            .desk
+            .store
+            .as_ref()
+            .ok_or(SwitchError::NotSupported("no CRM store configured"))?;
+        let i = store
+            .interaction_by_call_id(call_id)
+            .await?
+            .ok_or_else(|| SwitchError::NotFound(format!("no trail entry for call {call_id}")))?;
+        if i.agent.as_deref() != Some(agent) {
+            return Err(SwitchError::Forbidden(format!(
+                "call {call_id} was not handled by {agent}"
+            )));
+        }
+        store.wrap_up(i.id, code, notes).await?;
+        if let Some(acd) = &self.acd {
+            let _ = acd
+                .send(AcdInput::WrapupDone {
+                    agent: agent.to_string(),
+                })
+                .await;
+        }
+        Ok(i.id)
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The desk side of one call, owned by its call task: the pop found at arrival, who was
+/// offered and who answered, and the trail entry written at the end.
+pub(crate) struct CallDesk {
+    desk: Desk,
+    call_id: String,
+    caller: String,
+    queue: Option<String>,
+    pop: Option<Arc<ScreenPop>>,
+    pop_error: Option<String>,
+    started_at: i64,
+    /// (offered to, answered by): set from `&self` methods the call task calls while it
+    /// lends itself out, hence the (uncontended) lock.
+    who: Mutex<(Option<String>, Option<String>)>,
+    /// Set by the recording feature when it records the call.
+    pub recording: Option<String>,
+}
+
+impl CallDesk {
+    pub(crate) fn new(desk: &Desk, call_id: &str, invite: &hotline_sip::msg::Request) -> Self {
+        use hotline_sip::msg;
+        // P-Asserted-Identity (from a trusted trunk) wins over From.
+        let pai = invite.headers.iter().find_map(|h| {
+            let v = msg::header_value(h);
+            h.to_string()
+                .to_ascii_lowercase()
+                .starts_with("p-asserted-identity:")
+                .then(|| v.to_string())
+        });
+        let raw = pai
+            .or_else(|| msg::from_value(&invite.headers).map(str::to_string))
+            .unwrap_or_default();
+        let caller = msg::addr_uri(msg::split_first(&raw).0).to_string();
+        CallDesk {
+            desk: desk.clone(),
+            call_id: call_id.to_string(),
+            caller,
+            queue: None,
+            pop: None,
+            pop_error: None,
+            started_at: now_ms(),
+            who: Mutex::new((None, None)),
+            recording: None,
+        }
+    }
+
+    /// Identifies the caller for `queue` (bounded in time); returns the customer's tier,
+    /// which sets the call's priority through the ACD's `tier_priority`.
+    pub(crate) async fn arrived(&mut self, queue: &str) -> Option<String> {
+        self.queue = Some(queue.to_string());
+        let store = self.desk.store.as_ref()?;
+        let lookup = store.screen_pop(&self.caller, Some(queue));
+        match tokio::time::timeout(self.desk.lookup_timeout, lookup).await {
+            Ok(Ok(pop)) => {
+                let tier = pop.view.as_ref().map(|v| v.customer.data.tier.to_string());
+                self.pop = Some(Arc::new(pop));
+                tier
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(call_id = %self.call_id, error = %e, "caller lookup failed");
+                self.pop_error = Some("lookup unavailable".into());
+                None
+            }
+            Err(_) => {
+                tracing::warn!(call_id = %self.call_id, "caller lookup timed out");
+                self.pop_error = Some("lookup unavailable".into());
+                None
+            }
+        }
+    }
+
+    /// Publishes `call.offered` with the pop and waits (bounded) until a desk server
+    /// confirms delivery, so the pop is on screen before the phone rings.
+    pub(crate) async fn offered(&self, agent: &str) {
+        if let Ok(mut w) = self.who.lock() {
+            w.0 = Some(agent.to_string());
+        }
+        let (tx, rx) = oneshot::channel();
+        let ev = Arc::new(Offered {
+            call_id: self.call_id.clone(),
+            queue: self.queue.clone().unwrap_or_default(),
+            agent: agent.to_string(),
+            caller: self.caller.clone(),
+            pop: self.pop.clone(),
+            pop_error: self.pop_error.clone(),
+            ack: Mutex::new(Some(tx)),
+        });
+        if self.desk.bus.send(SwitchEvent::CallOffered(ev)).is_err() {
+            return; // nobody listens
+        }
+        if tokio::time::timeout(self.desk.ack_timeout, rx)
+            .await
+            .is_err()
+        {
+            tracing::warn!(call_id = %self.call_id, agent, "screen pop not confirmed in time; ringing anyway");
+        }
+    }
+
+    /// The offered agent answered.
+    pub(crate) fn answered(&self) {
+        let agent = self.who.lock().ok().and_then(|mut w| {
+            w.1 = w.0.clone();
+            w.1.clone()
+        });
+        if let Some(agent) = agent {
+            let _ = self.desk.bus.send(SwitchEvent::CallAnswered {
+                call_id: self.call_id.clone(),
+                agent,
+                queue: self.queue.clone(),
+            });
+        }
+    }
+
+    /// Writes the call into the customer's service trail (when one customer is certain)
+    /// and publishes `call.ended`.
+    pub(crate) async fn ended(&mut self, reason: EndReason) {
+        let customer = self.pop.as_deref().and_then(|p| match &p.identification {
+            Identification::Known { customer } | Identification::Provisional { customer } => {
+                Some(customer.id)
+            }
+            _ => None,
+        });
+        let (offered_to, agent) = self.who.lock().map(|w| w.clone()).unwrap_or_default();
+        let mut interaction_id = None;
+        if let (Some(store), Some(customer_id)) = (&self.desk.store, customer) {
+            let entry = NewInteraction {
+                customer_id,
+                channel: "voice".into(),
+                direction: hotline_crm::Direction::Inbound,
+                call_id: Some(self.call_id.clone()),
+                queue: self.queue.clone(),
+                agent: agent.clone(),
+                started_at: self.started_at,
+                ended_at: Some(now_ms()),
+                recording_path: self.recording.clone(),
+                ticket_ids: Vec::new(),
+            };
+            match store.record_interaction(&entry).await {
+                Ok(id) => interaction_id = Some(id),
+                Err(e) => {
+                    tracing::warn!(call_id = %self.call_id, error = %e, "service trail not written")
+                }
+            }
+        }
+        let _ = self.desk.bus.send(SwitchEvent::CallEnded {
+            call_id: self.call_id.clone(),
+            agent: agent.or(offered_to),
+            queue: self.queue.clone(),
+            reason: format!("{reason:?}"),
+            interaction_id,
+        });
+    }
+}
