@@ -207,6 +207,29 @@ pub struct SwitchHandle {
 }
 
 impl SwitchHandle {
+    /// The ACD task and the event bus without call control (no SIP): for desk servers'
+    /// tests and tools. Call commands answer `unavailable`.
+    pub fn standalone(
+        acd: &hotline_acd::AcdConfig,
+        desk_cfg: crate::DeskConfig,
+    ) -> Result<SwitchHandle, SwitchError> {
+        let (bus, _) = broadcast::channel(BUS_CAPACITY);
+        let task = crate::acd::AcdTask::new(acd, &desk_cfg.desk_login, bus.clone())?;
+        let (tx, rx) = mpsc::channel(1024);
+        tokio::spawn(task.run(rx));
+        let (control, _) = mpsc::channel(1);
+        Ok(SwitchHandle {
+            desk: Desk {
+                bus,
+                store: desk_cfg.store,
+                ack_timeout: desk_cfg.offer_ack_timeout,
+                lookup_timeout: desk_cfg.lookup_timeout,
+            },
+            acd: Some(tx),
+            control,
+        })
+    }
+
     /// A receiver of every event from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<SwitchEvent> {
         self.desk.bus.subscribe()
