@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use hotline_media::{LegTiming, PortAllocator, Prompt};
 use hotline_sip::server::{Server, ServerConfig};
-use hotline_switch::{Route, Switch, SwitchConfig};
+use hotline_switch::{DeskConfig, Route, Switch, SwitchConfig};
 
 pub use config::Config;
 
@@ -20,11 +20,18 @@ pub struct Hotline {
     pub sip: Server,
     /// Call control, when the configuration has `[[numbers]]`.
     pub switch: Option<Switch>,
+    /// The desk server, with `[cti]` (and `[[numbers]]`).
+    pub cti: Option<hotline_cti::CtiServer>,
+    /// The CRM store, with `[crm]`.
+    pub crm: Option<hotline_crm::Store>,
 }
 
 impl Hotline {
     /// Stops every service and waits for them.
     pub async fn shutdown(self) {
+        if let Some(c) = self.cti {
+            c.shutdown().await;
+        }
         if let Some(s) = self.switch {
             s.shutdown().await;
         }
@@ -58,7 +65,12 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Hotline> {
         let sip = Server::start(sip_server_config(cfg)?)
             .await
             .context("starting the SIP server")?;
-        return Ok(Hotline { sip, switch: None });
+        return Ok(Hotline {
+            sip,
+            switch: None,
+            cti: None,
+            crm: None,
+        });
     }
     let [first, last] = *cfg.media.rtp_ports.get_ref();
     let ports = Arc::new(PortAllocator::new(first, last).context("RTP port range")?);
@@ -83,7 +95,31 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Hotline> {
     let (sip, app, events) = Server::start_with_app(sip_server_config(cfg)?, 1024)
         .await
         .context("starting the SIP server")?;
-    let switch = Switch::start(
+    let crm = match &cfg.crm {
+        Some(c) => {
+            let store_cfg = hotline_crm::StoreConfig {
+                default_region: c.default_region.clone(),
+                pg_schema: c.schema.clone(),
+                ..hotline_crm::StoreConfig::default()
+            };
+            Some(
+                hotline_crm::Store::open(&c.store, &store_cfg)
+                    .await
+                    .with_context(|| format!("opening the CRM store {}", c.store))?,
+            )
+        }
+        None => None,
+    };
+    let desk = DeskConfig {
+        store: crm.clone(),
+        desk_login: cfg
+            .cti
+            .as_ref()
+            .map(|c| c.desk_agents())
+            .unwrap_or_default(),
+        ..DeskConfig::default()
+    };
+    let switch = Switch::start_with_desk(
         SwitchConfig {
             routes,
             media_ip: cfg.media.rtp_ip,
@@ -91,13 +127,24 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Hotline> {
             leg_timing: LegTiming::default(),
             acd: cfg.acd.clone(),
         },
+        desk,
         app,
         events,
         ports,
     )
     .context("starting call control")?;
+    let cti = match &cfg.cti {
+        Some(c) => Some(
+            hotline_cti::CtiServer::start(c.clone(), switch.handle())
+                .await
+                .context("starting the CTI server")?,
+        ),
+        None => None,
+    };
     Ok(Hotline {
         sip,
         switch: Some(switch),
+        cti,
+        crm,
     })
 }

@@ -23,6 +23,9 @@ enum Command {
         #[arg(long, default_value = "config/hotline.toml")]
         config: PathBuf,
     },
+    /// Hash a desk (CTI) password for `[[cti.user]] password_hash`: reads the password
+    /// from the first line of standard input, prints the argon2id PHC string.
+    Passwd,
     /// Simulate a center (what-if) or find the staff for a service level, with the ACD engine.
     Simulate(simulate::SimulateArgs),
 }
@@ -47,6 +50,16 @@ fn main() -> anyhow::Result<()> {
             rt.block_on(serve(cfg))
         }
         Command::Simulate(args) => simulate::run(&args),
+        Command::Passwd => {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .context("reading the password from standard input")?;
+            let pw = line.trim_end_matches(['\r', '\n']);
+            anyhow::ensure!(!pw.is_empty(), "empty password");
+            println!("{}", hotline_cti::hash_password(pw)?);
+            Ok(())
+        }
     }
 }
 

@@ -378,6 +378,10 @@ impl CallDesk {
             .or_else(|| msg::from_value(&invite.headers).map(str::to_string))
             .unwrap_or_default();
         let caller = msg::addr_uri(msg::split_first(&raw).0).to_string();
+        CallDesk::with_caller(desk, call_id, caller)
+    }
+
+    fn with_caller(desk: &Desk, call_id: &str, caller: String) -> Self {
         CallDesk {
             desk: desk.clone(),
             call_id: call_id.to_string(),
@@ -496,5 +500,74 @@ impl CallDesk {
             reason: format!("{reason:?}"),
             interaction_id,
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn desk(ack: Duration) -> (Desk, broadcast::Receiver<SwitchEvent>) {
+        let (bus, rx) = broadcast::channel(16);
+        let d = Desk {
+            bus,
+            store: None,
+            ack_timeout: ack,
+            lookup_timeout: Duration::from_millis(500),
+        };
+        (d, rx)
+    }
+
+    /// The offer (and so the INVITE after it) waits until the desk server confirms the
+    /// pop was written to the agent's socket.
+    #[tokio::test(start_paused = true)]
+    async fn offer_waits_for_the_desk_ack() {
+        let (d, mut rx) = desk(Duration::from_secs(5));
+        let cd = CallDesk::with_caller(&d, "c1", "sip:+49301234567@trunk".into());
+        let mut offered = Box::pin(cd.offered("bob"));
+        let ev = tokio::select! {
+            biased;
+            _ = &mut offered => panic!("offer finished before anyone confirmed it"),
+            ev = rx.recv() => ev.expect("event"),
+        };
+        let SwitchEvent::CallOffered(o) = ev else {
+            panic!("expected call.offered, got {ev:?}")
+        };
+        assert_eq!((o.agent.as_str(), o.call_id.as_str()), ("bob", "c1"));
+        // Without the ack the offer keeps waiting (virtual time: no real sleep).
+        assert!(
+            tokio::time::timeout(Duration::from_secs(4), &mut offered)
+                .await
+                .is_err()
+        );
+        let before = tokio::time::Instant::now();
+        o.ack();
+        offered.await;
+        assert_eq!(
+            tokio::time::Instant::now(),
+            before,
+            "released by the ack at once"
+        );
+    }
+
+    /// A desk server that never confirms delays ringing by the bound only.
+    #[tokio::test(start_paused = true)]
+    async fn unconfirmed_offer_rings_after_the_bound() {
+        let (d, _rx) = desk(Duration::from_millis(250));
+        let cd = CallDesk::with_caller(&d, "c2", "sip:anonymous@x".into());
+        let start = tokio::time::Instant::now();
+        cd.offered("bob").await;
+        assert_eq!(start.elapsed(), Duration::from_millis(250));
+    }
+
+    /// Nobody subscribed (no CTI): no wait at all.
+    #[tokio::test(start_paused = true)]
+    async fn offer_without_listeners_does_not_wait() {
+        let (d, rx) = desk(Duration::from_millis(250));
+        drop(rx);
+        let cd = CallDesk::with_caller(&d, "c3", "sip:1@x".into());
+        let start = tokio::time::Instant::now();
+        cd.offered("bob").await;
+        assert_eq!(start.elapsed(), Duration::ZERO);
     }
 }

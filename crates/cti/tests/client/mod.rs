@@ -124,6 +124,43 @@ impl Desk {
             .await
     }
 
+    /// Whether a frame containing `needle` has reached this client already (without
+    /// waiting): in the kernel's receive buffer (peeked) or read and queued by the
+    /// WebSocket layer. Loopback TCP puts bytes into the receiver's buffer during the
+    /// sender's write, so this tells what the server wrote before now.
+    pub fn has_arrived(&mut self, needle: &str) -> bool {
+        use futures_util::FutureExt;
+        if self
+            .events
+            .iter()
+            .any(|(_, e)| e.to_string().contains(needle))
+        {
+            return true;
+        }
+        if let MaybeTlsStream::Plain(tcp) = self.ws.get_ref() {
+            let mut buf = vec![std::mem::MaybeUninit::<u8>::uninit(); 256 * 1024];
+            if let Ok(n) = socket2::SockRef::from(tcp).peek(&mut buf) {
+                // SAFETY: `peek` initialised the first `n` bytes.
+                let bytes: Vec<u8> = buf[..n]
+                    .iter()
+                    .map(|b| unsafe { b.assume_init() })
+                    .collect();
+                if bytes.windows(needle.len()).any(|w| w == needle.as_bytes()) {
+                    return true;
+                }
+            }
+        }
+        // Frames the WebSocket layer already buffered come out without I/O.
+        while let Some(Some(Ok(Message::Text(t)))) = self.ws.next().now_or_never() {
+            if let Ok(v) = serde_json::from_str::<Value>(t.as_str()) {
+                self.events.push_back((Instant::now(), v));
+            }
+        }
+        self.events
+            .iter()
+            .any(|(_, e)| e.to_string().contains(needle))
+    }
+
     pub async fn close(mut self) {
         let _ = self.ws.close(None).await;
     }
