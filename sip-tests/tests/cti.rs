@@ -327,6 +327,15 @@ async fn screen_pop_flow(
     assert_eq!(trail.disposition.as_deref(), Some("resolved"));
     assert_eq!(trail.notes.as_deref(), Some("address changed"));
     assert!(trail.ended_at.is_some_and(|e| e >= trail.started_at));
+    // Bridged calls are recorded ([media] record, on by default): the trail points at it.
+    let recording = trail
+        .recording_path
+        .as_deref()
+        .context("recording path in the trail")?;
+    assert!(
+        std::path::Path::new(recording).exists(),
+        "recording {recording} exists"
+    );
 
     // 2. An unknown caller: a provisional customer the agent can complete.
     let (bob_desk, phone, offered, caller) = offered_call(server, bob, phone, UNKNOWN).await?;

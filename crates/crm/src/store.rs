@@ -347,7 +347,11 @@ impl Store {
             .max_connections(config.max_connections.max(1))
             .connect_with(opts)
             .await?;
-        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
+        // Other stores (the CDRs, versions 1001..) may share the database and its
+        // migrations table: their versions are not ours to complain about.
+        let mut migrator = sqlx::migrate!("./migrations/sqlite");
+        migrator.set_ignore_missing(true);
+        migrator.run(&pool).await?;
         Ok(Store {
             pool: Pool::Sqlite(pool),
             normalizer,
@@ -366,7 +370,11 @@ impl Store {
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(opts)
             .await?;
-        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        // Other stores (the CDRs, versions 1001..) may share the database and its
+        // migrations table: their versions are not ours to complain about.
+        let mut migrator = sqlx::migrate!("./migrations/postgres");
+        migrator.set_ignore_missing(true);
+        migrator.run(&pool).await?;
         Ok(Store {
             pool: Pool::Postgres(pool),
             normalizer,

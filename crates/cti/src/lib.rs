@@ -100,6 +100,10 @@ pub struct CtiConfig {
     /// logged out and log in from the desk). Agents without a CTI login always start ready.
     #[serde(default)]
     pub agents_start_logged_in: bool,
+    /// How long an offer waits for the pop to be written to the agent's socket before
+    /// the phone rings anyway.
+    #[serde(default = "default_offer_ack")]
+    pub offer_ack_timeout_ms: u64,
     #[serde(default, rename = "user")]
     pub users: Vec<CtiUser>,
 }
@@ -118,6 +122,9 @@ fn default_outbound_queue() -> usize {
 }
 fn default_max_frame() -> usize {
     64 * 1024
+}
+fn default_offer_ack() -> u64 {
+    250
 }
 fn default_search_roles() -> Vec<Role> {
     vec![Role::Supervisor, Role::Admin]

@@ -29,10 +29,110 @@ pub struct Config {
     pub numbers: Vec<Number>,
     /// Queues and agents (`[[acd.queue]]`, `[[acd.agent]]`, agent ids are SIP users).
     pub acd: Option<hotline_acd::AcdConfig>,
+    /// IVR menus (`[[menus]]`).
+    #[serde(default)]
+    pub menus: Vec<MenuConfig>,
+    /// Business-hours sets (`[[hours]]`).
+    #[serde(default)]
+    pub hours: Vec<HoursConfig>,
+    /// Call-path options of ACD queues (`[[queues]]`: leave key, whisper).
+    #[serde(default)]
+    pub queues: Vec<QueueOptionsConfig>,
     /// The CRM store: callers are identified for screen pops, calls land in the trail.
     pub crm: Option<CrmSection>,
     /// Agent desktops and supervisors over WebSocket (`[cti]`, `[[cti.user]]`).
     pub cti: Option<hotline_cti::CtiConfig>,
+}
+
+/// Where a number, a menu choice or a closed branch goes: exactly one of `queue`,
+/// `extension`, `menu`, a message (`say` or `prompt`, then hang up) or `hangup = true`;
+/// optionally gated by `hours` with a `closed` alternative.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteTarget {
+    pub queue: Option<String>,
+    pub extension: Option<String>,
+    pub menu: Option<String>,
+    /// A message spoken with espeak-ng (cached), then hang up.
+    pub say: Option<String>,
+    /// A message from an 8 kHz WAV file, then hang up.
+    pub prompt: Option<PathBuf>,
+    pub hangup: Option<bool>,
+    /// Business hours gating this target.
+    pub hours: Option<String>,
+    /// Where calls go outside `hours` (default: the spoken closed message).
+    pub closed: Option<Box<RouteTarget>>,
+}
+
+/// `[[menus]]`: an IVR menu.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MenuConfig {
+    pub name: Spanned<String>,
+    /// The menu prompt: a WAV file …
+    pub prompt: Option<PathBuf>,
+    /// … or text spoken with espeak-ng.
+    pub say: Option<String>,
+    /// Key (`"0"`-`"9"`, `"*"`, `"#"`) → target.
+    #[serde(default)]
+    pub choices: std::collections::BTreeMap<String, Spanned<RouteTarget>>,
+    /// Seconds of silence after the prompt before it counts as no choice.
+    #[serde(default = "default_menu_timeout")]
+    pub timeout_secs: u64,
+    /// Further tries after a wrong key or silence.
+    #[serde(default = "default_menu_retries")]
+    pub retries: u32,
+    /// Where callers go when the tries run out (default: hang up).
+    pub default: Option<Spanned<RouteTarget>>,
+}
+
+fn default_menu_timeout() -> u64 {
+    5
+}
+fn default_menu_retries() -> u32 {
+    2
+}
+
+/// `[[hours]]`: opening hours in one time zone, with holidays.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HoursConfig {
+    pub name: Spanned<String>,
+    /// `"UTC"`, `"+02:00"` or an IANA name (`"Europe/Berlin"`).
+    #[serde(default = "default_tz")]
+    pub timezone: Spanned<String>,
+    /// Opening ranges, e.g. `{ days = "mon-fri", from = "08:00", to = "18:00" }`.
+    #[serde(default)]
+    pub open: Vec<Spanned<OpenConfig>>,
+    /// Closed all day (`"2026-12-25"`).
+    #[serde(default)]
+    pub holidays: Vec<Spanned<String>>,
+}
+
+fn default_tz() -> Spanned<String> {
+    Spanned::new(0..0, "UTC".into())
+}
+
+/// One opening range.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OpenConfig {
+    pub days: String,
+    pub from: String,
+    pub to: String,
+}
+
+/// `[[queues]]`: call-path options of the ACD queue with the same name.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueOptionsConfig {
+    pub name: Spanned<String>,
+    /// A key that takes the caller out of the queue to its fallback.
+    pub leave_key: Option<Spanned<String>>,
+    /// Whisper to the agent on answer: a WAV file …
+    pub whisper: Option<PathBuf>,
+    /// … or text spoken with espeak-ng (e.g. the queue's name).
+    pub whisper_say: Option<String>,
 }
 
 /// `[crm]`.
@@ -47,6 +147,14 @@ pub struct CrmSection {
     pub default_region: String,
     /// PostgreSQL only: the schema to use (default: the server's search_path).
     pub schema: Option<String>,
+    /// Bound on identifying a caller at arrival; past it the call is routed with a pop
+    /// that says "lookup unavailable".
+    #[serde(default = "default_lookup_timeout")]
+    pub lookup_timeout_ms: u64,
+}
+
+fn default_lookup_timeout() -> u64 {
+    1000
 }
 
 fn default_crm_store() -> String {
@@ -68,6 +176,18 @@ pub struct MediaConfig {
     pub rtp_ports: Spanned<[u16; 2]>,
     /// Music on hold (8 kHz WAV); without it a generated tune plays.
     pub music: Option<PathBuf>,
+    /// Directory for call recordings (stereo WAV: caller left, agent right).
+    #[serde(default = "default_recordings")]
+    pub recordings: PathBuf,
+    /// Whether bridged calls are recorded.
+    #[serde(default = "yes")]
+    pub record: bool,
+    /// Where prompts spoken from text (`say`) and the announcement voice are cached.
+    #[serde(default = "default_prompt_cache")]
+    pub prompt_cache: PathBuf,
+    /// Speak announcements and messages with espeak-ng + sox when installed (else tones).
+    #[serde(default = "yes")]
+    pub voice: bool,
 }
 
 impl Default for MediaConfig {
@@ -76,8 +196,20 @@ impl Default for MediaConfig {
             rtp_ip: default_rtp_ip(),
             rtp_ports: default_rtp_ports(),
             music: None,
+            recordings: default_recordings(),
+            record: true,
+            prompt_cache: default_prompt_cache(),
+            voice: true,
         }
     }
+}
+
+fn default_recordings() -> PathBuf {
+    PathBuf::from("data/recordings")
+}
+
+fn default_prompt_cache() -> PathBuf {
+    PathBuf::from("data/prompts")
 }
 
 fn default_rtp_ip() -> std::net::IpAddr {
@@ -98,6 +230,26 @@ pub struct Number {
     pub queue: Option<String>,
     /// Or: the user (agent/extension) Hotline calls for this number, bridging the legs.
     pub extension: Option<String>,
+    /// Or: an IVR menu.
+    pub menu: Option<String>,
+    /// Business hours gating the number.
+    pub hours: Option<String>,
+    /// Where calls go outside `hours` (default: the spoken closed message).
+    pub closed: Option<Spanned<RouteTarget>>,
+}
+
+impl Number {
+    /// The number's own route as a [`RouteTarget`].
+    pub fn target(&self) -> RouteTarget {
+        RouteTarget {
+            queue: self.queue.clone(),
+            extension: self.extension.clone(),
+            menu: self.menu.clone(),
+            hours: self.hours.clone(),
+            closed: self.closed.as_ref().map(|c| Box::new(c.get_ref().clone())),
+            ..RouteTarget::default()
+        }
+    }
 }
 
 /// `[sip]`: listen addresses, domain, security and protocol limits.
@@ -373,12 +525,17 @@ impl Config {
             let name = n.number.get_ref();
             let bad = if name.is_empty() || name.contains(['@', ':', ' ', ';']) {
                 Some(format!("invalid number {name:?}"))
-            } else if n.queue.is_some() == n.extension.is_some() {
+            } else if [&n.queue, &n.extension, &n.menu]
+                .iter()
+                .filter(|x| x.is_some())
+                .count()
+                != 1
+            {
                 Some(format!(
-                    "number {name:?} needs exactly one of queue or extension"
+                    "number {name:?} needs exactly one of queue, extension or menu"
                 ))
-            } else if let Some(ext) = n.extension.as_ref().filter(|e| !users.contains(e)) {
-                Some(format!("number {name:?}: extension {ext:?} is not a user"))
+            } else if let Err(e) = self.check_target(&n.target(), &users) {
+                Some(format!("number {name:?}: {e}"))
             } else if !numbers.insert(name) {
                 Some(format!("duplicate number {name:?}"))
             } else if users.contains(name) {
@@ -386,16 +543,11 @@ impl Config {
             } else {
                 None
             };
-            let bad = bad.or_else(|| {
-                let acd = self.acd.as_ref()?;
-                let q = n.queue.as_ref()?;
-                (!acd.queues.iter().any(|x| &x.name == q))
-                    .then(|| format!("number {name:?}: queue {q:?} is not in [acd]"))
-            });
             if let Some(message) = bad {
                 return Err(locate(path, text, n.number.span().start, message));
             }
         }
+        self.validate_routing(path, text, &users)?;
         if let Some(acd) = &self.acd
             && let Err(e) = hotline_acd::Engine::new(acd, hotline_acd::Millis(0))
         {
@@ -453,6 +605,187 @@ impl Config {
                     format!("duplicate user {name:?}"),
                 ));
             }
+        }
+        Ok(())
+    }
+
+    /// Checks `[[menus]]`, `[[hours]]` and `[[queues]]`.
+    fn validate_routing(
+        &self,
+        path: &Path,
+        text: &str,
+        users: &std::collections::HashSet<&String>,
+    ) -> Result<(), ConfigError> {
+        let mut names = std::collections::HashSet::new();
+        for m in &self.menus {
+            let name = m.name.get_ref();
+            let at = m.name.span().start;
+            if !names.insert(name) {
+                return Err(locate(path, text, at, format!("duplicate menu {name:?}")));
+            }
+            if m.prompt.is_some() == m.say.is_some() {
+                return Err(locate(
+                    path,
+                    text,
+                    at,
+                    format!("menu {name:?} needs exactly one of prompt or say"),
+                ));
+            }
+            for (key, t) in &m.choices {
+                let mut chars = key.chars();
+                let ok = matches!((chars.next(), chars.next()), (Some(c), None) if c.is_ascii_digit() || c == '*' || c == '#');
+                let err = if !ok {
+                    Some(format!(
+                        "menu {name:?}: choice {key:?} is not a key (0-9, *, #)"
+                    ))
+                } else {
+                    self.check_target(t.get_ref(), users)
+                        .err()
+                        .map(|e| format!("menu {name:?} choice {key:?}: {e}"))
+                };
+                if let Some(e) = err {
+                    return Err(locate(path, text, t.span().start, e));
+                }
+            }
+            if let Some(d) = &m.default
+                && let Err(e) = self.check_target(d.get_ref(), users)
+            {
+                return Err(locate(
+                    path,
+                    text,
+                    d.span().start,
+                    format!("menu {name:?} default: {e}"),
+                ));
+            }
+        }
+        let mut hours = std::collections::HashSet::new();
+        for h in &self.hours {
+            let name = h.name.get_ref();
+            if !hours.insert(name) {
+                return Err(locate(
+                    path,
+                    text,
+                    h.name.span().start,
+                    format!("duplicate hours {name:?}"),
+                ));
+            }
+            hotline_switch::hours::parse_tz(h.timezone.get_ref()).map_err(|e| {
+                locate(
+                    path,
+                    text,
+                    h.timezone.span().start.max(h.name.span().start),
+                    e,
+                )
+            })?;
+            for o in &h.open {
+                let r = o.get_ref();
+                let check = hotline_switch::hours::parse_days(&r.days).and_then(|_| {
+                    let (f, t) = (
+                        hotline_switch::hours::parse_hhmm(&r.from)?,
+                        hotline_switch::hours::parse_hhmm(&r.to)?,
+                    );
+                    if f >= t {
+                        return Err(format!(
+                            "from {:?} must be before to {:?} (split ranges that cross midnight)",
+                            r.from, r.to
+                        ));
+                    }
+                    Ok(())
+                });
+                check.map_err(|e| {
+                    locate(path, text, o.span().start, format!("hours {name:?}: {e}"))
+                })?;
+            }
+            for d in &h.holidays {
+                hotline_switch::hours::parse_date(d.get_ref()).map_err(|e| {
+                    locate(path, text, d.span().start, format!("hours {name:?}: {e}"))
+                })?;
+            }
+        }
+        let mut queues = std::collections::HashSet::new();
+        for q in &self.queues {
+            let name = q.name.get_ref();
+            let at = q.name.span().start;
+            let known = self
+                .acd
+                .as_ref()
+                .is_some_and(|a| a.queues.iter().any(|x| &x.name == name));
+            let err = if !known {
+                Some(format!("queue {name:?} is not in [acd]"))
+            } else if !queues.insert(name) {
+                Some(format!("duplicate queue options {name:?}"))
+            } else if q.whisper.is_some() && q.whisper_say.is_some() {
+                Some(format!("queue {name:?}: whisper and whisper_say both set"))
+            } else {
+                None
+            };
+            if let Some(e) = err {
+                return Err(locate(path, text, at, e));
+            }
+            if let Some(k) = &q.leave_key {
+                let mut chars = k.get_ref().chars();
+                if !matches!((chars.next(), chars.next()), (Some(c), None) if c.is_ascii_digit() || c == '*' || c == '#')
+                {
+                    return Err(locate(
+                        path,
+                        text,
+                        k.span().start,
+                        format!(
+                            "queue {name:?}: leave_key {:?} is not a key (0-9, *, #)",
+                            k.get_ref()
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks a target's references (menus, queues, users, hours) and shape.
+    fn check_target(
+        &self,
+        t: &RouteTarget,
+        users: &std::collections::HashSet<&String>,
+    ) -> Result<(), String> {
+        let kinds = [
+            t.queue.is_some(),
+            t.extension.is_some(),
+            t.menu.is_some(),
+            t.say.is_some(),
+            t.prompt.is_some(),
+            t.hangup == Some(true),
+        ];
+        if kinds.iter().filter(|k| **k).count() != 1 {
+            return Err(
+                "needs exactly one of queue, extension, menu, say, prompt or hangup = true".into(),
+            );
+        }
+        if let Some(m) = &t.menu
+            && !self.menus.iter().any(|x| x.name.get_ref() == m)
+        {
+            return Err(format!("menu {m:?} is not defined in [[menus]]"));
+        }
+        if let Some(e) = &t.extension
+            && !users.contains(e)
+        {
+            return Err(format!("extension {e:?} is not a user"));
+        }
+        if let (Some(acd), Some(q)) = (&self.acd, &t.queue)
+            && !acd.queues.iter().any(|x| &x.name == q)
+        {
+            return Err(format!("queue {q:?} is not in [acd]"));
+        }
+        if let Some(h) = &t.hours
+            && !self.hours.iter().any(|x| x.name.get_ref() == h)
+        {
+            return Err(format!("hours {h:?} are not defined in [[hours]]"));
+        }
+        if t.closed.is_some() && t.hours.is_none() {
+            return Err("closed needs hours".into());
+        }
+        if let Some(c) = &t.closed {
+            self.check_target(c, users)
+                .map_err(|e| format!("closed: {e}"))?;
         }
         Ok(())
     }
@@ -524,6 +857,26 @@ mod tests {
         assert!(n >= 2, "expected hotline.toml and bench.toml");
     }
 
+    /// The demo: two queues, a menu choosing between them, office hours, three agents.
+    #[test]
+    fn demo_config_has_menu_queues_hours_and_agents() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");
+        let cfg = Config::load(&dir.join("hotline.toml")).unwrap();
+        let acd = cfg.acd.as_ref().unwrap();
+        let queues: Vec<&str> = acd.queues.iter().map(|q| q.name.as_str()).collect();
+        assert_eq!(queues, ["sales", "support"]);
+        assert_eq!(acd.agents.len(), 2);
+        assert_eq!(cfg.users.len(), 3);
+        let main = &cfg.menus[0];
+        let to = |k: &str| main.choices[k].get_ref().queue.clone();
+        assert_eq!(to("1").as_deref(), Some("sales"));
+        assert_eq!(to("2").as_deref(), Some("support"));
+        let menu_number = cfg.numbers.iter().find(|n| n.menu.is_some()).unwrap();
+        assert_eq!(menu_number.hours.as_deref(), Some("office"));
+        assert_eq!(cfg.hours[0].open.len(), 2);
+        assert!(acd.queues.iter().all(|q| q.announce_secs > 0));
+    }
+
     #[test]
     fn bench_config_is_trusted_loopback_with_static_route() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");
@@ -583,6 +936,83 @@ mod tests {
         assert_eq!(e.line, 4, "{e}");
         let e = parse("[sip]\nudp = [\"127.0.0.1:5060\"]\n[media]\nport = 1\n").unwrap_err();
         assert_eq!(e.line, 4, "{e}");
+    }
+
+    const SIP: &str =
+        "[sip]\nudp = [\"127.0.0.1:5060\"]\n[[users]]\nname = \"bob\"\npassword = \"x\"\n";
+
+    #[test]
+    fn menus_hours_and_queue_options_parse() {
+        let cfg = parse(&format!(
+            "{SIP}[[numbers]]\nnumber = \"5000\"\nmenu = \"main\"\nhours = \"office\"\n\
+             closed = {{ say = \"Closed\" }}\n\
+             [[menus]]\nname = \"main\"\nsay = \"Press 1\"\n\
+             choices = {{ \"1\" = {{ queue = \"sales\" }}, \"2\" = {{ extension = \"bob\", hours = \"office\", closed = {{ hangup = true }} }}, \"9\" = {{ menu = \"main\" }} }}\n\
+             [[hours]]\nname = \"office\"\ntimezone = \"Europe/Berlin\"\n\
+             open = [{{ days = \"mon-fri\", from = \"08:00\", to = \"18:00\" }}]\nholidays = [\"2026-12-25\"]\n\
+             [[queues]]\nname = \"sales\"\nleave_key = \"*\"\nwhisper_say = \"Sales\"\n\
+             [acd]\n[[acd.queue]]\nname = \"sales\"\n"
+        ))
+        .unwrap();
+        assert_eq!(cfg.menus[0].choices.len(), 3);
+        assert_eq!(cfg.hours[0].open.len(), 1);
+        assert_eq!(cfg.numbers[0].target().menu.as_deref(), Some("main"));
+    }
+
+    /// Mistakes in the routing sections point at the line (and column) of the culprit.
+    #[test]
+    fn routing_errors_are_located() {
+        let at = |extra: &str| {
+            let text = format!("{SIP}{extra}");
+            let e = parse(&text).unwrap_err();
+            (e.line, e.column, e.message)
+        };
+        // Line 6 is the first line after SIP.
+        let (l, _, m) = at("[[numbers]]\nnumber = \"5000\"\nmenu = \"nowhere\"\n");
+        assert_eq!(l, 7);
+        assert!(m.contains("menu \"nowhere\" is not defined"), "{m}");
+        let (l, c, m) = at(
+            "[[menus]]\nname = \"m\"\nsay = \"x\"\nchoices = { \"1\" = { queue = \"q\", menu = \"m\" } }\n",
+        );
+        assert_eq!((l, c), (9, 19), "{m}");
+        assert!(m.contains("exactly one"), "{m}");
+        let (l, _, m) =
+            at("[[menus]]\nname = \"m\"\nsay = \"x\"\nchoices = { \"12\" = { hangup = true } }\n");
+        assert_eq!(l, 9);
+        assert!(m.contains("not a key"), "{m}");
+        let (l, _, m) = at("[[menus]]\nname = \"m\"\n");
+        assert_eq!(l, 7);
+        assert!(m.contains("prompt or say"), "{m}");
+        let (l, _, m) = at("[[hours]]\nname = \"h\"\ntimezone = \"Mars/Olympus\"\n");
+        assert_eq!(l, 8);
+        assert!(m.contains("unknown time zone"), "{m}");
+        let (l, c, m) = at(
+            "[[hours]]\nname = \"h\"\nopen = [\n  { days = \"mon-fri\", from = \"18:00\", to = \"08:00\" },\n]\n",
+        );
+        assert_eq!((l, c), (9, 3), "{m}");
+        assert!(m.contains("must be before"), "{m}");
+        let (l, _, m) = at(
+            "[[hours]]\nname = \"h\"\nopen = [{ days = \"funday\", from = \"08:00\", to = \"18:00\" }]\n",
+        );
+        assert_eq!(l, 8);
+        assert!(m.contains("unknown weekday"), "{m}");
+        let (l, _, m) = at("[[hours]]\nname = \"h\"\nholidays = [\"2026-02-30\"]\n");
+        assert_eq!(l, 8);
+        assert!(m.contains("invalid date"), "{m}");
+        let (l, _, m) =
+            at("[[numbers]]\nnumber = \"5000\"\nextension = \"bob\"\nhours = \"nope\"\n");
+        assert_eq!(l, 7);
+        assert!(m.contains("hours \"nope\" are not defined"), "{m}");
+        let (l, _, m) = at("[[queues]]\nname = \"ghost\"\n");
+        assert_eq!(l, 7);
+        assert!(m.contains("not in [acd]"), "{m}");
+        let (l, c, m) = at(
+            "[[queues]]\nname = \"q\"\nleave_key = \"star\"\n[acd]\n[[acd.queue]]\nname = \"q\"\n",
+        );
+        assert_eq!((l, c), (8, 13), "{m}");
+        let (l, _, m) = at("[[menus]]\nname = \"m\"\nsay = \"x\"\ntimeout = 3\n");
+        assert_eq!(l, 9);
+        assert!(m.contains("unknown field"), "{m}");
     }
 
     #[test]

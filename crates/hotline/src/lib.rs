@@ -2,6 +2,7 @@
 //! the integration tests (`sip-tests`) both start Hotline through [`start`].
 
 pub mod config;
+pub mod prompts;
 
 use std::io::Read;
 
@@ -12,6 +13,8 @@ use std::sync::Arc;
 use hotline_media::{LegTiming, PortAllocator, Prompt};
 use hotline_sip::server::{Server, ServerConfig};
 use hotline_switch::{DeskConfig, Route, Switch, SwitchConfig};
+
+use crate::prompts::Voice;
 
 pub use config::Config;
 
@@ -59,6 +62,126 @@ pub fn sip_server_config(cfg: &Config) -> anyhow::Result<ServerConfig> {
     })
 }
 
+/// Call control's configuration: routes, menus, hours, queue options, prompts. Prompts
+/// given as text are spoken with espeak-ng (cached under `[media] prompt_cache`).
+pub fn switch_config(cfg: &Config, music: Prompt) -> anyhow::Result<SwitchConfig> {
+    let voice = Voice::new(&cfg.media);
+    let mut out = SwitchConfig::new(HashMap::new(), cfg.media.rtp_ip, music);
+    out.leg_timing = LegTiming::default();
+    out.acd = cfg.acd.clone();
+    out.voice = voice.announcements()?.map(Arc::new);
+    let closed = match &out.voice {
+        Some(v) => v.closed.clone(),
+        None => Prompt::from_samples(hotline_media::prompts::beep()),
+    };
+    let route = |t: &config::RouteTarget| target_route(t, &voice, &closed);
+    for n in &cfg.numbers {
+        out.routes
+            .insert(n.number.get_ref().clone(), route(&n.target())?);
+    }
+    for m in &cfg.menus {
+        let prompt = voice.prompt(m.prompt.as_deref(), m.say.as_deref())?;
+        let mut choices = HashMap::new();
+        for (k, t) in &m.choices {
+            if let Some(c) = k.chars().next() {
+                choices.insert(c, route(t.get_ref())?);
+            }
+        }
+        let default = match &m.default {
+            Some(d) => route(d.get_ref())?,
+            None => Route::Hangup,
+        };
+        let menu = hotline_switch::Menu {
+            name: m.name.get_ref().clone(),
+            prompt,
+            choices,
+            timeout: std::time::Duration::from_secs(m.timeout_secs),
+            retries: m.retries,
+            invalid: out.voice.as_ref().map(|v| v.invalid.clone()),
+            default,
+        };
+        out.menus.insert(menu.name.clone(), Arc::new(menu));
+    }
+    for h in &cfg.hours {
+        out.hours.insert(h.name.get_ref().clone(), hours(h)?);
+    }
+    for q in &cfg.queues {
+        let whisper = match (&q.whisper, &q.whisper_say) {
+            (None, None) => None,
+            (p, s) => Some(voice.prompt(p.as_deref(), s.as_deref())?),
+        };
+        let options = hotline_switch::QueueOptions {
+            leave_key: q
+                .leave_key
+                .as_ref()
+                .and_then(|k| k.get_ref().chars().next()),
+            whisper,
+        };
+        out.queues.insert(q.name.get_ref().clone(), options);
+    }
+    out.users = cfg.users.iter().map(|u| u.name.get_ref().clone()).collect();
+    if cfg.media.record {
+        std::fs::create_dir_all(&cfg.media.recordings).with_context(|| {
+            format!(
+                "creating recordings directory {}",
+                cfg.media.recordings.display()
+            )
+        })?;
+        out.recordings = Some(cfg.media.recordings.clone());
+    }
+    Ok(out)
+}
+
+/// A validated target as a switch route.
+fn target_route(t: &config::RouteTarget, voice: &Voice, closed: &Prompt) -> anyhow::Result<Route> {
+    let base = if let Some(q) = &t.queue {
+        Route::Queue(q.clone())
+    } else if let Some(u) = &t.extension {
+        Route::Extension(u.clone())
+    } else if let Some(m) = &t.menu {
+        Route::Menu(m.clone())
+    } else if t.say.is_some() || t.prompt.is_some() {
+        Route::Closed(voice.prompt(t.prompt.as_deref(), t.say.as_deref())?)
+    } else {
+        Route::Hangup
+    };
+    Ok(match &t.hours {
+        Some(h) => Route::Hours {
+            hours: h.clone(),
+            open: Box::new(base),
+            closed: Box::new(match &t.closed {
+                Some(c) => target_route(c, voice, closed)?,
+                None => Route::Closed(closed.clone()),
+            }),
+        },
+        None => base,
+    })
+}
+
+/// A validated `[[hours]]` set.
+fn hours(h: &config::HoursConfig) -> anyhow::Result<hotline_switch::Hours> {
+    use hotline_switch::hours::{OpenRange, parse_date, parse_days, parse_hhmm, parse_tz};
+    let e = anyhow::Error::msg;
+    let mut open = Vec::new();
+    for o in &h.open {
+        let o = o.get_ref();
+        open.push(OpenRange {
+            days: parse_days(&o.days).map_err(e)?,
+            from_min: parse_hhmm(&o.from).map_err(e)?,
+            to_min: parse_hhmm(&o.to).map_err(e)?,
+        });
+    }
+    let mut holidays = std::collections::HashSet::new();
+    for d in &h.holidays {
+        holidays.insert(parse_date(d.get_ref()).map_err(e)?);
+    }
+    Ok(hotline_switch::Hours {
+        tz: parse_tz(h.timezone.get_ref()).map_err(e)?,
+        open,
+        holidays,
+    })
+}
+
 /// Starts every service of `cfg`.
 pub async fn start(cfg: &Config) -> anyhow::Result<Hotline> {
     if cfg.numbers.is_empty() {
@@ -79,19 +202,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Hotline> {
             .with_context(|| format!("loading music on hold {}", path.display()))?,
         None => Prompt::from_samples(hotline_media::prompts::hold_music()),
     };
-    let routes: HashMap<String, Route> = cfg
-        .numbers
-        .iter()
-        .map(|n| {
-            let route = match (&n.queue, &n.extension) {
-                (_, Some(user)) => Route::Extension(user.clone()),
-                (Some(q), None) => Route::Queue(q.clone()),
-                // Validation requires exactly one.
-                (None, None) => Route::Queue(String::new()),
-            };
-            (n.number.get_ref().clone(), route)
-        })
-        .collect();
+    let switch_cfg = switch_config(cfg, music)?;
     let (sip, app, events) = Server::start_with_app(sip_server_config(cfg)?, 1024)
         .await
         .context("starting the SIP server")?;
@@ -110,7 +221,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Hotline> {
         }
         None => None,
     };
-    let desk = DeskConfig {
+    let mut desk = DeskConfig {
         store: crm.clone(),
         desk_login: cfg
             .cti
@@ -119,20 +230,14 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Hotline> {
             .unwrap_or_default(),
         ..DeskConfig::default()
     };
-    let switch = Switch::start_with_desk(
-        SwitchConfig {
-            routes,
-            media_ip: cfg.media.rtp_ip,
-            music,
-            leg_timing: LegTiming::default(),
-            acd: cfg.acd.clone(),
-        },
-        desk,
-        app,
-        events,
-        ports,
-    )
-    .context("starting call control")?;
+    if let Some(c) = &cfg.crm {
+        desk.lookup_timeout = std::time::Duration::from_millis(c.lookup_timeout_ms);
+    }
+    if let Some(c) = &cfg.cti {
+        desk.offer_ack_timeout = std::time::Duration::from_millis(c.offer_ack_timeout_ms);
+    }
+    let switch = Switch::start_with_desk(switch_cfg, desk, app, events, ports)
+        .context("starting call control")?;
     let cti = match &cfg.cti {
         Some(c) => Some(
             hotline_cti::CtiServer::start(c.clone(), switch.handle())
@@ -147,4 +252,32 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Hotline> {
         cti,
         crm,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The demo configuration becomes a switch configuration: the menu's keys lead to
+    /// the queues, the menu number is gated by the office hours.
+    #[test]
+    fn demo_config_becomes_routes() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");
+        let mut cfg = Config::load(&dir.join("hotline.toml")).unwrap();
+        cfg.media.voice = false;
+        cfg.media.record = false;
+        let sw = switch_config(&cfg, Prompt::from_samples(vec![0; 8])).unwrap();
+        let Route::Hours { hours, open, .. } = &sw.routes["4000"] else {
+            panic!("{:?}", sw.routes["4000"]);
+        };
+        assert_eq!(hours, "office");
+        assert_eq!(**open, Route::Menu("main".into()));
+        let main = &sw.menus["main"];
+        assert_eq!(main.choices[&'1'], Route::Queue("sales".into()));
+        assert_eq!(main.choices[&'0'], Route::Extension("1003".into()));
+        assert_eq!(sw.queues["sales"].leave_key, Some('*'));
+        assert!(sw.queues["sales"].whisper.is_some());
+        assert!(sw.voice.is_none(), "voice off: tones");
+        assert!(sw.hours.contains_key("office"));
+    }
 }

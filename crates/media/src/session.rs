@@ -319,9 +319,34 @@ impl Task {
             }
             self.flush_events();
         }
+        self.log_end();
         // Leg A is never removed, so this is always `Some`.
         let [a, b] = self.legs;
         a.map(|a| (a, b))
+    }
+
+    /// One line per call with the relay's counters (target `hotline_media::stats`): loss
+    /// and volume per leg for operations and the call-path benchmark, without a query.
+    fn log_end(&self) {
+        let c = |i: usize| {
+            self.legs[i]
+                .as_ref()
+                .map(|l| l.state.counters())
+                .unwrap_or_default()
+        };
+        let (a, b) = (c(0), c(1));
+        tracing::info!(
+            target: "hotline_media::stats",
+            a_rx = a.rx_packets,
+            a_lost = a.rx_lost,
+            a_tx = a.tx_packets,
+            b_rx = b.rx_packets,
+            b_lost = b.rx_lost,
+            b_tx = b.tx_packets,
+            a_jitter = a.jitter,
+            b_jitter = b.jitter,
+            "media session ended"
+        );
     }
 
     fn next_deadline(&self) -> Instant {

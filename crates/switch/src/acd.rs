@@ -5,7 +5,8 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use hotline_acd::{
-    AcdConfig, AgentId, AgentState, CallId, Decision, Engine, Millis, NewCall, NotReadyReason,
+    AcdConfig, AgentId, AgentState, CallId, Decision, Engine, Fallback, Millis, NewCall,
+    NotReadyReason,
 };
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Instant;
@@ -58,6 +59,17 @@ pub(crate) enum AcdInput {
     WrapupDone {
         agent: String,
     },
+    /// A SIP user is on (`busy`) or off a call that is not the ACD's (an extension call):
+    /// while busy, an agent with that id is not offered queue calls.
+    Busy {
+        user: String,
+        busy: bool,
+    },
+    /// The state of the agent with this id (for status displays and tests).
+    State {
+        user: String,
+        reply: tokio::sync::oneshot::Sender<Option<AgentState>>,
+    },
 }
 
 /// Not-ready reasons are strings on the wire and codes in the engine; code 0 is the
@@ -66,6 +78,9 @@ const LOGIN_REASON: &str = "login";
 const MAX_REASONS: usize = 64;
 const MAX_REASON_LEN: usize = 40;
 
+/// The not-ready reason code that marks "busy on a non-queue call".
+pub(crate) const BUSY_CODE: u16 = 9001;
+
 /// What the ACD tells a call task.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum AcdOutput {
@@ -73,9 +88,10 @@ pub(crate) enum AcdOutput {
     Offer { agent: AgentId, user: String },
     /// Stop ringing this agent.
     CancelOffer { agent: AgentId },
-    /// The call left the ACD for its queue's fallback; `hangup` when that target is a
-    /// hangup (other targets are not carried out yet: the caller stays on music).
-    Fallback { hangup: bool },
+    /// The call left the ACD for its queue's fallback target.
+    Fallback { target: Fallback },
+    /// Tell the caller their position (1 = next) and expected wait.
+    Announce { position: u32, ewt_secs: u64 },
     /// The queue is unknown to the ACD.
     Refused,
 }
@@ -95,6 +111,8 @@ pub(crate) struct AcdTask {
     pending: Vec<Option<String>>,
     /// The one version counter for agent states.
     version: u64,
+    /// Agents on a non-queue call.
+    busy: HashSet<AgentId>,
 }
 
 impl AcdTask {
@@ -134,6 +152,7 @@ impl AcdTask {
             published: vec![None; n],
             pending: vec![None; n],
             version: 0,
+            busy: HashSet::new(),
         };
         task.publish_changes();
         Ok(task)
@@ -221,6 +240,31 @@ impl AcdTask {
                 }
                 _ => return,
             },
+            AcdInput::State { user, reply } => {
+                let state = self
+                    .engine
+                    .agent_id(&user)
+                    .and_then(|a| self.engine.agent_state(a).ok());
+                let _ = reply.send(state);
+                return;
+            }
+            AcdInput::Busy { user, busy } => {
+                let Some(agent) = self.engine.agent_id(&user) else {
+                    return;
+                };
+                if busy {
+                    self.busy.insert(agent);
+                    self.hold_if_busy(now, agent)
+                } else {
+                    self.busy.remove(&agent);
+                    match self.engine.agent_state(agent) {
+                        Ok(AgentState::NotReady(NotReadyReason::Code(BUSY_CODE))) => {
+                            self.engine.agent_ready(now, agent)
+                        }
+                        _ => Ok(()),
+                    }
+                }
+            }
         };
         if let Err(e) = r {
             // Races (an offer answered after the caller left) are expected, not fatal.
@@ -314,6 +358,9 @@ impl AcdTask {
             AgentState::NotReady(NotReadyReason::Code(0)) => AgentStatus::NotReady {
                 reason: LOGIN_REASON.into(),
             },
+            AgentState::NotReady(NotReadyReason::Code(BUSY_CODE)) => AgentStatus::NotReady {
+                reason: "busy".into(),
+            },
             AgentState::NotReady(NotReadyReason::Code(c)) => AgentStatus::NotReady {
                 reason: self
                     .reasons
@@ -399,6 +446,19 @@ impl AcdTask {
             .collect()
     }
 
+    /// A busy agent is set not-ready with [`BUSY_CODE`]: at once when available (a
+    /// ringing offer is withdrawn and requeued), after the current call or wrap-up
+    /// otherwise. An agent already not-ready for another reason keeps that reason.
+    fn hold_if_busy(&mut self, now: Millis, agent: AgentId) -> hotline_acd::Result<()> {
+        match self.engine.agent_state(agent) {
+            Ok(AgentState::LoggedOut | AgentState::NotReady(_)) | Err(_) => Ok(()),
+            Ok(_) if self.busy.contains(&agent) => {
+                self.engine.agent_not_ready(now, agent, BUSY_CODE)
+            }
+            Ok(_) => Ok(()),
+        }
+    }
+
     fn decide(&mut self) {
         while let Some(d) = self.engine.poll_decision() {
             let (call, out) = match d {
@@ -411,12 +471,22 @@ impl AcdTask {
                     (call, AcdOutput::Offer { agent, user })
                 }
                 Decision::CancelOffer { call, agent } => (call, AcdOutput::CancelOffer { agent }),
-                Decision::Fallback { call, target, .. } => (
+                Decision::Fallback { call, target, .. } => (call, AcdOutput::Fallback { target }),
+                Decision::Announce {
                     call,
-                    AcdOutput::Fallback {
-                        hangup: matches!(target, hotline_acd::Fallback::Hangup),
-                    },
-                ),
+                    position,
+                    ewt_secs,
+                } => (call, AcdOutput::Announce { position, ewt_secs }),
+                Decision::AgentStateChanged { agent, state } => {
+                    // A busy mark that took effect after the non-queue call ended.
+                    let now = self.now();
+                    if state == AgentState::NotReady(NotReadyReason::Code(BUSY_CODE))
+                        && !self.busy.contains(&agent)
+                    {
+                        let _ = self.engine.agent_ready(now, agent);
+                    }
+                    continue;
+                }
                 other => {
                     tracing::debug!(?other, "ACD decision not acted on in phase 1");
                     continue;

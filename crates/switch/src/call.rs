@@ -1,29 +1,32 @@
 //! One call: its task owns the caller's dialog, the agent leg (if any) and the media
-//! session.
+//! session, and walks the call's [`Route`]: hours, menus, queues, extensions, messages.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
 use hotline_media::ports::BoundPorts;
+use hotline_media::recorder::{RecordingJob, start_recording};
 use hotline_media::sdp::{
     Direction, LocalMedia, SessionDescription, answer_offer, build_offer, process_answer,
 };
 use hotline_media::session::SessionStats;
 use hotline_media::{
-    LegConfig, MediaError, MediaEvent, MediaLeg, Player, PortAllocator, SessionHandle, Side,
-    spawn_session,
+    LegConfig, LegEvent, MediaError, MediaEvent, MediaLeg, Player, PortAllocator, Prompt,
+    SessionHandle, Side, spawn_session,
 };
-use hotline_sip::msg::{self, Header, Limits, Method, Request, Response, SipMessage};
+use hotline_sip::msg::{self, Header, Limits, Request, Response, SipMessage};
 use hotline_sip::server::AppHandle;
 use hotline_sip::{AppEvent, AppResponse, ClientTxId, Flow, ServerTxId};
 use tokio::sync::{mpsc, oneshot};
 
-use hotline_acd::{AgentId, CallId};
+use hotline_acd::{AgentId, CallId, Fallback};
 
 use crate::acd::{AcdInput, AcdOutput};
-use crate::{CallInput, Control, Route, SwitchConfig};
+use crate::ivr::{Menu, MenuRun, MenuStep};
+use crate::{CallInput, Control, Route, SwitchConfig, announce, incall};
 
-/// How a call ended: for tests, CDRs (later) and logs.
+/// How a call ended: for tests, CDRs and logs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallEnd {
     pub call_id: String,
@@ -34,6 +37,16 @@ pub struct CallEnd {
     pub bridged: bool,
     /// Media counters at the end (none when media never started).
     pub media: Option<SessionStats>,
+    /// The route taken, e.g. `menu:main>queue:sales`.
+    pub route: String,
+    /// The last queue the call was in.
+    pub queue: Option<String>,
+    /// The agent/extension user who answered.
+    pub agent: Option<String>,
+    /// The recording of the bridged call.
+    pub recording: Option<PathBuf>,
+    /// Position/wait announcements played to the caller.
+    pub announcements: u32,
 }
 
 /// Why a call ended.
@@ -51,6 +64,13 @@ pub enum EndReason {
     NoAck,
     /// The queue's fallback hung up (e.g. `max_wait_secs` passed): Hotline sent BYE.
     Fallback,
+    /// Out of hours: the closed message was played and Hotline hung up.
+    Closed,
+    /// The route ended in a hangup (a menu's default).
+    Hangup,
+    /// The route could not be carried out after answer (unknown menu, unreachable
+    /// extension, an agent answer with unusable media).
+    Failed,
     /// The switch went away.
     Shutdown,
     /// The agent's desk hung up (CTI): Hotline sent BYE to both sides.
@@ -99,36 +119,111 @@ pub(crate) fn own_request(text: &str) -> Option<Request> {
     }
 }
 
-/// The caller's dialog, as a UAS: what we need to send BYE to the caller.
-struct CallerDialog {
-    flow: Flow,
+/// The caller's dialog, as a UAS: what we need to send requests to the caller.
+pub(crate) struct CallerDialog {
+    pub flow: Flow,
     /// The caller's Contact (remote target).
-    target: String,
+    pub target: String,
     /// Our To (with our tag) becomes From in our requests.
-    ours: String,
+    pub ours: String,
+    /// Our tag (in the To of the caller's in-dialog requests).
+    pub tag: String,
     /// The caller's From becomes To.
-    theirs: String,
-    cseq: u32,
+    pub theirs: String,
+    /// CSeq of our last request in this dialog.
+    pub cseq: u32,
+    /// The negotiated caller media (from the INVITE's offer and our answer).
+    #[allow(dead_code)] // for the in-call features (re-INVITE, transfer)
+    pub local_sdp: SessionDescription,
+    /// In-call state of this dialog (owned by `incall`).
+    #[allow(dead_code)] // for the in-call features
+    pub ext: incall::CallerExt,
 }
 
 /// The agent leg, as a UAC.
-struct AgentLeg {
-    call_id: String,
-    flow: Flow,
-    tx: ClientTxId,
-    from: String,
+pub(crate) struct AgentLeg {
+    pub call_id: String,
+    pub flow: Flow,
+    /// The INVITE transaction (for CANCEL).
+    pub tx: ClientTxId,
+    /// Our From (with our tag).
+    pub from: String,
     /// To of the request; with the agent's tag once answered.
-    to: String,
+    pub to: String,
     /// The agent's Contact from the 2xx.
-    target: Option<String>,
-    offer: SessionDescription,
-    ports: Option<BoundPorts>,
-    answered: bool,
+    pub target: Option<String>,
+    /// Our SDP offer to the agent.
+    pub offer: SessionDescription,
+    pub ports: Option<BoundPorts>,
+    pub answered: bool,
     /// Refused, timed out or unusable: the offer is over.
-    failed: bool,
+    pub failed: bool,
     /// The ACD's agent this leg offers the call to (none for an extension).
-    offer_of: Option<AgentId>,
+    pub offer_of: Option<AgentId>,
+    /// The agent's SIP user.
+    #[allow(dead_code)] // for the in-call features (re-INVITE, transfer)
+    pub user: String,
+    /// CSeq of our last request in this dialog (the INVITE is 1).
+    pub cseq: u32,
+    /// In-call state of this dialog (owned by `incall`).
+    #[allow(dead_code)] // for the in-call features
+    pub ext: incall::AgentExt,
 }
+
+/// Where the call is on its route.
+enum Phase {
+    /// Not yet routed.
+    Start,
+    /// In a menu; the no-key deadline runs once its prompt has played.
+    Menu { menu: Arc<Menu>, run: MenuRun },
+    /// Waiting in a queue (with music), possibly ringing agents.
+    Queue { name: String },
+    /// Ringing or talking to an extension (no ACD).
+    Extension,
+    /// Playing a message; the call ends with `then` when it has played.
+    Message { then: EndReason },
+}
+
+/// What the CDR will say about the call, filled in as it goes.
+#[derive(Debug, Default)]
+pub(crate) struct Trace {
+    pub route: Vec<String>,
+    pub queue: Option<String>,
+    pub agent: Option<String>,
+    pub arrived_at: i64,
+    pub queued_at: Option<i64>,
+    pub offered_at: Option<i64>,
+    pub answered_at: Option<i64>,
+    pub recording: Option<PathBuf>,
+    pub announcements: u32,
+}
+
+/// The call's mutable state once answered.
+struct State {
+    caller: CallerDialog,
+    agent: Option<AgentLeg>,
+    media: SessionHandle,
+    bridged: bool,
+    phase: Phase,
+    /// The menu's no-key deadline.
+    deadline: Option<tokio::time::Instant>,
+    /// In the ACD now (an Abandoned/Ended is owed when the call ends).
+    queued: bool,
+    /// Where the ACD sends this call's decisions.
+    acd_tx: mpsc::Sender<AcdOutput>,
+    /// The agent hears the whisper; bridge when it ends.
+    whispering: bool,
+    recording: Option<RecordingJob>,
+    /// The SIP user marked busy in the ACD for an extension call.
+    busy_user: Option<String>,
+    number: String,
+    host: String,
+    trace: Trace,
+}
+
+/// Routes followed in a row without the caller doing anything (hours → menu → …); a
+/// configuration whose routes loop stops here instead of spinning.
+const MAX_HOPS: usize = 16;
 
 impl Call {
     fn end(&self, status: u16, reason: EndReason, media: Option<SessionStats>) -> CallEnd {
@@ -138,13 +233,24 @@ impl Call {
             reason,
             bridged: false,
             media,
+            route: String::new(),
+            queue: None,
+            agent: None,
+            recording: None,
+            announcements: 0,
         }
     }
 
-    async fn reject(&self, tx: ServerTxId, status: u16, reason: &str) -> CallEnd {
+    async fn reject(&self, tx: ServerTxId, status: u16, reason: &str, trace: Trace) -> CallEnd {
         tracing::info!(call_id = %self.call_id, status, reason, "call rejected");
         let _ = self.sip.respond(tx, AppResponse::new(status, reason)).await;
-        self.end(status, EndReason::Rejected, None)
+        let mut end = self.end(status, EndReason::Rejected, None);
+        end.route = trace.route.join(">");
+        end
+    }
+
+    fn now_ms(&self) -> i64 {
+        self.cfg.clock.now_ms()
     }
 
     pub(crate) async fn run(
@@ -154,9 +260,13 @@ impl Call {
         flow: Flow,
         local_host: String,
     ) -> CallEnd {
+        let mut trace = Trace {
+            arrived_at: self.now_ms(),
+            ..Trace::default()
+        };
         let number = invite.uri.user().unwrap_or_default().to_string();
         let Some(route) = self.cfg.routes.get(&number).cloned() else {
-            return self.reject(tx, 404, "Not Found").await;
+            return self.reject(tx, 404, "Not Found", trace).await;
         };
         let offer = match std::str::from_utf8(&invite.body)
             .map_err(|_| MediaError::SdpMalformed {
@@ -166,32 +276,27 @@ impl Call {
             .and_then(SessionDescription::parse)
         {
             Ok(o) => o,
-            Err(e) => return self.reject(tx, e.sip_status(), &e.to_string()).await,
+            Err(e) => return self.reject(tx, e.sip_status(), &e.to_string(), trace).await,
         };
-        // An extension must be reachable before we answer the caller.
-        let agent_contact = match &route {
-            Route::Extension(user) => match self.sip.contact_for(user).await {
-                Ok(Some(c)) => Some((user.clone(), c)),
-                _ => return self.reject(tx, 480, "Temporarily Unavailable").await,
-            },
-            Route::Queue(_) => None,
-        };
+        // A number routed straight to an extension must be reachable before we answer.
+        if let Route::Extension(user) = &route
+            && !matches!(self.sip.contact_for(user).await, Ok(Some(_)))
+        {
+            trace.route.push(route.label());
+            return self.reject(tx, 480, "Temporarily Unavailable", trace).await;
+        }
         let bound = match self.ports.bind(self.cfg.media_ip).await {
             Ok(b) => b,
-            Err(e) => return self.reject(tx, 503, &e.to_string()).await,
+            Err(e) => return self.reject(tx, 503, &e.to_string(), trace).await,
         };
         let local = LocalMedia::new(self.cfg.media_ip, bound.pair.rtp());
         let (answer, negotiated) = match answer_offer(&offer, &local, Direction::SendRecv) {
             Ok(a) => a,
-            Err(e) => return self.reject(tx, e.sip_status(), &e.to_string()).await,
+            Err(e) => return self.reject(tx, e.sip_status(), &e.to_string(), trace).await,
         };
         let leg = MediaLeg::new(bound, LegConfig::from(&negotiated), self.cfg.leg_timing);
         let (media_tx, mut media_rx) = mpsc::channel(64);
         let media = spawn_session(leg, media_tx);
-        let music = Player::new(vec![self.cfg.music.clone()], true, Instant::now());
-        if media.play(Side::A, music).await.is_err() {
-            return self.reject(tx, 500, "Media session failed").await;
-        }
         let tag = format!("hl{}", token());
         let contact = format!("<sip:{number}@{local_host}{}>", transport_param(flow));
         let ok = AppResponse::new(200, "OK")
@@ -203,90 +308,109 @@ impl Call {
             return self.end(500, EndReason::Shutdown, None);
         }
         let to = msg::to_value(&invite.headers).unwrap_or_default();
-        let mut caller = CallerDialog {
+        let caller = CallerDialog {
             flow,
             target: msg::find(&invite.headers, |h| matches!(h, Header::Contact(_)))
                 .map(|c| msg::addr_uri(msg::split_first(c).0).to_string())
                 .unwrap_or_else(|| invite.uri.to_string()),
             ours: format!("{to};tag={tag}"),
+            tag: tag.clone(),
             theirs: msg::from_value(&invite.headers)
                 .unwrap_or_default()
                 .to_string(),
             cseq: 0,
+            local_sdp: answer,
+            ext: incall::CallerExt::default(),
         };
-        tracing::info!(call_id = %self.call_id, ?route, "call answered; music on hold");
-        let mut agent = match agent_contact {
-            Some((user, (uri, aflow))) => {
-                self.call_agent(&number, &local_host, &user, &uri, aflow)
-                    .await
-            }
-            None => None,
-        };
-        let mut bridged = false;
+        tracing::info!(call_id = %self.call_id, ?route, "call answered");
         let (acd_tx, mut acd_rx) = mpsc::channel(16);
-        let mut queued = false;
-        if let (Route::Queue(queue), Some(acd)) = (&route, &self.acd) {
-            let tier = self.desk.arrived(queue).await;
-            queued = acd
-                .send(AcdInput::Arrived {
-                    call: self.acd_id,
-                    queue: queue.clone(),
-                    inbox: acd_tx,
-                    sip_call_id: self.call_id.clone(),
-                    tier,
-                })
-                .await
-                .is_ok();
-        } else {
-            drop(acd_tx);
-        }
-        let reason = loop {
-            // An offer that failed goes back to the ACD (requeue rules).
-            if let Some(a) = agent.as_ref().filter(|a| a.failed) {
-                if let Some(who) = a.offer_of {
-                    self.to_acd(AcdInput::Rejected {
-                        call: self.acd_id,
-                        agent: who,
-                    })
-                    .await;
-                }
-                agent = None;
-            }
-            tokio::select! {
-                Some(out) = acd_rx.recv() => {
-                    if let Some(r) = self.acd_output(out, &mut agent, &number, &local_host).await {
-                        break r;
-                    }
-                }
-                input = self.inbox.recv() => match input {
-                    None => break EndReason::Shutdown,
-                    Some(CallInput::Command(cmd, reply)) => {
-                        if cmd == crate::CallCommand::Hangup {
-                            let _ = reply.send(Ok(()));
-                            break EndReason::DeskHangup;
-                        }
-                        let _ = reply.send(Err(crate::SwitchError::NotSupported(cmd.name())));
-                    }
-                    Some(CallInput::Sip(ev)) => {
-                        let is_agent = agent.as_ref().is_some_and(|a| event_call_id(&ev) == Some(a.call_id.as_str()));
-                        if is_agent {
-                            if let Some(a) = agent.as_mut()
-                                && let Some(r) = self.agent_event(a, ev, &media, &mut bridged).await
-                            {
-                                break r;
-                            }
-                        } else if let Some(r) = self.caller_event(ev, &tag).await {
-                            break r;
-                        }
-                    }
-                },
-                Some(ev) = media_rx.recv() => self.media_event(ev),
-            }
+        let mut st = State {
+            caller,
+            agent: None,
+            media,
+            bridged: false,
+            phase: Phase::Start,
+            deadline: None,
+            queued: false,
+            acd_tx,
+            whispering: false,
+            recording: None,
+            busy_user: None,
+            number,
+            host: local_host,
+            trace,
         };
-        // After a fallback the ACD has already forgotten the call.
-        if queued && reason != EndReason::Fallback {
+        let mut in_call = incall::InCall::default();
+        let first = self.go(route, &mut st).await;
+        let reason = match first {
+            Some(r) => r,
+            None => loop {
+                // An offer that failed goes back to the ACD (requeue rules).
+                if let Some(a) = st.agent.as_ref().filter(|a| a.failed) {
+                    if let Some(who) = a.offer_of {
+                        self.to_acd(AcdInput::Rejected {
+                            call: self.acd_id,
+                            agent: who,
+                        })
+                        .await;
+                    }
+                    st.agent = None;
+                    // An extension that did not answer: the route ends here.
+                    if matches!(st.phase, Phase::Extension) {
+                        break EndReason::Failed;
+                    }
+                }
+                let outcome = tokio::select! {
+                    Some(out) = acd_rx.recv() => self.acd_output(out, &mut st).await,
+                    input = self.inbox.recv() => match input {
+                        None => incall::Outcome::End(EndReason::Shutdown),
+                        Some(CallInput::Command(cmd, reply)) => {
+                            if cmd == crate::CallCommand::Hangup {
+                                let _ = reply.send(Ok(()));
+                                incall::Outcome::End(EndReason::DeskHangup)
+                            } else {
+                                let _ = reply.send(Err(crate::SwitchError::NotSupported(cmd.name())));
+                                incall::Outcome::Continue
+                            }
+                        }
+                        Some(CallInput::Sip(ev)) => {
+                            let is_agent = st.agent.as_ref().is_some_and(|a| event_call_id(&ev) == Some(a.call_id.as_str()));
+                            if is_agent {
+                                self.agent_event(ev, &mut st).await
+                            } else {
+                                let ctx = incall::Ctx { call: &self, caller: &mut st.caller, agent: &mut st.agent, media: &st.media, bridged: st.bridged };
+                                self.caller_event(ev, ctx).await
+                            }
+                        }
+                    },
+                    Some(ev) = media_rx.recv() => self.media_event(ev, &mut st).await,
+                    _ = sleep_until_opt(st.deadline) => {
+                        st.deadline = None;
+                        self.menu_timeout(&mut st).await
+                    }
+                    _ = sleep_until_opt(in_call.deadline()) => {
+                        let ctx = incall::Ctx { call: &self, caller: &mut st.caller, agent: &mut st.agent, media: &st.media, bridged: st.bridged };
+                        in_call.timeout(ctx).await
+                    }
+                };
+                let outcome = match outcome {
+                    incall::Outcome::Digit(d) => self.key(d, &mut st).await,
+                    o => o,
+                };
+                if let incall::Outcome::End(r) = outcome {
+                    break r;
+                }
+            },
+        };
+        self.finish(reason, st).await
+    }
+
+    /// Releases everything once the call's outcome is known; returns the report.
+    async fn finish(&self, reason: EndReason, mut st: State) -> CallEnd {
+        if st.queued {
             let call = self.acd_id;
-            let answered = agent
+            let answered = st
+                .agent
                 .as_ref()
                 .is_some_and(|a| a.answered && a.offer_of.is_some());
             let msg = if answered {
@@ -296,37 +420,296 @@ impl Call {
             };
             self.to_acd(msg).await;
         }
+        if let Some(user) = st.busy_user.take() {
+            self.to_acd(AcdInput::Busy { user, busy: false }).await;
+        }
         // Release the other side.
-        match (reason, agent.as_mut()) {
-            (EndReason::DeskHangup, a) => {
-                match a {
-                    Some(a) if a.answered => self.bye_agent(a).await,
-                    Some(a) => drop(self.sip.cancel(a.tx).await),
-                    None => {}
-                }
-                self.bye_caller(&mut caller).await
-            }
-            (EndReason::AgentHangup | EndReason::Fallback, _) => self.bye_caller(&mut caller).await,
-            (_, Some(a)) if a.answered => self.bye_agent(a).await,
-            (_, Some(a)) => {
+        let caller_gone = matches!(
+            reason,
+            EndReason::CallerHangup | EndReason::Cancelled | EndReason::NoAck
+        );
+        if !caller_gone && reason != EndReason::Shutdown {
+            self.bye_caller(&mut st.caller).await;
+        }
+        match st.agent.as_mut() {
+            Some(_) if reason == EndReason::AgentHangup => {}
+            Some(a) if a.answered => self.bye_agent(a).await,
+            Some(a) if !a.failed => {
                 let _ = self.sip.cancel(a.tx).await;
             }
             _ => {}
         }
-        let stats = media.stats().await.ok();
+        let stats = st.media.stats().await.ok();
         // Stopping returns the legs; dropping them closes the sockets and frees the ports.
-        drop(media.stop().await);
-        drop(agent);
-        self.desk.ended(reason).await;
-        tracing::info!(call_id = %self.call_id, ?reason, bridged, "call ended");
+        // It also drops the recorder's tap, so the writer can finish the file.
+        drop(st.media.stop().await);
+        if let Some(job) = st.recording.take() {
+            match job.finish().await {
+                Ok(r) => st.trace.recording = Some(r.path),
+                Err(e) => tracing::warn!(call_id = %self.call_id, error = %e, "recording failed"),
+            }
+        }
+        drop(st.agent);
+        self.desk.ended(reason, st.trace.recording.as_deref()).await;
+        tracing::info!(call_id = %self.call_id, ?reason, bridged = st.bridged, "call ended");
         let status = if reason == EndReason::Cancelled {
             487
         } else {
             200
         };
         let mut end = self.end(status, reason, stats);
-        end.bridged = bridged;
+        end.bridged = st.bridged;
+        end.route = st.trace.route.join(">");
+        end.queue = st.trace.queue;
+        end.agent = st.trace.agent;
+        end.recording = st.trace.recording;
+        end.announcements = st.trace.announcements;
         end
+    }
+
+    /// Follows `route` until the call waits for something (a key, an agent, a message
+    /// to play); `Some` ends the call.
+    async fn go(&self, mut route: Route, st: &mut State) -> Option<EndReason> {
+        st.deadline = None;
+        for _ in 0..MAX_HOPS {
+            if !matches!(route, Route::Hours { .. }) {
+                st.trace.route.push(route.label());
+            }
+            match route {
+                Route::Hours {
+                    hours,
+                    open,
+                    closed,
+                } => {
+                    // Unknown hours are refused by config validation; open if it happens.
+                    let is_open = self
+                        .cfg
+                        .hours
+                        .get(&hours)
+                        .is_none_or(|h| h.is_open(self.cfg.clock.now()));
+                    route = if is_open { *open } else { *closed };
+                }
+                Route::Menu(name) => {
+                    let Some(menu) = self.cfg.menus.get(&name).cloned() else {
+                        tracing::warn!(call_id = %self.call_id, menu = %name, "unknown menu");
+                        return Some(EndReason::Failed);
+                    };
+                    let (run, step) = MenuRun::start(&menu);
+                    st.phase = Phase::Menu { menu, run };
+                    match step {
+                        MenuStep::Play(p) => return self.play(st, p).await,
+                        MenuStep::Go(r) => route = r,
+                    }
+                }
+                Route::Queue(name) => return self.enter_queue(name, st).await,
+                Route::Extension(user) => return self.ring_extension(user, st).await,
+                Route::Closed(prompt) => {
+                    st.phase = Phase::Message {
+                        then: EndReason::Closed,
+                    };
+                    return self.play(st, vec![prompt]).await;
+                }
+                Route::Hangup => return Some(EndReason::Hangup),
+            }
+        }
+        tracing::warn!(call_id = %self.call_id, "route loops; giving up");
+        Some(EndReason::Failed)
+    }
+
+    /// Plays `prompts` once to the caller (replacing music).
+    async fn play(&self, st: &mut State, prompts: Vec<Prompt>) -> Option<EndReason> {
+        let player = Player::new(prompts, false, Instant::now());
+        st.media
+            .play(Side::A, player)
+            .await
+            .err()
+            .map(|_| EndReason::Failed)
+    }
+
+    async fn music(&self, st: &mut State) -> Option<EndReason> {
+        let music = Player::new(vec![self.cfg.music.clone()], true, Instant::now());
+        st.media
+            .play(Side::A, music)
+            .await
+            .err()
+            .map(|_| EndReason::Failed)
+    }
+
+    async fn enter_queue(&self, name: String, st: &mut State) -> Option<EndReason> {
+        if let Some(r) = self.music(st).await {
+            return Some(r);
+        }
+        st.phase = Phase::Queue { name: name.clone() };
+        st.trace.queue = Some(name.clone());
+        st.trace.queued_at.get_or_insert(self.now_ms());
+        if let Some(acd) = &self.acd {
+            let tier = self.desk.arrived(&name).await;
+            st.queued = acd
+                .send(AcdInput::Arrived {
+                    call: self.acd_id,
+                    queue: name.clone(),
+                    inbox: st.acd_tx.clone(),
+                    sip_call_id: self.call_id.clone(),
+                    tier,
+                })
+                .await
+                .is_ok();
+        }
+        self.queue_log(st, "ENTERQUEUE", None, String::new());
+        tracing::info!(call_id = %self.call_id, queue = %name, "caller queued");
+        None
+    }
+
+    async fn ring_extension(&self, user: String, st: &mut State) -> Option<EndReason> {
+        let Ok(Some((uri, flow))) = self.sip.contact_for(&user).await else {
+            tracing::info!(call_id = %self.call_id, %user, "extension not registered");
+            return Some(EndReason::Failed);
+        };
+        if let Some(r) = self.music(st).await {
+            return Some(r);
+        }
+        st.phase = Phase::Extension;
+        let leg = self
+            .call_agent(&st.number, &st.host, &user, &uri, flow)
+            .await;
+        if leg.is_none() {
+            return Some(EndReason::Failed);
+        }
+        st.agent = leg;
+        st.trace.offered_at.get_or_insert(self.now_ms());
+        // An agent on this call must not be offered queue calls meanwhile.
+        self.to_acd(AcdInput::Busy {
+            user: user.clone(),
+            busy: true,
+        })
+        .await;
+        st.busy_user = Some(user);
+        None
+    }
+
+    /// A key from the caller (RFC 4733 or SIP INFO).
+    async fn key(&self, d: char, st: &mut State) -> incall::Outcome {
+        tracing::debug!(call_id = %self.call_id, digit = %d, "caller pressed a key");
+        let step = match &mut st.phase {
+            Phase::Menu { menu, run } => run.key(&menu.clone(), d),
+            Phase::Queue { name } => {
+                let leave = self.cfg.queues.get(name).and_then(|o| o.leave_key);
+                if leave.is_some_and(|k| k.eq_ignore_ascii_case(&d))
+                    && st.agent.as_ref().is_none_or(|a| !a.answered)
+                {
+                    let name = name.clone();
+                    return self.leave_queue(&name, st).await;
+                }
+                return incall::Outcome::Continue;
+            }
+            _ => return incall::Outcome::Continue,
+        };
+        self.menu_step(step, st).await
+    }
+
+    async fn menu_timeout(&self, st: &mut State) -> incall::Outcome {
+        let step = match &mut st.phase {
+            Phase::Menu { menu, run } => run.timeout(&menu.clone()),
+            _ => return incall::Outcome::Continue,
+        };
+        self.menu_step(step, st).await
+    }
+
+    async fn menu_step(&self, step: MenuStep, st: &mut State) -> incall::Outcome {
+        let r = match step {
+            MenuStep::Play(p) => {
+                st.deadline = None;
+                self.play(st, p).await
+            }
+            MenuStep::Go(route) => self.go(route, st).await,
+        };
+        r.map_or(incall::Outcome::Continue, incall::Outcome::End)
+    }
+
+    /// The caller pressed the queue's leave key: out of the ACD, to the queue's fallback.
+    async fn leave_queue(&self, queue: &str, st: &mut State) -> incall::Outcome {
+        if let Some(a) = st.agent.take() {
+            let _ = self.sip.cancel(a.tx).await;
+        }
+        if st.queued {
+            self.to_acd(AcdInput::Abandoned { call: self.acd_id }).await;
+            st.queued = false;
+        }
+        let target = self
+            .cfg
+            .acd
+            .as_ref()
+            .and_then(|a| a.queues.iter().find(|q| q.name == queue))
+            .map(|q| q.fallback.clone())
+            .unwrap_or_default();
+        self.queue_log(st, "FALLBACK", None, "leave-key".into());
+        self.fallback(target, st)
+            .await
+            .map_or(incall::Outcome::Continue, incall::Outcome::End)
+    }
+
+    /// Carries out a queue's fallback target.
+    async fn fallback(&self, target: Fallback, st: &mut State) -> Option<EndReason> {
+        st.queued = false;
+        let route = match target {
+            Fallback::Queue(q) => Route::Queue(q),
+            Fallback::Number(n) => match self.cfg.routes.get(&n) {
+                Some(r) => r.clone(),
+                None if self.cfg.users.contains(&n) => Route::Extension(n),
+                None => {
+                    tracing::warn!(call_id = %self.call_id, number = %n, "fallback number is neither a configured number nor a user; hanging up");
+                    return Some(EndReason::Fallback);
+                }
+            },
+            // No voicemail or callback offer as a fallback yet: hang up, saying goodbye.
+            Fallback::Hangup | Fallback::Voicemail(_) | Fallback::Callback => {
+                return match self.cfg.voice.as_ref() {
+                    Some(v) => {
+                        st.phase = Phase::Message {
+                            then: EndReason::Fallback,
+                        };
+                        self.play(st, vec![v.goodbye.clone()]).await
+                    }
+                    None => Some(EndReason::Fallback),
+                };
+            }
+        };
+        self.go(route, st).await
+    }
+
+    /// Media events: caller keys and the end of prompts are routing; the rest is in-call.
+    async fn media_event(&self, ev: MediaEvent, st: &mut State) -> incall::Outcome {
+        match ev {
+            MediaEvent::Leg(Side::A, LegEvent::Dtmf(d)) => incall::Outcome::Digit(d.digit),
+            MediaEvent::PlaybackDone(Side::A) => match &st.phase {
+                Phase::Menu { menu, .. } => {
+                    st.deadline = Some(tokio::time::Instant::now() + menu.timeout);
+                    incall::Outcome::Continue
+                }
+                Phase::Message { then } => incall::Outcome::End(*then),
+                _ => incall::Outcome::Continue,
+            },
+            MediaEvent::PlaybackDone(Side::B) if st.whispering => {
+                st.whispering = false;
+                self.bridge(st).await;
+                incall::Outcome::Continue
+            }
+            ev => {
+                let ctx = incall::Ctx {
+                    call: self,
+                    caller: &mut st.caller,
+                    agent: &mut st.agent,
+                    media: &st.media,
+                    bridged: st.bridged,
+                };
+                incall::media_event(ctx, ev).await
+            }
+        }
+    }
+
+    /// A queue-log line for this call (to the CDR store's queue log).
+    fn queue_log(&self, st: &State, event: &'static str, agent: Option<&str>, data: String) {
+        tracing::debug!(call_id = %self.call_id, queue = ?st.trace.queue, event, ?agent, %data, "queue event");
     }
 
     /// INVITEs the agent's contact with Hotline's SDP on a second port pair.
@@ -375,64 +758,79 @@ impl Call {
             answered: false,
             failed: false,
             offer_of: None,
+            user: user.to_string(),
+            cseq: 1,
+            ext: incall::AgentExt::default(),
         })
     }
 
-    /// Handles an event of the agent's dialog; `Some` ends the call.
-    async fn agent_event(
-        &self,
-        a: &mut AgentLeg,
-        ev: AppEvent,
-        media: &SessionHandle,
-        bridged: &mut bool,
-    ) -> Option<EndReason> {
+    /// Handles an event of the agent's dialog: responses to our INVITE here, requests
+    /// and responses to other requests in `incall`.
+    async fn agent_event(&self, ev: AppEvent, st: &mut State) -> incall::Outcome {
+        let Some(a) = st.agent.as_mut() else {
+            return incall::Outcome::Continue;
+        };
+        let initial_invite = |r: &Response| {
+            msg::cseq(&r.headers).is_some_and(|(n, m)| n == 1 && m.eq_ignore_ascii_case("INVITE"))
+        };
         match ev {
-            AppEvent::Response { response, .. } => {
+            AppEvent::Response { response, .. } if initial_invite(&response) => {
                 let status = u16::from(response.status_code.clone());
                 if (200..300).contains(&status) {
-                    self.agent_answered(a, &response, media, bridged).await;
+                    return self.agent_answered(&response, st).await;
                 } else if status >= 300 {
-                    // The agent refused: the caller keeps hearing music (the ACD's requeue
-                    // rules take over in the next phase).
                     tracing::info!(call_id = %self.call_id, status, "agent did not answer");
                     a.ports = None;
                     a.failed = !a.answered;
+                    if a.failed && a.offer_of.is_some() {
+                        let user = a.user.clone();
+                        self.queue_log(st, "RINGNOANSWER", Some(&user), status.to_string());
+                    }
                 }
-                None
+                incall::Outcome::Continue
             }
-            AppEvent::Timeout { .. } => {
+            AppEvent::Timeout { .. } if !a.answered => {
                 a.ports = None;
-                a.failed = !a.answered;
-                None
+                a.failed = true;
+                incall::Outcome::Continue
             }
             AppEvent::Request { tx, request, .. } if to_tag(&request) != msg::tag(&a.from) => {
                 let resp = AppResponse::new(481, "Call/Transaction Does Not Exist");
                 let _ = self.sip.respond(tx, resp).await;
-                None
+                incall::Outcome::Continue
             }
-            AppEvent::Request { tx, request, .. } => {
-                let bye = request.method == Method::Bye;
-                let resp = if bye {
-                    AppResponse::new(200, "OK")
-                } else {
-                    AppResponse::new(488, "Not Acceptable Here")
+            AppEvent::Request {
+                tx, request, flow, ..
+            } => {
+                let ctx = incall::Ctx {
+                    call: self,
+                    caller: &mut st.caller,
+                    agent: &mut st.agent,
+                    media: &st.media,
+                    bridged: st.bridged,
                 };
-                let _ = self.sip.respond(tx, resp).await;
-                bye.then_some(EndReason::AgentHangup)
+                incall::agent_request(ctx, tx, *request, flow).await
             }
-            _ => None,
+            AppEvent::Response { response, .. } => {
+                let ctx = incall::Ctx {
+                    call: self,
+                    caller: &mut st.caller,
+                    agent: &mut st.agent,
+                    media: &st.media,
+                    bridged: st.bridged,
+                };
+                incall::agent_response(ctx, *response).await
+            }
+            _ => incall::Outcome::Continue,
         }
     }
 
     /// 2xx from the agent: ACK it (again for every retransmission) and, the first time,
-    /// attach the agent's leg and bridge.
-    async fn agent_answered(
-        &self,
-        a: &mut AgentLeg,
-        resp: &Response,
-        media: &SessionHandle,
-        bridged: &mut bool,
-    ) {
+    /// attach the agent's leg, play the whisper if the queue has one, and bridge.
+    async fn agent_answered(&self, resp: &Response, st: &mut State) -> incall::Outcome {
+        let Some(a) = st.agent.as_mut() else {
+            return incall::Outcome::Continue;
+        };
         if let Some(to) = msg::to_value(&resp.headers) {
             a.to = to.to_string();
         }
@@ -448,7 +846,7 @@ impl Call {
             let _ = self.sip.send_stateless(req, a.flow).await;
         }
         if a.answered {
-            return;
+            return incall::Outcome::Continue;
         }
         a.answered = true;
         let negotiated = std::str::from_utf8(&resp.body)
@@ -459,9 +857,10 @@ impl Call {
             .and_then(SessionDescription::parse)
             .and_then(|answer| process_answer(&a.offer, &answer));
         let (Ok(n), Some(ports)) = (negotiated, a.ports.take()) else {
-            tracing::warn!(call_id = %self.call_id, "agent's answer unusable; leg not bridged");
-            return;
+            tracing::warn!(call_id = %self.call_id, "agent's answer unusable; call failed");
+            return incall::Outcome::End(EndReason::Failed);
         };
+        let user = a.user.clone();
         if let Some(agent) = a.offer_of {
             self.desk.answered();
             self.to_acd(AcdInput::Answered {
@@ -470,10 +869,70 @@ impl Call {
             })
             .await;
         }
+        st.trace.agent = Some(user.clone());
+        st.trace.answered_at = Some(self.now_ms());
+        let wait = st
+            .trace
+            .queued_at
+            .map_or(0, |q| (self.now_ms() - q).max(0) / 1000);
+        self.queue_log(st, "CONNECT", Some(&user), wait.to_string());
         let leg = MediaLeg::new(ports, LegConfig::from(&n), self.cfg.leg_timing);
-        if media.attach(leg).await.is_ok() && media.bridge().await.is_ok() {
-            *bridged = true;
-            tracing::info!(call_id = %self.call_id, "agent answered; legs bridged");
+        if st.media.attach(leg).await.is_err() {
+            return incall::Outcome::End(EndReason::Failed);
+        }
+        let whisper = match &st.phase {
+            Phase::Queue { name } => self.cfg.queues.get(name).and_then(|o| o.whisper.clone()),
+            _ => None,
+        };
+        match whisper {
+            Some(w) => {
+                let player = Player::new(vec![w], false, Instant::now());
+                if st.media.play(Side::B, player).await.is_ok() {
+                    st.whispering = true;
+                    tracing::info!(call_id = %self.call_id, "agent answered; whisper");
+                    return incall::Outcome::Continue;
+                }
+                self.bridge(st).await;
+            }
+            None => self.bridge(st).await,
+        }
+        incall::Outcome::Continue
+    }
+
+    /// Bridges the legs and starts the recording.
+    async fn bridge(&self, st: &mut State) {
+        if st.media.bridge().await.is_err() {
+            return;
+        }
+        st.bridged = true;
+        tracing::info!(call_id = %self.call_id, "legs bridged");
+        let Some(dir) = &self.cfg.recordings else {
+            return;
+        };
+        // Call-IDs come from the network: keep only safe characters in the file name.
+        let name: String = self
+            .call_id
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .take(100)
+            .collect();
+        let path = dir.join(format!("{}-{name}.wav", st.trace.arrived_at));
+        // The writer opens the file on this task; it is small and once per call.
+        match start_recording(&path, 200, Instant::now()) {
+            Ok((tap, job)) => {
+                if st.media.record(Some(tap)).await.is_ok() {
+                    st.recording = Some(job);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(call_id = %self.call_id, error = %e, path = %path.display(), "cannot record")
+            }
         }
     }
 
@@ -483,24 +942,19 @@ impl Call {
         }
     }
 
-    /// Carries out an ACD decision for this call; `Some` ends the call.
-    async fn acd_output(
-        &self,
-        out: AcdOutput,
-        agent: &mut Option<AgentLeg>,
-        number: &str,
-        host: &str,
-    ) -> Option<EndReason> {
+    /// Carries out an ACD decision for this call.
+    async fn acd_output(&self, out: AcdOutput, st: &mut State) -> incall::Outcome {
         match out {
             AcdOutput::Offer { agent: who, user } => {
-                let leg = if agent.is_some() {
+                let leg = if st.agent.is_some() {
                     None // one offer at a time (ring-all comes later)
                 } else {
                     // The pop reaches the desk before the phone rings.
                     self.desk.offered(&user).await;
                     match self.sip.contact_for(&user).await {
                         Ok(Some((uri, flow))) => {
-                            self.call_agent(number, host, &user, &uri, flow).await
+                            self.call_agent(&st.number, &st.host, &user, &uri, flow)
+                                .await
                         }
                         _ => None,
                     }
@@ -508,7 +962,9 @@ impl Call {
                 match leg {
                     Some(mut leg) => {
                         leg.offer_of = Some(who);
-                        *agent = Some(leg);
+                        st.agent = Some(leg);
+                        st.trace.offered_at.get_or_insert(self.now_ms());
+                        self.queue_log(st, "OFFER", Some(&user), String::new());
                     }
                     None => {
                         tracing::info!(call_id = %self.call_id, agent = %user, "agent unreachable");
@@ -521,34 +977,54 @@ impl Call {
                 }
             }
             AcdOutput::CancelOffer { agent: who } => {
-                if let Some(a) = agent.as_ref()
+                if let Some(a) = st.agent.as_ref()
                     && a.offer_of == Some(who)
                     && !a.answered
                 {
                     let _ = self.sip.cancel(a.tx).await;
-                    *agent = None;
+                    let user = a.user.clone();
+                    st.agent = None;
+                    self.queue_log(st, "RINGNOANSWER", Some(&user), "cancelled".into());
                 }
             }
-            AcdOutput::Fallback { hangup: true } => return Some(EndReason::Fallback),
-            AcdOutput::Fallback { hangup: false } | AcdOutput::Refused => {
-                tracing::info!(call_id = %self.call_id, ?out, "ACD gave up; caller stays on music");
+            AcdOutput::Fallback { target } => {
+                st.queued = false;
+                self.queue_log(st, "FALLBACK", None, format!("{target:?}"));
+                if let Some(r) = self.fallback(target, st).await {
+                    return incall::Outcome::End(r);
+                }
+            }
+            AcdOutput::Announce { position, ewt_secs } => {
+                if matches!(st.phase, Phase::Queue { .. }) && !st.bridged && !st.whispering {
+                    let list =
+                        announce::announcement(self.cfg.voice.as_deref(), position, ewt_secs);
+                    let player = Player::new(list, false, Instant::now());
+                    if st.media.announce(Side::A, player).await.is_ok() {
+                        st.trace.announcements += 1;
+                    }
+                    self.queue_log(st, "ANNOUNCE", None, format!("{position},{ewt_secs}"));
+                }
+            }
+            AcdOutput::Refused => {
+                tracing::info!(call_id = %self.call_id, "queue unknown to the ACD; caller stays on music");
             }
         }
-        None
+        incall::Outcome::Continue
     }
 
-    async fn bye_agent(&self, a: &AgentLeg) {
+    pub(crate) async fn bye_agent(&self, a: &mut AgentLeg) {
         let Some(target) = &a.target else { return };
+        a.cseq += 1;
         let text = format!(
-            "BYE {target} SIP/2.0\r\nFrom: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n",
-            a.from, a.to, a.call_id
+            "BYE {target} SIP/2.0\r\nFrom: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {} BYE\r\nContent-Length: 0\r\n\r\n",
+            a.from, a.to, a.call_id, a.cseq
         );
         if let Some(req) = own_request(&text) {
             let _ = self.sip.send_request(req, a.flow).await;
         }
     }
 
-    async fn bye_caller(&self, c: &mut CallerDialog) {
+    pub(crate) async fn bye_caller(&self, c: &mut CallerDialog) {
         c.cseq += 1;
         let text = format!(
             "BYE {} SIP/2.0\r\nFrom: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {} BYE\r\nContent-Length: 0\r\n\r\n",
@@ -559,58 +1035,42 @@ impl Call {
         }
     }
 
-    /// Handles a SIP event of the caller's dialog; `Some` ends the call.
-    async fn caller_event(&mut self, ev: AppEvent, tag: &str) -> Option<EndReason> {
+    /// Handles a SIP event of the caller's dialog (requests go to `incall`).
+    async fn caller_event(&self, ev: AppEvent, ctx: incall::Ctx<'_>) -> incall::Outcome {
         match ev {
-            AppEvent::Ack { .. } => None,
-            AppEvent::Cancelled { .. } => Some(EndReason::Cancelled),
-            AppEvent::AckTimeout { .. } => Some(EndReason::NoAck),
+            AppEvent::Ack { .. } => incall::Outcome::Continue,
+            AppEvent::Cancelled { .. } => incall::Outcome::End(EndReason::Cancelled),
+            AppEvent::AckTimeout { .. } => incall::Outcome::End(EndReason::NoAck),
             // Knowing the Call-ID is not enough to act in the dialog: our tag must match.
-            AppEvent::Request { tx, request, .. } if to_tag(&request) != Some(tag) => {
+            AppEvent::Request { tx, request, .. }
+                if to_tag(&request) != Some(ctx.caller.tag.as_str()) =>
+            {
                 let resp = AppResponse::new(481, "Call/Transaction Does Not Exist");
                 let _ = self.sip.respond(tx, resp).await;
-                None
+                incall::Outcome::Continue
             }
-            AppEvent::Request { tx, request, .. } => match request.method {
-                Method::Bye => {
-                    let _ = self.sip.respond(tx, AppResponse::new(200, "OK")).await;
-                    Some(EndReason::CallerHangup)
-                }
-                // Phase 1 keeps the media as answered: re-offers are declined (the
-                // dialog stays up, RFC 3261 §14.2).
-                Method::Invite | Method::Update => {
-                    let _ = self
-                        .sip
-                        .respond(tx, AppResponse::new(488, "Not Acceptable Here"))
-                        .await;
-                    None
-                }
-                Method::Options | Method::Info => {
-                    let _ = self.sip.respond(tx, AppResponse::new(200, "OK")).await;
-                    None
-                }
-                _ => {
-                    let _ = self
-                        .sip
-                        .respond(tx, AppResponse::new(501, "Not Implemented"))
-                        .await;
-                    None
-                }
-            },
+            AppEvent::Request {
+                tx, request, flow, ..
+            } => incall::caller_request(ctx, tx, *request, flow).await,
             // An agent leg we gave up on answered after all: hang it up.
             AppEvent::Response { response, flow, .. }
                 if msg::call_id(&response.headers) != Some(self.call_id.as_str()) =>
             {
                 crate::hang_up_unwanted_answer(&self.sip, &response, flow).await;
-                None
+                incall::Outcome::Continue
             }
-            // Responses to our BYE to the caller: nothing to do.
-            AppEvent::Response { .. } | AppEvent::Timeout { .. } => None,
+            // Responses to our requests to the caller (BYE, in-call requests).
+            AppEvent::Response { response, .. } => incall::caller_response(ctx, *response).await,
+            AppEvent::Timeout { .. } => incall::Outcome::Continue,
         }
     }
+}
 
-    fn media_event(&self, ev: MediaEvent) {
-        tracing::debug!(call_id = %self.call_id, ?ev, "media event");
+/// Sleeps until `t`, or forever without one (a `select!` branch for optional timers).
+pub(crate) async fn sleep_until_opt(t: Option<tokio::time::Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(t).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -230,6 +230,16 @@ impl SwitchHandle {
         })
     }
 
+    /// The desk half of a call's arrival and offer, without SIP: identify `caller` for
+    /// `queue`, publish `call.offered` to `agent` and wait for the desk server's ack, as a
+    /// call task does before ringing. For benchmarks of the screen-pop path.
+    #[doc(hidden)]
+    pub async fn pop_and_offer(&self, call_id: &str, caller: &str, queue: &str, agent: &str) {
+        let cd = CallDesk::with_caller(&self.desk, call_id, caller.to_string());
+        cd.arrived(queue).await;
+        cd.offered(agent).await;
+    }
+
     /// A receiver of every event from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<SwitchEvent> {
         self.desk.bus.subscribe()
@@ -352,15 +362,21 @@ pub(crate) struct CallDesk {
     desk: Desk,
     call_id: String,
     caller: String,
+    started_at: i64,
+    /// Set from `&self` methods (the call task lends itself out while routing), hence the
+    /// lock; only the call task takes it, never across an await.
+    state: Mutex<DeskState>,
+}
+
+#[derive(Default)]
+struct DeskState {
     queue: Option<String>,
+    /// Looked up once per call (a second queue reuses it).
+    looked_up: bool,
     pop: Option<Arc<ScreenPop>>,
     pop_error: Option<String>,
-    started_at: i64,
-    /// (offered to, answered by): set from `&self` methods the call task calls while it
-    /// lends itself out, hence the (uncontended) lock.
-    who: Mutex<(Option<String>, Option<String>)>,
-    /// Set by the recording feature when it records the call.
-    pub recording: Option<String>,
+    offered_to: Option<String>,
+    agent: Option<String>,
 }
 
 impl CallDesk {
@@ -386,56 +402,67 @@ impl CallDesk {
             desk: desk.clone(),
             call_id: call_id.to_string(),
             caller,
-            queue: None,
-            pop: None,
-            pop_error: None,
             started_at: now_ms(),
-            who: Mutex::new((None, None)),
-            recording: None,
+            state: Mutex::new(DeskState::default()),
         }
+    }
+
+    fn with_state<T>(&self, f: impl FnOnce(&mut DeskState) -> T) -> Option<T> {
+        self.state.lock().ok().map(|mut st| f(&mut st))
     }
 
     /// Identifies the caller for `queue` (bounded in time); returns the customer's tier,
     /// which sets the call's priority through the ACD's `tier_priority`.
-    pub(crate) async fn arrived(&mut self, queue: &str) -> Option<String> {
-        self.queue = Some(queue.to_string());
+    pub(crate) async fn arrived(&self, queue: &str) -> Option<String> {
+        let tier_of = |p: &ScreenPop| p.view.as_ref().map(|v| v.customer.data.tier.to_string());
+        let again = self.with_state(|st| {
+            st.queue = Some(queue.to_string());
+            std::mem::replace(&mut st.looked_up, true)
+        })?;
+        if again {
+            return self
+                .with_state(|st| st.pop.as_deref().and_then(tier_of))
+                .flatten();
+        }
         let store = self.desk.store.as_ref()?;
         let lookup = store.screen_pop(&self.caller, Some(queue));
-        match tokio::time::timeout(self.desk.lookup_timeout, lookup).await {
-            Ok(Ok(pop)) => {
-                let tier = pop.view.as_ref().map(|v| v.customer.data.tier.to_string());
-                self.pop = Some(Arc::new(pop));
-                tier
-            }
+        let (pop, error) = match tokio::time::timeout(self.desk.lookup_timeout, lookup).await {
+            Ok(Ok(pop)) => (Some(Arc::new(pop)), None),
             Ok(Err(e)) => {
                 tracing::warn!(call_id = %self.call_id, error = %e, "caller lookup failed");
-                self.pop_error = Some("lookup unavailable".into());
-                None
+                (None, Some("lookup unavailable".to_string()))
             }
             Err(_) => {
                 tracing::warn!(call_id = %self.call_id, "caller lookup timed out");
-                self.pop_error = Some("lookup unavailable".into());
-                None
+                (None, Some("lookup unavailable".to_string()))
             }
-        }
+        };
+        let tier = pop.as_deref().and_then(tier_of);
+        self.with_state(|st| {
+            st.pop = pop;
+            st.pop_error = error;
+        });
+        tier
     }
 
     /// Publishes `call.offered` with the pop and waits (bounded) until a desk server
     /// confirms delivery, so the pop is on screen before the phone rings.
     pub(crate) async fn offered(&self, agent: &str) {
-        if let Ok(mut w) = self.who.lock() {
-            w.0 = Some(agent.to_string());
-        }
         let (tx, rx) = oneshot::channel();
-        let ev = Arc::new(Offered {
-            call_id: self.call_id.clone(),
-            queue: self.queue.clone().unwrap_or_default(),
-            agent: agent.to_string(),
-            caller: self.caller.clone(),
-            pop: self.pop.clone(),
-            pop_error: self.pop_error.clone(),
-            ack: Mutex::new(Some(tx)),
-        });
+        let Some(ev) = self.with_state(|st| {
+            st.offered_to = Some(agent.to_string());
+            Arc::new(Offered {
+                call_id: self.call_id.clone(),
+                queue: st.queue.clone().unwrap_or_default(),
+                agent: agent.to_string(),
+                caller: self.caller.clone(),
+                pop: st.pop.clone(),
+                pop_error: st.pop_error.clone(),
+                ack: Mutex::new(Some(tx)),
+            })
+        }) else {
+            return;
+        };
         if self.desk.bus.send(SwitchEvent::CallOffered(ev)).is_err() {
             return; // nobody listens
         }
@@ -449,29 +476,38 @@ impl CallDesk {
 
     /// The offered agent answered.
     pub(crate) fn answered(&self) {
-        let agent = self.who.lock().ok().and_then(|mut w| {
-            w.1 = w.0.clone();
-            w.1.clone()
+        let Some((Some(agent), queue)) = self.with_state(|st| {
+            st.agent = st.offered_to.clone();
+            (st.agent.clone(), st.queue.clone())
+        }) else {
+            return;
+        };
+        let _ = self.desk.bus.send(SwitchEvent::CallAnswered {
+            call_id: self.call_id.clone(),
+            agent,
+            queue,
         });
-        if let Some(agent) = agent {
-            let _ = self.desk.bus.send(SwitchEvent::CallAnswered {
-                call_id: self.call_id.clone(),
-                agent,
-                queue: self.queue.clone(),
-            });
-        }
     }
 
     /// Writes the call into the customer's service trail (when one customer is certain)
-    /// and publishes `call.ended`.
-    pub(crate) async fn ended(&mut self, reason: EndReason) {
-        let customer = self.pop.as_deref().and_then(|p| match &p.identification {
-            Identification::Known { customer } | Identification::Provisional { customer } => {
-                Some(customer.id)
-            }
-            _ => None,
-        });
-        let (offered_to, agent) = self.who.lock().map(|w| w.clone()).unwrap_or_default();
+    /// with its recording, and publishes `call.ended`.
+    pub(crate) async fn ended(&self, reason: EndReason, recording: Option<&std::path::Path>) {
+        let Some((customer, queue, agent, offered_to)) = self.with_state(|st| {
+            let customer = st.pop.as_deref().and_then(|p| match &p.identification {
+                Identification::Known { customer } | Identification::Provisional { customer } => {
+                    Some(customer.id)
+                }
+                _ => None,
+            });
+            (
+                customer,
+                st.queue.clone(),
+                st.agent.clone(),
+                st.offered_to.clone(),
+            )
+        }) else {
+            return;
+        };
         let mut interaction_id = None;
         if let (Some(store), Some(customer_id)) = (&self.desk.store, customer) {
             let entry = NewInteraction {
@@ -479,11 +515,11 @@ impl CallDesk {
                 channel: "voice".into(),
                 direction: hotline_crm::Direction::Inbound,
                 call_id: Some(self.call_id.clone()),
-                queue: self.queue.clone(),
+                queue: queue.clone(),
                 agent: agent.clone(),
                 started_at: self.started_at,
                 ended_at: Some(now_ms()),
-                recording_path: self.recording.clone(),
+                recording_path: recording.map(|p| p.display().to_string()),
                 ticket_ids: Vec::new(),
             };
             match store.record_interaction(&entry).await {
@@ -496,7 +532,7 @@ impl CallDesk {
         let _ = self.desk.bus.send(SwitchEvent::CallEnded {
             call_id: self.call_id.clone(),
             agent: agent.or(offered_to),
-            queue: self.queue.clone(),
+            queue,
             reason: format!("{reason:?}"),
             interaction_id,
         });

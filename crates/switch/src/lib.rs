@@ -4,16 +4,23 @@
 //! and routes them by Call-ID to the call tasks; each call task owns its media session
 //! (`hotline_media`) and talks to the SIP core through the [`AppHandle`].
 //!
-//! Phase 1: an INVITE to a number routed to a queue is answered with Hotline's SDP
-//! (media anchored here) and the caller hears music on hold until they hang up.
+//! An INVITE to a configured number is answered with Hotline's SDP (media anchored
+//! here); its [`Route`] then leads through business hours ([`hours`]), IVR menus
+//! ([`ivr`]) and queues (music, [`announce`]ments, the ACD's offers) or to an extension,
+//! until an agent is bridged or the call ends.
 
 mod acd;
+pub mod announce;
 mod call;
 mod error;
 pub mod events;
+pub mod hours;
+mod incall;
+pub mod ivr;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -53,12 +60,14 @@ impl Default for DeskConfig {
             store: None,
             desk_login: Default::default(),
             offer_ack_timeout: std::time::Duration::from_millis(250),
-            lookup_timeout: std::time::Duration::from_millis(500),
+            lookup_timeout: std::time::Duration::from_millis(1000),
         }
     }
 }
+pub use hours::{Clock, Hours};
+pub use ivr::Menu;
 
-/// Where a dialled number goes.
+/// Where a dialled number (or a menu choice, or a queue's fallback) goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
     /// A queue (by name): answered, music on hold; with an ACD, the call enters its queue
@@ -67,6 +76,41 @@ pub enum Route {
     /// An agent/extension (SIP user): answered with music while Hotline calls the
     /// user's registered contact with its own SDP; on answer the legs are bridged.
     Extension(String),
+    /// An IVR menu (by name).
+    Menu(String),
+    /// `open` while the named hours are open, `closed` otherwise.
+    Hours {
+        hours: String,
+        open: Box<Route>,
+        closed: Box<Route>,
+    },
+    /// Play the prompt, then hang up (the closed message; CDR result `Closed`).
+    Closed(Prompt),
+    /// Hang up (a menu's default, a fallback).
+    Hangup,
+}
+
+impl Route {
+    /// Short label for the CDR's route path (`queue:sales`, `menu:main` …).
+    pub fn label(&self) -> String {
+        match self {
+            Route::Queue(q) => format!("queue:{q}"),
+            Route::Extension(u) => format!("extension:{u}"),
+            Route::Menu(m) => format!("menu:{m}"),
+            Route::Hours { hours, .. } => format!("hours:{hours}"),
+            Route::Closed(_) => "closed".into(),
+            Route::Hangup => "hangup".into(),
+        }
+    }
+}
+
+/// Switch-side behaviour of an ACD queue (the ACD config has the routing rules).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueOptions {
+    /// A key that takes the caller out of the queue to its fallback.
+    pub leave_key: Option<char>,
+    /// Played to the agent on answer, before the legs are bridged.
+    pub whisper: Option<Prompt>,
 }
 
 /// Call control configuration.
@@ -81,6 +125,40 @@ pub struct SwitchConfig {
     pub leg_timing: LegTiming,
     /// Queues and agents; without it queue numbers only play music.
     pub acd: Option<AcdConfig>,
+    /// IVR menus by name.
+    pub menus: HashMap<String, Arc<Menu>>,
+    /// Business-hours sets by name.
+    pub hours: HashMap<String, Hours>,
+    /// Per-queue options by queue name.
+    pub queues: HashMap<String, QueueOptions>,
+    /// SIP users (a fallback number that is a user is called as an extension).
+    pub users: HashSet<String>,
+    /// Spoken prompts for announcements; `None`: tones.
+    pub voice: Option<Arc<announce::VoicePrompts>>,
+    /// Directory for call recordings (stereo WAV, caller left); `None`: no recording.
+    pub recordings: Option<PathBuf>,
+    /// Wall clock for hours and CDR times.
+    pub clock: Clock,
+}
+
+impl SwitchConfig {
+    /// A configuration with only routes (no ACD, menus, hours, recording).
+    pub fn new(routes: HashMap<String, Route>, media_ip: IpAddr, music: Prompt) -> Self {
+        SwitchConfig {
+            routes,
+            media_ip,
+            music,
+            leg_timing: LegTiming::default(),
+            acd: None,
+            menus: HashMap::new(),
+            hours: HashMap::new(),
+            queues: HashMap::new(),
+            users: HashSet::new(),
+            voice: None,
+            recordings: None,
+            clock: Clock::system(),
+        }
+    }
 }
 
 /// Counters readable from other tasks.
@@ -105,6 +183,7 @@ impl SwitchStats {
 /// A running switch.
 pub struct Switch {
     sip: AppHandle,
+    acd: Option<mpsc::Sender<acd::AcdInput>>,
     stats: Arc<SwitchStats>,
     ports: Arc<PortAllocator>,
     ended: Option<mpsc::Receiver<CallEnd>>,
@@ -158,6 +237,7 @@ impl Switch {
             acd: acd.clone(),
             control: control_tx.clone(),
         };
+        let d_acd = acd.clone();
         let d = Dispatcher {
             desk,
             control_tx,
@@ -175,6 +255,7 @@ impl Switch {
         };
         let task = tokio::spawn(d.run(events, done_rx, control_rx, stop_rx));
         Ok(Switch {
+            acd: d_acd,
             sip,
             stats,
             ports,
@@ -203,6 +284,22 @@ impl Switch {
     pub fn ports(&self) -> Arc<PortAllocator> {
         self.ports.clone()
     }
+
+    /// The ACD state of the agent `user` (`None` without an ACD or for an unknown agent).
+    pub async fn agent_state(&self, user: &str) -> Option<hotline_acd::AgentState> {
+        let acd = self.acd.as_ref()?;
+        let (reply, rx) = oneshot::channel();
+        acd.send(acd::AcdInput::State {
+            user: user.to_string(),
+            reply,
+        })
+        .await
+        .ok()?;
+        rx.await.ok().flatten()
+    }
+
+    /// The not-ready reason code an agent gets while busy on a non-queue call.
+    pub const BUSY_CODE: u16 = acd::BUSY_CODE;
 
     /// SIP dialogs the core still delivers to us (0 when no call is left over).
     pub async fn sip_dialogs(&self) -> Result<usize, SwitchError> {

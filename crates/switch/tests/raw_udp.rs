@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hotline_media::{LegTiming, PortAllocator, Prompt};
+use hotline_media::{PortAllocator, Prompt};
 use hotline_sip::CoreConfig;
 use hotline_sip::server::{Server, ServerConfig};
 use hotline_switch::{EndReason, Route, Switch, SwitchConfig};
@@ -26,16 +26,14 @@ async fn start() -> (Server, Switch) {
     };
     let (server, app, events) = Server::start_with_app(cfg, 64).await.unwrap();
     let switch = Switch::start(
-        SwitchConfig {
-            routes: HashMap::from([
+        SwitchConfig::new(
+            HashMap::from([
                 ("4000".to_string(), Route::Queue("q".into())),
                 ("4001".to_string(), Route::Extension("bob".into())),
             ]),
-            media_ip: "127.0.0.1".parse().unwrap(),
-            music: Prompt::from_samples(vec![0; 160]),
-            leg_timing: LegTiming::default(),
-            acd: None,
-        },
+            "127.0.0.1".parse().unwrap(),
+            Prompt::from_samples(vec![0; 160]),
+        ),
         app,
         events,
         Arc::new(PortAllocator::new(25000, 25099).unwrap()),

@@ -1,0 +1,293 @@
+#!/usr/bin/env bash
+# callpath.sh - benchmark of Hotline's call path (B2BUA + ACD queue + media relay) with
+# SIPp on loopback, bounded in time. Hotline runs in release with a generated config:
+# AGENTS agents (user00001..) in one queue behind number 4000, registered by SIPp
+# (REGISTER from the agents' UAS port, trusted loopback, no auth); one SIPp UAS answers
+# for every agent; SIPp callers dial 4000.
+#
+#   cps   : signalling. CPS_RATE calls/s for DUR s, each held HOLD_MS after the ACK, no
+#           RTP. Every call is answered by Hotline (music), queued, offered by the ACD to a
+#           free agent, answered by the agent's UAS and bridged; the caller's BYE makes
+#           Hotline BYE the agent. Reports calls/s achieved with 0 failed calls (callers and
+#           agents), Hotline CPU ms per call (utime+stime delta of its process / calls).
+#   media : ramp of concurrent bridged calls with RTP both ways: callers stream caller.wav
+#           (PCMU, 50 packets/s, SIPp rtp_stream), the agents' UAS echoes (-rtp_echo).
+#           For each N in MEDIA_STEPS: set up N calls at SETUP_RATE/s, let them settle,
+#           measure MEDIA_SECS, hang up. Reports loss (from Hotline's per-call relay
+#           counters, logged at session end, plus kernel drops on Hotline's sockets), CPU %
+#           of a core per relayed call, RSS per call, and SIPp's own CPU.
+#
+# Usage:  sip-tests/bench/callpath.sh [cps] [media]        (default: both)
+# Env:    AGENTS (3000) CPS_RATE (1000) DUR (10) HOLD_MS (1000)
+#         MEDIA_STEPS ("250 500 1000 1500 2000") MEDIA_SECS (15) SETUP_RATE (200) WARM (3)
+#         NICE (-10 as root, else 0) NO_BUILD=1 (use the existing release binary)
+#         MAX_SECS (watchdog for the whole script, default 900)
+# Output: one machine-readable line per figure, prefixed "callpath ", then a table
+#         against the references; raw files under sip-tests/out/bench/callpath/.
+set -u
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(cd "$HERE/../.." && pwd)
+SHARED=${SHARED:-$(cd "$ROOT/../shared" 2>/dev/null && pwd)}
+SIPDIR="$SHARED/bench/sip"
+OUT=${OUT:-$ROOT/sip-tests/out/bench/callpath}
+IP=127.0.0.1
+SUT_PORT=5070
+AGENT_PORT=5080
+CALLER_PORT=5090
+AGENTS=${AGENTS:-3000}
+CPS_RATE=${CPS_RATE:-1000}
+DUR=${DUR:-10}
+HOLD_MS=${HOLD_MS:-1000}
+MEDIA_STEPS=${MEDIA_STEPS:-250 500 1000 1500 2000}
+MEDIA_SECS=${MEDIA_SECS:-15}
+SETUP_RATE=${SETUP_RATE:-200}
+WARM=${WARM:-3}
+MAX_SECS=${MAX_SECS:-900}
+if [ "$(id -u)" = 0 ]; then NICE=${NICE:--10}; else NICE=${NICE:-0}; fi
+HZ=$(getconf CLK_TCK)
+BIN="$ROOT/target/release/hotline"
+SCEN=("$@")
+[ ${#SCEN[@]} -eq 0 ] && SCEN=(cps media)
+mkdir -p "$OUT"
+cd "$OUT" || exit 1   # SIPp reads caller.wav from its working directory
+
+# ------------------------------------------------------------------ processes we own
+HPID="" UAS_PID=""
+cleanup() {
+	local p
+	for p in $UAS_PID $(cat "$OUT"/*.pid 2>/dev/null) $HPID; do
+		kill "$p" 2>/dev/null
+	done
+}
+trap 'cleanup; exit 130' INT TERM
+( trap 'kill $sp 2>/dev/null; exit 0' TERM
+  sleep "$MAX_SECS" & sp=$!; wait $sp
+  echo "WATCHDOG: ${MAX_SECS}s reached, aborting" >&2; kill -TERM $$ ) &
+WD_PID=$!
+trap 'kill $WD_PID 2>/dev/null; cleanup' EXIT
+
+# ------------------------------------------------------------------ helpers
+# utime+stime (ticks) of a process and its threads
+ticks() {
+	local f
+	[ -r "/proc/$1/stat" ] || { echo 0; return; }
+	f=$(sed 's/^.*) //' "/proc/$1/stat")
+	set -- $f
+	echo $((${12} + ${13}))
+}
+rss_kb() { awk '/^VmRSS:/{print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+sys_ticks() { awk '/^cpu /{b=$2+$3+$4+$7+$8+$9; print b, b+$5+$6}' /proc/stat; }
+now() { date +%s.%N; }
+# Kernel receive-queue drops summed over the UDP sockets a process owns (/proc/net/udp).
+sock_drops() {
+	find "/proc/$1/fd" -lname 'socket:*' -printf '%l\n' 2>/dev/null | tr -dc '0-9\n' |
+		awk 'NR==FNR { own[$1] = 1; next } FNR > 1 && ($10 in own) { d += $13 } END { print d + 0 }' - /proc/net/udp
+}
+# last value of a column of a SIPp -trace_stat file
+statcol() {
+	awk -F';' -v c="$2" 'NR==1{for(i=1;i<=NF;i++) if($i==c) k=i; next} {v=$k} END{print v+0}' "$1" 2>/dev/null || echo 0
+}
+wait_port() {   # wait_port <udp port> : until something listens (bounded, 10 s)
+	for _ in $(seq 100); do ss -Huan "sport = :$1" 2>/dev/null | grep -q . && return 0; sleep 0.1; done
+	return 1
+}
+wait_free() {
+	for _ in $(seq 100); do ss -Huan "sport = :$1" 2>/dev/null | grep -q . || return 0; sleep 0.1; done
+	return 1
+}
+# sipp_bg <prefix> <args...> : SIPp in the background; its pid in <prefix>.pid
+sipp_bg() {
+	local pre=$1; shift
+	nice -n "$NICE" sipp "$@" -nostdin -trace_stat -stf "$pre.stat.csv" -fd 1 \
+		-trace_err -error_file "$pre.err.log" >"$pre.stdout" 2>&1 &
+	echo $! >"$pre.pid"
+}
+sipp_wait() {   # sipp_wait <prefix> : wait for it, drop the pid file, return its status
+	local p rc
+	p=$(cat "$1.pid"); wait "$p"; rc=$?
+	rm -f "$1.pid"
+	return $rc
+}
+
+RESULTS=()
+emit() { echo "$*"; RESULTS+=("$*"); }
+
+# ------------------------------------------------------------------ setup
+command -v sipp >/dev/null || timeout 120 apt-get install -y -q sip-tester >/dev/null ||
+	{ echo "sipp missing and apt-get install sip-tester failed" >&2; exit 1; }
+[ -f "$SIPDIR/register.xml" ] || { echo "shared harness not found: $SIPDIR" >&2; exit 1; }
+if [ "${NO_BUILD:-0}" != 1 ]; then
+	(cd "$ROOT" && cargo build --release --locked -p hotline) || exit 1
+fi
+ulimit -n "$(ulimit -Hn)" 2>/dev/null
+
+# 4 s of a 440 Hz tone, G.711 u-law WAV (the format SIPp's rtp_stream plays), made here.
+python3 - <<'PY'
+import math, struct
+def ulaw(s):
+    s = max(-32635, min(32635, s)); sign = 0x80 if s < 0 else 0; s = abs(s) + 0x84
+    exp = 7
+    while exp > 0 and not (s & (0x4000 >> (7 - exp))): exp -= 1
+    return (~(sign | (exp << 4) | ((s >> (exp + 3)) & 0x0F))) & 0xFF
+data = bytes(ulaw(int(8000 * math.sin(2 * math.pi * 440 * i / 8000))) for i in range(32000))
+n = len(data)
+hdr = b"RIFF" + struct.pack("<I", 4 + 26 + 12 + 8 + n) + b"WAVEfmt " + struct.pack("<IHHIIHHH", 18, 7, 1, 8000, 8000, 1, 8, 0)
+hdr += b"fact" + struct.pack("<II", 4, n) + b"data" + struct.pack("<I", n)
+open("caller.wav", "wb").write(hdr + data)
+PY
+
+{
+	printf '[sip]\nudp = ["%s:%d"]\ntrusted = ["127.0.0.0/8"]\nauthenticate_requests = false\n' $IP $SUT_PORT
+	printf '[media]\nrtp_ip = "%s"\nrtp_ports = [20000, 39999]\n' $IP
+	printf '[[numbers]]\nnumber = "4000"\nqueue = "bench"\n'
+	printf '[acd]\n[[acd.queue]]\nname = "bench"\n'
+	for i in $(seq "$AGENTS"); do printf '[[acd.agent]]\nid = "user%05d"\nqueues = { bench = 0 }\n' "$i"; done
+} >"$OUT/callpath.toml"
+{ echo SEQUENTIAL; for i in $(seq "$AGENTS"); do printf 'user%05d;%s\n' "$i" $IP; done; } >"$OUT/agents.csv"
+
+echo "sipp: $(sipp -v 2>&1 | grep -o 'v[0-9.]*' | head -1)  cpus: $(nproc)  loadavg before: $(cut -d' ' -f1-3 /proc/loadavg)"
+wait_free $SUT_PORT || { echo "port $SUT_PORT busy" >&2; exit 1; }
+# Per-call media counters come from the media session's end-of-call line (target
+# hotline_media::stats); everything else at warn, so logging costs nothing per call.
+NO_COLOR=1 RUST_LOG=warn,hotline_media::stats=info nice -n "$NICE" "$BIN" serve --config "$OUT/callpath.toml" \
+	>"$OUT/hotline.log" 2>&1 &
+HPID=$!
+wait_port $SUT_PORT || { echo "hotline did not start; see $OUT/hotline.log" >&2; exit 1; }
+echo "hotline pid $HPID, $AGENTS agents"
+
+# Register every agent from the UAS port: Hotline sends their calls back there.
+sipp_bg "$OUT/register" -sf "$SIPDIR/register.xml" -inf "$OUT/agents.csv" $IP:$SUT_PORT \
+	-i $IP -p $AGENT_PORT -r 2000 -m "$AGENTS" -timeout 30s -timeout_error
+sipp_wait "$OUT/register"
+reg_ok=$(statcol "$OUT/register.stat.csv" 'SuccessfulCall(C)')
+[ "$reg_ok" = "$AGENTS" ] || { echo "only $reg_ok of $AGENTS agents registered" >&2; exit 1; }
+wait_free $AGENT_PORT
+RSS_IDLE=$(rss_kb $HPID)
+
+# ------------------------------------------------------------------ signalling
+run_cps() {
+	local n=$((CPS_RATE * DUR)) pre="$OUT/cps"
+	rm -f "$pre".*
+	sipp_bg "$pre.uas" -sf "$SIPDIR/uas.xml" -i $IP -p $AGENT_PORT -m "$n" -timeout $((DUR + 60))s
+	UAS_PID=$(cat "$pre.uas.pid")
+	wait_port $AGENT_PORT
+	local h0 u0 s0 t0 h1 u1 s1 t1 sb0 st0 sb1 st1
+	read -r sb0 st0 < <(sys_ticks)
+	h0=$(ticks $HPID); s0=$(ticks "$UAS_PID"); t0=$(now)
+	sipp_bg "$pre.uac" -sf "$SIPDIR/uac.xml" $IP:$SUT_PORT -s 4000 -i $IP -p $CALLER_PORT \
+		-r "$CPS_RATE" -m "$n" -d "$HOLD_MS" -timeout $((DUR + 60))s -timeout_error
+	local uac_pid; uac_pid=$(cat "$pre.uac.pid")
+	# sample the UAC's CPU just before it exits: poll until it is gone
+	u0=0; u1=0
+	while kill -0 "$uac_pid" 2>/dev/null; do u1=$(ticks "$uac_pid"); sleep 0.2; done
+	sipp_wait "$pre.uac"
+	t1=$(now); h1=$(ticks $HPID); s1=$(ticks "$UAS_PID")
+	read -r sb1 st1 < <(sys_ticks)
+	for _ in $(seq 100); do kill -0 "$UAS_PID" 2>/dev/null || break; sleep 0.1; done
+	kill "$UAS_PID" 2>/dev/null; sipp_wait "$pre.uas"; UAS_PID=""
+	local ok fail retr aok afail
+	ok=$(statcol "$pre.uac.stat.csv" 'SuccessfulCall(C)'); fail=$(statcol "$pre.uac.stat.csv" 'FailedCall(C)')
+	retr=$(statcol "$pre.uac.stat.csv" 'Retransmissions(C)')
+	aok=$(statcol "$pre.uas.stat.csv" 'SuccessfulCall(C)'); afail=$(statcol "$pre.uas.stat.csv" 'FailedCall(C)')
+	emit "$(awk -v r="$CPS_RATE" -v n="$n" -v ok="$ok" -v f="$fail" -v re="$retr" -v aok="$aok" -v af="$afail" \
+		-v t0="$t0" -v t1="$t1" -v hold="$HOLD_MS" -v ht=$((h1 - h0)) -v ut=$((u1 - u0)) -v st=$((s1 - s0)) \
+		-v hz="$HZ" -v sb=$((sb1 - sb0)) -v stt=$((st1 - st0)) -v nc="$(nproc)" 'BEGIN {
+		w = t1 - t0; busy = w - hold / 1000; if (busy <= 0) busy = w
+		ms = ok > 0 ? ht / hz * 1000 / ok : 0
+		printf "callpath cps target=%d/s calls=%d ok=%d failed=%d agent_answered=%d agent_failed=%d retrans=%d wall=%.1fs achieved=%.0f/s hotline_cpu_pct=%.0f hotline_cpu_ms_per_call=%.3f sipp_uac_cpu_pct=%.0f sipp_uas_cpu_pct=%.0f machine_busy_pct=%.0f/%d00",
+			r, n, ok, f, aok, af, re, w, ok / busy, ht / hz / w * 100, ms, ut / hz / w * 100, st / hz / w * 100, sb / stt * 100 * nc, nc }')"
+}
+
+# ------------------------------------------------------------------ media
+# Sums the end-of-session counters Hotline logged after byte offset $1 of its log.
+media_counters() {
+	tail -c +"$(($1 + 1))" "$OUT/hotline.log" | grep 'media session ended' |
+		awk '{ for (i = 1; i <= NF; i++) { split($i, kv, "="); if (kv[2] != "") v[kv[1]] += kv[2] } n++ }
+		END { printf "%d %d %d %d %d %d %d\n", n, v["a_rx"], v["a_lost"], v["a_tx"], v["b_rx"], v["b_lost"], v["b_tx"] }'
+}
+
+run_media_step() {
+	local n=$1 pre="$OUT/media-$1"
+	rm -f "$pre".*
+	local setup=$(( (n + SETUP_RATE - 1) / SETUP_RATE ))
+	local hold=$(( (setup + WARM + MEDIA_SECS + 2) * 1000 ))
+	local log0; log0=$(stat -c %s "$OUT/hotline.log")
+	sipp_bg "$pre.uac" -sf "$HERE/uac_rtp.xml" $IP:$SUT_PORT -s 4000 -i $IP -p $CALLER_PORT \
+		-mp 40000 -r "$SETUP_RATE" -m "$n" -l "$n" -d "$hold" -timeout $((hold / 1000 + 60))s -timeout_error
+	local uac_pid; uac_pid=$(cat "$pre.uac.pid")
+	# wait until all n calls are up (bounded), then let them settle
+	for _ in $(seq $(( (setup + 20) * 5 ))); do
+		[ "$(statcol "$pre.uac.stat.csv" CurrentCall)" -ge "$n" ] && break; sleep 0.2
+	done
+	sleep "$WARM"
+	local h0 u0 e0 d0 t0 h1 u1 e1 d1 t1 sb0 st0 sb1 st1 rss
+	read -r sb0 st0 < <(sys_ticks)
+	h0=$(ticks $HPID); u0=$(ticks "$uac_pid"); e0=$(ticks "$UAS_PID"); d0=$(sock_drops $HPID); t0=$(now)
+	sleep "$MEDIA_SECS"
+	h1=$(ticks $HPID); u1=$(ticks "$uac_pid"); e1=$(ticks "$UAS_PID"); d1=$(sock_drops $HPID); t1=$(now)
+	read -r sb1 st1 < <(sys_ticks)
+	rss=$(rss_kb $HPID)
+	local up; up=$(statcol "$pre.uac.stat.csv" CurrentCall)
+	sipp_wait "$pre.uac"
+	local ok fail
+	ok=$(statcol "$pre.uac.stat.csv" 'SuccessfulCall(C)'); fail=$(statcol "$pre.uac.stat.csv" 'FailedCall(C)')
+	# every session logs its counters when its call ends (bounded wait)
+	local c
+	for _ in $(seq 50); do
+		c=$(media_counters "$log0"); [ "${c%% *}" -ge "$n" ] && break; sleep 0.2
+	done
+	emit "$(echo "$c" | awk -v n="$n" -v up="$up" -v ok="$ok" -v f="$fail" -v t0="$t0" -v t1="$t1" \
+		-v ht=$((h1 - h0)) -v ut=$((u1 - u0)) -v et=$((e1 - e0)) -v hz="$HZ" -v drops=$((d1 - d0)) \
+		-v rss="$rss" -v rss0="$RSS_IDLE" -v sb=$((sb1 - sb0)) -v stt=$((st1 - st0)) -v nc="$(nproc)" '{
+		w = t1 - t0; sessions = $1; arx = $2; alost = $3; atx = $4; brx = $5; blost = $6; btx = $7
+		ex = arx + alost + brx + blost; loss = ex > 0 ? (alost + blost) / ex * 100 : 100
+		cpu = ht / hz / w * 100
+		printf "callpath media calls=%d concurrent=%d ok=%d failed=%d sessions=%d loss_pct=%.4f caller_to_hotline_lost=%d relay_echo_path_lost=%d relayed_to_agent=%d relayed_to_caller=%d socket_drops_window=%d hotline_cpu_pct=%.1f cpu_pct_per_call=%.4f rss_mb=%.1f mb_per_call=%.3f sipp_uac_cpu_pct=%.0f sipp_uas_echo_cpu_pct=%.0f machine_busy_pct=%.0f/%d00",
+			n, up, ok, f, sessions, loss, alost, blost, btx, atx, drops, cpu, cpu / n, rss / 1024, (rss - rss0) / 1024 / n,
+			ut / hz / w * 100, et / hz / w * 100, sb / stt * 100 * nc, nc }')"
+}
+
+run_media() {
+	local pre="$OUT/media-uas"
+	rm -f "$pre".*
+	sipp_bg "$pre" -sf "$SIPDIR/uas.xml" -i $IP -p $AGENT_PORT -mp 6000 -rtp_echo -timeout "$MAX_SECS"s
+	UAS_PID=$(cat "$pre.pid")
+	wait_port $AGENT_PORT
+	local n
+	for n in $MEDIA_STEPS; do
+		run_media_step "$n"
+		sleep 2
+	done
+	kill "$UAS_PID" 2>/dev/null; sipp_wait "$pre"; UAS_PID=""
+	printf '%s\n' "${RESULTS[@]}" | awk '/^callpath media/ {
+		for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+		if (v["failed"] == 0 && v["loss_pct"] < 0.1 && v["calls"] > best) best = v["calls"] }
+		END { printf "callpath media_capacity largest_calls_with_loss_below_0.1pct=%d\n", best }' |
+		while read -r l; do emit "$l"; done
+}
+
+for s in "${SCEN[@]}"; do
+	case $s in
+	cps) run_cps ;;
+	media) run_media ;;
+	*) echo "unknown scenario $s" >&2 ;;
+	esac
+	sleep 2
+done
+
+echo "hotline peak RSS: $(awk '/VmHWM/{print $2, $3}' "/proc/$HPID/status")"
+kill "$HPID"; wait "$HPID" 2>/dev/null; HPID=""
+echo
+echo "================ summary (CPU % = of one core; references: RustPBX, Kamailio) ================"
+printf '%s\n' "${RESULTS[@]}" | tee "$OUT/summary.txt"
+printf '%s\n' "${RESULTS[@]}" | awk '
+	{ delete v; for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] } }
+	$2 == "cps" { printf "%-34s hotline %8.3f ms   goal <= 1 ms   RustPBX 9-12 ms (x%.0f-%.0f)   Kamailio proxy 0.53 ms\n",
+		"CPU per queued+answered call", v["hotline_cpu_ms_per_call"], 9 / v["hotline_cpu_ms_per_call"], 12 / v["hotline_cpu_ms_per_call"]
+		printf "%-34s hotline %8s    goal >= 1000/s  RustPBX ~200/s   (failed %s, agent_failed %s)\n",
+		"calls/s through the queue", v["achieved"], v["failed"], v["agent_failed"] }
+	$2 == "media" && v["calls"] > 0 { printf "%-34s hotline %8.4f %%   goal <= 0.05 %%  RustPBX 0.076 %%  | %.3f MB/call (goal 0.3, RustPBX 0.57) loss %s %%\n",
+		"CPU per relayed call @" v["calls"], v["cpu_pct_per_call"], v["mb_per_call"], v["loss_pct"] }
+	$2 == "media_capacity" { printf "%-34s hotline %8s     goal 2000\n", "largest N with loss < 0.1%", v["largest_calls_with_loss_below_0.1pct"] }' |
+	tee -a "$OUT/summary.txt"
+echo "loadavg after: $(cut -d' ' -f1-3 /proc/loadavg)"
