@@ -389,8 +389,19 @@ async fn screen_pop_flow(
             "forbidden",
         )
         .await;
-    hang_up(&mut bob, &phone, caller, &call_id).await?;
-    bob.ok(json!({"type": "agent.ready"})).await;
+    let ended = hang_up(&mut bob, &phone, caller, &call_id).await?;
+    let interaction = ended["data"]["interaction_id"]
+        .as_i64()
+        .context("trail entry")?;
+    bob.ok(json!({"type": "call.disposition", "call_id": call_id, "code": "info"}))
+        .await;
+    state(&mut bob, "ready").await;
+    let trail = store
+        .interaction_by_call_id(&call_id)
+        .await?
+        .context("interaction in the trail")?;
+    assert_eq!(trail.id, interaction);
+    assert_eq!(trail.customer_id, shared[1], "the chosen candidate");
 
     // The audit log has the pops and carol's denied read.
     let log = store.audit_log(Some(weber), 100).await?;

@@ -290,6 +290,17 @@ impl Conn {
                         "not a candidate of a call offered to you",
                     ));
                 }
+                // The call's trail entry goes to the chosen customer (if the call is
+                // still up; after it ended, the choice only shows the record).
+                match self
+                    .hub
+                    .switch
+                    .call_command(&call_id, CallCommand::Identify { customer_id })
+                    .await
+                {
+                    Ok(()) | Err(SwitchError::NotFound(_) | SwitchError::Unavailable) => {}
+                    Err(e) => return Err(switch_fault(e)),
+                }
                 let store = self.store()?;
                 let view = store.view(customer_id, None).await.map_err(crm_fault)?;
                 self.hub.audit(

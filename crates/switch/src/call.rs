@@ -364,15 +364,23 @@ impl Call {
                     Some(out) = acd_rx.recv() => self.acd_output(out, &mut st).await,
                     input = self.inbox.recv() => match input {
                         None => incall::Outcome::End(EndReason::Shutdown),
-                        Some(CallInput::Command(cmd, reply)) => {
-                            if cmd == crate::CallCommand::Hangup {
+                        Some(CallInput::Command(cmd, reply)) => match cmd {
+                            crate::CallCommand::Hangup => {
                                 let _ = reply.send(Ok(()));
                                 incall::Outcome::End(EndReason::DeskHangup)
-                            } else {
+                            }
+                            crate::CallCommand::Identify { customer_id } => {
+                                let ok = self.desk.choose(customer_id);
+                                let _ = reply.send(if ok { Ok(()) } else {
+                                    Err(crate::SwitchError::NotFound(format!("candidate {customer_id}")))
+                                });
+                                incall::Outcome::Continue
+                            }
+                            _ => {
                                 let _ = reply.send(Err(crate::SwitchError::NotSupported(cmd.name())));
                                 incall::Outcome::Continue
                             }
-                        }
+                        },
                         Some(CallInput::Sip(ev)) => {
                             let is_agent = st.agent.as_ref().is_some_and(|a| event_call_id(&ev) == Some(a.call_id.as_str()));
                             if is_agent {

@@ -75,11 +75,23 @@ pub enum CallCommand {
     Hangup,
     Hold,
     Resume,
-    Transfer { to: String, attended: bool },
-    Conference { to: String },
-    Dtmf { digits: String },
+    Transfer {
+        to: String,
+        attended: bool,
+    },
+    Conference {
+        to: String,
+    },
+    Dtmf {
+        digits: String,
+    },
     PauseRecording,
     ResumeRecording,
+    /// The agent picked this customer among the pop's candidates: the call's trail entry
+    /// goes to them.
+    Identify {
+        customer_id: i64,
+    },
 }
 
 impl CallCommand {
@@ -93,6 +105,7 @@ impl CallCommand {
             CallCommand::Dtmf { .. } => "dtmf",
             CallCommand::PauseRecording => "pause_recording",
             CallCommand::ResumeRecording => "resume_recording",
+            CallCommand::Identify { .. } => "identify",
         }
     }
 }
@@ -297,7 +310,7 @@ impl SwitchHandle {
 
     /// Carries out a command on a live call (by the caller's Call-ID).
     pub async fn call_command(&self, call_id: &str, cmd: CallCommand) -> Result<(), SwitchError> {
-        if cmd != CallCommand::Hangup {
+        if !matches!(cmd, CallCommand::Hangup | CallCommand::Identify { .. }) {
             // Hold, transfer, conference, DTMF and recording control are call features
             // that land separately; until then desks get a clear code.
             return Err(SwitchError::NotSupported(cmd.name()));
@@ -377,6 +390,8 @@ struct DeskState {
     pop_error: Option<String>,
     offered_to: Option<String>,
     agent: Option<String>,
+    /// Chosen by the agent among candidates.
+    chosen: Option<i64>,
 }
 
 impl CallDesk {
@@ -474,6 +489,23 @@ impl CallDesk {
         }
     }
 
+    /// The agent chose this customer for the call (one of the pop's candidates).
+    pub(crate) fn choose(&self, customer_id: i64) -> bool {
+        self.with_state(|st| {
+            let ok = st.pop.as_deref().is_some_and(|p| match &p.identification {
+                Identification::Candidates { customers } => {
+                    customers.iter().any(|c| c.id == customer_id)
+                }
+                _ => false,
+            });
+            if ok {
+                st.chosen = Some(customer_id);
+            }
+            ok
+        })
+        .unwrap_or(false)
+    }
+
     /// The offered agent answered.
     pub(crate) fn answered(&self) {
         let Some((Some(agent), queue)) = self.with_state(|st| {
@@ -493,14 +525,14 @@ impl CallDesk {
     /// with its recording, and publishes `call.ended`.
     pub(crate) async fn ended(&self, reason: EndReason, recording: Option<&std::path::Path>) {
         let Some((customer, queue, agent, offered_to)) = self.with_state(|st| {
-            let customer = st.pop.as_deref().and_then(|p| match &p.identification {
+            let identified = st.pop.as_deref().and_then(|p| match &p.identification {
                 Identification::Known { customer } | Identification::Provisional { customer } => {
                     Some(customer.id)
                 }
                 _ => None,
             });
             (
-                customer,
+                st.chosen.or(identified),
                 st.queue.clone(),
                 st.agent.clone(),
                 st.offered_to.clone(),
