@@ -260,6 +260,43 @@ async fn roles_limit_what_each_user_may_do() {
     server.shutdown().await;
 }
 
+/// A desk that stops answering the server's pings is closed after three intervals.
+#[tokio::test]
+async fn silent_desks_are_closed_by_the_heartbeat() {
+    let acd =
+        hotline_acd::AcdConfig::from_toml("[[queue]]\nname = \"support\"\n").expect("acd config");
+    let switch = SwitchHandle::standalone(&acd, DeskConfig::default()).expect("switch");
+    let mut cfg = config();
+    cfg.heartbeat_secs = 1;
+    let server = CtiServer::start(cfg, switch).await.expect("cti");
+    let (mut ws, _) = {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let mut req = format!("ws://{}/cti", server.local_addr())
+            .into_client_request()
+            .unwrap();
+        req.headers_mut().insert("Origin", ORIGIN.parse().unwrap());
+        tokio_tungstenite::connect_async(req).await.unwrap()
+    };
+    // The silent socket sees pings, never answers, and is closed.
+    use futures_util::StreamExt;
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        let mut pings = 0;
+        while let Some(Ok(m)) = ws.next().await {
+            match m {
+                Message::Text(t) if t.as_str().contains("\"ping\"") => pings += 1,
+                Message::Close(frame) => return (pings, frame.map(|f| f.reason.to_string())),
+                _ => {}
+            }
+        }
+        (pings, None)
+    })
+    .await
+    .expect("closed within 10 s");
+    assert!(closed.0 >= 2, "pings before the close: {closed:?}");
+    assert_eq!(closed.1.as_deref(), Some("heartbeat timeout"));
+    server.shutdown().await;
+}
+
 /// Customer records: agents only reach customers of calls offered to them, searching is
 /// for roles that may; every access, allowed or denied, is in the audit log.
 async fn customer_access_is_authorised_and_audited(store: Store) {

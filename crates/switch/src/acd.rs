@@ -77,6 +77,8 @@ pub(crate) enum AcdInput {
 const LOGIN_REASON: &str = "login";
 const MAX_REASONS: usize = 64;
 const MAX_REASON_LEN: usize = 40;
+/// How often queue figures are published (`queue.stats`).
+const STATS_EVERY: Duration = Duration::from_secs(5);
 
 /// The not-ready reason code that marks "busy on a non-queue call".
 pub(crate) const BUSY_CODE: u16 = 9001;
@@ -163,6 +165,8 @@ impl AcdTask {
     }
 
     pub(crate) async fn run(mut self, mut input: mpsc::Receiver<AcdInput>) {
+        let mut stats = tokio::time::interval(STATS_EVERY);
+        stats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             self.decide();
             let wake = self
@@ -182,6 +186,14 @@ impl AcdTask {
                 } => {
                     let now = self.now();
                     self.engine.handle_timeout(now);
+                }
+                _ = stats.tick() => {
+                    // Wallboards and supervisors; only built when someone listens.
+                    if self.bus.receiver_count() > 0 {
+                        let now = self.now();
+                        let q = std::sync::Arc::new(self.queue_stats(now));
+                        let _ = self.bus.send(SwitchEvent::QueueStats(q));
+                    }
                 }
             }
             self.decide();
