@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Hotline's full test suite. Works on a fresh Debian machine: installs the real peers the
-# tests talk to (SIPp, espeak-ng and sox, PostgreSQL) when they are missing, then runs every test in the workspace.
+# tests talk to (SIPp, baresip, espeak-ng and sox, PostgreSQL) when they are missing, then runs every test in the workspace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -8,6 +8,7 @@ need=()
 command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
 command -v espeak-ng >/dev/null 2>&1 || need+=(espeak-ng)
 command -v sox >/dev/null 2>&1 || need+=(sox)
+command -v baresip >/dev/null 2>&1 || need+=(baresip)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   echo "installing test peers: ${need[*]}"

@@ -19,7 +19,10 @@
 #
 # Usage:  sip-tests/bench/callpath.sh [cps] [media]        (default: both)
 # Env:    AGENTS (3000) CPS_RATE (1000) DUR (10) HOLD_MS (1000)
-#         MEDIA_STEPS ("250 500 1000 1500 2000") MEDIA_SECS (15) SETUP_RATE (200) WARM (3)
+#         MEDIA_STEPS ("250 500 750 1000"; add 1500 2000 to go on) MEDIA_SECS (15) SETUP_RATE (200) WARM (3)
+#         UAS_COUNT (4): agent UAS processes (agents split among them; each -rtp_echo is one
+#           thread on one socket, so several keep the echo from being the bottleneck)
+#         RECORD (0): 1 = record every bridged call (Hotline's default), to measure its cost
 #         NICE (-10 as root, else 0) NO_BUILD=1 (use the existing release binary)
 #         MAX_SECS (watchdog for the whole script, default 900)
 # Output: one machine-readable line per figure, prefixed "callpath ", then a table
@@ -32,16 +35,19 @@ SIPDIR="$SHARED/bench/sip"
 OUT=${OUT:-$ROOT/sip-tests/out/bench/callpath}
 IP=127.0.0.1
 SUT_PORT=5070
-AGENT_PORT=5080
+AGENT_PORT=5080   # first agent UAS; the others on 5082, 5084, ...
+UAS_COUNT=${UAS_COUNT:-4}
+[ "$UAS_COUNT" -ge 1 ] && [ "$UAS_COUNT" -le 4 ] || { echo "UAS_COUNT must be 1..4" >&2; exit 1; }
 CALLER_PORT=5090
 AGENTS=${AGENTS:-3000}
 CPS_RATE=${CPS_RATE:-1000}
 DUR=${DUR:-10}
 HOLD_MS=${HOLD_MS:-1000}
-MEDIA_STEPS=${MEDIA_STEPS:-250 500 1000 1500 2000}
+MEDIA_STEPS=${MEDIA_STEPS:-250 500 750 1000}
 MEDIA_SECS=${MEDIA_SECS:-15}
 SETUP_RATE=${SETUP_RATE:-200}
 WARM=${WARM:-3}
+RECORD=${RECORD:-0}
 MAX_SECS=${MAX_SECS:-900}
 if [ "$(id -u)" = 0 ]; then NICE=${NICE:--10}; else NICE=${NICE:-0}; fi
 HZ=$(getconf CLK_TCK)
@@ -52,10 +58,10 @@ mkdir -p "$OUT"
 cd "$OUT" || exit 1   # SIPp reads caller.wav from its working directory
 
 # ------------------------------------------------------------------ processes we own
-HPID="" UAS_PID=""
+HPID="" UAS_PIDS=""
 cleanup() {
 	local p
-	for p in $UAS_PID $(cat "$OUT"/*.pid 2>/dev/null) $HPID; do
+	for p in $UAS_PIDS $(cat "$OUT"/*.pid 2>/dev/null) $HPID; do
 		kill "$p" 2>/dev/null
 	done
 }
@@ -139,41 +145,79 @@ PY
 {
 	printf '[sip]\nudp = ["%s:%d"]\ntrusted = ["127.0.0.0/8"]\nauthenticate_requests = false\n' $IP $SUT_PORT
 	printf '[media]\nrtp_ip = "%s"\nrtp_ports = [20000, 39999]\n' $IP
+	# Recording is on by default in Hotline; the relay figure is measured without it
+	# (RECORD=1 measures with it: one stereo WAV per call, 16 KB/s, under $OUT/recordings,
+	# deleted after each part).
+	if [ "$RECORD" = 1 ]; then printf 'record = true\nrecordings = "%s/recordings"\n' "$OUT"; else printf 'record = false\n'; fi
 	printf '[[numbers]]\nnumber = "4000"\nqueue = "bench"\n'
 	printf '[acd]\n[[acd.queue]]\nname = "bench"\n'
 	for i in $(seq "$AGENTS"); do printf '[[acd.agent]]\nid = "user%05d"\nqueues = { bench = 0 }\n' "$i"; done
 } >"$OUT/callpath.toml"
-{ echo SEQUENTIAL; for i in $(seq "$AGENTS"); do printf 'user%05d;%s\n' "$i" $IP; done; } >"$OUT/agents.csv"
+for k in $(seq 0 $((UAS_COUNT - 1))); do   # agent i is served by UAS (i-1) mod UAS_COUNT
+	{ echo SEQUENTIAL; for i in $(seq $((k + 1)) "$UAS_COUNT" "$AGENTS"); do printf 'user%05d;%s\n' "$i" $IP; done; } >"$OUT/agents-$k.csv"
+done
+uas_port() { echo $((AGENT_PORT + 2 * $1)); }
+# start_uas <prefix> <sipp args...> : one UAS per agent group, pids in UAS_PIDS
+start_uas() {
+	local pre=$1 k; shift
+	UAS_PIDS=""
+	for k in $(seq 0 $((UAS_COUNT - 1))); do
+		sipp_bg "$pre-$k" -sf "$SIPDIR/uas.xml" -i $IP -p "$(uas_port "$k")" -mp $((6000 + 10 * k)) "$@"
+		UAS_PIDS="$UAS_PIDS $(cat "$pre-$k.pid")"
+	done
+	for k in $(seq 0 $((UAS_COUNT - 1))); do wait_port "$(uas_port "$k")"; done
+}
+# stop_uas <prefix> : stop them (their 4 s timewait done) and sum a stat column
+stop_uas() {
+	local pre=$1 k
+	sleep 5
+	for k in $(seq 0 $((UAS_COUNT - 1))); do kill "$(cat "$pre-$k.pid")" 2>/dev/null; sipp_wait "$pre-$k"; done
+	UAS_PIDS=""
+}
+uas_stat() { local k t=0; for k in $(seq 0 $((UAS_COUNT - 1))); do t=$((t + $(statcol "$1-$k.stat.csv" "$2"))); done; echo $t; }
+sum_ticks() { local p t=0; for p in "$@"; do t=$((t + $(ticks "$p"))); done; echo $t; }
+sum_drops() { local p t=0; for p in "$@"; do t=$((t + $(sock_drops "$p"))); done; echo $t; }
 
 echo "sipp: $(sipp -v 2>&1 | grep -o 'v[0-9.]*' | head -1)  cpus: $(nproc)  loadavg before: $(cut -d' ' -f1-3 /proc/loadavg)"
-wait_free $SUT_PORT || { echo "port $SUT_PORT busy" >&2; exit 1; }
-# Per-call media counters come from the media session's end-of-call line (target
-# hotline_media::stats); everything else at warn, so logging costs nothing per call.
-NO_COLOR=1 RUST_LOG=warn,hotline_media::stats=info nice -n "$NICE" "$BIN" serve --config "$OUT/callpath.toml" \
-	>"$OUT/hotline.log" 2>&1 &
-HPID=$!
-wait_port $SUT_PORT || { echo "hotline did not start; see $OUT/hotline.log" >&2; exit 1; }
-echo "hotline pid $HPID, $AGENTS agents"
 
-# Register every agent from the UAS port: Hotline sends their calls back there.
-sipp_bg "$OUT/register" -sf "$SIPDIR/register.xml" -inf "$OUT/agents.csv" $IP:$SUT_PORT \
-	-i $IP -p $AGENT_PORT -r 2000 -m "$AGENTS" -timeout 30s -timeout_error
-sipp_wait "$OUT/register"
-reg_ok=$(statcol "$OUT/register.stat.csv" 'SuccessfulCall(C)')
-[ "$reg_ok" = "$AGENTS" ] || { echo "only $reg_ok of $AGENTS agents registered" >&2; exit 1; }
-wait_free $AGENT_PORT
-RSS_IDLE=$(rss_kb $HPID)
+# A fresh Hotline per scenario (so memory per call is not blurred by an earlier run), with
+# every agent registered from the UAS port: Hotline sends their calls back there.
+start_hotline() {
+	wait_free $SUT_PORT || { echo "port $SUT_PORT busy" >&2; exit 1; }
+	# Per-call media counters come from the media session's end-of-call line (target
+	# hotline_media::stats); everything else at warn, so logging costs nothing per call.
+	NO_COLOR=1 RUST_LOG=warn,hotline_media::stats=info nice -n "$NICE" "$BIN" serve --config "$OUT/callpath.toml" \
+		>"$OUT/hotline.log" 2>&1 &
+	HPID=$!
+	wait_port $SUT_PORT || { echo "hotline did not start; see $OUT/hotline.log" >&2; exit 1; }
+	local k reg_ok=0
+	for k in $(seq 0 $((UAS_COUNT - 1))); do
+		sipp_bg "$OUT/register-$k" -sf "$SIPDIR/register.xml" -inf "$OUT/agents-$k.csv" $IP:$SUT_PORT \
+			-i $IP -p "$(uas_port "$k")" -r 1000 -m $(($(wc -l <"$OUT/agents-$k.csv") - 1)) -timeout 30s -timeout_error
+	done
+	for k in $(seq 0 $((UAS_COUNT - 1))); do
+		sipp_wait "$OUT/register-$k"
+		reg_ok=$((reg_ok + $(statcol "$OUT/register-$k.stat.csv" 'SuccessfulCall(C)')))
+		wait_free "$(uas_port "$k")"
+	done
+	[ "$reg_ok" = "$AGENTS" ] || { echo "only $reg_ok of $AGENTS agents registered" >&2; exit 1; }
+	RSS_IDLE=$(rss_kb $HPID)
+	echo "hotline pid $HPID, $AGENTS agents registered, idle RSS $((RSS_IDLE / 1024)) MB"
+}
+stop_hotline() {
+	echo "hotline peak RSS: $(awk '/VmHWM/{print $2, $3}' "/proc/$HPID/status")"
+	kill "$HPID"; wait "$HPID" 2>/dev/null; HPID=""
+	rm -rf "$OUT/recordings"
+}
 
 # ------------------------------------------------------------------ signalling
 run_cps() {
 	local n=$((CPS_RATE * DUR)) pre="$OUT/cps"
 	rm -f "$pre".*
-	sipp_bg "$pre.uas" -sf "$SIPDIR/uas.xml" -i $IP -p $AGENT_PORT -m "$n" -timeout $((DUR + 60))s
-	UAS_PID=$(cat "$pre.uas.pid")
-	wait_port $AGENT_PORT
+	start_uas "$pre.uas" -timeout $((DUR + 60))s
 	local h0 u0 s0 t0 h1 u1 s1 t1 sb0 st0 sb1 st1
 	read -r sb0 st0 < <(sys_ticks)
-	h0=$(ticks $HPID); s0=$(ticks "$UAS_PID"); t0=$(now)
+	h0=$(ticks $HPID); s0=$(sum_ticks $UAS_PIDS); t0=$(now)
 	sipp_bg "$pre.uac" -sf "$SIPDIR/uac.xml" $IP:$SUT_PORT -s 4000 -i $IP -p $CALLER_PORT \
 		-r "$CPS_RATE" -m "$n" -d "$HOLD_MS" -timeout $((DUR + 60))s -timeout_error
 	local uac_pid; uac_pid=$(cat "$pre.uac.pid")
@@ -181,14 +225,13 @@ run_cps() {
 	u0=0; u1=0
 	while kill -0 "$uac_pid" 2>/dev/null; do u1=$(ticks "$uac_pid"); sleep 0.2; done
 	sipp_wait "$pre.uac"
-	t1=$(now); h1=$(ticks $HPID); s1=$(ticks "$UAS_PID")
+	t1=$(now); h1=$(ticks $HPID); s1=$(sum_ticks $UAS_PIDS)
 	read -r sb1 st1 < <(sys_ticks)
-	for _ in $(seq 100); do kill -0 "$UAS_PID" 2>/dev/null || break; sleep 0.1; done
-	kill "$UAS_PID" 2>/dev/null; sipp_wait "$pre.uas"; UAS_PID=""
+	stop_uas "$pre.uas"
 	local ok fail retr aok afail
 	ok=$(statcol "$pre.uac.stat.csv" 'SuccessfulCall(C)'); fail=$(statcol "$pre.uac.stat.csv" 'FailedCall(C)')
 	retr=$(statcol "$pre.uac.stat.csv" 'Retransmissions(C)')
-	aok=$(statcol "$pre.uas.stat.csv" 'SuccessfulCall(C)'); afail=$(statcol "$pre.uas.stat.csv" 'FailedCall(C)')
+	aok=$(uas_stat "$pre.uas" 'SuccessfulCall(C)'); afail=$(uas_stat "$pre.uas" 'FailedCall(C)')
 	emit "$(awk -v r="$CPS_RATE" -v n="$n" -v ok="$ok" -v f="$fail" -v re="$retr" -v aok="$aok" -v af="$afail" \
 		-v t0="$t0" -v t1="$t1" -v hold="$HOLD_MS" -v ht=$((h1 - h0)) -v ut=$((u1 - u0)) -v st=$((s1 - s0)) \
 		-v hz="$HZ" -v sb=$((sb1 - sb0)) -v stt=$((st1 - st0)) -v nc="$(nproc)" 'BEGIN {
@@ -212,6 +255,8 @@ run_media_step() {
 	local setup=$(( (n + SETUP_RATE - 1) / SETUP_RATE ))
 	local hold=$(( (setup + WARM + MEDIA_SECS + 2) * 1000 ))
 	local log0; log0=$(stat -c %s "$OUT/hotline.log")
+	local hd0 ed0 hd1 ed1
+	hd0=$(sock_drops $HPID); ed0=$(sum_drops $UAS_PIDS)
 	sipp_bg "$pre.uac" -sf "$HERE/uac_rtp.xml" $IP:$SUT_PORT -s 4000 -i $IP -p $CALLER_PORT \
 		-mp 40000 -r "$SETUP_RATE" -m "$n" -l "$n" -d "$hold" -timeout $((hold / 1000 + 60))s -timeout_error
 	local uac_pid; uac_pid=$(cat "$pre.uac.pid")
@@ -222,13 +267,14 @@ run_media_step() {
 	sleep "$WARM"
 	local h0 u0 e0 d0 t0 h1 u1 e1 d1 t1 sb0 st0 sb1 st1 rss
 	read -r sb0 st0 < <(sys_ticks)
-	h0=$(ticks $HPID); u0=$(ticks "$uac_pid"); e0=$(ticks "$UAS_PID"); d0=$(sock_drops $HPID); t0=$(now)
+	h0=$(ticks $HPID); u0=$(ticks "$uac_pid"); e0=$(sum_ticks $UAS_PIDS); d0=$(sock_drops $HPID); t0=$(now)
 	sleep "$MEDIA_SECS"
-	h1=$(ticks $HPID); u1=$(ticks "$uac_pid"); e1=$(ticks "$UAS_PID"); d1=$(sock_drops $HPID); t1=$(now)
+	h1=$(ticks $HPID); u1=$(ticks "$uac_pid"); e1=$(sum_ticks $UAS_PIDS); d1=$(sock_drops $HPID); t1=$(now)
 	read -r sb1 st1 < <(sys_ticks)
 	rss=$(rss_kb $HPID)
 	local up; up=$(statcol "$pre.uac.stat.csv" CurrentCall)
 	sipp_wait "$pre.uac"
+	hd1=$(sock_drops $HPID); ed1=$(sum_drops $UAS_PIDS)
 	local ok fail
 	ok=$(statcol "$pre.uac.stat.csv" 'SuccessfulCall(C)'); fail=$(statcol "$pre.uac.stat.csv" 'FailedCall(C)')
 	# every session logs its counters when its call ends (bounded wait)
@@ -238,27 +284,27 @@ run_media_step() {
 	done
 	emit "$(echo "$c" | awk -v n="$n" -v up="$up" -v ok="$ok" -v f="$fail" -v t0="$t0" -v t1="$t1" \
 		-v ht=$((h1 - h0)) -v ut=$((u1 - u0)) -v et=$((e1 - e0)) -v hz="$HZ" -v drops=$((d1 - d0)) \
+		-v hdrops=$((hd1 - hd0)) -v edrops=$((ed1 - ed0)) \
 		-v rss="$rss" -v rss0="$RSS_IDLE" -v sb=$((sb1 - sb0)) -v stt=$((st1 - st0)) -v nc="$(nproc)" '{
 		w = t1 - t0; sessions = $1; arx = $2; alost = $3; atx = $4; brx = $5; blost = $6; btx = $7
 		ex = arx + alost + brx + blost; loss = ex > 0 ? (alost + blost) / ex * 100 : 100
 		cpu = ht / hz / w * 100
-		printf "callpath media calls=%d concurrent=%d ok=%d failed=%d sessions=%d loss_pct=%.4f caller_to_hotline_lost=%d relay_echo_path_lost=%d relayed_to_agent=%d relayed_to_caller=%d socket_drops_window=%d hotline_cpu_pct=%.1f cpu_pct_per_call=%.4f rss_mb=%.1f mb_per_call=%.3f sipp_uac_cpu_pct=%.0f sipp_uas_echo_cpu_pct=%.0f machine_busy_pct=%.0f/%d00",
-			n, up, ok, f, sessions, loss, alost, blost, btx, atx, drops, cpu, cpu / n, rss / 1024, (rss - rss0) / 1024 / n,
+		hloss = arx + brx > 0 ? hdrops / (arx + brx + hdrops) * 100 : 0
+		printf "callpath media calls=%d concurrent=%d ok=%d failed=%d sessions=%d loss_pct=%.4f hotline_loss_pct=%.4f caller_to_hotline_lost=%d relay_echo_path_lost=%d hotline_socket_drops=%d sipp_echo_socket_drops=%d relayed_to_agent=%d relayed_to_caller=%d hotline_socket_drops_window=%d hotline_cpu_pct=%.1f cpu_pct_per_call=%.4f rss_mb=%.1f mb_per_call=%.3f sipp_uac_cpu_pct=%.0f sipp_uas_echo_cpu_pct=%.0f machine_busy_pct=%.0f/%d00",
+			n, up, ok, f, sessions, loss, hloss, alost, blost, hdrops, edrops, btx, atx, drops, cpu, cpu / n, rss / 1024, (rss - rss0) / 1024 / n,
 			ut / hz / w * 100, et / hz / w * 100, sb / stt * 100 * nc, nc }')"
 }
 
 run_media() {
 	local pre="$OUT/media-uas"
 	rm -f "$pre".*
-	sipp_bg "$pre" -sf "$SIPDIR/uas.xml" -i $IP -p $AGENT_PORT -mp 6000 -rtp_echo -timeout "$MAX_SECS"s
-	UAS_PID=$(cat "$pre.pid")
-	wait_port $AGENT_PORT
+	start_uas "$pre" -rtp_echo -timeout "$MAX_SECS"s
 	local n
 	for n in $MEDIA_STEPS; do
 		run_media_step "$n"
 		sleep 2
 	done
-	kill "$UAS_PID" 2>/dev/null; sipp_wait "$pre"; UAS_PID=""
+	stop_uas "$pre"
 	printf '%s\n' "${RESULTS[@]}" | awk '/^callpath media/ {
 		for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
 		if (v["failed"] == 0 && v["loss_pct"] < 0.1 && v["calls"] > best) best = v["calls"] }
@@ -268,17 +314,15 @@ run_media() {
 
 for s in "${SCEN[@]}"; do
 	case $s in
-	cps) run_cps ;;
-	media) run_media ;;
+	cps) start_hotline; run_cps; stop_hotline ;;
+	media) start_hotline; run_media; stop_hotline ;;
 	*) echo "unknown scenario $s" >&2 ;;
 	esac
 	sleep 2
 done
-
-echo "hotline peak RSS: $(awk '/VmHWM/{print $2, $3}' "/proc/$HPID/status")"
-kill "$HPID"; wait "$HPID" 2>/dev/null; HPID=""
 echo
 echo "================ summary (CPU % = of one core; references: RustPBX, Kamailio) ================"
+[ "$RECORD" = 1 ] && echo "(recording every bridged call)"
 printf '%s\n' "${RESULTS[@]}" | tee "$OUT/summary.txt"
 printf '%s\n' "${RESULTS[@]}" | awk '
 	{ delete v; for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] } }

@@ -28,14 +28,24 @@ pub async fn start_hotline() -> anyhow::Result<Hotline> {
 
 /// Like [`start_hotline`], with more configuration appended (e.g. `[[numbers]]`).
 pub async fn start_hotline_with(extra: &str) -> anyhow::Result<Hotline> {
+    start_hotline_with_sip("", extra).await
+}
+
+/// Like [`start_hotline_with`], with more `[sip]` keys (e.g. `min_se_secs = 2\n`).
+pub async fn start_hotline_with_sip(sip: &str, extra: &str) -> anyhow::Result<Hotline> {
     let mut toml = String::from(
         "[sip]\nudp = [\"127.0.0.1:0\"]\ntcp = [\"127.0.0.1:0\"]\ntrusted = [\"127.0.0.2/32\"]\n\
          digest_algorithms = [\"MD5\"]\nt1_ms = 100\nt2_ms = 400\n",
     );
+    toml.push_str(sip);
     for (u, p) in USERS {
         toml.push_str(&format!("[[users]]\nname = \"{u}\"\npassword = \"{p}\"\n"));
     }
     toml.push_str(extra);
+    // Tests read call records back from memory unless they name a store themselves.
+    if !extra.contains("[store]") {
+        toml.push_str("\n[store]\nurl = \"memory\"\n");
+    }
     let cfg = Config::parse(Path::new("<sip-tests>"), &toml)?;
     hotline::start(&cfg).await
 }
@@ -244,4 +254,23 @@ pub async fn wait_bound(port: u16, proto: Proto) -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     bail!("nothing bound 127.0.0.1:{port} within 10 s")
+}
+
+/// Writes `caller.wav` (4 s of PCMU that SIPp's `rtp_stream` loops) into SIPp's working
+/// directory, once per test process and atomically (a rename), since tests run in
+/// parallel and a SIPp may be reading it.
+pub fn caller_audio() -> anyhow::Result<()> {
+    static DONE: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    DONE.get_or_init(|| {
+        let dir = out_dir();
+        let tmp = dir.join(format!("caller.wav.{}.tmp", std::process::id()));
+        let tone: Vec<i16> = (0..32_000)
+            .map(|i| ((i as f64 * 0.1).sin() * 8000.0) as i16)
+            .collect();
+        hotline_media::wav::write_wav(&tmp, hotline_media::wav::WavEncoding::Ulaw, &tone)
+            .map_err(|e| e.to_string())?;
+        std::fs::rename(&tmp, dir.join("caller.wav")).map_err(|e| e.to_string())
+    })
+    .clone()
+    .map_err(anyhow::Error::msg)
 }

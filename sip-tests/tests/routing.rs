@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::Context;
 use hotline::Hotline;
 use hotline_acd::{AgentState, NotReadyReason};
+use hotline_cdr::{CallRecord, CallResult, HangupSide, MemoryCdrs, QueueEventKind};
 use hotline_sip_tests::{
     Proto, Sipp, SippBuilder, free_port, out_dir, start_hotline_with, wait_bound,
 };
@@ -122,6 +123,16 @@ fn dtmf_pcap(digit: u8) -> anyhow::Result<()> {
 
 /// Registers `user` from a fresh port and starts its UAS scenario there (echoing RTP).
 async fn agent(h: &Hotline, user: &str, scenario: &str) -> anyhow::Result<Sipp> {
+    agent_with(h, user, scenario, &[]).await
+}
+
+/// Like [`agent`], with extra SIPp arguments (e.g. `-m 2` for two calls).
+async fn agent_with(
+    h: &Hotline,
+    user: &str,
+    scenario: &str,
+    extra: &[&str],
+) -> anyhow::Result<Sipp> {
     let server = Proto::Udp.server_addr(h);
     let port = free_port();
     let pw = format!("{user}-pw");
@@ -137,6 +148,7 @@ async fn agent(h: &Hotline, user: &str, scenario: &str) -> anyhow::Result<Sipp> 
     .await?;
     let uas = SippBuilder::new(&format!("{user}-uas"), scenario, Proto::Udp, port)
         .args(["-s", user, "-rtp_echo"])
+        .args(extra.iter().copied())
         .spawn(None)?;
     wait_bound(port, Proto::Udp).await?;
     Ok(uas)
@@ -157,6 +169,35 @@ fn caller(
         b = b.arg(*e);
     }
     b.spawn(Some(Proto::Udp.server_addr(h)))
+}
+
+/// The CDR row of `call_id` (written before the call's report, so it is there already).
+fn row(h: &Hotline, call_id: &str) -> anyhow::Result<CallRecord> {
+    let cdrs: &MemoryCdrs = h
+        .cdr
+        .as_ref()
+        .and_then(|c| c.memory.as_ref())
+        .context("CDRs kept in memory")?;
+    let rows: Vec<CallRecord> = cdrs
+        .calls()
+        .into_iter()
+        .filter(|r| r.call_id == call_id)
+        .collect();
+    assert_eq!(rows.len(), 1, "exactly one CDR for {call_id}: {rows:?}");
+    rows.into_iter().next().context("row")
+}
+
+/// The queue-log kinds of `call_id`, in order.
+fn queue_log(h: &Hotline, call_id: &str) -> Vec<QueueEventKind> {
+    h.cdr
+        .as_ref()
+        .and_then(|c| c.memory.as_ref())
+        .map(|c| c.events())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| e.call_id == call_id)
+        .map(|e| e.event)
+        .collect()
 }
 
 fn switch(h: &mut Hotline) -> anyhow::Result<&mut Switch> {
@@ -225,6 +266,43 @@ async fn ivr_choice_by_sip_info_reaches_the_queue_and_is_recorded() -> anyhow::R
     let b = end.media.and_then(|m| m.b).context("agent leg")?;
     assert!(b.tx_packets >= 30, "caller audio relayed to bob: {b:?}");
     assert_recording(&end, &rec)?;
+    let r = row(&h, &end.call_id)?;
+    assert_eq!(r.result, CallResult::Answered);
+    assert_eq!(
+        (r.direction.as_str(), r.caller.as_str(), r.dialed.as_str()),
+        ("inbound", "alice", "5000")
+    );
+    assert_eq!(r.route, "menu:main>queue:sales");
+    assert_eq!(
+        (r.queue.as_deref(), r.agent.as_deref()),
+        (Some("sales"), Some("bob"))
+    );
+    assert_eq!((r.sip_status, r.hangup_side), (200, HangupSide::Caller));
+    assert_eq!(
+        r.recording.as_deref(),
+        end.recording.as_ref().and_then(|p| p.to_str())
+    );
+    let (q, o, a) = (
+        r.queued_at.context("queued")?,
+        r.offered_at.context("offered")?,
+        r.answered_at.context("answered")?,
+    );
+    assert!(
+        r.arrived_at <= q && q <= o && o <= a && a <= r.ended_at,
+        "{r:?}"
+    );
+    assert_eq!(r.wait_ms, a - q);
+    // The caller streams 2 s after the key; the bridge follows the key within a second.
+    assert!((1000..=3000).contains(&r.talk_ms), "{r:?}");
+    assert_eq!(
+        queue_log(&h, &end.call_id),
+        [
+            QueueEventKind::EnterQueue,
+            QueueEventKind::Offer,
+            QueueEventKind::Connect,
+            QueueEventKind::CompleteCaller
+        ]
+    );
     assert_clean(&h).await?;
     h.shutdown().await;
     Ok(())
@@ -281,6 +359,24 @@ async fn closed_hours_play_the_closed_message_then_hang_up() -> anyhow::Result<(
     let media = end.media.context("media")?;
     // The spoken closed message is several seconds long (or a beep without espeak-ng).
     assert!(media.a.tx_packets >= 10, "closed message played: {media:?}");
+    let r = row(&h, &end.call_id)?;
+    assert_eq!(
+        (r.result.clone(), r.route.as_str()),
+        (CallResult::Closed, "closed")
+    );
+    assert_eq!(r.hangup_side, HangupSide::System);
+    // An unacceptable offer: rejected with 488 before anything else, still one row.
+    caller(&h, "bad-sdp", "uac_queue_bad_sdp.xml", "5002", &[])?
+        .expect_success()
+        .await?;
+    let end = next_end(&mut ended).await?;
+    let r = row(&h, &end.call_id)?;
+    assert_eq!(
+        (r.result.clone(), r.sip_status),
+        (CallResult::Rejected, 488),
+        "{r:?}"
+    );
+    assert_eq!((r.queued_at, r.answered_at), (None, None));
     caller(&h, "open", "uac_queue_call.xml", "5002", &[])?
         .expect_success()
         .await?;
@@ -310,6 +406,19 @@ async fn queue_announcements_are_played_while_waiting() -> anyhow::Result<()> {
     let end = next_end(&mut ended).await?;
     assert_eq!(end.reason, EndReason::CallerHangup, "{end:?}");
     assert!(end.announcements >= 1, "announcements: {end:?}");
+    let r = row(&h, &end.call_id)?;
+    assert_eq!(r.result, CallResult::Abandoned);
+    assert_eq!(
+        (r.hangup_side, r.queue.as_deref(), r.agent.as_deref()),
+        (HangupSide::Caller, Some("slow"), None)
+    );
+    assert_eq!(r.answered_at, None);
+    // Waited the caller's 2 s in the queue.
+    assert!(r.wait_ms >= 1500 && r.talk_ms == 0, "{r:?}");
+    assert_eq!(
+        queue_log(&h, &end.call_id),
+        [QueueEventKind::EnterQueue, QueueEventKind::Abandon]
+    );
     assert_clean(&h).await?;
     h.shutdown().await;
     Ok(())
@@ -348,6 +457,17 @@ async fn leave_key_takes_the_caller_to_the_queue_fallback() -> anyhow::Result<()
     assert_eq!(end.route, "queue:first>queue:second");
     assert_eq!(end.queue.as_deref(), Some("second"));
     assert_eq!(end.agent.as_deref(), Some("bob"));
+    let log = queue_log(&h, &end.call_id);
+    assert_eq!(
+        log[..3],
+        [
+            QueueEventKind::EnterQueue,
+            QueueEventKind::Fallback,
+            QueueEventKind::EnterQueue
+        ],
+        "{log:?}"
+    );
+    assert_eq!(row(&h, &end.call_id)?.result, CallResult::Answered);
     assert_clean(&h).await?;
     h.shutdown().await;
     Ok(())
@@ -444,4 +564,139 @@ async fn wait_state(h: &Hotline, user: &str, want: &AgentState) -> anyhow::Resul
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     anyhow::bail!("{user} never reached {want:?} (last {last:?})")
+}
+
+/// Callback: bob (the only agent) is busy on an extension call, so alice's queued call has
+/// a long expected wait and hears the callback offer; she presses `#` (INFO) and Hotline
+/// hangs up, keeping her place. When bob's call ends, Hotline calls bob first, then alice
+/// (her registered phone), and bridges them; alice hangs up after 1.5 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callback_keeps_the_place_and_calls_agent_then_customer() -> anyhow::Result<()> {
+    let (m, _) = media("callback", 17500)?;
+    let mut h = start_hotline_with(&format!(
+        "{m}[[numbers]]\nnumber = \"5006\"\nextension = \"bob\"\n\
+         [[numbers]]\nnumber = \"5007\"\nqueue = \"support\"\n\
+         [[queues]]\nname = \"support\"\ncallback_key = \"#\"\ncallback_min_ewt_secs = 60\n\
+         [acd]\n[[acd.queue]]\nname = \"support\"\n\
+         [[acd.agent]]\nid = \"bob\"\nqueues = {{ support = 0 }}\n"
+    ))
+    .await?;
+    let mut ended = switch(&mut h)?.take_ended().context("ended")?;
+    // bob takes two calls: the extension call, then the callback.
+    let bob = agent_with(&h, "bob", "uas_call.xml", &["-m", "2"]).await?;
+    let alice_phone = agent(&h, "alice", "uas_answer_then_bye.xml").await?;
+    caller_audio()?;
+    let first = caller(&h, "to-bob", "uac_call_with_audio.xml", "5006", &[])?;
+    let busy = AgentState::NotReady(NotReadyReason::Code(Switch::BUSY_CODE));
+    wait_state(&h, "bob", &busy).await?;
+    caller(
+        &h,
+        "wants-callback",
+        "uac_key_info_hung_up_on.xml",
+        "5007",
+        &["-key", "dtmf", "#"],
+    )?
+    .expect_success()
+    .await?;
+    first.expect_success().await?;
+    alice_phone.expect_success().await?;
+    bob.expect_success().await?;
+    let mut ends = [
+        next_end(&mut ended).await?,
+        next_end(&mut ended).await?,
+        next_end(&mut ended).await?,
+    ];
+    ends.sort_by_key(|e| e.route.clone());
+    assert_eq!(ends[0].route, "callback:support", "{:?}", ends[0]);
+    assert!(ends[0].bridged, "{:?}", ends[0]);
+    assert_eq!(ends[0].agent.as_deref(), Some("bob"));
+    assert_eq!(ends[0].reason, EndReason::CallerHangup, "alice hung up");
+    assert_eq!(ends[1].route, "extension:bob");
+    assert_eq!(ends[2].route, "queue:support");
+    assert_eq!(ends[2].reason, EndReason::Callback, "{:?}", ends[2]);
+    assert!(!ends[2].bridged);
+    let request = row(&h, &ends[2].call_id)?;
+    assert_eq!(request.result, CallResult::Callback);
+    assert!(queue_log(&h, &ends[2].call_id).contains(&QueueEventKind::Callback));
+    let cb = row(&h, &ends[0].call_id)?;
+    assert_eq!(
+        (cb.result.clone(), cb.direction.as_str()),
+        (CallResult::Answered, "outbound")
+    );
+    assert_eq!(
+        (cb.caller.as_str(), cb.agent.as_deref()),
+        ("alice", Some("bob"))
+    );
+    assert_eq!(cb.route, "callback:support");
+    wait_state(&h, "bob", &AgentState::Available).await?;
+    assert_clean(&h).await?;
+    h.shutdown().await;
+    Ok(())
+}
+
+/// `fallback = { number = "5008" }` where 5008 is a configured number routed to an
+/// extension: after `max_wait_secs` the caller is put through to bob's phone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_fallback_to_a_number_reaches_its_route() -> anyhow::Result<()> {
+    let (m, _) = media("fallback-number", 18000)?;
+    let mut h = start_hotline_with(&format!(
+        "{m}[[numbers]]\nnumber = \"5005\"\nqueue = \"night\"\n\
+         [[numbers]]\nnumber = \"5008\"\nextension = \"bob\"\n\
+         [acd]\n[[acd.queue]]\nname = \"night\"\nmax_wait_secs = 1\n\
+         fallback = {{ number = \"5008\" }}\n"
+    ))
+    .await?;
+    let mut ended = switch(&mut h)?.take_ended().context("ended")?;
+    let bob = agent(&h, "bob", "uas_call.xml").await?;
+    caller_audio()?;
+    caller(&h, "to-number", "uac_call_with_audio.xml", "5005", &[])?
+        .expect_success()
+        .await?;
+    bob.expect_success().await?;
+    let end = next_end(&mut ended).await?;
+    assert!(end.bridged, "{end:?}");
+    assert_eq!(end.route, "queue:night>extension:bob");
+    assert_eq!(end.agent.as_deref(), Some("bob"));
+    let r = row(&h, &end.call_id)?;
+    assert_eq!(r.result, CallResult::Answered);
+    assert!(queue_log(&h, &end.call_id).contains(&QueueEventKind::Fallback));
+    assert_clean(&h).await?;
+    h.shutdown().await;
+    Ok(())
+}
+
+/// A caller who presses nothing: after the (short) prompt and `timeout_secs` of silence,
+/// with no retries left, the menu's default route (the support queue) takes the call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ivr_silence_leads_to_the_menu_default() -> anyhow::Result<()> {
+    let (m, _) = media("ivr-default", 18500)?;
+    let prompt = out_dir().join(format!("menu-short-{}.wav", std::process::id()));
+    hotline_media::wav::write_wav(
+        &prompt,
+        hotline_media::wav::WavEncoding::Ulaw,
+        &[2000i16; 1600],
+    )?;
+    let mut h = start_hotline_with(&format!(
+        "{m}[[numbers]]\nnumber = \"5000\"\nmenu = \"quick\"\n\
+         [[menus]]\nname = \"quick\"\nprompt = \"{}\"\ntimeout_secs = 1\nretries = 0\n\
+         choices = {{ \"1\" = {{ queue = \"sales\" }} }}\ndefault = {{ queue = \"support\" }}\n\
+         [acd]\n[[acd.queue]]\nname = \"sales\"\n[[acd.queue]]\nname = \"support\"\n\
+         [[acd.agent]]\nid = \"carol\"\nqueues = {{ support = 0 }}\n",
+        prompt.display()
+    ))
+    .await?;
+    let mut ended = switch(&mut h)?.take_ended().context("ended")?;
+    let carol = agent(&h, "carol", "uas_call.xml").await?;
+    caller_audio()?;
+    caller(&h, "silent", "uac_call_with_audio.xml", "5000", &[])?
+        .expect_success()
+        .await?;
+    carol.expect_success().await?;
+    let end = next_end(&mut ended).await?;
+    assert!(end.bridged, "{end:?}");
+    assert_eq!(end.route, "menu:quick>queue:support");
+    assert_eq!(end.agent.as_deref(), Some("carol"));
+    assert_clean(&h).await?;
+    h.shutdown().await;
+    Ok(())
 }

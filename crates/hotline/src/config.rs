@@ -42,6 +42,31 @@ pub struct Config {
     pub crm: Option<CrmSection>,
     /// Agent desktops and supervisors over WebSocket (`[cti]`, `[[cti.user]]`).
     pub cti: Option<hotline_cti::CtiConfig>,
+    /// `[store]`: the database of the CRM and the CDRs.
+    #[serde(default)]
+    pub store: StoreSettings,
+}
+
+/// `[store]`: one database for the CRM and the CDRs (their migrations share it).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSettings {
+    /// `sqlite://data/hotline.db` (a path, relative to the working directory),
+    /// `postgres://user@host/db`, or `memory` (CDRs kept in memory only: tests, demos).
+    #[serde(default = "default_store_url")]
+    pub url: Spanned<String>,
+}
+
+impl Default for StoreSettings {
+    fn default() -> Self {
+        StoreSettings {
+            url: default_store_url(),
+        }
+    }
+}
+
+fn default_store_url() -> Spanned<String> {
+    Spanned::new(0..0, "sqlite://data/hotline.db".into())
 }
 
 /// Where a number, a menu choice or a closed branch goes: exactly one of `queue`,
@@ -133,6 +158,15 @@ pub struct QueueOptionsConfig {
     pub whisper: Option<PathBuf>,
     /// … or text spoken with espeak-ng (e.g. the queue's name).
     pub whisper_say: Option<String>,
+    /// A key that keeps the caller's place as a callback request and hangs up.
+    pub callback_key: Option<Spanned<String>>,
+    /// The callback is offered when the expected wait is at least this long.
+    #[serde(default = "default_callback_ewt")]
+    pub callback_min_ewt_secs: u64,
+}
+
+fn default_callback_ewt() -> u64 {
+    120
 }
 
 /// `[crm]`.
@@ -176,6 +210,10 @@ pub struct MediaConfig {
     pub rtp_ports: Spanned<[u16; 2]>,
     /// Music on hold (8 kHz WAV); without it a generated tune plays.
     pub music: Option<PathBuf>,
+    /// Hang up both legs of a call when a leg sends no RTP this long (not while on
+    /// hold); 0 = never.
+    #[serde(default = "default_no_rtp_timeout")]
+    pub no_rtp_timeout_secs: u64,
     /// Directory for call recordings (stereo WAV: caller left, agent right).
     #[serde(default = "default_recordings")]
     pub recordings: PathBuf,
@@ -196,12 +234,17 @@ impl Default for MediaConfig {
             rtp_ip: default_rtp_ip(),
             rtp_ports: default_rtp_ports(),
             music: None,
+            no_rtp_timeout_secs: default_no_rtp_timeout(),
             recordings: default_recordings(),
             record: true,
             prompt_cache: default_prompt_cache(),
             voice: true,
         }
     }
+}
+
+fn default_no_rtp_timeout() -> u64 {
+    30
 }
 
 fn default_recordings() -> PathBuf {
@@ -306,6 +349,21 @@ pub struct SipConfig {
     pub t2_ms: u64,
     #[serde(default = "default_t4")]
     pub t4_ms: u64,
+    /// Session timer (RFC 4028) Hotline asks of callers that propose none; 0 = only
+    /// honour the callers' own. Expiry without refresh hangs up both legs.
+    #[serde(default = "default_session_expires")]
+    pub session_expires_secs: u32,
+    /// Smallest session interval accepted (422 below it); the RFC's floor is 90.
+    #[serde(default = "default_min_se")]
+    pub min_se_secs: Spanned<u32>,
+}
+
+fn default_session_expires() -> u32 {
+    1800
+}
+
+fn default_min_se() -> Spanned<u32> {
+    Spanned::new(0..0, 90)
 }
 
 /// A SIP account.
@@ -501,6 +559,18 @@ impl Config {
                 "timers need 0 < t1_ms <= t2_ms".into(),
             ));
         }
+        let min_se = *self.sip.min_se_secs.get_ref();
+        let se = self.sip.session_expires_secs;
+        if min_se == 0 || (se != 0 && se < min_se) {
+            return Err(locate(
+                path,
+                text,
+                self.sip.min_se_secs.span().start.max(sip_at),
+                format!(
+                    "need 0 < min_se_secs ({min_se}) <= session_expires_secs ({se}), or session_expires_secs = 0"
+                ),
+            ));
+        }
         if self.sip.digest_algorithms.is_empty() {
             return Err(locate(
                 path,
@@ -585,6 +655,18 @@ impl Config {
         {
             let at = text.find("[crm]").unwrap_or(0);
             return Err(locate(path, text, at, format!("[crm]: {e}")));
+        }
+        let url = self.store.url.get_ref();
+        let known = ["sqlite:", "postgres://", "postgresql://"];
+        if url != "memory"
+            && (url.is_empty() || url.contains("://") && !known.iter().any(|k| url.starts_with(k)))
+        {
+            return Err(locate(
+                path,
+                text,
+                self.store.url.span().start,
+                format!("[store] url {url:?}: use sqlite://PATH, postgres://... or memory"),
+            ));
         }
         let mut seen = HashMap::new();
         for u in &self.users {
@@ -722,7 +804,11 @@ impl Config {
             if let Some(e) = err {
                 return Err(locate(path, text, at, e));
             }
-            if let Some(k) = &q.leave_key {
+            for (what, k) in [
+                ("leave_key", &q.leave_key),
+                ("callback_key", &q.callback_key),
+            ] {
+                let Some(k) = k else { continue };
                 let mut chars = k.get_ref().chars();
                 if !matches!((chars.next(), chars.next()), (Some(c), None) if c.is_ascii_digit() || c == '*' || c == '#')
                 {
@@ -731,11 +817,21 @@ impl Config {
                         text,
                         k.span().start,
                         format!(
-                            "queue {name:?}: leave_key {:?} is not a key (0-9, *, #)",
+                            "queue {name:?}: {what} {:?} is not a key (0-9, *, #)",
                             k.get_ref()
                         ),
                     ));
                 }
+            }
+            if let (Some(a), Some(b)) = (&q.leave_key, &q.callback_key)
+                && a.get_ref() == b.get_ref()
+            {
+                return Err(locate(
+                    path,
+                    text,
+                    b.span().start,
+                    format!("queue {name:?}: callback_key is the same key as leave_key"),
+                ));
             }
         }
         Ok(())

@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod prompts;
+pub mod store;
 
 use std::io::Read;
 
@@ -27,6 +28,8 @@ pub struct Hotline {
     pub cti: Option<hotline_cti::CtiServer>,
     /// The CRM store, with `[crm]`.
     pub crm: Option<hotline_crm::Store>,
+    /// The CDR writer (with `[[numbers]]`): call control records every call through it.
+    pub cdr: Option<store::Cdr>,
 }
 
 impl Hotline {
@@ -37,6 +40,10 @@ impl Hotline {
         }
         if let Some(s) = self.switch {
             s.shutdown().await;
+        }
+        // After the calls: their records are flushed before we exit.
+        if let Some(cdr) = self.cdr {
+            cdr.close().await;
         }
         self.sip.shutdown().await;
     }
@@ -64,10 +71,25 @@ pub fn sip_server_config(cfg: &Config) -> anyhow::Result<ServerConfig> {
 
 /// Call control's configuration: routes, menus, hours, queue options, prompts. Prompts
 /// given as text are spoken with espeak-ng (cached under `[media] prompt_cache`).
-pub fn switch_config(cfg: &Config, music: Prompt) -> anyhow::Result<SwitchConfig> {
+pub fn switch_config(
+    cfg: &Config,
+    music: Prompt,
+    cdr: hotline_cdr::CdrSink,
+) -> anyhow::Result<SwitchConfig> {
     let voice = Voice::new(&cfg.media);
-    let mut out = SwitchConfig::new(HashMap::new(), cfg.media.rtp_ip, music);
-    out.leg_timing = LegTiming::default();
+    let mut out = SwitchConfig::new(HashMap::new(), cfg.media.rtp_ip, music, cdr);
+    out.leg_timing = LegTiming {
+        // 0 = off: a year is as good as never for a call.
+        no_rtp_timeout: match cfg.media.no_rtp_timeout_secs {
+            0 => std::time::Duration::from_secs(365 * 86_400),
+            s => std::time::Duration::from_secs(s),
+        },
+        ..LegTiming::default()
+    };
+    out.session_timer = hotline_sip::session_timer::TimerPolicy {
+        session_expires: cfg.sip.session_expires_secs,
+        min_se: *cfg.sip.min_se_secs.get_ref(),
+    };
     out.acd = cfg.acd.clone();
     out.voice = voice.announcements()?.map(Arc::new);
     let closed = match &out.voice {
@@ -110,16 +132,37 @@ pub fn switch_config(cfg: &Config, music: Prompt) -> anyhow::Result<SwitchConfig
             (None, None) => None,
             (p, s) => Some(voice.prompt(p.as_deref(), s.as_deref())?),
         };
+        let callback_key = q
+            .callback_key
+            .as_ref()
+            .and_then(|k| k.get_ref().chars().next());
+        let callback_prompt = match callback_key {
+            Some(k) if voice.speaking() => {
+                let name = match k {
+                    '*' => "star".to_string(),
+                    '#' => "the hash key".to_string(),
+                    d => d.to_string(),
+                };
+                Some(voice.speak(&format!(
+                    "To keep your place and be called back, press {name}."
+                ))?)
+            }
+            _ => None,
+        };
         let options = hotline_switch::QueueOptions {
             leave_key: q
                 .leave_key
                 .as_ref()
                 .and_then(|k| k.get_ref().chars().next()),
             whisper,
+            callback_key,
+            callback_min_ewt_secs: q.callback_min_ewt_secs,
+            callback_prompt,
         };
         out.queues.insert(q.name.get_ref().clone(), options);
     }
     out.users = cfg.users.iter().map(|u| u.name.get_ref().clone()).collect();
+    out.trunk = cfg.sip.static_route.map(|r| r.0);
     if cfg.media.record {
         std::fs::create_dir_all(&cfg.media.recordings).with_context(|| {
             format!(
@@ -193,6 +236,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Hotline> {
             switch: None,
             cti: None,
             crm: None,
+            cdr: None,
         });
     }
     let [first, last] = *cfg.media.rtp_ports.get_ref();
@@ -202,7 +246,8 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Hotline> {
             .with_context(|| format!("loading music on hold {}", path.display()))?,
         None => Prompt::from_samples(hotline_media::prompts::hold_music()),
     };
-    let switch_cfg = switch_config(cfg, music)?;
+    let cdr = store::Cdr::open(&cfg.store).await?;
+    let switch_cfg = switch_config(cfg, music, cdr.sink.clone())?;
     let (sip, app, events) = Server::start_with_app(sip_server_config(cfg)?, 1024)
         .await
         .context("starting the SIP server")?;
@@ -251,6 +296,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Hotline> {
         switch: Some(switch),
         cti,
         crm,
+        cdr: Some(cdr),
     })
 }
 
@@ -266,7 +312,8 @@ mod tests {
         let mut cfg = Config::load(&dir.join("hotline.toml")).unwrap();
         cfg.media.voice = false;
         cfg.media.record = false;
-        let sw = switch_config(&cfg, Prompt::from_samples(vec![0; 8])).unwrap();
+        let (cdr, _) = hotline_cdr::CdrSink::memory();
+        let sw = switch_config(&cfg, Prompt::from_samples(vec![0; 8]), cdr).unwrap();
         let Route::Hours { hours, open, .. } = &sw.routes["4000"] else {
             panic!("{:?}", sw.routes["4000"]);
         };

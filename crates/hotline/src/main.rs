@@ -6,6 +6,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use hotline::Config;
 
+mod admin;
 mod simulate;
 
 #[derive(Parser)]
@@ -28,16 +29,31 @@ enum Command {
     Passwd,
     /// Simulate a center (what-if) or find the staff for a service level, with the ACD engine.
     Simulate(simulate::SimulateArgs),
+    /// Call-center report from the CDRs and queue log (JSON or CSV on stdout).
+    Report(admin::ReportArgs),
+    /// CRM data: import customers, generate synthetic ones.
+    Crm {
+        #[command(subcommand)]
+        command: admin::CrmCommand,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
     let cli = Cli::parse();
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+    };
+    // Commands that print data (reports, JSON, CSV) keep stdout for it and log to stderr.
+    match cli.command {
+        Command::Serve { .. } | Command::Simulate(_) => {
+            tracing_subscriber::fmt().with_env_filter(filter()).init()
+        }
+        Command::Report(_) | Command::Crm { .. } | Command::Passwd => tracing_subscriber::fmt()
+            .with_env_filter(filter())
+            .with_writer(std::io::stderr)
+            .init(),
+    }
     match cli.command {
         Command::Serve { config } => {
             let cfg = Config::load(&config)?;
@@ -60,7 +76,17 @@ fn main() -> anyhow::Result<()> {
             println!("{}", hotline_cti::hash_password(pw)?);
             Ok(())
         }
+        Command::Report(args) => small_runtime()?.block_on(admin::report(&args)),
+        Command::Crm { command } => small_runtime()?.block_on(admin::crm(&command)),
     }
+}
+
+/// The runtime of the store commands (database IO only).
+fn small_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("building the tokio runtime")
 }
 
 async fn serve(cfg: Config) -> anyhow::Result<()> {

@@ -904,6 +904,79 @@ pub fn process_answer(
     })
 }
 
+impl Negotiated {
+    /// Whether the peer asked us not to send (`sendonly`, `inactive` or `c=0.0.0.0`):
+    /// it put the call on hold.
+    pub fn peer_holds(&self) -> bool {
+        !self.local_direction.sends()
+    }
+}
+
+/// Our side of one leg's SDP across a dialog's offer/answer exchanges (re-INVITE,
+/// UPDATE): the `o=` line keeps its session id, and its version grows by one exactly
+/// when our description changes (RFC 3264 §8), so a phone that compares versions sees
+/// a change when there is one and none when we only repeat ourselves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LegSdp {
+    local: LocalMedia,
+    /// What we last sent, for the comparison.
+    last: Option<SessionDescription>,
+}
+
+impl LegSdp {
+    /// `local` is the leg's media; its first description goes out with its version.
+    pub fn new(local: LocalMedia) -> Self {
+        LegSdp { local, last: None }
+    }
+
+    /// Remembers a description already sent with [`answer_offer`] or [`build_offer`]
+    /// (e.g. the initial answer), so the next one is compared against it.
+    pub fn sent(local: LocalMedia, sdp: SessionDescription) -> Self {
+        LegSdp {
+            local,
+            last: Some(sdp),
+        }
+    }
+
+    pub fn local(&self) -> &LocalMedia {
+        &self.local
+    }
+
+    /// What we last sent (a session refresh re-offers it unchanged).
+    pub fn last(&self) -> Option<&SessionDescription> {
+        self.last.as_ref()
+    }
+
+    /// Answers a (re-)offer from the peer; `willing` as in [`answer_offer`].
+    pub fn answer(
+        &mut self,
+        offer: &SessionDescription,
+        willing: Direction,
+    ) -> Result<(SessionDescription, Negotiated)> {
+        let (sdp, n) = answer_offer(offer, &self.local, willing)?;
+        Ok((self.versioned(sdp), n))
+    }
+
+    /// A (re-)offer of ours: e.g. a session refresh (unchanged) or a new direction.
+    pub fn offer(&mut self, direction: Direction) -> SessionDescription {
+        let sdp = build_offer(&self.local, direction);
+        self.versioned(sdp)
+    }
+
+    fn versioned(&mut self, mut sdp: SessionDescription) -> SessionDescription {
+        if let Some(last) = &self.last {
+            let mut same = sdp.clone();
+            same.origin = last.origin.clone();
+            if same != *last {
+                self.local.bump_version();
+            }
+        }
+        sdp.origin = self.local.origin();
+        self.last = Some(sdp.clone());
+        sdp
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1180,5 +1253,53 @@ m=video 5000 RTP/AVP 96\nm=audio 6000 RTP/AVP 0\nc=IN IP6 2001:db8::2\na=rtcp:70
                 let _ = answer_offer(&sdp, &local(), Direction::SendRecv);
             }
         }
+    }
+
+    #[test]
+    fn reoffers_bump_the_version_only_on_change() {
+        let offer = SessionDescription::parse(PHONE_OFFER).unwrap();
+        let (first, n) = answer_offer(&offer, &local(), Direction::SendRecv).unwrap();
+        assert!(!n.peer_holds());
+        let mut leg = LegSdp::sent(local(), first.clone());
+        // The same offer again (a session refresh): same o= version.
+        let (again, _) = leg.answer(&offer, Direction::SendRecv).unwrap();
+        assert_eq!(again.origin, first.origin);
+        // Hold: the phone goes sendonly, we answer recvonly with a new version.
+        let hold =
+            SessionDescription::parse(&PHONE_OFFER.replace("a=sendrecv", "a=sendonly")).unwrap();
+        let (held, n) = leg.answer(&hold, Direction::SendRecv).unwrap();
+        assert!(n.peer_holds());
+        assert_eq!(held.media[0].direction, Some(Direction::RecvOnly));
+        assert_eq!(held.origin.session_id, first.origin.session_id);
+        assert_eq!(
+            held.origin.session_version,
+            first.origin.session_version + 1
+        );
+        // Old-style hold with c=0.0.0.0 also counts.
+        let zero = SessionDescription::parse(
+            &PHONE_OFFER.replace("c=IN IP4 192.0.2.10", "c=IN IP4 0.0.0.0"),
+        )
+        .unwrap();
+        let (_, n) = leg.answer(&zero, Direction::SendRecv).unwrap();
+        assert!(n.peer_holds());
+        assert_eq!(n.remote_rtp, None);
+        // Resume on a new port: sendrecv again, the new address is used.
+        let moved = SessionDescription::parse(&PHONE_OFFER.replace("49170", "49180")).unwrap();
+        let (resumed, n) = leg.answer(&moved, Direction::SendRecv).unwrap();
+        assert!(!n.peer_holds());
+        assert_eq!(resumed.media[0].direction, Some(Direction::SendRecv));
+        assert_eq!(n.remote_rtp, Some("192.0.2.10:49180".parse().unwrap()));
+        // (The c=0.0.0.0 answer was the same as the sendonly one: no bump.)
+        assert_eq!(
+            resumed.origin.session_version,
+            first.origin.session_version + 2
+        );
+        // Our own re-offer for a refresh repeats a sendrecv offer: one bump for the
+        // offer's different shape (all codecs), none for the repeat.
+        let o1 = leg.offer(Direction::SendRecv);
+        let o2 = leg.offer(Direction::SendRecv);
+        assert_eq!(o1.origin.session_version, o2.origin.session_version);
+        let o3 = leg.offer(Direction::SendOnly);
+        assert_eq!(o3.origin.session_version, o2.origin.session_version + 1);
     }
 }

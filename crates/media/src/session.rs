@@ -106,6 +106,7 @@ enum Command {
     Reconfigure(Side, LegConfig),
     Record(Option<RecorderTap>),
     Stats(oneshot::Sender<SessionStats>),
+    Hold(Side, Box<Player>),
 }
 
 enum Feed {
@@ -185,6 +186,14 @@ impl SessionHandle {
         self.send(Command::Record(tap)).await
     }
 
+    /// Hold (an agent's or caller's re-INVITE with `sendonly`/`inactive`): `listener`
+    /// hears `music` and nothing of the other side, and the other side hears silence,
+    /// in one step so no audio slips through between the two. [`SessionHandle::bridge`]
+    /// resumes the conversation.
+    pub async fn hold(&self, listener: Side, music: Player) -> Result<()> {
+        self.send(Command::Hold(listener, Box::new(music))).await
+    }
+
     /// Current counters.
     pub async fn stats(&self) -> Result<SessionStats> {
         let (tx, rx) = oneshot::channel();
@@ -244,6 +253,13 @@ const TIMER: u8 = 16;
 
 /// Packets handled per readiness wake-up before yielding to other branches.
 const BATCH: usize = 64;
+
+thread_local! {
+    /// Receive buffers shared by the sessions running on this thread (a drain never
+    /// awaits), so each call does not carry its own.
+    static RECV: std::cell::RefCell<batch::RecvBatch> =
+        std::cell::RefCell::new(batch::RecvBatch::new());
+}
 
 fn unix_now() -> Duration {
     SystemTime::now()
@@ -470,6 +486,10 @@ impl Task {
                 }
                 self.recorder = tap;
             }
+            Command::Hold(listener, player) => {
+                self.command(Command::Play(listener, player));
+                self.command(Command::Silence(listener.other()));
+            }
             Command::Stats(tx) => {
                 let _ = tx.send(SessionStats {
                     a: self.legs[0]
@@ -486,6 +506,10 @@ impl Task {
     }
 
     fn drain_rtp(&mut self, side: Side) {
+        RECV.with_borrow_mut(|batch| self.drain_rtp_with(side, batch));
+    }
+
+    fn drain_rtp_with(&mut self, side: Side, batch: &mut batch::RecvBatch) {
         let from_i = side as usize;
         let to_i = side.other() as usize;
         let now = Instant::now();
@@ -502,43 +526,43 @@ impl Task {
         } else {
             Channel::Agent
         };
-        for _ in 0..BATCH {
-            let (n, src) = match from.ports.rtp.try_recv_from(&mut self.buf_in) {
-                Ok(r) => r,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                // ICMP errors from earlier sends surface here; they are not fatal.
-                Err(_) => continue,
-            };
-            let pkt = &self.buf_in[..n];
-            let (kind, payload, send) = match (relay, to.as_deref_mut(), &self.tr[to_i]) {
-                (true, Some(to), Some(tr)) => {
-                    match relay_packet(
-                        &mut from.state,
-                        &mut to.state,
-                        tr,
-                        src,
-                        pkt,
-                        now,
-                        &mut self.buf_out,
-                    ) {
-                        Ok((k, p, Some(s))) => (k, p, Some((s, &to.ports.rtp))),
-                        Ok((k, p, None)) => (k, p, None),
-                        Err(_) => continue,
+        for _ in 0..BATCH / batch::N {
+            // ICMP errors from earlier sends surface as errors here; they are not fatal.
+            let more = batch.recv(&from.ports.rtp).unwrap_or(true);
+            for (pkt, src) in batch.iter() {
+                let (kind, payload, send) = match (relay, to.as_deref_mut(), &self.tr[to_i]) {
+                    (true, Some(to), Some(tr)) => {
+                        match relay_packet(
+                            &mut from.state,
+                            &mut to.state,
+                            tr,
+                            src,
+                            pkt,
+                            now,
+                            &mut self.buf_out,
+                        ) {
+                            Ok((k, p, Some(s))) => (k, p, Some((s, &to.ports.rtp))),
+                            Ok((k, p, None)) => (k, p, None),
+                            Err(_) => continue,
+                        }
                     }
+                    _ => match from.state.accept_rtp(src, pkt, now) {
+                        Ok((r, k)) => (k, r.payload(), None),
+                        Err(_) => continue,
+                    },
+                };
+                if kind == Kind::Audio
+                    && let Some(tap) = &self.recorder
+                {
+                    tap.push(channel, from.state.config().codec.law(), payload, now);
                 }
-                _ => match from.state.accept_rtp(src, pkt, now) {
-                    Ok((r, k)) => (k, r.payload(), None),
-                    Err(_) => continue,
-                },
-            };
-            if kind == Kind::Audio
-                && let Some(tap) = &self.recorder
-            {
-                tap.push(channel, from.state.config().codec.law(), payload, now);
+                if let Some(((len, dest), sock)) = send {
+                    // UDP: a full socket buffer means drop, as the network would.
+                    let _ = sock.try_send_to(&self.buf_out[..len], dest);
+                }
             }
-            if let Some(((len, dest), sock)) = send {
-                // UDP: a full socket buffer means drop, as the network would.
-                let _ = sock.try_send_to(&self.buf_out[..len], dest);
+            if !more {
+                return;
             }
         }
     }
@@ -621,5 +645,195 @@ impl Task {
                 self.emit(MediaEvent::PlaybackDone(side));
             }
         }
+    }
+}
+
+/// Several datagrams per system call (`recvmmsg(2)`). The relay's cost is almost all
+/// kernel UDP work; besides batching, a short read tells us the socket is drained, so
+/// tokio's readiness is cleared without the extra read that would only return EAGAIN.
+mod batch {
+    use std::io;
+    use std::mem::{size_of, zeroed};
+    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+    use std::os::fd::AsRawFd;
+
+    use tokio::io::Interest;
+    use tokio::net::UdpSocket;
+
+    use crate::leg::MAX_PACKET;
+
+    /// Datagrams per call: a leg gets 50 packets/s, so a wake-up rarely finds more than
+    /// one or two; 8 absorbs a scheduling hiccup in one call.
+    pub(super) const N: usize = 8;
+
+    pub(super) struct RecvBatch {
+        bufs: Box<[[u8; MAX_PACKET]; N]>,
+        addrs: Box<[libc::sockaddr_storage; N]>,
+        lens: [usize; N],
+        /// Datagrams from the last `recv`, in order; `None` for one not usable (truncated
+        /// or of an unknown address family).
+        from: [Option<SocketAddr>; N],
+        count: usize,
+    }
+
+    impl RecvBatch {
+        pub(super) fn new() -> Self {
+            RecvBatch {
+                bufs: Box::new([[0; MAX_PACKET]; N]),
+                // SAFETY: all-zero bytes are a valid `sockaddr_storage` (family AF_UNSPEC).
+                addrs: Box::new(unsafe { zeroed() }),
+                lens: [0; N],
+                from: [None; N],
+                count: 0,
+            }
+        }
+
+        /// Reads what `sock` holds, up to [`N`] datagrams. `Ok(true)`: the batch was
+        /// full, there may be more; `Ok(false)`: the socket is drained and tokio will
+        /// wake us for the next datagram.
+        pub(super) fn recv(&mut self, sock: &UdpSocket) -> io::Result<bool> {
+            self.count = 0;
+            let fd = sock.as_raw_fd();
+            // SAFETY: all-zero bytes are valid `iovec`s and `mmsghdr`s (null pointers,
+            // zero lengths); every field the kernel reads is set below.
+            let mut iov: [libc::iovec; N] = unsafe { zeroed() };
+            let mut hdrs: [libc::mmsghdr; N] = unsafe { zeroed() };
+            for i in 0..N {
+                iov[i].iov_base = self.bufs[i].as_mut_ptr().cast();
+                iov[i].iov_len = MAX_PACKET;
+                let h = &mut hdrs[i].msg_hdr;
+                h.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_storage).cast();
+                h.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+                h.msg_iov = &mut iov[i];
+                h.msg_iovlen = 1;
+            }
+            let mut got = 0usize;
+            let r = sock.try_io(Interest::READABLE, || {
+                // SAFETY: `hdrs` holds N headers whose name and iovec pointers point
+                // into `self.addrs`, `iov` and `self.bufs`, all alive and exclusively
+                // borrowed for the duration of the call, with their true sizes.
+                let n = unsafe {
+                    libc::recvmmsg(
+                        fd,
+                        hdrs.as_mut_ptr(),
+                        N as libc::c_uint,
+                        libc::MSG_DONTWAIT,
+                        std::ptr::null_mut(),
+                    )
+                };
+                if n < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                got = n as usize;
+                // A short batch means the queue ran dry: report it as WouldBlock so
+                // tokio clears the readiness (a datagram arriving after the call sets
+                // it again, so none is missed).
+                if got < N {
+                    Err(io::ErrorKind::WouldBlock.into())
+                } else {
+                    Ok(())
+                }
+            });
+            for (i, h) in hdrs.iter().enumerate().take(got.min(N)) {
+                self.lens[i] = h.msg_len as usize;
+                self.from[i] = if h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
+                    None
+                } else {
+                    to_socket_addr(&self.addrs[i])
+                };
+            }
+            self.count = got.min(N);
+            match r {
+                Ok(()) => Ok(true),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+                Err(e) => Err(e),
+            }
+        }
+
+        /// The usable datagrams of the last `recv` with their sources.
+        pub(super) fn iter(&self) -> impl Iterator<Item = (&[u8], SocketAddr)> {
+            (0..self.count)
+                .filter_map(|i| self.from[i].map(|src| (&self.bufs[i][..self.lens[i]], src)))
+        }
+    }
+
+    fn to_socket_addr(a: &libc::sockaddr_storage) -> Option<SocketAddr> {
+        match a.ss_family as libc::c_int {
+            libc::AF_INET => {
+                // SAFETY: the kernel wrote a `sockaddr_in` (family AF_INET), which fits
+                // in and is no more aligned than `sockaddr_storage`.
+                let v4 =
+                    unsafe { &*(a as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+                Some(SocketAddr::V4(SocketAddrV4::new(
+                    Ipv4Addr::from(u32::from_be(v4.sin_addr.s_addr)),
+                    u16::from_be(v4.sin_port),
+                )))
+            }
+            libc::AF_INET6 => {
+                // SAFETY: as above, for `sockaddr_in6` (family AF_INET6).
+                let v6 =
+                    unsafe { &*(a as *const libc::sockaddr_storage).cast::<libc::sockaddr_in6>() };
+                Some(SocketAddr::V6(SocketAddrV6::new(
+                    Ipv6Addr::from(v6.sin6_addr.s6_addr),
+                    u16::from_be(v6.sin6_port),
+                    v6.sin6_flowinfo,
+                    v6.sin6_scope_id,
+                )))
+            }
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::batch::{N, RecvBatch};
+    use std::time::Duration;
+    use tokio::net::UdpSocket;
+
+    /// A burst larger than one batch comes out in order over two calls, the short one
+    /// says "drained", an oversized (truncated) datagram is skipped, and readiness is
+    /// armed again for the next datagram.
+    #[tokio::test]
+    async fn recv_batch_drains_in_order_and_rearms() {
+        let rx = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let to = rx.local_addr().unwrap();
+        let from = tx.local_addr().unwrap();
+        let total = N + 3;
+        for i in 0..total {
+            let len = if i == N + 1 { 2000 } else { 20 + i };
+            tx.send_to(&vec![i as u8; len], to).await.unwrap();
+        }
+        let mut b = RecvBatch::new();
+        let mut seen = Vec::new();
+        let mut calls = 0;
+        loop {
+            tokio::time::timeout(Duration::from_secs(5), rx.readable())
+                .await
+                .expect("readable")
+                .unwrap();
+            let more = b.recv(&rx).unwrap();
+            calls += 1;
+            for (pkt, src) in b.iter() {
+                assert_eq!(src, from);
+                assert_eq!(pkt.len(), 20 + pkt[0] as usize);
+                seen.push(pkt[0] as usize);
+            }
+            if !more && seen.len() + 1 >= total {
+                break;
+            }
+        }
+        let expected: Vec<usize> = (0..total).filter(|&i| i != N + 1).collect();
+        assert_eq!(seen, expected);
+        assert!(calls <= 3, "{calls} reads for {total} datagrams");
+        // Drained: the next datagram must wake the socket again.
+        tx.send_to(&[7u8; 27], to).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(5), rx.readable())
+            .await
+            .expect("readiness re-armed")
+            .unwrap();
+        b.recv(&rx).unwrap();
+        assert_eq!(b.iter().map(|(p, _)| p[0]).collect::<Vec<_>>(), vec![7]);
     }
 }

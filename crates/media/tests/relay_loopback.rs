@@ -571,3 +571,67 @@ async fn announcement_interrupts_music_which_then_resumes() {
     }
     assert_eq!(kinds.iter().filter(|&&k| k).count(), 3);
 }
+
+#[tokio::test]
+async fn hold_api_plays_music_to_one_side_and_relays_nothing_until_bridged_again() {
+    let c = setup(41900, LegTiming::default(), Codec::Pcmu).await;
+    c.session.bridge().await.unwrap();
+    c.caller
+        .send_to(&rtp(0, 1, 1, 0, &[0x11; 160]), c.hotline_a)
+        .await
+        .unwrap();
+    assert_eq!(recv_rtp(&c.agent).await.first_byte, 0x11);
+    c.agent
+        .send_to(&rtp(0, 2, 1, 0, &[0x22; 160]), c.hotline_b)
+        .await
+        .unwrap();
+    assert_eq!(recv_rtp(&c.caller).await.first_byte, 0x22);
+    // Hold in one step: the caller hears music, the agent nothing, whatever either sends.
+    let music = Prompt::from_samples(vec![-3000; 8000]);
+    let music_byte = Law::Ulaw.encode(-3000);
+    c.session
+        .hold(Side::A, Player::new(vec![music], true, Instant::now()))
+        .await
+        .unwrap();
+    let before = c.session.stats().await.unwrap();
+    for i in 2..12u16 {
+        c.caller
+            .send_to(&rtp(0, 1, i, i as u32 * 160, &[0x11; 160]), c.hotline_a)
+            .await
+            .unwrap();
+        c.agent
+            .send_to(&rtp(0, 2, i, i as u32 * 160, &[0x22; 160]), c.hotline_b)
+            .await
+            .unwrap();
+    }
+    for _ in 0..10 {
+        assert_eq!(recv_rtp(&c.caller).await.first_byte, music_byte);
+    }
+    let s = c.session.stats().await.unwrap();
+    assert_eq!(s.a.rx_packets, 11, "caller audio still arrives");
+    assert_eq!(s.b.unwrap().rx_packets, 11, "agent audio still arrives");
+    assert_eq!(
+        s.b.unwrap().tx_packets,
+        before.b.unwrap().tx_packets,
+        "nothing relayed to the agent while held"
+    );
+    let mut buf = [0u8; 64];
+    assert!(c.agent.try_recv_from(&mut buf).is_err());
+    // Resume.
+    c.session.bridge().await.unwrap();
+    c.agent
+        .send_to(&rtp(0, 2, 30, 30 * 160, &[0x44; 160]), c.hotline_b)
+        .await
+        .unwrap();
+    // Music frames already in flight may arrive first.
+    let mut heard = recv_rtp(&c.caller).await;
+    while heard.first_byte == music_byte {
+        heard = recv_rtp(&c.caller).await;
+    }
+    assert_eq!(heard.first_byte, 0x44);
+    c.caller
+        .send_to(&rtp(0, 1, 30, 30 * 160, &[0x33; 160]), c.hotline_a)
+        .await
+        .unwrap();
+    assert_eq!(recv_rtp(&c.agent).await.first_byte, 0x33);
+}

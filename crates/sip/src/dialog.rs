@@ -146,6 +146,56 @@ impl Dialog {
         ack_seq: Option<u32>,
         body: Option<(&str, &[u8])>,
     ) -> Vec<u8> {
+        self.build(method, Some(via), ack_seq, &[], body)
+    }
+
+    /// The next in-dialog request as a message for [`crate::server::AppHandle::send_request`]
+    /// (which adds its own Via): a B2BUA's re-INVITE, UPDATE, NOTIFY, REFER or BYE with
+    /// the right CSeq, route set and target. `extra` are whole header lines
+    /// (`Name: value`, no CRLF), e.g. Contact, Event, Session-Expires.
+    pub fn app_request(
+        &mut self,
+        method: &str,
+        extra: &[String],
+        body: Option<(&str, &[u8])>,
+    ) -> Result<Request, Error> {
+        let bytes = self.build(method, None, None, extra, body);
+        parse_own(&bytes)
+    }
+
+    /// The ACK of a 2xx to our (re-)INVITE with CSeq `invite_seq` (§13.2.2.4), for
+    /// [`crate::server::AppHandle::send_stateless`].
+    pub fn app_ack(&mut self, invite_seq: u32) -> Result<Request, Error> {
+        let bytes = self.build("ACK", None, Some(invite_seq), &[], None);
+        parse_own(&bytes)
+    }
+
+    /// A target refresh (§12.2): a re-INVITE or UPDATE from the peer (or the 2xx to ours)
+    /// may carry a new Contact, which becomes where our requests go.
+    pub fn refresh_target(&mut self, headers: &msg::Headers) {
+        if let Some(t) = contact_uri(headers) {
+            self.remote_target = t;
+        }
+    }
+
+    /// Our From/To value with our tag (Referred-By, NOTIFY bodies, logs).
+    pub fn local(&self) -> &str {
+        &self.local
+    }
+
+    /// The peer's From/To value with its tag.
+    pub fn remote(&self) -> &str {
+        &self.remote
+    }
+
+    fn build(
+        &mut self,
+        method: &str,
+        via: Option<&str>,
+        ack_seq: Option<u32>,
+        extra: &[String],
+        body: Option<(&str, &[u8])>,
+    ) -> Vec<u8> {
         let seq = match (method, ack_seq) {
             ("ACK", Some(s)) => s,
             _ => {
@@ -165,6 +215,8 @@ impl Dialog {
         } else {
             (self.remote_target.clone(), self.route_set.clone())
         };
+        // The message API wants a Via to parse; `parse_own` removes this placeholder.
+        let via = via.unwrap_or(PLACEHOLDER_VIA);
         let mut out = format!(
             "{method} {ruri} SIP/2.0\r\nVia: {via}\r\nMax-Forwards: 70\r\nFrom: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {seq} {method}\r\n",
             self.local, self.remote, self.id.call_id
@@ -172,6 +224,11 @@ impl Dialog {
         for r in &routes {
             out.push_str("Route: ");
             out.push_str(r);
+            out.push_str("\r\n");
+        }
+        for e in extra {
+            // A header line with a line break would smuggle in another header.
+            out.push_str(&e.replace(['\r', '\n'], " "));
             out.push_str("\r\n");
         }
         let mut bytes = match body {
@@ -191,6 +248,19 @@ impl Dialog {
         };
         bytes.shrink_to_fit();
         bytes
+    }
+}
+
+const PLACEHOLDER_VIA: &str = "SIP/2.0/UDP 0.0.0.0;branch=z9hG4bK-hl-placeholder";
+
+/// Parses a request built by [`Dialog::build`] and drops the placeholder Via.
+fn parse_own(bytes: &[u8]) -> Result<Request, Error> {
+    match msg::parse(bytes, &msg::Limits::default(), false)? {
+        msg::SipMessage::Request(mut r) => {
+            msg::pop_top_via(&mut r.headers);
+            Ok(r)
+        }
+        msg::SipMessage::Response(_) => Err(Error::Malformed("dialog: not a request".into())),
     }
 }
 
@@ -304,5 +374,57 @@ mod tests {
     fn response_without_to_tag_cannot_make_a_dialog() {
         let ok = OK.replace(";tag=bt", "");
         assert!(Dialog::from_uac(&request(INVITE), &response(&ok)).is_err());
+    }
+
+    #[test]
+    fn app_requests_for_a_b2bua() {
+        let mut d = Dialog::from_uac(&request(INVITE), &response(OK)).unwrap();
+        let reinvite = d
+            .app_request(
+                "INVITE",
+                &["Contact: <sip:alice@10.0.0.1:5062>".to_string()],
+                Some(("application/sdp", b"v=0\r\n")),
+            )
+            .unwrap();
+        assert_eq!(reinvite.method, msg::Method::Invite);
+        assert_eq!(msg::cseq(&reinvite.headers), Some((11, "INVITE")));
+        assert!(
+            msg::top_via(&reinvite.headers).is_none(),
+            "the core adds the Via"
+        );
+        assert_eq!(reinvite.body, b"v=0\r\n");
+        assert!(
+            reinvite
+                .uri
+                .to_string()
+                .eq_ignore_ascii_case("sip:bob@10.0.0.2:5064;transport=udp")
+        );
+        let routes: Vec<_> = reinvite
+            .headers
+            .iter()
+            .filter(|h| matches!(h, Header::Route(_)))
+            .map(msg::header_value)
+            .collect();
+        assert_eq!(routes, vec!["<sip:p1.example;lr>", "<sip:p2.example;lr>"]);
+        let ack = d.app_ack(11).unwrap();
+        assert_eq!(msg::cseq(&ack.headers), Some((11, "ACK")));
+        let notify = d
+            .app_request("NOTIFY", &["Event: refer\r\nX-Evil: 1".to_string()], None)
+            .unwrap();
+        assert_eq!(msg::cseq(&notify.headers), Some((12, "NOTIFY")));
+        assert!(
+            !notify
+                .headers
+                .iter()
+                .any(|h| matches!(h, Header::Other(n, _) if n == "X-Evil")),
+            "a CRLF in an extra header cannot add a header"
+        );
+        // A target refresh moves where the next request goes.
+        let moved = response(&OK.replace("10.0.0.2:5064;transport=udp", "10.0.0.9:5070"));
+        d.refresh_target(&moved.headers);
+        let bye = d.app_request("BYE", &[], None).unwrap();
+        assert_eq!(bye.uri.to_string(), "sip:bob@10.0.0.9:5070");
+        assert_eq!(d.local(), "\"Alice\" <sip:alice@a.example>;tag=at");
+        assert_eq!(d.remote(), "<sip:bob@b.example>;tag=bt");
     }
 }

@@ -13,8 +13,10 @@ pub mod flow;
 pub mod fuzzing;
 pub mod msg;
 pub mod proxy;
+pub mod refer;
 pub mod registrar;
 pub mod server;
+pub mod session_timer;
 pub mod transaction;
 
 use std::net::IpAddr;

@@ -11,8 +11,9 @@ use hotline_acd::{
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::SwitchError;
+use crate::callback::CallbackJob;
 use crate::events::{AgentCommand, AgentStateEvent, AgentStatus, QueueStat, SwitchEvent};
+use crate::{Control, SwitchError};
 
 /// What a call task tells the ACD.
 #[derive(Debug)]
@@ -65,6 +66,18 @@ pub(crate) enum AcdInput {
         user: String,
         busy: bool,
     },
+    /// The waiting caller keeps their place as a callback to `number`; `done` says
+    /// whether the ACD took the request.
+    RequestCallback {
+        call: CallId,
+        number: String,
+        done: tokio::sync::oneshot::Sender<bool>,
+    },
+    /// The outcome of placing a callback: the customer answered or not.
+    CallbackResult {
+        call: CallId,
+        connected: bool,
+    },
     /// The state of the agent with this id (for status displays and tests).
     State {
         user: String,
@@ -94,6 +107,8 @@ pub(crate) enum AcdOutput {
     Fallback { target: Fallback },
     /// Tell the caller their position (1 = next) and expected wait.
     Announce { position: u32, ewt_secs: u64 },
+    /// Position and expected wait at entry (not announced: for the callback offer).
+    Estimate { ewt_secs: u64 },
     /// The queue is unknown to the ACD.
     Refused,
 }
@@ -115,6 +130,10 @@ pub(crate) struct AcdTask {
     version: u64,
     /// Agents on a non-queue call.
     busy: HashSet<AgentId>,
+    /// Queue of each call in the ACD (for callbacks placed later).
+    queue_of: HashMap<CallId, String>,
+    /// The dispatcher, which starts callback calls.
+    control: mpsc::Sender<Control>,
 }
 
 impl AcdTask {
@@ -124,6 +143,7 @@ impl AcdTask {
         cfg: &AcdConfig,
         desk_login: &HashSet<String>,
         bus: broadcast::Sender<SwitchEvent>,
+        control: mpsc::Sender<Control>,
     ) -> Result<Self, SwitchError> {
         let mut engine =
             Engine::new(cfg, Millis(0)).map_err(|e| SwitchError::Acd(e.to_string()))?;
@@ -155,6 +175,8 @@ impl AcdTask {
             pending: vec![None; n],
             version: 0,
             busy: HashSet::new(),
+            queue_of: HashMap::new(),
+            control,
         };
         task.publish_changes();
         Ok(task)
@@ -215,8 +237,14 @@ impl AcdTask {
                     let _ = inbox.try_send(AcdOutput::Refused);
                     return;
                 };
+                if let Ok(e) = self.engine.estimate_wait(now, q, 0) {
+                    let _ = inbox.try_send(AcdOutput::Estimate {
+                        ewt_secs: e.ewt_secs,
+                    });
+                }
                 self.calls.insert(call, inbox);
                 self.sip_ids.insert(call, sip_call_id);
+                self.queue_of.insert(call, queue);
                 let mut new = NewCall::new(call, q);
                 new.tier = tier;
                 self.engine.call_arrived(now, new)
@@ -225,10 +253,12 @@ impl AcdTask {
             AcdInput::Rejected { call, agent } => self.engine.offer_rejected(now, call, agent),
             AcdInput::Abandoned { call } => {
                 self.calls.remove(&call);
+                self.queue_of.remove(&call);
                 self.engine.call_abandoned(now, call)
             }
             AcdInput::Ended { call } => {
                 self.calls.remove(&call);
+                self.queue_of.remove(&call);
                 self.engine.call_ended(now, call)
             }
             AcdInput::Agent { agent, cmd, reply } => {
@@ -252,6 +282,18 @@ impl AcdTask {
                 }
                 _ => return,
             },
+            AcdInput::RequestCallback { call, number, done } => {
+                let r = self.engine.request_callback(now, call, number);
+                if r.is_ok() {
+                    // The caller hangs up; the request lives on in the engine.
+                    self.calls.remove(&call);
+                }
+                let _ = done.send(r.is_ok());
+                r
+            }
+            AcdInput::CallbackResult { call, connected } => {
+                self.engine.callback_result(now, call, connected)
+            }
             AcdInput::State { user, reply } => {
                 let state = self
                     .engine
@@ -489,6 +531,28 @@ impl AcdTask {
                     position,
                     ewt_secs,
                 } => (call, AcdOutput::Announce { position, ewt_secs }),
+                Decision::PlaceCallback {
+                    call,
+                    agent,
+                    number,
+                } => {
+                    let job = CallbackJob {
+                        call,
+                        agent,
+                        user: self
+                            .names
+                            .get(agent.0 as usize)
+                            .cloned()
+                            .unwrap_or_default(),
+                        number,
+                        queue: self.queue_of.get(&call).cloned().unwrap_or_default(),
+                    };
+                    if self.control.try_send(Control::PlaceCallback(job)).is_err() {
+                        let now = self.now();
+                        let _ = self.engine.callback_result(now, call, false);
+                    }
+                    continue;
+                }
                 Decision::AgentStateChanged { agent, state } => {
                     // A busy mark that took effect after the non-queue call ended.
                     let now = self.now();

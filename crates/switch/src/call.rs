@@ -21,6 +21,7 @@ use hotline_sip::{AppEvent, AppResponse, ClientTxId, Flow, ServerTxId};
 use tokio::sync::{mpsc, oneshot};
 
 use hotline_acd::{AgentId, CallId, Fallback};
+use hotline_cdr::{CallRecord, CallResult, HangupSide, QueueEvent, QueueEventKind};
 
 use crate::acd::{AcdInput, AcdOutput};
 use crate::ivr::{Menu, MenuRun, MenuStep};
@@ -47,6 +48,8 @@ pub struct CallEnd {
     pub recording: Option<PathBuf>,
     /// Position/wait announcements played to the caller.
     pub announcements: u32,
+    /// Time on hold (either side holding), for the CDR.
+    pub hold_ms: u64,
 }
 
 /// Why a call ended.
@@ -68,6 +71,8 @@ pub enum EndReason {
     Closed,
     /// The route ended in a hangup (a menu's default).
     Hangup,
+    /// The caller chose to be called back and Hotline hung up (their place is kept).
+    Callback,
     /// The route could not be carried out after answer (unknown menu, unreachable
     /// extension, an agent answer with unusable media).
     Failed,
@@ -75,6 +80,13 @@ pub enum EndReason {
     Shutdown,
     /// The agent's desk hung up (CTI): Hotline sent BYE to both sides.
     DeskHangup,
+    /// A session timer (RFC 4028) expired without refresh: Hotline sent BYE to both legs.
+    SessionExpired,
+    /// A leg sent no RTP for `[media] no_rtp_timeout_secs`: Hotline sent BYE to both legs.
+    NoRtp,
+    /// Attended transfer: this call's agent was handed to another call (whose agent
+    /// asked with REFER/Replaces); Hotline sent BYE to this call's caller (the referrer).
+    Transferred,
 }
 
 pub(crate) struct Call {
@@ -187,6 +199,12 @@ enum Phase {
 /// What the CDR will say about the call, filled in as it goes.
 #[derive(Debug, Default)]
 pub(crate) struct Trace {
+    /// The caller's user (From), the number a callback goes to.
+    pub caller: String,
+    pub caller_name: Option<String>,
+    pub dialed: String,
+    pub sip_call_id: String,
+    pub direction: &'static str,
     pub route: Vec<String>,
     pub queue: Option<String>,
     pub agent: Option<String>,
@@ -196,6 +214,8 @@ pub(crate) struct Trace {
     pub answered_at: Option<i64>,
     pub recording: Option<PathBuf>,
     pub announcements: u32,
+    /// Time the caller spent held by the agent (from the in-call state), for the CDR.
+    pub hold_ms: i64,
 }
 
 /// The call's mutable state once answered.
@@ -216,6 +236,10 @@ struct State {
     recording: Option<RecordingJob>,
     /// The SIP user marked busy in the ACD for an extension call.
     busy_user: Option<String>,
+    /// The ACD's latest expected wait for this caller.
+    ewt: Option<u64>,
+    /// The callback offer was played (the key is honoured from then on).
+    callback_offered: bool,
     number: String,
     host: String,
     trace: Trace,
@@ -225,8 +249,19 @@ struct State {
 /// configuration whose routes loop stops here instead of spinning.
 const MAX_HOPS: usize = 16;
 
+impl State {
+    fn caller_number(&self) -> String {
+        self.trace.caller.clone()
+    }
+}
+
 impl Call {
-    fn end(&self, status: u16, reason: EndReason, media: Option<SessionStats>) -> CallEnd {
+    pub(crate) fn end(
+        &self,
+        status: u16,
+        reason: EndReason,
+        media: Option<SessionStats>,
+    ) -> CallEnd {
         CallEnd {
             call_id: self.call_id.clone(),
             status,
@@ -238,18 +273,76 @@ impl Call {
             agent: None,
             recording: None,
             announcements: 0,
+            hold_ms: 0,
         }
     }
 
     async fn reject(&self, tx: ServerTxId, status: u16, reason: &str, trace: Trace) -> CallEnd {
         tracing::info!(call_id = %self.call_id, status, reason, "call rejected");
+        self.record(&trace, EndReason::Rejected, status).await;
         let _ = self.sip.respond(tx, AppResponse::new(status, reason)).await;
         let mut end = self.end(status, EndReason::Rejected, None);
         end.route = trace.route.join(">");
         end
     }
 
-    fn now_ms(&self) -> i64 {
+    /// Writes the call's CDR (before the dialog is released: the sink returns once the
+    /// row is committed, or after its bounded timeout with the row still buffered).
+    pub(crate) async fn record(&self, t: &Trace, reason: EndReason, status: u16) {
+        let ended_at = self.now_ms();
+        let result = match reason {
+            EndReason::Rejected => CallResult::Rejected,
+            _ if t.answered_at.is_some() => CallResult::Answered,
+            EndReason::Closed => CallResult::Closed,
+            EndReason::Fallback | EndReason::Hangup => CallResult::Fallback,
+            EndReason::Callback => CallResult::Callback,
+            EndReason::Transferred => CallResult::Transferred,
+            EndReason::Failed | EndReason::SessionExpired | EndReason::NoRtp => CallResult::Failed,
+            EndReason::Shutdown => CallResult::Interrupted,
+            EndReason::CallerHangup
+            | EndReason::Cancelled
+            | EndReason::NoAck
+            | EndReason::AgentHangup
+            | EndReason::DeskHangup => CallResult::Abandoned,
+        };
+        let hangup_side = match reason {
+            EndReason::CallerHangup | EndReason::Cancelled => HangupSide::Caller,
+            EndReason::AgentHangup | EndReason::DeskHangup => HangupSide::Agent,
+            _ => HangupSide::System,
+        };
+        let waited_until = t.answered_at.unwrap_or(ended_at);
+        let r = CallRecord {
+            call_id: self.call_id.clone(),
+            sip_call_id: t.sip_call_id.clone(),
+            direction: t.direction.to_string(),
+            caller: t.caller.clone(),
+            caller_name: t.caller_name.clone(),
+            dialed: t.dialed.clone(),
+            route: t.route.join(">"),
+            queue: t.queue.clone(),
+            agent: t.agent.clone(),
+            arrived_at: t.arrived_at,
+            queued_at: t.queued_at,
+            offered_at: t.offered_at,
+            answered_at: t.answered_at,
+            ended_at,
+            wait_ms: t.queued_at.map_or(0, |q| (waited_until - q).max(0)),
+            talk_ms: t
+                .answered_at
+                .map_or(0, |a| (ended_at - a - t.hold_ms).max(0)),
+            hold_ms: t.hold_ms,
+            result,
+            hangup_side,
+            sip_status: status,
+            recording: t.recording.as_ref().map(|p| p.display().to_string()),
+            transfers: 0,
+        };
+        if let Err(e) = self.cfg.cdr.record(r).await {
+            tracing::warn!(call_id = %self.call_id, error = %e, "CDR not yet durable");
+        }
+    }
+
+    pub(crate) fn now_ms(&self) -> i64 {
         self.cfg.clock.now_ms()
     }
 
@@ -260,11 +353,25 @@ impl Call {
         flow: Flow,
         local_host: String,
     ) -> CallEnd {
+        let number = invite.uri.user().unwrap_or_default().to_string();
+        let from = msg::from_value(&invite.headers).unwrap_or_default();
+        let (caller_user, caller_name) = from_identity(from);
         let mut trace = Trace {
             arrived_at: self.now_ms(),
+            caller: caller_user,
+            caller_name,
+            dialed: number.clone(),
+            sip_call_id: self.call_id.clone(),
+            direction: "inbound",
             ..Trace::default()
         };
-        let number = invite.uri.user().unwrap_or_default().to_string();
+        self.cfg.cdr.started(
+            self.call_id.clone(),
+            self.call_id.clone(),
+            trace.caller.clone(),
+            number.clone(),
+            trace.arrived_at,
+        );
         let Some(route) = self.cfg.routes.get(&number).cloned() else {
             return self.reject(tx, 404, "Not Found", trace).await;
         };
@@ -285,6 +392,19 @@ impl Call {
             trace.route.push(route.label());
             return self.reject(tx, 480, "Temporarily Unavailable", trace).await;
         }
+        let contact = format!("<sip:{number}@{local_host}{}>", transport_param(flow));
+        // In-call hook: the session timer (RFC 4028), or a 422 before anything is set up.
+        let (caller_ext, timer_headers) =
+            match incall::answer_caller(&self.cfg.session_timer, &invite, &contact) {
+                Ok(x) => x,
+                Err(resp) => {
+                    let status = resp.status;
+                    let reason = resp.reason.clone();
+                    let _ = self.sip.respond(tx, *resp).await;
+                    tracing::info!(call_id = %self.call_id, status, %reason, "call rejected");
+                    return self.end(status, EndReason::Rejected, None);
+                }
+            };
         let bound = match self.ports.bind(self.cfg.media_ip).await {
             Ok(b) => b,
             Err(e) => return self.reject(tx, 503, &e.to_string(), trace).await,
@@ -298,11 +418,11 @@ impl Call {
         let (media_tx, mut media_rx) = mpsc::channel(64);
         let media = spawn_session(leg, media_tx);
         let tag = format!("hl{}", token());
-        let contact = format!("<sip:{number}@{local_host}{}>", transport_param(flow));
-        let ok = AppResponse::new(200, "OK")
+        let mut ok = AppResponse::new(200, "OK")
             .tag(&tag)
             .header(format!("Contact: {contact}"))
             .body("application/sdp", answer.to_string());
+        ok.headers.extend(timer_headers);
         if self.sip.respond(tx, ok).await.is_err() {
             drop(media.stop().await);
             return self.end(500, EndReason::Shutdown, None);
@@ -320,7 +440,7 @@ impl Call {
                 .to_string(),
             cseq: 0,
             local_sdp: answer,
-            ext: incall::CallerExt::default(),
+            ext: caller_ext,
         };
         tracing::info!(call_id = %self.call_id, ?route, "call answered");
         let (acd_tx, mut acd_rx) = mpsc::channel(16);
@@ -336,6 +456,8 @@ impl Call {
             whispering: false,
             recording: None,
             busy_user: None,
+            ewt: None,
+            callback_offered: false,
             number,
             host: local_host,
             trace,
@@ -390,6 +512,7 @@ impl Call {
                                 self.caller_event(ev, ctx).await
                             }
                         }
+                        Some(CallInput::GiveAgent(ask)) => self.give_agent(ask, &mut st).await,
                     },
                     Some(ev) = media_rx.recv() => self.media_event(ev, &mut st).await,
                     _ = sleep_until_opt(st.deadline) => {
@@ -403,6 +526,8 @@ impl Call {
                 };
                 let outcome = match outcome {
                     incall::Outcome::Digit(d) => self.key(d, &mut st).await,
+                    incall::Outcome::Transfer(route) => self.transfer(route, &mut st).await,
+                    incall::Outcome::Replace(r) => self.take_agent(r, &mut st).await,
                     o => o,
                 };
                 if let incall::Outcome::End(r) = outcome {
@@ -457,14 +582,46 @@ impl Call {
                 Err(e) => tracing::warn!(call_id = %self.call_id, error = %e, "recording failed"),
             }
         }
-        drop(st.agent);
+        st.agent = None;
         self.desk.ended(reason, st.trace.recording.as_deref()).await;
-        tracing::info!(call_id = %self.call_id, ?reason, bridged = st.bridged, "call ended");
         let status = if reason == EndReason::Cancelled {
             487
         } else {
             200
         };
+        if st.trace.queue.is_some() {
+            let kind = match (st.trace.answered_at.is_some(), reason) {
+                (true, EndReason::AgentHangup) => Some(QueueEventKind::CompleteAgent),
+                (true, _) => Some(QueueEventKind::CompleteCaller),
+                (false, EndReason::CallerHangup | EndReason::Cancelled | EndReason::NoAck) => {
+                    Some(QueueEventKind::Abandon)
+                }
+                _ => None,
+            };
+            if let Some(kind) = kind {
+                let talk = st
+                    .trace
+                    .answered_at
+                    .map(|a| (self.now_ms() - a).max(0) / 1000);
+                let wait = st.trace.queued_at.map_or(0, |q| {
+                    (st.trace.answered_at.unwrap_or_else(|| self.now_ms()) - q).max(0) / 1000
+                });
+                let data = match talk {
+                    Some(t) => format!("{wait},{t}"),
+                    None => wait.to_string(),
+                };
+                let agent = st.trace.agent.clone();
+                self.queue_log(&st.trace, kind, agent.as_deref(), data);
+            }
+        }
+        st.trace.hold_ms = i64::try_from(st.caller.ext.hold_ms()).unwrap_or(i64::MAX);
+        self.record(&st.trace, reason, status).await;
+        let t = &st.trace;
+        tracing::info!(
+            call_id = %self.call_id, sip_call_id = %t.sip_call_id, direction = t.direction,
+            caller = %t.caller, caller_name = ?t.caller_name, dialed = %t.dialed,
+            route = %t.route.join(">"), ?reason, bridged = st.bridged, "call ended"
+        );
         let mut end = self.end(status, reason, stats);
         end.bridged = st.bridged;
         end.route = st.trace.route.join(">");
@@ -472,6 +629,7 @@ impl Call {
         end.agent = st.trace.agent;
         end.recording = st.trace.recording;
         end.announcements = st.trace.announcements;
+        end.hold_ms = st.caller.ext.hold_ms();
         end
     }
 
@@ -524,6 +682,137 @@ impl Call {
         Some(EndReason::Failed)
     }
 
+    /// In-call hook: the agent transferred the caller (blind REFER; `incall` has released
+    /// the agent). The agent's leg goes (the ACD sees its call end), the caller hears
+    /// music and follows `route` again; a recording runs on across the transfer.
+    async fn transfer(&self, route: Route, st: &mut State) -> incall::Outcome {
+        let answered_offer = st
+            .agent
+            .as_ref()
+            .is_some_and(|a| a.answered && a.offer_of.is_some());
+        if st.queued && answered_offer {
+            self.to_acd(AcdInput::Ended { call: self.acd_id }).await;
+            st.queued = false;
+        }
+        if let Some(user) = st.busy_user.take() {
+            self.to_acd(AcdInput::Busy { user, busy: false }).await;
+        }
+        st.agent = None;
+        st.bridged = false;
+        st.whispering = false;
+        drop(st.media.detach().await);
+        self.go(route, st)
+            .await
+            .map_or(incall::Outcome::Continue, incall::Outcome::End)
+    }
+
+    /// In-call hook (attended transfer, the consultation call's side): hand our agent
+    /// leg to the call that asks, if its Replaces names our caller's dialog (the
+    /// referrer consulting the agent through us); then end, releasing our caller.
+    async fn give_agent(&self, ask: incall::GiveAgent, st: &mut State) -> incall::Outcome {
+        let ours = incall::names_caller(&ask.replaces, &self.call_id, &st.caller)
+            && st.agent.as_ref().is_some_and(|a| a.answered);
+        if !ours {
+            return incall::Outcome::Continue; // dropping `ask` answers no
+        }
+        let Ok(Some(leg)) = st.media.detach().await else {
+            return incall::Outcome::Continue;
+        };
+        let Some(agent) = st.agent.take() else {
+            return incall::Outcome::Continue;
+        };
+        // The agent's dialog routes to the taker before this call's end forgets it.
+        let (done, registered) = oneshot::channel();
+        let routed = self
+            .control
+            .send(Control::Alias {
+                call_id: ask.taker.clone(),
+                alias: agent.call_id.clone(),
+                done,
+            })
+            .await
+            .is_ok();
+        if !routed || registered.await.is_err() {
+            return incall::Outcome::End(EndReason::Failed);
+        }
+        if st.queued && agent.offer_of.is_some() {
+            self.to_acd(AcdInput::Ended { call: self.acd_id }).await;
+            st.queued = false;
+        }
+        // The taker marks the agent busy from now on.
+        st.busy_user = None;
+        st.bridged = false;
+        tracing::info!(call_id = %self.call_id, taker = %ask.taker, "agent handed over");
+        let _ = ask.reply.send(incall::Handover { agent, leg });
+        incall::Outcome::End(EndReason::Transferred)
+    }
+
+    /// In-call hook (attended transfer, the transferred call's side): take the agent of
+    /// the call `replaces` names, release our agent (the referrer) and bridge the caller
+    /// to the new agent. On failure the referrer is told and keeps the call.
+    async fn take_agent(
+        &self,
+        replaces: hotline_sip::refer::Replaces,
+        st: &mut State,
+    ) -> incall::Outcome {
+        let (reply, answer) = oneshot::channel();
+        let ask = incall::GiveAgent {
+            replaces: replaces.clone(),
+            taker: self.call_id.clone(),
+            reply,
+        };
+        let sent = self
+            .control
+            .send(Control::Replace {
+                call_id: replaces.call_id.clone(),
+                ask,
+            })
+            .await
+            .is_ok();
+        let handover = if sent {
+            tokio::time::timeout(std::time::Duration::from_secs(2), answer)
+                .await
+                .ok()
+                .and_then(Result::ok)
+        } else {
+            None
+        };
+        let Some(referrer) = st.agent.as_mut() else {
+            return incall::Outcome::Continue;
+        };
+        let Some(h) = handover else {
+            tracing::info!(call_id = %self.call_id, "attended transfer: no such consultation call");
+            incall::transfer_done(self, &mut st.caller, referrer, false).await;
+            return incall::Outcome::Continue;
+        };
+        incall::transfer_done(self, &mut st.caller, referrer, true).await;
+        let answered_offer = referrer.answered && referrer.offer_of.is_some();
+        if st.queued && answered_offer {
+            self.to_acd(AcdInput::Ended { call: self.acd_id }).await;
+            st.queued = false;
+        }
+        if let Some(user) = st.busy_user.take() {
+            self.to_acd(AcdInput::Busy { user, busy: false }).await;
+        }
+        drop(st.media.detach().await);
+        let user = h.agent.user.clone();
+        if st.media.attach(h.leg).await.is_err() {
+            return incall::Outcome::End(EndReason::Failed);
+        }
+        st.agent = Some(h.agent);
+        st.phase = Phase::Extension;
+        st.trace.agent = Some(user.clone());
+        self.to_acd(AcdInput::Busy {
+            user: user.clone(),
+            busy: true,
+        })
+        .await;
+        st.busy_user = Some(user);
+        self.bridge(st).await;
+        tracing::info!(call_id = %self.call_id, "attended transfer done");
+        incall::Outcome::Continue
+    }
+
     /// Plays `prompts` once to the caller (replacing music).
     async fn play(&self, st: &mut State, prompts: Vec<Prompt>) -> Option<EndReason> {
         let player = Player::new(prompts, false, Instant::now());
@@ -563,7 +852,7 @@ impl Call {
                 .await
                 .is_ok();
         }
-        self.queue_log(st, "ENTERQUEUE", None, String::new());
+        self.queue_log(&st.trace, QueueEventKind::EnterQueue, None, String::new());
         tracing::info!(call_id = %self.call_id, queue = %name, "caller queued");
         None
     }
@@ -601,12 +890,20 @@ impl Call {
         let step = match &mut st.phase {
             Phase::Menu { menu, run } => run.key(&menu.clone(), d),
             Phase::Queue { name } => {
-                let leave = self.cfg.queues.get(name).and_then(|o| o.leave_key);
-                if leave.is_some_and(|k| k.eq_ignore_ascii_case(&d))
-                    && st.agent.as_ref().is_none_or(|a| !a.answered)
-                {
+                let opts = self.cfg.queues.get(name);
+                let waiting = st.agent.as_ref().is_none_or(|a| !a.answered);
+                let leave = opts.and_then(|o| o.leave_key);
+                if waiting && leave.is_some_and(|k| k.eq_ignore_ascii_case(&d)) {
                     let name = name.clone();
                     return self.leave_queue(&name, st).await;
+                }
+                let cb = opts.and_then(|o| o.callback_key);
+                if waiting
+                    && st.callback_offered
+                    && st.queued
+                    && cb.is_some_and(|k| k.eq_ignore_ascii_case(&d))
+                {
+                    return self.request_callback(st).await;
                 }
                 return incall::Outcome::Continue;
             }
@@ -634,6 +931,65 @@ impl Call {
         r.map_or(incall::Outcome::Continue, incall::Outcome::End)
     }
 
+    /// The caller pressed the callback key: the ACD keeps their place as a callback
+    /// request, Hotline says goodbye and hangs up.
+    async fn request_callback(&self, st: &mut State) -> incall::Outcome {
+        if st.caller_number().is_empty() {
+            return incall::Outcome::Continue;
+        }
+        if let Some(a) = st.agent.take() {
+            let _ = self.sip.cancel(a.tx).await;
+        }
+        let (done, taken) = oneshot::channel();
+        self.to_acd(AcdInput::RequestCallback {
+            call: self.acd_id,
+            number: st.caller_number(),
+            done,
+        })
+        .await;
+        if !taken.await.unwrap_or(false) {
+            return incall::Outcome::Continue;
+        }
+        st.queued = false;
+        self.queue_log(
+            &st.trace,
+            QueueEventKind::Callback,
+            None,
+            st.caller_number(),
+        );
+        tracing::info!(call_id = %self.call_id, "caller chose a callback");
+        match self.cfg.voice.as_ref() {
+            Some(v) => {
+                st.phase = Phase::Message {
+                    then: EndReason::Callback,
+                };
+                let goodbye = v.goodbye.clone();
+                self.play(st, vec![goodbye])
+                    .await
+                    .map_or(incall::Outcome::Continue, incall::Outcome::End)
+            }
+            None => incall::Outcome::End(EndReason::Callback),
+        }
+    }
+
+    /// The callback offer, once, when the queue has one and the wait is long enough.
+    fn callback_offer(&self, st: &mut State) -> Option<Prompt> {
+        let Phase::Queue { name } = &st.phase else {
+            return None;
+        };
+        let o = self.cfg.queues.get(name)?;
+        o.callback_key?;
+        if st.callback_offered || st.ewt? < o.callback_min_ewt_secs {
+            return None;
+        }
+        st.callback_offered = true;
+        Some(
+            o.callback_prompt
+                .clone()
+                .unwrap_or_else(|| Prompt::from_samples(hotline_media::prompts::beep())),
+        )
+    }
+
     /// The caller pressed the queue's leave key: out of the ACD, to the queue's fallback.
     async fn leave_queue(&self, queue: &str, st: &mut State) -> incall::Outcome {
         if let Some(a) = st.agent.take() {
@@ -650,7 +1006,12 @@ impl Call {
             .and_then(|a| a.queues.iter().find(|q| q.name == queue))
             .map(|q| q.fallback.clone())
             .unwrap_or_default();
-        self.queue_log(st, "FALLBACK", None, "leave-key".into());
+        self.queue_log(
+            &st.trace,
+            QueueEventKind::Fallback,
+            None,
+            "leave-key".into(),
+        );
         self.fallback(target, st)
             .await
             .map_or(incall::Outcome::Continue, incall::Outcome::End)
@@ -716,12 +1077,19 @@ impl Call {
     }
 
     /// A queue-log line for this call (to the CDR store's queue log).
-    fn queue_log(&self, st: &State, event: &'static str, agent: Option<&str>, data: String) {
-        tracing::debug!(call_id = %self.call_id, queue = ?st.trace.queue, event, ?agent, %data, "queue event");
+    fn queue_log(&self, t: &Trace, event: QueueEventKind, agent: Option<&str>, data: String) {
+        self.cfg.cdr.queue_event(QueueEvent {
+            at: self.now_ms(),
+            call_id: self.call_id.clone(),
+            queue: t.queue.clone().unwrap_or_else(|| "NONE".into()),
+            agent: agent.map(str::to_string),
+            event,
+            data,
+        });
     }
 
     /// INVITEs the agent's contact with Hotline's SDP on a second port pair.
-    async fn call_agent(
+    pub(crate) async fn call_agent(
         &self,
         number: &str,
         host: &str,
@@ -737,8 +1105,10 @@ impl Call {
         let from = format!("<sip:{number}@{host}>;tag=hl{}", token());
         let to = format!("<sip:{user}@{host}>");
         let text = format!(
-            "INVITE {uri} SIP/2.0\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:{number}@{host}{}>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+            "INVITE {uri} SIP/2.0\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:{number}@{host}{}>\r\n{}Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
             transport_param(flow),
+            // In-call hook: offer the agent's phone a session timer.
+            incall::agent_invite_headers(&self.cfg.session_timer),
             sdp.len()
         );
         let req = own_request(&text)?;
@@ -792,7 +1162,12 @@ impl Call {
                     a.failed = !a.answered;
                     if a.failed && a.offer_of.is_some() {
                         let user = a.user.clone();
-                        self.queue_log(st, "RINGNOANSWER", Some(&user), status.to_string());
+                        self.queue_log(
+                            &st.trace,
+                            QueueEventKind::RingNoAnswer,
+                            Some(&user),
+                            status.to_string(),
+                        );
                     }
                 }
                 incall::Outcome::Continue
@@ -839,34 +1214,13 @@ impl Call {
         let Some(a) = st.agent.as_mut() else {
             return incall::Outcome::Continue;
         };
-        if let Some(to) = msg::to_value(&resp.headers) {
-            a.to = to.to_string();
-        }
-        if let Some(c) = msg::find(&resp.headers, |h| matches!(h, Header::Contact(_))) {
-            a.target = Some(msg::addr_uri(msg::split_first(c).0).to_string());
-        }
-        let target = a.target.clone().unwrap_or_default();
-        let ack = format!(
-            "ACK {target} SIP/2.0\r\nFrom: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
-            a.from, a.to, a.call_id
-        );
-        if let Some(req) = own_request(&ack) {
-            let _ = self.sip.send_stateless(req, a.flow).await;
-        }
-        if a.answered {
-            return incall::Outcome::Continue;
-        }
-        a.answered = true;
-        let negotiated = std::str::from_utf8(&resp.body)
-            .map_err(|_| MediaError::SdpMalformed {
-                line: 0,
-                reason: "SDP is not UTF-8",
-            })
-            .and_then(SessionDescription::parse)
-            .and_then(|answer| process_answer(&a.offer, &answer));
-        let (Ok(n), Some(ports)) = (negotiated, a.ports.take()) else {
-            tracing::warn!(call_id = %self.call_id, "agent's answer unusable; call failed");
-            return incall::Outcome::End(EndReason::Failed);
+        let leg = match self.ack_answer(a, resp).await {
+            None => return incall::Outcome::Continue,
+            Some(None) => {
+                tracing::warn!(call_id = %self.call_id, "agent's answer unusable; call failed");
+                return incall::Outcome::End(EndReason::Failed);
+            }
+            Some(Some(leg)) => leg,
         };
         let user = a.user.clone();
         if let Some(agent) = a.offer_of {
@@ -883,8 +1237,12 @@ impl Call {
             .trace
             .queued_at
             .map_or(0, |q| (self.now_ms() - q).max(0) / 1000);
-        self.queue_log(st, "CONNECT", Some(&user), wait.to_string());
-        let leg = MediaLeg::new(ports, LegConfig::from(&n), self.cfg.leg_timing);
+        self.queue_log(
+            &st.trace,
+            QueueEventKind::Connect,
+            Some(&user),
+            wait.to_string(),
+        );
         if st.media.attach(leg).await.is_err() {
             return incall::Outcome::End(EndReason::Failed);
         }
@@ -907,6 +1265,51 @@ impl Call {
         incall::Outcome::Continue
     }
 
+    /// ACKs a 2xx to one of our INVITEs (every retransmission); the first time, the
+    /// media leg it negotiated: `None` for a retransmission, `Some(None)` when the
+    /// answer's SDP is unusable.
+    pub(crate) async fn ack_answer(
+        &self,
+        a: &mut AgentLeg,
+        resp: &Response,
+    ) -> Option<Option<MediaLeg>> {
+        if let Some(to) = msg::to_value(&resp.headers) {
+            a.to = to.to_string();
+        }
+        if let Some(c) = msg::find(&resp.headers, |h| matches!(h, Header::Contact(_))) {
+            a.target = Some(msg::addr_uri(msg::split_first(c).0).to_string());
+        }
+        let target = a.target.clone().unwrap_or_default();
+        let ack = format!(
+            "ACK {target} SIP/2.0\r\nFrom: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
+            a.from, a.to, a.call_id
+        );
+        if let Some(req) = own_request(&ack) {
+            let _ = self.sip.send_stateless(req, a.flow).await;
+        }
+        if a.answered {
+            return None;
+        }
+        a.answered = true;
+        // In-call hook: the session timer the agent's 2xx agreed to, if any.
+        incall::agent_answered(a, resp);
+        let negotiated = std::str::from_utf8(&resp.body)
+            .map_err(|_| MediaError::SdpMalformed {
+                line: 0,
+                reason: "SDP is not UTF-8",
+            })
+            .and_then(SessionDescription::parse)
+            .and_then(|answer| process_answer(&a.offer, &answer));
+        let (Ok(n), Some(ports)) = (negotiated, a.ports.take()) else {
+            return Some(None);
+        };
+        Some(Some(MediaLeg::new(
+            ports,
+            LegConfig::from(&n),
+            self.cfg.leg_timing,
+        )))
+    }
+
     /// Bridges the legs and starts the recording.
     async fn bridge(&self, st: &mut State) {
         if st.media.bridge().await.is_err() {
@@ -914,6 +1317,10 @@ impl Call {
         }
         st.bridged = true;
         tracing::info!(call_id = %self.call_id, "legs bridged");
+        // After a transfer the call's recording is already running: one file per call.
+        if st.recording.is_some() {
+            return;
+        }
         let Some(dir) = &self.cfg.recordings else {
             return;
         };
@@ -944,7 +1351,7 @@ impl Call {
         }
     }
 
-    async fn to_acd(&self, m: AcdInput) {
+    pub(crate) async fn to_acd(&self, m: AcdInput) {
         if let Some(acd) = &self.acd {
             let _ = acd.send(m).await;
         }
@@ -972,7 +1379,12 @@ impl Call {
                         leg.offer_of = Some(who);
                         st.agent = Some(leg);
                         st.trace.offered_at.get_or_insert(self.now_ms());
-                        self.queue_log(st, "OFFER", Some(&user), String::new());
+                        self.queue_log(
+                            &st.trace,
+                            QueueEventKind::Offer,
+                            Some(&user),
+                            String::new(),
+                        );
                     }
                     None => {
                         tracing::info!(call_id = %self.call_id, agent = %user, "agent unreachable");
@@ -992,25 +1404,44 @@ impl Call {
                     let _ = self.sip.cancel(a.tx).await;
                     let user = a.user.clone();
                     st.agent = None;
-                    self.queue_log(st, "RINGNOANSWER", Some(&user), "cancelled".into());
+                    self.queue_log(
+                        &st.trace,
+                        QueueEventKind::RingNoAnswer,
+                        Some(&user),
+                        "cancelled".into(),
+                    );
                 }
             }
             AcdOutput::Fallback { target } => {
                 st.queued = false;
-                self.queue_log(st, "FALLBACK", None, format!("{target:?}"));
+                self.queue_log(
+                    &st.trace,
+                    QueueEventKind::Fallback,
+                    None,
+                    format!("{target:?}"),
+                );
                 if let Some(r) = self.fallback(target, st).await {
                     return incall::Outcome::End(r);
                 }
             }
+            AcdOutput::Estimate { ewt_secs } => {
+                st.ewt = Some(ewt_secs);
+                if let Some(offer) = self.callback_offer(st) {
+                    let player = Player::new(vec![offer], false, Instant::now());
+                    let _ = st.media.announce(Side::A, player).await;
+                }
+            }
             AcdOutput::Announce { position, ewt_secs } => {
+                st.ewt = Some(ewt_secs);
                 if matches!(st.phase, Phase::Queue { .. }) && !st.bridged && !st.whispering {
-                    let list =
+                    let mut list =
                         announce::announcement(self.cfg.voice.as_deref(), position, ewt_secs);
+                    list.extend(self.callback_offer(st));
                     let player = Player::new(list, false, Instant::now());
                     if st.media.announce(Side::A, player).await.is_ok() {
                         st.trace.announcements += 1;
                     }
-                    self.queue_log(st, "ANNOUNCE", None, format!("{position},{ewt_secs}"));
+                    tracing::debug!(call_id = %self.call_id, position, ewt_secs, "announcement");
                 }
             }
             AcdOutput::Refused => {
@@ -1074,6 +1505,24 @@ impl Call {
     }
 }
 
+/// The user part and display name of a From/To value (`"Ann" <sip:ann@host>;tag=x`).
+pub(crate) fn from_identity(v: &str) -> (String, Option<String>) {
+    let (addr, _) = msg::split_first(v);
+    let name = addr
+        .split_once('<')
+        .map(|(n, _)| n.trim().trim_matches('"').trim().to_string())
+        .filter(|n| !n.is_empty());
+    let uri = msg::addr_uri(addr);
+    let user = uri
+        .split_once(':')
+        .map_or(uri, |(_, rest)| rest)
+        .split(['@', ';'])
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    (user, name)
+}
+
 /// Sleeps until `t`, or forever without one (a `select!` branch for optional timers).
 pub(crate) async fn sleep_until_opt(t: Option<tokio::time::Instant>) {
     match t {
@@ -1091,12 +1540,12 @@ fn transport_param(flow: Flow) -> &'static str {
 }
 
 /// The To tag of a request (ours, in requests of our dialogs).
-fn to_tag(req: &Request) -> Option<&str> {
+pub(crate) fn to_tag(req: &Request) -> Option<&str> {
     msg::to_value(&req.headers).and_then(msg::tag)
 }
 
 /// The Call-ID an event belongs to.
-fn event_call_id(ev: &AppEvent) -> Option<&str> {
+pub(crate) fn event_call_id(ev: &AppEvent) -> Option<&str> {
     match ev {
         AppEvent::Request { request, .. } | AppEvent::Ack { request, .. } => {
             msg::call_id(&request.headers)

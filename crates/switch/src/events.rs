@@ -227,10 +227,12 @@ impl SwitchHandle {
         desk_cfg: crate::DeskConfig,
     ) -> Result<SwitchHandle, SwitchError> {
         let (bus, _) = broadcast::channel(BUS_CAPACITY);
-        let task = crate::acd::AcdTask::new(acd, &desk_cfg.desk_login, bus.clone())?;
+        // No dispatcher: requests of the ACD to call control (callbacks) are dropped.
+        let (control, _) = mpsc::channel(1);
+        let task =
+            crate::acd::AcdTask::new(acd, &desk_cfg.desk_login, bus.clone(), control.clone())?;
         let (tx, rx) = mpsc::channel(1024);
         tokio::spawn(task.run(rx));
-        let (control, _) = mpsc::channel(1);
         Ok(SwitchHandle {
             desk: Desk {
                 bus,
@@ -412,7 +414,7 @@ impl CallDesk {
         CallDesk::with_caller(desk, call_id, caller)
     }
 
-    fn with_caller(desk: &Desk, call_id: &str, caller: String) -> Self {
+    pub(crate) fn with_caller(desk: &Desk, call_id: &str, caller: String) -> Self {
         CallDesk {
             desk: desk.clone(),
             call_id: call_id.to_string(),

@@ -1,7 +1,7 @@
 //! In-dialog handling of an answered call: requests that arrive inside the caller's or the
 //! agent's dialog (BYE, INFO, re-INVITE, UPDATE, REFER, OPTIONS …), media events of the
 //! legs that are not routing matters (dead legs, RTCP BYE), and the call's in-dialog
-//! timers (session timers later).
+//! timers (session timers).
 //!
 //! The call loop (`call.rs`) owns routing (IVR, queue, offers, bridge) and calls into this
 //! module through these seams: [`caller_request`], [`agent_request`], [`caller_response`],
@@ -9,13 +9,48 @@
 //! [`InCall::deadline`]/[`InCall::timeout`]. Each returns an [`Outcome`] the loop acts on.
 //! Per-dialog state this module needs lives in [`CallerExt`] / [`AgentExt`], fields of the
 //! call loop's `CallerDialog` / `AgentLeg`, so it can grow here without touching `call.rs`.
+//!
+//! What happens here:
+//! - **Hold**: a re-INVITE/UPDATE whose offer stops us sending to a phone (`sendonly`,
+//!   `inactive`, `c=0.0.0.0`) puts the call on hold: the *other* side hears music on hold
+//!   and nothing is relayed either way; `sendrecv` bridges again. Hold time is accumulated
+//!   ([`CallerExt::hold_ms`]) for the CDR.
+//! - **Media changes** (codec, address, port) from either side are answered with Hotline's
+//!   SDP for that leg (media stays anchored; the other leg is not re-INVITEd).
+//! - **Blind transfer**: REFER from the agent (RFC 3515): 202, NOTIFY `100 Trying`, NOTIFY
+//!   `200 OK` (Hotline now owns the transfer), BYE to the agent; the loop then re-routes
+//!   the caller ([`Outcome::Transfer`]).
+//! - **Attended transfer**: REFER with Replaces naming another call's caller dialog (the
+//!   agent consulted a colleague through Hotline): 202, the loop takes that call's agent
+//!   leg ([`Outcome::Replace`], [`GiveAgent`]), NOTIFY `200 OK` and BYE to the referrer.
+//! - **Session timers** (RFC 4028) on the caller's dialog as UAS, and on either dialog when
+//!   the peer refreshes: expiry sends BYE to both legs.
+//! - **No RTP** on a leg for `[media] no_rtp_timeout_secs` (not while on hold): BYE to both.
+
+use std::time::{Duration, Instant};
 
 use hotline_media::dtmf::parse_info_body;
-use hotline_media::{LegEvent, MediaEvent, SessionHandle};
-use hotline_sip::msg::{Header, Method, Request, Response};
+use hotline_media::sdp::{Direction, LegSdp, LocalMedia, SessionDescription, process_answer};
+use hotline_media::{
+    LegConfig, LegEvent, MediaError, MediaEvent, MediaLeg, Player, SessionHandle, Side,
+};
+use hotline_sip::msg::{self, Header, Method, Request, Response};
+use hotline_sip::refer::{self, ReferTo, Replaces};
+use hotline_sip::session_timer::{self, SessionTimer, TimerAction, TimerPolicy, UasDecision};
 use hotline_sip::{AppResponse, Flow, ServerTxId};
 
-use crate::call::{AgentLeg, Call, CallerDialog, EndReason};
+use crate::Route;
+use crate::call::{AgentLeg, Call, CallerDialog, EndReason, own_request};
+
+/// The in-dialog handlers cannot reach [`InCall`], so a timer they start or move is
+/// picked up at the next look: the first comes soon after answer, later ones at the
+/// earliest timer but at most this far apart (cheap: a wake-up every few seconds).
+const FIRST_LOOK: Duration = Duration::from_secs(1);
+const MAX_LOOK: Duration = Duration::from_secs(5);
+
+/// How long a transfer waits for the referrer's answers to our NOTIFYs before it goes on
+/// regardless.
+const NOTIFY_PATIENCE: Duration = Duration::from_secs(4);
 
 /// What the call loop does after an in-dialog event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,34 +62,218 @@ pub(crate) enum Outcome {
     /// A key the caller pressed out of band (SIP INFO); the loop feeds it to the IVR or
     /// the queue's leave/callback keys, as it does with RFC 4733 events.
     Digit(char),
+    /// The agent transferred the caller (blind REFER) and has been released: the loop
+    /// drops the agent leg and routes the caller to this target (the caller hears music
+    /// meanwhile).
+    Transfer(Route),
+    /// The agent transferred the caller to another call's agent (REFER with Replaces,
+    /// already answered 202): the loop asks that call for its agent leg, then calls
+    /// [`transfer_done`].
+    Replace(Replaces),
 }
 
-/// In-dialog state of the caller's dialog (extended by the in-call features).
-#[derive(Debug, Default)]
-pub(crate) struct CallerExt {}
+/// Attended transfer: what a call asks of the call whose caller dialog a Replaces named.
+pub(crate) struct GiveAgent {
+    pub replaces: Replaces,
+    /// The Call-ID of the asking call (where the agent's dialog goes).
+    pub taker: String,
+    pub reply: tokio::sync::oneshot::Sender<Handover>,
+}
 
-/// In-dialog state of the agent's dialog (extended by the in-call features).
-#[derive(Debug, Default)]
-pub(crate) struct AgentExt {}
+impl std::fmt::Debug for GiveAgent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GiveAgent")
+            .field("replaces", &self.replaces)
+            .field("taker", &self.taker)
+            .finish()
+    }
+}
 
-/// In-call state of the whole call, with its timers (none yet).
+/// The agent leg of a call, handed to another call with its media leg (sockets, RTP
+/// state): the agent's phone sees no change at all.
+pub(crate) struct Handover {
+    pub agent: AgentLeg,
+    pub leg: MediaLeg,
+}
+
+/// Whether `replaces` names this call's caller dialog (either tag orientation).
+pub(crate) fn names_caller(replaces: &Replaces, call_id: &str, caller: &CallerDialog) -> bool {
+    let theirs = msg::tag(&caller.theirs).unwrap_or_default();
+    !replaces.early_only && replaces.names(call_id, &caller.tag, theirs)
+}
+
+/// In-dialog state of the caller's dialog.
 #[derive(Debug, Default)]
-pub(crate) struct InCall {}
+pub(crate) struct CallerExt {
+    /// Our Contact in this dialog (for 2xx to re-INVITEs).
+    contact: String,
+    /// Our SDP towards the caller across re-offers.
+    sdp: Option<LegSdp>,
+    timer: Option<SessionTimer>,
+    /// Our own re-INVITE in flight (a session refresh): its CSeq and offer.
+    refresh: Option<(u32, SessionDescription)>,
+    /// The caller put the call on hold.
+    caller_holds: bool,
+    /// The agent put the call on hold (kept here: it outlives one agent leg).
+    agent_holds: bool,
+    hold_since: Option<Instant>,
+    hold_total: Duration,
+}
+
+impl CallerExt {
+    /// State for a caller whose INVITE was answered with `contact` and session `timer`.
+    pub(crate) fn new(contact: &str, timer: Option<SessionTimer>) -> CallerExt {
+        CallerExt {
+            contact: contact.to_string(),
+            timer,
+            ..CallerExt::default()
+        }
+    }
+
+    /// Time the call spent on hold (either side holding), including a hold in progress.
+    /// For the CDR's hold field.
+    pub(crate) fn hold_ms(&self) -> u64 {
+        let running = self.hold_since.map_or(Duration::ZERO, |t| t.elapsed());
+        (self.hold_total + running).as_millis() as u64
+    }
+
+    fn on_hold(&self) -> bool {
+        self.caller_holds || self.agent_holds
+    }
+
+    /// Updates the hold bookkeeping after either side changed.
+    fn hold_changed(&mut self, now: Instant) {
+        match (self.on_hold(), self.hold_since) {
+            (true, None) => self.hold_since = Some(now),
+            (false, Some(t)) => {
+                self.hold_total += now.saturating_duration_since(t);
+                self.hold_since = None;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A blind transfer in progress on the agent's dialog.
+#[derive(Debug)]
+struct Transfer {
+    route: Route,
+    /// CSeq of the NOTIFY we wait on, and whether it is the final one.
+    notify: u32,
+    final_sent: bool,
+    since: Instant,
+}
+
+/// In-dialog state of the agent's dialog.
+#[derive(Debug, Default)]
+pub(crate) struct AgentExt {
+    sdp: Option<LegSdp>,
+    timer: Option<SessionTimer>,
+    /// Our own re-INVITE in flight (a session refresh): its CSeq and offer.
+    refresh: Option<(u32, SessionDescription)>,
+    transfer: Option<Transfer>,
+}
+
+/// In-call state of the whole call: when to look at the timers next.
+#[derive(Debug)]
+pub(crate) struct InCall {
+    next: tokio::time::Instant,
+}
+
+impl Default for InCall {
+    fn default() -> Self {
+        InCall {
+            next: tokio::time::Instant::now() + FIRST_LOOK,
+        }
+    }
+}
 
 impl InCall {
-    /// When [`InCall::timeout`] must run next (session timers, dead-leg checks).
+    /// When [`InCall::timeout`] must run next (session timers, transfer guards).
     pub(crate) fn deadline(&self) -> Option<tokio::time::Instant> {
-        None
+        Some(self.next)
     }
 
-    /// The deadline passed.
-    pub(crate) async fn timeout(&mut self, _ctx: Ctx<'_>) -> Outcome {
-        Outcome::Continue
+    /// The deadline passed: refresh or expire session timers, unstick transfers.
+    pub(crate) async fn timeout(&mut self, ctx: Ctx<'_>) -> Outcome {
+        let Ctx {
+            call,
+            caller,
+            agent,
+            media,
+            bridged,
+        } = ctx;
+        let ctx = Ctx {
+            call,
+            caller: &mut *caller,
+            agent: &mut *agent,
+            media,
+            bridged,
+        };
+        let outcome = due(ctx, Instant::now()).await;
+        self.reschedule(caller, agent.as_ref());
+        outcome
     }
+
+    /// Sets when to look next from the timers of `caller` and `agent`.
+    pub(crate) fn reschedule(&mut self, caller: &CallerDialog, agent: Option<&AgentLeg>) {
+        let now = Instant::now();
+        let mut next = now + MAX_LOOK;
+        let timers = caller
+            .ext
+            .timer
+            .iter()
+            .chain(agent.and_then(|a| a.ext.timer.as_ref()));
+        for t in timers {
+            next = next.min(t.poll_timeout());
+        }
+        if let Some(t) = agent.and_then(|a| a.ext.transfer.as_ref()) {
+            next = next.min(t.since + NOTIFY_PATIENCE);
+        }
+        self.next = tokio::time::Instant::now() + next.saturating_duration_since(now);
+    }
+}
+
+/// Runs the timers that are due: session refresh or expiry, a stuck transfer.
+async fn due(ctx: Ctx<'_>, now: Instant) -> Outcome {
+    let action = ctx
+        .caller
+        .ext
+        .timer
+        .as_mut()
+        .and_then(|t| t.handle_timeout(now));
+    match action {
+        Some(TimerAction::Expired) => {
+            // The loop's ending sends BYE to both legs.
+            tracing::info!(call_id = %ctx.call.call_id, "caller's session timer expired");
+            return Outcome::End(EndReason::SessionExpired);
+        }
+        Some(TimerAction::Refresh) => refresh_caller(ctx.call, ctx.caller).await,
+        None => {}
+    }
+    let Some(a) = ctx.agent.as_mut() else {
+        return Outcome::Continue;
+    };
+    match a.ext.timer.as_mut().and_then(|t| t.handle_timeout(now)) {
+        Some(TimerAction::Expired) => {
+            tracing::info!(call_id = %ctx.call.call_id, "agent's session timer expired");
+            return Outcome::End(EndReason::SessionExpired);
+        }
+        Some(TimerAction::Refresh) => refresh_agent(ctx.call, a).await,
+        None => {}
+    }
+    if a.ext
+        .transfer
+        .as_ref()
+        .is_some_and(|t| now.saturating_duration_since(t.since) >= NOTIFY_PATIENCE)
+    {
+        // The referrer does not answer our NOTIFYs: finish the transfer anyway.
+        return finish_transfer(ctx.call, ctx.caller, a).await;
+    }
+    Outcome::Continue
 }
 
 /// What the in-dialog handlers may look at and change.
-#[allow(dead_code)] // the in-call features (hold, transfer) use every field
 pub(crate) struct Ctx<'a> {
     pub call: &'a Call,
     pub caller: &'a mut CallerDialog,
@@ -63,6 +282,46 @@ pub(crate) struct Ctx<'a> {
     pub media: &'a SessionHandle,
     /// Whether the agent leg is bridged to the caller.
     pub bridged: bool,
+}
+
+/// The session-timer part of answering the caller's INVITE: the caller's state and the
+/// header lines for our 2xx, or the 422 to send instead (RFC 4028 §9).
+pub(crate) fn answer_caller(
+    policy: &TimerPolicy,
+    invite: &Request,
+    contact: &str,
+) -> Result<(CallerExt, Vec<String>), Box<AppResponse>> {
+    match session_timer::uas_negotiate(&invite.headers, policy) {
+        Ok(UasDecision::None) => Ok((CallerExt::new(contact, None), vec![])),
+        Ok(UasDecision::Timer { timer, headers }) => Ok((
+            CallerExt::new(contact, Some(SessionTimer::new(timer, Instant::now()))),
+            headers,
+        )),
+        Ok(UasDecision::TooSmall { min_se }) => Err(Box::new(
+            AppResponse::new(422, "Session Interval Too Small").header(format!("Min-SE: {min_se}")),
+        )),
+        Err(e) => Err(Box::new(AppResponse::new(400, &e.to_string()))),
+    }
+}
+
+/// Header lines (CRLF-terminated) for our INVITE to an agent: we offer a session timer
+/// (RFC 4028 §7.1) so a dead agent phone is noticed even when RTP checks are off.
+pub(crate) fn agent_invite_headers(policy: &TimerPolicy) -> String {
+    if policy.session_expires == 0 {
+        return String::new();
+    }
+    session_timer::uac_headers(policy.session_expires, policy.min_se, None)
+        .into_iter()
+        .map(|h| h + "\r\n")
+        .collect()
+}
+
+/// The agent answered our INVITE: the session timer its 2xx agreed to, if any (§7.2).
+pub(crate) fn agent_answered(a: &mut AgentLeg, resp: &Response) {
+    a.ext.timer = match session_timer::uac_negotiate(&resp.headers) {
+        Ok(Some(t)) => Some(SessionTimer::new(t, Instant::now())),
+        _ => None,
+    };
 }
 
 /// A request inside the caller's dialog (the To tag was checked to be ours).
@@ -78,14 +337,7 @@ pub(crate) async fn caller_request(
             let _ = sip.respond(tx, AppResponse::new(200, "OK")).await;
             Outcome::End(EndReason::CallerHangup)
         }
-        // The media stays as answered: re-offers are declined (the dialog stays up,
-        // RFC 3261 §14.2).
-        Method::Invite | Method::Update => {
-            let _ = sip
-                .respond(tx, AppResponse::new(488, "Not Acceptable Here"))
-                .await;
-            Outcome::Continue
-        }
+        Method::Invite | Method::Update => reoffer(ctx, tx, &request, Side::A).await,
         Method::Info => info(ctx, tx, &request).await,
         Method::Options => {
             let _ = sip.respond(tx, AppResponse::new(200, "OK")).await;
@@ -154,27 +406,425 @@ pub(crate) async fn agent_request(
             let _ = sip.respond(tx, AppResponse::new(200, "OK")).await;
             Outcome::End(EndReason::AgentHangup)
         }
+        Method::Invite | Method::Update => reoffer(ctx, tx, &request, Side::B).await,
+        Method::Refer => refer_from_agent(ctx, tx, &request).await,
         Method::Options | Method::Info => {
             let _ = sip.respond(tx, AppResponse::new(200, "OK")).await;
             Outcome::Continue
         }
         _ => {
             let _ = sip
-                .respond(tx, AppResponse::new(488, "Not Acceptable Here"))
+                .respond(tx, AppResponse::new(501, "Not Implemented"))
                 .await;
             Outcome::Continue
         }
     }
 }
 
-/// A response to a request we sent in the caller's dialog (our BYE, later re-INVITEs).
-pub(crate) async fn caller_response(_ctx: Ctx<'_>, _response: Response) -> Outcome {
+/// Our SDP towards a leg, made from what we sent it first (so `o=` continues).
+fn leg_sdp(first: &SessionDescription) -> Option<LegSdp> {
+    let port = first.media.first()?.port;
+    let addr = first
+        .connection
+        .map(|c| c.addr)
+        .unwrap_or(first.origin.addr);
+    let mut local = LocalMedia::new(addr, port);
+    local.session_id = first.origin.session_id;
+    local.session_version = first.origin.session_version;
+    Some(LegSdp::sent(local, first.clone()))
+}
+
+/// A re-INVITE or UPDATE from the caller (`Side::A`) or the agent (`Side::B`): session
+/// timer refresh, media change, hold or resume. Answered with Hotline's SDP for that leg.
+async fn reoffer(ctx: Ctx<'_>, tx: ServerTxId, req: &Request, side: Side) -> Outcome {
+    let Ctx {
+        call,
+        caller,
+        agent,
+        media,
+        bridged,
+    } = ctx;
+    let sip = &call.sip;
+    // The agent's leg must have answered before it can re-offer.
+    if side == Side::B && agent.as_ref().is_none_or(|a| !a.answered) {
+        let _ = sip
+            .respond(tx, AppResponse::new(491, "Request Pending"))
+            .await;
+        return Outcome::Continue;
+    }
+    // Session timer first: a 422 must not change the media.
+    let policy = TimerPolicy {
+        session_expires: 0, // only refreshes the peer asks for
+        ..call.cfg.session_timer
+    };
+    let timer = match session_timer::uas_negotiate(&req.headers, &policy) {
+        Ok(UasDecision::TooSmall { min_se }) => {
+            let r = AppResponse::new(422, "Session Interval Too Small")
+                .header(format!("Min-SE: {min_se}"));
+            let _ = sip.respond(tx, r).await;
+            return Outcome::Continue;
+        }
+        Ok(UasDecision::Timer { timer, headers }) => Some((timer, headers)),
+        Ok(UasDecision::None) => None,
+        Err(e) => {
+            let _ = sip.respond(tx, AppResponse::new(400, &e.to_string())).await;
+            return Outcome::Continue;
+        }
+    };
+    let (contact, sdp_state) = match side {
+        Side::A => {
+            if caller.ext.sdp.is_none() {
+                caller.ext.sdp = leg_sdp(&caller.local_sdp);
+            }
+            (caller.ext.contact.clone(), &mut caller.ext.sdp)
+        }
+        Side::B => {
+            let Some(a) = agent.as_mut() else {
+                return Outcome::Continue;
+            };
+            if a.ext.sdp.is_none() {
+                a.ext.sdp = leg_sdp(&a.offer);
+            }
+            let contact = format!("<{}{}>", msg::addr_uri(&a.from), transport_param(a.flow));
+            (contact, &mut a.ext.sdp)
+        }
+    };
+    let Some(sdp_state) = sdp_state.as_mut() else {
+        let _ = sip
+            .respond(tx, AppResponse::new(500, "No media for this leg"))
+            .await;
+        return Outcome::Continue;
+    };
+    let mut resp = AppResponse::new(200, "OK").header(format!("Contact: {contact}"));
+    let mut hold = None;
+    if req.body.is_empty() {
+        // An offer-less re-INVITE: we offer in the 2xx (what we last sent) and take the
+        // answer in the ACK as unchanged. An empty UPDATE is only a refresh.
+        if req.method == Method::Invite
+            && let Some(last) = sdp_state.last()
+        {
+            resp = resp.body("application/sdp", last.to_string());
+        }
+    } else {
+        let offer = std::str::from_utf8(&req.body)
+            .map_err(|_| MediaError::SdpMalformed {
+                line: 0,
+                reason: "SDP is not UTF-8",
+            })
+            .and_then(SessionDescription::parse);
+        let answered = offer.and_then(|o| sdp_state.answer(&o, Direction::SendRecv));
+        let (answer, negotiated) = match answered {
+            Ok(a) => a,
+            Err(e) => {
+                // The dialog and its media stay as they were (RFC 3261 §14.2).
+                let _ = sip
+                    .respond(tx, AppResponse::new(e.sip_status(), &e.to_string()))
+                    .await;
+                return Outcome::Continue;
+            }
+        };
+        let _ = media.reconfigure(side, LegConfig::from(&negotiated)).await;
+        hold = Some(negotiated.peer_holds());
+        resp = resp.body("application/sdp", answer.to_string());
+    }
+    if let Some((t, headers)) = timer {
+        for h in headers {
+            resp = resp.header(h);
+        }
+        let slot = match side {
+            Side::A => &mut caller.ext.timer,
+            Side::B => match agent.as_mut() {
+                Some(a) => &mut a.ext.timer,
+                None => return Outcome::Continue,
+            },
+        };
+        match slot {
+            Some(st) => st.refreshed(t, Instant::now()),
+            None => *slot = Some(SessionTimer::new(t, Instant::now())),
+        }
+    }
+    let _ = sip.respond(tx, resp).await;
+    if let Some(holds) = hold {
+        set_hold(call, caller, media, bridged, side, holds).await;
+    }
+    Outcome::Continue
+}
+
+/// One side started or stopped holding: the other side hears music while either holds;
+/// when neither does (and the legs were bridged) they talk again.
+async fn set_hold(
+    call: &Call,
+    caller: &mut CallerDialog,
+    media: &SessionHandle,
+    bridged: bool,
+    side: Side,
+    holds: bool,
+) {
+    let ext = &mut caller.ext;
+    match side {
+        Side::A => ext.caller_holds = holds,
+        Side::B => ext.agent_holds = holds,
+    }
+    ext.hold_changed(Instant::now());
+    if !bridged {
+        return;
+    }
+    let music = || Player::new(vec![call.cfg.music.clone()], true, Instant::now());
+    let r = if ext.agent_holds {
+        media.hold(Side::A, music()).await
+    } else if ext.caller_holds {
+        media.hold(Side::B, music()).await
+    } else {
+        media.bridge().await
+    };
+    if r.is_err() {
+        tracing::warn!(call_id = %call.call_id, "media session gone while changing hold");
+    }
+    tracing::info!(call_id = %call.call_id, ?side, holds, "hold changed");
+}
+
+/// REFER from the agent (RFC 3515): a blind transfer of the caller to an extension, queue
+/// or number, or (Refer-To with Replaces) an attended one, carried out by the loop.
+async fn refer_from_agent(ctx: Ctx<'_>, tx: ServerTxId, req: &Request) -> Outcome {
+    let sip = &ctx.call.sip;
+    let Some(a) = ctx.agent.as_mut().filter(|a| a.answered) else {
+        let _ = sip
+            .respond(tx, AppResponse::new(491, "Request Pending"))
+            .await;
+        return Outcome::Continue;
+    };
+    if a.ext.transfer.is_some() {
+        let _ = sip
+            .respond(tx, AppResponse::new(491, "Request Pending"))
+            .await;
+        return Outcome::Continue;
+    }
+    let target = match refer::refer_to(&req.headers) {
+        Ok(t) => t,
+        Err(e) => {
+            let _ = sip.respond(tx, AppResponse::new(400, &e.to_string())).await;
+            return Outcome::Continue;
+        }
+    };
+    if let Some(r) = target.replaces {
+        tracing::info!(call_id = %ctx.call.call_id, replaces = %r, "attended transfer");
+        let _ = sip.respond(tx, AppResponse::new(202, "Accepted")).await;
+        return Outcome::Replace(r);
+    }
+    let Some(route) = transfer_route(ctx.call, &target).await else {
+        let _ = sip
+            .respond(tx, AppResponse::new(404, "Transfer target not found"))
+            .await;
+        return Outcome::Continue;
+    };
+    tracing::info!(call_id = %ctx.call.call_id, ?route, referred_by = ?refer::referred_by(&req.headers), "blind transfer");
+    let _ = sip.respond(tx, AppResponse::new(202, "Accepted")).await;
+    // The caller hears music from now on; the agent's audio is no longer relayed.
+    if ctx.bridged {
+        let music = Player::new(vec![ctx.call.cfg.music.clone()], true, Instant::now());
+        let _ = ctx.media.hold(Side::A, music).await;
+    }
+    let cseq = notify(ctx.call, a, 100, "Trying").await;
+    a.ext.transfer = Some(Transfer {
+        route,
+        notify: cseq,
+        final_sent: false,
+        since: Instant::now(),
+    });
+    Outcome::Continue
+}
+
+/// Where a Refer-To's user goes: a configured number's route, else a registered user.
+async fn transfer_route(call: &Call, target: &ReferTo) -> Option<Route> {
+    let user = target.user.as_deref()?;
+    if let Some(r) = call.cfg.routes.get(user) {
+        return Some(r.clone());
+    }
+    match call.sip.contact_for(user).await {
+        Ok(Some(_)) => Some(Route::Extension(user.to_string())),
+        _ => None,
+    }
+}
+
+/// Sends a NOTIFY of the REFER subscription with a sipfrag of `status`; returns its CSeq.
+async fn notify(call: &Call, a: &mut AgentLeg, status: u16, reason: &str) -> u32 {
+    let mut extra = refer::notify_headers(status, 60);
+    extra.push(format!(
+        "Contact: <{}{}>",
+        msg::addr_uri(&a.from),
+        transport_param(a.flow)
+    ));
+    let body = refer::sipfrag(status, reason);
+    if let Some(req) = agent_req(a, "NOTIFY", &extra, Some((refer::SIPFRAG, &body))) {
+        let _ = call.sip.send_request(req, a.flow).await;
+    }
+    a.cseq
+}
+
+/// The end of an attended transfer: on success the referrer (still `agent`) hears
+/// `200 OK` and is released with BYE; on failure it hears why and keeps the call.
+pub(crate) async fn transfer_done(
+    call: &Call,
+    caller: &mut CallerDialog,
+    agent: &mut AgentLeg,
+    ok: bool,
+) {
+    if ok {
+        caller.ext.agent_holds = false;
+        caller.ext.hold_changed(Instant::now());
+        notify(call, agent, 200, "OK").await;
+        call.bye_agent(agent).await;
+    } else {
+        notify(call, agent, 481, "Call/Transaction Does Not Exist").await;
+    }
+}
+
+/// The final NOTIFY was answered (or never will be): release the agent and hand the
+/// caller to the loop's routing.
+async fn finish_transfer(call: &Call, caller: &mut CallerDialog, a: &mut AgentLeg) -> Outcome {
+    let Some(t) = a.ext.transfer.take() else {
+        return Outcome::Continue;
+    };
+    // Phones usually hold before they transfer: that hold ends with the agent's leg.
+    caller.ext.agent_holds = false;
+    caller.ext.hold_changed(Instant::now());
+    if !t.final_sent {
+        notify(call, a, 200, "OK").await;
+    }
+    call.bye_agent(a).await;
+    Outcome::Transfer(t.route)
+}
+
+/// A response to a request we sent in the caller's dialog (our BYE, session refreshes).
+pub(crate) async fn caller_response(ctx: Ctx<'_>, response: Response) -> Outcome {
+    let Some((seq, method)) = msg::cseq(&response.headers) else {
+        return Outcome::Continue;
+    };
+    let status = u16::from(response.status_code.clone());
+    if !method.eq_ignore_ascii_case("INVITE") || status < 200 {
+        return Outcome::Continue;
+    }
+    let caller = ctx.caller;
+    let Some((sent, offer)) = caller.ext.refresh.take_if(|(s, _)| *s == seq) else {
+        // A retransmitted 2xx of a refresh already handled: ACK again.
+        if (200..300).contains(&status) {
+            ack_caller(ctx.call, caller, seq).await;
+        }
+        return Outcome::Continue;
+    };
+    if !(200..300).contains(&status) {
+        // 408/481: the dialog is gone (RFC 4028 §10); otherwise the timer expires on
+        // its own if nothing else refreshes.
+        if matches!(status, 408 | 481) {
+            return Outcome::End(EndReason::SessionExpired);
+        }
+        return Outcome::Continue;
+    }
+    ack_caller(ctx.call, caller, sent).await;
+    if let Ok(answer) = std::str::from_utf8(&response.body)
+        .map_err(|_| ())
+        .and_then(|b| SessionDescription::parse(b).map_err(|_| ()))
+        && let Ok(n) = process_answer(&offer, &answer)
+    {
+        let _ = ctx.media.reconfigure(Side::A, LegConfig::from(&n)).await;
+    }
+    let timer = match session_timer::uac_negotiate(&response.headers) {
+        Ok(Some(t)) => Some(t),
+        // The caller dropped the timer from its answer: none from now on.
+        _ => None,
+    };
+    match (timer, caller.ext.timer.as_mut()) {
+        (Some(t), Some(st)) => st.refreshed(t, Instant::now()),
+        (Some(t), None) => caller.ext.timer = Some(SessionTimer::new(t, Instant::now())),
+        (None, _) => caller.ext.timer = None,
+    }
     Outcome::Continue
 }
 
 /// A response to a request we sent in the agent's dialog other than the initial INVITE
-/// (our BYE, later re-INVITEs).
-pub(crate) async fn agent_response(_ctx: Ctx<'_>, _response: Response) -> Outcome {
+/// (our BYE, transfer NOTIFYs).
+pub(crate) async fn agent_response(ctx: Ctx<'_>, response: Response) -> Outcome {
+    let status = u16::from(response.status_code.clone());
+    let Some((seq, method)) = msg::cseq(&response.headers) else {
+        return Outcome::Continue;
+    };
+    if status < 200 {
+        return Outcome::Continue;
+    }
+    let Some(a) = ctx.agent.as_mut() else {
+        return Outcome::Continue;
+    };
+    if method.eq_ignore_ascii_case("INVITE") {
+        return agent_refreshed(ctx.call, ctx.media, a, &response, seq, status).await;
+    }
+    if !method.eq_ignore_ascii_case("NOTIFY") {
+        return Outcome::Continue;
+    }
+    let Some(t) = a.ext.transfer.as_mut().filter(|t| t.notify == seq) else {
+        return Outcome::Continue;
+    };
+    if t.final_sent {
+        return finish_transfer(ctx.call, ctx.caller, a).await;
+    }
+    // NOTIFYs go one at a time so the referrer sees them in order, even over UDP.
+    let cseq = notify(ctx.call, a, 200, "OK").await;
+    if let Some(t) = a.ext.transfer.as_mut() {
+        t.notify = cseq;
+        t.final_sent = true;
+    }
+    Outcome::Continue
+}
+
+/// A final response to our refresh re-INVITE `seq` of the agent's dialog.
+async fn agent_refreshed(
+    call: &Call,
+    media: &SessionHandle,
+    a: &mut AgentLeg,
+    response: &Response,
+    seq: u32,
+    status: u16,
+) -> Outcome {
+    let ok = (200..300).contains(&status);
+    let ack = |a: &AgentLeg| {
+        build(
+            a.target.as_deref().unwrap_or_default(),
+            &a.from,
+            &a.to,
+            &a.call_id,
+            seq,
+            "ACK",
+            &[],
+            None,
+        )
+    };
+    let Some((_, offer)) = a.ext.refresh.take_if(|(s, _)| *s == seq) else {
+        // A retransmitted 2xx of a refresh already handled: ACK again.
+        if ok && let Some(req) = ack(a) {
+            let _ = call.sip.send_stateless(req, a.flow).await;
+        }
+        return Outcome::Continue;
+    };
+    if !ok {
+        return if matches!(status, 408 | 481) {
+            Outcome::End(EndReason::SessionExpired)
+        } else {
+            Outcome::Continue
+        };
+    }
+    if let Some(req) = ack(a) {
+        let _ = call.sip.send_stateless(req, a.flow).await;
+    }
+    if let Ok(answer) = std::str::from_utf8(&response.body)
+        .map_err(|_| ())
+        .and_then(|b| SessionDescription::parse(b).map_err(|_| ()))
+        && let Ok(n) = process_answer(&offer, &answer)
+    {
+        let _ = media.reconfigure(Side::B, LegConfig::from(&n)).await;
+    }
+    a.ext.timer = match session_timer::uac_negotiate(&response.headers) {
+        Ok(Some(t)) => Some(SessionTimer::new(t, Instant::now())),
+        _ => None,
+    };
     Outcome::Continue
 }
 
@@ -182,9 +832,200 @@ pub(crate) async fn agent_response(_ctx: Ctx<'_>, _response: Response) -> Outcom
 pub(crate) async fn media_event(ctx: Ctx<'_>, ev: MediaEvent) -> Outcome {
     match ev {
         MediaEvent::Leg(side, LegEvent::NoRtp) => {
-            tracing::info!(call_id = %ctx.call.call_id, ?side, "no RTP from a leg");
+            // A phone on hold may rightly send nothing; session timers guard those calls.
+            if ctx.caller.ext.on_hold() {
+                tracing::debug!(call_id = %ctx.call.call_id, ?side, "no RTP while on hold");
+                return Outcome::Continue;
+            }
+            // The loop's ending sends BYE to both legs.
+            tracing::info!(call_id = %ctx.call.call_id, ?side, "no RTP from a leg; hanging up");
+            Outcome::End(EndReason::NoRtp)
         }
-        other => tracing::debug!(call_id = %ctx.call.call_id, ?other, "media event"),
+        other => {
+            tracing::debug!(call_id = %ctx.call.call_id, ?other, "media event");
+            Outcome::Continue
+        }
     }
-    Outcome::Continue
+}
+
+/// Our session refresh towards the caller: a re-INVITE repeating our last SDP, so a
+/// phone sees no change (RFC 4028 §7.4), asking to stay the refresher.
+async fn refresh_caller(call: &Call, caller: &mut CallerDialog) {
+    if caller.ext.sdp.is_none() {
+        caller.ext.sdp = leg_sdp(&caller.local_sdp);
+    }
+    let Some(offer) = caller.ext.sdp.as_ref().and_then(|s| s.last().cloned()) else {
+        return;
+    };
+    let Some(timer) = caller.ext.timer else {
+        return;
+    };
+    let mut extra = session_timer::uac_headers(
+        timer.negotiated().interval,
+        call.cfg.session_timer.min_se,
+        Some(true),
+    );
+    extra.push(format!("Contact: {}", caller.ext.contact));
+    let body = offer.to_string();
+    if let Some(req) = caller_req(
+        caller,
+        &call.call_id,
+        "INVITE",
+        &extra,
+        Some(("application/sdp", &body)),
+    ) {
+        caller.ext.refresh = Some((caller.cseq, offer));
+        tracing::debug!(call_id = %call.call_id, "refreshing the caller's session");
+        let _ = call.sip.send_request(req, caller.flow).await;
+    }
+}
+
+/// Our session refresh towards the agent: a re-INVITE repeating our offer.
+async fn refresh_agent(call: &Call, a: &mut AgentLeg) {
+    if a.ext.sdp.is_none() {
+        a.ext.sdp = leg_sdp(&a.offer);
+    }
+    let (Some(offer), Some(timer)) = (
+        a.ext.sdp.as_ref().and_then(|s| s.last().cloned()),
+        a.ext.timer,
+    ) else {
+        return;
+    };
+    let mut extra = session_timer::uac_headers(
+        timer.negotiated().interval,
+        call.cfg.session_timer.min_se,
+        Some(true),
+    );
+    extra.push(format!(
+        "Contact: <{}{}>",
+        msg::addr_uri(&a.from),
+        transport_param(a.flow)
+    ));
+    let body = offer.to_string();
+    if let Some(req) = agent_req(a, "INVITE", &extra, Some(("application/sdp", &body))) {
+        a.ext.refresh = Some((a.cseq, offer));
+        tracing::debug!(call_id = %call.call_id, "refreshing the agent's session");
+        let _ = call.sip.send_request(req, a.flow).await;
+    }
+}
+
+/// An in-dialog request to the agent (as its UAC).
+fn agent_req(
+    a: &mut AgentLeg,
+    method: &str,
+    extra: &[String],
+    body: Option<(&str, &str)>,
+) -> Option<Request> {
+    let target = a.target.clone()?;
+    a.cseq += 1;
+    build(
+        &target, &a.from, &a.to, &a.call_id, a.cseq, method, extra, body,
+    )
+}
+
+/// An in-dialog request to the caller (we are its UAS: our To is our From).
+fn caller_req(
+    c: &mut CallerDialog,
+    call_id: &str,
+    method: &str,
+    extra: &[String],
+    body: Option<(&str, &str)>,
+) -> Option<Request> {
+    c.cseq += 1;
+    build(
+        &c.target, &c.ours, &c.theirs, call_id, c.cseq, method, extra, body,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build(
+    target: &str,
+    from: &str,
+    to: &str,
+    call_id: &str,
+    cseq: u32,
+    method: &str,
+    extra: &[String],
+    body: Option<(&str, &str)>,
+) -> Option<Request> {
+    let mut text = format!(
+        "{method} {target} SIP/2.0\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {method}\r\n"
+    );
+    for e in extra {
+        text.push_str(&e.replace(['\r', '\n'], " "));
+        text.push_str("\r\n");
+    }
+    match body {
+        Some((ct, b)) => text.push_str(&format!(
+            "Content-Type: {ct}\r\nContent-Length: {}\r\n\r\n{b}",
+            b.len()
+        )),
+        None => text.push_str("Content-Length: 0\r\n\r\n"),
+    }
+    own_request(&text)
+}
+
+/// ACK of a 2xx to our re-INVITE `seq` in the caller's dialog.
+async fn ack_caller(call: &Call, c: &CallerDialog, seq: u32) {
+    if let Some(req) = build(
+        &c.target,
+        &c.ours,
+        &c.theirs,
+        &call.call_id,
+        seq,
+        "ACK",
+        &[],
+        None,
+    ) {
+        let _ = call.sip.send_stateless(req, c.flow).await;
+    }
+}
+
+/// `;transport=tcp` for a Contact reached over TCP (UDP is the default).
+fn transport_param(flow: Flow) -> &'static str {
+    match flow.transport {
+        hotline_sip::Transport::Tcp => ";transport=tcp",
+        hotline_sip::Transport::Udp => "",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hold_time_counts_while_either_side_holds() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut ext = CallerExt::new("<sip:4000@127.0.0.1>", None);
+        ext.agent_holds = true;
+        ext.hold_changed(ms(0));
+        // The caller also holds; the agent resumes; the caller resumes: one stretch.
+        ext.caller_holds = true;
+        ext.hold_changed(ms(500));
+        ext.agent_holds = false;
+        ext.hold_changed(ms(1000));
+        ext.caller_holds = false;
+        ext.hold_changed(ms(1500));
+        assert_eq!(ext.hold_ms(), 1500);
+        // A second hold adds up.
+        ext.agent_holds = true;
+        ext.hold_changed(ms(3000));
+        ext.agent_holds = false;
+        ext.hold_changed(ms(3250));
+        assert_eq!(ext.hold_ms(), 1750);
+        assert!(!ext.on_hold());
+    }
+
+    #[test]
+    fn our_sdp_continues_the_first_one() {
+        let first = SessionDescription::parse(
+            "v=0\r\no=hotline 77 3 IN IP4 127.0.0.1\r\ns=Hotline\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 42000 RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\na=sendrecv\r\n",
+        )
+        .unwrap();
+        let leg = leg_sdp(&first).unwrap();
+        assert_eq!(leg.local().rtp_port, 42000);
+        assert_eq!(leg.local().session_id, 77);
+        assert_eq!(leg.last(), Some(&first));
+    }
 }

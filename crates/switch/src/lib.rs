@@ -12,6 +12,7 @@
 mod acd;
 pub mod announce;
 mod call;
+mod callback;
 mod error;
 pub mod events;
 pub mod hours;
@@ -111,6 +112,12 @@ pub struct QueueOptions {
     pub leave_key: Option<char>,
     /// Played to the agent on answer, before the legs are bridged.
     pub whisper: Option<Prompt>,
+    /// Callers may keep their place and be called back by pressing this key, offered
+    /// when the expected wait is at least `callback_min_ewt_secs`.
+    pub callback_key: Option<char>,
+    pub callback_min_ewt_secs: u64,
+    /// The offer ("… press star"), played once when the wait is long enough.
+    pub callback_prompt: Option<Prompt>,
 }
 
 /// Call control configuration.
@@ -125,6 +132,8 @@ pub struct SwitchConfig {
     pub leg_timing: LegTiming,
     /// Queues and agents; without it queue numbers only play music.
     pub acd: Option<AcdConfig>,
+    /// Session timers (RFC 4028) on callers' dialogs (`[sip] session_expires_secs`).
+    pub session_timer: hotline_sip::session_timer::TimerPolicy,
     /// IVR menus by name.
     pub menus: HashMap<String, Arc<Menu>>,
     /// Business-hours sets by name.
@@ -139,11 +148,21 @@ pub struct SwitchConfig {
     pub recordings: Option<PathBuf>,
     /// Wall clock for hours and CDR times.
     pub clock: Clock,
+    /// Where callbacks to numbers that are not registered users go (the static route).
+    pub trunk: Option<hotline_sip::Target>,
+    /// Call detail records and the queue log.
+    pub cdr: hotline_cdr::CdrSink,
 }
 
 impl SwitchConfig {
-    /// A configuration with only routes (no ACD, menus, hours, recording).
-    pub fn new(routes: HashMap<String, Route>, media_ip: IpAddr, music: Prompt) -> Self {
+    /// A configuration with only routes (no ACD, menus, hours, recording) writing its
+    /// CDRs to `cdr`.
+    pub fn new(
+        routes: HashMap<String, Route>,
+        media_ip: IpAddr,
+        music: Prompt,
+        cdr: hotline_cdr::CdrSink,
+    ) -> Self {
         SwitchConfig {
             routes,
             media_ip,
@@ -157,6 +176,9 @@ impl SwitchConfig {
             voice: None,
             recordings: None,
             clock: Clock::system(),
+            session_timer: Default::default(),
+            trunk: None,
+            cdr,
         }
     }
 }
@@ -218,9 +240,10 @@ impl Switch {
             ack_timeout: desk_cfg.offer_ack_timeout,
             lookup_timeout: desk_cfg.lookup_timeout,
         };
+        let (control_tx, control_rx) = mpsc::channel(256);
         let acd = match &cfg.acd {
             Some(a) => {
-                let task = acd::AcdTask::new(a, &desk_cfg.desk_login, bus)?;
+                let task = acd::AcdTask::new(a, &desk_cfg.desk_login, bus, control_tx.clone())?;
                 let (tx, rx) = mpsc::channel(1024);
                 tokio::spawn(task.run(rx));
                 Some(tx)
@@ -231,7 +254,6 @@ impl Switch {
         let (ended_tx, ended_rx) = mpsc::channel(1024);
         let (stop_tx, stop_rx) = oneshot::channel();
         let (done_tx, done_rx) = mpsc::channel(256);
-        let (control_tx, control_rx) = mpsc::channel(256);
         let handle = SwitchHandle {
             desk: desk.clone(),
             acd: acd.clone(),
@@ -327,6 +349,9 @@ pub(crate) enum CallInput {
     Sip(AppEvent),
     /// A desk's command (hang up).
     Command(CallCommand, oneshot::Sender<Result<(), SwitchError>>),
+    /// Attended transfer: another call asks for this call's agent leg (the REFER's
+    /// Replaces named this call's caller dialog).
+    GiveAgent(incall::GiveAgent),
 }
 
 /// What a call task asks of the dispatcher.
@@ -345,6 +370,14 @@ pub(crate) enum Control {
         cmd: CallCommand,
         reply: oneshot::Sender<Result<(), SwitchError>>,
     },
+    /// Attended transfer: pass `ask` to the call whose caller dialog has `call_id`
+    /// (dropped, which answers "no", when there is none).
+    Replace {
+        call_id: String,
+        ask: incall::GiveAgent,
+    },
+    /// The ACD reserved an agent for a queued callback: place it.
+    PlaceCallback(callback::CallbackJob),
 }
 
 struct Dispatcher {
@@ -357,7 +390,7 @@ struct Dispatcher {
     calls: HashMap<String, mpsc::Sender<CallInput>>,
     /// Initial INVITE transaction → Call-ID (CANCEL is reported by transaction).
     invites: HashMap<ServerTxId, String>,
-    done_tx: mpsc::Sender<(String, ServerTxId, CallEnd)>,
+    done_tx: mpsc::Sender<(String, Option<ServerTxId>, CallEnd)>,
     ended: mpsc::Sender<CallEnd>,
     control_tx: mpsc::Sender<Control>,
     /// Call-ID → other dialogs of the same call.
@@ -371,7 +404,7 @@ impl Dispatcher {
     async fn run(
         mut self,
         mut events: mpsc::Receiver<AppEvent>,
-        mut done: mpsc::Receiver<(String, ServerTxId, CallEnd)>,
+        mut done: mpsc::Receiver<(String, Option<ServerTxId>, CallEnd)>,
         mut control: mpsc::Receiver<Control>,
         mut stop: oneshot::Receiver<()>,
     ) {
@@ -397,19 +430,34 @@ impl Dispatcher {
                             let _ = reply.send(Err(SwitchError::NotFound(format!("call {call_id}"))));
                         }
                     },
+                    Control::Replace { call_id, ask } => {
+                        if let Some(tx) = self.calls.get(&call_id) {
+                            let _ = tx.try_send(CallInput::GiveAgent(ask));
+                        }
+                    }
+                    Control::PlaceCallback(job) => self.place_callback(job),
                 },
                 ev = events.recv() => match ev {
                     Some(ev) => self.event(ev).await,
                     None => break,
                 },
                 Some((call_id, invite, end)) = done.recv() => {
-                    self.calls.remove(&call_id);
+                    let own = self.calls.remove(&call_id);
                     // The task reports its INVITE transaction: no scan over every call.
-                    self.invites.remove(&invite);
+                    if let Some(invite) = invite {
+                        self.invites.remove(&invite);
+                    }
                     let _ = self.sip.forget_dialog(&call_id).await;
                     for alias in self.aliases.remove(&call_id).unwrap_or_default() {
-                        self.calls.remove(&alias);
-                        let _ = self.sip.forget_dialog(&alias).await;
+                        // A dialog handed to another call (attended transfer) stays with it.
+                        let moved = match (self.calls.get(&alias), &own) {
+                            (Some(t), Some(o)) => !t.same_channel(o),
+                            _ => false,
+                        };
+                        if !moved {
+                            self.calls.remove(&alias);
+                            let _ = self.sip.forget_dialog(&alias).await;
+                        }
                     }
                     let _ = self.ended.try_send(end);
                 }
@@ -470,7 +518,7 @@ impl Dispatcher {
                 tokio::spawn(async move {
                     let end = call.run(tx, *request, flow, local).await;
                     stats.active.fetch_sub(1, Ordering::Relaxed);
-                    let _ = done.send((call_id, tx, end)).await;
+                    let _ = done.send((call_id, Some(tx), end)).await;
                 });
             }
             AppEvent::Request { tx, request, .. } => {
@@ -497,6 +545,34 @@ impl Dispatcher {
             }
             _ => {}
         }
+    }
+
+    /// Starts the task of a callback the ACD wants placed (agent first, then customer).
+    fn place_callback(&mut self, job: callback::CallbackJob) {
+        let call_id = format!("callback-{}-{}@hotline", job.call.0, self.next_call);
+        self.next_call += 1;
+        let (inbox_tx, inbox) = mpsc::channel(32);
+        self.calls.insert(call_id.clone(), inbox_tx);
+        self.stats.active.fetch_add(1, Ordering::Relaxed);
+        self.stats.total.fetch_add(1, Ordering::Relaxed);
+        let call = call::Call {
+            cfg: self.cfg.clone(),
+            sip: self.sip.clone(),
+            ports: self.ports.clone(),
+            call_id: call_id.clone(),
+            inbox,
+            control: self.control_tx.clone(),
+            acd: self.acd.clone(),
+            acd_id: job.call,
+            desk: events::CallDesk::with_caller(&self.desk, &call_id, String::new()),
+        };
+        let stats = self.stats.clone();
+        let done = self.done_tx.clone();
+        tokio::spawn(async move {
+            let end = call.run_callback(job).await;
+            stats.active.fetch_sub(1, Ordering::Relaxed);
+            let _ = done.send((call_id, None, end)).await;
+        });
     }
 
     /// A response for a call that is gone: a 2xx to INVITE is hung up; any other final

@@ -33,6 +33,7 @@ async fn start() -> (Server, Switch) {
             ]),
             "127.0.0.1".parse().unwrap(),
             Prompt::from_samples(vec![0; 160]),
+            hotline_cdr::CdrSink::memory().0,
         ),
         app,
         events,

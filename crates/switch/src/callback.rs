@@ -1,0 +1,279 @@
+//! Callbacks: a caller who chose to be called back kept their place in the ACD; when the
+//! ACD reserves an agent for the request (`PlaceCallback`), this task calls the agent
+//! first (they hear ringback while the customer is dialled), then the customer — their
+//! registered contact, or the static route (trunk) for other numbers — and bridges them.
+
+use std::time::{Duration, Instant};
+
+use hotline_acd::{AgentId, CallId};
+use hotline_media::{MediaLeg, Player, Prompt, Side, spawn_session};
+use hotline_sip::msg::{Method, Request};
+use hotline_sip::{AppEvent, AppResponse, Flow, ServerTxId};
+use tokio::sync::mpsc;
+
+use crate::CallInput;
+use crate::acd::AcdInput;
+use crate::call::{AgentLeg, Call, CallEnd, EndReason, Trace, event_call_id, to_tag};
+
+/// What the ACD asks for: call `user` (agent `agent`), then `number`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct CallbackJob {
+    /// The callback request's id in the ACD (the original call's).
+    pub call: CallId,
+    pub agent: AgentId,
+    pub user: String,
+    pub number: String,
+    pub queue: String,
+}
+
+/// How long each leg may ring.
+const RING: Duration = Duration::from_secs(30);
+
+impl Call {
+    /// Places the callback and writes its CDR (direction `outbound`, route
+    /// `callback:<queue>`).
+    pub(crate) async fn run_callback(mut self, job: CallbackJob) -> CallEnd {
+        let mut t = Trace {
+            caller: job.number.clone(),
+            dialed: job.number.clone(),
+            sip_call_id: self.call_id.clone(),
+            direction: "outbound",
+            route: vec![format!("callback:{}", job.queue)],
+            queue: Some(job.queue.clone()),
+            arrived_at: self.now_ms(),
+            ..Trace::default()
+        };
+        t.queued_at = Some(t.arrived_at);
+        t.offered_at = Some(t.arrived_at);
+        let end = self.callback_legs(&job, &mut t).await;
+        t.agent = end.agent.clone();
+        self.record(&t, end.reason, end.status).await;
+        end
+    }
+
+    async fn callback_legs(&mut self, job: &CallbackJob, t: &mut Trace) -> CallEnd {
+        tracing::info!(call_id = %self.call_id, agent = %job.user, number = %job.number, "placing a callback");
+        let report = |this: &Call, reason: EndReason, agent: &Option<String>| {
+            let mut e = this.end(200, reason, None);
+            e.route = format!("callback:{}", job.queue);
+            e.queue = Some(job.queue.clone());
+            e.agent = agent.clone();
+            e
+        };
+        // 1. The agent.
+        let agent_leg = match self.sip.contact_for(&job.user).await {
+            Ok(Some((uri, flow))) => {
+                let host = self.host_for(flow);
+                self.call_agent(&job.number, &host, &job.user, &uri, flow)
+                    .await
+            }
+            _ => None,
+        };
+        let Some(mut agent) = agent_leg else {
+            self.callback_result(job.call, false).await;
+            return report(self, EndReason::Failed, &None);
+        };
+        agent.offer_of = Some(job.agent);
+        let agent_media = match self.await_answer(&mut agent, None).await {
+            Ok(m) => m,
+            Err(r) => {
+                let _ = self.sip.cancel(agent.tx).await;
+                self.callback_result(job.call, false).await;
+                return report(self, r, &None);
+            }
+        };
+        let who = Some(job.user.clone());
+        // 2. The agent hears ringback while the customer is called.
+        let (media_tx, mut media_rx) = mpsc::channel(64);
+        let media = spawn_session(agent_media, media_tx);
+        let ringback = Prompt::from_samples(hotline_media::prompts::ringback());
+        let _ = media
+            .play(Side::A, Player::new(vec![ringback], true, Instant::now()))
+            .await;
+        // 3. The customer.
+        let customer = match self.sip.contact_for(&job.number).await {
+            Ok(Some((uri, flow))) => Some((uri, flow)),
+            _ => match self.cfg.trunk {
+                Some(t) => match self.sip.flow_for(t).await {
+                    Ok(Some(flow)) => Some((format!("sip:{}@{}", job.number, t.addr), flow)),
+                    _ => None,
+                },
+                None => None,
+            },
+        };
+        let cust_leg = match customer {
+            Some((uri, flow)) => {
+                let host = self.host_for(flow);
+                self.call_agent(&job.queue, &host, &job.number, &uri, flow)
+                    .await
+            }
+            None => None,
+        };
+        let Some(mut cust) = cust_leg else {
+            tracing::info!(call_id = %self.call_id, number = %job.number, "callback number unreachable");
+            self.callback_result(job.call, false).await;
+            self.bye_agent(&mut agent).await;
+            drop(media.stop().await);
+            return report(self, EndReason::Failed, &who);
+        };
+        let cust_media = match self.await_answer(&mut cust, Some(&mut agent)).await {
+            Ok(m) => m,
+            Err(r) => {
+                self.callback_result(job.call, false).await;
+                if r == EndReason::AgentHangup {
+                    let _ = self.sip.cancel(cust.tx).await;
+                } else {
+                    let _ = self.sip.cancel(cust.tx).await;
+                    self.bye_agent(&mut agent).await;
+                }
+                drop(media.stop().await);
+                return report(self, r, &who);
+            }
+        };
+        // 4. Connected: the engine counts the callback as answered by the agent.
+        self.callback_result(job.call, true).await;
+        t.answered_at = Some(self.now_ms());
+        let bridged = media.attach(cust_media).await.is_ok() && media.bridge().await.is_ok();
+        let reason = loop {
+            tokio::select! {
+                input = self.inbox.recv() => match input {
+                    None => break EndReason::Shutdown,
+                    // Not a transfer target: dropping the request answers no.
+                    Some(CallInput::GiveAgent(_)) => {}
+                    Some(CallInput::Command(cmd, reply)) => {
+                        let _ = reply.send(Err(crate::SwitchError::NotSupported(cmd.name())));
+                    }
+                    Some(CallInput::Sip(ev)) => {
+                        let on_agent = event_call_id(&ev) == Some(agent.call_id.as_str());
+                        let leg = if on_agent { &mut agent } else { &mut cust };
+                        if self.uac_event(leg, ev).await {
+                            break if on_agent { EndReason::AgentHangup } else { EndReason::CallerHangup };
+                        }
+                    }
+                },
+                Some(_) = media_rx.recv() => {}
+            }
+        };
+        self.to_acd(AcdInput::Ended { call: job.call }).await;
+        match reason {
+            EndReason::AgentHangup => self.bye_agent(&mut cust).await,
+            EndReason::CallerHangup => self.bye_agent(&mut agent).await,
+            _ => {
+                self.bye_agent(&mut cust).await;
+                self.bye_agent(&mut agent).await;
+            }
+        }
+        let stats = media.stats().await.ok();
+        drop(media.stop().await);
+        tracing::info!(call_id = %self.call_id, ?reason, "callback ended");
+        let mut end = report(self, reason, &who);
+        end.bridged = bridged;
+        end.media = stats;
+        end
+    }
+
+    async fn callback_result(&self, call: CallId, connected: bool) {
+        self.to_acd(AcdInput::CallbackResult { call, connected })
+            .await;
+    }
+
+    /// Our address as the peer on `flow` sees it (the media address when we listen on
+    /// an unspecified one).
+    fn host_for(&self, flow: Flow) -> String {
+        let ip = if flow.local.ip().is_unspecified() {
+            self.cfg.media_ip
+        } else {
+            flow.local.ip()
+        };
+        std::net::SocketAddr::new(ip, flow.local.port()).to_string()
+    }
+
+    /// Waits (bounded) for the answer to `leg`'s INVITE. A BYE in the answered `other`
+    /// leg meanwhile ends the wait with `AgentHangup`.
+    async fn await_answer(
+        &mut self,
+        leg: &mut AgentLeg,
+        mut other: Option<&mut AgentLeg>,
+    ) -> Result<MediaLeg, EndReason> {
+        let deadline = tokio::time::Instant::now() + RING;
+        loop {
+            let ev = tokio::select! {
+                input = self.inbox.recv() => match input {
+                    Some(CallInput::Sip(ev)) => ev,
+                    Some(CallInput::GiveAgent(_)) => continue,
+                    Some(CallInput::Command(cmd, reply)) => {
+                        let _ = reply.send(Err(crate::SwitchError::NotSupported(cmd.name())));
+                        continue;
+                    }
+                    None => return Err(EndReason::Shutdown),
+                },
+                _ = tokio::time::sleep_until(deadline) => return Err(EndReason::Failed),
+            };
+            let cid = event_call_id(&ev).map(str::to_string);
+            if let Some(o) = other.as_deref_mut()
+                && cid.as_deref() == Some(o.call_id.as_str())
+            {
+                if self.uac_event(o, ev).await {
+                    return Err(EndReason::AgentHangup);
+                }
+                continue;
+            }
+            match ev {
+                AppEvent::Response { response, .. } => {
+                    let status = u16::from(response.status_code.clone());
+                    if (200..300).contains(&status) {
+                        match self.ack_answer(leg, &response).await {
+                            Some(Some(m)) => return Ok(m),
+                            Some(None) => {
+                                self.bye_agent(leg).await;
+                                return Err(EndReason::Failed);
+                            }
+                            None => {}
+                        }
+                    } else if status >= 300 {
+                        leg.failed = true;
+                        return Err(EndReason::Failed);
+                    }
+                }
+                AppEvent::Timeout { .. } => return Err(EndReason::Failed),
+                AppEvent::Request { tx, .. } => {
+                    let _ = self
+                        .sip
+                        .respond(tx, AppResponse::new(481, "Call/Transaction Does Not Exist"))
+                        .await;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// An event in an answered leg we called; true when it is the leg's BYE.
+    async fn uac_event(&self, leg: &mut AgentLeg, ev: AppEvent) -> bool {
+        match ev {
+            // A retransmitted 2xx: ACK it again.
+            AppEvent::Response { response, .. }
+                if (200..300).contains(&u16::from(response.status_code.clone())) =>
+            {
+                let _ = self.ack_answer(leg, &response).await;
+                false
+            }
+            AppEvent::Request { tx, request, .. } => self.uac_request(leg, tx, &request).await,
+            _ => false,
+        }
+    }
+
+    async fn uac_request(&self, leg: &AgentLeg, tx: ServerTxId, request: &Request) -> bool {
+        let ours = hotline_sip::msg::tag(&leg.from);
+        let resp = if to_tag(request) != ours {
+            AppResponse::new(481, "Call/Transaction Does Not Exist")
+        } else {
+            match request.method {
+                Method::Bye | Method::Options | Method::Info => AppResponse::new(200, "OK"),
+                _ => AppResponse::new(488, "Not Acceptable Here"),
+            }
+        };
+        let bye = resp.status == 200 && request.method == Method::Bye;
+        let _ = self.sip.respond(tx, resp).await;
+        bye
+    }
+}
