@@ -253,3 +253,26 @@ pub struct CustomerSummary {
     pub tier: Tier,
     pub provisional: bool,
 }
+
+/// An access to customer records to log: who, what, which customer, allowed or denied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewAuditEntry {
+    pub actor: String,
+    /// e.g. `pop`, `read`, `update`, `search`, `ticket_create`.
+    pub action: String,
+    pub customer_id: Option<CustomerId>,
+    pub allowed: bool,
+    pub detail: String,
+}
+
+/// A logged access (times are Unix milliseconds).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditEntry {
+    pub id: i64,
+    pub at: i64,
+    pub actor: String,
+    pub action: String,
+    pub customer_id: Option<CustomerId>,
+    pub allowed: bool,
+    pub detail: String,
+}

@@ -1115,6 +1115,58 @@ impl Store {
             .collect())
     }
 
+    // ---- audit ---------------------------------------------------------------------------
+
+    /// Logs an access to customer records (a read, a change, a search, or a denied try).
+    pub async fn audit(&self, e: &NewAuditEntry) -> Result<()> {
+        on_pool!(self, |p| {
+            sqlx::query(
+                "INSERT INTO audit_log (at, actor, action, customer_id, allowed, detail) VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(now_ms())
+            .bind(&e.actor)
+            .bind(&e.action)
+            .bind(e.customer_id)
+            .bind(e.allowed)
+            .bind(&e.detail)
+            .execute(p)
+            .await?;
+            Ok(())
+        })
+    }
+
+    /// The newest audit entries about a customer (or all, with `None`), newest first.
+    pub async fn audit_log(
+        &self,
+        customer_id: Option<CustomerId>,
+        limit: i64,
+    ) -> Result<Vec<AuditEntry>> {
+        let rows: Vec<AuditRow> = on_pool!(self, |p| {
+            sqlx::query_as(
+                "SELECT id, at, actor, action, customer_id, allowed, detail FROM audit_log \
+                 WHERE ($1 IS NULL OR customer_id = $1) ORDER BY id DESC LIMIT $2",
+            )
+            .bind(customer_id)
+            .bind(limit.clamp(1, 10_000))
+            .fetch_all(p)
+            .await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(
+                |(id, at, actor, action, customer_id, allowed, detail)| AuditEntry {
+                    id,
+                    at,
+                    actor,
+                    action,
+                    customer_id,
+                    allowed,
+                    detail,
+                },
+            )
+            .collect())
+    }
+
     /// Counts rows per table, for reports and tests: (customers, numbers, interactions, tickets).
     pub async fn counts(&self) -> Result<(i64, i64, i64, i64)> {
         on_pool!(self, |p| {
@@ -1134,6 +1186,9 @@ impl Store {
         })
     }
 }
+
+/// (id, at, actor, action, customer_id, allowed, detail).
+type AuditRow = (i64, i64, String, String, Option<i64>, bool, String);
 
 /// The ticket after `u`, and one human-readable line per actual change.
 fn ticket_changes(current: &Ticket, u: &TicketUpdate) -> (Ticket, Vec<String>) {

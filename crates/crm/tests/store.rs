@@ -691,7 +691,47 @@ async fn update_and_search_customers(store: Store) {
     ));
 }
 
+async fn audit_log_keeps_who_what_and_denials(store: Store) {
+    let a = store
+        .create_customer(
+            &person("Ms", "Eva", "Roth", Tier::Public),
+            &["+49301111111"],
+        )
+        .await
+        .unwrap();
+    for (actor, action, allowed) in [("bob", "pop", true), ("carol", "read", false)] {
+        store
+            .audit(&NewAuditEntry {
+                actor: actor.into(),
+                action: action.into(),
+                customer_id: Some(a),
+                allowed,
+                detail: "call c1".into(),
+            })
+            .await
+            .unwrap();
+    }
+    store
+        .audit(&NewAuditEntry {
+            actor: "sup".into(),
+            action: "search".into(),
+            customer_id: None,
+            allowed: true,
+            detail: "roth".into(),
+        })
+        .await
+        .unwrap();
+    let of_a = store.audit_log(Some(a), 10).await.unwrap();
+    assert_eq!(of_a.len(), 2);
+    assert_eq!(of_a[0].actor, "carol", "newest first");
+    assert!(!of_a[0].allowed);
+    assert_eq!(of_a[1].action, "pop");
+    assert!(of_a[1].at > 0);
+    assert_eq!(store.audit_log(None, 10).await.unwrap().len(), 3);
+}
+
 on_both_backends!(
+    audit_log_keeps_who_what_and_denials,
     identifies_one_customer_from_any_formatting,
     shared_number_gives_candidates,
     unknown_number_creates_one_provisional_customer,

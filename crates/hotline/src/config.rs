@@ -38,6 +38,10 @@ pub struct Config {
     /// Call-path options of ACD queues (`[[queues]]`: leave key, whisper).
     #[serde(default)]
     pub queues: Vec<QueueOptionsConfig>,
+    /// The CRM store: callers are identified for screen pops, calls land in the trail.
+    pub crm: Option<CrmSection>,
+    /// Agent desktops and supervisors over WebSocket (`[cti]`, `[[cti.user]]`).
+    pub cti: Option<hotline_cti::CtiConfig>,
     /// `[store]`: the database of the CRM and the CDRs.
     #[serde(default)]
     pub store: StoreSettings,
@@ -163,6 +167,35 @@ pub struct QueueOptionsConfig {
 
 fn default_callback_ewt() -> u64 {
     120
+}
+
+/// `[crm]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CrmSection {
+    /// An SQLite file path (or `sqlite:PATH`) or a `postgres://` URL.
+    #[serde(default = "default_crm_store")]
+    pub store: String,
+    /// ISO 3166 region for reading national-format caller numbers.
+    #[serde(default = "default_region")]
+    pub default_region: String,
+    /// PostgreSQL only: the schema to use (default: the server's search_path).
+    pub schema: Option<String>,
+    /// Bound on identifying a caller at arrival; past it the call is routed with a pop
+    /// that says "lookup unavailable".
+    #[serde(default = "default_lookup_timeout")]
+    pub lookup_timeout_ms: u64,
+}
+
+fn default_lookup_timeout() -> u64 {
+    1000
+}
+
+fn default_crm_store() -> String {
+    "data/crm.sqlite".into()
+}
+fn default_region() -> String {
+    "DE".into()
 }
 
 /// `[media]`: where call media is anchored.
@@ -590,6 +623,38 @@ impl Config {
         {
             let at = text.find("[acd").unwrap_or(0);
             return Err(locate(path, text, at, format!("[acd]: {e}")));
+        }
+        if let Some(cti) = &self.cti {
+            let at = text.find("[cti").unwrap_or(0);
+            if let Err(e) = cti.validate() {
+                return Err(locate(path, text, at, e.to_string()));
+            }
+            let agents: std::collections::HashSet<&str> = self
+                .acd
+                .iter()
+                .flat_map(|a| a.agents.iter().map(|x| x.id.as_str()))
+                .collect();
+            if let Some(u) = cti
+                .users
+                .iter()
+                .find(|u| u.agent.as_deref().is_some_and(|a| !agents.contains(a)))
+            {
+                return Err(locate(
+                    path,
+                    text,
+                    at,
+                    format!(
+                        "[[cti.user]] {:?}: agent {:?} is not in [acd]",
+                        u.name, u.agent
+                    ),
+                ));
+            }
+        }
+        if let Some(crm) = &self.crm
+            && let Err(e) = hotline_crm::Normalizer::new(&crm.default_region)
+        {
+            let at = text.find("[crm]").unwrap_or(0);
+            return Err(locate(path, text, at, format!("[crm]: {e}")));
         }
         let url = self.store.url.get_ref();
         let known = ["sqlite:", "postgres://", "postgresql://"];

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use hotline_media::{LegTiming, PortAllocator, Prompt};
 use hotline_sip::server::{Server, ServerConfig};
-use hotline_switch::{Route, Switch, SwitchConfig};
+use hotline_switch::{DeskConfig, Route, Switch, SwitchConfig};
 
 use crate::prompts::Voice;
 
@@ -24,6 +24,10 @@ pub struct Hotline {
     pub sip: Server,
     /// Call control, when the configuration has `[[numbers]]`.
     pub switch: Option<Switch>,
+    /// The desk server, with `[cti]` (and `[[numbers]]`).
+    pub cti: Option<hotline_cti::CtiServer>,
+    /// The CRM store, with `[crm]`.
+    pub crm: Option<hotline_crm::Store>,
     /// The CDR writer (with `[[numbers]]`): call control records every call through it.
     pub cdr: Option<store::Cdr>,
 }
@@ -31,6 +35,9 @@ pub struct Hotline {
 impl Hotline {
     /// Stops every service and waits for them.
     pub async fn shutdown(self) {
+        if let Some(c) = self.cti {
+            c.shutdown().await;
+        }
         if let Some(s) = self.switch {
             s.shutdown().await;
         }
@@ -227,6 +234,8 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Hotline> {
         return Ok(Hotline {
             sip,
             switch: None,
+            cti: None,
+            crm: None,
             cdr: None,
         });
     }
@@ -242,10 +251,51 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Hotline> {
     let (sip, app, events) = Server::start_with_app(sip_server_config(cfg)?, 1024)
         .await
         .context("starting the SIP server")?;
-    let switch = Switch::start(switch_cfg, app, events, ports).context("starting call control")?;
+    let crm = match &cfg.crm {
+        Some(c) => {
+            let store_cfg = hotline_crm::StoreConfig {
+                default_region: c.default_region.clone(),
+                pg_schema: c.schema.clone(),
+                ..hotline_crm::StoreConfig::default()
+            };
+            Some(
+                hotline_crm::Store::open(&c.store, &store_cfg)
+                    .await
+                    .with_context(|| format!("opening the CRM store {}", c.store))?,
+            )
+        }
+        None => None,
+    };
+    let mut desk = DeskConfig {
+        store: crm.clone(),
+        desk_login: cfg
+            .cti
+            .as_ref()
+            .map(|c| c.desk_agents())
+            .unwrap_or_default(),
+        ..DeskConfig::default()
+    };
+    if let Some(c) = &cfg.crm {
+        desk.lookup_timeout = std::time::Duration::from_millis(c.lookup_timeout_ms);
+    }
+    if let Some(c) = &cfg.cti {
+        desk.offer_ack_timeout = std::time::Duration::from_millis(c.offer_ack_timeout_ms);
+    }
+    let switch = Switch::start_with_desk(switch_cfg, desk, app, events, ports)
+        .context("starting call control")?;
+    let cti = match &cfg.cti {
+        Some(c) => Some(
+            hotline_cti::CtiServer::start(c.clone(), switch.handle())
+                .await
+                .context("starting the CTI server")?,
+        ),
+        None => None,
+    };
     Ok(Hotline {
         sip,
         switch: Some(switch),
+        cti,
+        crm,
         cdr: Some(cdr),
     })
 }

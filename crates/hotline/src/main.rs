@@ -24,6 +24,9 @@ enum Command {
         #[arg(long, default_value = "config/hotline.toml")]
         config: PathBuf,
     },
+    /// Hash a desk (CTI) password for `[[cti.user]] password_hash`: reads the password
+    /// from the first line of standard input, prints the argon2id PHC string.
+    Passwd,
     /// Simulate a center (what-if) or find the staff for a service level, with the ACD engine.
     Simulate(simulate::SimulateArgs),
     /// Call-center report from the CDRs and queue log (JSON or CSV on stdout).
@@ -46,7 +49,7 @@ fn main() -> anyhow::Result<()> {
         Command::Serve { .. } | Command::Simulate(_) => {
             tracing_subscriber::fmt().with_env_filter(filter()).init()
         }
-        Command::Report(_) | Command::Crm { .. } => tracing_subscriber::fmt()
+        Command::Report(_) | Command::Crm { .. } | Command::Passwd => tracing_subscriber::fmt()
             .with_env_filter(filter())
             .with_writer(std::io::stderr)
             .init(),
@@ -63,6 +66,16 @@ fn main() -> anyhow::Result<()> {
             rt.block_on(serve(cfg))
         }
         Command::Simulate(args) => simulate::run(&args),
+        Command::Passwd => {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .context("reading the password from standard input")?;
+            let pw = line.trim_end_matches(['\r', '\n']);
+            anyhow::ensure!(!pw.is_empty(), "empty password");
+            println!("{}", hotline_cti::hash_password(pw)?);
+            Ok(())
+        }
         Command::Report(args) => small_runtime()?.block_on(admin::report(&args)),
         Command::Crm { command } => small_runtime()?.block_on(admin::crm(&command)),
     }

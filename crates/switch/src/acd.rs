@@ -8,10 +8,11 @@ use hotline_acd::{
     AcdConfig, AgentId, AgentState, CallId, Decision, Engine, Fallback, Millis, NewCall,
     NotReadyReason,
 };
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::callback::CallbackJob;
+use crate::events::{AgentCommand, AgentStateEvent, AgentStatus, QueueStat, SwitchEvent};
 use crate::{Control, SwitchError};
 use hotline_cdr::{QueueEvent, QueueEventKind};
 
@@ -23,6 +24,9 @@ pub(crate) enum AcdInput {
         call: CallId,
         queue: String,
         inbox: mpsc::Sender<AcdOutput>,
+        /// The caller's Call-ID (shown in agent states) and CRM tier (priority).
+        sip_call_id: String,
+        tier: Option<String>,
     },
     Answered {
         call: CallId,
@@ -39,6 +43,23 @@ pub(crate) enum AcdInput {
     /// A bridged call ended.
     Ended {
         call: CallId,
+    },
+    /// A desk sets its agent's state.
+    Agent {
+        agent: String,
+        cmd: AgentCommand,
+        reply: oneshot::Sender<Result<AgentStateEvent, SwitchError>>,
+    },
+    /// Every agent's state and version.
+    Agents {
+        reply: oneshot::Sender<Vec<AgentStateEvent>>,
+    },
+    QueueStats {
+        reply: oneshot::Sender<Vec<QueueStat>>,
+    },
+    /// The agent's disposition is in: wrap-up ends.
+    WrapupDone {
+        agent: String,
     },
     /// A SIP user is on (`busy`) or off a call that is not the ACD's (an extension call):
     /// while busy, an agent with that id is not offered queue calls.
@@ -65,6 +86,14 @@ pub(crate) enum AcdInput {
     },
 }
 
+/// Not-ready reasons are strings on the wire and codes in the engine; code 0 is the
+/// state a desk login starts in, the others are interned here (bounded).
+const LOGIN_REASON: &str = "login";
+const MAX_REASONS: usize = 64;
+const MAX_REASON_LEN: usize = 40;
+/// How often queue figures are published (`queue.stats`).
+const STATS_EVERY: Duration = Duration::from_secs(5);
+
 /// The not-ready reason code that marks "busy on a non-queue call".
 pub(crate) const BUSY_CODE: u16 = 9001;
 
@@ -90,6 +119,16 @@ pub(crate) struct AcdTask {
     start: Instant,
     calls: HashMap<CallId, mpsc::Sender<AcdOutput>>,
     names: Vec<String>,
+    bus: broadcast::Sender<SwitchEvent>,
+    /// Not-ready reason texts by code - 1.
+    reasons: Vec<String>,
+    /// ACD call → the caller's Call-ID, while the call is in the ACD.
+    sip_ids: HashMap<CallId, String>,
+    /// Per agent: the last published state and pending not-ready reason.
+    published: Vec<Option<AgentStateEvent>>,
+    pending: Vec<Option<String>>,
+    /// The one version counter for agent states.
+    version: u64,
     /// Agents on a non-queue call.
     busy: HashSet<AgentId>,
     /// Queue of each call in the ACD (for callbacks placed later).
@@ -103,10 +142,12 @@ pub(crate) struct AcdTask {
 }
 
 impl AcdTask {
-    /// The engine with every configured agent logged in and ready: a stand-in until agents
-    /// log in from their desktop (CTI).
+    /// The engine with every configured agent logged in and ready, except those in
+    /// `desk_login` (agents who log in from their desktop, CTI).
     pub(crate) fn new(
         cfg: &AcdConfig,
+        desk_login: &HashSet<String>,
+        bus: broadcast::Sender<SwitchEvent>,
         control: mpsc::Sender<Control>,
         cdr: hotline_cdr::CdrSink,
     ) -> Result<Self, SwitchError> {
@@ -115,9 +156,11 @@ impl AcdTask {
         let mut names = Vec::new();
         for a in &cfg.agents {
             if let Some(id) = engine.agent_id(&a.id) {
-                engine
-                    .agent_login(Millis(0), id, true)
-                    .map_err(|e| SwitchError::Acd(e.to_string()))?;
+                if !desk_login.contains(&a.id) {
+                    engine
+                        .agent_login(Millis(0), id, true)
+                        .map_err(|e| SwitchError::Acd(e.to_string()))?;
+                }
                 let i = id.0 as usize;
                 if names.len() <= i {
                     names.resize(i + 1, String::new());
@@ -125,22 +168,33 @@ impl AcdTask {
                 names[i] = a.id.clone();
             }
         }
+        let n = names.len();
         let mut task = AcdTask {
             engine,
             start: Instant::now(),
             calls: HashMap::new(),
             names,
+            bus,
+            reasons: Vec::new(),
+            sip_ids: HashMap::new(),
+            published: vec![None; n],
+            pending: vec![None; n],
+            version: 0,
             busy: HashSet::new(),
             queue_of: HashMap::new(),
             control,
             cdr,
             logged: HashMap::new(),
         };
+        // Agents logged in at start (those without a desk login) open the queue log.
         for a in &cfg.agents {
-            if let Some(id) = task.engine.agent_id(&a.id) {
-                task.log_agent_state(id, AgentState::Available);
+            if let Some(id) = task.engine.agent_id(&a.id)
+                && let Ok(state) = task.engine.agent_state(id)
+            {
+                task.log_agent_state(id, state);
             }
         }
+        task.publish_changes();
         Ok(task)
     }
 
@@ -192,6 +246,8 @@ impl AcdTask {
     }
 
     pub(crate) async fn run(mut self, mut input: mpsc::Receiver<AcdInput>) {
+        let mut stats = tokio::time::interval(STATS_EVERY);
+        stats.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             self.decide();
             let wake = self
@@ -212,14 +268,30 @@ impl AcdTask {
                     let now = self.now();
                     self.engine.handle_timeout(now);
                 }
+                _ = stats.tick() => {
+                    // Wallboards and supervisors; only built when someone listens.
+                    if self.bus.receiver_count() > 0 {
+                        let now = self.now();
+                        let q = std::sync::Arc::new(self.queue_stats(now));
+                        let _ = self.bus.send(SwitchEvent::QueueStats(q));
+                    }
+                }
             }
+            self.decide();
+            self.publish_changes();
         }
     }
 
     fn input(&mut self, m: AcdInput) {
         let now = self.now();
         let r = match m {
-            AcdInput::Arrived { call, queue, inbox } => {
+            AcdInput::Arrived {
+                call,
+                queue,
+                inbox,
+                sip_call_id,
+                tier,
+            } => {
                 let Some(q) = self.engine.queue_id(&queue) else {
                     let _ = inbox.try_send(AcdOutput::Refused);
                     return;
@@ -230,8 +302,11 @@ impl AcdTask {
                     });
                 }
                 self.calls.insert(call, inbox);
+                self.sip_ids.insert(call, sip_call_id);
                 self.queue_of.insert(call, queue);
-                self.engine.call_arrived(now, NewCall::new(call, q))
+                let mut new = NewCall::new(call, q);
+                new.tier = tier;
+                self.engine.call_arrived(now, new)
             }
             AcdInput::Answered { call, agent } => self.engine.offer_answered(now, call, agent),
             AcdInput::Rejected { call, agent } => self.engine.offer_rejected(now, call, agent),
@@ -245,6 +320,27 @@ impl AcdTask {
                 self.queue_of.remove(&call);
                 self.engine.call_ended(now, call)
             }
+            AcdInput::Agent { agent, cmd, reply } => {
+                let r = self.agent_command(now, &agent, cmd);
+                let _ = reply.send(r);
+                return;
+            }
+            AcdInput::Agents { reply } => {
+                self.decide();
+                self.publish_changes();
+                let _ = reply.send(self.published.iter().flatten().cloned().collect());
+                return;
+            }
+            AcdInput::QueueStats { reply } => {
+                let _ = reply.send(self.queue_stats(now));
+                return;
+            }
+            AcdInput::WrapupDone { agent } => match self.engine.agent_id(&agent) {
+                Some(id) if self.engine.agent_state(id).ok() == Some(AgentState::WrapUp) => {
+                    self.engine.wrapup_done(now, id)
+                }
+                _ => return,
+            },
             AcdInput::RequestCallback { call, number, done } => {
                 let r = self.engine.request_callback(now, call, number);
                 if r.is_ok() {
@@ -291,6 +387,182 @@ impl AcdTask {
             // Races (an offer answered after the caller left) are expected, not fatal.
             tracing::debug!(error = %e, "ACD refused an event");
         }
+    }
+
+    /// Carries out a desk's state command and answers with the resulting state (published
+    /// first, so the reply and the event carry the same version).
+    fn agent_command(
+        &mut self,
+        now: Millis,
+        agent: &str,
+        cmd: AgentCommand,
+    ) -> Result<AgentStateEvent, SwitchError> {
+        let id = self
+            .engine
+            .agent_id(agent)
+            .ok_or_else(|| SwitchError::NotFound(format!("agent {agent}")))?;
+        let state = self
+            .engine
+            .agent_state(id)
+            .map_err(|e| SwitchError::Acd(e.to_string()))?;
+        let i = id.0 as usize;
+        let logged_out = state == AgentState::LoggedOut;
+        let r = match cmd {
+            AgentCommand::Ready if logged_out => self.engine.agent_login(now, id, true),
+            AgentCommand::Ready => {
+                self.pending[i] = None;
+                self.engine.agent_ready(now, id)
+            }
+            AgentCommand::NotReady { reason } | AgentCommand::NotReadyAfterCall { reason } => {
+                let code = self.reason_code(&reason)?;
+                if logged_out {
+                    self.engine
+                        .agent_login(now, id, false)
+                        .and_then(|_| self.engine.agent_not_ready(now, id, code))
+                } else {
+                    if matches!(state, AgentState::OnCall(_) | AgentState::WrapUp) {
+                        self.pending[i] = Some(reason);
+                    }
+                    self.engine.agent_not_ready(now, id, code)
+                }
+            }
+            AgentCommand::Logout if logged_out => Ok(()),
+            AgentCommand::Logout => self.engine.agent_logout(now, id),
+        };
+        r.map_err(|e| SwitchError::InvalidState(e.to_string()))?;
+        self.decide();
+        self.publish_changes();
+        self.published
+            .get(i)
+            .cloned()
+            .flatten()
+            .ok_or(SwitchError::Unavailable)
+    }
+
+    fn reason_code(&mut self, reason: &str) -> Result<u16, SwitchError> {
+        let reason = reason.trim();
+        if reason.is_empty() || reason.len() > MAX_REASON_LEN {
+            return Err(SwitchError::InvalidState(format!(
+                "a not-ready reason is 1 to {MAX_REASON_LEN} bytes"
+            )));
+        }
+        if reason == LOGIN_REASON {
+            return Ok(0);
+        }
+        if let Some(i) = self.reasons.iter().position(|r| r == reason) {
+            return Ok(i as u16 + 1);
+        }
+        if self.reasons.len() >= MAX_REASONS {
+            return Err(SwitchError::InvalidState(format!(
+                "more than {MAX_REASONS} distinct not-ready reasons"
+            )));
+        }
+        self.reasons.push(reason.to_string());
+        Ok(self.reasons.len() as u16)
+    }
+
+    fn status(&self, state: AgentState) -> AgentStatus {
+        let sip = |c: CallId| self.sip_ids.get(&c).cloned();
+        match state {
+            AgentState::LoggedOut => AgentStatus::LoggedOut,
+            AgentState::Available => AgentStatus::Ready,
+            AgentState::Reserved(c) => AgentStatus::Reserved { call_id: sip(c) },
+            AgentState::OnCall(c) => AgentStatus::OnCall { call_id: sip(c) },
+            AgentState::WrapUp => AgentStatus::WrapUp { call_id: None },
+            AgentState::NotReady(NotReadyReason::MissedOffer) => AgentStatus::NotReady {
+                reason: "missed_offer".into(),
+            },
+            AgentState::NotReady(NotReadyReason::Code(0)) => AgentStatus::NotReady {
+                reason: LOGIN_REASON.into(),
+            },
+            AgentState::NotReady(NotReadyReason::Code(BUSY_CODE)) => AgentStatus::NotReady {
+                reason: "busy".into(),
+            },
+            AgentState::NotReady(NotReadyReason::Code(c)) => AgentStatus::NotReady {
+                reason: self
+                    .reasons
+                    .get(usize::from(c) - 1)
+                    .cloned()
+                    .unwrap_or_else(|| format!("code {c}")),
+            },
+        }
+    }
+
+    /// Publishes every agent whose state changed since the last call, each with a new
+    /// version. The engine is the truth; this compares against what desks were told, so
+    /// no change (commanded or the engine's own) can go unpublished.
+    fn publish_changes(&mut self) {
+        for i in 0..self.names.len() {
+            let Ok(state) = self.engine.agent_state(AgentId(i as u32)) else {
+                continue;
+            };
+            // The queue log sees every change the desks see (it skips repeats itself).
+            self.log_agent_state(AgentId(i as u32), state);
+            let mut status = self.status(state);
+            let prev = self.published[i].as_ref();
+            if let AgentStatus::WrapUp { call_id } = &mut status {
+                // Wrap-up is for the call the agent was on.
+                *call_id = match prev.map(|p| &p.status) {
+                    Some(AgentStatus::OnCall { call_id } | AgentStatus::WrapUp { call_id }) => {
+                        call_id.clone()
+                    }
+                    _ => None,
+                };
+            }
+            if matches!(
+                status,
+                AgentStatus::NotReady { .. } | AgentStatus::LoggedOut | AgentStatus::Ready
+            ) {
+                self.pending[i] = None;
+            }
+            let pending = self.pending[i].clone();
+            if prev.is_some_and(|p| p.status == status && p.pending_not_ready == pending) {
+                continue;
+            }
+            let entering_wrap = matches!(status, AgentStatus::WrapUp { .. })
+                && !prev.is_some_and(|p| matches!(p.status, AgentStatus::WrapUp { .. }));
+            self.version += 1;
+            let ev = AgentStateEvent {
+                agent: self.names[i].clone(),
+                status,
+                pending_not_ready: pending,
+                version: self.version,
+            };
+            if entering_wrap && let AgentStatus::WrapUp { call_id } = &ev.status {
+                let _ = self.bus.send(SwitchEvent::WrapupStarted {
+                    call_id: call_id.clone(),
+                    agent: ev.agent.clone(),
+                });
+            }
+            let _ = self.bus.send(SwitchEvent::AgentState(ev.clone()));
+            self.published[i] = Some(ev);
+        }
+        // Call-IDs are only needed while some agent state can still name the call.
+        if self.sip_ids.len() > self.calls.len() {
+            let calls = &self.calls;
+            self.sip_ids.retain(|c, _| calls.contains_key(c));
+        }
+    }
+
+    fn queue_stats(&self, now: Millis) -> Vec<QueueStat> {
+        self.engine
+            .snapshot(now)
+            .queues
+            .into_iter()
+            .map(|q| QueueStat {
+                queue: q.name,
+                waiting: q.waiting,
+                longest_wait_secs: q.longest_wait_secs,
+                offered: q.offered,
+                answered: q.answered,
+                abandoned: q.abandoned,
+                service_level: q.service_level,
+                asa_secs: q.asa_secs,
+                agents_ready: q.agents.available,
+                agents_busy: q.agents.reserved + q.agents.on_call + q.agents.wrap_up,
+                agents_not_ready: q.agents.not_ready,
+            })
+            .collect()
     }
 
     /// A busy agent is set not-ready with [`BUSY_CODE`]: at once when available (a
@@ -399,7 +671,8 @@ mod tests {
         .unwrap();
         let (control, _rx) = mpsc::channel(1);
         let (sink, log) = hotline_cdr::CdrSink::memory();
-        let mut task = AcdTask::new(&cfg, control, sink).unwrap();
+        let (bus, _) = broadcast::channel(16);
+        let mut task = AcdTask::new(&cfg, &HashSet::new(), bus, control, sink).unwrap();
         task.decide();
         for busy in [true, true, false] {
             task.input(AcdInput::Busy {

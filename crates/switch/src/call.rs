@@ -78,6 +78,8 @@ pub enum EndReason {
     Failed,
     /// The switch went away.
     Shutdown,
+    /// The agent's desk hung up (CTI): Hotline sent BYE to both sides.
+    DeskHangup,
     /// A session timer (RFC 4028) expired without refresh: Hotline sent BYE to both legs.
     SessionExpired,
     /// A leg sent no RTP for `[media] no_rtp_timeout_secs`: Hotline sent BYE to both legs.
@@ -96,6 +98,7 @@ pub(crate) struct Call {
     pub control: mpsc::Sender<Control>,
     pub acd: Option<mpsc::Sender<AcdInput>>,
     pub acd_id: CallId,
+    pub desk: crate::events::CallDesk,
 }
 
 /// A fresh token for tags and Call-IDs.
@@ -469,6 +472,23 @@ impl Call {
                     Some(out) = acd_rx.recv() => self.acd_output(out, &mut st).await,
                     input = self.inbox.recv() => match input {
                         None => incall::Outcome::End(EndReason::Shutdown),
+                        Some(CallInput::Command(cmd, reply)) => match cmd {
+                            crate::CallCommand::Hangup => {
+                                let _ = reply.send(Ok(()));
+                                incall::Outcome::End(EndReason::DeskHangup)
+                            }
+                            crate::CallCommand::Identify { customer_id } => {
+                                let ok = self.desk.choose(customer_id);
+                                let _ = reply.send(if ok { Ok(()) } else {
+                                    Err(crate::SwitchError::NotFound(format!("candidate {customer_id}")))
+                                });
+                                incall::Outcome::Continue
+                            }
+                            _ => {
+                                let _ = reply.send(Err(crate::SwitchError::NotSupported(cmd.name())));
+                                incall::Outcome::Continue
+                            }
+                        },
                         Some(CallInput::Sip(ev)) => {
                             let is_agent = st.agent.as_ref().is_some_and(|a| event_call_id(&ev) == Some(a.call_id.as_str()));
                             if is_agent {
@@ -551,6 +571,7 @@ impl Call {
             }
         }
         st.agent = None;
+        self.desk.ended(reason, st.trace.recording.as_deref()).await;
         let status = if reason == EndReason::Cancelled {
             487
         } else {
@@ -811,11 +832,14 @@ impl Call {
         st.trace.queue = Some(name.clone());
         st.trace.queued_at.get_or_insert(self.now_ms());
         if let Some(acd) = &self.acd {
+            let tier = self.desk.arrived(&name).await;
             st.queued = acd
                 .send(AcdInput::Arrived {
                     call: self.acd_id,
                     queue: name.clone(),
                     inbox: st.acd_tx.clone(),
+                    sip_call_id: self.call_id.clone(),
+                    tier,
                 })
                 .await
                 .is_ok();
@@ -1194,6 +1218,7 @@ impl Call {
         };
         let user = a.user.clone();
         if let Some(agent) = a.offer_of {
+            self.desk.answered();
             self.to_acd(AcdInput::Answered {
                 call: self.acd_id,
                 agent,
@@ -1333,6 +1358,8 @@ impl Call {
                 let leg = if st.agent.is_some() {
                     None // one offer at a time (ring-all comes later)
                 } else {
+                    // The pop reaches the desk before the phone rings.
+                    self.desk.offered(&user).await;
                     match self.sip.contact_for(&user).await {
                         Ok(Some((uri, flow))) => {
                             self.call_agent(&st.number, &st.host, &user, &uri, flow)
@@ -1477,7 +1504,7 @@ impl Call {
 pub(crate) fn outcome(reason: EndReason, t: &Trace) -> (CallResult, HangupSide) {
     let hangup_side = match reason {
         EndReason::CallerHangup | EndReason::Cancelled => HangupSide::Caller,
-        EndReason::AgentHangup => HangupSide::Agent,
+        EndReason::AgentHangup | EndReason::DeskHangup => HangupSide::Agent,
         _ => HangupSide::System,
     };
     let reason = match (reason, t.settled) {
@@ -1496,7 +1523,8 @@ pub(crate) fn outcome(reason: EndReason, t: &Trace) -> (CallResult, HangupSide) 
         EndReason::CallerHangup
         | EndReason::Cancelled
         | EndReason::NoAck
-        | EndReason::AgentHangup => CallResult::Abandoned,
+        | EndReason::AgentHangup
+        | EndReason::DeskHangup => CallResult::Abandoned,
     };
     (result, hangup_side)
 }

@@ -140,6 +140,9 @@ impl Call {
                     None => break EndReason::Shutdown,
                     // Not a transfer target: dropping the request answers no.
                     Some(CallInput::GiveAgent(_)) => {}
+                    Some(CallInput::Command(cmd, reply)) => {
+                        let _ = reply.send(Err(crate::SwitchError::NotSupported(cmd.name())));
+                    }
                     Some(CallInput::Sip(ev)) => {
                         let on_agent = event_call_id(&ev) == Some(agent.call_id.as_str());
                         let leg = if on_agent { &mut agent } else { &mut cust };
@@ -198,6 +201,10 @@ impl Call {
                 input = self.inbox.recv() => match input {
                     Some(CallInput::Sip(ev)) => ev,
                     Some(CallInput::GiveAgent(_)) => continue,
+                    Some(CallInput::Command(cmd, reply)) => {
+                        let _ = reply.send(Err(crate::SwitchError::NotSupported(cmd.name())));
+                        continue;
+                    }
                     None => return Err(EndReason::Shutdown),
                 },
                 _ = tokio::time::sleep_until(deadline) => return Err(EndReason::Failed),

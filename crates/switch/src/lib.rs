@@ -14,6 +14,7 @@ pub mod announce;
 mod call;
 mod callback;
 mod error;
+pub mod events;
 pub mod hours;
 mod incall;
 pub mod ivr;
@@ -34,6 +35,36 @@ use tokio::task::JoinHandle;
 
 pub use call::{CallEnd, EndReason};
 pub use error::SwitchError;
+pub use events::{
+    AgentCommand, AgentStateEvent, AgentStatus, CallCommand, Offered, QueueStat, SwitchEvent,
+    SwitchHandle,
+};
+
+/// What desks (CTI) need from call control: the CRM store for screen pops and the service
+/// trail, which agents log in from a desk, and how long an offer waits for its pop.
+#[derive(Clone)]
+pub struct DeskConfig {
+    pub store: Option<hotline_crm::Store>,
+    /// Agents who start logged out and log in from their desk; every other `[acd]` agent
+    /// is logged in and ready at start (phones-only centers, tests).
+    pub desk_login: std::collections::HashSet<String>,
+    /// How long an offer waits for the desk server to confirm the pop reached the agent
+    /// before the phone rings anyway.
+    pub offer_ack_timeout: std::time::Duration,
+    /// Bound on the caller lookup at arrival; past it the call is routed without a pop.
+    pub lookup_timeout: std::time::Duration,
+}
+
+impl Default for DeskConfig {
+    fn default() -> Self {
+        DeskConfig {
+            store: None,
+            desk_login: Default::default(),
+            offer_ack_timeout: std::time::Duration::from_millis(250),
+            lookup_timeout: std::time::Duration::from_millis(1000),
+        }
+    }
+}
 pub use hours::{Clock, Hours};
 pub use ivr::Menu;
 
@@ -180,6 +211,7 @@ pub struct Switch {
     ended: Option<mpsc::Receiver<CallEnd>>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
+    handle: SwitchHandle,
 }
 
 impl Switch {
@@ -190,10 +222,34 @@ impl Switch {
         events: mpsc::Receiver<AppEvent>,
         ports: Arc<PortAllocator>,
     ) -> Result<Switch, SwitchError> {
+        Switch::start_with_desk(cfg, DeskConfig::default(), sip, events, ports)
+    }
+
+    /// [`Switch::start`] with desks: screen pops from the CRM, events and commands.
+    pub fn start_with_desk(
+        cfg: SwitchConfig,
+        desk_cfg: DeskConfig,
+        sip: AppHandle,
+        events: mpsc::Receiver<AppEvent>,
+        ports: Arc<PortAllocator>,
+    ) -> Result<Switch, SwitchError> {
+        let (bus, _) = tokio::sync::broadcast::channel(events::BUS_CAPACITY);
+        let desk = events::Desk {
+            bus: bus.clone(),
+            store: desk_cfg.store.clone(),
+            ack_timeout: desk_cfg.offer_ack_timeout,
+            lookup_timeout: desk_cfg.lookup_timeout,
+        };
         let (control_tx, control_rx) = mpsc::channel(256);
         let acd = match &cfg.acd {
             Some(a) => {
-                let task = acd::AcdTask::new(a, control_tx.clone(), cfg.cdr.clone())?;
+                let task = acd::AcdTask::new(
+                    a,
+                    &desk_cfg.desk_login,
+                    bus,
+                    control_tx.clone(),
+                    cfg.cdr.clone(),
+                )?;
                 let (tx, rx) = mpsc::channel(1024);
                 tokio::spawn(task.run(rx));
                 Some(tx)
@@ -204,8 +260,14 @@ impl Switch {
         let (ended_tx, ended_rx) = mpsc::channel(1024);
         let (stop_tx, stop_rx) = oneshot::channel();
         let (done_tx, done_rx) = mpsc::channel(256);
+        let handle = SwitchHandle {
+            desk: desk.clone(),
+            acd: acd.clone(),
+            control: control_tx.clone(),
+        };
         let d_acd = acd.clone();
         let d = Dispatcher {
+            desk,
             control_tx,
             aliases: HashMap::new(),
             acd,
@@ -228,7 +290,18 @@ impl Switch {
             ended: Some(ended_rx),
             stop: Some(stop_tx),
             task,
+            handle,
         })
+    }
+
+    /// Commands in, events out: the handle a CTI server holds.
+    pub fn handle(&self) -> SwitchHandle {
+        self.handle.clone()
+    }
+
+    /// Every event from now on (agent states, offers with their pop, call events).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<SwitchEvent> {
+        self.handle.subscribe()
     }
 
     pub fn stats(&self) -> Arc<SwitchStats> {
@@ -280,6 +353,8 @@ impl Switch {
 #[derive(Debug)]
 pub(crate) enum CallInput {
     Sip(AppEvent),
+    /// A desk's command (hang up).
+    Command(CallCommand, oneshot::Sender<Result<(), SwitchError>>),
     /// Attended transfer: another call asks for this call's agent leg (the REFER's
     /// Replaces named this call's caller dialog).
     GiveAgent(incall::GiveAgent),
@@ -295,6 +370,12 @@ pub(crate) enum Control {
         alias: String,
         done: oneshot::Sender<()>,
     },
+    /// A desk's command for the call with this Call-ID.
+    Command {
+        call_id: String,
+        cmd: CallCommand,
+        reply: oneshot::Sender<Result<(), SwitchError>>,
+    },
     /// Attended transfer: pass `ask` to the call whose caller dialog has `call_id`
     /// (dropped, which answers "no", when there is none).
     Replace {
@@ -305,7 +386,13 @@ pub(crate) enum Control {
     PlaceCallback(callback::CallbackJob),
 }
 
+/// A call task's inbox: SIP events and control for one call (a few per second at most).
+const CALL_INBOX: usize = 128;
+/// How long the dispatcher waits on a full call inbox before dropping the event.
+const INBOX_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
+
 struct Dispatcher {
+    desk: events::Desk,
     cfg: Arc<SwitchConfig>,
     sip: AppHandle,
     ports: Arc<PortAllocator>,
@@ -344,6 +431,16 @@ impl Dispatcher {
                         }
                         let _ = done.send(());
                     }
+                    Control::Command { call_id, cmd, reply } => match self.calls.get(&call_id) {
+                        Some(call) => {
+                            if let Err(mpsc::error::TrySendError::Full(CallInput::Command(_, reply)) | mpsc::error::TrySendError::Closed(CallInput::Command(_, reply))) = call.try_send(CallInput::Command(cmd, reply)) {
+                                let _ = reply.send(Err(SwitchError::Unavailable));
+                            }
+                        }
+                        None => {
+                            let _ = reply.send(Err(SwitchError::NotFound(format!("call {call_id}"))));
+                        }
+                    },
                     Control::Replace { call_id, ask } => {
                         if let Some(tx) = self.calls.get(&call_id) {
                             let _ = tx.try_send(CallInput::GiveAgent(ask));
@@ -395,8 +492,20 @@ impl Dispatcher {
             return;
         };
         if let Some(call) = self.calls.get(&call_id) {
-            // A full call inbox means the call task is stuck; the SIP layer retransmits.
-            if call.try_send(CallInput::Sip(ev)).is_err() {
+            // A full inbox means the call task is momentarily behind (e.g. awaiting its
+            // CDR commit). A dropped event may never come back (the transaction layer
+            // absorbs retransmitted BYEs), so wait a bounded time before giving up.
+            let delivered = match call.try_send(CallInput::Sip(ev)) {
+                Ok(()) => true,
+                Err(mpsc::error::TrySendError::Full(ev)) => {
+                    let call = call.clone();
+                    tokio::time::timeout(INBOX_WAIT, call.send(ev))
+                        .await
+                        .is_ok_and(|r| r.is_ok())
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            };
+            if !delivered {
                 tracing::warn!(%call_id, "call task not keeping up; SIP event dropped");
             }
             return;
@@ -410,7 +519,7 @@ impl Dispatcher {
             } if request.method == Method::Invite
                 && msg::to_value(&request.headers).and_then(msg::tag).is_none() =>
             {
-                let (inbox_tx, inbox) = mpsc::channel(32);
+                let (inbox_tx, inbox) = mpsc::channel(CALL_INBOX);
                 self.calls.insert(call_id.clone(), inbox_tx);
                 self.invites.insert(tx, call_id.clone());
                 self.stats.active.fetch_add(1, Ordering::Relaxed);
@@ -424,6 +533,7 @@ impl Dispatcher {
                     control: self.control_tx.clone(),
                     acd: self.acd.clone(),
                     acd_id: CallId(self.next_call),
+                    desk: events::CallDesk::new(&self.desk, &call_id, &request),
                 };
                 self.next_call += 1;
                 let stats = self.stats.clone();
@@ -464,7 +574,7 @@ impl Dispatcher {
     fn place_callback(&mut self, job: callback::CallbackJob) {
         let call_id = format!("callback-{}-{}@hotline", job.call.0, self.next_call);
         self.next_call += 1;
-        let (inbox_tx, inbox) = mpsc::channel(32);
+        let (inbox_tx, inbox) = mpsc::channel(CALL_INBOX);
         self.calls.insert(call_id.clone(), inbox_tx);
         self.stats.active.fetch_add(1, Ordering::Relaxed);
         self.stats.total.fetch_add(1, Ordering::Relaxed);
@@ -477,6 +587,7 @@ impl Dispatcher {
             control: self.control_tx.clone(),
             acd: self.acd.clone(),
             acd_id: job.call,
+            desk: events::CallDesk::with_caller(&self.desk, &call_id, String::new()),
         };
         let stats = self.stats.clone();
         let done = self.done_tx.clone();

@@ -1,0 +1,253 @@
+//! Hotline's CTI server: the WebSocket protocol agent desktops and supervisors speak
+//! (`docs/cti-protocol.md`). It holds a [`SwitchHandle`] (commands in, events out) and the
+//! CRM store; it never reaches into call control otherwise.
+//!
+//! * `GET /cti` upgrades to a WebSocket after checking the `Origin` against the allow-list
+//!   (403 otherwise).
+//! * Users log in with a password (argon2 hashes in the config) and get a token that
+//!   expires; a dropped socket leaves the call and the session alone, and `auth.resume`
+//!   with the token brings back the agent's state (with its version) and current call.
+//! * Every message is authorised by role; every customer-record access is audited.
+//! * Each socket has a bounded outbound queue: a desk that cannot keep up is disconnected
+//!   (it resumes), so a slow client never grows the server's memory.
+
+mod auth;
+mod conn;
+mod hub;
+pub mod protocol;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{State, WebSocketUpgrade};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use hotline_switch::SwitchHandle;
+use serde::Deserialize;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use auth::{hash_password, verify_password};
+
+/// The crate's one error type.
+#[derive(Debug, thiserror::Error)]
+pub enum CtiError {
+    #[error("invalid CTI configuration: {0}")]
+    Config(String),
+    #[error("binding {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("password hashing: {0}")]
+    Hash(String),
+}
+
+/// What a user may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Works calls: own state, own calls, customers of calls offered to them.
+    Agent,
+    /// Watches their queues: agent states, queue figures, customers of their queues' calls.
+    Supervisor,
+    /// Everything.
+    Admin,
+}
+
+/// A desk login.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CtiUser {
+    pub name: String,
+    /// PHC string from `hotline passwd` (argon2id).
+    pub password_hash: String,
+    pub role: Role,
+    /// The ACD agent id (SIP user) this login works as; required for `agent`.
+    pub agent: Option<String>,
+    /// Supervisors: the queues they see (empty: all).
+    #[serde(default)]
+    pub queues: Vec<String>,
+}
+
+/// `[cti]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CtiConfig {
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Origins allowed to open the WebSocket, e.g. `"https://desk.example.com"`; `"*"`
+    /// allows any (not for production). A request without Origin is refused.
+    #[serde(default)]
+    pub allowed_origins: Vec<String>,
+    #[serde(default = "default_token_ttl")]
+    pub token_ttl_secs: u64,
+    /// The server pings this often; a socket silent for three intervals is closed.
+    #[serde(default = "default_heartbeat")]
+    pub heartbeat_secs: u64,
+    /// Frames queued per socket before the socket counts as a slow consumer.
+    #[serde(default = "default_outbound_queue")]
+    pub outbound_queue: usize,
+    /// Largest accepted text frame (bigger ones get an error frame).
+    #[serde(default = "default_max_frame")]
+    pub max_frame_bytes: usize,
+    /// Roles allowed to search customers.
+    #[serde(default = "default_search_roles")]
+    pub search_roles: Vec<Role>,
+    /// Whether agents with a CTI login start logged in and ready (default: they start
+    /// logged out and log in from the desk). Agents without a CTI login always start ready.
+    #[serde(default)]
+    pub agents_start_logged_in: bool,
+    /// How long an offer waits for the pop to be written to the agent's socket before
+    /// the phone rings anyway.
+    #[serde(default = "default_offer_ack")]
+    pub offer_ack_timeout_ms: u64,
+    #[serde(default, rename = "user")]
+    pub users: Vec<CtiUser>,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn default_token_ttl() -> u64 {
+    12 * 3600
+}
+fn default_heartbeat() -> u64 {
+    15
+}
+fn default_outbound_queue() -> usize {
+    256
+}
+fn default_max_frame() -> usize {
+    64 * 1024
+}
+fn default_offer_ack() -> u64 {
+    250
+}
+fn default_search_roles() -> Vec<Role> {
+    vec![Role::Supervisor, Role::Admin]
+}
+
+impl CtiConfig {
+    /// Checks what serde cannot: hashes parse, names are unique, agents have an agent id.
+    pub fn validate(&self) -> Result<(), CtiError> {
+        let mut seen = std::collections::HashSet::new();
+        for u in &self.users {
+            if !seen.insert(u.name.as_str()) {
+                return Err(CtiError::Config(format!("user {:?} defined twice", u.name)));
+            }
+            argon2::PasswordHash::new(&u.password_hash).map_err(|e| {
+                CtiError::Config(format!(
+                    "user {:?}: password_hash is not a PHC string ({e}); make one with `hotline passwd`",
+                    u.name
+                ))
+            })?;
+            if u.role == Role::Agent && u.agent.is_none() {
+                return Err(CtiError::Config(format!(
+                    "user {:?}: role agent needs `agent = \"<acd agent id>\"`",
+                    u.name
+                )));
+            }
+        }
+        if self.heartbeat_secs == 0 || self.token_ttl_secs == 0 || self.outbound_queue == 0 {
+            return Err(CtiError::Config(
+                "heartbeat_secs, token_ttl_secs and outbound_queue must be > 0".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// ACD agents who log in from a desk (so the switch starts them logged out).
+    pub fn desk_agents(&self) -> std::collections::HashSet<String> {
+        if self.agents_start_logged_in {
+            return Default::default();
+        }
+        self.users.iter().filter_map(|u| u.agent.clone()).collect()
+    }
+}
+
+/// A running CTI server.
+pub struct CtiServer {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+    hub_task: JoinHandle<()>,
+}
+
+impl CtiServer {
+    /// Binds, subscribes to the switch's events (before the first socket can connect, so
+    /// no offer is missed) and serves.
+    pub async fn start(cfg: CtiConfig, switch: SwitchHandle) -> Result<CtiServer, CtiError> {
+        cfg.validate()?;
+        let listener = tokio::net::TcpListener::bind(cfg.listen)
+            .await
+            .map_err(|source| CtiError::Bind {
+                addr: cfg.listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| CtiError::Bind {
+            addr: cfg.listen,
+            source,
+        })?;
+        let hub = Arc::new(hub::Hub::new(cfg, switch.clone()));
+        let hub_task = tokio::spawn(hub::run_events(hub.clone(), switch.subscribe()));
+        let app = Router::new().route("/cti", get(upgrade)).with_state(hub);
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+                let _ = stop_rx.await;
+            });
+            if let Err(e) = serve.await {
+                tracing::warn!(error = %e, "CTI server stopped");
+            }
+        });
+        tracing::info!(%addr, "CTI listening");
+        Ok(CtiServer {
+            addr,
+            stop: Some(stop_tx),
+            task,
+            hub_task,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting; open sockets are closed.
+    pub async fn shutdown(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        self.hub_task.abort();
+        // Graceful shutdown waits for upgraded sockets too; bound it.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), &mut self.task).await;
+        self.task.abort();
+    }
+}
+
+/// Whether `origin` may open a desk socket.
+pub(crate) fn origin_allowed(allowed: &[String], origin: Option<&str>) -> bool {
+    let Some(origin) = origin else { return false };
+    allowed
+        .iter()
+        .any(|a| a == "*" || a.trim_end_matches('/').eq_ignore_ascii_case(origin))
+}
+
+async fn upgrade(
+    State(hub): State<Arc<hub::Hub>>,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let origin = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok());
+    if !origin_allowed(&hub.cfg.allowed_origins, origin) {
+        tracing::info!(?origin, "CTI upgrade refused: origin not allowed");
+        return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
+    }
+    // Frames up to 16× the accepted size are read and answered with an error frame;
+    // beyond that the transport closes the socket.
+    ws.max_message_size(hub.cfg.max_frame_bytes.saturating_mul(16))
+        .on_upgrade(move |socket| conn::serve(hub, socket))
+}

@@ -1,0 +1,645 @@
+//! The switch's public face for desktops (CTI): events out on a broadcast bus, commands in
+//! through [`SwitchHandle`]. The switch never knows who listens (the design keeps `switch`
+//! independent of `cti`): it publishes, and only the screen-pop offer waits, briefly, for
+//! a listener to confirm that the pop reached the agent's desk before the phone rings.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hotline_crm::{Identification, InteractionId, NewInteraction, ScreenPop, Store};
+use serde::Serialize;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::SwitchError;
+use crate::acd::AcdInput;
+use crate::call::EndReason;
+
+/// Events kept for slow subscribers; one that falls further behind gets `Lagged` and
+/// resynchronises from [`SwitchHandle::agents`].
+pub const BUS_CAPACITY: usize = 8192;
+
+/// An agent's state as desks see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum AgentStatus {
+    LoggedOut,
+    Ready,
+    /// A call is offered (ringing).
+    Reserved {
+        call_id: Option<String>,
+    },
+    OnCall {
+        call_id: Option<String>,
+    },
+    WrapUp {
+        call_id: Option<String>,
+    },
+    NotReady {
+        reason: String,
+    },
+}
+
+/// One agent-state change. `version` comes from one counter owned by the ACD task, so it
+/// grows with every change of any agent: a desk keeps the highest it saw and ignores
+/// anything older (e.g. a stale event that overtook a resync).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AgentStateEvent {
+    pub agent: String,
+    #[serde(flatten)]
+    pub status: AgentStatus,
+    /// Not-ready reason that applies when the current call (and wrap-up) ends.
+    pub pending_not_ready: Option<String>,
+    pub version: u64,
+}
+
+/// What a desk asks of the ACD for its agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentCommand {
+    /// Take calls (logs in if logged out; ends wrap-up early).
+    Ready,
+    /// Stop taking calls now (a ringing offer goes back to the queue); on a call it applies
+    /// when the call ends.
+    NotReady {
+        reason: String,
+    },
+    /// Go not-ready when the current call and its wrap-up end.
+    NotReadyAfterCall {
+        reason: String,
+    },
+    Logout,
+}
+
+/// Commands to a live call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallCommand {
+    Hangup,
+    Hold,
+    Resume,
+    Transfer {
+        to: String,
+        attended: bool,
+    },
+    Conference {
+        to: String,
+    },
+    Dtmf {
+        digits: String,
+    },
+    PauseRecording,
+    ResumeRecording,
+    /// The agent picked this customer among the pop's candidates: the call's trail entry
+    /// goes to them.
+    Identify {
+        customer_id: i64,
+    },
+}
+
+impl CallCommand {
+    pub fn name(&self) -> &'static str {
+        match self {
+            CallCommand::Hangup => "hangup",
+            CallCommand::Hold => "hold",
+            CallCommand::Resume => "resume",
+            CallCommand::Transfer { .. } => "transfer",
+            CallCommand::Conference { .. } => "conference",
+            CallCommand::Dtmf { .. } => "dtmf",
+            CallCommand::PauseRecording => "pause_recording",
+            CallCommand::ResumeRecording => "resume_recording",
+            CallCommand::Identify { .. } => "identify",
+        }
+    }
+}
+
+/// A queue's live figures for wallboards and supervisors.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct QueueStat {
+    pub queue: String,
+    pub waiting: u32,
+    pub longest_wait_secs: f64,
+    pub offered: u64,
+    pub answered: u64,
+    pub abandoned: u64,
+    pub service_level: Option<f64>,
+    pub asa_secs: Option<f64>,
+    pub agents_ready: u32,
+    pub agents_busy: u32,
+    pub agents_not_ready: u32,
+}
+
+/// The screen pop offered with a call. `pop` is `None` when the CRM lookup failed or took
+/// too long (`pop_error` says why): the call is routed anyway.
+#[derive(Debug, Serialize)]
+pub struct Offered {
+    pub call_id: String,
+    pub queue: String,
+    pub agent: String,
+    /// The caller id as received (From / P-Asserted-Identity URI).
+    pub caller: String,
+    pub pop: Option<Arc<ScreenPop>>,
+    pub pop_error: Option<String>,
+    #[serde(skip)]
+    ack: Mutex<Option<oneshot::Sender<()>>>,
+}
+
+impl Offered {
+    /// Tells the switch the pop is on the agent's desk (or that the agent has none): the
+    /// agent's phone may ring now. Later calls do nothing.
+    pub fn ack(&self) {
+        if let Some(tx) = self.ack.lock().ok().and_then(|mut a| a.take()) {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Customer ids this pop shows (the one customer, or every candidate).
+    pub fn customer_ids(&self) -> Vec<i64> {
+        match self.pop.as_deref().map(|p| &p.identification) {
+            Some(Identification::Known { customer } | Identification::Provisional { customer }) => {
+                vec![customer.id]
+            }
+            Some(Identification::Candidates { customers }) => {
+                customers.iter().map(|c| c.id).collect()
+            }
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// Everything the switch publishes.
+#[derive(Debug, Clone)]
+pub enum SwitchEvent {
+    AgentState(AgentStateEvent),
+    CallOffered(Arc<Offered>),
+    CallAnswered {
+        call_id: String,
+        agent: String,
+        queue: Option<String>,
+    },
+    CallHeld {
+        call_id: String,
+        agent: String,
+    },
+    CallResumed {
+        call_id: String,
+        agent: String,
+    },
+    CallTransferred {
+        call_id: String,
+        agent: String,
+        to: String,
+    },
+    CallEnded {
+        call_id: String,
+        agent: Option<String>,
+        queue: Option<String>,
+        reason: String,
+        /// The service-trail entry written for the call (dispositions attach to it).
+        interaction_id: Option<InteractionId>,
+    },
+    WrapupStarted {
+        call_id: Option<String>,
+        agent: String,
+    },
+    QueueStats(Arc<Vec<QueueStat>>),
+}
+
+/// Shared by the switch's tasks: the bus, the store and the offer bound.
+#[derive(Clone)]
+pub(crate) struct Desk {
+    pub bus: broadcast::Sender<SwitchEvent>,
+    pub store: Option<Store>,
+    pub ack_timeout: Duration,
+    pub lookup_timeout: Duration,
+}
+
+/// Commands in, events out: what a CTI server holds. Cheap to clone.
+#[derive(Clone)]
+pub struct SwitchHandle {
+    pub(crate) desk: Desk,
+    pub(crate) acd: Option<mpsc::Sender<AcdInput>>,
+    pub(crate) control: mpsc::Sender<crate::Control>,
+}
+
+impl SwitchHandle {
+    /// The ACD task and the event bus without call control (no SIP): for desk servers'
+    /// tests and tools. Call commands answer `unavailable`.
+    pub fn standalone(
+        acd: &hotline_acd::AcdConfig,
+        desk_cfg: crate::DeskConfig,
+    ) -> Result<SwitchHandle, SwitchError> {
+        let (bus, _) = broadcast::channel(BUS_CAPACITY);
+        // No dispatcher: requests of the ACD to call control (callbacks) are dropped.
+        let (control, _) = mpsc::channel(1);
+        // No call records either: the queue log stays in memory and is dropped.
+        let (cdr, _) = hotline_cdr::CdrSink::memory();
+        let task =
+            crate::acd::AcdTask::new(acd, &desk_cfg.desk_login, bus.clone(), control.clone(), cdr)?;
+        let (tx, rx) = mpsc::channel(1024);
+        tokio::spawn(task.run(rx));
+        Ok(SwitchHandle {
+            desk: Desk {
+                bus,
+                store: desk_cfg.store,
+                ack_timeout: desk_cfg.offer_ack_timeout,
+                lookup_timeout: desk_cfg.lookup_timeout,
+            },
+            acd: Some(tx),
+            control,
+        })
+    }
+
+    /// The desk half of a call's arrival and offer, without SIP: identify `caller` for
+    /// `queue`, publish `call.offered` to `agent` and wait for the desk server's ack, as a
+    /// call task does before ringing. For benchmarks of the screen-pop path.
+    #[doc(hidden)]
+    pub async fn pop_and_offer(&self, call_id: &str, caller: &str, queue: &str, agent: &str) {
+        let cd = CallDesk::with_caller(&self.desk, call_id, caller.to_string());
+        cd.arrived(queue).await;
+        cd.offered(agent).await;
+    }
+
+    /// A receiver of every event from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<SwitchEvent> {
+        self.desk.bus.subscribe()
+    }
+
+    /// The CRM store the switch identifies callers in.
+    pub fn store(&self) -> Option<&Store> {
+        self.desk.store.as_ref()
+    }
+
+    fn acd(&self) -> Result<&mpsc::Sender<AcdInput>, SwitchError> {
+        self.acd
+            .as_ref()
+            .ok_or(SwitchError::NotSupported("no [acd] configured"))
+    }
+
+    /// Sets an agent's state through the ACD task (the one owner) and returns the state
+    /// that resulted, with its version.
+    pub async fn agent_state(
+        &self,
+        agent: &str,
+        cmd: AgentCommand,
+    ) -> Result<AgentStateEvent, SwitchError> {
+        let (reply, rx) = oneshot::channel();
+        self.acd()?
+            .send(AcdInput::Agent {
+                agent: agent.to_string(),
+                cmd,
+                reply,
+            })
+            .await
+            .map_err(|_| SwitchError::Unavailable)?;
+        rx.await.map_err(|_| SwitchError::Unavailable)?
+    }
+
+    /// Every agent's current state and version (a reconnecting desk resynchronises here).
+    pub async fn agents(&self) -> Result<Vec<AgentStateEvent>, SwitchError> {
+        let (reply, rx) = oneshot::channel();
+        self.acd()?
+            .send(AcdInput::Agents { reply })
+            .await
+            .map_err(|_| SwitchError::Unavailable)?;
+        rx.await.map_err(|_| SwitchError::Unavailable)
+    }
+
+    /// Live queue figures.
+    pub async fn queue_stats(&self) -> Result<Vec<QueueStat>, SwitchError> {
+        let (reply, rx) = oneshot::channel();
+        self.acd()?
+            .send(AcdInput::QueueStats { reply })
+            .await
+            .map_err(|_| SwitchError::Unavailable)?;
+        rx.await.map_err(|_| SwitchError::Unavailable)
+    }
+
+    /// Carries out a command on a live call (by the caller's Call-ID).
+    pub async fn call_command(&self, call_id: &str, cmd: CallCommand) -> Result<(), SwitchError> {
+        if !matches!(cmd, CallCommand::Hangup | CallCommand::Identify { .. }) {
+            // Hold, transfer, conference, DTMF and recording control are call features
+            // that land separately; until then desks get a clear code.
+            return Err(SwitchError::NotSupported(cmd.name()));
+        }
+        let (reply, rx) = oneshot::channel();
+        self.control
+            .send(crate::Control::Command {
+                call_id: call_id.to_string(),
+                cmd,
+                reply,
+            })
+            .await
+            .map_err(|_| SwitchError::Unavailable)?;
+        rx.await.map_err(|_| SwitchError::Unavailable)?
+    }
+
+    /// Attaches the wrap-up disposition and notes to the call's service-trail entry and
+    /// ends the agent's wrap-up (the agent becomes available).
+    pub async fn disposition(
+        &self,
+        call_id: &str,
+        agent: &str,
+        code: &str,
+        notes: Option<&str>,
+    ) -> Result<InteractionId, SwitchError> {
+        let store = self
+            .desk
+            .store
+            .as_ref()
+            .ok_or(SwitchError::NotSupported("no CRM store configured"))?;
+        let i = store
+            .interaction_by_call_id(call_id)
+            .await?
+            .ok_or_else(|| SwitchError::NotFound(format!("no trail entry for call {call_id}")))?;
+        if i.agent.as_deref() != Some(agent) {
+            return Err(SwitchError::Forbidden(format!(
+                "call {call_id} was not handled by {agent}"
+            )));
+        }
+        store.wrap_up(i.id, code, notes).await?;
+        if let Some(acd) = &self.acd {
+            let _ = acd
+                .send(AcdInput::WrapupDone {
+                    agent: agent.to_string(),
+                })
+                .await;
+        }
+        Ok(i.id)
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// The desk side of one call, owned by its call task: the pop found at arrival, who was
+/// offered and who answered, and the trail entry written at the end.
+pub(crate) struct CallDesk {
+    desk: Desk,
+    call_id: String,
+    caller: String,
+    started_at: i64,
+    /// Set from `&self` methods (the call task lends itself out while routing), hence the
+    /// lock; only the call task takes it, never across an await.
+    state: Mutex<DeskState>,
+}
+
+#[derive(Default)]
+struct DeskState {
+    queue: Option<String>,
+    /// Looked up once per call (a second queue reuses it).
+    looked_up: bool,
+    pop: Option<Arc<ScreenPop>>,
+    pop_error: Option<String>,
+    offered_to: Option<String>,
+    agent: Option<String>,
+    /// Chosen by the agent among candidates.
+    chosen: Option<i64>,
+}
+
+impl CallDesk {
+    pub(crate) fn new(desk: &Desk, call_id: &str, invite: &hotline_sip::msg::Request) -> Self {
+        use hotline_sip::msg;
+        // P-Asserted-Identity (from a trusted trunk) wins over From.
+        let pai = invite.headers.iter().find_map(|h| {
+            let v = msg::header_value(h);
+            h.to_string()
+                .to_ascii_lowercase()
+                .starts_with("p-asserted-identity:")
+                .then(|| v.to_string())
+        });
+        let raw = pai
+            .or_else(|| msg::from_value(&invite.headers).map(str::to_string))
+            .unwrap_or_default();
+        let caller = msg::addr_uri(msg::split_first(&raw).0).to_string();
+        CallDesk::with_caller(desk, call_id, caller)
+    }
+
+    pub(crate) fn with_caller(desk: &Desk, call_id: &str, caller: String) -> Self {
+        CallDesk {
+            desk: desk.clone(),
+            call_id: call_id.to_string(),
+            caller,
+            started_at: now_ms(),
+            state: Mutex::new(DeskState::default()),
+        }
+    }
+
+    fn with_state<T>(&self, f: impl FnOnce(&mut DeskState) -> T) -> Option<T> {
+        self.state.lock().ok().map(|mut st| f(&mut st))
+    }
+
+    /// Identifies the caller for `queue` (bounded in time); returns the customer's tier,
+    /// which sets the call's priority through the ACD's `tier_priority`.
+    pub(crate) async fn arrived(&self, queue: &str) -> Option<String> {
+        let tier_of = |p: &ScreenPop| p.view.as_ref().map(|v| v.customer.data.tier.to_string());
+        let again = self.with_state(|st| {
+            st.queue = Some(queue.to_string());
+            std::mem::replace(&mut st.looked_up, true)
+        })?;
+        if again {
+            return self
+                .with_state(|st| st.pop.as_deref().and_then(tier_of))
+                .flatten();
+        }
+        let store = self.desk.store.as_ref()?;
+        let lookup = store.screen_pop(&self.caller, Some(queue));
+        let (pop, error) = match tokio::time::timeout(self.desk.lookup_timeout, lookup).await {
+            Ok(Ok(pop)) => (Some(Arc::new(pop)), None),
+            Ok(Err(e)) => {
+                tracing::warn!(call_id = %self.call_id, error = %e, "caller lookup failed");
+                (None, Some("lookup unavailable".to_string()))
+            }
+            Err(_) => {
+                tracing::warn!(call_id = %self.call_id, "caller lookup timed out");
+                (None, Some("lookup unavailable".to_string()))
+            }
+        };
+        let tier = pop.as_deref().and_then(tier_of);
+        self.with_state(|st| {
+            st.pop = pop;
+            st.pop_error = error;
+        });
+        tier
+    }
+
+    /// Publishes `call.offered` with the pop and waits (bounded) until a desk server
+    /// confirms delivery, so the pop is on screen before the phone rings.
+    pub(crate) async fn offered(&self, agent: &str) {
+        let (tx, rx) = oneshot::channel();
+        let Some(ev) = self.with_state(|st| {
+            st.offered_to = Some(agent.to_string());
+            Arc::new(Offered {
+                call_id: self.call_id.clone(),
+                queue: st.queue.clone().unwrap_or_default(),
+                agent: agent.to_string(),
+                caller: self.caller.clone(),
+                pop: st.pop.clone(),
+                pop_error: st.pop_error.clone(),
+                ack: Mutex::new(Some(tx)),
+            })
+        }) else {
+            return;
+        };
+        if self.desk.bus.send(SwitchEvent::CallOffered(ev)).is_err() {
+            return; // nobody listens
+        }
+        if tokio::time::timeout(self.desk.ack_timeout, rx)
+            .await
+            .is_err()
+        {
+            tracing::warn!(call_id = %self.call_id, agent, "screen pop not confirmed in time; ringing anyway");
+        }
+    }
+
+    /// The agent chose this customer for the call (one of the pop's candidates).
+    pub(crate) fn choose(&self, customer_id: i64) -> bool {
+        self.with_state(|st| {
+            let ok = st.pop.as_deref().is_some_and(|p| match &p.identification {
+                Identification::Candidates { customers } => {
+                    customers.iter().any(|c| c.id == customer_id)
+                }
+                _ => false,
+            });
+            if ok {
+                st.chosen = Some(customer_id);
+            }
+            ok
+        })
+        .unwrap_or(false)
+    }
+
+    /// The offered agent answered.
+    pub(crate) fn answered(&self) {
+        let Some((Some(agent), queue)) = self.with_state(|st| {
+            st.agent = st.offered_to.clone();
+            (st.agent.clone(), st.queue.clone())
+        }) else {
+            return;
+        };
+        let _ = self.desk.bus.send(SwitchEvent::CallAnswered {
+            call_id: self.call_id.clone(),
+            agent,
+            queue,
+        });
+    }
+
+    /// Writes the call into the customer's service trail (when one customer is certain)
+    /// with its recording, and publishes `call.ended`.
+    pub(crate) async fn ended(&self, reason: EndReason, recording: Option<&std::path::Path>) {
+        let Some((customer, queue, agent, offered_to)) = self.with_state(|st| {
+            let identified = st.pop.as_deref().and_then(|p| match &p.identification {
+                Identification::Known { customer } | Identification::Provisional { customer } => {
+                    Some(customer.id)
+                }
+                _ => None,
+            });
+            (
+                st.chosen.or(identified),
+                st.queue.clone(),
+                st.agent.clone(),
+                st.offered_to.clone(),
+            )
+        }) else {
+            return;
+        };
+        let mut interaction_id = None;
+        if let (Some(store), Some(customer_id)) = (&self.desk.store, customer) {
+            let entry = NewInteraction {
+                customer_id,
+                channel: "voice".into(),
+                direction: hotline_crm::Direction::Inbound,
+                call_id: Some(self.call_id.clone()),
+                queue: queue.clone(),
+                agent: agent.clone(),
+                started_at: self.started_at,
+                ended_at: Some(now_ms()),
+                recording_path: recording.map(|p| p.display().to_string()),
+                ticket_ids: Vec::new(),
+            };
+            match store.record_interaction(&entry).await {
+                Ok(id) => interaction_id = Some(id),
+                Err(e) => {
+                    tracing::warn!(call_id = %self.call_id, error = %e, "service trail not written")
+                }
+            }
+        }
+        let _ = self.desk.bus.send(SwitchEvent::CallEnded {
+            call_id: self.call_id.clone(),
+            agent: agent.or(offered_to),
+            queue,
+            reason: format!("{reason:?}"),
+            interaction_id,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn desk(ack: Duration) -> (Desk, broadcast::Receiver<SwitchEvent>) {
+        let (bus, rx) = broadcast::channel(16);
+        let d = Desk {
+            bus,
+            store: None,
+            ack_timeout: ack,
+            lookup_timeout: Duration::from_millis(500),
+        };
+        (d, rx)
+    }
+
+    /// The offer (and so the INVITE after it) waits until the desk server confirms the
+    /// pop was written to the agent's socket.
+    #[tokio::test(start_paused = true)]
+    async fn offer_waits_for_the_desk_ack() {
+        let (d, mut rx) = desk(Duration::from_secs(5));
+        let cd = CallDesk::with_caller(&d, "c1", "sip:+49301234567@trunk".into());
+        let mut offered = Box::pin(cd.offered("bob"));
+        let ev = tokio::select! {
+            biased;
+            _ = &mut offered => panic!("offer finished before anyone confirmed it"),
+            ev = rx.recv() => ev.expect("event"),
+        };
+        let SwitchEvent::CallOffered(o) = ev else {
+            panic!("expected call.offered, got {ev:?}")
+        };
+        assert_eq!((o.agent.as_str(), o.call_id.as_str()), ("bob", "c1"));
+        // Without the ack the offer keeps waiting (virtual time: no real sleep).
+        assert!(
+            tokio::time::timeout(Duration::from_secs(4), &mut offered)
+                .await
+                .is_err()
+        );
+        let before = tokio::time::Instant::now();
+        o.ack();
+        offered.await;
+        assert_eq!(
+            tokio::time::Instant::now(),
+            before,
+            "released by the ack at once"
+        );
+    }
+
+    /// A desk server that never confirms delays ringing by the bound only.
+    #[tokio::test(start_paused = true)]
+    async fn unconfirmed_offer_rings_after_the_bound() {
+        let (d, _rx) = desk(Duration::from_millis(250));
+        let cd = CallDesk::with_caller(&d, "c2", "sip:anonymous@x".into());
+        let start = tokio::time::Instant::now();
+        cd.offered("bob").await;
+        assert_eq!(start.elapsed(), Duration::from_millis(250));
+    }
+
+    /// Nobody subscribed (no CTI): no wait at all.
+    #[tokio::test(start_paused = true)]
+    async fn offer_without_listeners_does_not_wait() {
+        let (d, rx) = desk(Duration::from_millis(250));
+        drop(rx);
+        let cd = CallDesk::with_caller(&d, "c3", "sip:1@x".into());
+        let start = tokio::time::Instant::now();
+        cd.offered("bob").await;
+        assert_eq!(start.elapsed(), Duration::ZERO);
+    }
+}
