@@ -81,6 +81,57 @@ async fn flooding_address_is_blocked_while_another_still_registers() -> anyhow::
     Ok(())
 }
 
+/// The issue's scenario: calls at 50/s from one address while another floods.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_at_50_per_second_succeed_during_a_flood() -> anyhow::Result<()> {
+    // A caller at 50 calls/s sends 4 requests per call (INVITE twice, ACK, BYE).
+    let h = start_hotline_with_sip(
+        "[sip.guard]\nrate = 300\nburst = 300\nblock_secs = 60\n",
+        "",
+    )
+    .await?;
+    let server = Proto::Udp.server_addr(&h);
+    let bob_port = free_port();
+    SippBuilder::new("bob-register", "register_once.xml", Proto::Udp, bob_port)
+        .set("-i", OTHER_IP)
+        .args(["-s", "bob", "-au", "bob", "-ap", "bob-pw"])
+        .spawn(Some(server))?
+        .expect_success()
+        .await?;
+    let callee = SippBuilder::new("bob-uas", "uas_call.xml", Proto::Udp, bob_port)
+        .set("-i", OTHER_IP)
+        .set("-m", "200")
+        .args(["-s", "bob"])
+        .spawn(None)?;
+    // is_bound reads /proc by port only, whatever the address.
+    hotline_sip_tests::wait_bound(bob_port, Proto::Udp).await?;
+    let flood = SippBuilder::new("flood", "options_flood.xml", Proto::Udp, free_port())
+        .set("-m", "12000")
+        .args(["-r", "2000", "-l", "12000"])
+        .spawn(Some(server))?;
+    counter_reaches(&h, |c| &c.flood_blocked, 1).await?;
+    let dropped_before = count(&h, |c| &c.guard_dropped);
+    // 200 calls at 50/s: all must succeed (SIPp exits 0 only then).
+    SippBuilder::new("alice-uac", "uac_call.xml", Proto::Udp, free_port())
+        .set("-i", OTHER_IP)
+        .set("-m", "200")
+        .args(["-r", "50", "-s", "bob", "-au", "alice", "-ap", "alice-pw"])
+        .args(["-key", "caller", "alice"])
+        .spawn(Some(server))?
+        .expect_success()
+        .await?;
+    callee.expect_success().await?;
+    let dropped_during = count(&h, |c| &c.guard_dropped) - dropped_before;
+    flood.expect_success().await?;
+    eprintln!("calls: 200 of 200 at 50/s, {dropped_during} flood requests dropped meanwhile");
+    ensure!(
+        dropped_during > 0,
+        "the flood was not going on during the calls"
+    );
+    h.shutdown().await;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_passwords_lock_the_source_out() -> anyhow::Result<()> {
     let h = start_hotline_with_sip(
