@@ -162,6 +162,15 @@ impl SippBuilder {
         }
     }
 
+    /// Sets `flag` to `value`, replacing a default (`-i`, `-m`, `-timeout`) if present.
+    pub fn set(mut self, flag: &str, value: impl Into<String>) -> Self {
+        match self.args.iter().position(|a| a == flag) {
+            Some(i) if i + 1 < self.args.len() => self.args[i + 1] = value.into(),
+            _ => self.args.extend([flag.to_string(), value.into()]),
+        }
+        self
+    }
+
     pub fn arg(mut self, a: impl Into<String>) -> Self {
         self.args.push(a.into());
         self

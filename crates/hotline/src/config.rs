@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hotline_sip::auth::Algorithm;
+use hotline_sip::guard::GuardConfig;
 use hotline_sip::msg::Limits;
 use hotline_sip::registrar::RegistrarConfig;
 use hotline_sip::transaction::TimerConfig;
@@ -356,6 +357,71 @@ pub struct SipConfig {
     /// Smallest session interval accepted (422 below it); the RFC's floor is 90.
     #[serde(default = "default_min_se")]
     pub min_se_secs: Spanned<u32>,
+    /// `[sip.guard]`: flood, brute-force and scanner defence.
+    #[serde(default)]
+    pub guard: GuardToml,
+}
+
+/// `[sip.guard]`; every key optional (defaults in [`GuardConfig::default`]).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GuardToml {
+    /// Sustained SIP requests per second per source IP (0 = unlimited).
+    pub rate: u32,
+    /// Requests a source may send at once above `rate`.
+    pub burst: u32,
+    /// Seconds a flooding source is ignored.
+    pub block_secs: u64,
+    /// Networks never limited (trunks); `[sip] trusted` networks are exempt too.
+    pub allow: Vec<Net>,
+    /// Source addresses tracked at most.
+    pub max_sources: usize,
+    /// Digest failures within `auth_window_secs` that lock a source out (0 = never).
+    pub auth_failures: u32,
+    pub auth_window_secs: u64,
+    pub lockout_secs: u64,
+    /// Drop requests from scanner User-Agents silently.
+    pub drop_scanners: bool,
+    /// User-Agent substrings (case-insensitive) that mark a scanner.
+    pub scanner_agents: Vec<String>,
+}
+
+impl Default for GuardToml {
+    fn default() -> Self {
+        let d = GuardConfig::default();
+        Self {
+            rate: d.rate,
+            burst: d.burst,
+            block_secs: d.block.as_secs(),
+            allow: vec![],
+            max_sources: d.max_sources,
+            auth_failures: d.auth_failures,
+            auth_window_secs: d.auth_window.as_secs(),
+            lockout_secs: d.lockout.as_secs(),
+            drop_scanners: true,
+            scanner_agents: d.scanner_agents,
+        }
+    }
+}
+
+impl GuardToml {
+    fn to_config(&self) -> GuardConfig {
+        GuardConfig {
+            rate: self.rate,
+            burst: self.burst,
+            block: Duration::from_secs(self.block_secs),
+            allow: self.allow.iter().map(|n| n.0).collect(),
+            max_sources: self.max_sources,
+            auth_failures: self.auth_failures,
+            auth_window: Duration::from_secs(self.auth_window_secs),
+            lockout: Duration::from_secs(self.lockout_secs),
+            scanner_agents: if self.drop_scanners {
+                self.scanner_agents.clone()
+            } else {
+                vec![]
+            },
+        }
+    }
 }
 
 fn default_session_expires() -> u32 {
@@ -925,6 +991,7 @@ impl Config {
                 .iter()
                 .map(|n| n.number.get_ref().clone())
                 .collect(),
+            guard: s.guard.to_config(),
         }
     }
 }
@@ -1113,6 +1180,19 @@ mod tests {
 
     #[test]
     fn validation_errors_are_located() {
+        let cfg = parse("[sip]\nudp = [\"127.0.0.1:5060\"]\n[sip.guard]\nrate = 5\nburst = 9\nallow = [\"192.0.2.0/24\"]\ndrop_scanners = false\n").unwrap();
+        let g = cfg.core_config([0; 32]).guard;
+        assert_eq!((g.rate, g.burst), (5, 9));
+        assert!(g.allow[0].contains("192.0.2.9".parse().unwrap()));
+        assert!(g.scanner_agents.is_empty());
+        let g = parse("[sip]\nudp = [\"127.0.0.1:5060\"]\n")
+            .unwrap()
+            .core_config([0; 32])
+            .guard;
+        assert!(g.scanner_agents.iter().any(|a| a == "friendly-scanner"));
+        let e = parse("[sip]\nudp = [\"127.0.0.1:5060\"]\n[sip.guard]\nallow = [\"x/1\"]\n")
+            .unwrap_err();
+        assert!(e.to_string().starts_with("test.toml:4:"), "{e}");
         let e = parse("[sip]\nudp = [\"127.0.0.1:5060\"]\nmin_expires = 9000\n").unwrap_err();
         assert_eq!(e.line, 3, "{e}");
         let e = parse("[sip]\nudp = [\"127.0.0.1:5060\"]\n[[users]]\nname = \"a\"\npassword = \"x\"\n[[users]]\nname = \"a\"\npassword = \"y\"\n").unwrap_err();

@@ -276,9 +276,12 @@ impl Authenticator {
                 _ => return Verdict::Challenge { stale: false },
             },
         };
-        let Some(password) = self.users.get(c.username) else {
-            return Verdict::Forbidden;
-        };
+        // An unknown user is checked against a password no one has, so that it takes the
+        // same path (and about the same time) as a wrong password: no user enumeration.
+        let known = self.users.get(c.username);
+        let password = known
+            .map(String::as_str)
+            .unwrap_or("\u{0}no such user\u{0}");
         let qop = match (c.qop, c.nc, c.cnonce) {
             (Some(q), Some(nc), Some(cn)) if q.eq_ignore_ascii_case("auth") => Some((nc, cn)),
             (None, _, _) => None,
@@ -301,7 +304,7 @@ impl Authenticator {
             c.nonce,
             qop,
         );
-        if !expected.eq_ignore_ascii_case(c.response) {
+        if known.is_none() || !expected.eq_ignore_ascii_case(c.response) {
             // A wrong answer to a nonce we never issued (or that expired) gets a fresh
             // challenge; a wrong answer to a live one is a wrong password.
             return if self.nonces.is_live(c.nonce, now) {
@@ -478,6 +481,36 @@ mod tests {
             a.verify("REGISTER", Some(&forged), t0),
             Verdict::Challenge { stale: true }
         );
+    }
+
+    /// No user enumeration: an unknown user gets exactly what a wrong password gets, on a
+    /// live nonce (403) and on a forged one (a plain re-challenge), and even the digest of
+    /// the placeholder password does not let an unknown user in.
+    #[test]
+    fn unknown_user_and_wrong_password_get_the_same_answer() {
+        let mut a = auth(vec![Algorithm::Md5]);
+        let t0 = Instant::now();
+        let forged = "0123456789abcdef0123456789abcdef";
+        for nonce in [nonce_of(&a.challenge(false, false, t0)[0]), forged.into()] {
+            let wrong = creds(Algorithm::Md5, &nonce, "00000001", "nope");
+            let unknown = wrong.replace("username=\"alice\"", "username=\"mallory\"");
+            let resp = digest_response(
+                Algorithm::Md5,
+                "mallory",
+                "hotline",
+                "\u{0}no such user\u{0}",
+                "REGISTER",
+                "sip:hotline",
+                &nonce,
+                Some(("00000001", "abc")),
+            );
+            let placeholder = format!(
+                "Digest username=\"mallory\", realm=\"hotline\", nonce=\"{nonce}\", uri=\"sip:hotline\", response=\"{resp}\", algorithm=MD5, qop=auth, nc=00000001, cnonce=\"abc\""
+            );
+            let w = a.verify("REGISTER", Some(&wrong), t0);
+            assert_eq!(a.verify("REGISTER", Some(&unknown), t0), w);
+            assert_eq!(a.verify("REGISTER", Some(&placeholder), t0), w);
+        }
     }
 
     #[test]

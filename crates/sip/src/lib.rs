@@ -11,6 +11,7 @@ pub mod dialog;
 mod error;
 pub mod flow;
 pub mod fuzzing;
+pub mod guard;
 pub mod msg;
 pub mod proxy;
 pub mod refer;

@@ -210,6 +210,7 @@ pub fn header_value(h: &Header) -> &str {
         H::SessionExpires(v) => &v.0,
         H::MinSE(v) => &v.0,
         H::Reason(v) => &v.0,
+        H::UserAgent(v) => &v.0,
         H::Other(_, v) => v,
         _ => "",
     }

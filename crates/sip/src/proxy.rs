@@ -19,6 +19,7 @@ use bytes::Bytes;
 use crate::app::{AppEvent, AppResponse, ClientTxId, ServerTxId};
 use crate::auth::{Algorithm, Authenticator, NonceStore, Verdict};
 use crate::flow::{Flow, Transmit, Transport};
+use crate::guard::{Admit, Guard, GuardConfig};
 use crate::msg::{self, Header, Limits, Method, Request, Response, SipMessage};
 use crate::registrar::{
     ContactSpec, Location, RegisterError, RegisterRequest, RegistrarConfig, parse_q,
@@ -68,6 +69,8 @@ pub struct CoreConfig {
     /// Request-URI users (dialled numbers) handed to the application instead of being
     /// proxied (see [`crate::app`]). Empty: no application, a pure proxy.
     pub numbers: HashSet<String>,
+    /// Flood, brute-force and scanner defence (see [`crate::guard`]).
+    pub guard: GuardConfig,
 }
 
 impl Default for CoreConfig {
@@ -87,6 +90,7 @@ impl Default for CoreConfig {
             authenticate_requests: true,
             max_transactions: 500_000,
             numbers: HashSet::new(),
+            guard: GuardConfig::default(),
         }
     }
 }
@@ -103,6 +107,14 @@ pub struct Counters {
     pub registered: AtomicU64,
     /// Requests refused with 503 by admission control.
     pub overloaded: AtomicU64,
+    /// Sources blocked for flooding (once per block).
+    pub flood_blocked: AtomicU64,
+    /// Requests dropped because their source was blocked or locked out.
+    pub guard_dropped: AtomicU64,
+    /// Sources locked out after repeated digest failures.
+    pub lockouts: AtomicU64,
+    /// Requests dropped for a scanner User-Agent.
+    pub scanners_dropped: AtomicU64,
 }
 
 impl Counters {
@@ -174,6 +186,7 @@ pub struct Core {
     /// Our listen addresses.
     locals: Vec<(Transport, SocketAddr)>,
     auth: Authenticator,
+    guard: Guard,
     location: Location,
     /// Boxed so that the map's buckets stay small (cheap to pre-size and to rehash).
     servers: HashMap<u64, Box<ServerEntry>>,
@@ -203,12 +216,14 @@ impl Core {
             cfg.algorithms.clone(),
             NonceStore::new(cfg.secret, cfg.nonce_ttl, 100_000),
         );
+        let guard = Guard::new(cfg.guard.clone(), &cfg.trusted, now);
         let location = Location::new(cfg.registrar);
         let cap = cfg.max_transactions.min(1 << 18);
         let mut core = Self {
             cfg,
             locals,
             auth,
+            guard,
             location,
             // Pre-sized: growing a map of 100k transactions rehashes everything at once,
             // a stall long enough (seen in the benchmark) for UDP peers to retransmit.
@@ -271,6 +286,22 @@ impl Core {
             .all(|b| matches!(b, b'\r' | b'\n' | b' ' | b'\t' | 0))
         {
             return; // keepalive (RFC 5626 CRLF) or padding
+        }
+        // Requests are metered before parsing: a flood costs no parse and no state.
+        if !data.starts_with(b"SIP/") {
+            match self.guard.admit(flow.remote.ip(), now) {
+                Admit::Pass => {}
+                Admit::Drop => {
+                    Counters::inc(&self.counters.guard_dropped);
+                    return;
+                }
+                Admit::Blocked => {
+                    Counters::inc(&self.counters.flood_blocked);
+                    Counters::inc(&self.counters.guard_dropped);
+                    tracing::warn!(source = %flow.remote.ip(), "request flood: source blocked");
+                    return;
+                }
+            }
         }
         match msg::parse(data, &self.cfg.limits, flow.transport == Transport::Udp) {
             Ok(SipMessage::Request(req)) => self.handle_request(flow, req, now),
@@ -377,6 +408,13 @@ impl Core {
     }
 
     fn handle_request(&mut self, flow: Flow, mut req: Request, now: Instant) {
+        if let Some(ua) = msg::find(&req.headers, |h| matches!(h, Header::UserAgent(_)))
+            && self.guard.is_scanner(ua)
+        {
+            Counters::inc(&self.counters.scanners_dropped);
+            tracing::debug!(source = %flow.remote, user_agent = ua, "scanner dropped");
+            return;
+        }
         msg::stamp_received(&mut req, flow.remote);
         let Some(key) = server_key(&req) else {
             self.respond_stateless(flow, &req, 400, "Invalid Via", &[]);
@@ -504,6 +542,7 @@ impl Core {
                     return;
                 }
                 Verdict::Forbidden => {
+                    self.auth_failed(flow, cred, now);
                     let st = self.local_server_tx(flow, &req, key);
                     self.reply(st, &req, 403, "Forbidden", &[], now);
                     return;
@@ -841,7 +880,9 @@ impl Core {
             let cred = msg::find(&req.headers, |h| matches!(h, Header::Authorization(_)));
             match self.auth.verify("REGISTER", cred, now) {
                 Verdict::Ok(user) if user == aor => {}
-                Verdict::Ok(_) | Verdict::Forbidden => {
+                Verdict::Ok(_) => return self.reply(st, req, 403, "Forbidden", &[], now),
+                Verdict::Forbidden => {
+                    self.auth_failed(flow, cred, now);
                     return self.reply(st, req, 403, "Forbidden", &[], now);
                 }
                 Verdict::Challenge { stale } => {
@@ -893,6 +934,17 @@ impl Core {
             Err(RegisterError::TooManyContacts) => {
                 self.reply(st, req, 403, "Too many contacts", &[], now)
             }
+        }
+    }
+
+    /// A wrong password (or unknown user) from `flow`: counted towards a lockout.
+    fn auth_failed(&mut self, flow: Flow, cred: Option<&str>, now: Instant) {
+        let user = cred
+            .and_then(crate::auth::parse_credentials)
+            .map_or("", |c| c.username);
+        if self.guard.auth_failed(flow.remote.ip(), user, now) {
+            Counters::inc(&self.counters.lockouts);
+            tracing::warn!(source = %flow.remote.ip(), user, "repeated digest failures: source locked out");
         }
     }
 

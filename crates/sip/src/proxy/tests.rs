@@ -931,3 +931,97 @@ fn application_requests_get_responses_and_timeouts() {
         [AppEvent::Timeout { tx, call_id }] if *tx == tx2 && call_id == "probe-1"
     ));
 }
+
+fn guarded_cfg() -> CoreConfig {
+    CoreConfig {
+        guard: GuardConfig {
+            rate: 10,
+            burst: 5,
+            block: Duration::from_secs(30),
+            auth_failures: 3,
+            ..GuardConfig::default()
+        },
+        ..cfg()
+    }
+}
+
+fn options(port: u16, n: u32, ua: &str) -> String {
+    format!(
+        "OPTIONS sip:127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK-o{n}\r\nFrom: <sip:x@127.0.0.1>;tag=o\r\nTo: <sip:127.0.0.1>\r\nCall-ID: opt-{port}-{n}\r\nCSeq: {n} OPTIONS\r\n{ua}Max-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    )
+}
+
+#[test]
+fn flooding_source_is_dropped_before_any_transaction_while_others_pass() {
+    let mut h = Harness::new(guarded_cfg());
+    for n in 0..5 {
+        assert_eq!(
+            status(&h.input("10.0.0.1:7000", &options(7000, n, ""))[0]),
+            200
+        );
+    }
+    let tx_before = h.core.transactions().0;
+    for n in 5..1000 {
+        assert!(h.input("10.0.0.1:7000", &options(7000, n, "")).is_empty());
+    }
+    assert_eq!(
+        h.core.transactions().0,
+        tx_before,
+        "no state for dropped requests"
+    );
+    let c = h.core.counters();
+    assert_eq!(Counters::get(&c.flood_blocked), 1);
+    assert_eq!(Counters::get(&c.guard_dropped), 995);
+    // Another source still gets through; once the block ends the source is served again.
+    assert_eq!(
+        status(&h.input("10.0.0.2:7000", &options(7000, 1, ""))[0]),
+        200
+    );
+    h.advance(Duration::from_secs(30));
+    assert_eq!(
+        status(&h.input("10.0.0.1:7000", &options(7000, 2000, ""))[0]),
+        200
+    );
+}
+
+#[test]
+fn wrong_passwords_lock_the_source_out_with_no_more_challenges() {
+    let mut h = Harness::new(CoreConfig {
+        guard: GuardConfig {
+            auth_failures: 3,
+            ..GuardConfig::default()
+        },
+        ..cfg()
+    });
+    let from = "10.0.0.1:7000";
+    for (i, user) in ["alice", "nobody", "bob"].iter().enumerate() {
+        let cseq = 2 * i as u32 + 1;
+        let out = h.input(from, &register(user, 7000, cseq, ""));
+        assert_eq!(status(&out[0]), 401);
+        let n = nonce(&text(&out[0]));
+        let auth = authorization(user, "guess", &n, "00000001", "Authorization", "REGISTER");
+        let out = h.input(from, &register(user, 7000, cseq + 1, &auth));
+        // Unknown user and wrong password: the same 403.
+        assert_eq!(status(&out[0]), 403, "{}", text(&out[0]));
+    }
+    assert_eq!(Counters::get(&h.core.counters().lockouts), 1);
+    assert!(h.input(from, &register("alice", 7000, 10, "")).is_empty());
+    // A legitimate user elsewhere is unaffected.
+    do_register(&mut h, "alice", "pw-a", 7001);
+}
+
+#[test]
+fn scanner_user_agent_is_dropped_silently() {
+    let mut h = Harness::new(cfg());
+    let out = h.input(
+        "10.0.0.1:7000",
+        &options(7000, 1, "User-Agent: friendly-scanner\r\n"),
+    );
+    assert!(out.is_empty());
+    assert_eq!(Counters::get(&h.core.counters().scanners_dropped), 1);
+    let out = h.input(
+        "10.0.0.1:7000",
+        &options(7000, 2, "User-Agent: baresip\r\n"),
+    );
+    assert_eq!(status(&out[0]), 200);
+}
