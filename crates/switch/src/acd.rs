@@ -127,6 +127,9 @@ pub(crate) struct AcdTask {
     /// Per agent: the last published state and pending not-ready reason.
     published: Vec<Option<AgentStateEvent>>,
     pending: Vec<Option<String>>,
+    /// The engine state each agent had at the last publish: unchanged agents are skipped
+    /// without building their status (the scan runs after every ACD input).
+    seen: Vec<Option<AgentState>>,
     /// The one version counter for agent states.
     version: u64,
     /// Agents on a non-queue call.
@@ -179,6 +182,7 @@ impl AcdTask {
             sip_ids: HashMap::new(),
             published: vec![None; n],
             pending: vec![None; n],
+            seen: vec![None; n],
             version: 0,
             busy: HashSet::new(),
             queue_of: HashMap::new(),
@@ -406,6 +410,11 @@ impl AcdTask {
             .agent_state(id)
             .map_err(|e| SwitchError::Acd(e.to_string()))?;
         let i = id.0 as usize;
+        // A command may change what desks are told (the pending not-ready) without
+        // changing the engine state: look at this agent again on the next publish.
+        if let Some(seen) = self.seen.get_mut(i) {
+            *seen = None;
+        }
         let logged_out = state == AgentState::LoggedOut;
         let r = match cmd {
             AgentCommand::Ready if logged_out => self.engine.agent_login(now, id, true),
@@ -496,6 +505,10 @@ impl AcdTask {
             let Ok(state) = self.engine.agent_state(AgentId(i as u32)) else {
                 continue;
             };
+            if self.seen[i] == Some(state) {
+                continue;
+            }
+            self.seen[i] = Some(state);
             // The queue log sees every change the desks see (it skips repeats itself).
             self.log_agent_state(AgentId(i as u32), state);
             let mut status = self.status(state);
