@@ -115,10 +115,26 @@ pub struct Counters {
     pub lockouts: AtomicU64,
     /// Requests dropped for a scanner User-Agent.
     pub scanners_dropped: AtomicU64,
+    /// Stream connections (TCP, TLS, WS, WSS) closed at accept: blocked source, or over
+    /// the per-source or total connection cap.
+    pub refused_at_accept: AtomicU64,
+    /// TLS handshakes that failed or timed out (SIP/TLS and WSS).
+    pub tls_handshake_failed: AtomicU64,
+    /// WebSocket upgrades refused or failed (no `sip` subprotocol, bad Origin, not HTTP).
+    pub ws_handshake_failed: AtomicU64,
+    /// WebSocket connections closed for a frame or message above the size limit.
+    pub ws_oversize: AtomicU64,
+    /// Certificate reloads that took effect.
+    pub tls_reloads: AtomicU64,
+    /// Certificate reloads that failed (the previous certificate stays in use).
+    pub tls_reload_failed: AtomicU64,
+    /// Messages for a TLS or WebSocket flow that is no longer open (Hotline does not dial
+    /// those out).
+    pub no_flow: AtomicU64,
 }
 
 impl Counters {
-    fn inc(c: &AtomicU64) {
+    pub(crate) fn inc(c: &AtomicU64) {
         c.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -303,7 +319,7 @@ impl Core {
                 }
             }
         }
-        match msg::parse(data, &self.cfg.limits, flow.transport == Transport::Udp) {
+        match msg::parse(data, &self.cfg.limits, flow.transport.message_framed()) {
             Ok(SipMessage::Request(req)) => self.handle_request(flow, req, now),
             Ok(SipMessage::Response(resp)) => self.handle_response(resp, now),
             Err(e) => {
@@ -329,7 +345,14 @@ impl Core {
         }
     }
 
-    fn is_trusted(&self, ip: IpAddr) -> bool {
+    /// Whether the guard blocks `ip` now (flood or digest lockout): stream transports ask
+    /// this at accept, before reading a byte.
+    pub fn is_blocked(&self, ip: IpAddr, now: Instant) -> bool {
+        !self.is_trusted(ip) && self.guard.is_blocked(ip, now)
+    }
+
+    /// Whether `ip` is in a trusted network (exempt from connection caps too).
+    pub fn is_trusted(&self, ip: IpAddr) -> bool {
         self.cfg.trusted.iter().any(|c| c.contains(ip))
     }
 
@@ -1114,13 +1137,22 @@ impl Core {
     fn resolve(&self, uri: &str) -> Option<Flow> {
         let (host, port) = uri_hostport(uri)?;
         let ip: IpAddr = host.parse().ok()?;
-        let transport = match msg::param(uri, "transport") {
-            Some(t) if t.eq_ignore_ascii_case("tcp") => Transport::Tcp,
-            _ => Transport::Udp,
+        let sips = uri
+            .get(..5)
+            .is_some_and(|s| s.eq_ignore_ascii_case("sips:"));
+        let transport = match msg::param(uri, "transport").and_then(Transport::from_token) {
+            Some(t) => t,
+            None if sips => Transport::Tls,
+            None => Transport::Udp,
+        };
+        let default_port = if transport == Transport::Tls {
+            5061
+        } else {
+            5060
         };
         self.flow_to(Target {
             transport,
-            addr: SocketAddr::new(ip, port.unwrap_or(5060)),
+            addr: SocketAddr::new(ip, port.unwrap_or(default_port)),
         })
     }
 
@@ -1231,11 +1263,7 @@ impl Core {
     }
 
     fn rr_value(&self, flow: Flow) -> String {
-        let t = if flow.transport == Transport::Tcp {
-            ";transport=tcp"
-        } else {
-            ""
-        };
+        let t = flow.transport.uri_param();
         format!("<sip:{}{t};lr>", self.advertised(flow.local))
     }
 
