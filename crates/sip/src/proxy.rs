@@ -1110,7 +1110,15 @@ impl Core {
     /// contact is not reachable as written (NAT: its IP differs from the source, RFC 3581
     /// style), so home agents behind NAT and TCP clients that do not listen keep working;
     /// the contact address when it is on the registering host itself.
+    /// TLS and WebSocket bindings always use their connection: Hotline does not dial
+    /// those out, and a browser's `*.invalid` contact is reachable no other way.
     fn binding_flow(&self, b: &crate::registrar::Binding) -> Flow {
+        if matches!(
+            b.flow.transport,
+            Transport::Tls | Transport::Ws | Transport::Wss
+        ) {
+            return b.flow;
+        }
         if let Some(f) = self.resolve(&b.uri)
             && f.remote.ip() == b.flow.remote.ip()
         {
