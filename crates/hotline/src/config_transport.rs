@@ -192,6 +192,14 @@ mod tests {
     }
 
     #[test]
+    fn demo_config_listens_for_browsers_on_loopback() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");
+        let cfg = Config::load(&dir.join("hotline.toml")).unwrap();
+        let ws = cfg.sip.transports().ws;
+        assert!(!ws.is_empty() && ws.iter().all(|a| a.ip().is_loopback()), "{ws:?}");
+    }
+
+    #[test]
     fn bad_transport_config_is_located() {
         let e = parse("[sip]\ntls_listen = [\"127.0.0.1:5061\"]\n").unwrap_err();
         assert!(e.to_string().contains("need [sip.tls]"), "{e}");

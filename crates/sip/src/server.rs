@@ -519,6 +519,8 @@ async fn serve(stream: TcpStream, flow: Flow, a: &Accepting) {
     }
 }
 
+// The upgrade callback's result type is tungstenite's.
+#[allow(clippy::result_large_err)]
 async fn serve_ws<S: AsyncRead + AsyncWrite + Unpin>(stream: S, flow: Flow, a: &Accepting) {
     let check = |req: &ws::Request, resp: ws::Response| ws::check_upgrade(&a.ws, req, resp);
     let upgrade = tokio_tungstenite::accept_hdr_async_with_config(

@@ -47,6 +47,8 @@ fn offers_sip(req: &Request) -> bool {
 }
 
 /// The upgrade decision (the handshake callback): `Ok` adds `Sec-WebSocket-Protocol: sip`.
+// The result type is tungstenite's handshake callback signature.
+#[allow(clippy::result_large_err)]
 pub fn check_upgrade(
     cfg: &WsConfig,
     req: &Request,
