@@ -205,12 +205,11 @@ async fn tls_options_and_certificate_reload_for_new_connections_only() -> anyhow
         peer_leaf(&new) == Some(second.der.clone()),
         "a new connection gets the new certificate"
     );
-    new.write_all(options("TLS", 2).as_bytes()).await?;
-    ensure!(
-        read_message(&mut new)
-            .await?
-            .starts_with("SIP/2.0 200 OK\r\n")
-    );
+    // A sips: Request-URI (RFC 3261 §26) over TLS.
+    let sips = options("TLS", 2).replacen("sip:hotline.test", "sips:hotline.test", 1);
+    new.write_all(sips.as_bytes()).await?;
+    let resp = read_message(&mut new).await?;
+    ensure!(resp.starts_with("SIP/2.0 200 OK\r\n"), "{resp}");
     // The connection made before the reload keeps working.
     old.write_all(options("TLS", 3).as_bytes()).await?;
     let resp = read_message(&mut old).await?;
@@ -398,14 +397,24 @@ struct NodeAgent {
 }
 
 impl NodeAgent {
-    fn spawn(ws_url: &str, uri: &str, password: &str) -> anyhow::Result<NodeAgent> {
+    /// `ca`: a PEM file node should trust (for `wss://`).
+    fn spawn(
+        ws_url: &str,
+        uri: &str,
+        password: &str,
+        ca: Option<&Path>,
+    ) -> anyhow::Result<NodeAgent> {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("node");
         ensure!(
             dir.join("node_modules/jssip").exists(),
             "JsSIP is not installed: run `npm ci` in {} (sip-tests/run-tests.sh does)",
             dir.display()
         );
-        let mut child = Command::new("node")
+        let mut cmd = Command::new("node");
+        if let Some(ca) = ca {
+            cmd.env("NODE_EXTRA_CA_CERTS", ca);
+        }
+        let mut child = cmd
             .arg("jssip_agent.js")
             .current_dir(&dir)
             .env("WS_URL", ws_url)
@@ -435,25 +444,22 @@ impl NodeAgent {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn jssip_registers_over_websocket_and_rejects_a_proxied_call() -> anyhow::Result<()> {
-    let dir = test_dir("jssip")?;
-    let cert = make_cert(&dir, "hotline")?;
-    let h = start_hotline_with_sip(&transport_keys(&cert, 0), "").await?;
-    let ws = addr(&h, Transport::Ws)?;
-    let mut agent = NodeAgent::spawn(
-        &format!("ws://127.0.0.1:{}", ws.port()),
-        "sip:carol@hotline.test",
-        "carol-pw",
-    )?;
+/// JsSIP registers on `url` as carol, is offered a call from a SIPp caller (alice, UDP)
+/// that Hotline proxies to the WebSocket flow, rings and rejects it, and unregisters.
+async fn jssip_takes_a_proxied_call(
+    h: &Hotline,
+    url: &str,
+    via: &str,
+    ca: Option<&Path>,
+) -> anyhow::Result<()> {
+    let mut agent = NodeAgent::spawn(url, "sip:carol@hotline.test", "carol-pw", ca)?;
+    let registered_before = count(h, |c| &c.registered);
     let reg = agent.next("registered").await?;
     ensure!(reg["status"] == 200, "{reg}");
     let contact = reg["contact"].as_str().unwrap_or("");
     ensure!(contact.contains(".invalid"), "JsSIP's contact: {contact}");
-    // Digest auth like any phone: a challenge first.
-    ensure!(count(&h, |c| &c.registered) >= 1);
+    ensure!(count(h, |c| &c.registered) > registered_before);
 
-    // alice calls carol from SIPp over UDP; Hotline proxies to carol's WebSocket flow.
     SippBuilder::new(
         "ws-caller",
         "uac_call_rejected.xml",
@@ -463,7 +469,7 @@ async fn jssip_registers_over_websocket_and_rejects_a_proxied_call() -> anyhow::
     .args([
         "-s", "carol", "-au", "alice", "-ap", "alice-pw", "-key", "caller", "alice",
     ])
-    .spawn(Some(Proto::Udp.server_addr(&h)))?
+    .spawn(Some(Proto::Udp.server_addr(h)))?
     .expect_success()
     .await?;
     let inc = agent.next("incoming").await?;
@@ -471,16 +477,39 @@ async fn jssip_registers_over_websocket_and_rejects_a_proxied_call() -> anyhow::
         inc["from"].as_str().is_some_and(|f| f.contains("alice")),
         "{inc}"
     );
-    let via = inc["via"].as_str().unwrap_or("");
+    let top = inc["via"].as_str().unwrap_or("");
     ensure!(
-        via.starts_with("SIP/2.0/WS 127.0.0.1:"),
-        "Hotline's Via: {via}"
+        top.starts_with(&format!("SIP/2.0/{via} 127.0.0.1:")),
+        "Hotline's Via: {top}"
     );
     agent.next("rejected").await?;
     agent.next("unregistered").await?;
     let status = tokio::time::timeout(WAIT, agent.child.wait()).await??;
     ensure!(status.success(), "JsSIP agent exited with {status}");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jssip_registers_over_ws_and_wss_and_rejects_a_proxied_call() -> anyhow::Result<()> {
+    let dir = test_dir("jssip")?;
+    let cert = make_cert(&dir, "hotline")?;
+    let h = start_hotline_with_sip(&transport_keys(&cert, 0), "").await?;
+    let ws = addr(&h, Transport::Ws)?;
+    jssip_takes_a_proxied_call(&h, &format!("ws://127.0.0.1:{}", ws.port()), "WS", None)
+        .await
+        .context("over ws://")?;
+    // wss: node checks the certificate (trusting the test's) against 127.0.0.1.
+    let wss = addr(&h, Transport::Wss)?;
+    jssip_takes_a_proxied_call(
+        &h,
+        &format!("wss://127.0.0.1:{}", wss.port()),
+        "WSS",
+        Some(&cert.cert),
+    )
+    .await
+    .context("over wss://")?;
     ensure!(count(&h, |c| &c.no_flow) == 0);
+    ensure!(count(&h, |c| &c.tls_handshake_failed) == 0);
     h.shutdown().await;
     Ok(())
 }

@@ -196,7 +196,10 @@ mod tests {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");
         let cfg = Config::load(&dir.join("hotline.toml")).unwrap();
         let ws = cfg.sip.transports().ws;
-        assert!(!ws.is_empty() && ws.iter().all(|a| a.ip().is_loopback()), "{ws:?}");
+        assert!(
+            !ws.is_empty() && ws.iter().all(|a| a.ip().is_loopback()),
+            "{ws:?}"
+        );
     }
 
     #[test]

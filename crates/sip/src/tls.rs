@@ -135,9 +135,14 @@ impl TlsServer {
 
     /// Reloads the files now. On error the previous certificate stays in use.
     pub fn reload(&self) -> Result<(), Error> {
+        self.swap()?;
+        self.generation.send_modify(|g| *g += 1);
+        Ok(())
+    }
+
+    fn swap(&self) -> Result<(), Error> {
         let ck = load_certified_key(&self.cfg.cert, &self.cfg.key)?;
         self.cert.set(ck);
-        self.generation.send_modify(|g| *g += 1);
         Ok(())
     }
 
@@ -166,10 +171,12 @@ impl TlsServer {
             if now == seen {
                 continue;
             }
-            match self.reload() {
+            match self.swap() {
                 Ok(()) => {
                     seen = now;
+                    // Counted before the watch fires, so a woken watcher sees the count.
                     Counters::inc(&counters.tls_reloads);
+                    self.generation.send_modify(|g| *g += 1);
                     tracing::info!(cert = %self.cfg.cert.display(), "TLS certificate reloaded");
                 }
                 Err(e) => {
