@@ -5,9 +5,10 @@
 //!   SIPp is built without OpenSSL: `sipp -t l1` says "To use a TLS transport you must
 //!   compile SIPp with OpenSSL", so baresip is the TLS peer.) A rustls client checks the
 //!   certificate reload and bad handshakes.
-//! - WebSocket: JsSIP (from npm, run by node over the `ws` package) registers with digest
-//!   auth and is offered a call a SIPp caller places to it; Hotline proxies it over the
-//!   WebSocket flow, JsSIP rings and rejects it. A tokio-tungstenite client sends bad
+//! - WebSocket: JsSIP (from npm, run by node over the `ws` package) registers over WS and
+//!   WSS with digest auth and is offered calls a SIPp caller places: proxied to its AOR,
+//!   and from the B2BUA for a number routed to its extension; each reaches it over its
+//!   WebSocket flow, JsSIP rings and rejects it (486). A tokio-tungstenite client sends bad
 //!   input: no subprotocol, a foreign Origin, garbage and oversize frames.
 //! - A source the guard blocked is closed at accept, and a source over its connection cap.
 //!
@@ -445,12 +446,18 @@ impl NodeAgent {
 }
 
 /// JsSIP registers on `url` as carol, is offered a call from a SIPp caller (alice, UDP)
-/// that Hotline proxies to the WebSocket flow, rings and rejects it, and unregisters.
-async fn jssip_takes_a_proxied_call(
+/// to `service` that Hotline sends over the WebSocket flow (proxied to `carol`, or from
+/// the B2BUA for a number routed to the extension), rings and rejects it, and
+/// unregisters. `scenario` is what the caller expects of that; `from` is in the From
+/// JsSIP sees (the caller when proxied, the number from the B2BUA).
+async fn jssip_takes_a_call(
     h: &Hotline,
     url: &str,
     via: &str,
     ca: Option<&Path>,
+    service: &str,
+    scenario: &str,
+    from: &str,
 ) -> anyhow::Result<()> {
     let mut agent = NodeAgent::spawn(url, "sip:carol@hotline.test", "carol-pw", ca)?;
     let registered_before = count(h, |c| &c.registered);
@@ -460,21 +467,16 @@ async fn jssip_takes_a_proxied_call(
     ensure!(contact.contains(".invalid"), "JsSIP's contact: {contact}");
     ensure!(count(h, |c| &c.registered) > registered_before);
 
-    SippBuilder::new(
-        "ws-caller",
-        "uac_call_rejected.xml",
-        Proto::Udp,
-        free_port(),
-    )
-    .args([
-        "-s", "carol", "-au", "alice", "-ap", "alice-pw", "-key", "caller", "alice",
-    ])
-    .spawn(Some(Proto::Udp.server_addr(h)))?
-    .expect_success()
-    .await?;
+    SippBuilder::new("ws-caller", scenario, Proto::Udp, free_port())
+        .args([
+            "-s", service, "-au", "alice", "-ap", "alice-pw", "-key", "caller", "alice",
+        ])
+        .spawn(Some(Proto::Udp.server_addr(h)))?
+        .expect_success()
+        .await?;
     let inc = agent.next("incoming").await?;
     ensure!(
-        inc["from"].as_str().is_some_and(|f| f.contains("alice")),
+        inc["from"].as_str().is_some_and(|f| f.contains(from)),
         "{inc}"
     );
     let top = inc["via"].as_str().unwrap_or("");
@@ -490,24 +492,50 @@ async fn jssip_takes_a_proxied_call(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn jssip_registers_over_ws_and_wss_and_rejects_a_proxied_call() -> anyhow::Result<()> {
+async fn jssip_registers_over_ws_and_wss_and_rejects_calls() -> anyhow::Result<()> {
     let dir = test_dir("jssip")?;
     let cert = make_cert(&dir, "hotline")?;
-    let h = start_hotline_with_sip(&transport_keys(&cert, 0), "").await?;
-    let ws = addr(&h, Transport::Ws)?;
-    jssip_takes_a_proxied_call(&h, &format!("ws://127.0.0.1:{}", ws.port()), "WS", None)
+    let mut h = start_hotline_with_sip(
+        &transport_keys(&cert, 0),
+        "[media]\nrtp_ip = \"127.0.0.1\"\nrtp_ports = [43800, 43899]\n\
+         [[numbers]]\nnumber = \"4262\"\nextension = \"carol\"\n",
+    )
+    .await?;
+    let mut ended = h
+        .switch
+        .as_mut()
+        .context("switch")?
+        .take_ended()
+        .context("ended")?;
+    let ws = format!("ws://127.0.0.1:{}", addr(&h, Transport::Ws)?.port());
+    let proxied = "uac_call_rejected.xml";
+    jssip_takes_a_call(&h, &ws, "WS", None, "carol", proxied, "alice")
         .await
-        .context("over ws://")?;
+        .context("proxied over ws://")?;
     // wss: node checks the certificate (trusting the test's) against 127.0.0.1.
-    let wss = addr(&h, Transport::Wss)?;
-    jssip_takes_a_proxied_call(
+    let wss = format!("wss://127.0.0.1:{}", addr(&h, Transport::Wss)?.port());
+    jssip_takes_a_call(&h, &wss, "WSS", Some(&cert.cert), "carol", proxied, "alice")
+        .await
+        .context("proxied over wss://")?;
+    // Call control reaches the agent the same way (contact_for + send_request on its
+    // Flow): the caller is answered with music, the agent's 486 ends the call.
+    hotline_sip_tests::caller_audio()?;
+    jssip_takes_a_call(
         &h,
-        &format!("wss://127.0.0.1:{}", wss.port()),
-        "WSS",
-        Some(&cert.cert),
+        &ws,
+        "WS",
+        None,
+        "4262",
+        "uac_call_hung_up_on.xml",
+        "4262",
     )
     .await
-    .context("over wss://")?;
+    .context("B2BUA over ws://")?;
+    let end = tokio::time::timeout(WAIT, ended.recv())
+        .await
+        .context("call ended in time")?
+        .context("switch running")?;
+    ensure!(!end.bridged, "{end:?}");
     ensure!(count(&h, |c| &c.no_flow) == 0);
     ensure!(count(&h, |c| &c.tls_handshake_failed) == 0);
     h.shutdown().await;
