@@ -722,12 +722,25 @@ async fn blocked_source_and_sources_over_their_cap_are_closed_at_accept() -> any
     let udp = Proto::Udp.server_addr(&h);
     let tcp = Proto::Tcp.server_addr(&h);
 
+    // A connection 127.0.0.7 opened before it misbehaves.
+    let mut earlier = connect_from("127.0.0.7", tcp).await?;
+    earlier.write_all(options("TCP", 99).as_bytes()).await?;
+    ensure!(
+        read_message(&mut earlier)
+            .await?
+            .starts_with("SIP/2.0 200 OK\r\n")
+    );
     // 127.0.0.7 floods OPTIONS over UDP until the guard blocks it.
     let flooder = tokio::net::UdpSocket::bind("127.0.0.7:0").await?;
     for n in 0..40 {
         flooder.send_to(options("UDP", n).as_bytes(), udp).await?;
     }
     counter_reaches(&h, "flood_blocked", |c| &c.flood_blocked, 1).await?;
+    // The block closes the connection it already had.
+    ensure!(
+        closed_without_data(&mut earlier).await?,
+        "the blocked source's open connection got data"
+    );
     // Its TCP connection is closed at accept: no answer to what it sends.
     let refused = count(&h, |c| &c.refused_at_accept);
     let received = count(&h, |c| &c.received);

@@ -216,6 +216,9 @@ pub struct Core {
     /// Call-IDs of dialogs the application owns: their in-dialog requests go up.
     app_dialogs: HashSet<String>,
     answers: HashMap<u64, Answer>,
+    /// Sources blocked or locked out since the IO layer last asked (it closes their
+    /// stream connections).
+    newly_blocked: VecDeque<IpAddr>,
 }
 
 /// Outcome of routing a request.
@@ -253,6 +256,7 @@ impl Core {
             app_events: VecDeque::new(),
             app_dialogs: HashSet::new(),
             answers: HashMap::new(),
+            newly_blocked: VecDeque::new(),
         };
         core.timers
             .push(Reverse((now + Duration::from_secs(30), TimerRef::Purge)));
@@ -275,6 +279,12 @@ impl Core {
     /// Next message to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.out.pop_front()
+    }
+
+    /// A source the guard has just blocked or locked out: the IO layer closes the stream
+    /// connections it holds (new ones are refused at accept while the block lasts).
+    pub fn poll_blocked(&mut self) -> Option<IpAddr> {
+        self.newly_blocked.pop_front()
     }
 
     /// When [`Core::handle_timeout`] must be called next.
@@ -312,6 +322,7 @@ impl Core {
                     return;
                 }
                 Admit::Blocked => {
+                    self.newly_blocked.push_back(flow.remote.ip());
                     Counters::inc(&self.counters.flood_blocked);
                     Counters::inc(&self.counters.guard_dropped);
                     tracing::warn!(source = %flow.remote.ip(), "request flood: source blocked");
@@ -377,7 +388,12 @@ impl Core {
 
     fn uri_is_us(&self, uri: &str) -> bool {
         match uri_hostport(uri) {
-            Some((host, port)) => self.is_us(host, port),
+            Some((host, port)) => {
+                let sips = uri
+                    .get(..5)
+                    .is_some_and(|s| s.eq_ignore_ascii_case("sips:"));
+                self.is_us(host, port.or(sips.then_some(5061)))
+            }
             None => false,
         }
     }
@@ -967,6 +983,7 @@ impl Core {
             .map_or("", |c| c.username);
         if self.guard.auth_failed(flow.remote.ip(), user, now) {
             Counters::inc(&self.counters.lockouts);
+            self.newly_blocked.push_back(flow.remote.ip());
             tracing::warn!(source = %flow.remote.ip(), user, "repeated digest failures: source locked out");
         }
     }

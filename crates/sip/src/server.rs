@@ -776,6 +776,15 @@ impl CoreTask {
                 }
                 Event::App(c) => self.command(c),
             }
+            while let Some(ip) = self.core.poll_blocked() {
+                // Dropping a connection's sender ends its task, which closes it.
+                let before = self.conns.len();
+                self.conns.retain(|remote, _| remote.ip() != ip);
+                let closed = before - self.conns.len();
+                if closed > 0 {
+                    tracing::info!(source = %ip, closed, "blocked source: its connections closed");
+                }
+            }
             self.deliver_app_events();
         }
     }
