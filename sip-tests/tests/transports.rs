@@ -304,7 +304,7 @@ async fn baresip_registers_over_tls_and_takes_a_call_on_its_connection() -> anyh
     let cert = make_cert(&dir, "hotline")?;
     let mut h = start_hotline_with_sip(
         &transport_keys(&cert, 0),
-        "[media]\nrtp_ip = \"127.0.0.1\"\nrtp_ports = [43600, 43799]\n\
+        "[media]\nrtp_ip = \"127.0.0.1\"\nrtp_ports = [46600, 46799]\n\
          [[numbers]]\nnumber = \"4261\"\nextension = \"bob\"\n",
     )
     .await?;
@@ -315,7 +315,7 @@ async fn baresip_registers_over_tls_and_takes_a_call_on_its_connection() -> anyh
         .context("switch")?
         .take_ended()
         .context("ended")?;
-    write_baresip_config(&dir, free_port(), 44100, tls_addr)?;
+    write_baresip_config(&dir, free_port(), 46900, tls_addr)?;
     let log_path = dir.join("baresip.log");
     let log = std::fs::File::create(&log_path)?;
     let mut baresip = Command::new("baresip")
@@ -497,7 +497,7 @@ async fn jssip_registers_over_ws_and_wss_and_rejects_calls() -> anyhow::Result<(
     let cert = make_cert(&dir, "hotline")?;
     let mut h = start_hotline_with_sip(
         &transport_keys(&cert, 0),
-        "[media]\nrtp_ip = \"127.0.0.1\"\nrtp_ports = [43800, 43899]\n\
+        "[media]\nrtp_ip = \"127.0.0.1\"\nrtp_ports = [46800, 46899]\n\
          [[numbers]]\nnumber = \"4262\"\nextension = \"carol\"\n",
     )
     .await?;
