@@ -383,6 +383,14 @@ async fn baresip_registers_over_tls_and_takes_a_call_on_its_connection() -> anyh
         "{}",
         lines[invite + 1]
     );
+    // Registered with digest auth: challenged first, then 200 over TLS.
+    let challenged = trace.find("SIP/2.0 401 Unauthorized");
+    let registered = trace.find("{0/TLS/v4} 200 OK");
+    ensure!(
+        challenged.is_some() && registered.is_some() && challenged < registered,
+        "no 401 then 200 over TLS in baresip's trace ({})",
+        log_path.display()
+    );
     ensure!(
         count(&h, |c| &c.no_flow) == 0,
         "a message found no TLS flow"
