@@ -343,7 +343,7 @@ pub struct SipConfig {
     /// transaction lives 64*T1 (32 s) after its final response, at well under 1 KB.
     #[serde(default = "default_max_transactions")]
     pub max_transactions: usize,
-    /// Maximum simultaneous TCP connections.
+    /// Maximum simultaneous inbound stream connections (TCP, TLS, WS and WSS together).
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
     /// RFC 3261 timers in milliseconds.
