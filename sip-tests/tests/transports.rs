@@ -808,3 +808,41 @@ async fn blocked_source_and_sources_over_their_cap_are_closed_at_accept() -> any
     h.shutdown().await;
     Ok(())
 }
+
+/// TLS and WebSocket listeners on the IPv6 loopback. A host without `::1` fails this test
+/// rather than skipping it silently.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_and_websocket_over_ipv6_loopback() -> anyhow::Result<()> {
+    let dir = test_dir("ipv6")?;
+    let cert = make_cert(&dir, "hotline")?;
+    let h = start_hotline_with_sip(
+        &format!(
+            "domains = [\"hotline.test\"]\ntls_listen = [\"[::1]:0\"]\nws_listen = [\"[::1]:0\"]\n\
+             [sip.tls]\ncert = {:?}\nkey = {:?}\n",
+            cert.cert, cert.key
+        ),
+        "",
+    )
+    .await?;
+    let tls_addr = addr(&h, Transport::Tls)?;
+    ensure!(tls_addr.is_ipv6(), "{tls_addr}");
+    let mut s = tls_connect(tls_addr, &client_tls(&[&cert.der])?)
+        .await
+        .context("this test needs an IPv6 loopback ([::1])")?;
+    s.write_all(options("TLS", 1).as_bytes()).await?;
+    let resp = read_message(&mut s).await?;
+    ensure!(resp.starts_with("SIP/2.0 200 OK\r\n"), "{resp}");
+    ensure!(
+        resp.contains("received=::1") || resp.contains("received=[::1]"),
+        "{resp}"
+    );
+
+    let ws_addr = addr(&h, Transport::Ws)?;
+    let url = format!("ws://[::1]:{}/", ws_addr.port());
+    let mut ws = ws_upgrade(TcpStream::connect(ws_addr).await?, &url, Some("sip"), None).await?;
+    ws.send(Message::text(options("WS", 2))).await?;
+    let resp = ws_recv(&mut ws).await?;
+    ensure!(resp.starts_with("SIP/2.0 200 OK\r\n"), "{resp}");
+    h.shutdown().await;
+    Ok(())
+}
