@@ -474,7 +474,7 @@ impl TryFrom<String> for Net {
     }
 }
 
-/// A static route target: `sip:IP[:port][;transport=tcp]`.
+/// A static route target: `sip:IP[:port][;transport=tcp|tls]`.
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(try_from = "String")]
 pub struct Route(pub Target);
@@ -482,7 +482,8 @@ pub struct Route(pub Target);
 impl TryFrom<String> for Route {
     type Error = String;
     fn try_from(s: String) -> Result<Self, String> {
-        let bad = || format!("invalid static_route {s:?} (expected sip:IP[:port][;transport=tcp])");
+        let bad =
+            || format!("invalid static_route {s:?} (expected sip:IP[:port][;transport=tcp|tls])");
         let rest = s.strip_prefix("sip:").ok_or_else(bad)?;
         let (hp, params) = rest.split_once(';').unwrap_or((rest, ""));
         let addr: SocketAddr = hp
@@ -495,6 +496,8 @@ impl TryFrom<String> for Route {
         let transport = match params.to_ascii_lowercase().as_str() {
             "" | "transport=udp" => Transport::Udp,
             "transport=tcp" => Transport::Tcp,
+            // Dialled with the roots of `[sip.tls] ca` (see config_transport).
+            "transport=tls" => Transport::Tls,
             _ => return Err(bad()),
         };
         Ok(Route(Target { transport, addr }))

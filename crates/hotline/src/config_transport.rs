@@ -25,6 +25,9 @@ pub struct TlsToml {
     /// New connections get the new certificate; open ones keep theirs.
     #[serde(default = "default_reload_secs")]
     pub reload_secs: u64,
+    /// PEM CA certificates trusted when Hotline dials a TLS peer itself (a
+    /// `static_route` with `;transport=tls`); peers are checked by IP address.
+    pub ca: Option<Spanned<PathBuf>>,
 }
 
 fn default_reload_secs() -> u64 {
@@ -79,6 +82,11 @@ impl SipConfig {
                     .collect(),
             },
             max_per_source: self.max_connections_per_source,
+            tls_dial_roots: self
+                .tls
+                .as_ref()
+                .and_then(|t| t.ca.as_ref())
+                .map(|c| c.get_ref().clone()),
             ..ServerConfig::default()
         }
     }
@@ -119,8 +127,25 @@ impl Config {
                 {
                     return Err(locate(path, text, t.cert.span().start, e.to_string()));
                 }
+                if let Some(ca) = &t.ca
+                    && let Err(e) = hotline_sip::tls::client_connector(ca.get_ref())
+                {
+                    return Err(locate(path, text, ca.span().start, e.to_string()));
+                }
             }
             None => {}
+        }
+        let tls_route = s
+            .static_route
+            .is_some_and(|r| r.0.transport == hotline_sip::Transport::Tls);
+        let can_dial = s.tls.as_ref().is_some_and(|t| t.ca.is_some()) && !s.tls_listen.is_empty();
+        if tls_route && !can_dial {
+            return Err(locate(
+                path,
+                text,
+                sip_at,
+                "a static_route with transport=tls needs tls_listen and [sip.tls] ca (the roots its certificate is checked against)".into(),
+            ));
         }
         for o in &s.ws.origins {
             let v = o.get_ref();
@@ -221,6 +246,9 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.line, 4, "{e}");
         assert!(e.to_string().contains("does not match"), "{e}");
+        let e = parse("[sip]\nudp = [\"127.0.0.1:5060\"]\nstatic_route = \"sip:192.0.2.1:5061;transport=tls\"\n")
+            .unwrap_err();
+        assert!(e.to_string().contains("[sip.tls] ca"), "{e}");
         let e = parse("[sip]\nws_listen = [\"127.0.0.1:8088\"]\n[sip.ws]\norigins = [\"desk\"]\n")
             .unwrap_err();
         assert_eq!((e.line, e.column), (4, 12), "{e}");

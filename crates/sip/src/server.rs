@@ -47,6 +47,9 @@ pub struct ServerConfig {
     pub tls_config: Option<TlsConfig>,
     /// WebSocket upgrade checks (Origin allow-list).
     pub ws_config: WsConfig,
+    /// PEM roots for TLS peers Hotline dials (a `;transport=tls` trunk). Without them
+    /// TLS messages go only over connections peers opened.
+    pub tls_dial_roots: Option<std::path::PathBuf>,
     pub core: CoreConfig,
     /// Per-connection outbound queue; a peer that does not read is dropped when it fills.
     pub tcp_queue: usize,
@@ -70,6 +73,7 @@ impl Default for ServerConfig {
             wss: vec![],
             tls_config: None,
             ws_config: WsConfig::default(),
+            tls_dial_roots: None,
             core: CoreConfig::default(),
             tcp_queue: 1024,
             max_connections: 10_000,
@@ -279,6 +283,10 @@ impl Server {
             }
             (_, false) => None,
         };
+        let dialer = match &cfg.tls_dial_roots {
+            Some(ca) => Some(crate::tls::client_connector(ca)?),
+            None => None,
+        };
         let mut listeners = Vec::new();
         let mut addrs: Vec<(Transport, SocketAddr)> =
             udp_addrs.iter().map(|a| (Transport::Udp, *a)).collect();
@@ -330,6 +338,7 @@ impl Server {
                 conns: HashMap::new(),
                 per_source: HashMap::new(),
                 max_per_source: cfg.max_per_source,
+                dialer,
                 counters: counters.clone(),
                 limits,
                 queue,
@@ -640,25 +649,44 @@ async fn run_conn<S: AsyncRead + AsyncWrite>(
     let _ = wr.shutdown().await;
 }
 
+/// Dials `remote` (over TLS with `tls`, checking its certificate for its IP address) and
+/// runs the connection.
 async fn connect_out(
     remote: SocketAddr,
     inbound: mpsc::Sender<Inbound>,
     rx: mpsc::Receiver<Bytes>,
     limits: Limits,
+    tls: Option<tokio_rustls::TlsConnector>,
 ) {
     match TcpStream::connect(remote).await {
         Ok(stream) => {
             let _ = stream.set_nodelay(true);
             if let Ok(local) = stream.local_addr() {
-                let flow = Flow {
+                let mut flow = Flow {
                     transport: Transport::Tcp,
                     local,
                     remote,
                 };
-                run_conn(stream, flow, &inbound, rx, limits).await;
+                match tls {
+                    None => run_conn(stream, flow, &inbound, rx, limits).await,
+                    Some(tls) => {
+                        let name = rustls::pki_types::ServerName::IpAddress(remote.ip().into());
+                        let hs = tls.connect(name, stream);
+                        match tokio::time::timeout(Duration::from_secs(10), hs).await {
+                            Ok(Ok(s)) => {
+                                flow.transport = Transport::Tls;
+                                run_conn(s, flow, &inbound, rx, limits).await;
+                            }
+                            Ok(Err(e)) => {
+                                tracing::warn!(%remote, error = %e, "TLS handshake to peer failed")
+                            }
+                            Err(_) => tracing::warn!(%remote, "TLS handshake to peer timed out"),
+                        }
+                    }
+                }
             }
         }
-        Err(e) => tracing::debug!(%remote, error = %e, "TCP connect failed"),
+        Err(e) => tracing::debug!(%remote, error = %e, "connect failed"),
     }
     let _ = inbound
         .send(Inbound::Closed {
@@ -678,6 +706,8 @@ struct CoreTask {
     /// Inbound stream connections per source IP (admitted and not yet closed).
     per_source: HashMap<std::net::IpAddr, usize>,
     max_per_source: usize,
+    /// Dials TLS peers that have no open connection (with `tls_dial_roots`).
+    dialer: Option<tokio_rustls::TlsConnector>,
     counters: Arc<Counters>,
     limits: Limits,
     queue: usize,
@@ -926,10 +956,25 @@ impl CoreTask {
                     self.inbound_tx.clone(),
                     rx,
                     self.limits,
+                    None,
                 ));
             }
-            // Hotline does not dial TLS or WebSocket flows: they exist while the peer
-            // (a registered phone or browser) keeps its connection open.
+            // A TLS peer without a connection is dialled when roots are configured.
+            Transport::Tls if self.dialer.is_some() && !self.conns.contains_key(&t.flow.remote) => {
+                let remote = t.flow.remote;
+                let (tx, rx) = mpsc::channel(self.queue);
+                let _ = tx.try_send(t.data);
+                self.conns.insert(remote, tx);
+                tokio::spawn(connect_out(
+                    remote,
+                    self.inbound_tx.clone(),
+                    rx,
+                    self.limits,
+                    self.dialer.clone(),
+                ));
+            }
+            // Hotline does not dial WebSocket flows (nor TLS ones without roots): they
+            // exist while the peer (a registered phone or browser) keeps its connection.
             Transport::Tls | Transport::Ws | Transport::Wss => {
                 let remote = t.flow.remote;
                 match self.conns.get(&remote) {

@@ -58,6 +58,27 @@ pub fn load_certified_key(cert: &Path, key: &Path) -> Result<CertifiedKey, Error
     Ok(ck)
 }
 
+/// The client side, for TLS peers Hotline dials itself (a trunk on `;transport=tls`):
+/// their certificates are checked against the PEM roots in `ca`, by IP address (the core
+/// only knows IP literals).
+pub fn client_connector(ca: &Path) -> Result<tokio_rustls::TlsConnector, Error> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(ca).map_err(|e| tls_err(ca, e))? {
+        roots
+            .add(c.map_err(|e| tls_err(ca, e))?)
+            .map_err(|e| tls_err(ca, e))?;
+    }
+    if roots.is_empty() {
+        return Err(tls_err(ca, "no CERTIFICATE in the file"));
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(cfg)))
+}
+
 /// The current certificate; swapped by the reload task.
 #[derive(Debug)]
 pub struct ReloadingCert {
