@@ -353,6 +353,10 @@ impl Switch {
     /// The not-ready reason code an agent gets while busy on a non-queue call.
     pub const BUSY_CODE: u16 = acd::BUSY_CODE;
 
+    /// The not-ready reason code (`unreachable` to desks) of an agent whose device does
+    /// not answer OPTIONS probes (`[qualify]`).
+    pub const UNREACHABLE_CODE: u16 = acd::UNREACHABLE_CODE;
+
     /// SIP dialogs the core still delivers to us (0 when no call is left over).
     pub async fn sip_dialogs(&self) -> Result<usize, SwitchError> {
         Ok(self.sip.dialogs().await?)

@@ -154,6 +154,10 @@ impl Qualify {
             let d = &mut self.devices[i];
             d.urgent = true;
             d.next_probe = d.next_probe.min(now);
+            // A probe already in flight decides as well.
+            if let Some((_, urgent)) = d.pending.as_mut() {
+                *urgent = true;
+            }
         }
     }
 
