@@ -232,6 +232,23 @@ mod tests {
         assert!(rules.check("agent", "+88216123456", "t").is_err());
     }
 
+    /// The demo's rules: German numbers for agents, but not premium rate; supervisors also
+    /// Austria and Switzerland. Probing and drain are on.
+    #[test]
+    fn demo_config_guards_and_probes() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config");
+        let c = Config::load(&dir.join("hotline.toml")).unwrap();
+        let r = dial_rules(&c).unwrap();
+        assert!(r.check("agent", "+4930123456", "t").is_ok());
+        assert!(r.check("agent", "+4915112345678", "t").is_ok());
+        assert!(r.check("agent", "+499001234567", "t").is_err());
+        assert!(r.check("agent", "+41441234567", "t").is_err());
+        assert!(r.check("supervisor", "+41441234567", "t").is_ok());
+        assert!(r.check("admin", "+4930123456", "t").is_err());
+        assert_eq!(c.qualify.policy().unwrap().interval, Duration::from_secs(30));
+        assert_eq!(c.drain.policy().grace, Duration::from_secs(30));
+    }
+
     #[test]
     fn bad_values_name_line_and_column() {
         let e = parse("[[dial_rules]]\nrole = \"agent\"\nallow = ['(\\d']\n").unwrap_err();
