@@ -234,9 +234,11 @@ pub(crate) async fn run(
                         q.no_contact(i);
                         continue;
                     };
+                    // A failed send counts like a contact we cannot reach; a core that is
+                    // gone ends the loop at the next `contact_for`.
                     match sip.send_request(req, flow).await {
                         Ok(_) => q.sent(i, call_id, now),
-                        Err(_) => return,
+                        Err(_) => q.no_contact(i),
                     }
                 }
                 Ok(None) => q.no_contact(i),
