@@ -245,7 +245,10 @@ mod tests {
         assert!(r.check("agent", "+41441234567", "t").is_err());
         assert!(r.check("supervisor", "+41441234567", "t").is_ok());
         assert!(r.check("admin", "+4930123456", "t").is_err());
-        assert_eq!(c.qualify.policy().unwrap().interval, Duration::from_secs(30));
+        assert_eq!(
+            c.qualify.policy().unwrap().interval,
+            Duration::from_secs(30)
+        );
         assert_eq!(c.drain.policy().grace, Duration::from_secs(30));
     }
 
