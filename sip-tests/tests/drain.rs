@@ -244,7 +244,7 @@ async fn sigterm_refuses_new_calls_and_lets_the_talking_call_finish() -> anyhow:
 
 /// SIGTERM with a 1 s bound while the caller would talk on: at the bound Hotline sends BYE
 /// to both legs (the caller's and bob's scenarios expect it), exits 0, and the CDR is
-/// written (answered, not left in progress).
+/// written (answered, hung up by the system, not left in progress).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_bound_hangs_up_both_legs_and_exits_0() -> anyhow::Result<()> {
     let mut s = Server::start("bound", 46_200, "[drain]\ngrace_secs = 1\n").await?;
@@ -271,6 +271,13 @@ async fn drain_bound_hangs_up_both_legs_and_exits_0() -> anyhow::Result<()> {
     let calls = store.calls(0, i64::MAX).await?;
     assert_eq!(calls.len(), 1, "{calls:?}");
     assert_eq!(calls[0].result, CallResult::Answered, "{:?}", calls[0]);
+    // Neither side hung up: Hotline did, at the bound.
+    assert_eq!(
+        calls[0].hangup_side,
+        hotline_cdr::HangupSide::System,
+        "{:?}",
+        calls[0]
+    );
     assert!(store.in_progress().await?.is_empty());
     store.close().await;
     Ok(())

@@ -428,6 +428,8 @@ pub(crate) enum CallInput {
     /// Attended transfer: another call asks for this call's agent leg (the REFER's
     /// Replaces named this call's caller dialog).
     GiveAgent(incall::GiveAgent),
+    /// The drain's bound passed: hang up both legs ([`EndReason::Drained`]).
+    Drain,
 }
 
 /// What a call task asks of the dispatcher.
@@ -695,11 +697,7 @@ impl Dispatcher {
             if aliases.contains(id) {
                 continue;
             }
-            let (reply, _) = oneshot::channel();
-            if call
-                .try_send(CallInput::Command(CallCommand::Hangup, reply))
-                .is_ok()
-            {
+            if call.try_send(CallInput::Drain).is_ok() {
                 told += 1;
             } else {
                 tracing::warn!(call_id = %id, "drain: call did not take the hangup");
