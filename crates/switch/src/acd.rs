@@ -756,6 +756,84 @@ impl AcdTask {
 mod tests {
     use super::*;
 
+    /// A device that stops answering takes its agent out (published, logged), a desk cannot
+    /// make the agent ready meanwhile, and the device's answer brings the agent back. An
+    /// agent not ready for a reason of its own keeps that reason.
+    #[test]
+    fn unreachable_devices_leave_the_ready_pool_until_they_answer() {
+        let cfg = AcdConfig::from_toml(
+            "[[queue]]\nname = \"support\"\n[[agent]]\nid = \"bob\"\nqueues = { support = 0 }\n",
+        )
+        .unwrap();
+        let (control, _rx) = mpsc::channel(1);
+        let (sink, log) = hotline_cdr::CdrSink::memory();
+        let (bus, mut events) = broadcast::channel(64);
+        let mut task = AcdTask::new(&cfg, &HashSet::new(), bus, control, sink).unwrap();
+        let bob = task.engine.agent_id("bob").unwrap();
+        let reach = |task: &mut AcdTask, reachable| {
+            task.input(AcdInput::Reachable {
+                user: "bob".into(),
+                reachable,
+            });
+            task.decide();
+            task.publish_changes();
+        };
+        reach(&mut task, false);
+        assert_eq!(
+            task.engine.agent_state(bob).unwrap(),
+            AgentState::NotReady(NotReadyReason::Code(UNREACHABLE_CODE))
+        );
+        let now = task.now();
+        let e = task
+            .agent_command(now, "bob", AgentCommand::Ready)
+            .unwrap_err();
+        assert!(matches!(e, SwitchError::InvalidState(_)), "{e:?}");
+        reach(&mut task, true);
+        assert_eq!(task.engine.agent_state(bob).unwrap(), AgentState::Available);
+        // Not ready for lunch, then the phone dies and comes back: still at lunch.
+        let now = task.now();
+        task.agent_command(
+            now,
+            "bob",
+            AgentCommand::NotReady {
+                reason: "lunch".into(),
+            },
+        )
+        .unwrap();
+        reach(&mut task, false);
+        reach(&mut task, true);
+        let lunch = task.engine.agent_state(bob).unwrap();
+        assert!(
+            matches!(lunch, AgentState::NotReady(NotReadyReason::Code(c)) if c != UNREACHABLE_CODE),
+            "{lunch:?}"
+        );
+        let mut published = Vec::new();
+        while let Ok(ev) = events.try_recv() {
+            if let SwitchEvent::AgentState(s) = ev {
+                published.push(s.status);
+            }
+        }
+        let unreachable = AgentStatus::NotReady {
+            reason: "unreachable".into(),
+        };
+        assert_eq!(
+            published.iter().filter(|s| **s == unreachable).count(),
+            1,
+            "{published:?}"
+        );
+        let logged: Vec<String> = log
+            .events()
+            .into_iter()
+            .filter(|e| e.event == QueueEventKind::AgentNotReady)
+            .map(|e| e.data)
+            .collect();
+        assert_eq!(
+            logged.first().map(String::as_str),
+            Some("unreachable"),
+            "{logged:?}"
+        );
+    }
+
     /// Agents' state changes reach the queue log once per change of class: logged in and
     /// ready at start, not-ready while busy on a non-queue call, ready again after it.
     #[test]
