@@ -15,9 +15,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 
-/// The JsSIP release vendored in `assets/vendor/` (see its README).
-pub const JSSIP_VERSION: &str = "3.12.0";
-
 /// One file of the desk.
 struct Asset {
     name: &'static str,
@@ -155,6 +152,9 @@ fn serve(name: &str, headers: &HeaderMap) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The JsSIP release vendored in `assets/vendor/` (see its README).
+    const JSSIP_VERSION: &str = "3.12.0";
 
     #[test]
     fn every_asset_has_a_distinct_name_and_etag() {

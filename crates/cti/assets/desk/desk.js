@@ -47,8 +47,8 @@ function el(tag, attrs = {}, ...children) {
   return e;
 }
 
-function announce(text) {
-  const a = $("announce");
+function announce(text, region = "announce") {
+  const a = $(region);
   a.textContent = "";
   // A fresh text node is announced even when the same words repeat.
   requestAnimationFrame(() => (a.textContent = text));
@@ -276,7 +276,7 @@ function announceOffer(d) {
   } else if (id && id.kind === "candidates") {
     who = `${id.customers.length} possible customers`;
   }
-  announce(`Incoming call in ${d.queue} from ${who}`);
+  announce(`Incoming call in ${d.queue} from ${who}`, "offer-announce");
 }
 
 /** The resume reply's call: the offer, whether it was answered, its end once it ended. */
