@@ -64,8 +64,39 @@ const text = async (sel) => (await page.locator(sel).first().textContent())?.tri
 const waitAttr = (sel, attr, value) =>
   page.waitForSelector(`${sel}[${attr}="${value}"]`, { timeout: STEP_MS });
 
+/** Every CTI socket the page opens, with the heartbeats it saw and answered. */
+const sockets = [];
+const pingWaiters = [];
+function trackSocket(ws) {
+  if (!ws.url().endsWith("/cti")) return;
+  const s = { pings: 0, pongs: 0, closed: false };
+  sockets.push(s);
+  ws.on("framereceived", (f) => {
+    if (typeof f.payload === "string" && /"type":"ping"/.test(f.payload)) s.pings += 1;
+    for (const w of pingWaiters.splice(0)) w();
+  });
+  ws.on("framesent", (f) => {
+    if (typeof f.payload === "string" && /"type":"pong"/.test(f.payload)) s.pongs += 1;
+  });
+  ws.on("close", () => (s.closed = true));
+}
+/** Resolves once the newest socket has seen `n` server pings. */
+function pings(n) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`fewer than ${n} pings`)), STEP_MS);
+    const check = () => {
+      if ((sockets.at(-1)?.pings ?? 0) >= n) {
+        clearTimeout(timer);
+        resolve();
+      } else pingWaiters.push(check);
+    };
+    check();
+  });
+}
+
 try {
   page = context.pages()[0] ?? (await context.newPage());
+  page.on("websocket", trackSocket);
   const errors = [];
   page.on("pageerror", (e) => errors.push(String(e)));
   page.on("console", (m) => m.type() === "error" && errors.push(m.text()));
@@ -115,34 +146,56 @@ try {
   }
   step("hold", { result: held, notice: holdNotice });
 
-  // 5. Reload mid-call: the desk resumes its session and shows the call again.
+  // 5. Heartbeats: the server pings every second and closes a socket silent for three;
+  // the page answers, so its one socket stays open.
+  await pings(5);
+  step("heartbeat", { sockets: sockets.length, ...sockets.at(-1) });
+
+  // 6. A network blip: the Rust side cuts the connection; the page says it is
+  // reconnecting, and once the network is back it resumes and shows the call again.
+  await go();
+  await page.waitForSelector('#conn[data-conn="reconnecting"]', { timeout: STEP_MS });
+  await shot("04-reconnecting");
+  step("offline", { conn: await text("#conn") });
+  await go();
+  await waitAttr("#conn", "data-conn", "online");
+  await waitAttr("#call-status", "data-call", "answered");
+  await page.waitForSelector("#pop-name", { timeout: STEP_MS });
+  await shot("05-reconnected");
+  step("reconnected", {
+    sockets: sockets.length,
+    name: await text("#pop-name"),
+    state: await page.locator("#agent-state").getAttribute("data-state"),
+  });
+
+  // 7. Reload mid-call: the desk resumes its session and shows the call again.
   await page.reload();
   await waitAttr("#conn", "data-conn", "online");
   await waitAttr("#call-status", "data-call", "answered");
   await page.waitForSelector("#pop-name", { timeout: STEP_MS });
-  await shot("04-reloaded");
+  await shot("06-reloaded");
   step("resumed", {
     name: await text("#pop-name"),
     tier: await text("#pop .tier"),
     state: await page.locator("#agent-state").getAttribute("data-state"),
   });
 
-  // 6. Hang up from the page: wrap-up opens.
+  // 8. Hang up from the page: wrap-up opens.
   await page.getByRole("button", { name: "Hang up" }).click();
   await waitAttr("#call-status", "data-call", "ended");
   await page.waitForSelector("#wrapup:not([hidden])", { timeout: STEP_MS });
   await waitAttr("#agent-state", "data-state", "wrap_up");
-  await shot("05-wrapup");
+  await shot("07-wrapup");
   step("ended", { timer: await text("#wrap-timer") });
   await go(); // the SIP side saw its BYEs
 
-  // 7. Disposition and notes, saved: the agent is ready again.
+  // 9. Disposition and notes, saved: the agent is ready again.
   await page.getByLabel("Disposition").selectOption("resolved");
   await page.getByLabel("Notes", { exact: true }).fill("Address changed from the desk");
   await page.getByRole("button", { name: "Save and finish wrap-up" }).click();
   await page.waitForSelector("#wrapup", { state: "hidden", timeout: STEP_MS });
   await waitAttr("#agent-state", "data-state", "ready");
-  await shot("06-saved");
+  await shot("08-saved");
   step("saved", { errors });
 } catch (e) {
   if (page) await shot("failure").catch(() => {});

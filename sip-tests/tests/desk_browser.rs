@@ -3,24 +3,32 @@
 //! Hotline with a SQLite CRM. A SIPp caller with audio dials the queue, the agent's device
 //! is a SIPp UAS registered as bob (it answers and echoes the audio). The page must: sign
 //! in, go ready, pop the VIP customer with her tier, show the call answered, survive a
-//! reload mid-call (resume shows the call again), hang up, and save the wrap-up; the trail
-//! entry then carries the disposition and notes. Screenshots land in
-//! `target/desk-screenshots/`.
+//! network blip (the test cuts the page's connection: it reconnects and resumes) and a
+//! reload mid-call (resume shows the call again), answer the server's heartbeats, hang
+//! up, and save the wrap-up; the trail entry then carries the disposition and notes.
+//! Screenshots land in `target/desk-screenshots/`.
 //!
 //! Fails (never skips) when chromium or the node modules are missing:
 //! `sip-tests/run-tests.sh` installs both.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
 use hotline_crm::{CustomerData, Store, StoreConfig, Tier};
-use hotline_sip_tests::{Proto, SippBuilder, caller_audio, free_port, start_hotline_with, wait_bound};
+use hotline_sip_tests::{
+    Proto, SippBuilder, caller_audio, free_port, start_hotline_with, wait_bound,
+};
 use hotline_switch::EndReason;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{ChildStdout, Command};
+use tokio::sync::watch;
 
 const WEBER: &str = "+49301234567";
 /// Browser steps are bounded; a slow CI machine gets generous room, never an endless wait.
@@ -37,7 +45,51 @@ fn shots_dir() -> PathBuf {
         .join("desk-screenshots")
 }
 
-fn config(store: &str, cti_port: u16, hash: &str) -> String {
+/// The browser's way to Hotline's CTI port: a loopback TCP relay the test can cut (every
+/// connection dropped, new ones closed at once) and restore, like a Wi-Fi drop.
+struct Blip {
+    addr: SocketAddr,
+    up: Arc<AtomicBool>,
+    cut: watch::Sender<u64>,
+}
+
+impl Blip {
+    async fn start(target: SocketAddr) -> anyhow::Result<Blip> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let up = Arc::new(AtomicBool::new(true));
+        let (cut, _) = watch::channel(0u64);
+        let (up_, cut_) = (up.clone(), cut.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !up_.load(Ordering::SeqCst) {
+                    continue; // dropping it closes the browser's connection
+                }
+                let mut cut = cut_.subscribe();
+                tokio::spawn(async move {
+                    if let Ok(mut server) = TcpStream::connect(target).await {
+                        tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                            _ = cut.changed() => {}
+                        }
+                    }
+                });
+            }
+        });
+        Ok(Blip { addr, up, cut })
+    }
+
+    fn cut(&self) {
+        self.up.store(false, Ordering::SeqCst);
+        self.cut.send_modify(|g| *g += 1);
+    }
+
+    fn restore(&self) {
+        self.up.store(true, Ordering::SeqCst);
+    }
+}
+
+fn config(store: &str, cti_port: u16, origin: &str, hash: &str) -> String {
     format!(
         "[media]\nrtp_ip = \"127.0.0.1\"\nrtp_ports = [27000, 27199]\n\
          [[numbers]]\nnumber = \"4100\"\nqueue = \"support\"\n\
@@ -45,7 +97,7 @@ fn config(store: &str, cti_port: u16, hash: &str) -> String {
          [[acd.queue]]\nname = \"support\"\nwrapup_secs = 120\n\
          [[acd.agent]]\nid = \"bob\"\nqueues = {{ support = 0 }}\n\
          [crm]\nstore = \"{store}\"\n\
-         [cti]\nlisten = \"127.0.0.1:{cti_port}\"\nallowed_origins = [\"http://127.0.0.1:{cti_port}\"]\n\
+         [cti]\nlisten = \"127.0.0.1:{cti_port}\"\nallowed_origins = [\"{origin}\"]\nheartbeat_secs = 1\n\
          [[cti.user]]\nname = \"bob\"\npassword_hash = \"{hash}\"\nrole = \"agent\"\nagent = \"bob\"\n"
     )
 }
@@ -71,7 +123,10 @@ impl Flow {
                 continue;
             };
             let (name, json) = rest.split_once(' ').unwrap_or((rest, "{}"));
-            ensure!(name == want, "browser: step {name:?} where {want:?} was expected");
+            ensure!(
+                name == want,
+                "browser: step {name:?} where {want:?} was expected"
+            );
             return Ok(serde_json::from_str(json)?);
         }
     }
@@ -134,9 +189,10 @@ async fn desk_flow(store_path: &str) -> anyhow::Result<()> {
         .await?;
     let hash = hotline_cti::hash_password("desk-pw")?;
     let cti_port = free_port();
-    let mut h = start_hotline_with(&config(store_path, cti_port, &hash)).await?;
+    let blip = Blip::start(SocketAddr::from(([127, 0, 0, 1], cti_port))).await?;
+    let origin = format!("http://{}", blip.addr);
+    let mut h = start_hotline_with(&config(store_path, cti_port, &origin, &hash)).await?;
     let server = Proto::Udp.server_addr(&h);
-    let cti = h.cti.as_ref().context("[cti] configured")?.local_addr();
     let mut ended = h
         .switch
         .as_mut()
@@ -158,7 +214,7 @@ async fn desk_flow(store_path: &str) -> anyhow::Result<()> {
         .spawn(None)?;
     wait_bound(port, Proto::Udp).await?;
 
-    let mut flow = start_browser(&format!("http://{cti}/desk"))?;
+    let mut flow = start_browser(&format!("{origin}/desk"))?;
     let ready = flow.step("ready").await?;
     assert_eq!(ready["state"], "Ready", "{ready}");
 
@@ -201,6 +257,23 @@ async fn desk_flow(store_path: &str) -> anyhow::Result<()> {
         ),
         _ => bail!("hold: {hold}"),
     }
+    // Heartbeat 1 s: a page that did not answer pings would have lost its socket by now.
+    let beat = flow.step("heartbeat").await?;
+    assert_eq!(beat["sockets"], 1, "one CTI socket since login: {beat}");
+    assert_eq!(beat["closed"], false, "{beat}");
+    assert!(beat["pongs"].as_u64() >= Some(4), "pongs: {beat}");
+
+    blip.cut();
+    flow.go().await?;
+    let offline = flow.step("offline").await?;
+    assert_eq!(offline["conn"], "Reconnecting…", "{offline}");
+    blip.restore();
+    flow.go().await?;
+    let back = flow.step("reconnected").await?;
+    assert_eq!(back["name"], "Dr. Anna Weber", "{back}");
+    assert_eq!(back["state"], "on_call", "{back}");
+    assert!(back["sockets"].as_u64() >= Some(2), "a new socket: {back}");
+
     let resumed = flow.step("resumed").await?;
     assert_eq!(resumed["name"], "Dr. Anna Weber", "{resumed}");
     assert_eq!(resumed["tier"], "VIP", "{resumed}");
@@ -219,12 +292,22 @@ async fn desk_flow(store_path: &str) -> anyhow::Result<()> {
     let media = end.media.context("media counters")?;
     let b = media.b.context("agent leg attached")?;
     // Several seconds of bridged audio at 20 ms a packet; a loaded machine gets slack.
-    assert!(b.tx_packets >= 50, "caller audio relayed to the device: {media:?}");
-    assert!(b.rx_packets >= 25, "device's echo back into Hotline: {media:?}");
+    assert!(
+        b.tx_packets >= 50,
+        "caller audio relayed to the device: {media:?}"
+    );
+    assert!(
+        b.rx_packets >= 25,
+        "device's echo back into Hotline: {media:?}"
+    );
     flow.go().await?;
 
     let saved = flow.step("saved").await?;
-    assert_eq!(saved["errors"], Value::Array(vec![]), "page errors: {saved}");
+    assert_eq!(
+        saved["errors"],
+        Value::Array(vec![]),
+        "page errors: {saved}"
+    );
     let status = tokio::time::timeout(STEP, flow.child.wait()).await??;
     ensure!(status.success(), "browser flow exited with {status}");
 
@@ -239,7 +322,16 @@ async fn desk_flow(store_path: &str) -> anyhow::Result<()> {
         trail.notes.as_deref(),
         Some("Address changed from the desk")
     );
-    for shot in ["01-ready", "02-pop", "03-answered", "04-reloaded", "05-wrapup", "06-saved"] {
+    for shot in [
+        "01-ready",
+        "02-pop",
+        "03-answered",
+        "04-reconnecting",
+        "05-reconnected",
+        "06-reloaded",
+        "07-wrapup",
+        "08-saved",
+    ] {
         let p = shots_dir().join(format!("{shot}.png"));
         ensure!(p.exists(), "screenshot {} missing", p.display());
     }

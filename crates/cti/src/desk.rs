@@ -111,7 +111,10 @@ fn serve(name: &str, headers: &HeaderMap) -> Response {
         return (StatusCode::NOT_FOUND, "no such file").into_response();
     };
     let asset = &ASSETS[i];
-    let etag = ETAGS.get(i).cloned().unwrap_or(HeaderValue::from_static("\"0\""));
+    let etag = ETAGS
+        .get(i)
+        .cloned()
+        .unwrap_or(HeaderValue::from_static("\"0\""));
     let cache = if asset.immutable {
         "public, max-age=31536000, immutable"
     } else {
@@ -128,7 +131,10 @@ fn serve(name: &str, headers: &HeaderMap) -> Response {
             header::X_CONTENT_TYPE_OPTIONS,
             HeaderValue::from_static("nosniff"),
         ),
-        (header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")),
+        (
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ),
         (
             header::CONTENT_SECURITY_POLICY,
             HeaderValue::from_static(CSP),
@@ -168,7 +174,10 @@ mod tests {
 
     #[test]
     fn the_page_loads_the_vendored_jssip_by_its_versioned_name() {
-        let phone = ASSETS.iter().find(|a| a.name == "phone.js").map_or(&[][..], |a| a.body);
+        let phone = ASSETS
+            .iter()
+            .find(|a| a.name == "phone.js")
+            .map_or(&[][..], |a| a.body);
         let js = std::str::from_utf8(phone).unwrap_or("");
         assert!(js.contains(&format!("vendor/jssip-{JSSIP_VERSION}.min.js")));
         assert!(

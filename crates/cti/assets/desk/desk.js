@@ -188,7 +188,10 @@ function applyState(s) {
   if (s.state === "not_ready" && s.reason) extra.push(`(${s.reason})`);
   if (s.pending_not_ready) extra.push(`then not ready: ${s.pending_not_ready}`);
   $("agent-state-extra").textContent = extra.join(" ");
-  $("btn-ready").disabled = s.state === "ready";
+  // Ready logs in, ends wrap-up or not-ready, or cancels a pending not-ready.
+  $("btn-ready").disabled = !(
+    ["logged_out", "not_ready", "wrap_up"].includes(s.state) || s.pending_not_ready
+  );
   $("btn-logout").disabled = s.state === "logged_out";
   $("btn-nr-after").setAttribute("aria-pressed", s.pending_not_ready ? "true" : "false");
   if (s.state === "wrap_up") startWrapup(s.call_id);
@@ -644,6 +647,7 @@ function stopWrapup() {
   $("wrap-notes").value = "";
   $("wrap-ticket").checked = false;
   $("wrap-ticket-subject").value = "";
+  ticketToggle();
 }
 
 /** Wrap-up is over (saved, or ended by the server): the call leaves the desk. */
@@ -655,6 +659,15 @@ function finishCall() {
   renderPop();
   notice("");
 }
+
+const ticketToggle = () => {
+  const on = $("wrap-ticket").checked;
+  $("wrap-ticket-subject").disabled = !on;
+  $("wrap-ticket-priority").disabled = !on;
+  $("wrap-ticket-subject").required = on;
+};
+$("wrap-ticket").addEventListener("change", ticketToggle);
+ticketToggle();
 
 $("wrap-form").addEventListener("submit", async (ev) => {
   ev.preventDefault();
@@ -678,6 +691,7 @@ $("wrap-form").addEventListener("submit", async (ev) => {
         },
       });
       $("wrap-ticket").checked = false;
+      ticketToggle();
     }
     const notes = $("wrap-notes").value;
     await cti.request("call.disposition", {
