@@ -1,11 +1,18 @@
 //! The agent desktop (`/desk`) in a real browser: Debian's chromium driven by
-//! playwright-core (`sip-tests/browser/desk_flow.mjs`) works one call end to end against
-//! Hotline with a SQLite CRM. A SIPp caller with audio dials the queue, the agent's device
-//! is a SIPp UAS registered as bob (it answers and echoes the audio). The page must: sign
-//! in, go ready, pop the VIP customer with her tier, show the call answered, survive a
+//! playwright-core (`sip-tests/browser/*.mjs`) works calls end to end against Hotline with
+//! a SQLite CRM. A SIPp caller with audio dials the queue, the agent's device is a SIPp UAS
+//! registered as bob (it answers and echoes the audio).
+//!
+//! `desk_flow.mjs`, a VIP caller: the page must sign in, go ready, pop the VIP customer
+//! with her tier, greeting, offer, open ticket and last contact, show the call answered, survive a
 //! network blip (the test cuts the page's connection: it reconnects and resumes) and a
 //! reload mid-call (resume shows the call again), answer the server's heartbeats, hang
 //! up, and save the wrap-up; the trail entry then carries the disposition and notes.
+//!
+//! `desk_crm_flow.mjs`: a number two customers share (candidates, the agent's choice gets
+//! the trail entry and a ticket made in wrap-up), an unknown number (the provisional
+//! customer completed on the page), and a customer search.
+//!
 //! Screenshots land in `target/desk-screenshots/`.
 //!
 //! Fails (never skips) when chromium or the node modules are missing:
@@ -19,7 +26,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
-use hotline_crm::{CustomerData, Store, StoreConfig, Tier};
+use hotline_crm::{
+    CustomerData, Direction, NewInteraction, NewTicket, Offer, Store, StoreConfig, TicketPriority,
+    Tier,
+};
 use hotline_sip_tests::{
     Proto, SippBuilder, caller_audio, free_port, start_hotline_with, wait_bound,
 };
@@ -31,6 +41,8 @@ use tokio::process::{ChildStdout, Command};
 use tokio::sync::watch;
 
 const WEBER: &str = "+49301234567";
+const SHARED: &str = "+49307777777";
+const UNKNOWN: &str = "+49309999999";
 /// Browser steps are bounded; a slow CI machine gets generous room, never an endless wait.
 const STEP: Duration = Duration::from_secs(45);
 
@@ -89,16 +101,17 @@ impl Blip {
     }
 }
 
-fn config(store: &str, cti_port: u16, origin: &str, hash: &str) -> String {
+fn config(store: &str, cti_port: u16, origin: &str, hash: &str, rtp: [u16; 2]) -> String {
     format!(
-        "[media]\nrtp_ip = \"127.0.0.1\"\nrtp_ports = [27000, 27199]\n\
+        "[media]\nrtp_ip = \"127.0.0.1\"\nrtp_ports = [{}, {}]\n\
          [[numbers]]\nnumber = \"4100\"\nqueue = \"support\"\n\
          [acd]\n[acd.tier_priority]\nvip = 100\n\
          [[acd.queue]]\nname = \"support\"\nwrapup_secs = 120\n\
          [[acd.agent]]\nid = \"bob\"\nqueues = {{ support = 0 }}\n\
          [crm]\nstore = \"{store}\"\n\
-         [cti]\nlisten = \"127.0.0.1:{cti_port}\"\nallowed_origins = [\"{origin}\"]\nheartbeat_secs = 1\n\
-         [[cti.user]]\nname = \"bob\"\npassword_hash = \"{hash}\"\nrole = \"agent\"\nagent = \"bob\"\n"
+         [cti]\nlisten = \"127.0.0.1:{cti_port}\"\nallowed_origins = [\"{origin}\"]\nheartbeat_secs = 1\nsearch_roles = [\"agent\"]\n\
+         [[cti.user]]\nname = \"bob\"\npassword_hash = \"{hash}\"\nrole = \"agent\"\nagent = \"bob\"\n",
+        rtp[0], rtp[1]
     )
 }
 
@@ -139,7 +152,7 @@ impl Flow {
     }
 }
 
-fn start_browser(url: &str) -> anyhow::Result<Flow> {
+fn start_browser(script: &str, url: &str) -> anyhow::Result<Flow> {
     let dir = browser_dir();
     ensure!(
         Path::new("/usr/bin/chromium").exists(),
@@ -151,7 +164,7 @@ fn start_browser(url: &str) -> anyhow::Result<Flow> {
         dir.display()
     );
     let mut child = Command::new("node")
-        .arg("desk_flow.mjs")
+        .arg(script)
         .current_dir(&dir)
         .env("DESK_URL", url)
         .env("DESK_USER", "bob")
@@ -170,84 +183,240 @@ fn start_browser(url: &str) -> anyhow::Result<Flow> {
     })
 }
 
-async fn desk_flow(store_path: &str) -> anyhow::Result<()> {
-    let store = Store::open(store_path, &StoreConfig::default()).await?;
-    let weber = store
-        .create_customer(
-            &CustomerData {
-                title: Some("Dr.".into()),
-                first_name: Some("Anna".into()),
-                surname: "Weber".into(),
-                tier: Tier::Vip,
-                ..CustomerData::default()
-            },
-            &[WEBER],
+/// Hotline with the CRM store, bob's SIPp device, the cut-able path to the desk, and the
+/// browser running `script`.
+struct Rig {
+    h: hotline::Hotline,
+    store: Store,
+    server: SocketAddr,
+    blip: Blip,
+    ended: tokio::sync::mpsc::Receiver<hotline_switch::CallEnd>,
+    device: Option<hotline_sip_tests::Sipp>,
+    flow: Flow,
+}
+
+impl Rig {
+    /// `calls`: how many calls bob's device answers.
+    async fn start(
+        store_path: &str,
+        rtp: [u16; 2],
+        calls: u32,
+        script: &str,
+        seed: impl AsyncFnOnce(&Store) -> anyhow::Result<()>,
+    ) -> anyhow::Result<Rig> {
+        let store = Store::open(store_path, &StoreConfig::default()).await?;
+        seed(&store).await?;
+        let hash = hotline_cti::hash_password("desk-pw")?;
+        let cti_port = free_port();
+        let blip = Blip::start(SocketAddr::from(([127, 0, 0, 1], cti_port))).await?;
+        let origin = format!("http://{}", blip.addr);
+        let mut h = start_hotline_with(&config(store_path, cti_port, &origin, &hash, rtp)).await?;
+        let server = Proto::Udp.server_addr(&h);
+        let ended = h
+            .switch
+            .as_mut()
+            .context("switch")?
+            .take_ended()
+            .context("ended reports")?;
+        // bob's device: registered with SIPp, then a SIPp UAS on that port answering the
+        // queue calls and echoing their audio.
+        let port = free_port();
+        SippBuilder::new("desk-bob-register", "register_once.xml", Proto::Udp, port)
+            .args(["-s", "bob", "-au", "bob", "-ap", "bob-pw"])
+            .spawn(Some(server))?
+            .expect_success()
+            .await?;
+        let device = SippBuilder::new("desk-bob-uas", "uas_call.xml", Proto::Udp, port)
+            .args(["-s", "bob", "-rtp_echo"])
+            .set("-m", calls.to_string())
+            .set("-timeout", "120s")
+            .spawn(None)?;
+        wait_bound(port, Proto::Udp).await?;
+        let flow = start_browser(script, &format!("{origin}/desk"))?;
+        Ok(Rig {
+            h,
+            store,
+            server,
+            blip,
+            ended,
+            device: Some(device),
+            flow,
+        })
+    }
+
+    /// A trunk caller from `number` with audio, hung up on by the agent.
+    fn call(&self, number: &str) -> anyhow::Result<hotline_sip_tests::Sipp> {
+        caller_audio()?;
+        SippBuilder::new(
+            &format!("desk-caller-{}", &number[1..]),
+            "uac_trunk_call_audio_wait_bye.xml",
+            Proto::Udp,
+            free_port(),
         )
-        .await?;
-    store
-        .set_script(Some("support"), None, "Good day {title} {surname}")
-        .await?;
-    let hash = hotline_cti::hash_password("desk-pw")?;
-    let cti_port = free_port();
-    let blip = Blip::start(SocketAddr::from(([127, 0, 0, 1], cti_port))).await?;
-    let origin = format!("http://{}", blip.addr);
-    let mut h = start_hotline_with(&config(store_path, cti_port, &origin, &hash)).await?;
-    let server = Proto::Udp.server_addr(&h);
-    let mut ended = h
-        .switch
-        .as_mut()
-        .context("switch")?
-        .take_ended()
-        .context("ended reports")?;
+        .args([
+            "-i",
+            hotline_sip_tests::TRUSTED_IP,
+            "-s",
+            "4100",
+            "-key",
+            "caller",
+            number,
+        ])
+        .set("-timeout", "120s")
+        .spawn(Some(self.server))
+    }
 
-    // bob's device: registered with SIPp, then a SIPp UAS on that port answering the
-    // queue call and echoing its audio.
-    let port = free_port();
-    SippBuilder::new("desk-bob-register", "register_once.xml", Proto::Udp, port)
-        .args(["-s", "bob", "-au", "bob", "-ap", "bob-pw"])
-        .spawn(Some(server))?
-        .expect_success()
-        .await?;
-    let device = SippBuilder::new("desk-bob-uas", "uas_call.xml", Proto::Udp, port)
-        .args(["-s", "bob", "-rtp_echo"])
-        .set("-timeout", "90s")
-        .spawn(None)?;
-    wait_bound(port, Proto::Udp).await?;
+    /// The switch's report of the call that ended next: hung up from the desk, bridged,
+    /// with audio both ways through the relay.
+    async fn desk_hangup(&mut self) -> anyhow::Result<hotline_switch::CallEnd> {
+        let end = tokio::time::timeout(Duration::from_secs(10), self.ended.recv())
+            .await
+            .context("no call end within 10 s")?
+            .context("switch stopped")?;
+        assert_eq!(end.reason, EndReason::DeskHangup, "{end:?}");
+        assert!(end.bridged, "{end:?}");
+        let media = end.media.clone().context("media counters")?;
+        let b = media.b.context("agent leg attached")?;
+        // Seconds of bridged audio at 20 ms a packet; a loaded machine gets slack.
+        assert!(
+            b.tx_packets >= 25,
+            "caller audio relayed to the device: {media:?}"
+        );
+        assert!(
+            b.rx_packets >= 10,
+            "device's echo back into Hotline: {media:?}"
+        );
+        Ok(end)
+    }
 
-    let mut flow = start_browser(&format!("{origin}/desk"))?;
-    let ready = flow.step("ready").await?;
-    assert_eq!(ready["state"], "Ready", "{ready}");
+    /// The browser finished cleanly, the device took all its calls, nothing is left.
+    async fn finish(mut self) -> anyhow::Result<()> {
+        let status = tokio::time::timeout(STEP, self.flow.child.wait()).await??;
+        ensure!(status.success(), "browser flow exited with {status}");
+        if let Some(d) = self.device.take() {
+            d.expect_success().await?;
+        }
+        let sw = self.h.switch.as_ref().context("switch")?;
+        assert_eq!(sw.stats().active_calls(), 0);
+        assert_eq!(sw.ports().in_use(), 0, "RTP ports leaked");
+        self.h.shutdown().await;
+        self.store.close().await;
+        Ok(())
+    }
+}
 
-    caller_audio()?;
-    let caller = SippBuilder::new(
-        "desk-caller",
-        "uac_trunk_call_audio_wait_bye.xml",
-        Proto::Udp,
-        free_port(),
+fn shots_exist(prefix: &str, names: &[&str]) -> anyhow::Result<()> {
+    for shot in names {
+        let p = shots_dir().join(format!("{prefix}-{shot}.png"));
+        ensure!(p.exists(), "screenshot {} missing", p.display());
+    }
+    Ok(())
+}
+
+async fn with_sqlite(
+    name: &str,
+    test: impl AsyncFnOnce(&str) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let path = std::env::temp_dir().join(format!("hotline_{name}_{}.sqlite", std::process::id()));
+    let loc = path.display().to_string();
+    let r = test(&loc).await;
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{loc}{suffix}"));
+    }
+    r
+}
+
+async fn vip_flow(store_path: &str) -> anyhow::Result<()> {
+    let mut weber = 0;
+    let mut rig = Rig::start(
+        store_path,
+        [27000, 27099],
+        1,
+        "desk_flow.mjs",
+        async |store| {
+            weber = store
+                .create_customer(
+                    &CustomerData {
+                        title: Some("Dr.".into()),
+                        first_name: Some("Anna".into()),
+                        surname: "Weber".into(),
+                        tier: Tier::Vip,
+                        ..CustomerData::default()
+                    },
+                    &[WEBER],
+                )
+                .await?;
+            store
+                .set_script(Some("support"), None, "Good day {title} {surname}")
+                .await?;
+            let ticket = store
+                .create_ticket(
+                    &NewTicket {
+                        customer_id: weber,
+                        subject: "Router".into(),
+                        priority: TicketPriority::Normal,
+                        assignee: None,
+                        due_at: None,
+                        reference: None,
+                    },
+                    "test",
+                )
+                .await?;
+            store
+                .record_interaction(&NewInteraction {
+                    customer_id: weber,
+                    channel: "voice".into(),
+                    direction: Direction::Inbound,
+                    call_id: Some("earlier-call".into()),
+                    queue: Some("support".into()),
+                    agent: Some("carol".into()),
+                    started_at: 1_795_000_000_000,
+                    ended_at: Some(1_795_000_100_000),
+                    recording_path: None,
+                    ticket_ids: vec![ticket],
+                })
+                .await?;
+            store
+                .add_offer(&Offer {
+                    id: 0,
+                    name: "fibre".into(),
+                    text: "Offer the fibre upgrade".into(),
+                    tier: Some(Tier::Vip),
+                    segment: None,
+                    min_interactions: None,
+                    max_open_tickets: None,
+                    last_disposition: None,
+                    rank: 1,
+                })
+                .await?;
+            Ok(())
+        },
     )
-    .args([
-        "-i",
-        hotline_sip_tests::TRUSTED_IP,
-        "-s",
-        "4100",
-        "-key",
-        "caller",
-        WEBER,
-    ])
-    .set("-timeout", "90s")
-    .spawn(Some(server))?;
+    .await?;
 
-    let pop = flow.step("pop").await?;
+    let ready = rig.flow.step("ready").await?;
+    assert_eq!(ready["state"], "Ready", "{ready}");
+    let caller = rig.call(WEBER)?;
+
+    let pop = rig.flow.step("pop").await?;
     assert_eq!(pop["name"], "Dr. Anna Weber", "{pop}");
     assert_eq!(pop["tier"], "VIP", "{pop}");
     assert_eq!(pop["greeting"], "Good day Dr. Weber", "{pop}");
+    assert_eq!(pop["offer"], "Offer: Offer the fibre upgrade", "{pop}");
+    assert!(
+        pop["tickets"]
+            .as_str()
+            .is_some_and(|t| t.contains("Router")),
+        "{pop}"
+    );
+    assert_eq!(pop["interactions"], 1, "{pop}");
     let announced = pop["announced"].as_str().unwrap_or("");
     assert!(
         announced.contains("Dr. Anna Weber") && announced.contains("VIP"),
         "aria-live announcement: {pop}"
     );
-    flow.step("answered").await?;
-    let hold = flow.step("hold").await?;
+    rig.flow.step("answered").await?;
+    let hold = rig.flow.step("hold").await?;
     // Desk hold is wired on another branch: until then the page says so plainly.
     match hold["result"].as_str() {
         Some("held") => {}
@@ -257,61 +426,43 @@ async fn desk_flow(store_path: &str) -> anyhow::Result<()> {
         ),
         _ => bail!("hold: {hold}"),
     }
+
     // Heartbeat 1 s: a page that did not answer pings would have lost its socket by now.
-    let beat = flow.step("heartbeat").await?;
+    let beat = rig.flow.step("heartbeat").await?;
     assert_eq!(beat["sockets"], 1, "one CTI socket since login: {beat}");
     assert_eq!(beat["closed"], false, "{beat}");
     assert!(beat["pongs"].as_u64() >= Some(4), "pongs: {beat}");
 
-    blip.cut();
-    flow.go().await?;
-    let offline = flow.step("offline").await?;
+    rig.blip.cut();
+    rig.flow.go().await?;
+    let offline = rig.flow.step("offline").await?;
     assert_eq!(offline["conn"], "Reconnecting…", "{offline}");
-    blip.restore();
-    flow.go().await?;
-    let back = flow.step("reconnected").await?;
+    rig.blip.restore();
+    rig.flow.go().await?;
+    let back = rig.flow.step("reconnected").await?;
     assert_eq!(back["name"], "Dr. Anna Weber", "{back}");
     assert_eq!(back["state"], "on_call", "{back}");
     assert!(back["sockets"].as_u64() >= Some(2), "a new socket: {back}");
 
-    let resumed = flow.step("resumed").await?;
+    let resumed = rig.flow.step("resumed").await?;
     assert_eq!(resumed["name"], "Dr. Anna Weber", "{resumed}");
     assert_eq!(resumed["tier"], "VIP", "{resumed}");
     assert_eq!(resumed["state"], "on_call", "{resumed}");
 
-    flow.step("ended").await?;
+    rig.flow.step("ended").await?;
     // The page's hang-up reached both SIP peers: each got its BYE and finished.
     caller.expect_success().await?;
-    device.expect_success().await?;
-    let end = tokio::time::timeout(Duration::from_secs(10), ended.recv())
-        .await
-        .context("no call end within 10 s")?
-        .context("switch stopped")?;
-    assert_eq!(end.reason, EndReason::DeskHangup, "{end:?}");
-    assert!(end.bridged, "{end:?}");
-    let media = end.media.context("media counters")?;
-    let b = media.b.context("agent leg attached")?;
-    // Several seconds of bridged audio at 20 ms a packet; a loaded machine gets slack.
-    assert!(
-        b.tx_packets >= 50,
-        "caller audio relayed to the device: {media:?}"
-    );
-    assert!(
-        b.rx_packets >= 25,
-        "device's echo back into Hotline: {media:?}"
-    );
-    flow.go().await?;
+    let end = rig.desk_hangup().await?;
+    rig.flow.go().await?;
 
-    let saved = flow.step("saved").await?;
+    let saved = rig.flow.step("saved").await?;
     assert_eq!(
         saved["errors"],
         Value::Array(vec![]),
         "page errors: {saved}"
     );
-    let status = tokio::time::timeout(STEP, flow.child.wait()).await??;
-    ensure!(status.success(), "browser flow exited with {status}");
-
-    let trail = store
+    let trail = rig
+        .store
         .interaction_by_call_id(&end.call_id)
         .await?
         .context("the call's trail entry")?;
@@ -322,31 +473,131 @@ async fn desk_flow(store_path: &str) -> anyhow::Result<()> {
         trail.notes.as_deref(),
         Some("Address changed from the desk")
     );
-    for shot in [
-        "01-ready",
-        "02-pop",
-        "03-answered",
-        "04-reconnecting",
-        "05-reconnected",
-        "06-reloaded",
-        "07-wrapup",
-        "08-saved",
-    ] {
-        let p = shots_dir().join(format!("{shot}.png"));
-        ensure!(p.exists(), "screenshot {} missing", p.display());
-    }
-    h.shutdown().await;
-    store.close().await;
-    Ok(())
+    rig.finish().await?;
+    shots_exist(
+        "vip",
+        &[
+            "01-ready",
+            "02-pop",
+            "03-answered",
+            "04-reconnecting",
+            "05-reconnected",
+            "06-reloaded",
+            "07-wrapup",
+            "08-saved",
+        ],
+    )
+}
+
+async fn crm_flow(store_path: &str) -> anyhow::Result<()> {
+    let mut bergs = [0; 2];
+    let mut rig = Rig::start(
+        store_path,
+        [27100, 27199],
+        2,
+        "desk_crm_flow.mjs",
+        async |store| {
+            for (i, first) in ["Jan", "Ida"].into_iter().enumerate() {
+                bergs[i] = store
+                    .create_customer(
+                        &CustomerData {
+                            title: Some("Dr.".into()),
+                            first_name: Some(first.into()),
+                            surname: "Berg".into(),
+                            ..CustomerData::default()
+                        },
+                        &[SHARED],
+                    )
+                    .await?;
+            }
+            Ok(())
+        },
+    )
+    .await?;
+    rig.flow.step("ready").await?;
+
+    // A number two customers share: the page lists both; the agent picks Ida.
+    let caller = rig.call(SHARED)?;
+    let cands = rig.flow.step("candidates").await?;
+    let mut names: Vec<&str> = cands["names"]
+        .as_array()
+        .context("names")?
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    names.sort();
+    assert_eq!(names, ["Dr. Ida Berg", "Dr. Jan Berg"], "{cands}");
+    let chosen = rig.flow.step("chosen").await?;
+    assert_eq!(chosen["name"], "Dr. Ida Berg", "{chosen}");
+    rig.flow.step("saved").await?;
+    caller.expect_success().await?;
+    let end = rig.desk_hangup().await?;
+    let trail = rig
+        .store
+        .interaction_by_call_id(&end.call_id)
+        .await?
+        .context("trail entry")?;
+    assert_eq!(trail.customer_id, bergs[1], "the chosen candidate");
+    assert_eq!(trail.disposition.as_deref(), Some("follow_up"));
+    assert_eq!(trail.notes.as_deref(), Some("Router still broken"));
+    let tickets = rig.store.tickets_of(bergs[1], 10).await?;
+    assert_eq!(tickets.len(), 1, "{tickets:?}");
+    assert_eq!(tickets[0].subject, "Router broken again");
+    assert_eq!(tickets[0].priority, TicketPriority::High);
+
+    // An unknown number: a provisional customer, completed on the page.
+    let caller = rig.call(UNKNOWN)?;
+    let done = rig.flow.step("completed").await?;
+    assert_eq!(done["name"], "Eva Neumann", "{done}");
+    assert_eq!(done["tier"], "Key account", "{done}");
+    let found = rig.flow.step("search").await?;
+    let mut found: Vec<&str> = found["found"]
+        .as_array()
+        .context("found")?
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    found.sort();
+    assert_eq!(found, ["Dr. Ida Berg", "Dr. Jan Berg"]);
+    let last = rig.flow.step("done").await?;
+    assert_eq!(last["errors"], Value::Array(vec![]), "page errors: {last}");
+    caller.expect_success().await?;
+    let end = rig.desk_hangup().await?;
+    let trail = rig
+        .store
+        .interaction_by_call_id(&end.call_id)
+        .await?
+        .context("trail entry")?;
+    let eva = rig
+        .store
+        .customer(trail.customer_id)
+        .await?
+        .context("customer")?;
+    assert_eq!(eva.data.first_name.as_deref(), Some("Eva"));
+    assert_eq!(eva.data.surname, "Neumann");
+    assert_eq!(eva.data.company.as_deref(), Some("Neumann GmbH"));
+    assert_eq!(eva.data.tier, Tier::KeyAccount);
+    assert_eq!(eva.numbers, vec![UNKNOWN.to_string()]);
+    assert_eq!(trail.disposition.as_deref(), Some("new_customer"));
+    rig.finish().await?;
+    shots_exist(
+        "crm",
+        &[
+            "01-candidates",
+            "02-provisional",
+            "03-completed",
+            "04-search",
+        ],
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_works_a_vip_call_on_the_desk_page_in_chromium() -> anyhow::Result<()> {
-    let path = std::env::temp_dir().join(format!("hotline_desk_{}.sqlite", std::process::id()));
-    let loc = path.display().to_string();
-    let r = desk_flow(&loc).await;
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{loc}{suffix}"));
-    }
-    r
+    with_sqlite("desk_vip", vip_flow).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn desk_page_chooses_a_candidate_completes_a_new_customer_and_searches() -> anyhow::Result<()>
+{
+    with_sqlite("desk_crm", crm_flow).await
 }

@@ -56,7 +56,8 @@ function announce(text, region = "announce") {
 
 function fullName(c) {
   if (!c) return "Unknown caller";
-  return [c.title, c.first_name, c.surname].filter((s) => s && String(s).trim()).join(" ") || "(no name)";
+  const name = [c.title, c.first_name, c.surname].filter((s) => s && String(s).trim()).join(" ");
+  return name || (c.numbers && c.numbers[0]) || "(no name)";
 }
 
 function when(ms) {
