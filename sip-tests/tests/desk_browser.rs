@@ -175,7 +175,7 @@ fn start_browser(script: &str, url: &str) -> anyhow::Result<Flow> {
         .stderr(Stdio::inherit())
         .kill_on_drop(true)
         .spawn()
-        .context("spawning node (Node 18 or newer)")?;
+        .context("spawning node (Node 20 or newer)")?;
     let stdout = child.stdout.take().context("browser stdout")?;
     Ok(Flow {
         lines: BufReader::new(stdout).lines(),
