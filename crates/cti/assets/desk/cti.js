@@ -63,8 +63,9 @@ export class Cti {
         for (const [, p] of this.pending) p.reject(new CtiError("disconnected", "connection lost"));
         this.pending.clear();
         if (!opened) reject(new CtiError("disconnected", "cannot reach the server"));
-        this.h.onStatus("offline");
-        if (!this.stopped) this.scheduleReconnect();
+        // While reconnecting the status stays "reconnecting" (no flicker per attempt).
+        if (this.stopped) this.h.onStatus("offline");
+        else this.scheduleReconnect();
       };
     });
     return this.opening;

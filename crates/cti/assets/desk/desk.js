@@ -27,6 +27,7 @@ const STATE_LABEL = {
 };
 const TOKEN_KEY = "hotline.desk.token";
 const PHONE_KEY = "hotline.desk.phone";
+const TARGETS_KEY = "hotline.desk.targets";
 
 const $ = (id) => document.getElementById(id);
 
@@ -67,7 +68,7 @@ function when(ms) {
 
 function errText(e) {
   if (e instanceof CtiError) {
-    if (e.code === "not_supported") return "not available on this server yet";
+    if (e.code === "not_supported" || e.code === "unknown_type") return "not available on this server yet";
     if (e.code === "disconnected") return "not connected; reconnecting";
     return `${e.code}: ${e.message}`;
   }
@@ -229,7 +230,8 @@ function onEvent(type, d) {
       break;
     case "call.offered":
       if (desk.agent && d.agent !== desk.agent) break; // a supervisor's view of another desk
-      desk.call = { offer: d, answered: false, ended: null, held: false, muted: false };
+      desk.call = { offer: d, answered: false, ended: null, held: false, muted: false, consulting: null };
+      rememberTarget(d.queue);
       desk.chosenCustomer = null;
       stopWrapup();
       renderCall();
@@ -252,8 +254,13 @@ function onEvent(type, d) {
       }
       break;
     case "call.transferred":
-      if (desk.call && desk.call.offer.call_id === d.call_id) {
+      // The call left this agent: it is over for this desk (wrap-up follows).
+      if (desk.call && desk.call.offer.call_id === d.call_id && (!desk.agent || d.agent === desk.agent)) {
+        desk.call.ended = d;
+        desk.call.consulting = null;
+        renderCall();
         notice(`Transferred to ${d.to}`);
+        announce(`Call transferred to ${d.to}`);
       }
       break;
     case "call.ended":
@@ -300,6 +307,7 @@ function restoreCall(c) {
     ended: c.ended ?? null,
     held: same ? desk.call.held : false,
     muted: same ? desk.call.muted : false,
+    consulting: same ? desk.call.consulting : null,
   };
   renderCall();
   if (!same) renderPop();
@@ -320,7 +328,7 @@ function renderCall() {
   if (c) {
     if (c.ended) {
       state = "ended";
-      text = "Call ended";
+      text = c.ended.to ? `Transferred to ${c.ended.to}` : "Call ended";
     } else if (c.answered) {
       state = c.held ? "held" : "answered";
       text = c.held ? "On hold" : "Connected";
@@ -347,6 +355,8 @@ function renderCall() {
   for (const b of document.querySelectorAll("#dtmf-pad button, #xfer-form button")) {
     b.disabled = !(live && c.answered);
   }
+  $("consult-row").hidden = !(live && c.consulting);
+  $("consult-text").textContent = live && c.consulting ? `Talking to ${c.consulting}; the caller is on hold.` : "";
   document.body.dataset.call = state;
 }
 
@@ -420,11 +430,36 @@ $("dtmf-pad").addEventListener("keydown", (ev) => {
   }
 });
 
+/** Transfer targets offered in the list: queues seen in offers, targets used before. */
+function rememberTarget(t) {
+  if (!t) return;
+  let list = [];
+  try {
+    list = JSON.parse(localStorage.getItem(TARGETS_KEY) || "[]");
+  } catch {
+    list = [];
+  }
+  list = [t, ...list.filter((x) => x !== t)].slice(0, 20);
+  localStorage.setItem(TARGETS_KEY, JSON.stringify(list));
+  renderTargets(list);
+}
+
+function renderTargets(list) {
+  $("xfer-targets").replaceChildren(...list.map((t) => el("option", { value: t })));
+}
+
+try {
+  renderTargets(JSON.parse(localStorage.getItem(TARGETS_KEY) || "[]"));
+} catch {
+  // a damaged list is rebuilt on the next offer
+}
+
 $("xfer-form").addEventListener("submit", async (ev) => {
   ev.preventDefault();
   const to = $("xfer-to").value.trim();
   if (!to) return;
   if (await callCommand("call.transfer", { to, attended: false }, () => phone.refer(to), "Blind transfer")) {
+    rememberTarget(to);
     notice(`Transferring to ${to}…`);
   }
 });
@@ -432,7 +467,20 @@ $("btn-attended").addEventListener("click", async () => {
   const to = $("xfer-to").value.trim();
   if (!to) return $("xfer-to").focus();
   if (await callCommand("call.transfer", { to, attended: true }, null, "Attended transfer")) {
+    rememberTarget(to);
+    if (desk.call) desk.call.consulting = to;
+    renderCall();
     notice(`Consulting ${to}…`);
+  }
+});
+$("btn-xfer-complete").addEventListener("click", async () => {
+  if (await callCommand("call.transfer.complete", {}, null, "Complete transfer")) notice("Transfer completed");
+});
+$("btn-xfer-cancel").addEventListener("click", async () => {
+  if (await callCommand("call.transfer.cancel", {}, null, "Cancel transfer")) {
+    if (desk.call) desk.call.consulting = null;
+    renderCall();
+    notice("Back with the caller");
   }
 });
 $("btn-conf").addEventListener("click", async () => {
@@ -737,6 +785,7 @@ function loadPhoneSettings() {
   try {
     const s = JSON.parse(localStorage.getItem(PHONE_KEY) || "{}");
     $("phone-ws").value = s.wsUrl ?? "";
+    $("phone-domain").value = s.domain ?? "";
     $("phone-user").value = s.user ?? "";
   } catch {
     // ignore a damaged entry
@@ -746,15 +795,16 @@ function loadPhoneSettings() {
 $("phone-form").addEventListener("submit", async (ev) => {
   ev.preventDefault();
   const wsUrl = $("phone-ws").value.trim();
+  const domain = $("phone-domain").value.trim();
   const user = $("phone-user").value.trim();
   const password = $("phone-password").value;
   if (!/^wss?:\/\//.test(wsUrl) || !user) {
     $("phone-status").textContent = "Enter a ws:// or wss:// URL and a SIP user.";
     return;
   }
-  localStorage.setItem(PHONE_KEY, JSON.stringify({ wsUrl, user }));
+  localStorage.setItem(PHONE_KEY, JSON.stringify({ wsUrl, domain, user }));
   try {
-    await phone.connect({ wsUrl, user, password });
+    await phone.connect({ wsUrl, domain, user, password });
   } catch (e) {
     $("phone-status").textContent = `Phone: ${e.message}`;
   }

@@ -47,10 +47,10 @@ export class Phone {
     return this.session !== null && this.session.isInProgress() && this.session.direction === "incoming";
   }
 
-  async connect({ wsUrl, user, password }) {
+  async connect({ wsUrl, domain, user, password }) {
     this.disconnect();
     const JsSIP = await loadJsSip();
-    const host = new URL(wsUrl).hostname;
+    const host = domain || new URL(wsUrl).hostname;
     const socket = new JsSIP.WebSocketInterface(wsUrl);
     const ua = new JsSIP.UA({
       sockets: [socket],
