@@ -276,7 +276,7 @@ impl Rig {
             .context("switch stopped")?;
         assert_eq!(end.reason, EndReason::DeskHangup, "{end:?}");
         assert!(end.bridged, "{end:?}");
-        let media = end.media.clone().context("media counters")?;
+        let media = end.media.context("media counters")?;
         let b = media.b.context("agent leg attached")?;
         assert!(
             b.tx_packets >= min,
