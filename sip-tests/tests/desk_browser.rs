@@ -30,9 +30,7 @@ use hotline_crm::{
     CustomerData, Direction, NewInteraction, NewTicket, Offer, Store, StoreConfig, TicketPriority,
     Tier,
 };
-use hotline_sip_tests::{
-    Proto, SippBuilder, caller_audio, free_port, start_hotline_with, wait_bound,
-};
+use hotline_sip_tests::{Proto, SippBuilder, caller_audio, free_port, wait_bound};
 use hotline_switch::EndReason;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
@@ -152,7 +150,7 @@ impl Flow {
     }
 }
 
-fn start_browser(script: &str, url: &str) -> anyhow::Result<Flow> {
+fn start_browser(script: &str, url: &str, extra_env: &[(&str, String)]) -> anyhow::Result<Flow> {
     let dir = browser_dir();
     ensure!(
         Path::new("/usr/bin/chromium").exists(),
@@ -170,6 +168,7 @@ fn start_browser(script: &str, url: &str) -> anyhow::Result<Flow> {
         .env("DESK_USER", "bob")
         .env("DESK_PASSWORD", "desk-pw")
         .env("SHOTS_DIR", shots_dir())
+        .envs(extra_env.iter().map(|(k, v)| (*k, v.as_str())))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -196,7 +195,8 @@ struct Rig {
 }
 
 impl Rig {
-    /// `calls`: how many calls bob's device answers.
+    /// `calls`: how many calls bob's SIPp device answers (0: no SIPp device; the page's
+    /// phone is bob's device). `sip`: more `[sip]` keys. `browser_env` for the script.
     async fn start(
         store_path: &str,
         rtp: [u16; 2],
@@ -204,13 +204,29 @@ impl Rig {
         script: &str,
         seed: impl AsyncFnOnce(&Store) -> anyhow::Result<()>,
     ) -> anyhow::Result<Rig> {
+        Rig::start_with(store_path, rtp, calls, script, seed, "", |_| Vec::new()).await
+    }
+
+    async fn start_with(
+        store_path: &str,
+        rtp: [u16; 2],
+        calls: u32,
+        script: &str,
+        seed: impl AsyncFnOnce(&Store) -> anyhow::Result<()>,
+        sip: &str,
+        browser_env: impl FnOnce(&hotline::Hotline) -> Vec<(&'static str, String)>,
+    ) -> anyhow::Result<Rig> {
         let store = Store::open(store_path, &StoreConfig::default()).await?;
         seed(&store).await?;
         let hash = hotline_cti::hash_password("desk-pw")?;
         let cti_port = free_port();
         let blip = Blip::start(SocketAddr::from(([127, 0, 0, 1], cti_port))).await?;
         let origin = format!("http://{}", blip.addr);
-        let mut h = start_hotline_with(&config(store_path, cti_port, &origin, &hash, rtp)).await?;
+        let mut h = hotline_sip_tests::start_hotline_with_sip(
+            sip,
+            &config(store_path, cti_port, &origin, &hash, rtp),
+        )
+        .await?;
         let server = Proto::Udp.server_addr(&h);
         let ended = h
             .switch
@@ -220,26 +236,32 @@ impl Rig {
             .context("ended reports")?;
         // bob's device: registered with SIPp, then a SIPp UAS on that port answering the
         // queue calls and echoing their audio.
-        let port = free_port();
-        SippBuilder::new("desk-bob-register", "register_once.xml", Proto::Udp, port)
-            .args(["-s", "bob", "-au", "bob", "-ap", "bob-pw"])
-            .spawn(Some(server))?
-            .expect_success()
-            .await?;
-        let device = SippBuilder::new("desk-bob-uas", "uas_call.xml", Proto::Udp, port)
-            .args(["-s", "bob", "-rtp_echo"])
-            .set("-m", calls.to_string())
-            .set("-timeout", "120s")
-            .spawn(None)?;
-        wait_bound(port, Proto::Udp).await?;
-        let flow = start_browser(script, &format!("{origin}/desk"))?;
+        let mut device = None;
+        if calls > 0 {
+            let port = free_port();
+            SippBuilder::new("desk-bob-register", "register_once.xml", Proto::Udp, port)
+                .args(["-s", "bob", "-au", "bob", "-ap", "bob-pw"])
+                .spawn(Some(server))?
+                .expect_success()
+                .await?;
+            device = Some(
+                SippBuilder::new("desk-bob-uas", "uas_call.xml", Proto::Udp, port)
+                    .args(["-s", "bob", "-rtp_echo"])
+                    .set("-m", calls.to_string())
+                    .set("-timeout", "120s")
+                    .spawn(None)?,
+            );
+            wait_bound(port, Proto::Udp).await?;
+        }
+        let extra = browser_env(&h);
+        let flow = start_browser(script, &format!("{origin}/desk"), &extra)?;
         Ok(Rig {
             h,
             store,
             server,
             blip,
             ended,
-            device: Some(device),
+            device,
             flow,
         })
     }

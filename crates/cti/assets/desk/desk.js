@@ -197,6 +197,19 @@ function applyState(s) {
   $("btn-logout").disabled = s.state === "logged_out";
   $("btn-nr-after").setAttribute("aria-pressed", s.pending_not_ready ? "true" : "false");
   if (s.state === "wrap_up") startWrapup(s.call_id);
+  const c = desk.call;
+  if (c) {
+    if ((s.state === "reserved" || s.state === "on_call") && s.call_id === c.offer.call_id) c.reserved = true;
+    // Reserved for this call (or ended), then free again without an answer: the offer
+    // went away (not answered in time, declined, or the caller hung up).
+    if (!c.answered && (c.reserved || c.ended) && ["ready", "not_ready", "logged_out"].includes(s.state)) {
+      desk.call = null;
+      renderCall();
+      renderPop();
+      notice("The call was not answered; it went back to the queue.");
+      announce("Offer withdrawn");
+    }
+  }
   // When the server ends wrap-up (its timer), the form stays until the agent saves it or
   // the next call is offered: typed notes are never thrown away.
 }
@@ -308,6 +321,8 @@ function restoreCall(c) {
     held: same ? desk.call.held : false,
     muted: same ? desk.call.muted : false,
     consulting: same ? desk.call.consulting : null,
+    reserved:
+      !!desk.state && ["reserved", "on_call"].includes(desk.state.state) && desk.state.call_id === c.offer.call_id,
   };
   renderCall();
   if (!same) renderPop();
