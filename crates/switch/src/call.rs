@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use hotline_media::ports::BoundPorts;
-use hotline_media::recorder::{RecordingJob, start_recording};
+use hotline_media::recorder::{Channel, RecorderTap, RecordingJob, start_recording};
 use hotline_media::sdp::{
     Direction, LocalMedia, SessionDescription, answer_offer, build_offer, process_answer,
 };
@@ -239,10 +239,16 @@ struct State {
     /// The agent hears the whisper; bridge when it ends.
     whispering: bool,
     recording: Option<RecordingJob>,
+    /// The recording's tap, kept while paused so the writer keeps the file open.
+    recording_tap: Option<RecorderTap>,
     /// The SIP user marked busy in the ACD for an extension call.
     busy_user: Option<String>,
     /// The ACD's latest expected wait for this caller.
     ewt: Option<u64>,
+    /// Keys the desk sends to the caller, one after the other.
+    dtmf: DeskDtmf,
+    /// The desk paused the recording (card numbers): the media session has no tap.
+    recording_paused: bool,
     /// The callback offer was played (the key is honoured from then on).
     callback_offered: bool,
     number: String,
@@ -441,8 +447,11 @@ impl Call {
             acd_tx,
             whispering: false,
             recording: None,
+            recording_tap: None,
             busy_user: None,
             ewt: None,
+            dtmf: DeskDtmf::default(),
+            recording_paused: false,
             callback_offered: false,
             number,
             host: local_host,
@@ -472,23 +481,11 @@ impl Call {
                     Some(out) = acd_rx.recv() => self.acd_output(out, &mut st).await,
                     input = self.inbox.recv() => match input {
                         None => incall::Outcome::End(EndReason::Shutdown),
-                        Some(CallInput::Command(cmd, reply)) => match cmd {
-                            crate::CallCommand::Hangup => {
-                                let _ = reply.send(Ok(()));
-                                incall::Outcome::End(EndReason::DeskHangup)
-                            }
-                            crate::CallCommand::Identify { customer_id } => {
-                                let ok = self.desk.choose(customer_id);
-                                let _ = reply.send(if ok { Ok(()) } else {
-                                    Err(crate::SwitchError::NotFound(format!("candidate {customer_id}")))
-                                });
-                                incall::Outcome::Continue
-                            }
-                            _ => {
-                                let _ = reply.send(Err(crate::SwitchError::NotSupported(cmd.name())));
-                                incall::Outcome::Continue
-                            }
-                        },
+                        Some(CallInput::Command(cmd, reply)) => {
+                            let (result, outcome) = self.desk_command(cmd, &mut st).await;
+                            let _ = reply.send(result);
+                            outcome
+                        }
                         Some(CallInput::Sip(ev)) => {
                             let is_agent = st.agent.as_ref().is_some_and(|a| event_call_id(&ev) == Some(a.call_id.as_str()));
                             if is_agent {
@@ -505,6 +502,7 @@ impl Call {
                         st.deadline = None;
                         self.menu_timeout(&mut st).await
                     }
+                    _ = sleep_until_opt(st.dtmf.next) => self.next_dtmf(&mut st).await,
                     _ = sleep_until_opt(in_call.deadline()) => {
                         let ctx = incall::Ctx { call: &self, caller: &mut st.caller, agent: &mut st.agent, media: &st.media, bridged: st.bridged };
                         in_call.timeout(ctx).await
@@ -564,6 +562,12 @@ impl Call {
         // Stopping returns the legs; dropping them closes the sockets and frees the ports.
         // It also drops the recorder's tap, so the writer can finish the file.
         drop(st.media.stop().await);
+        if let Some(tap) = st.recording_tap.take()
+            && st.recording_paused
+        {
+            // Ended while paused: the silence runs up to the end of the call.
+            pad_recording(&tap, Instant::now());
+        }
         if let Some(job) = st.recording.take() {
             match job.finish().await {
                 Ok(r) => st.trace.recording = Some(r.path),
@@ -689,9 +693,13 @@ impl Call {
         if let Some(user) = st.busy_user.take() {
             self.to_acd(AcdInput::Busy { user, busy: false }).await;
         }
+        if let Some(a) = st.agent.as_ref() {
+            self.desk.transferred(&a.user, &route.label());
+        }
         st.agent = None;
         st.bridged = false;
         st.whispering = false;
+        st.dtmf = DeskDtmf::default();
         drop(st.media.detach().await);
         self.go(route, st)
             .await
@@ -778,6 +786,9 @@ impl Call {
             return incall::Outcome::Continue;
         };
         incall::transfer_done(self, &mut st.caller, referrer, true).await;
+        self.desk
+            .transferred(&referrer.user, &format!("extension:{}", h.agent.user));
+        self.desk.taken_by(&h.agent.user);
         let answered_offer = referrer.answered && referrer.offer_of.is_some();
         if st.queued && answered_offer {
             self.to_acd(AcdInput::Ended { call: self.acd_id }).await;
@@ -803,6 +814,126 @@ impl Call {
         self.bridge(st).await;
         tracing::info!(call_id = %self.call_id, "attended transfer done");
         incall::Outcome::Continue
+    }
+
+    /// A desk's command for this call (CTI): the result for the desk and what the loop
+    /// does next. A refused command changes nothing.
+    async fn desk_command(
+        &self,
+        cmd: crate::CallCommand,
+        st: &mut State,
+    ) -> (Result<(), crate::SwitchError>, incall::Outcome) {
+        use crate::CallCommand as C;
+        use crate::SwitchError as E;
+        let go = incall::Outcome::Continue;
+        let ctx = incall::Ctx {
+            call: self,
+            caller: &mut st.caller,
+            agent: &mut st.agent,
+            media: &st.media,
+            bridged: st.bridged,
+        };
+        match cmd {
+            C::Hangup => (Ok(()), incall::Outcome::End(EndReason::DeskHangup)),
+            C::Identify { customer_id } => {
+                let ok = self.desk.choose(customer_id);
+                let r = ok
+                    .then_some(())
+                    .ok_or_else(|| E::NotFound(format!("candidate {customer_id}")));
+                (r, go)
+            }
+            C::Hold => (incall::desk_hold(ctx, true).await, go),
+            C::Resume => (incall::desk_hold(ctx, false).await, go),
+            C::Transfer {
+                to,
+                attended: false,
+            } => {
+                let me = match incall::connected_agent(&ctx) {
+                    Ok(me) => me,
+                    Err(e) => return (Err(e), go),
+                };
+                match incall::desk_target(self, &to, &me).await {
+                    Ok(route) => {
+                        tracing::info!(call_id = %self.call_id, ?route, "desk transfers blind");
+                        (Ok(()), incall::desk_transfer(ctx, route).await)
+                    }
+                    Err(e) => (Err(e), go),
+                }
+            }
+            C::Dtmf { digits } => {
+                if let Err(e) = incall::connected_agent(&ctx) {
+                    return (Err(e), go);
+                }
+                (self.desk_dtmf(&digits, st).await, go)
+            }
+            C::PauseRecording | C::ResumeRecording => {
+                let pause = matches!(cmd, C::PauseRecording);
+                (self.pause_recording(pause, st).await, go)
+            }
+            C::Transfer { attended: true, .. } | C::Conference { .. } => {
+                (Err(E::NotSupported(cmd.name())), go)
+            }
+        }
+    }
+
+    /// The desk sends keys to the caller as RFC 4733 events (the caller's leg must have
+    /// negotiated telephone-event); the first goes now, the rest one after the other.
+    async fn desk_dtmf(&self, digits: &str, st: &mut State) -> Result<(), crate::SwitchError> {
+        let bad = || crate::SwitchError::InvalidState("DTMF: 1-32 keys of 0-9 * # A-D".into());
+        if digits.is_empty()
+            || digits.len() > DeskDtmf::MAX
+            || st.dtmf.queue.len() + digits.len() > DeskDtmf::MAX
+            || !digits
+                .chars()
+                .all(|c| hotline_media::dtmf::digit_to_event(c).is_some())
+        {
+            return Err(bad());
+        }
+        if st.dtmf.next.is_none() {
+            let first = digits.chars().next().ok_or_else(bad)?;
+            st.media
+                .send_dtmf(Side::A, first, DeskDtmf::TONE)
+                .await
+                .map_err(|e| crate::SwitchError::InvalidState(format!("caller's leg: {e}")))?;
+            st.dtmf.queue.extend(digits.chars().skip(1));
+            st.dtmf.next = Some(tokio::time::Instant::now() + DeskDtmf::STEP);
+        } else {
+            st.dtmf.queue.extend(digits.chars());
+        }
+        tracing::info!(call_id = %self.call_id, keys = digits.len(), "desk sends DTMF to the caller");
+        Ok(())
+    }
+
+    /// The next queued desk key is due.
+    async fn next_dtmf(&self, st: &mut State) -> incall::Outcome {
+        st.dtmf.next = None;
+        if let Some(d) = st.dtmf.queue.pop_front() {
+            if st.media.send_dtmf(Side::A, d, DeskDtmf::TONE).await.is_ok() {
+                st.dtmf.next = Some(tokio::time::Instant::now() + DeskDtmf::STEP);
+            } else {
+                st.dtmf.queue.clear();
+            }
+        }
+        incall::Outcome::Continue
+    }
+
+    /// Pauses (`pause`) or resumes the call's recording for the desk (card numbers):
+    /// while paused nothing reaches the file, whose timeline goes on as silence.
+    async fn pause_recording(&self, pause: bool, st: &mut State) -> Result<(), crate::SwitchError> {
+        use crate::SwitchError as E;
+        let Some(tap) = st.recording_tap.as_ref() else {
+            return Err(E::InvalidState("the call is not being recorded".into()));
+        };
+        match (pause, st.recording_paused) {
+            (true, true) => return Err(E::InvalidState("the recording is paused".into())),
+            (false, false) => return Err(E::InvalidState("the recording is not paused".into())),
+            _ => {}
+        }
+        let tap = (!pause).then(|| tap.clone());
+        st.media.record(tap).await.map_err(E::from)?;
+        st.recording_paused = pause;
+        tracing::info!(call_id = %self.call_id, pause, "desk changed the recording");
+        Ok(())
     }
 
     /// Plays `prompts` once to the caller (replacing music).
@@ -1217,6 +1348,9 @@ impl Call {
             Some(Some(leg)) => leg,
         };
         let user = a.user.clone();
+        if a.offer_of.is_none() {
+            self.desk.taken_by(&user);
+        }
         if let Some(agent) = a.offer_of {
             self.desk.answered();
             self.to_acd(AcdInput::Answered {
@@ -1335,8 +1469,9 @@ impl Call {
         // The writer opens the file on this task; it is small and once per call.
         match start_recording(&path, 200, Instant::now()) {
             Ok((tap, job)) => {
-                if st.media.record(Some(tap)).await.is_ok() {
+                if st.media.record(Some(tap.clone())).await.is_ok() {
                     st.recording = Some(job);
+                    st.recording_tap = Some(tap);
                 }
             }
             Err(e) => {
@@ -1545,6 +1680,41 @@ pub(crate) fn from_identity(v: &str) -> (String, Option<String>) {
         .unwrap_or_default()
         .to_string();
     (user, name)
+}
+
+/// The desk's keys for the caller (`call.dtmf`), sent one after the other.
+#[derive(Debug, Default)]
+struct DeskDtmf {
+    queue: std::collections::VecDeque<char>,
+    /// When the next key goes (the current one has ended by then).
+    next: Option<tokio::time::Instant>,
+}
+
+impl DeskDtmf {
+    /// Keys queued at most.
+    const MAX: usize = 32;
+    /// Each key's length (RFC 4733 events every 20 ms, then the end packet thrice).
+    const TONE: std::time::Duration = std::time::Duration::from_millis(100);
+    /// Key to key: the tone, its end packets and a pause.
+    const STEP: std::time::Duration = std::time::Duration::from_millis(200);
+}
+
+/// Writes silence into a paused recording up to `now` (both channels), so the file's
+/// length is the call's even when it ended while paused.
+fn pad_recording(tap: &RecorderTap, now: Instant) {
+    let silence = [hotline_media::g711::Law::Ulaw.silence(); 160];
+    tap.push(
+        Channel::Caller,
+        hotline_media::g711::Law::Ulaw,
+        &silence,
+        now,
+    );
+    tap.push(
+        Channel::Agent,
+        hotline_media::g711::Law::Ulaw,
+        &silence,
+        now,
+    );
 }
 
 /// Sleeps until `t`, or forever without one (a `select!` branch for optional timers).

@@ -312,13 +312,9 @@ impl SwitchHandle {
         rx.await.map_err(|_| SwitchError::Unavailable)
     }
 
-    /// Carries out a command on a live call (by the caller's Call-ID).
+    /// Carries out a command on a live call (by the caller's Call-ID). The call task
+    /// validates it against the call's state: a refused command changes nothing.
     pub async fn call_command(&self, call_id: &str, cmd: CallCommand) -> Result<(), SwitchError> {
-        if !matches!(cmd, CallCommand::Hangup | CallCommand::Identify { .. }) {
-            // Hold, transfer, conference, DTMF and recording control are call features
-            // that land separately; until then desks get a clear code.
-            return Err(SwitchError::NotSupported(cmd.name()));
-        }
         let (reply, rx) = oneshot::channel();
         self.control
             .send(crate::Control::Command {
@@ -522,6 +518,41 @@ impl CallDesk {
             call_id: self.call_id.clone(),
             agent,
             queue,
+        });
+    }
+
+    /// The call went on hold (`held`) or came back, from the desk or either phone.
+    pub(crate) fn held(&self, agent: &str, held: bool) {
+        let (call_id, agent) = (self.call_id.clone(), agent.to_string());
+        let ev = if held {
+            SwitchEvent::CallHeld { call_id, agent }
+        } else {
+            SwitchEvent::CallResumed { call_id, agent }
+        };
+        let _ = self.desk.bus.send(ev);
+    }
+
+    /// `agent` transferred the call to `to`: they are done with it (their wrap-up
+    /// starts); whoever answers next is the call's agent for `call.ended` and the trail.
+    pub(crate) fn transferred(&self, agent: &str, to: &str) {
+        self.with_state(|st| {
+            st.agent = None;
+            st.offered_to = None;
+        });
+        let _ = self.desk.bus.send(SwitchEvent::CallTransferred {
+            call_id: self.call_id.clone(),
+            agent: agent.to_string(),
+            to: to.to_string(),
+        });
+    }
+
+    /// A transfer target that was not offered through the ACD (an extension) answered:
+    /// they are the call's agent from now on.
+    pub(crate) fn taken_by(&self, agent: &str) {
+        self.with_state(|st| {
+            if st.agent.is_none() {
+                st.agent = Some(agent.to_string());
+            }
         });
     }
 

@@ -1,0 +1,410 @@
+//! The desk's call commands end to end: a caller (a scripted UA on raw UDP from the trusted
+//! address, sending RTP whose payload marks it as the caller's) dials the queue, bob's
+//! phone is a SIPp UAS that echoes RTP, and bob's desk is a WebSocket client. Because the
+//! agent echoes what it hears, the caller's count of echoed packets tells whether the agent
+//! receives caller audio; other audio packets are music; RFC 4733 packets are keys.
+//! Commands from the desk: hold/resume, blind transfer, DTMF, pause/resume recording,
+//! each with the error frames of bad requests (which change nothing).
+
+#[path = "../../crates/cti/tests/client/mod.rs"]
+mod client;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use client::{Desk, ORIGIN};
+use hotline_sip_tests::{Proto, Sipp, SippBuilder, TRUSTED_IP, free_port, wait_bound};
+use serde_json::{Value, json};
+use tokio::net::UdpSocket;
+use tokio::sync::watch;
+
+const WAIT: Duration = Duration::from_secs(10);
+/// The byte every payload of the caller's audio is made of.
+const MARK: u8 = 0x11;
+const CALLER: &str = "+49301234567";
+
+/// What the caller received so far.
+#[derive(Debug, Clone, Default)]
+struct Heard {
+    /// Its own audio, echoed by the agent: the agent hears the caller.
+    echo: u64,
+    /// Other audio (music on hold).
+    other: u64,
+    /// RFC 4733 keys (one per event, at its first end packet).
+    keys: String,
+}
+
+/// The calling phone: SIP on raw UDP, RTP out every 20 ms, RTP in counted.
+struct Caller {
+    sip: UdpSocket,
+    server: SocketAddr,
+    call_id: String,
+    heard: watch::Receiver<Heard>,
+    _tasks: Vec<tokio::task::AbortHandle>,
+}
+
+fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
+    msg.split("\r\n")
+        .take_while(|l| !l.is_empty())
+        .find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.trim().eq_ignore_ascii_case(name).then_some(v.trim())
+        })
+}
+
+fn rtp_header(pt: u8, seq: u16, ts: u32, ssrc: u32) -> [u8; 12] {
+    let mut h = [0u8; 12];
+    h[0] = 0x80;
+    h[1] = pt;
+    h[2..4].copy_from_slice(&seq.to_be_bytes());
+    h[4..8].copy_from_slice(&ts.to_be_bytes());
+    h[8..12].copy_from_slice(&ssrc.to_be_bytes());
+    h
+}
+
+impl Caller {
+    /// Calls `number` and waits for the answer (Hotline answers queue calls at once);
+    /// then streams marked audio and counts what comes back.
+    async fn call(server: SocketAddr, number: &str) -> anyhow::Result<Caller> {
+        let sip = UdpSocket::bind((TRUSTED_IP, 0)).await?;
+        let media = Arc::new(UdpSocket::bind((TRUSTED_IP, 0)).await?);
+        let (sip_port, media_port) = (sip.local_addr()?.port(), media.local_addr()?.port());
+        let call_id = format!("desk-cmd-{}-{sip_port}@{TRUSTED_IP}", std::process::id());
+        let sdp = format!(
+            "v=0\r\no=- 1 1 IN IP4 {TRUSTED_IP}\r\ns=-\r\nc=IN IP4 {TRUSTED_IP}\r\nt=0 0\r\n\
+             m=audio {media_port} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n\
+             a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=sendrecv\r\n"
+        );
+        let invite = format!(
+            "INVITE sip:{number}@{server} SIP/2.0\r\n\
+             Via: SIP/2.0/UDP {TRUSTED_IP}:{sip_port};branch=z9hG4bK-inv{sip_port};rport\r\n\
+             From: <sip:{CALLER}@{TRUSTED_IP}>;tag=caller{sip_port}\r\n\
+             To: <sip:{number}@{server}>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\n\
+             Contact: <sip:{CALLER}@{TRUSTED_IP}:{sip_port}>\r\nMax-Forwards: 70\r\n\
+             Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+            sdp.len()
+        );
+        sip.send_to(invite.as_bytes(), server).await?;
+        let ok = loop {
+            let m = recv(&sip).await.context("the caller's 200 OK")?;
+            if m.starts_with("SIP/2.0 200") {
+                break m;
+            }
+            if !m.starts_with("SIP/2.0 1") {
+                bail!("caller: unexpected answer {m}");
+            }
+        };
+        let to = header(&ok, "To").context("To")?.to_string();
+        let target = header(&ok, "Contact")
+            .and_then(|c| c.split(['<', '>']).nth(1))
+            .context("Contact")?
+            .to_string();
+        let ack = format!(
+            "ACK {target} SIP/2.0\r\nVia: SIP/2.0/UDP {TRUSTED_IP}:{sip_port};branch=z9hG4bK-ack{sip_port};rport\r\n\
+             From: <sip:{CALLER}@{TRUSTED_IP}>;tag=caller{sip_port}\r\nTo: {to}\r\nCall-ID: {call_id}\r\n\
+             CSeq: 1 ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        );
+        sip.send_to(ack.as_bytes(), server).await?;
+        let body = ok.split("\r\n\r\n").nth(1).unwrap_or_default();
+        let port: u16 = body
+            .lines()
+            .find_map(|l| l.strip_prefix("m=audio "))
+            .and_then(|l| l.split(' ').next())
+            .and_then(|p| p.parse().ok())
+            .context("m=audio port in the answer")?;
+        let rtp_to: SocketAddr = (std::net::Ipv4Addr::LOCALHOST, port).into();
+        let send = {
+            let media = media.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(20));
+                for i in 0u32.. {
+                    tick.tick().await;
+                    let mut pkt = rtp_header(0, i as u16, i * 160, 0xCA11).to_vec();
+                    pkt.extend_from_slice(&[MARK; 160]);
+                    let _ = media.send_to(&pkt, rtp_to).await;
+                }
+            })
+        };
+        let (tx, heard) = watch::channel(Heard::default());
+        let count = tokio::spawn(async move {
+            let mut buf = [0u8; 2048];
+            let mut last_key_ts = None;
+            while let Ok((n, _)) = media.recv_from(&mut buf).await {
+                if n < 12 {
+                    continue;
+                }
+                let (pt, ts) = (
+                    buf[1] & 0x7f,
+                    u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]),
+                );
+                let payload = &buf[12..n];
+                tx.send_modify(|h| match pt {
+                    0 if !payload.is_empty() && payload.iter().all(|&b| b == MARK) => h.echo += 1,
+                    0 => h.other += 1,
+                    101 if payload.len() >= 4
+                        && payload[1] & 0x80 != 0
+                        && last_key_ts != Some(ts) =>
+                    {
+                        last_key_ts = Some(ts);
+                        let key = b"0123456789*#ABCD".get(payload[0] as usize);
+                        h.keys.push(key.map_or('?', |&k| k as char));
+                    }
+                    _ => {}
+                });
+            }
+        });
+        Ok(Caller {
+            sip,
+            server,
+            call_id,
+            heard,
+            _tasks: vec![send.abort_handle(), count.abort_handle()],
+        })
+    }
+
+    fn heard(&self) -> Heard {
+        self.heard.borrow().clone()
+    }
+
+    /// Waits until `done` holds for what the caller heard.
+    async fn until(&mut self, what: &str, done: impl Fn(&Heard) -> bool) -> anyhow::Result<Heard> {
+        let got = tokio::time::timeout(WAIT, self.heard.wait_for(|h| done(h)))
+            .await
+            .map(|r| r.map(|h| h.clone()));
+        match got {
+            Ok(Ok(h)) => Ok(h),
+            _ => bail!("caller: {what} within 10 s (heard {:?})", self.heard()),
+        }
+    }
+
+    /// Waits for Hotline's BYE and answers it.
+    async fn bye(&self) -> anyhow::Result<()> {
+        loop {
+            let m = recv(&self.sip).await.context("BYE to the caller")?;
+            if !m.starts_with("BYE ") {
+                continue;
+            }
+            let mut out = String::from("SIP/2.0 200 OK\r\n");
+            for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
+                if let Some(v) = header(&m, name) {
+                    out.push_str(&format!("{name}: {v}\r\n"));
+                }
+            }
+            out.push_str("Content-Length: 0\r\n\r\n");
+            self.sip.send_to(out.as_bytes(), self.server).await?;
+            return Ok(());
+        }
+    }
+}
+
+async fn recv(sock: &UdpSocket) -> anyhow::Result<String> {
+    let mut buf = vec![0u8; 65_535];
+    let (n, _) = tokio::time::timeout(WAIT, sock.recv_from(&mut buf))
+        .await
+        .context("no SIP message within 10 s")??;
+    Ok(String::from_utf8_lossy(&buf[..n]).to_string())
+}
+
+/// Registers `user` with SIPp from a fresh port and runs `scenario` there as its phone,
+/// echoing RTP.
+async fn phone(server: SocketAddr, user: &str, scenario: &str) -> anyhow::Result<Sipp> {
+    let port = free_port();
+    let pw = format!("{user}-pw");
+    SippBuilder::new(
+        &format!("desk-{user}-register"),
+        "register_once.xml",
+        Proto::Udp,
+        port,
+    )
+    .args(["-s", user, "-au", user, "-ap", &pw])
+    .spawn(Some(server))?
+    .expect_success()
+    .await?;
+    let sipp = SippBuilder::new(&format!("desk-{user}-uas"), scenario, Proto::Udp, port)
+        .args(["-s", user, "-rtp_echo"])
+        .set("-timeout", "40s")
+        .spawn(None)?;
+    wait_bound(port, Proto::Udp).await?;
+    Ok(sipp)
+}
+
+struct Rig {
+    h: hotline::Hotline,
+    server: SocketAddr,
+    cti: SocketAddr,
+    recordings: std::path::PathBuf,
+}
+
+/// Hotline with queue `support` (4100, bob) and `sales` (4200, dave), users bob, carol
+/// and dave with desks, recording into a fresh directory.
+async fn rig(name: &str, ports: [u16; 2]) -> anyhow::Result<Rig> {
+    let hash = hotline_cti::hash_password("desk-pw")?;
+    let recordings = std::env::temp_dir().join(format!("hotline-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&recordings)?;
+    let mut desks = String::new();
+    for u in ["bob", "carol", "dave"] {
+        desks.push_str(&format!(
+            "[[cti.user]]\nname = \"{u}\"\npassword_hash = \"{hash}\"\nrole = \"agent\"\nagent = \"{u}\"\n"
+        ));
+    }
+    let cfg = format!(
+        "[[users]]\nname = \"dave\"\npassword = \"dave-pw\"\n\
+         [media]\nrtp_ip = \"127.0.0.1\"\nrtp_ports = [{}, {}]\nrecordings = \"{}\"\n\
+         [[numbers]]\nnumber = \"4100\"\nqueue = \"support\"\n\
+         [[numbers]]\nnumber = \"4200\"\nqueue = \"sales\"\n\
+         [acd]\n[[acd.queue]]\nname = \"support\"\nwrapup_secs = 60\n\
+         [[acd.queue]]\nname = \"sales\"\nwrapup_secs = 60\n\
+         [[acd.agent]]\nid = \"bob\"\nqueues = {{ support = 0 }}\n\
+         [[acd.agent]]\nid = \"carol\"\nqueues = {{ support = 0 }}\n\
+         [[acd.agent]]\nid = \"dave\"\nqueues = {{ sales = 0 }}\n\
+         [cti]\nlisten = \"127.0.0.1:0\"\nallowed_origins = [\"{ORIGIN}\"]\n{desks}",
+        ports[0],
+        ports[1],
+        recordings.display()
+    );
+    let h = hotline_sip_tests::start_hotline_with(&cfg).await?;
+    let server = Proto::Udp.server_addr(&h);
+    let cti = h.cti.as_ref().context("[cti]")?.local_addr();
+    Ok(Rig {
+        h,
+        server,
+        cti,
+        recordings,
+    })
+}
+
+impl Rig {
+    async fn desk(&self, user: &str, ready: bool) -> anyhow::Result<Desk> {
+        let mut d = Desk::connect(self.cti, Some(ORIGIN)).await?;
+        d.login(user, "desk-pw").await;
+        if ready {
+            d.ok(json!({"type": "agent.ready"})).await;
+        }
+        Ok(d)
+    }
+
+    fn cdrs(&self) -> anyhow::Result<&hotline_cdr::MemoryCdrs> {
+        self.h
+            .cdr
+            .as_ref()
+            .and_then(|c| c.memory.as_ref())
+            .context("memory CDRs")
+    }
+
+    async fn done(self) -> anyhow::Result<()> {
+        let sw = self.h.switch.as_ref().context("switch")?;
+        assert_eq!(sw.stats().active_calls(), 0, "call tasks left");
+        assert_eq!(sw.ports().in_use(), 0, "RTP ports leaked");
+        self.h.shutdown().await;
+        let _ = std::fs::remove_dir_all(&self.recordings);
+        Ok(())
+    }
+}
+
+/// A call from the caller to `number`, answered by the agent whose desk is `desk`:
+/// returns the call id once the desk saw `call.answered` and the agent's echo arrives.
+async fn answered_call(
+    rig: &Rig,
+    desk: &mut Desk,
+    number: &str,
+) -> anyhow::Result<(Caller, String)> {
+    let mut caller = Caller::call(rig.server, number).await?;
+    let (_, offered) = desk.event("call.offered").await;
+    let call_id = offered["data"]["call_id"]
+        .as_str()
+        .context("call_id")?
+        .to_string();
+    assert_eq!(call_id, caller.call_id);
+    let (_, answered) = desk.event("call.answered").await;
+    assert_eq!(answered["data"]["call_id"], call_id.as_str());
+    caller.until("the agent's echo", |h| h.echo >= 25).await?;
+    Ok((caller, call_id))
+}
+
+fn cmd(kind: &str, call_id: &str) -> Value {
+    json!({"type": kind, "call_id": call_id})
+}
+
+/// Hold from the desk: the caller hears music and the agent stops hearing the caller;
+/// `call.held` reaches the desk; resume brings the conversation back with `call.resumed`;
+/// the hold time is in the CDR. Holding twice, resuming an unheld call, another agent's
+/// hold and an unknown call are refused with codes and change nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn desk_holds_and_resumes_the_caller() -> anyhow::Result<()> {
+    let rig = rig("deskhold", [47000, 47199]).await?;
+    let mut bob = rig.desk("bob", true).await?;
+    let mut carol = rig.desk("carol", false).await?;
+    let bob_phone = phone(rig.server, "bob", "uas_call.xml").await?;
+    let (mut caller, call_id) = answered_call(&rig, &mut bob, "4100").await?;
+
+    bob.fails(cmd("call.resume", &call_id), "invalid_state")
+        .await;
+    carol.fails(cmd("call.hold", &call_id), "forbidden").await;
+    bob.fails(cmd("call.hold", "no-such-call"), "forbidden")
+        .await;
+    // None of these held the call: the agent still hears the caller.
+    let before = caller.heard().echo;
+    caller
+        .until("echo after refused commands", |h| h.echo >= before + 10)
+        .await?;
+
+    bob.ok(cmd("call.hold", &call_id)).await;
+    let (_, held) = bob.event("call.held").await;
+    assert_eq!(held["data"]["call_id"], call_id.as_str());
+    assert_eq!(held["data"]["agent"], "bob");
+    bob.fails(cmd("call.hold", &call_id), "invalid_state").await;
+    let at_hold = caller.heard();
+    let on_hold = caller
+        .until("music while held", |h| h.other >= at_hold.other + 50)
+        .await?;
+    // Packets the agent echoed before the hold may still be in flight: a handful.
+    assert!(
+        on_hold.echo <= at_hold.echo + 5,
+        "the agent heard the caller while held: {at_hold:?} → {on_hold:?}"
+    );
+
+    bob.ok(cmd("call.resume", &call_id)).await;
+    let (_, resumed) = bob.event("call.resumed").await;
+    assert_eq!(resumed["data"]["call_id"], call_id.as_str());
+    let back = caller.heard();
+    caller
+        .until("the agent hears the caller again", |h| {
+            h.echo >= back.echo + 25
+        })
+        .await?;
+
+    bob.ok(cmd("call.hangup", &call_id)).await;
+    caller.bye().await?;
+    bob_phone.expect_success().await?;
+    let cdr = rig.cdrs()?.wait_calls(1, WAIT).await;
+    let cdr = cdr.first().context("CDR")?;
+    assert_eq!(cdr.call_id, call_id);
+    assert!(
+        (900..=8000).contains(&cdr.hold_ms),
+        "about a second on hold (50 packets of music): {cdr:?}"
+    );
+    bob.close().await;
+    carol.close().await;
+    rig.done().await
+}
+
+/// Hold from the agent's phone (re-INVITE sendonly, then sendrecv) is reported to the
+/// desk as `call.held` and `call.resumed` too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn phone_hold_is_published_to_the_desk() -> anyhow::Result<()> {
+    let rig = rig("phonehold", [47200, 47399]).await?;
+    let mut bob = rig.desk("bob", true).await?;
+    let bob_phone = phone(rig.server, "bob", "uas_hold_resume.xml").await?;
+    let (caller, call_id) = answered_call(&rig, &mut bob, "4100").await?;
+    let (_, held) = bob.event("call.held").await;
+    assert_eq!(held["data"]["call_id"], call_id.as_str());
+    let (_, resumed) = bob.event("call.resumed").await;
+    assert_eq!(resumed["data"]["call_id"], call_id.as_str());
+    bob.ok(cmd("call.hangup", &call_id)).await;
+    caller.bye().await?;
+    bob_phone.expect_success().await?;
+    bob.close().await;
+    rig.done().await
+}
