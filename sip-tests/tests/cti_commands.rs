@@ -41,6 +41,10 @@ struct Caller {
     sip: UdpSocket,
     server: SocketAddr,
     call_id: String,
+    /// Our From, Hotline's To (with its tag) and Contact: for our BYE.
+    from: String,
+    to: String,
+    target: String,
     heard: watch::Receiver<Heard>,
     _tasks: Vec<tokio::task::AbortHandle>,
 }
@@ -156,6 +160,9 @@ impl Caller {
             }
         });
         Ok(Caller {
+            from: format!("<sip:{CALLER}@{TRUSTED_IP}>;tag=caller{sip_port}"),
+            to,
+            target,
             sip,
             server,
             call_id,
@@ -176,6 +183,25 @@ impl Caller {
         match got {
             Ok(Ok(h)) => Ok(h),
             _ => bail!("caller: {what} within 10 s (heard {:?})", self.heard()),
+        }
+    }
+
+    /// Hangs up (BYE) and waits for the 200.
+    async fn hangup(&self) -> anyhow::Result<()> {
+        let port = self.sip.local_addr()?.port();
+        let bye = format!(
+            "BYE {} SIP/2.0\r\nVia: SIP/2.0/UDP {TRUSTED_IP}:{port};branch=z9hG4bK-bye{port};rport\r\n\
+             From: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: 2 BYE\r\nMax-Forwards: 70\r\n\
+             Content-Length: 0\r\n\r\n",
+            self.target, self.from, self.to, self.call_id
+        );
+        self.sip.send_to(bye.as_bytes(), self.server).await?;
+        loop {
+            let m = recv(&self.sip).await.context("200 to the caller's BYE")?;
+            if m.starts_with("SIP/2.0 200") && header(&m, "CSeq").is_some_and(|c| c.contains("BYE"))
+            {
+                return Ok(());
+            }
         }
     }
 
@@ -405,6 +431,173 @@ async fn phone_hold_is_published_to_the_desk() -> anyhow::Result<()> {
     bob.ok(cmd("call.hangup", &call_id)).await;
     caller.bye().await?;
     bob_phone.expect_success().await?;
+    bob.close().await;
+    rig.done().await
+}
+
+/// Waits for an `agent.state` event with `state` and returns its data.
+async fn state(desk: &mut Desk, want: &str) -> Value {
+    loop {
+        let (_, ev) = desk.event("agent.state").await;
+        if ev["data"]["state"] == want {
+            return ev["data"].clone();
+        }
+    }
+}
+
+/// Blind transfers from the desk: bob sends the caller to the sales queue, where dave's
+/// desk is offered the call and his phone answers; dave sends it on to carol (a user,
+/// rung as an extension). Each transferring agent's phone gets BYE, their desk
+/// `call.transferred` and wrap-up, and loses control of the call; the caller stays
+/// connected throughout and ends up talking to carol. Bad targets are refused with
+/// codes while the call stays as it was. The CDR counts two transfers, agent carol.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn desk_transfers_blind_to_a_queue_and_an_agent() -> anyhow::Result<()> {
+    let rig = rig("desktransfer", [47400, 47599]).await?;
+    let mut bob = rig.desk("bob", true).await?;
+    let mut dave = rig.desk("dave", true).await?;
+    let bob_phone = phone(rig.server, "bob", "uas_call.xml").await?;
+    let dave_phone = phone(rig.server, "dave", "uas_call.xml").await?;
+    let carol_phone = phone(rig.server, "carol", "uas_call.xml").await?;
+    let (mut caller, call_id) = answered_call(&rig, &mut bob, "4100").await?;
+
+    let transfer = |to: &str| json!({"type": "call.transfer", "call_id": call_id, "to": to});
+    bob.fails(transfer("nobody"), "not_found").await;
+    bob.fails(transfer("queue:carol"), "not_found").await;
+    bob.fails(transfer("bob"), "invalid_state").await;
+    // alice is a user but has no phone registered.
+    bob.fails(transfer("alice"), "invalid_state").await;
+    dave.fails(transfer("sales"), "forbidden").await;
+    let before = caller.heard().echo;
+    caller
+        .until("bob still talking after refused transfers", |h| {
+            h.echo >= before + 10
+        })
+        .await?;
+
+    bob.ok(transfer("sales")).await;
+    let (_, t) = bob.event("call.transferred").await;
+    assert_eq!(t["data"]["call_id"], call_id.as_str());
+    assert_eq!(t["data"]["to"], "queue:sales");
+    bob_phone.expect_success().await?;
+    let wrap = state(&mut bob, "wrap_up").await;
+    assert_eq!(wrap["call_id"], call_id.as_str());
+    bob.fails(cmd("call.hold", &call_id), "forbidden").await;
+    let (_, offered) = dave.event("call.offered").await;
+    assert_eq!(offered["data"]["call_id"], call_id.as_str());
+    assert_eq!(offered["data"]["queue"], "sales");
+    dave.event("call.answered").await;
+    let at = caller.heard().echo;
+    caller
+        .until("dave hears the caller", |h| h.echo >= at + 25)
+        .await?;
+
+    dave.ok(json!({"type": "call.transfer", "call_id": call_id, "to": "agent:carol"}))
+        .await;
+    let (_, t) = dave.event("call.transferred").await;
+    assert_eq!(t["data"]["to"], "extension:carol");
+    dave_phone.expect_success().await?;
+    let at = caller.heard().echo;
+    caller
+        .until("carol hears the caller", |h| h.echo >= at + 25)
+        .await?;
+
+    caller.hangup().await?;
+    carol_phone.expect_success().await?;
+    let cdr = rig.cdrs()?.wait_calls(1, WAIT).await;
+    let cdr = cdr.first().context("CDR")?;
+    assert_eq!(cdr.call_id, call_id);
+    assert_eq!(cdr.transfers, 2, "{cdr:?}");
+    assert_eq!(cdr.agent.as_deref(), Some("carol"), "{cdr:?}");
+    bob.close().await;
+    dave.close().await;
+    rig.done().await
+}
+
+/// DTMF from the desk reaches the caller as RFC 4733 events, in order; malformed keys
+/// are refused before anything is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn desk_sends_dtmf_to_the_caller() -> anyhow::Result<()> {
+    let rig = rig("deskdtmf", [47600, 47799]).await?;
+    let mut bob = rig.desk("bob", true).await?;
+    let bob_phone = phone(rig.server, "bob", "uas_call.xml").await?;
+    let (mut caller, call_id) = answered_call(&rig, &mut bob, "4100").await?;
+    let dtmf = |d: &str| json!({"type": "call.dtmf", "call_id": call_id, "digits": d});
+    bob.fails(dtmf("12x"), "bad_request").await;
+    bob.fails(dtmf(""), "bad_request").await;
+    bob.ok(dtmf("12#")).await;
+    bob.ok(dtmf("9")).await;
+    let heard = caller.until("four keys", |h| h.keys.len() >= 4).await?;
+    assert_eq!(
+        heard.keys, "12#9",
+        "keys in order, none from the refused requests"
+    );
+    bob.ok(cmd("call.hangup", &call_id)).await;
+    caller.bye().await?;
+    bob_phone.expect_success().await?;
+    bob.close().await;
+    rig.done().await
+}
+
+/// Pausing the recording (card numbers) writes silence on both channels for as long as
+/// it lasts, then the conversation again: the file keeps the call's timeline, and the
+/// CDR keeps its path. Pausing twice or resuming an unpaused recording is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn desk_pauses_and_resumes_the_recording() -> anyhow::Result<()> {
+    let rig = rig("deskrec", [47800, 47999]).await?;
+    let mut bob = rig.desk("bob", true).await?;
+    let bob_phone = phone(rig.server, "bob", "uas_call.xml").await?;
+    let (mut caller, call_id) = answered_call(&rig, &mut bob, "4100").await?;
+    bob.fails(cmd("recording.resume", &call_id), "invalid_state")
+        .await;
+    let at = caller.heard().echo;
+    caller
+        .until("talk before the pause", |h| h.echo >= at + 25)
+        .await?;
+    bob.ok(cmd("recording.pause", &call_id)).await;
+    bob.fails(cmd("recording.pause", &call_id), "invalid_state")
+        .await;
+    let at = caller.heard().echo;
+    // The conversation goes on while paused (about 1.2 s of it).
+    caller
+        .until("talk while paused", |h| h.echo >= at + 60)
+        .await?;
+    bob.ok(cmd("recording.resume", &call_id)).await;
+    let at = caller.heard().echo;
+    caller
+        .until("talk after the pause", |h| h.echo >= at + 25)
+        .await?;
+    bob.ok(cmd("call.hangup", &call_id)).await;
+    caller.bye().await?;
+    bob_phone.expect_success().await?;
+    let cdr = rig.cdrs()?.wait_calls(1, WAIT).await;
+    let cdr = cdr.first().context("CDR")?;
+    let path = cdr
+        .recording
+        .as_deref()
+        .context("recording path in the CDR")?;
+    let mut wav = hound::WavReader::open(path)?;
+    let samples: Vec<i16> = wav.samples::<i16>().collect::<Result<_, _>>()?;
+    let frames: Vec<(i16, i16)> = samples.chunks(2).map(|c| (c[0], c[1])).collect();
+    // The longest stretch where both channels are silent is the pause.
+    let (mut run, mut longest, mut end) = (0usize, 0usize, 0usize);
+    for (i, &(l, r)) in frames.iter().enumerate() {
+        run = if l == 0 && r == 0 { run + 1 } else { 0 };
+        if run > longest {
+            (longest, end) = (run, i);
+        }
+    }
+    let start = end + 1 - longest;
+    assert!(
+        longest >= 8000,
+        "at least a second of silence while paused: {longest} frames"
+    );
+    let loud = |f: &[(i16, i16)]| f.iter().filter(|(l, r)| *l != 0 && *r != 0).count();
+    assert!(
+        loud(&frames[..start]) >= 2000,
+        "conversation before the pause"
+    );
+    assert!(loud(&frames[end..]) >= 2000, "conversation after the pause");
     bob.close().await;
     rig.done().await
 }
