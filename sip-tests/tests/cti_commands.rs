@@ -601,3 +601,74 @@ async fn desk_pauses_and_resumes_the_recording() -> anyhow::Result<()> {
     bob.close().await;
     rig.done().await
 }
+
+/// Attended transfer from the desk: bob consults carol while the caller hears music
+/// (and bob no longer hears the caller), cancels (carol gets BYE, bob talks to the caller
+/// again), then consults dave and completes: bob's phone gets BYE and his desk
+/// `call.transferred`, the caller talks to dave. Completing with no consultation, and an
+/// attended transfer to a queue, are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn desk_transfers_attended_with_cancel_and_complete() -> anyhow::Result<()> {
+    let rig = rig("deskattended", [48000, 48199]).await?;
+    let mut bob = rig.desk("bob", true).await?;
+    let bob_phone = phone(rig.server, "bob", "uas_call.xml").await?;
+    let carol_phone = phone(rig.server, "carol", "uas_call.xml").await?;
+    let dave_phone = phone(rig.server, "dave", "uas_call.xml").await?;
+    let (mut caller, call_id) = answered_call(&rig, &mut bob, "4100").await?;
+    let consult =
+        |to: &str| json!({"type": "call.transfer", "call_id": call_id, "to": to, "attended": true});
+    bob.fails(cmd("call.transfer.complete", &call_id), "invalid_state")
+        .await;
+    bob.fails(cmd("call.transfer.cancel", &call_id), "invalid_state")
+        .await;
+    bob.fails(consult("sales"), "invalid_state").await;
+
+    bob.ok(consult("carol")).await;
+    bob.event("call.held").await;
+    let at = caller.heard();
+    let during = caller
+        .until("music during the consultation", |h| {
+            h.other >= at.other + 50
+        })
+        .await?;
+    assert!(
+        during.echo <= at.echo + 5,
+        "bob heard the caller while consulting: {at:?} → {during:?}"
+    );
+    bob.fails(consult("dave"), "invalid_state").await;
+    bob.ok(cmd("call.transfer.cancel", &call_id)).await;
+    bob.event("call.resumed").await;
+    carol_phone.expect_success().await?;
+    let at = caller.heard().echo;
+    caller
+        .until("bob talks to the caller again", |h| h.echo >= at + 25)
+        .await?;
+
+    bob.ok(consult("dave")).await;
+    // dave's phone answers at once; completing before that is refused, after it works.
+    let done = loop {
+        let r = bob.request(cmd("call.transfer.complete", &call_id)).await;
+        if r["type"] == "reply" {
+            break r;
+        }
+        assert_eq!(r["code"], "invalid_state", "{r}");
+        let before = caller.heard().other;
+        caller.until("more music", |h| h.other > before).await?;
+    };
+    assert_eq!(done["data"]["call_id"], call_id.as_str());
+    let (_, t) = bob.event("call.transferred").await;
+    assert_eq!(t["data"]["to"], "extension:dave");
+    bob_phone.expect_success().await?;
+    let at = caller.heard().echo;
+    caller
+        .until("dave hears the caller", |h| h.echo >= at + 25)
+        .await?;
+    caller.hangup().await?;
+    dave_phone.expect_success().await?;
+    let cdr = rig.cdrs()?.wait_calls(1, WAIT).await;
+    let cdr = cdr.first().context("CDR")?;
+    assert_eq!(cdr.transfers, 1, "{cdr:?}");
+    assert_eq!(cdr.agent.as_deref(), Some("dave"), "{cdr:?}");
+    bob.close().await;
+    rig.done().await
+}

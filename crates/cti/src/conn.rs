@@ -216,6 +216,12 @@ impl Conn {
                 self.call_cmd(&call_id, CallCommand::Transfer { to, attended })
                     .await
             }
+            Request::TransferComplete { call_id } => {
+                self.call_cmd(&call_id, CallCommand::TransferComplete).await
+            }
+            Request::TransferCancel { call_id } => {
+                self.call_cmd(&call_id, CallCommand::TransferCancel).await
+            }
             Request::Conference { call_id, to } => {
                 self.call_cmd(&call_id, CallCommand::Conference { to })
                     .await

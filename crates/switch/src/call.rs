@@ -249,6 +249,8 @@ struct State {
     dtmf: DeskDtmf,
     /// The desk paused the recording (card numbers): the media session has no tap.
     recording_paused: bool,
+    /// The desk's attended transfer, while the agent consults the target.
+    consult: Option<Consult>,
     /// The callback offer was played (the key is honoured from then on).
     callback_offered: bool,
     number: String,
@@ -452,6 +454,7 @@ impl Call {
             ewt: None,
             dtmf: DeskDtmf::default(),
             recording_paused: false,
+            consult: None,
             callback_offered: false,
             number,
             host: local_host,
@@ -485,6 +488,9 @@ impl Call {
                             let (result, outcome) = self.desk_command(cmd, &mut st).await;
                             let _ = reply.send(result);
                             outcome
+                        }
+                        Some(CallInput::Sip(ev)) if st.consult.as_ref().is_some_and(|c| event_call_id(&ev) == Some(c.leg.call_id.as_str())) => {
+                            self.consult_event(ev, &mut st).await
                         }
                         Some(CallInput::Sip(ev)) => {
                             let is_agent = st.agent.as_ref().is_some_and(|a| event_call_id(&ev) == Some(a.call_id.as_str()));
@@ -541,6 +547,15 @@ impl Call {
         }
         if let Some(user) = st.busy_user.take() {
             self.to_acd(AcdInput::Busy { user, busy: false }).await;
+        }
+        // A consultation in progress ends with the call.
+        if let Some(mut c) = st.consult.take() {
+            if c.answered {
+                self.bye_agent(&mut c.leg).await;
+            } else if !c.leg.failed {
+                let _ = self.sip.cancel(c.leg.tx).await;
+            }
+            drop(c.media.stop().await);
         }
         // Release the other side.
         let caller_gone = matches!(
@@ -870,10 +885,207 @@ impl Call {
                 let pause = matches!(cmd, C::PauseRecording);
                 (self.pause_recording(pause, st).await, go)
             }
-            C::Transfer { attended: true, .. } | C::Conference { .. } => {
-                (Err(E::NotSupported(cmd.name())), go)
+            C::Transfer { to, attended: true } => (self.consult_start(&to, st).await, go),
+            C::TransferComplete => (self.consult_complete(st).await, go),
+            C::TransferCancel => match st.consult.is_some() {
+                true => {
+                    self.consult_back(st, true).await;
+                    (Ok(()), go)
+                }
+                false => (
+                    Err(E::InvalidState("no consultation in progress".into())),
+                    go,
+                ),
+            },
+            C::Conference { .. } => (Err(E::NotSupported(cmd.name())), go),
+        }
+    }
+
+    /// Attended transfer from the desk, step one: the caller is held (music), the
+    /// agent's leg moves to a media session of its own and hears ringback while Hotline
+    /// calls `to` (an agent or extension); once answered the two talk.
+    async fn consult_start(&self, to: &str, st: &mut State) -> Result<(), crate::SwitchError> {
+        use crate::SwitchError as E;
+        if st.consult.is_some() {
+            return Err(E::InvalidState("a consultation is in progress".into()));
+        }
+        let ctx = incall::Ctx {
+            call: self,
+            caller: &mut st.caller,
+            agent: &mut st.agent,
+            media: &st.media,
+            bridged: st.bridged,
+        };
+        let me = incall::connected_agent(&ctx)?;
+        let Route::Extension(user) = incall::desk_target(self, to, &me).await? else {
+            return Err(E::InvalidState(
+                "an attended transfer goes to an agent or extension; transfer blind to queues"
+                    .into(),
+            ));
+        };
+        let Ok(Some((uri, flow))) = self.sip.contact_for(&user).await else {
+            return Err(E::InvalidState(format!("{user} is not registered")));
+        };
+        let leg = self
+            .call_agent(&st.number, &st.host, &user, &uri, flow)
+            .await
+            .ok_or(E::Unavailable)?;
+        // From here the call changes: the caller waits with music.
+        let music = Player::new(vec![self.cfg.music.clone()], true, Instant::now());
+        let _ = st.media.hold(Side::A, music).await;
+        if !st.caller.ext.agent_holds() {
+            incall::agent_hold(&mut st.caller, true);
+            self.desk.held(&me, true);
+        }
+        let Ok(Some(agent_media)) = st.media.detach().await else {
+            let _ = self.sip.cancel(leg.tx).await;
+            return Err(E::Unavailable);
+        };
+        st.bridged = false;
+        let (tx, events) = mpsc::channel(16);
+        let media = spawn_session(agent_media, tx);
+        let ringback = hotline_media::Prompt::from_samples(hotline_media::prompts::ringback());
+        let _ = media
+            .play(Side::A, Player::new(vec![ringback], true, Instant::now()))
+            .await;
+        tracing::info!(call_id = %self.call_id, target = %user, "desk consults before transferring");
+        st.consult = Some(Consult {
+            leg,
+            media,
+            _events: events,
+            answered: false,
+        });
+        Ok(())
+    }
+
+    /// An event of the consultation's dialog: the target answers, refuses or hangs up
+    /// (the agent is then back with the caller).
+    async fn consult_event(&self, ev: AppEvent, st: &mut State) -> incall::Outcome {
+        let Some(c) = st.consult.as_mut() else {
+            return incall::Outcome::Continue;
+        };
+        let initial = |r: &Response| {
+            msg::cseq(&r.headers).is_some_and(|(n, m)| n == 1 && m.eq_ignore_ascii_case("INVITE"))
+        };
+        match ev {
+            AppEvent::Response { response, .. } if initial(&response) && !c.answered => {
+                let status = u16::from(response.status_code.clone());
+                if (200..300).contains(&status) {
+                    match self.ack_answer(&mut c.leg, &response).await {
+                        Some(Some(leg)) => {
+                            c.answered =
+                                c.media.attach(leg).await.is_ok() && c.media.bridge().await.is_ok();
+                            tracing::info!(call_id = %self.call_id, "consulted party answered");
+                        }
+                        Some(None) => {
+                            self.bye_agent(&mut c.leg).await;
+                            c.leg.failed = true;
+                            self.consult_back(st, false).await;
+                        }
+                        None => {}
+                    }
+                } else if status >= 300 {
+                    tracing::info!(call_id = %self.call_id, status, "consulted party refused");
+                    c.leg.failed = true;
+                    self.consult_back(st, false).await;
+                }
+            }
+            AppEvent::Timeout { .. } if !c.answered => {
+                c.leg.failed = true;
+                self.consult_back(st, false).await;
+            }
+            ev => {
+                if self.uac_event(&mut c.leg, ev).await {
+                    // The consulted party hung up.
+                    c.leg.failed = true;
+                    c.answered = false;
+                    self.consult_back(st, false).await;
+                }
             }
         }
+        incall::Outcome::Continue
+    }
+
+    /// The consultation ends without a transfer (the desk cancelled, the target refused
+    /// or hung up): the target is released and the agent talks to the caller again.
+    async fn consult_back(&self, st: &mut State, release: bool) {
+        let Some(mut c) = st.consult.take() else {
+            return;
+        };
+        if release {
+            if c.answered {
+                self.bye_agent(&mut c.leg).await;
+            } else if !c.leg.failed {
+                let _ = self.sip.cancel(c.leg.tx).await;
+            }
+        }
+        let Ok((agent_media, _target)) = c.media.stop().await else {
+            return;
+        };
+        if st.media.attach(agent_media).await.is_ok() && st.media.bridge().await.is_ok() {
+            st.bridged = true;
+        }
+        incall::agent_hold(&mut st.caller, false);
+        if let Some(a) = st.agent.as_ref() {
+            self.desk.held(&a.user, false);
+        }
+        tracing::info!(call_id = %self.call_id, "consultation over; agent back with the caller");
+    }
+
+    /// Attended transfer from the desk, step two: the agent is released (BYE, wrap-up)
+    /// and the caller is bridged to the consulted party, who is the call's agent now.
+    async fn consult_complete(&self, st: &mut State) -> Result<(), crate::SwitchError> {
+        use crate::SwitchError as E;
+        match st.consult.as_ref() {
+            None => return Err(E::InvalidState("no consultation in progress".into())),
+            Some(c) if !c.answered => {
+                return Err(E::InvalidState(
+                    "the consulted party has not answered".into(),
+                ));
+            }
+            Some(_) => {}
+        }
+        let Some(c) = st.consult.take() else {
+            return Err(E::InvalidState("no consultation in progress".into()));
+        };
+        let Ok((agent_media, Some(target_media))) = c.media.stop().await else {
+            return Err(E::Unavailable);
+        };
+        drop(agent_media);
+        let user = c.leg.user.clone();
+        if let Some(a) = st.agent.as_mut() {
+            self.bye_agent(a).await;
+            self.desk.transferred(&a.user, &format!("extension:{user}"));
+            if st.queued && a.answered && a.offer_of.is_some() {
+                self.to_acd(AcdInput::Ended { call: self.acd_id }).await;
+                st.queued = false;
+            }
+        }
+        if let Some(old) = st.busy_user.take() {
+            self.to_acd(AcdInput::Busy {
+                user: old,
+                busy: false,
+            })
+            .await;
+        }
+        incall::count_transfer(&mut st.caller);
+        self.desk.taken_by(&user);
+        st.dtmf = DeskDtmf::default();
+        if st.media.attach(target_media).await.is_err() {
+            return Err(E::Unavailable);
+        }
+        st.agent = Some(c.leg);
+        st.phase = Phase::Extension;
+        st.trace.agent = Some(user.clone());
+        self.to_acd(AcdInput::Busy {
+            user: user.clone(),
+            busy: true,
+        })
+        .await;
+        st.busy_user = Some(user);
+        self.bridge(st).await;
+        tracing::info!(call_id = %self.call_id, "desk's attended transfer done");
+        Ok(())
     }
 
     /// The desk sends keys to the caller as RFC 4733 events (the caller's leg must have
@@ -1680,6 +1892,16 @@ pub(crate) fn from_identity(v: &str) -> (String, Option<String>) {
         .unwrap_or_default()
         .to_string();
     (user, name)
+}
+
+/// An attended transfer from the desk in progress: the agent talks to `leg`'s user in a
+/// media session of their own (A the agent, B the target) while the caller hears music.
+struct Consult {
+    leg: AgentLeg,
+    media: SessionHandle,
+    /// Kept open; the consultation's media events are not needed.
+    _events: mpsc::Receiver<MediaEvent>,
+    answered: bool,
 }
 
 /// The desk's keys for the caller (`call.dtmf`), sent one after the other.

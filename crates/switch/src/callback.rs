@@ -248,7 +248,7 @@ impl Call {
     }
 
     /// An event in an answered leg we called; true when it is the leg's BYE.
-    async fn uac_event(&self, leg: &mut AgentLeg, ev: AppEvent) -> bool {
+    pub(crate) async fn uac_event(&self, leg: &mut AgentLeg, ev: AppEvent) -> bool {
         match ev {
             // A retransmitted 2xx: ACK it again.
             AppEvent::Response { response, .. }

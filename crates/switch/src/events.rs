@@ -79,6 +79,10 @@ pub enum CallCommand {
         to: String,
         attended: bool,
     },
+    /// Attended transfer: bridge the caller to the consulted party, release the agent.
+    TransferComplete,
+    /// Attended transfer: hang up the consulted party, back to the caller.
+    TransferCancel,
     Conference {
         to: String,
     },
@@ -101,6 +105,8 @@ impl CallCommand {
             CallCommand::Hold => "hold",
             CallCommand::Resume => "resume",
             CallCommand::Transfer { .. } => "transfer",
+            CallCommand::TransferComplete => "transfer_complete",
+            CallCommand::TransferCancel => "transfer_cancel",
             CallCommand::Conference { .. } => "conference",
             CallCommand::Dtmf { .. } => "dtmf",
             CallCommand::PauseRecording => "pause_recording",

@@ -144,6 +144,11 @@ impl CallerExt {
         self.transfers
     }
 
+    /// Whether the agent's side (phone or desk) holds the call.
+    pub(crate) fn agent_holds(&self) -> bool {
+        self.agent_holds
+    }
+
     fn on_hold(&self) -> bool {
         self.caller_holds || self.agent_holds
     }
@@ -778,16 +783,25 @@ pub(crate) async fn desk_target(call: &Call, to: &str, me: &str) -> Result<Route
     Err(unknown())
 }
 
+/// The agent's side holds (`hold`) or not, for the hold time; media is the caller's.
+pub(crate) fn agent_hold(caller: &mut CallerDialog, hold: bool) {
+    caller.ext.agent_holds = hold;
+    caller.ext.hold_changed(Instant::now());
+}
+
+/// A transfer was carried out (a hold by the agent ends with the agent's leg).
+pub(crate) fn count_transfer(caller: &mut CallerDialog) {
+    caller.ext.transfers += 1;
+    agent_hold(caller, false);
+}
+
 /// Blind transfer from the desk (`call.transfer`): the agent is released with BYE and
 /// the loop re-routes the caller to `route` ([`Outcome::Transfer`]), as after a REFER.
 pub(crate) async fn desk_transfer(ctx: Ctx<'_>, route: Route) -> Outcome {
     let Some(a) = ctx.agent.as_mut() else {
         return Outcome::Continue;
     };
-    // A hold by the agent ends with the agent's leg.
-    ctx.caller.ext.transfers += 1;
-    ctx.caller.ext.agent_holds = false;
-    ctx.caller.ext.hold_changed(Instant::now());
+    count_transfer(ctx.caller);
     ctx.call.bye_agent(a).await;
     Outcome::Transfer(route)
 }
