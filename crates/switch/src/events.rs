@@ -215,6 +215,8 @@ pub(crate) struct Desk {
     pub store: Option<Store>,
     pub ack_timeout: Duration,
     pub lookup_timeout: Duration,
+    /// Sources whose P-Asserted-Identity is believed.
+    pub trusted: Arc<Vec<hotline_sip::Cidr>>,
 }
 
 /// Commands in, events out: what a CTI server holds. Cheap to clone.
@@ -247,6 +249,7 @@ impl SwitchHandle {
                 store: desk_cfg.store,
                 ack_timeout: desk_cfg.offer_ack_timeout,
                 lookup_timeout: desk_cfg.lookup_timeout,
+                trusted: Arc::new(desk_cfg.trusted),
             },
             acd: Some(tx),
             control,
@@ -375,6 +378,34 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// The caller id to identify: P-Asserted-Identity when the INVITE came from a trusted
+/// network (a trunk that asserts it, RFC 3325), else From: anyone can write a PAI header.
+fn caller_id(
+    invite: &hotline_sip::msg::Request,
+    trusted: &[hotline_sip::Cidr],
+    source: std::net::IpAddr,
+) -> String {
+    use hotline_sip::msg;
+    let pai = trusted
+        .iter()
+        .any(|n| n.contains(source))
+        .then(|| {
+            // Read from the header's text: the typed value is not kept for this header.
+            invite.headers.iter().find_map(|h| {
+                let line = h.to_string();
+                let (name, value) = line.split_once(':')?;
+                name.trim()
+                    .eq_ignore_ascii_case("p-asserted-identity")
+                    .then(|| value.trim().to_string())
+            })
+        })
+        .flatten();
+    let raw = pai
+        .or_else(|| msg::from_value(&invite.headers).map(str::to_string))
+        .unwrap_or_default();
+    msg::addr_uri(msg::split_first(&raw).0).to_string()
+}
+
 /// The desk side of one call, owned by its call task: the pop found at arrival, who was
 /// offered and who answered, and the trail entry written at the end.
 pub(crate) struct CallDesk {
@@ -401,21 +432,13 @@ struct DeskState {
 }
 
 impl CallDesk {
-    pub(crate) fn new(desk: &Desk, call_id: &str, invite: &hotline_sip::msg::Request) -> Self {
-        use hotline_sip::msg;
-        // P-Asserted-Identity (from a trusted trunk) wins over From.
-        let pai = invite.headers.iter().find_map(|h| {
-            let v = msg::header_value(h);
-            h.to_string()
-                .to_ascii_lowercase()
-                .starts_with("p-asserted-identity:")
-                .then(|| v.to_string())
-        });
-        let raw = pai
-            .or_else(|| msg::from_value(&invite.headers).map(str::to_string))
-            .unwrap_or_default();
-        let caller = msg::addr_uri(msg::split_first(&raw).0).to_string();
-        CallDesk::with_caller(desk, call_id, caller)
+    pub(crate) fn new(
+        desk: &Desk,
+        call_id: &str,
+        invite: &hotline_sip::msg::Request,
+        source: std::net::IpAddr,
+    ) -> Self {
+        CallDesk::with_caller(desk, call_id, caller_id(invite, &desk.trusted, source))
     }
 
     pub(crate) fn with_caller(desk: &Desk, call_id: &str, caller: String) -> Self {
@@ -623,6 +646,7 @@ mod tests {
             store: None,
             ack_timeout: ack,
             lookup_timeout: Duration::from_millis(500),
+            trusted: Arc::new(Vec::new()),
         };
         (d, rx)
     }
@@ -667,6 +691,30 @@ mod tests {
         let start = tokio::time::Instant::now();
         cd.offered("bob").await;
         assert_eq!(start.elapsed(), Duration::from_millis(250));
+    }
+
+    /// P-Asserted-Identity names the caller only when the INVITE came from a trusted
+    /// network; from elsewhere it is ignored and From is used.
+    #[test]
+    fn pai_is_believed_only_from_trusted_networks() {
+        let text = "INVITE sip:4100@h SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.9;branch=z9hG4bK1\r\n\
+             From: <sip:+4930111@10.0.0.9>;tag=a\r\nTo: <sip:4100@h>\r\nCall-ID: c\r\n\
+             CSeq: 1 INVITE\r\nP-Asserted-Identity: <sip:+4930222@trunk>\r\n\
+             Content-Length: 0\r\n\r\n";
+        let Ok(hotline_sip::msg::SipMessage::Request(invite)) =
+            hotline_sip::msg::parse(text.as_bytes(), &hotline_sip::msg::Limits::default(), false)
+        else {
+            panic!("test INVITE parses")
+        };
+        let trunks: Vec<hotline_sip::Cidr> = vec!["10.0.0.0/24".parse().unwrap()];
+        let trunk = "10.0.0.9".parse().unwrap();
+        let stranger = "192.0.2.7".parse().unwrap();
+        assert_eq!(caller_id(&invite, &trunks, trunk), "sip:+4930222@trunk");
+        assert_eq!(
+            caller_id(&invite, &trunks, stranger),
+            "sip:+4930111@10.0.0.9"
+        );
+        assert_eq!(caller_id(&invite, &[], trunk), "sip:+4930111@10.0.0.9");
     }
 
     /// Nobody subscribed (no CTI): no wait at all.

@@ -53,6 +53,9 @@ pub struct DeskConfig {
     pub offer_ack_timeout: std::time::Duration,
     /// Bound on the caller lookup at arrival; past it the call is routed without a pop.
     pub lookup_timeout: std::time::Duration,
+    /// Networks whose P-Asserted-Identity is believed (`[sip] trusted`, the trunks);
+    /// from anywhere else the caller is identified from From.
+    pub trusted: Vec<hotline_sip::Cidr>,
 }
 
 impl Default for DeskConfig {
@@ -62,6 +65,7 @@ impl Default for DeskConfig {
             desk_login: Default::default(),
             offer_ack_timeout: std::time::Duration::from_millis(250),
             lookup_timeout: std::time::Duration::from_millis(1000),
+            trusted: Vec::new(),
         }
     }
 }
@@ -239,6 +243,7 @@ impl Switch {
             store: desk_cfg.store.clone(),
             ack_timeout: desk_cfg.offer_ack_timeout,
             lookup_timeout: desk_cfg.lookup_timeout,
+            trusted: Arc::new(desk_cfg.trusted.clone()),
         };
         let (control_tx, control_rx) = mpsc::channel(256);
         let acd = match &cfg.acd {
@@ -533,7 +538,7 @@ impl Dispatcher {
                     control: self.control_tx.clone(),
                     acd: self.acd.clone(),
                     acd_id: CallId(self.next_call),
-                    desk: events::CallDesk::new(&self.desk, &call_id, &request),
+                    desk: events::CallDesk::new(&self.desk, &call_id, &request, flow.remote.ip()),
                 };
                 self.next_call += 1;
                 let stats = self.stats.clone();
