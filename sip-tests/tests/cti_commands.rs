@@ -672,3 +672,45 @@ async fn desk_transfers_attended_with_cancel_and_complete() -> anyhow::Result<()
     bob.close().await;
     rig.done().await
 }
+
+/// A desk that stops reading is disconnected rather than buffered without bound: it
+/// sends bad frames (each answered by an error frame of a few hundred bytes) and reads
+/// nothing until it has sent them all. Then it gets fewer answers than it asked for and
+/// the server's end of the socket is closed. A new socket logs in as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_desk_that_stops_reading_is_disconnected() -> anyhow::Result<()> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
+    let rig = rig("slowdesk", [48200, 48399]).await?;
+    let mut req = format!("ws://{}/cti", rig.cti).into_client_request()?;
+    req.headers_mut().insert("Origin", ORIGIN.parse()?);
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await?;
+    const SENT: usize = 50_000;
+    let bad = json!({"v": 1, "type": "no.such.request"}).to_string();
+    for _ in 0..SENT {
+        if ws.send(Message::text(bad.clone())).await.is_err() {
+            break; // already disconnected
+        }
+    }
+    let (mut answers, mut closed) = (0usize, false);
+    loop {
+        match tokio::time::timeout(WAIT, ws.next()).await {
+            Ok(Some(Ok(Message::Text(_)))) => answers += 1,
+            Ok(Some(Ok(Message::Close(_)))) | Ok(None) | Ok(Some(Err(_))) => {
+                closed = true;
+                break;
+            }
+            Ok(Some(Ok(_))) => {}
+            Err(_) => break, // still open, nothing more to read
+        }
+    }
+    assert!(closed, "the socket stayed open ({answers} answers read)");
+    assert!(
+        answers < SENT,
+        "every answer was buffered for the desk: {answers}"
+    );
+    let mut d = rig.desk("bob", false).await?;
+    d.ok(json!({"type": "agent.ready"})).await;
+    d.close().await;
+    rig.done().await
+}
