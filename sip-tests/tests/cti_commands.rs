@@ -266,6 +266,11 @@ struct Rig {
 /// Hotline with queue `support` (4100, bob) and `sales` (4200, dave), users bob, carol
 /// and dave with desks, recording into a fresh directory.
 async fn rig(name: &str, ports: [u16; 2]) -> anyhow::Result<Rig> {
+    rig_with(name, ports, "", "").await
+}
+
+/// [`rig`] with more `[sip]` keys and more configuration.
+async fn rig_with(name: &str, ports: [u16; 2], sip: &str, more: &str) -> anyhow::Result<Rig> {
     let hash = hotline_cti::hash_password("desk-pw")?;
     let recordings = std::env::temp_dir().join(format!("hotline-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&recordings)?;
@@ -285,12 +290,12 @@ async fn rig(name: &str, ports: [u16; 2]) -> anyhow::Result<Rig> {
          [[acd.agent]]\nid = \"bob\"\nqueues = {{ support = 0 }}\n\
          [[acd.agent]]\nid = \"carol\"\nqueues = {{ support = 0 }}\n\
          [[acd.agent]]\nid = \"dave\"\nqueues = {{ sales = 0 }}\n\
-         [cti]\nlisten = \"127.0.0.1:0\"\nallowed_origins = [\"{ORIGIN}\"]\n{desks}",
+         [cti]\nlisten = \"127.0.0.1:0\"\nallowed_origins = [\"{ORIGIN}\"]\n{desks}{more}",
         ports[0],
         ports[1],
         recordings.display()
     );
-    let h = hotline_sip_tests::start_hotline_with(&cfg).await?;
+    let h = hotline_sip_tests::start_hotline_with_sip(sip, &cfg).await?;
     let server = Proto::Udp.server_addr(&h);
     let cti = h.cti.as_ref().context("[cti]")?.local_addr();
     Ok(Rig {
@@ -713,4 +718,103 @@ async fn a_desk_that_stops_reading_is_disconnected() -> anyhow::Result<()> {
     d.ok(json!({"type": "agent.ready"})).await;
     d.close().await;
     rig.done().await
+}
+
+/// Click-to-dial: bob's desk dials a customer's number; Hotline calls bob's phone first,
+/// then the number through the static route (a SIPp trunk), bridges and records them; the
+/// desk sees `call.answered`, hangs up, gets `call.ended` with the trail entry: outbound,
+/// bob, the customer the number belongs to, the recording. Bad requests and a customer
+/// outside bob's reach are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn desk_dials_a_customer() -> anyhow::Result<()> {
+    let db = std::env::temp_dir().join(format!("hotline_dial_{}.sqlite", std::process::id()));
+    let loc = db.display().to_string();
+    let store = hotline_crm::Store::open(&loc, &hotline_crm::StoreConfig::default()).await?;
+    let weber = store
+        .create_customer(
+            &hotline_crm::CustomerData {
+                surname: "Weber".into(),
+                ..hotline_crm::CustomerData::default()
+            },
+            &[CALLER],
+        )
+        .await?;
+    let other = store
+        .create_customer(
+            &hotline_crm::CustomerData {
+                surname: "Roth".into(),
+                ..hotline_crm::CustomerData::default()
+            },
+            &["+49307654321"],
+        )
+        .await?;
+    let trunk_port = free_port();
+    let trunk = SippBuilder::new("desk-dial-trunk", "uas_call.xml", Proto::Udp, trunk_port)
+        .args(["-rtp_echo"])
+        .set("-timeout", "40s")
+        .spawn(None)?;
+    wait_bound(trunk_port, Proto::Udp).await?;
+    let rig = rig_with(
+        "deskdial",
+        [48400, 48599],
+        &format!("static_route = \"sip:127.0.0.1:{trunk_port}\"\n"),
+        &format!("[crm]\nstore = \"{loc}\"\n"),
+    )
+    .await?;
+    let mut bob = rig.desk("bob", false).await?;
+    let bob_phone = phone(rig.server, "bob", "uas_call.xml").await?;
+    bob.fails(json!({"type": "call.dial"}), "bad_request").await;
+    bob.fails(
+        json!({"type": "call.dial", "number": "12 34"}),
+        "bad_request",
+    )
+    .await;
+    bob.fails(
+        json!({"type": "call.dial", "customer_id": other}),
+        "forbidden",
+    )
+    .await;
+
+    let placed = bob.ok(json!({"type": "call.dial", "number": CALLER})).await;
+    let call_id = placed["call_id"].as_str().context("call_id")?.to_string();
+    let (_, answered) = bob.event("call.answered").await;
+    assert_eq!(answered["data"]["call_id"], call_id.as_str());
+    assert_eq!(answered["data"]["agent"], "bob");
+    bob.ok(cmd("call.hangup", &call_id)).await;
+    let (_, ended) = bob.event("call.ended").await;
+    assert_eq!(ended["data"]["call_id"], call_id.as_str());
+    let interaction = ended["data"]["interaction_id"]
+        .as_i64()
+        .context("trail entry")?;
+    bob_phone.expect_success().await?;
+    trunk.expect_success().await?;
+    let trail = store
+        .interaction_by_call_id(&call_id)
+        .await?
+        .context("interaction in the trail")?;
+    assert_eq!(trail.id, interaction);
+    assert_eq!(trail.customer_id, weber);
+    assert_eq!(trail.agent.as_deref(), Some("bob"));
+    assert_eq!(trail.direction, hotline_crm::Direction::Outbound);
+    let recording = trail
+        .recording_path
+        .as_deref()
+        .context("recording in the trail")?;
+    assert!(std::path::Path::new(recording).exists(), "{recording}");
+    let cdr = rig.cdrs()?.wait_calls(1, WAIT).await;
+    let cdr = cdr.first().context("CDR")?;
+    assert_eq!(
+        (cdr.direction.as_str(), cdr.route.as_str()),
+        ("outbound", "dial")
+    );
+    assert_eq!(cdr.agent.as_deref(), Some("bob"));
+    assert_eq!(cdr.recording.as_deref(), Some(recording));
+    assert!(cdr.answered_at.is_some(), "{cdr:?}");
+    bob.close().await;
+    rig.done().await?;
+    store.close().await;
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{loc}{suffix}"));
+    }
+    Ok(())
 }

@@ -207,6 +207,14 @@ impl Hub {
         }
     }
 
+    /// A call the agent placed (click-to-dial): theirs to control.
+    pub fn own_call(&self, agent: &str, call_id: &str) {
+        if let Ok(mut live) = self.live.lock() {
+            let desk = live.desks.entry(agent.to_string()).or_default();
+            desk.calls.insert(call_id.to_string());
+        }
+    }
+
     /// Whether `call_id` was offered to `agent` and `customer` is one of its pop's.
     pub fn offered_customer(&self, agent: &str, call_id: &str, customer: i64) -> bool {
         let Ok(live) = self.live.lock() else {

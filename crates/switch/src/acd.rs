@@ -646,7 +646,8 @@ impl AcdTask {
                 } => {
                     let job = CallbackJob {
                         call,
-                        agent,
+                        agent: Some(agent),
+                        dial: None,
                         user: self
                             .names
                             .get(agent.0 as usize)

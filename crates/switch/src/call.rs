@@ -1661,9 +1661,21 @@ impl Call {
         if st.recording.is_some() {
             return;
         }
-        let Some(dir) = &self.cfg.recordings else {
-            return;
-        };
+        if let Some((tap, job)) = self.start_call_recording(st.trace.arrived_at)
+            && st.media.record(Some(tap.clone())).await.is_ok()
+        {
+            st.recording = Some(job);
+            st.recording_tap = Some(tap);
+        }
+    }
+
+    /// Opens this call's recording file under `[media] recordings` (none when recording
+    /// is off or the file cannot be made).
+    pub(crate) fn start_call_recording(
+        &self,
+        arrived_at: i64,
+    ) -> Option<(RecorderTap, RecordingJob)> {
+        let dir = self.cfg.recordings.as_ref()?;
         // Call-IDs come from the network: keep only safe characters in the file name.
         let name: String = self
             .call_id
@@ -1677,17 +1689,13 @@ impl Call {
             })
             .take(100)
             .collect();
-        let path = dir.join(format!("{}-{name}.wav", st.trace.arrived_at));
+        let path = dir.join(format!("{arrived_at}-{name}.wav"));
         // The writer opens the file on this task; it is small and once per call.
         match start_recording(&path, 200, Instant::now()) {
-            Ok((tap, job)) => {
-                if st.media.record(Some(tap.clone())).await.is_ok() {
-                    st.recording = Some(job);
-                    st.recording_tap = Some(tap);
-                }
-            }
+            Ok(r) => Some(r),
             Err(e) => {
-                tracing::warn!(call_id = %self.call_id, error = %e, path = %path.display(), "cannot record")
+                tracing::warn!(call_id = %self.call_id, error = %e, path = %path.display(), "cannot record");
+                None
             }
         }
     }

@@ -336,6 +336,30 @@ impl SwitchHandle {
         rx.await.map_err(|_| SwitchError::Unavailable)?
     }
 
+    /// Click-to-dial for `agent` (a SIP user with a registered phone): Hotline calls the
+    /// agent's phone, then `number` (a registered user, else through `[sip]
+    /// static_route`), bridges and records them; the call lands in the trail of
+    /// `customer` (or of whoever the CRM finds for the number). Returns the call's id
+    /// at once; how it goes is told by `call.ended`.
+    pub async fn dial(
+        &self,
+        agent: &str,
+        number: &str,
+        customer: Option<i64>,
+    ) -> Result<String, SwitchError> {
+        let (reply, rx) = oneshot::channel();
+        self.control
+            .send(crate::Control::Dial {
+                agent: agent.to_string(),
+                number: number.to_string(),
+                customer,
+                reply,
+            })
+            .await
+            .map_err(|_| SwitchError::Unavailable)?;
+        rx.await.map_err(|_| SwitchError::Unavailable)?
+    }
+
     /// Attaches the wrap-up disposition and notes to the call's service-trail entry and
     /// ends the agent's wrap-up (the agent becomes available).
     pub async fn disposition(
@@ -427,8 +451,10 @@ struct DeskState {
     pop_error: Option<String>,
     offered_to: Option<String>,
     agent: Option<String>,
-    /// Chosen by the agent among candidates.
+    /// Chosen by the agent among candidates (or dialled by the desk).
     chosen: Option<i64>,
+    /// Click-to-dial: Hotline called out for the agent.
+    outbound: bool,
 }
 
 impl CallDesk {
@@ -575,6 +601,43 @@ impl CallDesk {
         });
     }
 
+    /// Click-to-dial: `agent` called the customer (`customer`, else whoever the CRM
+    /// finds for the number, created if unknown), for the trail entry and `call.ended`.
+    pub(crate) async fn dialled(&self, agent: &str, customer: Option<i64>) {
+        let customer = match (customer, &self.desk.store) {
+            (Some(id), _) => Some(id),
+            (None, Some(store)) => {
+                let lookup = store.screen_pop(&self.caller, None);
+                match tokio::time::timeout(self.desk.lookup_timeout, lookup).await {
+                    Ok(Ok(pop)) => match pop.identification {
+                        Identification::Known { customer }
+                        | Identification::Provisional { customer } => Some(customer.id),
+                        _ => None,
+                    },
+                    _ => None,
+                }
+            }
+            (None, None) => None,
+        };
+        self.with_state(|st| {
+            st.agent = Some(agent.to_string());
+            st.chosen = customer;
+            st.outbound = true;
+        });
+    }
+
+    /// Click-to-dial: the customer answered and is bridged to the agent.
+    pub(crate) fn connected(&self) {
+        let Some(Some(agent)) = self.with_state(|st| st.agent.clone()) else {
+            return;
+        };
+        let _ = self.desk.bus.send(SwitchEvent::CallAnswered {
+            call_id: self.call_id.clone(),
+            agent,
+            queue: None,
+        });
+    }
+
     /// A transfer target that was not offered through the ACD (an extension) answered:
     /// they are the call's agent from now on.
     pub(crate) fn taken_by(&self, agent: &str) {
@@ -588,7 +651,7 @@ impl CallDesk {
     /// Writes the call into the customer's service trail (when one customer is certain)
     /// with its recording, and publishes `call.ended`.
     pub(crate) async fn ended(&self, reason: EndReason, recording: Option<&std::path::Path>) {
-        let Some((customer, queue, agent, offered_to)) = self.with_state(|st| {
+        let Some((customer, queue, agent, offered_to, outbound)) = self.with_state(|st| {
             let identified = st.pop.as_deref().and_then(|p| match &p.identification {
                 Identification::Known { customer } | Identification::Provisional { customer } => {
                     Some(customer.id)
@@ -600,6 +663,7 @@ impl CallDesk {
                 st.queue.clone(),
                 st.agent.clone(),
                 st.offered_to.clone(),
+                st.outbound,
             )
         }) else {
             return;
@@ -609,7 +673,11 @@ impl CallDesk {
             let entry = NewInteraction {
                 customer_id,
                 channel: "voice".into(),
-                direction: hotline_crm::Direction::Inbound,
+                direction: if outbound {
+                    hotline_crm::Direction::Outbound
+                } else {
+                    hotline_crm::Direction::Inbound
+                },
                 call_id: Some(self.call_id.clone()),
                 queue: queue.clone(),
                 agent: agent.clone(),

@@ -389,6 +389,13 @@ pub(crate) enum Control {
     },
     /// The ACD reserved an agent for a queued callback: place it.
     PlaceCallback(callback::CallbackJob),
+    /// A desk's click-to-dial: call the agent, then the number; replies the Call-ID.
+    Dial {
+        agent: String,
+        number: String,
+        customer: Option<i64>,
+        reply: oneshot::Sender<Result<String, SwitchError>>,
+    },
 }
 
 /// A call task's inbox: SIP events and control for one call (a few per second at most).
@@ -451,7 +458,20 @@ impl Dispatcher {
                             let _ = tx.try_send(CallInput::GiveAgent(ask));
                         }
                     }
-                    Control::PlaceCallback(job) => self.place_callback(job),
+                    Control::PlaceCallback(job) => {
+                        self.place_callback(job);
+                    }
+                    Control::Dial { agent, number, customer, reply } => {
+                        let job = callback::CallbackJob {
+                            call: CallId(u64::MAX),
+                            agent: None,
+                            dial: Some(customer),
+                            user: agent,
+                            number,
+                            queue: String::new(),
+                        };
+                        let _ = reply.send(Ok(self.place_callback(job)));
+                    }
                 },
                 ev = events.recv() => match ev {
                     Some(ev) => self.event(ev).await,
@@ -576,8 +596,17 @@ impl Dispatcher {
     }
 
     /// Starts the task of a callback the ACD wants placed (agent first, then customer).
-    fn place_callback(&mut self, job: callback::CallbackJob) {
-        let call_id = format!("callback-{}-{}@hotline", job.call.0, self.next_call);
+    /// Starts the task of a callback or a desk's dial; returns its Call-ID.
+    fn place_callback(&mut self, job: callback::CallbackJob) -> String {
+        let call_id = match job.dial {
+            Some(_) => format!("dial-{}-{}@hotline", self.next_call, std::process::id()),
+            None => format!("callback-{}-{}@hotline", job.call.0, self.next_call),
+        };
+        let caller = if job.dial.is_some() {
+            job.number.clone()
+        } else {
+            String::new()
+        };
         self.next_call += 1;
         let (inbox_tx, inbox) = mpsc::channel(CALL_INBOX);
         self.calls.insert(call_id.clone(), inbox_tx);
@@ -592,15 +621,17 @@ impl Dispatcher {
             control: self.control_tx.clone(),
             acd: self.acd.clone(),
             acd_id: job.call,
-            desk: events::CallDesk::with_caller(&self.desk, &call_id, String::new()),
+            desk: events::CallDesk::with_caller(&self.desk, &call_id, caller),
         };
         let stats = self.stats.clone();
         let done = self.done_tx.clone();
+        let id = call_id.clone();
         tokio::spawn(async move {
             let end = call.run_callback(job).await;
             stats.active.fetch_sub(1, Ordering::Relaxed);
             let _ = done.send((call_id, None, end)).await;
         });
+        id
     }
 
     /// A response for a call that is gone: a 2xx to INVITE is hung up; any other final
