@@ -264,6 +264,11 @@ impl Call {
                 input = self.inbox.recv() => match input {
                     Some(CallInput::Sip(ev)) => ev,
                     Some(CallInput::GiveAgent(_)) => continue,
+                    // The desk gives up on its dial while a phone rings.
+                    Some(CallInput::Command(crate::CallCommand::Hangup, reply)) => {
+                        let _ = reply.send(Ok(()));
+                        return Err(EndReason::DeskHangup);
+                    }
                     Some(CallInput::Command(cmd, reply)) => {
                         let _ = reply.send(Err(crate::SwitchError::NotSupported(cmd.name())));
                         continue;
