@@ -818,3 +818,36 @@ async fn desk_dials_a_customer() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// A blind transfer from the agent's phone (REFER) is published to the desk as
+/// `call.transferred` too, and the desk loses control of the call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn phone_refer_is_published_to_the_desk() -> anyhow::Result<()> {
+    let rig = rig("phonerefer", [48600, 48799]).await?;
+    let mut bob = rig.desk("bob", true).await?;
+    let port = free_port();
+    SippBuilder::new("desk-bob-register", "register_once.xml", Proto::Udp, port)
+        .args(["-s", "bob", "-au", "bob", "-ap", "bob-pw"])
+        .spawn(Some(rig.server))?
+        .expect_success()
+        .await?;
+    let bob_phone = SippBuilder::new("desk-bob-refer", "uas_refer_blind.xml", Proto::Udp, port)
+        .args(["-s", "bob", "-rtp_echo", "-key", "target", "carol"])
+        .spawn(None)?;
+    wait_bound(port, Proto::Udp).await?;
+    let carol_phone = phone(rig.server, "carol", "uas_call.xml").await?;
+    let (mut caller, call_id) = answered_call(&rig, &mut bob, "4100").await?;
+    let (_, t) = bob.event("call.transferred").await;
+    assert_eq!(t["data"]["call_id"], call_id.as_str());
+    assert_eq!(t["data"]["to"], "extension:carol");
+    bob_phone.expect_success().await?;
+    bob.fails(cmd("call.hold", &call_id), "forbidden").await;
+    let at = caller.heard().echo;
+    caller
+        .until("carol hears the caller", |h| h.echo >= at + 25)
+        .await?;
+    caller.hangup().await?;
+    carol_phone.expect_success().await?;
+    bob.close().await;
+    rig.done().await
+}
