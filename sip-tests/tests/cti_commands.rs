@@ -34,6 +34,9 @@ struct Heard {
     other: u64,
     /// RFC 4733 keys (one per event, at its first end packet).
     keys: String,
+    /// Audio packets whose payload is one byte repeated, by that byte (what a party
+    /// sending a constant sounds like after relay or mix).
+    uniform: std::collections::HashMap<u8, u64>,
 }
 
 /// The calling phone: SIP on raw UDP, RTP out every 20 ms, RTP in counted.
@@ -119,46 +122,7 @@ impl Caller {
             .and_then(|p| p.parse().ok())
             .context("m=audio port in the answer")?;
         let rtp_to: SocketAddr = (std::net::Ipv4Addr::LOCALHOST, port).into();
-        let send = {
-            let media = media.clone();
-            tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_millis(20));
-                for i in 0u32.. {
-                    tick.tick().await;
-                    let mut pkt = rtp_header(0, i as u16, i * 160, 0xCA11).to_vec();
-                    pkt.extend_from_slice(&[MARK; 160]);
-                    let _ = media.send_to(&pkt, rtp_to).await;
-                }
-            })
-        };
-        let (tx, heard) = watch::channel(Heard::default());
-        let count = tokio::spawn(async move {
-            let mut buf = [0u8; 2048];
-            let mut last_key_ts = None;
-            while let Ok((n, _)) = media.recv_from(&mut buf).await {
-                if n < 12 {
-                    continue;
-                }
-                let (pt, ts) = (
-                    buf[1] & 0x7f,
-                    u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]),
-                );
-                let payload = &buf[12..n];
-                tx.send_modify(|h| match pt {
-                    0 if !payload.is_empty() && payload.iter().all(|&b| b == MARK) => h.echo += 1,
-                    0 => h.other += 1,
-                    101 if payload.len() >= 4
-                        && payload[1] & 0x80 != 0
-                        && last_key_ts != Some(ts) =>
-                    {
-                        last_key_ts = Some(ts);
-                        let key = b"0123456789*#ABCD".get(payload[0] as usize);
-                        h.keys.push(key.map_or('?', |&k| k as char));
-                    }
-                    _ => {}
-                });
-            }
-        });
+        let (heard, tasks) = rtp_party(media, rtp_to, MARK);
         Ok(Caller {
             from: format!("<sip:{CALLER}@{TRUSTED_IP}>;tag=caller{sip_port}"),
             to,
@@ -167,7 +131,7 @@ impl Caller {
             server,
             call_id,
             heard,
-            _tasks: vec![send.abort_handle(), count.abort_handle()],
+            _tasks: tasks,
         })
     }
 
@@ -223,6 +187,59 @@ impl Caller {
             return Ok(());
         }
     }
+}
+
+/// Sends `mark` as PCMU every 20 ms from `media` to `to` and counts what comes back.
+fn rtp_party(
+    media: Arc<UdpSocket>,
+    rtp_to: SocketAddr,
+    mark: u8,
+) -> (watch::Receiver<Heard>, Vec<tokio::task::AbortHandle>) {
+    let send = {
+        let media = media.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(20));
+            for i in 0u32.. {
+                tick.tick().await;
+                let mut pkt = rtp_header(0, i as u16, i * 160, 0xCA11 + u32::from(mark)).to_vec();
+                pkt.extend_from_slice(&[mark; 160]);
+                let _ = media.send_to(&pkt, rtp_to).await;
+            }
+        })
+    };
+    let (tx, heard) = watch::channel(Heard::default());
+    let count = tokio::spawn(async move {
+        let mut buf = [0u8; 2048];
+        let mut last_key_ts = None;
+        while let Ok((n, _)) = media.recv_from(&mut buf).await {
+            if n < 12 {
+                continue;
+            }
+            let (pt, ts) = (
+                buf[1] & 0x7f,
+                u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]),
+            );
+            let payload = &buf[12..n];
+            tx.send_modify(|h| match pt {
+                0 if !payload.is_empty() && payload.iter().all(|&b| b == payload[0]) => {
+                    *h.uniform.entry(payload[0]).or_default() += 1;
+                    if payload[0] == MARK {
+                        h.echo += 1;
+                    } else {
+                        h.other += 1;
+                    }
+                }
+                0 => h.other += 1,
+                101 if payload.len() >= 4 && payload[1] & 0x80 != 0 && last_key_ts != Some(ts) => {
+                    last_key_ts = Some(ts);
+                    let key = b"0123456789*#ABCD".get(payload[0] as usize);
+                    h.keys.push(key.map_or('?', |&k| k as char));
+                }
+                _ => {}
+            });
+        }
+    });
+    (heard, vec![send.abort_handle(), count.abort_handle()])
 }
 
 async fn recv(sock: &UdpSocket) -> anyhow::Result<String> {
@@ -848,6 +865,221 @@ async fn phone_refer_is_published_to_the_desk() -> anyhow::Result<()> {
         .await?;
     caller.hangup().await?;
     carol_phone.expect_success().await?;
+    bob.close().await;
+    rig.done().await
+}
+
+/// An agent's phone on raw UDP (registered with SIPp, then its port taken over): answers
+/// one INVITE, sends `mark` as audio and counts what it hears; hangs up or takes a BYE.
+struct RawPhone {
+    sip: UdpSocket,
+    server: SocketAddr,
+    media: Option<Arc<UdpSocket>>,
+    mark: u8,
+    /// The dialog (From and To as the phone sends them, Call-ID, Hotline's Contact).
+    dialog: Option<(String, String, String, String)>,
+    heard: Option<watch::Receiver<Heard>>,
+    _tasks: Vec<tokio::task::AbortHandle>,
+}
+
+impl RawPhone {
+    async fn register(server: SocketAddr, user: &str, mark: u8) -> anyhow::Result<RawPhone> {
+        let port = free_port();
+        let pw = format!("{user}-pw");
+        SippBuilder::new(
+            &format!("desk-raw-{user}"),
+            "register_once.xml",
+            Proto::Udp,
+            port,
+        )
+        .args(["-s", user, "-au", user, "-ap", &pw])
+        .spawn(Some(server))?
+        .expect_success()
+        .await?;
+        Ok(RawPhone {
+            sip: UdpSocket::bind(("127.0.0.1", port)).await?,
+            server,
+            media: Some(Arc::new(UdpSocket::bind("127.0.0.1:0").await?)),
+            mark,
+            dialog: None,
+            heard: None,
+            _tasks: Vec::new(),
+        })
+    }
+
+    /// Answers the next INVITE with 200 + SDP, waits for the ACK, starts RTP.
+    async fn answer(&mut self) -> anyhow::Result<()> {
+        let invite = loop {
+            let m = recv(&self.sip).await.context("INVITE to the phone")?;
+            if m.starts_with("INVITE ") {
+                break m;
+            }
+        };
+        let media = self.media.take().context("one call per phone")?;
+        let port = self.sip.local_addr()?.port();
+        let to = format!("{};tag=raw{port}", header(&invite, "To").context("To")?);
+        let from = header(&invite, "From").context("From")?.to_string();
+        let call_id = header(&invite, "Call-ID").context("Call-ID")?.to_string();
+        let target = header(&invite, "Contact")
+            .and_then(|c| c.split(['<', '>']).nth(1))
+            .context("Contact")?
+            .to_string();
+        let body = invite.split("\r\n\r\n").nth(1).unwrap_or_default();
+        let rtp_port: u16 = body
+            .lines()
+            .find_map(|l| l.strip_prefix("m=audio "))
+            .and_then(|l| l.split(' ').next())
+            .and_then(|p| p.parse().ok())
+            .context("m=audio in the offer")?;
+        let sdp = format!(
+            "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+             m=audio {} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n",
+            media.local_addr()?.port()
+        );
+        let mut ok = String::from("SIP/2.0 200 OK\r\n");
+        for name in ["Via", "From", "Call-ID", "CSeq"] {
+            if let Some(v) = header(&invite, name) {
+                ok.push_str(&format!("{name}: {v}\r\n"));
+            }
+        }
+        ok.push_str(&format!(
+            "To: {to}\r\nContact: <sip:phone@127.0.0.1:{port}>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+            sdp.len()
+        ));
+        self.sip.send_to(ok.as_bytes(), self.server).await?;
+        loop {
+            let m = recv(&self.sip).await.context("ACK to the phone")?;
+            if m.starts_with("ACK ") {
+                break;
+            }
+        }
+        let (heard, tasks) = rtp_party(
+            media,
+            (std::net::Ipv4Addr::LOCALHOST, rtp_port).into(),
+            self.mark,
+        );
+        self.heard = Some(heard);
+        self._tasks = tasks;
+        // In our requests, our To is From and theirs is To.
+        self.dialog = Some((to, from, call_id, target));
+        Ok(())
+    }
+
+    async fn until(&mut self, what: &str, done: impl Fn(&Heard) -> bool) -> anyhow::Result<()> {
+        let heard = self.heard.as_mut().context("answered")?;
+        let ok = tokio::time::timeout(WAIT, heard.wait_for(|h| done(h)))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        if !ok {
+            bail!(
+                "phone: {what} within 10 s (heard {:?})",
+                heard.borrow().clone()
+            );
+        }
+        Ok(())
+    }
+
+    async fn hangup(&self) -> anyhow::Result<()> {
+        let (from, to, call_id, target) = self.dialog.as_ref().context("answered")?;
+        let port = self.sip.local_addr()?.port();
+        let bye = format!(
+            "BYE {target} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK-pbye{port};rport\r\n\
+             From: {from}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: 1 BYE\r\nMax-Forwards: 70\r\n\
+             Content-Length: 0\r\n\r\n"
+        );
+        self.sip.send_to(bye.as_bytes(), self.server).await?;
+        loop {
+            let m = recv(&self.sip).await.context("200 to the phone's BYE")?;
+            if m.starts_with("SIP/2.0 200") && header(&m, "CSeq").is_some_and(|c| c.contains("BYE"))
+            {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn bye(&self) -> anyhow::Result<()> {
+        loop {
+            let m = recv(&self.sip).await.context("BYE to the phone")?;
+            if !m.starts_with("BYE ") {
+                continue;
+            }
+            let mut out = String::from("SIP/2.0 200 OK\r\n");
+            for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
+                if let Some(v) = header(&m, name) {
+                    out.push_str(&format!("{name}: {v}\r\n"));
+                }
+            }
+            out.push_str("Content-Length: 0\r\n\r\n");
+            self.sip.send_to(out.as_bytes(), self.server).await?;
+            return Ok(());
+        }
+    }
+}
+
+/// Conference from the desk: bob adds carol; caller, bob and carol each send a constant
+/// and each hears exactly the G.711 sum of the other two. Bob hangs up: carol stays with
+/// the caller (relayed, no mix), and bob's desk gets `call.transferred`. Hold and a
+/// second conference are refused while the three talk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn desk_conferences_a_third_party() -> anyhow::Result<()> {
+    use hotline_media::g711::Law;
+    const BOB: u8 = 0x33;
+    const CAROL: u8 = 0x22;
+    let sum = |a: u8, b: u8| {
+        let u = Law::Ulaw;
+        u.encode((i32::from(u.decode(a)) + i32::from(u.decode(b))).clamp(-32768, 32767) as i16)
+    };
+    let rig = rig("deskconf", [48800, 48999]).await?;
+    let mut bob = rig.desk("bob", true).await?;
+    let mut bob_phone = RawPhone::register(rig.server, "bob", BOB).await?;
+    let mut carol_phone = RawPhone::register(rig.server, "carol", CAROL).await?;
+    let mut caller = Caller::call(rig.server, "4100").await?;
+    let (_, offered) = bob.event("call.offered").await;
+    let call_id = offered["data"]["call_id"]
+        .as_str()
+        .context("call_id")?
+        .to_string();
+    bob_phone.answer().await?;
+    caller
+        .until("bob's audio", |h| {
+            h.uniform.get(&BOB).copied().unwrap_or(0) >= 25
+        })
+        .await?;
+
+    let conf = |to: &str| json!({"type": "call.conference", "call_id": call_id, "to": to});
+    bob.fails(conf("nobody"), "not_found").await;
+    bob.fails(conf("sales"), "invalid_state").await;
+    bob.ok(conf("carol")).await;
+    carol_phone.answer().await?;
+    let (to_caller, to_bob, to_carol) = (sum(BOB, CAROL), sum(MARK, CAROL), sum(MARK, BOB));
+    let n = |h: &Heard, b: u8| h.uniform.get(&b).copied().unwrap_or(0);
+    caller
+        .until("bob + carol", |h| n(h, to_caller) >= 25)
+        .await?;
+    bob_phone
+        .until("caller + carol", |h| n(h, to_bob) >= 25)
+        .await?;
+    carol_phone
+        .until("caller + bob", |h| n(h, to_carol) >= 25)
+        .await?;
+    bob.fails(cmd("call.hold", &call_id), "invalid_state").await;
+    bob.fails(conf("dave"), "invalid_state").await;
+
+    bob_phone.hangup().await?;
+    let (_, t) = bob.event("call.transferred").await;
+    assert_eq!(t["data"]["to"], "extension:carol");
+    let before = n(&caller.heard(), CAROL);
+    caller
+        .until("carol alone, relayed", |h| n(h, CAROL) >= before + 25)
+        .await?;
+    carol_phone
+        .until("the caller alone", |h| n(h, MARK) >= 25)
+        .await?;
+    caller.hangup().await?;
+    carol_phone.bye().await?;
+    let cdr = rig.cdrs()?.wait_calls(1, WAIT).await;
+    let cdr = cdr.first().context("CDR")?;
+    assert_eq!(cdr.agent.as_deref(), Some("carol"), "{cdr:?}");
     bob.close().await;
     rig.done().await
 }

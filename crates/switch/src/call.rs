@@ -251,6 +251,8 @@ struct State {
     recording_paused: bool,
     /// The desk's attended transfer, while the agent consults the target.
     consult: Option<Consult>,
+    /// The party the desk added for a conference (ringing or answered).
+    third: Option<AgentLeg>,
     /// The callback offer was played (the key is honoured from then on).
     callback_offered: bool,
     number: String,
@@ -455,6 +457,7 @@ impl Call {
             dtmf: DeskDtmf::default(),
             recording_paused: false,
             consult: None,
+            third: None,
             callback_offered: false,
             number,
             host: local_host,
@@ -489,6 +492,9 @@ impl Call {
                             let _ = reply.send(result);
                             outcome
                         }
+                        Some(CallInput::Sip(ev)) if st.third.as_ref().is_some_and(|t| event_call_id(&ev) == Some(t.call_id.as_str())) => {
+                            self.third_event(ev, &mut st).await
+                        }
                         Some(CallInput::Sip(ev)) if st.consult.as_ref().is_some_and(|c| event_call_id(&ev) == Some(c.leg.call_id.as_str())) => {
                             self.consult_event(ev, &mut st).await
                         }
@@ -515,6 +521,11 @@ impl Call {
                     }
                 };
                 let outcome = match outcome {
+                    incall::Outcome::End(EndReason::AgentHangup)
+                        if st.third.as_ref().is_some_and(|t| t.answered) =>
+                    {
+                        self.conference_agent_left(&mut st).await
+                    }
                     incall::Outcome::Digit(d) => self.key(d, &mut st).await,
                     incall::Outcome::Transfer(route) => self.transfer(route, &mut st).await,
                     incall::Outcome::Replace(r) => self.take_agent(r, &mut st).await,
@@ -547,6 +558,14 @@ impl Call {
         }
         if let Some(user) = st.busy_user.take() {
             self.to_acd(AcdInput::Busy { user, busy: false }).await;
+        }
+        // A conference party, too.
+        if let Some(mut t) = st.third.take() {
+            if t.answered {
+                self.bye_agent(&mut t).await;
+            } else if !t.failed {
+                let _ = self.sip.cancel(t.tx).await;
+            }
         }
         // A consultation in progress ends with the call.
         if let Some(mut c) = st.consult.take() {
@@ -841,6 +860,14 @@ impl Call {
         use crate::CallCommand as C;
         use crate::SwitchError as E;
         let go = incall::Outcome::Continue;
+        let in_conference = !matches!(
+            cmd,
+            C::Hangup | C::Identify { .. } | C::PauseRecording | C::ResumeRecording
+        );
+        if in_conference && st.third.is_some() {
+            let e = E::InvalidState("the call is a conference".into());
+            return (Err(e), go);
+        }
         let ctx = incall::Ctx {
             call: self,
             caller: &mut st.caller,
@@ -897,7 +924,7 @@ impl Call {
                     go,
                 ),
             },
-            C::Conference { .. } => (Err(E::NotSupported(cmd.name())), go),
+            C::Conference { to } => (self.conference_start(&to, st).await, go),
         }
     }
 
@@ -1086,6 +1113,143 @@ impl Call {
         self.bridge(st).await;
         tracing::info!(call_id = %self.call_id, "desk's attended transfer done");
         Ok(())
+    }
+
+    /// Conference from the desk: Hotline calls `to` (an agent, an extension, or a number
+    /// through the static route); once answered, caller, agent and the new party hear each
+    /// other in a 3-way mix.
+    async fn conference_start(&self, to: &str, st: &mut State) -> Result<(), crate::SwitchError> {
+        use crate::SwitchError as E;
+        if st.consult.is_some() {
+            return Err(E::InvalidState("a consultation is in progress".into()));
+        }
+        let ctx = incall::Ctx {
+            call: self,
+            caller: &mut st.caller,
+            agent: &mut st.agent,
+            media: &st.media,
+            bridged: st.bridged,
+        };
+        let me = incall::connected_agent(&ctx)?;
+        if st.caller.ext.agent_holds() {
+            return Err(E::InvalidState("the call is on hold".into()));
+        }
+        let (user, uri, flow) = match incall::desk_target(self, to, &me).await {
+            Ok(Route::Extension(user)) => match self.sip.contact_for(&user).await {
+                Ok(Some((uri, flow))) => (user, uri, flow),
+                _ => return Err(E::InvalidState(format!("{user} is not registered"))),
+            },
+            Ok(_) => {
+                return Err(E::InvalidState(
+                    "a conference adds an agent, an extension or a number".into(),
+                ));
+            }
+            Err(E::NotFound(e)) => {
+                // An outside number goes out through the static route (the trunk).
+                let n = to.strip_prefix("number:").unwrap_or(to);
+                let number = !n.is_empty()
+                    && n.len() <= 32
+                    && n.chars().all(|c| c.is_ascii_digit() || c == '+');
+                let trunk = self.cfg.trunk.filter(|_| number).ok_or(E::NotFound(e))?;
+                let flow = self
+                    .sip
+                    .flow_for(trunk)
+                    .await
+                    .ok()
+                    .flatten()
+                    .ok_or(E::Unavailable)?;
+                (n.to_string(), format!("sip:{n}@{}", trunk.addr), flow)
+            }
+            Err(e) => return Err(e),
+        };
+        let leg = self
+            .call_agent(&st.number, &st.host, &user, &uri, flow)
+            .await
+            .ok_or(E::Unavailable)?;
+        tracing::info!(call_id = %self.call_id, party = %user, "desk adds a conference party");
+        st.third = Some(leg);
+        Ok(())
+    }
+
+    /// An event of the conference party's dialog: their answer starts the 3-way mix; a
+    /// refusal or their BYE leaves the caller and the agent talking.
+    async fn third_event(&self, ev: AppEvent, st: &mut State) -> incall::Outcome {
+        let Some(t) = st.third.as_mut() else {
+            return incall::Outcome::Continue;
+        };
+        let initial = |r: &Response| {
+            msg::cseq(&r.headers).is_some_and(|(n, m)| n == 1 && m.eq_ignore_ascii_case("INVITE"))
+        };
+        let mut gone = false;
+        match ev {
+            AppEvent::Response { response, .. } if initial(&response) && !t.answered => {
+                let status = u16::from(response.status_code.clone());
+                if (200..300).contains(&status) {
+                    match self.ack_answer(t, &response).await {
+                        Some(Some(leg)) => {
+                            gone = st.media.conference(leg).await.is_err();
+                            tracing::info!(call_id = %self.call_id, "conference: three parties");
+                        }
+                        Some(None) => {
+                            self.bye_agent(t).await;
+                            gone = true;
+                        }
+                        None => {}
+                    }
+                } else if status >= 300 {
+                    tracing::info!(call_id = %self.call_id, status, "conference party refused");
+                    gone = true;
+                }
+            }
+            AppEvent::Timeout { .. } if !t.answered => gone = true,
+            ev => {
+                if self.uac_event(t, ev).await {
+                    tracing::info!(call_id = %self.call_id, "conference party left");
+                    drop(st.media.end_conference().await);
+                    st.third = None;
+                }
+            }
+        }
+        if gone {
+            st.third = None;
+        }
+        incall::Outcome::Continue
+    }
+
+    /// The agent hung up in a conference: the party they added stays with the caller
+    /// and is the call's agent from now on (the agent goes to wrap-up).
+    async fn conference_agent_left(&self, st: &mut State) -> incall::Outcome {
+        let Some(third) = st.third.take() else {
+            return incall::Outcome::End(EndReason::AgentHangup);
+        };
+        drop(st.media.detach().await);
+        let user = third.user.clone();
+        if let Some(a) = st.agent.as_ref() {
+            self.desk.transferred(&a.user, &format!("extension:{user}"));
+            if st.queued && a.answered && a.offer_of.is_some() {
+                self.to_acd(AcdInput::Ended { call: self.acd_id }).await;
+                st.queued = false;
+            }
+        }
+        if let Some(old) = st.busy_user.take() {
+            self.to_acd(AcdInput::Busy {
+                user: old,
+                busy: false,
+            })
+            .await;
+        }
+        self.desk.taken_by(&user);
+        st.agent = Some(third);
+        st.phase = Phase::Extension;
+        st.trace.agent = Some(user.clone());
+        self.to_acd(AcdInput::Busy {
+            user: user.clone(),
+            busy: true,
+        })
+        .await;
+        st.busy_user = Some(user);
+        tracing::info!(call_id = %self.call_id, "agent left the conference; the call goes on");
+        incall::Outcome::Continue
     }
 
     /// The desk sends keys to the caller as RFC 4733 events (the caller's leg must have
