@@ -275,6 +275,8 @@ async fn phone(server: SocketAddr, user: &str, scenario: &str) -> anyhow::Result
 
 struct Rig {
     h: hotline::Hotline,
+    /// Reports of ended calls (a call's task is gone once its report is here).
+    ended: tokio::sync::mpsc::Receiver<hotline_switch::CallEnd>,
     server: SocketAddr,
     cti: SocketAddr,
     recordings: std::path::PathBuf,
@@ -312,11 +314,17 @@ async fn rig_with(name: &str, ports: [u16; 2], sip: &str, more: &str) -> anyhow:
         ports[1],
         recordings.display()
     );
-    let h = hotline_sip_tests::start_hotline_with_sip(sip, &cfg).await?;
+    let mut h = hotline_sip_tests::start_hotline_with_sip(sip, &cfg).await?;
+    let ended = h
+        .switch
+        .as_mut()
+        .and_then(|s| s.take_ended())
+        .context("ended calls")?;
     let server = Proto::Udp.server_addr(&h);
     let cti = h.cti.as_ref().context("[cti]")?.local_addr();
     Ok(Rig {
         h,
+        ended,
         server,
         cti,
         recordings,
@@ -341,7 +349,14 @@ impl Rig {
             .context("memory CDRs")
     }
 
-    async fn done(self) -> anyhow::Result<()> {
+    /// After `calls` calls have ended: nothing is left (call tasks, RTP ports).
+    async fn done(mut self, calls: usize) -> anyhow::Result<()> {
+        for _ in 0..calls {
+            tokio::time::timeout(WAIT, self.ended.recv())
+                .await
+                .context("a call's end within 10 s")?
+                .context("switch stopped")?;
+        }
         let sw = self.h.switch.as_ref().context("switch")?;
         assert_eq!(sw.stats().active_calls(), 0, "call tasks left");
         assert_eq!(sw.ports().in_use(), 0, "RTP ports leaked");
@@ -435,7 +450,7 @@ async fn desk_holds_and_resumes_the_caller() -> anyhow::Result<()> {
     );
     bob.close().await;
     carol.close().await;
-    rig.done().await
+    rig.done(1).await
 }
 
 /// Hold from the agent's phone (re-INVITE sendonly, then sendrecv) is reported to the
@@ -454,7 +469,7 @@ async fn phone_hold_is_published_to_the_desk() -> anyhow::Result<()> {
     caller.bye().await?;
     bob_phone.expect_success().await?;
     bob.close().await;
-    rig.done().await
+    rig.done(1).await
 }
 
 /// Waits for an `agent.state` event with `state` and returns its data.
@@ -533,7 +548,7 @@ async fn desk_transfers_blind_to_a_queue_and_an_agent() -> anyhow::Result<()> {
     assert_eq!(cdr.agent.as_deref(), Some("carol"), "{cdr:?}");
     bob.close().await;
     dave.close().await;
-    rig.done().await
+    rig.done(1).await
 }
 
 /// DTMF from the desk reaches the caller as RFC 4733 events, in order; malformed keys
@@ -558,7 +573,7 @@ async fn desk_sends_dtmf_to_the_caller() -> anyhow::Result<()> {
     caller.bye().await?;
     bob_phone.expect_success().await?;
     bob.close().await;
-    rig.done().await
+    rig.done(1).await
 }
 
 /// Pausing the recording (card numbers) writes silence on both channels for as long as
@@ -621,7 +636,7 @@ async fn desk_pauses_and_resumes_the_recording() -> anyhow::Result<()> {
     );
     assert!(loud(&frames[end..]) >= 2000, "conversation after the pause");
     bob.close().await;
-    rig.done().await
+    rig.done(1).await
 }
 
 /// Attended transfer from the desk: bob consults carol while the caller hears music
@@ -692,7 +707,7 @@ async fn desk_transfers_attended_with_cancel_and_complete() -> anyhow::Result<()
     assert_eq!(cdr.transfers, 1, "{cdr:?}");
     assert_eq!(cdr.agent.as_deref(), Some("dave"), "{cdr:?}");
     bob.close().await;
-    rig.done().await
+    rig.done(1).await
 }
 
 /// A desk that stops reading is disconnected rather than buffered without bound: it
@@ -734,7 +749,7 @@ async fn a_desk_that_stops_reading_is_disconnected() -> anyhow::Result<()> {
     let mut d = rig.desk("bob", false).await?;
     d.ok(json!({"type": "agent.ready"})).await;
     d.close().await;
-    rig.done().await
+    rig.done(0).await
 }
 
 /// Click-to-dial: bob's desk dials a customer's number; Hotline calls bob's phone first,
@@ -828,7 +843,7 @@ async fn desk_dials_a_customer() -> anyhow::Result<()> {
     assert_eq!(cdr.recording.as_deref(), Some(recording));
     assert!(cdr.answered_at.is_some(), "{cdr:?}");
     bob.close().await;
-    rig.done().await?;
+    rig.done(1).await?;
     store.close().await;
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{loc}{suffix}"));
@@ -866,7 +881,7 @@ async fn phone_refer_is_published_to_the_desk() -> anyhow::Result<()> {
     caller.hangup().await?;
     carol_phone.expect_success().await?;
     bob.close().await;
-    rig.done().await
+    rig.done(1).await
 }
 
 /// An agent's phone on raw UDP (registered with SIPp, then its port taken over): answers
@@ -1081,5 +1096,5 @@ async fn desk_conferences_a_third_party() -> anyhow::Result<()> {
     let cdr = cdr.first().context("CDR")?;
     assert_eq!(cdr.agent.as_deref(), Some("carol"), "{cdr:?}");
     bob.close().await;
-    rig.done().await
+    rig.done(1).await
 }
