@@ -283,7 +283,8 @@ struct Rig {
 }
 
 /// Hotline with queue `support` (4100, bob) and `sales` (4200, dave), users bob, carol
-/// and dave with desks, recording into a fresh directory.
+/// and dave with desks, recording into a fresh directory. RTP ranges are below the OS's
+/// ephemeral ports (32768+), so sockets bound to port 0 elsewhere cannot take them.
 async fn rig(name: &str, ports: [u16; 2]) -> anyhow::Result<Rig> {
     rig_with(name, ports, "", "").await
 }
@@ -396,7 +397,7 @@ fn cmd(kind: &str, call_id: &str) -> Value {
 /// hold and an unknown call are refused with codes and change nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn desk_holds_and_resumes_the_caller() -> anyhow::Result<()> {
-    let rig = rig("deskhold", [47000, 47199]).await?;
+    let rig = rig("deskhold", [11000, 11199]).await?;
     let mut bob = rig.desk("bob", true).await?;
     let mut carol = rig.desk("carol", false).await?;
     let bob_phone = phone(rig.server, "bob", "uas_call.xml").await?;
@@ -457,7 +458,7 @@ async fn desk_holds_and_resumes_the_caller() -> anyhow::Result<()> {
 /// desk as `call.held` and `call.resumed` too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn phone_hold_is_published_to_the_desk() -> anyhow::Result<()> {
-    let rig = rig("phonehold", [47200, 47399]).await?;
+    let rig = rig("phonehold", [11200, 11399]).await?;
     let mut bob = rig.desk("bob", true).await?;
     let bob_phone = phone(rig.server, "bob", "uas_hold_resume.xml").await?;
     let (caller, call_id) = answered_call(&rig, &mut bob, "4100").await?;
@@ -490,7 +491,7 @@ async fn state(desk: &mut Desk, want: &str) -> Value {
 /// codes while the call stays as it was. The CDR counts two transfers, agent carol.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn desk_transfers_blind_to_a_queue_and_an_agent() -> anyhow::Result<()> {
-    let rig = rig("desktransfer", [47400, 47599]).await?;
+    let rig = rig("desktransfer", [11400, 11599]).await?;
     let mut bob = rig.desk("bob", true).await?;
     let mut dave = rig.desk("dave", true).await?;
     let bob_phone = phone(rig.server, "bob", "uas_call.xml").await?;
@@ -555,7 +556,7 @@ async fn desk_transfers_blind_to_a_queue_and_an_agent() -> anyhow::Result<()> {
 /// are refused before anything is sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn desk_sends_dtmf_to_the_caller() -> anyhow::Result<()> {
-    let rig = rig("deskdtmf", [47600, 47799]).await?;
+    let rig = rig("deskdtmf", [11600, 11799]).await?;
     let mut bob = rig.desk("bob", true).await?;
     let bob_phone = phone(rig.server, "bob", "uas_call.xml").await?;
     let (mut caller, call_id) = answered_call(&rig, &mut bob, "4100").await?;
@@ -581,7 +582,7 @@ async fn desk_sends_dtmf_to_the_caller() -> anyhow::Result<()> {
 /// CDR keeps its path. Pausing twice or resuming an unpaused recording is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn desk_pauses_and_resumes_the_recording() -> anyhow::Result<()> {
-    let rig = rig("deskrec", [47800, 47999]).await?;
+    let rig = rig("deskrec", [11800, 11999]).await?;
     let mut bob = rig.desk("bob", true).await?;
     let bob_phone = phone(rig.server, "bob", "uas_call.xml").await?;
     let (mut caller, call_id) = answered_call(&rig, &mut bob, "4100").await?;
@@ -646,7 +647,7 @@ async fn desk_pauses_and_resumes_the_recording() -> anyhow::Result<()> {
 /// attended transfer to a queue, are refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn desk_transfers_attended_with_cancel_and_complete() -> anyhow::Result<()> {
-    let rig = rig("deskattended", [48000, 48199]).await?;
+    let rig = rig("deskattended", [12000, 12199]).await?;
     let mut bob = rig.desk("bob", true).await?;
     let bob_phone = phone(rig.server, "bob", "uas_call.xml").await?;
     let carol_phone = phone(rig.server, "carol", "uas_call.xml").await?;
@@ -718,7 +719,7 @@ async fn desk_transfers_attended_with_cancel_and_complete() -> anyhow::Result<()
 async fn a_desk_that_stops_reading_is_disconnected() -> anyhow::Result<()> {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
-    let rig = rig("slowdesk", [48200, 48399]).await?;
+    let rig = rig("slowdesk", [12200, 12399]).await?;
     let mut req = format!("ws://{}/cti", rig.cti).into_client_request()?;
     req.headers_mut().insert("Origin", ORIGIN.parse()?);
     let (mut ws, _) = tokio_tungstenite::connect_async(req).await?;
@@ -788,7 +789,7 @@ async fn desk_dials_a_customer() -> anyhow::Result<()> {
     wait_bound(trunk_port, Proto::Udp).await?;
     let rig = rig_with(
         "deskdial",
-        [48400, 48599],
+        [12400, 12599],
         &format!("static_route = \"sip:127.0.0.1:{trunk_port}\"\n"),
         &format!("[crm]\nstore = \"{loc}\"\n"),
     )
@@ -855,7 +856,7 @@ async fn desk_dials_a_customer() -> anyhow::Result<()> {
 /// `call.transferred` too, and the desk loses control of the call.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn phone_refer_is_published_to_the_desk() -> anyhow::Result<()> {
-    let rig = rig("phonerefer", [48600, 48799]).await?;
+    let rig = rig("phonerefer", [12600, 12799]).await?;
     let mut bob = rig.desk("bob", true).await?;
     let port = free_port();
     SippBuilder::new("desk-bob-register", "register_once.xml", Proto::Udp, port)
@@ -1044,7 +1045,7 @@ async fn desk_conferences_a_third_party() -> anyhow::Result<()> {
         let u = Law::Ulaw;
         u.encode((i32::from(u.decode(a)) + i32::from(u.decode(b))).clamp(-32768, 32767) as i16)
     };
-    let rig = rig("deskconf", [48800, 48999]).await?;
+    let rig = rig("deskconf", [12800, 12999]).await?;
     let mut bob = rig.desk("bob", true).await?;
     let mut bob_phone = RawPhone::register(rig.server, "bob", BOB).await?;
     let mut carol_phone = RawPhone::register(rig.server, "carol", CAROL).await?;

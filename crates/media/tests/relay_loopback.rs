@@ -652,7 +652,7 @@ async fn until_byte(sock: &UdpSocket, byte: u8) {
 /// party bridged to A.
 #[tokio::test]
 async fn conference_mixes_the_other_two_for_each_party() {
-    let c = setup(44000, LegTiming::default(), Codec::Pcmu).await;
+    let c = setup(13000, LegTiming::default(), Codec::Pcmu).await;
     c.session.bridge().await.unwrap();
     let third = UdpSocket::bind((LO, 0)).await.unwrap();
     let leg = MediaLeg::new(
