@@ -9,7 +9,6 @@ command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
 command -v espeak-ng >/dev/null 2>&1 || need+=(espeak-ng)
 command -v sox >/dev/null 2>&1 || need+=(sox)
 command -v baresip >/dev/null 2>&1 || need+=(baresip)
-command -v npm >/dev/null 2>&1 || need+=(nodejs npm)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   echo "installing test peers: ${need[*]}"
@@ -17,7 +16,21 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}"
 fi
 
-# The SIP-over-WebSocket tests run JsSIP on node (sip-tests/node, pinned by its lock file).
+# The agent desktop's browser tests (sip-tests/tests/desk_browser.rs): Debian's chromium,
+# Node and playwright-core from sip-tests/browser/package-lock.json.
+desk_need=()
+[ -x /usr/bin/chromium ] || desk_need+=(chromium)
+command -v npm >/dev/null 2>&1 || desk_need+=(nodejs npm)
+if [ ${#desk_need[@]} -gt 0 ]; then
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "installing the desk's browser-test tools: ${desk_need[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${desk_need[@]}"
+fi
+[ -d sip-tests/browser/node_modules/playwright-core ] || (cd sip-tests/browser && npm ci --no-audit --no-fund)
+
+# The SIP-over-WebSocket tests run JsSIP on node (sip-tests/node, pinned by its lock file;
+# node and npm are installed above).
 if [ ! -d sip-tests/node/node_modules ]; then
   (cd sip-tests/node && npm ci --no-audit --no-fund)
 fi

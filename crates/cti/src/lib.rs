@@ -13,6 +13,7 @@
 
 mod auth;
 mod conn;
+mod desk;
 mod hub;
 pub mod protocol;
 
@@ -193,7 +194,10 @@ impl CtiServer {
         })?;
         let hub = Arc::new(hub::Hub::new(cfg, switch.clone()));
         let hub_task = tokio::spawn(hub::run_events(hub.clone(), switch.subscribe()));
-        let app = Router::new().route("/cti", get(upgrade)).with_state(hub);
+        let app = Router::new()
+            .route("/cti", get(upgrade))
+            .merge(desk::routes())
+            .with_state(hub);
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let serve = axum::serve(listener, app).with_graceful_shutdown(async move {

@@ -286,6 +286,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Hotline> {
             .as_ref()
             .map(|c| c.desk_agents())
             .unwrap_or_default(),
+        trusted: cfg.sip.trusted.iter().map(|n| n.0).collect(),
         ..DeskConfig::default()
     };
     if let Some(c) = &cfg.crm {
