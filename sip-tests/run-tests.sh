@@ -9,6 +9,7 @@ command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
 command -v espeak-ng >/dev/null 2>&1 || need+=(espeak-ng)
 command -v sox >/dev/null 2>&1 || need+=(sox)
 command -v baresip >/dev/null 2>&1 || need+=(baresip)
+command -v npm >/dev/null 2>&1 || need+=(nodejs npm)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   echo "installing test peers: ${need[*]}"
@@ -28,6 +29,10 @@ if [ ${#desk_need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${desk_need[@]}"
 fi
 [ -d sip-tests/browser/node_modules/playwright-core ] || (cd sip-tests/browser && npm ci --no-audit --no-fund)
+# The SIP-over-WebSocket tests run JsSIP on node (sip-tests/node, pinned by its lock file).
+if [ ! -d sip-tests/node/node_modules ]; then
+  (cd sip-tests/node && npm ci --no-audit --no-fund)
+fi
 
 # The CRM store's suite runs against PostgreSQL as well as SQLite: start (or install) one.
 bash crates/crm/scripts/ensure-postgres.sh

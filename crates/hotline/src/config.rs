@@ -15,6 +15,9 @@ use hotline_sip::{Cidr, CoreConfig, Target, Transport};
 use serde::Deserialize;
 use toml::Spanned;
 
+#[path = "config_transport.rs"]
+pub mod transport;
+
 /// The whole file.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -360,6 +363,23 @@ pub struct SipConfig {
     /// `[sip.guard]`: flood, brute-force and scanner defence.
     #[serde(default)]
     pub guard: GuardToml,
+    /// SIP over TLS listen addresses (e.g. `["0.0.0.0:5061"]`; need `[sip.tls]`).
+    #[serde(default)]
+    pub tls_listen: Vec<SocketAddr>,
+    /// SIP over WebSocket (browser softphones) listen addresses.
+    #[serde(default)]
+    pub ws_listen: Vec<SocketAddr>,
+    /// SIP over secure WebSocket listen addresses (need `[sip.tls]`).
+    #[serde(default)]
+    pub wss_listen: Vec<SocketAddr>,
+    /// Stream connections one source IP may hold (trusted networks exempt).
+    #[serde(default = "transport::default_per_source")]
+    pub max_connections_per_source: usize,
+    /// `[sip.tls]`: certificate and key (see [`transport`]).
+    pub tls: Option<transport::TlsToml>,
+    /// `[sip.ws]`: WebSocket Origin allow-list.
+    #[serde(default)]
+    pub ws: transport::WsToml,
 }
 
 /// `[sip.guard]`; every key optional (defaults in [`GuardConfig::default`]).
@@ -597,14 +617,16 @@ impl Config {
 
     fn validate(&self, path: &Path, text: &str) -> Result<(), ConfigError> {
         let sip_at = text.find("[sip]").unwrap_or(0);
-        if self.sip.udp.is_empty() && self.sip.tcp.is_empty() {
+        if !self.sip.has_listener() {
             return Err(locate(
                 path,
                 text,
                 sip_at,
-                "[sip] needs at least one udp or tcp listen address".into(),
+                "[sip] needs at least one udp, tcp, tls_listen, ws_listen or wss_listen address"
+                    .into(),
             ));
         }
+        self.validate_transports(path, text)?;
         let min = *self.sip.min_expires.get_ref();
         if min > self.sip.max_expires || self.sip.default_expires < min {
             return Err(locate(
