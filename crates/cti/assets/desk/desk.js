@@ -243,7 +243,16 @@ function onEvent(type, d) {
       break;
     case "call.offered":
       if (desk.agent && d.agent !== desk.agent) break; // a supervisor's view of another desk
-      desk.call = { offer: d, answered: false, ended: null, held: false, muted: false, consulting: null };
+      desk.call = {
+        offer: d,
+        answered: false,
+        ended: null,
+        held: false,
+        muted: false,
+        consulting: null,
+        // The ACD may publish the reservation before the pop arrives.
+        reserved: !!desk.state && desk.state.state === "reserved" && desk.state.call_id === d.call_id,
+      };
       rememberTarget(d.queue);
       desk.chosenCustomer = null;
       stopWrapup();
