@@ -439,6 +439,7 @@ async fn vip_flow(store_path: &str) -> anyhow::Result<()> {
     );
     rig.flow.step("answered").await?;
     let hold = rig.flow.step("hold").await?;
+    eprintln!("desk hold: {hold}");
     // Desk hold is wired on another branch: until then the page says so plainly.
     match hold["result"].as_str() {
         Some("held") => {}
