@@ -554,7 +554,11 @@ fn now_plus_a_day(t: Instant) -> Instant {
 /// [`WebRtcLeg::connect`] turns it into a [`MediaLeg`].
 #[derive(Debug)]
 pub struct WebRtcLeg {
-    peer: WebRtcPeer,
+    /// In a mutex only so the leg is `Sync` (the peer connection is not) and a call task
+    /// may hold it across awaits; it is only ever reached through `&mut self`.
+    peer: std::sync::Mutex<WebRtcPeer>,
+    local: SocketAddr,
+    stats: WebRtcStats,
     public: BoundPorts,
     media: Option<WebRtcMedia>,
 }
@@ -566,14 +570,7 @@ impl WebRtcLeg {
         let public = ports.bind(settings.ip).await?;
         let local = public.rtp.local_addr()?;
         let (peer, sdp) = WebRtcPeer::offer(settings, local, Instant::now())?;
-        Ok((
-            WebRtcLeg {
-                peer,
-                public,
-                media: None,
-            },
-            sdp,
-        ))
+        Ok((WebRtcLeg::new(peer, public, None), sdp))
     }
 
     /// Answers a browser's offer; [`WebRtcLeg::connect`] with `None` then starts it.
@@ -585,24 +582,27 @@ impl WebRtcLeg {
         let public = ports.bind(settings.ip).await?;
         let local = public.rtp.local_addr()?;
         let (peer, sdp, media) = WebRtcPeer::answer(settings, local, offer, Instant::now())?;
-        Ok((
-            WebRtcLeg {
-                peer,
-                public,
-                media: Some(media),
-            },
-            sdp,
-        ))
+        Ok((WebRtcLeg::new(peer, public, Some(media)), sdp))
+    }
+
+    fn new(peer: WebRtcPeer, public: BoundPorts, media: Option<WebRtcMedia>) -> Self {
+        WebRtcLeg {
+            local: peer.local,
+            stats: peer.stats(),
+            peer: std::sync::Mutex::new(peer),
+            public,
+            media,
+        }
     }
 
     /// The address browsers reach us on.
     pub fn local_addr(&self) -> SocketAddr {
-        self.peer.local
+        self.local
     }
 
     /// A handle on the counters and state.
     pub fn stats(&self) -> WebRtcStats {
-        self.peer.stats()
+        self.stats.clone()
     }
 
     /// Applies the browser's answer (`None` when we answered its offer), starts the
@@ -610,13 +610,14 @@ impl WebRtcLeg {
     /// pair is taken from `ports` on loopback; everything is released when the returned
     /// leg is dropped.
     pub async fn connect(
-        mut self,
+        self,
         ports: &PortAllocator,
         answer: Option<&str>,
         timing: LegTiming,
     ) -> Result<MediaLeg> {
+        let mut peer = self.peer.into_inner().unwrap_or_else(|e| e.into_inner());
         let media = match (answer, self.media) {
-            (Some(a), _) => self.peer.accept_answer(a, Instant::now())?,
+            (Some(a), _) => peer.accept_answer(a, Instant::now())?,
             (None, Some(m)) => m,
             (None, None) => return Err(MediaError::SdpNotAcceptable("no answer from browser")),
         };
@@ -632,9 +633,9 @@ impl WebRtcLeg {
             direction: Direction::SendRecv,
             ptime: 20,
         };
-        let stats = self.peer.stats();
+        let stats = peer.stats();
         let task = Gateway {
-            peer: self.peer,
+            peer,
             public: self.public,
             inner_rtp: gw_rtp,
             inner_rtcp: gw_rtcp,

@@ -18,6 +18,7 @@ pub mod events;
 pub mod hours;
 mod incall;
 pub mod ivr;
+mod webrtc_leg;
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -152,6 +153,8 @@ pub struct SwitchConfig {
     pub trunk: Option<hotline_sip::Target>,
     /// Call detail records and the queue log.
     pub cdr: hotline_cdr::CdrSink,
+    /// How browser agents' WebRTC legs are offered (`[media] webrtc_*`).
+    pub webrtc: hotline_media::WebRtcSettings,
 }
 
 impl SwitchConfig {
@@ -164,6 +167,7 @@ impl SwitchConfig {
         cdr: hotline_cdr::CdrSink,
     ) -> Self {
         SwitchConfig {
+            webrtc: hotline_media::WebRtcSettings::new(media_ip),
             routes,
             media_ip,
             music,
