@@ -314,9 +314,13 @@ async fn plain_phase(h: &Handle, calls: usize, secs: u64) {
     });
     let start = Instant::now();
     let cpu0 = cpu_of(h).await;
-    run_phones(phones, Arc::clone(&counts), start + Duration::from_secs(secs))
-        .await
-        .expect("phones");
+    run_phones(
+        phones,
+        Arc::clone(&counts),
+        start + Duration::from_secs(secs),
+    )
+    .await
+    .expect("phones");
     let cpu1 = cpu_of(h).await;
     let wall = start.elapsed();
     tokio::time::sleep(Duration::from_millis(300)).await;
