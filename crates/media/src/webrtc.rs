@@ -710,6 +710,11 @@ impl Gateway {
         let mut buf = vec![0u8; MAX_PACKET].into_boxed_slice();
         let mut out = vec![0u8; MAX_PACKET].into_boxed_slice();
         let mut reported = WebRtcState::Connecting;
+        // One timer for the task's life, moved only when the deadline changes (not a new
+        // timer entry per packet).
+        let mut deadline = self.peer.poll_timeout();
+        let sleep = tokio::time::sleep_until(deadline.into());
+        tokio::pin!(sleep);
         loop {
             self.flush();
             while let Some(n) = self.peer.poll_rtp(&mut out) {
@@ -724,7 +729,11 @@ impl Gateway {
                     _ => {}
                 }
             }
-            let deadline = self.peer.poll_timeout();
+            let d = self.peer.poll_timeout();
+            if d != deadline {
+                deadline = d;
+                sleep.as_mut().reset(d.into());
+            }
             tokio::select! {
                 r = self.public.rtp.readable() => {
                     if r.is_ok() {
@@ -766,8 +775,10 @@ impl Gateway {
                         while self.public.rtcp.try_recv_from(&mut buf).is_ok() {}
                     }
                 }
-                _ = tokio::time::sleep_until(deadline.into()) => {
+                _ = &mut sleep => {
                     self.peer.handle_timeout(Instant::now());
+                    // The peer may report the same deadline again; re-arm the timer.
+                    deadline = Instant::now();
                 }
             }
         }
