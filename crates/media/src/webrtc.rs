@@ -790,3 +790,59 @@ impl Gateway {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn demux_accepts_only_stun_dtls_and_srtp_shapes() {
+        assert!(demux_check(&[0u8; 20]).is_ok(), "STUN header");
+        assert!(demux_check(&[22u8; 13]).is_ok(), "DTLS record header");
+        assert!(demux_check(&[0x80u8; 12]).is_ok(), "RTP header");
+        assert!(demux_check(&[]).is_err());
+        assert!(demux_check(&[0u8; 19]).is_err(), "short STUN");
+        assert!(demux_check(&[22u8; 12]).is_err(), "short DTLS");
+        assert!(demux_check(&[0x80u8; 11]).is_err(), "short RTP");
+        assert!(demux_check(&[4u8; 100]).is_err(), "first byte 4..19");
+        assert!(
+            demux_check(&[64u8; 100]).is_err(),
+            "first byte 64..127 (TURN channel)"
+        );
+        assert!(demux_check(&[0xC0u8; 100]).is_err(), "first byte ≥ 192");
+        assert!(demux_check(&[0x80u8; MAX_PACKET + 1]).is_err(), "too large");
+    }
+
+    /// Garbage of every shape from a stranger before any answer: refused or ignored,
+    /// never a panic, and the peer stays connecting with its offer intact.
+    #[test]
+    fn garbage_before_the_answer_changes_nothing() {
+        let now = Instant::now();
+        let local: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let s = WebRtcSettings::new(local.ip());
+        let (mut p, offer) = WebRtcPeer::offer(&s, local, now).unwrap();
+        let src: SocketAddr = "127.0.0.1:40001".parse().unwrap();
+        let mut seed = 0x2545_F491_4F6C_DD1Du64;
+        for len in [1usize, 12, 13, 20, 21, 64, 200, 1200] {
+            for first in [0u8, 1, 3, 20, 22, 63, 128, 150, 191] {
+                let mut d = vec![0u8; len];
+                for b in d.iter_mut() {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    *b = seed as u8;
+                }
+                d[0] = first;
+                let _ = p.handle_datagram(src, &d, now);
+            }
+        }
+        p.handle_timeout(now + Duration::from_millis(50));
+        assert_eq!(p.state(), WebRtcState::Connecting);
+        assert!(p.stats().rejected() > 0);
+        assert!(
+            p.send_rtp(&[0x80; 172], now).is_err(),
+            "nothing sent before DTLS"
+        );
+        assert_eq!(p.local_sdp().unwrap(), offer);
+    }
+}
