@@ -9,6 +9,8 @@ command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
 command -v espeak-ng >/dev/null 2>&1 || need+=(espeak-ng)
 command -v sox >/dev/null 2>&1 || need+=(sox)
 command -v baresip >/dev/null 2>&1 || need+=(baresip)
+# WebRTC gateway browser test (crates/media/tests/webrtc_chromium.rs): Debian's chromium.
+[ -x /usr/bin/chromium ] || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
   echo "installing test peers: ${need[*]}"
@@ -37,5 +39,10 @@ fi
 
 # The CRM store's suite runs against PostgreSQL as well as SQLite: start (or install) one.
 bash crates/crm/scripts/ensure-postgres.sh
+
+# WebRTC gateway browser test: playwright-core drives the chromium above.
+if [ ! -d crates/media/tests/browser/node_modules/playwright-core ]; then
+  (cd crates/media/tests/browser && npm ci --no-audit --no-fund)
+fi
 
 cargo test --workspace --locked

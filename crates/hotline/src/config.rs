@@ -237,6 +237,8 @@ pub struct MediaConfig {
     /// Speak announcements and messages with espeak-ng + sox when installed (else tones).
     #[serde(default = "yes")]
     pub voice: bool,
+    /// Public address offered to browser agents besides `rtp_ip` (`config_webrtc`).
+    pub webrtc_public_ip: Option<Spanned<std::net::IpAddr>>,
 }
 
 impl Default for MediaConfig {
@@ -250,6 +252,7 @@ impl Default for MediaConfig {
             record: true,
             prompt_cache: default_prompt_cache(),
             voice: true,
+            webrtc_public_ip: None,
         }
     }
 }
@@ -677,6 +680,7 @@ impl Config {
                 "digest_algorithms must not be empty".into(),
             ));
         }
+        crate::config_webrtc::validate(&self.media).map_err(|(at, m)| locate(path, text, at, m))?;
         let [first, last] = *self.media.rtp_ports.get_ref();
         if first == 0 || last < first.saturating_add(1) {
             return Err(locate(
@@ -1080,8 +1084,10 @@ mod tests {
         let core = cfg.core_config([0; 32]);
         assert!(core.trusted[0].contains("127.0.0.1".parse().unwrap()));
         let route = core.static_route.unwrap();
-        assert_eq!(route.addr, "127.0.0.1:5080".parse().unwrap());
-        assert_eq!(cfg.sip.udp, vec!["127.0.0.1:5070".parse().unwrap()]);
+        // Typed: rkyv (under the WebRTC stack) adds `PartialEq` impls for `SocketAddr`.
+        let addr = |s: &str| s.parse::<std::net::SocketAddr>().unwrap();
+        assert_eq!(route.addr, addr("127.0.0.1:5080"));
+        assert_eq!(cfg.sip.udp, vec![addr("127.0.0.1:5070")]);
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod config_reliab;
+pub mod config_webrtc;
 pub mod prompts;
 pub mod store;
 
@@ -101,6 +102,7 @@ pub fn switch_config(
         session_expires: cfg.sip.session_expires_secs,
         min_se: *cfg.sip.min_se_secs.get_ref(),
     };
+    out.webrtc = config_webrtc::webrtc_settings(&cfg.media);
     out.acd = cfg.acd.clone();
     out.voice = voice.announcements()?.map(Arc::new);
     let closed = match &out.voice {

@@ -50,6 +50,9 @@ pub enum MediaError {
     /// A socket or file operation failed.
     #[error("I/O: {0}")]
     Io(#[from] io::Error),
+    /// The WebRTC gateway refused something (a browser's datagram, a negotiation step).
+    #[error("WebRTC: {0}")]
+    WebRtc(String),
     /// A background task went away (e.g. the recorder writer).
     #[error("task stopped: {0}")]
     TaskGone(&'static str),

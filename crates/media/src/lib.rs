@@ -29,9 +29,11 @@ pub mod rtcp;
 pub mod sdp;
 pub mod session;
 pub mod wav;
+pub mod webrtc;
 
 pub use error::{MediaError, Result};
 pub use leg::{LegConfig, LegEvent, LegTiming};
 pub use player::{Player, Prompt};
 pub use ports::PortAllocator;
 pub use session::{MediaEvent, MediaLeg, SessionHandle, Side, spawn_session};
+pub use webrtc::{WebRtcLeg, WebRtcSettings, WebRtcStats};

@@ -48,6 +48,8 @@ impl Side {
 pub struct MediaLeg {
     ports: BoundPorts,
     state: LegState,
+    /// A browser leg's gateway task (its peer on loopback), stopped with the leg.
+    gateway: Option<crate::webrtc::GatewayGuard>,
 }
 
 impl MediaLeg {
@@ -56,6 +58,26 @@ impl MediaLeg {
         MediaLeg {
             ports,
             state: LegState::new(cfg, timing, Instant::now()),
+            gateway: None,
+        }
+    }
+
+    /// Ties a WebRTC gateway to this leg's lifetime.
+    pub(crate) fn with_gateway(mut self, g: crate::webrtc::GatewayGuard) -> Self {
+        self.gateway = Some(g);
+        self
+    }
+
+    /// The WebRTC gateway behind this leg, if it is a browser's.
+    pub fn gateway(&self) -> Option<&crate::webrtc::GatewayGuard> {
+        self.gateway.as_ref()
+    }
+
+    /// Releases the leg and waits until every port it held (a browser leg's public
+    /// socket too) is back in the pool; dropping does the same without waiting.
+    pub async fn release(mut self) {
+        if let Some(g) = self.gateway.take() {
+            g.close().await;
         }
     }
 

@@ -25,7 +25,7 @@ use hotline_cdr::{CallRecord, CallResult, HangupSide, QueueEvent, QueueEventKind
 
 use crate::acd::{AcdInput, AcdOutput};
 use crate::ivr::{Menu, MenuRun, MenuStep};
-use crate::{CallInput, Control, Route, SwitchConfig, announce, incall};
+use crate::{CallInput, Control, Route, SwitchConfig, announce, incall, webrtc_leg};
 
 /// How a call ended: for tests, CDRs and logs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -182,6 +182,8 @@ pub(crate) struct AgentLeg {
     /// In-call state of this dialog (owned by `incall`).
     #[allow(dead_code)] // for the in-call features
     pub ext: incall::AgentExt,
+    /// A browser agent's WebRTC gateway until its answer arrives (`webrtc_leg`).
+    pub webrtc: Option<hotline_media::WebRtcLeg>,
 }
 
 /// Where the call is on its route.
@@ -1601,18 +1603,30 @@ impl Call {
         uri: &str,
         flow: Flow,
     ) -> Option<AgentLeg> {
-        let ports = self.ports.bind(self.cfg.media_ip).await.ok()?;
-        let local = LocalMedia::new(self.cfg.media_ip, ports.pair.rtp());
-        let offer = build_offer(&local, Direction::SendRecv);
-        let sdp = offer.to_string();
+        // WebRTC hook: a browser agent (WebSocket contact) gets the gateway's offer.
+        let browser = webrtc_leg::is_browser_contact(uri);
+        let (ports, webrtc, offer, sdp) = if browser {
+            webrtc_leg::offer(&self.ports, &self.cfg).await?
+        } else {
+            let ports = self.ports.bind(self.cfg.media_ip).await.ok()?;
+            let local = LocalMedia::new(self.cfg.media_ip, ports.pair.rtp());
+            let offer = build_offer(&local, Direction::SendRecv);
+            let sdp = offer.to_string();
+            (Some(ports), None, offer, sdp)
+        };
         let call_id = format!("{}-agent@hotline", token());
         let from = format!("<sip:{number}@{host}>;tag=hl{}", token());
         let to = format!("<sip:{user}@{host}>");
         let text = format!(
             "INVITE {uri} SIP/2.0\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:{number}@{host}{}>\r\n{}Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
             transport_param(flow),
-            // In-call hook: offer the agent's phone a session timer.
-            incall::agent_invite_headers(&self.cfg.session_timer),
+            // In-call hook: offer the agent's phone a session timer (not a browser's:
+            // a refresh would re-offer plain RTP).
+            if browser {
+                String::new()
+            } else {
+                incall::agent_invite_headers(&self.cfg.session_timer)
+            },
             sdp.len()
         );
         let req = own_request(&text)?;
@@ -1636,13 +1650,14 @@ impl Call {
             to,
             target: None,
             offer,
-            ports: Some(ports),
+            ports,
             answered: false,
             failed: false,
             offer_of: None,
             user: user.to_string(),
             cseq: 1,
             ext: incall::AgentExt::default(),
+            webrtc,
         })
     }
 
@@ -1800,6 +1815,11 @@ impl Call {
         a.answered = true;
         // In-call hook: the session timer the agent's 2xx agreed to, if any.
         incall::agent_answered(a, resp);
+        // WebRTC hook: a browser's answer starts the gateway.
+        if let Some(w) = a.webrtc.take() {
+            let timing = self.cfg.leg_timing;
+            return Some(webrtc_leg::answered(w, &self.ports, &resp.body, timing).await);
+        }
         let negotiated = std::str::from_utf8(&resp.body)
             .map_err(|_| MediaError::SdpMalformed {
                 line: 0,

@@ -21,6 +21,7 @@ mod incall;
 pub mod ivr;
 mod qualify;
 pub mod tollfraud;
+mod webrtc_leg;
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -166,6 +167,8 @@ pub struct SwitchConfig {
     pub dial_rules: DialRules,
     /// Probe agents' devices with OPTIONS (`None`: off); needs the ACD.
     pub qualify: Option<QualifyPolicy>,
+    /// How browser agents' WebRTC legs are offered (`[media] webrtc_*`).
+    pub webrtc: hotline_media::WebRtcSettings,
 }
 
 impl SwitchConfig {
@@ -178,6 +181,7 @@ impl SwitchConfig {
         cdr: hotline_cdr::CdrSink,
     ) -> Self {
         SwitchConfig {
+            webrtc: hotline_media::WebRtcSettings::new(media_ip),
             routes,
             media_ip,
             music,

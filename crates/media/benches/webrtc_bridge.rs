@@ -1,0 +1,358 @@
+//! N concurrent WebRTC↔RTP bridged calls on loopback, against the plain RTP↔RTP relay
+//! in the same run. `webrtc`-crate peers play the browsers; plain UDP sockets play the
+//! phones; everything talks at the real 50 packets/s per direction.
+//!
+//! Hotline's side (gateway tasks and media sessions) runs alone on one thread with a
+//! current-thread runtime, so its CPU is that thread's CPU clock (user + system, from
+//! `CLOCK_THREAD_CPUTIME_ID`), untouched by the peers' work in other threads.
+//!
+//! `cargo bench -p hotline-media --bench webrtc_bridge -- [calls] [seconds]`
+//! (default 50 calls, 20 s of media per phase). Prints one JSON line per phase.
+
+#[path = "../tests/webrtc_common/mod.rs"]
+mod webrtc_common;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use hotline_media::leg::{LegConfig, LegTiming};
+use hotline_media::ports::PortAllocator;
+use hotline_media::sdp::{Codec, Direction};
+use hotline_media::session::{MediaLeg, SessionHandle, spawn_session};
+use hotline_media::webrtc::{WebRtcLeg, WebRtcSettings};
+use rtp_rs::{RtpPacketBuilder, Seq};
+use tokio::net::UdpSocket;
+use tokio::runtime::Handle;
+use webrtc_common::Browser;
+
+const LO: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable timespec; the clock id is a constant.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+fn leg_cfg(remote: SocketAddr) -> LegConfig {
+    LegConfig {
+        codec: Codec::Pcmu,
+        payload_type: 0,
+        telephone_event: Some(101),
+        remote_rtp: Some(remote),
+        remote_rtcp: None,
+        direction: Direction::SendRecv,
+        ptime: 20,
+    }
+}
+
+fn pct(sorted: &[Duration], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1000.0
+}
+
+/// Hotline's thread: a current-thread runtime whose handle the driver spawns onto.
+fn hotline_thread() -> Handle {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("hotline".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            tx.send(rt.handle().clone()).expect("handle");
+            rt.block_on(std::future::pending::<()>());
+        })
+        .expect("thread");
+    rx.recv().expect("hotline runtime")
+}
+
+async fn cpu_of(h: &Handle) -> Duration {
+    h.spawn(async { thread_cpu() }).await.expect("cpu")
+}
+
+struct Counts {
+    to_hotline: AtomicU64,
+    from_hotline: AtomicU64,
+}
+
+/// Phones: one socket per call, all paced by one 20 ms ticker; counts what comes back.
+fn run_phones(
+    phones: Vec<(Arc<UdpSocket>, SocketAddr)>,
+    counts: Arc<Counts>,
+    until: Instant,
+) -> tokio::task::JoinHandle<()> {
+    for (sock, _) in &phones {
+        let sock = Arc::clone(sock);
+        let counts = Arc::clone(&counts);
+        tokio::spawn(async move {
+            let mut buf = [0u8; 1500];
+            while let Ok(Ok(_)) =
+                tokio::time::timeout(Duration::from_secs(2), sock.recv_from(&mut buf)).await
+            {
+                counts.from_hotline.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+    }
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        let payload = [0xD5u8; 160];
+        let mut seq = 0u16;
+        while Instant::now() < until {
+            tick.tick().await;
+            for (i, (sock, to)) in phones.iter().enumerate() {
+                let pkt = RtpPacketBuilder::new()
+                    .payload_type(0)
+                    .ssrc(0x1000 + i as u32)
+                    .sequence(Seq::from(seq))
+                    .timestamp(seq as u32 * 160)
+                    .payload(&payload)
+                    .build()
+                    .expect("rtp");
+                if sock.send_to(&pkt, to).await.is_ok() {
+                    counts.to_hotline.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            seq = seq.wrapping_add(1);
+        }
+    })
+}
+
+async fn webrtc_phase(h: &Handle, calls: usize, secs: u64) {
+    let alloc = PortAllocator::new(47000, 47000 + (calls as u16) * 6 + 100).expect("range");
+    let settings = WebRtcSettings::new(LO);
+    let mut setup = Vec::with_capacity(calls);
+    let mut offer_cost = Vec::with_capacity(calls);
+    let mut browsers = Vec::with_capacity(calls);
+    let mut sessions: Vec<SessionHandle> = Vec::with_capacity(calls);
+    let mut phones = Vec::with_capacity(calls);
+    for _ in 0..calls {
+        let t0 = Instant::now();
+        let (a2, s2) = (alloc.clone(), settings.clone());
+        let (leg, offer) = h
+            .spawn(async move { WebRtcLeg::offer(&a2, &s2).await })
+            .await
+            .expect("join")
+            .expect("offer");
+        offer_cost.push(t0.elapsed());
+        let (mut browser, answer) = Browser::answer(&offer).await;
+        let phone = Arc::new(UdpSocket::bind((LO, 0)).await.expect("phone"));
+        let phone_addr = phone.local_addr().expect("addr");
+        let a2 = alloc.clone();
+        let (session, a_addr) = h
+            .spawn(async move {
+                let b = leg
+                    .connect(&a2, Some(&answer), LegTiming::default())
+                    .await
+                    .expect("connect");
+                let ports = a2.bind(LO).await.expect("ports");
+                let a_addr = ports.rtp.local_addr().expect("addr");
+                let a = MediaLeg::new(ports, leg_cfg(phone_addr), LegTiming::default());
+                let (ev, mut evrx) = tokio::sync::mpsc::channel(64);
+                tokio::spawn(async move { while evrx.recv().await.is_some() {} });
+                let s = spawn_session(a, ev);
+                s.attach(b).await.expect("attach");
+                s.bridge().await.expect("bridge");
+                (s, a_addr)
+            })
+            .await
+            .expect("join");
+        browser.connected().await;
+        setup.push(t0.elapsed());
+        sessions.push(session);
+        phones.push((phone, a_addr));
+        browsers.push(browser);
+    }
+    setup.sort();
+    offer_cost.sort();
+
+    // Media: phones and browsers talk for `secs`; Hotline's CPU over that window.
+    let counts = Arc::new(Counts {
+        to_hotline: AtomicU64::new(0),
+        from_hotline: AtomicU64::new(0),
+    });
+    let from_browser_rx = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let until = start + Duration::from_secs(secs);
+    let cpu0 = cpu_of(h).await;
+    let phones_task = run_phones(phones, Arc::clone(&counts), until);
+    let mut rxs = Vec::new();
+    let mut tracks = Vec::new();
+    for b in browsers.iter_mut() {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        rxs.push(std::mem::replace(&mut b.rtp, rx));
+        drop(tx);
+        tracks.push((Arc::clone(&b.track), b.ssrc));
+    }
+    for mut rx in rxs {
+        let c = Arc::clone(&from_browser_rx);
+        tokio::spawn(async move {
+            while rx.recv().await.is_some() {
+                c.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+    }
+    let browser_sent = Arc::new(AtomicU64::new(0));
+    let bs = Arc::clone(&browser_sent);
+    let browsers_task = tokio::spawn(async move {
+        use webrtc::media_stream::track_local::TrackLocal;
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        let mut seq = 0u16;
+        while Instant::now() < until {
+            tick.tick().await;
+            for (track, ssrc) in &tracks {
+                let pkt = rtc::rtp::Packet {
+                    header: rtc::rtp::Header {
+                        version: 2,
+                        payload_type: 0,
+                        sequence_number: seq,
+                        timestamp: seq as u32 * 160,
+                        ssrc: *ssrc,
+                        ..Default::default()
+                    },
+                    payload: bytes::Bytes::from_static(&[0x55; 160]),
+                };
+                if track.write_rtp(pkt).await.is_ok() {
+                    bs.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            seq = seq.wrapping_add(1);
+        }
+    });
+    phones_task.await.expect("phones");
+    browsers_task.await.expect("browsers");
+    let cpu1 = cpu_of(h).await;
+    let wall = start.elapsed();
+    // Let the last packets land before counting.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let cpu = (cpu1 - cpu0).as_secs_f64();
+    let per_call_pct = cpu / wall.as_secs_f64() / calls as f64 * 100.0;
+    let to_h = counts.to_hotline.load(Ordering::Relaxed);
+    let b_sent = browser_sent.load(Ordering::Relaxed);
+    let b_rx = from_browser_rx.load(Ordering::Relaxed);
+    let p_rx = counts.from_hotline.load(Ordering::Relaxed);
+    println!(
+        "{{\"phase\":\"webrtc_rtp\",\"calls\":{calls},\"seconds\":{:.1},\"setup_ms_median\":{:.2},\"setup_ms_p99\":{:.2},\"offer_ms_median\":{:.3},\"hotline_cpu_s\":{cpu:.3},\"cpu_pct_of_core_per_call\":{per_call_pct:.4},\"phone_to_browser\":{{\"sent\":{to_h},\"received\":{b_rx}}},\"browser_to_phone\":{{\"sent\":{b_sent},\"received\":{p_rx}}},\"loadavg\":\"{}\"}}",
+        wall.as_secs_f64(),
+        pct(&setup, 0.5),
+        pct(&setup, 0.99),
+        pct(&offer_cost, 0.5),
+        load_average()
+    );
+    for s in sessions {
+        let h2 = h.clone();
+        let _ = h2
+            .spawn(async move {
+                if let Ok((a, b)) = s.stop().await {
+                    drop(a);
+                    if let Some(b) = b {
+                        b.release().await;
+                    }
+                }
+            })
+            .await;
+    }
+    for b in browsers {
+        b.close().await;
+    }
+}
+
+async fn plain_phase(h: &Handle, calls: usize, secs: u64) {
+    let alloc = PortAllocator::new(49000, 49000 + (calls as u16) * 4 + 100).expect("range");
+    let mut sessions = Vec::with_capacity(calls);
+    let mut phones = Vec::with_capacity(calls * 2);
+    let mut setup = Vec::with_capacity(calls);
+    for _ in 0..calls {
+        let pa = Arc::new(UdpSocket::bind((LO, 0)).await.expect("phone"));
+        let pb = Arc::new(UdpSocket::bind((LO, 0)).await.expect("agent"));
+        let (aa, ab) = (pa.local_addr().expect("a"), pb.local_addr().expect("b"));
+        let a2 = alloc.clone();
+        let t0 = Instant::now();
+        let (s, a_addr, b_addr) = h
+            .spawn(async move {
+                let pa = a2.bind(LO).await.expect("ports");
+                let pb = a2.bind(LO).await.expect("ports");
+                let (x, y) = (
+                    pa.rtp.local_addr().expect("a"),
+                    pb.rtp.local_addr().expect("b"),
+                );
+                let (ev, mut evrx) = tokio::sync::mpsc::channel(64);
+                tokio::spawn(async move { while evrx.recv().await.is_some() {} });
+                let s = spawn_session(MediaLeg::new(pa, leg_cfg(aa), LegTiming::default()), ev);
+                s.attach(MediaLeg::new(pb, leg_cfg(ab), LegTiming::default()))
+                    .await
+                    .expect("attach");
+                s.bridge().await.expect("bridge");
+                (s, x, y)
+            })
+            .await
+            .expect("join");
+        setup.push(t0.elapsed());
+        sessions.push(s);
+        phones.push((pa, a_addr));
+        phones.push((pb, b_addr));
+    }
+    setup.sort();
+    let counts = Arc::new(Counts {
+        to_hotline: AtomicU64::new(0),
+        from_hotline: AtomicU64::new(0),
+    });
+    let start = Instant::now();
+    let cpu0 = cpu_of(h).await;
+    run_phones(
+        phones,
+        Arc::clone(&counts),
+        start + Duration::from_secs(secs),
+    )
+    .await
+    .expect("phones");
+    let cpu1 = cpu_of(h).await;
+    let wall = start.elapsed();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let cpu = (cpu1 - cpu0).as_secs_f64();
+    println!(
+        "{{\"phase\":\"rtp_rtp\",\"calls\":{calls},\"seconds\":{:.1},\"setup_ms_median\":{:.3},\"setup_ms_p99\":{:.3},\"hotline_cpu_s\":{cpu:.3},\"cpu_pct_of_core_per_call\":{:.4},\"sent\":{},\"received\":{},\"loadavg\":\"{}\"}}",
+        wall.as_secs_f64(),
+        pct(&setup, 0.5),
+        pct(&setup, 0.99),
+        cpu / wall.as_secs_f64() / calls as f64 * 100.0,
+        counts.to_hotline.load(Ordering::Relaxed),
+        counts.from_hotline.load(Ordering::Relaxed),
+        load_average()
+    );
+    for s in sessions {
+        let _ = h.spawn(async move { drop(s.stop().await) }).await;
+    }
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; numbers are ours.
+    let nums: Vec<u64> = std::env::args().filter_map(|a| a.parse().ok()).collect();
+    let calls = nums.first().copied().unwrap_or(50) as usize;
+    let secs = nums.get(1).copied().unwrap_or(20);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let h = hotline_thread();
+    rt.block_on(async {
+        plain_phase(&h, calls, secs).await;
+        webrtc_phase(&h, calls, secs).await;
+    });
+}

@@ -1,0 +1,848 @@
+//! The WebRTC media gateway: a browser agent's leg (ICE, DTLS-SRTP, rtcp-mux) bridged to
+//! the call's plain RTP without transcoding.
+//!
+//! Two layers, as in the rest of the crate:
+//! - [`WebRtcPeer`]: sans-IO, one peer connection of the `rtc` crate (the sans-IO core
+//!   under the `webrtc` crate) with a G.711-only media engine, so the browser can only
+//!   pick PCMU/PCMA and the payload passes through untouched; telephone-event is
+//!   registered explicitly (without it the browser drops RFC 4733 from its answer).
+//! - [`WebRtcLeg`]: the tokio side. It holds the public socket while the offer is out;
+//!   once the answer is in, [`WebRtcLeg::connect`] starts a small gateway task and returns
+//!   a plain [`MediaLeg`] whose peer is that task on loopback. The media session then
+//!   treats the browser like any SIP phone: latching, SSRC/sequence/timestamp rewriting
+//!   when the source changes (music → agent), hold music, recording taps and RFC 4733
+//!   both ways all work unchanged. The gateway task ends when the leg is dropped.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::configuration::media_engine::{
+    MIME_TYPE_PCMA, MIME_TYPE_PCMU, MIME_TYPE_TELEPHONE_EVENT, MediaEngine,
+};
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::event::RTCPeerConnectionEvent;
+use rtc::peer_connection::message::RTCMessage;
+use rtc::peer_connection::sdp::RTCSessionDescription;
+use rtc::peer_connection::state::RTCPeerConnectionState;
+use rtc::peer_connection::transport::{
+    CandidateConfig, CandidateHostConfig, CandidateServerReflexiveConfig, RTCIceCandidate,
+};
+use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
+use rtc::rtp_transceiver::RTCRtpSenderId;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
+    RtpCodecKind,
+};
+use rtc::sansio::Protocol;
+use rtc::shared::marshal::{Marshal, Unmarshal};
+use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use tokio::net::UdpSocket;
+use tokio::task::JoinHandle;
+
+use crate::error::{MediaError, Result};
+use crate::leg::{LegConfig, LegTiming, MAX_PACKET};
+use crate::ports::{BoundPorts, PortAllocator};
+use crate::sdp::{Codec, Direction};
+use crate::session::MediaLeg;
+
+/// How Hotline presents itself to browsers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebRtcSettings {
+    /// Address the public (ICE/DTLS/SRTP) socket binds to and advertises as a host
+    /// candidate.
+    pub ip: IpAddr,
+    /// An address in front of `ip` (1:1 NAT, cloud public IP), advertised as a
+    /// server-reflexive candidate on the same port; browsers outside try it first.
+    pub public_ip: Option<IpAddr>,
+    /// Codecs offered, in order of preference (put the caller's codec first and the
+    /// browser will usually pick it, so nothing is translated).
+    pub codecs: Vec<Codec>,
+    /// telephone-event payload type; `None` offers no RFC 4733.
+    pub telephone_event: Option<u8>,
+    /// How long ICE + DTLS may take before the leg is reported failed.
+    pub connect_timeout: Duration,
+}
+
+impl WebRtcSettings {
+    /// PCMU then PCMA, telephone-event on 101, no public address, 10 s to connect.
+    pub fn new(ip: IpAddr) -> Self {
+        WebRtcSettings {
+            ip,
+            public_ip: None,
+            codecs: vec![Codec::Pcmu, Codec::Pcma],
+            telephone_event: Some(101),
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What the browser agreed to, in the terms of a plain leg.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WebRtcMedia {
+    /// The audio codec (the first G.711 codec of the answer).
+    pub codec: Codec,
+    /// Its payload type.
+    pub payload_type: u8,
+    /// telephone-event payload type, if both sides have it.
+    pub telephone_event: Option<u8>,
+}
+
+/// Connection state of a browser leg.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebRtcState {
+    /// ICE/DTLS in progress.
+    Connecting = 0,
+    /// DTLS-SRTP is up; media flows.
+    Connected = 1,
+    /// ICE or DTLS failed, timed out, or the browser closed the connection.
+    Failed = 2,
+    /// The leg was released.
+    Closed = 3,
+}
+
+impl WebRtcState {
+    fn from_u8(v: u8) -> Self {
+        match v {
+            0 => WebRtcState::Connecting,
+            1 => WebRtcState::Connected,
+            2 => WebRtcState::Failed,
+            _ => WebRtcState::Closed,
+        }
+    }
+}
+
+fn rtc_err(what: &'static str) -> impl FnOnce(rtc::shared::error::Error) -> MediaError {
+    move |e| MediaError::WebRtc(format!("{what}: {e}"))
+}
+
+fn codec_params(mime: &str, pt: u8, fmtp: &str) -> RTCRtpCodecParameters {
+    RTCRtpCodecParameters {
+        rtp_codec: RTCRtpCodec {
+            mime_type: mime.to_owned(),
+            clock_rate: 8000,
+            channels: 1,
+            sdp_fmtp_line: fmtp.to_owned(),
+            rtcp_feedback: vec![],
+        },
+        payload_type: pt,
+    }
+}
+
+fn mime_of(c: Codec) -> &'static str {
+    match c {
+        Codec::Pcmu => MIME_TYPE_PCMU,
+        Codec::Pcma => MIME_TYPE_PCMA,
+    }
+}
+
+/// A G.711-only media engine: the browser cannot choose Opus, so packets pass through.
+fn media_engine(settings: &WebRtcSettings) -> Result<MediaEngine> {
+    let mut me = MediaEngine::default();
+    for c in &settings.codecs {
+        me.register_codec(
+            codec_params(mime_of(*c), c.payload_type(), ""),
+            RtpCodecKind::Audio,
+        )
+        .map_err(rtc_err("codec"))?;
+    }
+    if let Some(pt) = settings.telephone_event {
+        me.register_codec(
+            codec_params(MIME_TYPE_TELEPHONE_EVENT, pt, "0-16"),
+            RtpCodecKind::Audio,
+        )
+        .map_err(rtc_err("telephone-event"))?;
+    }
+    Ok(me)
+}
+
+/// Counters of one browser leg, shared with whoever holds a [`WebRtcStats`] handle.
+#[derive(Debug, Default)]
+struct Counters {
+    from_browser: AtomicU64,
+    to_browser: AtomicU64,
+    rejected: AtomicU64,
+    state: AtomicU8,
+}
+
+/// A live view of a browser leg's counters and state (cheap to clone).
+#[derive(Debug, Clone, Default)]
+pub struct WebRtcStats(Arc<Counters>);
+
+impl WebRtcStats {
+    /// Decrypted RTP packets received from the browser and handed to the call.
+    pub fn from_browser(&self) -> u64 {
+        self.0.from_browser.load(Ordering::Relaxed)
+    }
+    /// RTP packets encrypted and sent to the browser.
+    pub fn to_browser(&self) -> u64 {
+        self.0.to_browser.load(Ordering::Relaxed)
+    }
+    /// Datagrams or packets refused (garbage, failed SRTP, not negotiated).
+    pub fn rejected(&self) -> u64 {
+        self.0.rejected.load(Ordering::Relaxed)
+    }
+    /// Current connection state.
+    pub fn state(&self) -> WebRtcState {
+        WebRtcState::from_u8(self.0.state.load(Ordering::Relaxed))
+    }
+    fn set_state(&self, s: WebRtcState) {
+        self.0.state.store(s as u8, Ordering::Relaxed);
+    }
+}
+
+/// Sans-IO: one browser's peer connection, fed with datagrams and the time.
+pub struct WebRtcPeer {
+    pc: RTCPeerConnection,
+    local: SocketAddr,
+    sender: RTCRtpSenderId,
+    ssrc: u32,
+    state: WebRtcState,
+    deadline: Instant,
+    stats: WebRtcStats,
+}
+
+impl std::fmt::Debug for WebRtcPeer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebRtcPeer")
+            .field("local", &self.local)
+            .field("ssrc", &self.ssrc)
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WebRtcPeer {
+    fn build(settings: &WebRtcSettings, local: SocketAddr, now: Instant) -> Result<Self> {
+        let setting_engine = SettingEngineBuilder::new().build();
+        let mut pc = RTCPeerConnectionBuilder::new()
+            .with_configuration(RTCConfigurationBuilder::new().build())
+            .with_setting_engine(setting_engine)
+            .with_media_engine(media_engine(settings)?)
+            .build(now)
+            .map_err(rtc_err("peer connection"))?;
+        let ssrc: u32 = rand::random();
+        if settings.codecs.is_empty() {
+            return Err(MediaError::SdpNotAcceptable("no codec configured"));
+        }
+        let track = MediaStreamTrack::new(
+            "hotline".to_owned(),
+            format!("hotline-audio-{ssrc:08x}"),
+            "hotline".to_owned(),
+            RtpCodecKind::Audio,
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    ssrc: Some(ssrc),
+                    ..Default::default()
+                },
+                // No codec here: a track's codec narrows the offer to that one codec
+                // (and drops telephone-event); the media engine's list is the offer.
+                ..Default::default()
+            }],
+        );
+        let sender = pc.add_track(track).map_err(rtc_err("track"))?;
+        Ok(WebRtcPeer {
+            pc,
+            local,
+            sender,
+            ssrc,
+            state: WebRtcState::Connecting,
+            deadline: now + settings.connect_timeout,
+            stats: WebRtcStats::default(),
+        })
+    }
+
+    fn add_candidates(&mut self, settings: &WebRtcSettings) -> Result<()> {
+        let (ip, port) = (self.local.ip().to_string(), self.local.port());
+        let base = |address: String| CandidateConfig {
+            network: "udp".to_owned(),
+            address,
+            port,
+            component: 1,
+            ..Default::default()
+        };
+        let host = CandidateHostConfig {
+            base_config: base(ip.clone()),
+            ..Default::default()
+        }
+        .new_candidate_host()
+        .map_err(rtc_err("host candidate"))?;
+        let mut candidates = vec![RTCIceCandidate::from(&host)];
+        if let Some(public) = settings.public_ip.filter(|p| *p != self.local.ip()) {
+            let srflx = CandidateServerReflexiveConfig {
+                base_config: base(public.to_string()),
+                rel_addr: ip,
+                rel_port: port,
+                url: None,
+            }
+            .new_candidate_server_reflexive()
+            .map_err(rtc_err("public candidate"))?;
+            candidates.push(RTCIceCandidate::from(&srflx));
+        }
+        for c in candidates {
+            let init = c.to_json().map_err(rtc_err("candidate"))?;
+            self.pc
+                .add_local_candidate(init)
+                .map_err(rtc_err("candidate"))?;
+        }
+        Ok(())
+    }
+
+    /// Hotline's offer to a browser (Hotline INVITEs the agent): audio sendrecv, DTLS
+    /// actpass, rtcp-mux, our candidates on `local` (the socket's address).
+    pub fn offer(
+        settings: &WebRtcSettings,
+        local: SocketAddr,
+        now: Instant,
+    ) -> Result<(Self, String)> {
+        let mut p = Self::build(settings, local, now)?;
+        p.add_candidates(settings)?;
+        let offer = p.pc.create_offer(None).map_err(rtc_err("offer"))?;
+        p.pc.set_local_description(now, offer)
+            .map_err(rtc_err("local offer"))?;
+        let sdp = p.local_sdp()?;
+        Ok((p, sdp))
+    }
+
+    /// Answers a browser's offer (an agent's browser calling in, or its re-INVITE).
+    pub fn answer(
+        settings: &WebRtcSettings,
+        local: SocketAddr,
+        offer: &str,
+        now: Instant,
+    ) -> Result<(Self, String, WebRtcMedia)> {
+        let mut p = Self::build(settings, local, now)?;
+        let desc = RTCSessionDescription::offer(offer.to_owned()).map_err(|_| {
+            MediaError::SdpMalformed {
+                line: 0,
+                reason: "browser offer does not parse",
+            }
+        })?;
+        p.pc.set_remote_description(now, desc)
+            .map_err(|_| MediaError::SdpNotAcceptable("browser offer not usable"))?;
+        p.add_candidates(settings)?;
+        let answer = p.pc.create_answer(None).map_err(rtc_err("answer"))?;
+        p.pc.set_local_description(now, answer)
+            .map_err(rtc_err("local answer"))?;
+        let media = p.negotiated()?;
+        let sdp = p.local_sdp()?;
+        Ok((p, sdp, media))
+    }
+
+    /// Applies the browser's answer to our offer.
+    pub fn accept_answer(&mut self, answer: &str, now: Instant) -> Result<WebRtcMedia> {
+        let desc = RTCSessionDescription::answer(answer.to_owned()).map_err(|_| {
+            MediaError::SdpMalformed {
+                line: 0,
+                reason: "browser answer does not parse",
+            }
+        })?;
+        self.pc
+            .set_remote_description(now, desc)
+            .map_err(|_| MediaError::SdpNotAcceptable("browser answer not usable"))?;
+        self.negotiated()
+    }
+
+    fn local_sdp(&self) -> Result<String> {
+        self.pc
+            .local_description()
+            .map(|d| d.sdp)
+            .ok_or_else(|| MediaError::WebRtc("no local description".into()))
+    }
+
+    /// The codec and telephone-event the negotiation settled on.
+    fn negotiated(&mut self) -> Result<WebRtcMedia> {
+        let mut sender = self
+            .pc
+            .rtp_sender(self.sender)
+            .ok_or_else(|| MediaError::WebRtc("sender gone".into()))?;
+        let codecs = &sender.get_parameters().rtp_parameters.codecs;
+        let audio = codecs.iter().find_map(|c| {
+            let m = &c.rtp_codec.mime_type;
+            if m.eq_ignore_ascii_case(MIME_TYPE_PCMU) {
+                Some((Codec::Pcmu, c.payload_type))
+            } else if m.eq_ignore_ascii_case(MIME_TYPE_PCMA) {
+                Some((Codec::Pcma, c.payload_type))
+            } else {
+                None
+            }
+        });
+        let te = codecs
+            .iter()
+            .find(|c| {
+                c.rtp_codec
+                    .mime_type
+                    .eq_ignore_ascii_case(MIME_TYPE_TELEPHONE_EVENT)
+            })
+            .map(|c| c.payload_type);
+        let (codec, payload_type) =
+            audio.ok_or(MediaError::SdpNotAcceptable("browser chose no G.711 codec"))?;
+        Ok(WebRtcMedia {
+            codec,
+            payload_type,
+            telephone_event: te,
+        })
+    }
+
+    /// The state after the last input.
+    pub fn state(&self) -> WebRtcState {
+        self.state
+    }
+
+    /// A datagram from the network. Garbage is refused with an error and changes
+    /// nothing.
+    pub fn handle_datagram(&mut self, src: SocketAddr, data: &[u8], now: Instant) -> Result<()> {
+        if let Err(why) = demux_check(data) {
+            self.stats.0.rejected.fetch_add(1, Ordering::Relaxed);
+            return Err(MediaError::WebRtc(why.into()));
+        }
+        let r = self.pc.handle_read(TaggedBytesMut {
+            now,
+            transport: TransportContext {
+                local_addr: self.local,
+                peer_addr: src,
+                ecn: None,
+                transport_protocol: TransportProtocol::UDP,
+            },
+            message: BytesMut::from(data),
+        });
+        self.update_state(now);
+        r.map_err(|e| {
+            self.stats.0.rejected.fetch_add(1, Ordering::Relaxed);
+            MediaError::WebRtc(format!("datagram: {e}"))
+        })
+    }
+
+    /// Next datagram to send, with its destination.
+    pub fn poll_transmit(&mut self) -> Option<(SocketAddr, BytesMut)> {
+        self.pc
+            .poll_write()
+            .map(|m| (m.transport.peer_addr, m.message))
+    }
+
+    /// Next RTP packet from the browser, as plain RTP bytes in `out`; returns its length.
+    pub fn poll_rtp(&mut self, out: &mut [u8]) -> Option<usize> {
+        while let Some(m) = self.pc.poll_read() {
+            if let RTCMessage::RtpPacket(_, pkt) = m.message {
+                match pkt.marshal_to(out) {
+                    Ok(n) => {
+                        self.stats.0.from_browser.fetch_add(1, Ordering::Relaxed);
+                        return Some(n);
+                    }
+                    Err(_) => {
+                        self.stats.0.rejected.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    /// Sends a plain RTP packet (from the call) to the browser; its SSRC becomes our
+    /// track's (the session keeps one SSRC per leg anyway; sequence and timestamp are
+    /// already continuous).
+    pub fn send_rtp(&mut self, data: &[u8], now: Instant) -> Result<()> {
+        if self.state != WebRtcState::Connected {
+            return Err(MediaError::WebRtc("not connected".into()));
+        }
+        let mut buf = data;
+        let mut pkt = rtc::rtp::Packet::unmarshal(&mut buf)
+            .map_err(|_| MediaError::WebRtc("malformed RTP from the call".into()))?;
+        pkt.header.ssrc = self.ssrc;
+        let mut sender = self
+            .pc
+            .rtp_sender(self.sender)
+            .ok_or_else(|| MediaError::WebRtc("sender gone".into()))?;
+        match sender.write_rtp(now, pkt) {
+            Ok(()) => {
+                self.stats.0.to_browser.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(e) => {
+                self.stats.0.rejected.fetch_add(1, Ordering::Relaxed);
+                Err(MediaError::WebRtc(format!("send: {e}")))
+            }
+        }
+    }
+
+    /// When [`WebRtcPeer::handle_timeout`] should run next.
+    pub fn poll_timeout(&mut self) -> Instant {
+        let mut t = self
+            .pc
+            .poll_timeout()
+            .unwrap_or(now_plus_a_day(self.deadline));
+        if self.state == WebRtcState::Connecting {
+            t = t.min(self.deadline);
+        }
+        t
+    }
+
+    /// Runs the connection's timers (ICE checks, DTLS retransmissions, keep-alives).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let _ = self.pc.handle_timeout(now);
+        if self.state == WebRtcState::Connecting && now >= self.deadline {
+            self.set_state(WebRtcState::Failed);
+        }
+        self.update_state(now);
+    }
+
+    fn set_state(&mut self, s: WebRtcState) {
+        if self.state != s {
+            tracing::debug!(from = ?self.state, to = ?s, "webrtc leg state");
+            self.state = s;
+            self.stats.set_state(s);
+        }
+    }
+
+    fn update_state(&mut self, _now: Instant) {
+        while let Some(ev) = self.pc.poll_event() {
+            if let RTCPeerConnectionEvent::OnConnectionStateChangeEvent(s) = ev {
+                match s {
+                    RTCPeerConnectionState::Connected => self.set_state(WebRtcState::Connected),
+                    RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => {
+                        self.set_state(WebRtcState::Failed)
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// A handle on the counters and state.
+    pub fn stats(&self) -> WebRtcStats {
+        self.stats.clone()
+    }
+
+    /// Closes the connection (DTLS close_notify goes out with the next transmits).
+    pub fn close(&mut self) {
+        let _ = self.pc.close();
+        self.set_state(WebRtcState::Closed);
+    }
+}
+
+/// What may arrive on a WebRTC port (RFC 7983 §7): STUN (first byte 0-3), DTLS (20-63)
+/// or SRTP/SRTCP (128-191), each at least its fixed header long. Anything else is
+/// refused before it reaches the peer connection.
+fn demux_check(data: &[u8]) -> std::result::Result<(), &'static str> {
+    if data.len() > MAX_PACKET {
+        return Err("datagram too large");
+    }
+    let Some(&first) = data.first() else {
+        return Err("empty datagram");
+    };
+    let min = match first {
+        0..=3 => 20,
+        20..=63 => 13,
+        128..=191 => 12,
+        _ => return Err("not STUN, DTLS or SRTP"),
+    };
+    if data.len() < min {
+        return Err("datagram shorter than its header");
+    }
+    Ok(())
+}
+
+fn now_plus_a_day(t: Instant) -> Instant {
+    t + Duration::from_secs(86_400)
+}
+
+/// A browser leg whose offer (or answer) is out: it holds the public socket until
+/// [`WebRtcLeg::connect`] turns it into a [`MediaLeg`].
+#[derive(Debug)]
+pub struct WebRtcLeg {
+    /// In a mutex only so the leg is `Sync` (the peer connection is not) and a call task
+    /// may hold it across awaits; it is only ever reached through `&mut self`.
+    peer: std::sync::Mutex<WebRtcPeer>,
+    local: SocketAddr,
+    stats: WebRtcStats,
+    public: BoundPorts,
+    media: Option<WebRtcMedia>,
+}
+
+impl WebRtcLeg {
+    /// Binds the public socket (a pair from the range, on `settings.ip`) and makes the
+    /// offer for the INVITE to the browser.
+    pub async fn offer(ports: &PortAllocator, settings: &WebRtcSettings) -> Result<(Self, String)> {
+        let public = ports.bind(settings.ip).await?;
+        let local = public.rtp.local_addr()?;
+        let (peer, sdp) = WebRtcPeer::offer(settings, local, Instant::now())?;
+        Ok((WebRtcLeg::new(peer, public, None), sdp))
+    }
+
+    /// Answers a browser's offer; [`WebRtcLeg::connect`] with `None` then starts it.
+    pub async fn answer(
+        ports: &PortAllocator,
+        settings: &WebRtcSettings,
+        offer: &str,
+    ) -> Result<(Self, String)> {
+        let public = ports.bind(settings.ip).await?;
+        let local = public.rtp.local_addr()?;
+        let (peer, sdp, media) = WebRtcPeer::answer(settings, local, offer, Instant::now())?;
+        Ok((WebRtcLeg::new(peer, public, Some(media)), sdp))
+    }
+
+    fn new(peer: WebRtcPeer, public: BoundPorts, media: Option<WebRtcMedia>) -> Self {
+        WebRtcLeg {
+            local: peer.local,
+            stats: peer.stats(),
+            peer: std::sync::Mutex::new(peer),
+            public,
+            media,
+        }
+    }
+
+    /// The address browsers reach us on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    /// A handle on the counters and state.
+    pub fn stats(&self) -> WebRtcStats {
+        self.stats.clone()
+    }
+
+    /// Applies the browser's answer (`None` when we answered its offer), starts the
+    /// gateway task and returns the call's plain leg towards it. The leg's inner port
+    /// pair is taken from `ports` on loopback; everything is released when the returned
+    /// leg is dropped.
+    pub async fn connect(
+        self,
+        ports: &PortAllocator,
+        answer: Option<&str>,
+        timing: LegTiming,
+    ) -> Result<MediaLeg> {
+        let mut peer = self.peer.into_inner().unwrap_or_else(|e| e.into_inner());
+        let media = match (answer, self.media) {
+            (Some(a), _) => peer.accept_answer(a, Instant::now())?,
+            (None, Some(m)) => m,
+            (None, None) => return Err(MediaError::SdpNotAcceptable("no answer from browser")),
+        };
+        let inner = ports.bind(IpAddr::V4(Ipv4Addr::LOCALHOST)).await?;
+        let call_side = inner.rtp.local_addr()?;
+        let (gw_rtp, gw_rtcp) = bind_loopback_pair().await?;
+        let cfg = LegConfig {
+            codec: media.codec,
+            payload_type: media.payload_type,
+            telephone_event: media.telephone_event,
+            remote_rtp: Some(gw_rtp.local_addr()?),
+            remote_rtcp: Some(gw_rtcp.local_addr()?),
+            direction: Direction::SendRecv,
+            ptime: 20,
+        };
+        let stats = peer.stats();
+        let task = Gateway {
+            peer,
+            public: self.public,
+            inner_rtp: gw_rtp,
+            inner_rtcp: gw_rtcp,
+            call_side,
+        };
+        let join = tokio::spawn(task.run());
+        Ok(MediaLeg::new(inner, cfg, timing).with_gateway(GatewayGuard { join, stats }))
+    }
+}
+
+/// Binds an even/odd loopback pair on ephemeral ports: the call leg's RTCP goes to the
+/// port after the one it latched on, which must be ours.
+async fn bind_loopback_pair() -> Result<(UdpSocket, UdpSocket)> {
+    let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    for _ in 0..64 {
+        let a = UdpSocket::bind(SocketAddr::new(lo, 0)).await?;
+        let p = a.local_addr()?.port();
+        if p % 2 != 0 || p == u16::MAX {
+            continue;
+        }
+        if let Ok(b) = UdpSocket::bind(SocketAddr::new(lo, p + 1)).await {
+            return Ok((a, b));
+        }
+    }
+    Err(MediaError::Io(std::io::Error::new(
+        std::io::ErrorKind::AddrInUse,
+        "no free loopback port pair",
+    )))
+}
+
+/// Owned by the call's [`MediaLeg`]: dropping it stops the gateway task (and frees the
+/// public socket's ports).
+#[derive(Debug)]
+pub struct GatewayGuard {
+    join: JoinHandle<()>,
+    stats: WebRtcStats,
+}
+
+impl GatewayGuard {
+    /// Counters and state of the browser side.
+    pub fn stats(&self) -> WebRtcStats {
+        self.stats.clone()
+    }
+
+    /// Stops the task and waits until its sockets are closed and ports returned.
+    pub async fn close(mut self) {
+        self.join.abort();
+        let _ = (&mut self.join).await;
+    }
+}
+
+impl Drop for GatewayGuard {
+    fn drop(&mut self) {
+        self.join.abort();
+        self.stats.set_state(WebRtcState::Closed);
+    }
+}
+
+/// Datagrams handled per socket per wake-up before the others get a turn.
+const BATCH: usize = 32;
+
+struct Gateway {
+    peer: WebRtcPeer,
+    public: BoundPorts,
+    inner_rtp: UdpSocket,
+    inner_rtcp: UdpSocket,
+    call_side: SocketAddr,
+}
+
+impl Gateway {
+    async fn run(mut self) {
+        let mut buf = vec![0u8; MAX_PACKET].into_boxed_slice();
+        let mut out = vec![0u8; MAX_PACKET].into_boxed_slice();
+        let mut reported = WebRtcState::Connecting;
+        // One timer for the task's life, moved only when the deadline changes (not a new
+        // timer entry per packet).
+        let mut deadline = self.peer.poll_timeout();
+        let sleep = tokio::time::sleep_until(deadline.into());
+        tokio::pin!(sleep);
+        loop {
+            self.flush();
+            while let Some(n) = self.peer.poll_rtp(&mut out) {
+                let _ = self.inner_rtp.try_send_to(&out[..n], self.call_side);
+            }
+            let state = self.peer.state();
+            if state != reported {
+                reported = state;
+                match state {
+                    WebRtcState::Connected => tracing::info!("webrtc leg connected"),
+                    WebRtcState::Failed => tracing::warn!("webrtc leg failed"),
+                    _ => {}
+                }
+            }
+            let d = self.peer.poll_timeout();
+            if d != deadline {
+                deadline = d;
+                sleep.as_mut().reset(d.into());
+            }
+            tokio::select! {
+                r = self.public.rtp.readable() => {
+                    if r.is_ok() {
+                        for _ in 0..BATCH {
+                            match self.public.rtp.try_recv_from(&mut buf) {
+                                Ok((n, src)) => {
+                                    let _ = self.peer.handle_datagram(src, &buf[..n], Instant::now());
+                                }
+                                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                                Err(_) => continue,
+                            }
+                        }
+                    }
+                }
+                r = self.inner_rtp.readable() => {
+                    if r.is_ok() {
+                        for _ in 0..BATCH {
+                            match self.inner_rtp.try_recv_from(&mut buf) {
+                                // Only the call's own leg may feed the browser.
+                                Ok((n, src)) if src == self.call_side => {
+                                    let _ = self.peer.send_rtp(&buf[..n], Instant::now());
+                                }
+                                Ok(_) => {}
+                                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                                Err(_) => continue,
+                            }
+                        }
+                    }
+                }
+                // The call leg's RTCP reports describe the loopback hop; the browser
+                // gets the peer connection's own. The public odd port is unused (rtcp-mux).
+                r = self.inner_rtcp.readable() => {
+                    if r.is_ok() {
+                        while self.inner_rtcp.try_recv_from(&mut buf).is_ok() {}
+                    }
+                }
+                r = self.public.rtcp.readable() => {
+                    if r.is_ok() {
+                        while self.public.rtcp.try_recv_from(&mut buf).is_ok() {}
+                    }
+                }
+                _ = &mut sleep => {
+                    self.peer.handle_timeout(Instant::now());
+                    // The peer may report the same deadline again; re-arm the timer.
+                    deadline = Instant::now();
+                }
+            }
+        }
+    }
+
+    fn flush(&mut self) {
+        while let Some((dest, data)) = self.peer.poll_transmit() {
+            let _ = self.public.rtp.try_send_to(&data, dest);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn demux_accepts_only_stun_dtls_and_srtp_shapes() {
+        assert!(demux_check(&[0u8; 20]).is_ok(), "STUN header");
+        assert!(demux_check(&[22u8; 13]).is_ok(), "DTLS record header");
+        assert!(demux_check(&[0x80u8; 12]).is_ok(), "RTP header");
+        assert!(demux_check(&[]).is_err());
+        assert!(demux_check(&[0u8; 19]).is_err(), "short STUN");
+        assert!(demux_check(&[22u8; 12]).is_err(), "short DTLS");
+        assert!(demux_check(&[0x80u8; 11]).is_err(), "short RTP");
+        assert!(demux_check(&[4u8; 100]).is_err(), "first byte 4..19");
+        assert!(
+            demux_check(&[64u8; 100]).is_err(),
+            "first byte 64..127 (TURN channel)"
+        );
+        assert!(demux_check(&[0xC0u8; 100]).is_err(), "first byte ≥ 192");
+        assert!(demux_check(&[0x80u8; MAX_PACKET + 1]).is_err(), "too large");
+    }
+
+    /// Garbage of every shape from a stranger before any answer: refused or ignored,
+    /// never a panic, and the peer stays connecting with its offer intact.
+    #[test]
+    fn garbage_before_the_answer_changes_nothing() {
+        let now = Instant::now();
+        let local: SocketAddr = "127.0.0.1:40000".parse().unwrap();
+        let s = WebRtcSettings::new(local.ip());
+        let (mut p, offer) = WebRtcPeer::offer(&s, local, now).unwrap();
+        let src: SocketAddr = "127.0.0.1:40001".parse().unwrap();
+        let mut seed = 0x2545_F491_4F6C_DD1Du64;
+        for len in [1usize, 12, 13, 20, 21, 64, 200, 1200] {
+            for first in [0u8, 1, 3, 20, 22, 63, 128, 150, 191] {
+                let mut d = vec![0u8; len];
+                for b in d.iter_mut() {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    *b = seed as u8;
+                }
+                d[0] = first;
+                let _ = p.handle_datagram(src, &d, now);
+            }
+        }
+        p.handle_timeout(now + Duration::from_millis(50));
+        assert_eq!(p.state(), WebRtcState::Connecting);
+        assert!(p.stats().rejected() > 0);
+        assert!(
+            p.send_rtp(&[0x80; 172], now).is_err(),
+            "nothing sent before DTLS"
+        );
+        assert_eq!(p.local_sdp().unwrap(), offer);
+    }
+}

@@ -1,0 +1,299 @@
+//! The WebRTC gateway against a real `webrtc`-crate peer playing the browser: Hotline
+//! offers, the browser answers, ICE + DTLS-SRTP connect on loopback, and RTP flows
+//! both ways between the browser and a plain RTP "phone" through the media session
+//! with the payload untouched; RFC 4733 passes both ways; garbage on the public port
+//! is refused without harm; teardown returns every port.
+
+mod webrtc_common;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use hotline_media::dtmf::EventPayload;
+use hotline_media::leg::{LegConfig, LegEvent, LegTiming};
+use hotline_media::ports::PortAllocator;
+use hotline_media::sdp::{Codec, Direction};
+use hotline_media::session::{MediaEvent, MediaLeg, Side, spawn_session};
+use hotline_media::webrtc::{WebRtcLeg, WebRtcSettings, WebRtcState};
+use rtp_rs::{RtpPacketBuilder, RtpReader, Seq};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio::time::timeout;
+use webrtc_common::{Browser, GUARD};
+
+const LO: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+const PACKETS: u16 = 50;
+
+fn phone_cfg(remote: SocketAddr) -> LegConfig {
+    LegConfig {
+        codec: Codec::Pcmu,
+        payload_type: 0,
+        telephone_event: Some(101),
+        remote_rtp: Some(remote),
+        remote_rtcp: None,
+        direction: Direction::SendRecv,
+        ptime: 20,
+    }
+}
+
+fn rtp(pt: u8, ssrc: u32, seq: u16, ts: u32, payload: &[u8]) -> Vec<u8> {
+    RtpPacketBuilder::new()
+        .payload_type(pt)
+        .ssrc(ssrc)
+        .sequence(Seq::from(seq))
+        .timestamp(ts)
+        .payload(payload)
+        .build()
+        .unwrap()
+}
+
+/// A payload whose bytes say which packet it is, so pass-through is checkable.
+fn payload(i: u16, salt: u8) -> Vec<u8> {
+    (0..160u16)
+        .map(|k| (k as u8).wrapping_mul(3) ^ (i as u8) ^ salt)
+        .collect()
+}
+
+async fn next_dtmf(rx: &mut mpsc::Receiver<MediaEvent>, side: Side) -> char {
+    timeout(GUARD, async {
+        loop {
+            match rx.recv().await {
+                Some(MediaEvent::Leg(s, LegEvent::Dtmf(d))) if s == side => return d.digit,
+                Some(_) => continue,
+                None => panic!("session ended"),
+            }
+        }
+    })
+    .await
+    .expect("DTMF in time")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_answers_hotline_offer_and_rtp_flows_both_ways() {
+    let alloc = PortAllocator::new(46000, 46099).unwrap();
+    let settings = WebRtcSettings::new(LO);
+
+    // Hotline's offer: DTLS actpass, rtcp-mux, G.711 + telephone-event, our candidate.
+    let (leg, offer) = WebRtcLeg::offer(&alloc, &settings).await.unwrap();
+    for needle in [
+        "UDP/TLS/RTP/SAVPF",
+        "a=setup:actpass",
+        "a=rtcp-mux",
+        "PCMU/8000",
+        "PCMA/8000",
+        "telephone-event/8000",
+        "a=fingerprint:sha-256",
+        &format!("127.0.0.1 {} typ host", leg.local_addr().port()),
+    ] {
+        assert!(offer.contains(needle), "offer lacks {needle}:\n{offer}");
+    }
+    assert!(!offer.contains("opus"), "only G.711 is offered");
+    let public = leg.local_addr();
+    let stats = leg.stats();
+
+    let (mut browser, answer) = Browser::answer(&offer).await;
+    assert!(
+        answer.contains("telephone-event"),
+        "answer keeps DTMF:\n{answer}"
+    );
+
+    // The caller's plain leg and its phone.
+    let phone = UdpSocket::bind((LO, 0)).await.unwrap();
+    let a_ports = alloc.bind(LO).await.unwrap();
+    let a_addr = a_ports.rtp.local_addr().unwrap();
+    let a = MediaLeg::new(
+        a_ports,
+        phone_cfg(phone.local_addr().unwrap()),
+        LegTiming::default(),
+    );
+    let b = leg
+        .connect(&alloc, Some(&answer), LegTiming::default())
+        .await
+        .unwrap();
+    assert_eq!(b.state().config().codec, Codec::Pcmu);
+    assert_eq!(b.state().config().telephone_event, Some(101));
+    let (ev_tx, mut events) = mpsc::channel(64);
+    let session = spawn_session(a, ev_tx);
+    session.attach(b).await.unwrap();
+    session.bridge().await.unwrap();
+    browser.connected().await;
+
+    // Phone → browser: payload bytes arrive unchanged; SSRC/seq are Hotline's.
+    let phone_ssrc = 0x1234_5678;
+    let mut got = 0u16;
+    let mut first_seq = None;
+    for i in 0..PACKETS {
+        phone
+            .send_to(
+                &rtp(0, phone_ssrc, 1000 + i, 160 * i as u32, &payload(i, 0x55)),
+                a_addr,
+            )
+            .await
+            .unwrap();
+        // Pace like a phone; the browser's side is drained as it goes.
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        while let Ok(p) = browser.rtp.try_recv() {
+            assert_eq!(p.header.payload_type, 0);
+            let seq = p.header.sequence_number;
+            let first = *first_seq.get_or_insert((seq, p.payload[0] ^ 0x55));
+            let idx = seq.wrapping_sub(first.0).wrapping_add(first.1 as u16);
+            assert_eq!(
+                &p.payload[..],
+                &payload(idx, 0x55)[..],
+                "payload passes through"
+            );
+            got += 1;
+        }
+    }
+    while got < PACKETS - 2 {
+        let p = timeout(GUARD, browser.rtp.recv())
+            .await
+            .expect("phone's RTP reaches the browser")
+            .unwrap();
+        assert_eq!(p.header.payload_type, 0);
+        got += 1;
+    }
+
+    // Browser → phone.
+    let mut buf = [0u8; 1500];
+    let mut back = 0u16;
+    let mut b_ssrc = None;
+    for i in 0..PACKETS {
+        browser.send(0, i == 0, 160, &payload(i, 0xAA)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        while let Ok((n, _)) = phone.try_recv_from(&mut buf) {
+            let r = RtpReader::new(&buf[..n]).unwrap();
+            assert_eq!(r.payload_type(), 0);
+            assert_eq!(r.payload().len(), 160);
+            let salted = r.payload()[0] ^ 0xAA;
+            assert_eq!(r.payload(), &payload(salted as u16, 0xAA)[..]);
+            assert_ne!(r.ssrc(), browser.ssrc, "Hotline's SSRC towards the phone");
+            assert_eq!(*b_ssrc.get_or_insert(r.ssrc()), r.ssrc());
+            back += 1;
+        }
+    }
+    while back < PACKETS - 2 {
+        let (n, _) = timeout(GUARD, phone.recv_from(&mut buf))
+            .await
+            .expect("browser's RTP reaches the phone")
+            .unwrap();
+        if RtpReader::new(&buf[..n]).is_ok_and(|r| r.payload_type() == 0) {
+            back += 1;
+        }
+    }
+    assert!(stats.from_browser() >= (PACKETS - 2) as u64);
+    assert!(stats.to_browser() >= (PACKETS - 2) as u64);
+    let s = session.stats().await.unwrap();
+    let sb = s.b.unwrap();
+    assert!(sb.rx_packets >= (PACKETS - 2) as u64, "{s:?}");
+    assert!(sb.tx_packets >= (PACKETS - 2) as u64, "{s:?}");
+    assert!(s.a.rx_packets >= PACKETS as u64 && s.a.tx_packets >= (PACKETS - 2) as u64);
+
+    // Browser presses 7 (RFC 4733): the call task hears it from leg B, and the phone
+    // gets the events relayed.
+    for (k, (end, d)) in [(false, 160u16), (false, 320), (true, 480), (true, 480)]
+        .into_iter()
+        .enumerate()
+    {
+        let ev = EventPayload {
+            event: 7,
+            end,
+            volume: 10,
+            duration: d,
+        };
+        browser.send(101, k == 0, 0, &ev.to_bytes()).await;
+    }
+    assert_eq!(next_dtmf(&mut events, Side::B).await, '7');
+    let mut relayed_events = 0;
+    while relayed_events == 0 {
+        let (n, _) = timeout(GUARD, phone.recv_from(&mut buf))
+            .await
+            .expect("DTMF reaches the phone")
+            .unwrap();
+        if let Ok(r) = RtpReader::new(&buf[..n])
+            && r.payload_type() == 101
+        {
+            assert_eq!(EventPayload::parse(r.payload()).unwrap().event, 7);
+            relayed_events += 1;
+        }
+    }
+
+    // Hotline generates 3 towards the browser (as on a desk command or IVR transfer).
+    session
+        .send_dtmf(Side::B, '3', std::time::Duration::from_millis(100))
+        .await
+        .unwrap();
+    let ev = timeout(GUARD, async {
+        loop {
+            let p = browser.rtp.recv().await.unwrap();
+            if p.header.payload_type == 101 {
+                return EventPayload::parse(&p.payload).unwrap();
+            }
+        }
+    })
+    .await
+    .expect("telephone-event reaches the browser");
+    assert_eq!(ev.event, 3);
+
+    // Garbage on the public port: refused, counted, nothing breaks.
+    while phone.try_recv_from(&mut buf).is_ok() {}
+    let stranger = UdpSocket::bind((LO, 0)).await.unwrap();
+    let before = stats.rejected();
+    for junk in [
+        &[0u8; 1][..],
+        &[0x80, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9][..],
+        &[0x16, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0][..],
+        &[0x00, 0x01, 0x00, 0x08, 0x21, 0x12, 0xa4, 0x42, 1, 2][..],
+        &[0xff; 1400][..],
+    ] {
+        stranger.send_to(junk, public).await.unwrap();
+    }
+    // Media still flows after the garbage (queued behind it on the same socket), so by
+    // the time the phone hears the browser again the garbage has been handled.
+    browser.send(0, false, 160, &payload(1, 0xAA)).await;
+    loop {
+        let (n, _) = timeout(GUARD, phone.recv_from(&mut buf))
+            .await
+            .expect("media survives garbage")
+            .unwrap();
+        if RtpReader::new(&buf[..n]).is_ok_and(|r| r.payload_type() == 0) {
+            break;
+        }
+    }
+    assert!(
+        stats.rejected() >= before + 3,
+        "short and non-demuxable datagrams are refused: {} → {}",
+        before,
+        stats.rejected()
+    );
+    assert_eq!(stats.state(), WebRtcState::Connected);
+
+    // Teardown: the session returns both legs; releasing them frees every port.
+    let (a, b) = session.stop().await.unwrap();
+    drop(a);
+    b.expect("agent leg").release().await;
+    assert_eq!(alloc.in_use(), 0, "all port pairs back in the pool");
+    assert_eq!(stats.state(), WebRtcState::Closed);
+    browser.close().await;
+}
+
+/// A browser that answers with something that is not SDP, or with SDP offering no
+/// G.711, gets a precise error and nothing is left allocated.
+#[tokio::test]
+async fn unusable_answers_are_refused_and_free_ports() {
+    let alloc = PortAllocator::new(46100, 46119).unwrap();
+    let settings = WebRtcSettings::new(LO);
+    let (leg, _offer) = WebRtcLeg::offer(&alloc, &settings).await.unwrap();
+    let e = leg
+        .connect(&alloc, Some("this is not sdp"), LegTiming::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(e.sip_status(), 400 | 488), "{e}");
+    assert_eq!(alloc.in_use(), 0);
+
+    // A garbage offer from a browser calling in.
+    let e = WebRtcLeg::answer(&alloc, &settings, "v=0\r\nm=audio x\r\n")
+        .await
+        .unwrap_err();
+    assert!(matches!(e.sip_status(), 400 | 488), "{e}");
+    assert_eq!(alloc.in_use(), 0);
+}

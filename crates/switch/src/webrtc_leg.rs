@@ -1,0 +1,102 @@
+//! Browser agents: when an agent's registered contact is a SIP-over-WebSocket one
+//! (RFC 7118; JsSIP and SIP.js register `;transport=ws` or `wss`), the agent leg's SDP is
+//! the WebRTC gateway's offer (ICE, DTLS-SRTP, rtcp-mux, G.711 + telephone-event) and the
+//! 200 OK's answer starts the gateway. The call then sees a plain leg, so music, hold,
+//! recording, DTMF and transfer behave as for a SIP phone.
+//!
+//! Judged from the contact URI rather than the flow so this does not depend on how the
+//! SIP layer exposes its WebSocket transport.
+
+use hotline_media::leg::LegTiming;
+use hotline_media::ports::BoundPorts;
+use hotline_media::sdp::{Direction, LocalMedia, SessionDescription, build_offer};
+use hotline_media::session::MediaLeg;
+use hotline_media::{MediaError, PortAllocator, WebRtcLeg};
+
+use crate::SwitchConfig;
+
+/// Whether a contact URI (as registered) belongs to a browser: its `transport`
+/// parameter is `ws` or `wss`.
+pub(crate) fn is_browser_contact(uri: &str) -> bool {
+    let uri = uri.trim().trim_start_matches('<');
+    let uri = uri.split('>').next().unwrap_or(uri);
+    // URI parameters follow the host part; header parameters (`?`) are not ours.
+    let params = uri.split('?').next().unwrap_or(uri);
+    params.split(';').skip(1).any(|p| {
+        let (name, value) = p.split_once('=').unwrap_or((p, ""));
+        name.trim().eq_ignore_ascii_case("transport")
+            && (value.trim().eq_ignore_ascii_case("ws") || value.trim().eq_ignore_ascii_case("wss"))
+    })
+}
+
+/// The gateway's offer for the INVITE to a browser agent: no plain port pair (the
+/// gateway holds its own), the leg itself, a plain description of our public port (what
+/// the in-call code keeps as "our offer") and the SDP to send.
+pub(crate) async fn offer(
+    ports: &PortAllocator,
+    cfg: &SwitchConfig,
+) -> Option<(
+    Option<BoundPorts>,
+    Option<WebRtcLeg>,
+    SessionDescription,
+    String,
+)> {
+    match WebRtcLeg::offer(ports, &cfg.webrtc).await {
+        Ok((leg, sdp)) => {
+            let local = LocalMedia::new(cfg.media_ip, leg.local_addr().port());
+            let plain = build_offer(&local, Direction::SendRecv);
+            Some((None, Some(leg), plain, sdp))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "no WebRTC offer for the browser agent");
+            None
+        }
+    }
+}
+
+/// The browser's 2xx: its SDP answer starts the gateway, and the returned plain leg
+/// joins the call like a SIP phone's; `None` when the answer is unusable.
+pub(crate) async fn answered(
+    leg: WebRtcLeg,
+    ports: &PortAllocator,
+    body: &[u8],
+    timing: LegTiming,
+) -> Option<MediaLeg> {
+    let r = match std::str::from_utf8(body) {
+        Ok(sdp) => leg.connect(ports, Some(sdp), timing).await,
+        Err(_) => Err(MediaError::SdpMalformed {
+            line: 0,
+            reason: "SDP is not UTF-8",
+        }),
+    };
+    r.inspect_err(|e| tracing::warn!(error = %e, "browser agent's answer refused"))
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn websocket_contacts_are_browsers() {
+        for uri in [
+            "sip:agent@df7jal23ls0d.invalid;transport=ws",
+            "<sip:agent@192.0.2.4:51234;transport=WSS>",
+            "sip:a@h;ob;transport=ws",
+            "sip:a@h;transport = ws ;lr",
+        ] {
+            assert!(is_browser_contact(uri), "{uri}");
+        }
+        for uri in [
+            "sip:agent@192.0.2.4:5060",
+            "sip:agent@192.0.2.4;transport=tcp",
+            "sip:agent@192.0.2.4;transport=wsx",
+            "sip:ws@host",
+            "sip:a@h?transport=ws",
+            "sip:a@h;x-transport=ws",
+            "",
+        ] {
+            assert!(!is_browser_contact(uri), "{uri}");
+        }
+    }
+}

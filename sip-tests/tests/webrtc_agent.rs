@@ -1,0 +1,217 @@
+//! A browser agent through the switch: bob registers a SIP-over-WebSocket contact
+//! (`;transport=ws`, as JsSIP does; the test's SIP runs over UDP from the trusted
+//! address), alice calls his extension, and Hotline's INVITE to bob carries the WebRTC
+//! gateway's offer (ICE, DTLS-SRTP). bob's "browser" (a `webrtc`-crate peer) answers in
+//! the 200 OK, and RTP flows both ways between alice's plain RTP and the browser.
+
+#[path = "../../crates/media/tests/webrtc_common/mod.rs"]
+mod webrtc_common;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use hotline_sip_tests::{TRUSTED_IP, start_hotline_with};
+use rtp_rs::{RtpPacketBuilder, RtpReader, Seq};
+use tokio::net::UdpSocket;
+use webrtc_common::Browser;
+
+const CONFIG: &str = "[media]\nrtp_ip = \"127.0.0.1\"\nrtp_ports = [46400, 46499]\n\
+                      no_rtp_timeout_secs = 0\n\
+                      [[numbers]]\nnumber = \"4351\"\nextension = \"bob\"\n";
+const GUARD: Duration = Duration::from_secs(10);
+
+fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
+    msg.split("\r\n").skip(1).find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+fn body(msg: &str) -> &str {
+    msg.split_once("\r\n\r\n").map_or("", |(_, b)| b)
+}
+
+async fn expect(
+    sock: &UdpSocket,
+    what: &str,
+    want: impl Fn(&str) -> bool,
+) -> anyhow::Result<String> {
+    let mut buf = vec![0u8; 16384];
+    let deadline = tokio::time::Instant::now() + GUARD;
+    loop {
+        let (n, _) = tokio::time::timeout_at(deadline, sock.recv_from(&mut buf))
+            .await
+            .with_context(|| format!("no {what} in time"))??;
+        let m = String::from_utf8_lossy(&buf[..n]).to_string();
+        if want(&m) {
+            return Ok(m);
+        }
+    }
+}
+
+/// A 200 to `req` with `sdp`, our tag and contact.
+fn ok_with(req: &str, contact: &str, sdp: &str) -> String {
+    let mut out = String::from("SIP/2.0 200 OK\r\n");
+    for l in req.split("\r\n").skip(1) {
+        let name = l
+            .split(':')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        match name.as_str() {
+            "via" | "from" | "call-id" | "cseq" => out.push_str(&format!("{l}\r\n")),
+            "to" => out.push_str(&format!("{l};tag=bob1\r\n")),
+            _ => {}
+        }
+    }
+    out.push_str(&format!(
+        "Contact: {contact}\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len()
+    ));
+    out
+}
+
+fn rtp(seq: u16, payload: &[u8]) -> Vec<u8> {
+    RtpPacketBuilder::new()
+        .payload_type(0)
+        .ssrc(0xA11CE)
+        .sequence(Seq::from(seq))
+        .timestamp(seq as u32 * 160)
+        .payload(payload)
+        .build()
+        .expect("rtp")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_agent_gets_webrtc_offer_and_talks_to_a_sip_caller() -> anyhow::Result<()> {
+    let h = start_hotline_with(CONFIG).await?;
+    let server = h.sip.udp_addrs()[0];
+
+    // bob registers a WebSocket contact.
+    let bob = UdpSocket::bind((TRUSTED_IP, 0)).await?;
+    let bob_addr = bob.local_addr()?;
+    let contact = format!("<sip:bob@{bob_addr};transport=ws>");
+    bob.send_to(
+        format!(
+            "REGISTER sip:{server} SIP/2.0\r\nVia: SIP/2.0/UDP {bob_addr};branch=z9hG4bK-reg;rport\r\nFrom: <sip:bob@{server}>;tag=r\r\nTo: <sip:bob@{server}>\r\nCall-ID: reg-bob\r\nCSeq: 1 REGISTER\r\nContact: {contact}\r\nExpires: 600\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        )
+        .as_bytes(),
+        server,
+    )
+    .await?;
+    expect(&bob, "200 to REGISTER", |m| m.starts_with("SIP/2.0 200 ")).await?;
+
+    // alice calls 4351 with plain RTP.
+    let alice = UdpSocket::bind((TRUSTED_IP, 0)).await?;
+    let alice_addr = alice.local_addr()?;
+    let alice_rtp = UdpSocket::bind((TRUSTED_IP, 0)).await?;
+    let sdp = format!(
+        "v=0\r\no=alice 1 1 IN IP4 {TRUSTED_IP}\r\ns=-\r\nc=IN IP4 {TRUSTED_IP}\r\nt=0 0\r\nm=audio {} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n",
+        alice_rtp.local_addr()?.port()
+    );
+    alice
+        .send_to(
+            format!(
+                "INVITE sip:4351@{server} SIP/2.0\r\nVia: SIP/2.0/UDP {alice_addr};branch=z9hG4bK-inv;rport\r\nFrom: <sip:alice@{server}>;tag=al\r\nTo: <sip:4351@{server}>\r\nCall-ID: webrtc-call-1\r\nCSeq: 1 INVITE\r\nContact: <sip:alice@{alice_addr}>\r\nMax-Forwards: 70\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+                sdp.len()
+            )
+            .as_bytes(),
+            server,
+        )
+        .await?;
+
+    // Hotline INVITEs bob with the gateway's offer.
+    let inv = expect(&bob, "INVITE", |m| m.starts_with("INVITE ")).await?;
+    let offer = body(&inv);
+    for needle in [
+        "UDP/TLS/RTP/SAVPF",
+        "a=fingerprint:",
+        "a=ice-ufrag:",
+        "a=rtcp-mux",
+        "telephone-event",
+    ] {
+        if !offer.contains(needle) {
+            bail!("INVITE to the browser lacks {needle}:\n{offer}");
+        }
+    }
+    if header(&inv, "Session-Expires").is_some() {
+        bail!("no session timer offered to a browser (a refresh would re-offer plain RTP)");
+    }
+    let (mut browser, answer) = Browser::answer(offer).await;
+    bob.send_to(ok_with(&inv, &contact, &answer).as_bytes(), server)
+        .await?;
+    expect(&bob, "ACK", |m| m.starts_with("ACK ")).await?;
+
+    // alice's 200: Hotline's RTP address for her leg.
+    let ok = expect(&alice, "200 to INVITE", |m| {
+        m.starts_with("SIP/2.0 200 ") && header(m, "CSeq").is_some_and(|c| c.ends_with("INVITE"))
+    })
+    .await?;
+    let port: u16 = body(&ok)
+        .lines()
+        .find_map(|l| l.strip_prefix("m=audio "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .context("Hotline's audio port")?;
+    let hotline_rtp = SocketAddr::new("127.0.0.1".parse()?, port);
+    let to = header(&ok, "To").context("To")?;
+    let target = header(&ok, "Contact")
+        .and_then(|c| c.split('<').nth(1))
+        .and_then(|c| c.split('>').next())
+        .context("Contact")?;
+    alice
+        .send_to(
+            format!(
+                "ACK {target} SIP/2.0\r\nVia: SIP/2.0/UDP {alice_addr};branch=z9hG4bK-ack;rport\r\nFrom: <sip:alice@{server}>;tag=al\r\nTo: {to}\r\nCall-ID: webrtc-call-1\r\nCSeq: 1 ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+            )
+            .as_bytes(),
+            server,
+        )
+        .await?;
+    browser.connected().await;
+
+    // Media both ways, paced like phones, until each side has heard 40 packets.
+    let payload = [0x5Au8; 160];
+    let mut buf = [0u8; 1500];
+    let (mut to_browser, mut to_alice) = (0u32, 0u32);
+    let mut seq = 0u16;
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while to_browser < 40 || to_alice < 40 {
+        if tokio::time::Instant::now() > deadline {
+            bail!("media: browser heard {to_browser}, alice heard {to_alice}");
+        }
+        tick.tick().await;
+        alice_rtp.send_to(&rtp(seq, &payload), hotline_rtp).await?;
+        browser.send(0, seq == 0, 160, &[0xA5; 160]).await;
+        seq = seq.wrapping_add(1);
+        while let Ok(p) = browser.rtp.try_recv() {
+            if p.header.payload_type == 0 && p.payload[..] == payload[..] {
+                to_browser += 1;
+            }
+        }
+        while let Ok((n, _)) = alice_rtp.try_recv_from(&mut buf) {
+            if RtpReader::new(&buf[..n])
+                .is_ok_and(|r| r.payload_type() == 0 && r.payload() == [0xA5; 160])
+            {
+                to_alice += 1;
+            }
+        }
+    }
+
+    // alice hangs up: Hotline BYEs the browser's dialog.
+    alice
+        .send_to(
+            format!(
+                "BYE {target} SIP/2.0\r\nVia: SIP/2.0/UDP {alice_addr};branch=z9hG4bK-bye;rport\r\nFrom: <sip:alice@{server}>;tag=al\r\nTo: {to}\r\nCall-ID: webrtc-call-1\r\nCSeq: 2 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+            )
+            .as_bytes(),
+            server,
+        )
+        .await?;
+    expect(&bob, "BYE", |m| m.starts_with("BYE ")).await?;
+    browser.close().await;
+    Ok(())
+}
