@@ -114,20 +114,9 @@ pub async fn report(a: &ReportArgs) -> anyhow::Result<()> {
     if to <= from {
         bail!("--to must be after --from");
     }
-    let acd = cfg.acd.as_ref();
-    let sl_secs = a.sl_secs.unwrap_or_else(|| {
-        let mut secs = acd
-            .into_iter()
-            .flat_map(|acd| acd.queues.iter().map(|q| q.sl_secs));
-        match secs.next() {
-            Some(first) if secs.all(|s| s == first) => first,
-            _ => 20,
-        }
-    });
-    let short = a
-        .short_abandon_secs
-        .or_else(|| acd.map(|acd| acd.short_abandon_secs))
-        .unwrap_or(5);
+    let (default_sl, default_short) = hotline::supervision::report_thresholds(&cfg);
+    let sl_secs = a.sl_secs.unwrap_or(default_sl);
+    let short = a.short_abandon_secs.unwrap_or(default_short);
     let store = CdrStore::open(&url, &StoreOptions::default())
         .await
         .with_context(|| format!("opening the store {}", redact(&url)))?;

@@ -46,6 +46,9 @@ pub struct Config {
     /// `[store]`: the database of the CRM and the CDRs.
     #[serde(default)]
     pub store: StoreSettings,
+    /// `[metrics]`: the Prometheus endpoint.
+    #[serde(default)]
+    pub metrics: crate::config_metrics::MetricsSettings,
 }
 
 /// `[store]`: one database for the CRM and the CDRs (their migrations share it).

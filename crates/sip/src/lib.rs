@@ -19,6 +19,7 @@ pub mod registrar;
 pub mod server;
 pub mod session_timer;
 pub mod transaction;
+pub mod wire_metrics;
 
 use std::net::IpAddr;
 

@@ -1,0 +1,159 @@
+//! The supervisor pages, compiled into the binary (`assets/wall/`): the wallboard
+//! (`/wall`), the report page (`/reports`) and their shared script and style. The pages log
+//! in over the CTI WebSocket (`/cti`, so their origin must be in `allowed_origins`) and read
+//! reports from `/api/reports/…` with the session token; `/wall/config.json` gives the
+//! colour thresholds of `[cti.wall]`.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde::{Deserialize, Serialize};
+
+use crate::hub::Hub;
+
+/// `[cti.wall]`: when the wallboard colours a figure amber (warn) or red (alarm).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WallConfig {
+    /// Service level (0..1) below which the queue turns amber / red.
+    pub service_level_warn: f64,
+    pub service_level_alarm: f64,
+    /// Longest wait (seconds) above which …
+    pub wait_warn_secs: f64,
+    pub wait_alarm_secs: f64,
+    /// Waiting calls at or above which …
+    pub waiting_warn: u32,
+    pub waiting_alarm: u32,
+    /// Abandonment rate (0..1) above which …
+    pub abandon_warn: f64,
+    pub abandon_alarm: f64,
+}
+
+impl Default for WallConfig {
+    fn default() -> Self {
+        WallConfig {
+            service_level_warn: 0.8,
+            service_level_alarm: 0.6,
+            wait_warn_secs: 30.0,
+            wait_alarm_secs: 60.0,
+            waiting_warn: 3,
+            waiting_alarm: 6,
+            abandon_warn: 0.05,
+            abandon_alarm: 0.10,
+        }
+    }
+}
+
+impl WallConfig {
+    /// Each alarm threshold lies beyond its warning.
+    pub fn validate(&self) -> Result<(), String> {
+        let unit = |v: f64| (0.0..=1.0).contains(&v);
+        if !(unit(self.service_level_warn) && unit(self.service_level_alarm))
+            || self.service_level_alarm > self.service_level_warn
+        {
+            return Err("[cti.wall] service levels are 0..1 with alarm <= warn".into());
+        }
+        if !(unit(self.abandon_warn) && unit(self.abandon_alarm))
+            || self.abandon_alarm < self.abandon_warn
+        {
+            return Err("[cti.wall] abandonment rates are 0..1 with alarm >= warn".into());
+        }
+        if !(self.wait_warn_secs >= 0.0 && self.wait_alarm_secs >= self.wait_warn_secs) {
+            return Err("[cti.wall] wait_alarm_secs must be >= wait_warn_secs >= 0".into());
+        }
+        if self.waiting_alarm < self.waiting_warn {
+            return Err("[cti.wall] waiting_alarm must be >= waiting_warn".into());
+        }
+        Ok(())
+    }
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+const HTML: &str = "text/html; charset=utf-8";
+
+async fn config(State(hub): State<Arc<Hub>>) -> Response {
+    axum::Json(hub.cfg.wall.clone()).into_response()
+}
+
+pub(crate) fn routes() -> Router<Arc<Hub>> {
+    Router::new()
+        .route(
+            "/wall",
+            get(|| async { asset(HTML, include_str!("../assets/wall/wall.html")) }),
+        )
+        .route(
+            "/reports",
+            get(|| async { asset(HTML, include_str!("../assets/wall/reports.html")) }),
+        )
+        .route(
+            "/wall/common.js",
+            get(|| async {
+                asset(
+                    "text/javascript; charset=utf-8",
+                    include_str!("../assets/wall/common.js"),
+                )
+            }),
+        )
+        .route(
+            "/wall/wall.js",
+            get(|| async {
+                asset(
+                    "text/javascript; charset=utf-8",
+                    include_str!("../assets/wall/wall.js"),
+                )
+            }),
+        )
+        .route(
+            "/wall/reports.js",
+            get(|| async {
+                asset(
+                    "text/javascript; charset=utf-8",
+                    include_str!("../assets/wall/reports.js"),
+                )
+            }),
+        )
+        .route(
+            "/wall/style.css",
+            get(|| async {
+                asset(
+                    "text/css; charset=utf-8",
+                    include_str!("../assets/wall/style.css"),
+                )
+            }),
+        )
+        .route("/wall/config.json", get(config))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thresholds_are_checked() {
+        assert!(WallConfig::default().validate().is_ok());
+        let c = WallConfig {
+            service_level_alarm: 0.9,
+            ..WallConfig::default()
+        };
+        assert!(c.validate().is_err());
+        let c = WallConfig {
+            wait_alarm_secs: 10.0,
+            ..WallConfig::default()
+        };
+        assert!(c.validate().is_err());
+    }
+}
