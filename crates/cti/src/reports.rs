@@ -48,23 +48,48 @@ impl std::fmt::Debug for ReportSource {
 }
 
 /// A JSON error answer: `{"error": code, "message": …}`.
-pub(crate) fn error(status: StatusCode, code: &str, message: impl Into<String>) -> Response {
-    let mut r = (
-        status,
-        axum::Json(json!({"error": code, "message": message.into()})),
-    )
-        .into_response();
-    if status == StatusCode::UNAUTHORIZED {
-        r.headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut r = (
+            self.status,
+            axum::Json(json!({"error": self.code, "message": self.message})),
+        )
+            .into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        r
     }
-    r
+}
+
+pub(crate) fn api_error(
+    status: StatusCode,
+    code: &'static str,
+    message: impl Into<String>,
+) -> ApiError {
+    ApiError {
+        status,
+        code,
+        message: message.into(),
+    }
+}
+
+fn error(status: StatusCode, code: &'static str, message: impl Into<String>) -> Response {
+    api_error(status, code, message).into_response()
 }
 
 /// The user behind `Authorization: Bearer <token>`, if a supervisor or admin; the error
 /// answer otherwise (401 without a live token, 403 for agents).
-pub(crate) fn supervisor(hub: &Hub, headers: &HeaderMap) -> Result<CtiUser, Response> {
-    let unauth = |m: &str| error(StatusCode::UNAUTHORIZED, "unauthenticated", m);
+pub(crate) fn supervisor(hub: &Hub, headers: &HeaderMap) -> Result<CtiUser, ApiError> {
+    let unauth = |m: &str| api_error(StatusCode::UNAUTHORIZED, "unauthenticated", m);
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Err(unauth(
             "send the CTI session token as `Authorization: Bearer <token>`",
@@ -83,7 +108,7 @@ pub(crate) fn supervisor(hub: &Hub, headers: &HeaderMap) -> Result<CtiUser, Resp
         .and_then(|s| hub.users.get(&s.user).cloned())
         .ok_or_else(|| unauth("the token is unknown or expired; log in again"))?;
     if user.role == Role::Agent {
-        return Err(error(
+        return Err(api_error(
             StatusCode::FORBIDDEN,
             "forbidden",
             "reports need the supervisor or admin role",
@@ -192,7 +217,7 @@ async fn report(
 ) -> Response {
     let user = match supervisor(&hub, &headers) {
         Ok(u) => u,
-        Err(r) => return r,
+        Err(e) => return e.into_response(),
     };
     let Ok(by) = by.parse::<GroupBy>() else {
         return error(
