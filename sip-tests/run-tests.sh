@@ -19,4 +19,15 @@ fi
 # The CRM store's suite runs against PostgreSQL as well as SQLite: start (or install) one.
 bash crates/crm/scripts/ensure-postgres.sh
 
+# The wallboard's browser test (sip-tests/tests/wallboard.rs): Debian's chromium, Node, and
+# playwright-core pinned by sip-tests/browser-wall/package-lock.json.
+if [ ! -x /usr/bin/chromium ] || ! command -v npm >/dev/null 2>&1; then
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "installing the wallboard test's browser tools: chromium nodejs npm"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium nodejs npm
+fi
+[ -d sip-tests/browser-wall/node_modules/playwright-core ] \
+  || (cd sip-tests/browser-wall && npm ci --no-audit --no-fund)
+
 cargo test --workspace --locked
