@@ -4,15 +4,17 @@
 //   → UP           a call waits: the wall's waiting count went to 1   (screenshot)
 //   → DOWN         the call was answered: waiting back to 0, an agent on call (screenshot)
 //   ← CALL_DONE    (stdin) the call ended and its CDR is written
+//   → FORCED       the supervisor logged AGENT out from the floor view (screenshot)
 //   → REPORTS_OK   the report page shows the call and exports it as CSV (screenshot)
-// Environment: URL (http://127.0.0.1:port), USER, PASSWORD, QUEUE, OUT (screenshot dir).
+// Environment: URL (http://127.0.0.1:port), USER, PASSWORD, QUEUE, AGENT, CALLER,
+// OUT (screenshot dir).
 import { chromium } from "playwright-core";
 import { mkdtempSync, rmSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 
-const { URL: base, USER: user, PASSWORD: password, QUEUE: queue, OUT: out } = process.env;
+const { URL: base, USER: user, PASSWORD: password, QUEUE: queue, AGENT: agent, CALLER: caller, OUT: out } = process.env;
 const say = (line) => process.stdout.write(`${line}\n`);
 const lines = createInterface({ input: process.stdin });
 const nextLine = () => new Promise((resolve) => lines.once("line", resolve));
@@ -54,10 +56,24 @@ try {
 
   await count(waiting, "0", 30000);
   await count('[data-state="on_call"] b', "1", 15000);
+  // The floor view: the agent on the call, with the caller.
+  const floorRow = `#floor tr[data-agent="${agent}"]`;
+  await page.waitForSelector(`${floorRow}[data-state="on_call"]`, { timeout: 15000 });
+  const callCell = await page.textContent(`${floorRow} td.call`);
+  if (!callCell.includes(caller)) throw new Error(`floor call cell ${JSON.stringify(callCell)}`);
   await page.screenshot({ path: join(out, "wall-answered.png") });
   say("DOWN");
 
   if ((await nextLine()) !== "CALL_DONE") throw new Error("expected CALL_DONE");
+  // Force the agent out from the floor view.
+  await page.waitForSelector(`${floorRow} button[data-action="logout"]`, { timeout: 15000 });
+  // Today's chart comes from the CDRs (the report API) once the call is recorded.
+  await page.waitForFunction(() => document.querySelector("#day-chart").dataset.offered === "1", null, { timeout: 15000 });
+  await page.click(`${floorRow} button[data-action="logout"]`);
+  await page.waitForSelector(`${floorRow}[data-state="logged_out"]`, { timeout: 15000 });
+  await count('[data-state="logged_out"] b', "1", 15000);
+  await page.screenshot({ path: join(out, "wall-floor.png"), fullPage: true });
+  say("FORCED");
   // The report page resumes the supervisor's session (token kept in sessionStorage).
   await page.goto(`${base}/reports`);
   await page.waitForSelector("#page:not([hidden])", { timeout: 15000 });

@@ -2,9 +2,10 @@
 //! a supervisor logs in on `/wall`; a SIPp caller dials the support queue while its only
 //! agent (bob, a registered SIPp UAS) is logged out, and the wall's waiting count goes to 1;
 //! bob logs in from his desk (a CTI WebSocket client here), the ACD offers him the call, his
-//! phone answers and the count goes back to 0 with one agent on call. After the call the
-//! report page shows it and exports it as CSV. Screenshots land in
-//! `sip-tests/out/wallboard/`.
+//! phone answers and the count goes back to 0 with one agent on call, shown with the caller
+//! in the floor view. After the call the supervisor logs bob out from the floor view (his
+//! desk gets the `agent.state` event), and the report page shows the call and exports it
+//! as CSV. Screenshots land in `sip-tests/out/wallboard/`.
 
 #[path = "../../crates/cti/tests/client/mod.rs"]
 mod client;
@@ -88,6 +89,8 @@ async fn waiting_count_follows_a_call_in_chromium() -> anyhow::Result<()> {
         .env("USER", "sue")
         .env("PASSWORD", "s3cret")
         .env("QUEUE", "support")
+        .env("AGENT", "bob")
+        .env("CALLER", "alice")
         .env("OUT", &shots)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -138,12 +141,25 @@ async fn waiting_count_follows_a_call_in_chromium() -> anyhow::Result<()> {
     }
     store.close().await;
     stdin.write_all(b"CALL_DONE\n").await?;
+    expect_line(&mut lines, "FORCED").await?;
+    // bob's own desk sees the forced logout.
+    loop {
+        let (_, ev) = desk.event("agent.state").await;
+        if ev["data"]["agent"] == "bob" && ev["data"]["state"] == "logged_out" {
+            break;
+        }
+    }
     expect_line(&mut lines, "REPORTS_OK").await?;
     let status = tokio::time::timeout(Duration::from_secs(30), node.wait())
         .await
         .context("browser script did not exit")??;
     assert!(status.success(), "browser script: {status}");
-    for shot in ["wall-waiting.png", "wall-answered.png", "reports.png"] {
+    for shot in [
+        "wall-waiting.png",
+        "wall-answered.png",
+        "wall-floor.png",
+        "reports.png",
+    ] {
         assert!(
             shots.join(shot).metadata()?.len() > 10_000,
             "{shot} written"

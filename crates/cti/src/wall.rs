@@ -3,17 +3,27 @@
 //! in over the CTI WebSocket (`/cti`, so their origin must be in `allowed_origins`) and read
 //! reports from `/api/reports/…` with the session token; `/wall/config.json` gives the
 //! colour thresholds of `[cti.wall]`.
+//!
+//! The floor view's supervisor actions are HTTP too (`POST /api/floor/{agent}/{action}`,
+//! Bearer token, `action` = `not_ready` (body `{"reason": "…"}`, default "supervisor") or
+//! `logout`): they go to the ACD task like a desk's own state change, so the agent's desk
+//! sees the same `agent.state` event with the next version. Supervisors limited to some
+//! queues may not force agents (the CTI server does not know agents' queues): 403.
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
-use axum::http::header;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
+use hotline_switch::{AgentCommand, SwitchError};
 use serde::{Deserialize, Serialize};
 
+use crate::Role;
 use crate::hub::Hub;
+use crate::reports::{api_error, supervisor};
 
 /// `[cti.wall]`: when the wallboard colours a figure amber (warn) or red (alarm).
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
@@ -89,6 +99,82 @@ async fn config(State(hub): State<Arc<Hub>>) -> Response {
     axum::Json(hub.cfg.wall.clone()).into_response()
 }
 
+/// Body of `POST /api/floor/{agent}/not_ready`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ForceBody {
+    reason: Option<String>,
+}
+
+async fn force(
+    State(hub): State<Arc<Hub>>,
+    Path((agent, action)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let user = match supervisor(&hub, &headers) {
+        Ok(u) => u,
+        Err(e) => return e.into_response(),
+    };
+    if user.role == Role::Supervisor && !user.queues.is_empty() {
+        return api_error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "supervisors limited to some queues may not force agents",
+        )
+        .into_response();
+    }
+    let parsed: ForceBody = if body.iter().all(u8::is_ascii_whitespace) {
+        ForceBody { reason: None }
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(b) => b,
+            Err(e) => {
+                return api_error(
+                    StatusCode::BAD_REQUEST,
+                    "bad_request",
+                    format!("body: {e} (send {{\"reason\": \"…\"}} or nothing)"),
+                )
+                .into_response();
+            }
+        }
+    };
+    let cmd = match action.as_str() {
+        "not_ready" => AgentCommand::NotReady {
+            reason: parsed.reason.unwrap_or_else(|| "supervisor".into()),
+        },
+        "logout" if parsed.reason.is_none() => AgentCommand::Logout,
+        "logout" => {
+            return api_error(StatusCode::BAD_REQUEST, "bad_request", "logout takes no reason")
+                .into_response();
+        }
+        other => {
+            return api_error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no action {other:?} (use not_ready or logout)"),
+            )
+            .into_response();
+        }
+    };
+    match hub.switch.agent_state(&agent, cmd).await {
+        Ok(state) => {
+            tracing::info!(supervisor = %user.name, %agent, %action, "agent state forced");
+            axum::Json(state).into_response()
+        }
+        Err(e) => {
+            let status = match &e {
+                SwitchError::NotFound(_) => StatusCode::NOT_FOUND,
+                SwitchError::InvalidState(_) => StatusCode::CONFLICT,
+                SwitchError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+                SwitchError::NotSupported(_) => StatusCode::NOT_IMPLEMENTED,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            api_error(status, e.code(), e.to_string()).into_response()
+        }
+    }
+}
+
 pub(crate) fn routes() -> Router<Arc<Hub>> {
     Router::new()
         .route(
@@ -136,6 +222,7 @@ pub(crate) fn routes() -> Router<Arc<Hub>> {
             }),
         )
         .route("/wall/config.json", get(config))
+        .route("/api/floor/{agent}/{action}", post(force))
 }
 
 #[cfg(test)]

@@ -170,6 +170,8 @@ const Hotline = (() => {
       ctx.fillText(String(v), 4, y + 4);
     }
     const n = Math.max(1, labels.length);
+    const widest = Math.max(1, ...labels.map((l) => ctx.measureText(l).width + 6));
+    const labelEvery = Math.max(1, Math.ceil(n / Math.max(1, Math.floor(plotW / widest))));
     const group = plotW / n;
     const bw = Math.min(48, Math.max(2, (group * 0.8) / Math.max(1, series.length)));
     labels.forEach((label, i) => {
@@ -179,7 +181,7 @@ const Hotline = (() => {
         ctx.fillStyle = s.color;
         ctx.fillRect(pad.l + i * group + group * 0.1 + j * bw, pad.t + plotH - bh, bw - 1, bh);
       });
-      if (n <= 24 || i % Math.ceil(n / 24) === 0) {
+      if (i % labelEvery === 0) {
         ctx.fillStyle = "#94a3b8";
         ctx.fillText(label, pad.l + i * group + 2, H - 6);
       }

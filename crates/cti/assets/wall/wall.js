@@ -13,6 +13,7 @@
   const today = new Map();     // queue → today's report row
   const agents = new Map();    // agent → {state, version}
   const samples = [];          // [{t, waiting}] of the session, for the live chart
+  const calls = new Map();     // call_id → {caller, customer} from call.offered
   let dayReport = null;
   let poll = null;
   let reportTimer = null;
@@ -90,11 +91,70 @@
     }));
   }
 
-  function onAgent(a) {
+  function onAgent(a, fromSnapshot) {
     const old = agents.get(a.agent);
-    if (old && old.version > a.version) return; // stale: versions only grow
-    agents.set(a.agent, a);
+    if (old && old.version >= a.version) return; // stale: versions only grow
+    // The event carries no start time: a state seen in the snapshot started before the
+    // page did ("≥"), a change seen live started now.
+    const changed = !old || old.state !== a.state;
+    agents.set(a.agent, { ...a, since: changed ? Date.now() : old.since, atLeast: changed ? !!fromSnapshot : old.atLeast });
     renderAgents();
+    renderFloor();
+  }
+
+  function customerName(pop) {
+    const id = pop && pop.identification;
+    if (!id) return null;
+    const c = id.customer;
+    if (c) return [c.title, c.first_name, c.surname].filter(Boolean).join(" ") + (c.company ? `, ${c.company}` : "");
+    if (id.customers) return `${id.customers.length} candidates`;
+    return id.kind === "withheld" ? "withheld" : null;
+  }
+
+  function renderFloor() {
+    const body = $("floor").querySelector("tbody");
+    const rows = [...agents.values()].sort((a, b) => a.agent.localeCompare(b.agent)).map((a) => {
+      const tr = document.createElement("tr");
+      tr.dataset.agent = a.agent;
+      tr.dataset.state = a.state;
+      const call = a.call_id ? calls.get(a.call_id) : null;
+      const td = (text, cls) => { const c = document.createElement("td"); c.textContent = text; if (cls) c.className = cls; return c; };
+      const age = Math.max(0, Math.round((Date.now() - a.since) / 1000));
+      const state = LABELS[a.state] + (a.reason ? ` (${a.reason})` : "") + (a.pending_not_ready ? ` → not ready (${a.pending_not_ready})` : "");
+      const actions = document.createElement("td");
+      actions.className = "actions";
+      if (a.state !== "logged_out") {
+        for (const [action, label] of [["not_ready", "Not ready"], ["logout", "Log out"]]) {
+          if (action === "not_ready" && a.state === "not_ready") continue;
+          const b = document.createElement("button");
+          b.type = "button";
+          b.textContent = label;
+          b.dataset.action = action;
+          b.addEventListener("click", () => forceState(a.agent, action));
+          actions.append(b);
+        }
+      }
+      tr.append(td(a.agent), td(state, `state-${a.state}`), td((a.atLeast ? "≥ " : "") + Hotline.secs(age), "age"),
+        td(a.call_id ? (call ? call.caller : a.call_id) : "–", "call"), td(call && call.customer ? call.customer : "–", "customer"), actions);
+      return tr;
+    });
+    body.replaceChildren(...rows);
+  }
+
+  async function forceState(agent, action) {
+    $("floor-error").textContent = "";
+    try {
+      const r = await fetch(`/api/floor/${encodeURIComponent(agent)}/${action}`, {
+        method: "POST",
+        headers: { Authorization: `Bearer ${cti.token}`, "Content-Type": "application/json" },
+        body: action === "not_ready" ? JSON.stringify({ reason: "supervisor" }) : "",
+      });
+      const body = await r.json().catch(() => ({}));
+      if (!r.ok) throw new Error(body.message || `HTTP ${r.status}`);
+      onAgent(body);
+    } catch (e) {
+      $("floor-error").textContent = `${agent}: ${e.message}`;
+    }
   }
 
   function drawDay() {
@@ -102,6 +162,7 @@
     const hours = [...Array(24).keys()].map((h) => `${String(h).padStart(2, "0")}`);
     const rows = new Map(dayReport.rows.map((r) => [r.key.slice(11, 13), r]));
     const v = (f) => hours.map((h) => (rows.get(h) ? rows.get(h)[f] : 0));
+    $("day-chart").dataset.offered = String(dayReport.total.offered); // what the chart shows
     Hotline.bars($("day-chart"), hours, [
       { name: "offered", color: "#38bdf8", values: v("offered") },
       { name: "answered", color: "#22c55e", values: v("answered") },
@@ -136,15 +197,21 @@
   }
 
   function scheduleReports() {
+    // The call's record is committed around the time call.ended arrives: ask soon, and
+    // once more a little later.
     clearTimeout(reportTimer);
-    reportTimer = setTimeout(refreshReports, 500);
+    reportTimer = setTimeout(() => { refreshReports(); reportTimer = setTimeout(refreshReports, 4000); }, 1000);
   }
 
   function onEvent(type, data) {
     if (type === "queue.stats") onStats(data.queues || []);
     else if (type === "agent.state") onAgent(data);
+    else if (type === "call.offered") {
+      calls.set(data.call_id, { caller: data.caller, customer: customerName(data.pop) });
+      while (calls.size > 2000) calls.delete(calls.keys().next().value);
+    }
     else if (type === "call.ended") scheduleReports();
-    if (type === "call.offered" || type === "call.answered" || type === "call.ended") askStats();
+    if (type.startsWith("call.") || type === "agent.state") askStats();
   }
 
   async function askStats() {
@@ -164,7 +231,7 @@
     $("board").hidden = false;
     setStatus(`live · ${cti.user}`, "good");
     const snap = await cti.request("agents.snapshot");
-    for (const a of snap.agents || []) onAgent(a);
+    for (const a of snap.agents || []) onAgent(a, true);
     renderAgents();
     await askStats();
     clearInterval(poll);
@@ -173,6 +240,7 @@
     poll = setInterval(askStats, 2000);
     await refreshReports();
     setInterval(refreshReports, 60000);
+    setInterval(renderFloor, 1000); // time in state
   }
 
   function showLogin(message) {
