@@ -7,7 +7,8 @@
 //! The floor view's supervisor actions are HTTP too (`POST /api/floor/{agent}/{action}`,
 //! Bearer token, `action` = `not_ready` (body `{"reason": "…"}`, default "supervisor") or
 //! `logout`): they go to the ACD task like a desk's own state change, so the agent's desk
-//! sees the same `agent.state` event with the next version. Supervisors limited to some
+//! sees the same `agent.state` event with the next version (a logged-out agent is not
+//! logged in by a forced not-ready: 409). Supervisors limited to some
 //! queues may not force agents (the CTI server does not know agents' queues): 403.
 
 use std::sync::Arc;
@@ -18,7 +19,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use hotline_switch::{AgentCommand, SwitchError};
+use hotline_switch::{AgentCommand, AgentStatus, SwitchError};
 use serde::{Deserialize, Serialize};
 
 use crate::Role;
@@ -145,8 +146,12 @@ async fn force(
         },
         "logout" if parsed.reason.is_none() => AgentCommand::Logout,
         "logout" => {
-            return api_error(StatusCode::BAD_REQUEST, "bad_request", "logout takes no reason")
-                .into_response();
+            return api_error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "logout takes no reason",
+            )
+            .into_response();
         }
         other => {
             return api_error(
@@ -157,6 +162,21 @@ async fn force(
             .into_response();
         }
     };
+    if matches!(cmd, AgentCommand::NotReady { .. }) {
+        // A desk's own not-ready logs its agent in; a supervisor's must not.
+        let logged_out = hub.switch.agents().await.ok().is_some_and(|all| {
+            all.iter()
+                .any(|a| a.agent == agent && a.status == AgentStatus::LoggedOut)
+        });
+        if logged_out {
+            return api_error(
+                StatusCode::CONFLICT,
+                "invalid_state",
+                format!("agent {agent:?} is logged out"),
+            )
+            .into_response();
+        }
+    }
     match hub.switch.agent_state(&agent, cmd).await {
         Ok(state) => {
             tracing::info!(supervisor = %user.name, %agent, %action, "agent state forced");

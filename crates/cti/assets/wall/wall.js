@@ -211,7 +211,14 @@
       while (calls.size > 2000) calls.delete(calls.keys().next().value);
     }
     else if (type === "call.ended") scheduleReports();
-    if (type.startsWith("call.") || type === "agent.state") askStats();
+    if (type.startsWith("call.") || type === "agent.state") soonStats();
+  }
+
+  // A burst of events (a busy floor) makes one request, not one per event.
+  let statsTimer = null;
+  function soonStats() {
+    if (statsTimer) return;
+    statsTimer = setTimeout(() => { statsTimer = null; askStats(); }, 300);
   }
 
   async function askStats() {
