@@ -6,7 +6,9 @@
 //! to no queue, stay in).
 //!
 //! Times: `YYYY-MM-DD`, `YYYY-MM-DDTHH:MM[:SS][Z]` (UTC) or Unix milliseconds; `from`
-//! defaults to today's midnight (UTC), `to` to now. Windows are limited to 366 days.
+//! defaults to today's midnight, `to` to now. Windows are limited to 366 days. Hour and
+//! day rows (and "today") follow `tz` (`UTC`, `+01:00`, `Europe/Berlin`), default
+//! `[cti.wall] timezone`, else UTC.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,7 +18,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use hotline_cdr::report::{GroupBy, ReportOptions, build};
+use hotline_cdr::report::{Calendar, GroupBy, ReportOptions, build_in};
 use hotline_cdr::time::{DAY_MS, parse_time};
 use hotline_cdr::{CdrStore, now_millis};
 use serde_json::json;
@@ -125,6 +127,7 @@ struct Params {
     csv: bool,
     sl_secs: Option<u32>,
     short_abandon_secs: Option<u32>,
+    tz: Option<String>,
 }
 
 fn bad(message: String) -> Response {
@@ -156,16 +159,29 @@ fn decode(s: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-fn parse_params(query: Option<&str>, now: i64) -> Result<Params, String> {
+fn parse_params(
+    query: Option<&str>,
+    now: i64,
+    default_tz: Option<&str>,
+) -> Result<(Params, Calendar), String> {
     let mut seen: HashMap<String, String> = HashMap::new();
     for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
         let (Some(k), Some(v)) = (decode(k), decode(v)) else {
             return Err(format!("{pair:?} is not valid percent-encoded UTF-8"));
         };
-        if !["from", "to", "format", "sl_secs", "short_abandon_secs"].contains(&k.as_str()) {
+        if ![
+            "from",
+            "to",
+            "format",
+            "sl_secs",
+            "short_abandon_secs",
+            "tz",
+        ]
+        .contains(&k.as_str())
+        {
             return Err(format!(
-                "unknown parameter {k:?} (use from, to, format, sl_secs, short_abandon_secs)"
+                "unknown parameter {k:?} (use from, to, format, sl_secs, short_abandon_secs, tz)"
             ));
         }
         if seen.insert(k.clone(), v).is_some() {
@@ -187,7 +203,14 @@ fn parse_params(query: Option<&str>, now: i64) -> Result<Params, String> {
             })
             .transpose()
     };
-    let from = time("from")?.unwrap_or(now.div_euclid(DAY_MS) * DAY_MS);
+    let tz = seen.get("tz").map(String::as_str).or(default_tz);
+    let calendar = match tz {
+        None => Calendar::utc(),
+        Some(t) => {
+            Calendar::zone(hotline_switch::hours::parse_tz(t).map_err(|e| format!("tz: {e}"))?)
+        }
+    };
+    let from = time("from")?.unwrap_or_else(|| calendar.day_start(now));
     let to = time("to")?.unwrap_or(now);
     if to <= from {
         return Err(format!("`to` ({to}) must be after `from` ({from})"));
@@ -200,13 +223,15 @@ fn parse_params(query: Option<&str>, now: i64) -> Result<Params, String> {
         Some("csv") => true,
         Some(other) => return Err(format!("format: {other:?} (use json or csv)")),
     };
-    Ok(Params {
+    let p = Params {
         from,
         to,
         csv,
         sl_secs: secs("sl_secs")?,
         short_abandon_secs: secs("short_abandon_secs")?,
-    })
+        tz: tz.map(str::to_string),
+    };
+    Ok((p, calendar))
 }
 
 async fn report(
@@ -227,7 +252,8 @@ async fn report(
         );
     };
     let now = now_millis();
-    let p = match parse_params(query.as_deref(), now) {
+    let (p, calendar) = match parse_params(query.as_deref(), now, hub.cfg.wall.timezone.as_deref())
+    {
         Ok(p) => p,
         Err(m) => return bad(m),
     };
@@ -254,7 +280,7 @@ async fn report(
         input.calls.retain(|c| c.queue.as_deref().is_some_and(mine));
         input.events.retain(|e| e.queue == "NONE" || mine(&e.queue));
     }
-    let r = build(
+    let r = build_in(
         &input,
         &ReportOptions {
             by,
@@ -262,6 +288,7 @@ async fn report(
             short_abandon_secs: p.short_abandon_secs.unwrap_or(src.short_abandon_secs),
             now,
         },
+        &calendar,
     );
     if !p.csv {
         return axum::Json(r).into_response();
@@ -299,11 +326,17 @@ mod tests {
 
     #[test]
     fn parameters_default_to_today_and_are_checked() {
-        let p = parse_params(None, NOW).unwrap();
+        let (p, _) = parse_params(None, NOW, None).unwrap();
         assert_eq!((p.from, p.to, p.csv), (20_780 * DAY_MS, NOW, false));
-        let p = parse_params(
+        // "Today" in Berlin began at 23:00 UTC the day before.
+        let (p, _) = parse_params(None, NOW, Some("Europe/Berlin")).unwrap();
+        assert_eq!(p.from, 20_780 * DAY_MS - 3_600_000);
+        let (p, _) = parse_params(Some("tz=UTC"), NOW, Some("Europe/Berlin")).unwrap();
+        assert_eq!((p.from, p.tz.as_deref()), (20_780 * DAY_MS, Some("UTC")));
+        let (p, _) = parse_params(
             Some("from=2026-11-22&to=2026-11-23T00%3A00Z&format=csv&sl_secs=30"),
             NOW,
+            None,
         )
         .unwrap();
         assert_eq!(
@@ -313,7 +346,8 @@ mod tests {
                 to: 20_780 * DAY_MS,
                 csv: true,
                 sl_secs: Some(30),
-                short_abandon_secs: None
+                short_abandon_secs: None,
+                tz: None,
             }
         );
         for (q, needle) in [
@@ -326,8 +360,9 @@ mod tests {
             ("colour=red", "unknown parameter"),
             ("from=2024-01-01&to=2026-01-01", "366 days"),
             ("from=%ZZ", "percent-encoded"),
+            ("tz=Mars%2FOlympus", "tz: unknown time zone"),
         ] {
-            let e = parse_params(Some(q), NOW).unwrap_err();
+            let e = parse_params(Some(q), NOW, None).unwrap_err();
             assert!(e.contains(needle), "{q}: {e}");
         }
     }

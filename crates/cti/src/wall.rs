@@ -42,6 +42,9 @@ pub struct WallConfig {
     /// Abandonment rate (0..1) above which …
     pub abandon_warn: f64,
     pub abandon_alarm: f64,
+    /// Hour and day buckets of the wallboard and of `/api/reports` (a request's `tz`
+    /// overrides it): `"UTC"` (default), `"+01:00"` or an IANA name.
+    pub timezone: Option<String>,
 }
 
 impl Default for WallConfig {
@@ -55,6 +58,7 @@ impl Default for WallConfig {
             waiting_alarm: 6,
             abandon_warn: 0.05,
             abandon_alarm: 0.10,
+            timezone: None,
         }
     }
 }
@@ -78,6 +82,9 @@ impl WallConfig {
         }
         if self.waiting_alarm < self.waiting_warn {
             return Err("[cti.wall] waiting_alarm must be >= waiting_warn".into());
+        }
+        if let Some(tz) = &self.timezone {
+            hotline_switch::hours::parse_tz(tz).map_err(|e| format!("[cti.wall] timezone: {e}"))?;
         }
         Ok(())
     }
@@ -262,5 +269,10 @@ mod tests {
             ..WallConfig::default()
         };
         assert!(c.validate().is_err());
+        let c = WallConfig {
+            timezone: Some("Mars/Olympus".into()),
+            ..WallConfig::default()
+        };
+        assert!(c.validate().unwrap_err().contains("timezone"));
     }
 }

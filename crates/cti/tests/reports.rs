@@ -217,6 +217,21 @@ async fn figures(db: TestDb) {
     assert!(close(&ten["service_level"], 0.5));
     assert_eq!(h["rows"].as_array().unwrap().len(), 2);
 
+    // In Berlin (UTC+1 in November) the same calls fall in the local hours 10:00 and 11:00.
+    let hb = json_ok(
+        addr,
+        &format!("/api/reports/hour?{WINDOW}&tz=Europe%2FBerlin"),
+        &sue,
+    )
+    .await;
+    let keys: Vec<&str> = hb["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, ["2026-11-23T10:00+01:00", "2026-11-23T11:00+01:00"]);
+
     // Days: a two-day window has both days; the 24th holds c5.
     let d = json_ok(addr, "/api/reports/day?from=2026-11-23&to=2026-11-25", &sue).await;
     assert_eq!(row(&d, "2026-11-23")["offered"], 4);

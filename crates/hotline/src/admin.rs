@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use hotline::Config;
 use hotline::store::redact;
-use hotline_cdr::report::{GroupBy, ReportOptions, build};
+use hotline_cdr::report::{Calendar, GroupBy, ReportOptions, build_in};
 use hotline_cdr::{CdrStore, StoreOptions, now_millis, time::parse_time};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -50,6 +50,9 @@ pub struct ReportArgs {
     /// Short-abandon threshold in seconds; default `[acd] short_abandon_secs` (5).
     #[arg(long)]
     short_abandon_secs: Option<u32>,
+    /// Hour and day rows in this time zone (`UTC`, `+01:00`, `Europe/Berlin`); default UTC.
+    #[arg(long)]
+    tz: Option<String>,
 }
 
 /// `hotline crm ...`.
@@ -122,7 +125,11 @@ pub async fn report(a: &ReportArgs) -> anyhow::Result<()> {
         .with_context(|| format!("opening the store {}", redact(&url)))?;
     let input = store.report_input(from, to).await?;
     store.close().await;
-    let report = build(
+    let calendar = match &a.tz {
+        Some(t) => Calendar::zone(hotline_switch::hours::parse_tz(t).map_err(anyhow::Error::msg)?),
+        None => Calendar::utc(),
+    };
+    let report = build_in(
         &input,
         &ReportOptions {
             by: match a.by {
@@ -135,6 +142,7 @@ pub async fn report(a: &ReportArgs) -> anyhow::Result<()> {
             short_abandon_secs: short,
             now,
         },
+        &calendar,
     );
     let stdout = std::io::stdout().lock();
     match a.format {

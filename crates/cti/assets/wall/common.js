@@ -97,11 +97,6 @@ const Hotline = (() => {
     return cti;
   }
 
-  /** Midnight UTC today, as the report API's `from` (reports bucket in UTC). */
-  function todayUtc() {
-    return new Date().toISOString().slice(0, 10);
-  }
-
   function reportUrl(by, params) {
     const q = new URLSearchParams();
     for (const [k, v] of Object.entries(params)) if (v !== undefined && v !== "") q.set(k, v);
@@ -207,5 +202,5 @@ const Hotline = (() => {
     }
   }
 
-  return { connect, forgetToken, savedToken, report, downloadCsv, todayUtc, pct, secs, level, bars };
+  return { connect, forgetToken, savedToken, report, downloadCsv, pct, secs, level, bars };
 })();

@@ -7,7 +7,7 @@
   let cti = null;
 
   function params() {
-    return { from: $("from").value.trim() || Hotline.todayUtc(), to: $("to").value.trim(), sl_secs: $("sl").value.trim() };
+    return { from: $("from").value.trim(), to: $("to").value.trim(), sl_secs: $("sl").value.trim(), tz: $("tz").value.trim() };
   }
 
   function cell(text) {

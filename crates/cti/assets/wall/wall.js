@@ -180,10 +180,10 @@
   async function refreshReports() {
     if (!cti) return;
     try {
-      const from = Hotline.todayUtc();
+      // No `from`: the server's "today" (midnight in [cti.wall] timezone, else UTC).
       const [byQueue, byHour] = await Promise.all([
-        Hotline.report(cti.token, "queue", { from }),
-        Hotline.report(cti.token, "hour", { from }),
+        Hotline.report(cti.token, "queue", {}),
+        Hotline.report(cti.token, "hour", {}),
       ]);
       today.clear();
       for (const r of byQueue.rows) today.set(r.key, r);
