@@ -13,6 +13,7 @@
 
 mod auth;
 mod conn;
+mod desk;
 mod hub;
 pub mod metrics;
 pub mod protocol;
@@ -218,6 +219,7 @@ impl CtiServer {
             .merge(metrics::routes())
             .merge(reports::routes())
             .merge(wall::routes())
+            .merge(desk::routes())
             .with_state(hub);
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {

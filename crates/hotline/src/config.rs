@@ -49,6 +49,13 @@ pub struct Config {
     /// `[metrics]`: the Prometheus endpoint.
     #[serde(default)]
     pub metrics: crate::config_metrics::MetricsSettings,
+    /// `[drain]`, `[qualify]`, `[[dial_rules]]`: see `config_reliab`.
+    #[serde(default)]
+    pub drain: crate::config_reliab::DrainConfig,
+    #[serde(default)]
+    pub qualify: crate::config_reliab::QualifyConfig,
+    #[serde(default)]
+    pub dial_rules: Vec<crate::config_reliab::DialRuleConfig>,
 }
 
 /// `[store]`: one database for the CRM and the CDRs (their migrations share it).
@@ -568,7 +575,7 @@ impl std::fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-fn locate(file: &Path, text: &str, offset: usize, message: String) -> ConfigError {
+pub(crate) fn locate(file: &Path, text: &str, offset: usize, message: String) -> ConfigError {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
     let column = before.len() - before.rfind('\n').map(|i| i + 1).unwrap_or(0) + 1;
@@ -687,6 +694,7 @@ impl Config {
             }
         }
         self.validate_routing(path, text, &users)?;
+        crate::config_reliab::validate(self, path, text)?;
         if let Some(acd) = &self.acd
             && let Err(e) = hotline_acd::Engine::new(acd, hotline_acd::Millis(0))
         {

@@ -95,9 +95,19 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
     let hotline = hotline::start(&cfg).await?;
-    tokio::select! {
-        _ = int.recv() => {}
-        _ = term.recv() => {}
+    // SIGINT: stop now (calls are cut, records written). SIGTERM: drain first; a second
+    // signal during the drain cuts it short.
+    let drain = tokio::select! {
+        _ = int.recv() => false,
+        _ = term.recv() => true,
+    };
+    if drain {
+        let policy = cfg.drain.policy();
+        tokio::select! {
+            r = hotline.drain(&policy) => tracing::info!(?r, "drained"),
+            _ = int.recv() => tracing::warn!("drain interrupted"),
+            _ = term.recv() => tracing::warn!("drain interrupted"),
+        }
     }
     tracing::info!("shutting down");
     hotline.shutdown().await;
