@@ -44,5 +44,9 @@ bash crates/crm/scripts/ensure-postgres.sh
 if [ ! -d crates/media/tests/browser/node_modules/playwright-core ]; then
   (cd crates/media/tests/browser && npm ci --no-audit --no-fund)
 fi
+# The wallboard's browser test (sip-tests/tests/wallboard.rs): playwright-core pinned by
+# sip-tests/browser-wall/package-lock.json drives the chromium above.
+[ -d sip-tests/browser-wall/node_modules/playwright-core ] \
+  || (cd sip-tests/browser-wall && npm ci --no-audit --no-fund)
 
 cargo test --workspace --locked

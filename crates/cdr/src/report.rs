@@ -2,7 +2,8 @@
 //!
 //! [`build`] is a pure function of the rows ([`crate::ReportInput`], read by
 //! [`crate::CdrStore::report_input`]) so the figures are checked against hand-computed
-//! ones. Times are UTC; a call belongs to the bucket of its arrival.
+//! ones. Hour and day buckets are UTC ([`build`]) or a time zone's local hours and days
+//! ([`build_in`] with a [`Calendar`]); a call belongs to the bucket of its arrival.
 //!
 //! Definitions (the same as the ACD's live statistics, `hotline_acd` crate docs):
 //! * **Offered**: calls that entered a queue (`queue` set), short abandons included. For an
@@ -35,6 +36,72 @@ use std::collections::{BTreeMap, HashMap};
 use crate::store::ReportInput;
 use crate::time::{DAY_MS, HOUR_MS, format_day, format_hour};
 use crate::{CallRecord, CallResult, CdrError, QueueEventKind, Result, UnixMillis};
+
+/// Where hour and day buckets start: UTC, or the local clock of a time zone (a local hour
+/// is always 60 minutes; a local day may be 23 or 25 hours around a DST change).
+#[derive(Debug, Clone, Default)]
+pub struct Calendar {
+    tz: Option<jiff::tz::TimeZone>,
+}
+
+impl Calendar {
+    pub fn utc() -> Calendar {
+        Calendar { tz: None }
+    }
+
+    pub fn zone(tz: jiff::tz::TimeZone) -> Calendar {
+        Calendar { tz: Some(tz) }
+    }
+
+    fn zoned(&self, at: UnixMillis) -> Option<jiff::ZonedDateTime> {
+        let tz = self.tz.as_ref()?;
+        Some(
+            jiff::Timestamp::from_millisecond(at)
+                .ok()?
+                .to_zoned_datetime(tz.clone()),
+        )
+    }
+
+    /// Start of the bucket holding `at` and the start of the next one.
+    fn span(&self, at: UnixMillis, by: GroupBy) -> (UnixMillis, UnixMillis) {
+        let utc = |size: i64| {
+            let start = at.div_euclid(size) * size;
+            (start, start + size)
+        };
+        let Some(z) = self.zoned(at) else {
+            return utc(if by == GroupBy::Hour { HOUR_MS } else { DAY_MS });
+        };
+        if by == GroupBy::Hour {
+            let into = (i64::from(z.minute()) * 60 + i64::from(z.second())) * 1000
+                + i64::from(z.millisecond());
+            return (at - into, at - into + HOUR_MS);
+        }
+        let day = z.start_of_day().and_then(|s| {
+            let next = z.tomorrow()?.start_of_day()?;
+            Ok((
+                s.timestamp().as_millisecond(),
+                next.timestamp().as_millisecond(),
+            ))
+        });
+        day.unwrap_or_else(|_| utc(DAY_MS))
+    }
+
+    /// `2026-11-23T14:00Z` / `2026-11-23` in UTC; `2026-11-23T14:00+01:00` / `2026-11-23`
+    /// in a zone.
+    pub fn key(&self, at: UnixMillis, by: GroupBy) -> String {
+        match (self.zoned(at), by) {
+            (None, GroupBy::Hour) => format_hour(at),
+            (None, _) => format_day(at),
+            (Some(z), GroupBy::Hour) => z.strftime("%Y-%m-%dT%H:00%:z").to_string(),
+            (Some(z), _) => z.strftime("%Y-%m-%d").to_string(),
+        }
+    }
+
+    /// The start of the local day holding `at` (for "today" defaults).
+    pub fn day_start(&self, at: UnixMillis) -> UnixMillis {
+        self.span(at, GroupBy::Day).0
+    }
+}
 
 /// How rows are grouped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -279,14 +346,18 @@ fn row<'a>(rows: &'a mut BTreeMap<String, ReportRow>, key: &str) -> &'a mut Repo
     })
 }
 
-/// Builds the report for `input`'s window.
+/// Builds the report for `input`'s window, hours and days in UTC.
 pub fn build(input: &ReportInput, o: &ReportOptions) -> Report {
+    build_in(input, o, &Calendar::utc())
+}
+
+/// [`build`] with hour and day buckets of `calendar`.
+pub fn build_in(input: &ReportInput, o: &ReportOptions, calendar: &Calendar) -> Report {
     let until = input.to.min(o.now.max(input.from));
     let wrap = wrapups(input);
     let mut rows: BTreeMap<String, ReportRow> = BTreeMap::new();
     let bucket = |at: UnixMillis| match o.by {
-        GroupBy::Hour => Some(format_hour(at)),
-        GroupBy::Day => Some(format_day(at)),
+        GroupBy::Hour | GroupBy::Day => Some(calendar.key(at, o.by)),
         _ => None,
     };
     for c in &input.calls {
@@ -331,14 +402,9 @@ pub fn build(input: &ReportInput, o: &ReportOptions) -> Report {
             GroupBy::Queue => {}
             GroupBy::Agent => row(&mut rows, agent).add_state(state, end - start),
             GroupBy::Hour | GroupBy::Day => {
-                let size = if o.by == GroupBy::Hour {
-                    HOUR_MS
-                } else {
-                    DAY_MS
-                };
                 let mut t = *start;
                 while t < *end {
-                    let next = ((t.div_euclid(size) + 1) * size).min(*end);
+                    let next = calendar.span(t, o.by).1.max(t + 1).min(*end);
                     if let Some(key) = bucket(t) {
                         row(&mut rows, &key).add_state(state, next - t);
                     }
@@ -435,5 +501,88 @@ impl Report {
             .map_err(|e| CdrError::Csv(e.to_string()))?;
         }
         w.flush().map_err(|e| CdrError::Csv(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::time::parse_time;
+
+    fn berlin() -> Calendar {
+        Calendar::zone(jiff::tz::TimeZone::get("Europe/Berlin").expect("tzdb"))
+    }
+
+    #[test]
+    fn local_hours_and_days() {
+        let t = parse_time("2026-11-23T14:05:09Z").unwrap();
+        let c = berlin();
+        assert_eq!(c.key(t, GroupBy::Hour), "2026-11-23T15:00+01:00");
+        assert_eq!(
+            c.span(t, GroupBy::Hour).0,
+            parse_time("2026-11-23T14:00Z").unwrap()
+        );
+        // 23:30 UTC on the 22nd is already the 23rd in Berlin.
+        let late = parse_time("2026-11-22T23:30Z").unwrap();
+        assert_eq!(c.key(late, GroupBy::Day), "2026-11-23");
+        assert_eq!(c.day_start(late), parse_time("2026-11-22T23:00Z").unwrap());
+        // The day the clocks go back has 25 hours.
+        let (s, e) = c.span(parse_time("2026-10-25T12:00Z").unwrap(), GroupBy::Day);
+        assert_eq!(e - s, 25 * HOUR_MS);
+        // UTC stays as before.
+        assert_eq!(Calendar::utc().key(t, GroupBy::Hour), "2026-11-23T14:00Z");
+        assert_eq!(
+            Calendar::utc().span(t, GroupBy::Day).1 - Calendar::utc().span(t, GroupBy::Day).0,
+            DAY_MS
+        );
+    }
+
+    #[test]
+    fn agent_time_splits_at_local_boundaries() {
+        let at = |s: &str| parse_time(s).unwrap();
+        let ev = |t: &str, kind| crate::QueueEvent {
+            at: at(t),
+            call_id: "NONE".into(),
+            queue: "NONE".into(),
+            agent: Some("A".into()),
+            event: kind,
+            data: String::new(),
+        };
+        let input = ReportInput {
+            from: at("2026-11-22T00:00Z"),
+            to: at("2026-11-24T00:00Z"),
+            calls: Vec::new(),
+            // Ready from 22:00 to 01:00 UTC: 23:00–02:00 in Berlin.
+            events: vec![
+                ev("2026-11-22T22:00Z", QueueEventKind::AgentReady),
+                ev("2026-11-23T01:00Z", QueueEventKind::AgentLogout),
+            ],
+        };
+        let o = ReportOptions {
+            by: GroupBy::Day,
+            service_level_secs: 20,
+            short_abandon_secs: 5,
+            now: at("2026-11-24T00:00Z"),
+        };
+        let local = build_in(&input, &o, &berlin());
+        let ready: Vec<(&str, i64)> = local
+            .rows
+            .iter()
+            .map(|r| (r.key.as_str(), r.ready_ms))
+            .collect();
+        assert_eq!(
+            ready,
+            [("2026-11-22", HOUR_MS), ("2026-11-23", 2 * HOUR_MS)]
+        );
+        let utc = build(&input, &o);
+        let ready: Vec<(&str, i64)> = utc
+            .rows
+            .iter()
+            .map(|r| (r.key.as_str(), r.ready_ms))
+            .collect();
+        assert_eq!(
+            ready,
+            [("2026-11-22", 2 * HOUR_MS), ("2026-11-23", HOUR_MS)]
+        );
     }
 }

@@ -363,7 +363,11 @@ async fn run(store: CdrStore, mut rx: mpsc::Receiver<Msg>, cfg: WriterConfig) {
             n += 1;
         }
         let batch = &pending.make_contiguous()[..n];
-        match store.write_batch(batch).await {
+        let started = std::time::Instant::now();
+        let written = store.write_batch(batch).await;
+        metrics::histogram!("hotline_cdr_write_seconds", "result" => if written.is_ok() { "ok" } else { "error" })
+            .record(started.elapsed().as_secs_f64());
+        match written {
             Ok(()) => {
                 if let Some(since) = failing_since.take() {
                     tracing::info!(

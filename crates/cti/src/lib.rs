@@ -15,7 +15,10 @@ mod auth;
 mod conn;
 mod desk;
 mod hub;
+pub mod metrics;
 pub mod protocol;
+pub mod reports;
+pub mod wall;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -44,6 +47,16 @@ pub enum CtiError {
     },
     #[error("password hashing: {0}")]
     Hash(String),
+    #[error("metrics: {0}")]
+    Metrics(String),
+}
+
+/// What the binary hands the supervisor pages besides the config: the Prometheus
+/// recorder for `/metrics` and the CDR store for `/api/reports` (absent: 404 / 503).
+#[derive(Debug, Clone, Default)]
+pub struct Supervision {
+    pub metrics: Option<metrics::MetricsSource>,
+    pub reports: Option<reports::ReportSource>,
 }
 
 /// What a user may do.
@@ -107,6 +120,12 @@ pub struct CtiConfig {
     pub offer_ack_timeout_ms: u64,
     #[serde(default, rename = "user")]
     pub users: Vec<CtiUser>,
+    /// `[cti.wall]`: wallboard colour thresholds.
+    #[serde(default)]
+    pub wall: wall::WallConfig,
+    /// Set by the binary, not the file.
+    #[serde(skip)]
+    pub supervision: Supervision,
 }
 
 fn default_listen() -> SocketAddr {
@@ -152,6 +171,7 @@ impl CtiConfig {
                 )));
             }
         }
+        self.wall.validate().map_err(CtiError::Config)?;
         if self.heartbeat_secs == 0 || self.token_ttl_secs == 0 || self.outbound_queue == 0 {
             return Err(CtiError::Config(
                 "heartbeat_secs, token_ttl_secs and outbound_queue must be > 0".into(),
@@ -196,6 +216,9 @@ impl CtiServer {
         let hub_task = tokio::spawn(hub::run_events(hub.clone(), switch.subscribe()));
         let app = Router::new()
             .route("/cti", get(upgrade))
+            .merge(metrics::routes())
+            .merge(reports::routes())
+            .merge(wall::routes())
             .merge(desk::routes())
             .with_state(hub);
         let (stop_tx, stop_rx) = oneshot::channel::<()>();

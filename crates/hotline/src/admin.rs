@@ -8,7 +8,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use hotline::Config;
 use hotline::store::redact;
-use hotline_cdr::report::{GroupBy, ReportOptions, build};
+use hotline_cdr::report::{Calendar, GroupBy, ReportOptions, build_in};
 use hotline_cdr::{CdrStore, StoreOptions, now_millis, time::parse_time};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -50,6 +50,9 @@ pub struct ReportArgs {
     /// Short-abandon threshold in seconds; default `[acd] short_abandon_secs` (5).
     #[arg(long)]
     short_abandon_secs: Option<u32>,
+    /// Hour and day rows in this time zone (`UTC`, `+01:00`, `Europe/Berlin`); default UTC.
+    #[arg(long)]
+    tz: Option<String>,
 }
 
 /// `hotline crm ...`.
@@ -114,26 +117,19 @@ pub async fn report(a: &ReportArgs) -> anyhow::Result<()> {
     if to <= from {
         bail!("--to must be after --from");
     }
-    let acd = cfg.acd.as_ref();
-    let sl_secs = a.sl_secs.unwrap_or_else(|| {
-        let mut secs = acd
-            .into_iter()
-            .flat_map(|acd| acd.queues.iter().map(|q| q.sl_secs));
-        match secs.next() {
-            Some(first) if secs.all(|s| s == first) => first,
-            _ => 20,
-        }
-    });
-    let short = a
-        .short_abandon_secs
-        .or_else(|| acd.map(|acd| acd.short_abandon_secs))
-        .unwrap_or(5);
+    let (default_sl, default_short) = hotline::supervision::report_thresholds(&cfg);
+    let sl_secs = a.sl_secs.unwrap_or(default_sl);
+    let short = a.short_abandon_secs.unwrap_or(default_short);
     let store = CdrStore::open(&url, &StoreOptions::default())
         .await
         .with_context(|| format!("opening the store {}", redact(&url)))?;
     let input = store.report_input(from, to).await?;
     store.close().await;
-    let report = build(
+    let calendar = match &a.tz {
+        Some(t) => Calendar::zone(hotline_switch::hours::parse_tz(t).map_err(anyhow::Error::msg)?),
+        None => Calendar::utc(),
+    };
+    let report = build_in(
         &input,
         &ReportOptions {
             by: match a.by {
@@ -146,6 +142,7 @@ pub async fn report(a: &ReportArgs) -> anyhow::Result<()> {
             short_abandon_secs: short,
             now,
         },
+        &calendar,
     );
     let stdout = std::io::stdout().lock();
     match a.format {

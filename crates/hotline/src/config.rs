@@ -49,6 +49,9 @@ pub struct Config {
     /// `[store]`: the database of the CRM and the CDRs.
     #[serde(default)]
     pub store: StoreSettings,
+    /// `[metrics]`: the Prometheus endpoint.
+    #[serde(default)]
+    pub metrics: crate::config_metrics::MetricsSettings,
     /// `[drain]`, `[qualify]`, `[[dial_rules]]`: see `config_reliab`.
     #[serde(default)]
     pub drain: crate::config_reliab::DrainConfig,

@@ -2,10 +2,12 @@
 //! the integration tests (`sip-tests`) both start Hotline through [`start`].
 
 pub mod config;
+pub mod config_metrics;
 pub mod config_reliab;
 pub mod config_webrtc;
 pub mod prompts;
 pub mod store;
+pub mod supervision;
 
 use std::io::Read;
 
@@ -32,6 +34,8 @@ pub struct Hotline {
     pub crm: Option<hotline_crm::Store>,
     /// The CDR writer (with `[[numbers]]`): call control records every call through it.
     pub cdr: Option<store::Cdr>,
+    /// `[metrics] listen`: the address and task of the separate `/metrics` listener.
+    pub metrics: Option<(std::net::SocketAddr, tokio::task::JoinHandle<()>)>,
 }
 
 impl Hotline {
@@ -46,6 +50,9 @@ impl Hotline {
 
     /// Stops every service and waits for them.
     pub async fn shutdown(self) {
+        if let Some((_, m)) = self.metrics {
+            m.abort();
+        }
         if let Some(c) = self.cti {
             c.shutdown().await;
         }
@@ -246,7 +253,9 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Hotline> {
         let sip = Server::start(sip_server_config(cfg)?)
             .await
             .context("starting the SIP server")?;
+        let m = supervision::metrics_source(cfg, sip.shared_counters(), None)?;
         return Ok(Hotline {
+            metrics: supervision::metrics_listener(cfg, m, None).await?,
             sip,
             switch: None,
             cti: None,
@@ -299,15 +308,22 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Hotline> {
     }
     let switch = Switch::start_with_desk(switch_cfg, desk, app, events, ports)
         .context("starting call control")?;
+    let m = supervision::metrics_source(cfg, sip.shared_counters(), Some(switch.stats()))?;
+    let metrics = supervision::metrics_listener(cfg, m.clone(), Some(switch.handle())).await?;
     let cti = match &cfg.cti {
-        Some(c) => Some(
-            hotline_cti::CtiServer::start(c.clone(), switch.handle())
-                .await
-                .context("starting the CTI server")?,
-        ),
+        Some(c) => {
+            let mut c = c.clone();
+            c.supervision = supervision::supervision(cfg, m, cdr.store());
+            Some(
+                hotline_cti::CtiServer::start(c, switch.handle())
+                    .await
+                    .context("starting the CTI server")?,
+            )
+        }
         None => None,
     };
     Ok(Hotline {
+        metrics,
         sip,
         switch: Some(switch),
         cti,

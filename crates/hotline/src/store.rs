@@ -59,6 +59,11 @@ impl Cdr {
         })
     }
 
+    /// The store behind the writer (none with `url = "memory"`), for reports.
+    pub fn store(&self) -> Option<CdrStore> {
+        self.store.clone()
+    }
+
     /// Commits what is buffered (bounded wait) and closes the store.
     pub async fn close(self) {
         match tokio::time::timeout(FLUSH_BOUND, self.sink.flush()).await {

@@ -435,6 +435,10 @@ impl Task {
                 .unwrap_or_default()
         };
         let (a, b) = (c(0), c(1));
+        metrics::counter!("hotline_rtp_packets_received_total")
+            .increment(a.rx_packets + b.rx_packets);
+        metrics::counter!("hotline_rtp_packets_sent_total").increment(a.tx_packets + b.tx_packets);
+        metrics::counter!("hotline_rtp_packets_lost_total").increment(a.rx_lost + b.rx_lost);
         tracing::info!(
             target: "hotline_media::stats",
             a_rx = a.rx_packets,

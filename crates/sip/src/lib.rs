@@ -20,6 +20,7 @@ pub mod server;
 pub mod session_timer;
 pub mod tls;
 pub mod transaction;
+pub mod wire_metrics;
 pub mod ws;
 
 use std::net::IpAddr;

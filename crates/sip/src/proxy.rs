@@ -278,7 +278,9 @@ impl Core {
 
     /// Next message to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.out.pop_front()
+        let t = self.out.pop_front()?;
+        crate::wire_metrics::count(crate::wire_metrics::Direction::Out, &t.data);
+        Some(t)
     }
 
     /// A source the guard has just blocked or locked out: the IO layer closes the stream
@@ -307,6 +309,7 @@ impl Core {
     /// One complete message (a UDP datagram or a framed TCP message) from `flow`.
     pub fn handle_input(&mut self, flow: Flow, data: &[u8], now: Instant) {
         Counters::inc(&self.counters.received);
+        crate::wire_metrics::count(crate::wire_metrics::Direction::In, data);
         if data
             .iter()
             .all(|b| matches!(b, b'\r' | b'\n' | b' ' | b'\t' | 0))

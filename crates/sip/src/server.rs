@@ -381,6 +381,11 @@ impl Server {
         &self.counters
     }
 
+    /// The counters, shared: a metrics exporter reads them at scrape time.
+    pub fn shared_counters(&self) -> Arc<Counters> {
+        self.counters.clone()
+    }
+
     /// Stops accepting and processing, and waits for the core task to end.
     pub async fn shutdown(mut self) {
         for t in &self.accept_tasks {

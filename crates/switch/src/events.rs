@@ -496,7 +496,10 @@ impl CallDesk {
         }
         let store = self.desk.store.as_ref()?;
         let lookup = store.screen_pop(&self.caller, Some(queue));
-        let (pop, error) = match tokio::time::timeout(self.desk.lookup_timeout, lookup).await {
+        let started = std::time::Instant::now();
+        let looked = tokio::time::timeout(self.desk.lookup_timeout, lookup).await;
+        metrics::histogram!("hotline_crm_lookup_seconds").record(started.elapsed().as_secs_f64());
+        let (pop, error) = match looked {
             Ok(Ok(pop)) => (Some(Arc::new(pop)), None),
             Ok(Err(e)) => {
                 tracing::warn!(call_id = %self.call_id, error = %e, "caller lookup failed");
@@ -533,13 +536,15 @@ impl CallDesk {
         }) else {
             return;
         };
+        let started = std::time::Instant::now();
         if self.desk.bus.send(SwitchEvent::CallOffered(ev)).is_err() {
             return; // nobody listens
         }
-        if tokio::time::timeout(self.desk.ack_timeout, rx)
-            .await
-            .is_err()
-        {
+        let acked = tokio::time::timeout(self.desk.ack_timeout, rx).await;
+        // The pop's way to the desk: published → written to the agent's socket (or timed out).
+        metrics::histogram!("hotline_screen_pop_seconds", "result" => if acked.is_ok() { "delivered" } else { "timeout" })
+            .record(started.elapsed().as_secs_f64());
+        if acked.is_err() {
             tracing::warn!(call_id = %self.call_id, agent, "screen pop not confirmed in time; ringing anyway");
         }
     }
