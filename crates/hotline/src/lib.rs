@@ -2,6 +2,7 @@
 //! the integration tests (`sip-tests`) both start Hotline through [`start`].
 
 pub mod config;
+mod config_check;
 pub mod prompts;
 pub mod store;
 

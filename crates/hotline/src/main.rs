@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use hotline::Config;
 
 mod admin;
+mod config_cmd;
 mod simulate;
 
 #[derive(Parser)]
@@ -36,6 +37,11 @@ enum Command {
         #[command(subcommand)]
         command: admin::CrmCommand,
     },
+    /// Configuration files: `hotline config check FILE`.
+    Config {
+        #[command(subcommand)]
+        command: config_cmd::ConfigCommand,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -49,10 +55,12 @@ fn main() -> anyhow::Result<()> {
         Command::Serve { .. } | Command::Simulate(_) => {
             tracing_subscriber::fmt().with_env_filter(filter()).init()
         }
-        Command::Report(_) | Command::Crm { .. } | Command::Passwd => tracing_subscriber::fmt()
-            .with_env_filter(filter())
-            .with_writer(std::io::stderr)
-            .init(),
+        Command::Report(_) | Command::Crm { .. } | Command::Passwd | Command::Config { .. } => {
+            tracing_subscriber::fmt()
+                .with_env_filter(filter())
+                .with_writer(std::io::stderr)
+                .init()
+        }
     }
     match cli.command {
         Command::Serve { config } => {
@@ -78,6 +86,12 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Report(args) => small_runtime()?.block_on(admin::report(&args)),
         Command::Crm { command } => small_runtime()?.block_on(admin::crm(&command)),
+        Command::Config { command } => {
+            if !config_cmd::run(&command)? {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
     }
 }
 
