@@ -46,6 +46,9 @@ pub struct Config {
     /// `[store]`: the database of the CRM and the CDRs.
     #[serde(default)]
     pub store: StoreSettings,
+    /// `[admin]`: versions, audit log and prompts of the admin API; dispositions and
+    /// not-ready reasons.
+    pub admin: Option<crate::config_admin::AdminSection>,
 }
 
 /// `[store]`: one database for the CRM and the CDRs (their migrations share it).
@@ -689,6 +692,7 @@ impl Config {
             }
         }
         self.validate_routing(path, text, &users, &mut errs);
+        errs.extend(self.validate_admin(path, text));
         if let Some(acd) = &self.acd
             && let Err(e) = hotline_acd::Engine::new(acd, hotline_acd::Millis(0))
         {

@@ -2,6 +2,7 @@
 //! the integration tests (`sip-tests`) both start Hotline through [`start`].
 
 pub mod config;
+pub mod config_admin;
 mod config_check;
 pub mod prompts;
 pub mod store;
@@ -228,6 +229,21 @@ fn hours(h: &config::HoursConfig) -> anyhow::Result<hotline_switch::Hours> {
 
 /// Starts every service of `cfg`.
 pub async fn start(cfg: &Config) -> anyhow::Result<Hotline> {
+    start_inner(cfg, None).await
+}
+
+/// Starts every service of the configuration file `path`, with the admin API (`[cti]`
+/// `/api/…`), which edits that file.
+pub async fn start_file(path: &std::path::Path) -> anyhow::Result<Hotline> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
+    let cfg = Config::parse(path, &text)?;
+    start_inner(&cfg, Some((path, text))).await
+}
+
+async fn start_inner(
+    cfg: &Config,
+    file: Option<(&std::path::Path, String)>,
+) -> anyhow::Result<Hotline> {
     if cfg.numbers.is_empty() {
         let sip = Server::start(sip_server_config(cfg)?)
             .await
@@ -248,7 +264,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Hotline> {
         None => Prompt::from_samples(hotline_media::prompts::hold_music()),
     };
     let cdr = store::Cdr::open(&cfg.store).await?;
-    let switch_cfg = switch_config(cfg, music, cdr.sink.clone())?;
+    let switch_cfg = switch_config(cfg, music.clone(), cdr.sink.clone())?;
     let (sip, app, events) = Server::start_with_app(sip_server_config(cfg)?, 1024)
         .await
         .context("starting the SIP server")?;
@@ -284,9 +300,25 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Hotline> {
     }
     let switch = Switch::start_with_desk(switch_cfg, desk, app, events, ports)
         .context("starting call control")?;
+    let admin = match (&cfg.cti, file) {
+        (Some(_), Some((path, text))) => {
+            let store = config_admin::AdminStore::open(
+                path,
+                text,
+                cfg,
+                switch.handle(),
+                music,
+                cdr.sink.clone(),
+            )?;
+            let (handle, rx) = hotline_cti::admin::AdminHandle::channel(64);
+            tokio::spawn(config_admin::serve(rx, store));
+            Some(handle)
+        }
+        _ => None,
+    };
     let cti = match &cfg.cti {
         Some(c) => Some(
-            hotline_cti::CtiServer::start(c.clone(), switch.handle())
+            hotline_cti::CtiServer::start_with_admin(c.clone(), switch.handle(), admin)
                 .await
                 .context("starting the CTI server")?,
         ),

@@ -4,7 +4,6 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use hotline::Config;
 
 mod admin;
 mod config_cmd;
@@ -64,14 +63,13 @@ fn main() -> anyhow::Result<()> {
     }
     match cli.command {
         Command::Serve { config } => {
-            let cfg = Config::load(&config)?;
             // One thread: all SIP state is owned by one task, so more workers would only
             // add wake-ups and cross-core traffic.
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .context("building the tokio runtime")?;
-            rt.block_on(serve(cfg))
+            rt.block_on(serve(&config))
         }
         Command::Simulate(args) => simulate::run(&args),
         Command::Passwd => {
@@ -103,12 +101,12 @@ fn small_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("building the tokio runtime")
 }
 
-async fn serve(cfg: Config) -> anyhow::Result<()> {
+async fn serve(config: &std::path::Path) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     // Handlers first: a signal arriving right after startup must already stop us cleanly.
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let hotline = hotline::start(&cfg).await?;
+    let hotline = hotline::start_file(config).await?;
     tokio::select! {
         _ = int.recv() => {}
         _ = term.recv() => {}

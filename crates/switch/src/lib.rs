@@ -18,6 +18,7 @@ pub mod events;
 pub mod hours;
 mod incall;
 pub mod ivr;
+mod reconfig;
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -39,6 +40,7 @@ pub use events::{
     AgentCommand, AgentStateEvent, AgentStatus, CallCommand, Offered, QueueStat, SwitchEvent,
     SwitchHandle,
 };
+pub use reconfig::ReconfigReport;
 
 /// What desks (CTI) need from call control: the CRM store for screen pops and the service
 /// trail, which agents log in from a desk, and how long an offer waits for its pop.
@@ -384,6 +386,11 @@ pub(crate) enum Control {
     },
     /// The ACD reserved an agent for a queued callback: place it.
     PlaceCallback(callback::CallbackJob),
+    /// Live apply: new calls use these routing tables (`reconfig`).
+    Reconfigure {
+        cfg: Box<SwitchConfig>,
+        reply: oneshot::Sender<Result<(), SwitchError>>,
+    },
 }
 
 /// A call task's inbox: SIP events and control for one call (a few per second at most).
@@ -447,6 +454,13 @@ impl Dispatcher {
                         }
                     }
                     Control::PlaceCallback(job) => self.place_callback(job),
+                    Control::Reconfigure { cfg, reply } => {
+                        let cfg = reconfig::merge(&self.cfg, *cfg);
+                        let numbers = cfg.routes.keys().cloned().collect();
+                        self.cfg = Arc::new(cfg);
+                        let r = self.sip.set_numbers(numbers).await.map_err(SwitchError::from);
+                        let _ = reply.send(r);
+                    }
                 },
                 ev = events.recv() => match ev {
                     Some(ev) => self.event(ev).await,
