@@ -87,6 +87,45 @@ pub enum AdminOp {
     Prompts,
     /// A WAV file under a name (validated as 8 kHz µ-law, A-law or 16-bit PCM).
     UploadPrompt(String, Bytes),
+    /// Simulate the routing with proposed changes (not saved) at the recent arrival rate.
+    WhatIf(WhatIfRequest),
+}
+
+/// One proposed change of a what-if: the entry as a `PUT` would take it, or a delete.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProposedChange {
+    pub resource: Resource,
+    pub id: String,
+    /// The whole entry (as for `PUT`); absent with `delete`.
+    #[serde(default)]
+    #[schema(value_type = Option<Object>)]
+    pub entry: Option<Value>,
+    #[serde(default)]
+    pub delete: bool,
+}
+
+/// Traffic assumed for one queue (defaults: the rate seen since start, the queue's
+/// `expected_aht_secs`, callers who never hang up).
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TrafficAssumption {
+    pub calls_per_hour: Option<f64>,
+    pub aht_secs: Option<f64>,
+    pub patience_secs: Option<f64>,
+}
+
+/// `POST /api/whatif`.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WhatIfRequest {
+    #[serde(default)]
+    pub changes: Vec<ProposedChange>,
+    /// Queue name → traffic assumption.
+    #[serde(default)]
+    pub traffic: std::collections::BTreeMap<String, TrafficAssumption>,
+    /// Simulated hours (default 4, at most 24).
+    pub hours: Option<f64>,
 }
 
 impl AdminOp {
@@ -206,15 +245,23 @@ pub struct AuthError {
     pub message: String,
 }
 
-fn auth_error(status: StatusCode, error: &str, message: impl Into<String>) -> Response {
-    (
+/// A 401/403 with its JSON body.
+struct Refusal(StatusCode, AuthError);
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        (self.0, axum::Json(self.1)).into_response()
+    }
+}
+
+fn auth_error(status: StatusCode, error: &str, message: impl Into<String>) -> Refusal {
+    Refusal(
         status,
-        axum::Json(AuthError {
+        AuthError {
             error: error.into(),
             message: message.into(),
-        }),
+        },
     )
-        .into_response()
 }
 
 #[derive(Clone)]
@@ -225,7 +272,7 @@ struct AdminState {
 
 impl AdminState {
     /// The admin's name, or the 401/403 answer.
-    fn admin(&self, headers: &HeaderMap) -> Result<String, Response> {
+    fn admin(&self, headers: &HeaderMap) -> Result<String, Refusal> {
         let Some(value) = headers.get(header::AUTHORIZATION) else {
             return Err(auth_error(
                 StatusCode::UNAUTHORIZED,
@@ -271,7 +318,7 @@ impl AdminState {
     async fn run(&self, headers: &HeaderMap, op: AdminOp) -> Response {
         let who = match self.admin(headers) {
             Ok(w) => w,
-            Err(r) => return r,
+            Err(r) => return r.into_response(),
         };
         let created = matches!(op, AdminOp::Put(..) | AdminOp::UploadPrompt(..));
         match self.admin.ask(&who, op).await {
@@ -284,18 +331,17 @@ impl AdminState {
     }
 }
 
-fn resource(name: &str) -> Result<Resource, Response> {
+fn resource(name: &str) -> Result<Resource, AdminFault> {
     Resource::parse(name).ok_or_else(|| {
         AdminFault::new(
             FaultKind::NotFound,
             format!("no resource {name:?} (numbers, menus, hours, queues, queue-options, agents)"),
         )
-        .into_response()
     })
 }
 
 /// A JSON body, or a 400 that says where it broke.
-fn json_body(body: &[u8]) -> Result<Value, Response> {
+fn json_body(body: &[u8]) -> Result<Value, AdminFault> {
     serde_json::from_slice(body).map_err(|e| {
         AdminFault::new(
             FaultKind::BadRequest,
@@ -305,7 +351,6 @@ fn json_body(body: &[u8]) -> Result<Value, Response> {
                 e.column()
             ),
         )
-        .into_response()
     })
 }
 
@@ -361,7 +406,8 @@ async fn login(State(st): State<AdminState>, body: Bytes) -> Response {
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "wrong user or password",
-        );
+        )
+        .into_response();
     };
     let Some((token, s)) = st.hub.sessions.create(&user.name) else {
         return AdminFault::new(FaultKind::Internal, "too many sessions").into_response();
@@ -401,7 +447,7 @@ async fn list(
         }
         _ => match resource(&res) {
             Ok(r) => st.run(&headers, AdminOp::List(r)).await,
-            Err(e) => e,
+            Err(e) => e.into_response(),
         },
     }
 }
@@ -426,7 +472,7 @@ async fn get_one(
     }
     match resource(&res) {
         Ok(r) => st.run(&headers, AdminOp::Get(r, id)).await,
-        Err(e) => e,
+        Err(e) => e.into_response(),
     }
 }
 
@@ -470,11 +516,11 @@ async fn put_one(
     }
     let r = match resource(&res) {
         Ok(r) => r,
-        Err(e) => return e,
+        Err(e) => return e.into_response(),
     };
     let v = match json_body(&body) {
         Ok(v) => v,
-        Err(e) => return e,
+        Err(e) => return e.into_response(),
     };
     st.run(&headers, AdminOp::Put(r, id, v)).await
 }
@@ -508,11 +554,10 @@ async fn put_words(
                 FaultKind::BadRequest,
                 format!("expected a JSON array of strings: {e}"),
             )
-            .into_response()
         })
     }) {
         Ok(w) => w,
-        Err(e) => return e,
+        Err(e) => return e.into_response(),
     };
     st.run(&headers, AdminOp::PutWords(which, words)).await
 }
@@ -530,7 +575,7 @@ async fn delete_one(
 ) -> Response {
     match resource(&res) {
         Ok(r) => st.run(&headers, AdminOp::Delete(r, id)).await,
-        Err(e) => e,
+        Err(e) => e.into_response(),
     }
 }
 
@@ -553,7 +598,7 @@ async fn put_agent_skills(
             )
             .await
         }
-        Err(e) => e,
+        Err(e) => e.into_response(),
     }
 }
 
@@ -576,7 +621,7 @@ async fn put_queue_overflow(
             )
             .await
         }
-        Err(e) => e,
+        Err(e) => e.into_response(),
     }
 }
 
@@ -595,6 +640,22 @@ async fn rollback(
 #[derive(Debug, Deserialize)]
 struct AuditQuery {
     limit: Option<usize>,
+}
+
+/// Simulates the routing as it is and with the proposed changes (nothing is saved): per
+/// queue the assumed traffic, service level, ASA and abandonment.
+#[utoipa::path(post, path = "/api/whatif", request_body = WhatIfRequest,
+    responses((status = 200, description = "{\"current\": [...], \"proposed\": [...]} per queue: calls_per_hour, aht_secs, service_level, asa_secs, abandon_rate"),
+        (status = 422, body = AdminFault), (status = 401, body = AuthError), (status = 403, body = AuthError)))]
+async fn whatif(State(st): State<AdminState>, headers: HeaderMap, body: Bytes) -> Response {
+    let req: WhatIfRequest = match json_body(&body).and_then(|v| {
+        serde_json::from_value(v)
+            .map_err(|e| AdminFault::new(FaultKind::BadRequest, format!("what-if body: {e}")))
+    }) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    st.run(&headers, AdminOp::WhatIf(req)).await
 }
 
 /// The latest admin actions, newest last: who, when, what, and the outcome.
@@ -640,7 +701,8 @@ async fn upload_prompt(
         put_queue_overflow,
         rollback,
         audit,
-        upload_prompt
+        upload_prompt,
+        whatif
     ),
     components(schemas(
         Resource,
@@ -650,7 +712,10 @@ async fn upload_prompt(
         AuthError,
         LoginRequest,
         LoginReply,
-        ChangeReply
+        ChangeReply,
+        WhatIfRequest,
+        ProposedChange,
+        TrafficAssumption
     ))
 )]
 struct ApiDoc;
@@ -675,6 +740,7 @@ pub(crate) fn router(hub: Arc<Hub>, admin: Option<AdminHandle>) -> Router {
         .route("/api/openapi.json", get(openapi))
         .route("/api/login", post(login))
         .route("/api/audit", get(audit))
+        .route("/api/whatif", post(whatif))
         .route("/api/{res}", get(list).put(put_words))
         .route(
             "/api/{res}/{id}",

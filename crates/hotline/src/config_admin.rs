@@ -142,7 +142,18 @@ fn invalid(e: &ConfigError, text: &str) -> AdminFault {
         .nth(e.line.saturating_sub(1))
         .and_then(|l| l.split_once('='))
         .map(|(k, _)| k.trim().trim_matches('"').to_string())
-        .filter(|k| !k.is_empty() && !k.starts_with('[') && !k.contains(['{', ' ']));
+        .filter(|k| !k.is_empty() && !k.starts_with('[') && !k.contains(['{', ' ']))
+        .map(|k| {
+            // Route errors are reported at the entry's key line; the message names the
+            // field that points nowhere.
+            let route = ["queue", "menu", "extension", "hours"]
+                .into_iter()
+                .find(|f| e.message.contains(&format!(": {f} \"")));
+            match route {
+                Some(f) if ["number", "name", "id"].contains(&k.as_str()) => f.to_string(),
+                _ => k,
+            }
+        });
     AdminFault {
         kind: FaultKind::Invalid,
         message: e.message.clone(),
@@ -292,6 +303,9 @@ pub struct AdminStore {
     switch: SwitchHandle,
     music: Prompt,
     cdr: hotline_cdr::CdrSink,
+    /// When the store (and the switch) started: the what-if's arrival rates are per hour
+    /// since then.
+    started: std::time::Instant,
 }
 
 impl AdminStore {
@@ -325,6 +339,7 @@ impl AdminStore {
             switch,
             music,
             cdr,
+            started: std::time::Instant::now(),
         };
         store.version = store.last_version()?;
         let last = match store.version {
@@ -482,6 +497,25 @@ impl AdminStore {
                 json!({"version": self.version, "created": false, "applied": [], "unchanged": true}),
             );
         }
+        // The file is the truth: an edit by hand since start is not overwritten.
+        match std::fs::read_to_string(&self.path) {
+            Ok(disk) if disk == self.text => {}
+            Ok(_) => {
+                return Err(fault(
+                    FaultKind::Conflict,
+                    format!(
+                        "{} was changed on disk since Hotline loaded it; restart to load it first",
+                        self.path.display()
+                    ),
+                ));
+            }
+            Err(e) => {
+                return Err(fault(
+                    FaultKind::Internal,
+                    format!("reading {}: {e}", self.path.display()),
+                ));
+            }
+        }
         if let Err(errs) = Config::check(&self.path, &new) {
             let mut f = invalid(&errs[0], &new);
             if errs.len() > 1 {
@@ -540,57 +574,15 @@ impl AdminStore {
             AdminOp::List(r) => Ok(Value::Array(self.list(r)?)),
             AdminOp::Get(r, id) => self.get(r, &id),
             AdminOp::Put(r, id, body) => {
-                let (path, key) = spec(r);
-                let Value::Object(mut obj) = body else {
-                    return Err(fault(
-                        FaultKind::BadRequest,
-                        format!("the body of PUT /api/{}/{id} is a JSON object", label(r)),
-                    ));
-                };
-                match obj.get(key) {
-                    None => {}
-                    Some(Value::String(s)) if *s == id => {}
-                    Some(other) => {
-                        let mut f = fault(
-                            FaultKind::Invalid,
-                            format!("{key} {other} does not match the path's {id:?}"),
-                        );
-                        f.field = Some(key.into());
-                        return Err(f);
-                    }
-                }
-                obj.remove(key);
-                let table = entry_table(key, &id, &obj)?;
+                let table = put_table(r, &id, body)?;
                 let action = format!("put {}/{id}", label(r));
-                self.edit(who, &action, |doc| {
-                    let list = entries(doc, path, true)?.ok_or_else(|| not_found(r, &id))?;
-                    match position(list, key, &id) {
-                        Some(i) => {
-                            if let Some(old) = list.get_mut(i) {
-                                let decor = old.decor().clone();
-                                *old = table;
-                                *old.decor_mut() = decor;
-                            }
-                            Ok(false)
-                        }
-                        None => {
-                            list.push(table);
-                            Ok(true)
-                        }
-                    }
-                })
-                .await
+                self.edit(who, &action, |doc| put_entry(doc, r, &id, table))
+                    .await
             }
             AdminOp::Delete(r, id) => {
-                let (path, key) = spec(r);
                 let action = format!("delete {}/{id}", label(r));
-                self.edit(who, &action, |doc| {
-                    let list = entries(doc, path, false)?.ok_or_else(|| not_found(r, &id))?;
-                    let i = position(list, key, &id).ok_or_else(|| not_found(r, &id))?;
-                    list.remove(i);
-                    Ok(false)
-                })
-                .await
+                self.edit(who, &action, |doc| delete_entry(doc, r, &id).map(|_| false))
+                    .await
             }
             AdminOp::PutField(r, id, field, value) => {
                 let (path, key) = spec(r);
@@ -670,7 +662,140 @@ impl AdminStore {
             }
             AdminOp::Prompts => self.prompts(),
             AdminOp::UploadPrompt(name, bytes) => self.upload(&name, &bytes),
+            AdminOp::WhatIf(req) => self.whatif(req).await,
         }
+    }
+
+    /// Simulates the current routing and the routing with `req.changes` (validated like a
+    /// change, never saved) with the ACD simulator, at the arrival rate seen since start
+    /// unless the request says otherwise.
+    async fn whatif(&self, req: hotline_cti::admin::WhatIfRequest) -> Result<Value, AdminFault> {
+        let hours = req.hours.unwrap_or(4.0);
+        if !(hours > 0.0 && hours <= 24.0) {
+            let mut f = fault(FaultKind::Invalid, "hours must be in (0, 24]");
+            f.field = Some("hours".into());
+            return Err(f);
+        }
+        let mut doc: toml_edit::DocumentMut = self
+            .text
+            .parse()
+            .map_err(|e: toml_edit::TomlError| fault(FaultKind::Internal, e.to_string()))?;
+        for c in req.changes {
+            if c.delete {
+                delete_entry(&mut doc, c.resource, &c.id)?;
+            } else {
+                let entry = c.entry.ok_or_else(|| {
+                    fault(
+                        FaultKind::BadRequest,
+                        format!(
+                            "change of {}/{}: give entry or delete",
+                            label(c.resource),
+                            c.id
+                        ),
+                    )
+                })?;
+                put_entry(
+                    &mut doc,
+                    c.resource,
+                    &c.id,
+                    put_table(c.resource, &c.id, entry)?,
+                )?;
+            }
+        }
+        let proposed_text = doc.to_string();
+        let proposed = Config::check(&self.path, &proposed_text)
+            .map_err(|errs| invalid(&errs[0], &proposed_text))?;
+        let current = self.parsed()?;
+        // Arrivals seen per queue since the switch started.
+        let hours_up = self.started.elapsed().as_secs_f64() / 3600.0;
+        let seen: std::collections::HashMap<String, f64> = self
+            .switch
+            .queue_stats()
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .map(|q| {
+                (
+                    q.queue,
+                    if hours_up > 0.0 {
+                        q.offered as f64 / hours_up
+                    } else {
+                        0.0
+                    },
+                )
+            })
+            .collect();
+        let traffic = req.traffic;
+        let sims = [current.acd, proposed.acd].map(|acd| {
+            let acd = acd.unwrap_or_else(|| hotline_acd::AcdConfig {
+                aging_secs: 0,
+                short_abandon_secs: 0,
+                resume_window_secs: 0,
+                tier_priority: Default::default(),
+                seed: 0,
+                queues: Vec::new(),
+                agents: Vec::new(),
+            });
+            let streams: Vec<hotline_acd::sim::Traffic> = acd
+                .queues
+                .iter()
+                .map(|q| {
+                    let t = traffic.get(&q.name).cloned().unwrap_or_default();
+                    hotline_acd::sim::Traffic {
+                        queue: q.name.clone(),
+                        calls_per_hour: t
+                            .calls_per_hour
+                            .unwrap_or_else(|| seen.get(&q.name).copied().unwrap_or(0.0)),
+                        aht_secs: t.aht_secs.unwrap_or(f64::from(q.expected_aht_secs.max(1))),
+                        patience_secs: t.patience_secs,
+                        classes: Vec::new(),
+                        skills: Vec::new(),
+                    }
+                })
+                .collect();
+            hotline_acd::sim::SimConfig {
+                sim: hotline_acd::sim::SimParams {
+                    hours,
+                    warmup_hours: (hours / 8.0).min(0.5),
+                    seed: 1,
+                    answer_delay_secs: 0.0,
+                },
+                acd,
+                agent_groups: Vec::new(),
+                traffic: streams,
+            }
+        });
+        let out = tokio::task::spawn_blocking(move || -> Result<Value, String> {
+            let mut out = Map::new();
+            for (name, sim) in ["current", "proposed"].into_iter().zip(sims) {
+                let report =
+                    hotline_acd::sim::simulate(&sim).map_err(|e| format!("{name}: {e}"))?;
+                let rows: Vec<Value> = report
+                    .queues
+                    .iter()
+                    .zip(&sim.traffic)
+                    .map(|(r, t)| {
+                        json!({
+                            "queue": r.name,
+                            "calls_per_hour": t.calls_per_hour,
+                            "aht_secs": t.aht_secs,
+                            "offered": r.offered,
+                            "service_level": r.service_level(),
+                            "sl_secs": r.sl_secs,
+                            "asa_secs": r.asa_secs(),
+                            "abandon_rate": r.abandon_rate(),
+                        })
+                    })
+                    .collect();
+                out.insert(name.into(), Value::Array(rows));
+            }
+            out.insert("hours".into(), hours.into());
+            Ok(Value::Object(out))
+        })
+        .await
+        .map_err(|e| fault(FaultKind::Internal, e.to_string()))?
+        .map_err(|e| fault(FaultKind::Invalid, e))?;
+        Ok(out)
     }
 
     fn read_meta(&self, n: u64) -> Result<Value, AdminFault> {
@@ -695,10 +820,9 @@ impl AdminStore {
     /// Skills in use: the queues that require each and the agents who have it.
     fn skills(&self) -> Result<Value, AdminFault> {
         let cfg = self.parsed()?;
-        let mut skills: std::collections::BTreeMap<
-            String,
-            (Map<String, Value>, Map<String, Value>),
-        > = Default::default();
+        // Skill → (queue → minimum, agent → proficiency).
+        type Uses = (Map<String, Value>, Map<String, Value>);
+        let mut skills: std::collections::BTreeMap<String, Uses> = Default::default();
         if let Some(acd) = &cfg.acd {
             for q in &acd.queues {
                 for s in &q.skills {
@@ -735,15 +859,15 @@ impl AdminStore {
             .map_err(|e| fault(FaultKind::Internal, e.to_string()))?;
         for e in dir.flatten() {
             let p = e.path();
-            if p.extension().is_some_and(|x| x == "wav") {
-                if let Ok(w) = hotline_media::wav::read_wav(&p) {
-                    out.push(json!({
-                        "name": p.file_stem().map(|s| s.to_string_lossy().into_owned()),
-                        "path": p.display().to_string(),
-                        "encoding": format!("{:?}", w.encoding),
-                        "seconds": w.samples.len() as f64 / 8000.0,
-                    }));
-                }
+            if p.extension().is_some_and(|x| x == "wav")
+                && let Ok(w) = hotline_media::wav::read_wav(&p)
+            {
+                out.push(json!({
+                    "name": p.file_stem().map(|s| s.to_string_lossy().into_owned()),
+                    "path": p.display().to_string(),
+                    "encoding": format!("{:?}", w.encoding),
+                    "seconds": w.samples.len() as f64 / 8000.0,
+                }));
             }
         }
         out.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
@@ -784,6 +908,64 @@ impl AdminStore {
             "seconds": w.samples.len() as f64 / 8000.0,
         }))
     }
+}
+
+/// The table a `PUT` of `body` makes (its key field may be left out, must match if given).
+fn put_table(r: Resource, id: &str, body: Value) -> Result<toml_edit::Table, AdminFault> {
+    let (_, key) = spec(r);
+    let Value::Object(mut obj) = body else {
+        return Err(fault(
+            FaultKind::BadRequest,
+            format!("the body of PUT /api/{}/{id} is a JSON object", label(r)),
+        ));
+    };
+    match obj.get(key) {
+        None => {}
+        Some(Value::String(s)) if s == id => {}
+        Some(other) => {
+            let mut f = fault(
+                FaultKind::Invalid,
+                format!("{key} {other} does not match the path's {id:?}"),
+            );
+            f.field = Some(key.into());
+            return Err(f);
+        }
+    }
+    obj.remove(key);
+    entry_table(key, id, &obj)
+}
+
+/// Replaces (keeping its header's comments) or appends the entry; `true` when appended.
+fn put_entry(
+    doc: &mut toml_edit::DocumentMut,
+    r: Resource,
+    id: &str,
+    table: toml_edit::Table,
+) -> Result<bool, AdminFault> {
+    let (path, key) = spec(r);
+    let list = entries(doc, path, true)?.ok_or_else(|| not_found(r, id))?;
+    match position(list, key, id) {
+        Some(i) => {
+            if let Some(old) = list.get_mut(i) {
+                let decor = old.decor().clone();
+                *old = table;
+                *old.decor_mut() = decor;
+            }
+            Ok(false)
+        }
+        None => {
+            list.push(table);
+            Ok(true)
+        }
+    }
+}
+
+fn delete_entry(doc: &mut toml_edit::DocumentMut, r: Resource, id: &str) -> Result<(), AdminFault> {
+    let (path, key) = spec(r);
+    let list = entries(doc, path, false)?.ok_or_else(|| not_found(r, id))?;
+    let i = position(list, key, id).ok_or_else(|| not_found(r, id))?;
+    list.remove(i);
+    Ok(())
 }
 
 fn not_found(r: Resource, id: &str) -> AdminFault {

@@ -204,6 +204,7 @@ async fn unauthorised_requests_get_401_or_403_with_json_errors() {
         ("POST", "/api/versions/1/rollback", ""),
         ("PUT", "/api/prompts/x", ""),
         ("PUT", "/api/dispositions", "[]"),
+        ("POST", "/api/whatif", "{}"),
     ] {
         let (st, v) = http(addr, method, path, Some(&agent), body.as_bytes()).await;
         assert_eq!(st, 403, "{method} {path}: {v}");
@@ -255,6 +256,7 @@ async fn every_resource_valid_and_invalid() {
         "{v}"
     );
     assert!(v["line"].as_u64().is_some(), "{v}");
+    assert_eq!(v["field"], "queue", "{v}");
     let (st, v) = api
         .call(
             "PUT",
@@ -575,7 +577,16 @@ async fn changes_are_versioned_with_diffs_audited_and_reversible() {
             ("put numbers/4009".to_string(), false),
         ]
     );
-    // Versions survive a restart: the next start continues the numbering.
+    // A hand edit on disk since start is not overwritten: 409, the file keeps the edit.
+    let edited = format!("{}\n# edited by hand\n", s.original);
+    std::fs::write(&s.file, &edited).unwrap();
+    let (st, v) = api
+        .call("PUT", "/api/numbers/4002", Some(json!({"queue": "sales"})))
+        .await;
+    assert_eq!((st, v["error"].as_str()), (409, Some("conflict")), "{v}");
+    assert_eq!(std::fs::read_to_string(&s.file).unwrap(), edited);
+    // Versions survive a restart: the next start continues the numbering, and the
+    // edited file becomes a version of its own.
     s.hotline.shutdown().await;
     let again = hotline::start_file(&s.file).await.unwrap();
     let addr = again.cti.as_ref().unwrap().local_addr();
@@ -584,9 +595,67 @@ async fn changes_are_versioned_with_diffs_audited_and_reversible() {
         token: login(addr, "root", ADMIN_PW).await,
     };
     let (_, v) = api.call("GET", "/api/versions", None).await;
-    assert_eq!(v["current"], 4, "unchanged file: no new version at start");
+    assert_eq!(v["current"], 5, "the hand-edited file is a new version");
+    assert_eq!(v["versions"][4]["who"], "file");
     again.shutdown().await;
     let _ = std::fs::remove_dir_all(&s.dir);
+}
+
+/// The what-if simulates the proposed routing (another agent in support) against the
+/// current one at the given traffic: the service level goes up, nothing is saved.
+#[tokio::test]
+async fn whatif_simulates_the_proposed_routing_without_saving_it() {
+    let s = setup("whatif").await;
+    let addr = cti_addr(&s);
+    let api = Api {
+        addr,
+        token: login(addr, "root", ADMIN_PW).await,
+    };
+    let body = json!({
+        "changes": [{"resource": "agents", "id": "1002", "entry": {"queues": {"support": 0}}}],
+        "traffic": {"support": {"calls_per_hour": 20, "aht_secs": 120}, "sales": {"calls_per_hour": 0}},
+        "hours": 8
+    });
+    let (st, v) = api.call("POST", "/api/whatif", Some(body)).await;
+    assert_eq!(st, 200, "{v}");
+    let sl = |side: &str| -> f64 {
+        v[side]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|q| q["queue"] == "support")
+            .unwrap()["service_level"]
+            .as_f64()
+            .unwrap()
+    };
+    let (now, then) = (sl("current"), sl("proposed"));
+    assert!(
+        then > now,
+        "two agents serve better than one: {now} -> {then}: {v}"
+    );
+    assert!(v["current"][0]["asa_secs"].as_f64().is_some(), "{v}");
+    assert_eq!(
+        std::fs::read_to_string(&s.file).unwrap(),
+        s.original,
+        "not saved"
+    );
+    let (st, v) = api
+        .call(
+            "POST",
+            "/api/whatif",
+            Some(json!({"changes": [{"resource": "queues", "id": "support", "entry": {"strategy": "fastest"}}]})),
+        )
+        .await;
+    assert_eq!((st, v["field"].as_str()), (422, Some("strategy")), "{v}");
+    let (st, _) = api
+        .call("POST", "/api/whatif", Some(json!({"hours": 100})))
+        .await;
+    assert_eq!(st, 422);
+    let (st, _) = api
+        .call("POST", "/api/whatif", Some(json!({"bogus": 1})))
+        .await;
+    assert_eq!(st, 400);
+    s.hotline.shutdown().await;
 }
 
 #[tokio::test]
@@ -604,6 +673,7 @@ async fn openapi_document_lists_the_api() {
         "/api/versions/{n}/rollback",
         "/api/prompts/{name}",
         "/api/audit",
+        "/api/whatif",
     ] {
         assert!(v["paths"].get(p).is_some(), "{p} missing");
     }

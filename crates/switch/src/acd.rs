@@ -855,4 +855,94 @@ mod tests {
             ]
         );
     }
+
+    /// A live reconfigure: an unchanged config changes nothing; an added agent is
+    /// logged in (a desk agent is not); a removed agent on a call keeps the call and is
+    /// logged out after it; a removed queue is reported; a bad config changes nothing.
+    #[test]
+    fn reconfigure_adds_removes_and_refuses_atomically() {
+        let cfg = AcdConfig::from_toml(
+            "[[queue]]\nname = \"support\"\nwrapup_secs = 0\n[[queue]]\nname = \"old\"\n\
+             [[agent]]\nid = \"bob\"\nqueues = { support = 0 }\n",
+        )
+        .unwrap();
+        let (control, _rx) = mpsc::channel(1);
+        let (sink, _log) = hotline_cdr::CdrSink::memory();
+        let (bus, _) = broadcast::channel(64);
+        let desk: HashSet<String> = ["dave".to_string()].into();
+        let mut task = AcdTask::new(&cfg, &desk, bus, control, sink).unwrap();
+        let (tx, mut out) = mpsc::channel(16);
+        task.input(AcdInput::Arrived {
+            call: CallId(1),
+            queue: "support".into(),
+            inbox: tx,
+            sip_call_id: "c1".into(),
+            tier: None,
+        });
+        task.decide();
+        let bob = task.engine.agent_id("bob").unwrap();
+        task.input(AcdInput::Answered {
+            call: CallId(1),
+            agent: bob,
+        });
+        task.decide();
+        assert!(matches!(out.try_recv(), Ok(AcdOutput::Estimate { .. })));
+        assert!(matches!(out.try_recv(), Ok(AcdOutput::Offer { .. })));
+        assert_eq!(
+            task.reconfigure(Millis(1), &cfg).unwrap(),
+            Vec::<String>::new()
+        );
+        let new = AcdConfig::from_toml(
+            "[[queue]]\nname = \"support\"\nwrapup_secs = 0\n\
+             [[agent]]\nid = \"carol\"\nqueues = { support = 0 }\n\
+             [[agent]]\nid = \"dave\"\nqueues = { support = 0 }\n",
+        )
+        .unwrap();
+        let changes = task.reconfigure(Millis(2), &new).unwrap();
+        assert_eq!(
+            changes,
+            [
+                "agent carol added",
+                "agent dave added",
+                "agent bob removed",
+                "queue old removed (waiting calls to its fallback)"
+            ]
+        );
+        let state =
+            |t: &AcdTask, a: &str| t.engine.agent_state(t.engine.agent_id(a).unwrap()).unwrap();
+        assert_eq!(state(&task, "carol"), AgentState::Available);
+        assert_eq!(
+            state(&task, "dave"),
+            AgentState::LoggedOut,
+            "desk agents log in themselves"
+        );
+        assert_eq!(
+            state(&task, "bob"),
+            AgentState::OnCall(CallId(1)),
+            "the call goes on"
+        );
+        task.publish_changes();
+        assert_eq!(
+            task.names[task.engine.agent_id("carol").unwrap().0 as usize],
+            "carol"
+        );
+        task.input(AcdInput::Ended { call: CallId(1) });
+        task.decide();
+        assert_eq!(
+            state(&task, "bob"),
+            AgentState::LoggedOut,
+            "logged out after the call"
+        );
+        // A fallback to a queue that does not exist: refused, nothing changes.
+        let bad = AcdConfig {
+            queues: vec![{
+                let mut q = hotline_acd::QueueConfig::new("support");
+                q.fallback = hotline_acd::Fallback::Queue("nowhere".into());
+                q
+            }],
+            ..new.clone()
+        };
+        assert!(task.reconfigure(Millis(3), &bad).is_err());
+        assert_eq!(task.current, new);
+    }
 }
