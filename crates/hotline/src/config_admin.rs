@@ -163,6 +163,18 @@ fn invalid(e: &ConfigError, text: &str) -> AdminFault {
     }
 }
 
+/// The first of a file's errors as the API's answer, saying how many more there are.
+fn first_error(errs: &[ConfigError], text: &str) -> AdminFault {
+    let Some(e) = errs.first() else {
+        return fault(FaultKind::Internal, "invalid configuration");
+    };
+    let mut f = invalid(e, text);
+    if errs.len() > 1 {
+        f.message = format!("{} (and {} more errors)", f.message, errs.len() - 1);
+    }
+    f
+}
+
 /// A JSON value as a TOML value (objects become inline tables).
 fn toml_value(v: &Value, at: &str) -> Result<toml_edit::Value, AdminFault> {
     Ok(match v {
@@ -517,11 +529,7 @@ impl AdminStore {
             }
         }
         if let Err(errs) = Config::check(&self.path, &new) {
-            let mut f = invalid(&errs[0], &new);
-            if errs.len() > 1 {
-                f.message = format!("{} (and {} more errors)", f.message, errs.len() - 1);
-            }
-            return Err(f);
+            return Err(first_error(&errs, &new));
         }
         let (path, text, music, cdr) = (
             self.path.clone(),
@@ -704,7 +712,7 @@ impl AdminStore {
         }
         let proposed_text = doc.to_string();
         let proposed = Config::check(&self.path, &proposed_text)
-            .map_err(|errs| invalid(&errs[0], &proposed_text))?;
+            .map_err(|errs| first_error(&errs, &proposed_text))?;
         let current = self.parsed()?;
         // Arrivals seen per queue since the switch started.
         let hours_up = self.started.elapsed().as_secs_f64() / 3600.0;
