@@ -101,3 +101,50 @@ fn added_queue_takes_calls_for_agents_moved_into_it() {
         .collect();
     assert_eq!(offers, vec![9]);
 }
+
+/// A queue's new strategy decides the very next offer: with `linear`, ann (first in the
+/// file) gets every call while she is free; after the switch to `fewest-calls`, bea (who
+/// has taken none) gets the next one.
+#[test]
+fn new_strategy_applies_to_the_next_decision() {
+    let cfg = AcdConfig::from_toml(
+        "[[queue]]\nname = \"q\"\nstrategy = \"linear\"\nwrapup_secs = 0\n\
+         [[agent]]\nid = \"ann\"\nqueues = { q = 0 }\n[[agent]]\nid = \"bea\"\nqueues = { q = 0 }\n",
+    )
+    .unwrap();
+    let mut e = Engine::new(&cfg, Millis(0)).unwrap();
+    let q = e.queue_id("q").unwrap();
+    let (ann, bea) = (e.agent_id("ann").unwrap(), e.agent_id("bea").unwrap());
+    e.agent_login(Millis(0), ann, true).unwrap();
+    e.agent_login(Millis(0), bea, true).unwrap();
+    let offered = |d: &[Decision]| -> Vec<(u64, hotline_acd::AgentId)> {
+        d.iter()
+            .filter_map(|d| match d {
+                Decision::Offer { call, agent, .. } => Some((call.0, *agent)),
+                _ => None,
+            })
+            .collect()
+    };
+    e.call_arrived(Millis(1), NewCall::new(CallId(1), q))
+        .unwrap();
+    assert_eq!(offered(&drain(&mut e)), vec![(1, ann)], "linear: ann first");
+    e.offer_answered(Millis(2), CallId(1), ann).unwrap();
+    e.call_ended(Millis(3), CallId(1)).unwrap();
+    e.handle_timeout(Millis(4));
+    drain(&mut e);
+    assert_eq!(
+        e.agent_state(ann).unwrap(),
+        hotline_acd::AgentState::Available
+    );
+    let mut changed = cfg.queues[0].clone();
+    changed.strategy = hotline_acd::Strategy::FewestCalls;
+    e.update_queue(Millis(5), &changed).unwrap();
+    drain(&mut e);
+    e.call_arrived(Millis(6), NewCall::new(CallId(2), q))
+        .unwrap();
+    assert_eq!(
+        offered(&drain(&mut e)),
+        vec![(2, bea)],
+        "fewest calls: bea, not linear's ann"
+    );
+}
