@@ -16,6 +16,19 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}"
 fi
 
+# The agent desktop's browser tests (sip-tests/tests/desk_browser.rs): Debian's chromium,
+# Node and playwright-core from sip-tests/browser/package-lock.json.
+desk_need=()
+[ -x /usr/bin/chromium ] || desk_need+=(chromium)
+command -v npm >/dev/null 2>&1 || desk_need+=(nodejs npm)
+if [ ${#desk_need[@]} -gt 0 ]; then
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "installing the desk's browser-test tools: ${desk_need[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${desk_need[@]}"
+fi
+[ -d sip-tests/browser/node_modules/playwright-core ] || (cd sip-tests/browser && npm ci --no-audit --no-fund)
+
 # The CRM store's suite runs against PostgreSQL as well as SQLite: start (or install) one.
 bash crates/crm/scripts/ensure-postgres.sh
 

@@ -14,6 +14,7 @@
 pub mod admin;
 mod auth;
 mod conn;
+mod desk;
 mod hub;
 pub mod protocol;
 
@@ -205,6 +206,7 @@ impl CtiServer {
         let hub_task = tokio::spawn(hub::run_events(hub.clone(), switch.subscribe()));
         let app = Router::new()
             .route("/cti", get(upgrade))
+            .merge(desk::routes())
             .with_state(hub.clone())
             .merge(admin::router(hub, admin));
         let (stop_tx, stop_rx) = oneshot::channel::<()>();

@@ -49,6 +49,13 @@ pub struct Config {
     /// `[admin]`: versions, audit log and prompts of the admin API; dispositions and
     /// not-ready reasons.
     pub admin: Option<crate::config_admin::AdminSection>,
+    /// `[drain]`, `[qualify]`, `[[dial_rules]]`: see `config_reliab`.
+    #[serde(default)]
+    pub drain: crate::config_reliab::DrainConfig,
+    #[serde(default)]
+    pub qualify: crate::config_reliab::QualifyConfig,
+    #[serde(default)]
+    pub dial_rules: Vec<crate::config_reliab::DialRuleConfig>,
 }
 
 /// `[store]`: one database for the CRM and the CDRs (their migrations share it).
@@ -693,6 +700,9 @@ impl Config {
         }
         self.validate_routing(path, text, &users, &mut errs);
         errs.extend(self.validate_admin(path, text));
+        if let Err(e) = crate::config_reliab::validate(self, path, text) {
+            errs.push(e);
+        }
         if let Some(acd) = &self.acd
             && let Err(e) = hotline_acd::Engine::new(acd, hotline_acd::Millis(0))
         {

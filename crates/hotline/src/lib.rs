@@ -4,6 +4,7 @@
 pub mod config;
 pub mod config_admin;
 mod config_check;
+pub mod config_reliab;
 pub mod prompts;
 pub mod store;
 
@@ -35,6 +36,15 @@ pub struct Hotline {
 }
 
 impl Hotline {
+    /// Graceful drain (SIGTERM): new calls are refused (`[drain]`), calls in progress get
+    /// the grace period, then the rest are hung up. Call [`Hotline::shutdown`] after it.
+    pub async fn drain(&self, policy: &hotline_switch::DrainPolicy) -> hotline_switch::DrainReport {
+        match &self.switch {
+            Some(s) => s.drain(policy).await,
+            None => hotline_switch::DrainReport::default(),
+        }
+    }
+
     /// Stops every service and waits for them.
     pub async fn shutdown(self) {
         if let Some(c) = self.cti {
@@ -165,6 +175,8 @@ pub fn switch_config(
     }
     out.users = cfg.users.iter().map(|u| u.name.get_ref().clone()).collect();
     out.trunk = cfg.sip.static_route.map(|r| r.0);
+    out.dial_rules = config_reliab::dial_rules(cfg)?;
+    out.qualify = cfg.qualify.policy();
     if cfg.media.record {
         std::fs::create_dir_all(&cfg.media.recordings).with_context(|| {
             format!(

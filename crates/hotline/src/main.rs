@@ -106,10 +106,22 @@ async fn serve(config: &std::path::Path) -> anyhow::Result<()> {
     // Handlers first: a signal arriving right after startup must already stop us cleanly.
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    let cfg = hotline::Config::load(config)?;
+    // From the file: the admin API edits it.
     let hotline = hotline::start_file(config).await?;
-    tokio::select! {
-        _ = int.recv() => {}
-        _ = term.recv() => {}
+    // SIGINT: stop now (calls are cut, records written). SIGTERM: drain first; a second
+    // signal during the drain cuts it short.
+    let drain = tokio::select! {
+        _ = int.recv() => false,
+        _ = term.recv() => true,
+    };
+    if drain {
+        let policy = cfg.drain.policy();
+        tokio::select! {
+            r = hotline.drain(&policy) => tracing::info!(?r, "drained"),
+            _ = int.recv() => tracing::warn!("drain interrupted"),
+            _ = term.recv() => tracing::warn!("drain interrupted"),
+        }
     }
     tracing::info!("shutting down");
     hotline.shutdown().await;

@@ -256,6 +256,11 @@ impl SessionDescription {
             if line.is_empty() {
                 continue;
             }
+            // RFC 4566 §5: no field holds NUL or CR. A stray CR kept in a value would be
+            // printed into our SDP as a line break (found by the `sdp` fuzz target).
+            if line.bytes().any(|b| b == 0 || b == b'\r') {
+                return Err(malformed(line_no, "NUL or CR inside a line"));
+            }
             let bytes = line.as_bytes();
             if bytes.len() < 2 || bytes[1] != b'=' {
                 return Err(malformed(line_no, "line is not <type>=<value>"));
@@ -979,6 +984,22 @@ impl LegSdp {
 
 #[cfg(test)]
 mod tests {
+
+    /// Fuzz regression (`fuzz/artifacts/sdp`): NULs in an attribute name and a bare CR in
+    /// a value were accepted, and printing the description wrote the CR out as a line
+    /// break. Both are refused now.
+    #[test]
+    fn nul_and_bare_cr_inside_lines_are_refused() {
+        let crash = "v=0\r\no=- 2 2 IN IP6 ::1\r\ns=\r\na=ina\0\0RTP/AVP 8\r\na=rtcp:6009 I5N IP6%::1\r,m=video 0 RTP/AVP 96\r\nm=audio 7000 RTP/SAVP 0\r\n";
+        assert!(SessionDescription::parse(crash).is_err());
+        let cr = "v=0\r\no=- 2 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\na=tool:x\ry\r\n";
+        assert!(SessionDescription::parse(cr).is_err());
+        let nul = "v=0\no=- 2 2 IN IP4 127.0.0.1\ns=a\0b\nt=0 0\n";
+        assert!(SessionDescription::parse(nul).is_err());
+        // CRLF and bare LF line ends still parse.
+        let ok = "v=0\no=- 2 2 IN IP4 127.0.0.1\r\ns=-\nt=0 0\r\n";
+        assert!(SessionDescription::parse(ok).is_ok());
+    }
     use super::*;
     use std::net::{Ipv4Addr, Ipv6Addr};
 

@@ -85,6 +85,11 @@ pub(crate) enum AcdInput {
         cfg: Box<AcdConfig>,
         reply: oneshot::Sender<Result<Vec<String>, SwitchError>>,
     },
+    /// The prober found the agent's device gone (`false`) or answering again.
+    Reachable {
+        user: String,
+        reachable: bool,
+    },
     /// The state of the agent with this id (for status displays and tests).
     State {
         user: String,
@@ -102,6 +107,8 @@ const STATS_EVERY: Duration = Duration::from_secs(5);
 
 /// The not-ready reason code that marks "busy on a non-queue call".
 pub(crate) const BUSY_CODE: u16 = 9001;
+/// The not-ready reason code of an agent whose device does not answer ([`crate::qualify`]).
+pub(crate) const UNREACHABLE_CODE: u16 = 9002;
 
 /// What the ACD tells a call task.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,6 +159,10 @@ pub(crate) struct AcdTask {
     current: AcdConfig,
     /// Agents who log in from a desk (added agents among them start logged out).
     desk_login: HashSet<String>,
+    /// Agents whose device does not answer probes.
+    unreachable: HashSet<AgentId>,
+    /// The device prober, told of every offer (so a dead device is found at once).
+    pub(crate) qualify: Option<mpsc::Sender<crate::qualify::QualifyInput>>,
 }
 
 impl AcdTask {
@@ -201,6 +212,8 @@ impl AcdTask {
             logged: HashMap::new(),
             current: cfg.clone(),
             desk_login: desk_login.clone(),
+            unreachable: HashSet::new(),
+            qualify: None,
         };
         // Agents logged in at start (those without a desk login) open the queue log.
         for a in &cfg.agents {
@@ -221,6 +234,7 @@ impl AcdTask {
             AgentState::LoggedOut => "out".to_string(),
             AgentState::NotReady(NotReadyReason::MissedOffer) => "missed_offer".into(),
             AgentState::NotReady(NotReadyReason::Code(BUSY_CODE)) => "busy".into(),
+            AgentState::NotReady(NotReadyReason::Code(UNREACHABLE_CODE)) => "unreachable".into(),
             AgentState::NotReady(NotReadyReason::Code(c)) => format!("code:{c}"),
             _ => "ready".into(),
         };
@@ -392,6 +406,11 @@ impl AcdTask {
                 } else {
                     self.busy.remove(&agent);
                     match self.engine.agent_state(agent) {
+                        Ok(AgentState::NotReady(NotReadyReason::Code(BUSY_CODE)))
+                            if self.unreachable.contains(&agent) =>
+                        {
+                            self.engine.agent_not_ready(now, agent, UNREACHABLE_CODE)
+                        }
                         Ok(AgentState::NotReady(NotReadyReason::Code(BUSY_CODE))) => {
                             self.engine.agent_ready(now, agent)
                         }
@@ -402,6 +421,12 @@ impl AcdTask {
                     self.log_agent_state(agent, state);
                 }
                 r
+            }
+            AcdInput::Reachable { user, reachable } => {
+                let Some(agent) = self.engine.agent_id(&user) else {
+                    return;
+                };
+                self.reachable(now, agent, reachable)
             }
         };
         if let Err(e) = r {
@@ -434,6 +459,18 @@ impl AcdTask {
         }
         let logged_out = state == AgentState::LoggedOut;
         let r = match cmd {
+            // A dead device would only ring: a login waits not-ready for it to answer.
+            AgentCommand::Ready if self.unreachable.contains(&id) => {
+                if logged_out {
+                    self.engine
+                        .agent_login(now, id, false)
+                        .and_then(|_| self.engine.agent_not_ready(now, id, UNREACHABLE_CODE))
+                } else {
+                    return Err(SwitchError::InvalidState(
+                        "the agent's phone does not answer (unreachable)".into(),
+                    ));
+                }
+            }
             AgentCommand::Ready if logged_out => self.engine.agent_login(now, id, true),
             AgentCommand::Ready => {
                 self.pending[i] = None;
@@ -503,6 +540,9 @@ impl AcdTask {
             },
             AgentState::NotReady(NotReadyReason::Code(BUSY_CODE)) => AgentStatus::NotReady {
                 reason: "busy".into(),
+            },
+            AgentState::NotReady(NotReadyReason::Code(UNREACHABLE_CODE)) => AgentStatus::NotReady {
+                reason: "unreachable".into(),
             },
             AgentState::NotReady(NotReadyReason::Code(c)) => AgentStatus::NotReady {
                 reason: self
@@ -608,6 +648,38 @@ impl AcdTask {
         }
     }
 
+    /// The prober's verdict on an agent's device: unreachable takes the agent out of the
+    /// ready pool (a ringing offer is withdrawn and requeued; on a call, after it); an
+    /// answer brings back an agent that was out for this reason only.
+    fn reachable(
+        &mut self,
+        now: Millis,
+        agent: AgentId,
+        reachable: bool,
+    ) -> hotline_acd::Result<()> {
+        let state = self.engine.agent_state(agent);
+        if reachable {
+            self.unreachable.remove(&agent);
+            match state {
+                Ok(AgentState::NotReady(NotReadyReason::Code(UNREACHABLE_CODE))) => {
+                    if self.busy.contains(&agent) {
+                        self.engine.agent_not_ready(now, agent, BUSY_CODE)
+                    } else {
+                        self.engine.agent_ready(now, agent)
+                    }
+                }
+                _ => Ok(()),
+            }
+        } else {
+            self.unreachable.insert(agent);
+            match state {
+                // Logged out, or not ready for a reason of its own: that reason stays.
+                Ok(AgentState::LoggedOut | AgentState::NotReady(_)) | Err(_) => Ok(()),
+                Ok(_) => self.engine.agent_not_ready(now, agent, UNREACHABLE_CODE),
+            }
+        }
+    }
+
     fn decide(&mut self) {
         while let Some(d) = self.engine.poll_decision() {
             let (call, out) = match d {
@@ -617,6 +689,10 @@ impl AcdTask {
                         .get(agent.0 as usize)
                         .cloned()
                         .unwrap_or_default();
+                    if let Some(q) = &self.qualify {
+                        let _ = q
+                            .try_send(crate::qualify::QualifyInput::Offered { user: user.clone() });
+                    }
                     (call, AcdOutput::Offer { agent, user })
                 }
                 Decision::CancelOffer { call, agent } => (call, AcdOutput::CancelOffer { agent }),
@@ -653,6 +729,12 @@ impl AcdTask {
                     let now = self.now();
                     if state == AgentState::NotReady(NotReadyReason::Code(BUSY_CODE))
                         && !self.busy.contains(&agent)
+                    {
+                        let _ = self.engine.agent_ready(now, agent);
+                    }
+                    // The device came back while the agent finished a call.
+                    if state == AgentState::NotReady(NotReadyReason::Code(UNREACHABLE_CODE))
+                        && !self.unreachable.contains(&agent)
                     {
                         let _ = self.engine.agent_ready(now, agent);
                     }
@@ -817,6 +899,84 @@ impl AcdTask {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A device that stops answering takes its agent out (published, logged), a desk cannot
+    /// make the agent ready meanwhile, and the device's answer brings the agent back. An
+    /// agent not ready for a reason of its own keeps that reason.
+    #[test]
+    fn unreachable_devices_leave_the_ready_pool_until_they_answer() {
+        let cfg = AcdConfig::from_toml(
+            "[[queue]]\nname = \"support\"\n[[agent]]\nid = \"bob\"\nqueues = { support = 0 }\n",
+        )
+        .unwrap();
+        let (control, _rx) = mpsc::channel(1);
+        let (sink, log) = hotline_cdr::CdrSink::memory();
+        let (bus, mut events) = broadcast::channel(64);
+        let mut task = AcdTask::new(&cfg, &HashSet::new(), bus, control, sink).unwrap();
+        let bob = task.engine.agent_id("bob").unwrap();
+        let reach = |task: &mut AcdTask, reachable| {
+            task.input(AcdInput::Reachable {
+                user: "bob".into(),
+                reachable,
+            });
+            task.decide();
+            task.publish_changes();
+        };
+        reach(&mut task, false);
+        assert_eq!(
+            task.engine.agent_state(bob).unwrap(),
+            AgentState::NotReady(NotReadyReason::Code(UNREACHABLE_CODE))
+        );
+        let now = task.now();
+        let e = task
+            .agent_command(now, "bob", AgentCommand::Ready)
+            .unwrap_err();
+        assert!(matches!(e, SwitchError::InvalidState(_)), "{e:?}");
+        reach(&mut task, true);
+        assert_eq!(task.engine.agent_state(bob).unwrap(), AgentState::Available);
+        // Not ready for lunch, then the phone dies and comes back: still at lunch.
+        let now = task.now();
+        task.agent_command(
+            now,
+            "bob",
+            AgentCommand::NotReady {
+                reason: "lunch".into(),
+            },
+        )
+        .unwrap();
+        reach(&mut task, false);
+        reach(&mut task, true);
+        let lunch = task.engine.agent_state(bob).unwrap();
+        assert!(
+            matches!(lunch, AgentState::NotReady(NotReadyReason::Code(c)) if c != UNREACHABLE_CODE),
+            "{lunch:?}"
+        );
+        let mut published = Vec::new();
+        while let Ok(ev) = events.try_recv() {
+            if let SwitchEvent::AgentState(s) = ev {
+                published.push(s.status);
+            }
+        }
+        let unreachable = AgentStatus::NotReady {
+            reason: "unreachable".into(),
+        };
+        assert_eq!(
+            published.iter().filter(|s| **s == unreachable).count(),
+            1,
+            "{published:?}"
+        );
+        let logged: Vec<String> = log
+            .events()
+            .into_iter()
+            .filter(|e| e.event == QueueEventKind::AgentNotReady)
+            .map(|e| e.data)
+            .collect();
+        assert_eq!(
+            logged.first().map(String::as_str),
+            Some("unreachable"),
+            "{logged:?}"
+        );
+    }
 
     /// Agents' state changes reach the queue log once per change of class: logged in and
     /// ready at start, not-ready while busy on a non-queue call, ready again after it.

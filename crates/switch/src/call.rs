@@ -78,6 +78,8 @@ pub enum EndReason {
     Failed,
     /// The switch went away.
     Shutdown,
+    /// Still up at the end of a graceful drain: Hotline sent BYE to both legs.
+    Drained,
     /// The agent's desk hung up (CTI): Hotline sent BYE to both sides.
     DeskHangup,
     /// A session timer (RFC 4028) expired without refresh: Hotline sent BYE to both legs.
@@ -472,6 +474,7 @@ impl Call {
                     Some(out) = acd_rx.recv() => self.acd_output(out, &mut st).await,
                     input = self.inbox.recv() => match input {
                         None => incall::Outcome::End(EndReason::Shutdown),
+                        Some(CallInput::Drain) => incall::Outcome::End(EndReason::Drained),
                         Some(CallInput::Command(cmd, reply)) => match cmd {
                             crate::CallCommand::Hangup => {
                                 let _ = reply.send(Ok(()));
@@ -1519,7 +1522,7 @@ pub(crate) fn outcome(reason: EndReason, t: &Trace) -> (CallResult, HangupSide) 
         EndReason::Callback => CallResult::Callback,
         EndReason::Transferred => CallResult::Transferred,
         EndReason::Failed | EndReason::SessionExpired | EndReason::NoRtp => CallResult::Failed,
-        EndReason::Shutdown => CallResult::Interrupted,
+        EndReason::Shutdown | EndReason::Drained => CallResult::Interrupted,
         EndReason::CallerHangup
         | EndReason::Cancelled
         | EndReason::NoAck

@@ -138,6 +138,7 @@ impl Call {
             tokio::select! {
                 input = self.inbox.recv() => match input {
                     None => break EndReason::Shutdown,
+                    Some(CallInput::Drain) => break EndReason::Drained,
                     // Not a transfer target: dropping the request answers no.
                     Some(CallInput::GiveAgent(_)) => {}
                     Some(CallInput::Command(cmd, reply)) => {
@@ -206,6 +207,7 @@ impl Call {
                         continue;
                     }
                     None => return Err(EndReason::Shutdown),
+                    Some(CallInput::Drain) => return Err(EndReason::Drained),
                 },
                 _ = tokio::time::sleep_until(deadline) => return Err(EndReason::Failed),
             };

@@ -651,6 +651,13 @@ async fn refer_from_agent(ctx: Ctx<'_>, tx: ServerTxId, req: &Request) -> Outcom
         let _ = sip.respond(tx, AppResponse::new(202, "Accepted")).await;
         return Outcome::Replace(r);
     }
+    // Toll-fraud guard: an agent's phone may only transfer outside to allowed numbers.
+    if let Some(u) = target.user.as_deref()
+        && ctx.call.cfg.check_destination("agent", u, "REFER").is_err()
+    {
+        let _ = sip.respond(tx, AppResponse::new(403, "Forbidden")).await;
+        return Outcome::Continue;
+    }
     let Some(route) = transfer_route(ctx.call, &target).await else {
         let _ = sip
             .respond(tx, AppResponse::new(404, "Transfer target not found"))

@@ -13,12 +13,15 @@ mod acd;
 pub mod announce;
 mod call;
 mod callback;
+mod drain;
 mod error;
 pub mod events;
 pub mod hours;
 mod incall;
 pub mod ivr;
+mod qualify;
 mod reconfig;
+pub mod tollfraud;
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -35,11 +38,13 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 pub use call::{CallEnd, EndReason};
+pub use drain::{DrainPolicy, DrainReport};
 pub use error::SwitchError;
 pub use events::{
     AgentCommand, AgentStateEvent, AgentStatus, CallCommand, Offered, QueueStat, SwitchEvent,
     SwitchHandle,
 };
+pub use qualify::{Qualify, QualifyPolicy};
 pub use reconfig::ReconfigReport;
 
 /// What desks (CTI) need from call control: the CRM store for screen pops and the service
@@ -69,6 +74,7 @@ impl Default for DeskConfig {
 }
 pub use hours::{Clock, Hours};
 pub use ivr::Menu;
+pub use tollfraud::{DialRule, DialRules};
 
 /// Where a dialled number (or a menu choice, or a queue's fallback) goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -154,6 +160,10 @@ pub struct SwitchConfig {
     pub trunk: Option<hotline_sip::Target>,
     /// Call detail records and the queue log.
     pub cdr: hotline_cdr::CdrSink,
+    /// Which outside numbers each role may transfer or dial to ([`tollfraud`]).
+    pub dial_rules: DialRules,
+    /// Probe agents' devices with OPTIONS (`None`: off); needs the ACD.
+    pub qualify: Option<QualifyPolicy>,
 }
 
 impl SwitchConfig {
@@ -181,6 +191,8 @@ impl SwitchConfig {
             session_timer: Default::default(),
             trunk: None,
             cdr,
+            dial_rules: DialRules::default(),
+            qualify: None,
         }
     }
 }
@@ -243,9 +255,10 @@ impl Switch {
             lookup_timeout: desk_cfg.lookup_timeout,
         };
         let (control_tx, control_rx) = mpsc::channel(256);
+        let mut qualify_tx = None;
         let acd = match &cfg.acd {
             Some(a) => {
-                let task = acd::AcdTask::new(
+                let mut task = acd::AcdTask::new(
                     a,
                     &desk_cfg.desk_login,
                     bus,
@@ -253,6 +266,14 @@ impl Switch {
                     cfg.cdr.clone(),
                 )?;
                 let (tx, rx) = mpsc::channel(1024);
+                if let Some(policy) = cfg.qualify {
+                    let (q_tx, q_rx) = mpsc::channel(1024);
+                    task.qualify = Some(q_tx.clone());
+                    let users = a.agents.iter().map(|x| x.id.clone());
+                    let q = Qualify::new(policy, users, std::time::Instant::now());
+                    tokio::spawn(qualify::run(q, sip.clone(), tx.downgrade(), q_rx));
+                    qualify_tx = Some(q_tx);
+                }
                 tokio::spawn(task.run(rx));
                 Some(tx)
             }
@@ -282,6 +303,9 @@ impl Switch {
             invites: HashMap::new(),
             done_tx,
             ended: ended_tx,
+            draining: None,
+            idle: Vec::new(),
+            qualify: qualify_tx,
         };
         let task = tokio::spawn(d.run(events, done_rx, control_rx, stop_rx));
         Ok(Switch {
@@ -331,6 +355,10 @@ impl Switch {
     /// The not-ready reason code an agent gets while busy on a non-queue call.
     pub const BUSY_CODE: u16 = acd::BUSY_CODE;
 
+    /// The not-ready reason code (`unreachable` to desks) of an agent whose device does
+    /// not answer OPTIONS probes (`[qualify]`).
+    pub const UNREACHABLE_CODE: u16 = acd::UNREACHABLE_CODE;
+
     /// SIP dialogs the core still delivers to us (0 when no call is left over).
     pub async fn sip_dialogs(&self) -> Result<usize, SwitchError> {
         Ok(self.sip.dialogs().await?)
@@ -340,6 +368,48 @@ impl Switch {
     /// dropped, never blocking call teardown). Can be taken once.
     pub fn take_ended(&mut self) -> Option<mpsc::Receiver<CallEnd>> {
         self.ended.take()
+    }
+
+    /// Graceful drain: new calls are refused from now on ([`DrainPolicy::refusal`]); the
+    /// calls in progress may finish within `policy.grace`, then the rest are hung up (BYE
+    /// to both legs) and given a moment to write their CDRs. Call [`Switch::shutdown`]
+    /// after it.
+    pub async fn drain(&self, policy: &DrainPolicy) -> DrainReport {
+        let mut report = DrainReport {
+            calls_at_start: self.stats.active_calls(),
+            ..DrainReport::default()
+        };
+        tracing::info!(calls = report.calls_at_start, grace = ?policy.grace, "draining: new calls refused");
+        let (idle, done) = oneshot::channel();
+        let control = &self.handle.control;
+        let armed = control
+            .send(Control::Drain {
+                policy: Some(policy.clone()),
+                idle,
+            })
+            .await;
+        if armed.is_err() || tokio::time::timeout(policy.grace, done).await.is_ok() {
+            return report;
+        }
+        let (reply, hung) = oneshot::channel();
+        let (idle, done) = oneshot::channel();
+        if control.send(Control::HangupAll { reply }).await.is_err()
+            || control
+                .send(Control::Drain { policy: None, idle })
+                .await
+                .is_err()
+        {
+            return report;
+        }
+        report.hung_up = hung.await.unwrap_or(0);
+        tracing::info!(calls = report.hung_up, "drain bound reached: hanging up");
+        if tokio::time::timeout(drain::HANGUP_WAIT, done)
+            .await
+            .is_err()
+        {
+            report.left = self.stats.active_calls();
+        }
+        report
     }
 
     /// Stops the dispatcher; running calls are dropped (their media released).
@@ -360,6 +430,8 @@ pub(crate) enum CallInput {
     /// Attended transfer: another call asks for this call's agent leg (the REFER's
     /// Replaces named this call's caller dialog).
     GiveAgent(incall::GiveAgent),
+    /// The drain's bound passed: hang up both legs ([`EndReason::Drained`]).
+    Drain,
 }
 
 /// What a call task asks of the dispatcher.
@@ -391,6 +463,13 @@ pub(crate) enum Control {
         cfg: Box<SwitchConfig>,
         reply: oneshot::Sender<Result<(), SwitchError>>,
     },
+    /// Start draining (with `Some` policy) and report on `idle` once no call is left.
+    Drain {
+        policy: Option<DrainPolicy>,
+        idle: oneshot::Sender<()>,
+    },
+    /// Hang up every call (the drain's bound); replies how many were told.
+    HangupAll { reply: oneshot::Sender<usize> },
 }
 
 /// A call task's inbox: SIP events and control for one call (a few per second at most).
@@ -416,6 +495,12 @@ struct Dispatcher {
     /// The ACD task's input (dropped with the dispatcher, which ends the ACD task).
     acd: Option<mpsc::Sender<acd::AcdInput>>,
     next_call: u64,
+    /// Set by a drain: new calls get its refusal.
+    draining: Option<DrainPolicy>,
+    /// Drains waiting for the last call to end.
+    idle: Vec<oneshot::Sender<()>>,
+    /// The device prober, which gets the answers to its OPTIONS.
+    qualify: Option<mpsc::Sender<qualify::QualifyInput>>,
 }
 
 impl Dispatcher {
@@ -461,6 +546,16 @@ impl Dispatcher {
                         let r = self.sip.set_numbers(numbers).await.map_err(SwitchError::from);
                         let _ = reply.send(r);
                     }
+                    Control::Drain { policy, idle } => {
+                        if policy.is_some() {
+                            self.draining = policy;
+                        }
+                        self.idle.push(idle);
+                        self.wake_idle();
+                    }
+                    Control::HangupAll { reply } => {
+                        let _ = reply.send(self.hang_up_all());
+                    }
                 },
                 ev = events.recv() => match ev {
                     Some(ev) => self.event(ev).await,
@@ -485,6 +580,7 @@ impl Dispatcher {
                         }
                     }
                     let _ = self.ended.try_send(end);
+                    self.wake_idle();
                 }
             }
         }
@@ -533,6 +629,12 @@ impl Dispatcher {
             } if request.method == Method::Invite
                 && msg::to_value(&request.headers).and_then(msg::tag).is_none() =>
             {
+                if let Some(d) = &self.draining {
+                    tracing::info!(%call_id, "draining: new call refused");
+                    let _ = self.sip.respond(tx, d.refusal()).await;
+                    let _ = self.sip.forget_dialog(&call_id).await;
+                    return;
+                }
                 let (inbox_tx, inbox) = mpsc::channel(CALL_INBOX);
                 self.calls.insert(call_id.clone(), inbox_tx);
                 self.invites.insert(tx, call_id.clone());
@@ -575,6 +677,13 @@ impl Dispatcher {
                 let _ = self.sip.forget_dialog(&call_id).await;
             }
             AppEvent::Response { response, flow, .. } => {
+                if let Some(q) = &self.qualify
+                    && qualify::is_probe(&call_id)
+                {
+                    let _ = q.try_send(qualify::QualifyInput::Answered {
+                        call_id: call_id.clone(),
+                    });
+                }
                 self.orphan_response(&call_id, &response, flow).await
             }
             AppEvent::Timeout { .. } => {
@@ -584,8 +693,39 @@ impl Dispatcher {
         }
     }
 
+    /// Tells the drains waiting for it that no call is left.
+    fn wake_idle(&mut self) {
+        if self.stats.active_calls() == 0 {
+            for w in self.idle.drain(..) {
+                let _ = w.send(());
+            }
+        }
+    }
+
+    /// Hangs up every call (each task sends BYE to its legs and writes its CDR); returns
+    /// how many calls were told.
+    fn hang_up_all(&mut self) -> usize {
+        let aliases: HashSet<&String> = self.aliases.values().flatten().collect();
+        let mut told = 0;
+        for (id, call) in &self.calls {
+            if aliases.contains(id) {
+                continue;
+            }
+            if call.try_send(CallInput::Drain).is_ok() {
+                told += 1;
+            } else {
+                tracing::warn!(call_id = %id, "drain: call did not take the hangup");
+            }
+        }
+        told
+    }
+
     /// Starts the task of a callback the ACD wants placed (agent first, then customer).
     fn place_callback(&mut self, job: callback::CallbackJob) {
+        if self.draining.is_some() {
+            tracing::info!(call = job.call.0, "draining: callback not placed");
+            return;
+        }
         let call_id = format!("callback-{}-{}@hotline", job.call.0, self.next_call);
         self.next_call += 1;
         let (inbox_tx, inbox) = mpsc::channel(CALL_INBOX);
