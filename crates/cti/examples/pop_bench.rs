@@ -132,6 +132,7 @@ async fn main() {
             desk_login: cfg.desk_agents(),
             offer_ack_timeout: Duration::from_secs(5),
             lookup_timeout: Duration::from_secs(5),
+            ..DeskConfig::default()
         },
     )
     .expect("switch");

@@ -216,6 +216,12 @@ impl Conn {
                 self.call_cmd(&call_id, CallCommand::Transfer { to, attended })
                     .await
             }
+            Request::TransferComplete { call_id } => {
+                self.call_cmd(&call_id, CallCommand::TransferComplete).await
+            }
+            Request::TransferCancel { call_id } => {
+                self.call_cmd(&call_id, CallCommand::TransferCancel).await
+            }
             Request::Conference { call_id, to } => {
                 self.call_cmd(&call_id, CallCommand::Conference { to })
                     .await
@@ -257,13 +263,10 @@ impl Conn {
                     .map_err(switch_fault)?;
                 Ok(Some(json!({"interaction_id": id})))
             }
-            Request::Dial { .. } => {
-                self.user()?;
-                Err(Fault::new(
-                    "not_supported",
-                    "click-to-dial needs outbound calls, not available yet",
-                ))
-            }
+            Request::Dial {
+                customer_id,
+                number,
+            } => self.dial(customer_id, number).await,
             Request::CustomerGet { customer_id } => {
                 let u = self.checked_customer(customer_id, "read")?;
                 let store = self.store()?;
@@ -470,6 +473,53 @@ impl Conn {
         self.user = Some(user);
         self.token = Some(token);
         Ok(data)
+    }
+
+    /// Click-to-dial: the agent's phone first, then the customer's (first) number or
+    /// the number given. Dialling a customer needs the right to read them.
+    async fn dial(
+        &mut self,
+        customer_id: Option<i64>,
+        number: Option<String>,
+    ) -> Result<Option<Value>, Fault> {
+        let (_, agent) = self.agent_of()?;
+        let number = match (customer_id, number) {
+            (Some(id), None) => {
+                self.checked_customer(id, "dial")?;
+                let c = self
+                    .store()?
+                    .customer(id)
+                    .await
+                    .map_err(crm_fault)?
+                    .ok_or_else(|| Fault::new("not_found", format!("customer {id}")))?;
+                c.numbers
+                    .first()
+                    .cloned()
+                    .ok_or_else(|| Fault::new("invalid_state", "the customer has no number"))?
+            }
+            (None, Some(n)) => n,
+            _ => {
+                return Err(Fault::new(
+                    "bad_request",
+                    "call.dial: give customer_id or number",
+                ));
+            }
+        };
+        let dialable = |c: char| c.is_ascii_alphanumeric() || "+*#._-".contains(c);
+        if number.is_empty() || number.len() > 32 || !number.chars().all(dialable) {
+            return Err(Fault::new(
+                "bad_request",
+                "number: 1-32 of digits, letters and + * # . _ -",
+            ));
+        }
+        let call_id = self
+            .hub
+            .switch
+            .dial(&agent, &number, customer_id)
+            .await
+            .map_err(switch_fault)?;
+        self.hub.own_call(&agent, &call_id);
+        Ok(Some(json!({"call_id": call_id, "number": number})))
     }
 
     async fn agent_cmd(&mut self, cmd: AgentCommand) -> Result<Option<Value>, Fault> {

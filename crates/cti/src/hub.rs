@@ -207,6 +207,14 @@ impl Hub {
         }
     }
 
+    /// A call the agent placed (click-to-dial): theirs to control.
+    pub fn own_call(&self, agent: &str, call_id: &str) {
+        if let Ok(mut live) = self.live.lock() {
+            let desk = live.desks.entry(agent.to_string()).or_default();
+            desk.calls.insert(call_id.to_string());
+        }
+    }
+
     /// Whether `call_id` was offered to `agent` and `customer` is one of its pop's.
     pub fn offered_customer(&self, agent: &str, call_id: &str, customer: i64) -> bool {
         let Ok(live) = self.live.lock() else {
@@ -383,24 +391,44 @@ fn dispatch(hub: &Hub, ev: SwitchEvent) {
             }
             to_watchers(&live, queue.as_deref(), &frame);
         }
-        SwitchEvent::CallHeld { call_id, agent } => to_agent(
-            &live,
-            &agent,
-            "call.held",
-            json!({"call_id": call_id, "agent": agent}),
-        ),
-        SwitchEvent::CallResumed { call_id, agent } => to_agent(
-            &live,
-            &agent,
-            "call.resumed",
-            json!({"call_id": call_id, "agent": agent}),
-        ),
-        SwitchEvent::CallTransferred { call_id, agent, to } => to_agent(
-            &live,
-            &agent,
-            "call.transferred",
-            json!({"call_id": call_id, "agent": agent, "to": to}),
-        ),
+        SwitchEvent::CallHeld { call_id, agent } => {
+            let data = json!({"call_id": call_id, "agent": agent});
+            to_agent(&live, &agent, "call.held", data.clone());
+            let queue = live.call_queue.get(&call_id).cloned();
+            to_watchers(
+                &live,
+                queue.as_deref(),
+                &text(protocol::event("call.held", data)),
+            );
+        }
+        SwitchEvent::CallResumed { call_id, agent } => {
+            let data = json!({"call_id": call_id, "agent": agent});
+            to_agent(&live, &agent, "call.resumed", data.clone());
+            let queue = live.call_queue.get(&call_id).cloned();
+            to_watchers(
+                &live,
+                queue.as_deref(),
+                &text(protocol::event("call.resumed", data)),
+            );
+        }
+        SwitchEvent::CallTransferred { call_id, agent, to } => {
+            let data = json!({"call_id": call_id, "agent": agent, "to": to});
+            // The call has left this agent: no more commands on it from their desk; the
+            // desk keeps it as its finished call (wrap-up, resume).
+            if let Some(d) = live.desks.get_mut(&agent) {
+                d.calls.remove(&call_id);
+                if d.current.as_ref().is_some_and(|c| c.call_id == call_id) {
+                    d.ended = Some(data.clone());
+                }
+            }
+            to_agent(&live, &agent, "call.transferred", data.clone());
+            let queue = live.call_queue.get(&call_id).cloned();
+            to_watchers(
+                &live,
+                queue.as_deref(),
+                &text(protocol::event("call.transferred", data)),
+            );
+        }
         SwitchEvent::CallEnded {
             call_id,
             agent,

@@ -46,6 +46,10 @@ pub enum Request {
         #[serde(default)]
         attended: bool,
     },
+    #[serde(rename = "call.transfer.complete")]
+    TransferComplete { call_id: String },
+    #[serde(rename = "call.transfer.cancel")]
+    TransferCancel { call_id: String },
     #[serde(rename = "call.conference")]
     Conference { call_id: String, to: String },
     #[serde(rename = "call.dtmf")]
@@ -111,6 +115,8 @@ impl Request {
             Request::Hold { .. } => "call.hold",
             Request::Unhold { .. } => "call.resume",
             Request::Transfer { .. } => "call.transfer",
+            Request::TransferComplete { .. } => "call.transfer.complete",
+            Request::TransferCancel { .. } => "call.transfer.cancel",
             Request::Conference { .. } => "call.conference",
             Request::Dtmf { .. } => "call.dtmf",
             Request::PauseRecording { .. } => "recording.pause",

@@ -302,6 +302,7 @@ async fn start_inner(
             .as_ref()
             .map(|c| c.desk_agents())
             .unwrap_or_default(),
+        trusted: cfg.sip.trusted.iter().map(|n| n.0).collect(),
         ..DeskConfig::default()
     };
     if let Some(c) = &cfg.crm {

@@ -15,10 +15,12 @@ use tokio::task::JoinHandle;
 
 use crate::dtmf::DtmfGenerator;
 use crate::error::{MediaError, Result};
+use crate::g711::Law;
 use crate::leg::{
     Kind, LegConfig, LegCounters, LegEvent, LegState, LegTiming, MAX_PACKET, Translation,
     relay_packet,
 };
+use crate::mix::mix_excluding;
 use crate::player::Player;
 use crate::ports::{BoundPorts, PortPair};
 use crate::recorder::{Channel, RecorderTap};
@@ -107,6 +109,8 @@ enum Command {
     Record(Option<RecorderTap>),
     Stats(oneshot::Sender<SessionStats>),
     Hold(Side, Box<Player>),
+    Conference(Box<MediaLeg>),
+    EndConference(oneshot::Sender<Option<MediaLeg>>),
 }
 
 enum Feed {
@@ -194,6 +198,22 @@ impl SessionHandle {
         self.send(Command::Hold(listener, Box::new(music))).await
     }
 
+    /// Adds a third party: A, B and `leg` hear each other in a 3-way G.711 mix (each
+    /// hears the other two, every 20 ms). Players and DTMF stop while mixing. While in
+    /// the conference, [`SessionHandle::detach`] (B leaves) makes the third party leg B,
+    /// bridged to A.
+    pub async fn conference(&self, leg: MediaLeg) -> Result<()> {
+        self.send(Command::Conference(Box::new(leg))).await
+    }
+
+    /// Ends the 3-way mix (the third party left): A and B are bridged again; returns the
+    /// third leg.
+    pub async fn end_conference(&self) -> Result<Option<MediaLeg>> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::EndConference(tx)).await?;
+        rx.await.map_err(|_| gone())
+    }
+
     /// Current counters.
     pub async fn stats(&self) -> Result<SessionStats> {
         let (tx, rx) = oneshot::channel();
@@ -220,6 +240,8 @@ pub fn spawn_session(a: MediaLeg, events: mpsc::Sender<MediaEvent>) -> SessionHa
         tr: [None, None],
         recorder: None,
         recording_dropped_before: 0,
+        third: None,
+        mix: None,
         events,
         events_dropped: 0,
         buf_in: vec![0; MAX_PACKET].into_boxed_slice(),
@@ -240,6 +262,9 @@ struct Task {
     tr: [Option<Translation>; 2],
     recorder: Option<RecorderTap>,
     recording_dropped_before: u64,
+    /// A conference's third party, mixed with A and B while `mix` is set.
+    third: Option<MediaLeg>,
+    mix: Option<Mix>,
     events: mpsc::Sender<MediaEvent>,
     events_dropped: u64,
     buf_in: Box<[u8]>,
@@ -250,6 +275,22 @@ struct Task {
 const RTP_A: u8 = 1;
 const RTCP_A: u8 = 4;
 const TIMER: u8 = 16;
+const RTP_C: u8 = 32;
+const RTCP_C: u8 = 64;
+
+/// Samples of one mixing tick (20 ms at 8 kHz).
+const MIX_FRAME: usize = 160;
+/// Received audio kept per party for the mix; older samples are dropped (a peer that
+/// sends faster than real time cannot grow it).
+const MIX_QUEUE: usize = 4 * MIX_FRAME;
+
+/// The 3-way mix: G.711 audio received from A, B and the third party (with its law),
+/// consumed one frame per tick.
+struct Mix {
+    queues: [std::collections::VecDeque<u8>; 3],
+    laws: [Law; 3],
+    next: Instant,
+}
 
 /// Packets handled per readiness wake-up before yielding to other branches.
 const BATCH: usize = 64;
@@ -286,6 +327,7 @@ impl Task {
             // (`poll_recv_ready`), which is cheaper per packet than readiness futures.
             let (cmd, ready) = {
                 let legs = &self.legs;
+                let third = &self.third;
                 let sleep = &mut sleep;
                 std::future::poll_fn(|cx| {
                     let mut ready = 0u8;
@@ -300,6 +342,14 @@ impl Task {
                             if let Poll::Ready(Ok(())) = l.ports.rtcp.poll_recv_ready(cx) {
                                 ready |= RTCP_A << i;
                             }
+                        }
+                    }
+                    if let Some(l) = third {
+                        if let Poll::Ready(Ok(())) = l.ports.rtp.poll_recv_ready(cx) {
+                            ready |= RTP_C;
+                        }
+                        if let Poll::Ready(Ok(())) = l.ports.rtcp.poll_recv_ready(cx) {
+                            ready |= RTCP_C;
                         }
                     }
                     if sleep.as_mut().poll(cx).is_ready() {
@@ -330,8 +380,20 @@ impl Task {
             if ready & (RTCP_A << 1) != 0 {
                 self.drain_rtcp(Side::B);
             }
+            if ready & RTP_C != 0 {
+                RECV.with_borrow_mut(|batch| self.drain_mixed(2, batch));
+            }
+            if ready & RTCP_C != 0
+                && let Some(leg) = self.third.as_mut()
+            {
+                let now = Instant::now();
+                while let Ok((n, src)) = leg.ports.rtcp.try_recv_from(&mut self.buf_in) {
+                    let _ = leg.state.accept_rtcp(src, &self.buf_in[..n], now);
+                }
+            }
             if ready & TIMER != 0 {
                 self.on_timer(Instant::now());
+                self.on_mix_timer(Instant::now());
             }
             self.flush_events();
         }
@@ -380,6 +442,12 @@ impl Task {
                 t = t.min(d);
             }
         }
+        if let Some(l) = &self.third {
+            t = t.min(l.state.poll_timeout());
+        }
+        if let Some(m) = &self.mix {
+            t = t.min(m.next);
+        }
         t
     }
 
@@ -415,6 +483,31 @@ impl Task {
                 self.legs[1] = Some(*leg);
                 self.feeds[1] = Feed::Silence;
                 self.update_translations();
+            }
+            Command::Detach(tx) if self.mix.is_some() => {
+                // B leaves the conference: the third party takes B's place.
+                let leg = self.legs[1].take();
+                self.legs[1] = self.third.take();
+                self.mix = None;
+                self.feeds = [Feed::Peer, Feed::Peer];
+                self.update_translations();
+                let _ = tx.send(leg);
+            }
+            Command::Conference(leg) => {
+                self.third = Some(*leg);
+                self.feeds = [Feed::Silence, Feed::Silence];
+                self.paused = [None, None];
+                self.dtmf = [None, None];
+                self.mix = Some(Mix {
+                    queues: Default::default(),
+                    laws: [Law::Ulaw; 3],
+                    next: Instant::now() + Duration::from_millis(20),
+                });
+            }
+            Command::EndConference(tx) => {
+                self.mix = None;
+                self.feeds = [Feed::Peer, Feed::Peer];
+                let _ = tx.send(self.third.take());
             }
             Command::Detach(tx) => {
                 let leg = self.legs[1].take();
@@ -510,6 +603,9 @@ impl Task {
     }
 
     fn drain_rtp_with(&mut self, side: Side, batch: &mut batch::RecvBatch) {
+        if self.mix.is_some() {
+            return self.drain_mixed(side as usize, batch);
+        }
         let from_i = side as usize;
         let to_i = side.other() as usize;
         let now = Instant::now();
@@ -567,6 +663,87 @@ impl Task {
         }
     }
 
+    /// In a conference: received audio of party `i` (0 A, 1 B, 2 the third) goes to the
+    /// mix, not straight to another leg; A's and B's still go to the recording.
+    fn drain_mixed(&mut self, i: usize, batch: &mut batch::RecvBatch) {
+        let now = Instant::now();
+        let leg = match i {
+            0 | 1 => self.legs[i].as_mut(),
+            _ => self.third.as_mut(),
+        };
+        let (Some(leg), Some(mix)) = (leg, self.mix.as_mut()) else {
+            return;
+        };
+        let law = leg.state.config().codec.law();
+        for _ in 0..BATCH / batch::N {
+            let more = batch.recv(&leg.ports.rtp).unwrap_or(true);
+            for (pkt, src) in batch.iter() {
+                let Ok((r, kind)) = leg.state.accept_rtp(src, pkt, now) else {
+                    continue;
+                };
+                if kind != Kind::Audio {
+                    continue;
+                }
+                let payload = r.payload();
+                mix.laws[i] = law;
+                let q = &mut mix.queues[i];
+                q.extend(payload);
+                let excess = q.len().saturating_sub(MIX_QUEUE);
+                q.drain(..excess);
+                if i < 2
+                    && let Some(tap) = &self.recorder
+                {
+                    let channel = if i == 0 {
+                        Channel::Caller
+                    } else {
+                        Channel::Agent
+                    };
+                    tap.push(channel, law, payload, now);
+                }
+            }
+            if !more {
+                return;
+            }
+        }
+    }
+
+    /// Every 20 ms of a conference: each party gets the sum of the other two's audio.
+    fn on_mix_timer(&mut self, now: Instant) {
+        let Some(mix) = self.mix.as_mut() else {
+            return;
+        };
+        if mix.next + Duration::from_millis(200) < now {
+            // Far behind (a stalled task): start again instead of a burst.
+            mix.next = now;
+        }
+        while mix.next <= now {
+            mix.next += Duration::from_millis(20);
+            // A party that sent less this tick counts as silence for the rest.
+            let frames: [Vec<u8>; 3] = std::array::from_fn(|i| {
+                let q = &mut mix.queues[i];
+                q.drain(..q.len().min(MIX_FRAME)).collect()
+            });
+            let inputs: [(&[u8], Law); 3] = std::array::from_fn(|i| (&frames[i][..], mix.laws[i]));
+            let [l0, l1] = &mut self.legs;
+            let parties = [l0.as_mut(), l1.as_mut(), self.third.as_mut()];
+            for (j, leg) in parties.into_iter().enumerate() {
+                let Some(leg) = leg else { continue };
+                let mut out = [0u8; MIX_FRAME];
+                mix_excluding(&inputs, j, leg.state.config().codec.law(), &mut out);
+                if let Some((n, dest)) = leg.state.build_local(
+                    Kind::Audio,
+                    &out,
+                    MIX_FRAME as u32,
+                    false,
+                    now,
+                    &mut self.buf_out,
+                ) {
+                    let _ = leg.ports.rtp.try_send_to(&self.buf_out[..n], dest);
+                }
+            }
+        }
+    }
+
     fn drain_rtcp(&mut self, side: Side) {
         let Some(leg) = self.legs[side as usize].as_mut() else {
             return;
@@ -585,6 +762,12 @@ impl Task {
 
     fn on_timer(&mut self, now: Instant) {
         let unix = unix_now();
+        if let Some(leg) = self.third.as_mut() {
+            leg.state.handle_timeout(now);
+            if let Some((n, dest)) = leg.state.poll_rtcp(now, unix, &mut self.buf_out) {
+                let _ = leg.ports.rtcp.try_send_to(&self.buf_out[..n], dest);
+            }
+        }
         for i in 0..2 {
             let side = if i == 0 { Side::A } else { Side::B };
             let Some(leg) = self.legs[i].as_mut() else {

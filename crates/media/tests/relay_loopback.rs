@@ -635,3 +635,74 @@ async fn hold_api_plays_music_to_one_side_and_relays_nothing_until_bridged_again
         .unwrap();
     assert_eq!(recv_rtp(&c.agent).await.first_byte, 0x33);
 }
+
+/// Waits until `sock` receives an RTP packet whose payload starts with `byte` (the first
+/// ticks of a mix may still lack a party's frame).
+async fn until_byte(sock: &UdpSocket, byte: u8) {
+    for _ in 0..100 {
+        if recv_rtp(sock).await.first_byte == byte {
+            return;
+        }
+    }
+    panic!("no packet of {byte:#04x} in 100");
+}
+
+/// A 3-way conference: each party hears the G.711 sum of the other two; ending it gives
+/// the third leg back and A and B talk again; detaching B in a conference leaves the third
+/// party bridged to A.
+#[tokio::test]
+async fn conference_mixes_the_other_two_for_each_party() {
+    let c = setup(13000, LegTiming::default(), Codec::Pcmu).await;
+    c.session.bridge().await.unwrap();
+    let third = UdpSocket::bind((LO, 0)).await.unwrap();
+    let leg = MediaLeg::new(
+        c.alloc.bind(LO.into()).await.unwrap(),
+        cfg(Codec::Pcmu, third.local_addr().unwrap()),
+        LegTiming::default(),
+    );
+    let hotline_c = leg.local_rtp_addr().unwrap();
+    c.session.conference(leg).await.unwrap();
+    let u = Law::Ulaw;
+    let sum = |a: u8, b: u8| u.encode(u.decode(a).saturating_add(u.decode(b)));
+    // The three talk at once, a 20 ms frame each per 20 ms, while the listeners look.
+    let talk = async {
+        for i in 1..60u16 {
+            for (sock, to, byte, ssrc) in [
+                (&c.caller, c.hotline_a, 0x11, 1),
+                (&c.agent, c.hotline_b, 0x22, 2),
+                (&third, hotline_c, 0x33, 3),
+            ] {
+                let pkt = rtp(0, ssrc, i, u32::from(i) * 160, &[byte; 160]);
+                sock.send_to(&pkt, to).await.unwrap();
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    let listen = async {
+        until_byte(&c.caller, sum(0x22, 0x33)).await;
+        until_byte(&c.agent, sum(0x11, 0x33)).await;
+        until_byte(&third, sum(0x11, 0x22)).await;
+    };
+    tokio::join!(talk, listen);
+    // The third party leaves: A and B are relayed to each other again.
+    let back = c
+        .session
+        .end_conference()
+        .await
+        .unwrap()
+        .expect("third leg");
+    c.agent
+        .send_to(&rtp(0, 2, 100, 100 * 160, &[0x44; 160]), c.hotline_b)
+        .await
+        .unwrap();
+    until_byte(&c.caller, 0x44).await;
+    // Again, and this time B leaves: the third party takes B's place, bridged to A.
+    c.session.conference(back).await.unwrap();
+    let b = c.session.detach().await.unwrap().expect("leg B");
+    drop(b);
+    c.caller
+        .send_to(&rtp(0, 1, 200, 200 * 160, &[0x55; 160]), c.hotline_a)
+        .await
+        .unwrap();
+    until_byte(&third, 0x55).await;
+}

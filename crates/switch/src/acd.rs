@@ -143,6 +143,8 @@ pub(crate) struct AcdTask {
     /// The engine state each agent had at the last publish: unchanged agents are skipped
     /// without building their status (the scan runs after every ACD input).
     seen: Vec<Option<AgentState>>,
+    /// Per agent in wrap-up: when it started and for which call (for `WRAPUP_END`).
+    wrap_started: Vec<Option<(i64, String)>>,
     /// The one version counter for agent states.
     version: u64,
     /// Agents on a non-queue call.
@@ -204,6 +206,7 @@ impl AcdTask {
             published: vec![None; n],
             pending: vec![None; n],
             seen: vec![None; n],
+            wrap_started: vec![None; n],
             version: 0,
             busy: HashSet::new(),
             queue_of: HashMap::new(),
@@ -268,6 +271,32 @@ impl AcdTask {
             "out" => log(QueueEventKind::AgentLogout, ""),
             "ready" => log(QueueEventKind::AgentReady, ""),
             reason => log(QueueEventKind::AgentNotReady, reason),
+        }
+    }
+
+    /// Notes when agent `i` enters wrap-up and writes `WRAPUP_END` (its length in ms, for
+    /// the reports' handle time) when it leaves, however it ends (disposition, timer,
+    /// ready, logout).
+    fn log_wrapup(&mut self, i: usize, status: &AgentStatus, entering: bool) {
+        let at = hotline_cdr::now_millis();
+        match status {
+            AgentStatus::WrapUp { call_id } => {
+                if entering {
+                    self.wrap_started[i] = call_id.clone().map(|c| (at, c));
+                }
+            }
+            _ => {
+                if let Some((since, call_id)) = self.wrap_started[i].take() {
+                    self.cdr.queue_event(QueueEvent {
+                        at,
+                        call_id,
+                        queue: "NONE".into(),
+                        agent: self.names.get(i).cloned(),
+                        event: QueueEventKind::WrapupEnd,
+                        data: (at - since).max(0).to_string(),
+                    });
+                }
+            }
         }
     }
 
@@ -591,6 +620,7 @@ impl AcdTask {
             }
             let entering_wrap = matches!(status, AgentStatus::WrapUp { .. })
                 && !prev.is_some_and(|p| matches!(p.status, AgentStatus::WrapUp { .. }));
+            self.log_wrapup(i, &status, entering_wrap);
             self.version += 1;
             let ev = AgentStateEvent {
                 agent: self.names[i].clone(),
@@ -709,7 +739,8 @@ impl AcdTask {
                 } => {
                     let job = CallbackJob {
                         call,
-                        agent,
+                        agent: Some(agent),
+                        dial: None,
                         user: self
                             .names
                             .get(agent.0 as usize)
@@ -834,6 +865,7 @@ impl AcdTask {
                         self.published.resize(i + 1, None);
                         self.pending.resize(i + 1, None);
                         self.seen.resize(i + 1, None);
+                        self.wrap_started.resize(i + 1, None);
                     }
                     self.names[i] = a.id.clone();
                     self.login_added(now, id, &a.id)?;
@@ -1013,6 +1045,62 @@ mod tests {
                 (AgentNotReady, "busy".into()),
                 (AgentReady, String::new()),
             ]
+        );
+    }
+
+    /// The end of wrap-up is logged with its call and length (the reports' AHT uses it),
+    /// here ended by the disposition.
+    #[test]
+    fn wrap_up_end_is_logged_for_its_call() {
+        let cfg = AcdConfig::from_toml(
+            "[[queue]]\nname = \"support\"\nwrapup_secs = 60\n\
+             [[agent]]\nid = \"bob\"\nqueues = { support = 0 }\n",
+        )
+        .unwrap();
+        let (control, _rx) = mpsc::channel(1);
+        let (sink, log) = hotline_cdr::CdrSink::memory();
+        let (bus, _) = broadcast::channel(64);
+        let mut task = AcdTask::new(&cfg, &HashSet::new(), bus, control, sink).unwrap();
+        task.decide();
+        let (inbox, mut rx) = mpsc::channel(16);
+        let call = CallId(1);
+        task.input(AcdInput::Arrived {
+            call,
+            queue: "support".into(),
+            inbox,
+            sip_call_id: "sip-1".into(),
+            tier: None,
+        });
+        task.decide();
+        task.publish_changes();
+        let agent = std::iter::from_fn(|| rx.try_recv().ok())
+            .find_map(|o| match o {
+                AcdOutput::Offer { agent, .. } => Some(agent),
+                _ => None,
+            })
+            .expect("offered to bob");
+        for m in [
+            AcdInput::Answered { call, agent },
+            AcdInput::Ended { call },
+            AcdInput::WrapupDone {
+                agent: "bob".into(),
+            },
+        ] {
+            task.input(m);
+            task.decide();
+            task.publish_changes();
+        }
+        let ends: Vec<QueueEvent> = log
+            .events()
+            .into_iter()
+            .filter(|e| e.event == QueueEventKind::WrapupEnd)
+            .collect();
+        assert_eq!(ends.len(), 1, "{:?}", log.events());
+        assert_eq!(ends[0].call_id, "sip-1");
+        assert_eq!(ends[0].agent.as_deref(), Some("bob"));
+        assert!(
+            ends[0].data.parse::<i64>().is_ok_and(|ms| ms >= 0),
+            "{ends:?}"
         );
     }
 

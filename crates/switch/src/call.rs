@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use hotline_media::ports::BoundPorts;
-use hotline_media::recorder::{RecordingJob, start_recording};
+use hotline_media::recorder::{Channel, RecorderTap, RecordingJob, start_recording};
 use hotline_media::sdp::{
     Direction, LocalMedia, SessionDescription, answer_offer, build_offer, process_answer,
 };
@@ -241,10 +241,20 @@ struct State {
     /// The agent hears the whisper; bridge when it ends.
     whispering: bool,
     recording: Option<RecordingJob>,
+    /// The recording's tap, kept while paused so the writer keeps the file open.
+    recording_tap: Option<RecorderTap>,
     /// The SIP user marked busy in the ACD for an extension call.
     busy_user: Option<String>,
     /// The ACD's latest expected wait for this caller.
     ewt: Option<u64>,
+    /// Keys the desk sends to the caller, one after the other.
+    dtmf: DeskDtmf,
+    /// The desk paused the recording (card numbers): the media session has no tap.
+    recording_paused: bool,
+    /// The desk's attended transfer, while the agent consults the target.
+    consult: Option<Consult>,
+    /// The party the desk added for a conference (ringing or answered).
+    third: Option<AgentLeg>,
     /// The callback offer was played (the key is honoured from then on).
     callback_offered: bool,
     number: String,
@@ -443,8 +453,13 @@ impl Call {
             acd_tx,
             whispering: false,
             recording: None,
+            recording_tap: None,
             busy_user: None,
             ewt: None,
+            dtmf: DeskDtmf::default(),
+            recording_paused: false,
+            consult: None,
+            third: None,
             callback_offered: false,
             number,
             host: local_host,
@@ -475,23 +490,17 @@ impl Call {
                     input = self.inbox.recv() => match input {
                         None => incall::Outcome::End(EndReason::Shutdown),
                         Some(CallInput::Drain) => incall::Outcome::End(EndReason::Drained),
-                        Some(CallInput::Command(cmd, reply)) => match cmd {
-                            crate::CallCommand::Hangup => {
-                                let _ = reply.send(Ok(()));
-                                incall::Outcome::End(EndReason::DeskHangup)
-                            }
-                            crate::CallCommand::Identify { customer_id } => {
-                                let ok = self.desk.choose(customer_id);
-                                let _ = reply.send(if ok { Ok(()) } else {
-                                    Err(crate::SwitchError::NotFound(format!("candidate {customer_id}")))
-                                });
-                                incall::Outcome::Continue
-                            }
-                            _ => {
-                                let _ = reply.send(Err(crate::SwitchError::NotSupported(cmd.name())));
-                                incall::Outcome::Continue
-                            }
-                        },
+                        Some(CallInput::Command(cmd, reply)) => {
+                            let (result, outcome) = self.desk_command(cmd, &mut st).await;
+                            let _ = reply.send(result);
+                            outcome
+                        }
+                        Some(CallInput::Sip(ev)) if st.third.as_ref().is_some_and(|t| event_call_id(&ev) == Some(t.call_id.as_str())) => {
+                            self.third_event(ev, &mut st).await
+                        }
+                        Some(CallInput::Sip(ev)) if st.consult.as_ref().is_some_and(|c| event_call_id(&ev) == Some(c.leg.call_id.as_str())) => {
+                            self.consult_event(ev, &mut st).await
+                        }
                         Some(CallInput::Sip(ev)) => {
                             let is_agent = st.agent.as_ref().is_some_and(|a| event_call_id(&ev) == Some(a.call_id.as_str()));
                             if is_agent {
@@ -508,12 +517,18 @@ impl Call {
                         st.deadline = None;
                         self.menu_timeout(&mut st).await
                     }
+                    _ = sleep_until_opt(st.dtmf.next) => self.next_dtmf(&mut st).await,
                     _ = sleep_until_opt(in_call.deadline()) => {
                         let ctx = incall::Ctx { call: &self, caller: &mut st.caller, agent: &mut st.agent, media: &st.media, bridged: st.bridged };
                         in_call.timeout(ctx).await
                     }
                 };
                 let outcome = match outcome {
+                    incall::Outcome::End(EndReason::AgentHangup)
+                        if st.third.as_ref().is_some_and(|t| t.answered) =>
+                    {
+                        self.conference_agent_left(&mut st).await
+                    }
                     incall::Outcome::Digit(d) => self.key(d, &mut st).await,
                     incall::Outcome::Transfer(route) => self.transfer(route, &mut st).await,
                     incall::Outcome::Replace(r) => self.take_agent(r, &mut st).await,
@@ -547,6 +562,23 @@ impl Call {
         if let Some(user) = st.busy_user.take() {
             self.to_acd(AcdInput::Busy { user, busy: false }).await;
         }
+        // A conference party, too.
+        if let Some(mut t) = st.third.take() {
+            if t.answered {
+                self.bye_agent(&mut t).await;
+            } else if !t.failed {
+                let _ = self.sip.cancel(t.tx).await;
+            }
+        }
+        // A consultation in progress ends with the call.
+        if let Some(mut c) = st.consult.take() {
+            if c.answered {
+                self.bye_agent(&mut c.leg).await;
+            } else if !c.leg.failed {
+                let _ = self.sip.cancel(c.leg.tx).await;
+            }
+            drop(c.media.stop().await);
+        }
         // Release the other side.
         let caller_gone = matches!(
             reason,
@@ -567,6 +599,12 @@ impl Call {
         // Stopping returns the legs; dropping them closes the sockets and frees the ports.
         // It also drops the recorder's tap, so the writer can finish the file.
         drop(st.media.stop().await);
+        if let Some(tap) = st.recording_tap.take()
+            && st.recording_paused
+        {
+            // Ended while paused: the silence runs up to the end of the call.
+            pad_recording(&tap, Instant::now());
+        }
         if let Some(job) = st.recording.take() {
             match job.finish().await {
                 Ok(r) => st.trace.recording = Some(r.path),
@@ -692,9 +730,13 @@ impl Call {
         if let Some(user) = st.busy_user.take() {
             self.to_acd(AcdInput::Busy { user, busy: false }).await;
         }
+        if let Some(a) = st.agent.as_ref() {
+            self.desk.transferred(&a.user, &route.label());
+        }
         st.agent = None;
         st.bridged = false;
         st.whispering = false;
+        st.dtmf = DeskDtmf::default();
         drop(st.media.detach().await);
         self.go(route, st)
             .await
@@ -781,6 +823,9 @@ impl Call {
             return incall::Outcome::Continue;
         };
         incall::transfer_done(self, &mut st.caller, referrer, true).await;
+        self.desk
+            .transferred(&referrer.user, &format!("extension:{}", h.agent.user));
+        self.desk.taken_by(&h.agent.user);
         let answered_offer = referrer.answered && referrer.offer_of.is_some();
         if st.queued && answered_offer {
             self.to_acd(AcdInput::Ended { call: self.acd_id }).await;
@@ -806,6 +851,468 @@ impl Call {
         self.bridge(st).await;
         tracing::info!(call_id = %self.call_id, "attended transfer done");
         incall::Outcome::Continue
+    }
+
+    /// A desk's command for this call (CTI): the result for the desk and what the loop
+    /// does next. A refused command changes nothing.
+    async fn desk_command(
+        &self,
+        cmd: crate::CallCommand,
+        st: &mut State,
+    ) -> (Result<(), crate::SwitchError>, incall::Outcome) {
+        use crate::CallCommand as C;
+        use crate::SwitchError as E;
+        let go = incall::Outcome::Continue;
+        let in_conference = !matches!(
+            cmd,
+            C::Hangup | C::Identify { .. } | C::PauseRecording | C::ResumeRecording
+        );
+        if in_conference && st.third.is_some() {
+            let e = E::InvalidState("the call is a conference".into());
+            return (Err(e), go);
+        }
+        let ctx = incall::Ctx {
+            call: self,
+            caller: &mut st.caller,
+            agent: &mut st.agent,
+            media: &st.media,
+            bridged: st.bridged,
+        };
+        match cmd {
+            C::Hangup => (Ok(()), incall::Outcome::End(EndReason::DeskHangup)),
+            C::Identify { customer_id } => {
+                let ok = self.desk.choose(customer_id);
+                let r = ok
+                    .then_some(())
+                    .ok_or_else(|| E::NotFound(format!("candidate {customer_id}")));
+                (r, go)
+            }
+            C::Hold => (incall::desk_hold(ctx, true).await, go),
+            C::Resume => (incall::desk_hold(ctx, false).await, go),
+            C::Transfer {
+                to,
+                attended: false,
+            } => {
+                let me = match incall::connected_agent(&ctx) {
+                    Ok(me) => me,
+                    Err(e) => return (Err(e), go),
+                };
+                match incall::desk_target(self, &to, &me).await {
+                    Ok(route) => {
+                        tracing::info!(call_id = %self.call_id, ?route, "desk transfers blind");
+                        (Ok(()), incall::desk_transfer(ctx, route).await)
+                    }
+                    Err(e) => (Err(e), go),
+                }
+            }
+            C::Dtmf { digits } => {
+                if let Err(e) = incall::connected_agent(&ctx) {
+                    return (Err(e), go);
+                }
+                (self.desk_dtmf(&digits, st).await, go)
+            }
+            C::PauseRecording | C::ResumeRecording => {
+                let pause = matches!(cmd, C::PauseRecording);
+                (self.pause_recording(pause, st).await, go)
+            }
+            C::Transfer { to, attended: true } => (self.consult_start(&to, st).await, go),
+            C::TransferComplete => (self.consult_complete(st).await, go),
+            C::TransferCancel => match st.consult.is_some() {
+                true => {
+                    self.consult_back(st, true).await;
+                    (Ok(()), go)
+                }
+                false => (
+                    Err(E::InvalidState("no consultation in progress".into())),
+                    go,
+                ),
+            },
+            C::Conference { to } => (self.conference_start(&to, st).await, go),
+        }
+    }
+
+    /// Attended transfer from the desk, step one: the caller is held (music), the
+    /// agent's leg moves to a media session of its own and hears ringback while Hotline
+    /// calls `to` (an agent or extension); once answered the two talk.
+    async fn consult_start(&self, to: &str, st: &mut State) -> Result<(), crate::SwitchError> {
+        use crate::SwitchError as E;
+        if st.consult.is_some() {
+            return Err(E::InvalidState("a consultation is in progress".into()));
+        }
+        let ctx = incall::Ctx {
+            call: self,
+            caller: &mut st.caller,
+            agent: &mut st.agent,
+            media: &st.media,
+            bridged: st.bridged,
+        };
+        let me = incall::connected_agent(&ctx)?;
+        let Route::Extension(user) = incall::desk_target(self, to, &me).await? else {
+            return Err(E::InvalidState(
+                "an attended transfer goes to an agent or extension; transfer blind to queues"
+                    .into(),
+            ));
+        };
+        let Ok(Some((uri, flow))) = self.sip.contact_for(&user).await else {
+            return Err(E::InvalidState(format!("{user} is not registered")));
+        };
+        let leg = self
+            .call_agent(&st.number, &st.host, &user, &uri, flow)
+            .await
+            .ok_or(E::Unavailable)?;
+        // From here the call changes: the caller waits with music.
+        let music = Player::new(vec![self.cfg.music.clone()], true, Instant::now());
+        let _ = st.media.hold(Side::A, music).await;
+        if !st.caller.ext.agent_holds() {
+            incall::agent_hold(&mut st.caller, true);
+            self.desk.held(&me, true);
+        }
+        let Ok(Some(agent_media)) = st.media.detach().await else {
+            let _ = self.sip.cancel(leg.tx).await;
+            return Err(E::Unavailable);
+        };
+        st.bridged = false;
+        let (tx, events) = mpsc::channel(16);
+        let media = spawn_session(agent_media, tx);
+        let ringback = hotline_media::Prompt::from_samples(hotline_media::prompts::ringback());
+        let _ = media
+            .play(Side::A, Player::new(vec![ringback], true, Instant::now()))
+            .await;
+        tracing::info!(call_id = %self.call_id, target = %user, "desk consults before transferring");
+        st.consult = Some(Consult {
+            leg,
+            media,
+            _events: events,
+            answered: false,
+        });
+        Ok(())
+    }
+
+    /// An event of the consultation's dialog: the target answers, refuses or hangs up
+    /// (the agent is then back with the caller).
+    async fn consult_event(&self, ev: AppEvent, st: &mut State) -> incall::Outcome {
+        let Some(c) = st.consult.as_mut() else {
+            return incall::Outcome::Continue;
+        };
+        let initial = |r: &Response| {
+            msg::cseq(&r.headers).is_some_and(|(n, m)| n == 1 && m.eq_ignore_ascii_case("INVITE"))
+        };
+        match ev {
+            AppEvent::Response { response, .. } if initial(&response) && !c.answered => {
+                let status = u16::from(response.status_code.clone());
+                if (200..300).contains(&status) {
+                    match self.ack_answer(&mut c.leg, &response).await {
+                        Some(Some(leg)) => {
+                            c.answered =
+                                c.media.attach(leg).await.is_ok() && c.media.bridge().await.is_ok();
+                            tracing::info!(call_id = %self.call_id, "consulted party answered");
+                        }
+                        Some(None) => {
+                            self.bye_agent(&mut c.leg).await;
+                            c.leg.failed = true;
+                            self.consult_back(st, false).await;
+                        }
+                        None => {}
+                    }
+                } else if status >= 300 {
+                    tracing::info!(call_id = %self.call_id, status, "consulted party refused");
+                    c.leg.failed = true;
+                    self.consult_back(st, false).await;
+                }
+            }
+            AppEvent::Timeout { .. } if !c.answered => {
+                c.leg.failed = true;
+                self.consult_back(st, false).await;
+            }
+            ev => {
+                if self.uac_event(&mut c.leg, ev).await {
+                    // The consulted party hung up.
+                    c.leg.failed = true;
+                    c.answered = false;
+                    self.consult_back(st, false).await;
+                }
+            }
+        }
+        incall::Outcome::Continue
+    }
+
+    /// The consultation ends without a transfer (the desk cancelled, the target refused
+    /// or hung up): the target is released and the agent talks to the caller again.
+    async fn consult_back(&self, st: &mut State, release: bool) {
+        let Some(mut c) = st.consult.take() else {
+            return;
+        };
+        if release {
+            if c.answered {
+                self.bye_agent(&mut c.leg).await;
+            } else if !c.leg.failed {
+                let _ = self.sip.cancel(c.leg.tx).await;
+            }
+        }
+        let Ok((agent_media, _target)) = c.media.stop().await else {
+            return;
+        };
+        if st.media.attach(agent_media).await.is_ok() && st.media.bridge().await.is_ok() {
+            st.bridged = true;
+        }
+        incall::agent_hold(&mut st.caller, false);
+        if let Some(a) = st.agent.as_ref() {
+            self.desk.held(&a.user, false);
+        }
+        tracing::info!(call_id = %self.call_id, "consultation over; agent back with the caller");
+    }
+
+    /// Attended transfer from the desk, step two: the agent is released (BYE, wrap-up)
+    /// and the caller is bridged to the consulted party, who is the call's agent now.
+    async fn consult_complete(&self, st: &mut State) -> Result<(), crate::SwitchError> {
+        use crate::SwitchError as E;
+        match st.consult.as_ref() {
+            None => return Err(E::InvalidState("no consultation in progress".into())),
+            Some(c) if !c.answered => {
+                return Err(E::InvalidState(
+                    "the consulted party has not answered".into(),
+                ));
+            }
+            Some(_) => {}
+        }
+        let Some(c) = st.consult.take() else {
+            return Err(E::InvalidState("no consultation in progress".into()));
+        };
+        let Ok((agent_media, Some(target_media))) = c.media.stop().await else {
+            return Err(E::Unavailable);
+        };
+        drop(agent_media);
+        let user = c.leg.user.clone();
+        if let Some(a) = st.agent.as_mut() {
+            self.bye_agent(a).await;
+            self.desk.transferred(&a.user, &format!("extension:{user}"));
+            if st.queued && a.answered && a.offer_of.is_some() {
+                self.to_acd(AcdInput::Ended { call: self.acd_id }).await;
+                st.queued = false;
+            }
+        }
+        if let Some(old) = st.busy_user.take() {
+            self.to_acd(AcdInput::Busy {
+                user: old,
+                busy: false,
+            })
+            .await;
+        }
+        incall::count_transfer(&mut st.caller);
+        self.desk.taken_by(&user);
+        st.dtmf = DeskDtmf::default();
+        if st.media.attach(target_media).await.is_err() {
+            return Err(E::Unavailable);
+        }
+        st.agent = Some(c.leg);
+        st.phase = Phase::Extension;
+        st.trace.agent = Some(user.clone());
+        self.to_acd(AcdInput::Busy {
+            user: user.clone(),
+            busy: true,
+        })
+        .await;
+        st.busy_user = Some(user);
+        self.bridge(st).await;
+        tracing::info!(call_id = %self.call_id, "desk's attended transfer done");
+        Ok(())
+    }
+
+    /// Conference from the desk: Hotline calls `to` (an agent, an extension, or a number
+    /// through the static route); once answered, caller, agent and the new party hear each
+    /// other in a 3-way mix.
+    async fn conference_start(&self, to: &str, st: &mut State) -> Result<(), crate::SwitchError> {
+        use crate::SwitchError as E;
+        if st.consult.is_some() {
+            return Err(E::InvalidState("a consultation is in progress".into()));
+        }
+        let ctx = incall::Ctx {
+            call: self,
+            caller: &mut st.caller,
+            agent: &mut st.agent,
+            media: &st.media,
+            bridged: st.bridged,
+        };
+        let me = incall::connected_agent(&ctx)?;
+        if st.caller.ext.agent_holds() {
+            return Err(E::InvalidState("the call is on hold".into()));
+        }
+        let (user, uri, flow) = match incall::desk_target(self, to, &me).await {
+            Ok(Route::Extension(user)) => match self.sip.contact_for(&user).await {
+                Ok(Some((uri, flow))) => (user, uri, flow),
+                _ => return Err(E::InvalidState(format!("{user} is not registered"))),
+            },
+            Ok(_) => {
+                return Err(E::InvalidState(
+                    "a conference adds an agent, an extension or a number".into(),
+                ));
+            }
+            Err(E::NotFound(e)) => {
+                // An outside number goes out through the static route (the trunk).
+                let n = to.strip_prefix("number:").unwrap_or(to);
+                let number = !n.is_empty()
+                    && n.len() <= 32
+                    && n.chars().all(|c| c.is_ascii_digit() || c == '+');
+                let trunk = self.cfg.trunk.filter(|_| number).ok_or(E::NotFound(e))?;
+                let flow = self
+                    .sip
+                    .flow_for(trunk)
+                    .await
+                    .ok()
+                    .flatten()
+                    .ok_or(E::Unavailable)?;
+                (n.to_string(), format!("sip:{n}@{}", trunk.addr), flow)
+            }
+            Err(e) => return Err(e),
+        };
+        let leg = self
+            .call_agent(&st.number, &st.host, &user, &uri, flow)
+            .await
+            .ok_or(E::Unavailable)?;
+        tracing::info!(call_id = %self.call_id, party = %user, "desk adds a conference party");
+        st.third = Some(leg);
+        Ok(())
+    }
+
+    /// An event of the conference party's dialog: their answer starts the 3-way mix; a
+    /// refusal or their BYE leaves the caller and the agent talking.
+    async fn third_event(&self, ev: AppEvent, st: &mut State) -> incall::Outcome {
+        let Some(t) = st.third.as_mut() else {
+            return incall::Outcome::Continue;
+        };
+        let initial = |r: &Response| {
+            msg::cseq(&r.headers).is_some_and(|(n, m)| n == 1 && m.eq_ignore_ascii_case("INVITE"))
+        };
+        let mut gone = false;
+        match ev {
+            AppEvent::Response { response, .. } if initial(&response) && !t.answered => {
+                let status = u16::from(response.status_code.clone());
+                if (200..300).contains(&status) {
+                    match self.ack_answer(t, &response).await {
+                        Some(Some(leg)) => {
+                            gone = st.media.conference(leg).await.is_err();
+                            tracing::info!(call_id = %self.call_id, "conference: three parties");
+                        }
+                        Some(None) => {
+                            self.bye_agent(t).await;
+                            gone = true;
+                        }
+                        None => {}
+                    }
+                } else if status >= 300 {
+                    tracing::info!(call_id = %self.call_id, status, "conference party refused");
+                    gone = true;
+                }
+            }
+            AppEvent::Timeout { .. } if !t.answered => gone = true,
+            ev => {
+                if self.uac_event(t, ev).await {
+                    tracing::info!(call_id = %self.call_id, "conference party left");
+                    drop(st.media.end_conference().await);
+                    st.third = None;
+                }
+            }
+        }
+        if gone {
+            st.third = None;
+        }
+        incall::Outcome::Continue
+    }
+
+    /// The agent hung up in a conference: the party they added stays with the caller
+    /// and is the call's agent from now on (the agent goes to wrap-up).
+    async fn conference_agent_left(&self, st: &mut State) -> incall::Outcome {
+        let Some(third) = st.third.take() else {
+            return incall::Outcome::End(EndReason::AgentHangup);
+        };
+        drop(st.media.detach().await);
+        let user = third.user.clone();
+        if let Some(a) = st.agent.as_ref() {
+            self.desk.transferred(&a.user, &format!("extension:{user}"));
+            if st.queued && a.answered && a.offer_of.is_some() {
+                self.to_acd(AcdInput::Ended { call: self.acd_id }).await;
+                st.queued = false;
+            }
+        }
+        if let Some(old) = st.busy_user.take() {
+            self.to_acd(AcdInput::Busy {
+                user: old,
+                busy: false,
+            })
+            .await;
+        }
+        self.desk.taken_by(&user);
+        st.agent = Some(third);
+        st.phase = Phase::Extension;
+        st.trace.agent = Some(user.clone());
+        self.to_acd(AcdInput::Busy {
+            user: user.clone(),
+            busy: true,
+        })
+        .await;
+        st.busy_user = Some(user);
+        tracing::info!(call_id = %self.call_id, "agent left the conference; the call goes on");
+        incall::Outcome::Continue
+    }
+
+    /// The desk sends keys to the caller as RFC 4733 events (the caller's leg must have
+    /// negotiated telephone-event); the first goes now, the rest one after the other.
+    async fn desk_dtmf(&self, digits: &str, st: &mut State) -> Result<(), crate::SwitchError> {
+        let bad = || crate::SwitchError::InvalidState("DTMF: 1-32 keys of 0-9 * # A-D".into());
+        if digits.is_empty()
+            || digits.len() > DeskDtmf::MAX
+            || st.dtmf.queue.len() + digits.len() > DeskDtmf::MAX
+            || !digits
+                .chars()
+                .all(|c| hotline_media::dtmf::digit_to_event(c).is_some())
+        {
+            return Err(bad());
+        }
+        if st.dtmf.next.is_none() {
+            let first = digits.chars().next().ok_or_else(bad)?;
+            st.media
+                .send_dtmf(Side::A, first, DeskDtmf::TONE)
+                .await
+                .map_err(|e| crate::SwitchError::InvalidState(format!("caller's leg: {e}")))?;
+            st.dtmf.queue.extend(digits.chars().skip(1));
+            st.dtmf.next = Some(tokio::time::Instant::now() + DeskDtmf::STEP);
+        } else {
+            st.dtmf.queue.extend(digits.chars());
+        }
+        tracing::info!(call_id = %self.call_id, keys = digits.len(), "desk sends DTMF to the caller");
+        Ok(())
+    }
+
+    /// The next queued desk key is due.
+    async fn next_dtmf(&self, st: &mut State) -> incall::Outcome {
+        st.dtmf.next = None;
+        if let Some(d) = st.dtmf.queue.pop_front() {
+            if st.media.send_dtmf(Side::A, d, DeskDtmf::TONE).await.is_ok() {
+                st.dtmf.next = Some(tokio::time::Instant::now() + DeskDtmf::STEP);
+            } else {
+                st.dtmf.queue.clear();
+            }
+        }
+        incall::Outcome::Continue
+    }
+
+    /// Pauses (`pause`) or resumes the call's recording for the desk (card numbers):
+    /// while paused nothing reaches the file, whose timeline goes on as silence.
+    async fn pause_recording(&self, pause: bool, st: &mut State) -> Result<(), crate::SwitchError> {
+        use crate::SwitchError as E;
+        let Some(tap) = st.recording_tap.as_ref() else {
+            return Err(E::InvalidState("the call is not being recorded".into()));
+        };
+        match (pause, st.recording_paused) {
+            (true, true) => return Err(E::InvalidState("the recording is paused".into())),
+            (false, false) => return Err(E::InvalidState("the recording is not paused".into())),
+            _ => {}
+        }
+        let tap = (!pause).then(|| tap.clone());
+        st.media.record(tap).await.map_err(E::from)?;
+        st.recording_paused = pause;
+        tracing::info!(call_id = %self.call_id, pause, "desk changed the recording");
+        Ok(())
     }
 
     /// Plays `prompts` once to the caller (replacing music).
@@ -1220,6 +1727,9 @@ impl Call {
             Some(Some(leg)) => leg,
         };
         let user = a.user.clone();
+        if a.offer_of.is_none() {
+            self.desk.taken_by(&user);
+        }
         if let Some(agent) = a.offer_of {
             self.desk.answered();
             self.to_acd(AcdInput::Answered {
@@ -1318,9 +1828,21 @@ impl Call {
         if st.recording.is_some() {
             return;
         }
-        let Some(dir) = &self.cfg.recordings else {
-            return;
-        };
+        if let Some((tap, job)) = self.start_call_recording(st.trace.arrived_at)
+            && st.media.record(Some(tap.clone())).await.is_ok()
+        {
+            st.recording = Some(job);
+            st.recording_tap = Some(tap);
+        }
+    }
+
+    /// Opens this call's recording file under `[media] recordings` (none when recording
+    /// is off or the file cannot be made).
+    pub(crate) fn start_call_recording(
+        &self,
+        arrived_at: i64,
+    ) -> Option<(RecorderTap, RecordingJob)> {
+        let dir = self.cfg.recordings.as_ref()?;
         // Call-IDs come from the network: keep only safe characters in the file name.
         let name: String = self
             .call_id
@@ -1334,16 +1856,13 @@ impl Call {
             })
             .take(100)
             .collect();
-        let path = dir.join(format!("{}-{name}.wav", st.trace.arrived_at));
+        let path = dir.join(format!("{arrived_at}-{name}.wav"));
         // The writer opens the file on this task; it is small and once per call.
         match start_recording(&path, 200, Instant::now()) {
-            Ok((tap, job)) => {
-                if st.media.record(Some(tap)).await.is_ok() {
-                    st.recording = Some(job);
-                }
-            }
+            Ok(r) => Some(r),
             Err(e) => {
-                tracing::warn!(call_id = %self.call_id, error = %e, path = %path.display(), "cannot record")
+                tracing::warn!(call_id = %self.call_id, error = %e, path = %path.display(), "cannot record");
+                None
             }
         }
     }
@@ -1548,6 +2067,51 @@ pub(crate) fn from_identity(v: &str) -> (String, Option<String>) {
         .unwrap_or_default()
         .to_string();
     (user, name)
+}
+
+/// An attended transfer from the desk in progress: the agent talks to `leg`'s user in a
+/// media session of their own (A the agent, B the target) while the caller hears music.
+struct Consult {
+    leg: AgentLeg,
+    media: SessionHandle,
+    /// Kept open; the consultation's media events are not needed.
+    _events: mpsc::Receiver<MediaEvent>,
+    answered: bool,
+}
+
+/// The desk's keys for the caller (`call.dtmf`), sent one after the other.
+#[derive(Debug, Default)]
+struct DeskDtmf {
+    queue: std::collections::VecDeque<char>,
+    /// When the next key goes (the current one has ended by then).
+    next: Option<tokio::time::Instant>,
+}
+
+impl DeskDtmf {
+    /// Keys queued at most.
+    const MAX: usize = 32;
+    /// Each key's length (RFC 4733 events every 20 ms, then the end packet thrice).
+    const TONE: std::time::Duration = std::time::Duration::from_millis(100);
+    /// Key to key: the tone, its end packets and a pause.
+    const STEP: std::time::Duration = std::time::Duration::from_millis(200);
+}
+
+/// Writes silence into a paused recording up to `now` (both channels), so the file's
+/// length is the call's even when it ended while paused.
+fn pad_recording(tap: &RecorderTap, now: Instant) {
+    let silence = [hotline_media::g711::Law::Ulaw.silence(); 160];
+    tap.push(
+        Channel::Caller,
+        hotline_media::g711::Law::Ulaw,
+        &silence,
+        now,
+    );
+    tap.push(
+        Channel::Agent,
+        hotline_media::g711::Law::Ulaw,
+        &silence,
+        now,
+    );
 }
 
 /// Sleeps until `t`, or forever without one (a `select!` branch for optional timers).

@@ -15,15 +15,30 @@ use crate::CallInput;
 use crate::acd::AcdInput;
 use crate::call::{AgentLeg, Call, CallEnd, EndReason, Trace, event_call_id, to_tag};
 
-/// What the ACD asks for: call `user` (agent `agent`), then `number`.
+/// What the ACD asks for (a callback) or a desk (click-to-dial): call `user` (agent
+/// `agent`), then `number`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct CallbackJob {
     /// The callback request's id in the ACD (the original call's).
     pub call: CallId,
-    pub agent: AgentId,
+    /// The ACD's agent reserved for a callback (none for a desk's dial).
+    pub agent: Option<AgentId>,
+    /// Click-to-dial from the agent's desk, for this customer if known: no ACD request;
+    /// the agent is marked busy meanwhile, and the call lands in the customer's trail.
+    pub dial: Option<Option<i64>>,
     pub user: String,
     pub number: String,
     pub queue: String,
+}
+
+impl CallbackJob {
+    /// The CDR's route: `callback:<queue>` or `dial` (click-to-dial from a desk).
+    fn route(&self) -> String {
+        match self.dial {
+            Some(_) => "dial".into(),
+            None => format!("callback:{}", self.queue),
+        }
+    }
 }
 
 /// How long each leg may ring.
@@ -33,21 +48,43 @@ impl Call {
     /// Places the callback and writes its CDR (direction `outbound`, route
     /// `callback:<queue>`).
     pub(crate) async fn run_callback(mut self, job: CallbackJob) -> CallEnd {
+        let dial = job.dial.is_some();
         let mut t = Trace {
             caller: job.number.clone(),
             dialed: job.number.clone(),
             sip_call_id: self.call_id.clone(),
             direction: "outbound",
-            route: vec![format!("callback:{}", job.queue)],
-            queue: Some(job.queue.clone()),
+            route: vec![job.route()],
+            queue: (!dial).then(|| job.queue.clone()),
             arrived_at: self.now_ms(),
             ..Trace::default()
         };
-        t.queued_at = Some(t.arrived_at);
+        if !dial {
+            t.queued_at = Some(t.arrived_at);
+        }
         t.offered_at = Some(t.arrived_at);
-        let end = self.callback_legs(&job, &mut t).await;
+        if let Some(customer) = job.dial {
+            self.desk.dialled(&job.user, customer).await;
+            self.to_acd(AcdInput::Busy {
+                user: job.user.clone(),
+                busy: true,
+            })
+            .await;
+        }
+        let mut end = self.callback_legs(&job, &mut t).await;
         t.agent = end.agent.clone();
+        end.recording = t.recording.clone();
+        if dial {
+            self.to_acd(AcdInput::Busy {
+                user: job.user.clone(),
+                busy: false,
+            })
+            .await;
+        }
         self.record(&t, end.reason, end.status).await;
+        if dial {
+            self.desk.ended(end.reason, t.recording.as_deref()).await;
+        }
         end
     }
 
@@ -55,8 +92,8 @@ impl Call {
         tracing::info!(call_id = %self.call_id, agent = %job.user, number = %job.number, "placing a callback");
         let report = |this: &Call, reason: EndReason, agent: &Option<String>| {
             let mut e = this.end(200, reason, None);
-            e.route = format!("callback:{}", job.queue);
-            e.queue = Some(job.queue.clone());
+            e.route = job.route();
+            e.queue = job.dial.is_none().then(|| job.queue.clone());
             e.agent = agent.clone();
             e
         };
@@ -70,15 +107,15 @@ impl Call {
             _ => None,
         };
         let Some(mut agent) = agent_leg else {
-            self.callback_result(job.call, false).await;
+            self.callback_result(job, false).await;
             return report(self, EndReason::Failed, &None);
         };
-        agent.offer_of = Some(job.agent);
+        agent.offer_of = job.agent;
         let agent_media = match self.await_answer(&mut agent, None).await {
             Ok(m) => m,
             Err(r) => {
                 let _ = self.sip.cancel(agent.tx).await;
-                self.callback_result(job.call, false).await;
+                self.callback_result(job, false).await;
                 return report(self, r, &None);
             }
         };
@@ -111,7 +148,7 @@ impl Call {
         };
         let Some(mut cust) = cust_leg else {
             tracing::info!(call_id = %self.call_id, number = %job.number, "callback number unreachable");
-            self.callback_result(job.call, false).await;
+            self.callback_result(job, false).await;
             self.bye_agent(&mut agent).await;
             drop(media.stop().await);
             return report(self, EndReason::Failed, &who);
@@ -119,7 +156,7 @@ impl Call {
         let cust_media = match self.await_answer(&mut cust, Some(&mut agent)).await {
             Ok(m) => m,
             Err(r) => {
-                self.callback_result(job.call, false).await;
+                self.callback_result(job, false).await;
                 if r == EndReason::AgentHangup {
                     let _ = self.sip.cancel(cust.tx).await;
                 } else {
@@ -131,9 +168,20 @@ impl Call {
             }
         };
         // 4. Connected: the engine counts the callback as answered by the agent.
-        self.callback_result(job.call, true).await;
+        self.callback_result(job, true).await;
         t.answered_at = Some(self.now_ms());
         let bridged = media.attach(cust_media).await.is_ok() && media.bridge().await.is_ok();
+        if job.dial.is_some() {
+            self.desk.connected();
+        }
+        // Recorded like inbound calls (the agent, who is called first, on the left).
+        let mut recording = None;
+        if bridged
+            && let Some((tap, rec)) = self.start_call_recording(t.arrived_at)
+            && media.record(Some(tap)).await.is_ok()
+        {
+            recording = Some(rec);
+        }
         let reason = loop {
             tokio::select! {
                 input = self.inbox.recv() => match input {
@@ -141,6 +189,10 @@ impl Call {
                     Some(CallInput::Drain) => break EndReason::Drained,
                     // Not a transfer target: dropping the request answers no.
                     Some(CallInput::GiveAgent(_)) => {}
+                    Some(CallInput::Command(crate::CallCommand::Hangup, reply)) => {
+                        let _ = reply.send(Ok(()));
+                        break EndReason::DeskHangup;
+                    }
                     Some(CallInput::Command(cmd, reply)) => {
                         let _ = reply.send(Err(crate::SwitchError::NotSupported(cmd.name())));
                     }
@@ -155,7 +207,9 @@ impl Call {
                 Some(_) = media_rx.recv() => {}
             }
         };
-        self.to_acd(AcdInput::Ended { call: job.call }).await;
+        if job.dial.is_none() {
+            self.to_acd(AcdInput::Ended { call: job.call }).await;
+        }
         match reason {
             EndReason::AgentHangup => self.bye_agent(&mut cust).await,
             EndReason::CallerHangup => self.bye_agent(&mut agent).await,
@@ -166,6 +220,12 @@ impl Call {
         }
         let stats = media.stats().await.ok();
         drop(media.stop().await);
+        if let Some(rec) = recording {
+            match rec.finish().await {
+                Ok(r) => t.recording = Some(r.path),
+                Err(e) => tracing::warn!(call_id = %self.call_id, error = %e, "recording failed"),
+            }
+        }
         tracing::info!(call_id = %self.call_id, ?reason, "callback ended");
         let mut end = report(self, reason, &who);
         end.bridged = bridged;
@@ -173,9 +233,12 @@ impl Call {
         end
     }
 
-    async fn callback_result(&self, call: CallId, connected: bool) {
-        self.to_acd(AcdInput::CallbackResult { call, connected })
-            .await;
+    async fn callback_result(&self, job: &CallbackJob, connected: bool) {
+        if job.dial.is_none() {
+            let call = job.call;
+            self.to_acd(AcdInput::CallbackResult { call, connected })
+                .await;
+        }
     }
 
     /// Our address as the peer on `flow` sees it (the media address when we listen on
@@ -202,6 +265,11 @@ impl Call {
                 input = self.inbox.recv() => match input {
                     Some(CallInput::Sip(ev)) => ev,
                     Some(CallInput::GiveAgent(_)) => continue,
+                    // The desk gives up on its dial while a phone rings.
+                    Some(CallInput::Command(crate::CallCommand::Hangup, reply)) => {
+                        let _ = reply.send(Ok(()));
+                        return Err(EndReason::DeskHangup);
+                    }
                     Some(CallInput::Command(cmd, reply)) => {
                         let _ = reply.send(Err(crate::SwitchError::NotSupported(cmd.name())));
                         continue;
@@ -250,7 +318,7 @@ impl Call {
     }
 
     /// An event in an answered leg we called; true when it is the leg's BYE.
-    async fn uac_event(&self, leg: &mut AgentLeg, ev: AppEvent) -> bool {
+    pub(crate) async fn uac_event(&self, leg: &mut AgentLeg, ev: AppEvent) -> bool {
         match ev {
             // A retransmitted 2xx: ACK it again.
             AppEvent::Response { response, .. }

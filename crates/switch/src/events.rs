@@ -79,6 +79,10 @@ pub enum CallCommand {
         to: String,
         attended: bool,
     },
+    /// Attended transfer: bridge the caller to the consulted party, release the agent.
+    TransferComplete,
+    /// Attended transfer: hang up the consulted party, back to the caller.
+    TransferCancel,
     Conference {
         to: String,
     },
@@ -101,6 +105,8 @@ impl CallCommand {
             CallCommand::Hold => "hold",
             CallCommand::Resume => "resume",
             CallCommand::Transfer { .. } => "transfer",
+            CallCommand::TransferComplete => "transfer_complete",
+            CallCommand::TransferCancel => "transfer_cancel",
             CallCommand::Conference { .. } => "conference",
             CallCommand::Dtmf { .. } => "dtmf",
             CallCommand::PauseRecording => "pause_recording",
@@ -209,6 +215,8 @@ pub(crate) struct Desk {
     pub store: Option<Store>,
     pub ack_timeout: Duration,
     pub lookup_timeout: Duration,
+    /// Sources whose P-Asserted-Identity is believed.
+    pub trusted: Arc<Vec<hotline_sip::Cidr>>,
 }
 
 /// Commands in, events out: what a CTI server holds. Cheap to clone.
@@ -241,6 +249,7 @@ impl SwitchHandle {
                 store: desk_cfg.store,
                 ack_timeout: desk_cfg.offer_ack_timeout,
                 lookup_timeout: desk_cfg.lookup_timeout,
+                trusted: Arc::new(desk_cfg.trusted),
             },
             acd: Some(tx),
             control,
@@ -312,18 +321,38 @@ impl SwitchHandle {
         rx.await.map_err(|_| SwitchError::Unavailable)
     }
 
-    /// Carries out a command on a live call (by the caller's Call-ID).
+    /// Carries out a command on a live call (by the caller's Call-ID). The call task
+    /// validates it against the call's state: a refused command changes nothing.
     pub async fn call_command(&self, call_id: &str, cmd: CallCommand) -> Result<(), SwitchError> {
-        if !matches!(cmd, CallCommand::Hangup | CallCommand::Identify { .. }) {
-            // Hold, transfer, conference, DTMF and recording control are call features
-            // that land separately; until then desks get a clear code.
-            return Err(SwitchError::NotSupported(cmd.name()));
-        }
         let (reply, rx) = oneshot::channel();
         self.control
             .send(crate::Control::Command {
                 call_id: call_id.to_string(),
                 cmd,
+                reply,
+            })
+            .await
+            .map_err(|_| SwitchError::Unavailable)?;
+        rx.await.map_err(|_| SwitchError::Unavailable)?
+    }
+
+    /// Click-to-dial for `agent` (a SIP user with a registered phone): Hotline calls the
+    /// agent's phone, then `number` (a registered user, else through `[sip]
+    /// static_route`), bridges and records them; the call lands in the trail of
+    /// `customer` (or of whoever the CRM finds for the number). Returns the call's id
+    /// at once; how it goes is told by `call.ended`.
+    pub async fn dial(
+        &self,
+        agent: &str,
+        number: &str,
+        customer: Option<i64>,
+    ) -> Result<String, SwitchError> {
+        let (reply, rx) = oneshot::channel();
+        self.control
+            .send(crate::Control::Dial {
+                agent: agent.to_string(),
+                number: number.to_string(),
+                customer,
                 reply,
             })
             .await
@@ -373,6 +402,34 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// The caller id to identify: P-Asserted-Identity when the INVITE came from a trusted
+/// network (a trunk that asserts it, RFC 3325), else From: anyone can write a PAI header.
+fn caller_id(
+    invite: &hotline_sip::msg::Request,
+    trusted: &[hotline_sip::Cidr],
+    source: std::net::IpAddr,
+) -> String {
+    use hotline_sip::msg;
+    let pai = trusted
+        .iter()
+        .any(|n| n.contains(source))
+        .then(|| {
+            // Read from the header's text: the typed value is not kept for this header.
+            invite.headers.iter().find_map(|h| {
+                let line = h.to_string();
+                let (name, value) = line.split_once(':')?;
+                name.trim()
+                    .eq_ignore_ascii_case("p-asserted-identity")
+                    .then(|| value.trim().to_string())
+            })
+        })
+        .flatten();
+    let raw = pai
+        .or_else(|| msg::from_value(&invite.headers).map(str::to_string))
+        .unwrap_or_default();
+    msg::addr_uri(msg::split_first(&raw).0).to_string()
+}
+
 /// The desk side of one call, owned by its call task: the pop found at arrival, who was
 /// offered and who answered, and the trail entry written at the end.
 pub(crate) struct CallDesk {
@@ -394,26 +451,20 @@ struct DeskState {
     pop_error: Option<String>,
     offered_to: Option<String>,
     agent: Option<String>,
-    /// Chosen by the agent among candidates.
+    /// Chosen by the agent among candidates (or dialled by the desk).
     chosen: Option<i64>,
+    /// Click-to-dial: Hotline called out for the agent.
+    outbound: bool,
 }
 
 impl CallDesk {
-    pub(crate) fn new(desk: &Desk, call_id: &str, invite: &hotline_sip::msg::Request) -> Self {
-        use hotline_sip::msg;
-        // P-Asserted-Identity (from a trusted trunk) wins over From.
-        let pai = invite.headers.iter().find_map(|h| {
-            let v = msg::header_value(h);
-            h.to_string()
-                .to_ascii_lowercase()
-                .starts_with("p-asserted-identity:")
-                .then(|| v.to_string())
-        });
-        let raw = pai
-            .or_else(|| msg::from_value(&invite.headers).map(str::to_string))
-            .unwrap_or_default();
-        let caller = msg::addr_uri(msg::split_first(&raw).0).to_string();
-        CallDesk::with_caller(desk, call_id, caller)
+    pub(crate) fn new(
+        desk: &Desk,
+        call_id: &str,
+        invite: &hotline_sip::msg::Request,
+        source: std::net::IpAddr,
+    ) -> Self {
+        CallDesk::with_caller(desk, call_id, caller_id(invite, &desk.trusted, source))
     }
 
     pub(crate) fn with_caller(desk: &Desk, call_id: &str, caller: String) -> Self {
@@ -525,10 +576,82 @@ impl CallDesk {
         });
     }
 
+    /// The call went on hold (`held`) or came back, from the desk or either phone.
+    pub(crate) fn held(&self, agent: &str, held: bool) {
+        let (call_id, agent) = (self.call_id.clone(), agent.to_string());
+        let ev = if held {
+            SwitchEvent::CallHeld { call_id, agent }
+        } else {
+            SwitchEvent::CallResumed { call_id, agent }
+        };
+        let _ = self.desk.bus.send(ev);
+    }
+
+    /// `agent` transferred the call to `to`: they are done with it (their wrap-up
+    /// starts); whoever answers next is the call's agent for `call.ended` and the trail.
+    pub(crate) fn transferred(&self, agent: &str, to: &str) {
+        self.with_state(|st| {
+            st.agent = None;
+            st.offered_to = None;
+        });
+        let _ = self.desk.bus.send(SwitchEvent::CallTransferred {
+            call_id: self.call_id.clone(),
+            agent: agent.to_string(),
+            to: to.to_string(),
+        });
+    }
+
+    /// Click-to-dial: `agent` called the customer (`customer`, else whoever the CRM
+    /// finds for the number, created if unknown), for the trail entry and `call.ended`.
+    pub(crate) async fn dialled(&self, agent: &str, customer: Option<i64>) {
+        let customer = match (customer, &self.desk.store) {
+            (Some(id), _) => Some(id),
+            (None, Some(store)) => {
+                let lookup = store.screen_pop(&self.caller, None);
+                match tokio::time::timeout(self.desk.lookup_timeout, lookup).await {
+                    Ok(Ok(pop)) => match pop.identification {
+                        Identification::Known { customer }
+                        | Identification::Provisional { customer } => Some(customer.id),
+                        _ => None,
+                    },
+                    _ => None,
+                }
+            }
+            (None, None) => None,
+        };
+        self.with_state(|st| {
+            st.agent = Some(agent.to_string());
+            st.chosen = customer;
+            st.outbound = true;
+        });
+    }
+
+    /// Click-to-dial: the customer answered and is bridged to the agent.
+    pub(crate) fn connected(&self) {
+        let Some(Some(agent)) = self.with_state(|st| st.agent.clone()) else {
+            return;
+        };
+        let _ = self.desk.bus.send(SwitchEvent::CallAnswered {
+            call_id: self.call_id.clone(),
+            agent,
+            queue: None,
+        });
+    }
+
+    /// A transfer target that was not offered through the ACD (an extension) answered:
+    /// they are the call's agent from now on.
+    pub(crate) fn taken_by(&self, agent: &str) {
+        self.with_state(|st| {
+            if st.agent.is_none() {
+                st.agent = Some(agent.to_string());
+            }
+        });
+    }
+
     /// Writes the call into the customer's service trail (when one customer is certain)
     /// with its recording, and publishes `call.ended`.
     pub(crate) async fn ended(&self, reason: EndReason, recording: Option<&std::path::Path>) {
-        let Some((customer, queue, agent, offered_to)) = self.with_state(|st| {
+        let Some((customer, queue, agent, offered_to, outbound)) = self.with_state(|st| {
             let identified = st.pop.as_deref().and_then(|p| match &p.identification {
                 Identification::Known { customer } | Identification::Provisional { customer } => {
                     Some(customer.id)
@@ -540,6 +663,7 @@ impl CallDesk {
                 st.queue.clone(),
                 st.agent.clone(),
                 st.offered_to.clone(),
+                st.outbound,
             )
         }) else {
             return;
@@ -549,7 +673,11 @@ impl CallDesk {
             let entry = NewInteraction {
                 customer_id,
                 channel: "voice".into(),
-                direction: hotline_crm::Direction::Inbound,
+                direction: if outbound {
+                    hotline_crm::Direction::Outbound
+                } else {
+                    hotline_crm::Direction::Inbound
+                },
                 call_id: Some(self.call_id.clone()),
                 queue: queue.clone(),
                 agent: agent.clone(),
@@ -586,6 +714,7 @@ mod tests {
             store: None,
             ack_timeout: ack,
             lookup_timeout: Duration::from_millis(500),
+            trusted: Arc::new(Vec::new()),
         };
         (d, rx)
     }
@@ -630,6 +759,30 @@ mod tests {
         let start = tokio::time::Instant::now();
         cd.offered("bob").await;
         assert_eq!(start.elapsed(), Duration::from_millis(250));
+    }
+
+    /// P-Asserted-Identity names the caller only when the INVITE came from a trusted
+    /// network; from elsewhere it is ignored and From is used.
+    #[test]
+    fn pai_is_believed_only_from_trusted_networks() {
+        let text = "INVITE sip:4100@h SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.9;branch=z9hG4bK1\r\n\
+             From: <sip:+4930111@10.0.0.9>;tag=a\r\nTo: <sip:4100@h>\r\nCall-ID: c\r\n\
+             CSeq: 1 INVITE\r\nP-Asserted-Identity: <sip:+4930222@trunk>\r\n\
+             Content-Length: 0\r\n\r\n";
+        let Ok(hotline_sip::msg::SipMessage::Request(invite)) =
+            hotline_sip::msg::parse(text.as_bytes(), &hotline_sip::msg::Limits::default(), false)
+        else {
+            panic!("test INVITE parses")
+        };
+        let trunks: Vec<hotline_sip::Cidr> = vec!["10.0.0.0/24".parse().unwrap()];
+        let trunk = "10.0.0.9".parse().unwrap();
+        let stranger = "192.0.2.7".parse().unwrap();
+        assert_eq!(caller_id(&invite, &trunks, trunk), "sip:+4930222@trunk");
+        assert_eq!(
+            caller_id(&invite, &trunks, stranger),
+            "sip:+4930111@10.0.0.9"
+        );
+        assert_eq!(caller_id(&invite, &[], trunk), "sip:+4930111@10.0.0.9");
     }
 
     /// Nobody subscribed (no CTI): no wait at all.

@@ -39,8 +39,8 @@ use hotline_sip::refer::{self, ReferTo, Replaces};
 use hotline_sip::session_timer::{self, SessionTimer, TimerAction, TimerPolicy, UasDecision};
 use hotline_sip::{AppResponse, Flow, ServerTxId};
 
-use crate::Route;
 use crate::call::{AgentLeg, Call, CallerDialog, EndReason, own_request};
+use crate::{Route, SwitchError};
 
 /// The in-dialog handlers cannot reach [`InCall`], so a timer they start or move is
 /// picked up at the next look: the first comes soon after answer, later ones at the
@@ -142,6 +142,11 @@ impl CallerExt {
     /// Transfers carried out on this call (blind or attended).
     pub(crate) fn transfers(&self) -> u32 {
         self.transfers
+    }
+
+    /// Whether the agent's side (phone or desk) holds the call.
+    pub(crate) fn agent_holds(&self) -> bool {
+        self.agent_holds
     }
 
     fn on_hold(&self) -> bool {
@@ -585,7 +590,11 @@ async fn reoffer(ctx: Ctx<'_>, tx: ServerTxId, req: &Request, side: Side) -> Out
     }
     let _ = sip.respond(tx, resp).await;
     if let Some(holds) = hold {
-        set_hold(call, caller, media, bridged, side, holds).await;
+        let user = agent
+            .as_ref()
+            .filter(|a| a.answered)
+            .map(|a| a.user.clone());
+        set_hold(call, caller, user.as_deref(), media, bridged, side, holds).await;
     }
     Outcome::Continue
 }
@@ -595,12 +604,14 @@ async fn reoffer(ctx: Ctx<'_>, tx: ServerTxId, req: &Request, side: Side) -> Out
 async fn set_hold(
     call: &Call,
     caller: &mut CallerDialog,
+    agent: Option<&str>,
     media: &SessionHandle,
     bridged: bool,
     side: Side,
     holds: bool,
 ) {
     let ext = &mut caller.ext;
+    let was = ext.on_hold();
     match side {
         Side::A => ext.caller_holds = holds,
         Side::B => ext.agent_holds = holds,
@@ -608,6 +619,12 @@ async fn set_hold(
     ext.hold_changed(Instant::now());
     if !bridged {
         return;
+    }
+    // The desk hears of every change of the call's hold, whoever made it.
+    if was != ext.on_hold()
+        && let Some(a) = agent
+    {
+        call.desk.held(a, !was);
     }
     let music = || Player::new(vec![call.cfg.music.clone()], true, Instant::now());
     let r = if ext.agent_holds {
@@ -679,6 +696,121 @@ async fn refer_from_agent(ctx: Ctx<'_>, tx: ServerTxId, req: &Request) -> Outcom
         since: Instant::now(),
     });
     Outcome::Continue
+}
+
+/// The desk puts the call on hold (`hold`) or takes it back (CTI `call.hold` /
+/// `call.resume`): as the agent's phone holding does, the caller hears music and the
+/// agent hears nothing; hold time counts in the CDR. Refused, changing nothing, unless
+/// the agent is talking to the caller (or, to resume, the agent's side holds).
+pub(crate) async fn desk_hold(ctx: Ctx<'_>, hold: bool) -> Result<(), SwitchError> {
+    let user = connected_agent(&ctx)?;
+    match (hold, ctx.caller.ext.agent_holds) {
+        (true, true) => return Err(SwitchError::InvalidState("the call is on hold".into())),
+        (false, false) => {
+            return Err(SwitchError::InvalidState(
+                "the call is not on hold by the agent".into(),
+            ));
+        }
+        _ => {}
+    }
+    set_hold(
+        ctx.call,
+        ctx.caller,
+        Some(&user),
+        ctx.media,
+        ctx.bridged,
+        Side::B,
+        hold,
+    )
+    .await;
+    Ok(())
+}
+
+/// The agent's user when the agent leg answered and is bridged to the caller (the only
+/// state in which the desk's call commands apply).
+pub(crate) fn connected_agent(ctx: &Ctx<'_>) -> Result<String, SwitchError> {
+    match ctx.agent.as_ref() {
+        Some(a) if a.answered && ctx.bridged && a.ext.transfer.is_none() => Ok(a.user.clone()),
+        Some(a) if a.ext.transfer.is_some() => Err(SwitchError::InvalidState(
+            "a transfer is in progress".into(),
+        )),
+        _ => Err(SwitchError::InvalidState(
+            "the call is not connected to an agent".into(),
+        )),
+    }
+}
+
+/// Where a desk's transfer or conference target goes: `queue:NAME`, `agent:USER` or
+/// `number:N` say it outright; a bare target is tried as a configured number, a queue,
+/// then a SIP user. An unknown target is `not_found`, a user who is not registered (or
+/// the agent themself) `invalid_state`.
+pub(crate) async fn desk_target(call: &Call, to: &str, me: &str) -> Result<Route, SwitchError> {
+    let unknown = || SwitchError::NotFound(format!("transfer target {to:?}"));
+    let (kind, name) = match to.split_once(':') {
+        Some((k @ ("queue" | "agent" | "number"), n)) => (Some(k), n),
+        _ => (None, to),
+    };
+    if name.is_empty()
+        || name.len() > 64
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+-_.*#".contains(c))
+    {
+        return Err(unknown());
+    }
+    let is_queue = |q: &str| {
+        call.cfg.queues.contains_key(q)
+            || call
+                .cfg
+                .acd
+                .as_ref()
+                .is_some_and(|a| a.queues.iter().any(|x| x.name == q))
+    };
+    if matches!(kind, None | Some("number"))
+        && let Some(r) = call.cfg.routes.get(name)
+    {
+        return Ok(r.clone());
+    }
+    if matches!(kind, None | Some("queue")) && is_queue(name) {
+        return Ok(Route::Queue(name.to_string()));
+    }
+    if matches!(kind, None | Some("agent")) && call.cfg.users.contains(name) {
+        if name == me {
+            return Err(SwitchError::InvalidState(
+                "the call is already with this agent".into(),
+            ));
+        }
+        return match call.sip.contact_for(name).await {
+            Ok(Some(_)) => Ok(Route::Extension(name.to_string())),
+            _ => Err(SwitchError::InvalidState(format!(
+                "{name} is not registered"
+            ))),
+        };
+    }
+    Err(unknown())
+}
+
+/// The agent's side holds (`hold`) or not, for the hold time; media is the caller's.
+pub(crate) fn agent_hold(caller: &mut CallerDialog, hold: bool) {
+    caller.ext.agent_holds = hold;
+    caller.ext.hold_changed(Instant::now());
+}
+
+/// A transfer was carried out (a hold by the agent ends with the agent's leg).
+pub(crate) fn count_transfer(caller: &mut CallerDialog) {
+    caller.ext.transfers += 1;
+    agent_hold(caller, false);
+}
+
+/// Blind transfer from the desk (`call.transfer`): the agent is released with BYE and
+/// the loop re-routes the caller to `route` ([`Outcome::Transfer`]), as after a REFER.
+pub(crate) async fn desk_transfer(ctx: Ctx<'_>, route: Route) -> Outcome {
+    let Some(a) = ctx.agent.as_mut() else {
+        return Outcome::Continue;
+    };
+    count_transfer(ctx.caller);
+    ctx.call.bye_agent(a).await;
+    Outcome::Transfer(route)
 }
 
 /// Where a Refer-To's user goes: a configured number's route, else a registered user.

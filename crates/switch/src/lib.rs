@@ -60,6 +60,9 @@ pub struct DeskConfig {
     pub offer_ack_timeout: std::time::Duration,
     /// Bound on the caller lookup at arrival; past it the call is routed without a pop.
     pub lookup_timeout: std::time::Duration,
+    /// Networks whose P-Asserted-Identity is believed (`[sip] trusted`, the trunks);
+    /// from anywhere else the caller is identified from From.
+    pub trusted: Vec<hotline_sip::Cidr>,
 }
 
 impl Default for DeskConfig {
@@ -69,6 +72,7 @@ impl Default for DeskConfig {
             desk_login: Default::default(),
             offer_ack_timeout: std::time::Duration::from_millis(250),
             lookup_timeout: std::time::Duration::from_millis(1000),
+            trusted: Vec::new(),
         }
     }
 }
@@ -253,6 +257,7 @@ impl Switch {
             store: desk_cfg.store.clone(),
             ack_timeout: desk_cfg.offer_ack_timeout,
             lookup_timeout: desk_cfg.lookup_timeout,
+            trusted: Arc::new(desk_cfg.trusted.clone()),
         };
         let (control_tx, control_rx) = mpsc::channel(256);
         let mut qualify_tx = None;
@@ -470,6 +475,13 @@ pub(crate) enum Control {
     },
     /// Hang up every call (the drain's bound); replies how many were told.
     HangupAll { reply: oneshot::Sender<usize> },
+    /// A desk's click-to-dial: call the agent, then the number; replies the Call-ID.
+    Dial {
+        agent: String,
+        number: String,
+        customer: Option<i64>,
+        reply: oneshot::Sender<Result<String, SwitchError>>,
+    },
 }
 
 /// A call task's inbox: SIP events and control for one call (a few per second at most).
@@ -538,7 +550,9 @@ impl Dispatcher {
                             let _ = tx.try_send(CallInput::GiveAgent(ask));
                         }
                     }
-                    Control::PlaceCallback(job) => self.place_callback(job),
+                    Control::PlaceCallback(job) => {
+                        self.place_callback(job);
+                    }
                     Control::Reconfigure { cfg, reply } => {
                         let cfg = reconfig::merge(&self.cfg, *cfg);
                         let numbers = cfg.routes.keys().cloned().collect();
@@ -555,6 +569,20 @@ impl Dispatcher {
                     }
                     Control::HangupAll { reply } => {
                         let _ = reply.send(self.hang_up_all());
+                    }
+                    Control::Dial { agent, number, customer, reply } => {
+                        let job = callback::CallbackJob {
+                            call: CallId(u64::MAX),
+                            agent: None,
+                            dial: Some(customer),
+                            user: agent,
+                            number,
+                            queue: String::new(),
+                        };
+                        let _ = reply.send(
+                            self.place_callback(job)
+                                .ok_or_else(|| SwitchError::InvalidState("draining: no new calls".into())),
+                        );
                     }
                 },
                 ev = events.recv() => match ev {
@@ -649,7 +677,7 @@ impl Dispatcher {
                     control: self.control_tx.clone(),
                     acd: self.acd.clone(),
                     acd_id: CallId(self.next_call),
-                    desk: events::CallDesk::new(&self.desk, &call_id, &request),
+                    desk: events::CallDesk::new(&self.desk, &call_id, &request, flow.remote.ip()),
                 };
                 self.next_call += 1;
                 let stats = self.stats.clone();
@@ -721,12 +749,22 @@ impl Dispatcher {
     }
 
     /// Starts the task of a callback the ACD wants placed (agent first, then customer).
-    fn place_callback(&mut self, job: callback::CallbackJob) {
+    /// Starts the task of a callback or a desk's dial; returns its Call-ID (`None` while
+    /// draining: no new call is placed).
+    fn place_callback(&mut self, job: callback::CallbackJob) -> Option<String> {
         if self.draining.is_some() {
             tracing::info!(call = job.call.0, "draining: callback not placed");
-            return;
+            return None;
         }
-        let call_id = format!("callback-{}-{}@hotline", job.call.0, self.next_call);
+        let call_id = match job.dial {
+            Some(_) => format!("dial-{}-{}@hotline", self.next_call, std::process::id()),
+            None => format!("callback-{}-{}@hotline", job.call.0, self.next_call),
+        };
+        let caller = if job.dial.is_some() {
+            job.number.clone()
+        } else {
+            String::new()
+        };
         self.next_call += 1;
         let (inbox_tx, inbox) = mpsc::channel(CALL_INBOX);
         self.calls.insert(call_id.clone(), inbox_tx);
@@ -741,15 +779,17 @@ impl Dispatcher {
             control: self.control_tx.clone(),
             acd: self.acd.clone(),
             acd_id: job.call,
-            desk: events::CallDesk::with_caller(&self.desk, &call_id, String::new()),
+            desk: events::CallDesk::with_caller(&self.desk, &call_id, caller),
         };
         let stats = self.stats.clone();
         let done = self.done_tx.clone();
+        let id = call_id.clone();
         tokio::spawn(async move {
             let end = call.run_callback(job).await;
             stats.active.fetch_sub(1, Ordering::Relaxed);
             let _ = done.send((call_id, None, end)).await;
         });
+        Some(id)
     }
 
     /// A response for a call that is gone: a 2xx to INVITE is hung up; any other final

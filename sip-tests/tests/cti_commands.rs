@@ -1,0 +1,1101 @@
+//! The desk's call commands end to end: a caller (a scripted UA on raw UDP from the trusted
+//! address, sending RTP whose payload marks it as the caller's) dials the queue, bob's
+//! phone is a SIPp UAS that echoes RTP, and bob's desk is a WebSocket client. Because the
+//! agent echoes what it hears, the caller's count of echoed packets tells whether the agent
+//! receives caller audio; other audio packets are music; RFC 4733 packets are keys.
+//! Commands from the desk: hold/resume, blind transfer, DTMF, pause/resume recording,
+//! each with the error frames of bad requests (which change nothing).
+
+#[path = "../../crates/cti/tests/client/mod.rs"]
+mod client;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use client::{Desk, ORIGIN};
+use hotline_sip_tests::{Proto, Sipp, SippBuilder, TRUSTED_IP, free_port, wait_bound};
+use serde_json::{Value, json};
+use tokio::net::UdpSocket;
+use tokio::sync::watch;
+
+const WAIT: Duration = Duration::from_secs(10);
+/// The byte every payload of the caller's audio is made of.
+const MARK: u8 = 0x11;
+const CALLER: &str = "+49301234567";
+
+/// What the caller received so far.
+#[derive(Debug, Clone, Default)]
+struct Heard {
+    /// Its own audio, echoed by the agent: the agent hears the caller.
+    echo: u64,
+    /// Other audio (music on hold).
+    other: u64,
+    /// RFC 4733 keys (one per event, at its first end packet).
+    keys: String,
+    /// Audio packets whose payload is one byte repeated, by that byte (what a party
+    /// sending a constant sounds like after relay or mix).
+    uniform: std::collections::HashMap<u8, u64>,
+}
+
+/// The calling phone: SIP on raw UDP, RTP out every 20 ms, RTP in counted.
+struct Caller {
+    sip: UdpSocket,
+    server: SocketAddr,
+    call_id: String,
+    /// Our From, Hotline's To (with its tag) and Contact: for our BYE.
+    from: String,
+    to: String,
+    target: String,
+    heard: watch::Receiver<Heard>,
+    _tasks: Vec<tokio::task::AbortHandle>,
+}
+
+fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
+    msg.split("\r\n")
+        .take_while(|l| !l.is_empty())
+        .find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.trim().eq_ignore_ascii_case(name).then_some(v.trim())
+        })
+}
+
+fn rtp_header(pt: u8, seq: u16, ts: u32, ssrc: u32) -> [u8; 12] {
+    let mut h = [0u8; 12];
+    h[0] = 0x80;
+    h[1] = pt;
+    h[2..4].copy_from_slice(&seq.to_be_bytes());
+    h[4..8].copy_from_slice(&ts.to_be_bytes());
+    h[8..12].copy_from_slice(&ssrc.to_be_bytes());
+    h
+}
+
+impl Caller {
+    /// Calls `number` and waits for the answer (Hotline answers queue calls at once);
+    /// then streams marked audio and counts what comes back.
+    async fn call(server: SocketAddr, number: &str) -> anyhow::Result<Caller> {
+        let sip = UdpSocket::bind((TRUSTED_IP, 0)).await?;
+        let media = Arc::new(UdpSocket::bind((TRUSTED_IP, 0)).await?);
+        let (sip_port, media_port) = (sip.local_addr()?.port(), media.local_addr()?.port());
+        let call_id = format!("desk-cmd-{}-{sip_port}@{TRUSTED_IP}", std::process::id());
+        let sdp = format!(
+            "v=0\r\no=- 1 1 IN IP4 {TRUSTED_IP}\r\ns=-\r\nc=IN IP4 {TRUSTED_IP}\r\nt=0 0\r\n\
+             m=audio {media_port} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\n\
+             a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=sendrecv\r\n"
+        );
+        let invite = format!(
+            "INVITE sip:{number}@{server} SIP/2.0\r\n\
+             Via: SIP/2.0/UDP {TRUSTED_IP}:{sip_port};branch=z9hG4bK-inv{sip_port};rport\r\n\
+             From: <sip:{CALLER}@{TRUSTED_IP}>;tag=caller{sip_port}\r\n\
+             To: <sip:{number}@{server}>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\n\
+             Contact: <sip:{CALLER}@{TRUSTED_IP}:{sip_port}>\r\nMax-Forwards: 70\r\n\
+             Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+            sdp.len()
+        );
+        sip.send_to(invite.as_bytes(), server).await?;
+        let ok = loop {
+            let m = recv(&sip).await.context("the caller's 200 OK")?;
+            if m.starts_with("SIP/2.0 200") {
+                break m;
+            }
+            if !m.starts_with("SIP/2.0 1") {
+                bail!("caller: unexpected answer {m}");
+            }
+        };
+        let to = header(&ok, "To").context("To")?.to_string();
+        let target = header(&ok, "Contact")
+            .and_then(|c| c.split(['<', '>']).nth(1))
+            .context("Contact")?
+            .to_string();
+        let ack = format!(
+            "ACK {target} SIP/2.0\r\nVia: SIP/2.0/UDP {TRUSTED_IP}:{sip_port};branch=z9hG4bK-ack{sip_port};rport\r\n\
+             From: <sip:{CALLER}@{TRUSTED_IP}>;tag=caller{sip_port}\r\nTo: {to}\r\nCall-ID: {call_id}\r\n\
+             CSeq: 1 ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        );
+        sip.send_to(ack.as_bytes(), server).await?;
+        let body = ok.split("\r\n\r\n").nth(1).unwrap_or_default();
+        let port: u16 = body
+            .lines()
+            .find_map(|l| l.strip_prefix("m=audio "))
+            .and_then(|l| l.split(' ').next())
+            .and_then(|p| p.parse().ok())
+            .context("m=audio port in the answer")?;
+        let rtp_to: SocketAddr = (std::net::Ipv4Addr::LOCALHOST, port).into();
+        let (heard, tasks) = rtp_party(media, rtp_to, MARK);
+        Ok(Caller {
+            from: format!("<sip:{CALLER}@{TRUSTED_IP}>;tag=caller{sip_port}"),
+            to,
+            target,
+            sip,
+            server,
+            call_id,
+            heard,
+            _tasks: tasks,
+        })
+    }
+
+    fn heard(&self) -> Heard {
+        self.heard.borrow().clone()
+    }
+
+    /// Waits until `done` holds for what the caller heard.
+    async fn until(&mut self, what: &str, done: impl Fn(&Heard) -> bool) -> anyhow::Result<Heard> {
+        let got = tokio::time::timeout(WAIT, self.heard.wait_for(|h| done(h)))
+            .await
+            .map(|r| r.map(|h| h.clone()));
+        match got {
+            Ok(Ok(h)) => Ok(h),
+            _ => bail!("caller: {what} within 10 s (heard {:?})", self.heard()),
+        }
+    }
+
+    /// Hangs up (BYE) and waits for the 200.
+    async fn hangup(&self) -> anyhow::Result<()> {
+        let port = self.sip.local_addr()?.port();
+        let bye = format!(
+            "BYE {} SIP/2.0\r\nVia: SIP/2.0/UDP {TRUSTED_IP}:{port};branch=z9hG4bK-bye{port};rport\r\n\
+             From: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: 2 BYE\r\nMax-Forwards: 70\r\n\
+             Content-Length: 0\r\n\r\n",
+            self.target, self.from, self.to, self.call_id
+        );
+        self.sip.send_to(bye.as_bytes(), self.server).await?;
+        loop {
+            let m = recv(&self.sip).await.context("200 to the caller's BYE")?;
+            if m.starts_with("SIP/2.0 200") && header(&m, "CSeq").is_some_and(|c| c.contains("BYE"))
+            {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Waits for Hotline's BYE and answers it.
+    async fn bye(&self) -> anyhow::Result<()> {
+        loop {
+            let m = recv(&self.sip).await.context("BYE to the caller")?;
+            if !m.starts_with("BYE ") {
+                continue;
+            }
+            let mut out = String::from("SIP/2.0 200 OK\r\n");
+            for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
+                if let Some(v) = header(&m, name) {
+                    out.push_str(&format!("{name}: {v}\r\n"));
+                }
+            }
+            out.push_str("Content-Length: 0\r\n\r\n");
+            self.sip.send_to(out.as_bytes(), self.server).await?;
+            return Ok(());
+        }
+    }
+}
+
+/// Sends `mark` as PCMU every 20 ms from `media` to `to` and counts what comes back.
+fn rtp_party(
+    media: Arc<UdpSocket>,
+    rtp_to: SocketAddr,
+    mark: u8,
+) -> (watch::Receiver<Heard>, Vec<tokio::task::AbortHandle>) {
+    let send = {
+        let media = media.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(20));
+            for i in 0u32.. {
+                tick.tick().await;
+                let mut pkt = rtp_header(0, i as u16, i * 160, 0xCA11 + u32::from(mark)).to_vec();
+                pkt.extend_from_slice(&[mark; 160]);
+                let _ = media.send_to(&pkt, rtp_to).await;
+            }
+        })
+    };
+    let (tx, heard) = watch::channel(Heard::default());
+    let count = tokio::spawn(async move {
+        let mut buf = [0u8; 2048];
+        let mut last_key_ts = None;
+        while let Ok((n, _)) = media.recv_from(&mut buf).await {
+            if n < 12 {
+                continue;
+            }
+            let (pt, ts) = (
+                buf[1] & 0x7f,
+                u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]),
+            );
+            let payload = &buf[12..n];
+            tx.send_modify(|h| match pt {
+                0 if !payload.is_empty() && payload.iter().all(|&b| b == payload[0]) => {
+                    *h.uniform.entry(payload[0]).or_default() += 1;
+                    if payload[0] == MARK {
+                        h.echo += 1;
+                    } else {
+                        h.other += 1;
+                    }
+                }
+                0 => h.other += 1,
+                101 if payload.len() >= 4 && payload[1] & 0x80 != 0 && last_key_ts != Some(ts) => {
+                    last_key_ts = Some(ts);
+                    let key = b"0123456789*#ABCD".get(payload[0] as usize);
+                    h.keys.push(key.map_or('?', |&k| k as char));
+                }
+                _ => {}
+            });
+        }
+    });
+    (heard, vec![send.abort_handle(), count.abort_handle()])
+}
+
+async fn recv(sock: &UdpSocket) -> anyhow::Result<String> {
+    let mut buf = vec![0u8; 65_535];
+    let (n, _) = tokio::time::timeout(WAIT, sock.recv_from(&mut buf))
+        .await
+        .context("no SIP message within 10 s")??;
+    Ok(String::from_utf8_lossy(&buf[..n]).to_string())
+}
+
+/// Registers `user` with SIPp from a fresh port and runs `scenario` there as its phone,
+/// echoing RTP.
+async fn phone(server: SocketAddr, user: &str, scenario: &str) -> anyhow::Result<Sipp> {
+    let port = free_port();
+    let pw = format!("{user}-pw");
+    SippBuilder::new(
+        &format!("desk-{user}-register"),
+        "register_once.xml",
+        Proto::Udp,
+        port,
+    )
+    .args(["-s", user, "-au", user, "-ap", &pw])
+    .spawn(Some(server))?
+    .expect_success()
+    .await?;
+    let sipp = SippBuilder::new(&format!("desk-{user}-uas"), scenario, Proto::Udp, port)
+        .args(["-s", user, "-rtp_echo"])
+        .set("-timeout", "40s")
+        .spawn(None)?;
+    wait_bound(port, Proto::Udp).await?;
+    Ok(sipp)
+}
+
+struct Rig {
+    h: hotline::Hotline,
+    /// Reports of ended calls (a call's task is gone once its report is here).
+    ended: tokio::sync::mpsc::Receiver<hotline_switch::CallEnd>,
+    server: SocketAddr,
+    cti: SocketAddr,
+    recordings: std::path::PathBuf,
+}
+
+/// Hotline with queue `support` (4100, bob) and `sales` (4200, dave), users bob, carol
+/// and dave with desks, recording into a fresh directory. RTP ranges are below the OS's
+/// ephemeral ports (32768+), so sockets bound to port 0 elsewhere cannot take them.
+async fn rig(name: &str, ports: [u16; 2]) -> anyhow::Result<Rig> {
+    rig_with(name, ports, "", "").await
+}
+
+/// [`rig`] with more `[sip]` keys and more configuration.
+async fn rig_with(name: &str, ports: [u16; 2], sip: &str, more: &str) -> anyhow::Result<Rig> {
+    let hash = hotline_cti::hash_password("desk-pw")?;
+    let recordings = std::env::temp_dir().join(format!("hotline-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&recordings)?;
+    let mut desks = String::new();
+    for u in ["bob", "carol", "dave"] {
+        desks.push_str(&format!(
+            "[[cti.user]]\nname = \"{u}\"\npassword_hash = \"{hash}\"\nrole = \"agent\"\nagent = \"{u}\"\n"
+        ));
+    }
+    let cfg = format!(
+        "[[users]]\nname = \"dave\"\npassword = \"dave-pw\"\n\
+         [media]\nrtp_ip = \"127.0.0.1\"\nrtp_ports = [{}, {}]\nrecordings = \"{}\"\n\
+         [[numbers]]\nnumber = \"4100\"\nqueue = \"support\"\n\
+         [[numbers]]\nnumber = \"4200\"\nqueue = \"sales\"\n\
+         [acd]\n[[acd.queue]]\nname = \"support\"\nwrapup_secs = 60\n\
+         [[acd.queue]]\nname = \"sales\"\nwrapup_secs = 60\n\
+         [[acd.agent]]\nid = \"bob\"\nqueues = {{ support = 0 }}\n\
+         [[acd.agent]]\nid = \"carol\"\nqueues = {{ support = 0 }}\n\
+         [[acd.agent]]\nid = \"dave\"\nqueues = {{ sales = 0 }}\n\
+         [cti]\nlisten = \"127.0.0.1:0\"\nallowed_origins = [\"{ORIGIN}\"]\n{desks}{more}",
+        ports[0],
+        ports[1],
+        recordings.display()
+    );
+    let mut h = hotline_sip_tests::start_hotline_with_sip(sip, &cfg).await?;
+    let ended = h
+        .switch
+        .as_mut()
+        .and_then(|s| s.take_ended())
+        .context("ended calls")?;
+    let server = Proto::Udp.server_addr(&h);
+    let cti = h.cti.as_ref().context("[cti]")?.local_addr();
+    Ok(Rig {
+        h,
+        ended,
+        server,
+        cti,
+        recordings,
+    })
+}
+
+impl Rig {
+    async fn desk(&self, user: &str, ready: bool) -> anyhow::Result<Desk> {
+        let mut d = Desk::connect(self.cti, Some(ORIGIN)).await?;
+        d.login(user, "desk-pw").await;
+        if ready {
+            d.ok(json!({"type": "agent.ready"})).await;
+        }
+        Ok(d)
+    }
+
+    fn cdrs(&self) -> anyhow::Result<&hotline_cdr::MemoryCdrs> {
+        self.h
+            .cdr
+            .as_ref()
+            .and_then(|c| c.memory.as_ref())
+            .context("memory CDRs")
+    }
+
+    /// After `calls` calls have ended: nothing is left (call tasks, RTP ports).
+    async fn done(mut self, calls: usize) -> anyhow::Result<()> {
+        for _ in 0..calls {
+            tokio::time::timeout(WAIT, self.ended.recv())
+                .await
+                .context("a call's end within 10 s")?
+                .context("switch stopped")?;
+        }
+        let sw = self.h.switch.as_ref().context("switch")?;
+        assert_eq!(sw.stats().active_calls(), 0, "call tasks left");
+        assert_eq!(sw.ports().in_use(), 0, "RTP ports leaked");
+        self.h.shutdown().await;
+        let _ = std::fs::remove_dir_all(&self.recordings);
+        Ok(())
+    }
+}
+
+/// A call from the caller to `number`, answered by the agent whose desk is `desk`:
+/// returns the call id once the desk saw `call.answered` and the agent's echo arrives.
+async fn answered_call(
+    rig: &Rig,
+    desk: &mut Desk,
+    number: &str,
+) -> anyhow::Result<(Caller, String)> {
+    let mut caller = Caller::call(rig.server, number).await?;
+    let (_, offered) = desk.event("call.offered").await;
+    let call_id = offered["data"]["call_id"]
+        .as_str()
+        .context("call_id")?
+        .to_string();
+    assert_eq!(call_id, caller.call_id);
+    let (_, answered) = desk.event("call.answered").await;
+    assert_eq!(answered["data"]["call_id"], call_id.as_str());
+    caller.until("the agent's echo", |h| h.echo >= 25).await?;
+    Ok((caller, call_id))
+}
+
+fn cmd(kind: &str, call_id: &str) -> Value {
+    json!({"type": kind, "call_id": call_id})
+}
+
+/// Hold from the desk: the caller hears music and the agent stops hearing the caller;
+/// `call.held` reaches the desk; resume brings the conversation back with `call.resumed`;
+/// the hold time is in the CDR. Holding twice, resuming an unheld call, another agent's
+/// hold and an unknown call are refused with codes and change nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn desk_holds_and_resumes_the_caller() -> anyhow::Result<()> {
+    let rig = rig("deskhold", [11000, 11199]).await?;
+    let mut bob = rig.desk("bob", true).await?;
+    let mut carol = rig.desk("carol", false).await?;
+    let bob_phone = phone(rig.server, "bob", "uas_call.xml").await?;
+    let (mut caller, call_id) = answered_call(&rig, &mut bob, "4100").await?;
+
+    bob.fails(cmd("call.resume", &call_id), "invalid_state")
+        .await;
+    carol.fails(cmd("call.hold", &call_id), "forbidden").await;
+    bob.fails(cmd("call.hold", "no-such-call"), "forbidden")
+        .await;
+    // None of these held the call: the agent still hears the caller.
+    let before = caller.heard().echo;
+    caller
+        .until("echo after refused commands", |h| h.echo >= before + 10)
+        .await?;
+
+    bob.ok(cmd("call.hold", &call_id)).await;
+    let (_, held) = bob.event("call.held").await;
+    assert_eq!(held["data"]["call_id"], call_id.as_str());
+    assert_eq!(held["data"]["agent"], "bob");
+    bob.fails(cmd("call.hold", &call_id), "invalid_state").await;
+    let at_hold = caller.heard();
+    let on_hold = caller
+        .until("music while held", |h| h.other >= at_hold.other + 50)
+        .await?;
+    // Packets the agent echoed before the hold may still be in flight: a handful.
+    assert!(
+        on_hold.echo <= at_hold.echo + 5,
+        "the agent heard the caller while held: {at_hold:?} → {on_hold:?}"
+    );
+
+    bob.ok(cmd("call.resume", &call_id)).await;
+    let (_, resumed) = bob.event("call.resumed").await;
+    assert_eq!(resumed["data"]["call_id"], call_id.as_str());
+    let back = caller.heard();
+    caller
+        .until("the agent hears the caller again", |h| {
+            h.echo >= back.echo + 25
+        })
+        .await?;
+
+    bob.ok(cmd("call.hangup", &call_id)).await;
+    caller.bye().await?;
+    bob_phone.expect_success().await?;
+    let cdr = rig.cdrs()?.wait_calls(1, WAIT).await;
+    let cdr = cdr.first().context("CDR")?;
+    assert_eq!(cdr.call_id, call_id);
+    assert!(
+        (900..=8000).contains(&cdr.hold_ms),
+        "about a second on hold (50 packets of music): {cdr:?}"
+    );
+    bob.close().await;
+    carol.close().await;
+    rig.done(1).await
+}
+
+/// Hold from the agent's phone (re-INVITE sendonly, then sendrecv) is reported to the
+/// desk as `call.held` and `call.resumed` too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn phone_hold_is_published_to_the_desk() -> anyhow::Result<()> {
+    let rig = rig("phonehold", [11200, 11399]).await?;
+    let mut bob = rig.desk("bob", true).await?;
+    let bob_phone = phone(rig.server, "bob", "uas_hold_resume.xml").await?;
+    let (caller, call_id) = answered_call(&rig, &mut bob, "4100").await?;
+    let (_, held) = bob.event("call.held").await;
+    assert_eq!(held["data"]["call_id"], call_id.as_str());
+    let (_, resumed) = bob.event("call.resumed").await;
+    assert_eq!(resumed["data"]["call_id"], call_id.as_str());
+    bob.ok(cmd("call.hangup", &call_id)).await;
+    caller.bye().await?;
+    bob_phone.expect_success().await?;
+    bob.close().await;
+    rig.done(1).await
+}
+
+/// Waits for an `agent.state` event with `state` and returns its data.
+async fn state(desk: &mut Desk, want: &str) -> Value {
+    loop {
+        let (_, ev) = desk.event("agent.state").await;
+        if ev["data"]["state"] == want {
+            return ev["data"].clone();
+        }
+    }
+}
+
+/// Blind transfers from the desk: bob sends the caller to the sales queue, where dave's
+/// desk is offered the call and his phone answers; dave sends it on to carol (a user,
+/// rung as an extension). Each transferring agent's phone gets BYE, their desk
+/// `call.transferred` and wrap-up, and loses control of the call; the caller stays
+/// connected throughout and ends up talking to carol. Bad targets are refused with
+/// codes while the call stays as it was. The CDR counts two transfers, agent carol.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn desk_transfers_blind_to_a_queue_and_an_agent() -> anyhow::Result<()> {
+    let rig = rig("desktransfer", [11400, 11599]).await?;
+    let mut bob = rig.desk("bob", true).await?;
+    let mut dave = rig.desk("dave", true).await?;
+    let bob_phone = phone(rig.server, "bob", "uas_call.xml").await?;
+    let dave_phone = phone(rig.server, "dave", "uas_call.xml").await?;
+    let carol_phone = phone(rig.server, "carol", "uas_call.xml").await?;
+    let (mut caller, call_id) = answered_call(&rig, &mut bob, "4100").await?;
+
+    let transfer = |to: &str| json!({"type": "call.transfer", "call_id": call_id, "to": to});
+    bob.fails(transfer("nobody"), "not_found").await;
+    bob.fails(transfer("queue:carol"), "not_found").await;
+    bob.fails(transfer("bob"), "invalid_state").await;
+    // alice is a user but has no phone registered.
+    bob.fails(transfer("alice"), "invalid_state").await;
+    dave.fails(transfer("sales"), "forbidden").await;
+    let before = caller.heard().echo;
+    caller
+        .until("bob still talking after refused transfers", |h| {
+            h.echo >= before + 10
+        })
+        .await?;
+
+    bob.ok(transfer("sales")).await;
+    let (_, t) = bob.event("call.transferred").await;
+    assert_eq!(t["data"]["call_id"], call_id.as_str());
+    assert_eq!(t["data"]["to"], "queue:sales");
+    bob_phone.expect_success().await?;
+    let wrap = state(&mut bob, "wrap_up").await;
+    assert_eq!(wrap["call_id"], call_id.as_str());
+    bob.fails(cmd("call.hold", &call_id), "forbidden").await;
+    let (_, offered) = dave.event("call.offered").await;
+    assert_eq!(offered["data"]["call_id"], call_id.as_str());
+    assert_eq!(offered["data"]["queue"], "sales");
+    dave.event("call.answered").await;
+    let at = caller.heard().echo;
+    caller
+        .until("dave hears the caller", |h| h.echo >= at + 25)
+        .await?;
+
+    dave.ok(json!({"type": "call.transfer", "call_id": call_id, "to": "agent:carol"}))
+        .await;
+    let (_, t) = dave.event("call.transferred").await;
+    assert_eq!(t["data"]["to"], "extension:carol");
+    dave_phone.expect_success().await?;
+    let at = caller.heard().echo;
+    caller
+        .until("carol hears the caller", |h| h.echo >= at + 25)
+        .await?;
+
+    caller.hangup().await?;
+    carol_phone.expect_success().await?;
+    let cdr = rig.cdrs()?.wait_calls(1, WAIT).await;
+    let cdr = cdr.first().context("CDR")?;
+    assert_eq!(cdr.call_id, call_id);
+    assert_eq!(cdr.transfers, 2, "{cdr:?}");
+    assert_eq!(cdr.agent.as_deref(), Some("carol"), "{cdr:?}");
+    bob.close().await;
+    dave.close().await;
+    rig.done(1).await
+}
+
+/// DTMF from the desk reaches the caller as RFC 4733 events, in order; malformed keys
+/// are refused before anything is sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn desk_sends_dtmf_to_the_caller() -> anyhow::Result<()> {
+    let rig = rig("deskdtmf", [11600, 11799]).await?;
+    let mut bob = rig.desk("bob", true).await?;
+    let bob_phone = phone(rig.server, "bob", "uas_call.xml").await?;
+    let (mut caller, call_id) = answered_call(&rig, &mut bob, "4100").await?;
+    let dtmf = |d: &str| json!({"type": "call.dtmf", "call_id": call_id, "digits": d});
+    bob.fails(dtmf("12x"), "bad_request").await;
+    bob.fails(dtmf(""), "bad_request").await;
+    bob.ok(dtmf("12#")).await;
+    bob.ok(dtmf("9")).await;
+    let heard = caller.until("four keys", |h| h.keys.len() >= 4).await?;
+    assert_eq!(
+        heard.keys, "12#9",
+        "keys in order, none from the refused requests"
+    );
+    bob.ok(cmd("call.hangup", &call_id)).await;
+    caller.bye().await?;
+    bob_phone.expect_success().await?;
+    bob.close().await;
+    rig.done(1).await
+}
+
+/// Pausing the recording (card numbers) writes silence on both channels for as long as
+/// it lasts, then the conversation again: the file keeps the call's timeline, and the
+/// CDR keeps its path. Pausing twice or resuming an unpaused recording is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn desk_pauses_and_resumes_the_recording() -> anyhow::Result<()> {
+    let rig = rig("deskrec", [11800, 11999]).await?;
+    let mut bob = rig.desk("bob", true).await?;
+    let bob_phone = phone(rig.server, "bob", "uas_call.xml").await?;
+    let (mut caller, call_id) = answered_call(&rig, &mut bob, "4100").await?;
+    bob.fails(cmd("recording.resume", &call_id), "invalid_state")
+        .await;
+    let at = caller.heard().echo;
+    caller
+        .until("talk before the pause", |h| h.echo >= at + 25)
+        .await?;
+    bob.ok(cmd("recording.pause", &call_id)).await;
+    bob.fails(cmd("recording.pause", &call_id), "invalid_state")
+        .await;
+    let at = caller.heard().echo;
+    // The conversation goes on while paused (about 1.2 s of it).
+    caller
+        .until("talk while paused", |h| h.echo >= at + 60)
+        .await?;
+    bob.ok(cmd("recording.resume", &call_id)).await;
+    let at = caller.heard().echo;
+    caller
+        .until("talk after the pause", |h| h.echo >= at + 25)
+        .await?;
+    bob.ok(cmd("call.hangup", &call_id)).await;
+    caller.bye().await?;
+    bob_phone.expect_success().await?;
+    let cdr = rig.cdrs()?.wait_calls(1, WAIT).await;
+    let cdr = cdr.first().context("CDR")?;
+    let path = cdr
+        .recording
+        .as_deref()
+        .context("recording path in the CDR")?;
+    let mut wav = hound::WavReader::open(path)?;
+    let samples: Vec<i16> = wav.samples::<i16>().collect::<Result<_, _>>()?;
+    let frames: Vec<(i16, i16)> = samples.chunks(2).map(|c| (c[0], c[1])).collect();
+    // The longest stretch where both channels are silent is the pause.
+    let (mut run, mut longest, mut end) = (0usize, 0usize, 0usize);
+    for (i, &(l, r)) in frames.iter().enumerate() {
+        run = if l == 0 && r == 0 { run + 1 } else { 0 };
+        if run > longest {
+            (longest, end) = (run, i);
+        }
+    }
+    let start = end + 1 - longest;
+    assert!(
+        longest >= 8000,
+        "at least a second of silence while paused: {longest} frames"
+    );
+    let loud = |f: &[(i16, i16)]| f.iter().filter(|(l, r)| *l != 0 && *r != 0).count();
+    assert!(
+        loud(&frames[..start]) >= 2000,
+        "conversation before the pause"
+    );
+    assert!(loud(&frames[end..]) >= 2000, "conversation after the pause");
+    bob.close().await;
+    rig.done(1).await
+}
+
+/// Attended transfer from the desk: bob consults carol while the caller hears music
+/// (and bob no longer hears the caller), cancels (carol gets BYE, bob talks to the caller
+/// again), then consults dave and completes: bob's phone gets BYE and his desk
+/// `call.transferred`, the caller talks to dave. Completing with no consultation, and an
+/// attended transfer to a queue, are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn desk_transfers_attended_with_cancel_and_complete() -> anyhow::Result<()> {
+    let rig = rig("deskattended", [12000, 12199]).await?;
+    let mut bob = rig.desk("bob", true).await?;
+    let bob_phone = phone(rig.server, "bob", "uas_call.xml").await?;
+    let carol_phone = phone(rig.server, "carol", "uas_call.xml").await?;
+    let dave_phone = phone(rig.server, "dave", "uas_call.xml").await?;
+    let (mut caller, call_id) = answered_call(&rig, &mut bob, "4100").await?;
+    let consult =
+        |to: &str| json!({"type": "call.transfer", "call_id": call_id, "to": to, "attended": true});
+    bob.fails(cmd("call.transfer.complete", &call_id), "invalid_state")
+        .await;
+    bob.fails(cmd("call.transfer.cancel", &call_id), "invalid_state")
+        .await;
+    bob.fails(consult("sales"), "invalid_state").await;
+
+    bob.ok(consult("carol")).await;
+    bob.event("call.held").await;
+    let at = caller.heard();
+    let during = caller
+        .until("music during the consultation", |h| {
+            h.other >= at.other + 50
+        })
+        .await?;
+    assert!(
+        during.echo <= at.echo + 5,
+        "bob heard the caller while consulting: {at:?} → {during:?}"
+    );
+    bob.fails(consult("dave"), "invalid_state").await;
+    bob.ok(cmd("call.transfer.cancel", &call_id)).await;
+    bob.event("call.resumed").await;
+    carol_phone.expect_success().await?;
+    let at = caller.heard().echo;
+    caller
+        .until("bob talks to the caller again", |h| h.echo >= at + 25)
+        .await?;
+
+    bob.ok(consult("dave")).await;
+    // dave's phone answers at once; completing before that is refused, after it works.
+    let done = loop {
+        let r = bob.request(cmd("call.transfer.complete", &call_id)).await;
+        if r["type"] == "reply" {
+            break r;
+        }
+        assert_eq!(r["code"], "invalid_state", "{r}");
+        let before = caller.heard().other;
+        caller.until("more music", |h| h.other > before).await?;
+    };
+    assert_eq!(done["data"]["call_id"], call_id.as_str());
+    let (_, t) = bob.event("call.transferred").await;
+    assert_eq!(t["data"]["to"], "extension:dave");
+    bob_phone.expect_success().await?;
+    let at = caller.heard().echo;
+    caller
+        .until("dave hears the caller", |h| h.echo >= at + 25)
+        .await?;
+    caller.hangup().await?;
+    dave_phone.expect_success().await?;
+    let cdr = rig.cdrs()?.wait_calls(1, WAIT).await;
+    let cdr = cdr.first().context("CDR")?;
+    assert_eq!(cdr.transfers, 1, "{cdr:?}");
+    assert_eq!(cdr.agent.as_deref(), Some("dave"), "{cdr:?}");
+    bob.close().await;
+    rig.done(1).await
+}
+
+/// A desk that stops reading is disconnected rather than buffered without bound: it
+/// sends bad frames (each answered by an error frame of a few hundred bytes) and reads
+/// nothing until it has sent them all. Then it gets fewer answers than it asked for and
+/// the server's end of the socket is closed. A new socket logs in as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_desk_that_stops_reading_is_disconnected() -> anyhow::Result<()> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
+    let rig = rig("slowdesk", [12200, 12399]).await?;
+    let mut req = format!("ws://{}/cti", rig.cti).into_client_request()?;
+    req.headers_mut().insert("Origin", ORIGIN.parse()?);
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await?;
+    const SENT: usize = 50_000;
+    let bad = json!({"v": 1, "type": "no.such.request"}).to_string();
+    for _ in 0..SENT {
+        if ws.send(Message::text(bad.clone())).await.is_err() {
+            break; // already disconnected
+        }
+    }
+    let (mut answers, mut closed) = (0usize, false);
+    loop {
+        match tokio::time::timeout(WAIT, ws.next()).await {
+            Ok(Some(Ok(Message::Text(_)))) => answers += 1,
+            Ok(Some(Ok(Message::Close(_)))) | Ok(None) | Ok(Some(Err(_))) => {
+                closed = true;
+                break;
+            }
+            Ok(Some(Ok(_))) => {}
+            Err(_) => break, // still open, nothing more to read
+        }
+    }
+    assert!(closed, "the socket stayed open ({answers} answers read)");
+    assert!(
+        answers < SENT,
+        "every answer was buffered for the desk: {answers}"
+    );
+    let mut d = rig.desk("bob", false).await?;
+    d.ok(json!({"type": "agent.ready"})).await;
+    d.close().await;
+    rig.done(0).await
+}
+
+/// Click-to-dial: bob's desk dials a customer's number; Hotline calls bob's phone first,
+/// then the number through the static route (a SIPp trunk), bridges and records them; the
+/// desk sees `call.answered`, hangs up, gets `call.ended` with the trail entry: outbound,
+/// bob, the customer the number belongs to, the recording. Bad requests and a customer
+/// outside bob's reach are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn desk_dials_a_customer() -> anyhow::Result<()> {
+    let db = std::env::temp_dir().join(format!("hotline_dial_{}.sqlite", std::process::id()));
+    let loc = db.display().to_string();
+    let store = hotline_crm::Store::open(&loc, &hotline_crm::StoreConfig::default()).await?;
+    let weber = store
+        .create_customer(
+            &hotline_crm::CustomerData {
+                surname: "Weber".into(),
+                ..hotline_crm::CustomerData::default()
+            },
+            &[CALLER],
+        )
+        .await?;
+    let other = store
+        .create_customer(
+            &hotline_crm::CustomerData {
+                surname: "Roth".into(),
+                ..hotline_crm::CustomerData::default()
+            },
+            &["+49307654321"],
+        )
+        .await?;
+    let trunk_port = free_port();
+    let trunk = SippBuilder::new("desk-dial-trunk", "uas_call.xml", Proto::Udp, trunk_port)
+        .args(["-rtp_echo"])
+        .set("-timeout", "40s")
+        .spawn(None)?;
+    wait_bound(trunk_port, Proto::Udp).await?;
+    let rig = rig_with(
+        "deskdial",
+        [12400, 12599],
+        &format!("static_route = \"sip:127.0.0.1:{trunk_port}\"\n"),
+        &format!("[crm]\nstore = \"{loc}\"\n"),
+    )
+    .await?;
+    let mut bob = rig.desk("bob", false).await?;
+    let bob_phone = phone(rig.server, "bob", "uas_call.xml").await?;
+    bob.fails(json!({"type": "call.dial"}), "bad_request").await;
+    bob.fails(
+        json!({"type": "call.dial", "number": "12 34"}),
+        "bad_request",
+    )
+    .await;
+    bob.fails(
+        json!({"type": "call.dial", "customer_id": other}),
+        "forbidden",
+    )
+    .await;
+
+    let placed = bob.ok(json!({"type": "call.dial", "number": CALLER})).await;
+    let call_id = placed["call_id"].as_str().context("call_id")?.to_string();
+    let (_, answered) = bob.event("call.answered").await;
+    assert_eq!(answered["data"]["call_id"], call_id.as_str());
+    assert_eq!(answered["data"]["agent"], "bob");
+    bob.ok(cmd("call.hangup", &call_id)).await;
+    let (_, ended) = bob.event("call.ended").await;
+    assert_eq!(ended["data"]["call_id"], call_id.as_str());
+    let interaction = ended["data"]["interaction_id"]
+        .as_i64()
+        .context("trail entry")?;
+    bob_phone.expect_success().await?;
+    trunk.expect_success().await?;
+    let trail = store
+        .interaction_by_call_id(&call_id)
+        .await?
+        .context("interaction in the trail")?;
+    assert_eq!(trail.id, interaction);
+    assert_eq!(trail.customer_id, weber);
+    assert_eq!(trail.agent.as_deref(), Some("bob"));
+    assert_eq!(trail.direction, hotline_crm::Direction::Outbound);
+    let recording = trail
+        .recording_path
+        .as_deref()
+        .context("recording in the trail")?;
+    assert!(std::path::Path::new(recording).exists(), "{recording}");
+    let cdr = rig.cdrs()?.wait_calls(1, WAIT).await;
+    let cdr = cdr.first().context("CDR")?;
+    assert_eq!(
+        (cdr.direction.as_str(), cdr.route.as_str()),
+        ("outbound", "dial")
+    );
+    assert_eq!(cdr.agent.as_deref(), Some("bob"));
+    assert_eq!(cdr.recording.as_deref(), Some(recording));
+    assert!(cdr.answered_at.is_some(), "{cdr:?}");
+    bob.close().await;
+    rig.done(1).await?;
+    store.close().await;
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{loc}{suffix}"));
+    }
+    Ok(())
+}
+
+/// A blind transfer from the agent's phone (REFER) is published to the desk as
+/// `call.transferred` too, and the desk loses control of the call.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn phone_refer_is_published_to_the_desk() -> anyhow::Result<()> {
+    let rig = rig("phonerefer", [12600, 12799]).await?;
+    let mut bob = rig.desk("bob", true).await?;
+    let port = free_port();
+    SippBuilder::new("desk-bob-register", "register_once.xml", Proto::Udp, port)
+        .args(["-s", "bob", "-au", "bob", "-ap", "bob-pw"])
+        .spawn(Some(rig.server))?
+        .expect_success()
+        .await?;
+    let bob_phone = SippBuilder::new("desk-bob-refer", "uas_refer_blind.xml", Proto::Udp, port)
+        .args(["-s", "bob", "-rtp_echo", "-key", "target", "carol"])
+        .spawn(None)?;
+    wait_bound(port, Proto::Udp).await?;
+    let carol_phone = phone(rig.server, "carol", "uas_call.xml").await?;
+    let (mut caller, call_id) = answered_call(&rig, &mut bob, "4100").await?;
+    let (_, t) = bob.event("call.transferred").await;
+    assert_eq!(t["data"]["call_id"], call_id.as_str());
+    assert_eq!(t["data"]["to"], "extension:carol");
+    bob_phone.expect_success().await?;
+    bob.fails(cmd("call.hold", &call_id), "forbidden").await;
+    let at = caller.heard().echo;
+    caller
+        .until("carol hears the caller", |h| h.echo >= at + 25)
+        .await?;
+    caller.hangup().await?;
+    carol_phone.expect_success().await?;
+    bob.close().await;
+    rig.done(1).await
+}
+
+/// An agent's phone on raw UDP (registered with SIPp, then its port taken over): answers
+/// one INVITE, sends `mark` as audio and counts what it hears; hangs up or takes a BYE.
+struct RawPhone {
+    sip: UdpSocket,
+    server: SocketAddr,
+    media: Option<Arc<UdpSocket>>,
+    mark: u8,
+    /// The dialog (From and To as the phone sends them, Call-ID, Hotline's Contact).
+    dialog: Option<(String, String, String, String)>,
+    heard: Option<watch::Receiver<Heard>>,
+    _tasks: Vec<tokio::task::AbortHandle>,
+}
+
+impl RawPhone {
+    async fn register(server: SocketAddr, user: &str, mark: u8) -> anyhow::Result<RawPhone> {
+        let port = free_port();
+        let pw = format!("{user}-pw");
+        SippBuilder::new(
+            &format!("desk-raw-{user}"),
+            "register_once.xml",
+            Proto::Udp,
+            port,
+        )
+        .args(["-s", user, "-au", user, "-ap", &pw])
+        .spawn(Some(server))?
+        .expect_success()
+        .await?;
+        Ok(RawPhone {
+            sip: UdpSocket::bind(("127.0.0.1", port)).await?,
+            server,
+            media: Some(Arc::new(UdpSocket::bind("127.0.0.1:0").await?)),
+            mark,
+            dialog: None,
+            heard: None,
+            _tasks: Vec::new(),
+        })
+    }
+
+    /// Answers the next INVITE with 200 + SDP, waits for the ACK, starts RTP.
+    async fn answer(&mut self) -> anyhow::Result<()> {
+        let invite = loop {
+            let m = recv(&self.sip).await.context("INVITE to the phone")?;
+            if m.starts_with("INVITE ") {
+                break m;
+            }
+        };
+        let media = self.media.take().context("one call per phone")?;
+        let port = self.sip.local_addr()?.port();
+        let to = format!("{};tag=raw{port}", header(&invite, "To").context("To")?);
+        let from = header(&invite, "From").context("From")?.to_string();
+        let call_id = header(&invite, "Call-ID").context("Call-ID")?.to_string();
+        let target = header(&invite, "Contact")
+            .and_then(|c| c.split(['<', '>']).nth(1))
+            .context("Contact")?
+            .to_string();
+        let body = invite.split("\r\n\r\n").nth(1).unwrap_or_default();
+        let rtp_port: u16 = body
+            .lines()
+            .find_map(|l| l.strip_prefix("m=audio "))
+            .and_then(|l| l.split(' ').next())
+            .and_then(|p| p.parse().ok())
+            .context("m=audio in the offer")?;
+        let sdp = format!(
+            "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+             m=audio {} RTP/AVP 0\r\na=rtpmap:0 PCMU/8000\r\n",
+            media.local_addr()?.port()
+        );
+        let mut ok = String::from("SIP/2.0 200 OK\r\n");
+        for name in ["Via", "From", "Call-ID", "CSeq"] {
+            if let Some(v) = header(&invite, name) {
+                ok.push_str(&format!("{name}: {v}\r\n"));
+            }
+        }
+        ok.push_str(&format!(
+            "To: {to}\r\nContact: <sip:phone@127.0.0.1:{port}>\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+            sdp.len()
+        ));
+        self.sip.send_to(ok.as_bytes(), self.server).await?;
+        loop {
+            let m = recv(&self.sip).await.context("ACK to the phone")?;
+            if m.starts_with("ACK ") {
+                break;
+            }
+        }
+        let (heard, tasks) = rtp_party(
+            media,
+            (std::net::Ipv4Addr::LOCALHOST, rtp_port).into(),
+            self.mark,
+        );
+        self.heard = Some(heard);
+        self._tasks = tasks;
+        // In our requests, our To is From and theirs is To.
+        self.dialog = Some((to, from, call_id, target));
+        Ok(())
+    }
+
+    async fn until(&mut self, what: &str, done: impl Fn(&Heard) -> bool) -> anyhow::Result<()> {
+        let heard = self.heard.as_mut().context("answered")?;
+        let ok = tokio::time::timeout(WAIT, heard.wait_for(|h| done(h)))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        if !ok {
+            bail!(
+                "phone: {what} within 10 s (heard {:?})",
+                heard.borrow().clone()
+            );
+        }
+        Ok(())
+    }
+
+    async fn hangup(&self) -> anyhow::Result<()> {
+        let (from, to, call_id, target) = self.dialog.as_ref().context("answered")?;
+        let port = self.sip.local_addr()?.port();
+        let bye = format!(
+            "BYE {target} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch=z9hG4bK-pbye{port};rport\r\n\
+             From: {from}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: 1 BYE\r\nMax-Forwards: 70\r\n\
+             Content-Length: 0\r\n\r\n"
+        );
+        self.sip.send_to(bye.as_bytes(), self.server).await?;
+        loop {
+            let m = recv(&self.sip).await.context("200 to the phone's BYE")?;
+            if m.starts_with("SIP/2.0 200") && header(&m, "CSeq").is_some_and(|c| c.contains("BYE"))
+            {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn bye(&self) -> anyhow::Result<()> {
+        loop {
+            let m = recv(&self.sip).await.context("BYE to the phone")?;
+            if !m.starts_with("BYE ") {
+                continue;
+            }
+            let mut out = String::from("SIP/2.0 200 OK\r\n");
+            for name in ["Via", "From", "To", "Call-ID", "CSeq"] {
+                if let Some(v) = header(&m, name) {
+                    out.push_str(&format!("{name}: {v}\r\n"));
+                }
+            }
+            out.push_str("Content-Length: 0\r\n\r\n");
+            self.sip.send_to(out.as_bytes(), self.server).await?;
+            return Ok(());
+        }
+    }
+}
+
+/// Conference from the desk: bob adds carol; caller, bob and carol each send a constant
+/// and each hears exactly the G.711 sum of the other two. Bob hangs up: carol stays with
+/// the caller (relayed, no mix), and bob's desk gets `call.transferred`. Hold and a
+/// second conference are refused while the three talk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn desk_conferences_a_third_party() -> anyhow::Result<()> {
+    use hotline_media::g711::Law;
+    const BOB: u8 = 0x33;
+    const CAROL: u8 = 0x22;
+    let sum = |a: u8, b: u8| {
+        let u = Law::Ulaw;
+        u.encode((i32::from(u.decode(a)) + i32::from(u.decode(b))).clamp(-32768, 32767) as i16)
+    };
+    let rig = rig("deskconf", [12800, 12999]).await?;
+    let mut bob = rig.desk("bob", true).await?;
+    let mut bob_phone = RawPhone::register(rig.server, "bob", BOB).await?;
+    let mut carol_phone = RawPhone::register(rig.server, "carol", CAROL).await?;
+    let mut caller = Caller::call(rig.server, "4100").await?;
+    let (_, offered) = bob.event("call.offered").await;
+    let call_id = offered["data"]["call_id"]
+        .as_str()
+        .context("call_id")?
+        .to_string();
+    bob_phone.answer().await?;
+    caller
+        .until("bob's audio", |h| {
+            h.uniform.get(&BOB).copied().unwrap_or(0) >= 25
+        })
+        .await?;
+
+    let conf = |to: &str| json!({"type": "call.conference", "call_id": call_id, "to": to});
+    bob.fails(conf("nobody"), "not_found").await;
+    bob.fails(conf("sales"), "invalid_state").await;
+    bob.ok(conf("carol")).await;
+    carol_phone.answer().await?;
+    let (to_caller, to_bob, to_carol) = (sum(BOB, CAROL), sum(MARK, CAROL), sum(MARK, BOB));
+    let n = |h: &Heard, b: u8| h.uniform.get(&b).copied().unwrap_or(0);
+    caller
+        .until("bob + carol", |h| n(h, to_caller) >= 25)
+        .await?;
+    bob_phone
+        .until("caller + carol", |h| n(h, to_bob) >= 25)
+        .await?;
+    carol_phone
+        .until("caller + bob", |h| n(h, to_carol) >= 25)
+        .await?;
+    bob.fails(cmd("call.hold", &call_id), "invalid_state").await;
+    bob.fails(conf("dave"), "invalid_state").await;
+
+    bob_phone.hangup().await?;
+    let (_, t) = bob.event("call.transferred").await;
+    assert_eq!(t["data"]["to"], "extension:carol");
+    let before = n(&caller.heard(), CAROL);
+    caller
+        .until("carol alone, relayed", |h| n(h, CAROL) >= before + 25)
+        .await?;
+    carol_phone
+        .until("the caller alone", |h| n(h, MARK) >= 25)
+        .await?;
+    caller.hangup().await?;
+    carol_phone.bye().await?;
+    let cdr = rig.cdrs()?.wait_calls(1, WAIT).await;
+    let cdr = cdr.first().context("CDR")?;
+    assert_eq!(cdr.agent.as_deref(), Some("carol"), "{cdr:?}");
+    bob.close().await;
+    rig.done(1).await
+}
