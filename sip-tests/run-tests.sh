@@ -29,6 +29,12 @@ if [ ${#desk_need[@]} -gt 0 ]; then
 fi
 [ -d sip-tests/browser/node_modules/playwright-core ] || (cd sip-tests/browser && npm ci --no-audit --no-fund)
 
+# The SIP-over-WebSocket tests run JsSIP on node (sip-tests/node, pinned by its lock file;
+# node and npm are installed above).
+if [ ! -d sip-tests/node/node_modules ]; then
+  (cd sip-tests/node && npm ci --no-audit --no-fund)
+fi
+
 # The CRM store's suite runs against PostgreSQL as well as SQLite: start (or install) one.
 bash crates/crm/scripts/ensure-postgres.sh
 

@@ -626,3 +626,69 @@ async fn desk_page_chooses_a_candidate_completes_a_new_customer_and_searches() -
 {
     with_sqlite("desk_crm", crm_flow).await
 }
+
+/// The phone in the page: JsSIP (vendored) registers over Hotline's SIP-over-WebSocket
+/// listener as bob's device with digest auth, the queue call rings in the page next to its
+/// pop, and declining it from the page sends the call back to the queue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn desk_page_phone_registers_over_websocket_and_rings() -> anyhow::Result<()> {
+    with_sqlite("desk_phone", async |store_path| {
+        let mut rig = Rig::start_with(
+            store_path,
+            [27200, 27299],
+            0,
+            "desk_phone_flow.mjs",
+            async |store| {
+                store
+                    .create_customer(
+                        &CustomerData {
+                            title: Some("Dr.".into()),
+                            first_name: Some("Anna".into()),
+                            surname: "Weber".into(),
+                            tier: Tier::Vip,
+                            ..CustomerData::default()
+                        },
+                        &[WEBER],
+                    )
+                    .await?;
+                Ok(())
+            },
+            "domains = [\"hotline.test\"]\nws_listen = [\"127.0.0.1:0\"]\n",
+            |h| {
+                let ws = h
+                    .sip
+                    .addrs(hotline_sip::Transport::Ws)
+                    .first()
+                    .map(|a| format!("ws://{a}"))
+                    .unwrap_or_default();
+                vec![
+                    ("SIP_WS_URL", ws),
+                    ("SIP_DOMAIN", "hotline.test".to_string()),
+                    ("SIP_USER", "bob".to_string()),
+                    ("SIP_PASSWORD", "bob-pw".to_string()),
+                ]
+            },
+        )
+        .await?;
+        let reg = rig.flow.step("registered").await?;
+        assert_eq!(reg["status"], "Phone registered as bob", "{reg}");
+        let caller = rig.call(WEBER)?;
+        let ringing = rig.flow.step("ringing").await?;
+        assert_eq!(ringing["name"], "Dr. Anna Weber", "{ringing}");
+        assert_eq!(ringing["status"], "Ringing", "{ringing}");
+        let declined = rig.flow.step("declined").await?;
+        assert_eq!(
+            declined["notice"], "The call was not answered; it went back to the queue.",
+            "{declined}"
+        );
+        assert_eq!(declined["errors"], Value::Array(vec![]), "{declined}");
+        // The caller is still queued (no other agent): end it from the caller's side.
+        drop(caller);
+        let status = tokio::time::timeout(STEP, rig.flow.child.wait()).await??;
+        ensure!(status.success(), "browser flow exited with {status}");
+        rig.h.shutdown().await;
+        rig.store.close().await;
+        shots_exist("phone", &["01-registered", "02-ringing", "03-declined"])
+    })
+    .await
+}

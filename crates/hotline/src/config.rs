@@ -15,6 +15,9 @@ use hotline_sip::{Cidr, CoreConfig, Target, Transport};
 use serde::Deserialize;
 use toml::Spanned;
 
+#[path = "config_transport.rs"]
+pub mod transport;
+
 /// The whole file.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -350,7 +353,7 @@ pub struct SipConfig {
     /// transaction lives 64*T1 (32 s) after its final response, at well under 1 KB.
     #[serde(default = "default_max_transactions")]
     pub max_transactions: usize,
-    /// Maximum simultaneous TCP connections.
+    /// Maximum simultaneous inbound stream connections (TCP, TLS, WS and WSS together).
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
     /// RFC 3261 timers in milliseconds.
@@ -370,6 +373,23 @@ pub struct SipConfig {
     /// `[sip.guard]`: flood, brute-force and scanner defence.
     #[serde(default)]
     pub guard: GuardToml,
+    /// SIP over TLS listen addresses (e.g. `["0.0.0.0:5061"]`; need `[sip.tls]`).
+    #[serde(default)]
+    pub tls_listen: Vec<SocketAddr>,
+    /// SIP over WebSocket (browser softphones) listen addresses.
+    #[serde(default)]
+    pub ws_listen: Vec<SocketAddr>,
+    /// SIP over secure WebSocket listen addresses (need `[sip.tls]`).
+    #[serde(default)]
+    pub wss_listen: Vec<SocketAddr>,
+    /// Stream connections one source IP may hold (trusted networks exempt).
+    #[serde(default = "transport::default_per_source")]
+    pub max_connections_per_source: usize,
+    /// `[sip.tls]`: certificate and key (see [`transport`]).
+    pub tls: Option<transport::TlsToml>,
+    /// `[sip.ws]`: WebSocket Origin allow-list.
+    #[serde(default)]
+    pub ws: transport::WsToml,
 }
 
 /// `[sip.guard]`; every key optional (defaults in [`GuardConfig::default`]).
@@ -464,7 +484,7 @@ impl TryFrom<String> for Net {
     }
 }
 
-/// A static route target: `sip:IP[:port][;transport=tcp]`.
+/// A static route target: `sip:IP[:port][;transport=tcp|tls]`.
 #[derive(Debug, Clone, Copy, Deserialize)]
 #[serde(try_from = "String")]
 pub struct Route(pub Target);
@@ -472,7 +492,8 @@ pub struct Route(pub Target);
 impl TryFrom<String> for Route {
     type Error = String;
     fn try_from(s: String) -> Result<Self, String> {
-        let bad = || format!("invalid static_route {s:?} (expected sip:IP[:port][;transport=tcp])");
+        let bad =
+            || format!("invalid static_route {s:?} (expected sip:IP[:port][;transport=tcp|tls])");
         let rest = s.strip_prefix("sip:").ok_or_else(bad)?;
         let (hp, params) = rest.split_once(';').unwrap_or((rest, ""));
         let addr: SocketAddr = hp
@@ -485,6 +506,8 @@ impl TryFrom<String> for Route {
         let transport = match params.to_ascii_lowercase().as_str() {
             "" | "transport=udp" => Transport::Udp,
             "transport=tcp" => Transport::Tcp,
+            // Dialled with the roots of `[sip.tls] ca` (see config_transport).
+            "transport=tls" => Transport::Tls,
             _ => return Err(bad()),
         };
         Ok(Route(Target { transport, addr }))
@@ -612,13 +635,17 @@ impl Config {
     pub fn validate_all(&self, path: &Path, text: &str) -> Vec<ConfigError> {
         let mut errs = Vec::new();
         let sip_at = text.find("[sip]").unwrap_or(0);
-        if self.sip.udp.is_empty() && self.sip.tcp.is_empty() {
+        if !self.sip.has_listener() {
             errs.push(locate(
                 path,
                 text,
                 sip_at,
-                "[sip] needs at least one udp or tcp listen address".into(),
+                "[sip] needs at least one udp, tcp, tls_listen, ws_listen or wss_listen address"
+                    .into(),
             ));
+        }
+        if let Err(e) = self.validate_transports(path, text) {
+            errs.push(e);
         }
         let min = *self.sip.min_expires.get_ref();
         if min > self.sip.max_expires || self.sip.default_expires < min {

@@ -78,6 +78,7 @@ pub fn sip_server_config(cfg: &Config) -> anyhow::Result<ServerConfig> {
         core: cfg.core_config(os_secret()?),
         tcp_queue: 1024,
         max_connections: cfg.sip.max_connections,
+        ..cfg.sip.transports()
     })
 }
 

@@ -15,6 +15,9 @@ pub enum Error {
     /// The application named a transaction that is gone or already answered.
     #[error("no such transaction (gone or already answered)")]
     UnknownTransaction,
+    /// A certificate or key that cannot be loaded (the message names the file).
+    #[error("TLS: {0}")]
+    Tls(String),
     #[error("invalid configuration: {0}")]
     Config(String),
     #[error("i/o error on {what}: {source}")]

@@ -2,7 +2,7 @@
 //!
 //! The sans-IO core ([`transaction`], [`dialog`], [`auth`], [`registrar`], [`proxy`])
 //! takes `(input, now)` and returns what to send and when to wake up; [`server`] is the
-//! tokio layer around it (UDP and TCP transports). Messages are the rsip API from
+//! tokio layer around it (UDP, TCP, TLS, WS and WSS transports; [`tls`], [`ws`]). Messages are the rsip API from
 //! `rsipstack::sip`, reached only through [`msg`].
 
 pub mod app;
@@ -18,7 +18,9 @@ pub mod refer;
 pub mod registrar;
 pub mod server;
 pub mod session_timer;
+pub mod tls;
 pub mod transaction;
+pub mod ws;
 
 use std::net::IpAddr;
 

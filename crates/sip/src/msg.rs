@@ -272,8 +272,8 @@ pub fn split_first(v: &str) -> (&str, Option<&str>) {
 /// A `;name=value` parameter of a header value, outside `<...>` (case-insensitive name).
 /// `Some("")` for a parameter without a value.
 pub fn param<'a>(value: &'a str, name: &str) -> Option<&'a str> {
-    let tail = match value.rfind('>') {
-        Some(i) => &value[i + 1..],
+    let tail = match angle(value) {
+        Some((_, b)) => &value[b + 1..],
         None => value,
     };
     tail.split(';').skip(1).find_map(|p| {
@@ -291,12 +291,32 @@ pub fn tag(value: &str) -> Option<&str> {
 
 /// The URI inside a name-addr (`"x" <sip:a@b>;p`) or addr-spec (`sip:a@b;p`) value.
 pub fn addr_uri(value: &str) -> &str {
-    if let (Some(a), Some(b)) = (value.find('<'), value.rfind('>'))
-        && a < b
-    {
+    if let Some((a, b)) = angle(value) {
         return value[a + 1..b].trim();
     }
     value.split(';').next().unwrap_or("").trim()
+}
+
+/// Byte offsets of the `<` and `>` around the URI of a name-addr: the first `<` outside a
+/// quoted display name and the first `>` after it. Not the last `>` of the value: header
+/// parameters may hold one in quotes (RFC 5626 `+sip.instance="<urn:uuid:...>"`, as
+/// JsSIP and SIP.js send).
+fn angle(value: &str) -> Option<(usize, usize)> {
+    let mut quoted = false;
+    let mut escaped = false;
+    for (i, c) in value.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if quoted => escaped = true,
+            '"' => quoted = !quoted,
+            '<' if !quoted => {
+                let b = value[i..].find('>')? + i;
+                return Some((i, b));
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 /// The Via branch, if any.

@@ -115,10 +115,26 @@ pub struct Counters {
     pub lockouts: AtomicU64,
     /// Requests dropped for a scanner User-Agent.
     pub scanners_dropped: AtomicU64,
+    /// Stream connections (TCP, TLS, WS, WSS) closed at accept: blocked source, or over
+    /// the per-source or total connection cap.
+    pub refused_at_accept: AtomicU64,
+    /// TLS handshakes that failed or timed out (SIP/TLS and WSS).
+    pub tls_handshake_failed: AtomicU64,
+    /// WebSocket upgrades refused or failed (no `sip` subprotocol, bad Origin, not HTTP).
+    pub ws_handshake_failed: AtomicU64,
+    /// WebSocket connections closed for a frame or message above the size limit.
+    pub ws_oversize: AtomicU64,
+    /// Certificate reloads that took effect.
+    pub tls_reloads: AtomicU64,
+    /// Certificate reloads that failed (the previous certificate stays in use).
+    pub tls_reload_failed: AtomicU64,
+    /// Messages for a TLS or WebSocket flow that is no longer open (Hotline does not dial
+    /// those out).
+    pub no_flow: AtomicU64,
 }
 
 impl Counters {
-    fn inc(c: &AtomicU64) {
+    pub(crate) fn inc(c: &AtomicU64) {
         c.fetch_add(1, Ordering::Relaxed);
     }
 
@@ -200,6 +216,9 @@ pub struct Core {
     /// Call-IDs of dialogs the application owns: their in-dialog requests go up.
     app_dialogs: HashSet<String>,
     answers: HashMap<u64, Answer>,
+    /// Sources blocked or locked out since the IO layer last asked (it closes their
+    /// stream connections).
+    newly_blocked: VecDeque<IpAddr>,
 }
 
 /// Outcome of routing a request.
@@ -243,6 +262,7 @@ impl Core {
             app_events: VecDeque::new(),
             app_dialogs: HashSet::new(),
             answers: HashMap::new(),
+            newly_blocked: VecDeque::new(),
         };
         core.timers
             .push(Reverse((now + Duration::from_secs(30), TimerRef::Purge)));
@@ -265,6 +285,12 @@ impl Core {
     /// Next message to send.
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.out.pop_front()
+    }
+
+    /// A source the guard has just blocked or locked out: the IO layer closes the stream
+    /// connections it holds (new ones are refused at accept while the block lasts).
+    pub fn poll_blocked(&mut self) -> Option<IpAddr> {
+        self.newly_blocked.pop_front()
     }
 
     /// When [`Core::handle_timeout`] must be called next.
@@ -302,6 +328,7 @@ impl Core {
                     return;
                 }
                 Admit::Blocked => {
+                    self.newly_blocked.push_back(flow.remote.ip());
                     Counters::inc(&self.counters.flood_blocked);
                     Counters::inc(&self.counters.guard_dropped);
                     tracing::warn!(source = %flow.remote.ip(), "request flood: source blocked");
@@ -309,7 +336,7 @@ impl Core {
                 }
             }
         }
-        match msg::parse(data, &self.cfg.limits, flow.transport == Transport::Udp) {
+        match msg::parse(data, &self.cfg.limits, flow.transport.message_framed()) {
             Ok(SipMessage::Request(req)) => self.handle_request(flow, req, now),
             Ok(SipMessage::Response(resp)) => self.handle_response(resp, now),
             Err(e) => {
@@ -335,7 +362,14 @@ impl Core {
         }
     }
 
-    fn is_trusted(&self, ip: IpAddr) -> bool {
+    /// Whether the guard blocks `ip` now (flood or digest lockout): stream transports ask
+    /// this at accept, before reading a byte.
+    pub fn is_blocked(&self, ip: IpAddr, now: Instant) -> bool {
+        !self.is_trusted(ip) && self.guard.is_blocked(ip, now)
+    }
+
+    /// Whether `ip` is in a trusted network (exempt from connection caps too).
+    pub fn is_trusted(&self, ip: IpAddr) -> bool {
         self.cfg.trusted.iter().any(|c| c.contains(ip))
     }
 
@@ -360,7 +394,12 @@ impl Core {
 
     fn uri_is_us(&self, uri: &str) -> bool {
         match uri_hostport(uri) {
-            Some((host, port)) => self.is_us(host, port),
+            Some((host, port)) => {
+                let sips = uri
+                    .get(..5)
+                    .is_some_and(|s| s.eq_ignore_ascii_case("sips:"));
+                self.is_us(host, port.or(sips.then_some(5061)))
+            }
             None => false,
         }
     }
@@ -950,6 +989,7 @@ impl Core {
             .map_or("", |c| c.username);
         if self.guard.auth_failed(flow.remote.ip(), user, now) {
             Counters::inc(&self.counters.lockouts);
+            self.newly_blocked.push_back(flow.remote.ip());
             tracing::warn!(source = %flow.remote.ip(), user, "repeated digest failures: source locked out");
         }
     }
@@ -1093,7 +1133,15 @@ impl Core {
     /// contact is not reachable as written (NAT: its IP differs from the source, RFC 3581
     /// style), so home agents behind NAT and TCP clients that do not listen keep working;
     /// the contact address when it is on the registering host itself.
+    /// TLS and WebSocket bindings always use their connection: Hotline does not dial
+    /// those out, and a browser's `*.invalid` contact is reachable no other way.
     fn binding_flow(&self, b: &crate::registrar::Binding) -> Flow {
+        if matches!(
+            b.flow.transport,
+            Transport::Tls | Transport::Ws | Transport::Wss
+        ) {
+            return b.flow;
+        }
         if let Some(f) = self.resolve(&b.uri)
             && f.remote.ip() == b.flow.remote.ip()
         {
@@ -1120,13 +1168,22 @@ impl Core {
     fn resolve(&self, uri: &str) -> Option<Flow> {
         let (host, port) = uri_hostport(uri)?;
         let ip: IpAddr = host.parse().ok()?;
-        let transport = match msg::param(uri, "transport") {
-            Some(t) if t.eq_ignore_ascii_case("tcp") => Transport::Tcp,
-            _ => Transport::Udp,
+        let sips = uri
+            .get(..5)
+            .is_some_and(|s| s.eq_ignore_ascii_case("sips:"));
+        let transport = match msg::param(uri, "transport").and_then(Transport::from_token) {
+            Some(t) => t,
+            None if sips => Transport::Tls,
+            None => Transport::Udp,
+        };
+        let default_port = if transport == Transport::Tls {
+            5061
+        } else {
+            5060
         };
         self.flow_to(Target {
             transport,
-            addr: SocketAddr::new(ip, port.unwrap_or(5060)),
+            addr: SocketAddr::new(ip, port.unwrap_or(default_port)),
         })
     }
 
@@ -1237,11 +1294,7 @@ impl Core {
     }
 
     fn rr_value(&self, flow: Flow) -> String {
-        let t = if flow.transport == Transport::Tcp {
-            ";transport=tcp"
-        } else {
-            ""
-        };
+        let t = flow.transport.uri_param();
         format!("<sip:{}{t};lr>", self.advertised(flow.local))
     }
 

@@ -1,8 +1,14 @@
-//! The tokio layer: UDP and TCP transports around the sans-IO [`Core`].
+//! The tokio layer: UDP, TCP, TLS and WebSocket (WS/WSS) transports around the sans-IO
+//! [`Core`].
 //!
 //! One task owns the core and the UDP sockets and polls them directly (no task or channel
-//! hop per datagram); each TCP connection has a small task that frames messages by
-//! Content-Length and hands them to the core task through a bounded channel.
+//! hop per datagram); each stream connection has a small task that frames messages (by
+//! Content-Length for TCP and TLS, one per frame for WebSocket) and hands them to the core
+//! task through a bounded channel.
+//!
+//! Stream connections are admitted by the core task before a byte is read: a source the
+//! guard has blocked, or one holding [`ServerConfig::max_per_source`] connections already,
+//! is closed at accept (no TLS handshake, no parsing).
 
 use std::collections::HashMap;
 use std::future::poll_fn;
@@ -10,10 +16,10 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -23,23 +29,66 @@ use crate::app::{AppEvent, AppResponse, ClientTxId, ServerTxId};
 use crate::flow::{Flow, Transmit, Transport};
 use crate::msg::{self, Limits, Request};
 use crate::proxy::{Core, CoreConfig, Counters, Target};
+use crate::tls::{TlsConfig, TlsServer};
+use crate::ws::{self, WsConfig};
 
 /// Listen addresses and the core's configuration.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub udp: Vec<SocketAddr>,
     pub tcp: Vec<SocketAddr>,
+    /// SIP over TLS listeners (usually port 5061); need [`ServerConfig::tls_config`].
+    pub tls: Vec<SocketAddr>,
+    /// SIP over plain WebSocket listeners (RFC 7118).
+    pub ws: Vec<SocketAddr>,
+    /// SIP over secure WebSocket listeners; need [`ServerConfig::tls_config`].
+    pub wss: Vec<SocketAddr>,
+    /// Certificate and key for the TLS and WSS listeners.
+    pub tls_config: Option<TlsConfig>,
+    /// WebSocket upgrade checks (Origin allow-list).
+    pub ws_config: WsConfig,
+    /// PEM roots for TLS peers Hotline dials (a `;transport=tls` trunk). Without them
+    /// TLS messages go only over connections peers opened.
+    pub tls_dial_roots: Option<std::path::PathBuf>,
     pub core: CoreConfig,
     /// Per-connection outbound queue; a peer that does not read is dropped when it fills.
     pub tcp_queue: usize,
-    /// Inbound TCP connections beyond this are closed at once.
+    /// Inbound stream connections (all stream transports together) beyond this are
+    /// closed at once.
     pub max_connections: usize,
+    /// Inbound stream connections one source IP may hold at once; trusted networks are
+    /// exempt. Agents behind one office NAT share an address: size it for them.
+    pub max_per_source: usize,
+    /// Bound on a TLS or WebSocket handshake; slower peers are closed and counted.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            udp: vec![],
+            tcp: vec![],
+            tls: vec![],
+            ws: vec![],
+            wss: vec![],
+            tls_config: None,
+            ws_config: WsConfig::default(),
+            tls_dial_roots: None,
+            core: CoreConfig::default(),
+            tcp_queue: 1024,
+            max_connections: 10_000,
+            max_per_source: 200,
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
 }
 
 /// A running server. Dropping it does not stop it; call [`Server::shutdown`].
 pub struct Server {
+    addrs: Vec<(Transport, SocketAddr)>,
     udp_addrs: Vec<SocketAddr>,
     tcp_addrs: Vec<SocketAddr>,
+    tls: Option<TlsServer>,
     counters: Arc<Counters>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
@@ -47,6 +96,12 @@ pub struct Server {
 }
 
 enum Inbound {
+    /// A stream connection was accepted: may it stay (guard, per-source cap)?
+    Admit {
+        ip: std::net::IpAddr,
+        reply: oneshot::Sender<bool>,
+    },
+    /// A connection is ready for traffic (after its TLS / WebSocket handshake).
     Opened {
         remote: SocketAddr,
         tx: mpsc::Sender<Bytes>,
@@ -55,8 +110,10 @@ enum Inbound {
         flow: Flow,
         data: Bytes,
     },
+    /// A connection ended; `admitted` ones (inbound) release their per-source slot.
     Closed {
         remote: SocketAddr,
+        admitted: bool,
     },
 }
 
@@ -227,37 +284,60 @@ impl Server {
             udp_addrs.push(s.local_addr().map_err(io_err("udp local_addr"))?);
             udp.push(s);
         }
+        let secure = !cfg.tls.is_empty() || !cfg.wss.is_empty();
+        let tls = match (&cfg.tls_config, secure) {
+            (Some(t), true) => Some(TlsServer::new(t.clone())?),
+            (None, true) => {
+                return Err(Error::Config(
+                    "TLS and WSS listeners need a certificate and key".into(),
+                ));
+            }
+            (_, false) => None,
+        };
+        let dialer = match &cfg.tls_dial_roots {
+            Some(ca) => Some(crate::tls::client_connector(ca)?),
+            None => None,
+        };
         let mut listeners = Vec::new();
-        let mut tcp_addrs = Vec::new();
-        for a in &cfg.tcp {
-            let l = bind_tcp(*a)?;
-            tcp_addrs.push(l.local_addr().map_err(io_err("tcp local_addr"))?);
-            listeners.push(l);
+        let mut addrs: Vec<(Transport, SocketAddr)> =
+            udp_addrs.iter().map(|a| (Transport::Udp, *a)).collect();
+        for (transport, list) in [
+            (Transport::Tcp, &cfg.tcp),
+            (Transport::Tls, &cfg.tls),
+            (Transport::Ws, &cfg.ws),
+            (Transport::Wss, &cfg.wss),
+        ] {
+            for a in list {
+                let l = bind_tcp(*a)?;
+                let bound = l.local_addr().map_err(io_err("tcp local_addr"))?;
+                addrs.push((transport, bound));
+                listeners.push((transport, l));
+            }
         }
-        let locals: Vec<(Transport, SocketAddr)> = udp_addrs
-            .iter()
-            .map(|a| (Transport::Udp, *a))
-            .chain(tcp_addrs.iter().map(|a| (Transport::Tcp, *a)))
-            .collect();
+        let tcp_addrs = addrs_of(&addrs, Transport::Tcp);
         let limits = cfg.core.limits;
-        let core = Core::new(cfg.core.clone(), locals, Instant::now());
+        let core = Core::new(cfg.core.clone(), addrs.clone(), Instant::now());
         let counters = core.counters();
         let (in_tx, in_rx) = mpsc::channel::<Inbound>(4096);
         let queue = cfg.tcp_queue.max(1);
-        let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let accept_tasks = listeners
+        let shared = Arc::new(Accepting {
+            inbound: in_tx.clone(),
+            limits,
+            queue,
+            open: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
+            max: cfg.max_connections,
+            tls: tls.clone(),
+            ws: cfg.ws_config.clone(),
+            counters: counters.clone(),
+            handshake_timeout: cfg.handshake_timeout,
+        });
+        let mut accept_tasks: Vec<JoinHandle<()>> = listeners
             .into_iter()
-            .map(|l| {
-                tokio::spawn(accept_loop(
-                    l,
-                    in_tx.clone(),
-                    limits,
-                    queue,
-                    open.clone(),
-                    cfg.max_connections,
-                ))
-            })
+            .map(|(t, l)| tokio::spawn(accept_loop(l, t, shared.clone())))
             .collect();
+        if let Some(t) = &tls {
+            accept_tasks.push(tokio::spawn(t.clone().watch_files(counters.clone())));
+        }
         let (stop_tx, stop_rx) = oneshot::channel();
         let task = tokio::spawn(
             CoreTask {
@@ -267,16 +347,22 @@ impl Server {
                 inbound: in_rx,
                 inbound_tx: in_tx,
                 conns: HashMap::new(),
+                per_source: HashMap::new(),
+                max_per_source: cfg.max_per_source,
+                dialer,
+                counters: counters.clone(),
                 limits,
                 queue,
                 app,
             }
             .run(stop_rx),
         );
-        tracing::info!(?udp_addrs, ?tcp_addrs, "SIP server listening");
+        tracing::info!(?addrs, "SIP server listening");
         Ok(Server {
+            addrs,
             udp_addrs,
             tcp_addrs,
+            tls,
             counters,
             stop: Some(stop_tx),
             task,
@@ -290,6 +376,16 @@ impl Server {
 
     pub fn tcp_addrs(&self) -> &[SocketAddr] {
         &self.tcp_addrs
+    }
+
+    /// Bound listen addresses of one transport.
+    pub fn addrs(&self, transport: Transport) -> Vec<SocketAddr> {
+        addrs_of(&self.addrs, transport)
+    }
+
+    /// The TLS side (certificate reloads), when TLS or WSS listeners run.
+    pub fn tls(&self) -> Option<&TlsServer> {
+        self.tls.as_ref()
     }
 
     pub fn counters(&self) -> &Counters {
@@ -309,43 +405,79 @@ impl Server {
     }
 }
 
-async fn accept_loop(
-    l: TcpListener,
+fn addrs_of(addrs: &[(Transport, SocketAddr)], transport: Transport) -> Vec<SocketAddr> {
+    addrs
+        .iter()
+        .filter(|(t, _)| *t == transport)
+        .map(|(_, a)| *a)
+        .collect()
+}
+
+/// What every accept loop shares.
+struct Accepting {
     inbound: mpsc::Sender<Inbound>,
     limits: Limits,
     queue: usize,
     open: Arc<std::sync::atomic::AtomicUsize>,
     max: usize,
-) {
+    tls: Option<TlsServer>,
+    ws: WsConfig,
+    counters: Arc<Counters>,
+    handshake_timeout: Duration,
+}
+
+async fn accept_loop(l: TcpListener, transport: Transport, a: Arc<Accepting>) {
     use std::sync::atomic::Ordering;
     loop {
         match l.accept().await {
             Ok((stream, remote)) => {
-                if open.load(Ordering::Relaxed) >= max {
-                    tracing::warn!(%remote, "too many TCP connections; closing");
+                if a.open.load(Ordering::Relaxed) >= a.max {
+                    tracing::warn!(%remote, "too many stream connections; closing");
+                    Counters::inc(&a.counters.refused_at_accept);
                     drop(stream);
                     continue;
                 }
-                open.fetch_add(1, Ordering::Relaxed);
-                let _ = stream.set_nodelay(true);
-                let local = match stream.local_addr() {
-                    Ok(a) => a,
-                    Err(_) => continue,
+                // The core task owns the guard: ask it before reading anything.
+                let (reply, admitted) = oneshot::channel();
+                let ask = Inbound::Admit {
+                    ip: remote.ip(),
+                    reply,
                 };
-                let (tx, rx) = mpsc::channel(queue);
-                if inbound.send(Inbound::Opened { remote, tx }).await.is_err() {
+                if a.inbound.send(ask).await.is_err() {
                     return;
                 }
+                if !admitted.await.unwrap_or(false) {
+                    drop(stream); // counted by the core task
+                    continue;
+                }
+                let Ok(local) = stream.local_addr() else {
+                    let _ = a
+                        .inbound
+                        .send(Inbound::Closed {
+                            remote,
+                            admitted: true,
+                        })
+                        .await;
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                a.open.fetch_add(1, Ordering::Relaxed);
                 let flow = Flow {
-                    transport: Transport::Tcp,
+                    transport,
                     local,
                     remote,
                 };
-                let open = open.clone();
-                let inbound = inbound.clone();
+                let a = a.clone();
                 tokio::spawn(async move {
-                    run_conn(stream, flow, inbound, rx, limits).await;
-                    open.fetch_sub(1, Ordering::Relaxed);
+                    serve(stream, flow, &a).await;
+                    a.open.fetch_sub(1, Ordering::Relaxed);
+                    let _ = a
+                        .inbound
+                        .send(Inbound::Closed {
+                            remote,
+                            admitted: true,
+                        })
+                        .await;
                 });
             }
             Err(e) => {
@@ -353,6 +485,90 @@ async fn accept_loop(
                 tokio::task::yield_now().await;
             }
         }
+    }
+}
+
+/// Registers an open connection with the core task; `None` when the core is gone.
+async fn opened(a: &Accepting, remote: SocketAddr) -> Option<mpsc::Receiver<Bytes>> {
+    let (tx, rx) = mpsc::channel(a.queue);
+    a.inbound.send(Inbound::Opened { remote, tx }).await.ok()?;
+    Some(rx)
+}
+
+/// One accepted connection: its handshakes (bounded in time, failures counted), then its
+/// traffic until either side closes.
+async fn serve(stream: TcpStream, flow: Flow, a: &Accepting) {
+    let remote = flow.remote;
+    let timeout = a.handshake_timeout;
+    let tls_accept = |stream: TcpStream| async move {
+        let acceptor = a.tls.as_ref()?.acceptor().clone();
+        match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+            Ok(Ok(s)) => Some(s),
+            Ok(Err(e)) => {
+                Counters::inc(&a.counters.tls_handshake_failed);
+                tracing::debug!(%remote, error = %e, "TLS handshake failed");
+                None
+            }
+            Err(_) => {
+                Counters::inc(&a.counters.tls_handshake_failed);
+                tracing::debug!(%remote, "TLS handshake timed out");
+                None
+            }
+        }
+    };
+    match flow.transport {
+        Transport::Tcp => {
+            if let Some(rx) = opened(a, remote).await {
+                run_conn(stream, flow, &a.inbound, rx, a.limits).await;
+            }
+        }
+        Transport::Tls => {
+            if let Some(s) = tls_accept(stream).await
+                && let Some(rx) = opened(a, remote).await
+            {
+                run_conn(s, flow, &a.inbound, rx, a.limits).await;
+            }
+        }
+        Transport::Ws => serve_ws(stream, flow, a).await,
+        Transport::Wss => {
+            if let Some(s) = tls_accept(stream).await {
+                serve_ws(s, flow, a).await;
+            }
+        }
+        Transport::Udp => {}
+    }
+}
+
+// The upgrade callback's result type is tungstenite's.
+#[allow(clippy::result_large_err)]
+async fn serve_ws<S: AsyncRead + AsyncWrite + Unpin>(stream: S, flow: Flow, a: &Accepting) {
+    let check = |req: &ws::Request, resp: ws::Response| ws::check_upgrade(&a.ws, req, resp);
+    let upgrade = tokio_tungstenite::accept_hdr_async_with_config(
+        stream,
+        check,
+        Some(ws::ws_config(&a.limits)),
+    );
+    let ws = match tokio::time::timeout(a.handshake_timeout, upgrade).await {
+        Ok(Ok(ws)) => ws,
+        Ok(Err(e)) => {
+            Counters::inc(&a.counters.ws_handshake_failed);
+            tracing::debug!(remote = %flow.remote, error = %e, "WebSocket upgrade refused");
+            return;
+        }
+        Err(_) => {
+            Counters::inc(&a.counters.ws_handshake_failed);
+            tracing::debug!(remote = %flow.remote, "WebSocket upgrade timed out");
+            return;
+        }
+    };
+    let Some(rx) = opened(a, flow.remote).await else {
+        return;
+    };
+    let inbound = &a.inbound;
+    let deliver =
+        |flow, data| async move { inbound.send(Inbound::Frame { flow, data }).await.is_ok() };
+    if ws::run(ws, flow, deliver, rx).await == ws::WsEnd::TooBig {
+        Counters::inc(&a.counters.ws_oversize);
     }
 }
 
@@ -394,14 +610,15 @@ pub fn frame(buf: &mut BytesMut, limits: &Limits) -> Result<Option<Bytes>, Error
     Ok(Some(buf.split_to(total).freeze()))
 }
 
-async fn run_conn(
-    stream: TcpStream,
+/// A byte-stream connection (TCP or TLS): messages cut by Content-Length.
+async fn run_conn<S: AsyncRead + AsyncWrite>(
+    stream: S,
     flow: Flow,
-    inbound: mpsc::Sender<Inbound>,
+    inbound: &mpsc::Sender<Inbound>,
     mut outbound: mpsc::Receiver<Bytes>,
     limits: Limits,
 ) {
-    let (mut rd, mut wr) = stream.into_split();
+    let (mut rd, mut wr) = tokio::io::split(stream);
     let mut buf = BytesMut::with_capacity(8192);
     'conn: loop {
         tokio::select! {
@@ -420,6 +637,7 @@ async fn run_conn(
                                 let code = if matches!(e, Error::TooLarge(_)) { 513 } else { 400 };
                                 if let Some(resp) = msg::raw_error_response(&buf, code, &e.to_string()) {
                                     let _ = wr.write_all(&resp).await;
+                                    let _ = wr.flush().await;
                                 }
                                 tracing::debug!(remote = %flow.remote, error = %e, "closing TCP connection");
                                 break 'conn;
@@ -430,7 +648,8 @@ async fn run_conn(
             }
             m = outbound.recv() => match m {
                 Some(data) => {
-                    if wr.write_all(&data).await.is_err() {
+                    // TLS buffers records: flush so the message leaves now.
+                    if wr.write_all(&data).await.is_err() || wr.flush().await.is_err() {
                         break 'conn;
                     }
                 }
@@ -438,38 +657,54 @@ async fn run_conn(
             },
         }
     }
-    let _ = inbound
-        .send(Inbound::Closed {
-            remote: flow.remote,
-        })
-        .await;
+    let _ = wr.shutdown().await;
 }
 
+/// Dials `remote` (over TLS with `tls`, checking its certificate for its IP address) and
+/// runs the connection.
 async fn connect_out(
     remote: SocketAddr,
     inbound: mpsc::Sender<Inbound>,
     rx: mpsc::Receiver<Bytes>,
     limits: Limits,
+    tls: Option<tokio_rustls::TlsConnector>,
 ) {
     match TcpStream::connect(remote).await {
         Ok(stream) => {
             let _ = stream.set_nodelay(true);
-            let Ok(local) = stream.local_addr() else {
-                let _ = inbound.send(Inbound::Closed { remote }).await;
-                return;
-            };
-            let flow = Flow {
-                transport: Transport::Tcp,
-                local,
-                remote,
-            };
-            run_conn(stream, flow, inbound, rx, limits).await;
+            if let Ok(local) = stream.local_addr() {
+                let mut flow = Flow {
+                    transport: Transport::Tcp,
+                    local,
+                    remote,
+                };
+                match tls {
+                    None => run_conn(stream, flow, &inbound, rx, limits).await,
+                    Some(tls) => {
+                        let name = rustls::pki_types::ServerName::IpAddress(remote.ip().into());
+                        let hs = tls.connect(name, stream);
+                        match tokio::time::timeout(Duration::from_secs(10), hs).await {
+                            Ok(Ok(s)) => {
+                                flow.transport = Transport::Tls;
+                                run_conn(s, flow, &inbound, rx, limits).await;
+                            }
+                            Ok(Err(e)) => {
+                                tracing::warn!(%remote, error = %e, "TLS handshake to peer failed")
+                            }
+                            Err(_) => tracing::warn!(%remote, "TLS handshake to peer timed out"),
+                        }
+                    }
+                }
+            }
         }
-        Err(e) => {
-            tracing::debug!(%remote, error = %e, "TCP connect failed");
-            let _ = inbound.send(Inbound::Closed { remote }).await;
-        }
+        Err(e) => tracing::debug!(%remote, error = %e, "connect failed"),
     }
+    let _ = inbound
+        .send(Inbound::Closed {
+            remote,
+            admitted: false,
+        })
+        .await;
 }
 
 struct CoreTask {
@@ -479,6 +714,12 @@ struct CoreTask {
     inbound: mpsc::Receiver<Inbound>,
     inbound_tx: mpsc::Sender<Inbound>,
     conns: HashMap<SocketAddr, mpsc::Sender<Bytes>>,
+    /// Inbound stream connections per source IP (admitted and not yet closed).
+    per_source: HashMap<std::net::IpAddr, usize>,
+    max_per_source: usize,
+    /// Dials TLS peers that have no open connection (with `tls_dial_roots`).
+    dialer: Option<tokio_rustls::TlsConnector>,
+    counters: Arc<Counters>,
     limits: Limits,
     queue: usize,
     app: Option<(mpsc::Sender<AppEvent>, mpsc::Receiver<AppCommand>)>,
@@ -557,11 +798,15 @@ impl CoreTask {
                     };
                     self.core.handle_input(flow, &buf[..len], Instant::now());
                 }
+                Event::Inbound(Inbound::Admit { ip, reply }) => self.admit(ip, reply),
                 Event::Inbound(Inbound::Opened { remote, tx }) => {
                     self.conns.insert(remote, tx);
                 }
-                Event::Inbound(Inbound::Closed { remote }) => {
+                Event::Inbound(Inbound::Closed { remote, admitted }) => {
                     self.conns.remove(&remote);
+                    if admitted {
+                        self.release(remote.ip());
+                    }
                 }
                 Event::Inbound(Inbound::Frame { flow, data }) => {
                     self.core.handle_input(flow, &data, Instant::now());
@@ -572,7 +817,48 @@ impl CoreTask {
                 }
                 Event::App(c) => self.command(c),
             }
+            while let Some(ip) = self.core.poll_blocked() {
+                // Dropping a connection's sender ends its task, which closes it.
+                let before = self.conns.len();
+                self.conns.retain(|remote, _| remote.ip() != ip);
+                let closed = before - self.conns.len();
+                if closed > 0 {
+                    tracing::info!(source = %ip, closed, "blocked source: its connections closed");
+                }
+            }
             self.deliver_app_events();
+        }
+    }
+
+    /// Decides whether a just-accepted connection from `ip` may stay.
+    fn admit(&mut self, ip: std::net::IpAddr, reply: oneshot::Sender<bool>) {
+        let now = Instant::now();
+        let held = self.per_source.get(&ip).copied().unwrap_or(0);
+        let why = if self.core.is_blocked(ip, now) {
+            Some("blocked by the guard")
+        } else if held >= self.max_per_source && !self.core.is_trusted(ip) {
+            Some("too many connections from this source")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            Counters::inc(&self.counters.refused_at_accept);
+            tracing::debug!(source = %ip, why, "stream connection refused at accept");
+            let _ = reply.send(false);
+            return;
+        }
+        *self.per_source.entry(ip).or_insert(0) += 1;
+        if reply.send(true).is_err() {
+            self.release(ip); // the accept loop is gone
+        }
+    }
+
+    fn release(&mut self, ip: std::net::IpAddr) {
+        if let Some(n) = self.per_source.get_mut(&ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.per_source.remove(&ip);
+            }
         }
     }
 
@@ -685,7 +971,38 @@ impl CoreTask {
                     self.inbound_tx.clone(),
                     rx,
                     self.limits,
+                    None,
                 ));
+            }
+            // A TLS peer without a connection is dialled when roots are configured.
+            Transport::Tls if self.dialer.is_some() && !self.conns.contains_key(&t.flow.remote) => {
+                let remote = t.flow.remote;
+                let (tx, rx) = mpsc::channel(self.queue);
+                let _ = tx.try_send(t.data);
+                self.conns.insert(remote, tx);
+                tokio::spawn(connect_out(
+                    remote,
+                    self.inbound_tx.clone(),
+                    rx,
+                    self.limits,
+                    self.dialer.clone(),
+                ));
+            }
+            // Hotline does not dial WebSocket flows (nor TLS ones without roots): they
+            // exist while the peer (a registered phone or browser) keeps its connection.
+            Transport::Tls | Transport::Ws | Transport::Wss => {
+                let remote = t.flow.remote;
+                match self.conns.get(&remote) {
+                    Some(tx) => {
+                        if tx.try_send(t.data).is_err() {
+                            self.conns.remove(&remote);
+                        }
+                    }
+                    None => {
+                        Counters::inc(&self.counters.no_flow);
+                        tracing::debug!(%remote, transport = t.flow.transport.via_token(), "no open connection; message dropped");
+                    }
+                }
             }
         }
     }
@@ -743,6 +1060,7 @@ mod live_tests {
             core: CoreConfig::default(),
             tcp_queue: 16,
             max_connections: 8,
+            ..ServerConfig::default()
         }
     }
 
@@ -811,6 +1129,7 @@ mod ipv6_tests {
             },
             tcp_queue: 16,
             max_connections: 8,
+            ..ServerConfig::default()
         })
         .await
         .unwrap();

@@ -2122,12 +2122,10 @@ pub(crate) async fn sleep_until_opt(t: Option<tokio::time::Instant>) {
     }
 }
 
-/// `;transport=tcp` for a Contact reached over TCP (UDP is the default).
+/// `;transport=tcp` (tls, ws, wss) for a Contact reached over that transport (UDP is the
+/// default).
 fn transport_param(flow: Flow) -> &'static str {
-    match flow.transport {
-        hotline_sip::Transport::Tcp => ";transport=tcp",
-        hotline_sip::Transport::Udp => "",
-    }
+    flow.transport.uri_param()
 }
 
 /// The To tag of a request (ours, in requests of our dialogs).

@@ -1136,12 +1136,10 @@ async fn ack_caller(call: &Call, c: &CallerDialog, seq: u32) {
     }
 }
 
-/// `;transport=tcp` for a Contact reached over TCP (UDP is the default).
+/// `;transport=tcp` (tls, ws, wss) for a Contact reached over that transport (UDP is the
+/// default).
 fn transport_param(flow: Flow) -> &'static str {
-    match flow.transport {
-        hotline_sip::Transport::Tcp => ";transport=tcp",
-        hotline_sip::Transport::Udp => "",
-    }
+    flow.transport.uri_param()
 }
 
 #[cfg(test)]

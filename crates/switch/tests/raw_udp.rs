@@ -23,6 +23,7 @@ async fn start() -> (Server, Switch) {
         core,
         tcp_queue: 16,
         max_connections: 16,
+        ..ServerConfig::default()
     };
     let (server, app, events) = Server::start_with_app(cfg, 64).await.unwrap();
     let switch = Switch::start(

@@ -366,3 +366,22 @@ fn split_first_respects_quotes_and_angle_brackets() {
     assert_eq!(param("<sip:x;tag=no>;tag=yes", "tag"), Some("yes"));
     assert_eq!(param("sip:x;lr", "lr"), Some(""));
 }
+
+/// JsSIP's Contact: a quoted `<urn:uuid:...>` parameter after the URI must not be taken
+/// for the end of the URI, nor hide the parameters around it.
+#[test]
+fn contact_with_a_quoted_angle_bracket_parameter() {
+    let v = "<sip:qob7n4a7@bdic8unqguhu.invalid;transport=ws>;+sip.ice;reg-id=1;+sip.instance=\"<urn:uuid:497f2aae>\";expires=300";
+    assert_eq!(
+        addr_uri(v),
+        "sip:qob7n4a7@bdic8unqguhu.invalid;transport=ws"
+    );
+    assert_eq!(param(v, "expires"), Some("300"));
+    assert_eq!(param(v, "reg-id"), Some("1"));
+    let before = "<sip:a@b>;expires=60;+sip.instance=\"<urn:uuid:1>\"";
+    assert_eq!(param(before, "expires"), Some("60"));
+    // A display name may hold brackets in quotes.
+    let named = "\"A <b> \\\" c\" <sip:x@y>;tag=1";
+    assert_eq!(addr_uri(named), "sip:x@y");
+    assert_eq!(tag(named), Some("1"));
+}

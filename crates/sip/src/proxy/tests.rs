@@ -664,6 +664,101 @@ fn transport_change_double_record_routes() {
     );
 }
 
+/// A browser registered over WebSocket with a `*.invalid` contact, and a phone over TLS
+/// whose contact names its own listening port: requests reach both over the connection
+/// they registered on (Hotline dials neither), with Via and Record-Route for that
+/// transport.
+#[test]
+fn websocket_and_tls_contacts_are_reached_over_their_connections() {
+    let now = Instant::now();
+    let ws_local: SocketAddr = "127.0.0.1:8088".parse().unwrap();
+    let tls_local: SocketAddr = "127.0.0.1:5061".parse().unwrap();
+    let mut core = Core::new(
+        trusted_cfg(),
+        vec![
+            (Transport::Udp, "127.0.0.1:5060".parse().unwrap()),
+            (Transport::Ws, ws_local),
+            (Transport::Tls, tls_local),
+        ],
+        now,
+    );
+    let ws_flow = Flow {
+        transport: Transport::Ws,
+        local: ws_local,
+        remote: "127.0.0.1:40002".parse().unwrap(),
+    };
+    let reg = register("bob", 40002, 1, "")
+        .replace("SIP/2.0/UDP 127.0.0.1:40002", "SIP/2.0/WS df7jal23ls0d.invalid")
+        .replace(
+            "Contact: <sip:bob@127.0.0.1:40002>",
+            "Contact: <sip:r1f0@df7jal23ls0d.invalid;transport=ws>;+sip.instance=\"<urn:uuid:1>\";expires=600",
+        );
+    core.handle_input(ws_flow, reg.as_bytes(), now);
+    let ok = core.poll_transmit().unwrap();
+    assert_eq!(ok.flow, ws_flow);
+    assert!(
+        text(&ok).contains("Contact: <sip:r1f0@df7jal23ls0d.invalid;transport=ws>;expires=600"),
+        "{}",
+        text(&ok)
+    );
+    core.handle_input(
+        udp("127.0.0.1:5060".parse().unwrap(), "127.0.0.1:7000"),
+        invite("bob", 7000, "z9hG4bK-ws1", "").as_bytes(),
+        now,
+    );
+    let fwd = core.poll_transmit().unwrap();
+    assert_eq!(fwd.flow, ws_flow, "INVITE on the browser's WebSocket");
+    let t = text(&fwd);
+    assert!(
+        t.to_ascii_lowercase()
+            .starts_with("invite sip:r1f0@df7jal23ls0d.invalid;transport=ws sip/2.0\r\n"),
+        "{t}"
+    );
+    assert!(
+        t.contains("Via: SIP/2.0/WS 127.0.0.1:8088;branch=z9hG4bK-hl"),
+        "{t}"
+    );
+    assert!(
+        t.contains("Record-Route: <sip:127.0.0.1:8088;transport=ws;lr>\r\nRecord-Route: <sip:127.0.0.1:5060;lr>\r\n"),
+        "{t}"
+    );
+
+    while core.poll_transmit().is_some() {} // 100 Trying to the caller
+    // TLS: the phone's Contact names its listening port, not the connection's source
+    // port; Hotline still uses the connection.
+    let tls_flow = Flow {
+        transport: Transport::Tls,
+        local: tls_local,
+        remote: "127.0.0.1:40003".parse().unwrap(),
+    };
+    let reg = register("alice", 5071, 1, "")
+        .replace("SIP/2.0/UDP", "SIP/2.0/TLS")
+        .replace(
+            "Contact: <sip:alice@127.0.0.1:5071>",
+            "Contact: <sips:alice@127.0.0.1:5071>",
+        );
+    core.handle_input(tls_flow, reg.as_bytes(), now);
+    let ok = core.poll_transmit().unwrap();
+    assert_eq!((ok.flow, status(&ok)), (tls_flow, 200), "{}", text(&ok));
+    core.handle_input(
+        udp("127.0.0.1:5060".parse().unwrap(), "127.0.0.1:7000"),
+        invite("alice", 7000, "z9hG4bK-tls1", "").as_bytes(),
+        now,
+    );
+    let fwd = core.poll_transmit().unwrap();
+    assert_eq!(
+        fwd.flow,
+        tls_flow,
+        "INVITE on the phone's TLS connection: {}",
+        text(&fwd)
+    );
+    assert!(
+        text(&fwd).contains("Via: SIP/2.0/TLS 127.0.0.1:5061;branch="),
+        "{}",
+        text(&fwd)
+    );
+}
+
 /// Authenticated as alice, claiming to be bob in From: refused.
 #[test]
 fn invite_credentials_must_match_from_user() {
