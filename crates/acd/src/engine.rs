@@ -66,6 +66,8 @@ pub enum FallbackReason {
     MaxWait,
     /// Every callback attempt failed.
     CallbackFailed,
+    /// The queue was removed from the configuration while the call waited.
+    Removed,
 }
 
 /// What the engine asks its owner to do. Drain with [`Engine::poll_decision`].
@@ -780,6 +782,86 @@ impl Engine {
             }
         }
         // The queue's skills, steps and reach feed every class that can reach it.
+        self.rebuild_classes();
+        self.flush_strands(now);
+        Ok(QueueId(qi))
+    }
+
+    /// Adds a queue while calls flow (an admin's routing edit). It is validated with the
+    /// existing queues (names, overflow and fallback references); calls may enter it at
+    /// once and agents join it through [`Engine::update_agent`].
+    pub fn add_queue(&mut self, cfg: &QueueConfig) -> Result<QueueId> {
+        if self.queue_ids.contains_key(&cfg.name) {
+            return Err(invalid(
+                &format!("queue {:?}", cfg.name),
+                "duplicate queue name",
+            ));
+        }
+        let mut whole: Vec<QueueConfig> = self
+            .queues
+            .iter()
+            .map(|q| {
+                let mut c = QueueConfig::new(&q.name);
+                c.fallback = q.fallback.clone();
+                c
+            })
+            .collect();
+        whole.push(cfg.clone());
+        AcdConfig {
+            aging_secs: 0,
+            short_abandon_secs: 0,
+            resume_window_secs: 0,
+            tier_priority: Default::default(),
+            seed: 0,
+            queues: whole,
+            agents: Vec::new(),
+        }
+        .validate()?;
+        let qi =
+            u32::try_from(self.queues.len()).map_err(|_| invalid("queues", "too many queues"))?;
+        self.queue_ids.insert(cfg.name.clone(), qi);
+        match self.compile_queue(cfg) {
+            Ok(q) => self.queues.push(q),
+            Err(e) => {
+                self.queue_ids.remove(&cfg.name);
+                return Err(e);
+            }
+        }
+        self.link_reach();
+        self.rebuild_classes();
+        Ok(QueueId(qi))
+    }
+
+    /// Takes a queue out of service while calls flow (it was removed from the
+    /// configuration): every call waiting or ringing in it goes to its fallback, oldest
+    /// first ([`FallbackReason::Removed`]); calls already talking are left alone, and later
+    /// arrivals are refused to the fallback. The queue keeps its id (ids are indexes).
+    pub fn retire_queue(&mut self, now: Millis, name: &str) -> Result<QueueId> {
+        let qi = *self
+            .queue_ids
+            .get(name)
+            .ok_or_else(|| AcdError::UnknownQueue(name.to_string()))?;
+        let mut draining: Vec<(Millis, CKey, CallId)> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| {
+                c.home == qi
+                    && matches!(
+                        c.state,
+                        CState::Waiting | CState::Delayed | CState::Offered(_) | CState::Dialing(_)
+                    )
+            })
+            .map(|(id, c)| (c.arrived, c.key, *id))
+            .collect();
+        draining.sort();
+        for (_, _, cid) in draining {
+            self.fallback(now, cid, FallbackReason::Removed);
+        }
+        let q = &mut self.queues[qi as usize];
+        q.max_len = Some(0);
+        q.steps.clear();
+        q.reach = vec![qi];
+        self.link_reach();
         self.rebuild_classes();
         self.flush_strands(now);
         Ok(QueueId(qi))
@@ -1638,7 +1720,9 @@ impl Engine {
             match reason {
                 FallbackReason::MaxWait => q.st.timed_out += 1,
                 FallbackReason::CallbackFailed => q.st.callback_failed += 1,
-                FallbackReason::QueueFull | FallbackReason::Empty => q.st.refused += 1,
+                FallbackReason::QueueFull | FallbackReason::Empty | FallbackReason::Removed => {
+                    q.st.refused += 1
+                }
             }
             self.decisions.push_back(Decision::Fallback {
                 call: cid,

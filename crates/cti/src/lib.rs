@@ -11,6 +11,7 @@
 //! * Each socket has a bounded outbound queue: a desk that cannot keep up is disconnected
 //!   (it resumes), so a slow client never grows the server's memory.
 
+pub mod admin;
 mod auth;
 mod conn;
 mod desk;
@@ -201,6 +202,15 @@ impl CtiServer {
     /// Binds, subscribes to the switch's events (before the first socket can connect, so
     /// no offer is missed) and serves.
     pub async fn start(cfg: CtiConfig, switch: SwitchHandle) -> Result<CtiServer, CtiError> {
+        Self::start_with_admin(cfg, switch, None).await
+    }
+
+    /// [`CtiServer::start`] with the admin REST API (`/api/…`) served by `admin`.
+    pub async fn start_with_admin(
+        cfg: CtiConfig,
+        switch: SwitchHandle,
+        admin: Option<admin::AdminHandle>,
+    ) -> Result<CtiServer, CtiError> {
         cfg.validate()?;
         let listener = tokio::net::TcpListener::bind(cfg.listen)
             .await
@@ -220,7 +230,8 @@ impl CtiServer {
             .merge(reports::routes())
             .merge(wall::routes())
             .merge(desk::routes())
-            .with_state(hub);
+            .with_state(hub.clone())
+            .merge(admin::router(hub, admin));
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             let serve = axum::serve(listener, app).with_graceful_shutdown(async move {

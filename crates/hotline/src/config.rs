@@ -52,6 +52,9 @@ pub struct Config {
     /// `[metrics]`: the Prometheus endpoint.
     #[serde(default)]
     pub metrics: crate::config_metrics::MetricsSettings,
+    /// `[admin]`: versions, audit log and prompts of the admin API; dispositions and
+    /// not-ready reasons.
+    pub admin: Option<crate::config_admin::AdminSection>,
     /// `[drain]`, `[qualify]`, `[[dial_rules]]`: see `config_reliab`.
     #[serde(default)]
     pub drain: crate::config_reliab::DrainConfig,
@@ -627,14 +630,19 @@ impl Config {
             let offset = e.span().map(|s| s.start).unwrap_or(0);
             locate(path, text, offset, e.message().to_string())
         })?;
-        cfg.validate(path, text)?;
-        Ok(cfg)
+        match cfg.validate_all(path, text).into_iter().next() {
+            Some(e) => Err(e),
+            None => Ok(cfg),
+        }
     }
 
-    fn validate(&self, path: &Path, text: &str) -> Result<(), ConfigError> {
+    /// Every validation error of a parsed file, in file order of the checks (the admin
+    /// sees them all at once: `hotline config check`, the admin API).
+    pub fn validate_all(&self, path: &Path, text: &str) -> Vec<ConfigError> {
+        let mut errs = Vec::new();
         let sip_at = text.find("[sip]").unwrap_or(0);
         if !self.sip.has_listener() {
-            return Err(locate(
+            errs.push(locate(
                 path,
                 text,
                 sip_at,
@@ -642,10 +650,12 @@ impl Config {
                     .into(),
             ));
         }
-        self.validate_transports(path, text)?;
+        if let Err(e) = self.validate_transports(path, text) {
+            errs.push(e);
+        }
         let min = *self.sip.min_expires.get_ref();
         if min > self.sip.max_expires || self.sip.default_expires < min {
-            return Err(locate(
+            errs.push(locate(
                 path,
                 text,
                 self.sip.min_expires.span().start.max(sip_at),
@@ -656,7 +666,7 @@ impl Config {
             ));
         }
         if self.sip.t1_ms == 0 || self.sip.t2_ms < self.sip.t1_ms {
-            return Err(locate(
+            errs.push(locate(
                 path,
                 text,
                 sip_at,
@@ -666,7 +676,7 @@ impl Config {
         let min_se = *self.sip.min_se_secs.get_ref();
         let se = self.sip.session_expires_secs;
         if min_se == 0 || (se != 0 && se < min_se) {
-            return Err(locate(
+            errs.push(locate(
                 path,
                 text,
                 self.sip.min_se_secs.span().start.max(sip_at),
@@ -676,17 +686,19 @@ impl Config {
             ));
         }
         if self.sip.digest_algorithms.is_empty() {
-            return Err(locate(
+            errs.push(locate(
                 path,
                 text,
                 sip_at,
                 "digest_algorithms must not be empty".into(),
             ));
         }
-        crate::config_webrtc::validate(&self.media).map_err(|(at, m)| locate(path, text, at, m))?;
+        if let Err((at, m)) = crate::config_webrtc::validate(&self.media) {
+            errs.push(locate(path, text, at, m));
+        }
         let [first, last] = *self.media.rtp_ports.get_ref();
         if first == 0 || last < first.saturating_add(1) {
-            return Err(locate(
+            errs.push(locate(
                 path,
                 text,
                 self.media.rtp_ports.span().start,
@@ -719,21 +731,24 @@ impl Config {
                 None
             };
             if let Some(message) = bad {
-                return Err(locate(path, text, n.number.span().start, message));
+                errs.push(locate(path, text, n.number.span().start, message));
             }
         }
-        self.validate_routing(path, text, &users)?;
-        crate::config_reliab::validate(self, path, text)?;
+        self.validate_routing(path, text, &users, &mut errs);
+        errs.extend(self.validate_admin(path, text));
+        if let Err(e) = crate::config_reliab::validate(self, path, text) {
+            errs.push(e);
+        }
         if let Some(acd) = &self.acd
             && let Err(e) = hotline_acd::Engine::new(acd, hotline_acd::Millis(0))
         {
             let at = text.find("[acd").unwrap_or(0);
-            return Err(locate(path, text, at, format!("[acd]: {e}")));
+            errs.push(locate(path, text, at, format!("[acd]: {e}")));
         }
         if let Some(cti) = &self.cti {
             let at = text.find("[cti").unwrap_or(0);
             if let Err(e) = cti.validate() {
-                return Err(locate(path, text, at, e.to_string()));
+                errs.push(locate(path, text, at, e.to_string()));
             }
             let agents: std::collections::HashSet<&str> = self
                 .acd
@@ -745,7 +760,7 @@ impl Config {
                 .iter()
                 .find(|u| u.agent.as_deref().is_some_and(|a| !agents.contains(a)))
             {
-                return Err(locate(
+                errs.push(locate(
                     path,
                     text,
                     at,
@@ -760,14 +775,14 @@ impl Config {
             && let Err(e) = hotline_crm::Normalizer::new(&crm.default_region)
         {
             let at = text.find("[crm]").unwrap_or(0);
-            return Err(locate(path, text, at, format!("[crm]: {e}")));
+            errs.push(locate(path, text, at, format!("[crm]: {e}")));
         }
         let url = self.store.url.get_ref();
         let known = ["sqlite:", "postgres://", "postgresql://"];
         if url != "memory"
             && (url.is_empty() || url.contains("://") && !known.iter().any(|k| url.starts_with(k)))
         {
-            return Err(locate(
+            errs.push(locate(
                 path,
                 text,
                 self.store.url.span().start,
@@ -778,7 +793,7 @@ impl Config {
         for u in &self.users {
             let name = u.name.get_ref();
             if name.is_empty() || name.contains(['@', ':', ' ', ';']) {
-                return Err(locate(
+                errs.push(locate(
                     path,
                     text,
                     u.name.span().start,
@@ -786,7 +801,7 @@ impl Config {
                 ));
             }
             if seen.insert(name.clone(), ()).is_some() {
-                return Err(locate(
+                errs.push(locate(
                     path,
                     text,
                     u.name.span().start,
@@ -794,7 +809,7 @@ impl Config {
                 ));
             }
         }
-        Ok(())
+        errs
     }
 
     /// Checks `[[menus]]`, `[[hours]]` and `[[queues]]`.
@@ -803,16 +818,17 @@ impl Config {
         path: &Path,
         text: &str,
         users: &std::collections::HashSet<&String>,
-    ) -> Result<(), ConfigError> {
+        errs: &mut Vec<ConfigError>,
+    ) {
         let mut names = std::collections::HashSet::new();
         for m in &self.menus {
             let name = m.name.get_ref();
             let at = m.name.span().start;
             if !names.insert(name) {
-                return Err(locate(path, text, at, format!("duplicate menu {name:?}")));
+                errs.push(locate(path, text, at, format!("duplicate menu {name:?}")));
             }
             if m.prompt.is_some() == m.say.is_some() {
-                return Err(locate(
+                errs.push(locate(
                     path,
                     text,
                     at,
@@ -832,13 +848,13 @@ impl Config {
                         .map(|e| format!("menu {name:?} choice {key:?}: {e}"))
                 };
                 if let Some(e) = err {
-                    return Err(locate(path, text, t.span().start, e));
+                    errs.push(locate(path, text, t.span().start, e));
                 }
             }
             if let Some(d) = &m.default
                 && let Err(e) = self.check_target(d.get_ref(), users)
             {
-                return Err(locate(
+                errs.push(locate(
                     path,
                     text,
                     d.span().start,
@@ -850,21 +866,23 @@ impl Config {
         for h in &self.hours {
             let name = h.name.get_ref();
             if !hours.insert(name) {
-                return Err(locate(
+                errs.push(locate(
                     path,
                     text,
                     h.name.span().start,
                     format!("duplicate hours {name:?}"),
                 ));
             }
-            hotline_switch::hours::parse_tz(h.timezone.get_ref()).map_err(|e| {
+            if let Err(e) = hotline_switch::hours::parse_tz(h.timezone.get_ref()).map_err(|e| {
                 locate(
                     path,
                     text,
                     h.timezone.span().start.max(h.name.span().start),
                     e,
                 )
-            })?;
+            }) {
+                errs.push(e);
+            }
             for o in &h.open {
                 let r = o.get_ref();
                 let check = hotline_switch::hours::parse_days(&r.days).and_then(|_| {
@@ -880,14 +898,18 @@ impl Config {
                     }
                     Ok(())
                 });
-                check.map_err(|e| {
-                    locate(path, text, o.span().start, format!("hours {name:?}: {e}"))
-                })?;
+                if let Err(e) = check
+                    .map_err(|e| locate(path, text, o.span().start, format!("hours {name:?}: {e}")))
+                {
+                    errs.push(e);
+                }
             }
             for d in &h.holidays {
-                hotline_switch::hours::parse_date(d.get_ref()).map_err(|e| {
-                    locate(path, text, d.span().start, format!("hours {name:?}: {e}"))
-                })?;
+                if let Err(e) = hotline_switch::hours::parse_date(d.get_ref())
+                    .map_err(|e| locate(path, text, d.span().start, format!("hours {name:?}: {e}")))
+                {
+                    errs.push(e);
+                }
             }
         }
         let mut queues = std::collections::HashSet::new();
@@ -908,7 +930,7 @@ impl Config {
                 None
             };
             if let Some(e) = err {
-                return Err(locate(path, text, at, e));
+                errs.push(locate(path, text, at, e));
             }
             for (what, k) in [
                 ("leave_key", &q.leave_key),
@@ -918,7 +940,7 @@ impl Config {
                 let mut chars = k.get_ref().chars();
                 if !matches!((chars.next(), chars.next()), (Some(c), None) if c.is_ascii_digit() || c == '*' || c == '#')
                 {
-                    return Err(locate(
+                    errs.push(locate(
                         path,
                         text,
                         k.span().start,
@@ -932,7 +954,7 @@ impl Config {
             if let (Some(a), Some(b)) = (&q.leave_key, &q.callback_key)
                 && a.get_ref() == b.get_ref()
             {
-                return Err(locate(
+                errs.push(locate(
                     path,
                     text,
                     b.span().start,
@@ -940,7 +962,6 @@ impl Config {
                 ));
             }
         }
-        Ok(())
     }
 
     /// Checks a target's references (menus, queues, users, hours) and shape.

@@ -2,6 +2,8 @@
 //! the integration tests (`sip-tests`) both start Hotline through [`start`].
 
 pub mod config;
+pub mod config_admin;
+mod config_check;
 pub mod config_metrics;
 pub mod config_reliab;
 pub mod config_webrtc;
@@ -249,6 +251,21 @@ fn hours(h: &config::HoursConfig) -> anyhow::Result<hotline_switch::Hours> {
 
 /// Starts every service of `cfg`.
 pub async fn start(cfg: &Config) -> anyhow::Result<Hotline> {
+    start_inner(cfg, None).await
+}
+
+/// Starts every service of the configuration file `path`, with the admin API (`[cti]`
+/// `/api/…`), which edits that file.
+pub async fn start_file(path: &std::path::Path) -> anyhow::Result<Hotline> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}", path.display()))?;
+    let cfg = Config::parse(path, &text)?;
+    start_inner(&cfg, Some((path, text))).await
+}
+
+async fn start_inner(
+    cfg: &Config,
+    file: Option<(&std::path::Path, String)>,
+) -> anyhow::Result<Hotline> {
     if cfg.numbers.is_empty() {
         let sip = Server::start(sip_server_config(cfg)?)
             .await
@@ -271,7 +288,7 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Hotline> {
         None => Prompt::from_samples(hotline_media::prompts::hold_music()),
     };
     let cdr = store::Cdr::open(&cfg.store).await?;
-    let switch_cfg = switch_config(cfg, music, cdr.sink.clone())?;
+    let switch_cfg = switch_config(cfg, music.clone(), cdr.sink.clone())?;
     let (sip, app, events) = Server::start_with_app(sip_server_config(cfg)?, 1024)
         .await
         .context("starting the SIP server")?;
@@ -310,12 +327,28 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Hotline> {
         .context("starting call control")?;
     let m = supervision::metrics_source(cfg, sip.shared_counters(), Some(switch.stats()))?;
     let metrics = supervision::metrics_listener(cfg, m.clone(), Some(switch.handle())).await?;
+    let admin = match (&cfg.cti, file) {
+        (Some(_), Some((path, text))) => {
+            let store = config_admin::AdminStore::open(
+                path,
+                text,
+                cfg,
+                switch.handle(),
+                music,
+                cdr.sink.clone(),
+            )?;
+            let (handle, rx) = hotline_cti::admin::AdminHandle::channel(64);
+            tokio::spawn(config_admin::serve(rx, store));
+            Some(handle)
+        }
+        _ => None,
+    };
     let cti = match &cfg.cti {
         Some(c) => {
             let mut c = c.clone();
             c.supervision = supervision::supervision(cfg, m, cdr.store());
             Some(
-                hotline_cti::CtiServer::start(c, switch.handle())
+                hotline_cti::CtiServer::start_with_admin(c, switch.handle(), admin)
                     .await
                     .context("starting the CTI server")?,
             )

@@ -4,9 +4,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use hotline::Config;
 
 mod admin;
+mod config_cmd;
 mod simulate;
 
 #[derive(Parser)]
@@ -36,6 +36,11 @@ enum Command {
         #[command(subcommand)]
         command: admin::CrmCommand,
     },
+    /// Configuration files: `hotline config check FILE`.
+    Config {
+        #[command(subcommand)]
+        command: config_cmd::ConfigCommand,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -49,21 +54,22 @@ fn main() -> anyhow::Result<()> {
         Command::Serve { .. } | Command::Simulate(_) => {
             tracing_subscriber::fmt().with_env_filter(filter()).init()
         }
-        Command::Report(_) | Command::Crm { .. } | Command::Passwd => tracing_subscriber::fmt()
-            .with_env_filter(filter())
-            .with_writer(std::io::stderr)
-            .init(),
+        Command::Report(_) | Command::Crm { .. } | Command::Passwd | Command::Config { .. } => {
+            tracing_subscriber::fmt()
+                .with_env_filter(filter())
+                .with_writer(std::io::stderr)
+                .init()
+        }
     }
     match cli.command {
         Command::Serve { config } => {
-            let cfg = Config::load(&config)?;
             // One thread: all SIP state is owned by one task, so more workers would only
             // add wake-ups and cross-core traffic.
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .context("building the tokio runtime")?;
-            rt.block_on(serve(cfg))
+            rt.block_on(serve(&config))
         }
         Command::Simulate(args) => simulate::run(&args),
         Command::Passwd => {
@@ -78,6 +84,12 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Report(args) => small_runtime()?.block_on(admin::report(&args)),
         Command::Crm { command } => small_runtime()?.block_on(admin::crm(&command)),
+        Command::Config { command } => {
+            if !config_cmd::run(&command)? {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
     }
 }
 
@@ -89,12 +101,14 @@ fn small_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("building the tokio runtime")
 }
 
-async fn serve(cfg: Config) -> anyhow::Result<()> {
+async fn serve(config: &std::path::Path) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     // Handlers first: a signal arriving right after startup must already stop us cleanly.
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let hotline = hotline::start(&cfg).await?;
+    let cfg = hotline::Config::load(config)?;
+    // From the file: the admin API edits it.
+    let hotline = hotline::start_file(config).await?;
     // SIGINT: stop now (calls are cut, records written). SIGTERM: drain first; a second
     // signal during the drain cuts it short.
     let drain = tokio::select! {

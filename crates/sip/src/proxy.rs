@@ -228,6 +228,12 @@ enum Route {
 }
 
 impl Core {
+    /// Replaces the set of numbers delivered to the application (live routing edits):
+    /// requests already delivered keep their transactions.
+    pub fn set_numbers(&mut self, numbers: HashSet<String>) {
+        self.cfg.numbers = numbers;
+    }
+
     pub fn new(cfg: CoreConfig, locals: Vec<(Transport, SocketAddr)>, now: Instant) -> Self {
         let auth = Authenticator::new(
             cfg.realm.clone(),

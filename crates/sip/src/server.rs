@@ -163,6 +163,7 @@ enum AppCommand {
     Contact(String, oneshot::Sender<Option<(String, Flow)>>),
     FlowFor(Target, oneshot::Sender<Option<Flow>>),
     Dialogs(oneshot::Sender<usize>),
+    SetNumbers(std::collections::HashSet<String>, oneshot::Sender<()>),
 }
 
 /// The application's side of the core (see [`crate::app`]): commands in; events come out
@@ -233,6 +234,16 @@ impl AppHandle {
     pub async fn flow_for(&self, target: Target) -> Result<Option<Flow>, Error> {
         let (tx, rx) = oneshot::channel();
         self.ask(AppCommand::FlowFor(target, tx), rx).await
+    }
+
+    /// Replaces the dialled numbers handed to the application (a live routing edit);
+    /// returns once the core uses the new set.
+    pub async fn set_numbers(
+        &self,
+        numbers: std::collections::HashSet<String>,
+    ) -> Result<(), Error> {
+        let (tx, rx) = oneshot::channel();
+        self.ask(AppCommand::SetNumbers(numbers, tx), rx).await
     }
 
     /// Dialogs the application still owns (0 once every call is forgotten).
@@ -878,6 +889,10 @@ impl CoreTask {
             }
             AppCommand::Dialogs(reply) => {
                 let _ = reply.send(self.core.app_dialogs());
+            }
+            AppCommand::SetNumbers(numbers, reply) => {
+                self.core.set_numbers(numbers);
+                let _ = reply.send(());
             }
         }
     }

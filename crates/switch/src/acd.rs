@@ -79,6 +79,12 @@ pub(crate) enum AcdInput {
         call: CallId,
         connected: bool,
     },
+    /// A new validated ACD configuration, applied while calls flow (see
+    /// [`AcdTask::reconfigure`]); the reply lists what changed.
+    Reconfigure {
+        cfg: Box<AcdConfig>,
+        reply: oneshot::Sender<Result<Vec<String>, SwitchError>>,
+    },
     /// The prober found the agent's device gone (`false`) or answering again.
     Reachable {
         user: String,
@@ -151,6 +157,10 @@ pub(crate) struct AcdTask {
     cdr: hotline_cdr::CdrSink,
     /// What the queue log last said of each agent: "out", "ready" or a not-ready reason.
     logged: HashMap<AgentId, String>,
+    /// The configuration in force (live edits are diffed against it).
+    current: AcdConfig,
+    /// Agents who log in from a desk (added agents among them start logged out).
+    desk_login: HashSet<String>,
     /// Agents whose device does not answer probes.
     unreachable: HashSet<AgentId>,
     /// The device prober, told of every offer (so a dead device is found at once).
@@ -203,6 +213,8 @@ impl AcdTask {
             control,
             cdr,
             logged: HashMap::new(),
+            current: cfg.clone(),
+            desk_login: desk_login.clone(),
             unreachable: HashSet::new(),
             qualify: None,
         };
@@ -399,6 +411,11 @@ impl AcdTask {
             }
             AcdInput::CallbackResult { call, connected } => {
                 self.engine.callback_result(now, call, connected)
+            }
+            AcdInput::Reconfigure { cfg, reply } => {
+                let r = self.reconfigure(now, &cfg);
+                let _ = reply.send(r);
+                return;
             }
             AcdInput::State { user, reply } => {
                 let state = self
@@ -783,6 +800,134 @@ impl AcdTask {
     }
 }
 
+impl AcdTask {
+    /// Applies a new ACD configuration without disturbing calls: queues are matched by
+    /// name (new ones added, changed ones updated in place so waiting calls keep their
+    /// places, removed ones drained to their fallback), agents by id (new ones added and
+    /// logged in unless they log in from a desk, changed ones re-skilled, removed ones
+    /// taken out of every queue and logged out after their current call). The whole
+    /// configuration is checked first; a refused one changes nothing. Engine-wide
+    /// settings (aging, tiers, seed) need a restart and are reported as such.
+    pub(crate) fn reconfigure(
+        &mut self,
+        now: Millis,
+        new: &AcdConfig,
+    ) -> Result<Vec<String>, SwitchError> {
+        let err = |e: hotline_acd::AcdError| SwitchError::Acd(e.to_string());
+        Engine::new(new, Millis(0)).map_err(err)?;
+        let old = std::mem::replace(&mut self.current, new.clone());
+        let mut changes = Vec::new();
+        let old_q: HashMap<&str, &hotline_acd::QueueConfig> =
+            old.queues.iter().map(|q| (q.name.as_str(), q)).collect();
+        let new_q: HashSet<&str> = new.queues.iter().map(|q| q.name.as_str()).collect();
+        // Added queues exist (plain) before any is configured, so fallbacks and overflow
+        // may name each other.
+        for q in &new.queues {
+            if self.engine.queue_id(&q.name).is_none() {
+                self.engine
+                    .add_queue(&hotline_acd::QueueConfig::new(&q.name))
+                    .map_err(err)?;
+                changes.push(format!("queue {} added", q.name));
+            }
+        }
+        for q in &new.queues {
+            match old_q.get(q.name.as_str()) {
+                Some(o) if *o == q => {}
+                Some(_) => {
+                    self.engine.update_queue(now, q).map_err(err)?;
+                    changes.push(format!("queue {} updated", q.name));
+                }
+                None => {
+                    self.engine.update_queue(now, q).map_err(err)?;
+                }
+            }
+        }
+        let old_a: HashMap<&str, &hotline_acd::AgentConfig> =
+            old.agents.iter().map(|a| (a.id.as_str(), a)).collect();
+        for a in &new.agents {
+            match (old_a.get(a.id.as_str()), self.engine.agent_id(&a.id)) {
+                (Some(o), _) if *o == a => {}
+                (Some(_), Some(_)) => {
+                    self.engine.update_agent(now, a).map_err(err)?;
+                    changes.push(format!("agent {} updated", a.id));
+                }
+                (None, Some(id)) => {
+                    // Removed earlier, back now.
+                    self.engine.update_agent(now, a).map_err(err)?;
+                    self.login_added(now, id, &a.id)?;
+                    changes.push(format!("agent {} added", a.id));
+                }
+                (_, None) => {
+                    let id = self.engine.add_agent(a, now).map_err(err)?;
+                    let i = id.0 as usize;
+                    if self.names.len() <= i {
+                        self.names.resize(i + 1, String::new());
+                        self.published.resize(i + 1, None);
+                        self.pending.resize(i + 1, None);
+                        self.seen.resize(i + 1, None);
+                        self.wrap_started.resize(i + 1, None);
+                    }
+                    self.names[i] = a.id.clone();
+                    self.login_added(now, id, &a.id)?;
+                    changes.push(format!("agent {} added", a.id));
+                }
+            }
+        }
+        let new_a: HashSet<&str> = new.agents.iter().map(|a| a.id.as_str()).collect();
+        for a in &old.agents {
+            if new_a.contains(a.id.as_str()) {
+                continue;
+            }
+            if let Some(id) = self.engine.agent_id(&a.id) {
+                let mut gone = a.clone();
+                gone.queues.clear();
+                self.engine.update_agent(now, &gone).map_err(err)?;
+                if self.engine.agent_state(id).ok() != Some(AgentState::LoggedOut) {
+                    self.engine.agent_logout(now, id).map_err(err)?;
+                }
+                changes.push(format!("agent {} removed", a.id));
+            }
+        }
+        for q in &old.queues {
+            if !new_q.contains(q.name.as_str()) {
+                self.engine.retire_queue(now, &q.name).map_err(err)?;
+                changes.push(format!(
+                    "queue {} removed (waiting calls to its fallback)",
+                    q.name
+                ));
+            }
+        }
+        if (
+            old.aging_secs,
+            &old.tier_priority,
+            old.seed,
+            old.short_abandon_secs,
+            old.resume_window_secs,
+        ) != (
+            new.aging_secs,
+            &new.tier_priority,
+            new.seed,
+            new.short_abandon_secs,
+            new.resume_window_secs,
+        ) {
+            changes.push("[acd] engine-wide settings take effect at the next restart".into());
+        }
+        Ok(changes)
+    }
+
+    /// A configured agent added at run time: logged in and ready, unless a desk logs in.
+    fn login_added(&mut self, now: Millis, id: AgentId, name: &str) -> Result<(), SwitchError> {
+        if self.desk_login.contains(name)
+            || self.engine.agent_state(id).ok() != Some(AgentState::LoggedOut)
+        {
+            return Ok(());
+        }
+        self.engine
+            .agent_login(now, id, true)
+            .map_err(|e| SwitchError::Acd(e.to_string()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -957,5 +1102,95 @@ mod tests {
             ends[0].data.parse::<i64>().is_ok_and(|ms| ms >= 0),
             "{ends:?}"
         );
+    }
+
+    /// A live reconfigure: an unchanged config changes nothing; an added agent is
+    /// logged in (a desk agent is not); a removed agent on a call keeps the call and is
+    /// logged out after it; a removed queue is reported; a bad config changes nothing.
+    #[test]
+    fn reconfigure_adds_removes_and_refuses_atomically() {
+        let cfg = AcdConfig::from_toml(
+            "[[queue]]\nname = \"support\"\nwrapup_secs = 0\n[[queue]]\nname = \"old\"\n\
+             [[agent]]\nid = \"bob\"\nqueues = { support = 0 }\n",
+        )
+        .unwrap();
+        let (control, _rx) = mpsc::channel(1);
+        let (sink, _log) = hotline_cdr::CdrSink::memory();
+        let (bus, _) = broadcast::channel(64);
+        let desk: HashSet<String> = ["dave".to_string()].into();
+        let mut task = AcdTask::new(&cfg, &desk, bus, control, sink).unwrap();
+        let (tx, mut out) = mpsc::channel(16);
+        task.input(AcdInput::Arrived {
+            call: CallId(1),
+            queue: "support".into(),
+            inbox: tx,
+            sip_call_id: "c1".into(),
+            tier: None,
+        });
+        task.decide();
+        let bob = task.engine.agent_id("bob").unwrap();
+        task.input(AcdInput::Answered {
+            call: CallId(1),
+            agent: bob,
+        });
+        task.decide();
+        assert!(matches!(out.try_recv(), Ok(AcdOutput::Estimate { .. })));
+        assert!(matches!(out.try_recv(), Ok(AcdOutput::Offer { .. })));
+        assert_eq!(
+            task.reconfigure(Millis(1), &cfg).unwrap(),
+            Vec::<String>::new()
+        );
+        let new = AcdConfig::from_toml(
+            "[[queue]]\nname = \"support\"\nwrapup_secs = 0\n\
+             [[agent]]\nid = \"carol\"\nqueues = { support = 0 }\n\
+             [[agent]]\nid = \"dave\"\nqueues = { support = 0 }\n",
+        )
+        .unwrap();
+        let changes = task.reconfigure(Millis(2), &new).unwrap();
+        assert_eq!(
+            changes,
+            [
+                "agent carol added",
+                "agent dave added",
+                "agent bob removed",
+                "queue old removed (waiting calls to its fallback)"
+            ]
+        );
+        let state =
+            |t: &AcdTask, a: &str| t.engine.agent_state(t.engine.agent_id(a).unwrap()).unwrap();
+        assert_eq!(state(&task, "carol"), AgentState::Available);
+        assert_eq!(
+            state(&task, "dave"),
+            AgentState::LoggedOut,
+            "desk agents log in themselves"
+        );
+        assert_eq!(
+            state(&task, "bob"),
+            AgentState::OnCall(CallId(1)),
+            "the call goes on"
+        );
+        task.publish_changes();
+        assert_eq!(
+            task.names[task.engine.agent_id("carol").unwrap().0 as usize],
+            "carol"
+        );
+        task.input(AcdInput::Ended { call: CallId(1) });
+        task.decide();
+        assert_eq!(
+            state(&task, "bob"),
+            AgentState::LoggedOut,
+            "logged out after the call"
+        );
+        // A fallback to a queue that does not exist: refused, nothing changes.
+        let bad = AcdConfig {
+            queues: vec![{
+                let mut q = hotline_acd::QueueConfig::new("support");
+                q.fallback = hotline_acd::Fallback::Queue("nowhere".into());
+                q
+            }],
+            ..new.clone()
+        };
+        assert!(task.reconfigure(Millis(3), &bad).is_err());
+        assert_eq!(task.current, new);
     }
 }

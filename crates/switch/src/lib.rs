@@ -20,6 +20,7 @@ pub mod hours;
 mod incall;
 pub mod ivr;
 mod qualify;
+mod reconfig;
 pub mod tollfraud;
 mod webrtc_leg;
 
@@ -45,6 +46,7 @@ pub use events::{
     SwitchHandle,
 };
 pub use qualify::{Qualify, QualifyPolicy};
+pub use reconfig::ReconfigReport;
 
 /// What desks (CTI) need from call control: the CRM store for screen pops and the service
 /// trail, which agents log in from a desk, and how long an offer waits for its pop.
@@ -465,6 +467,11 @@ pub(crate) enum Control {
     },
     /// The ACD reserved an agent for a queued callback: place it.
     PlaceCallback(callback::CallbackJob),
+    /// Live apply: new calls use these routing tables (`reconfig`).
+    Reconfigure {
+        cfg: Box<SwitchConfig>,
+        reply: oneshot::Sender<Result<(), SwitchError>>,
+    },
     /// Start draining (with `Some` policy) and report on `idle` once no call is left.
     Drain {
         policy: Option<DrainPolicy>,
@@ -549,6 +556,13 @@ impl Dispatcher {
                     }
                     Control::PlaceCallback(job) => {
                         self.place_callback(job);
+                    }
+                    Control::Reconfigure { cfg, reply } => {
+                        let cfg = reconfig::merge(&self.cfg, *cfg);
+                        let numbers = cfg.routes.keys().cloned().collect();
+                        self.cfg = Arc::new(cfg);
+                        let r = self.sip.set_numbers(numbers).await.map_err(SwitchError::from);
+                        let _ = reply.send(r);
                     }
                     Control::Drain { policy, idle } => {
                         if policy.is_some() {
