@@ -51,6 +51,14 @@ pub fn install() -> Result<PrometheusHandle, CtiError> {
     if let Some(h) = HANDLE.get() {
         return Ok(h.clone());
     }
+    // One installer at a time: a loser of the race must find the winner's handle set, not
+    // a recorder installed whose handle is not stored yet (several servers in one process,
+    // as in tests).
+    static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = INSTALL.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(h) = HANDLE.get() {
+        return Ok(h.clone());
+    }
     let bad = |e: metrics_exporter_prometheus::BuildError| CtiError::Metrics(e.to_string());
     let mut builder = PrometheusBuilder::new();
     for name in [
@@ -70,7 +78,7 @@ pub fn install() -> Result<PrometheusHandle, CtiError> {
             describe();
             Ok(handle)
         }
-        // Raced with another install: use the winner's handle.
+        // Another recorder (not ours) is installed: say so.
         Err(e) => HANDLE
             .get()
             .cloned()
