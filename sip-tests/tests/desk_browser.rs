@@ -13,6 +13,10 @@
 //! the trail entry and a ticket made in wrap-up), an unknown number (the provisional
 //! customer completed on the page), and a customer search.
 //!
+//! `desk_phone_flow.mjs` and `desk_webrtc_flow.mjs`: the page's own JsSIP phone over
+//! `ws_listen` (no SIPp device): it rings and declines, or answers over WebRTC through
+//! Hotline's gateway with media both ways (the page's getStats and the relay's counters).
+//!
 //! Screenshots land in `target/desk-screenshots/`.
 //!
 //! Fails (never skips) when chromium or the node modules are missing:
@@ -689,6 +693,94 @@ async fn desk_page_phone_registers_over_websocket_and_rings() -> anyhow::Result<
         rig.h.shutdown().await;
         rig.store.close().await;
         shots_exist("phone", &["01-registered", "02-ringing", "03-declined"])
+    })
+    .await
+}
+
+/// Answering in the page over WebRTC: JsSIP registers over `ws_listen`, Hotline offers the
+/// queue call through its WebRTC gateway, the agent clicks Answer, and chromium's fake
+/// microphone and the SIPp caller's audio flow both ways (the page's getStats and the
+/// relay's counters). Hung up from the page, the wrap-up lands in the trail entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn desk_page_answers_over_webrtc_and_media_flows_both_ways() -> anyhow::Result<()> {
+    /// Packets each way, as the page and the relay count them: 1 s at 20 ms (a loaded
+    /// machine may start late, but a working path passes this easily).
+    const MIN: u64 = 50;
+    with_sqlite("desk_webrtc", async |store_path| {
+        let mut weber = 0;
+        let mut rig = Rig::start_with(
+            store_path,
+            [27300, 27399],
+            0,
+            "desk_webrtc_flow.mjs",
+            async |store| {
+                weber = store
+                    .create_customer(
+                        &CustomerData {
+                            title: Some("Dr.".into()),
+                            first_name: Some("Anna".into()),
+                            surname: "Weber".into(),
+                            tier: Tier::Vip,
+                            ..CustomerData::default()
+                        },
+                        &[WEBER],
+                    )
+                    .await?;
+                Ok(())
+            },
+            "domains = [\"hotline.test\"]\nws_listen = [\"127.0.0.1:0\"]\n",
+            |h| {
+                let ws = h
+                    .sip
+                    .addrs(hotline_sip::Transport::Ws)
+                    .first()
+                    .map(|a| format!("ws://{a}"))
+                    .unwrap_or_default();
+                vec![
+                    ("SIP_WS_URL", ws),
+                    ("SIP_DOMAIN", "hotline.test".to_string()),
+                    ("SIP_USER", "bob".to_string()),
+                    ("SIP_PASSWORD", "bob-pw".to_string()),
+                    ("MIN_PACKETS", MIN.to_string()),
+                ]
+            },
+        )
+        .await?;
+        let reg = rig.flow.step("registered").await?;
+        assert_eq!(reg["status"], "Phone registered as bob", "{reg}");
+        let caller = rig.call(WEBER)?;
+        let ringing = rig.flow.step("ringing").await?;
+        assert_eq!(ringing["name"], "Dr. Anna Weber", "{ringing}");
+        let answered = rig.flow.step("answered").await?;
+        assert_eq!(answered["state"], "on_call", "{answered}");
+        let media = rig.flow.step("media").await?;
+        eprintln!("desk webrtc getStats: {media}");
+        assert!(media["received"].as_u64() >= Some(MIN), "{media}");
+        assert!(media["sent"].as_u64() >= Some(MIN), "{media}");
+        assert_eq!(media["states"], serde_json::json!(["connected"]), "{media}");
+
+        rig.flow.step("ended").await?;
+        caller.expect_success().await?;
+        let end = rig.desk_hangup(MIN).await?;
+        eprintln!("desk webrtc relay: {:?}", end.media);
+        rig.flow.go().await?;
+        let saved = rig.flow.step("saved").await?;
+        assert_eq!(
+            saved["errors"],
+            Value::Array(vec![]),
+            "page errors: {saved}"
+        );
+        let trail = rig
+            .store
+            .interaction_by_call_id(&end.call_id)
+            .await?
+            .context("the call's trail entry")?;
+        assert_eq!(trail.customer_id, weber);
+        assert_eq!(trail.agent.as_deref(), Some("bob"));
+        assert_eq!(trail.disposition.as_deref(), Some("resolved"));
+        assert_eq!(trail.notes.as_deref(), Some("Answered in the browser"));
+        rig.finish().await?;
+        shots_exist("webrtc", &["01-talking", "02-wrapup", "03-saved"])
     })
     .await
 }
