@@ -1,8 +1,8 @@
 // Answering in the page: the desk's JsSIP phone registers over Hotline's SIP-over-WebSocket
 // listener, the queue call rings next to its pop, the agent clicks Answer and talks over
 // WebRTC (Hotline's gateway: ICE, DTLS-SRTP) with chromium's fake microphone. The page's
-// RTCPeerConnection.getStats() must show packets both ways; then the agent hangs up from
-// the page and saves the wrap-up (see lib.mjs for the protocol with
+// RTCPeerConnection.getStats() must show packets both ways, again after a hold and resume
+// from the page; then the agent hangs up from the page and saves the wrap-up (see lib.mjs for the protocol with
 // sip-tests/tests/desk_browser.rs).
 // Env as lib.mjs, plus SIP_WS_URL, SIP_DOMAIN, SIP_USER, SIP_PASSWORD, MIN_PACKETS.
 
@@ -10,13 +10,17 @@ import { STEP_MS, env, go, hangUp, run, saveWrapup, signInReady, step } from "./
 
 const MIN_PACKETS = Number(env("MIN_PACKETS", "50"));
 
-/** Polls the page's RTP counters until both ways reach `min` packets (bounded). */
-async function mediaBothWays(page, min) {
+/**
+ * Polls the page's RTP counters until both ways are `min` packets past `base` (bounded).
+ */
+async function mediaBothWays(page, min, base = { received: 0, sent: 0 }) {
   const deadline = Date.now() + STEP_MS;
   for (;;) {
     const s = await page.evaluate(() => window.__hotlineRtp());
-    if (s.received >= min && s.sent >= min) return s;
-    if (Date.now() > deadline) throw new Error(`no media both ways: getStats ${JSON.stringify(s)}`);
+    if (s.received - base.received >= min && s.sent - base.sent >= min) return s;
+    if (Date.now() > deadline) {
+      throw new Error(`no media both ways: getStats ${JSON.stringify(s)} from ${JSON.stringify(base)}`);
+    }
     await page.waitForTimeout(250);
   }
 }
@@ -74,6 +78,23 @@ await run("webrtc", async (desk) => {
   const media = await mediaBothWays(page, MIN_PACKETS);
   await shot("01-talking");
   step("media", media);
+
+  // Hold and resume from the page (server-side hold: the caller hears music); after the
+  // resume, media flows both ways again.
+  await page.getByRole("button", { name: "Hold" }).click();
+  await waitAttr("#call-status", "data-call", "held");
+  const atHold = await page.evaluate(() => window.__hotlineRtp());
+  step("held", { status: await text("#call-status"), stats: atHold });
+  await page.getByRole("button", { name: "Resume" }).click();
+  await waitAttr("#call-status", "data-call", "answered");
+  const atResume = await page.evaluate(() => window.__hotlineRtp());
+  const after = await mediaBothWays(page, MIN_PACKETS, atResume);
+  step("resumed", {
+    status: await text("#call-status"),
+    received: after.received - atResume.received,
+    sent: after.sent - atResume.sent,
+    stats: after,
+  });
 
   // Hang up from the page: wrap-up opens; the Rust side checks the SIP side, then says go.
   await hangUp(desk);

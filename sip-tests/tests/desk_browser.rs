@@ -700,7 +700,8 @@ async fn desk_page_phone_registers_over_websocket_and_rings() -> anyhow::Result<
 /// Answering in the page over WebRTC: JsSIP registers over `ws_listen`, Hotline offers the
 /// queue call through its WebRTC gateway, the agent clicks Answer, and chromium's fake
 /// microphone and the SIPp caller's audio flow both ways (the page's getStats and the
-/// relay's counters). Hung up from the page, the wrap-up lands in the trail entry.
+/// relay's counters), again after a hold and resume from the page. Hung up from the page,
+/// the wrap-up lands in the trail entry.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn desk_page_answers_over_webrtc_and_media_flows_both_ways() -> anyhow::Result<()> {
     /// Packets each way, as the page and the relay count them: 1 s at 20 ms (a loaded
@@ -759,9 +760,17 @@ async fn desk_page_answers_over_webrtc_and_media_flows_both_ways() -> anyhow::Re
         assert!(media["sent"].as_u64() >= Some(MIN), "{media}");
         assert_eq!(media["states"], serde_json::json!(["connected"]), "{media}");
 
+        let held = rig.flow.step("held").await?;
+        assert_eq!(held["status"], "On hold", "{held}");
+        let resumed = rig.flow.step("resumed").await?;
+        eprintln!("desk webrtc after resume: {resumed}");
+        assert_eq!(resumed["status"], "Connected", "{resumed}");
+        assert!(resumed["received"].as_u64() >= Some(MIN), "{resumed}");
+        assert!(resumed["sent"].as_u64() >= Some(MIN), "{resumed}");
+
         rig.flow.step("ended").await?;
         caller.expect_success().await?;
-        let end = rig.desk_hangup(MIN).await?;
+        let end = rig.desk_hangup(2 * MIN).await?;
         eprintln!("desk webrtc relay: {:?}", end.media);
         rig.flow.go().await?;
         let saved = rig.flow.step("saved").await?;
