@@ -48,6 +48,12 @@ static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 /// Installs the process-wide Prometheus recorder (once; later calls return the same
 /// handle, so several servers in one test process share it).
 pub fn install() -> Result<PrometheusHandle, CtiError> {
+    // Serialized: otherwise a second server starting at the same moment finds the global
+    // recorder set but `HANDLE` not yet, and fails.
+    static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = INSTALL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     if let Some(h) = HANDLE.get() {
         return Ok(h.clone());
     }
@@ -70,11 +76,8 @@ pub fn install() -> Result<PrometheusHandle, CtiError> {
             describe();
             Ok(handle)
         }
-        // Raced with another install: use the winner's handle.
-        Err(e) => HANDLE
-            .get()
-            .cloned()
-            .ok_or_else(|| CtiError::Metrics(e.to_string())),
+        // A recorder installed by someone else (not through here): not ours to read.
+        Err(e) => Err(CtiError::Metrics(e.to_string())),
     }
 }
 
