@@ -631,49 +631,66 @@ async fn desk_page_chooses_a_candidate_completes_a_new_customer_and_searches() -
     with_sqlite("desk_crm", crm_flow).await
 }
 
+/// Hotline with `ws_listen` and the page's own phone as bob's device (no SIPp device):
+/// the browser runs `script` with the phone's settings (and `extra`); Dr. Anna Weber (VIP)
+/// is the customer on [`WEBER`] (her id is returned).
+async fn phone_rig(
+    store_path: &str,
+    rtp: [u16; 2],
+    script: &str,
+    extra: Option<(&'static str, String)>,
+) -> anyhow::Result<(Rig, hotline_crm::CustomerId)> {
+    let mut weber = 0;
+    let rig = Rig::start_with(
+        store_path,
+        rtp,
+        0,
+        script,
+        async |store| {
+            weber = store
+                .create_customer(
+                    &CustomerData {
+                        title: Some("Dr.".into()),
+                        first_name: Some("Anna".into()),
+                        surname: "Weber".into(),
+                        tier: Tier::Vip,
+                        ..CustomerData::default()
+                    },
+                    &[WEBER],
+                )
+                .await?;
+            Ok(())
+        },
+        "domains = [\"hotline.test\"]\nws_listen = [\"127.0.0.1:0\"]\n",
+        |h| {
+            let ws = h
+                .sip
+                .addrs(hotline_sip::Transport::Ws)
+                .first()
+                .map(|a| format!("ws://{a}"))
+                .unwrap_or_default();
+            let mut env = vec![
+                ("SIP_WS_URL", ws),
+                ("SIP_DOMAIN", "hotline.test".to_string()),
+                ("SIP_USER", "bob".to_string()),
+                ("SIP_PASSWORD", "bob-pw".to_string()),
+            ];
+            env.extend(extra);
+            env
+        },
+    )
+    .await?;
+    Ok((rig, weber))
+}
+
 /// The phone in the page: JsSIP (vendored) registers over Hotline's SIP-over-WebSocket
 /// listener as bob's device with digest auth, the queue call rings in the page next to its
 /// pop, and declining it from the page sends the call back to the queue.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn desk_page_phone_registers_over_websocket_and_rings() -> anyhow::Result<()> {
     with_sqlite("desk_phone", async |store_path| {
-        let mut rig = Rig::start_with(
-            store_path,
-            [27200, 27299],
-            0,
-            "desk_phone_flow.mjs",
-            async |store| {
-                store
-                    .create_customer(
-                        &CustomerData {
-                            title: Some("Dr.".into()),
-                            first_name: Some("Anna".into()),
-                            surname: "Weber".into(),
-                            tier: Tier::Vip,
-                            ..CustomerData::default()
-                        },
-                        &[WEBER],
-                    )
-                    .await?;
-                Ok(())
-            },
-            "domains = [\"hotline.test\"]\nws_listen = [\"127.0.0.1:0\"]\n",
-            |h| {
-                let ws = h
-                    .sip
-                    .addrs(hotline_sip::Transport::Ws)
-                    .first()
-                    .map(|a| format!("ws://{a}"))
-                    .unwrap_or_default();
-                vec![
-                    ("SIP_WS_URL", ws),
-                    ("SIP_DOMAIN", "hotline.test".to_string()),
-                    ("SIP_USER", "bob".to_string()),
-                    ("SIP_PASSWORD", "bob-pw".to_string()),
-                ]
-            },
-        )
-        .await?;
+        let (mut rig, _) =
+            phone_rig(store_path, [27200, 27299], "desk_phone_flow.mjs", None).await?;
         let reg = rig.flow.step("registered").await?;
         assert_eq!(reg["status"], "Phone registered as bob", "{reg}");
         let caller = rig.call(WEBER)?;
@@ -708,43 +725,11 @@ async fn desk_page_answers_over_webrtc_and_media_flows_both_ways() -> anyhow::Re
     /// machine may start late, but a working path passes this easily).
     const MIN: u64 = 50;
     with_sqlite("desk_webrtc", async |store_path| {
-        let mut weber = 0;
-        let mut rig = Rig::start_with(
+        let (mut rig, weber) = phone_rig(
             store_path,
             [27300, 27399],
-            0,
             "desk_webrtc_flow.mjs",
-            async |store| {
-                weber = store
-                    .create_customer(
-                        &CustomerData {
-                            title: Some("Dr.".into()),
-                            first_name: Some("Anna".into()),
-                            surname: "Weber".into(),
-                            tier: Tier::Vip,
-                            ..CustomerData::default()
-                        },
-                        &[WEBER],
-                    )
-                    .await?;
-                Ok(())
-            },
-            "domains = [\"hotline.test\"]\nws_listen = [\"127.0.0.1:0\"]\n",
-            |h| {
-                let ws = h
-                    .sip
-                    .addrs(hotline_sip::Transport::Ws)
-                    .first()
-                    .map(|a| format!("ws://{a}"))
-                    .unwrap_or_default();
-                vec![
-                    ("SIP_WS_URL", ws),
-                    ("SIP_DOMAIN", "hotline.test".to_string()),
-                    ("SIP_USER", "bob".to_string()),
-                    ("SIP_PASSWORD", "bob-pw".to_string()),
-                    ("MIN_PACKETS", MIN.to_string()),
-                ]
-            },
+            Some(("MIN_PACKETS", MIN.to_string())),
         )
         .await?;
         let reg = rig.flow.step("registered").await?;
