@@ -1,8 +1,8 @@
 // The phone in the browser: the desk registers JsSIP over Hotline's SIP-over-WebSocket
 // listener as bob's device; the queue call rings in the page (Answer becomes available);
 // the agent declines it from the page and the offer leaves the desk (see lib.mjs for the
-// protocol with sip-tests/tests/desk_browser.rs). Answering needs the WebRTC gateway in
-// the call path (Hotline offers plain RTP to the browser until then).
+// protocol with sip-tests/tests/desk_browser.rs). Answering in the page over WebRTC is
+// desk_webrtc_flow.mjs.
 // Env as lib.mjs, plus SIP_WS_URL, SIP_DOMAIN, SIP_USER, SIP_PASSWORD.
 
 import { STEP_MS, env, run, signInReady, step } from "./lib.mjs";

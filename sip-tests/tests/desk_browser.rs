@@ -13,6 +13,10 @@
 //! the trail entry and a ticket made in wrap-up), an unknown number (the provisional
 //! customer completed on the page), and a customer search.
 //!
+//! `desk_phone_flow.mjs` and `desk_webrtc_flow.mjs`: the page's own JsSIP phone over
+//! `ws_listen` (no SIPp device): it rings and declines, or answers over WebRTC through
+//! Hotline's gateway with media both ways (the page's getStats and the relay's counters).
+//!
 //! Screenshots land in `target/desk-screenshots/`.
 //!
 //! Fails (never skips) when chromium or the node modules are missing:
@@ -627,49 +631,66 @@ async fn desk_page_chooses_a_candidate_completes_a_new_customer_and_searches() -
     with_sqlite("desk_crm", crm_flow).await
 }
 
+/// Hotline with `ws_listen` and the page's own phone as bob's device (no SIPp device):
+/// the browser runs `script` with the phone's settings (and `extra`); Dr. Anna Weber (VIP)
+/// is the customer on [`WEBER`] (her id is returned).
+async fn phone_rig(
+    store_path: &str,
+    rtp: [u16; 2],
+    script: &str,
+    extra: Option<(&'static str, String)>,
+) -> anyhow::Result<(Rig, hotline_crm::CustomerId)> {
+    let mut weber = 0;
+    let rig = Rig::start_with(
+        store_path,
+        rtp,
+        0,
+        script,
+        async |store| {
+            weber = store
+                .create_customer(
+                    &CustomerData {
+                        title: Some("Dr.".into()),
+                        first_name: Some("Anna".into()),
+                        surname: "Weber".into(),
+                        tier: Tier::Vip,
+                        ..CustomerData::default()
+                    },
+                    &[WEBER],
+                )
+                .await?;
+            Ok(())
+        },
+        "domains = [\"hotline.test\"]\nws_listen = [\"127.0.0.1:0\"]\n",
+        |h| {
+            let ws = h
+                .sip
+                .addrs(hotline_sip::Transport::Ws)
+                .first()
+                .map(|a| format!("ws://{a}"))
+                .unwrap_or_default();
+            let mut env = vec![
+                ("SIP_WS_URL", ws),
+                ("SIP_DOMAIN", "hotline.test".to_string()),
+                ("SIP_USER", "bob".to_string()),
+                ("SIP_PASSWORD", "bob-pw".to_string()),
+            ];
+            env.extend(extra);
+            env
+        },
+    )
+    .await?;
+    Ok((rig, weber))
+}
+
 /// The phone in the page: JsSIP (vendored) registers over Hotline's SIP-over-WebSocket
 /// listener as bob's device with digest auth, the queue call rings in the page next to its
 /// pop, and declining it from the page sends the call back to the queue.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn desk_page_phone_registers_over_websocket_and_rings() -> anyhow::Result<()> {
     with_sqlite("desk_phone", async |store_path| {
-        let mut rig = Rig::start_with(
-            store_path,
-            [27200, 27299],
-            0,
-            "desk_phone_flow.mjs",
-            async |store| {
-                store
-                    .create_customer(
-                        &CustomerData {
-                            title: Some("Dr.".into()),
-                            first_name: Some("Anna".into()),
-                            surname: "Weber".into(),
-                            tier: Tier::Vip,
-                            ..CustomerData::default()
-                        },
-                        &[WEBER],
-                    )
-                    .await?;
-                Ok(())
-            },
-            "domains = [\"hotline.test\"]\nws_listen = [\"127.0.0.1:0\"]\n",
-            |h| {
-                let ws = h
-                    .sip
-                    .addrs(hotline_sip::Transport::Ws)
-                    .first()
-                    .map(|a| format!("ws://{a}"))
-                    .unwrap_or_default();
-                vec![
-                    ("SIP_WS_URL", ws),
-                    ("SIP_DOMAIN", "hotline.test".to_string()),
-                    ("SIP_USER", "bob".to_string()),
-                    ("SIP_PASSWORD", "bob-pw".to_string()),
-                ]
-            },
-        )
-        .await?;
+        let (mut rig, _) =
+            phone_rig(store_path, [27200, 27299], "desk_phone_flow.mjs", None).await?;
         let reg = rig.flow.step("registered").await?;
         assert_eq!(reg["status"], "Phone registered as bob", "{reg}");
         let caller = rig.call(WEBER)?;
@@ -689,6 +710,71 @@ async fn desk_page_phone_registers_over_websocket_and_rings() -> anyhow::Result<
         rig.h.shutdown().await;
         rig.store.close().await;
         shots_exist("phone", &["01-registered", "02-ringing", "03-declined"])
+    })
+    .await
+}
+
+/// Answering in the page over WebRTC: JsSIP registers over `ws_listen`, Hotline offers the
+/// queue call through its WebRTC gateway, the agent clicks Answer, and chromium's fake
+/// microphone and the SIPp caller's audio flow both ways (the page's getStats and the
+/// relay's counters), again after a hold and resume from the page. Hung up from the page,
+/// the wrap-up lands in the trail entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn desk_page_answers_over_webrtc_and_media_flows_both_ways() -> anyhow::Result<()> {
+    /// Packets each way, as the page and the relay count them: 1 s at 20 ms (a loaded
+    /// machine may start late, but a working path passes this easily).
+    const MIN: u64 = 50;
+    with_sqlite("desk_webrtc", async |store_path| {
+        let (mut rig, weber) = phone_rig(
+            store_path,
+            [27300, 27399],
+            "desk_webrtc_flow.mjs",
+            Some(("MIN_PACKETS", MIN.to_string())),
+        )
+        .await?;
+        let reg = rig.flow.step("registered").await?;
+        assert_eq!(reg["status"], "Phone registered as bob", "{reg}");
+        let caller = rig.call(WEBER)?;
+        let ringing = rig.flow.step("ringing").await?;
+        assert_eq!(ringing["name"], "Dr. Anna Weber", "{ringing}");
+        let answered = rig.flow.step("answered").await?;
+        assert_eq!(answered["state"], "on_call", "{answered}");
+        let media = rig.flow.step("media").await?;
+        eprintln!("desk webrtc getStats: {media}");
+        assert!(media["received"].as_u64() >= Some(MIN), "{media}");
+        assert!(media["sent"].as_u64() >= Some(MIN), "{media}");
+        assert_eq!(media["states"], serde_json::json!(["connected"]), "{media}");
+
+        let held = rig.flow.step("held").await?;
+        assert_eq!(held["status"], "On hold", "{held}");
+        let resumed = rig.flow.step("resumed").await?;
+        eprintln!("desk webrtc after resume: {resumed}");
+        assert_eq!(resumed["status"], "Connected", "{resumed}");
+        assert!(resumed["received"].as_u64() >= Some(MIN), "{resumed}");
+        assert!(resumed["sent"].as_u64() >= Some(MIN), "{resumed}");
+
+        rig.flow.step("ended").await?;
+        caller.expect_success().await?;
+        let end = rig.desk_hangup(2 * MIN).await?;
+        eprintln!("desk webrtc relay: {:?}", end.media);
+        rig.flow.go().await?;
+        let saved = rig.flow.step("saved").await?;
+        assert_eq!(
+            saved["errors"],
+            Value::Array(vec![]),
+            "page errors: {saved}"
+        );
+        let trail = rig
+            .store
+            .interaction_by_call_id(&end.call_id)
+            .await?
+            .context("the call's trail entry")?;
+        assert_eq!(trail.customer_id, weber);
+        assert_eq!(trail.agent.as_deref(), Some("bob"));
+        assert_eq!(trail.disposition.as_deref(), Some("resolved"));
+        assert_eq!(trail.notes.as_deref(), Some("Answered in the browser"));
+        rig.finish().await?;
+        shots_exist("webrtc", &["01-talking", "02-wrapup", "03-saved"])
     })
     .await
 }
