@@ -142,8 +142,11 @@ fn decode(s: &str) -> Option<String> {
     while i < b.len() {
         match b[i] {
             b'%' => {
-                let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
+                // Two hex digits exactly: `from_str_radix` alone would take "%+1".
+                let hex = b
+                    .get(i + 1..i + 3)
+                    .filter(|h| h.iter().all(u8::is_ascii_hexdigit))?;
+                out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
                 i += 3;
             }
             b'+' => {
@@ -360,6 +363,7 @@ mod tests {
             ("colour=red", "unknown parameter"),
             ("from=2024-01-01&to=2026-01-01", "366 days"),
             ("from=%ZZ", "percent-encoded"),
+            ("from=%+1", "percent-encoded"),
             ("tz=Mars%2FOlympus", "tz: unknown time zone"),
         ] {
             let e = parse_params(Some(q), NOW, None).unwrap_err();

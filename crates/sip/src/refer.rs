@@ -149,7 +149,10 @@ fn percent_decode(s: &str) -> Option<String> {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' {
-            let hex = s.get(i + 1..i + 3)?;
+            // Two hex digits exactly: `from_str_radix` alone would take "%+1".
+            let hex = s
+                .get(i + 1..i + 3)
+                .filter(|h| h.bytes().all(|c| c.is_ascii_hexdigit()))?;
             out.push(u8::from_str_radix(hex, 16).ok()?);
             i += 3;
         } else {
@@ -285,6 +288,13 @@ mod tests {
             Ok(SipMessage::Request(r)) => r.headers,
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn percent_escapes_need_two_hex_digits() {
+        assert_eq!(percent_decode("a%3Bb").as_deref(), Some("a;b"));
+        assert_eq!(percent_decode("%+1"), None);
+        assert_eq!(percent_decode("%4"), None);
     }
 
     #[test]
