@@ -127,24 +127,40 @@ pub(crate) enum AcdOutput {
     Refused,
 }
 
+/// What the ACD task keeps for one agent beside the engine.
+#[derive(Debug, Clone, Default)]
+struct AgentSlot {
+    name: String,
+    /// The last published state (with the pending not-ready reason).
+    published: Option<AgentStateEvent>,
+    pending: Option<String>,
+    /// The engine state at the last publish: unchanged agents are skipped without
+    /// building their status (the scan runs after every ACD input).
+    seen: Option<AgentState>,
+    /// In wrap-up: when it started and for which call (for `WRAPUP_END`).
+    wrap_started: Option<(i64, String)>,
+}
+
+impl AgentSlot {
+    fn named(name: String) -> Self {
+        AgentSlot {
+            name,
+            ..Default::default()
+        }
+    }
+}
+
 pub(crate) struct AcdTask {
     engine: Engine,
     start: Instant,
     calls: HashMap<CallId, mpsc::Sender<AcdOutput>>,
-    names: Vec<String>,
+    /// Per agent (by `AgentId`): one slot, so an agent added live grows everything at once.
+    agents: Vec<AgentSlot>,
     bus: broadcast::Sender<SwitchEvent>,
     /// Not-ready reason texts by code - 1.
     reasons: Vec<String>,
     /// ACD call → the caller's Call-ID, while the call is in the ACD.
     sip_ids: HashMap<CallId, String>,
-    /// Per agent: the last published state and pending not-ready reason.
-    published: Vec<Option<AgentStateEvent>>,
-    pending: Vec<Option<String>>,
-    /// The engine state each agent had at the last publish: unchanged agents are skipped
-    /// without building their status (the scan runs after every ACD input).
-    seen: Vec<Option<AgentState>>,
-    /// Per agent in wrap-up: when it started and for which call (for `WRAPUP_END`).
-    wrap_started: Vec<Option<(i64, String)>>,
     /// The one version counter for agent states.
     version: u64,
     /// Agents on a non-queue call.
@@ -194,19 +210,14 @@ impl AcdTask {
                 names[i] = a.id.clone();
             }
         }
-        let n = names.len();
         let mut task = AcdTask {
             engine,
             start: Instant::now(),
             calls: HashMap::new(),
-            names,
+            agents: names.into_iter().map(AgentSlot::named).collect(),
             bus,
             reasons: Vec::new(),
             sip_ids: HashMap::new(),
-            published: vec![None; n],
-            pending: vec![None; n],
-            seen: vec![None; n],
-            wrap_started: vec![None; n],
             version: 0,
             busy: HashSet::new(),
             queue_of: HashMap::new(),
@@ -249,9 +260,9 @@ impl AcdTask {
             return;
         }
         let name = self
-            .names
+            .agents
             .get(agent.0 as usize)
-            .cloned()
+            .map(|a| a.name.clone())
             .unwrap_or_default();
         let at = hotline_cdr::now_millis();
         let log = |event: QueueEventKind, data: &str| {
@@ -281,17 +292,19 @@ impl AcdTask {
         let at = hotline_cdr::now_millis();
         match status {
             AgentStatus::WrapUp { call_id } => {
-                if entering {
-                    self.wrap_started[i] = call_id.clone().map(|c| (at, c));
+                if entering && let Some(a) = self.agents.get_mut(i) {
+                    a.wrap_started = call_id.clone().map(|c| (at, c));
                 }
             }
             _ => {
-                if let Some((since, call_id)) = self.wrap_started[i].take() {
+                if let Some((since, call_id)) =
+                    self.agents.get_mut(i).and_then(|a| a.wrap_started.take())
+                {
                     self.cdr.queue_event(QueueEvent {
                         at,
                         call_id,
                         queue: "NONE".into(),
-                        agent: self.names.get(i).cloned(),
+                        agent: self.agents.get(i).map(|a| a.name.clone()),
                         event: QueueEventKind::WrapupEnd,
                         data: (at - since).max(0).to_string(),
                     });
@@ -387,7 +400,12 @@ impl AcdTask {
             AcdInput::Agents { reply } => {
                 self.decide();
                 self.publish_changes();
-                let _ = reply.send(self.published.iter().flatten().cloned().collect());
+                let _ = reply.send(
+                    self.agents
+                        .iter()
+                        .filter_map(|a| a.published.clone())
+                        .collect(),
+                );
                 return;
             }
             AcdInput::QueueStats { reply } => {
@@ -483,8 +501,8 @@ impl AcdTask {
         let i = id.0 as usize;
         // A command may change what desks are told (the pending not-ready) without
         // changing the engine state: look at this agent again on the next publish.
-        if let Some(seen) = self.seen.get_mut(i) {
-            *seen = None;
+        if let Some(a) = self.agents.get_mut(i) {
+            a.seen = None;
         }
         let logged_out = state == AgentState::LoggedOut;
         let r = match cmd {
@@ -502,7 +520,9 @@ impl AcdTask {
             }
             AgentCommand::Ready if logged_out => self.engine.agent_login(now, id, true),
             AgentCommand::Ready => {
-                self.pending[i] = None;
+                if let Some(a) = self.agents.get_mut(i) {
+                    a.pending = None;
+                }
                 self.engine.agent_ready(now, id)
             }
             AgentCommand::NotReady { reason } | AgentCommand::NotReadyAfterCall { reason } => {
@@ -512,8 +532,10 @@ impl AcdTask {
                         .agent_login(now, id, false)
                         .and_then(|_| self.engine.agent_not_ready(now, id, code))
                 } else {
-                    if matches!(state, AgentState::OnCall(_) | AgentState::WrapUp) {
-                        self.pending[i] = Some(reason);
+                    if matches!(state, AgentState::OnCall(_) | AgentState::WrapUp)
+                        && let Some(a) = self.agents.get_mut(i)
+                    {
+                        a.pending = Some(reason);
                     }
                     self.engine.agent_not_ready(now, id, code)
                 }
@@ -524,10 +546,9 @@ impl AcdTask {
         r.map_err(|e| SwitchError::InvalidState(e.to_string()))?;
         self.decide();
         self.publish_changes();
-        self.published
+        self.agents
             .get(i)
-            .cloned()
-            .flatten()
+            .and_then(|a| a.published.clone())
             .ok_or(SwitchError::Unavailable)
     }
 
@@ -587,18 +608,19 @@ impl AcdTask {
     /// version. The engine is the truth; this compares against what desks were told, so
     /// no change (commanded or the engine's own) can go unpublished.
     fn publish_changes(&mut self) {
-        for i in 0..self.names.len() {
+        for i in 0..self.agents.len() {
             let Ok(state) = self.engine.agent_state(AgentId(i as u32)) else {
                 continue;
             };
-            if self.seen[i] == Some(state) {
+            if self.agents[i].seen == Some(state) {
                 continue;
             }
-            self.seen[i] = Some(state);
+            self.agents[i].seen = Some(state);
             // The queue log sees every change the desks see (it skips repeats itself).
             self.log_agent_state(AgentId(i as u32), state);
             let mut status = self.status(state);
-            let prev = self.published[i].as_ref();
+            let slot = &mut self.agents[i];
+            let prev = slot.published.as_ref();
             if let AgentStatus::WrapUp { call_id } = &mut status {
                 // Wrap-up is for the call the agent was on.
                 *call_id = match prev.map(|p| &p.status) {
@@ -612,9 +634,9 @@ impl AcdTask {
                 status,
                 AgentStatus::NotReady { .. } | AgentStatus::LoggedOut | AgentStatus::Ready
             ) {
-                self.pending[i] = None;
+                slot.pending = None;
             }
-            let pending = self.pending[i].clone();
+            let pending = slot.pending.clone();
             if prev.is_some_and(|p| p.status == status && p.pending_not_ready == pending) {
                 continue;
             }
@@ -623,7 +645,7 @@ impl AcdTask {
             self.log_wrapup(i, &status, entering_wrap);
             self.version += 1;
             let ev = AgentStateEvent {
-                agent: self.names[i].clone(),
+                agent: self.agents[i].name.clone(),
                 status,
                 pending_not_ready: pending,
                 version: self.version,
@@ -635,7 +657,7 @@ impl AcdTask {
                 });
             }
             let _ = self.bus.send(SwitchEvent::AgentState(ev.clone()));
-            self.published[i] = Some(ev);
+            self.agents[i].published = Some(ev);
         }
         // Call-IDs are only needed while some agent state can still name the call.
         if self.sip_ids.len() > self.calls.len() {
@@ -715,9 +737,9 @@ impl AcdTask {
             let (call, out) = match d {
                 Decision::Offer { call, agent, .. } => {
                     let user = self
-                        .names
+                        .agents
                         .get(agent.0 as usize)
-                        .cloned()
+                        .map(|a| a.name.clone())
                         .unwrap_or_default();
                     if let Some(q) = &self.qualify {
                         let _ = q
@@ -742,9 +764,9 @@ impl AcdTask {
                         agent: Some(agent),
                         dial: None,
                         user: self
-                            .names
+                            .agents
                             .get(agent.0 as usize)
-                            .cloned()
+                            .map(|a| a.name.clone())
                             .unwrap_or_default(),
                         number,
                         queue: self.queue_of.get(&call).cloned().unwrap_or_default(),
@@ -860,14 +882,10 @@ impl AcdTask {
                 (_, None) => {
                     let id = self.engine.add_agent(a, now).map_err(err)?;
                     let i = id.0 as usize;
-                    if self.names.len() <= i {
-                        self.names.resize(i + 1, String::new());
-                        self.published.resize(i + 1, None);
-                        self.pending.resize(i + 1, None);
-                        self.seen.resize(i + 1, None);
-                        self.wrap_started.resize(i + 1, None);
+                    if self.agents.len() <= i {
+                        self.agents.resize(i + 1, AgentSlot::default());
                     }
-                    self.names[i] = a.id.clone();
+                    self.agents[i] = AgentSlot::named(a.id.clone());
                     self.login_added(now, id, &a.id)?;
                     changes.push(format!("agent {} added", a.id));
                 }
@@ -1171,7 +1189,7 @@ mod tests {
         );
         task.publish_changes();
         assert_eq!(
-            task.names[task.engine.agent_id("carol").unwrap().0 as usize],
+            task.agents[task.engine.agent_id("carol").unwrap().0 as usize].name,
             "carol"
         );
         task.input(AcdInput::Ended { call: CallId(1) });
