@@ -83,7 +83,7 @@ pub(crate) fn is_webrtc_offer(body: &[u8]) -> bool {
         return false;
     };
     sdp.lines().any(|l| {
-        let mut f = l.trim().split_whitespace();
+        let mut f = l.split_whitespace();
         f.next().is_some_and(|m| m.starts_with("m=audio"))
             && f.nth(1).is_some_and(|p| p.contains("/TLS/"))
     })
