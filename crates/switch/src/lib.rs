@@ -21,6 +21,7 @@ mod incall;
 pub mod ivr;
 mod qualify;
 mod reconfig;
+mod timer_retry;
 pub mod tollfraud;
 mod webrtc_leg;
 
