@@ -1,13 +1,15 @@
 //! Call-path pieces of the B2BUA with real SIPp peers: offer-less re-INVITEs (RFC 3264 §5:
 //! our 2xx offers, the ACK answers) from the agent's phone and from the caller, and an
-//! agent phone that answers our INVITE `422 Session Interval Too Small` (RFC 4028 §6).
+//! agent phone that answers our INVITE `422 Session Interval Too Small` (RFC 4028 §6), and
+//! an agent busy on a phone-to-phone call the proxy carries (not offered queue calls).
 //! Every test also checks that nothing is left over (call tasks, RTP ports, dialogs).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use hotline_acd::{AgentState, NotReadyReason};
 use hotline_sip_tests::{Proto, Sipp, SippBuilder, free_port, start_hotline_with_sip, wait_bound};
-use hotline_switch::{CallEnd, EndReason};
+use hotline_switch::{CallEnd, EndReason, Switch};
 
 async fn next_end(rx: &mut tokio::sync::mpsc::Receiver<CallEnd>) -> anyhow::Result<CallEnd> {
     tokio::time::timeout(Duration::from_secs(20), rx.recv())
@@ -187,6 +189,66 @@ async fn agent_422_is_retried_with_its_min_se_udp() -> anyhow::Result<()> {
     assert_eq!(end.reason, EndReason::AgentHangup, "{end:?}");
     assert!(end.bridged, "{end:?}");
     assert_eq!(end.agent.as_deref(), Some("bob"), "{end:?}");
+    nothing_left(&h).await?;
+    h.shutdown().await;
+    Ok(())
+}
+
+/// Polls `user`'s ACD state until `want` holds (10 s at most).
+async fn wait_state(
+    switch: &Switch,
+    user: &str,
+    want: impl Fn(&AgentState) -> bool,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let state = switch.agent_state(user).await;
+        if state.as_ref().is_some_and(&want) {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "{user} still {state:?} after 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// bob, the support queue's first choice, is on a direct call from alice that the SIP
+/// core proxies (no B2BUA): the ACD sees him busy from its 200 on, so a queue call goes
+/// to carol (a second INVITE to bob's single-call SIPp would fail it); when alice hangs
+/// up (the BYE passes the proxy) bob is available again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_on_a_proxied_direct_call_is_not_offered_queue_calls_udp() -> anyhow::Result<()> {
+    let (h, server, mut ended) = hotline(
+        [52600, 52799],
+        "[[numbers]]\nnumber = \"4204\"\nqueue = \"support\"\n\
+         [acd]\n[[acd.queue]]\nname = \"support\"\n\
+         [[acd.agent]]\nid = \"bob\"\nqueues = { support = 0 }\n\
+         [[acd.agent]]\nid = \"carol\"\nqueues = { support = 1 }\n",
+    )
+    .await?;
+    let switch = h.switch.as_ref().context("switch")?;
+    let bob = agent(server, "bob", "uas_call.xml").await?;
+    let carol = agent(server, "carol", "uas_call.xml").await?;
+    wait_state(switch, "bob", |s| *s == AgentState::Available).await?;
+    let direct = SippBuilder::new("direct", "uac_call_stay.xml", Proto::Udp, free_port())
+        .args([
+            "-s", "bob", "-au", "alice", "-ap", "alice-pw", "-key", "caller", "alice", "-d", "5000",
+        ])
+        .spawn(Some(server))?;
+    let busy = AgentState::NotReady(NotReadyReason::Code(Switch::BUSY_CODE));
+    wait_state(switch, "bob", |s| *s == busy).await?;
+    caller(server, "4204", "uac_call_with_audio.xml", &[])?
+        .expect_success()
+        .await?;
+    carol.expect_success().await?;
+    let end = next_end(&mut ended).await?;
+    assert_eq!(end.agent.as_deref(), Some("carol"), "{end:?}");
+    assert!(end.bridged, "{end:?}");
+    direct.expect_success().await?;
+    bob.expect_success().await?;
+    wait_state(switch, "bob", |s| *s == AgentState::Available).await?;
     nothing_left(&h).await?;
     h.shutdown().await;
     Ok(())

@@ -2070,7 +2070,7 @@ impl Call {
             }
             // Responses to our requests to the caller (BYE, in-call requests).
             AppEvent::Response { response, .. } => incall::caller_response(ctx, *response).await,
-            AppEvent::Timeout { .. } => incall::Outcome::Continue,
+            AppEvent::Timeout { .. } | AppEvent::Dialog { .. } => incall::Outcome::Continue,
         }
     }
 }
@@ -2195,7 +2195,7 @@ pub(crate) fn event_call_id(ev: &AppEvent) -> Option<&str> {
         }
         AppEvent::Response { response, .. } => msg::call_id(&response.headers),
         AppEvent::Timeout { call_id, .. } | AppEvent::AckTimeout { call_id, .. } => Some(call_id),
-        AppEvent::Cancelled { .. } => None,
+        AppEvent::Cancelled { .. } | AppEvent::Dialog { .. } => None,
     }
 }
 
