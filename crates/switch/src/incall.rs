@@ -124,6 +124,8 @@ pub(crate) struct CallerExt {
     /// Our offer in the 2xx to an offer-less re-INVITE: its CSeq and the offer, until the
     /// ACK brings the answer.
     offer_in_2xx: Option<(u32, SessionDescription)>,
+    /// A browser caller's WebRTC gateway: its re-offers are answered there.
+    webrtc: Option<WebRtcControl>,
 }
 
 impl CallerExt {
@@ -348,6 +350,11 @@ fn uac_timer(resp: &Response) -> Option<SessionTimer> {
     Some(SessionTimer::new(t, Instant::now()))
 }
 
+/// A browser caller's leg: keep a handle on its gateway for its re-INVITEs.
+pub(crate) fn caller_webrtc(ext: &mut CallerExt, leg: &MediaLeg) {
+    ext.webrtc = leg.gateway().map(|g| g.control());
+}
+
 /// A browser agent's leg started: keep a handle on its gateway for re-INVITEs.
 pub(crate) fn agent_webrtc(a: &mut AgentLeg, leg: Option<&MediaLeg>) {
     a.ext.webrtc = leg.and_then(MediaLeg::gateway).map(|g| g.control());
@@ -532,7 +539,7 @@ async fn reoffer(ctx: Ctx<'_>, tx: ServerTxId, req: &Request, side: Side) -> Out
     }
     let webrtc = match side {
         Side::B => agent.as_ref().and_then(|a| a.ext.webrtc.clone()),
-        Side::A => None,
+        Side::A => caller.ext.webrtc.clone(),
     };
     let (contact, sdp_state) = match side {
         Side::A => {
@@ -567,11 +574,10 @@ async fn reoffer(ctx: Ctx<'_>, tx: ServerTxId, req: &Request, side: Side) -> Out
         // empty UPDATE is only a refresh.
         // (Not to a browser: its gateway has no offer of its own to make; it gets what we
         // last sent, as before.)
-        if req.method == Method::Invite
-            && webrtc.is_some()
-            && let Some(last) = sdp_state.last()
-        {
-            resp = resp.body("application/sdp", last.to_string());
+        if req.method == Method::Invite && webrtc.is_some() {
+            if let Some(last) = sdp_state.last() {
+                resp = resp.body("application/sdp", last.to_string());
+            }
         } else if req.method == Method::Invite {
             let offer = sdp_state.offer(Direction::SendRecv);
             resp = resp.body("application/sdp", offer.to_string());
