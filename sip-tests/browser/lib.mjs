@@ -156,3 +156,54 @@ export async function saveWrapup(desk, { code, notes, ticket }) {
   await page.waitForSelector("#wrapup", { state: "hidden", timeout: STEP_MS });
   await waitAttr("#agent-state", "data-state", "ready");
 }
+
+/**
+ * Counts the page's audio RTP over every RTCPeerConnection it makes (JsSIP's), from page
+ * load on (again after a reload): `window.__hotlineRtp()` → {received, sent, states}.
+ */
+export async function trackRtp(page) {
+  await page.addInitScript(() => {
+    const Native = window.RTCPeerConnection;
+    const pcs = [];
+    window.RTCPeerConnection = class extends Native {
+      constructor(...args) {
+        super(...args);
+        pcs.push(this);
+      }
+    };
+    window.__hotlineRtp = async () => {
+      const out = { received: 0, sent: 0, states: [] };
+      for (const pc of pcs) {
+        out.states.push(pc.connectionState);
+        (await pc.getStats()).forEach((s) => {
+          if (s.kind !== "audio") return;
+          if (s.type === "inbound-rtp") out.received += s.packetsReceived ?? 0;
+          if (s.type === "outbound-rtp") out.sent += s.packetsSent ?? 0;
+        });
+      }
+      return out;
+    };
+  });
+}
+
+/** Polls `__hotlineRtp` until both ways are `min` packets past `base` (bounded). */
+export async function mediaBothWays(page, min, base = { received: 0, sent: 0 }) {
+  const deadline = Date.now() + STEP_MS;
+  for (;;) {
+    const s = await page.evaluate(() => window.__hotlineRtp());
+    if (s.received - base.received >= min && s.sent - base.sent >= min) return s;
+    if (Date.now() > deadline) {
+      throw new Error(`no media both ways: getStats ${JSON.stringify(s)} from ${JSON.stringify(base)}`);
+    }
+    await page.waitForTimeout(250);
+  }
+}
+
+/** Waits until the page's phone says it is registered. */
+export async function phoneRegistered(page) {
+  await page.waitForFunction(
+    () => document.getElementById("phone-status").textContent.startsWith("Phone registered"),
+    null,
+    { timeout: STEP_MS },
+  );
+}

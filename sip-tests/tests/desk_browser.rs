@@ -777,3 +777,74 @@ async fn desk_page_answers_over_webrtc_and_media_flows_both_ways() -> anyhow::Re
     })
     .await
 }
+
+/// Reload mid-call with the in-page phone: the agent answers over WebRTC, media flows,
+/// the page reloads. The page's WebRTC session and SIP connection are gone, the registrar
+/// drops the binding, the caller hears music (`call.phone_lost`); the reloaded page resumes
+/// the desk (the call is shown answered), its phone registers again, Hotline INVITEs the
+/// new registration and the page answers: media flows both ways again (the page's
+/// getStats on its new connection, the relay's counters of the new leg), and the call ends
+/// normally from the page with its wrap-up in the trail.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn desk_page_reload_mid_call_keeps_the_call_and_media_flows_again() -> anyhow::Result<()> {
+    const MIN: u64 = 50;
+    with_sqlite("desk_reload", async |store_path| {
+        let (mut rig, weber) = phone_rig(
+            store_path,
+            [27400, 27499],
+            "desk_reload_flow.mjs",
+            Some(("MIN_PACKETS", MIN.to_string())),
+        )
+        .await?;
+        let mut events = rig
+            .h
+            .switch
+            .as_ref()
+            .context("switch")?
+            .handle()
+            .subscribe();
+        rig.flow.step("registered").await?;
+        let caller = rig.call(WEBER)?;
+        let answered = rig.flow.step("answered").await?;
+        assert!(answered["received"].as_u64() >= Some(MIN), "{answered}");
+        let rejoined = rig.flow.step("rejoined").await?;
+        eprintln!("desk reload: after the reload {rejoined}");
+        assert_eq!(rejoined["call"], "answered", "{rejoined}");
+        assert_eq!(rejoined["name"], "Dr. Anna Weber", "{rejoined}");
+        assert!(rejoined["received"].as_u64() >= Some(MIN), "{rejoined}");
+        assert!(rejoined["sent"].as_u64() >= Some(MIN), "{rejoined}");
+        // The switch said so: lost, then back.
+        let (mut lost, mut back) = (false, false);
+        loop {
+            use tokio::sync::broadcast::error::TryRecvError;
+            match events.try_recv() {
+                Ok(hotline_switch::SwitchEvent::PhoneLost { agent, .. }) => lost |= agent == "bob",
+                Ok(hotline_switch::SwitchEvent::PhoneBack { agent, .. }) => back |= agent == "bob",
+                Ok(_) | Err(TryRecvError::Lagged(_)) => {}
+                Err(_) => break,
+            }
+        }
+        assert!(lost && back, "phone_lost {lost}, phone_back {back}");
+        rig.flow.step("ended").await?;
+        caller.expect_success().await?;
+        let end = rig.desk_hangup(MIN).await?;
+        eprintln!("desk reload relay: {:?}", end.media);
+        rig.flow.go().await?;
+        let saved = rig.flow.step("saved").await?;
+        assert_eq!(
+            saved["errors"],
+            Value::Array(vec![]),
+            "page errors: {saved}"
+        );
+        let trail = rig
+            .store
+            .interaction_by_call_id(&end.call_id)
+            .await?
+            .context("the call's trail entry")?;
+        assert_eq!(trail.customer_id, weber);
+        assert_eq!(trail.disposition.as_deref(), Some("resolved"));
+        rig.finish().await?;
+        shots_exist("reload", &["01-rejoined", "02-saved"])
+    })
+    .await
+}

@@ -493,6 +493,30 @@ fn dispatch(hub: &Hub, ev: SwitchEvent) {
             }
             to_watchers(&live, queue.as_deref(), &frame);
         }
+        SwitchEvent::PhoneLost {
+            call_id,
+            agent,
+            rejoin_secs,
+        } => {
+            let data = json!({"call_id": call_id, "agent": agent, "rejoin_secs": rejoin_secs});
+            to_agent(&live, &agent, "call.phone_lost", data.clone());
+            let queue = live.call_queue.get(&call_id).cloned();
+            to_watchers(
+                &live,
+                queue.as_deref(),
+                &text(protocol::event("call.phone_lost", data)),
+            );
+        }
+        SwitchEvent::PhoneBack { call_id, agent } => {
+            let data = json!({"call_id": call_id, "agent": agent});
+            to_agent(&live, &agent, "call.phone_back", data.clone());
+            let queue = live.call_queue.get(&call_id).cloned();
+            to_watchers(
+                &live,
+                queue.as_deref(),
+                &text(protocol::event("call.phone_back", data)),
+            );
+        }
         SwitchEvent::WrapupStarted { call_id, agent } => to_agent(
             &live,
             &agent,

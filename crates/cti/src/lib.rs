@@ -153,6 +153,11 @@ pub struct CtiConfig {
     /// `ws_listen` when they name a specific address).
     #[serde(default)]
     pub phone_ws_url: Option<String>,
+    /// How long a bridged call waits for an agent's in-page phone that went away (page
+    /// reload, network blip) before it goes back to the head of its queue (caller on
+    /// music meanwhile; the agent becomes not ready, `phone_lost`).
+    #[serde(default = "default_phone_rejoin")]
+    pub phone_rejoin_secs: u64,
     /// `[cti.wall]`: wallboard colour thresholds.
     #[serde(default)]
     pub wall: wall::WallConfig,
@@ -178,6 +183,9 @@ fn default_outbound_queue() -> usize {
 }
 fn default_max_frame() -> usize {
     64 * 1024
+}
+fn default_phone_rejoin() -> u64 {
+    30
 }
 fn default_offer_ack() -> u64 {
     250

@@ -355,6 +355,7 @@ async fn start_inner(
     }
     if let Some(c) = &cfg.cti {
         desk.offer_ack_timeout = std::time::Duration::from_millis(c.offer_ack_timeout_ms);
+        desk.phone_rejoin = std::time::Duration::from_secs(c.phone_rejoin_secs);
     }
     let switch = Switch::start_with_desk(switch_cfg, desk, app, events, ports)
         .context("starting call control")?;

@@ -28,6 +28,14 @@ pub(crate) enum AcdInput {
         sip_call_id: String,
         tier: Option<String>,
     },
+    /// A bridged call back in `queue` at the head (its agent's phone was lost).
+    Requeued {
+        call: CallId,
+        queue: String,
+        inbox: mpsc::Sender<AcdOutput>,
+        sip_call_id: String,
+        tier: Option<String>,
+    },
     Answered {
         call: CallId,
         agent: AgentId,
@@ -378,6 +386,26 @@ impl AcdTask {
                 self.queue_of.insert(call, queue);
                 let mut new = NewCall::new(call, q);
                 new.tier = tier;
+                self.engine.call_arrived(now, new)
+            }
+            AcdInput::Requeued {
+                call,
+                queue,
+                inbox,
+                sip_call_id,
+                tier,
+            } => {
+                let Some(q) = self.engine.queue_id(&queue) else {
+                    let _ = inbox.try_send(AcdOutput::Refused);
+                    return;
+                };
+                self.calls.insert(call, inbox);
+                self.sip_ids.insert(call, sip_call_id);
+                self.queue_of.insert(call, queue);
+                let mut new = NewCall::new(call, q);
+                new.tier = tier;
+                // The highest priority there is: ahead of everyone who waits.
+                new.priority = 1000;
                 self.engine.call_arrived(now, new)
             }
             AcdInput::Answered { call, agent } => self.engine.offer_answered(now, call, agent),

@@ -30,6 +30,8 @@ use crate::{CallInput, Control, Route, SwitchConfig, announce, incall, webrtc_le
 #[path = "supervise.rs"]
 mod supervise;
 
+mod rejoin;
+
 /// How a call ended: for tests, CDRs and logs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallEnd {
@@ -279,6 +281,8 @@ struct State {
     supervisor: Option<supervise::Supervisor>,
     /// The callback offer was played (the key is honoured from then on).
     callback_offered: bool,
+    /// A browser agent's phone, watched for a reload or blip (`rejoin`).
+    rejoin: rejoin::Rejoin,
     number: String,
     host: String,
     trace: Trace,
@@ -506,6 +510,7 @@ impl Call {
             third: None,
             supervisor: None,
             callback_offered: false,
+            rejoin: rejoin::Rejoin::default(),
             number,
             host: local_host,
             trace,
@@ -543,6 +548,7 @@ impl Call {
                         Some(CallInput::Sip(ev)) if st.supervisor.as_ref().is_some_and(|s| s.owns(&ev)) => {
                             boxed(|| self.supervisor_event(ev, &mut st)).await
                         }
+                        Some(CallInput::Sip(ev)) if st.rejoin.owns(&ev) => boxed(|| rejoin::event(&self, ev, &mut st)).await,
                         Some(CallInput::Sip(ev)) if st.third.as_ref().is_some_and(|t| event_call_id(&ev) == Some(t.call_id.as_str())) => {
                             boxed(|| self.third_event(ev, &mut st)).await
                         }
@@ -566,6 +572,7 @@ impl Call {
                         boxed(|| self.menu_timeout(&mut st)).await
                     }
                     _ = sleep_until_opt(st.dtmf.next) => boxed(|| self.next_dtmf(&mut st)).await,
+                    _ = sleep_until_opt(st.rejoin.deadline()) => boxed(|| rejoin::tick(&self, &mut st)).await,
                     _ = sleep_until_opt(in_call.deadline()) => {
                         let ctx = incall::Ctx { call: &self, caller: &mut st.caller, agent: &mut st.agent, media: &st.media, bridged: st.bridged };
                         boxed(|| in_call.timeout(ctx)).await
@@ -1631,6 +1638,10 @@ impl Call {
                 Phase::Message { then } => incall::Outcome::End(*then),
                 _ => incall::Outcome::Continue,
             },
+            // The lost phone's leg is silent until it rejoins or the call is requeued.
+            MediaEvent::Leg(Side::B, hotline_media::LegEvent::NoRtp) if st.rejoin.lost() => {
+                incall::Outcome::Continue
+            }
             MediaEvent::PlaybackDone(Side::B) if st.whispering => {
                 st.whispering = false;
                 self.bridge(st).await;
@@ -1680,6 +1691,20 @@ impl Call {
         uri: &str,
         flow: Flow,
     ) -> Option<AgentLeg> {
+        self.call_agent_with(number, host, user, uri, flow, "")
+            .await
+    }
+
+    /// [`Call::call_agent`] with extra header lines (each ending in CRLF).
+    pub(crate) async fn call_agent_with(
+        &self,
+        number: &str,
+        host: &str,
+        user: &str,
+        uri: &str,
+        flow: Flow,
+        extra: &str,
+    ) -> Option<AgentLeg> {
         // WebRTC hook: a browser agent (WebSocket contact) gets the gateway's offer.
         let browser = webrtc_leg::is_browser_contact(uri);
         let (ports, webrtc, offer, sdp) = if browser {
@@ -1695,7 +1720,7 @@ impl Call {
         let from = format!("<sip:{number}@{host}>;tag=hl{}", token());
         let to = format!("<sip:{user}@{host}>");
         let text = format!(
-            "INVITE {uri} SIP/2.0\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:{number}@{host}{}>\r\n{}Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+            "INVITE {uri} SIP/2.0\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:{number}@{host}{}>\r\n{extra}{}Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
             transport_param(flow),
             // In-call hook: offer the agent's phone a session timer (not a browser's:
             // a refresh would re-offer plain RTP).
@@ -1955,6 +1980,7 @@ impl Call {
         }
         st.bridged = true;
         tracing::info!(call_id = %self.call_id, "legs bridged");
+        rejoin::watch(st);
         // After a transfer the call's recording is already running: one file per call.
         if st.recording.is_some() {
             return;

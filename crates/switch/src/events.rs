@@ -225,6 +225,18 @@ pub enum SwitchEvent {
         call_id: Option<String>,
         agent: String,
     },
+    /// The agent's in-page phone left the bridged call (page reload, network blip): the
+    /// caller hears music; the call waits `rejoin_secs` for the phone, then is requeued.
+    PhoneLost {
+        call_id: String,
+        agent: String,
+        rejoin_secs: u64,
+    },
+    /// The phone is back on the call (re-registered, or its new registration answered).
+    PhoneBack {
+        call_id: String,
+        agent: String,
+    },
     QueueStats(Arc<Vec<QueueStat>>),
 }
 
@@ -237,6 +249,8 @@ pub(crate) struct Desk {
     pub lookup_timeout: Duration,
     /// Sources whose P-Asserted-Identity is believed.
     pub trusted: Arc<Vec<hotline_sip::Cidr>>,
+    /// How long a call waits for a lost in-page phone (`[cti] phone_rejoin_secs`).
+    pub phone_rejoin: Duration,
 }
 
 /// Commands in, events out: what a CTI server holds. Cheap to clone.
@@ -270,6 +284,7 @@ impl SwitchHandle {
                 ack_timeout: desk_cfg.offer_ack_timeout,
                 lookup_timeout: desk_cfg.lookup_timeout,
                 trusted: Arc::new(desk_cfg.trusted),
+                phone_rejoin: desk_cfg.phone_rejoin,
             },
             acd: Some(tx),
             control,
@@ -612,6 +627,28 @@ impl CallDesk {
         let _ = self.desk.bus.send(ev);
     }
 
+    /// How long the call waits for a lost in-page phone.
+    pub(crate) fn phone_rejoin(&self) -> Duration {
+        self.desk.phone_rejoin
+    }
+
+    /// `agent`'s in-page phone left the call; it has `rejoin_secs` to come back.
+    pub(crate) fn phone_lost(&self, agent: &str, rejoin_secs: u64) {
+        let _ = self.desk.bus.send(SwitchEvent::PhoneLost {
+            call_id: self.call_id.clone(),
+            agent: agent.to_string(),
+            rejoin_secs,
+        });
+    }
+
+    /// `agent`'s in-page phone is back on the call.
+    pub(crate) fn phone_back(&self, agent: &str) {
+        let _ = self.desk.bus.send(SwitchEvent::PhoneBack {
+            call_id: self.call_id.clone(),
+            agent: agent.to_string(),
+        });
+    }
+
     /// `agent` transferred the call to `to`: they are done with it (their wrap-up
     /// starts); whoever answers next is the call's agent for `call.ended` and the trail.
     pub(crate) fn transferred(&self, agent: &str, to: &str) {
@@ -740,6 +777,7 @@ mod tests {
             ack_timeout: ack,
             lookup_timeout: Duration::from_millis(500),
             trusted: Arc::new(Vec::new()),
+            phone_rejoin: Duration::from_secs(30),
         };
         (d, rx)
     }

@@ -68,6 +68,9 @@ pub struct DeskConfig {
     /// Networks whose P-Asserted-Identity is believed (`[sip] trusted`, the trunks);
     /// from anywhere else the caller is identified from From.
     pub trusted: Vec<hotline_sip::Cidr>,
+    /// How long a bridged call waits for an agent's lost in-page phone (reload, blip)
+    /// before it goes back to the head of its queue.
+    pub phone_rejoin: std::time::Duration,
 }
 
 impl Default for DeskConfig {
@@ -78,6 +81,7 @@ impl Default for DeskConfig {
             offer_ack_timeout: std::time::Duration::from_millis(250),
             lookup_timeout: std::time::Duration::from_millis(1000),
             trusted: Vec::new(),
+            phone_rejoin: std::time::Duration::from_secs(30),
         }
     }
 }
@@ -266,6 +270,7 @@ impl Switch {
             ack_timeout: desk_cfg.offer_ack_timeout,
             lookup_timeout: desk_cfg.lookup_timeout,
             trusted: Arc::new(desk_cfg.trusted.clone()),
+            phone_rejoin: desk_cfg.phone_rejoin,
         };
         let (control_tx, control_rx) = mpsc::channel(256);
         let mut qualify_tx = None;

@@ -95,6 +95,11 @@ const cti = new Cti(`${location.protocol === "https:" ? "wss" : "ws"}://${locati
 
 const phone = new Phone($("remote-audio"), {
   onStatus: (text) => ($("phone-status").textContent = text),
+  // The call this desk shows as answered, not yet ended: the phone rejoins it.
+  isRejoin: (callId) => {
+    const c = desk.call;
+    return !!c && c.offer.call_id === callId && c.answered && !c.ended;
+  },
   onSessionChange: (s) => {
     if (s === "ringing") announce("The phone is ringing");
     renderCall();
@@ -280,6 +285,18 @@ function onEvent(type, d) {
         desk.call.held = type === "call.held";
         renderCall();
         announce(desk.call.held ? "Caller on hold" : "Call resumed");
+      }
+      break;
+    case "call.phone_lost":
+      if (desk.call && desk.call.offer.call_id === d.call_id) {
+        notice(`Your phone left the call; the caller hears music. Reconnecting (${d.rejoin_secs} s)…`);
+        announce("Phone lost; reconnecting");
+      }
+      break;
+    case "call.phone_back":
+      if (desk.call && desk.call.offer.call_id === d.call_id) {
+        notice("Your phone is back on the call.");
+        announce("Phone back on the call");
       }
       break;
     case "call.transferred":

@@ -75,6 +75,10 @@ export class Phone {
         return;
       }
       this.track(e.session);
+      // Hotline calling the reloaded page back into the call it was on: answer at once
+      // when the desk agrees it is that call.
+      const rejoin = e.request.getHeader("X-Hotline-Rejoin");
+      if (rejoin && this.h.isRejoin?.(rejoin)) this.answer();
     });
     this.ua = ua;
     ua.start();

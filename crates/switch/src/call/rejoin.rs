@@ -1,0 +1,318 @@
+//! The in-page phone's leg lost mid-call (issue #6): a browser agent's WebRTC phone lives
+//! in the desk page, so a reload or a network blip takes its SIP-over-WebSocket connection
+//! (and with it the registrar's binding, which drops with the connection) away while the
+//! caller is still there. Instead of ending the call:
+//!
+//! * while a queue call is bridged to a browser contact, the call looks at the registrar
+//!   every [`CHECK`]: the binding on the leg's connection is the phone;
+//! * binding gone → the phone is lost: the caller hears music, `call.phone_lost` goes to
+//!   the desk, and the grace (`[cti] phone_rejoin_secs`) starts;
+//! * the same phone back on a new connection (a blip: JsSIP reconnects and re-registers its
+//!   contact) → the leg follows the new connection and the legs are bridged again; a new
+//!   registration (the reloaded page) → a fresh INVITE with `X-Hotline-Rejoin: <call id>`,
+//!   which the desk answers by itself; its answer replaces the agent's media leg and the
+//!   legs are bridged again (the recording runs on: it is the session's);
+//! * the grace over → the call goes back to its queue at the head, the agent not ready
+//!   (`phone_lost`): no call is lost.
+//!
+//! The registrar is asked rather than told because it is the SIP task's state (one owner);
+//! a look every half second per browser call is a message on a channel.
+
+use std::time::{Duration, Instant as StdInstant};
+
+use hotline_media::{Player, Side};
+use hotline_sip::msg::{self, Response};
+use hotline_sip::{AppEvent, AppResponse, Flow};
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::{AgentLeg, Call, Phase, State, event_call_id, webrtc_leg};
+use crate::acd::AcdInput;
+use crate::events::AgentCommand;
+use crate::incall::Outcome;
+
+/// How often a bridged browser call looks at the registrar.
+const CHECK: Duration = Duration::from_millis(500);
+/// After a refused or failed rejoin INVITE, the next try waits this long.
+const RETRY: Duration = Duration::from_secs(2);
+/// The not-ready reason of an agent whose phone did not come back in time.
+pub(crate) const PHONE_LOST: &str = "phone_lost";
+
+/// The watch over a browser agent's leg (owned by the call task's state).
+#[derive(Default)]
+pub(crate) struct Rejoin {
+    /// Watching: the next look at the registrar.
+    next: Option<Instant>,
+    /// The phone's registered contact (the binding on the leg's connection).
+    contact: Option<String>,
+    /// Lost: the grace ends then.
+    until: Option<Instant>,
+    /// The INVITE to the phone's new registration, until it is answered.
+    leg: Option<AgentLeg>,
+    retry_at: Option<Instant>,
+}
+
+impl Rejoin {
+    /// When the call task must call [`tick`] next.
+    pub(crate) fn deadline(&self) -> Option<Instant> {
+        self.next
+    }
+
+    /// Whether `ev` belongs to the rejoin INVITE's dialog.
+    pub(crate) fn owns(&self, ev: &AppEvent) -> bool {
+        self.leg
+            .as_ref()
+            .is_some_and(|l| event_call_id(ev) == Some(l.call_id.as_str()))
+    }
+
+    /// The phone is lost and the grace runs.
+    pub(crate) fn lost(&self) -> bool {
+        self.until.is_some()
+    }
+}
+
+/// The legs were bridged: watch the agent's phone when it is a browser on a queue call.
+pub(crate) fn watch(st: &mut State) {
+    let browser = st.agent.as_ref().is_some_and(|a| {
+        a.answered
+            && a.offer_of.is_some()
+            && a.target
+                .as_deref()
+                .is_some_and(webrtc_leg::is_browser_contact)
+    });
+    if browser && matches!(st.phase, Phase::Queue { .. }) && !st.rejoin.lost() {
+        st.rejoin.next = Some(Instant::now() + CHECK);
+    }
+}
+
+/// A look at the registrar (and the grace's end).
+pub(crate) async fn tick(call: &Call, st: &mut State) -> Outcome {
+    st.rejoin.next = None;
+    let Some(a) = st.agent.as_mut() else {
+        st.rejoin = Rejoin::default();
+        return Outcome::Continue;
+    };
+    let user = a.user.clone();
+    let now = Instant::now();
+    let found = call.sip.contact_for(&user).await.ok().flatten();
+    match found {
+        // The binding on the leg's own connection: the phone is there.
+        Some((uri, flow)) if flow == a.flow && !st.rejoin.lost() => {
+            st.rejoin.contact.get_or_insert(uri);
+        }
+        // The same phone on a new connection (a blip): the leg follows it.
+        Some((uri, flow))
+            if st
+                .rejoin
+                .contact
+                .as_deref()
+                .is_some_and(|c| same_contact(c, &uri)) =>
+        {
+            a.flow = flow;
+            if st.rejoin.lost() {
+                back(call, st, &user).await;
+            }
+        }
+        other => {
+            if !st.rejoin.lost() {
+                lose(call, st, &user).await;
+            }
+            let retry_ok = st.rejoin.retry_at.is_none_or(|t| now >= t);
+            if let Some((uri, flow)) = other
+                && st.rejoin.leg.is_none()
+                && retry_ok
+            {
+                invite(call, st, &user, &uri, flow).await;
+            }
+        }
+    }
+    if st.rejoin.until.is_some_and(|t| now >= t) {
+        return requeue(call, st, &user).await;
+    }
+    st.rejoin.next = Some(now + CHECK);
+    Outcome::Continue
+}
+
+/// Two contacts of one phone: JsSIP's random `*.invalid` host (or the host and port of
+/// any other client) names the phone; parameters may differ between REGISTER and 2xx.
+fn same_contact(a: &str, b: &str) -> bool {
+    let host = |u: &str| {
+        let u = msg::addr_uri(u);
+        let u = u.split_once('@').map_or(u, |(_, h)| h);
+        u.split([';', '>', '?'])
+            .next()
+            .unwrap_or(u)
+            .to_ascii_lowercase()
+    };
+    host(a) == host(b)
+}
+
+async fn lose(call: &Call, st: &mut State, user: &str) {
+    let grace = call.desk.phone_rejoin();
+    st.rejoin.until = Some(Instant::now() + grace);
+    let music = Player::new(vec![call.cfg.music.clone()], true, StdInstant::now());
+    let _ = st.media.hold(Side::A, music).await;
+    tracing::info!(call_id = %call.call_id, agent = user, grace_secs = grace.as_secs(), "agent's phone lost; caller on music");
+    call.desk.phone_lost(user, grace.as_secs());
+}
+
+/// The phone is back on the call: the legs talk again (unless someone holds).
+async fn back(call: &Call, st: &mut State, user: &str) {
+    st.rejoin.until = None;
+    st.rejoin.retry_at = None;
+    if !st.caller.ext.agent_holds() {
+        let _ = st.media.bridge().await;
+    }
+    tracing::info!(call_id = %call.call_id, agent = user, "agent's phone back; bridged again");
+    call.desk.phone_back(user);
+}
+
+/// INVITEs the phone's new registration (the reloaded page), marked for the desk.
+async fn invite(call: &Call, st: &mut State, user: &str, uri: &str, flow: Flow) {
+    let mark = format!("X-Hotline-Rejoin: {}\r\n", call.call_id);
+    match call
+        .call_agent_with(&st.number, &st.host, user, uri, flow, &mark)
+        .await
+    {
+        Some(mut leg) => {
+            leg.offer_of = st.agent.as_ref().and_then(|a| a.offer_of);
+            tracing::info!(call_id = %call.call_id, agent = user, "rejoining the agent's new registration");
+            st.rejoin.leg = Some(leg);
+        }
+        None => st.rejoin.retry_at = Some(Instant::now() + RETRY),
+    }
+}
+
+/// An event of the rejoin INVITE's dialog.
+pub(crate) async fn event(call: &Call, ev: AppEvent, st: &mut State) -> Outcome {
+    if st.rejoin.leg.is_none() {
+        return Outcome::Continue;
+    }
+    match ev {
+        AppEvent::Response { response, .. } if initial_invite(&response) => {
+            let status = u16::from(response.status_code.clone());
+            if (200..300).contains(&status) {
+                return rejoined(call, st, &response).await;
+            }
+            if status >= 300 {
+                tracing::info!(call_id = %call.call_id, status, "rejoin INVITE refused");
+                st.rejoin.leg = None;
+                st.rejoin.retry_at = Some(Instant::now() + RETRY);
+            }
+        }
+        AppEvent::Timeout { .. } => {
+            st.rejoin.leg = None;
+            st.rejoin.retry_at = Some(Instant::now() + RETRY);
+        }
+        AppEvent::Request { tx, .. } => {
+            // Nothing is established yet on this dialog.
+            let _ = call
+                .sip
+                .respond(tx, AppResponse::new(481, "Call/Transaction Does Not Exist"))
+                .await;
+        }
+        _ => {}
+    }
+    Outcome::Continue
+}
+
+fn initial_invite(r: &Response) -> bool {
+    msg::cseq(&r.headers).is_some_and(|(n, m)| n == 1 && m.eq_ignore_ascii_case("INVITE"))
+}
+
+/// The new registration answered: its leg replaces the lost one and the legs are bridged.
+async fn rejoined(call: &Call, st: &mut State, resp: &Response) -> Outcome {
+    let Some(mut leg) = st.rejoin.leg.take() else {
+        return Outcome::Continue;
+    };
+    let media = match call.ack_answer(&mut leg, resp).await {
+        Some(Some(m)) => m,
+        None => {
+            st.rejoin.leg = Some(leg);
+            return Outcome::Continue;
+        }
+        Some(None) => {
+            tracing::warn!(call_id = %call.call_id, "rejoin answer unusable");
+            st.rejoin.retry_at = Some(Instant::now() + RETRY);
+            return Outcome::Continue;
+        }
+    };
+    // The lost phone's leg goes; the session's recording tap stays.
+    if let Ok(Some(old)) = st.media.detach().await {
+        old.release().await;
+    }
+    if st.media.attach(media).await.is_err() {
+        return Outcome::End(super::EndReason::Failed);
+    }
+    let user = leg.user.clone();
+    st.agent = Some(leg);
+    st.rejoin.contact = None;
+    back(call, st, &user).await;
+    st.bridged = true;
+    st.rejoin.next = Some(Instant::now() + CHECK);
+    Outcome::Continue
+}
+
+/// The grace is over: the call goes back to the head of its queue and the agent is not
+/// ready (`phone_lost`); the next agent gets the call, its recording running on.
+async fn requeue(call: &Call, st: &mut State, user: &str) -> Outcome {
+    let Phase::Queue { name } = &st.phase else {
+        return Outcome::End(super::EndReason::Failed);
+    };
+    let queue = name.clone();
+    tracing::info!(call_id = %call.call_id, agent = user, %queue, "agent's phone did not come back; requeued at the head");
+    st.rejoin = Rejoin::default();
+    if let Ok(Some(old)) = st.media.detach().await {
+        old.release().await;
+    }
+    st.agent = None;
+    st.bridged = false;
+    if st.queued {
+        call.to_acd(AcdInput::Ended { call: call.acd_id }).await;
+        st.queued = false;
+    }
+    let (reply, _) = oneshot::channel();
+    call.to_acd(AcdInput::Agent {
+        agent: user.to_string(),
+        cmd: AgentCommand::NotReady {
+            reason: PHONE_LOST.into(),
+        },
+        reply,
+    })
+    .await;
+    call.desk.transferred(user, &format!("queue:{queue}"));
+    if let Some(r) = call.music(st).await {
+        return Outcome::End(r);
+    }
+    if let Some(acd) = &call.acd {
+        let tier = call.desk.arrived(&queue).await;
+        st.queued = acd
+            .send(AcdInput::Requeued {
+                call: call.acd_id,
+                queue,
+                inbox: st.acd_tx.clone(),
+                sip_call_id: call.call_id.clone(),
+                tier,
+            })
+            .await
+            .is_ok();
+    }
+    Outcome::Continue
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_contact;
+
+    #[test]
+    fn a_phone_is_known_by_its_contact_host() {
+        assert!(same_contact(
+            "<sip:k3j2@a1b2c3.invalid;transport=ws>",
+            "sip:bob@A1B2C3.invalid;transport=ws;ob"
+        ));
+        assert!(!same_contact(
+            "sip:k3j2@a1b2c3.invalid;transport=ws",
+            "sip:x9@ffee00.invalid;transport=ws"
+        ));
+    }
+}
