@@ -1186,7 +1186,7 @@ mod tests {
         // Both, different: an error at the [crm] store line and column.
         let e =
             crm("store = \"data/crm.sqlite\"\n[store]\nurl = \"postgres://db/h\"\n").unwrap_err();
-        assert_eq!((e.line, e.column), (4, 9), "{e}");
+        assert_eq!((e.line, e.column), (5, 9), "{e}");
         assert!(e.message.contains("differs from [store] url"), "{e}");
         // `hotline config check` reports the same error.
         let text = format!("{base}[crm]\nstore = \"a.sqlite\"\n[store]\nurl = \"b.sqlite\"\n");
