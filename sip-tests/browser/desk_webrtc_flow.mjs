@@ -4,7 +4,7 @@
 // RTCPeerConnection.getStats() must show packets both ways, again after a hold and resume
 // from the page; then the agent hangs up from the page and saves the wrap-up (see lib.mjs for the protocol with
 // sip-tests/tests/desk_browser.rs).
-// Env as lib.mjs, plus SIP_WS_URL, SIP_DOMAIN, SIP_USER, SIP_PASSWORD, MIN_PACKETS.
+// Env as lib.mjs, plus MIN_PACKETS.
 
 import { STEP_MS, env, go, hangUp, run, saveWrapup, signInReady, step } from "./lib.mjs";
 
@@ -31,6 +31,23 @@ await run("webrtc", async (desk) => {
   await page.addInitScript(() => {
     const Native = window.RTCPeerConnection;
     const pcs = [];
+    // The page's JsSIP session (for a phone-side hold: JsSIP's own re-INVITE), caught
+    // as the vendored script defines window.JsSIP.
+    let jssip;
+    Object.defineProperty(window, "JsSIP", {
+      configurable: true,
+      get: () => jssip,
+      set: (v) => {
+        jssip = v;
+        const start = v.UA.prototype.start;
+        v.UA.prototype.start = function (...args) {
+          this.on("newRTCSession", (e) => {
+            window.__jssipSession = e.session;
+          });
+          return start.apply(this, args);
+        };
+      },
+    });
     window.RTCPeerConnection = class extends Native {
       constructor(...args) {
         super(...args);
@@ -52,12 +69,7 @@ await run("webrtc", async (desk) => {
     };
   });
   await signInReady(desk);
-  await page.locator("#phone-setup summary").click();
-  await page.getByLabel("SIP WebSocket URL").fill(env("SIP_WS_URL"));
-  await page.getByLabel("SIP domain (empty: the URL's host)").fill(env("SIP_DOMAIN"));
-  await page.getByLabel("SIP user").fill(env("SIP_USER"));
-  await page.getByLabel("SIP password").fill(env("SIP_PASSWORD"));
-  await page.getByRole("button", { name: "Connect phone" }).click();
+  // The phone's settings come with the login reply: it registers by itself.
   await page.waitForFunction(
     () => document.getElementById("phone-status").textContent.startsWith("Phone registered"),
     null,
@@ -94,6 +106,44 @@ await run("webrtc", async (desk) => {
     received: after.received - atResume.received,
     sent: after.sent - atResume.sent,
     stats: after,
+  });
+
+  // Hold and resume with JsSIP itself (its re-INVITE with a sendonly re-offer, as a
+  // softphone's hold button): Hotline answers in WebRTC terms, so JsSIP keeps the call
+  // (it ends a call whose re-answer it cannot apply), the server reports the hold to the
+  // desk, and after unhold media flows both ways again.
+  const reinvite = async (on, want) => {
+    await page.evaluate((on) => {
+      const s = window.__jssipSession;
+      return on ? s.hold() : s.unhold();
+    }, on);
+    await page.waitForFunction(
+      (want) => {
+        const s = window.__jssipSession;
+        const pc = s && s.connection;
+        return !!pc && s.isEstablished() && pc.signalingState === "stable" &&
+          !!pc.remoteDescription && pc.remoteDescription.sdp.includes(want);
+      },
+      want,
+      { timeout: STEP_MS },
+    );
+    return page.evaluate(() => {
+      const pc = window.__jssipSession.connection;
+      return { connection: pc.connectionState, remote: pc.remoteDescription.sdp };
+    });
+  };
+  const phoneHold = await reinvite(true, "a=recvonly");
+  await waitAttr("#call-status", "data-call", "held");
+  step("phone_held", { status: await text("#call-status"), connection: phoneHold.connection });
+  const phoneResume = await reinvite(false, "a=sendrecv");
+  await waitAttr("#call-status", "data-call", "answered");
+  const atPhoneResume = await page.evaluate(() => window.__hotlineRtp());
+  const afterPhone = await mediaBothWays(page, MIN_PACKETS, atPhoneResume);
+  step("phone_resumed", {
+    status: await text("#call-status"),
+    connection: phoneResume.connection,
+    received: afterPhone.received - atPhoneResume.received,
+    sent: afterPhone.sent - atPhoneResume.sent,
   });
 
   // Hang up from the page: wrap-up opens; the Rust side checks the SIP side, then says go.

@@ -27,6 +27,9 @@ use crate::acd::{AcdInput, AcdOutput};
 use crate::ivr::{Menu, MenuRun, MenuStep};
 use crate::{CallInput, Control, Route, SwitchConfig, announce, incall, webrtc_leg};
 
+#[path = "supervise.rs"]
+mod supervise;
+
 /// How a call ended: for tests, CDRs and logs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallEnd {
@@ -257,6 +260,8 @@ struct State {
     consult: Option<Consult>,
     /// The party the desk added for a conference (ringing or answered).
     third: Option<AgentLeg>,
+    /// A supervisor listening in (`supervise`), ringing or joined.
+    supervisor: Option<supervise::Supervisor>,
     /// The callback offer was played (the key is honoured from then on).
     callback_offered: bool,
     number: String,
@@ -375,6 +380,8 @@ impl Call {
         let Some(route) = self.cfg.routes.get(&number).cloned() else {
             return self.reject(tx, 404, "Not Found", trace).await;
         };
+        // WebRTC hook: a browser's offer (DTLS-SRTP) is answered by the gateway below.
+        let browser = webrtc_leg::is_webrtc_offer(&invite.body);
         let offer = match std::str::from_utf8(&invite.body)
             .map_err(|_| MediaError::SdpMalformed {
                 line: 0,
@@ -382,7 +389,8 @@ impl Call {
             })
             .and_then(SessionDescription::parse)
         {
-            Ok(o) => o,
+            Ok(o) => Some(o),
+            Err(_) if browser => None,
             Err(e) => return self.reject(tx, e.sip_status(), &e.to_string(), trace).await,
         };
         // A number routed straight to an extension must be reachable before we answer.
@@ -395,7 +403,7 @@ impl Call {
         let contact = format!("<sip:{number}@{local_host}{}>", transport_param(flow));
         // In-call hook: the session timer (RFC 4028), or a 422 before anything is set up.
         let (caller_ext, timer_headers) =
-            match incall::answer_caller(&self.cfg.session_timer, &invite, &contact) {
+            match incall::answer_caller(&self.caller_timer(browser), &invite, &contact) {
                 Ok(x) => x,
                 Err(resp) => {
                     let status = resp.status;
@@ -405,23 +413,42 @@ impl Call {
                     return self.end(status, EndReason::Rejected, None);
                 }
             };
-        let bound = match self.ports.bind(self.cfg.media_ip).await {
-            Ok(b) => b,
-            Err(e) => return self.reject(tx, 503, &e.to_string(), trace).await,
+        let (leg, answer, answer_sdp) = match offer {
+            Some(offer) if !browser => {
+                let bound = match self.ports.bind(self.cfg.media_ip).await {
+                    Ok(b) => b,
+                    Err(e) => return self.reject(tx, 503, &e.to_string(), trace).await,
+                };
+                let local = LocalMedia::new(self.cfg.media_ip, bound.pair.rtp());
+                let (answer, negotiated) = match answer_offer(&offer, &local, Direction::SendRecv) {
+                    Ok(a) => a,
+                    Err(e) => {
+                        return self.reject(tx, e.sip_status(), &e.to_string(), trace).await;
+                    }
+                };
+                let leg = MediaLeg::new(bound, LegConfig::from(&negotiated), self.cfg.leg_timing);
+                let sdp = answer.to_string();
+                (leg, answer, sdp)
+            }
+            _ => {
+                let timing = self.cfg.leg_timing;
+                match webrtc_leg::answer(&self.ports, &self.cfg, &invite.body, timing).await {
+                    Ok(x) => x,
+                    Err(e) => {
+                        return self.reject(tx, e.sip_status(), &e.to_string(), trace).await;
+                    }
+                }
+            }
         };
-        let local = LocalMedia::new(self.cfg.media_ip, bound.pair.rtp());
-        let (answer, negotiated) = match answer_offer(&offer, &local, Direction::SendRecv) {
-            Ok(a) => a,
-            Err(e) => return self.reject(tx, e.sip_status(), &e.to_string(), trace).await,
-        };
-        let leg = MediaLeg::new(bound, LegConfig::from(&negotiated), self.cfg.leg_timing);
+        let mut caller_ext = caller_ext;
+        incall::caller_webrtc(&mut caller_ext, &leg);
         let (media_tx, mut media_rx) = mpsc::channel(64);
         let media = spawn_session(leg, media_tx);
         let tag = format!("hl{}", token());
         let mut ok = AppResponse::new(200, "OK")
             .tag(&tag)
             .header(format!("Contact: {contact}"))
-            .body("application/sdp", answer.to_string());
+            .body("application/sdp", answer_sdp);
         ok.headers.extend(timer_headers);
         if self.sip.respond(tx, ok).await.is_err() {
             drop(media.stop().await);
@@ -462,6 +489,7 @@ impl Call {
             recording_paused: false,
             consult: None,
             third: None,
+            supervisor: None,
             callback_offered: false,
             number,
             host: local_host,
@@ -496,6 +524,9 @@ impl Call {
                             let (result, outcome) = self.desk_command(cmd, &mut st).await;
                             let _ = reply.send(result);
                             outcome
+                        }
+                        Some(CallInput::Sip(ev)) if st.supervisor.as_ref().is_some_and(|s| s.owns(&ev)) => {
+                            self.supervisor_event(ev, &mut st).await
                         }
                         Some(CallInput::Sip(ev)) if st.third.as_ref().is_some_and(|t| event_call_id(&ev) == Some(t.call_id.as_str())) => {
                             self.third_event(ev, &mut st).await
@@ -536,6 +567,7 @@ impl Call {
                     incall::Outcome::Replace(r) => self.take_agent(r, &mut st).await,
                     o => o,
                 };
+                self.supervise_check(&mut st).await;
                 if let incall::Outcome::End(r) = outcome {
                     break r;
                 }
@@ -564,6 +596,8 @@ impl Call {
         if let Some(user) = st.busy_user.take() {
             self.to_acd(AcdInput::Busy { user, busy: false }).await;
         }
+        // A supervisor listening in.
+        self.supervise_end(&mut st).await;
         // A conference party, too.
         if let Some(mut t) = st.third.take() {
             if t.answered {
@@ -874,6 +908,15 @@ impl Call {
             let e = E::InvalidState("the call is a conference".into());
             return (Err(e), go);
         }
+        // A supervisor holds the media session's third place.
+        let third_party = matches!(
+            cmd,
+            C::Conference { .. } | C::Transfer { attended: true, .. }
+        );
+        if third_party && st.supervisor.is_some() {
+            let e = E::InvalidState("a supervisor is on the call".into());
+            return (Err(e), go);
+        }
         let ctx = incall::Ctx {
             call: self,
             caller: &mut st.caller,
@@ -936,6 +979,13 @@ impl Call {
                 ),
             },
             C::Conference { to, role } => (self.conference_start(&to, &role, st).await, go),
+            C::Supervise { supervisor, mode } => {
+                (self.supervise_start(&supervisor, mode, st).await, go)
+            }
+            C::SuperviseMode { supervisor, mode } => {
+                (self.supervise_mode(&supervisor, mode, st).await, go)
+            }
+            C::SuperviseStop { supervisor } => (self.supervise_stop(&supervisor, st).await, go),
         }
     }
 
@@ -1638,6 +1688,16 @@ impl Call {
             event,
             data,
         });
+    }
+
+    /// The session timer policy for a caller: a browser gets one only if it asks (our own
+    /// refresh would re-offer plain RTP to it).
+    fn caller_timer(&self, browser: bool) -> hotline_sip::session_timer::TimerPolicy {
+        let mut p = self.cfg.session_timer;
+        if browser {
+            p.session_expires = 0;
+        }
+        p
     }
 
     /// INVITEs the agent's contact with Hotline's SDP on a second port pair.
