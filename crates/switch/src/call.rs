@@ -737,7 +737,7 @@ impl Call {
                 }
                 Route::Queue(name) => return self.enter_queue(name, st).await,
                 Route::Extension(user) => return self.ring_extension(user, st).await,
-                Route::Outside(number) => return self.ring_outside(number, st).await,
+                Route::Outside(number) => return Box::pin(self.ring_outside(number, st)).await,
                 Route::Closed(prompt) => {
                     st.phase = Phase::Message {
                         then: EndReason::Closed,
@@ -966,7 +966,7 @@ impl Call {
                 to,
                 attended: true,
                 role,
-            } => (self.consult_start(&to, &role, st).await, go),
+            } => (Box::pin(self.consult_start(&to, &role, st)).await, go),
             C::TransferComplete => (self.consult_complete(st).await, go),
             C::TransferCancel => match st.consult.is_some() {
                 true => {
@@ -978,7 +978,10 @@ impl Call {
                     go,
                 ),
             },
-            C::Conference { to, role } => (self.conference_start(&to, &role, st).await, go),
+            // Boxed: the call task's future stays small enough for a worker's stack.
+            C::Conference { to, role } => {
+                (Box::pin(self.conference_start(&to, &role, st)).await, go)
+            }
             C::Supervise { supervisor, mode } => {
                 (self.supervise_start(&supervisor, mode, st).await, go)
             }
