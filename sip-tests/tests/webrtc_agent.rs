@@ -2,7 +2,8 @@
 //! (`;transport=ws`, as JsSIP does; the test's SIP runs over UDP from the trusted
 //! address), alice calls his extension, and Hotline's INVITE to bob carries the WebRTC
 //! gateway's offer (ICE, DTLS-SRTP). bob's "browser" (a `webrtc`-crate peer) answers in
-//! the 200 OK, and RTP flows both ways between alice's plain RTP and the browser.
+//! the 200 OK, and RTP flows both ways between alice's plain RTP and the browser; the
+//! browser's hold and resume re-INVITEs get WebRTC answers and alice hears music on hold.
 
 #[path = "../../crates/media/tests/webrtc_common/mod.rs"]
 mod webrtc_common;
@@ -14,7 +15,7 @@ use anyhow::{Context, bail};
 use hotline_sip_tests::{TRUSTED_IP, start_hotline_with};
 use rtp_rs::{RtpPacketBuilder, RtpReader, Seq};
 use tokio::net::UdpSocket;
-use webrtc_common::Browser;
+use webrtc_common::{Browser, RTCRtpTransceiverDirection};
 
 const CONFIG: &str = "[media]\nrtp_ip = \"127.0.0.1\"\nrtp_ports = [46400, 46499]\n\
                       no_rtp_timeout_secs = 0\n\
@@ -196,6 +197,118 @@ async fn browser_agent_gets_webrtc_offer_and_talks_to_a_sip_caller() -> anyhow::
             if RtpReader::new(&buf[..n])
                 .is_ok_and(|r| r.payload_type() == 0 && r.payload() == [0xA5; 160])
             {
+                to_alice += 1;
+            }
+        }
+    }
+
+    // Hold from the page: the browser re-INVITEs with a sendonly re-offer. Hotline
+    // answers on the running connection (WebRTC answer, same DTLS identity and ICE
+    // credentials, recvonly) and alice hears music instead of the browser.
+    let hotline_contact = header(&inv, "Contact")
+        .and_then(|c| c.split('<').nth(1))
+        .and_then(|c| c.split('>').next())
+        .context("Hotline's Contact")?
+        .to_owned();
+    let from_hotline = header(&inv, "From").context("From")?.to_owned();
+    let to_hotline = header(&inv, "To").context("To")?.to_owned();
+    let agent_call_id = header(&inv, "Call-ID").context("Call-ID")?.to_owned();
+    let mut bob_cseq = 1u32;
+    let mut reinvite = async |browser: &mut Browser, dir, restart| -> anyhow::Result<String> {
+        let offer = browser.reoffer(dir, restart).await;
+        bob_cseq += 1;
+        bob.send_to(
+            format!(
+                "INVITE {hotline_contact} SIP/2.0\r\nVia: SIP/2.0/UDP {bob_addr};branch=z9hG4bK-re{bob_cseq};rport\r\nFrom: {to_hotline};tag=bob1\r\nTo: {from_hotline}\r\nCall-ID: {agent_call_id}\r\nCSeq: {bob_cseq} INVITE\r\nContact: {contact}\r\nMax-Forwards: 70\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{offer}",
+                offer.len()
+            )
+            .as_bytes(),
+            server,
+        )
+        .await?;
+        let cseq = format!("{bob_cseq} INVITE");
+        let ok = expect(&bob, "200 to the re-INVITE", |m| {
+            m.starts_with("SIP/2.0 ")
+                && header(m, "CSeq") == Some(cseq.as_str())
+                && !m.starts_with("SIP/2.0 100 ")
+        })
+        .await?;
+        if !ok.starts_with("SIP/2.0 200 ") {
+            bail!("re-INVITE refused: {ok}");
+        }
+        bob.send_to(
+            format!(
+                "ACK {hotline_contact} SIP/2.0\r\nVia: SIP/2.0/UDP {bob_addr};branch=z9hG4bK-ra{bob_cseq};rport\r\nFrom: {to_hotline};tag=bob1\r\nTo: {from_hotline}\r\nCall-ID: {agent_call_id}\r\nCSeq: {bob_cseq} ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+            )
+            .as_bytes(),
+            server,
+        )
+        .await?;
+        let answer = body(&ok).to_owned();
+        browser.accept(&answer).await;
+        Ok(answer)
+    };
+    let attr = |sdp: &str, name: &str| {
+        sdp.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_owned())
+    };
+    let answer_on_hold =
+        reinvite(&mut browser, RTCRtpTransceiverDirection::Sendonly, false).await?;
+    for needle in ["UDP/TLS/RTP/SAVPF", "a=recvonly", "a=rtcp-mux", "PCMU/8000"] {
+        if !answer_on_hold.contains(needle) {
+            bail!("hold answer lacks {needle}:\n{answer_on_hold}");
+        }
+    }
+    if attr(&answer_on_hold, "a=fingerprint:") != attr(offer, "a=fingerprint:")
+        || attr(&answer_on_hold, "a=ice-ufrag:") != attr(offer, "a=ice-ufrag:")
+    {
+        bail!("hold answer changed DTLS or ICE:\n{answer_on_hold}");
+    }
+    // alice hears music (not the browser, which keeps sending) until 40 packets of it.
+    let (mut music, mut leaked) = (0u32, 0u32);
+    let deadline = tokio::time::Instant::now() + GUARD;
+    while music < 40 {
+        if tokio::time::Instant::now() > deadline {
+            bail!("on hold alice heard {music} music packets");
+        }
+        tick.tick().await;
+        browser.send(0, false, 160, &[0xA5; 160]).await;
+        while let Ok((n, _)) = alice_rtp.try_recv_from(&mut buf) {
+            match RtpReader::new(&buf[..n]) {
+                Ok(r) if r.payload() == [0xA5; 160] => leaked += 1,
+                Ok(r) if r.payload_type() == 0 => music += 1,
+                _ => {}
+            }
+        }
+    }
+    // A few of the browser's packets may have been in flight when the hold began.
+    if leaked > 3 {
+        bail!("alice heard the browser {leaked} times while on hold");
+    }
+
+    // Resume: sendrecv, both ways again.
+    let resumed = reinvite(&mut browser, RTCRtpTransceiverDirection::Sendrecv, false).await?;
+    if !resumed.contains("a=sendrecv") {
+        bail!("resume answer is not sendrecv:\n{resumed}");
+    }
+    let (mut to_browser, mut to_alice) = (0u32, 0u32);
+    let deadline = tokio::time::Instant::now() + GUARD;
+    while to_browser < 20 || to_alice < 20 {
+        if tokio::time::Instant::now() > deadline {
+            bail!("after resume: browser heard {to_browser}, alice heard {to_alice}");
+        }
+        tick.tick().await;
+        alice_rtp.send_to(&rtp(seq, &payload), hotline_rtp).await?;
+        browser.send(0, false, 160, &[0xA5; 160]).await;
+        seq = seq.wrapping_add(1);
+        while let Ok(p) = browser.rtp.try_recv() {
+            if p.header.payload_type == 0 && p.payload[..] == payload[..] {
+                to_browser += 1;
+            }
+        }
+        while let Ok((n, _)) = alice_rtp.try_recv_from(&mut buf) {
+            if RtpReader::new(&buf[..n]).is_ok_and(|r| r.payload() == [0xA5; 160]) {
                 to_alice += 1;
             }
         }

@@ -3,7 +3,8 @@
 //! `RTCPeerConnection` answers with its fake microphone, and the Rust side bridges it to
 //! a plain RTP phone sending PCMU. Packets are counted both ways on Hotline's counters
 //! and on the page's `getStats()`; a key pressed with the page's `RTCDTMFSender` reaches
-//! the call as RFC 4733.
+//! the call as RFC 4733; the page's hold, resume and ICE-restart re-offers are answered
+//! on the running connection.
 //!
 //! Needs `/usr/bin/chromium` and `npm ci` in `tests/browser` (`sip-tests/run-tests.sh`
 //! does both). Without them the test says so and passes, except under CI (`CI` set),
@@ -147,6 +148,7 @@ async fn chromium_answers_and_media_flows_both_ways() {
         .await
         .unwrap();
     let te = b.state().config().telephone_event;
+    let ctl = b.gateway().expect("browser leg").control();
     assert!(te.is_some(), "Chromium kept telephone-event in its answer");
     let (ev_tx, mut events) = mpsc::channel(256);
     let session = spawn_session(a, ev_tx);
@@ -213,6 +215,43 @@ async fn chromium_answers_and_media_flows_both_ways() {
     .await
     .expect("the page's DTMF reaches the call");
     assert_eq!(digit, '5');
+
+    // Hold, resume and an ICE restart from the page (a softphone's re-INVITEs): each
+    // re-offer is answered on the running connection and Chromium accepts the answer
+    // (it refuses a changed DTLS role or fingerprint), then media flows again.
+    let mut base = st["inbound"].as_u64().unwrap_or(0);
+    for (direction, restart, ours) in [
+        ("sendonly", false, "a=recvonly"),
+        ("sendrecv", false, "a=sendrecv"),
+        ("sendrecv", true, "a=sendrecv"),
+    ] {
+        let o = page
+            .ask(json!({ "reoffer": { "direction": direction, "iceRestart": restart } }))
+            .await;
+        let offer = o["offer"].as_str().expect("re-offer SDP");
+        let (re, cfg) = ctl.reoffer(offer).await.expect("re-offer answered");
+        assert!(re.sdp.contains(ours), "{direction}: {}", re.sdp);
+        assert_eq!(
+            cfg.direction.sends(),
+            direction == "sendrecv",
+            "the session sends to the page unless it holds"
+        );
+        session.reconfigure(Side::B, cfg).await.unwrap();
+        let a = page.ask(json!({ "answer": re.sdp })).await;
+        assert_eq!(a["accepted"], true, "Chromium takes the re-answer: {a}");
+        if direction == "sendrecv" {
+            let s = page
+                .ask(json!({ "waitStats": { "inbound": base + N, "outbound": 0, "timeoutMs": 20000 } }))
+                .await;
+            let now = s["stats"]["inbound"].as_u64().unwrap_or(0);
+            assert!(
+                now >= base + N,
+                "page hears the phone again after {direction} (restart {restart}): {s}"
+            );
+            assert_eq!(s["stats"]["state"], "connected", "{s}");
+            base = now;
+        }
+    }
 
     let _ = stop_tx.send(());
     let (sent, got_audio, got_events) = phone_task.await.unwrap();

@@ -1818,7 +1818,9 @@ impl Call {
         // WebRTC hook: a browser's answer starts the gateway.
         if let Some(w) = a.webrtc.take() {
             let timing = self.cfg.leg_timing;
-            return Some(webrtc_leg::answered(w, &self.ports, &resp.body, timing).await);
+            let leg = webrtc_leg::answered(w, &self.ports, &resp.body, timing).await;
+            incall::agent_webrtc(a, leg.as_ref());
+            return Some(leg);
         }
         let negotiated = std::str::from_utf8(&resp.body)
             .map_err(|_| MediaError::SdpMalformed {

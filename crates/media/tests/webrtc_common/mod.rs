@@ -25,6 +25,7 @@ use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
     RTCIceGatheringState, RTCPeerConnectionState,
 };
+pub use webrtc::rtp_transceiver::RTCRtpTransceiverDirection;
 
 pub const GUARD: Duration = Duration::from_secs(10);
 
@@ -189,6 +190,36 @@ impl Browser {
     /// The timestamp the next packet will carry (for RFC 4733 events, which keep one).
     pub fn hold_ts(&mut self, back: u32) {
         self.ts = self.ts.wrapping_sub(back);
+    }
+
+    /// A new offer on the running connection (as a browser's re-INVITE carries): the
+    /// audio transceiver's direction set to `direction` (`Sendonly` = hold), with an ICE
+    /// restart when `restart`.
+    pub async fn reoffer(
+        &mut self,
+        direction: RTCRtpTransceiverDirection,
+        restart: bool,
+    ) -> String {
+        for t in self.pc.get_transceivers().await {
+            t.set_direction(direction).await.expect("direction");
+        }
+        if restart {
+            self.pc.restart_ice().await.expect("ICE restart");
+        }
+        let offer = self.pc.create_offer(None).await.expect("re-offer");
+        self.pc
+            .set_local_description(offer)
+            .await
+            .expect("local re-offer");
+        self.pc.local_description().await.expect("re-offer sdp").sdp
+    }
+
+    /// Applies Hotline's answer to [`Browser::reoffer`].
+    pub async fn accept(&mut self, answer: &str) {
+        self.pc
+            .set_remote_description(RTCSessionDescription::answer(answer.to_owned()).unwrap())
+            .await
+            .expect("Hotline's re-answer is acceptable");
     }
 
     pub async fn close(self) {
