@@ -312,12 +312,16 @@ const secs = (x) => (x === null || x === undefined || Number.isNaN(x) ? "–" : 
 
 /** Simulates the pending queue edit against the current routing (nothing is saved). */
 async function whatif(form, spec, name, id, original) {
+  // The admin may have saved or moved on since the edit: nothing to show then.
+  if (!form.isConnected) return;
   const side = $("#side");
   clearErrors(form);
   let entry;
   try { entry = entryOf(spec, form, original); } catch (e) { showFault(form, { message: e.message }, e.field); return; }
-  $("#whatif-status").textContent = "Simulating…";
+  const status = $("#whatif-status");
+  if (status) status.textContent = "Simulating…";
   const r = await api("POST", "/api/whatif", { changes: [{ resource: name, id, entry }] });
+  if (!form.isConnected) return;
   if (r.status !== 200) {
     showFault(form, r.body);
     side.replaceChildren(el("h2", {}, "What-if"), el("p", { class: "error", id: "whatif-status", dataset: { state: "invalid" } }, "The change is invalid: see the field."));
