@@ -276,3 +276,98 @@ async fn chromium_answers_and_media_flows_both_ways() {
     assert_eq!(alloc.in_use(), 0);
     page.quit().await;
 }
+
+/// Chromium calls out (its own offer, as a page's click-to-dial INVITE carries): the
+/// gateway answers, Chromium accepts the answer and connects, and RTP flows both ways
+/// with a plain phone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_offers_and_the_gateway_answers() {
+    let Some(mut page) = Page::start() else {
+        return;
+    };
+    let alloc = PortAllocator::new(46300, 46319).unwrap();
+    let o = page.ask(json!({ "call": true })).await;
+    let offer = o["offer"].as_str().expect("offer SDP").to_string();
+    let (leg, answer) = WebRtcLeg::answer(&alloc, &WebRtcSettings::new(LO), &offer)
+        .await
+        .expect("Chromium's offer is answered");
+    for needle in [
+        "UDP/TLS/RTP/SAVPF",
+        "a=fingerprint:sha-256",
+        "a=rtcp-mux",
+        "PCMU/8000",
+        "typ host",
+    ] {
+        assert!(answer.contains(needle), "answer lacks {needle}:\n{answer}");
+    }
+    assert!(!answer.contains("opus"), "G.711 only:\n{answer}");
+    let stats = leg.stats();
+    let b = leg
+        .connect(&alloc, None, LegTiming::default())
+        .await
+        .unwrap();
+    let a = page.ask(json!({ "answer": answer })).await;
+    assert_eq!(a["accepted"], true, "{a}");
+
+    let phone = UdpSocket::bind((LO, 0)).await.unwrap();
+    let a_ports = alloc.bind(LO).await.unwrap();
+    let a_addr = a_ports.rtp.local_addr().unwrap();
+    let leg_a = MediaLeg::new(
+        a_ports,
+        LegConfig {
+            codec: Codec::Pcmu,
+            payload_type: 0,
+            telephone_event: Some(101),
+            remote_rtp: Some(phone.local_addr().unwrap()),
+            remote_rtcp: None,
+            direction: Direction::SendRecv,
+            ptime: 20,
+        },
+        LegTiming::default(),
+    );
+    let (ev_tx, _events) = mpsc::channel(256);
+    let session = spawn_session(leg_a, ev_tx);
+    session.attach(b).await.unwrap();
+    session.bridge().await.unwrap();
+    let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let phone_task = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        let payload = [0xFFu8; 160];
+        let mut buf = [0u8; 1500];
+        let (mut sent, mut heard) = (0u16, 0u64);
+        loop {
+            tokio::select! {
+                _ = &mut stop_rx => break,
+                _ = tick.tick() => {
+                    let p = rtp(0x0C0F_FEE0, sent, sent as u32 * 160, &payload);
+                    let _ = phone.send_to(&p, a_addr).await;
+                    sent = sent.wrapping_add(1);
+                }
+                r = phone.recv_from(&mut buf) => {
+                    if let Ok((n, _)) = r && RtpReader::new(&buf[..n]).is_ok_and(|r| r.payload_type() == 0) {
+                        heard += 1;
+                    }
+                }
+            }
+        }
+        heard
+    });
+    let s = page
+        .ask(json!({ "waitStats": { "inbound": N, "outbound": N, "timeoutMs": 20000 } }))
+        .await;
+    let st = &s["stats"];
+    assert_eq!(st["state"], "connected", "{s}");
+    assert!(
+        st["inbound"].as_u64().unwrap_or(0) >= N,
+        "page received: {s}"
+    );
+    assert!(st["outbound"].as_u64().unwrap_or(0) >= N, "page sent: {s}");
+    assert_eq!(st["codec"], "audio/PCMU", "{s}");
+    let _ = stop_tx.send(());
+    let heard = phone_task.await.unwrap();
+    assert!(heard >= N, "phone heard the page: {heard}");
+    assert!(stats.from_browser() >= N && stats.to_browser() >= N);
+    let (_a, b) = session.stop().await.unwrap();
+    b.unwrap().release().await;
+    page.quit().await;
+}

@@ -121,6 +121,8 @@ pub(crate) struct CallerExt {
     hold_total: Duration,
     /// Transfers carried out (blind or attended), for the CDR.
     transfers: u32,
+    /// A browser caller's WebRTC gateway: its re-offers are answered there.
+    webrtc: Option<WebRtcControl>,
 }
 
 impl CallerExt {
@@ -342,6 +344,11 @@ fn uac_timer(resp: &Response) -> Option<SessionTimer> {
     Some(SessionTimer::new(t, Instant::now()))
 }
 
+/// A browser caller's leg: keep a handle on its gateway for its re-INVITEs.
+pub(crate) fn caller_webrtc(ext: &mut CallerExt, leg: &MediaLeg) {
+    ext.webrtc = leg.gateway().map(|g| g.control());
+}
+
 /// A browser agent's leg started: keep a handle on its gateway for re-INVITEs.
 pub(crate) fn agent_webrtc(a: &mut AgentLeg, leg: Option<&MediaLeg>) {
     a.ext.webrtc = leg.and_then(MediaLeg::gateway).map(|g| g.control());
@@ -526,7 +533,7 @@ async fn reoffer(ctx: Ctx<'_>, tx: ServerTxId, req: &Request, side: Side) -> Out
     }
     let webrtc = match side {
         Side::B => agent.as_ref().and_then(|a| a.ext.webrtc.clone()),
-        Side::A => None,
+        Side::A => caller.ext.webrtc.clone(),
     };
     let (contact, sdp_state) = match side {
         Side::A => {

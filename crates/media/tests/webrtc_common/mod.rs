@@ -1,6 +1,6 @@
-//! A `webrtc`-crate peer playing the browser agent: it answers Hotline's offer with a
-//! G.711 + telephone-event media engine (as Chrome would), sends RTP on its own track
-//! and hands every received RTP packet to the test. Shared by the WebRTC tests and the
+//! A `webrtc`-crate peer playing the browser agent: it answers Hotline's offer (or makes
+//! its own, calling out) with a G.711 + telephone-event media engine (as Chrome would),
+//! sends RTP on its own track and hands every received RTP packet to the test. Shared by the WebRTC tests and the
 //! benchmark.
 #![allow(dead_code)]
 
@@ -91,6 +91,16 @@ pub struct Browser {
 impl Browser {
     /// Answers `offer` (Hotline's) and returns the browser with its answer SDP.
     pub async fn answer(offer: &str) -> (Browser, String) {
+        Self::start(Some(offer)).await
+    }
+
+    /// A browser calling out: returns it with its offer; [`Browser::accept`] takes the
+    /// answer.
+    pub async fn call() -> (Browser, String) {
+        Self::start(None).await
+    }
+
+    async fn start(offer: Option<&str>) -> (Browser, String) {
         let mut me = MediaEngine::default();
         me.register_codec(codec(MIME_TYPE_PCMU, 0, ""), RtpCodecKind::Audio)
             .unwrap();
@@ -132,16 +142,21 @@ impl Browser {
         pc.add_track(Arc::clone(&track) as Arc<dyn TrackLocal>)
             .await
             .expect("track");
-        pc.set_remote_description(RTCSessionDescription::offer(offer.to_owned()).unwrap())
-            .await
-            .expect("Hotline's offer is acceptable");
-        let answer = pc.create_answer(None).await.expect("answer");
-        pc.set_local_description(answer).await.expect("local");
+        if let Some(offer) = offer {
+            pc.set_remote_description(RTCSessionDescription::offer(offer.to_owned()).unwrap())
+                .await
+                .expect("Hotline's offer is acceptable");
+            let answer = pc.create_answer(None).await.expect("answer");
+            pc.set_local_description(answer).await.expect("local");
+        } else {
+            let offer = pc.create_offer(None).await.expect("offer");
+            pc.set_local_description(offer).await.expect("local");
+        }
         tokio::time::timeout(GUARD, gathered_rx.wait_for(|g| *g))
             .await
             .expect("gathering in time")
             .unwrap();
-        let sdp = pc.local_description().await.expect("answer sdp").sdp;
+        let sdp = pc.local_description().await.expect("local sdp").sdp;
         (
             Browser {
                 pc: Box::new(pc),
@@ -214,7 +229,7 @@ impl Browser {
         self.pc.local_description().await.expect("re-offer sdp").sdp
     }
 
-    /// Applies Hotline's answer to [`Browser::reoffer`].
+    /// Applies Hotline's answer to [`Browser::reoffer`] or [`Browser::call`].
     pub async fn accept(&mut self, answer: &str) {
         self.pc
             .set_remote_description(RTCSessionDescription::answer(answer.to_owned()).unwrap())
