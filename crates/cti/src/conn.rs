@@ -29,6 +29,8 @@ struct Conn {
     user: Option<CtiUser>,
     token: Option<String>,
     failed_logins: u32,
+    /// The call this supervisor's socket listens in on (`supervise.*`).
+    supervising: Option<String>,
 }
 
 pub(crate) async fn serve(hub: Arc<Hub>, socket: WebSocket) {
@@ -49,6 +51,7 @@ pub(crate) async fn serve(hub: Arc<Hub>, socket: WebSocket) {
         user: None,
         token: None,
         failed_logins: 0,
+        supervising: None,
     };
     let reason = tokio::select! {
         r = conn.read(stream, last_seen.clone()) => r,
@@ -204,6 +207,19 @@ impl Conn {
                     .filter(|s| u.queues.is_empty() || u.queues.contains(&s.queue))
                     .collect();
                 Ok(Some(json!({ "queues": mine })))
+            }
+            Request::SuperviseStart { agent, mode } => self.supervise_start(&agent, &mode).await,
+            Request::SuperviseMode { mode } => {
+                let mode = supervise_mode(&mode)?;
+                self.supervise_cmd(|supervisor| CallCommand::SuperviseMode { supervisor, mode })
+                    .await
+            }
+            Request::SuperviseStop => {
+                let r = self
+                    .supervise_cmd(|supervisor| CallCommand::SuperviseStop { supervisor })
+                    .await;
+                self.supervising = None;
+                r
             }
             Request::Hangup { call_id } => self.call_cmd(&call_id, CallCommand::Hangup).await,
             Request::Hold { call_id } => self.call_cmd(&call_id, CallCommand::Hold).await,
@@ -548,6 +564,70 @@ impl Conn {
             .map_err(switch_fault)?;
         Ok(Some(json!({"call_id": call_id})))
     }
+}
+
+impl Conn {
+    /// `supervise.start`: supervisors only, on an agent talking on a call of one of their
+    /// queues; Hotline then calls the supervisor's phone (their `agent` SIP user, else
+    /// their login name).
+    async fn supervise_start(&mut self, agent: &str, mode: &str) -> Result<Option<Value>, Fault> {
+        let u = self.require(&[Role::Supervisor])?;
+        let mode = supervise_mode(mode)?;
+        let states = self.hub.switch.agents().await.map_err(switch_fault)?;
+        let state = states
+            .iter()
+            .find(|s| s.agent == agent)
+            .ok_or_else(|| Fault::new("not_found", format!("no agent {}", truncated(agent))))?;
+        let hotline_switch::AgentStatus::OnCall {
+            call_id: Some(call_id),
+        } = &state.status
+        else {
+            return Err(Fault::new(
+                "invalid_state",
+                format!("agent {} is not on a call", truncated(agent)),
+            ));
+        };
+        if !self.hub.may_control(&u, call_id) {
+            return Err(Fault::new(
+                "forbidden",
+                format!("agent {}'s call is not in your queues", truncated(agent)),
+            ));
+        }
+        let supervisor = u.agent.clone().unwrap_or_else(|| u.name.clone());
+        self.hub
+            .switch
+            .call_command(call_id, CallCommand::Supervise { supervisor, mode })
+            .await
+            .map_err(switch_fault)?;
+        self.supervising = Some(call_id.clone());
+        Ok(Some(
+            json!({"call_id": call_id, "agent": agent, "mode": mode.as_str()}),
+        ))
+    }
+
+    /// `supervise.mode` / `supervise.stop` on the call this socket supervises.
+    async fn supervise_cmd(
+        &mut self,
+        cmd: impl FnOnce(String) -> CallCommand,
+    ) -> Result<Option<Value>, Fault> {
+        let u = self.require(&[Role::Supervisor])?;
+        let call_id = self
+            .supervising
+            .clone()
+            .ok_or_else(|| Fault::new("invalid_state", "not supervising a call"))?;
+        let supervisor = u.agent.clone().unwrap_or_else(|| u.name.clone());
+        self.hub
+            .switch
+            .call_command(&call_id, cmd(supervisor))
+            .await
+            .map_err(switch_fault)?;
+        Ok(Some(json!({"call_id": call_id})))
+    }
+}
+
+fn supervise_mode(mode: &str) -> Result<hotline_switch::SuperviseMode, Fault> {
+    hotline_switch::SuperviseMode::parse(mode)
+        .ok_or_else(|| Fault::new("bad_request", "mode: monitor, whisper or barge"))
 }
 
 fn truncated(s: &str) -> String {
