@@ -12,6 +12,7 @@ use hotline_switch::{AgentCommand, CallCommand, SwitchError};
 use serde_json::{Value, json};
 use tokio::sync::{Notify, mpsc};
 
+use crate::admin::WordList;
 use crate::auth::now_ms;
 use crate::hub::{ConnTx, Hub, Outbound};
 use crate::protocol::{self, Fault, Request};
@@ -271,6 +272,22 @@ impl Conn {
                 if notes.as_ref().is_some_and(|n| n.len() > 10_000) {
                     return Err(Fault::new("bad_request", "notes: at most 10000 bytes"));
                 }
+                // Only the configured codes (reports group by them); none configured: any.
+                let codes = self
+                    .hub
+                    .words(WordList::Dispositions)
+                    .await
+                    .map_err(|m| Fault::new("unavailable", m))?;
+                if !codes.is_empty() && !codes.iter().any(|c| c == code.trim()) {
+                    return Err(Fault::new(
+                        "unknown_disposition",
+                        format!(
+                            "{:?} is not a disposition; use one of: {}",
+                            truncated(code.trim()),
+                            codes.join(", ")
+                        ),
+                    ));
+                }
                 let id = self
                     .hub
                     .switch
@@ -476,6 +493,21 @@ impl Conn {
             }
             None => (None, Value::Null),
         };
+        // The page's lists and phone come from the server: nothing is hard-coded there.
+        let (reasons, dispositions, phone) = match &user.agent {
+            Some(a) => (
+                self.hub
+                    .words(WordList::NotReadyReasons)
+                    .await
+                    .unwrap_or_default(),
+                self.hub
+                    .words(WordList::Dispositions)
+                    .await
+                    .unwrap_or_default(),
+                self.hub.phone_settings(a),
+            ),
+            None => (Vec::new(), Vec::new(), Value::Null),
+        };
         let data = json!({
             "user": user.name,
             "role": user.role,
@@ -485,6 +517,9 @@ impl Conn {
             "heartbeat_secs": self.hub.cfg.heartbeat_secs,
             "agent_state": state,
             "call": call,
+            "not_ready_reasons": reasons,
+            "dispositions": dispositions,
+            "phone": phone,
         });
         self.user = Some(user);
         self.token = Some(token);
