@@ -733,7 +733,8 @@ impl WebRtcLeg {
     pub async fn offer(ports: &PortAllocator, settings: &WebRtcSettings) -> Result<(Self, String)> {
         let public = ports.bind(settings.ip).await?;
         let local = public.rtp.local_addr()?;
-        let (peer, sdp) = WebRtcPeer::offer(settings, local, Instant::now())?;
+        let s = settings.clone();
+        let (peer, sdp) = off_stack(move || WebRtcPeer::offer(&s, local, Instant::now())).await??;
         Ok((WebRtcLeg::new(peer, public, None), sdp))
     }
 
@@ -745,7 +746,9 @@ impl WebRtcLeg {
     ) -> Result<(Self, String)> {
         let public = ports.bind(settings.ip).await?;
         let local = public.rtp.local_addr()?;
-        let (peer, sdp, media) = WebRtcPeer::answer(settings, local, offer, Instant::now())?;
+        let (s, offer) = (settings.clone(), offer.to_owned());
+        let (peer, sdp, media) =
+            off_stack(move || WebRtcPeer::answer(&s, local, &offer, Instant::now())).await??;
         Ok((WebRtcLeg::new(peer, public, Some(media)), sdp))
     }
 
@@ -781,7 +784,16 @@ impl WebRtcLeg {
     ) -> Result<MediaLeg> {
         let mut peer = self.peer.into_inner().unwrap_or_else(|e| e.into_inner());
         let media = match (answer, self.media) {
-            (Some(a), _) => peer.accept_answer(a, Instant::now())?,
+            (Some(a), _) => {
+                let a = a.to_owned();
+                let (p, m) = off_stack(move || {
+                    let m = peer.accept_answer(&a, Instant::now());
+                    (peer, m)
+                })
+                .await?;
+                peer = p;
+                m?
+            }
             (None, Some(m)) => m,
             (None, None) => return Err(MediaError::SdpNotAcceptable("no answer from browser")),
         };
@@ -817,6 +829,15 @@ impl WebRtcLeg {
             }),
         )
     }
+}
+
+/// Runs `f` (building a peer connection, applying SDP) on a blocking-pool thread: the
+/// `rtc` crate uses large stack frames there, and a call task's stack of nested futures
+/// (debug builds) plus those frames overflowed a 2 MiB worker stack.
+async fn off_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| MediaError::WebRtc(format!("peer connection task: {e}")))
 }
 
 /// Binds an even/odd loopback pair on ephemeral ports: the call leg's RTCP goes to the

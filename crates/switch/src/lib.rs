@@ -719,7 +719,7 @@ impl Dispatcher {
                 let stats = self.stats.clone();
                 let done = self.done_tx.clone();
                 tokio::spawn(async move {
-                    let end = call.run(tx, *request, flow, local).await;
+                    let end = boxed_run(call, tx, *request, flow, local).await;
                     stats.active.fetch_sub(1, Ordering::Relaxed);
                     let _ = done.send((call_id, Some(tx), end)).await;
                 });
@@ -887,4 +887,19 @@ pub(crate) async fn hang_up_unwanted_answer(
         let _ = sip.send_request(req, flow).await;
     }
     true
+}
+
+/// The call task's future, built in a plain function's frame and boxed: unboxed, debug
+/// builds reserved its whole (very large) state in the spawned task's poll frame for
+/// the call's life, and a browser agent's WebRTC setup below it overflowed the 2 MiB
+/// worker stack.
+#[inline(never)]
+fn boxed_run(
+    call: call::Call,
+    tx: ServerTxId,
+    request: msg::Request,
+    flow: hotline_sip::Flow,
+    local: String,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = call::CallEnd> + Send>> {
+    Box::pin(call.run(tx, request, flow, local))
 }
