@@ -31,6 +31,23 @@ await run("webrtc", async (desk) => {
   await page.addInitScript(() => {
     const Native = window.RTCPeerConnection;
     const pcs = [];
+    // The page's JsSIP session (for a phone-side hold: JsSIP's own re-INVITE), caught
+    // as the vendored script defines window.JsSIP.
+    let jssip;
+    Object.defineProperty(window, "JsSIP", {
+      configurable: true,
+      get: () => jssip,
+      set: (v) => {
+        jssip = v;
+        const start = v.UA.prototype.start;
+        v.UA.prototype.start = function (...args) {
+          this.on("newRTCSession", (e) => {
+            window.__jssipSession = e.session;
+          });
+          return start.apply(this, args);
+        };
+      },
+    });
     window.RTCPeerConnection = class extends Native {
       constructor(...args) {
         super(...args);
@@ -94,6 +111,44 @@ await run("webrtc", async (desk) => {
     received: after.received - atResume.received,
     sent: after.sent - atResume.sent,
     stats: after,
+  });
+
+  // Hold and resume with JsSIP itself (its re-INVITE with a sendonly re-offer, as a
+  // softphone's hold button): Hotline answers in WebRTC terms, so JsSIP keeps the call
+  // (it ends a call whose re-answer it cannot apply), the server reports the hold to the
+  // desk, and after unhold media flows both ways again.
+  const reinvite = async (on, want) => {
+    await page.evaluate((on) => {
+      const s = window.__jssipSession;
+      return on ? s.hold() : s.unhold();
+    }, on);
+    await page.waitForFunction(
+      (want) => {
+        const s = window.__jssipSession;
+        const pc = s && s.connection;
+        return !!pc && s.isEstablished() && pc.signalingState === "stable" &&
+          !!pc.remoteDescription && pc.remoteDescription.sdp.includes(want);
+      },
+      want,
+      { timeout: STEP_MS },
+    );
+    return page.evaluate(() => {
+      const pc = window.__jssipSession.connection;
+      return { connection: pc.connectionState, remote: pc.remoteDescription.sdp };
+    });
+  };
+  const phoneHold = await reinvite(true, "a=recvonly");
+  await waitAttr("#call-status", "data-call", "held");
+  step("phone_held", { status: await text("#call-status"), connection: phoneHold.connection });
+  const phoneResume = await reinvite(false, "a=sendrecv");
+  await waitAttr("#call-status", "data-call", "answered");
+  const atPhoneResume = await page.evaluate(() => window.__hotlineRtp());
+  const afterPhone = await mediaBothWays(page, MIN_PACKETS, atPhoneResume);
+  step("phone_resumed", {
+    status: await text("#call-status"),
+    connection: phoneResume.connection,
+    received: afterPhone.received - atPhoneResume.received,
+    sent: afterPhone.sent - atPhoneResume.sent,
   });
 
   // Hang up from the page: wrap-up opens; the Rust side checks the SIP side, then says go.

@@ -706,6 +706,17 @@ async fn desk_page_answers_over_webrtc_and_media_flows_both_ways() -> anyhow::Re
         assert!(resumed["received"].as_u64() >= Some(MIN), "{resumed}");
         assert!(resumed["sent"].as_u64() >= Some(MIN), "{resumed}");
 
+        // JsSIP's own hold/unhold re-INVITEs: WebRTC answers on the running connection.
+        let held = rig.flow.step("phone_held").await?;
+        assert_eq!(held["status"], "On hold", "{held}");
+        assert_eq!(held["connection"], "connected", "{held}");
+        let resumed = rig.flow.step("phone_resumed").await?;
+        eprintln!("desk webrtc after JsSIP unhold: {resumed}");
+        assert_eq!(resumed["status"], "Connected", "{resumed}");
+        assert_eq!(resumed["connection"], "connected", "{resumed}");
+        assert!(resumed["received"].as_u64() >= Some(MIN), "{resumed}");
+        assert!(resumed["sent"].as_u64() >= Some(MIN), "{resumed}");
+
         rig.flow.step("ended").await?;
         caller.expect_success().await?;
         let end = rig.desk_hangup(2 * MIN).await?;

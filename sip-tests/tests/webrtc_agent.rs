@@ -2,7 +2,8 @@
 //! (`;transport=ws`, as JsSIP does; the test's SIP runs over UDP from the trusted
 //! address), alice calls his extension, and Hotline's INVITE to bob carries the WebRTC
 //! gateway's offer (ICE, DTLS-SRTP). bob's "browser" (a `webrtc`-crate peer) answers in
-//! the 200 OK, and RTP flows both ways between alice's plain RTP and the browser.
+//! the 200 OK, and RTP flows both ways between alice's plain RTP and the browser; the
+//! browser's hold and resume re-INVITEs get WebRTC answers and alice hears music on hold.
 
 #[path = "../../crates/media/tests/webrtc_common/mod.rs"]
 mod webrtc_common;
@@ -14,7 +15,7 @@ use anyhow::{Context, bail};
 use hotline_sip_tests::{TRUSTED_IP, start_hotline_with};
 use rtp_rs::{RtpPacketBuilder, RtpReader, Seq};
 use tokio::net::UdpSocket;
-use webrtc_common::Browser;
+use webrtc_common::{Browser, RTCRtpTransceiverDirection};
 
 const CONFIG: &str = "[media]\nrtp_ip = \"127.0.0.1\"\nrtp_ports = [46400, 46499]\n\
                       no_rtp_timeout_secs = 0\n\
@@ -201,6 +202,118 @@ async fn browser_agent_gets_webrtc_offer_and_talks_to_a_sip_caller() -> anyhow::
         }
     }
 
+    // Hold from the page: the browser re-INVITEs with a sendonly re-offer. Hotline
+    // answers on the running connection (WebRTC answer, same DTLS identity and ICE
+    // credentials, recvonly) and alice hears music instead of the browser.
+    let hotline_contact = header(&inv, "Contact")
+        .and_then(|c| c.split('<').nth(1))
+        .and_then(|c| c.split('>').next())
+        .context("Hotline's Contact")?
+        .to_owned();
+    let from_hotline = header(&inv, "From").context("From")?.to_owned();
+    let to_hotline = header(&inv, "To").context("To")?.to_owned();
+    let agent_call_id = header(&inv, "Call-ID").context("Call-ID")?.to_owned();
+    let mut bob_cseq = 1u32;
+    let mut reinvite = async |browser: &mut Browser, dir, restart| -> anyhow::Result<String> {
+        let offer = browser.reoffer(dir, restart).await;
+        bob_cseq += 1;
+        bob.send_to(
+            format!(
+                "INVITE {hotline_contact} SIP/2.0\r\nVia: SIP/2.0/UDP {bob_addr};branch=z9hG4bK-re{bob_cseq};rport\r\nFrom: {to_hotline};tag=bob1\r\nTo: {from_hotline}\r\nCall-ID: {agent_call_id}\r\nCSeq: {bob_cseq} INVITE\r\nContact: {contact}\r\nMax-Forwards: 70\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{offer}",
+                offer.len()
+            )
+            .as_bytes(),
+            server,
+        )
+        .await?;
+        let cseq = format!("{bob_cseq} INVITE");
+        let ok = expect(&bob, "200 to the re-INVITE", |m| {
+            m.starts_with("SIP/2.0 ")
+                && header(m, "CSeq") == Some(cseq.as_str())
+                && !m.starts_with("SIP/2.0 100 ")
+        })
+        .await?;
+        if !ok.starts_with("SIP/2.0 200 ") {
+            bail!("re-INVITE refused: {ok}");
+        }
+        bob.send_to(
+            format!(
+                "ACK {hotline_contact} SIP/2.0\r\nVia: SIP/2.0/UDP {bob_addr};branch=z9hG4bK-ra{bob_cseq};rport\r\nFrom: {to_hotline};tag=bob1\r\nTo: {from_hotline}\r\nCall-ID: {agent_call_id}\r\nCSeq: {bob_cseq} ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+            )
+            .as_bytes(),
+            server,
+        )
+        .await?;
+        let answer = body(&ok).to_owned();
+        browser.accept(&answer).await;
+        Ok(answer)
+    };
+    let attr = |sdp: &str, name: &str| {
+        sdp.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.trim().to_owned())
+    };
+    let answer_on_hold =
+        reinvite(&mut browser, RTCRtpTransceiverDirection::Sendonly, false).await?;
+    for needle in ["UDP/TLS/RTP/SAVPF", "a=recvonly", "a=rtcp-mux", "PCMU/8000"] {
+        if !answer_on_hold.contains(needle) {
+            bail!("hold answer lacks {needle}:\n{answer_on_hold}");
+        }
+    }
+    if attr(&answer_on_hold, "a=fingerprint:") != attr(offer, "a=fingerprint:")
+        || attr(&answer_on_hold, "a=ice-ufrag:") != attr(offer, "a=ice-ufrag:")
+    {
+        bail!("hold answer changed DTLS or ICE:\n{answer_on_hold}");
+    }
+    // alice hears music (not the browser, which keeps sending) until 40 packets of it.
+    let (mut music, mut leaked) = (0u32, 0u32);
+    let deadline = tokio::time::Instant::now() + GUARD;
+    while music < 40 {
+        if tokio::time::Instant::now() > deadline {
+            bail!("on hold alice heard {music} music packets");
+        }
+        tick.tick().await;
+        browser.send(0, false, 160, &[0xA5; 160]).await;
+        while let Ok((n, _)) = alice_rtp.try_recv_from(&mut buf) {
+            match RtpReader::new(&buf[..n]) {
+                Ok(r) if r.payload() == [0xA5; 160] => leaked += 1,
+                Ok(r) if r.payload_type() == 0 => music += 1,
+                _ => {}
+            }
+        }
+    }
+    // A few of the browser's packets may have been in flight when the hold began.
+    if leaked > 3 {
+        bail!("alice heard the browser {leaked} times while on hold");
+    }
+
+    // Resume: sendrecv, both ways again.
+    let resumed = reinvite(&mut browser, RTCRtpTransceiverDirection::Sendrecv, false).await?;
+    if !resumed.contains("a=sendrecv") {
+        bail!("resume answer is not sendrecv:\n{resumed}");
+    }
+    let (mut to_browser, mut to_alice) = (0u32, 0u32);
+    let deadline = tokio::time::Instant::now() + GUARD;
+    while to_browser < 20 || to_alice < 20 {
+        if tokio::time::Instant::now() > deadline {
+            bail!("after resume: browser heard {to_browser}, alice heard {to_alice}");
+        }
+        tick.tick().await;
+        alice_rtp.send_to(&rtp(seq, &payload), hotline_rtp).await?;
+        browser.send(0, false, 160, &[0xA5; 160]).await;
+        seq = seq.wrapping_add(1);
+        while let Ok(p) = browser.rtp.try_recv() {
+            if p.header.payload_type == 0 && p.payload[..] == payload[..] {
+                to_browser += 1;
+            }
+        }
+        while let Ok((n, _)) = alice_rtp.try_recv_from(&mut buf) {
+            if RtpReader::new(&buf[..n]).is_ok_and(|r| r.payload() == [0xA5; 160]) {
+                to_alice += 1;
+            }
+        }
+    }
+
     // alice hangs up: Hotline BYEs the browser's dialog.
     alice
         .send_to(
@@ -212,6 +325,168 @@ async fn browser_agent_gets_webrtc_offer_and_talks_to_a_sip_caller() -> anyhow::
         )
         .await?;
     expect(&bob, "BYE", |m| m.starts_with("BYE ")).await?;
+    browser.close().await;
+    Ok(())
+}
+
+/// A browser calling out (click-to-dial, agent to agent): its INVITE carries a WebRTC
+/// offer (DTLS-SRTP, ICE). Hotline answers it through the gateway (ICE candidates, DTLS
+/// fingerprint and role, G.711 + telephone-event), calls carol's plain SIP phone on
+/// extension 4352, and RTP flows both ways between the browser and carol. Garbage
+/// dressed as a browser's offer gets a 4xx and leaves no call behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_calls_out_and_talks_to_a_sip_phone() -> anyhow::Result<()> {
+    let h = start_hotline_with(
+        "[media]\nrtp_ip = \"127.0.0.1\"\nrtp_ports = [46500, 46599]\nno_rtp_timeout_secs = 0\n\
+         [[numbers]]\nnumber = \"4352\"\nextension = \"carol\"\n",
+    )
+    .await?;
+    let server = h.sip.udp_addrs()[0];
+
+    // carol: a plain SIP phone.
+    let carol = UdpSocket::bind((TRUSTED_IP, 0)).await?;
+    let carol_addr = carol.local_addr()?;
+    let carol_rtp = UdpSocket::bind((TRUSTED_IP, 0)).await?;
+    carol.send_to(
+        format!(
+            "REGISTER sip:{server} SIP/2.0\r\nVia: SIP/2.0/UDP {carol_addr};branch=z9hG4bK-creg;rport\r\nFrom: <sip:carol@{server}>;tag=r\r\nTo: <sip:carol@{server}>\r\nCall-ID: reg-carol\r\nCSeq: 1 REGISTER\r\nContact: <sip:carol@{carol_addr}>\r\nExpires: 600\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        )
+        .as_bytes(),
+        server,
+    )
+    .await?;
+    expect(&carol, "200 to REGISTER", |m| m.starts_with("SIP/2.0 200 ")).await?;
+
+    // The browser (bob) dials 4352: first with garbage in a WebRTC-looking offer.
+    let bob = UdpSocket::bind((TRUSTED_IP, 0)).await?;
+    let bob_addr = bob.local_addr()?;
+    let invite = |call_id: &str, sdp: &str| {
+        format!(
+            "INVITE sip:4352@{server} SIP/2.0\r\nVia: SIP/2.0/UDP {bob_addr};branch=z9hG4bK-{call_id};rport\r\nFrom: <sip:bob@{server}>;tag=bb\r\nTo: <sip:4352@{server}>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:bob@{bob_addr};transport=ws>\r\nMax-Forwards: 70\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+            sdp.len()
+        )
+    };
+    let junk = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0\r\na=fingerprint:nonsense\r\n";
+    bob.send_to(invite("webrtc-out-junk", junk).as_bytes(), server)
+        .await?;
+    let refused = expect(&bob, "final response to the junk offer", |m| {
+        m.starts_with("SIP/2.0 ") && !m.starts_with("SIP/2.0 1")
+    })
+    .await?;
+    if !(refused.starts_with("SIP/2.0 400 ") || refused.starts_with("SIP/2.0 488 ")) {
+        bail!("junk browser offer not refused with 400/488: {refused}");
+    }
+
+    let (mut browser, offer) = Browser::call().await;
+    bob.send_to(invite("webrtc-out-1", &offer).as_bytes(), server)
+        .await?;
+    let ok = expect(&bob, "200 to the browser's INVITE", |m| {
+        m.starts_with("SIP/2.0 200 ") && header(m, "Call-ID") == Some("webrtc-out-1")
+    })
+    .await?;
+    let answer = body(&ok);
+    for needle in [
+        "UDP/TLS/RTP/SAVPF",
+        "a=fingerprint:sha-256",
+        "a=ice-ufrag:",
+        "a=rtcp-mux",
+        "PCMU/8000",
+        "telephone-event/8000",
+        "typ host",
+    ] {
+        if !answer.contains(needle) {
+            bail!("answer to the browser lacks {needle}:\n{answer}");
+        }
+    }
+    if !(answer.contains("a=setup:active") || answer.contains("a=setup:passive")) {
+        bail!("the answer picks a DTLS role:\n{answer}");
+    }
+    if header(&ok, "Session-Expires").is_some() {
+        bail!("no session timer imposed on a browser that did not ask");
+    }
+    let to = header(&ok, "To").context("To")?.to_owned();
+    let target = header(&ok, "Contact")
+        .and_then(|c| c.split('<').nth(1))
+        .and_then(|c| c.split('>').next())
+        .context("Contact")?
+        .to_owned();
+    bob.send_to(
+        format!(
+            "ACK {target} SIP/2.0\r\nVia: SIP/2.0/UDP {bob_addr};branch=z9hG4bK-oack;rport\r\nFrom: <sip:bob@{server}>;tag=bb\r\nTo: {to}\r\nCall-ID: webrtc-out-1\r\nCSeq: 1 ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        )
+        .as_bytes(),
+        server,
+    )
+    .await?;
+    browser.accept(answer).await;
+    browser.connected().await;
+
+    // Hotline calls carol with plain SDP; she answers with her RTP address.
+    let inv = expect(&carol, "INVITE to carol", |m| m.starts_with("INVITE ")).await?;
+    let hotline_rtp: SocketAddr = {
+        let offer = body(&inv);
+        if offer.contains("SAVPF") {
+            bail!("carol is a plain phone and gets plain RTP:\n{offer}");
+        }
+        let port: u16 = offer
+            .lines()
+            .find_map(|l| l.strip_prefix("m=audio "))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|p| p.parse().ok())
+            .context("Hotline's port for carol")?;
+        SocketAddr::new("127.0.0.1".parse()?, port)
+    };
+    let carol_sdp = format!(
+        "v=0\r\no=carol 1 1 IN IP4 {TRUSTED_IP}\r\ns=-\r\nc=IN IP4 {TRUSTED_IP}\r\nt=0 0\r\nm=audio {} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n",
+        carol_rtp.local_addr()?.port()
+    );
+    carol
+        .send_to(
+            ok_with(&inv, &format!("<sip:carol@{carol_addr}>"), &carol_sdp).as_bytes(),
+            server,
+        )
+        .await?;
+    expect(&carol, "ACK", |m| m.starts_with("ACK ")).await?;
+
+    // Media both ways until each side has heard 40 packets.
+    let payload = [0x3Cu8; 160];
+    let mut buf = [0u8; 1500];
+    let (mut to_browser, mut to_carol) = (0u32, 0u32);
+    let mut seq = 0u16;
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while to_browser < 40 || to_carol < 40 {
+        if tokio::time::Instant::now() > deadline {
+            bail!("media: browser heard {to_browser}, carol heard {to_carol}");
+        }
+        tick.tick().await;
+        carol_rtp.send_to(&rtp(seq, &payload), hotline_rtp).await?;
+        browser.send(0, seq == 0, 160, &[0xC3; 160]).await;
+        seq = seq.wrapping_add(1);
+        while let Ok(p) = browser.rtp.try_recv() {
+            if p.header.payload_type == 0 && p.payload[..] == payload[..] {
+                to_browser += 1;
+            }
+        }
+        while let Ok((n, _)) = carol_rtp.try_recv_from(&mut buf) {
+            if RtpReader::new(&buf[..n])
+                .is_ok_and(|r| r.payload_type() == 0 && r.payload() == [0xC3; 160])
+            {
+                to_carol += 1;
+            }
+        }
+    }
+
+    // The browser hangs up: Hotline BYEs carol.
+    bob.send_to(
+        format!(
+            "BYE {target} SIP/2.0\r\nVia: SIP/2.0/UDP {bob_addr};branch=z9hG4bK-obye;rport\r\nFrom: <sip:bob@{server}>;tag=bb\r\nTo: {to}\r\nCall-ID: webrtc-out-1\r\nCSeq: 2 BYE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        )
+        .as_bytes(),
+        server,
+    )
+    .await?;
+    expect(&carol, "BYE", |m| m.starts_with("BYE ")).await?;
     browser.close().await;
     Ok(())
 }

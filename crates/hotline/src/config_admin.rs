@@ -333,7 +333,11 @@ impl AdminStore {
     ) -> anyhow::Result<AdminStore> {
         use anyhow::Context;
         let settings = cfg.admin_settings();
-        for d in [&settings.versions, &settings.prompts] {
+        for d in [
+            &settings.versions,
+            &settings.prompts,
+            &settings.versions.join(PROMPT_BLOBS),
+        ] {
             std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
         }
         if let Some(d) = settings
@@ -401,13 +405,15 @@ impl AdminStore {
         applied: &[String],
     ) -> std::io::Result<u64> {
         let n = self.version + 1;
-        let diff = similar::TextDiff::from_lines(old, new)
-            .unified_diff()
-            .context_radius(2)
-            .header(&format!("version {}", n - 1), &format!("version {n}"))
-            .to_string();
+        let diff = crate::config_redact::diff(
+            old,
+            new,
+            &format!("version {}", n - 1),
+            &format!("version {n}"),
+        );
         write_atomic(&self.version_path(n, "toml"), new.as_bytes())?;
-        let meta = version_meta(n, who, action, applied, &diff);
+        let mut meta = version_meta(n, who, action, applied, &diff);
+        meta["prompts"] = self.snapshot_prompts()?;
         write_atomic(&self.version_path(n, "json"), meta.to_string().as_bytes())?;
         self.version = n;
         Ok(n)
@@ -504,7 +510,20 @@ impl AdminStore {
         new: String,
         created: bool,
     ) -> Result<Value, AdminFault> {
-        if new == self.text {
+        self.commit_with(who, action, new, created, false).await
+    }
+
+    /// [`AdminStore::commit`]; with `force` an unchanged text is applied and versioned
+    /// too (the prompts changed under it).
+    async fn commit_with(
+        &mut self,
+        who: &str,
+        action: &str,
+        new: String,
+        created: bool,
+        force: bool,
+    ) -> Result<Value, AdminFault> {
+        if new == self.text && !force {
             return Ok(
                 json!({"version": self.version, "created": false, "applied": [], "unchanged": true}),
             );
@@ -645,20 +664,27 @@ impl AdminStore {
             AdminOp::Skills => Ok(self.skills()?),
             AdminOp::Versions => self.versions(),
             AdminOp::Version(n) => {
-                let meta = self.read_meta(n)?;
+                let mut meta = self.read_meta(n)?;
                 let text = std::fs::read_to_string(self.version_path(n, "toml"))
                     .map_err(|e| fault(FaultKind::Internal, e.to_string()))?;
-                let mut meta = meta;
-                meta["config"] = text.into();
+                // Shown without secrets; the diff is made again from the texts so that
+                // versions kept before redaction existed do not show them either.
+                let prev = match n {
+                    1 => String::new(),
+                    _ => std::fs::read_to_string(self.version_path(n - 1, "toml"))
+                        .unwrap_or_default(),
+                };
+                meta["diff"] = crate::config_redact::diff(
+                    &prev,
+                    &text,
+                    &format!("version {}", n - 1),
+                    &format!("version {n}"),
+                )
+                .into();
+                meta["config"] = crate::config_redact::redact(&text, None).into();
                 Ok(meta)
             }
-            AdminOp::Rollback(n) => {
-                self.read_meta(n)?;
-                let text = std::fs::read_to_string(self.version_path(n, "toml"))
-                    .map_err(|e| fault(FaultKind::Internal, e.to_string()))?;
-                self.commit(who, &format!("rollback to version {n}"), text, false)
-                    .await
-            }
+            AdminOp::Rollback(n) => self.rollback(who, n).await,
             AdminOp::Audit { limit } => {
                 let text = std::fs::read_to_string(&self.settings.audit_log).unwrap_or_default();
                 let lines: Vec<Value> = text
@@ -669,7 +695,7 @@ impl AdminStore {
                 Ok(Value::Array(lines.into_iter().skip(skip).collect()))
             }
             AdminOp::Prompts => self.prompts(),
-            AdminOp::UploadPrompt(name, bytes) => self.upload(&name, &bytes),
+            AdminOp::UploadPrompt(name, bytes) => self.upload(who, &name, &bytes).await,
             AdminOp::WhatIf(req) => self.whatif(req).await,
         }
     }
@@ -882,13 +908,105 @@ impl AdminStore {
         Ok(Value::Array(out))
     }
 
-    fn upload(&self, name: &str, bytes: &[u8]) -> Result<Value, AdminFault> {
-        if name.is_empty()
-            || name.len() > 64
-            || !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
+    /// Puts version `n` back as a new version: its text and its uploaded prompts (versions
+    /// from before prompts were versioned leave the prompts alone).
+    async fn rollback(&mut self, who: &str, n: u64) -> Result<Value, AdminFault> {
+        let meta = self.read_meta(n)?;
+        let text = std::fs::read_to_string(self.version_path(n, "toml"))
+            .map_err(|e| fault(FaultKind::Internal, e.to_string()))?;
+        let internal = |e: std::io::Error| fault(FaultKind::Internal, e.to_string());
+        let before = self.snapshot_prompts().map_err(internal)?;
+        let wanted = meta.get("prompts").filter(|p| p.is_object());
+        let prompts_changed = wanted.is_some_and(|w| *w != before);
+        if let Some(w) = wanted.filter(|_| prompts_changed) {
+            self.restore_prompts(w)?;
+        }
+        let action = format!("rollback to version {n}");
+        let r = self
+            .commit_with(who, &action, text, false, prompts_changed)
+            .await;
+        if r.is_err() && prompts_changed {
+            // Nothing changed: the prompts go back to what the switch still plays.
+            if let Err(e) = self.restore_prompts(&before) {
+                tracing::error!(error = ?e, "restoring the prompts after a refused rollback");
+            }
+        }
+        r
+    }
+
+    fn blobs(&self) -> PathBuf {
+        self.settings.versions.join(PROMPT_BLOBS)
+    }
+
+    /// The uploaded prompts as name → SHA-256 of the file, each file kept under its hash
+    /// beside the versions so that a rollback can put it back.
+    fn snapshot_prompts(&self) -> std::io::Result<Value> {
+        use sha2::Digest;
+        let mut out = Map::new();
+        for e in std::fs::read_dir(&self.settings.prompts)? {
+            let p = e?.path();
+            let Some(name) = p
+                .file_stem()
+                .filter(|_| p.extension().is_some_and(|x| x == "wav"))
+                .map(|s| s.to_string_lossy().into_owned())
+            else {
+                continue;
+            };
+            let bytes = std::fs::read(&p)?;
+            let hash = hex::encode(sha2::Sha256::digest(&bytes));
+            let blob = self.blobs().join(format!("{hash}.wav"));
+            if !blob.exists() {
+                write_atomic(&blob, &bytes)?;
+            }
+            out.insert(name, hash.into());
+        }
+        Ok(Value::Object(out))
+    }
+
+    /// Makes the prompts directory hold exactly the files of `manifest` (a
+    /// [`AdminStore::snapshot_prompts`]).
+    fn restore_prompts(&self, manifest: &Value) -> Result<(), AdminFault> {
+        let internal = |e: std::io::Error| fault(FaultKind::Internal, e.to_string());
+        let empty = Map::new();
+        let m = manifest.as_object().unwrap_or(&empty);
+        for (name, hash) in m {
+            let hash = hash.as_str().unwrap_or_default();
+            if !is_prompt_name(name)
+                || hash.is_empty()
+                || !hash.bytes().all(|b| b.is_ascii_hexdigit())
+            {
+                return Err(fault(
+                    FaultKind::Internal,
+                    format!("version record names prompt {name:?} with hash {hash:?}"),
+                ));
+            }
+            let bytes = std::fs::read(self.blobs().join(format!("{hash}.wav"))).map_err(|e| {
+                fault(
+                    FaultKind::Internal,
+                    format!("the kept copy of prompt {name:?} is missing: {e}"),
+                )
+            })?;
+            let path = self.settings.prompts.join(format!("{name}.wav"));
+            if std::fs::read(&path).ok().as_deref() != Some(&bytes[..]) {
+                write_atomic(&path, &bytes).map_err(internal)?;
+            }
+        }
+        for e in std::fs::read_dir(&self.settings.prompts).map_err(internal)? {
+            let p = e.map_err(internal)?.path();
+            let stem = p.file_stem().map(|s| s.to_string_lossy().into_owned());
+            if p.extension().is_some_and(|x| x == "wav")
+                && stem.is_some_and(|s| !m.contains_key(&s))
+            {
+                std::fs::remove_file(&p).map_err(internal)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores a prompt, rebuilds the switch's tables (menus that play it pick it up) and
+    /// keeps a version, so a rollback restores the previous recording.
+    async fn upload(&mut self, who: &str, name: &str, bytes: &[u8]) -> Result<Value, AdminFault> {
+        if !is_prompt_name(name) {
             let mut f = fault(
                 FaultKind::Invalid,
                 format!("prompt name {name:?}: 1 to 64 letters, digits, - or _"),
@@ -906,9 +1024,26 @@ impl AdminStore {
             return Err(fault(FaultKind::Invalid, "the WAV file holds no audio"));
         }
         let path = self.settings.prompts.join(format!("{name}.wav"));
-        let created = !path.exists();
+        let previous = std::fs::read(&path).ok();
+        let created = previous.is_none();
         write_atomic(&path, bytes).map_err(|e| fault(FaultKind::Internal, e.to_string()))?;
+        let text = self.text.clone();
+        let action = format!("upload prompt {name} ({} bytes)", bytes.len());
+        let version = match self.commit_with(who, &action, text, false, true).await {
+            Ok(v) => v["version"].clone(),
+            Err(f) => {
+                let undo = match &previous {
+                    Some(old) => write_atomic(&path, old),
+                    None => std::fs::remove_file(&path),
+                };
+                if let Err(e) = undo {
+                    tracing::error!(error = %e, "restoring prompt {name} after a refused upload");
+                }
+                return Err(f);
+            }
+        };
         Ok(json!({
+            "version": version,
             "created": created,
             "name": name,
             "path": path.display().to_string(),
@@ -916,6 +1051,18 @@ impl AdminStore {
             "seconds": w.samples.len() as f64 / 8000.0,
         }))
     }
+}
+
+/// Where the versions directory keeps every uploaded prompt under its hash.
+const PROMPT_BLOBS: &str = "prompts";
+
+/// 1 to 64 letters, digits, `-` or `_` (a file name that cannot leave the directory).
+fn is_prompt_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 /// The table a `PUT` of `body` makes (its key field may be left out, must match if given).

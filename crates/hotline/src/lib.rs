@@ -5,6 +5,7 @@ pub mod config;
 pub mod config_admin;
 mod config_check;
 pub mod config_metrics;
+mod config_redact;
 pub mod config_reliab;
 pub mod config_webrtc;
 pub mod prompts;

@@ -658,6 +658,145 @@ async fn whatif_simulates_the_proposed_routing_without_saving_it() {
     s.hotline.shutdown().await;
 }
 
+/// Versions and diffs never show secrets: SIP passwords, CTI password hashes and TLS keys
+/// are redacted (a changed one is marked changed), while the file keeps them and a
+/// rollback restores them.
+#[tokio::test]
+async fn versions_and_diffs_redact_secrets() {
+    let s = setup("redact").await;
+    let hash_of_root = s
+        .original
+        .lines()
+        .find(|l| l.starts_with("password_hash"))
+        .unwrap()
+        .to_string();
+    // A hand edit (then a restart) changes 1002's SIP password: a new version.
+    let edited = s.original.replace(
+        "name = \"1002\"\npassword = \"x\"",
+        "name = \"1002\"\npassword = \"s3cret-sip-pw\"",
+    );
+    assert_ne!(edited, s.original);
+    s.hotline.shutdown().await;
+    std::fs::write(&s.file, &edited).unwrap();
+    let again = hotline::start_file(&s.file).await.unwrap();
+    let addr2 = again.cti.as_ref().unwrap().local_addr();
+    let api = Api {
+        addr: addr2,
+        token: login(addr2, "root", ADMIN_PW).await,
+    };
+    for n in [1, 2] {
+        let (st, v) = api.call("GET", &format!("/api/versions/{n}"), None).await;
+        assert_eq!(st, 200, "{v}");
+        let shown = format!("{}{}", v["config"], v["diff"]);
+        assert!(!shown.contains("s3cret-sip-pw"), "version {n}: {shown}");
+        assert!(!shown.contains("$argon2"), "version {n}: {shown}");
+        assert!(
+            !shown.contains("password = \\\"x\\\""),
+            "version {n}: {shown}"
+        );
+        assert!(
+            v["config"]
+                .as_str()
+                .unwrap()
+                .contains("password = \"<redacted>\""),
+            "{v}"
+        );
+        assert!(v["config"].as_str().unwrap().contains("role = \"admin\""));
+    }
+    let (_, v) = api.call("GET", "/api/versions/2", None).await;
+    let diff = v["diff"].as_str().unwrap();
+    assert!(
+        diff.contains("+password = \"<redacted, changed>\""),
+        "the diff says the password changed: {diff}"
+    );
+    assert_eq!(diff.matches("<redacted, changed>").count(), 1, "{diff}");
+    // The list and the audit log carry no configuration text at all.
+    let (_, v) = api.call("GET", "/api/versions", None).await;
+    assert!(!v.to_string().contains("s3cret"), "{v}");
+    // A rollback restores the real secrets in the file.
+    let (st, v) = api.call("POST", "/api/versions/1/rollback", None).await;
+    assert_eq!(st, 200, "{v}");
+    let disk = std::fs::read_to_string(&s.file).unwrap();
+    assert_eq!(disk, s.original);
+    assert!(disk.contains(&hash_of_root));
+    let (_, v) = api.call("GET", "/api/versions/3", None).await;
+    assert!(!v.to_string().contains("s3cret-sip-pw"), "{v}");
+    assert!(
+        v["diff"].as_str().unwrap().contains("<redacted, changed>"),
+        "{v}"
+    );
+    again.shutdown().await;
+    let _ = std::fs::remove_dir_all(&s.dir);
+}
+
+/// An uploaded prompt is versioned: uploading again makes a new version, a rollback puts
+/// the previous recording back (byte for byte), and a rollback to before the upload
+/// removes it.
+#[tokio::test]
+async fn uploaded_prompts_are_versioned_and_rolled_back() {
+    let s = setup("promptver").await;
+    let addr = cti_addr(&s);
+    let api = Api {
+        addr,
+        token: login(addr, "root", ADMIN_PW).await,
+    };
+    let first = wav(8000, 7, 8, 800);
+    let mut second = wav(8000, 7, 8, 1600);
+    second[44..50].copy_from_slice(&[0x10; 6]);
+    let (st, v) = http(addr, "PUT", "/api/prompts/greet", Some(&api.token), &first).await;
+    assert_eq!(st, 201, "{v}");
+    assert_eq!(v["version"], 2, "{v}");
+    let path = PathBuf::from(v["path"].as_str().unwrap());
+    let (st, v) = http(addr, "PUT", "/api/prompts/greet", Some(&api.token), &second).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["version"], 3, "{v}");
+    assert_eq!(std::fs::read(&path).unwrap(), second);
+    let (_, v) = api.call("GET", "/api/versions", None).await;
+    let actions: Vec<&str> = v["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions[1..],
+        [
+            "upload prompt greet (844 bytes)",
+            "upload prompt greet (1644 bytes)"
+        ]
+    );
+    // Back to the first recording.
+    let (st, v) = api.call("POST", "/api/versions/2/rollback", None).await;
+    assert_eq!((st, &v["version"]), (200, &json!(4)), "{v}");
+    assert_eq!(std::fs::read(&path).unwrap(), first);
+    let (_, v) = api.call("GET", "/api/prompts", None).await;
+    assert_eq!(v[0]["seconds"], 0.1, "{v}");
+    // Forward again, then back to before any upload: the prompt is gone.
+    let (st, _) = api.call("POST", "/api/versions/3/rollback", None).await;
+    assert_eq!(st, 200);
+    assert_eq!(std::fs::read(&path).unwrap(), second);
+    let (st, _) = api.call("POST", "/api/versions/1/rollback", None).await;
+    assert_eq!(st, 200);
+    assert!(!path.exists());
+    let (_, v) = api.call("GET", "/api/prompts", None).await;
+    assert_eq!(v, json!([]));
+    // A refused upload makes no version and leaves no file.
+    let (st, _) = http(
+        addr,
+        "PUT",
+        "/api/prompts/greet",
+        Some(&api.token),
+        b"not a wav",
+    )
+    .await;
+    assert_eq!(st, 422);
+    let (_, v) = api.call("GET", "/api/versions", None).await;
+    assert_eq!(v["current"], 6, "{v}");
+    assert!(!path.exists());
+    s.hotline.shutdown().await;
+    let _ = std::fs::remove_dir_all(&s.dir);
+}
+
 #[tokio::test]
 async fn openapi_document_lists_the_api() {
     let s = setup("openapi").await;

@@ -56,6 +56,9 @@ pub enum MediaError {
     /// A background task went away (e.g. the recorder writer).
     #[error("task stopped: {0}")]
     TaskGone(&'static str),
+    /// The session cannot do this now (a third party is already there, or none is).
+    #[error("media session busy: {0}")]
+    Busy(&'static str),
 }
 
 impl MediaError {

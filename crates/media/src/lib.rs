@@ -36,4 +36,4 @@ pub use leg::{LegConfig, LegEvent, LegTiming};
 pub use player::{Player, Prompt};
 pub use ports::PortAllocator;
 pub use session::{MediaEvent, MediaLeg, SessionHandle, Side, spawn_session};
-pub use webrtc::{WebRtcLeg, WebRtcSettings, WebRtcStats};
+pub use webrtc::{Reanswer, WebRtcControl, WebRtcLeg, WebRtcSettings, WebRtcStats};

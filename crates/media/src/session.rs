@@ -20,7 +20,7 @@ use crate::leg::{
     Kind, LegConfig, LegCounters, LegEvent, LegState, LegTiming, MAX_PACKET, Translation,
     relay_packet,
 };
-use crate::mix::mix_excluding;
+use crate::mix::{Hears, SuperviseMode, mix_selected};
 use crate::player::Player;
 use crate::ports::{BoundPorts, PortPair};
 use crate::recorder::{Channel, RecorderTap};
@@ -113,6 +113,8 @@ pub struct SessionStats {
     pub a: LegCounters,
     /// Leg B, if attached.
     pub b: Option<LegCounters>,
+    /// The third party (conference member or supervisor), if any.
+    pub third: Option<LegCounters>,
     /// Recording frames dropped because the writer was behind.
     pub recording_dropped: u64,
     /// Events dropped because the event channel was full.
@@ -133,6 +135,9 @@ enum Command {
     Hold(Side, Box<Player>),
     Conference(Box<MediaLeg>),
     EndConference(oneshot::Sender<Option<MediaLeg>>),
+    Supervise(Box<MediaLeg>, SuperviseMode, oneshot::Sender<Result<()>>),
+    SuperviseMode(SuperviseMode, oneshot::Sender<Result<()>>),
+    EndSupervise(oneshot::Sender<Option<MediaLeg>>),
 }
 
 enum Feed {
@@ -236,6 +241,32 @@ impl SessionHandle {
         rx.await.map_err(|_| gone())
     }
 
+    /// Adds a supervisor's leg in `mode` (see [`SuperviseMode`]); caller and agent keep
+    /// their relay wherever the mode lets them hear only each other. Refused while a
+    /// conference (or another supervisor) holds the third place. The supervisor is not
+    /// recorded: the recording stays caller left, agent right, in every mode.
+    pub async fn supervise(&self, leg: MediaLeg, mode: SuperviseMode) -> Result<()> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::Supervise(Box::new(leg), mode, tx))
+            .await?;
+        rx.await.map_err(|_| gone())?
+    }
+
+    /// Changes the supervisor's mode live; fails without a supervisor.
+    pub async fn supervise_mode(&self, mode: SuperviseMode) -> Result<()> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::SuperviseMode(mode, tx)).await?;
+        rx.await.map_err(|_| gone())?
+    }
+
+    /// Removes the supervisor's leg (returned; drop it to free its ports): caller and
+    /// agent are as before the supervisor came.
+    pub async fn end_supervise(&self) -> Result<Option<MediaLeg>> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::EndSupervise(tx)).await?;
+        rx.await.map_err(|_| gone())
+    }
+
     /// Current counters.
     pub async fn stats(&self) -> Result<SessionStats> {
         let (tx, rx) = oneshot::channel();
@@ -307,11 +338,36 @@ const MIX_FRAME: usize = 160;
 const MIX_QUEUE: usize = 4 * MIX_FRAME;
 
 /// The 3-way mix: G.711 audio received from A, B and the third party (with its law),
-/// consumed one frame per tick.
+/// consumed one frame per tick; `hears` says who gets whose audio (a conference: all;
+/// a supervisor: by mode). A or B hearing only the other keeps the plain relay.
 struct Mix {
     queues: [std::collections::VecDeque<u8>; 3],
     laws: [Law; 3],
     next: Instant,
+    hears: Hears,
+    /// The third party is a supervisor (leaves with the agent, never takes B's place).
+    supervisor: bool,
+}
+
+impl Mix {
+    fn new(hears: Hears, supervisor: bool) -> Mix {
+        Mix {
+            queues: Default::default(),
+            laws: [Law::Ulaw; 3],
+            next: Instant::now() + Duration::from_millis(20),
+            hears,
+            supervisor,
+        }
+    }
+
+    /// Queues audio received from party `i`.
+    fn push(&mut self, i: usize, law: Law, payload: &[u8]) {
+        self.laws[i] = law;
+        let q = &mut self.queues[i];
+        q.extend(payload);
+        let excess = q.len().saturating_sub(MIX_QUEUE);
+        q.drain(..excess);
+    }
 }
 
 /// Packets handled per readiness wake-up before yielding to other branches.
@@ -510,6 +566,12 @@ impl Task {
                 self.feeds[1] = Feed::Silence;
                 self.update_translations();
             }
+            Command::Detach(tx) if self.mix.as_ref().is_some_and(|m| m.supervisor) => {
+                // The agent left a supervised call: the supervisor's leg goes too.
+                self.mix = None;
+                self.third = None;
+                self.command(Command::Detach(tx));
+            }
             Command::Detach(tx) if self.mix.is_some() => {
                 // B leaves the conference: the third party takes B's place.
                 let leg = self.legs[1].take();
@@ -524,11 +586,37 @@ impl Task {
                 self.feeds = [Feed::Silence, Feed::Silence];
                 self.paused = [None, None];
                 self.dtmf = [None, None];
-                self.mix = Some(Mix {
-                    queues: Default::default(),
-                    laws: [Law::Ulaw; 3],
-                    next: Instant::now() + Duration::from_millis(20),
-                });
+                self.mix = Some(Mix::new(Hears::CONFERENCE, false));
+            }
+            Command::Supervise(leg, mode, tx) => {
+                let r = if self.third.is_some() {
+                    Err(MediaError::Busy("the call already has a third party"))
+                } else {
+                    // Feeds stay: A's and B's players and relay go on where relayed.
+                    self.third = Some(*leg);
+                    self.mix = Some(Mix::new(Hears::supervise(mode), true));
+                    Ok(())
+                };
+                let _ = tx.send(r);
+            }
+            Command::SuperviseMode(mode, tx) => {
+                let r = match self.mix.as_mut() {
+                    Some(m) if m.supervisor => {
+                        m.hears = Hears::supervise(mode);
+                        Ok(())
+                    }
+                    _ => Err(MediaError::Busy("no supervisor on the call")),
+                };
+                let _ = tx.send(r);
+            }
+            Command::EndSupervise(tx) => {
+                let leg = if self.mix.as_ref().is_some_and(|m| m.supervisor) {
+                    self.mix = None;
+                    self.third.take()
+                } else {
+                    None
+                };
+                let _ = tx.send(leg);
             }
             Command::EndConference(tx) => {
                 self.mix = None;
@@ -616,6 +704,7 @@ impl Task {
                         .map(|l| l.state.counters())
                         .unwrap_or_default(),
                     b: self.legs[1].as_ref().map(|l| l.state.counters()),
+                    third: self.third.as_ref().map(|l| l.state.counters()),
                     recording_dropped: self.recording_dropped_before
                         + self.recorder.as_ref().map_or(0, |r| r.dropped()),
                     events_dropped: self.events_dropped,
@@ -629,11 +718,17 @@ impl Task {
     }
 
     fn drain_rtp_with(&mut self, side: Side, batch: &mut batch::RecvBatch) {
-        if self.mix.is_some() {
-            return self.drain_mixed(side as usize, batch);
-        }
         let from_i = side as usize;
         let to_i = side.other() as usize;
+        // With a third party, the other leg gets this leg's packets relayed only if it
+        // hears nobody else (monitor); the mix gets a copy if someone mixed hears it.
+        let (relayed, to_mix) = match &self.mix {
+            None => (true, false),
+            Some(m) => (m.hears.relayed(to_i), m.hears.mixed_from(from_i)),
+        };
+        if !relayed {
+            return self.drain_mixed(from_i, batch);
+        }
         let now = Instant::now();
         let [l0, l1] = &mut self.legs;
         let (from, mut to) = if from_i == 0 {
@@ -642,7 +737,7 @@ impl Task {
             (l1.as_mut(), l0.as_mut())
         };
         let Some(from) = from else { return };
-        let relay = matches!(self.feeds[to_i], Feed::Peer) && self.dtmf[to_i].is_none();
+        let relay = relayed && matches!(self.feeds[to_i], Feed::Peer) && self.dtmf[to_i].is_none();
         let channel = if side == Side::A {
             Channel::Caller
         } else {
@@ -678,6 +773,12 @@ impl Task {
                 {
                     tap.push(channel, from.state.config().codec.law(), payload, now);
                 }
+                if kind == Kind::Audio
+                    && to_mix
+                    && let Some(mix) = self.mix.as_mut()
+                {
+                    mix.push(from_i, from.state.config().codec.law(), payload);
+                }
                 if let Some(((len, dest), sock)) = send {
                     // UDP: a full socket buffer means drop, as the network would.
                     let _ = sock.try_send_to(&self.buf_out[..len], dest);
@@ -711,11 +812,7 @@ impl Task {
                     continue;
                 }
                 let payload = r.payload();
-                mix.laws[i] = law;
-                let q = &mut mix.queues[i];
-                q.extend(payload);
-                let excess = q.len().saturating_sub(MIX_QUEUE);
-                q.drain(..excess);
+                mix.push(i, law, payload);
                 if i < 2
                     && let Some(tap) = &self.recorder
                 {
@@ -733,7 +830,8 @@ impl Task {
         }
     }
 
-    /// Every 20 ms of a conference: each party gets the sum of the other two's audio.
+    /// Every 20 ms of a conference or supervision: each party not relayed gets the sum
+    /// of those it hears.
     fn on_mix_timer(&mut self, now: Instant) {
         let Some(mix) = self.mix.as_mut() else {
             return;
@@ -752,10 +850,15 @@ impl Task {
             let inputs: [(&[u8], Law); 3] = std::array::from_fn(|i| (&frames[i][..], mix.laws[i]));
             let [l0, l1] = &mut self.legs;
             let parties = [l0.as_mut(), l1.as_mut(), self.third.as_mut()];
+            let hears = mix.hears;
             for (j, leg) in parties.into_iter().enumerate() {
                 let Some(leg) = leg else { continue };
+                if hears.relayed(j) {
+                    continue;
+                }
                 let mut out = [0u8; MIX_FRAME];
-                mix_excluding(&inputs, j, leg.state.config().codec.law(), &mut out);
+                let law = leg.state.config().codec.law();
+                mix_selected(&inputs, |k| hears.hears(j, k), law, &mut out);
                 if let Some((n, dest)) = leg.state.build_local(
                     Kind::Audio,
                     &out,
@@ -820,6 +923,8 @@ impl Task {
             // While a key is being sent, the player keeps its pace but its frames are
             // not sent (the event replaces the audio), so its deadline never lags.
             let sending_dtmf = self.dtmf[i].as_ref().is_some_and(|g| !g.is_done());
+            // A leg that gets the mix hears the mix, not its player (which keeps pace).
+            let mixed = self.mix.as_ref().is_some_and(|m| !m.hears.relayed(i));
             if !sending_dtmf {
                 self.dtmf[i] = None;
             }
@@ -827,7 +932,7 @@ impl Task {
             if let Feed::Player(p) = &mut self.feeds[i] {
                 let advance = p.frame_samples() as u32;
                 while let Some(frame) = p.poll(now) {
-                    if sending_dtmf {
+                    if sending_dtmf || mixed {
                         continue;
                     }
                     if let Some((n, dest)) = leg.state.build_local(

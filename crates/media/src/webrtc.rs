@@ -33,15 +33,16 @@ use rtc::peer_connection::transport::{
     CandidateConfig, CandidateHostConfig, CandidateServerReflexiveConfig, RTCIceCandidate,
 };
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
-use rtc::rtp_transceiver::RTCRtpSenderId;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
     RtpCodecKind,
 };
+use rtc::rtp_transceiver::{RTCRtpSenderId, RTCRtpTransceiverDirection};
 use rtc::sansio::Protocol;
 use rtc::shared::marshal::{Marshal, Unmarshal};
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::error::{MediaError, Result};
@@ -90,6 +91,55 @@ pub struct WebRtcMedia {
     pub payload_type: u8,
     /// telephone-event payload type, if both sides have it.
     pub telephone_event: Option<u8>,
+}
+
+/// Hotline's answer to a browser's re-offer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reanswer {
+    /// The WebRTC answer SDP for the 2xx.
+    pub sdp: String,
+    /// What the renegotiation settled on.
+    pub media: WebRtcMedia,
+    /// Our direction towards the browser: `RecvOnly`/`Inactive` when it holds the call.
+    pub direction: Direction,
+}
+
+/// The first `a=setup:` value of an SDP.
+fn setup_of(sdp: &str) -> Option<&str> {
+    sdp.lines()
+        .find_map(|l| l.trim().strip_prefix("a=setup:"))
+        .map(str::trim)
+}
+
+/// The direction of the first audio section of an offer, as its sender sees it
+/// (`sendrecv` when absent, RFC 3264 §5.1).
+pub fn offer_direction(sdp: &str) -> Direction {
+    let (mut seen_m, mut in_audio) = (false, false);
+    let mut session = Direction::SendRecv;
+    let mut audio = None;
+    for line in sdp.lines().map(str::trim) {
+        if let Some(m) = line.strip_prefix("m=") {
+            if in_audio {
+                break;
+            }
+            seen_m = true;
+            in_audio = m.starts_with("audio ");
+            continue;
+        }
+        let d = match line {
+            "a=sendrecv" => Direction::SendRecv,
+            "a=sendonly" => Direction::SendOnly,
+            "a=recvonly" => Direction::RecvOnly,
+            "a=inactive" => Direction::Inactive,
+            _ => continue,
+        };
+        if in_audio {
+            audio = Some(d);
+        } else if !seen_m {
+            session = d;
+        }
+    }
+    audio.unwrap_or(session)
 }
 
 /// Connection state of a browser leg.
@@ -204,6 +254,10 @@ pub struct WebRtcPeer {
     state: WebRtcState,
     deadline: Instant,
     stats: WebRtcStats,
+    /// Our DTLS role from the first offer/answer (`active`/`passive`), kept in re-answers.
+    dtls_setup: Option<&'static str>,
+    /// What the last offer/answer settled on.
+    media: Option<WebRtcMedia>,
 }
 
 impl std::fmt::Debug for WebRtcPeer {
@@ -253,6 +307,8 @@ impl WebRtcPeer {
             state: WebRtcState::Connecting,
             deadline: now + settings.connect_timeout,
             stats: WebRtcStats::default(),
+            dtls_setup: None,
+            media: None,
         })
     }
 
@@ -330,7 +386,87 @@ impl WebRtcPeer {
             .map_err(rtc_err("local answer"))?;
         let media = p.negotiated()?;
         let sdp = p.local_sdp()?;
+        p.dtls_setup = match setup_of(&sdp) {
+            Some("active") => Some("active"),
+            Some("passive") => Some("passive"),
+            _ => None,
+        };
         Ok((p, sdp, media))
+    }
+
+    /// A new offer from the browser in the same dialog (re-INVITE: hold, resume, ICE
+    /// restart, codec change): answered by this same peer connection, so DTLS and ICE
+    /// carry on (new ICE credentials in the offer restart ICE). An offer that cannot be
+    /// used is rolled back and changes nothing (RFC 3261 §14.2).
+    pub fn reoffer(&mut self, offer: &str, now: Instant) -> Result<Reanswer> {
+        let desc = RTCSessionDescription::offer(offer.to_owned()).map_err(|_| {
+            MediaError::SdpMalformed {
+                line: 0,
+                reason: "browser offer does not parse",
+            }
+        })?;
+        let peer_direction = offer_direction(offer);
+        let ours = Direction::answer_to(peer_direction, Direction::SendRecv);
+        // The `rtc` crate stops a transceiver an offer makes inactive (it could not
+        // resume), so it sees `sendonly` instead and our answer says `inactive`.
+        let desc = if peer_direction == Direction::Inactive {
+            RTCSessionDescription::offer(offer.replace("a=inactive", "a=sendonly")).unwrap_or(desc)
+        } else {
+            desc
+        };
+        self.pc
+            .set_remote_description(now, desc)
+            .map_err(|_| MediaError::SdpNotAcceptable("browser offer not usable"))?;
+        let answered = self
+            .reanswer(now, ours)
+            .and_then(|sdp| Ok((sdp, self.negotiated()?)));
+        let (sdp, media) = match answered {
+            Ok(m) => m,
+            Err(e) => {
+                if let Ok(rb) = RTCSessionDescription::rollback(None) {
+                    let _ = self.pc.set_remote_description(now, rb);
+                }
+                return Err(e);
+            }
+        };
+        self.update_state(now);
+        Ok(Reanswer {
+            sdp,
+            media,
+            direction: ours,
+        })
+    }
+
+    /// Creates and applies the answer to a re-offer: our direction set first (the `rtc`
+    /// crate answers with the transceiver's own direction, not the offer's complement),
+    /// and our DTLS role kept (it would answer `active` even where the first exchange
+    /// made us `passive`, and browsers refuse a role change on a running transport).
+    fn reanswer(&mut self, now: Instant, ours: Direction) -> Result<String> {
+        let rtc_dir = match ours {
+            Direction::SendRecv => RTCRtpTransceiverDirection::Sendrecv,
+            Direction::SendOnly => RTCRtpTransceiverDirection::Sendonly,
+            Direction::RecvOnly | Direction::Inactive => RTCRtpTransceiverDirection::Recvonly,
+        };
+        let ids: Vec<_> = self.pc.get_transceivers().collect();
+        for id in ids {
+            if let Some(mut t) = self.pc.rtp_transceiver(id) {
+                t.set_direction(rtc_dir);
+            }
+        }
+        let answer = self.pc.create_answer(None).map_err(rtc_err("answer"))?;
+        // The crate refuses a changed local answer, and starts DTLS only on the first
+        // exchange, so the fixes go into the text the browser gets, not into the crate.
+        let mut sdp = answer.sdp.clone();
+        if let (Some(role), Some(made)) = (self.dtls_setup, setup_of(&sdp)) {
+            sdp = sdp.replace(&format!("a=setup:{made}"), &format!("a=setup:{role}"));
+        }
+        if ours == Direction::Inactive {
+            sdp = sdp.replace("a=recvonly", "a=inactive");
+        }
+        self.pc
+            .set_local_description(now, answer)
+            .map_err(rtc_err("local answer"))?;
+        Ok(sdp)
     }
 
     /// Applies the browser's answer to our offer.
@@ -344,6 +480,11 @@ impl WebRtcPeer {
         self.pc
             .set_remote_description(now, desc)
             .map_err(|_| MediaError::SdpNotAcceptable("browser answer not usable"))?;
+        self.dtls_setup = match setup_of(answer) {
+            Some("active") => Some("passive"),
+            Some("passive") => Some("active"),
+            _ => None,
+        };
         self.negotiated()
     }
 
@@ -356,10 +497,12 @@ impl WebRtcPeer {
 
     /// The codec and telephone-event the negotiation settled on.
     fn negotiated(&mut self) -> Result<WebRtcMedia> {
-        let mut sender = self
-            .pc
-            .rtp_sender(self.sender)
-            .ok_or_else(|| MediaError::WebRtc("sender gone".into()))?;
+        let Some(mut sender) = self.pc.rtp_sender(self.sender) else {
+            // Not sending (the browser holds): the codecs are those of the last exchange.
+            return self
+                .media
+                .ok_or_else(|| MediaError::WebRtc("sender gone".into()));
+        };
         let codecs = &sender.get_parameters().rtp_parameters.codecs;
         let audio = codecs.iter().find_map(|c| {
             let m = &c.rtp_codec.mime_type;
@@ -381,11 +524,13 @@ impl WebRtcPeer {
             .map(|c| c.payload_type);
         let (codec, payload_type) =
             audio.ok_or(MediaError::SdpNotAcceptable("browser chose no G.711 codec"))?;
-        Ok(WebRtcMedia {
+        let media = WebRtcMedia {
             codec,
             payload_type,
             telephone_event: te,
-        })
+        };
+        self.media = Some(media);
+        Ok(media)
     }
 
     /// The state after the last input.
@@ -634,15 +779,24 @@ impl WebRtcLeg {
             ptime: 20,
         };
         let stats = peer.stats();
+        let (control, commands) = mpsc::channel(4);
         let task = Gateway {
             peer,
             public: self.public,
             inner_rtp: gw_rtp,
             inner_rtcp: gw_rtcp,
             call_side,
+            cfg,
+            commands,
         };
         let join = tokio::spawn(task.run());
-        Ok(MediaLeg::new(inner, cfg, timing).with_gateway(GatewayGuard { join, stats }))
+        Ok(
+            MediaLeg::new(inner, cfg, timing).with_gateway(GatewayGuard {
+                join,
+                stats,
+                control: WebRtcControl(control),
+            }),
+        )
     }
 }
 
@@ -672,9 +826,47 @@ async fn bind_loopback_pair() -> Result<(UdpSocket, UdpSocket)> {
 pub struct GatewayGuard {
     join: JoinHandle<()>,
     stats: WebRtcStats,
+    control: WebRtcControl,
+}
+
+/// What the call can ask of a running gateway.
+#[derive(Debug)]
+enum GatewayCommand {
+    Reoffer {
+        offer: String,
+        reply: oneshot::Sender<Result<(Reanswer, LegConfig)>>,
+    },
+}
+
+/// A handle on a running gateway for in-dialog renegotiation (cheap to clone; the call
+/// keeps one while the leg itself lives in the media session).
+#[derive(Debug, Clone)]
+pub struct WebRtcControl(mpsc::Sender<GatewayCommand>);
+
+impl WebRtcControl {
+    /// Answers the browser's re-offer on the running connection. Returns the answer and
+    /// the call leg's new configuration (codec, direction: the session stops sending to
+    /// a browser that holds), to pass to the session's `reconfigure`.
+    pub async fn reoffer(&self, offer: &str) -> Result<(Reanswer, LegConfig)> {
+        let (reply, rx) = oneshot::channel();
+        self.0
+            .send(GatewayCommand::Reoffer {
+                offer: offer.to_owned(),
+                reply,
+            })
+            .await
+            .map_err(|_| MediaError::WebRtc("gateway gone".into()))?;
+        rx.await
+            .map_err(|_| MediaError::WebRtc("gateway gone".into()))?
+    }
 }
 
 impl GatewayGuard {
+    /// A handle for renegotiation (re-INVITEs from the browser).
+    pub fn control(&self) -> WebRtcControl {
+        self.control.clone()
+    }
+
     /// Counters and state of the browser side.
     pub fn stats(&self) -> WebRtcStats {
         self.stats.clone()
@@ -703,9 +895,27 @@ struct Gateway {
     inner_rtp: UdpSocket,
     inner_rtcp: UdpSocket,
     call_side: SocketAddr,
+    /// The call leg's configuration (towards this task), updated by renegotiation.
+    cfg: LegConfig,
+    commands: mpsc::Receiver<GatewayCommand>,
 }
 
 impl Gateway {
+    fn command(&mut self, cmd: GatewayCommand) {
+        match cmd {
+            GatewayCommand::Reoffer { offer, reply } => {
+                let r = self.peer.reoffer(&offer, Instant::now()).map(|re| {
+                    self.cfg.codec = re.media.codec;
+                    self.cfg.payload_type = re.media.payload_type;
+                    self.cfg.telephone_event = re.media.telephone_event;
+                    self.cfg.direction = re.direction;
+                    (re, self.cfg)
+                });
+                let _ = reply.send(r);
+            }
+        }
+    }
+
     async fn run(mut self) {
         let mut buf = vec![0u8; MAX_PACKET].into_boxed_slice();
         let mut out = vec![0u8; MAX_PACKET].into_boxed_slice();
@@ -775,6 +985,7 @@ impl Gateway {
                         while self.public.rtcp.try_recv_from(&mut buf).is_ok() {}
                     }
                 }
+                Some(cmd) = self.commands.recv() => self.command(cmd),
                 _ = &mut sleep => {
                     self.peer.handle_timeout(Instant::now());
                     // The peer may report the same deadline again; re-arm the timer.
@@ -811,6 +1022,29 @@ mod tests {
         );
         assert!(demux_check(&[0xC0u8; 100]).is_err(), "first byte ≥ 192");
         assert!(demux_check(&[0x80u8; MAX_PACKET + 1]).is_err(), "too large");
+    }
+
+    #[test]
+    fn offer_direction_is_the_audio_sections() {
+        let m = "v=0\r\ns=-\r\nt=0 0\r\n";
+        assert_eq!(offer_direction(m), Direction::SendRecv, "absent");
+        let audio = format!("{m}m=audio 9 UDP/TLS/RTP/SAVPF 0\r\na=sendonly\r\n");
+        assert_eq!(offer_direction(&audio), Direction::SendOnly);
+        let session = format!("{m}a=inactive\r\nm=audio 9 RTP/AVP 0\r\n");
+        assert_eq!(
+            offer_direction(&session),
+            Direction::Inactive,
+            "session level"
+        );
+        let video_first =
+            format!("{m}m=video 9 RTP/AVP 96\r\na=recvonly\r\nm=audio 9 RTP/AVP 0\r\n");
+        assert_eq!(offer_direction(&video_first), Direction::SendRecv);
+        let both = format!("{m}a=inactive\r\nm=audio 9 RTP/AVP 0\r\na=sendrecv\r\n");
+        assert_eq!(
+            offer_direction(&both),
+            Direction::SendRecv,
+            "media level wins"
+        );
     }
 
     /// Garbage of every shape from a stranger before any answer: refused or ignored,

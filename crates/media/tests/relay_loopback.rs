@@ -706,3 +706,118 @@ async fn conference_mixes_the_other_two_for_each_party() {
         .unwrap();
     until_byte(&third, 0x55).await;
 }
+
+/// First payload bytes of the next `n` RTP packets on `sock`.
+async fn heard(sock: &UdpSocket, n: usize) -> Vec<u8> {
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        v.push(recv_rtp(sock).await.first_byte);
+    }
+    v
+}
+
+/// A supervisor on the call, mode by mode, switched live: in monitor the supervisor hears
+/// caller + agent and neither hears the supervisor (both still relayed packet by packet,
+/// same stream); in whisper the agent hears caller + supervisor and the caller still only
+/// the agent; in barge all three hear the other two. A second third party and a mode
+/// change without a supervisor are refused; ending gives the leg back and the plain relay.
+#[tokio::test]
+async fn supervisor_hears_and_is_heard_by_mode() {
+    use hotline_media::mix::SuperviseMode;
+    let c = setup(13100, LegTiming::default(), Codec::Pcmu).await;
+    c.session.bridge().await.unwrap();
+    let sup = UdpSocket::bind((LO, 0)).await.unwrap();
+    let to = sup.local_addr().unwrap();
+    let leg = || async {
+        MediaLeg::new(
+            c.alloc.bind(LO.into()).await.unwrap(),
+            cfg(Codec::Pcmu, to),
+            LegTiming::default(),
+        )
+    };
+    assert!(
+        c.session
+            .supervise_mode(SuperviseMode::Barge)
+            .await
+            .is_err(),
+        "no supervisor yet"
+    );
+    let l = leg().await;
+    let hotline_s = l.local_rtp_addr().unwrap();
+    c.session
+        .supervise(l, SuperviseMode::Monitor)
+        .await
+        .unwrap();
+    let second = leg().await;
+    assert!(
+        c.session
+            .supervise(second, SuperviseMode::Barge)
+            .await
+            .is_err()
+    );
+    let u = Law::Ulaw;
+    let sum = |a: u8, b: u8| u.encode(u.decode(a).saturating_add(u.decode(b)));
+    let (caller_b, agent_b, sup_b) = (0x11u8, 0x22u8, 0x33u8);
+    let mut seq = 0u16;
+    let mut phase = |frames: u16| {
+        let start = seq;
+        seq += frames;
+        let (caller, agent) = (&c.caller, &c.agent);
+        let (ha, hb) = (c.hotline_a, c.hotline_b);
+        let sup = &sup;
+        async move {
+            for i in start..start + frames {
+                for (sock, to, byte, ssrc) in [
+                    (caller, ha, caller_b, 1),
+                    (agent, hb, agent_b, 2),
+                    (sup, hotline_s, sup_b, 3),
+                ] {
+                    let pkt = rtp(0, ssrc, i, u32::from(i) * 160, &[byte; 160]);
+                    sock.send_to(&pkt, to).await.unwrap();
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    };
+    // Monitor.
+    let (_, (to_caller, to_agent)) = tokio::join!(phase(40), async {
+        until_byte(&sup, sum(caller_b, agent_b)).await;
+        (heard(&c.caller, 25).await, heard(&c.agent, 25).await)
+    });
+    assert!(to_caller.iter().all(|&b| b == agent_b), "{to_caller:x?}");
+    assert!(to_agent.iter().all(|&b| b == caller_b), "{to_agent:x?}");
+    // Whisper, live.
+    c.session
+        .supervise_mode(SuperviseMode::Whisper)
+        .await
+        .unwrap();
+    let (_, to_caller) = tokio::join!(phase(40), async {
+        until_byte(&c.agent, sum(caller_b, sup_b)).await;
+        until_byte(&sup, sum(caller_b, agent_b)).await;
+        heard(&c.caller, 25).await
+    });
+    assert!(to_caller.iter().all(|&b| b == agent_b), "{to_caller:x?}");
+    // Barge.
+    c.session
+        .supervise_mode(SuperviseMode::Barge)
+        .await
+        .unwrap();
+    tokio::join!(phase(40), async {
+        until_byte(&c.caller, sum(agent_b, sup_b)).await;
+        until_byte(&c.agent, sum(caller_b, sup_b)).await;
+        until_byte(&sup, sum(caller_b, agent_b)).await;
+    });
+    // The supervisor leaves: the plain relay again, and the leg comes back.
+    let back = c.session.end_supervise().await.unwrap();
+    assert!(back.is_some(), "the supervisor's leg");
+    assert!(c.session.end_supervise().await.unwrap().is_none());
+    let (_, (to_caller, to_agent)) = tokio::join!(phase(40), async {
+        until_byte(&c.caller, agent_b).await;
+        until_byte(&c.agent, caller_b).await;
+        (heard(&c.caller, 10).await, heard(&c.agent, 10).await)
+    });
+    assert!(to_caller.iter().all(|&b| b == agent_b), "{to_caller:x?}");
+    assert!(to_agent.iter().all(|&b| b == caller_b), "{to_agent:x?}");
+    let stats = c.session.stats().await.unwrap();
+    assert!(stats.third.is_none());
+}

@@ -18,7 +18,7 @@ use rtp_rs::{RtpPacketBuilder, RtpReader, Seq};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::time::timeout;
-use webrtc_common::{Browser, GUARD};
+use webrtc_common::{Browser, GUARD, RTCRtpTransceiverDirection};
 
 const LO: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 const PACKETS: u16 = 50;
@@ -296,4 +296,145 @@ async fn unusable_answers_are_refused_and_free_ports() {
         .unwrap_err();
     assert!(matches!(e.sip_status(), 400 | 488), "{e}");
     assert_eq!(alloc.in_use(), 0);
+}
+
+/// Sends phone RTP every 20 ms until the browser has heard one (bounded by `GUARD`).
+async fn phone_reaches_browser(phone: &UdpSocket, to: SocketAddr, browser: &mut Browser) {
+    while browser.rtp.try_recv().is_ok() {}
+    timeout(GUARD, async {
+        for i in 0u16.. {
+            phone
+                .send_to(&rtp(0, 0x0BAD_CAFE, i, 160 * i as u32, &payload(i, 1)), to)
+                .await
+                .unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            while let Ok(p) = browser.rtp.try_recv() {
+                if p.header.payload_type == 0 {
+                    return;
+                }
+            }
+        }
+    })
+    .await
+    .expect("the phone's RTP reaches the browser");
+}
+
+/// Sends browser RTP every 20 ms until the phone has heard one (bounded by `GUARD`).
+async fn browser_reaches_phone(phone: &UdpSocket, browser: &mut Browser) {
+    let mut buf = [0u8; 1500];
+    while phone.try_recv_from(&mut buf).is_ok() {}
+    timeout(GUARD, async {
+        loop {
+            browser.send(0, false, 160, &payload(9, 2)).await;
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            while let Ok((n, _)) = phone.try_recv_from(&mut buf) {
+                if RtpReader::new(&buf[..n]).is_ok_and(|r| r.payload_type() == 0) {
+                    return;
+                }
+            }
+        }
+    })
+    .await
+    .expect("the browser's RTP reaches the phone");
+}
+
+fn sdp_attr<'a>(sdp: &'a str, name: &str) -> Option<&'a str> {
+    sdp.lines()
+        .find_map(|l| l.trim().strip_prefix(name))
+        .map(str::trim)
+}
+
+/// The browser re-offers on the running connection (its re-INVITE): hold (`sendonly`),
+/// resume, an ICE restart, and garbage. Each usable offer gets a WebRTC answer from the
+/// same DTLS identity (same fingerprint; same ICE credentials unless restarted) and media
+/// carries on; the garbage gets a precise error and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_reoffers_hold_resume_and_ice_restart_on_the_running_connection() {
+    let alloc = PortAllocator::new(46120, 46139).unwrap();
+    let settings = WebRtcSettings::new(LO);
+    let (leg, offer) = WebRtcLeg::offer(&alloc, &settings).await.unwrap();
+    let fingerprint = sdp_attr(&offer, "a=fingerprint:").unwrap().to_owned();
+    let ufrag = sdp_attr(&offer, "a=ice-ufrag:").unwrap().to_owned();
+    let (mut browser, answer) = Browser::answer(&offer).await;
+
+    let phone = UdpSocket::bind((LO, 0)).await.unwrap();
+    let a_ports = alloc.bind(LO).await.unwrap();
+    let a_addr = a_ports.rtp.local_addr().unwrap();
+    let a = MediaLeg::new(
+        a_ports,
+        phone_cfg(phone.local_addr().unwrap()),
+        LegTiming::default(),
+    );
+    let b = leg
+        .connect(&alloc, Some(&answer), LegTiming::default())
+        .await
+        .unwrap();
+    let ctl = b.gateway().expect("a browser leg").control();
+    let (ev_tx, _events) = mpsc::channel(64);
+    let session = spawn_session(a, ev_tx);
+    session.attach(b).await.unwrap();
+    session.bridge().await.unwrap();
+    browser.connected().await;
+    phone_reaches_browser(&phone, a_addr, &mut browser).await;
+    browser_reaches_phone(&phone, &mut browser).await;
+
+    // Hold from the page: sendonly → our answer is recvonly, the session stops sending.
+    let hold = browser
+        .reoffer(RTCRtpTransceiverDirection::Sendonly, false)
+        .await;
+    let (re, cfg) = ctl.reoffer(&hold).await.expect("hold answered");
+    assert!(re.sdp.contains("a=recvonly"), "{}", re.sdp);
+    for needle in ["UDP/TLS/RTP/SAVPF", "a=rtcp-mux", "PCMU/8000"] {
+        assert!(
+            re.sdp.contains(needle),
+            "re-answer lacks {needle}:\n{}",
+            re.sdp
+        );
+    }
+    assert_eq!(sdp_attr(&re.sdp, "a=fingerprint:"), Some(&fingerprint[..]));
+    assert_eq!(sdp_attr(&re.sdp, "a=ice-ufrag:"), Some(&ufrag[..]));
+    assert_eq!(re.direction, Direction::RecvOnly);
+    assert_eq!(cfg.direction, Direction::RecvOnly);
+    assert_eq!(cfg.codec, Codec::Pcmu);
+    browser.accept(&re.sdp).await;
+    session.reconfigure(Side::B, cfg).await.unwrap();
+    browser_reaches_phone(&phone, &mut browser).await;
+
+    // Resume: sendrecv again, media both ways.
+    let resume = browser
+        .reoffer(RTCRtpTransceiverDirection::Sendrecv, false)
+        .await;
+    let (re, cfg) = ctl.reoffer(&resume).await.expect("resume answered");
+    assert!(re.sdp.contains("a=sendrecv"), "{}", re.sdp);
+    assert_eq!(cfg.direction, Direction::SendRecv);
+    browser.accept(&re.sdp).await;
+    session.reconfigure(Side::B, cfg).await.unwrap();
+    phone_reaches_browser(&phone, a_addr, &mut browser).await;
+    browser_reaches_phone(&phone, &mut browser).await;
+
+    // Garbage as a re-offer: an error for the SIP layer, the connection unchanged.
+    for junk in ["this is not sdp", "v=0\r\nm=audio x\r\n", ""] {
+        let e = ctl.reoffer(junk).await.unwrap_err();
+        assert!(matches!(e.sip_status(), 400 | 488), "{junk:?}: {e}");
+    }
+    phone_reaches_browser(&phone, a_addr, &mut browser).await;
+
+    // ICE restart: new credentials in our answer, same DTLS, media carries on.
+    let restart = browser
+        .reoffer(RTCRtpTransceiverDirection::Sendrecv, true)
+        .await;
+    let (re, _cfg) = ctl.reoffer(&restart).await.expect("ICE restart answered");
+    assert_eq!(sdp_attr(&re.sdp, "a=fingerprint:"), Some(&fingerprint[..]));
+    assert_ne!(
+        sdp_attr(&re.sdp, "a=ice-ufrag:"),
+        Some(&ufrag[..]),
+        "an ICE restart gets new credentials"
+    );
+    browser.accept(&re.sdp).await;
+    phone_reaches_browser(&phone, a_addr, &mut browser).await;
+    browser_reaches_phone(&phone, &mut browser).await;
+
+    let (_a, b) = session.stop().await.unwrap();
+    b.expect("agent leg").release().await;
+    browser.close().await;
 }

@@ -3,7 +3,8 @@
 //! `RTCPeerConnection` answers with its fake microphone, and the Rust side bridges it to
 //! a plain RTP phone sending PCMU. Packets are counted both ways on Hotline's counters
 //! and on the page's `getStats()`; a key pressed with the page's `RTCDTMFSender` reaches
-//! the call as RFC 4733.
+//! the call as RFC 4733; the page's hold, resume and ICE-restart re-offers are answered
+//! on the running connection.
 //!
 //! Needs `/usr/bin/chromium` and `npm ci` in `tests/browser` (`sip-tests/run-tests.sh`
 //! does both). Without them the test says so and passes, except under CI (`CI` set),
@@ -147,6 +148,7 @@ async fn chromium_answers_and_media_flows_both_ways() {
         .await
         .unwrap();
     let te = b.state().config().telephone_event;
+    let ctl = b.gateway().expect("browser leg").control();
     assert!(te.is_some(), "Chromium kept telephone-event in its answer");
     let (ev_tx, mut events) = mpsc::channel(256);
     let session = spawn_session(a, ev_tx);
@@ -214,6 +216,43 @@ async fn chromium_answers_and_media_flows_both_ways() {
     .expect("the page's DTMF reaches the call");
     assert_eq!(digit, '5');
 
+    // Hold, resume and an ICE restart from the page (a softphone's re-INVITEs): each
+    // re-offer is answered on the running connection and Chromium accepts the answer
+    // (it refuses a changed DTLS role or fingerprint), then media flows again.
+    let mut base = st["inbound"].as_u64().unwrap_or(0);
+    for (direction, restart, ours) in [
+        ("sendonly", false, "a=recvonly"),
+        ("sendrecv", false, "a=sendrecv"),
+        ("sendrecv", true, "a=sendrecv"),
+    ] {
+        let o = page
+            .ask(json!({ "reoffer": { "direction": direction, "iceRestart": restart } }))
+            .await;
+        let offer = o["offer"].as_str().expect("re-offer SDP");
+        let (re, cfg) = ctl.reoffer(offer).await.expect("re-offer answered");
+        assert!(re.sdp.contains(ours), "{direction}: {}", re.sdp);
+        assert_eq!(
+            cfg.direction.sends(),
+            direction == "sendrecv",
+            "the session sends to the page unless it holds"
+        );
+        session.reconfigure(Side::B, cfg).await.unwrap();
+        let a = page.ask(json!({ "answer": re.sdp })).await;
+        assert_eq!(a["accepted"], true, "Chromium takes the re-answer: {a}");
+        if direction == "sendrecv" {
+            let s = page
+                .ask(json!({ "waitStats": { "inbound": base + N, "outbound": 0, "timeoutMs": 20000 } }))
+                .await;
+            let now = s["stats"]["inbound"].as_u64().unwrap_or(0);
+            assert!(
+                now >= base + N,
+                "page hears the phone again after {direction} (restart {restart}): {s}"
+            );
+            assert_eq!(s["stats"]["state"], "connected", "{s}");
+            base = now;
+        }
+    }
+
     let _ = stop_tx.send(());
     let (sent, got_audio, got_events) = phone_task.await.unwrap();
     assert!(
@@ -235,5 +274,100 @@ async fn chromium_answers_and_media_flows_both_ways() {
     drop(a);
     b.unwrap().release().await;
     assert_eq!(alloc.in_use(), 0);
+    page.quit().await;
+}
+
+/// Chromium calls out (its own offer, as a page's click-to-dial INVITE carries): the
+/// gateway answers, Chromium accepts the answer and connects, and RTP flows both ways
+/// with a plain phone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_offers_and_the_gateway_answers() {
+    let Some(mut page) = Page::start() else {
+        return;
+    };
+    let alloc = PortAllocator::new(46300, 46319).unwrap();
+    let o = page.ask(json!({ "call": true })).await;
+    let offer = o["offer"].as_str().expect("offer SDP").to_string();
+    let (leg, answer) = WebRtcLeg::answer(&alloc, &WebRtcSettings::new(LO), &offer)
+        .await
+        .expect("Chromium's offer is answered");
+    for needle in [
+        "UDP/TLS/RTP/SAVPF",
+        "a=fingerprint:sha-256",
+        "a=rtcp-mux",
+        "PCMU/8000",
+        "typ host",
+    ] {
+        assert!(answer.contains(needle), "answer lacks {needle}:\n{answer}");
+    }
+    assert!(!answer.contains("opus"), "G.711 only:\n{answer}");
+    let stats = leg.stats();
+    let b = leg
+        .connect(&alloc, None, LegTiming::default())
+        .await
+        .unwrap();
+    let a = page.ask(json!({ "answer": answer })).await;
+    assert_eq!(a["accepted"], true, "{a}");
+
+    let phone = UdpSocket::bind((LO, 0)).await.unwrap();
+    let a_ports = alloc.bind(LO).await.unwrap();
+    let a_addr = a_ports.rtp.local_addr().unwrap();
+    let leg_a = MediaLeg::new(
+        a_ports,
+        LegConfig {
+            codec: Codec::Pcmu,
+            payload_type: 0,
+            telephone_event: Some(101),
+            remote_rtp: Some(phone.local_addr().unwrap()),
+            remote_rtcp: None,
+            direction: Direction::SendRecv,
+            ptime: 20,
+        },
+        LegTiming::default(),
+    );
+    let (ev_tx, _events) = mpsc::channel(256);
+    let session = spawn_session(leg_a, ev_tx);
+    session.attach(b).await.unwrap();
+    session.bridge().await.unwrap();
+    let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let phone_task = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(20));
+        let payload = [0xFFu8; 160];
+        let mut buf = [0u8; 1500];
+        let (mut sent, mut heard) = (0u16, 0u64);
+        loop {
+            tokio::select! {
+                _ = &mut stop_rx => break,
+                _ = tick.tick() => {
+                    let p = rtp(0x0C0F_FEE0, sent, sent as u32 * 160, &payload);
+                    let _ = phone.send_to(&p, a_addr).await;
+                    sent = sent.wrapping_add(1);
+                }
+                r = phone.recv_from(&mut buf) => {
+                    if let Ok((n, _)) = r && RtpReader::new(&buf[..n]).is_ok_and(|r| r.payload_type() == 0) {
+                        heard += 1;
+                    }
+                }
+            }
+        }
+        heard
+    });
+    let s = page
+        .ask(json!({ "waitStats": { "inbound": N, "outbound": N, "timeoutMs": 20000 } }))
+        .await;
+    let st = &s["stats"];
+    assert_eq!(st["state"], "connected", "{s}");
+    assert!(
+        st["inbound"].as_u64().unwrap_or(0) >= N,
+        "page received: {s}"
+    );
+    assert!(st["outbound"].as_u64().unwrap_or(0) >= N, "page sent: {s}");
+    assert_eq!(st["codec"], "audio/PCMU", "{s}");
+    let _ = stop_tx.send(());
+    let heard = phone_task.await.unwrap();
+    assert!(heard >= N, "phone heard the page: {heard}");
+    assert!(stats.from_browser() >= N && stats.to_browser() >= N);
+    let (_a, b) = session.stop().await.unwrap();
+    b.unwrap().release().await;
     page.quit().await;
 }

@@ -375,6 +375,8 @@ impl Call {
         let Some(route) = self.cfg.routes.get(&number).cloned() else {
             return self.reject(tx, 404, "Not Found", trace).await;
         };
+        // WebRTC hook: a browser's offer (DTLS-SRTP) is answered by the gateway below.
+        let browser = webrtc_leg::is_webrtc_offer(&invite.body);
         let offer = match std::str::from_utf8(&invite.body)
             .map_err(|_| MediaError::SdpMalformed {
                 line: 0,
@@ -382,7 +384,8 @@ impl Call {
             })
             .and_then(SessionDescription::parse)
         {
-            Ok(o) => o,
+            Ok(o) => Some(o),
+            Err(_) if browser => None,
             Err(e) => return self.reject(tx, e.sip_status(), &e.to_string(), trace).await,
         };
         // A number routed straight to an extension must be reachable before we answer.
@@ -395,7 +398,7 @@ impl Call {
         let contact = format!("<sip:{number}@{local_host}{}>", transport_param(flow));
         // In-call hook: the session timer (RFC 4028), or a 422 before anything is set up.
         let (caller_ext, timer_headers) =
-            match incall::answer_caller(&self.cfg.session_timer, &invite, &contact) {
+            match incall::answer_caller(&self.caller_timer(browser), &invite, &contact) {
                 Ok(x) => x,
                 Err(resp) => {
                     let status = resp.status;
@@ -405,23 +408,42 @@ impl Call {
                     return self.end(status, EndReason::Rejected, None);
                 }
             };
-        let bound = match self.ports.bind(self.cfg.media_ip).await {
-            Ok(b) => b,
-            Err(e) => return self.reject(tx, 503, &e.to_string(), trace).await,
+        let (leg, answer, answer_sdp) = match offer {
+            Some(offer) if !browser => {
+                let bound = match self.ports.bind(self.cfg.media_ip).await {
+                    Ok(b) => b,
+                    Err(e) => return self.reject(tx, 503, &e.to_string(), trace).await,
+                };
+                let local = LocalMedia::new(self.cfg.media_ip, bound.pair.rtp());
+                let (answer, negotiated) = match answer_offer(&offer, &local, Direction::SendRecv) {
+                    Ok(a) => a,
+                    Err(e) => {
+                        return self.reject(tx, e.sip_status(), &e.to_string(), trace).await;
+                    }
+                };
+                let leg = MediaLeg::new(bound, LegConfig::from(&negotiated), self.cfg.leg_timing);
+                let sdp = answer.to_string();
+                (leg, answer, sdp)
+            }
+            _ => {
+                let timing = self.cfg.leg_timing;
+                match webrtc_leg::answer(&self.ports, &self.cfg, &invite.body, timing).await {
+                    Ok(x) => x,
+                    Err(e) => {
+                        return self.reject(tx, e.sip_status(), &e.to_string(), trace).await;
+                    }
+                }
+            }
         };
-        let local = LocalMedia::new(self.cfg.media_ip, bound.pair.rtp());
-        let (answer, negotiated) = match answer_offer(&offer, &local, Direction::SendRecv) {
-            Ok(a) => a,
-            Err(e) => return self.reject(tx, e.sip_status(), &e.to_string(), trace).await,
-        };
-        let leg = MediaLeg::new(bound, LegConfig::from(&negotiated), self.cfg.leg_timing);
+        let mut caller_ext = caller_ext;
+        incall::caller_webrtc(&mut caller_ext, &leg);
         let (media_tx, mut media_rx) = mpsc::channel(64);
         let media = spawn_session(leg, media_tx);
         let tag = format!("hl{}", token());
         let mut ok = AppResponse::new(200, "OK")
             .tag(&tag)
             .header(format!("Contact: {contact}"))
-            .body("application/sdp", answer.to_string());
+            .body("application/sdp", answer_sdp);
         ok.headers.extend(timer_headers);
         if self.sip.respond(tx, ok).await.is_err() {
             drop(media.stop().await);
@@ -1594,6 +1616,16 @@ impl Call {
         });
     }
 
+    /// The session timer policy for a caller: a browser gets one only if it asks (our own
+    /// refresh would re-offer plain RTP to it).
+    fn caller_timer(&self, browser: bool) -> hotline_sip::session_timer::TimerPolicy {
+        let mut p = self.cfg.session_timer;
+        if browser {
+            p.session_expires = 0;
+        }
+        p
+    }
+
     /// INVITEs the agent's contact with Hotline's SDP on a second port pair.
     pub(crate) async fn call_agent(
         &self,
@@ -1818,7 +1850,9 @@ impl Call {
         // WebRTC hook: a browser's answer starts the gateway.
         if let Some(w) = a.webrtc.take() {
             let timing = self.cfg.leg_timing;
-            return Some(webrtc_leg::answered(w, &self.ports, &resp.body, timing).await);
+            let leg = webrtc_leg::answered(w, &self.ports, &resp.body, timing).await;
+            incall::agent_webrtc(a, leg.as_ref());
+            return Some(leg);
         }
         let negotiated = std::str::from_utf8(&resp.body)
             .map_err(|_| MediaError::SdpMalformed {

@@ -33,6 +33,7 @@ use hotline_media::dtmf::parse_info_body;
 use hotline_media::sdp::{Direction, LegSdp, LocalMedia, SessionDescription, process_answer};
 use hotline_media::{
     LegConfig, LegEvent, MediaError, MediaEvent, MediaLeg, Player, SessionHandle, Side,
+    WebRtcControl,
 };
 use hotline_sip::msg::{self, Header, Method, Request, Response};
 use hotline_sip::refer::{self, ReferTo, Replaces};
@@ -120,6 +121,8 @@ pub(crate) struct CallerExt {
     hold_total: Duration,
     /// Transfers carried out (blind or attended), for the CDR.
     transfers: u32,
+    /// A browser caller's WebRTC gateway: its re-offers are answered there.
+    webrtc: Option<WebRtcControl>,
 }
 
 impl CallerExt {
@@ -184,6 +187,8 @@ pub(crate) struct AgentExt {
     /// Our own re-INVITE in flight (a session refresh): its CSeq and offer.
     refresh: Option<(u32, SessionDescription)>,
     transfer: Option<Transfer>,
+    /// A browser agent's running WebRTC gateway: its re-offers are answered there.
+    webrtc: Option<WebRtcControl>,
 }
 
 /// In-call state of the whole call: when to look at the timers next.
@@ -337,6 +342,16 @@ pub(crate) fn agent_answered(a: &mut AgentLeg, resp: &Response) {
 fn uac_timer(resp: &Response) -> Option<SessionTimer> {
     let t = session_timer::uac_negotiate(&resp.headers).ok().flatten()?;
     Some(SessionTimer::new(t, Instant::now()))
+}
+
+/// A browser caller's leg: keep a handle on its gateway for its re-INVITEs.
+pub(crate) fn caller_webrtc(ext: &mut CallerExt, leg: &MediaLeg) {
+    ext.webrtc = leg.gateway().map(|g| g.control());
+}
+
+/// A browser agent's leg started: keep a handle on its gateway for re-INVITEs.
+pub(crate) fn agent_webrtc(a: &mut AgentLeg, leg: Option<&MediaLeg>) {
+    a.ext.webrtc = leg.and_then(MediaLeg::gateway).map(|g| g.control());
 }
 
 /// A 2xx to our refresh re-INVITE: its SDP answer goes to `side`'s leg; returns the
@@ -516,6 +531,10 @@ async fn reoffer(ctx: Ctx<'_>, tx: ServerTxId, req: &Request, side: Side) -> Out
             }
         }
     }
+    let webrtc = match side {
+        Side::B => agent.as_ref().and_then(|a| a.ext.webrtc.clone()),
+        Side::A => caller.ext.webrtc.clone(),
+    };
     let (contact, sdp_state) = match side {
         Side::A => {
             if caller.ext.sdp.is_none() {
@@ -551,14 +570,24 @@ async fn reoffer(ctx: Ctx<'_>, tx: ServerTxId, req: &Request, side: Side) -> Out
             resp = resp.body("application/sdp", last.to_string());
         }
     } else {
-        let offer = std::str::from_utf8(&req.body)
-            .map_err(|_| MediaError::SdpMalformed {
-                line: 0,
-                reason: "SDP is not UTF-8",
-            })
-            .and_then(SessionDescription::parse);
-        let answered = offer.and_then(|o| sdp_state.answer(&o, Direction::SendRecv));
-        let (answer, negotiated) = match answered {
+        let text = std::str::from_utf8(&req.body).map_err(|_| MediaError::SdpMalformed {
+            line: 0,
+            reason: "SDP is not UTF-8",
+        });
+        let answered = match webrtc {
+            // A browser's re-offer is answered by its gateway (same DTLS, ICE unless it
+            // restarts), in WebRTC terms; the call leg only learns the direction.
+            Some(ctl) => match text {
+                Ok(t) => ctl.reoffer(t).await,
+                Err(e) => Err(e),
+            }
+            .map(|(re, cfg)| (re.sdp, cfg, !re.direction.sends())),
+            None => text
+                .and_then(SessionDescription::parse)
+                .and_then(|o| sdp_state.answer(&o, Direction::SendRecv))
+                .map(|(answer, n)| (answer.to_string(), LegConfig::from(&n), n.peer_holds())),
+        };
+        let (answer, cfg, holds) = match answered {
             Ok(a) => a,
             Err(e) => {
                 // The dialog and its media stay as they were (RFC 3261 §14.2).
@@ -568,9 +597,9 @@ async fn reoffer(ctx: Ctx<'_>, tx: ServerTxId, req: &Request, side: Side) -> Out
                 return Outcome::Continue;
             }
         };
-        let _ = media.reconfigure(side, LegConfig::from(&negotiated)).await;
-        hold = Some(negotiated.peer_holds());
-        resp = resp.body("application/sdp", answer.to_string());
+        let _ = media.reconfigure(side, cfg).await;
+        hold = Some(holds);
+        resp = resp.body("application/sdp", answer);
     }
     if let Some((t, headers)) = timer {
         for h in headers {

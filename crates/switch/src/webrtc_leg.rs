@@ -4,6 +4,9 @@
 //! 200 OK's answer starts the gateway. The call then sees a plain leg, so music, hold,
 //! recording, DTMF and transfer behave as for a SIP phone.
 //!
+//! A browser calling in (its INVITE carries a DTLS-SRTP offer) is answered by the
+//! gateway the same way ([`answer`]), so click-to-dial and agent-to-agent calls work.
+//!
 //! Judged from the contact URI rather than the flow so this does not depend on how the
 //! SIP layer exposes its WebSocket transport.
 
@@ -73,9 +76,55 @@ pub(crate) async fn answered(
         .ok()
 }
 
+/// Whether an INVITE's offer comes from a browser: an audio section over DTLS-SRTP
+/// (`UDP/TLS/RTP/SAVPF`, JSEP), which a plain SDP answer cannot serve.
+pub(crate) fn is_webrtc_offer(body: &[u8]) -> bool {
+    let Ok(sdp) = std::str::from_utf8(body) else {
+        return false;
+    };
+    sdp.lines().any(|l| {
+        let mut f = l.split_whitespace();
+        f.next().is_some_and(|m| m.starts_with("m=audio"))
+            && f.nth(1).is_some_and(|p| p.contains("/TLS/"))
+    })
+}
+
+/// A browser calling in (click-to-dial, agent to agent): the gateway answers its offer
+/// and starts at once. Returns the call's plain leg, a plain description of our public
+/// port (what the in-call code keeps as "our SDP") and the answer SDP for the 2xx.
+pub(crate) async fn answer(
+    ports: &PortAllocator,
+    cfg: &SwitchConfig,
+    body: &[u8],
+    timing: LegTiming,
+) -> Result<(MediaLeg, SessionDescription, String), MediaError> {
+    let offer = std::str::from_utf8(body).map_err(|_| MediaError::SdpMalformed {
+        line: 0,
+        reason: "SDP is not UTF-8",
+    })?;
+    let (leg, sdp) = WebRtcLeg::answer(ports, &cfg.webrtc, offer).await?;
+    let local = LocalMedia::new(cfg.media_ip, leg.local_addr().port());
+    let plain = build_offer(&local, Direction::SendRecv);
+    let leg = leg.connect(ports, None, timing).await?;
+    Ok((leg, plain, sdp))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dtls_srtp_offers_are_browsers() {
+        let webrtc = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0 8\r\na=fingerprint:sha-256 AA\r\n";
+        assert!(is_webrtc_offer(webrtc.as_bytes()));
+        let plain = "v=0\r\nm=audio 4000 RTP/AVP 0 8\r\n";
+        assert!(!is_webrtc_offer(plain.as_bytes()));
+        let video_only = "v=0\r\nm=audio 4000 RTP/AVP 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n";
+        assert!(!is_webrtc_offer(video_only.as_bytes()));
+        assert!(!is_webrtc_offer(b""));
+        assert!(!is_webrtc_offer(&[0xff, 0xfe, b'm', b'=']));
+        assert!(!is_webrtc_offer(b"m=audio"));
+    }
 
     #[test]
     fn websocket_contacts_are_browsers() {

@@ -5,6 +5,12 @@
 //                                               -> out {"stats": {...}} once both counters pass N
 //                                                  (or at the timeout, with what there is)
 //   in  {"dtmf": "5"}                           -> out {"dtmf": true} (RFC 4733 via RTCDTMFSender)
+//   in  {"reoffer": {"direction": "sendonly", "iceRestart": false}}
+//                                               -> out {"offer": "<sdp>"} (renegotiation, as a
+//                                                  softphone's hold/resume re-INVITE carries)
+//   in  {"call": true}                          -> out {"offer": "<sdp>"} (a new connection
+//                                                  offering, as a browser calling out does)
+//   in  {"answer": "<sdp>"}                     -> out {"accepted": true, "state": ...}
 //   in  {"quit": true}                          -> closes the browser and exits
 import { chromium } from 'playwright-core';
 import http from 'node:http';
@@ -58,6 +64,46 @@ async function answer(offer) {
   }, offer);
 }
 
+async function reoffer({ direction, iceRestart }) {
+  return page.evaluate(async ({ direction, iceRestart }) => {
+    const pc = window.pc;
+    for (const t of pc.getTransceivers()) t.direction = direction;
+    const o = await pc.createOffer({ iceRestart: !!iceRestart });
+    await pc.setLocalDescription(o);
+    // Non-trickle, as SIP carries it: wait for the (new) candidates.
+    if (pc.iceGatheringState !== 'complete') {
+      await new Promise((r) => {
+        pc.onicegatheringstatechange = () => { if (pc.iceGatheringState === 'complete') r(); };
+      });
+    }
+    return pc.localDescription.sdp;
+  }, { direction, iceRestart });
+}
+
+async function call() {
+  return page.evaluate(async () => {
+    const pc = new RTCPeerConnection();
+    window.pc = pc;
+    pc.ontrack = (e) => { document.getElementById('remote').srcObject = e.streams[0] || new MediaStream([e.track]); };
+    const mic = await navigator.mediaDevices.getUserMedia({ audio: true });
+    for (const t of mic.getAudioTracks()) pc.addTrack(t, mic);
+    await pc.setLocalDescription(await pc.createOffer());
+    if (pc.iceGatheringState !== 'complete') {
+      await new Promise((r) => {
+        pc.onicegatheringstatechange = () => { if (pc.iceGatheringState === 'complete') r(); };
+      });
+    }
+    return pc.localDescription.sdp;
+  });
+}
+
+async function accept(sdp) {
+  return page.evaluate(async (sdp) => {
+    await window.pc.setRemoteDescription({ type: 'answer', sdp });
+    return { accepted: true, state: window.pc.connectionState };
+  }, sdp);
+}
+
 async function waitStats({ inbound, outbound, timeoutMs }) {
   return page.evaluate(async ({ inbound, outbound, timeoutMs }) => {
     const until = Date.now() + timeoutMs;
@@ -89,6 +135,9 @@ for await (const line of rl) {
       s.dtmf.insertDTMF(t, 200, 100);
       return true;
     }, msg.dtmf) });
+    else if (msg.reoffer) out({ offer: await reoffer(msg.reoffer) });
+    else if (msg.call) out({ offer: await call() });
+    else if (msg.answer) out(await accept(msg.answer));
     else if (msg.quit) break;
     else out({ error: 'unknown command' });
   } catch (e) {

@@ -1,6 +1,6 @@
-//! A `webrtc`-crate peer playing the browser agent: it answers Hotline's offer with a
-//! G.711 + telephone-event media engine (as Chrome would), sends RTP on its own track
-//! and hands every received RTP packet to the test. Shared by the WebRTC tests and the
+//! A `webrtc`-crate peer playing the browser agent: it answers Hotline's offer (or makes
+//! its own, calling out) with a G.711 + telephone-event media engine (as Chrome would),
+//! sends RTP on its own track and hands every received RTP packet to the test. Shared by the WebRTC tests and the
 //! benchmark.
 #![allow(dead_code)]
 
@@ -25,6 +25,7 @@ use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
     RTCIceGatheringState, RTCPeerConnectionState,
 };
+pub use webrtc::rtp_transceiver::RTCRtpTransceiverDirection;
 
 pub const GUARD: Duration = Duration::from_secs(10);
 
@@ -90,6 +91,16 @@ pub struct Browser {
 impl Browser {
     /// Answers `offer` (Hotline's) and returns the browser with its answer SDP.
     pub async fn answer(offer: &str) -> (Browser, String) {
+        Self::start(Some(offer)).await
+    }
+
+    /// A browser calling out: returns it with its offer; [`Browser::accept`] takes the
+    /// answer.
+    pub async fn call() -> (Browser, String) {
+        Self::start(None).await
+    }
+
+    async fn start(offer: Option<&str>) -> (Browser, String) {
         let mut me = MediaEngine::default();
         me.register_codec(codec(MIME_TYPE_PCMU, 0, ""), RtpCodecKind::Audio)
             .unwrap();
@@ -131,16 +142,21 @@ impl Browser {
         pc.add_track(Arc::clone(&track) as Arc<dyn TrackLocal>)
             .await
             .expect("track");
-        pc.set_remote_description(RTCSessionDescription::offer(offer.to_owned()).unwrap())
-            .await
-            .expect("Hotline's offer is acceptable");
-        let answer = pc.create_answer(None).await.expect("answer");
-        pc.set_local_description(answer).await.expect("local");
+        if let Some(offer) = offer {
+            pc.set_remote_description(RTCSessionDescription::offer(offer.to_owned()).unwrap())
+                .await
+                .expect("Hotline's offer is acceptable");
+            let answer = pc.create_answer(None).await.expect("answer");
+            pc.set_local_description(answer).await.expect("local");
+        } else {
+            let offer = pc.create_offer(None).await.expect("offer");
+            pc.set_local_description(offer).await.expect("local");
+        }
         tokio::time::timeout(GUARD, gathered_rx.wait_for(|g| *g))
             .await
             .expect("gathering in time")
             .unwrap();
-        let sdp = pc.local_description().await.expect("answer sdp").sdp;
+        let sdp = pc.local_description().await.expect("local sdp").sdp;
         (
             Browser {
                 pc: Box::new(pc),
@@ -189,6 +205,36 @@ impl Browser {
     /// The timestamp the next packet will carry (for RFC 4733 events, which keep one).
     pub fn hold_ts(&mut self, back: u32) {
         self.ts = self.ts.wrapping_sub(back);
+    }
+
+    /// A new offer on the running connection (as a browser's re-INVITE carries): the
+    /// audio transceiver's direction set to `direction` (`Sendonly` = hold), with an ICE
+    /// restart when `restart`.
+    pub async fn reoffer(
+        &mut self,
+        direction: RTCRtpTransceiverDirection,
+        restart: bool,
+    ) -> String {
+        for t in self.pc.get_transceivers().await {
+            t.set_direction(direction).await.expect("direction");
+        }
+        if restart {
+            self.pc.restart_ice().await.expect("ICE restart");
+        }
+        let offer = self.pc.create_offer(None).await.expect("re-offer");
+        self.pc
+            .set_local_description(offer)
+            .await
+            .expect("local re-offer");
+        self.pc.local_description().await.expect("re-offer sdp").sdp
+    }
+
+    /// Applies Hotline's answer to [`Browser::reoffer`] or [`Browser::call`].
+    pub async fn accept(&mut self, answer: &str) {
+        self.pc
+            .set_remote_description(RTCSessionDescription::answer(answer.to_owned()).unwrap())
+            .await
+            .expect("Hotline's re-answer is acceptable");
     }
 
     pub async fn close(self) {
