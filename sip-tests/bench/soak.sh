@@ -22,7 +22,7 @@
 # Usage:  sip-tests/bench/soak.sh MINUTES          (e.g. 2 for a check, 30 for the soak)
 # Env:    TALK_RATE (12) ABANDON_RATE (4) IVR_RATE (4) XFER_RATE (3) calls/s per class
 #         TALK_MS (20000) ABANDON_MS (5000) AGENTS (800) XFER_AGENTS (60)
-#         NICE (5) NO_BUILD=1 (use the existing release binary) BASE_PORT (15170)
+#         NICE (5) NO_BUILD=1 (use the existing release binary) BIN (another binary) BASE_PORT (15170)
 # Output: lines prefixed "soak ", raw files under sip-tests/out/bench/soak/.
 set -u
 MINUTES=${1:?usage: soak.sh MINUTES}
@@ -47,7 +47,7 @@ XFER_AGENTS=${XFER_AGENTS:-60}
 NICE=${NICE:-5}
 SECS=$((MINUTES * 60))
 MAX_SECS=$((SECS + 300))
-BIN="$ROOT/target/release/hotline"
+BIN=${BIN:-$ROOT/target/release/hotline}
 SCEN="$ROOT/sip-tests/scenarios"
 SHARED="$ROOT/../shared/bench/sip"
 mkdir -p "$OUT"
@@ -190,5 +190,6 @@ awk -v r0="$(field rss_kb "$first")" -v r1="$(field rss_kb "$last")" -v m="$MINU
 	-v f0="$(field fds "$IDLE0")" -v f1="$(field fds "$IDLE1")" \
 	-v p1="$(field rtp_ports "$IDLE1")" -v ri0="$(field rss_kb "$IDLE0")" -v ri1="$(field rss_kb "$IDLE1")" 'BEGIN {
 	span = m > 1 ? m - 1 : 1
+	pct = r0 > 0 ? (r1 - r0) / r0 * 100 : 0
 	printf "soak growth rss_loaded_first_to_last_kb=%d (%.1f%%, %.0f kb/min over %d min) rss_idle_before=%d rss_idle_after=%d tasks_idle %d->%d fds_idle %d->%d rtp_ports_after=%d\n",
-		r1 - r0, r0 > 0 ? (r1 - r0) / r0 * 100 : 0, (r1 - r0) / span, span, ri0, ri1, t0, t1, f0, f1, p1 }'
+		r1 - r0, pct, (r1 - r0) / span, span, ri0, ri1, t0, t1, f0, f1, p1 }'
