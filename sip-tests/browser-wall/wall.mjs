@@ -2,7 +2,8 @@
 // step with sip-tests/tests/wallboard.rs over stdin/stdout lines:
 //   → READY        the supervisor is logged in and the wall shows queue QUEUE idle
 //   → UP           a call waits: the wall's waiting count went to 1   (screenshot)
-//   → DOWN         the call was answered: waiting back to 0, an agent on call (screenshot)
+//   → DOWN         the call was answered: waiting back to 0, an agent on call with the
+//                  Monitor/Whisper/Barge buttons (Monitor refused: no phone) (screenshot)
 //   ← CALL_DONE    (stdin) the call ended and its CDR is written
 //   → FORCED       the supervisor logged AGENT out from the floor view (screenshot)
 //   → REPORTS_OK   the report page shows the call and exports it as CSV (screenshot)
@@ -61,6 +62,16 @@ try {
   await page.waitForSelector(`${floorRow}[data-state="on_call"]`, { timeout: 15000 });
   const callCell = await page.textContent(`${floorRow} td.call`);
   if (!callCell.includes(caller)) throw new Error(`floor call cell ${JSON.stringify(callCell)}`);
+  // Time in state comes from the server's `since` (no "≥" guess), and an agent on a call
+  // has Monitor / Whisper / Barge. The supervisor has no registered phone here: Monitor
+  // asks the switch, which refuses, and the page shows why.
+  const age = await page.textContent(`${floorRow} td.age`);
+  if (age.includes("≥")) throw new Error(`time in state is a guess: ${JSON.stringify(age)}`);
+  for (const mode of ["monitor", "whisper", "barge"]) {
+    await page.waitForSelector(`${floorRow} button[data-supervise="${mode}"]`, { timeout: 15000 });
+  }
+  await page.click(`${floorRow} button[data-supervise="monitor"]`);
+  await page.waitForFunction(() => document.querySelector("#floor-error").textContent.includes("no registered phone"), null, { timeout: 15000 });
   await page.screenshot({ path: join(out, "wall-answered.png") });
   say("DOWN");
 

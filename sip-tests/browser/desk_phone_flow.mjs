@@ -3,19 +3,14 @@
 // the agent declines it from the page and the offer leaves the desk (see lib.mjs for the
 // protocol with sip-tests/tests/desk_browser.rs). Answering in the page over WebRTC is
 // desk_webrtc_flow.mjs.
-// Env as lib.mjs, plus SIP_WS_URL, SIP_DOMAIN, SIP_USER, SIP_PASSWORD.
+// Env as lib.mjs.
 
-import { STEP_MS, env, run, signInReady, step } from "./lib.mjs";
+import { STEP_MS, run, signInReady, step } from "./lib.mjs";
 
 await run("phone", async (desk) => {
   const { page, shot, text, waitAttr } = desk;
   await signInReady(desk);
-  await page.locator("#phone-setup summary").click();
-  await page.getByLabel("SIP WebSocket URL").fill(env("SIP_WS_URL"));
-  await page.getByLabel("SIP domain (empty: the URL's host)").fill(env("SIP_DOMAIN"));
-  await page.getByLabel("SIP user").fill(env("SIP_USER"));
-  await page.getByLabel("SIP password").fill(env("SIP_PASSWORD"));
-  await page.getByRole("button", { name: "Connect phone" }).click();
+  // The phone's settings come with the login reply: it registers by itself.
   await page.waitForFunction(
     () => document.getElementById("phone-status").textContent.startsWith("Phone registered"),
     null,

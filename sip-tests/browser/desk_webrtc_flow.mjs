@@ -4,7 +4,7 @@
 // RTCPeerConnection.getStats() must show packets both ways, again after a hold and resume
 // from the page; then the agent hangs up from the page and saves the wrap-up (see lib.mjs for the protocol with
 // sip-tests/tests/desk_browser.rs).
-// Env as lib.mjs, plus SIP_WS_URL, SIP_DOMAIN, SIP_USER, SIP_PASSWORD, MIN_PACKETS.
+// Env as lib.mjs, plus MIN_PACKETS.
 
 import { STEP_MS, env, go, hangUp, run, saveWrapup, signInReady, step } from "./lib.mjs";
 
@@ -69,12 +69,7 @@ await run("webrtc", async (desk) => {
     };
   });
   await signInReady(desk);
-  await page.locator("#phone-setup summary").click();
-  await page.getByLabel("SIP WebSocket URL").fill(env("SIP_WS_URL"));
-  await page.getByLabel("SIP domain (empty: the URL's host)").fill(env("SIP_DOMAIN"));
-  await page.getByLabel("SIP user").fill(env("SIP_USER"));
-  await page.getByLabel("SIP password").fill(env("SIP_PASSWORD"));
-  await page.getByRole("button", { name: "Connect phone" }).click();
+  // The phone's settings come with the login reply: it registers by itself.
   await page.waitForFunction(
     () => document.getElementById("phone-status").textContent.startsWith("Phone registered"),
     null,

@@ -63,6 +63,7 @@ fn config(store: &str, cti_port: u16, origin: &str, hash: &str, rtp: [u16; 2]) -
          [[acd.queue]]\nname = \"support\"\nwrapup_secs = 120\n\
          [[acd.agent]]\nid = \"bob\"\nqueues = {{ support = 0 }}\n\
          [crm]\nstore = \"{store}\"\n\
+         [admin]\ndispositions = [\"resolved\", \"follow_up\", \"new_customer\"]\nnot_ready_reasons = [\"break\", \"lunch\"]\n\
          [cti]\nlisten = \"127.0.0.1:{cti_port}\"\nallowed_origins = [\"{origin}\"]\nheartbeat_secs = 1\nsearch_roles = [\"agent\"]\n\
          [[cti.user]]\nname = \"bob\"\npassword_hash = \"{hash}\"\nrole = \"agent\"\nagent = \"bob\"\n",
         rtp[0], rtp[1]
@@ -585,7 +586,7 @@ async fn desk_page_chooses_a_candidate_completes_a_new_customer_and_searches() -
 }
 
 /// Hotline with `ws_listen` and the page's own phone as bob's device (no SIPp device):
-/// the browser runs `script` with the phone's settings (and `extra`); Dr. Anna Weber (VIP)
+/// the browser runs `script` (with `extra` in its environment); Dr. Anna Weber (VIP)
 /// is the customer on [`WEBER`] (her id is returned).
 async fn phone_rig(
     store_path: &str,
@@ -615,22 +616,9 @@ async fn phone_rig(
             Ok(())
         },
         "domains = [\"hotline.test\"]\nws_listen = [\"127.0.0.1:0\"]\n",
-        |h| {
-            let ws = h
-                .sip
-                .addrs(hotline_sip::Transport::Ws)
-                .first()
-                .map(|a| format!("ws://{a}"))
-                .unwrap_or_default();
-            let mut env = vec![
-                ("SIP_WS_URL", ws),
-                ("SIP_DOMAIN", "hotline.test".to_string()),
-                ("SIP_USER", "bob".to_string()),
-                ("SIP_PASSWORD", "bob-pw".to_string()),
-            ];
-            env.extend(extra);
-            env
-        },
+        // The page gets its phone's settings (ws_listen's URL, the domain, bob's SIP
+        // account) in the login reply: the script fills in nothing.
+        |_| extra.into_iter().collect(),
     )
     .await?;
     Ok((rig, weber))

@@ -3,9 +3,10 @@
 //! agent (bob, a registered SIPp UAS) is logged out, and the wall's waiting count goes to 1;
 //! bob logs in from his desk (a CTI WebSocket client here), the ACD offers him the call, his
 //! phone answers and the count goes back to 0 with one agent on call, shown with the caller
-//! in the floor view. After the call the supervisor logs bob out from the floor view (his
-//! desk gets the `agent.state` event), and the report page shows the call and exports it
-//! as CSV. Screenshots land in `sip-tests/out/wallboard/`.
+//! in the floor view with the time in state from `since` and Monitor/Whisper/Barge buttons
+//! (Monitor is refused there: the supervisor has no registered phone). After the call the
+//! supervisor logs bob out from the floor view (his desk gets the `agent.state` event), and
+//! the report page shows the call and exports it as CSV. Screenshots land in `sip-tests/out/wallboard/`.
 
 #[path = "../../crates/cti/tests/client/mod.rs"]
 mod client;

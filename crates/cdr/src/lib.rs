@@ -185,10 +185,13 @@ pub enum QueueEventKind {
     AgentNotReady,
     /// `data` is the wrap-up length in milliseconds.
     WrapupEnd,
+    /// A supervisor (`agent`) listens in on a call: `data` is `<monitor|whisper|barge|stop>
+    /// <the supervised agent>`.
+    Supervise,
 }
 
 impl QueueEventKind {
-    pub const ALL: [QueueEventKind; 15] = [
+    pub const ALL: [QueueEventKind; 16] = [
         QueueEventKind::EnterQueue,
         QueueEventKind::Offer,
         QueueEventKind::RingNoAnswer,
@@ -204,6 +207,7 @@ impl QueueEventKind {
         QueueEventKind::AgentReady,
         QueueEventKind::AgentNotReady,
         QueueEventKind::WrapupEnd,
+        QueueEventKind::Supervise,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -223,6 +227,7 @@ impl QueueEventKind {
             QueueEventKind::AgentReady => "AGENT_READY",
             QueueEventKind::AgentNotReady => "AGENT_NOT_READY",
             QueueEventKind::WrapupEnd => "WRAPUP_END",
+            QueueEventKind::Supervise => "SUPERVISE",
         }
     }
 

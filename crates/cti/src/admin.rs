@@ -235,6 +235,14 @@ impl AdminHandle {
             .map_err(|_| gone())?;
         rx.await.map_err(|_| gone())?
     }
+
+    /// The current word list (as the file says now, after any admin edit): what desks
+    /// offer and the CTI server checks against.
+    pub async fn words(&self, which: WordList) -> Result<Vec<String>, AdminFault> {
+        let v = self.ask("cti", AdminOp::GetWords(which)).await?;
+        serde_json::from_value(v)
+            .map_err(|e| AdminFault::new(FaultKind::Internal, format!("word list: {e}")))
+    }
 }
 
 /// A refusal at the door (401/403), before any request reaches the admin service.

@@ -12,6 +12,7 @@ use hotline_switch::{AgentCommand, CallCommand, SwitchError};
 use serde_json::{Value, json};
 use tokio::sync::{Notify, mpsc};
 
+use crate::admin::WordList;
 use crate::auth::now_ms;
 use crate::hub::{ConnTx, Hub, Outbound};
 use crate::protocol::{self, Fault, Request};
@@ -29,6 +30,8 @@ struct Conn {
     user: Option<CtiUser>,
     token: Option<String>,
     failed_logins: u32,
+    /// The call this supervisor's socket listens in on (`supervise.*`).
+    supervising: Option<String>,
 }
 
 pub(crate) async fn serve(hub: Arc<Hub>, socket: WebSocket) {
@@ -49,6 +52,7 @@ pub(crate) async fn serve(hub: Arc<Hub>, socket: WebSocket) {
         user: None,
         token: None,
         failed_logins: 0,
+        supervising: None,
     };
     let reason = tokio::select! {
         r = conn.read(stream, last_seen.clone()) => r,
@@ -205,6 +209,19 @@ impl Conn {
                     .collect();
                 Ok(Some(json!({ "queues": mine })))
             }
+            Request::SuperviseStart { agent, mode } => self.supervise_start(&agent, &mode).await,
+            Request::SuperviseMode { mode } => {
+                let mode = supervise_mode(&mode)?;
+                self.supervise_cmd(|supervisor| CallCommand::SuperviseMode { supervisor, mode })
+                    .await
+            }
+            Request::SuperviseStop => {
+                let r = self
+                    .supervise_cmd(|supervisor| CallCommand::SuperviseStop { supervisor })
+                    .await;
+                self.supervising = None;
+                r
+            }
             Request::Hangup { call_id } => self.call_cmd(&call_id, CallCommand::Hangup).await,
             Request::Hold { call_id } => self.call_cmd(&call_id, CallCommand::Hold).await,
             Request::Unhold { call_id } => self.call_cmd(&call_id, CallCommand::Resume).await,
@@ -254,6 +271,22 @@ impl Conn {
                 }
                 if notes.as_ref().is_some_and(|n| n.len() > 10_000) {
                     return Err(Fault::new("bad_request", "notes: at most 10000 bytes"));
+                }
+                // Only the configured codes (reports group by them); none configured: any.
+                let codes = self
+                    .hub
+                    .words(WordList::Dispositions)
+                    .await
+                    .map_err(|m| Fault::new("unavailable", m))?;
+                if !codes.is_empty() && !codes.iter().any(|c| c == code.trim()) {
+                    return Err(Fault::new(
+                        "unknown_disposition",
+                        format!(
+                            "{:?} is not a disposition; use one of: {}",
+                            truncated(code.trim()),
+                            codes.join(", ")
+                        ),
+                    ));
                 }
                 let id = self
                     .hub
@@ -460,6 +493,21 @@ impl Conn {
             }
             None => (None, Value::Null),
         };
+        // The page's lists and phone come from the server: nothing is hard-coded there.
+        let (reasons, dispositions, phone) = match &user.agent {
+            Some(a) => (
+                self.hub
+                    .words(WordList::NotReadyReasons)
+                    .await
+                    .unwrap_or_default(),
+                self.hub
+                    .words(WordList::Dispositions)
+                    .await
+                    .unwrap_or_default(),
+                self.hub.phone_settings(a),
+            ),
+            None => (Vec::new(), Vec::new(), Value::Null),
+        };
         let data = json!({
             "user": user.name,
             "role": user.role,
@@ -469,6 +517,9 @@ impl Conn {
             "heartbeat_secs": self.hub.cfg.heartbeat_secs,
             "agent_state": state,
             "call": call,
+            "not_ready_reasons": reasons,
+            "dispositions": dispositions,
+            "phone": phone,
         });
         self.user = Some(user);
         self.token = Some(token);
@@ -548,6 +599,70 @@ impl Conn {
             .map_err(switch_fault)?;
         Ok(Some(json!({"call_id": call_id})))
     }
+}
+
+impl Conn {
+    /// `supervise.start`: supervisors only, on an agent talking on a call of one of their
+    /// queues; Hotline then calls the supervisor's phone (their `agent` SIP user, else
+    /// their login name).
+    async fn supervise_start(&mut self, agent: &str, mode: &str) -> Result<Option<Value>, Fault> {
+        let u = self.require(&[Role::Supervisor])?;
+        let mode = supervise_mode(mode)?;
+        let states = self.hub.switch.agents().await.map_err(switch_fault)?;
+        let state = states
+            .iter()
+            .find(|s| s.agent == agent)
+            .ok_or_else(|| Fault::new("not_found", format!("no agent {}", truncated(agent))))?;
+        let hotline_switch::AgentStatus::OnCall {
+            call_id: Some(call_id),
+        } = &state.status
+        else {
+            return Err(Fault::new(
+                "invalid_state",
+                format!("agent {} is not on a call", truncated(agent)),
+            ));
+        };
+        if !self.hub.may_control(&u, call_id) {
+            return Err(Fault::new(
+                "forbidden",
+                format!("agent {}'s call is not in your queues", truncated(agent)),
+            ));
+        }
+        let supervisor = u.agent.clone().unwrap_or_else(|| u.name.clone());
+        self.hub
+            .switch
+            .call_command(call_id, CallCommand::Supervise { supervisor, mode })
+            .await
+            .map_err(switch_fault)?;
+        self.supervising = Some(call_id.clone());
+        Ok(Some(
+            json!({"call_id": call_id, "agent": agent, "mode": mode.as_str()}),
+        ))
+    }
+
+    /// `supervise.mode` / `supervise.stop` on the call this socket supervises.
+    async fn supervise_cmd(
+        &mut self,
+        cmd: impl FnOnce(String) -> CallCommand,
+    ) -> Result<Option<Value>, Fault> {
+        let u = self.require(&[Role::Supervisor])?;
+        let call_id = self
+            .supervising
+            .clone()
+            .ok_or_else(|| Fault::new("invalid_state", "not supervising a call"))?;
+        let supervisor = u.agent.clone().unwrap_or_else(|| u.name.clone());
+        self.hub
+            .switch
+            .call_command(&call_id, cmd(supervisor))
+            .await
+            .map_err(switch_fault)?;
+        Ok(Some(json!({"call_id": call_id})))
+    }
+}
+
+fn supervise_mode(mode: &str) -> Result<hotline_switch::SuperviseMode, Fault> {
+    hotline_switch::SuperviseMode::parse(mode)
+        .ok_or_else(|| Fault::new("bad_request", "mode: monitor, whisper or barge"))
 }
 
 fn truncated(s: &str) -> String {

@@ -100,11 +100,17 @@ pub(crate) struct Hub {
     pub sessions: Sessions,
     pub switch: SwitchHandle,
     pub live: Mutex<Live>,
+    /// The admin service: the current word lists (none: those loaded at start).
+    pub admin: Option<crate::admin::AdminHandle>,
     next_conn: AtomicU64,
 }
 
 impl Hub {
-    pub fn new(cfg: CtiConfig, switch: SwitchHandle) -> Self {
+    pub fn new(
+        cfg: CtiConfig,
+        switch: SwitchHandle,
+        admin: Option<crate::admin::AdminHandle>,
+    ) -> Self {
         let users = cfg
             .users
             .iter()
@@ -116,7 +122,36 @@ impl Hub {
             users,
             switch,
             live: Mutex::new(Live::default()),
+            admin,
             next_conn: AtomicU64::new(1),
+        }
+    }
+
+    /// A word list as it is now: from the admin service when it runs (it reads the file
+    /// the admin API edits), else as loaded at start.
+    pub async fn words(&self, which: crate::admin::WordList) -> Result<Vec<String>, String> {
+        use crate::admin::WordList;
+        match &self.admin {
+            Some(a) => a.words(which).await.map_err(|f| f.message),
+            None => Ok(match which {
+                WordList::Dispositions => self.cfg.desk.dispositions.clone(),
+                WordList::NotReadyReasons => self.cfg.desk.not_ready_reasons.clone(),
+            }),
+        }
+    }
+
+    /// The in-page phone's settings for `agent` (their SIP user and password), when
+    /// Hotline has a SIP-over-WebSocket URL and the agent a SIP account.
+    pub fn phone_settings(&self, agent: &str) -> Value {
+        let d = &self.cfg.desk;
+        match (&d.phone_ws_url, d.sip_passwords.0.get(agent)) {
+            (Some(url), Some(pw)) => json!({
+                "ws_url": url,
+                "domain": d.phone_domain,
+                "user": agent,
+                "password": pw,
+            }),
+            _ => Value::Null,
         }
     }
 

@@ -60,6 +60,33 @@ pub struct Supervision {
     pub reports: Option<reports::ReportSource>,
 }
 
+/// What the binary hands the desk besides the config: the word lists of `[admin]` as
+/// loaded (the admin service's current lists win when it runs) and the in-page phone's
+/// settings, so nothing is hard-coded in the page.
+#[derive(Debug, Clone, Default)]
+pub struct DeskSettings {
+    /// Wrap-up codes; empty: any code is accepted.
+    pub dispositions: Vec<String>,
+    /// Not-ready reasons offered on the page.
+    pub not_ready_reasons: Vec<String>,
+    /// SIP-over-WebSocket URL for the page's phone (none: the page has no phone settings).
+    pub phone_ws_url: Option<String>,
+    /// SIP domain the page's phone registers in (empty: the URL's host).
+    pub phone_domain: String,
+    /// SIP passwords by SIP user (an agent's id is their SIP user).
+    pub sip_passwords: SipPasswords,
+}
+
+/// SIP passwords, never printed by `Debug`.
+#[derive(Clone, Default)]
+pub struct SipPasswords(pub std::collections::HashMap<String, String>);
+
+impl std::fmt::Debug for SipPasswords {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SipPasswords({} users)", self.0.len())
+    }
+}
+
 /// What a user may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -121,12 +148,20 @@ pub struct CtiConfig {
     pub offer_ack_timeout_ms: u64,
     #[serde(default, rename = "user")]
     pub users: Vec<CtiUser>,
+    /// The SIP-over-WebSocket URL desks' in-page phones use, e.g.
+    /// `"wss://hotline.example.com:8089"` (default: derived from `[sip] wss_listen` /
+    /// `ws_listen` when they name a specific address).
+    #[serde(default)]
+    pub phone_ws_url: Option<String>,
     /// `[cti.wall]`: wallboard colour thresholds.
     #[serde(default)]
     pub wall: wall::WallConfig,
     /// Set by the binary, not the file.
     #[serde(skip)]
     pub supervision: Supervision,
+    /// Set by the binary, not the file.
+    #[serde(skip)]
+    pub desk: DeskSettings,
 }
 
 fn default_listen() -> SocketAddr {
@@ -173,6 +208,13 @@ impl CtiConfig {
             }
         }
         self.wall.validate().map_err(CtiError::Config)?;
+        if let Some(u) = &self.phone_ws_url
+            && !(u.starts_with("ws://") || u.starts_with("wss://"))
+        {
+            return Err(CtiError::Config(format!(
+                "phone_ws_url {u:?} must start with ws:// or wss://"
+            )));
+        }
         if self.heartbeat_secs == 0 || self.token_ttl_secs == 0 || self.outbound_queue == 0 {
             return Err(CtiError::Config(
                 "heartbeat_secs, token_ttl_secs and outbound_queue must be > 0".into(),
@@ -222,7 +264,7 @@ impl CtiServer {
             addr: cfg.listen,
             source,
         })?;
-        let hub = Arc::new(hub::Hub::new(cfg, switch.clone()));
+        let hub = Arc::new(hub::Hub::new(cfg, switch.clone(), admin.clone()));
         let hub_task = tokio::spawn(hub::run_events(hub.clone(), switch.subscribe()));
         let app = Router::new()
             .route("/cti", get(upgrade))

@@ -94,6 +94,13 @@ pub enum Request {
         ticket_id: i64,
         update: hotline_crm::TicketUpdate,
     },
+    /// A supervisor listens in on `agent`'s call: `mode` is monitor, whisper or barge.
+    #[serde(rename = "supervise.start")]
+    SuperviseStart { agent: String, mode: String },
+    #[serde(rename = "supervise.mode")]
+    SuperviseMode { mode: String },
+    #[serde(rename = "supervise.stop")]
+    SuperviseStop,
 }
 
 impl Request {
@@ -129,6 +136,9 @@ impl Request {
             Request::CustomerSearch { .. } => "customer.search",
             Request::TicketCreate { .. } => "ticket.create",
             Request::TicketUpdate { .. } => "ticket.update",
+            Request::SuperviseStart { .. } => "supervise.start",
+            Request::SuperviseMode { .. } => "supervise.mode",
+            Request::SuperviseStop => "supervise.stop",
         }
     }
 }

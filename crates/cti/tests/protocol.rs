@@ -223,6 +223,89 @@ async fn agent_states_carry_growing_versions_and_resume_restores_them() {
     server.shutdown().await;
 }
 
+/// The login/resume reply carries what the page would otherwise hard-code: the word lists
+/// (the admin service's current ones) and, for agents, the in-page phone's settings;
+/// a disposition outside the list is refused with an error frame.
+#[tokio::test]
+async fn login_carries_the_lists_and_phone_and_dispositions_are_checked() {
+    use hotline_cti::admin::{AdminHandle, AdminOp, WordList};
+    let acd = hotline_acd::AcdConfig::from_toml(
+        "[[queue]]\nname = \"support\"\n[[agent]]\nid = \"bob\"\nqueues = { support = 0 }\n\
+         [[agent]]\nid = \"carol\"\nqueues = { support = 0 }\n",
+    )
+    .expect("acd config");
+    let mut cfg = config();
+    // As loaded at start; the admin service's lists (below) win.
+    cfg.desk.dispositions = vec!["stale".into()];
+    cfg.desk.phone_ws_url = Some("wss://pbx.test:8089".into());
+    cfg.desk.phone_domain = "pbx.test".into();
+    cfg.desk
+        .sip_passwords
+        .0
+        .insert("bob".into(), "bob-sip".into());
+    let desk = DeskConfig {
+        desk_login: cfg.desk_agents(),
+        ..DeskConfig::default()
+    };
+    let switch = SwitchHandle::standalone(&acd, desk).expect("switch");
+    let (admin, mut rx) = AdminHandle::channel(4);
+    tokio::spawn(async move {
+        while let Some(req) = rx.recv().await {
+            let words = match req.op {
+                AdminOp::GetWords(WordList::Dispositions) => json!(["resolved", "sale"]),
+                AdminOp::GetWords(WordList::NotReadyReasons) => json!(["break", "lunch"]),
+                _ => json!(null),
+            };
+            let _ = req.reply.send(Ok(words));
+        }
+    });
+    let server = CtiServer::start_with_admin(cfg, switch, Some(admin))
+        .await
+        .expect("cti");
+    let mut d = Desk::connect(server.local_addr(), Some(ORIGIN))
+        .await
+        .unwrap();
+    let s = d.login("bob", "s3cret").await;
+    assert_eq!(s["dispositions"], json!(["resolved", "sale"]), "{s}");
+    assert_eq!(s["not_ready_reasons"], json!(["break", "lunch"]), "{s}");
+    assert_eq!(
+        s["phone"],
+        json!({"ws_url": "wss://pbx.test:8089", "domain": "pbx.test", "user": "bob", "password": "bob-sip"})
+    );
+    let token = s["token"].as_str().unwrap().to_string();
+    let e = d
+        .fails(
+            json!({"type": "call.disposition", "call_id": "c1", "code": "stale"}),
+            "unknown_disposition",
+        )
+        .await;
+    assert!(
+        e["message"].as_str().unwrap().contains("resolved, sale"),
+        "{e}"
+    );
+    // A listed code passes the check (and then meets the switch: no such call).
+    let e = d
+        .request(json!({"type": "call.disposition", "call_id": "c1", "code": "sale"}))
+        .await;
+    assert_ne!(e["code"], "unknown_disposition", "{e}");
+    // Resume carries them too; carol has no SIP account, so no phone.
+    drop(d);
+    let mut d = Desk::connect(server.local_addr(), Some(ORIGIN))
+        .await
+        .unwrap();
+    let r = d.ok(json!({"type": "auth.resume", "token": token})).await;
+    assert_eq!(r["phone"]["user"], "bob", "{r}");
+    assert_eq!(r["dispositions"], json!(["resolved", "sale"]), "{r}");
+    let mut c = Desk::connect(server.local_addr(), Some(ORIGIN))
+        .await
+        .unwrap();
+    let s = c.login("carol", "s3cret").await;
+    assert_eq!(s["phone"], json!(null), "{s}");
+    d.close().await;
+    c.close().await;
+    server.shutdown().await;
+}
+
 #[tokio::test]
 async fn roles_limit_what_each_user_may_do() {
     let (server, _) = start(None).await;

@@ -245,6 +245,10 @@ pub struct MediaConfig {
     pub voice: bool,
     /// Public address offered to browser agents besides `rtp_ip` (`config_webrtc`).
     pub webrtc_public_ip: Option<Spanned<std::net::IpAddr>>,
+    /// Answer browsers as an ICE-lite server (`a=ice-lite`, host candidates only: `rtp_ip`
+    /// and `webrtc_public_ip`); the browser runs the checks (`config_webrtc`).
+    #[serde(default)]
+    pub webrtc_ice_lite: bool,
 }
 
 impl Default for MediaConfig {
@@ -259,6 +263,7 @@ impl Default for MediaConfig {
             prompt_cache: default_prompt_cache(),
             voice: true,
             webrtc_public_ip: None,
+            webrtc_ice_lite: false,
         }
     }
 }

@@ -2,6 +2,8 @@
 //! the LAN reach the host candidate on `rtp_ip`; behind a 1:1 NAT or a cloud provider's
 //! public address, `webrtc_public_ip` is offered as well (same port), so browsers
 //! outside can connect. Agents behind strict NATs need a TURN server: see the README.
+//! `webrtc_ice_lite = true` makes the gateway an ICE-lite server (RFC 8445 §2.5): it
+//! only answers the browser's checks, and both addresses are offered as host candidates.
 
 use hotline_media::WebRtcSettings;
 
@@ -11,6 +13,7 @@ use crate::config::MediaConfig;
 pub fn webrtc_settings(media: &MediaConfig) -> WebRtcSettings {
     let mut s = WebRtcSettings::new(media.rtp_ip);
     s.public_ip = media.webrtc_public_ip.as_ref().map(|p| *p.get_ref());
+    s.ice_lite = media.webrtc_ice_lite;
     s
 }
 
@@ -51,6 +54,16 @@ mod tests {
         assert_eq!(s.public_ip, Some("203.0.113.7".parse().unwrap()));
         let cfg = parse(HEAD).unwrap();
         assert_eq!(super::webrtc_settings(&cfg.media).public_ip, None);
+    }
+
+    #[test]
+    fn ice_lite_is_off_unless_set() {
+        let cfg = parse(HEAD).unwrap();
+        assert!(!super::webrtc_settings(&cfg.media).ice_lite);
+        let cfg = parse(&format!("{HEAD}webrtc_ice_lite = true\n")).unwrap();
+        assert!(super::webrtc_settings(&cfg.media).ice_lite);
+        let e = parse(&format!("{HEAD}webrtc_ice_lite = \"yes\"\n")).unwrap_err();
+        assert!(e.to_string().contains(":5:"), "line 5 named: {e}");
     }
 
     #[test]

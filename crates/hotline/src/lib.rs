@@ -255,6 +255,38 @@ pub async fn start(cfg: &Config) -> anyhow::Result<Hotline> {
     start_inner(cfg, None).await
 }
 
+/// What the desk page gets from the server: `[admin]` word lists and the in-page phone's
+/// settings (the WebSocket URL: `[cti] phone_ws_url`, else the first `wss_listen` /
+/// `ws_listen` address actually bound, when it is a specific one).
+fn desk_settings(cfg: &Config, sip: &Server) -> hotline_cti::DeskSettings {
+    use hotline_sip::Transport;
+    let a = cfg.admin_settings();
+    let bound = |t: Transport, scheme: &str| {
+        sip.addrs(t)
+            .into_iter()
+            .find(|a| !a.ip().is_unspecified())
+            .map(|a| format!("{scheme}://{a}"))
+    };
+    let ws_url = cfg
+        .cti
+        .as_ref()
+        .and_then(|c| c.phone_ws_url.clone())
+        .or_else(|| bound(Transport::Wss, "wss"))
+        .or_else(|| bound(Transport::Ws, "ws"));
+    hotline_cti::DeskSettings {
+        dispositions: a.dispositions,
+        not_ready_reasons: a.not_ready_reasons,
+        phone_ws_url: ws_url,
+        phone_domain: cfg.sip.domains.first().cloned().unwrap_or_default(),
+        sip_passwords: hotline_cti::SipPasswords(
+            cfg.users
+                .iter()
+                .map(|u| (u.name.get_ref().clone(), u.password.clone()))
+                .collect(),
+        ),
+    }
+}
+
 /// Starts every service of the configuration file `path`, with the admin API (`[cti]`
 /// `/api/…`), which edits that file.
 pub async fn start_file(path: &std::path::Path) -> anyhow::Result<Hotline> {
@@ -353,6 +385,7 @@ async fn start_inner(
         Some(c) => {
             let mut c = c.clone();
             c.supervision = supervision::supervision(cfg, m, cdr.store());
+            c.desk = desk_settings(cfg, &sip);
             Some(
                 hotline_cti::CtiServer::start_with_admin(c, switch.handle(), admin)
                     .await

@@ -67,6 +67,10 @@ pub struct WebRtcSettings {
     pub telephone_event: Option<u8>,
     /// How long ICE + DTLS may take before the leg is reported failed.
     pub connect_timeout: Duration,
+    /// ICE-lite (RFC 8445 §2.5): `a=ice-lite`, host candidates only (`ip` and
+    /// `public_ip`), the browser controls and runs the checks. For servers with a
+    /// reachable address; full ICE (the default) also checks from our side.
+    pub ice_lite: bool,
 }
 
 impl WebRtcSettings {
@@ -78,6 +82,7 @@ impl WebRtcSettings {
             codecs: vec![Codec::Pcmu, Codec::Pcma],
             telephone_event: Some(101),
             connect_timeout: Duration::from_secs(10),
+            ice_lite: false,
         }
     }
 }
@@ -272,7 +277,9 @@ impl std::fmt::Debug for WebRtcPeer {
 
 impl WebRtcPeer {
     fn build(settings: &WebRtcSettings, local: SocketAddr, now: Instant) -> Result<Self> {
-        let setting_engine = SettingEngineBuilder::new().build();
+        let setting_engine = SettingEngineBuilder::new()
+            .with_lite(settings.ice_lite)
+            .build();
         let mut pc = RTCPeerConnectionBuilder::new()
             .with_configuration(RTCConfigurationBuilder::new().build())
             .with_setting_engine(setting_engine)
@@ -328,7 +335,19 @@ impl WebRtcPeer {
         .new_candidate_host()
         .map_err(rtc_err("host candidate"))?;
         let mut candidates = vec![RTCIceCandidate::from(&host)];
-        if let Some(public) = settings.public_ip.filter(|p| *p != self.local.ip()) {
+        let public = settings.public_ip.filter(|p| *p != self.local.ip());
+        if let Some(public) = public.filter(|_| settings.ice_lite) {
+            // A lite agent has host candidates only; the public one is never matched by
+            // incoming checks (they arrive on `local`, after the NAT), which is fine for
+            // a lite agent: it only answers them.
+            let host = CandidateHostConfig {
+                base_config: base(public.to_string()),
+                ..Default::default()
+            }
+            .new_candidate_host()
+            .map_err(rtc_err("public candidate"))?;
+            candidates.push(RTCIceCandidate::from(&host));
+        } else if let Some(public) = public {
             let srflx = CandidateServerReflexiveConfig {
                 base_config: base(public.to_string()),
                 rel_addr: ip,

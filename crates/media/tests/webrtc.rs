@@ -438,3 +438,69 @@ async fn browser_reoffers_hold_resume_and_ice_restart_on_the_running_connection(
     b.expect("agent leg").release().await;
     browser.close().await;
 }
+
+/// `ice_lite`: Hotline's offer says `a=ice-lite` and carries host candidates only (its
+/// socket's address and the configured public one, no srflx); a full-ICE browser takes
+/// the controlling role, runs the checks and connects, and RTP flows both ways. The
+/// answer path is lite too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ice_lite_gateway_connects_with_a_full_ice_browser() {
+    let alloc = PortAllocator::new(46140, 46159).unwrap();
+    let mut settings = WebRtcSettings::new(LO);
+    settings.ice_lite = true;
+    // Unreachable here (nothing listens on it): the browser must fall back to the host
+    // address, as a LAN agent behind the same NAT would.
+    settings.public_ip = Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 9)));
+    let (leg, offer) = WebRtcLeg::offer(&alloc, &settings).await.unwrap();
+    let port = leg.local_addr().port();
+    assert!(offer.contains("a=ice-lite"), "{offer}");
+    assert!(
+        offer.contains(&format!("127.0.0.1 {port} typ host")),
+        "{offer}"
+    );
+    assert!(
+        offer.contains(&format!("127.0.0.9 {port} typ host")),
+        "{offer}"
+    );
+    assert!(
+        !offer.contains("typ srflx"),
+        "lite: host candidates only\n{offer}"
+    );
+    let (mut browser, answer) = Browser::answer(&offer).await;
+    assert!(!answer.contains("a=ice-lite"), "the browser is full ICE");
+
+    let phone = UdpSocket::bind((LO, 0)).await.unwrap();
+    let a_ports = alloc.bind(LO).await.unwrap();
+    let a_addr = a_ports.rtp.local_addr().unwrap();
+    let a = MediaLeg::new(
+        a_ports,
+        phone_cfg(phone.local_addr().unwrap()),
+        LegTiming::default(),
+    );
+    let b = leg
+        .connect(&alloc, Some(&answer), LegTiming::default())
+        .await
+        .unwrap();
+    let stats = b.gateway().expect("browser leg").stats();
+    let (ev_tx, _events) = mpsc::channel(64);
+    let session = spawn_session(a, ev_tx);
+    session.attach(b).await.unwrap();
+    session.bridge().await.unwrap();
+    browser.connected().await;
+    phone_reaches_browser(&phone, a_addr, &mut browser).await;
+    browser_reaches_phone(&phone, &mut browser).await;
+    assert_eq!(stats.state(), WebRtcState::Connected);
+    let (a, b) = session.stop().await.unwrap();
+    drop(a);
+    b.expect("agent leg").release().await;
+    browser.close().await;
+
+    // Answering a browser's offer as a lite agent.
+    let (caller, offer) = Browser::call().await;
+    let (leg, answer) = WebRtcLeg::answer(&alloc, &settings, &offer).await.unwrap();
+    assert!(answer.contains("a=ice-lite"), "{answer}");
+    assert!(!answer.contains("typ srflx"), "{answer}");
+    drop(leg);
+    caller.close().await;
+    assert_eq!(alloc.in_use(), 0);
+}

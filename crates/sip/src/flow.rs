@@ -65,6 +65,12 @@ impl Transport {
 
     /// A WebSocket flow: a browser (or other RFC 7118) client. Hotline cannot open such a
     /// flow itself; requests reach the client only over the connection it registered on.
+    /// Whether a peer on this transport is only reachable over the connection it opened
+    /// (Hotline does not dial TLS or WebSocket connections out to phones).
+    pub fn connection_bound(self) -> bool {
+        matches!(self, Transport::Tls | Transport::Ws | Transport::Wss)
+    }
+
     pub fn is_websocket(self) -> bool {
         matches!(self, Transport::Ws | Transport::Wss)
     }

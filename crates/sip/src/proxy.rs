@@ -738,6 +738,15 @@ impl Core {
         Ok(())
     }
 
+    /// A stream connection from `remote` closed: its TLS/WS bindings go (a browser's
+    /// `*.invalid` contact reaches nobody once its WebSocket is gone).
+    pub fn connection_closed(&mut self, remote: SocketAddr) {
+        let n = self.location.drop_connection(remote);
+        if n > 0 {
+            tracing::info!(%remote, bindings = n, "connection closed; its registrations dropped");
+        }
+    }
+
     /// The contact registered for `aor` (highest q first) and the flow to reach it.
     pub fn contact_for(&self, aor: &str, now: Instant) -> Option<(String, Flow)> {
         let b = self.location.lookup(aor, now).first().copied()?;

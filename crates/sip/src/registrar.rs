@@ -218,6 +218,20 @@ impl Location {
         v
     }
 
+    /// Drops the bindings that live on the connection from `remote` (TLS, WS, WSS: Hotline
+    /// cannot open those towards the phone, so once the connection closes the binding
+    /// reaches nobody; a browser that reloads registers a new one). Returns how many.
+    pub fn drop_connection(&mut self, remote: std::net::SocketAddr) -> usize {
+        let mut removed = 0;
+        self.aors.retain(|_, bs| {
+            let before = bs.len();
+            bs.retain(|b| !(b.flow.remote == remote && b.flow.transport.connection_bound()));
+            removed += before - bs.len();
+            !bs.is_empty()
+        });
+        removed
+    }
+
     /// Drops expired bindings; returns how many were removed.
     pub fn purge(&mut self, now: Instant) -> usize {
         let mut removed = 0;
@@ -244,6 +258,7 @@ impl Location {
 mod tests {
     use super::*;
     use crate::flow::Transport;
+    use std::net::SocketAddr;
 
     fn flow() -> Flow {
         Flow {
@@ -407,6 +422,54 @@ mod tests {
         assert!(l.lookup("a", later).is_empty());
         assert_eq!(l.purge(later), 1);
         assert!(l.is_empty());
+    }
+
+    #[test]
+    fn a_closed_websocket_connection_drops_its_bindings_only() {
+        let mut l = Location::new(RegistrarConfig::default());
+        let t0 = Instant::now();
+        let ws = |port| Flow {
+            transport: Transport::Ws,
+            local: "127.0.0.1:8088".parse().unwrap(),
+            remote: SocketAddr::from(([127, 0, 0, 1], port)),
+        };
+        let udp = Flow {
+            remote: SocketAddr::from(([127, 0, 0, 1], 40000)),
+            ..flow()
+        };
+        l.register(
+            "a",
+            &reg(1, &[("sip:a@x.invalid;transport=ws", None, None)], None),
+            ws(40000),
+            t0,
+        )
+        .unwrap();
+        l.register(
+            "b",
+            &reg(1, &[("sip:b@y.invalid;transport=ws", None, None)], None),
+            ws(40001),
+            t0,
+        )
+        .unwrap();
+        l.register(
+            "c",
+            &reg(1, &[("sip:c@10.0.0.3", None, None)], None),
+            udp,
+            t0,
+        )
+        .unwrap();
+        // UDP from the same address and port is no connection: it stays.
+        assert_eq!(
+            l.drop_connection(SocketAddr::from(([127, 0, 0, 1], 40000))),
+            1
+        );
+        assert!(l.lookup("a", t0).is_empty());
+        assert_eq!(l.lookup("b", t0).len(), 1);
+        assert_eq!(l.lookup("c", t0).len(), 1);
+        assert_eq!(
+            l.drop_connection(SocketAddr::from(([127, 0, 0, 1], 40000))),
+            0
+        );
     }
 
     #[test]

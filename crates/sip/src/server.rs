@@ -817,6 +817,7 @@ impl CoreTask {
                 }
                 Event::Inbound(Inbound::Closed { remote, admitted }) => {
                     self.conns.remove(&remote);
+                    self.core.connection_closed(remote);
                     if admitted {
                         self.release(remote.ip());
                     }

@@ -640,6 +640,11 @@ impl AcdTask {
             if prev.is_some_and(|p| p.status == status && p.pending_not_ready == pending) {
                 continue;
             }
+            // A change of the pending reason alone is no new state: time in state goes on.
+            let since = match prev {
+                Some(p) if p.status == status => p.since,
+                _ => hotline_cdr::now_millis(),
+            };
             let entering_wrap = matches!(status, AgentStatus::WrapUp { .. })
                 && !prev.is_some_and(|p| matches!(p.status, AgentStatus::WrapUp { .. }));
             self.log_wrapup(i, &status, entering_wrap);
@@ -649,6 +654,7 @@ impl AcdTask {
                 status,
                 pending_not_ready: pending,
                 version: self.version,
+                since,
             };
             if entering_wrap && let AgentStatus::WrapUp { call_id } = &ev.status {
                 let _ = self.bus.send(SwitchEvent::WrapupStarted {

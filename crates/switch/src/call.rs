@@ -27,6 +27,9 @@ use crate::acd::{AcdInput, AcdOutput};
 use crate::ivr::{Menu, MenuRun, MenuStep};
 use crate::{CallInput, Control, Route, SwitchConfig, announce, incall, webrtc_leg};
 
+#[path = "supervise.rs"]
+mod supervise;
+
 /// How a call ended: for tests, CDRs and logs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallEnd {
@@ -257,6 +260,8 @@ struct State {
     consult: Option<Consult>,
     /// The party the desk added for a conference (ringing or answered).
     third: Option<AgentLeg>,
+    /// A supervisor listening in (`supervise`), ringing or joined.
+    supervisor: Option<supervise::Supervisor>,
     /// The callback offer was played (the key is honoured from then on).
     callback_offered: bool,
     number: String,
@@ -484,6 +489,7 @@ impl Call {
             recording_paused: false,
             consult: None,
             third: None,
+            supervisor: None,
             callback_offered: false,
             number,
             host: local_host,
@@ -518,6 +524,9 @@ impl Call {
                             let (result, outcome) = self.desk_command(cmd, &mut st).await;
                             let _ = reply.send(result);
                             outcome
+                        }
+                        Some(CallInput::Sip(ev)) if st.supervisor.as_ref().is_some_and(|s| s.owns(&ev)) => {
+                            self.supervisor_event(ev, &mut st).await
                         }
                         Some(CallInput::Sip(ev)) if st.third.as_ref().is_some_and(|t| event_call_id(&ev) == Some(t.call_id.as_str())) => {
                             self.third_event(ev, &mut st).await
@@ -558,6 +567,7 @@ impl Call {
                     incall::Outcome::Replace(r) => self.take_agent(r, &mut st).await,
                     o => o,
                 };
+                self.supervise_check(&mut st).await;
                 if let incall::Outcome::End(r) = outcome {
                     break r;
                 }
@@ -586,6 +596,8 @@ impl Call {
         if let Some(user) = st.busy_user.take() {
             self.to_acd(AcdInput::Busy { user, busy: false }).await;
         }
+        // A supervisor listening in.
+        self.supervise_end(&mut st).await;
         // A conference party, too.
         if let Some(mut t) = st.third.take() {
             if t.answered {
@@ -895,6 +907,15 @@ impl Call {
             let e = E::InvalidState("the call is a conference".into());
             return (Err(e), go);
         }
+        // A supervisor holds the media session's third place.
+        let third_party = matches!(
+            cmd,
+            C::Conference { .. } | C::Transfer { attended: true, .. }
+        );
+        if third_party && st.supervisor.is_some() {
+            let e = E::InvalidState("a supervisor is on the call".into());
+            return (Err(e), go);
+        }
         let ctx = incall::Ctx {
             call: self,
             caller: &mut st.caller,
@@ -952,6 +973,13 @@ impl Call {
                 ),
             },
             C::Conference { to } => (self.conference_start(&to, st).await, go),
+            C::Supervise { supervisor, mode } => {
+                (self.supervise_start(&supervisor, mode, st).await, go)
+            }
+            C::SuperviseMode { supervisor, mode } => {
+                (self.supervise_mode(&supervisor, mode, st).await, go)
+            }
+            C::SuperviseStop { supervisor } => (self.supervise_stop(&supervisor, st).await, go),
         }
     }
 

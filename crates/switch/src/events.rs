@@ -50,6 +50,8 @@ pub struct AgentStateEvent {
     /// Not-ready reason that applies when the current call (and wrap-up) ends.
     pub pending_not_ready: Option<String>,
     pub version: u64,
+    /// When the agent entered this state (Unix ms): the floor view shows time in state.
+    pub since: i64,
 }
 
 /// What a desk asks of the ACD for its agent.
@@ -96,6 +98,21 @@ pub enum CallCommand {
     Identify {
         customer_id: i64,
     },
+    /// A supervisor (SIP user `supervisor`) listens in on the agent's call: Hotline calls
+    /// their phone and adds it in `mode` once answered.
+    Supervise {
+        supervisor: String,
+        mode: crate::SuperviseMode,
+    },
+    /// The supervisor changes mode, live.
+    SuperviseMode {
+        supervisor: String,
+        mode: crate::SuperviseMode,
+    },
+    /// The supervisor leaves (the call goes on).
+    SuperviseStop {
+        supervisor: String,
+    },
 }
 
 impl CallCommand {
@@ -112,6 +129,9 @@ impl CallCommand {
             CallCommand::PauseRecording => "pause_recording",
             CallCommand::ResumeRecording => "resume_recording",
             CallCommand::Identify { .. } => "identify",
+            CallCommand::Supervise { .. } => "supervise",
+            CallCommand::SuperviseMode { .. } => "supervise_mode",
+            CallCommand::SuperviseStop { .. } => "supervise_stop",
         }
     }
 }

@@ -45,6 +45,8 @@ pub use events::{
     AgentCommand, AgentStateEvent, AgentStatus, CallCommand, Offered, QueueStat, SwitchEvent,
     SwitchHandle,
 };
+/// How a supervisor takes part in a call (the media hear-matrix): monitor, whisper, barge.
+pub use hotline_media::mix::SuperviseMode;
 pub use qualify::{Qualify, QualifyPolicy};
 pub use reconfig::ReconfigReport;
 

@@ -5,17 +5,11 @@
 import { Cti, CtiError } from "./cti.js";
 import { Phone } from "./phone.js";
 
-// The protocol has no list of reasons or dispositions yet: these are the desk's defaults.
-const NOT_READY_REASONS = ["break", "lunch", "meeting", "training", "admin", "coaching"];
-const DISPOSITIONS = [
-  ["resolved", "Resolved"],
-  ["follow_up", "Follow-up needed"],
-  ["info", "Information given"],
-  ["sale", "Sale"],
-  ["complaint", "Complaint"],
-  ["wrong_number", "Wrong number"],
-  ["new_customer", "New customer"],
-];
+// Not-ready reasons, dispositions and the in-page phone's settings come from the server
+// (the login/resume reply, from the configuration the admin API edits): nothing here is
+// a copy that could drift. With none configured, one generic entry keeps the forms usable.
+const NO_REASONS = ["other"];
+const NO_DISPOSITIONS = ["done"];
 const TIER_LABEL = { vip: "VIP", key_account: "Key account", public: "Public" };
 const STATE_LABEL = {
   logged_out: "Logged out",
@@ -144,7 +138,22 @@ function onSession(r) {
   // restarted server counts again from the start).
   desk.stateVersion = -1;
   if (r.agent_state) applyState(r.agent_state);
+  fillChoices($("nr-reason"), r.not_ready_reasons?.length ? r.not_ready_reasons : NO_REASONS);
+  fillChoices($("wrap-code"), r.dispositions?.length ? r.dispositions : NO_DISPOSITIONS);
   restoreCall(r.call);
+  // The server's phone settings: the page's phone registers by itself (again after a
+  // reload); one already connected (a CTI reconnect) keeps its registration and call.
+  if (r.phone && !phone.connected) {
+    phone.connect({ wsUrl: r.phone.ws_url, domain: r.phone.domain, user: r.phone.user, password: r.phone.password })
+      .catch((e) => ($("phone-status").textContent = `Phone: ${e.message}`));
+  }
+}
+
+/** Replaces a select's options with `words`, keeping the current choice when it is still offered. */
+function fillChoices(select, words) {
+  const keep = select.value;
+  select.replaceChildren(...words.map((w) => el("option", { value: w }, w.replaceAll("_", " "))));
+  if (words.includes(keep)) select.value = keep;
 }
 
 $("login-form").addEventListener("submit", async (ev) => {
@@ -213,8 +222,6 @@ function applyState(s) {
   // When the server ends wrap-up (its timer), the form stays until the agent saves it or
   // the next call is offered: typed notes are never thrown away.
 }
-
-for (const r of NOT_READY_REASONS) $("nr-reason").append(el("option", { value: r }, r));
 
 async function stateCommand(type, fields) {
   try {
@@ -685,8 +692,6 @@ function customerForm(cu) {
 }
 
 // ---------------------------------------------------------------- wrap-up
-
-for (const [code, label] of DISPOSITIONS) $("wrap-code").append(el("option", { value: code }, label));
 
 function currentCustomerId() {
   const c = desk.call;

@@ -14,6 +14,7 @@
   const agents = new Map();    // agent → {state, version}
   const samples = [];          // [{t, waiting}] of the session, for the live chart
   const calls = new Map();     // call_id → {caller, customer} from call.offered
+  let supervising = null;      // {agent, mode} this page listens in on (supervise.*)
   let dayReport = null;
   let poll = null;
   let reportTimer = null;
@@ -94,10 +95,13 @@
   function onAgent(a, fromSnapshot) {
     const old = agents.get(a.agent);
     if (old && old.version >= a.version) return; // stale: versions only grow
-    // The event carries no start time: a state seen in the snapshot started before the
-    // page did ("≥"), a change seen live started now.
+    // `since` is when the agent entered the state (server clock). Without it (an older
+    // server), a state seen in the snapshot started before the page did ("≥"), a change
+    // seen live started now.
     const changed = !old || old.state !== a.state;
-    agents.set(a.agent, { ...a, since: changed ? Date.now() : old.since, atLeast: changed ? !!fromSnapshot : old.atLeast });
+    if (a.since) agents.set(a.agent, { ...a, atLeast: false });
+    else agents.set(a.agent, { ...a, since: changed ? Date.now() : old.since, atLeast: changed ? !!fromSnapshot : old.atLeast });
+    if (supervising && supervising.agent === a.agent && a.state !== "on_call") supervising = null;
     renderAgents();
     renderFloor();
   }
@@ -134,11 +138,45 @@
           actions.append(b);
         }
       }
+      if (a.state === "on_call") {
+        // Listen in: the supervisor's phone rings, then hears the call in the mode chosen.
+        const mine = supervising && supervising.agent === a.agent;
+        const modes = [["monitor", "Monitor"], ["whisper", "Whisper"], ["barge", "Barge"]];
+        for (const [mode, label] of mine ? [...modes, ["stop", "Stop"]] : modes) {
+          if (mine && supervising.mode === mode) continue;
+          const b = document.createElement("button");
+          b.type = "button";
+          b.textContent = label;
+          b.dataset.supervise = mode;
+          b.addEventListener("click", () => supervise(a.agent, mode));
+          actions.append(b);
+        }
+      }
       tr.append(td(a.agent), td(state, `state-${a.state}`), td((a.atLeast ? "≥ " : "") + Hotline.secs(age), "age"),
         td(a.call_id ? (call ? call.caller : a.call_id) : "–", "call"), td(call && call.customer ? call.customer : "–", "customer"), actions);
       return tr;
     });
     body.replaceChildren(...rows);
+  }
+
+  async function supervise(agent, mode) {
+    $("floor-error").textContent = "";
+    try {
+      const mine = supervising && supervising.agent === agent;
+      if (mode === "stop") {
+        await cti.request("supervise.stop");
+        supervising = null;
+      } else if (mine) {
+        await cti.request("supervise.mode", { mode });
+        supervising = { agent, mode };
+      } else {
+        await cti.request("supervise.start", { agent, mode });
+        supervising = { agent, mode };
+      }
+    } catch (e) {
+      $("floor-error").textContent = `${agent}: ${e.message}`;
+    }
+    renderFloor();
   }
 
   async function forceState(agent, action) {
