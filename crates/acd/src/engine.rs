@@ -834,7 +834,8 @@ impl Engine {
 
     /// Takes a queue out of service while calls flow (it was removed from the
     /// configuration): every call waiting or ringing in it goes to its fallback, oldest
-    /// first ([`FallbackReason::Removed`]); calls already talking are left alone, and later
+    /// first ([`FallbackReason::Removed`]), except pending callback requests, which move
+    /// to a fallback queue keeping their places; calls already talking are left alone, and later
     /// arrivals are refused to the fallback. The queue keeps its id (ids are indexes).
     pub fn retire_queue(&mut self, now: Millis, name: &str) -> Result<QueueId> {
         let qi = *self
@@ -854,8 +855,20 @@ impl Engine {
             .map(|(id, c)| (c.arrived, c.key, *id))
             .collect();
         draining.sort();
+        // Pending callback requests (nobody is on the line to hear a fallback) move to the
+        // fallback queue with their places; everything else falls back.
+        let moves_to = match &self.queues[qi as usize].fallback {
+            Fallback::Queue(next) => self.queue_ids.get(next).copied().filter(|&n| n != qi),
+            _ => None,
+        };
         for (_, _, cid) in draining {
-            self.fallback(now, cid, FallbackReason::Removed);
+            let pending_callback = self.calls.get(&cid).is_some_and(|c| {
+                c.callback.is_some() && matches!(c.state, CState::Waiting | CState::Delayed)
+            });
+            match moves_to {
+                Some(to) if pending_callback => self.move_callback(now, cid, to),
+                _ => self.fallback(now, cid, FallbackReason::Removed),
+            }
         }
         let q = &mut self.queues[qi as usize];
         q.max_len = Some(0);
@@ -865,6 +878,57 @@ impl Engine {
         self.rebuild_classes();
         self.flush_strands(now);
         Ok(QueueId(qi))
+    }
+
+    /// A pending callback request of a retired queue goes on waiting in queue `to`: it
+    /// keeps its key (its place by arrival and priority, so requests keep their order and
+    /// rank fairly against `to`'s own callers), its number and attempts; `to`'s steps, max
+    /// wait and skills apply from now. A full `to` refuses it to `to`'s fallback.
+    fn move_callback(&mut self, now: Millis, cid: CallId, to: u32) {
+        let Some(mut c) = self.detach(now, cid) else {
+            return;
+        };
+        let q = &self.queues[to as usize];
+        if q.max_len.is_some_and(|m| q.own_waiting >= m) {
+            self.refuse(cid, to, FallbackReason::QueueFull);
+            return;
+        }
+        c.class = self.class_for(to, &c.extra);
+        let q = &mut self.queues[to as usize];
+        q.st.offered += 1;
+        c.home = to;
+        c.targets = vec![to];
+        c.sites = q.sites;
+        c.step = 0;
+        c.relax = None;
+        c.declined.clear();
+        c.preferred = None;
+        if let Some(st) = q.steps.first() {
+            arm(
+                &mut self.timers,
+                &mut c.t_step,
+                now.plus(st.after_ms),
+                Timer::Step(cid.0),
+            );
+        }
+        if let Some(m) = q.max_wait_ms {
+            arm(
+                &mut self.timers,
+                &mut c.t_max,
+                now.plus(m),
+                Timer::MaxWait(cid.0),
+            );
+        }
+        self.enclass(cid, &c);
+        self.calls.insert(cid, c);
+        self.insert_waiting(now, cid);
+        self.dispatch_call(now, cid);
+    }
+
+    /// The queue a call waits in now (a pending callback request moves when its queue
+    /// is retired: see [`Engine::retire_queue`]).
+    pub fn call_queue(&self, cid: CallId) -> Option<QueueId> {
+        self.calls.get(&cid).map(|c| QueueId(c.home))
     }
 
     fn compile_queue(&mut self, q: &QueueConfig) -> Result<Queue> {

@@ -148,3 +148,89 @@ fn new_strategy_applies_to_the_next_decision() {
         "fewest calls: bea, not linear's ann"
     );
 }
+
+/// Pending callback requests of a retired queue are not dropped: they move to the
+/// fallback queue, keep their places (ordered by arrival against that queue's own
+/// callers) and are placed from there; a plain waiting call falls back as before.
+#[test]
+fn retired_queue_moves_pending_callbacks_to_its_fallback_queue_in_place_order() {
+    let cfg = AcdConfig::from_toml(
+        "[[queue]]\nname = \"old\"\nfallback = { queue = \"main\" }\n[[queue]]\nname = \"main\"\n\
+         [[agent]]\nid = \"bob\"\nqueues = { old = 0 }\n[[agent]]\nid = \"carol\"\nqueues = { main = 0 }\n",
+    )
+    .unwrap();
+    let mut e = Engine::new(&cfg, Millis(0)).unwrap();
+    let bob = e.agent_id("bob").unwrap();
+    let carol = e.agent_id("carol").unwrap();
+    e.agent_login(Millis(0), bob, true).unwrap();
+    e.agent_login(Millis(0), carol, false).unwrap();
+    let (old, main) = (e.queue_id("old").unwrap(), e.queue_id("main").unwrap());
+    // 1 talks to bob; 2 and 4 leave callback requests in old; 3 waits in old; 10 waits
+    // in main, having arrived between 2 and 4.
+    e.call_arrived(Millis::from_secs(1), NewCall::new(CallId(1), old))
+        .unwrap();
+    drain(&mut e);
+    e.offer_answered(Millis::from_secs(1), CallId(1), bob)
+        .unwrap();
+    e.call_arrived(Millis::from_secs(2), NewCall::new(CallId(2), old))
+        .unwrap();
+    e.call_arrived(Millis::from_secs(3), NewCall::new(CallId(3), old))
+        .unwrap();
+    e.call_arrived(Millis::from_secs(3), NewCall::new(CallId(10), main))
+        .unwrap();
+    e.call_arrived(Millis::from_secs(4), NewCall::new(CallId(4), old))
+        .unwrap();
+    e.request_callback(Millis::from_secs(5), CallId(2), "+492".into())
+        .unwrap();
+    e.request_callback(Millis::from_secs(5), CallId(4), "+494".into())
+        .unwrap();
+    drain(&mut e);
+    e.retire_queue(Millis::from_secs(6), "old").unwrap();
+    let d = drain(&mut e);
+    assert_eq!(
+        fallbacks(&d),
+        vec![(3, Fallback::Queue("main".into()), FallbackReason::Removed)],
+        "only the plain waiting call falls back: {d:?}"
+    );
+    assert_eq!(e.call_queue(CallId(2)), Some(main));
+    assert_eq!(e.call_queue(CallId(4)), Some(main));
+    assert_eq!(e.waiting_in(main), 3, "2, 4 and main's own 10");
+    // carol serves main in place order: callback 2, then caller 10, then callback 4.
+    let mut order = Vec::new();
+    for t in [10, 20, 30] {
+        e.agent_ready(Millis::from_secs(t), carol).unwrap();
+        let d = drain(&mut e);
+        let next = d.iter().find_map(|d| match d {
+            Decision::PlaceCallback {
+                call,
+                agent,
+                number,
+            } if *agent == carol => Some((call.0, number.clone())),
+            Decision::Offer { call, agent, .. } if *agent == carol => Some((call.0, String::new())),
+            _ => None,
+        });
+        let (call, number) = next.unwrap_or_else(|| panic!("nothing for carol: {d:?}"));
+        if number.is_empty() {
+            e.offer_answered(Millis::from_secs(t + 1), CallId(call), carol)
+                .unwrap();
+        } else {
+            e.callback_result(Millis::from_secs(t + 1), CallId(call), true)
+                .unwrap();
+        }
+        e.call_ended(Millis::from_secs(t + 2), CallId(call))
+            .unwrap();
+        e.agent_not_ready(Millis::from_secs(t + 3), carol, 1)
+            .unwrap();
+        drain(&mut e);
+        order.push((call, number));
+    }
+    assert_eq!(
+        order,
+        vec![
+            (2, "+492".to_string()),
+            (10, String::new()),
+            (4, "+494".to_string())
+        ]
+    );
+    assert_eq!(e.call_count(), 1, "only bob's call 1 is left");
+}

@@ -50,6 +50,14 @@ pub enum AppEvent {
     },
     /// A request the application sent got no final response in time (Timer B/F/C).
     Timeout { tx: ClientTxId, call_id: String },
+    /// A phone-to-phone dialog the proxy carries (not the application's) was established
+    /// (`up`, its INVITE's 2xx passed) or ended (its BYE passed): the users of its From and
+    /// To, e.g. so that an agent on a direct call is seen busy.
+    Dialog {
+        call_id: String,
+        users: Vec<String>,
+        up: bool,
+    },
 }
 
 /// A response the application sends on a server transaction. The core copies Via, From,

@@ -184,6 +184,8 @@ struct ClientEntry {
     armed: Option<Instant>,
     /// Started by the application: responses go up as events.
     app: bool,
+    /// A proxied initial INVITE: its 2xx establishes a dialog the application hears of.
+    dialog: bool,
 }
 
 /// An application's 2xx to INVITE, retransmitted until its ACK (§13.3.1.4).
@@ -216,6 +218,8 @@ pub struct Core {
     /// Call-IDs of dialogs the application owns: their in-dialog requests go up.
     app_dialogs: HashSet<String>,
     answers: HashMap<u64, Answer>,
+    /// Phone-to-phone dialogs we carry, reported to the application as they start/end.
+    proxied: crate::proxied::ProxiedDialogs,
     /// Sources blocked or locked out since the IO layer last asked (it closes their
     /// stream connections).
     newly_blocked: VecDeque<IpAddr>,
@@ -270,6 +274,7 @@ impl Core {
             app_events: VecDeque::new(),
             app_dialogs: HashSet::new(),
             answers: HashMap::new(),
+            proxied: crate::proxied::ProxiedDialogs::new(cap),
             newly_blocked: VecDeque::new(),
             draining: false,
         };
@@ -613,6 +618,11 @@ impl Core {
             self.deliver(flow, req, key, now);
             return;
         }
+        if req.method == Method::Bye
+            && let Some(ev) = msg::call_id(&req.headers).and_then(|c| self.proxied.ended(c))
+        {
+            self.app_events.push_back(ev);
+        }
         self.route_and_forward(flow, req, Some(key), now);
     }
 
@@ -785,6 +795,7 @@ impl Core {
                 cancel_pending: false,
                 armed: None,
                 app: true,
+                dialog: false,
             }),
         );
         self.rearm_client(cid);
@@ -1308,6 +1319,7 @@ impl Core {
                 cancel_pending: false,
                 armed: None,
                 app: false,
+                dialog: needs_rr,
             }),
         );
         self.rearm_client(cid);
@@ -1377,6 +1389,7 @@ impl Core {
         let flow = c.flow;
         let server = c.server;
         let app = c.app;
+        let dialog = c.dialog;
         let pending_cancel = c.cancel_pending && status < 200;
         match action {
             ClientAction::Absorb => {
@@ -1415,6 +1428,16 @@ impl Core {
             return;
         }
         msg::pop_top_via(&mut resp.headers);
+        if dialog
+            && (200..300).contains(&status)
+            && let Some(call_id) = msg::call_id(&resp.headers)
+        {
+            let from = msg::from_value(&resp.headers).and_then(|v| uri_user(msg::addr_uri(v)));
+            let to = msg::to_value(&resp.headers).and_then(|v| uri_user(msg::addr_uri(v)));
+            if let Some(ev) = self.proxied.established(call_id, from, to) {
+                self.app_events.push_back(ev);
+            }
+        }
         let data = Bytes::from(msg::response_bytes(&resp));
         let Some(sid) = server else { return };
         let Some(e) = self.servers.get_mut(&sid) else {

@@ -919,6 +919,20 @@ impl AcdTask {
                     "queue {} removed (waiting calls to its fallback)",
                     q.name
                 ));
+                // Pending callbacks moved on to the fallback queue: placed from there.
+                for (call, queue) in self.queue_of.iter_mut() {
+                    if *queue != q.name {
+                        continue;
+                    }
+                    if let Some(id) = self.engine.call_queue(*call)
+                        && let Some(to) = new
+                            .queues
+                            .iter()
+                            .find(|n| self.engine.queue_id(&n.name) == Some(id))
+                    {
+                        *queue = to.name.clone();
+                    }
+                }
             }
         }
         if (

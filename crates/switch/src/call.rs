@@ -187,6 +187,8 @@ pub(crate) struct AgentLeg {
     pub ext: incall::AgentExt,
     /// A browser agent's WebRTC gateway until its answer arrives (`webrtc_leg`).
     pub webrtc: Option<hotline_media::WebRtcLeg>,
+    /// Our INVITE, to send again after a 422 (`timer_retry`).
+    pub invite: crate::timer_retry::AgentInvite,
 }
 
 /// Where the call is on its route.
@@ -1690,6 +1692,12 @@ impl Call {
             sdp.len()
         );
         let req = own_request(&text)?;
+        let asked = if browser {
+            0
+        } else {
+            self.cfg.session_timer.session_expires
+        };
+        let invite = crate::timer_retry::AgentInvite::new(text, asked);
         let (done, registered) = oneshot::channel();
         self.control
             .send(Control::Alias {
@@ -1718,6 +1726,7 @@ impl Call {
             cseq: 1,
             ext: incall::AgentExt::default(),
             webrtc,
+            invite,
         })
     }
 
@@ -1727,15 +1736,27 @@ impl Call {
         let Some(a) = st.agent.as_mut() else {
             return incall::Outcome::Continue;
         };
-        let initial_invite = |r: &Response| {
-            msg::cseq(&r.headers).is_some_and(|(n, m)| n == 1 && m.eq_ignore_ascii_case("INVITE"))
-        };
         match ev {
-            AppEvent::Response { response, .. } if initial_invite(&response) => {
+            AppEvent::Response { response, .. }
+                if crate::timer_retry::answers_invite(&a.invite, &response) =>
+            {
                 let status = u16::from(response.status_code.clone());
                 if (200..300).contains(&status) {
                     return self.agent_answered(&response, st).await;
-                } else if status >= 300 {
+                }
+                // RFC 4028 §6: the phone wants a longer session interval; ask again.
+                if status == 422
+                    && !a.answered
+                    && let Some(text) = a.invite.retry(&response)
+                    && let Some(req) = own_request(&text)
+                    && let Ok(tx) = self.sip.send_request(req, a.flow).await
+                {
+                    tracing::info!(call_id = %self.call_id, "agent wants a longer session interval; INVITE again");
+                    a.tx = tx;
+                    a.cseq = a.invite.cseq();
+                    return incall::Outcome::Continue;
+                }
+                if status >= 300 {
                     tracing::info!(call_id = %self.call_id, status, "agent did not answer");
                     a.ports = None;
                     a.failed = !a.answered;
@@ -1782,6 +1803,16 @@ impl Call {
                     bridged: st.bridged,
                 };
                 incall::agent_response(ctx, *response).await
+            }
+            AppEvent::Ack { request, .. } => {
+                let ctx = incall::Ctx {
+                    call: self,
+                    caller: &mut st.caller,
+                    agent: &mut st.agent,
+                    media: &st.media,
+                    bridged: st.bridged,
+                };
+                incall::ack(ctx, &request, Side::B).await
             }
             _ => incall::Outcome::Continue,
         }
@@ -1863,8 +1894,11 @@ impl Call {
         }
         let target = a.target.clone().unwrap_or_default();
         let ack = format!(
-            "ACK {target} SIP/2.0\r\nFrom: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n",
-            a.from, a.to, a.call_id
+            "ACK {target} SIP/2.0\r\nFrom: {}\r\nTo: {}\r\nCall-ID: {}\r\nCSeq: {} ACK\r\nContent-Length: 0\r\n\r\n",
+            a.from,
+            a.to,
+            a.call_id,
+            a.invite.cseq()
         );
         if let Some(req) = own_request(&ack) {
             let _ = self.sip.send_stateless(req, a.flow).await;
@@ -2075,7 +2109,7 @@ impl Call {
     /// Handles a SIP event of the caller's dialog (requests go to `incall`).
     async fn caller_event(&self, ev: AppEvent, ctx: incall::Ctx<'_>) -> incall::Outcome {
         match ev {
-            AppEvent::Ack { .. } => incall::Outcome::Continue,
+            AppEvent::Ack { request, .. } => incall::ack(ctx, &request, Side::A).await,
             AppEvent::Cancelled { .. } => incall::Outcome::End(EndReason::Cancelled),
             AppEvent::AckTimeout { .. } => incall::Outcome::End(EndReason::NoAck),
             // Knowing the Call-ID is not enough to act in the dialog: our tag must match.
@@ -2098,7 +2132,7 @@ impl Call {
             }
             // Responses to our requests to the caller (BYE, in-call requests).
             AppEvent::Response { response, .. } => incall::caller_response(ctx, *response).await,
-            AppEvent::Timeout { .. } => incall::Outcome::Continue,
+            AppEvent::Timeout { .. } | AppEvent::Dialog { .. } => incall::Outcome::Continue,
         }
     }
 }
@@ -2223,7 +2257,7 @@ pub(crate) fn event_call_id(ev: &AppEvent) -> Option<&str> {
         }
         AppEvent::Response { response, .. } => msg::call_id(&response.headers),
         AppEvent::Timeout { call_id, .. } | AppEvent::AckTimeout { call_id, .. } => Some(call_id),
-        AppEvent::Cancelled { .. } => None,
+        AppEvent::Cancelled { .. } | AppEvent::Dialog { .. } => None,
     }
 }
 

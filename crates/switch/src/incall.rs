@@ -121,6 +121,9 @@ pub(crate) struct CallerExt {
     hold_total: Duration,
     /// Transfers carried out (blind or attended), for the CDR.
     transfers: u32,
+    /// Our offer in the 2xx to an offer-less re-INVITE: its CSeq and the offer, until the
+    /// ACK brings the answer.
+    offer_in_2xx: Option<(u32, SessionDescription)>,
     /// A browser caller's WebRTC gateway: its re-offers are answered there.
     webrtc: Option<WebRtcControl>,
 }
@@ -187,6 +190,9 @@ pub(crate) struct AgentExt {
     /// Our own re-INVITE in flight (a session refresh): its CSeq and offer.
     refresh: Option<(u32, SessionDescription)>,
     transfer: Option<Transfer>,
+    /// Our offer in the 2xx to an offer-less re-INVITE: its CSeq and the offer, until the
+    /// ACK brings the answer.
+    offer_in_2xx: Option<(u32, SessionDescription)>,
     /// A browser agent's running WebRTC gateway: its re-offers are answered there.
     webrtc: Option<WebRtcControl>,
 }
@@ -561,13 +567,22 @@ async fn reoffer(ctx: Ctx<'_>, tx: ServerTxId, req: &Request, side: Side) -> Out
     };
     let mut resp = AppResponse::new(200, "OK").header(format!("Contact: {contact}"));
     let mut hold = None;
+    let mut offer_in_2xx = None;
     if req.body.is_empty() {
-        // An offer-less re-INVITE: we offer in the 2xx (what we last sent) and take the
-        // answer in the ACK as unchanged. An empty UPDATE is only a refresh.
-        if req.method == Method::Invite
-            && let Some(last) = sdp_state.last()
-        {
-            resp = resp.body("application/sdp", last.to_string());
+        // An offer-less re-INVITE (RFC 3264 §5, RFC 3261 §14.2): we offer in the 2xx what
+        // we are willing to do (sendrecv) and the ACK brings the answer (see [`ack`]). An
+        // empty UPDATE is only a refresh.
+        // (Not to a browser: its gateway has no offer of its own to make; it gets what we
+        // last sent, as before.)
+        if req.method == Method::Invite && webrtc.is_some() {
+            if let Some(last) = sdp_state.last() {
+                resp = resp.body("application/sdp", last.to_string());
+            }
+        } else if req.method == Method::Invite {
+            let offer = sdp_state.offer(Direction::SendRecv);
+            resp = resp.body("application/sdp", offer.to_string());
+            let cseq = msg::cseq(&req.headers).map_or(0, |(n, _)| n);
+            offer_in_2xx = Some((cseq, offer));
         }
     } else {
         let text = std::str::from_utf8(&req.body).map_err(|_| MediaError::SdpMalformed {
@@ -617,6 +632,14 @@ async fn reoffer(ctx: Ctx<'_>, tx: ServerTxId, req: &Request, side: Side) -> Out
             None => *slot = Some(SessionTimer::new(t, Instant::now())),
         }
     }
+    match side {
+        Side::A => caller.ext.offer_in_2xx = offer_in_2xx,
+        Side::B => {
+            if let Some(a) = agent.as_mut() {
+                a.ext.offer_in_2xx = offer_in_2xx;
+            }
+        }
+    }
     let _ = sip.respond(tx, resp).await;
     if let Some(holds) = hold {
         let user = agent
@@ -625,6 +648,61 @@ async fn reoffer(ctx: Ctx<'_>, tx: ServerTxId, req: &Request, side: Side) -> Out
             .map(|a| a.user.clone());
         set_hold(call, caller, user.as_deref(), media, bridged, side, holds).await;
     }
+    Outcome::Continue
+}
+
+/// The ACK of a 2xx we sent in the caller's (`Side::A`) or the agent's (`Side::B`)
+/// dialog. After an offer-less re-INVITE it carries the answer to the offer in our 2xx:
+/// the leg's media and hold follow it. An ACK cannot be refused, so an unusable answer (or
+/// none) leaves the media as it was, with a warning.
+pub(crate) async fn ack(ctx: Ctx<'_>, request: &Request, side: Side) -> Outcome {
+    let Ctx {
+        call,
+        caller,
+        agent,
+        media,
+        bridged,
+    } = ctx;
+    let slot = match side {
+        Side::A => &mut caller.ext.offer_in_2xx,
+        Side::B => match agent.as_mut() {
+            Some(a) => &mut a.ext.offer_in_2xx,
+            None => return Outcome::Continue,
+        },
+    };
+    let cseq = msg::cseq(&request.headers).map(|(n, _)| n);
+    let Some((_, offer)) = slot.take_if(|(n, _)| Some(*n) == cseq) else {
+        return Outcome::Continue;
+    };
+    let negotiated = std::str::from_utf8(&request.body)
+        .map_err(|_| MediaError::SdpMalformed {
+            line: 0,
+            reason: "SDP is not UTF-8",
+        })
+        .and_then(SessionDescription::parse)
+        .and_then(|answer| process_answer(&offer, &answer));
+    let n = match negotiated {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!(call_id = %call.call_id, ?side, error = %e, "no usable answer in the ACK; media unchanged");
+            return Outcome::Continue;
+        }
+    };
+    let _ = media.reconfigure(side, LegConfig::from(&n)).await;
+    let user = agent
+        .as_ref()
+        .filter(|a| a.answered)
+        .map(|a| a.user.clone());
+    set_hold(
+        call,
+        caller,
+        user.as_deref(),
+        media,
+        bridged,
+        side,
+        n.peer_holds(),
+    )
+    .await;
     Outcome::Continue
 }
 

@@ -13,6 +13,7 @@ mod acd;
 pub mod announce;
 mod call;
 mod callback;
+mod direct_calls;
 mod drain;
 mod error;
 pub mod events;
@@ -21,6 +22,7 @@ mod incall;
 pub mod ivr;
 mod qualify;
 mod reconfig;
+mod timer_retry;
 pub mod tollfraud;
 mod webrtc_leg;
 
@@ -318,6 +320,7 @@ impl Switch {
             idle: Vec::new(),
             refusals: tokio::task::JoinSet::new(),
             qualify: qualify_tx,
+            direct: direct_calls::DirectCalls::default(),
         };
         let task = tokio::spawn(d.run(events, done_rx, control_rx, stop_rx));
         Ok(Switch {
@@ -527,6 +530,8 @@ struct Dispatcher {
     refusals: tokio::task::JoinSet<()>,
     /// The device prober, which gets the answers to its OPTIONS.
     qualify: Option<mpsc::Sender<qualify::QualifyInput>>,
+    /// Users on proxied phone-to-phone calls (busy for the ACD).
+    direct: direct_calls::DirectCalls,
 }
 
 impl Dispatcher {
@@ -631,6 +636,15 @@ impl Dispatcher {
     }
 
     async fn event(&mut self, ev: AppEvent) {
+        if let AppEvent::Dialog { users, up, .. } = &ev {
+            // A proxied phone-to-phone call: its agents are busy until it ends.
+            for (user, busy) in self.direct.change(users, *up) {
+                if let Some(acd) = &self.acd {
+                    let _ = acd.send(acd::AcdInput::Busy { user, busy }).await;
+                }
+            }
+            return;
+        }
         let call_id = match &ev {
             AppEvent::Request { request, .. } | AppEvent::Ack { request, .. } => {
                 msg::call_id(&request.headers).map(str::to_string)
@@ -641,6 +655,7 @@ impl Dispatcher {
                 msg::call_id(&response.headers).map(str::to_string)
             }
             AppEvent::Timeout { call_id, .. } => Some(call_id.clone()),
+            AppEvent::Dialog { .. } => None,
         };
         let Some(call_id) = call_id else {
             return;
