@@ -106,6 +106,19 @@ pub(crate) struct Call {
     pub desk: crate::events::CallDesk,
 }
 
+/// Builds and boxes a future inside its own stack frame. A debug build keeps every
+/// future the call loop awaits on that loop's poll stack (over 1 MB of them), which
+/// overflowed a tokio worker's 2 MiB stack once a WebRTC offer was built on top; boxed
+/// here, the loop only holds pointers.
+fn boxed<'a, T, F>(
+    make: impl FnOnce() -> F,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>
+where
+    F: std::future::Future<Output = T> + Send + 'a,
+{
+    Box::pin(make())
+}
+
 /// A fresh token for tags and Call-IDs.
 fn token() -> String {
     use std::hash::{BuildHasher, Hasher};
@@ -518,58 +531,60 @@ impl Call {
                     }
                 }
                 let outcome = tokio::select! {
-                    Some(out) = acd_rx.recv() => self.acd_output(out, &mut st).await,
+                    Some(out) = acd_rx.recv() => boxed(|| self.acd_output(out, &mut st)).await,
                     input = self.inbox.recv() => match input {
                         None => incall::Outcome::End(EndReason::Shutdown),
                         Some(CallInput::Drain) => incall::Outcome::End(EndReason::Drained),
                         Some(CallInput::Command(cmd, reply)) => {
-                            let (result, outcome) = self.desk_command(cmd, &mut st).await;
+                            let (result, outcome) = boxed(|| self.desk_command(cmd, &mut st)).await;
                             let _ = reply.send(result);
                             outcome
                         }
                         Some(CallInput::Sip(ev)) if st.supervisor.as_ref().is_some_and(|s| s.owns(&ev)) => {
-                            self.supervisor_event(ev, &mut st).await
+                            boxed(|| self.supervisor_event(ev, &mut st)).await
                         }
                         Some(CallInput::Sip(ev)) if st.third.as_ref().is_some_and(|t| event_call_id(&ev) == Some(t.call_id.as_str())) => {
-                            self.third_event(ev, &mut st).await
+                            boxed(|| self.third_event(ev, &mut st)).await
                         }
                         Some(CallInput::Sip(ev)) if st.consult.as_ref().is_some_and(|c| event_call_id(&ev) == Some(c.leg.call_id.as_str())) => {
-                            self.consult_event(ev, &mut st).await
+                            boxed(|| self.consult_event(ev, &mut st)).await
                         }
                         Some(CallInput::Sip(ev)) => {
                             let is_agent = st.agent.as_ref().is_some_and(|a| event_call_id(&ev) == Some(a.call_id.as_str()));
                             if is_agent {
-                                self.agent_event(ev, &mut st).await
+                                boxed(|| self.agent_event(ev, &mut st)).await
                             } else {
                                 let ctx = incall::Ctx { call: &self, caller: &mut st.caller, agent: &mut st.agent, media: &st.media, bridged: st.bridged };
-                                self.caller_event(ev, ctx).await
+                                boxed(|| self.caller_event(ev, ctx)).await
                             }
                         }
-                        Some(CallInput::GiveAgent(ask)) => self.give_agent(ask, &mut st).await,
+                        Some(CallInput::GiveAgent(ask)) => boxed(|| self.give_agent(ask, &mut st)).await,
                     },
-                    Some(ev) = media_rx.recv() => self.media_event(ev, &mut st).await,
+                    Some(ev) = media_rx.recv() => boxed(|| self.media_event(ev, &mut st)).await,
                     _ = sleep_until_opt(st.deadline) => {
                         st.deadline = None;
-                        self.menu_timeout(&mut st).await
+                        boxed(|| self.menu_timeout(&mut st)).await
                     }
-                    _ = sleep_until_opt(st.dtmf.next) => self.next_dtmf(&mut st).await,
+                    _ = sleep_until_opt(st.dtmf.next) => boxed(|| self.next_dtmf(&mut st)).await,
                     _ = sleep_until_opt(in_call.deadline()) => {
                         let ctx = incall::Ctx { call: &self, caller: &mut st.caller, agent: &mut st.agent, media: &st.media, bridged: st.bridged };
-                        in_call.timeout(ctx).await
+                        boxed(|| in_call.timeout(ctx)).await
                     }
                 };
                 let outcome = match outcome {
                     incall::Outcome::End(EndReason::AgentHangup)
                         if st.third.as_ref().is_some_and(|t| t.answered) =>
                     {
-                        self.conference_agent_left(&mut st).await
+                        boxed(|| self.conference_agent_left(&mut st)).await
                     }
-                    incall::Outcome::Digit(d) => self.key(d, &mut st).await,
-                    incall::Outcome::Transfer(route) => self.transfer(route, &mut st).await,
-                    incall::Outcome::Replace(r) => self.take_agent(r, &mut st).await,
+                    incall::Outcome::Digit(d) => boxed(|| self.key(d, &mut st)).await,
+                    incall::Outcome::Transfer(route) => {
+                        boxed(|| self.transfer(route, &mut st)).await
+                    }
+                    incall::Outcome::Replace(r) => boxed(|| self.take_agent(r, &mut st)).await,
                     o => o,
                 };
-                self.supervise_check(&mut st).await;
+                boxed(|| self.supervise_check(&mut st)).await;
                 if let incall::Outcome::End(r) = outcome {
                     break r;
                 }
@@ -739,6 +754,7 @@ impl Call {
                 }
                 Route::Queue(name) => return self.enter_queue(name, st).await,
                 Route::Extension(user) => return self.ring_extension(user, st).await,
+                Route::Outside(number) => return Box::pin(self.ring_outside(number, st)).await,
                 Route::Closed(prompt) => {
                     st.phase = Phase::Message {
                         then: EndReason::Closed,
@@ -939,12 +955,13 @@ impl Call {
             C::Transfer {
                 to,
                 attended: false,
+                role,
             } => {
                 let me = match incall::connected_agent(&ctx) {
                     Ok(me) => me,
                     Err(e) => return (Err(e), go),
                 };
-                match incall::desk_target(self, &to, &me).await {
+                match incall::desk_target(self, &to, &me, &role).await {
                     Ok(route) => {
                         tracing::info!(call_id = %self.call_id, ?route, "desk transfers blind");
                         (Ok(()), incall::desk_transfer(ctx, route).await)
@@ -962,7 +979,11 @@ impl Call {
                 let pause = matches!(cmd, C::PauseRecording);
                 (self.pause_recording(pause, st).await, go)
             }
-            C::Transfer { to, attended: true } => (self.consult_start(&to, st).await, go),
+            C::Transfer {
+                to,
+                attended: true,
+                role,
+            } => (Box::pin(self.consult_start(&to, &role, st)).await, go),
             C::TransferComplete => (self.consult_complete(st).await, go),
             C::TransferCancel => match st.consult.is_some() {
                 true => {
@@ -974,7 +995,10 @@ impl Call {
                     go,
                 ),
             },
-            C::Conference { to } => (self.conference_start(&to, st).await, go),
+            // Boxed: the call task's future stays small enough for a worker's stack.
+            C::Conference { to, role } => {
+                (Box::pin(self.conference_start(&to, &role, st)).await, go)
+            }
             C::Supervise { supervisor, mode } => {
                 (self.supervise_start(&supervisor, mode, st).await, go)
             }
@@ -987,8 +1011,14 @@ impl Call {
 
     /// Attended transfer from the desk, step one: the caller is held (music), the
     /// agent's leg moves to a media session of its own and hears ringback while Hotline
-    /// calls `to` (an agent or extension); once answered the two talk.
-    async fn consult_start(&self, to: &str, st: &mut State) -> Result<(), crate::SwitchError> {
+    /// calls `to` (an agent, an extension or an allowed outside number through the
+    /// trunk); once answered the two talk.
+    async fn consult_start(
+        &self,
+        to: &str,
+        role: &str,
+        st: &mut State,
+    ) -> Result<(), crate::SwitchError> {
         use crate::SwitchError as E;
         if st.consult.is_some() {
             return Err(E::InvalidState("a consultation is in progress".into()));
@@ -1001,14 +1031,13 @@ impl Call {
             bridged: st.bridged,
         };
         let me = incall::connected_agent(&ctx)?;
-        let Route::Extension(user) = incall::desk_target(self, to, &me).await? else {
+        let route = incall::desk_target(self, to, &me, role).await?;
+        let Some((user, uri, flow)) = self.party(&route).await? else {
             return Err(E::InvalidState(
-                "an attended transfer goes to an agent or extension; transfer blind to queues"
+                "an attended transfer goes to an agent, an extension or a number; transfer \
+                 blind to queues"
                     .into(),
             ));
-        };
-        let Ok(Some((uri, flow))) = self.sip.contact_for(&user).await else {
-            return Err(E::InvalidState(format!("{user} is not registered")));
         };
         let leg = self
             .call_agent(&st.number, &st.host, &user, &uri, flow)
@@ -1172,10 +1201,45 @@ impl Call {
         Ok(())
     }
 
+    /// Whom a consultation or conference calls for `route`: a registered extension's
+    /// contact, or an outside number at the trunk; `None` for queues, menus and the rest.
+    async fn party(
+        &self,
+        route: &Route,
+    ) -> Result<Option<(String, String, Flow)>, crate::SwitchError> {
+        use crate::SwitchError as E;
+        match route {
+            Route::Extension(user) => match self.sip.contact_for(user).await {
+                Ok(Some((uri, flow))) => Ok(Some((user.clone(), uri, flow))),
+                _ => Err(E::InvalidState(format!("{user} is not registered"))),
+            },
+            Route::Outside(n) => {
+                let trunk = self
+                    .cfg
+                    .trunk
+                    .ok_or_else(|| E::NotFound(format!("no trunk for {n:?}")))?;
+                let flow = self
+                    .sip
+                    .flow_for(trunk)
+                    .await
+                    .ok()
+                    .flatten()
+                    .ok_or(E::Unavailable)?;
+                Ok(Some((n.clone(), format!("sip:{n}@{}", trunk.addr), flow)))
+            }
+            _ => Ok(None),
+        }
+    }
+
     /// Conference from the desk: Hotline calls `to` (an agent, an extension, or a number
     /// through the static route); once answered, caller, agent and the new party hear each
     /// other in a 3-way mix.
-    async fn conference_start(&self, to: &str, st: &mut State) -> Result<(), crate::SwitchError> {
+    async fn conference_start(
+        &self,
+        to: &str,
+        role: &str,
+        st: &mut State,
+    ) -> Result<(), crate::SwitchError> {
         use crate::SwitchError as E;
         if st.consult.is_some() {
             return Err(E::InvalidState("a consultation is in progress".into()));
@@ -1191,33 +1255,11 @@ impl Call {
         if st.caller.ext.agent_holds() {
             return Err(E::InvalidState("the call is on hold".into()));
         }
-        let (user, uri, flow) = match incall::desk_target(self, to, &me).await {
-            Ok(Route::Extension(user)) => match self.sip.contact_for(&user).await {
-                Ok(Some((uri, flow))) => (user, uri, flow),
-                _ => return Err(E::InvalidState(format!("{user} is not registered"))),
-            },
-            Ok(_) => {
-                return Err(E::InvalidState(
-                    "a conference adds an agent, an extension or a number".into(),
-                ));
-            }
-            Err(E::NotFound(e)) => {
-                // An outside number goes out through the static route (the trunk).
-                let n = to.strip_prefix("number:").unwrap_or(to);
-                let number = !n.is_empty()
-                    && n.len() <= 32
-                    && n.chars().all(|c| c.is_ascii_digit() || c == '+');
-                let trunk = self.cfg.trunk.filter(|_| number).ok_or(E::NotFound(e))?;
-                let flow = self
-                    .sip
-                    .flow_for(trunk)
-                    .await
-                    .ok()
-                    .flatten()
-                    .ok_or(E::Unavailable)?;
-                (n.to_string(), format!("sip:{n}@{}", trunk.addr), flow)
-            }
-            Err(e) => return Err(e),
+        let route = incall::desk_target(self, to, &me, role).await?;
+        let Some((user, uri, flow)) = self.party(&route).await? else {
+            return Err(E::InvalidState(
+                "a conference adds an agent, an extension or a number".into(),
+            ));
         };
         let leg = self
             .call_agent(&st.number, &st.host, &user, &uri, flow)
@@ -1437,6 +1479,28 @@ impl Call {
         })
         .await;
         st.busy_user = Some(user);
+        None
+    }
+
+    /// A transfer to an outside number (guarded before): the caller hears music while
+    /// Hotline calls the number through the trunk; its answer is bridged as an
+    /// extension's would be (no ACD agent is involved).
+    async fn ring_outside(&self, number: String, st: &mut State) -> Option<EndReason> {
+        let Ok(Some((_, uri, flow))) = self.party(&Route::Outside(number.clone())).await else {
+            tracing::info!(call_id = %self.call_id, %number, "no trunk for the number");
+            return Some(EndReason::Failed);
+        };
+        if let Some(r) = self.music(st).await {
+            return Some(r);
+        }
+        st.phase = Phase::Extension;
+        st.agent = self
+            .call_agent(&st.number, &st.host, &number, &uri, flow)
+            .await;
+        if st.agent.is_none() {
+            return Some(EndReason::Failed);
+        }
+        st.trace.offered_at.get_or_insert(self.now_ms());
         None
     }
 
