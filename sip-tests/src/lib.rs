@@ -10,6 +10,9 @@ use anyhow::{Context, bail};
 use hotline::{Config, Hotline};
 use tokio::process::{Child, Command};
 
+mod cut;
+pub use cut::CutProxy;
+
 /// Users every test server knows (name, password).
 pub const USERS: &[(&str, &str)] = &[
     ("alice", "alice-pw"),

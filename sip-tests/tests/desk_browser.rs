@@ -25,8 +25,6 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, bail, ensure};
@@ -34,13 +32,11 @@ use hotline_crm::{
     CustomerData, Direction, NewInteraction, NewTicket, Offer, Store, StoreConfig, TicketPriority,
     Tier,
 };
-use hotline_sip_tests::{Proto, SippBuilder, caller_audio, free_port, wait_bound};
+use hotline_sip_tests::{CutProxy, Proto, SippBuilder, caller_audio, free_port, wait_bound};
 use hotline_switch::EndReason;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
-use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{ChildStdout, Command};
-use tokio::sync::watch;
 
 const WEBER: &str = "+49301234567";
 const SHARED: &str = "+49307777777";
@@ -57,50 +53,6 @@ fn shots_dir() -> PathBuf {
         .join("..")
         .join("target")
         .join("desk-screenshots")
-}
-
-/// The browser's way to Hotline's CTI port: a loopback TCP relay the test can cut (every
-/// connection dropped, new ones closed at once) and restore, like a Wi-Fi drop.
-struct Blip {
-    addr: SocketAddr,
-    up: Arc<AtomicBool>,
-    cut: watch::Sender<u64>,
-}
-
-impl Blip {
-    async fn start(target: SocketAddr) -> anyhow::Result<Blip> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let up = Arc::new(AtomicBool::new(true));
-        let (cut, _) = watch::channel(0u64);
-        let (up_, cut_) = (up.clone(), cut.clone());
-        tokio::spawn(async move {
-            while let Ok((mut client, _)) = listener.accept().await {
-                if !up_.load(Ordering::SeqCst) {
-                    continue; // dropping it closes the browser's connection
-                }
-                let mut cut = cut_.subscribe();
-                tokio::spawn(async move {
-                    if let Ok(mut server) = TcpStream::connect(target).await {
-                        tokio::select! {
-                            _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                            _ = cut.changed() => {}
-                        }
-                    }
-                });
-            }
-        });
-        Ok(Blip { addr, up, cut })
-    }
-
-    fn cut(&self) {
-        self.up.store(false, Ordering::SeqCst);
-        self.cut.send_modify(|g| *g += 1);
-    }
-
-    fn restore(&self) {
-        self.up.store(true, Ordering::SeqCst);
-    }
 }
 
 fn config(store: &str, cti_port: u16, origin: &str, hash: &str, rtp: [u16; 2]) -> String {
@@ -193,7 +145,8 @@ struct Rig {
     h: hotline::Hotline,
     store: Store,
     server: SocketAddr,
-    blip: Blip,
+    /// The browser's way to Hotline's CTI port, cut for a Wi-Fi drop.
+    blip: CutProxy,
     ended: tokio::sync::mpsc::Receiver<hotline_switch::CallEnd>,
     device: Option<hotline_sip_tests::Sipp>,
     flow: Flow,
@@ -225,8 +178,8 @@ impl Rig {
         seed(&store).await?;
         let hash = hotline_cti::hash_password("desk-pw")?;
         let cti_port = free_port();
-        let blip = Blip::start(SocketAddr::from(([127, 0, 0, 1], cti_port))).await?;
-        let origin = format!("http://{}", blip.addr);
+        let blip = CutProxy::start(SocketAddr::from(([127, 0, 0, 1], cti_port))).await?;
+        let origin = format!("http://{}", blip.addr());
         let mut h = hotline_sip_tests::start_hotline_with_sip(
             sip,
             &config(store_path, cti_port, &origin, &hash, rtp),

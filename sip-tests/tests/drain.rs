@@ -1,5 +1,6 @@
 //! Graceful drain: `hotline serve` as a child process with a SIPp caller talking to a SIPp
-//! agent through a queue; SIGTERM; a new call gets 503 with Retry-After, the talking call
+//! agent through a queue; SIGTERM; a new call (to a number or phone-to-phone) gets 503
+//! with Retry-After and a CDR with route `drained`, the talking call
 //! goes on to its end (or is hung up on both legs at the `[drain]` bound), the process
 //! exits 0 and the CDRs are in the SQLite store.
 
@@ -188,8 +189,8 @@ fn caller(
         .spawn(Some(server))
 }
 
-/// SIGTERM while a call is bridged: a new call is refused with 503 and `Retry-After: 42`,
-/// the talking call runs to the caller's BYE, Hotline exits 0 and the call's CDR
+/// SIGTERM while a call is bridged: a new call to the queue and a phone-to-phone call are
+/// refused with 503 and `Retry-After: 42` (each with a `drained` CDR), the talking call runs to the caller's BYE, Hotline exits 0 and the call's CDR
 /// (answered by bob) is in the SQLite store.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_refuses_new_calls_and_lets_the_talking_call_finish() -> anyhow::Result<()> {
@@ -218,6 +219,21 @@ async fn sigterm_refuses_new_calls_and_lets_the_talking_call_finish() -> anyhow:
     .spawn(Some(s.sip))?
     .expect_success()
     .await?;
+    // A phone-to-phone call (alice dials the user bob, proxied, no number) is refused
+    // the same way: bob's device never sees it.
+    SippBuilder::new(
+        "drain-refused-p2p",
+        "uac_expect_503.xml",
+        Proto::Udp,
+        free_port(),
+    )
+    .args([
+        "-s", "bob", "-au", "alice", "-ap", "alice-pw", "-key", "caller", "alice",
+    ])
+    .args(["-key", "retry", "42"])
+    .spawn(Some(s.sip))?
+    .expect_success()
+    .await?;
     talking.expect_success().await?;
     bob.expect_success().await?;
     let status = s.exit(Duration::from_secs(20)).await?;
@@ -231,8 +247,21 @@ async fn sigterm_refuses_new_calls_and_lets_the_talking_call_finish() -> anyhow:
     assert!(drained.contains("hung_up: 0"), "{drained}");
     let store = CdrStore::open(&s.db, &StoreOptions::default()).await?;
     let calls = store.calls(0, i64::MAX).await?;
-    assert_eq!(calls.len(), 1, "{calls:?}");
-    let c = &calls[0];
+    assert_eq!(calls.len(), 3, "{calls:?}");
+    // Both refused calls have their CDR: rejected with the 503, route `drained`.
+    let mut refused: Vec<_> = calls.iter().filter(|c| c.route == "drained").collect();
+    refused.sort_by(|a, b| a.dialed.cmp(&b.dialed));
+    assert_eq!(refused.len(), 2, "{calls:?}");
+    for (c, dialed) in refused.iter().zip(["4900", "bob"]) {
+        assert_eq!(c.dialed, dialed, "{c:?}");
+        assert_eq!(c.caller, "alice", "{c:?}");
+        assert_eq!(c.result, CallResult::Rejected, "{c:?}");
+        assert_eq!(c.sip_status, 503, "{c:?}");
+        assert!(c.agent.is_none(), "{c:?}");
+    }
+    let Some(c) = calls.iter().find(|c| c.route != "drained") else {
+        bail!("no answered call: {calls:?}");
+    };
     assert_eq!(c.result, CallResult::Answered, "{c:?}");
     assert_eq!(c.agent.as_deref(), Some("bob"), "{c:?}");
     assert_eq!(c.hangup_side, hotline_cdr::HangupSide::Caller, "{c:?}");

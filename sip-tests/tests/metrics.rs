@@ -4,7 +4,8 @@
 //! show the call as it goes: the INVITE and its 200 counted by method and code, one active
 //! call and bob on the call while it talks; afterwards no active call, bob ready again, the
 //! BYE counted, relayed RTP packets, the queue's answered call, a screen-pop and a CDR
-//! commit in their histograms.
+//! commit in their histograms; the leak gauges (tasks, fds, RSS, RTP ports in use) are
+//! there, with ports held only while the call is up.
 
 #[path = "http/mod.rs"]
 mod http;
@@ -86,6 +87,19 @@ async fn counters_follow_a_queued_call() -> anyhow::Result<()> {
     assert_eq!(v(&before, "hotline_calls_active"), 0.0);
     assert_eq!(v(&before, "hotline_agents{state=\"ready\"}"), 1.0);
     assert_eq!(v(&before, "hotline_queue_waiting{queue=\"support\"}"), 0.0);
+    // Leak gauges: present, no RTP port held while idle.
+    assert_eq!(
+        before.get("hotline_rtp_ports_in_use"),
+        Some(&0.0),
+        "{before:?}"
+    );
+    for g in [
+        "hotline_tasks_alive",
+        "hotline_open_fds",
+        "hotline_resident_memory_bytes",
+    ] {
+        assert!(v(&before, g) > 0.0, "{g}: {before:?}");
+    }
 
     let port = free_port();
     SippBuilder::new(
@@ -159,6 +173,12 @@ async fn counters_follow_a_queued_call() -> anyhow::Result<()> {
         v(&talking, ok_out) >= v(&registered, ok_out) + 1.0,
         "200 to the caller"
     );
+    // The caller's and bob's legs each hold a port pair.
+    assert!(
+        v(&talking, "hotline_rtp_ports_in_use") >= 2.0,
+        "ports while talking: {}",
+        v(&talking, "hotline_rtp_ports_in_use")
+    );
     assert_eq!(v(&talking, "hotline_agents{state=\"ready\"}"), 0.0);
     assert_eq!(v(&talking, "hotline_calls_total"), 1.0);
     assert_eq!(
@@ -177,7 +197,9 @@ async fn counters_follow_a_queued_call() -> anyhow::Result<()> {
     caller.expect_success().await?;
     bob.expect_success().await?;
     let after = scrape_until(cti, "the call ended and its RTP counted", |m| {
-        v(m, "hotline_calls_active") == 0.0 && v(m, "hotline_rtp_packets_received_total") > 0.0
+        v(m, "hotline_calls_active") == 0.0
+            && v(m, "hotline_rtp_packets_received_total") > 0.0
+            && v(m, "hotline_rtp_ports_in_use") == 0.0
     })
     .await?;
     let bye_in = "hotline_sip_requests_total{direction=\"in\",method=\"BYE\"}";

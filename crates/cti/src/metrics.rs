@@ -99,6 +99,22 @@ fn describe() {
         "Service level since start (0..1; absent until a call counts)"
     );
     describe_gauge!("hotline_agents", "Agents by state");
+    describe_gauge!(
+        "hotline_tasks_alive",
+        "Tokio tasks alive (leak detection: flat under steady load)"
+    );
+    describe_gauge!(
+        "hotline_rtp_ports_in_use",
+        "RTP/RTCP port pairs held by calls (0 when idle)"
+    );
+    describe_gauge!(
+        "hotline_open_fds",
+        "Open file descriptors, sockets included (Linux)"
+    );
+    describe_gauge!(
+        "hotline_resident_memory_bytes",
+        "Resident set size of the process (Linux)"
+    );
     describe_counter!(
         "hotline_sip_requests_total",
         "SIP requests on the wire (retransmissions included)"

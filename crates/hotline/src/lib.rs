@@ -307,7 +307,7 @@ async fn start_inner(
         let sip = Server::start(sip_server_config(cfg)?)
             .await
             .context("starting the SIP server")?;
-        let m = supervision::metrics_source(cfg, sip.shared_counters(), None)?;
+        let m = supervision::metrics_source(cfg, sip.shared_counters(), None, None)?;
         return Ok(Hotline {
             metrics: supervision::metrics_listener(cfg, m, None).await?,
             sip,
@@ -364,7 +364,12 @@ async fn start_inner(
     }
     let switch = Switch::start_with_desk(switch_cfg, desk, app, events, ports)
         .context("starting call control")?;
-    let m = supervision::metrics_source(cfg, sip.shared_counters(), Some(switch.stats()))?;
+    let m = supervision::metrics_source(
+        cfg,
+        sip.shared_counters(),
+        Some(switch.stats()),
+        Some(switch.ports()),
+    )?;
     let metrics = supervision::metrics_listener(cfg, m.clone(), Some(switch.handle())).await?;
     let admin = match (&cfg.cti, file) {
         (Some(_), Some((path, text))) => {

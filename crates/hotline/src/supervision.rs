@@ -18,6 +18,7 @@ pub fn metrics_source(
     cfg: &Config,
     sip: Arc<Counters>,
     calls: Option<Arc<SwitchStats>>,
+    ports: Option<Arc<hotline_media::PortAllocator>>,
 ) -> anyhow::Result<Option<MetricsSource>> {
     if !cfg.metrics.enabled {
         return Ok(None);
@@ -43,10 +44,38 @@ pub fn metrics_source(
             metrics::gauge!("hotline_calls_active").set(s.active_calls() as f64);
             metrics::counter!("hotline_calls_total").absolute(s.total_calls() as u64);
         }
+        if let Some(p) = &ports {
+            metrics::gauge!("hotline_rtp_ports_in_use").set(p.in_use() as f64);
+        }
+        leak_gauges();
     };
     Ok(Some(
         MetricsSource::new(handle).with_collector(Arc::new(collect)),
     ))
+}
+
+/// Gauges that show a leak as growth over a long run: live tokio tasks, open file
+/// descriptors (sockets included) and resident memory (Linux `/proc`; absent elsewhere).
+fn leak_gauges() {
+    if let Ok(h) = tokio::runtime::Handle::try_current() {
+        metrics::gauge!("hotline_tasks_alive").set(h.metrics().num_alive_tasks() as f64);
+    }
+    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+        metrics::gauge!("hotline_open_fds").set(fds.count() as f64);
+    }
+    if let Some(kb) = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .as_deref()
+        .and_then(rss_kib)
+    {
+        metrics::gauge!("hotline_resident_memory_bytes").set((kb * 1024) as f64);
+    }
+}
+
+/// `VmRSS` in KiB from the text of `/proc/self/status`.
+fn rss_kib(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// What the CTI server needs for `/metrics` and `/api/reports`.
@@ -93,5 +122,16 @@ pub async fn metrics_listener(
                 .context("starting the metrics listener")?,
         )),
         _ => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rss_from_proc_status() {
+        let status = "Name:\thotline\nVmPeak:\t  9000 kB\nVmRSS:\t   5120 kB\nThreads:\t3\n";
+        assert_eq!(super::rss_kib(status), Some(5120));
+        assert_eq!(super::rss_kib("Name: x\n"), None);
+        assert_eq!(super::rss_kib("VmRSS: lots kB\n"), None);
     }
 }

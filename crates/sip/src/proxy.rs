@@ -223,6 +223,8 @@ pub struct Core {
     /// Sources blocked or locked out since the IO layer last asked (it closes their
     /// stream connections).
     newly_blocked: VecDeque<IpAddr>,
+    /// Every new INVITE goes to the application ([`Core::set_draining`]).
+    draining: bool,
 }
 
 /// Outcome of routing a request.
@@ -236,6 +238,12 @@ impl Core {
     /// requests already delivered keep their transactions.
     pub fn set_numbers(&mut self, numbers: HashSet<String>) {
         self.cfg.numbers = numbers;
+    }
+
+    /// Draining (SIGTERM): every new INVITE goes to the application, phone-to-phone calls
+    /// included, so it refuses them all the same way and records each refusal.
+    pub fn set_draining(&mut self, on: bool) {
+        self.draining = on;
     }
 
     pub fn new(cfg: CoreConfig, locals: Vec<(Transport, SocketAddr)>, now: Instant) -> Self {
@@ -268,6 +276,7 @@ impl Core {
             answers: HashMap::new(),
             proxied: crate::proxied::ProxiedDialogs::new(cap),
             newly_blocked: VecDeque::new(),
+            draining: false,
         };
         core.timers
             .push(Reverse((now + Duration::from_secs(30), TimerRef::Purge)));
@@ -602,11 +611,10 @@ impl Core {
                 }
             }
         }
-        if !to_tag
-            && !has_route
+        let number = !has_route
             && ruri_is_us
-            && req.uri.user().is_some_and(|u| self.cfg.numbers.contains(u))
-        {
+            && req.uri.user().is_some_and(|u| self.cfg.numbers.contains(u));
+        if !to_tag && (number || (self.draining && req.method == Method::Invite)) {
             self.deliver(flow, req, key, now);
             return;
         }

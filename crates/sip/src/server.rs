@@ -164,6 +164,7 @@ enum AppCommand {
     FlowFor(Target, oneshot::Sender<Option<Flow>>),
     Dialogs(oneshot::Sender<usize>),
     SetNumbers(std::collections::HashSet<String>, oneshot::Sender<()>),
+    Draining(bool, oneshot::Sender<()>),
 }
 
 /// The application's side of the core (see [`crate::app`]): commands in; events come out
@@ -244,6 +245,13 @@ impl AppHandle {
     ) -> Result<(), Error> {
         let (tx, rx) = oneshot::channel();
         self.ask(AppCommand::SetNumbers(numbers, tx), rx).await
+    }
+
+    /// Draining: every new INVITE (phone-to-phone too) is handed to the application,
+    /// which refuses it; returns once the core does so.
+    pub async fn set_draining(&self, on: bool) -> Result<(), Error> {
+        let (tx, rx) = oneshot::channel();
+        self.ask(AppCommand::Draining(on, tx), rx).await
     }
 
     /// Dialogs the application still owns (0 once every call is forgotten).
@@ -893,6 +901,10 @@ impl CoreTask {
             }
             AppCommand::SetNumbers(numbers, reply) => {
                 self.core.set_numbers(numbers);
+                let _ = reply.send(());
+            }
+            AppCommand::Draining(on, reply) => {
+                self.core.set_draining(on);
                 let _ = reply.send(());
             }
         }

@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
+use hotline_cdr::{CallRecord, CallResult, HangupSide};
 use hotline_sip::AppResponse;
+use hotline_sip::msg::{self, Request};
 
 /// How a drain treats new and running calls (`[drain]` in the config).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +40,42 @@ impl DrainPolicy {
             None => AppResponse::new(503, "Service Unavailable")
                 .header(format!("Retry-After: {}", self.retry_after_secs)),
         }
+    }
+}
+
+/// The CDR of a call refused while draining (route `drained`): a refused call is a call
+/// the operator must be able to count, phone-to-phone calls included.
+pub(crate) fn refused_record(
+    call_id: &str,
+    invite: &Request,
+    status: u16,
+    now_ms: i64,
+) -> CallRecord {
+    let from = msg::from_value(&invite.headers).unwrap_or_default();
+    let (caller, caller_name) = crate::call::from_identity(from);
+    CallRecord {
+        call_id: call_id.to_string(),
+        sip_call_id: call_id.to_string(),
+        direction: "inbound".into(),
+        caller,
+        caller_name,
+        dialed: invite.uri.user().unwrap_or_default().to_string(),
+        route: "drained".into(),
+        queue: None,
+        agent: None,
+        arrived_at: now_ms,
+        queued_at: None,
+        offered_at: None,
+        answered_at: None,
+        ended_at: now_ms,
+        wait_ms: 0,
+        talk_ms: 0,
+        hold_ms: 0,
+        result: CallResult::Rejected,
+        hangup_side: HangupSide::System,
+        sip_status: status,
+        recording: None,
+        transfers: 0,
     }
 }
 

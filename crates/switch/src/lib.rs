@@ -327,6 +327,7 @@ impl Switch {
             ended: ended_tx,
             draining: None,
             idle: Vec::new(),
+            refusals: tokio::task::JoinSet::new(),
             qualify: qualify_tx,
             direct: direct_calls::DirectCalls::default(),
         };
@@ -402,7 +403,6 @@ impl Switch {
             calls_at_start: self.stats.active_calls(),
             ..DrainReport::default()
         };
-        tracing::info!(calls = report.calls_at_start, grace = ?policy.grace, "draining: new calls refused");
         let (idle, done) = oneshot::channel();
         let control = &self.handle.control;
         let armed = control
@@ -411,6 +411,12 @@ impl Switch {
                 idle,
             })
             .await;
+        // Phone-to-phone INVITEs too: the core hands every new one to the dispatcher,
+        // which has the drain armed before the first of them (control goes first).
+        if let Err(e) = self.sip.set_draining(true).await {
+            tracing::warn!(error = %e, "draining: SIP core gone");
+        }
+        tracing::info!(calls = report.calls_at_start, grace = ?policy.grace, "draining: new calls refused");
         if armed.is_err() || tokio::time::timeout(policy.grace, done).await.is_ok() {
             return report;
         }
@@ -531,6 +537,8 @@ struct Dispatcher {
     draining: Option<DrainPolicy>,
     /// Drains waiting for the last call to end.
     idle: Vec<oneshot::Sender<()>>,
+    /// CDR writes of calls refused while draining.
+    refusals: tokio::task::JoinSet<()>,
     /// The device prober, which gets the answers to its OPTIONS.
     qualify: Option<mpsc::Sender<qualify::QualifyInput>>,
     /// Users on proxied phone-to-phone calls (busy for the ACD).
@@ -638,6 +646,8 @@ impl Dispatcher {
                 }
             }
         }
+        let refusals = async { while self.refusals.join_next().await.is_some() {} };
+        let _ = tokio::time::timeout(drain::HANGUP_WAIT, refusals).await;
     }
 
     async fn event(&mut self, ev: AppEvent) {
@@ -695,8 +705,24 @@ impl Dispatcher {
             {
                 if let Some(d) = &self.draining {
                     tracing::info!(%call_id, "draining: new call refused");
-                    let _ = self.sip.respond(tx, d.refusal()).await;
+                    let refusal = d.refusal();
+                    let record = drain::refused_record(
+                        &call_id,
+                        &request,
+                        refusal.status,
+                        self.cfg.clock.now_ms(),
+                    );
+                    let _ = self.sip.respond(tx, refusal).await;
                     let _ = self.sip.forget_dialog(&call_id).await;
+                    // Its CDR off the dispatcher (a store outage must not stall routing);
+                    // awaited at shutdown so the record is in before the writer closes.
+                    while self.refusals.try_join_next().is_some() {}
+                    let cdr = self.cfg.cdr.clone();
+                    self.refusals.spawn(async move {
+                        if let Err(e) = cdr.record(record).await {
+                            tracing::warn!(error = %e, "refused call's CDR not yet durable");
+                        }
+                    });
                     return;
                 }
                 let (inbox_tx, inbox) = mpsc::channel(CALL_INBOX);
