@@ -90,7 +90,9 @@ impl Conn {
                 Err((id, fault)) => self.send(protocol::error(id, &fault)),
                 Ok((id, req)) => {
                     let name = req.name();
-                    match self.handle(req).await {
+                    // Boxed: the request future is large (one state per request type) and a debug
+                    // build must not carry it on the socket task's stack.
+                    match Box::pin(self.handle(req)).await {
                         Ok(Some(data)) => self.send(protocol::reply(id, data)),
                         Ok(None) => {}
                         Err(fault) => {

@@ -106,6 +106,19 @@ pub(crate) struct Call {
     pub desk: crate::events::CallDesk,
 }
 
+/// Builds and boxes a future inside its own stack frame. A debug build keeps every
+/// future the call loop awaits on that loop's poll stack (over 1 MB of them), which
+/// overflowed a tokio worker's 2 MiB stack once a WebRTC offer was built on top; boxed
+/// here, the loop only holds pointers.
+fn boxed<'a, T, F>(
+    make: impl FnOnce() -> F,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>
+where
+    F: std::future::Future<Output = T> + Send + 'a,
+{
+    Box::pin(make())
+}
+
 /// A fresh token for tags and Call-IDs.
 fn token() -> String {
     use std::hash::{BuildHasher, Hasher};
@@ -518,58 +531,60 @@ impl Call {
                     }
                 }
                 let outcome = tokio::select! {
-                    Some(out) = acd_rx.recv() => self.acd_output(out, &mut st).await,
+                    Some(out) = acd_rx.recv() => boxed(|| self.acd_output(out, &mut st)).await,
                     input = self.inbox.recv() => match input {
                         None => incall::Outcome::End(EndReason::Shutdown),
                         Some(CallInput::Drain) => incall::Outcome::End(EndReason::Drained),
                         Some(CallInput::Command(cmd, reply)) => {
-                            let (result, outcome) = self.desk_command(cmd, &mut st).await;
+                            let (result, outcome) = boxed(|| self.desk_command(cmd, &mut st)).await;
                             let _ = reply.send(result);
                             outcome
                         }
                         Some(CallInput::Sip(ev)) if st.supervisor.as_ref().is_some_and(|s| s.owns(&ev)) => {
-                            self.supervisor_event(ev, &mut st).await
+                            boxed(|| self.supervisor_event(ev, &mut st)).await
                         }
                         Some(CallInput::Sip(ev)) if st.third.as_ref().is_some_and(|t| event_call_id(&ev) == Some(t.call_id.as_str())) => {
-                            self.third_event(ev, &mut st).await
+                            boxed(|| self.third_event(ev, &mut st)).await
                         }
                         Some(CallInput::Sip(ev)) if st.consult.as_ref().is_some_and(|c| event_call_id(&ev) == Some(c.leg.call_id.as_str())) => {
-                            self.consult_event(ev, &mut st).await
+                            boxed(|| self.consult_event(ev, &mut st)).await
                         }
                         Some(CallInput::Sip(ev)) => {
                             let is_agent = st.agent.as_ref().is_some_and(|a| event_call_id(&ev) == Some(a.call_id.as_str()));
                             if is_agent {
-                                self.agent_event(ev, &mut st).await
+                                boxed(|| self.agent_event(ev, &mut st)).await
                             } else {
                                 let ctx = incall::Ctx { call: &self, caller: &mut st.caller, agent: &mut st.agent, media: &st.media, bridged: st.bridged };
-                                self.caller_event(ev, ctx).await
+                                boxed(|| self.caller_event(ev, ctx)).await
                             }
                         }
-                        Some(CallInput::GiveAgent(ask)) => self.give_agent(ask, &mut st).await,
+                        Some(CallInput::GiveAgent(ask)) => boxed(|| self.give_agent(ask, &mut st)).await,
                     },
-                    Some(ev) = media_rx.recv() => self.media_event(ev, &mut st).await,
+                    Some(ev) = media_rx.recv() => boxed(|| self.media_event(ev, &mut st)).await,
                     _ = sleep_until_opt(st.deadline) => {
                         st.deadline = None;
-                        self.menu_timeout(&mut st).await
+                        boxed(|| self.menu_timeout(&mut st)).await
                     }
-                    _ = sleep_until_opt(st.dtmf.next) => self.next_dtmf(&mut st).await,
+                    _ = sleep_until_opt(st.dtmf.next) => boxed(|| self.next_dtmf(&mut st)).await,
                     _ = sleep_until_opt(in_call.deadline()) => {
                         let ctx = incall::Ctx { call: &self, caller: &mut st.caller, agent: &mut st.agent, media: &st.media, bridged: st.bridged };
-                        in_call.timeout(ctx).await
+                        boxed(|| in_call.timeout(ctx)).await
                     }
                 };
                 let outcome = match outcome {
                     incall::Outcome::End(EndReason::AgentHangup)
                         if st.third.as_ref().is_some_and(|t| t.answered) =>
                     {
-                        self.conference_agent_left(&mut st).await
+                        boxed(|| self.conference_agent_left(&mut st)).await
                     }
-                    incall::Outcome::Digit(d) => self.key(d, &mut st).await,
-                    incall::Outcome::Transfer(route) => self.transfer(route, &mut st).await,
-                    incall::Outcome::Replace(r) => self.take_agent(r, &mut st).await,
+                    incall::Outcome::Digit(d) => boxed(|| self.key(d, &mut st)).await,
+                    incall::Outcome::Transfer(route) => {
+                        boxed(|| self.transfer(route, &mut st)).await
+                    }
+                    incall::Outcome::Replace(r) => boxed(|| self.take_agent(r, &mut st)).await,
                     o => o,
                 };
-                self.supervise_check(&mut st).await;
+                boxed(|| self.supervise_check(&mut st)).await;
                 if let incall::Outcome::End(r) = outcome {
                     break r;
                 }
