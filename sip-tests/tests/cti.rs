@@ -119,10 +119,7 @@ async fn register_phone(server: SocketAddr) -> anyhow::Result<Phone> {
     })
 }
 
-fn config(store: &str, schema: Option<&str>, ports: [u16; 2], hash: &str) -> String {
-    let schema = schema
-        .map(|s| format!("schema = \"{s}\"\n"))
-        .unwrap_or_default();
+fn config(store: &str, ports: [u16; 2], hash: &str) -> String {
     format!(
         "[media]\nrtp_ip = \"127.0.0.1\"\nrtp_ports = [{}, {}]\n\
          [[numbers]]\nnumber = \"4100\"\nqueue = \"support\"\n\
@@ -130,7 +127,7 @@ fn config(store: &str, schema: Option<&str>, ports: [u16; 2], hash: &str) -> Str
          [[acd.queue]]\nname = \"support\"\nwrapup_secs = 60\n\
          [[acd.agent]]\nid = \"bob\"\nqueues = {{ support = 0 }}\n\
          [[acd.agent]]\nid = \"carol\"\nqueues = {{ support = 0 }}\n\
-         [crm]\nstore = \"{store}\"\n{schema}\
+         [crm]\n[store]\nurl = \"{store}\"\n\
          [cti]\nlisten = \"127.0.0.1:0\"\nallowed_origins = [\"{ORIGIN}\"]\n\
          [[cti.user]]\nname = \"bob\"\npassword_hash = \"{hash}\"\nrole = \"agent\"\nagent = \"bob\"\n\
          [[cti.user]]\nname = \"carol\"\npassword_hash = \"{hash}\"\nrole = \"agent\"\nagent = \"carol\"\n",
@@ -227,19 +224,11 @@ async fn state(desk: &mut Desk, want: &str) -> Value {
     }
 }
 
-async fn screen_pop_flow(
-    store_loc: &str,
-    schema: Option<&str>,
-    ports: [u16; 2],
-) -> anyhow::Result<()> {
-    let store_cfg = StoreConfig {
-        pg_schema: schema.map(str::to_string),
-        ..StoreConfig::default()
-    };
-    let store = Store::open(store_loc, &store_cfg).await?;
+async fn screen_pop_flow(store_loc: &str, ports: [u16; 2]) -> anyhow::Result<()> {
+    let store = Store::open(store_loc, &StoreConfig::default()).await?;
     let (weber, shared) = seed(&store).await?;
     let hash = hotline_cti::hash_password("desk-pw")?;
-    let h = start_hotline_with(&config(store_loc, schema, ports, &hash)).await?;
+    let h = start_hotline_with(&config(store_loc, ports, &hash)).await?;
     let server = Proto::Udp.server_addr(&h);
     let cti = h.cti.as_ref().context("[cti] configured")?.local_addr();
     let switch = h.switch.as_ref().context("switch")?.handle();
@@ -434,7 +423,7 @@ async fn screen_pop_flow(
 async fn screen_pop_before_ring_trail_and_authorisation_sqlite() -> anyhow::Result<()> {
     let path = std::env::temp_dir().join(format!("hotline_cti_e2e_{}.sqlite", std::process::id()));
     let loc = path.display().to_string();
-    let r = screen_pop_flow(&loc, None, [25000, 25499]).await;
+    let r = screen_pop_flow(&loc, [25000, 25499]).await;
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{loc}{suffix}"));
     }
@@ -455,7 +444,13 @@ async fn screen_pop_before_ring_trail_and_authorisation_postgres() -> anyhow::Re
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
         .execute(&admin)
         .await?;
-    let r = screen_pop_flow(&url, Some(&schema), [25500, 25999]).await;
+    // The one [store] URL selects the schema for the CRM and the call records alike.
+    let sep = if url.contains('?') { '&' } else { '?' };
+    let r = screen_pop_flow(
+        &format!("{url}{sep}options[search_path]={schema}"),
+        [25500, 25999],
+    )
+    .await;
     sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
         .execute(&admin)
         .await?;

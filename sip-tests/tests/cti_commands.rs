@@ -24,6 +24,33 @@ const WAIT: Duration = Duration::from_secs(10);
 /// The byte every payload of the caller's audio is made of.
 const MARK: u8 = 0x11;
 const CALLER: &str = "+49301234567";
+/// A satellite number, premium-rate fraud's favourite: outside every dial rule here.
+const PREMIUM: &str = "+882161234567";
+/// Agents may reach German numbers outside: the toll-fraud guard's rules for the desk.
+const DIAL_RULES: &str = "[[dial_rules]]\nrole = \"agent\"\nallow = ['\\+49[1-9]\\d{6,12}']\n";
+
+/// Waits (bounded) until the CRM's audit log has `actor`'s refused `action` to `dest`
+/// (audit rows are written off the desk's path, so they land shortly after the error).
+async fn refusal_audited(
+    store: &hotline_crm::Store,
+    actor: &str,
+    action: &str,
+    dest: &str,
+) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let log = store.audit_log(None, 100).await?;
+        if log.iter().any(|e| {
+            e.actor == actor && e.action == action && !e.allowed && e.detail.contains(dest)
+        }) {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() > deadline {
+            bail!("no refused {action} of {actor} to {dest} in the audit log: {log:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
 
 /// What the caller received so far.
 #[derive(Debug, Clone, Default)]
@@ -791,11 +818,16 @@ async fn desk_dials_a_customer() -> anyhow::Result<()> {
         "deskdial",
         [12400, 12599],
         &format!("static_route = \"sip:127.0.0.1:{trunk_port}\"\n"),
-        &format!("[crm]\nstore = \"{loc}\"\n"),
+        &format!("{DIAL_RULES}[crm]\n[store]\nurl = \"{loc}\"\n"),
     )
     .await?;
     let mut bob = rig.desk("bob", false).await?;
     let bob_phone = phone(rig.server, "bob", "uas_call.xml").await?;
+    // The toll-fraud guard: a satellite number is not in the agents' dial rules. Refused
+    // before any phone rings (bob's phone and the trunk see one call only), and audited.
+    bob.fails(json!({"type": "call.dial", "number": PREMIUM}), "forbidden")
+        .await;
+    refusal_audited(&store, "bob", "dial", PREMIUM).await?;
     bob.fails(json!({"type": "call.dial"}), "bad_request").await;
     bob.fails(
         json!({"type": "call.dial", "number": "12 34"}),
@@ -834,8 +866,12 @@ async fn desk_dials_a_customer() -> anyhow::Result<()> {
         .as_deref()
         .context("recording in the trail")?;
     assert!(std::path::Path::new(recording).exists(), "{recording}");
-    let cdr = rig.cdrs()?.wait_calls(1, WAIT).await;
-    let cdr = cdr.first().context("CDR")?;
+    // The one [store] database holds the CDR next to the CRM (committed before the call
+    // reports its end, which `call.ended` followed).
+    let cdrs = hotline_cdr::CdrStore::open(&loc, &hotline_cdr::StoreOptions::default()).await?;
+    let calls = cdrs.calls(0, i64::MAX).await?;
+    cdrs.close().await;
+    let cdr = calls.first().context("CDR in the [store] database")?;
     assert_eq!(
         (cdr.direction.as_str(), cdr.route.as_str()),
         ("outbound", "dial")
@@ -899,6 +935,19 @@ struct RawPhone {
 }
 
 impl RawPhone {
+    /// A trunk behind `[sip] static_route`: the same raw UA on a fresh port, unregistered.
+    async fn trunk(server: SocketAddr, mark: u8) -> anyhow::Result<RawPhone> {
+        Ok(RawPhone {
+            sip: UdpSocket::bind("127.0.0.1:0").await?,
+            server,
+            media: Some(Arc::new(UdpSocket::bind("127.0.0.1:0").await?)),
+            mark,
+            dialog: None,
+            heard: None,
+            _tasks: Vec::new(),
+        })
+    }
+
     async fn register(server: SocketAddr, user: &str, mark: u8) -> anyhow::Result<RawPhone> {
         let port = free_port();
         let pw = format!("{user}-pw");
@@ -923,8 +972,9 @@ impl RawPhone {
         })
     }
 
-    /// Answers the next INVITE with 200 + SDP, waits for the ACK, starts RTP.
-    async fn answer(&mut self) -> anyhow::Result<()> {
+    /// Answers the next INVITE with 200 + SDP, waits for the ACK, starts RTP; returns the
+    /// INVITE's request line.
+    async fn answer(&mut self) -> anyhow::Result<String> {
         let invite = loop {
             let m = recv(&self.sip).await.context("INVITE to the phone")?;
             if m.starts_with("INVITE ") {
@@ -978,7 +1028,7 @@ impl RawPhone {
         self._tasks = tasks;
         // In our requests, our To is From and theirs is To.
         self.dialog = Some((to, from, call_id, target));
-        Ok(())
+        Ok(invite.lines().next().unwrap_or_default().to_string())
     }
 
     async fn until(&mut self, what: &str, done: impl Fn(&Heard) -> bool) -> anyhow::Result<()> {
@@ -1098,4 +1148,78 @@ async fn desk_conferences_a_third_party() -> anyhow::Result<()> {
     assert_eq!(cdr.agent.as_deref(), Some("carol"), "{cdr:?}");
     bob.close().await;
     rig.done(1).await
+}
+
+/// Desk transfers to outside numbers go through the trunk (`[sip] static_route`) when the
+/// agent role's `[[dial_rules]]` allow the number: a blind transfer of the caller to a
+/// German number reaches the trunk, bob's phone gets BYE and his desk
+/// `call.transferred`, and the caller and the trunk hear each other (packet counts of
+/// each side's marked audio). A satellite number is refused for blind and attended
+/// transfers and for a conference with `forbidden`, each refusal is in the audit log, and
+/// the call goes on as it was (bob still hears the caller, the trunk was never called).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn desk_transfers_to_outside_numbers_within_the_dial_rules() -> anyhow::Result<()> {
+    const TRUNK: u8 = 0x44;
+    const ALLOWED: &str = "+4989123456";
+    let db = std::env::temp_dir().join(format!("hotline_outside_{}.sqlite", std::process::id()));
+    let loc = db.display().to_string();
+    let store = hotline_crm::Store::open(&loc, &hotline_crm::StoreConfig::default()).await?;
+    let server = SocketAddr::from(([127, 0, 0, 1], 0));
+    let mut trunk = RawPhone::trunk(server, TRUNK).await?;
+    let trunk_port = trunk.sip.local_addr()?.port();
+    let rig = rig_with(
+        "deskoutside",
+        [13000, 13199],
+        &format!("static_route = \"sip:127.0.0.1:{trunk_port}\"\n"),
+        &format!("{DIAL_RULES}[crm]\n[store]\nurl = \"{loc}\"\n"),
+    )
+    .await?;
+    trunk.server = rig.server;
+    let mut bob = rig.desk("bob", true).await?;
+    let bob_phone = phone(rig.server, "bob", "uas_call.xml").await?;
+    let (mut caller, call_id) = answered_call(&rig, &mut bob, "4100").await?;
+
+    let transfer = |to: &str, attended: bool| json!({"type": "call.transfer", "call_id": call_id, "to": to, "attended": attended});
+    bob.fails(transfer(PREMIUM, false), "forbidden").await;
+    refusal_audited(&store, "bob", "transfer", PREMIUM).await?;
+    bob.fails(transfer(&format!("number:{PREMIUM}"), true), "forbidden")
+        .await;
+    bob.fails(
+        json!({"type": "call.conference", "call_id": call_id, "to": PREMIUM}),
+        "forbidden",
+    )
+    .await;
+    refusal_audited(&store, "bob", "conference", PREMIUM).await?;
+    let before = caller.heard().echo;
+    caller
+        .until("bob still talking after refused transfers", |h| {
+            h.echo >= before + 25
+        })
+        .await?;
+
+    bob.ok(transfer(ALLOWED, false)).await;
+    let (_, t) = bob.event("call.transferred").await;
+    assert_eq!(t["data"]["call_id"], call_id.as_str());
+    assert_eq!(t["data"]["to"], format!("number:{ALLOWED}"));
+    bob_phone.expect_success().await?;
+    // The trunk's first INVITE is the allowed number's: nothing was sent for the refused.
+    let invite = trunk.answer().await?;
+    assert!(
+        invite.starts_with(&format!("INVITE sip:{ALLOWED}@")),
+        "{invite}"
+    );
+    let n = |h: &Heard, b: u8| h.uniform.get(&b).copied().unwrap_or(0);
+    caller
+        .until("the outside party", |h| n(h, TRUNK) >= 25)
+        .await?;
+    trunk.until("the caller", |h| n(h, MARK) >= 25).await?;
+    caller.hangup().await?;
+    trunk.bye().await?;
+    bob.close().await;
+    rig.done(1).await?;
+    store.close().await;
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{loc}{suffix}"));
+    }
+    Ok(())
 }

@@ -110,7 +110,7 @@ fn config(store: &str, cti_port: u16, origin: &str, hash: &str, rtp: [u16; 2]) -
          [acd]\n[acd.tier_priority]\nvip = 100\n\
          [[acd.queue]]\nname = \"support\"\nwrapup_secs = 120\n\
          [[acd.agent]]\nid = \"bob\"\nqueues = {{ support = 0 }}\n\
-         [crm]\nstore = \"{store}\"\n\
+         [crm]\n[store]\nurl = \"{store}\"\n\
          [admin]\ndispositions = [\"resolved\", \"follow_up\", \"new_customer\"]\nnot_ready_reasons = [\"break\", \"lunch\"]\n\
          [cti]\nlisten = \"127.0.0.1:{cti_port}\"\nallowed_origins = [\"{origin}\"]\nheartbeat_secs = 1\nsearch_roles = [\"agent\"]\n\
          [[cti.user]]\nname = \"bob\"\npassword_hash = \"{hash}\"\nrole = \"agent\"\nagent = \"bob\"\n",

@@ -232,8 +232,14 @@ impl Conn {
                 to,
                 attended,
             } => {
-                self.call_cmd(&call_id, CallCommand::Transfer { to, attended })
-                    .await
+                let role = self.user()?.role.as_str().to_string();
+                let cmd = CallCommand::Transfer {
+                    to: to.clone(),
+                    attended,
+                    role,
+                };
+                let r = self.call_cmd(&call_id, cmd).await;
+                self.guarded(r, "transfer", &to)
             }
             Request::TransferComplete { call_id } => {
                 self.call_cmd(&call_id, CallCommand::TransferComplete).await
@@ -242,8 +248,13 @@ impl Conn {
                 self.call_cmd(&call_id, CallCommand::TransferCancel).await
             }
             Request::Conference { call_id, to } => {
-                self.call_cmd(&call_id, CallCommand::Conference { to })
-                    .await
+                let role = self.user()?.role.as_str().to_string();
+                let cmd = CallCommand::Conference {
+                    to: to.clone(),
+                    role,
+                };
+                let r = self.call_cmd(&call_id, cmd).await;
+                self.guarded(r, "conference", &to)
             }
             Request::Dtmf { call_id, digits } => {
                 if digits.is_empty()
@@ -565,14 +576,29 @@ impl Conn {
                 "number: 1-32 of digits, letters and + * # . _ -",
             ));
         }
-        let call_id = self
+        let role = self.user()?.role.as_str();
+        let placed = self
             .hub
             .switch
-            .dial(&agent, &number, customer_id)
+            .dial(&agent, &number, customer_id, role)
             .await
-            .map_err(switch_fault)?;
+            .map_err(switch_fault);
+        let call_id = self.guarded(placed, "dial", &number)?;
         self.hub.own_call(&agent, &call_id);
         Ok(Some(json!({"call_id": call_id, "number": number})))
+    }
+
+    /// A destination the toll-fraud guard refused is written to the audit log (who,
+    /// what, where) next to the switch's own log line; the fault goes to the desk as is.
+    fn guarded<T>(&mut self, r: Result<T, Fault>, action: &str, to: &str) -> Result<T, Fault> {
+        if let Err(f) = &r
+            && f.code == "forbidden"
+            && let Some(u) = self.user.as_ref()
+        {
+            let detail = format!("destination {}: {}", truncated(to), f.message);
+            self.hub.audit(&u.name, action, None, false, detail);
+        }
+        r
     }
 
     async fn agent_cmd(&mut self, cmd: AgentCommand) -> Result<Option<Value>, Fault> {

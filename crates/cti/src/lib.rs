@@ -99,6 +99,17 @@ pub enum Role {
     Admin,
 }
 
+impl Role {
+    /// The name used in the config (`role = "agent"`, `[[dial_rules]] role`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Agent => "agent",
+            Role::Supervisor => "supervisor",
+            Role::Admin => "admin",
+        }
+    }
+}
+
 /// A desk login.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

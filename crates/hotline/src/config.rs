@@ -86,6 +86,24 @@ fn default_store_url() -> Spanned<String> {
     Spanned::new(0..0, "sqlite://data/hotline.db".into())
 }
 
+impl StoreSettings {
+    /// Whether the file sets `url` (the default's span is empty: a key never starts at 0,
+    /// the `[store]` header precedes it).
+    fn explicit(&self) -> bool {
+        !self.url.span().is_empty()
+    }
+}
+
+/// The same database whether written `sqlite://PATH`, `sqlite:PATH` or `PATH`.
+fn same_store(a: &str, b: &str) -> bool {
+    fn norm(s: &str) -> &str {
+        s.strip_prefix("sqlite:")
+            .map(|p| p.trim_start_matches("//"))
+            .unwrap_or(s)
+    }
+    norm(a) == norm(b)
+}
+
 /// Where a number, a menu choice or a closed branch goes: exactly one of `queue`,
 /// `extension`, `menu`, a message (`say` or `prompt`, then hang up) or `hangup = true`;
 /// optionally gated by `hours` with a `closed` alternative.
@@ -186,13 +204,14 @@ fn default_callback_ewt() -> u64 {
     120
 }
 
-/// `[crm]`.
+/// `[crm]`. The database is `[store] url`, shared with the call records.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CrmSection {
-    /// An SQLite file path (or `sqlite:PATH`) or a `postgres://` URL.
-    #[serde(default = "default_crm_store")]
-    pub store: String,
+    /// Deprecated: the CRM database before `[store] url` was the one setting. Alone it is
+    /// still used (as `[store] url`, with a warning); next to a different `[store] url` it
+    /// is a config error, since CRM and call records would silently split.
+    pub store: Option<Spanned<String>>,
     /// ISO 3166 region for reading national-format caller numbers.
     #[serde(default = "default_region")]
     pub default_region: String,
@@ -208,9 +227,6 @@ fn default_lookup_timeout() -> u64 {
     1000
 }
 
-fn default_crm_store() -> String {
-    "data/crm.sqlite".into()
-}
 fn default_region() -> String {
     "DE".into()
 }
@@ -631,13 +647,37 @@ impl Config {
 
     /// Parses and validates configuration text; `path` is only used in errors.
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
-        let cfg: Config = toml::from_str(text).map_err(|e| {
+        let mut cfg: Config = toml::from_str(text).map_err(|e| {
             let offset = e.span().map(|s| s.start).unwrap_or(0);
             locate(path, text, offset, e.message().to_string())
         })?;
+        cfg.resolve_store();
         match cfg.validate_all(path, text).into_iter().next() {
             Some(e) => Err(e),
             None => Ok(cfg),
+        }
+    }
+
+    /// A deprecated `[crm] store` without `[store] url` becomes the `[store] url` (so the
+    /// CDRs follow the CRM, as the one-setting rule says).
+    pub(crate) fn resolve_store(&mut self) {
+        if let Some(s) = self.crm.as_ref().and_then(|c| c.store.clone())
+            && !self.store.explicit()
+        {
+            self.store.url = s;
+        }
+    }
+
+    /// Warnings about settings that still work but should change (logged at start and
+    /// listed by `hotline config check`).
+    pub fn deprecations(&self) -> Vec<String> {
+        match self.crm.as_ref().and_then(|c| c.store.as_ref()) {
+            Some(_) => vec![
+                "[crm] store is deprecated: set [store] url, the one database of the CRM \
+                 and the call records (and remove [crm] store)"
+                    .into(),
+            ],
+            None => Vec::new(),
         }
     }
 
@@ -783,6 +823,30 @@ impl Config {
             errs.push(locate(path, text, at, format!("[crm]: {e}")));
         }
         let url = self.store.url.get_ref();
+        if let Some(crm) = &self.crm {
+            if let Some(s) = &crm.store
+                && !same_store(s.get_ref(), url)
+            {
+                errs.push(locate(
+                    path,
+                    text,
+                    s.span().start,
+                    format!(
+                        "[crm] store {:?} differs from [store] url {url:?}: [store] url is \
+                         the one database of the CRM and the call records (remove [crm] store)",
+                        s.get_ref()
+                    ),
+                ));
+            } else if url == "memory" {
+                let at = text.find("[crm]").unwrap_or(0);
+                errs.push(locate(
+                    path,
+                    text,
+                    at,
+                    "[crm] needs a database: [store] url = \"memory\" keeps none".into(),
+                ));
+            }
+        }
         let known = ["sqlite:", "postgres://", "postgresql://"];
         if url != "memory"
             && (url.is_empty() || url.contains("://") && !known.iter().any(|k| url.starts_with(k)))
@@ -1104,6 +1168,46 @@ mod tests {
         assert_eq!(menu_number.hours.as_deref(), Some("office"));
         assert_eq!(cfg.hours[0].open.len(), 2);
         assert!(acd.queues.iter().all(|q| q.announce_secs > 0));
+    }
+
+    /// `[store] url` is the one database setting; `[crm] store` alone still works
+    /// (deprecated), next to a different `[store] url` it is an error at its line.
+    #[test]
+    fn store_url_is_the_one_database_setting() {
+        let base = "[sip]\nudp = [\"127.0.0.1:5060\"]\n";
+        let crm = |extra: &str| parse(&format!("{base}[crm]\ndefault_region = \"DE\"\n{extra}"));
+        // Only [store]: the CRM reads it, nothing deprecated.
+        let c = crm("[store]\nurl = \"postgres://db/h\"\n").unwrap();
+        assert_eq!(c.store.url.get_ref(), "postgres://db/h");
+        assert!(c.deprecations().is_empty());
+        // Only [crm] store: it becomes the one store (CDRs follow), with a warning.
+        let c = crm("store = \"data/crm.sqlite\"\n").unwrap();
+        assert_eq!(c.store.url.get_ref(), "data/crm.sqlite");
+        assert_eq!(c.deprecations().len(), 1, "{:?}", c.deprecations());
+        assert!(c.deprecations()[0].contains("[store] url"));
+        // Both, naming the same database in different spellings: accepted, still warned.
+        let c = crm("store = \"data/h.db\"\n[store]\nurl = \"sqlite://data/h.db\"\n").unwrap();
+        assert_eq!(c.deprecations().len(), 1);
+        // Both, different: an error at the [crm] store line and column.
+        let e =
+            crm("store = \"data/crm.sqlite\"\n[store]\nurl = \"postgres://db/h\"\n").unwrap_err();
+        assert_eq!((e.line, e.column), (5, 9), "{e}");
+        assert!(e.message.contains("differs from [store] url"), "{e}");
+        // `hotline config check` reports the same error.
+        let text = format!("{base}[crm]\nstore = \"a.sqlite\"\n[store]\nurl = \"b.sqlite\"\n");
+        let errs = Config::check(Path::new("t.toml"), &text).unwrap_err();
+        assert!(
+            errs.iter()
+                .any(|e| e.line == 4 && e.message.contains("differs")),
+            "{errs:?}"
+        );
+        // The CRM needs a real database.
+        let e = crm("[store]\nurl = \"memory\"\n").unwrap_err();
+        assert!(e.message.contains("[crm] needs a database"), "{e}");
+        // No [crm]: the default store, nothing to warn about.
+        let c = parse(base).unwrap();
+        assert_eq!(c.store.url.get_ref(), "sqlite://data/hotline.db");
+        assert!(c.deprecations().is_empty());
     }
 
     #[test]

@@ -10,10 +10,11 @@ impl Config {
     /// Parses and validates `text`, collecting every error instead of stopping at the
     /// first; prompt (WAV) files named by the file are loaded to prove they are usable.
     pub fn check(path: &Path, text: &str) -> Result<Config, Vec<ConfigError>> {
-        let cfg: Config = toml::from_str(text).map_err(|e| {
+        let mut cfg: Config = toml::from_str(text).map_err(|e| {
             let offset = e.span().map(|s| s.start).unwrap_or(0);
             vec![locate(path, text, offset, e.message().to_string())]
         })?;
+        cfg.resolve_store();
         let mut errs = cfg.validate_all(path, text);
         errs.extend(cfg.check_prompts(path, text));
         errs.sort_by_key(|e| (e.line, e.column));

@@ -25,6 +25,9 @@ pub fn run(cmd: &ConfigCommand) -> anyhow::Result<bool> {
             };
             match Config::check(file, &text) {
                 Ok(cfg) => {
+                    for w in cfg.deprecations() {
+                        eprintln!("warning: {}: {w}", file.display());
+                    }
                     println!("ok: {}: {}", file.display(), cfg.summary());
                     Ok(true)
                 }

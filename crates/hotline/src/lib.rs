@@ -299,6 +299,9 @@ async fn start_inner(
     cfg: &Config,
     file: Option<(&std::path::Path, String)>,
 ) -> anyhow::Result<Hotline> {
+    for w in cfg.deprecations() {
+        tracing::warn!("{w}");
+    }
     if cfg.numbers.is_empty() {
         let sip = Server::start(sip_server_config(cfg)?)
             .await
@@ -332,10 +335,11 @@ async fn start_inner(
                 pg_schema: c.schema.clone(),
                 ..hotline_crm::StoreConfig::default()
             };
+            let url = cfg.store.url.get_ref();
             Some(
-                hotline_crm::Store::open(&c.store, &store_cfg)
+                hotline_crm::Store::open(url, &store_cfg)
                     .await
-                    .with_context(|| format!("opening the CRM store {}", c.store))?,
+                    .with_context(|| format!("opening the CRM store {}", store::redact(url)))?,
             )
         }
         None => None,

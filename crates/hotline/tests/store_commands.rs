@@ -329,6 +329,9 @@ fn docker_config_parses_and_points_at_the_db_service() {
         "{url}"
     );
     assert!(!cfg.numbers.is_empty(), "the demo's numbers");
+    // The CRM reads the same database (no second store setting).
+    assert!(cfg.crm.as_ref().is_some_and(|c| c.store.is_none()));
+    assert!(cfg.deprecations().is_empty());
     let compose = std::fs::read_to_string(root.join("docker/compose.yaml")).unwrap();
     assert!(compose.contains("\"127.0.0.1:55432:5432\""), "{compose}");
     assert!(compose.contains("\"db:127.0.0.1\""));

@@ -754,6 +754,7 @@ impl Call {
                 }
                 Route::Queue(name) => return self.enter_queue(name, st).await,
                 Route::Extension(user) => return self.ring_extension(user, st).await,
+                Route::Outside(number) => return Box::pin(self.ring_outside(number, st)).await,
                 Route::Closed(prompt) => {
                     st.phase = Phase::Message {
                         then: EndReason::Closed,
@@ -954,12 +955,13 @@ impl Call {
             C::Transfer {
                 to,
                 attended: false,
+                role,
             } => {
                 let me = match incall::connected_agent(&ctx) {
                     Ok(me) => me,
                     Err(e) => return (Err(e), go),
                 };
-                match incall::desk_target(self, &to, &me).await {
+                match incall::desk_target(self, &to, &me, &role).await {
                     Ok(route) => {
                         tracing::info!(call_id = %self.call_id, ?route, "desk transfers blind");
                         (Ok(()), incall::desk_transfer(ctx, route).await)
@@ -977,7 +979,11 @@ impl Call {
                 let pause = matches!(cmd, C::PauseRecording);
                 (self.pause_recording(pause, st).await, go)
             }
-            C::Transfer { to, attended: true } => (self.consult_start(&to, st).await, go),
+            C::Transfer {
+                to,
+                attended: true,
+                role,
+            } => (Box::pin(self.consult_start(&to, &role, st)).await, go),
             C::TransferComplete => (self.consult_complete(st).await, go),
             C::TransferCancel => match st.consult.is_some() {
                 true => {
@@ -989,7 +995,10 @@ impl Call {
                     go,
                 ),
             },
-            C::Conference { to } => (self.conference_start(&to, st).await, go),
+            // Boxed: the call task's future stays small enough for a worker's stack.
+            C::Conference { to, role } => {
+                (Box::pin(self.conference_start(&to, &role, st)).await, go)
+            }
             C::Supervise { supervisor, mode } => {
                 (self.supervise_start(&supervisor, mode, st).await, go)
             }
@@ -1002,8 +1011,14 @@ impl Call {
 
     /// Attended transfer from the desk, step one: the caller is held (music), the
     /// agent's leg moves to a media session of its own and hears ringback while Hotline
-    /// calls `to` (an agent or extension); once answered the two talk.
-    async fn consult_start(&self, to: &str, st: &mut State) -> Result<(), crate::SwitchError> {
+    /// calls `to` (an agent, an extension or an allowed outside number through the
+    /// trunk); once answered the two talk.
+    async fn consult_start(
+        &self,
+        to: &str,
+        role: &str,
+        st: &mut State,
+    ) -> Result<(), crate::SwitchError> {
         use crate::SwitchError as E;
         if st.consult.is_some() {
             return Err(E::InvalidState("a consultation is in progress".into()));
@@ -1016,14 +1031,13 @@ impl Call {
             bridged: st.bridged,
         };
         let me = incall::connected_agent(&ctx)?;
-        let Route::Extension(user) = incall::desk_target(self, to, &me).await? else {
+        let route = incall::desk_target(self, to, &me, role).await?;
+        let Some((user, uri, flow)) = self.party(&route).await? else {
             return Err(E::InvalidState(
-                "an attended transfer goes to an agent or extension; transfer blind to queues"
+                "an attended transfer goes to an agent, an extension or a number; transfer \
+                 blind to queues"
                     .into(),
             ));
-        };
-        let Ok(Some((uri, flow))) = self.sip.contact_for(&user).await else {
-            return Err(E::InvalidState(format!("{user} is not registered")));
         };
         let leg = self
             .call_agent(&st.number, &st.host, &user, &uri, flow)
@@ -1187,10 +1201,45 @@ impl Call {
         Ok(())
     }
 
+    /// Whom a consultation or conference calls for `route`: a registered extension's
+    /// contact, or an outside number at the trunk; `None` for queues, menus and the rest.
+    async fn party(
+        &self,
+        route: &Route,
+    ) -> Result<Option<(String, String, Flow)>, crate::SwitchError> {
+        use crate::SwitchError as E;
+        match route {
+            Route::Extension(user) => match self.sip.contact_for(user).await {
+                Ok(Some((uri, flow))) => Ok(Some((user.clone(), uri, flow))),
+                _ => Err(E::InvalidState(format!("{user} is not registered"))),
+            },
+            Route::Outside(n) => {
+                let trunk = self
+                    .cfg
+                    .trunk
+                    .ok_or_else(|| E::NotFound(format!("no trunk for {n:?}")))?;
+                let flow = self
+                    .sip
+                    .flow_for(trunk)
+                    .await
+                    .ok()
+                    .flatten()
+                    .ok_or(E::Unavailable)?;
+                Ok(Some((n.clone(), format!("sip:{n}@{}", trunk.addr), flow)))
+            }
+            _ => Ok(None),
+        }
+    }
+
     /// Conference from the desk: Hotline calls `to` (an agent, an extension, or a number
     /// through the static route); once answered, caller, agent and the new party hear each
     /// other in a 3-way mix.
-    async fn conference_start(&self, to: &str, st: &mut State) -> Result<(), crate::SwitchError> {
+    async fn conference_start(
+        &self,
+        to: &str,
+        role: &str,
+        st: &mut State,
+    ) -> Result<(), crate::SwitchError> {
         use crate::SwitchError as E;
         if st.consult.is_some() {
             return Err(E::InvalidState("a consultation is in progress".into()));
@@ -1206,33 +1255,11 @@ impl Call {
         if st.caller.ext.agent_holds() {
             return Err(E::InvalidState("the call is on hold".into()));
         }
-        let (user, uri, flow) = match incall::desk_target(self, to, &me).await {
-            Ok(Route::Extension(user)) => match self.sip.contact_for(&user).await {
-                Ok(Some((uri, flow))) => (user, uri, flow),
-                _ => return Err(E::InvalidState(format!("{user} is not registered"))),
-            },
-            Ok(_) => {
-                return Err(E::InvalidState(
-                    "a conference adds an agent, an extension or a number".into(),
-                ));
-            }
-            Err(E::NotFound(e)) => {
-                // An outside number goes out through the static route (the trunk).
-                let n = to.strip_prefix("number:").unwrap_or(to);
-                let number = !n.is_empty()
-                    && n.len() <= 32
-                    && n.chars().all(|c| c.is_ascii_digit() || c == '+');
-                let trunk = self.cfg.trunk.filter(|_| number).ok_or(E::NotFound(e))?;
-                let flow = self
-                    .sip
-                    .flow_for(trunk)
-                    .await
-                    .ok()
-                    .flatten()
-                    .ok_or(E::Unavailable)?;
-                (n.to_string(), format!("sip:{n}@{}", trunk.addr), flow)
-            }
-            Err(e) => return Err(e),
+        let route = incall::desk_target(self, to, &me, role).await?;
+        let Some((user, uri, flow)) = self.party(&route).await? else {
+            return Err(E::InvalidState(
+                "a conference adds an agent, an extension or a number".into(),
+            ));
         };
         let leg = self
             .call_agent(&st.number, &st.host, &user, &uri, flow)
@@ -1452,6 +1479,28 @@ impl Call {
         })
         .await;
         st.busy_user = Some(user);
+        None
+    }
+
+    /// A transfer to an outside number (guarded before): the caller hears music while
+    /// Hotline calls the number through the trunk; its answer is bridged as an
+    /// extension's would be (no ACD agent is involved).
+    async fn ring_outside(&self, number: String, st: &mut State) -> Option<EndReason> {
+        let Ok(Some((_, uri, flow))) = self.party(&Route::Outside(number.clone())).await else {
+            tracing::info!(call_id = %self.call_id, %number, "no trunk for the number");
+            return Some(EndReason::Failed);
+        };
+        if let Some(r) = self.music(st).await {
+            return Some(r);
+        }
+        st.phase = Phase::Extension;
+        st.agent = self
+            .call_agent(&st.number, &st.host, &number, &uri, flow)
+            .await;
+        if st.agent.is_none() {
+            return Some(EndReason::Failed);
+        }
+        st.trace.offered_at.get_or_insert(self.now_ms());
         None
     }
 

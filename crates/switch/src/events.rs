@@ -77,16 +77,21 @@ pub enum CallCommand {
     Hangup,
     Hold,
     Resume,
+    /// `role` is the desk user's (`agent`, `supervisor`, `admin`): an outside number
+    /// must pass that role's `[[dial_rules]]` (the toll-fraud guard).
     Transfer {
         to: String,
         attended: bool,
+        role: String,
     },
     /// Attended transfer: bridge the caller to the consulted party, release the agent.
     TransferComplete,
     /// Attended transfer: hang up the consulted party, back to the caller.
     TransferCancel,
+    /// Adds `to`; an outside number must pass `role`'s `[[dial_rules]]`.
     Conference {
         to: String,
+        role: String,
     },
     Dtmf {
         digits: String,
@@ -360,12 +365,14 @@ impl SwitchHandle {
     /// agent's phone, then `number` (a registered user, else through `[sip]
     /// static_route`), bridges and records them; the call lands in the trail of
     /// `customer` (or of whoever the CRM finds for the number). Returns the call's id
-    /// at once; how it goes is told by `call.ended`.
+    /// at once; how it goes is told by `call.ended`. An outside number must pass the
+    /// `[[dial_rules]]` of `role` (the desk user's), else `Forbidden` and nothing is dialled.
     pub async fn dial(
         &self,
         agent: &str,
         number: &str,
         customer: Option<i64>,
+        role: &str,
     ) -> Result<String, SwitchError> {
         let (reply, rx) = oneshot::channel();
         self.control
@@ -373,6 +380,7 @@ impl SwitchHandle {
                 agent: agent.to_string(),
                 number: number.to_string(),
                 customer,
+                role: role.to_string(),
                 reply,
             })
             .await

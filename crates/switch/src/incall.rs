@@ -851,7 +851,12 @@ pub(crate) fn connected_agent(ctx: &Ctx<'_>) -> Result<String, SwitchError> {
 /// `number:N` say it outright; a bare target is tried as a configured number, a queue,
 /// then a SIP user. An unknown target is `not_found`, a user who is not registered (or
 /// the agent themself) `invalid_state`.
-pub(crate) async fn desk_target(call: &Call, to: &str, me: &str) -> Result<Route, SwitchError> {
+pub(crate) async fn desk_target(
+    call: &Call,
+    to: &str,
+    me: &str,
+    role: &str,
+) -> Result<Route, SwitchError> {
     let unknown = || SwitchError::NotFound(format!("transfer target {to:?}"));
     let (kind, name) = match to.split_once(':') {
         Some((k @ ("queue" | "agent" | "number"), n)) => (Some(k), n),
@@ -894,7 +899,20 @@ pub(crate) async fn desk_target(call: &Call, to: &str, me: &str) -> Result<Route
             ))),
         };
     }
+    // Anything else that looks like a phone number goes out through the trunk, if the
+    // role's dial rules allow it (refusals are logged by the guard).
+    if matches!(kind, None | Some("number")) && outside_number(name) && call.cfg.trunk.is_some() {
+        call.cfg
+            .check_destination(role, name, &format!("desk transfer by {me}"))?;
+        return Ok(Route::Outside(name.to_string()));
+    }
     Err(unknown())
+}
+
+/// A dialable outside number: digits with an optional leading `+`, at most 32.
+pub(crate) fn outside_number(n: &str) -> bool {
+    let digits = n.strip_prefix('+').unwrap_or(n);
+    !digits.is_empty() && n.len() <= 32 && digits.chars().all(|c| c.is_ascii_digit())
 }
 
 /// The agent's side holds (`hold`) or not, for the hold time; media is the caller's.
@@ -928,6 +946,10 @@ async fn transfer_route(call: &Call, target: &ReferTo) -> Option<Route> {
     }
     match call.sip.contact_for(user).await {
         Ok(Some(_)) => Some(Route::Extension(user.to_string())),
+        // The dial rules passed (checked before): an outside number goes to the trunk.
+        _ if outside_number(user) && call.cfg.trunk.is_some() => {
+            Some(Route::Outside(user.to_string()))
+        }
         _ => None,
     }
 }

@@ -106,6 +106,9 @@ pub enum Route {
     Closed(Prompt),
     /// Hang up (a menu's default, a fallback).
     Hangup,
+    /// An outside number, called through `[sip] static_route` (the trunk): only a desk or
+    /// phone transfer that passed the toll-fraud guard leads here.
+    Outside(String),
 }
 
 impl Route {
@@ -118,6 +121,7 @@ impl Route {
             Route::Hours { hours, .. } => format!("hours:{hours}"),
             Route::Closed(_) => "closed".into(),
             Route::Hangup => "hangup".into(),
+            Route::Outside(n) => format!("number:{n}"),
         }
     }
 }
@@ -489,6 +493,8 @@ pub(crate) enum Control {
         agent: String,
         number: String,
         customer: Option<i64>,
+        /// The desk user's role, for the toll-fraud guard.
+        role: String,
         reply: oneshot::Sender<Result<String, SwitchError>>,
     },
 }
@@ -581,7 +587,11 @@ impl Dispatcher {
                     Control::HangupAll { reply } => {
                         let _ = reply.send(self.hang_up_all());
                     }
-                    Control::Dial { agent, number, customer, reply } => {
+                    Control::Dial { agent, number, customer, role, reply } => {
+                        if let Err(e) = self.cfg.check_destination(&role, &number, "click-to-dial") {
+                            let _ = reply.send(Err(e));
+                            continue;
+                        }
                         let job = callback::CallbackJob {
                             call: CallId(u64::MAX),
                             agent: None,
