@@ -48,5 +48,9 @@ fi
 # sip-tests/browser-wall/package-lock.json drives the chromium above.
 [ -d sip-tests/browser-wall/node_modules/playwright-core ] \
   || (cd sip-tests/browser-wall && npm ci --no-audit --no-fund)
+# The admin page's browser test (sip-tests/tests/admin_browser.rs): the same pinned
+# playwright-core (sip-tests/browser-admin/package-lock.json) and chromium.
+[ -d sip-tests/browser-admin/node_modules/playwright-core ] \
+  || (cd sip-tests/browser-admin && npm ci --no-audit --no-fund)
 
 cargo test --workspace --locked

@@ -89,6 +89,8 @@ pub enum AdminOp {
     UploadPrompt(String, Bytes),
     /// Simulate the routing with proposed changes (not saved) at the recent arrival rate.
     WhatIf(WhatIfRequest),
+    /// Each number's route: number → hours → menu → queues → overflow → fallback.
+    Routes,
 }
 
 /// One proposed change of a what-if: the entry as a `PUT` would take it, or a delete.
@@ -105,8 +107,9 @@ pub struct ProposedChange {
     pub delete: bool,
 }
 
-/// Traffic assumed for one queue (defaults: the rate seen since start, the queue's
-/// `expected_aht_secs`, callers who never hang up).
+/// Traffic assumed for one queue (defaults: the recent arrival rate from the CDRs — calls
+/// of the last hour, else of the last 24 hours per hour, else `[admin]
+/// whatif_calls_per_hour` —, the queue's `expected_aht_secs`, callers who never hang up).
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TrafficAssumption {
@@ -653,7 +656,7 @@ struct AuditQuery {
 /// Simulates the routing as it is and with the proposed changes (nothing is saved): per
 /// queue the assumed traffic, service level, ASA and abandonment.
 #[utoipa::path(post, path = "/api/whatif", request_body = WhatIfRequest,
-    responses((status = 200, description = "{\"current\": [...], \"proposed\": [...]} per queue: calls_per_hour, aht_secs, service_level, asa_secs, abandon_rate"),
+    responses((status = 200, description = "{\"current\": [...], \"proposed\": [...], \"default_calls_per_hour\": n} per queue: calls_per_hour, rate_source (request, last_hour, last_day or default), recent_calls, aht_secs, service_level, sl_secs, asa_secs, abandon_rate"),
         (status = 422, body = AdminFault), (status = 401, body = AuthError), (status = 403, body = AuthError)))]
 async fn whatif(State(st): State<AdminState>, headers: HeaderMap, body: Bytes) -> Response {
     let req: WhatIfRequest = match json_body(&body).and_then(|v| {
@@ -664,6 +667,18 @@ async fn whatif(State(st): State<AdminState>, headers: HeaderMap, body: Bytes) -
         Err(e) => return e.into_response(),
     };
     st.run(&headers, AdminOp::WhatIf(req)).await
+}
+
+/// Each number's route as a tree, from the configuration in force: `[{"number": …,
+/// "route": node}]`; a node has a `kind` (`hours` with `open`/`closed`, `menu` with
+/// `choices`/`default`, `queue` with `strategy`, `overflow` steps and `fallback`,
+/// `extension`, `say`, `prompt`, `number`, `voicemail`, `callback`, `hangup`,
+/// `closed-message`) and its `name`; a loop ends in a node with `cycle: true`.
+#[utoipa::path(get, path = "/api/routes",
+    responses((status = 200, description = "one route tree per number"),
+        (status = 401, body = AuthError), (status = 403, body = AuthError)))]
+async fn routes(State(st): State<AdminState>, headers: HeaderMap) -> Response {
+    st.run(&headers, AdminOp::Routes).await
 }
 
 /// The latest admin actions, newest last: who, when, what, and the outcome.
@@ -710,7 +725,8 @@ async fn upload_prompt(
         rollback,
         audit,
         upload_prompt,
-        whatif
+        whatif,
+        routes
     ),
     components(schemas(
         Resource,
@@ -749,6 +765,7 @@ pub(crate) fn router(hub: Arc<Hub>, admin: Option<AdminHandle>) -> Router {
         .route("/api/login", post(login))
         .route("/api/audit", get(audit))
         .route("/api/whatif", post(whatif))
+        .route("/api/routes", get(routes))
         .route("/api/{res}", get(list).put(put_words))
         .route(
             "/api/{res}/{id}",

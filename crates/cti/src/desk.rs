@@ -11,18 +11,11 @@ use std::sync::LazyLock;
 
 use axum::Router;
 use axum::extract::Path;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::http::{HeaderMap, HeaderValue};
+use axum::response::{Redirect, Response};
 use axum::routing::get;
 
-/// One file of the desk.
-struct Asset {
-    name: &'static str,
-    content_type: &'static str,
-    body: &'static [u8],
-    /// Versioned URL: may be cached for good.
-    immutable: bool,
-}
+use crate::assets::{self, Asset, etags};
 
 const ASSETS: &[Asset] = &[
     Asset {
@@ -69,19 +62,7 @@ const ASSETS: &[Asset] = &[
     },
 ];
 
-/// Strong ETags, one per asset (FNV-1a of the bytes), computed once.
-static ETAGS: LazyLock<Vec<HeaderValue>> = LazyLock::new(|| {
-    ASSETS
-        .iter()
-        .map(|a| {
-            let h = a.body.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-                (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-            });
-            HeaderValue::from_str(&format!("\"{h:016x}\""))
-                .unwrap_or(HeaderValue::from_static("\"0\""))
-        })
-        .collect()
-});
+static ETAGS: LazyLock<Vec<HeaderValue>> = LazyLock::new(|| etags(ASSETS));
 
 /// What the page may do: its own scripts only (no inline script, no eval), WebSockets to
 /// any host (the SIP-over-WebSocket server may be another port or host), media from the
@@ -107,57 +88,13 @@ async fn file(Path(file): Path<String>, headers: HeaderMap) -> Response {
 }
 
 fn serve(name: &str, headers: &HeaderMap) -> Response {
-    let Some(i) = ASSETS.iter().position(|a| a.name == name) else {
-        return (StatusCode::NOT_FOUND, "no such file").into_response();
-    };
-    let asset = &ASSETS[i];
-    let etag = ETAGS
-        .get(i)
-        .cloned()
-        .unwrap_or(HeaderValue::from_static("\"0\""));
-    let cache = if asset.immutable {
-        "public, max-age=31536000, immutable"
-    } else {
-        "no-cache"
-    };
-    let fresh = headers
-        .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
-    let common = [
-        (header::CACHE_CONTROL, HeaderValue::from_static(cache)),
-        (header::ETAG, etag),
-        (
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        ),
-        (
-            header::REFERRER_POLICY,
-            HeaderValue::from_static("no-referrer"),
-        ),
-        (
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(CSP),
-        ),
-    ];
-    if fresh {
-        return (StatusCode::NOT_MODIFIED, common).into_response();
-    }
-    (
-        StatusCode::OK,
-        common,
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static(asset.content_type),
-        )],
-        asset.body,
-    )
-        .into_response()
+    assets::serve(ASSETS, &ETAGS, CSP, name, headers)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::{StatusCode, header};
 
     /// The JsSIP release vendored in `assets/vendor/` (see its README).
     const JSSIP_VERSION: &str = "3.12.0";

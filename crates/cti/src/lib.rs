@@ -12,6 +12,8 @@
 //!   (it resumes), so a slow client never grows the server's memory.
 
 pub mod admin;
+mod admin_page;
+mod assets;
 mod auth;
 mod conn;
 mod desk;
@@ -283,6 +285,7 @@ impl CtiServer {
             .merge(reports::routes())
             .merge(wall::routes())
             .merge(desk::routes())
+            .merge(admin_page::routes())
             .with_state(hub.clone())
             .merge(admin::router(hub, admin));
         let (stop_tx, stop_rx) = oneshot::channel::<()>();

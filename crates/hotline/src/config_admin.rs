@@ -40,6 +40,14 @@ pub struct AdminSection {
     /// Reasons an agent may give for not-ready.
     #[serde(default)]
     pub not_ready_reasons: Vec<String>,
+    /// Arrival rate the what-if assumes for a queue without calls in the last 24 hours
+    /// of CDRs (the admin page says when it does).
+    #[serde(default = "default_whatif_rate")]
+    pub whatif_calls_per_hour: f64,
+}
+
+fn default_whatif_rate() -> f64 {
+    10.0
 }
 
 impl Default for AdminSection {
@@ -50,6 +58,7 @@ impl Default for AdminSection {
             prompts: default_prompts(),
             dispositions: Vec::new(),
             not_ready_reasons: Vec::new(),
+            whatif_calls_per_hour: default_whatif_rate(),
         }
     }
 }
@@ -73,6 +82,16 @@ impl Config {
         let mut errs = Vec::new();
         let Some(a) = &self.admin else { return errs };
         let at = text.find("[admin]").unwrap_or(0);
+        if !(a.whatif_calls_per_hour.is_finite()
+            && (0.0..=100_000.0).contains(&a.whatif_calls_per_hour))
+        {
+            errs.push(locate(
+                path,
+                text,
+                at,
+                "[admin] whatif_calls_per_hour must be 0 to 100000".to_string(),
+            ));
+        }
         for (what, list) in [
             ("dispositions", &a.dispositions),
             ("not_ready_reasons", &a.not_ready_reasons),
@@ -315,9 +334,41 @@ pub struct AdminStore {
     switch: SwitchHandle,
     music: Prompt,
     cdr: hotline_cdr::CdrSink,
-    /// When the store (and the switch) started: the what-if's arrival rates are per hour
-    /// since then.
-    started: std::time::Instant,
+    /// The CDRs the what-if takes the recent arrival rate from.
+    arrivals: Arrivals,
+}
+
+/// Where finished calls are read back from for the what-if's arrival rate.
+#[derive(Clone)]
+pub enum Arrivals {
+    Store(hotline_cdr::CdrStore),
+    /// `[store] url = "memory"`.
+    Memory(hotline_cdr::MemoryCdrs),
+    None,
+}
+
+impl Arrivals {
+    /// Queue → calls that arrived in `[from, to)` (a store error counts as none, logged).
+    async fn per_queue(&self, from: i64, to: i64) -> std::collections::HashMap<String, u64> {
+        let calls = match self {
+            Arrivals::Store(s) => s.calls(from, to).await.unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "reading CDRs for the what-if");
+                Vec::new()
+            }),
+            Arrivals::Memory(m) => m.calls(),
+            Arrivals::None => Vec::new(),
+        };
+        let mut out = std::collections::HashMap::new();
+        for c in calls {
+            if let Some(q) = c
+                .queue
+                .filter(|_| c.arrived_at >= from && c.arrived_at < to)
+            {
+                *out.entry(q).or_insert(0) += 1;
+            }
+        }
+        out
+    }
 }
 
 impl AdminStore {
@@ -330,6 +381,7 @@ impl AdminStore {
         switch: SwitchHandle,
         music: Prompt,
         cdr: hotline_cdr::CdrSink,
+        arrivals: Arrivals,
     ) -> anyhow::Result<AdminStore> {
         use anyhow::Context;
         let settings = cfg.admin_settings();
@@ -355,7 +407,7 @@ impl AdminStore {
             switch,
             music,
             cdr,
-            started: std::time::Instant::now(),
+            arrivals,
         };
         store.version = store.last_version()?;
         let last = match store.version {
@@ -697,6 +749,7 @@ impl AdminStore {
             AdminOp::Prompts => self.prompts(),
             AdminOp::UploadPrompt(name, bytes) => self.upload(who, &name, &bytes).await,
             AdminOp::WhatIf(req) => self.whatif(req).await,
+            AdminOp::Routes => Ok(crate::config_routes::route_tree(&self.parsed()?)),
         }
     }
 
@@ -740,25 +793,22 @@ impl AdminStore {
         let proposed = Config::check(&self.path, &proposed_text)
             .map_err(|errs| first_error(&errs, &proposed_text))?;
         let current = self.parsed()?;
-        // Arrivals seen per queue since the switch started.
-        let hours_up = self.started.elapsed().as_secs_f64() / 3600.0;
-        let seen: std::collections::HashMap<String, f64> = self
-            .switch
-            .queue_stats()
-            .await
-            .unwrap_or_default()
-            .into_iter()
-            .map(|q| {
-                (
-                    q.queue,
-                    if hours_up > 0.0 {
-                        q.offered as f64 / hours_up
-                    } else {
-                        0.0
-                    },
-                )
-            })
-            .collect();
+        // The recent arrival rate per queue: the last hour's calls, else the last day's
+        // per hour, else the configured default (and the answer says which).
+        let now = hotline_cdr::now_millis();
+        let (hour, day) = (3_600_000, 86_400_000);
+        let last_day = self.arrivals.per_queue(now - day, now + 1).await;
+        let last_hour = self.arrivals.per_queue(now - hour, now + 1).await;
+        let default_rate = self.settings.whatif_calls_per_hour;
+        let recent = |q: &str| -> (f64, &'static str, u64) {
+            match (last_hour.get(q).copied(), last_day.get(q).copied()) {
+                (Some(n), _) if n > 0 => (n as f64, "last_hour", n),
+                (_, Some(n)) if n > 0 => (n as f64 / 24.0, "last_day", n),
+                _ => (default_rate, "default", 0),
+            }
+        };
+        let mut sources: std::collections::HashMap<String, (&'static str, u64)> =
+            Default::default();
         let traffic = req.traffic;
         let sims = [current.acd, proposed.acd].map(|acd| {
             let acd = acd.unwrap_or_else(|| hotline_acd::AcdConfig {
@@ -775,11 +825,14 @@ impl AdminStore {
                 .iter()
                 .map(|q| {
                     let t = traffic.get(&q.name).cloned().unwrap_or_default();
+                    let (rate, source, n) = match t.calls_per_hour {
+                        Some(r) => (r, "request", 0),
+                        None => recent(&q.name),
+                    };
+                    sources.insert(q.name.clone(), (source, n));
                     hotline_acd::sim::Traffic {
                         queue: q.name.clone(),
-                        calls_per_hour: t
-                            .calls_per_hour
-                            .unwrap_or_else(|| seen.get(&q.name).copied().unwrap_or(0.0)),
+                        calls_per_hour: rate,
                         aht_secs: t.aht_secs.unwrap_or(f64::from(q.expected_aht_secs.max(1))),
                         patience_secs: t.patience_secs,
                         classes: Vec::new(),
@@ -809,9 +862,12 @@ impl AdminStore {
                     .iter()
                     .zip(&sim.traffic)
                     .map(|(r, t)| {
+                        let (source, n) = sources.get(&r.name).copied().unwrap_or(("default", 0));
                         json!({
                             "queue": r.name,
                             "calls_per_hour": t.calls_per_hour,
+                            "rate_source": source,
+                            "recent_calls": n,
                             "aht_secs": t.aht_secs,
                             "offered": r.offered,
                             "service_level": r.service_level(),
@@ -824,6 +880,7 @@ impl AdminStore {
                 out.insert(name.into(), Value::Array(rows));
             }
             out.insert("hours".into(), hours.into());
+            out.insert("default_calls_per_hour".into(), default_rate.into());
             Ok(Value::Object(out))
         })
         .await
@@ -1184,6 +1241,7 @@ impl Config {
                 prompts: a.prompts.clone(),
                 dispositions: a.dispositions.clone(),
                 not_ready_reasons: a.not_ready_reasons.clone(),
+                whatif_calls_per_hour: a.whatif_calls_per_hour,
             },
             None => AdminSection::default(),
         }

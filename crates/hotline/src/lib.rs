@@ -7,6 +7,7 @@ mod config_check;
 pub mod config_metrics;
 mod config_redact;
 pub mod config_reliab;
+mod config_routes;
 pub mod config_webrtc;
 pub mod prompts;
 pub mod store;
@@ -373,6 +374,11 @@ async fn start_inner(
                 switch.handle(),
                 music,
                 cdr.sink.clone(),
+                match (cdr.store(), &cdr.memory) {
+                    (Some(s), _) => config_admin::Arrivals::Store(s),
+                    (None, Some(m)) => config_admin::Arrivals::Memory(m.clone()),
+                    (None, None) => config_admin::Arrivals::None,
+                },
             )?;
             let (handle, rx) = hotline_cti::admin::AdminHandle::channel(64);
             tokio::spawn(config_admin::serve(rx, store));

@@ -651,6 +651,17 @@ async fn whatif_simulates_the_proposed_routing_without_saving_it() {
         .call("POST", "/api/whatif", Some(json!({"hours": 100})))
         .await;
     assert_eq!(st, 422);
+    // No traffic given and no calls in the CDRs: the configured default, and it says so.
+    let (st, v) = api
+        .call("POST", "/api/whatif", Some(json!({"hours": 1})))
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["default_calls_per_hour"], 10.0, "{v}");
+    for q in v["current"].as_array().unwrap() {
+        assert_eq!(q["rate_source"], "default", "{v}");
+        assert_eq!(q["calls_per_hour"], 10.0, "{v}");
+        assert_eq!(q["recent_calls"], 0, "{v}");
+    }
     let (st, _) = api
         .call("POST", "/api/whatif", Some(json!({"bogus": 1})))
         .await;
@@ -797,6 +808,67 @@ async fn uploaded_prompts_are_versioned_and_rolled_back() {
     let _ = std::fs::remove_dir_all(&s.dir);
 }
 
+/// The route tree follows a number through its queue to the queue's fallback, and
+/// changes with the configuration.
+#[tokio::test]
+async fn route_tree_follows_numbers_to_their_fallbacks() {
+    let s = setup("routes").await;
+    let addr = cti_addr(&s);
+    let (st, _) = http(addr, "GET", "/api/routes", None, b"").await;
+    assert_eq!(st, 401);
+    let api = Api {
+        addr,
+        token: login(addr, "root", ADMIN_PW).await,
+    };
+    let (st, v) = api.call("GET", "/api/routes", None).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v[0]["number"], "4001");
+    assert_eq!(v[0]["route"]["kind"], "queue", "{v}");
+    assert_eq!(v[0]["route"]["name"], "support");
+    assert_eq!(v[0]["route"]["strategy"], "longest-idle");
+    assert_eq!(v[0]["route"]["fallback"], json!({"kind": "hangup"}));
+    // A new number to sales, gated by hours: sales overflows to support and falls back
+    // to it.
+    let (st, v) = api
+        .call(
+            "PUT",
+            "/api/hours/office",
+            Some(json!({"timezone": "UTC", "open": [{"days": "mon-fri", "from": "08:00", "to": "18:00"}]})),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+    let (st, v) = api
+        .call(
+            "PUT",
+            "/api/numbers/4002",
+            Some(json!({"queue": "sales", "hours": "office", "closed": {"say": "closed"}})),
+        )
+        .await;
+    assert_eq!(st, 201, "{v}");
+    let (st, v) = api
+        .call(
+            "PUT",
+            "/api/queues/sales/overflow",
+            Some(json!([{"after_secs": 20, "add_queues": ["support"]}])),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let (_, v) = api.call("GET", "/api/routes", None).await;
+    let r = &v[1]["route"];
+    assert_eq!(
+        (r["kind"].as_str(), r["name"].as_str()),
+        (Some("hours"), Some("office")),
+        "{v}"
+    );
+    assert_eq!(r["closed"], json!({"kind": "say", "text": "closed"}));
+    assert_eq!(r["open"]["name"], "sales");
+    assert_eq!(r["open"]["overflow"][0]["after_secs"], 20);
+    assert_eq!(r["open"]["fallback"]["name"], "support");
+    assert_eq!(r["open"]["fallback"]["fallback"]["kind"], "hangup");
+    s.hotline.shutdown().await;
+    let _ = std::fs::remove_dir_all(&s.dir);
+}
+
 #[tokio::test]
 async fn openapi_document_lists_the_api() {
     let s = setup("openapi").await;
@@ -813,6 +885,7 @@ async fn openapi_document_lists_the_api() {
         "/api/prompts/{name}",
         "/api/audit",
         "/api/whatif",
+        "/api/routes",
     ] {
         assert!(v["paths"].get(p).is_some(), "{p} missing");
     }

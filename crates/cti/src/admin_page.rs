@@ -1,0 +1,93 @@
+//! The admin page, `GET /admin`: forms over the admin REST API (`/api/…`), the route tree
+//! of each number, the version history with diffs and rollback, and the what-if of a
+//! pending queue edit. Compiled into the binary like the desk; the page logs in with
+//! `POST /api/login` (role admin) and keeps the token for the tab's session only.
+
+use std::sync::LazyLock;
+
+use axum::Router;
+use axum::extract::Path;
+use axum::http::{HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+
+use crate::assets::{Asset, etags, serve};
+
+const ASSETS: &[Asset] = &[
+    Asset {
+        name: "index.html",
+        content_type: "text/html; charset=utf-8",
+        body: include_bytes!("../assets/admin/index.html"),
+        immutable: false,
+    },
+    Asset {
+        name: "admin.css",
+        content_type: "text/css; charset=utf-8",
+        body: include_bytes!("../assets/admin/admin.css"),
+        immutable: false,
+    },
+    Asset {
+        name: "admin.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../assets/admin/admin.js"),
+        immutable: false,
+    },
+];
+
+static ETAGS: LazyLock<Vec<HeaderValue>> = LazyLock::new(|| etags(ASSETS));
+
+/// Its own scripts and styles only (no inline code, no eval), requests to this origin only
+/// (the API), never framed: an admin page is what a clickjacker wants most.
+const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
+    img-src 'self' data:; connect-src 'self'; \
+    frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
+
+/// The admin page's routes, merged into the CTI server's router.
+pub(crate) fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
+    Router::new()
+        .route("/admin", get(index))
+        .route("/admin/", get(|| async { Redirect::permanent("/admin") }))
+        .route("/admin/{*file}", get(file))
+}
+
+async fn index(headers: HeaderMap) -> Response {
+    serve(ASSETS, &ETAGS, CSP, "index.html", &headers).into_response()
+}
+
+async fn file(Path(file): Path<String>, headers: HeaderMap) -> Response {
+    serve(ASSETS, &ETAGS, CSP, &file, &headers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::{StatusCode, header};
+
+    #[test]
+    fn the_page_and_its_files_are_served_with_a_strict_csp() {
+        for name in ["index.html", "admin.js", "admin.css"] {
+            let r = serve(ASSETS, &ETAGS, CSP, name, &HeaderMap::new());
+            assert_eq!(r.status(), StatusCode::OK, "{name}");
+            let csp = r.headers()[header::CONTENT_SECURITY_POLICY]
+                .to_str()
+                .unwrap_or("");
+            assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"));
+            assert!(!csp.contains("unsafe"), "{csp}");
+        }
+        let r = serve(ASSETS, &ETAGS, CSP, "../../Cargo.toml", &HeaderMap::new());
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    }
+
+    #[test]
+    fn the_page_has_no_inline_script_or_style() {
+        let html = std::str::from_utf8(ASSETS[0].body).unwrap_or("");
+        assert!(html.contains(r#"<script type="module" src="/admin/admin.js"></script>"#));
+        assert_eq!(
+            html.matches("<script").count(),
+            1,
+            "one external module only"
+        );
+        assert!(!html.contains("style=") && !html.contains("<style"));
+        assert!(!html.contains(" on") || !html.contains("onclick="));
+    }
+}

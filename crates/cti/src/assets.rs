@@ -1,0 +1,86 @@
+//! Files compiled into the binary and served with an `ETag` (the desk and admin pages):
+//! the page's own files are `no-cache`, so a browser revalidates (a cheap 304) and picks up
+//! a new Hotline at once; files with a version in their URL are cached for a year.
+
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+/// One served file.
+pub(crate) struct Asset {
+    pub name: &'static str,
+    pub content_type: &'static str,
+    pub body: &'static [u8],
+    /// Versioned URL: may be cached for good.
+    pub immutable: bool,
+}
+
+/// Strong ETags, one per asset (FNV-1a of the bytes); compute once per set.
+pub(crate) fn etags(assets: &[Asset]) -> Vec<HeaderValue> {
+    assets
+        .iter()
+        .map(|a| {
+            let h = a.body.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+                (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+            });
+            HeaderValue::from_str(&format!("\"{h:016x}\""))
+                .unwrap_or(HeaderValue::from_static("\"0\""))
+        })
+        .collect()
+}
+
+/// The file `name` of `assets` (404 when there is none), 304 when the browser's
+/// `If-None-Match` holds its ETag; every answer carries the page's `csp`.
+pub(crate) fn serve(
+    assets: &[Asset],
+    etags: &[HeaderValue],
+    csp: &'static str,
+    name: &str,
+    headers: &HeaderMap,
+) -> Response {
+    let Some(i) = assets.iter().position(|a| a.name == name) else {
+        return (StatusCode::NOT_FOUND, "no such file").into_response();
+    };
+    let asset = &assets[i];
+    let etag = etags
+        .get(i)
+        .cloned()
+        .unwrap_or(HeaderValue::from_static("\"0\""));
+    let cache = if asset.immutable {
+        "public, max-age=31536000, immutable"
+    } else {
+        "no-cache"
+    };
+    let fresh = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+    let common = [
+        (header::CACHE_CONTROL, HeaderValue::from_static(cache)),
+        (header::ETAG, etag),
+        (
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        ),
+        (
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        ),
+        (
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(csp),
+        ),
+    ];
+    if fresh {
+        return (StatusCode::NOT_MODIFIED, common).into_response();
+    }
+    (
+        StatusCode::OK,
+        common,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(asset.content_type),
+        )],
+        asset.body,
+    )
+        .into_response()
+}
