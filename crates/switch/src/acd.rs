@@ -1259,4 +1259,77 @@ mod tests {
         assert!(task.reconfigure(Millis(3), &bad).is_err());
         assert_eq!(task.current, new);
     }
+
+    /// A callback request waiting in a queue removed live is placed from the fallback
+    /// queue it moved to: the job names that queue (for the CDR and the desk).
+    #[test]
+    fn callback_of_a_removed_queue_is_placed_from_its_fallback_queue() {
+        let cfg = AcdConfig::from_toml(
+            "[[queue]]\nname = \"main\"\nwrapup_secs = 0\n\
+             [[queue]]\nname = \"old\"\nfallback = { queue = \"main\" }\n\
+             [[agent]]\nid = \"bob\"\nqueues = { main = 0, old = 0 }\n",
+        )
+        .unwrap();
+        let (control, mut placed) = mpsc::channel(4);
+        let (sink, _log) = hotline_cdr::CdrSink::memory();
+        let (bus, _) = broadcast::channel(64);
+        let mut task = AcdTask::new(&cfg, &HashSet::new(), bus, control, sink).unwrap();
+        let bob = task.engine.agent_id("bob").unwrap();
+        // bob talks on call 1 (main); call 2 waits in old and leaves a callback request.
+        let (tx1, _out1) = mpsc::channel(16);
+        task.input(AcdInput::Arrived {
+            call: CallId(1),
+            queue: "main".into(),
+            inbox: tx1,
+            sip_call_id: "c1".into(),
+            tier: None,
+        });
+        task.decide();
+        task.input(AcdInput::Answered {
+            call: CallId(1),
+            agent: bob,
+        });
+        task.decide();
+        let (tx2, _out2) = mpsc::channel(16);
+        task.input(AcdInput::Arrived {
+            call: CallId(2),
+            queue: "old".into(),
+            inbox: tx2,
+            sip_call_id: "c2".into(),
+            tier: None,
+        });
+        task.decide();
+        let (done, took) = tokio::sync::oneshot::channel();
+        task.input(AcdInput::RequestCallback {
+            call: CallId(2),
+            number: "+4930123".into(),
+            done,
+        });
+        task.decide();
+        assert_eq!(took.blocking_recv(), Ok(true));
+        let new = AcdConfig::from_toml(
+            "[[queue]]\nname = \"main\"\nwrapup_secs = 0\n\
+             [[agent]]\nid = \"bob\"\nqueues = { main = 0 }\n",
+        )
+        .unwrap();
+        task.reconfigure(Millis(2), &new).unwrap();
+        task.decide();
+        assert!(placed.try_recv().is_err(), "bob is still on call 1");
+        task.input(AcdInput::Ended { call: CallId(1) });
+        task.decide();
+        match placed.try_recv() {
+            Ok(Control::PlaceCallback(job)) => {
+                assert_eq!(
+                    (
+                        job.call,
+                        job.number.as_str(),
+                        job.queue.as_str(),
+                        job.user.as_str()
+                    ),
+                    (CallId(2), "+4930123", "main", "bob")
+                );
+            }
+            other => panic!("no callback placed: {:?}", other.is_ok()),
+        }
+    }
 }
