@@ -184,9 +184,15 @@ impl Rig {
         script: &str,
         seed: impl AsyncFnOnce(&Store) -> anyhow::Result<()>,
     ) -> anyhow::Result<Rig> {
-        Rig::start_with(store_path, rtp, calls, script, seed, Keys::default(), |_| {
-            Vec::new()
-        })
+        Rig::start_with(
+            store_path,
+            rtp,
+            calls,
+            script,
+            seed,
+            Keys::default(),
+            |_| Vec::new(),
+        )
         .await
     }
 
@@ -620,7 +626,17 @@ async fn phone_rig(
     extra: Option<(&'static str, String)>,
 ) -> anyhow::Result<(Rig, hotline_crm::CustomerId)> {
     let sip = "domains = [\"hotline.test\"]\nws_listen = [\"127.0.0.1:0\"]\n";
-    phone_rig_with(store_path, rtp, script, extra, Keys { sip, ..Keys::default() }).await
+    phone_rig_with(
+        store_path,
+        rtp,
+        script,
+        extra,
+        Keys {
+            sip,
+            ..Keys::default()
+        },
+    )
+    .await
 }
 
 /// [`phone_rig`] with the config keys given (`keys.sip` must have a `ws_listen`).
@@ -956,7 +972,10 @@ async fn desk_network_blip_mid_call_keeps_the_call_in_chromium() -> anyhow::Resu
         .await?;
         let back_after = lost_at.elapsed();
         eprintln!("desk blip: phone back {back_after:?} after the cut");
-        ensure!(back_after < Duration::from_secs(grace), "back after the grace");
+        ensure!(
+            back_after < Duration::from_secs(grace),
+            "back after the grace"
+        );
         rig.flow.go().await?;
         let back = rig.flow.step("back").await?;
         eprintln!("desk blip: after the blip {back}");
@@ -978,7 +997,11 @@ async fn desk_network_blip_mid_call_keeps_the_call_in_chromium() -> anyhow::Resu
         assert_eq!(end.agent.as_deref(), Some("bob"), "{end:?}");
         rig.flow.go().await?;
         let saved = rig.flow.step("saved").await?;
-        assert_eq!(saved["errors"], Value::Array(vec![]), "page errors: {saved}");
+        assert_eq!(
+            saved["errors"],
+            Value::Array(vec![]),
+            "page errors: {saved}"
+        );
         rig.finish().await?;
         shots_exist("blip", &["01-back", "02-saved"])
     })
@@ -1013,11 +1036,16 @@ async fn desk_phone_that_never_comes_back_requeues_the_call_to_another_agent() -
         )
         .await?;
         let carol_port = free_port();
-        SippBuilder::new("lost-carol-register", "register_once.xml", Proto::Udp, carol_port)
-            .args(["-s", "carol", "-au", "carol", "-ap", "carol-pw"])
-            .spawn(Some(rig.server))?
-            .expect_success()
-            .await?;
+        SippBuilder::new(
+            "lost-carol-register",
+            "register_once.xml",
+            Proto::Udp,
+            carol_port,
+        )
+        .args(["-s", "carol", "-au", "carol", "-ap", "carol-pw"])
+        .spawn(Some(rig.server))?
+        .expect_success()
+        .await?;
         let carol = SippBuilder::new(
             "lost-carol-uas",
             "uas_answer_then_bye.xml",

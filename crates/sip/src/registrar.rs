@@ -554,26 +554,60 @@ mod tests {
         let phone = "sip:k3@x.invalid;transport=ws";
         l.register("a", &reg(1, &[(phone, None, None)], None), ws(40000), t0)
             .unwrap();
-        let added = |port| ("a".to_string(), phone.to_string(), port, BindingChange::Added);
-        let removed = |port| ("a".to_string(), phone.to_string(), port, BindingChange::Removed);
+        let added = |port| {
+            (
+                "a".to_string(),
+                phone.to_string(),
+                port,
+                BindingChange::Added,
+            )
+        };
+        let removed = |port| {
+            (
+                "a".to_string(),
+                phone.to_string(),
+                port,
+                BindingChange::Removed,
+            )
+        };
         assert_eq!(events(&mut l), vec![added(40000)]);
         l.register("a", &reg(2, &[(phone, None, None)], None), ws(40000), t0)
             .unwrap();
         assert_eq!(events(&mut l), vec![], "a refresh changes nothing");
         l.register("a", &reg(3, &[(phone, None, None)], None), ws(40001), t0)
             .unwrap();
-        assert_eq!(events(&mut l), vec![added(40001)], "moved to a new connection");
-        assert_eq!(l.drop_connection(SocketAddr::from(([127, 0, 0, 1], 40000))), 0);
+        assert_eq!(
+            events(&mut l),
+            vec![added(40001)],
+            "moved to a new connection"
+        );
+        assert_eq!(
+            l.drop_connection(SocketAddr::from(([127, 0, 0, 1], 40000))),
+            0
+        );
         assert_eq!(events(&mut l), vec![], "the old connection holds nothing");
-        assert_eq!(l.drop_connection(SocketAddr::from(([127, 0, 0, 1], 40001))), 1);
+        assert_eq!(
+            l.drop_connection(SocketAddr::from(([127, 0, 0, 1], 40001))),
+            1
+        );
         assert_eq!(events(&mut l), vec![removed(40001)]);
-        l.register("a", &reg(4, &[(phone, Some(60), None)], None), ws(40002), t0)
-            .unwrap();
+        l.register(
+            "a",
+            &reg(4, &[(phone, Some(60), None)], None),
+            ws(40002),
+            t0,
+        )
+        .unwrap();
         l.register("a", &reg(5, &[(phone, Some(0), None)], None), ws(40002), t0)
             .unwrap();
         assert_eq!(events(&mut l), vec![added(40002), removed(40002)]);
-        l.register("a", &reg(6, &[(phone, Some(60), None)], None), ws(40003), t0)
-            .unwrap();
+        l.register(
+            "a",
+            &reg(6, &[(phone, Some(60), None)], None),
+            ws(40003),
+            t0,
+        )
+        .unwrap();
         events(&mut l);
         assert_eq!(l.purge(t0 + Duration::from_secs(61)), 1);
         assert_eq!(events(&mut l), vec![removed(40003)]);
