@@ -189,9 +189,8 @@ impl Desk {
                 sleep(Duration::from_millis(100)).await; // the site is cut: retry
                 continue;
             };
-            match self.session(&mut ws, &mut token, &mut n, &mut cmds).await {
-                Ok(true) => return,
-                Ok(false) | Err(Closed) => {}
+            if let Ok(true) = self.session(&mut ws, &mut token, &mut n, &mut cmds).await {
+                return;
             }
             let _ = self.connected.send(false);
         }
