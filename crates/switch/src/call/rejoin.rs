@@ -169,7 +169,7 @@ async fn back(call: &Call, st: &mut State, user: &str) {
 
 /// INVITEs the phone's new registration (the reloaded page), marked for the desk.
 async fn invite(call: &Call, st: &mut State, user: &str, uri: &str, flow: Flow) {
-    let mark = format!("X-Hotline-Rejoin: {}\r\n", call.call_id);
+    let mark = format!("{}: {}\r\n", hotline_sip::REJOIN_HEADER, call.call_id);
     match call
         .call_agent_with(&st.number, &st.host, user, uri, flow, &mark)
         .await
