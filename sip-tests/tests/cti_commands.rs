@@ -911,7 +911,7 @@ async fn agent_hanging_up_while_an_outside_number_rings_transfers_blind() -> any
     const ALLOWED: &str = "+4989123456";
     let server = SocketAddr::from(([127, 0, 0, 1], 0));
     let mut trunk = RawPhone::trunk(server, TRUNK).await?;
-    let trunk_port = trunk.sip.local_addr()?.port();
+    let trunk_port = trunk.port()?;
     let rig = rig_with(
         "consultoutside",
         [13400, 13599],
@@ -919,7 +919,7 @@ async fn agent_hanging_up_while_an_outside_number_rings_transfers_blind() -> any
         DIAL_RULES,
     )
     .await?;
-    trunk.server = rig.server;
+    trunk.set_server(rig.server);
     let mut bob = rig.desk("bob", true).await?;
     let mut bob_phone = RawPhone::register(rig.server, "bob", BOB).await?;
     let mut caller = Caller::call(rig.server, "4100").await?;
