@@ -760,6 +760,11 @@ impl Core {
         }
     }
 
+    /// The next binding that appeared or went (see [`crate::registrar::BindingEvent`]).
+    pub fn poll_binding_event(&mut self) -> Option<crate::registrar::BindingEvent> {
+        self.location.poll_event()
+    }
+
     /// The contact registered for `aor` (highest q first) and the flow to reach it.
     pub fn contact_for(&self, aor: &str, now: Instant) -> Option<(String, Flow)> {
         let b = self.location.lookup(aor, now).first().copied()?;
