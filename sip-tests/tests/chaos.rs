@@ -374,11 +374,16 @@ async fn desks_dropping_under_load_never_diverge_and_no_call_is_lost() -> anyhow
     .spawn(Some(server))?
     .expect_success()
     .await?;
-    let phones = SippBuilder::new("chaos-phones", "uas_call.xml", Proto::Udp, phones_port)
-        .set("-i", TRUSTED_IP)
-        .set("-m", "100000")
-        .set("-timeout", "300s")
-        .spawn(None)?;
+    let phones = SippBuilder::new(
+        "chaos-phones",
+        "uas_ring_then_answer.xml",
+        Proto::Udp,
+        phones_port,
+    )
+    .set("-i", TRUSTED_IP)
+    .set("-m", "100000")
+    .set("-timeout", "300s")
+    .spawn(None)?;
     wait_bound(phones_port, Proto::Udp).await?;
 
     // Desks: the first SITES × PER_SITE behind their site's proxy, the rest direct.
