@@ -62,6 +62,9 @@ pub struct Config {
     pub qualify: crate::config_reliab::QualifyConfig,
     #[serde(default)]
     pub dial_rules: Vec<crate::config_reliab::DialRuleConfig>,
+    /// `[server]`: the process (worker threads).
+    #[serde(default)]
+    pub server: crate::config_server::ServerSettings,
 }
 
 /// `[store]`: one database for the CRM and the CDRs (their migrations share it).
@@ -739,6 +742,9 @@ impl Config {
             ));
         }
         if let Err((at, m)) = crate::config_webrtc::validate(&self.media) {
+            errs.push(locate(path, text, at, m));
+        }
+        if let Err((at, m)) = self.server.validate() {
             errs.push(locate(path, text, at, m));
         }
         let [first, last] = *self.media.rtp_ports.get_ref();

@@ -8,6 +8,7 @@ pub mod config_metrics;
 mod config_redact;
 pub mod config_reliab;
 mod config_routes;
+pub mod config_server;
 pub mod config_webrtc;
 pub mod prompts;
 pub mod store;
