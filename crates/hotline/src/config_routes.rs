@@ -51,6 +51,9 @@ impl Tree<'_> {
         if let Some(e) = &t.extension {
             return json!({"kind": "extension", "name": e});
         }
+        if let Some(b) = &t.voicemail {
+            return json!({"kind": "voicemail", "name": b});
+        }
         if let Some(s) = &t.say {
             return json!({"kind": "say", "text": s});
         }
