@@ -61,6 +61,8 @@ ua.on('newRTCSession', ({ originator, session, request }) => {
   emit('incoming', {
     from: session.remote_identity.uri.toString(),
     via: request.getHeader('Via'),
+    // Must never arrive relayed from another phone: the desk page answers it by itself.
+    rejoin: request.getHeader('X-Hotline-Rejoin') ?? null,
   });
   session.on('failed', (e) => {
     emit('rejected', { cause: e.cause });

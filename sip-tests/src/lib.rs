@@ -11,6 +11,7 @@ use hotline::{Config, Hotline};
 use tokio::process::{Child, Command};
 
 mod cut;
+pub mod rawua;
 pub use cut::CutProxy;
 
 /// Users every test server knows (name, password).

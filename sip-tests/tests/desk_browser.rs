@@ -55,18 +55,40 @@ fn shots_dir() -> PathBuf {
         .join("desk-screenshots")
 }
 
-fn config(store: &str, cti_port: u16, origin: &str, hash: &str, rtp: [u16; 2]) -> String {
+/// Config keys a rig adds to the common ones.
+#[derive(Default, Clone, Copy)]
+struct Keys<'a> {
+    sip: &'a str,
+    /// More `[cti]` keys.
+    cti: &'a str,
+    /// More `[[acd.agent]]` entries (support queue).
+    agents: &'a [&'a str],
+}
+
+fn config(
+    store: &str,
+    cti_port: u16,
+    origin: &str,
+    hash: &str,
+    rtp: [u16; 2],
+    keys: Keys<'_>,
+) -> String {
+    let agents: String = keys
+        .agents
+        .iter()
+        .map(|a| format!("[[acd.agent]]\nid = \"{a}\"\nqueues = {{ support = 0 }}\n"))
+        .collect();
     format!(
         "[media]\nrtp_ip = \"127.0.0.1\"\nrtp_ports = [{}, {}]\n\
          [[numbers]]\nnumber = \"4100\"\nqueue = \"support\"\n\
          [acd]\n[acd.tier_priority]\nvip = 100\n\
          [[acd.queue]]\nname = \"support\"\nwrapup_secs = 120\n\
-         [[acd.agent]]\nid = \"bob\"\nqueues = {{ support = 0 }}\n\
+         [[acd.agent]]\nid = \"bob\"\nqueues = {{ support = 0 }}\n{agents}\
          [crm]\n[store]\nurl = \"{store}\"\n\
          [admin]\ndispositions = [\"resolved\", \"follow_up\", \"new_customer\"]\nnot_ready_reasons = [\"break\", \"lunch\"]\n\
-         [cti]\nlisten = \"127.0.0.1:{cti_port}\"\nallowed_origins = [\"{origin}\"]\nheartbeat_secs = 1\nsearch_roles = [\"agent\"]\n\
+         [cti]\nlisten = \"127.0.0.1:{cti_port}\"\nallowed_origins = [\"{origin}\"]\nheartbeat_secs = 1\nsearch_roles = [\"agent\"]\n{}\
          [[cti.user]]\nname = \"bob\"\npassword_hash = \"{hash}\"\nrole = \"agent\"\nagent = \"bob\"\n",
-        rtp[0], rtp[1]
+        rtp[0], rtp[1], keys.cti
     )
 }
 
@@ -162,7 +184,16 @@ impl Rig {
         script: &str,
         seed: impl AsyncFnOnce(&Store) -> anyhow::Result<()>,
     ) -> anyhow::Result<Rig> {
-        Rig::start_with(store_path, rtp, calls, script, seed, "", |_| Vec::new()).await
+        Rig::start_with(
+            store_path,
+            rtp,
+            calls,
+            script,
+            seed,
+            Keys::default(),
+            |_| Vec::new(),
+        )
+        .await
     }
 
     async fn start_with(
@@ -171,7 +202,7 @@ impl Rig {
         calls: u32,
         script: &str,
         seed: impl AsyncFnOnce(&Store) -> anyhow::Result<()>,
-        sip: &str,
+        keys: Keys<'_>,
         browser_env: impl FnOnce(&hotline::Hotline) -> Vec<(&'static str, String)>,
     ) -> anyhow::Result<Rig> {
         let store = Store::open(store_path, &StoreConfig::default()).await?;
@@ -181,8 +212,8 @@ impl Rig {
         let blip = CutProxy::start(SocketAddr::from(([127, 0, 0, 1], cti_port))).await?;
         let origin = format!("http://{}", blip.addr());
         let mut h = hotline_sip_tests::start_hotline_with_sip(
-            sip,
-            &config(store_path, cti_port, &origin, &hash, rtp),
+            keys.sip,
+            &config(store_path, cti_port, &origin, &hash, rtp, keys),
         )
         .await?;
         let server = Proto::Udp.server_addr(&h);
@@ -594,6 +625,28 @@ async fn phone_rig(
     script: &str,
     extra: Option<(&'static str, String)>,
 ) -> anyhow::Result<(Rig, hotline_crm::CustomerId)> {
+    let sip = "domains = [\"hotline.test\"]\nws_listen = [\"127.0.0.1:0\"]\n";
+    phone_rig_with(
+        store_path,
+        rtp,
+        script,
+        extra,
+        Keys {
+            sip,
+            ..Keys::default()
+        },
+    )
+    .await
+}
+
+/// [`phone_rig`] with the config keys given (`keys.sip` must have a `ws_listen`).
+async fn phone_rig_with(
+    store_path: &str,
+    rtp: [u16; 2],
+    script: &str,
+    extra: Option<(&'static str, String)>,
+    keys: Keys<'_>,
+) -> anyhow::Result<(Rig, hotline_crm::CustomerId)> {
     let mut weber = 0;
     let rig = Rig::start_with(
         store_path,
@@ -615,7 +668,7 @@ async fn phone_rig(
                 .await?;
             Ok(())
         },
-        "domains = [\"hotline.test\"]\nws_listen = [\"127.0.0.1:0\"]\n",
+        keys,
         // The page gets its phone's settings (ws_listen's URL, the domain, bob's SIP
         // account) in the login reply: the script fills in nothing.
         |_| extra.into_iter().collect(),
@@ -798,6 +851,298 @@ async fn desk_page_reload_mid_call_keeps_the_call_and_media_flows_again() -> any
         assert_eq!(trail.disposition.as_deref(), Some("resolved"));
         rig.finish().await?;
         shots_exist("reload", &["01-rejoined", "02-saved"])
+    })
+    .await
+}
+
+/// The in-page phone behind its own cut-able path: `ws_listen` on a known port and the
+/// page told (`[cti] phone_ws_url`) to reach it through a [`CutProxy`].
+async fn phone_behind_cut(
+    store_path: &str,
+    rtp: [u16; 2],
+    script: &str,
+    cti: &str,
+    agents: &[&str],
+) -> anyhow::Result<(Rig, CutProxy)> {
+    const MIN: u64 = 50;
+    let ws_port = free_port();
+    let sip_path = CutProxy::start(SocketAddr::from(([127, 0, 0, 1], ws_port))).await?;
+    let sip = format!("domains = [\"hotline.test\"]\nws_listen = [\"127.0.0.1:{ws_port}\"]\n");
+    let cti = format!("phone_ws_url = \"ws://{}\"\n{cti}", sip_path.addr());
+    let (rig, _) = phone_rig_with(
+        store_path,
+        rtp,
+        script,
+        Some(("MIN_PACKETS", MIN.to_string())),
+        Keys {
+            sip: &sip,
+            cti: &cti,
+            agents,
+        },
+    )
+    .await?;
+    Ok((rig, sip_path))
+}
+
+/// The next switch event `want` picks, within [`STEP`].
+async fn switch_event<T>(
+    events: &mut tokio::sync::broadcast::Receiver<hotline_switch::SwitchEvent>,
+    what: &str,
+    want: impl Fn(&hotline_switch::SwitchEvent) -> Option<T>,
+) -> anyhow::Result<T> {
+    let deadline = tokio::time::Instant::now() + STEP;
+    loop {
+        use tokio::sync::broadcast::error::RecvError;
+        match tokio::time::timeout_at(deadline, events.recv()).await {
+            Err(_) => bail!("no {what} within {STEP:?}"),
+            Ok(Ok(ev)) => {
+                if let Some(t) = want(&ev) {
+                    return Ok(t);
+                }
+            }
+            Ok(Err(RecvError::Lagged(n))) => bail!("missed {n} switch events waiting for {what}"),
+            Ok(Err(RecvError::Closed)) => bail!("switch stopped before {what}"),
+        }
+    }
+}
+
+/// A network blip of the desk mid-call: the agent talks over WebRTC in the page, then the
+/// page's CTI WebSocket and its SIP WebSocket are cut together and restored after the
+/// server saw the phone go (well within `phone_rejoin_secs`). The registrar drops the
+/// binding with the connection, the call puts the caller on music (`PhoneLost`); JsSIP
+/// reconnects and registers the same contact again, the call follows it to the new
+/// connection and bridges the legs again (`PhoneBack`) with no new INVITE: the page's
+/// call, its RTCPeerConnection and the desk's session all carry on, media flows both ways
+/// past what it had, and the call ends normally from the page, never requeued.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn desk_network_blip_mid_call_keeps_the_call_in_chromium() -> anyhow::Result<()> {
+    const MIN: u64 = 50;
+    with_sqlite("desk_blip", async |store_path| {
+        let (mut rig, sip_path) =
+            phone_behind_cut(store_path, [27500, 27599], "desk_blip_flow.mjs", "", &[]).await?;
+        let mut events = rig
+            .h
+            .switch
+            .as_ref()
+            .context("switch")?
+            .handle()
+            .subscribe();
+        rig.flow.step("registered").await?;
+        let caller = rig.call(WEBER)?;
+        let answered = rig.flow.step("answered").await?;
+        let call_id = switch_event(&mut events, "the call answered", |e| match e {
+            hotline_switch::SwitchEvent::CallAnswered { call_id, agent, .. } if agent == "bob" => {
+                Some(call_id.clone())
+            }
+            _ => None,
+        })
+        .await?;
+        eprintln!("desk blip: before the blip {answered}");
+
+        rig.blip.cut();
+        sip_path.cut();
+        let lost_at = std::time::Instant::now();
+        let grace = switch_event(&mut events, "PhoneLost", |e| match e {
+            hotline_switch::SwitchEvent::PhoneLost {
+                call_id: c,
+                agent,
+                rejoin_secs,
+            } if agent == "bob" && *c == call_id => Some(*rejoin_secs),
+            _ => None,
+        })
+        .await?;
+        eprintln!(
+            "desk blip: phone lost {:?} after the cut (grace {grace} s)",
+            lost_at.elapsed()
+        );
+        rig.blip.restore();
+        sip_path.restore();
+        switch_event(&mut events, "PhoneBack", |e| match e {
+            hotline_switch::SwitchEvent::PhoneBack { call_id: c, agent }
+                if agent == "bob" && *c == call_id =>
+            {
+                Some(())
+            }
+            // The call must not leave bob meanwhile.
+            hotline_switch::SwitchEvent::CallTransferred { call_id: c, .. } if *c == call_id => {
+                panic!("the call was requeued during a blip: {e:?}")
+            }
+            _ => None,
+        })
+        .await?;
+        let back_after = lost_at.elapsed();
+        eprintln!("desk blip: phone back {back_after:?} after the cut");
+        ensure!(
+            back_after < Duration::from_secs(grace),
+            "back after the grace"
+        );
+        rig.flow.go().await?;
+        let back = rig.flow.step("back").await?;
+        eprintln!("desk blip: after the blip {back}");
+        assert_eq!(back["call"], "answered", "{back}");
+        assert_eq!(back["name"], "Dr. Anna Weber", "{back}");
+        assert!(
+            back["sockets"].as_u64() >= Some(2),
+            "the CTI socket reconnected: {back}"
+        );
+        assert_eq!(
+            back["states"],
+            serde_json::json!(["connected"]),
+            "one peer connection, still connected (no rejoin INVITE): {back}"
+        );
+        rig.flow.step("ended").await?;
+        caller.expect_success().await?;
+        let end = rig.desk_hangup(MIN).await?;
+        assert_eq!(end.call_id, call_id);
+        assert_eq!(end.agent.as_deref(), Some("bob"), "{end:?}");
+        rig.flow.go().await?;
+        let saved = rig.flow.step("saved").await?;
+        assert_eq!(
+            saved["errors"],
+            Value::Array(vec![]),
+            "page errors: {saved}"
+        );
+        rig.finish().await?;
+        shots_exist("blip", &["01-back", "02-saved"])
+    })
+    .await
+}
+
+/// The in-page phone that never comes back: bob talks over WebRTC in the page, then his
+/// page's SIP WebSocket is cut for good (the desk stays online). After
+/// `phone_rejoin_secs` (3 here) the call goes back to the queue and is offered to carol,
+/// whose SIPp phone answers (and hangs up later); bob is not ready with `phone_lost`, as
+/// the switch and his page say.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn desk_phone_that_never_comes_back_requeues_the_call_to_another_agent() -> anyhow::Result<()>
+{
+    with_sqlite("desk_lost", async |store_path| {
+        let (mut rig, sip_path) = phone_behind_cut(
+            store_path,
+            [27600, 27699],
+            "desk_lost_flow.mjs",
+            "phone_rejoin_secs = 3\n",
+            &["carol"],
+        )
+        .await?;
+        let sw = rig.h.switch.as_ref().context("switch")?.handle();
+        let mut events = sw.subscribe();
+        // carol (no desk: ready at start) waits not ready until bob has the call.
+        sw.agent_state(
+            "carol",
+            hotline_switch::AgentCommand::NotReady {
+                reason: "break".into(),
+            },
+        )
+        .await?;
+        let carol_port = free_port();
+        SippBuilder::new(
+            "lost-carol-register",
+            "register_once.xml",
+            Proto::Udp,
+            carol_port,
+        )
+        .args(["-s", "carol", "-au", "carol", "-ap", "carol-pw"])
+        .spawn(Some(rig.server))?
+        .expect_success()
+        .await?;
+        let carol = SippBuilder::new(
+            "lost-carol-uas",
+            "uas_answer_then_bye.xml",
+            Proto::Udp,
+            carol_port,
+        )
+        .args(["-s", "carol", "-rtp_echo"])
+        .set("-m", "1")
+        .set("-timeout", "120s")
+        .spawn(None)?;
+        wait_bound(carol_port, Proto::Udp).await?;
+
+        rig.flow.step("registered").await?;
+        let caller = rig.call(WEBER)?;
+        rig.flow.step("answered").await?;
+        let call_id = switch_event(&mut events, "the call answered by bob", |e| match e {
+            hotline_switch::SwitchEvent::CallAnswered { call_id, agent, .. } if agent == "bob" => {
+                Some(call_id.clone())
+            }
+            _ => None,
+        })
+        .await?;
+        sw.agent_state("carol", hotline_switch::AgentCommand::Ready)
+            .await?;
+
+        sip_path.cut();
+        let grace = switch_event(&mut events, "PhoneLost", |e| match e {
+            hotline_switch::SwitchEvent::PhoneLost {
+                call_id: c,
+                agent,
+                rejoin_secs,
+            } if agent == "bob" && *c == call_id => Some(*rejoin_secs),
+            _ => None,
+        })
+        .await?;
+        assert_eq!(grace, 3);
+        let lost_at = std::time::Instant::now();
+        let offered = switch_event(&mut events, "the call offered again", |e| match e {
+            hotline_switch::SwitchEvent::CallOffered(o) if o.call_id == call_id => {
+                Some(o.agent.clone())
+            }
+            hotline_switch::SwitchEvent::PhoneBack { .. } => {
+                panic!("the phone cannot be back: its path is cut")
+            }
+            _ => None,
+        })
+        .await?;
+        let waited = lost_at.elapsed();
+        eprintln!("desk lost: offered to {offered} {waited:?} after the phone was lost");
+        assert_eq!(offered, "carol");
+        assert!(
+            waited >= Duration::from_millis(2900),
+            "requeued only after the grace: {waited:?}"
+        );
+        let not_ready = rig.flow.step("not_ready").await?;
+        eprintln!("desk lost: bob's page {not_ready}");
+        assert!(
+            not_ready["state"] == "not_ready"
+                || not_ready["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("phone_lost")),
+            "{not_ready}"
+        );
+        let bob = sw
+            .agents()
+            .await?
+            .into_iter()
+            .find(|a| a.agent == "bob")
+            .context("bob")?;
+        eprintln!("desk lost: bob in the ACD {bob:?}");
+        assert!(
+            bob.status
+                == hotline_switch::AgentStatus::NotReady {
+                    reason: "phone_lost".into()
+                }
+                || bob.pending_not_ready.as_deref() == Some("phone_lost"),
+            "{bob:?}"
+        );
+
+        carol.expect_success().await?;
+        caller.expect_success().await?;
+        let end = tokio::time::timeout(STEP, rig.ended.recv())
+            .await
+            .context("no call end")?
+            .context("switch stopped")?;
+        eprintln!("desk lost: {end:?}");
+        assert_eq!(end.call_id, call_id);
+        assert!(end.bridged, "{end:?}");
+        assert_eq!(end.agent.as_deref(), Some("carol"), "{end:?}");
+        let status = tokio::time::timeout(STEP, rig.flow.child.wait()).await??;
+        ensure!(status.success(), "browser flow exited with {status}");
+        let sw = rig.h.switch.as_ref().context("switch")?;
+        assert_eq!(sw.stats().active_calls(), 0);
+        assert_eq!(sw.ports().in_use(), 0, "RTP ports leaked");
+        rig.h.shutdown().await;
+        rig.store.close().await;
+        shots_exist("lost", &["01-not-ready"])
     })
     .await
 }

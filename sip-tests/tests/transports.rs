@@ -457,7 +457,8 @@ impl NodeAgent {
 /// to `service` that Hotline sends over the WebSocket flow (proxied to `carol`, or from
 /// the B2BUA for a number routed to the extension), rings and rejects it, and
 /// unregisters. `scenario` is what the caller expects of that; `from` is in the From
-/// JsSIP sees (the caller when proxied, the number from the B2BUA).
+/// JsSIP sees (the caller when proxied, the number from the B2BUA). No INVITE it gets
+/// may carry `X-Hotline-Rejoin`, even when the caller forged one.
 async fn jssip_takes_a_call(
     h: &Hotline,
     url: &str,
@@ -486,6 +487,10 @@ async fn jssip_takes_a_call(
     ensure!(
         inc["from"].as_str().is_some_and(|f| f.contains(from)),
         "{inc}"
+    );
+    ensure!(
+        inc["rejoin"].is_null(),
+        "X-Hotline-Rejoin reached the phone: {inc}"
     );
     let top = inc["via"].as_str().unwrap_or("");
     ensure!(
@@ -516,7 +521,8 @@ async fn jssip_registers_over_ws_and_wss_and_rejects_calls() -> anyhow::Result<(
         .take_ended()
         .context("ended")?;
     let ws = format!("ws://127.0.0.1:{}", addr(&h, Transport::Ws)?.port());
-    let proxied = "uac_call_rejected.xml";
+    // The caller forges the desk's auto-answer mark; the proxy strips it.
+    let proxied = "uac_call_forged_rejoin.xml";
     jssip_takes_a_call(&h, &ws, "WS", None, "carol", proxied, "alice")
         .await
         .context("proxied over ws://")?;

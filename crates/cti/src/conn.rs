@@ -191,8 +191,12 @@ impl Conn {
                 Ok(Some(json!({"signed_out": true})))
             }
             Request::Ready => self.agent_cmd(AgentCommand::Ready).await,
-            Request::NotReady { reason } => self.agent_cmd(AgentCommand::NotReady { reason }).await,
+            Request::NotReady { reason } => {
+                self.check_word(WordList::NotReadyReasons, &reason).await?;
+                self.agent_cmd(AgentCommand::NotReady { reason }).await
+            }
             Request::NotReadyAfterCall { reason } => {
+                self.check_word(WordList::NotReadyReasons, &reason).await?;
                 self.agent_cmd(AgentCommand::NotReadyAfterCall { reason })
                     .await
             }
@@ -285,22 +289,7 @@ impl Conn {
                 if notes.as_ref().is_some_and(|n| n.len() > 10_000) {
                     return Err(Fault::new("bad_request", "notes: at most 10000 bytes"));
                 }
-                // Only the configured codes (reports group by them); none configured: any.
-                let codes = self
-                    .hub
-                    .words(WordList::Dispositions)
-                    .await
-                    .map_err(|m| Fault::new("unavailable", m))?;
-                if !codes.is_empty() && !codes.iter().any(|c| c == code.trim()) {
-                    return Err(Fault::new(
-                        "unknown_disposition",
-                        format!(
-                            "{:?} is not a disposition; use one of: {}",
-                            truncated(code.trim()),
-                            codes.join(", ")
-                        ),
-                    ));
-                }
+                self.check_word(WordList::Dispositions, code.trim()).await?;
                 let id = self
                     .hub
                     .switch
@@ -599,6 +588,34 @@ impl Conn {
             self.hub.audit(&u.name, action, None, false, detail);
         }
         r
+    }
+
+    /// Only the configured words are accepted (reports group by them); an empty list
+    /// accepts any. An empty word is left to the ACD, which has its own error for it.
+    async fn check_word(&self, list: WordList, word: &str) -> Result<(), Fault> {
+        if word.is_empty() {
+            return Ok(());
+        }
+        let words = self
+            .hub
+            .words(list)
+            .await
+            .map_err(|m| Fault::new("unavailable", m))?;
+        if words.is_empty() || words.iter().any(|w| w == word) {
+            return Ok(());
+        }
+        let (code, what) = match list {
+            WordList::Dispositions => ("unknown_disposition", "a disposition"),
+            WordList::NotReadyReasons => ("unknown_reason", "a not-ready reason"),
+        };
+        Err(Fault::new(
+            code,
+            format!(
+                "{:?} is not {what}; use one of: {}",
+                truncated(word),
+                words.join(", ")
+            ),
+        ))
     }
 
     async fn agent_cmd(&mut self, cmd: AgentCommand) -> Result<Option<Value>, Fault> {

@@ -225,9 +225,9 @@ async fn agent_states_carry_growing_versions_and_resume_restores_them() {
 
 /// The login/resume reply carries what the page would otherwise hard-code: the word lists
 /// (the admin service's current ones) and, for agents, the in-page phone's settings;
-/// a disposition outside the list is refused with an error frame.
+/// a disposition or not-ready reason outside its list is refused with an error frame.
 #[tokio::test]
-async fn login_carries_the_lists_and_phone_and_dispositions_are_checked() {
+async fn login_carries_the_lists_and_phone_and_words_are_checked() {
     use hotline_cti::admin::{AdminHandle, AdminOp, WordList};
     let acd = hotline_acd::AcdConfig::from_toml(
         "[[queue]]\nname = \"support\"\n[[agent]]\nid = \"bob\"\nqueues = { support = 0 }\n\
@@ -288,6 +288,20 @@ async fn login_carries_the_lists_and_phone_and_dispositions_are_checked() {
         .request(json!({"type": "call.disposition", "call_id": "c1", "code": "sale"}))
         .await;
     assert_ne!(e["code"], "unknown_disposition", "{e}");
+    // Not-ready reasons likewise: an unlisted one is refused, a listed one taken.
+    for kind in ["agent.not_ready", "agent.not_ready_after_call"] {
+        let e = d
+            .fails(json!({"type": kind, "reason": "nap"}), "unknown_reason")
+            .await;
+        assert!(
+            e["message"].as_str().unwrap().contains("break, lunch"),
+            "{e}"
+        );
+    }
+    let nr = d
+        .ok(json!({"type": "agent.not_ready", "reason": "lunch"}))
+        .await;
+    assert_eq!(nr["reason"], "lunch", "{nr}");
     // Resume carries them too; carol has no SIP account, so no phone.
     drop(d);
     let mut d = Desk::connect(server.local_addr(), Some(ORIGIN))

@@ -65,6 +65,9 @@ pub struct Config {
     /// Voicemail boxes (`[[voicemail]]`, see `config_voicemail`).
     #[serde(default)]
     pub voicemail: Vec<crate::config_voicemail::VoicemailConfig>,
+    /// `[server]`: the process (worker threads).
+    #[serde(default)]
+    pub server: crate::config_server::ServerSettings,
 }
 
 /// `[store]`: one database for the CRM and the CDRs (their migrations share it).
@@ -744,6 +747,9 @@ impl Config {
             ));
         }
         if let Err((at, m)) = crate::config_webrtc::validate(&self.media) {
+            errs.push(locate(path, text, at, m));
+        }
+        if let Err((at, m)) = self.server.validate() {
             errs.push(locate(path, text, at, m));
         }
         let [first, last] = *self.media.rtp_ports.get_ref();

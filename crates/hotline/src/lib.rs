@@ -9,6 +9,7 @@ mod config_redact;
 pub mod config_reliab;
 mod config_routes;
 pub mod config_voicemail;
+pub mod config_server;
 pub mod config_webrtc;
 pub mod prompts;
 pub mod store;

@@ -63,13 +63,23 @@ fn main() -> anyhow::Result<()> {
     }
     match cli.command {
         Command::Serve { config } => {
-            // One thread: all SIP state is owned by one task, so more workers would only
-            // add wake-ups and cross-core traffic.
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .context("building the tokio runtime")?;
-            rt.block_on(serve(&config))
+            // Loaded before the runtime: `[server] threads` sizes it.
+            let cfg = hotline::Config::load(&config)?;
+            let threads = cfg.server.worker_threads();
+            // All SIP state stays owned by one task either way; the workers spread the
+            // media sessions (whose cost is the kernel's UDP path) over the cores.
+            let rt = if threads == 1 {
+                tokio::runtime::Builder::new_current_thread()
+            } else {
+                let mut b = tokio::runtime::Builder::new_multi_thread();
+                b.worker_threads(threads);
+                b
+            }
+            .enable_all()
+            .build()
+            .context("building the tokio runtime")?;
+            tracing::info!(threads, "runtime started");
+            rt.block_on(serve(&config, &cfg))
         }
         Command::Simulate(args) => simulate::run(&args),
         Command::Passwd => {
@@ -101,12 +111,11 @@ fn small_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("building the tokio runtime")
 }
 
-async fn serve(config: &std::path::Path) -> anyhow::Result<()> {
+async fn serve(config: &std::path::Path, cfg: &hotline::Config) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     // Handlers first: a signal arriving right after startup must already stop us cleanly.
     let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    let cfg = hotline::Config::load(config)?;
     // From the file: the admin API edits it.
     let hotline = hotline::start_file(config).await?;
     // SIGINT: stop now (calls are cut, records written). SIGTERM: drain first; a second

@@ -29,7 +29,7 @@ use std::net::IpAddr;
 pub use app::{AppEvent, AppResponse, ClientTxId, ServerTxId};
 pub use error::Error;
 pub use flow::{Flow, Transmit, Transport};
-pub use proxy::{Core, CoreConfig, Counters, Target};
+pub use proxy::{Core, CoreConfig, Counters, REJOIN_HEADER, Target};
 
 /// An IP network in CIDR notation (`127.0.0.0/8`, `::1/128`), for trusted peers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

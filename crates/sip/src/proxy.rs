@@ -32,6 +32,9 @@ use crate::{Cidr, Error};
 
 /// Our branch prefix: the magic cookie plus a marker so we recognise our own Via hops.
 const BRANCH_PREFIX: &str = "z9hG4bK-hl";
+/// The mark of Hotline's own INVITE calling a reloaded desk page back into its call: the
+/// page answers such an INVITE by itself, so no relayed request may carry it.
+pub const REJOIN_HEADER: &str = "X-Hotline-Rejoin";
 const ALLOW: &str = "Allow: INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, MESSAGE, INFO, UPDATE, REFER, NOTIFY, SUBSCRIBE, PRACK";
 
 /// Where a static route (trunk) or a resolved URI points.
@@ -757,6 +760,11 @@ impl Core {
         }
     }
 
+    /// The next binding that appeared or went (see [`crate::registrar::BindingEvent`]).
+    pub fn poll_binding_event(&mut self) -> Option<crate::registrar::BindingEvent> {
+        self.location.poll_event()
+    }
+
     /// The contact registered for `aor` (highest q first) and the flow to reach it.
     pub fn contact_for(&self, aor: &str, now: Instant) -> Option<(String, Flow)> {
         let b = self.location.lookup(aor, now).first().copied()?;
@@ -1262,6 +1270,7 @@ impl Core {
         // The server transaction is made from the request as received (its Via routes
         // our responses).
         let sid = (!is_ack).then(|| self.new_server(flow, &req, key.unwrap_or_default(), invite));
+        strip_rejoin_mark(&mut req.headers);
         if let Some(r) = ruri
             && let Ok(u) = msg::rsip::Uri::try_from(r.as_str())
         {
@@ -1714,6 +1723,19 @@ fn loop_hash(req: &Request) -> u64 {
 }
 
 /// Removes the first value of the first header matching `pred` (comma-joined aware).
+/// Removes [`REJOIN_HEADER`] from a relayed request: a phone or trunk must not make a
+/// desk page answer by itself (only the B2BUA's own rejoin INVITE carries it).
+fn strip_rejoin_mark(headers: &mut msg::Headers) {
+    let forged = |h: &Header| matches!(h, Header::Other(n, _) if n.trim().eq_ignore_ascii_case(REJOIN_HEADER));
+    if headers.iter().any(forged) {
+        let kept: Vec<Header> = std::mem::take(headers)
+            .into_iter()
+            .filter(|h| !forged(h))
+            .collect();
+        *headers = kept.into();
+    }
+}
+
 fn pop_first_value(headers: &mut msg::Headers, pred: impl Fn(&Header) -> bool) {
     let mut all: Vec<Header> = std::mem::take(headers).into_iter().collect();
     if let Some(i) = all.iter().position(&pred) {

@@ -1,6 +1,6 @@
 //! Registrar and location service (RFC 3261 §10.3), sans-IO.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::flow::Flow;
@@ -18,6 +18,31 @@ pub struct Binding {
     /// The flow the REGISTER came over: requests to this contact go back on it (NAT, TCP).
     pub flow: Flow,
 }
+
+/// A binding that appeared or went: published (through the server) so a call waiting for
+/// an agent's phone learns of it at once instead of asking the registrar again and again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindingEvent {
+    pub aor: String,
+    /// The contact URI as registered.
+    pub uri: String,
+    /// For [`BindingChange::Added`] the flow it is now reached on; for `Removed` the one it was.
+    pub flow: Flow,
+    pub change: BindingChange,
+}
+
+/// What happened to a binding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BindingChange {
+    /// New, or moved to another flow (a phone re-registering over a new connection).
+    Added,
+    /// Unregistered, expired, or its connection closed.
+    Removed,
+}
+
+/// Events kept for [`Location::poll_event`] at most; older ones are dropped when nobody
+/// polls (the server task polls after every input, so only a bare core fills this).
+const MAX_EVENTS: usize = 1024;
 
 /// Registrar limits.
 #[derive(Debug, Clone, Copy)]
@@ -95,6 +120,7 @@ pub fn parse_q(s: &str) -> Option<u16> {
 pub struct Location {
     cfg: RegistrarConfig,
     aors: HashMap<String, Vec<Binding>>,
+    events: VecDeque<BindingEvent>,
 }
 
 impl Location {
@@ -102,7 +128,25 @@ impl Location {
         Self {
             cfg,
             aors: HashMap::new(),
+            events: VecDeque::new(),
         }
+    }
+
+    /// The next binding that appeared or went, oldest first.
+    pub fn poll_event(&mut self) -> Option<BindingEvent> {
+        self.events.pop_front()
+    }
+
+    fn publish(&mut self, aor: &str, b: &Binding, change: BindingChange) {
+        if self.events.len() >= MAX_EVENTS {
+            self.events.pop_front();
+        }
+        self.events.push_back(BindingEvent {
+            aor: aor.to_string(),
+            uri: b.uri.clone(),
+            flow: b.flow,
+            change,
+        });
     }
 
     pub fn config(&self) -> &RegistrarConfig {
@@ -117,9 +161,22 @@ impl Location {
         flow: Flow,
         now: Instant,
     ) -> Result<Vec<Binding>, RegisterError> {
+        let before = self.aors.get(aor).cloned().unwrap_or_default();
         let result = self.apply(aor, req, flow, now);
-        if self.aors.get(aor).is_some_and(Vec::is_empty) {
+        let after = self.aors.get(aor).cloned().unwrap_or_default();
+        if after.is_empty() {
             self.aors.remove(aor);
+        }
+        let same = |a: &Binding, b: &Binding| a.uri.eq_ignore_ascii_case(&b.uri);
+        for b in &before {
+            if !after.iter().any(|a| same(a, b)) {
+                self.publish(aor, b, BindingChange::Removed);
+            }
+        }
+        for a in &after {
+            if !before.iter().any(|b| same(a, b) && a.flow == b.flow) {
+                self.publish(aor, a, BindingChange::Added);
+            }
         }
         result
     }
@@ -222,26 +279,31 @@ impl Location {
     /// cannot open those towards the phone, so once the connection closes the binding
     /// reaches nobody; a browser that reloads registers a new one). Returns how many.
     pub fn drop_connection(&mut self, remote: std::net::SocketAddr) -> usize {
-        let mut removed = 0;
-        self.aors.retain(|_, bs| {
-            let before = bs.len();
-            bs.retain(|b| !(b.flow.remote == remote && b.flow.transport.connection_bound()));
-            removed += before - bs.len();
-            !bs.is_empty()
-        });
-        removed
+        self.remove_where(|b| b.flow.remote == remote && b.flow.transport.connection_bound())
     }
 
     /// Drops expired bindings; returns how many were removed.
     pub fn purge(&mut self, now: Instant) -> usize {
-        let mut removed = 0;
-        self.aors.retain(|_, bs| {
-            let before = bs.len();
-            bs.retain(|b| b.expires_at > now);
-            removed += before - bs.len();
+        self.remove_where(|b| b.expires_at <= now)
+    }
+
+    /// Removes (and publishes) the bindings `gone` picks.
+    fn remove_where(&mut self, gone: impl Fn(&Binding) -> bool) -> usize {
+        let mut removed = Vec::new();
+        self.aors.retain(|aor, bs| {
+            bs.retain(|b| {
+                let go = gone(b);
+                if go {
+                    removed.push((aor.clone(), b.clone()));
+                }
+                !go
+            });
             !bs.is_empty()
         });
-        removed
+        for (aor, b) in &removed {
+            self.publish(aor, b, BindingChange::Removed);
+        }
+        removed.len()
     }
 
     /// Number of AoRs with at least one binding.
@@ -470,6 +532,85 @@ mod tests {
             l.drop_connection(SocketAddr::from(([127, 0, 0, 1], 40000))),
             0
         );
+    }
+
+    /// Every way a binding comes or goes is published once: register, a refresh on a new
+    /// connection (moved), a refresh on the same one (nothing), the connection closing,
+    /// unregister and expiry.
+    #[test]
+    fn binding_changes_are_published() {
+        let mut l = Location::new(RegistrarConfig::default());
+        let t0 = Instant::now();
+        let ws = |port| Flow {
+            transport: Transport::Ws,
+            local: "127.0.0.1:8088".parse().unwrap(),
+            remote: SocketAddr::from(([127, 0, 0, 1], port)),
+        };
+        let events = |l: &mut Location| {
+            std::iter::from_fn(|| l.poll_event())
+                .map(|e| (e.aor, e.uri, e.flow.remote.port(), e.change))
+                .collect::<Vec<_>>()
+        };
+        let phone = "sip:k3@x.invalid;transport=ws";
+        l.register("a", &reg(1, &[(phone, None, None)], None), ws(40000), t0)
+            .unwrap();
+        let added = |port| {
+            (
+                "a".to_string(),
+                phone.to_string(),
+                port,
+                BindingChange::Added,
+            )
+        };
+        let removed = |port| {
+            (
+                "a".to_string(),
+                phone.to_string(),
+                port,
+                BindingChange::Removed,
+            )
+        };
+        assert_eq!(events(&mut l), vec![added(40000)]);
+        l.register("a", &reg(2, &[(phone, None, None)], None), ws(40000), t0)
+            .unwrap();
+        assert_eq!(events(&mut l), vec![], "a refresh changes nothing");
+        l.register("a", &reg(3, &[(phone, None, None)], None), ws(40001), t0)
+            .unwrap();
+        assert_eq!(
+            events(&mut l),
+            vec![added(40001)],
+            "moved to a new connection"
+        );
+        assert_eq!(
+            l.drop_connection(SocketAddr::from(([127, 0, 0, 1], 40000))),
+            0
+        );
+        assert_eq!(events(&mut l), vec![], "the old connection holds nothing");
+        assert_eq!(
+            l.drop_connection(SocketAddr::from(([127, 0, 0, 1], 40001))),
+            1
+        );
+        assert_eq!(events(&mut l), vec![removed(40001)]);
+        l.register(
+            "a",
+            &reg(4, &[(phone, Some(60), None)], None),
+            ws(40002),
+            t0,
+        )
+        .unwrap();
+        l.register("a", &reg(5, &[(phone, Some(0), None)], None), ws(40002), t0)
+            .unwrap();
+        assert_eq!(events(&mut l), vec![added(40002), removed(40002)]);
+        l.register(
+            "a",
+            &reg(6, &[(phone, Some(60), None)], None),
+            ws(40003),
+            t0,
+        )
+        .unwrap();
+        events(&mut l);
+        assert_eq!(l.purge(t0 + Duration::from_secs(61)), 1);
+        assert_eq!(events(&mut l), vec![removed(40003)]);
     }
 
     #[test]

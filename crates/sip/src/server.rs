@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::Error;
@@ -29,6 +29,7 @@ use crate::app::{AppEvent, AppResponse, ClientTxId, ServerTxId};
 use crate::flow::{Flow, Transmit, Transport};
 use crate::msg::{self, Limits, Request};
 use crate::proxy::{Core, CoreConfig, Counters, Target};
+use crate::registrar::BindingEvent;
 use crate::tls::{TlsConfig, TlsServer};
 use crate::ws::{self, WsConfig};
 
@@ -172,7 +173,12 @@ enum AppCommand {
 #[derive(Debug, Clone)]
 pub struct AppHandle {
     cmd: mpsc::Sender<AppCommand>,
+    bindings: broadcast::Sender<BindingEvent>,
 }
+
+/// Binding events a slow subscriber may fall behind by before it sees `Lagged` (and
+/// should look the registrar up again).
+const BINDING_EVENTS: usize = 256;
 
 impl std::fmt::Debug for AppCommand {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -225,6 +231,12 @@ impl AppHandle {
         self.send(AppCommand::Forget(call_id.to_string())).await
     }
 
+    /// Every binding that appears or goes from now on (registrations, unregistrations,
+    /// expiries, closed connections), so a call can await its agent's phone.
+    pub fn bindings(&self) -> broadcast::Receiver<BindingEvent> {
+        self.bindings.subscribe()
+    }
+
     /// The registered contact of `aor` and the flow to reach it (location service).
     pub async fn contact_for(&self, aor: &str) -> Result<Option<(String, Flow)>, Error> {
         let (tx, rx) = oneshot::channel();
@@ -265,7 +277,7 @@ impl Server {
     /// Binds every listen address and starts serving. Port 0 binds an ephemeral port;
     /// see [`Server::udp_addrs`] / [`Server::tcp_addrs`] for what was bound.
     pub async fn start(cfg: ServerConfig) -> Result<Server, Error> {
-        Self::start_inner(cfg, None).await
+        Self::start_inner(cfg, None, broadcast::channel(1).0).await
     }
 
     /// Like [`Server::start`], with an application owning the calls to
@@ -277,13 +289,19 @@ impl Server {
     ) -> Result<(Server, AppHandle, mpsc::Receiver<AppEvent>), Error> {
         let (ev_tx, ev_rx) = mpsc::channel(capacity.max(1));
         let (cmd_tx, cmd_rx) = mpsc::channel(capacity.max(1));
-        let server = Self::start_inner(cfg, Some((ev_tx, cmd_rx))).await?;
-        Ok((server, AppHandle { cmd: cmd_tx }, ev_rx))
+        let (bindings, _) = broadcast::channel(BINDING_EVENTS);
+        let server = Self::start_inner(cfg, Some((ev_tx, cmd_rx)), bindings.clone()).await?;
+        let app = AppHandle {
+            cmd: cmd_tx,
+            bindings,
+        };
+        Ok((server, app, ev_rx))
     }
 
     async fn start_inner(
         cfg: ServerConfig,
         app: Option<(mpsc::Sender<AppEvent>, mpsc::Receiver<AppCommand>)>,
+        bindings: broadcast::Sender<BindingEvent>,
     ) -> Result<Server, Error> {
         let mut udp = Vec::new();
         let mut udp_addrs = Vec::new();
@@ -362,6 +380,7 @@ impl Server {
                 limits,
                 queue,
                 app,
+                bindings,
             }
             .run(stop_rx),
         );
@@ -736,6 +755,7 @@ struct CoreTask {
     limits: Limits,
     queue: usize,
     app: Option<(mpsc::Sender<AppEvent>, mpsc::Receiver<AppCommand>)>,
+    bindings: broadcast::Sender<BindingEvent>,
 }
 
 enum Event {
@@ -841,6 +861,10 @@ impl CoreTask {
                 }
             }
             self.deliver_app_events();
+            while let Some(ev) = self.core.poll_binding_event() {
+                // No subscriber (no call waiting for a phone) is the usual case.
+                let _ = self.bindings.send(ev);
+            }
         }
     }
 

@@ -578,7 +578,7 @@ impl Call {
                         boxed(|| self.menu_timeout(&mut st)).await
                     }
                     _ = sleep_until_opt(st.dtmf.next) => boxed(|| self.next_dtmf(&mut st)).await,
-                    _ = sleep_until_opt(st.rejoin.deadline()) => boxed(|| rejoin::tick(&self, &mut st)).await,
+                    () = st.rejoin.wake() => boxed(|| rejoin::tick(&self, &mut st)).await,
                     _ = sleep_until_opt(in_call.deadline()) => {
                         let ctx = incall::Ctx { call: &self, caller: &mut st.caller, agent: &mut st.agent, media: &st.media, bridged: st.bridged };
                         boxed(|| in_call.timeout(ctx)).await
@@ -2052,7 +2052,7 @@ impl Call {
         }
         st.bridged = true;
         tracing::info!(call_id = %self.call_id, "legs bridged");
-        rejoin::watch(st);
+        rejoin::watch(&self.sip, st);
         // After a transfer the call's recording is already running: one file per call.
         if st.recording.is_some() {
             return;

@@ -668,6 +668,42 @@ fn transport_change_double_record_routes() {
 /// whose contact names its own listening port: requests reach both over the connection
 /// they registered on (Hotline dials neither), with Via and Record-Route for that
 /// transport.
+/// Only Hotline's own rejoin INVITE may make a desk page answer by itself: the mark is
+/// taken off every request the proxy relays (initial and in-dialog, any spelling).
+#[test]
+fn relayed_requests_lose_the_rejoin_mark() {
+    let mut h = Harness::new(trusted_cfg());
+    do_register_trusted(&mut h, "bob", 8000);
+    let forged =
+        "X-Hotline-Rejoin: call-z9hG4bK-live\r\nx-hotline-rejoin: again\r\nX-Other: kept\r\n";
+    let out = h.input(
+        "127.0.0.1:7000",
+        &invite("bob", 7000, "z9hG4bK-rj1", forged),
+    );
+    assert_eq!(out.len(), 2, "forwarded INVITE + 100 Trying");
+    let fwd = text(&out[0]);
+    assert!(fwd.starts_with("INVITE sip:bob@127.0.0.1:8000"), "{fwd}");
+    assert!(
+        !fwd.to_ascii_lowercase().contains("x-hotline-rejoin"),
+        "{fwd}"
+    );
+    assert!(
+        fwd.contains("X-Other: kept\r\n"),
+        "other headers stay: {fwd}"
+    );
+    // An in-dialog request (a re-INVITE through our Record-Route) loses it too.
+    let reinvite = format!(
+        "INVITE sip:bob@127.0.0.1:8000 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:7000;branch=z9hG4bK-rj2\r\nRoute: <sip:127.0.0.1:5060;lr>\r\nFrom: <sip:alice@127.0.0.1>;tag=a1\r\nTo: <sip:bob@127.0.0.1>;tag=b1\r\nCall-ID: call-z9hG4bK-rj1\r\nCSeq: 2 INVITE\r\nMax-Forwards: 70\r\n{forged}Content-Length: 0\r\n\r\n"
+    );
+    let out = h.input("127.0.0.1:7000", &reinvite);
+    let fwd = text(&out[0]);
+    assert!(fwd.starts_with("INVITE sip:bob@127.0.0.1:8000"), "{fwd}");
+    assert!(
+        !fwd.to_ascii_lowercase().contains("x-hotline-rejoin"),
+        "{fwd}"
+    );
+}
+
 #[test]
 fn websocket_and_tls_contacts_are_reached_over_their_connections() {
     let now = Instant::now();

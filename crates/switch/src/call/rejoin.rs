@@ -3,8 +3,10 @@
 //! (and with it the registrar's binding, which drops with the connection) away while the
 //! caller is still there. Instead of ending the call:
 //!
-//! * while a queue call is bridged to a browser contact, the call looks at the registrar
-//!   every [`CHECK`]: the binding on the leg's connection is the phone;
+//! * while a queue call is bridged to a browser contact, the call subscribes to the
+//!   registrar's binding events ([`AppHandle::bindings`]) and looks the phone up once then
+//!   and again on each event for its agent: the binding on the leg's connection is the
+//!   phone;
 //! * binding gone → the phone is lost: the caller hears music, `call.phone_lost` goes to
 //!   the desk, and the grace (`[cti] phone_rejoin_secs`) starts;
 //! * the same phone back on a new connection (a blip: JsSIP reconnects and re-registers its
@@ -15,24 +17,26 @@
 //! * the grace over → the call goes back to its queue at the head, the agent not ready
 //!   (`phone_lost`): no call is lost.
 //!
-//! The registrar is asked rather than told because it is the SIP task's state (one owner);
-//! a look every half second per browser call is a message on a channel.
+//! The registrar is the SIP task's state (one owner): the call is told that its agent's
+//! bindings changed and then asks for the current contact, so an idle browser call costs
+//! nothing (no timer) and a lost phone is noticed as soon as its connection closes.
 
 use std::time::{Duration, Instant as StdInstant};
 
 use hotline_media::{Player, Side};
 use hotline_sip::msg::{self, Response};
+use hotline_sip::registrar::BindingEvent;
+use hotline_sip::server::AppHandle;
 use hotline_sip::{AppEvent, AppResponse, Flow};
+use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::{AgentLeg, Call, Phase, State, event_call_id, webrtc_leg};
+use super::{AgentLeg, Call, Phase, State, event_call_id, sleep_until_opt, webrtc_leg};
 use crate::acd::AcdInput;
 use crate::events::AgentCommand;
 use crate::incall::Outcome;
 
-/// How often a bridged browser call looks at the registrar.
-const CHECK: Duration = Duration::from_millis(500);
 /// After a refused or failed rejoin INVITE, the next try waits this long.
 const RETRY: Duration = Duration::from_secs(2);
 /// The not-ready reason of an agent whose phone did not come back in time.
@@ -41,7 +45,12 @@ pub(crate) const PHONE_LOST: &str = "phone_lost";
 /// The watch over a browser agent's leg (owned by the call task's state).
 #[derive(Default)]
 pub(crate) struct Rejoin {
-    /// Watching: the next look at the registrar.
+    /// Watching: the agent's binding events (`None`: not watching).
+    bindings: Option<broadcast::Receiver<BindingEvent>>,
+    /// The agent whose bindings matter.
+    user: String,
+    /// A look at the registrar is due then (at once after a bridge, the grace's end, a
+    /// retry of the rejoin INVITE).
     next: Option<Instant>,
     /// The phone's registered contact (the binding on the leg's connection).
     contact: Option<String>,
@@ -53,9 +62,40 @@ pub(crate) struct Rejoin {
 }
 
 impl Rejoin {
-    /// When the call task must call [`tick`] next.
-    pub(crate) fn deadline(&self) -> Option<Instant> {
-        self.next
+    /// Resolves when the call task must call [`tick`]: a look is due, or the agent's
+    /// bindings changed (or events were missed). Cancel-safe: the call's `select!` drops
+    /// it whenever something else happens first.
+    pub(crate) async fn wake(&mut self) {
+        let due = sleep_until_opt(self.next);
+        tokio::pin!(due);
+        loop {
+            let closed = {
+                let Some(rx) = self.bindings.as_mut() else {
+                    return due.await;
+                };
+                tokio::select! {
+                    () = &mut due => return,
+                    r = rx.recv() => match r {
+                        Ok(ev) if ev.aor == self.user => return,
+                        Ok(_) => false,
+                        Err(RecvError::Lagged(_)) => return,
+                        Err(RecvError::Closed) => true,
+                    },
+                }
+            };
+            if closed {
+                // The SIP task is gone; the call ends by other means.
+                self.bindings = None;
+            }
+        }
+    }
+
+    /// The next look: the grace's end or the rejoin INVITE's retry, whichever is first.
+    fn rearm(&mut self, now: Instant) {
+        self.next = [self.until, self.retry_at.filter(|t| *t > now)]
+            .into_iter()
+            .flatten()
+            .min();
     }
 
     /// Whether `ev` belongs to the rejoin INVITE's dialog.
@@ -72,16 +112,24 @@ impl Rejoin {
 }
 
 /// The legs were bridged: watch the agent's phone when it is a browser on a queue call.
-pub(crate) fn watch(st: &mut State) {
-    let browser = st.agent.as_ref().is_some_and(|a| {
+/// Subscribing before the first look means no change between the two is missed.
+pub(crate) fn watch(sip: &AppHandle, st: &mut State) {
+    let browser = st.agent.as_ref().filter(|a| {
         a.answered
             && a.offer_of.is_some()
             && a.target
                 .as_deref()
                 .is_some_and(webrtc_leg::is_browser_contact)
     });
-    if browser && matches!(st.phase, Phase::Queue { .. }) && !st.rejoin.lost() {
-        st.rejoin.next = Some(Instant::now() + CHECK);
+    if let Some(a) = browser
+        && matches!(st.phase, Phase::Queue { .. })
+        && !st.rejoin.lost()
+    {
+        if st.rejoin.bindings.is_none() || st.rejoin.user != a.user {
+            st.rejoin.bindings = Some(sip.bindings());
+            st.rejoin.user = a.user.clone();
+        }
+        st.rejoin.next = Some(Instant::now());
     }
 }
 
@@ -129,7 +177,7 @@ pub(crate) async fn tick(call: &Call, st: &mut State) -> Outcome {
     if st.rejoin.until.is_some_and(|t| now >= t) {
         return requeue(call, st, &user).await;
     }
-    st.rejoin.next = Some(now + CHECK);
+    st.rejoin.rearm(now);
     Outcome::Continue
 }
 
@@ -169,7 +217,7 @@ async fn back(call: &Call, st: &mut State, user: &str) {
 
 /// INVITEs the phone's new registration (the reloaded page), marked for the desk.
 async fn invite(call: &Call, st: &mut State, user: &str, uri: &str, flow: Flow) {
-    let mark = format!("X-Hotline-Rejoin: {}\r\n", call.call_id);
+    let mark = format!("{}: {}\r\n", hotline_sip::REJOIN_HEADER, call.call_id);
     match call
         .call_agent_with(&st.number, &st.host, user, uri, flow, &mark)
         .await
@@ -179,8 +227,15 @@ async fn invite(call: &Call, st: &mut State, user: &str, uri: &str, flow: Flow) 
             tracing::info!(call_id = %call.call_id, agent = user, "rejoining the agent's new registration");
             st.rejoin.leg = Some(leg);
         }
-        None => st.rejoin.retry_at = Some(Instant::now() + RETRY),
+        None => retry_later(st),
     }
+}
+
+/// The rejoin INVITE failed: try again after [`RETRY`] (if the phone is still there).
+fn retry_later(st: &mut State) {
+    let now = Instant::now();
+    st.rejoin.retry_at = Some(now + RETRY);
+    st.rejoin.rearm(now);
 }
 
 /// An event of the rejoin INVITE's dialog.
@@ -197,12 +252,12 @@ pub(crate) async fn event(call: &Call, ev: AppEvent, st: &mut State) -> Outcome 
             if status >= 300 {
                 tracing::info!(call_id = %call.call_id, status, "rejoin INVITE refused");
                 st.rejoin.leg = None;
-                st.rejoin.retry_at = Some(Instant::now() + RETRY);
+                retry_later(st);
             }
         }
         AppEvent::Timeout { .. } => {
             st.rejoin.leg = None;
-            st.rejoin.retry_at = Some(Instant::now() + RETRY);
+            retry_later(st);
         }
         AppEvent::Request { tx, .. } => {
             // Nothing is established yet on this dialog.
@@ -233,7 +288,7 @@ async fn rejoined(call: &Call, st: &mut State, resp: &Response) -> Outcome {
         }
         Some(None) => {
             tracing::warn!(call_id = %call.call_id, "rejoin answer unusable");
-            st.rejoin.retry_at = Some(Instant::now() + RETRY);
+            retry_later(st);
             return Outcome::Continue;
         }
     };
@@ -249,7 +304,8 @@ async fn rejoined(call: &Call, st: &mut State, resp: &Response) -> Outcome {
     st.rejoin.contact = None;
     back(call, st, &user).await;
     st.bridged = true;
-    st.rejoin.next = Some(Instant::now() + CHECK);
+    // Learn the new phone's contact at once; its bindings are watched from there.
+    st.rejoin.next = Some(Instant::now());
     Outcome::Continue
 }
 
