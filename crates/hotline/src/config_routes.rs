@@ -221,6 +221,9 @@ fallback = { queue = "support" }
 [[acd.queue]]
 name = "support"
 fallback = { voicemail = "support-box" }
+
+[[voicemail]]
+name = "support-box"
 "#;
         let cfg =
             Config::parse(std::path::Path::new("t.toml"), text).unwrap_or_else(|e| panic!("{e}"));
