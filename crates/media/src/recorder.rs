@@ -1,5 +1,6 @@
 //! Call recording: both directions into one stereo 16-bit WAV (caller left, agent
-//! right), aligned by arrival time with silence filling gaps. The relay only does a
+//! right; in a conference the right channel is the agent and the added party mixed),
+//! aligned by arrival time with silence filling gaps. The relay only does a
 //! non-blocking `try_send` of a fixed-size frame into a bounded channel; a blocking
 //! writer thread decodes, aligns and writes. A full channel drops and counts.
 
