@@ -411,8 +411,16 @@ impl Call {
             number.clone(),
             trace.arrived_at,
         );
-        let Some(route) = self.cfg.routes.get(&number).cloned() else {
-            return self.reject(tx, 404, "Not Found", trace).await;
+        let route = match self.cfg.routes.get(&number) {
+            Some(r) => r.clone(),
+            // A browser calling a user directly (the SIP core hands those over when the
+            // user's phone is not a browser): through the gateway, rung as an extension.
+            None if self.cfg.users.contains(&number)
+                && webrtc_leg::is_webrtc_offer(&invite.body) =>
+            {
+                Route::Extension(number.clone())
+            }
+            None => return self.reject(tx, 404, "Not Found", trace).await,
         };
         // WebRTC hook: a browser's offer (DTLS-SRTP) is answered by the gateway below.
         let browser = webrtc_leg::is_webrtc_offer(&invite.body);
