@@ -62,6 +62,9 @@ pub struct Config {
     pub qualify: crate::config_reliab::QualifyConfig,
     #[serde(default)]
     pub dial_rules: Vec<crate::config_reliab::DialRuleConfig>,
+    /// Voicemail boxes (`[[voicemail]]`, see `config_voicemail`).
+    #[serde(default)]
+    pub voicemail: Vec<crate::config_voicemail::VoicemailConfig>,
     /// `[server]`: the process (worker threads).
     #[serde(default)]
     pub server: crate::config_server::ServerSettings,
@@ -121,6 +124,8 @@ pub struct RouteTarget {
     /// A message from an 8 kHz WAV file, then hang up.
     pub prompt: Option<PathBuf>,
     pub hangup: Option<bool>,
+    /// A voicemail box (`[[voicemail]]` name).
+    pub voicemail: Option<String>,
     /// Business hours gating this target.
     pub hours: Option<String>,
     /// Where calls go outside `hours` (default: the spoken closed message).
@@ -800,6 +805,7 @@ impl Config {
             }
         }
         self.validate_routing(path, text, &users, &mut errs);
+        errs.extend(crate::config_voicemail::validate(self, path, text));
         errs.extend(self.validate_admin(path, text));
         if let Err(e) = crate::config_reliab::validate(self, path, text) {
             errs.push(e);
@@ -1066,11 +1072,20 @@ impl Config {
             t.say.is_some(),
             t.prompt.is_some(),
             t.hangup == Some(true),
+            t.voicemail.is_some(),
         ];
         if kinds.iter().filter(|k| **k).count() != 1 {
             return Err(
-                "needs exactly one of queue, extension, menu, say, prompt or hangup = true".into(),
+                "needs exactly one of queue, extension, menu, say, prompt, voicemail or hangup = true"
+                    .into(),
             );
+        }
+        if let Some(b) = &t.voicemail
+            && !crate::config_voicemail::known(self, b)
+        {
+            return Err(format!(
+                "voicemail box {b:?} is not defined in [[voicemail]]"
+            ));
         }
         if let Some(m) = &t.menu
             && !self.menus.iter().any(|x| x.name.get_ref() == m)

@@ -31,6 +31,7 @@ use crate::{CallInput, Control, Route, SwitchConfig, announce, incall, webrtc_le
 mod supervise;
 
 mod rejoin;
+mod voicemail_call;
 
 /// How a call ended: for tests, CDRs and logs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,6 +95,9 @@ pub enum EndReason {
     /// Attended transfer: this call's agent was handed to another call (whose agent
     /// asked with REFER/Replaces); Hotline sent BYE to this call's caller (the referrer).
     Transferred,
+    /// The caller left a voicemail message (ended by key, limit or silence: Hotline said
+    /// goodbye and sent BYE; a caller hanging up after a message also ends this way).
+    Voicemail,
     /// A conference the caller had left lost its added party: with fewer than two
     /// parties it ends, and Hotline sent BYE to the agent.
     ConferenceEnded,
@@ -224,6 +228,8 @@ enum Phase {
     Extension,
     /// Playing a message; the call ends with `then` when it has played.
     Message { then: EndReason },
+    /// In a voicemail box: greeting, then recording the caller.
+    Voicemail(Box<voicemail_call::InBox>),
 }
 
 /// What the CDR will say about the call, filled in as it goes.
@@ -405,8 +411,16 @@ impl Call {
             number.clone(),
             trace.arrived_at,
         );
-        let Some(route) = self.cfg.routes.get(&number).cloned() else {
-            return self.reject(tx, 404, "Not Found", trace).await;
+        let route = match self.cfg.routes.get(&number) {
+            Some(r) => r.clone(),
+            // A browser calling a user directly (the SIP core hands those over when the
+            // user's phone is not a browser): through the gateway, rung as an extension.
+            None if self.cfg.users.contains(&number)
+                && webrtc_leg::is_webrtc_offer(&invite.body) =>
+            {
+                Route::Extension(number.clone())
+            }
+            None => return self.reject(tx, 404, "Not Found", trace).await,
         };
         // WebRTC hook: a browser's offer (DTLS-SRTP) is answered by the gateway below.
         let browser = webrtc_leg::is_webrtc_offer(&invite.body);
@@ -693,6 +707,8 @@ impl Call {
 
     /// Releases everything once the call's outcome is known; returns the report.
     async fn finish(&self, reason: EndReason, mut st: State) -> CallEnd {
+        // Hung up in a voicemail box: what was recorded is the message.
+        voicemail_call::hangup(self, &mut st).await;
         // Still waiting in a queue (with or without the ACD): an abandon there.
         let in_queue = matches!(st.phase, Phase::Queue { .. });
         if st.queued {
@@ -764,7 +780,11 @@ impl Call {
             }
         }
         st.agent = None;
-        self.desk.ended(reason, st.trace.recording.as_deref()).await;
+        let trail = match st.trace.settled {
+            Some(EndReason::Voicemail) => EndReason::Voicemail,
+            _ => reason,
+        };
+        self.desk.ended(trail, st.trace.recording.as_deref()).await;
         let status = if reason == EndReason::Cancelled {
             487
         } else {
@@ -854,6 +874,7 @@ impl Call {
                 Route::Queue(name) => return self.enter_queue(name, st).await,
                 Route::Extension(user) => return self.ring_extension(user, st).await,
                 Route::Outside(number) => return Box::pin(self.ring_outside(number, st)).await,
+                Route::Voicemail(name) => return voicemail_call::enter(self, name, st).await,
                 Route::Closed(prompt) => {
                     st.phase = Phase::Message {
                         then: EndReason::Closed,
@@ -1679,6 +1700,9 @@ impl Call {
     /// A key from the caller (RFC 4733 or SIP INFO).
     async fn key(&self, d: char, st: &mut State) -> incall::Outcome {
         tracing::debug!(call_id = %self.call_id, digit = %d, "caller pressed a key");
+        if matches!(st.phase, Phase::Voicemail(_)) {
+            return voicemail_call::key(self, d, st).await;
+        }
         let step = match &mut st.phase {
             Phase::Menu { menu, run } => run.key(&menu.clone(), d),
             Phase::Queue { name } => {
@@ -1705,6 +1729,9 @@ impl Call {
     }
 
     async fn menu_timeout(&self, st: &mut State) -> incall::Outcome {
+        if matches!(st.phase, Phase::Voicemail(_)) {
+            return voicemail_call::tick(self, st).await;
+        }
         let step = match &mut st.phase {
             Phase::Menu { menu, run } => run.timeout(&menu.clone()),
             _ => return incall::Outcome::Continue,
@@ -1815,6 +1842,7 @@ impl Call {
         st.queued = false;
         let route = match target {
             Fallback::Queue(q) => Route::Queue(q),
+            Fallback::Voicemail(b) => Route::Voicemail(b),
             Fallback::Number(n) => match self.cfg.routes.get(&n) {
                 Some(r) => r.clone(),
                 None if self.cfg.users.contains(&n) => Route::Extension(n),
@@ -1823,8 +1851,8 @@ impl Call {
                     return Some(EndReason::Fallback);
                 }
             },
-            // No voicemail or callback offer as a fallback yet: hang up, saying goodbye.
-            Fallback::Hangup | Fallback::Voicemail(_) | Fallback::Callback => {
+            // No callback offer as a fallback yet: hang up, saying goodbye.
+            Fallback::Hangup | Fallback::Callback => {
                 return match self.cfg.voice.as_ref() {
                     Some(v) => {
                         st.phase = Phase::Message {
@@ -1844,6 +1872,9 @@ impl Call {
     async fn media_event(&self, ev: MediaEvent, st: &mut State) -> incall::Outcome {
         match ev {
             MediaEvent::Leg(Side::A, LegEvent::Dtmf(d)) => incall::Outcome::Digit(d.digit),
+            MediaEvent::PlaybackDone(Side::A) if matches!(st.phase, Phase::Voicemail(_)) => {
+                voicemail_call::greeting_played(self, st).await
+            }
             MediaEvent::PlaybackDone(Side::A) => match &st.phase {
                 Phase::Menu { menu, .. } => {
                     st.deadline = Some(tokio::time::Instant::now() + menu.timeout);
@@ -2465,6 +2496,7 @@ pub(crate) fn outcome(reason: EndReason, t: &Trace) -> (CallResult, HangupSide) 
         EndReason::Fallback | EndReason::Hangup => CallResult::Fallback,
         EndReason::Callback => CallResult::Callback,
         EndReason::Transferred => CallResult::Transferred,
+        EndReason::Voicemail => CallResult::Voicemail,
         EndReason::Failed | EndReason::SessionExpired | EndReason::NoRtp => CallResult::Failed,
         EndReason::ConferenceEnded => CallResult::Answered,
         EndReason::Shutdown | EndReason::Drained => CallResult::Interrupted,
