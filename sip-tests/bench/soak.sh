@@ -13,11 +13,12 @@
 # Defaults are half of the measured capacity (README "Call path": about 1,000 bridged
 # calls with RTP on two cores): about 500 calls up at once (23 calls/s, 20 s talk).
 #
-# Each minute it prints one line "soak t=... rss_kb= fds= tasks= rtp_ports= calls=" (RSS
-# and fds from /proc, tasks and RTP ports from Hotline's /metrics). After the load it waits
-# for the calls to end and prints the growth: RSS from the first full-load minute to the
-# last, and idle-before vs idle-after for tasks, fds and RTP ports; and checks that every
-# call SIPp placed has a CDR in the SQLite store.
+# Each minute it prints one line "soak t=... rss_kb= fds= sockets= tasks= rtp_ports= calls="
+# (RSS, fds and sockets from /proc, tasks and RTP ports from Hotline's /metrics). After the
+# load it waits for the calls to end and prints the growth: RSS from the first full-load
+# minute to the last, and idle-before vs idle-after for tasks, fds (by kind, the CDR
+# store's pooled connections apart) and RTP ports; and checks that every call SIPp placed
+# has a CDR in the SQLite store. SHARED (../shared/bench/sip) has the agents' scenarios.
 #
 # Usage:  sip-tests/bench/soak.sh MINUTES          (e.g. 2 for a check, 30 for the soak)
 # Env:    TALK_RATE (12) ABANDON_RATE (4) IVR_RATE (4) XFER_RATE (3) calls/s per class
@@ -49,7 +50,7 @@ SECS=$((MINUTES * 60))
 MAX_SECS=$((SECS + 300))
 BIN=${BIN:-$ROOT/target/release/hotline}
 SCEN="$ROOT/sip-tests/scenarios"
-SHARED="$ROOT/../shared/bench/sip"
+SHARED=${SHARED:-$ROOT/../shared/bench/sip}
 mkdir -p "$OUT"
 cd "$OUT" || exit 1
 rm -f ./*.csv ./*.log ./*.stdout ./*.pid soak.db*
@@ -83,8 +84,24 @@ sipp_bg() {   # sipp_bg <name> <args...>
 metric() { curl -s --max-time 5 "http://$IP:$METRICS_PORT/metrics" | awk -v k="$1" '$1 == k { print $2 + 0; f = 1 } END { if (!f) print -1 }'; }
 rss_kb() { awk '/^VmRSS:/{print $2}' "/proc/$HPID/status" 2>/dev/null || echo 0; }
 fds() { find "/proc/$HPID/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l; }
+sockets() { find "/proc/$HPID/fd" -mindepth 1 -maxdepth 1 -lname 'socket:*' 2>/dev/null | wc -l; }
+# What the fds are, by kind (sockets by protocol from /proc/net), for the idle comparison.
+fd_kinds() {   # fd_kinds <file>
+	local l i
+	for l in /proc/"$HPID"/fd/*; do
+		i=$(readlink "$l" 2>/dev/null) || continue
+		case $i in
+		socket:*) i=${i#socket:[}; i=${i%]}
+			if grep -qs " $i " /proc/"$HPID"/net/udp /proc/"$HPID"/net/udp6; then echo socket:udp
+			elif grep -qs " $i " /proc/"$HPID"/net/tcp /proc/"$HPID"/net/tcp6; then echo socket:tcp
+			else echo socket:other; fi ;;
+		pipe:*) echo pipe ;;
+		*) echo "$i" ;;
+		esac
+	done | sort | uniq -c | sort -k2 >"$1"
+}
 sample() {   # sample <label>
-	echo "soak t=$1 rss_kb=$(rss_kb) fds=$(fds) tasks=$(metric hotline_tasks_alive) rtp_ports=$(metric hotline_rtp_ports_in_use) calls=$(metric hotline_calls_active) load=$(cut -d' ' -f1 /proc/loadavg)"
+	echo "soak t=$1 rss_kb=$(rss_kb) fds=$(fds) sockets=$(sockets) tasks=$(metric hotline_tasks_alive) rtp_ports=$(metric hotline_rtp_ports_in_use) calls=$(metric hotline_calls_active) load=$(cut -d' ' -f1 /proc/loadavg)"
 }
 field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$2"; }
 
@@ -144,6 +161,7 @@ sipp_bg xfer-agents -sf "$SCEN/uas_refer_blind.xml" -i $IP -p $XFER_PORT -mp 620
 wait_port $AGENT_PORT && wait_port $XFER_PORT || { echo "agent UAS did not start" >&2; exit 1; }
 IDLE0=$(sample idle-before)
 echo "$IDLE0"
+fd_kinds fds-idle-before.txt
 
 # callers: class number rate hold_ms port media_port
 start_class() {
@@ -173,6 +191,16 @@ done
 sleep 5   # UAS timewait; tasks of ended calls are gone
 IDLE1=$(sample idle-after)
 echo "$IDLE1"
+fd_kinds fds-idle-after.txt
+# Which kinds of fd differ between the idle samples (count before -> after).
+# The CDR store's files (soak.db, -wal) count apart: its SQLite pool opens connections
+# (one fd for the database, one for its WAL each) as concurrent writes need them, up to
+# its size (4), and sqlx closes them after 10 idle minutes, so a few more of those after
+# a load is the pool, not a leak. Any other growth is.
+join -1 2 -2 2 -a 1 -a 2 -e 0 -o 0,1.1,2.1 fds-idle-before.txt fds-idle-after.txt |
+	awk '$2 != $3 { printf "soak fds_changed %s %d->%d\n", $1, $2, $3; d = 1 } END { if (!d) print "soak fds_changed none" }'
+FDS_STORE=$(join -1 2 -2 2 -a 1 -a 2 -e 0 -o 0,1.1,2.1 fds-idle-before.txt fds-idle-after.txt |
+	awk '$1 ~ /\/soak\.db(-wal)?$/ { g += $3 - $2 } END { print g + 0 }')
 
 placed=0 failed=0
 for c in talk abandon ivr transfer; do
@@ -188,8 +216,9 @@ last=${SAMPLES[$((${#SAMPLES[@]} - 1))]:-$IDLE1}
 awk -v r0="$(field rss_kb "$first")" -v r1="$(field rss_kb "$last")" -v m="$MINUTES" \
 	-v t0="$(field tasks "$IDLE0")" -v t1="$(field tasks "$IDLE1")" \
 	-v f0="$(field fds "$IDLE0")" -v f1="$(field fds "$IDLE1")" \
-	-v p1="$(field rtp_ports "$IDLE1")" -v ri0="$(field rss_kb "$IDLE0")" -v ri1="$(field rss_kb "$IDLE1")" 'BEGIN {
+	-v p1="$(field rtp_ports "$IDLE1")" -v ri0="$(field rss_kb "$IDLE0")" -v ri1="$(field rss_kb "$IDLE1")" \
+	-v fs="$FDS_STORE" -v s0="$(field sockets "$IDLE0")" -v s1="$(field sockets "$IDLE1")" 'BEGIN {
 	span = m > 1 ? m - 1 : 1
 	pct = r0 > 0 ? (r1 - r0) / r0 * 100 : 0
-	printf "soak growth rss_loaded_first_to_last_kb=%d (%.1f%%, %.0f kb/min over %d min) rss_idle_before=%d rss_idle_after=%d tasks_idle %d->%d fds_idle %d->%d rtp_ports_after=%d\n",
-		r1 - r0, pct, (r1 - r0) / span, span, ri0, ri1, t0, t1, f0, f1, p1 }'
+	printf "soak growth rss_loaded_first_to_last_kb=%d (%.1f%%, %.0f kb/min over %d min) rss_idle_before=%d rss_idle_after=%d tasks_idle %d->%d fds_idle %d->%d (store pool %+d, other %+d) sockets_idle %d->%d rtp_ports_after=%d\n",
+		r1 - r0, pct, (r1 - r0) / span, span, ri0, ri1, t0, t1, f0, f1, fs, f1 - f0 - fs, s0, s1, p1 }'

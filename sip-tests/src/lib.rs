@@ -11,6 +11,7 @@ use hotline::{Config, Hotline};
 use tokio::process::{Child, Command};
 
 mod cut;
+pub mod deskview;
 pub mod rawua;
 pub use cut::CutProxy;
 
@@ -216,21 +217,31 @@ impl SippBuilder {
 
 impl Sipp {
     /// Waits for SIPp to exit (bounded) and returns its status.
-    pub async fn wait(mut self) -> anyhow::Result<ExitStatus> {
-        match tokio::time::timeout(Duration::from_secs(40), self.child.wait()).await {
+    pub async fn wait(self) -> anyhow::Result<ExitStatus> {
+        self.wait_within(Duration::from_secs(40)).await
+    }
+
+    /// Like [`Sipp::wait`] with another bound (long runs).
+    pub async fn wait_within(mut self, bound: Duration) -> anyhow::Result<ExitStatus> {
+        match tokio::time::timeout(bound, self.child.wait()).await {
             Ok(s) => Ok(s?),
             Err(_) => {
                 let _ = self.child.kill().await;
-                bail!("sipp {} did not finish in 40 s", self.name)
+                bail!("sipp {} did not finish in {bound:?}", self.name)
             }
         }
     }
 
     /// Waits and fails with SIPp's error log unless it exited 0 (all calls successful).
     pub async fn expect_success(self) -> anyhow::Result<()> {
+        self.expect_success_within(Duration::from_secs(40)).await
+    }
+
+    /// Like [`Sipp::expect_success`] with another bound.
+    pub async fn expect_success_within(self, bound: Duration) -> anyhow::Result<()> {
         let name = self.name.clone();
         let err_file = self.err_file.clone();
-        let status = self.wait().await?;
+        let status = self.wait_within(bound).await?;
         if !status.success() {
             let log = std::fs::read_to_string(&err_file).unwrap_or_default();
             bail!("sipp {name} failed with {status}:\n{log}");

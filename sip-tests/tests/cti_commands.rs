@@ -832,3 +832,210 @@ async fn desk_transfers_to_outside_numbers_within_the_dial_rules() -> anyhow::Re
     }
     Ok(())
 }
+
+/// The `TRANSFER` lines of the queue log so far.
+fn transfer_lines(rig: &Rig) -> anyhow::Result<Vec<hotline_cdr::QueueEvent>> {
+    Ok(rig
+        .cdrs()?
+        .events()
+        .into_iter()
+        .filter(|e| e.event == hotline_cdr::QueueEventKind::Transfer)
+        .collect())
+}
+
+/// Bob consults dave from the desk (dave answers), then hangs up his phone instead of
+/// completing: the transfer completes, as Asterisk's attended transfer on hangup does.
+/// Bob's desk gets `call.transferred` to dave, the caller and dave hear each other (each
+/// side's constant payload counted at the other), the queue log has bob's `TRANSFER`
+/// line, and the CDR names dave with one transfer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_hanging_up_while_consulting_completes_the_transfer() -> anyhow::Result<()> {
+    const BOB: u8 = 0x33;
+    const DAVE: u8 = 0x55;
+    let rig = rig("consulthangup", [13200, 13399]).await?;
+    let mut bob = rig.desk("bob", true).await?;
+    let mut bob_phone = RawPhone::register(rig.server, "bob", BOB).await?;
+    let mut dave_phone = RawPhone::register(rig.server, "dave", DAVE).await?;
+    let mut caller = Caller::call(rig.server, "4100").await?;
+    let (_, offered) = bob.event("call.offered").await;
+    let call_id = offered["data"]["call_id"]
+        .as_str()
+        .context("call_id")?
+        .to_string();
+    bob_phone.answer().await?;
+    let n = |h: &Heard, b: u8| h.uniform.get(&b).copied().unwrap_or(0);
+    caller.until("bob's audio", |h| n(h, BOB) >= 25).await?;
+
+    bob.ok(json!({"type": "call.transfer", "call_id": call_id, "to": "dave", "attended": true}))
+        .await;
+    bob.event("call.held").await;
+    dave_phone.answer().await?;
+    bob_phone
+        .until("dave during the consultation", |h| n(h, DAVE) >= 25)
+        .await?;
+    assert!(transfer_lines(&rig)?.is_empty(), "no transfer yet");
+
+    bob_phone.hangup().await?;
+    let (_, t) = bob.event("call.transferred").await;
+    assert_eq!(t["data"]["call_id"], call_id.as_str());
+    assert_eq!(t["data"]["to"], "extension:dave");
+    let at = n(&caller.heard(), DAVE);
+    caller
+        .until("dave, after bob hung up", |h| n(h, DAVE) >= at + 25)
+        .await?;
+    dave_phone.until("the caller", |h| n(h, MARK) >= 25).await?;
+    caller.hangup().await?;
+    dave_phone.bye().await?;
+    let cdr = rig.cdrs()?.wait_calls(1, WAIT).await;
+    let cdr = cdr.first().context("CDR")?;
+    assert_eq!(cdr.agent.as_deref(), Some("dave"), "{cdr:?}");
+    assert_eq!(cdr.transfers, 1, "{cdr:?}");
+    let lines = transfer_lines(&rig)?;
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0].agent.as_deref(), Some("bob"));
+    assert_eq!(lines[0].call_id, call_id);
+    assert!(lines[0].data.starts_with("extension:dave,"), "{lines:?}");
+    bob.close().await;
+    rig.done(1).await
+}
+
+/// An attended transfer to an outside number: bob consults a German number through the
+/// trunk and hangs up while it still rings. The transfer goes on blind: the caller hears
+/// music until the trunk answers, then the caller and the trunk hear each other. The
+/// number is `number:...` in `call.transferred` and the queue log (not an extension), and
+/// never the call's agent: the CDR keeps bob, who sent the call out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_hanging_up_while_an_outside_number_rings_transfers_blind() -> anyhow::Result<()> {
+    const BOB: u8 = 0x33;
+    const TRUNK: u8 = 0x44;
+    const ALLOWED: &str = "+4989123456";
+    let server = SocketAddr::from(([127, 0, 0, 1], 0));
+    let mut trunk = RawPhone::trunk(server, TRUNK).await?;
+    let trunk_port = trunk.port()?;
+    let rig = rig_with(
+        "consultoutside",
+        [13400, 13599],
+        &format!("static_route = \"sip:127.0.0.1:{trunk_port}\"\n"),
+        DIAL_RULES,
+    )
+    .await?;
+    trunk.set_server(rig.server);
+    let mut bob = rig.desk("bob", true).await?;
+    let mut bob_phone = RawPhone::register(rig.server, "bob", BOB).await?;
+    let mut caller = Caller::call(rig.server, "4100").await?;
+    let (_, offered) = bob.event("call.offered").await;
+    let call_id = offered["data"]["call_id"]
+        .as_str()
+        .context("call_id")?
+        .to_string();
+    bob_phone.answer().await?;
+    let n = |h: &Heard, b: u8| h.uniform.get(&b).copied().unwrap_or(0);
+    caller.until("bob's audio", |h| n(h, BOB) >= 25).await?;
+
+    bob.ok(json!({"type": "call.transfer", "call_id": call_id, "to": ALLOWED, "attended": true}))
+        .await;
+    bob.event("call.held").await;
+    bob_phone.hangup().await?;
+    let (_, t) = bob.event("call.transferred").await;
+    assert_eq!(t["data"]["to"], format!("number:{ALLOWED}"));
+    let at = caller.heard().other;
+    caller
+        .until("music while the number rings", |h| h.other >= at + 25)
+        .await?;
+    // The trunk answers only now (its INVITE waited in its socket).
+    let invite = trunk.answer().await?;
+    assert!(
+        invite.starts_with(&format!("INVITE sip:{ALLOWED}@")),
+        "{invite}"
+    );
+    caller
+        .until("the outside party", |h| n(h, TRUNK) >= 25)
+        .await?;
+    trunk.until("the caller", |h| n(h, MARK) >= 25).await?;
+    caller.hangup().await?;
+    trunk.bye().await?;
+    let cdr = rig.cdrs()?.wait_calls(1, WAIT).await;
+    let cdr = cdr.first().context("CDR")?;
+    assert_eq!(cdr.agent.as_deref(), Some("bob"), "{cdr:?}");
+    assert_eq!(cdr.transfers, 1, "{cdr:?}");
+    let lines = transfer_lines(&rig)?;
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].data.starts_with(&format!("number:{ALLOWED},")),
+        "{lines:?}"
+    );
+    bob.close().await;
+    rig.done(1).await
+}
+
+/// A conference outlives the caller (the rule of Asterisk's ConfBridge: it ends when
+/// fewer than two parties remain). Caller, bob and carol send constants; while the three
+/// talk, the recording has the caller left and bob + carol mixed right. The caller hangs
+/// up: bob and carol go on hearing each other, the recording goes on with a silent left
+/// channel. Carol hangs up: bob gets BYE, the desk `call.ended` (`ConferenceEnded`), and
+/// the CDR keeps bob and the recording.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conference_goes_on_without_the_caller_and_records_everyone() -> anyhow::Result<()> {
+    use hotline_media::g711::Law;
+    const BOB: u8 = 0x33;
+    const CAROL: u8 = 0x22;
+    let u = Law::Ulaw;
+    let sum = |a: u8, b: u8| {
+        u.encode((i32::from(u.decode(a)) + i32::from(u.decode(b))).clamp(-32768, 32767) as i16)
+    };
+    let rig = rig("confleft", [13600, 13799]).await?;
+    let mut bob = rig.desk("bob", true).await?;
+    let mut bob_phone = RawPhone::register(rig.server, "bob", BOB).await?;
+    let mut carol_phone = RawPhone::register(rig.server, "carol", CAROL).await?;
+    let mut caller = Caller::call(rig.server, "4100").await?;
+    let (_, offered) = bob.event("call.offered").await;
+    let call_id = offered["data"]["call_id"]
+        .as_str()
+        .context("call_id")?
+        .to_string();
+    bob_phone.answer().await?;
+    let n = |h: &Heard, b: u8| h.uniform.get(&b).copied().unwrap_or(0);
+    caller.until("bob's audio", |h| n(h, BOB) >= 25).await?;
+    bob.ok(json!({"type": "call.conference", "call_id": call_id, "to": "carol"}))
+        .await;
+    carol_phone.answer().await?;
+    caller
+        .until("bob + carol", |h| n(h, sum(BOB, CAROL)) >= 50)
+        .await?;
+    bob_phone
+        .until("caller + carol", |h| n(h, sum(MARK, CAROL)) >= 25)
+        .await?;
+
+    caller.hangup().await?;
+    bob_phone
+        .until("carol alone", |h| n(h, CAROL) >= 50)
+        .await?;
+    carol_phone.until("bob alone", |h| n(h, BOB) >= 50).await?;
+    carol_phone.hangup().await?;
+    bob_phone.bye().await?;
+    let (_, ended) = bob.event("call.ended").await;
+    assert_eq!(ended["data"]["call_id"], call_id.as_str());
+    assert_eq!(ended["data"]["reason"], "ConferenceEnded");
+    let cdr = rig.cdrs()?.wait_calls(1, WAIT).await;
+    let cdr = cdr.first().context("CDR")?;
+    assert_eq!(cdr.agent.as_deref(), Some("bob"), "{cdr:?}");
+    let path = cdr.recording.as_deref().context("recording")?;
+    let mut wav = hound::WavReader::open(path)?;
+    let samples: Vec<i16> = wav.samples::<i16>().collect::<Result<_, _>>()?;
+    let frames: Vec<(i16, i16)> = samples.chunks(2).map(|c| (c[0], c[1])).collect();
+    let (caller_pcm, others) = (u.decode(MARK), u.decode(sum(BOB, CAROL)));
+    let count = |want: (i16, i16)| frames.iter().filter(|&&f| f == want).count();
+    // 50 packets of the three-way mix are 8000 frames; allow for the edges.
+    assert!(
+        count((caller_pcm, others)) >= 4000,
+        "all three in the recording: {} frames",
+        count((caller_pcm, others))
+    );
+    assert!(
+        count((0, others)) >= 4000,
+        "bob and carol after the caller left: {} frames",
+        count((0, others))
+    );
+    bob.close().await;
+    rig.done(1).await
+}

@@ -336,10 +336,25 @@ async fn browser_agent_gets_webrtc_offer_and_talks_to_a_sip_caller() -> anyhow::
 /// dressed as a browser's offer gets a 4xx and leaves no call behind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browser_calls_out_and_talks_to_a_sip_phone() -> anyhow::Result<()> {
-    let h = start_hotline_with(
-        "[media]\nrtp_ip = \"127.0.0.1\"\nrtp_ports = [46500, 46599]\nno_rtp_timeout_secs = 0\n\
+    browser_calls_carol("4352", [46500, 46599]).await
+}
+
+/// The same, dialling carol's user directly (no `[[numbers]]` entry of hers is used): the
+/// SIP core hands the browser's INVITE to the switch instead of proxying its WebRTC SDP
+/// to a plain phone, and the gateway answers it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_calling_a_sip_user_directly_goes_through_the_gateway() -> anyhow::Result<()> {
+    browser_calls_carol("carol", [47000, 47099]).await
+}
+
+/// bob's browser dials `dial` (carol's number or her user), media flows both ways between
+/// the browser and carol's plain phone, and the browser hangs up.
+async fn browser_calls_carol(dial: &str, ports: [u16; 2]) -> anyhow::Result<()> {
+    let h = start_hotline_with(&format!(
+        "[media]\nrtp_ip = \"127.0.0.1\"\nrtp_ports = [{}, {}]\nno_rtp_timeout_secs = 0\n\
          [[numbers]]\nnumber = \"4352\"\nextension = \"carol\"\n",
-    )
+        ports[0], ports[1]
+    ))
     .await?;
     let server = h.sip.udp_addrs()[0];
 
@@ -357,12 +372,12 @@ async fn browser_calls_out_and_talks_to_a_sip_phone() -> anyhow::Result<()> {
     .await?;
     expect(&carol, "200 to REGISTER", |m| m.starts_with("SIP/2.0 200 ")).await?;
 
-    // The browser (bob) dials 4352: first with garbage in a WebRTC-looking offer.
+    // The browser (bob) dials: first with garbage in a WebRTC-looking offer.
     let bob = UdpSocket::bind((TRUSTED_IP, 0)).await?;
     let bob_addr = bob.local_addr()?;
     let invite = |call_id: &str, sdp: &str| {
         format!(
-            "INVITE sip:4352@{server} SIP/2.0\r\nVia: SIP/2.0/UDP {bob_addr};branch=z9hG4bK-{call_id};rport\r\nFrom: <sip:bob@{server}>;tag=bb\r\nTo: <sip:4352@{server}>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:bob@{bob_addr};transport=ws>\r\nMax-Forwards: 70\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+            "INVITE sip:{dial}@{server} SIP/2.0\r\nVia: SIP/2.0/UDP {bob_addr};branch=z9hG4bK-{call_id};rport\r\nFrom: <sip:bob@{server}>;tag=bb\r\nTo: <sip:{dial}@{server}>\r\nCall-ID: {call_id}\r\nCSeq: 1 INVITE\r\nContact: <sip:bob@{bob_addr};transport=ws>\r\nMax-Forwards: 70\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
             sdp.len()
         )
     };

@@ -12,10 +12,12 @@ pub mod report;
 mod sink;
 mod store;
 pub mod time;
+mod voicemail;
 
 pub use error::{CdrError, Result};
 pub use sink::{CdrSink, CdrWriter, MemoryCdrs, StartedCall, WriterConfig};
 pub use store::{CdrStore, ReportInput, StoreOptions};
+pub use voicemail::{VoicemailFilter, VoicemailMessage};
 
 /// Wall-clock milliseconds since the Unix epoch.
 pub type UnixMillis = i64;
@@ -50,10 +52,12 @@ pub enum CallResult {
     Transferred,
     /// In progress when Hotline stopped or crashed (set at the next start).
     Interrupted,
+    /// The caller left a voicemail message (`recording` is the message's WAV).
+    Voicemail,
 }
 
 impl CallResult {
-    pub const ALL: [CallResult; 9] = [
+    pub const ALL: [CallResult; 10] = [
         CallResult::Answered,
         CallResult::Abandoned,
         CallResult::Rejected,
@@ -63,6 +67,7 @@ impl CallResult {
         CallResult::Closed,
         CallResult::Transferred,
         CallResult::Interrupted,
+        CallResult::Voicemail,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -76,6 +81,7 @@ impl CallResult {
             CallResult::Closed => "closed",
             CallResult::Transferred => "transferred",
             CallResult::Interrupted => "interrupted",
+            CallResult::Voicemail => "voicemail",
         }
     }
 
@@ -188,10 +194,12 @@ pub enum QueueEventKind {
     /// A supervisor (`agent`) listens in on a call: `data` is `<monitor|whisper|barge|stop>
     /// <the supervised agent>`.
     Supervise,
+    /// The caller left a voicemail message: `data` is `<box>,<seconds>,<ended by>`.
+    Voicemail,
 }
 
 impl QueueEventKind {
-    pub const ALL: [QueueEventKind; 16] = [
+    pub const ALL: [QueueEventKind; 17] = [
         QueueEventKind::EnterQueue,
         QueueEventKind::Offer,
         QueueEventKind::RingNoAnswer,
@@ -208,6 +216,7 @@ impl QueueEventKind {
         QueueEventKind::AgentNotReady,
         QueueEventKind::WrapupEnd,
         QueueEventKind::Supervise,
+        QueueEventKind::Voicemail,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -228,6 +237,7 @@ impl QueueEventKind {
             QueueEventKind::AgentNotReady => "AGENT_NOT_READY",
             QueueEventKind::WrapupEnd => "WRAPUP_END",
             QueueEventKind::Supervise => "SUPERVISE",
+            QueueEventKind::Voicemail => "VOICEMAIL",
         }
     }
 

@@ -197,7 +197,8 @@ impl ReportRow {
                 self.short_abandoned += 1
             }
             CallResult::Abandoned => self.abandoned += 1,
-            CallResult::Fallback => self.fallback += 1,
+            // A message left in the queue's voicemail box is the queue's fallback.
+            CallResult::Fallback | CallResult::Voicemail => self.fallback += 1,
             _ => {}
         }
     }

@@ -38,6 +38,8 @@ pub(crate) enum Msg {
     Started(StartedCall),
     Record(Box<CallRecord>, Option<oneshot::Sender<()>>),
     Event(QueueEvent),
+    /// A voicemail message (written before the call's record, in the same order).
+    Voicemail(Box<crate::VoicemailMessage>),
     /// Answered once everything sent before it is committed.
     Flush(oneshot::Sender<()>),
 }
@@ -199,6 +201,28 @@ impl CdrSink {
         }
     }
 
+    /// Stores a voicemail message. Send it before the call's [`CdrSink::record`]: rows
+    /// commit in order, so the record's return means the message is durable too. Waits
+    /// at most the writer's `record_timeout` for room in its queue.
+    pub async fn voicemail(&self, v: crate::VoicemailMessage) -> Result<()> {
+        match &self.target {
+            Target::Memory(m) => {
+                m.push(|s| s.voicemail.push(v));
+                Ok(())
+            }
+            Target::Writer { tx, record_timeout } => {
+                let call_id = v.call_id.clone();
+                match tokio::time::timeout(*record_timeout, tx.send(Msg::Voicemail(Box::new(v))))
+                    .await
+                {
+                    Err(_) => Err(CdrError::Overloaded(call_id)),
+                    Ok(Err(_)) => Err(CdrError::Closed),
+                    Ok(Ok(())) => Ok(()),
+                }
+            }
+        }
+    }
+
     /// Waits until everything sent through any sink before this call is committed. While
     /// the store is down this waits for it; callers that must not wait bound it with a
     /// timeout.
@@ -232,6 +256,7 @@ struct MemoryState {
     started: Vec<StartedCall>,
     calls: Vec<CallRecord>,
     events: Vec<QueueEvent>,
+    voicemail: Vec<crate::VoicemailMessage>,
 }
 
 #[derive(Default)]
@@ -273,6 +298,10 @@ impl MemoryCdrs {
     }
 
     /// Calls noted by [`CdrSink::started`] and not yet recorded.
+    pub fn voicemail(&self) -> Vec<crate::VoicemailMessage> {
+        self.read(|s| s.voicemail.clone())
+    }
+
     pub fn in_progress(&self) -> Vec<StartedCall> {
         self.read(|s| s.started.clone())
     }

@@ -31,6 +31,9 @@ macro_rules! on_pool {
     };
 }
 
+#[path = "voicemail_store.rs"]
+mod voicemail_store;
+
 #[derive(Debug, Clone)]
 enum Pool {
     Sqlite(SqlitePool),
@@ -342,15 +345,17 @@ impl CdrStore {
         let mut started: Vec<&StartedCall> = Vec::new();
         let mut records: Vec<&CallRecord> = Vec::new();
         let mut events: Vec<&QueueEvent> = Vec::new();
+        let mut messages: Vec<&crate::VoicemailMessage> = Vec::new();
         for m in batch {
             match m {
                 Msg::Started(c) => started.push(c),
                 Msg::Record(r, _) => records.push(r),
                 Msg::Event(e) => events.push(e),
+                Msg::Voicemail(v) => messages.push(v),
                 Msg::Flush(_) => {}
             }
         }
-        if started.is_empty() && records.is_empty() && events.is_empty() {
+        if started.is_empty() && records.is_empty() && events.is_empty() && messages.is_empty() {
             return Ok(());
         }
         // One statement may not touch a row twice: the last record of a call wins.
@@ -417,6 +422,28 @@ impl CdrStore {
                         .push_bind(e.event.as_str())
                         .push_bind(&e.data);
                 });
+                qb.build().execute(&mut *tx).await?;
+            }
+            if !messages.is_empty() {
+                let mut qb = sqlx::QueryBuilder::new(format!(
+                    "INSERT INTO voicemail ({}) ",
+                    voicemail_store::COLS
+                ));
+                qb.push_values(&messages, |mut b, v| {
+                    b.push_bind(&v.call_id)
+                        .push_bind(&v.mailbox)
+                        .push_bind(&v.queue)
+                        .push_bind(&v.caller)
+                        .push_bind(&v.caller_name)
+                        .push_bind(v.recorded_at)
+                        .push_bind(v.duration_ms)
+                        .push_bind(&v.path)
+                        .push_bind(&v.ended_by)
+                        .push_bind(v.listened_at)
+                        .push_bind(v.deleted_at);
+                });
+                // A retried batch must not fail on the message it already wrote.
+                qb.push(" ON CONFLICT (call_id) DO NOTHING");
                 qb.build().execute(&mut *tx).await?;
             }
             tx.commit().await?;

@@ -7,7 +7,7 @@ use std::time::Duration;
 use common::{TestDb, answered};
 use hotline_cdr::{
     CallResult, CdrError, CdrWriter, HangupSide, QueueEvent, QueueEventKind, StartedCall,
-    WriterConfig,
+    VoicemailFilter, VoicemailMessage, WriterConfig,
 };
 
 fn event(at: i64, call: &str, kind: QueueEventKind, data: &str) -> QueueEvent {
@@ -220,6 +220,7 @@ on_both_backends!(
     shares_a_database_with_the_crm_store,
     record_reports_not_yet_durable_when_the_writer_is_stuck,
     commits_are_durable,
+    voicemail_messages_commit_with_the_call_and_can_be_marked,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -240,5 +241,84 @@ async fn commits_are_durable(db: TestDb) {
     } else {
         assert_eq!(d, "synchronous=full journal_mode=wal");
     }
+    store.close().await;
+}
+
+fn message(call_id: &str, mailbox: &str, queue: Option<&str>, at: i64) -> VoicemailMessage {
+    VoicemailMessage {
+        call_id: call_id.into(),
+        mailbox: mailbox.into(),
+        queue: queue.map(str::to_string),
+        caller: "+4930123".into(),
+        caller_name: Some("Ann".into()),
+        recorded_at: at,
+        duration_ms: 2_040,
+        path: format!("/tmp/{call_id}.wav"),
+        ended_by: "key".into(),
+        listened_at: None,
+        deleted_at: None,
+    }
+}
+
+async fn voicemail_messages_commit_with_the_call_and_can_be_marked(db: TestDb) {
+    let store = db.open().await;
+    let (sink, _task) = CdrWriter::spawn(store.clone());
+    let a = message("vm-a", "support-box", Some("support"), 1_000);
+    let b = message("vm-b", "sales-box", Some("sales"), 2_000);
+    sink.voicemail(a.clone()).await.unwrap();
+    sink.voicemail(b.clone()).await.unwrap();
+    // The call's record returns once committed; the messages were sent before it.
+    sink.record(answered("vm-b", 2_000)).await.unwrap();
+    let other = db.open().await;
+    let all = VoicemailFilter {
+        limit: 10,
+        ..VoicemailFilter::default()
+    };
+    assert_eq!(
+        other.voicemail_list(&all).await.unwrap(),
+        vec![b.clone(), a.clone()]
+    );
+    let support = VoicemailFilter {
+        queues: vec!["support".into()],
+        ..all.clone()
+    };
+    assert_eq!(
+        other.voicemail_list(&support).await.unwrap(),
+        vec![a.clone()]
+    );
+    let sales_box = VoicemailFilter {
+        mailbox: Some("sales-box".into()),
+        ..all.clone()
+    };
+    assert_eq!(
+        other.voicemail_list(&sales_box).await.unwrap(),
+        vec![b.clone()]
+    );
+    // Listened: the first time counts.
+    assert!(other.voicemail_listened("vm-a", 5_000).await.unwrap());
+    assert!(other.voicemail_listened("vm-a", 6_000).await.unwrap());
+    let got = other.voicemail_get("vm-a").await.unwrap().unwrap();
+    assert_eq!(got.listened_at, Some(5_000));
+    // Deleted: hidden from lists unless asked for.
+    assert!(other.voicemail_deleted("vm-b", 7_000).await.unwrap());
+    let listed = other.voicemail_list(&all).await.unwrap();
+    assert_eq!(
+        listed
+            .iter()
+            .map(|m| m.call_id.as_str())
+            .collect::<Vec<_>>(),
+        ["vm-a"]
+    );
+    let with_deleted = VoicemailFilter {
+        deleted: true,
+        ..all
+    };
+    assert_eq!(other.voicemail_list(&with_deleted).await.unwrap().len(), 2);
+    assert!(!other.voicemail_deleted("nope", 7_000).await.unwrap());
+    assert_eq!(other.voicemail_get("nope").await.unwrap(), None);
+    // A retried batch does not fail on a message already written.
+    sink.voicemail(a.clone()).await.unwrap();
+    sink.flush().await.unwrap();
+    other.close().await;
     store.close().await;
 }

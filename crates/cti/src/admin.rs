@@ -726,7 +726,12 @@ async fn upload_prompt(
         audit,
         upload_prompt,
         whatif,
-        routes
+        routes,
+        crate::voicemail::list,
+        crate::voicemail::get_one,
+        crate::voicemail::audio,
+        crate::voicemail::listened,
+        crate::voicemail::delete
     ),
     components(schemas(
         Resource,

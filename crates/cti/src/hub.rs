@@ -523,6 +523,11 @@ fn dispatch(hub: &Hub, ev: SwitchEvent) {
             "wrapup.started",
             json!({"call_id": call_id, "agent": agent}),
         ),
+        SwitchEvent::VoicemailLeft(v) => {
+            let data = serde_json::to_value(&*v).unwrap_or(Value::Null);
+            let frame = text(protocol::event("voicemail.left", data));
+            to_watchers(&live, v.queue.as_deref(), &frame);
+        }
         SwitchEvent::QueueStats(stats) => {
             for (c, queues) in live.watchers.values() {
                 let mine: Vec<_> = stats

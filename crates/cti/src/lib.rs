@@ -21,6 +21,7 @@ mod hub;
 pub mod metrics;
 pub mod protocol;
 pub mod reports;
+mod voicemail;
 pub mod wall;
 
 use std::net::SocketAddr;
@@ -291,6 +292,7 @@ impl CtiServer {
             .route("/cti", get(upgrade))
             .merge(metrics::routes())
             .merge(reports::routes())
+            .merge(voicemail::routes())
             .merge(wall::routes())
             .merge(desk::routes())
             .merge(admin_page::routes())

@@ -135,7 +135,7 @@ fn bad(message: String) -> Response {
 }
 
 /// Percent-decodes one query component (`+` is a space).
-fn decode(s: &str) -> Option<String> {
+pub(crate) fn decode(s: &str) -> Option<String> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

@@ -62,6 +62,9 @@ pub struct Config {
     pub qualify: crate::config_reliab::QualifyConfig,
     #[serde(default)]
     pub dial_rules: Vec<crate::config_reliab::DialRuleConfig>,
+    /// Voicemail boxes (`[[voicemail]]`, see `config_voicemail`).
+    #[serde(default)]
+    pub voicemail: Vec<crate::config_voicemail::VoicemailConfig>,
     /// `[server]`: the process (worker threads).
     #[serde(default)]
     pub server: crate::config_server::ServerSettings,
@@ -121,6 +124,8 @@ pub struct RouteTarget {
     /// A message from an 8 kHz WAV file, then hang up.
     pub prompt: Option<PathBuf>,
     pub hangup: Option<bool>,
+    /// A voicemail box (`[[voicemail]]` name).
+    pub voicemail: Option<String>,
     /// Business hours gating this target.
     pub hours: Option<String>,
     /// Where calls go outside `hours` (default: the spoken closed message).
@@ -640,6 +645,20 @@ pub(crate) fn locate(file: &Path, text: &str, offset: usize, message: String) ->
     }
 }
 
+/// Where table `key`'s header (`[crm]`) is in `text`, from the TOML parser's spans: a
+/// text search could hit the same words in a comment or a string. 0 when not found.
+fn table_at(text: &str, key: &str) -> usize {
+    toml_edit::Document::parse(text)
+        .ok()
+        .and_then(|doc| {
+            let root = doc.as_table();
+            root.get(key)
+                .and_then(toml_edit::Item::span)
+                .or_else(|| root.key(key).and_then(toml_edit::Key::span))
+        })
+        .map_or(0, |s| s.start)
+}
+
 impl Config {
     /// Reads, parses and validates a configuration file.
     pub fn load(path: &Path) -> anyhow::Result<Config> {
@@ -786,6 +805,7 @@ impl Config {
             }
         }
         self.validate_routing(path, text, &users, &mut errs);
+        errs.extend(crate::config_voicemail::validate(self, path, text));
         errs.extend(self.validate_admin(path, text));
         if let Err(e) = crate::config_reliab::validate(self, path, text) {
             errs.push(e);
@@ -825,7 +845,7 @@ impl Config {
         if let Some(crm) = &self.crm
             && let Err(e) = hotline_crm::Normalizer::new(&crm.default_region)
         {
-            let at = text.find("[crm]").unwrap_or(0);
+            let at = table_at(text, "crm");
             errs.push(locate(path, text, at, format!("[crm]: {e}")));
         }
         let url = self.store.url.get_ref();
@@ -844,7 +864,7 @@ impl Config {
                     ),
                 ));
             } else if url == "memory" {
-                let at = text.find("[crm]").unwrap_or(0);
+                let at = table_at(text, "crm");
                 errs.push(locate(
                     path,
                     text,
@@ -1052,11 +1072,20 @@ impl Config {
             t.say.is_some(),
             t.prompt.is_some(),
             t.hangup == Some(true),
+            t.voicemail.is_some(),
         ];
         if kinds.iter().filter(|k| **k).count() != 1 {
             return Err(
-                "needs exactly one of queue, extension, menu, say, prompt or hangup = true".into(),
+                "needs exactly one of queue, extension, menu, say, prompt, voicemail or hangup = true"
+                    .into(),
             );
+        }
+        if let Some(b) = &t.voicemail
+            && !crate::config_voicemail::known(self, b)
+        {
+            return Err(format!(
+                "voicemail box {b:?} is not defined in [[voicemail]]"
+            ));
         }
         if let Some(m) = &t.menu
             && !self.menus.iter().any(|x| x.name.get_ref() == m)
@@ -1210,6 +1239,15 @@ mod tests {
         // The CRM needs a real database.
         let e = crm("[store]\nurl = \"memory\"\n").unwrap_err();
         assert!(e.message.contains("[crm] needs a database"), "{e}");
+        assert_eq!((e.line, e.column), (3, 1), "at the [crm] header: {e}");
+        // Located by the parser's spans, not by the first "[crm]" in the text (here
+        // comments before the table).
+        let text = format!(
+            "# the [crm] table is below\n{base}  # [crm] next\n[crm]\n[store]\nurl = \"memory\"\n"
+        );
+        let e = parse(&text).unwrap_err();
+        assert!(e.message.contains("[crm] needs a database"), "{e}");
+        assert_eq!((e.line, e.column), (5, 1), "{e}");
         // No [crm]: the default store, nothing to warn about.
         let c = parse(base).unwrap();
         assert_eq!(c.store.url.get_ref(), "sqlite://data/hotline.db");

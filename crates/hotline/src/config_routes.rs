@@ -51,6 +51,9 @@ impl Tree<'_> {
         if let Some(e) = &t.extension {
             return json!({"kind": "extension", "name": e});
         }
+        if let Some(b) = &t.voicemail {
+            return json!({"kind": "voicemail", "name": b});
+        }
         if let Some(s) = &t.say {
             return json!({"kind": "say", "text": s});
         }
@@ -218,6 +221,9 @@ fallback = { queue = "support" }
 [[acd.queue]]
 name = "support"
 fallback = { voicemail = "support-box" }
+
+[[voicemail]]
+name = "support-box"
 "#;
         let cfg =
             Config::parse(std::path::Path::new("t.toml"), text).unwrap_or_else(|e| panic!("{e}"));

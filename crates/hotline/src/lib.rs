@@ -9,6 +9,7 @@ mod config_redact;
 pub mod config_reliab;
 mod config_routes;
 pub mod config_server;
+pub mod config_voicemail;
 pub mod config_webrtc;
 pub mod prompts;
 pub mod store;
@@ -186,6 +187,7 @@ pub fn switch_config(
         };
         out.queues.insert(q.name.get_ref().clone(), options);
     }
+    out.voicemail = config_voicemail::boxes(cfg, &voice)?;
     out.users = cfg.users.iter().map(|u| u.name.get_ref().clone()).collect();
     out.trunk = cfg.sip.static_route.map(|r| r.0);
     out.dial_rules = config_reliab::dial_rules(cfg)?;
@@ -210,6 +212,8 @@ fn target_route(t: &config::RouteTarget, voice: &Voice, closed: &Prompt) -> anyh
         Route::Extension(u.clone())
     } else if let Some(m) = &t.menu {
         Route::Menu(m.clone())
+    } else if let Some(b) = &t.voicemail {
+        Route::Voicemail(b.clone())
     } else if t.say.is_some() || t.prompt.is_some() {
         Route::Closed(voice.prompt(t.prompt.as_deref(), t.say.as_deref())?)
     } else {

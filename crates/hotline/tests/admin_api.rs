@@ -886,6 +886,8 @@ async fn openapi_document_lists_the_api() {
         "/api/audit",
         "/api/whatif",
         "/api/routes",
+        "/api/voicemail",
+        "/api/voicemail/{id}/audio",
     ] {
         assert!(v["paths"].get(p).is_some(), "{p} missing");
     }

@@ -91,6 +91,14 @@ impl Hears {
         [true, true, false],
     ]);
 
+    /// A conference the caller (party 0) left: agent and third party hear each other;
+    /// nobody hears or is sent anything for the caller.
+    pub const CALLER_LEFT: Hears = Hears([
+        [false, false, false],
+        [false, false, true],
+        [false, true, false],
+    ]);
+
     /// A supervisor (party 2) on the caller–agent call in `mode`.
     pub fn supervise(mode: SuperviseMode) -> Hears {
         let (agent_hears_sup, caller_hears_sup) = match mode {
@@ -193,6 +201,10 @@ mod tests {
         assert!(w.hears(1, 2) && !w.hears(0, 2) && w.hears(1, 0));
         assert_eq!(Hears::supervise(SuperviseMode::Barge), Hears::CONFERENCE);
         assert!(!Hears::CONFERENCE.relayed(0) && !Hears::CONFERENCE.relayed(2));
+        // The caller left a conference: agent and third get the mix of each other only.
+        let left = Hears::CALLER_LEFT;
+        assert!(!left.relayed(1) && left.hears(1, 2) && left.hears(2, 1));
+        assert!(!left.mixed_from(0) && !left.hears(1, 0) && !left.hears(0, 1));
         for mode in [
             SuperviseMode::Monitor,
             SuperviseMode::Whisper,

@@ -1,5 +1,6 @@
 //! Call recording: both directions into one stereo 16-bit WAV (caller left, agent
-//! right), aligned by arrival time with silence filling gaps. The relay only does a
+//! right; in a conference the right channel is the agent and the added party mixed),
+//! aligned by arrival time with silence filling gaps. The relay only does a
 //! non-blocking `try_send` of a fixed-size frame into a bounded channel; a blocking
 //! writer thread decodes, aligns and writes. A full channel drops and counts.
 
@@ -109,6 +110,15 @@ impl Aligner {
         Ok(())
     }
 
+    /// Adds caller samples of a one-channel recording (a voicemail message): the unused
+    /// right channel follows as silence so [`Aligner::drain`] keeps its pace.
+    pub fn push_mono(&mut self, at: Instant, samples: impl Iterator<Item = i16>) -> bool {
+        let ok = self.push(Channel::Caller, at, samples);
+        let n = self.total(0);
+        self.fill(1, n);
+        ok
+    }
+
     /// Pads the shorter channel and drains everything.
     pub fn finish(&mut self, out: impl FnMut(i16, i16) -> Result<()>) -> Result<()> {
         let n = self.total(0).max(self.total(1));
@@ -183,6 +193,102 @@ impl RecordingJob {
             dropped_frames: self.dropped.load(Ordering::Relaxed),
         })
     }
+}
+
+/// Mean absolute amplitude above which a frame counts as voice (about -40 dBFS): line
+/// noise and comfort noise stay below, speech is well above.
+pub const VOICE_LEVEL: u32 = 330;
+
+/// Whether a frame of samples is louder than [`VOICE_LEVEL`] (sans-IO, for silence
+/// detection in voicemail).
+pub fn is_voice(samples: &[i16]) -> bool {
+    if samples.is_empty() {
+        return false;
+    }
+    let sum: u64 = samples.iter().map(|s| s.unsigned_abs() as u64).sum();
+    sum / samples.len() as u64 > VOICE_LEVEL as u64
+}
+
+/// What a one-channel recording heard, readable while it runs: when the caller last
+/// spoke, so the call task can end a message after a silence without audio reaching it.
+#[derive(Debug, Clone)]
+pub struct VoiceActivity {
+    /// Microseconds from the recording's start to the end of the last voiced frame;
+    /// 0 = none yet.
+    last_voice_us: Arc<AtomicU64>,
+}
+
+impl VoiceActivity {
+    /// Time from the recording's start to the end of the last voiced frame (`None`: the
+    /// caller has not spoken yet).
+    pub fn last_voice(&self) -> Option<Duration> {
+        match self.last_voice_us.load(Ordering::Relaxed) {
+            0 => None,
+            us => Some(Duration::from_micros(us)),
+        }
+    }
+}
+
+/// Starts a one-channel recording (8 kHz 16-bit mono WAV) of the caller's audio into
+/// `path`: a voicemail message. Frames of the agent channel are ignored. The writer runs
+/// off the relay's path like [`start_recording`]'s.
+pub fn start_mono_recording(
+    path: &Path,
+    capacity: usize,
+    start: Instant,
+) -> Result<(RecorderTap, RecordingJob, VoiceActivity)> {
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 8000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut writer = hound::WavWriter::create(path, spec)?;
+    let (tx, mut rx) = mpsc::channel::<RecFrame>(capacity.max(1));
+    let dropped = Arc::new(AtomicU64::new(0));
+    let activity = VoiceActivity {
+        last_voice_us: Arc::new(AtomicU64::new(0)),
+    };
+    let path = path.to_path_buf();
+    let dropped_w = Arc::clone(&dropped);
+    let voice_w = Arc::clone(&activity.last_voice_us);
+    let join = tokio::task::spawn_blocking(move || {
+        let mut al = Aligner::new(start);
+        let mut frames = 0u64;
+        let mut write = |l: i16, _r: i16| -> Result<()> {
+            writer.write_sample(l)?;
+            frames += 1;
+            Ok(())
+        };
+        let mut pcm = Vec::with_capacity(MAX_FRAME_BYTES);
+        while let Some(f) = rx.blocking_recv() {
+            if f.channel != Channel::Caller {
+                continue;
+            }
+            pcm.clear();
+            pcm.extend(f.data[..f.len as usize].iter().map(|&b| f.law.decode(b)));
+            if is_voice(&pcm) {
+                let end = f.at.saturating_duration_since(start)
+                    + Duration::from_micros(pcm.len() as u64 * 125);
+                voice_w.store(end.as_micros().max(1) as u64, Ordering::Relaxed);
+            }
+            if !al.push_mono(f.at, pcm.iter().copied()) {
+                dropped_w.fetch_add(1, Ordering::Relaxed);
+            }
+            al.drain(&mut write)?;
+        }
+        al.finish(&mut write)?;
+        writer.finalize()?;
+        Ok((path, frames))
+    });
+    Ok((
+        RecorderTap {
+            tx,
+            dropped: Arc::clone(&dropped),
+        },
+        RecordingJob { join, dropped },
+        activity,
+    ))
 }
 
 /// Starts recording into `path` (created or truncated). `capacity` is the channel
@@ -336,6 +442,53 @@ mod tests {
         let s: Vec<i16> = r.samples::<i16>().map(|s| s.unwrap()).collect();
         assert_eq!(s[0], Law::Ulaw.decode(Law::Ulaw.encode(1000)));
         assert_eq!(s[1], Law::Alaw.decode(Law::Alaw.encode(-2000)));
+    }
+
+    #[test]
+    fn voice_is_louder_than_line_noise() {
+        assert!(!is_voice(&[]));
+        assert!(!is_voice(&[0; 160]));
+        assert!(!is_voice(&[100, -100, 50, -200]));
+        assert!(is_voice(&[4000, -4000, 3000, -3000]));
+    }
+
+    #[tokio::test]
+    async fn mono_recording_keeps_the_caller_and_reports_the_last_voice() {
+        let path =
+            std::env::temp_dir().join(format!("hotline-rec-mono-{}.wav", std::process::id()));
+        let t0 = Instant::now();
+        let (tap, job, voice) = start_mono_recording(&path, 1000, t0).unwrap();
+        let ms = Duration::from_millis;
+        // 0.5 s of voice, then 0.5 s of near-silence; agent frames are ignored.
+        for i in 0..50u64 {
+            let level = if i < 25 { 6000 } else { 10 };
+            tap.push(
+                Channel::Caller,
+                Law::Ulaw,
+                &[Law::Ulaw.encode(level); 160],
+                t0 + ms(20 * i),
+            );
+            tap.push(
+                Channel::Agent,
+                Law::Ulaw,
+                &[Law::Ulaw.encode(-9000); 160],
+                t0 + ms(20 * i),
+            );
+        }
+        drop(tap);
+        let rec = job.finish().await.unwrap();
+        assert_eq!(rec.duration, Duration::from_secs(1));
+        assert_eq!(voice.last_voice(), Some(ms(500)));
+        let mut r = hound::WavReader::open(&path).unwrap();
+        assert_eq!(r.spec().channels, 1);
+        assert_eq!(r.duration(), 8000);
+        let s: Vec<i16> = r.samples::<i16>().map(|s| s.unwrap()).collect();
+        assert_eq!(s[0], Law::Ulaw.decode(Law::Ulaw.encode(6000)));
+        assert!(
+            s[4000..].iter().all(|v| v.abs() < 100),
+            "the agent is not in it"
+        );
+        let _ = std::fs::remove_file(&path);
     }
 
     #[tokio::test]

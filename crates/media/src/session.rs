@@ -135,6 +135,7 @@ enum Command {
     Hold(Side, Box<Player>),
     Conference(Box<MediaLeg>),
     EndConference(oneshot::Sender<Option<MediaLeg>>),
+    CallerLeft(oneshot::Sender<Option<MediaLeg>>),
     Supervise(Box<MediaLeg>, SuperviseMode, oneshot::Sender<Result<()>>),
     SuperviseMode(SuperviseMode, oneshot::Sender<Result<()>>),
     EndSupervise(oneshot::Sender<Option<MediaLeg>>),
@@ -228,9 +229,21 @@ impl SessionHandle {
     /// Adds a third party: A, B and `leg` hear each other in a 3-way G.711 mix (each
     /// hears the other two, every 20 ms). Players and DTMF stop while mixing. While in
     /// the conference, [`SessionHandle::detach`] (B leaves) makes the third party leg B,
-    /// bridged to A.
+    /// bridged to A. A recording has every party meanwhile: the caller left, the agent
+    /// and the third party mixed right.
     pub async fn conference(&self, leg: MediaLeg) -> Result<()> {
         self.send(Command::Conference(Box::new(leg))).await
+    }
+
+    /// The caller (A) left a conference: their leg is removed (returned; drop it to free
+    /// its ports) and B and the third party go on hearing each other in the mix; a
+    /// recording goes on with the caller's channel silent. `None`, changing nothing,
+    /// outside a conference. Leg A stays gone: [`SessionHandle::stop`] then fails (the
+    /// other legs are released with the task).
+    pub async fn caller_left(&self) -> Result<Option<MediaLeg>> {
+        let (tx, rx) = oneshot::channel();
+        self.send(Command::CallerLeft(tx)).await?;
+        rx.await.map_err(|_| gone())
     }
 
     /// Ends the 3-way mix (the third party left): A and B are bridged again; returns the
@@ -621,6 +634,21 @@ impl Task {
                 };
                 let _ = tx.send(leg);
             }
+            Command::CallerLeft(tx) => {
+                let leg = match self.mix.as_mut() {
+                    Some(m) if !m.supervisor => {
+                        m.hears = Hears::CALLER_LEFT;
+                        m.queues[0].clear();
+                        self.feeds[0] = Feed::Silence;
+                        self.paused[0] = None;
+                        self.dtmf[0] = None;
+                        self.tr = [None, None];
+                        self.legs[0].take()
+                    }
+                    _ => None,
+                };
+                let _ = tx.send(leg);
+            }
             Command::EndConference(tx) => {
                 self.mix = None;
                 self.feeds = [Feed::Peer, Feed::Peer];
@@ -824,7 +852,10 @@ impl Task {
                 }
                 let payload = r.payload();
                 mix.push(i, law, payload);
+                // A conference is recorded from the mix tick (all parties); a supervisor
+                // is not recorded, so caller and agent go in as they arrive.
                 if i < 2
+                    && mix.supervisor
                     && let Some(tap) = &self.recorder
                 {
                     let channel = if i == 0 {
@@ -852,6 +883,7 @@ impl Task {
             mix.next = now;
         }
         while mix.next <= now {
+            let at = mix.next;
             mix.next += Duration::from_millis(20);
             // A party that sent less this tick counts as silence for the rest.
             let frames: [Vec<u8>; 3] = std::array::from_fn(|i| {
@@ -859,6 +891,16 @@ impl Task {
                 q.drain(..q.len().min(MIX_FRAME)).collect()
             });
             let inputs: [(&[u8], Law); 3] = std::array::from_fn(|i| (&frames[i][..], mix.laws[i]));
+            // A conference's recording: the caller left, everyone else mixed right.
+            if !mix.supervisor
+                && let Some(tap) = &self.recorder
+            {
+                let mut out = [0u8; MIX_FRAME];
+                mix_selected(&inputs, |k| k == 0, Law::Ulaw, &mut out);
+                tap.push(Channel::Caller, Law::Ulaw, &out, at);
+                mix_selected(&inputs, |k| k != 0, Law::Ulaw, &mut out);
+                tap.push(Channel::Agent, Law::Ulaw, &out, at);
+            }
             let [l0, l1] = &mut self.legs;
             let parties = [l0.as_mut(), l1.as_mut(), self.third.as_mut()];
             let hears = mix.hears;

@@ -228,6 +228,8 @@ pub struct Core {
     newly_blocked: VecDeque<IpAddr>,
     /// Every new INVITE goes to the application ([`Core::set_draining`]).
     draining: bool,
+    /// An application takes calls ([`Core::set_gateway_browsers`]).
+    gateway_browsers: bool,
 }
 
 /// Outcome of routing a request.
@@ -247,6 +249,31 @@ impl Core {
     /// included, so it refuses them all the same way and records each refusal.
     pub fn set_draining(&mut self, on: bool) {
         self.draining = on;
+    }
+
+    /// A browser's INVITE (a DTLS-SRTP offer) to a registered user whose phone is not a
+    /// browser goes to the application, whose WebRTC gateway answers it and calls the
+    /// user with plain RTP: proxied, the browser's SDP would reach a phone that cannot use
+    /// it. Set by the server when it runs with an application.
+    pub fn set_gateway_browsers(&mut self, on: bool) {
+        self.gateway_browsers = on;
+    }
+
+    /// Whether `req` is a browser calling a user of ours who is on a plain SIP phone.
+    fn browser_to_phone(&self, req: &Request, now: Instant) -> bool {
+        if !self.gateway_browsers || req.method != Method::Invite || !is_webrtc_offer(&req.body) {
+            return false;
+        }
+        let Some(user) = req.uri.user() else {
+            return false;
+        };
+        self.location.lookup(user, now).first().is_some_and(|b| {
+            !matches!(b.flow.transport, Transport::Ws | Transport::Wss)
+                && !matches!(
+                    msg::param(&b.uri, "transport"),
+                    Some(t) if t.eq_ignore_ascii_case("ws") || t.eq_ignore_ascii_case("wss")
+                )
+        })
     }
 
     pub fn new(cfg: CoreConfig, locals: Vec<(Transport, SocketAddr)>, now: Instant) -> Self {
@@ -280,6 +307,7 @@ impl Core {
             proxied: crate::proxied::ProxiedDialogs::new(cap),
             newly_blocked: VecDeque::new(),
             draining: false,
+            gateway_browsers: false,
         };
         core.timers
             .push(Reverse((now + Duration::from_secs(30), TimerRef::Purge)));
@@ -616,7 +644,8 @@ impl Core {
         }
         let number = !has_route
             && ruri_is_us
-            && req.uri.user().is_some_and(|u| self.cfg.numbers.contains(u));
+            && (req.uri.user().is_some_and(|u| self.cfg.numbers.contains(u))
+                || self.browser_to_phone(&req, now));
         if !to_tag && (number || (self.draining && req.method == Method::Invite)) {
             self.deliver(flow, req, key, now);
             return;
@@ -1723,6 +1752,19 @@ fn loop_hash(req: &Request) -> u64 {
 }
 
 /// Removes the first value of the first header matching `pred` (comma-joined aware).
+/// A WebRTC offer (what browsers send: DTLS-SRTP, `UDP/TLS/RTP/SAVPF`), by its audio
+/// line's profile (as the switch tells them apart); the application parses the SDP.
+fn is_webrtc_offer(body: &[u8]) -> bool {
+    let Ok(sdp) = std::str::from_utf8(body) else {
+        return false;
+    };
+    sdp.lines().any(|l| {
+        let mut f = l.split_whitespace();
+        f.next().is_some_and(|m| m.starts_with("m=audio"))
+            && f.nth(1).is_some_and(|p| p.contains("/TLS/"))
+    })
+}
+
 /// Removes [`REJOIN_HEADER`] from a relayed request: a phone or trunk must not make a
 /// desk page answer by itself (only the B2BUA's own rejoin INVITE carries it).
 fn strip_rejoin_mark(headers: &mut msg::Headers) {

@@ -342,7 +342,8 @@ impl Server {
         }
         let tcp_addrs = addrs_of(&addrs, Transport::Tcp);
         let limits = cfg.core.limits;
-        let core = Core::new(cfg.core.clone(), addrs.clone(), Instant::now());
+        let mut core = Core::new(cfg.core.clone(), addrs.clone(), Instant::now());
+        core.set_gateway_browsers(app.is_some());
         let counters = core.counters();
         let (in_tx, in_rx) = mpsc::channel::<Inbound>(4096);
         let queue = cfg.tcp_queue.max(1);

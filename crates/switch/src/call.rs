@@ -31,6 +31,7 @@ use crate::{CallInput, Control, Route, SwitchConfig, announce, incall, webrtc_le
 mod supervise;
 
 mod rejoin;
+mod voicemail_call;
 
 /// How a call ended: for tests, CDRs and logs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,6 +95,12 @@ pub enum EndReason {
     /// Attended transfer: this call's agent was handed to another call (whose agent
     /// asked with REFER/Replaces); Hotline sent BYE to this call's caller (the referrer).
     Transferred,
+    /// The caller left a voicemail message (ended by key, limit or silence: Hotline said
+    /// goodbye and sent BYE; a caller hanging up after a message also ends this way).
+    Voicemail,
+    /// A conference the caller had left lost its added party: with fewer than two
+    /// parties it ends, and Hotline sent BYE to the agent.
+    ConferenceEnded,
 }
 
 pub(crate) struct Call {
@@ -204,6 +211,9 @@ pub(crate) struct AgentLeg {
     pub webrtc: Option<hotline_media::WebRtcLeg>,
     /// Our INVITE, to send again after a 422 (`timer_retry`).
     pub invite: crate::timer_retry::AgentInvite,
+    /// An outside number called through the trunk (a transfer or conference target):
+    /// nobody's desk, never the call's agent in the CDR or the trail.
+    pub outside: bool,
 }
 
 /// Where the call is on its route.
@@ -218,6 +228,8 @@ enum Phase {
     Extension,
     /// Playing a message; the call ends with `then` when it has played.
     Message { then: EndReason },
+    /// In a voicemail box: greeting, then recording the caller.
+    Voicemail(Box<voicemail_call::InBox>),
 }
 
 /// What the CDR will say about the call, filled in as it goes.
@@ -277,6 +289,9 @@ struct State {
     consult: Option<Consult>,
     /// The party the desk added for a conference (ringing or answered).
     third: Option<AgentLeg>,
+    /// The caller hung up in a conference: agent and added party talk on (the caller's
+    /// dialog is over).
+    caller_left: bool,
     /// A supervisor listening in (`supervise`), ringing or joined.
     supervisor: Option<supervise::Supervisor>,
     /// The callback offer was played (the key is honoured from then on).
@@ -396,8 +411,16 @@ impl Call {
             number.clone(),
             trace.arrived_at,
         );
-        let Some(route) = self.cfg.routes.get(&number).cloned() else {
-            return self.reject(tx, 404, "Not Found", trace).await;
+        let route = match self.cfg.routes.get(&number) {
+            Some(r) => r.clone(),
+            // A browser calling a user directly (the SIP core hands those over when the
+            // user's phone is not a browser): through the gateway, rung as an extension.
+            None if self.cfg.users.contains(&number)
+                && webrtc_leg::is_webrtc_offer(&invite.body) =>
+            {
+                Route::Extension(number.clone())
+            }
+            None => return self.reject(tx, 404, "Not Found", trace).await,
         };
         // WebRTC hook: a browser's offer (DTLS-SRTP) is answered by the gateway below.
         let browser = webrtc_leg::is_webrtc_offer(&invite.body);
@@ -508,6 +531,7 @@ impl Call {
             recording_paused: false,
             consult: None,
             third: None,
+            caller_left: false,
             supervisor: None,
             callback_offered: false,
             rejoin: rejoin::Rejoin::default(),
@@ -579,10 +603,18 @@ impl Call {
                     }
                 };
                 let outcome = match outcome {
-                    incall::Outcome::End(EndReason::AgentHangup)
+                    incall::Outcome::End(EndReason::CallerHangup)
                         if st.third.as_ref().is_some_and(|t| t.answered) =>
                     {
+                        boxed(|| self.conference_caller_left(&mut st)).await
+                    }
+                    incall::Outcome::End(EndReason::AgentHangup)
+                        if st.third.as_ref().is_some_and(|t| t.answered) && !st.caller_left =>
+                    {
                         boxed(|| self.conference_agent_left(&mut st)).await
+                    }
+                    incall::Outcome::End(EndReason::AgentHangup) if st.consult.is_some() => {
+                        boxed(|| self.consult_agent_left(&mut st)).await
                     }
                     incall::Outcome::Digit(d) => boxed(|| self.key(d, &mut st)).await,
                     incall::Outcome::Transfer(route) => {
@@ -602,6 +634,8 @@ impl Call {
 
     /// Releases everything once the call's outcome is known; returns the report.
     async fn finish(&self, reason: EndReason, mut st: State) -> CallEnd {
+        // Hung up in a voicemail box: what was recorded is the message.
+        voicemail_call::hangup(self, &mut st).await;
         // Still waiting in a queue (with or without the ACD): an abandon there.
         let in_queue = matches!(st.phase, Phase::Queue { .. });
         if st.queued {
@@ -640,10 +674,11 @@ impl Call {
             drop(c.media.stop().await);
         }
         // Release the other side.
-        let caller_gone = matches!(
-            reason,
-            EndReason::CallerHangup | EndReason::Cancelled | EndReason::NoAck
-        );
+        let caller_gone = st.caller_left
+            || matches!(
+                reason,
+                EndReason::CallerHangup | EndReason::Cancelled | EndReason::NoAck
+            );
         if !caller_gone && reason != EndReason::Shutdown {
             self.bye_caller(&mut st.caller).await;
         }
@@ -672,7 +707,11 @@ impl Call {
             }
         }
         st.agent = None;
-        self.desk.ended(reason, st.trace.recording.as_deref()).await;
+        let trail = match st.trace.settled {
+            Some(EndReason::Voicemail) => EndReason::Voicemail,
+            _ => reason,
+        };
+        self.desk.ended(trail, st.trace.recording.as_deref()).await;
         let status = if reason == EndReason::Cancelled {
             487
         } else {
@@ -762,6 +801,7 @@ impl Call {
                 Route::Queue(name) => return self.enter_queue(name, st).await,
                 Route::Extension(user) => return self.ring_extension(user, st).await,
                 Route::Outside(number) => return Box::pin(self.ring_outside(number, st)).await,
+                Route::Voicemail(name) => return voicemail_call::enter(self, name, st).await,
                 Route::Closed(prompt) => {
                     st.phase = Phase::Message {
                         then: EndReason::Closed,
@@ -792,7 +832,13 @@ impl Call {
             self.to_acd(AcdInput::Busy { user, busy: false }).await;
         }
         if let Some(a) = st.agent.as_ref() {
-            self.desk.transferred(&a.user, &route.label());
+            let label = route.label();
+            self.desk.transferred(&a.user, &label);
+            self.log_transfer(&st.trace, &a.user, &label);
+            if matches!(route, Route::Outside(_)) {
+                // Nobody's desk takes it: the trail stays with this agent.
+                self.desk.taken_by(&a.user);
+            }
         }
         st.agent = None;
         st.bridged = false;
@@ -884,8 +930,9 @@ impl Call {
             return incall::Outcome::Continue;
         };
         incall::transfer_done(self, &mut st.caller, referrer, true).await;
-        self.desk
-            .transferred(&referrer.user, &format!("extension:{}", h.agent.user));
+        let label = format!("extension:{}", h.agent.user);
+        self.desk.transferred(&referrer.user, &label);
+        self.log_transfer(&st.trace, &referrer.user, &label);
         self.desk.taken_by(&h.agent.user);
         let answered_offer = referrer.answered && referrer.offer_of.is_some();
         if st.queued && answered_offer {
@@ -1046,10 +1093,11 @@ impl Call {
                     .into(),
             ));
         };
-        let leg = self
+        let mut leg = self
             .call_agent(&st.number, &st.host, &user, &uri, flow)
             .await
             .ok_or(E::Unavailable)?;
+        leg.outside = matches!(route, Route::Outside(_));
         // From here the call changes: the caller waits with music.
         let music = Player::new(vec![self.cfg.music.clone()], true, Instant::now());
         let _ = st.media.hold(Side::A, music).await;
@@ -1168,44 +1216,111 @@ impl Call {
         let Some(c) = st.consult.take() else {
             return Err(E::InvalidState("no consultation in progress".into()));
         };
-        let Ok((agent_media, Some(target_media))) = c.media.stop().await else {
-            return Err(E::Unavailable);
-        };
-        drop(agent_media);
-        let user = c.leg.user.clone();
         if let Some(a) = st.agent.as_mut() {
             self.bye_agent(a).await;
-            self.desk.transferred(&a.user, &format!("extension:{user}"));
+        }
+        self.consult_to_agent(c, st).await?;
+        tracing::info!(call_id = %self.call_id, "desk's attended transfer done");
+        Ok(())
+    }
+
+    /// The agent hung up while consulting (their BYE is answered): the transfer completes,
+    /// as Asterisk's attended transfer does. A consulted party who answered is bridged to
+    /// the caller at once; one still ringing goes on ringing with the caller on music (a
+    /// blind transfer from then on: no answer ends the call).
+    async fn consult_agent_left(&self, st: &mut State) -> incall::Outcome {
+        let Some(c) = st.consult.take() else {
+            return incall::Outcome::End(EndReason::AgentHangup);
+        };
+        match self.consult_to_agent(c, st).await {
+            Ok(()) => {
+                tracing::info!(call_id = %self.call_id, "agent hung up while consulting; transfer completed");
+                incall::Outcome::Continue
+            }
+            Err(_) => incall::Outcome::End(EndReason::Failed),
+        }
+    }
+
+    /// The consultation becomes the call: its target is the call's agent (see
+    /// [`Call::hand_over`]), bridged to the caller if it answered, else still ringing (its
+    /// answer is bridged as an extension's). The old agent leg is released already.
+    async fn consult_to_agent(&self, c: Consult, st: &mut State) -> Result<(), crate::SwitchError> {
+        let Ok((agent_media, target_media)) = c.media.stop().await else {
+            let mut leg = c.leg;
+            if c.answered {
+                self.bye_agent(&mut leg).await;
+            } else if !leg.failed {
+                let _ = self.sip.cancel(leg.tx).await;
+            }
+            return Err(crate::SwitchError::Unavailable);
+        };
+        drop(agent_media);
+        st.dtmf = DeskDtmf::default();
+        self.hand_over(c.leg, st).await;
+        if let Some(target) = target_media.filter(|_| c.answered) {
+            if st.media.attach(target).await.is_err() {
+                return Err(crate::SwitchError::Unavailable);
+            }
+            self.bridge(st).await;
+        }
+        Ok(())
+    }
+
+    /// How a party the desk called (consultation, conference) counts: a SIP user is an
+    /// agent or extension (`extension:USER`, busy in the ACD while on the call); an
+    /// outside number through the trunk is `number:N`, nobody's desk.
+    fn party_route(leg: &AgentLeg) -> Route {
+        if leg.outside {
+            Route::Outside(leg.user.clone())
+        } else {
+            Route::Extension(leg.user.clone())
+        }
+    }
+
+    /// The call passes from its agent to `leg` (an attended transfer completed, or the
+    /// agent left a consultation or a conference): the agent's desk gets
+    /// `call.transferred` and the ACD ends their part (wrap-up), a `TRANSFER` line goes
+    /// to the queue log ([`Call::log_transfer`]), the CDR counts a transfer. A
+    /// user becomes the call's agent (CDR, trail, busy in the ACD); an outside number
+    /// does not: the trail stays with the agent who sent the call out, who sets its
+    /// disposition.
+    async fn hand_over(&self, leg: AgentLeg, st: &mut State) {
+        let target = Self::party_route(&leg);
+        let label = target.label();
+        let old = st.agent.as_ref().map(|a| a.user.clone());
+        if let Some(a) = st.agent.as_ref() {
+            self.desk.transferred(&a.user, &label);
+            self.log_transfer(&st.trace, &a.user, &label);
             if st.queued && a.answered && a.offer_of.is_some() {
                 self.to_acd(AcdInput::Ended { call: self.acd_id }).await;
                 st.queued = false;
             }
         }
-        if let Some(old) = st.busy_user.take() {
-            self.to_acd(AcdInput::Busy {
-                user: old,
-                busy: false,
-            })
-            .await;
+        if let Some(user) = st.busy_user.take() {
+            self.to_acd(AcdInput::Busy { user, busy: false }).await;
         }
         incall::count_transfer(&mut st.caller);
-        self.desk.taken_by(&user);
-        st.dtmf = DeskDtmf::default();
-        if st.media.attach(target_media).await.is_err() {
-            return Err(E::Unavailable);
-        }
-        st.agent = Some(c.leg);
         st.phase = Phase::Extension;
-        st.trace.agent = Some(user.clone());
-        self.to_acd(AcdInput::Busy {
-            user: user.clone(),
-            busy: true,
-        })
-        .await;
-        st.busy_user = Some(user);
-        self.bridge(st).await;
-        tracing::info!(call_id = %self.call_id, "desk's attended transfer done");
-        Ok(())
+        match target {
+            Route::Extension(user) => {
+                if leg.answered {
+                    self.desk.taken_by(&user);
+                    st.trace.agent = Some(user.clone());
+                }
+                self.to_acd(AcdInput::Busy {
+                    user: user.clone(),
+                    busy: true,
+                })
+                .await;
+                st.busy_user = Some(user);
+            }
+            _ => {
+                if let Some(old) = old.as_deref() {
+                    self.desk.taken_by(old);
+                }
+            }
+        }
+        st.agent = Some(leg);
     }
 
     /// Whom a consultation or conference calls for `route`: a registered extension's
@@ -1268,10 +1383,11 @@ impl Call {
                 "a conference adds an agent, an extension or a number".into(),
             ));
         };
-        let leg = self
+        let mut leg = self
             .call_agent(&st.number, &st.host, &user, &uri, flow)
             .await
             .ok_or(E::Unavailable)?;
+        leg.outside = matches!(route, Route::Outside(_));
         tracing::info!(call_id = %self.call_id, party = %user, "desk adds a conference party");
         st.third = Some(leg);
         Ok(())
@@ -1313,6 +1429,10 @@ impl Call {
                     tracing::info!(call_id = %self.call_id, "conference party left");
                     drop(st.media.end_conference().await);
                     st.third = None;
+                    if st.caller_left {
+                        // Only the agent is left: the conference is over.
+                        return incall::Outcome::End(EndReason::ConferenceEnded);
+                    }
                 }
             }
         }
@@ -1322,38 +1442,30 @@ impl Call {
         incall::Outcome::Continue
     }
 
+    /// The caller hung up in a conference (their BYE is answered): the agent and the
+    /// party they added talk on, as in Asterisk's ConfBridge or FreeSWITCH's conference,
+    /// which end when fewer than two parties remain. The recording goes on (the caller's
+    /// channel silent) and the call ends when the agent or the party leaves.
+    async fn conference_caller_left(&self, st: &mut State) -> incall::Outcome {
+        match st.media.caller_left().await {
+            Ok(Some(leg)) => drop(leg),
+            _ => return incall::Outcome::End(EndReason::CallerHangup),
+        }
+        st.caller_left = true;
+        incall::caller_left(&mut st.caller);
+        tracing::info!(call_id = %self.call_id, "caller left the conference; agent and party talk on");
+        incall::Outcome::Continue
+    }
+
     /// The agent hung up in a conference: the party they added stays with the caller
     /// and is the call's agent from now on (the agent goes to wrap-up).
     async fn conference_agent_left(&self, st: &mut State) -> incall::Outcome {
         let Some(third) = st.third.take() else {
             return incall::Outcome::End(EndReason::AgentHangup);
         };
+        // The third party takes the agent's place in the media, bridged to the caller.
         drop(st.media.detach().await);
-        let user = third.user.clone();
-        if let Some(a) = st.agent.as_ref() {
-            self.desk.transferred(&a.user, &format!("extension:{user}"));
-            if st.queued && a.answered && a.offer_of.is_some() {
-                self.to_acd(AcdInput::Ended { call: self.acd_id }).await;
-                st.queued = false;
-            }
-        }
-        if let Some(old) = st.busy_user.take() {
-            self.to_acd(AcdInput::Busy {
-                user: old,
-                busy: false,
-            })
-            .await;
-        }
-        self.desk.taken_by(&user);
-        st.agent = Some(third);
-        st.phase = Phase::Extension;
-        st.trace.agent = Some(user.clone());
-        self.to_acd(AcdInput::Busy {
-            user: user.clone(),
-            busy: true,
-        })
-        .await;
-        st.busy_user = Some(user);
+        self.hand_over(third, st).await;
         tracing::info!(call_id = %self.call_id, "agent left the conference; the call goes on");
         incall::Outcome::Continue
     }
@@ -1504,9 +1616,10 @@ impl Call {
         st.agent = self
             .call_agent(&st.number, &st.host, &number, &uri, flow)
             .await;
-        if st.agent.is_none() {
+        let Some(a) = st.agent.as_mut() else {
             return Some(EndReason::Failed);
-        }
+        };
+        a.outside = true;
         st.trace.offered_at.get_or_insert(self.now_ms());
         None
     }
@@ -1514,6 +1627,9 @@ impl Call {
     /// A key from the caller (RFC 4733 or SIP INFO).
     async fn key(&self, d: char, st: &mut State) -> incall::Outcome {
         tracing::debug!(call_id = %self.call_id, digit = %d, "caller pressed a key");
+        if matches!(st.phase, Phase::Voicemail(_)) {
+            return voicemail_call::key(self, d, st).await;
+        }
         let step = match &mut st.phase {
             Phase::Menu { menu, run } => run.key(&menu.clone(), d),
             Phase::Queue { name } => {
@@ -1540,6 +1656,9 @@ impl Call {
     }
 
     async fn menu_timeout(&self, st: &mut State) -> incall::Outcome {
+        if matches!(st.phase, Phase::Voicemail(_)) {
+            return voicemail_call::tick(self, st).await;
+        }
         let step = match &mut st.phase {
             Phase::Menu { menu, run } => run.timeout(&menu.clone()),
             _ => return incall::Outcome::Continue,
@@ -1650,6 +1769,7 @@ impl Call {
         st.queued = false;
         let route = match target {
             Fallback::Queue(q) => Route::Queue(q),
+            Fallback::Voicemail(b) => Route::Voicemail(b),
             Fallback::Number(n) => match self.cfg.routes.get(&n) {
                 Some(r) => r.clone(),
                 None if self.cfg.users.contains(&n) => Route::Extension(n),
@@ -1658,8 +1778,8 @@ impl Call {
                     return Some(EndReason::Fallback);
                 }
             },
-            // No voicemail or callback offer as a fallback yet: hang up, saying goodbye.
-            Fallback::Hangup | Fallback::Voicemail(_) | Fallback::Callback => {
+            // No callback offer as a fallback yet: hang up, saying goodbye.
+            Fallback::Hangup | Fallback::Callback => {
                 return match self.cfg.voice.as_ref() {
                     Some(v) => {
                         st.phase = Phase::Message {
@@ -1679,6 +1799,9 @@ impl Call {
     async fn media_event(&self, ev: MediaEvent, st: &mut State) -> incall::Outcome {
         match ev {
             MediaEvent::Leg(Side::A, LegEvent::Dtmf(d)) => incall::Outcome::Digit(d.digit),
+            MediaEvent::PlaybackDone(Side::A) if matches!(st.phase, Phase::Voicemail(_)) => {
+                voicemail_call::greeting_played(self, st).await
+            }
             MediaEvent::PlaybackDone(Side::A) => match &st.phase {
                 Phase::Menu { menu, .. } => {
                     st.deadline = Some(tokio::time::Instant::now() + menu.timeout);
@@ -1707,6 +1830,18 @@ impl Call {
                 incall::media_event(ctx, ev).await
             }
         }
+    }
+
+    /// The `TRANSFER` queue-log line of `agent` passing the call to `to` (a route label):
+    /// data `<to>,<wait s>,<talk s so far>`, like app_queue's.
+    fn log_transfer(&self, t: &Trace, agent: &str, to: &str) {
+        let now = self.now_ms();
+        let wait = t
+            .queued_at
+            .map_or(0, |q| (t.answered_at.unwrap_or(now) - q).max(0) / 1000);
+        let talk = t.answered_at.map_or(0, |a| (now - a).max(0) / 1000);
+        let data = format!("{to},{wait},{talk}");
+        self.queue_log(t, QueueEventKind::Transfer, Some(agent), data);
     }
 
     /// A queue-log line for this call (to the CDR store's queue log).
@@ -1816,6 +1951,7 @@ impl Call {
             ext: incall::AgentExt::default(),
             webrtc,
             invite,
+            outside: false,
         })
     }
 
@@ -1922,7 +2058,8 @@ impl Call {
             Some(Some(leg)) => leg,
         };
         let user = a.user.clone();
-        if a.offer_of.is_none() {
+        let outside = a.outside;
+        if a.offer_of.is_none() && !outside {
             self.desk.taken_by(&user);
         }
         if let Some(agent) = a.offer_of {
@@ -1933,18 +2070,24 @@ impl Call {
             })
             .await;
         }
-        st.trace.agent = Some(user.clone());
-        st.trace.answered_at = Some(self.now_ms());
-        let wait = st
-            .trace
-            .queued_at
-            .map_or(0, |q| (self.now_ms() - q).max(0) / 1000);
-        self.queue_log(
-            &st.trace,
-            QueueEventKind::Connect,
-            Some(&user),
-            wait.to_string(),
-        );
+        if outside {
+            // An outside number is nobody's desk: the call's agent stays the one who
+            // sent it out, and no CONNECT line names the number as an agent.
+            st.trace.answered_at.get_or_insert(self.now_ms());
+        } else {
+            st.trace.agent = Some(user.clone());
+            st.trace.answered_at = Some(self.now_ms());
+            let wait = st
+                .trace
+                .queued_at
+                .map_or(0, |q| (self.now_ms() - q).max(0) / 1000);
+            self.queue_log(
+                &st.trace,
+                QueueEventKind::Connect,
+                Some(&user),
+                wait.to_string(),
+            );
+        }
         if st.media.attach(leg).await.is_err() {
             return incall::Outcome::End(EndReason::Failed);
         }
@@ -2246,7 +2389,9 @@ pub(crate) fn outcome(reason: EndReason, t: &Trace) -> (CallResult, HangupSide) 
         EndReason::Fallback | EndReason::Hangup => CallResult::Fallback,
         EndReason::Callback => CallResult::Callback,
         EndReason::Transferred => CallResult::Transferred,
+        EndReason::Voicemail => CallResult::Voicemail,
         EndReason::Failed | EndReason::SessionExpired | EndReason::NoRtp => CallResult::Failed,
+        EndReason::ConferenceEnded => CallResult::Answered,
         EndReason::Shutdown | EndReason::Drained => CallResult::Interrupted,
         EndReason::CallerHangup
         | EndReason::Cancelled

@@ -243,6 +243,22 @@ pub enum SwitchEvent {
         agent: String,
     },
     QueueStats(Arc<Vec<QueueStat>>),
+    /// A caller left a voicemail message (stored; listed by the voicemail API).
+    VoicemailLeft(Arc<VoicemailLeft>),
+}
+
+/// A message left in a voicemail box, for supervisors of its queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VoicemailLeft {
+    /// The call that left it: the message's id.
+    pub call_id: String,
+    pub mailbox: String,
+    pub queue: Option<String>,
+    pub caller: String,
+    pub caller_name: Option<String>,
+    pub duration_ms: i64,
+    /// `hangup`, `key`, `limit` or `silence`.
+    pub ended_by: String,
 }
 
 /// Shared by the switch's tasks: the bus, the store and the offer bound.
@@ -720,6 +736,11 @@ impl CallDesk {
 
     /// Writes the call into the customer's service trail (when one customer is certain)
     /// with its recording, and publishes `call.ended`.
+    /// Publishes `voicemail.left` (the message is stored by then).
+    pub(crate) fn voicemail_left(&self, v: VoicemailLeft) {
+        let _ = self.desk.bus.send(SwitchEvent::VoicemailLeft(Arc::new(v)));
+    }
+
     pub(crate) async fn ended(&self, reason: EndReason, recording: Option<&std::path::Path>) {
         let Some((customer, queue, agent, offered_to, outbound)) = self.with_state(|st| {
             let identified = st.pop.as_deref().and_then(|p| match &p.identification {
@@ -742,7 +763,12 @@ impl CallDesk {
         if let (Some(store), Some(customer_id)) = (&self.desk.store, customer) {
             let entry = NewInteraction {
                 customer_id,
-                channel: "voice".into(),
+                // A message left in a voicemail box shows as such in the trail.
+                channel: if reason == EndReason::Voicemail {
+                    "voicemail".into()
+                } else {
+                    "voice".into()
+                },
                 direction: if outbound {
                     hotline_crm::Direction::Outbound
                 } else {

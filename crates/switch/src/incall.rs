@@ -921,6 +921,18 @@ pub(crate) fn agent_hold(caller: &mut CallerDialog, hold: bool) {
     caller.ext.hold_changed(Instant::now());
 }
 
+/// The caller's dialog ended while the call goes on (the caller left a conference): no
+/// session refresh or expiry for it any more, and no hold.
+pub(crate) fn caller_left(caller: &mut CallerDialog) {
+    let ext = &mut caller.ext;
+    ext.timer = None;
+    ext.refresh = None;
+    ext.offer_in_2xx = None;
+    ext.caller_holds = false;
+    ext.agent_holds = false;
+    ext.hold_changed(Instant::now());
+}
+
 /// A transfer was carried out (a hold by the agent ends with the agent's leg).
 pub(crate) fn count_transfer(caller: &mut CallerDialog) {
     caller.ext.transfers += 1;

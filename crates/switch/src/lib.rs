@@ -24,6 +24,7 @@ mod qualify;
 mod reconfig;
 mod timer_retry;
 pub mod tollfraud;
+pub mod voicemail;
 mod webrtc_leg;
 
 use std::collections::{HashMap, HashSet};
@@ -45,7 +46,7 @@ pub use drain::{DrainPolicy, DrainReport};
 pub use error::SwitchError;
 pub use events::{
     AgentCommand, AgentStateEvent, AgentStatus, CallCommand, Offered, QueueStat, SwitchEvent,
-    SwitchHandle,
+    SwitchHandle, VoicemailLeft,
 };
 /// How a supervisor takes part in a call (the media hear-matrix): monitor, whisper, barge.
 pub use hotline_media::mix::SuperviseMode;
@@ -88,6 +89,7 @@ impl Default for DeskConfig {
 pub use hours::{Clock, Hours};
 pub use ivr::Menu;
 pub use tollfraud::{DialRule, DialRules};
+pub use voicemail::VoicemailBox;
 
 /// Where a dialled number (or a menu choice, or a queue's fallback) goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,6 +115,8 @@ pub enum Route {
     /// An outside number, called through `[sip] static_route` (the trunk): only a desk or
     /// phone transfer that passed the toll-fraud guard leads here.
     Outside(String),
+    /// A voicemail box (by name): greeting, beep, the caller's message recorded.
+    Voicemail(String),
 }
 
 impl Route {
@@ -126,6 +130,7 @@ impl Route {
             Route::Closed(_) => "closed".into(),
             Route::Hangup => "hangup".into(),
             Route::Outside(n) => format!("number:{n}"),
+            Route::Voicemail(b) => format!("voicemail:{b}"),
         }
     }
 }
@@ -183,6 +188,8 @@ pub struct SwitchConfig {
     pub qualify: Option<QualifyPolicy>,
     /// How browser agents' WebRTC legs are offered (`[media] webrtc_*`).
     pub webrtc: hotline_media::WebRtcSettings,
+    /// Voicemail boxes by name (`[[voicemail]]`).
+    pub voicemail: HashMap<String, Arc<VoicemailBox>>,
 }
 
 impl SwitchConfig {
@@ -213,6 +220,7 @@ impl SwitchConfig {
             cdr,
             dial_rules: DialRules::default(),
             qualify: None,
+            voicemail: HashMap::new(),
         }
     }
 }

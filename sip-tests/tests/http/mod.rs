@@ -30,10 +30,34 @@ impl Reply {
 
 /// `GET path` with extra header lines (`"Authorization: Bearer …"`).
 pub async fn get(addr: SocketAddr, path: &str, headers: &[String]) -> anyhow::Result<Reply> {
+    let (status, headers, body) = request(addr, "GET", path, headers).await?;
+    let body = String::from_utf8(body).context("response is not UTF-8")?;
+    let chunked = headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
+    let body = if chunked { dechunk(&body)? } else { body };
+    Ok(Reply {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// `method path` with extra header lines and no body: status, lower-cased headers and the
+/// raw body (not de-chunked: for answers with a Content-Length, e.g. a WAV).
+pub async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[String],
+) -> anyhow::Result<(u16, Vec<(String, String)>, Vec<u8>)> {
     let mut s = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
         .await
         .context("connect timeout")??;
-    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    if method != "GET" {
+        req.push_str("Content-Length: 0\r\n");
+    }
     for h in headers {
         req.push_str(h);
         req.push_str("\r\n");
@@ -44,10 +68,10 @@ pub async fn get(addr: SocketAddr, path: &str, headers: &[String]) -> anyhow::Re
     tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut raw))
         .await
         .context("response timeout")??;
-    let text = String::from_utf8(raw).context("response is not UTF-8")?;
-    let Some((head, body)) = text.split_once("\r\n\r\n") else {
-        bail!("no header end in {text:?}");
+    let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+        bail!("no header end in {:?}", String::from_utf8_lossy(&raw));
     };
+    let head = std::str::from_utf8(&raw[..end]).context("header is not UTF-8")?;
     let mut lines = head.split("\r\n");
     let status = lines
         .next()
@@ -58,19 +82,7 @@ pub async fn get(addr: SocketAddr, path: &str, headers: &[String]) -> anyhow::Re
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
-    let chunked = headers
-        .iter()
-        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
-    let body = if chunked {
-        dechunk(body)?
-    } else {
-        body.to_string()
-    };
-    Ok(Reply {
-        status,
-        headers,
-        body,
-    })
+    Ok((status, headers, raw[end + 4..].to_vec()))
 }
 
 fn dechunk(mut s: &str) -> anyhow::Result<String> {

@@ -873,6 +873,69 @@ fn request_tx(ev: &AppEvent) -> (ServerTxId, Method) {
     }
 }
 
+/// A browser (DTLS-SRTP offer) calling a user on a plain phone goes to the application
+/// (its gateway answers); a plain offer to the same user, a browser calling a browser,
+/// and any of it without an application are proxied as before.
+#[test]
+fn browser_calling_a_phone_user_goes_to_the_application() {
+    let webrtc =
+        "v=0\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 0 101\r\na=fingerprint:sha-256 AA\r\n";
+    let invite_with = |to: &str, branch: &str, sdp: &str| {
+        invite(to, 7000, branch, "").replace(
+            "Content-Length: 4\r\n\r\nv=0\n",
+            &format!("Content-Length: {}\r\n\r\n{sdp}", sdp.len()),
+        )
+    };
+    for app in [true, false] {
+        let mut h = Harness::new(app_cfg());
+        h.core.set_gateway_browsers(app);
+        do_register_trusted(&mut h, "bob", 8000);
+        let out = h.input("127.0.0.1:7000", &invite_with("bob", "z9hG4bK-wb1", webrtc));
+        let delivered = app_events(&mut h);
+        if app {
+            assert_eq!(delivered.len(), 1, "to the application");
+            assert_eq!(request_tx(&delivered[0]).1, Method::Invite);
+            assert!(
+                out.iter().all(|t| t.flow.remote.port() != 8000),
+                "not proxied to bob's phone"
+            );
+        } else {
+            assert!(delivered.is_empty());
+            assert_eq!(
+                out[0].flow.remote.port(),
+                8000,
+                "proxied without an application"
+            );
+        }
+        let out = h.input(
+            "127.0.0.1:7000",
+            &invite_with("bob", "z9hG4bK-wb2", "v=0\r\nm=audio 4000 RTP/AVP 0\r\n"),
+        );
+        assert!(app_events(&mut h).is_empty(), "plain offer");
+        assert_eq!(out[0].flow.remote.port(), 8000, "plain offer proxied");
+    }
+    // A browser calling a browser: its SDP is of use there, so it is proxied.
+    let mut h = Harness::new(app_cfg());
+    h.core.set_gateway_browsers(true);
+    let reg = register("carol", 8002, 1, "").replace(
+        "Contact: <sip:carol@127.0.0.1:8002>",
+        "Contact: <sip:c1@x.invalid;transport=ws>",
+    );
+    assert_eq!(status(&h.input("127.0.0.1:8002", &reg)[0]), 200);
+    let out = h.input(
+        "127.0.0.1:7000",
+        &invite_with("carol", "z9hG4bK-wb3", webrtc),
+    );
+    assert!(app_events(&mut h).is_empty(), "browser to browser");
+    assert!(
+        text(&out[0])
+            .to_ascii_lowercase()
+            .starts_with("invite sip:c1@x.invalid;transport=ws"),
+        "{}",
+        text(&out[0])
+    );
+}
+
 /// INVITE to a number: 100 from the core, 200 from the application retransmitted until
 /// the ACK, then BYE delivered in-dialog; nothing is proxied.
 #[test]

@@ -130,6 +130,9 @@ pub(crate) fn watch(sip: &AppHandle, st: &mut State) {
             st.rejoin.user = a.user.clone();
         }
         st.rejoin.next = Some(Instant::now());
+    } else if !st.rejoin.lost() {
+        // Bridged to someone else now (a transfer to a SIP phone): nothing to watch.
+        st.rejoin = Rejoin::default();
     }
 }
 
