@@ -49,9 +49,9 @@ fn greeting(name: &str, ms: u64) -> anyhow::Result<PathBuf> {
 }
 
 /// Hotline with queue `support` (4700; max wait 1 s, fallback box `support-box`: limit
-/// `max_secs`, 1 s greeting) and queue `sales` (4701; box `long-box`, a 4 s greeting); no
-/// agents. `[crm]`, a SQLite store, `[cti]` with alice supervising support.
-async fn rig(name: &str, ports: u16, max_secs: u64) -> anyhow::Result<Rig> {
+/// `max_secs` and `silence_secs`, 1 s greeting) and queue `sales` (4701; box `long-box`, a 4 s greeting); no
+/// agents; number 4702 is a menu whose key 1 goes to `support-box`. `[crm]`, a SQLite store, `[cti]` with alice supervising support.
+async fn rig(name: &str, ports: u16, max_secs: u64, silence_secs: u64) -> anyhow::Result<Rig> {
     let dir = out_dir().join(format!("vm-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let db = out_dir().join(format!("vm-{name}-{}.db", std::process::id()));
@@ -64,10 +64,13 @@ async fn rig(name: &str, ports: u16, max_secs: u64) -> anyhow::Result<Rig> {
         "[media]\nrtp_ip = \"127.0.0.1\"\nrtp_ports = [{ports}, {}]\nprompt_cache = \"{}\"\n\
          [[numbers]]\nnumber = \"4700\"\nqueue = \"support\"\n\
          [[numbers]]\nnumber = \"4701\"\nqueue = \"sales\"\n\
+         [[numbers]]\nnumber = \"4702\"\nmenu = \"vm-menu\"\n\
+         [[menus]]\nname = \"vm-menu\"\nsay = \"Press 1 to leave a message.\"\n\
+         choices = {{ \"1\" = {{ voicemail = \"support-box\" }} }}\n\
          [acd]\n[[acd.queue]]\nname = \"support\"\nmax_wait_secs = 1\n\
          fallback = {{ voicemail = \"support-box\" }}\n\
          [[acd.queue]]\nname = \"sales\"\nmax_wait_secs = 1\nfallback = {{ voicemail = \"long-box\" }}\n\
-         [[voicemail]]\nname = \"support-box\"\ngreeting = \"{}\"\ndir = \"{}\"\nmax_secs = {max_secs}\nsilence_secs = 0\n\
+         [[voicemail]]\nname = \"support-box\"\ngreeting = \"{}\"\ndir = \"{}\"\nmax_secs = {max_secs}\nsilence_secs = {silence_secs}\n\
          [[voicemail]]\nname = \"long-box\"\ngreeting = \"{}\"\ndir = \"{}\"\n\
          [crm]\n[store]\nurl = \"{store_url}\"\n\
          [cti]\nlisten = \"127.0.0.1:0\"\nallowed_origins = [\"{ORIGIN}\"]\n\
@@ -157,7 +160,7 @@ fn bearer(token: &str) -> Vec<String> {
 /// checked, then the supervisor listens to it and deletes it over HTTP.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_timeout_leaves_a_message_until_the_limit() -> anyhow::Result<()> {
-    let mut rig = rig("limit", 27000, 3).await?;
+    let mut rig = rig("limit", 27000, 3, 0).await?;
     let (mut alice, token) = rig.supervisor().await?;
     caller_audio()?;
     SippBuilder::new(
@@ -295,7 +298,7 @@ async fn queue_timeout_leaves_a_message_until_the_limit() -> anyhow::Result<()> 
 /// ends there, Hotline says goodbye and hangs up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_hash_key_ends_the_message() -> anyhow::Result<()> {
-    let mut rig = rig("key", 27500, 60).await?;
+    let mut rig = rig("key", 27500, 60, 0).await?;
     caller_audio()?;
     // 1 s in the queue, the greeting, the beep (250 ms), then ~2.5 s of message.
     let talk_ms = 1000 + GREETING_MS + 250 + 2500;
@@ -337,7 +340,7 @@ async fn the_hash_key_ends_the_message() -> anyhow::Result<()> {
 /// message in `support-box` (about 2.5 s: kept: CDR `voicemail`, hung up by the caller).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hanging_up_in_the_greeting_leaves_nothing_and_after_it_a_message() -> anyhow::Result<()> {
-    let mut rig = rig("hangup", 28000, 60).await?;
+    let mut rig = rig("hangup", 28000, 60, 0).await?;
     caller_audio()?;
     // sales: 1 s of queue (a little more on a busy machine), then 2.5 s into the 4 s
     // greeting.
@@ -399,6 +402,105 @@ async fn hanging_up_in_the_greeting_leaves_nothing_and_after_it_a_message() -> a
     let row = store.voicemail_get(&end.call_id).await?.context("row")?;
     assert_eq!(row.ended_by, "hangup");
     assert_eq!(rig.messages_on_disk(), 1);
+    store.close().await;
+    rig.done().await
+}
+
+/// Writes `talk-then-quiet.wav` (4 s of tone, then 5 s of silence, µ-law) into SIPp's
+/// working directory, atomically.
+fn talk_then_quiet() -> anyhow::Result<()> {
+    let dir = out_dir();
+    let tmp = dir.join(format!("talk-then-quiet.wav.{}.tmp", std::process::id()));
+    let samples: Vec<i16> = (0..32_000)
+        .map(|i| ((i as f64 * 0.1).sin() * 8000.0) as i16)
+        .chain(std::iter::repeat_n(0, 40_000))
+        .collect();
+    hotline_media::wav::write_wav(&tmp, hotline_media::wav::WavEncoding::Ulaw, &samples)?;
+    std::fs::rename(&tmp, dir.join("talk-then-quiet.wav"))?;
+    Ok(())
+}
+
+/// The caller talks 4 s from the answer (through the queue and the greeting into the
+/// message), then sends only silence: 2 s after the last voice the message ends, Hotline
+/// says goodbye and hangs up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silence_ends_the_message() -> anyhow::Result<()> {
+    let mut rig = rig("silence", 28500, 60, 2).await?;
+    talk_then_quiet()?;
+    SippBuilder::new(
+        "vm-silent-caller",
+        "uac_talk_once_hung_up_on.xml",
+        Proto::Udp,
+        free_port(),
+    )
+    .args([
+        "-s", "4700", "-au", "alice", "-ap", "alice-pw", "-key", "caller", "alice",
+    ])
+    .spawn(Some(rig.server))?
+    .expect_success()
+    .await?;
+    let end = rig.next_end().await?;
+    assert_eq!(end.reason, EndReason::Voicemail, "{end:?}");
+    let wav = end.recording.clone().context("the message's WAV")?;
+    let (len, loudness) = wav_facts(&wav)?;
+    let store = rig.store().await?;
+    let row = store.voicemail_get(&end.call_id).await?.context("row")?;
+    assert_eq!(row.ended_by, "silence", "{row:?}");
+    // The tone ends 4 s into the stream; the queue (1 s) and the greeting with the beep
+    // (1.25 s) took some of it; the message runs 2 s past the last voice.
+    assert!(
+        len >= Duration::from_millis(2500) && len <= Duration::from_millis(5000),
+        "last voice + 2 s of silence: {len:?}"
+    );
+    assert!(loudness > 50, "the tone is in it: {loudness}");
+    let samples: Vec<i16> = hound::WavReader::open(&wav)?
+        .samples::<i16>()
+        .collect::<Result<_, _>>()?;
+    let tail = &samples[samples.len().saturating_sub(12_000)..];
+    let tail_mean = tail.iter().map(|s| s.unsigned_abs() as u64).sum::<u64>() / 12_000;
+    assert!(
+        tail_mean < 50,
+        "the last 1.5 s are the silence: {tail_mean}"
+    );
+    store.close().await;
+    rig.done().await
+}
+
+/// A menu choice leads to a box: the caller presses 1 (SIP INFO) during the menu prompt
+/// and leaves a message until the box's 3 s limit; no queue is involved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_menu_choice_leads_to_a_box() -> anyhow::Result<()> {
+    let mut rig = rig("menu", 29000, 3, 0).await?;
+    caller_audio()?;
+    SippBuilder::new(
+        "vm-menu-caller",
+        "uac_talk_key_info_hung_up_on.xml",
+        Proto::Udp,
+        free_port(),
+    )
+    .args([
+        "-s", "4702", "-au", "alice", "-ap", "alice-pw", "-key", "caller", "alice", "-key", "dtmf",
+        "1", "-d", "500",
+    ])
+    .spawn(Some(rig.server))?
+    .expect_success()
+    .await?;
+    let end = rig.next_end().await?;
+    assert_eq!(end.reason, EndReason::Voicemail, "{end:?}");
+    assert_eq!(end.route, "menu:vm-menu>voicemail:support-box");
+    let wav = end.recording.clone().context("the message's WAV")?;
+    let (len, loudness) = wav_facts(&wav)?;
+    let ms = len.as_millis();
+    assert!((2700..=3700).contains(&ms), "a 3 s message: {ms} ms");
+    assert!(loudness > 1000, "not silence: {loudness}");
+    let store = rig.store().await?;
+    let row = store.voicemail_get(&end.call_id).await?.context("row")?;
+    assert_eq!(
+        (row.ended_by.as_str(), row.queue.as_deref()),
+        ("limit", None)
+    );
+    let cdr = store.call(&end.call_id).await?.context("CDR")?;
+    assert_eq!(cdr.result, CallResult::Voicemail);
     store.close().await;
     rig.done().await
 }
