@@ -1039,3 +1039,139 @@ async fn conference_goes_on_without_the_caller_and_records_everyone() -> anyhow:
     bob.close().await;
     rig.done(1).await
 }
+
+/// A click-to-dial call has the inbound call's controls. Bob dials a German number (the
+/// trunk, a raw UA) from the desk; once both answered, bob's desk holds (the customer
+/// hears music, bob nothing of the customer) and resumes, adds carol to a conference
+/// (everyone hears the G.711 sum of the other two; carol leaves, the two talk on),
+/// consults alice and cancels, then transfers blind to dave: bob's phone gets BYE, his
+/// desk `call.transferred`, the customer talks to dave. The CDR is the dial's (route
+/// `dial`, outbound) with dave as agent, one transfer and the recording.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn click_to_dial_call_has_hold_transfer_and_conference() -> anyhow::Result<()> {
+    use hotline_media::g711::Law;
+    const BOB: u8 = 0x33;
+    const CAROL: u8 = 0x22;
+    const ALICE: u8 = 0x66;
+    const DAVE: u8 = 0x55;
+    const TRUNK: u8 = 0x44;
+    const CUSTOMER: &str = "+4989123456";
+    let u = Law::Ulaw;
+    let sum = |a: u8, b: u8| {
+        u.encode((i32::from(u.decode(a)) + i32::from(u.decode(b))).clamp(-32768, 32767) as i16)
+    };
+    let n = |h: &Heard, b: u8| h.uniform.get(&b).copied().unwrap_or(0);
+    let server = SocketAddr::from(([127, 0, 0, 1], 0));
+    let mut trunk = RawPhone::trunk(server, TRUNK).await?;
+    let trunk_port = trunk.port()?;
+    let rig = rig_with(
+        "dialcontrol",
+        [13800, 13999],
+        &format!("static_route = \"sip:127.0.0.1:{trunk_port}\"\n"),
+        DIAL_RULES,
+    )
+    .await?;
+    trunk.set_server(rig.server);
+    let mut bob = rig.desk("bob", false).await?;
+    let mut bob_phone = RawPhone::register(rig.server, "bob", BOB).await?;
+    let mut carol_phone = RawPhone::register(rig.server, "carol", CAROL).await?;
+    let mut alice_phone = RawPhone::register(rig.server, "alice", ALICE).await?;
+    let mut dave_phone = RawPhone::register(rig.server, "dave", DAVE).await?;
+
+    let placed = bob
+        .ok(json!({"type": "call.dial", "number": CUSTOMER}))
+        .await;
+    let call_id = placed["call_id"].as_str().context("call_id")?.to_string();
+    bob_phone.answer().await?;
+    let invite = trunk.answer().await?;
+    assert!(
+        invite.starts_with(&format!("INVITE sip:{CUSTOMER}@")),
+        "{invite}"
+    );
+    let (_, answered) = bob.event("call.answered").await;
+    assert_eq!(answered["data"]["call_id"], call_id.as_str());
+    bob_phone
+        .until("the customer", |h| n(h, TRUNK) >= 25)
+        .await?;
+    trunk.until("bob", |h| n(h, BOB) >= 25).await?;
+
+    // Hold and resume.
+    bob.ok(cmd("call.hold", &call_id)).await;
+    bob.event("call.held").await;
+    let at_hold = bob_phone.heard().context("heard")?;
+    let music = trunk.heard().context("heard")?.other;
+    trunk
+        .until("music while held", |h| h.other >= music + 50)
+        .await?;
+    let held = bob_phone.heard().context("heard")?;
+    assert!(
+        n(&held, TRUNK) <= n(&at_hold, TRUNK) + 5,
+        "bob heard the customer while held: {at_hold:?} → {held:?}"
+    );
+    bob.ok(cmd("call.resume", &call_id)).await;
+    bob.event("call.resumed").await;
+    let at = n(&bob_phone.heard().context("heard")?, TRUNK);
+    bob_phone
+        .until("the customer again", |h| n(h, TRUNK) >= at + 25)
+        .await?;
+
+    // Conference with carol, who then leaves.
+    bob.ok(json!({"type": "call.conference", "call_id": call_id, "to": "carol"}))
+        .await;
+    carol_phone.answer().await?;
+    trunk
+        .until("bob + carol", |h| n(h, sum(BOB, CAROL)) >= 25)
+        .await?;
+    carol_phone
+        .until("customer + bob", |h| n(h, sum(TRUNK, BOB)) >= 25)
+        .await?;
+    bob_phone
+        .until("customer + carol", |h| n(h, sum(TRUNK, CAROL)) >= 25)
+        .await?;
+    carol_phone.hangup().await?;
+    let at = n(&trunk.heard().context("heard")?, BOB);
+    trunk
+        .until("bob alone again", |h| n(h, BOB) >= at + 25)
+        .await?;
+
+    // Consult alice, then back to the customer.
+    let transfer = |to: &str, attended: bool| json!({"type": "call.transfer", "call_id": call_id, "to": to, "attended": attended});
+    bob.ok(transfer("alice", true)).await;
+    alice_phone.answer().await?;
+    alice_phone
+        .until("bob consulting", |h| n(h, BOB) >= 25)
+        .await?;
+    bob.ok(cmd("call.transfer.cancel", &call_id)).await;
+    alice_phone.bye().await?;
+    let at = n(&trunk.heard().context("heard")?, BOB);
+    trunk
+        .until("bob back with the customer", |h| n(h, BOB) >= at + 25)
+        .await?;
+
+    // Blind to dave.
+    bob.ok(transfer("agent:dave", false)).await;
+    let (_, t) = bob.event("call.transferred").await;
+    assert_eq!(t["data"]["call_id"], call_id.as_str());
+    assert_eq!(t["data"]["to"], "extension:dave");
+    bob_phone.bye().await?;
+    dave_phone.answer().await?;
+    trunk.until("dave", |h| n(h, DAVE) >= 25).await?;
+    dave_phone
+        .until("the customer", |h| n(h, TRUNK) >= 25)
+        .await?;
+    trunk.hangup().await?;
+    dave_phone.bye().await?;
+    let cdr = rig.cdrs()?.wait_calls(1, WAIT).await;
+    let cdr = cdr.first().context("CDR")?;
+    assert_eq!(cdr.call_id, call_id);
+    assert_eq!(
+        (cdr.direction.as_str(), cdr.route.as_str()),
+        ("outbound", "dial>extension:dave"),
+        "{cdr:?}"
+    );
+    assert_eq!(cdr.agent.as_deref(), Some("dave"), "{cdr:?}");
+    assert_eq!(cdr.transfers, 1, "{cdr:?}");
+    assert!(cdr.recording.is_some(), "{cdr:?}");
+    bob.close().await;
+    rig.done(1).await
+}

@@ -119,7 +119,7 @@ pub(crate) struct Call {
 /// future the call loop awaits on that loop's poll stack (over 1 MB of them), which
 /// overflowed a tokio worker's 2 MiB stack once a WebRTC offer was built on top; boxed
 /// here, the loop only holds pointers.
-fn boxed<'a, T, F>(
+pub(crate) fn boxed<'a, T, F>(
     make: impl FnOnce() -> F,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>
 where
@@ -484,7 +484,7 @@ impl Call {
         };
         let mut caller_ext = caller_ext;
         incall::caller_webrtc(&mut caller_ext, &leg);
-        let (media_tx, mut media_rx) = mpsc::channel(64);
+        let (media_tx, media_rx) = mpsc::channel(64);
         let media = spawn_session(leg, media_tx);
         let tag = format!("hl{}", token());
         let mut ok = AppResponse::new(200, "OK")
@@ -512,7 +512,7 @@ impl Call {
             ext: caller_ext,
         };
         tracing::info!(call_id = %self.call_id, ?route, "call answered");
-        let (acd_tx, mut acd_rx) = mpsc::channel(16);
+        let (acd_tx, acd_rx) = mpsc::channel(16);
         let mut st = State {
             caller,
             agent: None,
@@ -539,8 +539,22 @@ impl Call {
             host: local_host,
             trace,
         };
-        let mut in_call = incall::InCall::default();
         let first = self.go(route, &mut st).await;
+        boxed(|| self.serve(st, first, acd_rx, media_rx)).await
+    }
+
+    /// The answered call until it ends (`first`: it ended while being routed): SIP
+    /// events of every leg, desk commands, ACD decisions, media events and timers, then
+    /// [`Call::finish`]. Inbound calls come here once answered, click-to-dial calls once
+    /// the customer answers (`serve_dial`).
+    async fn serve(
+        &mut self,
+        mut st: State,
+        first: Option<EndReason>,
+        mut acd_rx: mpsc::Receiver<AcdOutput>,
+        mut media_rx: mpsc::Receiver<MediaEvent>,
+    ) -> CallEnd {
+        let mut in_call = incall::InCall::default();
         let reason = match first {
             Some(r) => r,
             None => loop {
@@ -572,7 +586,7 @@ impl Call {
                         Some(CallInput::Sip(ev)) if st.supervisor.as_ref().is_some_and(|s| s.owns(&ev)) => {
                             boxed(|| self.supervisor_event(ev, &mut st)).await
                         }
-                        Some(CallInput::Sip(ev)) if st.rejoin.owns(&ev) => boxed(|| rejoin::event(&self, ev, &mut st)).await,
+                        Some(CallInput::Sip(ev)) if st.rejoin.owns(&ev) => boxed(|| rejoin::event(self, ev, &mut st)).await,
                         Some(CallInput::Sip(ev)) if st.third.as_ref().is_some_and(|t| event_call_id(&ev) == Some(t.call_id.as_str())) => {
                             boxed(|| self.third_event(ev, &mut st)).await
                         }
@@ -584,7 +598,7 @@ impl Call {
                             if is_agent {
                                 boxed(|| self.agent_event(ev, &mut st)).await
                             } else {
-                                let ctx = incall::Ctx { call: &self, caller: &mut st.caller, agent: &mut st.agent, media: &st.media, bridged: st.bridged };
+                                let ctx = incall::Ctx { call: self, caller: &mut st.caller, agent: &mut st.agent, media: &st.media, bridged: st.bridged };
                                 boxed(|| self.caller_event(ev, ctx)).await
                             }
                         }
@@ -596,9 +610,9 @@ impl Call {
                         boxed(|| self.menu_timeout(&mut st)).await
                     }
                     _ = sleep_until_opt(st.dtmf.next) => boxed(|| self.next_dtmf(&mut st)).await,
-                    () = st.rejoin.wake() => boxed(|| rejoin::tick(&self, &mut st)).await,
+                    () = st.rejoin.wake() => boxed(|| rejoin::tick(self, &mut st)).await,
                     _ = sleep_until_opt(in_call.deadline()) => {
-                        let ctx = incall::Ctx { call: &self, caller: &mut st.caller, agent: &mut st.agent, media: &st.media, bridged: st.bridged };
+                        let ctx = incall::Ctx { call: self, caller: &mut st.caller, agent: &mut st.agent, media: &st.media, bridged: st.bridged };
                         boxed(|| in_call.timeout(ctx)).await
                     }
                 };
@@ -630,6 +644,65 @@ impl Call {
             },
         };
         self.finish(reason, st).await
+    }
+
+    /// Click-to-dial, connected: the customer's dialog (we called it, with this call's
+    /// Call-ID) becomes the caller's and the agent's leg the call's agent, in a media
+    /// session of their own (customer left, agent right, as inbound calls), and the call
+    /// is served like an inbound one: hold, transfers, conference, DTMF, recording pause
+    /// and supervision from the desk; CDR, trail and `call.ended` at its end.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn serve_dial(
+        &mut self,
+        agent: AgentLeg,
+        agent_media: MediaLeg,
+        customer: AgentLeg,
+        customer_media: MediaLeg,
+        mut trace: Trace,
+        number: &str,
+        host: String,
+    ) -> CallEnd {
+        let (media_tx, media_rx) = mpsc::channel(64);
+        let media = spawn_session(customer_media, media_tx);
+        let attached = media.attach(agent_media).await.is_ok();
+        let (acd_tx, acd_rx) = mpsc::channel(16);
+        let user = agent.user.clone();
+        trace.agent = Some(user.clone());
+        let mut st = State {
+            caller: incall::caller_from_leg(customer),
+            agent: Some(agent),
+            media,
+            bridged: false,
+            phase: Phase::Extension,
+            deadline: None,
+            queued: false,
+            acd_tx,
+            whispering: false,
+            recording: None,
+            recording_tap: None,
+            // Marked busy when the dial began; released at the end or by a transfer.
+            busy_user: Some(user),
+            ewt: None,
+            dtmf: DeskDtmf::default(),
+            recording_paused: false,
+            consult: None,
+            third: None,
+            caller_left: false,
+            supervisor: None,
+            callback_offered: false,
+            rejoin: rejoin::Rejoin::default(),
+            number: number.to_string(),
+            host,
+            trace,
+        };
+        let first = if attached {
+            self.bridge(&mut st).await;
+            None
+        } else {
+            Some(EndReason::Failed)
+        };
+        tracing::info!(call_id = %self.call_id, "click-to-dial connected");
+        boxed(|| self.serve(st, first, acd_rx, media_rx)).await
     }
 
     /// Releases everything once the call's outcome is known; returns the report.
@@ -1889,6 +1962,34 @@ impl Call {
         flow: Flow,
         extra: &str,
     ) -> Option<AgentLeg> {
+        self.call_leg(number, host, user, uri, flow, extra, false)
+            .await
+    }
+
+    /// Calls a click-to-dial customer: [`Call::call_agent`] with this call's own Call-ID,
+    /// since the dialog becomes the call's caller dialog once answered (`serve_dial`).
+    pub(crate) async fn call_customer(
+        &self,
+        number: &str,
+        host: &str,
+        user: &str,
+        uri: &str,
+        flow: Flow,
+    ) -> Option<AgentLeg> {
+        self.call_leg(number, host, user, uri, flow, "", true).await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn call_leg(
+        &self,
+        number: &str,
+        host: &str,
+        user: &str,
+        uri: &str,
+        flow: Flow,
+        extra: &str,
+        own_call_id: bool,
+    ) -> Option<AgentLeg> {
         // WebRTC hook: a browser agent (WebSocket contact) gets the gateway's offer.
         let browser = webrtc_leg::is_browser_contact(uri);
         let (ports, webrtc, offer, sdp) = if browser {
@@ -1900,7 +2001,11 @@ impl Call {
             let sdp = offer.to_string();
             (Some(ports), None, offer, sdp)
         };
-        let call_id = format!("{}-agent@hotline", token());
+        let call_id = if own_call_id {
+            self.call_id.clone()
+        } else {
+            format!("{}-agent@hotline", token())
+        };
         let from = format!("<sip:{number}@{host}>;tag=hl{}", token());
         let to = format!("<sip:{user}@{host}>");
         let text = format!(
@@ -1922,16 +2027,18 @@ impl Call {
             self.cfg.session_timer.session_expires
         };
         let invite = crate::timer_retry::AgentInvite::new(text, asked);
-        let (done, registered) = oneshot::channel();
-        self.control
-            .send(Control::Alias {
-                call_id: self.call_id.clone(),
-                alias: call_id.clone(),
-                done,
-            })
-            .await
-            .ok()?;
-        registered.await.ok()?;
+        if !own_call_id {
+            let (done, registered) = oneshot::channel();
+            self.control
+                .send(Control::Alias {
+                    call_id: self.call_id.clone(),
+                    alias: call_id.clone(),
+                    done,
+                })
+                .await
+                .ok()?;
+            registered.await.ok()?;
+        }
         let tx = self.sip.send_request(req, flow).await.ok()?;
         tracing::info!(call_id = %self.call_id, agent = user, "calling the agent");
         Some(AgentLeg {

@@ -2,6 +2,8 @@
 //! ACD reserves an agent for the request (`PlaceCallback`), this task calls the agent
 //! first (they hear ringback while the customer is dialled), then the customer — their
 //! registered contact, or the static route (trunk) for other numbers — and bridges them.
+//! A desk's click-to-dial is placed the same way; once the customer answers, the call is
+//! served like an inbound one (`Call::serve_dial`), with the desk's call control.
 
 use std::time::{Duration, Instant};
 
@@ -41,6 +43,24 @@ impl CallbackJob {
     }
 }
 
+/// How placing the legs went (once per call: the size does not matter).
+#[allow(clippy::large_enum_variant)]
+enum Legs {
+    /// The call is over (a callback that ran its course, or a failure).
+    Done(CallEnd),
+    /// A click-to-dial whose customer answered, to be served as a call.
+    Connected(Connected),
+}
+
+/// The answered legs of a click-to-dial.
+struct Connected {
+    agent: AgentLeg,
+    agent_media: MediaLeg,
+    customer: AgentLeg,
+    customer_media: MediaLeg,
+    host: String,
+}
+
 /// How long each leg may ring.
 const RING: Duration = Duration::from_secs(30);
 
@@ -71,7 +91,29 @@ impl Call {
             })
             .await;
         }
-        let mut end = self.callback_legs(&job, &mut t).await;
+        // Boxed, as is the dial served below: debug builds keep awaited futures on the
+        // poll stack, and a served call nested in these frames overflowed a worker's.
+        let mut end = match crate::call::boxed(|| self.callback_legs(&job, &mut t)).await {
+            Legs::Done(end) => end,
+            Legs::Connected(c) => {
+                // A connected dial is served as a call (`serve_dial`): its end releases
+                // the agent and writes the CDR and the trail entry.
+                let trace = std::mem::take(&mut t);
+                let number = job.number.clone();
+                return crate::call::boxed(|| {
+                    self.serve_dial(
+                        c.agent,
+                        c.agent_media,
+                        c.customer,
+                        c.customer_media,
+                        trace,
+                        &number,
+                        c.host,
+                    )
+                })
+                .await;
+            }
+        };
         t.agent = end.agent.clone();
         end.recording = t.recording.clone();
         if dial {
@@ -88,7 +130,8 @@ impl Call {
         end
     }
 
-    async fn callback_legs(&mut self, job: &CallbackJob, t: &mut Trace) -> CallEnd {
+    /// Places the legs: a callback to its end; a click-to-dial until it is connected.
+    async fn callback_legs(&mut self, job: &CallbackJob, t: &mut Trace) -> Legs {
         tracing::info!(call_id = %self.call_id, agent = %job.user, number = %job.number, "placing a callback");
         let report = |this: &Call, reason: EndReason, agent: &Option<String>| {
             let mut e = this.end(200, reason, None);
@@ -108,7 +151,7 @@ impl Call {
         };
         let Some(mut agent) = agent_leg else {
             self.callback_result(job, false).await;
-            return report(self, EndReason::Failed, &None);
+            return Legs::Done(report(self, EndReason::Failed, &None));
         };
         agent.offer_of = job.agent;
         let agent_media = match self.await_answer(&mut agent, None).await {
@@ -116,7 +159,7 @@ impl Call {
             Err(r) => {
                 let _ = self.sip.cancel(agent.tx).await;
                 self.callback_result(job, false).await;
-                return report(self, r, &None);
+                return Legs::Done(report(self, r, &None));
             }
         };
         let who = Some(job.user.clone());
@@ -139,6 +182,11 @@ impl Call {
             },
         };
         let cust_leg = match customer {
+            Some((uri, flow)) if job.dial.is_some() => {
+                let host = self.host_for(flow);
+                self.call_customer(&job.user, &host, &job.number, &uri, flow)
+                    .await
+            }
             Some((uri, flow)) => {
                 let host = self.host_for(flow);
                 self.call_agent(&job.queue, &host, &job.number, &uri, flow)
@@ -151,7 +199,7 @@ impl Call {
             self.callback_result(job, false).await;
             self.bye_agent(&mut agent).await;
             drop(media.stop().await);
-            return report(self, EndReason::Failed, &who);
+            return Legs::Done(report(self, EndReason::Failed, &who));
         };
         let cust_media = match self.await_answer(&mut cust, Some(&mut agent)).await {
             Ok(m) => m,
@@ -164,17 +212,32 @@ impl Call {
                     self.bye_agent(&mut agent).await;
                 }
                 drop(media.stop().await);
-                return report(self, r, &who);
+                return Legs::Done(report(self, r, &who));
             }
         };
         // 4. Connected: the engine counts the callback as answered by the agent.
         self.callback_result(job, true).await;
         t.answered_at = Some(self.now_ms());
-        let bridged = media.attach(cust_media).await.is_ok() && media.bridge().await.is_ok();
         if job.dial.is_some() {
+            // Click-to-dial: from here a call like an inbound one, with the desk's call
+            // control (hold, transfers, conference, ...), in a new media session.
             self.desk.connected();
+            let Ok((agent_media, _)) = media.stop().await else {
+                self.bye_agent(&mut cust).await;
+                self.bye_agent(&mut agent).await;
+                return Legs::Done(report(self, EndReason::Failed, &who));
+            };
+            let host = self.host_for(agent.flow);
+            return Legs::Connected(Connected {
+                agent,
+                agent_media,
+                customer: cust,
+                customer_media: cust_media,
+                host,
+            });
         }
-        // Recorded like inbound calls (the agent, who is called first, on the left).
+        let bridged = media.attach(cust_media).await.is_ok() && media.bridge().await.is_ok();
+        // Recorded with the agent, who is called first, on the left.
         let mut recording = None;
         if bridged
             && let Some((tap, rec)) = self.start_call_recording(t.arrived_at)
@@ -230,7 +293,7 @@ impl Call {
         let mut end = report(self, reason, &who);
         end.bridged = bridged;
         end.media = stats;
-        end
+        Legs::Done(end)
     }
 
     async fn callback_result(&self, job: &CallbackJob, connected: bool) {

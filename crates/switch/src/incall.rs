@@ -921,6 +921,36 @@ pub(crate) fn agent_hold(caller: &mut CallerDialog, hold: bool) {
     caller.ext.hold_changed(Instant::now());
 }
 
+/// A dialog Hotline opened as UAC and that was answered (a click-to-dial customer,
+/// called with the call's own Call-ID) becomes the call's caller dialog, so everything
+/// here serves it as it serves an inbound caller: its re-INVITEs and hold, session
+/// refreshes, INFO keys, a REFER/Replaces naming it.
+pub(crate) fn caller_from_leg(leg: AgentLeg) -> CallerDialog {
+    let contact = format!(
+        "<{}{}>",
+        msg::addr_uri(&leg.from),
+        transport_param(leg.flow)
+    );
+    let tag = msg::tag(&leg.from).unwrap_or_default().to_string();
+    let target = leg
+        .target
+        .clone()
+        .unwrap_or_else(|| format!("sip:{}@{}", leg.user, leg.flow.remote));
+    let mut ext = CallerExt::new(&contact, leg.ext.timer);
+    ext.sdp = leg.ext.sdp;
+    ext.webrtc = leg.ext.webrtc;
+    CallerDialog {
+        flow: leg.flow,
+        target,
+        ours: leg.from,
+        tag,
+        theirs: leg.to,
+        cseq: leg.cseq,
+        local_sdp: leg.offer,
+        ext,
+    }
+}
+
 /// The caller's dialog ended while the call goes on (the caller left a conference): no
 /// session refresh or expiry for it any more, and no hold.
 pub(crate) fn caller_left(caller: &mut CallerDialog) {

@@ -835,6 +835,12 @@ impl Dispatcher {
         } else {
             String::new()
         };
+        // A dial has no ACD request; it gets its own id, as an inbound call does, for a
+        // transfer into a queue.
+        let acd_id = match job.dial {
+            Some(_) => CallId(self.next_call),
+            None => job.call,
+        };
         self.next_call += 1;
         let (inbox_tx, inbox) = mpsc::channel(CALL_INBOX);
         self.calls.insert(call_id.clone(), inbox_tx);
@@ -848,7 +854,7 @@ impl Dispatcher {
             inbox,
             control: self.control_tx.clone(),
             acd: self.acd.clone(),
-            acd_id: job.call,
+            acd_id,
             desk: events::CallDesk::with_caller(&self.desk, &call_id, caller),
         };
         let stats = self.stats.clone();
