@@ -23,6 +23,7 @@
 #         UAS_COUNT (4): agent UAS processes (agents split among them; each -rtp_echo is one
 #           thread on one socket, so several keep the echo from being the bottleneck)
 #         RECORD (0): 1 = record every bridged call (Hotline's default), to measure its cost
+#         THREADS: Hotline's [server] threads (default: unset = one worker per core)
 #         NICE (-10 as root, else 0) NO_BUILD=1 (use the existing release binary)
 #         MAX_SECS (watchdog for the whole script, default 900)
 # Output: one machine-readable line per figure, prefixed "callpath ", then a table
@@ -144,6 +145,7 @@ PY
 
 {
 	printf '[sip]\nudp = ["%s:%d"]\ntrusted = ["127.0.0.0/8"]\nauthenticate_requests = false\n' $IP $SUT_PORT
+	[ -n "${THREADS:-}" ] && printf '[server]\nthreads = %d\n' "$THREADS"
 	printf '[media]\nrtp_ip = "%s"\nrtp_ports = [20000, 39999]\n' $IP
 	# Recording is on by default in Hotline; the relay figure is measured without it
 	# (RECORD=1 measures with it: one stereo WAV per call, 16 KB/s, under $OUT/recordings,

@@ -391,6 +391,9 @@ thread_local! {
     /// awaits), so each call does not carry its own.
     static RECV: std::cell::RefCell<batch::RecvBatch> =
         std::cell::RefCell::new(batch::RecvBatch::new());
+    /// Relayed datagrams of one received batch, sent together (same rule as `RECV`).
+    static SEND: std::cell::RefCell<batch::SendBatch> =
+        std::cell::RefCell::new(batch::SendBatch::new());
 }
 
 fn unix_now() -> Duration {
@@ -742,10 +745,17 @@ impl Task {
     }
 
     fn drain_rtp(&mut self, side: Side) {
-        RECV.with_borrow_mut(|batch| self.drain_rtp_with(side, batch));
+        RECV.with_borrow_mut(|batch| {
+            SEND.with_borrow_mut(|out| self.drain_rtp_with(side, batch, out))
+        });
     }
 
-    fn drain_rtp_with(&mut self, side: Side, batch: &mut batch::RecvBatch) {
+    fn drain_rtp_with(
+        &mut self,
+        side: Side,
+        batch: &mut batch::RecvBatch,
+        out: &mut batch::SendBatch,
+    ) {
         let from_i = side as usize;
         let to_i = side.other() as usize;
         // With a third party, the other leg gets this leg's packets relayed only if it
@@ -784,10 +794,9 @@ impl Task {
                             src,
                             pkt,
                             now,
-                            &mut self.buf_out,
+                            out.next_buf(),
                         ) {
-                            Ok((k, p, Some(s))) => (k, p, Some((s, &to.ports.rtp))),
-                            Ok((k, p, None)) => (k, p, None),
+                            Ok((k, p, s)) => (k, p, s),
                             Err(_) => continue,
                         }
                     }
@@ -807,10 +816,12 @@ impl Task {
                 {
                     mix.push(from_i, from.state.config().codec.law(), payload);
                 }
-                if let Some(((len, dest), sock)) = send {
-                    // UDP: a full socket buffer means drop, as the network would.
-                    let _ = sock.try_send_to(&self.buf_out[..len], dest);
+                if let Some((len, dest)) = send {
+                    out.commit(len, dest);
                 }
+            }
+            if let Some(to) = to.as_deref() {
+                out.flush(&to.ports.rtp);
             }
             if !more {
                 return;
@@ -1113,6 +1124,96 @@ mod batch {
         }
     }
 
+    /// Datagrams relayed out of one received batch, all leaving by the same socket (the
+    /// other leg's): sent with one `sendmmsg(2)` when there are several. A wake-up that
+    /// finds several datagrams waiting (a busy machine, a burst) then costs one send call
+    /// instead of one per datagram; the usual single datagram goes out with `sendto`.
+    pub(super) struct SendBatch {
+        bufs: Box<[[u8; MAX_PACKET]; N]>,
+        lens: [usize; N],
+        dests: [Option<SocketAddr>; N],
+        count: usize,
+    }
+
+    impl SendBatch {
+        pub(super) fn new() -> Self {
+            SendBatch {
+                bufs: Box::new([[0; MAX_PACKET]; N]),
+                lens: [0; N],
+                dests: [None; N],
+                count: 0,
+            }
+        }
+
+        /// Where the next datagram is built; [`SendBatch::commit`] queues it. A full
+        /// batch (never the case when fed from one [`RecvBatch`]) reuses the last slot.
+        pub(super) fn next_buf(&mut self) -> &mut [u8] {
+            &mut self.bufs[self.count.min(N - 1)][..]
+        }
+
+        /// Queues the datagram built in [`SendBatch::next_buf`].
+        pub(super) fn commit(&mut self, len: usize, dest: SocketAddr) {
+            let i = self.count.min(N - 1);
+            self.lens[i] = len.min(MAX_PACKET);
+            self.dests[i] = Some(dest);
+            self.count = i + 1;
+        }
+
+        /// Sends the queued datagrams on `sock` and empties the batch. Those the socket
+        /// cannot take (buffer full) are dropped, as a network would; the count sent is
+        /// returned.
+        pub(super) fn flush(&mut self, sock: &UdpSocket) -> usize {
+            let count = std::mem::take(&mut self.count);
+            match count {
+                0 => 0,
+                1 => match self.dests[0] {
+                    Some(d) => {
+                        usize::from(sock.try_send_to(&self.bufs[0][..self.lens[0]], d).is_ok())
+                    }
+                    None => 0,
+                },
+                _ => self.send_many(sock, count),
+            }
+        }
+
+        fn send_many(&mut self, sock: &UdpSocket, count: usize) -> usize {
+            let names: [Option<socket2::SockAddr>; N] =
+                std::array::from_fn(|i| self.dests[i].filter(|_| i < count).map(Into::into));
+            // SAFETY: all-zero bytes are valid `iovec`s and `mmsghdr`s (null pointers,
+            // zero lengths); every field the kernel reads is set below.
+            let mut iov: [libc::iovec; N] = unsafe { zeroed() };
+            let mut hdrs: [libc::mmsghdr; N] = unsafe { zeroed() };
+            let mut n = 0;
+            for (i, name) in names.iter().enumerate().take(count) {
+                let Some(name) = name else { continue };
+                iov[n].iov_base = self.bufs[i].as_mut_ptr().cast();
+                iov[n].iov_len = self.lens[i];
+                let h = &mut hdrs[n].msg_hdr;
+                h.msg_name = name.as_ptr().cast_mut().cast();
+                h.msg_namelen = name.len();
+                h.msg_iov = &mut iov[n];
+                h.msg_iovlen = 1;
+                n += 1;
+            }
+            let fd = sock.as_raw_fd();
+            let mut sent = 0usize;
+            let _ = sock.try_io(Interest::WRITABLE, || {
+                // SAFETY: the first `n` headers point into `names`, `iov` and
+                // `self.bufs`, all alive for the call, with their true lengths; the
+                // kernel only reads them (and writes each header's `msg_len`).
+                let r = unsafe {
+                    libc::sendmmsg(fd, hdrs.as_mut_ptr(), n as libc::c_uint, libc::MSG_DONTWAIT)
+                };
+                if r < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                sent = r as usize;
+                Ok(())
+            });
+            sent
+        }
+    }
+
     fn to_socket_addr(a: &libc::sockaddr_storage) -> Option<SocketAddr> {
         match a.ss_family as libc::c_int {
             libc::AF_INET => {
@@ -1143,7 +1244,7 @@ mod batch {
 
 #[cfg(test)]
 mod tests {
-    use super::batch::{N, RecvBatch};
+    use super::batch::{N, RecvBatch, SendBatch};
     use std::time::Duration;
     use tokio::net::UdpSocket;
 
@@ -1191,5 +1292,39 @@ mod tests {
             .unwrap();
         b.recv(&rx).unwrap();
         assert_eq!(b.iter().map(|(p, _)| p[0]).collect::<Vec<_>>(), vec![7]);
+    }
+
+    /// Several queued datagrams leave in one `sendmmsg`, in order, each to its own
+    /// destination; a single one by `sendto`; the batch is empty afterwards.
+    #[tokio::test]
+    async fn send_batch_delivers_each_datagram_to_its_destination() {
+        let tx = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let r1 = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let r2 = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let (d1, d2) = (r1.local_addr().unwrap(), r2.local_addr().unwrap());
+        tx.writable().await.unwrap();
+        let mut b = SendBatch::new();
+        for (i, d) in [d1, d2, d1].into_iter().enumerate() {
+            let buf = b.next_buf();
+            buf[..10 + i].fill(i as u8);
+            b.commit(10 + i, d);
+        }
+        assert_eq!(b.flush(&tx), 3);
+        assert_eq!(b.flush(&tx), 0, "flushed batch is empty");
+        b.next_buf()[..5].fill(9);
+        b.commit(5, d2);
+        assert_eq!(b.flush(&tx), 1);
+        let mut buf = [0u8; 64];
+        let mut got = |s: &UdpSocket| {
+            let (n, from) = s.try_recv_from(&mut buf).unwrap();
+            assert_eq!(from, tx.local_addr().unwrap());
+            (n, buf[0])
+        };
+        r1.readable().await.unwrap();
+        r2.readable().await.unwrap();
+        assert_eq!(got(&r1), (10, 0));
+        assert_eq!(got(&r1), (12, 2));
+        assert_eq!(got(&r2), (11, 1));
+        assert_eq!(got(&r2), (5, 9));
     }
 }
