@@ -2299,19 +2299,7 @@ impl Call {
         arrived_at: i64,
     ) -> Option<(RecorderTap, RecordingJob)> {
         let dir = self.cfg.recordings.as_ref()?;
-        // Call-IDs come from the network: keep only safe characters in the file name.
-        let name: String = self
-            .call_id
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .take(100)
-            .collect();
+        let name = file_safe(&self.call_id);
         let path = dir.join(format!("{arrived_at}-{name}.wav"));
         // The writer opens the file on this task; it is small and once per call.
         match start_recording(&path, 200, Instant::now()) {
@@ -2570,6 +2558,22 @@ fn pad_recording(tap: &RecorderTap, now: Instant) {
         &silence,
         now,
     );
+}
+
+/// A Call-ID as part of a file name: Call-IDs come from the network, so only safe
+/// characters are kept, and at most 100 of them.
+pub(crate) fn file_safe(call_id: &str) -> String {
+    call_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(100)
+        .collect()
 }
 
 /// Sleeps until `t`, or forever without one (a `select!` branch for optional timers).
