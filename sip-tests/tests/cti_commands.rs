@@ -850,6 +850,29 @@ async fn desk_transfers_to_outside_numbers_within_the_dial_rules() -> anyhow::Re
     Ok(())
 }
 
+/// A call to the support queue (4100) answered by `phone`, a raw phone whose desk is
+/// `desk`: the caller and the call id once the caller hears the phone's `mark`.
+async fn raw_answered_call(
+    rig: &Rig,
+    desk: &mut Desk,
+    phone: &mut RawPhone,
+    mark: u8,
+) -> anyhow::Result<(Caller, String)> {
+    let mut caller = Caller::call(rig.server, "4100").await?;
+    let (_, offered) = desk.event("call.offered").await;
+    let call_id = offered["data"]["call_id"]
+        .as_str()
+        .context("call_id")?
+        .to_string();
+    phone.answer().await?;
+    caller
+        .until("the agent's audio", |h| {
+            h.uniform.get(&mark).copied().unwrap_or(0) >= 25
+        })
+        .await?;
+    Ok((caller, call_id))
+}
+
 /// The `TRANSFER` lines of the queue log so far.
 fn transfer_lines(rig: &Rig) -> anyhow::Result<Vec<hotline_cdr::QueueEvent>> {
     Ok(rig
@@ -873,15 +896,8 @@ async fn agent_hanging_up_while_consulting_completes_the_transfer() -> anyhow::R
     let mut bob = rig.desk("bob", true).await?;
     let mut bob_phone = RawPhone::register(rig.server, "bob", BOB).await?;
     let mut dave_phone = RawPhone::register(rig.server, "dave", DAVE).await?;
-    let mut caller = Caller::call(rig.server, "4100").await?;
-    let (_, offered) = bob.event("call.offered").await;
-    let call_id = offered["data"]["call_id"]
-        .as_str()
-        .context("call_id")?
-        .to_string();
-    bob_phone.answer().await?;
+    let (mut caller, call_id) = raw_answered_call(&rig, &mut bob, &mut bob_phone, BOB).await?;
     let n = |h: &Heard, b: u8| h.uniform.get(&b).copied().unwrap_or(0);
-    caller.until("bob's audio", |h| n(h, BOB) >= 25).await?;
 
     bob.ok(json!({"type": "call.transfer", "call_id": call_id, "to": "dave", "attended": true}))
         .await;
@@ -939,15 +955,8 @@ async fn agent_hanging_up_while_an_outside_number_rings_transfers_blind() -> any
     trunk.set_server(rig.server);
     let mut bob = rig.desk("bob", true).await?;
     let mut bob_phone = RawPhone::register(rig.server, "bob", BOB).await?;
-    let mut caller = Caller::call(rig.server, "4100").await?;
-    let (_, offered) = bob.event("call.offered").await;
-    let call_id = offered["data"]["call_id"]
-        .as_str()
-        .context("call_id")?
-        .to_string();
-    bob_phone.answer().await?;
+    let (mut caller, call_id) = raw_answered_call(&rig, &mut bob, &mut bob_phone, BOB).await?;
     let n = |h: &Heard, b: u8| h.uniform.get(&b).copied().unwrap_or(0);
-    caller.until("bob's audio", |h| n(h, BOB) >= 25).await?;
 
     bob.ok(json!({"type": "call.transfer", "call_id": call_id, "to": ALLOWED, "attended": true}))
         .await;
@@ -1004,15 +1013,8 @@ async fn conference_goes_on_without_the_caller_and_records_everyone() -> anyhow:
     let mut bob = rig.desk("bob", true).await?;
     let mut bob_phone = RawPhone::register(rig.server, "bob", BOB).await?;
     let mut carol_phone = RawPhone::register(rig.server, "carol", CAROL).await?;
-    let mut caller = Caller::call(rig.server, "4100").await?;
-    let (_, offered) = bob.event("call.offered").await;
-    let call_id = offered["data"]["call_id"]
-        .as_str()
-        .context("call_id")?
-        .to_string();
-    bob_phone.answer().await?;
+    let (mut caller, call_id) = raw_answered_call(&rig, &mut bob, &mut bob_phone, BOB).await?;
     let n = |h: &Heard, b: u8| h.uniform.get(&b).copied().unwrap_or(0);
-    caller.until("bob's audio", |h| n(h, BOB) >= 25).await?;
     bob.ok(json!({"type": "call.conference", "call_id": call_id, "to": "carol"}))
         .await;
     carol_phone.answer().await?;
@@ -1203,15 +1205,8 @@ async fn conference_without_the_caller_ends_when_the_agent_leaves() -> anyhow::R
     let mut bob = rig.desk("bob", true).await?;
     let mut bob_phone = RawPhone::register(rig.server, "bob", BOB).await?;
     let mut carol_phone = RawPhone::register(rig.server, "carol", CAROL).await?;
-    let mut caller = Caller::call(rig.server, "4100").await?;
-    let (_, offered) = bob.event("call.offered").await;
-    let call_id = offered["data"]["call_id"]
-        .as_str()
-        .context("call_id")?
-        .to_string();
-    bob_phone.answer().await?;
+    let (caller, call_id) = raw_answered_call(&rig, &mut bob, &mut bob_phone, BOB).await?;
     let n = |h: &Heard, b: u8| h.uniform.get(&b).copied().unwrap_or(0);
-    caller.until("bob's audio", |h| n(h, BOB) >= 25).await?;
     bob.ok(json!({"type": "call.conference", "call_id": call_id, "to": "carol"}))
         .await;
     carol_phone.answer().await?;
