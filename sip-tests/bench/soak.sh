@@ -11,7 +11,8 @@
 #   transfer : 4003 -> queue "xfer"; the xfer agent answers and blind-transfers (REFER) the
 #              caller to 4000 after 1 s, a bench agent answers, talk TALK_MS
 # Defaults are half of the measured capacity (README "Call path": about 1,000 bridged
-# calls with RTP on two cores): about 500 calls up at once (23 calls/s, 20 s talk).
+# calls with RTP on two cores): 23 calls/s, 20 s talk; measured about 400 calls up at once
+# (TALK_RATE=16 would make it about 490).
 #
 # Each minute it prints one line "soak t=... rss_kb= fds= sockets= tasks= rtp_ports= calls="
 # (RSS, fds and sockets from /proc, tasks and RTP ports from Hotline's /metrics). After the
