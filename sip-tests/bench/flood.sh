@@ -12,7 +12,8 @@
 #   2. while SIPp at 127.0.0.1 floods INVITE+REGISTER pairs at FLOOD_RATE/s (as fast as
 #      it can), started first so the guard has blocked it before the calls begin.
 # Per phase it prints the success rate, INVITE -> 200 (SIPp's response time from the first
-# INVITE to the 200, the digest challenge included) and the queue wait (CDR wait_ms:
+# INVITE to the 200, the digest challenge included; SIPp's clock steps about 4 ms, so a
+# fast median reads 0 and its ratio "-") and the queue wait (CDR wait_ms:
 # queued -> answered by the agent), median and p99, and the flood/unloaded ratio of each.
 #
 # Usage:  sip-tests/bench/flood.sh

@@ -76,7 +76,7 @@ impl DeskView {
 
     /// Applies one event frame as a desk does: agent states by version (older ones are
     /// dropped), call events for its agent. A state without a call clears a finished call
-    /// (wrap-up is over), as the desk page does.
+    /// (wrap-up is over) and an unanswered offer (withdrawn: not ready, ring timeout).
     pub fn apply(&mut self, frame: &Value) {
         let data = &frame["data"];
         let ours = data["agent"].as_str() == Some(self.agent.agent.as_str());
@@ -88,7 +88,10 @@ impl DeskView {
                 if let Ok(s) = AgentView::from_json(data)
                     && s.version > self.agent.version
                 {
-                    if !s.call_state() && self.call.as_ref().is_some_and(|c| c.ended) {
+                    // Out of the call states: a finished call (wrap-up over) or an offer
+                    // that never got answered (withdrawn) leaves the desk.
+                    if !s.call_state() && self.call.as_ref().is_some_and(|c| c.ended || !c.answered)
+                    {
                         self.call = None;
                     }
                     self.agent = s;
@@ -213,6 +216,19 @@ mod tests {
             "wrap-up over: the finished call leaves the desk"
         );
         assert_eq!(divergence(&d, &acd(state(6, "ready", None))), None);
+    }
+
+    #[test]
+    fn a_withdrawn_offer_leaves_the_desk() {
+        let mut d = login(state(1, "ready", None), Value::Null);
+        d.apply(&ev("agent.state", state(2, "reserved", Some("c1"))));
+        d.apply(&ev(
+            "call.offered",
+            json!({"agent": "a01", "call_id": "c1"}),
+        ));
+        d.apply(&ev("agent.state", state(3, "not_ready", None)));
+        assert_eq!(d.call, None);
+        assert_eq!(divergence(&d, &acd(state(3, "not_ready", None))), None);
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! agent state, read from the switch: zero divergence allowed. Every call must be accounted
 //! for: one CDR each (answered or abandoned), no call or RTP port left, no agent stuck.
 //!
-//! Desks that stay connected are spot-checked the same way while calls flow.
+//! Desks that stay connected are spot-checked the same way while calls flow. Desks also
+//! end some wrap-ups early and take a short break on some offers, so states churn.
 //!
 //! `CHAOS_SEED=N` replays a run (the seed is printed). `CHAOS_INJECT=1` makes desk a01
 //! ignore its resume replies and go on with the view it had before the drop (a desk that
@@ -256,7 +257,13 @@ impl Desk {
                 Err(why) => t.divergences.push(why),
             }
         }
+        // When a desk on a break (not ready) makes its agent ready again.
+        let mut back: Option<Instant> = None;
         loop {
+            if view.agent.state == "not_ready" && back.is_none() {
+                back =
+                    Some(Instant::now() + Duration::from_millis(self.rng.random_range(300..2000)));
+            }
             tokio::select! {
                 cmd = cmds.recv() => match cmd {
                     None => return Ok(true),
@@ -278,11 +285,30 @@ impl Desk {
                     if self.inject {
                         self.kept = Some(view.clone());
                     }
-                    // Some agents end wrap-up early from the desk.
-                    if f["type"] == "wrapup.started" && self.rng.random_bool(0.3) {
-                        let req = json!({"v": 1, "id": id(), "type": "agent.ready"});
+                    // Some agents end wrap-up early from the desk; some take a break
+                    // the moment a call is offered (the offer goes back to the queue
+                    // if it still rings, else the break waits for the call's end).
+                    let req = if f["type"] == "wrapup.started" && self.rng.random_bool(0.3) {
+                        Some(json!({"type": "agent.ready"}))
+                    } else if f["type"] == "call.offered" && self.rng.random_bool(0.1) {
+                        Some(json!({"type": "agent.not_ready", "reason": "break"}))
+                    } else {
+                        None
+                    };
+                    if let Some(mut req) = req {
+                        req["v"] = json!(1);
+                        req["id"] = json!(id());
                         ws.send(Message::text(req.to_string())).await.map_err(|_| Closed)?;
                     }
+                    if view.agent.state == "not_ready" && back.is_none() {
+                        back = Some(Instant::now() + Duration::from_millis(self.rng.random_range(300..2000)));
+                    }
+                }
+                _ = tokio::time::sleep_until(back.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600))), if back.is_some() => {
+                    // The break is over.
+                    back = None;
+                    let req = json!({"v": 1, "id": id(), "type": "agent.ready"});
+                    ws.send(Message::text(req.to_string())).await.map_err(|_| Closed)?;
                 }
             }
         }
@@ -348,11 +374,16 @@ async fn desks_dropping_under_load_never_diverge_and_no_call_is_lost() -> anyhow
     .spawn(Some(server))?
     .expect_success()
     .await?;
-    let phones = SippBuilder::new("chaos-phones", "uas_call.xml", Proto::Udp, phones_port)
-        .set("-i", TRUSTED_IP)
-        .set("-m", "100000")
-        .set("-timeout", "300s")
-        .spawn(None)?;
+    let phones = SippBuilder::new(
+        "chaos-phones",
+        "uas_ring_then_answer.xml",
+        Proto::Udp,
+        phones_port,
+    )
+    .set("-i", TRUSTED_IP)
+    .set("-m", "100000")
+    .set("-timeout", "300s")
+    .spawn(None)?;
     wait_bound(phones_port, Proto::Udp).await?;
 
     // Desks: the first SITES × PER_SITE behind their site's proxy, the rest direct.

@@ -344,6 +344,23 @@ async fn desk_transfers_blind_to_a_queue_and_an_agent() -> anyhow::Result<()> {
     assert_eq!(cdr.call_id, call_id);
     assert_eq!(cdr.transfers, 2, "{cdr:?}");
     assert_eq!(cdr.agent.as_deref(), Some("carol"), "{cdr:?}");
+    // One TRANSFER queue-log line per transfer: who sent the call where.
+    let lines: Vec<(Option<String>, String)> = transfer_lines(&rig)?
+        .into_iter()
+        .map(|e| {
+            (
+                e.agent,
+                e.data.split(',').next().unwrap_or_default().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        lines,
+        vec![
+            (Some("bob".to_string()), "queue:sales".to_string()),
+            (Some("dave".to_string()), "extension:carol".to_string()),
+        ]
+    );
     bob.close().await;
     dave.close().await;
     rig.done(1).await
@@ -833,6 +850,29 @@ async fn desk_transfers_to_outside_numbers_within_the_dial_rules() -> anyhow::Re
     Ok(())
 }
 
+/// A call to the support queue (4100) answered by `phone`, a raw phone whose desk is
+/// `desk`: the caller and the call id once the caller hears the phone's `mark`.
+async fn raw_answered_call(
+    rig: &Rig,
+    desk: &mut Desk,
+    phone: &mut RawPhone,
+    mark: u8,
+) -> anyhow::Result<(Caller, String)> {
+    let mut caller = Caller::call(rig.server, "4100").await?;
+    let (_, offered) = desk.event("call.offered").await;
+    let call_id = offered["data"]["call_id"]
+        .as_str()
+        .context("call_id")?
+        .to_string();
+    phone.answer().await?;
+    caller
+        .until("the agent's audio", |h| {
+            h.uniform.get(&mark).copied().unwrap_or(0) >= 25
+        })
+        .await?;
+    Ok((caller, call_id))
+}
+
 /// The `TRANSFER` lines of the queue log so far.
 fn transfer_lines(rig: &Rig) -> anyhow::Result<Vec<hotline_cdr::QueueEvent>> {
     Ok(rig
@@ -856,15 +896,8 @@ async fn agent_hanging_up_while_consulting_completes_the_transfer() -> anyhow::R
     let mut bob = rig.desk("bob", true).await?;
     let mut bob_phone = RawPhone::register(rig.server, "bob", BOB).await?;
     let mut dave_phone = RawPhone::register(rig.server, "dave", DAVE).await?;
-    let mut caller = Caller::call(rig.server, "4100").await?;
-    let (_, offered) = bob.event("call.offered").await;
-    let call_id = offered["data"]["call_id"]
-        .as_str()
-        .context("call_id")?
-        .to_string();
-    bob_phone.answer().await?;
+    let (mut caller, call_id) = raw_answered_call(&rig, &mut bob, &mut bob_phone, BOB).await?;
     let n = |h: &Heard, b: u8| h.uniform.get(&b).copied().unwrap_or(0);
-    caller.until("bob's audio", |h| n(h, BOB) >= 25).await?;
 
     bob.ok(json!({"type": "call.transfer", "call_id": call_id, "to": "dave", "attended": true}))
         .await;
@@ -922,15 +955,8 @@ async fn agent_hanging_up_while_an_outside_number_rings_transfers_blind() -> any
     trunk.set_server(rig.server);
     let mut bob = rig.desk("bob", true).await?;
     let mut bob_phone = RawPhone::register(rig.server, "bob", BOB).await?;
-    let mut caller = Caller::call(rig.server, "4100").await?;
-    let (_, offered) = bob.event("call.offered").await;
-    let call_id = offered["data"]["call_id"]
-        .as_str()
-        .context("call_id")?
-        .to_string();
-    bob_phone.answer().await?;
+    let (mut caller, call_id) = raw_answered_call(&rig, &mut bob, &mut bob_phone, BOB).await?;
     let n = |h: &Heard, b: u8| h.uniform.get(&b).copied().unwrap_or(0);
-    caller.until("bob's audio", |h| n(h, BOB) >= 25).await?;
 
     bob.ok(json!({"type": "call.transfer", "call_id": call_id, "to": ALLOWED, "attended": true}))
         .await;
@@ -987,15 +1013,8 @@ async fn conference_goes_on_without_the_caller_and_records_everyone() -> anyhow:
     let mut bob = rig.desk("bob", true).await?;
     let mut bob_phone = RawPhone::register(rig.server, "bob", BOB).await?;
     let mut carol_phone = RawPhone::register(rig.server, "carol", CAROL).await?;
-    let mut caller = Caller::call(rig.server, "4100").await?;
-    let (_, offered) = bob.event("call.offered").await;
-    let call_id = offered["data"]["call_id"]
-        .as_str()
-        .context("call_id")?
-        .to_string();
-    bob_phone.answer().await?;
+    let (mut caller, call_id) = raw_answered_call(&rig, &mut bob, &mut bob_phone, BOB).await?;
     let n = |h: &Heard, b: u8| h.uniform.get(&b).copied().unwrap_or(0);
-    caller.until("bob's audio", |h| n(h, BOB) >= 25).await?;
     bob.ok(json!({"type": "call.conference", "call_id": call_id, "to": "carol"}))
         .await;
     carol_phone.answer().await?;
@@ -1172,6 +1191,49 @@ async fn click_to_dial_call_has_hold_transfer_and_conference() -> anyhow::Result
     assert_eq!(cdr.agent.as_deref(), Some("dave"), "{cdr:?}");
     assert_eq!(cdr.transfers, 1, "{cdr:?}");
     assert!(cdr.recording.is_some(), "{cdr:?}");
+    bob.close().await;
+    rig.done(1).await
+}
+
+/// The other way out of a conference the caller left: bob hangs up, so carol, the last
+/// party, gets BYE and the call ends with bob's hangup (queue log `COMPLETE_AGENT`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conference_without_the_caller_ends_when_the_agent_leaves() -> anyhow::Result<()> {
+    const BOB: u8 = 0x33;
+    const CAROL: u8 = 0x22;
+    let rig = rig("confagentleft", [14000, 14199]).await?;
+    let mut bob = rig.desk("bob", true).await?;
+    let mut bob_phone = RawPhone::register(rig.server, "bob", BOB).await?;
+    let mut carol_phone = RawPhone::register(rig.server, "carol", CAROL).await?;
+    let (caller, call_id) = raw_answered_call(&rig, &mut bob, &mut bob_phone, BOB).await?;
+    let n = |h: &Heard, b: u8| h.uniform.get(&b).copied().unwrap_or(0);
+    bob.ok(json!({"type": "call.conference", "call_id": call_id, "to": "carol"}))
+        .await;
+    carol_phone.answer().await?;
+    let u = hotline_media::g711::Law::Ulaw;
+    let caller_and_bob = u
+        .encode((i32::from(u.decode(MARK)) + i32::from(u.decode(BOB))).clamp(-32768, 32767) as i16);
+    carol_phone
+        .until("caller + bob", |h| n(h, caller_and_bob) >= 25)
+        .await?;
+    caller.hangup().await?;
+    carol_phone.until("bob alone", |h| n(h, BOB) >= 25).await?;
+    bob_phone.hangup().await?;
+    carol_phone.bye().await?;
+    let (_, ended) = bob.event("call.ended").await;
+    assert_eq!(ended["data"]["call_id"], call_id.as_str());
+    assert_eq!(ended["data"]["reason"], "AgentHangup");
+    let cdr = rig.cdrs()?.wait_calls(1, WAIT).await;
+    let cdr = cdr.first().context("CDR")?;
+    assert_eq!(cdr.agent.as_deref(), Some("bob"), "{cdr:?}");
+    let complete = rig
+        .cdrs()?
+        .events()
+        .into_iter()
+        .filter(|e| e.call_id == call_id)
+        .map(|e| e.event)
+        .next_back();
+    assert_eq!(complete, Some(hotline_cdr::QueueEventKind::CompleteAgent));
     bob.close().await;
     rig.done(1).await
 }

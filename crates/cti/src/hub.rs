@@ -341,10 +341,15 @@ fn dispatch(hub: &Hub, ev: SwitchEvent) {
                 serde_json::to_value(&s).unwrap_or(Value::Null),
             ));
             if let Some(d) = live.desks.get_mut(&s.agent) {
-                if matches!(s.status, hotline_switch::AgentStatus::Ready)
-                    && d.current.as_ref().is_some_and(|_| d.ended.is_some())
-                {
-                    // Wrap-up is over: the finished call leaves the desk.
+                use hotline_switch::AgentStatus as S;
+                let with_call = matches!(
+                    s.status,
+                    S::Reserved { .. } | S::OnCall { .. } | S::WrapUp { .. }
+                );
+                if !with_call && d.current.is_some() && (d.ended.is_some() || !d.answered) {
+                    // Wrap-up is over (into ready or a pending not-ready), or the offer
+                    // was withdrawn unanswered (not ready, ring timeout): the call leaves
+                    // the desk, so a resume does not bring it back (found by the chaos test).
                     d.current = None;
                     d.answered = false;
                     d.ended = None;

@@ -237,58 +237,12 @@ pub fn start_mono_recording(
     capacity: usize,
     start: Instant,
 ) -> Result<(RecorderTap, RecordingJob, VoiceActivity)> {
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: 8000,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut writer = hound::WavWriter::create(path, spec)?;
-    let (tx, mut rx) = mpsc::channel::<RecFrame>(capacity.max(1));
-    let dropped = Arc::new(AtomicU64::new(0));
     let activity = VoiceActivity {
         last_voice_us: Arc::new(AtomicU64::new(0)),
     };
-    let path = path.to_path_buf();
-    let dropped_w = Arc::clone(&dropped);
-    let voice_w = Arc::clone(&activity.last_voice_us);
-    let join = tokio::task::spawn_blocking(move || {
-        let mut al = Aligner::new(start);
-        let mut frames = 0u64;
-        let mut write = |l: i16, _r: i16| -> Result<()> {
-            writer.write_sample(l)?;
-            frames += 1;
-            Ok(())
-        };
-        let mut pcm = Vec::with_capacity(MAX_FRAME_BYTES);
-        while let Some(f) = rx.blocking_recv() {
-            if f.channel != Channel::Caller {
-                continue;
-            }
-            pcm.clear();
-            pcm.extend(f.data[..f.len as usize].iter().map(|&b| f.law.decode(b)));
-            if is_voice(&pcm) {
-                let end = f.at.saturating_duration_since(start)
-                    + Duration::from_micros(pcm.len() as u64 * 125);
-                voice_w.store(end.as_micros().max(1) as u64, Ordering::Relaxed);
-            }
-            if !al.push_mono(f.at, pcm.iter().copied()) {
-                dropped_w.fetch_add(1, Ordering::Relaxed);
-            }
-            al.drain(&mut write)?;
-        }
-        al.finish(&mut write)?;
-        writer.finalize()?;
-        Ok((path, frames))
-    });
-    Ok((
-        RecorderTap {
-            tx,
-            dropped: Arc::clone(&dropped),
-        },
-        RecordingJob { join, dropped },
-        activity,
-    ))
+    let voice = Some(Arc::clone(&activity.last_voice_us));
+    let (tap, job) = spawn_writer(path, capacity, start, voice)?;
+    Ok((tap, job, activity))
 }
 
 /// Starts recording into `path` (created or truncated). `capacity` is the channel
@@ -298,8 +252,20 @@ pub fn start_recording(
     capacity: usize,
     start: Instant,
 ) -> Result<(RecorderTap, RecordingJob)> {
+    spawn_writer(path, capacity, start, None)
+}
+
+/// The writer thread of a recording: stereo, or (`voice` given) the caller alone in mono,
+/// with the end of their last voiced frame stored in `voice`.
+fn spawn_writer(
+    path: &Path,
+    capacity: usize,
+    start: Instant,
+    voice: Option<Arc<AtomicU64>>,
+) -> Result<(RecorderTap, RecordingJob)> {
+    let mono = voice.is_some();
     let spec = hound::WavSpec {
-        channels: 2,
+        channels: if mono { 1 } else { 2 },
         sample_rate: 8000,
         bits_per_sample: 16,
         sample_format: hound::SampleFormat::Int,
@@ -314,13 +280,29 @@ pub fn start_recording(
         let mut frames = 0u64;
         let mut write = |l: i16, r: i16| -> Result<()> {
             writer.write_sample(l)?;
-            writer.write_sample(r)?;
+            if !mono {
+                writer.write_sample(r)?;
+            }
             frames += 1;
             Ok(())
         };
+        let mut pcm = Vec::with_capacity(MAX_FRAME_BYTES);
         while let Some(f) = rx.blocking_recv() {
-            let data = &f.data[..f.len as usize];
-            if !al.push(f.channel, f.at, data.iter().map(|&b| f.law.decode(b))) {
+            pcm.clear();
+            pcm.extend(f.data[..f.len as usize].iter().map(|&b| f.law.decode(b)));
+            let kept = match &voice {
+                None => al.push(f.channel, f.at, pcm.iter().copied()),
+                Some(_) if f.channel != Channel::Caller => continue,
+                Some(v) => {
+                    if is_voice(&pcm) {
+                        let end = f.at.saturating_duration_since(start)
+                            + Duration::from_micros(pcm.len() as u64 * 125);
+                        v.store(end.as_micros().max(1) as u64, Ordering::Relaxed);
+                    }
+                    al.push_mono(f.at, pcm.iter().copied())
+                }
+            };
+            if !kept {
                 dropped_w.fetch_add(1, Ordering::Relaxed);
             }
             al.drain(&mut write)?;

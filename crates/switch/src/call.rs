@@ -308,6 +308,43 @@ struct State {
 const MAX_HOPS: usize = 16;
 
 impl State {
+    /// An answered call's state before routing: no agent, nothing playing or pending.
+    fn new(
+        caller: CallerDialog,
+        media: SessionHandle,
+        acd_tx: mpsc::Sender<AcdOutput>,
+        number: String,
+        host: String,
+        trace: Trace,
+    ) -> State {
+        State {
+            caller,
+            agent: None,
+            media,
+            bridged: false,
+            phase: Phase::Start,
+            deadline: None,
+            queued: false,
+            acd_tx,
+            whispering: false,
+            recording: None,
+            recording_tap: None,
+            busy_user: None,
+            ewt: None,
+            dtmf: DeskDtmf::default(),
+            recording_paused: false,
+            consult: None,
+            third: None,
+            caller_left: false,
+            supervisor: None,
+            callback_offered: false,
+            rejoin: rejoin::Rejoin::default(),
+            number,
+            host,
+            trace,
+        }
+    }
+
     fn caller_number(&self) -> String {
         self.trace.caller.clone()
     }
@@ -513,32 +550,7 @@ impl Call {
         };
         tracing::info!(call_id = %self.call_id, ?route, "call answered");
         let (acd_tx, acd_rx) = mpsc::channel(16);
-        let mut st = State {
-            caller,
-            agent: None,
-            media,
-            bridged: false,
-            phase: Phase::Start,
-            deadline: None,
-            queued: false,
-            acd_tx,
-            whispering: false,
-            recording: None,
-            recording_tap: None,
-            busy_user: None,
-            ewt: None,
-            dtmf: DeskDtmf::default(),
-            recording_paused: false,
-            consult: None,
-            third: None,
-            caller_left: false,
-            supervisor: None,
-            callback_offered: false,
-            rejoin: rejoin::Rejoin::default(),
-            number,
-            host: local_host,
-            trace,
-        };
+        let mut st = State::new(caller, media, acd_tx, number, local_host, trace);
         let first = self.go(route, &mut st).await;
         boxed(|| self.serve(st, first, acd_rx, media_rx)).await
     }
@@ -668,33 +680,12 @@ impl Call {
         let (acd_tx, acd_rx) = mpsc::channel(16);
         let user = agent.user.clone();
         trace.agent = Some(user.clone());
-        let mut st = State {
-            caller: incall::caller_from_leg(customer),
-            agent: Some(agent),
-            media,
-            bridged: false,
-            phase: Phase::Extension,
-            deadline: None,
-            queued: false,
-            acd_tx,
-            whispering: false,
-            recording: None,
-            recording_tap: None,
-            // Marked busy when the dial began; released at the end or by a transfer.
-            busy_user: Some(user),
-            ewt: None,
-            dtmf: DeskDtmf::default(),
-            recording_paused: false,
-            consult: None,
-            third: None,
-            caller_left: false,
-            supervisor: None,
-            callback_offered: false,
-            rejoin: rejoin::Rejoin::default(),
-            number: number.to_string(),
-            host,
-            trace,
-        };
+        let caller = incall::caller_from_leg(customer);
+        let mut st = State::new(caller, media, acd_tx, number.to_string(), host, trace);
+        st.agent = Some(agent);
+        st.phase = Phase::Extension;
+        // Marked busy when the dial began; released at the end or by a transfer.
+        st.busy_user = Some(user);
         let first = if attached {
             self.bridge(&mut st).await;
             None
@@ -2299,19 +2290,7 @@ impl Call {
         arrived_at: i64,
     ) -> Option<(RecorderTap, RecordingJob)> {
         let dir = self.cfg.recordings.as_ref()?;
-        // Call-IDs come from the network: keep only safe characters in the file name.
-        let name: String = self
-            .call_id
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .take(100)
-            .collect();
+        let name = file_safe(&self.call_id);
         let path = dir.join(format!("{arrived_at}-{name}.wav"));
         // The writer opens the file on this task; it is small and once per call.
         match start_recording(&path, 200, Instant::now()) {
@@ -2570,6 +2549,22 @@ fn pad_recording(tap: &RecorderTap, now: Instant) {
         &silence,
         now,
     );
+}
+
+/// A Call-ID as part of a file name: Call-IDs come from the network, so only safe
+/// characters are kept, and at most 100 of them.
+pub(crate) fn file_safe(call_id: &str) -> String {
+    call_id
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(100)
+        .collect()
 }
 
 /// Sleeps until `t`, or forever without one (a `select!` branch for optional timers).

@@ -115,19 +115,7 @@ async fn start(call: &Call, st: &mut State) -> Result<(), hotline_media::MediaEr
         return Ok(());
     };
     std::fs::create_dir_all(&b.vm.dir)?;
-    // Call-IDs come from the network: keep only safe characters in the file name.
-    let name: String = call
-        .call_id
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '.' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .take(100)
-        .collect();
+    let name = super::file_safe(&call.call_id);
     let at = call.now_ms();
     let path = b.vm.dir.join(format!("{}-{at}-{name}.wav", b.vm.name));
     let (tap, job, activity) = start_mono_recording(&path, 200, Instant::now())?;
