@@ -278,6 +278,9 @@ impl Store {
             Pool::Postgres(p) => {
                 let mut tx = p.begin().await?;
                 write_all!(tx, bulk::reserve_pg, bulk::write_pg);
+                // As after `generate`: fresh statistics for the tables a large import
+                // grew, so lookups plan on the indexes before autovacuum gets round to it.
+                sqlx::query("ANALYZE").execute(p).await?;
             }
         }
         Ok(report)
