@@ -291,6 +291,8 @@ async fn desk_transfers_blind_to_a_queue_and_an_agent() -> anyhow::Result<()> {
     let rig = rig("desktransfer", [11400, 11599]).await?;
     let mut bob = rig.desk("bob", true).await?;
     let mut dave = rig.desk("dave", true).await?;
+    // Not ready: the ACD offers her nothing, but a transfer to her phone reaches her desk.
+    let mut carol = rig.desk("carol", false).await?;
     let bob_phone = phone(rig.server, "bob", "uas_call.xml").await?;
     let dave_phone = phone(rig.server, "dave", "uas_call.xml").await?;
     let carol_phone = phone(rig.server, "carol", "uas_call.xml").await?;
@@ -336,9 +338,21 @@ async fn desk_transfers_blind_to_a_queue_and_an_agent() -> anyhow::Result<()> {
     caller
         .until("carol hears the caller", |h| h.echo >= at + 25)
         .await?;
+    // carol's desk shows the call she took: offered (with the caller) and answered, and
+    // the call is hers to control and to end.
+    let (_, offered) = carol.event("call.offered").await;
+    assert_eq!(offered["data"]["call_id"], call_id.as_str(), "{offered}");
+    assert_eq!(offered["data"]["agent"], "carol", "{offered}");
+    let (_, answered) = carol.event("call.answered").await;
+    assert_eq!(answered["data"]["call_id"], call_id.as_str(), "{answered}");
+    carol.ok(cmd("call.hold", &call_id)).await;
+    carol.ok(cmd("call.resume", &call_id)).await;
+    dave.fails(cmd("call.hold", &call_id), "forbidden").await;
 
     caller.hangup().await?;
     carol_phone.expect_success().await?;
+    let (_, ended) = carol.event("call.ended").await;
+    assert_eq!(ended["data"]["call_id"], call_id.as_str(), "{ended}");
     let cdr = rig.cdrs()?.wait_calls(1, WAIT).await;
     let cdr = cdr.first().context("CDR")?;
     assert_eq!(cdr.call_id, call_id);
@@ -363,6 +377,7 @@ async fn desk_transfers_blind_to_a_queue_and_an_agent() -> anyhow::Result<()> {
     );
     bob.close().await;
     dave.close().await;
+    carol.close().await;
     rig.done(1).await
 }
 

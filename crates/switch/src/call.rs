@@ -997,7 +997,7 @@ impl Call {
         let label = format!("extension:{}", h.agent.user);
         self.desk.transferred(&referrer.user, &label);
         self.log_transfer(&st.trace, &referrer.user, &label);
-        self.desk.taken_by(&h.agent.user);
+        self.desk.handed_to(&h.agent.user);
         let answered_offer = referrer.answered && referrer.offer_of.is_some();
         if st.queued && answered_offer {
             self.to_acd(AcdInput::Ended { call: self.acd_id }).await;
@@ -1368,7 +1368,7 @@ impl Call {
         match target {
             Route::Extension(user) => {
                 if leg.answered {
-                    self.desk.taken_by(&user);
+                    self.desk.handed_to(&user);
                     st.trace.agent = Some(user.clone());
                 }
                 self.to_acd(AcdInput::Busy {
@@ -2158,7 +2158,7 @@ impl Call {
         let user = a.user.clone();
         let outside = a.outside;
         if a.offer_of.is_none() && !outside {
-            self.desk.taken_by(&user);
+            self.desk.handed_to(&user);
         }
         if let Some(agent) = a.offer_of {
             self.desk.answered();

@@ -724,6 +724,41 @@ impl CallDesk {
         });
     }
 
+    /// An agent reached by a transfer (not offered through the ACD) answered: they are the
+    /// call's agent from now on, and their desk gets the call as if offered and answered,
+    /// with the caller's pop, so they see who it is and can wrap it up.
+    pub(crate) fn handed_to(&self, agent: &str) {
+        let (tx, _rx) = oneshot::channel();
+        let Some(ev) = self
+            .with_state(|st| {
+                if st.agent.is_some() {
+                    return None;
+                }
+                st.agent = Some(agent.to_string());
+                st.offered_to = Some(agent.to_string());
+                Some(Arc::new(Offered {
+                    call_id: self.call_id.clone(),
+                    queue: st.queue.clone().unwrap_or_default(),
+                    agent: agent.to_string(),
+                    caller: self.caller.clone(),
+                    pop: st.pop.clone(),
+                    pop_error: st.pop_error.clone(),
+                    ack: Mutex::new(Some(tx)),
+                }))
+            })
+            .flatten()
+        else {
+            return;
+        };
+        let queue = (!ev.queue.is_empty()).then(|| ev.queue.clone());
+        let _ = self.desk.bus.send(SwitchEvent::CallOffered(ev));
+        let _ = self.desk.bus.send(SwitchEvent::CallAnswered {
+            call_id: self.call_id.clone(),
+            agent: agent.to_string(),
+            queue,
+        });
+    }
+
     /// A transfer target that was not offered through the ACD (an extension) answered:
     /// they are the call's agent from now on.
     pub(crate) fn taken_by(&self, agent: &str) {
