@@ -12,7 +12,7 @@ use hotline_cdr::{CallRecord, CallResult, HangupSide, MemoryCdrs, QueueEventKind
 use hotline_sip_tests::{
     Proto, Sipp, SippBuilder, free_port, out_dir, start_hotline_with, wait_bound,
 };
-use hotline_switch::{CallEnd, EndReason, Switch};
+use hotline_switch::{CallCommand, CallEnd, EndReason, Switch, SwitchEvent};
 
 /// `[media]` for a test: its own RTP range and recordings directory; the spoken prompts
 /// are cached for all tests in `out/prompts`.
@@ -568,8 +568,9 @@ async fn wait_state(h: &Hotline, user: &str, want: &AgentState) -> anyhow::Resul
 
 /// Callback: bob (the only agent) is busy on an extension call, so alice's queued call has
 /// a long expected wait and hears the callback offer; she presses `#` (INFO) and Hotline
-/// hangs up, keeping her place. When bob's call ends, Hotline calls bob first, then alice
-/// (her registered phone), and bridges them; alice hangs up after 1.5 s.
+/// hangs up, keeping her place. When bob's call ends, Hotline calls bob first (his desk
+/// gets alice's pop), then alice (her registered phone), and bridges them; the desk holds
+/// the call; alice hangs up after 1.5 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn callback_keeps_the_place_and_calls_agent_then_customer() -> anyhow::Result<()> {
     let (m, _) = media("callback", 17500)?;
@@ -582,6 +583,8 @@ async fn callback_keeps_the_place_and_calls_agent_then_customer() -> anyhow::Res
     ))
     .await?;
     let mut ended = switch(&mut h)?.take_ended().context("ended")?;
+    let mut events = switch(&mut h)?.subscribe();
+    let handle = switch(&mut h)?.handle();
     // bob takes two calls: the extension call, then the callback.
     let bob = agent_with(&h, "bob", "uas_call.xml", &["-m", "2"]).await?;
     let alice_phone = agent(&h, "alice", "uas_answer_then_bye.xml").await?;
@@ -599,6 +602,46 @@ async fn callback_keeps_the_place_and_calls_agent_then_customer() -> anyhow::Res
     .expect_success()
     .await?;
     first.expect_success().await?;
+    // bob's desk gets the callback like an offered call: the pop of alice's number before
+    // his phone rings, then answered once alice picks up; then it is a call like an
+    // inbound one, with the desk's call control (hold).
+    let offered = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            // (The extension call to bob before it is offered too.)
+            if let Ok(SwitchEvent::CallOffered(o)) = events.recv().await
+                && o.call_id.starts_with("callback-")
+            {
+                break o;
+            }
+        }
+    })
+    .await
+    .context("callback offered to the desk")?;
+    assert_eq!(
+        (
+            offered.agent.as_str(),
+            offered.caller.as_str(),
+            offered.queue.as_str()
+        ),
+        ("bob", "alice", "support"),
+        "{offered:?}"
+    );
+    tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            if let Ok(SwitchEvent::CallAnswered { call_id, agent, .. }) = events.recv().await
+                && call_id.starts_with("callback-")
+            {
+                break (call_id, agent);
+            }
+        }
+    })
+    .await
+    .map(|(call_id, agent)| assert_eq!((call_id, agent.as_str()), (offered.call_id.clone(), "bob")))
+    .context("callback answered on the desk")?;
+    handle
+        .call_command(&offered.call_id, CallCommand::Hold)
+        .await
+        .context("hold the callback from the desk")?;
     alice_phone.expect_success().await?;
     bob.expect_success().await?;
     let mut ends = [

@@ -658,7 +658,8 @@ impl Call {
         self.finish(reason, st).await
     }
 
-    /// Click-to-dial, connected: the customer's dialog (we called it, with this call's
+    /// Click-to-dial or a queued callback, connected (`acd_callback`: the ACD's request,
+    /// ended with it; else the agent was marked busy for the dial): the customer's dialog (we called it, with this call's
     /// Call-ID) becomes the caller's and the agent's leg the call's agent, in a media
     /// session of their own (customer left, agent right, as inbound calls), and the call
     /// is served like an inbound one: hold, transfers, conference, DTMF, recording pause
@@ -673,6 +674,7 @@ impl Call {
         mut trace: Trace,
         number: &str,
         host: String,
+        acd_callback: bool,
     ) -> CallEnd {
         let (media_tx, media_rx) = mpsc::channel(64);
         let media = spawn_session(customer_media, media_tx);
@@ -684,8 +686,13 @@ impl Call {
         let mut st = State::new(caller, media, acd_tx, number.to_string(), host, trace);
         st.agent = Some(agent);
         st.phase = Phase::Extension;
-        // Marked busy when the dial began; released at the end or by a transfer.
-        st.busy_user = Some(user);
+        if acd_callback {
+            // The ACD's own request, answered by the agent it reserved: ended with it.
+            st.queued = true;
+        } else {
+            // Marked busy when the dial began; released at the end or by a transfer.
+            st.busy_user = Some(user);
+        }
         let first = if attached {
             self.bridge(&mut st).await;
             None

@@ -48,11 +48,11 @@ impl CallbackJob {
 enum Legs {
     /// The call is over (a callback that ran its course, or a failure).
     Done(CallEnd),
-    /// A click-to-dial whose customer answered, to be served as a call.
+    /// The customer answered (a click-to-dial or a queued callback): served as a call.
     Connected(Connected),
 }
 
-/// The answered legs of a click-to-dial.
+/// The answered legs of a click-to-dial or a callback.
 struct Connected {
     agent: AgentLeg,
     agent_media: MediaLeg,
@@ -96,8 +96,8 @@ impl Call {
         let mut end = match crate::call::boxed(|| self.callback_legs(&job, &mut t)).await {
             Legs::Done(end) => end,
             Legs::Connected(c) => {
-                // A connected dial is served as a call (`serve_dial`): its end releases
-                // the agent and writes the CDR and the trail entry.
+                // A connected dial or callback is served as a call (`serve_dial`): its
+                // end releases the agent and writes the CDR and the trail entry.
                 let trace = std::mem::take(&mut t);
                 let number = job.number.clone();
                 return crate::call::boxed(|| {
@@ -109,6 +109,7 @@ impl Call {
                         trace,
                         &number,
                         c.host,
+                        !dial,
                     )
                 })
                 .await;
@@ -140,7 +141,12 @@ impl Call {
             e.agent = agent.clone();
             e
         };
-        // 1. The agent.
+        // 1. The agent; for a queued callback the desk gets the customer's pop first, as
+        // for an offered call.
+        if job.dial.is_none() {
+            self.desk.arrived(&job.queue).await;
+            self.desk.offered(&job.user).await;
+        }
         let agent_leg = match self.sip.contact_for(&job.user).await {
             Ok(Some((uri, flow))) => {
                 let host = self.host_for(flow);
@@ -164,7 +170,7 @@ impl Call {
         };
         let who = Some(job.user.clone());
         // 2. The agent hears ringback while the customer is called.
-        let (media_tx, mut media_rx) = mpsc::channel(64);
+        let (media_tx, _media_rx) = mpsc::channel(64);
         let media = spawn_session(agent_media, media_tx);
         let ringback = Prompt::from_samples(hotline_media::prompts::ringback());
         let _ = media
@@ -218,82 +224,26 @@ impl Call {
         // 4. Connected: the engine counts the callback as answered by the agent.
         self.callback_result(job, true).await;
         t.answered_at = Some(self.now_ms());
+        // From here a call like an inbound one, with the desk's call control (hold,
+        // transfers, conference, ...), in a new media session.
         if job.dial.is_some() {
-            // Click-to-dial: from here a call like an inbound one, with the desk's call
-            // control (hold, transfers, conference, ...), in a new media session.
             self.desk.connected();
-            let Ok((agent_media, _)) = media.stop().await else {
-                self.bye_agent(&mut cust).await;
-                self.bye_agent(&mut agent).await;
-                return Legs::Done(report(self, EndReason::Failed, &who));
-            };
-            let host = self.host_for(agent.flow);
-            return Legs::Connected(Connected {
-                agent,
-                agent_media,
-                customer: cust,
-                customer_media: cust_media,
-                host,
-            });
+        } else {
+            self.desk.answered();
         }
-        let bridged = media.attach(cust_media).await.is_ok() && media.bridge().await.is_ok();
-        // Recorded with the agent, who is called first, on the left.
-        let mut recording = None;
-        if bridged
-            && let Some((tap, rec)) = self.start_call_recording(t.arrived_at)
-            && media.record(Some(tap)).await.is_ok()
-        {
-            recording = Some(rec);
-        }
-        let reason = loop {
-            tokio::select! {
-                input = self.inbox.recv() => match input {
-                    None => break EndReason::Shutdown,
-                    Some(CallInput::Drain) => break EndReason::Drained,
-                    // Not a transfer target: dropping the request answers no.
-                    Some(CallInput::GiveAgent(_)) => {}
-                    Some(CallInput::Command(crate::CallCommand::Hangup, reply)) => {
-                        let _ = reply.send(Ok(()));
-                        break EndReason::DeskHangup;
-                    }
-                    Some(CallInput::Command(cmd, reply)) => {
-                        let _ = reply.send(Err(crate::SwitchError::NotSupported(cmd.name())));
-                    }
-                    Some(CallInput::Sip(ev)) => {
-                        let on_agent = event_call_id(&ev) == Some(agent.call_id.as_str());
-                        let leg = if on_agent { &mut agent } else { &mut cust };
-                        if self.uac_event(leg, ev).await {
-                            break if on_agent { EndReason::AgentHangup } else { EndReason::CallerHangup };
-                        }
-                    }
-                },
-                Some(_) = media_rx.recv() => {}
-            }
+        let Ok((agent_media, _)) = media.stop().await else {
+            self.bye_agent(&mut cust).await;
+            self.bye_agent(&mut agent).await;
+            return Legs::Done(report(self, EndReason::Failed, &who));
         };
-        if job.dial.is_none() {
-            self.to_acd(AcdInput::Ended { call: job.call }).await;
-        }
-        match reason {
-            EndReason::AgentHangup => self.bye_agent(&mut cust).await,
-            EndReason::CallerHangup => self.bye_agent(&mut agent).await,
-            _ => {
-                self.bye_agent(&mut cust).await;
-                self.bye_agent(&mut agent).await;
-            }
-        }
-        let stats = media.stats().await.ok();
-        drop(media.stop().await);
-        if let Some(rec) = recording {
-            match rec.finish().await {
-                Ok(r) => t.recording = Some(r.path),
-                Err(e) => tracing::warn!(call_id = %self.call_id, error = %e, "recording failed"),
-            }
-        }
-        tracing::info!(call_id = %self.call_id, ?reason, "callback ended");
-        let mut end = report(self, reason, &who);
-        end.bridged = bridged;
-        end.media = stats;
-        Legs::Done(end)
+        let host = self.host_for(agent.flow);
+        Legs::Connected(Connected {
+            agent,
+            agent_media,
+            customer: cust,
+            customer_media: cust_media,
+            host,
+        })
     }
 
     async fn callback_result(&self, job: &CallbackJob, connected: bool) {

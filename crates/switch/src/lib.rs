@@ -830,11 +830,8 @@ impl Dispatcher {
             Some(_) => format!("dial-{}-{}@hotline", self.next_call, std::process::id()),
             None => format!("callback-{}-{}@hotline", job.call.0, self.next_call),
         };
-        let caller = if job.dial.is_some() {
-            job.number.clone()
-        } else {
-            String::new()
-        };
+        // The customer's number: the desk's pop and trail look it up.
+        let caller = job.number.clone();
         // A dial has no ACD request; it gets its own id, as an inbound call does, for a
         // transfer into a queue.
         let acd_id = match job.dial {
