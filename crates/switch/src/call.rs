@@ -511,7 +511,9 @@ impl Call {
             }
             _ => {
                 let timing = self.cfg.leg_timing;
-                match webrtc_leg::answer(&self.ports, &self.cfg, &invite.body, timing).await {
+                match boxed(|| webrtc_leg::answer(&self.ports, &self.cfg, &invite.body, timing))
+                    .await
+                {
                     Ok(x) => x,
                     Err(e) => {
                         return self.reject(tx, e.sip_status(), &e.to_string(), trace).await;
@@ -551,7 +553,9 @@ impl Call {
         tracing::info!(call_id = %self.call_id, ?route, "call answered");
         let (acd_tx, acd_rx) = mpsc::channel(16);
         let mut st = State::new(caller, media, acd_tx, number, local_host, trace);
-        let first = self.go(route, &mut st).await;
+        // Boxed like the serve loop: an awaited future is stored inline in the call's
+        // own, which lives (and holds its memory) for the whole call.
+        let first = boxed(|| self.go(route, &mut st)).await;
         boxed(|| self.serve(st, first, acd_rx, media_rx)).await
     }
 
@@ -655,7 +659,9 @@ impl Call {
                 }
             },
         };
-        self.finish(reason, st).await
+        // Boxed: `finish` (about 150 KB of state machine in a release build) would
+        // otherwise be stored inline in this future for the whole call.
+        boxed(|| self.finish(reason, st)).await
     }
 
     /// Click-to-dial or a queued callback, connected (`acd_callback`: the ACD's request,
