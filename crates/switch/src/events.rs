@@ -540,6 +540,19 @@ impl CallDesk {
         self.state.lock().ok().map(|mut st| f(&mut st))
     }
 
+    /// The `call.offered` event for `agent`: the call with its pop as it stands.
+    fn offer_event(&self, st: &DeskState, agent: &str, ack: oneshot::Sender<()>) -> Arc<Offered> {
+        Arc::new(Offered {
+            call_id: self.call_id.clone(),
+            queue: st.queue.clone().unwrap_or_default(),
+            agent: agent.to_string(),
+            caller: self.caller.clone(),
+            pop: st.pop.clone(),
+            pop_error: st.pop_error.clone(),
+            ack: Mutex::new(Some(ack)),
+        })
+    }
+
     /// Identifies the caller for `queue` (bounded in time); returns the customer's tier,
     /// which sets the call's priority through the ACD's `tier_priority`.
     pub(crate) async fn arrived(&self, queue: &str) -> Option<String> {
@@ -583,15 +596,7 @@ impl CallDesk {
         let (tx, rx) = oneshot::channel();
         let Some(ev) = self.with_state(|st| {
             st.offered_to = Some(agent.to_string());
-            Arc::new(Offered {
-                call_id: self.call_id.clone(),
-                queue: st.queue.clone().unwrap_or_default(),
-                agent: agent.to_string(),
-                caller: self.caller.clone(),
-                pop: st.pop.clone(),
-                pop_error: st.pop_error.clone(),
-                ack: Mutex::new(Some(tx)),
-            })
+            self.offer_event(st, agent, tx)
         }) else {
             return;
         };
@@ -736,15 +741,7 @@ impl CallDesk {
                 }
                 st.agent = Some(agent.to_string());
                 st.offered_to = Some(agent.to_string());
-                Some(Arc::new(Offered {
-                    call_id: self.call_id.clone(),
-                    queue: st.queue.clone().unwrap_or_default(),
-                    agent: agent.to_string(),
-                    caller: self.caller.clone(),
-                    pop: st.pop.clone(),
-                    pop_error: st.pop_error.clone(),
-                    ack: Mutex::new(Some(tx)),
-                }))
+                Some(self.offer_event(st, agent, tx))
             })
             .flatten()
         else {
