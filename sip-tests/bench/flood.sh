@@ -50,36 +50,14 @@ mkdir -p "$OUT"
 cd "$OUT" || exit 1
 rm -f ./*.csv ./*.log ./*.stdout ./*.pid flood.db*
 
-PIDS=""
-cleanup() { local p; for p in $PIDS; do kill "$p" 2>/dev/null; done; }
-trap 'cleanup; exit 130' INT TERM
-( trap 'kill $sp 2>/dev/null; exit 0' TERM
-  sleep "$MAX_SECS" & sp=$!; wait $sp
-  echo "WATCHDOG: ${MAX_SECS}s reached, aborting" >&2; kill -TERM $$ ) &
-WD_PID=$!
-trap 'kill $WD_PID 2>/dev/null; cleanup' EXIT
-
-statcol() {
-	awk -F';' -v c="$2" 'NR==1{for(i=1;i<=NF;i++) if($i==c) k=i; next} {v=$k} END{print v+0}' "$1" 2>/dev/null || echo 0
-}
-metric() { curl -s --max-time 5 "http://127.0.0.1:$METRICS_PORT/metrics" | awk -v k="$1" '$1 == k { print $2 + 0; f = 1 } END { if (!f) print -1 }'; }
-wait_port() {
-	for _ in $(seq 100); do ss -Huan "sport = :$1" 2>/dev/null | grep -q . && return 0; sleep 0.1; done
-	return 1
-}
+# shellcheck source=lib.sh
+. "$HERE/lib.sh"
 PIN_MAIN=(); PIN_FLOOD=()
 if [ -n "${FLOOD_CPU:-}" ]; then
 	MAIN_CPUS=${MAIN_CPUS:-$(seq 0 $(($(nproc) - 1)) | grep -vx "$FLOOD_CPU" | paste -sd, -)}
 	PIN_MAIN=(taskset -c "$MAIN_CPUS"); PIN_FLOOD=(taskset -c "$FLOOD_CPU")
 fi
-PIN=("${PIN_MAIN[@]}")
-sipp_bg() {   # sipp_bg <name> <args...>  (pinned by PIN)
-	local pre=$1; shift
-	"${PIN[@]}" nice -n "$NICE" sipp "$@" -nostdin -trace_stat -stf "$pre.stat.csv" -fd 1 \
-		-trace_err -error_file "$pre.err.log" >"$pre.stdout" 2>&1 &
-	echo $! >"$pre.pid"
-	PIDS="$PIDS $!"
-}
+PIN=("${PIN_MAIN[@]}")   # sipp_bg pins by PIN
 # median and p99 of the numbers on stdin: "median p99 count"
 stats() { sort -n | awk '{ v[NR] = $1 } END {
 	if (!NR) { print "- - 0"; exit }

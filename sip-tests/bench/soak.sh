@@ -56,33 +56,9 @@ mkdir -p "$OUT"
 cd "$OUT" || exit 1
 rm -f ./*.csv ./*.log ./*.stdout ./*.pid soak.db*
 
-PIDS=""
-cleanup() {
-	local p
-	for p in $PIDS; do kill "$p" 2>/dev/null; done
-}
-trap 'cleanup; exit 130' INT TERM
-( trap 'kill $sp 2>/dev/null; exit 0' TERM
-  sleep "$MAX_SECS" & sp=$!; wait $sp
-  echo "WATCHDOG: ${MAX_SECS}s reached, aborting" >&2; kill -TERM $$ ) &
-WD_PID=$!
-trap 'kill $WD_PID 2>/dev/null; cleanup' EXIT
-
-statcol() {
-	awk -F';' -v c="$2" 'NR==1{for(i=1;i<=NF;i++) if($i==c) k=i; next} {v=$k} END{print v+0}' "$1" 2>/dev/null || echo 0
-}
-wait_port() {
-	for _ in $(seq 100); do ss -Huan "sport = :$1" 2>/dev/null | grep -q . && return 0; sleep 0.1; done
-	return 1
-}
-sipp_bg() {   # sipp_bg <name> <args...>
-	local pre=$1; shift
-	nice -n "$NICE" sipp "$@" -nostdin -trace_stat -stf "$pre.stat.csv" -fd 5 \
-		-trace_err -error_file "$pre.err.log" >"$pre.stdout" 2>&1 &
-	echo $! >"$pre.pid"
-	PIDS="$PIDS $!"
-}
-metric() { curl -s --max-time 5 "http://$IP:$METRICS_PORT/metrics" | awk -v k="$1" '$1 == k { print $2 + 0; f = 1 } END { if (!f) print -1 }'; }
+STAT_SECS=5
+# shellcheck source=lib.sh
+. "$HERE/lib.sh"
 rss_kb() { awk '/^VmRSS:/{print $2}' "/proc/$HPID/status" 2>/dev/null || echo 0; }
 fds() { find "/proc/$HPID/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l; }
 sockets() { find "/proc/$HPID/fd" -mindepth 1 -maxdepth 1 -lname 'socket:*' 2>/dev/null | wc -l; }
