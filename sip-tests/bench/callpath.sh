@@ -25,7 +25,14 @@
 #         RECORD (0): 1 = record every bridged call (Hotline's default), to measure its cost
 #         THREADS: Hotline's [server] threads (default: unset = one worker per core)
 #         NICE (-10 as root, else 0) NO_BUILD=1 (use the existing release binary)
-#         MAX_SECS (watchdog for the whole script, default 900)
+#         REPEAT (1): run every part N times, each with a fresh Hotline; the summary gives
+#           medians with min-max (lines "callpath cps_median", "callpath media_median")
+#         ECHO_RMEM (0 = the kernel default, 212992 here): receive buffer in bytes for the
+#           echo UASs' media sockets. A load-generator setting: SIPp's -rtp_echo socket
+#           has no option for it (-buff_size sizes SIP sockets only), so the script raises
+#           net.core.rmem_default (root) just while the echo UASs bind, and restores it at
+#           once (and on exit). Hotline's sockets are not affected.
+#         MAX_SECS (watchdog for the whole script, default 900 per REPEAT)
 # Output: one machine-readable line per figure, prefixed "callpath ", then a table
 #         against the references; raw files under sip-tests/out/bench/callpath/.
 set -u
@@ -49,7 +56,10 @@ MEDIA_SECS=${MEDIA_SECS:-15}
 SETUP_RATE=${SETUP_RATE:-200}
 WARM=${WARM:-3}
 RECORD=${RECORD:-0}
-MAX_SECS=${MAX_SECS:-900}
+REPEAT=${REPEAT:-1}
+[ "$REPEAT" -ge 1 ] 2>/dev/null || { echo "REPEAT must be a whole number >= 1" >&2; exit 1; }
+ECHO_RMEM=${ECHO_RMEM:-0}
+MAX_SECS=${MAX_SECS:-$((900 * REPEAT))}
 if [ "$(id -u)" = 0 ]; then NICE=${NICE:--10}; else NICE=${NICE:-0}; fi
 HZ=$(getconf CLK_TCK)
 BIN="$ROOT/target/release/hotline"
@@ -58,20 +68,9 @@ SCEN=("$@")
 mkdir -p "$OUT"
 cd "$OUT" || exit 1   # SIPp reads caller.wav from its working directory
 
-# ------------------------------------------------------------------ processes we own
+# shellcheck source=lib.sh
+. "$HERE/lib.sh"   # watchdog, cleanup of PIDS on exit, statcol, wait_port, sipp_bg, sipp_wait
 HPID="" UAS_PIDS=""
-cleanup() {
-	local p
-	for p in $UAS_PIDS $(cat "$OUT"/*.pid 2>/dev/null) $HPID; do
-		kill "$p" 2>/dev/null
-	done
-}
-trap 'cleanup; exit 130' INT TERM
-( trap 'kill $sp 2>/dev/null; exit 0' TERM
-  sleep "$MAX_SECS" & sp=$!; wait $sp
-  echo "WATCHDOG: ${MAX_SECS}s reached, aborting" >&2; kill -TERM $$ ) &
-WD_PID=$!
-trap 'kill $WD_PID 2>/dev/null; cleanup' EXIT
 
 # ------------------------------------------------------------------ helpers
 # utime+stime (ticks) of a process and its threads
@@ -85,35 +84,33 @@ ticks() {
 rss_kb() { awk '/^VmRSS:/{print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 sys_ticks() { awk '/^cpu /{b=$2+$3+$4+$7+$8+$9; print b, b+$5+$6}' /proc/stat; }
 now() { date +%s.%N; }
+load1() { cut -d' ' -f1 /proc/loadavg; }
 # Kernel receive-queue drops summed over the UDP sockets a process owns (/proc/net/udp).
 sock_drops() {
 	find "/proc/$1/fd" -lname 'socket:*' -printf '%l\n' 2>/dev/null | tr -dc '0-9\n' |
 		awk 'NR==FNR { own[$1] = 1; next } FNR > 1 && ($10 in own) { d += $13 } END { print d + 0 }' - /proc/net/udp
 }
-# last value of a column of a SIPp -trace_stat file
-statcol() {
-	awk -F';' -v c="$2" 'NR==1{for(i=1;i<=NF;i++) if($i==c) k=i; next} {v=$k} END{print v+0}' "$1" 2>/dev/null || echo 0
+# The receive buffer (bytes) of the first echo UAS's audio socket, as the kernel reports it.
+echo_rcvbuf() { ss -Huamn "sport = :6000" 2>/dev/null | grep -o 'rb[0-9]*' | head -1 | tr -dc '0-9'; }
+# ECHO_RMEM: SIPp's -rtp_echo sockets take the kernel's default receive buffer (SIPp sets
+# no SO_RCVBUF on its media sockets; -buff_size is for SIP sockets only). rmem_raise sets
+# net.core.rmem_default for the moment the echo UASs bind them; rmem_restore (also run on
+# exit, see on_exit) puts the old value back, so sockets opened later get the default.
+RMEM_SAVED=""
+rmem_raise() {
+	[ "$ECHO_RMEM" -gt 0 ] || return 0
+	RMEM_SAVED=$(sysctl -n net.core.rmem_default) &&
+		sysctl -qw net.core.rmem_default="$ECHO_RMEM" ||
+		{ echo "ECHO_RMEM: cannot set net.core.rmem_default (root needed)" >&2; exit 1; }
 }
-wait_port() {   # wait_port <udp port> : until something listens (bounded, 10 s)
-	for _ in $(seq 100); do ss -Huan "sport = :$1" 2>/dev/null | grep -q . && return 0; sleep 0.1; done
-	return 1
+rmem_restore() {
+	[ -n "$RMEM_SAVED" ] || return 0
+	sysctl -qw net.core.rmem_default="$RMEM_SAVED"; RMEM_SAVED=""
 }
+on_exit() { rmem_restore; }
 wait_free() {
 	for _ in $(seq 100); do ss -Huan "sport = :$1" 2>/dev/null | grep -q . || return 0; sleep 0.1; done
 	return 1
-}
-# sipp_bg <prefix> <args...> : SIPp in the background; its pid in <prefix>.pid
-sipp_bg() {
-	local pre=$1; shift
-	nice -n "$NICE" sipp "$@" -nostdin -trace_stat -stf "$pre.stat.csv" -fd 1 \
-		-trace_err -error_file "$pre.err.log" >"$pre.stdout" 2>&1 &
-	echo $! >"$pre.pid"
-}
-sipp_wait() {   # sipp_wait <prefix> : wait for it, drop the pid file, return its status
-	local p rc
-	p=$(cat "$1.pid"); wait "$p"; rc=$?
-	rm -f "$1.pid"
-	return $rc
 }
 
 RESULTS=()
@@ -128,20 +125,7 @@ if [ "${NO_BUILD:-0}" != 1 ]; then
 fi
 ulimit -n "$(ulimit -Hn)" 2>/dev/null
 
-# 4 s of a 440 Hz tone, G.711 u-law WAV (the format SIPp's rtp_stream plays), made here.
-python3 - <<'PY'
-import math, struct
-def ulaw(s):
-    s = max(-32635, min(32635, s)); sign = 0x80 if s < 0 else 0; s = abs(s) + 0x84
-    exp = 7
-    while exp > 0 and not (s & (0x4000 >> (7 - exp))): exp -= 1
-    return (~(sign | (exp << 4) | ((s >> (exp + 3)) & 0x0F))) & 0xFF
-data = bytes(ulaw(int(8000 * math.sin(2 * math.pi * 440 * i / 8000))) for i in range(32000))
-n = len(data)
-hdr = b"RIFF" + struct.pack("<I", 4 + 26 + 12 + 8 + n) + b"WAVEfmt " + struct.pack("<IHHIIHHH", 18, 7, 1, 8000, 8000, 1, 8, 0)
-hdr += b"fact" + struct.pack("<II", 4, n) + b"data" + struct.pack("<I", n)
-open("caller.wav", "wb").write(hdr + data)
-PY
+make_caller_wav   # caller.wav in the working directory (lib.sh)
 
 {
 	printf '[sip]\nudp = ["%s:%d"]\ntrusted = ["127.0.0.0/8"]\nauthenticate_requests = false\n' $IP $SUT_PORT
@@ -191,6 +175,7 @@ start_hotline() {
 	NO_COLOR=1 RUST_LOG=warn,hotline_media::stats=info nice -n "$NICE" "$BIN" serve --config "$OUT/callpath.toml" \
 		>"$OUT/hotline.log" 2>&1 &
 	HPID=$!
+	PIDS="$PIDS $HPID"
 	wait_port $SUT_PORT || { echo "hotline did not start; see $OUT/hotline.log" >&2; exit 1; }
 	local k reg_ok=0
 	for k in $(seq 0 $((UAS_COUNT - 1))); do
@@ -208,7 +193,8 @@ start_hotline() {
 }
 stop_hotline() {
 	echo "hotline peak RSS: $(awk '/VmHWM/{print $2, $3}' "/proc/$HPID/status")"
-	kill "$HPID"; wait "$HPID" 2>/dev/null; HPID=""
+	kill "$HPID"; wait "$HPID" 2>/dev/null
+	PIDS=" $PIDS "; PIDS=${PIDS// $HPID / }; HPID=""
 	rm -rf "$OUT/recordings"
 }
 
@@ -236,11 +222,11 @@ run_cps() {
 	aok=$(uas_stat "$pre.uas" 'SuccessfulCall(C)'); afail=$(uas_stat "$pre.uas" 'FailedCall(C)')
 	emit "$(awk -v r="$CPS_RATE" -v n="$n" -v ok="$ok" -v f="$fail" -v re="$retr" -v aok="$aok" -v af="$afail" \
 		-v t0="$t0" -v t1="$t1" -v hold="$HOLD_MS" -v ht=$((h1 - h0)) -v ut=$((u1 - u0)) -v st=$((s1 - s0)) \
-		-v hz="$HZ" -v sb=$((sb1 - sb0)) -v stt=$((st1 - st0)) -v nc="$(nproc)" 'BEGIN {
+		-v hz="$HZ" -v sb=$((sb1 - sb0)) -v stt=$((st1 - st0)) -v nc="$(nproc)" -v run="$RUN" -v load="$(load1)" 'BEGIN {
 		w = t1 - t0; busy = w - hold / 1000; if (busy <= 0) busy = w
 		ms = ok > 0 ? ht / hz * 1000 / ok : 0
-		printf "callpath cps target=%d/s calls=%d ok=%d failed=%d agent_answered=%d agent_failed=%d retrans=%d wall=%.1fs achieved=%.0f/s hotline_cpu_pct=%.0f hotline_cpu_ms_per_call=%.3f sipp_uac_cpu_pct=%.0f sipp_uas_cpu_pct=%.0f machine_busy_pct=%.0f/%d00",
-			r, n, ok, f, aok, af, re, w, ok / busy, ht / hz / w * 100, ms, ut / hz / w * 100, st / hz / w * 100, sb / stt * 100 * nc, nc }')"
+		printf "callpath cps run=%d target=%d/s calls=%d ok=%d failed=%d agent_answered=%d agent_failed=%d retrans=%d wall=%.1fs achieved=%.0f/s hotline_cpu_pct=%.0f hotline_cpu_ms_per_call=%.3f sipp_uac_cpu_pct=%.0f sipp_uas_cpu_pct=%.0f machine_busy_pct=%.0f/%d00 load1=%s",
+			run, r, n, ok, f, aok, af, re, w, ok / busy, ht / hz / w * 100, ms, ut / hz / w * 100, st / hz / w * 100, sb / stt * 100 * nc, nc, load }')"
 }
 
 # ------------------------------------------------------------------ media
@@ -267,13 +253,13 @@ run_media_step() {
 		[ "$(statcol "$pre.uac.stat.csv" CurrentCall)" -ge "$n" ] && break; sleep 0.2
 	done
 	sleep "$WARM"
-	local h0 u0 e0 d0 t0 h1 u1 e1 d1 t1 sb0 st0 sb1 st1 rss
+	local h0 u0 e0 d0 t0 h1 u1 e1 d1 t1 sb0 st0 sb1 st1 rss load
 	read -r sb0 st0 < <(sys_ticks)
 	h0=$(ticks $HPID); u0=$(ticks "$uac_pid"); e0=$(sum_ticks $UAS_PIDS); d0=$(sock_drops $HPID); t0=$(now)
 	sleep "$MEDIA_SECS"
 	h1=$(ticks $HPID); u1=$(ticks "$uac_pid"); e1=$(sum_ticks $UAS_PIDS); d1=$(sock_drops $HPID); t1=$(now)
 	read -r sb1 st1 < <(sys_ticks)
-	rss=$(rss_kb $HPID)
+	rss=$(rss_kb $HPID); load=$(load1)
 	local up; up=$(statcol "$pre.uac.stat.csv" CurrentCall)
 	sipp_wait "$pre.uac"
 	hd1=$(sock_drops $HPID); ed1=$(sum_drops $UAS_PIDS)
@@ -287,53 +273,112 @@ run_media_step() {
 	emit "$(echo "$c" | awk -v n="$n" -v up="$up" -v ok="$ok" -v f="$fail" -v t0="$t0" -v t1="$t1" \
 		-v ht=$((h1 - h0)) -v ut=$((u1 - u0)) -v et=$((e1 - e0)) -v hz="$HZ" -v drops=$((d1 - d0)) \
 		-v hdrops=$((hd1 - hd0)) -v edrops=$((ed1 - ed0)) \
-		-v rss="$rss" -v rss0="$RSS_IDLE" -v sb=$((sb1 - sb0)) -v stt=$((st1 - st0)) -v nc="$(nproc)" '{
+		-v rss="$rss" -v rss0="$RSS_IDLE" -v sb=$((sb1 - sb0)) -v stt=$((st1 - st0)) -v nc="$(nproc)" \
+		-v run="$RUN" -v load="$load" -v rcvbuf="$(echo_rcvbuf)" '{
 		w = t1 - t0; sessions = $1; arx = $2; alost = $3; atx = $4; brx = $5; blost = $6; btx = $7
 		ex = arx + alost + brx + blost; loss = ex > 0 ? (alost + blost) / ex * 100 : 100
 		cpu = ht / hz / w * 100
 		hloss = arx + brx > 0 ? hdrops / (arx + brx + hdrops) * 100 : 0
-		printf "callpath media calls=%d concurrent=%d ok=%d failed=%d sessions=%d loss_pct=%.4f hotline_loss_pct=%.4f caller_to_hotline_lost=%d relay_echo_path_lost=%d hotline_socket_drops=%d sipp_echo_socket_drops=%d relayed_to_agent=%d relayed_to_caller=%d hotline_socket_drops_window=%d hotline_cpu_pct=%.1f cpu_pct_per_call=%.4f rss_mb=%.1f mb_per_call=%.3f sipp_uac_cpu_pct=%.0f sipp_uas_echo_cpu_pct=%.0f machine_busy_pct=%.0f/%d00",
-			n, up, ok, f, sessions, loss, hloss, alost, blost, hdrops, edrops, btx, atx, drops, cpu, cpu / n, rss / 1024, (rss - rss0) / 1024 / n,
-			ut / hz / w * 100, et / hz / w * 100, sb / stt * 100 * nc, nc }')"
+		printf "callpath media run=%d calls=%d concurrent=%d ok=%d failed=%d sessions=%d loss_pct=%.4f hotline_loss_pct=%.4f caller_to_hotline_lost=%d relay_echo_path_lost=%d hotline_socket_drops=%d sipp_echo_socket_drops=%d relayed_to_agent=%d relayed_to_caller=%d hotline_socket_drops_window=%d hotline_cpu_pct=%.1f cpu_pct_per_call=%.4f rss_mb=%.1f mb_per_call=%.3f sipp_uac_cpu_pct=%.0f sipp_uas_echo_cpu_pct=%.0f sipp_cpu_pct=%.0f echo_rcvbuf=%d machine_busy_pct=%.0f/%d00 load1=%s",
+			run, n, up, ok, f, sessions, loss, hloss, alost, blost, hdrops, edrops, btx, atx, drops, cpu, cpu / n, rss / 1024, (rss - rss0) / 1024 / n,
+			ut / hz / w * 100, et / hz / w * 100, (ut + et) / hz / w * 100, rcvbuf, sb / stt * 100 * nc, nc, load }')"
 }
 
 run_media() {
 	local pre="$OUT/media-uas"
 	rm -f "$pre".*
+	rmem_raise
 	start_uas "$pre" -rtp_echo -timeout "$MAX_SECS"s
+	local k
+	for k in $(seq 0 $((UAS_COUNT - 1))); do wait_port $((6000 + 10 * k)); done
+	rmem_restore
+	echo "echo UAS media socket receive buffer: $(echo_rcvbuf) bytes"
 	local n
 	for n in $MEDIA_STEPS; do
 		run_media_step "$n"
 		sleep 2
 	done
 	stop_uas "$pre"
-	printf '%s\n' "${RESULTS[@]}" | awk '/^callpath media/ {
+	printf '%s\n' "${RESULTS[@]}" | awk -v run="$RUN" '$2 == "media" && $3 == "run=" run {
 		for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
 		if (v["failed"] == 0 && v["loss_pct"] < 0.1 && v["calls"] > best) best = v["calls"] }
-		END { printf "callpath media_capacity largest_calls_with_loss_below_0.1pct=%d\n", best }' |
+		END { printf "callpath media_capacity run=%d largest_calls_with_loss_below_0.1pct=%d\n", run, best }' |
 		while read -r l; do emit "$l"; done
 }
 
-for s in "${SCEN[@]}"; do
-	case $s in
-	cps) start_hotline; run_cps; stop_hotline ;;
-	media) start_hotline; run_media; stop_hotline ;;
-	*) echo "unknown scenario $s" >&2 ;;
-	esac
-	sleep 2
+for RUN in $(seq "$REPEAT"); do
+	[ "$REPEAT" -gt 1 ] && echo "---- run $RUN of $REPEAT (loadavg $(cut -d' ' -f1-3 /proc/loadavg))"
+	for s in "${SCEN[@]}"; do
+		case $s in
+		cps) start_hotline; run_cps; stop_hotline ;;
+		media) start_hotline; run_media; stop_hotline ;;
+		*) echo "unknown scenario $s" >&2 ;;
+		esac
+		sleep 2
+	done
 done
 echo
 echo "================ summary (CPU % = of one core; references: RustPBX, Kamailio) ================"
 [ "$RECORD" = 1 ] && echo "(recording every bridged call)"
+[ "$ECHO_RMEM" -gt 0 ] && echo "(echo UAS sockets with a ${ECHO_RMEM}-byte receive buffer: ECHO_RMEM)"
 printf '%s\n' "${RESULTS[@]}" | tee "$OUT/summary.txt"
-printf '%s\n' "${RESULTS[@]}" | awk '
-	{ delete v; for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] } }
-	$2 == "cps" { printf "%-34s hotline %8.3f ms   goal <= 1 ms   RustPBX 9-12 ms (x%.0f-%.0f)   Kamailio proxy 0.53 ms\n",
-		"CPU per queued+answered call", v["hotline_cpu_ms_per_call"], 9 / v["hotline_cpu_ms_per_call"], 12 / v["hotline_cpu_ms_per_call"]
-		printf "%-34s hotline %8s    goal >= 1000/s  RustPBX ~200/s   (failed %s, agent_failed %s)\n",
-		"calls/s through the queue", v["achieved"], v["failed"], v["agent_failed"] }
-	$2 == "media" && v["calls"] > 0 { printf "%-34s hotline %8.4f %%   goal <= 0.05 %%  RustPBX 0.076 %%  | %.3f MB/call (goal 0.3, RustPBX 0.57) loss %s %%\n",
-		"CPU per relayed call @" v["calls"], v["cpu_pct_per_call"], v["mb_per_call"], v["loss_pct"] }
-	$2 == "media_capacity" { printf "%-34s hotline %8s     goal 2000\n", "largest N with loss < 0.1%", v["largest_calls_with_loss_below_0.1pct"] }' |
-	tee -a "$OUT/summary.txt"
+# Medians over the runs (min-max when REPEAT > 1): one "callpath <kind>_median" line per
+# cps target and media step, then the table against the references.
+printf '%s\n' "${RESULTS[@]}" | python3 -c '
+import sys, statistics
+runs, groups = set(), {}
+for line in sys.stdin:
+    f = line.split()
+    if len(f) < 3 or f[0] != "callpath":
+        continue
+    kv = dict(x.split("=", 1) for x in f[2:] if "=" in x)
+    runs.add(kv.get("run"))
+    key = (f[1], kv.get("target") or kv.get("calls") or "")
+    g = groups.setdefault(key, {})
+    for k, v in kv.items():
+        try:
+            g.setdefault(k, []).append(float(v.rstrip("s/").split("/")[0]))
+        except ValueError:
+            pass
+def med(g, k):
+    return statistics.median(g[k]) if g.get(k) else float("nan")
+def show(g, k, fmt):
+    v = g.get(k)
+    if not v:
+        return "-"
+    s = fmt % statistics.median(v)
+    return s if len(v) == 1 else "%s (%s-%s)" % (s, fmt % min(v), fmt % max(v))
+lines, table = [], []
+for (kind, at), g in groups.items():
+    n = len(g.get("run", []))
+    if kind == "cps":
+        keys = [("achieved", "%.0f"), ("failed", "%.0f"), ("agent_failed", "%.0f"),
+                ("hotline_cpu_ms_per_call", "%.3f"), ("sipp_uac_cpu_pct", "%.0f"),
+                ("sipp_uas_cpu_pct", "%.0f"), ("load1", "%.2f")]
+        ms = med(g, "hotline_cpu_ms_per_call")
+        table.append("%-34s hotline %s ms   goal <= 1 ms   RustPBX 9-12 ms (x%.0f-%.0f)   Kamailio proxy 0.53 ms"
+                     % ("CPU per queued+answered call", show(g, "hotline_cpu_ms_per_call", "%.3f"), 9 / ms, 12 / ms))
+        table.append("%-34s hotline %s/s   goal >= 1000/s  RustPBX ~200/s   (failed %s, agent_failed %s)"
+                     % ("calls/s through the queue", show(g, "achieved", "%.0f"), show(g, "failed", "%.0f"), show(g, "agent_failed", "%.0f")))
+    elif kind == "media":
+        keys = [("failed", "%.0f"), ("loss_pct", "%.4f"), ("hotline_loss_pct", "%.4f"),
+                ("sipp_echo_socket_drops", "%.0f"), ("cpu_pct_per_call", "%.4f"),
+                ("hotline_cpu_pct", "%.1f"), ("mb_per_call", "%.3f"), ("sipp_cpu_pct", "%.0f"),
+                ("machine_busy_pct", "%.0f"), ("load1", "%.2f")]
+        table.append("%-34s hotline %s %%   goal <= 0.05 %%  RustPBX 0.076 %%" % ("CPU per relayed call @" + at, show(g, "cpu_pct_per_call", "%.4f")))
+        table.append("%-34s hotline %s MB   goal <= 0.3 MB  RustPBX 0.57 MB" % ("RSS per relayed call @" + at, show(g, "mb_per_call", "%.3f")))
+        table.append("%-34s %s %% end to end, Hotline own %s %%, failed calls %s" % ("packet loss @" + at, show(g, "loss_pct", "%.4f"), show(g, "hotline_loss_pct", "%.4f"), show(g, "failed", "%.0f")))
+    else:
+        continue
+    lines.append("callpath %s_median %s=%s runs=%d " % (kind, "target" if kind == "cps" else "calls", at, n)
+                 + " ".join("%s=%s" % (k, show(g, k, fmt).replace(" ", "")) for k, fmt in keys))
+cap_med = max([int(at) for (kind, at), g in groups.items() if kind == "media"
+               and med(g, "loss_pct") < 0.1 and max(g["failed"]) == 0] or [0])
+cap_all = max([int(at) for (kind, at), g in groups.items() if kind == "media"
+               and max(g["loss_pct"]) < 0.1 and max(g["failed"]) == 0] or [0])
+if any(kind == "media" for kind, _ in groups):
+    lines.append("callpath media_capacity_median runs=%d largest_calls_median_loss_below_0.1pct=%d largest_calls_every_run_below_0.1pct=%d" % (len(runs), cap_med, cap_all))
+    table.append("%-34s hotline %d (median loss), %d (every run)   goal 2000" % ("largest N with loss < 0.1%", cap_med, cap_all))
+print("\n".join(lines + [""] + table))
+' | tee -a "$OUT/summary.txt"
 echo "loadavg after: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -1,10 +1,15 @@
-# lib.sh - shell helpers shared by the SIPp benchmark scripts (flood.sh, soak.sh).
-# Source it after setting MAX_SECS (watchdog), METRICS_PORT and NICE; background SIPps
-# started with sipp_bg are killed on exit. PIN (an array, e.g. `taskset -c 0`) prefixes
-# sipp_bg's SIPp; STAT_SECS is its statistics interval (default 1).
+# lib.sh - shell helpers shared by the SIPp benchmark scripts (flood.sh, soak.sh,
+# callpath.sh). Source it after setting MAX_SECS (watchdog), METRICS_PORT and NICE;
+# background SIPps started with sipp_bg (and pids the script adds to PIDS) are killed on
+# exit, then the script's own `on_exit` runs if it defines one. PIN (an array, e.g.
+# `taskset -c 0`) prefixes sipp_bg's SIPp; STAT_SECS is its statistics interval (default 1).
 PIDS=""
 PIN=()
-cleanup() { local p; for p in $PIDS; do kill "$p" 2>/dev/null; done; }
+cleanup() {
+	local p
+	for p in $PIDS; do kill "$p" 2>/dev/null; done
+	if declare -F on_exit >/dev/null; then on_exit; fi
+}
 trap 'cleanup; exit 130' INT TERM
 ( trap 'kill $sp 2>/dev/null; exit 0' TERM
   sleep "$MAX_SECS" & sp=$!; wait $sp
@@ -30,4 +35,30 @@ sipp_bg() {
 		-trace_err -error_file "$pre.err.log" >"$pre.stdout" 2>&1 &
 	echo $! >"$pre.pid"
 	PIDS="$PIDS $!"
+}
+# sipp_wait <name>: waits for sipp_bg's SIPp <name>, drops its pid (file and PIDS, so a
+# later cleanup cannot hit a reused pid); returns its exit status.
+sipp_wait() {
+	local p rc
+	p=$(cat "$1.pid"); wait "$p"; rc=$?
+	rm -f "$1.pid"
+	PIDS=" $PIDS "; PIDS=${PIDS// $p / }
+	return $rc
+}
+# make_caller_wav: caller.wav in the working directory, 4 s of a 440 Hz tone as G.711
+# u-law WAV (the format SIPp's rtp_stream plays).
+make_caller_wav() {
+	python3 - <<'PY'
+import math, struct
+def ulaw(s):
+    s = max(-32635, min(32635, s)); sign = 0x80 if s < 0 else 0; s = abs(s) + 0x84
+    exp = 7
+    while exp > 0 and not (s & (0x4000 >> (7 - exp))): exp -= 1
+    return (~(sign | (exp << 4) | ((s >> (exp + 3)) & 0x0F))) & 0xFF
+data = bytes(ulaw(int(8000 * math.sin(2 * math.pi * 440 * i / 8000))) for i in range(32000))
+n = len(data)
+hdr = b"RIFF" + struct.pack("<I", 4 + 26 + 12 + 8 + n) + b"WAVEfmt " + struct.pack("<IHHIIHHH", 18, 7, 1, 8000, 8000, 1, 8, 0)
+hdr += b"fact" + struct.pack("<II", 4, n) + b"data" + struct.pack("<I", n)
+open("caller.wav", "wb").write(hdr + data)
+PY
 }

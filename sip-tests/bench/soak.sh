@@ -87,20 +87,7 @@ if [ "${NO_BUILD:-0}" != 1 ]; then
 	(cd "$ROOT" && nice -n "$NICE" cargo build --release --locked -p hotline) || exit 1
 fi
 ulimit -n "$(ulimit -Hn)" 2>/dev/null
-# 4 s of a 440 Hz tone as G.711 u-law WAV for SIPp's rtp_stream (same as callpath.sh).
-python3 - <<'PY'
-import math, struct
-def ulaw(s):
-    s = max(-32635, min(32635, s)); sign = 0x80 if s < 0 else 0; s = abs(s) + 0x84
-    exp = 7
-    while exp > 0 and not (s & (0x4000 >> (7 - exp))): exp -= 1
-    return (~(sign | (exp << 4) | ((s >> (exp + 3)) & 0x0F))) & 0xFF
-data = bytes(ulaw(int(8000 * math.sin(2 * math.pi * 440 * i / 8000))) for i in range(32000))
-n = len(data)
-hdr = b"RIFF" + struct.pack("<I", 4 + 26 + 12 + 8 + n) + b"WAVEfmt " + struct.pack("<IHHIIHHH", 18, 7, 1, 8000, 8000, 1, 8, 0)
-hdr += b"fact" + struct.pack("<II", 4, n) + b"data" + struct.pack("<I", n)
-open("caller.wav", "wb").write(hdr + data)
-PY
+make_caller_wav   # caller.wav in the working directory (lib.sh)
 
 {
 	printf '[sip]\nudp = ["%s:%d"]\ntrusted = ["127.0.0.0/8"]\nauthenticate_requests = false\n' $IP $SUT_PORT
