@@ -24,7 +24,7 @@
 #           thread on one socket, so several keep the echo from being the bottleneck)
 #         RECORD (0): 1 = record every bridged call (Hotline's default), to measure its cost
 #         THREADS: Hotline's [server] threads (default: unset = one worker per core)
-#         NICE (-10 as root, else 0) NO_BUILD=1 (use the existing release binary)
+#         NICE (-10 as root, else 0) NO_BUILD=1 (use the existing release binary) BIN (another binary)
 #         REPEAT (1): run every part N times, each with a fresh Hotline; the summary gives
 #           medians with min-max (lines "callpath cps_median", "callpath media_median")
 #         ECHO_RMEM (0 = the kernel default, 212992 here): receive buffer in bytes for the
@@ -62,7 +62,7 @@ ECHO_RMEM=${ECHO_RMEM:-0}
 MAX_SECS=${MAX_SECS:-$((900 * REPEAT))}
 if [ "$(id -u)" = 0 ]; then NICE=${NICE:--10}; else NICE=${NICE:-0}; fi
 HZ=$(getconf CLK_TCK)
-BIN="$ROOT/target/release/hotline"
+BIN=${BIN:-$ROOT/target/release/hotline}
 SCEN=("$@")
 [ ${#SCEN[@]} -eq 0 ] && SCEN=(cps media)
 mkdir -p "$OUT"
@@ -222,11 +222,11 @@ run_cps() {
 	aok=$(uas_stat "$pre.uas" 'SuccessfulCall(C)'); afail=$(uas_stat "$pre.uas" 'FailedCall(C)')
 	emit "$(awk -v r="$CPS_RATE" -v n="$n" -v ok="$ok" -v f="$fail" -v re="$retr" -v aok="$aok" -v af="$afail" \
 		-v t0="$t0" -v t1="$t1" -v hold="$HOLD_MS" -v ht=$((h1 - h0)) -v ut=$((u1 - u0)) -v st=$((s1 - s0)) \
-		-v hz="$HZ" -v sb=$((sb1 - sb0)) -v stt=$((st1 - st0)) -v nc="$(nproc)" -v run="$RUN" -v load="$(load1)" 'BEGIN {
+		-v hz="$HZ" -v sb=$((sb1 - sb0)) -v stt=$((st1 - st0)) -v nc="$(nproc)" -v run="$RUN" -v la="$(load1)" 'BEGIN {
 		w = t1 - t0; busy = w - hold / 1000; if (busy <= 0) busy = w
 		ms = ok > 0 ? ht / hz * 1000 / ok : 0
 		printf "callpath cps run=%d target=%d/s calls=%d ok=%d failed=%d agent_answered=%d agent_failed=%d retrans=%d wall=%.1fs achieved=%.0f/s hotline_cpu_pct=%.0f hotline_cpu_ms_per_call=%.3f sipp_uac_cpu_pct=%.0f sipp_uas_cpu_pct=%.0f machine_busy_pct=%.0f/%d00 load1=%s",
-			run, r, n, ok, f, aok, af, re, w, ok / busy, ht / hz / w * 100, ms, ut / hz / w * 100, st / hz / w * 100, sb / stt * 100 * nc, nc, load }')"
+			run, r, n, ok, f, aok, af, re, w, ok / busy, ht / hz / w * 100, ms, ut / hz / w * 100, st / hz / w * 100, sb / stt * 100 * nc, nc, la }')"
 }
 
 # ------------------------------------------------------------------ media
@@ -274,14 +274,14 @@ run_media_step() {
 		-v ht=$((h1 - h0)) -v ut=$((u1 - u0)) -v et=$((e1 - e0)) -v hz="$HZ" -v drops=$((d1 - d0)) \
 		-v hdrops=$((hd1 - hd0)) -v edrops=$((ed1 - ed0)) \
 		-v rss="$rss" -v rss0="$RSS_IDLE" -v sb=$((sb1 - sb0)) -v stt=$((st1 - st0)) -v nc="$(nproc)" \
-		-v run="$RUN" -v load="$load" -v rcvbuf="$(echo_rcvbuf)" '{
+		-v run="$RUN" -v la="$load" -v rcvbuf="$(echo_rcvbuf)" '{
 		w = t1 - t0; sessions = $1; arx = $2; alost = $3; atx = $4; brx = $5; blost = $6; btx = $7
 		ex = arx + alost + brx + blost; loss = ex > 0 ? (alost + blost) / ex * 100 : 100
 		cpu = ht / hz / w * 100
 		hloss = arx + brx > 0 ? hdrops / (arx + brx + hdrops) * 100 : 0
 		printf "callpath media run=%d calls=%d concurrent=%d ok=%d failed=%d sessions=%d loss_pct=%.4f hotline_loss_pct=%.4f caller_to_hotline_lost=%d relay_echo_path_lost=%d hotline_socket_drops=%d sipp_echo_socket_drops=%d relayed_to_agent=%d relayed_to_caller=%d hotline_socket_drops_window=%d hotline_cpu_pct=%.1f cpu_pct_per_call=%.4f rss_mb=%.1f mb_per_call=%.3f sipp_uac_cpu_pct=%.0f sipp_uas_echo_cpu_pct=%.0f sipp_cpu_pct=%.0f echo_rcvbuf=%d machine_busy_pct=%.0f/%d00 load1=%s",
 			run, n, up, ok, f, sessions, loss, hloss, alost, blost, hdrops, edrops, btx, atx, drops, cpu, cpu / n, rss / 1024, (rss - rss0) / 1024 / n,
-			ut / hz / w * 100, et / hz / w * 100, (ut + et) / hz / w * 100, rcvbuf, sb / stt * 100 * nc, nc, load }')"
+			ut / hz / w * 100, et / hz / w * 100, (ut + et) / hz / w * 100, rcvbuf, sb / stt * 100 * nc, nc, la }')"
 }
 
 run_media() {

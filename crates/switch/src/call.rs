@@ -207,8 +207,10 @@ pub(crate) struct AgentLeg {
     /// In-call state of this dialog (owned by `incall`).
     #[allow(dead_code)] // for the in-call features
     pub ext: incall::AgentExt,
-    /// A browser agent's WebRTC gateway until its answer arrives (`webrtc_leg`).
-    pub webrtc: Option<hotline_media::WebRtcLeg>,
+    /// A browser agent's WebRTC gateway until its answer arrives (`webrtc_leg`). Boxed:
+    /// the peer is large and only browser legs have one, and every call holds several
+    /// `AgentLeg` slots (agent, conference party, consultation, supervisor, rejoin).
+    pub webrtc: Option<Box<hotline_media::WebRtcLeg>>,
     /// Our INVITE, to send again after a 422 (`timer_retry`).
     pub invite: crate::timer_retry::AgentInvite,
     /// An outside number called through the trunk (a transfer or conference target):
@@ -285,15 +287,16 @@ struct State {
     dtmf: DeskDtmf,
     /// The desk paused the recording (card numbers): the media session has no tap.
     recording_paused: bool,
-    /// The desk's attended transfer, while the agent consults the target.
-    consult: Option<Consult>,
+    /// The desk's attended transfer, while the agent consults the target. This and the
+    /// next two are boxed: rare, and inline they would size every call's task.
+    consult: Option<Box<Consult>>,
     /// The party the desk added for a conference (ringing or answered).
-    third: Option<AgentLeg>,
+    third: Option<Box<AgentLeg>>,
     /// The caller hung up in a conference: agent and added party talk on (the caller's
     /// dialog is over).
     caller_left: bool,
     /// A supervisor listening in (`supervise`), ringing or joined.
-    supervisor: Option<supervise::Supervisor>,
+    supervisor: Option<Box<supervise::Supervisor>>,
     /// The callback offer was played (the key is honoured from then on).
     callback_offered: bool,
     /// A browser agent's phone, watched for a reload or blip (`rejoin`).
@@ -1194,12 +1197,12 @@ impl Call {
             .play(Side::A, Player::new(vec![ringback], true, Instant::now()))
             .await;
         tracing::info!(call_id = %self.call_id, target = %user, "desk consults before transferring");
-        st.consult = Some(Consult {
+        st.consult = Some(Box::new(Consult {
             leg,
             media,
             _events: events,
             answered: false,
-        });
+        }));
         Ok(())
     }
 
@@ -1296,7 +1299,7 @@ impl Call {
         if let Some(a) = st.agent.as_mut() {
             self.bye_agent(a).await;
         }
-        self.consult_to_agent(c, st).await?;
+        self.consult_to_agent(*c, st).await?;
         tracing::info!(call_id = %self.call_id, "desk's attended transfer done");
         Ok(())
     }
@@ -1309,7 +1312,7 @@ impl Call {
         let Some(c) = st.consult.take() else {
             return incall::Outcome::End(EndReason::AgentHangup);
         };
-        match self.consult_to_agent(c, st).await {
+        match self.consult_to_agent(*c, st).await {
             Ok(()) => {
                 tracing::info!(call_id = %self.call_id, "agent hung up while consulting; transfer completed");
                 incall::Outcome::Continue
@@ -1466,7 +1469,7 @@ impl Call {
             .ok_or(E::Unavailable)?;
         leg.outside = matches!(route, Route::Outside(_));
         tracing::info!(call_id = %self.call_id, party = %user, "desk adds a conference party");
-        st.third = Some(leg);
+        st.third = Some(Box::new(leg));
         Ok(())
     }
 
@@ -1542,7 +1545,7 @@ impl Call {
         };
         // The third party takes the agent's place in the media, bridged to the caller.
         drop(st.media.detach().await);
-        self.hand_over(third, st).await;
+        self.hand_over(*third, st).await;
         tracing::info!(call_id = %self.call_id, "agent left the conference; the call goes on");
         incall::Outcome::Continue
     }
@@ -2060,7 +2063,7 @@ impl Call {
             user: user.to_string(),
             cseq: 1,
             ext: incall::AgentExt::default(),
-            webrtc,
+            webrtc: webrtc.map(Box::new),
             invite,
             outside: false,
         })
@@ -2255,7 +2258,7 @@ impl Call {
         // WebRTC hook: a browser's answer starts the gateway.
         if let Some(w) = a.webrtc.take() {
             let timing = self.cfg.leg_timing;
-            let leg = webrtc_leg::answered(w, &self.ports, &resp.body, timing).await;
+            let leg = webrtc_leg::answered(*w, &self.ports, &resp.body, timing).await;
             incall::agent_webrtc(a, leg.as_ref());
             return Some(leg);
         }
@@ -2667,6 +2670,27 @@ mod tests {
             o(EndReason::CallerHangup, &t),
             (CallResult::Answered, HangupSide::Caller)
         );
+    }
+
+    /// Size of the future an async fn returns, from the fn alone (no call is made).
+    fn future_size<A, B, C, D, E, F>(_: impl FnOnce(A, B, C, D, E) -> F) -> usize {
+        std::mem::size_of::<F>()
+    }
+
+    /// Every call's task holds its `State` and the futures of `run` and `serve` for the
+    /// whole call, so their size is memory per call. Rare members (a browser leg's
+    /// WebRTC peer, about 9 KB; consultation, conference party, supervisor) are boxed:
+    /// inline they made `State` about 48 KB and the two futures about 160 KB (release).
+    /// Bounds hold in debug and release builds (debug futures are the larger).
+    #[test]
+    fn a_call_holds_only_small_state_and_futures() {
+        use std::mem::size_of;
+        let (state, leg) = (size_of::<State>(), size_of::<AgentLeg>());
+        let (run, serve) = (future_size(Call::run), future_size(Call::serve));
+        assert!(leg <= 2 * 1024, "AgentLeg is {leg} bytes");
+        assert!(state <= 6 * 1024, "State is {state} bytes");
+        assert!(run <= 16 * 1024, "Call::run's future is {run} bytes");
+        assert!(serve <= 16 * 1024, "Call::serve's future is {serve} bytes");
     }
 
     #[test]

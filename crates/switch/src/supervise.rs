@@ -75,13 +75,13 @@ impl Call {
             .await
             .ok_or(E::Unavailable)?;
         tracing::info!(call_id = %self.call_id, supervisor = %user, agent = %agent_user, mode = mode.as_str(), "supervisor called");
-        st.supervisor = Some(Supervisor {
+        st.supervisor = Some(Box::new(Supervisor {
             user: user.to_string(),
             mode,
             leg,
             agent_call,
             joined: false,
-        });
+        }));
         Ok(())
     }
 
