@@ -1184,7 +1184,15 @@ async fn desk_phone_that_never_comes_back_requeues_the_call_to_another_agent() -
         eprintln!("desk lost: bob's page after wrap-up {not_ready}");
         assert_eq!(not_ready["state"], "not_ready", "{not_ready}");
         assert_eq!(not_ready["reason"], "(phone_lost)", "{not_ready}");
-        assert_eq!(not_ready["errors"], Value::Array(vec![]), "{not_ready}");
+        // JsSIP's reconnects to the cut SIP path fail; nothing else may.
+        let phone_url = format!("ws://{}/", sip_path.addr());
+        let others: Vec<&Value> = not_ready["errors"]
+            .as_array()
+            .context("errors")?
+            .iter()
+            .filter(|e| !e.as_str().is_some_and(|e| e.contains(&phone_url)))
+            .collect();
+        assert!(others.is_empty(), "page errors: {not_ready}");
         let bob = bob_state().await?;
         assert_eq!(
             bob.status,
@@ -1259,10 +1267,10 @@ async fn desk_phone_that_never_comes_back_requeues_the_call_to_another_agent() -
             .iter()
             .filter(|e| e.agent.as_deref() == Some("bob"))
             .skip_while(|e| e.event != K::Connect)
-            .map(|e| (e.event, e.data.as_str()))
+            .map(|e| (e.event.clone(), e.data.as_str()))
             .collect();
         eprintln!("desk lost: bob's queue log {bob_lines:?}");
-        let kinds: Vec<K> = bob_lines.iter().map(|l| l.0).collect();
+        let kinds: Vec<K> = bob_lines.iter().map(|l| l.0.clone()).collect();
         assert_eq!(
             kinds,
             [K::Connect, K::Transfer, K::WrapupEnd, K::AgentNotReady],
@@ -1276,7 +1284,7 @@ async fn desk_phone_that_never_comes_back_requeues_the_call_to_another_agent() -
         let carol_lines: Vec<K> = lines
             .iter()
             .filter(|e| e.call_id == call_id && e.agent.as_deref() == Some("carol"))
-            .map(|e| e.event)
+            .map(|e| e.event.clone())
             .collect();
         assert!(carol_lines.contains(&K::Connect), "{lines:?}");
 
