@@ -870,7 +870,7 @@ async fn desk_transfers_to_outside_numbers_within_the_dial_rules() -> anyhow::Re
         .await;
     loop {
         let (_, s) = bob.event("agent.state").await;
-        if s["data"]["state"] == "not_ready" {
+        if s["data"]["state"] == "not_ready" || s["data"]["pending_not_ready"] == "break" {
             break;
         }
     }
