@@ -372,12 +372,9 @@ async fn browser_agent_gets_webrtc_offer_and_talks_to_a_sip_caller() -> anyhow::
         browser.send(0, false, 160, &[0xA5; 160]).await;
         while let Ok((n, _)) = alice_rtp.try_recv_from(&mut buf) {
             match RtpReader::new(&buf[..n]) {
-                Ok(r) if r.payload() == [0xA5; 160] => {
-                    // Before the ACK is handled the browser is still heard.
-                    if music > 0 {
-                        leaked += 1;
-                    }
-                }
+                // Before the ACK is handled the browser is still heard.
+                Ok(r) if r.payload() == [0xA5; 160] && music > 0 => leaked += 1,
+                Ok(r) if r.payload() == [0xA5; 160] => {}
                 Ok(r) if r.payload_type() == 0 => music += 1,
                 _ => {}
             }
