@@ -2370,7 +2370,7 @@ impl Call {
         // WebRTC hook: a browser's answer starts the gateway.
         if let Some(w) = a.webrtc.take() {
             let timing = self.cfg.leg_timing;
-            let leg = webrtc_leg::answered(w, &self.ports, &resp.body, timing).await;
+            let leg = webrtc_leg::answered(w, &resp.body, timing).await;
             incall::agent_webrtc(a, leg.as_ref());
             return Some(leg);
         }
