@@ -1064,6 +1064,58 @@ async fn refused_transfer_target_sends_the_caller_back_to_the_queue() -> anyhow:
     rig.done(1).await
 }
 
+/// The same on a call that is not a queue's: bob's click-to-dial call to a customer (the
+/// trunk), bob consults dave and hangs up while dave rings, dave refuses. The customer is
+/// not dropped: bob, free again, is rung back (his phone gets a new INVITE); he refuses
+/// too, and only then does the call end (the customer gets BYE). The CDR route shows the
+/// way: `dial>extension:dave>extension:bob`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_transfer_target_rings_the_transferring_agent_again() -> anyhow::Result<()> {
+    const BOB: u8 = 0x33;
+    const DAVE: u8 = 0x55;
+    const TRUNK: u8 = 0x44;
+    const CUSTOMER: &str = "+4989123456";
+    let server = SocketAddr::from(([127, 0, 0, 1], 0));
+    let mut trunk = RawPhone::trunk(server, TRUNK).await?;
+    let trunk_port = trunk.port()?;
+    let rig = rig_with(
+        "consultback",
+        [14400, 14599],
+        &format!("static_route = \"sip:127.0.0.1:{trunk_port}\"\n"),
+        DIAL_RULES,
+    )
+    .await?;
+    trunk.set_server(rig.server);
+    let mut bob = rig.desk("bob", false).await?;
+    let mut bob_phone = RawPhone::register(rig.server, "bob", BOB).await?;
+    let dave_phone = RawPhone::register(rig.server, "dave", DAVE).await?;
+    let n = |h: &Heard, b: u8| h.uniform.get(&b).copied().unwrap_or(0);
+    let placed = bob
+        .ok(json!({"type": "call.dial", "number": CUSTOMER}))
+        .await;
+    let call_id = placed["call_id"].as_str().context("call_id")?.to_string();
+    bob_phone.answer().await?;
+    trunk.answer().await?;
+    trunk.until("bob", |h| n(h, BOB) >= 25).await?;
+
+    bob.ok(json!({"type": "call.transfer", "call_id": call_id, "to": "dave", "attended": true}))
+        .await;
+    bob.event("call.held").await;
+    bob_phone.hangup().await?;
+    let (_, t) = bob.event("call.transferred").await;
+    assert_eq!(t["data"]["to"], "extension:dave");
+    dave_phone.decline(486).await?;
+    let again = bob_phone.decline(480).await?;
+    assert!(again.starts_with("INVITE sip:bob@"), "{again}");
+    trunk.bye().await?;
+    let cdr = rig.cdrs()?.wait_calls(1, WAIT).await;
+    let cdr = cdr.first().context("CDR")?;
+    assert_eq!(cdr.call_id, call_id);
+    assert_eq!(cdr.route, "dial>extension:dave>extension:bob", "{cdr:?}");
+    bob.close().await;
+    rig.done(1).await
+}
+
 /// An attended transfer to an outside number: bob consults a German number through the
 /// trunk and hangs up while it still rings. The transfer goes on blind: the caller hears
 /// music until the trunk answers, then the caller and the trunk hear each other. The
