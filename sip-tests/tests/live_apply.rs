@@ -18,6 +18,7 @@ const PW: &str = "admin-pw";
 fn config(dir: &Path) -> anyhow::Result<String> {
     let hash = hotline_cti::hash_password(PW)?;
     let d = dir.display();
+    let [rtp_first, rtp_last] = hotline_sip_tests::rtp_ports(200);
     Ok(format!(
         r#"[sip]
 udp = ["127.0.0.1:0"]
@@ -39,7 +40,7 @@ password = "carol-pw"
 
 [media]
 rtp_ip = "127.0.0.1"
-rtp_ports = [48800, 48999]
+rtp_ports = [{rtp_first}, {rtp_last}]
 voice = false
 record = false
 
