@@ -3,7 +3,8 @@
 //! address), alice calls his extension, and Hotline's INVITE to bob carries the WebRTC
 //! gateway's offer (ICE, DTLS-SRTP). bob's "browser" (a `webrtc`-crate peer) answers in
 //! the 200 OK, and RTP flows both ways between alice's plain RTP and the browser; the
-//! browser's hold and resume re-INVITEs get WebRTC answers and alice hears music on hold.
+//! browser's hold and resume re-INVITEs get WebRTC answers and alice hears music on hold;
+//! an offer-less re-INVITE gets a WebRTC offer in the 200 and the ACK's answer holds.
 
 #[path = "../../crates/media/tests/webrtc_common/mod.rs"]
 mod webrtc_common;
@@ -312,6 +313,75 @@ async fn browser_agent_gets_webrtc_offer_and_talks_to_a_sip_caller() -> anyhow::
                 to_alice += 1;
             }
         }
+    }
+
+    // An offer-less re-INVITE from the page: Hotline's 200 carries a WebRTC offer made on
+    // the running connection (same DTLS identity and ICE credentials), the ACK the
+    // browser's answer. Answering `sendonly` holds (alice hears music, not the browser).
+    bob_cseq += 1;
+    bob.send_to(
+        format!(
+            "INVITE {hotline_contact} SIP/2.0\r\nVia: SIP/2.0/UDP {bob_addr};branch=z9hG4bK-re{bob_cseq};rport\r\nFrom: {to_hotline};tag=bob1\r\nTo: {from_hotline}\r\nCall-ID: {agent_call_id}\r\nCSeq: {bob_cseq} INVITE\r\nContact: {contact}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        )
+        .as_bytes(),
+        server,
+    )
+    .await?;
+    let cseq = format!("{bob_cseq} INVITE");
+    let ok = expect(&bob, "200 to the offer-less re-INVITE", |m| {
+        m.starts_with("SIP/2.0 ")
+            && header(m, "CSeq") == Some(cseq.as_str())
+            && !m.starts_with("SIP/2.0 100 ")
+    })
+    .await?;
+    if !ok.starts_with("SIP/2.0 200 ") {
+        bail!("offer-less re-INVITE refused: {ok}");
+    }
+    let reoffer = body(&ok).to_owned();
+    for needle in ["UDP/TLS/RTP/SAVPF", "a=sendrecv", "a=rtcp-mux", "PCMU/8000"] {
+        if !reoffer.contains(needle) {
+            bail!("Hotline's offer in the 200 lacks {needle}:\n{reoffer}");
+        }
+    }
+    if attr(&reoffer, "a=fingerprint:") != attr(offer, "a=fingerprint:")
+        || attr(&reoffer, "a=ice-ufrag:") != attr(offer, "a=ice-ufrag:")
+        || attr(&reoffer, "a=setup:").as_deref() == Some("actpass")
+    {
+        bail!("Hotline's offer changed DTLS or ICE:\n{reoffer}");
+    }
+    let held = browser
+        .answer_offer(&reoffer, RTCRtpTransceiverDirection::Sendonly)
+        .await;
+    bob.send_to(
+        format!(
+            "ACK {hotline_contact} SIP/2.0\r\nVia: SIP/2.0/UDP {bob_addr};branch=z9hG4bK-ra{bob_cseq};rport\r\nFrom: {to_hotline};tag=bob1\r\nTo: {from_hotline}\r\nCall-ID: {agent_call_id}\r\nCSeq: {bob_cseq} ACK\r\nMax-Forwards: 70\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{held}",
+            held.len()
+        )
+        .as_bytes(),
+        server,
+    )
+    .await?;
+    // alice hears music again once the ACK's answer is applied, not the browser.
+    let (mut music, mut leaked) = (0u32, 0u32);
+    let deadline = tokio::time::Instant::now() + GUARD;
+    while music < 40 {
+        if tokio::time::Instant::now() > deadline {
+            bail!("after the ACK's hold answer alice heard {music} music packets");
+        }
+        tick.tick().await;
+        browser.send(0, false, 160, &[0xA5; 160]).await;
+        while let Ok((n, _)) = alice_rtp.try_recv_from(&mut buf) {
+            match RtpReader::new(&buf[..n]) {
+                // Before the ACK is handled the browser is still heard.
+                Ok(r) if r.payload() == [0xA5; 160] && music > 0 => leaked += 1,
+                Ok(r) if r.payload() == [0xA5; 160] => {}
+                Ok(r) if r.payload_type() == 0 => music += 1,
+                _ => {}
+            }
+        }
+    }
+    if leaked > 3 {
+        bail!("alice heard the browser {leaked} times after its hold answer");
     }
 
     // alice hangs up: Hotline BYEs the browser's dialog.

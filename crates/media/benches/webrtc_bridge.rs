@@ -157,7 +157,7 @@ async fn webrtc_phase(h: &Handle, calls: usize, secs: u64) {
         let (session, a_addr) = h
             .spawn(async move {
                 let b = leg
-                    .connect(&a2, Some(&answer), LegTiming::default())
+                    .connect(Some(&answer), LegTiming::default())
                     .await
                     .expect("connect");
                 let ports = a2.bind(LO).await.expect("ports");

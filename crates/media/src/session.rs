@@ -24,6 +24,7 @@ use crate::mix::{Hears, SuperviseMode, mix_selected};
 use crate::player::Player;
 use crate::ports::{BoundPorts, PortPair};
 use crate::recorder::{Channel, RecorderTap};
+use crate::webrtc::{BrowserCommand, BrowserLink};
 
 /// Which leg of a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -43,13 +44,15 @@ impl Side {
     }
 }
 
-/// A leg: its bound sockets (holding the port pair) and its RTP state.
+/// A leg: its bound sockets (holding the port pair) and its RTP state; a browser's leg
+/// also carries its peer connection, which the session drives on the same socket.
 #[derive(Debug)]
 pub struct MediaLeg {
     ports: BoundPorts,
     state: LegState,
-    /// A browser leg's gateway task (its peer on loopback), stopped with the leg.
-    gateway: Option<crate::webrtc::GatewayGuard>,
+    /// A browser leg's WebRTC side (ICE, DTLS-SRTP); `None` for a plain leg, which then
+    /// pays one branch per send and per read for it.
+    browser: Option<Box<BrowserLink>>,
 }
 
 impl MediaLeg {
@@ -58,29 +61,113 @@ impl MediaLeg {
         MediaLeg {
             ports,
             state: LegState::new(cfg, timing, Instant::now()),
-            gateway: None,
+            browser: None,
         }
     }
 
-    /// Ties a WebRTC gateway to this leg's lifetime.
-    pub(crate) fn with_gateway(mut self, g: crate::webrtc::GatewayGuard) -> Self {
-        self.gateway = Some(g);
-        self
-    }
-
-    /// The WebRTC gateway behind this leg, if it is a browser's.
-    pub fn gateway(&self) -> Option<&crate::webrtc::GatewayGuard> {
-        self.gateway.as_ref()
-    }
-
-    /// Releases the leg and waits until every port it held (a browser leg's public
-    /// socket too) is back in the pool; dropping does the same without waiting.
-    pub async fn release(mut self) {
-        if let Some(g) = self.gateway.take() {
-            g.close().await;
+    /// A browser's leg on its public socket's `ports`.
+    pub(crate) fn browser(
+        ports: BoundPorts,
+        cfg: LegConfig,
+        timing: LegTiming,
+        link: Box<BrowserLink>,
+    ) -> Self {
+        MediaLeg {
+            ports,
+            state: LegState::new(cfg, timing, Instant::now()),
+            browser: Some(link),
         }
     }
 
+    /// The WebRTC side of this leg, if it is a browser's (renegotiation, counters).
+    pub fn gateway(&self) -> Option<&BrowserLink> {
+        self.browser.as_deref()
+    }
+
+    /// Releases the leg: a browser's connection is closed (DTLS close_notify) and every
+    /// port it held is back in the pool when this returns; dropping does the same.
+    pub async fn release(self) {
+        drop(self);
+    }
+
+    /// Sends an RTP packet built for this leg: to `dest` for a phone, encrypted by the
+    /// peer connection (which knows where the browser is) for a browser.
+    fn send_rtp(&mut self, pkt: &[u8], dest: SocketAddr, now: Instant) {
+        match self.browser.as_deref_mut() {
+            None => {
+                let _ = self.ports.rtp.try_send_to(pkt, dest);
+            }
+            Some(b) => {
+                b.send(pkt, now);
+                b.transmit(&self.ports.rtp);
+            }
+        }
+    }
+
+    /// Sends the relayed packets queued in `out` (see [`MediaLeg::send_rtp`]).
+    fn send_batch(&mut self, out: &mut batch::SendBatch, now: Instant) {
+        match self.browser.as_deref_mut() {
+            None => {
+                out.flush(&self.ports.rtp);
+            }
+            Some(b) => {
+                out.take_each(|pkt| b.send(pkt, now));
+                b.transmit(&self.ports.rtp);
+            }
+        }
+    }
+
+    /// Reads what the RTP socket holds into `batch` (see [`batch::RecvBatch::recv`]). A
+    /// browser's datagrams go through its peer connection first, so `batch` ends up
+    /// holding the decrypted RTP, attributed to the leg's fixed source.
+    fn recv(&mut self, batch: &mut batch::RecvBatch, now: Instant) -> bool {
+        // ICMP errors from earlier sends surface as errors here; they are not fatal.
+        let more = batch.recv(&self.ports.rtp).unwrap_or(true);
+        if let Some(b) = self.browser.as_deref_mut() {
+            for (d, src) in batch.iter() {
+                b.receive(src, d, now);
+            }
+            b.flush(&self.ports.rtp);
+            batch.refill(b.source(), |buf| b.poll_rtp(buf));
+        }
+        more
+    }
+
+    /// Sends our RTCP report to a phone; a browser's peer connection keeps its own RTCP
+    /// (rtcp-mux), so the report is dropped.
+    fn send_rtcp(&self, pkt: &[u8], dest: SocketAddr) {
+        if self.browser.is_none() {
+            let _ = self.ports.rtcp.try_send_to(pkt, dest);
+        }
+    }
+
+    /// A browser leg's renegotiation requests and timers: the next deadline.
+    fn browser_deadline(&self) -> Option<Instant> {
+        self.browser.as_deref().map(BrowserLink::deadline)
+    }
+
+    fn browser_timeout(&mut self, now: Instant) {
+        if let Some(b) = self.browser.as_deref_mut() {
+            b.handle_timeout(now, &self.ports.rtp);
+        }
+    }
+
+    fn browser_command(&mut self, cmd: BrowserCommand, now: Instant) {
+        if let Some(b) = self.browser.as_deref_mut() {
+            b.command(cmd, self.state.config(), now, &self.ports.rtp);
+        }
+    }
+}
+
+impl Drop for MediaLeg {
+    fn drop(&mut self) {
+        if let Some(b) = self.browser.as_deref_mut() {
+            b.close(&self.ports.rtp);
+        }
+    }
+}
+
+impl MediaLeg {
     /// Our RTP address (for SDP).
     pub fn local_rtp_addr(&self) -> io::Result<SocketAddr> {
         self.ports.rtp.local_addr()
@@ -419,31 +506,29 @@ impl Task {
             // One hand-written poll over everything instead of `select!`: it collects
             // every ready source in one pass and uses the sockets' single waker slots
             // (`poll_recv_ready`), which is cheaper per packet than readiness futures.
-            let (cmd, ready) = {
-                let legs = &self.legs;
-                let third = &self.third;
+            let (cmd, ready, link_cmd) = {
+                let legs = &mut self.legs;
+                let third = &mut self.third;
                 let sleep = &mut sleep;
                 std::future::poll_fn(|cx| {
                     let mut ready = 0u8;
                     if let Poll::Ready(c) = rx.poll_recv(cx) {
-                        return Poll::Ready((Some(c), 0));
+                        return Poll::Ready((Some(c), 0, None));
                     }
-                    for (i, leg) in legs.iter().enumerate() {
+                    for (i, leg) in legs.iter_mut().chain([&mut *third]).enumerate() {
                         if let Some(l) = leg {
                             if let Poll::Ready(Ok(())) = l.ports.rtp.poll_recv_ready(cx) {
-                                ready |= RTP_A << i;
+                                ready |= [RTP_A, RTP_A << 1, RTP_C][i];
                             }
                             if let Poll::Ready(Ok(())) = l.ports.rtcp.poll_recv_ready(cx) {
-                                ready |= RTCP_A << i;
+                                ready |= [RTCP_A, RTCP_A << 1, RTCP_C][i];
                             }
-                        }
-                    }
-                    if let Some(l) = third {
-                        if let Poll::Ready(Ok(())) = l.ports.rtp.poll_recv_ready(cx) {
-                            ready |= RTP_C;
-                        }
-                        if let Poll::Ready(Ok(())) = l.ports.rtcp.poll_recv_ready(cx) {
-                            ready |= RTCP_C;
+                            // Only a browser leg has renegotiation requests to wait for.
+                            if let Some(b) = l.browser.as_deref_mut()
+                                && let Poll::Ready(Some(c)) = b.poll_command(cx)
+                            {
+                                return Poll::Ready((None, ready, Some((i, c))));
+                            }
                         }
                     }
                     if sleep.as_mut().poll(cx).is_ready() {
@@ -452,7 +537,7 @@ impl Task {
                     if ready == 0 {
                         Poll::Pending
                     } else {
-                        Poll::Ready((None, ready))
+                        Poll::Ready((None, ready, None))
                     }
                 })
                 .await
@@ -461,6 +546,15 @@ impl Task {
                 Some(None) => break,
                 Some(Some(c)) => self.command(c),
                 None => {}
+            }
+            if let Some((i, c)) = link_cmd {
+                let leg = match i {
+                    0 | 1 => self.legs[i].as_mut(),
+                    _ => self.third.as_mut(),
+                };
+                if let Some(leg) = leg {
+                    leg.browser_command(c, Instant::now());
+                }
             }
             if ready & RTP_A != 0 {
                 self.drain_rtp(Side::A);
@@ -482,7 +576,9 @@ impl Task {
             {
                 let now = Instant::now();
                 while let Ok((n, src)) = leg.ports.rtcp.try_recv_from(&mut self.buf_in) {
-                    let _ = leg.state.accept_rtcp(src, &self.buf_in[..n], now);
+                    if leg.browser.is_none() {
+                        let _ = leg.state.accept_rtcp(src, &self.buf_in[..n], now);
+                    }
                 }
             }
             if ready & TIMER != 0 {
@@ -530,6 +626,9 @@ impl Task {
         for i in 0..2 {
             if let Some(l) = &self.legs[i] {
                 t = t.min(l.state.poll_timeout());
+                if let Some(d) = l.browser_deadline() {
+                    t = t.min(d);
+                }
             }
             if let Feed::Player(p) = &self.feeds[i]
                 && let Some(d) = p.next_deadline()
@@ -542,6 +641,9 @@ impl Task {
         }
         if let Some(l) = &self.third {
             t = t.min(l.state.poll_timeout());
+            if let Some(d) = l.browser_deadline() {
+                t = t.min(d);
+            }
         }
         if let Some(m) = &self.mix {
             t = t.min(m.next);
@@ -782,8 +884,7 @@ impl Task {
             Channel::Agent
         };
         for _ in 0..BATCH / batch::N {
-            // ICMP errors from earlier sends surface as errors here; they are not fatal.
-            let more = batch.recv(&from.ports.rtp).unwrap_or(true);
+            let more = from.recv(batch, now);
             for (pkt, src) in batch.iter() {
                 let (kind, payload, send) = match (relay, to.as_deref_mut(), &self.tr[to_i]) {
                     (true, Some(to), Some(tr)) => {
@@ -820,8 +921,8 @@ impl Task {
                     out.commit(len, dest);
                 }
             }
-            if let Some(to) = to.as_deref() {
-                out.flush(&to.ports.rtp);
+            if let Some(to) = to.as_deref_mut() {
+                to.send_batch(out, now);
             }
             if !more {
                 return;
@@ -842,7 +943,7 @@ impl Task {
         };
         let law = leg.state.config().codec.law();
         for _ in 0..BATCH / batch::N {
-            let more = batch.recv(&leg.ports.rtp).unwrap_or(true);
+            let more = leg.recv(batch, now);
             for (pkt, src) in batch.iter() {
                 let Ok((r, kind)) = leg.state.accept_rtp(src, pkt, now) else {
                     continue;
@@ -920,7 +1021,7 @@ impl Task {
                     now,
                     &mut self.buf_out,
                 ) {
-                    let _ = leg.ports.rtp.try_send_to(&self.buf_out[..n], dest);
+                    leg.send_rtp(&self.buf_out[..n], dest, now);
                 }
             }
         }
@@ -933,9 +1034,11 @@ impl Task {
         let now = Instant::now();
         for _ in 0..BATCH {
             match leg.ports.rtcp.try_recv_from(&mut self.buf_in) {
-                Ok((n, src)) => {
+                // A browser's odd port is unused (rtcp-mux): whatever comes is dropped.
+                Ok((n, src)) if leg.browser.is_none() => {
                     let _ = leg.state.accept_rtcp(src, &self.buf_in[..n], now);
                 }
+                Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(_) => continue,
             }
@@ -945,9 +1048,10 @@ impl Task {
     fn on_timer(&mut self, now: Instant) {
         let unix = unix_now();
         if let Some(leg) = self.third.as_mut() {
+            leg.browser_timeout(now);
             leg.state.handle_timeout(now);
             if let Some((n, dest)) = leg.state.poll_rtcp(now, unix, &mut self.buf_out) {
-                let _ = leg.ports.rtcp.try_send_to(&self.buf_out[..n], dest);
+                leg.send_rtcp(&self.buf_out[..n], dest);
             }
         }
         for i in 0..2 {
@@ -955,9 +1059,10 @@ impl Task {
             let Some(leg) = self.legs[i].as_mut() else {
                 continue;
             };
+            leg.browser_timeout(now);
             leg.state.handle_timeout(now);
             if let Some((n, dest)) = leg.state.poll_rtcp(now, unix, &mut self.buf_out) {
-                let _ = leg.ports.rtcp.try_send_to(&self.buf_out[..n], dest);
+                leg.send_rtcp(&self.buf_out[..n], dest);
             }
             if let Some(g) = self.dtmf[i].as_mut() {
                 while let Some(p) = g.poll(now) {
@@ -969,7 +1074,7 @@ impl Task {
                         now,
                         &mut self.buf_out,
                     ) {
-                        let _ = leg.ports.rtp.try_send_to(&self.buf_out[..n], dest);
+                        leg.send_rtp(&self.buf_out[..n], dest, now);
                     }
                 }
             }
@@ -996,7 +1101,7 @@ impl Task {
                         now,
                         &mut self.buf_out,
                     ) {
-                        let _ = leg.ports.rtp.try_send_to(&self.buf_out[..n], dest);
+                        leg.send_rtp(&self.buf_out[..n], dest, now);
                     }
                 }
                 done = p.is_finished();
@@ -1117,6 +1222,24 @@ mod batch {
             }
         }
 
+        /// Replaces the batch's contents with what `next` writes, up to [`N`] packets, all
+        /// from `src` (a browser leg's decrypted RTP in place of its SRTP datagrams).
+        pub(super) fn refill(
+            &mut self,
+            src: SocketAddr,
+            mut next: impl FnMut(&mut [u8]) -> Option<usize>,
+        ) {
+            self.count = 0;
+            while self.count < N {
+                let Some(n) = next(&mut self.bufs[self.count][..]) else {
+                    break;
+                };
+                self.lens[self.count] = n;
+                self.from[self.count] = Some(src);
+                self.count += 1;
+            }
+        }
+
         /// The usable datagrams of the last `recv` with their sources.
         pub(super) fn iter(&self) -> impl Iterator<Item = (&[u8], SocketAddr)> {
             (0..self.count)
@@ -1173,6 +1296,15 @@ mod batch {
                     None => 0,
                 },
                 _ => self.send_many(sock, count),
+            }
+        }
+
+        /// Hands each queued datagram to `f` (a browser leg's encryption) and empties
+        /// the batch.
+        pub(super) fn take_each(&mut self, mut f: impl FnMut(&[u8])) {
+            let count = std::mem::take(&mut self.count);
+            for i in 0..count {
+                f(&self.bufs[i][..self.lens[i]]);
             }
         }
 

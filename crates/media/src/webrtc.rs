@@ -6,14 +6,16 @@
 //!   under the `webrtc` crate) with a G.711-only media engine, so the browser can only
 //!   pick PCMU/PCMA and the payload passes through untouched; telephone-event is
 //!   registered explicitly (without it the browser drops RFC 4733 from its answer).
-//! - [`WebRtcLeg`]: the tokio side. It holds the public socket while the offer is out;
-//!   once the answer is in, [`WebRtcLeg::connect`] starts a small gateway task and returns
-//!   a plain [`MediaLeg`] whose peer is that task on loopback. The media session then
-//!   treats the browser like any SIP phone: latching, SSRC/sequence/timestamp rewriting
-//!   when the source changes (music → agent), hold music, recording taps and RFC 4733
-//!   both ways all work unchanged. The gateway task ends when the leg is dropped.
+//! - [`WebRtcLeg`] and [`BrowserLink`]: the tokio side. A `WebRtcLeg` holds the public
+//!   socket while the offer is out; once the answer is in, [`WebRtcLeg::connect`] turns
+//!   it into a [`MediaLeg`] on that same socket, carrying the peer in a `BrowserLink`.
+//!   The media session that holds the leg reads the socket itself, decrypts inline and
+//!   hands the plain RTP to the same relay path as a SIP phone's: latching,
+//!   SSRC/sequence/timestamp rewriting when the source changes (music → agent), hold
+//!   music, recording taps and RFC 4733 both ways work unchanged; what it sends to the
+//!   leg is encrypted on the way out. One port pair per browser leg, no second task.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -43,7 +45,6 @@ use rtc::shared::marshal::{Marshal, Unmarshal};
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
 
 use crate::error::{MediaError, Result};
 use crate::leg::{LegConfig, LegTiming, MAX_PACKET};
@@ -488,6 +489,64 @@ impl WebRtcPeer {
         Ok(sdp)
     }
 
+    /// Our own offer on the running connection (the 2xx to an offer-less re-INVITE):
+    /// sendrecv, same DTLS identity and ICE credentials, and `a=setup` our current role
+    /// so the browser's answer cannot ask for a new DTLS association (RFC 8842 §5.5).
+    /// [`WebRtcPeer::accept_reanswer`] applies the answer.
+    pub fn offer_again(&mut self, now: Instant) -> Result<String> {
+        for id in self.pc.get_transceivers().collect::<Vec<_>>() {
+            if let Some(mut t) = self.pc.rtp_transceiver(id) {
+                t.set_direction(RTCRtpTransceiverDirection::Sendrecv);
+            }
+        }
+        let offer = self.pc.create_offer(None).map_err(rtc_err("offer"))?;
+        let mut sdp = offer.sdp.clone();
+        if let (Some(role), Some(made)) = (self.dtls_setup, setup_of(&sdp)) {
+            sdp = sdp.replace(&format!("a=setup:{made}"), &format!("a=setup:{role}"));
+        }
+        self.pc
+            .set_local_description(now, offer)
+            .map_err(rtc_err("local offer"))?;
+        Ok(sdp)
+    }
+
+    /// Applies the browser's answer to [`WebRtcPeer::offer_again`]. Returns what it
+    /// settled on and our direction (`RecvOnly`/`Inactive` when the browser holds). An
+    /// answer that cannot be used changes nothing: the offer is rolled back and the
+    /// connection goes on as before.
+    pub fn accept_reanswer(
+        &mut self,
+        answer: &str,
+        now: Instant,
+    ) -> Result<(WebRtcMedia, Direction)> {
+        let rollback = |pc: &mut RTCPeerConnection| {
+            if let Ok(rb) = RTCSessionDescription::rollback(None) {
+                let _ = pc.set_local_description(now, rb);
+            }
+        };
+        let peer_direction = offer_direction(answer);
+        // As for re-offers: an `inactive` answer would stop the transceiver for good.
+        let text = if peer_direction == Direction::Inactive {
+            answer.replace("a=inactive", "a=recvonly")
+        } else {
+            answer.to_owned()
+        };
+        let Ok(desc) = RTCSessionDescription::answer(text) else {
+            rollback(&mut self.pc);
+            return Err(MediaError::SdpMalformed {
+                line: 0,
+                reason: "browser answer does not parse",
+            });
+        };
+        if self.pc.set_remote_description(now, desc).is_err() {
+            rollback(&mut self.pc);
+            return Err(MediaError::SdpNotAcceptable("browser answer not usable"));
+        }
+        let media = self.negotiated()?;
+        self.update_state(now);
+        Ok((media, peer_direction.reversed()))
+    }
+
     /// Applies the browser's answer to our offer.
     pub fn accept_answer(&mut self, answer: &str, now: Instant) -> Result<WebRtcMedia> {
         let desc = RTCSessionDescription::answer(answer.to_owned()).map_err(|_| {
@@ -772,16 +831,11 @@ impl WebRtcLeg {
         self.stats.clone()
     }
 
-    /// Applies the browser's answer (`None` when we answered its offer), starts the
-    /// gateway task and returns the call's plain leg towards it. The leg's inner port
-    /// pair is taken from `ports` on loopback; everything is released when the returned
-    /// leg is dropped.
-    pub async fn connect(
-        self,
-        ports: &PortAllocator,
-        answer: Option<&str>,
-        timing: LegTiming,
-    ) -> Result<MediaLeg> {
+    /// Applies the browser's answer (`None` when we answered its offer) and returns the
+    /// call's leg towards it: the public socket's pair with the peer connection inside.
+    /// The media session the leg joins drives the connection on that socket itself;
+    /// dropping the leg closes it and frees the pair.
+    pub async fn connect(self, answer: Option<&str>, timing: LegTiming) -> Result<MediaLeg> {
         let mut peer = self.peer.into_inner().unwrap_or_else(|e| e.into_inner());
         let media = match (answer, self.media) {
             (Some(a), _) => {
@@ -797,37 +851,24 @@ impl WebRtcLeg {
             (None, Some(m)) => m,
             (None, None) => return Err(MediaError::SdpNotAcceptable("no answer from browser")),
         };
-        let inner = ports.bind(IpAddr::V4(Ipv4Addr::LOCALHOST)).await?;
-        let call_side = inner.rtp.local_addr()?;
-        let (gw_rtp, gw_rtcp) = bind_loopback_pair().await?;
         let cfg = LegConfig {
             codec: media.codec,
             payload_type: media.payload_type,
             telephone_event: media.telephone_event,
-            remote_rtp: Some(gw_rtp.local_addr()?),
-            remote_rtcp: Some(gw_rtcp.local_addr()?),
+            // What the peer connection hands over is already authenticated (SRTP); the
+            // leg sees it coming from our own public address, so its latch never moves
+            // (ICE picks where packets really go).
+            remote_rtp: Some(self.local),
+            remote_rtcp: None,
             direction: Direction::SendRecv,
             ptime: 20,
         };
-        let stats = peer.stats();
-        let (control, commands) = mpsc::channel(4);
-        let task = Gateway {
-            peer,
-            public: self.public,
-            inner_rtp: gw_rtp,
-            inner_rtcp: gw_rtcp,
-            call_side,
+        Ok(MediaLeg::browser(
+            self.public,
             cfg,
-            commands,
-        };
-        let join = tokio::spawn(task.run());
-        Ok(
-            MediaLeg::new(inner, cfg, timing).with_gateway(GatewayGuard {
-                join,
-                stats,
-                control: WebRtcControl(control),
-            }),
-        )
+            timing,
+            Box::new(BrowserLink::new(peer)),
+        ))
     }
 }
 
@@ -840,68 +881,102 @@ async fn off_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) ->
         .map_err(|e| MediaError::WebRtc(format!("peer connection task: {e}")))
 }
 
-/// Binds an even/odd loopback pair on ephemeral ports: the call leg's RTCP goes to the
-/// port after the one it latched on, which must be ours.
-async fn bind_loopback_pair() -> Result<(UdpSocket, UdpSocket)> {
-    let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    for _ in 0..64 {
-        let a = UdpSocket::bind(SocketAddr::new(lo, 0)).await?;
-        let p = a.local_addr()?.port();
-        if p % 2 != 0 || p == u16::MAX {
-            continue;
-        }
-        if let Ok(b) = UdpSocket::bind(SocketAddr::new(lo, p + 1)).await {
-            return Ok((a, b));
-        }
-    }
-    Err(MediaError::Io(std::io::Error::new(
-        std::io::ErrorKind::AddrInUse,
-        "no free loopback port pair",
-    )))
-}
-
-/// Owned by the call's [`MediaLeg`]: dropping it stops the gateway task (and frees the
-/// public socket's ports).
+/// What the call can ask of a browser leg's peer connection while the media session
+/// holds it.
 #[derive(Debug)]
-pub struct GatewayGuard {
-    join: JoinHandle<()>,
-    stats: WebRtcStats,
-    control: WebRtcControl,
-}
-
-/// What the call can ask of a running gateway.
-#[derive(Debug)]
-enum GatewayCommand {
+pub(crate) enum BrowserCommand {
+    /// Answer the browser's re-offer.
     Reoffer {
         offer: String,
         reply: oneshot::Sender<Result<(Reanswer, LegConfig)>>,
     },
+    /// Make our own offer on the running connection (for a 2xx to an offer-less
+    /// re-INVITE).
+    Offer {
+        reply: oneshot::Sender<Result<String>>,
+    },
+    /// Apply the browser's answer to that offer (from the ACK).
+    Answer {
+        answer: String,
+        reply: oneshot::Sender<Result<(WebRtcMedia, LegConfig)>>,
+    },
 }
 
-/// A handle on a running gateway for in-dialog renegotiation (cheap to clone; the call
-/// keeps one while the leg itself lives in the media session).
+/// A handle on a browser leg for in-dialog renegotiation (cheap to clone; the call keeps
+/// one while the leg itself lives in the media session, which answers it).
 #[derive(Debug, Clone)]
-pub struct WebRtcControl(mpsc::Sender<GatewayCommand>);
+pub struct WebRtcControl(mpsc::Sender<BrowserCommand>);
+
+fn link_gone() -> MediaError {
+    MediaError::WebRtc("browser leg gone".into())
+}
 
 impl WebRtcControl {
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T>>) -> BrowserCommand,
+    ) -> Result<T> {
+        let (reply, rx) = oneshot::channel();
+        self.0.send(make(reply)).await.map_err(|_| link_gone())?;
+        rx.await.map_err(|_| link_gone())?
+    }
+
     /// Answers the browser's re-offer on the running connection. Returns the answer and
     /// the call leg's new configuration (codec, direction: the session stops sending to
     /// a browser that holds), to pass to the session's `reconfigure`.
     pub async fn reoffer(&self, offer: &str) -> Result<(Reanswer, LegConfig)> {
-        let (reply, rx) = oneshot::channel();
-        self.0
-            .send(GatewayCommand::Reoffer {
-                offer: offer.to_owned(),
-                reply,
-            })
+        let offer = offer.to_owned();
+        self.ask(|reply| BrowserCommand::Reoffer { offer, reply })
             .await
-            .map_err(|_| MediaError::WebRtc("gateway gone".into()))?;
-        rx.await
-            .map_err(|_| MediaError::WebRtc("gateway gone".into()))?
+    }
+
+    /// Our offer on the running connection (same DTLS, same ICE credentials), sendrecv,
+    /// for the 2xx to an offer-less re-INVITE; [`WebRtcControl::answer`] applies the
+    /// answer the ACK brings.
+    pub async fn offer(&self) -> Result<String> {
+        self.ask(|reply| BrowserCommand::Offer { reply }).await
+    }
+
+    /// Applies the browser's answer to [`WebRtcControl::offer`]. Returns what it settled
+    /// on and the call leg's new configuration (its direction says whether the browser
+    /// holds), to pass to the session's `reconfigure`. An unusable answer changes
+    /// nothing.
+    pub async fn answer(&self, answer: &str) -> Result<(WebRtcMedia, LegConfig)> {
+        let answer = answer.to_owned();
+        self.ask(|reply| BrowserCommand::Answer { answer, reply })
+            .await
     }
 }
 
-impl GatewayGuard {
+/// A browser leg's peer connection, carried by its [`MediaLeg`] and driven inline by the
+/// media session that holds the leg: datagrams read from the leg's (public) socket go
+/// in, plain RTP comes out into the same relay path as a SIP phone's (and the reverse),
+/// on the session's own task. No second task, no loopback hop.
+#[derive(Debug)]
+pub struct BrowserLink {
+    peer: WebRtcPeer,
+    commands: mpsc::Receiver<BrowserCommand>,
+    control: WebRtcControl,
+    /// The connection's next deadline, refreshed after each batch of input (reading it
+    /// walks the `rtc` crate's handler chain, too dear per packet).
+    deadline: Instant,
+    reported: WebRtcState,
+}
+
+impl BrowserLink {
+    fn new(mut peer: WebRtcPeer) -> Self {
+        let (control, commands) = mpsc::channel(4);
+        let deadline = peer.poll_timeout();
+        let reported = peer.state();
+        BrowserLink {
+            peer,
+            commands,
+            control: WebRtcControl(control),
+            deadline,
+            reported,
+        }
+    }
+
     /// A handle for renegotiation (re-INVITEs from the browser).
     pub fn control(&self) -> WebRtcControl {
         self.control.clone()
@@ -909,136 +984,124 @@ impl GatewayGuard {
 
     /// Counters and state of the browser side.
     pub fn stats(&self) -> WebRtcStats {
-        self.stats.clone()
+        self.peer.stats()
     }
 
-    /// Stops the task and waits until its sockets are closed and ports returned.
-    pub async fn close(mut self) {
-        self.join.abort();
-        let _ = (&mut self.join).await;
+    /// The address decrypted RTP is attributed to (the leg's own public address).
+    pub(crate) fn source(&self) -> SocketAddr {
+        self.peer.local
     }
-}
 
-impl Drop for GatewayGuard {
-    fn drop(&mut self) {
-        self.join.abort();
-        self.stats.set_state(WebRtcState::Closed);
+    /// One datagram from the public socket (STUN, DTLS or SRTP); garbage is counted and
+    /// dropped. Call [`BrowserLink::flush`] after a batch.
+    pub(crate) fn receive(&mut self, src: SocketAddr, data: &[u8], now: Instant) {
+        let _ = self.peer.handle_datagram(src, data, now);
     }
-}
 
-/// Datagrams handled per socket per wake-up before the others get a turn.
-const BATCH: usize = 32;
+    /// Next decrypted RTP packet from the browser, in `out`.
+    pub(crate) fn poll_rtp(&mut self, out: &mut [u8]) -> Option<usize> {
+        self.peer.poll_rtp(out)
+    }
 
-struct Gateway {
-    peer: WebRtcPeer,
-    public: BoundPorts,
-    inner_rtp: UdpSocket,
-    inner_rtcp: UdpSocket,
-    call_side: SocketAddr,
-    /// The call leg's configuration (towards this task), updated by renegotiation.
-    cfg: LegConfig,
-    commands: mpsc::Receiver<GatewayCommand>,
-}
+    /// Encrypts a plain RTP packet built for this leg towards the browser (dropped until
+    /// DTLS is up). Call [`BrowserLink::flush`] after a batch.
+    pub(crate) fn send(&mut self, pkt: &[u8], now: Instant) {
+        let _ = self.peer.send_rtp(pkt, now);
+    }
 
-impl Gateway {
-    fn command(&mut self, cmd: GatewayCommand) {
+    /// Sends what the connection queued (SRTP, STUN, DTLS) on `sock`. Enough after
+    /// sending media, which moves no timer the session must hear of.
+    pub(crate) fn transmit(&mut self, sock: &UdpSocket) {
+        while let Some((dest, data)) = self.peer.poll_transmit() {
+            let _ = sock.try_send_to(&data, dest);
+        }
+    }
+
+    /// [`BrowserLink::transmit`], then notes the connection's next deadline and state
+    /// (after input, timers or renegotiation).
+    pub(crate) fn flush(&mut self, sock: &UdpSocket) {
+        self.transmit(sock);
+        self.deadline = self.peer.poll_timeout();
+        let state = self.peer.state();
+        if state != self.reported {
+            self.reported = state;
+            match state {
+                WebRtcState::Connected => tracing::info!("webrtc leg connected"),
+                WebRtcState::Failed => tracing::warn!("webrtc leg failed"),
+                _ => {}
+            }
+        }
+    }
+
+    /// When [`BrowserLink::handle_timeout`] should run next.
+    pub(crate) fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// Runs the connection's timers if due (ICE checks, DTLS retransmissions,
+    /// keep-alives) and sends what they queued.
+    pub(crate) fn handle_timeout(&mut self, now: Instant, sock: &UdpSocket) {
+        if now >= self.deadline {
+            self.peer.handle_timeout(now);
+            self.flush(sock);
+            if self.deadline <= now {
+                // The same deadline again: look again shortly rather than spin.
+                self.deadline = now + Duration::from_millis(1);
+            }
+        }
+    }
+
+    /// Polls for a renegotiation request (registers the session's waker).
+    pub(crate) fn poll_command(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<BrowserCommand>> {
+        self.commands.poll_recv(cx)
+    }
+
+    /// Carries out a renegotiation request on the running connection; `cfg` is the leg's
+    /// current configuration (the reply's new one derives from it).
+    pub(crate) fn command(
+        &mut self,
+        cmd: BrowserCommand,
+        cfg: &LegConfig,
+        now: Instant,
+        sock: &UdpSocket,
+    ) {
+        let with = |media: WebRtcMedia, direction: Direction| LegConfig {
+            codec: media.codec,
+            payload_type: media.payload_type,
+            telephone_event: media.telephone_event,
+            direction,
+            ..*cfg
+        };
         match cmd {
-            GatewayCommand::Reoffer { offer, reply } => {
-                let r = self.peer.reoffer(&offer, Instant::now()).map(|re| {
-                    self.cfg.codec = re.media.codec;
-                    self.cfg.payload_type = re.media.payload_type;
-                    self.cfg.telephone_event = re.media.telephone_event;
-                    self.cfg.direction = re.direction;
-                    (re, self.cfg)
-                });
+            BrowserCommand::Reoffer { offer, reply } => {
+                let r = self
+                    .peer
+                    .reoffer(&offer, now)
+                    .map(|re| (with(re.media, re.direction), re))
+                    .map(|(cfg, re)| (re, cfg));
+                let _ = reply.send(r);
+            }
+            BrowserCommand::Offer { reply } => {
+                let _ = reply.send(self.peer.offer_again(now));
+            }
+            BrowserCommand::Answer { answer, reply } => {
+                let r = self
+                    .peer
+                    .accept_reanswer(&answer, now)
+                    .map(|(media, ours)| (media, with(media, ours)));
                 let _ = reply.send(r);
             }
         }
+        self.flush(sock);
     }
 
-    async fn run(mut self) {
-        let mut buf = vec![0u8; MAX_PACKET].into_boxed_slice();
-        let mut out = vec![0u8; MAX_PACKET].into_boxed_slice();
-        let mut reported = WebRtcState::Connecting;
-        // One timer for the task's life, moved only when the deadline changes (not a new
-        // timer entry per packet).
-        let mut deadline = self.peer.poll_timeout();
-        let sleep = tokio::time::sleep_until(deadline.into());
-        tokio::pin!(sleep);
-        loop {
-            self.flush();
-            while let Some(n) = self.peer.poll_rtp(&mut out) {
-                let _ = self.inner_rtp.try_send_to(&out[..n], self.call_side);
-            }
-            let state = self.peer.state();
-            if state != reported {
-                reported = state;
-                match state {
-                    WebRtcState::Connected => tracing::info!("webrtc leg connected"),
-                    WebRtcState::Failed => tracing::warn!("webrtc leg failed"),
-                    _ => {}
-                }
-            }
-            let d = self.peer.poll_timeout();
-            if d != deadline {
-                deadline = d;
-                sleep.as_mut().reset(d.into());
-            }
-            tokio::select! {
-                r = self.public.rtp.readable() => {
-                    if r.is_ok() {
-                        for _ in 0..BATCH {
-                            match self.public.rtp.try_recv_from(&mut buf) {
-                                Ok((n, src)) => {
-                                    let _ = self.peer.handle_datagram(src, &buf[..n], Instant::now());
-                                }
-                                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                                Err(_) => continue,
-                            }
-                        }
-                    }
-                }
-                r = self.inner_rtp.readable() => {
-                    if r.is_ok() {
-                        for _ in 0..BATCH {
-                            match self.inner_rtp.try_recv_from(&mut buf) {
-                                // Only the call's own leg may feed the browser.
-                                Ok((n, src)) if src == self.call_side => {
-                                    let _ = self.peer.send_rtp(&buf[..n], Instant::now());
-                                }
-                                Ok(_) => {}
-                                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                                Err(_) => continue,
-                            }
-                        }
-                    }
-                }
-                // The call leg's RTCP reports describe the loopback hop; the browser
-                // gets the peer connection's own. The public odd port is unused (rtcp-mux).
-                r = self.inner_rtcp.readable() => {
-                    if r.is_ok() {
-                        while self.inner_rtcp.try_recv_from(&mut buf).is_ok() {}
-                    }
-                }
-                r = self.public.rtcp.readable() => {
-                    if r.is_ok() {
-                        while self.public.rtcp.try_recv_from(&mut buf).is_ok() {}
-                    }
-                }
-                Some(cmd) = self.commands.recv() => self.command(cmd),
-                _ = &mut sleep => {
-                    self.peer.handle_timeout(Instant::now());
-                    // The peer may report the same deadline again; re-arm the timer.
-                    deadline = Instant::now();
-                }
-            }
-        }
-    }
-
-    fn flush(&mut self) {
-        while let Some((dest, data)) = self.peer.poll_transmit() {
-            let _ = self.public.rtp.try_send_to(&data, dest);
-        }
+    /// Closes the connection: DTLS close_notify goes out on `sock`.
+    pub(crate) fn close(&mut self, sock: &UdpSocket) {
+        self.peer.close();
+        self.transmit(sock);
     }
 }
 

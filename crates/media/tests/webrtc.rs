@@ -106,7 +106,7 @@ async fn browser_answers_hotline_offer_and_rtp_flows_both_ways() {
         LegTiming::default(),
     );
     let b = leg
-        .connect(&alloc, Some(&answer), LegTiming::default())
+        .connect(Some(&answer), LegTiming::default())
         .await
         .unwrap();
     assert_eq!(b.state().config().codec, Codec::Pcmu);
@@ -284,7 +284,7 @@ async fn unusable_answers_are_refused_and_free_ports() {
     let settings = WebRtcSettings::new(LO);
     let (leg, _offer) = WebRtcLeg::offer(&alloc, &settings).await.unwrap();
     let e = leg
-        .connect(&alloc, Some("this is not sdp"), LegTiming::default())
+        .connect(Some("this is not sdp"), LegTiming::default())
         .await
         .unwrap_err();
     assert!(matches!(e.sip_status(), 400 | 488), "{e}");
@@ -366,7 +366,7 @@ async fn browser_reoffers_hold_resume_and_ice_restart_on_the_running_connection(
         LegTiming::default(),
     );
     let b = leg
-        .connect(&alloc, Some(&answer), LegTiming::default())
+        .connect(Some(&answer), LegTiming::default())
         .await
         .unwrap();
     let ctl = b.gateway().expect("a browser leg").control();
@@ -439,6 +439,117 @@ async fn browser_reoffers_hold_resume_and_ice_restart_on_the_running_connection(
     browser.close().await;
 }
 
+/// Hotline offers on the running connection (its 2xx to the browser's offer-less
+/// re-INVITE): a WebRTC offer with the same DTLS identity and ICE credentials and our
+/// DTLS role, not `actpass`. The browser's answer (the ACK's) is applied: `sendonly`
+/// holds (the session stops sending), `sendrecv` resumes, and media flows on the same
+/// connection. An unusable answer is refused and changes nothing: the browser's next
+/// re-offer is answered as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hotline_reoffers_on_the_running_connection_for_an_offerless_reinvite() {
+    let alloc = PortAllocator::new(46160, 46179).unwrap();
+    let settings = WebRtcSettings::new(LO);
+    let (leg, offer) = WebRtcLeg::offer(&alloc, &settings).await.unwrap();
+    let fingerprint = sdp_attr(&offer, "a=fingerprint:").unwrap().to_owned();
+    let ufrag = sdp_attr(&offer, "a=ice-ufrag:").unwrap().to_owned();
+    let (mut browser, answer) = Browser::answer(&offer).await;
+    // The browser answered our actpass; our role is the other one.
+    let ours = match sdp_attr(&answer, "a=setup:") {
+        Some("active") => "passive",
+        _ => "active",
+    };
+
+    let phone = UdpSocket::bind((LO, 0)).await.unwrap();
+    let a_ports = alloc.bind(LO).await.unwrap();
+    let a_addr = a_ports.rtp.local_addr().unwrap();
+    let a = MediaLeg::new(
+        a_ports,
+        phone_cfg(phone.local_addr().unwrap()),
+        LegTiming::default(),
+    );
+    let b = leg
+        .connect(Some(&answer), LegTiming::default())
+        .await
+        .unwrap();
+    let ctl = b.gateway().expect("a browser leg").control();
+    let (ev_tx, _events) = mpsc::channel(64);
+    let session = spawn_session(a, ev_tx);
+    session.attach(b).await.unwrap();
+    session.bridge().await.unwrap();
+    browser.connected().await;
+    phone_reaches_browser(&phone, a_addr, &mut browser).await;
+
+    // Our offer, the browser holds in its answer.
+    let reoffer = ctl
+        .offer()
+        .await
+        .expect("an offer on the running connection");
+    for needle in ["UDP/TLS/RTP/SAVPF", "a=rtcp-mux", "PCMU/8000", "a=sendrecv"] {
+        assert!(
+            reoffer.contains(needle),
+            "re-offer lacks {needle}:\n{reoffer}"
+        );
+    }
+    assert_eq!(sdp_attr(&reoffer, "a=fingerprint:"), Some(&fingerprint[..]));
+    assert_eq!(sdp_attr(&reoffer, "a=ice-ufrag:"), Some(&ufrag[..]));
+    assert_eq!(sdp_attr(&reoffer, "a=setup:"), Some(ours), "{reoffer}");
+    let held = browser
+        .answer_offer(&reoffer, RTCRtpTransceiverDirection::Sendonly)
+        .await;
+    let (media, cfg) = ctl.answer(&held).await.expect("hold answer applied");
+    assert_eq!(media.codec, Codec::Pcmu);
+    assert_eq!(cfg.direction, Direction::RecvOnly, "the browser holds");
+    session.reconfigure(Side::B, cfg).await.unwrap();
+    browser_reaches_phone(&phone, &mut browser).await;
+    // On hold we send the browser nothing: the phone's audio stops here.
+    while browser.rtp.try_recv().is_ok() {}
+    for i in 0..10u16 {
+        let p = rtp(0, 0x0BAD_CAFE, 600 + i, 160 * i as u32, &payload(i, 1));
+        phone.send_to(&p, a_addr).await.unwrap();
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        browser.rtp.try_recv().is_err(),
+        "nothing sent to a holding browser"
+    );
+
+    // Again, and the browser resumes in its answer: media both ways.
+    let reoffer = ctl.offer().await.expect("a second offer");
+    assert_eq!(sdp_attr(&reoffer, "a=setup:"), Some(ours));
+    let resumed = browser
+        .answer_offer(&reoffer, RTCRtpTransceiverDirection::Sendrecv)
+        .await;
+    let (_, cfg) = ctl.answer(&resumed).await.expect("resume answer applied");
+    assert_eq!(cfg.direction, Direction::SendRecv);
+    session.reconfigure(Side::B, cfg).await.unwrap();
+    phone_reaches_browser(&phone, a_addr, &mut browser).await;
+    browser_reaches_phone(&phone, &mut browser).await;
+
+    // An answer that is not one: refused, our offer withdrawn, nothing else changes.
+    let _ = ctl.offer().await.expect("a third offer");
+    for junk in ["this is not sdp", ""] {
+        let e = ctl.answer(junk).await.unwrap_err();
+        assert!(matches!(e.sip_status(), 400 | 488), "{junk:?}: {e}");
+    }
+    phone_reaches_browser(&phone, a_addr, &mut browser).await;
+    let hold = browser
+        .reoffer(RTCRtpTransceiverDirection::Sendonly, false)
+        .await;
+    let (re, _) = ctl
+        .reoffer(&hold)
+        .await
+        .expect("the browser's own re-offer still answered");
+    assert!(re.sdp.contains("a=recvonly"), "{}", re.sdp);
+    browser.accept(&re.sdp).await;
+    browser_reaches_phone(&phone, &mut browser).await;
+
+    let (a, b) = session.stop().await.unwrap();
+    drop(a);
+    b.expect("agent leg").release().await;
+    assert_eq!(alloc.in_use(), 0);
+    browser.close().await;
+}
+
 /// `ice_lite`: Hotline's offer says `a=ice-lite` and carries host candidates only (its
 /// socket's address and the configured public one, no srflx); a full-ICE browser takes
 /// the controlling role, runs the checks and connects, and RTP flows both ways. The
@@ -478,7 +589,7 @@ async fn ice_lite_gateway_connects_with_a_full_ice_browser() {
         LegTiming::default(),
     );
     let b = leg
-        .connect(&alloc, Some(&answer), LegTiming::default())
+        .connect(Some(&answer), LegTiming::default())
         .await
         .unwrap();
     let stats = b.gateway().expect("browser leg").stats();

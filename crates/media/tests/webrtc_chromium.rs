@@ -144,7 +144,7 @@ async fn chromium_answers_and_media_flows_both_ways() {
         LegTiming::default(),
     );
     let b = leg
-        .connect(&alloc, Some(&answer), LegTiming::default())
+        .connect(Some(&answer), LegTiming::default())
         .await
         .unwrap();
     let te = b.state().config().telephone_event;
@@ -302,10 +302,7 @@ async fn chromium_offers_and_the_gateway_answers() {
     }
     assert!(!answer.contains("opus"), "G.711 only:\n{answer}");
     let stats = leg.stats();
-    let b = leg
-        .connect(&alloc, None, LegTiming::default())
-        .await
-        .unwrap();
+    let b = leg.connect(None, LegTiming::default()).await.unwrap();
     let a = page.ask(json!({ "answer": answer })).await;
     assert_eq!(a["accepted"], true, "{a}");
 

@@ -103,6 +103,15 @@ pub(crate) fn names_caller(replaces: &Replaces, call_id: &str, caller: &CallerDi
     !replaces.early_only && replaces.names(call_id, &caller.tag, theirs)
 }
 
+/// Our offer in the 2xx to an offer-less re-INVITE, kept until the ACK's answer.
+#[derive(Debug)]
+enum OfferIn2xx {
+    /// A phone's leg: our plain SDP.
+    Plain(SessionDescription),
+    /// A browser's leg: made by its peer connection, which takes the answer too.
+    WebRtc,
+}
+
 /// In-dialog state of the caller's dialog.
 #[derive(Debug, Default)]
 pub(crate) struct CallerExt {
@@ -123,7 +132,7 @@ pub(crate) struct CallerExt {
     transfers: u32,
     /// Our offer in the 2xx to an offer-less re-INVITE: its CSeq and the offer, until the
     /// ACK brings the answer.
-    offer_in_2xx: Option<(u32, SessionDescription)>,
+    offer_in_2xx: Option<(u32, OfferIn2xx)>,
     /// A browser caller's WebRTC gateway: its re-offers are answered there.
     webrtc: Option<WebRtcControl>,
 }
@@ -192,7 +201,7 @@ pub(crate) struct AgentExt {
     transfer: Option<Transfer>,
     /// Our offer in the 2xx to an offer-less re-INVITE: its CSeq and the offer, until the
     /// ACK brings the answer.
-    offer_in_2xx: Option<(u32, SessionDescription)>,
+    offer_in_2xx: Option<(u32, OfferIn2xx)>,
     /// A browser agent's running WebRTC gateway: its re-offers are answered there.
     webrtc: Option<WebRtcControl>,
 }
@@ -571,18 +580,29 @@ async fn reoffer(ctx: Ctx<'_>, tx: ServerTxId, req: &Request, side: Side) -> Out
     if req.body.is_empty() {
         // An offer-less re-INVITE (RFC 3264 §5, RFC 3261 §14.2): we offer in the 2xx what
         // we are willing to do (sendrecv) and the ACK brings the answer (see [`ack`]). An
-        // empty UPDATE is only a refresh.
-        // (Not to a browser: its gateway has no offer of its own to make; it gets what we
-        // last sent, as before.)
-        if req.method == Method::Invite && webrtc.is_some() {
-            if let Some(last) = sdp_state.last() {
-                resp = resp.body("application/sdp", last.to_string());
-            }
-        } else if req.method == Method::Invite {
-            let offer = sdp_state.offer(Direction::SendRecv);
-            resp = resp.body("application/sdp", offer.to_string());
+        // empty UPDATE is only a refresh. A browser's offer is a WebRTC one, made by its
+        // peer connection on the running DTLS/ICE.
+        if req.method == Method::Invite {
             let cseq = msg::cseq(&req.headers).map_or(0, |(n, _)| n);
-            offer_in_2xx = Some((cseq, offer));
+            match &webrtc {
+                Some(ctl) => match ctl.offer().await {
+                    Ok(offer) => {
+                        resp = resp.body("application/sdp", offer);
+                        offer_in_2xx = Some((cseq, OfferIn2xx::WebRtc));
+                    }
+                    Err(e) => {
+                        let _ = sip
+                            .respond(tx, AppResponse::new(e.sip_status(), &e.to_string()))
+                            .await;
+                        return Outcome::Continue;
+                    }
+                },
+                None => {
+                    let offer = sdp_state.offer(Direction::SendRecv);
+                    resp = resp.body("application/sdp", offer.to_string());
+                    offer_in_2xx = Some((cseq, OfferIn2xx::Plain(offer)));
+                }
+            }
         }
     } else {
         let text = std::str::from_utf8(&req.body).map_err(|_| MediaError::SdpMalformed {
@@ -674,35 +694,44 @@ pub(crate) async fn ack(ctx: Ctx<'_>, request: &Request, side: Side) -> Outcome 
     let Some((_, offer)) = slot.take_if(|(n, _)| Some(*n) == cseq) else {
         return Outcome::Continue;
     };
-    let negotiated = std::str::from_utf8(&request.body)
-        .map_err(|_| MediaError::SdpMalformed {
-            line: 0,
-            reason: "SDP is not UTF-8",
-        })
-        .and_then(SessionDescription::parse)
-        .and_then(|answer| process_answer(&offer, &answer));
-    let n = match negotiated {
+    let text = std::str::from_utf8(&request.body).map_err(|_| MediaError::SdpMalformed {
+        line: 0,
+        reason: "SDP is not UTF-8",
+    });
+    let negotiated = match offer {
+        OfferIn2xx::Plain(offer) => text
+            .and_then(SessionDescription::parse)
+            .and_then(|answer| process_answer(&offer, &answer))
+            .map(|n| (LegConfig::from(&n), n.peer_holds())),
+        // The browser's answer goes to the peer connection that made the offer.
+        OfferIn2xx::WebRtc => {
+            let ctl = match side {
+                Side::A => caller.ext.webrtc.clone(),
+                Side::B => agent.as_ref().and_then(|a| a.ext.webrtc.clone()),
+            };
+            match (ctl, text) {
+                (Some(ctl), Ok(t)) => ctl
+                    .answer(t)
+                    .await
+                    .map(|(_, cfg)| (cfg, !cfg.direction.sends())),
+                (None, _) => Err(MediaError::WebRtc("browser leg gone".into())),
+                (_, Err(e)) => Err(e),
+            }
+        }
+    };
+    let (cfg, holds) = match negotiated {
         Ok(n) => n,
         Err(e) => {
             tracing::warn!(call_id = %call.call_id, ?side, error = %e, "no usable answer in the ACK; media unchanged");
             return Outcome::Continue;
         }
     };
-    let _ = media.reconfigure(side, LegConfig::from(&n)).await;
+    let _ = media.reconfigure(side, cfg).await;
     let user = agent
         .as_ref()
         .filter(|a| a.answered)
         .map(|a| a.user.clone());
-    set_hold(
-        call,
-        caller,
-        user.as_deref(),
-        media,
-        bridged,
-        side,
-        n.peer_holds(),
-    )
-    .await;
+    set_hold(call, caller, user.as_deref(), media, bridged, side, holds).await;
     Outcome::Continue
 }
 

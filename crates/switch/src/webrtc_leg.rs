@@ -57,16 +57,12 @@ pub(crate) async fn offer(
     }
 }
 
-/// The browser's 2xx: its SDP answer starts the gateway, and the returned plain leg
-/// joins the call like a SIP phone's; `None` when the answer is unusable.
-pub(crate) async fn answered(
-    leg: WebRtcLeg,
-    ports: &PortAllocator,
-    body: &[u8],
-    timing: LegTiming,
-) -> Option<MediaLeg> {
+/// The browser's 2xx: its SDP answer completes the leg, which joins the call like a SIP
+/// phone's (the media session drives its connection); `None` when the answer is
+/// unusable.
+pub(crate) async fn answered(leg: WebRtcLeg, body: &[u8], timing: LegTiming) -> Option<MediaLeg> {
     let r = match std::str::from_utf8(body) {
-        Ok(sdp) => leg.connect(ports, Some(sdp), timing).await,
+        Ok(sdp) => leg.connect(Some(sdp), timing).await,
         Err(_) => Err(MediaError::SdpMalformed {
             line: 0,
             reason: "SDP is not UTF-8",
@@ -105,7 +101,7 @@ pub(crate) async fn answer(
     let (leg, sdp) = WebRtcLeg::answer(ports, &cfg.webrtc, offer).await?;
     let local = LocalMedia::new(cfg.media_ip, leg.local_addr().port());
     let plain = build_offer(&local, Direction::SendRecv);
-    let leg = leg.connect(ports, None, timing).await?;
+    let leg = leg.connect(None, timing).await?;
     Ok((leg, plain, sdp))
 }
 

@@ -237,6 +237,28 @@ impl Browser {
             .expect("Hotline's re-answer is acceptable");
     }
 
+    /// Answers Hotline's offer on the running connection (the 2xx to an offer-less
+    /// re-INVITE), the audio transceiver set to `direction` first (`Sendonly` = hold).
+    pub async fn answer_offer(
+        &mut self,
+        offer: &str,
+        direction: RTCRtpTransceiverDirection,
+    ) -> String {
+        self.pc
+            .set_remote_description(RTCSessionDescription::offer(offer.to_owned()).unwrap())
+            .await
+            .expect("Hotline's re-offer is acceptable");
+        for t in self.pc.get_transceivers().await {
+            t.set_direction(direction).await.expect("direction");
+        }
+        let answer = self.pc.create_answer(None).await.expect("answer");
+        self.pc
+            .set_local_description(answer)
+            .await
+            .expect("local answer");
+        self.pc.local_description().await.expect("answer sdp").sdp
+    }
+
     pub async fn close(self) {
         let _ = self.pc.close().await;
     }
