@@ -982,6 +982,77 @@ async fn agent_hanging_up_while_consulting_completes_the_transfer() -> anyhow::R
     rig.done(1).await
 }
 
+/// Every transfer ends the transferring agent's part of the call in the trail at once:
+/// bob transfers blind to dave and saves his disposition while dave still rings; dave
+/// answers and talks with the caller. The customer's trail has bob's entry with his
+/// disposition and dave's entry (the last, named by `call.ended` on dave's desk).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transferring_agent_saves_the_disposition_of_their_part() -> anyhow::Result<()> {
+    const BOB: u8 = 0x33;
+    const DAVE: u8 = 0x55;
+    let db = std::env::temp_dir().join(format!("hotline_parts_{}.sqlite", std::process::id()));
+    let loc = db.display().to_string();
+    let store = hotline_crm::Store::open(&loc, &hotline_crm::StoreConfig::default()).await?;
+    let mut rig = rig_with(
+        "deskparts",
+        [14600, 14799],
+        "",
+        &format!("[crm]\n[store]\nurl = \"{loc}\"\n"),
+    )
+    .await?;
+    let mut bob = rig.desk("bob", true).await?;
+    let mut dave = rig.desk("dave", false).await?;
+    let mut bob_phone = RawPhone::register(rig.server, "bob", BOB).await?;
+    let mut dave_phone = RawPhone::register(rig.server, "dave", DAVE).await?;
+    let (mut caller, call_id) = raw_answered_call(&rig, &mut bob, &mut bob_phone, BOB).await?;
+    let n = |h: &Heard, b: u8| h.uniform.get(&b).copied().unwrap_or(0);
+
+    bob.ok(json!({"type": "call.transfer", "call_id": call_id, "to": "agent:dave"}))
+        .await;
+    bob.event("call.transferred").await;
+    bob_phone.bye().await?;
+    bob.ok(json!({"type": "call.disposition", "call_id": call_id, "code": "done", "notes": "for dave"}))
+        .await;
+    dave_phone.answer().await?;
+    caller.until("dave", |h| n(h, DAVE) >= 25).await?;
+    caller.hangup().await?;
+    dave_phone.bye().await?;
+    let (_, ended) = dave.event("call.ended").await;
+    let last = ended["data"]["interaction_id"]
+        .as_i64()
+        .context("dave's entry")?;
+    tokio::time::timeout(WAIT, rig.ended.recv())
+        .await
+        .context("the call's end")?
+        .context("switch stopped")?;
+    let entry = store
+        .interaction_by_call_id(&call_id)
+        .await?
+        .context("the call's trail")?;
+    assert_eq!((entry.id, entry.agent.as_deref()), (last, Some("dave")));
+    let trail = store.trail(entry.customer_id, 10).await?;
+    let bobs = trail
+        .iter()
+        .find(|i| {
+            i.call_id.as_deref() == Some(call_id.as_str()) && i.agent.as_deref() == Some("bob")
+        })
+        .context("bob's entry")?;
+    assert_eq!(bobs.disposition.as_deref(), Some("done"), "{bobs:?}");
+    assert_eq!(bobs.notes.as_deref(), Some("for dave"), "{bobs:?}");
+    assert!(
+        bobs.ended_at <= Some(entry.started_at),
+        "{bobs:?} then {entry:?}"
+    );
+    bob.close().await;
+    dave.close().await;
+    rig.done(0).await?;
+    store.close().await;
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{loc}{suffix}"));
+    }
+    Ok(())
+}
+
 /// Bob consults dave from the desk and hangs up while dave's phone still rings (the
 /// caller on music); dave then refuses (486). The caller is not dropped: back at the head
 /// of the support queue, offered to carol (ready since), who answers and talks with the
@@ -1061,6 +1132,58 @@ async fn refused_transfer_target_sends_the_caller_back_to_the_queue() -> anyhow:
     assert_eq!(lines[5].2, "transfer_back", "{lines:?}");
     bob.close().await;
     carol.close().await;
+    rig.done(1).await
+}
+
+/// The same on a call that is not a queue's: bob's click-to-dial call to a customer (the
+/// trunk), bob consults dave and hangs up while dave rings, dave refuses. The customer is
+/// not dropped: bob, free again, is rung back (his phone gets a new INVITE); he refuses
+/// too, and only then does the call end (the customer gets BYE). The CDR route shows the
+/// way: `dial>extension:dave>extension:bob`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_transfer_target_rings_the_transferring_agent_again() -> anyhow::Result<()> {
+    const BOB: u8 = 0x33;
+    const DAVE: u8 = 0x55;
+    const TRUNK: u8 = 0x44;
+    const CUSTOMER: &str = "+4989123456";
+    let server = SocketAddr::from(([127, 0, 0, 1], 0));
+    let mut trunk = RawPhone::trunk(server, TRUNK).await?;
+    let trunk_port = trunk.port()?;
+    let rig = rig_with(
+        "consultback",
+        [14400, 14599],
+        &format!("static_route = \"sip:127.0.0.1:{trunk_port}\"\n"),
+        DIAL_RULES,
+    )
+    .await?;
+    trunk.set_server(rig.server);
+    let mut bob = rig.desk("bob", false).await?;
+    let mut bob_phone = RawPhone::register(rig.server, "bob", BOB).await?;
+    let dave_phone = RawPhone::register(rig.server, "dave", DAVE).await?;
+    let n = |h: &Heard, b: u8| h.uniform.get(&b).copied().unwrap_or(0);
+    let placed = bob
+        .ok(json!({"type": "call.dial", "number": CUSTOMER}))
+        .await;
+    let call_id = placed["call_id"].as_str().context("call_id")?.to_string();
+    bob_phone.answer().await?;
+    trunk.answer().await?;
+    trunk.until("bob", |h| n(h, BOB) >= 25).await?;
+
+    bob.ok(json!({"type": "call.transfer", "call_id": call_id, "to": "dave", "attended": true}))
+        .await;
+    bob.event("call.held").await;
+    bob_phone.hangup().await?;
+    let (_, t) = bob.event("call.transferred").await;
+    assert_eq!(t["data"]["to"], "extension:dave");
+    dave_phone.decline(486).await?;
+    let again = bob_phone.decline(480).await?;
+    assert!(again.starts_with("INVITE sip:bob@"), "{again}");
+    trunk.bye().await?;
+    let cdr = rig.cdrs()?.wait_calls(1, WAIT).await;
+    let cdr = cdr.first().context("CDR")?;
+    assert_eq!(cdr.call_id, call_id);
+    assert_eq!(cdr.route, "dial>extension:dave>extension:bob", "{cdr:?}");
+    bob.close().await;
     rig.done(1).await
 }
 
