@@ -1,10 +1,14 @@
 // The in-page phone that never comes back: the agent answers in the page over WebRTC,
 // media flows; then the test cuts the page's SIP WebSocket for good (the CTI socket stays).
-// After [cti] phone_rejoin_secs the call leaves this desk (it goes back to the queue for
-// another agent) and the agent is not ready with the reason phone_lost, as the page shows.
+// After [cti] phone_rejoin_secs the call goes back to the queue for another agent, and
+// this agent's part of it ends as any call does: the page shows the call ended and opens
+// the wrap-up, the agent in wrap-up with "then not ready: phone_lost". Saving the wrap-up
+// makes the agent not ready (phone_lost), never ready: the phone is gone.
 // Env as lib.mjs, plus MIN_PACKETS.
 
-import { env, mediaBothWays, phoneRegistered, run, signInReady, step, trackRtp } from "./lib.mjs";
+import {
+  env, go, mediaBothWays, phoneRegistered, run, saveWrapup, signInReady, step, trackRtp,
+} from "./lib.mjs";
 
 const MIN_PACKETS = Number(env("MIN_PACKETS", "50"));
 
@@ -21,20 +25,23 @@ await run("lost", async (desk) => {
   await waitAttr("#call-status", "data-call", "answered");
   step("answered", await mediaBothWays(page, MIN_PACKETS));
 
-  // The phone's socket is cut now; the grace runs out on the server.
-  // Not ready now, or (when the ACD put the agent in wrap-up first) not ready after it.
-  await page.waitForFunction(
-    () =>
-      document.getElementById("agent-state").dataset.state === "not_ready" ||
-      document.getElementById("agent-state-extra").textContent.includes("phone_lost"),
-    null,
-    { timeout: 45000 },
-  );
-  await shot("01-not-ready");
+  // The phone's socket is cut now; the grace runs out on the server: the call ends here.
+  await waitAttr("#call-status", "data-call", "ended");
+  await page.waitForSelector("#wrapup:not([hidden])", { timeout: 45000 });
+  await waitAttr("#agent-state", "data-state", "wrap_up");
+  await shot("01-wrapup");
+  step("ended", {
+    state: await state(),
+    extra: await text("#agent-state-extra"),
+    notice: await text("#call-notice"),
+  });
+
+  await go();
+  await saveWrapup(desk, { code: "follow_up", notes: "Phone lost mid-call", then: "not_ready" });
+  await shot("02-not-ready");
   step("not_ready", {
     state: await state(),
     reason: await text("#agent-state-extra"),
-    notice: await text("#call-notice"),
     errors: desk.errors,
   });
 });

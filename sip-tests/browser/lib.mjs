@@ -142,8 +142,8 @@ export async function hangUp(desk) {
   await waitAttr("#agent-state", "data-state", "wrap_up");
 }
 
-/** Fills and saves the wrap-up; waits until the agent is ready again. */
-export async function saveWrapup(desk, { code, notes, ticket }) {
+/** Fills and saves the wrap-up; waits until the agent is in state `then` (ready). */
+export async function saveWrapup(desk, { code, notes, ticket, then = "ready" }) {
   const { page, waitAttr } = desk;
   await page.getByLabel("Disposition").selectOption(code);
   await page.getByLabel("Notes", { exact: true }).fill(notes);
@@ -154,7 +154,7 @@ export async function saveWrapup(desk, { code, notes, ticket }) {
   }
   await page.getByRole("button", { name: "Save and finish wrap-up" }).click();
   await page.waitForSelector("#wrapup", { state: "hidden", timeout: STEP_MS });
-  await waitAttr("#agent-state", "data-state", "ready");
+  await waitAttr("#agent-state", "data-state", then);
 }
 
 /**

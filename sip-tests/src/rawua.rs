@@ -359,6 +359,36 @@ impl RawPhone {
         Ok(invite.lines().next().unwrap_or_default().to_string())
     }
 
+    /// Refuses the next INVITE with `status` (486 Busy Here, 603 Decline, …) and takes
+    /// its ACK; returns the INVITE's request line.
+    pub async fn decline(&self, status: u16) -> anyhow::Result<String> {
+        let invite = loop {
+            let m = recv(&self.sip).await.context("INVITE to the phone")?;
+            if m.starts_with("INVITE ") {
+                break m;
+            }
+        };
+        let port = self.sip.local_addr()?.port();
+        let mut out = format!("SIP/2.0 {status} Refused\r\n");
+        for name in ["Via", "From", "Call-ID", "CSeq"] {
+            if let Some(v) = header(&invite, name) {
+                out.push_str(&format!("{name}: {v}\r\n"));
+            }
+        }
+        let to = header(&invite, "To").context("To")?;
+        out.push_str(&format!(
+            "To: {to};tag=raw{port}\r\nContent-Length: 0\r\n\r\n"
+        ));
+        self.sip.send_to(out.as_bytes(), self.server).await?;
+        loop {
+            let m = recv(&self.sip).await.context("ACK of the refusal")?;
+            if m.starts_with("ACK ") {
+                break;
+            }
+        }
+        Ok(invite.lines().next().unwrap_or_default().to_string())
+    }
+
     /// The phone's SIP port (where a trunk's static route points).
     pub fn port(&self) -> anyhow::Result<u16> {
         Ok(self.sip.local_addr()?.port())

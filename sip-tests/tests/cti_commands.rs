@@ -794,8 +794,9 @@ async fn desk_conferences_a_third_party() -> anyhow::Result<()> {
 /// Desk transfers to outside numbers go through the trunk (`[sip] static_route`) when the
 /// agent role's `[[dial_rules]]` allow the number: a blind transfer of the caller to a
 /// German number reaches the trunk, bob's phone gets BYE and his desk
-/// `call.transferred`, and the caller and the trunk hear each other (packet counts of
-/// each side's marked audio). A satellite number is refused for blind and attended
+/// `call.transferred` (his one end event: no `call.ended` later), and the caller and the
+/// trunk hear each other (packet counts of each side's marked audio). Bob's part is in
+/// the trail at once: his disposition is saved while the caller still talks outside. A satellite number is refused for blind and attended
 /// transfers and for a conference with `forbidden`, each refusal is in the audit log, and
 /// the call goes on as it was (bob still hears the caller, the trunk was never called).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -808,7 +809,7 @@ async fn desk_transfers_to_outside_numbers_within_the_dial_rules() -> anyhow::Re
     let server = SocketAddr::from(([127, 0, 0, 1], 0));
     let mut trunk = RawPhone::trunk(server, TRUNK).await?;
     let trunk_port = trunk.port()?;
-    let rig = rig_with(
+    let mut rig = rig_with(
         "deskoutside",
         [13000, 13199],
         &format!("static_route = \"sip:127.0.0.1:{trunk_port}\"\n"),
@@ -854,10 +855,44 @@ async fn desk_transfers_to_outside_numbers_within_the_dial_rules() -> anyhow::Re
         .until("the outside party", |h| n(h, TRUNK) >= 25)
         .await?;
     trunk.until("the caller", |h| n(h, MARK) >= 25).await?;
+    // Bob's part is over: his disposition is saved while the caller talks on outside.
+    bob.ok(json!({"type": "call.disposition", "call_id": call_id, "code": "done", "notes": "to the branch"}))
+        .await;
     caller.hangup().await?;
     trunk.bye().await?;
+    tokio::time::timeout(WAIT, rig.ended.recv())
+        .await
+        .context("the call's end")?
+        .context("switch stopped")?;
+    // One end event for bob: a state change of his after the call's end reaches his
+    // desk after anything the call's end sent it, and no `call.ended` came before.
+    bob.ok(json!({"type": "agent.not_ready", "reason": "break"}))
+        .await;
+    loop {
+        let (_, s) = bob.event("agent.state").await;
+        if s["data"]["state"] == "not_ready" || s["data"]["pending_not_ready"] == "break" {
+            break;
+        }
+    }
+    assert!(!bob.has_arrived("call.ended"), "a second end event for bob");
+    let last = store
+        .interaction_by_call_id(&call_id)
+        .await?
+        .context("the call's trail")?;
+    let trail = store.trail(last.customer_id, 10).await?;
+    let mine: Vec<_> = trail
+        .iter()
+        .filter(|i| i.call_id.as_deref() == Some(call_id.as_str()))
+        .collect();
+    assert_eq!(mine.len(), 2, "bob's part and the outside part: {trail:?}");
+    let bobs = mine
+        .iter()
+        .find(|i| i.agent.as_deref() == Some("bob"))
+        .context("bob's entry")?;
+    assert_eq!(bobs.disposition.as_deref(), Some("done"), "{bobs:?}");
+    assert_eq!(bobs.notes.as_deref(), Some("to the branch"), "{bobs:?}");
     bob.close().await;
-    rig.done(1).await?;
+    rig.done(0).await?;
     store.close().await;
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{loc}{suffix}"));
@@ -947,6 +982,140 @@ async fn agent_hanging_up_while_consulting_completes_the_transfer() -> anyhow::R
     rig.done(1).await
 }
 
+/// Bob consults dave from the desk and hangs up while dave's phone still rings (the
+/// caller on music); dave then refuses (486). The caller is not dropped: back at the head
+/// of the support queue, offered to carol (ready since), who answers and talks with the
+/// caller. The queue log says so: bob's `TRANSFER` to dave, dave's `RING_NO_ANSWER`,
+/// `ENTER_QUEUE` (`transfer_back`), carol's `CONNECT` and `COMPLETE_*`; the CDR names
+/// carol, with dave and the queue again in its route.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_transfer_target_sends_the_caller_back_to_the_queue() -> anyhow::Result<()> {
+    use hotline_cdr::QueueEventKind as K;
+    const BOB: u8 = 0x33;
+    const DAVE: u8 = 0x55;
+    const CAROL: u8 = 0x22;
+    let rig = rig("consultrefused", [14200, 14399]).await?;
+    let mut bob = rig.desk("bob", true).await?;
+    let mut bob_phone = RawPhone::register(rig.server, "bob", BOB).await?;
+    let dave_phone = RawPhone::register(rig.server, "dave", DAVE).await?;
+    let mut carol_phone = RawPhone::register(rig.server, "carol", CAROL).await?;
+    let (mut caller, call_id) = raw_answered_call(&rig, &mut bob, &mut bob_phone, BOB).await?;
+    let mut carol = rig.desk("carol", true).await?;
+    let n = |h: &Heard, b: u8| h.uniform.get(&b).copied().unwrap_or(0);
+
+    bob.ok(json!({"type": "call.transfer", "call_id": call_id, "to": "dave", "attended": true}))
+        .await;
+    bob.event("call.held").await;
+    bob_phone.hangup().await?;
+    let (_, t) = bob.event("call.transferred").await;
+    assert_eq!(t["data"]["to"], "extension:dave");
+    let at = caller.heard().other;
+    caller
+        .until("music while dave rings", |h| h.other >= at + 25)
+        .await?;
+    dave_phone.decline(486).await?;
+    let (_, offered) = carol.event("call.offered").await;
+    assert_eq!(offered["data"]["call_id"], call_id.as_str());
+    assert_eq!(offered["data"]["queue"], "support");
+    carol_phone.answer().await?;
+    caller.until("carol", |h| n(h, CAROL) >= 25).await?;
+    carol_phone
+        .until("the caller", |h| n(h, MARK) >= 25)
+        .await?;
+    caller.hangup().await?;
+    carol_phone.bye().await?;
+    let cdr = rig.cdrs()?.wait_calls(1, WAIT).await;
+    let cdr = cdr.first().context("CDR")?;
+    assert_eq!(cdr.agent.as_deref(), Some("carol"), "{cdr:?}");
+    assert_eq!(
+        cdr.route, "queue:support>extension:dave>queue:support",
+        "{cdr:?}"
+    );
+    let lines: Vec<(K, Option<String>, String)> = rig
+        .cdrs()?
+        .events()
+        .into_iter()
+        .filter(|e| e.call_id == call_id)
+        .map(|e| (e.event, e.agent, e.data))
+        .collect();
+    let kinds: Vec<(K, Option<&str>)> = lines
+        .iter()
+        .map(|l| (l.0.clone(), l.1.as_deref()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (K::EnterQueue, None),
+            (K::Offer, Some("bob")),
+            (K::Connect, Some("bob")),
+            (K::Transfer, Some("bob")),
+            (K::RingNoAnswer, Some("dave")),
+            (K::EnterQueue, None),
+            (K::Offer, Some("carol")),
+            (K::Connect, Some("carol")),
+            (K::CompleteCaller, Some("carol")),
+        ],
+        "{lines:?}"
+    );
+    assert_eq!(lines[4].2, "486", "{lines:?}");
+    assert_eq!(lines[5].2, "transfer_back", "{lines:?}");
+    bob.close().await;
+    carol.close().await;
+    rig.done(1).await
+}
+
+/// The same on a call that is not a queue's: bob's click-to-dial call to a customer (the
+/// trunk), bob consults dave and hangs up while dave rings, dave refuses. The customer is
+/// not dropped: bob, free again, is rung back (his phone gets a new INVITE); he refuses
+/// too, and only then does the call end (the customer gets BYE). The CDR route shows the
+/// way: `dial>extension:dave>extension:bob`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_transfer_target_rings_the_transferring_agent_again() -> anyhow::Result<()> {
+    const BOB: u8 = 0x33;
+    const DAVE: u8 = 0x55;
+    const TRUNK: u8 = 0x44;
+    const CUSTOMER: &str = "+4989123456";
+    let server = SocketAddr::from(([127, 0, 0, 1], 0));
+    let mut trunk = RawPhone::trunk(server, TRUNK).await?;
+    let trunk_port = trunk.port()?;
+    let rig = rig_with(
+        "consultback",
+        [14400, 14599],
+        &format!("static_route = \"sip:127.0.0.1:{trunk_port}\"\n"),
+        DIAL_RULES,
+    )
+    .await?;
+    trunk.set_server(rig.server);
+    let mut bob = rig.desk("bob", false).await?;
+    let mut bob_phone = RawPhone::register(rig.server, "bob", BOB).await?;
+    let dave_phone = RawPhone::register(rig.server, "dave", DAVE).await?;
+    let n = |h: &Heard, b: u8| h.uniform.get(&b).copied().unwrap_or(0);
+    let placed = bob
+        .ok(json!({"type": "call.dial", "number": CUSTOMER}))
+        .await;
+    let call_id = placed["call_id"].as_str().context("call_id")?.to_string();
+    bob_phone.answer().await?;
+    trunk.answer().await?;
+    trunk.until("bob", |h| n(h, BOB) >= 25).await?;
+
+    bob.ok(json!({"type": "call.transfer", "call_id": call_id, "to": "dave", "attended": true}))
+        .await;
+    bob.event("call.held").await;
+    bob_phone.hangup().await?;
+    let (_, t) = bob.event("call.transferred").await;
+    assert_eq!(t["data"]["to"], "extension:dave");
+    dave_phone.decline(486).await?;
+    let again = bob_phone.decline(480).await?;
+    assert!(again.starts_with("INVITE sip:bob@"), "{again}");
+    trunk.bye().await?;
+    let cdr = rig.cdrs()?.wait_calls(1, WAIT).await;
+    let cdr = cdr.first().context("CDR")?;
+    assert_eq!(cdr.call_id, call_id);
+    assert_eq!(cdr.route, "dial>extension:dave>extension:bob", "{cdr:?}");
+    bob.close().await;
+    rig.done(1).await
+}
+
 /// An attended transfer to an outside number: bob consults a German number through the
 /// trunk and hangs up while it still rings. The transfer goes on blind: the caller hears
 /// music until the trunk answers, then the caller and the trunk hear each other. The
@@ -1013,8 +1182,9 @@ async fn agent_hanging_up_while_an_outside_number_rings_transfers_blind() -> any
 /// fewer than two parties remain). Caller, bob and carol send constants; while the three
 /// talk, the recording has the caller left and bob + carol mixed right. The caller hangs
 /// up: bob and carol go on hearing each other, the recording goes on with a silent left
-/// channel. Carol hangs up: bob gets BYE, the desk `call.ended` (`ConferenceEnded`), and
-/// the CDR keeps bob and the recording.
+/// channel. Carol hangs up: bob gets BYE, the desk `call.ended` (`ConferenceEnded`), the
+/// CDR keeps bob and the recording, and it and the queue log agree that the agent's side
+/// ended the call (hangup side `agent`, `COMPLETE_AGENT`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conference_goes_on_without_the_caller_and_records_everyone() -> anyhow::Result<()> {
     use hotline_media::g711::Law;
@@ -1053,6 +1223,16 @@ async fn conference_goes_on_without_the_caller_and_records_everyone() -> anyhow:
     let cdr = rig.cdrs()?.wait_calls(1, WAIT).await;
     let cdr = cdr.first().context("CDR")?;
     assert_eq!(cdr.agent.as_deref(), Some("bob"), "{cdr:?}");
+    // Carol, on the agent's side, ended it: the CDR and the queue log say so alike.
+    assert_eq!(cdr.hangup_side, hotline_cdr::HangupSide::Agent, "{cdr:?}");
+    let complete = rig
+        .cdrs()?
+        .events()
+        .into_iter()
+        .filter(|e| e.call_id == call_id)
+        .map(|e| e.event)
+        .next_back();
+    assert_eq!(complete, Some(hotline_cdr::QueueEventKind::CompleteAgent));
     let path = cdr.recording.as_deref().context("recording")?;
     let mut wav = hound::WavReader::open(path)?;
     let samples: Vec<i16> = wav.samples::<i16>().collect::<Result<_, _>>()?;

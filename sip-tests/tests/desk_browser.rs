@@ -916,10 +916,32 @@ async fn switch_event<T>(
 /// past what it had, and the call ends normally from the page, never requeued.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn desk_network_blip_mid_call_keeps_the_call_in_chromium() -> anyhow::Result<()> {
-    const MIN: u64 = 50;
     with_sqlite("desk_blip", async |store_path| {
+        blip_flow(store_path, [27500, 27599], false).await
+    })
+    .await
+}
+
+/// The blip again with a second registration of bob's: a SIP desk phone (SIPp) registers
+/// while he talks in the page, so once JsSIP registers again after the blip the desk
+/// phone's binding comes first among bob's (same q, older). The call still finds the
+/// page's phone among all of bob's bindings by its contact: back, no rejoin INVITE to the
+/// desk phone, the page's one peer connection carries on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn desk_blip_finds_the_page_phone_among_several_registrations() -> anyhow::Result<()> {
+    with_sqlite("desk_blip2", async |store_path| {
+        blip_flow(store_path, [27700, 27799], true).await
+    })
+    .await
+}
+
+/// [`desk_network_blip_mid_call_keeps_the_call_in_chromium`]; `desk_phone`: bob registers
+/// a SIP desk phone too once the call is answered in the page.
+async fn blip_flow(store_path: &str, rtp: [u16; 2], desk_phone: bool) -> anyhow::Result<()> {
+    const MIN: u64 = 50;
+    {
         let (mut rig, sip_path) =
-            phone_behind_cut(store_path, [27500, 27599], "desk_blip_flow.mjs", "", &[]).await?;
+            phone_behind_cut(store_path, rtp, "desk_blip_flow.mjs", "", &[]).await?;
         let mut events = rig
             .h
             .switch
@@ -938,6 +960,18 @@ async fn desk_network_blip_mid_call_keeps_the_call_in_chromium() -> anyhow::Resu
         })
         .await?;
         eprintln!("desk blip: before the blip {answered}");
+        if desk_phone {
+            SippBuilder::new(
+                "blip-bob-deskphone",
+                "register_once.xml",
+                Proto::Udp,
+                free_port(),
+            )
+            .args(["-s", "bob", "-au", "bob", "-ap", "bob-pw"])
+            .spawn(Some(rig.server))?
+            .expect_success()
+            .await?;
+        }
 
         rig.blip.cut();
         sip_path.cut();
@@ -1004,19 +1038,23 @@ async fn desk_network_blip_mid_call_keeps_the_call_in_chromium() -> anyhow::Resu
         );
         rig.finish().await?;
         shots_exist("blip", &["01-back", "02-saved"])
-    })
-    .await
+    }
 }
 
 /// The in-page phone that never comes back: bob talks over WebRTC in the page, then his
 /// page's SIP WebSocket is cut for good (the desk stays online). After
 /// `phone_rejoin_secs` (3 here) the call goes back to the queue and is offered to carol,
-/// whose SIPp phone answers (and hangs up later); bob is not ready with `phone_lost`, as
-/// the switch and his page say.
+/// whose SIPp phone answers (and hangs up later). Bob did talk to the caller: his part
+/// ends as any call does (`call.ended` on his page, his own trail entry, wrap-up with
+/// "then not ready: phone_lost"); saving the disposition puts him into not ready
+/// (`phone_lost`), never ready. The ACD, his page, the trail and the queue log agree.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn desk_phone_that_never_comes_back_requeues_the_call_to_another_agent() -> anyhow::Result<()>
 {
+    use hotline_cdr::QueueEventKind as K;
+    use hotline_switch::{AgentStatus, SwitchEvent};
     with_sqlite("desk_lost", async |store_path| {
+        let started = hotline_cdr::now_millis();
         let (mut rig, sip_path) = phone_behind_cut(
             store_path,
             [27600, 27699],
@@ -1062,7 +1100,7 @@ async fn desk_phone_that_never_comes_back_requeues_the_call_to_another_agent() -
         let caller = rig.call(WEBER)?;
         rig.flow.step("answered").await?;
         let call_id = switch_event(&mut events, "the call answered by bob", |e| match e {
-            hotline_switch::SwitchEvent::CallAnswered { call_id, agent, .. } if agent == "bob" => {
+            SwitchEvent::CallAnswered { call_id, agent, .. } if agent == "bob" => {
                 Some(call_id.clone())
             }
             _ => None,
@@ -1073,7 +1111,7 @@ async fn desk_phone_that_never_comes_back_requeues_the_call_to_another_agent() -
 
         sip_path.cut();
         let grace = switch_event(&mut events, "PhoneLost", |e| match e {
-            hotline_switch::SwitchEvent::PhoneLost {
+            SwitchEvent::PhoneLost {
                 call_id: c,
                 agent,
                 rejoin_secs,
@@ -1083,13 +1121,30 @@ async fn desk_phone_that_never_comes_back_requeues_the_call_to_another_agent() -
         .await?;
         assert_eq!(grace, 3);
         let lost_at = std::time::Instant::now();
+        // Bob's part ends (one end event, with his trail entry), then carol is offered it.
+        let bob_entry = switch_event(&mut events, "bob's call.ended", |e| match e {
+            SwitchEvent::CallEnded {
+                call_id: c,
+                agent,
+                reason,
+                interaction_id,
+                ..
+            } if *c == call_id => {
+                assert_eq!(agent.as_deref(), Some("bob"), "{e:?}");
+                assert_eq!(reason, "PhoneLost", "{e:?}");
+                Some(*interaction_id)
+            }
+            SwitchEvent::CallTransferred { .. } => panic!("one end event for bob: {e:?}"),
+            SwitchEvent::PhoneBack { .. } => panic!("the phone cannot be back: its path is cut"),
+            SwitchEvent::CallOffered(o) if o.call_id == call_id => {
+                panic!("offered again before bob's part ended: {e:?}")
+            }
+            _ => None,
+        })
+        .await?
+        .context("bob's trail entry")?;
         let offered = switch_event(&mut events, "the call offered again", |e| match e {
-            hotline_switch::SwitchEvent::CallOffered(o) if o.call_id == call_id => {
-                Some(o.agent.clone())
-            }
-            hotline_switch::SwitchEvent::PhoneBack { .. } => {
-                panic!("the phone cannot be back: its path is cut")
-            }
+            SwitchEvent::CallOffered(o) if o.call_id == call_id => Some(o.agent.clone()),
             _ => None,
         })
         .await?;
@@ -1100,28 +1155,50 @@ async fn desk_phone_that_never_comes_back_requeues_the_call_to_another_agent() -
             waited >= Duration::from_millis(2900),
             "requeued only after the grace: {waited:?}"
         );
-        let not_ready = rig.flow.step("not_ready").await?;
-        eprintln!("desk lost: bob's page {not_ready}");
+        let ended = rig.flow.step("ended").await?;
+        eprintln!("desk lost: bob's page {ended}");
+        assert_eq!(ended["state"], "wrap_up", "{ended}");
         assert!(
-            not_ready["state"] == "not_ready"
-                || not_ready["reason"]
-                    .as_str()
-                    .is_some_and(|r| r.contains("phone_lost")),
-            "{not_ready}"
+            ended["extra"]
+                .as_str()
+                .is_some_and(|r| r.contains("then not ready: phone_lost")),
+            "{ended}"
         );
-        let bob = sw
-            .agents()
-            .await?
-            .into_iter()
-            .find(|a| a.agent == "bob")
-            .context("bob")?;
+        let bob_state = async || -> anyhow::Result<hotline_switch::AgentStateEvent> {
+            sw.agents()
+                .await?
+                .into_iter()
+                .find(|a| a.agent == "bob")
+                .context("bob")
+        };
+        let bob = bob_state().await?;
         eprintln!("desk lost: bob in the ACD {bob:?}");
         assert!(
-            bob.status
-                == hotline_switch::AgentStatus::NotReady {
-                    reason: "phone_lost".into()
-                }
-                || bob.pending_not_ready.as_deref() == Some("phone_lost"),
+            matches!(&bob.status, AgentStatus::WrapUp { call_id: Some(c) } if *c == call_id),
+            "{bob:?}"
+        );
+        assert_eq!(bob.pending_not_ready.as_deref(), Some("phone_lost"));
+
+        rig.flow.go().await?;
+        let not_ready = rig.flow.step("not_ready").await?;
+        eprintln!("desk lost: bob's page after wrap-up {not_ready}");
+        assert_eq!(not_ready["state"], "not_ready", "{not_ready}");
+        assert_eq!(not_ready["reason"], "(phone_lost)", "{not_ready}");
+        // JsSIP's reconnects to the cut SIP path fail; nothing else may.
+        let phone_url = format!("ws://{}/", sip_path.addr());
+        let others: Vec<&Value> = not_ready["errors"]
+            .as_array()
+            .context("errors")?
+            .iter()
+            .filter(|e| !e.as_str().is_some_and(|e| e.contains(&phone_url)))
+            .collect();
+        assert!(others.is_empty(), "page errors: {not_ready}");
+        let bob = bob_state().await?;
+        assert_eq!(
+            bob.status,
+            AgentStatus::NotReady {
+                reason: "phone_lost".into()
+            },
             "{bob:?}"
         );
 
@@ -1135,6 +1212,82 @@ async fn desk_phone_that_never_comes_back_requeues_the_call_to_another_agent() -
         assert_eq!(end.call_id, call_id);
         assert!(end.bridged, "{end:?}");
         assert_eq!(end.agent.as_deref(), Some("carol"), "{end:?}");
+
+        // The trail: bob's part with his disposition, carol's part after it.
+        let last = rig
+            .store
+            .interaction_by_call_id(&call_id)
+            .await?
+            .context("carol's trail entry")?;
+        assert_eq!(last.agent.as_deref(), Some("carol"), "{last:?}");
+        let trail = rig.store.trail(last.customer_id, 10).await?;
+        let mine = trail
+            .iter()
+            .find(|i| i.id == bob_entry)
+            .context("bob's entry in the trail")?;
+        assert_eq!(mine.call_id.as_deref(), Some(call_id.as_str()), "{mine:?}");
+        assert_eq!(mine.agent.as_deref(), Some("bob"), "{mine:?}");
+        assert_eq!(mine.disposition.as_deref(), Some("follow_up"), "{mine:?}");
+        assert_eq!(
+            mine.notes.as_deref(),
+            Some("Phone lost mid-call"),
+            "{mine:?}"
+        );
+        assert!(
+            mine.ended_at <= Some(last.started_at),
+            "{mine:?} then {last:?}"
+        );
+
+        // The queue log: bob connected, his part went back to the queue, his wrap-up
+        // ended into not ready `phone_lost` (never ready), carol took and completed it.
+        let cdr = rig
+            .h
+            .cdr
+            .as_ref()
+            .and_then(|c| c.store())
+            .context("CDR store")?;
+        let deadline = tokio::time::Instant::now() + STEP;
+        let lines = loop {
+            let lines = cdr
+                .queue_log(started, hotline_cdr::now_millis() + 1)
+                .await?;
+            let complete = lines.iter().any(|e| {
+                e.call_id == call_id && matches!(e.event, K::CompleteCaller | K::CompleteAgent)
+            });
+            if complete {
+                break lines;
+            }
+            ensure!(
+                tokio::time::Instant::now() < deadline,
+                "no COMPLETE line: {lines:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let bob_lines: Vec<(K, &str)> = lines
+            .iter()
+            .filter(|e| e.agent.as_deref() == Some("bob"))
+            .skip_while(|e| e.event != K::Connect)
+            .map(|e| (e.event.clone(), e.data.as_str()))
+            .collect();
+        eprintln!("desk lost: bob's queue log {bob_lines:?}");
+        let kinds: Vec<K> = bob_lines.iter().map(|l| l.0.clone()).collect();
+        assert_eq!(
+            kinds,
+            [K::Connect, K::Transfer, K::WrapupEnd, K::AgentNotReady],
+            "{bob_lines:?}"
+        );
+        assert!(
+            bob_lines[1].1.starts_with("queue:support,"),
+            "{bob_lines:?}"
+        );
+        assert!(bob_lines[3].1.starts_with("code:"), "{bob_lines:?}");
+        let carol_lines: Vec<K> = lines
+            .iter()
+            .filter(|e| e.call_id == call_id && e.agent.as_deref() == Some("carol"))
+            .map(|e| e.event.clone())
+            .collect();
+        assert!(carol_lines.contains(&K::Connect), "{lines:?}");
+
         let status = tokio::time::timeout(STEP, rig.flow.child.wait()).await??;
         ensure!(status.success(), "browser flow exited with {status}");
         let sw = rig.h.switch.as_ref().context("switch")?;
@@ -1142,7 +1295,7 @@ async fn desk_phone_that_never_comes_back_requeues_the_call_to_another_agent() -
         assert_eq!(sw.ports().in_use(), 0, "RTP ports leaked");
         rig.h.shutdown().await;
         rig.store.close().await;
-        shots_exist("lost", &["01-not-ready"])
+        shots_exist("lost", &["01-wrapup", "02-not-ready"])
     })
     .await
 }

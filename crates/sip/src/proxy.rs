@@ -800,6 +800,15 @@ impl Core {
         Some((b.uri.clone(), self.binding_flow(b)))
     }
 
+    /// Every contact registered for `aor` (highest q first) and the flows to reach them.
+    pub fn contacts_for(&self, aor: &str, now: Instant) -> Vec<(String, Flow)> {
+        self.location
+            .lookup(aor, now)
+            .into_iter()
+            .map(|b| (b.uri.clone(), self.binding_flow(b)))
+            .collect()
+    }
+
     /// A flow from one of our addresses to `target`.
     pub fn flow_for(&self, target: Target) -> Option<Flow> {
         self.flow_to(target)

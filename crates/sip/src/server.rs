@@ -162,6 +162,7 @@ enum AppCommand {
     Cancel(ClientTxId),
     Forget(String),
     Contact(String, oneshot::Sender<Option<(String, Flow)>>),
+    Contacts(String, oneshot::Sender<Vec<(String, Flow)>>),
     FlowFor(Target, oneshot::Sender<Option<Flow>>),
     Dialogs(oneshot::Sender<usize>),
     SetNumbers(std::collections::HashSet<String>, oneshot::Sender<()>),
@@ -241,6 +242,14 @@ impl AppHandle {
     pub async fn contact_for(&self, aor: &str) -> Result<Option<(String, Flow)>, Error> {
         let (tx, rx) = oneshot::channel();
         self.ask(AppCommand::Contact(aor.to_string(), tx), rx).await
+    }
+
+    /// Every registered contact of `aor` (highest q first) with its flow: a user may
+    /// have a desk phone and a browser phone at once.
+    pub async fn contacts_for(&self, aor: &str) -> Result<Vec<(String, Flow)>, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.ask(AppCommand::Contacts(aor.to_string(), tx), rx)
+            .await
     }
 
     /// A flow from one of our addresses to `target`.
@@ -917,6 +926,9 @@ impl CoreTask {
             AppCommand::Forget(call_id) => self.core.forget_dialog(&call_id),
             AppCommand::Contact(aor, reply) => {
                 let _ = reply.send(self.core.contact_for(&aor, now));
+            }
+            AppCommand::Contacts(aor, reply) => {
+                let _ = reply.send(self.core.contacts_for(&aor, now));
             }
             AppCommand::FlowFor(t, reply) => {
                 let _ = reply.send(self.core.flow_for(t));

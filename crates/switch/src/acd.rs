@@ -644,8 +644,6 @@ impl AcdTask {
                 continue;
             }
             self.agents[i].seen = Some(state);
-            // The queue log sees every change the desks see (it skips repeats itself).
-            self.log_agent_state(AgentId(i as u32), state);
             let mut status = self.status(state);
             let slot = &mut self.agents[i];
             let prev = slot.published.as_ref();
@@ -676,6 +674,9 @@ impl AcdTask {
             let entering_wrap = matches!(status, AgentStatus::WrapUp { .. })
                 && !prev.is_some_and(|p| matches!(p.status, AgentStatus::WrapUp { .. }));
             self.log_wrapup(i, &status, entering_wrap);
+            // The queue log sees every change the desks see (it skips repeats itself),
+            // after the `WRAPUP_END` of a wrap-up that ends into it.
+            self.log_agent_state(AgentId(i as u32), state);
             self.version += 1;
             let ev = AgentStateEvent {
                 agent: self.agents[i].name.clone(),

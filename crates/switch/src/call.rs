@@ -214,6 +214,19 @@ pub(crate) struct AgentLeg {
     /// An outside number called through the trunk (a transfer or conference target):
     /// nobody's desk, never the call's agent in the CDR or the trail.
     pub outside: bool,
+    /// A transfer target left ringing by its transferring agent: where the caller goes
+    /// if it does not answer ([`Call::transfer_back`]).
+    pub back_to: Option<TransferBack>,
+}
+
+/// Where a caller goes whose attended transfer's target did not answer after the
+/// transferring agent hung up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum TransferBack {
+    /// A queue call: back to the head of the queue it came from.
+    Queue(String),
+    /// Any other call: to the transferring agent again, if free.
+    Agent(String),
 }
 
 /// Where the call is on its route.
@@ -796,7 +809,11 @@ impl Call {
         };
         if st.trace.queue.is_some() {
             let kind = match (st.trace.answered_at.is_some(), reason) {
-                (true, EndReason::AgentHangup) => Some(QueueEventKind::CompleteAgent),
+                // A conference the caller had left ends with its added party's hangup:
+                // the agent's side ended it (as in the CDR).
+                (true, EndReason::AgentHangup | EndReason::ConferenceEnded) => {
+                    Some(QueueEventKind::CompleteAgent)
+                }
                 (true, _) => Some(QueueEventKind::CompleteCaller),
                 (false, EndReason::CallerHangup | EndReason::Cancelled | EndReason::NoAck)
                     if in_queue =>
@@ -910,12 +927,13 @@ impl Call {
         }
         if let Some(a) = st.agent.as_ref() {
             let label = route.label();
-            self.desk.transferred(&a.user, &label);
-            self.log_transfer(&st.trace, &a.user, &label);
             if matches!(route, Route::Outside(_)) {
-                // Nobody's desk takes it: the trail stays with this agent.
-                self.desk.taken_by(&a.user);
+                // Nobody's desk takes it: this agent's part is over (one end event).
+                self.desk.transferred_out(&a.user, &label).await;
+            } else {
+                self.desk.transferred(&a.user, &label);
             }
+            self.log_transfer(&st.trace, &a.user, &label);
         }
         st.agent = None;
         st.bridged = false;
@@ -1304,11 +1322,21 @@ impl Call {
     /// The agent hung up while consulting (their BYE is answered): the transfer completes,
     /// as Asterisk's attended transfer does. A consulted party who answered is bridged to
     /// the caller at once; one still ringing goes on ringing with the caller on music (a
-    /// blind transfer from then on: no answer ends the call).
+    /// blind transfer from then on). If it then refuses or times out the caller is not
+    /// dropped ([`Call::transfer_back`]).
     async fn consult_agent_left(&self, st: &mut State) -> incall::Outcome {
-        let Some(c) = st.consult.take() else {
+        let Some(mut c) = st.consult.take() else {
             return incall::Outcome::End(EndReason::AgentHangup);
         };
+        if !c.answered {
+            c.leg.back_to = match &st.phase {
+                Phase::Queue { name } => Some(TransferBack::Queue(name.clone())),
+                _ => st
+                    .agent
+                    .as_ref()
+                    .map(|a| TransferBack::Agent(a.user.clone())),
+            };
+        }
         match self.consult_to_agent(c, st).await {
             Ok(()) => {
                 tracing::info!(call_id = %self.call_id, "agent hung up while consulting; transfer completed");
@@ -1343,6 +1371,82 @@ impl Call {
         Ok(())
     }
 
+    /// The target an agent left ringing (they hung up while consulting) refused or timed
+    /// out: the caller, on music all along, is not dropped. A queue call goes back to the
+    /// head of its queue (`ENTER_QUEUE` with `transfer_back`, the route gains the queue);
+    /// any other call rings the transferring agent again if they are free (not on a call),
+    /// else ends.
+    async fn transfer_back(&self, back: TransferBack, st: &mut State) -> incall::Outcome {
+        st.agent = None;
+        if let Some(user) = st.busy_user.take() {
+            self.to_acd(AcdInput::Busy { user, busy: false }).await;
+        }
+        match back {
+            TransferBack::Queue(name) => {
+                tracing::info!(call_id = %self.call_id, queue = %name, "transfer target did not answer; back to the queue");
+                st.trace.route.push(Route::Queue(name.clone()).label());
+                self.queue_log(
+                    &st.trace,
+                    QueueEventKind::EnterQueue,
+                    None,
+                    "transfer_back".into(),
+                );
+                self.requeue_at_head(name, st).await
+            }
+            TransferBack::Agent(user) => {
+                let (reply, state) = oneshot::channel();
+                self.to_acd(AcdInput::State {
+                    user: user.clone(),
+                    reply,
+                })
+                .await;
+                let busy = matches!(
+                    state.await.ok().flatten(),
+                    Some(
+                        hotline_acd::AgentState::OnCall(_)
+                            | hotline_acd::AgentState::Reserved(_)
+                            | hotline_acd::AgentState::NotReady(hotline_acd::NotReadyReason::Code(
+                                crate::acd::BUSY_CODE
+                            ))
+                    )
+                );
+                if busy {
+                    tracing::info!(call_id = %self.call_id, agent = %user, "transfer target did not answer; its agent is busy");
+                    return incall::Outcome::End(EndReason::Failed);
+                }
+                tracing::info!(call_id = %self.call_id, agent = %user, "transfer target did not answer; back to its agent");
+                self.go(Route::Extension(user), st)
+                    .await
+                    .map_or(incall::Outcome::Continue, incall::Outcome::End)
+            }
+        }
+    }
+
+    /// The call waits in `queue` again ahead of everyone (its agent's part is over): music,
+    /// the ACD's `Requeued` (highest priority) with the caller's tier.
+    async fn requeue_at_head(&self, queue: String, st: &mut State) -> incall::Outcome {
+        st.phase = Phase::Queue {
+            name: queue.clone(),
+        };
+        if let Some(r) = self.music(st).await {
+            return incall::Outcome::End(r);
+        }
+        if let Some(acd) = &self.acd {
+            let tier = self.desk.arrived(&queue).await;
+            st.queued = acd
+                .send(AcdInput::Requeued {
+                    call: self.acd_id,
+                    queue,
+                    inbox: st.acd_tx.clone(),
+                    sip_call_id: self.call_id.clone(),
+                    tier,
+                })
+                .await
+                .is_ok();
+        }
+        incall::Outcome::Continue
+    }
+
     /// How a party the desk called (consultation, conference) counts: a SIP user is an
     /// agent or extension (`extension:USER`, busy in the ACD while on the call); an
     /// outside number through the trunk is `number:N`, nobody's desk.
@@ -1357,16 +1461,21 @@ impl Call {
     /// The call passes from its agent to `leg` (an attended transfer completed, or the
     /// agent left a consultation or a conference): the agent's desk gets
     /// `call.transferred` and the ACD ends their part (wrap-up), a `TRANSFER` line goes
-    /// to the queue log ([`Call::log_transfer`]), the CDR counts a transfer. A
+    /// to the queue log ([`Call::log_transfer`]), the CDR counts a transfer and its
+    /// route gains the target. A
     /// user becomes the call's agent (CDR, trail, busy in the ACD); an outside number
-    /// does not: the trail stays with the agent who sent the call out, who sets its
-    /// disposition.
+    /// does not: the CDR keeps the agent who sent the call out, whose trail entry (and
+    /// disposition) covers their part ([`crate::events::CallDesk::transferred_out`]).
     async fn hand_over(&self, leg: AgentLeg, st: &mut State) {
         let target = Self::party_route(&leg);
         let label = target.label();
-        let old = st.agent.as_ref().map(|a| a.user.clone());
         if let Some(a) = st.agent.as_ref() {
-            self.desk.transferred(&a.user, &label);
+            if matches!(target, Route::Outside(_)) {
+                // Nobody's desk takes it: this agent's part is over (one end event).
+                self.desk.transferred_out(&a.user, &label).await;
+            } else {
+                self.desk.transferred(&a.user, &label);
+            }
             self.log_transfer(&st.trace, &a.user, &label);
             if st.queued && a.answered && a.offer_of.is_some() {
                 self.to_acd(AcdInput::Ended { call: self.acd_id }).await;
@@ -1377,25 +1486,19 @@ impl Call {
             self.to_acd(AcdInput::Busy { user, busy: false }).await;
         }
         incall::count_transfer(&mut st.caller);
+        st.trace.route.push(label);
         st.phase = Phase::Extension;
-        match target {
-            Route::Extension(user) => {
-                if leg.answered {
-                    self.desk.handed_to(&user);
-                    st.trace.agent = Some(user.clone());
-                }
-                self.to_acd(AcdInput::Busy {
-                    user: user.clone(),
-                    busy: true,
-                })
-                .await;
-                st.busy_user = Some(user);
+        if let Route::Extension(user) = target {
+            if leg.answered {
+                self.desk.handed_to(&user);
+                st.trace.agent = Some(user.clone());
             }
-            _ => {
-                if let Some(old) = old.as_deref() {
-                    self.desk.taken_by(old);
-                }
-            }
+            self.to_acd(AcdInput::Busy {
+                user: user.clone(),
+                busy: true,
+            })
+            .await;
+            st.busy_user = Some(user);
         }
         st.agent = Some(leg);
     }
@@ -2063,6 +2166,7 @@ impl Call {
             webrtc,
             invite,
             outside: false,
+            back_to: None,
         })
     }
 
@@ -2096,7 +2200,7 @@ impl Call {
                     tracing::info!(call_id = %self.call_id, status, "agent did not answer");
                     a.ports = None;
                     a.failed = !a.answered;
-                    if a.failed && a.offer_of.is_some() {
+                    if a.failed && (a.offer_of.is_some() || a.back_to.is_some()) {
                         let user = a.user.clone();
                         self.queue_log(
                             &st.trace,
@@ -2105,12 +2209,23 @@ impl Call {
                             status.to_string(),
                         );
                     }
+                    if a.failed
+                        && let Some(back) = a.back_to.take()
+                    {
+                        return self.transfer_back(back, st).await;
+                    }
                 }
                 incall::Outcome::Continue
             }
             AppEvent::Timeout { .. } if !a.answered => {
                 a.ports = None;
                 a.failed = true;
+                if let Some(back) = a.back_to.take() {
+                    let user = a.user.clone();
+                    let data = "timeout".to_string();
+                    self.queue_log(&st.trace, QueueEventKind::RingNoAnswer, Some(&user), data);
+                    return self.transfer_back(back, st).await;
+                }
                 incall::Outcome::Continue
             }
             AppEvent::Request { tx, request, .. } if to_tag(&request) != msg::tag(&a.from) => {
@@ -2474,7 +2589,10 @@ impl Call {
 pub(crate) fn outcome(reason: EndReason, t: &Trace) -> (CallResult, HangupSide) {
     let hangup_side = match reason {
         EndReason::CallerHangup | EndReason::Cancelled => HangupSide::Caller,
-        EndReason::AgentHangup | EndReason::DeskHangup => HangupSide::Agent,
+        // The caller had left the conference; its added party (the agent's side) hung up.
+        EndReason::AgentHangup | EndReason::DeskHangup | EndReason::ConferenceEnded => {
+            HangupSide::Agent
+        }
         _ => HangupSide::System,
     };
     let reason = match (reason, t.settled) {

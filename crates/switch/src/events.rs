@@ -433,14 +433,23 @@ impl SwitchHandle {
             .store
             .as_ref()
             .ok_or(SwitchError::NotSupported("no CRM store configured"))?;
-        let i = store
+        let mut i = store
             .interaction_by_call_id(call_id)
             .await?
             .ok_or_else(|| SwitchError::NotFound(format!("no trail entry for call {call_id}")))?;
         if i.agent.as_deref() != Some(agent) {
-            return Err(SwitchError::Forbidden(format!(
-                "call {call_id} was not handled by {agent}"
-            )));
+            // A call served in parts (an agent's lost phone, then a colleague) has an entry
+            // per agent; the newest is the last part's.
+            i = store
+                .trail(i.customer_id, EARLIER_PARTS)
+                .await?
+                .into_iter()
+                .find(|e| {
+                    e.call_id.as_deref() == Some(call_id) && e.agent.as_deref() == Some(agent)
+                })
+                .ok_or_else(|| {
+                    SwitchError::Forbidden(format!("call {call_id} was not handled by {agent}"))
+                })?;
         }
         store.wrap_up(i.id, code, notes).await?;
         if let Some(acd) = &self.acd {
@@ -453,6 +462,9 @@ impl SwitchHandle {
         Ok(i.id)
     }
 }
+
+/// How far back in the customer's trail an earlier part of a call is looked for.
+const EARLIER_PARTS: i64 = 50;
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -514,6 +526,8 @@ struct DeskState {
     chosen: Option<i64>,
     /// Click-to-dial: Hotline called out for the agent.
     outbound: bool,
+    /// The current part began then (an earlier agent's part ended: [`CallDesk::part_ended`]).
+    part_started: Option<i64>,
 }
 
 impl CallDesk {
@@ -756,39 +770,73 @@ impl CallDesk {
         });
     }
 
-    /// A transfer target that was not offered through the ACD (an extension) answered:
-    /// they are the call's agent from now on.
-    pub(crate) fn taken_by(&self, agent: &str) {
-        self.with_state(|st| {
-            if st.agent.is_none() {
-                st.agent = Some(agent.to_string());
-            }
-        });
-    }
-
-    /// Writes the call into the customer's service trail (when one customer is certain)
-    /// with its recording, and publishes `call.ended`.
     /// Publishes `voicemail.left` (the message is stored by then).
     pub(crate) fn voicemail_left(&self, v: VoicemailLeft) {
         let _ = self.desk.bus.send(SwitchEvent::VoicemailLeft(Arc::new(v)));
     }
 
+    /// Writes the call into the customer's service trail (when one customer is certain)
+    /// with its recording, and publishes `call.ended`.
     pub(crate) async fn ended(&self, reason: EndReason, recording: Option<&std::path::Path>) {
-        let Some((customer, queue, agent, offered_to, outbound)) = self.with_state(|st| {
-            let identified = st.pop.as_deref().and_then(|p| match &p.identification {
-                Identification::Known { customer } | Identification::Provisional { customer } => {
-                    Some(customer.id)
-                }
-                _ => None,
-            });
-            (
-                st.chosen.or(identified),
-                st.queue.clone(),
-                st.agent.clone(),
-                st.offered_to.clone(),
-                st.outbound,
-            )
-        }) else {
+        let end = PartEnd::Ended(format!("{reason:?}"));
+        self.close_part(end, reason == EndReason::Voicemail, recording)
+            .await;
+    }
+
+    /// The call's agent is out of it while the caller stays (their in-page phone never
+    /// came back, `reason`): their part goes into the trail, so their wrap-up has an entry
+    /// for its disposition, and their desk gets `call.ended`. Whoever answers next serves
+    /// a part of their own.
+    pub(crate) async fn part_ended(&self, reason: &str) {
+        self.close_part(PartEnd::Ended(reason.to_string()), false, None)
+            .await;
+        self.next_part();
+    }
+
+    /// `agent` sent the call to an outside number (nobody's desk): their part goes into
+    /// the trail at once, so their disposition can be saved while the caller talks on,
+    /// and `call.transferred` is the one end event their desk gets. The rest of the call
+    /// has no agent (its entry, written at the end, has the recording).
+    pub(crate) async fn transferred_out(&self, agent: &str, to: &str) {
+        self.with_state(|st| st.agent = Some(agent.to_string()));
+        self.close_part(PartEnd::Transferred(to), false, None).await;
+        self.next_part();
+    }
+
+    /// Nobody serves the call until the next answer.
+    fn next_part(&self) {
+        self.with_state(|st| {
+            st.agent = None;
+            st.offered_to = None;
+            st.part_started = Some(now_ms());
+        });
+    }
+
+    /// Writes the trail entry of the call (or of its current part) and tells its agent's
+    /// desk (`call.ended` or `call.transferred`).
+    async fn close_part(
+        &self,
+        end: PartEnd<'_>,
+        voicemail: bool,
+        recording: Option<&std::path::Path>,
+    ) {
+        let Some((customer, queue, agent, offered_to, outbound, started_at)) =
+            self.with_state(|st| {
+                let identified = st.pop.as_deref().and_then(|p| match &p.identification {
+                    Identification::Known { customer }
+                    | Identification::Provisional { customer } => Some(customer.id),
+                    _ => None,
+                });
+                (
+                    st.chosen.or(identified),
+                    st.queue.clone(),
+                    st.agent.clone(),
+                    st.offered_to.clone(),
+                    st.outbound,
+                    st.part_started.unwrap_or(self.started_at),
+                )
+            })
+        else {
             return;
         };
         let mut interaction_id = None;
@@ -796,7 +844,7 @@ impl CallDesk {
             let entry = NewInteraction {
                 customer_id,
                 // A message left in a voicemail box shows as such in the trail.
-                channel: if reason == EndReason::Voicemail {
+                channel: if voicemail {
                     "voicemail".into()
                 } else {
                     "voice".into()
@@ -809,7 +857,7 @@ impl CallDesk {
                 call_id: Some(self.call_id.clone()),
                 queue: queue.clone(),
                 agent: agent.clone(),
-                started_at: self.started_at,
+                started_at,
                 ended_at: Some(now_ms()),
                 recording_path: recording.map(|p| p.display().to_string()),
                 ticket_ids: Vec::new(),
@@ -821,14 +869,30 @@ impl CallDesk {
                 }
             }
         }
-        let _ = self.desk.bus.send(SwitchEvent::CallEnded {
-            call_id: self.call_id.clone(),
-            agent: agent.or(offered_to),
-            queue,
-            reason: format!("{reason:?}"),
-            interaction_id,
-        });
+        let ev = match end {
+            PartEnd::Ended(reason) => SwitchEvent::CallEnded {
+                call_id: self.call_id.clone(),
+                agent: agent.or(offered_to),
+                queue,
+                reason,
+                interaction_id,
+            },
+            PartEnd::Transferred(to) => SwitchEvent::CallTransferred {
+                call_id: self.call_id.clone(),
+                agent: agent.unwrap_or_default(),
+                to: to.to_string(),
+            },
+        };
+        let _ = self.desk.bus.send(ev);
     }
+}
+
+/// How an agent's part of a call ends for their desk.
+enum PartEnd<'a> {
+    /// `call.ended` with this reason.
+    Ended(String),
+    /// `call.transferred` to this target.
+    Transferred(&'a str),
 }
 
 #[cfg(test)]

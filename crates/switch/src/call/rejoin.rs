@@ -5,8 +5,9 @@
 //!
 //! * while a queue call is bridged to a browser contact, the call subscribes to the
 //!   registrar's binding events ([`AppHandle::bindings`]) and looks the phone up once then
-//!   and again on each event for its agent: the binding on the leg's connection is the
-//!   phone;
+//!   and again on each event for its agent: among all of the agent's bindings (a desk
+//!   phone may be registered too, with a higher q), the one on the leg's connection is
+//!   the phone;
 //! * binding gone → the phone is lost: the caller hears music, `call.phone_lost` goes to
 //!   the desk, and the grace (`[cti] phone_rejoin_secs`) starts;
 //! * the same phone back on a new connection (a blip: JsSIP reconnects and re-registers its
@@ -14,8 +15,9 @@
 //!   registration (the reloaded page) → a fresh INVITE with `X-Hotline-Rejoin: <call id>`,
 //!   which the desk answers by itself; its answer replaces the agent's media leg and the
 //!   legs are bridged again (the recording runs on: it is the session's);
-//! * the grace over → the call goes back to its queue at the head, the agent not ready
-//!   (`phone_lost`): no call is lost.
+//! * the grace over → the call goes back to its queue at the head: no call is lost. The
+//!   agent did talk to the caller: their part ends as any call does (`call.ended`, their
+//!   trail entry, wrap-up) and they are not ready (`phone_lost`) after it, never ready.
 //!
 //! The registrar is the SIP task's state (one owner): the call is told that its agent's
 //! bindings changed and then asks for the current contact, so an idle browser call costs
@@ -41,6 +43,8 @@ use crate::incall::Outcome;
 const RETRY: Duration = Duration::from_secs(2);
 /// The not-ready reason of an agent whose phone did not come back in time.
 pub(crate) const PHONE_LOST: &str = "phone_lost";
+/// The `reason` of the `call.ended` that ends such an agent's part of the call.
+const PHONE_LOST_END: &str = "PhoneLost";
 
 /// The watch over a browser agent's leg (owned by the call task's state).
 #[derive(Default)]
@@ -145,35 +149,41 @@ pub(crate) async fn tick(call: &Call, st: &mut State) -> Outcome {
     };
     let user = a.user.clone();
     let now = Instant::now();
-    let found = call.sip.contact_for(&user).await.ok().flatten();
-    match found {
-        // The binding on the leg's own connection: the phone is there.
-        Some((uri, flow)) if flow == a.flow && !st.rejoin.lost() => {
-            st.rejoin.contact.get_or_insert(uri);
+    // All of the agent's bindings: a desk phone with a higher q must not hide the browser.
+    let bindings = call.sip.contacts_for(&user).await.unwrap_or_default();
+    // The binding on the leg's own connection: the phone is there.
+    let here = bindings.iter().find(|(_, flow)| *flow == a.flow);
+    // The same phone on a new connection (a blip).
+    let moved = st
+        .rejoin
+        .contact
+        .as_deref()
+        .and_then(|c| bindings.iter().find(|(uri, _)| same_contact(c, uri)));
+    match (here, moved) {
+        (Some((uri, _)), _) if !st.rejoin.lost() => {
+            st.rejoin.contact.get_or_insert_with(|| uri.clone());
         }
-        // The same phone on a new connection (a blip): the leg follows it.
-        Some((uri, flow))
-            if st
-                .rejoin
-                .contact
-                .as_deref()
-                .is_some_and(|c| same_contact(c, &uri)) =>
-        {
-            a.flow = flow;
+        (_, Some((_, flow))) => {
+            a.flow = *flow;
             if st.rejoin.lost() {
                 back(call, st, &user).await;
             }
         }
-        other => {
+        _ => {
             if !st.rejoin.lost() {
                 lose(call, st, &user).await;
             }
             let retry_ok = st.rejoin.retry_at.is_none_or(|t| now >= t);
-            if let Some((uri, flow)) = other
+            // A new registration of a browser phone (the reloaded page) is called back in;
+            // a desk phone of the agent is not (it would only ring).
+            let fresh = bindings
+                .iter()
+                .find(|(uri, _)| webrtc_leg::is_browser_contact(uri));
+            if let Some((uri, flow)) = fresh
                 && st.rejoin.leg.is_none()
                 && retry_ok
             {
-                invite(call, st, &user, &uri, flow).await;
+                invite(call, st, &user, uri, *flow).await;
             }
         }
     }
@@ -312,8 +322,9 @@ async fn rejoined(call: &Call, st: &mut State, resp: &Response) -> Outcome {
     Outcome::Continue
 }
 
-/// The grace is over: the call goes back to the head of its queue and the agent is not
-/// ready (`phone_lost`); the next agent gets the call, its recording running on.
+/// The grace is over: the call goes back to the head of its queue; the agent's part ends
+/// (`call.ended`, trail entry, wrap-up) and they are not ready (`phone_lost`) after it;
+/// the next agent gets the call, its recording running on.
 async fn requeue(call: &Call, st: &mut State, user: &str) -> Outcome {
     let Phase::Queue { name } = &st.phase else {
         return Outcome::End(super::EndReason::Failed);
@@ -326,37 +337,27 @@ async fn requeue(call: &Call, st: &mut State, user: &str) -> Outcome {
     }
     st.agent = None;
     st.bridged = false;
-    if st.queued {
-        call.to_acd(AcdInput::Ended { call: call.acd_id }).await;
-        st.queued = false;
-    }
+    // Not ready after the call first, then the call's end: the agent goes through
+    // wrap-up into not ready, and is never available in between (a queue without wrap-up
+    // time ends it at once).
     let (reply, _) = oneshot::channel();
     call.to_acd(AcdInput::Agent {
         agent: user.to_string(),
-        cmd: AgentCommand::NotReady {
+        cmd: AgentCommand::NotReadyAfterCall {
             reason: PHONE_LOST.into(),
         },
         reply,
     })
     .await;
-    call.desk.transferred(user, &format!("queue:{queue}"));
-    if let Some(r) = call.music(st).await {
-        return Outcome::End(r);
+    if st.queued {
+        call.to_acd(AcdInput::Ended { call: call.acd_id }).await;
+        st.queued = false;
     }
-    if let Some(acd) = &call.acd {
-        let tier = call.desk.arrived(&queue).await;
-        st.queued = acd
-            .send(AcdInput::Requeued {
-                call: call.acd_id,
-                queue,
-                inbox: st.acd_tx.clone(),
-                sip_call_id: call.call_id.clone(),
-                tier,
-            })
-            .await
-            .is_ok();
-    }
-    Outcome::Continue
+    // The agent's part is over: a TRANSFER line back to the queue, their trail entry
+    // and `call.ended` for their desk (wrap-up and disposition as for any call).
+    call.log_transfer(&st.trace, user, &format!("queue:{queue}"));
+    call.desk.part_ended(PHONE_LOST_END).await;
+    call.requeue_at_head(queue, st).await
 }
 
 #[cfg(test)]
