@@ -10,10 +10,14 @@ use anyhow::{Context, bail};
 use hotline::{Config, Hotline};
 use tokio::process::{Child, Command};
 
+pub mod browser;
+pub mod calls;
 mod cut;
 pub mod deskview;
 pub mod rawua;
+mod rtp;
 pub use cut::CutProxy;
+pub use rtp::{media, rtp_ports};
 
 /// Users every test server knows (name, password).
 pub const USERS: &[(&str, &str)] = &[

@@ -13,7 +13,8 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
+use hotline_sip_tests::browser::{browser_dir, expect_line};
 use hotline_sip_tests::{Proto, SippBuilder, caller_audio, free_port, wait_bound};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
@@ -22,6 +23,7 @@ const PW: &str = "admin-s3cret";
 
 fn config(dir: &Path, http: u16, hash: &str) -> String {
     let d = dir.display();
+    let [rtp_first, rtp_last] = hotline_sip_tests::rtp_ports(200);
     format!(
         r#"# The admin page test's configuration.
 [sip]
@@ -40,7 +42,7 @@ password = "bob-pw"
 
 [media]
 rtp_ip = "127.0.0.1"
-rtp_ports = [27200, 27399]
+rtp_ports = [{rtp_first}, {rtp_last}]
 voice = false
 record = false
 
@@ -82,30 +84,9 @@ prompts = "{d}/prompts"
     )
 }
 
-/// Waits for the browser script to print `want` (its stderr is inherited, so a failure
-/// explains itself in the test output).
-async fn expect_line(
-    lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
-    want: &str,
-) -> anyhow::Result<()> {
-    match tokio::time::timeout(Duration::from_secs(60), lines.next_line()).await {
-        Ok(Ok(Some(l))) if l.trim() == want => Ok(()),
-        Ok(Ok(Some(l))) => bail!("browser said {l:?}, expected {want}"),
-        Ok(Ok(None)) => bail!("the browser script ended before {want}"),
-        Ok(Err(e)) => bail!("reading the browser script: {e}"),
-        Err(_) => bail!("no {want} from the browser within 60 s"),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_edits_a_queue_in_chromium_and_the_next_call_follows_it() -> anyhow::Result<()> {
-    let browser_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("browser-admin");
-    if !browser_dir.join("node_modules/playwright-core").exists() {
-        bail!(
-            "playwright-core missing: run `npm ci` in {} (sip-tests/run-tests.sh does)",
-            browser_dir.display()
-        );
-    }
+    let browser_dir = browser_dir("browser-admin")?;
     let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/admin-screenshots");
     std::fs::create_dir_all(&shots)?;
     let dir = std::env::temp_dir().join(format!("hotline-admin-page-{}", std::process::id()));

@@ -47,8 +47,9 @@ fn write_config(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn baresip_agent_auto_answers_and_is_bridged_udp() -> anyhow::Result<()> {
     let mut h = start_hotline_with(
-        "[media]\nrtp_ip = \"127.0.0.1\"\nrtp_ports = [43200, 43399]\n\
-         [[numbers]]\nnumber = \"4201\"\nextension = \"bob\"\n",
+        &(hotline_sip_tests::media(200)
+            + "\
+         [[numbers]]\nnumber = \"4201\"\nextension = \"bob\"\n"),
     )
     .await?;
     let server = Proto::Udp.server_addr(&h);

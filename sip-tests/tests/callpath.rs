@@ -8,97 +8,22 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use hotline_acd::{AgentState, NotReadyReason};
-use hotline_sip_tests::{Proto, Sipp, SippBuilder, free_port, start_hotline_with_sip, wait_bound};
-use hotline_switch::{CallEnd, EndReason, Switch};
-
-async fn next_end(rx: &mut tokio::sync::mpsc::Receiver<CallEnd>) -> anyhow::Result<CallEnd> {
-    tokio::time::timeout(Duration::from_secs(20), rx.recv())
-        .await
-        .context("no call ended within 20 s")?
-        .context("switch stopped")
-}
-
-/// Registers `user` from a fresh port and starts its UAS scenario there (echoing RTP).
-async fn agent(server: std::net::SocketAddr, user: &str, scenario: &str) -> anyhow::Result<Sipp> {
-    let port = free_port();
-    let pw = format!("{user}-pw");
-    SippBuilder::new(
-        &format!("{user}-register"),
-        "register_once.xml",
-        Proto::Udp,
-        port,
-    )
-    .args(["-s", user, "-au", user, "-ap", &pw])
-    .spawn(Some(server))?
-    .expect_success()
-    .await?;
-    let sipp = SippBuilder::new(&format!("{user}-uas"), scenario, Proto::Udp, port)
-        .args(["-s", user, "-rtp_echo"])
-        .spawn(None)?;
-    wait_bound(port, Proto::Udp).await?;
-    Ok(sipp)
-}
-
-/// Starts the caller (alice) dialling `number` with `scenario` and `extra` arguments.
-fn caller(
-    server: std::net::SocketAddr,
-    number: &str,
-    scenario: &str,
-    extra: &[&str],
-) -> anyhow::Result<Sipp> {
-    hotline_sip_tests::caller_audio()?;
-    SippBuilder::new("caller", scenario, Proto::Udp, free_port())
-        .args([
-            "-s", number, "-au", "alice", "-ap", "alice-pw", "-key", "caller", "alice",
-        ])
-        .args(extra.iter().copied())
-        .spawn(Some(server))
-}
-
-async fn nothing_left(h: &hotline::Hotline) -> anyhow::Result<()> {
-    let switch = h.switch.as_ref().context("switch")?;
-    assert_eq!(switch.stats().active_calls(), 0, "call tasks left");
-    assert_eq!(switch.ports().in_use(), 0, "RTP ports leaked");
-    assert_eq!(switch.sip_dialogs().await?, 0, "SIP dialogs left behind");
-    Ok(())
-}
-
-/// Hotline with an RTP range and `body` (numbers, …) appended to `[media]`; its address
-/// and the reports of ended calls.
-async fn hotline(
-    ports: [u16; 2],
-    body: &str,
-) -> anyhow::Result<(
-    hotline::Hotline,
-    std::net::SocketAddr,
-    tokio::sync::mpsc::Receiver<CallEnd>,
-)> {
-    let config = format!(
-        "[media]\nrtp_ip = \"127.0.0.1\"\nrtp_ports = [{}, {}]\n{body}",
-        ports[0], ports[1]
-    );
-    let mut h = start_hotline_with_sip("", &config).await?;
-    let server = Proto::Udp.server_addr(&h);
-    let ended = h
-        .switch
-        .as_mut()
-        .context("switch")?
-        .take_ended()
-        .context("ended")?;
-    Ok((h, server, ended))
-}
+use hotline_sip_tests::calls::{agent, caller, next_end, nothing_left, start_for_calls};
+use hotline_sip_tests::{Proto, SippBuilder, free_port};
+use hotline_switch::{EndReason, Switch};
 
 /// bob holds and resumes with re-INVITEs without SDP: Hotline's 200 offers sendrecv (the
 /// scenario checks it), bob's ACK answers `sendonly` (hold: the caller hears music, the
 /// caller's audio is not relayed to bob) and later `sendrecv` (talking again).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_offerless_reinvite_answer_in_ack_holds_and_resumes_udp() -> anyhow::Result<()> {
-    let (h, server, mut ended) = hotline(
-        [52000, 52199],
+    let (h, server, mut ended) = start_for_calls(
+        "",
+        200,
         "[[numbers]]\nnumber = \"4201\"\nextension = \"bob\"\n",
     )
     .await?;
-    let bob = agent(server, "bob", "uas_reinvite_no_sdp.xml").await?;
+    let bob = agent(server, "bob", "uas_reinvite_no_sdp.xml", &["-rtp_echo"]).await?;
     // 5 s of caller audio; bob holds from about 1 s to 2.5 s after answering.
     caller(server, "4201", "uac_call_audio_long.xml", &["-d", "5000"])?
         .expect_success()
@@ -136,12 +61,13 @@ async fn agent_offerless_reinvite_answer_in_ack_holds_and_resumes_udp() -> anyho
 /// caller while they hold.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn caller_offerless_reinvite_answer_in_ack_holds_and_resumes_udp() -> anyhow::Result<()> {
-    let (h, server, mut ended) = hotline(
-        [52200, 52399],
+    let (h, server, mut ended) = start_for_calls(
+        "",
+        200,
         "[[numbers]]\nnumber = \"4202\"\nextension = \"bob\"\n",
     )
     .await?;
-    let bob = agent(server, "bob", "uas_call.xml").await?;
+    let bob = agent(server, "bob", "uas_call.xml", &["-rtp_echo"]).await?;
     caller(server, "4202", "uac_reinvite_no_sdp.xml", &[])?
         .expect_success()
         .await?;
@@ -175,12 +101,13 @@ async fn caller_offerless_reinvite_answer_in_ack_holds_and_resumes_udp() -> anyh
 /// the call is bridged and bob's BYE ends it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_422_is_retried_with_its_min_se_udp() -> anyhow::Result<()> {
-    let (h, server, mut ended) = hotline(
-        [52400, 52599],
+    let (h, server, mut ended) = start_for_calls(
+        "",
+        200,
         "[[numbers]]\nnumber = \"4203\"\nextension = \"bob\"\n",
     )
     .await?;
-    let bob = agent(server, "bob", "uas_422_then_answer.xml").await?;
+    let bob = agent(server, "bob", "uas_422_then_answer.xml", &["-rtp_echo"]).await?;
     caller(server, "4203", "uac_call_hung_up_on.xml", &[])?
         .expect_success()
         .await?;
@@ -220,8 +147,9 @@ async fn wait_state(
 /// up (the BYE passes the proxy) bob is available again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_on_a_proxied_direct_call_is_not_offered_queue_calls_udp() -> anyhow::Result<()> {
-    let (h, server, mut ended) = hotline(
-        [52600, 52799],
+    let (h, server, mut ended) = start_for_calls(
+        "",
+        200,
         "[[numbers]]\nnumber = \"4204\"\nqueue = \"support\"\n\
          [acd]\n[[acd.queue]]\nname = \"support\"\n\
          [[acd.agent]]\nid = \"bob\"\nqueues = { support = 0 }\n\
@@ -229,8 +157,8 @@ async fn agent_on_a_proxied_direct_call_is_not_offered_queue_calls_udp() -> anyh
     )
     .await?;
     let switch = h.switch.as_ref().context("switch")?;
-    let bob = agent(server, "bob", "uas_call.xml").await?;
-    let carol = agent(server, "carol", "uas_call.xml").await?;
+    let bob = agent(server, "bob", "uas_call.xml", &["-rtp_echo"]).await?;
+    let carol = agent(server, "carol", "uas_call.xml", &["-rtp_echo"]).await?;
     wait_state(switch, "bob", |s| *s == AgentState::Available).await?;
     let direct = SippBuilder::new("direct", "uac_call_stay.xml", Proto::Udp, free_port())
         .args([

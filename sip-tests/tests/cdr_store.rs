@@ -7,11 +7,11 @@ use anyhow::Context;
 use hotline_cdr::{CallResult, CdrStore, HangupSide, QueueEventKind, StoreOptions};
 use hotline_sip_tests::{Proto, SippBuilder, free_port, start_hotline_with};
 
-async fn queue_call_is_stored(url: &str, rtp: u16) -> anyhow::Result<()> {
+async fn queue_call_is_stored(url: &str) -> anyhow::Result<()> {
     let mut h = start_hotline_with(&format!(
-        "[media]\nrtp_ip = \"127.0.0.1\"\nrtp_ports = [{rtp}, {}]\n\
+        "{}\
          [[numbers]]\nnumber = \"4000\"\nqueue = \"support\"\n[store]\nurl = \"{url}\"\n",
-        rtp + 99
+        hotline_sip_tests::media(100)
     ))
     .await?;
     let server = Proto::Udp.server_addr(&h);
@@ -65,7 +65,7 @@ async fn queue_call_is_stored_in_sqlite() -> anyhow::Result<()> {
     let dir = std::env::temp_dir().join(format!("hotline-cdr-e2e-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let url = format!("sqlite://{}/hotline.db", dir.display());
-    let r = queue_call_is_stored(&url, 25_100).await;
+    let r = queue_call_is_stored(&url).await;
     let _ = std::fs::remove_dir_all(&dir);
     r
 }
@@ -87,7 +87,7 @@ async fn queue_call_is_stored_in_postgres() -> anyhow::Result<()> {
     // The store URL selects the schema, as a deployment's config may.
     let sep = if base.contains('?') { '&' } else { '?' };
     let url = format!("{base}{sep}options[search_path]={schema}");
-    let r = queue_call_is_stored(&url, 25_200).await;
+    let r = queue_call_is_stored(&url).await;
     sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))
         .execute(&admin)
         .await?;

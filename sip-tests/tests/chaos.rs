@@ -334,11 +334,10 @@ async fn desks_dropping_under_load_never_diverge_and_no_call_is_lost() -> anyhow
 
     let agents: Vec<String> = (1..=AGENTS).map(|i| format!("a{i:02}")).collect();
     let hash = hotline_cti::hash_password("desk-pw")?;
-    let mut cfg = String::from(
-        "[media]\nrtp_ip = \"127.0.0.1\"\nrtp_ports = [24000, 24999]\nrecord = false\n\
+    let mut cfg = hotline_sip_tests::media(1000)
+        + "record = false\n\
          [[numbers]]\nnumber = \"4100\"\nqueue = \"support\"\n\
-         [acd]\n[[acd.queue]]\nname = \"support\"\nwrapup_secs = 2\n",
-    );
+         [acd]\n[[acd.queue]]\nname = \"support\"\nwrapup_secs = 2\n";
     for a in &agents {
         cfg.push_str(&format!(
             "[[acd.agent]]\nid = \"{a}\"\nqueues = {{ support = 0 }}\n"

@@ -423,7 +423,7 @@ async fn screen_pop_flow(store_loc: &str, ports: [u16; 2]) -> anyhow::Result<()>
 async fn screen_pop_before_ring_trail_and_authorisation_sqlite() -> anyhow::Result<()> {
     let path = std::env::temp_dir().join(format!("hotline_cti_e2e_{}.sqlite", std::process::id()));
     let loc = path.display().to_string();
-    let r = screen_pop_flow(&loc, [25000, 25499]).await;
+    let r = screen_pop_flow(&loc, hotline_sip_tests::rtp_ports(500)).await;
     for suffix in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{loc}{suffix}"));
     }
@@ -448,7 +448,7 @@ async fn screen_pop_before_ring_trail_and_authorisation_postgres() -> anyhow::Re
     let sep = if url.contains('?') { '&' } else { '?' };
     let r = screen_pop_flow(
         &format!("{url}{sep}options[search_path]={schema}"),
-        [25500, 25999],
+        hotline_sip_tests::rtp_ports(500),
     )
     .await;
     sqlx::query(sqlx::AssertSqlSafe(format!("DROP SCHEMA {schema} CASCADE")))

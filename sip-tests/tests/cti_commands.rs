@@ -982,6 +982,77 @@ async fn agent_hanging_up_while_consulting_completes_the_transfer() -> anyhow::R
     rig.done(1).await
 }
 
+/// Every transfer ends the transferring agent's part of the call in the trail at once:
+/// bob transfers blind to dave and saves his disposition while dave still rings; dave
+/// answers and talks with the caller. The customer's trail has bob's entry with his
+/// disposition and dave's entry (the last, named by `call.ended` on dave's desk).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transferring_agent_saves_the_disposition_of_their_part() -> anyhow::Result<()> {
+    const BOB: u8 = 0x33;
+    const DAVE: u8 = 0x55;
+    let db = std::env::temp_dir().join(format!("hotline_parts_{}.sqlite", std::process::id()));
+    let loc = db.display().to_string();
+    let store = hotline_crm::Store::open(&loc, &hotline_crm::StoreConfig::default()).await?;
+    let mut rig = rig_with(
+        "deskparts",
+        [14600, 14799],
+        "",
+        &format!("[crm]\n[store]\nurl = \"{loc}\"\n"),
+    )
+    .await?;
+    let mut bob = rig.desk("bob", true).await?;
+    let mut dave = rig.desk("dave", false).await?;
+    let mut bob_phone = RawPhone::register(rig.server, "bob", BOB).await?;
+    let mut dave_phone = RawPhone::register(rig.server, "dave", DAVE).await?;
+    let (mut caller, call_id) = raw_answered_call(&rig, &mut bob, &mut bob_phone, BOB).await?;
+    let n = |h: &Heard, b: u8| h.uniform.get(&b).copied().unwrap_or(0);
+
+    bob.ok(json!({"type": "call.transfer", "call_id": call_id, "to": "agent:dave"}))
+        .await;
+    bob.event("call.transferred").await;
+    bob_phone.bye().await?;
+    bob.ok(json!({"type": "call.disposition", "call_id": call_id, "code": "done", "notes": "for dave"}))
+        .await;
+    dave_phone.answer().await?;
+    caller.until("dave", |h| n(h, DAVE) >= 25).await?;
+    caller.hangup().await?;
+    dave_phone.bye().await?;
+    let (_, ended) = dave.event("call.ended").await;
+    let last = ended["data"]["interaction_id"]
+        .as_i64()
+        .context("dave's entry")?;
+    tokio::time::timeout(WAIT, rig.ended.recv())
+        .await
+        .context("the call's end")?
+        .context("switch stopped")?;
+    let entry = store
+        .interaction_by_call_id(&call_id)
+        .await?
+        .context("the call's trail")?;
+    assert_eq!((entry.id, entry.agent.as_deref()), (last, Some("dave")));
+    let trail = store.trail(entry.customer_id, 10).await?;
+    let bobs = trail
+        .iter()
+        .find(|i| {
+            i.call_id.as_deref() == Some(call_id.as_str()) && i.agent.as_deref() == Some("bob")
+        })
+        .context("bob's entry")?;
+    assert_eq!(bobs.disposition.as_deref(), Some("done"), "{bobs:?}");
+    assert_eq!(bobs.notes.as_deref(), Some("for dave"), "{bobs:?}");
+    assert!(
+        bobs.ended_at <= Some(entry.started_at),
+        "{bobs:?} then {entry:?}"
+    );
+    bob.close().await;
+    dave.close().await;
+    rig.done(0).await?;
+    store.close().await;
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{loc}{suffix}"));
+    }
+    Ok(())
+}
+
 /// Bob consults dave from the desk and hangs up while dave's phone still rings (the
 /// caller on music); dave then refuses (486). The caller is not dropped: back at the head
 /// of the support queue, offered to carol (ready since), who answers and talks with the

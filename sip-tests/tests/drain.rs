@@ -44,7 +44,7 @@ struct Server {
 }
 
 impl Server {
-    async fn start(name: &str, rtp: u16, drain: &str) -> anyhow::Result<Server> {
+    async fn start(name: &str, drain: &str) -> anyhow::Result<Server> {
         let dir = std::env::temp_dir().join(format!("hotline-drain-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir)?;
@@ -52,11 +52,11 @@ impl Server {
         let db = format!("sqlite://{}/hotline.db", dir.display());
         let mut toml = format!(
             "[sip]\nudp = [\"127.0.0.1:{port}\"]\ndigest_algorithms = [\"MD5\"]\nt1_ms = 100\nt2_ms = 400\n\
-             [media]\nrtp_ip = \"127.0.0.1\"\nrtp_ports = [{rtp}, {}]\nvoice = false\nrecord = false\n\
+             {}voice = false\nrecord = false\n\
              [[numbers]]\nnumber = \"4900\"\nqueue = \"support\"\n\
              [acd]\n[[acd.queue]]\nname = \"support\"\n[[acd.agent]]\nid = \"bob\"\nqueues = {{ support = 0 }}\n\
              [store]\nurl = \"{db}\"\n{drain}",
-            rtp + 99
+            hotline_sip_tests::media(100)
         );
         for (u, p) in hotline_sip_tests::USERS {
             toml.push_str(&format!("[[users]]\nname = \"{u}\"\npassword = \"{p}\"\n"));
@@ -196,7 +196,6 @@ fn caller(
 async fn sigterm_refuses_new_calls_and_lets_the_talking_call_finish() -> anyhow::Result<()> {
     let mut s = Server::start(
         "finish",
-        46_000,
         "[drain]\ngrace_secs = 30\nretry_after_secs = 42\n",
     )
     .await?;
@@ -276,7 +275,7 @@ async fn sigterm_refuses_new_calls_and_lets_the_talking_call_finish() -> anyhow:
 /// written (answered, hung up by the system, not left in progress).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_bound_hangs_up_both_legs_and_exits_0() -> anyhow::Result<()> {
-    let mut s = Server::start("bound", 46_200, "[drain]\ngrace_secs = 1\n").await?;
+    let mut s = Server::start("bound", "[drain]\ngrace_secs = 1\n").await?;
     let bob = agent(s.sip, "uas_call.xml").await?;
     let hung_up_on = caller(s.sip, "uac_call_hung_up_on.xml", &[])?;
     s.wait_log("legs bridged", Duration::from_secs(15))?;

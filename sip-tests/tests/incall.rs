@@ -6,113 +6,24 @@
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use hotline_sip_tests::{Proto, Sipp, SippBuilder, free_port, start_hotline_with_sip, wait_bound};
+use hotline_sip_tests::calls::{agent, caller, next_end, nothing_left, start_for_calls};
 
 /// Session timers this short need a Min-SE below the RFC's 90 s.
 const MIN_SE: &str = "min_se_secs = 2\n";
-use hotline_switch::{CallEnd, EndReason};
-
-async fn next_end(rx: &mut tokio::sync::mpsc::Receiver<CallEnd>) -> anyhow::Result<CallEnd> {
-    tokio::time::timeout(Duration::from_secs(20), rx.recv())
-        .await
-        .context("no call ended within 20 s")?
-        .context("switch stopped")
-}
-
-/// Registers `user` from a fresh port and starts its UAS scenario there (echoing RTP when
-/// `echo`).
-async fn agent(
-    server: std::net::SocketAddr,
-    user: &str,
-    scenario: &str,
-    echo: bool,
-    extra: &[&str],
-) -> anyhow::Result<Sipp> {
-    let port = free_port();
-    let pw = format!("{user}-pw");
-    SippBuilder::new(
-        &format!("{user}-register"),
-        "register_once.xml",
-        Proto::Udp,
-        port,
-    )
-    .args(["-s", user, "-au", user, "-ap", &pw])
-    .spawn(Some(server))?
-    .expect_success()
-    .await?;
-    let mut b = SippBuilder::new(&format!("{user}-uas"), scenario, Proto::Udp, port)
-        .args(["-s", user])
-        .args(extra.iter().copied());
-    if echo {
-        b = b.arg("-rtp_echo");
-    }
-    let sipp = b.spawn(None)?;
-    wait_bound(port, Proto::Udp).await?;
-    Ok(sipp)
-}
-
-/// Starts the caller (alice) dialling `number` with `scenario` and `extra` arguments.
-fn caller(
-    server: std::net::SocketAddr,
-    number: &str,
-    scenario: &str,
-    extra: &[&str],
-) -> anyhow::Result<Sipp> {
-    hotline_sip_tests::caller_audio()?;
-    SippBuilder::new("caller", scenario, Proto::Udp, free_port())
-        .args([
-            "-s", number, "-au", "alice", "-ap", "alice-pw", "-key", "caller", "alice",
-        ])
-        .args(extra.iter().copied())
-        .spawn(Some(server))
-}
-
-async fn nothing_left(h: &hotline::Hotline) -> anyhow::Result<()> {
-    let switch = h.switch.as_ref().context("switch")?;
-    assert_eq!(switch.stats().active_calls(), 0, "call tasks left");
-    assert_eq!(switch.ports().in_use(), 0, "RTP ports leaked");
-    assert_eq!(switch.sip_dialogs().await?, 0, "SIP dialogs left behind");
-    Ok(())
-}
-
-/// Hotline with `sip` keys, an RTP range and `body` (numbers, …) appended to `[media]`;
-/// its address and the reports of ended calls.
-async fn hotline(
-    sip: &str,
-    ports: [u16; 2],
-    body: &str,
-) -> anyhow::Result<(
-    hotline::Hotline,
-    std::net::SocketAddr,
-    tokio::sync::mpsc::Receiver<CallEnd>,
-)> {
-    let config = format!(
-        "[media]\nrtp_ip = \"127.0.0.1\"\nrtp_ports = [{}, {}]\n{body}",
-        ports[0], ports[1]
-    );
-    let mut h = start_hotline_with_sip(sip, &config).await?;
-    let server = Proto::Udp.server_addr(&h);
-    let ended = h
-        .switch
-        .as_mut()
-        .context("switch")?
-        .take_ended()
-        .context("ended")?;
-    Ok((h, server, ended))
-}
+use hotline_switch::EndReason;
 
 /// The agent puts the caller on hold (re-INVITE sendonly → Hotline answers recvonly) and
 /// takes them back (sendrecv). Meanwhile the caller keeps receiving RTP (music while
 /// held), the caller's audio is not relayed to the agent, and the hold time is counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_holds_and_resumes_caller_hears_music_udp() -> anyhow::Result<()> {
-    let (h, server, mut ended) = hotline(
+    let (h, server, mut ended) = start_for_calls(
         "",
-        [42000, 42199],
+        200,
         "[[numbers]]\nnumber = \"4101\"\nextension = \"bob\"\n",
     )
     .await?;
-    let bob = agent(server, "bob", "uas_hold_resume.xml", true, &[]).await?;
+    let bob = agent(server, "bob", "uas_hold_resume.xml", &["-rtp_echo"]).await?;
     // 5 s of caller audio; bob holds from about 1 s to 2.5 s after answering.
     caller(server, "4101", "uac_call_audio_long.xml", &["-d", "5000"])?
         .expect_success()
@@ -152,9 +63,9 @@ async fn agent_holds_and_resumes_caller_hears_music_udp() -> anyhow::Result<()> 
 /// connected) is bridged to her, and the caller's BYE releases carol.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blind_transfer_to_an_extension_udp() -> anyhow::Result<()> {
-    let (h, server, mut ended) = hotline(
+    let (h, server, mut ended) = start_for_calls(
         "",
-        [42200, 42399],
+        200,
         "[[numbers]]\nnumber = \"4102\"\nextension = \"bob\"\n",
     )
     .await?;
@@ -162,11 +73,10 @@ async fn blind_transfer_to_an_extension_udp() -> anyhow::Result<()> {
         server,
         "bob",
         "uas_refer_blind.xml",
-        true,
-        &["-key", "target", "carol"],
+        &["-key", "target", "carol", "-rtp_echo"],
     )
     .await?;
-    let carol = agent(server, "carol", "uas_call.xml", true, &[]).await?;
+    let carol = agent(server, "carol", "uas_call.xml", &["-rtp_echo"]).await?;
     caller(server, "4102", "uac_call_audio_long.xml", &["-d", "5000"])?
         .expect_success()
         .await?;
@@ -192,9 +102,9 @@ async fn blind_transfer_to_an_extension_udp() -> anyhow::Result<()> {
 /// re-enters the ACD there and is offered to carol, who answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blind_transfer_to_a_queue_udp() -> anyhow::Result<()> {
-    let (h, server, mut ended) = hotline(
+    let (h, server, mut ended) = start_for_calls(
         "",
-        [42400, 42599],
+        200,
         "[[numbers]]\nnumber = \"4103\"\nqueue = \"support\"\n\
          [[numbers]]\nnumber = \"4104\"\nqueue = \"sales\"\n\
          [acd]\n[[acd.queue]]\nname = \"support\"\n[[acd.queue]]\nname = \"sales\"\n\
@@ -206,11 +116,10 @@ async fn blind_transfer_to_a_queue_udp() -> anyhow::Result<()> {
         server,
         "bob",
         "uas_refer_blind.xml",
-        true,
-        &["-key", "target", "4104"],
+        &["-key", "target", "4104", "-rtp_echo"],
     )
     .await?;
-    let carol = agent(server, "carol", "uas_call.xml", true, &[]).await?;
+    let carol = agent(server, "carol", "uas_call.xml", &["-rtp_echo"]).await?;
     caller(server, "4103", "uac_call_audio_long.xml", &["-d", "5000"])?
         .expect_success()
         .await?;
@@ -229,13 +138,13 @@ async fn blind_transfer_to_a_queue_udp() -> anyhow::Result<()> {
 /// both legs before the interval is over (RFC 4028 §10: 4 s - min(32 s, 4/3 s)).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_timer_expiry_ends_both_legs_udp() -> anyhow::Result<()> {
-    let (h, server, mut ended) = hotline(
+    let (h, server, mut ended) = start_for_calls(
         MIN_SE,
-        [42600, 42799],
+        200,
         "[[numbers]]\nnumber = \"4105\"\nextension = \"bob\"\n",
     )
     .await?;
-    let bob = agent(server, "bob", "uas_call.xml", true, &[]).await?;
+    let bob = agent(server, "bob", "uas_call.xml", &["-rtp_echo"]).await?;
     let start = Instant::now();
     caller(
         server,
@@ -262,9 +171,9 @@ async fn session_timer_expiry_ends_both_legs_udp() -> anyhow::Result<()> {
 /// before anything is set up (RFC 4028 §6).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_interval_below_min_se_is_422_udp() -> anyhow::Result<()> {
-    let (h, server, mut ended) = hotline(
+    let (h, server, mut ended) = start_for_calls(
         MIN_SE,
-        [43900, 43999],
+        100,
         "[[numbers]]\nnumber = \"4109\"\nqueue = \"support\"\n",
     )
     .await?;
@@ -293,13 +202,13 @@ async fn session_interval_below_min_se_is_422_udp() -> anyhow::Result<()> {
 /// until the caller hangs up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_timer_refreshed_by_hotline_keeps_the_call_udp() -> anyhow::Result<()> {
-    let (h, server, mut ended) = hotline(
+    let (h, server, mut ended) = start_for_calls(
         MIN_SE,
-        [42800, 42999],
+        200,
         "[[numbers]]\nnumber = \"4106\"\nextension = \"bob\"\n",
     )
     .await?;
-    let bob = agent(server, "bob", "uas_call.xml", true, &[]).await?;
+    let bob = agent(server, "bob", "uas_call.xml", &["-rtp_echo"]).await?;
     let start = Instant::now();
     // The refresh comes 2 s after answer (half the interval); the caller then stays
     // 1.5 s more, past the first interval's expiry (4 s - 4/3 s after answer) but before
@@ -329,9 +238,9 @@ async fn session_timer_refreshed_by_hotline_keeps_the_call_udp() -> anyhow::Resu
 /// as refresher and never refreshes: Hotline ends both legs (as UAC of that dialog).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_session_timer_expiry_ends_both_legs_udp() -> anyhow::Result<()> {
-    let (h, server, mut ended) = hotline(
+    let (h, server, mut ended) = start_for_calls(
         MIN_SE,
-        [43400, 43599],
+        200,
         "[[numbers]]\nnumber = \"4108\"\nextension = \"bob\"\n",
     )
     .await?;
@@ -339,8 +248,7 @@ async fn agent_session_timer_expiry_ends_both_legs_udp() -> anyhow::Result<()> {
         server,
         "bob",
         "uas_session_expires.xml",
-        true,
-        &["-key", "se", "4"],
+        &["-key", "se", "4", "-rtp_echo"],
     )
     .await?;
     let start = Instant::now();
@@ -364,13 +272,13 @@ async fn agent_session_timer_expiry_ends_both_legs_udp() -> anyhow::Result<()> {
 /// hangs up both legs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_rtp_from_the_agent_ends_both_legs_udp() -> anyhow::Result<()> {
-    let (h, server, mut ended) = hotline(
+    let (h, server, mut ended) = start_for_calls(
         "",
-        [43000, 43199],
+        200,
         "no_rtp_timeout_secs = 2\n[[numbers]]\nnumber = \"4107\"\nextension = \"bob\"\n",
     )
     .await?;
-    let bob = agent(server, "bob", "uas_call.xml", false, &[]).await?;
+    let bob = agent(server, "bob", "uas_call.xml", &[]).await?;
     caller(server, "4107", "uac_call_hung_up_on.xml", &[])?
         .expect_success()
         .await?;

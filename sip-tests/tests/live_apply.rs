@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use hotline_sip_tests::{Proto, Sipp, SippBuilder, caller_audio, free_port, wait_bound};
+use hotline_sip_tests::{Proto, Sipp, SippBuilder, caller_audio, free_port};
 use hotline_switch::{CallEnd, EndReason, SwitchEvent};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -18,6 +18,7 @@ const PW: &str = "admin-pw";
 fn config(dir: &Path) -> anyhow::Result<String> {
     let hash = hotline_cti::hash_password(PW)?;
     let d = dir.display();
+    let [rtp_first, rtp_last] = hotline_sip_tests::rtp_ports(200);
     Ok(format!(
         r#"[sip]
 udp = ["127.0.0.1:0"]
@@ -39,7 +40,7 @@ password = "carol-pw"
 
 [media]
 rtp_ip = "127.0.0.1"
-rtp_ports = [48800, 48999]
+rtp_ports = [{rtp_first}, {rtp_last}]
 voice = false
 record = false
 
@@ -136,25 +137,14 @@ async fn agent(
     calls: u32,
     server: std::net::SocketAddr,
 ) -> anyhow::Result<Sipp> {
-    let port = free_port();
-    let pw = format!("{user}-pw");
-    SippBuilder::new(
-        &format!("live-{user}-reg"),
-        "register_once.xml",
-        Proto::Udp,
-        port,
+    let calls = calls.to_string();
+    hotline_sip_tests::calls::agent(
+        server,
+        user,
+        scenario,
+        &["-m", &calls, "-timeout", "40s", "-rtp_echo"],
     )
-    .args(["-s", user, "-au", user, "-ap", &pw])
-    .spawn(Some(server))?
-    .expect_success()
-    .await?;
-    let uas = SippBuilder::new(&format!("live-{user}"), scenario, Proto::Udp, port)
-        .set("-m", calls.to_string())
-        .set("-timeout", "40s")
-        .args(["-s", user, "-rtp_echo"])
-        .spawn(None)?;
-    wait_bound(port, Proto::Udp).await?;
-    Ok(uas)
+    .await
 }
 
 /// Waits until the ACD's queues hold `want` waiting calls (the callers' INVITEs were

@@ -62,8 +62,9 @@ async fn counters_follow_a_queued_call() -> anyhow::Result<()> {
     std::fs::create_dir_all(&dir)?;
     let db = dir.join("cdr.sqlite");
     let _ = std::fs::remove_file(&db);
+    let media = hotline_sip_tests::media(200);
     let cfg = format!(
-        "[media]\nrtp_ip = \"127.0.0.1\"\nrtp_ports = [26000, 26199]\nrecord = false\n\
+        "{media}record = false\n\
          [[numbers]]\nnumber = \"4700\"\nqueue = \"support\"\n\
          [acd]\n[[acd.queue]]\nname = \"support\"\n\
          [[acd.agent]]\nid = \"bob\"\nqueues = {{ support = 0 }}\n\

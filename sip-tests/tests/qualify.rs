@@ -61,12 +61,13 @@ async fn device(server: SocketAddr, user: &str, port: u16, register: bool) -> an
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_device_loses_its_offer_to_the_next_agent_and_comes_back() -> anyhow::Result<()> {
     let mut h = start_hotline_with(
-        "[media]\nrtp_ip = \"127.0.0.1\"\nrtp_ports = [46400, 46599]\n\
+        &(hotline_sip_tests::media(200)
+            + "\
          [[numbers]]\nnumber = \"4950\"\nqueue = \"support\"\n\
          [acd]\n[[acd.queue]]\nname = \"support\"\nring_timeout_secs = 20\n\
          [[acd.agent]]\nid = \"bob\"\nqueues = { support = 0 }\n\
          [[acd.agent]]\nid = \"carol\"\nqueues = { support = 1 }\n\
-         [qualify]\ninterval_secs = 1\ntimeout_ms = 400\nmisses = 2\n",
+         [qualify]\ninterval_secs = 1\ntimeout_ms = 400\nmisses = 2\n"),
     )
     .await?;
     let server = Proto::Udp.server_addr(&h);

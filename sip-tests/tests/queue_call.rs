@@ -2,21 +2,14 @@
 //! Hotline's SDP, music on hold from Hotline's RTP port, BYE; afterwards no call task, no
 //! SIP dialog and no RTP port is left behind.
 
-use std::time::Duration;
-
 use anyhow::Context;
-use hotline_sip_tests::{Proto, SippBuilder, free_port, start_hotline_with, wait_bound};
-use hotline_switch::{CallEnd, EndReason};
+use hotline_sip_tests::calls::{agent, caller, next_end, nothing_left, start_for_calls};
+use hotline_sip_tests::{
+    Proto, SippBuilder, caller_audio, free_port, media, start_hotline_with, wait_bound,
+};
+use hotline_switch::EndReason;
 
-const QUEUE: &str = "[media]\nrtp_ip = \"127.0.0.1\"\nrtp_ports = [21000, 21999]\n\
-                     [[numbers]]\nnumber = \"4000\"\nqueue = \"support\"\n";
-
-async fn next_end(rx: &mut tokio::sync::mpsc::Receiver<CallEnd>) -> anyhow::Result<CallEnd> {
-    tokio::time::timeout(Duration::from_secs(10), rx.recv())
-        .await
-        .context("no call ended within 10 s")?
-        .context("switch stopped")
-}
+const QUEUE: &str = "[[numbers]]\nnumber = \"4000\"\nqueue = \"support\"\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn caller_hears_music_in_queue_then_hangs_up_udp() -> anyhow::Result<()> {
@@ -29,7 +22,7 @@ async fn caller_hears_music_in_queue_then_hangs_up_tcp() -> anyhow::Result<()> {
 }
 
 async fn music_in_queue(proto: Proto) -> anyhow::Result<()> {
-    let mut h = start_hotline_with(QUEUE).await?;
+    let mut h = start_hotline_with(&(media(100) + QUEUE)).await?;
     let server = proto.server_addr(&h);
     let switch = h
         .switch
@@ -64,7 +57,7 @@ async fn music_in_queue(proto: Proto) -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unacceptable_offer_is_488_and_leaves_nothing_udp() -> anyhow::Result<()> {
-    let mut h = start_hotline_with(QUEUE).await?;
+    let mut h = start_hotline_with(&(media(100) + QUEUE)).await?;
     let server = Proto::Udp.server_addr(&h);
     let switch = h.switch.as_mut().context("switch")?;
     let mut ended = switch.take_ended().context("ended reports")?;
@@ -98,8 +91,7 @@ async fn unacceptable_offer_is_488_and_leaves_nothing_udp() -> anyhow::Result<()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn call_to_extension_is_bridged_and_released_on_both_legs_udp() -> anyhow::Result<()> {
     Bridged {
-        config: "[media]\nrtp_ip = \"127.0.0.1\"\nrtp_ports = [22000, 22999]\n\
-                 [[numbers]]\nnumber = \"4001\"\nextension = \"bob\"\n",
+        config: "[[numbers]]\nnumber = \"4001\"\nextension = \"bob\"\n",
         number: "4001",
         caller: "uac_call_with_audio.xml",
         agents: &[("bob", "uas_call.xml")],
@@ -110,8 +102,7 @@ async fn call_to_extension_is_bridged_and_released_on_both_legs_udp() -> anyhow:
     .await
 }
 
-const ACD: &str = "[media]\nrtp_ip = \"127.0.0.1\"\nrtp_ports = [23000, 23999]\n\
-                   [[numbers]]\nnumber = \"4002\"\nqueue = \"support\"\n\
+const ACD: &str = "[[numbers]]\nnumber = \"4002\"\nqueue = \"support\"\n\
                    [acd]\n[[acd.queue]]\nname = \"support\"\n\
                    [[acd.agent]]\nid = \"bob\"\nqueues = { support = 0 }\n\
                    [[acd.agent]]\nid = \"carol\"\nqueues = { support = 1 }\n";
@@ -153,8 +144,7 @@ async fn declined_offer_goes_to_the_next_agent_udp() -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unanswered_offer_times_out_and_goes_to_the_next_agent_udp() -> anyhow::Result<()> {
     Bridged {
-        config: "[media]\nrtp_ip = \"127.0.0.1\"\nrtp_ports = [24000, 24999]\n\
-                 [[numbers]]\nnumber = \"4003\"\nqueue = \"sales\"\n\
+        config: "[[numbers]]\nnumber = \"4003\"\nqueue = \"sales\"\n\
                  [acd]\n[[acd.queue]]\nname = \"sales\"\nring_timeout_secs = 1\n\
                  [[acd.agent]]\nid = \"bob\"\nqueues = { sales = 0 }\n\
                  [[acd.agent]]\nid = \"carol\"\nqueues = { sales = 1 }\n",
@@ -184,25 +174,6 @@ async fn agent_hangup_releases_the_caller_udp() -> anyhow::Result<()> {
     .await
 }
 
-/// Writes `caller.wav` (4 s of PCMU that SIPp's rtp_stream loops) into SIPp's working
-/// directory, once per process and atomically (a rename), since tests run in parallel and
-/// a SIPp may be reading it.
-fn caller_audio() -> anyhow::Result<()> {
-    static DONE: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
-    DONE.get_or_init(|| {
-        let dir = hotline_sip_tests::out_dir();
-        let tmp = dir.join(format!("caller.wav.{}.tmp", std::process::id()));
-        let tone: Vec<i16> = (0..32_000)
-            .map(|i| ((i as f64 * 0.1).sin() * 8000.0) as i16)
-            .collect();
-        hotline_media::wav::write_wav(&tmp, hotline_media::wav::WavEncoding::Ulaw, &tone)
-            .map_err(|e| e.to_string())?;
-        std::fs::rename(&tmp, dir.join("caller.wav")).map_err(|e| e.to_string())
-    })
-    .clone()
-    .map_err(anyhow::Error::msg)
-}
-
 /// A bridged call between a SIPp caller streaming audio and registered SIPp agents (UAS
 /// echoing RTP), with what must hold afterwards.
 struct Bridged {
@@ -218,45 +189,12 @@ struct Bridged {
 
 impl Bridged {
     async fn run(self) -> anyhow::Result<()> {
-        let mut h = start_hotline_with(self.config).await?;
-        let server = Proto::Udp.server_addr(&h);
-        let switch = h.switch.as_mut().context("switch")?;
-        let mut ended = switch.take_ended().context("ended reports")?;
+        let (h, server, mut ended) = start_for_calls("", 100, self.config).await?;
         let mut uas = Vec::new();
         for (user, scenario) in self.agents {
-            let port = free_port();
-            let pw = format!("{user}-pw");
-            SippBuilder::new(
-                &format!("{user}-register"),
-                "register_once.xml",
-                Proto::Udp,
-                port,
-            )
-            .args(["-s", user, "-au", user, "-ap", &pw])
-            .spawn(Some(server))?
-            .expect_success()
-            .await?;
-            uas.push(
-                SippBuilder::new(&format!("{user}-uas"), scenario, Proto::Udp, port)
-                    .args(["-s", user, "-rtp_echo"])
-                    .spawn(None)?,
-            );
-            wait_bound(port, Proto::Udp).await?;
+            uas.push(agent(server, user, scenario, &["-rtp_echo"]).await?);
         }
-        caller_audio()?;
-        SippBuilder::new("caller", self.caller, Proto::Udp, free_port())
-            .args([
-                "-s",
-                self.number,
-                "-au",
-                "alice",
-                "-ap",
-                "alice-pw",
-                "-key",
-                "caller",
-                "alice",
-            ])
-            .spawn(Some(server))?
+        caller(server, self.number, self.caller, &[])?
             .expect_success()
             .await?;
         for a in uas {
@@ -280,10 +218,7 @@ impl Bridged {
             b.rx_packets >= self.relayed / 2,
             "agent's echo back into Hotline: {media:?}"
         );
-        let switch = h.switch.as_ref().context("switch")?;
-        assert_eq!(switch.stats().active_calls(), 0);
-        assert_eq!(switch.ports().in_use(), 0, "RTP ports leaked");
-        assert_eq!(switch.sip_dialogs().await?, 0, "SIP dialogs left behind");
+        nothing_left(&h).await?;
         h.shutdown().await;
         Ok(())
     }
@@ -293,7 +228,7 @@ impl Bridged {
 /// INVITE (the agent sees CANCEL, answers 487 and gets its ACK), and nothing is left over.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn caller_hangup_while_agent_rings_cancels_the_agent_udp() -> anyhow::Result<()> {
-    let mut h = start_hotline_with(ACD).await?;
+    let mut h = start_hotline_with(&(media(100) + ACD)).await?;
     let server = Proto::Udp.server_addr(&h);
     let switch = h.switch.as_mut().context("switch")?;
     let mut ended = switch.take_ended().context("ended reports")?;
@@ -344,9 +279,10 @@ async fn caller_hangup_while_agent_rings_cancels_the_agent_udp() -> anyhow::Resu
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_fallback_hangs_up_the_caller_udp() -> anyhow::Result<()> {
     let mut h = start_hotline_with(
-        "[media]\nrtp_ip = \"127.0.0.1\"\nrtp_ports = [26000, 26999]\n\
+        &(media(100)
+            + "\
          [[numbers]]\nnumber = \"4004\"\nqueue = \"night\"\n\
-         [acd]\n[[acd.queue]]\nname = \"night\"\nmax_wait_secs = 1\n",
+         [acd]\n[[acd.queue]]\nname = \"night\"\nmax_wait_secs = 1\n"),
     )
     .await?;
     let server = Proto::Udp.server_addr(&h);

@@ -9,50 +9,27 @@ use anyhow::Context;
 use hotline::Hotline;
 use hotline_acd::{AgentState, NotReadyReason};
 use hotline_cdr::{CallRecord, CallResult, HangupSide, MemoryCdrs, QueueEventKind};
+use hotline_sip_tests::calls::{self, next_end};
 use hotline_sip_tests::{
-    Proto, Sipp, SippBuilder, free_port, out_dir, start_hotline_with, wait_bound,
+    Proto, Sipp, SippBuilder, caller_audio, free_port, out_dir, start_hotline_with,
 };
 use hotline_switch::{CallCommand, CallEnd, EndReason, Switch, SwitchEvent};
 
 /// `[media]` for a test: its own RTP range and recordings directory; the spoken prompts
 /// are cached for all tests in `out/prompts`.
-fn media(name: &str, ports: u16) -> anyhow::Result<(String, PathBuf)> {
+fn media(name: &str) -> anyhow::Result<(String, PathBuf)> {
     let rec = out_dir().join(format!("rec-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&rec);
     let prompts = out_dir().join("prompts");
     Ok((
         format!(
-            "[media]\nrtp_ip = \"127.0.0.1\"\nrtp_ports = [{ports}, {}]\nrecordings = \"{}\"\nprompt_cache = \"{}\"\n",
-            ports + 499,
+            "{}recordings = \"{}\"\nprompt_cache = \"{}\"\n",
+            hotline_sip_tests::media(100),
             rec.display(),
             prompts.display()
         ),
         rec,
     ))
-}
-
-async fn next_end(rx: &mut tokio::sync::mpsc::Receiver<CallEnd>) -> anyhow::Result<CallEnd> {
-    tokio::time::timeout(Duration::from_secs(15), rx.recv())
-        .await
-        .context("no call ended within 15 s")?
-        .context("switch stopped")
-}
-
-/// Writes `caller.wav` (4 s of PCMU for SIPp's rtp_stream) once per process, atomically.
-fn caller_audio() -> anyhow::Result<()> {
-    static DONE: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
-    DONE.get_or_init(|| {
-        let dir = out_dir();
-        let tmp = dir.join(format!("caller.wav.{}.r.tmp", std::process::id()));
-        let tone: Vec<i16> = (0..32_000)
-            .map(|i| ((i as f64 * 0.1).sin() * 8000.0) as i16)
-            .collect();
-        hotline_media::wav::write_wav(&tmp, hotline_media::wav::WavEncoding::Ulaw, &tone)
-            .map_err(|e| e.to_string())?;
-        std::fs::rename(&tmp, dir.join("caller.wav")).map_err(|e| e.to_string())
-    })
-    .clone()
-    .map_err(anyhow::Error::msg)
 }
 
 /// Writes `dtmf-<digit>.pcap`: one RFC 4733 key press (payload type 101, three packets
@@ -123,35 +100,7 @@ fn dtmf_pcap(digit: u8) -> anyhow::Result<()> {
 
 /// Registers `user` from a fresh port and starts its UAS scenario there (echoing RTP).
 async fn agent(h: &Hotline, user: &str, scenario: &str) -> anyhow::Result<Sipp> {
-    agent_with(h, user, scenario, &[]).await
-}
-
-/// Like [`agent`], with extra SIPp arguments (e.g. `-m 2` for two calls).
-async fn agent_with(
-    h: &Hotline,
-    user: &str,
-    scenario: &str,
-    extra: &[&str],
-) -> anyhow::Result<Sipp> {
-    let server = Proto::Udp.server_addr(h);
-    let port = free_port();
-    let pw = format!("{user}-pw");
-    SippBuilder::new(
-        &format!("{user}-register"),
-        "register_once.xml",
-        Proto::Udp,
-        port,
-    )
-    .args(["-s", user, "-au", user, "-ap", &pw])
-    .spawn(Some(server))?
-    .expect_success()
-    .await?;
-    let uas = SippBuilder::new(&format!("{user}-uas"), scenario, Proto::Udp, port)
-        .args(["-s", user, "-rtp_echo"])
-        .args(extra.iter().copied())
-        .spawn(None)?;
-    wait_bound(port, Proto::Udp).await?;
-    Ok(uas)
+    calls::agent(Proto::Udp.server_addr(h), user, scenario, &["-rtp_echo"]).await
 }
 
 /// Alice calls `number` with `scenario` (extra SIPp args appended).
@@ -240,7 +189,7 @@ const MENU_ACD: &str = "[[menus]]\nname = \"main\"\nsay = \"For sales, press one
 /// to the sales queue, whose agent bob answers; the bridged call is recorded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ivr_choice_by_sip_info_reaches_the_queue_and_is_recorded() -> anyhow::Result<()> {
-    let (m, rec) = media("ivr-info", 14000)?;
+    let (m, rec) = media("ivr-info")?;
     let mut h = start_hotline_with(&format!(
         "{m}[[numbers]]\nnumber = \"5000\"\nmenu = \"main\"\n{MENU_ACD}"
     ))
@@ -312,7 +261,7 @@ async fn ivr_choice_by_sip_info_reaches_the_queue_and_is_recorded() -> anyhow::R
 /// from a pcap this test writes): the call goes to support, answered by carol.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ivr_choice_by_rfc4733_reaches_the_other_queue() -> anyhow::Result<()> {
-    let (m, _) = media("ivr-4733", 14500)?;
+    let (m, _) = media("ivr-4733")?;
     let mut h = start_hotline_with(&format!(
         "{m}[[numbers]]\nnumber = \"5000\"\nmenu = \"main\"\n{MENU_ACD}"
     ))
@@ -338,7 +287,7 @@ async fn ivr_choice_by_rfc4733_reaches_the_other_queue() -> anyhow::Result<()> {
 /// message and Hotline hangs up; the same number shape with hours open all day queues.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closed_hours_play_the_closed_message_then_hang_up() -> anyhow::Result<()> {
-    let (m, _) = media("closed", 15000)?;
+    let (m, _) = media("closed")?;
     let mut h = start_hotline_with(&format!(
         "{m}[[numbers]]\nnumber = \"5001\"\nqueue = \"support\"\nhours = \"never\"\n\
          [[numbers]]\nnumber = \"5002\"\nqueue = \"support\"\nhours = \"always\"\n\
@@ -392,7 +341,7 @@ async fn closed_hours_play_the_closed_message_then_hang_up() -> anyhow::Result<(
 /// position/wait announcements over the music.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_announcements_are_played_while_waiting() -> anyhow::Result<()> {
-    let (m, _) = media("announce", 15500)?;
+    let (m, _) = media("announce")?;
     let mut h = start_hotline_with(&format!(
         "{m}[[numbers]]\nnumber = \"5003\"\nqueue = \"slow\"\n\
          [acd]\n[[acd.queue]]\nname = \"slow\"\nannounce_secs = 1\n"
@@ -432,7 +381,7 @@ const TWO_QUEUES: &str = "[acd]\n[[acd.queue]]\nname = \"first\"\n{FIRST}\n\
 /// serves it) to its fallback, the second queue, where bob answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn leave_key_takes_the_caller_to_the_queue_fallback() -> anyhow::Result<()> {
-    let (m, _) = media("leave", 16000)?;
+    let (m, _) = media("leave")?;
     let acd = TWO_QUEUES.replace("{FIRST}", "fallback = { queue = \"second\" }");
     let mut h = start_hotline_with(&format!(
         "{m}[[numbers]]\nnumber = \"5004\"\nqueue = \"first\"\n\
@@ -477,7 +426,7 @@ async fn leave_key_takes_the_caller_to_the_queue_fallback() -> anyhow::Result<()
 /// moves on by itself and bob answers it there. A whisper plays to bob before the bridge.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_fallback_to_another_queue_with_whisper() -> anyhow::Result<()> {
-    let (m, _) = media("fallback", 16500)?;
+    let (m, _) = media("fallback")?;
     let acd = TWO_QUEUES.replace(
         "{FIRST}",
         "max_wait_secs = 1\nfallback = { queue = \"second\" }",
@@ -518,7 +467,7 @@ async fn queue_fallback_to_another_queue_with_whisper() -> anyhow::Result<()> {
 /// him not-ready (busy), so a queued call is offered to carol; afterwards bob is ready.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agent_busy_on_an_extension_call_is_not_offered_queue_calls() -> anyhow::Result<()> {
-    let (m, _) = media("busy", 17000)?;
+    let (m, _) = media("busy")?;
     let mut h = start_hotline_with(&format!(
         "{m}[[numbers]]\nnumber = \"5006\"\nextension = \"bob\"\n\
          [[numbers]]\nnumber = \"5007\"\nqueue = \"support\"\n\
@@ -573,7 +522,7 @@ async fn wait_state(h: &Hotline, user: &str, want: &AgentState) -> anyhow::Resul
 /// the call; alice hangs up after 1.5 s.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn callback_keeps_the_place_and_calls_agent_then_customer() -> anyhow::Result<()> {
-    let (m, _) = media("callback", 17500)?;
+    let (m, _) = media("callback")?;
     let mut h = start_hotline_with(&format!(
         "{m}[[numbers]]\nnumber = \"5006\"\nextension = \"bob\"\n\
          [[numbers]]\nnumber = \"5007\"\nqueue = \"support\"\n\
@@ -586,7 +535,13 @@ async fn callback_keeps_the_place_and_calls_agent_then_customer() -> anyhow::Res
     let mut events = switch(&mut h)?.subscribe();
     let handle = switch(&mut h)?.handle();
     // bob takes two calls: the extension call, then the callback.
-    let bob = agent_with(&h, "bob", "uas_call.xml", &["-m", "2"]).await?;
+    let bob = calls::agent(
+        Proto::Udp.server_addr(&h),
+        "bob",
+        "uas_call.xml",
+        &["-rtp_echo", "-m", "2"],
+    )
+    .await?;
     let alice_phone = agent(&h, "alice", "uas_answer_then_bye.xml").await?;
     caller_audio()?;
     let first = caller(&h, "to-bob", "uac_call_with_audio.xml", "5006", &[])?;
@@ -681,7 +636,7 @@ async fn callback_keeps_the_place_and_calls_agent_then_customer() -> anyhow::Res
 /// extension: after `max_wait_secs` the caller is put through to bob's phone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_fallback_to_a_number_reaches_its_route() -> anyhow::Result<()> {
-    let (m, _) = media("fallback-number", 18000)?;
+    let (m, _) = media("fallback-number")?;
     let mut h = start_hotline_with(&format!(
         "{m}[[numbers]]\nnumber = \"5005\"\nqueue = \"night\"\n\
          [[numbers]]\nnumber = \"5008\"\nextension = \"bob\"\n\
@@ -712,7 +667,7 @@ async fn queue_fallback_to_a_number_reaches_its_route() -> anyhow::Result<()> {
 /// with no retries left, the menu's default route (the support queue) takes the call.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ivr_silence_leads_to_the_menu_default() -> anyhow::Result<()> {
-    let (m, _) = media("ivr-default", 18500)?;
+    let (m, _) = media("ivr-default")?;
     let prompt = out_dir().join(format!("menu-short-{}.wav", std::process::id()));
     hotline_media::wav::write_wav(
         &prompt,

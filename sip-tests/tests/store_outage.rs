@@ -46,7 +46,7 @@ fn pg_url(base: &str, hostport: &str, db: &str) -> anyhow::Result<String> {
 
 fn config(url: &str, hash: &str) -> String {
     format!(
-        "[media]\nrtp_ip = \"127.0.0.1\"\nrtp_ports = [{p}, {q}]\nrecord = false\n\
+        "{media}record = false\n\
          [[numbers]]\nnumber = \"4300\"\nqueue = \"support\"\n\
          [acd]\n[[acd.queue]]\nname = \"support\"\n\
          [[acd.agent]]\nid = \"bob\"\nqueues = {{ support = 0 }}\n\
@@ -54,8 +54,7 @@ fn config(url: &str, hash: &str) -> String {
          [store]\nurl = \"{url}\"\n\
          [cti]\nlisten = \"127.0.0.1:0\"\nallowed_origins = [\"{ORIGIN}\"]\n\
          [[cti.user]]\nname = \"bob\"\npassword_hash = \"{hash}\"\nrole = \"agent\"\nagent = \"bob\"\n",
-        p = 27_000,
-        q = 27_199
+        media = hotline_sip_tests::media(200)
     )
 }
 

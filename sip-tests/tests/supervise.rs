@@ -140,7 +140,7 @@ fn mode(mode: &str) -> Value {
 /// bob go on. Each step is a SUPERVISE queue-log line. Bad requests change nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn supervisor_monitors_whispers_barges_live() -> anyhow::Result<()> {
-    let rig = rig([13400, 13599]).await?;
+    let rig = rig(hotline_sip_tests::rtp_ports(200)).await?;
     let mut alice = rig.desk("alice").await?;
     let mut alice_phone = RawPhone::register(rig.server, "alice", SUP).await?;
     alice.fails(start("bob", "listen"), "bad_request").await;
@@ -256,7 +256,7 @@ async fn supervisor_monitors_whispers_barges_live() -> anyhow::Result<()> {
 /// ends, the supervisor's leg ends with it and every port is returned.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusals_and_the_call_end_ends_the_supervisor() -> anyhow::Result<()> {
-    let rig = rig([13600, 13799]).await?;
+    let rig = rig(hotline_sip_tests::rtp_ports(200)).await?;
     let mut alice = rig.desk("alice").await?;
     let mut dave = rig.desk("dave").await?;
     let mut carol = rig.desk("carol").await?;
@@ -287,7 +287,7 @@ async fn refusals_and_the_call_end_ends_the_supervisor() -> anyhow::Result<()> {
 /// refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn supervisor_hanging_up_leaves_the_call_as_it_was() -> anyhow::Result<()> {
-    let rig = rig([13800, 13999]).await?;
+    let rig = rig(hotline_sip_tests::rtp_ports(200)).await?;
     let mut alice = rig.desk("alice").await?;
     let mut alice_phone = RawPhone::register(rig.server, "alice", SUP).await?;
     let (mut caller, mut bob) = talking(&rig).await?;

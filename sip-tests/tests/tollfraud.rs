@@ -13,9 +13,10 @@ use hotline_switch::EndReason;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refer_to_a_number_outside_the_dial_rules_is_403() -> anyhow::Result<()> {
     let mut h = start_hotline_with(
-        "[media]\nrtp_ip = \"127.0.0.1\"\nrtp_ports = [46600, 46799]\n\
+        &(hotline_sip_tests::media(200)
+            + "\
          [[numbers]]\nnumber = \"4960\"\nextension = \"bob\"\n\
-         [[dial_rules]]\nrole = \"agent\"\nallow = ['\\+49[1-9]\\d{6,12}']\n",
+         [[dial_rules]]\nrole = \"agent\"\nallow = ['\\+49[1-9]\\d{6,12}']\n"),
     )
     .await?;
     let server = Proto::Udp.server_addr(&h);

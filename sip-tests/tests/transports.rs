@@ -304,8 +304,9 @@ async fn baresip_registers_over_tls_and_takes_a_call_on_its_connection() -> anyh
     let cert = make_cert(&dir, "hotline")?;
     let mut h = start_hotline_with_sip(
         &transport_keys(&cert, 0),
-        "[media]\nrtp_ip = \"127.0.0.1\"\nrtp_ports = [46600, 46799]\n\
-         [[numbers]]\nnumber = \"4261\"\nextension = \"bob\"\n",
+        &(hotline_sip_tests::media(200)
+            + "\
+         [[numbers]]\nnumber = \"4261\"\nextension = \"bob\"\n"),
     )
     .await?;
     let tls_addr = addr(&h, Transport::Tls)?;
@@ -510,8 +511,9 @@ async fn jssip_registers_over_ws_and_wss_and_rejects_calls() -> anyhow::Result<(
     let cert = make_cert(&dir, "hotline")?;
     let mut h = start_hotline_with_sip(
         &transport_keys(&cert, 0),
-        "[media]\nrtp_ip = \"127.0.0.1\"\nrtp_ports = [46800, 46899]\n\
-         [[numbers]]\nnumber = \"4262\"\nextension = \"carol\"\n",
+        &(hotline_sip_tests::media(100)
+            + "\
+         [[numbers]]\nnumber = \"4262\"\nextension = \"carol\"\n"),
     )
     .await?;
     let mut ended = h

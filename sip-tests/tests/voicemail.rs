@@ -51,7 +51,7 @@ fn greeting(name: &str, ms: u64) -> anyhow::Result<PathBuf> {
 /// Hotline with queue `support` (4700; max wait 1 s, fallback box `support-box`: limit
 /// `max_secs` and `silence_secs`, 1 s greeting) and queue `sales` (4701; box `long-box`, a 4 s greeting); no
 /// agents; number 4702 is a menu whose key 1 goes to `support-box`. `[crm]`, a SQLite store, `[cti]` with alice supervising support.
-async fn rig(name: &str, ports: u16, max_secs: u64, silence_secs: u64) -> anyhow::Result<Rig> {
+async fn rig(name: &str, max_secs: u64, silence_secs: u64) -> anyhow::Result<Rig> {
     let dir = out_dir().join(format!("vm-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     let db = out_dir().join(format!("vm-{name}-{}.db", std::process::id()));
@@ -61,7 +61,7 @@ async fn rig(name: &str, ports: u16, max_secs: u64, silence_secs: u64) -> anyhow
     let store_url = format!("sqlite://{}", db.display());
     let hash = hotline_cti::hash_password("desk-pw")?;
     let cfg = format!(
-        "[media]\nrtp_ip = \"127.0.0.1\"\nrtp_ports = [{ports}, {}]\nprompt_cache = \"{}\"\n\
+        "{}prompt_cache = \"{}\"\n\
          [[numbers]]\nnumber = \"4700\"\nqueue = \"support\"\n\
          [[numbers]]\nnumber = \"4701\"\nqueue = \"sales\"\n\
          [[numbers]]\nnumber = \"4702\"\nmenu = \"vm-menu\"\n\
@@ -75,7 +75,7 @@ async fn rig(name: &str, ports: u16, max_secs: u64, silence_secs: u64) -> anyhow
          [crm]\n[store]\nurl = \"{store_url}\"\n\
          [cti]\nlisten = \"127.0.0.1:0\"\nallowed_origins = [\"{ORIGIN}\"]\n\
          [[cti.user]]\nname = \"alice\"\npassword_hash = \"{hash}\"\nrole = \"supervisor\"\nqueues = [\"support\", \"sales\"]\n",
-        ports + 499,
+        hotline_sip_tests::media(100),
         out_dir().join("prompts").display(),
         greeting("short", GREETING_MS)?.display(),
         dir.display(),
@@ -160,7 +160,7 @@ fn bearer(token: &str) -> Vec<String> {
 /// checked, then the supervisor listens to it and deletes it over HTTP.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_timeout_leaves_a_message_until_the_limit() -> anyhow::Result<()> {
-    let mut rig = rig("limit", 27000, 3, 0).await?;
+    let mut rig = rig("limit", 3, 0).await?;
     let (mut alice, token) = rig.supervisor().await?;
     caller_audio()?;
     SippBuilder::new(
@@ -271,7 +271,36 @@ async fn queue_timeout_leaves_a_message_until_the_limit() -> anyhow::Result<()> 
             .any(|(k, v)| k == "content-type" && v == "audio/wav"),
         "{headers:?}"
     );
-    assert_eq!(body, std::fs::read(&wav)?, "the WAV as stored");
+    let stored = std::fs::read(&wav)?;
+    assert_eq!(body, stored, "the WAV as stored");
+    let header = |hs: &[(String, String)], name: &str| {
+        hs.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+    };
+    assert_eq!(
+        header(&headers, "content-length"),
+        Some(stored.len().to_string())
+    );
+    assert_eq!(header(&headers, "accept-ranges").as_deref(), Some("bytes"));
+    // A player seeking: one byte range, then one past the end.
+    let mut ranged = bearer(&token);
+    ranged.push("Range: bytes=44-99".into());
+    let (status, headers, body) =
+        http::request(rig.cti, "GET", &format!("{path}/audio"), &ranged).await?;
+    assert_eq!(status, 206);
+    assert_eq!(
+        header(&headers, "content-range"),
+        Some(format!("bytes 44-99/{}", stored.len()))
+    );
+    assert_eq!(body, stored[44..100], "the range of the WAV");
+    let mut past = bearer(&token);
+    past.push(format!("Range: bytes={}-", stored.len()));
+    let (status, headers, _) =
+        http::request(rig.cti, "GET", &format!("{path}/audio"), &past).await?;
+    assert_eq!(status, 416);
+    assert_eq!(
+        header(&headers, "content-range"),
+        Some(format!("bytes */{}", stored.len()))
+    );
     let (status, _, body) = http::request(
         rig.cti,
         "POST",
@@ -298,7 +327,7 @@ async fn queue_timeout_leaves_a_message_until_the_limit() -> anyhow::Result<()> 
 /// ends there, Hotline says goodbye and hangs up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_hash_key_ends_the_message() -> anyhow::Result<()> {
-    let mut rig = rig("key", 27500, 60, 0).await?;
+    let mut rig = rig("key", 60, 0).await?;
     caller_audio()?;
     // 1 s in the queue, the greeting, the beep (250 ms), then ~2.5 s of message.
     let talk_ms = 1000 + GREETING_MS + 250 + 2500;
@@ -340,7 +369,7 @@ async fn the_hash_key_ends_the_message() -> anyhow::Result<()> {
 /// message in `support-box` (about 2.5 s: kept: CDR `voicemail`, hung up by the caller).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hanging_up_in_the_greeting_leaves_nothing_and_after_it_a_message() -> anyhow::Result<()> {
-    let mut rig = rig("hangup", 28000, 60, 0).await?;
+    let mut rig = rig("hangup", 60, 0).await?;
     caller_audio()?;
     // sales: 1 s of queue (a little more on a busy machine), then 2.5 s into the 4 s
     // greeting.
@@ -425,7 +454,7 @@ fn talk_then_quiet() -> anyhow::Result<()> {
 /// says goodbye and hangs up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silence_ends_the_message() -> anyhow::Result<()> {
-    let mut rig = rig("silence", 28500, 60, 2).await?;
+    let mut rig = rig("silence", 60, 2).await?;
     talk_then_quiet()?;
     SippBuilder::new(
         "vm-silent-caller",
@@ -470,7 +499,7 @@ async fn silence_ends_the_message() -> anyhow::Result<()> {
 /// and leaves a message until the box's 3 s limit; no queue is involved.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_menu_choice_leads_to_a_box() -> anyhow::Result<()> {
-    let mut rig = rig("menu", 29000, 3, 0).await?;
+    let mut rig = rig("menu", 3, 0).await?;
     caller_audio()?;
     SippBuilder::new(
         "vm-menu-caller",

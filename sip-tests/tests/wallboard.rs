@@ -11,12 +11,12 @@
 #[path = "../../crates/cti/tests/client/mod.rs"]
 mod client;
 
-use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use client::Desk;
+use hotline_sip_tests::browser::{browser_dir, expect_line};
 use hotline_sip_tests::{
     Proto, SippBuilder, caller_audio, free_port, out_dir, start_hotline_with, wait_bound,
 };
@@ -24,30 +24,9 @@ use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 
-/// Waits for the browser script to print `want` (its stderr is inherited, so a failure
-/// explains itself in the test output).
-async fn expect_line(
-    lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
-    want: &str,
-) -> anyhow::Result<()> {
-    match tokio::time::timeout(Duration::from_secs(60), lines.next_line()).await {
-        Ok(Ok(Some(l))) if l.trim() == want => Ok(()),
-        Ok(Ok(Some(l))) => bail!("browser said {l:?}, expected {want}"),
-        Ok(Ok(None)) => bail!("the browser script ended before {want}"),
-        Ok(Err(e)) => bail!("reading the browser script: {e}"),
-        Err(_) => bail!("no {want} from the browser within 60 s"),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waiting_count_follows_a_call_in_chromium() -> anyhow::Result<()> {
-    let browser_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("browser-wall");
-    if !browser_dir.join("node_modules/playwright-core").exists() {
-        bail!(
-            "playwright-core missing: run `npm ci` in {} (sip-tests/run-tests.sh does)",
-            browser_dir.display()
-        );
-    }
+    let browser_dir = browser_dir("browser-wall")?;
     let shots = out_dir().join("wallboard");
     std::fs::create_dir_all(&shots)?;
     let db = std::env::temp_dir().join(format!("hotline-wall-{}.sqlite", std::process::id()));
@@ -55,8 +34,9 @@ async fn waiting_count_follows_a_call_in_chromium() -> anyhow::Result<()> {
     let hash = hotline_cti::hash_password("s3cret")?;
     let http = free_port();
     let origin = format!("http://127.0.0.1:{http}");
+    let media = hotline_sip_tests::media(200);
     let cfg = format!(
-        "[media]\nrtp_ip = \"127.0.0.1\"\nrtp_ports = [26200, 26399]\nrecord = false\n\
+        "{media}record = false\n\
          [[numbers]]\nnumber = \"4701\"\nqueue = \"support\"\n\
          [acd]\n[[acd.queue]]\nname = \"support\"\nwrapup_secs = 1\n\
          [[acd.agent]]\nid = \"bob\"\nqueues = {{ support = 0 }}\n\

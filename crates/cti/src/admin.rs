@@ -26,6 +26,7 @@ use utoipa::{OpenApi, ToSchema};
 
 use crate::Role;
 use crate::hub::Hub;
+use crate::reports::{ApiError, api_error, bearer_user};
 
 /// Largest prompt upload (about 17 minutes of 8 kHz 16-bit mono).
 pub const MAX_PROMPT_BYTES: usize = 16 * 1024 * 1024;
@@ -248,31 +249,14 @@ impl AdminHandle {
     }
 }
 
-/// A refusal at the door (401/403), before any request reaches the admin service.
+/// A refusal at the door (401/403) of every HTTP API (admin, reports, voicemail, floor),
+/// before any request reaches a service.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct AuthError {
-    /// `unauthorized` or `forbidden`.
+    /// `unauthorized` (no live session token; the answer carries `WWW-Authenticate:
+    /// Bearer`) or `forbidden` (the role may not).
     pub error: String,
     pub message: String,
-}
-
-/// A 401/403 with its JSON body.
-struct Refusal(StatusCode, AuthError);
-
-impl IntoResponse for Refusal {
-    fn into_response(self) -> Response {
-        (self.0, axum::Json(self.1)).into_response()
-    }
-}
-
-fn auth_error(status: StatusCode, error: &str, message: impl Into<String>) -> Refusal {
-    Refusal(
-        status,
-        AuthError {
-            error: error.into(),
-            message: message.into(),
-        },
-    )
 }
 
 #[derive(Clone)]
@@ -283,47 +267,23 @@ struct AdminState {
 
 impl AdminState {
     /// The admin's name, or the 401/403 answer.
-    fn admin(&self, headers: &HeaderMap) -> Result<String, Refusal> {
-        let Some(value) = headers.get(header::AUTHORIZATION) else {
-            return Err(auth_error(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "missing Authorization: Bearer <token> (log in with POST /api/login or auth.login)",
-            ));
-        };
-        let token = value
-            .to_str()
-            .ok()
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim)
-            .unwrap_or("");
-        let Some(session) = self.hub.sessions.get(token) else {
-            return Err(auth_error(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "the token is unknown or expired; log in again",
-            ));
-        };
-        match self.hub.users.get(&session.user) {
-            Some(u) if u.role == Role::Admin => Ok(u.name.clone()),
-            Some(u) => Err(auth_error(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                format!(
-                    "user {:?} has role {}; the admin API needs role admin",
-                    u.name,
-                    serde_json::to_value(u.role)
-                        .ok()
-                        .and_then(|v| v.as_str().map(str::to_string))
-                        .unwrap_or_default()
-                ),
-            )),
-            None => Err(auth_error(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
-                "the token's user no longer exists",
-            )),
+    fn admin(&self, headers: &HeaderMap) -> Result<String, ApiError> {
+        let u = bearer_user(&self.hub, headers)?;
+        if u.role == Role::Admin {
+            return Ok(u.name);
         }
+        Err(api_error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "user {:?} has role {}; the admin API needs role admin",
+                u.name,
+                serde_json::to_value(u.role)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default()
+            ),
+        ))
     }
 
     async fn run(&self, headers: &HeaderMap, op: AdminOp) -> Response {
@@ -413,7 +373,7 @@ async fn login(State(st): State<AdminState>, body: Bytes) -> Response {
         .await
         .unwrap_or(false);
     let Some(user) = user.filter(|_| ok) else {
-        return auth_error(
+        return api_error(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "wrong user or password",

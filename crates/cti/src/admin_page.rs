@@ -6,32 +6,14 @@
 use std::sync::LazyLock;
 
 use axum::Router;
-use axum::extract::Path;
-use axum::http::{HeaderMap, HeaderValue};
-use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::get;
+use axum::http::HeaderValue;
 
-use crate::assets::{Asset, etags, serve};
+use crate::assets::{self, Asset, etags};
 
 const ASSETS: &[Asset] = &[
-    Asset {
-        name: "index.html",
-        content_type: "text/html; charset=utf-8",
-        body: include_bytes!("../assets/admin/index.html"),
-        immutable: false,
-    },
-    Asset {
-        name: "admin.css",
-        content_type: "text/css; charset=utf-8",
-        body: include_bytes!("../assets/admin/admin.css"),
-        immutable: false,
-    },
-    Asset {
-        name: "admin.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("../assets/admin/admin.js"),
-        immutable: false,
-    },
+    Asset::page("index.html", include_bytes!("../assets/admin/index.html")),
+    Asset::page("admin.css", include_bytes!("../assets/admin/admin.css")),
+    Asset::page("admin.js", include_bytes!("../assets/admin/admin.js")),
 ];
 
 static ETAGS: LazyLock<Vec<HeaderValue>> = LazyLock::new(|| etags(ASSETS));
@@ -44,24 +26,14 @@ const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
 
 /// The admin page's routes, merged into the CTI server's router.
 pub(crate) fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
-    Router::new()
-        .route("/admin", get(index))
-        .route("/admin/", get(|| async { Redirect::permanent("/admin") }))
-        .route("/admin/{*file}", get(file))
-}
-
-async fn index(headers: HeaderMap) -> Response {
-    serve(ASSETS, &ETAGS, CSP, "index.html", &headers).into_response()
-}
-
-async fn file(Path(file): Path<String>, headers: HeaderMap) -> Response {
-    serve(ASSETS, &ETAGS, CSP, &file, &headers)
+    assets::routes("/admin", ASSETS, &ETAGS, CSP)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::{StatusCode, header};
+    use crate::assets::serve;
+    use axum::http::{HeaderMap, StatusCode, header};
 
     #[test]
     fn the_page_and_its_files_are_served_with_a_strict_csp() {

@@ -2,16 +2,80 @@
 //! the page's own files are `no-cache`, so a browser revalidates (a cheap 304) and picks up
 //! a new Hotline at once; files with a version in their URL are cached for a year.
 
+use std::sync::LazyLock;
+
+use axum::Router;
+use axum::extract::Path;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
 
 /// One served file.
 pub(crate) struct Asset {
     pub name: &'static str,
-    pub content_type: &'static str,
     pub body: &'static [u8],
     /// Versioned URL: may be cached for good.
     pub immutable: bool,
+}
+
+impl Asset {
+    /// One of the page's own files (revalidated on every load).
+    pub(crate) const fn page(name: &'static str, body: &'static [u8]) -> Asset {
+        Asset {
+            name,
+            body,
+            immutable: false,
+        }
+    }
+
+    /// A file with its version in its name (cached for a year).
+    pub(crate) const fn versioned(name: &'static str, body: &'static [u8]) -> Asset {
+        Asset {
+            name,
+            body,
+            immutable: true,
+        }
+    }
+
+    /// The media type, by the name's extension (the pages ship these kinds only).
+    fn content_type(&self) -> &'static str {
+        match self.name.rsplit_once('.').map_or("", |(_, ext)| ext) {
+            "html" => "text/html; charset=utf-8",
+            "css" => "text/css; charset=utf-8",
+            "js" => "text/javascript; charset=utf-8",
+            "txt" => "text/plain; charset=utf-8",
+            _ => "application/octet-stream",
+        }
+    }
+}
+
+/// A page's routes: `path` (its `index.html`), `path/` (redirected there) and
+/// `path/<file>`, each answer with the page's `csp`.
+pub(crate) fn routes<S: Clone + Send + Sync + 'static>(
+    path: &'static str,
+    assets: &'static [Asset],
+    etags: &'static LazyLock<Vec<HeaderValue>>,
+    csp: &'static str,
+) -> Router<S> {
+    Router::new()
+        .route(
+            path,
+            get(move |headers: HeaderMap| async move {
+                serve(assets, etags, csp, "index.html", &headers)
+            }),
+        )
+        .route(
+            &format!("{path}/"),
+            get(move || async move { Redirect::permanent(path) }),
+        )
+        .route(
+            &format!("{path}/{{*file}}"),
+            get(
+                move |Path(file): Path<String>, headers: HeaderMap| async move {
+                    serve(assets, etags, csp, &file, &headers)
+                },
+            ),
+        )
 }
 
 /// Strong ETags, one per asset (FNV-1a of the bytes); compute once per set.
@@ -78,9 +142,27 @@ pub(crate) fn serve(
         common,
         [(
             header::CONTENT_TYPE,
-            HeaderValue::from_static(asset.content_type),
+            HeaderValue::from_static(asset.content_type()),
         )],
         asset.body,
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_content_type_follows_the_extension() {
+        let ct = |name| Asset::page(name, b"x").content_type();
+        assert_eq!(ct("index.html"), "text/html; charset=utf-8");
+        assert_eq!(ct("desk.css"), "text/css; charset=utf-8");
+        assert_eq!(
+            ct("vendor/jssip-3.12.0.min.js"),
+            "text/javascript; charset=utf-8"
+        );
+        assert_eq!(ct("vendor/JSSIP-LICENSE.txt"), "text/plain; charset=utf-8");
+        assert_eq!(ct("LICENSE"), "application/octet-stream");
+    }
 }

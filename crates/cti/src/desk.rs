@@ -10,56 +10,24 @@
 use std::sync::LazyLock;
 
 use axum::Router;
-use axum::extract::Path;
-use axum::http::{HeaderMap, HeaderValue};
-use axum::response::{Redirect, Response};
-use axum::routing::get;
+use axum::http::HeaderValue;
 
 use crate::assets::{self, Asset, etags};
 
 const ASSETS: &[Asset] = &[
-    Asset {
-        name: "index.html",
-        content_type: "text/html; charset=utf-8",
-        body: include_bytes!("../assets/desk/index.html"),
-        immutable: false,
-    },
-    Asset {
-        name: "desk.css",
-        content_type: "text/css; charset=utf-8",
-        body: include_bytes!("../assets/desk/desk.css"),
-        immutable: false,
-    },
-    Asset {
-        name: "desk.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("../assets/desk/desk.js"),
-        immutable: false,
-    },
-    Asset {
-        name: "cti.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("../assets/desk/cti.js"),
-        immutable: false,
-    },
-    Asset {
-        name: "phone.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("../assets/desk/phone.js"),
-        immutable: false,
-    },
-    Asset {
-        name: "vendor/jssip-3.12.0.min.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("../assets/vendor/jssip.min.js"),
-        immutable: true,
-    },
-    Asset {
-        name: "vendor/JSSIP-LICENSE.txt",
-        content_type: "text/plain; charset=utf-8",
-        body: include_bytes!("../assets/vendor/JSSIP-LICENSE"),
-        immutable: true,
-    },
+    Asset::page("index.html", include_bytes!("../assets/desk/index.html")),
+    Asset::page("desk.css", include_bytes!("../assets/desk/desk.css")),
+    Asset::page("desk.js", include_bytes!("../assets/desk/desk.js")),
+    Asset::page("cti.js", include_bytes!("../assets/desk/cti.js")),
+    Asset::page("phone.js", include_bytes!("../assets/desk/phone.js")),
+    Asset::versioned(
+        "vendor/jssip-3.12.0.min.js",
+        include_bytes!("../assets/vendor/jssip.min.js"),
+    ),
+    Asset::versioned(
+        "vendor/JSSIP-LICENSE.txt",
+        include_bytes!("../assets/vendor/JSSIP-LICENSE"),
+    ),
 ];
 
 static ETAGS: LazyLock<Vec<HeaderValue>> = LazyLock::new(|| etags(ASSETS));
@@ -73,28 +41,17 @@ const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
 
 /// The desk's routes, merged into the CTI server's router.
 pub(crate) fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
-    Router::new()
-        .route("/desk", get(index))
-        .route("/desk/", get(|| async { Redirect::permanent("/desk") }))
-        .route("/desk/{*file}", get(file))
-}
-
-async fn index(headers: HeaderMap) -> Response {
-    serve("index.html", &headers)
-}
-
-async fn file(Path(file): Path<String>, headers: HeaderMap) -> Response {
-    serve(&file, &headers)
-}
-
-fn serve(name: &str, headers: &HeaderMap) -> Response {
-    assets::serve(ASSETS, &ETAGS, CSP, name, headers)
+    assets::routes("/desk", ASSETS, &ETAGS, CSP)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use axum::http::{StatusCode, header};
+    use axum::http::{HeaderMap, StatusCode, header};
+
+    fn serve(name: &str, headers: &HeaderMap) -> axum::response::Response {
+        assets::serve(ASSETS, &ETAGS, CSP, name, headers)
+    }
 
     /// The JsSIP release vendored in `assets/vendor/` (see its README).
     const JSSIP_VERSION: &str = "3.12.0";

@@ -211,34 +211,63 @@ fn default_search_roles() -> Vec<Role> {
 impl CtiConfig {
     /// Checks what serde cannot: hashes parse, names are unique, agents have an agent id.
     pub fn validate(&self) -> Result<(), CtiError> {
+        self.check().map_err(|(_, e)| e)
+    }
+
+    /// [`CtiConfig::validate`], with the key in `[cti]` the error is about (`["user", "1",
+    /// "password_hash"]`; empty: the table), so a config error can point at its line.
+    pub fn check(&self) -> Result<(), (Vec<String>, CtiError)> {
+        let at = |key: &[&str], m: String| {
+            (
+                key.iter().map(|k| k.to_string()).collect(),
+                CtiError::Config(m),
+            )
+        };
         let mut seen = std::collections::HashSet::new();
-        for u in &self.users {
+        for (i, u) in self.users.iter().enumerate() {
+            let i = i.to_string();
             if !seen.insert(u.name.as_str()) {
-                return Err(CtiError::Config(format!("user {:?} defined twice", u.name)));
+                return Err(at(
+                    &["user", &i, "name"],
+                    format!("user {:?} defined twice", u.name),
+                ));
             }
-            argon2::PasswordHash::new(&u.password_hash).map_err(|e| {
-                CtiError::Config(format!(
-                    "user {:?}: password_hash is not a PHC string ({e}); make one with `hotline passwd`",
-                    u.name
-                ))
-            })?;
+            if let Err(e) = argon2::PasswordHash::new(&u.password_hash) {
+                return Err(at(
+                    &["user", &i, "password_hash"],
+                    format!(
+                        "user {:?}: password_hash is not a PHC string ({e}); make one with `hotline passwd`",
+                        u.name
+                    ),
+                ));
+            }
             if u.role == Role::Agent && u.agent.is_none() {
-                return Err(CtiError::Config(format!(
-                    "user {:?}: role agent needs `agent = \"<acd agent id>\"`",
-                    u.name
-                )));
+                return Err(at(
+                    &["user", &i, "role"],
+                    format!(
+                        "user {:?}: role agent needs `agent = \"<acd agent id>\"`",
+                        u.name
+                    ),
+                ));
             }
         }
-        self.wall.validate().map_err(CtiError::Config)?;
+        self.wall.validate().map_err(|m| at(&["wall"], m))?;
         if let Some(u) = &self.phone_ws_url
             && !(u.starts_with("ws://") || u.starts_with("wss://"))
         {
-            return Err(CtiError::Config(format!(
-                "phone_ws_url {u:?} must start with ws:// or wss://"
-            )));
+            return Err(at(
+                &["phone_ws_url"],
+                format!("phone_ws_url {u:?} must start with ws:// or wss://"),
+            ));
         }
-        if self.heartbeat_secs == 0 || self.token_ttl_secs == 0 || self.outbound_queue == 0 {
-            return Err(CtiError::Config(
+        let zero = [
+            ("heartbeat_secs", self.heartbeat_secs == 0),
+            ("token_ttl_secs", self.token_ttl_secs == 0),
+            ("outbound_queue", self.outbound_queue == 0),
+        ];
+        if let Some((key, _)) = zero.iter().find(|(_, z)| *z) {
+            return Err(at(
+                &[key],
                 "heartbeat_secs, token_ttl_secs and outbound_queue must be > 0".into(),
             ));
         }

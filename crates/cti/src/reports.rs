@@ -88,13 +88,15 @@ fn error(status: StatusCode, code: &'static str, message: impl Into<String>) -> 
     api_error(status, code, message).into_response()
 }
 
-/// The user behind `Authorization: Bearer <token>`, if a supervisor or admin; the error
-/// answer otherwise (401 without a live token, 403 for agents).
-pub(crate) fn supervisor(hub: &Hub, headers: &HeaderMap) -> Result<CtiUser, ApiError> {
-    let unauth = |m: &str| api_error(StatusCode::UNAUTHORIZED, "unauthenticated", m);
+/// The logged-in user behind `Authorization: Bearer <token>` (the CTI session token): the
+/// one check of every HTTP API (admin, reports, voicemail, floor). Without a live token,
+/// a 401 `unauthorized` with `WWW-Authenticate: Bearer`.
+pub(crate) fn bearer_user(hub: &Hub, headers: &HeaderMap) -> Result<CtiUser, ApiError> {
+    let unauth = |m: &str| api_error(StatusCode::UNAUTHORIZED, "unauthorized", m);
     let Some(value) = headers.get(header::AUTHORIZATION) else {
         return Err(unauth(
-            "send the CTI session token as `Authorization: Bearer <token>`",
+            "send the session token as `Authorization: Bearer <token>` (log in with \
+             POST /api/login or the desk's auth.login)",
         ));
     };
     let token = value
@@ -104,11 +106,15 @@ pub(crate) fn supervisor(hub: &Hub, headers: &HeaderMap) -> Result<CtiUser, ApiE
         .map(str::trim)
         .filter(|t| !t.is_empty())
         .ok_or_else(|| unauth("the Authorization header is not `Bearer <token>`"))?;
-    let user = hub
-        .sessions
+    hub.sessions
         .get(token)
         .and_then(|s| hub.users.get(&s.user).cloned())
-        .ok_or_else(|| unauth("the token is unknown or expired; log in again"))?;
+        .ok_or_else(|| unauth("the token is unknown or expired; log in again"))
+}
+
+/// [`bearer_user`], if a supervisor or admin (403 for agents).
+pub(crate) fn supervisor(hub: &Hub, headers: &HeaderMap) -> Result<CtiUser, ApiError> {
+    let user = bearer_user(hub, headers)?;
     if user.role == Role::Agent {
         return Err(api_error(
             StatusCode::FORBIDDEN,
@@ -134,32 +140,21 @@ fn bad(message: String) -> Response {
     error(StatusCode::BAD_REQUEST, "bad_request", message)
 }
 
-/// Percent-decodes one query component (`+` is a space).
-pub(crate) fn decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' => {
-                // Two hex digits exactly: `from_str_radix` alone would take "%+1".
-                let hex = b
-                    .get(i + 1..i + 3)
-                    .filter(|h| h.iter().all(u8::is_ascii_hexdigit))?;
-                out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
+/// The decoded `key=value` pairs of a query string, in order; the error names the first
+/// pair that is not valid percent-encoded UTF-8.
+pub(crate) fn query_pairs(query: Option<&str>) -> Result<Vec<(String, String)>, String> {
+    use hotline_sip::percent::decode_query;
+    query
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            decode_query(k)
+                .zip(decode_query(v))
+                .ok_or_else(|| format!("{pair:?} is not valid percent-encoded UTF-8"))
+        })
+        .collect()
 }
 
 fn parse_params(
@@ -168,11 +163,7 @@ fn parse_params(
     default_tz: Option<&str>,
 ) -> Result<(Params, Calendar), String> {
     let mut seen: HashMap<String, String> = HashMap::new();
-    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let (Some(k), Some(v)) = (decode(k), decode(v)) else {
-            return Err(format!("{pair:?} is not valid percent-encoded UTF-8"));
-        };
+    for (k, v) in query_pairs(query)? {
         if ![
             "from",
             "to",

@@ -17,7 +17,7 @@ use hotline_cdr::{CdrStore, VoicemailFilter, VoicemailMessage, now_millis};
 use serde_json::json;
 
 use crate::hub::Hub;
-use crate::reports::{ApiError, api_error, decode, supervisor};
+use crate::reports::{ApiError, api_error, query_pairs, supervisor};
 use crate::{CtiUser, Role};
 
 /// Most messages one list returns.
@@ -62,11 +62,7 @@ fn parse_filter(query: Option<&str>) -> Result<VoicemailFilter, String> {
         ..VoicemailFilter::default()
     };
     let mut seen = std::collections::HashSet::new();
-    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let (Some(k), Some(v)) = (decode(k), decode(v)) else {
-            return Err(format!("{pair:?} is not valid percent-encoded UTF-8"));
-        };
+    for (k, v) in query_pairs(query)? {
         if !seen.insert(k.clone()) {
             return Err(format!("parameter {k:?} given twice"));
         }
@@ -151,15 +147,18 @@ pub(crate) async fn get_one(
     }
 }
 
-/// The message's WAV (mono 8 kHz 16-bit).
+/// The message's WAV (mono 8 kHz 16-bit), streamed from its file (a long message is not
+/// read into memory); one `Range: bytes=…` gets a 206 with that part (players seek).
 #[utoipa::path(get, path = "/api/voicemail/{id}/audio", params(("id" = String, Path)),
-    responses((status = 200, description = "audio/wav"), (status = 404, description = "no such message"),
-        (status = 410, description = "deleted")))]
+    responses((status = 200, description = "audio/wav"), (status = 206, description = "the requested byte range"),
+        (status = 404, description = "no such message"), (status = 410, description = "deleted"),
+        (status = 416, description = "the range is past the end")))]
 pub(crate) async fn audio(
     State(hub): State<Arc<Hub>>,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Response {
+    use tokio::io::{AsyncReadExt, AsyncSeekExt};
     let m = match visible(&hub, &headers, &id).await {
         Ok(m) if m.deleted_at.is_none() => m,
         Ok(_) => {
@@ -168,28 +167,93 @@ pub(crate) async fn audio(
         }
         Err(e) => return e.into_response(),
     };
-    match tokio::fs::read(&m.path).await {
-        Ok(bytes) => (
-            [
-                (header::CONTENT_TYPE, "audio/wav".to_string()),
-                (
-                    header::CONTENT_DISPOSITION,
-                    format!("attachment; filename=\"voicemail-{}.wav\"", m.mailbox),
-                ),
-            ],
-            Body::from(bytes),
-        )
-            .into_response(),
+    let opened = async {
+        let f = tokio::fs::File::open(&m.path).await?;
+        let len = f.metadata().await?.len();
+        Ok::<_, std::io::Error>((f, len))
+    };
+    let (mut file, len) = match opened.await {
+        Ok(x) => x,
         Err(e) => {
             tracing::warn!(error = %e, path = %m.path, "voicemail: the WAV cannot be read");
-            api_error(
+            return api_error(
                 StatusCode::NOT_FOUND,
                 "file_missing",
                 "the message's file is missing",
             )
-            .into_response()
+            .into_response();
         }
+    };
+    let range = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|r| byte_range(r, len));
+    let mut out = Response::builder()
+        .header(header::CONTENT_TYPE, "audio/wav")
+        .header(
+            header::CONTENT_DISPOSITION,
+            format!("attachment; filename=\"voicemail-{}.wav\"", m.mailbox),
+        )
+        .header(header::ACCEPT_RANGES, "bytes");
+    let (first, last) = match range {
+        None => (0, len.saturating_sub(1)),
+        Some(Ok((first, last))) => {
+            out = out
+                .status(StatusCode::PARTIAL_CONTENT)
+                .header(header::CONTENT_RANGE, format!("bytes {first}-{last}/{len}"));
+            (first, last)
+        }
+        Some(Err(())) => {
+            return (
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                [(header::CONTENT_RANGE, format!("bytes */{len}"))],
+            )
+                .into_response();
+        }
+    };
+    let size = if len == 0 { 0 } else { last - first + 1 };
+    if first > 0
+        && let Err(e) = file.seek(std::io::SeekFrom::Start(first)).await
+    {
+        tracing::warn!(error = %e, path = %m.path, "voicemail: the WAV cannot be read");
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     }
+    let body = Body::from_stream(tokio_util::io::ReaderStream::new(file.take(size)));
+    out.header(header::CONTENT_LENGTH, size)
+        .body(body)
+        .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+}
+
+/// The one `bytes=` range of a Range header over `len` bytes, as inclusive offsets.
+/// `None` when the whole file answers (no such header we serve: several ranges, other
+/// units, bad syntax; RFC 9110 §14.2 lets a server ignore those); `Some(Err(()))` when
+/// the range starts past the end (416).
+fn byte_range(spec: &str, len: u64) -> Option<Result<(u64, u64), ()>> {
+    let r = spec.trim().strip_prefix("bytes=")?;
+    if r.contains(',') {
+        return None;
+    }
+    let (a, b) = r.split_once('-')?;
+    let (a, b) = (a.trim(), b.trim());
+    if a.is_empty() {
+        // The last `b` bytes.
+        let n: u64 = b.parse().ok()?;
+        return Some(if n == 0 || len == 0 {
+            Err(())
+        } else {
+            Ok((len.saturating_sub(n), len - 1))
+        });
+    }
+    let first: u64 = a.parse().ok()?;
+    let last = match b {
+        "" => u64::MAX,
+        b => b.parse().ok().filter(|&l| l >= first)?,
+    };
+    Some(if first >= len {
+        Err(())
+    } else {
+        Ok((first, last.min(len - 1)))
+    })
 }
 
 /// Marks the message listened (the first time counts).
@@ -248,6 +312,32 @@ pub(crate) fn routes() -> Router<Arc<Hub>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn byte_ranges_are_parsed_and_bounded() {
+        assert_eq!(byte_range("bytes=0-99", 1000), Some(Ok((0, 99))));
+        assert_eq!(byte_range("bytes=44-", 1000), Some(Ok((44, 999))));
+        assert_eq!(byte_range("bytes=900-5000", 1000), Some(Ok((900, 999))));
+        assert_eq!(byte_range("bytes=-100", 1000), Some(Ok((900, 999))));
+        assert_eq!(byte_range("bytes=-5000", 1000), Some(Ok((0, 999))));
+        assert_eq!(byte_range(" bytes= 1 - 2 ", 1000), Some(Ok((1, 2))));
+        // Past the end, or nothing of an empty file: 416.
+        assert_eq!(byte_range("bytes=1000-", 1000), Some(Err(())));
+        assert_eq!(byte_range("bytes=-0", 1000), Some(Err(())));
+        assert_eq!(byte_range("bytes=0-", 0), Some(Err(())));
+        // Not served as ranges: the whole file.
+        for spec in [
+            "bytes=0-1,5-6",
+            "items=0-1",
+            "bytes=5-2",
+            "bytes=x-",
+            "bytes=-",
+            "bytes=1",
+            "bytes=-1-2",
+        ] {
+            assert_eq!(byte_range(spec, 1000), None, "{spec}");
+        }
+    }
 
     #[test]
     fn list_parameters_are_checked() {

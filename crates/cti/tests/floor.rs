@@ -156,13 +156,7 @@ async fn supervisors_force_agents_not_ready_and_out() {
             403,
             "forbidden",
         ),
-        (
-            "/api/floor/bob/not_ready",
-            "nope",
-            "",
-            401,
-            "unauthenticated",
-        ),
+        ("/api/floor/bob/not_ready", "nope", "", 401, "unauthorized"),
         (
             "/api/floor/nobody/not_ready",
             sue.as_str(),

@@ -297,7 +297,7 @@ async fn refusals(db: TestDb) {
     let none = http::get(addr, &path, &[]).await.expect("HTTP");
     assert_eq!(none.status, 401);
     assert_eq!(none.header("www-authenticate"), Some("Bearer"));
-    assert_eq!(none.json().unwrap()["error"], "unauthenticated");
+    assert_eq!(none.json().unwrap()["error"], "unauthorized");
     for bad in ["Bearer nope", "Basic c3VlOnMzY3JldA==", "Bearer "] {
         let r = http::get(addr, &path, &[format!("Authorization: {bad}")])
             .await

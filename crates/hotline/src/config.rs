@@ -645,18 +645,62 @@ pub(crate) fn locate(file: &Path, text: &str, offset: usize, message: String) ->
     }
 }
 
-/// Where table `key`'s header (`[crm]`) is in `text`, from the TOML parser's spans: a
-/// text search could hit the same words in a comment or a string. 0 when not found.
-fn table_at(text: &str, key: &str) -> usize {
-    toml_edit::Document::parse(text)
-        .ok()
-        .and_then(|doc| {
-            let root = doc.as_table();
-            root.get(key)
-                .and_then(toml_edit::Item::span)
-                .or_else(|| root.key(key).and_then(toml_edit::Key::span))
-        })
-        .map_or(0, |s| s.start)
+/// Where the key or value at `path` (`&["cti", "user", "1", "agent"]`: keys, and indices
+/// into arrays) is written in `text`, from the TOML parser's spans: a text search would
+/// hit the same words in a comment, a string or another table. A value counts before its
+/// key, a table's header before the key naming it (a dotted key, an inline table). Where
+/// the path is not all written (a default), the deepest part that is counts (the table of
+/// a missing key); 0 when none is.
+pub(crate) fn span_at(text: &str, path: &[&str]) -> usize {
+    use toml_edit::{Item, Table, TableLike, Value};
+    #[derive(Clone, Copy)]
+    enum Node<'a> {
+        Item(&'a Item),
+        Value(&'a Value),
+        Table(&'a Table),
+    }
+    let Ok(doc) = toml_edit::Document::parse(text) else {
+        return 0;
+    };
+    let mut node = Node::Item(doc.as_item());
+    let mut at = 0;
+    for seg in path {
+        let table: Option<&dyn TableLike> = match node {
+            Node::Item(i) => i.as_table_like(),
+            Node::Value(v) => v.as_inline_table().map(|t| t as &dyn TableLike),
+            Node::Table(t) => Some(t),
+        };
+        let (key, next) = match (table, seg.parse::<usize>()) {
+            (Some(t), _) => match t.get_key_value(seg) {
+                Some((k, i)) => (k.span(), Node::Item(i)),
+                None => break,
+            },
+            (None, Ok(n)) => {
+                let next = match node {
+                    Node::Item(Item::ArrayOfTables(a)) => a.get(n).map(Node::Table),
+                    Node::Item(Item::Value(Value::Array(a))) | Node::Value(Value::Array(a)) => {
+                        a.get(n).map(Node::Value)
+                    }
+                    _ => None,
+                };
+                match next {
+                    Some(next) => (None, next),
+                    None => break,
+                }
+            }
+            (None, Err(_)) => break,
+        };
+        let own = match next {
+            Node::Item(i) => i.span(),
+            Node::Value(v) => v.span(),
+            Node::Table(t) => t.span(),
+        };
+        if let Some(s) = own.or(key) {
+            at = s.start;
+        }
+        node = next;
+    }
+    at
 }
 
 impl Config {
@@ -707,7 +751,7 @@ impl Config {
     /// sees them all at once: `hotline config check`, the admin API).
     pub fn validate_all(&self, path: &Path, text: &str) -> Vec<ConfigError> {
         let mut errs = Vec::new();
-        let sip_at = text.find("[sip]").unwrap_or(0);
+        let sip_at = span_at(text, &["sip"]);
         if !self.sip.has_listener() {
             errs.push(locate(
                 path,
@@ -736,7 +780,17 @@ impl Config {
             errs.push(locate(
                 path,
                 text,
-                sip_at,
+                span_at(
+                    text,
+                    &[
+                        "sip",
+                        if self.sip.t1_ms == 0 {
+                            "t1_ms"
+                        } else {
+                            "t2_ms"
+                        },
+                    ],
+                ),
                 "timers need 0 < t1_ms <= t2_ms".into(),
             ));
         }
@@ -756,7 +810,7 @@ impl Config {
             errs.push(locate(
                 path,
                 text,
-                sip_at,
+                span_at(text, &["sip", "digest_algorithms"]),
                 "digest_algorithms must not be empty".into(),
             ));
         }
@@ -813,28 +867,32 @@ impl Config {
         if let Some(acd) = &self.acd
             && let Err(e) = hotline_acd::Engine::new(acd, hotline_acd::Millis(0))
         {
-            let at = text.find("[acd").unwrap_or(0);
+            let at = span_at(text, &["acd"]);
             errs.push(locate(path, text, at, format!("[acd]: {e}")));
         }
         if let Some(cti) = &self.cti {
-            let at = text.find("[cti").unwrap_or(0);
-            if let Err(e) = cti.validate() {
-                errs.push(locate(path, text, at, e.to_string()));
+            if let Err((key, e)) = cti.check() {
+                let key: Vec<&str> = ["cti"]
+                    .into_iter()
+                    .chain(key.iter().map(String::as_str))
+                    .collect();
+                errs.push(locate(path, text, span_at(text, &key), e.to_string()));
             }
             let agents: std::collections::HashSet<&str> = self
                 .acd
                 .iter()
                 .flat_map(|a| a.agents.iter().map(|x| x.id.as_str()))
                 .collect();
-            if let Some(u) = cti
+            if let Some((i, u)) = cti
                 .users
                 .iter()
-                .find(|u| u.agent.as_deref().is_some_and(|a| !agents.contains(a)))
+                .enumerate()
+                .find(|(_, u)| u.agent.as_deref().is_some_and(|a| !agents.contains(a)))
             {
                 errs.push(locate(
                     path,
                     text,
-                    at,
+                    span_at(text, &["cti", "user", &i.to_string(), "agent"]),
                     format!(
                         "[[cti.user]] {:?}: agent {:?} is not in [acd]",
                         u.name, u.agent
@@ -845,7 +903,7 @@ impl Config {
         if let Some(crm) = &self.crm
             && let Err(e) = hotline_crm::Normalizer::new(&crm.default_region)
         {
-            let at = table_at(text, "crm");
+            let at = span_at(text, &["crm"]);
             errs.push(locate(path, text, at, format!("[crm]: {e}")));
         }
         let url = self.store.url.get_ref();
@@ -864,7 +922,7 @@ impl Config {
                     ),
                 ));
             } else if url == "memory" {
-                let at = table_at(text, "crm");
+                let at = span_at(text, &["crm"]);
                 errs.push(locate(
                     path,
                     text,
@@ -1416,5 +1474,70 @@ mod tests {
         assert!(e.message.contains("duplicate"));
         let e = parse("[sip]\nrealm = \"x\"\n").unwrap_err();
         assert_eq!(e.line, 1, "{e}");
+    }
+
+    /// A PHC string that parses (the CTI checks the form, not the password).
+    const HASH: &str =
+        "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHQ$RdescudvJCsgt3ub+b+dWRWJTmaaJObG";
+
+    /// Errors of `[acd]`, `[cti]`, `[qualify]` and `[admin]` point at the offending key or
+    /// value as the TOML parser saw it, not at the first place the table's name is written
+    /// (a comment, a string): the traps below each fail with a text search.
+    #[test]
+    fn errors_are_located_by_the_parser_not_by_text_search() {
+        let at = |text: &str| {
+            let e = parse(text).unwrap_err();
+            (e.line, e.column, e.message)
+        };
+        let sip = "[sip]\nudp = [\"127.0.0.1:5060\"]\n";
+        // The table's name in a comment before the table.
+        let (l, c, m) = at(&format!(
+            "# [cti] is below\n{sip}[cti]\nheartbeat_secs = 0\n"
+        ));
+        assert_eq!((l, c), (5, 18), "{m}");
+        assert!(m.contains("heartbeat_secs"), "{m}");
+        // An inline table (root keys come before the first header).
+        let (l, c, m) = at(&format!("# [cti]\ncti = {{ heartbeat_secs = 0 }}\n{sip}"));
+        assert_eq!((l, c), (2, 26), "{m}");
+        // A dotted key.
+        let (l, c, m) = at(&format!("# [cti]\ncti.token_ttl_secs = 0\n{sip}"));
+        assert_eq!((l, c), (2, 22), "{m}");
+        // A user entry: the second user's bad hash, then an agent not in [acd].
+        let users = format!(
+            "[[cti.user]]\nname = \"ann\"\npassword_hash = \"{HASH}\"\nrole = \"admin\"\n\
+             [[cti.user]]\nname = \"bo\"\npassword_hash = \"nope\"\nrole = \"admin\"\n"
+        );
+        let (l, c, m) = at(&format!("{sip}# [cti]\n{users}"));
+        assert_eq!((l, c), (10, 17), "{m}");
+        assert!(m.contains("password_hash"), "{m}");
+        let users = users.replace(
+            "\"nope\"\nrole = \"admin\"",
+            &format!("\"{HASH}\"\nrole = \"agent\"\nagent = \"zed\""),
+        );
+        let (l, c, m) = at(&format!("{sip}# [cti]\n{users}"));
+        assert_eq!((l, c), (12, 9), "{m}");
+        assert!(m.contains("not in [acd]"), "{m}");
+        // [acd] named in a string before the table; the table only as `[[acd.queue]]`.
+        let (l, c, m) = at(&format!(
+            "{sip}realm = \"[acd] x\"\n[[acd.queue]]\nname = \"q\"\nsl_target_pct = 500.0\n"
+        ));
+        assert!(m.starts_with("[acd]"), "{m}");
+        assert_eq!((l, c), (4, 3), "{m}");
+        // [qualify] in a comment; the bad key in the table.
+        let (l, c, m) = at(&format!(
+            "{sip}# [qualify] below\n[qualify]\ninterval_secs = 1\ntimeout_ms = 1000\n"
+        ));
+        assert_eq!((l, c), (6, 14), "{m}");
+        // The second of a list of words.
+        let (l, c, m) = at(&format!(
+            "{sip}# [admin]\n[admin]\ndispositions = [\"sale\", \" \"]\n"
+        ));
+        assert_eq!((l, c), (5, 25), "{m}");
+        // A default left unset points at its table, not at a comment naming it.
+        let (l, c, m) =
+            at("# [sip] first\n[sip]\nudp = [\"127.0.0.1:5060\"]\ndigest_algorithms = []\n");
+        assert_eq!((l, c), (4, 21), "{m}");
+        let (l, c, m) = at("# no [sip] listener\n[sip]\nrealm = \"x\"\n");
+        assert_eq!((l, c), (2, 1), "{m}");
     }
 }

@@ -18,7 +18,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 
-use crate::config::{Config, ConfigError, locate};
+use crate::config::{Config, ConfigError, locate, span_at};
 
 /// `[admin]`: where versions, the audit log and uploaded prompts live, and the word lists
 /// desks offer (dispositions, not-ready reasons).
@@ -81,14 +81,13 @@ impl Config {
     pub(crate) fn validate_admin(&self, path: &Path, text: &str) -> Vec<ConfigError> {
         let mut errs = Vec::new();
         let Some(a) = &self.admin else { return errs };
-        let at = text.find("[admin]").unwrap_or(0);
         if !(a.whatif_calls_per_hour.is_finite()
             && (0.0..=100_000.0).contains(&a.whatif_calls_per_hour))
         {
             errs.push(locate(
                 path,
                 text,
-                at,
+                span_at(text, &["admin", "whatif_calls_per_hour"]),
                 "[admin] whatif_calls_per_hour must be 0 to 100000".to_string(),
             ));
         }
@@ -97,7 +96,8 @@ impl Config {
             ("not_ready_reasons", &a.not_ready_reasons),
         ] {
             let mut seen = std::collections::HashSet::new();
-            for w in list {
+            for (i, w) in list.iter().enumerate() {
+                let at = span_at(text, &["admin", what, &i.to_string()]);
                 if w.trim().is_empty() || w.len() > MAX_WORD {
                     errs.push(locate(
                         path,

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use crate::config::{Config, ConfigError, RouteTarget, locate};
+use crate::config::{Config, ConfigError, RouteTarget, locate, span_at};
 
 impl Config {
     /// Parses and validates `text`, collecting every error instead of stopping at the
@@ -44,7 +44,11 @@ impl Config {
             }
         }
         if let Some(m) = &self.media.music {
-            check(m, text.find("[media]").unwrap_or(0), "[media] music".into());
+            check(
+                m,
+                span_at(text, &["media", "music"]),
+                "[media] music".into(),
+            );
         }
         for n in &self.numbers {
             let mut files = Vec::new();

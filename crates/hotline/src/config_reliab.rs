@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::config::{Config, ConfigError, locate};
+use crate::config::{Config, ConfigError, locate, span_at};
 
 /// `[drain]`: what SIGTERM does. New calls are refused at once; calls in progress get
 /// `grace_secs` to end, then Hotline hangs them up and exits.
@@ -127,7 +127,6 @@ pub fn dial_rules(cfg: &Config) -> Result<hotline_switch::DialRules, hotline_swi
 
 /// Checks the three sections; errors point at the offending value.
 pub(crate) fn validate(cfg: &Config, path: &Path, text: &str) -> Result<(), ConfigError> {
-    let at = |section: &str| text.find(section).unwrap_or(0);
     if let Some(o) = &cfg.drain.overflow {
         let uri = o.get_ref();
         let ok = (uri.starts_with("sip:") || uri.starts_with("sips:"))
@@ -147,7 +146,7 @@ pub(crate) fn validate(cfg: &Config, path: &Path, text: &str) -> Result<(), Conf
             return Err(locate(
                 path,
                 text,
-                cfg.qualify.misses.span().start.max(at("[qualify]")),
+                span_at(text, &["qualify", "misses"]),
                 "[qualify] misses must be at least 1".into(),
             ));
         }
@@ -157,7 +156,7 @@ pub(crate) fn validate(cfg: &Config, path: &Path, text: &str) -> Result<(), Conf
             return Err(locate(
                 path,
                 text,
-                at("[qualify]"),
+                span_at(text, &["qualify", "timeout_ms"]),
                 "[qualify] needs 0 < timeout_ms < interval_secs * 1000".into(),
             ));
         }

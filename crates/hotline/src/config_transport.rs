@@ -99,7 +99,7 @@ impl Config {
         path: &std::path::Path,
         text: &str,
     ) -> Result<(), ConfigError> {
-        let sip_at = text.find("[sip]").unwrap_or(0);
+        let sip_at = super::span_at(text, &["sip"]);
         let s = &self.sip;
         let secure = !s.tls_listen.is_empty() || !s.wss_listen.is_empty();
         match &s.tls {

@@ -12,7 +12,7 @@ use hotline_switch::VoicemailBox;
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::config::{Config, ConfigError, locate};
+use crate::config::{Config, ConfigError, locate, span_at};
 use crate::prompts::Voice;
 
 /// The spoken greeting of a box without one of its own.
@@ -60,17 +60,6 @@ fn default_silence() -> u64 {
 }
 fn default_key() -> Spanned<String> {
     Spanned::new(0..0, "#".into())
-}
-
-/// Where `voicemail = "<name>"` is written in `text` (the quote), for errors about it.
-fn reference_at(text: &str, name: &str) -> Option<usize> {
-    let quoted = format!("\"{name}\"");
-    text.match_indices("voicemail").find_map(|(i, k)| {
-        let rest = &text[i + k.len()..];
-        let after_eq = rest.trim_start().strip_prefix('=')?;
-        let value = after_eq.trim_start();
-        value.starts_with(&quoted).then(|| text.len() - value.len())
-    })
 }
 
 /// Every error of the `[[voicemail]]` boxes and of the references to them.
@@ -123,13 +112,14 @@ pub fn validate(cfg: &Config, path: &Path, text: &str) -> Vec<ConfigError> {
         }
     }
     // Queues' fallbacks name boxes too.
-    for q in cfg.acd.iter().flat_map(|a| a.queues.iter()) {
+    for (i, q) in cfg.acd.iter().flat_map(|a| a.queues.iter()).enumerate() {
         if let Fallback::Voicemail(b) = &q.fallback
             && !names.contains(b.as_str())
         {
-            let at = reference_at(text, b)
-                .or_else(|| text.find("[acd"))
-                .unwrap_or(0);
+            let at = span_at(
+                text,
+                &["acd", "queue", &i.to_string(), "fallback", "voicemail"],
+            );
             errs.push(locate(
                 path,
                 text,

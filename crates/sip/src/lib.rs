@@ -13,6 +13,7 @@ pub mod flow;
 pub mod fuzzing;
 pub mod guard;
 pub mod msg;
+pub mod percent;
 mod proxied;
 pub mod proxy;
 pub mod refer;

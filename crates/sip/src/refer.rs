@@ -111,7 +111,8 @@ impl ReferTo {
         for h in headers.into_iter().flat_map(|h| h.split('&')) {
             let (k, v) = h.split_once('=').unwrap_or((h, ""));
             if k.eq_ignore_ascii_case("Replaces") {
-                let decoded = percent_decode(v).ok_or_else(|| bad("Refer-To: bad escape"))?;
+                let decoded =
+                    crate::percent::decode(v).ok_or_else(|| bad("Refer-To: bad escape"))?;
                 replaces = Some(Replaces::parse(&decoded)?);
             }
         }
@@ -141,26 +142,6 @@ pub fn uri_user(uri: &str) -> Option<&str> {
     };
     let user = user.split([';', ':']).next().unwrap_or("");
     (!user.is_empty()).then_some(user)
-}
-
-fn percent_decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            // Two hex digits exactly: `from_str_radix` alone would take "%+1".
-            let hex = s
-                .get(i + 1..i + 3)
-                .filter(|h| h.bytes().all(|c| c.is_ascii_hexdigit()))?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 /// Escapes what may not appear in a URI header value (RFC 3261 `hvalue`).
@@ -291,10 +272,11 @@ mod tests {
     }
 
     #[test]
-    fn percent_escapes_need_two_hex_digits() {
-        assert_eq!(percent_decode("a%3Bb").as_deref(), Some("a;b"));
-        assert_eq!(percent_decode("%+1"), None);
-        assert_eq!(percent_decode("%4"), None);
+    fn a_bad_escape_in_replaces_is_refused() {
+        for bad in ["c%4", "c%+1", "c%ZZ"] {
+            let v = format!("<sip:b@x?Replaces={bad}%3Bto-tag%3D1%3Bfrom-tag%3D2>");
+            assert!(ReferTo::parse(&v).is_err(), "{v}");
+        }
     }
 
     #[test]

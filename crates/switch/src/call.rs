@@ -927,12 +927,7 @@ impl Call {
         }
         if let Some(a) = st.agent.as_ref() {
             let label = route.label();
-            if matches!(route, Route::Outside(_)) {
-                // Nobody's desk takes it: this agent's part is over (one end event).
-                self.desk.transferred_out(&a.user, &label).await;
-            } else {
-                self.desk.transferred(&a.user, &label);
-            }
+            self.desk.transferred(&a.user, &label).await;
             self.log_transfer(&st.trace, &a.user, &label);
         }
         st.agent = None;
@@ -1026,7 +1021,7 @@ impl Call {
         };
         incall::transfer_done(self, &mut st.caller, referrer, true).await;
         let label = format!("extension:{}", h.agent.user);
-        self.desk.transferred(&referrer.user, &label);
+        self.desk.transferred(&referrer.user, &label).await;
         self.log_transfer(&st.trace, &referrer.user, &label);
         self.desk.handed_to(&h.agent.user);
         let answered_offer = referrer.answered && referrer.offer_of.is_some();
@@ -1464,18 +1459,14 @@ impl Call {
     /// to the queue log ([`Call::log_transfer`]), the CDR counts a transfer and its
     /// route gains the target. A
     /// user becomes the call's agent (CDR, trail, busy in the ACD); an outside number
-    /// does not: the CDR keeps the agent who sent the call out, whose trail entry (and
-    /// disposition) covers their part ([`crate::events::CallDesk::transferred_out`]).
+    /// does not: the CDR keeps the agent who sent the call out. Either way the old
+    /// agent's trail entry (and disposition) covers their part
+    /// ([`crate::events::CallDesk::transferred`]).
     async fn hand_over(&self, leg: AgentLeg, st: &mut State) {
         let target = Self::party_route(&leg);
         let label = target.label();
         if let Some(a) = st.agent.as_ref() {
-            if matches!(target, Route::Outside(_)) {
-                // Nobody's desk takes it: this agent's part is over (one end event).
-                self.desk.transferred_out(&a.user, &label).await;
-            } else {
-                self.desk.transferred(&a.user, &label);
-            }
+            self.desk.transferred(&a.user, &label).await;
             self.log_transfer(&st.trace, &a.user, &label);
             if st.queued && a.answered && a.offer_of.is_some() {
                 self.to_acd(AcdInput::Ended { call: self.acd_id }).await;

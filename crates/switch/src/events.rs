@@ -692,20 +692,6 @@ impl CallDesk {
         });
     }
 
-    /// `agent` transferred the call to `to`: they are done with it (their wrap-up
-    /// starts); whoever answers next is the call's agent for `call.ended` and the trail.
-    pub(crate) fn transferred(&self, agent: &str, to: &str) {
-        self.with_state(|st| {
-            st.agent = None;
-            st.offered_to = None;
-        });
-        let _ = self.desk.bus.send(SwitchEvent::CallTransferred {
-            call_id: self.call_id.clone(),
-            agent: agent.to_string(),
-            to: to.to_string(),
-        });
-    }
-
     /// Click-to-dial: `agent` called the customer (`customer`, else whoever the CRM
     /// finds for the number, created if unknown), for the trail entry and `call.ended`.
     pub(crate) async fn dialled(&self, agent: &str, customer: Option<i64>) {
@@ -793,11 +779,13 @@ impl CallDesk {
         self.next_part();
     }
 
-    /// `agent` sent the call to an outside number (nobody's desk): their part goes into
-    /// the trail at once, so their disposition can be saved while the caller talks on,
-    /// and `call.transferred` is the one end event their desk gets. The rest of the call
-    /// has no agent (its entry, written at the end, has the recording).
-    pub(crate) async fn transferred_out(&self, agent: &str, to: &str) {
+    /// `agent` transferred the call to `to`: they are done with it (their wrap-up
+    /// starts). Their part goes into the trail at once, so their disposition can be saved
+    /// while the caller talks on, and `call.transferred` is the one end event their desk
+    /// gets. Whoever answers next serves a part of their own (`call.ended` and its trail
+    /// entry at the end); after an outside number (nobody's desk) the rest of the call
+    /// has no agent (its entry has the recording).
+    pub(crate) async fn transferred(&self, agent: &str, to: &str) {
         self.with_state(|st| st.agent = Some(agent.to_string()));
         self.close_part(PartEnd::Transferred(to), false, None).await;
         self.next_part();
