@@ -111,6 +111,16 @@ async fn browser_answers_hotline_offer_and_rtp_flows_both_ways() {
         .unwrap();
     assert_eq!(b.state().config().codec, Codec::Pcmu);
     assert_eq!(b.state().config().telephone_event, Some(101));
+    assert_eq!(
+        b.local_rtp_addr().unwrap(),
+        public,
+        "the leg is the public socket"
+    );
+    assert_eq!(
+        alloc.in_use(),
+        2,
+        "one port pair per leg, the browser's included"
+    );
     let (ev_tx, mut events) = mpsc::channel(64);
     let session = spawn_session(a, ev_tx);
     session.attach(b).await.unwrap();
