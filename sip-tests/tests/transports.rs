@@ -748,10 +748,14 @@ async fn blocked_source_and_sources_over_their_cap_are_closed_at_accept() -> any
     );
     // 127.0.0.7 floods OPTIONS over UDP until the guard blocks it.
     let flooder = tokio::net::UdpSocket::bind("127.0.0.7:0").await?;
+    let before_flood = count(&h, |c| &c.received);
     for n in 0..40 {
         flooder.send_to(options("UDP", n).as_bytes(), udp).await?;
     }
     counter_reaches(&h, "flood_blocked", |c| &c.flood_blocked, 1).await?;
+    // Every flood datagram read (most are dropped by the guard), so none is still on its
+    // way into `received` when the refused connection is checked below.
+    counter_reaches(&h, "received", |c| &c.received, before_flood + 40).await?;
     // The block closes the connection it already had.
     ensure!(
         closed_without_data(&mut earlier).await?,
