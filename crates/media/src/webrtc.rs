@@ -1077,11 +1077,10 @@ impl BrowserLink {
         };
         match cmd {
             BrowserCommand::Reoffer { offer, reply } => {
-                let r = self
-                    .peer
-                    .reoffer(&offer, now)
-                    .map(|re| (with(re.media, re.direction), re))
-                    .map(|(cfg, re)| (re, cfg));
+                let r = self.peer.reoffer(&offer, now).map(|re| {
+                    let cfg = with(re.media, re.direction);
+                    (re, cfg)
+                });
                 let _ = reply.send(r);
             }
             BrowserCommand::Offer { reply } => {

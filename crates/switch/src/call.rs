@@ -744,9 +744,7 @@ impl Call {
             };
             self.to_acd(msg).await;
         }
-        if let Some(user) = st.busy_user.take() {
-            self.to_acd(AcdInput::Busy { user, busy: false }).await;
-        }
+        self.clear_busy(&mut st).await;
         // A supervisor listening in.
         self.supervise_end(&mut st).await;
         // A conference party, too.
@@ -925,9 +923,7 @@ impl Call {
             self.to_acd(AcdInput::Ended { call: self.acd_id }).await;
             st.queued = false;
         }
-        if let Some(user) = st.busy_user.take() {
-            self.to_acd(AcdInput::Busy { user, busy: false }).await;
-        }
+        self.clear_busy(st).await;
         if let Some(a) = st.agent.as_ref() {
             let label = route.label();
             self.desk.transferred(&a.user, &label).await;
@@ -1032,9 +1028,7 @@ impl Call {
             self.to_acd(AcdInput::Ended { call: self.acd_id }).await;
             st.queued = false;
         }
-        if let Some(user) = st.busy_user.take() {
-            self.to_acd(AcdInput::Busy { user, busy: false }).await;
-        }
+        self.clear_busy(st).await;
         drop(st.media.detach().await);
         let user = h.agent.user.clone();
         if st.media.attach(h.leg).await.is_err() {
@@ -1043,12 +1037,7 @@ impl Call {
         st.agent = Some(h.agent);
         st.phase = Phase::Extension;
         st.trace.agent = Some(user.clone());
-        self.to_acd(AcdInput::Busy {
-            user: user.clone(),
-            busy: true,
-        })
-        .await;
-        st.busy_user = Some(user);
+        self.mark_busy(st, user).await;
         self.bridge(st).await;
         tracing::info!(call_id = %self.call_id, "attended transfer done");
         incall::Outcome::Continue
@@ -1369,6 +1358,24 @@ impl Call {
         Ok(())
     }
 
+    /// The call's agent is `user`: the ACD offers them no queue call meanwhile, until
+    /// [`Call::clear_busy`].
+    async fn mark_busy(&self, st: &mut State, user: String) {
+        self.to_acd(AcdInput::Busy {
+            user: user.clone(),
+            busy: true,
+        })
+        .await;
+        st.busy_user = Some(user);
+    }
+
+    /// Frees the agent [`Call::mark_busy`] held, if any.
+    async fn clear_busy(&self, st: &mut State) {
+        if let Some(user) = st.busy_user.take() {
+            self.to_acd(AcdInput::Busy { user, busy: false }).await;
+        }
+    }
+
     /// The target an agent left ringing (they hung up while consulting) refused or timed
     /// out: the caller, on music all along, is not dropped. A queue call goes back to the
     /// head of its queue (`ENTER_QUEUE` with `transfer_back`, the route gains the queue);
@@ -1376,9 +1383,7 @@ impl Call {
     /// else ends.
     async fn transfer_back(&self, back: TransferBack, st: &mut State) -> incall::Outcome {
         st.agent = None;
-        if let Some(user) = st.busy_user.take() {
-            self.to_acd(AcdInput::Busy { user, busy: false }).await;
-        }
+        self.clear_busy(st).await;
         match back {
             TransferBack::Queue(name) => {
                 tracing::info!(call_id = %self.call_id, queue = %name, "transfer target did not answer; back to the queue");
@@ -1476,9 +1481,7 @@ impl Call {
                 st.queued = false;
             }
         }
-        if let Some(user) = st.busy_user.take() {
-            self.to_acd(AcdInput::Busy { user, busy: false }).await;
-        }
+        self.clear_busy(st).await;
         incall::count_transfer(&mut st.caller);
         st.trace.route.push(label);
         st.phase = Phase::Extension;
@@ -1487,12 +1490,7 @@ impl Call {
                 self.desk.handed_to(&user);
                 st.trace.agent = Some(user.clone());
             }
-            self.to_acd(AcdInput::Busy {
-                user: user.clone(),
-                busy: true,
-            })
-            .await;
-            st.busy_user = Some(user);
+            self.mark_busy(st, user).await;
         }
         st.agent = Some(leg);
     }
@@ -1766,12 +1764,7 @@ impl Call {
         st.agent = leg;
         st.trace.offered_at.get_or_insert(self.now_ms());
         // An agent on this call must not be offered queue calls meanwhile.
-        self.to_acd(AcdInput::Busy {
-            user: user.clone(),
-            busy: true,
-        })
-        .await;
-        st.busy_user = Some(user);
+        self.mark_busy(st, user).await;
         None
     }
 
