@@ -197,9 +197,8 @@ async fn bare_relay(
     let mut buf_a = [0u8; 1500];
     let mut buf_b = [0u8; 1500];
     // Registered with tokio like any socket of a per-datagram copier.
-    let tokio_socket = |p: &BoundPorts| {
-        UdpSocket::from_std(p.rtp.try_clone().expect("dup")).expect("register")
-    };
+    let tokio_socket =
+        |p: &BoundPorts| UdpSocket::from_std(p.rtp.try_clone().expect("dup")).expect("register");
     let (ra, rb) = (tokio_socket(&a), tokio_socket(&b));
     loop {
         tokio::select! {

@@ -749,7 +749,11 @@ impl Task {
                 self.drain_rtp(side);
             }
         }
-        if self.third.as_ref().is_some_and(|l| !l.ports.rtp.is_registered()) {
+        if self
+            .third
+            .as_ref()
+            .is_some_and(|l| !l.ports.rtp.is_registered())
+        {
             RECV.with_borrow_mut(|batch| self.drain_mixed(2, batch));
         }
     }
@@ -1641,7 +1645,11 @@ mod tests {
         assert!(a > now && a <= now + tick);
         let b = next_tick(now + Duration::from_micros(3_700), tick);
         assert!(b == a || b == a + tick);
-        assert_eq!(next_tick(a, tick), a + tick, "a wake-up on the grid moves one tick on");
+        assert_eq!(
+            next_tick(a, tick),
+            a + tick,
+            "a wake-up on the grid moves one tick on"
+        );
         for k in 1..50u32 {
             let t = next_tick(now + Duration::from_micros(u64::from(k) * 1_337), tick);
             assert_eq!((t - a).as_nanos() % tick.as_nanos(), 0, "on the grid");

@@ -13,9 +13,7 @@ use hotline_media::leg::{LegConfig, LegEvent, LegTiming};
 use hotline_media::player::{Player, Prompt};
 use hotline_media::ports::PortAllocator;
 use hotline_media::sdp::{Codec, Direction};
-use hotline_media::session::{
-    MediaEvent, MediaLeg, SessionHandle, Side, spawn_session_with_tick,
-};
+use hotline_media::session::{MediaEvent, MediaLeg, SessionHandle, Side, spawn_session_with_tick};
 use rtp_rs::{RtpPacketBuilder, RtpReader, Seq};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
@@ -193,9 +191,15 @@ async fn tick_sockets_stay_out_of_epoll_and_legs_move_between_modes() {
     // ...a ticking one does not, and a leg moved into it leaves the reactor.
     let (ticking, _e2) = session(a2, TICK).await;
     ticking.stats().await.unwrap();
-    assert!(!epoll_watched().contains(&a2_fd), "tick-mode socket in epoll");
+    assert!(
+        !epoll_watched().contains(&a2_fd),
+        "tick-mode socket in epoll"
+    );
     let b = per_datagram.detach().await.unwrap().expect("leg B");
-    assert!(!epoll_watched().contains(&b_fd), "a detached leg is deregistered");
+    assert!(
+        !epoll_watched().contains(&b_fd),
+        "a detached leg is deregistered"
+    );
     ticking.attach(b).await.unwrap();
     ticking.bridge().await.unwrap();
     ticking.stats().await.unwrap();
@@ -234,7 +238,10 @@ async fn tick_mode_detects_and_sends_dtmf_and_paces_music() {
     let mut buf = [0u8; 1500];
     let mut first = None;
     for _ in 0..25 {
-        timeout(GUARD, x.sock.recv(&mut buf)).await.unwrap().unwrap();
+        timeout(GUARD, x.sock.recv(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
         first.get_or_insert_with(Instant::now);
     }
     let paced = first.unwrap().elapsed();
