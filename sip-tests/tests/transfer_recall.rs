@@ -52,6 +52,18 @@ async fn start(
     Ok((h, server, ended))
 }
 
+/// bob answers with `scenario`, REFERs the caller to `target` and takes `calls` calls.
+async fn bob(
+    server: std::net::SocketAddr,
+    scenario: &str,
+    target: &str,
+    calls: u32,
+) -> anyhow::Result<hotline_sip_tests::Sipp> {
+    let calls = calls.to_string();
+    let args = ["-key", "target", target, "-rtp_echo", "-m", &calls];
+    agent(server, "bob", scenario, &args).await
+}
+
 fn memory(h: &Hotline) -> anyhow::Result<&MemoryCdrs> {
     h.cdr
         .as_ref()
@@ -114,13 +126,7 @@ fn desk_events(
 async fn refused_target_sends_the_caller_back_to_the_head_of_the_queue() -> anyhow::Result<()> {
     let (h, server, mut ended) = start(0, &format!("{DAVE}{SUPPORT}")).await?;
     let mut events = h.switch.as_ref().context("switch")?.subscribe();
-    let bob = agent(
-        server,
-        "bob",
-        "uas_refer_blind.xml",
-        &["-key", "target", "carol", "-rtp_echo"],
-    )
-    .await?;
+    let bob = bob(server, "uas_refer_blind.xml", "carol", 1).await?;
     let carol = agent(server, "carol", "uas_reject.xml", &[]).await?;
     let dave = agent(server, "dave", "uas_call.xml", &["-rtp_echo"]).await?;
     caller(server, "4801", "uac_call_audio_long.xml", &["-d", "6000"])?
@@ -197,13 +203,7 @@ async fn target_that_rings_out_goes_to_its_no_answer_destination() -> anyhow::Re
         ),
     )
     .await?;
-    let bob = agent(
-        server,
-        "bob",
-        "uas_refer_blind.xml",
-        &["-key", "target", "carol", "-rtp_echo"],
-    )
-    .await?;
+    let bob = bob(server, "uas_refer_blind.xml", "carol", 1).await?;
     let carol = agent(server, "carol", "uas_cancel.xml", &[]).await?;
     let started = std::time::Instant::now();
     caller(server, "4801", "uac_call_audio_long.xml", &["-d", "10000"])?
@@ -258,13 +258,7 @@ async fn target_that_rings_out_goes_to_its_no_answer_destination() -> anyhow::Re
 async fn unreachable_target_rings_the_transferring_agent_again() -> anyhow::Result<()> {
     let (h, server, mut ended) =
         start(2, "[[numbers]]\nnumber = \"4803\"\nextension = \"bob\"\n").await?;
-    let bob = agent(
-        server,
-        "bob",
-        "uas_refer_blind_then_answer.xml",
-        &["-key", "target", "carol", "-rtp_echo", "-m", "2"],
-    )
-    .await?;
+    let bob = bob(server, "uas_refer_blind_then_answer.xml", "carol", 2).await?;
     // carol registers, then her phone is gone: the binding stays, nobody answers it.
     SippBuilder::new(
         "carol-register",
@@ -314,13 +308,7 @@ async fn unreachable_target_rings_the_transferring_agent_again() -> anyhow::Resu
 async fn nobody_to_take_the_caller_back_ends_the_call_saying_why() -> anyhow::Result<()> {
     let (h, server, mut ended) =
         start(3, "[[numbers]]\nnumber = \"4804\"\nextension = \"bob\"\n").await?;
-    let bob = agent(
-        server,
-        "bob",
-        "uas_refer_blind_then_reject.xml",
-        &["-key", "target", "carol", "-rtp_echo", "-m", "2"],
-    )
-    .await?;
+    let bob = bob(server, "uas_refer_blind_then_reject.xml", "carol", 2).await?;
     let carol = agent(server, "carol", "uas_reject.xml", &[]).await?;
     caller(server, "4804", "uac_call_hung_up_on.xml", &[])?
         .expect_success()
@@ -364,13 +352,7 @@ async fn transfer_to_a_queue_nobody_serves_follows_its_fallback() -> anyhow::Res
         ),
     )
     .await?;
-    let bob = agent(
-        server,
-        "bob",
-        "uas_refer_blind.xml",
-        &["-key", "target", "4805", "-rtp_echo"],
-    )
-    .await?;
+    let bob = bob(server, "uas_refer_blind.xml", "4805", 1).await?;
     caller(server, "4801", "uac_call_audio_long.xml", &["-d", "6000"])?
         .expect_success()
         .await?;
