@@ -324,6 +324,9 @@ async fn start_inner(
     }
     let [first, last] = *cfg.media.rtp_ports.get_ref();
     let ports = Arc::new(PortAllocator::new(first, last).context("RTP port range")?);
+    if let Some(t) = &cfg.media.tick_ms {
+        hotline_media::session::set_default_tick(std::time::Duration::from_millis(*t.get_ref()));
+    }
     let music = match &cfg.media.music {
         Some(path) => Prompt::load(path)
             .with_context(|| format!("loading music on hold {}", path.display()))?,
