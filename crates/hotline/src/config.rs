@@ -65,6 +65,10 @@ pub struct Config {
     /// Voicemail boxes (`[[voicemail]]`, see `config_voicemail`).
     #[serde(default)]
     pub voicemail: Vec<crate::config_voicemail::VoicemailConfig>,
+    /// Ring timeout and no-answer destination of users (`[[extensions]]`, see
+    /// `config_extensions`).
+    #[serde(default)]
+    pub extensions: Vec<crate::config_extensions::ExtensionConfig>,
     /// `[server]`: the process (worker threads).
     #[serde(default)]
     pub server: crate::config_server::ServerSettings,
@@ -879,6 +883,7 @@ impl Config {
         }
         self.validate_routing(path, text, &users, &mut errs);
         errs.extend(crate::config_voicemail::validate(self, path, text));
+        errs.extend(crate::config_extensions::validate(self, &users, path, text));
         errs.extend(self.validate_admin(path, text));
         if let Err(e) = crate::config_reliab::validate(self, path, text) {
             errs.push(e);
@@ -1137,7 +1142,7 @@ impl Config {
     }
 
     /// Checks a target's references (menus, queues, users, hours) and shape.
-    fn check_target(
+    pub(crate) fn check_target(
         &self,
         t: &RouteTarget,
         users: &std::collections::HashSet<&String>,
