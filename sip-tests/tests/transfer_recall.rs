@@ -242,6 +242,15 @@ async fn target_that_rings_out_goes_to_its_no_answer_destination() -> anyhow::Re
         m.duration_ms >= 1000,
         "the caller spoke into the box: {m:?}"
     );
+    // The call's record points at the message (the conversation with bob is in his
+    // part's trail entry).
+    assert_eq!(
+        end.recording.as_deref().and_then(|p| p.to_str()),
+        Some(m.path.as_str()),
+        "{end:?}"
+    );
+    let r = row(&h, &end.call_id)?;
+    assert_eq!(r.recording.as_deref(), Some(m.path.as_str()), "{r:?}");
     assert!(
         started.elapsed() >= Duration::from_secs(3),
         "bob talked 1 s, carol rang 2 s"
