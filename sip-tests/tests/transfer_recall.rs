@@ -1,7 +1,8 @@
 //! A blind transfer whose target does not answer never drops the caller (SIPp peers, a
 //! desk over WebSocket for the desk's `call.transfer`):
-//! bob, answering, REFERs the caller to carol, who refuses (486), is not registered or
-//! rings until Hotline gives up (`[[extensions]] ring_timeout_secs`). The caller, on
+//! bob, answering, REFERs the caller to carol, who refuses (486), cannot be reached (her
+//! phone registered and went away) or rings until Hotline gives up (`[[extensions]]
+//! ring_timeout_secs`). The caller, on
 //! music meanwhile, goes to carol's no-answer destination if she has one (a voicemail
 //! box), else back to the head of the queue the call came from, else to bob again; only
 //! when none of them takes the caller does the call end (`TransferNotAnswered`, CDR
