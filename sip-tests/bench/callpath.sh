@@ -33,6 +33,9 @@
 #           net.core.rmem_default (root) just while the echo UASs bind, and restores it at
 #           once (and on exit). Hotline's sockets are not affected.
 #         MAX_SECS (watchdog for the whole script, default 900 per REPEAT)
+#         TICKS (unset: Hotline's default): media part once per value of [media] tick_ms,
+#           side by side in each run, e.g. TICKS="0 10" (0 = RTP read per datagram); lines
+#           and medians carry tick_ms=
 # Output: one machine-readable line per figure, prefixed "callpath ", then a table
 #         against the references; raw files under sip-tests/out/bench/callpath/.
 set -u
@@ -59,7 +62,9 @@ RECORD=${RECORD:-0}
 REPEAT=${REPEAT:-1}
 [ "$REPEAT" -ge 1 ] 2>/dev/null || { echo "REPEAT must be a whole number >= 1" >&2; exit 1; }
 ECHO_RMEM=${ECHO_RMEM:-0}
-MAX_SECS=${MAX_SECS:-$((900 * REPEAT))}
+TICKS=${TICKS:-default}
+NTICKS=$(echo "$TICKS" | wc -w)
+MAX_SECS=${MAX_SECS:-$((900 * REPEAT * NTICKS))}
 if [ "$(id -u)" = 0 ]; then NICE=${NICE:--10}; else NICE=${NICE:-0}; fi
 HZ=$(getconf CLK_TCK)
 BIN=${BIN:-$ROOT/target/release/hotline}
@@ -70,7 +75,7 @@ cd "$OUT" || exit 1   # SIPp reads caller.wav from its working directory
 
 # shellcheck source=lib.sh
 . "$HERE/lib.sh"   # watchdog, cleanup of PIDS on exit, statcol, wait_port, sipp_bg, sipp_wait
-HPID="" UAS_PIDS=""
+HPID="" UAS_PIDS="" CONFIG=callpath.toml TICK=default
 
 # ------------------------------------------------------------------ helpers
 # utime+stime (ticks) of a process and its threads
@@ -172,7 +177,7 @@ start_hotline() {
 	wait_free $SUT_PORT || { echo "port $SUT_PORT busy" >&2; exit 1; }
 	# Per-call media counters come from the media session's end-of-call line (target
 	# hotline_media::stats); everything else at warn, so logging costs nothing per call.
-	NO_COLOR=1 RUST_LOG=warn,hotline_media::stats=info nice -n "$NICE" "$BIN" serve --config "$OUT/callpath.toml" \
+	NO_COLOR=1 RUST_LOG=warn,hotline_media::stats=info nice -n "$NICE" "$BIN" serve --config "$OUT/$CONFIG" \
 		>"$OUT/hotline.log" 2>&1 &
 	HPID=$!
 	PIDS="$PIDS $HPID"
@@ -274,13 +279,13 @@ run_media_step() {
 		-v ht=$((h1 - h0)) -v ut=$((u1 - u0)) -v et=$((e1 - e0)) -v hz="$HZ" -v drops=$((d1 - d0)) \
 		-v hdrops=$((hd1 - hd0)) -v edrops=$((ed1 - ed0)) \
 		-v rss="$rss" -v rss0="$RSS_IDLE" -v sb=$((sb1 - sb0)) -v stt=$((st1 - st0)) -v nc="$(nproc)" \
-		-v run="$RUN" -v la="$load" -v rcvbuf="$(echo_rcvbuf)" '{
+		-v run="$RUN" -v tick="$TICK" -v la="$load" -v rcvbuf="$(echo_rcvbuf)" '{
 		w = t1 - t0; sessions = $1; arx = $2; alost = $3; atx = $4; brx = $5; blost = $6; btx = $7
 		ex = arx + alost + brx + blost; loss = ex > 0 ? (alost + blost) / ex * 100 : 100
 		cpu = ht / hz / w * 100
 		hloss = arx + brx > 0 ? hdrops / (arx + brx + hdrops) * 100 : 0
-		printf "callpath media run=%d calls=%d concurrent=%d ok=%d failed=%d sessions=%d loss_pct=%.4f hotline_loss_pct=%.4f caller_to_hotline_lost=%d relay_echo_path_lost=%d hotline_socket_drops=%d sipp_echo_socket_drops=%d relayed_to_agent=%d relayed_to_caller=%d hotline_socket_drops_window=%d hotline_cpu_pct=%.1f cpu_pct_per_call=%.4f rss_mb=%.1f mb_per_call=%.3f sipp_uac_cpu_pct=%.0f sipp_uas_echo_cpu_pct=%.0f sipp_cpu_pct=%.0f echo_rcvbuf=%d machine_busy_pct=%.0f/%d00 load1=%s",
-			run, n, up, ok, f, sessions, loss, hloss, alost, blost, hdrops, edrops, btx, atx, drops, cpu, cpu / n, rss / 1024, (rss - rss0) / 1024 / n,
+		printf "callpath media run=%d tick_ms=%s calls=%d concurrent=%d ok=%d failed=%d sessions=%d loss_pct=%.4f hotline_loss_pct=%.4f caller_to_hotline_lost=%d relay_echo_path_lost=%d hotline_socket_drops=%d sipp_echo_socket_drops=%d relayed_to_agent=%d relayed_to_caller=%d hotline_socket_drops_window=%d hotline_cpu_pct=%.1f cpu_pct_per_call=%.4f rss_mb=%.1f mb_per_call=%.3f sipp_uac_cpu_pct=%.0f sipp_uas_echo_cpu_pct=%.0f sipp_cpu_pct=%.0f echo_rcvbuf=%d machine_busy_pct=%.0f/%d00 load1=%s",
+			run, tick, n, up, ok, f, sessions, loss, hloss, alost, blost, hdrops, edrops, btx, atx, drops, cpu, cpu / n, rss / 1024, (rss - rss0) / 1024 / n,
 			ut / hz / w * 100, et / hz / w * 100, (ut + et) / hz / w * 100, rcvbuf, sb / stt * 100 * nc, nc, la }')"
 }
 
@@ -299,10 +304,10 @@ run_media() {
 		sleep 2
 	done
 	stop_uas "$pre"
-	printf '%s\n' "${RESULTS[@]}" | awk -v run="$RUN" '$2 == "media" && $3 == "run=" run {
+	printf '%s\n' "${RESULTS[@]}" | awk -v run="$RUN" -v tick="$TICK" '$2 == "media" && $3 == "run=" run && $4 == "tick_ms=" tick {
 		for (i = 1; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
 		if (v["failed"] == 0 && v["loss_pct"] < 0.1 && v["calls"] > best) best = v["calls"] }
-		END { printf "callpath media_capacity run=%d largest_calls_with_loss_below_0.1pct=%d\n", run, best }' |
+		END { printf "callpath media_capacity run=%d tick_ms=%s largest_calls_with_loss_below_0.1pct=%d\n", run, tick, best }' |
 		while read -r l; do emit "$l"; done
 }
 
@@ -311,7 +316,17 @@ for RUN in $(seq "$REPEAT"); do
 	for s in "${SCEN[@]}"; do
 		case $s in
 		cps) start_hotline; run_cps; stop_hotline ;;
-		media) start_hotline; run_media; stop_hotline ;;
+		media)
+			for TICK in $TICKS; do
+				CONFIG=callpath.toml
+				if [ "$TICK" != default ]; then
+					CONFIG=callpath-tick$TICK.toml
+					sed "s/^\[media\]\$/[media]\ntick_ms = $TICK/" "$OUT/callpath.toml" >"$OUT/$CONFIG"
+				fi
+				start_hotline; run_media; stop_hotline
+				sleep 2
+			done
+			TICK=default CONFIG=callpath.toml ;;
 		*) echo "unknown scenario $s" >&2 ;;
 		esac
 		sleep 2
@@ -333,7 +348,7 @@ for line in sys.stdin:
         continue
     kv = dict(x.split("=", 1) for x in f[2:] if "=" in x)
     runs.add(kv.get("run"))
-    key = (f[1], kv.get("target") or kv.get("calls") or "")
+    key = (f[1], kv.get("target") or kv.get("calls") or "", kv.get("tick_ms", "default"))
     g = groups.setdefault(key, {})
     for k, v in kv.items():
         try:
@@ -349,8 +364,11 @@ def show(g, k, fmt):
     s = fmt % statistics.median(v)
     return s if len(v) == 1 else "%s (%s-%s)" % (s, fmt % min(v), fmt % max(v))
 lines, table = [], []
-for (kind, at), g in groups.items():
+ticks = sorted({t for (kind, _, t) in groups if kind == "media"})
+for (kind, at, tick), g in groups.items():
     n = len(g.get("run", []))
+    if kind == "media" and len(ticks) > 1:
+        at = "%s tick_ms=%s" % (at, tick)
     if kind == "cps":
         keys = [("achieved", "%.0f"), ("failed", "%.0f"), ("agent_failed", "%.0f"),
                 ("hotline_cpu_ms_per_call", "%.3f"), ("sipp_uac_cpu_pct", "%.0f"),
@@ -372,13 +390,13 @@ for (kind, at), g in groups.items():
         continue
     lines.append("callpath %s_median %s=%s runs=%d " % (kind, "target" if kind == "cps" else "calls", at, n)
                  + " ".join("%s=%s" % (k, show(g, k, fmt).replace(" ", "")) for k, fmt in keys))
-cap_med = max([int(at) for (kind, at), g in groups.items() if kind == "media"
-               and med(g, "loss_pct") < 0.1 and max(g["failed"]) == 0] or [0])
-cap_all = max([int(at) for (kind, at), g in groups.items() if kind == "media"
-               and max(g["loss_pct"]) < 0.1 and max(g["failed"]) == 0] or [0])
-if any(kind == "media" for kind, _ in groups):
-    lines.append("callpath media_capacity_median runs=%d largest_calls_median_loss_below_0.1pct=%d largest_calls_every_run_below_0.1pct=%d" % (len(runs), cap_med, cap_all))
-    table.append("%-34s hotline %d (median loss), %d (every run)   goal 2000" % ("largest N with loss < 0.1%", cap_med, cap_all))
+for tk in ticks:
+    cap_med = max([int(at) for (kind, at, t), g in groups.items() if kind == "media" and t == tk
+                   and med(g, "loss_pct") < 0.1 and max(g["failed"]) == 0] or [0])
+    cap_all = max([int(at) for (kind, at, t), g in groups.items() if kind == "media" and t == tk
+                   and max(g["loss_pct"]) < 0.1 and max(g["failed"]) == 0] or [0])
+    lines.append("callpath media_capacity_median tick_ms=%s runs=%d largest_calls_median_loss_below_0.1pct=%d largest_calls_every_run_below_0.1pct=%d" % (tk, len(runs), cap_med, cap_all))
+    table.append("%-34s hotline %d (median loss), %d (every run)   goal 2000" % ("largest N with loss < 0.1% tick " + tk, cap_med, cap_all))
 print("\n".join(lines + [""] + table))
 ' | tee -a "$OUT/summary.txt"
 echo "loadavg after: $(cut -d' ' -f1-3 /proc/loadavg)"

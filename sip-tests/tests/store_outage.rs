@@ -101,7 +101,13 @@ async fn outage_flow(base: &str, db: &str) -> anyhow::Result<()> {
         )
         .await?;
     let hash = hotline_cti::hash_password("desk-pw")?;
-    let h = start_hotline_with(&config(&via, &hash)).await?;
+    let mut h = start_hotline_with(&config(&via, &hash)).await?;
+    let mut ended = h
+        .switch
+        .as_mut()
+        .context("switch")?
+        .take_ended()
+        .context("ended reports")?;
     let server = Proto::Udp.server_addr(&h);
     let cti = h.cti.as_ref().context("[cti] configured")?.local_addr();
     let mut desk = Desk::connect(cti, Some(ORIGIN)).await?;
@@ -121,15 +127,27 @@ async fn outage_flow(base: &str, db: &str) -> anyhow::Result<()> {
         .spawn(None)?;
     wait_bound(port, Proto::Udp).await?;
 
-    // 1. Store up: the pop names the customer; each CDR is committed before the dialog goes.
+    // 1. Store up: the pop names the customer; each CDR is committed before its call
+    // reports its end. The caller's BYE is answered before that (SIPp may be done while
+    // the last record is still being written), so the reports are what to wait for.
     let up = callers(server, "up")?;
     for o in offers(&mut desk).await {
         assert_eq!(o["pop"]["identification"]["customer"]["id"], weber, "{o}");
         assert!(o["pop_error"].is_null(), "{o}");
     }
     up.expect_success().await?;
+    for _ in 0..CALLS {
+        tokio::time::timeout(Duration::from_secs(10), ended.recv())
+            .await
+            .context("no call end within 10 s")?
+            .context("switch stopped")?;
+    }
     let cdrs = CdrStore::open(&direct, &StoreOptions::default()).await?;
-    ensure!(cdrs.calls(0, i64::MAX).await?.len() == CALLS);
+    let before = cdrs.calls(0, i64::MAX).await?.len();
+    ensure!(
+        before == CALLS,
+        "{before} of {CALLS} CDRs committed once the calls ended"
+    );
 
     // 2. Cut: calls are still routed and answered, pops degrade, CDRs wait in the buffer.
     proxy.cut();

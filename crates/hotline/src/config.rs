@@ -65,6 +65,10 @@ pub struct Config {
     /// Voicemail boxes (`[[voicemail]]`, see `config_voicemail`).
     #[serde(default)]
     pub voicemail: Vec<crate::config_voicemail::VoicemailConfig>,
+    /// Ring timeout and no-answer destination of users (`[[extensions]]`, see
+    /// `config_extensions`).
+    #[serde(default)]
+    pub extensions: Vec<crate::config_extensions::ExtensionConfig>,
     /// `[server]`: the process (worker threads).
     #[serde(default)]
     pub server: crate::config_server::ServerSettings,
@@ -273,6 +277,10 @@ pub struct MediaConfig {
     /// and `webrtc_public_ip`); the browser runs the checks (`config_webrtc`).
     #[serde(default)]
     pub webrtc_ice_lite: bool,
+    /// How often a call's media task reads its RTP sockets, in ms (0 = on every
+    /// datagram); unset: `hotline_media::session::DEFAULT_TICK`. Each tick adds up to its
+    /// length of one-way delay and saves a thread wake-up per packet.
+    pub tick_ms: Option<Spanned<u64>>,
 }
 
 impl Default for MediaConfig {
@@ -288,6 +296,7 @@ impl Default for MediaConfig {
             voice: true,
             webrtc_public_ip: None,
             webrtc_ice_lite: false,
+            tick_ms: None,
         }
     }
 }
@@ -820,6 +829,20 @@ impl Config {
         if let Err((at, m)) = self.server.validate() {
             errs.push(locate(path, text, at, m));
         }
+        let max_tick = hotline_media::session::MAX_TICK.as_millis() as u64;
+        if let Some(t) = &self.media.tick_ms
+            && *t.get_ref() > max_tick
+        {
+            errs.push(locate(
+                path,
+                text,
+                t.span().start,
+                format!(
+                    "tick_ms {} must be 0 (read RTP per datagram) or at most {max_tick}",
+                    t.get_ref()
+                ),
+            ));
+        }
         let [first, last] = *self.media.rtp_ports.get_ref();
         if first == 0 || last < first.saturating_add(1) {
             errs.push(locate(
@@ -860,6 +883,7 @@ impl Config {
         }
         self.validate_routing(path, text, &users, &mut errs);
         errs.extend(crate::config_voicemail::validate(self, path, text));
+        errs.extend(crate::config_extensions::validate(self, &users, path, text));
         errs.extend(self.validate_admin(path, text));
         if let Err(e) = crate::config_reliab::validate(self, path, text) {
             errs.push(e);
@@ -1127,7 +1151,7 @@ impl Config {
     }
 
     /// Checks a target's references (menus, queues, users, hours) and shape.
-    fn check_target(
+    pub(crate) fn check_target(
         &self,
         t: &RouteTarget,
         users: &std::collections::HashSet<&String>,
@@ -1381,6 +1405,21 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.line, 4, "{e}");
         let e = parse("[sip]\nudp = [\"127.0.0.1:5060\"]\n[media]\nport = 1\n").unwrap_err();
+        assert_eq!(e.line, 4, "{e}");
+    }
+
+    #[test]
+    fn media_tick_is_validated_with_its_position() {
+        let head = "[sip]\nudp = [\"127.0.0.1:5060\"]\n[media]\n";
+        assert_eq!(parse(head).unwrap().media.tick_ms, None);
+        for ok in [0, 10, 40] {
+            let cfg = parse(&format!("{head}tick_ms = {ok}\n")).unwrap();
+            assert_eq!(cfg.media.tick_ms.map(|t| *t.get_ref()), Some(ok));
+        }
+        let e = parse(&format!("{head}rtp_ip = \"127.0.0.1\"\ntick_ms = 41\n")).unwrap_err();
+        assert_eq!((e.line, e.column), (5, 11), "{e}");
+        assert!(e.message.contains("at most 40"), "{e}");
+        let e = parse(&format!("{head}tick_ms = -1\n")).unwrap_err();
         assert_eq!(e.line, 4, "{e}");
     }
 

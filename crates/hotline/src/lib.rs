@@ -4,6 +4,7 @@
 pub mod config;
 pub mod config_admin;
 mod config_check;
+pub mod config_extensions;
 pub mod config_metrics;
 mod config_redact;
 pub mod config_reliab;
@@ -188,6 +189,7 @@ pub fn switch_config(
         out.queues.insert(q.name.get_ref().clone(), options);
     }
     out.voicemail = config_voicemail::boxes(cfg, &voice)?;
+    out.extensions = config_extensions::options(cfg, &voice, &closed)?;
     out.users = cfg.users.iter().map(|u| u.name.get_ref().clone()).collect();
     out.trunk = cfg.sip.static_route.map(|r| r.0);
     out.dial_rules = config_reliab::dial_rules(cfg)?;
@@ -324,6 +326,9 @@ async fn start_inner(
     }
     let [first, last] = *cfg.media.rtp_ports.get_ref();
     let ports = Arc::new(PortAllocator::new(first, last).context("RTP port range")?);
+    if let Some(t) = &cfg.media.tick_ms {
+        hotline_media::session::set_default_tick(std::time::Duration::from_millis(*t.get_ref()));
+    }
     let music = match &cfg.media.music {
         Some(path) => Prompt::load(path)
             .with_context(|| format!("loading music on hold {}", path.display()))?,

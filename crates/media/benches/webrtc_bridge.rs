@@ -6,8 +6,13 @@
 //! current-thread runtime, so its CPU is that thread's CPU clock (user + system, from
 //! `CLOCK_THREAD_CPUTIME_ID`), untouched by the peers' work in other threads.
 //!
-//! `cargo bench -p hotline-media --bench webrtc_bridge -- [calls] [seconds]`
-//! (default 50 calls, 20 s of media per phase). Prints one JSON line per phase.
+//! Each phase runs once per session tick (`TICKS`, default "0 10": per-datagram reads
+//! and the default 10 ms tick) in the same run. Phones stamp each packet with its send
+//! time, so the RTP phase also reports the one-way delay through Hotline (phone to
+//! phone, median and p99): the tick's added delay is the difference between the rows.
+//!
+//! `[TICKS="0 10 20"] cargo bench -p hotline-media --bench webrtc_bridge -- [calls]
+//! [seconds]` (default 50 calls, 20 s of media per phase). Prints one JSON line per phase.
 
 #[path = "../tests/webrtc_common/mod.rs"]
 mod webrtc_common;
@@ -20,7 +25,7 @@ use std::time::{Duration, Instant};
 use hotline_media::leg::{LegConfig, LegTiming};
 use hotline_media::ports::PortAllocator;
 use hotline_media::sdp::{Codec, Direction};
-use hotline_media::session::{MediaLeg, SessionHandle, spawn_session};
+use hotline_media::session::{MediaLeg, SessionHandle, spawn_session_with_tick};
 use hotline_media::webrtc::{WebRtcLeg, WebRtcSettings};
 use rtp_rs::{RtpPacketBuilder, Seq};
 use tokio::net::UdpSocket;
@@ -89,9 +94,39 @@ async fn cpu_of(h: &Handle) -> Duration {
 struct Counts {
     to_hotline: AtomicU64,
     from_hotline: AtomicU64,
+    /// One-way delays (µs) of stamped packets that came back to a phone.
+    delays: std::sync::Mutex<Vec<u32>>,
 }
 
-/// Phones: one socket per call, all paced by one 20 ms ticker; counts what comes back.
+impl Counts {
+    fn new() -> Arc<Counts> {
+        Arc::new(Counts {
+            to_hotline: AtomicU64::new(0),
+            from_hotline: AtomicU64::new(0),
+            delays: std::sync::Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Median and p99 one-way delay in ms.
+    fn delay_ms(&self) -> (f64, f64) {
+        let mut d = std::mem::take(&mut *self.delays.lock().expect("delays"));
+        d.sort_unstable();
+        let at = |p: f64| {
+            d.get(((d.len().max(1) - 1) as f64 * p).round() as usize)
+                .map_or(0.0, |us| *us as f64 / 1000.0)
+        };
+        (at(0.5), at(0.99))
+    }
+}
+
+/// The bench's clock origin: phones stamp packets with µs since it.
+fn origin() -> Instant {
+    static O: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *O.get_or_init(Instant::now)
+}
+
+/// Phones: one socket per call, all paced by one 20 ms ticker; counts what comes back
+/// and, for packets carrying a phone's stamp, how long they took.
 fn run_phones(
     phones: Vec<(Arc<UdpSocket>, SocketAddr)>,
     counts: Arc<Counts>,
@@ -102,20 +137,32 @@ fn run_phones(
         let counts = Arc::clone(&counts);
         tokio::spawn(async move {
             let mut buf = [0u8; 1500];
-            while let Ok(Ok(_)) =
+            while let Ok(Ok((n, _))) =
                 tokio::time::timeout(Duration::from_secs(2), sock.recv_from(&mut buf)).await
             {
                 counts.from_hotline.fetch_add(1, Ordering::Relaxed);
+                // The stamp is in the payload's first 8 bytes, after a 12-byte header.
+                if n >= 20 && buf[12..14] == STAMP_MAGIC {
+                    let mut b = [0u8; 8];
+                    b[2..].copy_from_slice(&buf[14..20]);
+                    let sent = u64::from_be_bytes(b);
+                    let now = origin().elapsed().as_micros() as u64;
+                    let d = now.saturating_sub(sent).min(u32::MAX as u64) as u32;
+                    counts.delays.lock().expect("delays").push(d);
+                }
             }
         });
     }
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(20));
-        let payload = [0xD5u8; 160];
+        let mut payload = [0xD5u8; 160];
         let mut seq = 0u16;
         while Instant::now() < until {
             tick.tick().await;
             for (i, (sock, to)) in phones.iter().enumerate() {
+                let sent = origin().elapsed().as_micros() as u64;
+                payload[..2].copy_from_slice(&STAMP_MAGIC);
+                payload[2..8].copy_from_slice(&sent.to_be_bytes()[2..]);
                 let pkt = RtpPacketBuilder::new()
                     .payload_type(0)
                     .ssrc(0x1000 + i as u32)
@@ -133,7 +180,10 @@ fn run_phones(
     })
 }
 
-async fn webrtc_phase(h: &Handle, calls: usize, secs: u64) {
+/// Marks a payload that carries a send time (µs since [`origin`], 48 bits).
+const STAMP_MAGIC: [u8; 2] = [0x5A, 0xA5];
+
+async fn webrtc_phase(h: &Handle, calls: usize, secs: u64, tick: Duration) {
     let alloc = PortAllocator::new(47000, 47000 + (calls as u16) * 6 + 100).expect("range");
     let settings = WebRtcSettings::new(LO);
     let mut setup = Vec::with_capacity(calls);
@@ -165,7 +215,7 @@ async fn webrtc_phase(h: &Handle, calls: usize, secs: u64) {
                 let a = MediaLeg::new(ports, leg_cfg(phone_addr), LegTiming::default());
                 let (ev, mut evrx) = tokio::sync::mpsc::channel(64);
                 tokio::spawn(async move { while evrx.recv().await.is_some() {} });
-                let s = spawn_session(a, ev);
+                let s = spawn_session_with_tick(a, ev, tick);
                 s.attach(b).await.expect("attach");
                 s.bridge().await.expect("bridge");
                 (s, a_addr)
@@ -182,10 +232,7 @@ async fn webrtc_phase(h: &Handle, calls: usize, secs: u64) {
     offer_cost.sort();
 
     // Media: phones and browsers talk for `secs`; Hotline's CPU over that window.
-    let counts = Arc::new(Counts {
-        to_hotline: AtomicU64::new(0),
-        from_hotline: AtomicU64::new(0),
-    });
+    let counts = Counts::new();
     let from_browser_rx = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let until = start + Duration::from_secs(secs);
@@ -247,7 +294,8 @@ async fn webrtc_phase(h: &Handle, calls: usize, secs: u64) {
     let b_rx = from_browser_rx.load(Ordering::Relaxed);
     let p_rx = counts.from_hotline.load(Ordering::Relaxed);
     println!(
-        "{{\"phase\":\"webrtc_rtp\",\"calls\":{calls},\"seconds\":{:.1},\"setup_ms_median\":{:.2},\"setup_ms_p99\":{:.2},\"offer_ms_median\":{:.3},\"hotline_cpu_s\":{cpu:.3},\"cpu_pct_of_core_per_call\":{per_call_pct:.4},\"phone_to_browser\":{{\"sent\":{to_h},\"received\":{b_rx}}},\"browser_to_phone\":{{\"sent\":{b_sent},\"received\":{p_rx}}},\"loadavg\":\"{}\"}}",
+        "{{\"phase\":\"webrtc_rtp\",\"tick_ms\":{},\"calls\":{calls},\"seconds\":{:.1},\"setup_ms_median\":{:.2},\"setup_ms_p99\":{:.2},\"offer_ms_median\":{:.3},\"hotline_cpu_s\":{cpu:.3},\"cpu_pct_of_core_per_call\":{per_call_pct:.4},\"phone_to_browser\":{{\"sent\":{to_h},\"received\":{b_rx}}},\"browser_to_phone\":{{\"sent\":{b_sent},\"received\":{p_rx}}},\"loadavg\":\"{}\"}}",
+        tick.as_millis(),
         wall.as_secs_f64(),
         pct(&setup, 0.5),
         pct(&setup, 0.99),
@@ -272,7 +320,7 @@ async fn webrtc_phase(h: &Handle, calls: usize, secs: u64) {
     }
 }
 
-async fn plain_phase(h: &Handle, calls: usize, secs: u64) {
+async fn plain_phase(h: &Handle, calls: usize, secs: u64, tick: Duration) {
     let alloc = PortAllocator::new(49000, 49000 + (calls as u16) * 4 + 100).expect("range");
     let mut sessions = Vec::with_capacity(calls);
     let mut phones = Vec::with_capacity(calls * 2);
@@ -293,7 +341,8 @@ async fn plain_phase(h: &Handle, calls: usize, secs: u64) {
                 );
                 let (ev, mut evrx) = tokio::sync::mpsc::channel(64);
                 tokio::spawn(async move { while evrx.recv().await.is_some() {} });
-                let s = spawn_session(MediaLeg::new(pa, leg_cfg(aa), LegTiming::default()), ev);
+                let a = MediaLeg::new(pa, leg_cfg(aa), LegTiming::default());
+                let s = spawn_session_with_tick(a, ev, tick);
                 s.attach(MediaLeg::new(pb, leg_cfg(ab), LegTiming::default()))
                     .await
                     .expect("attach");
@@ -308,10 +357,7 @@ async fn plain_phase(h: &Handle, calls: usize, secs: u64) {
         phones.push((pb, b_addr));
     }
     setup.sort();
-    let counts = Arc::new(Counts {
-        to_hotline: AtomicU64::new(0),
-        from_hotline: AtomicU64::new(0),
-    });
+    let counts = Counts::new();
     let start = Instant::now();
     let cpu0 = cpu_of(h).await;
     run_phones(
@@ -325,8 +371,10 @@ async fn plain_phase(h: &Handle, calls: usize, secs: u64) {
     let wall = start.elapsed();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let cpu = (cpu1 - cpu0).as_secs_f64();
+    let (delay_median, delay_p99) = counts.delay_ms();
     println!(
-        "{{\"phase\":\"rtp_rtp\",\"calls\":{calls},\"seconds\":{:.1},\"setup_ms_median\":{:.3},\"setup_ms_p99\":{:.3},\"hotline_cpu_s\":{cpu:.3},\"cpu_pct_of_core_per_call\":{:.4},\"sent\":{},\"received\":{},\"loadavg\":\"{}\"}}",
+        "{{\"phase\":\"rtp_rtp\",\"tick_ms\":{},\"calls\":{calls},\"seconds\":{:.1},\"setup_ms_median\":{:.3},\"setup_ms_p99\":{:.3},\"hotline_cpu_s\":{cpu:.3},\"cpu_pct_of_core_per_call\":{:.4},\"sent\":{},\"received\":{},\"one_way_ms_median\":{delay_median:.2},\"one_way_ms_p99\":{delay_p99:.2},\"loadavg\":\"{}\"}}",
+        tick.as_millis(),
         wall.as_secs_f64(),
         pct(&setup, 0.5),
         pct(&setup, 0.99),
@@ -351,8 +399,18 @@ fn main() {
         .build()
         .expect("runtime");
     let h = hotline_thread();
+    let ticks: Vec<Duration> = std::env::var("TICKS")
+        .unwrap_or_else(|_| "0 10".into())
+        .split([' ', ','])
+        .filter_map(|t| t.parse().ok())
+        .map(Duration::from_millis)
+        .collect();
     rt.block_on(async {
-        plain_phase(&h, calls, secs).await;
-        webrtc_phase(&h, calls, secs).await;
+        for &tick in &ticks {
+            plain_phase(&h, calls, secs, tick).await;
+        }
+        for &tick in &ticks {
+            webrtc_phase(&h, calls, secs, tick).await;
+        }
     });
 }

@@ -196,14 +196,18 @@ async fn bare_relay(
 ) {
     let mut buf_a = [0u8; 1500];
     let mut buf_b = [0u8; 1500];
+    // Registered with tokio like any socket of a per-datagram copier.
+    let tokio_socket =
+        |p: &BoundPorts| UdpSocket::from_std(p.rtp.try_clone().expect("dup")).expect("register");
+    let (ra, rb) = (tokio_socket(&a), tokio_socket(&b));
     loop {
         tokio::select! {
-            r = a.rtp.recv_from(&mut buf_a) => if let Ok((n, _)) = r {
-                let _ = b.rtp.try_send_to(&buf_a[..n], pb);
+            r = ra.recv_from(&mut buf_a) => if let Ok((n, _)) = r {
+                let _ = rb.try_send_to(&buf_a[..n], pb);
                 count.fetch_add(1, Ordering::Relaxed);
             },
-            r = b.rtp.recv_from(&mut buf_b) => if let Ok((n, _)) = r {
-                let _ = a.rtp.try_send_to(&buf_b[..n], pa);
+            r = rb.recv_from(&mut buf_b) => if let Ok((n, _)) = r {
+                let _ = ra.try_send_to(&buf_b[..n], pa);
                 count.fetch_add(1, Ordering::Relaxed);
             },
         }

@@ -3,9 +3,13 @@
 //! so a call that ends any way at all cannot leak ports.
 
 use std::collections::VecDeque;
+use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::{Arc, Mutex};
 
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
 use tokio::net::UdpSocket;
 
 use crate::error::{MediaError, Result};
@@ -86,7 +90,7 @@ impl PortAllocator {
         let mut last_err = None;
         for _ in 0..attempts {
             let pair = self.allocate()?;
-            let rtp = match UdpSocket::bind(SocketAddr::new(ip, pair.rtp())).await {
+            let rtp = match RtpSocket::bind(SocketAddr::new(ip, pair.rtp())) {
                 Ok(s) => s,
                 Err(e) => {
                     last_err = Some(e);
@@ -140,11 +144,79 @@ impl Drop for PortPair {
 #[derive(Debug)]
 pub struct BoundPorts {
     /// RTP socket (even port).
-    pub rtp: UdpSocket,
+    pub rtp: RtpSocket,
     /// RTCP socket (odd port).
     pub rtcp: UdpSocket,
     /// Declared last so the sockets close before the ports go back to the pool.
     pub pair: PortPair,
+}
+
+/// A leg's RTP socket: a plain nonblocking socket, registered with tokio's reactor only
+/// while a per-datagram session reads it. A registered socket makes every datagram wake
+/// the reactor's thread; a tick-driven session reads it on its timer instead, so an
+/// unregistered one costs no wake-up at all between ticks.
+#[derive(Debug)]
+pub struct RtpSocket {
+    /// Declared first: deregistered before the socket closes.
+    reg: Option<AsyncFd<Fd>>,
+    sock: std::net::UdpSocket,
+}
+
+/// The socket's descriptor, borrowed by the registration (the socket owns it).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Fd(RawFd);
+
+impl AsRawFd for Fd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0
+    }
+}
+
+impl RtpSocket {
+    /// Binds a nonblocking, unregistered socket on `addr`.
+    pub fn bind(addr: SocketAddr) -> io::Result<Self> {
+        let sock = std::net::UdpSocket::bind(addr)?;
+        sock.set_nonblocking(true)?;
+        Ok(RtpSocket { reg: None, sock })
+    }
+
+    /// Registers the socket for read readiness with the current runtime's reactor (a
+    /// per-datagram session), or deregisters it (`false`: a tick-driven session, or a
+    /// leg between sessions). Registering must run inside a runtime (tokio panics
+    /// otherwise; sessions call it from their task); on failure the socket stays
+    /// unregistered and the error is returned.
+    pub(crate) fn set_registered(&mut self, on: bool) -> io::Result<()> {
+        match (on, self.reg.is_some()) {
+            (true, false) => {
+                let fd = Fd(self.sock.as_raw_fd());
+                // SAFETY: `fd` is `self.sock`'s open descriptor; the socket is never
+                // replaced, and `reg` is declared before it, so the registration is
+                // dropped (deregistered) before the socket closes the descriptor.
+                let reg = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) };
+                self.reg = Some(reg.map_err(|e| e.into_parts().1)?);
+            }
+            (false, true) => self.reg = None,
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The reactor registration, if any (see [`RtpSocket::set_registered`]).
+    pub(crate) fn registration(&self) -> Option<&AsyncFd<Fd>> {
+        self.reg.as_ref()
+    }
+
+    /// Whether the socket is registered with a reactor.
+    pub fn is_registered(&self) -> bool {
+        self.reg.is_some()
+    }
+}
+
+impl std::ops::Deref for RtpSocket {
+    type Target = std::net::UdpSocket;
+    fn deref(&self) -> &std::net::UdpSocket {
+        &self.sock
+    }
 }
 
 #[cfg(test)]

@@ -7,6 +7,8 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::Poll;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -95,7 +97,7 @@ impl MediaLeg {
     fn send_rtp(&mut self, pkt: &[u8], dest: SocketAddr, now: Instant) {
         match self.browser.as_deref_mut() {
             None => {
-                let _ = self.ports.rtp.try_send_to(pkt, dest);
+                let _ = self.ports.rtp.send_to(pkt, dest);
             }
             Some(b) => {
                 b.send(pkt, now);
@@ -131,6 +133,26 @@ impl MediaLeg {
             batch.refill(b.source(), |buf| b.poll_rtp(buf));
         }
         more
+    }
+
+    /// Readies the leg's RTP socket for a session that reads it per datagram (registered
+    /// with the reactor) or on its tick (`false`, also for a leg leaving its session). A
+    /// failed registration leaves the socket to the session's fallback tick.
+    fn adopt(&mut self, per_datagram: bool) {
+        if let Err(e) = self.ports.rtp.set_registered(per_datagram) {
+            tracing::warn!(error = %e, "RTP socket not registered; read on a tick instead");
+        }
+    }
+
+    /// Datagrams read per turn: a registered socket keeps its readiness when more
+    /// remain (the task comes back at once); a ticked one waits a whole tick, so its
+    /// turn drains a deeper queue.
+    fn recv_rounds(&self) -> usize {
+        if self.ports.rtp.is_registered() {
+            BATCH / batch::N
+        } else {
+            TICK_BATCH / batch::N
+        }
     }
 
     /// Sends our RTCP report to a phone; a browser's peer connection keeps its own RTCP
@@ -206,6 +228,9 @@ pub struct SessionStats {
     pub recording_dropped: u64,
     /// Events dropped because the event channel was full.
     pub events_dropped: u64,
+    /// Times the session's task ran: once per datagram (or burst) per leg when reading
+    /// per datagram, about once per tick in tick mode, plus commands and timers.
+    pub wakeups: u64,
 }
 
 enum Command {
@@ -381,11 +406,60 @@ impl SessionHandle {
     }
 }
 
-/// Starts the media task for a call with its first leg. `events` should be bounded;
-/// when it is full, events are dropped and counted rather than stalling media.
+/// Default period at which a session reads its RTP sockets (see [`spawn_session_with_tick`]).
+pub const DEFAULT_TICK: Duration = Duration::from_millis(10);
+/// Longest tick accepted by configuration: every tick adds up to its length of one-way
+/// delay, and beyond this the delay budget of a conversation (ITU-T G.114) suffers.
+pub const MAX_TICK: Duration = Duration::from_millis(40);
+/// Tick of a per-datagram session for a leg whose socket could not be registered.
+const FALLBACK_TICK: Duration = Duration::from_millis(10);
+
+/// The configured default tick in microseconds; `u64::MAX` until set.
+static TICK_US: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// Sets the tick of sessions started by [`spawn_session`] from now on (`[media]
+/// tick_ms`); zero reads RTP per datagram.
+pub fn set_default_tick(tick: Duration) {
+    TICK_US.store(tick.min(MAX_TICK).as_micros() as u64, Ordering::Relaxed);
+}
+
+/// The tick [`spawn_session`] uses: as set by [`set_default_tick`], else the
+/// `HOTLINE_MEDIA_TICK_MS` environment variable (to run test suites in either mode),
+/// else [`DEFAULT_TICK`].
+pub fn default_tick() -> Duration {
+    static FROM_ENV: OnceLock<Duration> = OnceLock::new();
+    match TICK_US.load(Ordering::Relaxed) {
+        u64::MAX => *FROM_ENV.get_or_init(|| {
+            std::env::var("HOTLINE_MEDIA_TICK_MS")
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map_or(DEFAULT_TICK, |ms| Duration::from_millis(ms).min(MAX_TICK))
+        }),
+        us => Duration::from_micros(us),
+    }
+}
+
+/// Starts the media task for a call with its first leg, with the [`default_tick`].
+/// `events` should be bounded; when it is full, events are dropped and counted rather
+/// than stalling media.
 pub fn spawn_session(a: MediaLeg, events: mpsc::Sender<MediaEvent>) -> SessionHandle {
+    spawn_session_with_tick(a, events, default_tick())
+}
+
+/// Starts the media task with an explicit `tick`. Zero: the legs' RTP sockets are
+/// registered with the reactor and every datagram wakes the task (lowest delay, one
+/// thread wake-up per packet). Otherwise the sockets stay unregistered and the task
+/// reads them all every `tick`, on a grid shared by every session of the process so
+/// that one timer turn serves them all; relayed packets wait up to one tick.
+pub fn spawn_session_with_tick(
+    a: MediaLeg,
+    events: mpsc::Sender<MediaEvent>,
+    tick: Duration,
+) -> SessionHandle {
     let (cmd, rx) = mpsc::channel(16);
     let task = Task {
+        tick,
+        wakeups: 0,
         legs: [Some(a), None],
         feeds: [Feed::Silence, Feed::Silence],
         paused: [None, None],
@@ -406,6 +480,10 @@ pub fn spawn_session(a: MediaLeg, events: mpsc::Sender<MediaEvent>) -> SessionHa
 }
 
 struct Task {
+    /// Period of reading the RTP sockets; zero: per datagram.
+    tick: Duration,
+    /// Turns of the run loop (see [`SessionStats::wakeups`]).
+    wakeups: u64,
     legs: [Option<MediaLeg>; 2],
     feeds: [Feed; 2],
     /// A player interrupted by an announcement, resumed when it ends.
@@ -472,6 +550,23 @@ impl Mix {
 
 /// Packets handled per readiness wake-up before yielding to other branches.
 const BATCH: usize = 64;
+/// Packets read from one leg per tick at most (a tick's worth is one or two; the cap
+/// only bounds a flood, whose rest waits in the socket for the next tick).
+const TICK_BATCH: usize = 512;
+
+/// The first multiple of `tick` since a process-wide epoch that is after `now`. Every
+/// session ticks on this grid, so the runtime's timer fires them all in one turn: one
+/// thread wake-up serves every call instead of one per datagram.
+fn next_tick(now: Instant, tick: Duration) -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    let epoch = *EPOCH.get_or_init(Instant::now);
+    if now < epoch {
+        return epoch;
+    }
+    let t = tick.as_nanos().max(1);
+    let k = now.saturating_duration_since(epoch).as_nanos() / t + 1;
+    epoch + Duration::from_nanos((k * t).min(u64::MAX as u128) as u64)
+}
 
 thread_local! {
     /// Receive buffers shared by the sessions running on this thread (a drain never
@@ -494,11 +589,21 @@ impl Task {
         mut self,
         mut rx: mpsc::Receiver<Command>,
     ) -> Option<(MediaLeg, Option<MediaLeg>)> {
+        let per_datagram = self.tick.is_zero();
+        if let Some(a) = self.legs[0].as_mut() {
+            a.adopt(per_datagram);
+        }
         let mut deadline = self.next_deadline();
         let sleep = tokio::time::sleep_until(deadline.into());
         tokio::pin!(sleep);
         loop {
-            let d = self.next_deadline();
+            // Ticking (some RTP socket unregistered): wake on the grid only, where every
+            // timer that fell due meanwhile runs too.
+            let tick = self.tick_period();
+            let d = match tick {
+                Some(t) => next_tick(Instant::now(), t),
+                None => self.next_deadline(),
+            };
             if d != deadline {
                 deadline = d;
                 sleep.as_mut().reset(d.into());
@@ -517,7 +622,9 @@ impl Task {
                     }
                     for (i, leg) in legs.iter_mut().chain([&mut *third]).enumerate() {
                         if let Some(l) = leg {
-                            if let Poll::Ready(Ok(())) = l.ports.rtp.poll_recv_ready(cx) {
+                            if let Some(reg) = l.ports.rtp.registration()
+                                && let Poll::Ready(Ok(_)) = reg.poll_read_ready(cx)
+                            {
                                 ready |= [RTP_A, RTP_A << 1, RTP_C][i];
                             }
                             if let Poll::Ready(Ok(())) = l.ports.rtcp.poll_recv_ready(cx) {
@@ -542,6 +649,7 @@ impl Task {
                 })
                 .await
             };
+            self.wakeups += 1;
             match cmd {
                 Some(None) => break,
                 Some(Some(c)) => self.command(c),
@@ -555,6 +663,9 @@ impl Task {
                 if let Some(leg) = leg {
                     leg.browser_command(c, Instant::now());
                 }
+            }
+            if ready & TIMER != 0 && tick.is_some() {
+                self.drain_unregistered();
             }
             if ready & RTP_A != 0 {
                 self.drain_rtp(Side::A);
@@ -582,15 +693,69 @@ impl Task {
                 }
             }
             if ready & TIMER != 0 {
-                self.on_timer(Instant::now());
-                self.on_mix_timer(Instant::now());
+                let now = Instant::now();
+                // A tick between two due timers has nothing more to do.
+                if tick.is_none() || now >= self.next_deadline() {
+                    self.on_timer(now);
+                    self.on_mix_timer(now);
+                }
             }
             self.flush_events();
         }
         self.log_end();
         // Leg A is never removed, so this is always `Some`.
         let [a, b] = self.legs;
-        a.map(|a| (a, b))
+        a.map(|mut a| {
+            a.adopt(false);
+            (a, b.map(Self::release))
+        })
+    }
+
+    /// A leg leaving the session: no longer registered with the reactor.
+    fn release(mut leg: MediaLeg) -> MediaLeg {
+        leg.adopt(false);
+        leg
+    }
+
+    /// A leg joining the session: registered or not as the session reads RTP.
+    fn admit(&self, mut leg: MediaLeg) -> MediaLeg {
+        leg.adopt(self.tick.is_zero());
+        leg
+    }
+
+    /// The period to read unregistered RTP sockets at: the configured tick, or in a
+    /// per-datagram session the fallback for a leg that could not be registered.
+    fn tick_period(&self) -> Option<Duration> {
+        if !self.tick.is_zero() {
+            return Some(self.tick);
+        }
+        let unregistered = self
+            .legs
+            .iter()
+            .chain([&self.third])
+            .flatten()
+            .any(|l| !l.ports.rtp.is_registered());
+        unregistered.then_some(FALLBACK_TICK)
+    }
+
+    /// On a tick: reads every RTP socket that is not registered with the reactor until
+    /// it is empty (or a flood's cap) and relays, mixes or records what it held.
+    fn drain_unregistered(&mut self) {
+        for side in [Side::A, Side::B] {
+            if self.legs[side as usize]
+                .as_ref()
+                .is_some_and(|l| !l.ports.rtp.is_registered())
+            {
+                self.drain_rtp(side);
+            }
+        }
+        if self
+            .third
+            .as_ref()
+            .is_some_and(|l| !l.ports.rtp.is_registered())
+        {
+            RECV.with_borrow_mut(|batch| self.drain_mixed(2, batch));
+        }
     }
 
     /// One line per call with the relay's counters (target `hotline_media::stats`): loss
@@ -680,7 +845,7 @@ impl Task {
     fn command(&mut self, c: Command) {
         match c {
             Command::Attach(leg) => {
-                self.legs[1] = Some(*leg);
+                self.legs[1] = Some(self.admit(*leg));
                 self.feeds[1] = Feed::Silence;
                 self.update_translations();
             }
@@ -697,10 +862,10 @@ impl Task {
                 self.mix = None;
                 self.feeds = [Feed::Peer, Feed::Peer];
                 self.update_translations();
-                let _ = tx.send(leg);
+                let _ = tx.send(leg.map(Self::release));
             }
             Command::Conference(leg) => {
-                self.third = Some(*leg);
+                self.third = Some(self.admit(*leg));
                 self.feeds = [Feed::Silence, Feed::Silence];
                 self.paused = [None, None];
                 self.dtmf = [None, None];
@@ -711,7 +876,7 @@ impl Task {
                     Err(MediaError::Busy("the call already has a third party"))
                 } else {
                     // Feeds stay: A's and B's players and relay go on where relayed.
-                    self.third = Some(*leg);
+                    self.third = Some(self.admit(*leg));
                     self.mix = Some(Mix::new(Hears::supervise(mode), true));
                     Ok(())
                 };
@@ -734,7 +899,7 @@ impl Task {
                 } else {
                     None
                 };
-                let _ = tx.send(leg);
+                let _ = tx.send(leg.map(Self::release));
             }
             Command::CallerLeft(tx) => {
                 let leg = match self.mix.as_mut() {
@@ -749,12 +914,12 @@ impl Task {
                     }
                     _ => None,
                 };
-                let _ = tx.send(leg);
+                let _ = tx.send(leg.map(Self::release));
             }
             Command::EndConference(tx) => {
                 self.mix = None;
                 self.feeds = [Feed::Peer, Feed::Peer];
-                let _ = tx.send(self.third.take());
+                let _ = tx.send(self.third.take().map(Self::release));
             }
             Command::Detach(tx) => {
                 let leg = self.legs[1].take();
@@ -764,7 +929,7 @@ impl Task {
                     self.feeds[0] = Feed::Silence;
                 }
                 self.update_translations();
-                let _ = tx.send(leg);
+                let _ = tx.send(leg.map(Self::release));
             }
             Command::Play(side, mut player) => {
                 if let Some(l) = &self.legs[side as usize] {
@@ -841,6 +1006,7 @@ impl Task {
                     recording_dropped: self.recording_dropped_before
                         + self.recorder.as_ref().map_or(0, |r| r.dropped()),
                     events_dropped: self.events_dropped,
+                    wakeups: self.wakeups,
                 });
             }
         }
@@ -883,7 +1049,7 @@ impl Task {
         } else {
             Channel::Agent
         };
-        for _ in 0..BATCH / batch::N {
+        for _ in 0..from.recv_rounds() {
             let more = from.recv(batch, now);
             for (pkt, src) in batch.iter() {
                 let (kind, payload, send) = match (relay, to.as_deref_mut(), &self.tr[to_i]) {
@@ -942,7 +1108,7 @@ impl Task {
             return;
         };
         let law = leg.state.config().codec.law();
-        for _ in 0..BATCH / batch::N {
+        for _ in 0..leg.recv_rounds() {
             let more = leg.recv(batch, now);
             for (pkt, src) in batch.iter() {
                 let Ok((r, kind)) = leg.state.accept_rtp(src, pkt, now) else {
@@ -1129,13 +1295,15 @@ mod batch {
     use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
     use std::os::fd::AsRawFd;
 
+    use std::net::UdpSocket;
+
     use tokio::io::Interest;
-    use tokio::net::UdpSocket;
 
     use crate::leg::MAX_PACKET;
+    use crate::ports::RtpSocket;
 
-    /// Datagrams per call: a leg gets 50 packets/s, so a wake-up rarely finds more than
-    /// one or two; 8 absorbs a scheduling hiccup in one call.
+    /// Datagrams per call: a leg gets 50 packets/s, so a wake-up or a tick rarely finds
+    /// more than one or two; 8 absorbs a scheduling hiccup in one call.
     pub(super) const N: usize = 8;
 
     pub(super) struct RecvBatch {
@@ -1161,9 +1329,9 @@ mod batch {
         }
 
         /// Reads what `sock` holds, up to [`N`] datagrams. `Ok(true)`: the batch was
-        /// full, there may be more; `Ok(false)`: the socket is drained and tokio will
-        /// wake us for the next datagram.
-        pub(super) fn recv(&mut self, sock: &UdpSocket) -> io::Result<bool> {
+        /// full, there may be more; `Ok(false)`: the socket is drained (and tokio will
+        /// wake us for the next datagram if it is registered).
+        pub(super) fn recv(&mut self, sock: &RtpSocket) -> io::Result<bool> {
             self.count = 0;
             let fd = sock.as_raw_fd();
             // SAFETY: all-zero bytes are valid `iovec`s and `mmsghdr`s (null pointers,
@@ -1180,7 +1348,7 @@ mod batch {
                 h.msg_iovlen = 1;
             }
             let mut got = 0usize;
-            let r = sock.try_io(Interest::READABLE, || {
+            let mut read = || {
                 // SAFETY: `hdrs` holds N headers whose name and iovec pointers point
                 // into `self.addrs`, `iov` and `self.bufs`, all alive and exclusively
                 // borrowed for the duration of the call, with their true sizes.
@@ -1205,7 +1373,11 @@ mod batch {
                 } else {
                     Ok(())
                 }
-            });
+            };
+            let r = match sock.registration() {
+                Some(reg) => reg.try_io(Interest::READABLE, |_| read()),
+                None => read(),
+            };
             for (i, h) in hdrs.iter().enumerate().take(got.min(N)) {
                 self.lens[i] = h.msg_len as usize;
                 self.from[i] = if h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0 {
@@ -1290,9 +1462,7 @@ mod batch {
             match count {
                 0 => 0,
                 1 => match self.dests[0] {
-                    Some(d) => {
-                        usize::from(sock.try_send_to(&self.bufs[0][..self.lens[0]], d).is_ok())
-                    }
+                    Some(d) => usize::from(sock.send_to(&self.bufs[0][..self.lens[0]], d).is_ok()),
                     None => 0,
                 },
                 _ => self.send_many(sock, count),
@@ -1327,22 +1497,19 @@ mod batch {
                 h.msg_iovlen = 1;
                 n += 1;
             }
-            let fd = sock.as_raw_fd();
-            let mut sent = 0usize;
-            let _ = sock.try_io(Interest::WRITABLE, || {
-                // SAFETY: the first `n` headers point into `names`, `iov` and
-                // `self.bufs`, all alive for the call, with their true lengths; the
-                // kernel only reads them (and writes each header's `msg_len`).
-                let r = unsafe {
-                    libc::sendmmsg(fd, hdrs.as_mut_ptr(), n as libc::c_uint, libc::MSG_DONTWAIT)
-                };
-                if r < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                sent = r as usize;
-                Ok(())
-            });
-            sent
+            // SAFETY: the first `n` headers point into `names`, `iov` and `self.bufs`,
+            // all alive for the call, with their true lengths; the kernel only reads
+            // them (and writes each header's `msg_len`).
+            let r = unsafe {
+                libc::sendmmsg(
+                    sock.as_raw_fd(),
+                    hdrs.as_mut_ptr(),
+                    n as libc::c_uint,
+                    libc::MSG_DONTWAIT,
+                )
+            };
+            // A full socket buffer drops the batch, as a network would.
+            r.max(0) as usize
         }
     }
 
@@ -1377,64 +1544,126 @@ mod batch {
 #[cfg(test)]
 mod tests {
     use super::batch::{N, RecvBatch, SendBatch};
-    use std::time::Duration;
+    use super::next_tick;
+    use crate::ports::RtpSocket;
+    use std::time::{Duration, Instant};
     use tokio::net::UdpSocket;
 
-    /// A burst larger than one batch comes out in order over two calls, the short one
-    /// says "drained", an oversized (truncated) datagram is skipped, and readiness is
-    /// armed again for the next datagram.
-    #[tokio::test]
-    async fn recv_batch_drains_in_order_and_rearms() {
-        let rx = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    fn rtp_socket(registered: bool) -> RtpSocket {
+        let mut s = RtpSocket::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        s.set_registered(registered).unwrap();
+        s
+    }
+
+    async fn readable(s: &RtpSocket) {
+        let reg = s.registration().expect("registered");
+        let _ready = tokio::time::timeout(Duration::from_secs(5), reg.readable())
+            .await
+            .expect("readable")
+            .unwrap();
+    }
+
+    /// Sends `N + 3` datagrams (one oversized) to `to`; returns the sender's address.
+    async fn burst(to: std::net::SocketAddr) -> (UdpSocket, std::net::SocketAddr) {
         let tx = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let to = rx.local_addr().unwrap();
-        let from = tx.local_addr().unwrap();
-        let total = N + 3;
-        for i in 0..total {
+        for i in 0..N + 3 {
             let len = if i == N + 1 { 2000 } else { 20 + i };
             tx.send_to(&vec![i as u8; len], to).await.unwrap();
         }
+        let from = tx.local_addr().unwrap();
+        (tx, from)
+    }
+
+    /// Reads batches until the burst's usable datagrams are in; returns their first
+    /// bytes in arrival order and the number of reads.
+    async fn read_burst(rx: &RtpSocket, from: std::net::SocketAddr) -> (Vec<usize>, usize) {
         let mut b = RecvBatch::new();
         let mut seen = Vec::new();
         let mut calls = 0;
         loop {
-            tokio::time::timeout(Duration::from_secs(5), rx.readable())
-                .await
-                .expect("readable")
-                .unwrap();
-            let more = b.recv(&rx).unwrap();
+            if rx.is_registered() {
+                readable(rx).await;
+            }
+            let more = b.recv(rx).unwrap();
             calls += 1;
             for (pkt, src) in b.iter() {
                 assert_eq!(src, from);
                 assert_eq!(pkt.len(), 20 + pkt[0] as usize);
                 seen.push(pkt[0] as usize);
             }
-            if !more && seen.len() + 1 >= total {
-                break;
+            if !more && seen.len() + 1 >= N + 3 {
+                return (seen, calls);
+            }
+            assert!(calls < 100, "burst never arrived: {seen:?}");
+            if !more {
+                tokio::task::yield_now().await;
             }
         }
-        let expected: Vec<usize> = (0..total).filter(|&i| i != N + 1).collect();
+    }
+
+    /// A burst larger than one batch comes out in order over two calls, the short one
+    /// says "drained", an oversized (truncated) datagram is skipped, and readiness is
+    /// armed again for the next datagram.
+    #[tokio::test]
+    async fn recv_batch_drains_in_order_and_rearms() {
+        let rx = rtp_socket(true);
+        let (tx, from) = burst(rx.local_addr().unwrap()).await;
+        let (seen, calls) = read_burst(&rx, from).await;
+        let expected: Vec<usize> = (0..N + 3).filter(|&i| i != N + 1).collect();
         assert_eq!(seen, expected);
-        assert!(calls <= 3, "{calls} reads for {total} datagrams");
+        assert!(calls <= 3, "{calls} reads for {} datagrams", N + 3);
         // Drained: the next datagram must wake the socket again.
-        tx.send_to(&[7u8; 27], to).await.unwrap();
-        tokio::time::timeout(Duration::from_secs(5), rx.readable())
+        tx.send_to(&[7u8; 27], rx.local_addr().unwrap())
             .await
-            .expect("readiness re-armed")
             .unwrap();
+        readable(&rx).await;
+        let mut b = RecvBatch::new();
         b.recv(&rx).unwrap();
         assert_eq!(b.iter().map(|(p, _)| p[0]).collect::<Vec<_>>(), vec![7]);
+    }
+
+    /// An unregistered socket (tick mode) is read directly: the same burst comes out
+    /// in order, and an empty socket reads as drained, not as an error.
+    #[tokio::test]
+    async fn recv_batch_reads_an_unregistered_socket_directly() {
+        let rx = rtp_socket(false);
+        let mut b = RecvBatch::new();
+        assert!(!b.recv(&rx).unwrap(), "empty socket is drained");
+        assert_eq!(b.iter().count(), 0);
+        let (_tx, from) = burst(rx.local_addr().unwrap()).await;
+        let (seen, _) = read_burst(&rx, from).await;
+        let expected: Vec<usize> = (0..N + 3).filter(|&i| i != N + 1).collect();
+        assert_eq!(seen, expected);
+    }
+
+    /// Tick deadlines fall on one grid, strictly after `now`, at most one tick away.
+    #[test]
+    fn ticks_fall_on_a_shared_grid() {
+        let tick = Duration::from_millis(10);
+        let now = Instant::now();
+        let a = next_tick(now, tick);
+        assert!(a > now && a <= now + tick);
+        let b = next_tick(now + Duration::from_micros(3_700), tick);
+        assert!(b == a || b == a + tick);
+        assert_eq!(
+            next_tick(a, tick),
+            a + tick,
+            "a wake-up on the grid moves one tick on"
+        );
+        for k in 1..50u32 {
+            let t = next_tick(now + Duration::from_micros(u64::from(k) * 1_337), tick);
+            assert_eq!((t - a).as_nanos() % tick.as_nanos(), 0, "on the grid");
+        }
     }
 
     /// Several queued datagrams leave in one `sendmmsg`, in order, each to its own
     /// destination; a single one by `sendto`; the batch is empty afterwards.
     #[tokio::test]
     async fn send_batch_delivers_each_datagram_to_its_destination() {
-        let tx = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let tx = rtp_socket(false);
         let r1 = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let r2 = UdpSocket::bind("127.0.0.1:0").await.unwrap();
         let (d1, d2) = (r1.local_addr().unwrap(), r2.local_addr().unwrap());
-        tx.writable().await.unwrap();
         let mut b = SendBatch::new();
         for (i, d) in [d1, d2, d1].into_iter().enumerate() {
             let buf = b.next_buf();

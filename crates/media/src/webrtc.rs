@@ -43,7 +43,7 @@ use rtc::rtp_transceiver::{RTCRtpSenderId, RTCRtpTransceiverDirection};
 use rtc::sansio::Protocol;
 use rtc::shared::marshal::{Marshal, Unmarshal};
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
-use tokio::net::UdpSocket;
+use std::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{MediaError, Result};
@@ -1013,7 +1013,7 @@ impl BrowserLink {
     /// sending media, which moves no timer the session must hear of.
     pub(crate) fn transmit(&mut self, sock: &UdpSocket) {
         while let Some((dest, data)) = self.peer.poll_transmit() {
-            let _ = sock.try_send_to(&data, dest);
+            let _ = sock.send_to(&data, dest);
         }
     }
 

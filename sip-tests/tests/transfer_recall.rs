@@ -1,0 +1,398 @@
+//! A blind transfer whose target does not answer never drops the caller (SIPp peers):
+//! bob, answering, REFERs the caller to carol, who refuses (486), is not registered or
+//! rings until Hotline gives up (`[[extensions]] ring_timeout_secs`). The caller, on
+//! music meanwhile, goes to carol's no-answer destination if she has one (a voicemail
+//! box), else back to the head of the queue the call came from, else to bob again; only
+//! when none of them takes the caller does the call end (`TransferNotAnswered`, CDR
+//! result `failed`). A transfer to a queue nobody can serve follows that queue's
+//! fallback. Checked: who the caller talks to at the end, the CDR's route, result and
+//! transfer count, the queue log (`RINGNOANSWER` by carol, `ENTERQUEUE transfer_back`),
+//! the desks' events and that nothing is left over.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use hotline::Hotline;
+use hotline_cdr::{CallRecord, CallResult, HangupSide, MemoryCdrs, QueueEventKind as K};
+use hotline_sip_tests::calls::{agent, caller, next_end, nothing_left};
+use hotline_sip_tests::{Proto, SippBuilder, free_port, out_dir, start_hotline_with};
+use hotline_switch::{CallEnd, EndReason, SwitchEvent};
+use tokio::sync::mpsc::Receiver;
+
+/// dave: a fourth user, the queue's second agent.
+const DAVE: &str = "[[users]]\nname = \"dave\"\npassword = \"dave-pw\"\n";
+
+/// Queue `support` (number 4801): bob first (linear), then dave; bob's wrap-up keeps him
+/// out of the queue after he transferred the call.
+const SUPPORT: &str = "[[numbers]]\nnumber = \"4801\"\nqueue = \"support\"\n\
+    [acd]\n[[acd.queue]]\nname = \"support\"\nstrategy = \"linear\"\nwrapup_secs = 30\n\
+    [[acd.agent]]\nid = \"bob\"\nqueues = { support = 0 }\n\
+    [[acd.agent]]\nid = \"dave\"\nqueues = { support = 0 }\n";
+
+/// Hotline with `body` and RTP ports `[33000 + 100 * slot, +99]`. This binary has no
+/// block in `sip-tests/src/rtp.rs` (another helper's file this session), so its tests
+/// take fixed ranges above every block, one per test.
+async fn start(
+    slot: u16,
+    body: &str,
+) -> anyhow::Result<(Hotline, std::net::SocketAddr, Receiver<CallEnd>)> {
+    let first = 33_000 + 100 * slot;
+    let media = format!(
+        "[media]\nrtp_ip = \"127.0.0.1\"\nrtp_ports = [{first}, {}]\n",
+        first + 99
+    );
+    let mut h = start_hotline_with(&(media + body)).await?;
+    let server = Proto::Udp.server_addr(&h);
+    let ended = h
+        .switch
+        .as_mut()
+        .context("switch")?
+        .take_ended()
+        .context("ended reports")?;
+    Ok((h, server, ended))
+}
+
+fn memory(h: &Hotline) -> anyhow::Result<&MemoryCdrs> {
+    h.cdr
+        .as_ref()
+        .and_then(|c| c.memory.as_ref())
+        .context("CDRs kept in memory")
+}
+
+/// The one CDR of `call_id`.
+fn row(h: &Hotline, call_id: &str) -> anyhow::Result<CallRecord> {
+    let rows: Vec<CallRecord> = memory(h)?
+        .calls()
+        .into_iter()
+        .filter(|r| r.call_id == call_id)
+        .collect();
+    anyhow::ensure!(rows.len() == 1, "one CDR for {call_id}: {rows:?}");
+    rows.into_iter().next().context("row")
+}
+
+/// The queue-log lines of `call_id` as (kind, agent, data).
+fn queue_log(h: &Hotline, call_id: &str) -> anyhow::Result<Vec<(K, Option<String>, String)>> {
+    Ok(memory(h)?
+        .events()
+        .into_iter()
+        .filter(|e| e.call_id == call_id)
+        .map(|e| (e.event, e.agent, e.data))
+        .collect())
+}
+
+/// The desk events of `call_id` received so far, as short strings.
+fn desk_events(
+    rx: &mut tokio::sync::broadcast::Receiver<SwitchEvent>,
+    call_id: &str,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    while let Ok(ev) = rx.try_recv() {
+        match ev {
+            SwitchEvent::CallOffered(o) if o.call_id == call_id => {
+                out.push(format!("offered:{}", o.agent));
+            }
+            SwitchEvent::CallAnswered {
+                call_id: c, agent, ..
+            } if c == call_id => out.push(format!("answered:{agent}")),
+            SwitchEvent::CallTransferred {
+                call_id: c,
+                agent,
+                to,
+            } if c == call_id => out.push(format!("transferred:{agent}>{to}")),
+            SwitchEvent::CallEnded {
+                call_id: c, agent, ..
+            } if c == call_id => out.push(format!("ended:{}", agent.unwrap_or_default())),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// bob (queue support) transfers the caller to carol, who refuses with 486: the caller
+/// goes back to the head of support and dave (bob is in wrap-up) answers and talks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_target_sends_the_caller_back_to_the_head_of_the_queue() -> anyhow::Result<()> {
+    let (h, server, mut ended) = start(0, &format!("{DAVE}{SUPPORT}")).await?;
+    let mut events = h.switch.as_ref().context("switch")?.subscribe();
+    let bob = agent(
+        server,
+        "bob",
+        "uas_refer_blind.xml",
+        &["-key", "target", "carol", "-rtp_echo"],
+    )
+    .await?;
+    let carol = agent(server, "carol", "uas_reject.xml", &[]).await?;
+    let dave = agent(server, "dave", "uas_call.xml", &["-rtp_echo"]).await?;
+    caller(server, "4801", "uac_call_audio_long.xml", &["-d", "6000"])?
+        .expect_success()
+        .await?;
+    bob.expect_success().await?;
+    carol.expect_success().await?;
+    dave.expect_success().await?;
+    let end = next_end(&mut ended).await?;
+    assert_eq!(end.reason, EndReason::CallerHangup, "{end:?}");
+    assert!(end.bridged, "{end:?}");
+    assert_eq!(end.agent.as_deref(), Some("dave"), "{end:?}");
+    assert_eq!(
+        end.route, "queue:support>extension:carol>queue:support",
+        "{end:?}"
+    );
+    let b = end.media.context("media")?.b.context("dave's leg")?;
+    assert!(b.rx_packets >= 15, "dave's echo reached the caller: {b:?}");
+    let r = row(&h, &end.call_id)?;
+    assert_eq!(
+        (&r.result, r.agent.as_deref(), r.transfers),
+        (&CallResult::Answered, Some("dave"), 1),
+        "{r:?}"
+    );
+    let log = queue_log(&h, &end.call_id)?;
+    let rna = log
+        .iter()
+        .position(|(k, a, d)| *k == K::RingNoAnswer && a.as_deref() == Some("carol") && d == "486")
+        .context(format!("carol's RINGNOANSWER 486: {log:?}"))?;
+    let back = log
+        .iter()
+        .position(|(k, _, d)| *k == K::EnterQueue && d == "transfer_back")
+        .context(format!("ENTERQUEUE transfer_back: {log:?}"))?;
+    let connect = log
+        .iter()
+        .rposition(|(k, a, _)| *k == K::Connect && a.as_deref() == Some("dave"))
+        .context(format!("dave's CONNECT: {log:?}"))?;
+    assert!(rna < back && back < connect, "{log:?}");
+    // bob's desk: offered, answered, transferred; dave's: offered, answered, ended.
+    let desk = desk_events(&mut events, &end.call_id);
+    assert_eq!(
+        desk,
+        [
+            "offered:bob",
+            "answered:bob",
+            "transferred:bob>extension:carol",
+            "offered:dave",
+            "answered:dave",
+            "ended:dave"
+        ],
+        "{desk:?}"
+    );
+    nothing_left(&h).await?;
+    h.shutdown().await;
+    Ok(())
+}
+
+/// carol rings out (`ring_timeout_secs = 2`, Hotline CANCELs) and has a no-answer
+/// destination: her voicemail box, which comes before the queue the call came from. The
+/// caller leaves a message there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn target_that_rings_out_goes_to_its_no_answer_destination() -> anyhow::Result<()> {
+    let dir = out_dir().join(format!("recall-vm-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (h, server, mut ended) = start(
+        1,
+        &format!(
+            "{DAVE}{SUPPORT}\
+             [[voicemail]]\nname = \"carol-box\"\ndir = \"{}\"\nsilence_secs = 0\n\
+             greeting_say = \"Carol.\"\n\
+             [[extensions]]\nuser = \"carol\"\nring_timeout_secs = 2\n\
+             no_answer = {{ voicemail = \"carol-box\" }}\n",
+            dir.display()
+        ),
+    )
+    .await?;
+    let bob = agent(
+        server,
+        "bob",
+        "uas_refer_blind.xml",
+        &["-key", "target", "carol", "-rtp_echo"],
+    )
+    .await?;
+    let carol = agent(server, "carol", "uas_cancel.xml", &[]).await?;
+    let started = std::time::Instant::now();
+    caller(server, "4801", "uac_call_audio_long.xml", &["-d", "10000"])?
+        .expect_success()
+        .await?;
+    bob.expect_success().await?;
+    carol.expect_success().await?;
+    let end = next_end(&mut ended).await?;
+    assert_eq!(
+        end.route, "queue:support>extension:carol>voicemail:carol-box",
+        "{end:?}"
+    );
+    let log = queue_log(&h, &end.call_id)?;
+    assert!(
+        log.iter().any(|(k, a, d)| *k == K::RingNoAnswer
+            && a.as_deref() == Some("carol")
+            && d == "timeout"),
+        "carol rang out: {log:?}"
+    );
+    assert!(
+        !log.iter()
+            .any(|(k, _, d)| *k == K::EnterQueue && d == "transfer_back"),
+        "the no-answer destination comes first: {log:?}"
+    );
+    let messages: Vec<_> = memory(&h)?
+        .voicemail()
+        .into_iter()
+        .filter(|m| m.call_id == end.call_id)
+        .collect();
+    let m = messages
+        .first()
+        .with_context(|| format!("a message in carol's box: {end:?}"))?;
+    assert_eq!(m.mailbox, "carol-box", "{m:?}");
+    assert!(
+        m.duration_ms >= 1000,
+        "the caller spoke into the box: {m:?}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "bob talked 1 s, carol rang 2 s"
+    );
+    nothing_left(&h).await?;
+    h.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// A call straight to bob's extension: carol's phone registered and went away (nothing
+/// answers her contact: Hotline's INVITE times out), so the caller goes back to bob, who
+/// answers the second call and talks until the caller hangs up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_target_rings_the_transferring_agent_again() -> anyhow::Result<()> {
+    let (h, server, mut ended) =
+        start(2, "[[numbers]]\nnumber = \"4803\"\nextension = \"bob\"\n").await?;
+    let bob = agent(
+        server,
+        "bob",
+        "uas_refer_blind_then_answer.xml",
+        &["-key", "target", "carol", "-rtp_echo", "-m", "2"],
+    )
+    .await?;
+    // carol registers, then her phone is gone: the binding stays, nobody answers it.
+    SippBuilder::new(
+        "carol-register",
+        "register_once.xml",
+        Proto::Udp,
+        free_port(),
+    )
+    .args(["-s", "carol", "-au", "carol", "-ap", "carol-pw"])
+    .spawn(Some(server))?
+    .expect_success()
+    .await?;
+    caller(server, "4803", "uac_call_audio_long.xml", &["-d", "11000"])?
+        .expect_success()
+        .await?;
+    bob.expect_success().await?;
+    let end = next_end(&mut ended).await?;
+    assert_eq!(end.reason, EndReason::CallerHangup, "{end:?}");
+    assert!(end.bridged, "{end:?}");
+    assert_eq!(
+        end.route, "extension:bob>extension:carol>extension:bob",
+        "{end:?}"
+    );
+    assert_eq!(end.agent.as_deref(), Some("bob"), "{end:?}");
+    let b = end.media.context("media")?.b.context("bob's second leg")?;
+    assert!(b.rx_packets >= 15, "bob's echo after the recall: {b:?}");
+    let log = queue_log(&h, &end.call_id)?;
+    assert!(
+        log.iter().any(|(k, a, d)| *k == K::RingNoAnswer
+            && a.as_deref() == Some("carol")
+            && d == "timeout"),
+        "carol's INVITE timed out: {log:?}"
+    );
+    let r = row(&h, &end.call_id)?;
+    assert_eq!(
+        (&r.result, r.transfers),
+        (&CallResult::Answered, 1),
+        "{r:?}"
+    );
+    nothing_left(&h).await?;
+    h.shutdown().await;
+    Ok(())
+}
+
+/// carol refuses and bob, called back, refuses too: nothing can take the caller, so
+/// Hotline hangs up on them, and the CDR says the call failed (not `answered`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nobody_to_take_the_caller_back_ends_the_call_saying_why() -> anyhow::Result<()> {
+    let (h, server, mut ended) =
+        start(3, "[[numbers]]\nnumber = \"4804\"\nextension = \"bob\"\n").await?;
+    let bob = agent(
+        server,
+        "bob",
+        "uas_refer_blind_then_reject.xml",
+        &["-key", "target", "carol", "-rtp_echo", "-m", "2"],
+    )
+    .await?;
+    let carol = agent(server, "carol", "uas_reject.xml", &[]).await?;
+    caller(server, "4804", "uac_call_hung_up_on.xml", &[])?
+        .expect_success()
+        .await?;
+    bob.expect_success().await?;
+    carol.expect_success().await?;
+    let end = next_end(&mut ended).await?;
+    assert_eq!(end.reason, EndReason::TransferNotAnswered, "{end:?}");
+    assert_eq!(
+        end.route, "extension:bob>extension:carol>extension:bob",
+        "{end:?}"
+    );
+    let r = row(&h, &end.call_id)?;
+    assert_eq!(
+        (&r.result, &r.hangup_side, r.transfers),
+        (&CallResult::Failed, &HangupSide::System, 1),
+        "{r:?}"
+    );
+    nothing_left(&h).await?;
+    h.shutdown().await;
+    Ok(())
+}
+
+/// bob transfers the caller to the sales queue's number, which nobody can serve
+/// (`join_when_empty = false`, no agents): the queue's own fallback, a voicemail box,
+/// takes the caller.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transfer_to_a_queue_nobody_serves_follows_its_fallback() -> anyhow::Result<()> {
+    let dir = out_dir().join(format!("recall-sales-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let (h, server, mut ended) = start(
+        4,
+        &format!(
+            "{DAVE}{SUPPORT}\
+             [[acd.queue]]\nname = \"sales\"\njoin_when_empty = false\n\
+             fallback = {{ voicemail = \"sales-box\" }}\n\
+             [[numbers]]\nnumber = \"4805\"\nqueue = \"sales\"\n\
+             [[voicemail]]\nname = \"sales-box\"\ndir = \"{}\"\nsilence_secs = 0\n\
+             greeting_say = \"Sales.\"\n",
+            dir.display()
+        ),
+    )
+    .await?;
+    let bob = agent(
+        server,
+        "bob",
+        "uas_refer_blind.xml",
+        &["-key", "target", "4805", "-rtp_echo"],
+    )
+    .await?;
+    caller(server, "4801", "uac_call_audio_long.xml", &["-d", "6000"])?
+        .expect_success()
+        .await?;
+    bob.expect_success().await?;
+    let end = next_end(&mut ended).await?;
+    assert_eq!(
+        end.route, "queue:support>queue:sales>voicemail:sales-box",
+        "{end:?}"
+    );
+    let log = queue_log(&h, &end.call_id)?;
+    assert!(
+        log.iter().any(|(k, _, _)| *k == K::Fallback),
+        "the sales queue's fallback: {log:?}"
+    );
+    let m = memory(&h)?
+        .voicemail()
+        .into_iter()
+        .find(|m| m.call_id == end.call_id)
+        .with_context(|| format!("a message in the sales box: {end:?}"))?;
+    assert_eq!(m.mailbox, "sales-box", "{m:?}");
+    nothing_left(&h).await?;
+    h.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
