@@ -36,6 +36,7 @@ const BLOCKS: &[(&str, u16)] = &[
     ("store_outage", 200),
     ("supervise", 600),
     ("tollfraud", 200),
+    ("transfer_recall", 600),
     ("transports", 300),
     ("voicemail", 600),
     ("wallboard", 200),
