@@ -7,7 +7,8 @@
 //! result `failed`). A transfer to a queue nobody can serve follows that queue's
 //! fallback. Checked: who the caller talks to at the end, the CDR's route, result and
 //! transfer count, the queue log (`RINGNOANSWER` by carol, `ENTERQUEUE transfer_back`),
-//! the desks' events and that nothing is left over.
+//! the desks' events, the customer's trail (each agent's part with the call's recording)
+//! and that nothing is left over.
 
 use std::time::Duration;
 
@@ -15,7 +16,7 @@ use anyhow::Context;
 use hotline::Hotline;
 use hotline_cdr::{CallRecord, CallResult, HangupSide, MemoryCdrs, QueueEventKind as K};
 use hotline_sip_tests::calls::{agent, caller, next_end, nothing_left};
-use hotline_sip_tests::{Proto, SippBuilder, free_port, out_dir, start_hotline_with};
+use hotline_sip_tests::{Proto, SippBuilder, TRUSTED_IP, free_port, out_dir, start_hotline_with};
 use hotline_switch::{CallEnd, EndReason, SwitchEvent};
 use tokio::sync::mpsc::Receiver;
 
@@ -50,6 +51,18 @@ async fn start(
         .take_ended()
         .context("ended reports")?;
     Ok((h, server, ended))
+}
+
+/// bob answers with `scenario`, REFERs the caller to `target` and takes `calls` calls.
+async fn bob(
+    server: std::net::SocketAddr,
+    scenario: &str,
+    target: &str,
+    calls: u32,
+) -> anyhow::Result<hotline_sip_tests::Sipp> {
+    let calls = calls.to_string();
+    let args = ["-key", "target", target, "-rtp_echo", "-m", &calls];
+    agent(server, "bob", scenario, &args).await
 }
 
 fn memory(h: &Hotline) -> anyhow::Result<&MemoryCdrs> {
@@ -114,13 +127,7 @@ fn desk_events(
 async fn refused_target_sends_the_caller_back_to_the_head_of_the_queue() -> anyhow::Result<()> {
     let (h, server, mut ended) = start(0, &format!("{DAVE}{SUPPORT}")).await?;
     let mut events = h.switch.as_ref().context("switch")?.subscribe();
-    let bob = agent(
-        server,
-        "bob",
-        "uas_refer_blind.xml",
-        &["-key", "target", "carol", "-rtp_echo"],
-    )
-    .await?;
+    let bob = bob(server, "uas_refer_blind.xml", "carol", 1).await?;
     let carol = agent(server, "carol", "uas_reject.xml", &[]).await?;
     let dave = agent(server, "dave", "uas_call.xml", &["-rtp_echo"]).await?;
     caller(server, "4801", "uac_call_audio_long.xml", &["-d", "6000"])?
@@ -197,13 +204,7 @@ async fn target_that_rings_out_goes_to_its_no_answer_destination() -> anyhow::Re
         ),
     )
     .await?;
-    let bob = agent(
-        server,
-        "bob",
-        "uas_refer_blind.xml",
-        &["-key", "target", "carol", "-rtp_echo"],
-    )
-    .await?;
+    let bob = bob(server, "uas_refer_blind.xml", "carol", 1).await?;
     let carol = agent(server, "carol", "uas_cancel.xml", &[]).await?;
     let started = std::time::Instant::now();
     caller(server, "4801", "uac_call_audio_long.xml", &["-d", "10000"])?
@@ -258,13 +259,7 @@ async fn target_that_rings_out_goes_to_its_no_answer_destination() -> anyhow::Re
 async fn unreachable_target_rings_the_transferring_agent_again() -> anyhow::Result<()> {
     let (h, server, mut ended) =
         start(2, "[[numbers]]\nnumber = \"4803\"\nextension = \"bob\"\n").await?;
-    let bob = agent(
-        server,
-        "bob",
-        "uas_refer_blind_then_answer.xml",
-        &["-key", "target", "carol", "-rtp_echo", "-m", "2"],
-    )
-    .await?;
+    let bob = bob(server, "uas_refer_blind_then_answer.xml", "carol", 2).await?;
     // carol registers, then her phone is gone: the binding stays, nobody answers it.
     SippBuilder::new(
         "carol-register",
@@ -314,13 +309,7 @@ async fn unreachable_target_rings_the_transferring_agent_again() -> anyhow::Resu
 async fn nobody_to_take_the_caller_back_ends_the_call_saying_why() -> anyhow::Result<()> {
     let (h, server, mut ended) =
         start(3, "[[numbers]]\nnumber = \"4804\"\nextension = \"bob\"\n").await?;
-    let bob = agent(
-        server,
-        "bob",
-        "uas_refer_blind_then_reject.xml",
-        &["-key", "target", "carol", "-rtp_echo", "-m", "2"],
-    )
-    .await?;
+    let bob = bob(server, "uas_refer_blind_then_reject.xml", "carol", 2).await?;
     let carol = agent(server, "carol", "uas_reject.xml", &[]).await?;
     caller(server, "4804", "uac_call_hung_up_on.xml", &[])?
         .expect_success()
@@ -364,13 +353,7 @@ async fn transfer_to_a_queue_nobody_serves_follows_its_fallback() -> anyhow::Res
         ),
     )
     .await?;
-    let bob = agent(
-        server,
-        "bob",
-        "uas_refer_blind.xml",
-        &["-key", "target", "4805", "-rtp_echo"],
-    )
-    .await?;
+    let bob = bob(server, "uas_refer_blind.xml", "4805", 1).await?;
     caller(server, "4801", "uac_call_audio_long.xml", &["-d", "6000"])?
         .expect_success()
         .await?;
@@ -394,5 +377,77 @@ async fn transfer_to_a_queue_nobody_serves_follows_its_fallback() -> anyhow::Res
     nothing_left(&h).await?;
     h.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// The recall in the customer's service trail (SQLite store): bob's part (he transferred
+/// to carol, who refused) and dave's part (the queue gave him the caller back) are two
+/// entries of the call, each with its agent and the call's one recording.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_trail_has_each_part_of_a_recalled_call_with_its_recording() -> anyhow::Result<()> {
+    let db = out_dir().join(format!("recall-trail-{}.db", std::process::id()));
+    for ext in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{ext}", db.display()));
+    }
+    let (h, server, mut ended) = start(
+        5,
+        &format!(
+            "{DAVE}{SUPPORT}[crm]\n[store]\nurl = \"sqlite://{}\"\n",
+            db.display()
+        ),
+    )
+    .await?;
+    let bob = bob(server, "uas_refer_blind.xml", "carol", 1).await?;
+    let carol = agent(server, "carol", "uas_reject.xml", &[]).await?;
+    let dave = agent(server, "dave", "uas_call.xml", &["-rtp_echo"]).await?;
+    // A trunk caller (trusted address, no digest) whose number the CRM can know.
+    SippBuilder::new(
+        "trail-caller",
+        "uac_trunk_call_bye.xml",
+        Proto::Udp,
+        free_port(),
+    )
+    .args([
+        "-i",
+        TRUSTED_IP,
+        "-s",
+        "4801",
+        "-key",
+        "caller",
+        "+49301234567",
+    ])
+    .args(["-d", "6000"])
+    .spawn(Some(server))?
+    .expect_success()
+    .await?;
+    bob.expect_success().await?;
+    carol.expect_success().await?;
+    dave.expect_success().await?;
+    let end = next_end(&mut ended).await?;
+    assert_eq!(end.agent.as_deref(), Some("dave"), "{end:?}");
+    let wav = end.recording.clone().context("the call's recording")?;
+    let crm = h.crm.as_ref().context("[crm]")?;
+    let last = crm
+        .interaction_by_call_id(&end.call_id)
+        .await?
+        .context("a trail entry")?;
+    let trail = crm.trail(last.customer_id, 10).await?;
+    let mut parts: Vec<(Option<&str>, Option<&str>)> = trail
+        .iter()
+        .filter(|i| i.call_id.as_deref() == Some(end.call_id.as_str()))
+        .map(|i| (i.agent.as_deref(), i.recording_path.as_deref()))
+        .collect();
+    parts.sort();
+    let path = wav.to_str();
+    assert_eq!(
+        parts,
+        [(Some("bob"), path), (Some("dave"), path)],
+        "{trail:?}"
+    );
+    nothing_left(&h).await?;
+    h.shutdown().await;
+    for ext in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{ext}", db.display()));
+    }
     Ok(())
 }

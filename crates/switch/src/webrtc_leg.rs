@@ -59,10 +59,15 @@ pub(crate) async fn offer(
 
 /// The browser's 2xx: its SDP answer completes the leg, which joins the call like a SIP
 /// phone's (the media session drives its connection); `None` when the answer is
-/// unusable.
-pub(crate) async fn answered(leg: WebRtcLeg, body: &[u8], timing: LegTiming) -> Option<MediaLeg> {
+/// unusable. The leg and its connecting future (about 35 KB in a debug build) stay on
+/// the heap: inline, they made every future that awaits an agent's answer that large.
+pub(crate) async fn answered(
+    leg: Box<WebRtcLeg>,
+    body: &[u8],
+    timing: LegTiming,
+) -> Option<MediaLeg> {
     let r = match std::str::from_utf8(body) {
-        Ok(sdp) => leg.connect(Some(sdp), timing).await,
+        Ok(sdp) => Box::pin((*leg).connect(Some(sdp), timing)).await,
         Err(_) => Err(MediaError::SdpMalformed {
             line: 0,
             reason: "SDP is not UTF-8",
