@@ -1,6 +1,8 @@
-//! A blind transfer whose target does not answer never drops the caller (SIPp peers):
-//! bob, answering, REFERs the caller to carol, who refuses (486), is not registered or
-//! rings until Hotline gives up (`[[extensions]] ring_timeout_secs`). The caller, on
+//! A blind transfer whose target does not answer never drops the caller (SIPp peers, a
+//! desk over WebSocket for the desk's `call.transfer`):
+//! bob, answering, REFERs the caller to carol, who refuses (486), cannot be reached (her
+//! phone registered and went away) or rings until Hotline gives up (`[[extensions]]
+//! ring_timeout_secs`). The caller, on
 //! music meanwhile, goes to carol's no-answer destination if she has one (a voicemail
 //! box), else back to the head of the queue the call came from, else to bob again; only
 //! when none of them takes the caller does the call end (`TransferNotAnswered`, CDR
@@ -9,6 +11,9 @@
 //! transfer count, the queue log (`RINGNOANSWER` by carol, `ENTERQUEUE transfer_back`),
 //! the desks' events, the customer's trail (each agent's part with the call's recording)
 //! and that nothing is left over.
+
+#[path = "../../crates/cti/tests/client/mod.rs"]
+mod client;
 
 use std::time::Duration;
 
@@ -242,6 +247,15 @@ async fn target_that_rings_out_goes_to_its_no_answer_destination() -> anyhow::Re
         m.duration_ms >= 1000,
         "the caller spoke into the box: {m:?}"
     );
+    // The call's record points at the message (the conversation with bob is in his
+    // part's trail entry).
+    assert_eq!(
+        end.recording.as_deref().and_then(|p| p.to_str()),
+        Some(m.path.as_str()),
+        "{end:?}"
+    );
+    let r = row(&h, &end.call_id)?;
+    assert_eq!(r.recording.as_deref(), Some(m.path.as_str()), "{r:?}");
     assert!(
         started.elapsed() >= Duration::from_secs(3),
         "bob talked 1 s, carol rang 2 s"
@@ -449,5 +463,71 @@ async fn the_trail_has_each_part_of_a_recalled_call_with_its_recording() -> anyh
     for ext in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{ext}", db.display()));
     }
+    Ok(())
+}
+
+/// The desk's blind transfer (`call.transfer` to `agent:carol`) takes the same recall as
+/// a phone's REFER: carol rings out (2 s, Hotline CANCELs), the caller goes back to the
+/// head of support and dave answers; bob's desk got `call.transferred`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn desk_blind_transfer_that_rings_out_goes_back_to_the_queue() -> anyhow::Result<()> {
+    use client::{Desk, ORIGIN};
+    use serde_json::json;
+    let hash = hotline_cti::hash_password("desk-pw")?;
+    let (h, server, mut ended) = start(
+        6,
+        &format!(
+            "{DAVE}{SUPPORT}[[extensions]]\nuser = \"carol\"\nring_timeout_secs = 2\n\
+             [cti]\nlisten = \"127.0.0.1:0\"\nallowed_origins = [\"{ORIGIN}\"]\n\
+             [[cti.user]]\nname = \"bob\"\npassword_hash = \"{hash}\"\nrole = \"agent\"\nagent = \"bob\"\n"
+        ),
+    )
+    .await?;
+    let cti = h.cti.as_ref().context("[cti]")?.local_addr();
+    let mut desk = Desk::connect(cti, Some(ORIGIN)).await?;
+    desk.login("bob", "desk-pw").await;
+    desk.ok(json!({"type": "agent.ready"})).await;
+    let bob = agent(server, "bob", "uas_call.xml", &["-rtp_echo"]).await?;
+    let carol = agent(server, "carol", "uas_cancel.xml", &[]).await?;
+    let dave = agent(server, "dave", "uas_call.xml", &["-rtp_echo"]).await?;
+    let caller = caller(server, "4801", "uac_call_audio_long.xml", &["-d", "7000"])?;
+    let (_, answered) = desk.event("call.answered").await;
+    let call_id = answered["data"]["call_id"]
+        .as_str()
+        .context("call_id")?
+        .to_string();
+    desk.ok(json!({"type": "call.transfer", "call_id": call_id, "to": "agent:carol"}))
+        .await;
+    let (_, transferred) = desk.event("call.transferred").await;
+    assert_eq!(
+        transferred["data"]["to"], "extension:carol",
+        "{transferred}"
+    );
+    caller.expect_success().await?;
+    bob.expect_success().await?;
+    carol.expect_success().await?;
+    dave.expect_success().await?;
+    let end = next_end(&mut ended).await?;
+    assert_eq!(end.call_id, call_id);
+    assert_eq!(end.agent.as_deref(), Some("dave"), "{end:?}");
+    assert_eq!(
+        end.route, "queue:support>extension:carol>queue:support",
+        "{end:?}"
+    );
+    let log = queue_log(&h, &end.call_id)?;
+    assert!(
+        log.iter().any(|(k, a, d)| *k == K::RingNoAnswer
+            && a.as_deref() == Some("carol")
+            && d == "timeout"),
+        "carol rang out: {log:?}"
+    );
+    assert!(
+        log.iter()
+            .any(|(k, _, d)| *k == K::EnterQueue && d == "transfer_back"),
+        "{log:?}"
+    );
+    desk.close().await;
+    nothing_left(&h).await?;
+    h.shutdown().await;
     Ok(())
 }

@@ -810,6 +810,10 @@ impl Call {
         }
         if let Some(job) = st.recording.take() {
             match job.finish().await {
+                // A message left after talking (a transfer's no-answer destination): the
+                // message is what this part of the call left; the conversation's file is
+                // in the earlier parts' trail entries.
+                Ok(_) if st.trace.settled == Some(EndReason::Voicemail) => {}
                 Ok(r) => st.trace.recording = Some(r.path),
                 Err(e) => tracing::warn!(call_id = %self.call_id, error = %e, "recording failed"),
             }
