@@ -20,10 +20,9 @@ use std::time::Duration;
 use anyhow::Context;
 use hotline::Hotline;
 use hotline_cdr::{CallRecord, CallResult, HangupSide, MemoryCdrs, QueueEventKind as K};
-use hotline_sip_tests::calls::{agent, caller, next_end, nothing_left};
-use hotline_sip_tests::{Proto, SippBuilder, TRUSTED_IP, free_port, out_dir, start_hotline_with};
-use hotline_switch::{CallEnd, EndReason, SwitchEvent};
-use tokio::sync::mpsc::Receiver;
+use hotline_sip_tests::calls::{agent, caller, next_end, nothing_left, start_for_calls};
+use hotline_sip_tests::{Proto, SippBuilder, TRUSTED_IP, free_port, out_dir};
+use hotline_switch::{EndReason, SwitchEvent};
 
 /// dave: a fourth user, the queue's second agent.
 const DAVE: &str = "[[users]]\nname = \"dave\"\npassword = \"dave-pw\"\n";
@@ -34,29 +33,6 @@ const SUPPORT: &str = "[[numbers]]\nnumber = \"4801\"\nqueue = \"support\"\n\
     [acd]\n[[acd.queue]]\nname = \"support\"\nstrategy = \"linear\"\nwrapup_secs = 30\n\
     [[acd.agent]]\nid = \"bob\"\nqueues = { support = 0 }\n\
     [[acd.agent]]\nid = \"dave\"\nqueues = { support = 0 }\n";
-
-/// Hotline with `body` and RTP ports `[33000 + 100 * slot, +99]`. This binary has no
-/// block in `sip-tests/src/rtp.rs` (another helper's file this session), so its tests
-/// take fixed ranges above every block, one per test.
-async fn start(
-    slot: u16,
-    body: &str,
-) -> anyhow::Result<(Hotline, std::net::SocketAddr, Receiver<CallEnd>)> {
-    let first = 33_000 + 100 * slot;
-    let media = format!(
-        "[media]\nrtp_ip = \"127.0.0.1\"\nrtp_ports = [{first}, {}]\n",
-        first + 99
-    );
-    let mut h = start_hotline_with(&(media + body)).await?;
-    let server = Proto::Udp.server_addr(&h);
-    let ended = h
-        .switch
-        .as_mut()
-        .context("switch")?
-        .take_ended()
-        .context("ended reports")?;
-    Ok((h, server, ended))
-}
 
 /// bob answers with `scenario`, REFERs the caller to `target` and takes `calls` calls.
 async fn bob(
@@ -130,7 +106,7 @@ fn desk_events(
 /// goes back to the head of support and dave (bob is in wrap-up) answers and talks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_target_sends_the_caller_back_to_the_head_of_the_queue() -> anyhow::Result<()> {
-    let (h, server, mut ended) = start(0, &format!("{DAVE}{SUPPORT}")).await?;
+    let (h, server, mut ended) = start_for_calls("", 80, &format!("{DAVE}{SUPPORT}")).await?;
     let mut events = h.switch.as_ref().context("switch")?.subscribe();
     let bob = bob(server, "uas_refer_blind.xml", "carol", 1).await?;
     let carol = agent(server, "carol", "uas_reject.xml", &[]).await?;
@@ -197,8 +173,9 @@ async fn refused_target_sends_the_caller_back_to_the_head_of_the_queue() -> anyh
 async fn target_that_rings_out_goes_to_its_no_answer_destination() -> anyhow::Result<()> {
     let dir = out_dir().join(format!("recall-vm-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let (h, server, mut ended) = start(
-        1,
+    let (h, server, mut ended) = start_for_calls(
+        "",
+        80,
         &format!(
             "{DAVE}{SUPPORT}\
              [[voicemail]]\nname = \"carol-box\"\ndir = \"{}\"\nsilence_secs = 0\n\
@@ -271,8 +248,12 @@ async fn target_that_rings_out_goes_to_its_no_answer_destination() -> anyhow::Re
 /// answers the second call and talks until the caller hangs up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_target_rings_the_transferring_agent_again() -> anyhow::Result<()> {
-    let (h, server, mut ended) =
-        start(2, "[[numbers]]\nnumber = \"4803\"\nextension = \"bob\"\n").await?;
+    let (h, server, mut ended) = start_for_calls(
+        "",
+        80,
+        "[[numbers]]\nnumber = \"4803\"\nextension = \"bob\"\n",
+    )
+    .await?;
     let bob = bob(server, "uas_refer_blind_then_answer.xml", "carol", 2).await?;
     // carol registers, then her phone is gone: the binding stays, nobody answers it.
     SippBuilder::new(
@@ -321,8 +302,12 @@ async fn unreachable_target_rings_the_transferring_agent_again() -> anyhow::Resu
 /// Hotline hangs up on them, and the CDR says the call failed (not `answered`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nobody_to_take_the_caller_back_ends_the_call_saying_why() -> anyhow::Result<()> {
-    let (h, server, mut ended) =
-        start(3, "[[numbers]]\nnumber = \"4804\"\nextension = \"bob\"\n").await?;
+    let (h, server, mut ended) = start_for_calls(
+        "",
+        80,
+        "[[numbers]]\nnumber = \"4804\"\nextension = \"bob\"\n",
+    )
+    .await?;
     let bob = bob(server, "uas_refer_blind_then_reject.xml", "carol", 2).await?;
     let carol = agent(server, "carol", "uas_reject.xml", &[]).await?;
     caller(server, "4804", "uac_call_hung_up_on.xml", &[])?
@@ -354,8 +339,9 @@ async fn nobody_to_take_the_caller_back_ends_the_call_saying_why() -> anyhow::Re
 async fn transfer_to_a_queue_nobody_serves_follows_its_fallback() -> anyhow::Result<()> {
     let dir = out_dir().join(format!("recall-sales-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let (h, server, mut ended) = start(
-        4,
+    let (h, server, mut ended) = start_for_calls(
+        "",
+        80,
         &format!(
             "{DAVE}{SUPPORT}\
              [[acd.queue]]\nname = \"sales\"\njoin_when_empty = false\n\
@@ -403,8 +389,9 @@ async fn the_trail_has_each_part_of_a_recalled_call_with_its_recording() -> anyh
     for ext in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{ext}", db.display()));
     }
-    let (h, server, mut ended) = start(
-        5,
+    let (h, server, mut ended) = start_for_calls(
+        "",
+        80,
         &format!(
             "{DAVE}{SUPPORT}[crm]\n[store]\nurl = \"sqlite://{}\"\n",
             db.display()
@@ -474,9 +461,7 @@ async fn desk_blind_transfer_that_rings_out_goes_back_to_the_queue() -> anyhow::
     use client::{Desk, ORIGIN};
     use serde_json::json;
     let hash = hotline_cti::hash_password("desk-pw")?;
-    let (h, server, mut ended) = start(
-        6,
-        &format!(
+    let (h, server, mut ended) = start_for_calls("", 80, &format!(
             "{DAVE}{SUPPORT}[[extensions]]\nuser = \"carol\"\nring_timeout_secs = 2\n\
              [cti]\nlisten = \"127.0.0.1:0\"\nallowed_origins = [\"{ORIGIN}\"]\n\
              [[cti.user]]\nname = \"bob\"\npassword_hash = \"{hash}\"\nrole = \"agent\"\nagent = \"bob\"\n"
