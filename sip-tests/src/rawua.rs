@@ -34,6 +34,13 @@ pub struct Heard {
     pub uniform: std::collections::HashMap<u8, u64>,
 }
 
+impl Heard {
+    /// Packets of the party whose audio is `mark` repeated (see [`Heard::uniform`]).
+    pub fn of(&self, mark: u8) -> u64 {
+        self.uniform.get(&mark).copied().unwrap_or(0)
+    }
+}
+
 /// The calling phone: SIP on raw UDP, RTP out every 20 ms, RTP in counted.
 pub struct Caller {
     sip: UdpSocket,

@@ -15,7 +15,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use client::{Desk, ORIGIN};
 use hotline_sip_tests::calls::agent_with;
-use hotline_sip_tests::rawua::{CALLER, Caller, Heard, MARK, RawPhone};
+use hotline_sip_tests::rawua::{CALLER, Caller, MARK, RawPhone};
 use hotline_sip_tests::{Proto, Sipp, SippBuilder, free_port, media, wait_bound};
 use serde_json::{Value, json};
 
@@ -178,6 +178,21 @@ async fn answered_call(
     assert_eq!(answered["data"]["call_id"], call_id.as_str());
     caller.until("the agent's echo", |h| h.echo >= 25).await?;
     Ok((caller, call_id))
+}
+
+/// bob consults `to` on `call_id` (the caller held) and hangs up his phone while `to`
+/// still rings: the transfer goes on without him. Returns `call.transferred`.
+async fn consult_and_hang_up(
+    bob: &mut Desk,
+    bob_phone: &mut RawPhone,
+    call_id: &str,
+    to: &str,
+) -> anyhow::Result<Value> {
+    bob.ok(json!({"type": "call.transfer", "call_id": call_id, "to": to, "attended": true}))
+        .await;
+    bob.event("call.held").await;
+    bob_phone.hangup().await?;
+    Ok(bob.event("call.transferred").await.1)
 }
 
 fn cmd(kind: &str, call_id: &str) -> Value {
@@ -754,15 +769,14 @@ async fn desk_conferences_a_third_party() -> anyhow::Result<()> {
     bob.ok(conf("carol")).await;
     carol_phone.answer().await?;
     let (to_caller, to_bob, to_carol) = (sum(BOB, CAROL), sum(MARK, CAROL), sum(MARK, BOB));
-    let n = |h: &Heard, b: u8| h.uniform.get(&b).copied().unwrap_or(0);
     caller
-        .until("bob + carol", |h| n(h, to_caller) >= 25)
+        .until("bob + carol", |h| h.of(to_caller) >= 25)
         .await?;
     bob_phone
-        .until("caller + carol", |h| n(h, to_bob) >= 25)
+        .until("caller + carol", |h| h.of(to_bob) >= 25)
         .await?;
     carol_phone
-        .until("caller + bob", |h| n(h, to_carol) >= 25)
+        .until("caller + bob", |h| h.of(to_carol) >= 25)
         .await?;
     bob.fails(cmd("call.hold", &call_id), "invalid_state").await;
     bob.fails(conf("dave"), "invalid_state").await;
@@ -770,12 +784,12 @@ async fn desk_conferences_a_third_party() -> anyhow::Result<()> {
     bob_phone.hangup().await?;
     let (_, t) = bob.event("call.transferred").await;
     assert_eq!(t["data"]["to"], "extension:carol");
-    let before = n(&caller.heard(), CAROL);
+    let before = caller.heard().of(CAROL);
     caller
-        .until("carol alone, relayed", |h| n(h, CAROL) >= before + 25)
+        .until("carol alone, relayed", |h| h.of(CAROL) >= before + 25)
         .await?;
     carol_phone
-        .until("the caller alone", |h| n(h, MARK) >= 25)
+        .until("the caller alone", |h| h.of(MARK) >= 25)
         .await?;
     caller.hangup().await?;
     carol_phone.bye().await?;
@@ -840,11 +854,10 @@ async fn desk_transfers_to_outside_numbers_within_the_dial_rules() -> anyhow::Re
         invite.starts_with(&format!("INVITE sip:{ALLOWED}@")),
         "{invite}"
     );
-    let n = |h: &Heard, b: u8| h.uniform.get(&b).copied().unwrap_or(0);
     caller
-        .until("the outside party", |h| n(h, TRUNK) >= 25)
+        .until("the outside party", |h| h.of(TRUNK) >= 25)
         .await?;
-    trunk.until("the caller", |h| n(h, MARK) >= 25).await?;
+    trunk.until("the caller", |h| h.of(MARK) >= 25).await?;
     // Bob's part is over: his disposition is saved while the caller talks on outside.
     bob.ok(json!({"type": "call.disposition", "call_id": call_id, "code": "done", "notes": "to the branch"}))
         .await;
@@ -937,14 +950,13 @@ async fn agent_hanging_up_while_consulting_completes_the_transfer() -> anyhow::R
     let mut bob_phone = RawPhone::register(rig.server, "bob", BOB).await?;
     let mut dave_phone = RawPhone::register(rig.server, "dave", DAVE).await?;
     let (mut caller, call_id) = raw_answered_call(&rig, &mut bob, &mut bob_phone, BOB).await?;
-    let n = |h: &Heard, b: u8| h.uniform.get(&b).copied().unwrap_or(0);
 
     bob.ok(json!({"type": "call.transfer", "call_id": call_id, "to": "dave", "attended": true}))
         .await;
     bob.event("call.held").await;
     dave_phone.answer().await?;
     bob_phone
-        .until("dave during the consultation", |h| n(h, DAVE) >= 25)
+        .until("dave during the consultation", |h| h.of(DAVE) >= 25)
         .await?;
     assert!(transfer_lines(&rig)?.is_empty(), "no transfer yet");
 
@@ -952,11 +964,11 @@ async fn agent_hanging_up_while_consulting_completes_the_transfer() -> anyhow::R
     let (_, t) = bob.event("call.transferred").await;
     assert_eq!(t["data"]["call_id"], call_id.as_str());
     assert_eq!(t["data"]["to"], "extension:dave");
-    let at = n(&caller.heard(), DAVE);
+    let at = caller.heard().of(DAVE);
     caller
-        .until("dave, after bob hung up", |h| n(h, DAVE) >= at + 25)
+        .until("dave, after bob hung up", |h| h.of(DAVE) >= at + 25)
         .await?;
-    dave_phone.until("the caller", |h| n(h, MARK) >= 25).await?;
+    dave_phone.until("the caller", |h| h.of(MARK) >= 25).await?;
     caller.hangup().await?;
     dave_phone.bye().await?;
     let cdr = rig.cdrs()?.wait_calls(1, WAIT).await;
@@ -994,7 +1006,6 @@ async fn transferring_agent_saves_the_disposition_of_their_part() -> anyhow::Res
     let mut bob_phone = RawPhone::register(rig.server, "bob", BOB).await?;
     let mut dave_phone = RawPhone::register(rig.server, "dave", DAVE).await?;
     let (mut caller, call_id) = raw_answered_call(&rig, &mut bob, &mut bob_phone, BOB).await?;
-    let n = |h: &Heard, b: u8| h.uniform.get(&b).copied().unwrap_or(0);
 
     bob.ok(json!({"type": "call.transfer", "call_id": call_id, "to": "agent:dave"}))
         .await;
@@ -1003,7 +1014,7 @@ async fn transferring_agent_saves_the_disposition_of_their_part() -> anyhow::Res
     bob.ok(json!({"type": "call.disposition", "call_id": call_id, "code": "done", "notes": "for dave"}))
         .await;
     dave_phone.answer().await?;
-    caller.until("dave", |h| n(h, DAVE) >= 25).await?;
+    caller.until("dave", |h| h.of(DAVE) >= 25).await?;
     caller.hangup().await?;
     dave_phone.bye().await?;
     let (_, ended) = dave.event("call.ended").await;
@@ -1061,13 +1072,8 @@ async fn refused_transfer_target_sends_the_caller_back_to_the_queue() -> anyhow:
     let mut carol_phone = RawPhone::register(rig.server, "carol", CAROL).await?;
     let (mut caller, call_id) = raw_answered_call(&rig, &mut bob, &mut bob_phone, BOB).await?;
     let mut carol = rig.desk("carol", true).await?;
-    let n = |h: &Heard, b: u8| h.uniform.get(&b).copied().unwrap_or(0);
 
-    bob.ok(json!({"type": "call.transfer", "call_id": call_id, "to": "dave", "attended": true}))
-        .await;
-    bob.event("call.held").await;
-    bob_phone.hangup().await?;
-    let (_, t) = bob.event("call.transferred").await;
+    let t = consult_and_hang_up(&mut bob, &mut bob_phone, &call_id, "dave").await?;
     assert_eq!(t["data"]["to"], "extension:dave");
     let at = caller.heard().other;
     caller
@@ -1078,9 +1084,9 @@ async fn refused_transfer_target_sends_the_caller_back_to_the_queue() -> anyhow:
     assert_eq!(offered["data"]["call_id"], call_id.as_str());
     assert_eq!(offered["data"]["queue"], "support");
     carol_phone.answer().await?;
-    caller.until("carol", |h| n(h, CAROL) >= 25).await?;
+    caller.until("carol", |h| h.of(CAROL) >= 25).await?;
     carol_phone
-        .until("the caller", |h| n(h, MARK) >= 25)
+        .until("the caller", |h| h.of(MARK) >= 25)
         .await?;
     caller.hangup().await?;
     carol_phone.bye().await?;
@@ -1139,20 +1145,15 @@ async fn refused_transfer_target_rings_the_transferring_agent_again() -> anyhow:
     let mut bob = rig.desk("bob", false).await?;
     let mut bob_phone = RawPhone::register(rig.server, "bob", BOB).await?;
     let dave_phone = RawPhone::register(rig.server, "dave", DAVE).await?;
-    let n = |h: &Heard, b: u8| h.uniform.get(&b).copied().unwrap_or(0);
     let placed = bob
         .ok(json!({"type": "call.dial", "number": CUSTOMER}))
         .await;
     let call_id = placed["call_id"].as_str().context("call_id")?.to_string();
     bob_phone.answer().await?;
     trunk.answer().await?;
-    trunk.until("bob", |h| n(h, BOB) >= 25).await?;
+    trunk.until("bob", |h| h.of(BOB) >= 25).await?;
 
-    bob.ok(json!({"type": "call.transfer", "call_id": call_id, "to": "dave", "attended": true}))
-        .await;
-    bob.event("call.held").await;
-    bob_phone.hangup().await?;
-    let (_, t) = bob.event("call.transferred").await;
+    let t = consult_and_hang_up(&mut bob, &mut bob_phone, &call_id, "dave").await?;
     assert_eq!(t["data"]["to"], "extension:dave");
     dave_phone.decline(486).await?;
     let again = bob_phone.decline(480).await?;
@@ -1180,13 +1181,8 @@ async fn agent_hanging_up_while_an_outside_number_rings_transfers_blind() -> any
     let mut bob = rig.desk("bob", true).await?;
     let mut bob_phone = RawPhone::register(rig.server, "bob", BOB).await?;
     let (mut caller, call_id) = raw_answered_call(&rig, &mut bob, &mut bob_phone, BOB).await?;
-    let n = |h: &Heard, b: u8| h.uniform.get(&b).copied().unwrap_or(0);
 
-    bob.ok(json!({"type": "call.transfer", "call_id": call_id, "to": ALLOWED, "attended": true}))
-        .await;
-    bob.event("call.held").await;
-    bob_phone.hangup().await?;
-    let (_, t) = bob.event("call.transferred").await;
+    let t = consult_and_hang_up(&mut bob, &mut bob_phone, &call_id, ALLOWED).await?;
     assert_eq!(t["data"]["to"], format!("number:{ALLOWED}"));
     let at = caller.heard().other;
     caller
@@ -1199,9 +1195,9 @@ async fn agent_hanging_up_while_an_outside_number_rings_transfers_blind() -> any
         "{invite}"
     );
     caller
-        .until("the outside party", |h| n(h, TRUNK) >= 25)
+        .until("the outside party", |h| h.of(TRUNK) >= 25)
         .await?;
-    trunk.until("the caller", |h| n(h, MARK) >= 25).await?;
+    trunk.until("the caller", |h| h.of(MARK) >= 25).await?;
     caller.hangup().await?;
     trunk.bye().await?;
     let cdr = rig.cdrs()?.wait_calls(1, WAIT).await;
@@ -1239,22 +1235,21 @@ async fn conference_goes_on_without_the_caller_and_records_everyone() -> anyhow:
     let mut bob_phone = RawPhone::register(rig.server, "bob", BOB).await?;
     let mut carol_phone = RawPhone::register(rig.server, "carol", CAROL).await?;
     let (mut caller, call_id) = raw_answered_call(&rig, &mut bob, &mut bob_phone, BOB).await?;
-    let n = |h: &Heard, b: u8| h.uniform.get(&b).copied().unwrap_or(0);
     bob.ok(json!({"type": "call.conference", "call_id": call_id, "to": "carol"}))
         .await;
     carol_phone.answer().await?;
     caller
-        .until("bob + carol", |h| n(h, sum(BOB, CAROL)) >= 50)
+        .until("bob + carol", |h| h.of(sum(BOB, CAROL)) >= 50)
         .await?;
     bob_phone
-        .until("caller + carol", |h| n(h, sum(MARK, CAROL)) >= 25)
+        .until("caller + carol", |h| h.of(sum(MARK, CAROL)) >= 25)
         .await?;
 
     caller.hangup().await?;
     bob_phone
-        .until("carol alone", |h| n(h, CAROL) >= 50)
+        .until("carol alone", |h| h.of(CAROL) >= 50)
         .await?;
-    carol_phone.until("bob alone", |h| n(h, BOB) >= 50).await?;
+    carol_phone.until("bob alone", |h| h.of(BOB) >= 50).await?;
     carol_phone.hangup().await?;
     bob_phone.bye().await?;
     let (_, ended) = bob.event("call.ended").await;
@@ -1314,7 +1309,6 @@ async fn click_to_dial_call_has_hold_transfer_and_conference() -> anyhow::Result
     let sum = |a: u8, b: u8| {
         u.encode((i32::from(u.decode(a)) + i32::from(u.decode(b))).clamp(-32768, 32767) as i16)
     };
-    let n = |h: &Heard, b: u8| h.uniform.get(&b).copied().unwrap_or(0);
     let (rig, mut trunk) = trunk_rig("dialcontrol", TRUNK, "").await?;
     let mut bob = rig.desk("bob", false).await?;
     let mut bob_phone = RawPhone::register(rig.server, "bob", BOB).await?;
@@ -1335,9 +1329,9 @@ async fn click_to_dial_call_has_hold_transfer_and_conference() -> anyhow::Result
     let (_, answered) = bob.event("call.answered").await;
     assert_eq!(answered["data"]["call_id"], call_id.as_str());
     bob_phone
-        .until("the customer", |h| n(h, TRUNK) >= 25)
+        .until("the customer", |h| h.of(TRUNK) >= 25)
         .await?;
-    trunk.until("bob", |h| n(h, BOB) >= 25).await?;
+    trunk.until("bob", |h| h.of(BOB) >= 25).await?;
 
     // Hold and resume.
     bob.ok(cmd("call.hold", &call_id)).await;
@@ -1349,14 +1343,14 @@ async fn click_to_dial_call_has_hold_transfer_and_conference() -> anyhow::Result
         .await?;
     let held = bob_phone.heard().context("heard")?;
     assert!(
-        n(&held, TRUNK) <= n(&at_hold, TRUNK) + 5,
+        held.of(TRUNK) <= at_hold.of(TRUNK) + 5,
         "bob heard the customer while held: {at_hold:?} → {held:?}"
     );
     bob.ok(cmd("call.resume", &call_id)).await;
     bob.event("call.resumed").await;
-    let at = n(&bob_phone.heard().context("heard")?, TRUNK);
+    let at = bob_phone.heard().context("heard")?.of(TRUNK);
     bob_phone
-        .until("the customer again", |h| n(h, TRUNK) >= at + 25)
+        .until("the customer again", |h| h.of(TRUNK) >= at + 25)
         .await?;
 
     // Conference with carol, who then leaves.
@@ -1364,18 +1358,18 @@ async fn click_to_dial_call_has_hold_transfer_and_conference() -> anyhow::Result
         .await;
     carol_phone.answer().await?;
     trunk
-        .until("bob + carol", |h| n(h, sum(BOB, CAROL)) >= 25)
+        .until("bob + carol", |h| h.of(sum(BOB, CAROL)) >= 25)
         .await?;
     carol_phone
-        .until("customer + bob", |h| n(h, sum(TRUNK, BOB)) >= 25)
+        .until("customer + bob", |h| h.of(sum(TRUNK, BOB)) >= 25)
         .await?;
     bob_phone
-        .until("customer + carol", |h| n(h, sum(TRUNK, CAROL)) >= 25)
+        .until("customer + carol", |h| h.of(sum(TRUNK, CAROL)) >= 25)
         .await?;
     carol_phone.hangup().await?;
-    let at = n(&trunk.heard().context("heard")?, BOB);
+    let at = trunk.heard().context("heard")?.of(BOB);
     trunk
-        .until("bob alone again", |h| n(h, BOB) >= at + 25)
+        .until("bob alone again", |h| h.of(BOB) >= at + 25)
         .await?;
 
     // Consult alice, then back to the customer.
@@ -1383,13 +1377,13 @@ async fn click_to_dial_call_has_hold_transfer_and_conference() -> anyhow::Result
     bob.ok(transfer("alice", true)).await;
     alice_phone.answer().await?;
     alice_phone
-        .until("bob consulting", |h| n(h, BOB) >= 25)
+        .until("bob consulting", |h| h.of(BOB) >= 25)
         .await?;
     bob.ok(cmd("call.transfer.cancel", &call_id)).await;
     alice_phone.bye().await?;
-    let at = n(&trunk.heard().context("heard")?, BOB);
+    let at = trunk.heard().context("heard")?.of(BOB);
     trunk
-        .until("bob back with the customer", |h| n(h, BOB) >= at + 25)
+        .until("bob back with the customer", |h| h.of(BOB) >= at + 25)
         .await?;
 
     // Blind to dave.
@@ -1399,9 +1393,9 @@ async fn click_to_dial_call_has_hold_transfer_and_conference() -> anyhow::Result
     assert_eq!(t["data"]["to"], "extension:dave");
     bob_phone.bye().await?;
     dave_phone.answer().await?;
-    trunk.until("dave", |h| n(h, DAVE) >= 25).await?;
+    trunk.until("dave", |h| h.of(DAVE) >= 25).await?;
     dave_phone
-        .until("the customer", |h| n(h, TRUNK) >= 25)
+        .until("the customer", |h| h.of(TRUNK) >= 25)
         .await?;
     trunk.hangup().await?;
     dave_phone.bye().await?;
@@ -1431,7 +1425,6 @@ async fn conference_without_the_caller_ends_when_the_agent_leaves() -> anyhow::R
     let mut bob_phone = RawPhone::register(rig.server, "bob", BOB).await?;
     let mut carol_phone = RawPhone::register(rig.server, "carol", CAROL).await?;
     let (caller, call_id) = raw_answered_call(&rig, &mut bob, &mut bob_phone, BOB).await?;
-    let n = |h: &Heard, b: u8| h.uniform.get(&b).copied().unwrap_or(0);
     bob.ok(json!({"type": "call.conference", "call_id": call_id, "to": "carol"}))
         .await;
     carol_phone.answer().await?;
@@ -1439,10 +1432,10 @@ async fn conference_without_the_caller_ends_when_the_agent_leaves() -> anyhow::R
     let caller_and_bob = u
         .encode((i32::from(u.decode(MARK)) + i32::from(u.decode(BOB))).clamp(-32768, 32767) as i16);
     carol_phone
-        .until("caller + bob", |h| n(h, caller_and_bob) >= 25)
+        .until("caller + bob", |h| h.of(caller_and_bob) >= 25)
         .await?;
     caller.hangup().await?;
-    carol_phone.until("bob alone", |h| n(h, BOB) >= 25).await?;
+    carol_phone.until("bob alone", |h| h.of(BOB) >= 25).await?;
     bob_phone.hangup().await?;
     carol_phone.bye().await?;
     let (_, ended) = bob.event("call.ended").await;
