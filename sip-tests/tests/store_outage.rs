@@ -50,7 +50,7 @@ fn config(url: &str, hash: &str) -> String {
          [[numbers]]\nnumber = \"4300\"\nqueue = \"support\"\n\
          [acd]\n[[acd.queue]]\nname = \"support\"\n\
          [[acd.agent]]\nid = \"bob\"\nqueues = {{ support = 0 }}\n\
-         [crm]\nstore = \"{url}\"\nlookup_timeout_ms = 300\n\
+         [crm]\nstore = \"{url}\"\nlookup_timeout_ms = 1000\n\
          [store]\nurl = \"{url}\"\n\
          [cti]\nlisten = \"127.0.0.1:0\"\nallowed_origins = [\"{ORIGIN}\"]\n\
          [[cti.user]]\nname = \"bob\"\npassword_hash = \"{hash}\"\nrole = \"agent\"\nagent = \"bob\"\n",
@@ -58,7 +58,10 @@ fn config(url: &str, hash: &str) -> String {
     )
 }
 
-/// `CALLS` trunk calls from `CALLER` at 2/s, each talking 300 ms after the answer.
+/// `CALLS` trunk calls from `CALLER` at 1/s, each staying 1.5 s after Hotline answers:
+/// time for the pop (bounded at 1 s: a loaded machine took more than 300 ms to look the
+/// caller up through the relay with the store up) and for bob to answer, also when the
+/// call before is still his.
 fn callers(server: SocketAddr, phase: &str) -> anyhow::Result<hotline_sip_tests::Sipp> {
     SippBuilder::new(
         &format!("outage-callers-{phase}"),
@@ -67,7 +70,7 @@ fn callers(server: SocketAddr, phase: &str) -> anyhow::Result<hotline_sip_tests:
         free_port(),
     )
     .args(["-i", TRUSTED_IP, "-s", "4300", "-key", "caller", CALLER])
-    .args(["-r", "2", "-d", "300"])
+    .args(["-r", "1", "-d", "1500"])
     .set("-m", CALLS.to_string())
     .set("-timeout", "60s")
     .spawn(Some(server))
@@ -101,7 +104,13 @@ async fn outage_flow(base: &str, db: &str) -> anyhow::Result<()> {
         )
         .await?;
     let hash = hotline_cti::hash_password("desk-pw")?;
-    let h = start_hotline_with(&config(&via, &hash)).await?;
+    let mut h = start_hotline_with(&config(&via, &hash)).await?;
+    let mut ended = h
+        .switch
+        .as_mut()
+        .context("switch")?
+        .take_ended()
+        .context("ended reports")?;
     let server = Proto::Udp.server_addr(&h);
     let cti = h.cti.as_ref().context("[cti] configured")?.local_addr();
     let mut desk = Desk::connect(cti, Some(ORIGIN)).await?;
@@ -121,15 +130,27 @@ async fn outage_flow(base: &str, db: &str) -> anyhow::Result<()> {
         .spawn(None)?;
     wait_bound(port, Proto::Udp).await?;
 
-    // 1. Store up: the pop names the customer; each CDR is committed before the dialog goes.
+    // 1. Store up: the pop names the customer; each CDR is committed before its call
+    // reports its end. The caller's BYE is answered before that (SIPp may be done while
+    // the last record is still being written), so the reports are what to wait for.
     let up = callers(server, "up")?;
     for o in offers(&mut desk).await {
         assert_eq!(o["pop"]["identification"]["customer"]["id"], weber, "{o}");
         assert!(o["pop_error"].is_null(), "{o}");
     }
     up.expect_success().await?;
+    for _ in 0..CALLS {
+        tokio::time::timeout(Duration::from_secs(10), ended.recv())
+            .await
+            .context("no call end within 10 s")?
+            .context("switch stopped")?;
+    }
     let cdrs = CdrStore::open(&direct, &StoreOptions::default()).await?;
-    ensure!(cdrs.calls(0, i64::MAX).await?.len() == CALLS);
+    let before = cdrs.calls(0, i64::MAX).await?.len();
+    ensure!(
+        before == CALLS,
+        "{before} of {CALLS} CDRs committed once the calls ended"
+    );
 
     // 2. Cut: calls are still routed and answered, pops degrade, CDRs wait in the buffer.
     proxy.cut();

@@ -367,6 +367,8 @@ struct Agent {
     wrap_until: Option<Millis>,
     last_talk_ms: u64,
     last_queue: u32,
+    /// On `Engine::changed` (its state changed since the last `take_changed`).
+    dirty: bool,
 }
 
 impl Queue {
@@ -557,6 +559,10 @@ pub struct Engine {
     strand_pending: Vec<u32>,
     stats_since: Millis,
     scratch: Vec<(u32, u32)>,
+    /// Agents whose state changed (or who were added) since the last
+    /// [`Engine::take_changed`], each once: the owner publishes these instead of
+    /// scanning every agent after every event.
+    changed: Vec<u32>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -606,6 +612,7 @@ impl Engine {
                 .collect(),
             stats_since: now,
             scratch: Vec::new(),
+            changed: Vec::new(),
         };
         for (i, q) in cfg.queues.iter().enumerate() {
             e.queue_ids.insert(q.name.clone(), i as u32);
@@ -1068,10 +1075,13 @@ impl Engine {
             wrap_until: None,
             last_talk_ms: 0,
             last_queue: 0,
+            dirty: false,
         };
         a.members = self.members_for(&a.skills, cfg, idx);
         self.agent_ids.insert(cfg.id.clone(), idx);
         self.agents.push(a);
+        // A new agent is news to the owner even in its first state (logged out).
+        self.mark_changed(idx);
         Ok(AgentId(idx))
     }
 
@@ -1189,6 +1199,19 @@ impl Engine {
         Ok(self.agent(a)?.state)
     }
 
+    /// Moves the agents whose state changed since the last call (and agents added since)
+    /// to `out`, each once, in the order of their first change. Every state change goes
+    /// through one place, so an owner that publishes agent states needs to look at these
+    /// only. The list is bounded by the agent count, also when nobody takes it.
+    pub fn take_changed(&mut self, out: &mut Vec<AgentId>) {
+        for a in self.changed.drain(..) {
+            if let Some(ag) = self.agents.get_mut(a as usize) {
+                ag.dirty = false;
+            }
+            out.push(AgentId(a));
+        }
+    }
+
     /// The next decision to carry out, if any.
     pub fn poll_decision(&mut self) -> Option<Decision> {
         self.decisions.pop_front()
@@ -1216,9 +1239,24 @@ impl Engine {
 
     // ---- agent bookkeeping ----------------------------------------------------------------
 
+    fn mark_changed(&mut self, a: u32) {
+        if let Some(ag) = self.agents.get_mut(a as usize)
+            && !ag.dirty
+        {
+            ag.dirty = true;
+            self.changed.push(a);
+        }
+    }
+
+    /// The only place an agent's state changes (see [`Engine::take_changed`]).
     fn set_state(&mut self, now: Millis, a: u32, new: AgentState) {
         let ag = &mut self.agents[a as usize];
         let old = ag.state;
+        if old != new && !ag.dirty {
+            ag.dirty = true;
+            self.changed.push(a);
+        }
+        let ag = &mut self.agents[a as usize];
         ag.time_in[old.slot()] += now.since(ag.acc_since);
         ag.acc_since = now;
         ag.state_since = now;

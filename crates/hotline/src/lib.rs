@@ -4,6 +4,7 @@
 pub mod config;
 pub mod config_admin;
 mod config_check;
+pub mod config_extensions;
 pub mod config_metrics;
 mod config_redact;
 pub mod config_reliab;
@@ -188,6 +189,7 @@ pub fn switch_config(
         out.queues.insert(q.name.get_ref().clone(), options);
     }
     out.voicemail = config_voicemail::boxes(cfg, &voice)?;
+    out.extensions = config_extensions::options(cfg, &voice, &closed)?;
     out.users = cfg.users.iter().map(|u| u.name.get_ref().clone()).collect();
     out.trunk = cfg.sip.static_route.map(|r| r.0);
     out.dial_rules = config_reliab::dial_rules(cfg)?;

@@ -147,6 +147,17 @@ struct AgentSlot {
     seen: Option<AgentState>,
     /// In wrap-up: when it started and for which call (for `WRAPUP_END`).
     wrap_started: Option<(i64, String)>,
+    /// What the queue log last said of the agent (`None`: logged out).
+    logged: Option<LogClass>,
+}
+
+/// An agent's state as the queue log classes it: available, ringing, talking and wrap-up
+/// are all "ready" (the reports count ready time from it). Not-ready codes stand for
+/// their names (interned reasons keep their code), so comparing codes compares names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LogClass {
+    Ready,
+    NotReady(NotReadyReason),
 }
 
 impl AgentSlot {
@@ -179,8 +190,6 @@ pub(crate) struct AcdTask {
     control: mpsc::Sender<Control>,
     /// The queue log gets the agents' login / ready / not-ready / logout changes.
     cdr: hotline_cdr::CdrSink,
-    /// What the queue log last said of each agent: "out", "ready" or a not-ready reason.
-    logged: HashMap<AgentId, String>,
     /// The configuration in force (live edits are diffed against it).
     current: AcdConfig,
     /// Agents who log in from a desk (added agents among them start logged out).
@@ -189,6 +198,12 @@ pub(crate) struct AcdTask {
     unreachable: HashSet<AgentId>,
     /// The device prober, told of every offer (so a dead device is found at once).
     pub(crate) qualify: Option<mpsc::Sender<crate::qualify::QualifyInput>>,
+    /// Agents whose desk view may have changed without an engine state change (a desk
+    /// command's pending not-ready): looked at on the next publish beside the engine's
+    /// changed agents.
+    recheck: Vec<AgentId>,
+    /// Scratch list for [`Engine::take_changed`] (kept to reuse its allocation).
+    changed: Vec<AgentId>,
 }
 
 impl AcdTask {
@@ -231,11 +246,12 @@ impl AcdTask {
             queue_of: HashMap::new(),
             control,
             cdr,
-            logged: HashMap::new(),
             current: cfg.clone(),
             desk_login: desk_login.clone(),
             unreachable: HashSet::new(),
             qualify: None,
+            recheck: Vec::new(),
+            changed: Vec::new(),
         };
         // Agents logged in at start (those without a desk login) open the queue log.
         for a in &cfg.agents {
@@ -251,45 +267,40 @@ impl AcdTask {
 
     /// Writes an agent's state change to the queue log when its class changes (the reports
     /// count ready time from it: available, ringing, talking and wrap-up are all "ready").
+    /// A not-ready row names its reason as desks see it.
     fn log_agent_state(&mut self, agent: AgentId, state: AgentState) {
         let class = match state {
-            AgentState::LoggedOut => "out".to_string(),
-            AgentState::NotReady(NotReadyReason::MissedOffer) => "missed_offer".into(),
-            AgentState::NotReady(NotReadyReason::Code(BUSY_CODE)) => "busy".into(),
-            AgentState::NotReady(NotReadyReason::Code(UNREACHABLE_CODE)) => "unreachable".into(),
-            AgentState::NotReady(NotReadyReason::Code(c)) => format!("code:{c}"),
-            _ => "ready".into(),
+            AgentState::LoggedOut => None,
+            AgentState::NotReady(r) => Some(LogClass::NotReady(r)),
+            _ => Some(LogClass::Ready),
         };
-        let prev = self
-            .logged
-            .insert(agent, class.clone())
-            .unwrap_or_else(|| "out".into());
+        let Some(slot) = self.agents.get_mut(agent.0 as usize) else {
+            return;
+        };
+        let prev = std::mem::replace(&mut slot.logged, class);
         if prev == class {
             return;
         }
-        let name = self
-            .agents
-            .get(agent.0 as usize)
-            .map(|a| a.name.clone())
-            .unwrap_or_default();
         let at = hotline_cdr::now_millis();
-        let log = |event: QueueEventKind, data: &str| {
+        let log = |event: QueueEventKind, data: String| {
             self.cdr.queue_event(QueueEvent {
                 at,
                 call_id: "NONE".into(),
                 queue: "NONE".into(),
-                agent: Some(name.clone()),
+                agent: Some(slot.name.clone()),
                 event,
-                data: data.into(),
+                data,
             })
         };
-        if prev == "out" {
-            log(QueueEventKind::AgentLogin, "");
+        if prev.is_none() {
+            log(QueueEventKind::AgentLogin, String::new());
         }
-        match class.as_str() {
-            "out" => log(QueueEventKind::AgentLogout, ""),
-            "ready" => log(QueueEventKind::AgentReady, ""),
-            reason => log(QueueEventKind::AgentNotReady, reason),
+        match class {
+            None => log(QueueEventKind::AgentLogout, String::new()),
+            Some(LogClass::Ready) => log(QueueEventKind::AgentReady, String::new()),
+            Some(LogClass::NotReady(r)) => {
+                log(QueueEventKind::AgentNotReady, reason_name(&self.reasons, r))
+            }
         }
     }
 
@@ -531,6 +542,7 @@ impl AcdTask {
         // changing the engine state: look at this agent again on the next publish.
         if let Some(a) = self.agents.get_mut(i) {
             a.seen = None;
+            self.recheck.push(id);
         }
         let logged_out = state == AgentState::LoggedOut;
         let r = match cmd {
@@ -610,95 +622,95 @@ impl AcdTask {
             AgentState::Reserved(c) => AgentStatus::Reserved { call_id: sip(c) },
             AgentState::OnCall(c) => AgentStatus::OnCall { call_id: sip(c) },
             AgentState::WrapUp => AgentStatus::WrapUp { call_id: None },
-            AgentState::NotReady(NotReadyReason::MissedOffer) => AgentStatus::NotReady {
-                reason: "missed_offer".into(),
-            },
-            AgentState::NotReady(NotReadyReason::Code(0)) => AgentStatus::NotReady {
-                reason: LOGIN_REASON.into(),
-            },
-            AgentState::NotReady(NotReadyReason::Code(BUSY_CODE)) => AgentStatus::NotReady {
-                reason: "busy".into(),
-            },
-            AgentState::NotReady(NotReadyReason::Code(UNREACHABLE_CODE)) => AgentStatus::NotReady {
-                reason: "unreachable".into(),
-            },
-            AgentState::NotReady(NotReadyReason::Code(c)) => AgentStatus::NotReady {
-                reason: self
-                    .reasons
-                    .get(usize::from(c) - 1)
-                    .cloned()
-                    .unwrap_or_else(|| format!("code {c}")),
+            AgentState::NotReady(r) => AgentStatus::NotReady {
+                reason: reason_name(&self.reasons, r),
             },
         }
     }
 
     /// Publishes every agent whose state changed since the last call, each with a new
-    /// version. The engine is the truth; this compares against what desks were told, so
-    /// no change (commanded or the engine's own) can go unpublished.
+    /// version. The engine is the truth and names the agents whose state changed (its
+    /// changed list); agents a desk command touched are looked at too. Each is compared
+    /// against what desks were told, so no change (commanded or the engine's own) goes
+    /// unpublished, and an ACD step costs the agents it touched, not all of them.
     fn publish_changes(&mut self) {
-        for i in 0..self.agents.len() {
-            let Ok(state) = self.engine.agent_state(AgentId(i as u32)) else {
-                continue;
-            };
-            if self.agents[i].seen == Some(state) {
-                continue;
-            }
-            self.agents[i].seen = Some(state);
-            let mut status = self.status(state);
-            let slot = &mut self.agents[i];
-            let prev = slot.published.as_ref();
-            if let AgentStatus::WrapUp { call_id } = &mut status {
-                // Wrap-up is for the call the agent was on.
-                *call_id = match prev.map(|p| &p.status) {
-                    Some(AgentStatus::OnCall { call_id } | AgentStatus::WrapUp { call_id }) => {
-                        call_id.clone()
-                    }
-                    _ => None,
-                };
-            }
-            if matches!(
-                status,
-                AgentStatus::NotReady { .. } | AgentStatus::LoggedOut | AgentStatus::Ready
-            ) {
-                slot.pending = None;
-            }
-            let pending = slot.pending.clone();
-            if prev.is_some_and(|p| p.status == status && p.pending_not_ready == pending) {
-                continue;
-            }
-            // A change of the pending reason alone is no new state: time in state goes on.
-            let since = match prev {
-                Some(p) if p.status == status => p.since,
-                _ => hotline_cdr::now_millis(),
-            };
-            let entering_wrap = matches!(status, AgentStatus::WrapUp { .. })
-                && !prev.is_some_and(|p| matches!(p.status, AgentStatus::WrapUp { .. }));
-            self.log_wrapup(i, &status, entering_wrap);
-            // The queue log sees every change the desks see (it skips repeats itself),
-            // after the `WRAPUP_END` of a wrap-up that ends into it.
-            self.log_agent_state(AgentId(i as u32), state);
-            self.version += 1;
-            let ev = AgentStateEvent {
-                agent: self.agents[i].name.clone(),
-                status,
-                pending_not_ready: pending,
-                version: self.version,
-                since,
-            };
-            if entering_wrap && let AgentStatus::WrapUp { call_id } = &ev.status {
-                let _ = self.bus.send(SwitchEvent::WrapupStarted {
-                    call_id: call_id.clone(),
-                    agent: ev.agent.clone(),
-                });
-            }
-            let _ = self.bus.send(SwitchEvent::AgentState(ev.clone()));
-            self.agents[i].published = Some(ev);
+        let mut todo = std::mem::take(&mut self.changed);
+        self.engine.take_changed(&mut todo);
+        todo.append(&mut self.recheck);
+        for &id in &todo {
+            self.publish_agent(id);
         }
+        todo.clear();
+        self.changed = todo;
         // Call-IDs are only needed while some agent state can still name the call.
         if self.sip_ids.len() > self.calls.len() {
             let calls = &self.calls;
             self.sip_ids.retain(|c, _| calls.contains_key(c));
         }
+    }
+
+    /// Publishes agent `id` if what desks see of it changed.
+    fn publish_agent(&mut self, id: AgentId) {
+        let i = id.0 as usize;
+        if i >= self.agents.len() {
+            return;
+        }
+        let Ok(state) = self.engine.agent_state(id) else {
+            return;
+        };
+        if self.agents[i].seen == Some(state) {
+            return;
+        }
+        self.agents[i].seen = Some(state);
+        let mut status = self.status(state);
+        let slot = &mut self.agents[i];
+        let prev = slot.published.as_ref();
+        if let AgentStatus::WrapUp { call_id } = &mut status {
+            // Wrap-up is for the call the agent was on.
+            *call_id = match prev.map(|p| &p.status) {
+                Some(AgentStatus::OnCall { call_id } | AgentStatus::WrapUp { call_id }) => {
+                    call_id.clone()
+                }
+                _ => None,
+            };
+        }
+        if matches!(
+            status,
+            AgentStatus::NotReady { .. } | AgentStatus::LoggedOut | AgentStatus::Ready
+        ) {
+            slot.pending = None;
+        }
+        let pending = slot.pending.clone();
+        if prev.is_some_and(|p| p.status == status && p.pending_not_ready == pending) {
+            return;
+        }
+        // A change of the pending reason alone is no new state: time in state goes on.
+        let since = match prev {
+            Some(p) if p.status == status => p.since,
+            _ => hotline_cdr::now_millis(),
+        };
+        let entering_wrap = matches!(status, AgentStatus::WrapUp { .. })
+            && !prev.is_some_and(|p| matches!(p.status, AgentStatus::WrapUp { .. }));
+        self.log_wrapup(i, &status, entering_wrap);
+        // The queue log sees every change the desks see (it skips repeats itself),
+        // after the `WRAPUP_END` of a wrap-up that ends into it.
+        self.log_agent_state(AgentId(i as u32), state);
+        self.version += 1;
+        let ev = AgentStateEvent {
+            agent: self.agents[i].name.clone(),
+            status,
+            pending_not_ready: pending,
+            version: self.version,
+            since,
+        };
+        if entering_wrap && let AgentStatus::WrapUp { call_id } = &ev.status {
+            let _ = self.bus.send(SwitchEvent::WrapupStarted {
+                call_id: call_id.clone(),
+                agent: ev.agent.clone(),
+            });
+        }
+        let _ = self.bus.send(SwitchEvent::AgentState(ev.clone()));
+        self.agents[i].published = Some(ev);
     }
 
     fn queue_stats(&self, now: Millis) -> Vec<QueueStat> {
@@ -857,6 +869,21 @@ impl AcdTask {
     }
 }
 
+/// A not-ready reason as desks see it (and the queue log writes it): code 0 is the
+/// desk login's, the others are the interned texts or the switch's own reasons.
+fn reason_name(reasons: &[String], r: NotReadyReason) -> String {
+    match r {
+        NotReadyReason::MissedOffer => "missed_offer".into(),
+        NotReadyReason::Code(0) => LOGIN_REASON.into(),
+        NotReadyReason::Code(BUSY_CODE) => "busy".into(),
+        NotReadyReason::Code(UNREACHABLE_CODE) => "unreachable".into(),
+        NotReadyReason::Code(c) => reasons
+            .get(usize::from(c) - 1)
+            .cloned()
+            .unwrap_or_else(|| format!("code {c}")),
+    }
+}
+
 impl AcdTask {
     /// Applies a new ACD configuration without disturbing calls: queues are matched by
     /// name (new ones added, changed ones updated in place so waiting calls keep their
@@ -999,6 +1026,25 @@ impl AcdTask {
 mod tests {
     use super::*;
 
+    /// A task over `toml` (agents in `desk` log in from their desks), its queue log and
+    /// its event bus.
+    fn test_task(
+        toml: &str,
+        desk: &[&str],
+    ) -> (
+        AcdTask,
+        hotline_cdr::MemoryCdrs,
+        broadcast::Receiver<SwitchEvent>,
+    ) {
+        let cfg = AcdConfig::from_toml(toml).unwrap();
+        let (control, _) = mpsc::channel(1);
+        let (sink, log) = hotline_cdr::CdrSink::memory();
+        let (bus, events) = broadcast::channel(256);
+        let desk: HashSet<String> = desk.iter().map(|d| d.to_string()).collect();
+        let task = AcdTask::new(&cfg, &desk, bus, control, sink).unwrap();
+        (task, log, events)
+    }
+
     /// A device that stops answering takes its agent out (published, logged), a desk cannot
     /// make the agent ready meanwhile, and the device's answer brings the agent back. An
     /// agent not ready for a reason of its own keeps that reason.
@@ -1075,6 +1121,175 @@ mod tests {
             Some("unreachable"),
             "{logged:?}"
         );
+    }
+
+    /// What desks were last told of every agent matches the engine (state and pending
+    /// reason), and each change was published once.
+    fn assert_desks_match(task: &AcdTask, events: &mut broadcast::Receiver<SwitchEvent>) {
+        let mut seen = HashMap::new();
+        while let Ok(ev) = events.try_recv() {
+            if let SwitchEvent::AgentState(s) = ev
+                && let Some(prev) = seen.insert(s.agent.clone(), s.clone())
+            {
+                assert!(prev.version < s.version, "{prev:?} then {s:?}");
+            }
+        }
+        for (i, slot) in task.agents.iter().enumerate() {
+            let state = task.engine.agent_state(AgentId(i as u32)).unwrap();
+            let published = slot.published.as_ref().expect("every agent published");
+            let want = task.status(state);
+            match (&want, &published.status) {
+                (AgentStatus::WrapUp { .. }, AgentStatus::WrapUp { .. }) => {}
+                _ => assert_eq!(published.status, want, "{}", slot.name),
+            }
+            if let Some(ev) = seen.get(&slot.name) {
+                assert_eq!(ev, published, "the last event is what the desk shows");
+            }
+        }
+    }
+
+    /// What desks were last told of agent `a`.
+    fn shown(task: &AcdTask, a: AgentId) -> AgentStatus {
+        let slot = &task.agents[a.0 as usize];
+        slot.published.as_ref().expect("published").status.clone()
+    }
+
+    /// Runs the engine's next timer as `run` does, on the paused tokio clock.
+    async fn fire(task: &mut AcdTask, events: &mut broadcast::Receiver<SwitchEvent>) {
+        let at = task.engine.poll_timeout().expect("a timer");
+        let now = task.now();
+        tokio::time::advance(Duration::from_millis(at.0.saturating_sub(now.0))).await;
+        let now = task.now();
+        task.engine.handle_timeout(now);
+        task.decide();
+        task.publish_changes();
+        assert_desks_match(task, events);
+    }
+
+    /// Engine-driven changes reach the desks without a desk command: a ring timeout makes
+    /// the agent not-ready (missed offer), the wrap-up timer makes the agent ready, a
+    /// pending not-ready set during the call shows at once and applies after it, and a
+    /// reload's added and removed agents are published (the task publishes the engine's
+    /// changed list, not a scan).
+    #[tokio::test(start_paused = true)]
+    async fn engine_driven_changes_are_published() {
+        let (mut task, _log, mut events) = test_task(
+            "[[queue]]\nname = \"support\"\nring_timeout_secs = 5\nwrapup_secs = 10\n\
+             [[agent]]\nid = \"bob\"\nqueues = { support = 0 }\n\
+             [[agent]]\nid = \"carol\"\nqueues = { support = 0 }\n",
+            &["carol"],
+        );
+        assert_desks_match(&task, &mut events);
+        let step = |task: &mut AcdTask| {
+            task.decide();
+            task.publish_changes();
+        };
+        let (inbox, _out) = mpsc::channel(16);
+        task.input(AcdInput::Arrived {
+            call: CallId(1),
+            queue: "support".into(),
+            inbox,
+            sip_call_id: "c1".into(),
+            tier: None,
+        });
+        step(&mut task);
+        let bob = task.engine.agent_id("bob").unwrap();
+        assert_eq!(
+            task.engine.agent_state(bob).unwrap(),
+            AgentState::Reserved(CallId(1))
+        );
+        assert_desks_match(&task, &mut events);
+        fire(&mut task, &mut events).await;
+        assert_eq!(
+            shown(&task, bob),
+            AgentStatus::NotReady {
+                reason: "missed_offer".into()
+            }
+        );
+        // carol logs in from her desk, takes the call, sets a pending not-ready.
+        let now = task.now();
+        task.agent_command(now, "carol", AgentCommand::Ready)
+            .unwrap();
+        let carol = task.engine.agent_id("carol").unwrap();
+        task.input(AcdInput::Answered {
+            call: CallId(1),
+            agent: carol,
+        });
+        step(&mut task);
+        assert_desks_match(&task, &mut events);
+        let now = task.now();
+        let ev = task
+            .agent_command(
+                now,
+                "carol",
+                AgentCommand::NotReadyAfterCall {
+                    reason: "lunch".into(),
+                },
+            )
+            .unwrap();
+        assert_eq!(ev.pending_not_ready.as_deref(), Some("lunch"));
+        assert_desks_match(&task, &mut events);
+        let now = task.now();
+        task.agent_command(now, "bob", AgentCommand::Ready).unwrap();
+        task.input(AcdInput::Ended { call: CallId(1) });
+        step(&mut task);
+        assert_desks_match(&task, &mut events);
+        // bob: ready again (desk); carol: wrap-up, then lunch when its timer ends.
+        assert!(matches!(shown(&task, carol), AgentStatus::WrapUp { .. }));
+        fire(&mut task, &mut events).await;
+        assert_eq!(
+            shown(&task, carol),
+            AgentStatus::NotReady {
+                reason: "lunch".into()
+            }
+        );
+        // A reload adds dave (logged in, ready) and removes bob (logged out).
+        let new = AcdConfig::from_toml(
+            "[[queue]]\nname = \"support\"\nring_timeout_secs = 5\nwrapup_secs = 10\n\
+             [[agent]]\nid = \"carol\"\nqueues = { support = 0 }\n\
+             [[agent]]\nid = \"dave\"\nqueues = { support = 0 }\n",
+        )
+        .unwrap();
+        let now = task.now();
+        task.reconfigure(now, &new).unwrap();
+        step(&mut task);
+        assert_desks_match(&task, &mut events);
+        let dave = task.engine.agent_id("dave").unwrap();
+        assert_eq!(shown(&task, dave), AgentStatus::Ready);
+        assert_eq!(shown(&task, bob), AgentStatus::LoggedOut);
+    }
+
+    /// A not-ready row of the queue log names its reason as desks see it (a desk's own
+    /// reason, `login` for a desk login that is not ready yet), not the engine's code.
+    #[test]
+    fn queue_log_names_not_ready_reasons() {
+        let (mut task, log, _) = test_task(
+            "[[queue]]\nname = \"support\"\n[[agent]]\nid = \"bob\"\nqueues = { support = 0 }\n",
+            &["bob"],
+        );
+        let bob = task.engine.agent_id("bob").unwrap();
+        let now = task.now();
+        // A login not ready yet (code 0), as `agent_login(.., false)` leaves it.
+        task.engine.agent_login(now, bob, false).unwrap();
+        task.publish_changes();
+        for reason in ["lunch", "training", "lunch"] {
+            let now = task.now();
+            task.agent_command(
+                now,
+                "bob",
+                AgentCommand::NotReady {
+                    reason: reason.into(),
+                },
+            )
+            .unwrap();
+        }
+        let rows: Vec<String> = log
+            .events()
+            .into_iter()
+            .filter(|e| e.event == QueueEventKind::AgentNotReady)
+            .map(|e| e.data)
+            .collect();
+        assert_eq!(rows, ["login", "lunch", "training", "lunch"]);
     }
 
     /// Agents' state changes reach the queue log once per change of class: logged in and

@@ -101,6 +101,10 @@ pub enum EndReason {
     /// A conference the caller had left lost its added party: with fewer than two
     /// parties it ends, and Hotline sent BYE to the agent.
     ConferenceEnded,
+    /// A transfer target did not answer and nothing could take the caller back (no
+    /// no-answer destination, not a queue call, the transferring agent busy or not
+    /// answering either): Hotline sent BYE to the caller. CDR result `failed`.
+    TransferNotAnswered,
 }
 
 pub(crate) struct Call {
@@ -216,13 +220,17 @@ pub(crate) struct AgentLeg {
     /// An outside number called through the trunk (a transfer or conference target):
     /// nobody's desk, never the call's agent in the CDR or the trail.
     pub outside: bool,
-    /// A transfer target left ringing by its transferring agent: where the caller goes
-    /// if it does not answer ([`Call::transfer_back`]).
+    /// A transfer target (blind, or left ringing by an agent who hung up while
+    /// consulting): where the caller goes if it does not answer ([`Call::unanswered`]).
     pub back_to: Option<TransferBack>,
+    /// A user or number Hotline rings by itself (not an ACD offer, whose queue times it):
+    /// when it has rung long enough (`[[extensions]] ring_timeout_secs`).
+    pub ring_until: Option<tokio::time::Instant>,
 }
 
-/// Where a caller goes whose attended transfer's target did not answer after the
-/// transferring agent hung up.
+/// Where a caller goes whose transfer target did not answer (a blind transfer, or an
+/// attended one whose agent hung up while the target rang), unless the target has a
+/// no-answer destination of its own.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum TransferBack {
     /// A queue call: back to the head of the queue it came from.
@@ -324,6 +332,14 @@ struct State {
 const MAX_HOPS: usize = 16;
 
 impl State {
+    /// When the leg Hotline rings by itself (not an ACD offer) rings out.
+    fn ring_until(&self) -> Option<tokio::time::Instant> {
+        self.agent
+            .as_ref()
+            .filter(|a| !a.answered && !a.failed && a.offer_of.is_none())
+            .and_then(|a| a.ring_until)
+    }
+
     /// An answered call's state before routing: no agent, nothing playing or pending.
     fn new(
         caller: CallerDialog,
@@ -641,6 +657,7 @@ impl Call {
                         st.deadline = None;
                         boxed(|| self.menu_timeout(&mut st)).await
                     }
+                    _ = sleep_until_opt(st.ring_until()) => boxed(|| self.ring_out(&mut st)).await,
                     _ = sleep_until_opt(st.dtmf.next) => boxed(|| self.next_dtmf(&mut st)).await,
                     () = st.rejoin.wake() => boxed(|| rejoin::tick(self, &mut st)).await,
                     _ = sleep_until_opt(in_call.deadline()) => {
@@ -793,6 +810,10 @@ impl Call {
         }
         if let Some(job) = st.recording.take() {
             match job.finish().await {
+                // A message left after talking (a transfer's no-answer destination): the
+                // message is what this part of the call left; the conversation's file is
+                // in the earlier parts' trail entries.
+                Ok(_) if st.trace.settled == Some(EndReason::Voicemail) => {}
                 Ok(r) => st.trace.recording = Some(r.path),
                 Err(e) => tracing::warn!(call_id = %self.call_id, error = %e, "recording failed"),
             }
@@ -894,7 +915,18 @@ impl Call {
                     }
                 }
                 Route::Queue(name) => return self.enter_queue(name, st).await,
-                Route::Extension(user) => return self.ring_extension(user, st).await,
+                Route::Extension(user) => {
+                    // Not reachable at all: its no-answer destination, as if it had rung out.
+                    let next = self
+                        .cfg
+                        .extensions
+                        .get(&user)
+                        .and_then(|e| e.no_answer.clone());
+                    match (self.ring_extension(user, st).await, next) {
+                        (Some(EndReason::Failed), Some(next)) => route = next,
+                        (r, _) => return r,
+                    }
+                }
                 Route::Outside(number) => return Box::pin(self.ring_outside(number, st)).await,
                 Route::Voicemail(name) => return voicemail_call::enter(self, name, st).await,
                 Route::Closed(prompt) => {
@@ -915,6 +947,7 @@ impl Call {
     /// the agent). The agent's leg goes (the ACD sees its call end), the caller hears
     /// music and follows `route` again; a recording runs on across the transfer.
     async fn transfer(&self, route: Route, st: &mut State) -> incall::Outcome {
+        let back = Self::recall_of(st);
         let answered_offer = st
             .agent
             .as_ref()
@@ -934,9 +967,7 @@ impl Call {
         st.whispering = false;
         st.dtmf = DeskDtmf::default();
         drop(st.media.detach().await);
-        self.go(route, st)
-            .await
-            .map_or(incall::Outcome::Continue, incall::Outcome::End)
+        self.ring_target(route, back, st).await
     }
 
     /// In-call hook (attended transfer, the consultation call's side): hand our agent
@@ -1316,13 +1347,7 @@ impl Call {
             return incall::Outcome::End(EndReason::AgentHangup);
         };
         if !c.answered {
-            c.leg.back_to = match &st.phase {
-                Phase::Queue { name } => Some(TransferBack::Queue(name.clone())),
-                _ => st
-                    .agent
-                    .as_ref()
-                    .map(|a| TransferBack::Agent(a.user.clone())),
-            };
+            c.leg.back_to = Self::recall_of(st);
         }
         match self.consult_to_agent(*c, st).await {
             Ok(()) => {
@@ -1376,11 +1401,114 @@ impl Call {
         }
     }
 
-    /// The target an agent left ringing (they hung up while consulting) refused or timed
-    /// out: the caller, on music all along, is not dropped. A queue call goes back to the
-    /// head of its queue (`ENTER_QUEUE` with `transfer_back`, the route gains the queue);
-    /// any other call rings the transferring agent again if they are free (not on a call),
-    /// else ends.
+    /// Where a transfer's caller goes back to if its target does not answer: the head of
+    /// the queue the call came from, else the transferring agent (none for an outside
+    /// number, which has no desk).
+    fn recall_of(st: &State) -> Option<TransferBack> {
+        match &st.phase {
+            Phase::Queue { name } => Some(TransferBack::Queue(name.clone())),
+            _ => st
+                .agent
+                .as_ref()
+                .filter(|a| !a.outside)
+                .map(|a| TransferBack::Agent(a.user.clone())),
+        }
+    }
+
+    /// The user or number Hotline rang by itself (an extension, a transfer target, the
+    /// transferring agent called back) refused (`why`: the status), could not be reached
+    /// or rang out: its leg is over. The caller, on music all along, is not dropped when
+    /// something can take them: [`Call::recall`].
+    async fn unanswered(&self, why: String, st: &mut State) -> incall::Outcome {
+        let Some(mut a) = st.agent.take() else {
+            return incall::Outcome::Continue;
+        };
+        let back = a.back_to.take();
+        if back.is_some() {
+            self.queue_log(&st.trace, QueueEventKind::RingNoAnswer, Some(&a.user), why);
+        }
+        let target = (!a.outside).then_some(a.user);
+        self.recall(target.as_deref(), back, st).await
+    }
+
+    /// A call's target `user` (none: an outside number) did not answer or could not be
+    /// reached. The caller goes to the target's no-answer destination
+    /// (`[[extensions]] no_answer`), else a transfer's `back` ([`Call::transfer_back`]);
+    /// only with neither does the call end (`Failed` for a call never transferred,
+    /// `TransferNotAnswered` for one that was).
+    async fn recall(
+        &self,
+        user: Option<&str>,
+        back: Option<TransferBack>,
+        st: &mut State,
+    ) -> incall::Outcome {
+        st.agent = None;
+        self.clear_busy(st).await;
+        let dest = user
+            .and_then(|u| self.cfg.extensions.get(u))
+            .and_then(|e| e.no_answer.clone());
+        if let Some(route) = dest {
+            tracing::info!(call_id = %self.call_id, target = ?user, to = %route.label(), "not answered; to its no-answer destination");
+            return self.ring_target(route, back, st).await;
+        }
+        match back {
+            Some(back) => self.transfer_back(back, st).await,
+            None if st.caller.ext.transfers() > 0 => {
+                tracing::info!(call_id = %self.call_id, target = ?user, "transfer target did not answer; nobody to take the caller back");
+                incall::Outcome::End(EndReason::TransferNotAnswered)
+            }
+            None => incall::Outcome::End(EndReason::Failed),
+        }
+    }
+
+    /// The leg Hotline rings by itself rang for its `ring_timeout_secs`: CANCEL, and the
+    /// caller goes on as if it had refused ([`Call::unanswered`]).
+    async fn ring_out(&self, st: &mut State) -> incall::Outcome {
+        let Some(a) = st.agent.as_mut().filter(|a| !a.answered && !a.failed) else {
+            return incall::Outcome::Continue;
+        };
+        tracing::info!(call_id = %self.call_id, target = %a.user, "rang out");
+        let _ = self.sip.cancel(a.tx).await;
+        a.ports = None;
+        a.failed = true;
+        self.unanswered("timeout".into(), st).await
+    }
+
+    /// Sends the caller to `route` (a transfer's target, a no-answer destination, the
+    /// transferring agent called back) with `back` as the recall should a user or number
+    /// rung there not answer ([`Call::unanswered`]); one that cannot be reached at all
+    /// (not registered, no trunk) counts as not answering.
+    async fn ring_target(
+        &self,
+        route: Route,
+        back: Option<TransferBack>,
+        st: &mut State,
+    ) -> incall::Outcome {
+        let rings = matches!(route, Route::Extension(_) | Route::Outside(_));
+        match self.go(route, st).await {
+            None => {
+                if let Some(a) = st
+                    .agent
+                    .as_mut()
+                    .filter(|a| !a.answered && a.offer_of.is_none())
+                {
+                    a.back_to = back;
+                }
+                incall::Outcome::Continue
+            }
+            Some(EndReason::Failed) if rings => match back {
+                Some(back) => Box::pin(self.transfer_back(back, st)).await,
+                None => incall::Outcome::End(EndReason::TransferNotAnswered),
+            },
+            Some(r) => incall::Outcome::End(r),
+        }
+    }
+
+    /// A transfer target did not answer and has no no-answer destination: the caller,
+    /// on music all along, is not dropped. A queue call goes back to the head of its
+    /// queue (`ENTER_QUEUE` with `transfer_back`, the route gains the queue); any other
+    /// call rings the transferring agent again if they are free (not on a call), else
+    /// ends (`TransferNotAnswered`).
     async fn transfer_back(&self, back: TransferBack, st: &mut State) -> incall::Outcome {
         st.agent = None;
         self.clear_busy(st).await;
@@ -1415,12 +1543,11 @@ impl Call {
                 );
                 if busy {
                     tracing::info!(call_id = %self.call_id, agent = %user, "transfer target did not answer; its agent is busy");
-                    return incall::Outcome::End(EndReason::Failed);
+                    return incall::Outcome::End(EndReason::TransferNotAnswered);
                 }
                 tracing::info!(call_id = %self.call_id, agent = %user, "transfer target did not answer; back to its agent");
-                self.go(Route::Extension(user), st)
-                    .await
-                    .map_or(incall::Outcome::Continue, incall::Outcome::End)
+                // The agent's own no-answer destination applies if they do not answer.
+                self.ring_target(Route::Extension(user), None, st).await
             }
         }
     }
@@ -2150,11 +2277,20 @@ impl Call {
             user: user.to_string(),
             cseq: 1,
             ext: incall::AgentExt::default(),
-            webrtc: webrtc.map(Box::new),
+            webrtc,
             invite,
             outside: false,
             back_to: None,
+            ring_until: Some(tokio::time::Instant::now() + self.ring_timeout(user)),
         })
+    }
+
+    /// How long Hotline rings `user` by itself (`[[extensions]]`, else the default).
+    fn ring_timeout(&self, user: &str) -> std::time::Duration {
+        self.cfg.extensions.get(user).map_or(
+            std::time::Duration::from_secs(crate::DEFAULT_RING_TIMEOUT_SECS),
+            |e| e.ring_timeout,
+        )
     }
 
     /// Handles an event of the agent's dialog: responses to our INVITE here, requests
@@ -2187,7 +2323,7 @@ impl Call {
                     tracing::info!(call_id = %self.call_id, status, "agent did not answer");
                     a.ports = None;
                     a.failed = !a.answered;
-                    if a.failed && (a.offer_of.is_some() || a.back_to.is_some()) {
+                    if a.failed && a.offer_of.is_some() {
                         let user = a.user.clone();
                         self.queue_log(
                             &st.trace,
@@ -2196,10 +2332,9 @@ impl Call {
                             status.to_string(),
                         );
                     }
-                    if a.failed
-                        && let Some(back) = a.back_to.take()
-                    {
-                        return self.transfer_back(back, st).await;
+                    if a.failed && a.offer_of.is_none() {
+                        // Boxed: the recall's routing would size every agent event.
+                        return boxed(|| self.unanswered(status.to_string(), st)).await;
                     }
                 }
                 incall::Outcome::Continue
@@ -2207,11 +2342,8 @@ impl Call {
             AppEvent::Timeout { .. } if !a.answered => {
                 a.ports = None;
                 a.failed = true;
-                if let Some(back) = a.back_to.take() {
-                    let user = a.user.clone();
-                    let data = "timeout".to_string();
-                    self.queue_log(&st.trace, QueueEventKind::RingNoAnswer, Some(&user), data);
-                    return self.transfer_back(back, st).await;
+                if a.offer_of.is_none() {
+                    return boxed(|| self.unanswered("timeout".into(), st)).await;
                 }
                 incall::Outcome::Continue
             }
@@ -2357,7 +2489,7 @@ impl Call {
         // WebRTC hook: a browser's answer starts the gateway.
         if let Some(w) = a.webrtc.take() {
             let timing = self.cfg.leg_timing;
-            let leg = webrtc_leg::answered(*w, &resp.body, timing).await;
+            let leg = webrtc_leg::answered(w, &resp.body, timing).await;
             incall::agent_webrtc(a, leg.as_ref());
             return Some(leg);
         }
@@ -2390,9 +2522,10 @@ impl Call {
         if st.recording.is_some() {
             return;
         }
-        if let Some((tap, job)) = self.start_call_recording(st.trace.arrived_at)
+        if let Some((tap, job, path)) = self.start_call_recording(st.trace.arrived_at)
             && st.media.record(Some(tap.clone())).await.is_ok()
         {
+            self.desk.recording(&path);
             st.recording = Some(job);
             st.recording_tap = Some(tap);
         }
@@ -2403,13 +2536,13 @@ impl Call {
     pub(crate) fn start_call_recording(
         &self,
         arrived_at: i64,
-    ) -> Option<(RecorderTap, RecordingJob)> {
+    ) -> Option<(RecorderTap, RecordingJob, PathBuf)> {
         let dir = self.cfg.recordings.as_ref()?;
         let name = file_safe(&self.call_id);
         let path = dir.join(format!("{arrived_at}-{name}.wav"));
         // The writer opens the file on this task; it is small and once per call.
         match start_recording(&path, 200, Instant::now()) {
-            Ok(r) => Some(r),
+            Ok((tap, job)) => Some((tap, job, path)),
             Err(e) => {
                 tracing::warn!(call_id = %self.call_id, error = %e, path = %path.display(), "cannot record");
                 None
@@ -2588,6 +2721,8 @@ pub(crate) fn outcome(reason: EndReason, t: &Trace) -> (CallResult, HangupSide) 
     };
     let result = match reason {
         EndReason::Rejected => CallResult::Rejected,
+        // Talked to an agent, then dropped: the record must not read as a served call.
+        EndReason::TransferNotAnswered => CallResult::Failed,
         _ if t.answered_at.is_some() => CallResult::Answered,
         EndReason::Closed => CallResult::Closed,
         EndReason::Fallback | EndReason::Hangup => CallResult::Fallback,
@@ -2793,6 +2928,28 @@ mod tests {
         assert!(state <= 6 * 1024, "State is {state} bytes");
         assert!(run <= 16 * 1024, "Call::run's future is {run} bytes");
         assert!(serve <= 16 * 1024, "Call::serve's future is {serve} bytes");
+        // An agent's answer and a browser's offer (the WebRTC leg's futures are boxed)
+        // are awaited by every SIP event handler and every route that rings someone:
+        // inline they made those futures 35 KB and 10 KB in a debug build.
+        let answer = future_size3(Call::ack_answer);
+        let consult = future_size3(Call::consult_event);
+        let agent = future_size3(Call::agent_event);
+        let route = future_size3(Call::go);
+        assert!(
+            answer <= 4 * 1024,
+            "Call::ack_answer's future is {answer} bytes"
+        );
+        assert!(
+            consult <= 6 * 1024,
+            "Call::consult_event's is {consult} bytes"
+        );
+        assert!(agent <= 6 * 1024, "Call::agent_event's is {agent} bytes");
+        assert!(route <= 6 * 1024, "Call::go's is {route} bytes");
+    }
+
+    /// [`future_size`] for a method with two arguments.
+    fn future_size3<A, B, C, F>(_: impl FnOnce(A, B, C) -> F) -> usize {
+        std::mem::size_of::<F>()
     }
 
     #[test]

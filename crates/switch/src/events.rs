@@ -528,6 +528,8 @@ struct DeskState {
     outbound: bool,
     /// The current part began then (an earlier agent's part ended: [`CallDesk::part_ended`]).
     part_started: Option<i64>,
+    /// The call's recording (one file for the whole call), for every part's trail entry.
+    recording: Option<std::path::PathBuf>,
 }
 
 impl CallDesk {
@@ -756,6 +758,12 @@ impl CallDesk {
         });
     }
 
+    /// The call's recording runs into `path`: each trail entry of the call names it, also
+    /// those of agents whose part ends before the call does (transfer, lost phone).
+    pub(crate) fn recording(&self, path: &std::path::Path) {
+        self.with_state(|st| st.recording = Some(path.to_path_buf()));
+    }
+
     /// Publishes `voicemail.left` (the message is stored by then).
     pub(crate) fn voicemail_left(&self, v: VoicemailLeft) {
         let _ = self.desk.bus.send(SwitchEvent::VoicemailLeft(Arc::new(v)));
@@ -800,16 +808,16 @@ impl CallDesk {
         });
     }
 
-    /// Writes the trail entry of the call (or of its current part) and tells its agent's
-    /// desk (`call.ended` or `call.transferred`).
+    /// Writes the trail entry of the call (or of its current part) with `recording`, else
+    /// the call's, and tells its agent's desk (`call.ended` or `call.transferred`).
     async fn close_part(
         &self,
         end: PartEnd<'_>,
         voicemail: bool,
         recording: Option<&std::path::Path>,
     ) {
-        let Some((customer, queue, agent, offered_to, outbound, started_at)) =
-            self.with_state(|st| {
+        let Some((customer, queue, agent, offered_to, outbound, started_at, call_recording)) = self
+            .with_state(|st| {
                 let identified = st.pop.as_deref().and_then(|p| match &p.identification {
                     Identification::Known { customer }
                     | Identification::Provisional { customer } => Some(customer.id),
@@ -822,6 +830,7 @@ impl CallDesk {
                     st.offered_to.clone(),
                     st.outbound,
                     st.part_started.unwrap_or(self.started_at),
+                    st.recording.clone(),
                 )
             })
         else {
@@ -847,7 +856,9 @@ impl CallDesk {
                 agent: agent.clone(),
                 started_at,
                 ended_at: Some(now_ms()),
-                recording_path: recording.map(|p| p.display().to_string()),
+                recording_path: recording
+                    .or(call_recording.as_deref())
+                    .map(|p| p.display().to_string()),
                 ticket_ids: Vec::new(),
             };
             match store.record_interaction(&entry).await {
@@ -964,6 +975,49 @@ mod tests {
             "sip:+4930111@10.0.0.9"
         );
         assert_eq!(caller_id(&invite, &[], trunk), "sip:+4930111@10.0.0.9");
+    }
+
+    /// An agent whose in-page phone never came back leaves the call before it ends: their
+    /// trail entry names the call's recording (they talked on it), as the entry of the
+    /// agent who takes the call next does.
+    #[tokio::test]
+    async fn a_part_ended_early_has_the_calls_recording_in_the_trail() {
+        let dir = std::env::temp_dir().join(format!("hotline-part-{}", std::process::id()));
+        let store = Store::open_sqlite(dir.join("crm.db"), &Default::default())
+            .await
+            .expect("store");
+        let customer = store
+            .create_customer(
+                &hotline_crm::CustomerData {
+                    surname: "Weber".into(),
+                    ..Default::default()
+                },
+                &["+49301234567"],
+            )
+            .await
+            .expect("customer");
+        let (mut d, _rx) = desk(Duration::from_millis(10));
+        d.store = Some(store.clone());
+        let cd = CallDesk::with_caller(&d, "c-lost", "sip:+49301234567@trunk".into());
+        cd.arrived("support").await;
+        cd.offered("bob").await;
+        cd.answered();
+        let wav = std::path::Path::new("/recordings/1-c-lost.wav");
+        cd.recording(wav);
+        cd.part_ended("PhoneLost").await;
+        cd.offered("carol").await;
+        cd.answered();
+        cd.ended(EndReason::CallerHangup, Some(wav)).await;
+        let trail = store.trail(customer, 10).await.expect("trail");
+        let parts: Vec<_> = trail
+            .iter()
+            .map(|i| (i.agent.as_deref(), i.recording_path.as_deref()))
+            .collect();
+        let path = wav.to_str();
+        assert!(parts.contains(&(Some("bob"), path)), "{trail:?}");
+        assert!(parts.contains(&(Some("carol"), path)), "{trail:?}");
+        store.close().await;
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// Nobody subscribed (no CTI): no wait at all.

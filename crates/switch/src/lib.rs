@@ -150,6 +150,28 @@ pub struct QueueOptions {
     pub callback_prompt: Option<Prompt>,
 }
 
+/// How an extension (a SIP user called directly or by a transfer) is rung.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtensionOptions {
+    /// How long it rings before Hotline cancels the call to it.
+    pub ring_timeout: std::time::Duration,
+    /// Where a call it refuses, cannot take or lets ring out goes (e.g. a voicemail box);
+    /// `None`: a transfer's recall rules, else the call ends.
+    pub no_answer: Option<Route>,
+}
+
+impl Default for ExtensionOptions {
+    fn default() -> Self {
+        ExtensionOptions {
+            ring_timeout: std::time::Duration::from_secs(DEFAULT_RING_TIMEOUT_SECS),
+            no_answer: None,
+        }
+    }
+}
+
+/// How long an extension rings when `[[extensions]]` does not say.
+pub const DEFAULT_RING_TIMEOUT_SECS: u64 = 30;
+
 /// Call control configuration.
 #[derive(Debug, Clone)]
 pub struct SwitchConfig {
@@ -172,6 +194,9 @@ pub struct SwitchConfig {
     pub queues: HashMap<String, QueueOptions>,
     /// SIP users (a fallback number that is a user is called as an extension).
     pub users: HashSet<String>,
+    /// Ring timeout and no-answer destination by SIP user (`[[extensions]]`); a user
+    /// without an entry gets [`ExtensionOptions::default`].
+    pub extensions: HashMap<String, ExtensionOptions>,
     /// Spoken prompts for announcements; `None`: tones.
     pub voice: Option<Arc<announce::VoicePrompts>>,
     /// Directory for call recordings (stereo WAV, caller left); `None`: no recording.
@@ -212,6 +237,7 @@ impl SwitchConfig {
             hours: HashMap::new(),
             queues: HashMap::new(),
             users: HashSet::new(),
+            extensions: HashMap::new(),
             voice: None,
             recordings: None,
             clock: Clock::system(),

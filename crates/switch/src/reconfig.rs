@@ -32,6 +32,7 @@ pub(crate) fn merge(running: &SwitchConfig, new: SwitchConfig) -> SwitchConfig {
         hours: new.hours,
         queues: new.queues,
         users: new.users,
+        extensions: new.extensions,
         acd: new.acd,
         voice: new.voice.or_else(|| running.voice.clone()),
         trunk: new.trunk,
