@@ -27,14 +27,6 @@
 set -u
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
-OUT=${OUT:-$ROOT/sip-tests/out/bench/flood}
-SCEN="$ROOT/sip-tests/scenarios"
-BASE=${BASE_PORT:-15370}
-SUT_PORT=$BASE
-METRICS_PORT=$((BASE + 1))
-AGENT_PORT=$((BASE + 10))
-LEGIT_PORT=$((BASE + 20))
-FLOOD_PORT=$((BASE + 30))
 RATE=${RATE:-50}
 CALLS=${CALLS:-1000}
 HOLD_MS=${HOLD_MS:-2000}
@@ -42,16 +34,14 @@ AGENTS=${AGENTS:-200}
 FLOOD_RATE=${FLOOD_RATE:-20000}
 GUARD_RATE=${GUARD_RATE:-300}
 GUARD_BURST=${GUARD_BURST:-300}
-NICE=${NICE:-5}
-BIN=${BIN:-$ROOT/target/release/hotline}
 PHASE_SECS=$((CALLS / RATE + HOLD_MS / 1000 + 30))
 MAX_SECS=$((2 * PHASE_SECS + 120))
-mkdir -p "$OUT"
-cd "$OUT" || exit 1
-rm -f ./*.csv ./*.log ./*.stdout ./*.pid flood.db*
 
 # shellcheck source=lib.sh
 . "$HERE/lib.sh"
+bench_init flood 15370
+LEGIT_PORT=$((BASE + 20))
+FLOOD_PORT=$((BASE + 30))
 PIN_MAIN=(); PIN_FLOOD=()
 if [ -n "${FLOOD_CPU:-}" ]; then
 	MAIN_CPUS=${MAIN_CPUS:-$(seq 0 $(($(nproc) - 1)) | grep -vx "$FLOOD_CPU" | paste -sd, -)}
@@ -64,11 +54,7 @@ stats() { sort -n | awk '{ v[NR] = $1 } END {
 	m = int((NR + 1) / 2); p = int(NR * 0.99 + 0.999); if (p > NR) p = NR
 	print v[m], v[p], NR }'; }
 
-command -v sipp >/dev/null || { echo "sipp missing (apt-get install sip-tester)" >&2; exit 1; }
-if [ "${NO_BUILD:-0}" != 1 ]; then
-	(cd "$ROOT" && nice -n "$NICE" cargo build --release --locked -p hotline) || exit 1
-fi
-ulimit -n "$(ulimit -Hn)" 2>/dev/null
+bench_ready
 
 {
 	printf '[sip]\nudp = ["127.0.0.1:%d"]\ntrusted = ["127.0.0.4/32"]\ndigest_algorithms = ["MD5"]\n' $SUT_PORT
@@ -84,10 +70,7 @@ ulimit -n "$(ulimit -Hn)" 2>/dev/null
 { echo SEQUENTIAL; for i in $(seq "$AGENTS"); do printf 'agent%04d\n' "$i"; done; } >agents.csv
 
 echo "flood rate=$RATE/s calls=$CALLS hold_ms=$HOLD_MS agents=$AGENTS flood_rate=$FLOOD_RATE/s guard=$GUARD_RATE/s+$GUARD_BURST cpus=$(nproc) flood_cpu=${FLOOD_CPU:-shared} load_before=$(cut -d' ' -f1-3 /proc/loadavg)"
-NO_COLOR=1 RUST_LOG=warn "${PIN_MAIN[@]}" nice -n "$NICE" "$BIN" serve --config flood.toml >hotline.log 2>&1 &
-HPID=$!
-PIDS="$PIDS $HPID"
-wait_port $SUT_PORT || { echo "hotline did not start; see $OUT/hotline.log" >&2; exit 1; }
+hotline_bg flood.toml "${PIN_MAIN[@]}" || exit 1
 sipp_bg register -sf "$SCEN/register_csv.xml" -inf agents.csv 127.0.0.1:$SUT_PORT -i 127.0.0.4 -p $AGENT_PORT \
 	-r 200 -m "$AGENTS" -timeout 60s -timeout_error
 wait "$(cat register.pid)"

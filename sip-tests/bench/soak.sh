@@ -30,14 +30,7 @@ set -u
 MINUTES=${1:?usage: soak.sh MINUTES}
 HERE=$(cd "$(dirname "$0")" && pwd)
 ROOT=$(cd "$HERE/../.." && pwd)
-OUT=${OUT:-$ROOT/sip-tests/out/bench/soak}
 IP=127.0.0.1
-BASE=${BASE_PORT:-15170}
-SUT_PORT=$BASE
-METRICS_PORT=$((BASE + 1))
-AGENT_PORT=$((BASE + 10))
-XFER_PORT=$((BASE + 12))
-CALLER_PORT=$((BASE + 20))
 TALK_RATE=${TALK_RATE:-12}
 ABANDON_RATE=${ABANDON_RATE:-4}
 IVR_RATE=${IVR_RATE:-4}
@@ -46,19 +39,16 @@ TALK_MS=${TALK_MS:-20000}
 ABANDON_MS=${ABANDON_MS:-5000}
 AGENTS=${AGENTS:-800}
 XFER_AGENTS=${XFER_AGENTS:-60}
-NICE=${NICE:-5}
 SECS=$((MINUTES * 60))
 MAX_SECS=$((SECS + 300))
-BIN=${BIN:-$ROOT/target/release/hotline}
-SCEN="$ROOT/sip-tests/scenarios"
 SHARED=${SHARED:-$ROOT/../shared/bench/sip}
-mkdir -p "$OUT"
-cd "$OUT" || exit 1
-rm -f ./*.csv ./*.log ./*.stdout ./*.pid soak.db*
 
 STAT_SECS=5
 # shellcheck source=lib.sh
 . "$HERE/lib.sh"
+bench_init soak 15170
+XFER_PORT=$((BASE + 12))
+CALLER_PORT=$((BASE + 20))
 rss_kb() { awk '/^VmRSS:/{print $2}' "/proc/$HPID/status" 2>/dev/null || echo 0; }
 fds() { find "/proc/$HPID/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l; }
 sockets() { find "/proc/$HPID/fd" -mindepth 1 -maxdepth 1 -lname 'socket:*' 2>/dev/null | wc -l; }
@@ -82,11 +72,7 @@ sample() {   # sample <label>
 }
 field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" <<<"$2"; }
 
-command -v sipp >/dev/null || { echo "sipp missing (apt-get install sip-tester)" >&2; exit 1; }
-if [ "${NO_BUILD:-0}" != 1 ]; then
-	(cd "$ROOT" && nice -n "$NICE" cargo build --release --locked -p hotline) || exit 1
-fi
-ulimit -n "$(ulimit -Hn)" 2>/dev/null
+bench_ready
 make_caller_wav   # caller.wav in the working directory (lib.sh)
 
 {
@@ -107,10 +93,7 @@ make_caller_wav   # caller.wav in the working directory (lib.sh)
 { echo SEQUENTIAL; for i in $(seq "$XFER_AGENTS"); do printf 'xfer%04d;%s\n' "$i" $IP; done; } >xfer.csv
 
 echo "soak minutes=$MINUTES rates talk=$TALK_RATE abandon=$ABANDON_RATE ivr=$IVR_RATE transfer=$XFER_RATE /s talk_ms=$TALK_MS agents=$AGENTS+$XFER_AGENTS cpus=$(nproc) load_before=$(cut -d' ' -f1-3 /proc/loadavg)"
-NO_COLOR=1 RUST_LOG=warn nice -n "$NICE" "$BIN" serve --config soak.toml >hotline.log 2>&1 &
-HPID=$!
-PIDS="$PIDS $HPID"
-wait_port $SUT_PORT || { echo "hotline did not start; see $OUT/hotline.log" >&2; exit 1; }
+hotline_bg soak.toml || exit 1
 # Agents register from the ports their UAS then listens on.
 sipp_bg register -sf "$SHARED/register.xml" -inf agents.csv $IP:$SUT_PORT -i $IP -p $AGENT_PORT -r 500 -m "$AGENTS" -timeout 60s -timeout_error
 wait "$(cat register.pid)"

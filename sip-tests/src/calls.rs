@@ -40,7 +40,24 @@ pub async fn agent(
     scenario: &str,
     extra: &[&str],
 ) -> anyhow::Result<Sipp> {
+    agent_with(server, user, scenario, |b| b.args(extra.iter().copied())).await
+}
+
+/// [`agent`] with the UAS's command line shaped by `uas` (arguments, `-m`, `-timeout`).
+pub async fn agent_with(
+    server: SocketAddr,
+    user: &str,
+    scenario: &str,
+    uas: impl FnOnce(SippBuilder) -> SippBuilder,
+) -> anyhow::Result<Sipp> {
     let port = free_port();
+    register(server, user, port).await?;
+    device(user, port, scenario, uas).await
+}
+
+/// Registers `user` (password `<user>-pw`) once from `port` with SIPp: the contact a
+/// UAS or a raw socket on that port then answers at.
+pub async fn register(server: SocketAddr, user: &str, port: u16) -> anyhow::Result<()> {
     let pw = format!("{user}-pw");
     SippBuilder::new(
         &format!("{user}-register"),
@@ -51,11 +68,21 @@ pub async fn agent(
     .args(["-s", user, "-au", user, "-ap", &pw])
     .spawn(Some(server))?
     .expect_success()
-    .await?;
-    let sipp = SippBuilder::new(&format!("{user}-uas"), scenario, Proto::Udp, port)
-        .args(["-s", user])
-        .args(extra.iter().copied())
-        .spawn(None)?;
+    .await
+}
+
+/// `user`'s SIPp UAS `scenario` on `port` (registered there before), shaped by `uas`;
+/// bound when this returns.
+pub async fn device(
+    user: &str,
+    port: u16,
+    scenario: &str,
+    uas: impl FnOnce(SippBuilder) -> SippBuilder,
+) -> anyhow::Result<Sipp> {
+    let sipp = uas(
+        SippBuilder::new(&format!("{user}-uas"), scenario, Proto::Udp, port).args(["-s", user]),
+    )
+    .spawn(None)?;
     wait_bound(port, Proto::Udp).await?;
     Ok(sipp)
 }

@@ -12,7 +12,7 @@ use anyhow::{Context, bail};
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
 
-use crate::{Proto, SippBuilder, TRUSTED_IP, free_port};
+use crate::{TRUSTED_IP, free_port};
 
 const WAIT: Duration = Duration::from_secs(10);
 /// The byte every payload of the caller's audio is made of.
@@ -32,6 +32,13 @@ pub struct Heard {
     /// Audio packets whose payload is one byte repeated, by that byte (what a party
     /// sending a constant sounds like after relay or mix).
     pub uniform: std::collections::HashMap<u8, u64>,
+}
+
+impl Heard {
+    /// Packets of the party whose audio is `mark` repeated (see [`Heard::uniform`]).
+    pub fn of(&self, mark: u8) -> u64 {
+        self.uniform.get(&mark).copied().unwrap_or(0)
+    }
 }
 
 /// The calling phone: SIP on raw UDP, RTP out every 20 ms, RTP in counted.
@@ -278,17 +285,7 @@ impl RawPhone {
 
     pub async fn register(server: SocketAddr, user: &str, mark: u8) -> anyhow::Result<RawPhone> {
         let port = free_port();
-        let pw = format!("{user}-pw");
-        SippBuilder::new(
-            &format!("desk-raw-{user}"),
-            "register_once.xml",
-            Proto::Udp,
-            port,
-        )
-        .args(["-s", user, "-au", user, "-ap", &pw])
-        .spawn(Some(server))?
-        .expect_success()
-        .await?;
+        crate::calls::register(server, user, port).await?;
         Ok(RawPhone {
             sip: UdpSocket::bind(("127.0.0.1", port)).await?,
             server,

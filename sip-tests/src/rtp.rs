@@ -5,30 +5,27 @@
 
 use std::sync::atomic::{AtomicU16, Ordering};
 
-/// Where the blocks start: above the ranges the tests outside this table still write
-/// themselves (`cti_commands` 11000–14999).
-const FIRST: u16 = 15_000;
+/// Where the blocks start.
+const FIRST: u16 = 11_000;
 
-/// Ranges the tests outside [`BLOCKS`] hard-code (`desk_browser`, `attended_transfer`,
-/// `webrtc_agent`, `cti_commands`); blocks stay clear of them.
-const RESERVED: &[[u16; 2]] = &[
-    [11_000, 14_999],
-    [27_000, 27_799],
-    [43_600, 43_899],
-    [46_400, 46_599],
-    [47_000, 47_099],
-];
+/// Ranges tests outside sip-tests hard-code below the ephemeral ports, which run side by
+/// side with these (`crates/media/tests/relay_loopback.rs`,
+/// `crates/switch/tests/raw_udp.rs`); blocks stay clear of them.
+const RESERVED: &[[u16; 2]] = &[[13_000, 13_199], [25_000, 25_099]];
 
 /// Test binaries and the ports their servers take in all (the sum of their
 /// [`rtp_ports`] calls), laid out one after the other from [`FIRST`], skipping
 /// [`RESERVED`]. A binary not listed here gets no ports: add it.
 const BLOCKS: &[(&str, u16)] = &[
     ("admin_browser", 200),
+    ("attended_transfer", 300),
     ("baresip_agent", 200),
     ("callpath", 800),
     ("cdr_store", 200),
     ("chaos", 1000),
     ("cti", 1000),
+    ("cti_commands", 3800),
+    ("desk_browser", 800),
     ("drain", 200),
     ("incall", 1600),
     ("live_apply", 200),
@@ -39,9 +36,11 @@ const BLOCKS: &[(&str, u16)] = &[
     ("store_outage", 200),
     ("supervise", 600),
     ("tollfraud", 200),
+    ("transfer_recall", 600),
     ("transports", 300),
     ("voicemail", 600),
     ("wallboard", 200),
+    ("webrtc_agent", 300),
 ];
 
 /// Every block, `(binary, first, last)`, in the order of [`BLOCKS`].

@@ -11,12 +11,12 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use hotline_sip_tests::{TRUSTED_IP, start_hotline_with};
+use hotline_sip_tests::{TRUSTED_IP, media, start_hotline_with};
 use hotline_switch::{CallEnd, EndReason};
 use tokio::net::UdpSocket;
 
-const CONFIG: &str = "[media]\nrtp_ip = \"127.0.0.1\"\nrtp_ports = [43600, 43799]\n\
-                      no_rtp_timeout_secs = 0\n\
+/// The rest of `[media]` (after [`media`]) and the numbers.
+const CONFIG: &str = "no_rtp_timeout_secs = 0\n\
                       [[numbers]]\nnumber = \"4301\"\nextension = \"bob\"\n\
                       [[numbers]]\nnumber = \"4302\"\nextension = \"carol\"\n";
 
@@ -204,7 +204,7 @@ async fn next_end(rx: &mut tokio::sync::mpsc::Receiver<CallEnd>) -> anyhow::Resu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attended_transfer_hands_the_consulted_agent_to_the_caller() -> anyhow::Result<()> {
-    let mut h = start_hotline_with(CONFIG).await?;
+    let mut h = start_hotline_with(&(media(200) + CONFIG)).await?;
     let server = h.sip.udp_addrs()[0];
     let mut ended = h
         .switch
@@ -301,7 +301,7 @@ async fn attended_transfer_hands_the_consulted_agent_to_the_caller() -> anyhow::
 /// 481, and the agent keeps the caller (nothing is released).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn attended_transfer_to_an_unknown_dialog_fails_and_keeps_the_call() -> anyhow::Result<()> {
-    let mut h = start_hotline_with(&CONFIG.replace("43600, 43799", "43800, 43899")).await?;
+    let mut h = start_hotline_with(&(media(100) + CONFIG)).await?;
     let server = h.sip.udp_addrs()[0];
     let mut ended = h
         .switch

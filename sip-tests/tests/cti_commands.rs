@@ -14,8 +14,9 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use client::{Desk, ORIGIN};
-use hotline_sip_tests::rawua::{CALLER, Caller, Heard, MARK, RawPhone};
-use hotline_sip_tests::{Proto, Sipp, SippBuilder, free_port, wait_bound};
+use hotline_sip_tests::calls::agent_with;
+use hotline_sip_tests::rawua::{CALLER, Caller, MARK, RawPhone};
+use hotline_sip_tests::{Proto, Sipp, SippBuilder, free_port, media, wait_bound};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -50,24 +51,10 @@ async fn refusal_audited(
 /// Registers `user` with SIPp from a fresh port and runs `scenario` there as its phone,
 /// echoing RTP.
 async fn phone(server: SocketAddr, user: &str, scenario: &str) -> anyhow::Result<Sipp> {
-    let port = free_port();
-    let pw = format!("{user}-pw");
-    SippBuilder::new(
-        &format!("desk-{user}-register"),
-        "register_once.xml",
-        Proto::Udp,
-        port,
-    )
-    .args(["-s", user, "-au", user, "-ap", &pw])
-    .spawn(Some(server))?
-    .expect_success()
-    .await?;
-    let sipp = SippBuilder::new(&format!("desk-{user}-uas"), scenario, Proto::Udp, port)
-        .args(["-s", user, "-rtp_echo"])
-        .set("-timeout", "40s")
-        .spawn(None)?;
-    wait_bound(port, Proto::Udp).await?;
-    Ok(sipp)
+    agent_with(server, user, scenario, |b| {
+        b.arg("-rtp_echo").set("-timeout", "40s")
+    })
+    .await
 }
 
 struct Rig {
@@ -80,14 +67,14 @@ struct Rig {
 }
 
 /// Hotline with queue `support` (4100, bob) and `sales` (4200, dave), users bob, carol
-/// and dave with desks, recording into a fresh directory. RTP ranges are below the OS's
-/// ephemeral ports (32768+), so sockets bound to port 0 elsewhere cannot take them.
-async fn rig(name: &str, ports: [u16; 2]) -> anyhow::Result<Rig> {
-    rig_with(name, ports, "", "").await
+/// and dave with desks, recording into a fresh directory, on 200 RTP ports of this
+/// binary's block.
+async fn rig(name: &str) -> anyhow::Result<Rig> {
+    rig_with(name, "", "").await
 }
 
 /// [`rig`] with more `[sip]` keys and more configuration.
-async fn rig_with(name: &str, ports: [u16; 2], sip: &str, more: &str) -> anyhow::Result<Rig> {
+async fn rig_with(name: &str, sip: &str, more: &str) -> anyhow::Result<Rig> {
     let hash = hotline_cti::hash_password("desk-pw")?;
     let recordings = std::env::temp_dir().join(format!("hotline-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&recordings)?;
@@ -99,7 +86,7 @@ async fn rig_with(name: &str, ports: [u16; 2], sip: &str, more: &str) -> anyhow:
     }
     let cfg = format!(
         "[[users]]\nname = \"dave\"\npassword = \"dave-pw\"\n\
-         [media]\nrtp_ip = \"127.0.0.1\"\nrtp_ports = [{}, {}]\nrecordings = \"{}\"\n\
+         {}recordings = \"{}\"\n\
          [[numbers]]\nnumber = \"4100\"\nqueue = \"support\"\n\
          [[numbers]]\nnumber = \"4200\"\nqueue = \"sales\"\n\
          [acd]\n[[acd.queue]]\nname = \"support\"\nwrapup_secs = 60\n\
@@ -108,8 +95,7 @@ async fn rig_with(name: &str, ports: [u16; 2], sip: &str, more: &str) -> anyhow:
          [[acd.agent]]\nid = \"carol\"\nqueues = {{ support = 0 }}\n\
          [[acd.agent]]\nid = \"dave\"\nqueues = {{ sales = 0 }}\n\
          [cti]\nlisten = \"127.0.0.1:0\"\nallowed_origins = [\"{ORIGIN}\"]\n{desks}{more}",
-        ports[0],
-        ports[1],
+        media(200),
         recordings.display()
     );
     let mut h = hotline_sip_tests::start_hotline_with_sip(sip, &cfg).await?;
@@ -164,6 +150,16 @@ impl Rig {
     }
 }
 
+/// [`rig_with`] and a trunk: outside numbers go to the raw UA `trunk` (sending `mark`)
+/// as `[sip] static_route`, and agents may dial German numbers ([`DIAL_RULES`]).
+async fn trunk_rig(name: &str, mark: u8, more: &str) -> anyhow::Result<(Rig, RawPhone)> {
+    let mut trunk = RawPhone::trunk(SocketAddr::from(([127, 0, 0, 1], 0)), mark).await?;
+    let route = format!("static_route = \"sip:127.0.0.1:{}\"\n", trunk.port()?);
+    let rig = rig_with(name, &route, &format!("{DIAL_RULES}{more}")).await?;
+    trunk.set_server(rig.server);
+    Ok((rig, trunk))
+}
+
 /// A call from the caller to `number`, answered by the agent whose desk is `desk`:
 /// returns the call id once the desk saw `call.answered` and the agent's echo arrives.
 async fn answered_call(
@@ -184,6 +180,21 @@ async fn answered_call(
     Ok((caller, call_id))
 }
 
+/// bob consults `to` on `call_id` (the caller held) and hangs up his phone while `to`
+/// still rings: the transfer goes on without him. Returns `call.transferred`.
+async fn consult_and_hang_up(
+    bob: &mut Desk,
+    bob_phone: &mut RawPhone,
+    call_id: &str,
+    to: &str,
+) -> anyhow::Result<Value> {
+    bob.ok(json!({"type": "call.transfer", "call_id": call_id, "to": to, "attended": true}))
+        .await;
+    bob.event("call.held").await;
+    bob_phone.hangup().await?;
+    Ok(bob.event("call.transferred").await.1)
+}
+
 fn cmd(kind: &str, call_id: &str) -> Value {
     json!({"type": kind, "call_id": call_id})
 }
@@ -194,7 +205,7 @@ fn cmd(kind: &str, call_id: &str) -> Value {
 /// hold and an unknown call are refused with codes and change nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn desk_holds_and_resumes_the_caller() -> anyhow::Result<()> {
-    let rig = rig("deskhold", [11000, 11199]).await?;
+    let rig = rig("deskhold").await?;
     let mut bob = rig.desk("bob", true).await?;
     let mut carol = rig.desk("carol", false).await?;
     let bob_phone = phone(rig.server, "bob", "uas_call.xml").await?;
@@ -255,7 +266,7 @@ async fn desk_holds_and_resumes_the_caller() -> anyhow::Result<()> {
 /// desk as `call.held` and `call.resumed` too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn phone_hold_is_published_to_the_desk() -> anyhow::Result<()> {
-    let rig = rig("phonehold", [11200, 11399]).await?;
+    let rig = rig("phonehold").await?;
     let mut bob = rig.desk("bob", true).await?;
     let bob_phone = phone(rig.server, "bob", "uas_hold_resume.xml").await?;
     let (caller, call_id) = answered_call(&rig, &mut bob, "4100").await?;
@@ -288,7 +299,7 @@ async fn state(desk: &mut Desk, want: &str) -> Value {
 /// codes while the call stays as it was. The CDR counts two transfers, agent carol.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn desk_transfers_blind_to_a_queue_and_an_agent() -> anyhow::Result<()> {
-    let rig = rig("desktransfer", [11400, 11599]).await?;
+    let rig = rig("desktransfer").await?;
     let mut bob = rig.desk("bob", true).await?;
     let mut dave = rig.desk("dave", true).await?;
     // Not ready: the ACD offers her nothing, but a transfer to her phone reaches her desk.
@@ -385,7 +396,7 @@ async fn desk_transfers_blind_to_a_queue_and_an_agent() -> anyhow::Result<()> {
 /// are refused before anything is sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn desk_sends_dtmf_to_the_caller() -> anyhow::Result<()> {
-    let rig = rig("deskdtmf", [11600, 11799]).await?;
+    let rig = rig("deskdtmf").await?;
     let mut bob = rig.desk("bob", true).await?;
     let bob_phone = phone(rig.server, "bob", "uas_call.xml").await?;
     let (mut caller, call_id) = answered_call(&rig, &mut bob, "4100").await?;
@@ -411,7 +422,7 @@ async fn desk_sends_dtmf_to_the_caller() -> anyhow::Result<()> {
 /// CDR keeps its path. Pausing twice or resuming an unpaused recording is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn desk_pauses_and_resumes_the_recording() -> anyhow::Result<()> {
-    let rig = rig("deskrec", [11800, 11999]).await?;
+    let rig = rig("deskrec").await?;
     let mut bob = rig.desk("bob", true).await?;
     let bob_phone = phone(rig.server, "bob", "uas_call.xml").await?;
     let (mut caller, call_id) = answered_call(&rig, &mut bob, "4100").await?;
@@ -476,7 +487,7 @@ async fn desk_pauses_and_resumes_the_recording() -> anyhow::Result<()> {
 /// attended transfer to a queue, are refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn desk_transfers_attended_with_cancel_and_complete() -> anyhow::Result<()> {
-    let rig = rig("deskattended", [12000, 12199]).await?;
+    let rig = rig("deskattended").await?;
     let mut bob = rig.desk("bob", true).await?;
     let bob_phone = phone(rig.server, "bob", "uas_call.xml").await?;
     let carol_phone = phone(rig.server, "carol", "uas_call.xml").await?;
@@ -548,7 +559,7 @@ async fn desk_transfers_attended_with_cancel_and_complete() -> anyhow::Result<()
 async fn a_desk_that_stops_reading_is_disconnected() -> anyhow::Result<()> {
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
-    let rig = rig("slowdesk", [12200, 12399]).await?;
+    let rig = rig("slowdesk").await?;
     let mut req = format!("ws://{}/cti", rig.cti).into_client_request()?;
     req.headers_mut().insert("Origin", ORIGIN.parse()?);
     let (mut ws, _) = tokio_tungstenite::connect_async(req).await?;
@@ -618,7 +629,6 @@ async fn desk_dials_a_customer() -> anyhow::Result<()> {
     wait_bound(trunk_port, Proto::Udp).await?;
     let rig = rig_with(
         "deskdial",
-        [12400, 12599],
         &format!("static_route = \"sip:127.0.0.1:{trunk_port}\"\n"),
         &format!("{DIAL_RULES}[crm]\n[store]\nurl = \"{loc}\"\n"),
     )
@@ -694,7 +704,7 @@ async fn desk_dials_a_customer() -> anyhow::Result<()> {
 /// `call.transferred` too, and the desk loses control of the call.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn phone_refer_is_published_to_the_desk() -> anyhow::Result<()> {
-    let rig = rig("phonerefer", [12600, 12799]).await?;
+    let rig = rig("phonerefer").await?;
     let mut bob = rig.desk("bob", true).await?;
     let port = free_port();
     SippBuilder::new("desk-bob-register", "register_once.xml", Proto::Udp, port)
@@ -736,7 +746,7 @@ async fn desk_conferences_a_third_party() -> anyhow::Result<()> {
         let u = Law::Ulaw;
         u.encode((i32::from(u.decode(a)) + i32::from(u.decode(b))).clamp(-32768, 32767) as i16)
     };
-    let rig = rig("deskconf", [12800, 12999]).await?;
+    let rig = rig("deskconf").await?;
     let mut bob = rig.desk("bob", true).await?;
     let mut bob_phone = RawPhone::register(rig.server, "bob", BOB).await?;
     let mut carol_phone = RawPhone::register(rig.server, "carol", CAROL).await?;
@@ -759,15 +769,14 @@ async fn desk_conferences_a_third_party() -> anyhow::Result<()> {
     bob.ok(conf("carol")).await;
     carol_phone.answer().await?;
     let (to_caller, to_bob, to_carol) = (sum(BOB, CAROL), sum(MARK, CAROL), sum(MARK, BOB));
-    let n = |h: &Heard, b: u8| h.uniform.get(&b).copied().unwrap_or(0);
     caller
-        .until("bob + carol", |h| n(h, to_caller) >= 25)
+        .until("bob + carol", |h| h.of(to_caller) >= 25)
         .await?;
     bob_phone
-        .until("caller + carol", |h| n(h, to_bob) >= 25)
+        .until("caller + carol", |h| h.of(to_bob) >= 25)
         .await?;
     carol_phone
-        .until("caller + bob", |h| n(h, to_carol) >= 25)
+        .until("caller + bob", |h| h.of(to_carol) >= 25)
         .await?;
     bob.fails(cmd("call.hold", &call_id), "invalid_state").await;
     bob.fails(conf("dave"), "invalid_state").await;
@@ -775,12 +784,12 @@ async fn desk_conferences_a_third_party() -> anyhow::Result<()> {
     bob_phone.hangup().await?;
     let (_, t) = bob.event("call.transferred").await;
     assert_eq!(t["data"]["to"], "extension:carol");
-    let before = n(&caller.heard(), CAROL);
+    let before = caller.heard().of(CAROL);
     caller
-        .until("carol alone, relayed", |h| n(h, CAROL) >= before + 25)
+        .until("carol alone, relayed", |h| h.of(CAROL) >= before + 25)
         .await?;
     carol_phone
-        .until("the caller alone", |h| n(h, MARK) >= 25)
+        .until("the caller alone", |h| h.of(MARK) >= 25)
         .await?;
     caller.hangup().await?;
     carol_phone.bye().await?;
@@ -806,17 +815,12 @@ async fn desk_transfers_to_outside_numbers_within_the_dial_rules() -> anyhow::Re
     let db = std::env::temp_dir().join(format!("hotline_outside_{}.sqlite", std::process::id()));
     let loc = db.display().to_string();
     let store = hotline_crm::Store::open(&loc, &hotline_crm::StoreConfig::default()).await?;
-    let server = SocketAddr::from(([127, 0, 0, 1], 0));
-    let mut trunk = RawPhone::trunk(server, TRUNK).await?;
-    let trunk_port = trunk.port()?;
-    let mut rig = rig_with(
+    let (mut rig, mut trunk) = trunk_rig(
         "deskoutside",
-        [13000, 13199],
-        &format!("static_route = \"sip:127.0.0.1:{trunk_port}\"\n"),
-        &format!("{DIAL_RULES}[crm]\n[store]\nurl = \"{loc}\"\n"),
+        TRUNK,
+        &format!("[crm]\n[store]\nurl = \"{loc}\"\n"),
     )
     .await?;
-    trunk.set_server(rig.server);
     let mut bob = rig.desk("bob", true).await?;
     let bob_phone = phone(rig.server, "bob", "uas_call.xml").await?;
     let (mut caller, call_id) = answered_call(&rig, &mut bob, "4100").await?;
@@ -850,11 +854,10 @@ async fn desk_transfers_to_outside_numbers_within_the_dial_rules() -> anyhow::Re
         invite.starts_with(&format!("INVITE sip:{ALLOWED}@")),
         "{invite}"
     );
-    let n = |h: &Heard, b: u8| h.uniform.get(&b).copied().unwrap_or(0);
     caller
-        .until("the outside party", |h| n(h, TRUNK) >= 25)
+        .until("the outside party", |h| h.of(TRUNK) >= 25)
         .await?;
-    trunk.until("the caller", |h| n(h, MARK) >= 25).await?;
+    trunk.until("the caller", |h| h.of(MARK) >= 25).await?;
     // Bob's part is over: his disposition is saved while the caller talks on outside.
     bob.ok(json!({"type": "call.disposition", "call_id": call_id, "code": "done", "notes": "to the branch"}))
         .await;
@@ -942,19 +945,18 @@ fn transfer_lines(rig: &Rig) -> anyhow::Result<Vec<hotline_cdr::QueueEvent>> {
 async fn agent_hanging_up_while_consulting_completes_the_transfer() -> anyhow::Result<()> {
     const BOB: u8 = 0x33;
     const DAVE: u8 = 0x55;
-    let rig = rig("consulthangup", [13200, 13399]).await?;
+    let rig = rig("consulthangup").await?;
     let mut bob = rig.desk("bob", true).await?;
     let mut bob_phone = RawPhone::register(rig.server, "bob", BOB).await?;
     let mut dave_phone = RawPhone::register(rig.server, "dave", DAVE).await?;
     let (mut caller, call_id) = raw_answered_call(&rig, &mut bob, &mut bob_phone, BOB).await?;
-    let n = |h: &Heard, b: u8| h.uniform.get(&b).copied().unwrap_or(0);
 
     bob.ok(json!({"type": "call.transfer", "call_id": call_id, "to": "dave", "attended": true}))
         .await;
     bob.event("call.held").await;
     dave_phone.answer().await?;
     bob_phone
-        .until("dave during the consultation", |h| n(h, DAVE) >= 25)
+        .until("dave during the consultation", |h| h.of(DAVE) >= 25)
         .await?;
     assert!(transfer_lines(&rig)?.is_empty(), "no transfer yet");
 
@@ -962,11 +964,11 @@ async fn agent_hanging_up_while_consulting_completes_the_transfer() -> anyhow::R
     let (_, t) = bob.event("call.transferred").await;
     assert_eq!(t["data"]["call_id"], call_id.as_str());
     assert_eq!(t["data"]["to"], "extension:dave");
-    let at = n(&caller.heard(), DAVE);
+    let at = caller.heard().of(DAVE);
     caller
-        .until("dave, after bob hung up", |h| n(h, DAVE) >= at + 25)
+        .until("dave, after bob hung up", |h| h.of(DAVE) >= at + 25)
         .await?;
-    dave_phone.until("the caller", |h| n(h, MARK) >= 25).await?;
+    dave_phone.until("the caller", |h| h.of(MARK) >= 25).await?;
     caller.hangup().await?;
     dave_phone.bye().await?;
     let cdr = rig.cdrs()?.wait_calls(1, WAIT).await;
@@ -995,7 +997,6 @@ async fn transferring_agent_saves_the_disposition_of_their_part() -> anyhow::Res
     let store = hotline_crm::Store::open(&loc, &hotline_crm::StoreConfig::default()).await?;
     let mut rig = rig_with(
         "deskparts",
-        [14600, 14799],
         "",
         &format!("[crm]\n[store]\nurl = \"{loc}\"\n"),
     )
@@ -1005,7 +1006,6 @@ async fn transferring_agent_saves_the_disposition_of_their_part() -> anyhow::Res
     let mut bob_phone = RawPhone::register(rig.server, "bob", BOB).await?;
     let mut dave_phone = RawPhone::register(rig.server, "dave", DAVE).await?;
     let (mut caller, call_id) = raw_answered_call(&rig, &mut bob, &mut bob_phone, BOB).await?;
-    let n = |h: &Heard, b: u8| h.uniform.get(&b).copied().unwrap_or(0);
 
     bob.ok(json!({"type": "call.transfer", "call_id": call_id, "to": "agent:dave"}))
         .await;
@@ -1014,7 +1014,7 @@ async fn transferring_agent_saves_the_disposition_of_their_part() -> anyhow::Res
     bob.ok(json!({"type": "call.disposition", "call_id": call_id, "code": "done", "notes": "for dave"}))
         .await;
     dave_phone.answer().await?;
-    caller.until("dave", |h| n(h, DAVE) >= 25).await?;
+    caller.until("dave", |h| h.of(DAVE) >= 25).await?;
     caller.hangup().await?;
     dave_phone.bye().await?;
     let (_, ended) = dave.event("call.ended").await;
@@ -1065,20 +1065,15 @@ async fn refused_transfer_target_sends_the_caller_back_to_the_queue() -> anyhow:
     const BOB: u8 = 0x33;
     const DAVE: u8 = 0x55;
     const CAROL: u8 = 0x22;
-    let rig = rig("consultrefused", [14200, 14399]).await?;
+    let rig = rig("consultrefused").await?;
     let mut bob = rig.desk("bob", true).await?;
     let mut bob_phone = RawPhone::register(rig.server, "bob", BOB).await?;
     let dave_phone = RawPhone::register(rig.server, "dave", DAVE).await?;
     let mut carol_phone = RawPhone::register(rig.server, "carol", CAROL).await?;
     let (mut caller, call_id) = raw_answered_call(&rig, &mut bob, &mut bob_phone, BOB).await?;
     let mut carol = rig.desk("carol", true).await?;
-    let n = |h: &Heard, b: u8| h.uniform.get(&b).copied().unwrap_or(0);
 
-    bob.ok(json!({"type": "call.transfer", "call_id": call_id, "to": "dave", "attended": true}))
-        .await;
-    bob.event("call.held").await;
-    bob_phone.hangup().await?;
-    let (_, t) = bob.event("call.transferred").await;
+    let t = consult_and_hang_up(&mut bob, &mut bob_phone, &call_id, "dave").await?;
     assert_eq!(t["data"]["to"], "extension:dave");
     let at = caller.heard().other;
     caller
@@ -1089,9 +1084,9 @@ async fn refused_transfer_target_sends_the_caller_back_to_the_queue() -> anyhow:
     assert_eq!(offered["data"]["call_id"], call_id.as_str());
     assert_eq!(offered["data"]["queue"], "support");
     carol_phone.answer().await?;
-    caller.until("carol", |h| n(h, CAROL) >= 25).await?;
+    caller.until("carol", |h| h.of(CAROL) >= 25).await?;
     carol_phone
-        .until("the caller", |h| n(h, MARK) >= 25)
+        .until("the caller", |h| h.of(MARK) >= 25)
         .await?;
     caller.hangup().await?;
     carol_phone.bye().await?;
@@ -1146,34 +1141,19 @@ async fn refused_transfer_target_rings_the_transferring_agent_again() -> anyhow:
     const DAVE: u8 = 0x55;
     const TRUNK: u8 = 0x44;
     const CUSTOMER: &str = "+4989123456";
-    let server = SocketAddr::from(([127, 0, 0, 1], 0));
-    let mut trunk = RawPhone::trunk(server, TRUNK).await?;
-    let trunk_port = trunk.port()?;
-    let rig = rig_with(
-        "consultback",
-        [14400, 14599],
-        &format!("static_route = \"sip:127.0.0.1:{trunk_port}\"\n"),
-        DIAL_RULES,
-    )
-    .await?;
-    trunk.set_server(rig.server);
+    let (rig, mut trunk) = trunk_rig("consultback", TRUNK, "").await?;
     let mut bob = rig.desk("bob", false).await?;
     let mut bob_phone = RawPhone::register(rig.server, "bob", BOB).await?;
     let dave_phone = RawPhone::register(rig.server, "dave", DAVE).await?;
-    let n = |h: &Heard, b: u8| h.uniform.get(&b).copied().unwrap_or(0);
     let placed = bob
         .ok(json!({"type": "call.dial", "number": CUSTOMER}))
         .await;
     let call_id = placed["call_id"].as_str().context("call_id")?.to_string();
     bob_phone.answer().await?;
     trunk.answer().await?;
-    trunk.until("bob", |h| n(h, BOB) >= 25).await?;
+    trunk.until("bob", |h| h.of(BOB) >= 25).await?;
 
-    bob.ok(json!({"type": "call.transfer", "call_id": call_id, "to": "dave", "attended": true}))
-        .await;
-    bob.event("call.held").await;
-    bob_phone.hangup().await?;
-    let (_, t) = bob.event("call.transferred").await;
+    let t = consult_and_hang_up(&mut bob, &mut bob_phone, &call_id, "dave").await?;
     assert_eq!(t["data"]["to"], "extension:dave");
     dave_phone.decline(486).await?;
     let again = bob_phone.decline(480).await?;
@@ -1197,27 +1177,12 @@ async fn agent_hanging_up_while_an_outside_number_rings_transfers_blind() -> any
     const BOB: u8 = 0x33;
     const TRUNK: u8 = 0x44;
     const ALLOWED: &str = "+4989123456";
-    let server = SocketAddr::from(([127, 0, 0, 1], 0));
-    let mut trunk = RawPhone::trunk(server, TRUNK).await?;
-    let trunk_port = trunk.port()?;
-    let rig = rig_with(
-        "consultoutside",
-        [13400, 13599],
-        &format!("static_route = \"sip:127.0.0.1:{trunk_port}\"\n"),
-        DIAL_RULES,
-    )
-    .await?;
-    trunk.set_server(rig.server);
+    let (rig, mut trunk) = trunk_rig("consultoutside", TRUNK, "").await?;
     let mut bob = rig.desk("bob", true).await?;
     let mut bob_phone = RawPhone::register(rig.server, "bob", BOB).await?;
     let (mut caller, call_id) = raw_answered_call(&rig, &mut bob, &mut bob_phone, BOB).await?;
-    let n = |h: &Heard, b: u8| h.uniform.get(&b).copied().unwrap_or(0);
 
-    bob.ok(json!({"type": "call.transfer", "call_id": call_id, "to": ALLOWED, "attended": true}))
-        .await;
-    bob.event("call.held").await;
-    bob_phone.hangup().await?;
-    let (_, t) = bob.event("call.transferred").await;
+    let t = consult_and_hang_up(&mut bob, &mut bob_phone, &call_id, ALLOWED).await?;
     assert_eq!(t["data"]["to"], format!("number:{ALLOWED}"));
     let at = caller.heard().other;
     caller
@@ -1230,9 +1195,9 @@ async fn agent_hanging_up_while_an_outside_number_rings_transfers_blind() -> any
         "{invite}"
     );
     caller
-        .until("the outside party", |h| n(h, TRUNK) >= 25)
+        .until("the outside party", |h| h.of(TRUNK) >= 25)
         .await?;
-    trunk.until("the caller", |h| n(h, MARK) >= 25).await?;
+    trunk.until("the caller", |h| h.of(MARK) >= 25).await?;
     caller.hangup().await?;
     trunk.bye().await?;
     let cdr = rig.cdrs()?.wait_calls(1, WAIT).await;
@@ -1265,27 +1230,26 @@ async fn conference_goes_on_without_the_caller_and_records_everyone() -> anyhow:
     let sum = |a: u8, b: u8| {
         u.encode((i32::from(u.decode(a)) + i32::from(u.decode(b))).clamp(-32768, 32767) as i16)
     };
-    let rig = rig("confleft", [13600, 13799]).await?;
+    let rig = rig("confleft").await?;
     let mut bob = rig.desk("bob", true).await?;
     let mut bob_phone = RawPhone::register(rig.server, "bob", BOB).await?;
     let mut carol_phone = RawPhone::register(rig.server, "carol", CAROL).await?;
     let (mut caller, call_id) = raw_answered_call(&rig, &mut bob, &mut bob_phone, BOB).await?;
-    let n = |h: &Heard, b: u8| h.uniform.get(&b).copied().unwrap_or(0);
     bob.ok(json!({"type": "call.conference", "call_id": call_id, "to": "carol"}))
         .await;
     carol_phone.answer().await?;
     caller
-        .until("bob + carol", |h| n(h, sum(BOB, CAROL)) >= 50)
+        .until("bob + carol", |h| h.of(sum(BOB, CAROL)) >= 50)
         .await?;
     bob_phone
-        .until("caller + carol", |h| n(h, sum(MARK, CAROL)) >= 25)
+        .until("caller + carol", |h| h.of(sum(MARK, CAROL)) >= 25)
         .await?;
 
     caller.hangup().await?;
     bob_phone
-        .until("carol alone", |h| n(h, CAROL) >= 50)
+        .until("carol alone", |h| h.of(CAROL) >= 50)
         .await?;
-    carol_phone.until("bob alone", |h| n(h, BOB) >= 50).await?;
+    carol_phone.until("bob alone", |h| h.of(BOB) >= 50).await?;
     carol_phone.hangup().await?;
     bob_phone.bye().await?;
     let (_, ended) = bob.event("call.ended").await;
@@ -1345,18 +1309,7 @@ async fn click_to_dial_call_has_hold_transfer_and_conference() -> anyhow::Result
     let sum = |a: u8, b: u8| {
         u.encode((i32::from(u.decode(a)) + i32::from(u.decode(b))).clamp(-32768, 32767) as i16)
     };
-    let n = |h: &Heard, b: u8| h.uniform.get(&b).copied().unwrap_or(0);
-    let server = SocketAddr::from(([127, 0, 0, 1], 0));
-    let mut trunk = RawPhone::trunk(server, TRUNK).await?;
-    let trunk_port = trunk.port()?;
-    let rig = rig_with(
-        "dialcontrol",
-        [13800, 13999],
-        &format!("static_route = \"sip:127.0.0.1:{trunk_port}\"\n"),
-        DIAL_RULES,
-    )
-    .await?;
-    trunk.set_server(rig.server);
+    let (rig, mut trunk) = trunk_rig("dialcontrol", TRUNK, "").await?;
     let mut bob = rig.desk("bob", false).await?;
     let mut bob_phone = RawPhone::register(rig.server, "bob", BOB).await?;
     let mut carol_phone = RawPhone::register(rig.server, "carol", CAROL).await?;
@@ -1376,9 +1329,9 @@ async fn click_to_dial_call_has_hold_transfer_and_conference() -> anyhow::Result
     let (_, answered) = bob.event("call.answered").await;
     assert_eq!(answered["data"]["call_id"], call_id.as_str());
     bob_phone
-        .until("the customer", |h| n(h, TRUNK) >= 25)
+        .until("the customer", |h| h.of(TRUNK) >= 25)
         .await?;
-    trunk.until("bob", |h| n(h, BOB) >= 25).await?;
+    trunk.until("bob", |h| h.of(BOB) >= 25).await?;
 
     // Hold and resume.
     bob.ok(cmd("call.hold", &call_id)).await;
@@ -1390,14 +1343,14 @@ async fn click_to_dial_call_has_hold_transfer_and_conference() -> anyhow::Result
         .await?;
     let held = bob_phone.heard().context("heard")?;
     assert!(
-        n(&held, TRUNK) <= n(&at_hold, TRUNK) + 5,
+        held.of(TRUNK) <= at_hold.of(TRUNK) + 5,
         "bob heard the customer while held: {at_hold:?} → {held:?}"
     );
     bob.ok(cmd("call.resume", &call_id)).await;
     bob.event("call.resumed").await;
-    let at = n(&bob_phone.heard().context("heard")?, TRUNK);
+    let at = bob_phone.heard().context("heard")?.of(TRUNK);
     bob_phone
-        .until("the customer again", |h| n(h, TRUNK) >= at + 25)
+        .until("the customer again", |h| h.of(TRUNK) >= at + 25)
         .await?;
 
     // Conference with carol, who then leaves.
@@ -1405,18 +1358,18 @@ async fn click_to_dial_call_has_hold_transfer_and_conference() -> anyhow::Result
         .await;
     carol_phone.answer().await?;
     trunk
-        .until("bob + carol", |h| n(h, sum(BOB, CAROL)) >= 25)
+        .until("bob + carol", |h| h.of(sum(BOB, CAROL)) >= 25)
         .await?;
     carol_phone
-        .until("customer + bob", |h| n(h, sum(TRUNK, BOB)) >= 25)
+        .until("customer + bob", |h| h.of(sum(TRUNK, BOB)) >= 25)
         .await?;
     bob_phone
-        .until("customer + carol", |h| n(h, sum(TRUNK, CAROL)) >= 25)
+        .until("customer + carol", |h| h.of(sum(TRUNK, CAROL)) >= 25)
         .await?;
     carol_phone.hangup().await?;
-    let at = n(&trunk.heard().context("heard")?, BOB);
+    let at = trunk.heard().context("heard")?.of(BOB);
     trunk
-        .until("bob alone again", |h| n(h, BOB) >= at + 25)
+        .until("bob alone again", |h| h.of(BOB) >= at + 25)
         .await?;
 
     // Consult alice, then back to the customer.
@@ -1424,13 +1377,13 @@ async fn click_to_dial_call_has_hold_transfer_and_conference() -> anyhow::Result
     bob.ok(transfer("alice", true)).await;
     alice_phone.answer().await?;
     alice_phone
-        .until("bob consulting", |h| n(h, BOB) >= 25)
+        .until("bob consulting", |h| h.of(BOB) >= 25)
         .await?;
     bob.ok(cmd("call.transfer.cancel", &call_id)).await;
     alice_phone.bye().await?;
-    let at = n(&trunk.heard().context("heard")?, BOB);
+    let at = trunk.heard().context("heard")?.of(BOB);
     trunk
-        .until("bob back with the customer", |h| n(h, BOB) >= at + 25)
+        .until("bob back with the customer", |h| h.of(BOB) >= at + 25)
         .await?;
 
     // Blind to dave.
@@ -1440,9 +1393,9 @@ async fn click_to_dial_call_has_hold_transfer_and_conference() -> anyhow::Result
     assert_eq!(t["data"]["to"], "extension:dave");
     bob_phone.bye().await?;
     dave_phone.answer().await?;
-    trunk.until("dave", |h| n(h, DAVE) >= 25).await?;
+    trunk.until("dave", |h| h.of(DAVE) >= 25).await?;
     dave_phone
-        .until("the customer", |h| n(h, TRUNK) >= 25)
+        .until("the customer", |h| h.of(TRUNK) >= 25)
         .await?;
     trunk.hangup().await?;
     dave_phone.bye().await?;
@@ -1467,12 +1420,11 @@ async fn click_to_dial_call_has_hold_transfer_and_conference() -> anyhow::Result
 async fn conference_without_the_caller_ends_when_the_agent_leaves() -> anyhow::Result<()> {
     const BOB: u8 = 0x33;
     const CAROL: u8 = 0x22;
-    let rig = rig("confagentleft", [14000, 14199]).await?;
+    let rig = rig("confagentleft").await?;
     let mut bob = rig.desk("bob", true).await?;
     let mut bob_phone = RawPhone::register(rig.server, "bob", BOB).await?;
     let mut carol_phone = RawPhone::register(rig.server, "carol", CAROL).await?;
     let (caller, call_id) = raw_answered_call(&rig, &mut bob, &mut bob_phone, BOB).await?;
-    let n = |h: &Heard, b: u8| h.uniform.get(&b).copied().unwrap_or(0);
     bob.ok(json!({"type": "call.conference", "call_id": call_id, "to": "carol"}))
         .await;
     carol_phone.answer().await?;
@@ -1480,10 +1432,10 @@ async fn conference_without_the_caller_ends_when_the_agent_leaves() -> anyhow::R
     let caller_and_bob = u
         .encode((i32::from(u.decode(MARK)) + i32::from(u.decode(BOB))).clamp(-32768, 32767) as i16);
     carol_phone
-        .until("caller + bob", |h| n(h, caller_and_bob) >= 25)
+        .until("caller + bob", |h| h.of(caller_and_bob) >= 25)
         .await?;
     caller.hangup().await?;
-    carol_phone.until("bob alone", |h| n(h, BOB) >= 25).await?;
+    carol_phone.until("bob alone", |h| h.of(BOB) >= 25).await?;
     bob_phone.hangup().await?;
     carol_phone.bye().await?;
     let (_, ended) = bob.event("call.ended").await;

@@ -32,6 +32,7 @@ use hotline_crm::{
     CustomerData, Direction, NewInteraction, NewTicket, Offer, Store, StoreConfig, TicketPriority,
     Tier,
 };
+use hotline_sip_tests::calls::agent_with;
 use hotline_sip_tests::{CutProxy, Proto, SippBuilder, caller_audio, free_port, wait_bound};
 use hotline_switch::EndReason;
 use serde_json::Value;
@@ -65,22 +66,15 @@ struct Keys<'a> {
     agents: &'a [&'a str],
 }
 
-fn config(
-    store: &str,
-    cti_port: u16,
-    origin: &str,
-    hash: &str,
-    rtp: [u16; 2],
-    keys: Keys<'_>,
-) -> String {
+fn config(store: &str, cti_port: u16, origin: &str, hash: &str, keys: Keys<'_>) -> String {
     let agents: String = keys
         .agents
         .iter()
         .map(|a| format!("[[acd.agent]]\nid = \"{a}\"\nqueues = {{ support = 0 }}\n"))
         .collect();
+    let media = hotline_sip_tests::media(100);
     format!(
-        "[media]\nrtp_ip = \"127.0.0.1\"\nrtp_ports = [{}, {}]\n\
-         [[numbers]]\nnumber = \"4100\"\nqueue = \"support\"\n\
+        "{media}[[numbers]]\nnumber = \"4100\"\nqueue = \"support\"\n\
          [acd]\n[acd.tier_priority]\nvip = 100\n\
          [[acd.queue]]\nname = \"support\"\nwrapup_secs = 120\n\
          [[acd.agent]]\nid = \"bob\"\nqueues = {{ support = 0 }}\n{agents}\
@@ -88,7 +82,7 @@ fn config(
          [admin]\ndispositions = [\"resolved\", \"follow_up\", \"new_customer\"]\nnot_ready_reasons = [\"break\", \"lunch\"]\n\
          [cti]\nlisten = \"127.0.0.1:{cti_port}\"\nallowed_origins = [\"{origin}\"]\nheartbeat_secs = 1\nsearch_roles = [\"agent\"]\n{}\
          [[cti.user]]\nname = \"bob\"\npassword_hash = \"{hash}\"\nrole = \"agent\"\nagent = \"bob\"\n",
-        rtp[0], rtp[1], keys.cti
+        keys.cti
     )
 }
 
@@ -179,26 +173,18 @@ impl Rig {
     /// phone is bob's device). `sip`: more `[sip]` keys. `browser_env` for the script.
     async fn start(
         store_path: &str,
-        rtp: [u16; 2],
         calls: u32,
         script: &str,
         seed: impl AsyncFnOnce(&Store) -> anyhow::Result<()>,
     ) -> anyhow::Result<Rig> {
-        Rig::start_with(
-            store_path,
-            rtp,
-            calls,
-            script,
-            seed,
-            Keys::default(),
-            |_| Vec::new(),
-        )
+        Rig::start_with(store_path, calls, script, seed, Keys::default(), |_| {
+            Vec::new()
+        })
         .await
     }
 
     async fn start_with(
         store_path: &str,
-        rtp: [u16; 2],
         calls: u32,
         script: &str,
         seed: impl AsyncFnOnce(&Store) -> anyhow::Result<()>,
@@ -213,7 +199,7 @@ impl Rig {
         let origin = format!("http://{}", blip.addr());
         let mut h = hotline_sip_tests::start_hotline_with_sip(
             keys.sip,
-            &config(store_path, cti_port, &origin, &hash, rtp, keys),
+            &config(store_path, cti_port, &origin, &hash, keys),
         )
         .await?;
         let server = Proto::Udp.server_addr(&h);
@@ -227,20 +213,14 @@ impl Rig {
         // queue calls and echoing their audio.
         let mut device = None;
         if calls > 0 {
-            let port = free_port();
-            SippBuilder::new("desk-bob-register", "register_once.xml", Proto::Udp, port)
-                .args(["-s", "bob", "-au", "bob", "-ap", "bob-pw"])
-                .spawn(Some(server))?
-                .expect_success()
-                .await?;
             device = Some(
-                SippBuilder::new("desk-bob-uas", "uas_call.xml", Proto::Udp, port)
-                    .args(["-s", "bob", "-rtp_echo"])
-                    .set("-m", calls.to_string())
-                    .set("-timeout", "120s")
-                    .spawn(None)?,
+                agent_with(server, "bob", "uas_call.xml", |b| {
+                    b.arg("-rtp_echo")
+                        .set("-m", calls.to_string())
+                        .set("-timeout", "120s")
+                })
+                .await?,
             );
-            wait_bound(port, Proto::Udp).await?;
         }
         let extra = browser_env(&h);
         let flow = start_browser(script, &format!("{origin}/desk"), &extra)?;
@@ -337,72 +317,67 @@ async fn with_sqlite(
     r
 }
 
+/// Dr. Anna Weber, VIP, on [`WEBER`]: the customer the calls come from.
+async fn create_weber(store: &Store) -> anyhow::Result<hotline_crm::CustomerId> {
+    let data = CustomerData {
+        title: Some("Dr.".into()),
+        first_name: Some("Anna".into()),
+        surname: "Weber".into(),
+        tier: Tier::Vip,
+        ..CustomerData::default()
+    };
+    Ok(store.create_customer(&data, &[WEBER]).await?)
+}
+
 async fn vip_flow(store_path: &str) -> anyhow::Result<()> {
     let mut weber = 0;
-    let mut rig = Rig::start(
-        store_path,
-        [27000, 27099],
-        1,
-        "desk_flow.mjs",
-        async |store| {
-            weber = store
-                .create_customer(
-                    &CustomerData {
-                        title: Some("Dr.".into()),
-                        first_name: Some("Anna".into()),
-                        surname: "Weber".into(),
-                        tier: Tier::Vip,
-                        ..CustomerData::default()
-                    },
-                    &[WEBER],
-                )
-                .await?;
-            store
-                .set_script(Some("support"), None, "Good day {title} {surname}")
-                .await?;
-            let ticket = store
-                .create_ticket(
-                    &NewTicket {
-                        customer_id: weber,
-                        subject: "Router".into(),
-                        priority: TicketPriority::Normal,
-                        assignee: None,
-                        due_at: None,
-                        reference: None,
-                    },
-                    "test",
-                )
-                .await?;
-            store
-                .record_interaction(&NewInteraction {
+    let mut rig = Rig::start(store_path, 1, "desk_flow.mjs", async |store| {
+        weber = create_weber(store).await?;
+        store
+            .set_script(Some("support"), None, "Good day {title} {surname}")
+            .await?;
+        let ticket = store
+            .create_ticket(
+                &NewTicket {
                     customer_id: weber,
-                    channel: "voice".into(),
-                    direction: Direction::Inbound,
-                    call_id: Some("earlier-call".into()),
-                    queue: Some("support".into()),
-                    agent: Some("carol".into()),
-                    started_at: 1_795_000_000_000,
-                    ended_at: Some(1_795_000_100_000),
-                    recording_path: None,
-                    ticket_ids: vec![ticket],
-                })
-                .await?;
-            store
-                .add_offer(&Offer {
-                    id: 0,
-                    name: "fibre".into(),
-                    text: "Offer the fibre upgrade".into(),
-                    tier: Some(Tier::Vip),
-                    segment: None,
-                    min_interactions: None,
-                    max_open_tickets: None,
-                    last_disposition: None,
-                    rank: 1,
-                })
-                .await?;
-            Ok(())
-        },
-    )
+                    subject: "Router".into(),
+                    priority: TicketPriority::Normal,
+                    assignee: None,
+                    due_at: None,
+                    reference: None,
+                },
+                "test",
+            )
+            .await?;
+        store
+            .record_interaction(&NewInteraction {
+                customer_id: weber,
+                channel: "voice".into(),
+                direction: Direction::Inbound,
+                call_id: Some("earlier-call".into()),
+                queue: Some("support".into()),
+                agent: Some("carol".into()),
+                started_at: 1_795_000_000_000,
+                ended_at: Some(1_795_000_100_000),
+                recording_path: None,
+                ticket_ids: vec![ticket],
+            })
+            .await?;
+        store
+            .add_offer(&Offer {
+                id: 0,
+                name: "fibre".into(),
+                text: "Offer the fibre upgrade".into(),
+                tier: Some(Tier::Vip),
+                segment: None,
+                min_interactions: None,
+                max_open_tickets: None,
+                last_disposition: None,
+                rank: 1,
+            })
+            .await?;
+        Ok(())
+    })
     .await?;
 
     let ready = rig.flow.step("ready").await?;
@@ -505,28 +480,22 @@ async fn vip_flow(store_path: &str) -> anyhow::Result<()> {
 
 async fn crm_flow(store_path: &str) -> anyhow::Result<()> {
     let mut bergs = [0; 2];
-    let mut rig = Rig::start(
-        store_path,
-        [27100, 27199],
-        2,
-        "desk_crm_flow.mjs",
-        async |store| {
-            for (i, first) in ["Jan", "Ida"].into_iter().enumerate() {
-                bergs[i] = store
-                    .create_customer(
-                        &CustomerData {
-                            title: Some("Dr.".into()),
-                            first_name: Some(first.into()),
-                            surname: "Berg".into(),
-                            ..CustomerData::default()
-                        },
-                        &[SHARED],
-                    )
-                    .await?;
-            }
-            Ok(())
-        },
-    )
+    let mut rig = Rig::start(store_path, 2, "desk_crm_flow.mjs", async |store| {
+        for (i, first) in ["Jan", "Ida"].into_iter().enumerate() {
+            bergs[i] = store
+                .create_customer(
+                    &CustomerData {
+                        title: Some("Dr.".into()),
+                        first_name: Some(first.into()),
+                        surname: "Berg".into(),
+                        ..CustomerData::default()
+                    },
+                    &[SHARED],
+                )
+                .await?;
+        }
+        Ok(())
+    })
     .await?;
     rig.flow.step("ready").await?;
 
@@ -621,14 +590,12 @@ async fn desk_page_chooses_a_candidate_completes_a_new_customer_and_searches() -
 /// is the customer on [`WEBER`] (her id is returned).
 async fn phone_rig(
     store_path: &str,
-    rtp: [u16; 2],
     script: &str,
     extra: Option<(&'static str, String)>,
 ) -> anyhow::Result<(Rig, hotline_crm::CustomerId)> {
     let sip = "domains = [\"hotline.test\"]\nws_listen = [\"127.0.0.1:0\"]\n";
     phone_rig_with(
         store_path,
-        rtp,
         script,
         extra,
         Keys {
@@ -642,7 +609,6 @@ async fn phone_rig(
 /// [`phone_rig`] with the config keys given (`keys.sip` must have a `ws_listen`).
 async fn phone_rig_with(
     store_path: &str,
-    rtp: [u16; 2],
     script: &str,
     extra: Option<(&'static str, String)>,
     keys: Keys<'_>,
@@ -650,22 +616,10 @@ async fn phone_rig_with(
     let mut weber = 0;
     let rig = Rig::start_with(
         store_path,
-        rtp,
         0,
         script,
         async |store| {
-            weber = store
-                .create_customer(
-                    &CustomerData {
-                        title: Some("Dr.".into()),
-                        first_name: Some("Anna".into()),
-                        surname: "Weber".into(),
-                        tier: Tier::Vip,
-                        ..CustomerData::default()
-                    },
-                    &[WEBER],
-                )
-                .await?;
+            weber = create_weber(store).await?;
             Ok(())
         },
         keys,
@@ -683,8 +637,7 @@ async fn phone_rig_with(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn desk_page_phone_registers_over_websocket_and_rings() -> anyhow::Result<()> {
     with_sqlite("desk_phone", async |store_path| {
-        let (mut rig, _) =
-            phone_rig(store_path, [27200, 27299], "desk_phone_flow.mjs", None).await?;
+        let (mut rig, _) = phone_rig(store_path, "desk_phone_flow.mjs", None).await?;
         let reg = rig.flow.step("registered").await?;
         assert_eq!(reg["status"], "Phone registered as bob", "{reg}");
         let caller = rig.call(WEBER)?;
@@ -721,7 +674,6 @@ async fn desk_page_answers_over_webrtc_and_media_flows_both_ways() -> anyhow::Re
     with_sqlite("desk_webrtc", async |store_path| {
         let (mut rig, weber) = phone_rig(
             store_path,
-            [27300, 27399],
             "desk_webrtc_flow.mjs",
             Some(("MIN_PACKETS", MIN.to_string())),
         )
@@ -797,7 +749,6 @@ async fn desk_page_reload_mid_call_keeps_the_call_and_media_flows_again() -> any
     with_sqlite("desk_reload", async |store_path| {
         let (mut rig, weber) = phone_rig(
             store_path,
-            [27400, 27499],
             "desk_reload_flow.mjs",
             Some(("MIN_PACKETS", MIN.to_string())),
         )
@@ -859,7 +810,6 @@ async fn desk_page_reload_mid_call_keeps_the_call_and_media_flows_again() -> any
 /// page told (`[cti] phone_ws_url`) to reach it through a [`CutProxy`].
 async fn phone_behind_cut(
     store_path: &str,
-    rtp: [u16; 2],
     script: &str,
     cti: &str,
     agents: &[&str],
@@ -871,7 +821,6 @@ async fn phone_behind_cut(
     let cti = format!("phone_ws_url = \"ws://{}\"\n{cti}", sip_path.addr());
     let (rig, _) = phone_rig_with(
         store_path,
-        rtp,
         script,
         Some(("MIN_PACKETS", MIN.to_string())),
         Keys {
@@ -917,7 +866,7 @@ async fn switch_event<T>(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn desk_network_blip_mid_call_keeps_the_call_in_chromium() -> anyhow::Result<()> {
     with_sqlite("desk_blip", async |store_path| {
-        blip_flow(store_path, [27500, 27599], false).await
+        blip_flow(store_path, false).await
     })
     .await
 }
@@ -930,18 +879,18 @@ async fn desk_network_blip_mid_call_keeps_the_call_in_chromium() -> anyhow::Resu
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn desk_blip_finds_the_page_phone_among_several_registrations() -> anyhow::Result<()> {
     with_sqlite("desk_blip2", async |store_path| {
-        blip_flow(store_path, [27700, 27799], true).await
+        blip_flow(store_path, true).await
     })
     .await
 }
 
 /// [`desk_network_blip_mid_call_keeps_the_call_in_chromium`]; `desk_phone`: bob registers
 /// a SIP desk phone too once the call is answered in the page.
-async fn blip_flow(store_path: &str, rtp: [u16; 2], desk_phone: bool) -> anyhow::Result<()> {
+async fn blip_flow(store_path: &str, desk_phone: bool) -> anyhow::Result<()> {
     const MIN: u64 = 50;
     {
         let (mut rig, sip_path) =
-            phone_behind_cut(store_path, rtp, "desk_blip_flow.mjs", "", &[]).await?;
+            phone_behind_cut(store_path, "desk_blip_flow.mjs", "", &[]).await?;
         let mut events = rig
             .h
             .switch
@@ -1057,7 +1006,6 @@ async fn desk_phone_that_never_comes_back_requeues_the_call_to_another_agent() -
         let started = hotline_cdr::now_millis();
         let (mut rig, sip_path) = phone_behind_cut(
             store_path,
-            [27600, 27699],
             "desk_lost_flow.mjs",
             "phone_rejoin_secs = 3\n",
             &["carol"],

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use hotline_acd::{AgentState, NotReadyReason};
 use hotline_sip_tests::{
-    Proto, Sipp, SippBuilder, caller_audio, free_port, start_hotline_with, wait_bound,
+    Proto, Sipp, SippBuilder, caller_audio, calls, free_port, start_hotline_with,
 };
 use hotline_switch::{AgentStatus, EndReason, Switch, SwitchEvent};
 
@@ -37,25 +37,14 @@ async fn wait_state(sw: &Switch, user: &str, want: AgentState) -> anyhow::Result
 /// RTP echo, auto-answers OPTIONS (`-aa`), takes many "calls" (each probe counts as one).
 async fn device(server: SocketAddr, user: &str, port: u16, register: bool) -> anyhow::Result<Sipp> {
     if register {
-        let pw = format!("{user}-pw");
-        SippBuilder::new(
-            &format!("q-{user}-register"),
-            "register_once.xml",
-            Proto::Udp,
-            port,
-        )
-        .args(["-s", user, "-au", user, "-ap", &pw])
-        .spawn(Some(server))?
-        .expect_success()
-        .await?;
+        calls::register(server, user, port).await?;
     }
-    let uas = SippBuilder::new(&format!("q-{user}"), "uas_call.xml", Proto::Udp, port)
-        .args(["-s", user, "-rtp_echo", "-aa"])
-        .set("-m", "10000")
-        .set("-timeout", "60s")
-        .spawn(None)?;
-    wait_bound(port, Proto::Udp).await?;
-    Ok(uas)
+    calls::device(user, port, "uas_call.xml", |b| {
+        b.args(["-rtp_echo", "-aa"])
+            .set("-m", "10000")
+            .set("-timeout", "60s")
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

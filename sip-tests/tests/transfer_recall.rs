@@ -1,23 +1,28 @@
-//! A blind transfer whose target does not answer never drops the caller (SIPp peers):
-//! bob, answering, REFERs the caller to carol, who refuses (486), is not registered or
-//! rings until Hotline gives up (`[[extensions]] ring_timeout_secs`). The caller, on
+//! A blind transfer whose target does not answer never drops the caller (SIPp peers, a
+//! desk over WebSocket for the desk's `call.transfer`):
+//! bob, answering, REFERs the caller to carol, who refuses (486), cannot be reached (her
+//! phone registered and went away) or rings until Hotline gives up (`[[extensions]]
+//! ring_timeout_secs`). The caller, on
 //! music meanwhile, goes to carol's no-answer destination if she has one (a voicemail
 //! box), else back to the head of the queue the call came from, else to bob again; only
 //! when none of them takes the caller does the call end (`TransferNotAnswered`, CDR
 //! result `failed`). A transfer to a queue nobody can serve follows that queue's
 //! fallback. Checked: who the caller talks to at the end, the CDR's route, result and
 //! transfer count, the queue log (`RINGNOANSWER` by carol, `ENTERQUEUE transfer_back`),
-//! the desks' events and that nothing is left over.
+//! the desks' events, the customer's trail (each agent's part with the call's recording)
+//! and that nothing is left over.
+
+#[path = "../../crates/cti/tests/client/mod.rs"]
+mod client;
 
 use std::time::Duration;
 
 use anyhow::Context;
 use hotline::Hotline;
 use hotline_cdr::{CallRecord, CallResult, HangupSide, MemoryCdrs, QueueEventKind as K};
-use hotline_sip_tests::calls::{agent, caller, next_end, nothing_left};
-use hotline_sip_tests::{Proto, SippBuilder, free_port, out_dir, start_hotline_with};
-use hotline_switch::{CallEnd, EndReason, SwitchEvent};
-use tokio::sync::mpsc::Receiver;
+use hotline_sip_tests::calls::{agent, caller, next_end, nothing_left, start_for_calls};
+use hotline_sip_tests::{Proto, SippBuilder, TRUSTED_IP, free_port, out_dir};
+use hotline_switch::{EndReason, SwitchEvent};
 
 /// dave: a fourth user, the queue's second agent.
 const DAVE: &str = "[[users]]\nname = \"dave\"\npassword = \"dave-pw\"\n";
@@ -29,27 +34,16 @@ const SUPPORT: &str = "[[numbers]]\nnumber = \"4801\"\nqueue = \"support\"\n\
     [[acd.agent]]\nid = \"bob\"\nqueues = { support = 0 }\n\
     [[acd.agent]]\nid = \"dave\"\nqueues = { support = 0 }\n";
 
-/// Hotline with `body` and RTP ports `[33000 + 100 * slot, +99]`. This binary has no
-/// block in `sip-tests/src/rtp.rs` (another helper's file this session), so its tests
-/// take fixed ranges above every block, one per test.
-async fn start(
-    slot: u16,
-    body: &str,
-) -> anyhow::Result<(Hotline, std::net::SocketAddr, Receiver<CallEnd>)> {
-    let first = 33_000 + 100 * slot;
-    let media = format!(
-        "[media]\nrtp_ip = \"127.0.0.1\"\nrtp_ports = [{first}, {}]\n",
-        first + 99
-    );
-    let mut h = start_hotline_with(&(media + body)).await?;
-    let server = Proto::Udp.server_addr(&h);
-    let ended = h
-        .switch
-        .as_mut()
-        .context("switch")?
-        .take_ended()
-        .context("ended reports")?;
-    Ok((h, server, ended))
+/// bob answers with `scenario`, REFERs the caller to `target` and takes `calls` calls.
+async fn bob(
+    server: std::net::SocketAddr,
+    scenario: &str,
+    target: &str,
+    calls: u32,
+) -> anyhow::Result<hotline_sip_tests::Sipp> {
+    let calls = calls.to_string();
+    let args = ["-key", "target", target, "-rtp_echo", "-m", &calls];
+    agent(server, "bob", scenario, &args).await
 }
 
 fn memory(h: &Hotline) -> anyhow::Result<&MemoryCdrs> {
@@ -112,15 +106,9 @@ fn desk_events(
 /// goes back to the head of support and dave (bob is in wrap-up) answers and talks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_target_sends_the_caller_back_to_the_head_of_the_queue() -> anyhow::Result<()> {
-    let (h, server, mut ended) = start(0, &format!("{DAVE}{SUPPORT}")).await?;
+    let (h, server, mut ended) = start_for_calls("", 80, &format!("{DAVE}{SUPPORT}")).await?;
     let mut events = h.switch.as_ref().context("switch")?.subscribe();
-    let bob = agent(
-        server,
-        "bob",
-        "uas_refer_blind.xml",
-        &["-key", "target", "carol", "-rtp_echo"],
-    )
-    .await?;
+    let bob = bob(server, "uas_refer_blind.xml", "carol", 1).await?;
     let carol = agent(server, "carol", "uas_reject.xml", &[]).await?;
     let dave = agent(server, "dave", "uas_call.xml", &["-rtp_echo"]).await?;
     caller(server, "4801", "uac_call_audio_long.xml", &["-d", "6000"])?
@@ -185,8 +173,9 @@ async fn refused_target_sends_the_caller_back_to_the_head_of_the_queue() -> anyh
 async fn target_that_rings_out_goes_to_its_no_answer_destination() -> anyhow::Result<()> {
     let dir = out_dir().join(format!("recall-vm-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let (h, server, mut ended) = start(
-        1,
+    let (h, server, mut ended) = start_for_calls(
+        "",
+        80,
         &format!(
             "{DAVE}{SUPPORT}\
              [[voicemail]]\nname = \"carol-box\"\ndir = \"{}\"\nsilence_secs = 0\n\
@@ -197,13 +186,7 @@ async fn target_that_rings_out_goes_to_its_no_answer_destination() -> anyhow::Re
         ),
     )
     .await?;
-    let bob = agent(
-        server,
-        "bob",
-        "uas_refer_blind.xml",
-        &["-key", "target", "carol", "-rtp_echo"],
-    )
-    .await?;
+    let bob = bob(server, "uas_refer_blind.xml", "carol", 1).await?;
     let carol = agent(server, "carol", "uas_cancel.xml", &[]).await?;
     let started = std::time::Instant::now();
     caller(server, "4801", "uac_call_audio_long.xml", &["-d", "10000"])?
@@ -241,6 +224,15 @@ async fn target_that_rings_out_goes_to_its_no_answer_destination() -> anyhow::Re
         m.duration_ms >= 1000,
         "the caller spoke into the box: {m:?}"
     );
+    // The call's record points at the message (the conversation with bob is in his
+    // part's trail entry).
+    assert_eq!(
+        end.recording.as_deref().and_then(|p| p.to_str()),
+        Some(m.path.as_str()),
+        "{end:?}"
+    );
+    let r = row(&h, &end.call_id)?;
+    assert_eq!(r.recording.as_deref(), Some(m.path.as_str()), "{r:?}");
     assert!(
         started.elapsed() >= Duration::from_secs(3),
         "bob talked 1 s, carol rang 2 s"
@@ -256,15 +248,13 @@ async fn target_that_rings_out_goes_to_its_no_answer_destination() -> anyhow::Re
 /// answers the second call and talks until the caller hangs up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_target_rings_the_transferring_agent_again() -> anyhow::Result<()> {
-    let (h, server, mut ended) =
-        start(2, "[[numbers]]\nnumber = \"4803\"\nextension = \"bob\"\n").await?;
-    let bob = agent(
-        server,
-        "bob",
-        "uas_refer_blind_then_answer.xml",
-        &["-key", "target", "carol", "-rtp_echo", "-m", "2"],
+    let (h, server, mut ended) = start_for_calls(
+        "",
+        80,
+        "[[numbers]]\nnumber = \"4803\"\nextension = \"bob\"\n",
     )
     .await?;
+    let bob = bob(server, "uas_refer_blind_then_answer.xml", "carol", 2).await?;
     // carol registers, then her phone is gone: the binding stays, nobody answers it.
     SippBuilder::new(
         "carol-register",
@@ -312,15 +302,13 @@ async fn unreachable_target_rings_the_transferring_agent_again() -> anyhow::Resu
 /// Hotline hangs up on them, and the CDR says the call failed (not `answered`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nobody_to_take_the_caller_back_ends_the_call_saying_why() -> anyhow::Result<()> {
-    let (h, server, mut ended) =
-        start(3, "[[numbers]]\nnumber = \"4804\"\nextension = \"bob\"\n").await?;
-    let bob = agent(
-        server,
-        "bob",
-        "uas_refer_blind_then_reject.xml",
-        &["-key", "target", "carol", "-rtp_echo", "-m", "2"],
+    let (h, server, mut ended) = start_for_calls(
+        "",
+        80,
+        "[[numbers]]\nnumber = \"4804\"\nextension = \"bob\"\n",
     )
     .await?;
+    let bob = bob(server, "uas_refer_blind_then_reject.xml", "carol", 2).await?;
     let carol = agent(server, "carol", "uas_reject.xml", &[]).await?;
     caller(server, "4804", "uac_call_hung_up_on.xml", &[])?
         .expect_success()
@@ -351,8 +339,9 @@ async fn nobody_to_take_the_caller_back_ends_the_call_saying_why() -> anyhow::Re
 async fn transfer_to_a_queue_nobody_serves_follows_its_fallback() -> anyhow::Result<()> {
     let dir = out_dir().join(format!("recall-sales-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let (h, server, mut ended) = start(
-        4,
+    let (h, server, mut ended) = start_for_calls(
+        "",
+        80,
         &format!(
             "{DAVE}{SUPPORT}\
              [[acd.queue]]\nname = \"sales\"\njoin_when_empty = false\n\
@@ -364,13 +353,7 @@ async fn transfer_to_a_queue_nobody_serves_follows_its_fallback() -> anyhow::Res
         ),
     )
     .await?;
-    let bob = agent(
-        server,
-        "bob",
-        "uas_refer_blind.xml",
-        &["-key", "target", "4805", "-rtp_echo"],
-    )
-    .await?;
+    let bob = bob(server, "uas_refer_blind.xml", "4805", 1).await?;
     caller(server, "4801", "uac_call_audio_long.xml", &["-d", "6000"])?
         .expect_success()
         .await?;
@@ -394,5 +377,142 @@ async fn transfer_to_a_queue_nobody_serves_follows_its_fallback() -> anyhow::Res
     nothing_left(&h).await?;
     h.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// The recall in the customer's service trail (SQLite store): bob's part (he transferred
+/// to carol, who refused) and dave's part (the queue gave him the caller back) are two
+/// entries of the call, each with its agent and the call's one recording.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_trail_has_each_part_of_a_recalled_call_with_its_recording() -> anyhow::Result<()> {
+    let db = out_dir().join(format!("recall-trail-{}.db", std::process::id()));
+    for ext in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{ext}", db.display()));
+    }
+    let (h, server, mut ended) = start_for_calls(
+        "",
+        80,
+        &format!(
+            "{DAVE}{SUPPORT}[crm]\n[store]\nurl = \"sqlite://{}\"\n",
+            db.display()
+        ),
+    )
+    .await?;
+    let bob = bob(server, "uas_refer_blind.xml", "carol", 1).await?;
+    let carol = agent(server, "carol", "uas_reject.xml", &[]).await?;
+    let dave = agent(server, "dave", "uas_call.xml", &["-rtp_echo"]).await?;
+    // A trunk caller (trusted address, no digest) whose number the CRM can know.
+    SippBuilder::new(
+        "trail-caller",
+        "uac_trunk_call_bye.xml",
+        Proto::Udp,
+        free_port(),
+    )
+    .args([
+        "-i",
+        TRUSTED_IP,
+        "-s",
+        "4801",
+        "-key",
+        "caller",
+        "+49301234567",
+    ])
+    .args(["-d", "6000"])
+    .spawn(Some(server))?
+    .expect_success()
+    .await?;
+    bob.expect_success().await?;
+    carol.expect_success().await?;
+    dave.expect_success().await?;
+    let end = next_end(&mut ended).await?;
+    assert_eq!(end.agent.as_deref(), Some("dave"), "{end:?}");
+    let wav = end.recording.clone().context("the call's recording")?;
+    let crm = h.crm.as_ref().context("[crm]")?;
+    let last = crm
+        .interaction_by_call_id(&end.call_id)
+        .await?
+        .context("a trail entry")?;
+    let trail = crm.trail(last.customer_id, 10).await?;
+    let mut parts: Vec<(Option<&str>, Option<&str>)> = trail
+        .iter()
+        .filter(|i| i.call_id.as_deref() == Some(end.call_id.as_str()))
+        .map(|i| (i.agent.as_deref(), i.recording_path.as_deref()))
+        .collect();
+    parts.sort();
+    let path = wav.to_str();
+    assert_eq!(
+        parts,
+        [(Some("bob"), path), (Some("dave"), path)],
+        "{trail:?}"
+    );
+    nothing_left(&h).await?;
+    h.shutdown().await;
+    for ext in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{ext}", db.display()));
+    }
+    Ok(())
+}
+
+/// The desk's blind transfer (`call.transfer` to `agent:carol`) takes the same recall as
+/// a phone's REFER: carol rings out (2 s, Hotline CANCELs), the caller goes back to the
+/// head of support and dave answers; bob's desk got `call.transferred`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn desk_blind_transfer_that_rings_out_goes_back_to_the_queue() -> anyhow::Result<()> {
+    use client::{Desk, ORIGIN};
+    use serde_json::json;
+    let hash = hotline_cti::hash_password("desk-pw")?;
+    let (h, server, mut ended) = start_for_calls("", 80, &format!(
+            "{DAVE}{SUPPORT}[[extensions]]\nuser = \"carol\"\nring_timeout_secs = 2\n\
+             [cti]\nlisten = \"127.0.0.1:0\"\nallowed_origins = [\"{ORIGIN}\"]\n\
+             [[cti.user]]\nname = \"bob\"\npassword_hash = \"{hash}\"\nrole = \"agent\"\nagent = \"bob\"\n"
+        ),
+    )
+    .await?;
+    let cti = h.cti.as_ref().context("[cti]")?.local_addr();
+    let mut desk = Desk::connect(cti, Some(ORIGIN)).await?;
+    desk.login("bob", "desk-pw").await;
+    desk.ok(json!({"type": "agent.ready"})).await;
+    let bob = agent(server, "bob", "uas_call.xml", &["-rtp_echo"]).await?;
+    let carol = agent(server, "carol", "uas_cancel.xml", &[]).await?;
+    let dave = agent(server, "dave", "uas_call.xml", &["-rtp_echo"]).await?;
+    let caller = caller(server, "4801", "uac_call_audio_long.xml", &["-d", "7000"])?;
+    let (_, answered) = desk.event("call.answered").await;
+    let call_id = answered["data"]["call_id"]
+        .as_str()
+        .context("call_id")?
+        .to_string();
+    desk.ok(json!({"type": "call.transfer", "call_id": call_id, "to": "agent:carol"}))
+        .await;
+    let (_, transferred) = desk.event("call.transferred").await;
+    assert_eq!(
+        transferred["data"]["to"], "extension:carol",
+        "{transferred}"
+    );
+    caller.expect_success().await?;
+    bob.expect_success().await?;
+    carol.expect_success().await?;
+    dave.expect_success().await?;
+    let end = next_end(&mut ended).await?;
+    assert_eq!(end.call_id, call_id);
+    assert_eq!(end.agent.as_deref(), Some("dave"), "{end:?}");
+    assert_eq!(
+        end.route, "queue:support>extension:carol>queue:support",
+        "{end:?}"
+    );
+    let log = queue_log(&h, &end.call_id)?;
+    assert!(
+        log.iter().any(|(k, a, d)| *k == K::RingNoAnswer
+            && a.as_deref() == Some("carol")
+            && d == "timeout"),
+        "carol rang out: {log:?}"
+    );
+    assert!(
+        log.iter()
+            .any(|(k, _, d)| *k == K::EnterQueue && d == "transfer_back"),
+        "{log:?}"
+    );
+    desk.close().await;
+    nothing_left(&h).await?;
+    h.shutdown().await;
     Ok(())
 }

@@ -13,13 +13,13 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use hotline_sip_tests::{TRUSTED_IP, start_hotline_with};
+use hotline_sip_tests::{TRUSTED_IP, media, start_hotline_with};
 use rtp_rs::{RtpPacketBuilder, RtpReader, Seq};
 use tokio::net::UdpSocket;
 use webrtc_common::{Browser, RTCRtpTransceiverDirection};
 
-const CONFIG: &str = "[media]\nrtp_ip = \"127.0.0.1\"\nrtp_ports = [46400, 46499]\n\
-                      no_rtp_timeout_secs = 0\n\
+/// The rest of `[media]` (after [`media`]) and bob's number.
+const CONFIG: &str = "no_rtp_timeout_secs = 0\n\
                       [[numbers]]\nnumber = \"4351\"\nextension = \"bob\"\n";
 const GUARD: Duration = Duration::from_secs(10);
 
@@ -49,6 +49,74 @@ async fn expect(
         if want(&m) {
             return Ok(m);
         }
+    }
+}
+
+/// bob's side of Hotline's call to his browser: his re-INVITEs in that dialog and their
+/// ACKs.
+struct BobDialog<'a> {
+    sock: &'a UdpSocket,
+    server: SocketAddr,
+    contact: &'a str,
+    /// Hotline's Contact: the request URI.
+    target: String,
+    from: String,
+    to: String,
+    call_id: String,
+    cseq: u32,
+}
+
+impl BobDialog<'_> {
+    /// Request `method` with `sdp` as its body (none when empty).
+    async fn send(&self, method: &str, branch: &str, sdp: &str) -> anyhow::Result<()> {
+        let BobDialog {
+            target,
+            from,
+            to,
+            call_id,
+            cseq,
+            contact,
+            ..
+        } = self;
+        let addr = self.sock.local_addr()?;
+        let typed = if sdp.is_empty() {
+            ""
+        } else {
+            "Content-Type: application/sdp\r\n"
+        };
+        let contact = if method == "INVITE" {
+            format!("Contact: {contact}\r\n")
+        } else {
+            String::new()
+        };
+        let msg = format!(
+            "{method} {target} SIP/2.0\r\nVia: SIP/2.0/UDP {addr};branch=z9hG4bK-{branch}{cseq};rport\r\nFrom: {from};tag=bob1\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {method}\r\n{contact}Max-Forwards: 70\r\n{typed}Content-Length: {}\r\n\r\n{sdp}",
+            sdp.len()
+        );
+        self.sock.send_to(msg.as_bytes(), self.server).await?;
+        Ok(())
+    }
+
+    /// A re-INVITE offering `sdp` (none when empty): the body of Hotline's 200.
+    async fn reinvite(&mut self, sdp: &str) -> anyhow::Result<String> {
+        self.cseq += 1;
+        self.send("INVITE", "re", sdp).await?;
+        let cseq = format!("{} INVITE", self.cseq);
+        let reply = expect(self.sock, "a final answer to the re-INVITE", |m| {
+            m.starts_with("SIP/2.0 ")
+                && header(m, "CSeq") == Some(cseq.as_str())
+                && !m.starts_with("SIP/2.0 100 ")
+        })
+        .await?;
+        if !reply.starts_with("SIP/2.0 200 ") {
+            bail!("re-INVITE refused: {reply}");
+        }
+        Ok(body(&reply).to_owned())
+    }
+
+    /// The ACK of the last re-INVITE, with `sdp` (the answer to Hotline's offer) or none.
+    async fn ack(&self, sdp: &str) -> anyhow::Result<()> {
+        self.send("ACK", "ra", sdp).await
     }
 }
 
@@ -88,7 +156,7 @@ fn rtp(seq: u16, payload: &[u8]) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browser_agent_gets_webrtc_offer_and_talks_to_a_sip_caller() -> anyhow::Result<()> {
-    let h = start_hotline_with(CONFIG).await?;
+    let h = start_hotline_with(&(media(100) + CONFIG)).await?;
     let server = h.sip.udp_addrs()[0];
 
     // bob registers a WebSocket contact.
@@ -206,46 +274,24 @@ async fn browser_agent_gets_webrtc_offer_and_talks_to_a_sip_caller() -> anyhow::
     // Hold from the page: the browser re-INVITEs with a sendonly re-offer. Hotline
     // answers on the running connection (WebRTC answer, same DTLS identity and ICE
     // credentials, recvonly) and alice hears music instead of the browser.
-    let hotline_contact = header(&inv, "Contact")
-        .and_then(|c| c.split('<').nth(1))
-        .and_then(|c| c.split('>').next())
-        .context("Hotline's Contact")?
-        .to_owned();
-    let from_hotline = header(&inv, "From").context("From")?.to_owned();
-    let to_hotline = header(&inv, "To").context("To")?.to_owned();
-    let agent_call_id = header(&inv, "Call-ID").context("Call-ID")?.to_owned();
-    let mut bob_cseq = 1u32;
+    let mut dialog = BobDialog {
+        sock: &bob,
+        server,
+        contact: &contact,
+        target: header(&inv, "Contact")
+            .and_then(|c| c.split('<').nth(1))
+            .and_then(|c| c.split('>').next())
+            .context("Hotline's Contact")?
+            .to_owned(),
+        from: header(&inv, "To").context("To")?.to_owned(),
+        to: header(&inv, "From").context("From")?.to_owned(),
+        call_id: header(&inv, "Call-ID").context("Call-ID")?.to_owned(),
+        cseq: 1,
+    };
     let mut reinvite = async |browser: &mut Browser, dir, restart| -> anyhow::Result<String> {
         let offer = browser.reoffer(dir, restart).await;
-        bob_cseq += 1;
-        bob.send_to(
-            format!(
-                "INVITE {hotline_contact} SIP/2.0\r\nVia: SIP/2.0/UDP {bob_addr};branch=z9hG4bK-re{bob_cseq};rport\r\nFrom: {to_hotline};tag=bob1\r\nTo: {from_hotline}\r\nCall-ID: {agent_call_id}\r\nCSeq: {bob_cseq} INVITE\r\nContact: {contact}\r\nMax-Forwards: 70\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{offer}",
-                offer.len()
-            )
-            .as_bytes(),
-            server,
-        )
-        .await?;
-        let cseq = format!("{bob_cseq} INVITE");
-        let ok = expect(&bob, "200 to the re-INVITE", |m| {
-            m.starts_with("SIP/2.0 ")
-                && header(m, "CSeq") == Some(cseq.as_str())
-                && !m.starts_with("SIP/2.0 100 ")
-        })
-        .await?;
-        if !ok.starts_with("SIP/2.0 200 ") {
-            bail!("re-INVITE refused: {ok}");
-        }
-        bob.send_to(
-            format!(
-                "ACK {hotline_contact} SIP/2.0\r\nVia: SIP/2.0/UDP {bob_addr};branch=z9hG4bK-ra{bob_cseq};rport\r\nFrom: {to_hotline};tag=bob1\r\nTo: {from_hotline}\r\nCall-ID: {agent_call_id}\r\nCSeq: {bob_cseq} ACK\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
-            )
-            .as_bytes(),
-            server,
-        )
-        .await?;
-        let answer = body(&ok).to_owned();
+        let answer = dialog.reinvite(&offer).await?;
+        dialog.ack("").await?;
         browser.accept(&answer).await;
         Ok(answer)
     };
@@ -318,26 +364,7 @@ async fn browser_agent_gets_webrtc_offer_and_talks_to_a_sip_caller() -> anyhow::
     // An offer-less re-INVITE from the page: Hotline's 200 carries a WebRTC offer made on
     // the running connection (same DTLS identity and ICE credentials), the ACK the
     // browser's answer. Answering `sendonly` holds (alice hears music, not the browser).
-    bob_cseq += 1;
-    bob.send_to(
-        format!(
-            "INVITE {hotline_contact} SIP/2.0\r\nVia: SIP/2.0/UDP {bob_addr};branch=z9hG4bK-re{bob_cseq};rport\r\nFrom: {to_hotline};tag=bob1\r\nTo: {from_hotline}\r\nCall-ID: {agent_call_id}\r\nCSeq: {bob_cseq} INVITE\r\nContact: {contact}\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
-        )
-        .as_bytes(),
-        server,
-    )
-    .await?;
-    let cseq = format!("{bob_cseq} INVITE");
-    let ok = expect(&bob, "200 to the offer-less re-INVITE", |m| {
-        m.starts_with("SIP/2.0 ")
-            && header(m, "CSeq") == Some(cseq.as_str())
-            && !m.starts_with("SIP/2.0 100 ")
-    })
-    .await?;
-    if !ok.starts_with("SIP/2.0 200 ") {
-        bail!("offer-less re-INVITE refused: {ok}");
-    }
-    let reoffer = body(&ok).to_owned();
+    let reoffer = dialog.reinvite("").await?;
     for needle in ["UDP/TLS/RTP/SAVPF", "a=sendrecv", "a=rtcp-mux", "PCMU/8000"] {
         if !reoffer.contains(needle) {
             bail!("Hotline's offer in the 200 lacks {needle}:\n{reoffer}");
@@ -352,15 +379,7 @@ async fn browser_agent_gets_webrtc_offer_and_talks_to_a_sip_caller() -> anyhow::
     let held = browser
         .answer_offer(&reoffer, RTCRtpTransceiverDirection::Sendonly)
         .await;
-    bob.send_to(
-        format!(
-            "ACK {hotline_contact} SIP/2.0\r\nVia: SIP/2.0/UDP {bob_addr};branch=z9hG4bK-ra{bob_cseq};rport\r\nFrom: {to_hotline};tag=bob1\r\nTo: {from_hotline}\r\nCall-ID: {agent_call_id}\r\nCSeq: {bob_cseq} ACK\r\nMax-Forwards: 70\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{held}",
-            held.len()
-        )
-        .as_bytes(),
-        server,
-    )
-    .await?;
+    dialog.ack(&held).await?;
     // alice hears music again once the ACK's answer is applied, not the browser.
     let (mut music, mut leaked) = (0u32, 0u32);
     let deadline = tokio::time::Instant::now() + GUARD;
@@ -406,7 +425,7 @@ async fn browser_agent_gets_webrtc_offer_and_talks_to_a_sip_caller() -> anyhow::
 /// dressed as a browser's offer gets a 4xx and leaves no call behind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browser_calls_out_and_talks_to_a_sip_phone() -> anyhow::Result<()> {
-    browser_calls_carol("4352", [46500, 46599]).await
+    browser_calls_carol("4352").await
 }
 
 /// The same, dialling carol's user directly (no `[[numbers]]` entry of hers is used): the
@@ -414,16 +433,15 @@ async fn browser_calls_out_and_talks_to_a_sip_phone() -> anyhow::Result<()> {
 /// to a plain phone, and the gateway answers it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browser_calling_a_sip_user_directly_goes_through_the_gateway() -> anyhow::Result<()> {
-    browser_calls_carol("carol", [47000, 47099]).await
+    browser_calls_carol("carol").await
 }
 
 /// bob's browser dials `dial` (carol's number or her user), media flows both ways between
 /// the browser and carol's plain phone, and the browser hangs up.
-async fn browser_calls_carol(dial: &str, ports: [u16; 2]) -> anyhow::Result<()> {
+async fn browser_calls_carol(dial: &str) -> anyhow::Result<()> {
     let h = start_hotline_with(&format!(
-        "[media]\nrtp_ip = \"127.0.0.1\"\nrtp_ports = [{}, {}]\nno_rtp_timeout_secs = 0\n\
-         [[numbers]]\nnumber = \"4352\"\nextension = \"carol\"\n",
-        ports[0], ports[1]
+        "{}no_rtp_timeout_secs = 0\n[[numbers]]\nnumber = \"4352\"\nextension = \"carol\"\n",
+        media(100)
     ))
     .await?;
     let server = h.sip.udp_addrs()[0];

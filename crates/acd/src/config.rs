@@ -59,31 +59,34 @@ impl AcdConfig {
 
     /// Checks ranges and cross-references; the engine refuses a config that fails this.
     pub fn validate(&self) -> Result<()> {
-        let names: BTreeMap<&str, usize> = self
-            .queues
-            .iter()
-            .enumerate()
-            .map(|(i, q)| (q.name.as_str(), i))
-            .collect();
-        if names.len() != self.queues.len() {
-            return Err(invalid("queues", "duplicate queue name"));
+        let mut names: BTreeMap<&str, usize> = BTreeMap::new();
+        for (i, q) in self.queues.iter().enumerate() {
+            if names.insert(q.name.as_str(), i).is_some() {
+                return Err(invalid_at(
+                    &["queue", &i.to_string(), "name"],
+                    &format!("queue {:?}", q.name),
+                    "duplicate queue name",
+                ));
+            }
         }
         if self.queues.len() > u32::MAX as usize / 2 {
-            return Err(invalid("queues", "too many queues"));
+            return Err(invalid_at(&["queue"], "queues", "too many queues"));
         }
-        for q in &self.queues {
-            q.validate(&names)?;
+        for (i, q) in self.queues.iter().enumerate() {
+            q.validate(&names)
+                .map_err(|e| e.under(&["queue", &i.to_string()]))?;
         }
         for (tier, p) in &self.tier_priority {
             if p.abs() > MAX_PRIORITY {
-                return Err(invalid(
+                return Err(invalid_at(
+                    &["tier_priority", tier],
                     &format!("tier_priority {tier:?}"),
                     "must be within -1000..=1000",
                 ));
             }
         }
         // A fallback chain of queues must end somewhere, or an empty center would loop.
-        for q in &self.queues {
+        for (qi, q) in self.queues.iter().enumerate() {
             let mut seen = vec![false; self.queues.len()];
             let mut cur = q;
             while let Fallback::Queue(next) = &cur.fallback {
@@ -91,7 +94,8 @@ impl AcdConfig {
                     return Err(AcdError::UnknownQueue(next.clone()));
                 };
                 if seen[i] {
-                    return Err(invalid(
+                    return Err(invalid_at(
+                        &["queue", &qi.to_string(), "fallback"],
                         &format!("queue {:?} fallback", q.name),
                         "fallback queues form a cycle",
                     ));
@@ -101,20 +105,33 @@ impl AcdConfig {
             }
         }
         let mut ids = std::collections::BTreeSet::new();
-        for a in &self.agents {
+        for (i, a) in self.agents.iter().enumerate() {
+            let at = ["agent", &i.to_string()];
             if !ids.insert(a.id.as_str()) {
-                return Err(invalid(&format!("agent {:?}", a.id), "duplicate agent id"));
+                return Err(invalid_at(
+                    &[at[0], at[1], "id"],
+                    &format!("agent {:?}", a.id),
+                    "duplicate agent id",
+                ));
             }
-            a.validate(&names)?;
+            a.validate(&names).map_err(|e| e.under(&at))?;
         }
         Ok(())
     }
 }
 
+/// An [`AcdError::InvalidConfig`] that no one key of `[acd]` is to blame for.
 pub(crate) fn invalid(what: &str, why: &str) -> AcdError {
+    invalid_at(&[], what, why)
+}
+
+/// An [`AcdError::InvalidConfig`] about the value at `key` (TOML keys and array indices
+/// below `[acd]`, or below the queue or agent being checked).
+fn invalid_at(key: &[&str], what: &str, why: &str) -> AcdError {
     AcdError::InvalidConfig {
         what: what.to_string(),
         why: why.to_string(),
+        key: key.iter().map(|k| k.to_string()).collect(),
     }
 }
 
@@ -328,42 +345,66 @@ impl QueueConfig {
     fn validate(&self, names: &BTreeMap<&str, usize>) -> Result<()> {
         let w = |s: &str| format!("queue {:?} {s}", self.name);
         if self.name.is_empty() {
-            return Err(invalid("queue", "empty name"));
+            return Err(invalid_at(&["name"], "queue", "empty name"));
         }
-        for s in &self.skills {
-            check_prof(&w(&format!("skill {:?}", s.skill)), s.min)?;
+        for (i, s) in self.skills.iter().enumerate() {
+            check_prof(&w(&format!("skill {:?}", s.skill)), s.min)
+                .map_err(|e| e.under(&["skills", &i.to_string(), "min"]))?;
         }
         if !(0.0..=100.0).contains(&self.sl_target_pct) {
-            return Err(invalid(&w("sl_target_pct"), "must be within 0..=100"));
+            return Err(invalid_at(
+                &["sl_target_pct"],
+                &w("sl_target_pct"),
+                "must be within 0..=100",
+            ));
         }
         if self.weight.abs() > MAX_PRIORITY {
-            return Err(invalid(&w("weight"), "must be within -1000..=1000"));
+            return Err(invalid_at(
+                &["weight"],
+                &w("weight"),
+                "must be within -1000..=1000",
+            ));
         }
         if self.expected_aht_secs == 0 {
-            return Err(invalid(&w("expected_aht_secs"), "must be > 0"));
+            return Err(invalid_at(
+                &["expected_aht_secs"],
+                &w("expected_aht_secs"),
+                "must be > 0",
+            ));
         }
         let mut last = None;
         for (i, st) in self.overflow.iter().enumerate() {
             let sw = w(&format!("overflow[{i}]"));
+            let i = i.to_string();
+            let at = |field: &str, why: &str| invalid_at(&["overflow", &i, field], &sw, why);
             if last.is_some_and(|l| st.after_secs < l) {
-                return Err(invalid(&sw, "after_secs must not decrease"));
+                return Err(at("after_secs", "after_secs must not decrease"));
             }
             last = Some(st.after_secs);
             if let Some(p) = st.min_proficiency {
-                check_prof(&sw, p)?;
+                check_prof(&sw, p).map_err(|e| e.under(&["overflow", &i, "min_proficiency"]))?;
             }
-            for q in &st.add_queues {
+            for (j, q) in st.add_queues.iter().enumerate() {
                 if !names.contains_key(q.as_str()) {
-                    return Err(invalid(&sw, &format!("unknown queue {q:?}")));
+                    return Err(invalid_at(
+                        &["overflow", &i, "add_queues", &j.to_string()],
+                        &sw,
+                        &format!("unknown queue {q:?}"),
+                    ));
                 }
             }
         }
         if let Fallback::Queue(q) = &self.fallback {
             if !names.contains_key(q.as_str()) {
-                return Err(invalid(&w("fallback"), &format!("unknown queue {q:?}")));
+                return Err(invalid_at(
+                    &["fallback"],
+                    &w("fallback"),
+                    &format!("unknown queue {q:?}"),
+                ));
             }
             if q == &self.name {
-                return Err(invalid(
+                return Err(invalid_at(
+                    &["fallback"],
                     &w("fallback"),
                     "a queue cannot fall back to itself",
                 ));
@@ -418,14 +459,18 @@ impl AgentConfig {
     pub(crate) fn validate(&self, names: &BTreeMap<&str, usize>) -> Result<()> {
         let w = |s: &str| format!("agent {:?} {s}", self.id);
         if self.id.is_empty() {
-            return Err(invalid("agent", "empty id"));
+            return Err(invalid_at(&["id"], "agent", "empty id"));
         }
         for (s, p) in &self.skills {
-            check_prof(&w(&format!("skill {s:?}")), *p)?;
+            check_prof(&w(&format!("skill {s:?}")), *p).map_err(|e| e.under(&["skills", s]))?;
         }
         for q in self.queues.keys() {
             if !names.contains_key(q.as_str()) {
-                return Err(invalid(&w("queues"), &format!("unknown queue {q:?}")));
+                return Err(invalid_at(
+                    &["queues", q],
+                    &w("queues"),
+                    &format!("unknown queue {q:?}"),
+                ));
             }
         }
         Ok(())

@@ -19,6 +19,10 @@ pub enum AcdError {
         what: String,
         /// What is wrong.
         why: String,
+        /// The offending key below `[acd]` as TOML keys and array indices (`["queue",
+        /// "1", "overflow", "0", "after_secs"]`), so the loader can point at its line and
+        /// column; empty where no one key is to blame.
+        key: Vec<String>,
     },
     /// A name refers to a queue that does not exist.
     #[error("unknown queue {0:?}")]
@@ -43,6 +47,26 @@ pub enum AcdError {
         /// The state that forbids it.
         why: String,
     },
+}
+
+impl AcdError {
+    /// The offending key of an [`AcdError::InvalidConfig`] below `[acd]` (empty for
+    /// other errors and where no one key is to blame).
+    pub fn config_key(&self) -> &[String] {
+        match self {
+            AcdError::InvalidConfig { key, .. } => key,
+            _ => &[],
+        }
+    }
+
+    /// The error with `outer` put in front of its key: a queue's or an agent's own check
+    /// knows its fields, the whole config's knows where the entry stands.
+    pub(crate) fn under(mut self, outer: &[&str]) -> Self {
+        if let AcdError::InvalidConfig { key, .. } = &mut self {
+            key.splice(0..0, outer.iter().map(|k| k.to_string()));
+        }
+        self
+    }
 }
 
 /// Shorthand used throughout the crate.

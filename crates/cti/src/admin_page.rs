@@ -18,11 +18,7 @@ const ASSETS: &[Asset] = &[
 
 static ETAGS: LazyLock<Vec<HeaderValue>> = LazyLock::new(|| etags(ASSETS));
 
-/// Its own scripts and styles only (no inline code, no eval), requests to this origin only
-/// (the API), never framed: an admin page is what a clickjacker wants most.
-const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
-    img-src 'self' data:; connect-src 'self'; \
-    frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
+const CSP: &str = assets::SAME_ORIGIN_CSP;
 
 /// The admin page's routes, merged into the CTI server's router.
 pub(crate) fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {

@@ -11,18 +11,19 @@
 //! logged in by a forced not-ready: 409). Supervisors limited to some
 //! queues may not force agents (the CTI server does not know agents' queues): 403.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use hotline_switch::{AgentCommand, AgentStatus, SwitchError};
 use serde::{Deserialize, Serialize};
 
 use crate::Role;
+use crate::assets::{self, Asset, etags};
 use crate::hub::Hub;
 use crate::reports::{api_error, supervisor};
 
@@ -90,18 +91,24 @@ impl WallConfig {
     }
 }
 
-fn asset(content_type: &'static str, body: &'static str) -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, content_type),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        body,
-    )
-        .into_response()
-}
+/// The wallboard is `/wall` (`index.html`), the report page `/reports`; both load the
+/// rest from `/wall/`.
+const ASSETS: &[Asset] = &[
+    Asset::page("index.html", include_bytes!("../assets/wall/wall.html")),
+    Asset::page(
+        "reports.html",
+        include_bytes!("../assets/wall/reports.html"),
+    ),
+    Asset::page("common.js", include_bytes!("../assets/wall/common.js")),
+    Asset::page("wall.js", include_bytes!("../assets/wall/wall.js")),
+    Asset::page("reports.js", include_bytes!("../assets/wall/reports.js")),
+    Asset::page("style.css", include_bytes!("../assets/wall/style.css")),
+];
 
-const HTML: &str = "text/html; charset=utf-8";
+static ETAGS: LazyLock<Vec<HeaderValue>> = LazyLock::new(|| etags(ASSETS));
+
+/// The floor view's buttons force agents' states: as strict as the admin page.
+const CSP: &str = assets::SAME_ORIGIN_CSP;
 
 async fn config(State(hub): State<Arc<Hub>>) -> Response {
     axum::Json(hub.cfg.wall.clone()).into_response()
@@ -203,49 +210,11 @@ async fn force(
 }
 
 pub(crate) fn routes() -> Router<Arc<Hub>> {
-    Router::new()
-        .route(
-            "/wall",
-            get(|| async { asset(HTML, include_str!("../assets/wall/wall.html")) }),
-        )
+    assets::routes("/wall", ASSETS, &ETAGS, CSP)
         .route(
             "/reports",
-            get(|| async { asset(HTML, include_str!("../assets/wall/reports.html")) }),
-        )
-        .route(
-            "/wall/common.js",
-            get(|| async {
-                asset(
-                    "text/javascript; charset=utf-8",
-                    include_str!("../assets/wall/common.js"),
-                )
-            }),
-        )
-        .route(
-            "/wall/wall.js",
-            get(|| async {
-                asset(
-                    "text/javascript; charset=utf-8",
-                    include_str!("../assets/wall/wall.js"),
-                )
-            }),
-        )
-        .route(
-            "/wall/reports.js",
-            get(|| async {
-                asset(
-                    "text/javascript; charset=utf-8",
-                    include_str!("../assets/wall/reports.js"),
-                )
-            }),
-        )
-        .route(
-            "/wall/style.css",
-            get(|| async {
-                asset(
-                    "text/css; charset=utf-8",
-                    include_str!("../assets/wall/style.css"),
-                )
+            get(|headers: HeaderMap| async move {
+                assets::serve(ASSETS, &ETAGS, CSP, "reports.html", &headers)
             }),
         )
         .route("/wall/config.json", get(config))
@@ -255,6 +224,59 @@ pub(crate) fn routes() -> Router<Arc<Hub>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::header;
+
+    /// Every file: the strict CSP, an ETag, `no-cache`, and 304 when the browser has it.
+    #[test]
+    fn files_are_served_with_an_etag_and_the_csp() {
+        for a in ASSETS {
+            let r = assets::serve(ASSETS, &ETAGS, CSP, a.name, &HeaderMap::new());
+            assert_eq!(r.status(), StatusCode::OK, "{}", a.name);
+            let h = r.headers();
+            assert_eq!(h[header::CONTENT_SECURITY_POLICY], CSP, "{}", a.name);
+            assert_eq!(h[header::CACHE_CONTROL], "no-cache", "{}", a.name);
+            let mut again = HeaderMap::new();
+            again.insert(header::IF_NONE_MATCH, h[header::ETAG].clone());
+            let r = assets::serve(ASSETS, &ETAGS, CSP, a.name, &again);
+            assert_eq!(r.status(), StatusCode::NOT_MODIFIED, "{}", a.name);
+        }
+        let mut names: Vec<_> = ETAGS.iter().collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), ASSETS.len(), "one ETag per file");
+        assert!(!CSP.contains("unsafe"));
+    }
+
+    /// The strict CSP holds for the pages: no inline script or style, and every file they
+    /// load is in the table.
+    #[test]
+    fn the_pages_load_only_their_own_files() {
+        for page in ["index.html", "reports.html"] {
+            let html = ASSETS
+                .iter()
+                .find(|a| a.name == page)
+                .and_then(|a| std::str::from_utf8(a.body).ok())
+                .unwrap_or("");
+            assert!(
+                !html.contains("<style") && !html.contains("style="),
+                "{page}"
+            );
+            for src in html
+                .split("src=\"")
+                .skip(1)
+                .chain(html.split("href=\"/wall/").skip(1))
+            {
+                let file = src.split('"').next().unwrap_or("");
+                let file = file.strip_prefix("/wall/").unwrap_or(file);
+                assert!(ASSETS.iter().any(|a| a.name == file), "{page}: {file}");
+            }
+            assert_eq!(
+                html.matches("<script").count(),
+                html.matches("<script src=\"/wall/").count(),
+                "{page}: inline script"
+            );
+        }
+    }
 
     #[test]
     fn thresholds_are_checked() {

@@ -230,6 +230,16 @@ async fn pages_and_thresholds_are_served() {
             "{path}"
         );
         assert!(r.body.contains(needle), "{path}");
+        // Like the desk's and the admin page's files: a strict CSP, and an ETag that a
+        // browser's revalidation turns into a 304.
+        let csp = r.header("content-security-policy").unwrap_or_default();
+        assert!(csp.contains("script-src 'self'"), "{path}: {csp}");
+        let etag = r.header("etag").unwrap_or_default();
+        assert!(etag.starts_with('"'), "{path}: ETag {etag:?}");
+        let again = http::get(addr, path, &[format!("If-None-Match: {etag}")])
+            .await
+            .expect("GET");
+        assert_eq!(again.status, 304, "{path}");
     }
     let cfg = http::get(addr, "/wall/config.json", &[])
         .await

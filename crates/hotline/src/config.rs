@@ -891,8 +891,17 @@ impl Config {
         if let Some(acd) = &self.acd
             && let Err(e) = hotline_acd::Engine::new(acd, hotline_acd::Millis(0))
         {
-            let at = span_at(text, &["acd"]);
-            errs.push(locate(path, text, at, format!("[acd]: {e}")));
+            // At the offending key where the engine names one, else at `[acd]`.
+            let key: Vec<&str> = ["acd"]
+                .into_iter()
+                .chain(e.config_key().iter().map(String::as_str))
+                .collect();
+            errs.push(locate(
+                path,
+                text,
+                span_at(text, &key),
+                format!("[acd]: {e}"),
+            ));
         }
         if let Some(cti) = &self.cti {
             if let Err((key, e)) = cti.check() {
@@ -1391,7 +1400,7 @@ mod tests {
         let e = parse("[sip]\nudp = [\"127.0.0.1:5060\"]\n[[numbers]]\nnumber = \"4002\"\nqueue = \"sales\"\n[acd]\n[[acd.queue]]\nname = \"support\"\n").unwrap_err();
         assert!(e.message.contains("not in [acd]"), "{e}");
         let e = parse("[sip]\nudp = [\"127.0.0.1:5060\"]\n[acd]\n[[acd.agent]]\nid = \"bob\"\nqueues = { nowhere = 0 }\n").unwrap_err();
-        assert_eq!(e.line, 3, "{e}");
+        assert_eq!((e.line, e.column), (6, 22), "{e}");
         let e = parse("[sip]\nudp = [\"127.0.0.1:5060\"]\n[media]\nrtp_ports = [30001, 30001]\n")
             .unwrap_err();
         assert_eq!(e.line, 4, "{e}");
@@ -1561,7 +1570,7 @@ mod tests {
             "{sip}realm = \"[acd] x\"\n[[acd.queue]]\nname = \"q\"\nsl_target_pct = 500.0\n"
         ));
         assert!(m.starts_with("[acd]"), "{m}");
-        assert_eq!((l, c), (4, 3), "{m}");
+        assert_eq!((l, c), (6, 17), "{m}");
         // [qualify] in a comment; the bad key in the table.
         let (l, c, m) = at(&format!(
             "{sip}# [qualify] below\n[qualify]\ninterval_secs = 1\ntimeout_ms = 1000\n"
@@ -1578,5 +1587,95 @@ mod tests {
         assert_eq!((l, c), (4, 21), "{m}");
         let (l, c, m) = at("# no [sip] listener\n[sip]\nrealm = \"x\"\n");
         assert_eq!((l, c), (2, 1), "{m}");
+    }
+    /// Every error the ACD engine finds in `[acd]` points at the offending key's value
+    /// (line and column), not at the table: queues and agents by their place in the
+    /// array, overflow steps and skills by theirs, map entries by their key.
+    #[test]
+    fn acd_errors_point_at_the_offending_key() {
+        let sip = "[sip]\nudp = [\"127.0.0.1:5060\"]\n[acd]\n";
+        let q = "[[acd.queue]]\nname = \"q\"\n";
+        let cases: &[(&str, String, (usize, usize))] = &[
+            ("duplicate queue name", format!("{q}{q}"), (7, 8)),
+            ("empty name", "[[acd.queue]]\nname = \"\"\n".into(), (5, 8)),
+            (
+                "proficiency 11",
+                format!("{q}skills = [{{ skill = \"de\" }}, {{ skill = \"en\", min = 11 }}]\n"),
+                (6, 51),
+            ),
+            ("0..=100", format!("{q}sl_target_pct = 101.0\n"), (6, 17)),
+            ("-1000..=1000", format!("{q}weight = 1001\n"), (6, 10)),
+            (
+                "must be > 0",
+                format!("{q}expected_aht_secs = 0\n"),
+                (6, 21),
+            ),
+            (
+                "after_secs must not decrease",
+                format!(
+                    "{q}[[acd.queue.overflow]]\nafter_secs = 10\n\
+                     [[acd.queue.overflow]]\nafter_secs = 5\n"
+                ),
+                (9, 14),
+            ),
+            (
+                "proficiency 0",
+                format!("{q}overflow = [{{ after_secs = 1, min_proficiency = 0 }}]\n"),
+                (6, 49),
+            ),
+            (
+                "unknown queue \"nope\"",
+                format!("{q}overflow = [{{ after_secs = 1, add_queues = [\"q\", \"nope\"] }}]\n"),
+                (6, 50),
+            ),
+            (
+                "unknown queue \"gone\"",
+                format!("{q}fallback = {{ queue = \"gone\" }}\n"),
+                (6, 12),
+            ),
+            (
+                "cannot fall back to itself",
+                format!("{q}fallback = {{ queue = \"q\" }}\n"),
+                (6, 12),
+            ),
+            (
+                "form a cycle",
+                format!(
+                    "{q}fallback = {{ queue = \"r\" }}\n\
+                     [[acd.queue]]\nname = \"r\"\nfallback = {{ queue = \"q\" }}\n"
+                ),
+                (6, 12),
+            ),
+            (
+                "tier_priority \"vip\"",
+                format!("{q}[acd.tier_priority]\ngold = 5\nvip = 1001\n"),
+                (8, 7),
+            ),
+            (
+                "duplicate agent id",
+                format!("{q}[[acd.agent]]\nid = \"a\"\n[[acd.agent]]\nid = \"a\"\n"),
+                (9, 6),
+            ),
+            ("empty id", format!("{q}[[acd.agent]]\nid = \"\"\n"), (7, 6)),
+            (
+                "proficiency 12",
+                format!("{q}[[acd.agent]]\nid = \"a\"\nskills = {{ de = 5, en = 12 }}\n"),
+                (8, 25),
+            ),
+            (
+                "unknown queue \"nowhere\"",
+                format!("{q}[[acd.agent]]\nid = \"a\"\nqueues = {{ q = 0, nowhere = 1 }}\n"),
+                (8, 29),
+            ),
+        ];
+        for (want, acd, (line, column)) in cases {
+            let text = format!("{sip}{acd}");
+            let e = parse(&text).unwrap_err();
+            assert!(
+                e.message.starts_with("[acd]") && e.message.contains(want),
+                "{want}: {e}\n{text}"
+            );
+            assert_eq!((e.line, e.column), (*line, *column), "{want}: {e}\n{text}");
+        }
     }
 }

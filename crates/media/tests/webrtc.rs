@@ -12,8 +12,8 @@ use hotline_media::dtmf::EventPayload;
 use hotline_media::leg::{LegConfig, LegEvent, LegTiming};
 use hotline_media::ports::PortAllocator;
 use hotline_media::sdp::{Codec, Direction};
-use hotline_media::session::{MediaEvent, MediaLeg, Side, spawn_session};
-use hotline_media::webrtc::{WebRtcLeg, WebRtcSettings, WebRtcState};
+use hotline_media::session::{MediaEvent, MediaLeg, SessionHandle, Side, spawn_session};
+use hotline_media::webrtc::{WebRtcControl, WebRtcLeg, WebRtcSettings, WebRtcState, WebRtcStats};
 use rtp_rs::{RtpPacketBuilder, RtpReader, Seq};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
@@ -97,14 +97,7 @@ async fn browser_answers_hotline_offer_and_rtp_flows_both_ways() {
     );
 
     // The caller's plain leg and its phone.
-    let phone = UdpSocket::bind((LO, 0)).await.unwrap();
-    let a_ports = alloc.bind(LO).await.unwrap();
-    let a_addr = a_ports.rtp.local_addr().unwrap();
-    let a = MediaLeg::new(
-        a_ports,
-        phone_cfg(phone.local_addr().unwrap()),
-        LegTiming::default(),
-    );
+    let (phone, a_addr, a) = phone_leg(&alloc).await;
     let b = leg
         .connect(Some(&answer), LegTiming::default())
         .await
@@ -348,6 +341,63 @@ async fn browser_reaches_phone(phone: &UdpSocket, browser: &mut Browser) {
     .expect("the browser's RTP reaches the phone");
 }
 
+/// A caller's plain leg on ports of `alloc` and its phone: the phone's socket, the
+/// address it sends its RTP to, and the leg.
+async fn phone_leg(alloc: &PortAllocator) -> (UdpSocket, SocketAddr, MediaLeg) {
+    let phone = UdpSocket::bind((LO, 0)).await.unwrap();
+    let a_ports = alloc.bind(LO).await.unwrap();
+    let a_addr = a_ports.rtp.local_addr().unwrap();
+    let a = MediaLeg::new(
+        a_ports,
+        phone_cfg(phone.local_addr().unwrap()),
+        LegTiming::default(),
+    );
+    (phone, a_addr, a)
+}
+
+/// A call through the gateway: the phone's plain leg bridged to the browser's leg.
+struct Bridged {
+    phone: UdpSocket,
+    /// Where the phone sends its RTP (the plain leg's socket).
+    a_addr: SocketAddr,
+    session: SessionHandle,
+    ctl: WebRtcControl,
+    stats: WebRtcStats,
+    /// The session's events: kept open for the call, read by no one.
+    _events: mpsc::Receiver<MediaEvent>,
+}
+
+/// Connects `leg` with the browser's `answer` and bridges it to a phone's plain leg from
+/// `alloc`; returns once the browser is connected and hears the phone.
+async fn bridge(
+    alloc: &PortAllocator,
+    leg: WebRtcLeg,
+    answer: &str,
+    browser: &mut Browser,
+) -> Bridged {
+    let (phone, a_addr, a) = phone_leg(alloc).await;
+    let b = leg
+        .connect(Some(answer), LegTiming::default())
+        .await
+        .unwrap();
+    let link = b.gateway().expect("a browser leg");
+    let (ctl, stats) = (link.control(), link.stats());
+    let (ev_tx, _events) = mpsc::channel(64);
+    let session = spawn_session(a, ev_tx);
+    session.attach(b).await.unwrap();
+    session.bridge().await.unwrap();
+    browser.connected().await;
+    phone_reaches_browser(&phone, a_addr, browser).await;
+    Bridged {
+        phone,
+        a_addr,
+        session,
+        ctl,
+        stats,
+        _events,
+    }
+}
+
 fn sdp_attr<'a>(sdp: &'a str, name: &str) -> Option<&'a str> {
     sdp.lines()
         .find_map(|l| l.trim().strip_prefix(name))
@@ -367,25 +417,9 @@ async fn browser_reoffers_hold_resume_and_ice_restart_on_the_running_connection(
     let ufrag = sdp_attr(&offer, "a=ice-ufrag:").unwrap().to_owned();
     let (mut browser, answer) = Browser::answer(&offer).await;
 
-    let phone = UdpSocket::bind((LO, 0)).await.unwrap();
-    let a_ports = alloc.bind(LO).await.unwrap();
-    let a_addr = a_ports.rtp.local_addr().unwrap();
-    let a = MediaLeg::new(
-        a_ports,
-        phone_cfg(phone.local_addr().unwrap()),
-        LegTiming::default(),
-    );
-    let b = leg
-        .connect(Some(&answer), LegTiming::default())
-        .await
-        .unwrap();
-    let ctl = b.gateway().expect("a browser leg").control();
-    let (ev_tx, _events) = mpsc::channel(64);
-    let session = spawn_session(a, ev_tx);
-    session.attach(b).await.unwrap();
-    session.bridge().await.unwrap();
-    browser.connected().await;
-    phone_reaches_browser(&phone, a_addr, &mut browser).await;
+    let call = bridge(&alloc, leg, &answer, &mut browser).await;
+    // `call` keeps the session's event channel open.
+    let (phone, a_addr, session, ctl) = (call.phone, call.a_addr, call.session, call.ctl);
     browser_reaches_phone(&phone, &mut browser).await;
 
     // Hold from the page: sendonly → our answer is recvonly, the session stops sending.
@@ -469,25 +503,9 @@ async fn hotline_reoffers_on_the_running_connection_for_an_offerless_reinvite() 
         _ => "active",
     };
 
-    let phone = UdpSocket::bind((LO, 0)).await.unwrap();
-    let a_ports = alloc.bind(LO).await.unwrap();
-    let a_addr = a_ports.rtp.local_addr().unwrap();
-    let a = MediaLeg::new(
-        a_ports,
-        phone_cfg(phone.local_addr().unwrap()),
-        LegTiming::default(),
-    );
-    let b = leg
-        .connect(Some(&answer), LegTiming::default())
-        .await
-        .unwrap();
-    let ctl = b.gateway().expect("a browser leg").control();
-    let (ev_tx, _events) = mpsc::channel(64);
-    let session = spawn_session(a, ev_tx);
-    session.attach(b).await.unwrap();
-    session.bridge().await.unwrap();
-    browser.connected().await;
-    phone_reaches_browser(&phone, a_addr, &mut browser).await;
+    let call = bridge(&alloc, leg, &answer, &mut browser).await;
+    // `call` keeps the session's event channel open.
+    let (phone, a_addr, session, ctl) = (call.phone, call.a_addr, call.session, call.ctl);
 
     // Our offer, the browser holds in its answer.
     let reoffer = ctl
@@ -590,25 +608,8 @@ async fn ice_lite_gateway_connects_with_a_full_ice_browser() {
     let (mut browser, answer) = Browser::answer(&offer).await;
     assert!(!answer.contains("a=ice-lite"), "the browser is full ICE");
 
-    let phone = UdpSocket::bind((LO, 0)).await.unwrap();
-    let a_ports = alloc.bind(LO).await.unwrap();
-    let a_addr = a_ports.rtp.local_addr().unwrap();
-    let a = MediaLeg::new(
-        a_ports,
-        phone_cfg(phone.local_addr().unwrap()),
-        LegTiming::default(),
-    );
-    let b = leg
-        .connect(Some(&answer), LegTiming::default())
-        .await
-        .unwrap();
-    let stats = b.gateway().expect("browser leg").stats();
-    let (ev_tx, _events) = mpsc::channel(64);
-    let session = spawn_session(a, ev_tx);
-    session.attach(b).await.unwrap();
-    session.bridge().await.unwrap();
-    browser.connected().await;
-    phone_reaches_browser(&phone, a_addr, &mut browser).await;
+    let call = bridge(&alloc, leg, &answer, &mut browser).await;
+    let (phone, session, stats) = (call.phone, call.session, call.stats);
     browser_reaches_phone(&phone, &mut browser).await;
     assert_eq!(stats.state(), WebRtcState::Connected);
     let (a, b) = session.stop().await.unwrap();

@@ -34,21 +34,23 @@ pub(crate) fn is_browser_contact(uri: &str) -> bool {
 
 /// The gateway's offer for the INVITE to a browser agent: no plain port pair (the
 /// gateway holds its own), the leg itself, a plain description of our public port (what
-/// the in-call code keeps as "our offer") and the SDP to send.
+/// the in-call code keeps as "our offer") and the SDP to send. The leg and the future
+/// making it stay on the heap (about 9 KB in a debug build): inline, they sized every
+/// future that rings anyone (routing, transfers, ACD offers).
 pub(crate) async fn offer(
     ports: &PortAllocator,
     cfg: &SwitchConfig,
 ) -> Option<(
     Option<BoundPorts>,
-    Option<WebRtcLeg>,
+    Option<Box<WebRtcLeg>>,
     SessionDescription,
     String,
 )> {
-    match WebRtcLeg::offer(ports, &cfg.webrtc).await {
+    match Box::pin(WebRtcLeg::offer(ports, &cfg.webrtc)).await {
         Ok((leg, sdp)) => {
             let local = LocalMedia::new(cfg.media_ip, leg.local_addr().port());
             let plain = build_offer(&local, Direction::SendRecv);
-            Some((None, Some(leg), plain, sdp))
+            Some((None, Some(Box::new(leg)), plain, sdp))
         }
         Err(e) => {
             tracing::warn!(error = %e, "no WebRTC offer for the browser agent");
@@ -59,10 +61,15 @@ pub(crate) async fn offer(
 
 /// The browser's 2xx: its SDP answer completes the leg, which joins the call like a SIP
 /// phone's (the media session drives its connection); `None` when the answer is
-/// unusable.
-pub(crate) async fn answered(leg: WebRtcLeg, body: &[u8], timing: LegTiming) -> Option<MediaLeg> {
+/// unusable. The leg and its connecting future (about 35 KB in a debug build) stay on
+/// the heap: inline, they made every future that awaits an agent's answer that large.
+pub(crate) async fn answered(
+    leg: Box<WebRtcLeg>,
+    body: &[u8],
+    timing: LegTiming,
+) -> Option<MediaLeg> {
     let r = match std::str::from_utf8(body) {
-        Ok(sdp) => leg.connect(Some(sdp), timing).await,
+        Ok(sdp) => Box::pin((*leg).connect(Some(sdp), timing)).await,
         Err(_) => Err(MediaError::SdpMalformed {
             line: 0,
             reason: "SDP is not UTF-8",
