@@ -33,6 +33,13 @@
 #           net.core.rmem_default (root) just while the echo UASs bind, and restores it at
 #           once (and on exit). Hotline's sockets are not affected.
 #         MAX_SECS (watchdog for the whole script, default 900 per REPEAT)
+#         CPS_BINS (default: BIN): cps once per binary listed, side by side in each run
+#           (before/after in the same conditions); lines and medians carry bin=<file name>
+#         CALLGRIND (0): 1 = cps under valgrind's callgrind (collecting only while the
+#           callers run) for the load-independent figure: instructions per call (line
+#           "callpath cps_callgrind ... ir_per_call="; raw callgrind files under OUT). Use
+#           a low CPS_RATE (20) and THREADS=1; REG_RATE (registrations/s, default 1000;
+#           100 under callgrind) and the startup wait (120 s under callgrind) adapt
 #         TICKS (unset: Hotline's default): media part once per value of [media] tick_ms,
 #           side by side in each run, e.g. TICKS="0 10" (0 = RTP read per datagram); lines
 #           and medians carry tick_ms=
@@ -48,6 +55,8 @@ IP=127.0.0.1
 SUT_PORT=5070
 AGENT_PORT=5080   # first agent UAS; the others on 5082, 5084, ...
 UAS_COUNT=${UAS_COUNT:-4}
+CALLGRIND=${CALLGRIND:-0}
+if [ "$CALLGRIND" = 1 ]; then REG_RATE=${REG_RATE:-100}; else REG_RATE=${REG_RATE:-1000}; fi
 [ "$UAS_COUNT" -ge 1 ] && [ "$UAS_COUNT" -le 4 ] || { echo "UAS_COUNT must be 1..4" >&2; exit 1; }
 CALLER_PORT=5090
 AGENTS=${AGENTS:-3000}
@@ -177,15 +186,27 @@ start_hotline() {
 	wait_free $SUT_PORT || { echo "port $SUT_PORT busy" >&2; exit 1; }
 	# Per-call media counters come from the media session's end-of-call line (target
 	# hotline_media::stats); everything else at warn, so logging costs nothing per call.
-	NO_COLOR=1 RUST_LOG=warn,hotline_media::stats=info nice -n "$NICE" "$BIN" serve --config "$OUT/$CONFIG" \
+	local wrap=() tries=1
+	if [ "$CALLGRIND" = 1 ]; then
+		# valgrind runs Hotline in its own process (same pid); instrumentation starts off.
+		# callgrind_control finds the run by its pipe, named after user and host: an
+		# environment without them (a container's root) gets "???" and is never found.
+		export LOGNAME=${LOGNAME:-$(id -un)} USER=${USER:-$(id -un)} HOST=${HOST:-$(hostname)}
+		wrap=(valgrind --tool=callgrind --instr-atstart=no "--callgrind-out-file=$OUT/callgrind.cps.%p")
+		tries=12
+	fi
+	NO_COLOR=1 RUST_LOG=warn,hotline_media::stats=info nice -n "$NICE" "${wrap[@]}" "$BIN" serve --config "$OUT/$CONFIG" \
 		>"$OUT/hotline.log" 2>&1 &
 	HPID=$!
 	PIDS="$PIDS $HPID"
-	wait_port $SUT_PORT || { echo "hotline did not start; see $OUT/hotline.log" >&2; exit 1; }
+	until wait_port $SUT_PORT; do
+		tries=$((tries - 1))
+		[ "$tries" -gt 0 ] || { echo "hotline did not start; see $OUT/hotline.log" >&2; exit 1; }
+	done
 	local k reg_ok=0
 	for k in $(seq 0 $((UAS_COUNT - 1))); do
 		sipp_bg "$OUT/register-$k" -sf "$SIPDIR/register.xml" -inf "$OUT/agents-$k.csv" $IP:$SUT_PORT \
-			-i $IP -p "$(uas_port "$k")" -r 1000 -m $(($(wc -l <"$OUT/agents-$k.csv") - 1)) -timeout 30s -timeout_error
+			-i $IP -p "$(uas_port "$k")" -r "$REG_RATE" -m $(($(wc -l <"$OUT/agents-$k.csv") - 1)) -timeout 30s -timeout_error
 	done
 	for k in $(seq 0 $((UAS_COUNT - 1))); do
 		sipp_wait "$OUT/register-$k"
@@ -210,6 +231,7 @@ run_cps() {
 	start_uas "$pre.uas" -timeout $((DUR + 60))s
 	local h0 u0 s0 t0 h1 u1 s1 t1 sb0 st0 sb1 st1
 	read -r sb0 st0 < <(sys_ticks)
+	[ "$CALLGRIND" = 1 ] && callgrind_control -i on "$HPID" >/dev/null
 	h0=$(ticks $HPID); s0=$(sum_ticks $UAS_PIDS); t0=$(now)
 	sipp_bg "$pre.uac" -sf "$SIPDIR/uac.xml" $IP:$SUT_PORT -s 4000 -i $IP -p $CALLER_PORT \
 		-r "$CPS_RATE" -m "$n" -d "$HOLD_MS" -timeout $((DUR + 60))s -timeout_error
@@ -220,6 +242,13 @@ run_cps() {
 	sipp_wait "$pre.uac"
 	t1=$(now); h1=$(ticks $HPID); s1=$(sum_ticks $UAS_PIDS)
 	read -r sb1 st1 < <(sys_ticks)
+	local ir=0
+	if [ "$CALLGRIND" = 1 ]; then
+		# The dump holds what was collected since "on": the callers' whole run.
+		rm -f "$OUT/callgrind.cps.$HPID".*
+		callgrind_control -d "$HPID" >/dev/null; callgrind_control -i off "$HPID" >/dev/null
+		ir=$(awk '/^(summary|totals):/ { print $2; exit }' "$OUT/callgrind.cps.$HPID".* 2>/dev/null)
+	fi
 	stop_uas "$pre.uas"
 	local ok fail retr aok afail
 	ok=$(statcol "$pre.uac.stat.csv" 'SuccessfulCall(C)'); fail=$(statcol "$pre.uac.stat.csv" 'FailedCall(C)')
@@ -227,11 +256,13 @@ run_cps() {
 	aok=$(uas_stat "$pre.uas" 'SuccessfulCall(C)'); afail=$(uas_stat "$pre.uas" 'FailedCall(C)')
 	emit "$(awk -v r="$CPS_RATE" -v n="$n" -v ok="$ok" -v f="$fail" -v re="$retr" -v aok="$aok" -v af="$afail" \
 		-v t0="$t0" -v t1="$t1" -v hold="$HOLD_MS" -v ht=$((h1 - h0)) -v ut=$((u1 - u0)) -v st=$((s1 - s0)) \
-		-v hz="$HZ" -v sb=$((sb1 - sb0)) -v stt=$((st1 - st0)) -v nc="$(nproc)" -v run="$RUN" -v la="$(load1)" 'BEGIN {
+		-v hz="$HZ" -v sb=$((sb1 - sb0)) -v stt=$((st1 - st0)) -v nc="$(nproc)" -v run="$RUN" -v la="$(load1)" -v bin="$(basename "$BIN")" 'BEGIN {
 		w = t1 - t0; busy = w - hold / 1000; if (busy <= 0) busy = w
 		ms = ok > 0 ? ht / hz * 1000 / ok : 0
-		printf "callpath cps run=%d target=%d/s calls=%d ok=%d failed=%d agent_answered=%d agent_failed=%d retrans=%d wall=%.1fs achieved=%.0f/s hotline_cpu_pct=%.0f hotline_cpu_ms_per_call=%.3f sipp_uac_cpu_pct=%.0f sipp_uas_cpu_pct=%.0f machine_busy_pct=%.0f/%d00 load1=%s",
-			run, r, n, ok, f, aok, af, re, w, ok / busy, ht / hz / w * 100, ms, ut / hz / w * 100, st / hz / w * 100, sb / stt * 100 * nc, nc, la }')"
+		printf "callpath cps run=%d bin=%s target=%d/s calls=%d ok=%d failed=%d agent_answered=%d agent_failed=%d retrans=%d wall=%.1fs achieved=%.0f/s hotline_cpu_pct=%.0f hotline_cpu_ms_per_call=%.3f sipp_uac_cpu_pct=%.0f sipp_uas_cpu_pct=%.0f machine_busy_pct=%.0f/%d00 load1=%s",
+			run, bin, r, n, ok, f, aok, af, re, w, ok / busy, ht / hz / w * 100, ms, ut / hz / w * 100, st / hz / w * 100, sb / stt * 100 * nc, nc, la }')"
+	[ "$CALLGRIND" = 1 ] && emit "$(awk -v run="$RUN" -v bin="$(basename "$BIN")" -v r="$CPS_RATE" -v ok="$ok" -v f="$fail" -v ir="${ir:-0}" 'BEGIN {
+		printf "callpath cps_callgrind run=%d bin=%s target=%d/s ok=%d failed=%d ir=%.0f ir_per_call=%.0f", run, bin, r, ok, f, ir, (ok > 0 ? ir / ok : 0) }')"
 }
 
 # ------------------------------------------------------------------ media
@@ -315,7 +346,10 @@ for RUN in $(seq "$REPEAT"); do
 	[ "$REPEAT" -gt 1 ] && echo "---- run $RUN of $REPEAT (loadavg $(cut -d' ' -f1-3 /proc/loadavg))"
 	for s in "${SCEN[@]}"; do
 		case $s in
-		cps) start_hotline; run_cps; stop_hotline ;;
+		cps)
+			BIN0=$BIN
+			for BIN in ${CPS_BINS:-$BIN}; do start_hotline; run_cps; stop_hotline; sleep 2; done
+			BIN=$BIN0 ;;
 		media)
 			for TICK in $TICKS; do
 				CONFIG=callpath.toml
@@ -348,7 +382,7 @@ for line in sys.stdin:
         continue
     kv = dict(x.split("=", 1) for x in f[2:] if "=" in x)
     runs.add(kv.get("run"))
-    key = (f[1], kv.get("target") or kv.get("calls") or "", kv.get("tick_ms", "default"))
+    key = (f[1], kv.get("target") or kv.get("calls") or "", kv.get("tick_ms", "default"), kv.get("bin", ""))
     g = groups.setdefault(key, {})
     for k, v in kv.items():
         try:
@@ -364,12 +398,17 @@ def show(g, k, fmt):
     s = fmt % statistics.median(v)
     return s if len(v) == 1 else "%s (%s-%s)" % (s, fmt % min(v), fmt % max(v))
 lines, table = [], []
-ticks = sorted({t for (kind, _, t) in groups if kind == "media"})
-for (kind, at, tick), g in groups.items():
+ticks = sorted({t for (kind, _, t, _) in groups if kind == "media"})
+for (kind, at, tick, bin_), g in groups.items():
     n = len(g.get("run", []))
     if kind == "media" and len(ticks) > 1:
         at = "%s tick_ms=%s" % (at, tick)
-    if kind == "cps":
+    if bin_:
+        at = "%s bin=%s" % (at, bin_)
+    if kind == "cps_callgrind":
+        keys = [("ok", "%.0f"), ("failed", "%.0f"), ("ir_per_call", "%.0f")]
+        table.append("%-34s hotline %s instructions (callgrind, %s)" % ("instructions per call", show(g, "ir_per_call", "%.0f"), at))
+    elif kind == "cps":
         keys = [("achieved", "%.0f"), ("failed", "%.0f"), ("agent_failed", "%.0f"),
                 ("hotline_cpu_ms_per_call", "%.3f"), ("sipp_uac_cpu_pct", "%.0f"),
                 ("sipp_uas_cpu_pct", "%.0f"), ("load1", "%.2f")]
@@ -391,9 +430,9 @@ for (kind, at, tick), g in groups.items():
     lines.append("callpath %s_median %s=%s runs=%d " % (kind, "target" if kind == "cps" else "calls", at, n)
                  + " ".join("%s=%s" % (k, show(g, k, fmt).replace(" ", "")) for k, fmt in keys))
 for tk in ticks:
-    cap_med = max([int(at) for (kind, at, t), g in groups.items() if kind == "media" and t == tk
+    cap_med = max([int(at) for (kind, at, t, _), g in groups.items() if kind == "media" and t == tk
                    and med(g, "loss_pct") < 0.1 and max(g["failed"]) == 0] or [0])
-    cap_all = max([int(at) for (kind, at, t), g in groups.items() if kind == "media" and t == tk
+    cap_all = max([int(at) for (kind, at, t, _), g in groups.items() if kind == "media" and t == tk
                    and max(g["loss_pct"]) < 0.1 and max(g["failed"]) == 0] or [0])
     lines.append("callpath media_capacity_median tick_ms=%s runs=%d largest_calls_median_loss_below_0.1pct=%d largest_calls_every_run_below_0.1pct=%d" % (tk, len(runs), cap_med, cap_all))
     table.append("%-34s hotline %d (median loss), %d (every run)   goal 2000" % ("largest N with loss < 0.1% tick " + tk, cap_med, cap_all))

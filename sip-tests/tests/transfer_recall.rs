@@ -34,6 +34,19 @@ const SUPPORT: &str = "[[numbers]]\nnumber = \"4801\"\nqueue = \"support\"\n\
     [[acd.agent]]\nid = \"bob\"\nqueues = { support = 0 }\n\
     [[acd.agent]]\nid = \"dave\"\nqueues = { support = 0 }\n";
 
+/// A voicemail box `name` (a short spoken greeting, no silence limit) in a fresh
+/// directory: the directory and its `[[voicemail]]` entry.
+fn voicemail_box(name: &str) -> (std::path::PathBuf, String) {
+    let dir = out_dir().join(format!("recall-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let cfg = format!(
+        "[[voicemail]]\nname = \"{name}\"\ndir = \"{}\"\nsilence_secs = 0\n\
+         greeting_say = \"Hello.\"\n",
+        dir.display()
+    );
+    (dir, cfg)
+}
+
 /// bob answers with `scenario`, REFERs the caller to `target` and takes `calls` calls.
 async fn bob(
     server: std::net::SocketAddr,
@@ -171,18 +184,14 @@ async fn refused_target_sends_the_caller_back_to_the_head_of_the_queue() -> anyh
 /// caller leaves a message there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn target_that_rings_out_goes_to_its_no_answer_destination() -> anyhow::Result<()> {
-    let dir = out_dir().join(format!("recall-vm-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let (dir, vm) = voicemail_box("carol-box");
     let (h, server, mut ended) = start_for_calls(
         "",
         80,
         &format!(
-            "{DAVE}{SUPPORT}\
-             [[voicemail]]\nname = \"carol-box\"\ndir = \"{}\"\nsilence_secs = 0\n\
-             greeting_say = \"Carol.\"\n\
+            "{DAVE}{SUPPORT}{vm}\
              [[extensions]]\nuser = \"carol\"\nring_timeout_secs = 2\n\
-             no_answer = {{ voicemail = \"carol-box\" }}\n",
-            dir.display()
+             no_answer = {{ voicemail = \"carol-box\" }}\n"
         ),
     )
     .await?;
@@ -337,19 +346,15 @@ async fn nobody_to_take_the_caller_back_ends_the_call_saying_why() -> anyhow::Re
 /// takes the caller.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transfer_to_a_queue_nobody_serves_follows_its_fallback() -> anyhow::Result<()> {
-    let dir = out_dir().join(format!("recall-sales-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
+    let (dir, vm) = voicemail_box("sales-box");
     let (h, server, mut ended) = start_for_calls(
         "",
         80,
         &format!(
-            "{DAVE}{SUPPORT}\
+            "{DAVE}{SUPPORT}{vm}\
              [[acd.queue]]\nname = \"sales\"\njoin_when_empty = false\n\
              fallback = {{ voicemail = \"sales-box\" }}\n\
-             [[numbers]]\nnumber = \"4805\"\nqueue = \"sales\"\n\
-             [[voicemail]]\nname = \"sales-box\"\ndir = \"{}\"\nsilence_secs = 0\n\
-             greeting_say = \"Sales.\"\n",
-            dir.display()
+             [[numbers]]\nnumber = \"4805\"\nqueue = \"sales\"\n"
         ),
     )
     .await?;
