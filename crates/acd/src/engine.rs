@@ -1250,11 +1250,9 @@ impl Engine {
 
     /// The only place an agent's state changes (see [`Engine::take_changed`]).
     fn set_state(&mut self, now: Millis, a: u32, new: AgentState) {
-        let ag = &mut self.agents[a as usize];
-        let old = ag.state;
-        if old != new && !ag.dirty {
-            ag.dirty = true;
-            self.changed.push(a);
+        let old = self.agents[a as usize].state;
+        if old != new {
+            self.mark_changed(a);
         }
         let ag = &mut self.agents[a as usize];
         ag.time_in[old.slot()] += now.since(ag.acc_since);
