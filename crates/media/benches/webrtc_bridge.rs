@@ -11,7 +11,10 @@
 //! time, so the RTP phase also reports the one-way delay through Hotline (phone to
 //! phone, median and p99): the tick's added delay is the difference between the rows.
 //!
-//! `[TICKS="0 10 20"] cargo bench -p hotline-media --bench webrtc_bridge -- [calls]
+//! `SPREAD=1` gives each call its own phase in the 20 ms period (phones and browsers
+//! send spread out, as real ones do) instead of one burst for all calls.
+//!
+//! `[TICKS="0 10 20"] [SPREAD=1] cargo bench -p hotline-media --bench webrtc_bridge -- [calls]
 //! [seconds]` (default 50 calls, 20 s of media per phase). Prints one JSON line per phase.
 
 #[path = "../tests/webrtc_common/mod.rs"]
@@ -125,8 +128,24 @@ fn origin() -> Instant {
     *O.get_or_init(Instant::now)
 }
 
-/// Phones: one socket per call, all paced by one 20 ms ticker; counts what comes back
-/// and, for packets carrying a phone's stamp, how long they took.
+/// Whether each call's packets get their own phase within the 20 ms period (`SPREAD=1`),
+/// as real phones' do, instead of one burst for all calls every 20 ms (the default).
+fn spread() -> bool {
+    std::env::var("SPREAD").is_ok_and(|v| v == "1")
+}
+
+/// The send offset of call `i` of `n` within the 20 ms period.
+fn phase(i: usize, n: usize) -> Duration {
+    if spread() {
+        Duration::from_micros(20_000 * i as u64 / n.max(1) as u64)
+    } else {
+        Duration::ZERO
+    }
+}
+
+/// Phones: one socket per call, all paced by one 20 ms ticker (each call at its phase,
+/// see [`spread`]); counts what comes back and, for packets carrying a phone's stamp,
+/// how long they took.
 fn run_phones(
     phones: Vec<(Arc<UdpSocket>, SocketAddr)>,
     counts: Arc<Counts>,
@@ -157,9 +176,15 @@ fn run_phones(
         let mut tick = tokio::time::interval(Duration::from_millis(20));
         let mut payload = [0xD5u8; 160];
         let mut seq = 0u16;
+        let n = phones.len();
         while Instant::now() < until {
             tick.tick().await;
+            let period = Instant::now();
             for (i, (sock, to)) in phones.iter().enumerate() {
+                let at = period + phase(i, n);
+                if at > Instant::now() {
+                    tokio::time::sleep_until(at.into()).await;
+                }
                 let sent = origin().elapsed().as_micros() as u64;
                 payload[..2].copy_from_slice(&STAMP_MAGIC);
                 payload[2..8].copy_from_slice(&sent.to_be_bytes()[2..]);
@@ -260,9 +285,16 @@ async fn webrtc_phase(h: &Handle, calls: usize, secs: u64, tick: Duration) {
         use webrtc::media_stream::track_local::TrackLocal;
         let mut tick = tokio::time::interval(Duration::from_millis(20));
         let mut seq = 0u16;
+        let n = tracks.len();
         while Instant::now() < until {
             tick.tick().await;
-            for (track, ssrc) in &tracks {
+            let period = Instant::now();
+            for (i, (track, ssrc)) in tracks.iter().enumerate() {
+                // Half a period after the phone of the same call.
+                let at = period + phase(i, n) + phase(n / 2, n);
+                if at > Instant::now() {
+                    tokio::time::sleep_until(at.into()).await;
+                }
                 let pkt = rtc::rtp::Packet {
                     header: rtc::rtp::Header {
                         version: 2,
@@ -294,12 +326,13 @@ async fn webrtc_phase(h: &Handle, calls: usize, secs: u64, tick: Duration) {
     let b_rx = from_browser_rx.load(Ordering::Relaxed);
     let p_rx = counts.from_hotline.load(Ordering::Relaxed);
     println!(
-        "{{\"phase\":\"webrtc_rtp\",\"tick_ms\":{},\"calls\":{calls},\"seconds\":{:.1},\"setup_ms_median\":{:.2},\"setup_ms_p99\":{:.2},\"offer_ms_median\":{:.3},\"hotline_cpu_s\":{cpu:.3},\"cpu_pct_of_core_per_call\":{per_call_pct:.4},\"phone_to_browser\":{{\"sent\":{to_h},\"received\":{b_rx}}},\"browser_to_phone\":{{\"sent\":{b_sent},\"received\":{p_rx}}},\"loadavg\":\"{}\"}}",
+        "{{\"phase\":\"webrtc_rtp\",\"tick_ms\":{},\"calls\":{calls},\"seconds\":{:.1},\"setup_ms_median\":{:.2},\"setup_ms_p99\":{:.2},\"offer_ms_median\":{:.3},\"hotline_cpu_s\":{cpu:.3},\"cpu_pct_of_core_per_call\":{per_call_pct:.4},\"phone_to_browser\":{{\"sent\":{to_h},\"received\":{b_rx}}},\"browser_to_phone\":{{\"sent\":{b_sent},\"received\":{p_rx}}},\"spread\":{},\"loadavg\":\"{}\"}}",
         tick.as_millis(),
         wall.as_secs_f64(),
         pct(&setup, 0.5),
         pct(&setup, 0.99),
         pct(&offer_cost, 0.5),
+        spread(),
         load_average()
     );
     for s in sessions {
@@ -373,7 +406,7 @@ async fn plain_phase(h: &Handle, calls: usize, secs: u64, tick: Duration) {
     let cpu = (cpu1 - cpu0).as_secs_f64();
     let (delay_median, delay_p99) = counts.delay_ms();
     println!(
-        "{{\"phase\":\"rtp_rtp\",\"tick_ms\":{},\"calls\":{calls},\"seconds\":{:.1},\"setup_ms_median\":{:.3},\"setup_ms_p99\":{:.3},\"hotline_cpu_s\":{cpu:.3},\"cpu_pct_of_core_per_call\":{:.4},\"sent\":{},\"received\":{},\"one_way_ms_median\":{delay_median:.2},\"one_way_ms_p99\":{delay_p99:.2},\"loadavg\":\"{}\"}}",
+        "{{\"phase\":\"rtp_rtp\",\"tick_ms\":{},\"calls\":{calls},\"seconds\":{:.1},\"setup_ms_median\":{:.3},\"setup_ms_p99\":{:.3},\"hotline_cpu_s\":{cpu:.3},\"cpu_pct_of_core_per_call\":{:.4},\"sent\":{},\"received\":{},\"one_way_ms_median\":{delay_median:.2},\"one_way_ms_p99\":{delay_p99:.2},\"spread\":{},\"loadavg\":\"{}\"}}",
         tick.as_millis(),
         wall.as_secs_f64(),
         pct(&setup, 0.5),
@@ -381,6 +414,7 @@ async fn plain_phase(h: &Handle, calls: usize, secs: u64, tick: Duration) {
         cpu / wall.as_secs_f64() / calls as f64 * 100.0,
         counts.to_hotline.load(Ordering::Relaxed),
         counts.from_hotline.load(Ordering::Relaxed),
+        spread(),
         load_average()
     );
     for s in sessions {

@@ -14,13 +14,28 @@
 //!   SSRC/sequence/timestamp rewriting when the source changes (music → agent), hold
 //!   music, recording taps and RFC 4733 both ways work unchanged; what it sends to the
 //!   leg is encrypted on the way out. One port pair per browser leg, no second task.
+//!
+//! The lean media path: once DTLS-SRTP is up, RTP no longer goes through the peer
+//! connection (its demux, handler chain, event queue and per-packet parameter checks
+//! cost ~10,000 instructions a packet). A [`KeyTap`] crypto provider sees the SRTP
+//! master keys as the connection derives its session keys, and two SRTP contexts of
+//! our own keyed from them decrypt the browser's RTP and encrypt ours. STUN, DTLS and
+//! RTCP stay on the peer connection, and every [`LEAN_SAMPLE`]th packet to the browser
+//! still goes through it so its ICE-selected destination is followed.
 
+use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use rtc::crypto::{
+    ActiveKeyExchange, AeadAlgorithm, AeadCipher, BlockCipherAlgorithm, CbcAlgorithm, CbcCipher,
+    CryptoAlgorithm, CryptoError, HashAlgorithm, HmacAlgorithm, KeyExchangeAlgorithm, Mac,
+    PublicKey, RTCCrypto, RTCCryptoProvider, RTCRandom, SignatureScheme, SigningKey, StreamCipher,
+    StreamCipherAlgorithm,
+};
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::media_engine::{
@@ -43,6 +58,8 @@ use rtc::rtp_transceiver::{RTCRtpSenderId, RTCRtpTransceiverDirection};
 use rtc::sansio::Protocol;
 use rtc::shared::marshal::{Marshal, Unmarshal};
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
+use rtc::srtp::context::Context as SrtpContext;
+use rtc::srtp::protection_profile::ProtectionProfile;
 use std::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
@@ -223,6 +240,7 @@ struct Counters {
     to_browser: AtomicU64,
     rejected: AtomicU64,
     state: AtomicU8,
+    lean: std::sync::atomic::AtomicBool,
 }
 
 /// A live view of a browser leg's counters and state (cheap to clone).
@@ -242,6 +260,11 @@ impl WebRtcStats {
     pub fn rejected(&self) -> u64 {
         self.0.rejected.load(Ordering::Relaxed)
     }
+    /// Whether media takes the lean path (our own SRTP contexts, past the peer
+    /// connection).
+    pub fn lean(&self) -> bool {
+        self.0.lean.load(Ordering::Relaxed)
+    }
     /// Current connection state.
     pub fn state(&self) -> WebRtcState {
         WebRtcState::from_u8(self.0.state.load(Ordering::Relaxed))
@@ -249,6 +272,226 @@ impl WebRtcStats {
     fn set_state(&self, s: WebRtcState) {
         self.0.state.store(s as u8, Ordering::Relaxed);
     }
+}
+
+/// Every how many packets to the browser one still goes through the peer connection:
+/// where it sends SRTP is where ICE says the browser is (it may move on an ICE restart
+/// or a nomination change), and the lean path sends to the same place. At 50 packets/s,
+/// once a second.
+const LEAN_SAMPLE: u32 = 50;
+
+/// SRTP replay window of the lean path's receiving context (as the peer connection's).
+const REPLAY_WINDOW: usize = 64;
+
+/// One SRTP master key as the peer connection's key derivation used it.
+#[derive(Clone)]
+struct TappedKey {
+    key: Vec<u8>,
+    /// The first key-derivation input block: the master salt XOR label 0 with index 0
+    /// (RFC 3711 §4.3.1), so its first `salt_len` bytes are the master salt.
+    block: [u8; 16],
+    /// The AEAD the derived session key went into: `None` for AES-CM (HMAC-SHA1
+    /// profiles, whose tag length the calls do not show; those stay on the peer
+    /// connection).
+    aead: Option<AeadAlgorithm>,
+    /// Whether the first cipher built after this key's first derivation was seen.
+    typed: bool,
+}
+
+/// A crypto provider that forwards everything to the default one and notes the SRTP
+/// master keys on their way through the key derivation (the `rtc` crate does not
+/// expose the DTLS exporter's keying material). The connection derives the local
+/// context's keys first, then the remote one's, each starting with label 0; block
+/// encryption is used by nothing else.
+struct KeyTap {
+    inner: Arc<dyn RTCCryptoProvider>,
+    keys: Mutex<Vec<TappedKey>>,
+}
+
+impl KeyTap {
+    fn new() -> Result<Arc<Self>> {
+        let inner = rtc::crypto::default_provider()
+            .map_err(|e| MediaError::WebRtc(format!("crypto provider: {e}")))?;
+        Ok(Arc::new(KeyTap {
+            inner,
+            keys: Mutex::new(Vec::new()),
+        }))
+    }
+
+    fn keys(&self) -> std::sync::MutexGuard<'_, Vec<TappedKey>> {
+        self.keys.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Notes the kind of cipher the last new key went into.
+    fn typed(&self, aead: Option<AeadAlgorithm>) {
+        if let Some(k) = self.keys().last_mut().filter(|k| !k.typed) {
+            k.typed = true;
+            k.aead = aead;
+        }
+    }
+
+    /// How many master keys were seen so far.
+    fn count(&self) -> usize {
+        self.keys().len()
+    }
+
+    /// The local (encrypting) and remote (decrypting) contexts from the last pair of
+    /// keys, if they are AES-GCM ones.
+    fn contexts(&self) -> Option<(SrtpContext, SrtpContext)> {
+        let keys = self.keys().clone();
+        let [local, remote] = keys.get(keys.len().checked_sub(2)?..)? else {
+            return None;
+        };
+        let crypto = self.inner.crypto();
+        let make = |k: &TappedKey, replay: bool| {
+            let profile = match (k.aead?, k.key.len()) {
+                (AeadAlgorithm::Aes128Gcm, 16) => ProtectionProfile::AeadAes128Gcm,
+                (AeadAlgorithm::Aes256Gcm, 32) => ProtectionProfile::AeadAes256Gcm,
+                _ => return None,
+            };
+            let salt = k.block.get(..profile.salt_len())?;
+            let (rtp, rtcp) = if replay {
+                (
+                    Some(rtc::srtp::option::srtp_replay_protection(REPLAY_WINDOW)),
+                    Some(rtc::srtp::option::srtcp_replay_protection(REPLAY_WINDOW)),
+                )
+            } else {
+                (None, None)
+            };
+            SrtpContext::new(&k.key, salt, profile, rtp, rtcp, crypto).ok()
+        };
+        Some((make(local, false)?, make(remote, true)?))
+    }
+}
+
+impl RTCCryptoProvider for KeyTap {
+    fn name(&self) -> &'static str {
+        "hotline-keytap"
+    }
+    fn crypto(&self) -> &dyn RTCCrypto {
+        self
+    }
+    fn random(&self) -> &dyn RTCRandom {
+        self.inner.random()
+    }
+}
+
+impl RTCCrypto for KeyTap {
+    fn supports(&self, algorithm: CryptoAlgorithm) -> bool {
+        self.inner.crypto().supports(algorithm)
+    }
+    fn hash(
+        &self,
+        algorithm: HashAlgorithm,
+        data: &[u8],
+    ) -> std::result::Result<Vec<u8>, CryptoError> {
+        self.inner.crypto().hash(algorithm, data)
+    }
+    fn block_encrypt(
+        &self,
+        algorithm: BlockCipherAlgorithm,
+        key: &[u8],
+        block: &mut [u8],
+    ) -> std::result::Result<(), CryptoError> {
+        {
+            let mut keys = self.keys();
+            if keys.last().is_none_or(|k| k.key != key)
+                && let Ok(b) = <[u8; 16]>::try_from(&*block)
+            {
+                keys.push(TappedKey {
+                    key: key.to_vec(),
+                    block: b,
+                    aead: None,
+                    typed: false,
+                });
+            }
+        }
+        self.inner.crypto().block_encrypt(algorithm, key, block)
+    }
+    fn new_hmac(
+        &self,
+        algorithm: HmacAlgorithm,
+        key: &[u8],
+    ) -> std::result::Result<Box<dyn Mac>, CryptoError> {
+        self.inner.crypto().new_hmac(algorithm, key)
+    }
+    fn new_stream_cipher(
+        &self,
+        algorithm: StreamCipherAlgorithm,
+        key: &[u8],
+    ) -> std::result::Result<Box<dyn StreamCipher>, CryptoError> {
+        self.typed(None);
+        self.inner.crypto().new_stream_cipher(algorithm, key)
+    }
+    fn new_aead(
+        &self,
+        algorithm: AeadAlgorithm,
+        key: &[u8],
+    ) -> std::result::Result<Box<dyn AeadCipher>, CryptoError> {
+        self.typed(Some(algorithm));
+        self.inner.crypto().new_aead(algorithm, key)
+    }
+    fn new_cbc(
+        &self,
+        algorithm: CbcAlgorithm,
+        key: &[u8],
+    ) -> std::result::Result<Box<dyn CbcCipher>, CryptoError> {
+        self.inner.crypto().new_cbc(algorithm, key)
+    }
+    fn start_key_exchange(
+        &self,
+        algorithm: KeyExchangeAlgorithm,
+    ) -> std::result::Result<Box<dyn ActiveKeyExchange>, CryptoError> {
+        self.inner.crypto().start_key_exchange(algorithm)
+    }
+    fn generate_signing_key(
+        &self,
+        scheme: SignatureScheme,
+    ) -> std::result::Result<Arc<dyn SigningKey>, CryptoError> {
+        self.inner.crypto().generate_signing_key(scheme)
+    }
+    fn import_signing_key(
+        &self,
+        scheme: SignatureScheme,
+        pkcs8_der: &[u8],
+    ) -> std::result::Result<Arc<dyn SigningKey>, CryptoError> {
+        self.inner.crypto().import_signing_key(scheme, pkcs8_der)
+    }
+    fn verify_signature(
+        &self,
+        scheme: SignatureScheme,
+        public_key: PublicKey<'_>,
+        message: &[u8],
+        signature: &[u8],
+    ) -> std::result::Result<(), CryptoError> {
+        self.inner
+            .crypto()
+            .verify_signature(scheme, public_key, message, signature)
+    }
+}
+
+/// The lean media path of a connected browser leg: our own SRTP contexts, keyed like
+/// the peer connection's.
+struct Lean {
+    /// Encrypts RTP to the browser (no replay check on the sending side).
+    local: SrtpContext,
+    /// Decrypts the browser's RTP, with replay protection.
+    remote: SrtpContext,
+    /// Where the peer connection last sent SRTP (the ICE-selected pair).
+    dest: Option<SocketAddr>,
+    /// Whether a packet from the browser authenticated with `remote` (until then a
+    /// failure falls back to the peer connection, in case the keys were misread).
+    verified: bool,
+    /// Packets to the browser so far (every [`LEAN_SAMPLE`]th goes the full way).
+    sent: u32,
+    /// The SSRC-rewritten plain packet being encrypted (reused).
+    scratch: Vec<u8>,
+}
+
+/// An RTP (not RTCP, RFC 5761 §4) packet on a muxed port.
+fn is_rtp(data: &[u8]) -> bool {
+    matches!(data.first(), Some(128..=191))
+        && !matches!(data.get(1).map(|b| b & 0x7f), Some(64..=95))
 }
 
 /// Sans-IO: one browser's peer connection, fed with datagrams and the time.
@@ -264,6 +507,23 @@ pub struct WebRtcPeer {
     dtls_setup: Option<&'static str>,
     /// What the last offer/answer settled on.
     media: Option<WebRtcMedia>,
+    /// Sees the SRTP master keys the connection derives.
+    tap: Arc<KeyTap>,
+    /// The lean media path, once DTLS-SRTP is up with an AES-GCM profile.
+    lean: Option<Lean>,
+    /// How many tapped keys the lean path was built from.
+    keys_used: usize,
+    /// Decrypted RTP from the lean path, for [`WebRtcPeer::poll_rtp`].
+    inbox: VecDeque<BytesMut>,
+    /// Encrypted RTP from the lean path, for [`WebRtcPeer::poll_transmit`].
+    outbox: VecDeque<(SocketAddr, BytesMut)>,
+    /// The peer connection was driven since its output was last drained: it may have
+    /// datagrams to send (a lean batch leaves it alone).
+    pc_dirty: bool,
+    /// The peer connection was driven since its deadline was last read.
+    pc_stale: bool,
+    /// The peer connection was given datagrams since its input was last drained.
+    pc_reads: bool,
 }
 
 impl std::fmt::Debug for WebRtcPeer {
@@ -278,8 +538,10 @@ impl std::fmt::Debug for WebRtcPeer {
 
 impl WebRtcPeer {
     fn build(settings: &WebRtcSettings, local: SocketAddr, now: Instant) -> Result<Self> {
+        let tap = KeyTap::new()?;
         let setting_engine = SettingEngineBuilder::new()
             .with_lite(settings.ice_lite)
+            .with_crypto_provider(tap.clone())
             .build();
         let mut pc = RTCPeerConnectionBuilder::new()
             .with_configuration(RTCConfigurationBuilder::new().build())
@@ -317,6 +579,14 @@ impl WebRtcPeer {
             stats: WebRtcStats::default(),
             dtls_setup: None,
             media: None,
+            tap,
+            lean: None,
+            keys_used: 0,
+            inbox: VecDeque::new(),
+            outbox: VecDeque::new(),
+            pc_dirty: true,
+            pc_stale: true,
+            pc_reads: true,
         })
     }
 
@@ -419,6 +689,7 @@ impl WebRtcPeer {
     /// carry on (new ICE credentials in the offer restart ICE). An offer that cannot be
     /// used is rolled back and changes nothing (RFC 3261 §14.2).
     pub fn reoffer(&mut self, offer: &str, now: Instant) -> Result<Reanswer> {
+        self.touch();
         let desc = RTCSessionDescription::offer(offer.to_owned()).map_err(|_| {
             MediaError::SdpMalformed {
                 line: 0,
@@ -494,6 +765,7 @@ impl WebRtcPeer {
     /// so the browser's answer cannot ask for a new DTLS association (RFC 8842 §5.5).
     /// [`WebRtcPeer::accept_reanswer`] applies the answer.
     pub fn offer_again(&mut self, now: Instant) -> Result<String> {
+        self.touch();
         for id in self.pc.get_transceivers().collect::<Vec<_>>() {
             if let Some(mut t) = self.pc.rtp_transceiver(id) {
                 t.set_direction(RTCRtpTransceiverDirection::Sendrecv);
@@ -519,6 +791,7 @@ impl WebRtcPeer {
         answer: &str,
         now: Instant,
     ) -> Result<(WebRtcMedia, Direction)> {
+        self.touch();
         let rollback = |pc: &mut RTCPeerConnection| {
             if let Ok(rb) = RTCSessionDescription::rollback(None) {
                 let _ = pc.set_local_description(now, rb);
@@ -549,6 +822,7 @@ impl WebRtcPeer {
 
     /// Applies the browser's answer to our offer.
     pub fn accept_answer(&mut self, answer: &str, now: Instant) -> Result<WebRtcMedia> {
+        self.touch();
         let desc = RTCSessionDescription::answer(answer.to_owned()).map_err(|_| {
             MediaError::SdpMalformed {
                 line: 0,
@@ -564,6 +838,12 @@ impl WebRtcPeer {
             _ => None,
         };
         self.negotiated()
+    }
+
+    /// Notes that the peer connection is being driven (output and timers may change).
+    fn touch(&mut self) {
+        self.pc_dirty = true;
+        self.pc_stale = true;
     }
 
     fn local_sdp(&self) -> Result<String> {
@@ -623,6 +903,23 @@ impl WebRtcPeer {
             self.stats.0.rejected.fetch_add(1, Ordering::Relaxed);
             return Err(MediaError::WebRtc(why.into()));
         }
+        if let Some(lean) = self.lean.as_mut().filter(|_| is_rtp(data)) {
+            match lean.remote.decrypt_rtp(data) {
+                Ok(plain) => {
+                    lean.verified = true;
+                    self.inbox.push_back(plain);
+                    return Ok(());
+                }
+                Err(e) if lean.verified => {
+                    self.stats.0.rejected.fetch_add(1, Ordering::Relaxed);
+                    return Err(MediaError::WebRtc(format!("srtp: {e}")));
+                }
+                // Not one packet authenticated yet: the peer connection decides.
+                Err(_) => {}
+            }
+        }
+        self.touch();
+        self.pc_reads = true;
         let r = self.pc.handle_read(TaggedBytesMut {
             now,
             transport: TransportContext {
@@ -634,6 +931,7 @@ impl WebRtcPeer {
             message: BytesMut::from(data),
         });
         self.update_state(now);
+        self.go_lean();
         r.map_err(|e| {
             self.stats.0.rejected.fetch_add(1, Ordering::Relaxed);
             MediaError::WebRtc(format!("datagram: {e}"))
@@ -642,13 +940,35 @@ impl WebRtcPeer {
 
     /// Next datagram to send, with its destination.
     pub fn poll_transmit(&mut self) -> Option<(SocketAddr, BytesMut)> {
-        self.pc
-            .poll_write()
-            .map(|m| (m.transport.peer_addr, m.message))
+        if let Some(out) = self.outbox.pop_front() {
+            return Some(out);
+        }
+        if !self.pc_dirty {
+            return None;
+        }
+        let Some(m) = self.pc.poll_write() else {
+            self.pc_dirty = false;
+            return None;
+        };
+        if let Some(lean) = self.lean.as_mut().filter(|_| is_rtp(&m.message)) {
+            lean.dest = Some(m.transport.peer_addr);
+        }
+        Some((m.transport.peer_addr, m.message))
     }
 
     /// Next RTP packet from the browser, as plain RTP bytes in `out`; returns its length.
     pub fn poll_rtp(&mut self, out: &mut [u8]) -> Option<usize> {
+        while let Some(p) = self.inbox.pop_front() {
+            if let Some(dst) = out.get_mut(..p.len()) {
+                dst.copy_from_slice(&p);
+                self.stats.0.from_browser.fetch_add(1, Ordering::Relaxed);
+                return Some(p.len());
+            }
+            self.stats.0.rejected.fetch_add(1, Ordering::Relaxed);
+        }
+        if !self.pc_reads {
+            return None;
+        }
         while let Some(m) = self.pc.poll_read() {
             if let RTCMessage::RtpPacket(_, pkt) = m.message {
                 match pkt.marshal_to(out) {
@@ -662,6 +982,7 @@ impl WebRtcPeer {
                 }
             }
         }
+        self.pc_reads = false;
         None
     }
 
@@ -672,6 +993,35 @@ impl WebRtcPeer {
         if self.state != WebRtcState::Connected {
             return Err(MediaError::WebRtc("not connected".into()));
         }
+        if let Some(lean) = self.lean.as_mut() {
+            let n = lean.sent;
+            lean.sent = lean.sent.wrapping_add(1);
+            if let Some(dest) = lean.dest.filter(|_| n % LEAN_SAMPLE != 0) {
+                let pt = data.get(1).map(|b| b & 0x7f);
+                let negotiated = self.media.is_some_and(|m| {
+                    pt == Some(m.payload_type) || (pt.is_some() && pt == m.telephone_event)
+                });
+                if !negotiated || data.len() < 12 || data[0] >> 6 != 2 {
+                    self.stats.0.rejected.fetch_add(1, Ordering::Relaxed);
+                    return Err(MediaError::WebRtc("RTP from the call not sendable".into()));
+                }
+                lean.scratch.clear();
+                lean.scratch.extend_from_slice(data);
+                lean.scratch[8..12].copy_from_slice(&self.ssrc.to_be_bytes());
+                return match lean.local.encrypt_rtp(&lean.scratch) {
+                    Ok(srtp) => {
+                        self.outbox.push_back((dest, srtp));
+                        self.stats.0.to_browser.fetch_add(1, Ordering::Relaxed);
+                        Ok(())
+                    }
+                    Err(e) => {
+                        self.stats.0.rejected.fetch_add(1, Ordering::Relaxed);
+                        Err(MediaError::WebRtc(format!("send: {e}")))
+                    }
+                };
+            }
+        }
+        self.pc_dirty = true;
         let mut buf = data;
         let mut pkt = rtc::rtp::Packet::unmarshal(&mut buf)
             .map_err(|_| MediaError::WebRtc("malformed RTP from the call".into()))?;
@@ -694,6 +1044,7 @@ impl WebRtcPeer {
 
     /// When [`WebRtcPeer::handle_timeout`] should run next.
     pub fn poll_timeout(&mut self) -> Instant {
+        self.pc_stale = false;
         let mut t = self
             .pc
             .poll_timeout()
@@ -706,11 +1057,51 @@ impl WebRtcPeer {
 
     /// Runs the connection's timers (ICE checks, DTLS retransmissions, keep-alives).
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.touch();
+        self.pc_reads = true;
         let _ = self.pc.handle_timeout(now);
         if self.state == WebRtcState::Connecting && now >= self.deadline {
             self.set_state(WebRtcState::Failed);
         }
         self.update_state(now);
+        self.go_lean();
+    }
+
+    /// Whether the peer connection was driven since [`WebRtcPeer::poll_timeout`] (a
+    /// batch that went the lean way moved no timer).
+    pub fn stale(&self) -> bool {
+        self.pc_stale
+    }
+
+    /// Whether media takes the lean path (DTLS-SRTP up with an AES-GCM profile).
+    pub fn is_lean(&self) -> bool {
+        self.lean.is_some()
+    }
+
+    /// Builds the lean path once the connection is up and has derived a new pair of
+    /// SRTP keys (the first handshake, or a new DTLS association).
+    fn go_lean(&mut self) {
+        if self.state != WebRtcState::Connected {
+            return;
+        }
+        let n = self.tap.count();
+        if n < self.keys_used + 2 {
+            return;
+        }
+        self.keys_used = n;
+        self.lean = self.tap.contexts().map(|(local, remote)| Lean {
+            local,
+            remote,
+            dest: None,
+            verified: false,
+            sent: 0,
+            scratch: Vec::with_capacity(MAX_PACKET),
+        });
+        self.stats
+            .0
+            .lean
+            .store(self.lean.is_some(), Ordering::Relaxed);
+        tracing::debug!(lean = self.lean.is_some(), "webrtc media path");
     }
 
     fn set_state(&mut self, s: WebRtcState) {
@@ -742,6 +1133,9 @@ impl WebRtcPeer {
 
     /// Closes the connection (DTLS close_notify goes out with the next transmits).
     pub fn close(&mut self) {
+        self.pc_dirty = true;
+        self.lean = None;
+        self.stats.0.lean.store(false, Ordering::Relaxed);
         let _ = self.pc.close();
         self.set_state(WebRtcState::Closed);
     }
@@ -987,6 +1381,11 @@ impl BrowserLink {
         self.peer.stats()
     }
 
+    /// Whether media bypasses the peer connection (see the module documentation).
+    pub fn is_lean(&self) -> bool {
+        self.peer.is_lean()
+    }
+
     /// The address decrypted RTP is attributed to (the leg's own public address).
     pub(crate) fn source(&self) -> SocketAddr {
         self.peer.local
@@ -1021,6 +1420,9 @@ impl BrowserLink {
     /// (after input, timers or renegotiation).
     pub(crate) fn flush(&mut self, sock: &UdpSocket) {
         self.transmit(sock);
+        if !self.peer.stale() {
+            return;
+        }
         self.deadline = self.peer.poll_timeout();
         let state = self.peer.state();
         if state != self.reported {
@@ -1180,5 +1582,136 @@ mod tests {
             "nothing sent before DTLS"
         );
         assert_eq!(p.local_sdp().unwrap(), offer);
+    }
+
+    /// Moves every queued datagram of `from` to `to`; returns how many moved.
+    fn pump(from: &mut WebRtcPeer, to: &mut WebRtcPeer, now: Instant) -> usize {
+        let mut n = 0;
+        while let Some((dest, d)) = from.poll_transmit() {
+            assert_eq!(dest, to.local, "sent where the other peer is");
+            let _ = to.handle_datagram(from.local, &d, now);
+            n += 1;
+        }
+        n
+    }
+
+    fn rtp(seq: u16, pt: u8) -> Vec<u8> {
+        let mut p = vec![0x80, pt, 0, 0, 0, 0, 0, 0, 0x11, 0x22, 0x33, 0x44];
+        p[2..4].copy_from_slice(&seq.to_be_bytes());
+        p[4..8].copy_from_slice(&(u32::from(seq) * 160).to_be_bytes());
+        p.extend((0..160).map(|i| (i as u8) ^ (seq as u8)));
+        p
+    }
+
+    /// Two of our peers (offer and answer) connect in memory, with a virtual clock;
+    /// once DTLS-SRTP is up both take the lean path, RTP flows both ways through it
+    /// (after the first packet, which goes through the peer connection and shows where
+    /// to send), and a tampered or replayed SRTP packet is refused and counted.
+    fn lean_path_carries_rtp_and_refuses_tampering_and_replays() {
+        let t0 = Instant::now();
+        let a_addr: SocketAddr = "127.0.0.1:40010".parse().unwrap();
+        let b_addr: SocketAddr = "127.0.0.1:40012".parse().unwrap();
+        let s = WebRtcSettings::new(a_addr.ip());
+        let (mut a, offer) = WebRtcPeer::offer(&s, a_addr, t0).unwrap();
+        let (mut b, answer, _) = WebRtcPeer::answer(&s, b_addr, &offer, t0).unwrap();
+        a.accept_answer(&answer, t0).unwrap();
+        let mut now = t0;
+        for _ in 0..2000 {
+            if a.state() == WebRtcState::Connected && b.state() == WebRtcState::Connected {
+                break;
+            }
+            let moved = pump(&mut a, &mut b, now) + pump(&mut b, &mut a, now);
+            if moved == 0 {
+                now += Duration::from_millis(5);
+                for p in [&mut a, &mut b] {
+                    if now >= p.poll_timeout() {
+                        p.handle_timeout(now);
+                    }
+                }
+            }
+        }
+        assert_eq!(a.state(), WebRtcState::Connected);
+        assert_eq!(b.state(), WebRtcState::Connected);
+        pump(&mut a, &mut b, now);
+        pump(&mut b, &mut a, now);
+        assert!(
+            a.is_lean() && b.is_lean(),
+            "AES-GCM keys tapped on both sides"
+        );
+        assert!(a.stats().lean());
+
+        // b → a: the first goes through b's peer connection, the rest the lean way;
+        // every one decrypted by a's lean context.
+        let mut out = [0u8; MAX_PACKET];
+        let mut last = Vec::new();
+        for seq in 1..=20u16 {
+            b.send_rtp(&rtp(seq, 0), now).unwrap();
+            let (dest, d) = b.poll_transmit().expect("SRTP out");
+            assert_eq!(dest, a_addr);
+            assert!(b.poll_transmit().is_none());
+            a.handle_datagram(b_addr, &d, now).unwrap();
+            let n = a.poll_rtp(&mut out).expect("decrypted");
+            let mut want = rtp(seq, 0);
+            want[8..12].copy_from_slice(&b.ssrc.to_be_bytes());
+            assert_eq!(&out[..n], &want[..], "seq {seq}");
+            last = d.to_vec();
+        }
+        assert!(b.lean.as_ref().unwrap().dest == Some(a_addr));
+        assert!(
+            a.lean.as_ref().unwrap().verified,
+            "a's own context decrypted"
+        );
+        assert_eq!(a.stats().from_browser(), 20);
+
+        let rejected = a.stats().rejected();
+        a.handle_datagram(b_addr, &last, now).unwrap_err();
+        assert!(a.poll_rtp(&mut out).is_none(), "a replay is dropped");
+        let mut forged = last.clone();
+        forged[2..4].copy_from_slice(&21u16.to_be_bytes());
+        *forged.last_mut().unwrap() ^= 1;
+        a.handle_datagram(b_addr, &forged, now).unwrap_err();
+        let mut forged = last.clone();
+        forged[2..4].copy_from_slice(&22u16.to_be_bytes());
+        forged[20] ^= 0x40;
+        a.handle_datagram(b_addr, &forged, now).unwrap_err();
+        assert!(a.poll_rtp(&mut out).is_none(), "forged packets are dropped");
+        assert_eq!(a.stats().rejected(), rejected + 3);
+        assert_eq!(a.stats().from_browser(), 20);
+
+        // a → b, including telephone-event; a payload type not negotiated is refused.
+        for seq in 1..=20u16 {
+            let pt = if seq == 10 { 101 } else { 0 };
+            a.send_rtp(&rtp(seq, pt), now).unwrap();
+            let (_, d) = a.poll_transmit().expect("SRTP out");
+            b.handle_datagram(a_addr, &d, now).unwrap();
+            let n = b.poll_rtp(&mut out).expect("decrypted");
+            assert_eq!(out[1] & 0x7f, pt);
+            assert_eq!(&out[12..n], &rtp(seq, pt)[12..]);
+        }
+        assert!(
+            a.send_rtp(&rtp(21, 96), now).is_err(),
+            "PT 96 not negotiated"
+        );
+        assert!(b.lean.as_ref().unwrap().verified);
+        assert_eq!(a.stats().to_browser(), 20);
+
+        // Timers and STUN/DTLS still run on the peer connections.
+        now += Duration::from_secs(3);
+        a.handle_timeout(now);
+        b.handle_timeout(now);
+        pump(&mut a, &mut b, now);
+        pump(&mut b, &mut a, now);
+        assert_eq!(a.state(), WebRtcState::Connected);
+    }
+
+    #[test]
+    fn lean_path() {
+        // The `rtc` crate's frames are large in debug builds (see `off_stack`).
+        std::thread::Builder::new()
+            .stack_size(16 << 20)
+            .spawn(lean_path_carries_rtp_and_refuses_tampering_and_replays)
+            .unwrap()
+            .join()
+            .unwrap();
     }
 }
