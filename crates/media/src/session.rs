@@ -155,11 +155,13 @@ impl MediaLeg {
         }
     }
 
-    /// Sends our RTCP report to a phone; a browser's peer connection keeps its own RTCP
-    /// (rtcp-mux), so the report is dropped.
-    fn send_rtcp(&self, pkt: &[u8], dest: SocketAddr) {
-        if self.browser.is_none() {
-            let _ = self.ports.rtcp.try_send_to(pkt, dest);
+    /// Sends our RTCP report to a phone, or to a browser as SRTCP on its muxed socket.
+    fn send_rtcp(&mut self, pkt: &[u8], dest: SocketAddr) {
+        match self.browser.as_deref_mut() {
+            None => {
+                let _ = self.ports.rtcp.try_send_to(pkt, dest);
+            }
+            Some(b) => b.send_rtcp(pkt, Instant::now(), &self.ports.rtp),
         }
     }
 

@@ -36,6 +36,7 @@ use rtc::crypto::{
     PublicKey, RTCCrypto, RTCCryptoProvider, RTCRandom, SignatureScheme, SigningKey, StreamCipher,
     StreamCipherAlgorithm,
 };
+use rtc::dtls::extension::extension_use_srtp::SrtpProtectionProfile;
 use rtc::media_stream::MediaStreamTrack;
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::media_engine::{
@@ -280,6 +281,16 @@ impl WebRtcStats {
 /// once a second.
 const LEAN_SAMPLE: u32 = 50;
 
+/// The SRTP profiles offered in DTLS, in order of preference: the `rtc` crate's default
+/// without AES_CM_128_HMAC_SHA1_32, which browsers do not enable by default (RFC 8827
+/// requires only _80). A tapped AES-CM key is then an _80 one, which the key derivation
+/// calls alone could not tell.
+const SRTP_PROFILES: [SrtpProtectionProfile; 3] = [
+    SrtpProtectionProfile::Srtp_Aead_Aes_128_Gcm,
+    SrtpProtectionProfile::Srtp_Aead_Aes_256_Gcm,
+    SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80,
+];
+
 /// SRTP replay window of the lean path's receiving context (as the peer connection's).
 const REPLAY_WINDOW: usize = 64;
 
@@ -290,9 +301,8 @@ struct TappedKey {
     /// The first key-derivation input block: the master salt XOR label 0 with index 0
     /// (RFC 3711 §4.3.1), so its first `salt_len` bytes are the master salt.
     block: [u8; 16],
-    /// The AEAD the derived session key went into: `None` for AES-CM (HMAC-SHA1
-    /// profiles, whose tag length the calls do not show; those stay on the peer
-    /// connection).
+    /// The AEAD the derived session key went into: `None` for AES-CM (HMAC-SHA1, _80
+    /// only: see [`SRTP_PROFILES`]).
     aead: Option<AeadAlgorithm>,
     /// Whether the first cipher built after this key's first derivation was seen.
     typed: bool,
@@ -336,7 +346,7 @@ impl KeyTap {
     }
 
     /// The local (encrypting) and remote (decrypting) contexts from the last pair of
-    /// keys, if they are AES-GCM ones.
+    /// keys.
     fn contexts(&self) -> Option<(SrtpContext, SrtpContext)> {
         let keys = self.keys().clone();
         let [local, remote] = keys.get(keys.len().checked_sub(2)?..)? else {
@@ -344,9 +354,10 @@ impl KeyTap {
         };
         let crypto = self.inner.crypto();
         let make = |k: &TappedKey, replay: bool| {
-            let profile = match (k.aead?, k.key.len()) {
-                (AeadAlgorithm::Aes128Gcm, 16) => ProtectionProfile::AeadAes128Gcm,
-                (AeadAlgorithm::Aes256Gcm, 32) => ProtectionProfile::AeadAes256Gcm,
+            let profile = match (k.aead, k.key.len()) {
+                (Some(AeadAlgorithm::Aes128Gcm), 16) => ProtectionProfile::AeadAes128Gcm,
+                (Some(AeadAlgorithm::Aes256Gcm), 32) => ProtectionProfile::AeadAes256Gcm,
+                (None, 16) if k.typed => ProtectionProfile::Aes128CmHmacSha1_80,
                 _ => return None,
             };
             let salt = k.block.get(..profile.salt_len())?;
@@ -509,7 +520,7 @@ pub struct WebRtcPeer {
     media: Option<WebRtcMedia>,
     /// Sees the SRTP master keys the connection derives.
     tap: Arc<KeyTap>,
-    /// The lean media path, once DTLS-SRTP is up with an AES-GCM profile.
+    /// The lean media path, once DTLS-SRTP is up.
     lean: Option<Lean>,
     /// How many tapped keys the lean path was built from.
     keys_used: usize,
@@ -542,6 +553,7 @@ impl WebRtcPeer {
         let setting_engine = SettingEngineBuilder::new()
             .with_lite(settings.ice_lite)
             .with_crypto_provider(tap.clone())
+            .with_srtp_protection_profiles(SRTP_PROFILES.to_vec())
             .build();
         let mut pc = RTCPeerConnectionBuilder::new()
             .with_configuration(RTCConfigurationBuilder::new().build())
@@ -1042,6 +1054,39 @@ impl WebRtcPeer {
         }
     }
 
+    /// Sends the call's RTCP report for this leg (SR/RR + SDES, RFC 3550) to the
+    /// browser through the peer connection (SRTCP): its sender SSRC becomes our
+    /// track's, as [`WebRtcPeer::send_rtp`] does for RTP. Reports go out every few
+    /// seconds, so the full path costs nothing that matters; the browser gets its
+    /// round-trip time and loss figures from them.
+    pub fn send_rtcp(&mut self, report: &[u8], now: Instant) -> Result<()> {
+        if self.state != WebRtcState::Connected {
+            return Err(MediaError::WebRtc("not connected".into()));
+        }
+        let mut pkt = report.to_vec();
+        let mut at = 0;
+        while let Some(head) = pkt.get(at..at + 8) {
+            let len = 4 * (usize::from(u16::from_be_bytes([head[2], head[3]])) + 1);
+            if matches!(
+                head[1],
+                crate::rtcp::PT_SR | crate::rtcp::PT_RR | crate::rtcp::PT_SDES
+            ) {
+                pkt[at + 4..at + 8].copy_from_slice(&self.ssrc.to_be_bytes());
+            }
+            at += len;
+        }
+        let packets = rtc::rtcp::packet::unmarshal(&mut &pkt[..])
+            .map_err(|_| MediaError::WebRtc("malformed RTCP from the call".into()))?;
+        self.touch();
+        let mut sender = self
+            .pc
+            .rtp_sender(self.sender)
+            .ok_or_else(|| MediaError::WebRtc("sender gone".into()))?;
+        sender
+            .write_rtcp(now, packets)
+            .map_err(|e| MediaError::WebRtc(format!("send rtcp: {e}")))
+    }
+
     /// When [`WebRtcPeer::handle_timeout`] should run next.
     pub fn poll_timeout(&mut self) -> Instant {
         self.pc_stale = false;
@@ -1073,7 +1118,7 @@ impl WebRtcPeer {
         self.pc_stale
     }
 
-    /// Whether media takes the lean path (DTLS-SRTP up with an AES-GCM profile).
+    /// Whether media takes the lean path (DTLS-SRTP up, keys tapped).
     pub fn is_lean(&self) -> bool {
         self.lean.is_some()
     }
@@ -1408,6 +1453,13 @@ impl BrowserLink {
         let _ = self.peer.send_rtp(pkt, now);
     }
 
+    /// Sends the call's RTCP report to the browser (SRTCP, through the connection).
+    pub(crate) fn send_rtcp(&mut self, report: &[u8], now: Instant, sock: &UdpSocket) {
+        if self.peer.send_rtcp(report, now).is_ok() {
+            self.transmit(sock);
+        }
+    }
+
     /// Sends what the connection queued (SRTP, STUN, DTLS) on `sock`. Enough after
     /// sending media, which moves no timer the session must hear of.
     pub(crate) fn transmit(&mut self, sock: &UdpSocket) {
@@ -1634,10 +1686,7 @@ mod tests {
         assert_eq!(b.state(), WebRtcState::Connected);
         pump(&mut a, &mut b, now);
         pump(&mut b, &mut a, now);
-        assert!(
-            a.is_lean() && b.is_lean(),
-            "AES-GCM keys tapped on both sides"
-        );
+        assert!(a.is_lean() && b.is_lean(), "keys tapped on both sides");
         assert!(a.stats().lean());
 
         // b → a: the first goes through b's peer connection, the rest the lean way;
@@ -1694,6 +1743,54 @@ mod tests {
         );
         assert!(b.lean.as_ref().unwrap().verified);
         assert_eq!(a.stats().to_browser(), 20);
+
+        // The call's RTCP report reaches the other side as SRTCP, under our track's SSRC.
+        let mut report = [0u8; 200];
+        let block = crate::rtcp::ReportBlock {
+            ssrc: b.ssrc,
+            highest_seq: 20,
+            ..Default::default()
+        };
+        let sender = crate::rtcp::SenderInfo {
+            ntp: 1 << 32,
+            rtp_timestamp: 3200,
+            packets: 20,
+            octets: 3200,
+        };
+        let n = crate::rtcp::build_report(&mut report, 0xDEAD_BEEF, Some(sender), Some(block), "h")
+            .unwrap();
+        a.send_rtcp(&report[..n], now).unwrap();
+        let (dest, d) = a.poll_transmit().expect("one SRTCP datagram");
+        assert_eq!(dest, b_addr);
+        assert!(!is_rtp(&d), "RTCP on the muxed port");
+        // Decrypted with a context keyed from a's sending master key (as the browser's).
+        let k = a.tap.keys()[a.keys_used - 2].clone();
+        let profile = if k.key.len() == 16 {
+            ProtectionProfile::AeadAes128Gcm
+        } else {
+            ProtectionProfile::AeadAes256Gcm
+        };
+        let mut ctx = SrtpContext::new(
+            &k.key,
+            &k.block[..profile.salt_len()],
+            profile,
+            None,
+            None,
+            a.tap.inner.crypto(),
+        )
+        .unwrap();
+        let plain = ctx.decrypt_rtcp(&d).expect("SRTCP authenticates");
+        let rtcp = rtc::rtcp::packet::unmarshal(&mut &plain[..]).unwrap();
+        let sr = rtcp
+            .iter()
+            .find_map(|p| {
+                p.as_any()
+                    .downcast_ref::<rtc::rtcp::sender_report::SenderReport>()
+            })
+            .expect("sender report received");
+        assert_eq!(sr.ssrc, a.ssrc, "the track's SSRC, not the call's");
+        assert_eq!(sr.packet_count, 20);
+        assert_eq!(sr.reports.first().map(|r| r.ssrc), Some(b.ssrc));
 
         // Timers and STUN/DTLS still run on the peer connections.
         now += Duration::from_secs(3);

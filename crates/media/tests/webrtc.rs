@@ -185,6 +185,10 @@ async fn browser_answers_hotline_offer_and_rtp_flows_both_ways() {
     }
     assert!(stats.from_browser() >= (PACKETS - 2) as u64);
     assert!(stats.to_browser() >= (PACKETS - 2) as u64);
+    assert!(
+        stats.lean(),
+        "media past the peer connection once DTLS-SRTP is up"
+    );
     let s = session.stats().await.unwrap();
     let sb = s.b.unwrap();
     assert!(sb.rx_packets >= (PACKETS - 2) as u64, "{s:?}");

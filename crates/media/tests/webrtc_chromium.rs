@@ -253,6 +253,24 @@ async fn chromium_answers_and_media_flows_both_ways() {
         }
     }
 
+    // The gateway's RTCP (SR + RR, every 5 s) reaches the page as SRTCP it accepts.
+    let s = page
+        .ask(json!({ "waitStats": { "inbound": 0, "outbound": 0, "timeoutMs": 20000, "rtcp": true } }))
+        .await;
+    assert!(
+        s["stats"]["remoteSenderReports"].as_u64().unwrap_or(0) > 0,
+        "page has the gateway's sender report: {s}"
+    );
+    assert!(
+        s["stats"]["remoteReceiverReports"].as_u64().unwrap_or(0) > 0,
+        "page has the gateway's receiver report: {s}"
+    );
+    assert!(
+        stats.lean(),
+        "media past the peer connection ({}): {s}",
+        s["stats"]["srtpCipher"]
+    );
+
     let _ = stop_tx.send(());
     let (sent, got_audio, got_events) = phone_task.await.unwrap();
     assert!(
@@ -364,6 +382,7 @@ async fn chromium_offers_and_the_gateway_answers() {
     let heard = phone_task.await.unwrap();
     assert!(heard >= N, "phone heard the page: {heard}");
     assert!(stats.from_browser() >= N && stats.to_browser() >= N);
+    assert!(stats.lean(), "media past the peer connection: {s}");
     let (_a, b) = session.stop().await.unwrap();
     b.unwrap().release().await;
     page.quit().await;

@@ -1,9 +1,11 @@
 // Headless Chromium playing a browser agent for Hotline's WebRTC gateway test.
 // Line-delimited JSON on stdin/stdout:
 //   in  {"offer": "<sdp>"}                      -> out {"answer": "<sdp>"}
-//   in  {"waitStats": {"inbound": N, "outbound": N, "timeoutMs": T}}
+//   in  {"waitStats": {"inbound": N, "outbound": N, "timeoutMs": T, "rtcp": false}}
 //                                               -> out {"stats": {...}} once both counters pass N
-//                                                  (or at the timeout, with what there is)
+//                                                  (and, with rtcp, once the gateway's sender
+//                                                  and receiver reports arrived), or at the
+//                                                  timeout with what there is
 //   in  {"dtmf": "5"}                           -> out {"dtmf": true} (RFC 4733 via RTCDTMFSender)
 //   in  {"reoffer": {"direction": "sendonly", "iceRestart": false}}
 //                                               -> out {"offer": "<sdp>"} (renegotiation, as a
@@ -104,21 +106,30 @@ async function accept(sdp) {
   }, sdp);
 }
 
-async function waitStats({ inbound, outbound, timeoutMs }) {
-  return page.evaluate(async ({ inbound, outbound, timeoutMs }) => {
+async function waitStats({ inbound, outbound, timeoutMs, rtcp }) {
+  return page.evaluate(async ({ inbound, outbound, timeoutMs, rtcp }) => {
     const until = Date.now() + timeoutMs;
     for (;;) {
-      const s = { inbound: 0, outbound: 0, state: window.pc.connectionState, codec: null };
+      const s = {
+        inbound: 0, outbound: 0, state: window.pc.connectionState, codec: null,
+        srtpCipher: null, remoteSenderReports: 0, remoteReceiverReports: 0,
+      };
       (await window.pc.getStats()).forEach((r) => {
         if (r.type === 'inbound-rtp' && r.kind === 'audio') s.inbound = r.packetsReceived;
         if (r.type === 'outbound-rtp' && r.kind === 'audio') s.outbound = r.packetsSent;
         if (r.type === 'codec' && !s.codec) s.codec = r.mimeType;
+        if (r.type === 'transport') s.srtpCipher = r.srtpCipher ?? null;
+        // From the gateway's RTCP: its SR (about what it sends) and RR blocks (about
+        // what it hears from the page).
+        if (r.type === 'remote-outbound-rtp') s.remoteSenderReports = r.reportsSent ?? 1;
+        if (r.type === 'remote-inbound-rtp') s.remoteReceiverReports = 1;
       });
-      if ((s.inbound >= inbound && s.outbound >= outbound) || Date.now() > until) return s;
+      const reported = !rtcp || (s.remoteSenderReports > 0 && s.remoteReceiverReports > 0);
+      if ((s.inbound >= inbound && s.outbound >= outbound && reported) || Date.now() > until) return s;
       // getStats has no change event: look again a little later.
       await new Promise((r) => setTimeout(r, 100));
     }
-  }, { inbound, outbound, timeoutMs });
+  }, { inbound, outbound, timeoutMs, rtcp: !!rtcp });
 }
 
 const rl = readline.createInterface({ input: process.stdin });
