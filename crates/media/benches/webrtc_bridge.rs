@@ -17,6 +17,8 @@
 //! `[TICKS="0 10 20"] [SPREAD=1] cargo bench -p hotline-media --bench webrtc_bridge -- [calls]
 //! [seconds]` (default 50 calls, 20 s of media per phase). Prints one JSON line per phase.
 
+#[path = "../tests/support/mod.rs"]
+mod support;
 #[path = "../tests/webrtc_common/mod.rs"]
 mod webrtc_common;
 
@@ -26,7 +28,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use hotline_media::leg::{LegConfig, LegTiming};
-use hotline_media::ports::PortAllocator;
 use hotline_media::sdp::{Codec, Direction};
 use hotline_media::session::{MediaLeg, SessionHandle, spawn_session_with_tick};
 use hotline_media::webrtc::{WebRtcLeg, WebRtcSettings};
@@ -209,7 +210,7 @@ fn run_phones(
 const STAMP_MAGIC: [u8; 2] = [0x5A, 0xA5];
 
 async fn webrtc_phase(h: &Handle, calls: usize, secs: u64, tick: Duration) {
-    let alloc = PortAllocator::new(47000, 47000 + (calls as u16) * 6 + 100).expect("range");
+    let alloc = support::port_range((calls as u16) * 3 + 50);
     let settings = WebRtcSettings::new(LO);
     let mut setup = Vec::with_capacity(calls);
     let mut offer_cost = Vec::with_capacity(calls);
@@ -354,7 +355,7 @@ async fn webrtc_phase(h: &Handle, calls: usize, secs: u64, tick: Duration) {
 }
 
 async fn plain_phase(h: &Handle, calls: usize, secs: u64, tick: Duration) {
-    let alloc = PortAllocator::new(49000, 49000 + (calls as u16) * 4 + 100).expect("range");
+    let alloc = support::port_range((calls as u16) * 2 + 50);
     let mut sessions = Vec::with_capacity(calls);
     let mut phones = Vec::with_capacity(calls * 2);
     let mut setup = Vec::with_capacity(calls);

@@ -291,6 +291,9 @@ const SRTP_PROFILES: [SrtpProtectionProfile; 3] = [
     SrtpProtectionProfile::Srtp_Aes128_Cm_Hmac_Sha1_80,
 ];
 
+/// Decrypted packets the lean path holds for [`WebRtcPeer::poll_rtp`] at most.
+const INBOX_MAX: usize = 64;
+
 /// SRTP replay window of the lean path's receiving context (as the peer connection's).
 const REPLAY_WINDOW: usize = 64;
 
@@ -919,6 +922,12 @@ impl WebRtcPeer {
             match lean.remote.decrypt_rtp(data) {
                 Ok(plain) => {
                     lean.verified = true;
+                    if self.inbox.len() >= INBOX_MAX {
+                        // Not drained (never the case with the session's batches): the
+                        // oldest goes, as a full socket buffer would drop it.
+                        self.inbox.pop_front();
+                        self.stats.0.rejected.fetch_add(1, Ordering::Relaxed);
+                    }
                     self.inbox.push_back(plain);
                     return Ok(());
                 }

@@ -6,6 +6,7 @@
 
 mod webrtc_common;
 
+mod support;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use hotline_media::dtmf::EventPayload;
@@ -69,7 +70,7 @@ async fn next_dtmf(rx: &mut mpsc::Receiver<MediaEvent>, side: Side) -> char {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browser_answers_hotline_offer_and_rtp_flows_both_ways() {
-    let alloc = PortAllocator::new(46000, 46099).unwrap();
+    let alloc = support::port_range(50);
     let settings = WebRtcSettings::new(LO);
 
     // Hotline's offer: DTLS actpass, rtcp-mux, G.711 + telephone-event, our candidate.
@@ -287,7 +288,7 @@ async fn browser_answers_hotline_offer_and_rtp_flows_both_ways() {
 /// G.711, gets a precise error and nothing is left allocated.
 #[tokio::test]
 async fn unusable_answers_are_refused_and_free_ports() {
-    let alloc = PortAllocator::new(46100, 46119).unwrap();
+    let alloc = support::port_range(10);
     let settings = WebRtcSettings::new(LO);
     let (leg, _offer) = WebRtcLeg::offer(&alloc, &settings).await.unwrap();
     let e = leg
@@ -414,7 +415,7 @@ fn sdp_attr<'a>(sdp: &'a str, name: &str) -> Option<&'a str> {
 /// carries on; the garbage gets a precise error and changes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browser_reoffers_hold_resume_and_ice_restart_on_the_running_connection() {
-    let alloc = PortAllocator::new(46120, 46139).unwrap();
+    let alloc = support::port_range(10);
     let settings = WebRtcSettings::new(LO);
     let (leg, offer) = WebRtcLeg::offer(&alloc, &settings).await.unwrap();
     let fingerprint = sdp_attr(&offer, "a=fingerprint:").unwrap().to_owned();
@@ -495,7 +496,7 @@ async fn browser_reoffers_hold_resume_and_ice_restart_on_the_running_connection(
 /// re-offer is answered as usual.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hotline_reoffers_on_the_running_connection_for_an_offerless_reinvite() {
-    let alloc = PortAllocator::new(46160, 46179).unwrap();
+    let alloc = support::port_range(10);
     let settings = WebRtcSettings::new(LO);
     let (leg, offer) = WebRtcLeg::offer(&alloc, &settings).await.unwrap();
     let fingerprint = sdp_attr(&offer, "a=fingerprint:").unwrap().to_owned();
@@ -588,7 +589,7 @@ async fn hotline_reoffers_on_the_running_connection_for_an_offerless_reinvite() 
 /// answer path is lite too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ice_lite_gateway_connects_with_a_full_ice_browser() {
-    let alloc = PortAllocator::new(46140, 46159).unwrap();
+    let alloc = support::port_range(10);
     let mut settings = WebRtcSettings::new(LO);
     settings.ice_lite = true;
     // Unreachable here (nothing listens on it): the browser must fall back to the host

@@ -10,13 +10,13 @@
 //! does both). Without them the test says so and passes, except under CI (`CI` set),
 //! where it fails.
 
+mod support;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
 use hotline_media::leg::{LegConfig, LegEvent, LegTiming};
-use hotline_media::ports::PortAllocator;
 use hotline_media::sdp::{Codec, Direction};
 use hotline_media::session::{MediaEvent, MediaLeg, Side, spawn_session};
 use hotline_media::webrtc::{WebRtcLeg, WebRtcSettings};
@@ -118,7 +118,7 @@ async fn chromium_answers_and_media_flows_both_ways() {
     let Some(mut page) = Page::start() else {
         return;
     };
-    let alloc = PortAllocator::new(46200, 46299).unwrap();
+    let alloc = support::port_range(50);
     let (leg, offer) = WebRtcLeg::offer(&alloc, &WebRtcSettings::new(LO))
         .await
         .unwrap();
@@ -303,7 +303,7 @@ async fn chromium_offers_and_the_gateway_answers() {
     let Some(mut page) = Page::start() else {
         return;
     };
-    let alloc = PortAllocator::new(46300, 46319).unwrap();
+    let alloc = support::port_range(10);
     let o = page.ask(json!({ "call": true })).await;
     let offer = o["offer"].as_str().expect("offer SDP").to_string();
     let (leg, answer) = WebRtcLeg::answer(&alloc, &WebRtcSettings::new(LO), &offer)
