@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use hotline::Hotline;
+use hotline_cdr::{CallRecord, MemoryCdrs, QueueEventKind};
 use hotline_switch::CallEnd;
 use tokio::sync::mpsc::Receiver;
 
@@ -122,4 +123,36 @@ pub async fn nothing_left(h: &Hotline) -> anyhow::Result<()> {
     let dialogs = switch.sip_dialogs().await?;
     anyhow::ensure!(dialogs == 0, "{dialogs} SIP dialogs left behind");
     Ok(())
+}
+
+/// The call records Hotline keeps in memory (a test config without `[store]`).
+pub fn memory(h: &Hotline) -> anyhow::Result<&MemoryCdrs> {
+    h.cdr
+        .as_ref()
+        .and_then(|c| c.memory.as_ref())
+        .context("CDRs kept in memory")
+}
+
+/// The one CDR of `call_id`.
+pub fn cdr_row(h: &Hotline, call_id: &str) -> anyhow::Result<CallRecord> {
+    let rows: Vec<CallRecord> = memory(h)?
+        .calls()
+        .into_iter()
+        .filter(|r| r.call_id == call_id)
+        .collect();
+    anyhow::ensure!(rows.len() == 1, "one CDR for {call_id}: {rows:?}");
+    rows.into_iter().next().context("row")
+}
+
+/// The queue-log lines of `call_id` as (kind, agent, data).
+pub fn queue_log(
+    h: &Hotline,
+    call_id: &str,
+) -> anyhow::Result<Vec<(QueueEventKind, Option<String>, String)>> {
+    Ok(memory(h)?
+        .events()
+        .into_iter()
+        .filter(|e| e.call_id == call_id)
+        .map(|e| (e.event, e.agent, e.data))
+        .collect())
 }

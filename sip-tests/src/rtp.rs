@@ -41,6 +41,7 @@ const BLOCKS: &[(&str, u16)] = &[
     ("voicemail", 600),
     ("wallboard", 200),
     ("webrtc_agent", 300),
+    ("extension_ring", 200),
 ];
 
 /// Every block, `(binary, first, last)`, in the order of [`BLOCKS`].

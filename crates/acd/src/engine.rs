@@ -617,13 +617,17 @@ impl Engine {
         for (i, q) in cfg.queues.iter().enumerate() {
             e.queue_ids.insert(q.name.clone(), i as u32);
         }
-        for q in &cfg.queues {
-            let compiled = e.compile_queue(q)?;
+        // Errors of one entry (too many skills or sites) name it: `config_key`.
+        for (i, q) in cfg.queues.iter().enumerate() {
+            let compiled = e
+                .compile_queue(q)
+                .map_err(|e| e.under(&["queue", &i.to_string()]))?;
             e.queues.push(compiled);
         }
         e.link_reach();
-        for a in &cfg.agents {
-            e.add_agent(a, now)?;
+        for (i, a) in cfg.agents.iter().enumerate() {
+            e.add_agent(a, now)
+                .map_err(|e| e.under(&["agent", &i.to_string()]))?;
         }
         Ok(e)
     }
@@ -671,10 +675,11 @@ impl Engine {
         Ok(id as u8)
     }
 
+    /// The mask of `names`; an error's key is the index of the name that overflowed.
     fn sites(&mut self, names: &[String]) -> Result<u64> {
         let mut m = 0u64;
-        for n in names {
-            m |= 1u64 << self.site(n)?;
+        for (i, n) in names.iter().enumerate() {
+            m |= 1u64 << self.site(n).map_err(|e| e.under(&[&i.to_string()]))?;
         }
         Ok(m)
     }
@@ -940,8 +945,11 @@ impl Engine {
 
     fn compile_queue(&mut self, q: &QueueConfig) -> Result<Queue> {
         let mut skills = Vec::new();
-        for s in &q.skills {
-            skills.push((self.skill(&s.skill)?, s.min));
+        for (i, s) in q.skills.iter().enumerate() {
+            let id = self
+                .skill(&s.skill)
+                .map_err(|e| e.under(&["skills", &i.to_string(), "skill"]))?;
+            skills.push((id, s.min));
         }
         let mut steps = Vec::new();
         let me = *self
@@ -953,10 +961,10 @@ impl Engine {
         let own_sites = if q.sites.is_empty() {
             ALL_SITES
         } else {
-            self.sites(&q.sites)?
+            self.sites(&q.sites).map_err(|e| e.under(&["sites"]))?
         };
         let mut ever_sites = own_sites;
-        for st in &q.overflow {
+        for (si, st) in q.overflow.iter().enumerate() {
             let mut add = Vec::new();
             for n in &st.add_queues {
                 let id = *self
@@ -974,7 +982,8 @@ impl Engine {
             let add_sites = if st.any_site {
                 ALL_SITES
             } else {
-                self.sites(&st.add_sites)?
+                self.sites(&st.add_sites)
+                    .map_err(|e| e.under(&["overflow", &si.to_string(), "add_sites"]))?
             };
             ever_sites |= add_sites;
             steps.push(Step {
@@ -1048,10 +1057,11 @@ impl Engine {
         cfg.validate(&names)?;
         let idx =
             u32::try_from(self.agents.len()).map_err(|_| invalid("agents", "too many agents"))?;
-        let site = self.site(&cfg.site)?;
+        let site = self.site(&cfg.site).map_err(|e| e.under(&["site"]))?;
         let mut skills = Vec::new();
         for (s, p) in &cfg.skills {
-            skills.push((self.skill(s)?, *p));
+            let id = self.skill(s).map_err(|e| e.under(&["skills", s]))?;
+            skills.push((id, *p));
         }
         skills.sort_unstable();
         let mut a = Agent {

@@ -1678,4 +1678,64 @@ mod tests {
             assert_eq!((e.line, e.column), (*line, *column), "{want}: {e}\n{text}");
         }
     }
+
+    /// The limits only the engine knows (64 sites, 65,535 skills) point at the entry
+    /// that went past them: the agent's `site`, the queue's `sites` or overflow
+    /// `add_sites` element, the queue's `skills` element, the agent's `skills` key.
+    #[test]
+    fn acd_engine_limits_point_at_the_entry_past_them() {
+        let head = "[sip]\nudp = [\"127.0.0.1:5060\"]\n[acd]\n";
+        // Agents at sites s0..s63 (lines 4..=195, three lines each): the 65th site is new.
+        let agents: String = (0..64)
+            .map(|i| format!("[[acd.agent]]\nid = \"a{i}\"\nsite = \"s{i}\"\n"))
+            .collect();
+        let q = "[[acd.queue]]\nname = \"q\"\n";
+        let all: Vec<String> = (0..64).map(|i| format!("\"s{i}\"")).collect();
+        let sites = all.join(", ");
+        let cases: Vec<(&str, String, (usize, usize))> = vec![
+            (
+                "more than 64 distinct sites",
+                format!("{agents}[[acd.agent]]\nid = \"x\"\nsite = \"s64\"\n"),
+                (4 + 64 * 3 + 2, 8),
+            ),
+            (
+                "more than 64 distinct sites",
+                format!("{q}sites = [{sites}, \"s64\"]\n"),
+                (6, 10 + sites.len() + 2),
+            ),
+            (
+                "more than 64 distinct sites",
+                format!(
+                    "{q}sites = [{sites}]\n\
+                     overflow = [{{ after_secs = 5, add_sites = [\"s0\", \"s64\"] }}]\n"
+                ),
+                (7, 50),
+            ),
+        ];
+        for (want, acd, (line, column)) in cases {
+            let text = format!("{head}{acd}");
+            let e = parse(&text).unwrap_err();
+            assert!(
+                e.message.starts_with("[acd]") && e.message.contains(want),
+                "{want}: {e}"
+            );
+            assert_eq!((e.line, e.column), (line, column), "{want}: {e}");
+        }
+        // 65,535 distinct skills: queue skills use them all, the agent's one more is
+        // past the limit (at its key); one more in the queue is past it there.
+        let many: Vec<String> = (0..65_535)
+            .map(|i| format!("{{ skill = \"k{i}\" }}"))
+            .collect();
+        let many = many.join(", ");
+        let text = format!(
+            "{head}{q}skills = [{many}]\n[[acd.agent]]\nid = \"a\"\nskills = {{ extra = 5 }}\n"
+        );
+        let e = parse(&text).unwrap_err();
+        assert!(e.message.contains("too many distinct skills"), "{e}");
+        assert_eq!((e.line, e.column), (9, 20), "{e}");
+        let text = format!("{head}{q}skills = [{many}, {{ skill = \"one-more\" }}]\n");
+        let e = parse(&text).unwrap_err();
+        assert!(e.message.contains("too many distinct skills"), "{e}");
+        assert_eq!((e.line, e.column), (6, 11 + many.len() + 2 + 10), "{e}");
+    }
 }

@@ -9,6 +9,9 @@
 //! ring_timeout_secs = 20            # default 30
 //! no_answer = { voicemail = "1003" } # refused, unreachable or rung out
 //! ```
+//!
+//! `no_answer` destinations must not lead back round to the extension (carol → bob →
+//! carol would ring them in turn until the caller hangs up): such a cycle is refused.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -86,7 +89,86 @@ pub fn validate(
             ));
         }
     }
+    for (i, cycle) in no_answer_cycles(cfg) {
+        let e = &cfg.extensions[i];
+        let at = e
+            .no_answer
+            .as_ref()
+            .map_or(e.user.span().start, |t| t.span().start);
+        errs.push(locate(
+            path,
+            text,
+            at,
+            format!(
+                "extension {:?} no_answer: cycle {} would ring them in turn forever",
+                e.user.get_ref(),
+                cycle.join(" > ")
+            ),
+        ));
+    }
     errs
+}
+
+/// The extensions a no-answer destination rings next: its own, and its `closed`
+/// alternative's (outside its hours). Menus and queues are left out: what follows them
+/// depends on the caller or the agents, and the switch bounds recalls at run time.
+fn rung_next<'a>(t: &'a RouteTarget, out: &mut Vec<&'a str>) {
+    if let Some(x) = &t.extension {
+        out.push(x);
+    }
+    if let Some(c) = &t.closed {
+        rung_next(c, out);
+    }
+}
+
+/// Each cycle of the `no_answer` graph once, as (index of its first entry in file
+/// order, the users round the cycle back to that one). An entry on several cycles is
+/// named with one of them.
+fn no_answer_cycles(cfg: &Config) -> Vec<(usize, Vec<String>)> {
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    for (i, e) in cfg.extensions.iter().enumerate() {
+        index.entry(e.user.get_ref().as_str()).or_insert(i);
+    }
+    let next = |i: usize| {
+        let mut out = Vec::new();
+        if let Some(t) = &cfg.extensions[i].no_answer {
+            rung_next(t.get_ref(), &mut out);
+        }
+        out.into_iter()
+            .filter_map(|u| index.get(u).copied())
+            .collect::<Vec<_>>()
+    };
+    let mut found = Vec::new();
+    for start in 0..cfg.extensions.len() {
+        if index.get(cfg.extensions[start].user.get_ref().as_str()) != Some(&start) {
+            continue; // a duplicate entry, refused on its own
+        }
+        // Depth-first through later entries only: a cycle is found from its first entry.
+        let mut path = vec![start];
+        let mut stack = vec![next(start)];
+        let mut seen = std::collections::HashSet::new();
+        while let Some(top) = stack.last_mut() {
+            let Some(n) = top.pop() else {
+                stack.pop();
+                path.pop();
+                continue;
+            };
+            if n == start {
+                path.push(start);
+                let users = path
+                    .iter()
+                    .map(|&i| cfg.extensions[i].user.get_ref().clone())
+                    .collect();
+                found.push((start, users));
+                break;
+            }
+            if n > start && seen.insert(n) {
+                path.push(n);
+                stack.push(next(n));
+            }
+        }
+    }
+    found
 }
 
 /// The validated entries for the switch.
@@ -167,5 +249,57 @@ mod tests {
             assert!(e.message.contains(want), "{extra}: {e}");
             assert_eq!(e.line, line, "{extra}: {e}");
         }
+    }
+
+    const BOB: &str = "[[users]]\nname = \"bob\"\npassword = \"x\"\n\
+        [[users]]\nname = \"dave\"\npassword = \"x\"\n";
+
+    /// carol's no-answer rings bob, whose no-answer rings carol: refused at carol's
+    /// `no_answer` (line 16, column 13: the first entry of the cycle), naming the cycle;
+    /// `config check` (the admin API's validation) says the same.
+    #[test]
+    fn a_no_answer_cycle_is_refused_at_its_first_entry() {
+        let extra = format!(
+            "{BOB}[[extensions]]\nuser = \"carol\"\nno_answer = {{ extension = \"bob\" }}\n\
+             [[extensions]]\nuser = \"bob\"\nno_answer = {{ extension = \"carol\" }}\n"
+        );
+        let e = parse(&extra).unwrap_err();
+        assert_eq!((e.line, e.column), (16, 13), "{e}");
+        assert!(
+            e.message
+                .contains("extension \"carol\" no_answer: cycle carol > bob > carol"),
+            "{e}"
+        );
+        let all = Config::check(Path::new("test.toml"), &format!("{BASE}{extra}")).unwrap_err();
+        assert_eq!(all.len(), 1, "one error per cycle: {all:?}");
+        assert_eq!((all[0].line, all[0].column), (16, 13), "{all:?}");
+    }
+
+    /// A cycle through an extension's own entry, and one through the `closed` side of
+    /// an hours-gated destination, are cycles too; a chain that ends (voicemail) or
+    /// leaves through a menu is not.
+    #[test]
+    fn cycles_through_itself_or_closed_hours_are_refused_chains_are_not() {
+        let own = "[[extensions]]\nuser = \"carol\"\nno_answer = { extension = \"carol\" }\n";
+        let e = parse(&format!("{BOB}{own}")).unwrap_err();
+        assert_eq!((e.line, e.column), (16, 13), "{e}");
+        assert!(e.message.contains("cycle carol > carol"), "{e}");
+        let closed = format!(
+            "{BOB}[[hours]]\nname = \"day\"\n\
+             [[extensions]]\nuser = \"dave\"\nno_answer = {{ extension = \"bob\" }}\n\
+             [[extensions]]\nuser = \"bob\"\n\
+             no_answer = {{ extension = \"carol\", hours = \"day\", closed = {{ extension = \"dave\" }} }}\n"
+        );
+        let e = parse(&closed).unwrap_err();
+        assert_eq!((e.line, e.column), (18, 13), "{e}");
+        assert!(e.message.contains("cycle dave > bob > dave"), "{e}");
+        let chain = format!(
+            "{BOB}[[menus]]\nname = \"again\"\nsay = \"Again?\"\n\
+             default = {{ extension = \"carol\" }}\n\
+             [[extensions]]\nuser = \"carol\"\nno_answer = {{ extension = \"bob\" }}\n\
+             [[extensions]]\nuser = \"bob\"\nno_answer = {{ voicemail = \"carol-box\" }}\n\
+             [[extensions]]\nuser = \"dave\"\nno_answer = {{ menu = \"again\" }}\n"
+        );
+        parse(&chain).unwrap();
     }
 }

@@ -103,7 +103,8 @@ pub enum EndReason {
     ConferenceEnded,
     /// A transfer target did not answer and nothing could take the caller back (no
     /// no-answer destination, not a queue call, the transferring agent busy or not
-    /// answering either): Hotline sent BYE to the caller. CDR result `failed`.
+    /// answering either), or the call followed more than [`MAX_RECALLS`]
+    /// no-answer destinations: Hotline sent BYE to the caller. CDR result `failed`.
     TransferNotAnswered,
 }
 
@@ -322,10 +323,17 @@ struct State {
     callback_offered: bool,
     /// A browser agent's phone, watched for a reload or blip (`rejoin`).
     rejoin: rejoin::Rejoin,
+    /// No-answer destinations followed so far ([`Call::recall`]).
+    recalls: u32,
     number: String,
     host: String,
     trace: Trace,
 }
+
+/// No-answer destinations one call follows before it ends: each ring-out starts a new
+/// route walk, so [`MAX_HOPS`] cannot stop destinations that lead back round (through a
+/// menu's default or a queue's fallback; direct cycles are refused by the config).
+pub const MAX_RECALLS: u32 = 8;
 
 /// Routes followed in a row without the caller doing anything (hours → menu → …); a
 /// configuration whose routes loop stops here instead of spinning.
@@ -371,6 +379,7 @@ impl State {
             supervisor: None,
             callback_offered: false,
             rejoin: rejoin::Rejoin::default(),
+            recalls: 0,
             number,
             host,
             trace,
@@ -1448,6 +1457,11 @@ impl Call {
             .and_then(|u| self.cfg.extensions.get(u))
             .and_then(|e| e.no_answer.clone());
         if let Some(route) = dest {
+            st.recalls += 1;
+            if st.recalls > MAX_RECALLS {
+                tracing::warn!(call_id = %self.call_id, target = ?user, recalls = MAX_RECALLS, "no-answer destinations keep leading back; giving up");
+                return incall::Outcome::End(EndReason::TransferNotAnswered);
+            }
             tracing::info!(call_id = %self.call_id, target = ?user, to = %route.label(), "not answered; to its no-answer destination");
             return self.ring_target(route, back, st).await;
         }

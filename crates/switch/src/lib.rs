@@ -41,7 +41,7 @@ use hotline_sip::{AppEvent, ServerTxId};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-pub use call::{CallEnd, EndReason};
+pub use call::{CallEnd, EndReason, MAX_RECALLS};
 pub use drain::{DrainPolicy, DrainReport};
 pub use error::SwitchError;
 pub use events::{
