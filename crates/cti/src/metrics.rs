@@ -76,6 +76,8 @@ pub fn install() -> Result<PrometheusHandle, CtiError> {
         Ok(()) => {
             let _ = HANDLE.set(handle.clone());
             describe();
+            // Ours is the recorder for good: the SIP core may keep its counter handles.
+            hotline_sip::wire_metrics::register();
             Ok(handle)
         }
         // Another recorder (not ours) is installed: say so.
