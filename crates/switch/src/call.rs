@@ -695,7 +695,11 @@ impl Call {
                     incall::Outcome::Replace(r) => boxed(|| self.take_agent(r, &mut st)).await,
                     o => o,
                 };
-                boxed(|| self.supervise_check(&mut st)).await;
+                // Checked here first: boxing the check per event costs an allocation and a
+                // copy of its future, and almost no call is supervised.
+                if st.supervisor.is_some() {
+                    boxed(|| self.supervise_check(&mut st)).await;
+                }
                 if let incall::Outcome::End(r) = outcome {
                     break r;
                 }
