@@ -78,7 +78,8 @@ type Slots<const N: usize> = [[OnceLock<metrics::Counter>; N]; 2];
 /// recorder the first time it counts: the `counter!` macro builds the key and hashes it
 /// into the recorder's registry on every call, an allocation and a map lookup per
 /// datagram. Filled on first use, so `/metrics` shows only the labels seen.
-static REQUESTS: Slots<{ METHODS.len() + 1 }> = [const { [const { OnceLock::new() }; METHODS.len() + 1] }; 2];
+static REQUESTS: Slots<{ METHODS.len() + 1 }> =
+    [const { [const { OnceLock::new() }; METHODS.len() + 1] }; 2];
 /// The same by `[direction][code - 100]` ("other" last).
 static RESPONSES: Slots<{ CODES + 1 }> = [const { [const { OnceLock::new() }; CODES + 1] }; 2];
 /// Set by [`register`]: the recorder is installed, handles may be kept.
@@ -99,8 +100,12 @@ pub fn count(direction: Direction, data: &[u8]) {
     let d = direction as usize;
     let dir = dir_label(direction);
     let lookup = || match class {
-        Ok(m) => metrics::counter!("hotline_sip_requests_total", "direction" => dir, "method" => method_label(m)),
-        Err(c) => metrics::counter!("hotline_sip_responses_total", "direction" => dir, "code" => code_label(c)),
+        Ok(m) => {
+            metrics::counter!("hotline_sip_requests_total", "direction" => dir, "method" => method_label(m))
+        }
+        Err(c) => {
+            metrics::counter!("hotline_sip_responses_total", "direction" => dir, "code" => code_label(c))
+        }
     };
     if !REGISTERED.load(Ordering::Acquire) {
         return lookup().increment(1);

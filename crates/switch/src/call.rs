@@ -124,13 +124,20 @@ pub(crate) struct Call {
 /// future the call loop awaits on that loop's poll stack (over 1 MB of them), which
 /// overflowed a tokio worker's 2 MiB stack once a WebRTC offer was built on top; boxed
 /// here, the loop only holds pointers.
+///
+/// The box is allocated before the future is made: `Box::pin(make())` builds the whole
+/// future (its size is that of its largest await, kilobytes) on the stack and copies it
+/// over, while a new future holds only its arguments; made into the allocation, only
+/// they are written.
 pub(crate) fn boxed<'a, T, F>(
     make: impl FnOnce() -> F,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>
 where
     F: std::future::Future<Output = T> + Send + 'a,
 {
-    Box::pin(make())
+    let slot = Box::<F>::new_uninit();
+    let made: Box<F> = Box::write(slot, make());
+    Box::into_pin(made)
 }
 
 /// A fresh token for tags and Call-IDs.
