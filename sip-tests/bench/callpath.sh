@@ -32,6 +32,9 @@
 #           has no option for it (-buff_size sizes SIP sockets only), so the script raises
 #           net.core.rmem_default (root) just while the echo UASs bind, and restores it at
 #           once (and on exit). Hotline's sockets are not affected.
+#         SUT_PORT (5070) AGENT_PORT (5080) CALLER_PORT (5090) UAS_MP (6000): cps only, to run
+#           beside another run of this script on the same machine (the media part expects
+#           the defaults)
 #         MAX_SECS (watchdog for the whole script, default 900 per REPEAT)
 #         CPS_BINS (default: BIN): cps once per binary listed, side by side in each run
 #           (before/after in the same conditions); lines and medians carry bin=<file name>
@@ -52,13 +55,14 @@ SHARED=${SHARED:-$(cd "$ROOT/../shared" 2>/dev/null && pwd)}
 SIPDIR="$SHARED/bench/sip"
 OUT=${OUT:-$ROOT/sip-tests/out/bench/callpath}
 IP=127.0.0.1
-SUT_PORT=5070
-AGENT_PORT=5080   # first agent UAS; the others on 5082, 5084, ...
+SUT_PORT=${SUT_PORT:-5070}
+AGENT_PORT=${AGENT_PORT:-5080}   # first agent UAS; the others on 5082, 5084, ...
 UAS_COUNT=${UAS_COUNT:-4}
 CALLGRIND=${CALLGRIND:-0}
 if [ "$CALLGRIND" = 1 ]; then REG_RATE=${REG_RATE:-100}; else REG_RATE=${REG_RATE:-1000}; fi
 [ "$UAS_COUNT" -ge 1 ] && [ "$UAS_COUNT" -le 4 ] || { echo "UAS_COUNT must be 1..4" >&2; exit 1; }
-CALLER_PORT=5090
+CALLER_PORT=${CALLER_PORT:-5090}
+UAS_MP=${UAS_MP:-6000}   # the agent UASs' media ports (6000, 6010, ...)
 AGENTS=${AGENTS:-3000}
 CPS_RATE=${CPS_RATE:-1000}
 DUR=${DUR:-10}
@@ -162,7 +166,7 @@ start_uas() {
 	local pre=$1 k; shift
 	UAS_PIDS=""
 	for k in $(seq 0 $((UAS_COUNT - 1))); do
-		sipp_bg "$pre-$k" -sf "$SIPDIR/uas.xml" -i $IP -p "$(uas_port "$k")" -mp $((6000 + 10 * k)) "$@"
+		sipp_bg "$pre-$k" -sf "$SIPDIR/uas.xml" -i $IP -p "$(uas_port "$k")" -mp $((UAS_MP + 10 * k)) "$@"
 		UAS_PIDS="$UAS_PIDS $(cat "$pre-$k.pid")"
 	done
 	for k in $(seq 0 $((UAS_COUNT - 1))); do wait_port "$(uas_port "$k")"; done
