@@ -18,9 +18,10 @@ mod client;
 use std::time::Duration;
 
 use anyhow::Context;
-use hotline::Hotline;
-use hotline_cdr::{CallRecord, CallResult, HangupSide, MemoryCdrs, QueueEventKind as K};
-use hotline_sip_tests::calls::{agent, caller, next_end, nothing_left, start_for_calls};
+use hotline_cdr::{CallResult, HangupSide, QueueEventKind as K};
+use hotline_sip_tests::calls::{
+    agent, caller, cdr_row as row, memory, next_end, nothing_left, queue_log, start_for_calls,
+};
 use hotline_sip_tests::{Proto, SippBuilder, TRUSTED_IP, free_port, out_dir};
 use hotline_switch::{EndReason, SwitchEvent};
 
@@ -57,34 +58,6 @@ async fn bob(
     let calls = calls.to_string();
     let args = ["-key", "target", target, "-rtp_echo", "-m", &calls];
     agent(server, "bob", scenario, &args).await
-}
-
-fn memory(h: &Hotline) -> anyhow::Result<&MemoryCdrs> {
-    h.cdr
-        .as_ref()
-        .and_then(|c| c.memory.as_ref())
-        .context("CDRs kept in memory")
-}
-
-/// The one CDR of `call_id`.
-fn row(h: &Hotline, call_id: &str) -> anyhow::Result<CallRecord> {
-    let rows: Vec<CallRecord> = memory(h)?
-        .calls()
-        .into_iter()
-        .filter(|r| r.call_id == call_id)
-        .collect();
-    anyhow::ensure!(rows.len() == 1, "one CDR for {call_id}: {rows:?}");
-    rows.into_iter().next().context("row")
-}
-
-/// The queue-log lines of `call_id` as (kind, agent, data).
-fn queue_log(h: &Hotline, call_id: &str) -> anyhow::Result<Vec<(K, Option<String>, String)>> {
-    Ok(memory(h)?
-        .events()
-        .into_iter()
-        .filter(|e| e.call_id == call_id)
-        .map(|e| (e.event, e.agent, e.data))
-        .collect())
 }
 
 /// The desk events of `call_id` received so far, as short strings.
