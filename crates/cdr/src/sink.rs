@@ -18,7 +18,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::error::{CdrError, Result};
-use crate::store::CdrStore;
+use crate::store::{CdrStore, WriterConn};
 use crate::{CallRecord, QueueEvent, UnixMillis};
 
 /// A call that has arrived and is not finished: written at once so that a crash leaves a
@@ -364,6 +364,7 @@ async fn run(store: CdrStore, mut rx: mpsc::Receiver<Msg>, cfg: WriterConfig) {
     let mut backoff = cfg.retry_min;
     let mut failing_since: Option<tokio::time::Instant> = None;
     let cap = cfg.buffer.max(cfg.max_batch).max(1);
+    let mut conn: Option<WriterConn> = None;
     loop {
         while !closed && pending.len() < cap {
             match rx.try_recv() {
@@ -393,7 +394,7 @@ async fn run(store: CdrStore, mut rx: mpsc::Receiver<Msg>, cfg: WriterConfig) {
         }
         let batch = &pending.make_contiguous()[..n];
         let started = std::time::Instant::now();
-        let written = store.write_batch(batch).await;
+        let written = write(&store, &mut conn, batch).await;
         metrics::histogram!("hotline_cdr_write_seconds", "result" => if written.is_ok() { "ok" } else { "error" })
             .record(started.elapsed().as_secs_f64());
         match written {
@@ -436,6 +437,20 @@ async fn run(store: CdrStore, mut rx: mpsc::Receiver<Msg>, cfg: WriterConfig) {
             }
         }
     }
+}
+
+/// Writes `batch` on the writer's own connection, taken from the store when there is none
+/// (at start, or after a failed write: a broken connection is not tried again).
+async fn write(store: &CdrStore, conn: &mut Option<WriterConn>, batch: &[Msg]) -> Result<()> {
+    let c = match conn {
+        Some(c) => c,
+        None => conn.insert(store.writer_conn().await?),
+    };
+    let written = CdrStore::write_batch_on(c, batch).await;
+    if written.is_err() {
+        *conn = None;
+    }
+    written
 }
 
 #[cfg(test)]

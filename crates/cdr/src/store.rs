@@ -45,7 +45,8 @@ enum Pool {
 pub struct StoreOptions {
     /// PostgreSQL only: the schema to use (search_path); `None` uses the server default.
     pub pg_schema: Option<String>,
-    /// Connection pool size (the writer uses one; reports the others).
+    /// Connection pool size, for reports and tools (the CDR writer takes one out of it
+    /// for itself, and the pool may open another in its place).
     pub max_connections: u32,
     /// SQLite only: `synchronous=FULL` (default) or `NORMAL`; see the module docs.
     pub sqlite_full_sync: bool,
@@ -59,6 +60,168 @@ impl Default for StoreOptions {
             sqlite_full_sync: true,
         }
     }
+}
+
+/// The CDR writer's own connection ([`CdrStore::writer_conn`]).
+pub(crate) enum WriterConn {
+    Sqlite(sqlx::SqliteConnection),
+    Postgres(sqlx::PgConnection),
+}
+
+/// A batch's rows by table.
+struct Rows<'a> {
+    started: Vec<&'a StartedCall>,
+    records: Vec<&'a CallRecord>,
+    events: Vec<&'a QueueEvent>,
+    messages: Vec<&'a crate::VoicemailMessage>,
+}
+
+impl<'a> Rows<'a> {
+    /// The rows of `batch` (none: nothing to write).
+    fn of(batch: &'a [Msg]) -> Option<Rows<'a>> {
+        let mut rows = Rows {
+            started: Vec::new(),
+            records: Vec::new(),
+            events: Vec::new(),
+            messages: Vec::new(),
+        };
+        for m in batch {
+            match m {
+                Msg::Started(c) => rows.started.push(c),
+                Msg::Record(r, _) => rows.records.push(r),
+                Msg::Event(e) => rows.events.push(e),
+                Msg::Voicemail(v) => rows.messages.push(v),
+                Msg::Flush(_) => {}
+            }
+        }
+        if rows.started.is_empty()
+            && rows.records.is_empty()
+            && rows.events.is_empty()
+            && rows.messages.is_empty()
+        {
+            return None;
+        }
+        // One statement may not touch a row twice: the last record of a call wins.
+        let mut seen = std::collections::HashSet::new();
+        rows.records.reverse();
+        rows.records.retain(|r| seen.insert(r.call_id.as_str()));
+        rows.records.reverse();
+        Some(rows)
+    }
+}
+
+/// Splits `rows` into slices whose lengths are powers of two (largest first, at most
+/// `max`, itself a power of two). A multi-row statement's text depends on its row count,
+/// and a connection caches prepared statements by text: with power-of-two counts a few
+/// statements per table cover every batch size, so they stay prepared.
+fn pow2_chunks<T>(mut rows: &[T], max: usize) -> impl Iterator<Item = &[T]> {
+    std::iter::from_fn(move || {
+        if rows.is_empty() {
+            return None;
+        }
+        let n = if rows.len() >= max {
+            max
+        } else {
+            1 << rows.len().ilog2()
+        };
+        let (chunk, rest) = rows.split_at(n);
+        rows = rest;
+        Some(chunk)
+    })
+}
+
+/// Writes a batch's [`Rows`] in one transaction on `$c` (`&mut` an SQLite or PostgreSQL
+/// connection): four multi-row statements (in-progress rows, finished records, queue
+/// events, voicemail) per power-of-two slice, so a batch costs a few round trips, not one
+/// per row. All of it is committed or none.
+macro_rules! write_rows {
+    ($c:expr, $rows:expr) => {{
+        let rows: Rows<'_> = $rows;
+        let mut tx = sqlx::Connection::begin($c).await?;
+        // In-progress rows first: a finished record in the same batch then completes them
+        // (and `DO NOTHING` keeps a late duplicate from reopening a finished call).
+        for chunk in pow2_chunks(&rows.started, CHUNK) {
+            let mut qb = sqlx::QueryBuilder::new(
+                "INSERT INTO calls (call_id, sip_call_id, caller, dialed, arrived_at) ",
+            );
+            qb.push_values(chunk, |mut b, c| {
+                b.push_bind(&c.call_id)
+                    .push_bind(&c.sip_call_id)
+                    .push_bind(&c.caller)
+                    .push_bind(&c.dialed)
+                    .push_bind(c.arrived_at);
+            });
+            qb.push(" ON CONFLICT (call_id) DO NOTHING");
+            qb.build().execute(&mut *tx).await?;
+        }
+        for chunk in pow2_chunks(&rows.records, CHUNK) {
+            let mut qb = sqlx::QueryBuilder::new(format!("INSERT INTO calls ({CALL_COLS}) "));
+            qb.push_values(chunk, |mut b, r| {
+                b.push_bind(&r.call_id)
+                    .push_bind(&r.sip_call_id)
+                    .push_bind(&r.direction)
+                    .push_bind(&r.caller)
+                    .push_bind(&r.caller_name)
+                    .push_bind(&r.dialed)
+                    .push_bind(&r.route)
+                    .push_bind(&r.queue)
+                    .push_bind(&r.agent)
+                    .push_bind(r.arrived_at)
+                    .push_bind(r.queued_at)
+                    .push_bind(r.offered_at)
+                    .push_bind(r.answered_at)
+                    .push_bind(r.ended_at)
+                    .push_bind(r.wait_ms)
+                    .push_bind(r.talk_ms)
+                    .push_bind(r.hold_ms)
+                    .push_bind(r.result.as_str())
+                    .push_bind(r.hangup_side.as_str())
+                    .push_bind(i64::from(r.sip_status))
+                    .push_bind(&r.recording)
+                    .push_bind(i64::from(r.transfers));
+            });
+            qb.push(UPSERT_TAIL);
+            qb.build().execute(&mut *tx).await?;
+        }
+        for chunk in pow2_chunks(&rows.events, CHUNK * 2) {
+            let mut qb = sqlx::QueryBuilder::new(
+                "INSERT INTO queue_log (at, call_id, queue, agent, event, data) ",
+            );
+            qb.push_values(chunk, |mut b, e| {
+                b.push_bind(e.at)
+                    .push_bind(&e.call_id)
+                    .push_bind(&e.queue)
+                    .push_bind(&e.agent)
+                    .push_bind(e.event.as_str())
+                    .push_bind(&e.data);
+            });
+            qb.build().execute(&mut *tx).await?;
+        }
+        if !rows.messages.is_empty() {
+            let mut qb = sqlx::QueryBuilder::new(format!(
+                "INSERT INTO voicemail ({}) ",
+                voicemail_store::COLS
+            ));
+            qb.push_values(&rows.messages, |mut b, v| {
+                b.push_bind(&v.call_id)
+                    .push_bind(&v.mailbox)
+                    .push_bind(&v.queue)
+                    .push_bind(&v.caller)
+                    .push_bind(&v.caller_name)
+                    .push_bind(v.recorded_at)
+                    .push_bind(v.duration_ms)
+                    .push_bind(&v.path)
+                    .push_bind(&v.ended_by)
+                    .push_bind(v.listened_at)
+                    .push_bind(v.deleted_at);
+            });
+            // A retried batch must not fail on the message it already wrote.
+            qb.push(" ON CONFLICT (call_id) DO NOTHING");
+            qb.build().execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }};
 }
 
 /// The CDR store. Cheap to clone (a pool handle).
@@ -80,9 +243,10 @@ const UPSERT_TAIL: &str = " ON CONFLICT (call_id) DO UPDATE SET sip_call_id = ex
      hold_ms = excluded.hold_ms, result = excluded.result, hangup_side = excluded.hangup_side, \
      sip_status = excluded.sip_status, recording = excluded.recording, transfers = excluded.transfers";
 
-/// Rows per multi-row statement: 22 parameters a call row stays far below either
-/// backend's parameter limit (SQLite 32,766, PostgreSQL 65,535).
-const CHUNK: usize = 500;
+/// Most rows per multi-row statement (a power of two, see [`pow2_chunks`]): 22 parameters
+/// a call row stays far below either backend's parameter limit (SQLite 32,766,
+/// PostgreSQL 65,535).
+const CHUNK: usize = 256;
 
 const AGENT_EVENTS: &str = "('AGENT_LOGIN', 'AGENT_LOGOUT', 'AGENT_READY', 'AGENT_NOT_READY')";
 
@@ -338,117 +502,39 @@ impl CdrStore {
         self.write_batch(&[Msg::Started(c.clone())]).await
     }
 
-    /// One transaction for the whole batch: all of it is committed or none. Three
-    /// multi-row statements (in-progress rows, finished records, queue events) whatever the
-    /// batch size, so a batch costs a few round trips, not one per row.
+    /// One transaction for the whole batch: all of it is committed or none (through a
+    /// pooled connection; the writer keeps its own, see [`CdrStore::writer_conn`]).
     pub(crate) async fn write_batch(&self, batch: &[Msg]) -> Result<()> {
-        let mut started: Vec<&StartedCall> = Vec::new();
-        let mut records: Vec<&CallRecord> = Vec::new();
-        let mut events: Vec<&QueueEvent> = Vec::new();
-        let mut messages: Vec<&crate::VoicemailMessage> = Vec::new();
-        for m in batch {
-            match m {
-                Msg::Started(c) => started.push(c),
-                Msg::Record(r, _) => records.push(r),
-                Msg::Event(e) => events.push(e),
-                Msg::Voicemail(v) => messages.push(v),
-                Msg::Flush(_) => {}
-            }
-        }
-        if started.is_empty() && records.is_empty() && events.is_empty() && messages.is_empty() {
+        let Some(rows) = Rows::of(batch) else {
             return Ok(());
-        }
-        // One statement may not touch a row twice: the last record of a call wins.
-        let mut seen = std::collections::HashSet::new();
-        records.reverse();
-        records.retain(|r| seen.insert(r.call_id.as_str()));
-        records.reverse();
-        // In-progress rows first: a finished record in the same batch then completes them
-        // (and `DO NOTHING` keeps a late duplicate from reopening a finished call).
+        };
         on_pool!(self, |p| {
-            let mut tx = p.begin().await?;
-            for chunk in started.chunks(CHUNK) {
-                let mut qb = sqlx::QueryBuilder::new(
-                    "INSERT INTO calls (call_id, sip_call_id, caller, dialed, arrived_at) ",
-                );
-                qb.push_values(chunk, |mut b, c| {
-                    b.push_bind(&c.call_id)
-                        .push_bind(&c.sip_call_id)
-                        .push_bind(&c.caller)
-                        .push_bind(&c.dialed)
-                        .push_bind(c.arrived_at);
-                });
-                qb.push(" ON CONFLICT (call_id) DO NOTHING");
-                qb.build().execute(&mut *tx).await?;
-            }
-            for chunk in records.chunks(CHUNK) {
-                let mut qb = sqlx::QueryBuilder::new(format!("INSERT INTO calls ({CALL_COLS}) "));
-                qb.push_values(chunk, |mut b, r| {
-                    b.push_bind(&r.call_id)
-                        .push_bind(&r.sip_call_id)
-                        .push_bind(&r.direction)
-                        .push_bind(&r.caller)
-                        .push_bind(&r.caller_name)
-                        .push_bind(&r.dialed)
-                        .push_bind(&r.route)
-                        .push_bind(&r.queue)
-                        .push_bind(&r.agent)
-                        .push_bind(r.arrived_at)
-                        .push_bind(r.queued_at)
-                        .push_bind(r.offered_at)
-                        .push_bind(r.answered_at)
-                        .push_bind(r.ended_at)
-                        .push_bind(r.wait_ms)
-                        .push_bind(r.talk_ms)
-                        .push_bind(r.hold_ms)
-                        .push_bind(r.result.as_str())
-                        .push_bind(r.hangup_side.as_str())
-                        .push_bind(i64::from(r.sip_status))
-                        .push_bind(&r.recording)
-                        .push_bind(i64::from(r.transfers));
-                });
-                qb.push(UPSERT_TAIL);
-                qb.build().execute(&mut *tx).await?;
-            }
-            for chunk in events.chunks(CHUNK * 2) {
-                let mut qb = sqlx::QueryBuilder::new(
-                    "INSERT INTO queue_log (at, call_id, queue, agent, event, data) ",
-                );
-                qb.push_values(chunk, |mut b, e| {
-                    b.push_bind(e.at)
-                        .push_bind(&e.call_id)
-                        .push_bind(&e.queue)
-                        .push_bind(&e.agent)
-                        .push_bind(e.event.as_str())
-                        .push_bind(&e.data);
-                });
-                qb.build().execute(&mut *tx).await?;
-            }
-            if !messages.is_empty() {
-                let mut qb = sqlx::QueryBuilder::new(format!(
-                    "INSERT INTO voicemail ({}) ",
-                    voicemail_store::COLS
-                ));
-                qb.push_values(&messages, |mut b, v| {
-                    b.push_bind(&v.call_id)
-                        .push_bind(&v.mailbox)
-                        .push_bind(&v.queue)
-                        .push_bind(&v.caller)
-                        .push_bind(&v.caller_name)
-                        .push_bind(v.recorded_at)
-                        .push_bind(v.duration_ms)
-                        .push_bind(&v.path)
-                        .push_bind(&v.ended_by)
-                        .push_bind(v.listened_at)
-                        .push_bind(v.deleted_at);
-                });
-                // A retried batch must not fail on the message it already wrote.
-                qb.push(" ON CONFLICT (call_id) DO NOTHING");
-                qb.build().execute(&mut *tx).await?;
-            }
-            tx.commit().await?;
-            Ok(())
+            let mut c = p.acquire().await?;
+            write_rows!(&mut *c, rows)
         })
+    }
+
+    /// A connection for the CDR writer alone, taken out of the pool (detached: the pool
+    /// may open another in its place, and closing the pool does not wait for it). Each
+    /// connection caches the statements it prepared, and the pool hands its connections
+    /// out in turn, so batches written through the pool kept preparing their statements
+    /// again (in SQLite, preparing a multi-row insert cost more than running it).
+    pub(crate) async fn writer_conn(&self) -> Result<WriterConn> {
+        Ok(match &self.pool {
+            Pool::Sqlite(p) => WriterConn::Sqlite(p.acquire().await?.detach()),
+            Pool::Postgres(p) => WriterConn::Postgres(p.acquire().await?.detach()),
+        })
+    }
+
+    /// [`CdrStore::write_batch`] on the writer's own connection.
+    pub(crate) async fn write_batch_on(conn: &mut WriterConn, batch: &[Msg]) -> Result<()> {
+        let Some(rows) = Rows::of(batch) else {
+            return Ok(());
+        };
+        match conn {
+            WriterConn::Sqlite(c) => write_rows!(c, rows),
+            WriterConn::Postgres(c) => write_rows!(c, rows),
+        }
     }
 
     /// One call by id: `Ok(None)` when unknown or still in progress.
@@ -561,5 +647,27 @@ impl CdrStore {
             calls,
             events,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pow2_chunks;
+
+    #[test]
+    fn batches_split_into_power_of_two_statements() {
+        let rows: Vec<u32> = (0..1_000).collect();
+        for n in [1, 2, 3, 7, 8, 100, 255, 256, 257, 1_000] {
+            let chunks: Vec<&[u32]> = pow2_chunks(&rows[..n], 256).collect();
+            assert!(chunks.iter().all(|c| c.len().is_power_of_two() && c.len() <= 256));
+            let back: Vec<u32> = chunks.concat();
+            assert_eq!(back, rows[..n], "every row once, in order ({n} rows)");
+        }
+        // A few distinct statement sizes cover every batch of up to 1,000 rows.
+        let sizes: std::collections::BTreeSet<usize> = (1..=1_000)
+            .flat_map(|n| pow2_chunks(&rows[..n], 256).map(<[u32]>::len).collect::<Vec<_>>())
+            .collect();
+        assert_eq!(sizes.len(), 9, "{sizes:?}");
+        assert_eq!(pow2_chunks(&rows[..0], 256).count(), 0);
     }
 }
