@@ -34,7 +34,8 @@ impl Default for Limits {
     }
 }
 
-/// Header names (long and compact) that may appear only once.
+/// Header names (long and compact) that may appear only once, by their index in
+/// [`known_header`]'s numbering.
 const SINGLE: &[(&str, &str)] = &[
     ("call-id", "i"),
     ("cseq", ""),
@@ -44,6 +45,55 @@ const SINGLE: &[(&str, &str)] = &[
     ("content-length", "l"),
     ("content-type", "c"),
 ];
+
+/// Index in [`SINGLE`] of the headers every request and response must carry, and Via.
+const MUST: [(usize, &str); 4] = [(2, "From"), (3, "To"), (0, "Call-ID"), (1, "CSeq")];
+/// [`known_header`]'s number for Via (may repeat, must be present).
+const VIA: usize = SINGLE.len();
+
+/// Which header `name` is: its index in [`SINGLE`], [`VIA`] for Via, `None` for any
+/// other (case-insensitive, long or compact form). One pass over a short name instead of
+/// a comparison per known header: every header line of every message comes here.
+fn known_header(name: &str) -> Option<usize> {
+    let mut buf = [0u8; 14];
+    let b = name.as_bytes();
+    if b.len() > buf.len() {
+        return None;
+    }
+    let lower = &mut buf[..b.len()];
+    lower.copy_from_slice(b);
+    lower.make_ascii_lowercase();
+    Some(match &*lower {
+        b"call-id" | b"i" => 0,
+        b"cseq" => 1,
+        b"from" | b"f" => 2,
+        b"to" | b"t" => 3,
+        b"max-forwards" => 4,
+        b"content-length" | b"l" => 5,
+        b"content-type" | b"c" => 6,
+        b"via" | b"v" => VIA,
+        _ => return None,
+    })
+}
+
+/// The lines of a message head, split at CRLF only (a lone LF stays inside its line).
+fn crlf_lines(head: &str) -> impl Iterator<Item = &str> {
+    let mut rest = Some(head);
+    std::iter::from_fn(move || {
+        let r = rest?;
+        let b = r.as_bytes();
+        let mut from = 0;
+        while let Some(i) = memchr::memchr(b'\n', &b[from..]).map(|i| i + from) {
+            if i > 0 && b[i - 1] == b'\r' {
+                rest = Some(&r[i + 1..]);
+                return Some(&r[..i - 1]);
+            }
+            from = i + 1;
+        }
+        rest = None;
+        Some(r)
+    })
+}
 
 fn bad(reason: &str) -> Error {
     Error::Malformed(reason.to_string())
@@ -61,7 +111,7 @@ pub fn parse(data: &[u8], limits: &Limits, datagram: bool) -> Result<SipMessage,
         memchr::memmem::find(data, b"\r\n\r\n").ok_or_else(|| bad("Missing CRLF CRLF"))?;
     let head = std::str::from_utf8(&data[..head_end]).map_err(|_| bad("Header not UTF-8"))?;
     let body_start = head_end + 4;
-    let mut lines = head.split("\r\n");
+    let mut lines = crlf_lines(head);
     let start = lines.next().unwrap_or("");
     if start.is_empty() {
         return Err(bad("Empty start line"));
@@ -69,7 +119,7 @@ pub fn parse(data: &[u8], limits: &Limits, datagram: bool) -> Result<SipMessage,
     let mut count = 0usize;
     let mut seen = [0u8; SINGLE.len()];
     let mut content_length: Option<usize> = None;
-    let mut has = [false; 5]; // via from to call-id cseq
+    let mut has_via = false;
     for line in lines {
         if line.starts_with([' ', '\t']) {
             continue; // folded continuation of the previous header
@@ -85,15 +135,17 @@ pub fn parse(data: &[u8], limits: &Limits, datagram: bool) -> Result<SipMessage,
         if name.is_empty() || name.contains([' ', '\t']) {
             return Err(bad("Malformed header name"));
         }
-        for (i, (long, short)) in SINGLE.iter().enumerate() {
-            if name.eq_ignore_ascii_case(long)
-                || (!short.is_empty() && name.eq_ignore_ascii_case(short))
-            {
+        match known_header(name) {
+            Some(VIA) => has_via = true,
+            Some(i) => {
                 seen[i] = seen[i].saturating_add(1);
                 if seen[i] > 1 {
-                    return Err(Error::Malformed(format!("Duplicate {long} header")));
+                    return Err(Error::Malformed(format!(
+                        "Duplicate {} header",
+                        SINGLE[i].0
+                    )));
                 }
-                if *long == "content-length" {
+                if SINGLE[i].0 == "content-length" {
                     let v = value.trim();
                     content_length = Some(
                         v.parse::<usize>()
@@ -101,22 +153,7 @@ pub fn parse(data: &[u8], limits: &Limits, datagram: bool) -> Result<SipMessage,
                     );
                 }
             }
-        }
-        for (i, (long, short)) in [
-            ("via", "v"),
-            ("from", "f"),
-            ("to", "t"),
-            ("call-id", "i"),
-            ("cseq", ""),
-        ]
-        .iter()
-        .enumerate()
-        {
-            if name.eq_ignore_ascii_case(long)
-                || (!short.is_empty() && name.eq_ignore_ascii_case(short))
-            {
-                has[i] = true;
-            }
+            None => {}
         }
     }
     let available = data.len().saturating_sub(body_start);
@@ -137,9 +174,11 @@ pub fn parse(data: &[u8], limits: &Limits, datagram: bool) -> Result<SipMessage,
     {
         return Err(Error::UnsupportedMethod(m.chars().take(32).collect()));
     }
-    let names = ["Via", "From", "To", "Call-ID", "CSeq"];
-    if let Some(i) = has.iter().position(|h| !h) {
-        return Err(Error::Malformed(format!("Missing {} header", names[i])));
+    if !has_via {
+        return Err(bad("Missing Via header"));
+    }
+    if let Some((_, name)) = MUST.iter().find(|(i, _)| seen[*i] == 0) {
+        return Err(Error::Malformed(format!("Missing {name} header")));
     }
     let mut msg = rsip::parser::parse_message(&data[..body_start + body_len])
         .map_err(|e| Error::Malformed(format!("Unparseable: {}", one_line(&e.to_string()))))?;

@@ -385,3 +385,44 @@ fn contact_with_a_quoted_angle_bracket_parameter() {
     assert_eq!(addr_uri(named), "sip:x@y");
     assert_eq!(tag(named), Some("1"));
 }
+
+#[test]
+fn head_lines_split_at_crlf_only() {
+    for head in [
+        "",
+        "a",
+        "a\r\nb",
+        "a\r\n",
+        "\r\n\r\n",
+        "a\nb\r\nc",
+        "\n\r\n\r",
+        "a\r\r\nb\n",
+        "INVITE sip:x SIP/2.0\r\nVia: v\r\n f\r\nTo: t",
+    ] {
+        let ours: Vec<&str> = crlf_lines(head).collect();
+        let std: Vec<&str> = head.split("\r\n").collect();
+        assert_eq!(ours, std, "{head:?}");
+    }
+}
+
+#[test]
+fn known_headers_by_any_case_and_compact_form() {
+    for (name, want) in [
+        ("Call-ID", Some(0)),
+        ("i", Some(0)),
+        ("CSEQ", Some(1)),
+        ("f", Some(2)),
+        ("To", Some(3)),
+        ("Max-Forwards", Some(4)),
+        ("CONTENT-LENGTH", Some(5)),
+        ("l", Some(5)),
+        ("c", Some(6)),
+        ("Via", Some(VIA)),
+        ("v", Some(VIA)),
+        ("Contact", None),
+        ("Content-Lengthx", None),
+        ("", None),
+    ] {
+        assert_eq!(known_header(name), want, "{name}");
+    }
+}
