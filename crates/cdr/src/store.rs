@@ -659,13 +659,21 @@ mod tests {
         let rows: Vec<u32> = (0..1_000).collect();
         for n in [1, 2, 3, 7, 8, 100, 255, 256, 257, 1_000] {
             let chunks: Vec<&[u32]> = pow2_chunks(&rows[..n], 256).collect();
-            assert!(chunks.iter().all(|c| c.len().is_power_of_two() && c.len() <= 256));
+            assert!(
+                chunks
+                    .iter()
+                    .all(|c| c.len().is_power_of_two() && c.len() <= 256)
+            );
             let back: Vec<u32> = chunks.concat();
             assert_eq!(back, rows[..n], "every row once, in order ({n} rows)");
         }
         // A few distinct statement sizes cover every batch of up to 1,000 rows.
         let sizes: std::collections::BTreeSet<usize> = (1..=1_000)
-            .flat_map(|n| pow2_chunks(&rows[..n], 256).map(<[u32]>::len).collect::<Vec<_>>())
+            .flat_map(|n| {
+                pow2_chunks(&rows[..n], 256)
+                    .map(<[u32]>::len)
+                    .collect::<Vec<_>>()
+            })
             .collect();
         assert_eq!(sizes.len(), 9, "{sizes:?}");
         assert_eq!(pow2_chunks(&rows[..0], 256).count(), 0);
