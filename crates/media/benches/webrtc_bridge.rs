@@ -275,6 +275,8 @@ async fn webrtc_phase(h: &Handle, calls: usize, secs: u64, tick: Duration, lean:
     let from_browser_rx = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let until = start + Duration::from_secs(secs);
+    // On stderr, for profilers that start counting here (`callgrind_control -z`).
+    eprintln!("webrtc_bridge: media starts");
     let cpu0 = cpu_of(h).await;
     let phones_task = run_phones(phones, Arc::clone(&counts), until);
     let mut rxs = Vec::new();
@@ -409,6 +411,7 @@ async fn plain_phase(h: &Handle, calls: usize, secs: u64, tick: Duration) {
     setup.sort();
     let counts = Counts::new();
     let start = Instant::now();
+    eprintln!("webrtc_bridge: media starts");
     let cpu0 = cpu_of(h).await;
     run_phones(
         phones,
