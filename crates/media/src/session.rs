@@ -413,7 +413,7 @@ impl SessionHandle {
 /// loaded development machine it saved no CPU at 1,000-1,500 calls, and its sessions went
 /// unread for seconds (`max_read_gap_ms` in the end-of-call log line); per-datagram
 /// sessions' datagrams waited as long there (`rtp_wait_max_ms`), the machine being
-/// saturated, but ticking waited longer in the same run.
+/// saturated, so a quiet machine's waits decide.
 pub const DEFAULT_TICK: Duration = Duration::ZERO;
 /// Longest tick accepted by configuration: every tick adds up to its length of one-way
 /// delay, and beyond this the delay budget of a conversation (ITU-T G.114) suffers.
