@@ -47,6 +47,9 @@
 #           "callpath cps_callgrind ... ir_per_call="; raw callgrind files under OUT). Use
 #           a low CPS_RATE (20) and THREADS=1; REG_RATE (registrations/s, default 1000;
 #           100 under callgrind) and the startup wait (120 s under callgrind) adapt
+#         HOTLINE_MEDIA_RTP_WAIT (unset): 1 = Hotline measures how long each datagram waited
+#           in its socket (lines carry rtp_wait_ms_p50/p99/max over the sessions, beside
+#           read_gap_ms_*: the longest gap between a ticked session's reads)
 #         TICKS (unset: Hotline's default): media part once per value of [media] tick_ms,
 #           side by side in each run, e.g. TICKS="0 10" (0 = RTP read per datagram); lines
 #           and medians carry tick_ms=
@@ -303,6 +306,31 @@ media_counters() {
 		END { printf "%d %d %d %d %d %d %d\n", n, v["a_rx"], v["a_lost"], v["a_tx"], v["b_rx"], v["b_lost"], v["b_tx"] }'
 }
 
+# How far the sessions' reads fell behind, from the same end-of-call lines: median, p99 and
+# max over the sessions of max_read_gap_ms (ticked reads; 0 per datagram) and of
+# rtp_wait_max_ms (longest time a datagram waited in its socket; HOTLINE_MEDIA_RTP_WAIT=1),
+# the sessions with a gap or a wait of 50 ms or more, and the phases their longest gap fell in.
+media_lag() {
+	tail -c +"$(($1 + 1))" "$OUT/hotline.log" | grep 'media session ended' | python3 -c '
+import sys
+gaps, waits, big, over_g, over_w, phases = [], [], 0, 0, 0, {}
+for line in sys.stdin:
+    kv = dict(x.split("=", 1) for x in line.split() if "=" in x)
+    g, w = int(kv.get("max_read_gap_ms", 0)), int(kv.get("rtp_wait_max_ms", 0))
+    gaps.append(g); waits.append(w)
+    over_g += int(kv.get("read_gaps_over_50ms", 0)) > 0
+    over_w += int(kv.get("rtp_wait_over_50ms", 0)) > 0
+    if g >= 50:
+        p = kv.get("max_read_gap_phase", "-").strip("\"")
+        phases[p] = phases.get(p, 0) + 1
+def q(v, f):
+    v = sorted(v)
+    return v[min(len(v) - 1, int(f * len(v)))] if v else 0
+print("read_gap_ms_p50=%d read_gap_ms_p99=%d read_gap_ms_max=%d sessions_gap_over_50ms=%d rtp_wait_ms_p50=%d rtp_wait_ms_p99=%d rtp_wait_ms_max=%d sessions_wait_over_50ms=%d gap_phases=%s"
+      % (q(gaps, .5), q(gaps, .99), q(gaps, 1), over_g, q(waits, .5), q(waits, .99), q(waits, 1), over_w,
+         ",".join("%s:%d" % kv for kv in sorted(phases.items())) or "-"))'
+}
+
 run_media_step() {
 	local n=$1 pre="$OUT/media-$1"
 	rm -f "$pre".*
@@ -347,7 +375,7 @@ run_media_step() {
 		hloss = arx + brx > 0 ? hdrops / (arx + brx + hdrops) * 100 : 0
 		printf "callpath media run=%d tick_ms=%s calls=%d concurrent=%d ok=%d failed=%d sessions=%d loss_pct=%.4f hotline_loss_pct=%.4f caller_to_hotline_lost=%d relay_echo_path_lost=%d hotline_socket_drops=%d sipp_echo_socket_drops=%d relayed_to_agent=%d relayed_to_caller=%d hotline_socket_drops_window=%d hotline_cpu_pct=%.1f cpu_pct_per_call=%.4f rss_mb=%.1f mb_per_call=%.3f sipp_uac_cpu_pct=%.0f sipp_uas_echo_cpu_pct=%.0f sipp_cpu_pct=%.0f echo_rcvbuf=%d machine_busy_pct=%.0f/%d00 load1=%s",
 			run, tick, n, up, ok, f, sessions, loss, hloss, alost, blost, hdrops, edrops, btx, atx, drops, cpu, cpu / n, rss / 1024, (rss - rss0) / 1024 / n,
-			ut / hz / w * 100, et / hz / w * 100, (ut + et) / hz / w * 100, rcvbuf, sb / stt * 100 * nc, nc, la }')"
+			ut / hz / w * 100, et / hz / w * 100, (ut + et) / hz / w * 100, rcvbuf, sb / stt * 100 * nc, nc, la }') $(media_lag "$log0")"
 }
 
 run_media() {
@@ -452,10 +480,12 @@ for (kind, at, tick, bin_), g in groups.items():
         keys = [("failed", "%.0f"), ("loss_pct", "%.4f"), ("hotline_loss_pct", "%.4f"),
                 ("sipp_echo_socket_drops", "%.0f"), ("cpu_pct_per_call", "%.4f"),
                 ("hotline_cpu_pct", "%.1f"), ("mb_per_call", "%.3f"), ("sipp_cpu_pct", "%.0f"),
-                ("machine_busy_pct", "%.0f"), ("load1", "%.2f")]
+                ("machine_busy_pct", "%.0f"), ("load1", "%.2f"), ("read_gap_ms_p50", "%.0f"),
+                ("read_gap_ms_p99", "%.0f"), ("rtp_wait_ms_p99", "%.0f")]
         table.append("%-34s hotline %s %%   goal <= 0.05 %%  RustPBX 0.076 %%" % ("CPU per relayed call @" + at, show(g, "cpu_pct_per_call", "%.4f")))
         table.append("%-34s hotline %s MB   goal <= 0.3 MB  RustPBX 0.57 MB" % ("RSS per relayed call @" + at, show(g, "mb_per_call", "%.3f")))
         table.append("%-34s %s %% end to end, Hotline own %s %%, failed calls %s" % ("packet loss @" + at, show(g, "loss_pct", "%.4f"), show(g, "hotline_loss_pct", "%.4f"), show(g, "failed", "%.0f")))
+        table.append("%-34s read gap p50 %s p99 %s ms, socket wait p99 %s max %s ms" % ("read lag @" + at, show(g, "read_gap_ms_p50", "%.0f"), show(g, "read_gap_ms_p99", "%.0f"), show(g, "rtp_wait_ms_p99", "%.0f"), show(g, "rtp_wait_ms_max", "%.0f")))
     else:
         continue
     lines.append("callpath %s_median %s=%s runs=%d " % (kind, "target" if kind == "cps" else "calls", at, n)

@@ -14,7 +14,15 @@
 //! `SPREAD=1` gives each call its own phase in the 20 ms period (phones and browsers
 //! send spread out, as real ones do) instead of one burst for all calls.
 //!
-//! `[TICKS="0 10 20"] [SPREAD=1] cargo bench -p hotline-media --bench webrtc_bridge -- [calls]
+//! `PHASES` picks the phases, run in this order for each tick (default "plain lean"):
+//! `plain` (RTP↔RTP), `lean` (WebRTC↔RTP on the lean media path; `lean_legs` counts
+//! the legs that were on it at the end) and `full` (WebRTC↔RTP with the lean path off:
+//! every packet through the peer connection, as before it), so `PHASES="plain lean
+//! full"` compares all three in one run. Besides CPU per call, each phase reports
+//! Hotline's CPU per packet it was sent (`cpu_us_per_packet`), which starved peers
+//! (fewer packets sent) do not skew.
+//!
+//! `[TICKS="0 10 20"] [SPREAD=1] [PHASES="plain lean full"] cargo bench -p hotline-media --bench webrtc_bridge -- [calls]
 //! [seconds]` (default 50 calls, 20 s of media per phase). Prints one JSON line per phase.
 
 #[path = "../tests/support/mod.rs"]
@@ -209,9 +217,13 @@ fn run_phones(
 /// Marks a payload that carries a send time (µs since [`origin`], 48 bits).
 const STAMP_MAGIC: [u8; 2] = [0x5A, 0xA5];
 
-async fn webrtc_phase(h: &Handle, calls: usize, secs: u64, tick: Duration) {
+async fn webrtc_phase(h: &Handle, calls: usize, secs: u64, tick: Duration, lean: bool) {
     let alloc = support::port_range((calls as u16) * 3 + 50);
-    let settings = WebRtcSettings::new(LO);
+    let settings = WebRtcSettings {
+        lean,
+        ..WebRtcSettings::new(LO)
+    };
+    let mut stats = Vec::with_capacity(calls);
     let mut setup = Vec::with_capacity(calls);
     let mut offer_cost = Vec::with_capacity(calls);
     let mut browsers = Vec::with_capacity(calls);
@@ -226,6 +238,7 @@ async fn webrtc_phase(h: &Handle, calls: usize, secs: u64, tick: Duration) {
             .expect("join")
             .expect("offer");
         offer_cost.push(t0.elapsed());
+        stats.push(leg.stats());
         let (mut browser, answer) = Browser::answer(&offer).await;
         let phone = Arc::new(UdpSocket::bind((LO, 0)).await.expect("phone"));
         let phone_addr = phone.local_addr().expect("addr");
@@ -262,6 +275,8 @@ async fn webrtc_phase(h: &Handle, calls: usize, secs: u64, tick: Duration) {
     let from_browser_rx = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let until = start + Duration::from_secs(secs);
+    // On stderr, for profilers that start counting here (`callgrind_control -z`).
+    eprintln!("webrtc_bridge: media starts");
     let cpu0 = cpu_of(h).await;
     let phones_task = run_phones(phones, Arc::clone(&counts), until);
     let mut rxs = Vec::new();
@@ -326,8 +341,11 @@ async fn webrtc_phase(h: &Handle, calls: usize, secs: u64, tick: Duration) {
     let b_sent = browser_sent.load(Ordering::Relaxed);
     let b_rx = from_browser_rx.load(Ordering::Relaxed);
     let p_rx = counts.from_hotline.load(Ordering::Relaxed);
+    let lean_legs = stats.iter().filter(|s| s.lean()).count();
+    let per_packet_us = cpu * 1e6 / (to_h + b_sent).max(1) as f64;
     println!(
-        "{{\"phase\":\"webrtc_rtp\",\"tick_ms\":{},\"calls\":{calls},\"seconds\":{:.1},\"setup_ms_median\":{:.2},\"setup_ms_p99\":{:.2},\"offer_ms_median\":{:.3},\"hotline_cpu_s\":{cpu:.3},\"cpu_pct_of_core_per_call\":{per_call_pct:.4},\"phone_to_browser\":{{\"sent\":{to_h},\"received\":{b_rx}}},\"browser_to_phone\":{{\"sent\":{b_sent},\"received\":{p_rx}}},\"spread\":{},\"loadavg\":\"{}\"}}",
+        "{{\"phase\":\"webrtc_rtp\",\"path\":\"{}\",\"lean_legs\":{lean_legs},\"tick_ms\":{},\"calls\":{calls},\"seconds\":{:.1},\"setup_ms_median\":{:.2},\"setup_ms_p99\":{:.2},\"offer_ms_median\":{:.3},\"hotline_cpu_s\":{cpu:.3},\"cpu_pct_of_core_per_call\":{per_call_pct:.4},\"cpu_us_per_packet\":{per_packet_us:.2},\"phone_to_browser\":{{\"sent\":{to_h},\"received\":{b_rx}}},\"browser_to_phone\":{{\"sent\":{b_sent},\"received\":{p_rx}}},\"spread\":{},\"loadavg\":\"{}\"}}",
+        if lean { "lean" } else { "full" },
         tick.as_millis(),
         wall.as_secs_f64(),
         pct(&setup, 0.5),
@@ -393,6 +411,7 @@ async fn plain_phase(h: &Handle, calls: usize, secs: u64, tick: Duration) {
     setup.sort();
     let counts = Counts::new();
     let start = Instant::now();
+    eprintln!("webrtc_bridge: media starts");
     let cpu0 = cpu_of(h).await;
     run_phones(
         phones,
@@ -406,14 +425,15 @@ async fn plain_phase(h: &Handle, calls: usize, secs: u64, tick: Duration) {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let cpu = (cpu1 - cpu0).as_secs_f64();
     let (delay_median, delay_p99) = counts.delay_ms();
+    let sent = counts.to_hotline.load(Ordering::Relaxed);
     println!(
-        "{{\"phase\":\"rtp_rtp\",\"tick_ms\":{},\"calls\":{calls},\"seconds\":{:.1},\"setup_ms_median\":{:.3},\"setup_ms_p99\":{:.3},\"hotline_cpu_s\":{cpu:.3},\"cpu_pct_of_core_per_call\":{:.4},\"sent\":{},\"received\":{},\"one_way_ms_median\":{delay_median:.2},\"one_way_ms_p99\":{delay_p99:.2},\"spread\":{},\"loadavg\":\"{}\"}}",
+        "{{\"phase\":\"rtp_rtp\",\"tick_ms\":{},\"calls\":{calls},\"seconds\":{:.1},\"setup_ms_median\":{:.3},\"setup_ms_p99\":{:.3},\"hotline_cpu_s\":{cpu:.3},\"cpu_pct_of_core_per_call\":{:.4},\"cpu_us_per_packet\":{:.2},\"sent\":{sent},\"received\":{},\"one_way_ms_median\":{delay_median:.2},\"one_way_ms_p99\":{delay_p99:.2},\"spread\":{},\"loadavg\":\"{}\"}}",
         tick.as_millis(),
         wall.as_secs_f64(),
         pct(&setup, 0.5),
         pct(&setup, 0.99),
         cpu / wall.as_secs_f64() / calls as f64 * 100.0,
-        counts.to_hotline.load(Ordering::Relaxed),
+        cpu * 1e6 / sent.max(1) as f64,
         counts.from_hotline.load(Ordering::Relaxed),
         spread(),
         load_average()
@@ -440,12 +460,19 @@ fn main() {
         .filter_map(|t| t.parse().ok())
         .map(Duration::from_millis)
         .collect();
+    let phases = std::env::var("PHASES").unwrap_or_else(|_| "plain lean".into());
+    let phases: Vec<&str> = phases.split([' ', ',']).collect();
     rt.block_on(async {
-        for &tick in &ticks {
+        for &tick in ticks.iter().filter(|_| phases.contains(&"plain")) {
             plain_phase(&h, calls, secs, tick).await;
         }
         for &tick in &ticks {
-            webrtc_phase(&h, calls, secs, tick).await;
+            if phases.contains(&"lean") {
+                webrtc_phase(&h, calls, secs, tick, true).await;
+            }
+            if phases.contains(&"full") {
+                webrtc_phase(&h, calls, secs, tick, false).await;
+            }
         }
     });
 }

@@ -172,12 +172,46 @@ impl AsRawFd for Fd {
     }
 }
 
+/// Whether RTP sockets carry the kernel's receive time (`HOTLINE_MEDIA_RTP_WAIT=1`), so
+/// each session logs how long its datagrams waited in the socket before being read: the
+/// delay its reads add, comparable between per-datagram and tick mode. Off by default
+/// (timestamping every datagram costs the kernel a little on every socket).
+pub(crate) fn rtp_wait_measured() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("HOTLINE_MEDIA_RTP_WAIT").is_ok_and(|v| v.trim() == "1"))
+}
+
 impl RtpSocket {
     /// Binds a nonblocking, unregistered socket on `addr`.
     pub fn bind(addr: SocketAddr) -> io::Result<Self> {
         let sock = std::net::UdpSocket::bind(addr)?;
         sock.set_nonblocking(true)?;
-        Ok(RtpSocket { reg: None, sock })
+        let sock = RtpSocket { reg: None, sock };
+        if rtp_wait_measured() {
+            sock.timestamp_arrivals()?;
+        }
+        Ok(sock)
+    }
+
+    /// Has the kernel stamp each datagram's arrival (`SO_TIMESTAMPNS`), for the wait
+    /// measured by [`rtp_wait_measured`].
+    pub(crate) fn timestamp_arrivals(&self) -> io::Result<()> {
+        let on: libc::c_int = 1;
+        // SAFETY: the socket is open and `on` a live c_int of the size given.
+        let r = unsafe {
+            libc::setsockopt(
+                self.sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_TIMESTAMPNS,
+                (&on as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
     }
 
     /// Registers the socket for read readiness with the current runtime's reactor (a

@@ -410,9 +410,10 @@ impl SessionHandle {
 
 /// Default period at which a session reads its RTP sockets (see [`spawn_session_with_tick`]):
 /// zero, per datagram. Tick mode is opt-in until it is measured on a quiet machine: on the
-/// loaded development machine it saved no CPU at 1,000-1,500 calls, and one run at 1,500
-/// calls under load lost packets to multi-second read gaps (`max_read_gap_ms` in the
-/// end-of-call log line) that per-datagram reads did not show.
+/// loaded development machine it saved no CPU at 1,000-1,500 calls, and its sessions went
+/// unread for seconds (`max_read_gap_ms` in the end-of-call log line); per-datagram
+/// sessions' datagrams waited as long there (`rtp_wait_max_ms`), the machine being
+/// saturated, so a quiet machine's waits decide.
 pub const DEFAULT_TICK: Duration = Duration::ZERO;
 /// Longest tick accepted by configuration: every tick adds up to its length of one-way
 /// delay, and beyond this the delay budget of a conversation (ITU-T G.114) suffers.
@@ -467,7 +468,7 @@ pub fn spawn_session_with_tick(
         tick,
         wakeups: 0,
         last_read: None,
-        max_read_gap: Duration::ZERO,
+        lag: Lag::new(),
         legs: [Some(a), None],
         feeds: [Feed::Silence, Feed::Silence],
         paused: [None, None],
@@ -492,10 +493,11 @@ struct Task {
     tick: Duration,
     /// Turns of the run loop (see [`SessionStats::wakeups`]).
     wakeups: u64,
-    /// When the ticked sockets were last read, and the longest gap between two such
-    /// reads (logged at the end: a stalled runtime shows here before in the loss).
+    /// When the ticked sockets were last read.
     last_read: Option<Instant>,
-    max_read_gap: Duration,
+    /// How far reads fell behind (logged at the end: a stalled runtime shows here
+    /// before in the loss).
+    lag: Lag,
     legs: [Option<MediaLeg>; 2],
     feeds: [Feed; 2],
     /// A player interrupted by an announcement, resumed when it ends.
@@ -513,6 +515,83 @@ struct Task {
     buf_in: Box<[u8]>,
     buf_out: Box<[u8]>,
     far_future: Instant,
+}
+
+/// Where a call was when its reads fell behind, for the end-of-call line: only the
+/// caller (queue, music), both legs not yet bridged, bridged, or with a third party.
+#[derive(Debug, Clone, Copy, Default)]
+enum Phase {
+    #[default]
+    OneLeg,
+    TwoLegs,
+    Bridged,
+    Third,
+}
+
+impl Phase {
+    fn as_str(self) -> &'static str {
+        match self {
+            Phase::OneLeg => "one_leg",
+            Phase::TwoLegs => "two_legs",
+            Phase::Bridged => "bridged",
+            Phase::Third => "third",
+        }
+    }
+}
+
+/// How far a session's reads fell behind: the longest gap between two ticked reads and
+/// the longest time a datagram waited in its socket (`HOTLINE_MEDIA_RTP_WAIT=1`), each
+/// with when it ended (since the session began) and the call's [`Phase`] then. A gap
+/// can span a stretch with nothing to read; a wait is delay a packet really had.
+#[derive(Debug)]
+struct Lag {
+    started: Instant,
+    max_gap: Duration,
+    gap_at: Duration,
+    gap_phase: Phase,
+    /// Gaps between ticked reads of 50 ms or more.
+    gaps_over_50ms: u64,
+    waits: batch::Waits,
+    wait_at: Duration,
+    wait_phase: Phase,
+}
+
+impl Lag {
+    fn new() -> Lag {
+        Lag {
+            started: Instant::now(),
+            max_gap: Duration::ZERO,
+            gap_at: Duration::ZERO,
+            gap_phase: Phase::OneLeg,
+            gaps_over_50ms: 0,
+            waits: batch::Waits::default(),
+            wait_at: Duration::ZERO,
+            wait_phase: Phase::OneLeg,
+        }
+    }
+
+    fn gap(&mut self, gap: Duration, now: Instant, phase: Phase) {
+        if gap > self.max_gap {
+            self.max_gap = gap;
+            self.gap_at = now - self.started;
+            self.gap_phase = phase;
+        }
+        self.gaps_over_50ms += u64::from(gap >= Duration::from_millis(50));
+    }
+
+    fn waits(&mut self, w: batch::Waits, phase: Phase) {
+        if w.count == 0 {
+            return;
+        }
+        if w.max > self.waits.max {
+            self.waits.max = w.max;
+            self.wait_at = self.started.elapsed();
+            self.wait_phase = phase;
+        }
+        self.waits.sum += w.sum;
+        self.waits.count += w.count;
+        self.waits.over_50ms += w.over_50ms;
+    }
 }
 
 const RTP_A: u8 = 1;
@@ -692,7 +771,7 @@ impl Task {
                 self.drain_rtcp(Side::B);
             }
             if ready & RTP_C != 0 {
-                RECV.with_borrow_mut(|batch| self.drain_mixed(2, batch));
+                self.drain_third();
             }
             if ready & RTCP_C != 0
                 && let Some(leg) = self.third.as_mut()
@@ -755,7 +834,8 @@ impl Task {
     fn drain_unregistered(&mut self) {
         let now = Instant::now();
         if let Some(last) = self.last_read.replace(now) {
-            self.max_read_gap = self.max_read_gap.max(now - last);
+            let phase = self.phase();
+            self.lag.gap(now - last, now, phase);
         }
         for side in [Side::A, Side::B] {
             if self.legs[side as usize]
@@ -770,7 +850,26 @@ impl Task {
             .as_ref()
             .is_some_and(|l| !l.ports.rtp.is_registered())
         {
-            RECV.with_borrow_mut(|batch| self.drain_mixed(2, batch));
+            self.drain_third();
+        }
+    }
+
+    /// Reads the third party's RTP into the mix.
+    fn drain_third(&mut self) {
+        RECV.with_borrow_mut(|batch| {
+            self.drain_mixed(2, batch);
+            let (w, phase) = (batch.take_waits(), self.phase());
+            self.lag.waits(w, phase);
+        });
+    }
+
+    /// The call's phase, for [`Lag`].
+    fn phase(&self) -> Phase {
+        match (&self.legs[1], &self.third, &self.feeds[0]) {
+            (_, Some(_), _) => Phase::Third,
+            (Some(_), None, Feed::Peer) => Phase::Bridged,
+            (Some(_), None, _) => Phase::TwoLegs,
+            (None, None, _) => Phase::OneLeg,
         }
     }
 
@@ -798,7 +897,22 @@ impl Task {
             b_tx = b.tx_packets,
             a_jitter = a.jitter,
             b_jitter = b.jitter,
-            max_read_gap_ms = self.max_read_gap.as_millis() as u64,
+            age_ms = self.lag.started.elapsed().as_millis() as u64,
+            max_read_gap_ms = self.lag.max_gap.as_millis() as u64,
+            max_read_gap_at_ms = self.lag.gap_at.as_millis() as u64,
+            max_read_gap_phase = self.lag.gap_phase.as_str(),
+            read_gaps_over_50ms = self.lag.gaps_over_50ms,
+            rtp_wait_max_ms = self.lag.waits.max.as_millis() as u64,
+            rtp_wait_mean_us = self
+                .lag
+                .waits
+                .sum
+                .as_micros()
+                .checked_div(u128::from(self.lag.waits.count))
+                .unwrap_or(0) as u64,
+            rtp_wait_over_50ms = self.lag.waits.over_50ms,
+            rtp_wait_max_at_ms = self.lag.wait_at.as_millis() as u64,
+            rtp_wait_max_phase = self.lag.wait_phase.as_str(),
             "media session ended"
         );
     }
@@ -1031,7 +1145,9 @@ impl Task {
 
     fn drain_rtp(&mut self, side: Side) {
         RECV.with_borrow_mut(|batch| {
-            SEND.with_borrow_mut(|out| self.drain_rtp_with(side, batch, out))
+            SEND.with_borrow_mut(|out| self.drain_rtp_with(side, batch, out));
+            let (w, phase) = (batch.take_waits(), self.phase());
+            self.lag.waits(w, phase);
         });
     }
 
@@ -1331,10 +1447,36 @@ mod batch {
         /// or of an unknown address family).
         from: [Option<SocketAddr>; N],
         count: usize,
+        /// Control buffers for the receive timestamps (`HOTLINE_MEDIA_RTP_WAIT=1`); `u64`s
+        /// so they are aligned as `cmsghdr` needs.
+        ctrl: Option<Box<[[u64; CTRL_WORDS]; N]>>,
+        /// How long the datagrams read since the last [`RecvBatch::take_waits`] waited in
+        /// their sockets.
+        waits: Waits,
+    }
+
+    /// Room for one `SCM_TIMESTAMPNS` message (a 16-byte header and a 16-byte timespec).
+    const CTRL_WORDS: usize = 8;
+
+    /// Time datagrams spent in their socket between the kernel's receive timestamp and
+    /// the read that took them out.
+    #[derive(Debug, Default, Clone, Copy)]
+    pub(super) struct Waits {
+        pub(super) max: std::time::Duration,
+        pub(super) sum: std::time::Duration,
+        pub(super) count: u64,
+        /// Datagrams that waited 50 ms or more (a phone's jitter buffer starts to show it).
+        pub(super) over_50ms: u64,
     }
 
     impl RecvBatch {
         pub(super) fn new() -> Self {
+            Self::with_waits(crate::ports::rtp_wait_measured())
+        }
+
+        /// A batch that measures how long datagrams waited (`waits`), when their sockets
+        /// carry arrival stamps.
+        pub(super) fn with_waits(waits: bool) -> Self {
             RecvBatch {
                 bufs: Box::new([[0; MAX_PACKET]; N]),
                 // SAFETY: all-zero bytes are a valid `sockaddr_storage` (family AF_UNSPEC).
@@ -1342,6 +1484,43 @@ mod batch {
                 lens: [0; N],
                 from: [None; N],
                 count: 0,
+                ctrl: waits.then(|| Box::new([[0; CTRL_WORDS]; N])),
+                waits: Waits::default(),
+            }
+        }
+
+        /// The waits of the datagrams read since the last call (all zero unless measured).
+        pub(super) fn take_waits(&mut self) -> Waits {
+            std::mem::take(&mut self.waits)
+        }
+
+        /// Adds the wait of each datagram just read (its `SCM_TIMESTAMPNS`, the kernel's
+        /// receive time) up to `now`, both on the realtime clock.
+        fn note_waits(&mut self, hdrs: &[libc::mmsghdr], now: libc::timespec) {
+            let now = ns(&now);
+            for h in hdrs {
+                // SAFETY: the header's control buffer is one of `self.ctrl`'s, alive, and
+                // the kernel set `msg_controllen` to what it wrote there.
+                let mut c = unsafe { libc::CMSG_FIRSTHDR(&h.msg_hdr) };
+                while !c.is_null() {
+                    // SAFETY: `c` points at a complete cmsghdr inside the buffer.
+                    let m = unsafe { &*c };
+                    if m.cmsg_level == libc::SOL_SOCKET && m.cmsg_type == libc::SCM_TIMESTAMPNS {
+                        // SAFETY: an SCM_TIMESTAMPNS message carries a timespec; it may be
+                        // unaligned for it, hence the unaligned read.
+                        let ts = unsafe {
+                            std::ptr::read_unaligned(libc::CMSG_DATA(c).cast::<libc::timespec>())
+                        };
+                        let w = std::time::Duration::from_nanos(now.saturating_sub(ns(&ts)));
+                        self.waits.max = self.waits.max.max(w);
+                        self.waits.sum += w;
+                        self.waits.count += 1;
+                        self.waits.over_50ms +=
+                            u64::from(w >= std::time::Duration::from_millis(50));
+                    }
+                    // SAFETY: as for CMSG_FIRSTHDR; null after the last message.
+                    c = unsafe { libc::CMSG_NXTHDR(&h.msg_hdr, c) };
+                }
             }
         }
 
@@ -1363,6 +1542,10 @@ mod batch {
                 h.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
                 h.msg_iov = &mut iov[i];
                 h.msg_iovlen = 1;
+                if let Some(ctrl) = self.ctrl.as_mut() {
+                    h.msg_control = ctrl[i].as_mut_ptr().cast();
+                    h.msg_controllen = (CTRL_WORDS * 8) as _;
+                }
             }
             let mut got = 0usize;
             let mut read = || {
@@ -1404,6 +1587,13 @@ mod batch {
                 };
             }
             self.count = got.min(N);
+            if self.ctrl.is_some() && got > 0 {
+                // SAFETY: an all-zero timespec is valid; clock_gettime only writes it.
+                let mut now: libc::timespec = unsafe { zeroed() };
+                // SAFETY: `now` is a live timespec.
+                unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut now) };
+                self.note_waits(&hdrs[..self.count], now);
+            }
             match r {
                 Ok(()) => Ok(true),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
@@ -1530,6 +1720,10 @@ mod batch {
         }
     }
 
+    fn ns(t: &libc::timespec) -> u64 {
+        (t.tv_sec as u64).saturating_mul(1_000_000_000) + t.tv_nsec as u64
+    }
+
     fn to_socket_addr(a: &libc::sockaddr_storage) -> Option<SocketAddr> {
         match a.ss_family as libc::c_int {
             libc::AF_INET => {
@@ -1637,6 +1831,38 @@ mod tests {
         let mut b = RecvBatch::new();
         b.recv(&rx).unwrap();
         assert_eq!(b.iter().map(|(p, _)| p[0]).collect::<Vec<_>>(), vec![7]);
+    }
+
+    /// With arrival stamps on, a read reports how long each datagram sat in the socket
+    /// (here at least the 30 ms it was left there), and the count is taken once. The
+    /// kernel turns arrival stamping on a moment after the first socket asks for it
+    /// (until then datagrams are stamped when read, a wait of zero), so the burst is
+    /// sent again until it has been.
+    #[tokio::test]
+    async fn recv_batch_measures_how_long_datagrams_waited() {
+        let rx = rtp_socket(false);
+        rx.timestamp_arrivals().unwrap();
+        let mut b = RecvBatch::with_waits(true);
+        let mut w = Default::default();
+        for _ in 0..50 {
+            let sent = Instant::now();
+            let (_tx, _) = burst(rx.local_addr().unwrap()).await;
+            std::thread::sleep(Duration::from_millis(30));
+            while b.recv(&rx).unwrap() {}
+            w = b.take_waits();
+            assert_eq!(
+                w.count,
+                (N + 3) as u64,
+                "every datagram, the truncated one too"
+            );
+            assert!(w.max <= sent.elapsed(), "{w:?}");
+            assert!(w.sum >= w.max && w.over_50ms <= w.count);
+            assert_eq!(b.take_waits().count, 0, "taken");
+            if w.max >= Duration::from_millis(30) {
+                return;
+            }
+        }
+        panic!("no datagram waited 30 ms: {w:?}");
     }
 
     /// An unregistered socket (tick mode) is read directly: the same burst comes out

@@ -90,10 +90,15 @@ pub struct WebRtcSettings {
     /// `public_ip`), the browser controls and runs the checks. For servers with a
     /// reachable address; full ICE (the default) also checks from our side.
     pub ice_lite: bool,
+    /// Whether media may take the lean path once DTLS-SRTP is up (the default); `false`
+    /// keeps every packet on the peer connection, as before the lean path (benchmarks
+    /// compare the two).
+    pub lean: bool,
 }
 
 impl WebRtcSettings {
-    /// PCMU then PCMA, telephone-event on 101, no public address, 10 s to connect.
+    /// PCMU then PCMA, telephone-event on 101, no public address, 10 s to connect, lean
+    /// media path.
     pub fn new(ip: IpAddr) -> Self {
         WebRtcSettings {
             ip,
@@ -102,6 +107,7 @@ impl WebRtcSettings {
             telephone_event: Some(101),
             connect_timeout: Duration::from_secs(10),
             ice_lite: false,
+            lean: true,
         }
     }
 }
@@ -349,8 +355,9 @@ impl KeyTap {
     }
 
     /// The local (encrypting) and remote (decrypting) contexts from the last pair of
-    /// keys.
-    fn contexts(&self) -> Option<(SrtpContext, SrtpContext)> {
+    /// keys, and a second, decrypting context keyed like the local one (to check it
+    /// against the peer connection's own SRTP).
+    fn contexts(&self) -> Option<(SrtpContext, SrtpContext, SrtpContext)> {
         let keys = self.keys().clone();
         let [local, remote] = keys.get(keys.len().checked_sub(2)?..)? else {
             return None;
@@ -374,7 +381,11 @@ impl KeyTap {
             };
             SrtpContext::new(&k.key, salt, profile, rtp, rtcp, crypto).ok()
         };
-        Some((make(local, false)?, make(remote, true)?))
+        Some((
+            make(local, false)?,
+            make(remote, true)?,
+            make(local, false)?,
+        ))
     }
 }
 
@@ -496,10 +507,27 @@ struct Lean {
     /// Whether a packet from the browser authenticated with `remote` (until then a
     /// failure falls back to the peer connection, in case the keys were misread).
     verified: bool,
+    /// The (SSRC, sequence number) of the last packet from the browser that `remote`
+    /// refused before it was verified: if the peer connection accepts that same packet,
+    /// the tapped receiving key is wrong.
+    refused: Option<(u32, u16)>,
+    /// Until the sending key is verified: a context keyed like `local` that must
+    /// authenticate the peer connection's own SRTP (its first packet to the browser).
+    /// Nothing goes the lean way to the browser before that.
+    check: Option<SrtpContext>,
     /// Packets to the browser so far (every [`LEAN_SAMPLE`]th goes the full way).
     sent: u32,
     /// The SSRC-rewritten plain packet being encrypted (reused).
     scratch: Vec<u8>,
+}
+
+/// The SSRC and sequence number of an RTP packet at least a header long.
+fn rtp_id(data: &[u8]) -> (u32, u16) {
+    let at = |i: usize| data.get(i).copied().unwrap_or(0);
+    (
+        u32::from_be_bytes([at(8), at(9), at(10), at(11)]),
+        u16::from_be_bytes([at(2), at(3)]),
+    )
 }
 
 /// An RTP (not RTCP, RFC 5761 §4) packet on a muxed port.
@@ -527,6 +555,8 @@ pub struct WebRtcPeer {
     lean: Option<Lean>,
     /// How many tapped keys the lean path was built from.
     keys_used: usize,
+    /// [`WebRtcSettings::lean`].
+    allow_lean: bool,
     /// Decrypted RTP from the lean path, for [`WebRtcPeer::poll_rtp`].
     inbox: VecDeque<BytesMut>,
     /// Encrypted RTP from the lean path, for [`WebRtcPeer::poll_transmit`].
@@ -597,6 +627,7 @@ impl WebRtcPeer {
             tap,
             lean: None,
             keys_used: 0,
+            allow_lean: settings.lean,
             inbox: VecDeque::new(),
             outbox: VecDeque::new(),
             pc_dirty: true,
@@ -935,8 +966,9 @@ impl WebRtcPeer {
                     self.stats.0.rejected.fetch_add(1, Ordering::Relaxed);
                     return Err(MediaError::WebRtc(format!("srtp: {e}")));
                 }
-                // Not one packet authenticated yet: the peer connection decides.
-                Err(_) => {}
+                // Not one packet authenticated yet: the peer connection decides (and
+                // if it takes this packet, the tapped key is wrong: see `poll_rtp`).
+                Err(_) => lean.refused = Some(rtp_id(data)),
             }
         }
         self.touch();
@@ -971,8 +1003,16 @@ impl WebRtcPeer {
             self.pc_dirty = false;
             return None;
         };
+        let mut mismatch = false;
         if let Some(lean) = self.lean.as_mut().filter(|_| is_rtp(&m.message)) {
             lean.dest = Some(m.transport.peer_addr);
+            if let Some(check) = lean.check.as_mut() {
+                mismatch = check.decrypt_rtp(&m.message).is_err();
+                lean.check = None;
+            }
+        }
+        if mismatch {
+            self.leave_lean("the connection's SRTP does not authenticate with the tapped key");
         }
         Some((m.transport.peer_addr, m.message))
     }
@@ -992,6 +1032,14 @@ impl WebRtcPeer {
         }
         while let Some(m) = self.pc.poll_read() {
             if let RTCMessage::RtpPacket(_, pkt) = m.message {
+                let id = (pkt.header.ssrc, pkt.header.sequence_number);
+                if self
+                    .lean
+                    .as_ref()
+                    .is_some_and(|l| !l.verified && l.refused == Some(id))
+                {
+                    self.leave_lean("the browser's SRTP authenticates with the connection's key, not the tapped one");
+                }
                 match pkt.marshal_to(out) {
                     Ok(n) => {
                         self.stats.0.from_browser.fetch_add(1, Ordering::Relaxed);
@@ -1017,7 +1065,8 @@ impl WebRtcPeer {
         if let Some(lean) = self.lean.as_mut() {
             let n = lean.sent;
             lean.sent = lean.sent.wrapping_add(1);
-            if let Some(dest) = lean.dest.filter(|_| n % LEAN_SAMPLE != 0) {
+            let verified = lean.check.is_none();
+            if let Some(dest) = lean.dest.filter(|_| verified && n % LEAN_SAMPLE != 0) {
                 let pt = data.get(1).map(|b| b & 0x7f);
                 let negotiated = self.media.is_some_and(|m| {
                     pt == Some(m.payload_type) || (pt.is_some() && pt == m.telephone_event)
@@ -1135,7 +1184,7 @@ impl WebRtcPeer {
     /// Builds the lean path once the connection is up and has derived a new pair of
     /// SRTP keys (the first handshake, or a new DTLS association).
     fn go_lean(&mut self) {
-        if self.state != WebRtcState::Connected {
+        if self.state != WebRtcState::Connected || !self.allow_lean {
             return;
         }
         let n = self.tap.count();
@@ -1143,11 +1192,13 @@ impl WebRtcPeer {
             return;
         }
         self.keys_used = n;
-        self.lean = self.tap.contexts().map(|(local, remote)| Lean {
+        self.lean = self.tap.contexts().map(|(local, remote, check)| Lean {
             local,
             remote,
             dest: None,
             verified: false,
+            refused: None,
+            check: Some(check),
             sent: 0,
             scratch: Vec::with_capacity(MAX_PACKET),
         });
@@ -1156,6 +1207,18 @@ impl WebRtcPeer {
             .lean
             .store(self.lean.is_some(), Ordering::Relaxed);
         tracing::debug!(lean = self.lean.is_some(), "webrtc media path");
+    }
+
+    /// Media goes back to the peer connection: the tapped keys are not the connection's
+    /// (the `rtc` crate derives them in another order than [`KeyTap`] expects). Only a
+    /// new DTLS association (new keys) builds the lean path again.
+    fn leave_lean(&mut self, why: &'static str) {
+        tracing::warn!(
+            why,
+            "webrtc lean media path left: media stays on the peer connection (rtc crate changed?)"
+        );
+        self.lean = None;
+        self.stats.0.lean.store(false, Ordering::Relaxed);
     }
 
     fn set_state(&mut self, s: WebRtcState) {
@@ -1656,23 +1719,21 @@ mod tests {
         n
     }
 
-    fn rtp(seq: u16, pt: u8) -> Vec<u8> {
-        let mut p = vec![0x80, pt, 0, 0, 0, 0, 0, 0, 0x11, 0x22, 0x33, 0x44];
-        p[2..4].copy_from_slice(&seq.to_be_bytes());
-        p[4..8].copy_from_slice(&(u32::from(seq) * 160).to_be_bytes());
-        p.extend((0..160).map(|i| (i as u8) ^ (seq as u8)));
-        p
+    /// Two of our peers (offer and answer) connected in memory, with a virtual clock:
+    /// the peers and the clock once both are connected and nothing is left in flight.
+    fn connected_pair() -> (WebRtcPeer, WebRtcPeer, Instant) {
+        connected_pair_with(true)
     }
 
-    /// Two of our peers (offer and answer) connect in memory, with a virtual clock;
-    /// once DTLS-SRTP is up both take the lean path, RTP flows both ways through it
-    /// (after the first packet, which goes through the peer connection and shows where
-    /// to send), and a tampered or replayed SRTP packet is refused and counted.
-    fn lean_path_carries_rtp_and_refuses_tampering_and_replays() {
+    /// [`connected_pair`] with [`WebRtcSettings::lean`] as given.
+    fn connected_pair_with(lean: bool) -> (WebRtcPeer, WebRtcPeer, Instant) {
         let t0 = Instant::now();
         let a_addr: SocketAddr = "127.0.0.1:40010".parse().unwrap();
         let b_addr: SocketAddr = "127.0.0.1:40012".parse().unwrap();
-        let s = WebRtcSettings::new(a_addr.ip());
+        let s = WebRtcSettings {
+            lean,
+            ..WebRtcSettings::new(a_addr.ip())
+        };
         let (mut a, offer) = WebRtcPeer::offer(&s, a_addr, t0).unwrap();
         let (mut b, answer, _) = WebRtcPeer::answer(&s, b_addr, &offer, t0).unwrap();
         a.accept_answer(&answer, t0).unwrap();
@@ -1695,6 +1756,94 @@ mod tests {
         assert_eq!(b.state(), WebRtcState::Connected);
         pump(&mut a, &mut b, now);
         pump(&mut b, &mut a, now);
+        (a, b, now)
+    }
+
+    /// Sends RTP packets `from` → `to` with the sequence numbers `seqs`, one at a time;
+    /// asserts each one arrives whole (sequence number, payload).
+    fn each_arrives(
+        from: &mut WebRtcPeer,
+        to: &mut WebRtcPeer,
+        seqs: std::ops::RangeInclusive<u16>,
+        now: Instant,
+    ) {
+        let mut out = [0u8; MAX_PACKET];
+        for seq in seqs {
+            from.send_rtp(&rtp(seq, 0), now).unwrap();
+            let (dest, d) = from.poll_transmit().expect("SRTP out");
+            assert_eq!(dest, to.local);
+            let _ = to.handle_datagram(from.local, &d, now);
+            let n = to.poll_rtp(&mut out).expect("decrypted");
+            assert_eq!(out[2..4], seq.to_be_bytes(), "seq {seq}");
+            assert_eq!(&out[12..n], &rtp(seq, 0)[12..], "seq {seq}");
+        }
+    }
+
+    /// Rebuilds `p`'s lean path from its last two tapped keys swapped, as if the `rtc`
+    /// crate derived the remote context's keys before the local one's.
+    fn miskey(p: &mut WebRtcPeer) {
+        {
+            let mut keys = p.tap.keys();
+            let n = keys.len();
+            keys.swap(n - 2, n - 1);
+        }
+        p.keys_used -= 2;
+        p.go_lean();
+        assert!(
+            p.is_lean() && p.stats().lean(),
+            "lean path on the wrong keys"
+        );
+    }
+
+    /// Tapped keys that are not the connection's are found out by the first packet,
+    /// whichever way it goes, and media stays on the peer connection: nothing is lost.
+    fn wrong_tapped_keys_fall_back_to_the_peer_connection() {
+        // Receiving first: b's lean context refuses a's first packet, which b's peer
+        // connection accepts.
+        let (mut a, mut b, now) = connected_pair();
+        miskey(&mut b);
+        each_arrives(&mut a, &mut b, 1..=1, now);
+        assert!(!b.is_lean() && !b.stats().lean(), "left after one packet");
+        each_arrives(&mut a, &mut b, 2..=20, now);
+        each_arrives(&mut b, &mut a, 2..=20, now);
+
+        // Sending first: b's first packet goes through its peer connection, and its
+        // SRTP does not authenticate with the tapped sending key.
+        let (mut a, mut b, now) = connected_pair();
+        miskey(&mut b);
+        each_arrives(&mut b, &mut a, 1..=1, now);
+        assert!(!b.is_lean() && !b.stats().lean(), "left after one packet");
+        each_arrives(&mut b, &mut a, 2..=20, now);
+        each_arrives(&mut a, &mut b, 1..=20, now);
+        assert!(a.is_lean(), "a's keys were right");
+        assert_eq!(b.stats().from_browser(), 20);
+        assert_eq!(a.stats().from_browser(), 20);
+    }
+
+    /// With `lean = false` media stays on the peer connections, both ways.
+    fn lean_off_keeps_media_on_the_peer_connection() {
+        let (mut a, mut b, now) = connected_pair_with(false);
+        assert!(!a.is_lean() && !b.is_lean());
+        each_arrives(&mut a, &mut b, 1..=20, now);
+        each_arrives(&mut b, &mut a, 1..=20, now);
+        assert!(!a.is_lean() && !b.is_lean() && !a.stats().lean());
+    }
+
+    fn rtp(seq: u16, pt: u8) -> Vec<u8> {
+        let mut p = vec![0x80, pt, 0, 0, 0, 0, 0, 0, 0x11, 0x22, 0x33, 0x44];
+        p[2..4].copy_from_slice(&seq.to_be_bytes());
+        p[4..8].copy_from_slice(&(u32::from(seq) * 160).to_be_bytes());
+        p.extend((0..160).map(|i| (i as u8) ^ (seq as u8)));
+        p
+    }
+
+    /// Two of our peers (offer and answer) connect in memory, with a virtual clock;
+    /// once DTLS-SRTP is up both take the lean path, RTP flows both ways through it
+    /// (after the first packet, which goes through the peer connection and shows where
+    /// to send), and a tampered or replayed SRTP packet is refused and counted.
+    fn lean_path_carries_rtp_and_refuses_tampering_and_replays() {
+        let (mut a, mut b, mut now) = connected_pair();
+        let (a_addr, b_addr) = (a.local, b.local);
         assert!(a.is_lean() && b.is_lean(), "keys tapped on both sides");
         assert!(a.stats().lean());
 
@@ -1810,14 +1959,29 @@ mod tests {
         assert_eq!(a.state(), WebRtcState::Connected);
     }
 
-    #[test]
-    fn lean_path() {
-        // The `rtc` crate's frames are large in debug builds (see `off_stack`).
+    /// Runs `f` on a thread with a large stack: the `rtc` crate's frames are large in
+    /// debug builds (see `off_stack`).
+    fn big_stack(f: fn()) {
         std::thread::Builder::new()
             .stack_size(16 << 20)
-            .spawn(lean_path_carries_rtp_and_refuses_tampering_and_replays)
+            .spawn(f)
             .unwrap()
             .join()
             .unwrap();
+    }
+
+    #[test]
+    fn lean_path() {
+        big_stack(lean_path_carries_rtp_and_refuses_tampering_and_replays);
+    }
+
+    #[test]
+    fn lean_path_off() {
+        big_stack(lean_off_keeps_media_on_the_peer_connection);
+    }
+
+    #[test]
+    fn lean_path_wrong_keys() {
+        big_stack(wrong_tapped_keys_fall_back_to_the_peer_connection);
     }
 }
