@@ -426,3 +426,18 @@ fn known_headers_by_any_case_and_compact_form() {
         assert_eq!(known_header(name), want, "{name}");
     }
 }
+
+#[test]
+fn own_messages_parse_without_via() {
+    let text = "BYE sip:a@192.0.2.1:5060 SIP/2.0\r\nFrom: <sip:4000@h>;tag=x\r\nTo: <sip:a@h>;tag=y\r\nCall-ID: c9\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n";
+    let Ok(SipMessage::Request(r)) = parse_own(text.as_bytes()) else {
+        panic!("our BYE parses");
+    };
+    assert_eq!(r.method, Method::Bye);
+    assert_eq!(call_id(&r.headers), Some("c9"));
+    assert_eq!(cseq(&r.headers), Some((2, "BYE")));
+    assert!(top_via(&r.headers).is_none());
+    assert!(r.body.is_empty());
+    // The network's messages still need one.
+    assert!(parse(text.as_bytes(), &Limits::default(), true).is_err());
+}
