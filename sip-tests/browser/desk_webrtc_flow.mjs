@@ -84,6 +84,9 @@ await run("webrtc", async (desk) => {
   step("ringing", { name: await text("#pop-name") });
   await page.getByRole("button", { name: "Answer" }).click();
   await waitAttr("#call-status", "data-call", "answered");
+  // The page shows "answered" once JsSIP has sent its 200 OK; the agent's state follows
+  // over CTI after Hotline's ACK. Wait for it (bounded); the test asserts what it is.
+  await waitAttr("#agent-state", "data-state", "on_call").catch(() => {});
   step("answered", { state: await page.locator("#agent-state").getAttribute("data-state") });
 
   // Media both ways, as the browser counts it.
