@@ -288,7 +288,7 @@ run_cps() {
 	local hu0 hs0 hu1 hs1 vc0 nc0 vc1 nc1 th0 th1 perf_pid=""
 	read -r hu0 hs0 < <(ticks_split $HPID); read -r vc0 nc0 < <(ctxsw $HPID); th0=$(nthreads $HPID)
 	if [ "${PERF_STAT:-0}" = 1 ]; then
-		local ev="raw_syscalls:sys_enter,context-switches,cpu-migrations" sc
+		local ev="raw_syscalls:sys_enter,context-switches,cpu-migrations,page-faults" sc
 		for sc in $PERF_SYSCALLS; do ev="$ev,syscalls:sys_enter_$sc"; done
 		perf stat -x';' -e "$ev" -p "$HPID" -o "$pre.perf.txt" 2>"$pre.perf.err" &
 		perf_pid=$!
@@ -336,11 +336,11 @@ run_cps() {
 			run, bin, ok, u / hz * 1000 / d, s / hz * 1000 / d, vc / d, nc / d, th0, th1, la }')"
 	if [ -n "$perf_pid" ]; then
 		emit "$(awk -F';' -v run="$RUN" -v bin="$(basename "$BIN")" -v ok="$ok" '
-			$3 ~ /^(raw_syscalls:sys_enter|context-switches|cpu-migrations|syscalls:sys_enter_)/ {
+			$3 ~ /^(raw_syscalls:sys_enter|context-switches|cpu-migrations|page-faults|syscalls:sys_enter_)/ {
 				n = $3; sub(/^syscalls:sys_enter_/, "", n); sub(/^raw_syscalls:sys_enter$/, "syscalls", n)
-				v[n] = $1 + 0; if (n ~ /^(syscalls|context-switches|cpu-migrations)$/) next; named += $1; list[++k] = n }
+				v[n] = $1 + 0; if (n ~ /^(syscalls|context-switches|cpu-migrations|page-faults)$/) next; named += $1; list[++k] = n }
 			END { d = ok > 0 ? ok : 1
-				printf "callpath cps_syscalls run=%d bin=%s ok=%d syscalls_per_call=%.2f cs_per_call=%.2f migrations_per_call=%.2f", run, bin, ok, v["syscalls"] / d, v["context-switches"] / d, v["cpu-migrations"] / d
+				printf "callpath cps_syscalls run=%d bin=%s ok=%d syscalls_per_call=%.2f cs_per_call=%.2f migrations_per_call=%.2f page_faults_per_call=%.2f", run, bin, ok, v["syscalls"] / d, v["context-switches"] / d, v["cpu-migrations"] / d, v["page-faults"] / d
 				for (i = 1; i <= k; i++) if (v[list[i]] > 0) printf " %s=%.2f", list[i], v[list[i]] / d
 				printf " other=%.2f\n", (v["syscalls"] - named) / d }' "$pre.perf.txt")"
 	fi
