@@ -25,6 +25,7 @@
 //! `[TICKS="0 10 20"] [SPREAD=1] [PHASES="plain lean full"] cargo bench -p hotline-media --bench webrtc_bridge -- [calls]
 //! [seconds]` (default 50 calls, 20 s of media per phase). Prints one JSON line per phase.
 
+mod counts;
 #[path = "../tests/support/mod.rs"]
 mod support;
 #[path = "../tests/webrtc_common/mod.rs"]
@@ -35,6 +36,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use counts::ThreadCounts;
 use hotline_media::leg::{LegConfig, LegTiming};
 use hotline_media::sdp::{Codec, Direction};
 use hotline_media::session::{MediaLeg, SessionHandle, spawn_session_with_tick};
@@ -82,8 +84,9 @@ fn pct(sorted: &[Duration], p: f64) -> f64 {
     sorted[i].as_secs_f64() * 1000.0
 }
 
-/// Hotline's thread: a current-thread runtime whose handle the driver spawns onto.
-fn hotline_thread() -> Handle {
+/// Hotline's thread: a current-thread runtime whose handle the driver spawns onto, and
+/// counters on that thread (see [`counts`]).
+fn hotline_thread() -> (Handle, ThreadCounts) {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name("hotline".into())
@@ -92,11 +95,14 @@ fn hotline_thread() -> Handle {
                 .enable_all()
                 .build()
                 .expect("runtime");
-            tx.send(rt.handle().clone()).expect("handle");
+            // SAFETY: gettid has no preconditions.
+            let tid = unsafe { libc::gettid() };
+            tx.send((rt.handle().clone(), tid)).expect("handle");
             rt.block_on(std::future::pending::<()>());
         })
         .expect("thread");
-    rx.recv().expect("hotline runtime")
+    let (h, tid) = rx.recv().expect("hotline runtime");
+    (h, ThreadCounts::open(tid))
 }
 
 async fn cpu_of(h: &Handle) -> Duration {
@@ -217,7 +223,14 @@ fn run_phones(
 /// Marks a payload that carries a send time (µs since [`origin`], 48 bits).
 const STAMP_MAGIC: [u8; 2] = [0x5A, 0xA5];
 
-async fn webrtc_phase(h: &Handle, calls: usize, secs: u64, tick: Duration, lean: bool) {
+async fn webrtc_phase(
+    h: &Handle,
+    tc: &ThreadCounts,
+    calls: usize,
+    secs: u64,
+    tick: Duration,
+    lean: bool,
+) {
     let alloc = support::port_range((calls as u16) * 3 + 50);
     let settings = WebRtcSettings {
         lean,
@@ -278,6 +291,7 @@ async fn webrtc_phase(h: &Handle, calls: usize, secs: u64, tick: Duration, lean:
     // On stderr, for profilers that start counting here (`callgrind_control -z`).
     eprintln!("webrtc_bridge: media starts");
     let cpu0 = cpu_of(h).await;
+    let counts0 = tc.snapshot();
     let phones_task = run_phones(phones, Arc::clone(&counts), until);
     let mut rxs = Vec::new();
     let mut tracks = Vec::new();
@@ -332,6 +346,7 @@ async fn webrtc_phase(h: &Handle, calls: usize, secs: u64, tick: Duration, lean:
     phones_task.await.expect("phones");
     browsers_task.await.expect("browsers");
     let cpu1 = cpu_of(h).await;
+    let counts1 = tc.snapshot();
     let wall = start.elapsed();
     // Let the last packets land before counting.
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -343,8 +358,9 @@ async fn webrtc_phase(h: &Handle, calls: usize, secs: u64, tick: Duration, lean:
     let p_rx = counts.from_hotline.load(Ordering::Relaxed);
     let lean_legs = stats.iter().filter(|s| s.lean()).count();
     let per_packet_us = cpu * 1e6 / (to_h + b_sent).max(1) as f64;
+    let per_packet = counts0.per_packet_json(&counts1, to_h + b_sent);
     println!(
-        "{{\"phase\":\"webrtc_rtp\",\"path\":\"{}\",\"lean_legs\":{lean_legs},\"tick_ms\":{},\"calls\":{calls},\"seconds\":{:.1},\"setup_ms_median\":{:.2},\"setup_ms_p99\":{:.2},\"offer_ms_median\":{:.3},\"hotline_cpu_s\":{cpu:.3},\"cpu_pct_of_core_per_call\":{per_call_pct:.4},\"cpu_us_per_packet\":{per_packet_us:.2},\"phone_to_browser\":{{\"sent\":{to_h},\"received\":{b_rx}}},\"browser_to_phone\":{{\"sent\":{b_sent},\"received\":{p_rx}}},\"spread\":{},\"loadavg\":\"{}\"}}",
+        "{{\"phase\":\"webrtc_rtp\",\"path\":\"{}\",\"lean_legs\":{lean_legs},\"tick_ms\":{},\"calls\":{calls},\"seconds\":{:.1},\"setup_ms_median\":{:.2},\"setup_ms_p99\":{:.2},\"offer_ms_median\":{:.3},\"hotline_cpu_s\":{cpu:.3},\"cpu_pct_of_core_per_call\":{per_call_pct:.4},\"cpu_us_per_packet\":{per_packet_us:.2},\"per_packet\":{per_packet},\"phone_to_browser\":{{\"sent\":{to_h},\"received\":{b_rx}}},\"browser_to_phone\":{{\"sent\":{b_sent},\"received\":{p_rx}}},\"spread\":{},\"loadavg\":\"{}\"}}",
         if lean { "lean" } else { "full" },
         tick.as_millis(),
         wall.as_secs_f64(),
@@ -372,7 +388,7 @@ async fn webrtc_phase(h: &Handle, calls: usize, secs: u64, tick: Duration, lean:
     }
 }
 
-async fn plain_phase(h: &Handle, calls: usize, secs: u64, tick: Duration) {
+async fn plain_phase(h: &Handle, tc: &ThreadCounts, calls: usize, secs: u64, tick: Duration) {
     let alloc = support::port_range((calls as u16) * 2 + 50);
     let mut sessions = Vec::with_capacity(calls);
     let mut phones = Vec::with_capacity(calls * 2);
@@ -413,6 +429,7 @@ async fn plain_phase(h: &Handle, calls: usize, secs: u64, tick: Duration) {
     let start = Instant::now();
     eprintln!("webrtc_bridge: media starts");
     let cpu0 = cpu_of(h).await;
+    let counts0 = tc.snapshot();
     run_phones(
         phones,
         Arc::clone(&counts),
@@ -421,13 +438,15 @@ async fn plain_phase(h: &Handle, calls: usize, secs: u64, tick: Duration) {
     .await
     .expect("phones");
     let cpu1 = cpu_of(h).await;
+    let counts1 = tc.snapshot();
     let wall = start.elapsed();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let cpu = (cpu1 - cpu0).as_secs_f64();
     let (delay_median, delay_p99) = counts.delay_ms();
     let sent = counts.to_hotline.load(Ordering::Relaxed);
+    let per_packet = counts0.per_packet_json(&counts1, sent);
     println!(
-        "{{\"phase\":\"rtp_rtp\",\"tick_ms\":{},\"calls\":{calls},\"seconds\":{:.1},\"setup_ms_median\":{:.3},\"setup_ms_p99\":{:.3},\"hotline_cpu_s\":{cpu:.3},\"cpu_pct_of_core_per_call\":{:.4},\"cpu_us_per_packet\":{:.2},\"sent\":{sent},\"received\":{},\"one_way_ms_median\":{delay_median:.2},\"one_way_ms_p99\":{delay_p99:.2},\"spread\":{},\"loadavg\":\"{}\"}}",
+        "{{\"phase\":\"rtp_rtp\",\"tick_ms\":{},\"calls\":{calls},\"seconds\":{:.1},\"setup_ms_median\":{:.3},\"setup_ms_p99\":{:.3},\"hotline_cpu_s\":{cpu:.3},\"cpu_pct_of_core_per_call\":{:.4},\"cpu_us_per_packet\":{:.2},\"per_packet\":{per_packet},\"sent\":{sent},\"received\":{},\"one_way_ms_median\":{delay_median:.2},\"one_way_ms_p99\":{delay_p99:.2},\"spread\":{},\"loadavg\":\"{}\"}}",
         tick.as_millis(),
         wall.as_secs_f64(),
         pct(&setup, 0.5),
@@ -453,7 +472,7 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    let h = hotline_thread();
+    let (h, tc) = hotline_thread();
     let ticks: Vec<Duration> = std::env::var("TICKS")
         .unwrap_or_else(|_| "0 10".into())
         .split([' ', ','])
@@ -464,14 +483,14 @@ fn main() {
     let phases: Vec<&str> = phases.split([' ', ',']).collect();
     rt.block_on(async {
         for &tick in ticks.iter().filter(|_| phases.contains(&"plain")) {
-            plain_phase(&h, calls, secs, tick).await;
+            plain_phase(&h, &tc, calls, secs, tick).await;
         }
         for &tick in &ticks {
             if phases.contains(&"lean") {
-                webrtc_phase(&h, calls, secs, tick, true).await;
+                webrtc_phase(&h, &tc, calls, secs, tick, true).await;
             }
             if phases.contains(&"full") {
-                webrtc_phase(&h, calls, secs, tick, false).await;
+                webrtc_phase(&h, &tc, calls, secs, tick, false).await;
             }
         }
     });

@@ -159,6 +159,8 @@ pub struct BoundPorts {
 pub struct RtpSocket {
     /// Declared first: deregistered before the socket closes.
     reg: Option<AsyncFd<Fd>>,
+    /// Whether the socket is in the [`ticked`] readiness set (while unregistered).
+    watched: bool,
     sock: std::net::UdpSocket,
 }
 
@@ -186,7 +188,11 @@ impl RtpSocket {
     pub fn bind(addr: SocketAddr) -> io::Result<Self> {
         let sock = std::net::UdpSocket::bind(addr)?;
         sock.set_nonblocking(true)?;
-        let sock = RtpSocket { reg: None, sock };
+        let sock = RtpSocket {
+            reg: None,
+            watched: false,
+            sock,
+        };
         if rtp_wait_measured() {
             sock.timestamp_arrivals()?;
         }
@@ -220,6 +226,14 @@ impl RtpSocket {
     /// otherwise; sessions call it from their task); on failure the socket stays
     /// unregistered and the error is returned.
     pub(crate) fn set_registered(&mut self, on: bool) -> io::Result<()> {
+        let fd = self.sock.as_raw_fd();
+        if on && self.watched {
+            self.watched = false;
+            ticked::unwatch(fd);
+        } else if !on && !self.watched {
+            // Without the readiness set the socket is simply read on every tick.
+            self.watched = ticked::watch(fd);
+        }
         match (on, self.reg.is_some()) {
             (true, false) => {
                 let fd = Fd(self.sock.as_raw_fd());
@@ -243,6 +257,154 @@ impl RtpSocket {
     /// Whether the socket is registered with a reactor.
     pub fn is_registered(&self) -> bool {
         self.reg.is_some()
+    }
+
+    /// Whether a tick-driven session should read this (unregistered) socket on the tick
+    /// that fell due at `tick`: it held datagrams when the readiness set was last polled
+    /// (once per tick for the whole process), or its readiness is not watched.
+    pub(crate) fn tick_ready(&self, tick: std::time::Instant) -> bool {
+        !self.watched || ticked::ready(self.sock.as_raw_fd(), tick)
+    }
+}
+
+impl Drop for RtpSocket {
+    fn drop(&mut self) {
+        if self.watched {
+            ticked::unwatch(self.sock.as_raw_fd());
+        }
+    }
+}
+
+/// The descriptor of the epoll set that watches ticked RTP sockets' readiness (see
+/// `ticked` below), which nothing ever waits on: diagnostics and tests tell it from a
+/// reactor's, whose sockets wake a thread.
+#[doc(hidden)]
+pub fn tick_readiness_fd() -> Option<RawFd> {
+    ticked::epoll_fd()
+}
+
+/// Which unregistered RTP sockets hold datagrams, learnt for the whole process with one
+/// `epoll_wait` per tick instead of one read per socket per tick. A leg gets a packet
+/// every 20 ms, so a 10 ms tick used to find half its sockets empty: one `recvmmsg`
+/// returning `EAGAIN` per packet relayed. The epoll set is level-triggered and nobody
+/// blocks on it, so a datagram arriving costs no wake-up; the first session to run on a
+/// new tick collects the ready sockets, and each session then reads only its own ready
+/// ones. A socket left unread (a flood's cap) is simply reported again at the next poll.
+mod ticked {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+    use std::sync::{Mutex, OnceLock};
+    use std::time::Instant;
+
+    struct Set {
+        epfd: OwnedFd,
+        state: Mutex<State>,
+    }
+
+    #[derive(Default)]
+    struct State {
+        /// The tick the set was last polled for.
+        polled: Option<Instant>,
+        /// Ready flags indexed by descriptor, and the descriptors flagged (to clear them).
+        flags: Vec<bool>,
+        flagged: Vec<RawFd>,
+    }
+
+    /// Events taken per `epoll_wait`; more ready sockets take more calls.
+    const EVENTS: usize = 256;
+
+    fn set() -> Option<&'static Set> {
+        static SET: OnceLock<Option<Set>> = OnceLock::new();
+        SET.get_or_init(|| {
+            // SAFETY: no pointer arguments; a non-negative result is a new descriptor.
+            let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+            if fd < 0 {
+                tracing::warn!(
+                    error = %std::io::Error::last_os_error(),
+                    "no epoll set for ticked RTP sockets; each is read on every tick"
+                );
+                return None;
+            }
+            Some(Set {
+                // SAFETY: a fresh descriptor nobody else owns.
+                epfd: unsafe { OwnedFd::from_raw_fd(fd) },
+                state: Mutex::new(State::default()),
+            })
+        })
+        .as_ref()
+    }
+
+    pub(super) fn epoll_fd() -> Option<RawFd> {
+        set().map(|s| s.epfd.as_raw_fd())
+    }
+
+    fn ctl(op: libc::c_int, fd: RawFd) -> bool {
+        let Some(s) = set() else { return false };
+        let mut ev = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: fd as u64,
+        };
+        // SAFETY: `ev` is a live epoll_event; `fd` is an open socket of the caller's.
+        unsafe { libc::epoll_ctl(s.epfd.as_raw_fd(), op, fd, &mut ev) == 0 }
+    }
+
+    /// Adds `fd` to the set; `false` if it could not be watched.
+    pub(super) fn watch(fd: RawFd) -> bool {
+        ctl(libc::EPOLL_CTL_ADD, fd)
+    }
+
+    /// Removes `fd` (before it is registered elsewhere or closed).
+    pub(super) fn unwatch(fd: RawFd) {
+        ctl(libc::EPOLL_CTL_DEL, fd);
+        // A flag left for a reused descriptor number costs one empty read at most.
+    }
+
+    /// Whether `fd` held datagrams at the poll for `tick`; polls the set first if the
+    /// last poll was for another tick. Taking the flag clears it. Polling again is always
+    /// safe (a socket still holding datagrams is reported again), so sessions on other
+    /// grids or running late cost a poll, never a missed socket.
+    pub(super) fn ready(fd: RawFd, tick: Instant) -> bool {
+        let Some(s) = set() else { return true };
+        let mut st = s.state.lock().unwrap_or_else(|e| e.into_inner());
+        if st.polled != Some(tick) {
+            st.polled = Some(tick);
+            poll(s.epfd.as_raw_fd(), &mut st);
+        }
+        let i = fd as usize;
+        match st.flags.get_mut(i) {
+            Some(f) => std::mem::take(f),
+            None => false,
+        }
+    }
+
+    fn poll(epfd: RawFd, st: &mut State) {
+        let State { flags, flagged, .. } = st;
+        for fd in flagged.drain(..) {
+            if let Some(f) = flags.get_mut(fd as usize) {
+                *f = false;
+            }
+        }
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }; EVENTS];
+        loop {
+            // SAFETY: `events` has room for EVENTS entries; timeout 0 never blocks.
+            let n = unsafe { libc::epoll_wait(epfd, events.as_mut_ptr(), EVENTS as i32, 0) };
+            if n <= 0 {
+                return;
+            }
+            // A level-triggered set hands the same ready sockets out again once every
+            // one was returned: a descriptor seen twice ends the poll.
+            let mut wrapped = false;
+            for ev in &events[..n as usize] {
+                let fd = ev.u64 as usize;
+                if flags.len() <= fd {
+                    flags.resize(fd + 1, false);
+                }
+                wrapped |= std::mem::replace(&mut flags[fd], true);
+                flagged.push(fd as RawFd);
+            }
+            if wrapped || (n as usize) < EVENTS {
+                return;
+            }
+        }
     }
 }
 
@@ -300,6 +462,54 @@ mod tests {
         assert!(PortAllocator::new(0, 10).is_err());
         assert!(PortAllocator::new(65535, 65535).is_err());
         assert!(PortAllocator::new(65534, 65535).is_ok());
+    }
+
+    /// Sends `n` datagrams to `to` and returns once `sock` reports them queued (loopback
+    /// delivers within the send; the check only guards against a slow kernel).
+    fn queue(to: &RtpSocket, n: usize) -> std::net::UdpSocket {
+        let tx = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        for _ in 0..n {
+            tx.send_to(&[0x80; 20], to.local_addr().unwrap()).unwrap();
+        }
+        let mut b = [0u8; 1];
+        for _ in 0..10_000 {
+            // SAFETY: peeks one byte into `b` without blocking.
+            let r = unsafe {
+                libc::recv(
+                    to.as_raw_fd(),
+                    b.as_mut_ptr().cast(),
+                    1,
+                    libc::MSG_PEEK | libc::MSG_DONTWAIT,
+                )
+            };
+            if r >= 0 {
+                return tx;
+            }
+            std::thread::yield_now();
+        }
+        panic!("datagrams never arrived");
+    }
+
+    /// A ticked socket is read on a tick only if it holds datagrams: an empty one is
+    /// skipped, a full one reported once per tick and again on the next while unread,
+    /// and no more once drained; a registered socket is not watched (its reads wake).
+    #[tokio::test]
+    async fn ticked_sockets_are_read_only_when_they_hold_datagrams() {
+        let tick = || std::time::Instant::now();
+        let mut s = RtpSocket::bind((Ipv4Addr::LOCALHOST, 0).into()).unwrap();
+        s.set_registered(false).unwrap();
+        assert!(!s.tick_ready(tick()), "empty: not read");
+        let _tx = queue(&s, 2);
+        let t = tick();
+        assert!(s.tick_ready(t));
+        assert!(!s.tick_ready(t), "taken for this tick");
+        assert!(s.tick_ready(tick()), "still unread: ready on the next tick");
+        let mut buf = [0u8; 64];
+        while s.recv_from(&mut buf).is_ok() {}
+        assert!(!s.tick_ready(tick()), "drained");
+        s.set_registered(true).unwrap();
+        let _tx = queue(&s, 1);
+        assert!(s.tick_ready(tick()), "registered: not watched, always read");
     }
 
     #[tokio::test]

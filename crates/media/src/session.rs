@@ -648,7 +648,7 @@ const TICK_BATCH: usize = 512;
 /// The first multiple of `tick` since a process-wide epoch that is after `now`. Every
 /// session ticks on this grid, so the runtime's timer fires them all in one turn: one
 /// thread wake-up serves every call instead of one per datagram.
-fn next_tick(now: Instant, tick: Duration) -> Instant {
+pub(crate) fn next_tick(now: Instant, tick: Duration) -> Instant {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
     let epoch = *EPOCH.get_or_init(Instant::now);
     if now < epoch {
@@ -684,28 +684,48 @@ impl Task {
         if let Some(a) = self.legs[0].as_mut() {
             a.adopt(per_datagram);
         }
-        let mut deadline = self.next_deadline();
-        let sleep = tokio::time::sleep_until(deadline.into());
+        // Two timers: the next deadline, and in tick mode the grid point after it too.
+        // Re-arming a fired tick for the point after next leaves the next one in tokio's
+        // timer wheel, so the wheel's next wake-up is never later than the new deadline:
+        // a timer set earlier than that makes tokio wake its driver through an eventfd
+        // (a `write` per session per tick, and a spurious turn of the reactor), which is
+        // what re-arming a single timer on every tick did.
+        let mut at = [self.next_deadline(), self.far_future];
+        let sleep = tokio::time::sleep_until(at[0].into());
+        let ahead = tokio::time::sleep_until(at[1].into());
         tokio::pin!(sleep);
+        tokio::pin!(ahead);
         loop {
             // Ticking (some RTP socket unregistered): wake on the grid only, where every
             // timer that fell due meanwhile runs too.
             let tick = self.tick_period();
-            let d = match tick {
-                Some(t) => next_tick(Instant::now(), t),
-                None => self.next_deadline(),
+            let want = match tick {
+                Some(t) => {
+                    let d = next_tick(Instant::now(), t);
+                    [d, d + t]
+                }
+                None => [self.next_deadline(), self.far_future],
             };
-            if d != deadline {
-                deadline = d;
-                sleep.as_mut().reset(d.into());
+            let deadline = want[0];
+            let next = if at[0] == want[1] || at[1] == want[0] {
+                [want[1], want[0]]
+            } else {
+                want
+            };
+            if next[0] != at[0] {
+                sleep.as_mut().reset(next[0].into());
             }
+            if next[1] != at[1] {
+                ahead.as_mut().reset(next[1].into());
+            }
+            at = next;
             // One hand-written poll over everything instead of `select!`: it collects
             // every ready source in one pass and uses the sockets' single waker slots
             // (`poll_recv_ready`), which is cheaper per packet than readiness futures.
             let (cmd, ready, link_cmd) = {
                 let legs = &mut self.legs;
                 let third = &mut self.third;
-                let sleep = &mut sleep;
+                let (sleep, ahead) = (&mut sleep, &mut ahead);
                 std::future::poll_fn(|cx| {
                     let mut ready = 0u8;
                     if let Poll::Ready(c) = rx.poll_recv(cx) {
@@ -729,7 +749,9 @@ impl Task {
                             }
                         }
                     }
-                    if sleep.as_mut().poll(cx).is_ready() {
+                    // Both polled: a timer registers (and wakes) only once polled.
+                    let fired = sleep.as_mut().poll(cx).is_ready();
+                    if ahead.as_mut().poll(cx).is_ready() || fired {
                         ready |= TIMER;
                     }
                     if ready == 0 {
@@ -756,7 +778,7 @@ impl Task {
                 }
             }
             if ready & TIMER != 0 && tick.is_some() {
-                self.drain_unregistered();
+                self.drain_unregistered(deadline);
             }
             if ready & RTP_A != 0 {
                 self.drain_rtp(Side::A);
@@ -829,27 +851,23 @@ impl Task {
         unregistered.then_some(FALLBACK_TICK)
     }
 
-    /// On a tick: reads every RTP socket that is not registered with the reactor until
-    /// it is empty (or a flood's cap) and relays, mixes or records what it held.
-    fn drain_unregistered(&mut self) {
+    /// On the tick that fell due at `tick`: reads every RTP socket that is not registered
+    /// with the reactor and holds datagrams until it is empty (or a flood's cap), and
+    /// relays, mixes or records what it held. Empty sockets are not read at all (see
+    /// [`RtpSocket::tick_ready`](crate::ports::RtpSocket::tick_ready)).
+    fn drain_unregistered(&mut self, tick: Instant) {
         let now = Instant::now();
         if let Some(last) = self.last_read.replace(now) {
             let phase = self.phase();
             self.lag.gap(now - last, now, phase);
         }
+        let due = |l: &MediaLeg| !l.ports.rtp.is_registered() && l.ports.rtp.tick_ready(tick);
         for side in [Side::A, Side::B] {
-            if self.legs[side as usize]
-                .as_ref()
-                .is_some_and(|l| !l.ports.rtp.is_registered())
-            {
+            if self.legs[side as usize].as_ref().is_some_and(due) {
                 self.drain_rtp(side);
             }
         }
-        if self
-            .third
-            .as_ref()
-            .is_some_and(|l| !l.ports.rtp.is_registered())
-        {
+        if self.third.as_ref().is_some_and(due) {
             self.drain_third();
         }
     }

@@ -49,12 +49,27 @@ fn rtp(pt: u8, ssrc: u32, seq: u16, payload: &[u8]) -> Vec<u8> {
 /// Descriptors some epoll instance of this process watches (the runtimes' reactors),
 /// from the `tfd:` lines of `/proc/self/fdinfo/<epoll fd>`.
 fn epoll_watched() -> HashSet<i32> {
+    epoll_sets(|epfd| Some(epfd) != hotline_media::ports::tick_readiness_fd())
+}
+
+/// Descriptors in the epoll set that only notes which ticked sockets hold datagrams
+/// (nothing waits on it, so its sockets wake nobody).
+fn tick_watched() -> HashSet<i32> {
+    epoll_sets(|epfd| Some(epfd) == hotline_media::ports::tick_readiness_fd())
+}
+
+/// Descriptors watched by this process's epoll sets that `which` picks.
+fn epoll_sets(which: impl Fn(i32) -> bool) -> HashSet<i32> {
     let mut out = HashSet::new();
     for e in std::fs::read_dir("/proc/self/fd").unwrap().flatten() {
         let Ok(link) = std::fs::read_link(e.path()) else {
             continue;
         };
         if link.to_string_lossy() != "anon_inode:[eventpoll]" {
+            continue;
+        }
+        let epfd = e.file_name().to_string_lossy().parse().unwrap_or(-1);
+        if !which(epfd) {
             continue;
         }
         let info = format!("/proc/self/fdinfo/{}", e.file_name().to_string_lossy());
@@ -205,6 +220,11 @@ async fn tick_sockets_stay_out_of_epoll_and_legs_move_between_modes() {
     ticking.stats().await.unwrap();
     let watched = epoll_watched();
     assert!(!watched.contains(&b_fd) && !watched.contains(&a2_fd));
+    let noted = tick_watched();
+    assert!(
+        noted.contains(&b_fd) && noted.contains(&a2_fd),
+        "ticked sockets' readiness is noted (read only when they hold datagrams)"
+    );
     talk(&x2, &y, 100, Duration::from_millis(2)).await;
 
     // And back: the per-datagram session registers it again and relays.
@@ -213,6 +233,10 @@ async fn tick_sockets_stay_out_of_epoll_and_legs_move_between_modes() {
     per_datagram.bridge().await.unwrap();
     per_datagram.stats().await.unwrap();
     assert!(epoll_watched().contains(&b_fd));
+    assert!(
+        !tick_watched().contains(&b_fd),
+        "registered: no longer noted"
+    );
     talk(&x1, &y, 20, Duration::from_millis(2)).await;
 }
 
