@@ -47,6 +47,11 @@
 #           "callpath cps_callgrind ... ir_per_call="; raw callgrind files under OUT). Use
 #           a low CPS_RATE (20) and THREADS=1; REG_RATE (registrations/s, default 1000;
 #           100 under callgrind) and the startup wait (120 s under callgrind) adapt
+#         PERF_STAT (0): 1 = count Hotline's system calls (by type), context switches and CPU
+#           migrations with `perf stat -p` while the callers run (cps only; lines
+#           "callpath cps_syscalls" with per-call figures, raw counts in cps.perf.txt).
+#           Load-independent, unlike CPU time. Per-thread voluntary/involuntary context
+#           switches from /proc and user vs system CPU are on every cps line anyway
 #         HOTLINE_MEDIA_RTP_WAIT (unset): 1 = Hotline measures how long each datagram waited
 #           in its socket (lines carry rtp_wait_ms_p50/p99/max over the sessions, beside
 #           read_gap_ms_*: the longest gap between a ticked session's reads)
@@ -107,6 +112,22 @@ ticks() {
 	echo $((${12} + ${13}))
 }
 rss_kb() { awk '/^VmRSS:/{print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+# utime and stime (ticks) of a process and its threads, separately
+ticks_split() {
+	local f
+	[ -r "/proc/$1/stat" ] || { echo "0 0"; return; }
+	f=$(sed 's/^.*) //' "/proc/$1/stat")
+	set -- $f
+	echo "${12} ${13}"
+}
+# voluntary and involuntary context switches summed over a process's live threads
+ctxsw() {
+	cat /proc/"$1"/task/*/status 2>/dev/null |
+		awk '/^voluntary_ctxt_switches/ { v += $2 } /^nonvoluntary_ctxt_switches/ { n += $2 } END { print v + 0, n + 0 }'
+}
+nthreads() { ls /proc/"$1"/task 2>/dev/null | wc -l; }
+# The system calls counted by type under PERF_STAT=1 (the rest are "other").
+PERF_SYSCALLS="recvfrom sendto recvmsg sendmsg recvmmsg sendmmsg epoll_wait epoll_pwait epoll_pwait2 epoll_ctl futex read write pread64 pwrite64 fdatasync fsync socket bind close setsockopt getsockname ioctl mmap munmap madvise mprotect brk sched_yield openat fcntl newfstatat lseek"
 sys_ticks() { awk '/^cpu /{b=$2+$3+$4+$7+$8+$9; print b, b+$5+$6}' /proc/stat; }
 now() { date +%s.%N; }
 load1() { cut -d' ' -f1 /proc/loadavg; }
@@ -216,6 +237,9 @@ start_hotline() {
 	# Per-call media counters come from the media session's end-of-call line (target
 	# hotline_media::stats); everything else at warn, so logging costs nothing per call.
 	local wrap=() tries=1
+	# A fresh CDR database too: the store's page writes per call grow with its size, so a
+	# run after others (REPEAT, CPS_BINS) would pay for their rows.
+	rm -f "$OUT"/data/hotline.db "$OUT"/data/hotline.db-wal "$OUT"/data/hotline.db-shm
 	if [ "$CALLGRIND" = 1 ]; then
 		# valgrind runs Hotline in its own process (same pid); instrumentation starts off.
 		# callgrind_control finds the run by its pipe, named after user and host: an
@@ -261,6 +285,15 @@ run_cps() {
 	local h0 u0 s0 t0 h1 u1 s1 t1 sb0 st0 sb1 st1
 	read -r sb0 st0 < <(sys_ticks)
 	[ "$CALLGRIND" = 1 ] && callgrind_control -i on "$HPID" >/dev/null
+	local hu0 hs0 hu1 hs1 vc0 nc0 vc1 nc1 th0 th1 perf_pid=""
+	read -r hu0 hs0 < <(ticks_split $HPID); read -r vc0 nc0 < <(ctxsw $HPID); th0=$(nthreads $HPID)
+	if [ "${PERF_STAT:-0}" = 1 ]; then
+		local ev="raw_syscalls:sys_enter,context-switches,cpu-migrations,page-faults" sc
+		for sc in $PERF_SYSCALLS; do ev="$ev,syscalls:sys_enter_$sc"; done
+		perf stat -x';' -e "$ev" -p "$HPID" -o "$pre.perf.txt" 2>"$pre.perf.err" &
+		perf_pid=$!
+		sleep 0.5
+	fi
 	h0=$(ticks $HPID); s0=$(sum_ticks $UAS_PIDS); t0=$(now)
 	sipp_bg "$pre.uac" -sf "$SIPDIR/uac.xml" $IP:$SUT_PORT -s 4000 -i $IP -p $CALLER_PORT \
 		-r "$CPS_RATE" -m "$n" -d "$HOLD_MS" -timeout $((DUR + 60))s -timeout_error
@@ -271,6 +304,8 @@ run_cps() {
 	sipp_wait "$pre.uac"
 	t1=$(now); h1=$(ticks $HPID); s1=$(sum_ticks $UAS_PIDS)
 	read -r sb1 st1 < <(sys_ticks)
+	read -r hu1 hs1 < <(ticks_split $HPID); read -r vc1 nc1 < <(ctxsw $HPID); th1=$(nthreads $HPID)
+	if [ -n "$perf_pid" ]; then kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null; fi
 	local ir=0
 	if [ "$CALLGRIND" = 1 ]; then
 		# The dump holds what was collected since "on": the callers' whole run.
@@ -294,6 +329,21 @@ run_cps() {
 		printf "callpath cps run=%d bin=%s target=%d/s calls=%d ok=%d failed=%d agent_answered=%d agent_failed=%d retrans=%d wall=%.1fs achieved=%.0f/s steady=%.0f/s steady_offered=%.0f/s steady_secs=%.1f hotline_cpu_pct=%.0f hotline_cpu_ms_per_call=%.3f sipp_uac_cpu_pct=%.0f sipp_uas_cpu_pct=%.0f machine_busy_pct=%.0f/%d00 load1=%s",
 			run, bin, r, n, ok, f, aok, af, re, w, ok / busy, (sw > 0 ? sc / sw : 0), (sw > 0 ? so / sw : 0), sw,
 			ht / hz / w * 100, ms, ut / hz / w * 100, st / hz / w * 100, sb / stt * 100 * nc, nc, la }')"
+	emit "$(awk -v run="$RUN" -v bin="$(basename "$BIN")" -v ok="$ok" -v hz="$HZ" -v u=$((hu1 - hu0)) -v s=$((hs1 - hs0)) \
+		-v vc=$((vc1 - vc0)) -v nc=$((nc1 - nc0)) -v th0="$th0" -v th1="$th1" -v la="$(load1)" 'BEGIN {
+		d = ok > 0 ? ok : 1
+		printf "callpath cps_cpu run=%d bin=%s ok=%d user_ms_per_call=%.3f sys_ms_per_call=%.3f voluntary_cs_per_call=%.2f involuntary_cs_per_call=%.2f threads=%d/%d load1=%s",
+			run, bin, ok, u / hz * 1000 / d, s / hz * 1000 / d, vc / d, nc / d, th0, th1, la }')"
+	if [ -n "$perf_pid" ]; then
+		emit "$(awk -F';' -v run="$RUN" -v bin="$(basename "$BIN")" -v ok="$ok" '
+			$3 ~ /^(raw_syscalls:sys_enter|context-switches|cpu-migrations|page-faults|syscalls:sys_enter_)/ {
+				n = $3; sub(/^syscalls:sys_enter_/, "", n); sub(/^raw_syscalls:sys_enter$/, "syscalls", n)
+				v[n] = $1 + 0; if (n ~ /^(syscalls|context-switches|cpu-migrations|page-faults)$/) next; named += $1; list[++k] = n }
+			END { d = ok > 0 ? ok : 1
+				printf "callpath cps_syscalls run=%d bin=%s ok=%d syscalls_per_call=%.2f cs_per_call=%.2f migrations_per_call=%.2f page_faults_per_call=%.2f", run, bin, ok, v["syscalls"] / d, v["context-switches"] / d, v["cpu-migrations"] / d, v["page-faults"] / d
+				for (i = 1; i <= k; i++) if (v[list[i]] > 0) printf " %s=%.2f", list[i], v[list[i]] / d
+				printf " other=%.2f\n", (v["syscalls"] - named) / d }' "$pre.perf.txt")"
+	fi
 	[ "$CALLGRIND" = 1 ] && emit "$(awk -v run="$RUN" -v bin="$(basename "$BIN")" -v r="$CPS_RATE" -v ok="$ok" -v f="$fail" -v ir="${ir:-0}" 'BEGIN {
 		printf "callpath cps_callgrind run=%d bin=%s target=%d/s ok=%d failed=%d ir=%.0f ir_per_call=%.0f", run, bin, r, ok, f, ir, (ok > 0 ? ir / ok : 0) }')"
 }

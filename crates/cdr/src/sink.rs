@@ -3,7 +3,9 @@
 //! Call records are durable before [`CdrSink::record`] returns (the switch writes the CDR
 //! before it releases the dialog); queue events are fire-and-forget. Both travel through
 //! one bounded channel, in order, to the [`CdrWriter`] task, which commits them in batches
-//! (one transaction per batch: one fsync for many rows). When the store fails, the batch
+//! (one transaction per batch: one fsync for many rows). Under load, commits start at most
+//! every [`WriterConfig::commit_interval`] (group commit), so one transaction carries many
+//! calls' rows; an idle writer commits at once. When the store fails, the batch
 //! stays in the writer's bounded buffer and is retried with backoff; nothing is dropped
 //! while the buffer has room, and when it is full the writer stops reading the channel, so
 //! `record` callers see [`CdrError::Overloaded`] after their bound instead of waiting
@@ -59,6 +61,12 @@ pub struct WriterConfig {
     pub buffer: usize,
     /// Most rows per transaction.
     pub max_batch: usize,
+    /// Least time between the starts of two commits. Rows arriving sooner wait for the
+    /// next one: at 1,000 calls/s a commit per call or two cost ≈ 8 more page writes and
+    /// 5 thread wake-ups per call than the rows themselves. A row arriving after a quiet
+    /// spell is committed at once, so this adds latency only under load, and at most
+    /// this much (the channel holds the rows meanwhile; see `channel`).
+    pub commit_interval: Duration,
     /// How long [`CdrSink::record`] waits for the commit before it reports
     /// [`CdrError::NotYetDurable`] (the row stays buffered and is retried).
     pub record_timeout: Duration,
@@ -73,6 +81,7 @@ impl Default for WriterConfig {
             channel: 8192,
             buffer: 200_000,
             max_batch: 512,
+            commit_interval: Duration::from_millis(20),
             record_timeout: Duration::from_secs(2),
             retry_min: Duration::from_millis(100),
             retry_max: Duration::from_secs(5),
@@ -84,6 +93,7 @@ impl Default for WriterConfig {
 struct Counters {
     dropped_events: AtomicU64,
     dropped_started: AtomicU64,
+    commits: AtomicU64,
 }
 
 #[derive(Clone)]
@@ -249,6 +259,11 @@ impl CdrSink {
     pub fn dropped_started(&self) -> u64 {
         self.counters.dropped_started.load(Ordering::Relaxed)
     }
+
+    /// Transactions the writer has committed rows in (0 for a memory sink).
+    pub fn commits(&self) -> u64 {
+        self.counters.commits.load(Ordering::Relaxed)
+    }
 }
 
 #[derive(Default)]
@@ -346,21 +361,28 @@ impl CdrWriter {
 
     pub fn spawn_with(store: CdrStore, config: WriterConfig) -> (CdrSink, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(config.channel.max(1));
+        let counters = Arc::<Counters>::default();
         let sink = CdrSink {
             target: Target::Writer {
                 tx,
                 record_timeout: config.record_timeout,
             },
-            counters: Arc::default(),
+            counters: counters.clone(),
         };
-        let task = tokio::spawn(run(store, rx, config));
+        let task = tokio::spawn(run(store, rx, config, counters));
         (sink, task)
     }
 }
 
-async fn run(store: CdrStore, mut rx: mpsc::Receiver<Msg>, cfg: WriterConfig) {
+async fn run(
+    store: CdrStore,
+    mut rx: mpsc::Receiver<Msg>,
+    cfg: WriterConfig,
+    counters: Arc<Counters>,
+) {
     let mut pending: VecDeque<Msg> = VecDeque::new();
     let mut closed = false;
+    let mut last_commit: Option<tokio::time::Instant> = None;
     let mut backoff = cfg.retry_min;
     let mut failing_since: Option<tokio::time::Instant> = None;
     let cap = cfg.buffer.max(cfg.max_batch).max(1);
@@ -383,6 +405,18 @@ async fn run(store: CdrStore, mut rx: mpsc::Receiver<Msg>, cfg: WriterConfig) {
             }
             continue;
         }
+        // Group commit: too soon after the last one, let rows gather in the channel until
+        // it is due. Not reading the channel meanwhile means senders wake nobody: the
+        // writer wakes once per commit, not once per row.
+        if let Some(due) = last_commit.map(|t| t + cfg.commit_interval)
+            && !closed
+            && pending.len() < cfg.max_batch
+            && pending.iter().any(Msg::is_row)
+            && tokio::time::Instant::now() < due
+        {
+            tokio::time::sleep_until(due).await;
+            continue;
+        }
         // Take up to max_batch rows (plus the flush markers between them).
         let mut n = 0;
         let mut rows = 0;
@@ -393,12 +427,19 @@ async fn run(store: CdrStore, mut rx: mpsc::Receiver<Msg>, cfg: WriterConfig) {
             n += 1;
         }
         let batch = &pending.make_contiguous()[..n];
+        let has_rows = batch.iter().any(Msg::is_row);
+        if has_rows {
+            last_commit = Some(tokio::time::Instant::now());
+        }
         let started = std::time::Instant::now();
         let written = write(&store, &mut conn, batch).await;
         metrics::histogram!("hotline_cdr_write_seconds", "result" => if written.is_ok() { "ok" } else { "error" })
             .record(started.elapsed().as_secs_f64());
         match written {
             Ok(()) => {
+                if has_rows {
+                    counters.commits.fetch_add(1, Ordering::Relaxed);
+                }
                 if let Some(since) = failing_since.take() {
                     tracing::info!(
                         outage_ms = since.elapsed().as_millis() as u64,
