@@ -221,19 +221,35 @@ impl RtpSocket {
     }
 
     /// Registers the socket for read readiness with the current runtime's reactor (a
-    /// per-datagram session), or deregisters it (`false`: a tick-driven session, or a
-    /// leg between sessions). Registering must run inside a runtime (tokio panics
+    /// per-datagram session), or deregisters it and watches its readiness (`false`: a
+    /// tick-driven session; a leg between sessions is [`parked`](Self::park)). Registering must run inside a runtime (tokio panics
     /// otherwise; sessions call it from their task); on failure the socket stays
     /// unregistered and the error is returned.
     pub(crate) fn set_registered(&mut self, on: bool) -> io::Result<()> {
-        let fd = self.sock.as_raw_fd();
-        if on && self.watched {
-            self.watched = false;
-            ticked::unwatch(fd);
-        } else if !on && !self.watched {
+        if on {
+            self.unwatch();
+        } else if !self.watched {
             // Without the readiness set the socket is simply read on every tick.
-            self.watched = ticked::watch(fd);
+            self.watched = ticked::watch(self.sock.as_raw_fd());
         }
+        self.register(on)
+    }
+
+    /// A socket no session reads (a leg leaving its session, or a call's end): neither
+    /// registered nor watched, so a per-datagram call pays no readiness-set
+    /// `epoll_ctl`s at its end.
+    pub(crate) fn park(&mut self) {
+        self.unwatch();
+        self.reg = None;
+    }
+
+    fn unwatch(&mut self) {
+        if std::mem::take(&mut self.watched) {
+            ticked::unwatch(self.sock.as_raw_fd());
+        }
+    }
+
+    fn register(&mut self, on: bool) -> io::Result<()> {
         match (on, self.reg.is_some()) {
             (true, false) => {
                 let fd = Fd(self.sock.as_raw_fd());
@@ -269,9 +285,7 @@ impl RtpSocket {
 
 impl Drop for RtpSocket {
     fn drop(&mut self) {
-        if self.watched {
-            ticked::unwatch(self.sock.as_raw_fd());
-        }
+        self.unwatch();
     }
 }
 
@@ -510,6 +524,37 @@ mod tests {
         s.set_registered(true).unwrap();
         let _tx = queue(&s, 1);
         assert!(s.tick_ready(tick()), "registered: not watched, always read");
+    }
+
+    /// Whether `s` is in the process-wide readiness set (`EPOLL_CTL_MOD` fails with
+    /// `ENOENT` for a descriptor the set does not hold).
+    fn in_readiness_set(s: &RtpSocket) -> bool {
+        let epfd = tick_readiness_fd().expect("readiness set");
+        let mut ev = libc::epoll_event {
+            events: libc::EPOLLIN as u32,
+            u64: s.as_raw_fd() as u64,
+        };
+        // SAFETY: `ev` is a live epoll_event; both descriptors are open.
+        unsafe { libc::epoll_ctl(epfd, libc::EPOLL_CTL_MOD, s.as_raw_fd(), &mut ev) == 0 }
+    }
+
+    /// Only a ticked socket is watched: registering or parking it (a leg leaving its
+    /// session, a call's end) takes it out of the set, so a per-datagram call costs
+    /// no readiness-set `epoll_ctl`s.
+    #[tokio::test]
+    async fn only_ticked_sockets_are_in_the_readiness_set() {
+        let mut s = RtpSocket::bind((Ipv4Addr::LOCALHOST, 0).into()).unwrap();
+        s.set_registered(true).unwrap();
+        assert!(!in_readiness_set(&s), "registered");
+        s.set_registered(false).unwrap();
+        assert!(in_readiness_set(&s), "ticked");
+        s.park();
+        assert!(!in_readiness_set(&s), "parked");
+        assert!(!s.is_registered());
+        s.set_registered(false).unwrap();
+        assert!(in_readiness_set(&s), "ticked again");
+        s.set_registered(true).unwrap();
+        assert!(!in_readiness_set(&s), "registered again");
     }
 
     #[tokio::test]

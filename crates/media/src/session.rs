@@ -144,6 +144,11 @@ impl MediaLeg {
         }
     }
 
+    /// Leaves the leg's RTP socket unread by any session (a leg between sessions).
+    fn park(&mut self) {
+        self.ports.rtp.park();
+    }
+
     /// Datagrams read per turn: a registered socket keeps its readiness when more
     /// remain (the task comes back at once); a ticked one waits a whole tick, so its
     /// turn drains a deeper queue.
@@ -819,14 +824,14 @@ impl Task {
         // Leg A is never removed, so this is always `Some`.
         let [a, b] = self.legs;
         a.map(|mut a| {
-            a.adopt(false);
+            a.park();
             (a, b.map(Self::release))
         })
     }
 
-    /// A leg leaving the session: no longer registered with the reactor.
+    /// A leg leaving the session: no longer registered with the reactor, nor watched.
     fn release(mut leg: MediaLeg) -> MediaLeg {
-        leg.adopt(false);
+        leg.park();
         leg
     }
 

@@ -215,6 +215,10 @@ async fn tick_sockets_stay_out_of_epoll_and_legs_move_between_modes() {
         !epoll_watched().contains(&b_fd),
         "a detached leg is deregistered"
     );
+    assert!(
+        !tick_watched().contains(&b_fd),
+        "a detached leg is not noted either (no readiness-set epoll_ctl per call end)"
+    );
     ticking.attach(b).await.unwrap();
     ticking.bridge().await.unwrap();
     ticking.stats().await.unwrap();
