@@ -372,14 +372,18 @@ mod ticked {
         // A flag left for a reused descriptor number costs one empty read at most.
     }
 
-    /// Whether `fd` held datagrams at the poll for `tick`; polls the set first if the
-    /// last poll was for another tick. Taking the flag clears it. Polling again is always
-    /// safe (a socket still holding datagrams is reported again), so sessions on other
-    /// grids or running late cost a poll, never a missed socket.
+    /// Whether `fd` held datagrams at the latest poll; polls the set first if `tick` is
+    /// newer than the tick it was last polled for. Taking the flag clears it. A session
+    /// running late for an older tick uses the newer poll's flags (a socket still holding
+    /// datagrams is reported at every poll) instead of polling again: with two workers,
+    /// one on a tick and one still on the previous, re-polling whenever the tick differs
+    /// made them take turns polling every ready socket of the process, once per session
+    /// (at 1,000 ticked calls the sessions went unread for seconds). A datagram arriving
+    /// after the poll waits for the next tick's.
     pub(super) fn ready(fd: RawFd, tick: Instant) -> bool {
         let Some(s) = set() else { return true };
         let mut st = s.state.lock().unwrap_or_else(|e| e.into_inner());
-        if st.polled != Some(tick) {
+        if st.polled.is_none_or(|p| tick > p) {
             st.polled = Some(tick);
             poll(s.epfd.as_raw_fd(), &mut st);
         }
@@ -504,12 +508,52 @@ mod tests {
         panic!("datagrams never arrived");
     }
 
+    /// The readiness set is process-wide: tests that poll it take turns.
+    static READINESS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    fn readiness_turn() -> std::sync::MutexGuard<'static, ()> {
+        READINESS.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A tick strictly after `t` (Instant's resolution may repeat a reading).
+    fn after(t: std::time::Instant) -> std::time::Instant {
+        loop {
+            let n = std::time::Instant::now();
+            if n > t {
+                return n;
+            }
+            std::thread::yield_now();
+        }
+    }
+
+    /// A session late for an older tick uses the newest poll instead of polling again
+    /// (two workers on neighbouring ticks would otherwise poll every ready socket once
+    /// per session); the next tick's poll finds what arrived since.
+    #[tokio::test]
+    async fn sessions_late_for_an_older_tick_do_not_poll_again() {
+        let _turn = readiness_turn();
+        let mut s = RtpSocket::bind((Ipv4Addr::LOCALHOST, 0).into()).unwrap();
+        s.set_registered(false).unwrap();
+        let t1 = std::time::Instant::now();
+        let t2 = after(t1);
+        assert!(!s.tick_ready(t2), "empty at the poll for t2");
+        let _tx = queue(&s, 1);
+        assert!(!s.tick_ready(t1), "late for t1: t2's poll stands");
+        assert!(!s.tick_ready(t2), "t2 already polled");
+        assert!(s.tick_ready(after(t2)), "the next tick's poll finds it");
+    }
+
     /// A ticked socket is read on a tick only if it holds datagrams: an empty one is
     /// skipped, a full one reported once per tick and again on the next while unread,
     /// and no more once drained; a registered socket is not watched (its reads wake).
     #[tokio::test]
     async fn ticked_sockets_are_read_only_when_they_hold_datagrams() {
-        let tick = || std::time::Instant::now();
+        let _turn = readiness_turn();
+        let mut last = std::time::Instant::now();
+        let mut tick = || {
+            last = after(last);
+            last
+        };
         let mut s = RtpSocket::bind((Ipv4Addr::LOCALHOST, 0).into()).unwrap();
         s.set_registered(false).unwrap();
         assert!(!s.tick_ready(tick()), "empty: not read");
@@ -543,6 +587,7 @@ mod tests {
     /// no readiness-set `epoll_ctl`s.
     #[tokio::test]
     async fn only_ticked_sockets_are_in_the_readiness_set() {
+        let _turn = readiness_turn();
         let mut s = RtpSocket::bind((Ipv4Addr::LOCALHOST, 0).into()).unwrap();
         s.set_registered(true).unwrap();
         assert!(!in_readiness_set(&s), "registered");
