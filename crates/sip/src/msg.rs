@@ -34,17 +34,19 @@ impl Default for Limits {
     }
 }
 
-/// Header names (long and compact) that may appear only once, by their index in
-/// [`known_header`]'s numbering.
-const SINGLE: &[(&str, &str)] = &[
-    ("call-id", "i"),
-    ("cseq", ""),
-    ("from", "f"),
-    ("to", "t"),
-    ("max-forwards", ""),
-    ("content-length", "l"),
-    ("content-type", "c"),
+/// Headers that may appear only once, by [`known_header`]'s number (which also knows
+/// their compact forms); the names are for error messages.
+const SINGLE: [&str; 7] = [
+    "call-id",
+    "cseq",
+    "from",
+    "to",
+    "max-forwards",
+    "content-length",
+    "content-type",
 ];
+/// [`known_header`]'s number for Content-Length (its value is checked too).
+const CONTENT_LENGTH: usize = 5;
 
 /// Index in [`SINGLE`] of the headers every request and response must carry, and Via.
 const MUST: [(usize, &str); 4] = [(2, "From"), (3, "To"), (0, "Call-ID"), (1, "CSeq")];
@@ -140,12 +142,9 @@ pub fn parse(data: &[u8], limits: &Limits, datagram: bool) -> Result<SipMessage,
             Some(i) => {
                 seen[i] = seen[i].saturating_add(1);
                 if seen[i] > 1 {
-                    return Err(Error::Malformed(format!(
-                        "Duplicate {} header",
-                        SINGLE[i].0
-                    )));
+                    return Err(Error::Malformed(format!("Duplicate {} header", SINGLE[i])));
                 }
-                if SINGLE[i].0 == "content-length" {
+                if i == CONTENT_LENGTH {
                     let v = value.trim();
                     content_length = Some(
                         v.parse::<usize>()

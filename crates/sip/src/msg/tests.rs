@@ -441,3 +441,17 @@ fn own_messages_parse_without_via() {
     // The network's messages still need one.
     assert!(parse(text.as_bytes(), &Limits::default(), true).is_err());
 }
+
+/// The names in `SINGLE` and `CONTENT_LENGTH` follow `known_header`'s numbering (one
+/// table of forms, the other of names: they must agree).
+#[test]
+fn single_header_names_follow_known_header_numbering() {
+    for (i, name) in SINGLE.iter().enumerate() {
+        assert_eq!(known_header(name), Some(i), "{name}");
+        assert_eq!(known_header(&name.to_ascii_uppercase()), Some(i), "{name}");
+    }
+    assert_eq!(SINGLE[CONTENT_LENGTH], "content-length");
+    for (i, name) in MUST {
+        assert_eq!(SINGLE[i], name.to_ascii_lowercase());
+    }
+}
