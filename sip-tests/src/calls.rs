@@ -10,9 +10,7 @@ use hotline_cdr::{CallRecord, MemoryCdrs, QueueEventKind};
 use hotline_switch::CallEnd;
 use tokio::sync::mpsc::Receiver;
 
-use crate::{
-    Proto, Sipp, SippBuilder, caller_audio, free_port, media, start_hotline_with_sip, wait_bound,
-};
+use crate::{Proto, Sipp, SippBuilder, caller_audio, free_port, media, start_hotline_with_sip};
 
 /// Hotline with more `[sip]` keys, `ports` RTP ports of this test binary ([`media`]) and
 /// `body` (numbers, queues, …); its UDP address and the reports of ended calls.
@@ -83,8 +81,8 @@ pub async fn device(
     let sipp = uas(
         SippBuilder::new(&format!("{user}-uas"), scenario, Proto::Udp, port).args(["-s", user]),
     )
-    .spawn(None)?;
-    wait_bound(port, Proto::Udp).await?;
+    .spawn_bound()
+    .await?;
     Ok(sipp)
 }
 

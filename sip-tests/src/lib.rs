@@ -1,7 +1,7 @@
 //! Support for the integration tests in `tests/`: start Hotline in-process on ephemeral
 //! loopback ports and run SIPp scenarios against it, bounded in time.
 
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::time::Duration;
@@ -14,9 +14,11 @@ pub mod browser;
 pub mod calls;
 mod cut;
 pub mod deskview;
+mod ports;
 pub mod rawua;
 mod rtp;
 pub use cut::CutProxy;
+pub use ports::{free_media_port, free_port};
 pub use rtp::{media, rtp_ports};
 
 /// Users every test server knows (name, password).
@@ -57,35 +59,6 @@ pub async fn start_hotline_with_sip(sip: &str, extra: &str) -> anyhow::Result<Ho
     }
     let cfg = Config::parse(Path::new("<sip-tests>"), &toml)?;
     hotline::start(&cfg).await
-}
-
-/// A port free for both UDP and TCP on 127.0.0.1 right now.
-pub fn free_port() -> u16 {
-    for _ in 0..100 {
-        let Ok(t) = TcpListener::bind("127.0.0.1:0") else {
-            continue;
-        };
-        let Ok(addr) = t.local_addr() else { continue };
-        if UdpSocket::bind(addr).is_ok() {
-            return addr.port();
-        }
-    }
-    panic!("no free port pair on 127.0.0.1");
-}
-
-/// A base port for SIPp's media (`-mp`): SIPp binds it and the next three (RTCP, video
-/// RTP and RTCP), so all four must be free on 127.0.0.1.
-pub fn free_media_port() -> u16 {
-    for _ in 0..100 {
-        let base = free_port() & !1;
-        let held: Vec<UdpSocket> = (0..4)
-            .filter_map(|i| UdpSocket::bind(("127.0.0.1", base.checked_add(i)?)).ok())
-            .collect();
-        if held.len() == 4 {
-            return base;
-        }
-    }
-    panic!("no four free UDP ports in a row on 127.0.0.1");
 }
 
 /// Scenario file path.
@@ -131,6 +104,7 @@ pub struct Sipp {
     child: Child,
     name: String,
     err_file: PathBuf,
+    stderr_file: PathBuf,
 }
 
 /// Builds SIPp command lines with unique ports and files.
@@ -138,6 +112,7 @@ pub struct SippBuilder {
     args: Vec<String>,
     name: String,
     port: u16,
+    proto: Proto,
 }
 
 impl SippBuilder {
@@ -168,6 +143,7 @@ impl SippBuilder {
             args,
             name: format!("{name}-{}-{port}", std::process::id()),
             port,
+            proto,
         }
     }
 
@@ -198,6 +174,10 @@ impl SippBuilder {
     pub fn spawn(mut self, remote: Option<SocketAddr>) -> anyhow::Result<Sipp> {
         let err_file = out_dir().join(format!("{}.errors.log", self.name));
         let _ = std::fs::remove_file(&err_file);
+        // What SIPp prints before its error file opens (a port it cannot bind) goes here.
+        let stderr_file = out_dir().join(format!("{}.stderr.log", self.name));
+        let stderr = std::fs::File::create(&stderr_file)
+            .with_context(|| format!("creating {}", stderr_file.display()))?;
         self.args.push("-error_file".into());
         self.args.push(err_file.display().to_string());
         if let Some(r) = remote {
@@ -207,7 +187,7 @@ impl SippBuilder {
             .args(&self.args)
             .current_dir(out_dir())
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
+            .stderr(stderr)
             .kill_on_drop(true)
             .spawn()
             .context("spawning sipp (is it installed? sip-tests/run-tests.sh installs it)")?;
@@ -215,7 +195,35 @@ impl SippBuilder {
             child,
             name: self.name,
             err_file,
+            stderr_file,
         })
+    }
+
+    /// Starts SIPp as a UAS and waits until it has bound its port (UDP, or a TCP
+    /// listener): the moment it is ready for calls. Bounded to 10 s; a SIPp that exits
+    /// first fails with what it printed.
+    pub async fn spawn_bound(self) -> anyhow::Result<Sipp> {
+        let (port, proto) = (self.port, self.proto);
+        let mut sipp = self.spawn(None)?;
+        for _ in 0..1000 {
+            if is_bound(port, proto) {
+                return Ok(sipp);
+            }
+            tokio::select! {
+                status = sipp.child.wait() => bail!(
+                    "sipp {} exited with {} before binding 127.0.0.1:{port}:\n{}",
+                    sipp.name,
+                    status?,
+                    sipp.output()
+                ),
+                _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+            }
+        }
+        bail!(
+            "sipp {} bound nothing on 127.0.0.1:{port} within 10 s:\n{}",
+            sipp.name,
+            sipp.output()
+        )
     }
 }
 
@@ -244,14 +252,36 @@ impl Sipp {
     /// Like [`Sipp::expect_success`] with another bound.
     pub async fn expect_success_within(self, bound: Duration) -> anyhow::Result<()> {
         let name = self.name.clone();
-        let err_file = self.err_file.clone();
+        let output = (self.err_file.clone(), self.stderr_file.clone());
         let status = self.wait_within(bound).await?;
         if !status.success() {
-            let log = std::fs::read_to_string(&err_file).unwrap_or_default();
-            bail!("sipp {name} failed with {status}:\n{log}");
+            bail!(
+                "sipp {name} failed with {status}:\n{}",
+                read_output(&output)
+            );
         }
         Ok(())
     }
+
+    /// SIPp's error file, then the end of what it printed to stderr.
+    fn output(&self) -> String {
+        read_output(&(self.err_file.clone(), self.stderr_file.clone()))
+    }
+}
+
+fn read_output((err_file, stderr_file): &(PathBuf, PathBuf)) -> String {
+    let log = std::fs::read_to_string(err_file).unwrap_or_default();
+    let stderr = std::fs::read_to_string(stderr_file).unwrap_or_default();
+    let tail: String = stderr
+        .lines()
+        .rev()
+        .take(20)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect::<Vec<_>>()
+        .join("\n");
+    format!("{log}\n{tail}")
 }
 
 /// Whether something has bound `port` (UDP) or listens on it (TCP), read from
@@ -270,18 +300,6 @@ fn is_bound(port: u16, proto: Proto) -> bool {
             })
         })
     })
-}
-
-/// Waits until SIPp has bound `port` (UDP for `Proto::Udp`, a TCP listener otherwise):
-/// the moment a UAS is ready for calls. Bounded to 10 s.
-pub async fn wait_bound(port: u16, proto: Proto) -> anyhow::Result<()> {
-    for _ in 0..1000 {
-        if is_bound(port, proto) {
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    bail!("nothing bound 127.0.0.1:{port} within 10 s")
 }
 
 /// Writes `caller.wav` (4 s of PCMU that SIPp's `rtp_stream` loops) into SIPp's working

@@ -63,6 +63,16 @@ fn layout() -> Vec<(&'static str, u16, u16)> {
     out
 }
 
+/// The last port of the blocks and of [`RESERVED`]: the test peers' ports
+/// ([`crate::ports`]) start above it.
+pub(crate) fn blocks_end() -> u16 {
+    let blocks = layout().into_iter().map(|(_, _, last)| last);
+    blocks
+        .chain(RESERVED.iter().map(|r| r[1]))
+        .max()
+        .unwrap_or(FIRST)
+}
+
 /// This test binary's name: `target/debug/deps/qualify-0123abcd` → `qualify`.
 fn binary() -> String {
     let exe = std::env::current_exe().unwrap_or_default();

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use hotline_sip_tests::browser::{browser_dir, expect_line};
-use hotline_sip_tests::{Proto, SippBuilder, caller_audio, free_port, wait_bound};
+use hotline_sip_tests::{Proto, SippBuilder, caller_audio, free_port};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 
@@ -138,8 +138,8 @@ async fn admin_edits_a_queue_in_chromium_and_the_next_call_follows_it() -> anyho
         .set("-m", "1")
         .set("-timeout", "40s")
         .args(["-s", "bob", "-rtp_echo"])
-        .spawn(None)?;
-    wait_bound(port, Proto::Udp).await?;
+        .spawn_bound()
+        .await?;
     let caller = SippBuilder::new(
         "admin-caller",
         "uac_call_hung_up_on.xml",

@@ -21,7 +21,7 @@ use std::time::Duration;
 use anyhow::{Context, bail, ensure};
 use futures_util::{SinkExt, StreamExt};
 use hotline_sip_tests::deskview::{AgentView, DeskView, divergence};
-use hotline_sip_tests::{CutProxy, Proto, SippBuilder, TRUSTED_IP, free_port, wait_bound};
+use hotline_sip_tests::{CutProxy, Proto, SippBuilder, TRUSTED_IP, free_port};
 use hotline_switch::SwitchHandle;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
@@ -382,8 +382,8 @@ async fn desks_dropping_under_load_never_diverge_and_no_call_is_lost() -> anyhow
     .set("-i", TRUSTED_IP)
     .set("-m", "100000")
     .set("-timeout", "300s")
-    .spawn(None)?;
-    wait_bound(phones_port, Proto::Udp).await?;
+    .spawn_bound()
+    .await?;
 
     // Desks: the first SITES × PER_SITE behind their site's proxy, the rest direct.
     let mut sites = Vec::new();

@@ -16,7 +16,7 @@ use anyhow::{Context, bail};
 use client::{Desk, ORIGIN};
 use hotline_sip_tests::calls::agent_with;
 use hotline_sip_tests::rawua::{CALLER, Caller, MARK, RawPhone};
-use hotline_sip_tests::{Proto, Sipp, SippBuilder, free_port, media, wait_bound};
+use hotline_sip_tests::{Proto, Sipp, SippBuilder, free_port, media};
 use serde_json::{Value, json};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -625,8 +625,8 @@ async fn desk_dials_a_customer() -> anyhow::Result<()> {
     let trunk = SippBuilder::new("desk-dial-trunk", "uas_call.xml", Proto::Udp, trunk_port)
         .args(["-rtp_echo"])
         .set("-timeout", "40s")
-        .spawn(None)?;
-    wait_bound(trunk_port, Proto::Udp).await?;
+        .spawn_bound()
+        .await?;
     let rig = rig_with(
         "deskdial",
         &format!("static_route = \"sip:127.0.0.1:{trunk_port}\"\n"),
@@ -714,8 +714,8 @@ async fn phone_refer_is_published_to_the_desk() -> anyhow::Result<()> {
         .await?;
     let bob_phone = SippBuilder::new("desk-bob-refer", "uas_refer_blind.xml", Proto::Udp, port)
         .args(["-s", "bob", "-rtp_echo", "-key", "target", "carol"])
-        .spawn(None)?;
-    wait_bound(port, Proto::Udp).await?;
+        .spawn_bound()
+        .await?;
     let carol_phone = phone(rig.server, "carol", "uas_call.xml").await?;
     let (mut caller, call_id) = answered_call(&rig, &mut bob, "4100").await?;
     let (_, t) = bob.event("call.transferred").await;

@@ -33,7 +33,7 @@ use hotline_crm::{
     Tier,
 };
 use hotline_sip_tests::calls::agent_with;
-use hotline_sip_tests::{CutProxy, Proto, SippBuilder, caller_audio, free_port, wait_bound};
+use hotline_sip_tests::{CutProxy, Proto, SippBuilder, caller_audio, free_port};
 use hotline_switch::EndReason;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
@@ -1041,8 +1041,8 @@ async fn desk_phone_that_never_comes_back_requeues_the_call_to_another_agent() -
         .args(["-s", "carol", "-rtp_echo"])
         .set("-m", "1")
         .set("-timeout", "120s")
-        .spawn(None)?;
-        wait_bound(carol_port, Proto::Udp).await?;
+        .spawn_bound()
+        .await?;
 
         rig.flow.step("registered").await?;
         let caller = rig.call(WEBER)?;

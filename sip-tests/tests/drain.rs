@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use hotline_cdr::{CallResult, CdrStore, StoreOptions};
-use hotline_sip_tests::{Proto, SippBuilder, caller_audio, free_port, wait_bound};
+use hotline_sip_tests::{Proto, SippBuilder, caller_audio, free_port};
 
 /// The `hotline` binary of this build (built here when the test runs alone).
 fn hotline_bin() -> anyhow::Result<PathBuf> {
@@ -169,8 +169,8 @@ async fn agent(
     let uas = SippBuilder::new("drain-bob", scenario, Proto::Udp, port)
         .args(["-s", "bob", "-rtp_echo"])
         .set("-timeout", "40s")
-        .spawn(None)?;
-    wait_bound(port, Proto::Udp).await?;
+        .spawn_bound()
+        .await?;
     Ok(uas)
 }
 

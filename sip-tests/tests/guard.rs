@@ -102,9 +102,8 @@ async fn calls_at_50_per_second_succeed_during_a_flood() -> anyhow::Result<()> {
         .set("-i", OTHER_IP)
         .set("-m", "200")
         .args(["-s", "bob"])
-        .spawn(None)?;
-    // is_bound reads /proc by port only, whatever the address.
-    hotline_sip_tests::wait_bound(bob_port, Proto::Udp).await?;
+        .spawn_bound()
+        .await?; // is_bound reads /proc by port only, whatever the address.
     let flood = SippBuilder::new("flood", "options_flood.xml", Proto::Udp, free_port())
         .set("-m", "12000")
         .args(["-r", "2000", "-l", "12000"])

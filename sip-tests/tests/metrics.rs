@@ -15,9 +15,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use hotline_sip_tests::{
-    Proto, SippBuilder, caller_audio, free_port, start_hotline_with, wait_bound,
-};
+use hotline_sip_tests::{Proto, SippBuilder, caller_audio, free_port, start_hotline_with};
 
 async fn scrape(addr: SocketAddr) -> anyhow::Result<HashMap<String, f64>> {
     let r = http::get(addr, "/metrics", &[]).await?;
@@ -115,8 +113,8 @@ async fn counters_follow_a_queued_call() -> anyhow::Result<()> {
     .await?;
     let bob = SippBuilder::new("metrics-bob-uas", "uas_call.xml", Proto::Udp, port)
         .args(["-s", "bob", "-rtp_echo"])
-        .spawn(None)?;
-    wait_bound(port, Proto::Udp).await?;
+        .spawn_bound()
+        .await?;
     let registered = scrape(cti).await?;
     let reg_key = "hotline_sip_requests_total{direction=\"in\",method=\"REGISTER\"}";
     assert!(

@@ -4,9 +4,7 @@
 
 use anyhow::Context;
 use hotline_sip_tests::calls::{agent, caller, next_end, nothing_left, start_for_calls};
-use hotline_sip_tests::{
-    Proto, SippBuilder, caller_audio, free_port, media, start_hotline_with, wait_bound,
-};
+use hotline_sip_tests::{Proto, SippBuilder, caller_audio, free_port, media, start_hotline_with};
 use hotline_switch::EndReason;
 
 const QUEUE: &str = "[[numbers]]\nnumber = \"4000\"\nqueue = \"support\"\n";
@@ -240,8 +238,8 @@ async fn caller_hangup_while_agent_rings_cancels_the_agent_udp() -> anyhow::Resu
         .await?;
     let agent = SippBuilder::new("bob-rings", "uas_cancel.xml", Proto::Udp, port)
         .args(["-s", "bob"])
-        .spawn(None)?;
-    wait_bound(port, Proto::Udp).await?;
+        .spawn_bound()
+        .await?;
     SippBuilder::new(
         "impatient-caller",
         "uac_queue_call.xml",

@@ -2,7 +2,7 @@
 //! registered users, CANCEL while ringing. Each test starts its own Hotline on ephemeral
 //! ports and asserts SIPp's exit status (0 = every call of the scenario succeeded).
 
-use hotline_sip_tests::{Proto, SippBuilder, free_port, start_hotline, wait_bound};
+use hotline_sip_tests::{Proto, SippBuilder, free_port, start_hotline};
 
 async fn register_refresh_unregister(proto: Proto) -> anyhow::Result<()> {
     let h = start_hotline().await?;
@@ -61,8 +61,8 @@ async fn call(proto: Proto, uac: &str, uas: &str) -> anyhow::Result<()> {
         .await?;
     let callee = SippBuilder::new("bob-uas", uas, proto, bob_port)
         .args(["-s", "bob"])
-        .spawn(None)?;
-    wait_bound(bob_port, proto).await?;
+        .spawn_bound()
+        .await?;
     let caller = SippBuilder::new("alice-uac", uac, proto, free_port())
         .args([
             "-s", "bob", "-au", "alice", "-ap", "alice-pw", "-key", "caller", "alice",

@@ -19,9 +19,7 @@ use anyhow::{Context, bail, ensure};
 use client::{Desk, ORIGIN};
 use hotline_cdr::{CallResult, CdrStore, StoreOptions};
 use hotline_crm::{CustomerData, Store, StoreConfig, Tier};
-use hotline_sip_tests::{
-    CutProxy, Proto, SippBuilder, TRUSTED_IP, free_port, start_hotline_with, wait_bound,
-};
+use hotline_sip_tests::{CutProxy, Proto, SippBuilder, TRUSTED_IP, free_port, start_hotline_with};
 use serde_json::json;
 
 const CALLER: &str = "+49301234567";
@@ -127,8 +125,8 @@ async fn outage_flow(base: &str, db: &str) -> anyhow::Result<()> {
         .args(["-s", "bob", "-rtp_echo"])
         .set("-m", (2 * CALLS).to_string())
         .set("-timeout", "90s")
-        .spawn(None)?;
-    wait_bound(port, Proto::Udp).await?;
+        .spawn_bound()
+        .await?;
 
     // 1. Store up: the pop names the customer; each CDR is committed before its call
     // reports its end. The caller's BYE is answered before that (SIPp may be done while

@@ -5,9 +5,7 @@
 use std::time::Duration;
 
 use anyhow::Context;
-use hotline_sip_tests::{
-    Proto, SippBuilder, caller_audio, free_port, start_hotline_with, wait_bound,
-};
+use hotline_sip_tests::{Proto, SippBuilder, caller_audio, free_port, start_hotline_with};
 use hotline_switch::EndReason;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -31,8 +29,8 @@ async fn refer_to_a_number_outside_the_dial_rules_is_403() -> anyhow::Result<()>
     // A satellite number: premium-rate fraud's favourite, not in the agent's rules.
     let bob = SippBuilder::new("tf-bob", "uas_refer_refused.xml", Proto::Udp, port)
         .args(["-s", "bob", "-rtp_echo", "-key", "target", "+88216123456"])
-        .spawn(None)?;
-    wait_bound(port, Proto::Udp).await?;
+        .spawn_bound()
+        .await?;
     caller_audio()?;
     let caller = SippBuilder::new(
         "tf-caller",

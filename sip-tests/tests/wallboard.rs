@@ -17,9 +17,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use client::Desk;
 use hotline_sip_tests::browser::{browser_dir, expect_line};
-use hotline_sip_tests::{
-    Proto, SippBuilder, caller_audio, free_port, out_dir, start_hotline_with, wait_bound,
-};
+use hotline_sip_tests::{Proto, SippBuilder, caller_audio, free_port, out_dir, start_hotline_with};
 use serde_json::json;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
@@ -60,8 +58,8 @@ async fn waiting_count_follows_a_call_in_chromium() -> anyhow::Result<()> {
     let phone = SippBuilder::new("wall-bob-uas", "uas_call.xml", Proto::Udp, port)
         .set("-timeout", "50s")
         .args(["-s", "bob", "-rtp_echo"])
-        .spawn(None)?;
-    wait_bound(port, Proto::Udp).await?;
+        .spawn_bound()
+        .await?;
 
     let mut node = Command::new("node")
         .arg("wall.mjs")
