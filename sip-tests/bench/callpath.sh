@@ -36,6 +36,10 @@
 #           has no option for it (-buff_size sizes SIP sockets only), so the script raises
 #           net.core.rmem_default (root) just while the echo UASs bind, and restores it at
 #           once (and on exit). Hotline's sockets are not affected.
+#         RTP_THREADTASKS (20, SIPp's default): the callers' -rtp_threadtasks, calls per SIPp
+#           playback thread. A load-generator setting: each thread wakes every millisecond
+#           one of its calls is due, so at 20 per thread 2,000 calls are 100 threads and
+#           ~100,000 wake-ups/s of SIPp competing with Hotline for the cores
 #         SUT_PORT (5070) AGENT_PORT (5080) CALLER_PORT (5090) UAS_MP (6000): cps only, to run
 #           beside another run of this script on the same machine (the media part expects
 #           the defaults)
@@ -87,6 +91,7 @@ RECORD=${RECORD:-0}
 REPEAT=${REPEAT:-1}
 [ "$REPEAT" -ge 1 ] 2>/dev/null || { echo "REPEAT must be a whole number >= 1" >&2; exit 1; }
 ECHO_RMEM=${ECHO_RMEM:-0}
+RTP_THREADTASKS=${RTP_THREADTASKS:-20}
 TICKS=${TICKS:-default}
 NTICKS=$(echo "$TICKS" | wc -w)
 MAX_SECS=${MAX_SECS:-$((900 * REPEAT * NTICKS))}
@@ -128,7 +133,9 @@ ctxsw() {
 nthreads() { ls /proc/"$1"/task 2>/dev/null | wc -l; }
 # The system calls counted by type under PERF_STAT=1 (the rest are "other").
 PERF_SYSCALLS="recvfrom sendto recvmsg sendmsg recvmmsg sendmmsg epoll_wait epoll_pwait epoll_pwait2 epoll_ctl futex read write pread64 pwrite64 fdatasync fsync socket bind close setsockopt getsockname ioctl mmap munmap madvise mprotect brk sched_yield openat fcntl newfstatat lseek"
-sys_ticks() { awk '/^cpu /{b=$2+$3+$4+$7+$8+$9; print b, b+$5+$6}' /proc/stat; }
+# Machine-wide busy and total ticks, then the softirq ticks among the busy ones (loopback
+# delivery of the datagrams runs there, charged to no process).
+sys_ticks() { awk '/^cpu /{b=$2+$3+$4+$7+$8+$9; print b, b+$5+$6, $8}' /proc/stat; }
 now() { date +%s.%N; }
 load1() { cut -d' ' -f1 /proc/loadavg; }
 # Kernel receive-queue drops summed over the UDP sockets a process owns (/proc/net/udp).
@@ -283,7 +290,7 @@ run_cps() {
 	rm -f "$pre".*
 	start_uas "$pre.uas" -timeout $((DUR + 60))s
 	local h0 u0 s0 t0 h1 u1 s1 t1 sb0 st0 sb1 st1
-	read -r sb0 st0 < <(sys_ticks)
+	read -r sb0 st0 _ < <(sys_ticks)
 	[ "$CALLGRIND" = 1 ] && callgrind_control -i on "$HPID" >/dev/null
 	local hu0 hs0 hu1 hs1 vc0 nc0 vc1 nc1 th0 th1 perf_pid=""
 	read -r hu0 hs0 < <(ticks_split $HPID); read -r vc0 nc0 < <(ctxsw $HPID); th0=$(nthreads $HPID)
@@ -303,7 +310,7 @@ run_cps() {
 	while kill -0 "$uac_pid" 2>/dev/null; do u1=$(ticks "$uac_pid"); sleep 0.2; done
 	sipp_wait "$pre.uac"
 	t1=$(now); h1=$(ticks $HPID); s1=$(sum_ticks $UAS_PIDS)
-	read -r sb1 st1 < <(sys_ticks)
+	read -r sb1 st1 _ < <(sys_ticks)
 	read -r hu1 hs1 < <(ticks_split $HPID); read -r vc1 nc1 < <(ctxsw $HPID); th1=$(nthreads $HPID)
 	if [ -n "$perf_pid" ]; then kill -INT "$perf_pid"; wait "$perf_pid" 2>/dev/null; fi
 	local ir=0
@@ -390,19 +397,20 @@ run_media_step() {
 	local hd0 ed0 hd1 ed1
 	hd0=$(sock_drops $HPID); ed0=$(sum_drops $UAS_PIDS)
 	sipp_bg "$pre.uac" -sf "$HERE/uac_rtp.xml" $IP:$SUT_PORT -s 4000 -i $IP -p $CALLER_PORT \
-		-mp 40000 -r "$SETUP_RATE" -m "$n" -l "$n" -d "$hold" -timeout $((hold / 1000 + 60))s -timeout_error
+		-mp 40000 -r "$SETUP_RATE" -m "$n" -l "$n" -d "$hold" -timeout $((hold / 1000 + 60))s -timeout_error \
+		-rtp_threadtasks "$RTP_THREADTASKS"
 	local uac_pid; uac_pid=$(cat "$pre.uac.pid")
 	# wait until all n calls are up (bounded), then let them settle
 	for _ in $(seq $(( (setup + 20) * 5 ))); do
 		[ "$(statcol "$pre.uac.stat.csv" CurrentCall)" -ge "$n" ] && break; sleep 0.2
 	done
 	sleep "$WARM"
-	local h0 u0 e0 d0 t0 h1 u1 e1 d1 t1 sb0 st0 sb1 st1 rss load
-	read -r sb0 st0 < <(sys_ticks)
+	local h0 u0 e0 d0 t0 h1 u1 e1 d1 t1 sb0 st0 sb1 st1 si0 si1 rss load
+	read -r sb0 st0 si0 < <(sys_ticks)
 	h0=$(ticks $HPID); u0=$(ticks "$uac_pid"); e0=$(sum_ticks $UAS_PIDS); d0=$(sock_drops $HPID); t0=$(now)
 	sleep "$MEDIA_SECS"
 	h1=$(ticks $HPID); u1=$(ticks "$uac_pid"); e1=$(sum_ticks $UAS_PIDS); d1=$(sock_drops $HPID); t1=$(now)
-	read -r sb1 st1 < <(sys_ticks)
+	read -r sb1 st1 si1 < <(sys_ticks)
 	rss=$(rss_kb $HPID); load=$(load1)
 	local up; up=$(statcol "$pre.uac.stat.csv" CurrentCall)
 	sipp_wait "$pre.uac"
@@ -417,15 +425,15 @@ run_media_step() {
 	emit "$(echo "$c" | awk -v n="$n" -v up="$up" -v ok="$ok" -v f="$fail" -v t0="$t0" -v t1="$t1" \
 		-v ht=$((h1 - h0)) -v ut=$((u1 - u0)) -v et=$((e1 - e0)) -v hz="$HZ" -v drops=$((d1 - d0)) \
 		-v hdrops=$((hd1 - hd0)) -v edrops=$((ed1 - ed0)) \
-		-v rss="$rss" -v rss0="$RSS_IDLE" -v sb=$((sb1 - sb0)) -v stt=$((st1 - st0)) -v nc="$(nproc)" \
-		-v run="$RUN" -v tick="$TICK" -v la="$load" -v rcvbuf="$(echo_rcvbuf)" '{
+		-v rss="$rss" -v rss0="$RSS_IDLE" -v sb=$((sb1 - sb0)) -v stt=$((st1 - st0)) -v si=$((si1 - si0)) -v nc="$(nproc)" \
+		-v run="$RUN" -v tick="$TICK" -v la="$load" -v rcvbuf="$(echo_rcvbuf)" -v tasks="$RTP_THREADTASKS" '{
 		w = t1 - t0; sessions = $1; arx = $2; alost = $3; atx = $4; brx = $5; blost = $6; btx = $7
 		ex = arx + alost + brx + blost; loss = ex > 0 ? (alost + blost) / ex * 100 : 100
 		cpu = ht / hz / w * 100
 		hloss = arx + brx > 0 ? hdrops / (arx + brx + hdrops) * 100 : 0
-		printf "callpath media run=%d tick_ms=%s calls=%d concurrent=%d ok=%d failed=%d sessions=%d loss_pct=%.4f hotline_loss_pct=%.4f caller_to_hotline_lost=%d relay_echo_path_lost=%d hotline_socket_drops=%d sipp_echo_socket_drops=%d relayed_to_agent=%d relayed_to_caller=%d hotline_socket_drops_window=%d hotline_cpu_pct=%.1f cpu_pct_per_call=%.4f rss_mb=%.1f mb_per_call=%.3f sipp_uac_cpu_pct=%.0f sipp_uas_echo_cpu_pct=%.0f sipp_cpu_pct=%.0f echo_rcvbuf=%d machine_busy_pct=%.0f/%d00 load1=%s",
+		printf "callpath media run=%d tick_ms=%s calls=%d concurrent=%d ok=%d failed=%d sessions=%d loss_pct=%.4f hotline_loss_pct=%.4f caller_to_hotline_lost=%d relay_echo_path_lost=%d hotline_socket_drops=%d sipp_echo_socket_drops=%d relayed_to_agent=%d relayed_to_caller=%d hotline_socket_drops_window=%d hotline_cpu_pct=%.1f cpu_pct_per_call=%.4f rss_mb=%.1f mb_per_call=%.3f sipp_uac_cpu_pct=%.0f sipp_uas_echo_cpu_pct=%.0f sipp_cpu_pct=%.0f rtp_threadtasks=%d echo_rcvbuf=%d machine_busy_pct=%.0f/%d00 machine_softirq_pct=%.0f load1=%s",
 			run, tick, n, up, ok, f, sessions, loss, hloss, alost, blost, hdrops, edrops, btx, atx, drops, cpu, cpu / n, rss / 1024, (rss - rss0) / 1024 / n,
-			ut / hz / w * 100, et / hz / w * 100, (ut + et) / hz / w * 100, rcvbuf, sb / stt * 100 * nc, nc, la }') $(media_lag "$log0")"
+			ut / hz / w * 100, et / hz / w * 100, (ut + et) / hz / w * 100, tasks, rcvbuf, sb / stt * 100 * nc, nc, si / stt * 100 * nc, la }') $(media_lag "$log0")"
 }
 
 run_media() {

@@ -15,6 +15,8 @@
 //! send spread out, as real ones do) instead of one burst for all calls.
 //!
 //! `PHASES` picks the phases, run in this order for each tick (default "plain lean"):
+//! `floor` (once, first: per call a task that only moves datagrams between two sockets,
+//! the kernel's and tokio's cost per packet, under any relay on this machine),
 //! `plain` (RTP↔RTP), `lean` (WebRTC↔RTP on the lean media path; `lean_legs` counts
 //! the legs that were on it at the end) and `full` (WebRTC↔RTP with the lean path off:
 //! every packet through the peer connection, as before it), so `PHASES="plain lean
@@ -231,7 +233,10 @@ async fn webrtc_phase(
     tick: Duration,
     lean: bool,
 ) {
-    let alloc = support::port_range((calls as u16) * 3 + 50);
+    // Room to spare: the range starts among the ephemeral ports, where the phones' and
+    // the browsers' sockets (bound to port 0) land too and block pairs (with 2 pairs per
+    // call + 50, a 400-call phase ran out of pairs).
+    let alloc = support::port_range((calls as u16) * 5 + 200);
     let settings = WebRtcSettings {
         lean,
         ..WebRtcSettings::new(LO)
@@ -388,8 +393,33 @@ async fn webrtc_phase(
     }
 }
 
-async fn plain_phase(h: &Handle, tc: &ThreadCounts, calls: usize, secs: u64, tick: Duration) {
-    let alloc = support::port_range((calls as u16) * 2 + 50);
+/// The floor under any relay on these sockets: per call, one task on Hotline's thread
+/// that only moves each datagram from one socket to the other (tokio's `recv_from` and
+/// `send_to`, no RTP parsing, latching, counters or timers). What the kernel and tokio
+/// cost per packet on this machine; Hotline's phases are compared with it.
+async fn floor_relay(a: UdpSocket, b: UdpSocket, to_a: SocketAddr, to_b: SocketAddr) {
+    let (mut ba, mut bb) = ([0u8; 1500], [0u8; 1500]);
+    loop {
+        tokio::select! {
+            r = a.recv_from(&mut ba) => if let Ok((n, _)) = r {
+                let _ = b.send_to(&ba[..n], to_b).await;
+            },
+            r = b.recv_from(&mut bb) => if let Ok((n, _)) = r {
+                let _ = a.send_to(&bb[..n], to_a).await;
+            },
+        }
+    }
+}
+
+async fn plain_phase(
+    h: &Handle,
+    tc: &ThreadCounts,
+    calls: usize,
+    secs: u64,
+    tick: Duration,
+    floor: bool,
+) {
+    let alloc = support::port_range((calls as u16) * 4 + 200);
     let mut sessions = Vec::with_capacity(calls);
     let mut phones = Vec::with_capacity(calls * 2);
     let mut setup = Vec::with_capacity(calls);
@@ -401,6 +431,13 @@ async fn plain_phase(h: &Handle, tc: &ThreadCounts, calls: usize, secs: u64, tic
         let t0 = Instant::now();
         let (s, a_addr, b_addr) = h
             .spawn(async move {
+                if floor {
+                    let x = UdpSocket::bind((LO, 0)).await.expect("floor a");
+                    let y = UdpSocket::bind((LO, 0)).await.expect("floor b");
+                    let (xa, ya) = (x.local_addr().expect("a"), y.local_addr().expect("b"));
+                    let t = tokio::spawn(floor_relay(x, y, aa, ab));
+                    return (Err(t), xa, ya);
+                }
                 let pa = a2.bind(LO).await.expect("ports");
                 let pb = a2.bind(LO).await.expect("ports");
                 let (x, y) = (
@@ -415,7 +452,7 @@ async fn plain_phase(h: &Handle, tc: &ThreadCounts, calls: usize, secs: u64, tic
                     .await
                     .expect("attach");
                 s.bridge().await.expect("bridge");
-                (s, x, y)
+                (Ok(s), x, y)
             })
             .await
             .expect("join");
@@ -446,7 +483,8 @@ async fn plain_phase(h: &Handle, tc: &ThreadCounts, calls: usize, secs: u64, tic
     let sent = counts.to_hotline.load(Ordering::Relaxed);
     let per_packet = counts0.per_packet_json(&counts1, sent);
     println!(
-        "{{\"phase\":\"rtp_rtp\",\"tick_ms\":{},\"calls\":{calls},\"seconds\":{:.1},\"setup_ms_median\":{:.3},\"setup_ms_p99\":{:.3},\"hotline_cpu_s\":{cpu:.3},\"cpu_pct_of_core_per_call\":{:.4},\"cpu_us_per_packet\":{:.2},\"per_packet\":{per_packet},\"sent\":{sent},\"received\":{},\"one_way_ms_median\":{delay_median:.2},\"one_way_ms_p99\":{delay_p99:.2},\"spread\":{},\"loadavg\":\"{}\"}}",
+        "{{\"phase\":\"{}\",\"tick_ms\":{},\"calls\":{calls},\"seconds\":{:.1},\"setup_ms_median\":{:.3},\"setup_ms_p99\":{:.3},\"hotline_cpu_s\":{cpu:.3},\"cpu_pct_of_core_per_call\":{:.4},\"cpu_us_per_packet\":{:.2},\"per_packet\":{per_packet},\"sent\":{sent},\"received\":{},\"one_way_ms_median\":{delay_median:.2},\"one_way_ms_p99\":{delay_p99:.2},\"spread\":{},\"loadavg\":\"{}\"}}",
+        if floor { "floor_rtp_relay" } else { "rtp_rtp" },
         tick.as_millis(),
         wall.as_secs_f64(),
         pct(&setup, 0.5),
@@ -458,7 +496,10 @@ async fn plain_phase(h: &Handle, tc: &ThreadCounts, calls: usize, secs: u64, tic
         load_average()
     );
     for s in sessions {
-        let _ = h.spawn(async move { drop(s.stop().await) }).await;
+        match s {
+            Ok(s) => drop(h.spawn(async move { drop(s.stop().await) }).await),
+            Err(relay) => relay.abort(),
+        }
     }
 }
 
@@ -482,8 +523,11 @@ fn main() {
     let phases = std::env::var("PHASES").unwrap_or_else(|_| "plain lean".into());
     let phases: Vec<&str> = phases.split([' ', ',']).collect();
     rt.block_on(async {
+        if phases.contains(&"floor") {
+            plain_phase(&h, &tc, calls, secs, Duration::ZERO, true).await;
+        }
         for &tick in ticks.iter().filter(|_| phases.contains(&"plain")) {
-            plain_phase(&h, &tc, calls, secs, tick).await;
+            plain_phase(&h, &tc, calls, secs, tick, false).await;
         }
         for &tick in &ticks {
             if phases.contains(&"lean") {
