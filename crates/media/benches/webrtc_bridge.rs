@@ -17,6 +17,8 @@
 //! `PHASES` picks the phases, run in this order for each tick (default "plain lean"):
 //! `floor` (once, first: per call a task that only moves datagrams between two sockets,
 //! the kernel's and tokio's cost per packet, under any relay on this machine),
+//! `floor_shared` (once: one socket and one task for all calls, 64 datagrams per
+//! `recvmmsg`/`sendmmsg`: the floor with a shared media port),
 //! `plain` (RTP↔RTP), `lean` (WebRTC↔RTP on the lean media path; `lean_legs` counts
 //! the legs that were on it at the end) and `full` (WebRTC↔RTP with the lean path off:
 //! every packet through the peer connection, as before it), so `PHASES="plain lean
@@ -33,6 +35,7 @@ mod support;
 #[path = "../tests/webrtc_common/mod.rs"]
 mod webrtc_common;
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -393,6 +396,17 @@ async fn webrtc_phase(
     }
 }
 
+/// Which relay a plain phase runs: Hotline's sessions, or one of the floors.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Floor {
+    No,
+    Pairs,
+    Shared,
+}
+
+/// An address for calls whose Hotline side is the shared floor socket (set later).
+const LO_ANY: SocketAddr = SocketAddr::new(LO, 0);
+
 /// The floor under any relay on these sockets: per call, one task on Hotline's thread
 /// that only moves each datagram from one socket to the other (tokio's `recv_from` and
 /// `send_to`, no RTP parsing, latching, counters or timers). What the kernel and tokio
@@ -411,13 +425,92 @@ async fn floor_relay(a: UdpSocket, b: UdpSocket, to_a: SocketAddr, to_b: SocketA
     }
 }
 
+/// The floor with one socket for all calls: a single task reads up to 64 datagrams per
+/// `recvmmsg` and sends them on with one `sendmmsg`, each to the other phone of its call
+/// (by the sender's port). What relaying would cost with many calls' datagrams per
+/// system call (a shared media port) instead of a socket pair per call.
+async fn shared_floor_relay(sock: UdpSocket, routes: HashMap<u16, SocketAddr>) {
+    use std::os::fd::AsRawFd;
+    const B: usize = 64;
+    let fd = sock.as_raw_fd();
+    let to_raw = |a: SocketAddr| socket2::SockAddr::from(a);
+    let routes: HashMap<u16, socket2::SockAddr> =
+        routes.into_iter().map(|(k, v)| (k, to_raw(v))).collect();
+    let mut bufs = vec![[0u8; 1500]; B];
+    // SAFETY: all-zero bytes are a valid `sockaddr_storage` (family AF_UNSPEC).
+    let mut from: Vec<libc::sockaddr_storage> = vec![unsafe { std::mem::zeroed() }; B];
+    loop {
+        if sock.readable().await.is_err() {
+            return;
+        }
+        let mut n = 0usize;
+        // SAFETY: all-zero bytes are valid iovecs and mmsghdrs; every field the kernel
+        // reads is set below.
+        let mut iov: [libc::iovec; B] = unsafe { std::mem::zeroed() };
+        let mut hdrs: [libc::mmsghdr; B] = unsafe { std::mem::zeroed() };
+        for i in 0..B {
+            iov[i].iov_base = bufs[i].as_mut_ptr().cast();
+            iov[i].iov_len = bufs[i].len();
+            hdrs[i].msg_hdr.msg_name = (&mut from[i] as *mut libc::sockaddr_storage).cast();
+            hdrs[i].msg_hdr.msg_namelen =
+                std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            hdrs[i].msg_hdr.msg_iov = &mut iov[i];
+            hdrs[i].msg_hdr.msg_iovlen = 1;
+        }
+        let _ = sock.try_io(tokio::io::Interest::READABLE, || {
+            // SAFETY: the headers point into `bufs`, `from` and `iov`, alive and
+            // exclusively borrowed for the call, with their true sizes.
+            let r = unsafe {
+                libc::recvmmsg(
+                    fd,
+                    hdrs.as_mut_ptr(),
+                    B as u32,
+                    libc::MSG_DONTWAIT,
+                    std::ptr::null_mut(),
+                )
+            };
+            if r < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            n = r as usize;
+            // A short batch: the queue ran dry, let tokio clear the readiness.
+            if n < B {
+                Err(std::io::ErrorKind::WouldBlock.into())
+            } else {
+                Ok(())
+            }
+        });
+        let mut out: [libc::mmsghdr; B] = unsafe { std::mem::zeroed() };
+        let mut k = 0;
+        for i in 0..n {
+            // SAFETY: the kernel wrote an AF_INET address (the phones are on 127.0.0.1).
+            let sin = unsafe {
+                &*(&from[i] as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>()
+            };
+            let Some(dest) = routes.get(&u16::from_be(sin.sin_port)) else {
+                continue;
+            };
+            iov[i].iov_len = hdrs[i].msg_len as usize;
+            out[k].msg_hdr.msg_name = dest.as_ptr() as *mut libc::c_void;
+            out[k].msg_hdr.msg_namelen = dest.len();
+            out[k].msg_hdr.msg_iov = &mut iov[i];
+            out[k].msg_hdr.msg_iovlen = 1;
+            k += 1;
+        }
+        if k > 0 {
+            // SAFETY: as above; the destinations live in `routes`.
+            unsafe { libc::sendmmsg(fd, out.as_mut_ptr(), k as u32, 0) };
+        }
+    }
+}
+
 async fn plain_phase(
     h: &Handle,
     tc: &ThreadCounts,
     calls: usize,
     secs: u64,
     tick: Duration,
-    floor: bool,
+    floor: Floor,
 ) {
     let alloc = support::port_range((calls as u16) * 4 + 200);
     let mut sessions = Vec::with_capacity(calls);
@@ -431,12 +524,15 @@ async fn plain_phase(
         let t0 = Instant::now();
         let (s, a_addr, b_addr) = h
             .spawn(async move {
-                if floor {
+                if floor == Floor::Shared {
+                    return (Err(None), LO_ANY, LO_ANY);
+                }
+                if floor == Floor::Pairs {
                     let x = UdpSocket::bind((LO, 0)).await.expect("floor a");
                     let y = UdpSocket::bind((LO, 0)).await.expect("floor b");
                     let (xa, ya) = (x.local_addr().expect("a"), y.local_addr().expect("b"));
                     let t = tokio::spawn(floor_relay(x, y, aa, ab));
-                    return (Err(t), xa, ya);
+                    return (Err(Some(t)), xa, ya);
                 }
                 let pa = a2.bind(LO).await.expect("ports");
                 let pb = a2.bind(LO).await.expect("ports");
@@ -461,6 +557,49 @@ async fn plain_phase(
         phones.push((pa, a_addr));
         phones.push((pb, b_addr));
     }
+    if floor == Floor::Shared {
+        // Every phone sends to the one shared socket; it knows the calls by port.
+        let mut routes = HashMap::new();
+        for pair in phones.chunks(2) {
+            let (a, b) = (
+                pair[0].0.local_addr().expect("a"),
+                pair[1].0.local_addr().expect("b"),
+            );
+            routes.insert(a.port(), b);
+            routes.insert(b.port(), a);
+        }
+        let (relay, addr) = h
+            .spawn(async move {
+                let sock = UdpSocket::bind((LO, 0)).await.expect("shared");
+                // Room for a burst of every phone's packet at once: SO_RCVBUFFORCE
+                // (root) passes net.core.rmem_max, SO_RCVBUF is capped by it.
+                let size: libc::c_int = 16 << 20;
+                let fd = std::os::fd::AsRawFd::as_raw_fd(&sock);
+                for opt in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
+                    // SAFETY: `size` is a valid c_int for the option's length.
+                    let r = unsafe {
+                        libc::setsockopt(
+                            fd,
+                            libc::SOL_SOCKET,
+                            opt,
+                            (&size as *const libc::c_int).cast(),
+                            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                        )
+                    };
+                    if r == 0 {
+                        break;
+                    }
+                }
+                let addr = sock.local_addr().expect("shared addr");
+                (tokio::spawn(shared_floor_relay(sock, routes)), addr)
+            })
+            .await
+            .expect("join");
+        for p in &mut phones {
+            p.1 = addr;
+        }
+        sessions.push(Err(Some(relay)));
+    }
     setup.sort();
     let counts = Counts::new();
     let start = Instant::now();
@@ -484,7 +623,11 @@ async fn plain_phase(
     let per_packet = counts0.per_packet_json(&counts1, sent);
     println!(
         "{{\"phase\":\"{}\",\"tick_ms\":{},\"calls\":{calls},\"seconds\":{:.1},\"setup_ms_median\":{:.3},\"setup_ms_p99\":{:.3},\"hotline_cpu_s\":{cpu:.3},\"cpu_pct_of_core_per_call\":{:.4},\"cpu_us_per_packet\":{:.2},\"per_packet\":{per_packet},\"sent\":{sent},\"received\":{},\"one_way_ms_median\":{delay_median:.2},\"one_way_ms_p99\":{delay_p99:.2},\"spread\":{},\"loadavg\":\"{}\"}}",
-        if floor { "floor_rtp_relay" } else { "rtp_rtp" },
+        match floor {
+            Floor::Pairs => "floor_rtp_relay",
+            Floor::Shared => "floor_shared_socket",
+            Floor::No => "rtp_rtp",
+        },
         tick.as_millis(),
         wall.as_secs_f64(),
         pct(&setup, 0.5),
@@ -498,7 +641,8 @@ async fn plain_phase(
     for s in sessions {
         match s {
             Ok(s) => drop(h.spawn(async move { drop(s.stop().await) }).await),
-            Err(relay) => relay.abort(),
+            Err(Some(relay)) => relay.abort(),
+            Err(None) => {}
         }
     }
 }
@@ -524,10 +668,13 @@ fn main() {
     let phases: Vec<&str> = phases.split([' ', ',']).collect();
     rt.block_on(async {
         if phases.contains(&"floor") {
-            plain_phase(&h, &tc, calls, secs, Duration::ZERO, true).await;
+            plain_phase(&h, &tc, calls, secs, Duration::ZERO, Floor::Pairs).await;
+        }
+        if phases.contains(&"floor_shared") {
+            plain_phase(&h, &tc, calls, secs, Duration::ZERO, Floor::Shared).await;
         }
         for &tick in ticks.iter().filter(|_| phases.contains(&"plain")) {
-            plain_phase(&h, &tc, calls, secs, tick, false).await;
+            plain_phase(&h, &tc, calls, secs, tick, Floor::No).await;
         }
         for &tick in &ticks {
             if phases.contains(&"lean") {
