@@ -252,36 +252,32 @@ impl Sipp {
     /// Like [`Sipp::expect_success`] with another bound.
     pub async fn expect_success_within(self, bound: Duration) -> anyhow::Result<()> {
         let name = self.name.clone();
-        let output = (self.err_file.clone(), self.stderr_file.clone());
+        let (err_file, stderr_file) = (self.err_file.clone(), self.stderr_file.clone());
         let status = self.wait_within(bound).await?;
         if !status.success() {
             bail!(
                 "sipp {name} failed with {status}:\n{}",
-                read_output(&output)
+                output(&err_file, &stderr_file)
             );
         }
         Ok(())
     }
 
-    /// SIPp's error file, then the end of what it printed to stderr.
+    /// What this SIPp printed (see [`output`]).
     fn output(&self) -> String {
-        read_output(&(self.err_file.clone(), self.stderr_file.clone()))
+        output(&self.err_file, &self.stderr_file)
     }
 }
 
-fn read_output((err_file, stderr_file): &(PathBuf, PathBuf)) -> String {
+/// SIPp's error file, then the last 20 lines it printed to stderr.
+fn output(err_file: &Path, stderr_file: &Path) -> String {
     let log = std::fs::read_to_string(err_file).unwrap_or_default();
     let stderr = std::fs::read_to_string(stderr_file).unwrap_or_default();
-    let tail: String = stderr
-        .lines()
-        .rev()
-        .take(20)
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-        .collect::<Vec<_>>()
-        .join("\n");
-    format!("{log}\n{tail}")
+    let lines: Vec<&str> = stderr.lines().collect();
+    format!(
+        "{log}\n{}",
+        lines[lines.len().saturating_sub(20)..].join("\n")
+    )
 }
 
 /// Whether something has bound `port` (UDP) or listens on it (TCP), read from

@@ -2,8 +2,9 @@
 //! fixed listen ports). They come from a window between the servers' RTP blocks
 //! ([`crate::rtp`]) and the kernel's ephemeral range: a port picked from the ephemeral
 //! range and released for SIPp to bind could be handed meanwhile to any socket bound to
-//! port 0 (Chromium's and the WebRTC stack's ICE sockets, in the binaries running side by
-//! side), and SIPp then exits before binding (`Unable to bind audio RTP socket`).
+//! port 0 (ICE sockets of Chromium or the WebRTC stack, say, in a test running beside),
+//! and SIPp then exits at once (`Unable to bind audio RTP socket`). Tests elsewhere in
+//! the workspace bind port 0 for the same reason, not fixed ports in this window.
 
 use std::net::{TcpListener, UdpSocket};
 use std::sync::OnceLock;

@@ -404,26 +404,14 @@ enum Floor {
     Shared,
 }
 
+/// What relays one call (or, for the shared floor, all of them), stopped at the end.
+enum Relay {
+    Session(SessionHandle),
+    Task(tokio::task::JoinHandle<()>),
+}
+
 /// An address for calls whose Hotline side is the shared floor socket (set later).
 const LO_ANY: SocketAddr = SocketAddr::new(LO, 0);
-
-/// The floor under any relay on these sockets: per call, one task on Hotline's thread
-/// that only moves each datagram from one socket to the other (tokio's `recv_from` and
-/// `send_to`, no RTP parsing, latching, counters or timers). What the kernel and tokio
-/// cost per packet on this machine; Hotline's phases are compared with it.
-async fn floor_relay(a: UdpSocket, b: UdpSocket, to_a: SocketAddr, to_b: SocketAddr) {
-    let (mut ba, mut bb) = ([0u8; 1500], [0u8; 1500]);
-    loop {
-        tokio::select! {
-            r = a.recv_from(&mut ba) => if let Ok((n, _)) = r {
-                let _ = b.send_to(&ba[..n], to_b).await;
-            },
-            r = b.recv_from(&mut bb) => if let Ok((n, _)) = r {
-                let _ = a.send_to(&bb[..n], to_a).await;
-            },
-        }
-    }
-}
 
 /// The floor with one socket for all calls: a single task reads up to 64 datagrams per
 /// `recvmmsg` and sends them on with one `sendmmsg`, each to the other phone of its call
@@ -525,14 +513,15 @@ async fn plain_phase(
         let (s, a_addr, b_addr) = h
             .spawn(async move {
                 if floor == Floor::Shared {
-                    return (Err(None), LO_ANY, LO_ANY);
+                    return (None, LO_ANY, LO_ANY);
                 }
                 if floor == Floor::Pairs {
                     let x = UdpSocket::bind((LO, 0)).await.expect("floor a");
                     let y = UdpSocket::bind((LO, 0)).await.expect("floor b");
                     let (xa, ya) = (x.local_addr().expect("a"), y.local_addr().expect("b"));
-                    let t = tokio::spawn(floor_relay(x, y, aa, ab));
-                    return (Err(Some(t)), xa, ya);
+                    let count = Arc::new(AtomicU64::new(0));
+                    let t = tokio::spawn(support::copy_datagrams(x, y, aa, ab, count));
+                    return (Some(Relay::Task(t)), xa, ya);
                 }
                 let pa = a2.bind(LO).await.expect("ports");
                 let pb = a2.bind(LO).await.expect("ports");
@@ -548,12 +537,12 @@ async fn plain_phase(
                     .await
                     .expect("attach");
                 s.bridge().await.expect("bridge");
-                (Ok(s), x, y)
+                (Some(Relay::Session(s)), x, y)
             })
             .await
             .expect("join");
         setup.push(t0.elapsed());
-        sessions.push(s);
+        sessions.extend(s);
         phones.push((pa, a_addr));
         phones.push((pb, b_addr));
     }
@@ -598,7 +587,7 @@ async fn plain_phase(
         for p in &mut phones {
             p.1 = addr;
         }
-        sessions.push(Err(Some(relay)));
+        sessions.push(Relay::Task(relay));
     }
     setup.sort();
     let counts = Counts::new();
@@ -640,9 +629,8 @@ async fn plain_phase(
     );
     for s in sessions {
         match s {
-            Ok(s) => drop(h.spawn(async move { drop(s.stop().await) }).await),
-            Err(Some(relay)) => relay.abort(),
-            Err(None) => {}
+            Relay::Session(s) => drop(h.spawn(async move { drop(s.stop().await) }).await),
+            Relay::Task(t) => t.abort(),
         }
     }
 }

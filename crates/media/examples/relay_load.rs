@@ -6,6 +6,9 @@
 //! `cargo run --release -p hotline-media --example relay_load -- [calls] [seconds]`
 //! prints one machine-readable line: `relay_load calls=.. cpu_pct_per_call=.. ...`.
 
+#[path = "../tests/support/mod.rs"]
+mod support;
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::{Command, Stdio};
@@ -185,8 +188,8 @@ async fn relay(calls: usize, secs: u64) {
     }
 }
 
-/// The reference floor: bind the same ports the sessions would have (the mapping sent to
-/// the generator is the same), copy datagrams both ways, count them.
+/// The reference floor on the same ports the sessions would have (the mapping sent to
+/// the generator is the same): [`support::copy_datagrams`] on tokio sockets of them.
 async fn bare_relay(
     a: BoundPorts,
     b: BoundPorts,
@@ -194,24 +197,11 @@ async fn bare_relay(
     pb: SocketAddr,
     count: Arc<AtomicU64>,
 ) {
-    let mut buf_a = [0u8; 1500];
-    let mut buf_b = [0u8; 1500];
     // Registered with tokio like any socket of a per-datagram copier.
     let tokio_socket =
         |p: &BoundPorts| UdpSocket::from_std(p.rtp.try_clone().expect("dup")).expect("register");
     let (ra, rb) = (tokio_socket(&a), tokio_socket(&b));
-    loop {
-        tokio::select! {
-            r = ra.recv_from(&mut buf_a) => if let Ok((n, _)) = r {
-                let _ = rb.try_send_to(&buf_a[..n], pb);
-                count.fetch_add(1, Ordering::Relaxed);
-            },
-            r = rb.recv_from(&mut buf_b) => if let Ok((n, _)) = r {
-                let _ = ra.try_send_to(&buf_b[..n], pa);
-                count.fetch_add(1, Ordering::Relaxed);
-            },
-        }
-    }
+    support::copy_datagrams(ra, rb, pa, pb, count).await;
 }
 
 /// Packets relayed per call so far (tx on both legs).

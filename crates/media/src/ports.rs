@@ -604,10 +604,13 @@ mod tests {
 
     #[tokio::test]
     async fn bind_skips_taken_ports_and_releases_on_drop() {
-        let a = PortAllocator::new(32100, 32109).unwrap();
-        let squatter = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 32100)).unwrap();
+        // A port the OS hands out (not a fixed one, which a neighbouring test process
+        // may hold) squats the range's first pair.
+        let squatter = std::net::UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let first = squatter.local_addr().unwrap().port() & !1;
+        let a = PortAllocator::new(first, first + 9).unwrap();
         let b = a.bind(Ipv4Addr::LOCALHOST.into()).await.unwrap();
-        assert_ne!(b.pair.rtp(), 32100);
+        assert_ne!(b.pair.rtp(), first);
         assert_eq!(b.rtp.local_addr().unwrap().port(), b.pair.rtp());
         assert_eq!(b.rtcp.local_addr().unwrap().port(), b.pair.rtp() + 1);
         assert_eq!(a.in_use(), 1);

@@ -1,7 +1,9 @@
 //! Helpers shared by the media crate's integration tests and benchmarks.
 #![allow(dead_code)]
 
-use std::net::UdpSocket;
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use hotline_media::ports::PortAllocator;
 
@@ -24,4 +26,30 @@ pub fn port_range(pairs: u16) -> PortAllocator {
         }
     }
     panic!("no port range of {pairs} pairs on 127.0.0.1");
+}
+
+/// The floor under any relay on these sockets: moves each datagram from one socket to
+/// the other (`recv_from`, `try_send_to`) and counts it, nothing else — no RTP parsing,
+/// latching, counters per leg or timers. Hotline's relay is measured against it
+/// (`relay_load`'s `RELAY_MODE=bare`, `webrtc_bridge`'s `floor` phase).
+pub async fn copy_datagrams(
+    a: tokio::net::UdpSocket,
+    b: tokio::net::UdpSocket,
+    to_a: SocketAddr,
+    to_b: SocketAddr,
+    count: Arc<AtomicU64>,
+) {
+    let (mut buf_a, mut buf_b) = ([0u8; 1500], [0u8; 1500]);
+    loop {
+        tokio::select! {
+            r = a.recv_from(&mut buf_a) => if let Ok((n, _)) = r {
+                let _ = b.try_send_to(&buf_a[..n], to_b);
+                count.fetch_add(1, Ordering::Relaxed);
+            },
+            r = b.recv_from(&mut buf_b) => if let Ok((n, _)) = r {
+                let _ = a.try_send_to(&buf_b[..n], to_a);
+                count.fetch_add(1, Ordering::Relaxed);
+            },
+        }
+    }
 }
