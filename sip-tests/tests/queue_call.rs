@@ -122,6 +122,50 @@ async fn queued_call_is_offered_to_the_agent_and_bridged_udp() -> anyhow::Result
     .await
 }
 
+/// The same with `[media] shared_rtp_port`: the caller's RTP comes and goes on the one
+/// shared port (its SDP names the address its INVITE came from), the agent's on a pair
+/// of its own, and the call's end leaves no leg on the port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_call_with_the_caller_on_the_shared_rtp_port_udp() -> anyhow::Result<()> {
+    let shared = free_port();
+    let config = format!("shared_rtp_port = {shared}\n{ACD}");
+    let (h, server, mut ended) = start_for_calls("", 100, &config).await?;
+    let bob = agent(server, "bob", "uas_call.xml", &["-rtp_echo"]).await?;
+    caller(server, "4002", "uac_call_with_audio.xml", &[])?
+        .expect_success()
+        .await?;
+    bob.expect_success().await?;
+    let end = next_end(&mut ended).await?;
+    assert!(end.bridged, "agent leg bridged: {end:?}");
+    let media = end.media.context("media counters")?;
+    let b = media.b.context("agent leg attached")?;
+    assert!(
+        media.a.rx_packets >= 30,
+        "caller RTP into Hotline: {media:?}"
+    );
+    assert!(
+        b.tx_packets >= 30,
+        "caller RTP relayed to the agent: {media:?}"
+    );
+    assert!(
+        b.rx_packets >= 15,
+        "agent's echo back into Hotline: {media:?}"
+    );
+    let port = h
+        .switch
+        .as_ref()
+        .and_then(|s| s.shared_rtp())
+        .context("shared port configured")?;
+    assert!(
+        port.routed >= media.a.rx_packets,
+        "the caller's RTP came in on the shared port: {port:?}, {media:?}"
+    );
+    assert_eq!((port.legs, port.overflow), (0, 0), "{port:?}");
+    nothing_left(&h).await?;
+    h.shutdown().await;
+    Ok(())
+}
+
 /// bob declines (486): the ACD requeues the call and offers it to carol, who answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn declined_offer_goes_to_the_next_agent_udp() -> anyhow::Result<()> {

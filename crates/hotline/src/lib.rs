@@ -335,7 +335,15 @@ async fn start_inner(
         None => Prompt::from_samples(hotline_media::prompts::hold_music()),
     };
     let cdr = store::Cdr::open(&cfg.store).await?;
-    let switch_cfg = switch_config(cfg, music.clone(), cdr.sink.clone())?;
+    let mut switch_cfg = switch_config(cfg, music.clone(), cdr.sink.clone())?;
+    if let Some(p) = &cfg.media.shared_rtp_port {
+        let addr = std::net::SocketAddr::new(cfg.media.rtp_ip, *p.get_ref());
+        let port = hotline_media::SharedPort::bind(addr)
+            .await
+            .with_context(|| format!("binding the shared RTP port {addr}"))?;
+        tracing::info!(%addr, "callers' RTP on the shared port");
+        switch_cfg.shared_rtp = Some(Arc::new(port));
+    }
     let (sip, app, events) = Server::start_with_app(sip_server_config(cfg)?, 1024)
         .await
         .context("starting the SIP server")?;

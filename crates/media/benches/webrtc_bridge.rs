@@ -18,8 +18,16 @@
 //! `floor` (once, first: per call a task that only moves datagrams between two sockets,
 //! the kernel's and tokio's cost per packet, under any relay on this machine),
 //! `floor_shared` (once: one socket and one task for all calls, 64 datagrams per
-//! `recvmmsg`/`sendmmsg`: the floor with a shared media port),
-//! `plain` (RTP↔RTP), `lean` (WebRTC↔RTP on the lean media path; `lean_legs` counts
+//! `recvmmsg`/`sendmmsg`: the floor with a shared media port; `SHARED_DISPATCH=1` hands
+//! each datagram to a task per call over a channel, as a shared port in front of per-call
+//! sessions would, and sends what they queue with one `sendmmsg`; `=2` has each call's
+//! task send its own datagrams, one `send_to` each),
+//! `floor_uring` (once: a socket pair per call as in `floor`, but all calls' receives and
+//! sends go through one io_uring, so one system call serves many calls' sockets;
+//! `URING_MULTI=1` keeps each receive armed (multishot, buffers from a pool),
+//! `URING_TICK=<ms>` reads every socket once per tick instead, with no wake-ups),
+//! `plain` (RTP↔RTP), `shared` (RTP↔RTP, per datagram, every leg's RTP on one
+//! [`SharedPort`]), `lean` (WebRTC↔RTP on the lean media path; `lean_legs` counts
 //! the legs that were on it at the end) and `full` (WebRTC↔RTP with the lean path off:
 //! every packet through the peer connection, as before it), so `PHASES="plain lean
 //! full"` compares all three in one run. Besides CPU per call, each phase reports
@@ -45,6 +53,7 @@ use counts::ThreadCounts;
 use hotline_media::leg::{LegConfig, LegTiming};
 use hotline_media::sdp::{Codec, Direction};
 use hotline_media::session::{MediaLeg, SessionHandle, spawn_session_with_tick};
+use hotline_media::shared::SharedPort;
 use hotline_media::webrtc::{WebRtcLeg, WebRtcSettings};
 use rtp_rs::{RtpPacketBuilder, Seq};
 use tokio::net::UdpSocket;
@@ -402,12 +411,17 @@ enum Floor {
     No,
     Pairs,
     Shared,
+    Uring,
+    /// Hotline's sessions, every leg's RTP on one [`SharedPort`].
+    HotlineShared,
 }
 
 /// What relays one call (or, for the shared floor, all of them), stopped at the end.
 enum Relay {
     Session(SessionHandle),
     Task(tokio::task::JoinHandle<()>),
+    /// A call's sockets for the io_uring floor, handed to its one task once all are made.
+    Pair(UringPair),
 }
 
 /// An address for calls whose Hotline side is the shared floor socket (set later).
@@ -418,6 +432,11 @@ const LO_ANY: SocketAddr = SocketAddr::new(LO, 0);
 /// (by the sender's port). What relaying would cost with many calls' datagrams per
 /// system call (a shared media port) instead of a socket pair per call.
 async fn shared_floor_relay(sock: UdpSocket, routes: HashMap<u16, SocketAddr>) {
+    match std::env::var("SHARED_DISPATCH").as_deref() {
+        Ok("1") => return shared_dispatch_floor_relay(sock, routes, false).await,
+        Ok("2") => return shared_dispatch_floor_relay(sock, routes, true).await,
+        _ => {}
+    }
     use std::os::fd::AsRawFd;
     const B: usize = 64;
     let fd = sock.as_raw_fd();
@@ -492,6 +511,557 @@ async fn shared_floor_relay(sock: UdpSocket, routes: HashMap<u16, SocketAddr>) {
     }
 }
 
+/// A socket pair for one call of the io_uring floor: the socket facing phone a and its
+/// address, the one facing phone b and its address.
+type UringPair = (
+    std::net::UdpSocket,
+    SocketAddr,
+    std::net::UdpSocket,
+    SocketAddr,
+);
+
+/// The floor with io_uring: a socket pair per call as in `floor` (so latching behind NAT
+/// would be as it is), but one ring for all calls. Every socket has a receive in flight;
+/// each datagram received goes out on the other socket of its call, and that socket's
+/// receive is armed again when the send completes. One `io_uring_enter` submits a wake's
+/// worth of receives and sends for all calls; completions are read from shared memory.
+async fn uring_floor_relay(pairs: Vec<UringPair>) {
+    use io_uring::{IoUring, opcode, types};
+    use std::os::fd::{AsRawFd, RawFd};
+
+    struct RingFd(RawFd);
+    impl AsRawFd for RingFd {
+        fn as_raw_fd(&self) -> RawFd {
+            self.0
+        }
+    }
+    /// Buffers and headers the kernel may still touch while a request is in flight; leaked
+    /// so that aborting the task at the end of the phase cannot free them under the ring.
+    struct Slot {
+        buf: [u8; 1500],
+        iov: libc::iovec,
+        msg: libc::msghdr,
+    }
+    // SAFETY: a slot's pointers point into the slot itself and into leaked destinations;
+    // only this task reads or writes them.
+    unsafe impl Send for Slot {}
+    let n = pairs.len() * 2;
+    let mut socks = Vec::with_capacity(n);
+    // Socket i faces phone `dests[i]`; a datagram received on i leaves on i ^ 1.
+    let mut dests: Vec<socket2::SockAddr> = Vec::with_capacity(n);
+    for (x, a, y, b) in pairs {
+        socks.push(x);
+        dests.push(a.into());
+        socks.push(y);
+        dests.push(b.into());
+    }
+    let dests: &'static [socket2::SockAddr] = Box::leak(dests.into_boxed_slice());
+    let fds: Vec<RawFd> = socks.iter().map(|s| s.as_raw_fd()).collect();
+    let slots: &'static mut [Slot] = Box::leak(
+        (0..n)
+            .map(|_| Slot {
+                buf: [0; 1500],
+                // SAFETY: all-zero bytes are a valid iovec and msghdr; the fields the
+                // kernel reads are set before each send.
+                iov: unsafe { std::mem::zeroed() },
+                msg: unsafe { std::mem::zeroed() },
+            })
+            .collect::<Vec<_>>()
+            .into_boxed_slice(),
+    );
+    let entries = (n as u32).next_power_of_two().clamp(64, 32768);
+    let mut ring = IoUring::new(entries).expect("io_uring");
+    // SAFETY: the ring's fd stays open while `afd` lives: `afd` is dropped first.
+    let afd = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(
+            RingFd(ring.as_raw_fd()),
+            tokio::io::Interest::READABLE,
+        )
+    }
+    .expect("ring fd");
+    let recv = |slots: &mut [Slot], i: usize| {
+        opcode::Recv::new(types::Fd(fds[i]), slots[i].buf.as_mut_ptr(), 1500)
+            .build()
+            .user_data((i as u64) << 1)
+    };
+    let mut pending: Vec<io_uring::squeue::Entry> = (0..n).map(|i| recv(slots, i)).collect();
+    loop {
+        let mut got = 0usize;
+        {
+            let (submitter, mut sq, mut cq) = ring.split();
+            loop {
+                // Queue what the last completions asked for, as much as the ring takes.
+                while let Some(e) = pending.pop() {
+                    // SAFETY: every entry points into leaked slots and destinations.
+                    if unsafe { sq.push(&e) }.is_err() {
+                        pending.push(e);
+                        break;
+                    }
+                }
+                sq.sync();
+                if !sq.is_empty() && submitter.submit().is_err() {
+                    return;
+                }
+                sq.sync();
+                cq.sync();
+                if cq.is_empty() {
+                    break;
+                }
+                for cqe in &mut cq {
+                    got += 1;
+                    let (i, is_send) = ((cqe.user_data() >> 1) as usize, cqe.user_data() & 1 == 1);
+                    if is_send || cqe.result() <= 0 {
+                        pending.push(recv(slots, i));
+                        continue;
+                    }
+                    let j = i ^ 1;
+                    let s = &mut slots[i];
+                    s.iov.iov_base = s.buf.as_mut_ptr().cast();
+                    s.iov.iov_len = cqe.result() as usize;
+                    s.msg.msg_name = dests[j].as_ptr() as *mut libc::c_void;
+                    s.msg.msg_namelen = dests[j].len();
+                    s.msg.msg_iov = &mut s.iov;
+                    s.msg.msg_iovlen = 1;
+                    pending.push(
+                        opcode::SendMsg::new(types::Fd(fds[j]), &s.msg)
+                            .build()
+                            .user_data(((i as u64) << 1) | 1),
+                    );
+                }
+            }
+        }
+        if got > 0 {
+            // Let the runtime's other tasks (the CPU probe) in between busy rounds.
+            tokio::task::consume_budget().await;
+            continue;
+        }
+        let Ok(mut g) = afd.readable().await else {
+            return;
+        };
+        let empty = {
+            let mut cq = ring.completion();
+            cq.sync();
+            cq.is_empty()
+        };
+        if empty {
+            g.clear_ready();
+        }
+    }
+}
+
+/// The io_uring floor with multishot receives (`URING_MULTI=1`): each socket's receive
+/// stays armed in the kernel and takes a buffer from a pool the ring was given; a
+/// datagram's buffer goes back to the pool when its send completes.
+async fn uring_multi_floor_relay(pairs: Vec<UringPair>) {
+    use io_uring::{IoUring, cqueue, opcode, squeue, types};
+    use std::os::fd::{AsRawFd, RawFd};
+
+    struct RingFd(RawFd);
+    impl AsRawFd for RingFd {
+        fn as_raw_fd(&self) -> RawFd {
+            self.0
+        }
+    }
+    /// A send's header and vector, one per pool buffer (leaked, as in the other floor).
+    struct Slot {
+        iov: libc::iovec,
+        msg: libc::msghdr,
+    }
+    // SAFETY: pointers into leaked memory, used by this task only.
+    unsafe impl Send for Slot {}
+    const LEN: usize = 1500;
+    const RECV: u64 = 0;
+    const SEND: u64 = 1;
+    let n = pairs.len() * 2;
+    let mut socks = Vec::with_capacity(n);
+    let mut dests: Vec<socket2::SockAddr> = Vec::with_capacity(n);
+    for (x, a, y, b) in pairs {
+        socks.push(x);
+        dests.push(a.into());
+        socks.push(y);
+        dests.push(b.into());
+    }
+    let dests: &'static [socket2::SockAddr] = Box::leak(dests.into_boxed_slice());
+    let fds: Vec<RawFd> = socks.iter().map(|s| s.as_raw_fd()).collect();
+    let nbufs = (n * 4).clamp(256, 32768);
+    let pool: &'static mut [u8] = Box::leak(vec![0u8; nbufs * LEN].into_boxed_slice());
+    let pool_ptr = pool.as_mut_ptr() as usize;
+    let slots: &'static mut [Slot] = Box::leak(
+        (0..nbufs)
+            .map(|_| Slot {
+                // SAFETY: all-zero bytes are a valid iovec and msghdr.
+                iov: unsafe { std::mem::zeroed() },
+                msg: unsafe { std::mem::zeroed() },
+            })
+            .collect::<Vec<_>>()
+            .into_boxed_slice(),
+    );
+    let entries = ((n + nbufs) as u32).next_power_of_two().clamp(64, 32768);
+    let mut ring = IoUring::new(entries).expect("io_uring");
+    // SAFETY: the ring's fd stays open while `afd` lives: `afd` is dropped first.
+    let afd = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(
+            RingFd(ring.as_raw_fd()),
+            tokio::io::Interest::READABLE,
+        )
+    }
+    .expect("ring fd");
+    let provide = |bid: usize, count: usize| {
+        opcode::ProvideBuffers::new(
+            (pool_ptr + bid * LEN) as *mut u8,
+            LEN as i32,
+            count as u16,
+            0,
+            bid as u16,
+        )
+        .build()
+        .flags(squeue::Flags::SKIP_SUCCESS)
+        .user_data(u64::MAX)
+    };
+    let recv = |i: usize| {
+        opcode::RecvMulti::new(types::Fd(fds[i]), 0)
+            .build()
+            .user_data(((i as u64) << 1) | RECV)
+    };
+    let mut pending: Vec<squeue::Entry> = (0..n).map(recv).collect();
+    pending.push(provide(0, nbufs));
+    loop {
+        let mut got = 0usize;
+        {
+            let (submitter, mut sq, mut cq) = ring.split();
+            loop {
+                while let Some(e) = pending.pop() {
+                    // SAFETY: every entry points into leaked memory.
+                    if unsafe { sq.push(&e) }.is_err() {
+                        pending.push(e);
+                        break;
+                    }
+                }
+                sq.sync();
+                if !sq.is_empty() && submitter.submit().is_err() {
+                    return;
+                }
+                sq.sync();
+                cq.sync();
+                if cq.is_empty() {
+                    break;
+                }
+                for cqe in &mut cq {
+                    got += 1;
+                    let ud = cqe.user_data();
+                    if ud == u64::MAX {
+                        continue;
+                    }
+                    let idx = (ud >> 1) as usize;
+                    if ud & 1 == SEND {
+                        pending.push(provide(idx, 1));
+                        continue;
+                    }
+                    if !cqueue::more(cqe.flags()) {
+                        pending.push(recv(idx));
+                    }
+                    let Some(bid) = cqueue::buffer_select(cqe.flags()) else {
+                        continue;
+                    };
+                    let bid = bid as usize;
+                    if cqe.result() <= 0 {
+                        pending.push(provide(bid, 1));
+                        continue;
+                    }
+                    let j = idx ^ 1;
+                    let s = &mut slots[bid];
+                    s.iov.iov_base = (pool_ptr + bid * LEN) as *mut libc::c_void;
+                    s.iov.iov_len = cqe.result() as usize;
+                    s.msg.msg_name = dests[j].as_ptr() as *mut libc::c_void;
+                    s.msg.msg_namelen = dests[j].len();
+                    s.msg.msg_iov = &mut s.iov;
+                    s.msg.msg_iovlen = 1;
+                    pending.push(
+                        opcode::SendMsg::new(types::Fd(fds[j]), &s.msg)
+                            .build()
+                            .user_data(((bid as u64) << 1) | SEND),
+                    );
+                }
+            }
+        }
+        if got > 0 {
+            tokio::task::consume_budget().await;
+            continue;
+        }
+        let Ok(mut g) = afd.readable().await else {
+            return;
+        };
+        let empty = {
+            let mut cq = ring.completion();
+            cq.sync();
+            cq.is_empty()
+        };
+        if empty {
+            g.clear_ready();
+        }
+    }
+}
+
+/// The io_uring floor on a tick (`URING_TICK=<ms>`): the sockets are in no reactor, so
+/// a datagram's arrival wakes nobody; every tick one `io_uring_enter` tries a receive
+/// (`MSG_DONTWAIT`) on every socket, and one more sends what came; sockets that gave a
+/// datagram are read again until a round brings nothing.
+async fn uring_tick_floor_relay(pairs: Vec<UringPair>, tick: Duration) {
+    use io_uring::{IoUring, opcode, types};
+    use std::os::fd::{AsRawFd, RawFd};
+
+    struct Slot {
+        buf: [u8; 1500],
+        iov: libc::iovec,
+        msg: libc::msghdr,
+    }
+    // SAFETY: pointers into the slot itself and leaked destinations; this task only.
+    unsafe impl Send for Slot {}
+    let n = pairs.len() * 2;
+    let mut socks = Vec::with_capacity(n);
+    let mut dests: Vec<socket2::SockAddr> = Vec::with_capacity(n);
+    for (x, a, y, b) in pairs {
+        socks.push(x);
+        dests.push(a.into());
+        socks.push(y);
+        dests.push(b.into());
+    }
+    let dests: &'static [socket2::SockAddr] = Box::leak(dests.into_boxed_slice());
+    let fds: Vec<RawFd> = socks.iter().map(|s| s.as_raw_fd()).collect();
+    let slots: &'static mut [Slot] = Box::leak(
+        (0..n)
+            .map(|_| Slot {
+                buf: [0; 1500],
+                // SAFETY: all-zero bytes are a valid iovec and msghdr.
+                iov: unsafe { std::mem::zeroed() },
+                msg: unsafe { std::mem::zeroed() },
+            })
+            .collect::<Vec<_>>()
+            .into_boxed_slice(),
+    );
+    let entries = (n as u32).next_power_of_two().clamp(64, 32768);
+    let mut ring = IoUring::new(entries).expect("io_uring");
+    let mut interval = tokio::time::interval(tick);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut want: Vec<usize> = Vec::with_capacity(n);
+    let mut sends: Vec<(usize, usize)> = Vec::with_capacity(n);
+    loop {
+        interval.tick().await;
+        want.clear();
+        want.extend(0..n);
+        while !want.is_empty() {
+            // One round: a receive on every socket wanted, all completing at once.
+            sends.clear();
+            for chunk in want.chunks(entries as usize) {
+                {
+                    let mut sq = ring.submission();
+                    for &i in chunk {
+                        let e =
+                            opcode::Recv::new(types::Fd(fds[i]), slots[i].buf.as_mut_ptr(), 1500)
+                                .flags(libc::MSG_DONTWAIT)
+                                .build()
+                                .user_data(i as u64);
+                        // SAFETY: the buffer is leaked; the chunk fits the ring.
+                        let _ = unsafe { sq.push(&e) };
+                    }
+                }
+                if ring.submit_and_wait(chunk.len()).is_err() {
+                    return;
+                }
+                for cqe in ring.completion() {
+                    if cqe.result() > 0 {
+                        sends.push((cqe.user_data() as usize, cqe.result() as usize));
+                    }
+                }
+            }
+            want.clear();
+            for chunk in sends.chunks(entries as usize) {
+                {
+                    let mut sq = ring.submission();
+                    for &(i, len) in chunk {
+                        let j = i ^ 1;
+                        let s = &mut slots[i];
+                        s.iov.iov_base = s.buf.as_mut_ptr().cast();
+                        s.iov.iov_len = len;
+                        s.msg.msg_name = dests[j].as_ptr() as *mut libc::c_void;
+                        s.msg.msg_namelen = dests[j].len();
+                        s.msg.msg_iov = &mut s.iov;
+                        s.msg.msg_iovlen = 1;
+                        let e = opcode::SendMsg::new(types::Fd(fds[j]), &s.msg)
+                            .build()
+                            .user_data(i as u64);
+                        // SAFETY: as above.
+                        let _ = unsafe { sq.push(&e) };
+                    }
+                }
+                if ring.submit_and_wait(chunk.len()).is_err() {
+                    return;
+                }
+                ring.completion().for_each(drop);
+                want.extend(chunk.iter().map(|&(i, _)| i));
+            }
+        }
+    }
+}
+
+/// The shared-socket floor with a task per call (`SHARED_DISPATCH=1`): the reader hands
+/// each datagram (a slice of its batch buffer, no copy) to its call's task over a
+/// channel, as a shared media port in front of per-call sessions would; the call tasks
+/// queue what they send, and the reader sends it all with `sendmmsg` once they have run.
+/// With `direct` (`SHARED_DISPATCH=2`) each call task sends its datagrams itself, one
+/// `send_to` each on the shared socket, and the reader sends nothing.
+async fn shared_dispatch_floor_relay(
+    sock: UdpSocket,
+    routes: HashMap<u16, SocketAddr>,
+    direct: bool,
+) {
+    use bytes::{Bytes, BytesMut};
+    use std::os::fd::AsRawFd;
+    use std::sync::Mutex;
+    const B: usize = 64;
+    const LEN: usize = 1500;
+    type Out = Arc<Mutex<Vec<(Bytes, u16)>>>;
+    let sock = Arc::new(sock);
+    let fd = sock.as_raw_fd();
+    let dest: HashMap<u16, socket2::SockAddr> =
+        routes.iter().map(|(&k, &v)| (k, v.into())).collect();
+    let out: Out = Arc::new(Mutex::new(Vec::new()));
+    // One task per call, found by either phone's port.
+    let mut calls: HashMap<u16, tokio::sync::mpsc::UnboundedSender<(Bytes, u16)>> = HashMap::new();
+    let mut tasks = Vec::new();
+    for (&a, b) in &routes {
+        if calls.contains_key(&a) {
+            continue;
+        }
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(Bytes, u16)>();
+        let out = Arc::clone(&out);
+        let (sock, to) = (
+            Arc::clone(&sock),
+            [(a, *b), (b.port(), SocketAddr::new(LO, a))],
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut relayed = 0u64;
+            if direct {
+                while let Some((d, port)) = rx.recv().await {
+                    let dest = if to[0].0 == port { to[0].1 } else { to[1].1 };
+                    let _ = sock.try_send_to(&d, dest);
+                    relayed += 1;
+                }
+                return relayed;
+            }
+            while let Some(d) = rx.recv().await {
+                let mut q = out.lock().expect("out");
+                q.push(d);
+                relayed += 1;
+                while let Ok(d) = rx.try_recv() {
+                    q.push(d);
+                    relayed += 1;
+                }
+            }
+            relayed
+        }));
+        calls.insert(b.port(), tx.clone());
+        calls.insert(a, tx);
+    }
+    struct AbortAll(Vec<tokio::task::JoinHandle<u64>>);
+    impl Drop for AbortAll {
+        fn drop(&mut self) {
+            self.0.iter().for_each(|t| t.abort());
+        }
+    }
+    let _tasks = AbortAll(tasks);
+    // SAFETY: all-zero bytes are a valid `sockaddr_storage` (family AF_UNSPEC).
+    let mut from: Vec<libc::sockaddr_storage> = vec![unsafe { std::mem::zeroed() }; B];
+    let mut sending: Vec<(Bytes, u16)> = Vec::new();
+    loop {
+        if sock.readable().await.is_err() {
+            return;
+        }
+        // No raw pointer lives across the await below.
+        let got = (|| {
+            let mut batch = BytesMut::with_capacity(B * LEN);
+            let base = batch.as_mut_ptr();
+            let mut n = 0usize;
+            // SAFETY: all-zero bytes are valid iovecs and mmsghdrs; set below.
+            let mut iov: [libc::iovec; B] = unsafe { std::mem::zeroed() };
+            let mut hdrs: [libc::mmsghdr; B] = unsafe { std::mem::zeroed() };
+            for i in 0..B {
+                // SAFETY: within the batch buffer's capacity.
+                iov[i].iov_base = unsafe { base.add(i * LEN) }.cast();
+                iov[i].iov_len = LEN;
+                hdrs[i].msg_hdr.msg_name = (&mut from[i] as *mut libc::sockaddr_storage).cast();
+                hdrs[i].msg_hdr.msg_namelen =
+                    std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+                hdrs[i].msg_hdr.msg_iov = &mut iov[i];
+                hdrs[i].msg_hdr.msg_iovlen = 1;
+            }
+            let _ = sock.try_io(tokio::io::Interest::READABLE, || {
+                // SAFETY: the headers point into live buffers with their true sizes.
+                let r = unsafe {
+                    libc::recvmmsg(
+                        fd,
+                        hdrs.as_mut_ptr(),
+                        B as u32,
+                        libc::MSG_DONTWAIT,
+                        std::ptr::null_mut(),
+                    )
+                };
+                if r < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                n = r as usize;
+                if n < B {
+                    Err(std::io::ErrorKind::WouldBlock.into())
+                } else {
+                    Ok(())
+                }
+            });
+            if n == 0 {
+                return false;
+            }
+            // SAFETY: the kernel wrote the first n slots; the rest is never read.
+            unsafe { batch.set_len(n * LEN) };
+            let batch = batch.freeze();
+            for i in 0..n {
+                // SAFETY: the kernel wrote an AF_INET address (the phones are on 127.0.0.1).
+                let sin = unsafe {
+                    &*(&from[i] as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>()
+                };
+                let port = u16::from_be(sin.sin_port);
+                if let Some(tx) = calls.get(&port) {
+                    let len = hdrs[i].msg_len as usize;
+                    let _ = tx.send((batch.slice(i * LEN..i * LEN + len), port));
+                }
+            }
+            true
+        })();
+        if !got {
+            continue;
+        }
+        // Let the woken call tasks run, then send what they queued.
+        tokio::task::yield_now().await;
+        std::mem::swap(&mut sending, &mut *out.lock().expect("out"));
+        for chunk in sending.chunks(B) {
+            let mut oiov: [libc::iovec; B] = unsafe { std::mem::zeroed() };
+            let mut ohdr: [libc::mmsghdr; B] = unsafe { std::mem::zeroed() };
+            let mut k = 0;
+            for (b, port) in chunk {
+                let Some(d) = dest.get(port) else { continue };
+                oiov[k].iov_base = b.as_ptr() as *mut libc::c_void;
+                oiov[k].iov_len = b.len();
+                ohdr[k].msg_hdr.msg_name = d.as_ptr() as *mut libc::c_void;
+                ohdr[k].msg_hdr.msg_namelen = d.len();
+                ohdr[k].msg_hdr.msg_iov = &mut oiov[k];
+                ohdr[k].msg_hdr.msg_iovlen = 1;
+                k += 1;
+            }
+            // SAFETY: the headers point into `sending`'s buffers and `dest`, alive here.
+            unsafe { libc::sendmmsg(fd, ohdr.as_mut_ptr(), k as u32, 0) };
+        }
+        sending.clear();
+    }
+}
+
 async fn plain_phase(
     h: &Handle,
     tc: &ThreadCounts,
@@ -501,6 +1071,16 @@ async fn plain_phase(
     floor: Floor,
 ) {
     let alloc = support::port_range((calls as u16) * 4 + 200);
+    let shared_port = if floor == Floor::HotlineShared {
+        let p = h
+            .spawn(async { SharedPort::bind(SocketAddr::new(LO, 0)).await })
+            .await
+            .expect("join")
+            .expect("shared port");
+        Some(Arc::new(p))
+    } else {
+        None
+    };
     let mut sessions = Vec::with_capacity(calls);
     let mut phones = Vec::with_capacity(calls * 2);
     let mut setup = Vec::with_capacity(calls);
@@ -509,11 +1089,18 @@ async fn plain_phase(
         let pb = Arc::new(UdpSocket::bind((LO, 0)).await.expect("agent"));
         let (aa, ab) = (pa.local_addr().expect("a"), pb.local_addr().expect("b"));
         let a2 = alloc.clone();
+        let sp = shared_port.clone();
         let t0 = Instant::now();
         let (s, a_addr, b_addr) = h
             .spawn(async move {
                 if floor == Floor::Shared {
                     return (None, LO_ANY, LO_ANY);
+                }
+                if floor == Floor::Uring {
+                    let x = std::net::UdpSocket::bind((LO, 0)).expect("floor a");
+                    let y = std::net::UdpSocket::bind((LO, 0)).expect("floor b");
+                    let (xa, ya) = (x.local_addr().expect("a"), y.local_addr().expect("b"));
+                    return (Some(Relay::Pair((x, aa, y, ab))), xa, ya);
                 }
                 if floor == Floor::Pairs {
                     let x = UdpSocket::bind((LO, 0)).await.expect("floor a");
@@ -523,8 +1110,16 @@ async fn plain_phase(
                     let t = tokio::spawn(support::copy_datagrams(x, y, aa, ab, count));
                     return (Some(Relay::Task(t)), xa, ya);
                 }
-                let pa = a2.bind(LO).await.expect("ports");
-                let pb = a2.bind(LO).await.expect("ports");
+                let (pa, pb) = match &sp {
+                    Some(sp) => (
+                        sp.bind_leg(aa, &a2, LO).await.expect("shared leg"),
+                        sp.bind_leg(ab, &a2, LO).await.expect("shared leg"),
+                    ),
+                    None => (
+                        a2.bind(LO).await.expect("ports"),
+                        a2.bind(LO).await.expect("ports"),
+                    ),
+                };
                 let (x, y) = (
                     pa.rtp.local_addr().expect("a"),
                     pb.rtp.local_addr().expect("b"),
@@ -589,6 +1184,28 @@ async fn plain_phase(
         }
         sessions.push(Relay::Task(relay));
     }
+    if floor == Floor::Uring {
+        let pairs = sessions
+            .drain(..)
+            .filter_map(|r| match r {
+                Relay::Pair(p) => Some(p),
+                _ => None,
+            })
+            .collect();
+        sessions.push(Relay::Task(
+            if let Some(ms) = std::env::var("URING_TICK")
+                .ok()
+                .and_then(|t| t.parse().ok())
+                .filter(|&t| t > 0)
+            {
+                h.spawn(uring_tick_floor_relay(pairs, Duration::from_millis(ms)))
+            } else if std::env::var("URING_MULTI").is_ok_and(|v| v == "1") {
+                h.spawn(uring_multi_floor_relay(pairs))
+            } else {
+                h.spawn(uring_floor_relay(pairs))
+            },
+        ));
+    }
     setup.sort();
     let counts = Counts::new();
     let start = Instant::now();
@@ -615,6 +1232,8 @@ async fn plain_phase(
         match floor {
             Floor::Pairs => "floor_rtp_relay",
             Floor::Shared => "floor_shared_socket",
+            Floor::Uring => "floor_uring",
+            Floor::HotlineShared => "rtp_rtp_shared_port",
             Floor::No => "rtp_rtp",
         },
         tick.as_millis(),
@@ -627,10 +1246,14 @@ async fn plain_phase(
         spread(),
         load_average()
     );
+    if let Some(p) = &shared_port {
+        eprintln!("webrtc_bridge: shared port {:?}", p.stats());
+    }
     for s in sessions {
         match s {
             Relay::Session(s) => drop(h.spawn(async move { drop(s.stop().await) }).await),
             Relay::Task(t) => t.abort(),
+            Relay::Pair(_) => {}
         }
     }
 }
@@ -661,8 +1284,14 @@ fn main() {
         if phases.contains(&"floor_shared") {
             plain_phase(&h, &tc, calls, secs, Duration::ZERO, Floor::Shared).await;
         }
+        if phases.contains(&"floor_uring") {
+            plain_phase(&h, &tc, calls, secs, Duration::ZERO, Floor::Uring).await;
+        }
         for &tick in ticks.iter().filter(|_| phases.contains(&"plain")) {
             plain_phase(&h, &tc, calls, secs, tick, Floor::No).await;
+        }
+        if phases.contains(&"shared") {
+            plain_phase(&h, &tc, calls, secs, Duration::ZERO, Floor::HotlineShared).await;
         }
         for &tick in &ticks {
             if phases.contains(&"lean") {

@@ -56,6 +56,10 @@ pub enum MediaError {
     /// A background task went away (e.g. the recorder writer).
     #[error("task stopped: {0}")]
     TaskGone(&'static str),
+    /// A leg on the shared media port is known by its remote address, which another leg
+    /// there already has (the caller gives this leg ports of its own instead).
+    #[error("remote media address {0} already has a leg on the shared port")]
+    SharedAddressTaken(std::net::SocketAddr),
     /// The session cannot do this now (a third party is already there, or none is).
     #[error("media session busy: {0}")]
     Busy(&'static str),

@@ -28,6 +28,7 @@ pub mod recorder;
 pub mod rtcp;
 pub mod sdp;
 pub mod session;
+pub mod shared;
 pub mod wav;
 pub mod webrtc;
 
@@ -36,4 +37,5 @@ pub use leg::{LegConfig, LegEvent, LegTiming};
 pub use player::{Player, Prompt};
 pub use ports::PortAllocator;
 pub use session::{MediaEvent, MediaLeg, SessionHandle, Side, spawn_session};
+pub use shared::{SharedPort, SharedPortStats};
 pub use webrtc::{Reanswer, WebRtcControl, WebRtcLeg, WebRtcSettings, WebRtcStats};

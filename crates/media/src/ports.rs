@@ -13,6 +13,7 @@ use tokio::io::unix::AsyncFd;
 use tokio::net::UdpSocket;
 
 use crate::error::{MediaError, Result};
+use crate::shared::{Inbox, SharedLeg};
 
 #[derive(Debug)]
 struct Pool {
@@ -81,6 +82,28 @@ impl PortAllocator {
     /// Pairs currently free.
     pub fn available(&self) -> usize {
         self.lock().free.len()
+    }
+
+    /// Allocates a pair and binds only its RTCP socket on `ip` (a leg whose RTP is on a
+    /// [`SharedPort`](crate::shared::SharedPort)); pairs whose RTCP port is taken by
+    /// another process are skipped.
+    pub async fn bind_rtcp(&self, ip: IpAddr) -> Result<(UdpSocket, PortPair)> {
+        let attempts = self.available().max(1);
+        let mut last_err = None;
+        for _ in 0..attempts {
+            let pair = self.allocate()?;
+            match UdpSocket::bind(SocketAddr::new(ip, pair.rtcp())).await {
+                Ok(rtcp) => return Ok((rtcp, pair)),
+                Err(e) => last_err = Some(e),
+            }
+        }
+        Err(match last_err {
+            Some(e) => MediaError::Io(e),
+            None => MediaError::PortsExhausted {
+                first: self.first,
+                last: self.last,
+            },
+        })
     }
 
     /// Allocates a pair and binds UDP sockets on `ip`; pairs whose ports are taken by
@@ -161,12 +184,15 @@ pub struct RtpSocket {
     reg: Option<AsyncFd<Fd>>,
     /// Whether the socket is in the [`ticked`] readiness set (while unregistered).
     watched: bool,
+    /// On a shared port: the leg's route and inbox there (`sock` is then a duplicate of
+    /// the shared socket's descriptor, only sent on; its reader reads).
+    shared: Option<SharedLeg>,
     sock: std::net::UdpSocket,
 }
 
 /// The socket's descriptor, borrowed by the registration (the socket owns it).
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct Fd(RawFd);
+pub(crate) struct Fd(pub(crate) RawFd);
 
 impl AsRawFd for Fd {
     fn as_raw_fd(&self) -> RawFd {
@@ -191,12 +217,41 @@ impl RtpSocket {
         let sock = RtpSocket {
             reg: None,
             watched: false,
+            shared: None,
             sock,
         };
         if rtp_wait_measured() {
             sock.timestamp_arrivals()?;
         }
         Ok(sock)
+    }
+
+    /// A leg's RTP on a shared port: sends go out on `sock` (the shared socket's
+    /// descriptor, duplicated), datagrams come in through the leg's inbox.
+    pub(crate) fn shared(sock: std::net::UdpSocket, leg: SharedLeg) -> Self {
+        RtpSocket {
+            reg: None,
+            watched: false,
+            shared: Some(leg),
+            sock,
+        }
+    }
+
+    /// The inbox of a leg on a shared port.
+    pub(crate) fn inbox(&self) -> Option<&Inbox> {
+        self.shared.as_ref().map(SharedLeg::inbox)
+    }
+
+    /// Whether the leg's RTP is on a shared port.
+    pub fn is_shared(&self) -> bool {
+        self.shared.is_some()
+    }
+
+    /// On a shared port, hears `remote` from now on (see [`SharedLeg::reroute`]);
+    /// `false` when another leg there has that address. Always `true` on a leg's own
+    /// socket, which hears any sender.
+    pub(crate) fn reroute(&mut self, remote: SocketAddr) -> bool {
+        self.shared.as_mut().is_none_or(|s| s.reroute(remote))
     }
 
     /// Has the kernel stamp each datagram's arrival (`SO_TIMESTAMPNS`), for the wait
@@ -226,6 +281,10 @@ impl RtpSocket {
     /// otherwise; sessions call it from their task); on failure the socket stays
     /// unregistered and the error is returned.
     pub(crate) fn set_registered(&mut self, on: bool) -> io::Result<()> {
+        // A shared port's reader wakes the session through the inbox, in either mode.
+        if self.shared.is_some() {
+            return Ok(());
+        }
         if on {
             self.unwatch();
         } else if !self.watched {
@@ -270,9 +329,10 @@ impl RtpSocket {
         self.reg.as_ref()
     }
 
-    /// Whether the socket is registered with a reactor.
+    /// Whether the socket is registered with a reactor (or, on a shared port, woken
+    /// through its inbox, which is the same to a session).
     pub fn is_registered(&self) -> bool {
-        self.reg.is_some()
+        self.reg.is_some() || self.shared.is_some()
     }
 
     /// Whether a tick-driven session should read this (unregistered) socket on the tick

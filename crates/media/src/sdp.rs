@@ -620,8 +620,11 @@ impl Codec {
 pub struct LocalMedia {
     /// Our RTP address (the leg's socket, as reachable by the peer).
     pub addr: IpAddr,
-    /// Our RTP port (even; RTCP is port + 1).
+    /// Our RTP port (even; RTCP is port + 1 unless `rtcp_port` says otherwise).
     pub rtp_port: u16,
+    /// Our RTCP port when it is not `rtp_port + 1` (a leg on the shared RTP port):
+    /// written as `a=rtcp` (RFC 3605).
+    pub rtcp_port: Option<u16>,
     /// Codecs we accept, in our order of preference.
     pub codecs: Vec<Codec>,
     /// Payload type to offer telephone-event (RFC 4733) on; `None` disables DTMF events.
@@ -640,6 +643,7 @@ impl LocalMedia {
         LocalMedia {
             addr,
             rtp_port,
+            rtcp_port: None,
             codecs: vec![Codec::Pcmu, Codec::Pcma],
             telephone_event: Some(101),
             ptime: 20,
@@ -744,6 +748,7 @@ fn our_audio_section(
     }
     m.ptime = Some(local.ptime);
     m.direction = Some(dir);
+    m.rtcp_port = local.rtcp_port;
     m
 }
 

@@ -28,6 +28,9 @@ use crate::ports::{BoundPorts, PortPair};
 use crate::recorder::{Channel, RecorderTap};
 use crate::webrtc::{BrowserCommand, BrowserLink};
 
+/// A sender's address as the kernel wrote it (for the shared port's reader too).
+pub(crate) use batch::to_socket_addr as socket_addr;
+
 /// Which leg of a session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Side {
@@ -738,8 +741,12 @@ impl Task {
                     }
                     for (i, leg) in legs.iter_mut().chain([&mut *third]).enumerate() {
                         if let Some(l) = leg {
-                            if let Some(reg) = l.ports.rtp.registration()
-                                && let Poll::Ready(Ok(_)) = reg.poll_read_ready(cx)
+                            if let Some(reg) = l.ports.rtp.registration() {
+                                if let Poll::Ready(Ok(_)) = reg.poll_read_ready(cx) {
+                                    ready |= [RTP_A, RTP_A << 1, RTP_C][i];
+                                }
+                            } else if let Some(inbox) = l.ports.rtp.inbox()
+                                && inbox.poll_ready(cx)
                             {
                                 ready |= [RTP_A, RTP_A << 1, RTP_C][i];
                             }
@@ -1129,6 +1136,11 @@ impl Task {
             }
             Command::Reconfigure(side, cfg) => {
                 if let Some(l) = self.legs[side as usize].as_mut() {
+                    if let Some(remote) = cfg.remote_rtp
+                        && !l.ports.rtp.reroute(remote)
+                    {
+                        tracing::warn!(%remote, "shared media port: another leg has this address; the leg keeps hearing its old one");
+                    }
                     l.state.reconfigure(cfg, Instant::now());
                 }
                 if let Feed::Player(p) = &mut self.feeds[side as usize] {
@@ -1552,6 +1564,15 @@ mod batch {
         /// wake us for the next datagram if it is registered).
         pub(super) fn recv(&mut self, sock: &RtpSocket) -> io::Result<bool> {
             self.count = 0;
+            if let Some(inbox) = sock.inbox() {
+                return Ok(inbox.take(N, |d, src| {
+                    let i = self.count;
+                    self.bufs[i][..d.len()].copy_from_slice(d);
+                    self.lens[i] = d.len();
+                    self.from[i] = Some(src);
+                    self.count += 1;
+                }));
+            }
             let fd = sock.as_raw_fd();
             // SAFETY: all-zero bytes are valid `iovec`s and `mmsghdr`s (null pointers,
             // zero lengths); every field the kernel reads is set below.
@@ -1747,7 +1768,7 @@ mod batch {
         (t.tv_sec as u64).saturating_mul(1_000_000_000) + t.tv_nsec as u64
     }
 
-    fn to_socket_addr(a: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    pub(crate) fn to_socket_addr(a: &libc::sockaddr_storage) -> Option<SocketAddr> {
         match a.ss_family as libc::c_int {
             libc::AF_INET => {
                 // SAFETY: the kernel wrote a `sockaddr_in` (family AF_INET), which fits

@@ -414,6 +414,28 @@ impl Call {
         }
     }
 
+    /// The caller's leg on the shared RTP port, when there is one and the caller's SDP
+    /// names the address its INVITE came from: the port knows a leg only by its remote
+    /// address, so a caller behind NAT (media from elsewhere) or a second leg with the
+    /// same address gets a port pair of its own (`None` here).
+    async fn shared_leg(&self, offer: &SessionDescription, flow: Flow) -> Option<BoundPorts> {
+        let sp = self.cfg.shared_rtp.as_ref()?;
+        let probe = LocalMedia::new(self.cfg.media_ip, sp.local_addr().ok()?.port());
+        let (_, negotiated) = answer_offer(offer, &probe, Direction::SendRecv).ok()?;
+        let remote = negotiated.remote_rtp?;
+        if remote.ip() != flow.remote.ip() {
+            tracing::debug!(call_id = %self.call_id, %remote, from = %flow.remote, "caller's media address differs from its signalling: own RTP ports");
+            return None;
+        }
+        match sp.bind_leg(remote, &self.ports, self.cfg.media_ip).await {
+            Ok(b) => Some(b),
+            Err(e) => {
+                tracing::debug!(call_id = %self.call_id, error = %e, "own RTP ports");
+                None
+            }
+        }
+    }
+
     async fn reject(&self, tx: ServerTxId, status: u16, reason: &str, trace: Trace) -> CallEnd {
         tracing::info!(call_id = %self.call_id, status, reason, "call rejected");
         self.record(&trace, EndReason::Rejected, status).await;
@@ -536,11 +558,20 @@ impl Call {
             };
         let (leg, answer, answer_sdp) = match offer {
             Some(offer) if !browser => {
-                let bound = match self.ports.bind(self.cfg.media_ip).await {
-                    Ok(b) => b,
-                    Err(e) => return self.reject(tx, 503, &e.to_string(), trace).await,
+                let bound = match self.shared_leg(&offer, flow).await {
+                    Some(b) => b,
+                    None => match self.ports.bind(self.cfg.media_ip).await {
+                        Ok(b) => b,
+                        Err(e) => return self.reject(tx, 503, &e.to_string(), trace).await,
+                    },
                 };
-                let local = LocalMedia::new(self.cfg.media_ip, bound.pair.rtp());
+                let mut local = LocalMedia::new(self.cfg.media_ip, bound.pair.rtp());
+                if bound.rtp.is_shared()
+                    && let Ok(a) = bound.rtp.local_addr()
+                {
+                    local.rtp_port = a.port();
+                    local.rtcp_port = Some(bound.pair.rtcp());
+                }
                 let (answer, negotiated) = match answer_offer(&offer, &local, Direction::SendRecv) {
                     Ok(a) => a,
                     Err(e) => {

@@ -492,6 +492,7 @@ fn leg_sdp(first: &SessionDescription) -> Option<LegSdp> {
         .map(|c| c.addr)
         .unwrap_or(first.origin.addr);
     let mut local = LocalMedia::new(addr, port);
+    local.rtcp_port = first.media.first()?.rtcp_port;
     local.session_id = first.origin.session_id;
     local.session_version = first.origin.session_version;
     Some(LegSdp::sent(local, first.clone()))

@@ -215,6 +215,9 @@ pub struct SwitchConfig {
     pub webrtc: hotline_media::WebRtcSettings,
     /// Voicemail boxes by name (`[[voicemail]]`).
     pub voicemail: HashMap<String, Arc<VoicemailBox>>,
+    /// The shared RTP port (`[media] shared_rtp_port`): callers' legs whose media comes
+    /// from their signalling address take their RTP there; `None`: a port pair per leg.
+    pub shared_rtp: Option<Arc<hotline_media::SharedPort>>,
 }
 
 impl SwitchConfig {
@@ -247,6 +250,7 @@ impl SwitchConfig {
             dial_rules: DialRules::default(),
             qualify: None,
             voicemail: HashMap::new(),
+            shared_rtp: None,
         }
     }
 }
@@ -276,6 +280,7 @@ pub struct Switch {
     acd: Option<mpsc::Sender<acd::AcdInput>>,
     stats: Arc<SwitchStats>,
     ports: Arc<PortAllocator>,
+    shared_rtp: Option<Arc<hotline_media::SharedPort>>,
     ended: Option<mpsc::Receiver<CallEnd>>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
@@ -345,6 +350,7 @@ impl Switch {
             control: control_tx.clone(),
         };
         let d_acd = acd.clone();
+        let shared_rtp = cfg.shared_rtp.clone();
         let d = Dispatcher {
             desk,
             control_tx,
@@ -371,6 +377,7 @@ impl Switch {
             sip,
             stats,
             ports,
+            shared_rtp,
             ended: Some(ended_rx),
             stop: Some(stop_tx),
             task,
@@ -390,6 +397,11 @@ impl Switch {
 
     pub fn stats(&self) -> Arc<SwitchStats> {
         self.stats.clone()
+    }
+
+    /// What the shared RTP port has seen (`None` without `[media] shared_rtp_port`).
+    pub fn shared_rtp(&self) -> Option<hotline_media::SharedPortStats> {
+        self.shared_rtp.as_ref().map(|p| p.stats())
     }
 
     /// The RTP port allocator (its `in_use` count says whether calls leaked ports).

@@ -1,0 +1,210 @@
+//! Legs on one shared media port over real loopback sockets: a bridged call relays
+//! both ways through the one socket, senders no leg has are dropped and counted, a
+//! second leg with a taken remote address is refused and leaves nothing behind, a
+//! leg's end frees its address and ports, and a re-INVITE's new address moves its route.
+
+mod support;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use hotline_media::leg::{LegConfig, LegTiming};
+use hotline_media::sdp::{Codec, Direction};
+use hotline_media::session::{MediaLeg, SessionHandle, spawn_session};
+use hotline_media::{MediaError, SharedPort};
+use rtp_rs::{RtpPacketBuilder, RtpReader, Seq};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio::time::timeout;
+
+const GUARD: Duration = Duration::from_secs(5);
+const LO: Ipv4Addr = Ipv4Addr::LOCALHOST;
+
+fn cfg(remote: SocketAddr) -> LegConfig {
+    LegConfig {
+        codec: Codec::Pcmu,
+        payload_type: 0,
+        telephone_event: None,
+        remote_rtp: Some(remote),
+        remote_rtcp: None,
+        direction: Direction::SendRecv,
+        ptime: 20,
+    }
+}
+
+fn rtp(ssrc: u32, seq: u16, first: u8) -> Vec<u8> {
+    let mut payload = [0xffu8; 160];
+    payload[0] = first;
+    RtpPacketBuilder::new()
+        .payload_type(0)
+        .ssrc(ssrc)
+        .sequence(Seq::from(seq))
+        .timestamp(u32::from(seq) * 160)
+        .payload(&payload)
+        .build()
+        .unwrap()
+}
+
+/// The next RTP packet on `sock`: its sender and its payload's first byte.
+async fn recv_rtp(sock: &UdpSocket) -> (SocketAddr, u8) {
+    let mut buf = [0u8; 1500];
+    loop {
+        let (n, from) = timeout(GUARD, sock.recv_from(&mut buf))
+            .await
+            .expect("RTP in time")
+            .unwrap();
+        if let Ok(r) = RtpReader::new(&buf[..n]) {
+            return (from, r.payload().first().copied().unwrap_or(0));
+        }
+    }
+}
+
+struct Call {
+    port: SharedPort,
+    alloc: hotline_media::PortAllocator,
+    session: SessionHandle,
+    caller: UdpSocket,
+    agent: UdpSocket,
+}
+
+async fn bridged_call() -> Call {
+    let port = SharedPort::bind(SocketAddr::new(LO.into(), 0))
+        .await
+        .unwrap();
+    let alloc = support::port_range(8);
+    let caller = UdpSocket::bind((LO, 0)).await.unwrap();
+    let agent = UdpSocket::bind((LO, 0)).await.unwrap();
+    let (ca, aa) = (caller.local_addr().unwrap(), agent.local_addr().unwrap());
+    let a = MediaLeg::new(
+        port.bind_leg(ca, &alloc, LO.into()).await.unwrap(),
+        cfg(ca),
+        LegTiming::default(),
+    );
+    let b = MediaLeg::new(
+        port.bind_leg(aa, &alloc, LO.into()).await.unwrap(),
+        cfg(aa),
+        LegTiming::default(),
+    );
+    assert!(a.state().config().remote_rtp == Some(ca));
+    let (tx, mut events) = mpsc::channel(64);
+    tokio::spawn(async move { while events.recv().await.is_some() {} });
+    let session = spawn_session(a, tx);
+    session.attach(b).await.unwrap();
+    session.bridge().await.unwrap();
+    Call {
+        port,
+        alloc,
+        session,
+        caller,
+        agent,
+    }
+}
+
+#[tokio::test]
+async fn a_bridged_call_relays_both_ways_through_one_shared_port() {
+    let c = bridged_call().await;
+    let shared = c.port.local_addr().unwrap();
+    assert_eq!(c.port.stats().legs, 2);
+    for i in 0..20u16 {
+        c.caller.send_to(&rtp(1, i, i as u8), shared).await.unwrap();
+        let (from, first) = recv_rtp(&c.agent).await;
+        assert_eq!(
+            (from, first),
+            (shared, i as u8),
+            "caller's packet {i} at the agent"
+        );
+        c.agent
+            .send_to(&rtp(2, i, 100 + i as u8), shared)
+            .await
+            .unwrap();
+        let (from, first) = recv_rtp(&c.caller).await;
+        assert_eq!(
+            (from, first),
+            (shared, 100 + i as u8),
+            "agent's packet {i} at the caller"
+        );
+    }
+    let stats = c.session.stats().await.unwrap();
+    assert_eq!(stats.a.rx_packets, 20, "{stats:?}");
+    assert_eq!(stats.b.map(|b| b.rx_packets), Some(20), "{stats:?}");
+    let port = c.port.stats();
+    assert_eq!(
+        (port.routed, port.unknown, port.overflow),
+        (40, 0, 0),
+        "{port:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_sender_no_leg_has_is_dropped_and_counted() {
+    let c = bridged_call().await;
+    let shared = c.port.local_addr().unwrap();
+    let stranger = UdpSocket::bind((LO, 0)).await.unwrap();
+    stranger.send_to(&rtp(9, 0, 0xee), shared).await.unwrap();
+    // The socket delivers in order: once the caller's packet is through, the
+    // stranger's has been read and dropped.
+    c.caller.send_to(&rtp(1, 0, 7), shared).await.unwrap();
+    assert_eq!(
+        recv_rtp(&c.agent).await.1,
+        7,
+        "only the caller's packet is relayed"
+    );
+    assert_eq!(c.port.stats().unknown, 1);
+    let stats = c.session.stats().await.unwrap();
+    assert_eq!(stats.a.rx_packets, 1, "{stats:?}");
+}
+
+#[tokio::test]
+async fn a_second_leg_with_a_taken_address_is_refused_and_leaves_nothing() {
+    let port = SharedPort::bind(SocketAddr::new(LO.into(), 0))
+        .await
+        .unwrap();
+    let alloc = support::port_range(4);
+    let phone: SocketAddr = (LO, 40_000).into();
+    let first = port.bind_leg(phone, &alloc, LO.into()).await.unwrap();
+    assert!(first.rtp.is_shared());
+    assert_eq!(first.rtp.local_addr().unwrap(), port.local_addr().unwrap());
+    assert_eq!(alloc.in_use(), 1, "the RTCP port's pair");
+    match port.bind_leg(phone, &alloc, LO.into()).await {
+        Err(MediaError::SharedAddressTaken(a)) => assert_eq!(a, phone),
+        other => panic!("expected SharedAddressTaken, got {other:?}"),
+    }
+    assert_eq!(alloc.in_use(), 1, "nothing allocated for the refused leg");
+    assert_eq!(port.stats().legs, 1);
+    drop(first);
+    assert_eq!(
+        (port.stats().legs, alloc.in_use()),
+        (0, 0),
+        "a leg's end frees its address and ports"
+    );
+    let again = port.bind_leg(phone, &alloc, LO.into()).await.unwrap();
+    assert_eq!(port.stats().legs, 1);
+    drop(again);
+}
+
+#[tokio::test]
+async fn a_new_remote_address_moves_the_route() {
+    let c = bridged_call().await;
+    let shared = c.port.local_addr().unwrap();
+    let moved = UdpSocket::bind((LO, 0)).await.unwrap();
+    c.session
+        .reconfigure(hotline_media::Side::A, cfg(moved.local_addr().unwrap()))
+        .await
+        .unwrap();
+    // A reply from the session: the reconfiguration (queued before) is done.
+    c.session.stats().await.unwrap();
+    // The old address is no leg's now; the new one is the caller's.
+    c.caller.send_to(&rtp(1, 0, 1), shared).await.unwrap();
+    moved.send_to(&rtp(3, 0, 2), shared).await.unwrap();
+    assert_eq!(recv_rtp(&c.agent).await.1, 2, "the moved caller is heard");
+    assert_eq!(c.port.stats().unknown, 1, "the old address is not");
+    c.agent.send_to(&rtp(2, 0, 3), shared).await.unwrap();
+    let (from, first) = recv_rtp(&moved).await;
+    assert_eq!(
+        (from, first),
+        (shared, 3),
+        "the agent reaches the new address"
+    );
+    drop(c.session.stop().await.unwrap());
+    assert_eq!((c.port.stats().legs, c.alloc.in_use()), (0, 0));
+}
