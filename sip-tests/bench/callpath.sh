@@ -63,6 +63,7 @@
 #         HOTLINE_MEDIA_RTP_WAIT (unset): 1 = Hotline measures how long each datagram waited
 #           in its socket (lines carry rtp_wait_ms_p50/p99/max over the sessions, beside
 #           read_gap_ms_*: the longest gap between a ticked session's reads)
+#         SHARED_RTP_PORT (unset): callers' RTP on [media] shared_rtp_port = this port
 #         TICKS (unset: Hotline's default): media part once per value of [media] tick_ms,
 #           side by side in each run, e.g. TICKS="0 10" (0 = RTP read per datagram); lines
 #           and medians carry tick_ms=
@@ -188,6 +189,10 @@ make_caller_wav   # caller.wav in the working directory (lib.sh)
 	printf '[sip]\nudp = ["%s:%d"]\ntrusted = ["127.0.0.0/8"]\nauthenticate_requests = false\n' $IP $SUT_PORT
 	[ -n "${THREADS:-}" ] && printf '[server]\nthreads = %d\n' "$THREADS"
 	printf '[media]\nrtp_ip = "%s"\nrtp_ports = [20000, 39999]\n' $IP
+	# SHARED_RTP_PORT=<port>: [media] shared_rtp_port. SIPp 3.6's rtp_stream sends every
+	# call's stream from the -mp port, so only one caller can be on the shared port (the
+	# others get port pairs): see README, "Shared RTP port".
+	[ -n "${SHARED_RTP_PORT:-}" ] && printf 'shared_rtp_port = %d\n' "$SHARED_RTP_PORT"
 	# Recording is on by default in Hotline; the relay figure is measured without it
 	# (RECORD=1 measures with it: one stereo WAV per call, 16 KB/s, under $OUT/recordings,
 	# deleted after each part).

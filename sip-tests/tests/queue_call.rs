@@ -160,7 +160,11 @@ async fn queued_call_with_the_caller_on_the_shared_rtp_port_udp() -> anyhow::Res
         port.routed >= media.a.rx_packets,
         "the caller's RTP came in on the shared port: {port:?}, {media:?}"
     );
-    assert_eq!((port.legs, port.overflow), (0, 0), "{port:?}");
+    assert_eq!(
+        (port.legs, port.overflow, port.crossed),
+        (0, 0, 0),
+        "{port:?}"
+    );
     nothing_left(&h).await?;
     h.shutdown().await;
     Ok(())

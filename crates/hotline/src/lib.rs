@@ -314,7 +314,7 @@ async fn start_inner(
         let sip = Server::start(sip_server_config(cfg)?)
             .await
             .context("starting the SIP server")?;
-        let m = supervision::metrics_source(cfg, sip.shared_counters(), None, None)?;
+        let m = supervision::metrics_source(cfg, sip.shared_counters(), None, None, None)?;
         return Ok(Hotline {
             metrics: supervision::metrics_listener(cfg, m, None).await?,
             sip,
@@ -344,6 +344,7 @@ async fn start_inner(
         tracing::info!(%addr, "callers' RTP on the shared port");
         switch_cfg.shared_rtp = Some(Arc::new(port));
     }
+    let shared_rtp = switch_cfg.shared_rtp.clone();
     let (sip, app, events) = Server::start_with_app(sip_server_config(cfg)?, 1024)
         .await
         .context("starting the SIP server")?;
@@ -387,6 +388,7 @@ async fn start_inner(
         sip.shared_counters(),
         Some(switch.stats()),
         Some(switch.ports()),
+        shared_rtp,
     )?;
     let metrics = supervision::metrics_listener(cfg, m.clone(), Some(switch.handle())).await?;
     let admin = match (&cfg.cti, file) {

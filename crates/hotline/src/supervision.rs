@@ -19,6 +19,7 @@ pub fn metrics_source(
     sip: Arc<Counters>,
     calls: Option<Arc<SwitchStats>>,
     ports: Option<Arc<hotline_media::PortAllocator>>,
+    shared_rtp: Option<Arc<hotline_media::SharedPort>>,
 ) -> anyhow::Result<Option<MetricsSource>> {
     if !cfg.metrics.enabled {
         return Ok(None);
@@ -46,6 +47,16 @@ pub fn metrics_source(
         }
         if let Some(p) = &ports {
             metrics::gauge!("hotline_rtp_ports_in_use").set(p.in_use() as f64);
+        }
+        if let Some(p) = &shared_rtp {
+            let s = p.stats();
+            metrics::gauge!("hotline_shared_rtp_legs").set(s.legs as f64);
+            metrics::counter!("hotline_shared_rtp_routed_total").absolute(s.routed);
+            // Datagrams from addresses no leg has (a caller not sending from its SDP
+            // address is not heard on the shared port) and for legs too slow to read.
+            metrics::counter!("hotline_shared_rtp_unknown_total").absolute(s.unknown);
+            metrics::counter!("hotline_shared_rtp_overflow_total").absolute(s.overflow);
+            metrics::counter!("hotline_shared_rtp_crossed_total").absolute(s.crossed);
         }
         leak_gauges();
     };

@@ -913,6 +913,11 @@ impl Task {
                 .unwrap_or_default()
         };
         let (a, b) = (c(0), c(1));
+        let shared = |i: usize| {
+            self.legs[i]
+                .as_ref()
+                .is_some_and(|l| l.ports.rtp.is_shared())
+        };
         metrics::counter!("hotline_rtp_packets_received_total")
             .increment(a.rx_packets + b.rx_packets);
         metrics::counter!("hotline_rtp_packets_sent_total").increment(a.tx_packets + b.tx_packets);
@@ -925,6 +930,8 @@ impl Task {
             b_rx = b.rx_packets,
             b_lost = b.rx_lost,
             b_tx = b.tx_packets,
+            a_shared_port = shared(0),
+            b_shared_port = shared(1),
             a_jitter = a.jitter,
             b_jitter = b.jitter,
             age_ms = self.lag.started.elapsed().as_millis() as u64,

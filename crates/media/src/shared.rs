@@ -18,6 +18,7 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Waker};
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::Interest;
@@ -52,6 +53,8 @@ struct Inner {
     unknown: AtomicU64,
     /// Datagrams dropped because their leg's inbox was full.
     overflow: AtomicU64,
+    /// RTP dropped for carrying a second stream from one address (see [`StreamGuard`]).
+    crossed: AtomicU64,
 }
 
 /// What a shared port has seen (for metrics and tests).
@@ -65,6 +68,9 @@ pub struct SharedPortStats {
     pub unknown: u64,
     /// Datagrams dropped because their leg had not read its inbox.
     pub overflow: u64,
+    /// RTP dropped because its address was already sending another stream (SSRC) to the
+    /// leg: a peer sending several calls' media from one address (see [`StreamGuard`]).
+    pub crossed: u64,
 }
 
 impl Inner {
@@ -86,6 +92,7 @@ impl SharedPort {
             routed: AtomicU64::new(0),
             unknown: AtomicU64::new(0),
             overflow: AtomicU64::new(0),
+            crossed: AtomicU64::new(0),
         });
         let fd = Fd(inner.sock.as_raw_fd());
         // SAFETY: `fd` is the socket's open descriptor; the reader task owns both the
@@ -141,6 +148,7 @@ impl SharedPort {
             routed: self.inner.routed.load(Ordering::Relaxed),
             unknown: self.inner.unknown.load(Ordering::Relaxed),
             overflow: self.inner.overflow.load(Ordering::Relaxed),
+            crossed: self.inner.crossed.load(Ordering::Relaxed),
         }
     }
 }
@@ -198,6 +206,16 @@ impl Drop for SharedLeg {
     }
 }
 
+/// What became of a datagram handed to an inbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Push {
+    Queued,
+    /// The inbox was full.
+    Full,
+    /// A second stream from the leg's address (see [`StreamGuard`]).
+    Crossed,
+}
+
 /// Datagrams for one leg, waiting for its session, and the session's waker.
 #[derive(Debug, Default)]
 pub(crate) struct Inbox {
@@ -208,6 +226,51 @@ pub(crate) struct Inbox {
 struct Queue {
     items: VecDeque<(Bytes, SocketAddr)>,
     waker: Option<Waker>,
+    guard: StreamGuard,
+}
+
+/// One RTP stream at a time per leg. A per-leg socket hears only what is sent to its
+/// port; on the shared port a leg hears whatever its address sends, so a peer that sends
+/// several calls' media from one address (not symmetric RTP) would mix them into one
+/// call. A second SSRC is taken only once the current one has been silent for
+/// [`StreamGuard::SWITCH_AFTER`] (a phone restarting its stream, a transfer behind an
+/// SBC); until then its packets are dropped and counted.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct StreamGuard {
+    current: Option<(u32, Instant)>,
+}
+
+impl StreamGuard {
+    /// How long the current stream must be silent before another SSRC replaces it.
+    pub(crate) const SWITCH_AFTER: Duration = Duration::from_millis(500);
+
+    /// Whether a datagram may go to the leg: anything that is not RTP (the session
+    /// judges it), the current stream, or a new one once the current is silent.
+    pub(crate) fn admit(&mut self, d: &[u8], now: Instant) -> bool {
+        let Some(ssrc) = rtp_ssrc(d) else {
+            return true;
+        };
+        match self.current {
+            Some((s, last))
+                if s != ssrc && now.saturating_duration_since(last) < Self::SWITCH_AFTER =>
+            {
+                false
+            }
+            _ => {
+                self.current = Some((ssrc, now));
+                true
+            }
+        }
+    }
+}
+
+/// The SSRC of an RTP packet (version 2, and not RTCP muxed on the port).
+fn rtp_ssrc(d: &[u8]) -> Option<u32> {
+    // RTCP's packet types 200–204 fill the whole second byte (RFC 5761 §4).
+    if d.len() < 12 || d[0] >> 6 != 2 || (200..=204).contains(&d[1]) {
+        return None;
+    }
+    Some(u32::from_be_bytes([d[8], d[9], d[10], d[11]]))
 }
 
 impl Inbox {
@@ -215,12 +278,15 @@ impl Inbox {
         self.q.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Queues a datagram; `false` (dropped) when the inbox is full. Wakes the session.
-    fn push(&self, d: Bytes, src: SocketAddr) -> bool {
+    /// Queues a datagram, or says why not. Wakes the session.
+    fn push(&self, d: Bytes, src: SocketAddr, now: Instant) -> Push {
         let waker = {
             let mut q = self.lock();
+            if !q.guard.admit(&d, now) {
+                return Push::Crossed;
+            }
             if q.items.len() >= INBOX_CAP {
-                return false;
+                return Push::Full;
             }
             q.items.push_back((d, src));
             q.waker.take()
@@ -228,7 +294,7 @@ impl Inbox {
         if let Some(w) = waker {
             w.wake();
         }
-        true
+        Push::Queued
     }
 
     /// Whether datagrams wait; if none, the session is woken by the next one.
@@ -287,6 +353,7 @@ async fn read(inner: Arc<Inner>, reg: AsyncFd<Fd>) {
         // SAFETY: the kernel wrote the first `got` slots; only their datagrams are read.
         unsafe { batch.set_len(got * MAX_PACKET) };
         let batch = batch.freeze();
+        let now = Instant::now();
         let routes = inner.routes();
         let mut routed = 0;
         for i in 0..got {
@@ -296,10 +363,10 @@ async fn read(inner: Arc<Inner>, reg: AsyncFd<Fd>) {
             match routes.get(&src) {
                 Some(inbox) => {
                     let d = batch.slice(i * MAX_PACKET..i * MAX_PACKET + lens[i]);
-                    if inbox.push(d, src) {
-                        routed += 1;
-                    } else {
-                        inner.overflow.fetch_add(1, Ordering::Relaxed);
+                    match inbox.push(d, src, now) {
+                        Push::Queued => routed += 1,
+                        Push::Full => _ = inner.overflow.fetch_add(1, Ordering::Relaxed),
+                        Push::Crossed => _ = inner.crossed.fetch_add(1, Ordering::Relaxed),
                     }
                 }
                 None => {
@@ -382,13 +449,14 @@ mod tests {
         let (w, woken) = waker_count();
         let mut cx = Context::from_waker(&w);
         assert!(!inbox.poll_ready(&mut cx), "empty");
-        assert!(inbox.push(Bytes::from_static(b"a"), src));
+        let now = Instant::now();
+        assert_eq!(inbox.push(Bytes::from_static(b"a"), src, now), Push::Queued);
         assert_eq!(
             woken.load(Ordering::Relaxed),
             1,
             "the waiting session is woken"
         );
-        assert!(inbox.push(Bytes::from_static(b"b"), src));
+        assert_eq!(inbox.push(Bytes::from_static(b"b"), src, now), Push::Queued);
         assert_eq!(woken.load(Ordering::Relaxed), 1, "once: nobody waits now");
         assert!(inbox.poll_ready(&mut cx));
         let mut got = Vec::new();
@@ -396,11 +464,51 @@ mod tests {
         assert!(!inbox.take(8, |d, _| got.push(d.to_vec())));
         assert_eq!(got, [b"a".to_vec(), b"b".to_vec()]);
         for _ in 0..INBOX_CAP {
-            assert!(inbox.push(Bytes::from_static(b"x"), src));
+            assert_eq!(inbox.push(Bytes::from_static(b"x"), src, now), Push::Queued);
         }
-        assert!(!inbox.push(Bytes::from_static(b"y"), src), "full: dropped");
+        assert_eq!(inbox.push(Bytes::from_static(b"y"), src, now), Push::Full);
         let mut n = 0;
         while inbox.take(64, |_, _| n += 1) {}
         assert_eq!(n, INBOX_CAP);
+    }
+
+    fn rtp(ssrc: u32, pt: u8) -> Vec<u8> {
+        let mut p = vec![0x80, pt, 0, 1, 0, 0, 0, 160];
+        p.extend_from_slice(&ssrc.to_be_bytes());
+        p.extend_from_slice(&[0xff; 160]);
+        p
+    }
+
+    #[test]
+    fn one_stream_at_a_time_a_second_only_after_the_first_is_silent() {
+        let mut g = StreamGuard::default();
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        assert!(g.admit(&rtp(1, 0), t0), "the first stream");
+        assert!(
+            !g.admit(&rtp(2, 0), ms(20)),
+            "another call's stream from the address"
+        );
+        assert!(g.admit(&rtp(1, 0), ms(400)), "the first goes on");
+        assert!(!g.admit(&rtp(2, 8), ms(899)), "still alive 499 ms ago");
+        assert!(
+            g.admit(&rtp(2, 0), ms(900)),
+            "silent 500 ms: the new stream takes over"
+        );
+        assert!(
+            !g.admit(&rtp(1, 0), ms(920)),
+            "and the old one is now the stranger"
+        );
+        assert!(
+            g.admit(&rtp(2, 101), ms(940)),
+            "telephone-event of the current stream"
+        );
+        assert!(
+            g.admit(b"not rtp", ms(941)),
+            "not RTP: the session judges it"
+        );
+        let mut rr = rtp(9, 201);
+        rr[1] = 201; // an RTCP receiver report muxed on the port
+        assert!(g.admit(&rr, ms(942)), "RTCP is no stream");
     }
 }

@@ -154,6 +154,30 @@ async fn a_sender_no_leg_has_is_dropped_and_counted() {
     assert_eq!(stats.a.rx_packets, 1, "{stats:?}");
 }
 
+/// A peer that sends two calls' RTP from one address (not symmetric RTP): the leg whose
+/// SDP names that address hears the first stream only; the other is dropped and counted
+/// instead of being mixed into this call.
+#[tokio::test]
+async fn a_second_stream_from_the_leg_address_is_not_mixed_in() {
+    let c = bridged_call().await;
+    let shared = c.port.local_addr().unwrap();
+    for i in 0..10u16 {
+        c.caller.send_to(&rtp(1, i, i as u8), shared).await.unwrap();
+        c.caller.send_to(&rtp(77, i, 200), shared).await.unwrap();
+    }
+    // The last of the first stream marks the end: everything before it was judged.
+    c.caller.send_to(&rtp(1, 10, 10), shared).await.unwrap();
+    for i in 0..=10u16 {
+        assert_eq!(
+            recv_rtp(&c.agent).await.1,
+            i as u8,
+            "only the first stream reaches the agent"
+        );
+    }
+    let port = c.port.stats();
+    assert_eq!((port.routed, port.crossed), (11, 10), "{port:?}");
+}
+
 #[tokio::test]
 async fn a_second_leg_with_a_taken_address_is_refused_and_leaves_nothing() {
     let port = SharedPort::bind(SocketAddr::new(LO.into(), 0))
