@@ -242,6 +242,11 @@ impl RtpSocket {
         self.shared.as_ref().map(SharedLeg::inbox)
     }
 
+    /// The leg's place on a shared port, through which it sends.
+    pub(crate) fn shared_leg(&self) -> Option<&SharedLeg> {
+        self.shared.as_ref()
+    }
+
     /// Whether the leg's RTP is on a shared port.
     pub fn is_shared(&self) -> bool {
         self.shared.is_some()

@@ -99,9 +99,12 @@ impl MediaLeg {
     /// peer connection (which knows where the browser is) for a browser.
     fn send_rtp(&mut self, pkt: &[u8], dest: SocketAddr, now: Instant) {
         match self.browser.as_deref_mut() {
-            None => {
-                let _ = self.ports.rtp.send_to(pkt, dest);
-            }
+            None => match self.ports.rtp.shared_leg() {
+                Some(shared) => shared.send(|push| push(pkt, dest)),
+                None => {
+                    let _ = self.ports.rtp.send_to(pkt, dest);
+                }
+            },
             Some(b) => {
                 b.send(pkt, now);
                 b.transmit(&self.ports.rtp);
@@ -112,9 +115,13 @@ impl MediaLeg {
     /// Sends the relayed packets queued in `out` (see [`MediaLeg::send_rtp`]).
     fn send_batch(&mut self, out: &mut batch::SendBatch, now: Instant) {
         match self.browser.as_deref_mut() {
-            None => {
-                out.flush(&self.ports.rtp);
-            }
+            None => match self.ports.rtp.shared_leg() {
+                Some(shared) if out.len() > 0 => shared.send(|push| out.take_each_to(push)),
+                Some(_) => {}
+                None => {
+                    out.flush(&self.ports.rtp);
+                }
+            },
             Some(b) => {
                 out.take_each(|pkt| b.send(pkt, now));
                 b.transmit(&self.ports.rtp);
@@ -1734,6 +1741,22 @@ mod batch {
             for i in 0..count {
                 f(&self.bufs[i][..self.lens[i]]);
             }
+        }
+
+        /// Hands each queued datagram with its destination to `f` (a shared port's
+        /// queue) and empties the batch.
+        pub(super) fn take_each_to(&mut self, f: &mut dyn FnMut(&[u8], SocketAddr)) {
+            let count = std::mem::take(&mut self.count);
+            for i in 0..count {
+                if let Some(d) = self.dests[i] {
+                    f(&self.bufs[i][..self.lens[i]], d);
+                }
+            }
+        }
+
+        /// Datagrams queued.
+        pub(super) fn len(&self) -> usize {
+            self.count
         }
 
         fn send_many(&mut self, sock: &UdpSocket, count: usize) -> usize {

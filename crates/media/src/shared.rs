@@ -46,6 +46,11 @@ pub struct SharedPort {
 #[derive(Debug)]
 struct Inner {
     sock: std::net::UdpSocket,
+    /// What the legs' sessions send, sent by the reader with `sendmmsg`: after the turn
+    /// in which it woke them (so one system call carries many calls' datagrams), or when
+    /// told (`flush`) by a session that sent on its own (music, a timer).
+    out: Mutex<OutQueue>,
+    flush: tokio::sync::Notify,
     routes: Mutex<HashMap<SocketAddr, Arc<Inbox>>>,
     /// Datagrams handed to legs.
     routed: AtomicU64,
@@ -77,6 +82,73 @@ impl Inner {
     fn routes(&self) -> MutexGuard<'_, HashMap<SocketAddr, Arc<Inbox>>> {
         self.routes.lock().unwrap_or_else(|e| e.into_inner())
     }
+
+    fn out(&self) -> MutexGuard<'_, OutQueue> {
+        self.out.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sends everything queued, 64 datagrams per `sendmmsg`. `spare` is the empty queue
+    /// swapped in, so sessions queue again while this one is sent.
+    fn flush(&self, spare: &mut OutQueue) {
+        std::mem::swap(spare, &mut *self.out());
+        let fd = self.sock.as_raw_fd();
+        for chunk in spare.items.chunks(BATCH) {
+            let names: Vec<socket2::SockAddr> = chunk.iter().map(|i| i.2.into()).collect();
+            // SAFETY: all-zero bytes are valid iovecs and mmsghdrs; set below.
+            let mut iov: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
+            let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+            for (k, (&(at, len, _), name)) in chunk.iter().zip(&names).enumerate() {
+                iov[k].iov_base = spare.data[at..].as_ptr() as *mut libc::c_void;
+                iov[k].iov_len = len;
+                let h = &mut hdrs[k].msg_hdr;
+                h.msg_name = name.as_ptr().cast_mut().cast();
+                h.msg_namelen = name.len();
+                h.msg_iov = &mut iov[k];
+                h.msg_iovlen = 1;
+            }
+            let mut sent = 0;
+            while sent < chunk.len() {
+                // SAFETY: the headers point into `spare.data`, `names` and `iov`, alive
+                // for the call with their true lengths; the kernel only reads them.
+                let r = unsafe {
+                    libc::sendmmsg(
+                        fd,
+                        hdrs[sent..].as_mut_ptr(),
+                        (chunk.len() - sent) as libc::c_uint,
+                        libc::MSG_DONTWAIT,
+                    )
+                };
+                // One that fails (a full buffer, an unreachable address) is dropped, as
+                // a network would; the rest still go.
+                sent += if r > 0 { r as usize } else { 1 };
+            }
+        }
+        spare.clear();
+    }
+}
+
+/// Datagrams queued for the reader to send: their bytes back to back, and where each is.
+#[derive(Debug, Default)]
+struct OutQueue {
+    data: Vec<u8>,
+    items: Vec<(usize, usize, SocketAddr)>,
+}
+
+impl OutQueue {
+    /// Most datagrams held for the reader; more are dropped (a reader that stopped).
+    const CAP: usize = 65_536;
+
+    fn push(&mut self, d: &[u8], dest: SocketAddr) {
+        if self.items.len() < Self::CAP {
+            self.items.push((self.data.len(), d.len(), dest));
+            self.data.extend_from_slice(d);
+        }
+    }
+
+    fn clear(&mut self) {
+        self.data.clear();
+        self.items.clear();
+    }
 }
 
 impl SharedPort {
@@ -89,6 +161,8 @@ impl SharedPort {
         let inner = Arc::new(Inner {
             sock,
             routes: Mutex::new(HashMap::new()),
+            out: Mutex::new(OutQueue::default()),
+            flush: tokio::sync::Notify::new(),
             routed: AtomicU64::new(0),
             unknown: AtomicU64::new(0),
             overflow: AtomicU64::new(0),
@@ -170,6 +244,16 @@ pub(crate) struct SharedLeg {
 impl SharedLeg {
     pub(crate) fn inbox(&self) -> &Inbox {
         &self.inbox
+    }
+
+    /// Queues datagrams for the reader to send on the shared socket with other calls'
+    /// (`each` hands over every datagram and its destination), and makes sure it will.
+    pub(crate) fn send(&self, each: impl FnOnce(&mut dyn FnMut(&[u8], SocketAddr))) {
+        {
+            let mut out = self.port.out();
+            each(&mut |d, dest| out.push(d, dest));
+        }
+        self.port.flush.notify_one();
     }
 
     /// Moves the leg's route to a new remote address (a re-INVITE's SDP). `false`, and
@@ -329,9 +413,18 @@ async fn read(inner: Arc<Inner>, reg: AsyncFd<Fd>) {
         // SAFETY: all-zero bytes are a valid `sockaddr_storage` (family AF_UNSPEC).
         vec![unsafe { std::mem::zeroed() }; BATCH];
     let mut lens = [0usize; BATCH];
+    let mut spare = OutQueue::default();
     loop {
-        let Ok(mut guard) = reg.readable().await else {
-            return;
+        let mut guard = tokio::select! {
+            biased;
+            r = reg.readable() => match r {
+                Ok(g) => g,
+                Err(_) => return,
+            },
+            () = inner.flush.notified() => {
+                inner.flush(&mut spare);
+                continue;
+            }
         };
         let mut batch = BytesMut::with_capacity(BATCH * MAX_PACKET);
         let mut got = 0;
@@ -354,6 +447,25 @@ async fn read(inner: Arc<Inner>, reg: AsyncFd<Fd>) {
         unsafe { batch.set_len(got * MAX_PACKET) };
         let batch = batch.freeze();
         let now = Instant::now();
+        drop(guard);
+        dispatch(&inner, &batch, &from[..got], &lens, now);
+        // Let the sessions just woken run, then send what they queued in one go (those
+        // that run later, on another worker, notify and are sent on the next turn).
+        tokio::task::yield_now().await;
+        inner.flush(&mut spare);
+    }
+}
+
+/// Hands the batch's datagrams to their legs' inboxes (counting the rest).
+fn dispatch(
+    inner: &Inner,
+    batch: &Bytes,
+    from: &[libc::sockaddr_storage],
+    lens: &[usize; BATCH],
+    now: Instant,
+) {
+    let got = from.len();
+    {
         let routes = inner.routes();
         let mut routed = 0;
         for i in 0..got {

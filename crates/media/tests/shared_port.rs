@@ -6,12 +6,12 @@
 mod support;
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hotline_media::leg::{LegConfig, LegTiming};
 use hotline_media::sdp::{Codec, Direction};
 use hotline_media::session::{MediaLeg, SessionHandle, spawn_session};
-use hotline_media::{MediaError, SharedPort};
+use hotline_media::{MediaError, Player, Prompt, SharedPort};
 use rtp_rs::{RtpPacketBuilder, RtpReader, Seq};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
@@ -133,6 +133,27 @@ async fn a_bridged_call_relays_both_ways_through_one_shared_port() {
         (40, 0, 0),
         "{port:?}"
     );
+}
+
+/// Music a session plays on its own timer (no datagram from the port woke it) still
+/// leaves on the shared socket: the session tells the reader to send what it queued.
+#[tokio::test]
+async fn music_played_on_the_shared_port_reaches_the_phone() {
+    let c = bridged_call().await;
+    let shared = c.port.local_addr().unwrap();
+    let tune = Prompt::from_samples(vec![1000; 8000]);
+    c.session
+        .play(
+            hotline_media::Side::A,
+            Player::new(vec![tune], true, Instant::now()),
+        )
+        .await
+        .unwrap();
+    for _ in 0..10 {
+        let (from, _) = recv_rtp(&c.caller).await;
+        assert_eq!(from, shared, "music from the shared port");
+    }
+    assert_eq!(c.port.stats().routed, 0, "nothing came in to prompt a send");
 }
 
 #[tokio::test]
