@@ -95,6 +95,7 @@ async fn call_to_extension_is_bridged_and_released_on_both_legs_udp() -> anyhow:
         agents: &[("bob", "uas_call.xml")],
         reason: EndReason::CallerHangup,
         relayed: 30,
+        shared_rtp: false,
     }
     .run()
     .await
@@ -117,6 +118,7 @@ async fn queued_call_is_offered_to_the_agent_and_bridged_udp() -> anyhow::Result
         agents: &[("bob", "uas_call.xml")],
         reason: EndReason::CallerHangup,
         relayed: 30,
+        shared_rtp: false,
     }
     .run()
     .await
@@ -127,47 +129,17 @@ async fn queued_call_is_offered_to_the_agent_and_bridged_udp() -> anyhow::Result
 /// of its own, and the call's end leaves no leg on the port.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queued_call_with_the_caller_on_the_shared_rtp_port_udp() -> anyhow::Result<()> {
-    let shared = free_port();
-    let config = format!("shared_rtp_port = {shared}\n{ACD}");
-    let (h, server, mut ended) = start_for_calls("", 100, &config).await?;
-    let bob = agent(server, "bob", "uas_call.xml", &["-rtp_echo"]).await?;
-    caller(server, "4002", "uac_call_with_audio.xml", &[])?
-        .expect_success()
-        .await?;
-    bob.expect_success().await?;
-    let end = next_end(&mut ended).await?;
-    assert!(end.bridged, "agent leg bridged: {end:?}");
-    let media = end.media.context("media counters")?;
-    let b = media.b.context("agent leg attached")?;
-    assert!(
-        media.a.rx_packets >= 30,
-        "caller RTP into Hotline: {media:?}"
-    );
-    assert!(
-        b.tx_packets >= 30,
-        "caller RTP relayed to the agent: {media:?}"
-    );
-    assert!(
-        b.rx_packets >= 15,
-        "agent's echo back into Hotline: {media:?}"
-    );
-    let port = h
-        .switch
-        .as_ref()
-        .and_then(|s| s.shared_rtp())
-        .context("shared port configured")?;
-    assert!(
-        port.routed >= media.a.rx_packets,
-        "the caller's RTP came in on the shared port: {port:?}, {media:?}"
-    );
-    assert_eq!(
-        (port.legs, port.overflow, port.crossed),
-        (0, 0, 0),
-        "{port:?}"
-    );
-    nothing_left(&h).await?;
-    h.shutdown().await;
-    Ok(())
+    Bridged {
+        config: ACD,
+        number: "4002",
+        caller: "uac_call_with_audio.xml",
+        agents: &[("bob", "uas_call.xml")],
+        reason: EndReason::CallerHangup,
+        relayed: 30,
+        shared_rtp: true,
+    }
+    .run()
+    .await
 }
 
 /// bob declines (486): the ACD requeues the call and offers it to carol, who answers.
@@ -180,6 +152,7 @@ async fn declined_offer_goes_to_the_next_agent_udp() -> anyhow::Result<()> {
         agents: &[("bob", "uas_reject.xml"), ("carol", "uas_call.xml")],
         reason: EndReason::CallerHangup,
         relayed: 30,
+        shared_rtp: false,
     }
     .run()
     .await
@@ -200,6 +173,7 @@ async fn unanswered_offer_times_out_and_goes_to_the_next_agent_udp() -> anyhow::
         reason: EndReason::CallerHangup,
         // Bridged after the 1 s ring timeout: about 1 s of the caller's 2 s of audio.
         relayed: 15,
+        shared_rtp: false,
     }
     .run()
     .await
@@ -215,6 +189,7 @@ async fn agent_hangup_releases_the_caller_udp() -> anyhow::Result<()> {
         agents: &[("bob", "uas_answer_then_bye.xml")],
         reason: EndReason::AgentHangup,
         relayed: 30,
+        shared_rtp: false,
     }
     .run()
     .await
@@ -231,11 +206,18 @@ struct Bridged {
     reason: EndReason,
     /// Fewest caller packets that must reach the agent (the bridge may start late).
     relayed: u64,
+    /// With `[media] shared_rtp_port`: the caller's RTP must come in on the shared port
+    /// (its SDP names the address its INVITE came from), and leave no leg there.
+    shared_rtp: bool,
 }
 
 impl Bridged {
     async fn run(self) -> anyhow::Result<()> {
-        let (h, server, mut ended) = start_for_calls("", 100, self.config).await?;
+        let config = match self.shared_rtp {
+            true => format!("shared_rtp_port = {}\n{}", free_port(), self.config),
+            false => self.config.to_string(),
+        };
+        let (h, server, mut ended) = start_for_calls("", 100, &config).await?;
         let mut uas = Vec::new();
         for (user, scenario) in self.agents {
             uas.push(agent(server, user, scenario, &["-rtp_echo"]).await?);
@@ -264,6 +246,16 @@ impl Bridged {
             b.rx_packets >= self.relayed / 2,
             "agent's echo back into Hotline: {media:?}"
         );
+        let port = h.switch.as_ref().and_then(|s| s.shared_rtp());
+        assert_eq!(port.is_some(), self.shared_rtp, "{port:?}");
+        if let Some(port) = port {
+            assert!(
+                port.routed >= media.a.rx_packets,
+                "the caller's RTP came in on the shared port: {port:?}, {media:?}"
+            );
+            let left = (port.legs, port.overflow, port.crossed);
+            assert_eq!(left, (0, 0, 0), "{port:?}");
+        }
         nothing_left(&h).await?;
         h.shutdown().await;
         Ok(())

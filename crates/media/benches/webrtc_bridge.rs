@@ -427,6 +427,72 @@ enum Relay {
 /// An address for calls whose Hotline side is the shared floor socket (set later).
 const LO_ANY: SocketAddr = SocketAddr::new(LO, 0);
 
+/// Datagrams per `recvmmsg`/`sendmmsg` in the shared floors.
+const SHARED_B: usize = 64;
+/// Room per datagram in the shared floors' buffers.
+const SHARED_LEN: usize = 1500;
+
+/// One `recvmmsg` of up to [`SHARED_B`] datagrams from `sock` into `SHARED_LEN`-byte slots
+/// from `base`, each sender's port into `ports` and length into `lens`; how many came. A
+/// short batch means the queue ran dry: tokio's readiness is cleared.
+///
+/// # Safety
+/// `base` must point at `SHARED_B * SHARED_LEN` writable bytes.
+unsafe fn recv_many(
+    sock: &UdpSocket,
+    base: *mut u8,
+    ports: &mut [u16; SHARED_B],
+    lens: &mut [usize; SHARED_B],
+) -> usize {
+    use std::os::fd::AsRawFd;
+    // SAFETY: all-zero bytes are valid `sockaddr_storage`s, iovecs and mmsghdrs; every
+    // field the kernel reads is set below.
+    let mut from: [libc::sockaddr_storage; SHARED_B] = unsafe { std::mem::zeroed() };
+    let mut iov: [libc::iovec; SHARED_B] = unsafe { std::mem::zeroed() };
+    let mut hdrs: [libc::mmsghdr; SHARED_B] = unsafe { std::mem::zeroed() };
+    for i in 0..SHARED_B {
+        // SAFETY: slot i lies within the caller's buffer.
+        iov[i].iov_base = unsafe { base.add(i * SHARED_LEN) }.cast();
+        iov[i].iov_len = SHARED_LEN;
+        hdrs[i].msg_hdr.msg_name = (&mut from[i] as *mut libc::sockaddr_storage).cast();
+        hdrs[i].msg_hdr.msg_namelen =
+            std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        hdrs[i].msg_hdr.msg_iov = &mut iov[i];
+        hdrs[i].msg_hdr.msg_iovlen = 1;
+    }
+    let mut n = 0usize;
+    let _ = sock.try_io(tokio::io::Interest::READABLE, || {
+        // SAFETY: the headers point into the caller's buffer, `from` and `iov`, alive and
+        // exclusively borrowed for the call, with their true sizes.
+        let r = unsafe {
+            libc::recvmmsg(
+                sock.as_raw_fd(),
+                hdrs.as_mut_ptr(),
+                SHARED_B as u32,
+                libc::MSG_DONTWAIT,
+                std::ptr::null_mut(),
+            )
+        };
+        if r < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        n = r as usize;
+        if n < SHARED_B {
+            Err(std::io::ErrorKind::WouldBlock.into())
+        } else {
+            Ok(())
+        }
+    });
+    for i in 0..n {
+        // SAFETY: the kernel wrote an AF_INET address (the phones are on 127.0.0.1).
+        let sin =
+            unsafe { &*(&from[i] as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>() };
+        ports[i] = u16::from_be(sin.sin_port);
+        lens[i] = hdrs[i].msg_len as usize;
+    }
+    n
+}
+
 /// The floor with one socket for all calls: a single task reads up to 64 datagrams per
 /// `recvmmsg` and sends them on with one `sendmmsg`, each to the other phone of its call
 /// (by the sender's port). What relaying would cost with many calls' datagrams per
@@ -438,74 +504,35 @@ async fn shared_floor_relay(sock: UdpSocket, routes: HashMap<u16, SocketAddr>) {
         _ => {}
     }
     use std::os::fd::AsRawFd;
-    const B: usize = 64;
     let fd = sock.as_raw_fd();
-    let to_raw = |a: SocketAddr| socket2::SockAddr::from(a);
     let routes: HashMap<u16, socket2::SockAddr> =
-        routes.into_iter().map(|(k, v)| (k, to_raw(v))).collect();
-    let mut bufs = vec![[0u8; 1500]; B];
-    // SAFETY: all-zero bytes are a valid `sockaddr_storage` (family AF_UNSPEC).
-    let mut from: Vec<libc::sockaddr_storage> = vec![unsafe { std::mem::zeroed() }; B];
+        routes.into_iter().map(|(k, v)| (k, v.into())).collect();
+    let mut bufs = vec![[0u8; SHARED_LEN]; SHARED_B];
+    let (mut ports, mut lens) = ([0u16; SHARED_B], [0usize; SHARED_B]);
     loop {
         if sock.readable().await.is_err() {
             return;
         }
-        let mut n = 0usize;
-        // SAFETY: all-zero bytes are valid iovecs and mmsghdrs; every field the kernel
-        // reads is set below.
-        let mut iov: [libc::iovec; B] = unsafe { std::mem::zeroed() };
-        let mut hdrs: [libc::mmsghdr; B] = unsafe { std::mem::zeroed() };
-        for i in 0..B {
-            iov[i].iov_base = bufs[i].as_mut_ptr().cast();
-            iov[i].iov_len = bufs[i].len();
-            hdrs[i].msg_hdr.msg_name = (&mut from[i] as *mut libc::sockaddr_storage).cast();
-            hdrs[i].msg_hdr.msg_namelen =
-                std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-            hdrs[i].msg_hdr.msg_iov = &mut iov[i];
-            hdrs[i].msg_hdr.msg_iovlen = 1;
-        }
-        let _ = sock.try_io(tokio::io::Interest::READABLE, || {
-            // SAFETY: the headers point into `bufs`, `from` and `iov`, alive and
-            // exclusively borrowed for the call, with their true sizes.
-            let r = unsafe {
-                libc::recvmmsg(
-                    fd,
-                    hdrs.as_mut_ptr(),
-                    B as u32,
-                    libc::MSG_DONTWAIT,
-                    std::ptr::null_mut(),
-                )
-            };
-            if r < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            n = r as usize;
-            // A short batch: the queue ran dry, let tokio clear the readiness.
-            if n < B {
-                Err(std::io::ErrorKind::WouldBlock.into())
-            } else {
-                Ok(())
-            }
-        });
-        let mut out: [libc::mmsghdr; B] = unsafe { std::mem::zeroed() };
+        // SAFETY: `bufs` holds SHARED_B slots of SHARED_LEN bytes.
+        let n = unsafe { recv_many(&sock, bufs.as_mut_ptr().cast(), &mut ports, &mut lens) };
+        // SAFETY: all-zero bytes are valid iovecs and mmsghdrs; set below.
+        let mut iov: [libc::iovec; SHARED_B] = unsafe { std::mem::zeroed() };
+        let mut out: [libc::mmsghdr; SHARED_B] = unsafe { std::mem::zeroed() };
         let mut k = 0;
         for i in 0..n {
-            // SAFETY: the kernel wrote an AF_INET address (the phones are on 127.0.0.1).
-            let sin = unsafe {
-                &*(&from[i] as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>()
-            };
-            let Some(dest) = routes.get(&u16::from_be(sin.sin_port)) else {
+            let Some(dest) = routes.get(&ports[i]) else {
                 continue;
             };
-            iov[i].iov_len = hdrs[i].msg_len as usize;
+            iov[k].iov_base = bufs[i].as_mut_ptr().cast();
+            iov[k].iov_len = lens[i];
             out[k].msg_hdr.msg_name = dest.as_ptr() as *mut libc::c_void;
             out[k].msg_hdr.msg_namelen = dest.len();
-            out[k].msg_hdr.msg_iov = &mut iov[i];
+            out[k].msg_hdr.msg_iov = &mut iov[k];
             out[k].msg_hdr.msg_iovlen = 1;
             k += 1;
         }
         if k > 0 {
-            // SAFETY: as above; the destinations live in `routes`.
+            // SAFETY: the headers point into `bufs`, `iov` and `routes`, alive here.
             unsafe { libc::sendmmsg(fd, out.as_mut_ptr(), k as u32, 0) };
         }
     }
@@ -520,6 +547,84 @@ type UringPair = (
     SocketAddr,
 );
 
+/// The io_uring floors' sockets: socket i faces phone `dests[i]`, and a datagram received
+/// on i leaves on i ^ 1. The destinations are leaked: requests in flight point at them,
+/// and the phase ends by aborting the task.
+struct UringSockets {
+    /// Kept open for the ring's requests.
+    _socks: Vec<std::net::UdpSocket>,
+    dests: &'static [socket2::SockAddr],
+    fds: Vec<std::os::fd::RawFd>,
+}
+
+fn uring_sockets(pairs: Vec<UringPair>) -> UringSockets {
+    use std::os::fd::AsRawFd;
+    let mut socks = Vec::with_capacity(pairs.len() * 2);
+    let mut dests: Vec<socket2::SockAddr> = Vec::with_capacity(pairs.len() * 2);
+    for (x, a, y, b) in pairs {
+        socks.push(x);
+        dests.push(a.into());
+        socks.push(y);
+        dests.push(b.into());
+    }
+    let fds = socks.iter().map(|s| s.as_raw_fd()).collect();
+    UringSockets {
+        _socks: socks,
+        dests: Box::leak(dests.into_boxed_slice()),
+        fds,
+    }
+}
+
+/// A send's header and vector, kept (leaked) while the send is in flight.
+struct SendHdr {
+    iov: libc::iovec,
+    msg: libc::msghdr,
+}
+
+// SAFETY: a header points into its own slot, a leaked buffer and a leaked destination;
+// only the relay task that owns it reads or writes it.
+unsafe impl Send for SendHdr {}
+
+impl SendHdr {
+    fn new() -> Self {
+        // SAFETY: all-zero bytes are a valid iovec and msghdr; `to` sets what is read.
+        unsafe { std::mem::zeroed() }
+    }
+
+    /// Points the header at `len` bytes from `buf`, for `dest`.
+    fn to(&mut self, buf: *mut u8, len: usize, dest: &socket2::SockAddr) -> *const libc::msghdr {
+        self.iov.iov_base = buf.cast();
+        self.iov.iov_len = len;
+        self.msg.msg_name = dest.as_ptr() as *mut libc::c_void;
+        self.msg.msg_namelen = dest.len();
+        self.msg.msg_iov = &mut self.iov;
+        self.msg.msg_iovlen = 1;
+        &self.msg
+    }
+}
+
+/// The ring's descriptor, readable when completions are waiting.
+struct RingFd(std::os::fd::RawFd);
+
+impl std::os::fd::AsRawFd for RingFd {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.0
+    }
+}
+
+/// Registers the ring's descriptor with tokio. The caller drops the result before the ring.
+fn ring_readiness(ring: &io_uring::IoUring) -> tokio::io::unix::AsyncFd<RingFd> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: the ring's fd stays open while the registration lives (dropped first).
+    unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(
+            RingFd(ring.as_raw_fd()),
+            tokio::io::Interest::READABLE,
+        )
+    }
+    .expect("ring fd")
+}
+
 /// The floor with io_uring: a socket pair per call as in `floor` (so latching behind NAT
 /// would be as it is), but one ring for all calls. Every socket has a receive in flight;
 /// each datagram received goes out on the other socket of its call, and that socket's
@@ -527,58 +632,26 @@ type UringPair = (
 /// worth of receives and sends for all calls; completions are read from shared memory.
 async fn uring_floor_relay(pairs: Vec<UringPair>) {
     use io_uring::{IoUring, opcode, types};
-    use std::os::fd::{AsRawFd, RawFd};
 
-    struct RingFd(RawFd);
-    impl AsRawFd for RingFd {
-        fn as_raw_fd(&self) -> RawFd {
-            self.0
-        }
-    }
-    /// Buffers and headers the kernel may still touch while a request is in flight; leaked
-    /// so that aborting the task at the end of the phase cannot free them under the ring.
+    /// A socket's receive buffer and send header, leaked (see [`UringSockets`]).
     struct Slot {
         buf: [u8; 1500],
-        iov: libc::iovec,
-        msg: libc::msghdr,
+        hdr: SendHdr,
     }
-    // SAFETY: a slot's pointers point into the slot itself and into leaked destinations;
-    // only this task reads or writes them.
-    unsafe impl Send for Slot {}
-    let n = pairs.len() * 2;
-    let mut socks = Vec::with_capacity(n);
-    // Socket i faces phone `dests[i]`; a datagram received on i leaves on i ^ 1.
-    let mut dests: Vec<socket2::SockAddr> = Vec::with_capacity(n);
-    for (x, a, y, b) in pairs {
-        socks.push(x);
-        dests.push(a.into());
-        socks.push(y);
-        dests.push(b.into());
-    }
-    let dests: &'static [socket2::SockAddr] = Box::leak(dests.into_boxed_slice());
-    let fds: Vec<RawFd> = socks.iter().map(|s| s.as_raw_fd()).collect();
+    let UringSockets { _socks, dests, fds } = uring_sockets(pairs);
+    let n = fds.len();
     let slots: &'static mut [Slot] = Box::leak(
         (0..n)
             .map(|_| Slot {
                 buf: [0; 1500],
-                // SAFETY: all-zero bytes are a valid iovec and msghdr; the fields the
-                // kernel reads are set before each send.
-                iov: unsafe { std::mem::zeroed() },
-                msg: unsafe { std::mem::zeroed() },
+                hdr: SendHdr::new(),
             })
             .collect::<Vec<_>>()
             .into_boxed_slice(),
     );
     let entries = (n as u32).next_power_of_two().clamp(64, 32768);
     let mut ring = IoUring::new(entries).expect("io_uring");
-    // SAFETY: the ring's fd stays open while `afd` lives: `afd` is dropped first.
-    let afd = unsafe {
-        tokio::io::unix::AsyncFd::register_with_interest(
-            RingFd(ring.as_raw_fd()),
-            tokio::io::Interest::READABLE,
-        )
-    }
-    .expect("ring fd");
+    let afd = ring_readiness(&ring);
     let recv = |slots: &mut [Slot], i: usize| {
         opcode::Recv::new(types::Fd(fds[i]), slots[i].buf.as_mut_ptr(), 1500)
             .build()
@@ -616,14 +689,11 @@ async fn uring_floor_relay(pairs: Vec<UringPair>) {
                     }
                     let j = i ^ 1;
                     let s = &mut slots[i];
-                    s.iov.iov_base = s.buf.as_mut_ptr().cast();
-                    s.iov.iov_len = cqe.result() as usize;
-                    s.msg.msg_name = dests[j].as_ptr() as *mut libc::c_void;
-                    s.msg.msg_namelen = dests[j].len();
-                    s.msg.msg_iov = &mut s.iov;
-                    s.msg.msg_iovlen = 1;
+                    let msg = s
+                        .hdr
+                        .to(s.buf.as_mut_ptr(), cqe.result() as usize, &dests[j]);
                     pending.push(
-                        opcode::SendMsg::new(types::Fd(fds[j]), &s.msg)
+                        opcode::SendMsg::new(types::Fd(fds[j]), msg)
                             .build()
                             .user_data(((i as u64) << 1) | 1),
                     );
@@ -654,58 +724,25 @@ async fn uring_floor_relay(pairs: Vec<UringPair>) {
 /// datagram's buffer goes back to the pool when its send completes.
 async fn uring_multi_floor_relay(pairs: Vec<UringPair>) {
     use io_uring::{IoUring, cqueue, opcode, squeue, types};
-    use std::os::fd::{AsRawFd, RawFd};
 
-    struct RingFd(RawFd);
-    impl AsRawFd for RingFd {
-        fn as_raw_fd(&self) -> RawFd {
-            self.0
-        }
-    }
-    /// A send's header and vector, one per pool buffer (leaked, as in the other floor).
-    struct Slot {
-        iov: libc::iovec,
-        msg: libc::msghdr,
-    }
-    // SAFETY: pointers into leaked memory, used by this task only.
-    unsafe impl Send for Slot {}
     const LEN: usize = 1500;
     const RECV: u64 = 0;
     const SEND: u64 = 1;
-    let n = pairs.len() * 2;
-    let mut socks = Vec::with_capacity(n);
-    let mut dests: Vec<socket2::SockAddr> = Vec::with_capacity(n);
-    for (x, a, y, b) in pairs {
-        socks.push(x);
-        dests.push(a.into());
-        socks.push(y);
-        dests.push(b.into());
-    }
-    let dests: &'static [socket2::SockAddr] = Box::leak(dests.into_boxed_slice());
-    let fds: Vec<RawFd> = socks.iter().map(|s| s.as_raw_fd()).collect();
+    let UringSockets { _socks, dests, fds } = uring_sockets(pairs);
+    let n = fds.len();
     let nbufs = (n * 4).clamp(256, 32768);
     let pool: &'static mut [u8] = Box::leak(vec![0u8; nbufs * LEN].into_boxed_slice());
     let pool_ptr = pool.as_mut_ptr() as usize;
-    let slots: &'static mut [Slot] = Box::leak(
+    // A send header per pool buffer.
+    let slots: &'static mut [SendHdr] = Box::leak(
         (0..nbufs)
-            .map(|_| Slot {
-                // SAFETY: all-zero bytes are a valid iovec and msghdr.
-                iov: unsafe { std::mem::zeroed() },
-                msg: unsafe { std::mem::zeroed() },
-            })
+            .map(|_| SendHdr::new())
             .collect::<Vec<_>>()
             .into_boxed_slice(),
     );
     let entries = ((n + nbufs) as u32).next_power_of_two().clamp(64, 32768);
     let mut ring = IoUring::new(entries).expect("io_uring");
-    // SAFETY: the ring's fd stays open while `afd` lives: `afd` is dropped first.
-    let afd = unsafe {
-        tokio::io::unix::AsyncFd::register_with_interest(
-            RingFd(ring.as_raw_fd()),
-            tokio::io::Interest::READABLE,
-        )
-    }
-    .expect("ring fd");
+    let afd = ring_readiness(&ring);
     let provide = |bid: usize, count: usize| {
         opcode::ProvideBuffers::new(
             (pool_ptr + bid * LEN) as *mut u8,
@@ -769,15 +806,10 @@ async fn uring_multi_floor_relay(pairs: Vec<UringPair>) {
                         continue;
                     }
                     let j = idx ^ 1;
-                    let s = &mut slots[bid];
-                    s.iov.iov_base = (pool_ptr + bid * LEN) as *mut libc::c_void;
-                    s.iov.iov_len = cqe.result() as usize;
-                    s.msg.msg_name = dests[j].as_ptr() as *mut libc::c_void;
-                    s.msg.msg_namelen = dests[j].len();
-                    s.msg.msg_iov = &mut s.iov;
-                    s.msg.msg_iovlen = 1;
+                    let buf = (pool_ptr + bid * LEN) as *mut u8;
+                    let msg = slots[bid].to(buf, cqe.result() as usize, &dests[j]);
                     pending.push(
-                        opcode::SendMsg::new(types::Fd(fds[j]), &s.msg)
+                        opcode::SendMsg::new(types::Fd(fds[j]), msg)
                             .build()
                             .user_data(((bid as u64) << 1) | SEND),
                     );
@@ -808,33 +840,19 @@ async fn uring_multi_floor_relay(pairs: Vec<UringPair>) {
 /// datagram are read again until a round brings nothing.
 async fn uring_tick_floor_relay(pairs: Vec<UringPair>, tick: Duration) {
     use io_uring::{IoUring, opcode, types};
-    use std::os::fd::{AsRawFd, RawFd};
 
+    /// A socket's receive buffer and send header, leaked (see [`UringSockets`]).
     struct Slot {
         buf: [u8; 1500],
-        iov: libc::iovec,
-        msg: libc::msghdr,
+        hdr: SendHdr,
     }
-    // SAFETY: pointers into the slot itself and leaked destinations; this task only.
-    unsafe impl Send for Slot {}
-    let n = pairs.len() * 2;
-    let mut socks = Vec::with_capacity(n);
-    let mut dests: Vec<socket2::SockAddr> = Vec::with_capacity(n);
-    for (x, a, y, b) in pairs {
-        socks.push(x);
-        dests.push(a.into());
-        socks.push(y);
-        dests.push(b.into());
-    }
-    let dests: &'static [socket2::SockAddr] = Box::leak(dests.into_boxed_slice());
-    let fds: Vec<RawFd> = socks.iter().map(|s| s.as_raw_fd()).collect();
+    let UringSockets { _socks, dests, fds } = uring_sockets(pairs);
+    let n = fds.len();
     let slots: &'static mut [Slot] = Box::leak(
         (0..n)
             .map(|_| Slot {
                 buf: [0; 1500],
-                // SAFETY: all-zero bytes are a valid iovec and msghdr.
-                iov: unsafe { std::mem::zeroed() },
-                msg: unsafe { std::mem::zeroed() },
+                hdr: SendHdr::new(),
             })
             .collect::<Vec<_>>()
             .into_boxed_slice(),
@@ -881,13 +899,8 @@ async fn uring_tick_floor_relay(pairs: Vec<UringPair>, tick: Duration) {
                     for &(i, len) in chunk {
                         let j = i ^ 1;
                         let s = &mut slots[i];
-                        s.iov.iov_base = s.buf.as_mut_ptr().cast();
-                        s.iov.iov_len = len;
-                        s.msg.msg_name = dests[j].as_ptr() as *mut libc::c_void;
-                        s.msg.msg_namelen = dests[j].len();
-                        s.msg.msg_iov = &mut s.iov;
-                        s.msg.msg_iovlen = 1;
-                        let e = opcode::SendMsg::new(types::Fd(fds[j]), &s.msg)
+                        let msg = s.hdr.to(s.buf.as_mut_ptr(), len, &dests[j]);
+                        let e = opcode::SendMsg::new(types::Fd(fds[j]), msg)
                             .build()
                             .user_data(i as u64);
                         // SAFETY: as above.
@@ -918,8 +931,7 @@ async fn shared_dispatch_floor_relay(
     use bytes::{Bytes, BytesMut};
     use std::os::fd::AsRawFd;
     use std::sync::Mutex;
-    const B: usize = 64;
-    const LEN: usize = 1500;
+    const B: usize = SHARED_B;
     type Out = Arc<Mutex<Vec<(Bytes, u16)>>>;
     let sock = Arc::new(sock);
     let fd = sock.as_raw_fd();
@@ -970,71 +982,28 @@ async fn shared_dispatch_floor_relay(
         }
     }
     let _tasks = AbortAll(tasks);
-    // SAFETY: all-zero bytes are a valid `sockaddr_storage` (family AF_UNSPEC).
-    let mut from: Vec<libc::sockaddr_storage> = vec![unsafe { std::mem::zeroed() }; B];
+    let (mut ports, mut lens) = ([0u16; SHARED_B], [0usize; SHARED_B]);
     let mut sending: Vec<(Bytes, u16)> = Vec::new();
     loop {
         if sock.readable().await.is_err() {
             return;
         }
         // No raw pointer lives across the await below.
-        let got = (|| {
-            let mut batch = BytesMut::with_capacity(B * LEN);
-            let base = batch.as_mut_ptr();
-            let mut n = 0usize;
-            // SAFETY: all-zero bytes are valid iovecs and mmsghdrs; set below.
-            let mut iov: [libc::iovec; B] = unsafe { std::mem::zeroed() };
-            let mut hdrs: [libc::mmsghdr; B] = unsafe { std::mem::zeroed() };
-            for i in 0..B {
-                // SAFETY: within the batch buffer's capacity.
-                iov[i].iov_base = unsafe { base.add(i * LEN) }.cast();
-                iov[i].iov_len = LEN;
-                hdrs[i].msg_hdr.msg_name = (&mut from[i] as *mut libc::sockaddr_storage).cast();
-                hdrs[i].msg_hdr.msg_namelen =
-                    std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-                hdrs[i].msg_hdr.msg_iov = &mut iov[i];
-                hdrs[i].msg_hdr.msg_iovlen = 1;
-            }
-            let _ = sock.try_io(tokio::io::Interest::READABLE, || {
-                // SAFETY: the headers point into live buffers with their true sizes.
-                let r = unsafe {
-                    libc::recvmmsg(
-                        fd,
-                        hdrs.as_mut_ptr(),
-                        B as u32,
-                        libc::MSG_DONTWAIT,
-                        std::ptr::null_mut(),
-                    )
-                };
-                if r < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                n = r as usize;
-                if n < B {
-                    Err(std::io::ErrorKind::WouldBlock.into())
-                } else {
-                    Ok(())
-                }
-            });
-            if n == 0 {
-                return false;
-            }
-            // SAFETY: the kernel wrote the first n slots; the rest is never read.
-            unsafe { batch.set_len(n * LEN) };
+        let got = {
+            let mut batch = BytesMut::with_capacity(SHARED_B * SHARED_LEN);
+            // SAFETY: the batch's capacity is SHARED_B slots of SHARED_LEN bytes.
+            let n = unsafe { recv_many(&sock, batch.as_mut_ptr(), &mut ports, &mut lens) };
+            // SAFETY: the kernel wrote the first n slots; only their datagrams are read.
+            unsafe { batch.set_len(n * SHARED_LEN) };
             let batch = batch.freeze();
             for i in 0..n {
-                // SAFETY: the kernel wrote an AF_INET address (the phones are on 127.0.0.1).
-                let sin = unsafe {
-                    &*(&from[i] as *const libc::sockaddr_storage).cast::<libc::sockaddr_in>()
-                };
-                let port = u16::from_be(sin.sin_port);
-                if let Some(tx) = calls.get(&port) {
-                    let len = hdrs[i].msg_len as usize;
-                    let _ = tx.send((batch.slice(i * LEN..i * LEN + len), port));
+                if let Some(tx) = calls.get(&ports[i]) {
+                    let at = i * SHARED_LEN;
+                    let _ = tx.send((batch.slice(at..at + lens[i]), ports[i]));
                 }
             }
-            true
-        })();
+            n > 0
+        };
         if !got {
             continue;
         }

@@ -88,40 +88,35 @@ impl PortAllocator {
     /// [`SharedPort`](crate::shared::SharedPort)); pairs whose RTCP port is taken by
     /// another process are skipped.
     pub async fn bind_rtcp(&self, ip: IpAddr) -> Result<(UdpSocket, PortPair)> {
-        let attempts = self.available().max(1);
-        let mut last_err = None;
-        for _ in 0..attempts {
-            let pair = self.allocate()?;
-            match UdpSocket::bind(SocketAddr::new(ip, pair.rtcp())).await {
-                Ok(rtcp) => return Ok((rtcp, pair)),
-                Err(e) => last_err = Some(e),
-            }
-        }
-        Err(match last_err {
-            Some(e) => MediaError::Io(e),
-            None => MediaError::PortsExhausted {
-                first: self.first,
-                last: self.last,
-            },
+        self.bind_with(|pair| async move {
+            let rtcp = UdpSocket::bind(SocketAddr::new(ip, pair.rtcp())).await?;
+            Ok((rtcp, pair))
         })
+        .await
     }
 
     /// Allocates a pair and binds UDP sockets on `ip`; pairs whose ports are taken by
     /// another process are skipped (and returned to the pool).
     pub async fn bind(&self, ip: IpAddr) -> Result<BoundPorts> {
+        self.bind_with(|pair| async move {
+            let rtp = RtpSocket::bind(SocketAddr::new(ip, pair.rtp()))?;
+            let rtcp = UdpSocket::bind(SocketAddr::new(ip, pair.rtcp())).await?;
+            Ok(BoundPorts { rtp, rtcp, pair })
+        })
+        .await
+    }
+
+    /// Hands pairs to `bind` until one binds, at most as many as are free; a pair that
+    /// fails goes back to the pool as it drops. The last bind error, or exhaustion.
+    async fn bind_with<T, F>(&self, mut bind: impl FnMut(PortPair) -> F) -> Result<T>
+    where
+        F: std::future::Future<Output = io::Result<T>>,
+    {
         let attempts = self.available().max(1);
         let mut last_err = None;
         for _ in 0..attempts {
-            let pair = self.allocate()?;
-            let rtp = match RtpSocket::bind(SocketAddr::new(ip, pair.rtp())) {
-                Ok(s) => s,
-                Err(e) => {
-                    last_err = Some(e);
-                    continue;
-                }
-            };
-            match UdpSocket::bind(SocketAddr::new(ip, pair.rtcp())).await {
-                Ok(rtcp) => return Ok(BoundPorts { rtp, rtcp, pair }),
+            match bind(self.allocate()?).await {
+                Ok(t) => return Ok(t),
                 Err(e) => last_err = Some(e),
             }
         }
