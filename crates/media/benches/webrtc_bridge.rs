@@ -554,7 +554,7 @@ struct UringSockets {
     /// Kept open for the ring's requests.
     _socks: Vec<std::net::UdpSocket>,
     dests: &'static [socket2::SockAddr],
-    fds: Vec<std::os::fd::RawFd>,
+    fds: &'static [std::os::fd::RawFd],
 }
 
 fn uring_sockets(pairs: Vec<UringPair>) -> UringSockets {
@@ -567,11 +567,11 @@ fn uring_sockets(pairs: Vec<UringPair>) -> UringSockets {
         socks.push(y);
         dests.push(b.into());
     }
-    let fds = socks.iter().map(|s| s.as_raw_fd()).collect();
+    let fds: Vec<_> = socks.iter().map(|s| s.as_raw_fd()).collect();
     UringSockets {
         _socks: socks,
         dests: Box::leak(dests.into_boxed_slice()),
-        fds,
+        fds: Box::leak(fds.into_boxed_slice()),
     }
 }
 
@@ -603,6 +603,27 @@ impl SendHdr {
     }
 }
 
+/// A socket's receive buffer and send header in the io_uring floors.
+struct Slot {
+    buf: [u8; 1500],
+    hdr: SendHdr,
+}
+
+impl Slot {
+    /// `n` slots, leaked (see [`UringSockets`]).
+    fn leak(n: usize) -> &'static mut [Slot] {
+        Box::leak(
+            (0..n)
+                .map(|_| Slot {
+                    buf: [0; 1500],
+                    hdr: SendHdr::new(),
+                })
+                .collect::<Vec<_>>()
+                .into_boxed_slice(),
+        )
+    }
+}
+
 /// The ring's descriptor, readable when completions are waiting.
 struct RingFd(std::os::fd::RawFd);
 
@@ -625,39 +646,19 @@ fn ring_readiness(ring: &io_uring::IoUring) -> tokio::io::unix::AsyncFd<RingFd> 
     .expect("ring fd")
 }
 
-/// The floor with io_uring: a socket pair per call as in `floor` (so latching behind NAT
-/// would be as it is), but one ring for all calls. Every socket has a receive in flight;
-/// each datagram received goes out on the other socket of its call, and that socket's
-/// receive is armed again when the send completes. One `io_uring_enter` submits a wake's
-/// worth of receives and sends for all calls; completions are read from shared memory.
-async fn uring_floor_relay(pairs: Vec<UringPair>) {
-    use io_uring::{IoUring, opcode, types};
-
-    /// A socket's receive buffer and send header, leaked (see [`UringSockets`]).
-    struct Slot {
-        buf: [u8; 1500],
-        hdr: SendHdr,
-    }
-    let UringSockets { _socks, dests, fds } = uring_sockets(pairs);
-    let n = fds.len();
-    let slots: &'static mut [Slot] = Box::leak(
-        (0..n)
-            .map(|_| Slot {
-                buf: [0; 1500],
-                hdr: SendHdr::new(),
-            })
-            .collect::<Vec<_>>()
-            .into_boxed_slice(),
-    );
-    let entries = (n as u32).next_power_of_two().clamp(64, 32768);
-    let mut ring = IoUring::new(entries).expect("io_uring");
+/// Runs a ring until it fails: submits `pending` (what the completions asked for), hands
+/// each completion to `complete`, which pushes the next requests, and waits on the ring's
+/// descriptor when nothing is left to do.
+///
+/// # Safety
+/// Every entry `pending` and `complete` push must point at memory that outlives the ring
+/// (leaked slots and destinations).
+async unsafe fn drive_ring(
+    mut ring: io_uring::IoUring,
+    mut pending: Vec<io_uring::squeue::Entry>,
+    mut complete: impl FnMut(io_uring::cqueue::Entry, &mut Vec<io_uring::squeue::Entry>),
+) {
     let afd = ring_readiness(&ring);
-    let recv = |slots: &mut [Slot], i: usize| {
-        opcode::Recv::new(types::Fd(fds[i]), slots[i].buf.as_mut_ptr(), 1500)
-            .build()
-            .user_data((i as u64) << 1)
-    };
-    let mut pending: Vec<io_uring::squeue::Entry> = (0..n).map(|i| recv(slots, i)).collect();
     loop {
         let mut got = 0usize;
         {
@@ -665,7 +666,7 @@ async fn uring_floor_relay(pairs: Vec<UringPair>) {
             loop {
                 // Queue what the last completions asked for, as much as the ring takes.
                 while let Some(e) = pending.pop() {
-                    // SAFETY: every entry points into leaked slots and destinations.
+                    // SAFETY: the caller's promise: entries point at leaked memory.
                     if unsafe { sq.push(&e) }.is_err() {
                         pending.push(e);
                         break;
@@ -682,21 +683,7 @@ async fn uring_floor_relay(pairs: Vec<UringPair>) {
                 }
                 for cqe in &mut cq {
                     got += 1;
-                    let (i, is_send) = ((cqe.user_data() >> 1) as usize, cqe.user_data() & 1 == 1);
-                    if is_send || cqe.result() <= 0 {
-                        pending.push(recv(slots, i));
-                        continue;
-                    }
-                    let j = i ^ 1;
-                    let s = &mut slots[i];
-                    let msg = s
-                        .hdr
-                        .to(s.buf.as_mut_ptr(), cqe.result() as usize, &dests[j]);
-                    pending.push(
-                        opcode::SendMsg::new(types::Fd(fds[j]), msg)
-                            .build()
-                            .user_data(((i as u64) << 1) | 1),
-                    );
+                    complete(cqe, &mut pending);
                 }
             }
         }
@@ -717,6 +704,46 @@ async fn uring_floor_relay(pairs: Vec<UringPair>) {
             g.clear_ready();
         }
     }
+}
+
+/// The floor with io_uring: a socket pair per call as in `floor` (so latching behind NAT
+/// would be as it is), but one ring for all calls. Every socket has a receive in flight;
+/// each datagram received goes out on the other socket of its call, and that socket's
+/// receive is armed again when the send completes. One `io_uring_enter` submits a wake's
+/// worth of receives and sends for all calls; completions are read from shared memory.
+async fn uring_floor_relay(pairs: Vec<UringPair>) {
+    use io_uring::{IoUring, opcode, types};
+
+    let UringSockets { _socks, dests, fds } = uring_sockets(pairs);
+    let n = fds.len();
+    let slots = Slot::leak(n);
+    let entries = (n as u32).next_power_of_two().clamp(64, 32768);
+    let ring = IoUring::new(entries).expect("io_uring");
+    let recv = move |slots: &mut [Slot], i: usize| {
+        opcode::Recv::new(types::Fd(fds[i]), slots[i].buf.as_mut_ptr(), 1500)
+            .build()
+            .user_data((i as u64) << 1)
+    };
+    let pending = (0..n).map(|i| recv(slots, i)).collect();
+    let complete = move |cqe: io_uring::cqueue::Entry, pending: &mut Vec<_>| {
+        let (i, is_send) = ((cqe.user_data() >> 1) as usize, cqe.user_data() & 1 == 1);
+        if is_send || cqe.result() <= 0 {
+            pending.push(recv(slots, i));
+            return;
+        }
+        let j = i ^ 1;
+        let s = &mut slots[i];
+        let msg = s
+            .hdr
+            .to(s.buf.as_mut_ptr(), cqe.result() as usize, &dests[j]);
+        pending.push(
+            opcode::SendMsg::new(types::Fd(fds[j]), msg)
+                .build()
+                .user_data(((i as u64) << 1) | 1),
+        );
+    };
+    // SAFETY: every request points into the leaked slots and destinations.
+    unsafe { drive_ring(ring, pending, complete) }.await;
 }
 
 /// The io_uring floor with multishot receives (`URING_MULTI=1`): each socket's receive
@@ -741,8 +768,7 @@ async fn uring_multi_floor_relay(pairs: Vec<UringPair>) {
             .into_boxed_slice(),
     );
     let entries = ((n + nbufs) as u32).next_power_of_two().clamp(64, 32768);
-    let mut ring = IoUring::new(entries).expect("io_uring");
-    let afd = ring_readiness(&ring);
+    let ring = IoUring::new(entries).expect("io_uring");
     let provide = |bid: usize, count: usize| {
         opcode::ProvideBuffers::new(
             (pool_ptr + bid * LEN) as *mut u8,
@@ -762,76 +788,38 @@ async fn uring_multi_floor_relay(pairs: Vec<UringPair>) {
     };
     let mut pending: Vec<squeue::Entry> = (0..n).map(recv).collect();
     pending.push(provide(0, nbufs));
-    loop {
-        let mut got = 0usize;
-        {
-            let (submitter, mut sq, mut cq) = ring.split();
-            loop {
-                while let Some(e) = pending.pop() {
-                    // SAFETY: every entry points into leaked memory.
-                    if unsafe { sq.push(&e) }.is_err() {
-                        pending.push(e);
-                        break;
-                    }
-                }
-                sq.sync();
-                if !sq.is_empty() && submitter.submit().is_err() {
-                    return;
-                }
-                sq.sync();
-                cq.sync();
-                if cq.is_empty() {
-                    break;
-                }
-                for cqe in &mut cq {
-                    got += 1;
-                    let ud = cqe.user_data();
-                    if ud == u64::MAX {
-                        continue;
-                    }
-                    let idx = (ud >> 1) as usize;
-                    if ud & 1 == SEND {
-                        pending.push(provide(idx, 1));
-                        continue;
-                    }
-                    if !cqueue::more(cqe.flags()) {
-                        pending.push(recv(idx));
-                    }
-                    let Some(bid) = cqueue::buffer_select(cqe.flags()) else {
-                        continue;
-                    };
-                    let bid = bid as usize;
-                    if cqe.result() <= 0 {
-                        pending.push(provide(bid, 1));
-                        continue;
-                    }
-                    let j = idx ^ 1;
-                    let buf = (pool_ptr + bid * LEN) as *mut u8;
-                    let msg = slots[bid].to(buf, cqe.result() as usize, &dests[j]);
-                    pending.push(
-                        opcode::SendMsg::new(types::Fd(fds[j]), msg)
-                            .build()
-                            .user_data(((bid as u64) << 1) | SEND),
-                    );
-                }
-            }
+    let complete = move |cqe: cqueue::Entry, pending: &mut Vec<squeue::Entry>| {
+        let ud = cqe.user_data();
+        if ud == u64::MAX {
+            return;
         }
-        if got > 0 {
-            tokio::task::consume_budget().await;
-            continue;
+        let idx = (ud >> 1) as usize;
+        if ud & 1 == SEND {
+            pending.push(provide(idx, 1));
+            return;
         }
-        let Ok(mut g) = afd.readable().await else {
+        if !cqueue::more(cqe.flags()) {
+            pending.push(recv(idx));
+        }
+        let Some(bid) = cqueue::buffer_select(cqe.flags()) else {
             return;
         };
-        let empty = {
-            let mut cq = ring.completion();
-            cq.sync();
-            cq.is_empty()
-        };
-        if empty {
-            g.clear_ready();
+        let bid = bid as usize;
+        if cqe.result() <= 0 {
+            pending.push(provide(bid, 1));
+            return;
         }
-    }
+        let j = idx ^ 1;
+        let buf = (pool_ptr + bid * LEN) as *mut u8;
+        let msg = slots[bid].to(buf, cqe.result() as usize, &dests[j]);
+        pending.push(
+            opcode::SendMsg::new(types::Fd(fds[j]), msg)
+                .build()
+                .user_data(((bid as u64) << 1) | SEND),
+        );
+    };
+    // SAFETY: every request points into the leaked pool, headers and destinations.
+    unsafe { drive_ring(ring, pending, complete) }.await;
 }
 
 /// The io_uring floor on a tick (`URING_TICK=<ms>`): the sockets are in no reactor, so
@@ -841,22 +829,9 @@ async fn uring_multi_floor_relay(pairs: Vec<UringPair>) {
 async fn uring_tick_floor_relay(pairs: Vec<UringPair>, tick: Duration) {
     use io_uring::{IoUring, opcode, types};
 
-    /// A socket's receive buffer and send header, leaked (see [`UringSockets`]).
-    struct Slot {
-        buf: [u8; 1500],
-        hdr: SendHdr,
-    }
     let UringSockets { _socks, dests, fds } = uring_sockets(pairs);
     let n = fds.len();
-    let slots: &'static mut [Slot] = Box::leak(
-        (0..n)
-            .map(|_| Slot {
-                buf: [0; 1500],
-                hdr: SendHdr::new(),
-            })
-            .collect::<Vec<_>>()
-            .into_boxed_slice(),
-    );
+    let slots = Slot::leak(n);
     let entries = (n as u32).next_power_of_two().clamp(64, 32768);
     let mut ring = IoUring::new(entries).expect("io_uring");
     let mut interval = tokio::time::interval(tick);
