@@ -93,11 +93,11 @@ impl Inner {
         std::mem::swap(spare, &mut *self.out());
         let fd = self.sock.as_raw_fd();
         for chunk in spare.items.chunks(BATCH) {
-            let names: Vec<socket2::SockAddr> = chunk.iter().map(|i| i.2.into()).collect();
             // SAFETY: all-zero bytes are valid iovecs and mmsghdrs; set below.
             let mut iov: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
             let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
-            for (k, (&(at, len, _), name)) in chunk.iter().zip(&names).enumerate() {
+            for (k, (at, len, name)) in chunk.iter().enumerate() {
+                let (at, len) = (*at, *len);
                 iov[k].iov_base = spare.data[at..].as_ptr() as *mut libc::c_void;
                 iov[k].iov_len = len;
                 let h = &mut hdrs[k].msg_hdr;
@@ -108,8 +108,8 @@ impl Inner {
             }
             let mut sent = 0;
             while sent < chunk.len() {
-                // SAFETY: the headers point into `spare.data`, `names` and `iov`, alive
-                // for the call with their true lengths; the kernel only reads them.
+                // SAFETY: the headers point into `spare` and `iov`, alive for the call
+                // with their true lengths; the kernel only reads them.
                 let r = unsafe {
                     libc::sendmmsg(
                         fd,
@@ -127,20 +127,23 @@ impl Inner {
     }
 }
 
-/// Datagrams queued for the reader to send: their bytes back to back, and where each is.
+/// Datagrams queued for the reader to send: their bytes back to back, and where each is
+/// (its offset, length and destination, already in the form `sendmmsg` takes). Both
+/// vectors keep their room between flushes, so queueing allocates nothing once warm.
 #[derive(Debug, Default)]
 struct OutQueue {
     data: Vec<u8>,
-    items: Vec<(usize, usize, SocketAddr)>,
+    items: Vec<(usize, usize, socket2::SockAddr)>,
 }
 
 impl OutQueue {
-    /// Most datagrams held for the reader; more are dropped (a reader that stopped).
-    const CAP: usize = 65_536;
+    /// Most datagrams held for the reader (≈ 24 MB at most); more are dropped (a reader
+    /// that stopped, at runtime shutdown).
+    const CAP: usize = 16_384;
 
     fn push(&mut self, d: &[u8], dest: SocketAddr) {
         if self.items.len() < Self::CAP {
-            self.items.push((self.data.len(), d.len(), dest));
+            self.items.push((self.data.len(), d.len(), dest.into()));
             self.data.extend_from_slice(d);
         }
     }
@@ -413,6 +416,10 @@ async fn read(inner: Arc<Inner>, reg: AsyncFd<Fd>) {
         // SAFETY: all-zero bytes are a valid `sockaddr_storage` (family AF_UNSPEC).
         vec![unsafe { std::mem::zeroed() }; BATCH];
     let mut lens = [0usize; BATCH];
+    // Read into one reusable buffer; each batch's datagrams are then copied into one
+    // allocation of their own size, which the inboxes' slices share (a stalled leg pins
+    // its batches' few kilobytes, not a 96 KB receive buffer each).
+    let mut slots: Box<[[u8; MAX_PACKET]; BATCH]> = Box::new([[0; MAX_PACKET]; BATCH]);
     let mut spare = OutQueue::default();
     loop {
         let mut guard = tokio::select! {
@@ -426,14 +433,13 @@ async fn read(inner: Arc<Inner>, reg: AsyncFd<Fd>) {
                 continue;
             }
         };
-        let mut batch = BytesMut::with_capacity(BATCH * MAX_PACKET);
         let mut got = 0;
         // A short batch reports `WouldBlock` so tokio clears the readiness (a datagram
         // arriving after the call sets it again, so none is missed); a full one keeps
         // it and the loop comes straight back. Errors (ICMP reports of earlier sends)
         // are not fatal.
         let _ = guard.try_io(|fd| {
-            got = recv_batch(fd.as_raw_fd(), &mut batch, &mut from, &mut lens)?;
+            got = recv_batch(fd.as_raw_fd(), &mut slots, &mut from, &mut lens)?;
             if got < BATCH {
                 Err(io::ErrorKind::WouldBlock.into())
             } else {
@@ -443,12 +449,18 @@ async fn read(inner: Arc<Inner>, reg: AsyncFd<Fd>) {
         if got == 0 {
             continue;
         }
-        // SAFETY: the kernel wrote the first `got` slots; only their datagrams are read.
-        unsafe { batch.set_len(got * MAX_PACKET) };
-        let batch = batch.freeze();
-        let now = Instant::now();
         drop(guard);
-        dispatch(&inner, &batch, &from[..got], &lens, now);
+        let mut batch = BytesMut::with_capacity(lens[..got].iter().sum());
+        for (slot, &len) in slots.iter().zip(&lens).take(got) {
+            batch.extend_from_slice(&slot[..len]);
+        }
+        dispatch(
+            &inner,
+            batch.freeze(),
+            &from[..got],
+            &lens[..got],
+            Instant::now(),
+        );
         // Let the sessions just woken run, then send what they queued in one go (those
         // that run later, on another worker, notify and are sent on the next turn).
         tokio::task::yield_now().await;
@@ -456,56 +468,50 @@ async fn read(inner: Arc<Inner>, reg: AsyncFd<Fd>) {
     }
 }
 
-/// Hands the batch's datagrams to their legs' inboxes (counting the rest).
+/// Hands the batch's datagrams (back to back in `batch`, `lens` long, from `from`) to
+/// their legs' inboxes, counting the rest.
 fn dispatch(
     inner: &Inner,
-    batch: &Bytes,
+    batch: Bytes,
     from: &[libc::sockaddr_storage],
-    lens: &[usize; BATCH],
+    lens: &[usize],
     now: Instant,
 ) {
-    let got = from.len();
-    {
-        let routes = inner.routes();
-        let mut routed = 0;
-        for i in 0..got {
-            let Some(src) = crate::session::socket_addr(&from[i]).filter(|_| lens[i] > 0) else {
-                continue;
-            };
-            match routes.get(&src) {
-                Some(inbox) => {
-                    let d = batch.slice(i * MAX_PACKET..i * MAX_PACKET + lens[i]);
-                    match inbox.push(d, src, now) {
-                        Push::Queued => routed += 1,
-                        Push::Full => _ = inner.overflow.fetch_add(1, Ordering::Relaxed),
-                        Push::Crossed => _ = inner.crossed.fetch_add(1, Ordering::Relaxed),
-                    }
-                }
-                None => {
-                    inner.unknown.fetch_add(1, Ordering::Relaxed);
-                }
-            }
+    let routes = inner.routes();
+    let mut routed = 0;
+    let mut at = 0;
+    for (addr, &len) in from.iter().zip(lens) {
+        let d = batch.slice(at..at + len);
+        at += len;
+        let Some(src) = crate::session::socket_addr(addr).filter(|_| len > 0) else {
+            continue;
+        };
+        match routes.get(&src) {
+            Some(inbox) => match inbox.push(d, src, now) {
+                Push::Queued => routed += 1,
+                Push::Full => _ = inner.overflow.fetch_add(1, Ordering::Relaxed),
+                Push::Crossed => _ = inner.crossed.fetch_add(1, Ordering::Relaxed),
+            },
+            None => _ = inner.unknown.fetch_add(1, Ordering::Relaxed),
         }
-        inner.routed.fetch_add(routed, Ordering::Relaxed);
     }
+    inner.routed.fetch_add(routed, Ordering::Relaxed);
 }
 
-/// One `recvmmsg` into `batch`'s spare room, a datagram per [`MAX_PACKET`] slot: how
-/// many came, their lengths in `lens` (0 for one truncated) and senders in `from`.
+/// One `recvmmsg` into `slots`, a datagram each: how many came, their lengths in `lens`
+/// (0 for one truncated) and senders in `from`.
 fn recv_batch(
     fd: std::os::fd::RawFd,
-    batch: &mut BytesMut,
+    slots: &mut [[u8; MAX_PACKET]; BATCH],
     from: &mut [libc::sockaddr_storage],
     lens: &mut [usize; BATCH],
 ) -> io::Result<usize> {
-    let base = batch.spare_capacity_mut().as_mut_ptr();
     // SAFETY: all-zero bytes are valid iovecs and mmsghdrs; every field the kernel reads
     // is set below.
     let mut iov: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
     let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
     for i in 0..BATCH {
-        // SAFETY: slot i lies within the batch's capacity of BATCH * MAX_PACKET bytes.
-        iov[i].iov_base = unsafe { base.add(i * MAX_PACKET) }.cast();
+        iov[i].iov_base = slots[i].as_mut_ptr().cast();
         iov[i].iov_len = MAX_PACKET;
         let h = &mut hdrs[i].msg_hdr;
         h.msg_name = (&mut from[i] as *mut libc::sockaddr_storage).cast();
@@ -513,7 +519,7 @@ fn recv_batch(
         h.msg_iov = &mut iov[i];
         h.msg_iovlen = 1;
     }
-    // SAFETY: the headers point into `batch`, `from` and `iov`, alive and exclusively
+    // SAFETY: the headers point into `slots`, `from` and `iov`, alive and exclusively
     // borrowed for the call, with their true sizes.
     let n = unsafe {
         libc::recvmmsg(
