@@ -3,7 +3,9 @@
 //! SIP dialog and no RTP port is left behind.
 
 use anyhow::Context;
-use hotline_sip_tests::calls::{agent, caller, next_end, nothing_left, start_for_calls};
+use hotline_sip_tests::calls::{
+    agent, caller, device, next_end, nothing_left, register, start_for_calls,
+};
 use hotline_sip_tests::{Proto, SippBuilder, caller_audio, free_port, media, start_hotline_with};
 use hotline_switch::EndReason;
 
@@ -124,11 +126,11 @@ async fn queued_call_is_offered_to_the_agent_and_bridged_udp() -> anyhow::Result
     .await
 }
 
-/// The same with `[media] shared_rtp_port`: the caller's RTP comes and goes on the one
-/// shared port (its SDP names the address its INVITE came from), the agent's on a pair
-/// of its own, and the call's end leaves no leg on the port.
+/// The same with `[media] shared_rtp_port`: the caller's and the agent's RTP come and go
+/// on the one shared port (each one's SDP names the address its signalling came from),
+/// and the call's end leaves no leg on the port.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn queued_call_with_the_caller_on_the_shared_rtp_port_udp() -> anyhow::Result<()> {
+async fn queued_call_with_both_legs_on_the_shared_rtp_port_udp() -> anyhow::Result<()> {
     Bridged {
         config: ACD,
         number: "4002",
@@ -140,6 +142,58 @@ async fn queued_call_with_the_caller_on_the_shared_rtp_port_udp() -> anyhow::Res
     }
     .run()
     .await
+}
+
+/// With `[media] shared_rtp_port`, an agent whose answer names a media address other than
+/// the one its signalling comes from (SIPp's media on 127.0.0.2, as a phone behind NAT
+/// gives its private one) would not be heard on the shared port: Hotline moves it to a
+/// pair of its own with a re-INVITE (which the first UAS scenario requires), the call's
+/// media flows both ways, and the phone's next call is offered a pair at once (the plain
+/// UAS scenario fails on a re-INVITE).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_whose_media_does_not_fit_the_shared_port_is_moved_to_a_pair_udp()
+-> anyhow::Result<()> {
+    let config = format!("shared_rtp_port = {}\n{ACD}", free_port());
+    let (h, server, mut ended) = start_for_calls("", 100, &config).await?;
+    let port = free_port();
+    register(server, "bob", port).await?;
+    let mut caller_rx = 0;
+    for scenario in ["uas_call_moved.xml", "uas_call.xml"] {
+        let uas = device("bob", port, scenario, |b| {
+            b.args(["-rtp_echo", "-mi", "127.0.0.2"])
+        })
+        .await?;
+        caller(server, "4002", "uac_call_with_audio.xml", &[])?
+            .expect_success()
+            .await?;
+        uas.expect_success().await?;
+        let end = next_end(&mut ended).await?;
+        assert_eq!(end.reason, EndReason::CallerHangup, "{scenario}: {end:?}");
+        assert!(end.bridged, "{scenario}: {end:?}");
+        let media = end.media.context("media counters")?;
+        let b = media.b.context("agent leg attached")?;
+        assert!(
+            b.tx_packets >= 30,
+            "{scenario}: caller RTP to the agent: {media:?}"
+        );
+        assert!(
+            b.rx_packets >= 15,
+            "{scenario}: the agent's echo: {media:?}"
+        );
+        caller_rx += media.a.rx_packets;
+    }
+    let port = h
+        .switch
+        .as_ref()
+        .and_then(|s| s.shared_rtp())
+        .context("shared port")?;
+    // The callers were heard there; the agent's echo answers the port Hotline sends
+    // from, so it reached Hotline (b.rx above) only because the leg left the shared port.
+    assert!(port.routed >= caller_rx, "{port:?}");
+    assert_eq!((port.legs, port.overflow), (0, 0), "{port:?}");
+    nothing_left(&h).await?;
+    h.shutdown().await;
+    Ok(())
 }
 
 /// bob declines (486): the ACD requeues the call and offers it to carol, who answers.
@@ -206,8 +260,8 @@ struct Bridged {
     reason: EndReason,
     /// Fewest caller packets that must reach the agent (the bridge may start late).
     relayed: u64,
-    /// With `[media] shared_rtp_port`: the caller's RTP must come in on the shared port
-    /// (its SDP names the address its INVITE came from), and leave no leg there.
+    /// With `[media] shared_rtp_port`: both legs' RTP must come in on the shared port
+    /// (their SDP names the address their signalling came from), and leave no leg there.
     shared_rtp: bool,
 }
 
@@ -250,8 +304,8 @@ impl Bridged {
         assert_eq!(port.is_some(), self.shared_rtp, "{port:?}");
         if let Some(port) = port {
             assert!(
-                port.routed >= media.a.rx_packets,
-                "the caller's RTP came in on the shared port: {port:?}, {media:?}"
+                port.routed >= media.a.rx_packets + b.rx_packets,
+                "both legs' RTP came in on the shared port: {port:?}, {media:?}"
             );
             let left = (port.legs, port.overflow, port.crossed);
             assert_eq!(left, (0, 0, 0), "{port:?}");

@@ -281,10 +281,10 @@ pub struct MediaConfig {
     /// datagram); unset: `hotline_media::session::DEFAULT_TICK`. Each tick adds up to its
     /// length of one-way delay and saves a thread wake-up per packet.
     pub tick_ms: Option<Spanned<u64>>,
-    /// One UDP port on `rtp_ip`, outside `rtp_ports`, that callers' RTP shares (one
-    /// socket read in batches instead of a socket per leg: less CPU per call). A caller
-    /// whose SDP names another address than its INVITE came from (behind NAT) still
-    /// gets a port pair of its own, as does every agent leg. Unset: a pair per leg.
+    /// One UDP port on `rtp_ip`, outside `rtp_ports`, that callers' and the ACD's agents'
+    /// RTP shares (one socket read in batches instead of a socket per leg: less CPU per
+    /// call). A phone whose SDP names another address than its signalling comes from
+    /// (behind NAT) still gets a port pair of its own. Unset: a pair per leg.
     pub shared_rtp_port: Option<Spanned<u16>>,
 }
 

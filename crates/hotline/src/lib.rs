@@ -341,7 +341,7 @@ async fn start_inner(
         let port = hotline_media::SharedPort::bind(addr)
             .await
             .with_context(|| format!("binding the shared RTP port {addr}"))?;
-        tracing::info!(%addr, "callers' RTP on the shared port");
+        tracing::info!(%addr, "callers' and agents' RTP on the shared port");
         switch_cfg.shared_rtp = Some(Arc::new(port));
     }
     let shared_rtp = switch_cfg.shared_rtp.clone();

@@ -254,6 +254,18 @@ impl RtpSocket {
         self.shared.as_mut().is_none_or(|s| s.reroute(remote))
     }
 
+    /// On a shared port, hears `remote` from now on: the address a phone's answer gives
+    /// for a leg from [`SharedPort::reserve_leg`](crate::SharedPort::reserve_leg).
+    /// [`MediaError::SharedAddressTaken`] when another leg there has it (nothing
+    /// changes); nothing to do on a leg's own socket.
+    pub fn route(&mut self, remote: SocketAddr) -> Result<()> {
+        if self.reroute(remote) {
+            Ok(())
+        } else {
+            Err(MediaError::SharedAddressTaken(remote))
+        }
+    }
+
     /// Has the kernel stamp each datagram's arrival (`SO_TIMESTAMPNS`), for the wait
     /// measured by [`rtp_wait_measured`].
     pub(crate) fn timestamp_arrivals(&self) -> io::Result<()> {

@@ -952,6 +952,13 @@ impl LegSdp {
         &self.local
     }
 
+    /// Moves the leg to other ports of ours: the next description names them (and, as
+    /// a change, gets a new version).
+    pub fn set_ports(&mut self, rtp_port: u16, rtcp_port: Option<u16>) {
+        self.local.rtp_port = rtp_port;
+        self.local.rtcp_port = rtcp_port;
+    }
+
     /// What we last sent (a session refresh re-offers it unchanged).
     pub fn last(&self) -> Option<&SessionDescription> {
         self.last.as_ref()

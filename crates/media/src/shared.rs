@@ -11,7 +11,7 @@
 //! ([`SharedPort::bind_leg`] refuses the second). RTCP stays on a port of the leg's own
 //! (a few packets a minute), which SDP must then name (`a=rtcp`, RFC 3605).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
@@ -41,6 +41,9 @@ const INBOX_CAP: usize = 256;
 pub struct SharedPort {
     inner: Arc<Inner>,
     reader: JoinHandle<()>,
+    /// Phones (by signalling address) whose media did not fit here (see
+    /// [`SharedPort::note_misfit`]).
+    misfits: Mutex<HashSet<SocketAddr>>,
 }
 
 #[derive(Debug)]
@@ -52,6 +55,8 @@ struct Inner {
     out: Mutex<OutQueue>,
     flush: tokio::sync::Notify,
     routes: Mutex<HashMap<SocketAddr, Arc<Inbox>>>,
+    /// Legs here per phone (by signalling address), for those reserved for one.
+    devices: Mutex<HashSet<SocketAddr>>,
     /// Datagrams handed to legs.
     routed: AtomicU64,
     /// Datagrams from addresses no leg has.
@@ -81,6 +86,10 @@ pub struct SharedPortStats {
 impl Inner {
     fn routes(&self) -> MutexGuard<'_, HashMap<SocketAddr, Arc<Inbox>>> {
         self.routes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn devices(&self) -> MutexGuard<'_, HashSet<SocketAddr>> {
+        self.devices.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn out(&self) -> MutexGuard<'_, OutQueue> {
@@ -164,6 +173,7 @@ impl SharedPort {
         let inner = Arc::new(Inner {
             sock,
             routes: Mutex::new(HashMap::new()),
+            devices: Mutex::new(HashSet::new()),
             out: Mutex::new(OutQueue::default()),
             flush: tokio::sync::Notify::new(),
             routed: AtomicU64::new(0),
@@ -177,7 +187,29 @@ impl SharedPort {
         let reg = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) }
             .map_err(|e| e.into_parts().1)?;
         let reader = tokio::spawn(read(Arc::clone(&inner), reg));
-        Ok(SharedPort { inner, reader })
+        Ok(SharedPort {
+            inner,
+            reader,
+            misfits: Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// Remembers that a phone, known by the address its signalling comes from, answered
+    /// with a media address this port cannot take (behind NAT, or one another leg has),
+    /// so later offers to it go straight to a port pair instead of being moved there.
+    pub fn note_misfit(&self, device: SocketAddr) {
+        let mut m = self.misfits.lock().unwrap_or_else(|e| e.into_inner());
+        // Bounded: forgetting only costs a phone one more move.
+        if m.len() >= 4096 {
+            m.clear();
+        }
+        m.insert(device);
+    }
+
+    /// Whether [`SharedPort::note_misfit`] has named this phone.
+    pub fn is_misfit(&self, device: SocketAddr) -> bool {
+        let m = self.misfits.lock().unwrap_or_else(|e| e.into_inner());
+        m.contains(&device)
     }
 
     /// The shared socket's address (the port every leg here puts in its SDP).
@@ -195,20 +227,35 @@ impl SharedPort {
         ports: &PortAllocator,
         ip: IpAddr,
     ) -> Result<BoundPorts> {
-        let inbox = Arc::new(Inbox::default());
+        let mut b = self.reserve_leg(ports, ip, None).await?;
+        b.rtp.route(remote)?;
+        Ok(b)
+    }
+
+    /// Ports for a leg whose remote address is not known yet (our offer to a phone):
+    /// RTP on this shared port, RTCP on a pair's odd port. It hears nothing until
+    /// [`RtpSocket::route`] names the address its answer gives. With `device` (the
+    /// phone's signalling address), one leg per phone at a time: a phone that answers
+    /// several calls at once may give one media address for all (SIPp's echo does), so
+    /// a second is refused ([`MediaError::SharedAddressTaken`]) and takes a pair.
+    pub async fn reserve_leg(
+        &self,
+        ports: &PortAllocator,
+        ip: IpAddr,
+        device: Option<SocketAddr>,
+    ) -> Result<BoundPorts> {
+        if let Some(d) = device
+            && !self.inner.devices().insert(d)
         {
-            let mut routes = self.inner.routes();
-            if routes.contains_key(&remote) {
-                return Err(MediaError::SharedAddressTaken(remote));
-            }
-            routes.insert(remote, Arc::clone(&inbox));
+            return Err(MediaError::SharedAddressTaken(d));
         }
         let leg = SharedLeg {
             port: Arc::clone(&self.inner),
-            remote,
-            inbox,
+            remote: None,
+            device,
+            inbox: Arc::new(Inbox::default()),
         };
-        // The route goes again if anything below fails (`leg` drops).
+        // The device's place goes again if anything below fails (`leg` drops).
         let sock = self.inner.sock.try_clone()?;
         let (rtcp, pair) = ports.bind_rtcp(ip).await?;
         Ok(BoundPorts {
@@ -240,7 +287,10 @@ impl Drop for SharedPort {
 #[derive(Debug)]
 pub(crate) struct SharedLeg {
     port: Arc<Inner>,
-    remote: SocketAddr,
+    /// The address the leg hears (none yet: an offer not answered).
+    remote: Option<SocketAddr>,
+    /// The phone it was reserved for ([`SharedPort::reserve_leg`]).
+    device: Option<SocketAddr>,
     inbox: Arc<Inbox>,
 }
 
@@ -259,36 +309,44 @@ impl SharedLeg {
         self.port.flush.notify_one();
     }
 
-    /// Moves the leg's route to a new remote address (a re-INVITE's SDP). `false`, and
-    /// the old route kept, when another leg has that address.
+    /// Routes datagrams from `remote` to this leg from now on (an answer's or a
+    /// re-INVITE's SDP), instead of any address before. `false`, and the old route
+    /// kept, when another leg has that address.
     pub(crate) fn reroute(&mut self, remote: SocketAddr) -> bool {
-        if remote == self.remote {
+        if self.remote == Some(remote) {
             return true;
         }
         let mut routes = self.port.routes();
         if routes.contains_key(&remote) {
             return false;
         }
-        if routes
-            .get(&self.remote)
-            .is_some_and(|i| Arc::ptr_eq(i, &self.inbox))
-        {
-            routes.remove(&self.remote);
+        if let Some(old) = self.remote {
+            remove_own(&mut routes, old, &self.inbox);
         }
         routes.insert(remote, Arc::clone(&self.inbox));
-        self.remote = remote;
+        self.remote = Some(remote);
         true
+    }
+}
+
+/// Removes the route of `remote` if it is still `inbox`'s.
+fn remove_own(
+    routes: &mut HashMap<SocketAddr, Arc<Inbox>>,
+    remote: SocketAddr,
+    inbox: &Arc<Inbox>,
+) {
+    if routes.get(&remote).is_some_and(|i| Arc::ptr_eq(i, inbox)) {
+        routes.remove(&remote);
     }
 }
 
 impl Drop for SharedLeg {
     fn drop(&mut self) {
-        let mut routes = self.port.routes();
-        if routes
-            .get(&self.remote)
-            .is_some_and(|i| Arc::ptr_eq(i, &self.inbox))
-        {
-            routes.remove(&self.remote);
+        if let Some(old) = self.remote {
+            remove_own(&mut self.port.routes(), old, &self.inbox);
+        }
+        if let Some(d) = self.device {
+            self.port.devices().remove(&d);
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Legs on one shared media port over real loopback sockets: a bridged call relays
 //! both ways through the one socket, senders no leg has are dropped and counted, a
 //! second leg with a taken remote address is refused and leaves nothing behind, a
-//! leg's end frees its address and ports, and a re-INVITE's new address moves its route.
+//! leg's end frees its address and ports, a re-INVITE's new address moves its route, and
+//! a leg reserved for an offer is routed by its answer.
 
 mod support;
 
@@ -225,6 +226,43 @@ async fn a_second_leg_with_a_taken_address_is_refused_and_leaves_nothing() {
     let again = port.bind_leg(phone, &alloc, LO.into()).await.unwrap();
     assert_eq!(port.stats().legs, 1);
     drop(again);
+}
+
+/// An offer to a phone reserves a leg before its address is known: it hears nothing
+/// until its answer's address is routed, a taken address is refused without touching
+/// the route, and one phone (by signalling address) gets one reserved leg at a time.
+#[tokio::test]
+async fn a_reserved_leg_is_routed_by_its_answer_one_per_phone() {
+    let port = SharedPort::bind(SocketAddr::new(LO.into(), 0))
+        .await
+        .unwrap();
+    let alloc = support::port_range(4);
+    let device: SocketAddr = (LO, 5060).into();
+    let taken: SocketAddr = (LO, 40_000).into();
+    let other = port.bind_leg(taken, &alloc, LO.into()).await.unwrap();
+    let mut leg = port
+        .reserve_leg(&alloc, LO.into(), Some(device))
+        .await
+        .unwrap();
+    assert!(leg.rtp.is_shared());
+    assert_eq!((port.stats().legs, alloc.in_use()), (1, 2), "no route yet");
+    match port.reserve_leg(&alloc, LO.into(), Some(device)).await {
+        Err(MediaError::SharedAddressTaken(a)) => assert_eq!(a, device),
+        other => panic!("a second leg for the phone: {other:?}"),
+    }
+    assert_eq!(alloc.in_use(), 2, "nothing allocated for the refused leg");
+    match leg.rtp.route(taken) {
+        Err(MediaError::SharedAddressTaken(a)) => assert_eq!(a, taken),
+        other => panic!("routing a taken address: {other:?}"),
+    }
+    assert_eq!(port.stats().legs, 1, "the other leg keeps its route");
+    leg.rtp.route((LO, 40_002).into()).unwrap();
+    assert_eq!(port.stats().legs, 2);
+    drop(leg);
+    assert_eq!((port.stats().legs, alloc.in_use()), (1, 1));
+    let again = port.reserve_leg(&alloc, LO.into(), Some(device)).await;
+    assert!(again.is_ok(), "the phone's leg ended: {again:?}");
+    drop(other);
 }
 
 #[tokio::test]

@@ -436,6 +436,36 @@ impl Call {
         }
     }
 
+    /// Ports and our media for an offer to a phone. RTP goes on the shared port when
+    /// there is one, the leg may use it (`shared_ok`: the ACD's offers, whose answers
+    /// [`Call::ack_answer`] can move) and the phone's contact names the address its
+    /// signalling comes from (else it is behind NAT, and its media would come from an
+    /// address its SDP does not give), unless it answered unfit before; else a pair.
+    async fn offer_ports(
+        &self,
+        uri: &str,
+        flow: Flow,
+        shared_ok: bool,
+    ) -> Option<(BoundPorts, LocalMedia)> {
+        if shared_ok
+            && let Some(sp) = &self.cfg.shared_rtp
+            && contact_ip(uri) == Some(flow.remote.ip())
+            && !sp.is_misfit(flow.remote)
+            && let (Ok(b), Ok(at)) = (
+                sp.reserve_leg(&self.ports, self.cfg.media_ip, Some(flow.remote))
+                    .await,
+                sp.local_addr(),
+            )
+        {
+            let mut local = LocalMedia::new(self.cfg.media_ip, at.port());
+            local.rtcp_port = Some(b.pair.rtcp());
+            return Some((b, local));
+        }
+        let ports = self.ports.bind(self.cfg.media_ip).await.ok()?;
+        let local = LocalMedia::new(self.cfg.media_ip, ports.pair.rtp());
+        Some((ports, local))
+    }
+
     async fn reject(&self, tx: ServerTxId, status: u16, reason: &str, trace: Trace) -> CallEnd {
         tracing::info!(call_id = %self.call_id, status, reason, "call rejected");
         self.record(&trace, EndReason::Rejected, status).await;
@@ -2233,7 +2263,7 @@ impl Call {
         flow: Flow,
         extra: &str,
     ) -> Option<AgentLeg> {
-        self.call_leg(number, host, user, uri, flow, extra, false)
+        self.call_leg(number, host, user, uri, flow, extra, false, false)
             .await
     }
 
@@ -2247,7 +2277,22 @@ impl Call {
         uri: &str,
         flow: Flow,
     ) -> Option<AgentLeg> {
-        self.call_leg(number, host, user, uri, flow, "", true).await
+        self.call_leg(number, host, user, uri, flow, "", true, false)
+            .await
+    }
+
+    /// The ACD's offer to an agent: [`Call::call_agent`], with the agent's RTP on the
+    /// shared port when there is one (see [`Call::offer_ports`]).
+    async fn call_queue_agent(
+        &self,
+        number: &str,
+        host: &str,
+        user: &str,
+        uri: &str,
+        flow: Flow,
+    ) -> Option<AgentLeg> {
+        self.call_leg(number, host, user, uri, flow, "", false, true)
+            .await
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -2260,14 +2305,14 @@ impl Call {
         flow: Flow,
         extra: &str,
         own_call_id: bool,
+        shared_ok: bool,
     ) -> Option<AgentLeg> {
         // WebRTC hook: a browser agent (WebSocket contact) gets the gateway's offer.
         let browser = webrtc_leg::is_browser_contact(uri);
         let (ports, webrtc, offer, sdp) = if browser {
             webrtc_leg::offer(&self.ports, &self.cfg).await?
         } else {
-            let ports = self.ports.bind(self.cfg.media_ip).await.ok()?;
-            let local = LocalMedia::new(self.cfg.media_ip, ports.pair.rtp());
+            let (ports, local) = self.offer_ports(uri, flow, shared_ok).await?;
             let offer = build_offer(&local, Direction::SendRecv);
             let sdp = offer.to_string();
             (Some(ports), None, offer, sdp)
@@ -2550,14 +2595,31 @@ impl Call {
             })
             .and_then(SessionDescription::parse)
             .and_then(|answer| process_answer(&a.offer, &answer));
-        let (Ok(n), Some(ports)) = (negotiated, a.ports.take()) else {
+        let (Ok(n), Some(mut ports)) = (negotiated, a.ports.take()) else {
             return Some(None);
         };
-        Some(Some(MediaLeg::new(
-            ports,
-            LegConfig::from(&n),
-            self.cfg.leg_timing,
-        )))
+        // An offer on the shared port: the route is the address the answer gives, if
+        // the port can take it; else the leg moves to a pair of its own.
+        let mut moved = None;
+        if ports.rtp.is_shared()
+            && let Some(remote) = n.remote_rtp
+        {
+            let fits = remote.ip() == a.flow.remote.ip() && ports.rtp.route(remote).is_ok();
+            if !fits && let Some(sp) = &self.cfg.shared_rtp {
+                tracing::info!(call_id = %self.call_id, %remote, phone = %a.flow.remote, "agent's media does not fit the shared port: moving it to its own ports");
+                sp.note_misfit(a.flow.remote);
+                let Ok(pair) = self.ports.bind(self.cfg.media_ip).await else {
+                    return Some(None);
+                };
+                moved = Some(pair.pair.rtp());
+                ports = pair;
+            }
+        }
+        let leg = MediaLeg::new(ports, LegConfig::from(&n), self.cfg.leg_timing);
+        if let Some(port) = moved {
+            incall::move_agent_media(self, a, port).await;
+        }
+        Some(Some(leg))
     }
 
     /// Bridges the legs and starts the recording.
@@ -2617,7 +2679,7 @@ impl Call {
                     self.desk.offered(&user).await;
                     match self.sip.contact_for(&user).await {
                         Ok(Some((uri, flow))) => {
-                            self.call_agent(&st.number, &st.host, &user, &uri, flow)
+                            self.call_queue_agent(&st.number, &st.host, &user, &uri, flow)
                                 .await
                         }
                         _ => None,
@@ -2901,9 +2963,36 @@ pub(crate) fn event_call_id(ev: &AppEvent) -> Option<&str> {
     }
 }
 
+/// The IP address a contact URI names (none for a host name).
+fn contact_ip(uri: &str) -> Option<std::net::IpAddr> {
+    let u = msg::addr_uri(uri);
+    let u = u.split_once(':').map_or(u, |(_, rest)| rest); // the scheme
+    let u = u.split_once('@').map_or(u, |(_, h)| h);
+    let hostport = u.split([';', '>', '?']).next()?;
+    msg::hostport_host(hostport).parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The shared port is offered only to a phone whose contact names the IP its
+    /// signalling comes from: the contact's IP (v4, v6 in brackets), none for a name.
+    #[test]
+    fn a_contact_names_its_ip() {
+        let ip = |u: &str| contact_ip(u).map(|a| a.to_string());
+        assert_eq!(
+            ip("<sip:bob@127.0.0.1:5080;transport=udp>").as_deref(),
+            Some("127.0.0.1")
+        );
+        assert_eq!(ip("sip:10.0.0.7").as_deref(), Some("10.0.0.7"));
+        assert_eq!(
+            ip("sip:bob@[2001:db8::1]:5060;ob").as_deref(),
+            Some("2001:db8::1")
+        );
+        assert_eq!(ip("sip:bob@pc.example.com:5060"), None);
+        assert_eq!(ip("sip:k3j2@a1b2c3.invalid;transport=ws"), None);
+    }
 
     #[test]
     fn cdr_outcomes() {

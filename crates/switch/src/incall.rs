@@ -1265,6 +1265,38 @@ async fn refresh_agent(call: &Call, a: &mut AgentLeg) {
     }
 }
 
+/// Moves the agent's RTP to `port` (a pair of its own, once its answer named an address
+/// the shared port cannot take): a re-INVITE with our SDP on that port, whose 2xx is
+/// taken as a refresh's ([`agent_refreshed`]). Until the phone has it, its media comes to
+/// the shared port, which drops it.
+pub(crate) async fn move_agent_media(call: &Call, a: &mut AgentLeg, port: u16) {
+    let Some(mut sdp) = leg_sdp(&a.offer) else {
+        return;
+    };
+    sdp.set_ports(port, None);
+    let offer = sdp.offer(Direction::SendRecv);
+    a.ext.sdp = Some(sdp);
+    a.offer = offer.clone();
+    let mut extra = match a.ext.timer {
+        Some(timer) => session_timer::uac_headers(
+            timer.negotiated().interval,
+            call.cfg.session_timer.min_se,
+            Some(true),
+        ),
+        None => Vec::new(),
+    };
+    extra.push(format!(
+        "Contact: <{}{}>",
+        msg::addr_uri(&a.from),
+        transport_param(a.flow)
+    ));
+    let body = offer.to_string();
+    if let Some(req) = agent_req(a, "INVITE", &extra, Some(("application/sdp", &body))) {
+        a.ext.refresh = Some((a.cseq, offer));
+        let _ = call.sip.send_request(req, a.flow).await;
+    }
+}
+
 /// An in-dialog request to the agent (as its UAC).
 fn agent_req(
     a: &mut AgentLeg,

@@ -215,8 +215,9 @@ pub struct SwitchConfig {
     pub webrtc: hotline_media::WebRtcSettings,
     /// Voicemail boxes by name (`[[voicemail]]`).
     pub voicemail: HashMap<String, Arc<VoicemailBox>>,
-    /// The shared RTP port (`[media] shared_rtp_port`): callers' legs whose media comes
-    /// from their signalling address take their RTP there; `None`: a port pair per leg.
+    /// The shared RTP port (`[media] shared_rtp_port`): callers' and the ACD's agents'
+    /// legs whose media comes from their signalling address take their RTP there;
+    /// `None`: a port pair per leg.
     pub shared_rtp: Option<Arc<hotline_media::SharedPort>>,
 }
 
