@@ -40,7 +40,7 @@ const BLOCKS: &[(&str, u16)] = &[
     ("transports", 300),
     ("voicemail", 600),
     ("wallboard", 200),
-    ("webrtc_agent", 300),
+    ("webrtc_agent", 400),
     ("extension_ring", 200),
 ];
 

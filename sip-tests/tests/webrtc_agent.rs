@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use hotline_sip_tests::{TRUSTED_IP, media, start_hotline_with};
+use hotline_sip_tests::{TRUSTED_IP, free_port, media, start_hotline_with};
 use rtp_rs::{RtpPacketBuilder, RtpReader, Seq};
 use tokio::net::UdpSocket;
 use webrtc_common::{Browser, RTCRtpTransceiverDirection};
@@ -156,8 +156,27 @@ fn rtp(seq: u16, payload: &[u8]) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn browser_agent_gets_webrtc_offer_and_talks_to_a_sip_caller() -> anyhow::Result<()> {
-    let h = start_hotline_with(&(media(100) + CONFIG)).await?;
+    browser_agent_call(None).await
+}
+
+/// The same with `[media] shared_rtp_port`: the gateway's offer to the browser and the
+/// answer to alice both name the one shared port, and both parties' media (the browser's
+/// ICE, DTLS and SRTP, alice's RTP) comes in there, through hold, resume and re-offers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_agent_and_sip_caller_on_the_shared_rtp_port() -> anyhow::Result<()> {
+    browser_agent_call(Some(free_port())).await
+}
+
+async fn browser_agent_call(shared: Option<u16>) -> anyhow::Result<()> {
+    let shared_cfg = shared.map_or(String::new(), |p| format!("shared_rtp_port = {p}\n"));
+    let h = start_hotline_with(&(media(100) + &shared_cfg + CONFIG)).await?;
     let server = h.sip.udp_addrs()[0];
+    let port_of = |sdp: &str| -> Option<u16> {
+        sdp.lines()
+            .find_map(|l| l.strip_prefix("m=audio "))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|p| p.parse().ok())
+    };
 
     // bob registers a WebSocket contact.
     let bob = UdpSocket::bind((TRUSTED_IP, 0)).await?;
@@ -209,6 +228,11 @@ async fn browser_agent_gets_webrtc_offer_and_talks_to_a_sip_caller() -> anyhow::
     if header(&inv, "Session-Expires").is_some() {
         bail!("no session timer offered to a browser (a refresh would re-offer plain RTP)");
     }
+    if let Some(p) = shared
+        && !offer.contains(&format!(" {p} typ host"))
+    {
+        bail!("the browser is not offered the shared port {shared:?}:\n{offer}");
+    }
     let (mut browser, answer) = Browser::answer(offer).await;
     bob.send_to(ok_with(&inv, &contact, &answer).as_bytes(), server)
         .await?;
@@ -219,12 +243,10 @@ async fn browser_agent_gets_webrtc_offer_and_talks_to_a_sip_caller() -> anyhow::
         m.starts_with("SIP/2.0 200 ") && header(m, "CSeq").is_some_and(|c| c.ends_with("INVITE"))
     })
     .await?;
-    let port: u16 = body(&ok)
-        .lines()
-        .find_map(|l| l.strip_prefix("m=audio "))
-        .and_then(|l| l.split_whitespace().next())
-        .and_then(|p| p.parse().ok())
-        .context("Hotline's audio port")?;
+    let port: u16 = port_of(body(&ok)).context("Hotline's audio port")?;
+    if shared.is_some() && Some(port) != shared {
+        bail!("alice is not answered on the shared port {shared:?}:\n{ok}");
+    }
     let hotline_rtp = SocketAddr::new("127.0.0.1".parse()?, port);
     let to = header(&ok, "To").context("To")?;
     let target = header(&ok, "Contact")
@@ -415,6 +437,17 @@ async fn browser_agent_gets_webrtc_offer_and_talks_to_a_sip_caller() -> anyhow::
         .await?;
     expect(&bob, "BYE", |m| m.starts_with("BYE ")).await?;
     browser.close().await;
+    if shared.is_some() {
+        let port = h
+            .switch
+            .as_ref()
+            .and_then(|s| s.shared_rtp())
+            .context("shared port stats")?;
+        // alice sent 60+ and the browser 140+ packets; all came in on the shared port.
+        if port.routed < 200 {
+            bail!("both parties' media came in on the shared port: {port:?}");
+        }
+    }
     Ok(())
 }
 

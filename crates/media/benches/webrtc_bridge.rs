@@ -28,7 +28,8 @@
 //! `URING_TICK=<ms>` reads every socket once per tick instead, with no wake-ups),
 //! `plain` (RTP↔RTP), `shared` (RTP↔RTP, per datagram, every leg's RTP on one
 //! [`SharedPort`]), `lean` (WebRTC↔RTP on the lean media path; `lean_legs` counts
-//! the legs that were on it at the end) and `full` (WebRTC↔RTP with the lean path off:
+//! the legs that were on it at the end), `lean_shared` (the same with the browser's
+//! and the phone's legs on one [`SharedPort`]) and `full` (WebRTC↔RTP with the lean path off:
 //! every packet through the peer connection, as before it), so `PHASES="plain lean
 //! full"` compares all three in one run. Besides CPU per call, each phase reports
 //! Hotline's CPU per packet it was sent (`cpu_us_per_packet`), which starved peers
@@ -244,7 +245,17 @@ async fn webrtc_phase(
     secs: u64,
     tick: Duration,
     lean: bool,
+    shared: bool,
 ) {
+    let shared_port = match shared {
+        true => Some(Arc::new(
+            h.spawn(async { SharedPort::bind(SocketAddr::new(LO, 0)).await })
+                .await
+                .expect("join")
+                .expect("shared port"),
+        )),
+        false => None,
+    };
     // Room to spare: the range starts among the ephemeral ports, where the phones' and
     // the browsers' sockets (bound to port 0) land too and block pairs (with 2 pairs per
     // call + 50, a 400-call phase ran out of pairs).
@@ -261,9 +272,9 @@ async fn webrtc_phase(
     let mut phones = Vec::with_capacity(calls);
     for _ in 0..calls {
         let t0 = Instant::now();
-        let (a2, s2) = (alloc.clone(), settings.clone());
+        let (a2, s2, sp) = (alloc.clone(), settings.clone(), shared_port.clone());
         let (leg, offer) = h
-            .spawn(async move { WebRtcLeg::offer(&a2, &s2).await })
+            .spawn(async move { WebRtcLeg::offer_on(&a2, &s2, sp.as_deref()).await })
             .await
             .expect("join")
             .expect("offer");
@@ -272,14 +283,17 @@ async fn webrtc_phase(
         let (mut browser, answer) = Browser::answer(&offer).await;
         let phone = Arc::new(UdpSocket::bind((LO, 0)).await.expect("phone"));
         let phone_addr = phone.local_addr().expect("addr");
-        let a2 = alloc.clone();
+        let (a2, sp) = (alloc.clone(), shared_port.clone());
         let (session, a_addr) = h
             .spawn(async move {
                 let b = leg
                     .connect(Some(&answer), LegTiming::default())
                     .await
                     .expect("connect");
-                let ports = a2.bind(LO).await.expect("ports");
+                let ports = match &sp {
+                    Some(sp) => sp.bind_leg(phone_addr, &a2, LO).await.expect("shared leg"),
+                    None => a2.bind(LO).await.expect("ports"),
+                };
                 let a_addr = ports.rtp.local_addr().expect("addr");
                 let a = MediaLeg::new(ports, leg_cfg(phone_addr), LegTiming::default());
                 let (ev, mut evrx) = tokio::sync::mpsc::channel(64);
@@ -378,7 +392,11 @@ async fn webrtc_phase(
     let per_packet = counts0.per_packet_json(&counts1, to_h + b_sent);
     println!(
         "{{\"phase\":\"webrtc_rtp\",\"path\":\"{}\",\"lean_legs\":{lean_legs},\"tick_ms\":{},\"calls\":{calls},\"seconds\":{:.1},\"setup_ms_median\":{:.2},\"setup_ms_p99\":{:.2},\"offer_ms_median\":{:.3},\"hotline_cpu_s\":{cpu:.3},\"cpu_pct_of_core_per_call\":{per_call_pct:.4},\"cpu_us_per_packet\":{per_packet_us:.2},\"per_packet\":{per_packet},\"phone_to_browser\":{{\"sent\":{to_h},\"received\":{b_rx}}},\"browser_to_phone\":{{\"sent\":{b_sent},\"received\":{p_rx}}},\"spread\":{},\"loadavg\":\"{}\"}}",
-        if lean { "lean" } else { "full" },
+        match (lean, shared) {
+            (true, true) => "lean_shared_port",
+            (true, false) => "lean",
+            (false, _) => "full",
+        },
         tick.as_millis(),
         wall.as_secs_f64(),
         pct(&setup, 0.5),
@@ -387,6 +405,9 @@ async fn webrtc_phase(
         spread(),
         load_average()
     );
+    if let Some(p) = &shared_port {
+        eprintln!("webrtc_bridge: shared port {:?}", p.stats());
+    }
     for s in sessions {
         let h2 = h.clone();
         let _ = h2
@@ -1239,10 +1260,13 @@ fn main() {
         }
         for &tick in &ticks {
             if phases.contains(&"lean") {
-                webrtc_phase(&h, &tc, calls, secs, tick, true).await;
+                webrtc_phase(&h, &tc, calls, secs, tick, true, false).await;
+            }
+            if phases.contains(&"lean_shared") {
+                webrtc_phase(&h, &tc, calls, secs, tick, true, true).await;
             }
             if phases.contains(&"full") {
-                webrtc_phase(&h, &tc, calls, secs, tick, false).await;
+                webrtc_phase(&h, &tc, calls, secs, tick, false, false).await;
             }
         }
     });

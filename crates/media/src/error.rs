@@ -60,6 +60,9 @@ pub enum MediaError {
     /// there already has (the caller gives this leg ports of its own instead).
     #[error("remote media address {0} already has a leg on the shared port")]
     SharedAddressTaken(std::net::SocketAddr),
+    /// A browser leg's ICE username fragment is another leg's on the shared port.
+    #[error("ICE username fragment {0:?} already has a leg on the shared port")]
+    SharedIceTaken(String),
     /// The session cannot do this now (a third party is already there, or none is).
     #[error("media session busy: {0}")]
     Busy(&'static str),

@@ -266,6 +266,16 @@ impl RtpSocket {
         }
     }
 
+    /// On a shared port, makes this a browser leg routed by our ICE username fragment
+    /// (see [`SharedLeg::route_ice`]); nothing to do on a leg's own socket.
+    pub fn route_ice(&mut self, ufrag: &str) -> Result<()> {
+        if self.shared.as_mut().is_none_or(|s| s.route_ice(ufrag)) {
+            Ok(())
+        } else {
+            Err(MediaError::SharedIceTaken(ufrag.into()))
+        }
+    }
+
     /// Has the kernel stamp each datagram's arrival (`SO_TIMESTAMPNS`), for the wait
     /// measured by [`rtp_wait_measured`].
     pub(crate) fn timestamp_arrivals(&self) -> io::Result<()> {

@@ -194,6 +194,13 @@ impl MediaLeg {
     fn browser_command(&mut self, cmd: BrowserCommand, now: Instant) {
         if let Some(b) = self.browser.as_deref_mut() {
             b.command(cmd, self.state.config(), now, &self.ports.rtp);
+            // On a shared port, an ICE restart's new fragment must find the leg too.
+            if self.ports.rtp.is_shared()
+                && let Some(u) = b.ice_ufrag()
+                && let Err(e) = self.ports.rtp.route_ice(&u)
+            {
+                tracing::warn!(error = %e, "ICE restart on the shared port");
+            }
         }
     }
 }

@@ -57,6 +57,9 @@ struct Inner {
     routes: Mutex<HashMap<SocketAddr, Arc<Inbox>>>,
     /// Legs here per phone (by signalling address), for those reserved for one.
     devices: Mutex<HashSet<SocketAddr>>,
+    /// Browser legs by our ICE username fragment: a connectivity check (STUN) naming one
+    /// routes its sender's address to the leg (see [`RtpSocket::route_ice`]).
+    ufrags: Mutex<HashMap<String, Arc<Inbox>>>,
     /// Datagrams handed to legs.
     routed: AtomicU64,
     /// Datagrams from addresses no leg has.
@@ -86,6 +89,10 @@ pub struct SharedPortStats {
 impl Inner {
     fn routes(&self) -> MutexGuard<'_, HashMap<SocketAddr, Arc<Inbox>>> {
         self.routes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn ufrags(&self) -> MutexGuard<'_, HashMap<String, Arc<Inbox>>> {
+        self.ufrags.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn devices(&self) -> MutexGuard<'_, HashSet<SocketAddr>> {
@@ -174,6 +181,7 @@ impl SharedPort {
             sock,
             routes: Mutex::new(HashMap::new()),
             devices: Mutex::new(HashSet::new()),
+            ufrags: Mutex::new(HashMap::new()),
             out: Mutex::new(OutQueue::default()),
             flush: tokio::sync::Notify::new(),
             routed: AtomicU64::new(0),
@@ -253,6 +261,7 @@ impl SharedPort {
             port: Arc::clone(&self.inner),
             remote: None,
             device,
+            ufrag: None,
             inbox: Arc::new(Inbox::default()),
         };
         // The device's place goes again if anything below fails (`leg` drops).
@@ -291,6 +300,9 @@ pub(crate) struct SharedLeg {
     remote: Option<SocketAddr>,
     /// The phone it was reserved for ([`SharedPort::reserve_leg`]).
     device: Option<SocketAddr>,
+    /// A browser leg's ICE username fragment ([`SharedLeg::route_ice`]): its routes are
+    /// the addresses its connectivity checks came from.
+    ufrag: Option<String>,
     inbox: Arc<Inbox>,
 }
 
@@ -327,6 +339,30 @@ impl SharedLeg {
         self.remote = Some(remote);
         true
     }
+
+    /// Makes this a browser leg known by our ICE username fragment: each address a
+    /// connectivity check naming it comes from is routed here (a browser's media comes
+    /// from whichever candidate ICE picks, not from an address SDP gives). A new
+    /// fragment (ICE restart) replaces the old; addresses already routed stay. `false`
+    /// when another leg has the fragment.
+    pub(crate) fn route_ice(&mut self, ufrag: &str) -> bool {
+        let mut ufrags = self.port.ufrags();
+        match ufrags.get(ufrag) {
+            Some(i) if Arc::ptr_eq(i, &self.inbox) => return true,
+            Some(_) => return false,
+            None => {}
+        }
+        if let Some(old) = self.ufrag.take()
+            && ufrags
+                .get(&old)
+                .is_some_and(|i| Arc::ptr_eq(i, &self.inbox))
+        {
+            ufrags.remove(&old);
+        }
+        ufrags.insert(ufrag.to_owned(), Arc::clone(&self.inbox));
+        self.ufrag = Some(ufrag.to_owned());
+        true
+    }
 }
 
 /// Removes the route of `remote` if it is still `inbox`'s.
@@ -347,6 +383,19 @@ impl Drop for SharedLeg {
         }
         if let Some(d) = self.device {
             self.port.devices().remove(&d);
+        }
+        if let Some(u) = self.ufrag.take() {
+            {
+                let mut ufrags = self.port.ufrags();
+                if ufrags.get(&u).is_some_and(|i| Arc::ptr_eq(i, &self.inbox)) {
+                    ufrags.remove(&u);
+                }
+            }
+            // Its routes are wherever its checks came from: one pass over the table,
+            // for browser legs only.
+            self.port
+                .routes()
+                .retain(|_, i| !Arc::ptr_eq(i, &self.inbox));
         }
     }
 }
@@ -535,7 +584,7 @@ fn dispatch(
     lens: &[usize],
     now: Instant,
 ) {
-    let routes = inner.routes();
+    let mut routes = inner.routes();
     let mut routed = 0;
     let mut at = 0;
     for (addr, &len) in from.iter().zip(lens) {
@@ -544,16 +593,53 @@ fn dispatch(
         let Some(src) = crate::session::socket_addr(addr).filter(|_| len > 0) else {
             continue;
         };
+        let mut push = |inbox: &Inbox, d: Bytes| match inbox.push(d, src, now) {
+            Push::Queued => routed += 1,
+            Push::Full => _ = inner.overflow.fetch_add(1, Ordering::Relaxed),
+            Push::Crossed => _ = inner.crossed.fetch_add(1, Ordering::Relaxed),
+        };
         match routes.get(&src) {
-            Some(inbox) => match inbox.push(d, src, now) {
-                Push::Queued => routed += 1,
-                Push::Full => _ = inner.overflow.fetch_add(1, Ordering::Relaxed),
-                Push::Crossed => _ = inner.crossed.fetch_add(1, Ordering::Relaxed),
+            Some(inbox) => push(inbox, d),
+            // A browser's connectivity check from a new address names its leg.
+            None => match ice_ufrag(&d).and_then(|u| inner.ufrags().get(u).cloned()) {
+                Some(inbox) => {
+                    push(&inbox, d);
+                    routes.insert(src, inbox);
+                }
+                None => _ = inner.unknown.fetch_add(1, Ordering::Relaxed),
             },
-            None => _ = inner.unknown.fetch_add(1, Ordering::Relaxed),
         }
     }
     inner.routed.fetch_add(routed, Ordering::Relaxed);
+}
+
+/// Our ICE username fragment in a STUN Binding request (RFC 8489): its USERNAME is
+/// "recipient's fragment:sender's fragment" (RFC 8445 §7.2.2), so the part before the
+/// colon is ours.
+fn ice_ufrag(d: &[u8]) -> Option<&str> {
+    const MAGIC: [u8; 4] = [0x21, 0x12, 0xa4, 0x42];
+    const BINDING_REQUEST: [u8; 2] = [0x00, 0x01];
+    const USERNAME: u16 = 0x0006;
+    if d.len() < 20 || d[..2] != BINDING_REQUEST || d[4..8] != MAGIC {
+        return None;
+    }
+    let end = d
+        .len()
+        .min(20 + usize::from(u16::from_be_bytes([d[2], d[3]])));
+    let mut at = 20;
+    while at + 4 <= end {
+        let kind = u16::from_be_bytes([d[at], d[at + 1]]);
+        let len = usize::from(u16::from_be_bytes([d[at + 2], d[at + 3]]));
+        let value = d
+            .get(at + 4..at + 4 + len)
+            .filter(|_| at + 4 + len <= end)?;
+        if kind == USERNAME {
+            let user = std::str::from_utf8(value).ok()?;
+            return user.split(':').next().filter(|u| !u.is_empty());
+        }
+        at += 4 + len.div_ceil(4) * 4;
+    }
+    None
 }
 
 /// One `recvmmsg` into `slots`, a datagram each: how many came, their lengths in `lens`
@@ -616,6 +702,43 @@ mod tests {
         }
         let n = Arc::new(AtomicU64::new(0));
         (Waker::from(Arc::new(Count(Arc::clone(&n)))), n)
+    }
+
+    /// A STUN Binding request with `attrs` (type, value) after its header.
+    fn binding(attrs: &[(u16, &[u8])]) -> Vec<u8> {
+        let mut body = Vec::new();
+        for (t, v) in attrs {
+            body.extend_from_slice(&t.to_be_bytes());
+            body.extend_from_slice(&(v.len() as u16).to_be_bytes());
+            body.extend_from_slice(v);
+            body.resize(body.len().div_ceil(4) * 4, 0);
+        }
+        let mut m = vec![0x00, 0x01];
+        m.extend_from_slice(&(body.len() as u16).to_be_bytes());
+        m.extend_from_slice(&[0x21, 0x12, 0xa4, 0x42]);
+        m.extend_from_slice(&[7; 12]);
+        m.extend_from_slice(&body);
+        m
+    }
+
+    #[test]
+    fn a_connectivity_check_names_our_ice_fragment() {
+        // PRIORITY first (4 bytes), then a USERNAME whose length needs padding.
+        let m = binding(&[(0x0024, &[0, 0, 0, 1]), (0x0006, b"ours:theirs")]);
+        assert_eq!(ice_ufrag(&m), Some("ours"));
+        let mut response = m.clone();
+        response[..2].copy_from_slice(&[0x01, 0x01]);
+        assert_eq!(ice_ufrag(&response), None, "a Binding success response");
+        assert_eq!(ice_ufrag(&m[..m.len() - 4]), None, "USERNAME cut short");
+        assert_eq!(
+            ice_ufrag(&binding(&[(0x0024, &[0; 4])])),
+            None,
+            "no USERNAME"
+        );
+        assert_eq!(ice_ufrag(&binding(&[(0x0006, b":theirs")])), None);
+        let mut rtp = m.clone();
+        rtp[0] = 0x80;
+        assert_eq!(ice_ufrag(&rtp), None, "not STUN");
     }
 
     #[test]

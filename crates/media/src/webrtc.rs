@@ -69,6 +69,7 @@ use crate::leg::{LegConfig, LegTiming, MAX_PACKET};
 use crate::ports::{BoundPorts, PortAllocator};
 use crate::sdp::{Codec, Direction};
 use crate::session::MediaLeg;
+use crate::shared::SharedPort;
 
 /// How Hotline presents itself to browsers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1301,10 +1302,21 @@ impl WebRtcLeg {
     /// Binds the public socket (a pair from the range, on `settings.ip`) and makes the
     /// offer for the INVITE to the browser.
     pub async fn offer(ports: &PortAllocator, settings: &WebRtcSettings) -> Result<(Self, String)> {
-        let public = ports.bind(settings.ip).await?;
+        Self::offer_on(ports, settings, None).await
+    }
+
+    /// [`WebRtcLeg::offer`], on `shared` when given and bound on `settings.ip` (see
+    /// [`WebRtcLeg::public_socket`]).
+    pub async fn offer_on(
+        ports: &PortAllocator,
+        settings: &WebRtcSettings,
+        shared: Option<&SharedPort>,
+    ) -> Result<(Self, String)> {
+        let mut public = Self::public_socket(ports, settings, shared).await?;
         let local = public.rtp.local_addr()?;
         let s = settings.clone();
         let (peer, sdp) = off_stack(move || WebRtcPeer::offer(&s, local, Instant::now())).await??;
+        route_ice(&mut public, &sdp)?;
         Ok((WebRtcLeg::new(peer, public, None), sdp))
     }
 
@@ -1314,12 +1326,39 @@ impl WebRtcLeg {
         settings: &WebRtcSettings,
         offer: &str,
     ) -> Result<(Self, String)> {
-        let public = ports.bind(settings.ip).await?;
+        Self::answer_on(ports, settings, offer, None).await
+    }
+
+    /// [`WebRtcLeg::answer`], on `shared` when given and bound on `settings.ip`.
+    pub async fn answer_on(
+        ports: &PortAllocator,
+        settings: &WebRtcSettings,
+        offer: &str,
+        shared: Option<&SharedPort>,
+    ) -> Result<(Self, String)> {
+        let mut public = Self::public_socket(ports, settings, shared).await?;
         let local = public.rtp.local_addr()?;
         let (s, offer) = (settings.clone(), offer.to_owned());
         let (peer, sdp, media) =
             off_stack(move || WebRtcPeer::answer(&s, local, &offer, Instant::now())).await??;
+        route_ice(&mut public, &sdp)?;
         Ok((WebRtcLeg::new(peer, public, Some(media)), sdp))
+    }
+
+    /// The leg's public socket: a pair of its own, or the shared port when there is one
+    /// on the address browsers are given (ICE, DTLS and SRTP then come in there, sorted
+    /// out to the leg by our ICE username fragment and the addresses it was seen from).
+    async fn public_socket(
+        ports: &PortAllocator,
+        settings: &WebRtcSettings,
+        shared: Option<&SharedPort>,
+    ) -> Result<BoundPorts> {
+        match shared {
+            Some(sp) if sp.local_addr()?.ip() == settings.ip => {
+                sp.reserve_leg(ports, settings.ip, None).await
+            }
+            _ => ports.bind(settings.ip).await,
+        }
     }
 
     fn new(peer: WebRtcPeer, public: BoundPorts, media: Option<WebRtcMedia>) -> Self {
@@ -1381,6 +1420,22 @@ impl WebRtcLeg {
             Box::new(BrowserLink::new(peer)),
         ))
     }
+}
+
+/// Routes a shared public socket by the ICE username fragment of our `sdp`.
+fn route_ice(public: &mut BoundPorts, sdp: &str) -> Result<()> {
+    match ice_ufrag_of(sdp) {
+        Some(u) => public.rtp.route_ice(u),
+        None if public.rtp.is_shared() => Err(MediaError::WebRtc("no ICE ufrag in our SDP".into())),
+        None => Ok(()),
+    }
+}
+
+/// `a=ice-ufrag` of an SDP (session or first media level).
+fn ice_ufrag_of(sdp: &str) -> Option<&str> {
+    sdp.lines()
+        .find_map(|l| l.trim().strip_prefix("a=ice-ufrag:"))
+        .map(str::trim)
 }
 
 /// Runs `f` (building a peer connection, applying SDP) on a blocking-pool thread: the
@@ -1642,6 +1697,12 @@ impl BrowserLink {
             }
         }
         self.flush(sock);
+    }
+
+    /// Our current ICE username fragment (a new one after an ICE restart).
+    pub(crate) fn ice_ufrag(&self) -> Option<String> {
+        let sdp = self.peer.local_sdp().ok()?;
+        ice_ufrag_of(&sdp).map(str::to_owned)
     }
 
     /// Closes the connection: DTLS close_notify goes out on `sock`.

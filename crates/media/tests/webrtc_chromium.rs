@@ -16,6 +16,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
+use hotline_media::SharedPort;
 use hotline_media::leg::{LegConfig, LegEvent, LegTiming};
 use hotline_media::sdp::{Codec, Direction};
 use hotline_media::session::{MediaEvent, MediaLeg, Side, spawn_session};
@@ -115,13 +116,36 @@ fn rtp(ssrc: u32, seq: u16, ts: u32, payload: &[u8]) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_answers_and_media_flows_both_ways() {
+    chromium_answers(false).await;
+}
+
+/// The same with the browser leg on a shared media port: ICE, DTLS, SRTP and SRTCP all
+/// come in on the one port, sorted out to the leg by our ICE username fragment (also
+/// after the page's ICE restart), and the leg's end leaves nothing routed there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_answers_on_the_shared_port_and_media_flows_both_ways() {
+    chromium_answers(true).await;
+}
+
+async fn chromium_answers(shared: bool) {
     let Some(mut page) = Page::start() else {
         return;
     };
     let alloc = support::port_range(50);
-    let (leg, offer) = WebRtcLeg::offer(&alloc, &WebRtcSettings::new(LO))
+    let port = match shared {
+        true => Some(SharedPort::bind((LO, 0).into()).await.unwrap()),
+        false => None,
+    };
+    let (leg, offer) = WebRtcLeg::offer_on(&alloc, &WebRtcSettings::new(LO), port.as_ref())
         .await
         .unwrap();
+    if let Some(p) = &port {
+        assert_eq!(
+            leg.local_addr(),
+            p.local_addr().unwrap(),
+            "offered on the shared port"
+        );
+    }
     let stats = leg.stats();
     let reply = page.ask(json!({ "offer": offer })).await;
     let answer = reply["answer"].as_str().expect("answer SDP").to_string();
@@ -292,6 +316,17 @@ async fn chromium_answers_and_media_flows_both_ways() {
     drop(a);
     b.unwrap().release().await;
     assert_eq!(alloc.in_use(), 0);
+    if let Some(p) = &port {
+        let st = p.stats();
+        assert!(
+            st.routed >= stats.from_browser(),
+            "the browser came in there: {st:?}"
+        );
+        assert_eq!(
+            st.legs, 0,
+            "every address the browser was seen from is gone: {st:?}"
+        );
+    }
     page.quit().await;
 }
 

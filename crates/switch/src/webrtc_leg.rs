@@ -46,7 +46,13 @@ pub(crate) async fn offer(
     SessionDescription,
     String,
 )> {
-    match Box::pin(WebRtcLeg::offer(ports, &cfg.webrtc)).await {
+    match Box::pin(WebRtcLeg::offer_on(
+        ports,
+        &cfg.webrtc,
+        cfg.shared_rtp.as_deref(),
+    ))
+    .await
+    {
         Ok((leg, sdp)) => {
             let local = LocalMedia::new(cfg.media_ip, leg.local_addr().port());
             let plain = build_offer(&local, Direction::SendRecv);
@@ -105,7 +111,8 @@ pub(crate) async fn answer(
         line: 0,
         reason: "SDP is not UTF-8",
     })?;
-    let (leg, sdp) = WebRtcLeg::answer(ports, &cfg.webrtc, offer).await?;
+    let (leg, sdp) =
+        WebRtcLeg::answer_on(ports, &cfg.webrtc, offer, cfg.shared_rtp.as_deref()).await?;
     let local = LocalMedia::new(cfg.media_ip, leg.local_addr().port());
     let plain = build_offer(&local, Direction::SendRecv);
     let leg = leg.connect(None, timing).await?;
