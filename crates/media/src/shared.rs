@@ -414,7 +414,14 @@ enum Push {
 #[derive(Debug, Default)]
 pub(crate) struct Inbox {
     q: Mutex<Queue>,
+    /// Addresses routed here by connectivity checks (a browser leg's), at most
+    /// [`MAX_ICE_ROUTES`]: checks from anywhere naming the fragment cannot grow the
+    /// table without bound.
+    ice_routes: std::sync::atomic::AtomicUsize,
 }
+
+/// Addresses a browser leg may be heard from (its candidates, a restart's new ones).
+const MAX_ICE_ROUTES: usize = 16;
 
 #[derive(Debug, Default)]
 struct Queue {
@@ -602,10 +609,13 @@ fn dispatch(
             Some(inbox) => push(inbox, d),
             // A browser's connectivity check from a new address names its leg.
             None => match ice_ufrag(&d).and_then(|u| inner.ufrags().get(u).cloned()) {
-                Some(inbox) => {
+                Some(inbox)
+                    if inbox.ice_routes.fetch_add(1, Ordering::Relaxed) < MAX_ICE_ROUTES =>
+                {
                     push(&inbox, d);
                     routes.insert(src, inbox);
                 }
+                Some(_) => _ = inner.unknown.fetch_add(1, Ordering::Relaxed),
                 None => _ = inner.unknown.fetch_add(1, Ordering::Relaxed),
             },
         }

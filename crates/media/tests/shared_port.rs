@@ -2,7 +2,7 @@
 //! both ways through the one socket, senders no leg has are dropped and counted, a
 //! second leg with a taken remote address is refused and leaves nothing behind, a
 //! leg's end frees its address and ports, a re-INVITE's new address moves its route, and
-//! a leg reserved for an offer is routed by its answer.
+//! a leg reserved for an offer is routed by its answer, a browser leg by its ICE fragment.
 
 mod support;
 
@@ -263,6 +263,56 @@ async fn a_reserved_leg_is_routed_by_its_answer_one_per_phone() {
     let again = port.reserve_leg(&alloc, LO.into(), Some(device)).await;
     assert!(again.is_ok(), "the phone's leg ended: {again:?}");
     drop(other);
+}
+
+/// A browser leg is found by our ICE username fragment: a connectivity check naming it
+/// routes its sender's address to the leg, up to 16 addresses (checks from anywhere
+/// cannot grow the table); other fragments are strangers; the leg's end removes every
+/// address it was seen from.
+#[tokio::test]
+async fn connectivity_checks_route_a_browser_leg_by_its_ice_fragment() {
+    let port = SharedPort::bind(SocketAddr::new(LO.into(), 0))
+        .await
+        .unwrap();
+    let shared = port.local_addr().unwrap();
+    let alloc = support::port_range(4);
+    let mut leg = port.reserve_leg(&alloc, LO.into(), None).await.unwrap();
+    leg.rtp.route_ice("frag").unwrap();
+    let check = |ufrag: &str| {
+        let user = format!("{ufrag}:browser");
+        let padded = user.len().div_ceil(4) * 4;
+        let mut m = vec![0x00, 0x01];
+        m.extend_from_slice(&((4 + padded) as u16).to_be_bytes());
+        m.extend_from_slice(&[0x21, 0x12, 0xa4, 0x42]);
+        m.extend_from_slice(&[9; 12]);
+        m.extend_from_slice(&[0x00, 0x06]);
+        m.extend_from_slice(&(user.len() as u16).to_be_bytes());
+        m.extend_from_slice(user.as_bytes());
+        m.resize(20 + 4 + padded, 0);
+        m
+    };
+    let mut socks = Vec::new();
+    for _ in 0..20 {
+        let s = UdpSocket::bind((LO, 0)).await.unwrap();
+        s.send_to(&check("frag"), shared).await.unwrap();
+        socks.push(s);
+    }
+    let stranger = UdpSocket::bind((LO, 0)).await.unwrap();
+    stranger.send_to(&check("other"), shared).await.unwrap();
+    let st = timeout(GUARD, async {
+        loop {
+            let st = port.stats();
+            if st.routed + st.unknown >= 21 {
+                return st;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("every check handled");
+    assert_eq!((st.legs, st.routed, st.unknown), (16, 16, 5), "{st:?}");
+    drop(leg);
+    assert_eq!(port.stats().legs, 0, "its addresses went with the leg");
 }
 
 #[tokio::test]
