@@ -61,12 +61,11 @@ use rtc::shared::marshal::{Marshal, Unmarshal};
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use rtc::srtp::context::Context as SrtpContext;
 use rtc::srtp::protection_profile::ProtectionProfile;
-use std::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{MediaError, Result};
 use crate::leg::{LegConfig, LegTiming, MAX_PACKET};
-use crate::ports::{BoundPorts, PortAllocator};
+use crate::ports::{BoundPorts, PortAllocator, RtpSocket};
 use crate::sdp::{Codec, Direction};
 use crate::session::MediaLeg;
 use crate::shared::SharedPort;
@@ -1599,23 +1598,39 @@ impl BrowserLink {
     }
 
     /// Sends the call's RTCP report to the browser (SRTCP, through the connection).
-    pub(crate) fn send_rtcp(&mut self, report: &[u8], now: Instant, sock: &UdpSocket) {
+    pub(crate) fn send_rtcp(&mut self, report: &[u8], now: Instant, sock: &RtpSocket) {
         if self.peer.send_rtcp(report, now).is_ok() {
             self.transmit(sock);
         }
     }
 
-    /// Sends what the connection queued (SRTP, STUN, DTLS) on `sock`. Enough after
-    /// sending media, which moves no timer the session must hear of.
-    pub(crate) fn transmit(&mut self, sock: &UdpSocket) {
-        while let Some((dest, data)) = self.peer.poll_transmit() {
-            let _ = sock.send_to(&data, dest);
+    /// Sends what the connection queued (SRTP, STUN, DTLS) on `sock`: on a shared
+    /// port, queued for its reader's `sendmmsg` with other calls' datagrams. Enough
+    /// after sending media, which moves no timer the session must hear of.
+    pub(crate) fn transmit(&mut self, sock: &RtpSocket) {
+        match sock.shared_leg() {
+            Some(shared) => {
+                let mut next = self.peer.poll_transmit();
+                if next.is_some() {
+                    shared.send(|push| {
+                        while let Some((dest, data)) = next.take() {
+                            push(&data, dest);
+                            next = self.peer.poll_transmit();
+                        }
+                    });
+                }
+            }
+            None => {
+                while let Some((dest, data)) = self.peer.poll_transmit() {
+                    let _ = sock.send_to(&data, dest);
+                }
+            }
         }
     }
 
     /// [`BrowserLink::transmit`], then notes the connection's next deadline and state
     /// (after input, timers or renegotiation).
-    pub(crate) fn flush(&mut self, sock: &UdpSocket) {
+    pub(crate) fn flush(&mut self, sock: &RtpSocket) {
         self.transmit(sock);
         if !self.peer.stale() {
             return;
@@ -1642,7 +1657,7 @@ impl BrowserLink {
 
     /// Runs the connection's timers if due (ICE checks, DTLS retransmissions,
     /// keep-alives) and sends what they queued.
-    pub(crate) fn handle_timeout(&mut self, now: Instant, sock: &UdpSocket) {
+    pub(crate) fn handle_timeout(&mut self, now: Instant, sock: &RtpSocket) {
         if now >= self.deadline {
             self.peer.handle_timeout(now);
             self.flush(sock);
@@ -1668,7 +1683,7 @@ impl BrowserLink {
         cmd: BrowserCommand,
         cfg: &LegConfig,
         now: Instant,
-        sock: &UdpSocket,
+        sock: &RtpSocket,
     ) {
         let with = |media: WebRtcMedia, direction: Direction| LegConfig {
             codec: media.codec,
@@ -1706,7 +1721,7 @@ impl BrowserLink {
     }
 
     /// Closes the connection: DTLS close_notify goes out on `sock`.
-    pub(crate) fn close(&mut self, sock: &UdpSocket) {
+    pub(crate) fn close(&mut self, sock: &RtpSocket) {
         self.peer.close();
         self.transmit(sock);
     }
