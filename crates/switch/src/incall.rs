@@ -1247,37 +1247,19 @@ async fn refresh_agent(call: &Call, a: &mut AgentLeg) {
     ) else {
         return;
     };
-    let mut extra = session_timer::uac_headers(
-        timer.negotiated().interval,
-        call.cfg.session_timer.min_se,
-        Some(true),
-    );
-    extra.push(format!(
-        "Contact: <{}{}>",
-        msg::addr_uri(&a.from),
-        transport_param(a.flow)
-    ));
-    let body = offer.to_string();
-    if let Some(req) = agent_req(a, "INVITE", &extra, Some(("application/sdp", &body))) {
-        a.ext.refresh = Some((a.cseq, offer));
-        tracing::debug!(call_id = %call.call_id, "refreshing the agent's session");
-        let _ = call.sip.send_request(req, a.flow).await;
-    }
+    tracing::debug!(call_id = %call.call_id, "refreshing the agent's session");
+    reinvite_agent(call, a, offer, Some(timer)).await;
 }
 
-/// Moves the agent's RTP to `port` (a pair of its own, once its answer named an address
-/// the shared port cannot take): a re-INVITE with our SDP on that port, whose 2xx is
-/// taken as a refresh's ([`agent_refreshed`]). Until the phone has it, its media comes to
-/// the shared port, which drops it.
-pub(crate) async fn move_agent_media(call: &Call, a: &mut AgentLeg, port: u16) {
-    let Some(mut sdp) = leg_sdp(&a.offer) else {
-        return;
-    };
-    sdp.set_ports(port, None);
-    let offer = sdp.offer(Direction::SendRecv);
-    a.ext.sdp = Some(sdp);
-    a.offer = offer.clone();
-    let mut extra = match a.ext.timer {
+/// A re-INVITE to the agent with our `offer` (and the session `timer`, asking to stay
+/// the refresher), whose 2xx [`agent_refreshed`] takes.
+async fn reinvite_agent(
+    call: &Call,
+    a: &mut AgentLeg,
+    offer: SessionDescription,
+    timer: Option<SessionTimer>,
+) {
+    let mut extra = match timer {
         Some(timer) => session_timer::uac_headers(
             timer.negotiated().interval,
             call.cfg.session_timer.min_se,
@@ -1295,6 +1277,21 @@ pub(crate) async fn move_agent_media(call: &Call, a: &mut AgentLeg, port: u16) {
         a.ext.refresh = Some((a.cseq, offer));
         let _ = call.sip.send_request(req, a.flow).await;
     }
+}
+
+/// Moves the agent's RTP to `port` (a pair of its own, once its answer named an address
+/// the shared port cannot take): a re-INVITE with our SDP on that port, whose 2xx is
+/// taken as a refresh's ([`agent_refreshed`]). Until the phone has it, its media comes to
+/// the shared port, which drops it.
+pub(crate) async fn move_agent_media(call: &Call, a: &mut AgentLeg, port: u16) {
+    let Some(mut sdp) = leg_sdp(&a.offer) else {
+        return;
+    };
+    sdp.set_ports(port, None);
+    let offer = sdp.offer(Direction::SendRecv);
+    a.ext.sdp = Some(sdp);
+    a.offer = offer.clone();
+    reinvite_agent(call, a, offer, a.ext.timer).await;
 }
 
 /// An in-dialog request to the agent (as its UAC).
