@@ -175,8 +175,7 @@ impl SharedPort {
     pub async fn bind(addr: SocketAddr) -> Result<SharedPort> {
         let sock = std::net::UdpSocket::bind(addr)?;
         sock.set_nonblocking(true)?;
-        // Room for a burst of every leg's datagram at once (bounded by rmem_max).
-        let _ = socket2::SockRef::from(&sock).set_recv_buffer_size(8 << 20);
+        size_receive_buffer(&sock);
         let inner = Arc::new(Inner {
             sock,
             routes: Mutex::new(HashMap::new()),
@@ -621,6 +620,36 @@ fn dispatch(
         }
     }
     inner.routed.fetch_add(routed, Ordering::Relaxed);
+}
+
+/// Room for a burst of every leg's datagram at once: at 1,000 calls sending on the same
+/// 20 ms grid, 2,000 datagrams arrive together. `SO_RCVBUFFORCE` (root or
+/// CAP_NET_ADMIN) passes `net.core.rmem_max`; without it the buffer is what that
+/// allows, and a small one is worth a warning (Debian's default allows 208 KB).
+fn size_receive_buffer(sock: &std::net::UdpSocket) {
+    const WANT: libc::c_int = 8 << 20;
+    // SAFETY: the socket is open and `WANT` a live c_int of the size given.
+    let forced = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&WANT as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    } == 0;
+    let s = socket2::SockRef::from(sock);
+    if !forced {
+        let _ = s.set_recv_buffer_size(WANT as usize);
+    }
+    match s.recv_buffer_size() {
+        Ok(n) if n < (4 << 20) => tracing::warn!(
+            bytes = n,
+            "shared RTP port: small receive buffer (bursts of many calls' packets may be dropped); raise net.core.rmem_max to 8388608 or run with CAP_NET_ADMIN"
+        ),
+        Ok(n) => tracing::debug!(bytes = n, "shared RTP port receive buffer"),
+        Err(_) => {}
+    }
 }
 
 /// Our ICE username fragment in a STUN Binding request (RFC 8489): its USERNAME is
