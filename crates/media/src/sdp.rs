@@ -778,33 +778,7 @@ pub fn answer_offer(
     local: &LocalMedia,
     willing: Direction,
 ) -> Result<(SessionDescription, Negotiated)> {
-    let mut chosen: Option<(usize, Codec)> = None;
-    for (i, m) in offer.media.iter().enumerate() {
-        if !rtp_media(m) {
-            continue;
-        }
-        let codec = m
-            .formats
-            .iter()
-            .filter_map(|f| f.parse::<u8>().ok())
-            .find_map(|pt| {
-                let (name, clock) = m.encoding_of(pt)?;
-                let c = Codec::from_encoding(name, clock)?;
-                local.codecs.contains(&c).then_some(c)
-            });
-        if let Some(c) = codec {
-            chosen = Some((i, c));
-            break;
-        }
-    }
-    let Some((idx, codec)) = chosen else {
-        let has_audio = offer.media.iter().any(rtp_media);
-        return Err(MediaError::SdpNotAcceptable(if has_audio {
-            "no common audio codec"
-        } else {
-            "no RTP/AVP audio stream"
-        }));
-    };
+    let (idx, codec) = chosen_stream(offer, local)?;
     let om = &offer.media[idx];
     let (remote_rtp, remote_rtcp) = remote_addrs(offer, idx)?;
     let te = if local.telephone_event.is_some() {
@@ -857,6 +831,46 @@ pub fn answer_offer(
             local_direction: answer_dir,
         },
     ))
+}
+
+/// Where the offerer will send the RTP of the stream [`answer_offer`] would accept (none
+/// for a held or rejected one), without building the answer: to pick the port the
+/// answer names by the offerer's address.
+pub fn offered_rtp(offer: &SessionDescription, local: &LocalMedia) -> Result<Option<SocketAddr>> {
+    let (idx, _) = chosen_stream(offer, local)?;
+    Ok(remote_addrs(offer, idx)?.0)
+}
+
+/// The first usable audio stream of an offer, with the offerer's most preferred codec
+/// that we support.
+fn chosen_stream(offer: &SessionDescription, local: &LocalMedia) -> Result<(usize, Codec)> {
+    let mut chosen: Option<(usize, Codec)> = None;
+    for (i, m) in offer.media.iter().enumerate() {
+        if !rtp_media(m) {
+            continue;
+        }
+        let codec = m
+            .formats
+            .iter()
+            .filter_map(|f| f.parse::<u8>().ok())
+            .find_map(|pt| {
+                let (name, clock) = m.encoding_of(pt)?;
+                let c = Codec::from_encoding(name, clock)?;
+                local.codecs.contains(&c).then_some(c)
+            });
+        if let Some(c) = codec {
+            chosen = Some((i, c));
+            break;
+        }
+    }
+    chosen.ok_or_else(|| {
+        let has_audio = offer.media.iter().any(rtp_media);
+        MediaError::SdpNotAcceptable(if has_audio {
+            "no common audio codec"
+        } else {
+            "no RTP/AVP audio stream"
+        })
+    })
 }
 
 /// Processes the answer to an offer we sent (RFC 3264 §7).
@@ -1050,6 +1064,25 @@ a=sendrecv\r\n";
             sdp.connection_for(0),
             Some(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10)))
         );
+    }
+
+    /// The address the offerer sends from is the one `answer_offer` negotiates, without
+    /// an answer built; a held stream has none, an unusable offer is refused alike.
+    #[test]
+    fn offered_rtp_is_what_the_answer_would_negotiate() {
+        let offer = SessionDescription::parse(PHONE_OFFER).unwrap();
+        let (_, n) = answer_offer(&offer, &local(), Direction::SendRecv).unwrap();
+        assert_eq!(offered_rtp(&offer, &local()).unwrap(), n.remote_rtp);
+        assert_eq!(n.remote_rtp, Some("192.0.2.10:49170".parse().unwrap()));
+        let held = SessionDescription::parse(
+            &PHONE_OFFER.replace("IN IP4 192.0.2.10\r\nt", "IN IP4 0.0.0.0\r\nt"),
+        )
+        .unwrap();
+        assert_eq!(offered_rtp(&held, &local()).unwrap(), None);
+        let g729 =
+            SessionDescription::parse(&PHONE_OFFER.replace("RTP/AVP 8 0 18 101", "RTP/AVP 18"))
+                .unwrap();
+        assert!(offered_rtp(&g729, &local()).is_err());
     }
 
     #[test]

@@ -8,7 +8,8 @@ use std::time::Instant;
 use hotline_media::ports::BoundPorts;
 use hotline_media::recorder::{Channel, RecorderTap, RecordingJob, start_recording};
 use hotline_media::sdp::{
-    Direction, LocalMedia, SessionDescription, answer_offer, build_offer, process_answer,
+    Direction, LocalMedia, SessionDescription, answer_offer, build_offer, offered_rtp,
+    process_answer,
 };
 use hotline_media::session::SessionStats;
 use hotline_media::{
@@ -420,9 +421,8 @@ impl Call {
     /// same address gets a port pair of its own (`None` here).
     async fn shared_leg(&self, offer: &SessionDescription, flow: Flow) -> Option<BoundPorts> {
         let sp = self.cfg.shared_rtp.as_ref()?;
-        let probe = LocalMedia::new(self.cfg.media_ip, sp.local_addr().ok()?.port());
-        let (_, negotiated) = answer_offer(offer, &probe, Direction::SendRecv).ok()?;
-        let remote = negotiated.remote_rtp?;
+        let ours = LocalMedia::new(self.cfg.media_ip, sp.local_addr().ok()?.port());
+        let remote = offered_rtp(offer, &ours).ok()??;
         if remote.ip() != flow.remote.ip() {
             tracing::debug!(call_id = %self.call_id, %remote, from = %flow.remote, "caller's media address differs from its signalling: own RTP ports");
             return None;
