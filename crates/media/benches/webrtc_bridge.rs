@@ -51,12 +51,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use counts::ThreadCounts;
-use hotline_media::leg::{LegConfig, LegTiming};
-use hotline_media::sdp::{Codec, Direction};
+use hotline_media::leg::LegTiming;
 use hotline_media::session::{MediaLeg, SessionHandle, spawn_session_with_tick};
 use hotline_media::shared::SharedPort;
 use hotline_media::webrtc::{WebRtcLeg, WebRtcSettings};
 use rtp_rs::{RtpPacketBuilder, Seq};
+use support::pcmu_leg as leg_cfg;
 use tokio::net::UdpSocket;
 use tokio::runtime::Handle;
 use webrtc_common::Browser;
@@ -77,18 +77,6 @@ fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_default()
-}
-
-fn leg_cfg(remote: SocketAddr) -> LegConfig {
-    LegConfig {
-        codec: Codec::Pcmu,
-        payload_type: 0,
-        telephone_event: Some(101),
-        remote_rtp: Some(remote),
-        remote_rtcp: None,
-        direction: Direction::SendRecv,
-        ptime: 20,
-    }
 }
 
 fn pct(sorted: &[Duration], p: f64) -> f64 {

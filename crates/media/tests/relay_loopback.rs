@@ -2,47 +2,27 @@
 //! through Hotline; latching, rewriting, hijack guard, DTMF, music-to-agent
 //! continuity, dead-leg detection, recording and port release are checked.
 
+mod support;
+
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use hotline_media::dtmf::EventPayload;
 use hotline_media::g711::Law;
-use hotline_media::leg::{LegConfig, LegEvent, LegTiming};
+use hotline_media::leg::{LegEvent, LegTiming};
 use hotline_media::player::{Player, Prompt};
 use hotline_media::ports::PortAllocator;
 use hotline_media::recorder::start_recording;
 use hotline_media::sdp::{Codec, Direction};
 use hotline_media::session::{MediaEvent, MediaLeg, SessionHandle, Side, spawn_session};
-use rtp_rs::{RtpPacketBuilder, RtpReader, Seq};
+use rtp_rs::RtpReader;
+use support::{leg_cfg as cfg, rtp};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 
 const GUARD: Duration = Duration::from_secs(5);
 const LO: Ipv4Addr = Ipv4Addr::LOCALHOST;
-
-fn cfg(codec: Codec, remote: SocketAddr) -> LegConfig {
-    LegConfig {
-        codec,
-        payload_type: codec.payload_type(),
-        telephone_event: Some(101),
-        remote_rtp: Some(remote),
-        remote_rtcp: None,
-        direction: Direction::SendRecv,
-        ptime: 20,
-    }
-}
-
-fn rtp(pt: u8, ssrc: u32, seq: u16, ts: u32, payload: &[u8]) -> Vec<u8> {
-    RtpPacketBuilder::new()
-        .payload_type(pt)
-        .ssrc(ssrc)
-        .sequence(Seq::from(seq))
-        .timestamp(ts)
-        .payload(payload)
-        .build()
-        .unwrap()
-}
 
 #[derive(Debug, Clone, Copy)]
 struct Hdr {

@@ -3,18 +3,20 @@
 //! the reactor's epoll set (checked in `/proc/self/fdinfo`), legs moved between a
 //! per-datagram and a ticking session, DTMF both ways and music paced at 20 ms.
 
+mod support;
+
 use std::collections::HashSet;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use hotline_media::dtmf::EventPayload;
-use hotline_media::leg::{LegConfig, LegEvent, LegTiming};
+use hotline_media::leg::{LegEvent, LegTiming};
 use hotline_media::player::{Player, Prompt};
 use hotline_media::ports::PortAllocator;
-use hotline_media::sdp::{Codec, Direction};
 use hotline_media::session::{MediaEvent, MediaLeg, SessionHandle, Side, spawn_session_with_tick};
-use rtp_rs::{RtpPacketBuilder, RtpReader, Seq};
+use rtp_rs::RtpReader;
+use support::pcmu_leg as cfg;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::time::timeout;
@@ -23,27 +25,8 @@ const GUARD: Duration = Duration::from_secs(5);
 const LO: Ipv4Addr = Ipv4Addr::LOCALHOST;
 const TICK: Duration = Duration::from_millis(10);
 
-fn cfg(remote: SocketAddr) -> LegConfig {
-    LegConfig {
-        codec: Codec::Pcmu,
-        payload_type: 0,
-        telephone_event: Some(101),
-        remote_rtp: Some(remote),
-        remote_rtcp: None,
-        direction: Direction::SendRecv,
-        ptime: 20,
-    }
-}
-
 fn rtp(pt: u8, ssrc: u32, seq: u16, payload: &[u8]) -> Vec<u8> {
-    RtpPacketBuilder::new()
-        .payload_type(pt)
-        .ssrc(ssrc)
-        .sequence(Seq::from(seq))
-        .timestamp(seq as u32 * 160)
-        .payload(payload)
-        .build()
-        .unwrap()
+    support::rtp(pt, ssrc, seq, u32::from(seq) * 160, payload)
 }
 
 /// Descriptors some epoll instance of this process watches (the runtimes' reactors),

@@ -10,10 +10,9 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use hotline_media::leg::{LegConfig, LegTiming};
-use hotline_media::sdp::{Codec, Direction};
 use hotline_media::session::{MediaLeg, SessionHandle, spawn_session};
 use hotline_media::{MediaError, Player, Prompt, SharedPort};
-use rtp_rs::{RtpPacketBuilder, RtpReader, Seq};
+use rtp_rs::RtpReader;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::time::timeout;
@@ -23,27 +22,15 @@ const LO: Ipv4Addr = Ipv4Addr::LOCALHOST;
 
 fn cfg(remote: SocketAddr) -> LegConfig {
     LegConfig {
-        codec: Codec::Pcmu,
-        payload_type: 0,
         telephone_event: None,
-        remote_rtp: Some(remote),
-        remote_rtcp: None,
-        direction: Direction::SendRecv,
-        ptime: 20,
+        ..support::pcmu_leg(remote)
     }
 }
 
 fn rtp(ssrc: u32, seq: u16, first: u8) -> Vec<u8> {
     let mut payload = [0xffu8; 160];
     payload[0] = first;
-    RtpPacketBuilder::new()
-        .payload_type(0)
-        .ssrc(ssrc)
-        .sequence(Seq::from(seq))
-        .timestamp(u32::from(seq) * 160)
-        .payload(&payload)
-        .build()
-        .unwrap()
+    support::rtp(0, ssrc, seq, u32::from(seq) * 160, &payload)
 }
 
 /// The next RTP packet on `sock`: its sender and its payload's first byte.

@@ -3,6 +3,8 @@
 //! to its sender; Hotline latches on SIPp and relays the echo back to the caller.
 //! SIPp is installed by `sip-tests/run-tests.sh`; without it this test fails loudly.
 
+mod support;
+
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -11,7 +13,7 @@ use hotline_media::leg::{LegConfig, LegEvent, LegTiming};
 use hotline_media::ports::PortAllocator;
 use hotline_media::sdp::{Codec, Direction};
 use hotline_media::session::{MediaEvent, MediaLeg, Side, spawn_session};
-use rtp_rs::{RtpPacketBuilder, RtpReader, Seq};
+use rtp_rs::RtpReader;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::time::timeout;
@@ -31,14 +33,7 @@ impl Drop for Sipp {
 }
 
 fn rtp(seq: u16, payload: &[u8]) -> Vec<u8> {
-    RtpPacketBuilder::new()
-        .payload_type(0)
-        .ssrc(0xCA11)
-        .sequence(Seq::from(seq))
-        .timestamp(seq as u32 * 160)
-        .payload(payload)
-        .build()
-        .unwrap()
+    support::rtp(0, 0xCA11, seq, u32::from(seq) * 160, payload)
 }
 
 #[tokio::test]

@@ -15,7 +15,8 @@ use hotline_media::ports::PortAllocator;
 use hotline_media::sdp::{Codec, Direction};
 use hotline_media::session::{MediaEvent, MediaLeg, SessionHandle, Side, spawn_session};
 use hotline_media::webrtc::{WebRtcControl, WebRtcLeg, WebRtcSettings, WebRtcState, WebRtcStats};
-use rtp_rs::{RtpPacketBuilder, RtpReader, Seq};
+use rtp_rs::RtpReader;
+use support::rtp;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::time::timeout;
@@ -34,17 +35,6 @@ fn phone_cfg(remote: SocketAddr) -> LegConfig {
         direction: Direction::SendRecv,
         ptime: 20,
     }
-}
-
-fn rtp(pt: u8, ssrc: u32, seq: u16, ts: u32, payload: &[u8]) -> Vec<u8> {
-    RtpPacketBuilder::new()
-        .payload_type(pt)
-        .ssrc(ssrc)
-        .sequence(Seq::from(seq))
-        .timestamp(ts)
-        .payload(payload)
-        .build()
-        .unwrap()
 }
 
 /// A payload whose bytes say which packet it is, so pass-through is checkable.

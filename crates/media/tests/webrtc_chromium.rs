@@ -21,7 +21,7 @@ use hotline_media::leg::{LegConfig, LegEvent, LegTiming};
 use hotline_media::sdp::{Codec, Direction};
 use hotline_media::session::{MediaEvent, MediaLeg, Side, spawn_session};
 use hotline_media::webrtc::{WebRtcLeg, WebRtcSettings};
-use rtp_rs::{RtpPacketBuilder, RtpReader, Seq};
+use rtp_rs::RtpReader;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::net::UdpSocket;
@@ -103,17 +103,6 @@ impl Page {
     }
 }
 
-fn rtp(ssrc: u32, seq: u16, ts: u32, payload: &[u8]) -> Vec<u8> {
-    RtpPacketBuilder::new()
-        .payload_type(0)
-        .ssrc(ssrc)
-        .sequence(Seq::from(seq))
-        .timestamp(ts)
-        .payload(payload)
-        .build()
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_answers_and_media_flows_both_ways() {
     chromium_answers(false).await;
@@ -191,7 +180,7 @@ async fn chromium_answers(shared: bool) {
             tokio::select! {
                 _ = &mut stop_rx => break,
                 _ = tick.tick() => {
-                    let p = rtp(0x0BAD_CAFE, sent, sent as u32 * 160, &payload);
+                    let p = support::rtp(0, 0x0BAD_CAFE, sent, sent as u32 * 160, &payload);
                     let _ = phone.send_to(&p, a_addr).await;
                     sent = sent.wrapping_add(1);
                 }
@@ -389,7 +378,7 @@ async fn chromium_offers_and_the_gateway_answers() {
             tokio::select! {
                 _ = &mut stop_rx => break,
                 _ = tick.tick() => {
-                    let p = rtp(0x0C0F_FEE0, sent, sent as u32 * 160, &payload);
+                    let p = support::rtp(0, 0x0C0F_FEE0, sent, sent as u32 * 160, &payload);
                     let _ = phone.send_to(&p, a_addr).await;
                     sent = sent.wrapping_add(1);
                 }

@@ -5,7 +5,10 @@ use std::net::{SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use hotline_media::leg::LegConfig;
 use hotline_media::ports::PortAllocator;
+use hotline_media::sdp::{Codec, Direction};
+use rtp_rs::{RtpPacketBuilder, Seq};
 
 /// An allocator over `pairs` port pairs starting at a port the OS has just handed out
 /// on 127.0.0.1 (so free right now) instead of a fixed range: tests running in
@@ -52,4 +55,34 @@ pub async fn copy_datagrams(
             },
         }
     }
+}
+
+/// A phone's leg: `codec` at 20 ms, telephone-event on 101, sending to `remote`.
+pub fn leg_cfg(codec: Codec, remote: SocketAddr) -> LegConfig {
+    LegConfig {
+        codec,
+        payload_type: codec.payload_type(),
+        telephone_event: Some(101),
+        remote_rtp: Some(remote),
+        remote_rtcp: None,
+        direction: Direction::SendRecv,
+        ptime: 20,
+    }
+}
+
+/// [`leg_cfg`] with PCMU.
+pub fn pcmu_leg(remote: SocketAddr) -> LegConfig {
+    leg_cfg(Codec::Pcmu, remote)
+}
+
+/// An RTP packet as a phone sends it.
+pub fn rtp(pt: u8, ssrc: u32, seq: u16, ts: u32, payload: &[u8]) -> Vec<u8> {
+    RtpPacketBuilder::new()
+        .payload_type(pt)
+        .ssrc(ssrc)
+        .sequence(Seq::from(seq))
+        .timestamp(ts)
+        .payload(payload)
+        .build()
+        .expect("RTP packet")
 }
