@@ -844,25 +844,21 @@ pub fn offered_rtp(offer: &SessionDescription, local: &LocalMedia) -> Result<Opt
 /// The first usable audio stream of an offer, with the offerer's most preferred codec
 /// that we support.
 fn chosen_stream(offer: &SessionDescription, local: &LocalMedia) -> Result<(usize, Codec)> {
-    let mut chosen: Option<(usize, Codec)> = None;
-    for (i, m) in offer.media.iter().enumerate() {
-        if !rtp_media(m) {
-            continue;
-        }
-        let codec = m
-            .formats
-            .iter()
-            .filter_map(|f| f.parse::<u8>().ok())
-            .find_map(|pt| {
-                let (name, clock) = m.encoding_of(pt)?;
-                let c = Codec::from_encoding(name, clock)?;
-                local.codecs.contains(&c).then_some(c)
-            });
-        if let Some(c) = codec {
-            chosen = Some((i, c));
-            break;
-        }
-    }
+    let chosen = offer
+        .media
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| rtp_media(m))
+        .find_map(|(i, m)| {
+            m.formats
+                .iter()
+                .filter_map(|f| f.parse::<u8>().ok())
+                .find_map(|pt| {
+                    let (name, clock) = m.encoding_of(pt)?;
+                    let c = Codec::from_encoding(name, clock)?;
+                    local.codecs.contains(&c).then_some((i, c))
+                })
+        });
     chosen.ok_or_else(|| {
         let has_audio = offer.media.iter().any(rtp_media);
         MediaError::SdpNotAcceptable(if has_audio {

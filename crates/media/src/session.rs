@@ -116,8 +116,7 @@ impl MediaLeg {
     fn send_batch(&mut self, out: &mut batch::SendBatch, now: Instant) {
         match self.browser.as_deref_mut() {
             None => match self.ports.rtp.shared_leg() {
-                Some(shared) if out.len() > 0 => shared.send(|push| out.take_each_to(push)),
-                Some(_) => {}
+                Some(shared) => shared.send(|push| out.take_each_to(push)),
                 None => {
                     out.flush(&self.ports.rtp);
                 }
@@ -1759,11 +1758,6 @@ mod batch {
                     f(&self.bufs[i][..self.lens[i]], d);
                 }
             }
-        }
-
-        /// Datagrams queued.
-        pub(super) fn len(&self) -> usize {
-            self.count
         }
 
         fn send_many(&mut self, sock: &UdpSocket, count: usize) -> usize {

@@ -15,7 +15,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Waker};
 use std::time::{Duration, Instant};
@@ -311,13 +311,20 @@ impl SharedLeg {
     }
 
     /// Queues datagrams for the reader to send on the shared socket with other calls'
-    /// (`each` hands over every datagram and its destination), and makes sure it will.
+    /// (`each` hands over every datagram and its destination), and makes sure it will;
+    /// the reader is told only when something was queued.
     pub(crate) fn send(&self, each: impl FnOnce(&mut dyn FnMut(&[u8], SocketAddr))) {
+        let mut queued = false;
         {
             let mut out = self.port.out();
-            each(&mut |d, dest| out.push(d, dest));
+            each(&mut |d, dest| {
+                out.push(d, dest);
+                queued = true;
+            });
         }
-        self.port.flush.notify_one();
+        if queued {
+            self.port.flush.notify_one();
+        }
     }
 
     /// Routes datagrams from `remote` to this leg from now on (an answer's or a
@@ -391,10 +398,12 @@ impl Drop for SharedLeg {
                 }
             }
             // Its routes are wherever its checks came from: one pass over the table,
-            // for browser legs only.
-            self.port
-                .routes()
-                .retain(|_, i| !Arc::ptr_eq(i, &self.inbox));
+            // only for a browser leg that was heard.
+            if self.inbox.ice_routes.load(Ordering::Relaxed) > 0 {
+                self.port
+                    .routes()
+                    .retain(|_, i| !Arc::ptr_eq(i, &self.inbox));
+            }
         }
     }
 }
@@ -416,7 +425,7 @@ pub(crate) struct Inbox {
     /// Addresses routed here by connectivity checks (a browser leg's), at most
     /// [`MAX_ICE_ROUTES`]: checks from anywhere naming the fragment cannot grow the
     /// table without bound.
-    ice_routes: std::sync::atomic::AtomicUsize,
+    ice_routes: AtomicUsize,
 }
 
 /// Addresses a browser leg may be heard from (its candidates, a restart's new ones).
@@ -654,7 +663,8 @@ fn size_receive_buffer(sock: &std::net::UdpSocket) {
 
 /// Our ICE username fragment in a STUN Binding request (RFC 8489): its USERNAME is
 /// "recipient's fragment:sender's fragment" (RFC 8445 §7.2.2), so the part before the
-/// colon is ours.
+/// colon is ours. Read in place rather than with `rtc`'s STUN decoder, which copies the
+/// message: this runs for every datagram from an address no leg has.
 fn ice_ufrag(d: &[u8]) -> Option<&str> {
     const MAGIC: [u8; 4] = [0x21, 0x12, 0xa4, 0x42];
     const BINDING_REQUEST: [u8; 2] = [0x00, 0x01];

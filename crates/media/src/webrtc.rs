@@ -1609,17 +1609,11 @@ impl BrowserLink {
     /// after sending media, which moves no timer the session must hear of.
     pub(crate) fn transmit(&mut self, sock: &RtpSocket) {
         match sock.shared_leg() {
-            Some(shared) => {
-                let mut next = self.peer.poll_transmit();
-                if next.is_some() {
-                    shared.send(|push| {
-                        while let Some((dest, data)) = next.take() {
-                            push(&data, dest);
-                            next = self.peer.poll_transmit();
-                        }
-                    });
+            Some(shared) => shared.send(|push| {
+                while let Some((dest, data)) = self.peer.poll_transmit() {
+                    push(&data, dest);
                 }
-            }
+            }),
             None => {
                 while let Some((dest, data)) = self.peer.poll_transmit() {
                     let _ = sock.send_to(&data, dest);

@@ -393,6 +393,20 @@ pub fn hostport_port(hp: &str) -> Option<u16> {
         .and_then(|(_, p)| p.trim().parse().ok())
 }
 
+/// `(host, port)` of a sip/sips URI (host without IPv6 brackets).
+pub fn uri_hostport(uri: &str) -> Option<(&str, Option<u16>)> {
+    let rest = uri
+        .strip_prefix("sip:")
+        .or_else(|| uri.strip_prefix("sips:"))
+        .or_else(|| uri.strip_prefix("SIP:"))?;
+    let rest = match rest.rfind('@') {
+        Some(i) => &rest[i + 1..],
+        None => rest,
+    };
+    let hp = rest.split([';', '?', '>']).next()?;
+    Some((hostport_host(hp), hostport_port(hp)))
+}
+
 /// Host part of a `host[:port]` with brackets removed.
 pub fn hostport_host(hp: &str) -> &str {
     if let Some(rest) = hp.strip_prefix('[') {

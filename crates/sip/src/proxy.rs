@@ -441,7 +441,7 @@ impl Core {
     }
 
     fn uri_is_us(&self, uri: &str) -> bool {
-        match uri_hostport(uri) {
+        match msg::uri_hostport(uri) {
             Some((host, port)) => {
                 let sips = uri
                     .get(..5)
@@ -1243,7 +1243,7 @@ impl Core {
 
     /// IP-literal SIP URIs only (no DNS in the core).
     fn resolve(&self, uri: &str) -> Option<Flow> {
-        let (host, port) = uri_hostport(uri)?;
+        let (host, port) = msg::uri_hostport(uri)?;
         let ip: IpAddr = host.parse().ok()?;
         let sips = uri
             .get(..5)
@@ -1801,20 +1801,6 @@ fn pop_first_value(headers: &mut msg::Headers, pred: impl Fn(&Header) -> bool) {
         }
     }
     *headers = all.into();
-}
-
-/// `(host, port)` of a sip/sips URI.
-fn uri_hostport(uri: &str) -> Option<(&str, Option<u16>)> {
-    let rest = uri
-        .strip_prefix("sip:")
-        .or_else(|| uri.strip_prefix("sips:"))
-        .or_else(|| uri.strip_prefix("SIP:"))?;
-    let rest = match rest.rfind('@') {
-        Some(i) => &rest[i + 1..],
-        None => rest,
-    };
-    let hp = rest.split([';', '?', '>']).next()?;
-    Some((msg::hostport_host(hp), msg::hostport_port(hp)))
 }
 
 /// The user part of a sip URI.

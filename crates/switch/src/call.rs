@@ -2263,7 +2263,7 @@ impl Call {
         flow: Flow,
         extra: &str,
     ) -> Option<AgentLeg> {
-        self.call_leg(number, host, user, uri, flow, extra, false, false)
+        self.call_leg(number, host, user, uri, flow, extra, LegKind::Other)
             .await
     }
 
@@ -2277,21 +2277,7 @@ impl Call {
         uri: &str,
         flow: Flow,
     ) -> Option<AgentLeg> {
-        self.call_leg(number, host, user, uri, flow, "", true, false)
-            .await
-    }
-
-    /// The ACD's offer to an agent: [`Call::call_agent`], with the agent's RTP on the
-    /// shared port when there is one (see [`Call::offer_ports`]).
-    async fn call_queue_agent(
-        &self,
-        number: &str,
-        host: &str,
-        user: &str,
-        uri: &str,
-        flow: Flow,
-    ) -> Option<AgentLeg> {
-        self.call_leg(number, host, user, uri, flow, "", false, true)
+        self.call_leg(number, host, user, uri, flow, "", LegKind::Customer)
             .await
     }
 
@@ -2304,19 +2290,21 @@ impl Call {
         uri: &str,
         flow: Flow,
         extra: &str,
-        own_call_id: bool,
-        shared_ok: bool,
+        kind: LegKind,
     ) -> Option<AgentLeg> {
         // WebRTC hook: a browser agent (WebSocket contact) gets the gateway's offer.
         let browser = webrtc_leg::is_browser_contact(uri);
         let (ports, webrtc, offer, sdp) = if browser {
             webrtc_leg::offer(&self.ports, &self.cfg).await?
         } else {
-            let (ports, local) = self.offer_ports(uri, flow, shared_ok).await?;
+            let (ports, local) = self
+                .offer_ports(uri, flow, kind == LegKind::QueueAgent)
+                .await?;
             let offer = build_offer(&local, Direction::SendRecv);
             let sdp = offer.to_string();
             (Some(ports), None, offer, sdp)
         };
+        let own_call_id = kind == LegKind::Customer;
         let call_id = if own_call_id {
             self.call_id.clone()
         } else {
@@ -2605,9 +2593,11 @@ impl Call {
             && let Some(remote) = n.remote_rtp
         {
             let fits = remote.ip() == a.flow.remote.ip() && ports.rtp.route(remote).is_ok();
-            if !fits && let Some(sp) = &self.cfg.shared_rtp {
+            if !fits {
                 tracing::info!(call_id = %self.call_id, %remote, phone = %a.flow.remote, "agent's media does not fit the shared port: moving it to its own ports");
-                sp.note_misfit(a.flow.remote);
+                if let Some(sp) = &self.cfg.shared_rtp {
+                    sp.note_misfit(a.flow.remote);
+                }
                 let Ok(pair) = self.ports.bind(self.cfg.media_ip).await else {
                     return Some(None);
                 };
@@ -2679,7 +2669,8 @@ impl Call {
                     self.desk.offered(&user).await;
                     match self.sip.contact_for(&user).await {
                         Ok(Some((uri, flow))) => {
-                            self.call_queue_agent(&st.number, &st.host, &user, &uri, flow)
+                            let (number, host) = (&st.number, &st.host);
+                            self.call_leg(number, host, &user, &uri, flow, "", LegKind::QueueAgent)
                                 .await
                         }
                         _ => None,
@@ -2963,13 +2954,23 @@ pub(crate) fn event_call_id(ev: &AppEvent) -> Option<&str> {
     }
 }
 
+/// What a leg Hotline calls is for, which decides its dialog and its media ports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LegKind {
+    /// A dialog of its own on a port pair (transfer targets, conference parties,
+    /// supervisors, callbacks, extensions).
+    Other,
+    /// The ACD's offer to an agent: a dialog of its own, RTP on the shared port when
+    /// it can be there ([`Call::offer_ports`]; [`Call::ack_answer`] moves it if not).
+    QueueAgent,
+    /// A click-to-dial customer: this call's own Call-ID, since the dialog becomes the
+    /// call's caller dialog once answered.
+    Customer,
+}
+
 /// The IP address a contact URI names (none for a host name).
 fn contact_ip(uri: &str) -> Option<std::net::IpAddr> {
-    let u = msg::addr_uri(uri);
-    let u = u.split_once(':').map_or(u, |(_, rest)| rest); // the scheme
-    let u = u.split_once('@').map_or(u, |(_, h)| h);
-    let hostport = u.split([';', '>', '?']).next()?;
-    msg::hostport_host(hostport).parse().ok()
+    msg::uri_hostport(msg::addr_uri(uri))?.0.parse().ok()
 }
 
 #[cfg(test)]
