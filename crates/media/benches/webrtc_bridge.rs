@@ -15,6 +15,10 @@
 //! send spread out, as real ones do) instead of one burst for all calls.
 //!
 //! `PHASES` picks the phases, run in this order for each tick (default "plain lean"):
+//! `direct` (once, first: no relay, each phone sends straight to the other: what the
+//! phones themselves cost), `kernel` (once: the in-kernel relay, [`KernelRelay`], on
+//! `lo`; needs root and a build with clang; its work runs in the senders' softirq, so
+//! Hotline's thread CPU says nothing of it),
 //! `floor` (once, first: per call a task that only moves datagrams between two sockets,
 //! the kernel's and tokio's cost per packet, under any relay on this machine),
 //! `floor_shared` (once: one socket and one task for all calls, 64 datagrams per
@@ -33,7 +37,10 @@
 //! every packet through the peer connection, as before it), so `PHASES="plain lean
 //! full"` compares all three in one run. Besides CPU per call, each phase reports
 //! Hotline's CPU per packet it was sent (`cpu_us_per_packet`), which starved peers
-//! (fewer packets sent) do not skew.
+//! (fewer packets sent) do not skew. RTP phases also report the whole process's CPU per
+//! packet (`process_us_per_packet`: every thread, with the softirq work charged to them,
+//! and `ksoftirqd`) and, after `direct` ran, what they cost over it (`over_direct`): the
+//! figure that compares the kernel relay with the user-space ones.
 //!
 //! `[TICKS="0 10 20"] [SPREAD=1] [PHASES="plain lean full"] cargo bench -p hotline-media --bench webrtc_bridge -- [calls]
 //! [seconds]` (default 50 calls, 20 s of media per phase). Prints one JSON line per phase.
@@ -51,6 +58,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use counts::ThreadCounts;
+use hotline_media::kernel::{Flow, Forward, KernelRelay};
 use hotline_media::leg::LegTiming;
 use hotline_media::session::{MediaLeg, SessionHandle, spawn_session_with_tick};
 use hotline_media::shared::SharedPort;
@@ -72,6 +80,47 @@ fn thread_cpu() -> Duration {
     unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
+
+/// CPU of the whole bench process (every thread: Hotline's, the phones', the browsers',
+/// and the softirq work the kernel charges to them) plus the kernel's `ksoftirqd`
+/// threads, where softirq work goes when it piles up. The only fair yardstick for the
+/// in-kernel relay, whose work runs in the sender's softirq: phases are compared by
+/// what they cost over `direct` (phones sending straight to each other).
+fn process_cpu() -> Duration {
+    // SAFETY: `ru` is a valid, writable rusage; RUSAGE_SELF is a constant.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    tv(ru.ru_utime) + tv(ru.ru_stime) + ksoftirqd_cpu()
+}
+
+fn ksoftirqd_cpu() -> Duration {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+    let mut ticks = 0u64;
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let dir = e.path();
+        let comm = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        if !comm.starts_with("ksoftirqd/") {
+            continue;
+        }
+        let stat = std::fs::read_to_string(dir.join("stat")).unwrap_or_default();
+        // Fields after the `(comm)`: state is the 3rd field, utime and stime the 14th
+        // and 15th.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let f: Vec<u64> = rest
+            .split_whitespace()
+            .skip(11)
+            .take(2)
+            .filter_map(|v| v.parse().ok())
+            .collect();
+        ticks += f.iter().sum::<u64>();
+    }
+    Duration::from_nanos(ticks * 1_000_000_000 / hz)
+}
+
+/// µs of process CPU per packet sent in the `direct` phase, once it has run.
+static DIRECT_US_PER_PACKET: std::sync::Mutex<Option<f64>> = std::sync::Mutex::new(None);
 
 fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")
@@ -423,6 +472,11 @@ enum Floor {
     Uring,
     /// Hotline's sessions, every leg's RTP on one [`SharedPort`].
     HotlineShared,
+    /// No relay: each phone sends straight to the other (what the phones cost).
+    Direct,
+    /// Hotline's two legs per call are bound sockets the in-kernel relay forwards for
+    /// ([`KernelRelay`]): nothing reaches them.
+    Kernel,
 }
 
 /// What relays one call (or, for the shared floor, all of them), stopped at the end.
@@ -431,6 +485,8 @@ enum Relay {
     Task(tokio::task::JoinHandle<()>),
     /// A call's sockets for the io_uring floor, handed to its one task once all are made.
     Pair(UringPair),
+    /// A call's legs in the kernel relay: sockets kept bound, flows taken back at the end.
+    Kernel([std::net::UdpSocket; 2], [Flow; 2]),
 }
 
 /// An address for calls whose Hotline side is the shared floor socket (set later).
@@ -1034,20 +1090,67 @@ async fn plain_phase(
     } else {
         None
     };
+    let kernel = (floor == Floor::Kernel).then(|| {
+        Arc::new(KernelRelay::attach(&["lo"]).unwrap_or_else(|e| {
+            panic!("the kernel phase needs root (CAP_BPF, CAP_NET_ADMIN) and clang: {e}")
+        }))
+    });
     let mut sessions = Vec::with_capacity(calls);
     let mut phones = Vec::with_capacity(calls * 2);
     let mut setup = Vec::with_capacity(calls);
-    for _ in 0..calls {
+    for call in 0..calls {
         let pa = Arc::new(UdpSocket::bind((LO, 0)).await.expect("phone"));
         let pb = Arc::new(UdpSocket::bind((LO, 0)).await.expect("agent"));
         let (aa, ab) = (pa.local_addr().expect("a"), pb.local_addr().expect("b"));
         let a2 = alloc.clone();
         let sp = shared_port.clone();
         let t0 = Instant::now();
+        let kr = kernel.clone();
         let (s, a_addr, b_addr) = h
             .spawn(async move {
                 if floor == Floor::Shared {
                     return (None, LO_ANY, LO_ANY);
+                }
+                if floor == Floor::Direct {
+                    return (None, ab, aa);
+                }
+                if let Some(kr) = kr {
+                    // Phone i of run_phones sends with SSRC 0x1000 + i; a call's phones
+                    // are 2·call and 2·call + 1.
+                    let x = std::net::UdpSocket::bind((LO, 0)).expect("leg a");
+                    let y = std::net::UdpSocket::bind((LO, 0)).expect("leg b");
+                    let (xa, ya) = (x.local_addr().expect("a"), y.local_addr().expect("b"));
+                    let v4 = |a: SocketAddr| match a {
+                        SocketAddr::V4(a) => a,
+                        SocketAddr::V6(_) => unreachable!("loopback v4"),
+                    };
+                    let ssrc = 0x1000 + 2 * call as u32;
+                    let flows = [
+                        Flow {
+                            local: v4(xa),
+                            remote: v4(aa),
+                            ssrc,
+                        },
+                        Flow {
+                            local: v4(ya),
+                            remote: v4(ab),
+                            ssrc: ssrc + 1,
+                        },
+                    ];
+                    let forwards = [(ya, ab), (xa, aa)];
+                    for (flow, (from, to)) in flows.iter().zip(forwards) {
+                        let fwd = Forward {
+                            from: v4(from),
+                            to: v4(to),
+                            ssrc: rand::random(),
+                            seq_offset: rand::random(),
+                            ts_offset: rand::random(),
+                            in_pt: 0,
+                            out_pt: 0,
+                        };
+                        kr.offload(*flow, fwd).expect("offload");
+                    }
+                    return (Some(Relay::Kernel([x, y], flows)), xa, ya);
                 }
                 if floor == Floor::Uring {
                     let x = std::net::UdpSocket::bind((LO, 0)).expect("floor a");
@@ -1164,6 +1267,7 @@ async fn plain_phase(
     let start = Instant::now();
     eprintln!("webrtc_bridge: media starts");
     let cpu0 = cpu_of(h).await;
+    let process0 = process_cpu();
     let counts0 = tc.snapshot();
     run_phones(
         phones,
@@ -1173,6 +1277,7 @@ async fn plain_phase(
     .await
     .expect("phones");
     let cpu1 = cpu_of(h).await;
+    let process1 = process_cpu();
     let counts1 = tc.snapshot();
     let wall = start.elapsed();
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -1180,14 +1285,32 @@ async fn plain_phase(
     let (delay_median, delay_p99) = counts.delay_ms();
     let sent = counts.to_hotline.load(Ordering::Relaxed);
     let per_packet = counts0.per_packet_json(&counts1, sent);
+    let process_us = (process1 - process0).as_secs_f64() * 1e6 / sent.max(1) as f64;
+    if floor == Floor::Direct {
+        *DIRECT_US_PER_PACKET.lock().expect("direct") = Some(process_us);
+    }
+    // What relaying costs over the phones talking directly, per packet and per call
+    // (100 packets/s a call: 50 each way).
+    let over_direct = match *DIRECT_US_PER_PACKET.lock().expect("direct") {
+        Some(d) if floor != Floor::Direct => {
+            let us = process_us - d;
+            format!(
+                "{{\"us_per_packet\":{us:.2},\"cpu_pct_of_core_per_call\":{:.4}}}",
+                us * 100.0 / 1e6 * 100.0
+            )
+        }
+        _ => "null".into(),
+    };
     println!(
-        "{{\"phase\":\"{}\",\"tick_ms\":{},\"calls\":{calls},\"seconds\":{:.1},\"setup_ms_median\":{:.3},\"setup_ms_p99\":{:.3},\"hotline_cpu_s\":{cpu:.3},\"cpu_pct_of_core_per_call\":{:.4},\"cpu_us_per_packet\":{:.2},\"per_packet\":{per_packet},\"sent\":{sent},\"received\":{},\"one_way_ms_median\":{delay_median:.2},\"one_way_ms_p99\":{delay_p99:.2},\"spread\":{},\"loadavg\":\"{}\"}}",
+        "{{\"phase\":\"{}\",\"tick_ms\":{},\"calls\":{calls},\"seconds\":{:.1},\"setup_ms_median\":{:.3},\"setup_ms_p99\":{:.3},\"hotline_cpu_s\":{cpu:.3},\"cpu_pct_of_core_per_call\":{:.4},\"cpu_us_per_packet\":{:.2},\"process_us_per_packet\":{process_us:.2},\"over_direct\":{over_direct},\"per_packet\":{per_packet},\"sent\":{sent},\"received\":{},\"one_way_ms_median\":{delay_median:.2},\"one_way_ms_p99\":{delay_p99:.2},\"spread\":{},\"loadavg\":\"{}\"}}",
         match floor {
             Floor::Pairs => "floor_rtp_relay",
             Floor::Shared => "floor_shared_socket",
             Floor::Uring => "floor_uring",
             Floor::HotlineShared => "rtp_rtp_shared_port",
             Floor::No => "rtp_rtp",
+            Floor::Direct => "direct",
+            Floor::Kernel => "kernel_relay",
         },
         tick.as_millis(),
         wall.as_secs_f64(),
@@ -1207,6 +1330,13 @@ async fn plain_phase(
             Relay::Session(s) => drop(h.spawn(async move { drop(s.stop().await) }).await),
             Relay::Task(t) => t.abort(),
             Relay::Pair(_) => {}
+            Relay::Kernel(legs, flows) => {
+                for f in &flows {
+                    let k = kernel.as_ref().expect("kernel relay");
+                    k.withdraw(f).expect("withdraw");
+                }
+                drop(legs);
+            }
         }
     }
 }
@@ -1231,6 +1361,12 @@ fn main() {
     let phases = std::env::var("PHASES").unwrap_or_else(|_| "plain lean".into());
     let phases: Vec<&str> = phases.split([' ', ',']).collect();
     rt.block_on(async {
+        if phases.contains(&"direct") {
+            plain_phase(&h, &tc, calls, secs, Duration::ZERO, Floor::Direct).await;
+        }
+        if phases.contains(&"kernel") {
+            plain_phase(&h, &tc, calls, secs, Duration::ZERO, Floor::Kernel).await;
+        }
         if phases.contains(&"floor") {
             plain_phase(&h, &tc, calls, secs, Duration::ZERO, Floor::Pairs).await;
         }

@@ -63,6 +63,15 @@ pub enum MediaError {
     /// A browser leg's ICE username fragment is another leg's on the shared port.
     #[error("ICE username fragment {0:?} already has a leg on the shared port")]
     SharedIceTaken(String),
+    /// The in-kernel relay could not be set up or changed (what was being done, and the
+    /// kernel's or loader's reason: often a missing CAP_BPF / CAP_NET_ADMIN).
+    #[error("kernel relay: {what}: {reason}")]
+    KernelRelay {
+        /// The step that failed.
+        what: &'static str,
+        /// Why.
+        reason: String,
+    },
     /// The session cannot do this now (a third party is already there, or none is).
     #[error("media session busy: {0}")]
     Busy(&'static str),

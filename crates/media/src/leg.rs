@@ -19,6 +19,9 @@ use crate::sdp::{Codec, Direction, Negotiated};
 pub const PT_COMFORT_NOISE: u8 = 13;
 /// Events kept for a driver that has not drained them yet.
 const MAX_QUEUED_EVENTS: usize = 256;
+/// An RTP header without CSRCs or extension (what the in-kernel relay's byte counts
+/// include besides payload).
+const RTP_HEADER_LEN: u64 = 12;
 /// Largest datagram handled; bigger ones are dropped (G.711 at 60 ms is 492 bytes).
 pub const MAX_PACKET: usize = 1500;
 
@@ -316,6 +319,12 @@ impl OutboundStream {
         (out_seq, out_ts, marker)
     }
 
+    /// The sequence and timestamp offsets relayed packets of `ssrc` get, if that source
+    /// is the one this stream carries now (what the in-kernel relay is given).
+    pub fn relayed_offsets(&self, ssrc: u32) -> Option<(u16, u32)> {
+        (self.source == Source::Relayed(ssrc)).then_some((self.seq_offset, self.ts_offset))
+    }
+
     /// Next header values for a locally generated packet (prompt, music, DTMF);
     /// `advance` is how many samples the timestamp moves on after it.
     pub fn next_local(&mut self, now: Instant, advance: u32) -> (u16, u32, bool) {
@@ -429,6 +438,51 @@ impl LegState {
             };
         c.jitter = self.inbound.jitter as u32;
         c
+    }
+
+    /// The peer's latched source: its address and SSRC.
+    pub fn latched(&self) -> Option<(SocketAddr, u32)> {
+        self.latched
+    }
+
+    /// Our outbound stream, read-only.
+    pub fn outbound_stream(&self) -> &OutboundStream {
+        &self.out
+    }
+
+    /// Counts what the in-kernel relay took from this leg's peer (`packets` of `bytes`
+    /// RTP bytes, the last at `last`): the leg is alive although its socket heard
+    /// nothing.
+    pub fn received_in_kernel(&mut self, packets: u64, bytes: u64, last: Option<Instant>) {
+        self.counters.rx_packets += packets;
+        self.counters.rx_bytes += bytes;
+        if let Some(t) = last
+            && self.last_rx.is_none_or(|r| r < t)
+        {
+            self.last_rx = Some(t);
+            if self.dead_reported {
+                self.dead_reported = false;
+                self.dead_check_at = t + self.timing.no_rtp_timeout;
+                self.push_event(LegEvent::RtpResumed);
+            }
+        }
+    }
+
+    /// Counts what the in-kernel relay sent to this leg's peer, the last with sequence
+    /// number `seq` and timestamp `ts` at `at`: the stream goes on from there.
+    pub fn sent_in_kernel(&mut self, packets: u64, bytes: u64, last: Option<(Instant, u16, u32)>) {
+        self.counters.tx_packets += packets;
+        self.counters.tx_bytes += bytes;
+        self.out.packets = self.out.packets.wrapping_add(packets as u32);
+        let payload = bytes.saturating_sub(packets * RTP_HEADER_LEN);
+        self.out.octets = self.out.octets.wrapping_add(payload as u32);
+        if let Some((at, seq, ts)) = last
+            && self.out.last_sent.is_none_or(|s| s <= at)
+        {
+            self.out.last_seq = seq;
+            self.out.last_ts = ts;
+            self.out.last_sent = Some(at);
+        }
     }
 
     /// The address we currently send RTP to: the latched source, else the SDP address.
@@ -695,6 +749,12 @@ pub struct Translation {
 }
 
 impl Translation {
+    /// Whether packets pass unchanged (same law both sides): what the in-kernel relay,
+    /// which does not transcode, needs.
+    pub fn is_identity(&self) -> bool {
+        self.table.is_none()
+    }
+
     /// Builds the table when the two legs use different laws.
     pub fn new(from: Codec, to: Codec) -> Self {
         Translation {

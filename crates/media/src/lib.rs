@@ -19,6 +19,7 @@
 pub mod dtmf;
 pub mod error;
 pub mod g711;
+pub mod kernel;
 pub mod leg;
 pub mod mix;
 pub mod player;

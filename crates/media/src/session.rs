@@ -6,9 +6,9 @@
 
 use std::future::Future;
 use std::io;
-use std::net::SocketAddr;
-use std::sync::OnceLock;
+use std::net::{SocketAddr, SocketAddrV4};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::Poll;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -18,6 +18,7 @@ use tokio::task::JoinHandle;
 use crate::dtmf::DtmfGenerator;
 use crate::error::{MediaError, Result};
 use crate::g711::Law;
+use crate::kernel::{Flow, FlowStats, Forward, KernelRelay};
 use crate::leg::{
     Kind, LegConfig, LegCounters, LegEvent, LegState, LegTiming, MAX_PACKET, Translation,
     relay_packet,
@@ -484,9 +485,38 @@ pub fn spawn_session_with_tick(
     events: mpsc::Sender<MediaEvent>,
     tick: Duration,
 ) -> SessionHandle {
+    let opts = SessionOptions {
+        tick: Some(tick),
+        kernel: None,
+    };
+    spawn_session_with(a, events, &opts)
+}
+
+/// How a session runs, beyond its first leg.
+#[derive(Debug, Clone, Default)]
+pub struct SessionOptions {
+    /// How often RTP sockets are read (see [`spawn_session_with_tick`]); None: the
+    /// [`default_tick`].
+    pub tick: Option<Duration>,
+    /// The process's in-kernel relay, if it has one: a bridged call's audio goes
+    /// through it whenever the call allows (see [`crate::kernel`] and
+    /// `Task::kernel_wanted`).
+    pub kernel: Option<Arc<KernelRelay>>,
+}
+
+/// Starts the media task with `opts`.
+pub fn spawn_session_with(
+    a: MediaLeg,
+    events: mpsc::Sender<MediaEvent>,
+    opts: &SessionOptions,
+) -> SessionHandle {
     let (cmd, rx) = mpsc::channel(16);
     let task = Task {
-        tick,
+        tick: opts.tick.unwrap_or_else(default_tick),
+        offload: opts.kernel.clone().map(|relay| Offload {
+            relay,
+            installed: [None, None],
+        }),
         wakeups: 0,
         last_read: None,
         lag: Lag::new(),
@@ -512,6 +542,8 @@ pub fn spawn_session_with_tick(
 struct Task {
     /// Period of reading the RTP sockets; zero: per datagram.
     tick: Duration,
+    /// The directions the in-kernel relay forwards for this call, if it has one.
+    offload: Option<Offload>,
     /// Turns of the run loop (see [`SessionStats::wakeups`]).
     wakeups: u64,
     /// When the ticked sockets were last read.
@@ -536,6 +568,58 @@ struct Task {
     buf_in: Box<[u8]>,
     buf_out: Box<[u8]>,
     far_future: Instant,
+}
+
+/// A session's use of the in-kernel relay: per receiving side, the flow the kernel has.
+struct Offload {
+    relay: Arc<KernelRelay>,
+    installed: [Option<Installed>; 2],
+}
+
+/// A direction in the kernel, and how much of its count the legs already have.
+struct Installed {
+    flow: Flow,
+    fwd: Forward,
+    merged: (u64, u64),
+}
+
+impl Drop for Offload {
+    /// A session that ends without taking its flows back (aborted) still must not leave
+    /// the kernel forwarding to ports that will be someone else's.
+    fn drop(&mut self) {
+        for i in self.installed.iter_mut().filter_map(Option::take) {
+            let _ = self.relay.withdraw(&i.flow);
+        }
+    }
+}
+
+fn v4(a: SocketAddr) -> Option<SocketAddrV4> {
+    match a {
+        SocketAddr::V4(a) if !a.ip().is_unspecified() => Some(a),
+        _ => None,
+    }
+}
+
+/// Adds what the kernel forwarded from side `from` since `merged` to the legs: received
+/// on `from`, sent on the other.
+fn merge_kernel(
+    legs: &mut [Option<MediaLeg>; 2],
+    from: usize,
+    s: &FlowStats,
+    merged: &mut (u64, u64),
+) {
+    let (p, b) = (
+        s.packets - merged.0.min(s.packets),
+        s.bytes - merged.1.min(s.bytes),
+    );
+    *merged = (s.packets, s.bytes);
+    if let Some(l) = legs[from].as_mut() {
+        l.state.received_in_kernel(p, b, s.last_packet);
+    }
+    if let Some(l) = legs[1 - from].as_mut() {
+        let last = s.last_packet.map(|t| (t, s.last_seq, s.last_ts));
+        l.state.sent_in_kernel(p, b, last);
+    }
 }
 
 /// Where a call was when its reads fell behind, for the end-of-call line: only the
@@ -838,8 +922,10 @@ impl Task {
                     self.on_mix_timer(now);
                 }
             }
+            self.kernel_sync();
             self.flush_events();
         }
+        self.kernel_withdraw_all();
         self.log_end();
         // Leg A is never removed, so this is always `Some`.
         let [a, b] = self.legs;
@@ -1014,6 +1100,123 @@ impl Task {
         }
     }
 
+    /// What the kernel could forward from side `from`'s peer now: only plain audio
+    /// between two plain-RTP legs that hear each other and nothing else (no player,
+    /// DTMF being sent, recording, mix, third party or browser), with the same codec,
+    /// once the user-space relay has set the rewrite for the peer's current source.
+    fn kernel_wanted(&self, from: usize) -> Option<(Flow, Forward)> {
+        let to = 1 - from;
+        if self.recorder.is_some() || self.mix.is_some() || self.third.is_some() {
+            return None;
+        }
+        if !matches!(self.feeds[to], Feed::Peer)
+            || self.dtmf[to].is_some()
+            || !self.tr[to].as_ref()?.is_identity()
+        {
+            return None;
+        }
+        let (f, t) = (self.legs[from].as_ref()?, self.legs[to].as_ref()?);
+        if f.browser.is_some() || t.browser.is_some() {
+            return None;
+        }
+        let (fc, tc) = (f.state.config(), t.state.config());
+        if !fc.direction.receives() || !tc.direction.sends() {
+            return None;
+        }
+        let (remote, ssrc) = f.state.latched()?;
+        let (seq_offset, ts_offset) = t.state.outbound_stream().relayed_offsets(ssrc)?;
+        let flow = Flow {
+            local: v4(f.local_rtp_addr().ok()?)?,
+            remote: v4(remote)?,
+            ssrc,
+        };
+        let fwd = Forward {
+            from: v4(t.local_rtp_addr().ok()?)?,
+            to: v4(t.state.rtp_target()?)?,
+            ssrc: t.state.outbound_stream().ssrc(),
+            seq_offset,
+            ts_offset,
+            in_pt: fc.payload_type,
+            out_pt: tc.payload_type,
+        };
+        Some((flow, fwd))
+    }
+
+    /// Brings the kernel's flows in line with [`Task::kernel_wanted`]: takes back what
+    /// no longer holds (its count goes to the legs), hands over what now does. A
+    /// kernel that refuses is not asked again for this call (user space relays it).
+    fn kernel_sync(&mut self) {
+        if self.offload.is_none() {
+            return;
+        }
+        for from in 0..2 {
+            let want = self.kernel_wanted(from);
+            let Some(off) = self.offload.as_mut() else {
+                return;
+            };
+            let same = match (&off.installed[from], &want) {
+                (Some(i), Some((f, w))) => i.flow == *f && i.fwd == *w,
+                (None, None) => true,
+                _ => false,
+            };
+            if same {
+                continue;
+            }
+            if let Some(mut i) = off.installed[from].take()
+                && let Ok(Some(s)) = off.relay.withdraw(&i.flow)
+            {
+                merge_kernel(&mut self.legs, from, &s, &mut i.merged);
+            }
+            if let Some((flow, fwd)) = want {
+                match off.relay.offload(flow, fwd) {
+                    Ok(()) => {
+                        off.installed[from] = Some(Installed {
+                            flow,
+                            fwd,
+                            merged: (0, 0),
+                        })
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "kernel relay refused a call: relayed in user space");
+                        self.kernel_withdraw_all();
+                        self.offload = None;
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Takes every flow of this call back from the kernel, counts and all (before a
+    /// command changes what the legs hear; [`Task::kernel_sync`] hands back what still
+    /// holds after it).
+    fn kernel_withdraw_all(&mut self) {
+        let Some(off) = self.offload.as_mut() else {
+            return;
+        };
+        for from in 0..2 {
+            if let Some(mut i) = off.installed[from].take()
+                && let Ok(Some(s)) = off.relay.withdraw(&i.flow)
+            {
+                merge_kernel(&mut self.legs, from, &s, &mut i.merged);
+            }
+        }
+    }
+
+    /// Brings side `from`'s counts and liveness up to date with what the kernel
+    /// forwarded (before its timers run, or a packet that reached the socket anyway is
+    /// judged: the latching guard needs to know the peer is alive).
+    fn kernel_refresh(&mut self, from: usize) {
+        let Some(off) = self.offload.as_mut() else {
+            return;
+        };
+        if let Some(i) = off.installed[from].as_mut()
+            && let Ok(Some(s)) = off.relay.stats(&i.flow)
+        {
+            merge_kernel(&mut self.legs, from, &s, &mut i.merged);
+        }
+    }
+
     fn update_translations(&mut self) {
         self.tr = [None, None];
         if let (Some(a), Some(b)) = (&self.legs[0], &self.legs[1]) {
@@ -1024,6 +1227,7 @@ impl Task {
     }
 
     fn command(&mut self, c: Command) {
+        self.kernel_withdraw_all();
         match c {
             Command::Attach(leg) => {
                 self.legs[1] = Some(self.admit(*leg));
@@ -1199,6 +1403,7 @@ impl Task {
     }
 
     fn drain_rtp(&mut self, side: Side) {
+        self.kernel_refresh(side as usize);
         RECV.with_borrow_mut(|batch| {
             SEND.with_borrow_mut(|out| self.drain_rtp_with(side, batch, out));
             let (w, phase) = (batch.take_waits(), self.phase());
@@ -1400,6 +1605,8 @@ impl Task {
     }
 
     fn on_timer(&mut self, now: Instant) {
+        self.kernel_refresh(0);
+        self.kernel_refresh(1);
         let unix = unix_now();
         if let Some(leg) = self.third.as_mut() {
             leg.browser_timeout(now);
