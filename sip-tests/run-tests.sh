@@ -9,6 +9,9 @@ command -v sipp >/dev/null 2>&1 || need+=(sip-tester)
 command -v espeak-ng >/dev/null 2>&1 || need+=(espeak-ng)
 command -v sox >/dev/null 2>&1 || need+=(sox)
 command -v baresip >/dev/null 2>&1 || need+=(baresip)
+# The in-kernel RTP relay's BPF program (crates/media/bpf) is built by clang; its tests
+# (crates/media/tests/kernel_relay.rs, sip-tests' kernel relay calls) need it and root.
+command -v clang >/dev/null 2>&1 || need+=(clang)
 # WebRTC gateway browser test (crates/media/tests/webrtc_chromium.rs): Debian's chromium.
 [ -x /usr/bin/chromium ] || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then

@@ -98,6 +98,7 @@ async fn call_to_extension_is_bridged_and_released_on_both_legs_udp() -> anyhow:
         reason: EndReason::CallerHangup,
         relayed: 30,
         shared_rtp: false,
+        kernel: false,
     }
     .run()
     .await
@@ -121,6 +122,7 @@ async fn queued_call_is_offered_to_the_agent_and_bridged_udp() -> anyhow::Result
         reason: EndReason::CallerHangup,
         relayed: 30,
         shared_rtp: false,
+        kernel: false,
     }
     .run()
     .await
@@ -139,6 +141,45 @@ async fn queued_call_with_both_legs_on_the_shared_rtp_port_udp() -> anyhow::Resu
         reason: EndReason::CallerHangup,
         relayed: 30,
         shared_rtp: true,
+        kernel: false,
+    }
+    .run()
+    .await
+}
+
+/// With `[media] kernel_relay = ["lo"]` (and no recording): once bridged, the caller's
+/// audio and the agent's echo are forwarded by the in-kernel relay, with the same counts
+/// at the call's end as if Hotline had relayed them, and nothing left in the kernel.
+/// Needs root (CAP_BPF, CAP_NET_ADMIN) and a build with clang.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_call_bridged_through_the_kernel_relay_udp() -> anyhow::Result<()> {
+    Bridged {
+        config: ACD,
+        number: "4002",
+        caller: "uac_call_with_audio.xml",
+        agents: &[("bob", "uas_call.xml")],
+        reason: EndReason::CallerHangup,
+        relayed: 30,
+        shared_rtp: false,
+        kernel: true,
+    }
+    .run()
+    .await
+}
+
+/// The same on the shared RTP port: the kernel keys flows by the peer's address too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_call_on_the_shared_port_bridged_through_the_kernel_relay_udp() -> anyhow::Result<()>
+{
+    Bridged {
+        config: ACD,
+        number: "4002",
+        caller: "uac_call_with_audio.xml",
+        agents: &[("bob", "uas_call.xml")],
+        reason: EndReason::CallerHangup,
+        relayed: 30,
+        shared_rtp: true,
+        kernel: true,
     }
     .run()
     .await
@@ -207,6 +248,7 @@ async fn declined_offer_goes_to_the_next_agent_udp() -> anyhow::Result<()> {
         reason: EndReason::CallerHangup,
         relayed: 30,
         shared_rtp: false,
+        kernel: false,
     }
     .run()
     .await
@@ -228,6 +270,7 @@ async fn unanswered_offer_times_out_and_goes_to_the_next_agent_udp() -> anyhow::
         // Bridged after the 1 s ring timeout: about 1 s of the caller's 2 s of audio.
         relayed: 15,
         shared_rtp: false,
+        kernel: false,
     }
     .run()
     .await
@@ -244,6 +287,7 @@ async fn agent_hangup_releases_the_caller_udp() -> anyhow::Result<()> {
         reason: EndReason::AgentHangup,
         relayed: 30,
         shared_rtp: false,
+        kernel: false,
     }
     .run()
     .await
@@ -263,14 +307,20 @@ struct Bridged {
     /// With `[media] shared_rtp_port`: both legs' RTP must come in on the shared port
     /// (their SDP names the address their signalling came from), and leave no leg there.
     shared_rtp: bool,
+    /// With `[media] kernel_relay = ["lo"]` and no recording: the bridged audio must go
+    /// through the in-kernel relay, which has no flow left afterwards.
+    kernel: bool,
 }
 
 impl Bridged {
     async fn run(self) -> anyhow::Result<()> {
-        let config = match self.shared_rtp {
+        let mut config = match self.shared_rtp {
             true => format!("shared_rtp_port = {}\n{}", free_port(), self.config),
             false => self.config.to_string(),
         };
+        if self.kernel {
+            config = format!("record = false\nkernel_relay = [\"lo\"]\n{config}");
+        }
         let (h, server, mut ended) = start_for_calls("", 100, &config).await?;
         let mut uas = Vec::new();
         for (user, scenario) in self.agents {
@@ -300,12 +350,25 @@ impl Bridged {
             b.rx_packets >= self.relayed / 2,
             "agent's echo back into Hotline: {media:?}"
         );
+        let kernel = h.switch.as_ref().and_then(|s| s.kernel_relay());
+        assert_eq!(kernel.is_some(), self.kernel, "{kernel:?}");
+        if let Some(k) = kernel {
+            // All but the first packets of each direction (which set the rewrite in
+            // user space) and whatever came before the bridge.
+            assert!(
+                k.forwarded >= self.relayed + self.relayed / 2,
+                "the bridged audio went through the kernel: {k:?}, {media:?}"
+            );
+            assert_eq!(k.flows, 0, "the call's end took its flows back: {k:?}");
+        }
         let port = h.switch.as_ref().and_then(|s| s.shared_rtp());
         assert_eq!(port.is_some(), self.shared_rtp, "{port:?}");
         if let Some(port) = port {
+            // What the kernel forwarded never reached the port's socket.
+            let in_kernel = kernel.map_or(0, |k| k.forwarded);
             assert!(
-                port.routed >= media.a.rx_packets + b.rx_packets,
-                "both legs' RTP came in on the shared port: {port:?}, {media:?}"
+                port.routed + in_kernel >= media.a.rx_packets + b.rx_packets,
+                "both legs' RTP came in on the shared port: {port:?}, {kernel:?}, {media:?}"
             );
             let left = (port.legs, port.overflow, port.crossed);
             assert_eq!(left, (0, 0, 0), "{port:?}");

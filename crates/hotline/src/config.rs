@@ -286,6 +286,13 @@ pub struct MediaConfig {
     /// call). A phone whose SDP names another address than its signalling comes from
     /// (behind NAT) still gets a port pair of its own. Unset: a pair per leg.
     pub shared_rtp_port: Option<Spanned<u16>>,
+    /// Network interfaces (e.g. `["eth0"]`; `"lo"` for phones on this host) on whose
+    /// ingress the in-kernel RTP relay runs: a bridged call's audio is forwarded by the
+    /// kernel, without waking Hotline, while nothing else needs it (not while
+    /// recording: with `record = true` it is never used). Needs root (CAP_BPF and
+    /// CAP_NET_ADMIN) and a build with clang. Empty (the default): off.
+    #[serde(default)]
+    pub kernel_relay: Vec<Spanned<String>>,
 }
 
 impl Default for MediaConfig {
@@ -303,6 +310,7 @@ impl Default for MediaConfig {
             webrtc_ice_lite: false,
             tick_ms: None,
             shared_rtp_port: None,
+            kernel_relay: Vec::new(),
         }
     }
 }
@@ -860,6 +868,18 @@ impl Config {
                     format!(
                         "shared_rtp_port {port} must be a port outside rtp_ports [{first}, {last}] (and not 0)"
                     ),
+                ));
+            }
+        }
+        for name in &self.media.kernel_relay {
+            let n = name.get_ref();
+            // IFNAMSIZ is 16 with the terminating NUL.
+            if n.is_empty() || n.len() > 15 || n.contains(['/', ' ', '\0']) {
+                errs.push(locate(
+                    path,
+                    text,
+                    name.span().start,
+                    format!("kernel_relay: {n:?} is not a network interface name (1 to 15 characters, no '/' or space)"),
                 ));
             }
         }
@@ -1458,6 +1478,27 @@ mod tests {
         }
         let e = parse(&format!("{head}shared_rtp_port = 70000\n")).unwrap_err();
         assert_eq!(e.line, 5, "{e}");
+    }
+
+    #[test]
+    fn kernel_relay_interfaces_are_validated_with_their_position() {
+        let head = "[sip]\nudp = [\"127.0.0.1:5060\"]\n[media]\n";
+        assert!(parse(head).unwrap().media.kernel_relay.is_empty());
+        let cfg = parse(&format!("{head}kernel_relay = [\"eth0\", \"lo\"]\n")).unwrap();
+        let names: Vec<&str> = cfg
+            .media
+            .kernel_relay
+            .iter()
+            .map(|n| n.get_ref().as_str())
+            .collect();
+        assert_eq!(names, ["eth0", "lo"]);
+        for bad in ["", "a/b", "has space", "sixteen-chars-xx"] {
+            let e = parse(&format!("{head}kernel_relay = [\"lo\", \"{bad}\"]\n")).unwrap_err();
+            assert_eq!((e.line, e.column), (4, 23), "{bad:?}: {e}");
+            assert!(e.message.contains("not a network interface name"), "{e}");
+        }
+        let e = parse(&format!("{head}kernel_relay = \"eth0\"\n")).unwrap_err();
+        assert_eq!(e.line, 4, "{e}");
     }
 
     const SIP: &str =

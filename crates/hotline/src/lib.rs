@@ -314,7 +314,7 @@ async fn start_inner(
         let sip = Server::start(sip_server_config(cfg)?)
             .await
             .context("starting the SIP server")?;
-        let m = supervision::metrics_source(cfg, sip.shared_counters(), None, None, None)?;
+        let m = supervision::metrics_source(cfg, sip.shared_counters(), None, None, None, None)?;
         return Ok(Hotline {
             metrics: supervision::metrics_listener(cfg, m, None).await?,
             sip,
@@ -344,7 +344,25 @@ async fn start_inner(
         tracing::info!(%addr, "callers' and agents' RTP on the shared port");
         switch_cfg.shared_rtp = Some(Arc::new(port));
     }
+    if !cfg.media.kernel_relay.is_empty() {
+        let names: Vec<&str> = cfg
+            .media
+            .kernel_relay
+            .iter()
+            .map(|n| n.get_ref().as_str())
+            .collect();
+        let relay = hotline_media::kernel::KernelRelay::attach(&names)
+            .with_context(|| format!("[media] kernel_relay on {names:?}"))?;
+        if cfg.media.record {
+            tracing::warn!(
+                "[media] kernel_relay is set but record = true: recorded calls are relayed in user space, so it will not be used"
+            );
+        }
+        tracing::info!(interfaces = ?names, "in-kernel RTP relay attached");
+        switch_cfg.kernel_relay = Some(Arc::new(relay));
+    }
     let shared_rtp = switch_cfg.shared_rtp.clone();
+    let kernel_relay = switch_cfg.kernel_relay.clone();
     let (sip, app, events) = Server::start_with_app(sip_server_config(cfg)?, 1024)
         .await
         .context("starting the SIP server")?;
@@ -389,6 +407,7 @@ async fn start_inner(
         Some(switch.stats()),
         Some(switch.ports()),
         shared_rtp,
+        kernel_relay,
     )?;
     let metrics = supervision::metrics_listener(cfg, m.clone(), Some(switch.handle())).await?;
     let admin = match (&cfg.cti, file) {

@@ -20,6 +20,7 @@ pub fn metrics_source(
     calls: Option<Arc<SwitchStats>>,
     ports: Option<Arc<hotline_media::PortAllocator>>,
     shared_rtp: Option<Arc<hotline_media::SharedPort>>,
+    kernel_relay: Option<Arc<hotline_media::kernel::KernelRelay>>,
 ) -> anyhow::Result<Option<MetricsSource>> {
     if !cfg.metrics.enabled {
         return Ok(None);
@@ -57,6 +58,11 @@ pub fn metrics_source(
             metrics::counter!("hotline_shared_rtp_unknown_total").absolute(s.unknown);
             metrics::counter!("hotline_shared_rtp_overflow_total").absolute(s.overflow);
             metrics::counter!("hotline_shared_rtp_crossed_total").absolute(s.crossed);
+        }
+        if let Some(k) = &kernel_relay {
+            let t = k.totals();
+            metrics::gauge!("hotline_kernel_relay_flows").set(t.flows as f64);
+            metrics::counter!("hotline_kernel_relay_forwarded_total").absolute(t.forwarded);
         }
         leak_gauges();
     };

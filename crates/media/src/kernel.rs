@@ -12,8 +12,10 @@
 //!
 //! Needs CAP_BPF and CAP_NET_ADMIN (root) and a build with clang (see `build.rs`).
 
+use std::collections::HashSet;
 use std::net::SocketAddrV4;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use aya::Ebpf;
@@ -173,8 +175,26 @@ fn failed(what: &'static str, e: impl std::error::Error) -> MediaError {
 /// detaches the program (TCX links belong to this process: nothing is left behind if
 /// it dies).
 pub struct KernelRelay {
-    flows: Mutex<HashMap<MapData, FlowKey, FlowAction>>,
+    table: Mutex<Table>,
+    /// Packets forwarded by flows since taken back (see [`KernelRelayStats`]).
+    forwarded: AtomicU64,
     _bpf: Ebpf,
+}
+
+/// The kernel's flow table and which flows Hotline has put there.
+struct Table {
+    map: HashMap<MapData, FlowKey, FlowAction>,
+    flows: HashSet<Flow>,
+}
+
+/// The relay's totals, for metrics and tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct KernelRelayStats {
+    /// Directions the kernel forwards now.
+    pub flows: usize,
+    /// Packets the kernel forwarded for directions since taken back (a call's count is
+    /// added when its flows end or change).
+    pub forwarded: u64,
 }
 
 impl std::fmt::Debug for KernelRelay {
@@ -220,9 +240,13 @@ impl KernelRelay {
             what: "load",
             reason: "no map named FLOWS in the object".into(),
         })?;
-        let flows = HashMap::try_from(map).map_err(|e| failed("load", e))?;
+        let map = HashMap::try_from(map).map_err(|e| failed("load", e))?;
         Ok(KernelRelay {
-            flows: Mutex::new(flows),
+            table: Mutex::new(Table {
+                map,
+                flows: HashSet::new(),
+            }),
+            forwarded: AtomicU64::new(0),
             _bpf: bpf,
         })
     }
@@ -241,14 +265,25 @@ impl KernelRelay {
             out_pt: fwd.out_pt,
             ..FlowAction::default()
         };
-        self.table()
+        let mut t = self.table();
+        t.map
             .insert(flow.key(), action, 0)
-            .map_err(|e| failed("offload", e))
+            .map_err(|e| failed("offload", e))?;
+        t.flows.insert(flow);
+        Ok(())
+    }
+
+    /// Totals (see [`KernelRelayStats`]).
+    pub fn totals(&self) -> KernelRelayStats {
+        KernelRelayStats {
+            flows: self.table().flows.len(),
+            forwarded: self.forwarded.load(Ordering::Relaxed),
+        }
     }
 
     /// What the kernel forwarded for `flow` so far (None if it does not have it).
     pub fn stats(&self, flow: &Flow) -> Result<Option<FlowStats>> {
-        match self.table().get(&flow.key(), 0) {
+        match self.table().map.get(&flow.key(), 0) {
             Ok(a) => Ok(Some(FlowStats::from_action(&a))),
             Err(MapError::KeyNotFound) => Ok(None),
             Err(e) => Err(failed("read", e)),
@@ -260,19 +295,23 @@ impl KernelRelay {
     pub fn withdraw(&self, flow: &Flow) -> Result<Option<FlowStats>> {
         let mut t = self.table();
         let key = flow.key();
-        let stats = match t.get(&key, 0) {
+        let stats = match t.map.get(&key, 0) {
             Ok(a) => FlowStats::from_action(&a),
             Err(MapError::KeyNotFound) => return Ok(None),
             Err(e) => return Err(failed("read", e)),
         };
-        match t.remove(&key) {
-            Ok(()) | Err(MapError::KeyNotFound) => Ok(Some(stats)),
+        match t.map.remove(&key) {
+            Ok(()) | Err(MapError::KeyNotFound) => {
+                t.flows.remove(flow);
+                self.forwarded.fetch_add(stats.packets, Ordering::Relaxed);
+                Ok(Some(stats))
+            }
             Err(e) => Err(failed("withdraw", e)),
         }
     }
 
-    fn table(&self) -> std::sync::MutexGuard<'_, HashMap<MapData, FlowKey, FlowAction>> {
-        self.flows.lock().unwrap_or_else(|p| p.into_inner())
+    fn table(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 

@@ -236,6 +236,12 @@ fn a_withdrawn_flow_goes_back_to_the_socket_with_its_count() {
     assert_eq!(recv(&c.a).0, after, "Hotline has the flow again");
     assert_eq!(k.withdraw(&pa).unwrap(), None);
     assert_eq!(k.stats(&pa).unwrap(), None);
+    let t = k.totals();
+    assert_eq!(
+        (t.flows, t.forwarded),
+        (1, 5),
+        "q→b is still there; p→a's 5 counted"
+    );
 }
 
 /// RFC 768's checksum over the IPv4 pseudo header and the UDP datagram.
@@ -474,6 +480,12 @@ async fn a_bridged_session_hands_its_audio_to_the_kernel_and_takes_it_back_for_m
     }
     assert!(heard_agent, "the caller hears the agent after the music");
     let _ = c.events.try_recv();
+    // The session's end takes its flows back.
+    let (a, b) = c.session.stop().await.unwrap();
+    drop((a, b));
+    let t = k.totals();
+    assert_eq!(t.flows, 0, "{t:?}");
+    assert!(t.forwarded >= 190, "{t:?}");
 }
 
 #[tokio::test]

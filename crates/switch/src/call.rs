@@ -14,7 +14,7 @@ use hotline_media::sdp::{
 use hotline_media::session::SessionStats;
 use hotline_media::{
     LegConfig, LegEvent, MediaError, MediaEvent, MediaLeg, Player, PortAllocator, Prompt,
-    SessionHandle, Side, spawn_session,
+    SessionHandle, Side, session::spawn_session_with,
 };
 use hotline_sip::msg::{self, Header, Request, Response, SipMessage};
 use hotline_sip::server::AppHandle;
@@ -627,7 +627,7 @@ impl Call {
         let mut caller_ext = caller_ext;
         incall::caller_webrtc(&mut caller_ext, &leg);
         let (media_tx, media_rx) = mpsc::channel(64);
-        let media = spawn_session(leg, media_tx);
+        let media = spawn_session_with(leg, media_tx, &self.cfg.session_options());
         let tag = format!("hl{}", token());
         let mut ok = AppResponse::new(200, "OK")
             .tag(&tag)
@@ -791,7 +791,7 @@ impl Call {
         acd_callback: bool,
     ) -> CallEnd {
         let (media_tx, media_rx) = mpsc::channel(64);
-        let media = spawn_session(customer_media, media_tx);
+        let media = spawn_session_with(customer_media, media_tx, &self.cfg.session_options());
         let attached = media.attach(agent_media).await.is_ok();
         let (acd_tx, acd_rx) = mpsc::channel(16);
         let user = agent.user.clone();
@@ -1299,7 +1299,7 @@ impl Call {
         };
         st.bridged = false;
         let (tx, events) = mpsc::channel(16);
-        let media = spawn_session(agent_media, tx);
+        let media = spawn_session_with(agent_media, tx, &self.cfg.session_options());
         let ringback = hotline_media::Prompt::from_samples(hotline_media::prompts::ringback());
         let _ = media
             .play(Side::A, Player::new(vec![ringback], true, Instant::now()))

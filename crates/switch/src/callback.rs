@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use hotline_acd::{AgentId, CallId};
-use hotline_media::{MediaLeg, Player, Prompt, Side, spawn_session};
+use hotline_media::{MediaLeg, Player, Prompt, Side, session::spawn_session_with};
 use hotline_sip::msg::{Method, Request};
 use hotline_sip::{AppEvent, AppResponse, Flow, ServerTxId};
 use tokio::sync::mpsc;
@@ -171,7 +171,7 @@ impl Call {
         let who = Some(job.user.clone());
         // 2. The agent hears ringback while the customer is called.
         let (media_tx, _media_rx) = mpsc::channel(64);
-        let media = spawn_session(agent_media, media_tx);
+        let media = spawn_session_with(agent_media, media_tx, &self.cfg.session_options());
         let ringback = Prompt::from_samples(hotline_media::prompts::ringback());
         let _ = media
             .play(Side::A, Player::new(vec![ringback], true, Instant::now()))

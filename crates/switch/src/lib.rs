@@ -219,9 +219,21 @@ pub struct SwitchConfig {
     /// legs whose media comes from their signalling address take their RTP there;
     /// `None`: a port pair per leg.
     pub shared_rtp: Option<Arc<hotline_media::SharedPort>>,
+    /// The in-kernel RTP relay (`[media] kernel_relay`): bridged calls' audio goes
+    /// through it while nothing else needs it (no recording, music, mix, browser);
+    /// `None`: user space relays everything.
+    pub kernel_relay: Option<Arc<hotline_media::kernel::KernelRelay>>,
 }
 
 impl SwitchConfig {
+    /// How every call's media session runs.
+    pub(crate) fn session_options(&self) -> hotline_media::session::SessionOptions {
+        hotline_media::session::SessionOptions {
+            tick: None,
+            kernel: self.kernel_relay.clone(),
+        }
+    }
+
     /// A configuration with only routes (no ACD, menus, hours, recording) writing its
     /// CDRs to `cdr`.
     pub fn new(
@@ -252,6 +264,7 @@ impl SwitchConfig {
             qualify: None,
             voicemail: HashMap::new(),
             shared_rtp: None,
+            kernel_relay: None,
         }
     }
 }
@@ -282,6 +295,7 @@ pub struct Switch {
     stats: Arc<SwitchStats>,
     ports: Arc<PortAllocator>,
     shared_rtp: Option<Arc<hotline_media::SharedPort>>,
+    kernel_relay: Option<Arc<hotline_media::kernel::KernelRelay>>,
     ended: Option<mpsc::Receiver<CallEnd>>,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
@@ -352,6 +366,7 @@ impl Switch {
         };
         let d_acd = acd.clone();
         let shared_rtp = cfg.shared_rtp.clone();
+        let kernel_relay = cfg.kernel_relay.clone();
         let d = Dispatcher {
             desk,
             control_tx,
@@ -379,6 +394,7 @@ impl Switch {
             stats,
             ports,
             shared_rtp,
+            kernel_relay,
             ended: Some(ended_rx),
             stop: Some(stop_tx),
             task,
@@ -403,6 +419,11 @@ impl Switch {
     /// What the shared RTP port has seen (`None` without `[media] shared_rtp_port`).
     pub fn shared_rtp(&self) -> Option<hotline_media::SharedPortStats> {
         self.shared_rtp.as_ref().map(|p| p.stats())
+    }
+
+    /// The in-kernel relay's totals (`None` without `[media] kernel_relay`).
+    pub fn kernel_relay(&self) -> Option<hotline_media::kernel::KernelRelayStats> {
+        self.kernel_relay.as_ref().map(|k| k.totals())
     }
 
     /// The RTP port allocator (its `in_use` count says whether calls leaked ports).
