@@ -64,6 +64,10 @@
 #           in its socket (lines carry rtp_wait_ms_p50/p99/max over the sessions, beside
 #           read_gap_ms_*: the longest gap between a ticked session's reads)
 #         SHARED_RTP_PORT (unset): callers' RTP on [media] shared_rtp_port = this port
+#         KERNEL_RELAY (unset): [media] kernel_relay on these interfaces (e.g. "lo"; root and a
+#           build with clang): bridged audio is forwarded by the kernel in the senders'
+#           softirq, so Hotline's own CPU no longer holds the relay's cost: compare
+#           machine_busy_pct (every process and softirq) with a run without it
 #         TICKS (unset: Hotline's default): media part once per value of [media] tick_ms,
 #           side by side in each run, e.g. TICKS="0 10" (0 = RTP read per datagram); lines
 #           and medians carry tick_ms=
@@ -193,6 +197,7 @@ make_caller_wav   # caller.wav in the working directory (lib.sh)
 	# call's stream from the -mp port, so only one caller can be on the shared port (the
 	# others get port pairs): see README, "Shared RTP port".
 	[ -n "${SHARED_RTP_PORT:-}" ] && printf 'shared_rtp_port = %d\n' "$SHARED_RTP_PORT"
+	[ -n "${KERNEL_RELAY:-}" ] && printf 'kernel_relay = [%s]\n' "$(printf '"%s",' $KERNEL_RELAY | sed 's/,$//')"
 	# Recording is on by default in Hotline; the relay figure is measured without it
 	# (RECORD=1 measures with it: one stereo WAV per call, 16 KB/s, under $OUT/recordings,
 	# deleted after each part).
@@ -498,6 +503,7 @@ done
 echo
 echo "================ summary (CPU % = of one core; references: RustPBX, Kamailio) ================"
 [ "$RECORD" = 1 ] && echo "(recording every bridged call)"
+[ -n "${KERNEL_RELAY:-}" ] && echo "(in-kernel relay on: $KERNEL_RELAY)"
 [ "$ECHO_RMEM" -gt 0 ] && echo "(echo UAS sockets with a ${ECHO_RMEM}-byte receive buffer: ECHO_RMEM)"
 printf '%s\n' "${RESULTS[@]}" | tee "$OUT/summary.txt"
 # Medians over the runs (min-max when REPEAT > 1): one "callpath <kind>_median" line per
