@@ -204,6 +204,24 @@ impl Inbound {
         }
         self.transit = Some(transit);
     }
+    /// Packets of `ssrc` the in-kernel relay took, the highest with sequence number
+    /// `seq`: counted as received, so what the kernel missed shows as lost and the
+    /// jump past its packets does not (nor a jitter spike).
+    fn kernel(&mut self, ssrc: u32, packets: u64, seq: u16) {
+        if self.ssrc != Some(ssrc) || packets == 0 {
+            return;
+        }
+        let delta = seq.wrapping_sub(self.max_seq);
+        if delta != 0 && delta < 0x8000 {
+            if seq < self.max_seq {
+                self.cycles = self.cycles.saturating_add(1 << 16);
+            }
+            self.max_seq = seq;
+        }
+        self.received += packets;
+        // The next packet's transit is not comparable with one from before the kernel's.
+        self.transit = None;
+    }
     fn report_block(
         &mut self,
         last_sr: Option<(u32, Instant)>,
@@ -451,12 +469,21 @@ impl LegState {
     }
 
     /// Counts what the in-kernel relay took from this leg's peer (`packets` of `bytes`
-    /// RTP bytes, the last at `last`): the leg is alive although its socket heard
-    /// nothing.
-    pub fn received_in_kernel(&mut self, packets: u64, bytes: u64, last: Option<Instant>) {
+    /// RTP bytes from `ssrc`, the last at `last` with sequence number `seq` as the peer
+    /// sent it): the leg is alive although its socket heard nothing.
+    pub fn received_in_kernel(
+        &mut self,
+        ssrc: u32,
+        packets: u64,
+        bytes: u64,
+        last: Option<(Instant, u16)>,
+    ) {
         self.counters.rx_packets += packets;
         self.counters.rx_bytes += bytes;
-        if let Some(t) = last
+        if let Some((_, seq)) = last {
+            self.inbound.kernel(ssrc, packets, seq);
+        }
+        if let Some((t, _)) = last
             && self.last_rx.is_none_or(|r| r < t)
         {
             self.last_rx = Some(t);

@@ -600,21 +600,20 @@ fn v4(a: SocketAddr) -> Option<SocketAddrV4> {
     }
 }
 
-/// Adds what the kernel forwarded from side `from` since `merged` to the legs: received
-/// on `from`, sent on the other.
-fn merge_kernel(
-    legs: &mut [Option<MediaLeg>; 2],
-    from: usize,
-    s: &FlowStats,
-    merged: &mut (u64, u64),
-) {
+/// Adds what the kernel forwarded for `i` (a direction from side `from`) since its last
+/// merge to the legs: received on `from`, sent on the other.
+fn merge_kernel(legs: &mut [Option<MediaLeg>; 2], from: usize, s: &FlowStats, i: &mut Installed) {
     let (p, b) = (
-        s.packets - merged.0.min(s.packets),
-        s.bytes - merged.1.min(s.bytes),
+        s.packets - i.merged.0.min(s.packets),
+        s.bytes - i.merged.1.min(s.bytes),
     );
-    *merged = (s.packets, s.bytes);
+    i.merged = (s.packets, s.bytes);
     if let Some(l) = legs[from].as_mut() {
-        l.state.received_in_kernel(p, b, s.last_packet);
+        // The kernel reports the sequence number it sent; the peer's is before the offset.
+        let last = s
+            .last_packet
+            .map(|t| (t, s.last_seq.wrapping_sub(i.fwd.seq_offset)));
+        l.state.received_in_kernel(i.flow.ssrc, p, b, last);
     }
     if let Some(l) = legs[1 - from].as_mut() {
         let last = s.last_packet.map(|t| (t, s.last_seq, s.last_ts));
@@ -1165,7 +1164,7 @@ impl Task {
             if let Some(mut i) = off.installed[from].take()
                 && let Ok(Some(s)) = off.relay.withdraw(&i.flow)
             {
-                merge_kernel(&mut self.legs, from, &s, &mut i.merged);
+                merge_kernel(&mut self.legs, from, &s, &mut i);
             }
             if let Some((flow, fwd)) = want {
                 match off.relay.offload(flow, fwd) {
@@ -1198,7 +1197,7 @@ impl Task {
             if let Some(mut i) = off.installed[from].take()
                 && let Ok(Some(s)) = off.relay.withdraw(&i.flow)
             {
-                merge_kernel(&mut self.legs, from, &s, &mut i.merged);
+                merge_kernel(&mut self.legs, from, &s, &mut i);
             }
         }
     }
@@ -1213,7 +1212,7 @@ impl Task {
         if let Some(i) = off.installed[from].as_mut()
             && let Ok(Some(s)) = off.relay.stats(&i.flow)
         {
-            merge_kernel(&mut self.legs, from, &s, &mut i.merged);
+            merge_kernel(&mut self.legs, from, &s, i);
         }
     }
 
