@@ -295,6 +295,16 @@ pub struct MediaConfig {
     pub kernel_relay: Vec<Spanned<String>>,
 }
 
+impl MediaConfig {
+    /// The names in `kernel_relay`, as the relay attaches to them.
+    pub fn kernel_relay_interfaces(&self) -> Vec<&str> {
+        self.kernel_relay
+            .iter()
+            .map(|n| n.get_ref().as_str())
+            .collect()
+    }
+}
+
 impl Default for MediaConfig {
     fn default() -> Self {
         MediaConfig {
@@ -1485,13 +1495,7 @@ mod tests {
         let head = "[sip]\nudp = [\"127.0.0.1:5060\"]\n[media]\n";
         assert!(parse(head).unwrap().media.kernel_relay.is_empty());
         let cfg = parse(&format!("{head}kernel_relay = [\"eth0\", \"lo\"]\n")).unwrap();
-        let names: Vec<&str> = cfg
-            .media
-            .kernel_relay
-            .iter()
-            .map(|n| n.get_ref().as_str())
-            .collect();
-        assert_eq!(names, ["eth0", "lo"]);
+        assert_eq!(cfg.media.kernel_relay_interfaces(), ["eth0", "lo"]);
         for bad in ["", "a/b", "has space", "sixteen-chars-xx"] {
             let e = parse(&format!("{head}kernel_relay = [\"lo\", \"{bad}\"]\n")).unwrap_err();
             assert_eq!((e.line, e.column), (4, 23), "{bad:?}: {e}");

@@ -345,12 +345,7 @@ async fn start_inner(
         switch_cfg.shared_rtp = Some(Arc::new(port));
     }
     if !cfg.media.kernel_relay.is_empty() {
-        let names: Vec<&str> = cfg
-            .media
-            .kernel_relay
-            .iter()
-            .map(|n| n.get_ref().as_str())
-            .collect();
+        let names = cfg.media.kernel_relay_interfaces();
         let relay = hotline_media::kernel::KernelRelay::attach(&names)
             .with_context(|| format!("[media] kernel_relay on {names:?}"))?;
         if cfg.media.record {

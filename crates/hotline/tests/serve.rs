@@ -81,3 +81,35 @@ fn bad_config_is_refused_with_location() {
     assert!(err.contains("hotline.toml:3:1:"), "{err}");
     assert!(err.contains("listen"), "{err}");
 }
+
+/// `[media] kernel_relay` naming an interface this machine does not have: the start
+/// stops with what was asked and why, instead of running without the relay.
+#[test]
+fn kernel_relay_on_a_missing_interface_stops_the_start_with_the_reason() {
+    let d = dir("kernel");
+    let cfg = config(
+        &d,
+        &format!(
+            "[sip]\nudp = [\"127.0.0.1:0\"]\n\
+             [media]\nrtp_ip = \"127.0.0.1\"\nrecord = false\nprompt_cache = \"{p}\"\n\
+             kernel_relay = [\"nosuchif9\"]\n\
+             [[users]]\nname = \"bob\"\npassword = \"x\"\n\
+             [[numbers]]\nnumber = \"4001\"\nextension = \"bob\"\n\
+             [store]\nurl = \"memory\"\n",
+            p = d.join("prompts").display()
+        ),
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_hotline"))
+        .args(["serve", "--config"])
+        .arg(&cfg)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("[media] kernel_relay on [\"nosuchif9\"]"),
+        "{err}"
+    );
+    assert!(err.contains("kernel relay: attach"), "{err}");
+}
