@@ -98,7 +98,7 @@ async fn call_to_extension_is_bridged_and_released_on_both_legs_udp() -> anyhow:
         reason: EndReason::CallerHangup,
         relayed: 30,
         shared_rtp: false,
-        kernel: false,
+        kernel: Kernel::Off,
     }
     .run()
     .await
@@ -122,7 +122,7 @@ async fn queued_call_is_offered_to_the_agent_and_bridged_udp() -> anyhow::Result
         reason: EndReason::CallerHangup,
         relayed: 30,
         shared_rtp: false,
-        kernel: false,
+        kernel: Kernel::Off,
     }
     .run()
     .await
@@ -141,7 +141,7 @@ async fn queued_call_with_both_legs_on_the_shared_rtp_port_udp() -> anyhow::Resu
         reason: EndReason::CallerHangup,
         relayed: 30,
         shared_rtp: true,
-        kernel: false,
+        kernel: Kernel::Off,
     }
     .run()
     .await
@@ -161,13 +161,15 @@ async fn queued_call_bridged_through_the_kernel_relay_udp() -> anyhow::Result<()
         reason: EndReason::CallerHangup,
         relayed: 30,
         shared_rtp: false,
-        kernel: true,
+        kernel: Kernel::Unrecorded,
     }
     .run()
     .await
 }
 
-/// The same on the shared RTP port: the kernel keys flows by the peer's address too.
+/// The same on the shared RTP port (the kernel keys flows by the peer's address too),
+/// recorded: the kernel copies the audio to the recorder, and the call's WAV has both
+/// sides.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queued_call_on_the_shared_port_bridged_through_the_kernel_relay_udp() -> anyhow::Result<()>
 {
@@ -179,7 +181,7 @@ async fn queued_call_on_the_shared_port_bridged_through_the_kernel_relay_udp() -
         reason: EndReason::CallerHangup,
         relayed: 30,
         shared_rtp: true,
-        kernel: true,
+        kernel: Kernel::Recorded,
     }
     .run()
     .await
@@ -248,7 +250,7 @@ async fn declined_offer_goes_to_the_next_agent_udp() -> anyhow::Result<()> {
         reason: EndReason::CallerHangup,
         relayed: 30,
         shared_rtp: false,
-        kernel: false,
+        kernel: Kernel::Off,
     }
     .run()
     .await
@@ -270,7 +272,7 @@ async fn unanswered_offer_times_out_and_goes_to_the_next_agent_udp() -> anyhow::
         // Bridged after the 1 s ring timeout: about 1 s of the caller's 2 s of audio.
         relayed: 15,
         shared_rtp: false,
-        kernel: false,
+        kernel: Kernel::Off,
     }
     .run()
     .await
@@ -287,7 +289,7 @@ async fn agent_hangup_releases_the_caller_udp() -> anyhow::Result<()> {
         reason: EndReason::AgentHangup,
         relayed: 30,
         shared_rtp: false,
-        kernel: false,
+        kernel: Kernel::Off,
     }
     .run()
     .await
@@ -307,9 +309,17 @@ struct Bridged {
     /// With `[media] shared_rtp_port`: both legs' RTP must come in on the shared port
     /// (their SDP names the address their signalling came from), and leave no leg there.
     shared_rtp: bool,
-    /// With `[media] kernel_relay = ["lo"]` and no recording: the bridged audio must go
-    /// through the in-kernel relay, which has no flow left afterwards.
-    kernel: bool,
+    /// With `[media] kernel_relay = ["lo"]`: the bridged audio must go through the
+    /// in-kernel relay, which has no flow left afterwards.
+    kernel: Kernel,
+}
+
+/// Whether a [`Bridged`] call uses the in-kernel relay, and records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kernel {
+    Off,
+    Unrecorded,
+    Recorded,
 }
 
 impl Bridged {
@@ -318,8 +328,22 @@ impl Bridged {
             true => format!("shared_rtp_port = {}\n{}", free_port(), self.config),
             false => self.config.to_string(),
         };
-        if self.kernel {
-            config = format!("record = false\nkernel_relay = [\"lo\"]\n{config}");
+        let recordings = std::env::temp_dir().join(format!(
+            "hotline-kr-rec-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        match self.kernel {
+            Kernel::Off => {}
+            Kernel::Unrecorded => {
+                config = format!("record = false\nkernel_relay = [\"lo\"]\n{config}");
+            }
+            Kernel::Recorded => {
+                config = format!(
+                    "record = true\nrecordings = \"{}\"\nkernel_relay = [\"lo\"]\n{config}",
+                    recordings.display()
+                );
+            }
         }
         let (h, server, mut ended) = start_for_calls("", 100, &config).await?;
         let mut uas = Vec::new();
@@ -351,7 +375,7 @@ impl Bridged {
             "agent's echo back into Hotline: {media:?}"
         );
         let kernel = h.switch.as_ref().and_then(|s| s.kernel_relay());
-        assert_eq!(kernel.is_some(), self.kernel, "{kernel:?}");
+        assert_eq!(kernel.is_some(), self.kernel != Kernel::Off, "{kernel:?}");
         if let Some(k) = kernel {
             // All but the first packets of each direction (which set the rewrite in
             // user space) and whatever came before the bridge.
@@ -360,6 +384,34 @@ impl Bridged {
                 "the bridged audio went through the kernel: {k:?}, {media:?}"
             );
             assert_eq!(k.flows, 0, "the call's end took its flows back: {k:?}");
+        }
+        if self.kernel == Kernel::Recorded {
+            let path = end
+                .recording
+                .as_ref()
+                .context("recorded call has a recording")?;
+            let wav = hound::WavReader::open(path)?;
+            assert_eq!(wav.spec().channels, 2);
+            let samples: Vec<i16> = wav.into_samples::<i16>().collect::<Result<_, _>>()?;
+            // Both sides heard through most of the call: non-silent samples on the left
+            // (the caller's audio) and the right (the agent's echo of it), at least as
+            // many as the relayed packets carried (160 samples each).
+            let loud = |ch: usize| {
+                samples
+                    .iter()
+                    .skip(ch)
+                    .step_by(2)
+                    .filter(|s| s.abs() > 8)
+                    .count()
+            };
+            let want = self.relayed as usize * 160;
+            assert!(
+                loud(0) >= want && loud(1) >= want,
+                "caller {} and agent {} loud samples, want {want} each",
+                loud(0),
+                loud(1)
+            );
+            let _ = std::fs::remove_dir_all(&recordings);
         }
         let port = h.switch.as_ref().and_then(|s| s.shared_rtp());
         assert_eq!(port.is_some(), self.shared_rtp, "{port:?}");

@@ -288,8 +288,8 @@ pub struct MediaConfig {
     pub shared_rtp_port: Option<Spanned<u16>>,
     /// Network interfaces (e.g. `["eth0"]`; `"lo"` for phones on this host) on whose
     /// ingress the in-kernel RTP relay runs: a bridged call's audio is forwarded by the
-    /// kernel, without waking Hotline, while nothing else needs it (not while
-    /// recording: with `record = true` it is never used). Needs root (CAP_BPF and
+    /// kernel, without waking Hotline, while nothing else needs it (a recorded call's
+    /// audio is copied to its recorder by the kernel). Needs root (CAP_BPF and
     /// CAP_NET_ADMIN) and a build with clang. Empty (the default): off.
     #[serde(default)]
     pub kernel_relay: Vec<Spanned<String>>,

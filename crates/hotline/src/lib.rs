@@ -348,11 +348,6 @@ async fn start_inner(
         let names = cfg.media.kernel_relay_interfaces();
         let relay = hotline_media::kernel::KernelRelay::attach(&names)
             .with_context(|| format!("[media] kernel_relay on {names:?}"))?;
-        if cfg.media.record {
-            tracing::warn!(
-                "[media] kernel_relay is set but record = true: recorded calls are relayed in user space, so it will not be used"
-            );
-        }
         tracing::info!(interfaces = ?names, "in-kernel RTP relay attached");
         switch_cfg.kernel_relay = Some(Arc::new(relay));
     }

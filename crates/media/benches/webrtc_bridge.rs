@@ -1147,6 +1147,7 @@ async fn plain_phase(
                             ts_offset: rand::random(),
                             in_pt: 0,
                             out_pt: 0,
+                            tag: 0,
                         };
                         kr.offload(*flow, fwd).expect("offload");
                     }

@@ -33,6 +33,11 @@ static __s64 (*bpf_csum_diff)(__be32 *from, __u32 from_size, __be32 *to, __u32 t
 static long (*bpf_fib_lookup)(void *ctx, struct bpf_fib_lookup *params, int plen,
                               __u32 flags) = (void *)BPF_FUNC_fib_lookup;
 static long (*bpf_redirect)(__u32 ifindex, __u64 flags) = (void *)BPF_FUNC_redirect;
+static long (*bpf_skb_load_bytes)(const void *skb, __u32 offset, void *to, __u32 len) =
+    (void *)BPF_FUNC_skb_load_bytes;
+static void *(*bpf_ringbuf_reserve)(void *ringbuf, __u64 size, __u64 flags) =
+    (void *)BPF_FUNC_ringbuf_reserve;
+static void (*bpf_ringbuf_submit)(void *data, __u64 flags) = (void *)BPF_FUNC_ringbuf_submit;
 
 #define ETH_LEN 14
 #define IP_LEN 20
@@ -44,6 +49,9 @@ static long (*bpf_redirect)(__u32 ifindex, __u64 flags) = (void *)BPF_FUNC_redir
 #define IP_CSUM_OFF (IP_OFF + 10)
 #define UDP_CSUM_OFF (UDP_OFF + 6)
 #define LOOPBACK_IFINDEX 1
+// The most audio a recorded packet may carry for the kernel to forward it (40 ms of
+// G.711); a longer one goes to Hotline's socket.
+#define MAX_TAP 320
 #define AF_INET 2
 
 // One direction of a bridged call, as Hotline's leg sees it: the packet arrived on our
@@ -75,6 +83,18 @@ struct flow_action {
     __u32 last_ts;     // its timestamp as sent (host order)
     __u16 last_seq;    // its sequence number as sent (host order)
     __u16 pad;
+    __u32 tag;         // non-zero: a copy of the audio goes to TAPS with this tag
+    __u32 tap_dropped; // copies lost because TAPS was full
+};
+
+// A recorded call's audio, for Hotline's recorder: read every 20 ms, no wake-up per
+// packet. Must match `TapRecord` in src/kernel.rs.
+struct tap_record {
+    __u64 ns;   // CLOCK_MONOTONIC when the packet was forwarded
+    __u32 tag;
+    __u16 len;  // payload bytes in `payload`
+    __u16 pad;
+    __u8 payload[MAX_TAP];
 };
 
 struct {
@@ -83,6 +103,11 @@ struct {
     __type(key, struct flow_key);
     __type(value, struct flow_action);
 } FLOWS SEC(".maps");
+
+struct {
+    __uint(type, BPF_MAP_TYPE_RINGBUF);
+    __uint(max_entries, 1 << 22);
+} TAPS SEC(".maps");
 
 static __always_inline __u16 swap16(__u16 v) { return __builtin_bswap16(v); }
 static __always_inline __u32 swap32(__u32 v) { return __builtin_bswap32(v); }
@@ -117,6 +142,12 @@ int relay(struct __sk_buff *skb)
     };
     struct flow_action *act = bpf_map_lookup_elem(&FLOWS, &key);
     if (!act || (rtp[1] & 0x7f) != act->in_pt)
+        return TC_ACT_UNSPEC;
+    __u32 len = swap16(udp->len);
+    __u32 payload = len > UDP_LEN + RTP_LEN ? len - UDP_LEN - RTP_LEN : 0;
+    // A recorded packet's audio is copied as is: with padding, CSRCs or an extension
+    // (P, X, CC), or longer than a copy holds, Hotline takes it.
+    if (act->tag && ((rtp[0] & 0x3f) != 0 || payload == 0 || payload > MAX_TAP))
         return TC_ACT_UNSPEC;
 
     // Where the rewritten packet leaves: the route to the other leg's peer, or back
@@ -159,7 +190,22 @@ int relay(struct __sk_buff *skb)
     __u16 ports[2] = {act->src_port, act->dst_port};
     __builtin_memcpy(&new_rest[0], ports, 4);
     __builtin_memcpy(&new_rest[1], hdr, RTP_LEN);
-    __u32 len = swap16(udp->len);
+
+    if (act->tag) {
+        struct tap_record *r = bpf_ringbuf_reserve(&TAPS, sizeof(*r), 0);
+        if (!r) {
+            __sync_fetch_and_add(&act->tap_dropped, 1);
+        } else {
+            r->ns = bpf_ktime_get_ns();
+            r->tag = act->tag;
+            r->pad = 0;
+            __u32 n = payload & 0x1ff;
+            if (n == 0 || n > MAX_TAP || bpf_skb_load_bytes(skb, RTP_OFF + RTP_LEN, r->payload, n) < 0)
+                n = 0;
+            r->len = n;
+            bpf_ringbuf_submit(r, BPF_RB_NO_WAKEUP);
+        }
+    }
 
     // Headers first (packet pointers are void after a checksum helper), then sums.
     ip->saddr = act->src_ip;

@@ -6,23 +6,26 @@
 //! Hotline stays in charge: it hands the kernel one [`Flow`] per direction once both
 //! legs are latched, with the rewrite its user-space relay would do ([`Forward`]), and
 //! takes it back ([`KernelRelay::withdraw`], with what was forwarded) before anything
-//! changes: hold, a new source, recording, the end of the call. Any packet the kernel
-//! does not match (another SSRC or payload type, DTMF events, RTCP, IPv6) reaches the
-//! leg's socket as before.
+//! changes: hold, a new source, the end of the call. Any packet the kernel does not
+//! match (another SSRC or payload type, DTMF events, RTCP, IPv6) reaches the leg's
+//! socket as before. A recorded call's audio is copied by the kernel into a ring buffer
+//! that one task empties into the calls' recorders every 20 ms ([`KernelRelay::tap`]).
 //!
 //! Needs CAP_BPF and CAP_NET_ADMIN (root) and a build with clang (see `build.rs`).
 
 use std::collections::HashSet;
 use std::net::SocketAddrV4;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aya::Ebpf;
-use aya::maps::{HashMap, MapData, MapError};
+use aya::maps::{HashMap, MapData, MapError, RingBuf};
 use aya::programs::{SchedClassifier, TcAttachType, tc};
 
 use crate::error::{MediaError, Result};
+use crate::g711::Law;
+use crate::recorder::{Channel, RecorderTap};
 
 /// The BPF object `build.rs` made (empty when clang was missing).
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/relay.bpf.o"));
@@ -56,6 +59,28 @@ struct FlowAction {
     last_ns: u64,
     last_ts: u32,
     last_seq: u16,
+    pad: u16,
+    tag: u32,
+    tap_dropped: u32,
+}
+
+/// The most audio one tap record holds (`MAX_TAP` in `bpf/relay.bpf.c`).
+const MAX_TAP: usize = 320;
+
+/// `struct tap_record` in `bpf/relay.bpf.c`: a recorded call's audio from the kernel.
+#[repr(C)]
+struct TapRecord {
+    head: TapHead,
+    payload: [u8; MAX_TAP],
+}
+
+/// The header of a [`TapRecord`].
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct TapHead {
+    ns: u64,
+    tag: u32,
+    len: u16,
     pad: u16,
 }
 
@@ -115,6 +140,9 @@ pub struct Forward {
     pub in_pt: u8,
     /// The payload type the other peer expects for it.
     pub out_pt: u8,
+    /// Non-zero: the call is recorded, and a copy of each packet's audio goes to the
+    /// recorder registered with [`KernelRelay::tap`] under this tag.
+    pub tag: u32,
 }
 
 /// What the kernel forwarded for a flow since it was handed over.
@@ -130,6 +158,8 @@ pub struct FlowStats {
     pub last_seq: u16,
     /// The last one's timestamp as sent.
     pub last_ts: u32,
+    /// Copies for the recorder lost because the kernel's tap buffer was full.
+    pub tap_dropped: u32,
 }
 
 fn monotonic_ns() -> u64 {
@@ -142,20 +172,23 @@ fn monotonic_ns() -> u64 {
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// The `Instant` of a kernel time stamp (bpf_ktime_get_ns is CLOCK_MONOTONIC, the clock
+/// `Instant` reads).
+fn instant_of(ns: u64) -> Instant {
+    let ago = monotonic_ns().saturating_sub(ns);
+    let now = Instant::now();
+    now.checked_sub(Duration::from_nanos(ago)).unwrap_or(now)
+}
+
 impl FlowStats {
     fn from_action(a: &FlowAction) -> FlowStats {
-        // bpf_ktime_get_ns is CLOCK_MONOTONIC, the clock `Instant` reads.
-        let last_packet = (a.packets > 0).then(|| {
-            let ago = monotonic_ns().saturating_sub(a.last_ns);
-            let now = Instant::now();
-            now.checked_sub(Duration::from_nanos(ago)).unwrap_or(now)
-        });
         FlowStats {
             packets: a.packets,
             bytes: a.bytes,
-            last_packet,
+            last_packet: (a.packets > 0).then(|| instant_of(a.last_ns)),
             last_seq: a.last_seq,
             last_ts: a.last_ts,
+            tap_dropped: a.tap_dropped,
         }
     }
 }
@@ -176,9 +209,27 @@ fn failed(what: &'static str, e: impl std::error::Error) -> MediaError {
 /// it dies).
 pub struct KernelRelay {
     table: Mutex<Table>,
+    /// The kernel's copies of recorded calls' audio, and whose recorder each tag is.
+    taps: Mutex<Taps>,
+    next_tag: AtomicU32,
+    /// Whether the task that reads `taps` every 20 ms runs.
+    reading: AtomicBool,
     /// Packets forwarded by flows since taken back (see [`KernelRelayStats`]).
     forwarded: AtomicU64,
     _bpf: Ebpf,
+}
+
+/// The ring the kernel writes recorded calls' audio to, and the recorders by tag.
+struct Taps {
+    ring: RingBuf<MapData>,
+    by_tag: std::collections::HashMap<u32, Tap>,
+}
+
+/// Where a tag's audio goes.
+struct Tap {
+    recorder: RecorderTap,
+    channel: Channel,
+    law: Law,
 }
 
 /// The kernel's flow table and which flows Hotline has put there.
@@ -241,11 +292,22 @@ impl KernelRelay {
             reason: "no map named FLOWS in the object".into(),
         })?;
         let map = HashMap::try_from(map).map_err(|e| failed("load", e))?;
+        let ring = bpf.take_map("TAPS").ok_or(MediaError::KernelRelay {
+            what: "load",
+            reason: "no map named TAPS in the object".into(),
+        })?;
+        let ring = RingBuf::try_from(ring).map_err(|e| failed("load", e))?;
         Ok(KernelRelay {
             table: Mutex::new(Table {
                 map,
                 flows: HashSet::new(),
             }),
+            taps: Mutex::new(Taps {
+                ring,
+                by_tag: std::collections::HashMap::new(),
+            }),
+            next_tag: AtomicU32::new(1),
+            reading: AtomicBool::new(false),
             forwarded: AtomicU64::new(0),
             _bpf: bpf,
         })
@@ -263,6 +325,7 @@ impl KernelRelay {
             seq_offset: fwd.seq_offset,
             in_pt: fwd.in_pt,
             out_pt: fwd.out_pt,
+            tag: fwd.tag,
             ..FlowAction::default()
         };
         let mut t = self.table();
@@ -310,6 +373,77 @@ impl KernelRelay {
         }
     }
 
+    /// A tag for [`Forward::tag`], unique in this process (never 0).
+    pub fn new_tag(&self) -> u32 {
+        loop {
+            let t = self.next_tag.fetch_add(1, Ordering::Relaxed);
+            if t != 0 {
+                return t;
+            }
+        }
+    }
+
+    /// Sends the kernel's copies of the audio tagged `tag` to `recorder` (as `channel`,
+    /// in `law`) from now on. Starts the reader (a task of the current tokio runtime
+    /// that empties the kernel's buffer every 20 ms) if it is not running.
+    pub fn tap(self: &Arc<Self>, tag: u32, recorder: RecorderTap, channel: Channel, law: Law) {
+        self.taps().by_tag.insert(
+            tag,
+            Tap {
+                recorder,
+                channel,
+                law,
+            },
+        );
+        if !self.reading.swap(true, Ordering::AcqRel) {
+            let relay = Arc::downgrade(self);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(20));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    let Some(r) = relay.upgrade() else { return };
+                    r.read_taps();
+                }
+            });
+        }
+    }
+
+    /// Stops sending `tag`'s audio to its recorder, after handing it what the kernel
+    /// has already copied (so a recording loses nothing when its call's direction is
+    /// taken back).
+    pub fn untap(&self, tag: u32) {
+        self.read_taps();
+        self.taps().by_tag.remove(&tag);
+    }
+
+    /// Hands every copy waiting in the kernel's buffer to its recorder.
+    fn read_taps(&self) {
+        let mut t = self.taps();
+        let Taps { ring, by_tag } = &mut *t;
+        while let Some(item) = ring.next() {
+            if item.len() < std::mem::size_of::<TapRecord>() - MAX_TAP {
+                continue;
+            }
+            // SAFETY: the kernel wrote a `struct tap_record` (checked long enough for
+            // its header above); read unaligned, it is plain integers and bytes.
+            let head = unsafe { std::ptr::read_unaligned(item.as_ptr().cast::<TapHead>()) };
+            let len = (head.len as usize).min(MAX_TAP);
+            let start = std::mem::size_of::<TapHead>();
+            let Some(payload) = item.get(start..start + len) else {
+                continue;
+            };
+            if let Some(tap) = by_tag.get(&head.tag) {
+                tap.recorder
+                    .push(tap.channel, tap.law, payload, instant_of(head.ns));
+            }
+        }
+    }
+
+    fn taps(&self) -> std::sync::MutexGuard<'_, Taps> {
+        self.taps.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn table(&self) -> std::sync::MutexGuard<'_, Table> {
         self.table.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -323,7 +457,10 @@ mod tests {
     fn records_match_the_programs_structs() {
         // struct flow_key and struct flow_action in bpf/relay.bpf.c, with no padding.
         assert_eq!(std::mem::size_of::<FlowKey>(), 16);
-        assert_eq!(std::mem::size_of::<FlowAction>(), 56);
+        assert_eq!(std::mem::size_of::<FlowAction>(), 64);
+        assert_eq!(std::mem::offset_of!(FlowAction, tag), 56);
+        assert_eq!(std::mem::size_of::<TapHead>(), 16);
+        assert_eq!(std::mem::size_of::<TapRecord>(), 16 + MAX_TAP);
         assert_eq!(std::mem::offset_of!(FlowAction, packets), 24);
         assert_eq!(std::mem::offset_of!(FlowAction, last_seq), 52);
     }

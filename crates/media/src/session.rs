@@ -514,6 +514,7 @@ pub fn spawn_session_with(
     let task = Task {
         tick: opts.tick.unwrap_or_else(default_tick),
         offload: opts.kernel.clone().map(|relay| Offload {
+            tags: [relay.new_tag(), relay.new_tag()],
             relay,
             installed: [None, None],
         }),
@@ -574,6 +575,33 @@ struct Task {
 struct Offload {
     relay: Arc<KernelRelay>,
     installed: [Option<Installed>; 2],
+    /// Per receiving side, the tag its audio has in the kernel's copies for the
+    /// recorder (used while the call is recorded).
+    tags: [u32; 2],
+}
+
+impl Offload {
+    /// Takes side `from`'s direction back from the kernel (and its recording tap):
+    /// what it forwarded, if the kernel had it.
+    fn withdraw(&mut self, from: usize) -> Option<(Installed, FlowStats)> {
+        let i = self.installed[from].take()?;
+        let stats = self.relay.withdraw(&i.flow);
+        if i.fwd.tag != 0 {
+            self.relay.untap(i.fwd.tag);
+        }
+        match stats {
+            Ok(Some(s)) => {
+                if s.tap_dropped > 0 {
+                    tracing::warn!(
+                        dropped = s.tap_dropped,
+                        "kernel relay: the recorder's copies overflowed"
+                    );
+                }
+                Some((i, s))
+            }
+            _ => None,
+        }
+    }
 }
 
 /// A direction in the kernel, and how much of its count the legs already have.
@@ -587,8 +615,8 @@ impl Drop for Offload {
     /// A session that ends without taking its flows back (aborted) still must not leave
     /// the kernel forwarding to ports that will be someone else's.
     fn drop(&mut self) {
-        for i in self.installed.iter_mut().filter_map(Option::take) {
-            let _ = self.relay.withdraw(&i.flow);
+        for from in 0..2 {
+            let _ = self.withdraw(from);
         }
     }
 }
@@ -1101,11 +1129,12 @@ impl Task {
 
     /// What the kernel could forward from side `from`'s peer now: only plain audio
     /// between two plain-RTP legs that hear each other and nothing else (no player,
-    /// DTMF being sent, recording, mix, third party or browser), with the same codec,
-    /// once the user-space relay has set the rewrite for the peer's current source.
+    /// DTMF being sent, mix, third party or browser), with the same codec, once the
+    /// user-space relay has set the rewrite for the peer's current source. A recorded
+    /// call's direction carries its tag: the kernel copies its audio to the recorder.
     fn kernel_wanted(&self, from: usize) -> Option<(Flow, Forward)> {
         let to = 1 - from;
-        if self.recorder.is_some() || self.mix.is_some() || self.third.is_some() {
+        if self.mix.is_some() || self.third.is_some() {
             return None;
         }
         if !matches!(self.feeds[to], Feed::Peer)
@@ -1137,6 +1166,10 @@ impl Task {
             ts_offset,
             in_pt: fc.payload_type,
             out_pt: tc.payload_type,
+            tag: match self.recorder {
+                Some(_) => self.offload.as_ref()?.tags[from],
+                None => 0,
+            },
         };
         Some((flow, fwd))
     }
@@ -1161,12 +1194,17 @@ impl Task {
             if same {
                 continue;
             }
-            if let Some(mut i) = off.installed[from].take()
-                && let Ok(Some(s)) = off.relay.withdraw(&i.flow)
-            {
+            if let Some((mut i, s)) = off.withdraw(from) {
                 merge_kernel(&mut self.legs, from, &s, &mut i);
             }
             if let Some((flow, fwd)) = want {
+                if fwd.tag != 0
+                    && let (Some(rec), Some(leg)) = (&self.recorder, &self.legs[from])
+                {
+                    let channel = [Channel::Caller, Channel::Agent][from];
+                    let law = leg.state.config().codec.law();
+                    off.relay.tap(fwd.tag, rec.clone(), channel, law);
+                }
                 match off.relay.offload(flow, fwd) {
                     Ok(()) => {
                         off.installed[from] = Some(Installed {
@@ -1177,6 +1215,9 @@ impl Task {
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "kernel relay refused a call: relayed in user space");
+                        if fwd.tag != 0 {
+                            off.relay.untap(fwd.tag);
+                        }
                         self.kernel_withdraw_all();
                         self.offload = None;
                         return;
@@ -1194,9 +1235,7 @@ impl Task {
             return;
         };
         for from in 0..2 {
-            if let Some(mut i) = off.installed[from].take()
-                && let Ok(Some(s)) = off.relay.withdraw(&i.flow)
-            {
+            if let Some((mut i, s)) = off.withdraw(from) {
                 merge_kernel(&mut self.legs, from, &s, &mut i);
             }
         }

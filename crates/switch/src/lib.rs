@@ -220,8 +220,8 @@ pub struct SwitchConfig {
     /// `None`: a port pair per leg.
     pub shared_rtp: Option<Arc<hotline_media::SharedPort>>,
     /// The in-kernel RTP relay (`[media] kernel_relay`): bridged calls' audio goes
-    /// through it while nothing else needs it (no recording, music, mix, browser);
-    /// `None`: user space relays everything.
+    /// through it while nothing else needs it (no music, mix, browser; a recorded
+    /// call's audio is copied to its recorder); `None`: user space relays everything.
     pub kernel_relay: Option<Arc<hotline_media::kernel::KernelRelay>>,
 }
 
