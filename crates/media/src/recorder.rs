@@ -1,17 +1,21 @@
 //! Call recording: both directions into one stereo 16-bit WAV (caller left, agent
 //! right; in a conference the right channel is the agent and the added party mixed),
 //! aligned by arrival time with silence filling gaps. The relay only does a
-//! non-blocking `try_send` of a fixed-size frame into a bounded channel; a blocking
-//! writer thread decodes, aligns and writes. A full channel drops and counts.
+//! non-blocking `try_send` of a fixed-size frame into a bounded channel; a few writer
+//! threads shared by every recording of the process (one per core, at most 4) take
+//! what is queued every 20 ms, decode, align and write. A full channel drops and
+//! counts. (A thread per recording was a wake-up per frame, and tokio's blocking pool
+//! of 512 threads left recordings beyond the 512th unwritten until others ended.)
 
 use std::collections::VecDeque;
+use std::fs::File;
+use std::io::BufWriter;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{MediaError, Result};
 use crate::g711::Law;
@@ -174,7 +178,7 @@ pub struct Recording {
 /// The writer side; [`RecordingJob::finish`] returns when the file is complete.
 #[derive(Debug)]
 pub struct RecordingJob {
-    join: JoinHandle<Result<(PathBuf, u64)>>,
+    done: oneshot::Receiver<Result<(PathBuf, u64)>>,
     dropped: Arc<AtomicU64>,
 }
 
@@ -184,7 +188,7 @@ impl RecordingJob {
     /// the taps first.
     pub async fn finish(self) -> Result<Recording> {
         let (path, frames) = self
-            .join
+            .done
             .await
             .map_err(|_| MediaError::TaskGone("recording writer"))??;
         Ok(Recording {
@@ -255,69 +259,205 @@ pub fn start_recording(
     spawn_writer(path, capacity, start, None)
 }
 
-/// The writer thread of a recording: stereo, or (`voice` given) the caller alone in mono,
-/// with the end of their last voiced frame stored in `voice`.
+/// A recording: stereo, or (`voice` given) the caller alone in mono, with the end of
+/// their last voiced frame stored in `voice`. Written by the [`pool`].
 fn spawn_writer(
     path: &Path,
     capacity: usize,
     start: Instant,
     voice: Option<Arc<AtomicU64>>,
 ) -> Result<(RecorderTap, RecordingJob)> {
-    let mono = voice.is_some();
     let spec = hound::WavSpec {
-        channels: if mono { 1 } else { 2 },
+        channels: if voice.is_some() { 1 } else { 2 },
         sample_rate: 8000,
         bits_per_sample: 16,
         sample_format: hound::SampleFormat::Int,
     };
-    let mut writer = hound::WavWriter::create(path, spec)?;
-    let (tx, mut rx) = mpsc::channel::<RecFrame>(capacity.max(1));
+    let writer = hound::WavWriter::create(path, spec)?;
+    let (tx, rx) = mpsc::channel::<RecFrame>(capacity.max(1));
+    let (done_tx, done) = oneshot::channel();
     let dropped = Arc::new(AtomicU64::new(0));
-    let path = path.to_path_buf();
-    let dropped_w = Arc::clone(&dropped);
-    let join = tokio::task::spawn_blocking(move || {
-        let mut al = Aligner::new(start);
-        let mut frames = 0u64;
-        let mut write = |l: i16, r: i16| -> Result<()> {
-            writer.write_sample(l)?;
-            if !mono {
-                writer.write_sample(r)?;
-            }
-            frames += 1;
-            Ok(())
-        };
-        let mut pcm = Vec::with_capacity(MAX_FRAME_BYTES);
-        while let Some(f) = rx.blocking_recv() {
-            pcm.clear();
-            pcm.extend(f.data[..f.len as usize].iter().map(|&b| f.law.decode(b)));
-            let kept = match &voice {
-                None => al.push(f.channel, f.at, pcm.iter().copied()),
-                Some(_) if f.channel != Channel::Caller => continue,
-                Some(v) => {
-                    if is_voice(&pcm) {
-                        let end = f.at.saturating_duration_since(start)
-                            + Duration::from_micros(pcm.len() as u64 * 125);
-                        v.store(end.as_micros().max(1) as u64, Ordering::Relaxed);
-                    }
-                    al.push_mono(f.at, pcm.iter().copied())
-                }
-            };
-            if !kept {
-                dropped_w.fetch_add(1, Ordering::Relaxed);
-            }
-            al.drain(&mut write)?;
-        }
-        al.finish(&mut write)?;
-        writer.finalize()?;
-        Ok((path, frames))
+    pool().add(Writing {
+        rx,
+        al: Aligner::new(start),
+        writer: Some(writer),
+        voice,
+        start,
+        frames: 0,
+        dropped: Arc::clone(&dropped),
+        path: path.to_path_buf(),
+        done: Some(done_tx),
+        pcm: Vec::with_capacity(MAX_FRAME_BYTES),
     });
     Ok((
         RecorderTap {
             tx,
             dropped: Arc::clone(&dropped),
         },
-        RecordingJob { join, dropped },
+        RecordingJob { done, dropped },
     ))
+}
+
+/// How often a writer thread takes what its recordings have queued.
+const WRITE_TICK: Duration = Duration::from_millis(20);
+
+/// One recording being written.
+struct Writing {
+    rx: mpsc::Receiver<RecFrame>,
+    al: Aligner,
+    /// Taken to finalise the WAV header.
+    writer: Option<hound::WavWriter<BufWriter<File>>>,
+    voice: Option<Arc<AtomicU64>>,
+    start: Instant,
+    frames: u64,
+    dropped: Arc<AtomicU64>,
+    path: PathBuf,
+    done: Option<oneshot::Sender<Result<(PathBuf, u64)>>>,
+    pcm: Vec<i16>,
+}
+
+impl Writing {
+    /// Writes what is queued. False once every tap is gone and the file is finished
+    /// (its result sent to the [`RecordingJob`]).
+    fn service(&mut self) -> bool {
+        match self.take_queued() {
+            Ok(true) => true,
+            Ok(false) => {
+                let r = self.finish();
+                if let Some(done) = self.done.take() {
+                    let _ = done.send(r.map(|()| (self.path.clone(), self.frames)));
+                }
+                false
+            }
+            Err(e) => {
+                if let Some(done) = self.done.take() {
+                    let _ = done.send(Err(e));
+                }
+                false
+            }
+        }
+    }
+
+    /// Ok(false): the taps are gone and everything they sent is written.
+    fn take_queued(&mut self) -> Result<bool> {
+        let mono = self.voice.is_some();
+        loop {
+            let f = match self.rx.try_recv() {
+                Ok(f) => f,
+                Err(mpsc::error::TryRecvError::Empty) => return Ok(true),
+                Err(mpsc::error::TryRecvError::Disconnected) => return Ok(false),
+            };
+            self.pcm.clear();
+            self.pcm
+                .extend(f.data[..f.len as usize].iter().map(|&b| f.law.decode(b)));
+            let kept = match &self.voice {
+                None => self.al.push(f.channel, f.at, self.pcm.iter().copied()),
+                Some(_) if f.channel != Channel::Caller => continue,
+                Some(v) => {
+                    if is_voice(&self.pcm) {
+                        let end = f.at.saturating_duration_since(self.start)
+                            + Duration::from_micros(self.pcm.len() as u64 * 125);
+                        v.store(end.as_micros().max(1) as u64, Ordering::Relaxed);
+                    }
+                    self.al.push_mono(f.at, self.pcm.iter().copied())
+                }
+            };
+            if !kept {
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            let Some(writer) = self.writer.as_mut() else {
+                return Ok(false);
+            };
+            let frames = &mut self.frames;
+            self.al
+                .drain(|l, r| write_frame(writer, frames, mono, l, r))?;
+        }
+    }
+
+    /// Writes what the aligner still holds and the WAV header's final sizes.
+    fn finish(&mut self) -> Result<()> {
+        let mono = self.voice.is_some();
+        let Some(mut writer) = self.writer.take() else {
+            return Ok(());
+        };
+        let frames = &mut self.frames;
+        self.al
+            .finish(|l, r| write_frame(&mut writer, frames, mono, l, r))?;
+        writer.finalize()?;
+        Ok(())
+    }
+}
+
+fn write_frame(
+    writer: &mut hound::WavWriter<BufWriter<File>>,
+    frames: &mut u64,
+    mono: bool,
+    l: i16,
+    r: i16,
+) -> Result<()> {
+    writer.write_sample(l)?;
+    if !mono {
+        writer.write_sample(r)?;
+    }
+    *frames += 1;
+    Ok(())
+}
+
+/// The process's recording writers: a few threads, each writing its share of the
+/// recordings every [`WRITE_TICK`] and sleeping on its queue of new ones when it has
+/// none.
+struct Pool {
+    workers: Vec<std::sync::mpsc::Sender<Writing>>,
+    next: AtomicUsize,
+}
+
+fn pool() -> &'static Pool {
+    static POOL: OnceLock<Pool> = OnceLock::new();
+    POOL.get_or_init(|| {
+        let n = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 4));
+        let workers = (0..n)
+            .map(|i| {
+                let (tx, rx) = std::sync::mpsc::channel::<Writing>();
+                std::thread::Builder::new()
+                    .name(format!("hotline-rec-{i}"))
+                    .spawn(move || write_loop(rx))
+                    .expect("recording writer thread");
+                tx
+            })
+            .collect();
+        Pool {
+            workers,
+            next: AtomicUsize::new(0),
+        }
+    })
+}
+
+impl Pool {
+    fn add(&self, w: Writing) {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.workers.len();
+        // A worker only ends with the process.
+        let _ = self.workers[i].send(w);
+    }
+}
+
+fn write_loop(new: std::sync::mpsc::Receiver<Writing>) {
+    let mut jobs: Vec<Writing> = Vec::new();
+    loop {
+        if jobs.is_empty() {
+            match new.recv() {
+                Ok(w) => jobs.push(w),
+                Err(_) => return,
+            }
+        }
+        while let Ok(w) = new.try_recv() {
+            jobs.push(w);
+        }
+        let tick = Instant::now() + WRITE_TICK;
+        jobs.retain_mut(Writing::service);
+        if let Some(rest) = tick.checked_duration_since(Instant::now()) {
+            std::thread::sleep(rest);
+        }
+    }
 }
 
 #[cfg(test)]
