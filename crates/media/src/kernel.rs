@@ -204,6 +204,27 @@ fn failed(what: &'static str, e: impl std::error::Error) -> MediaError {
     MediaError::KernelRelay { what, reason }
 }
 
+/// Refuses an interface that does not route: `bpf_fib_lookup` answers only for packets
+/// from one with IPv4 forwarding on (else every packet would go to user space).
+/// Loopback needs no lookup.
+fn forwarding(name: &str) -> Result<()> {
+    let path = format!("/proc/sys/net/ipv4/conf/{name}/forwarding");
+    match std::fs::read_to_string(&path) {
+        Ok(v) if v.trim() == "1" => Ok(()),
+        Ok(_) => Err(MediaError::KernelRelay {
+            what: "attach",
+            reason: format!(
+                "net.ipv4.conf.{name}.forwarding is off: the kernel forwards only from an interface that routes \
+                 (sysctl -w net.ipv4.conf.{name}.forwarding=1; keep the firewall's FORWARD policy at DROP)"
+            ),
+        }),
+        Err(e) => Err(MediaError::KernelRelay {
+            what: "attach",
+            reason: format!("no interface {name} ({path}: {e})"),
+        }),
+    }
+}
+
 /// The loaded program, attached to some interfaces, and its flow table. Dropping it
 /// detaches the program (TCX links belong to this process: nothing is left behind if
 /// it dies).
@@ -268,6 +289,9 @@ impl KernelRelay {
                 what: "load",
                 reason: "this build has no BPF object (clang was missing when it was built)".into(),
             });
+        }
+        for name in interfaces.iter().filter(|n| **n != "lo") {
+            forwarding(name)?;
         }
         let mut bpf = Ebpf::load(OBJECT).map_err(|e| failed("load", e))?;
         let prog: &mut SchedClassifier = bpf

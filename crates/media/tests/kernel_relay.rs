@@ -583,3 +583,157 @@ async fn a_peer_heard_only_by_the_kernel_is_alive_and_one_that_stops_is_dead() {
         }
     }
 }
+
+/// A network namespace joined to this one by a veth pair, the phones' side of a "real"
+/// interface: the kernel relay on the host end forwards by the routing table (FIB
+/// lookup, the neighbour's MAC, out of the interface), as on a NIC, which loopback
+/// does not exercise. Removed on drop.
+struct Netns {
+    name: String,
+    host_if: String,
+    host_ip: Ipv4Addr,
+    peer_ip: Ipv4Addr,
+}
+
+fn ip(args: &[&str]) {
+    let out = std::process::Command::new("ip")
+        .args(args)
+        .output()
+        .expect("the ip command (iproute2)");
+    assert!(
+        out.status.success(),
+        "ip {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Netns {
+    fn new() -> Netns {
+        let id = std::process::id() % 10_000;
+        let name = format!("hlkr{id}");
+        let (host_if, peer_if) = (format!("hk{id}h"), format!("hk{id}p"));
+        let net = (id % 250) as u8;
+        let (host_ip, peer_ip) = (
+            Ipv4Addr::new(10, 213, net, 1),
+            Ipv4Addr::new(10, 213, net, 2),
+        );
+        // A namespace left by a crashed run of the same pid would be in the way.
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &name])
+            .output();
+        ip(&["netns", "add", &name]);
+        let ns = Netns {
+            name,
+            host_if,
+            host_ip,
+            peer_ip,
+        };
+        ip(&[
+            "link",
+            "add",
+            &ns.host_if,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &peer_if,
+            "netns",
+            &ns.name,
+        ]);
+        ip(&["addr", "add", &format!("{host_ip}/24"), "dev", &ns.host_if]);
+        ip(&["link", "set", &ns.host_if, "up"]);
+        ip(&[
+            "-n",
+            &ns.name,
+            "addr",
+            "add",
+            &format!("{peer_ip}/24"),
+            "dev",
+            &peer_if,
+        ]);
+        ip(&["-n", &ns.name, "link", "set", &peer_if, "up"]);
+        ns
+    }
+
+    /// A UDP socket bound inside the namespace (a socket stays in the namespace it was
+    /// made in, whichever thread uses it later).
+    fn bind(&self) -> tokio::net::UdpSocket {
+        let path = format!("/var/run/netns/{}", self.name);
+        let addr = SocketAddr::from((self.peer_ip, 0));
+        let s = std::thread::spawn(move || {
+            let f = std::fs::File::open(&path).expect("netns file");
+            // SAFETY: setns on this short-lived thread only; the fd is valid and open.
+            let r = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET) };
+            assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
+            UdpSocket::bind(addr).expect("bind in the namespace")
+        })
+        .join()
+        .expect("netns thread");
+        s.set_nonblocking(true).unwrap();
+        tokio::net::UdpSocket::from_std(s).unwrap()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // The veth pair goes with the namespace.
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+#[tokio::test]
+async fn phones_behind_an_interface_are_relayed_by_the_routed_path() {
+    let ns = Netns::new();
+    // The kernel forwards (and bpf_fib_lookup answers) only from an interface that
+    // routes: refused, with the setting to change, until it does.
+    let e = KernelRelay::attach(&[ns.host_if.as_str()]).unwrap_err();
+    let want = format!("net.ipv4.conf.{}.forwarding", ns.host_if);
+    assert!(e.to_string().contains(&want), "{e}");
+    std::fs::write(
+        format!("/proc/sys/net/ipv4/conf/{}/forwarding", ns.host_if),
+        "1",
+    )
+    .expect("forwarding on the host's end");
+    let k =
+        Arc::new(KernelRelay::attach(&[ns.host_if.as_str()]).expect("kernel relay on the veth"));
+    let alloc = support::port_range(4);
+    let (caller, agent) = (ns.bind(), ns.bind());
+    let a = MediaLeg::new(
+        alloc.bind(ns.host_ip.into()).await.unwrap(),
+        support::pcmu_leg(caller.local_addr().unwrap()),
+        LegTiming::default(),
+    );
+    let b = MediaLeg::new(
+        alloc.bind(ns.host_ip.into()).await.unwrap(),
+        support::pcmu_leg(agent.local_addr().unwrap()),
+        LegTiming::default(),
+    );
+    let (hotline_a, hotline_b) = (a.local_rtp_addr().unwrap(), b.local_rtp_addr().unwrap());
+    let (tx, _events) = mpsc::channel(64);
+    let opts = SessionOptions {
+        tick: Some(Duration::ZERO),
+        kernel: Some(Arc::clone(&k)),
+    };
+    let session = spawn_session_with(a, tx, &opts);
+    session.attach(b).await.unwrap();
+    session.bridge().await.unwrap();
+    let w0 = session.stats().await.unwrap().wakeups;
+    talk(&caller, hotline_a, &agent, hotline_b, 0x77, 0..100).await;
+    talk(&agent, hotline_b, &caller, hotline_a, 0x88, 0..100).await;
+    let st = session.stats().await.unwrap();
+    assert_eq!((st.a.rx_packets, st.b.unwrap().rx_packets), (100, 100));
+    assert!(
+        st.wakeups - w0 < 20,
+        "{} wake-ups for 200 packets: the kernel did not take over",
+        st.wakeups - w0
+    );
+    drop(session.stop().await.unwrap());
+    let t = k.totals();
+    assert_eq!(t.flows, 0, "{t:?}");
+    // All but the first packet or two of each direction (user space, while the
+    // neighbour's address is learnt).
+    assert!(t.forwarded >= 190, "{t:?}");
+}
