@@ -530,17 +530,9 @@ async fn a_recorded_call_goes_through_the_kernel_and_its_recording_has_both_side
     assert_eq!(st.recording_dropped, 0);
     drop(c.session.stop().await.unwrap());
     let rec = job.finish().await.unwrap();
-    let r = hound::WavReader::open(&rec.path).unwrap();
-    assert_eq!(r.spec().channels, 2);
-    let samples: Vec<i16> = r.into_samples::<i16>().map(|s| s.unwrap()).collect();
-    let left: Vec<i16> = samples.iter().step_by(2).copied().collect();
-    let right: Vec<i16> = samples.iter().skip(1).step_by(2).copied().collect();
-    // Caller left (0x90 decodes positive), agent right (0x10 negative): all 50 frames
-    // of each side, whichever path (user space for the first, the kernel's copies for
-    // the rest) they took.
-    assert_eq!(left.iter().filter(|&&s| s > 0).count(), 8000);
-    assert_eq!(right.iter().filter(|&&s| s < 0).count(), 8000);
-    assert!(left.iter().all(|&s| s >= 0) && right.iter().all(|&s| s <= 0));
+    // All 50 frames of each side, whichever path (user space for the first, the
+    // kernel's copies for the rest) they took.
+    support::assert_caller_left_agent_right(hound::WavReader::open(&rec.path).unwrap());
     let _ = std::fs::remove_file(&rec.path);
 }
 

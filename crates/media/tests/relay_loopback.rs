@@ -391,13 +391,7 @@ async fn records_both_directions_into_a_stereo_wav() {
     assert!(
         rec.duration >= Duration::from_secs(1) && rec.duration < Duration::from_secs(1) + GUARD
     );
-    let samples: Vec<i16> = r.into_samples::<i16>().map(|s| s.unwrap()).collect();
-    let left: Vec<i16> = samples.iter().step_by(2).copied().collect();
-    let right: Vec<i16> = samples.iter().skip(1).step_by(2).copied().collect();
-    // Caller left (0x90 decodes positive), agent right (0x10 decodes negative).
-    assert_eq!(left.iter().filter(|&&s| s > 0).count(), 8000);
-    assert_eq!(right.iter().filter(|&&s| s < 0).count(), 8000);
-    assert!(left.iter().all(|&s| s >= 0) && right.iter().all(|&s| s <= 0));
+    support::assert_caller_left_agent_right(r);
 }
 
 #[tokio::test]

@@ -86,3 +86,16 @@ pub fn rtp(pt: u8, ssrc: u32, seq: u16, ts: u32, payload: &[u8]) -> Vec<u8> {
         .build()
         .expect("RTP packet")
 }
+
+/// Checks a stereo recording of 50 frames per side where the caller sent µ-law 0x90
+/// (decodes positive) and the agent 0x10 (negative): the caller whole on the left, the
+/// agent whole on the right, nothing of either on the other side.
+pub fn assert_caller_left_agent_right(r: hound::WavReader<std::io::BufReader<std::fs::File>>) {
+    assert_eq!(r.spec().channels, 2);
+    let samples: Vec<i16> = r.into_samples::<i16>().map(|s| s.unwrap()).collect();
+    let left: Vec<i16> = samples.iter().step_by(2).copied().collect();
+    let right: Vec<i16> = samples.iter().skip(1).step_by(2).copied().collect();
+    assert_eq!(left.iter().filter(|&&s| s > 0).count(), 8000);
+    assert_eq!(right.iter().filter(|&&s| s < 0).count(), 8000);
+    assert!(left.iter().all(|&s| s >= 0) && right.iter().all(|&s| s <= 0));
+}
