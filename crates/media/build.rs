@@ -1,8 +1,9 @@
 //! Builds the in-kernel relay's BPF object (`bpf/relay.bpf.c`) with clang.
 //!
-//! Without clang the object is left empty and the crate still builds: the kernel relay
-//! then refuses to start with an error that says so (`kernel::KernelRelay::attach`),
-//! and everything else works. `CLANG` names another clang.
+//! Without clang (or when it fails: no kernel headers) the object is left empty and
+//! the crate still builds: the kernel relay then refuses to start with an error that
+//! says so (`kernel::KernelRelay::attach`), and everything else works. `CLANG` names
+//! another clang.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -22,9 +23,16 @@ fn main() {
         .args(["-c", src, "-o"])
         .arg(&out)
         .status();
+    // Either way the rest of Hotline builds: the kernel relay's own tests fail, saying
+    // so, when its object is missing (`KernelRelay::built`).
     match run {
         Ok(s) if s.success() => {}
-        Ok(s) => panic!("{clang} could not build {src} ({s})"),
+        Ok(s) => {
+            println!(
+                "cargo:warning=no kernel relay in this build: {clang} could not build {src} ({s}; missing kernel headers? install linux-libc-dev)"
+            );
+            std::fs::write(&out, []).expect("write empty BPF object");
+        }
         Err(e) => {
             println!(
                 "cargo:warning=no kernel relay in this build: {clang} not found ({e}); install clang to have it"
