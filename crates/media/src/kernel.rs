@@ -67,14 +67,8 @@ struct FlowAction {
 /// The most audio one tap record holds (`MAX_TAP` in `bpf/relay.bpf.c`).
 const MAX_TAP: usize = 320;
 
-/// `struct tap_record` in `bpf/relay.bpf.c`: a recorded call's audio from the kernel.
-#[repr(C)]
-struct TapRecord {
-    head: TapHead,
-    payload: [u8; MAX_TAP],
-}
-
-/// The header of a [`TapRecord`].
+/// The header of `struct tap_record` in `bpf/relay.bpf.c` (a recorded call's audio from
+/// the kernel), followed by up to [`MAX_TAP`] bytes of payload.
 #[repr(C)]
 #[derive(Clone, Copy)]
 struct TapHead {
@@ -446,7 +440,7 @@ impl KernelRelay {
         let mut t = self.taps();
         let Taps { ring, by_tag } = &mut *t;
         while let Some(item) = ring.next() {
-            if item.len() < std::mem::size_of::<TapRecord>() - MAX_TAP {
+            if item.len() < std::mem::size_of::<TapHead>() {
                 continue;
             }
             // SAFETY: the kernel wrote a `struct tap_record` (checked long enough for
@@ -484,7 +478,6 @@ mod tests {
         assert_eq!(std::mem::size_of::<FlowAction>(), 64);
         assert_eq!(std::mem::offset_of!(FlowAction, tag), 56);
         assert_eq!(std::mem::size_of::<TapHead>(), 16);
-        assert_eq!(std::mem::size_of::<TapRecord>(), 16 + MAX_TAP);
         assert_eq!(std::mem::offset_of!(FlowAction, packets), 24);
         assert_eq!(std::mem::offset_of!(FlowAction, last_seq), 52);
     }

@@ -609,6 +609,8 @@ struct Installed {
     flow: Flow,
     fwd: Forward,
     merged: (u64, u64),
+    /// When its count was last merged into the legs (see `Task::kernel_refresh`).
+    refreshed: Instant,
 }
 
 impl Drop for Offload {
@@ -620,6 +622,10 @@ impl Drop for Offload {
         }
     }
 }
+
+/// How stale the kernel's count of a leg may be when a packet reaches its socket anyway
+/// (well within the latching guard's 2 s `relatch_after`).
+const KERNEL_REFRESH_ON_DRAIN: Duration = Duration::from_millis(200);
 
 fn v4(a: SocketAddr) -> Option<SocketAddrV4> {
     match a {
@@ -1153,13 +1159,21 @@ impl Task {
         }
         let (remote, ssrc) = f.state.latched()?;
         let (seq_offset, ts_offset) = t.state.outbound_stream().relayed_offsets(ssrc)?;
+        // The legs' own addresses change only with a command, which takes every flow
+        // back first: while one is installed its addresses are current, and this runs
+        // on every turn of the loop, so no `getsockname` then.
+        let installed = self.offload.as_ref()?.installed[from].as_ref();
+        let (local, ours) = match installed {
+            Some(i) => (i.flow.local, i.fwd.from),
+            None => (v4(f.local_rtp_addr().ok()?)?, v4(t.local_rtp_addr().ok()?)?),
+        };
         let flow = Flow {
-            local: v4(f.local_rtp_addr().ok()?)?,
+            local,
             remote: v4(remote)?,
             ssrc,
         };
         let fwd = Forward {
-            from: v4(t.local_rtp_addr().ok()?)?,
+            from: ours,
             to: v4(t.state.rtp_target()?)?,
             ssrc: t.state.outbound_stream().ssrc(),
             seq_offset,
@@ -1211,6 +1225,7 @@ impl Task {
                             flow,
                             fwd,
                             merged: (0, 0),
+                            refreshed: Instant::now(),
                         })
                     }
                     Err(e) => {
@@ -1244,13 +1259,19 @@ impl Task {
     /// Brings side `from`'s counts and liveness up to date with what the kernel
     /// forwarded (before its timers run, or a packet that reached the socket anyway is
     /// judged: the latching guard needs to know the peer is alive).
-    fn kernel_refresh(&mut self, from: usize) {
+    /// `every` bounds how often (a read of the kernel's map is a system call, and in
+    /// tick mode every leg is drained on every tick): the latching guard needs the
+    /// peer's liveness to well within its 2 s, timers need it exact.
+    fn kernel_refresh(&mut self, from: usize, every: Duration) {
         let Some(off) = self.offload.as_mut() else {
             return;
         };
+        let now = Instant::now();
         if let Some(i) = off.installed[from].as_mut()
+            && now.saturating_duration_since(i.refreshed) >= every
             && let Ok(Some(s)) = off.relay.stats(&i.flow)
         {
+            i.refreshed = now;
             merge_kernel(&mut self.legs, from, &s, i);
         }
     }
@@ -1441,7 +1462,7 @@ impl Task {
     }
 
     fn drain_rtp(&mut self, side: Side) {
-        self.kernel_refresh(side as usize);
+        self.kernel_refresh(side as usize, KERNEL_REFRESH_ON_DRAIN);
         RECV.with_borrow_mut(|batch| {
             SEND.with_borrow_mut(|out| self.drain_rtp_with(side, batch, out));
             let (w, phase) = (batch.take_waits(), self.phase());
@@ -1643,8 +1664,8 @@ impl Task {
     }
 
     fn on_timer(&mut self, now: Instant) {
-        self.kernel_refresh(0);
-        self.kernel_refresh(1);
+        self.kernel_refresh(0, Duration::ZERO);
+        self.kernel_refresh(1, Duration::ZERO);
         let unix = unix_now();
         if let Some(leg) = self.third.as_mut() {
             leg.browser_timeout(now);
